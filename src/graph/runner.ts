@@ -1,0 +1,149 @@
+/**
+ * A thin runner over onnxruntime-node: sessions cached by graph signature (one compile per signature,
+ * however many callers ask at once), host tensors in and out, CPU or CUDA execution provider.
+ */
+import * as ort from 'onnxruntime-node';
+import type { Graph } from './ir.js';
+import { type EmitOptions, emitOnnx } from './onnx.js';
+import { type AnyTypedArray, type DType, GraphError, type HostTensor } from './types.js';
+
+export type ExecutionProvider = 'cpu' | 'cuda';
+
+export interface RunnerOptions {
+  executionProvider?: ExecutionProvider;
+  /** 0 lets ONNX Runtime choose (one thread per core). */
+  intraOpThreads?: number;
+  optimization?: 'disabled' | 'basic' | 'extended' | 'all';
+  /** Most sessions kept; the least recently used is released past it. */
+  maxSessions?: number;
+}
+
+export type Feeds = Record<string, HostTensor | ort.Tensor>;
+
+function toOrt(t: HostTensor | ort.Tensor): ort.Tensor {
+  if (!('dtype' in t)) return t;
+  return new ort.Tensor(t.dtype as ort.Tensor.Type, t.data as ort.Tensor.DataType, t.dims);
+}
+
+function fromOrt(t: ort.Tensor): HostTensor {
+  return { dtype: t.type as DType, dims: [...t.dims], data: t.data as AnyTypedArray };
+}
+
+/** A compiled graph. Feeds may be a superset of its inputs: surplus names are ignored. */
+export class CompiledGraph {
+  readonly inputNames: readonly string[];
+  readonly outputNames: readonly string[];
+  private readonly inputSet: Set<string>;
+
+  constructor(
+    readonly key: string,
+    private readonly session: ort.InferenceSession,
+  ) {
+    this.inputNames = session.inputNames;
+    this.outputNames = session.outputNames;
+    this.inputSet = new Set(session.inputNames);
+  }
+
+  async run(feeds: Feeds, fetch?: string[]): Promise<Record<string, HostTensor>> {
+    const ortFeeds: Record<string, ort.Tensor> = {};
+    for (const name of this.inputNames) {
+      const t = feeds[name];
+      if (!t) throw new GraphError('missing_feed', `graph ${this.key}: no tensor fed for input "${name}"`, { input: name });
+      ortFeeds[name] = toOrt(t);
+    }
+    const res = fetch ? await this.session.run(ortFeeds, fetch) : await this.session.run(ortFeeds);
+    const out: Record<string, HostTensor> = {};
+    for (const [k, v] of Object.entries(res)) out[k] = fromOrt(v);
+    return out;
+  }
+
+  has(input: string): boolean {
+    return this.inputSet.has(input);
+  }
+
+  async release(): Promise<void> {
+    await this.session.release();
+  }
+}
+
+export class Runner {
+  private readonly sessions = new Map<string, Promise<CompiledGraph>>();
+  readonly options: Required<RunnerOptions>;
+  compiles = 0;
+
+  constructor(opts: RunnerOptions = {}) {
+    this.options = {
+      executionProvider: opts.executionProvider ?? 'cpu',
+      intraOpThreads: opts.intraOpThreads ?? 0,
+      optimization: opts.optimization ?? 'all',
+      maxSessions: opts.maxSessions ?? 64,
+    };
+  }
+
+  private sessionOptions(): ort.InferenceSession.SessionOptions {
+    const o = this.options;
+    const so: ort.InferenceSession.SessionOptions = {
+      executionProviders: o.executionProvider === 'cuda' ? ['cuda', 'cpu'] : ['cpu'],
+      interOpNumThreads: 1,
+      graphOptimizationLevel: o.optimization,
+      executionMode: 'sequential',
+    };
+    if (o.intraOpThreads > 0) so.intraOpNumThreads = o.intraOpThreads;
+    return so;
+  }
+
+  /**
+   * The session for `key`, compiled from `build()` on first use. Concurrent callers share one compile;
+   * a failed compile is not cached.
+   */
+  compile(key: string, build: () => Graph, emit: EmitOptions = {}): Promise<CompiledGraph> {
+    const hit = this.sessions.get(key);
+    if (hit) {
+      this.sessions.delete(key); // refresh LRU position
+      this.sessions.set(key, hit);
+      return hit;
+    }
+    const p = (async () => {
+      const bytes = emitOnnx(build(), emit);
+      this.compiles++;
+      try {
+        return new CompiledGraph(key, await ort.InferenceSession.create(bytes, this.sessionOptions()));
+      } catch (e) {
+        throw new GraphError('compile_failed', `ONNX Runtime rejected graph ${key}: ${(e as Error).message}`, { key });
+      }
+    })();
+    this.sessions.set(key, p);
+    p.catch(() => this.sessions.delete(key));
+    this.evict();
+    return p;
+  }
+
+  private evict(): void {
+    while (this.sessions.size > this.options.maxSessions) {
+      const [oldest, p] = this.sessions.entries().next().value as [string, Promise<CompiledGraph>];
+      this.sessions.delete(oldest);
+      p.then((s) => s.release()).catch(() => undefined);
+    }
+  }
+
+  get size(): number {
+    return this.sessions.size;
+  }
+
+  async close(): Promise<void> {
+    const all = [...this.sessions.values()];
+    this.sessions.clear();
+    await Promise.allSettled(all.map(async (p) => (await p).release()));
+  }
+}
+
+/** Run a graph once without caching (tests, one-off evaluation). */
+export async function runOnce(g: Graph, feeds: Feeds, opts: RunnerOptions = {}): Promise<Record<string, HostTensor>> {
+  const r = new Runner(opts);
+  try {
+    const s = await r.compile(g.name, () => g);
+    return await s.run(feeds);
+  } finally {
+    await r.close();
+  }
+}
