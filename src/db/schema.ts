@@ -1,0 +1,133 @@
+/**
+ * The database schema, single source of truth: `npm run db:generate` turns changes here into SQL
+ * migrations under migrations/. Timestamps are integer milliseconds since the Unix epoch; JSON
+ * columns hold plain objects whose shape the owning module defines. The FTS5 index over history
+ * text lives in a custom migration (drizzle-kit has no virtual tables), see migrations/.
+ */
+import { sql } from 'drizzle-orm';
+import { check, index, integer, sqliteTable, text, uniqueIndex } from 'drizzle-orm/sqlite-core';
+
+export const HISTORY_KINDS = ['profile', 'dialogue', 'post', 'qa'] as const;
+export type HistoryKind = (typeof HISTORY_KINDS)[number];
+
+export const HISTORY_ROLES = ['user', 'assistant', 'system', 'other'] as const;
+export type HistoryRole = (typeof HISTORY_ROLES)[number];
+
+export const JOB_STATES = ['queued', 'running', 'succeeded', 'rejected', 'failed', 'cancelled'] as const;
+export type JobState = (typeof JOB_STATES)[number];
+export const ACTIVE_JOB_STATES = ['queued', 'running'] as const satisfies readonly JobState[];
+export const FINISHED_JOB_STATES = ['succeeded', 'rejected', 'failed', 'cancelled'] as const satisfies readonly JobState[];
+
+export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+export type JsonObject = { [key: string]: Json };
+
+const inList = (values: readonly string[]) => sql.raw(values.map((v) => `'${v}'`).join(', '));
+
+export const users = sqliteTable('users', {
+  id: text('id').primaryKey(),
+  createdAt: integer('created_at').notNull(),
+  updatedAt: integer('updated_at').notNull(),
+  metadata: text('metadata', { mode: 'json' }).$type<JsonObject>(),
+});
+
+export const historyItems = sqliteTable(
+  'history_items',
+  {
+    id: integer('id').primaryKey({ autoIncrement: true }),
+    userId: text('user_id')
+      .notNull()
+      .references(() => users.id, { onDelete: 'cascade' }),
+    kind: text('kind', { enum: HISTORY_KINDS }).notNull(),
+    role: text('role', { enum: HISTORY_ROLES }),
+    text: text('text').notNull(),
+    createdAt: integer('created_at').notNull(),
+  },
+  (t) => [
+    index('history_items_user_id_id_idx').on(t.userId, t.id),
+    check('history_items_kind_check', sql`${t.kind} in (${inList(HISTORY_KINDS)})`),
+    check('history_items_role_check', sql`${t.role} is null or ${t.role} in (${inList(HISTORY_ROLES)})`),
+  ],
+);
+
+export const injectionJobs = sqliteTable(
+  'injection_jobs',
+  {
+    id: text('id').primaryKey(),
+    userId: text('user_id')
+      .notNull()
+      .references(() => users.id, { onDelete: 'cascade' }),
+    state: text('state', { enum: JOB_STATES }).notNull(),
+    params: text('params', { mode: 'json' }).$type<JsonObject>().notNull(),
+    progress: text('progress', { mode: 'json' }).$type<JsonObject>(),
+    result: text('result', { mode: 'json' }).$type<JsonObject>(),
+    error: text('error', { mode: 'json' }).$type<JsonObject>(),
+    createdAt: integer('created_at').notNull(),
+    startedAt: integer('started_at'),
+    finishedAt: integer('finished_at'),
+    updatedAt: integer('updated_at').notNull(),
+  },
+  (t) => [
+    index('injection_jobs_user_id_created_at_idx').on(t.userId, t.createdAt),
+    index('injection_jobs_state_created_at_idx').on(t.state, t.createdAt),
+    // At most one queued-or-running job per user, enforced by the database itself.
+    uniqueIndex('injection_jobs_one_active_per_user')
+      .on(t.userId)
+      .where(sql`state in ('queued', 'running')`),
+    check('injection_jobs_state_check', sql`${t.state} in (${inList(JOB_STATES)})`),
+  ],
+);
+
+export const trials = sqliteTable(
+  'trials',
+  {
+    id: integer('id').primaryKey({ autoIncrement: true }),
+    jobId: text('job_id')
+      .notNull()
+      .references(() => injectionJobs.id, { onDelete: 'cascade' }),
+    userId: text('user_id')
+      .notNull()
+      .references(() => users.id, { onDelete: 'cascade' }),
+    idx: integer('idx').notNull(),
+    config: text('config', { mode: 'json' }).$type<JsonObject>().notNull(),
+    objectives: text('objectives', { mode: 'json' }).$type<JsonObject>(),
+    cost: text('cost', { mode: 'json' }).$type<JsonObject>(),
+    /** Owned by the job runner (e.g. running, completed, failed). */
+    status: text('status').notNull(),
+    adapterPath: text('adapter_path'),
+    createdAt: integer('created_at').notNull(),
+  },
+  (t) => [uniqueIndex('trials_job_id_idx_unique').on(t.jobId, t.idx), index('trials_user_id_idx').on(t.userId, t.id)],
+);
+
+export const adapterVersions = sqliteTable(
+  'adapter_versions',
+  {
+    id: integer('id').primaryKey({ autoIncrement: true }),
+    userId: text('user_id')
+      .notNull()
+      .references(() => users.id, { onDelete: 'cascade' }),
+    version: integer('version').notNull(),
+    config: text('config', { mode: 'json' }).$type<JsonObject>().notNull(),
+    filePath: text('file_path').notNull(),
+    sha256: text('sha256').notNull(),
+    metrics: text('metrics', { mode: 'json' }).$type<JsonObject>().notNull(),
+    /** Owned by the adapter store (e.g. ready, quarantined). */
+    status: text('status').notNull(),
+    active: integer('active').notNull().default(0),
+    createdAt: integer('created_at').notNull(),
+  },
+  (t) => [
+    uniqueIndex('adapter_versions_user_id_version_unique').on(t.userId, t.version),
+    // At most one active version per user.
+    uniqueIndex('adapter_versions_one_active_per_user')
+      .on(t.userId)
+      .where(sql`active = 1`),
+    check('adapter_versions_active_check', sql`${t.active} in (0, 1)`),
+  ],
+);
+
+export type UserRow = typeof users.$inferSelect;
+export type HistoryItemRow = typeof historyItems.$inferSelect;
+export type JobRow = typeof injectionJobs.$inferSelect;
+export type TrialRow = typeof trials.$inferSelect;
+export type AdapterVersionRow = typeof adapterVersions.$inferSelect;
