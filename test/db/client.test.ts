@@ -51,9 +51,9 @@ describe('openDb', () => {
   });
 
   it('fails with a coded error when the file cannot be opened', () => {
-    t = tempDb();
+    const temp = (t = tempDb());
     // A directory path below a regular file can never be created.
-    expect(() => openDb(join(t.file, 'sub', 'memlora.db'))).toThrow(expect.objectContaining({ code: 'db_open_failed' }));
+    expect(() => openDb(join(temp.file, 'sub', 'memlora.db'))).toThrow(expect.objectContaining({ code: 'db_open_failed' }));
   });
 });
 

@@ -1,0 +1,35 @@
+/** Types shared by the app and its route modules. */
+import type { Config } from '../config.js';
+import type { Db } from '../db/client.js';
+import type { Registry } from '../metrics.js';
+import type { Logger, Services } from './services.js';
+
+export interface AppDeps {
+  config: Config;
+  db: Db;
+  services: Services;
+  /** Where HTTP metrics are registered and /metrics reads from; a fresh registry when absent. */
+  metrics?: Registry;
+  /** Defaults to JSON lines on stderr. */
+  logger?: Logger;
+  /** Shared with the server: while draining, /readyz answers 503 and new generations get 503. */
+  lifecycle?: Lifecycle;
+}
+
+export interface Lifecycle {
+  draining: boolean;
+}
+
+/** AppDeps with defaults filled in: what route modules receive. */
+export interface RouteDeps {
+  config: Config;
+  db: Db;
+  services: Services;
+  metrics: Registry;
+  logger: Logger;
+  lifecycle: Lifecycle;
+}
+
+export interface AppEnv {
+  Variables: { requestId: string };
+}

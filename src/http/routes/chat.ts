@@ -1,0 +1,108 @@
+/**
+ * POST /v1/chat/completions: the OpenAI chat API mapped onto GenerateService, so existing chat
+ * clients work unchanged; `user` names the memlora user. Responses carry an extra `memlora` field
+ * saying how the reply was personalised.
+ */
+import type { Hono } from 'hono';
+import { streamSSE } from 'hono/streaming';
+import type { z } from 'zod';
+import { userExists } from '../../db/queries/users.js';
+import type { AppEnv, RouteDeps } from '../context.js';
+import { chatCompletionRequestSchema, generateRequestSchema } from '../schemas.js';
+import type { GenerateRequest, GenerateResult } from '../services.js';
+import { readJson, validationFailed } from '../validate.js';
+import { clientSignal, firstEvent, logStreamError, requireGenerate } from './generate.js';
+import { userNotFound } from './users.js';
+
+type ChatRequest = z.output<typeof chatCompletionRequestSchema>;
+
+/** Maps the OpenAI body to a GenerateRequest; memlora's defaults apply where OpenAI fields are absent. */
+export function toGenerateRequest(body: ChatRequest): GenerateRequest {
+  const candidate = {
+    userId: body.user,
+    messages: body.messages.map((m) => ({
+      role: m.role === 'developer' ? 'system' : m.role,
+      content: typeof m.content === 'string' ? m.content : m.content.map((p) => p.text).join(''),
+    })),
+    maxTokens: body.max_completion_tokens ?? body.max_tokens ?? undefined,
+    temperature: body.temperature ?? undefined,
+    topP: body.top_p ?? undefined,
+    stop: body.stop ?? undefined,
+    seed: body.seed ?? undefined,
+    stream: body.stream ?? false,
+    mode: body.mode,
+  };
+  const parsed = generateRequestSchema.safeParse(candidate);
+  if (!parsed.success) throw validationFailed(parsed.error, 'body');
+  return parsed.data;
+}
+
+const finishReason = (r: GenerateResult['finishReason']): 'stop' | 'length' => (r === 'length' ? 'length' : 'stop');
+
+const usageOf = (r: GenerateResult) => ({
+  prompt_tokens: r.usage.promptTokens,
+  completion_tokens: r.usage.completionTokens,
+  total_tokens: r.usage.promptTokens + r.usage.completionTokens,
+});
+
+const memloraOf = (r: GenerateResult) => ({ personalization: r.personalization, timings: r.timings });
+
+export function registerChatRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
+  const { db, config, logger } = deps;
+
+  app.post('/v1/chat/completions', async (c) => {
+    const body = await readJson(c, chatCompletionRequestSchema, config.bodyLimitBytes);
+    const req = toGenerateRequest(body);
+    if (!userExists(db, req.userId)) throw userNotFound(req.userId);
+    const gen = requireGenerate(deps);
+    const ac = clientSignal(c);
+    const model = body.model ?? 'memlora';
+    const created = Math.floor(Date.now() / 1000);
+
+    if (!req.stream) {
+      const r = await gen.generate(req, ac.signal);
+      return c.json({
+        id: `chatcmpl-${r.id}`,
+        object: 'chat.completion',
+        created,
+        model,
+        choices: [{ index: 0, message: { role: 'assistant', content: r.text }, finish_reason: finishReason(r.finishReason) }],
+        usage: usageOf(r),
+        memlora: memloraOf(r),
+      });
+    }
+
+    const { iterator, first } = await firstEvent(gen, req, ac.signal);
+    const includeUsage = body.stream_options?.include_usage === true;
+    return streamSSE(c, async (sse) => {
+      sse.onAbort(() => ac.abort(new Error('client disconnected')));
+      // One id for every chunk of the stream, as OpenAI does; the engine's result id arrives only at the end.
+      const id = `chatcmpl-${c.get('requestId')}`;
+      const chunk = (choices: unknown[], extra: Record<string, unknown> = {}) =>
+        sse.writeSSE({ data: JSON.stringify({ id, object: 'chat.completion.chunk', created, model, choices, ...extra }) });
+      let next = first;
+      try {
+        await chunk([{ index: 0, delta: { role: 'assistant', content: '' }, finish_reason: null }]);
+        while (!next.done && !ac.signal.aborted) {
+          const ev = next.value;
+          if (ev.type === 'token') {
+            await chunk([{ index: 0, delta: { content: ev.text }, finish_reason: null }]);
+          } else {
+            const r = ev.result;
+            await chunk([{ index: 0, delta: {}, finish_reason: finishReason(r.finishReason) }], { memlora: memloraOf(r) });
+            if (includeUsage) await chunk([], { usage: usageOf(r) });
+            await sse.writeSSE({ data: '[DONE]' });
+            return;
+          }
+          next = await iterator.next();
+        }
+        if (!ac.signal.aborted) throw new Error('generation stream ended without a done event');
+      } catch (err) {
+        if (ac.signal.aborted) return;
+        await sse.writeSSE({ data: JSON.stringify(logStreamError(logger, c.get('requestId'), err)) });
+      } finally {
+        await iterator.return?.();
+      }
+    });
+  });
+}

@@ -1,0 +1,354 @@
+/**
+ * zod schemas of every request the API accepts and every response it returns. openapi.yaml names
+ * them with `x-zod-schema` / `x-zod-query`, and test/http/openapi.test.ts validates the documented
+ * examples against them, so the document and the code cannot drift apart silently.
+ */
+import { z } from 'zod';
+import { HISTORY_KINDS, HISTORY_ROLES, JOB_STATES } from '../db/schema.js';
+
+// ---------------------------------------------------------------------------------------------
+// Shared pieces
+
+const USER_ID_RE = /^[A-Za-z0-9._-]{1,128}$/;
+
+/** 1-128 chars of [A-Za-z0-9._-], and not made of dots only ("." and ".." name directories). */
+export function isValidUserId(id: string): boolean {
+  return USER_ID_RE.test(id) && !/^\.+$/.test(id);
+}
+
+export const userIdSchema = z.string().refine(isValidUserId, {
+  message: 'user ids are 1-128 characters of A-Z a-z 0-9 . _ - and not only dots',
+});
+
+export const jobIdSchema = z.string().regex(/^job_[a-z0-9]{10,64}$/, { message: 'not a job id' });
+
+/** Deepest nesting a request body may have (guards recursive validators and serialisers). */
+export const MAX_JSON_DEPTH = 32;
+const MAX_METADATA_BYTES = 16 * 1024;
+
+export const jsonObjectSchema = z.record(z.string(), z.json());
+
+export const metadataSchema = jsonObjectSchema.refine((m) => Buffer.byteLength(JSON.stringify(m), 'utf8') <= MAX_METADATA_BYTES, {
+  message: `metadata must serialise to at most ${MAX_METADATA_BYTES} bytes`,
+});
+
+const isoTimestamp = z.iso.datetime({ offset: true });
+
+/** Query-string integer in [min, max] (query values arrive as strings). */
+const queryInt = (min: number, max: number) =>
+  z
+    .string()
+    .regex(/^\d{1,9}$/, { message: 'must be a non-negative integer' })
+    .transform(Number)
+    .pipe(z.number().int().min(min).max(max));
+
+const cursorSchema = z.string().min(1).max(1024);
+
+export const pageSchema = <T extends z.ZodType>(item: T) => z.object({ items: z.array(item), nextCursor: z.string().nullable() });
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+
+export const errorBodySchema = z.object({
+  error: z.object({ code: z.string().min(1), message: z.string().min(1), details: z.unknown() }),
+});
+
+// ---------------------------------------------------------------------------------------------
+// Users
+
+export const putUserBody = z.strictObject({ metadata: metadataSchema.nullable().optional() });
+
+export const listUsersQuery = z.strictObject({
+  limit: queryInt(1, 1000).optional(),
+  cursor: cursorSchema.optional(),
+});
+
+export const userSchema = z.object({
+  id: userIdSchema,
+  metadata: jsonObjectSchema.nullable(),
+  createdAt: isoTimestamp,
+  updatedAt: isoTimestamp,
+});
+
+export const userPageSchema = pageSchema(userSchema);
+
+export const deleteUserResponse = z.object({
+  userId: userIdSchema,
+  removed: z.object({
+    historyItems: z.int().min(0),
+    jobs: z.int().min(0),
+    trials: z.int().min(0),
+    adapterVersions: z.int().min(0),
+    adapterFiles: z.int().min(0),
+    adapterBytes: z.int().min(0),
+  }),
+});
+
+// ---------------------------------------------------------------------------------------------
+// History
+
+export const MAX_HISTORY_BATCH = 1000;
+export const MAX_HISTORY_TEXT = 65_536;
+
+export const historyItemInput = z.strictObject({
+  kind: z.enum(HISTORY_KINDS),
+  role: z.enum(HISTORY_ROLES).nullable().optional(),
+  text: z
+    .string()
+    .max(MAX_HISTORY_TEXT)
+    .refine((t) => t.trim().length > 0, { message: 'text must not be blank' })
+    .refine((t) => !t.includes('\u0000'), { message: 'text must not contain NUL characters' }),
+  createdAt: isoTimestamp.optional(),
+});
+
+export const historyAppendBody = z.strictObject({
+  items: z.array(historyItemInput).min(1).max(MAX_HISTORY_BATCH),
+});
+
+export const historyAppendResponse = z.object({
+  userId: userIdSchema,
+  inserted: z.int().min(1),
+  ids: z.array(z.int()),
+});
+
+export const historyQuery = z
+  .strictObject({
+    limit: queryInt(1, 1000).optional(),
+    cursor: cursorSchema.optional(),
+    kind: z.enum(HISTORY_KINDS).optional(),
+    q: z.string().min(1).max(1000).optional(),
+    match: z.enum(['any', 'all']).optional(),
+  })
+  .superRefine((v, ctx) => {
+    if (v.q !== undefined && v.cursor !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['cursor'], message: 'search results (q) are not paginated; drop cursor' });
+    }
+    if (v.q === undefined && v.match !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['match'], message: 'match only applies to a search (q)' });
+    }
+  });
+
+export const historyItemSchema = z.object({
+  id: z.int().min(1),
+  userId: userIdSchema,
+  kind: z.enum(HISTORY_KINDS),
+  role: z.enum(HISTORY_ROLES).nullable(),
+  text: z.string(),
+  createdAt: isoTimestamp,
+});
+
+export const historyPageSchema = pageSchema(historyItemSchema);
+
+export const historySearchSchema = z.object({
+  items: z.array(historyItemSchema.extend({ score: z.number() })),
+  nextCursor: z.null(),
+});
+
+// ---------------------------------------------------------------------------------------------
+// Adapters
+
+export const adapterSchema = z.object({
+  userId: userIdSchema,
+  version: z.int().min(1),
+  status: z.string(),
+  config: jsonObjectSchema,
+  metrics: jsonObjectSchema,
+  sha256: z.string().regex(/^[0-9a-f]{64}$/),
+  createdAt: isoTimestamp,
+});
+
+// ---------------------------------------------------------------------------------------------
+// Injection jobs (admin)
+
+export const injectBody = z
+  .strictObject({
+    budget: z.int().min(1).max(512).optional(),
+    initialPoints: z.int().min(1).max(128).optional(),
+    seed: z.int().optional(),
+    force: z.boolean().optional(),
+  })
+  .superRefine((v, ctx) => {
+    if (v.budget !== undefined && v.initialPoints !== undefined && v.initialPoints > v.budget) {
+      ctx.addIssue({ code: 'custom', path: ['initialPoints'], message: 'initialPoints must not exceed budget' });
+    }
+  });
+
+export const listJobsQuery = z.strictObject({
+  state: z.enum(JOB_STATES).optional(),
+  userId: userIdSchema.optional(),
+  limit: queryInt(1, 500).optional(),
+  cursor: cursorSchema.optional(),
+});
+
+export const jobSchema = z.object({
+  id: jobIdSchema,
+  userId: userIdSchema,
+  state: z.enum(JOB_STATES),
+  params: jsonObjectSchema,
+  progress: jsonObjectSchema.nullable(),
+  result: jsonObjectSchema.nullable(),
+  error: jsonObjectSchema.nullable(),
+  createdAt: isoTimestamp,
+  startedAt: isoTimestamp.nullable(),
+  finishedAt: isoTimestamp.nullable(),
+  updatedAt: isoTimestamp,
+});
+
+export const jobPageSchema = pageSchema(jobSchema);
+
+// ---------------------------------------------------------------------------------------------
+// Generation
+
+export const MAX_PROMPT_CHARS = 200_000;
+
+export const chatMessageSchema = z.strictObject({
+  role: z.enum(['system', 'user', 'assistant']),
+  content: z.string().max(MAX_PROMPT_CHARS),
+});
+
+const stopSchema = z
+  .union([z.string().min(1).max(256), z.array(z.string().min(1).max(256)).max(4)])
+  .optional()
+  .transform((s): string[] => (s === undefined ? [] : typeof s === 'string' ? [s] : s));
+
+export const GENERATE_MODES = ['auto', 'injected', 'memory', 'vanilla'] as const;
+export const SERVED_MODES = ['injected', 'memory', 'vanilla'] as const;
+
+export const generateRequestSchema = z
+  .strictObject({
+    userId: userIdSchema,
+    messages: z.array(chatMessageSchema).min(1).max(256).optional(),
+    prompt: z.string().min(1).max(MAX_PROMPT_CHARS).optional(),
+    maxTokens: z.int().min(1).max(2048).default(128),
+    temperature: z.number().min(0).max(5).default(0),
+    topP: z.number().gt(0).max(1).default(1),
+    topK: z.int().min(0).optional(),
+    repetitionPenalty: z.number().gt(0).max(10).optional(),
+    stop: stopSchema,
+    seed: z.int().optional(),
+    stream: z.boolean().default(false),
+    mode: z.enum(GENERATE_MODES).default('auto'),
+  })
+  .superRefine((v, ctx) => {
+    if ((v.messages === undefined) === (v.prompt === undefined)) {
+      ctx.addIssue({ code: 'custom', path: ['messages'], message: 'give exactly one of messages or prompt' });
+    }
+  });
+
+export const usageSchema = z.object({ promptTokens: z.int().min(0), completionTokens: z.int().min(0) });
+
+export const personalizationSchema = z.object({
+  mode: z.enum(SERVED_MODES),
+  adapterVersion: z.int().min(1).nullable(),
+  memoryItems: z.int().min(0).optional(),
+});
+
+export const generateResultSchema = z.object({
+  id: z.string().min(1),
+  userId: userIdSchema,
+  text: z.string(),
+  finishReason: z.enum(['stop', 'length', 'cancelled']),
+  usage: usageSchema,
+  timings: z.object({
+    queueMs: z.number().min(0),
+    prefillMs: z.number().min(0),
+    decodeMs: z.number().min(0),
+    totalMs: z.number().min(0),
+  }),
+  personalization: personalizationSchema,
+});
+
+/** The data of the two SSE event types of a streamed /v1/generate. */
+export const generateTokenEventSchema = z.object({ text: z.string() });
+export const generateDoneEventSchema = z.object({ result: generateResultSchema });
+
+// ---------------------------------------------------------------------------------------------
+// OpenAI-compatible chat completions. Unknown fields are ignored (clients send many), known ones
+// are validated; unsupported values (n > 1, tool messages, image parts) are rejected.
+
+const chatContentPart = z.looseObject({ type: z.literal('text'), text: z.string().max(MAX_PROMPT_CHARS) });
+
+export const openAiMessageSchema = z.looseObject({
+  role: z.enum(['system', 'developer', 'user', 'assistant']),
+  content: z.union([z.string().max(MAX_PROMPT_CHARS), z.array(chatContentPart).min(1).max(64)]),
+  name: z.string().max(256).optional(),
+});
+
+export const chatCompletionRequestSchema = z.looseObject({
+  model: z.string().max(256).optional(),
+  messages: z.array(openAiMessageSchema).min(1).max(256),
+  user: userIdSchema,
+  max_tokens: z.int().min(1).max(2048).nullable().optional(),
+  max_completion_tokens: z.int().min(1).max(2048).nullable().optional(),
+  temperature: z.number().min(0).max(5).nullable().optional(),
+  top_p: z.number().gt(0).max(1).nullable().optional(),
+  stop: z
+    .union([z.string().min(1).max(256), z.array(z.string().min(1).max(256)).max(4)])
+    .nullable()
+    .optional(),
+  seed: z.int().nullable().optional(),
+  stream: z.boolean().nullable().optional(),
+  stream_options: z.looseObject({ include_usage: z.boolean().optional() }).nullable().optional(),
+  n: z.literal(1).nullable().optional(),
+  /** memlora extension: the personalisation mode, as in /v1/generate. */
+  mode: z.enum(GENERATE_MODES).optional(),
+});
+
+const openAiUsage = z.object({
+  prompt_tokens: z.int().min(0),
+  completion_tokens: z.int().min(0),
+  total_tokens: z.int().min(0),
+});
+
+const memloraField = z.object({
+  personalization: personalizationSchema,
+  timings: generateResultSchema.shape.timings,
+});
+
+export const chatCompletionResponseSchema = z.object({
+  id: z.string(),
+  object: z.literal('chat.completion'),
+  created: z.int(),
+  model: z.string(),
+  choices: z
+    .array(
+      z.object({
+        index: z.literal(0),
+        message: z.object({ role: z.literal('assistant'), content: z.string() }),
+        finish_reason: z.enum(['stop', 'length']),
+      }),
+    )
+    .length(1),
+  usage: openAiUsage,
+  memlora: memloraField,
+});
+
+export const chatCompletionChunkSchema = z.object({
+  id: z.string(),
+  object: z.literal('chat.completion.chunk'),
+  created: z.int(),
+  model: z.string(),
+  choices: z.array(
+    z.object({
+      index: z.literal(0),
+      delta: z.object({ role: z.literal('assistant').optional(), content: z.string().optional() }),
+      finish_reason: z.enum(['stop', 'length']).nullable(),
+    }),
+  ),
+  usage: openAiUsage.nullable().optional(),
+  memlora: memloraField.optional(),
+});
+
+// ---------------------------------------------------------------------------------------------
+// Operations
+
+export const healthSchema = z.object({ status: z.literal('ok') });
+
+export const readySchema = z.object({
+  status: z.enum(['ready', 'not_ready']),
+  checks: z.object({
+    db: z.enum(['ok', 'error']),
+    model: z.enum(['loaded', 'loading', 'absent']),
+    draining: z.boolean(),
+  }),
+});

@@ -1,0 +1,93 @@
+/**
+ * What the HTTP layer needs from the rest of memlora, as interfaces. The app is built from a Config,
+ * a Db and these services; the lead wires the real engine, job runner and adapter store in
+ * src/server.ts. Services report failures by throwing errors with a `code` property (see
+ * SERVICE_ERROR_STATUS in errors.ts for the codes and the statuses they become), e.g. a full queue:
+ * `throw new ServiceError('queue_full', 'generation queue is full', { retryAfterS: 1 })`.
+ */
+import type { z } from 'zod';
+import type { Job } from '../db/queries/jobs.js';
+import type { generateRequestSchema, generateResultSchema } from './schemas.js';
+
+/** A validated /v1/generate request; defaults filled in, `stop` normalised to an array. */
+export type GenerateRequest = z.output<typeof generateRequestSchema>;
+export type GenerateResult = z.output<typeof generateResultSchema>;
+export type ChatMessage = NonNullable<GenerateRequest['messages']>[number];
+export type GenerateMode = GenerateRequest['mode'];
+export type Personalization = GenerateResult['personalization'];
+
+/** Events of a streamed generation: any number of tokens, then exactly one done. */
+export type StreamEvent = { type: 'token'; text: string } | { type: 'done'; result: GenerateResult };
+
+export interface GenerateService {
+  /** Generates the whole reply. `signal` aborts when the client disconnects: free the batch row. */
+  generate(req: GenerateRequest, signal: AbortSignal): Promise<GenerateResult>;
+  /** Streams the reply; the last event must be `done`. Errors thrown before the first event become HTTP errors. */
+  stream(req: GenerateRequest, signal: AbortSignal): AsyncIterable<StreamEvent>;
+  /** True once the base model is loaded and requests can be served (drives /readyz). */
+  ready?(): boolean;
+  /** Finish or abort in-flight work at shutdown; called before the database closes. */
+  close?(): Promise<void>;
+}
+
+/**
+ * The injection job runner. The HTTP layer creates the job row itself (state `queued`, with the
+ * one-active-job-per-user rule) and then tells the runner about it.
+ */
+export interface JobService {
+  /** A new queued job exists in the db; start it when capacity allows. Must not throw for a busy runner. */
+  enqueue(job: Job): void | Promise<void>;
+  /**
+   * Cancel a running job (queued jobs are cancelled by the HTTP layer directly). Returns the job as it
+   * is now: `cancelled` if it stopped already, still `running` if cancellation is under way.
+   */
+  cancel(jobId: string): Promise<Job>;
+  /** Pause running jobs durably at shutdown; called before the database closes. */
+  close?(): Promise<void>;
+}
+
+/** Removes a user's adapter files from the store; returns what it removed. */
+export interface AdapterFiles {
+  removeUserAdapters(userId: string): Promise<{ files: number; bytes: number }>;
+}
+
+export interface Services {
+  generate?: GenerateService;
+  jobs?: JobService;
+  adapterFiles: AdapterFiles;
+}
+
+/** Structured log lines; the server writes JSON to stderr, tests pass a silent or capturing logger. */
+export interface Logger {
+  info(msg: string, fields?: Record<string, unknown>): void;
+  warn(msg: string, fields?: Record<string, unknown>): void;
+  error(msg: string, fields?: Record<string, unknown>): void;
+}
+
+export type ServiceErrorCode =
+  | 'queue_full'
+  | 'model_unavailable'
+  | 'adapter_unavailable'
+  | 'prompt_too_long'
+  | 'invalid_request'
+  | 'cancelled'
+  | 'shutting_down'
+  | 'user_not_found'
+  | 'job_not_found'
+  | 'job_finished';
+
+/** Convenience error for service implementations; any Error with a known `code` works the same. */
+export class ServiceError extends Error {
+  readonly details: unknown;
+  readonly retryAfterS: number | undefined;
+  constructor(
+    readonly code: ServiceErrorCode,
+    message: string,
+    opts: { details?: unknown; retryAfterS?: number; cause?: unknown } = {},
+  ) {
+    super(message, { cause: opts.cause });
+    this.name = 'ServiceError';
+    this.details = opts.details ?? null;
+    this.retryAfterS = opts.retryAfterS;
+  }
+}

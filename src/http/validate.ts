@@ -1,0 +1,120 @@
+/**
+ * Reading and validating what a request carries: the JSON body (size-limited, strict UTF-8, depth
+ * bounded), the query string and the user id path parameter. Each failure is an ApiError with the
+ * documented code.
+ */
+import type { Context } from 'hono';
+import type { z } from 'zod';
+import { ApiError } from './errors.js';
+import { isValidUserId, MAX_JSON_DEPTH } from './schemas.js';
+
+export function bodyTooLarge(limit: number): ApiError {
+  return new ApiError(413, 'body_too_large', `request body exceeds ${limit} bytes`, { limitBytes: limit });
+}
+
+/** Reads the raw body, stopping as soon as it passes `limit` bytes (Content-Length may be absent or lie). */
+async function readLimited(c: Context, limit: number): Promise<Uint8Array> {
+  const declared = c.req.header('content-length');
+  if (declared !== undefined && Number(declared) > limit) throw bodyTooLarge(limit);
+  const body = c.req.raw.body;
+  if (!body) return new Uint8Array(0);
+  const reader = body.getReader();
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    total += value.byteLength;
+    if (total > limit) {
+      await reader.cancel().catch(() => {});
+      throw bodyTooLarge(limit);
+    }
+    chunks.push(value);
+  }
+  return Buffer.concat(chunks);
+}
+
+/** Iterative depth check: recursive validators and JSON.stringify overflow the stack on deep input. */
+export function jsonDepthExceeds(value: unknown, maxDepth: number): boolean {
+  const stack: Array<[unknown, number]> = [[value, 1]];
+  while (stack.length > 0) {
+    const [v, depth] = stack.pop()!;
+    if (v === null || typeof v !== 'object') continue;
+    if (depth > maxDepth) return true;
+    for (const child of Array.isArray(v) ? v : Object.values(v)) stack.push([child, depth + 1]);
+  }
+  return false;
+}
+
+export function zodDetails(error: z.ZodError): { issues: Array<{ path: string; message: string; code: string }> } {
+  return {
+    issues: error.issues.map((i) => ({
+      path: i.path.map(String).join('.'),
+      message: i.message,
+      code: i.code,
+    })),
+  };
+}
+
+export function validationFailed(error: z.ZodError, where: 'body' | 'query'): ApiError {
+  const paths = error.issues.map((i) => i.path.map(String).join('.') || `(${where})`);
+  return new ApiError(422, 'validation_failed', `invalid ${where}: ${[...new Set(paths)].join(', ')}`, zodDetails(error));
+}
+
+/**
+ * Parses the JSON body and validates it. An empty body counts as `emptyAs` when given (routes whose
+ * body is optional), otherwise it is `invalid_json`.
+ */
+export async function readJson<S extends z.ZodType>(
+  c: Context,
+  schema: S,
+  limit: number,
+  emptyAs?: unknown,
+): Promise<z.output<S>> {
+  const bytes = await readLimited(c, limit);
+  let value: unknown;
+  if (bytes.byteLength === 0 || (emptyAs !== undefined && /^\s*$/.test(Buffer.from(bytes).toString('latin1')))) {
+    if (emptyAs === undefined) throw new ApiError(400, 'invalid_json', 'request body is empty; expected a JSON object');
+    value = emptyAs;
+  } else {
+    let text: string;
+    try {
+      text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false }).decode(bytes);
+    } catch {
+      throw new ApiError(400, 'invalid_json', 'request body is not valid UTF-8');
+    }
+    try {
+      value = JSON.parse(text);
+    } catch (err) {
+      throw new ApiError(400, 'invalid_json', `request body is not valid JSON: ${(err as Error).message}`);
+    }
+  }
+  if (jsonDepthExceeds(value, MAX_JSON_DEPTH)) {
+    throw new ApiError(422, 'validation_failed', `request body nests deeper than ${MAX_JSON_DEPTH} levels`, {
+      issues: [{ path: '', message: `nesting deeper than ${MAX_JSON_DEPTH}`, code: 'too_deep' }],
+    });
+  }
+  const parsed = schema.safeParse(value);
+  if (!parsed.success) throw validationFailed(parsed.error, 'body');
+  return parsed.data;
+}
+
+export function parseQuery<S extends z.ZodType>(c: Context, schema: S): z.output<S> {
+  const parsed = schema.safeParse(c.req.query());
+  if (!parsed.success) throw validationFailed(parsed.error, 'query');
+  return parsed.data;
+}
+
+/** The {userId} path parameter, validated: 422 `invalid_user_id` otherwise. */
+export function userIdParam(c: Context): string {
+  const id = c.req.param('userId') ?? '';
+  if (!isValidUserId(id)) {
+    throw new ApiError(
+      422,
+      'invalid_user_id',
+      'user ids are 1-128 characters of A-Z a-z 0-9 . _ - and not only dots',
+      { userId: id.length > 200 ? `${id.slice(0, 200)}…` : id },
+    );
+  }
+  return id;
+}

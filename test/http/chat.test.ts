@@ -1,0 +1,121 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { ServiceError } from '../../src/http/services.js';
+import { chatCompletionChunkSchema, chatCompletionResponseSchema } from '../../src/http/schemas.js';
+import { fakeGenerate, parseSse, type FakeGenerate } from './fake-generate.js';
+import { expectError, json, makeHarness, type Harness } from './helpers.js';
+
+let h: Harness;
+let gen: FakeGenerate;
+afterEach(() => h?.cleanup());
+
+async function setup(withService = true) {
+  gen = fakeGenerate();
+  h = makeHarness({ services: withService ? { generate: gen } : {} });
+  await h.req('PUT', '/v1/users/alice');
+}
+
+describe('POST /v1/chat/completions', () => {
+  it('maps an OpenAI request onto GenerateService and answers a chat.completion', async () => {
+    await setup();
+    const res = await h.req('POST', '/v1/chat/completions', {
+      model: 'gpt-4o-mini',
+      user: 'alice',
+      messages: [
+        { role: 'developer', content: 'be kind' },
+        { role: 'user', content: [{ type: 'text', text: 'good ' }, { type: 'text', text: 'morning' }] },
+      ],
+      max_tokens: 2,
+      temperature: 0.5,
+      top_p: 0.8,
+      stop: ['.'],
+      seed: 9,
+      frequency_penalty: 0.3, // ignored, as clients send it routinely
+      logit_bias: { '1': 2 },
+    });
+    expect(res.status).toBe(200);
+    const body = chatCompletionResponseSchema.parse(await json(res));
+    expect(body).toMatchObject({
+      object: 'chat.completion',
+      model: 'gpt-4o-mini',
+      choices: [{ index: 0, message: { role: 'assistant', content: 'echo good' }, finish_reason: 'length' }],
+      usage: { prompt_tokens: 7, completion_tokens: 2, total_tokens: 9 },
+      memlora: { personalization: { mode: 'injected', adapterVersion: 3 } },
+    });
+    expect(gen.calls[0].req).toEqual({
+      userId: 'alice',
+      messages: [
+        { role: 'system', content: 'be kind' },
+        { role: 'user', content: 'good morning' },
+      ],
+      maxTokens: 2,
+      temperature: 0.5,
+      topP: 0.8,
+      stop: ['.'],
+      seed: 9,
+      stream: false,
+      mode: 'auto',
+    });
+  });
+
+  it('uses memlora defaults for absent or null fields and accepts the mode extension', async () => {
+    await setup();
+    await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: [{ role: 'user', content: 'x' }], temperature: null, max_completion_tokens: 5, mode: 'vanilla' });
+    expect(gen.calls[0].req).toMatchObject({ maxTokens: 5, temperature: 0, topP: 1, stop: [], mode: 'vanilla' });
+    const body = await json(await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: [{ role: 'user', content: 'x' }] }));
+    expect(body.model).toBe('memlora');
+  });
+
+  it('rejects what it cannot honour with 422', async () => {
+    await setup();
+    const msg = [{ role: 'user', content: 'x' }];
+    for (const body of [
+      { messages: msg },
+      { user: 'a b', messages: msg },
+      { user: 'alice', messages: msg, n: 2 },
+      { user: 'alice', messages: [{ role: 'tool', content: 'x' }] },
+      { user: 'alice', messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'x' } }] }] },
+      { user: 'alice', messages: [] },
+      { user: 'alice', messages: msg, max_tokens: 0 },
+      { user: 'alice', messages: msg, temperature: 9 },
+    ]) {
+      await expectError(await h.req('POST', '/v1/chat/completions', body), 422, 'validation_failed');
+    }
+    await expectError(await h.req('POST', '/v1/chat/completions', { user: 'bob', messages: msg }), 404, 'user_not_found');
+    expect(gen.calls).toHaveLength(0);
+  });
+
+  it('answers 503 without a model and 429 when the queue is full', async () => {
+    await setup(false);
+    await expectError(await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: [{ role: 'user', content: 'x' }] }), 503, 'model_unavailable');
+    h.cleanup();
+    await setup();
+    gen.failWith = new ServiceError('queue_full', 'full');
+    await expectError(await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: [{ role: 'user', content: 'x' }] }), 429, 'queue_full');
+  });
+
+  it('streams chat.completion.chunk events ending with [DONE]', async () => {
+    await setup();
+    const res = await h.req('POST', '/v1/chat/completions', {
+      user: 'alice',
+      model: 'm',
+      messages: [{ role: 'user', content: 'hi you' }],
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    expect(res.headers.get('content-type')).toMatch(/^text\/event-stream/);
+    const events = parseSse(await res.text());
+    expect(events.every((e) => e.event === undefined)).toBe(true);
+    expect(events[events.length - 1].data).toBe('[DONE]');
+    const chunks = events.slice(0, -1).map((e) => chatCompletionChunkSchema.parse(JSON.parse(e.data)));
+    expect(new Set(chunks.map((c) => c.id)).size).toBe(1);
+    expect(chunks[0].choices[0].delta).toEqual({ role: 'assistant', content: '' });
+    const text = chunks.map((c) => c.choices[0]?.delta.content ?? '').join('');
+    expect(text).toBe('echo hi you');
+    const final = chunks[chunks.length - 2];
+    expect(final.choices[0].finish_reason).toBe('stop');
+    expect(final.memlora?.personalization).toEqual({ mode: 'injected', adapterVersion: 3 });
+    const usage = chunks[chunks.length - 1];
+    expect(usage.choices).toEqual([]);
+    expect(usage.usage).toEqual({ prompt_tokens: 7, completion_tokens: 3, total_tokens: 10 });
+  });
+});

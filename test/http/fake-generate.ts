@@ -1,0 +1,102 @@
+/**
+ * A test double for GenerateService: deterministic replies built from the request, recording every
+ * request and signal it receives. It exists to test the HTTP mapping, not generation.
+ */
+import type { GenerateRequest, GenerateResult, GenerateService, StreamEvent } from '../../src/http/services.js';
+
+export interface FakeGenerate extends GenerateService {
+  calls: Array<{ req: GenerateRequest; signal: AbortSignal }>;
+  /** Throw this before producing anything. */
+  failWith?: Error;
+  /** Throw this after the first token (streams only). */
+  failMidway?: Error;
+  /** Block after the first token until the signal aborts (streams only). */
+  hangAfterFirst?: boolean;
+  loaded: boolean;
+  returned: number;
+}
+
+function reply(req: GenerateRequest): { words: string[]; finish: 'stop' | 'length' } {
+  const source = req.prompt ?? req.messages![req.messages!.length - 1].content;
+  const words = `echo ${source}`.split(/\s+/).filter(Boolean);
+  const cut = words.slice(0, req.maxTokens);
+  return { words: cut, finish: cut.length < words.length ? 'length' : 'stop' };
+}
+
+function result(req: GenerateRequest, text: string, n: number, finish: GenerateResult['finishReason']): GenerateResult {
+  return {
+    id: 'gen_test1',
+    userId: req.userId,
+    text,
+    finishReason: finish,
+    usage: { promptTokens: 7, completionTokens: n },
+    timings: { queueMs: 0.5, prefillMs: 1, decodeMs: 2, totalMs: 3.5 },
+    personalization: req.mode === 'vanilla' ? { mode: 'vanilla', adapterVersion: null } : { mode: 'injected', adapterVersion: 3 },
+  };
+}
+
+export function fakeGenerate(): FakeGenerate {
+  const fake: FakeGenerate = {
+    calls: [],
+    loaded: true,
+    returned: 0,
+    ready: () => fake.loaded,
+    async generate(req, signal) {
+      fake.calls.push({ req, signal });
+      if (fake.failWith) throw fake.failWith;
+      const { words, finish } = reply(req);
+      return result(req, words.join(' '), words.length, finish);
+    },
+    stream(req, signal): AsyncIterable<StreamEvent> {
+      fake.calls.push({ req, signal });
+      return {
+        [Symbol.asyncIterator]: () => {
+          const { words, finish } = reply(req);
+          let i = 0;
+          let done = false;
+          return {
+            async next(): Promise<IteratorResult<StreamEvent>> {
+              if (fake.failWith) throw fake.failWith;
+              if (done) return { done: true, value: undefined };
+              if (i === 1 && fake.failMidway) throw fake.failMidway;
+              if (i === 1 && fake.hangAfterFirst) {
+                await new Promise<void>((resolve) => (signal.aborted ? resolve() : signal.addEventListener('abort', () => resolve())));
+                done = true;
+                return { done: true, value: undefined };
+              }
+              if (i < words.length) return { done: false, value: { type: 'token', text: (i ? ' ' : '') + words[i++] } };
+              done = true;
+              return { done: false, value: { type: 'done', result: result(req, words.join(' '), words.length, finish) } };
+            },
+            async return(): Promise<IteratorResult<StreamEvent>> {
+              fake.returned += 1;
+              done = true;
+              return { done: true, value: undefined };
+            },
+          };
+        },
+      };
+    },
+  };
+  return fake;
+}
+
+export interface SseEvent {
+  event: string | undefined;
+  data: string;
+}
+
+export function parseSse(text: string): SseEvent[] {
+  return text
+    .split('\n\n')
+    .filter((block) => block.trim().length > 0)
+    .map((block) => {
+      let event: string | undefined;
+      const data: string[] = [];
+      for (const line of block.split('\n')) {
+        if (line.startsWith('event:')) event = line.slice(6).trim();
+        else if (line.startsWith('data:')) data.push(line.slice(5).replace(/^ /, ''));
+      }
+      return { event, data: data.join('\n') };
+    });
+}
