@@ -1,0 +1,167 @@
+/**
+ * Runs the service: opens the database (applying migrations), wires services into the app, listens,
+ * and shuts down gracefully (stop accepting, let in-flight requests finish up to a deadline, close
+ * services, close the database).
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { createAdaptorServer } from '@hono/node-server';
+import type { Hono } from 'hono';
+import type { Config } from './config.js';
+import { openDb, type Db } from './db/client.js';
+import { diskAdapterFiles } from './http/adapter-files.js';
+import { createApp } from './http/app.js';
+import type { AppEnv, Lifecycle } from './http/context.js';
+import { jsonLogger } from './http/logger.js';
+import type { Logger, Services } from './http/services.js';
+import { Registry, registerProcessMetrics } from './metrics.js';
+
+/** What a service factory gets: everything opened by the server before the app is built. */
+export interface ServiceContext {
+  config: Config;
+  db: Db;
+  metrics: Registry;
+  logger: Logger;
+}
+
+/** Builds the engine, job runner, adapter store... once the db is open. Missing entries get defaults. */
+export type ServiceFactory = (ctx: ServiceContext) => Partial<Services> | Promise<Partial<Services>>;
+
+export interface StartOptions {
+  services?: Partial<Services> | ServiceFactory;
+  metrics?: Registry;
+  logger?: Logger;
+  /** How long shutdown waits for in-flight requests before cutting connections (default 10 s). */
+  shutdownTimeoutMs?: number;
+  /** Install SIGTERM/SIGINT handlers that shut down and exit (default true; tests pass false). */
+  handleSignals?: boolean;
+  /** Where the generated admin token is printed when none is configured (default stderr). */
+  print?: (line: string) => void;
+}
+
+export interface RunningServer {
+  url: string;
+  port: number;
+  /** The admin token in force (configured, or generated for this run). */
+  adminToken: string;
+  app: Hono<AppEnv>;
+  db: Db;
+  metrics: Registry;
+  /** Graceful shutdown; resolves when everything is closed. Safe to call more than once. */
+  close(): Promise<void>;
+}
+
+function listen(server: Server, port: number, host: string): Promise<AddressInfo> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: Error) => reject(err);
+    server.once('error', onError);
+    server.listen(port, host, () => {
+      server.off('error', onError);
+      resolve(server.address() as AddressInfo);
+    });
+  });
+}
+
+export async function startServer(config: Config, opts: StartOptions = {}): Promise<RunningServer> {
+  const logger = opts.logger ?? jsonLogger();
+  const metrics = opts.metrics ?? new Registry();
+  const print = opts.print ?? ((line: string) => process.stderr.write(`${line}\n`));
+  registerProcessMetrics(metrics);
+
+  let adminToken = config.adminToken;
+  if (adminToken === null) {
+    adminToken = randomBytes(24).toString('base64url');
+    print(`memlora: MEMLORA_ADMIN_TOKEN is not set; admin token for this run: ${adminToken}`);
+  }
+  const cfg: Config = { ...config, adminToken };
+
+  mkdirSync(cfg.adapterDir, { recursive: true });
+  const db = openDb(cfg.dbFile);
+  let services: Services;
+  try {
+    const given = typeof opts.services === 'function' ? await opts.services({ config: cfg, db, metrics, logger }) : (opts.services ?? {});
+    services = { adapterFiles: diskAdapterFiles(cfg.adapterDir), ...given };
+  } catch (err) {
+    db.close();
+    throw err;
+  }
+
+  const lifecycle: Lifecycle = { draining: false };
+  const app = createApp({ config: cfg, db, services, metrics, logger, lifecycle });
+  const server = createAdaptorServer({ fetch: app.fetch }) as Server;
+
+  let inFlight = 0;
+  let drained: (() => void) | undefined;
+  server.on('request', (_req: IncomingMessage, res: ServerResponse) => {
+    inFlight += 1;
+    res.once('close', () => {
+      inFlight -= 1;
+      if (inFlight === 0) drained?.();
+    });
+  });
+
+  let address: AddressInfo;
+  try {
+    address = await listen(server, cfg.port, cfg.host);
+  } catch (err) {
+    db.close();
+    throw err;
+  }
+  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  const url = `http://${host}:${address.port}`;
+  logger.info('memlora listening', { url, docs: `${url}/docs`, db: cfg.dbFile, adapters: cfg.adapterDir, model: services.generate ? 'wired' : 'none' });
+
+  const shutdownTimeoutMs = opts.shutdownTimeoutMs ?? 10_000;
+  let closing: Promise<void> | undefined;
+  const close = (): Promise<void> =>
+    (closing ??= (async () => {
+      lifecycle.draining = true;
+      logger.info('shutting down', { inFlight });
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      if (inFlight > 0) {
+        const idle = new Promise<void>((resolve) => (drained = resolve));
+        let timer: NodeJS.Timeout | undefined;
+        const deadline = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), shutdownTimeoutMs)));
+        const outcome = await Promise.race([idle, deadline]);
+        clearTimeout(timer);
+        if (outcome === 'timeout') logger.warn('shutdown deadline passed; closing open connections', { inFlight });
+      }
+      server.closeAllConnections();
+      await closed;
+      for (const svc of [services.generate, services.jobs]) {
+        try {
+          await svc?.close?.();
+        } catch (err) {
+          logger.error('service close failed', { err: String(err) });
+        }
+      }
+      db.close();
+      logger.info('stopped');
+    })());
+
+  if (opts.handleSignals ?? true) {
+    let signalled = false;
+    const onSignal = (signal: NodeJS.Signals) => {
+      if (signalled) {
+        // A second signal means "now": skip the drain.
+        process.exit(130);
+      }
+      signalled = true;
+      logger.info('signal received', { signal });
+      close().then(
+        () => process.exit(0),
+        (err) => {
+          logger.error('shutdown failed', { err: String(err) });
+          process.exit(1);
+        },
+      );
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+  }
+
+  return { url, port: address.port, adminToken, app, db, metrics, close };
+}
