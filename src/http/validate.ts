@@ -46,19 +46,23 @@ export function jsonDepthExceeds(value: unknown, maxDepth: number): boolean {
   return false;
 }
 
-export function zodDetails(error: z.ZodError): { issues: Array<{ path: string; message: string; code: string }> } {
-  return {
-    issues: error.issues.map((i) => ({
-      path: i.path.map(String).join('.'),
-      message: i.message,
-      code: i.code,
-    })),
-  };
+/** Issues reported per response; a batch of 1,000 bad items should not answer with a megabyte of errors. */
+const MAX_ISSUES = 100;
+
+export function zodDetails(error: z.ZodError): { issues: Array<{ path: string; message: string; code: string }>; truncated?: number } {
+  const issues = error.issues.slice(0, MAX_ISSUES).map((i) => ({
+    path: i.path.map(String).join('.'),
+    message: i.message,
+    code: i.code,
+  }));
+  const dropped = error.issues.length - issues.length;
+  return dropped > 0 ? { issues, truncated: dropped } : { issues };
 }
 
 export function validationFailed(error: z.ZodError, where: 'body' | 'query'): ApiError {
-  const paths = error.issues.map((i) => i.path.map(String).join('.') || `(${where})`);
-  return new ApiError(422, 'validation_failed', `invalid ${where}: ${[...new Set(paths)].join(', ')}`, zodDetails(error));
+  const paths = [...new Set(error.issues.map((i) => i.path.map(String).join('.') || `(${where})`))];
+  const shown = paths.length > 10 ? `${paths.slice(0, 10).join(', ')} and ${paths.length - 10} more` : paths.join(', ');
+  return new ApiError(422, 'validation_failed', `invalid ${where}: ${shown}`, zodDetails(error));
 }
 
 /**

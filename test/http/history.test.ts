@@ -124,3 +124,14 @@ describe('GET /v1/users/{userId}/history', () => {
     await expectError(await h.req('GET', '/v1/users/alice/history?cursor=ImFsaWNlIg'), 422, 'invalid_cursor');
   });
 });
+
+describe('many bad items', () => {
+  it('reports at most 100 issues and says how many were left out', async () => {
+    const items = Array.from({ length: 1000 }, () => ({ kind: 'nope', text: 'x' }));
+    const err = await expectError(await h.req('POST', '/v1/users/alice/history', { items }), 422, 'validation_failed');
+    expect(err.details.issues).toHaveLength(100);
+    expect(err.details.truncated).toBe(900);
+    expect(err.message).toMatch(/and 990 more$/);
+    expect(count('alice')).toBe(0);
+  });
+});
