@@ -40,6 +40,8 @@ export const historyItems = sqliteTable(
     kind: text('kind', { enum: HISTORY_KINDS }).notNull(),
     role: text('role', { enum: HISTORY_ROLES }),
     text: text('text').notNull(),
+    /** Groups the turns of one dialogue (one session); datasets split by it so no dialogue leaks. */
+    conversationId: text('conversation_id'),
     createdAt: integer('created_at').notNull(),
   },
   (t) => [

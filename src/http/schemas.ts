@@ -98,6 +98,7 @@ export const historyItemInput = z.strictObject({
     .max(MAX_HISTORY_TEXT)
     .refine((t) => t.trim().length > 0, { message: 'text must not be blank' })
     .refine((t) => !t.includes('\u0000'), { message: 'text must not contain NUL characters' }),
+  conversationId: z.string().min(1).max(128).regex(/^[A-Za-z0-9._:-]+$/).nullable().optional(),
   createdAt: isoTimestamp.optional(),
 });
 
@@ -134,6 +135,7 @@ export const historyItemSchema = z.object({
   kind: z.enum(HISTORY_KINDS),
   role: z.enum(HISTORY_ROLES).nullable(),
   text: z.string(),
+  conversationId: z.string().nullable(),
   createdAt: isoTimestamp,
 });
 

@@ -12,7 +12,7 @@ export function userJson(u: User) {
 }
 
 export function historyJson(h: HistoryItem) {
-  return { id: h.id, userId: h.userId, kind: h.kind, role: h.role ?? null, text: h.text, createdAt: iso(h.createdAt) };
+  return { id: h.id, userId: h.userId, kind: h.kind, role: h.role ?? null, text: h.text, conversationId: h.conversationId ?? null, createdAt: iso(h.createdAt) };
 }
 
 export function searchHitJson(h: SearchHit) {

@@ -61,6 +61,25 @@ describe('POST /v1/users/{userId}/history', () => {
     expect(page.items[0]).toMatchObject({ role: 'system', createdAt: '2020-02-03T03:05:06.000Z' });
   });
 
+  it('keeps the conversation a turn belongs to, and rejects malformed conversation ids', async () => {
+    await h.req('POST', '/v1/users/alice/history', {
+      items: [
+        { kind: 'dialogue', role: 'user', text: 'hello', conversationId: 'visit-1' },
+        { kind: 'dialogue', role: 'assistant', text: 'hi, how can I help?', conversationId: 'visit-1' },
+        { kind: 'profile', text: 'I am a nurse.' },
+      ],
+    });
+    const page = historyPageSchema.parse(await json(await h.req('GET', '/v1/users/alice/history')));
+    expect(page.items.map((i) => i.conversationId)).toEqual(['visit-1', 'visit-1', null]);
+    const err = await expectError(
+      await h.req('POST', '/v1/users/alice/history', { items: [{ kind: 'dialogue', text: 'x', conversationId: '../etc' }] }),
+      422,
+      'validation_failed',
+    );
+    expect(err.details.issues.map((i: { path: string }) => i.path)).toContain('items.0.conversationId');
+    expect(count('alice')).toBe(3);
+  });
+
   it('404s for unknown users and 422s for bad ids', async () => {
     await expectError(await h.req('POST', '/v1/users/carol/history', { items: [{ kind: 'post', text: 'x' }] }), 404, 'user_not_found');
     await expectError(await h.req('POST', '/v1/users/a%20b/history', { items: [{ kind: 'post', text: 'x' }] }), 422, 'invalid_user_id');

@@ -12,6 +12,8 @@ export interface NewHistoryItem {
   kind: HistoryKind;
   role?: HistoryRole | null;
   text: string;
+  /** The dialogue (session) this turn belongs to; turns of one conversation are never split apart. */
+  conversationId?: string | null;
   /** ms since epoch; defaults to the time of the append (imports keep original times). */
   createdAt?: number;
 }
@@ -29,7 +31,14 @@ export function appendHistory(db: Db, userId: string, items: readonly NewHistory
     return db.orm
       .insert(historyItems)
       .values(
-        items.map((it) => ({ userId, kind: it.kind, role: it.role ?? null, text: it.text, createdAt: it.createdAt ?? now })),
+        items.map((it) => ({
+          userId,
+          kind: it.kind,
+          role: it.role ?? null,
+          text: it.text,
+          conversationId: it.conversationId ?? null,
+          createdAt: it.createdAt ?? now,
+        })),
       )
       .returning()
       .all();

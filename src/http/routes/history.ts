@@ -22,6 +22,7 @@ export function registerHistoryRoutes(app: Hono<AppEnv>, deps: RouteDeps): void 
         kind: it.kind,
         role: it.role ?? null,
         text: it.text,
+        conversationId: it.conversationId ?? null,
         createdAt: it.createdAt === undefined ? undefined : Date.parse(it.createdAt),
       })),
     );
