@@ -217,13 +217,26 @@ export function reshape(x: Value, target: Dim[]): Value {
 }
 
 function divideDims(total: Dim, rest: Dim, inShape: Shape, target: Dim[]): Dim {
-  const tf = String(total).split('*');
-  for (const f of String(rest).split('*')) {
-    const i = tf.indexOf(f);
+  // Numeric factors divide as numbers ("12*B" / 4 = "3*B"); symbols cancel by name.
+  const split = (d: Dim): { num: number; syms: string[] } => {
+    let num = 1;
+    const syms: string[] = [];
+    for (const f of String(d).split('*')) {
+      const n = maybeNum(f);
+      if (typeof n === 'number') num *= n;
+      else syms.push(n);
+    }
+    return { num, syms };
+  };
+  const t = split(total);
+  const r = split(rest);
+  for (const f of r.syms) {
+    const i = t.syms.indexOf(f);
     if (i < 0) throw new GraphError('bad_reshape', `Reshape: cannot infer -1 for ${shapeStr(inShape)} -> ${shapeStr(target)}`);
-    tf.splice(i, 1);
+    t.syms.splice(i, 1);
   }
-  return tf.length === 0 ? 1 : mulDims(...tf.map(maybeNum));
+  if (t.num % r.num !== 0) throw new GraphError('bad_reshape', `Reshape: cannot infer -1 for ${shapeStr(inShape)} -> ${shapeStr(target)}`);
+  return mulDims(t.num / r.num, ...t.syms);
 }
 
 /** Reshape to the run-time shape of `like`. */
@@ -298,9 +311,10 @@ export function slice(x: Value, spec: SliceSpec): Value {
 function sliceDim(d: Dim, start: number, end: number, step: number): Dim {
   if (step !== 1 && typeof d !== 'number') return `slice(${d},${start},${end},${step})`;
   if (typeof d === 'number') {
-    const clamp = (v: number): number => Math.max(0, Math.min(d, v < 0 ? v + d : v));
-    const s = clamp(start);
-    const e = clamp(end);
+    // ONNX clamps start and end to [0, d] for positive steps; for negative ones start to [0, d-1], end to [-1, d-1].
+    const clamp = (v: number, lo: number, hi: number): number => Math.max(lo, Math.min(hi, v < 0 ? v + d : v));
+    const s = step > 0 ? clamp(start, 0, d) : clamp(start, 0, d - 1);
+    const e = step > 0 ? clamp(end, 0, d) : clamp(end, -1, d - 1);
     return step > 0 ? Math.max(0, Math.ceil((e - s) / step)) : Math.max(0, Math.ceil((s - e) / -step));
   }
   if (start === 0 && end >= SLICE_END) return d;
