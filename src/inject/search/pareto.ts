@@ -49,10 +49,8 @@ export function paretoFront(points: readonly Point[]): number[] {
  * Pareto mask for 2-D points in flat arrays (x[i], y[i]), O(n log n): used inside Monte-Carlo loops.
  * Writes 1 for non-dominated points into `mask`.
  */
-export function paretoMask2d(x: ArrayLike<number>, y: ArrayLike<number>, n: number, mask: Uint8Array, order?: Int32Array): Uint8Array {
-  const idx = order ?? new Int32Array(n);
-  for (let i = 0; i < n; i++) idx[i] = i;
-  const sorted = Array.prototype.slice.call(idx, 0, n) as number[];
+export function paretoMask2d(x: ArrayLike<number>, y: ArrayLike<number>, n: number, mask: Uint8Array): Uint8Array {
+  const sorted = Array.from({ length: n }, (_, i) => i);
   sorted.sort((a, b) => x[a] - x[b] || y[a] - y[b] || a - b);
   mask.fill(0, 0, n);
   let bestY = Infinity;
