@@ -90,10 +90,11 @@ function checkInputs(x: Float64Array, n: number, d: number, y: ArrayLike<number>
 
 /**
  * A training set prepared for repeated likelihood evaluations (NUTS evaluates thousands):
- * squared per-dimension differences of every pair are computed once.
+ * squared per-dimension differences of every pair are computed once, stored dimension-major so that
+ * both the distance sum and the length-scale gradient are contiguous vector loops.
  */
 export class GpTrainingData {
-  /** Pair-major squared differences: pairs[p·d + k] for the p-th pair (i<j, row order). */
+  /** Dimension-major squared differences: pairs[k·numPairs + p] for dimension k and pair p (i<j, row order). */
   readonly pairs: Float64Array;
   readonly numPairs: number;
 
@@ -105,14 +106,15 @@ export class GpTrainingData {
     readonly y: Float64Array,
   ) {
     checkInputs(x, n, d, y);
-    this.numPairs = (n * (n - 1)) / 2;
-    this.pairs = new Float64Array(this.numPairs * d);
+    const P = (n * (n - 1)) / 2;
+    this.numPairs = P;
+    this.pairs = new Float64Array(P * d);
     let p = 0;
     for (let i = 0; i < n; i++) {
       for (let j = i + 1; j < n; j++) {
         for (let k = 0; k < d; k++) {
           const t = x[i * d + k] - x[j * d + k];
-          this.pairs[p * d + k] = t * t;
+          this.pairs[k * P + p] = t * t;
         }
         p++;
       }
@@ -137,28 +139,32 @@ export interface MarginalLikelihood {
  * ('cholesky_failed') when the covariance cannot be factored even with jitter.
  */
 export function logMarginalLikelihood(data: GpTrainingData, h: GpHyperparameters, withGradient = true): MarginalLikelihood {
-  const { n, d, pairs, y } = data;
+  const { n, d, pairs, y, numPairs: P } = data;
   if (h.lengthscale.length !== d) throw new SearchError('hyper_shape', `${h.lengthscale.length} length-scales for ${d} dimensions`, { d, got: h.lengthscale.length });
   const s = h.outputscale;
   const inv2 = new Float64Array(d);
   for (let k = 0; k < d; k++) inv2[k] = 1 / (h.lengthscale[k] * h.lengthscale[k]);
+  const r2s = new Float64Array(P);
+  for (let k = 0; k < d; k++) {
+    const a = inv2[k];
+    const row = k * P;
+    for (let p = 0; p < P; p++) r2s[p] += a * pairs[row + p];
+  }
 
   const K = new Float64Array(n * n);
   // Per-pair factor of ∂k/∂log ℓ_d = s·5/3·(1+√5r)·e^{−√5r} · Δ_d²/ℓ_d², kept for the gradient.
-  const dfac = withGradient ? new Float64Array(data.numPairs) : null;
+  const dfac = new Float64Array(withGradient ? P : 0);
   let p = 0;
   for (let i = 0; i < n; i++) {
     K[i * n + i] = s + h.noise;
     for (let j = i + 1; j < n; j++) {
-      const base = p * d;
-      let r2 = 0;
-      for (let k = 0; k < d; k++) r2 += pairs[base + k] * inv2[k];
+      const r2 = r2s[p];
       const r = Math.sqrt(r2);
       const e = Math.exp(-SQRT5 * r);
       const kij = s * (1 + SQRT5 * r + (5 / 3) * r2) * e;
       K[i * n + j] = kij;
       K[j * n + i] = kij;
-      if (dfac) dfac[p] = s * (5 / 3) * (1 + SQRT5 * r) * e;
+      if (withGradient) dfac[p] = s * (5 / 3) * (1 + SQRT5 * r) * e;
       p++;
     }
   }
@@ -171,7 +177,7 @@ export function logMarginalLikelihood(data: GpTrainingData, h: GpHyperparameters
   const value = -0.5 * quad - 0.5 * logDetFromCholesky(l, n) - 0.5 * n * LOG_2PI;
 
   const gradLogLengthscale = new Float64Array(d);
-  if (!withGradient || !dfac) return { value, gradLogLengthscale, gradLogOutputscale: 0, gradLogNoise: 0, gradMean: 0 };
+  if (!withGradient) return { value, gradLogLengthscale, gradLogOutputscale: 0, gradLogNoise: 0, gradMean: 0 };
 
   const kinv = inverseFromCholesky(l, n);
   let gradMean = 0;
@@ -182,21 +188,24 @@ export function logMarginalLikelihood(data: GpTrainingData, h: GpHyperparameters
   }
   // Off-diagonal pairs count twice in the trace (W and ∂K are symmetric), which cancels the ½.
   let offOutput = 0;
+  const c = dfac; // reused in place: c_p = W_p · dfac_p
   p = 0;
   for (let i = 0; i < n; i++) {
     const ai = alpha[i];
+    const ri = i * n;
     for (let j = i + 1; j < n; j++) {
-      const w = ai * alpha[j] - kinv[i * n + j];
-      offOutput += w * K[i * n + j];
-      const c = w * dfac[p];
-      if (c !== 0) {
-        const base = p * d;
-        for (let k = 0; k < d; k++) gradLogLengthscale[k] += c * pairs[base + k];
-      }
+      const w = ai * alpha[j] - kinv[ri + j];
+      offOutput += w * K[ri + j];
+      c[p] *= w;
       p++;
     }
   }
-  for (let k = 0; k < d; k++) gradLogLengthscale[k] *= inv2[k];
+  for (let k = 0; k < d; k++) {
+    const row = k * P;
+    let g = 0;
+    for (let q = 0; q < P; q++) g += c[q] * pairs[row + q];
+    gradLogLengthscale[k] = g * inv2[k];
+  }
   return {
     value,
     gradLogLengthscale,
