@@ -25,7 +25,7 @@ import { DEFAULT_NUTS } from '../src/inject/search/nuts.js';
 import { fitSaasModel } from '../src/inject/search/saas.js';
 import { runSearch } from '../src/inject/search/loop.js';
 import { paretoFront, toMinimization, type Objectives } from '../src/inject/search/pareto.js';
-import { Rng } from '../src/inject/search/rng.js';
+import { Rng } from '../src/util/rng.js';
 import { createSpace, type LoraConfig } from '../src/inject/search/space.js';
 import { lineChart, scatterChart } from '../src/plot/svg.js';
 

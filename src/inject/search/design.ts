@@ -9,7 +9,7 @@
  * That gives a valid Sobol' sequence in any dimension; its 2-D projections are less tuned than
  * Joe & Kuo's published numbers, which matters little for a handful of initial points.
  */
-import { Rng } from './rng.js';
+import { Rng } from '../../util/rng.js';
 import type { LoraConfig, SearchSpace } from './space.js';
 
 const BITS = 32;

@@ -1,6 +1,6 @@
 /** Public surface of the MiLP configuration search. */
 export { SearchError } from './errors.js';
-export { Rng, hashSeed } from './rng.js';
+export { Rng, hashSeed } from '../../util/rng.js';
 export { RANKS, SearchSpace, createSpace, type FixedParts, type LoraConfig, type Rank, type SpaceOptions } from './space.js';
 export { initialDesign, sobolPoints } from './design.js';
 export { GpPosterior, GpTrainingData, logMarginalLikelihood, standardize, type GpHyperparameters } from './gp.js';

@@ -15,7 +15,7 @@ import { hypervolume2d } from './hypervolume.js';
 import { Nehvi, type NehviOptions } from './nehvi.js';
 import { optimizeAcquisition, type OptimizerOptions, type Proposal } from './optimize.js';
 import { toMinimization, type Objectives } from './pareto.js';
-import { Rng } from './rng.js';
+import { Rng } from '../../util/rng.js';
 import { fitSaasModel, type FitDiagnostics, type MapOptions, type ObjectiveModel } from './saas.js';
 import type { LoraConfig, SearchSpace } from './space.js';
 import { MemoryTrialStore, type TrialStore } from './store.js';

@@ -18,7 +18,7 @@ import { cholesky, lowerTimesVector, solveLowerMatrixInPlace } from './linalg.js
 import { hypervolumeImprovement2d, sortedFront, type SortedFront } from './hypervolume.js';
 import { paretoMask2d } from './pareto.js';
 import type { GpPosterior, Projection } from './gp.js';
-import type { Rng } from './rng.js';
+import type { Rng } from '../../util/rng.js';
 import type { ObjectiveModel } from './saas.js';
 
 export interface NehviOptions {

@@ -10,7 +10,7 @@
  */
 import { SearchError } from './errors.js';
 import { cholesky, solveLowerT } from './linalg.js';
-import type { Rng } from './rng.js';
+import type { Rng } from '../../util/rng.js';
 
 /** Writes ∇log p(q) into `grad` and returns log p(q); −Infinity (or a throw) marks an invalid point. */
 export type LogDensity = (q: Float64Array, grad: Float64Array) => number;

@@ -5,7 +5,7 @@
  * one-change neighbours from the best-scoring pool members and from each seed. Configurations whose
  * key is excluded (already evaluated, or already chosen for this batch) are never proposed.
  */
-import type { Rng } from './rng.js';
+import type { Rng } from '../../util/rng.js';
 import type { LoraConfig, SearchSpace } from './space.js';
 
 /** Scores configurations; larger is better. */

@@ -17,7 +17,7 @@ import { SearchError } from './errors.js';
 import { GpPosterior, GpTrainingData, logMarginalLikelihood, standardize, type GpHyperparameters } from './gp.js';
 import { lbfgsMinimize } from './lbfgs.js';
 import { DEFAULT_NUTS, runNuts, type NutsOptions, type NutsStats } from './nuts.js';
-import type { Rng } from './rng.js';
+import type { Rng } from '../../util/rng.js';
 
 export const SAAS_PRIOR = {
   tauScale: 0.1,

@@ -12,7 +12,7 @@
  * coordinate. Every vanilla configuration is one point, the canonical vanilla, with key "vanilla".
  */
 import { SearchError } from './errors.js';
-import type { Rng } from './rng.js';
+import type { Rng } from '../../util/rng.js';
 
 export const RANKS = [8, 16, 32, 64, 96] as const;
 export type Rank = (typeof RANKS)[number];

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { initialDesign, primitivePolynomials, sobolPoints } from '../../../src/inject/search/design.js';
-import { Rng } from '../../../src/inject/search/rng.js';
+import { Rng } from '../../../src/util/rng.js';
 import { createSpace } from '../../../src/inject/search/space.js';
 
 describe('scrambled Sobol design', () => {

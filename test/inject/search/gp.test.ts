@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { GpPosterior, GpTrainingData, logMarginalLikelihood, standardize, type GpHyperparameters } from '../../../src/inject/search/gp.js';
-import { Rng } from '../../../src/inject/search/rng.js';
+import { Rng } from '../../../src/util/rng.js';
 
 /** Matérn-5/2 written out independently of the module under test. */
 function maternByHand(x: number[], y: number[], ls: number[], s: number): number {

@@ -12,7 +12,7 @@ import {
   solveLowerMatrixInPlace,
   solveLowerT,
 } from '../../../src/inject/search/linalg.js';
-import { Rng } from '../../../src/inject/search/rng.js';
+import { Rng } from '../../../src/util/rng.js';
 
 function randomSpd(n: number, rng: Rng): Float64Array {
   const b = new Float64Array(n * n);

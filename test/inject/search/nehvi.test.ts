@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { GpPosterior } from '../../../src/inject/search/gp.js';
 import { Nehvi, paretoProbabilities } from '../../../src/inject/search/nehvi.js';
-import { Rng } from '../../../src/inject/search/rng.js';
+import { Rng } from '../../../src/util/rng.js';
 import { fitSaasModel, type ObjectiveModel } from '../../../src/inject/search/saas.js';
 
 function fixedModel(x: number[][], y: number[], ls: number[], outputscale: number, noise: number, mean: number): ObjectiveModel {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { massAdaptationWindows, runNuts, type LogDensity } from '../../../src/inject/search/nuts.js';
-import { Rng } from '../../../src/inject/search/rng.js';
+import { Rng } from '../../../src/util/rng.js';
 
 function moments(draws: Float64Array[], dim: number) {
   const n = draws.length;

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { optimizeAcquisition } from '../../../src/inject/search/optimize.js';
-import { Rng } from '../../../src/inject/search/rng.js';
+import { Rng } from '../../../src/util/rng.js';
 import { createSpace, type LoraConfig } from '../../../src/inject/search/space.js';
 
 describe('acquisition optimiser', () => {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { GpTrainingData, logMarginalLikelihood, standardize } from '../../../src/inject/search/gp.js';
-import { Rng } from '../../../src/inject/search/rng.js';
+import { Rng } from '../../../src/util/rng.js';
 import { fitSaasModel, medianLengthscales, saasHyperparameters, saasLogPosterior } from '../../../src/inject/search/saas.js';
 
 function dataset(n: number, d: number, seed: number, f: (x: Float64Array, i: number) => number) {

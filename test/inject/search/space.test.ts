@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { SearchError } from '../../../src/inject/search/errors.js';
-import { Rng } from '../../../src/inject/search/rng.js';
+import { Rng } from '../../../src/util/rng.js';
 import { createSpace, type LoraConfig, type Rank } from '../../../src/inject/search/space.js';
 
 const cfg = (bits: string, n: number, r: Rank): LoraConfig => ({ layers: [...bits].map((b) => b === '1'), n, r });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { hashSeed, Rng } from '../../../src/inject/search/rng.js';
+import { hashSeed, Rng } from '../../src/util/rng.js';
 
 describe('Rng', () => {
   it('is reproducible per seed and differs between seeds and derived streams', () => {
