@@ -11,20 +11,14 @@
  * Parts can be fixed (for ablations that search over layers only, n only, …): fixed parts have no
  * coordinate. Every vanilla configuration is one point, the canonical vanilla, with key "vanilla".
  */
+import { type AdapterSpec, RANKS, type Rank } from '../../lora/spec.js';
 import { SearchError } from './errors.js';
 import type { Rng } from '../../util/rng.js';
 
-export const RANKS = [8, 16, 32, 64, 96] as const;
-export type Rank = (typeof RANKS)[number];
+export { RANKS, type Rank };
 
-export interface LoraConfig {
-  /** One entry per transformer layer: inject LoRAs into its feed-forward maps or not. */
-  layers: boolean[];
-  /** Parallel LoRA modules per injected layer, 0..nMax. */
-  n: number;
-  /** Rank of every module. */
-  r: Rank;
-}
+/** A point of the space: the adapter spec without its (fixed) alpha. */
+export type LoraConfig = Omit<AdapterSpec, 'alpha'>;
 
 export interface FixedParts {
   layers?: readonly boolean[];
