@@ -114,8 +114,12 @@ export function gradientPath(loss: Value, params: readonly Value[]): GradientPat
     seen.add(v);
     const n = v.node;
     if (!n || onPath.has(n)) continue;
+    // A parameter computed by a node (an activation) is where the walk stops: its producer is only on
+    // the path if one of its own inputs depends on a parameter.
+    const inner = n.inputs.filter((i): i is Value => i !== null && dependent.has(i));
+    if (inner.length === 0) continue;
     onPath.add(n);
-    for (const i of n.inputs) if (i && dependent.has(i)) stack.push(i);
+    stack.push(...inner);
   }
   return { nodes: g.nodes.slice(0, end).filter((n) => onPath.has(n)), dependent };
 }

@@ -786,6 +786,23 @@ describe('grad: pruning', () => {
   });
 });
 
+describe('grad: parameters that are computed values', () => {
+  it('differentiates w.r.t. an intermediate value and nothing below it', async () => {
+    const g = new Graph('intermediate');
+    const x = g.input('x', F, [3]);
+    const h = ops.mul(ops.exp(x), 2);
+    const loss = ops.reduceSum(ops.mul(h, h), [0]);
+    expect(gradientPath(loss, [h]).nodes.map((n) => n.op)).toEqual(['Mul', 'ReduceSum']);
+    const [gh] = grad(loss, [h]);
+    g.output('h', h);
+    g.output('gh', gh);
+    const { runOnce } = await import('../../src/graph/runner.js');
+    const r = await runOnce(g, { x: { dtype: F, dims: [3], data: Float64Array.from([0.1, -0.4, 1.2]) } });
+    const hv = Array.from(r.h.data as Float64Array);
+    expect(Array.from(r.gh.data as Float64Array)).toEqual(hv.map((v) => 2 * v));
+  });
+});
+
 describe('grad: errors', () => {
   it('an op without a rule on the path is a GraphError naming the op', () => {
     const g = new Graph('unknown');
