@@ -22,7 +22,14 @@ async function readLimited(c: Context, limit: number): Promise<Uint8Array> {
   const chunks: Uint8Array[] = [];
   let total = 0;
   for (;;) {
-    const { done, value } = await reader.read();
+    let step: Awaited<ReturnType<typeof reader.read>>;
+    try {
+      step = await reader.read();
+    } catch {
+      // The connection closed mid-body (a client giving up, or a lying Content-Length): not a server fault.
+      throw new ApiError(499, 'cancelled', 'the request body ended before its declared length');
+    }
+    const { done, value } = step;
     if (done) break;
     total += value.byteLength;
     if (total > limit) {
@@ -44,6 +51,34 @@ export function jsonDepthExceeds(value: unknown, maxDepth: number): boolean {
     for (const child of Array.isArray(v) ? v : Object.values(v)) stack.push([child, depth + 1]);
   }
   return false;
+}
+
+const LONE_SURROGATE = /[\uD800-\uDFFF]/u;
+
+/**
+ * The first key or string that cannot be stored faithfully: a `__proto__` key (object builders
+ * downstream turn it into a prototype and drop it silently) or a lone surrogate escape such as
+ * "\ud800" (not representable in UTF-8: SQLite would store U+FFFD instead of what was acknowledged).
+ */
+export function unstorableJson(value: unknown): { path: string; code: 'forbidden_key' | 'ill_formed_unicode'; message: string } | null {
+  const stack: Array<[unknown, string[]]> = [[value, []]];
+  while (stack.length > 0) {
+    const [v, path] = stack.pop()!;
+    if (typeof v === 'string') {
+      if (LONE_SURROGATE.test(v)) return { path: path.join('.'), code: 'ill_formed_unicode', message: 'string contains a lone UTF-16 surrogate' };
+      continue;
+    }
+    if (v === null || typeof v !== 'object') continue;
+    for (const [k, child] of Object.entries(v)) {
+      const p = [...path, k];
+      if (!Array.isArray(v)) {
+        if (k === '__proto__') return { path: p.join('.'), code: 'forbidden_key', message: 'the key "__proto__" is not allowed' };
+        if (LONE_SURROGATE.test(k)) return { path: p.join('.'), code: 'ill_formed_unicode', message: 'key contains a lone UTF-16 surrogate' };
+      }
+      stack.push([child, p]);
+    }
+  }
+  return null;
 }
 
 /** Issues reported per response; a batch of 1,000 bad items should not answer with a megabyte of errors. */
@@ -97,6 +132,10 @@ export async function readJson<S extends z.ZodType>(
     throw new ApiError(422, 'validation_failed', `request body nests deeper than ${MAX_JSON_DEPTH} levels`, {
       issues: [{ path: '', message: `nesting deeper than ${MAX_JSON_DEPTH}`, code: 'too_deep' }],
     });
+  }
+  const unstorable = unstorableJson(value);
+  if (unstorable) {
+    throw new ApiError(422, 'validation_failed', `invalid body: ${unstorable.path} (${unstorable.message})`, { issues: [unstorable] });
   }
   const parsed = schema.safeParse(value);
   if (!parsed.success) throw validationFailed(parsed.error, 'body');
