@@ -11,6 +11,8 @@ export function tokenMatches(given: string, expected: string): boolean {
   return timingSafeEqual(digest(given), digest(expected));
 }
 
+const UNAUTHORIZED_MESSAGE = 'admin routes need "Authorization: Bearer <MEMLORA_ADMIN_TOKEN>"; the token was missing or wrong';
+
 /** `expected` null means no token is configured: every admin request is refused. */
 export function requireAdmin(expected: string | null): MiddlewareHandler<AppEnv> {
   // Compare against something even when unconfigured, so the refusal takes the same time.
@@ -19,11 +21,9 @@ export function requireAdmin(expected: string | null): MiddlewareHandler<AppEnv>
     const header = c.req.header('authorization') ?? '';
     const m = /^Bearer[ ]+(\S+)\s*$/i.exec(header);
     const ok = tokenMatches(m ? m[1] : '', reference) && m !== null && expected !== null;
-    if (!ok) {
-      throw new ApiError(401, 'unauthorized', m ? 'invalid admin token' : 'admin routes need "Authorization: Bearer <token>"', null, {
-        'www-authenticate': 'Bearer realm="memlora-admin"',
-      });
-    }
+    // One answer for every refusal (missing, malformed, wrong): the response must not tell a prober
+    // which of its guesses got further than another.
+    if (!ok) throw new ApiError(401, 'unauthorized', UNAUTHORIZED_MESSAGE, null, { 'www-authenticate': 'Bearer realm="memlora-admin"' });
     await next();
   };
 }
