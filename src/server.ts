@@ -3,17 +3,19 @@
  * and shuts down gracefully (stop accepting, let in-flight requests finish up to a deadline, close
  * services, close the database).
  */
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
-import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import { createServer, STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { createAdaptorServer } from '@hono/node-server';
+import type { Duplex } from 'node:stream';
+import { getRequestListener, RequestError } from '@hono/node-server';
 import type { Hono } from 'hono';
 import type { Config } from './config.js';
 import { openDb, type Db } from './db/client.js';
 import { diskAdapterFiles } from './http/adapter-files.js';
 import { createApp } from './http/app.js';
 import type { AppEnv, Lifecycle } from './http/context.js';
+import { errorBody } from './http/errors.js';
 import { jsonLogger } from './http/logger.js';
 import type { Logger, Services } from './http/services.js';
 import { Registry, registerProcessMetrics } from './metrics.js';
@@ -53,6 +55,44 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
+/**
+ * Requests that never reach the app (unparseable HTTP, a backslash in the path, a bad Host) still
+ * get the API's error shape and a request id instead of node's bare status line.
+ */
+const CLIENT_ERRORS: Readonly<Record<string, [number, string, string]>> = {
+  HPE_HEADER_OVERFLOW: [431, 'headers_too_large', 'request headers are too large'],
+  HPE_CHUNK_EXTENSIONS_OVERFLOW: [413, 'body_too_large', 'chunk extensions are too large'],
+  ERR_HTTP_REQUEST_TIMEOUT: [408, 'request_timeout', 'the request did not arrive in time'],
+};
+const BAD_REQUEST: [number, string, string] = [400, 'bad_request', 'malformed HTTP request'];
+
+function rawErrorResponse([status, code, message]: [number, string, string]): string {
+  const body = JSON.stringify(errorBody(code, message));
+  const head = [`HTTP/1.1 ${status} ${STATUS_CODES[status]}`, 'content-type: application/json', `content-length: ${Buffer.byteLength(body)}`, `x-request-id: ${randomUUID()}`, 'connection: close'];
+  return `${head.join('\r\n')}\r\n\r\n${body}`;
+}
+
+function onClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
+  // As node's default does: answer only if no response has started on this socket (else we would
+  // corrupt it), and not at all to a peer that reset the connection.
+  const current = (socket as Duplex & { _httpMessage?: { headersSent?: boolean } })._httpMessage;
+  if (err.code === 'ECONNRESET' || !socket.writable || current?.headersSent) {
+    socket.destroy();
+    return;
+  }
+  // Destroy once flushed: the peer may never close its side, and this connection has no parser left.
+  socket.end(rawErrorResponse(CLIENT_ERRORS[err.code ?? ''] ?? BAD_REQUEST), () => socket.destroy());
+}
+
+/** The adapter's errorHandler: its RequestError is the client's fault; anything else (the app threw synchronously) is ours. */
+function requestErrorResponse(err: unknown): Response {
+  const [status, code, message] = err instanceof RequestError ? BAD_REQUEST : [500, 'internal', 'internal server error'];
+  return new Response(JSON.stringify(errorBody(code, message)), {
+    status,
+    headers: { 'content-type': 'application/json', 'x-request-id': randomUUID(), connection: 'close' },
+  });
+}
+
 function listen(server: Server, port: number, host: string): Promise<AddressInfo> {
   return new Promise((resolve, reject) => {
     const onError = (err: Error) => reject(err);
@@ -90,16 +130,27 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
 
   const lifecycle: Lifecycle = { draining: false };
   const app = createApp({ config: cfg, db, services, metrics, logger, lifecycle });
-  const server = createAdaptorServer({ fetch: app.fetch }) as Server;
+  // The adapter refuses some request targets before the app sees them; errorHandler gives those our shape.
+  const server = createServer(getRequestListener(app.fetch, { errorHandler: requestErrorResponse }));
+  server.on('clientError', onClientError);
 
   let inFlight = 0;
   let drained: (() => void) | undefined;
-  server.on('request', (_req: IncomingMessage, res: ServerResponse) => {
+  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
     inFlight += 1;
-    res.once('close', () => {
+    // A pipelined request queued behind another never gets a response (so no 'close') when its
+    // connection closes first; counting the socket's close too keeps the drain from waiting for it.
+    let done = false;
+    const finish = () => {
+      if (done) return;
+      done = true;
+      res.off('close', finish);
+      req.socket.off('close', finish);
       inFlight -= 1;
       if (inFlight === 0) drained?.();
-    });
+    };
+    res.once('close', finish);
+    req.socket.once('close', finish);
   });
 
   let address: AddressInfo;

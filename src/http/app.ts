@@ -65,6 +65,8 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     const t0 = performance.now();
     await next();
     c.res.headers.set('x-request-id', requestId);
+    // While draining, every answer releases its keep-alive connection so clients reconnect elsewhere.
+    if (d.lifecycle.draining) c.res.headers.set('connection', 'close');
     const handled = matchedRoutes(c).some((r) => r.method !== 'ALL');
     const labels = {
       method: KNOWN_METHODS.has(c.req.method) ? c.req.method : 'OTHER',
@@ -77,6 +79,13 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   app.use('*', async (c, next) => {
     const declared = c.req.header('content-length');
     if (declared !== undefined && Number(declared) > d.config.bodyLimitBytes) throw bodyTooLarge(d.config.bodyLimitBytes);
+    await next();
+  });
+
+  // Requests that arrive once shutdown has begun (on a kept-alive connection) are refused, so the
+  // drain converges; those already in flight passed this point and finish.
+  app.use('/v1/*', async (c, next) => {
+    if (d.lifecycle.draining) throw new ApiError(503, 'shutting_down', 'the server is shutting down', null, { 'retry-after': '5' });
     await next();
   });
 
