@@ -2,17 +2,12 @@
  * An adapter in memory: for every injected layer and feed-forward map, the merged rank-(n*r) pair
  * A [n*r, in] and B [out, n*r] (row block i of A and column block i of B are module i).
  */
+import type { LoraTarget } from '../model/weights.js';
 import { Rng } from '../util/rng.js';
 import { type AdapterSpec, injectedLayers, isVanilla, scalingOf, totalRank } from './spec.js';
 
-/** One feed-forward linear map that can carry LoRA. */
-export interface LoraTarget {
-  layer: number;
-  /** The map's short name in the family's Hugging Face naming, e.g. "mlp.c_fc" or "mlp.down_proj". */
-  map: string;
-  inFeatures: number;
-  outFeatures: number;
-}
+/** One feed-forward linear map that can carry LoRA: the model's own declaration, so the two never drift. */
+export type { LoraTarget } from '../model/weights.js';
 
 export interface LoraPair {
   target: LoraTarget;
