@@ -1,0 +1,121 @@
+/**
+ * One entry point for every model graph: `buildGraph(cfg, spec)` and the session key that caches it.
+ *
+ * Inputs of every kind: `input_ids` int64 [B, T], `positions` int64 [B, T] (each token's position,
+ * so left- and right-padded rows batch together), `attn_bias` float32 [B, 1, T, K] (additive:
+ * 0 = may attend, large negative = masked; K = T, or Past+1 in decode), the base weights by their HF
+ * names, `rope.cos`/`rope.sin` [maxPositions, Dh/2] (Llama), and the LoRA inputs of the spec.
+ *
+ * - train:   + `labels` int64 [B, T] (the token expected after each position; -100 = ignored)
+ *            -> `loss` (scalar mean cross-entropy over labelled positions)
+ * - prefill: + `last_index` int64 [B] (flat index b*T + t of the position whose logits each row wants)
+ *            -> `logits` [B, V], `present_k.{l}`/`present_v.{l}` [B, Hkv, T, Dh]
+ *               (+ `logits_all` [B, T, V] with allLogits)
+ * - decode:  T = 1; + `past_k.{l}`/`past_v.{l}` [B, Hkv, Past, Dh]; attn_bias [B, 1, 1, Past+1]
+ *            (the cache's slots, then the new token) -> `logits` [B, V], `present_k.{l}`/`present_v.{l}`
+ *            [B, Hkv, 1, Dh] (the new token's key/value; the caller appends them to its cache).
+ */
+import { Graph, type Value } from '../graph/ir.js';
+import * as ops from '../graph/ops.js';
+import { addDims } from '../graph/shape.js';
+import { type ModelConfig, configFingerprint } from './config.js';
+import { gpt2Block, gpt2Embed, gpt2Final } from './gpt2.js';
+import { Ctx, DIM, type GraphSpec, type LoraSpec, linearOutIn, ropeInputs } from './layers.js';
+import { llamaBlock, llamaEmbed, llamaFinal } from './llama.js';
+import { lmHeadName } from './weights.js';
+
+export type { GraphKind, GraphSpec, LoraSpec } from './layers.js';
+export { DIM, ROPE_COS, ROPE_SIN, ropeTables } from './layers.js';
+
+export class BuilderError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+    readonly details?: unknown,
+  ) {
+    super(message);
+    this.name = 'BuilderError';
+  }
+}
+
+/** A spec with LoRA on no layer is the plain model: one session, not one per empty layer mask. */
+export function normaliseSpec(cfg: ModelConfig, spec: GraphSpec): GraphSpec {
+  const lora = spec.lora;
+  if (lora && lora.layers.length !== cfg.nLayers) {
+    throw new BuilderError('layer_count', `LoRA layer mask has ${lora.layers.length} entries, the model has ${cfg.nLayers} layers`, {
+      got: lora.layers.length,
+      expected: cfg.nLayers,
+    });
+  }
+  if (spec.allLogits && spec.kind !== 'prefill') throw new BuilderError('bad_spec', `allLogits applies to prefill graphs, not ${spec.kind}`);
+  const out: GraphSpec = { kind: spec.kind };
+  if (lora && lora.layers.some(Boolean)) out.lora = { mode: lora.mode, layers: [...lora.layers] };
+  if (spec.allLogits) out.allLogits = true;
+  return out;
+}
+
+const maskBits = (l: LoraSpec): string => l.layers.map((b) => (b ? '1' : '0')).join('');
+
+/** The runner cache key: the config's structure plus everything in the spec that changes the graph. */
+export function sessionKey(cfg: ModelConfig, spec: GraphSpec): string {
+  const s = normaliseSpec(cfg, spec);
+  const lora = s.lora ? `${s.lora.mode}:${maskBits(s.lora)}` : 'nolora';
+  return `${configFingerprint(cfg)}#${s.kind}${s.allLogits ? '+all' : ''}#${lora}`;
+}
+
+export function buildGraph(cfg: ModelConfig, spec: GraphSpec): Graph {
+  const s = normaliseSpec(cfg, spec);
+  const g = new Graph(`${cfg.family}_${s.kind}${s.lora ? `_${s.lora.mode}_${maskBits(s.lora)}` : ''}`);
+  const ctx = new Ctx(g, cfg, s);
+  const { nLayers, nKvHeads: hkv, headDim: dh, dModel: d, vocabSize: v } = cfg;
+  const seq = ctx.seq;
+
+  const ids = g.input('input_ids', 'int64', [DIM.batch, seq]);
+  ctx.positions = g.input('positions', 'int64', [DIM.batch, seq]);
+  if (s.kind === 'decode') {
+    ctx.past = [];
+    for (let l = 0; l < nLayers; l++) {
+      ctx.past.push({
+        k: g.input(`past_k.${l}`, 'float32', [DIM.batch, hkv, DIM.past, dh]),
+        v: g.input(`past_v.${l}`, 'float32', [DIM.batch, hkv, DIM.past, dh]),
+      });
+    }
+  }
+  const keys = s.kind === 'decode' ? addDims(DIM.past, 1) : DIM.seq;
+  ctx.bias = g.input('attn_bias', 'float32', [DIM.batch, 1, seq, keys]);
+  if (cfg.family === 'llama') ctx.rope = ropeInputs(ctx);
+
+  let x = cfg.family === 'gpt2' ? gpt2Embed(ctx, ids) : llamaEmbed(ctx, ids);
+  for (let l = 0; l < nLayers; l++) x = cfg.family === 'gpt2' ? gpt2Block(ctx, x, l) : llamaBlock(ctx, x, l);
+  x = cfg.family === 'gpt2' ? gpt2Final(ctx, x) : llamaFinal(ctx, x);
+  const head = ctx.weight(lmHeadName(cfg), [v, d]);
+
+  if (s.kind === 'train') {
+    const labels = g.input('labels', 'int64', [DIM.batch, DIM.seq]);
+    const logits = linearOutIn(ops.reshape(x, [-1, d]), head);
+    g.output('loss', ops.crossEntropy(logits, ops.reshape(labels, [-1])).loss);
+    return g;
+  }
+  if (s.kind === 'prefill') {
+    const last = g.input('last_index', 'int64', [DIM.batch]);
+    g.output('logits', linearOutIn(ops.gather(ops.reshape(x, [-1, d]), last, 0), head));
+    if (s.allLogits) g.output('logits_all', linearOutIn(x, head));
+  } else {
+    g.output('logits', linearOutIn(ops.reshape(x, [DIM.batch, d]), head));
+  }
+  ctx.presents.forEach((p, l) => {
+    g.output(`present_k.${l}`, p.k);
+    g.output(`present_v.${l}`, p.v);
+  });
+  return g;
+}
+
+/** The graph's base-weight inputs (the parameters of pretraining), in graph order. */
+export function weightInputs(g: Graph): Value[] {
+  return g.inputs.filter((i) => i.dtype === 'float32' && !/^(lora\.|pool\.|past_|attn_bias$|lora_scale$|rope\.)/.test(i.name));
+}
+
+/** The graph's single-adapter LoRA inputs (`lora.{l}.{map}.A/B`): the parameters of injection. */
+export function loraInputs(g: Graph): Value[] {
+  return g.inputs.filter((i) => i.name.startsWith('lora.'));
+}

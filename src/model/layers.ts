@@ -1,0 +1,240 @@
+/**
+ * Building blocks shared by both decoder families: the per-graph context (weights as named inputs,
+ * LoRA inputs, attention inputs), linear maps with optional LoRA, rotary embedding and attention
+ * over an optional KV cache.
+ *
+ * Conventions inside a graph: hidden states are [B, T, D]; heads are [B, H, T, Dh]; caches are
+ * [B, Hkv, Past, Dh]. Base weights, RoPE tables and LoRA tensors are all graph inputs, never
+ * initializers, so every session reads the one copy the process holds.
+ */
+import type { Graph, Value } from '../graph/ir.js';
+import * as ops from '../graph/ops.js';
+import { mulDims } from '../graph/shape.js';
+import type { Dim } from '../graph/types.js';
+import type { ModelConfig } from './config.js';
+import { mapFeatures } from './weights.js';
+
+export type GraphKind = 'train' | 'prefill' | 'decode';
+
+/**
+ * How LoRA enters the feed-forward maps.
+ * - `single`: one adapter for the whole batch: `lora.{l}.{map}.A` [R{l}, in], `lora.{l}.{map}.B`
+ *   [out, R{l}] and a scalar `lora_scale`; h = W x + scale (x A^T) B^T.
+ * - `pool`: a pool of adapter slots, one per row: `pool.{l}.{map}.A` [S, PR, in], `pool.{l}.{map}.B`
+ *   [S, out, PR] (scale folded into B, ranks zero-padded to PR) and `slot` int64 [B].
+ * `layers[l]` says whether layer l carries LoRA.
+ */
+export interface LoraSpec {
+  mode: 'single' | 'pool';
+  layers: readonly boolean[];
+}
+
+export interface GraphSpec {
+  kind: GraphKind;
+  lora?: LoraSpec;
+  /** prefill only: also output `logits_all` [B, T, V]. */
+  allLogits?: boolean;
+}
+
+export const ROPE_COS = 'rope.cos';
+export const ROPE_SIN = 'rope.sin';
+/** Symbolic dims of graph inputs. */
+export const DIM = { batch: 'B', seq: 'T', past: 'Past', slots: 'S', poolRank: 'PR', rank: (l: number): string => `R${l}` } as const;
+
+/** State of one graph under construction. */
+export class Ctx {
+  private readonly inputs = new Map<string, Value>();
+  readonly presents: { k: Value; v: Value }[] = [];
+  /** Attention bias [B, 1, Tq, K] (additive; 0 where allowed, large negative where masked). */
+  bias!: Value;
+  /** Position of each token, int64 [B, T]. */
+  positions!: Value;
+  /** Past keys/values per layer (decode only). */
+  past: { k: Value; v: Value }[] | null = null;
+  /** cos/sin per token, [B, T, 1, Dh/2] (Llama only). */
+  rope: { cos: Value; sin: Value } | null = null;
+
+  constructor(
+    readonly g: Graph,
+    readonly cfg: ModelConfig,
+    readonly spec: GraphSpec,
+  ) {}
+
+  /** Sequence length of this call: 1 in decode graphs (static), symbolic otherwise. */
+  get seq(): Dim {
+    return this.spec.kind === 'decode' ? 1 : DIM.seq;
+  }
+
+  /** A float32 graph input, created on first use (weights, tables). */
+  input(name: string, shape: Dim[]): Value {
+    let v = this.inputs.get(name);
+    if (!v) {
+      v = this.g.input(name, 'float32', shape);
+      this.inputs.set(name, v);
+    }
+    return v;
+  }
+
+  weight(name: string, shape: number[]): Value {
+    return this.input(name, shape);
+  }
+
+  private slot?: Value;
+  private scale?: Value;
+
+  /** The LoRA term for map `map` of layer `l` on input x [B, T, in], or null if the layer has none. */
+  loraDelta(l: number, map: string, x: Value): Value | null {
+    const lora = this.spec.lora;
+    if (!lora || !lora.layers[l]) return null;
+    const { inFeatures: i, outFeatures: o } = mapFeatures(this.cfg, map);
+    if (lora.mode === 'single') {
+      const r = DIM.rank(l);
+      const a = this.input(`lora.${l}.${map}.A`, [r, i]);
+      const b = this.input(`lora.${l}.${map}.B`, [o, r]);
+      this.scale ??= this.g.input('lora_scale', 'float32', []);
+      // Scale the rank-R intermediate: the smallest tensor on the path.
+      return ops.matmul(ops.mul(ops.matmul(x, ops.transposeLast2(a)), this.scale), ops.transposeLast2(b));
+    }
+    const a = this.input(`pool.${l}.${map}.A`, [DIM.slots, DIM.poolRank, i]);
+    const b = this.input(`pool.${l}.${map}.B`, [DIM.slots, o, DIM.poolRank]);
+    this.slot ??= this.g.input('slot', 'int64', [DIM.batch]);
+    // Gather each row's slot, then batched matmuls (Punica's SGMV in two plain steps).
+    const ar = ops.gather(a, this.slot, 0); // [B, PR, in]
+    const br = ops.gather(b, this.slot, 0); // [B, out, PR]
+    return ops.matmul(ops.matmul(x, ops.transposeLast2(ar)), ops.transposeLast2(br));
+  }
+}
+
+/** x W for Conv1D weights stored [in, out] (GPT-2). */
+export const linearInOut = (x: Value, w: Value, bias?: Value): Value => {
+  const y = ops.matmul(x, w);
+  return bias ? ops.add(y, bias) : y;
+};
+
+/** x W^T for Linear weights stored [out, in] (Llama); ORT fuses the transpose into the MatMul. */
+export const linearOutIn = (x: Value, w: Value): Value => ops.matmul(x, ops.transposeLast2(w));
+
+/** base + LoRA delta, when the map carries one. */
+export function withLora(ctx: Ctx, l: number, map: string, x: Value, base: Value): Value {
+  const d = ctx.loraDelta(l, map, x);
+  return d ? ops.add(base, d) : base;
+}
+
+/** [B, T, n*Dh] -> [B, T, n, Dh]. */
+export function splitHeads(ctx: Ctx, x: Value, n: number): Value {
+  return ops.reshape(x, [DIM.batch, ctx.seq, n, ctx.cfg.headDim]);
+}
+
+/** [B, T, n, Dh] -> [B, n, T, Dh]; a reshape when T is 1 (same memory order). */
+export function headsFirst(ctx: Ctx, x: Value, n: number): Value {
+  if (ctx.seq === 1) return ops.reshape(x, [DIM.batch, n, 1, ctx.cfg.headDim]);
+  return ops.transpose(x, [0, 2, 1, 3]);
+}
+
+/** [B, H, T, Dh] -> [B, T, H*Dh]. */
+export function mergeHeads(ctx: Ctx, x: Value): Value {
+  const width = ctx.cfg.nHeads * ctx.cfg.headDim;
+  if (ctx.seq === 1) return ops.reshape(x, [DIM.batch, 1, width]);
+  return ops.reshape(ops.transpose(x, [0, 2, 1, 3]), [DIM.batch, DIM.seq, width]);
+}
+
+/** RoPE tables [maxPositions, Dh/2]: cos and sin of position * theta^(-2i/Dh). */
+export function ropeTables(cfg: ModelConfig): { cos: Float32Array; sin: Float32Array } {
+  const half = cfg.headDim / 2;
+  const cos = new Float32Array(cfg.maxPositions * half);
+  const sin = new Float32Array(cfg.maxPositions * half);
+  for (let p = 0; p < cfg.maxPositions; p++) {
+    for (let i = 0; i < half; i++) {
+      const angle = p * cfg.ropeTheta ** ((-2 * i) / cfg.headDim);
+      cos[p * half + i] = Math.cos(angle);
+      sin[p * half + i] = Math.sin(angle);
+    }
+  }
+  return { cos, sin };
+}
+
+/** Gather the per-token cos/sin rows once per graph, shaped to broadcast over heads. */
+export function ropeInputs(ctx: Ctx): { cos: Value; sin: Value } {
+  const half = ctx.cfg.headDim / 2;
+  const table = (name: string): Value => ops.unsqueeze(ops.gather(ctx.input(name, [ctx.cfg.maxPositions, half]), ctx.positions, 0), [2]);
+  return { cos: table(ROPE_COS), sin: table(ROPE_SIN) };
+}
+
+/** Rotary embedding of x [B, T, n, Dh] in the config's pairing style. */
+export function applyRope(ctx: Ctx, x: Value): Value {
+  const { cos, sin } = ctx.rope!;
+  const dh = ctx.cfg.headDim;
+  const half = dh / 2;
+  if (ctx.cfg.ropeStyle === 'half') {
+    // HF rotate_half: (x1, x2) = halves; (x1 c - x2 s, x2 c + x1 s).
+    const x1 = ops.slice(x, { axes: [-1], starts: [0], ends: [half] });
+    const x2 = ops.slice(x, { axes: [-1], starts: [half], ends: [dh] });
+    return ops.concat([ops.sub(ops.mul(x1, cos), ops.mul(x2, sin)), ops.add(ops.mul(x2, cos), ops.mul(x1, sin))], -1);
+  }
+  // llama2.c: pairs (2i, 2i+1) rotate together.
+  const n = x.shape[2];
+  const pairs = ops.reshape(x, [DIM.batch, ctx.seq, n, half, 2]);
+  const x1 = ops.slice(pairs, { axes: [-1], starts: [0], ends: [1] });
+  const x2 = ops.slice(pairs, { axes: [-1], starts: [1], ends: [2] });
+  const c = ops.unsqueeze(cos, [-1]);
+  const s = ops.unsqueeze(sin, [-1]);
+  const rot = ops.concat([ops.sub(ops.mul(x1, c), ops.mul(x2, s)), ops.add(ops.mul(x1, s), ops.mul(x2, c))], -1);
+  return ops.reshape(rot, [DIM.batch, ctx.seq, n, dh]);
+}
+
+/**
+ * Scaled dot-product attention of q [B, H, Tq, Dh] over keys/values given in parts (the cache, then
+ * this call's tokens), each [B, Hkv, Tk, Dh]. Scores of the parts are concatenated (small) instead of
+ * the caches (large); probabilities are split back and each part multiplies its own values. Grouped
+ * query heads are folded into the row dimension, so K/V are never repeated.
+ */
+export function attend(ctx: Ctx, q: Value, parts: { k: Value; v: Value }[]): Value {
+  const { nHeads: h, nKvHeads: hkv, headDim: dh } = ctx.cfg;
+  const group = h / hkv;
+  const tq = ctx.seq;
+  const qs = ops.mul(q, 1 / Math.sqrt(dh));
+  const qg = group > 1 ? ops.reshape(qs, [DIM.batch, hkv, -1, dh]) : qs; // [B, Hkv, g*Tq, Dh]
+  const scoreParts = parts.map((p) => ops.matmul(qg, ops.transposeLast2(p.k)));
+  let scores = scoreParts.length > 1 ? ops.concat(scoreParts, -1) : scoreParts[0]; // [B, Hkv, g*Tq, K]
+  let probs: Value;
+  if (group > 1) {
+    const s5 = ops.reshape(scores, [DIM.batch, hkv, group, tq, -1]);
+    const p5 = ops.softmax(ops.add(s5, ops.unsqueeze(ctx.bias, [1])), -1);
+    probs = ops.reshape(p5, [DIM.batch, hkv, mulDims(group, tq), -1]);
+  } else {
+    scores = ops.add(scores, ctx.bias);
+    probs = ops.softmax(scores, -1);
+  }
+  let out: Value | null = null;
+  if (parts.length === 1) out = ops.matmul(probs, parts[0].v);
+  else {
+    let start: Value = ctx.g.constant([0], 'int64', [1]);
+    for (const p of parts) {
+      const len = ops.slice(ops.shapeOf(p.k), { axes: [0], starts: [2], ends: [3] });
+      const end = ops.add(start, len);
+      const pp = ops.sliceDynamic(probs, -1, start, end, p.k.shape[2]);
+      const o = ops.matmul(pp, p.v);
+      out = out ? ops.add(out, o) : o;
+      start = end;
+    }
+  }
+  return group > 1 ? ops.reshape(out!, [DIM.batch, h, tq, dh]) : out!;
+}
+
+/** Attention over this call's keys/values, plus the cache in decode graphs; records the presents. */
+export function selfAttention(ctx: Ctx, l: number, q: Value, k: Value, v: Value): Value {
+  ctx.presents[l] = { k, v };
+  const parts = ctx.past ? [ctx.past[l], { k, v }] : [{ k, v }];
+  return attend(ctx, q, parts);
+}
+
+export function activation(ctx: Ctx, x: Value): Value {
+  switch (ctx.cfg.activation) {
+    case 'gelu_tanh':
+      return ops.geluTanh(x);
+    case 'gelu':
+      return ops.geluErf(x);
+    case 'silu':
+      return ops.silu(x);
+  }
+}

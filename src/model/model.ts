@@ -1,0 +1,155 @@
+/**
+ * A loaded base model: config, the weights as ONNX Runtime tensors (created once, fed to every
+ * session, never copied per session), and a Runner whose sessions are cached by graph signature.
+ */
+import * as ort from 'onnxruntime-node';
+import type { CompiledGraph, Feeds, RunnerOptions } from '../graph/runner.js';
+import { Runner } from '../graph/runner.js';
+import type { HostTensor } from '../graph/types.js';
+import { type LmBatch, type Padding, packLm, packRows } from './batch.js';
+import { type GraphSpec, buildGraph, ROPE_COS, ROPE_SIN, ropeTables, sessionKey } from './builder.js';
+import { type ModelConfig, validateConfig } from './config.js';
+import { importCheckpoint } from './import.js';
+import { type KvBatch, type KvShape, type RowKv, rowKvFromPresents } from './kv.js';
+import { type LoraInput, loraInputFeeds } from './lora-feeds.js';
+import { type Weights, validateWeights } from './weights.js';
+
+export interface ModelOptions {
+  /** Share a runner (and its session cache) with other users; otherwise the model makes its own. */
+  runner?: Runner;
+  runnerOptions?: RunnerOptions;
+}
+
+export interface PrefillResult {
+  /** Per row, the logits [V] after its last token. */
+  logits: Float32Array[];
+  /** Per row, its cache (its tokens only, no padding). */
+  kv: RowKv[];
+}
+
+export class Model {
+  readonly config: ModelConfig;
+  readonly runner: Runner;
+  readonly kvShape: KvShape;
+  private readonly base: Record<string, ort.Tensor> = {};
+  private readonly ownsRunner: boolean;
+
+  constructor(config: ModelConfig, weights: Weights, opts: ModelOptions = {}) {
+    this.config = validateConfig(config);
+    validateWeights(config, weights);
+    for (const [name, t] of weights) this.base[name] = new ort.Tensor('float32', t.data as Float32Array, t.dims);
+    if (config.family === 'llama') {
+      const { cos, sin } = ropeTables(config);
+      const dims = [config.maxPositions, config.headDim / 2];
+      this.base[ROPE_COS] = new ort.Tensor('float32', cos, dims);
+      this.base[ROPE_SIN] = new ort.Tensor('float32', sin, dims);
+    }
+    this.ownsRunner = !opts.runner;
+    this.runner = opts.runner ?? new Runner(opts.runnerOptions);
+    this.kvShape = { nLayers: config.nLayers, nKvHeads: config.nKvHeads, headDim: config.headDim };
+  }
+
+  /** Import a Hugging Face checkpoint folder. */
+  static load(dir: string, opts: ModelOptions = {}): Model {
+    const { config, weights } = importCheckpoint(dir);
+    return new Model(config, weights, opts);
+  }
+
+  /** The weight (and RoPE table) feeds every graph of this model takes. */
+  baseFeeds(): Readonly<Record<string, ort.Tensor>> {
+    return this.base;
+  }
+
+  session(spec: GraphSpec): Promise<CompiledGraph> {
+    return this.runner.compile(sessionKey(this.config, spec), () => buildGraph(this.config, spec));
+  }
+
+  /** Run a graph of this model: base feeds plus the call's own, fetching only `fetch`. */
+  async run(spec: GraphSpec, feeds: Feeds, fetch?: string[]): Promise<Record<string, HostTensor>> {
+    const s = await this.session(spec);
+    return s.run({ ...this.base, ...feeds }, fetch);
+  }
+
+  private checkTokens(rows: readonly (readonly number[])[]): void {
+    const v = this.config.vocabSize;
+    for (const row of rows) {
+      if (row.length > this.config.maxPositions) {
+        throw new ModelError('too_long', `a row of ${row.length} tokens exceeds the model's ${this.config.maxPositions} positions`, { length: row.length });
+      }
+      for (const t of row) if (!Number.isInteger(t) || t < 0 || t >= v) throw new ModelError('bad_token', `token id ${t} is outside the vocabulary of ${v}`, { token: t });
+    }
+  }
+
+  /** Logits at every position of every row ([length x V] per row), one full forward pass. */
+  async forwardLogits(rows: readonly (readonly number[])[], lora?: LoraInput): Promise<Float32Array[]> {
+    this.checkTokens(rows);
+    const packed = packRows(rows);
+    const l = loraInputFeeds(this.config, lora, rows.length);
+    const out = await this.run({ kind: 'prefill', allLogits: true, lora: l.lora }, { ...packed.feeds, ...l.feeds }, ['logits_all']);
+    const all = out.logits_all.data as Float32Array;
+    const v = this.config.vocabSize;
+    return rows.map((row, r) => all.slice((r * packed.seq + packed.starts[r]) * v, (r * packed.seq + packed.starts[r] + row.length) * v));
+  }
+
+  /** Run prompts through the model: last-token logits and a cache per row. */
+  async prefill(rows: readonly (readonly number[])[], lora?: LoraInput, padding: Padding = 'right'): Promise<PrefillResult> {
+    this.checkTokens(rows);
+    const packed = packRows(rows, { padding });
+    const l = loraInputFeeds(this.config, lora, rows.length);
+    const n = this.config.nLayers;
+    const fetch = ['logits', ...Array.from({ length: n }, (_, i) => [`present_k.${i}`, `present_v.${i}`]).flat()];
+    const out = await this.run({ kind: 'prefill', lora: l.lora }, { ...packed.feeds, ...l.feeds }, fetch);
+    const presents = { k: Array.from({ length: n }, (_, i) => out[`present_k.${i}`]), v: Array.from({ length: n }, (_, i) => out[`present_v.${i}`]) };
+    const logits = out.logits.data as Float32Array;
+    const v = this.config.vocabSize;
+    return {
+      logits: rows.map((_, r) => logits.slice(r * v, (r + 1) * v)),
+      kv: rows.map((row, r) => rowKvFromPresents(this.kvShape, presents, r, packed.starts[r], row.length)),
+    };
+  }
+
+  /**
+   * One decode step for every row of `batch` (in batch order): feed one token per row, append the
+   * new keys/values to the batch's caches, return each row's next-token logits.
+   */
+  async decodeStep(batch: KvBatch, tokens: readonly number[], lora?: LoraInput): Promise<Float32Array[]> {
+    if (tokens.length !== batch.size) throw new ModelError('token_count', `${tokens.length} tokens for ${batch.size} rows`);
+    this.checkTokens([tokens]);
+    const l = loraInputFeeds(this.config, lora, tokens.length);
+    const feeds = {
+      ...batch.decodeFeeds(),
+      ...l.feeds,
+      input_ids: { dtype: 'int64', dims: [tokens.length, 1], data: BigInt64Array.from(tokens, (t) => BigInt(t)) } as HostTensor,
+    };
+    const out = await this.run({ kind: 'decode', lora: l.lora }, feeds);
+    batch.append(out);
+    const logits = out.logits.data as Float32Array;
+    const v = this.config.vocabSize;
+    return tokens.map((_, r) => logits.subarray(r * v, (r + 1) * v));
+  }
+
+  /** Mean next-token cross-entropy of a batch (labels IGNORE_INDEX where unscored). */
+  async loss(batch: LmBatch, lora?: LoraInput): Promise<number> {
+    this.checkTokens(batch.inputIds);
+    const packed = packLm(batch);
+    const l = loraInputFeeds(this.config, lora, batch.inputIds.length);
+    const out = await this.run({ kind: 'train', lora: l.lora }, { ...packed.feeds, ...l.feeds }, ['loss']);
+    return (out.loss.data as Float32Array)[0];
+  }
+
+  /** Release the sessions (when the model made its own runner). */
+  async close(): Promise<void> {
+    if (this.ownsRunner) await this.runner.close();
+  }
+}
+
+export class ModelError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+    readonly details?: unknown,
+  ) {
+    super(message);
+    this.name = 'ModelError';
+  }
+}
