@@ -10,8 +10,8 @@ describe('packRows', () => {
     expect(p.seq).toBe(3);
     expect([...(p.feeds.input_ids.data as BigInt64Array)]).toEqual([5n, 6n, 7n, 8n, 0n, 0n]);
     expect([...(p.feeds.positions.data as BigInt64Array)]).toEqual([0n, 1n, 2n, 0n, 0n, 0n]);
-    expect(allowed(p.feeds.attn_bias.data, 3, 0)).toEqual(['1..', '11.', '111']);
-    expect(allowed(p.feeds.attn_bias.data, 3, 1)).toEqual(['1..', '.1.', '..1']);
+    expect(allowed(p.feeds.attn_bias.data as Float32Array, 3, 0)).toEqual(['1..', '11.', '111']);
+    expect(allowed(p.feeds.attn_bias.data as Float32Array, 3, 1)).toEqual(['1..', '.1.', '..1']);
     expect([...(p.feeds.last_index.data as BigInt64Array)]).toEqual([2n, 3n]);
     expect(Math.min(...(p.feeds.attn_bias.data as Float32Array))).toBe(MASKED);
   });
@@ -19,7 +19,7 @@ describe('packRows', () => {
   it('left padding: positions still count from each row start', () => {
     const p = packRows([[5, 6, 7], [8, 9]], { padding: 'left' });
     expect([...(p.feeds.positions.data as BigInt64Array)]).toEqual([0n, 1n, 2n, 0n, 0n, 1n]);
-    expect(allowed(p.feeds.attn_bias.data, 3, 1)).toEqual(['1..', '.1.', '.11']);
+    expect(allowed(p.feeds.attn_bias.data as Float32Array, 3, 1)).toEqual(['1..', '.1.', '.11']);
     expect(p.starts).toEqual([0, 1]);
     expect([...(p.feeds.last_index.data as BigInt64Array)]).toEqual([2n, 5n]);
   });
