@@ -1,7 +1,8 @@
 /** Tiny random models and checkpoints in Hugging Face layout for the model tests. */
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
+import { repoRoot } from '../../src/config.js';
 import type { HostTensor } from '../../src/graph/types.js';
 import { type ModelConfig, toHfConfig } from '../../src/model/config.js';
 import { writeSafetensors } from '../../src/model/safetensors.js';
@@ -120,4 +121,9 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
 export function randomRows(cfg: ModelConfig, lengths: number[], seed: number): number[][] {
   const rng = new Rng(seed);
   return lengths.map((n) => Array.from({ length: n }, () => rng.int(cfg.vocabSize)));
+}
+
+/** The shared models/data folder: ../shared from the repository root, MEMLORA_SHARED_DIR overrides. */
+export function sharedDir(env: NodeJS.ProcessEnv = process.env): string {
+  return env.MEMLORA_SHARED_DIR ? resolve(env.MEMLORA_SHARED_DIR) : resolve(repoRoot, '..', 'shared');
 }

@@ -1,0 +1,171 @@
+/**
+ * The per-request state of generation, independent of batching: its own seeded generator, the
+ * tokens so far, streaming text (whole UTF-8 characters only, stop strings held back and trimmed)
+ * and the finish decision. A decode loop, static (generate.ts) or continuous (the serving engine),
+ * feeds each row's logits to its Sequence and feeds back the token it returns until it finishes.
+ */
+import { Rng } from '../util/rng.js';
+import { type SamplingOptions, checkSampling, sampleToken } from './sampling.js';
+import { StopMatcher } from './stop.js';
+import { type StreamDecoder, type Tokenizer, createStreamDecoder } from './tokenizer.js';
+
+/** stop: a stop string; eos: an end token; length: maxTokens or the context; cancelled: stopped by the caller. */
+export type FinishReason = 'stop' | 'eos' | 'length' | 'cancelled';
+
+export interface GenerateRequest {
+  /** Prompt token ids (non-empty; include BOS if the model wants one). */
+  prompt: readonly number[];
+  /** Most tokens to generate (>= 1). */
+  maxTokens: number;
+  sampling?: SamplingOptions;
+  /** Seed of this request's generator; the same seed gives the same tokens alone or in any batch. */
+  seed?: number;
+  /** Stop strings, matched on the decoded text and cut from it (needs a tokenizer). */
+  stop?: readonly string[];
+  /** Tokens that end the sequence besides the model's EOS. */
+  stopTokenIds?: readonly number[];
+  /** Adapter slot of this row when generating with a slot pool (default 0, the vanilla slot). */
+  slot?: number;
+}
+
+export interface TokenEvent {
+  /** Index of the request. */
+  index: number;
+  /** The chosen token; null when the event only releases held-back text at the end. */
+  token: number | null;
+  /** Newly released text ('' while a character or a possible stop string is incomplete). */
+  text: string;
+}
+
+export interface GenerateResult {
+  index: number;
+  /** Generated ids, including a final EOS or stop token. */
+  tokens: number[];
+  /** Generated text, without EOS and without the stop string. */
+  text: string;
+  finishReason: FinishReason;
+  promptTokens: number;
+  completionTokens: number;
+}
+
+export class GenerateError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+    readonly details?: unknown,
+  ) {
+    super(message);
+    this.name = 'GenerateError';
+  }
+}
+
+export interface SequenceContext {
+  tokenizer?: Tokenizer;
+  /** The model's EOS (and any other ids that always end a sequence). */
+  eosIds: readonly number[];
+  vocabSize: number;
+}
+
+export class Sequence {
+  readonly tokens: number[] = [];
+  private reason: FinishReason | null = null;
+  private readonly rng: Rng;
+  private readonly seen: Set<number>;
+  private readonly ends: Set<number>;
+  private readonly decoder: StreamDecoder | null;
+  private readonly stopper: StopMatcher;
+  private released = '';
+
+  constructor(
+    readonly index: number,
+    readonly request: GenerateRequest,
+    private readonly ctx: SequenceContext,
+  ) {
+    const { prompt, maxTokens } = request;
+    if (prompt.length === 0) throw new GenerateError('empty_prompt', `request ${index} has an empty prompt`, { index });
+    if (!Number.isInteger(maxTokens) || maxTokens < 1) throw new GenerateError('bad_max_tokens', `request ${index}: maxTokens ${maxTokens} must be a positive integer`, { index, maxTokens });
+    if (request.stop?.length && !ctx.tokenizer) throw new GenerateError('no_tokenizer', 'stop strings need a tokenizer', { index });
+    checkSampling(request.sampling ?? {});
+    this.rng = new Rng(request.seed ?? Math.floor(Math.random() * 2 ** 31));
+    this.seen = new Set(prompt);
+    this.ends = new Set([...ctx.eosIds, ...(request.stopTokenIds ?? [])]);
+    this.stopper = new StopMatcher(request.stop ?? []);
+    this.decoder = ctx.tokenizer ? seededDecoder(ctx.tokenizer, prompt[prompt.length - 1]) : null;
+  }
+
+  get finished(): boolean {
+    return this.reason !== null;
+  }
+
+  get finishReason(): FinishReason | null {
+    return this.reason;
+  }
+
+  /** Choose the next token from this row's logits, record it, and decide whether the sequence ends. */
+  next(logits: Float32Array): TokenEvent {
+    if (this.reason) throw new GenerateError('finished', `request ${this.index} has already finished (${this.reason})`);
+    if (logits.length !== this.ctx.vocabSize) throw new GenerateError('bad_logits', `${logits.length} logits for a vocabulary of ${this.ctx.vocabSize}`);
+    const sampling = this.request.sampling ?? {};
+    const token = sampleToken(logits, sampling, this.rng, this.seen);
+    this.tokens.push(token);
+    this.seen.add(token);
+    let text = '';
+    if (this.ends.has(token)) {
+      this.reason = 'eos';
+      text = this.release(this.decoder?.flush() ?? '', true);
+    } else {
+      const piece = this.decoder?.push(token) ?? '';
+      const r = this.stopper.push(piece);
+      text = r.text;
+      this.released += text;
+      if (r.stopped) this.reason = 'stop';
+      else if (this.tokens.length >= this.request.maxTokens) {
+        this.reason = 'length';
+        text += this.release(this.decoder?.flush() ?? '', true);
+      }
+    }
+    return { index: this.index, token, text };
+  }
+
+  private release(piece: string, final: boolean): string {
+    const r = this.stopper.push(piece);
+    let text = r.text;
+    if (r.stopped) this.reason = 'stop';
+    else if (final) text += this.stopper.flush();
+    this.released += text;
+    return text;
+  }
+
+  /** End the sequence from outside (the context is full, the request was cancelled); returns held-back text. */
+  finish(reason: FinishReason): string {
+    if (this.reason) return '';
+    this.reason = reason;
+    const r = this.stopper.push(this.decoder?.flush() ?? '');
+    const text = r.stopped ? r.text : r.text + this.stopper.flush();
+    this.released += text;
+    return text;
+  }
+
+  result(): GenerateResult {
+    if (!this.reason) throw new GenerateError('not_finished', `request ${this.index} has not finished`);
+    return {
+      index: this.index,
+      tokens: [...this.tokens],
+      text: this.released,
+      finishReason: this.reason,
+      promptTokens: this.request.prompt.length,
+      completionTokens: this.tokens.length,
+    };
+  }
+}
+
+/**
+ * A stream decoder that has already seen the prompt's last token, so that decoders treating a
+ * sequence's first token specially (SentencePiece's leading-space strip after BOS) space the reply as
+ * a continuation. If that token is an incomplete character on its own, start clean instead.
+ */
+function seededDecoder(tokenizer: Tokenizer, last: number): StreamDecoder {
+  const d = createStreamDecoder(tokenizer);
+  const seedText = d.push(last);
+  return seedText === '' && tokenizer.decode([last]).endsWith('\uFFFD') ? createStreamDecoder(tokenizer) : d;
+}

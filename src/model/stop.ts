@@ -1,0 +1,64 @@
+/**
+ * Stop sequences on generated text. Text is released only once it can no longer turn into a stop
+ * sequence: a tail that is a prefix of some stop string is held back until the next piece settles
+ * it. When a stop string appears, the text before it is final and the stop string is never shown.
+ */
+export class StopMatcher {
+  private text = '';
+  private emitted = 0;
+  private done = false;
+  private readonly stops: string[];
+
+  constructor(stops: readonly string[] = []) {
+    this.stops = stops.filter((s) => s.length > 0);
+  }
+
+  get stopped(): boolean {
+    return this.done;
+  }
+
+  /** The released text so far. */
+  get output(): string {
+    return this.text.slice(0, this.emitted);
+  }
+
+  /** Add generated text; returns what may be shown now and whether a stop string was hit. */
+  push(piece: string): { text: string; stopped: boolean } {
+    if (this.done) return { text: '', stopped: true };
+    this.text += piece;
+    // A stop string can only start in the unreleased tail (that is what holding back guarantees).
+    let hit = -1;
+    for (const s of this.stops) {
+      const i = this.text.indexOf(s, this.emitted);
+      if (i >= 0 && (hit < 0 || i < hit)) hit = i;
+    }
+    if (hit >= 0) {
+      const out = this.text.slice(this.emitted, hit);
+      this.text = this.text.slice(0, hit);
+      this.emitted = hit;
+      this.done = true;
+      return { text: out, stopped: true };
+    }
+    let hold = 0;
+    for (const s of this.stops) {
+      for (let k = Math.min(s.length - 1, this.text.length - this.emitted); k > hold; k--) {
+        if (this.text.endsWith(s.slice(0, k))) {
+          hold = k;
+          break;
+        }
+      }
+    }
+    const end = this.text.length - hold;
+    const out = this.text.slice(this.emitted, end);
+    this.emitted = end;
+    return { text: out, stopped: false };
+  }
+
+  /** Release whatever is held back (the sequence ended for another reason). */
+  flush(): string {
+    if (this.done) return '';
+    const out = this.text.slice(this.emitted);
+    this.emitted = this.text.length;
+    return out;
+  }
+}

@@ -1,0 +1,119 @@
+import { afterAll, describe, expect, it } from 'vitest';
+import { Runner } from '../../src/graph/runner.js';
+import type { ModelConfig } from '../../src/model/config.js';
+import { type GenerateRequest, generate, generateStream } from '../../src/model/generate.js';
+import { SlotPool } from '../../src/model/lora-feeds.js';
+import { Model } from '../../src/model/model.js';
+import { argmax } from '../../src/model/sampling.js';
+import { randomAdapter, randomRows, randomWeights, tinyGpt2, tinyLlama } from './fixtures.js';
+
+const runner = new Runner({ intraOpThreads: 1 });
+afterAll(() => runner.close());
+
+const families: [string, ModelConfig][] = [
+  ['gpt2', tinyGpt2],
+  ['llama', tinyLlama],
+];
+
+describe.each(families)('%s generation', (_n, cfg) => {
+  // Random weights give near-flat logits; scale them up so greedy choices are well separated.
+  const model = new Model(cfg, randomWeights(cfg, 41, 0.6), { runner });
+  const prompts = randomRows(cfg, [3, 8, 1], 42);
+
+  it('greedy KV-cache generation equals greedy by full recomputation, batched rows of different lengths', async () => {
+    const results = await generate(
+      model,
+      prompts.map((prompt) => ({ prompt, maxTokens: 8, sampling: { temperature: 0 } })),
+    );
+    for (const [i, prompt] of prompts.entries()) {
+      const seq = [...prompt];
+      const want: number[] = [];
+      for (let s = 0; s < 8; s++) {
+        const all = (await model.forwardLogits([seq]))[0];
+        const next = argmax(all.subarray(all.length - cfg.vocabSize));
+        want.push(next);
+        seq.push(next);
+        if (next === cfg.eosId) break;
+      }
+      expect(results[i].tokens).toEqual(want);
+      const eos = want[want.length - 1] === cfg.eosId;
+      expect(results[i]).toMatchObject({ finishReason: eos ? 'eos' : 'length', promptTokens: prompt.length, completionTokens: want.length });
+    }
+  });
+
+  it('a seeded request gets the same tokens alone and inside a batch; seeds matter', async () => {
+    const req = (prompt: number[], seed: number): GenerateRequest => ({ prompt, maxTokens: 10, seed, sampling: { temperature: 1, topK: 20, topP: 0.9, repetitionPenalty: 1.1 } });
+    const batched = await generate(model, prompts.map((p, i) => req(p, 100 + i)));
+    for (const [i, p] of prompts.entries()) {
+      const [alone] = await generate(model, [req(p, 100 + i)]);
+      expect(alone.tokens).toEqual(batched[i].tokens);
+    }
+    const other = await generate(model, [req(prompts[1], 999)]);
+    expect(other[0].tokens).not.toEqual(batched[1].tokens);
+  });
+
+  it('mixed adapters in one batch give each row what it gets alone with its adapter', async () => {
+    const a = randomAdapter(cfg, [0, 1], 2, 43, 2);
+    const b = randomAdapter(cfg, [1], 3, 44, 2);
+    const pool = new SlotPool(cfg, 3, 4);
+    pool.set(1, a);
+    pool.set(2, b);
+    const slots = [2, 0, 1];
+    const mixed = await generate(
+      model,
+      prompts.map((prompt, i) => ({ prompt, maxTokens: 6, sampling: { temperature: 0 }, slot: slots[i] })),
+      { lora: { pool } },
+    );
+    const adapters = [b, null, a];
+    for (const [i, prompt] of prompts.entries()) {
+      const ad = adapters[i];
+      const [alone] = await generate(model, [{ prompt, maxTokens: 6, sampling: { temperature: 0 } }], ad ? { lora: { adapter: ad } } : {});
+      expect(mixed[i].tokens).toEqual(alone.tokens);
+    }
+    const [plain] = await generate(model, [{ prompt: prompts[0], maxTokens: 6, sampling: { temperature: 0 } }]);
+    expect(mixed[0].tokens).not.toEqual(plain.tokens);
+  });
+});
+
+describe('generate: ending and streaming', () => {
+  const cfg = tinyGpt2;
+  const model = new Model(cfg, randomWeights(cfg, 45, 0.6), { runner });
+  const prompt = [3, 4, 5];
+  const greedy = (maxTokens: number, extra: Partial<GenerateRequest> = {}): GenerateRequest => ({ prompt, maxTokens, sampling: { temperature: 0 }, ...extra });
+
+  it('ends at a stop token (kept in tokens) with finishReason eos', async () => {
+    const [free] = await generate(model, [greedy(6)]);
+    const stopAt = free.tokens.findIndex((t, i) => free.tokens.indexOf(t) === i && i >= 2);
+    const [r] = await generate(model, [greedy(6, { stopTokenIds: [free.tokens[stopAt]] })]);
+    expect(r.finishReason).toBe('eos');
+    expect(r.tokens).toEqual(free.tokens.slice(0, stopAt + 1));
+  });
+
+  it('ends with length when the context is full', async () => {
+    const long = Array.from({ length: cfg.maxPositions - 2 }, (_, i) => i % cfg.vocabSize);
+    const [r] = await generate(model, [{ prompt: long, maxTokens: 10, sampling: { temperature: 0 } }]);
+    expect(r.finishReason).toBe('length');
+    expect(r.completionTokens).toBe(3); // positions maxPositions-2 and -1 are fed, the third token is not
+    await expect(generate(model, [{ prompt: [...long, 1, 2], maxTokens: 1 }])).rejects.toMatchObject({ code: 'prompt_too_long' });
+    await expect(generate(model, [{ prompt: [], maxTokens: 1 }])).rejects.toMatchObject({ code: 'empty_prompt' });
+  });
+
+  it('streams tokens as they come, rows interleaved, and stops on cancel', async () => {
+    const order: number[] = [];
+    const results = await generate(model, [greedy(4), greedy(2, { prompt: [7] })], { onToken: (e) => order.push(e.index) });
+    expect(order).toEqual([0, 1, 0, 1, 0, 0]);
+    expect(results.map((r) => r.completionTokens)).toEqual([4, 2]);
+
+    const ac = new AbortController();
+    const seen: string[] = [];
+    for await (const e of generateStream(model, [greedy(50)], { signal: ac.signal })) {
+      if (e.type === 'token') {
+        if (seen.length === 2) ac.abort();
+        seen.push('t');
+      } else {
+        expect(e.result.finishReason).toBe('cancelled');
+        expect(e.result.completionTokens).toBe(3);
+      }
+    }
+  });
+});

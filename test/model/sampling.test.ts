@@ -1,0 +1,82 @@
+import { describe, expect, it } from 'vitest';
+import { SamplingError, applyRepetitionPenalty, argmax, candidateDistribution, checkSampling, sampleToken } from '../../src/model/sampling.js';
+import { Rng } from '../../src/util/rng.js';
+
+const logits = Float32Array.from([1, 3, 2, -1, 3, 0.5]);
+
+function freq(opts: Parameters<typeof sampleToken>[1], n = 4000, seed = 1, seen?: number[]): number[] {
+  const rng = new Rng(seed);
+  const c = Array(logits.length).fill(0);
+  for (let i = 0; i < n; i++) c[sampleToken(logits, opts, rng, seen)]++;
+  return c.map((x) => x / n);
+}
+
+const softmax = (xs: number[], t = 1): number[] => {
+  const m = Math.max(...xs);
+  const e = xs.map((x) => Math.exp((x - m) / t));
+  const z = e.reduce((a, b) => a + b, 0);
+  return e.map((x) => x / z);
+};
+
+describe('sampling', () => {
+  it('greedy is the first argmax and draws nothing', () => {
+    const rng = new Rng(5);
+    const before = new Rng(5).nextU32();
+    expect(sampleToken(logits, { temperature: 0 }, rng)).toBe(1);
+    expect(rng.nextU32()).toBe(before);
+    expect(argmax([0, 2, 2])).toBe(1);
+  });
+
+  it('temperature reshapes the distribution (softmax(l / T))', () => {
+    for (const t of [0.5, 1, 2]) {
+      const { ids, probs } = candidateDistribution(logits, { temperature: t });
+      const ref = softmax([...logits], t);
+      ids.forEach((id, i) => expect(probs[i]).toBeCloseTo(ref[id], 10));
+    }
+    const f = freq({ temperature: 2 });
+    softmax([...logits], 2).forEach((p, i) => expect(Math.abs(f[i] - p)).toBeLessThan(0.03));
+  });
+
+  it('top-k keeps the k largest (ties by lower index), renormalised', () => {
+    const { ids, probs } = candidateDistribution(logits, { topK: 3 });
+    expect(ids).toEqual([1, 4, 2]);
+    const ref = softmax([3, 3, 2]);
+    probs.forEach((p, i) => expect(p).toBeCloseTo(ref[i], 10));
+    const f = freq({ topK: 2 });
+    expect(f[0] + f[2] + f[3] + f[5]).toBe(0);
+    expect(Math.abs(f[1] - 0.5)).toBeLessThan(0.03);
+  });
+
+  it('top-p keeps the smallest most-likely set reaching p', () => {
+    const p = softmax([...logits]); // sorted: 1, 4 (0.33 each), 2 (0.12), 0 (0.045), ...
+    const twoTop = p[1] + p[4];
+    expect(candidateDistribution(logits, { topP: twoTop - 1e-6 }).ids).toEqual([1, 4]);
+    expect(candidateDistribution(logits, { topP: twoTop + 1e-3 }).ids).toEqual([1, 4, 2]);
+    expect(candidateDistribution(logits, { topP: 1e-9 }).ids).toEqual([1]);
+    const f = freq({ topP: twoTop - 1e-6 });
+    expect(f[1] + f[4]).toBe(1);
+  });
+
+  it('repetition penalty divides positive logits and multiplies negative ones', () => {
+    const out = applyRepetitionPenalty(logits, [1, 3], 2);
+    expect([...out]).toEqual([1, 1.5, 2, -2, 3, 0.5]);
+    expect(logits[1]).toBe(3); // input untouched
+    expect(sampleToken(logits, { temperature: 0, repetitionPenalty: 2 }, new Rng(1), [1, 4, 1])).toBe(2);
+  });
+
+  it('is reproducible from the seed, and seeds differ', () => {
+    const draw = (seed: number): number[] => {
+      const rng = new Rng(seed);
+      return Array.from({ length: 50 }, () => sampleToken(logits, { temperature: 1.5, topP: 0.95 }, rng));
+    };
+    expect(draw(7)).toEqual(draw(7));
+    expect(draw(7)).not.toEqual(draw(8));
+  });
+
+  it('rejects out-of-range options', () => {
+    expect(() => checkSampling({ temperature: -1 })).toThrow(SamplingError);
+    expect(() => checkSampling({ topP: 0 })).toThrow(/topP/);
+    expect(() => checkSampling({ topK: 1.5 })).toThrow(/topK/);
+    expect(() => checkSampling({ repetitionPenalty: 0 })).toThrow(/repetitionPenalty/);
+  });
+});

@@ -1,0 +1,46 @@
+import { describe, expect, it } from 'vitest';
+import { StopMatcher } from '../../src/model/stop.js';
+
+function run(stops: string[], pieces: string[]): { shown: string[]; stopped: boolean; tail: string } {
+  const m = new StopMatcher(stops);
+  const shown: string[] = [];
+  let stopped = false;
+  for (const p of pieces) {
+    const r = m.push(p);
+    shown.push(r.text);
+    if (r.stopped) {
+      stopped = true;
+      break;
+    }
+  }
+  return { shown, stopped, tail: stopped ? '' : m.flush() };
+}
+
+describe('StopMatcher', () => {
+  it('holds back a possible stop string and trims it when it completes across pieces', () => {
+    const r = run(['\nUser:'], ['Hello', ' there\n', 'Us', 'er: next']);
+    expect(r.shown).toEqual(['Hello', ' there', '', '']);
+    expect(r.stopped).toBe(true);
+  });
+
+  it('releases held text once it can no longer become a stop string', () => {
+    const r = run(['\nUser:'], ['a\n', 'Use', 'd it']);
+    expect(r.shown).toEqual(['a', '', '\nUsed it']);
+    expect(r.stopped).toBe(false);
+  });
+
+  it('stops at the earliest of several stop strings, inside one piece', () => {
+    const r = run(['END', 'STOP'], ['xx STOP yy END']);
+    expect(r.shown).toEqual(['xx ']);
+  });
+
+  it('flushes the held-back tail when the sequence ends otherwise', () => {
+    const r = run(['<|end|>'], ['answer <|e']);
+    expect(r.shown).toEqual(['answer ']);
+    expect(r.tail).toBe('<|e');
+  });
+
+  it('passes text through without stop strings', () => {
+    expect(run([], ['a', 'b']).shown).toEqual(['a', 'b']);
+  });
+});
