@@ -1,0 +1,274 @@
+/**
+ * The serving cache of decoded adapters: a bytes-bounded LRU (lru-cache with maxSize and
+ * sizeCalculation) keyed by adapter version, so a hot swap is simply a new key.
+ *
+ * Leases: a running batch holds a lease on each adapter it feeds. A leased entry leaves the LRU for a
+ * side map of pinned entries, so no eviction can drop it; its bytes still count against the bound
+ * (the LRU is trimmed to maxBytes - pinned bytes), and on its last release it returns to the LRU as
+ * the most recently used entry. Only pinned bytes alone can exceed the bound.
+ *
+ * Misses: one load per key however many callers wait (single flight). The loader is the caller's
+ * (normally store.read), async, so other requests go on meanwhile. A failed load reaches every
+ * waiter and caches nothing. invalidate() drops a key at once for new callers; leases already
+ * handed out keep their adapter until released (in-flight requests finish on their version).
+ */
+import { LRUCache } from 'lru-cache';
+import type { Counter, Gauge, Histogram } from '../metrics.js';
+import { Registry } from '../metrics.js';
+import { type Adapter, adapterBytes } from './adapter.js';
+
+export interface AdapterLease {
+  readonly key: string;
+  readonly adapter: Adapter;
+  readonly bytes: number;
+  /** Idempotent. The adapter must not be used after it. */
+  release(): void;
+}
+
+export interface AdapterCacheOptions {
+  /** Upper bound on the bytes of cached plus pinned adapters (pinned ones alone may exceed it). */
+  maxBytes: number;
+  /** Where the cache's metrics go; a private registry if absent. */
+  registry?: Registry;
+  /** Metric name prefix (default memlora_adapter_cache). */
+  metricPrefix?: string;
+  sizeOf?: (a: Adapter) => number;
+}
+
+/** The cache key of one adapter version. */
+export const adapterKey = (userId: string, version: number): string => `${userId}#${version}`;
+
+/** The user id of a key made by adapterKey (split at the last '#': user ids may contain '#'). */
+export function userOfKey(key: string): string | undefined {
+  const i = key.lastIndexOf('#');
+  return i < 0 ? undefined : key.slice(0, i);
+}
+
+interface Entry {
+  key: string;
+  adapter: Adapter;
+  bytes: number;
+  refs: number;
+  /** Invalidated while leased: dropped, not cached, on the last release. */
+  stale: boolean;
+}
+
+interface Inflight {
+  promise: Promise<Entry>;
+  waiters: number;
+  invalidated: boolean;
+}
+
+interface CacheMetrics {
+  hits: Counter;
+  misses: Counter;
+  loads: Counter;
+  loadFailures: Counter;
+  evictions: Counter;
+  loadSeconds: Histogram;
+  bytes: Gauge;
+  entries: Gauge;
+  pinnedBytes: Gauge;
+  pinnedEntries: Gauge;
+}
+
+/** Adapter loads take from a fraction of a millisecond (warm, small) to seconds (cold, huge). */
+const LOAD_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+export class AdapterCache {
+  readonly maxBytes: number;
+  private readonly lru: LRUCache<string, Entry> | undefined;
+  /** Leased entries by key (current versions only; stale ones live on in their leases). */
+  private readonly pinned = new Map<string, Entry>();
+  private readonly inflight = new Map<string, Inflight>();
+  private pinnedBytes = 0;
+  private pinnedCount = 0;
+  private readonly sizeOf: (a: Adapter) => number;
+  private readonly m: CacheMetrics;
+
+  constructor(options: AdapterCacheOptions) {
+    if (!(options.maxBytes >= 0) || !Number.isFinite(options.maxBytes)) {
+      throw Object.assign(new Error(`maxBytes must be a finite number >= 0, got ${options.maxBytes}`), { code: 'invalid_cache_size', value: options.maxBytes });
+    }
+    this.maxBytes = Math.floor(options.maxBytes);
+    this.sizeOf = options.sizeOf ?? adapterBytes;
+    const reg = options.registry ?? new Registry();
+    const p = options.metricPrefix ?? 'memlora_adapter_cache';
+    this.m = {
+      hits: reg.counter(`${p}_hits_total`, 'Adapter cache lookups served from memory.'),
+      misses: reg.counter(`${p}_misses_total`, 'Adapter cache lookups that had to wait for a load (started or joined).'),
+      loads: reg.counter(`${p}_loads_total`, 'Adapter loads started (one per key however many requests wait).'),
+      loadFailures: reg.counter(`${p}_load_failures_total`, 'Adapter loads that failed (nothing cached).'),
+      evictions: reg.counter(`${p}_evictions_total`, 'Adapters dropped from the cache to respect its byte bound.'),
+      loadSeconds: reg.histogram(`${p}_load_seconds`, 'Time to load one adapter on a miss, seconds.', [], LOAD_BUCKETS),
+      bytes: reg.gauge(`${p}_bytes`, 'Bytes of adapters held: cached plus pinned.'),
+      entries: reg.gauge(`${p}_entries`, 'Adapters held: cached plus pinned.'),
+      pinnedBytes: reg.gauge(`${p}_pinned_bytes`, 'Bytes of adapters leased by running requests (never evicted).'),
+      pinnedEntries: reg.gauge(`${p}_pinned_entries`, 'Adapters leased by running requests.'),
+    };
+    this.lru =
+      this.maxBytes > 0
+        ? new LRUCache<string, Entry>({
+            maxSize: this.maxBytes,
+            // lru-cache needs a positive size; a zero-byte adapter still takes a slot.
+            sizeCalculation: (e) => Math.max(1, e.bytes),
+            dispose: (_e, _k, reason) => {
+              if (reason === 'evict') this.m.evictions.inc();
+            },
+          })
+        : undefined;
+    this.updateGauges();
+  }
+
+  /**
+   * The adapter of `key`, leased until release(). On a miss, `loader` runs once for all concurrent
+   * callers of the key; its failure rejects every one of them and is not cached.
+   */
+  async acquire(key: string, loader: () => Promise<Adapter>): Promise<AdapterLease> {
+    const pinned = this.pinned.get(key);
+    if (pinned) {
+      pinned.refs += 1;
+      this.m.hits.inc();
+      return this.lease(pinned);
+    }
+    const cached = this.lru?.get(key);
+    if (cached) {
+      this.m.hits.inc();
+      this.lru!.delete(key); // reason 'delete': moving to the pinned map is not an eviction
+      cached.refs = 1;
+      this.pin(cached);
+      return this.lease(cached);
+    }
+    this.m.misses.inc();
+    let flight = this.inflight.get(key);
+    if (!flight) flight = this.startLoad(key, loader);
+    flight.waiters += 1;
+    return this.lease(await flight.promise);
+  }
+
+  private startLoad(key: string, loader: () => Promise<Adapter>): Inflight {
+    this.m.loads.inc();
+    const stop = this.m.loadSeconds.startTimer();
+    const flight: Inflight = { waiters: 0, invalidated: false, promise: undefined as unknown as Promise<Entry> };
+    // Registered before the loader runs: a loader that throws synchronously must still unregister.
+    this.inflight.set(key, flight);
+    // The entry is pinned here, before any waiter resumes, with one reference per waiter.
+    flight.promise = (async () => {
+      let adapter: Adapter;
+      try {
+        adapter = await loader();
+      } catch (e) {
+        this.m.loadFailures.inc();
+        throw e;
+      } finally {
+        if (this.inflight.get(key) === flight) this.inflight.delete(key);
+      }
+      stop();
+      const entry: Entry = { key, adapter, bytes: this.sizeOf(adapter), refs: flight.waiters, stale: flight.invalidated };
+      this.pin(entry);
+      return entry;
+    })();
+    return flight;
+  }
+
+  private pin(e: Entry): void {
+    if (!e.stale) this.pinned.set(e.key, e);
+    this.pinnedBytes += e.bytes;
+    this.pinnedCount += 1;
+    this.trim();
+    this.updateGauges();
+  }
+
+  private lease(e: Entry): AdapterLease {
+    let released = false;
+    return {
+      key: e.key,
+      adapter: e.adapter,
+      bytes: e.bytes,
+      release: () => {
+        if (released) return;
+        released = true;
+        this.release(e);
+      },
+    };
+  }
+
+  private release(e: Entry): void {
+    e.refs -= 1;
+    if (e.refs > 0) return;
+    this.pinnedBytes -= e.bytes;
+    this.pinnedCount -= 1;
+    if (this.pinned.get(e.key) === e) this.pinned.delete(e.key);
+    if (!e.stale) {
+      if (this.lru) {
+        this.lru.set(e.key, e);
+        if (!this.lru.has(e.key)) this.m.evictions.inc(); // larger than the whole cache
+      } else this.m.evictions.inc();
+    }
+    this.trim();
+    this.updateGauges();
+  }
+
+  /** Evict least recently used entries until cached + pinned bytes fit the bound. */
+  private trim(): void {
+    if (!this.lru) return;
+    while (this.lru.size > 0 && this.lru.calculatedSize + this.pinnedBytes > this.maxBytes) this.lru.pop();
+  }
+
+  /** Drop a key: new callers load afresh; current leases keep their adapter. Returns whether anything was held. */
+  invalidate(key: string): boolean {
+    let held = false;
+    if (this.lru?.delete(key)) held = true;
+    const p = this.pinned.get(key);
+    if (p) {
+      p.stale = true;
+      this.pinned.delete(key);
+      held = true;
+    }
+    const f = this.inflight.get(key);
+    if (f) {
+      f.invalidated = true;
+      this.inflight.delete(key);
+      held = true;
+    }
+    this.updateGauges();
+    return held;
+  }
+
+  /** Drop every version of a user (user deletion, adapter quarantine). Returns how many keys were dropped. */
+  invalidateUser(userId: string): number {
+    const keys = new Set<string>([...(this.lru?.keys() ?? []), ...this.pinned.keys(), ...this.inflight.keys()]);
+    let n = 0;
+    for (const k of keys) if (userOfKey(k) === userId && this.invalidate(k)) n += 1;
+    return n;
+  }
+
+  /** Whether a key is held (cached or leased) without touching its recency. */
+  has(key: string): boolean {
+    return this.pinned.has(key) || (this.lru?.has(key) ?? false);
+  }
+
+  /** Cached (not leased) keys, most recently used first. */
+  cachedKeys(): string[] {
+    return [...(this.lru?.keys() ?? [])];
+  }
+
+  stats(): { bytes: number; entries: number; pinnedBytes: number; pinnedEntries: number; loading: number } {
+    return {
+      // calculatedSize counts a zero-byte adapter as 1 (lru-cache sizes must be positive).
+      bytes: (this.lru?.calculatedSize ?? 0) + this.pinnedBytes,
+      entries: (this.lru?.size ?? 0) + this.pinnedCount,
+      pinnedBytes: this.pinnedBytes,
+      pinnedEntries: this.pinnedCount,
+      loading: this.inflight.size,
+    };
+  }
+
+  private updateGauges(): void {
+    const s = this.stats();
+    this.m.bytes.set(undefined, s.bytes);
+    this.m.entries.set(undefined, s.entries);
+    this.m.pinnedBytes.set(undefined, s.pinnedBytes);
+    this.m.pinnedEntries.set(undefined, s.pinnedEntries);
+  }
+}
