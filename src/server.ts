@@ -6,7 +6,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { createServer, STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { getRequestListener, RequestError } from '@hono/node-server';
 import type { Hono } from 'hono';
@@ -136,21 +136,28 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
 
   let inFlight = 0;
   let drained: (() => void) | undefined;
+  // A pipelined request queued behind another never gets a response (so no res 'close') when its
+  // connection closes first; the socket's close settles every request still pending on it, so the
+  // drain does not wait the whole deadline for them. One socket listener, however deep the pipeline.
+  const pendingOn = new WeakMap<Socket, Set<() => void>>();
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
     inFlight += 1;
-    // A pipelined request queued behind another never gets a response (so no 'close') when its
-    // connection closes first; counting the socket's close too keeps the drain from waiting for it.
-    let done = false;
-    const finish = () => {
-      if (done) return;
-      done = true;
-      res.off('close', finish);
-      req.socket.off('close', finish);
+    let pending = pendingOn.get(req.socket);
+    if (!pending) {
+      const created = new Set<() => void>();
+      pendingOn.set(req.socket, created);
+      req.socket.once('close', () => {
+        for (const settle of [...created]) settle();
+      });
+      pending = created;
+    }
+    const settle = () => {
+      if (!pending.delete(settle)) return;
       inFlight -= 1;
       if (inFlight === 0) drained?.();
     };
-    res.once('close', finish);
-    req.socket.once('close', finish);
+    pending.add(settle);
+    res.once('close', settle);
   });
 
   let address: AddressInfo;
