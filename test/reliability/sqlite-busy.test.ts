@@ -13,7 +13,9 @@ import { memoryLogger } from '../../src/http/logger.js';
 import { makeHarness, ADMIN_TOKEN, type Harness } from '../http/helpers.js';
 import { dbProblems, snapshot } from './support.js';
 
-/** The other writer. `hold`: one write transaction kept open for holdMs. `churn`: short write transactions for durationMs. */
+/**
+ * The other writer. `hold`: one write transaction kept open for holdMs, or until the main thread
+ * flips the shared `release` flag (it can, between requests, when its own busy waits are short). `churn`: short write transactions for durationMs. */
 const WORKER = `
 const { workerData, parentPort } = require('node:worker_threads');
 const Database = require('better-sqlite3');
@@ -27,7 +29,8 @@ if (workerData.mode === 'hold') {
   db.exec('BEGIN IMMEDIATE');
   insert.run('written while holding the lock', Date.now());
   parentPort.postMessage({ state: 'locked' });
-  sleep(workerData.holdMs);
+  if (workerData.release) Atomics.wait(new Int32Array(workerData.release), 0, 0);
+  else sleep(workerData.holdMs);
   db.exec('COMMIT');
   parentPort.postMessage({ state: 'released' });
 } else {
@@ -50,8 +53,11 @@ interface Other {
   exited: Promise<number>;
 }
 
+const workers: Worker[] = [];
+
 function otherWriter(file: string, data: Record<string, unknown>): Other {
   const worker = new Worker(WORKER, { eval: true, workerData: { file, ...data } });
+  workers.push(worker);
   const seen: Array<Record<string, unknown>> = [];
   const waiters: Array<() => void> = [];
   worker.on('message', (m: Record<string, unknown>) => {
@@ -76,7 +82,9 @@ function otherWriter(file: string, data: Record<string, unknown>): Other {
 
 let h: Harness;
 let shortDb: Db | undefined;
-afterEach(() => {
+afterEach(async () => {
+  // A failed test must not leave a worker holding the lock (and the test process alive).
+  await Promise.all(workers.splice(0).map((w) => w.terminate()));
   shortDb?.close();
   shortDb = undefined;
   h?.cleanup();
@@ -147,7 +155,8 @@ describe('a second writer holds the lock past busy_timeout', () => {
     expect((await req('PUT', '/v1/users/alice')).status).toBe(201);
     const queued = (await (await req('POST', '/v1/admin/users/alice/inject', {})).json()) as { id: string };
 
-    const other = otherWriter(h.config.dbFile, { mode: 'hold', holdMs: 1500 });
+    const release = new Int32Array(new SharedArrayBuffer(4));
+    const other = otherWriter(h.config.dbFile, { mode: 'hold', release: release.buffer });
     await other.when('locked');
     const before = snapshot(shortDb, h.config.adapterDir);
     const writes: Array<[string, string, unknown]> = [
@@ -170,6 +179,8 @@ describe('a second writer holds the lock past busy_timeout', () => {
     expect(snapshot(shortDb, h.config.adapterDir)).toEqual(before);
     expect(logger.lines.filter((l) => l.level === 'error')).toEqual([]);
 
+    Atomics.store(release, 0, 1);
+    Atomics.notify(release, 0);
     await other.when('released');
     expect(await other.exited).toBe(0);
     const retry = await req('POST', '/v1/users/alice/history', batch('retried', 300));
