@@ -295,6 +295,7 @@ export class KvBatch {
     }
     for (let r = 0; r < b; r++) this.lengths[r]++;
     const longest = Math.max(...this.lengths);
-    if (longest + 1 > this.cap && longest < this.maxLength) this.relayout(this.rowCap, this.capFor(longest));
+    // Grow by at least a quarter, so that long generations copy the cache a logarithmic number of times.
+    if (longest + 1 > this.cap && longest < this.maxLength) this.relayout(this.rowCap, this.capFor(Math.max(longest, Math.floor(this.cap * 1.25))));
   }
 }

@@ -9,7 +9,7 @@
  */
 import type { Graph, Value } from '../graph/ir.js';
 import * as ops from '../graph/ops.js';
-import { mulDims } from '../graph/shape.js';
+import { SLICE_END, mulDims } from '../graph/shape.js';
 import type { Dim } from '../graph/types.js';
 import type { ModelConfig } from './config.js';
 import { mapFeatures } from './weights.js';
@@ -81,6 +81,14 @@ export class Ctx {
 
   private slot?: Value;
   private scale?: Value;
+  private pastLen?: Value;
+
+  /** The cache length Past as an int64 [1] tensor, computed once per graph. */
+  pastLength(): Value {
+    if (!this.past) throw new Error('pastLength() needs a decode graph');
+    this.pastLen ??= ops.slice(ops.shapeOf(this.past[0].k), { axes: [0], starts: [2], ends: [3] });
+    return this.pastLen;
+  }
 
   /** The LoRA term for map `map` of layer `l` on input x [B, T, in], or null if the layer has none. */
   loraDelta(l: number, map: string, x: Value): Value | null {
@@ -183,8 +191,8 @@ export function applyRope(ctx: Ctx, x: Value): Value {
 }
 
 /**
- * Scaled dot-product attention of q [B, H, Tq, Dh] over keys/values given in parts (the cache, then
- * this call's tokens), each [B, Hkv, Tk, Dh]. Scores of the parts are concatenated (small) instead of
+ * Scaled dot-product attention of q [B, H, Tq, Dh] over keys/values given as one part (this call's
+ * tokens) or two (the cache, then this call's tokens), each [B, Hkv, Tk, Dh]. Scores of the parts are concatenated (small) instead of
  * the caches (large); probabilities are split back and each part multiplies its own values. Grouped
  * query heads are folded into the row dimension, so K/V are never repeated.
  */
@@ -205,20 +213,19 @@ export function attend(ctx: Ctx, q: Value, parts: { k: Value; v: Value }[]): Val
     scores = ops.add(scores, ctx.bias);
     probs = ops.softmax(scores, -1);
   }
-  let out: Value | null = null;
+  let out: Value;
   if (parts.length === 1) out = ops.matmul(probs, parts[0].v);
   else {
-    let start: Value = ctx.g.constant([0], 'int64', [1]);
-    for (const p of parts) {
-      const len = ops.slice(ops.shapeOf(p.k), { axes: [0], starts: [2], ends: [3] });
-      const end = ops.add(start, len);
-      const pp = ops.sliceDynamic(probs, -1, start, end, p.k.shape[2]);
-      const o = ops.matmul(pp, p.v);
-      out = out ? ops.add(out, o) : o;
-      start = end;
-    }
+    // Two parts: the cache's Past slots, then this call's tokens (the split point is read once per graph).
+    const [past, cur] = parts;
+    const zero = ctx.g.constant([0], 'int64', [1]);
+    const end = ctx.g.constant([SLICE_END], 'int64', [1]);
+    const split = ctx.pastLength();
+    const pPast = ops.sliceDynamic(probs, -1, zero, split, past.k.shape[2]);
+    const pCur = ops.sliceDynamic(probs, -1, split, end, cur.k.shape[2]);
+    out = ops.add(ops.matmul(pPast, past.v), ops.matmul(pCur, cur.v));
   }
-  return group > 1 ? ops.reshape(out!, [DIM.batch, h, tq, dh]) : out!;
+  return group > 1 ? ops.reshape(out, [DIM.batch, h, tq, dh]) : out;
 }
 
 /** Attention over this call's keys/values, plus the cache in decode graphs; records the presents. */

@@ -57,47 +57,85 @@ export function argmax(x: ArrayLike<number>): number {
   return best;
 }
 
+/** Indices of the k largest values, largest first (lower index first on ties): a partial selection. */
+function topKIndices(x: Float32Array, k: number): number[] {
+  const ids: number[] = [];
+  for (let i = 0; i < x.length; i++) {
+    if (ids.length === k && x[i] <= x[ids[k - 1]]) continue;
+    let at = ids.length === k ? k - 1 : ids.length;
+    if (ids.length < k) ids.push(i);
+    while (at > 0 && x[ids[at - 1]] < x[i]) {
+      ids[at] = ids[at - 1];
+      at--;
+    }
+    ids[at] = i;
+  }
+  return ids;
+}
+
+/**
+ * The tokens that may be drawn and their unnormalised weights exp((l - max) / T), in index order.
+ * Top-p never sorts token ids: only the weights that could reach the nucleus are sorted (natively,
+ * as a Float64Array) to find the nucleus' smallest weight w*; the nucleus is then every token
+ * heavier than w* plus, in index order, as many tokens of weight exactly w* as the sorted walk took.
+ * Tokens lighter than (1 - p) / (2n) of the total cannot reach it: all of them together weigh less
+ * than 1 - p.
+ */
+function candidates(logits: Float32Array, opts: SamplingOptions): { ids: ArrayLike<number>; weights: ArrayLike<number>; total: number } {
+  const t = opts.temperature ?? 1;
+  const v = logits.length;
+  const k = opts.topK && opts.topK < v ? opts.topK : v;
+  const ids: ArrayLike<number> = k < v ? topKIndices(logits, k) : identity(v);
+  const n = ids.length;
+  let max = -Infinity;
+  for (let i = 0; i < n; i++) max = Math.max(max, logits[ids[i]]);
+  const weights = new Float64Array(n);
+  let total = 0;
+  for (let i = 0; i < n; i++) {
+    weights[i] = Math.exp((logits[ids[i]] - max) / t);
+    total += weights[i];
+  }
+  const topP = opts.topP ?? 1;
+  if (topP >= 1) return { ids, weights, total };
+  const floor = ((1 - topP) / (2 * n)) * total;
+  let heavy = 0;
+  for (let i = 0; i < n; i++) if (weights[i] > floor) heavy++;
+  const sorted = new Float64Array(heavy);
+  for (let i = 0, j = 0; i < n; i++) if (weights[i] > floor) sorted[j++] = weights[i];
+  sorted.sort().reverse();
+  let cum = 0;
+  let m = 0;
+  while (m < heavy && cum < topP * total) cum += sorted[m++];
+  const wStar = sorted[m - 1];
+  let ties = 0; // how many tokens of weight exactly w* the walk took
+  for (let j = m - 1; j >= 0 && sorted[j] === wStar; j--) ties++;
+  const keepIds: number[] = [];
+  const keepW: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const w = weights[i];
+    if (w > wStar || (w === wStar && ties-- > 0)) {
+      keepIds.push(ids[i]);
+      keepW.push(w);
+    }
+  }
+  return { ids: keepIds, weights: keepW, total: cum };
+}
+
+let identityCache: Uint32Array = new Uint32Array(0);
+function identity(n: number): Uint32Array {
+  if (identityCache.length < n) identityCache = Uint32Array.from({ length: n }, (_, i) => i);
+  return identityCache.subarray(0, n);
+}
+
 /**
  * The candidate tokens and their probabilities after temperature, top-k and top-p, most likely
- * first (probabilities sum to 1). Exposed for tests and for callers that want logprobs.
+ * first (probabilities sum to 1). For tests and for callers that want to show the distribution.
  */
 export function candidateDistribution(logits: Float32Array, opts: SamplingOptions): { ids: number[]; probs: number[] } {
-  const temperature = opts.temperature ?? 1;
-  if (temperature <= 0) return { ids: [argmax(logits)], probs: [1] };
-  const v = logits.length;
-  let ids: number[];
-  const k = opts.topK && opts.topK < v ? opts.topK : v;
-  if (k < v) {
-    // Partial selection: a small sorted buffer beats sorting the whole vocabulary.
-    ids = [];
-    for (let i = 0; i < v; i++) {
-      if (ids.length === k && logits[i] <= logits[ids[k - 1]]) continue;
-      let at = ids.length === k ? k - 1 : ids.length;
-      if (ids.length < k) ids.push(i);
-      while (at > 0 && logits[ids[at - 1]] < logits[i]) {
-        ids[at] = ids[at - 1];
-        at--;
-      }
-      ids[at] = i;
-    }
-  } else {
-    ids = Array.from({ length: v }, (_, i) => i).sort((a, b) => logits[b] - logits[a] || a - b);
-  }
-  const max = logits[ids[0]];
-  let probs = ids.map((i) => Math.exp((logits[i] - max) / temperature));
-  let total = probs.reduce((a, b) => a + b, 0);
-  probs = probs.map((p) => p / total);
-  const topP = opts.topP ?? 1;
-  if (topP < 1) {
-    let cum = 0;
-    let keep = 0;
-    while (keep < probs.length && cum < topP) cum += probs[keep++];
-    ids = ids.slice(0, Math.max(1, keep));
-    probs = probs.slice(0, ids.length);
-    total = probs.reduce((a, b) => a + b, 0);
-    probs = probs.map((p) => p / total);
-  }
-  return { ids, probs };
+  if ((opts.temperature ?? 1) <= 0) return { ids: [argmax(logits)], probs: [1] };
+  const c = candidates(logits, opts);
+  const order = Array.from({ length: c.ids.length }, (_, i) => i).sort((a, b) => c.weights[b] - c.weights[a] || c.ids[a] - c.ids[b]);
+  return { ids: order.map((i) => c.ids[i]), probs: order.map((i) => c.weights[i] / c.total) };
 }
 
 /** Pick the next token. `rng` is only drawn from when sampling (temperature > 0). */
@@ -105,11 +143,11 @@ export function sampleToken(logits: Float32Array, opts: SamplingOptions, rng: Rn
   const penalty = opts.repetitionPenalty ?? 1;
   const l = penalty !== 1 && seen ? applyRepetitionPenalty(logits, seen, penalty) : logits;
   if ((opts.temperature ?? 1) <= 0) return argmax(l);
-  const { ids, probs } = candidateDistribution(l, opts);
-  const u = rng.uniform();
+  const { ids, weights, total } = candidates(l, opts);
+  const u = rng.uniform() * total;
   let cum = 0;
   for (let i = 0; i < ids.length; i++) {
-    cum += probs[i];
+    cum += weights[i];
     if (u < cum) return ids[i];
   }
   return ids[ids.length - 1];

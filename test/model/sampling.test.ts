@@ -57,6 +57,23 @@ describe('sampling', () => {
     expect(f[1] + f[4]).toBe(1);
   });
 
+  it('top-p over a large vocabulary matches a brute-force nucleus', () => {
+    const rng = new Rng(3);
+    const big = Float32Array.from({ length: 5000 }, () => 3 * rng.normal());
+    for (const [t, p] of [[1, 0.9], [0.7, 0.5], [1.3, 0.99]]) {
+      const probs = softmax([...big], t);
+      const order = probs.map((_, i) => i).sort((a, b) => probs[b] - probs[a] || a - b);
+      const want: number[] = [];
+      let cum = 0;
+      for (const i of order) {
+        want.push(i);
+        cum += probs[i];
+        if (cum >= p) break;
+      }
+      expect(candidateDistribution(big, { temperature: t, topP: p }).ids).toEqual(want);
+    }
+  });
+
   it('repetition penalty divides positive logits and multiplies negative ones', () => {
     const out = applyRepetitionPenalty(logits, [1, 3], 2);
     expect([...out]).toEqual([1, 1.5, 2, -2, 3, 0.5]);
