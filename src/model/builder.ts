@@ -63,6 +63,12 @@ export function sessionKey(cfg: ModelConfig, spec: GraphSpec): string {
   return `${configFingerprint(cfg)}#${s.kind}${s.allLogits ? '+all' : ''}#${lora}`;
 }
 
+/** Declare an output under the computed value's own name, so that ONNX needs no Identity copy. */
+function output(g: Graph, name: string, v: Value): void {
+  if (v.node && !g.outputs.some((o) => o.value === v)) g.rename(v, name);
+  g.output(name, v);
+}
+
 export function buildGraph(cfg: ModelConfig, spec: GraphSpec): Graph {
   const s = normaliseSpec(cfg, spec);
   const g = new Graph(`${cfg.family}_${s.kind}${s.lora ? `_${s.lora.mode}_${maskBits(s.lora)}` : ''}`);
@@ -93,19 +99,19 @@ export function buildGraph(cfg: ModelConfig, spec: GraphSpec): Graph {
   if (s.kind === 'train') {
     const labels = g.input('labels', 'int64', [DIM.batch, DIM.seq]);
     const logits = linearOutIn(ops.reshape(x, [-1, d]), head);
-    g.output('loss', ops.crossEntropy(logits, ops.reshape(labels, [-1])).loss);
+    output(g, 'loss', ops.crossEntropy(logits, ops.reshape(labels, [-1])).loss);
     return g;
   }
   if (s.kind === 'prefill') {
     const last = g.input('last_index', 'int64', [DIM.batch]);
-    g.output('logits', linearOutIn(ops.gather(ops.reshape(x, [-1, d]), last, 0), head));
-    if (s.allLogits) g.output('logits_all', linearOutIn(x, head));
+    output(g, 'logits', linearOutIn(ops.gather(ops.reshape(x, [-1, d]), last, 0), head));
+    if (s.allLogits) output(g, 'logits_all', linearOutIn(x, head));
   } else {
-    g.output('logits', linearOutIn(ops.reshape(x, [DIM.batch, d]), head));
+    output(g, 'logits', linearOutIn(ops.reshape(x, [DIM.batch, d]), head));
   }
   ctx.presents.forEach((p, l) => {
-    g.output(`present_k.${l}`, p.k);
-    g.output(`present_v.${l}`, p.v);
+    output(g, `present_k.${l}`, p.k);
+    output(g, `present_v.${l}`, p.v);
   });
   return g;
 }
