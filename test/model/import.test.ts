@@ -2,6 +2,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { HostTensor } from '../../src/graph/types.js';
 import { importCheckpoint, inspectCheckpoint } from '../../src/model/import.js';
+import { saveCheckpoint } from '../../src/model/save.js';
 import { WeightsError, canonicalName, expectedTensors, loraTargets, parameterCount } from '../../src/model/weights.js';
 import { randomWeights, tempDir, tinyGpt2, tinyLlama, writeCheckpoint } from './fixtures.js';
 
@@ -27,6 +28,19 @@ describe('importCheckpoint', () => {
         for (const [n, t] of w) expect(got.weights.get(n)!.data).toEqual(t.data);
         expect(got.files.length).toBe(opts.shards ?? 1);
       }
+    }
+  });
+
+  it('reads back what saveCheckpoint writes (config, weights, metadata)', () => {
+    for (const cfg of [tinyGpt2, { ...tinyLlama, ropeStyle: 'interleaved' as const }]) {
+      const dir = tempDir('save');
+      const w = randomWeights(cfg, 10);
+      w.set('extra.unused', { dtype: 'float32', dims: [1], data: new Float32Array(1) });
+      saveCheckpoint(dir, cfg, w, { recipe: 'test' });
+      const got = importCheckpoint(dir);
+      expect(got.config).toEqual(cfg);
+      expect(got.unused).toEqual([]);
+      for (const [n, t] of got.weights) expect(t.data).toEqual(w.get(n)!.data);
     }
   });
 
