@@ -51,6 +51,7 @@ describe('AdapterStore.write', () => {
     expect(readdirSync(join(root, userDirName('alice')))).toEqual([w.path.split('/')[1]]); // no temp left
     const back = await store.read(w.path, w.sha256);
     expect(back.spec).toEqual(a.spec);
+    expect(back.pairs.every((p) => p.A.buffer === back.pairs[0].A.buffer && p.B.buffer === p.A.buffer)).toBe(true); // views of one read buffer
     expect(back.pairs.map((p) => [...p.B.slice(0, 4)])).toEqual(a.pairs.map((p) => [...p.B.slice(0, 4)]));
     expect(back.pairs.every((p, i) => Buffer.compare(Buffer.from(p.A.buffer, p.A.byteOffset, p.A.byteLength), Buffer.from(a.pairs[i].A.buffer, a.pairs[i].A.byteOffset, a.pairs[i].A.byteLength)) === 0)).toBe(true);
   });
