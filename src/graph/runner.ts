@@ -16,6 +16,11 @@ export interface RunnerOptions {
   optimization?: 'disabled' | 'basic' | 'extended' | 'all';
   /** Most sessions kept; the least recently used is released past it. */
   maxSessions?: number;
+  /**
+   * Let idle intra-op threads spin-wait for work. Off by default: on a small shared machine spinning
+   * threads steal the cores that other sessions (serving, injection jobs) need.
+   */
+  allowSpinning?: boolean;
 }
 
 export type Feeds = Record<string, HostTensor | ort.Tensor>;
@@ -77,6 +82,7 @@ export class Runner {
       intraOpThreads: opts.intraOpThreads ?? 0,
       optimization: opts.optimization ?? 'all',
       maxSessions: opts.maxSessions ?? 64,
+      allowSpinning: opts.allowSpinning ?? false,
     };
   }
 
@@ -89,6 +95,7 @@ export class Runner {
       executionMode: 'sequential',
     };
     if (o.intraOpThreads > 0) so.intraOpNumThreads = o.intraOpThreads;
+    so.extra = { session: { intra_op: { allow_spinning: o.allowSpinning ? '1' : '0' } } };
     return so;
   }
 
