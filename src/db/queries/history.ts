@@ -107,7 +107,7 @@ export function searchHistory(
   const rows = db.sqlite
     .prepare(
       `SELECT h.id AS id, h.user_id AS userId, h.kind AS kind, h.role AS role, h.text AS text,
-              h.created_at AS createdAt, bm25(history_fts) AS rank
+              h.conversation_id AS conversationId, h.created_at AS createdAt, bm25(history_fts) AS rank
          FROM history_fts
          JOIN history_items h ON h.id = history_fts.rowid
         WHERE history_fts MATCH ? AND h.user_id = ?
