@@ -8,7 +8,7 @@ import { grad } from '../graph/autodiff.js';
 import type { CompiledGraph } from '../graph/runner.js';
 import type { HostTensor } from '../graph/types.js';
 import { type Adapter, type LoraInit, initAdapter } from '../lora/adapter.js';
-import { type AdapterSpec, isVanilla } from '../lora/spec.js';
+import { type AdapterSpec, isVanilla, scalingOf } from '../lora/spec.js';
 import { packLm } from '../model/batch.js';
 import { buildGraph, loraInputs, sessionKey } from '../model/builder.js';
 import { type ChatTemplateName, stopTokenIds } from '../model/chat-format.js';
@@ -20,6 +20,7 @@ import { loraTargets } from '../model/weights.js';
 import { rougeL } from '../eval/metrics.js';
 import type { Param } from '../train/params.js';
 import { type TrainProgress, type TrainResult, type TrainerOptions, train } from '../train/trainer.js';
+import { withDefaults } from '../util/options.js';
 import { type TrainingPair, encodePair } from './dataset.js';
 import { type Example, batchExamples, toExample } from './examples.js';
 
@@ -35,6 +36,11 @@ export interface InjectTrainOptions {
   patience: number;
   seed: number;
   init: LoraInit;
+  /**
+   * Start from these tensors instead of a fresh initialisation (re-injection warm start: the user's
+   * previous adapter when its layers, n and r equal the spec's). Copied, never trained in place.
+   */
+  initFrom?: Adapter;
   signal?: AbortSignal;
   onProgress?: (p: TrainProgress) => void;
 }
@@ -75,7 +81,7 @@ export class Injector {
     readonly tokenizer: Tokenizer,
     opts: Partial<InjectorOptions> = {},
   ) {
-    this.opts = { template: 'memlora', maxLen: 384, maxNewTokens: 96, ...opts };
+    this.opts = withDefaults<InjectorOptions>({ template: 'memlora', maxLen: 384, maxNewTokens: 96 }, opts);
   }
 
   examples(pairs: readonly TrainingPair[]): Example[] {
@@ -97,10 +103,10 @@ export class Injector {
 
   /** Train one adapter of `spec` on `trainSet`, early-stopped on `val` loss. */
   async train(spec: AdapterSpec, trainSet: readonly Example[], val: readonly Example[], options: Partial<InjectTrainOptions> = {}): Promise<TrainedAdapter> {
-    const o = { ...defaultInjectTrainOptions, ...options };
+    const o = withDefaults(defaultInjectTrainOptions, options);
     const t0 = performance.now();
     const cfg = this.model.config;
-    const adapter = initAdapter(spec, loraTargets(cfg), o.seed, o.init);
+    const adapter = o.initFrom && sameShape(o.initFrom.spec, spec) ? copyAdapter(o.initFrom, spec) : initAdapter(spec, loraTargets(cfg), o.seed, o.init);
     if (isVanilla(spec)) {
       const valLoss = await this.loss(val);
       return { adapter, result: emptyResult(valLoss), valLoss, seconds: (performance.now() - t0) / 1000 };
@@ -187,6 +193,15 @@ export class Injector {
     const replies = await this.replies(pairs, adapter);
     return replies.reduce((s, r, i) => s + rougeL(pairs[i].target, r).fmeasure, 0) / pairs.length;
   }
+}
+
+/** Same injected layers, module count and rank: the tensors of one fit the other (alpha only scales). */
+export function sameShape(a: AdapterSpec, b: AdapterSpec): boolean {
+  return a.n === b.n && a.r === b.r && a.layers.length === b.layers.length && a.layers.every((on, i) => on === b.layers[i]);
+}
+
+function copyAdapter(from: Adapter, spec: AdapterSpec): Adapter {
+  return { spec, scaling: scalingOf(spec), pairs: from.pairs.map((p) => ({ ...p, A: p.A.slice(), B: p.B.slice() })) };
 }
 
 function emptyResult(valLoss: number): TrainResult {

@@ -26,6 +26,7 @@ import { type TrainBatch, type TrainerOptions, train } from '../train/trainer.js
 import { type Corpus, type Document, buildCorpus, isHeldOut, unigramCrossEntropy } from './corpus.js';
 import { loadTrainerState, saveTrainerState } from './checkpoint.js';
 import { initWeights } from './init.js';
+import { withDefaults } from '../util/options.js';
 
 export interface PretrainOptions {
   out: string;
@@ -125,7 +126,7 @@ function blockFeeds(blocks: readonly Int32Array[], seq: number, bias: Float32Arr
 }
 
 export async function pretrain(options: Partial<PretrainOptions> = {}): Promise<PretrainReport> {
-  const o: PretrainOptions = { ...defaultPretrainOptions, ...options };
+  const o: PretrainOptions = withDefaults(defaultPretrainOptions, options);
   const log = o.log;
   const t0 = performance.now();
 

@@ -5,6 +5,7 @@
  * evaluation with early stopping, checkpoints, progress and cancellation.
  */
 import type { Feeds } from '../graph/runner.js';
+import { withDefaults } from '../util/options.js';
 import { Rng } from '../util/rng.js';
 import { AdamW, type AdamWState } from './adamw.js';
 import { TrainCancelled, TrainError } from './errors.js';
@@ -123,7 +124,7 @@ export interface TrainResult {
 }
 
 export async function train(problem: TrainProblem, options: Partial<TrainerOptions> = {}): Promise<TrainResult> {
-  const o: TrainerOptions = { ...defaultTrainerOptions, ...options };
+  const o: TrainerOptions = withDefaults(defaultTrainerOptions, options);
   const { params } = problem;
   if (params.length === 0) throw new TrainError('no_params', 'nothing to train');
   const epochBatches = (epoch: number): TrainBatch[] => problem.batches(epoch, new Rng(o.seed * 1_000_003 + epoch));

@@ -196,3 +196,11 @@ describe('train', () => {
     expect(Array.from(resumed.problem.params[0].data)).toEqual(Array.from(full.problem.params[0].data));
   });
 });
+
+describe('options', () => {
+  it('an option passed as undefined keeps its default (it must not erase it and train 0 steps)', async () => {
+    const { problem } = regression();
+    const res = await train(problem, { lr: 0.05, epochs: undefined, maxSteps: undefined });
+    expect(res.steps).toBe(8);
+  });
+});

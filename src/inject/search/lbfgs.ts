@@ -3,6 +3,7 @@
  * Used for MAP fits of GP hyperparameters, where the objective is smooth but may be undefined in
  * places (a covariance that will not factor): such points count as +∞ and the step is shortened.
  */
+import { withDefaults } from '../../util/options.js';
 
 /** Writes ∇f(x) into `grad` and returns f(x). */
 export type Objective = (x: Float64Array, grad: Float64Array) => number;
@@ -34,7 +35,7 @@ function dot(a: Float64Array, b: Float64Array): number {
 }
 
 export function lbfgsMinimize(f: Objective, x0: Float64Array, options: Partial<LbfgsOptions> = {}): MinimizeResult {
-  const o = { ...DEFAULTS, ...options };
+  const o = withDefaults(DEFAULTS, options);
   const dim = x0.length;
   let evaluations = 0;
   const safeEval = (x: Float64Array, g: Float64Array): number => {

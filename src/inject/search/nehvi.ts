@@ -20,6 +20,7 @@ import { paretoMask2d } from './pareto.js';
 import type { GpPosterior, Projection } from './gp.js';
 import type { Rng } from '../../util/rng.js';
 import type { ObjectiveModel } from './saas.js';
+import { withDefaults } from '../../util/options.js';
 
 export interface NehviOptions {
   /** Monte-Carlo samples of the acquisition (BoTorch's default is 128). */
@@ -118,7 +119,7 @@ export class Nehvi {
     rng: Rng,
     options: Partial<NehviOptions> = {},
   ) {
-    const o = { ...DEFAULT_NEHVI, ...options };
+    const o = withDefaults(DEFAULT_NEHVI, options);
     this.mcSamples = o.mcSamples;
     const probs = paretoProbabilities(models, observed, n, d, o.pruneSamples, rng);
     const keep = Array.from({ length: n }, (_, i) => i)

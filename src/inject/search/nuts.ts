@@ -11,6 +11,7 @@
 import { SearchError } from './errors.js';
 import { cholesky, solveLowerT } from './linalg.js';
 import type { Rng } from '../../util/rng.js';
+import { withDefaults } from '../../util/options.js';
 
 /** Writes ∇log p(q) into `grad` and returns log p(q); −Infinity (or a throw) marks an invalid point. */
 export type LogDensity = (q: Float64Array, grad: Float64Array) => number;
@@ -496,7 +497,7 @@ export function runNuts(
   options: Partial<NutsOptions> = {},
   onIteration?: (i: number, total: number) => void,
 ): NutsResult {
-  const o: NutsOptions = { ...DEFAULT_NUTS, ...options };
+  const o: NutsOptions = withDefaults(DEFAULT_NUTS, options);
   const dim = init.length;
   const sampler = new NutsSampler(logDensity, dim, rng, o.maxTreeDepth, o.maxEnergyError, o.metric);
   let current = sampler.evaluate(init.slice());

@@ -7,6 +7,7 @@
  */
 import type { Rng } from '../../util/rng.js';
 import type { LoraConfig, SearchSpace } from './space.js';
+import { withDefaults } from '../../util/options.js';
 
 /** Scores configurations; larger is better. */
 export type AcquisitionScorer = (configs: LoraConfig[]) => Float64Array;
@@ -42,7 +43,7 @@ export function optimizeAcquisition(
   rng: Rng,
   options: Partial<OptimizerOptions> = {},
 ): Proposal | null {
-  const o = { ...DEFAULT_OPTIMIZER, ...options };
+  const o = withDefaults(DEFAULT_OPTIMIZER, options);
   const cache = new Map<string, { config: LoraConfig; value: number }>();
   const scoreAll = (configs: LoraConfig[]) => {
     const fresh: LoraConfig[] = [];

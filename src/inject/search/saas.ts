@@ -18,6 +18,7 @@ import { GpPosterior, GpTrainingData, logMarginalLikelihood, standardize, type G
 import { lbfgsMinimize } from './lbfgs.js';
 import { DEFAULT_NUTS, runNuts, type NutsOptions, type NutsStats } from './nuts.js';
 import type { Rng } from '../../util/rng.js';
+import { withDefaults } from '../../util/options.js';
 
 export const SAAS_PRIOR = {
   tauScale: 0.1,
@@ -199,7 +200,7 @@ export function fitSaasModel(
   const method = options.method ?? 'map';
   const { z } = standardize(y);
   const data = new GpTrainingData(x, n, d, z);
-  const mapOpts: MapOptions = { ...DEFAULT_MAP, ...options.map };
+  const mapOpts: MapOptions = withDefaults(DEFAULT_MAP, options.map);
   if (method === 'map') {
     const m = mapFit(data, rng, mapOpts);
     return {
@@ -212,7 +213,7 @@ export function fitSaasModel(
   const m = mapFit(data, rng, { ...mapOpts, restarts: 1 });
   // Dense metric by default: only τ·ρ̃_d is identified for a relevant dimension, a linear ridge in u
   // that a diagonal metric can only cross with small steps (about 30% fewer gradients measured).
-  const nutsOpts: NutsOptions = { ...DEFAULT_NUTS, metric: 'dense', ...options.nuts };
+  const nutsOpts: NutsOptions = withDefaults<NutsOptions>({ ...DEFAULT_NUTS, metric: 'dense' }, options.nuts);
   const res = runNuts((u, g) => saasLogPosterior(data, u, g), m.u, rng, nutsOpts);
   const draws = res.draws.length > 0 ? res.draws : [m.u];
   const components = draws.map((u) => new GpPosterior(x, n, d, y, saasHyperparameters(u, d)));
