@@ -7,6 +7,7 @@
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { ConfigError, formatConfigError, loadConfig } from './config.js';
+import { evalCommand } from './eval/command.js';
 import { injectCommand, searchCommand } from './inject/commands.js';
 import { importCommand } from './model/import-command.js';
 import { pretrainCommand } from './pretrain/command.js';
@@ -54,7 +55,7 @@ export const serveCommand: Command = {
 };
 
 /** Every subcommand. inject, search, eval, import and pretrain are added here by their modules' owners. */
-export const commands: readonly Command[] = [serveCommand, importCommand, pretrainCommand, injectCommand, searchCommand];
+export const commands: readonly Command[] = [serveCommand, importCommand, pretrainCommand, injectCommand, searchCommand, evalCommand];
 
 function usage(): string {
   const width = Math.max(...commands.map((c) => c.name.length));
