@@ -27,7 +27,7 @@ export class LoraFeedError extends Error {
   }
 }
 
-interface CheckedPair {
+export interface CheckedPair {
   layer: number;
   map: string;
   rank: number;
@@ -36,7 +36,7 @@ interface CheckedPair {
 }
 
 /** Validates an adapter against a model: known maps, sizes, every map of an injected layer, one rank per layer. */
-function checkAdapter(cfg: ModelConfig, adapter: AdapterLike): { layers: boolean[]; pairs: Map<string, CheckedPair> } {
+export function checkAdapter(cfg: ModelConfig, adapter: AdapterLike): { layers: boolean[]; pairs: Map<string, CheckedPair> } {
   const maps = LORA_MAPS[cfg.family];
   const pairs = new Map<string, CheckedPair>();
   const layers: boolean[] = Array(cfg.nLayers).fill(false);
@@ -178,13 +178,20 @@ export class SlotPool {
   }
 }
 
-/** LoRA for one call: an adapter for every row, or a pool with a slot per row. */
-export type LoraInput = { adapter: AdapterLike } | { pool: SlotPool; slots: readonly number[] };
+/**
+ * LoRA for one call: an adapter for every row, a pool with a slot per row, or feeds the caller laid
+ * out already (a row-aligned pool, row-pool.ts: `lora` is its spec, `feeds` its views).
+ */
+export type LoraInput =
+  | { adapter: AdapterLike }
+  | { pool: SlotPool; slots: readonly number[] }
+  | { lora: LoraSpec; feeds: Record<string, HostTensor> };
 
 /** The spec and feeds of a call's LoRA input for a batch of `rows` rows. */
 export function loraInputFeeds(cfg: ModelConfig, lora: LoraInput | undefined, rows: number): { lora?: LoraSpec; feeds: Record<string, HostTensor> } {
   if (!lora) return { feeds: {} };
   if ('adapter' in lora) return adapterFeeds(cfg, lora.adapter);
+  if ('feeds' in lora) return { lora: lora.lora, feeds: lora.feeds };
   if (lora.slots.length !== rows) throw new LoraFeedError('slot_count', `${lora.slots.length} slots for ${rows} rows`, { slots: lora.slots.length, rows });
   for (const s of lora.slots) {
     if (!Number.isInteger(s) || s < 0 || s >= lora.pool.slots) throw new LoraFeedError('bad_slot', `slot ${s} is outside the pool of ${lora.pool.slots}`, { slot: s });
