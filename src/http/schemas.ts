@@ -198,6 +198,46 @@ export const jobSchema = z.object({
 
 export const jobPageSchema = pageSchema(jobSchema);
 
+/** Query of GET /v1/admin/users/{userId}/trials. */
+export const trialsQuery = z.strictObject({
+  jobId: jobIdSchema.optional(),
+  format: z.enum(['json', 'svg']).optional(),
+});
+
+const loraConfigSchema = z.object({ layers: z.array(z.boolean()), n: z.int().min(0), r: z.int().min(1) });
+
+export const trialSchema = z.object({
+  jobId: jobIdSchema,
+  index: z.int().min(0),
+  config: loraConfigSchema,
+  key: z.string(),
+  phase: z.enum(['warm-start', 'initial', 'bo']),
+  status: z.enum(['ok', 'failed']),
+  valLoss: z.number().nullable(),
+  valRougeL: z.number().nullable(),
+  cost: z.record(z.string(), z.number()),
+  durationMs: z.number().min(0),
+  error: z.string().nullable(),
+  adapterKept: z.boolean(),
+  startedAt: isoTimestamp,
+});
+
+export const trialsResponseSchema = z.object({
+  userId: userIdSchema,
+  /** The job whose Pareto front `front` is (the newest with a successful trial, or the one asked for). */
+  frontJobId: jobIdSchema.nullable(),
+  trials: z.array(trialSchema),
+  front: z.array(trialSchema),
+  /** How a job picks its configuration from the front. */
+  chosenRule: z.string(),
+});
+
+/** Data of the Server-Sent Events of GET /v1/admin/jobs/{jobId}/events, by event name. */
+export const jobStateEventSchema = z.object({ job: jobSchema });
+export const jobProgressEventSchema = z.object({ jobId: jobIdSchema, state: z.enum(JOB_STATES), progress: jsonObjectSchema.nullable(), updatedAt: isoTimestamp });
+export const jobTrialEventSchema = z.object({ trial: trialSchema });
+export const jobDoneEventSchema = z.object({ job: jobSchema, reason: z.enum(['finished', 'not_following', 'deleted']) });
+
 // ---------------------------------------------------------------------------------------------
 // Generation
 

@@ -1,13 +1,57 @@
-/** /v1/admin: inject (create a job), list and read jobs, cancel. The runner itself is a JobService. */
+/**
+ * /v1/admin: inject (create a job), list and read jobs, cancel, follow a job's events (SSE), and a
+ * user's trials with their Pareto front. The runner itself is a JobService.
+ */
 import type { Hono } from 'hono';
+import { streamSSE } from 'hono/streaming';
 import { createJob, getJob, listJobs, updateJob, type Job } from '../../db/queries/jobs.js';
+import { listTrialsForUser } from '../../db/queries/trials.js';
 import { userExists } from '../../db/queries/users.js';
+import { frontSvg } from '../../inject/front-plot.js';
+import { type JobWatchEvent, watchJob } from '../../inject/job-watch.js';
+import { chosenRule, isOk, paretoTrials } from '../../inject/search/index.js';
+import { type StoredTrial, rowToTrial } from '../../inject/trial-store.js';
 import type { AppEnv, RouteDeps } from '../context.js';
 import { ApiError } from '../errors.js';
-import { injectBody, listJobsQuery } from '../schemas.js';
-import { jobJson } from '../serialize.js';
+import { injectBody, listJobsQuery, trialsQuery } from '../schemas.js';
+import { iso, jobJson } from '../serialize.js';
 import { parseQuery, readJson, userIdParam } from '../validate.js';
+import { clientSignal } from './generate.js';
 import { userNotFound } from './users.js';
+
+/** How often an event stream re-reads the job while following it. */
+const EVENTS_POLL_MS = 250;
+
+function trialJson(t: StoredTrial) {
+  return {
+    jobId: t.jobId,
+    index: t.index,
+    config: { layers: t.config.layers, n: t.config.n, r: t.config.r },
+    key: t.key,
+    phase: t.phase,
+    status: t.status,
+    valLoss: t.loss,
+    valRougeL: t.rougeL,
+    cost: t.cost ?? {},
+    durationMs: t.durationMs,
+    error: t.error ?? null,
+    adapterKept: t.adapter !== null,
+    startedAt: t.startedAt,
+  };
+}
+
+function eventData(e: JobWatchEvent): unknown {
+  switch (e.type) {
+    case 'state':
+      return { job: jobJson(e.job) };
+    case 'progress':
+      return { jobId: e.job.id, state: e.job.state, progress: e.job.progress ?? null, updatedAt: iso(e.job.updatedAt) };
+    case 'trial':
+      return { trial: trialJson(e.trial) };
+    case 'done':
+      return { job: jobJson(e.job), reason: e.reason };
+  }
+}
 
 function jobNotFound(jobId: string): ApiError {
   return new ApiError(404, 'job_not_found', `job ${JSON.stringify(jobId.slice(0, 200))} not found`, { jobId: jobId.slice(0, 200) });
@@ -69,5 +113,41 @@ export function registerAdminRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
       if (done) return c.json(jobJson(done), 200);
     }
     throw new ApiError(409, 'job_active', `job ${jobId} changed state while cancelling; retry`, { jobId });
+  });
+
+  app.get('/v1/admin/jobs/:jobId/events', (c) => {
+    const jobId = c.req.param('jobId');
+    if (!getJob(db, jobId)) throw jobNotFound(jobId);
+    const ac = clientSignal(c);
+    // Without a runner in this process (or while shutting down) nothing here would move the job on:
+    // the stream replays the job as it is and ends.
+    const follow = () => services.jobs !== undefined && !deps.lifecycle.draining;
+    return streamSSE(c, async (sse) => {
+      sse.onAbort(() => ac.abort(new Error('client disconnected')));
+      for await (const e of watchJob(db, jobId, { intervalMs: EVENTS_POLL_MS, signal: ac.signal, follow })) {
+        await sse.writeSSE({ event: e.type, data: JSON.stringify(eventData(e)) });
+      }
+    });
+  });
+
+  app.get('/v1/admin/users/:userId/trials', (c) => {
+    const userId = userIdParam(c);
+    const q = parseQuery(c, trialsQuery);
+    if (!userExists(db, userId)) throw userNotFound(userId);
+    if (q.jobId !== undefined) {
+      const job = getJob(db, q.jobId);
+      if (!job || job.userId !== userId) throw jobNotFound(q.jobId);
+    }
+    const all = listTrialsForUser(db, userId).map(rowToTrial);
+    const listed = q.jobId === undefined ? all : all.filter((t) => t.jobId === q.jobId);
+    // Trials of different jobs were scored on different validation splits: one job's front at a time.
+    const frontJobId = q.jobId ?? listed.filter(isOk).at(-1)?.jobId ?? null;
+    const ofFront = listed.filter((t) => t.jobId === frontJobId);
+    const front = paretoTrials(ofFront) as StoredTrial[];
+    if (q.format === 'svg') {
+      const title = frontJobId ? `MiLP search of ${userId}, job ${frontJobId}` : `MiLP search of ${userId}: no trials yet`;
+      return c.body(frontSvg(ofFront, title), 200, { 'content-type': 'image/svg+xml; charset=utf-8' });
+    }
+    return c.json({ userId, frontJobId, trials: listed.map(trialJson), front: front.map(trialJson), chosenRule: chosenRule(0.02) });
   });
 }
