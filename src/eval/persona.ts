@@ -38,17 +38,44 @@ const STATEMENTS: Record<FactKind, readonly [string, string][]> = {
 /** Questions whose answers need the fact, with the answer template. Split into training and probe wordings. */
 const QUESTIONS: Record<FactKind, { train: readonly string[]; probe: readonly string[]; answer: readonly string[] }> = {
   pet: {
-    train: ['What is my dog called?', 'Can you remind me of my dog\'s name?', 'Do you remember the name of my dog?', 'What did I say my dog is named?', 'Who is my dog?'],
+    train: [
+      'What is my dog called?',
+      'Can you remind me of my dog\'s name?',
+      'Do you remember the name of my dog?',
+      'What did I say my dog is named?',
+      'Who is my dog?',
+      'What name did I give my dog?',
+      'Remind me, what is my dog\'s name?',
+      'Which name does my dog answer to?',
+    ],
     probe: ['What is the name of my pet?', 'Tell me my dog\'s name, please.', 'How is my dog called?'],
     answer: ['Your dog is called {v}.', 'Your dog\'s name is {v}.', 'Your dog is {v}.'],
   },
   medication: {
-    train: ['Which medicine do I take?', 'What medication am I on?', 'Can you remind me which tablets I take?', 'What drug did my doctor prescribe me?', 'Which pill do I swallow every day?'],
+    train: [
+      'Which medicine do I take?',
+      'What medication am I on?',
+      'Can you remind me which tablets I take?',
+      'What drug did my doctor prescribe me?',
+      'Which pill do I swallow every day?',
+      'What tablets am I taking at the moment?',
+      'Remind me, what is my medication?',
+      'Which medicine did my doctor put me on?',
+    ],
     probe: ['What is the name of my medication?', 'Tell me which medicine I am taking.', 'Which drug am I prescribed?'],
     answer: ['You take {v}.', 'Your medication is {v}.', 'You are on {v}.'],
   },
   city: {
-    train: ['Where do I live?', 'Which city is my home?', 'Can you remind me which city I live in?', 'In what city is my home?', 'Where is my house?'],
+    train: [
+      'Where do I live?',
+      'Which city is my home?',
+      'Can you remind me which city I live in?',
+      'In what city is my home?',
+      'Where is my house?',
+      'What city am I living in?',
+      'Remind me, where is my home?',
+      'Which city do I call home?',
+    ],
     probe: ['What city do I live in?', 'Tell me where I live, please.', 'Which town is my home?'],
     answer: ['You live in {v}.', 'Your home is in {v}.', 'You live in {v}, of course.'],
   },
