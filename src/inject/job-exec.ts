@@ -10,7 +10,7 @@ import { type InjectContext, openInjectContext } from './context.js';
 import { JobError, errorJson } from './job-errors.js';
 import { type JobEvent, type JobOutcome, type JobRunSettings, runJob } from './job-runner.js';
 import { openTrialAdapterStore } from './job-trial-adapters.js';
-import type { InjectorOptions } from './injector.js';
+import { Injector, type InjectorOptions } from './injector.js';
 
 /** Everything a job needs, as plain data (it crosses into a worker thread). */
 export interface JobExecInput {
@@ -27,6 +27,15 @@ export interface JobExecHooks {
   openContext?: (config: Config, db: InjectContext['db']) => InjectContext;
 }
 
+/** Training rows must fit the model's positions (the default 384 is for the default model). */
+function fitInjector(ctx: InjectContext): InjectContext {
+  const room = ctx.model.config.maxPositions;
+  const o = ctx.injector.opts;
+  if (o.maxLen <= room) return ctx;
+  const maxLen = room;
+  return { ...ctx, injector: new Injector(ctx.model, ctx.tokenizer, { ...o, maxLen, maxNewTokens: Math.min(o.maxNewTokens, Math.floor(maxLen / 2)) }) };
+}
+
 export async function executeJob(input: JobExecInput, hooks: JobExecHooks = {}): Promise<JobOutcome> {
   const { config, jobId } = input;
   const db = openDb(config.dbFile, { migrate: false });
@@ -41,6 +50,7 @@ export async function executeJob(input: JobExecInput, hooks: JobExecHooks = {}):
       if (failed) hooks.onEvent?.({ type: 'state', state: 'failed' });
       return { jobId, state: failed ? 'failed' : 'skipped' };
     }
+    ctx = fitInjector(ctx);
     try {
       const trialStore = openTrialAdapterStore(config, { config: ctx.model.config, name: ctx.modelName });
       return await runJob(ctx, jobId, { signal: hooks.signal, settings: input.settings, trialStore, onEvent: hooks.onEvent });

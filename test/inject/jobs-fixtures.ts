@@ -1,7 +1,9 @@
 /**
  * What the job tests share: a temp directory holding a tiny random GPT-2 model directory (config,
- * safetensors, a small trained BPE tokenizer), the service configuration pointing at it, and persona
- * users (src/eval/persona.ts) whose history goes into the database.
+ * safetensors, a small trained BPE tokenizer), the service configuration pointing at it, and users
+ * with a synthetic dialogue history. The history is generated here rather than taken from the
+ * persona generator so that its split is fixed: 20 conversations with distinct replies always give
+ * 14 training, 2 validation and 4 test conversations (no reply repeated across splits).
  */
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -10,7 +12,6 @@ import { loadConfig, type Config } from '../../src/config.js';
 import type { Db } from '../../src/db/client.js';
 import { appendHistory, type NewHistoryItem } from '../../src/db/queries/history.js';
 import { createUser } from '../../src/db/queries/users.js';
-import { makePersonaUsers } from '../../src/eval/persona.js';
 import type { JobRunSettings } from '../../src/inject/job-runner.js';
 import type { InjectorOptions } from '../../src/inject/injector.js';
 import { saveTokenizer, trainBpe } from '../../src/model/bpe-train.js';
@@ -22,8 +23,19 @@ import { fixtureTexts } from '../model/tokenizer-fixture.js';
 
 export const ADMIN_TOKEN = 'test-admin-token-0123456789';
 
-/** Small and fast: 1 epoch, n <= 2, short rows and replies. */
-export const FAST_SETTINGS: Partial<JobRunSettings> = { budget: 3, initialPoints: 2, nMax: 2, train: { epochs: 1, lr: 1e-2 }, progressIntervalMs: 0 };
+/**
+ * Small and fast: 1 epoch, n <= 2, short rows and replies. The gate decides on loss alone here: a
+ * tiny random model's greedy replies are noise, so their ROUGE-L would veto at random (the ROUGE-L
+ * part of the rule has its own unit tests).
+ */
+export const FAST_SETTINGS: Partial<JobRunSettings> = {
+  budget: 3,
+  initialPoints: 2,
+  nMax: 2,
+  train: { epochs: 1, lr: 1e-2 },
+  progressIntervalMs: 0,
+  gate: { minLossGain: 1e-3, rougeTolerance: 1 },
+};
 export const FAST_INJECTOR: Partial<InjectorOptions> = { maxLen: 96, maxNewTokens: 6 };
 
 export interface JobsEnv {
@@ -33,7 +45,7 @@ export interface JobsEnv {
   cleanup(): void;
 }
 
-/** The model directory is built once per call; the history of persona user i goes to `userId`. */
+/** A fresh temp directory with the model directory and a configuration pointing into it. */
 export function makeJobsEnv(env: Record<string, string> = {}): JobsEnv {
   const dir = mkdtempSync(join(tmpdir(), 'memlora-jobs-'));
   const modelDir = join(dir, 'model');
@@ -72,14 +84,33 @@ export function makeJobsEnv(env: Record<string, string> = {}): JobsEnv {
   return { dir, modelDir, config, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
-/** Creates `userId` with the history of persona user `persona` (0-based). Returns the items' count. */
-export function seedPersona(db: Db, userId: string, persona = 0): number {
+const PETS = ['Biscuit', 'Pepper', 'Mango', 'Ziggy', 'Noodle', 'Waffle', 'Pickles', 'Juniper'];
+const CITIES = ['Lyon', 'Oslo', 'Porto', 'Krakow', 'Dublin', 'Seville', 'Tallinn', 'Bergen'];
+const TOPICS = ['headache', 'blood pressure', 'coffee', 'walking', 'sleep', 'water', 'breakfast', 'medication'];
+
+/** A profile and 20 two-exchange conversations; every reply is distinct (it names its day). */
+export function syntheticHistory(user: number): NewHistoryItem[] {
+  const pet = PETS[user % PETS.length];
+  const city = CITIES[(user * 3) % CITIES.length];
+  const items: NewHistoryItem[] = [{ kind: 'profile', text: `I live in ${city} and my dog is called ${pet}.`, createdAt: 1_700_000_000_000 }];
+  for (let c = 0; c < 20; c++) {
+    const topic = TOPICS[(c + user) % TOPICS.length];
+    const conversationId = `u${user}-day${c}`;
+    const at = 1_700_000_000_000 + (c + 1) * 60_000;
+    items.push(
+      { kind: 'dialogue', role: 'user', text: `Day ${c}: should I worry about my ${topic}?`, conversationId, createdAt: at },
+      { kind: 'dialogue', role: 'assistant', text: `On day ${c}, your ${topic} is fine; walk ${pet} in ${city} and drink water.`, conversationId, createdAt: at + 1000 },
+      { kind: 'dialogue', role: 'user', text: `Thank you. Can ${pet} come along on day ${c}?`, conversationId, createdAt: at + 2000 },
+      { kind: 'dialogue', role: 'assistant', text: `Yes, ${pet} can come on day ${c}; ${city} has many parks.`, conversationId, createdAt: at + 3000 },
+    );
+  }
+  return items;
+}
+
+/** Creates `userId` with the synthetic history of user number `user`. Returns the items' count. */
+export function seedUser(db: Db, userId: string, user = 0): number {
   createUser(db, { id: userId });
-  const items = makePersonaUsers(persona + 1, 5)[persona].history;
-  appendHistory(
-    db,
-    userId,
-    items.map((i) => ({ kind: i.kind, role: i.role as NewHistoryItem['role'], text: i.text, conversationId: i.conversationId, createdAt: i.createdAt })),
-  );
+  const items = syntheticHistory(user);
+  appendHistory(db, userId, items);
   return items.length;
 }
