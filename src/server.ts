@@ -19,6 +19,7 @@ import { errorBody } from './http/errors.js';
 import { jsonLogger } from './http/logger.js';
 import type { Logger, Services } from './http/services.js';
 import { Registry, registerProcessMetrics } from './metrics.js';
+import { createServeServices } from './serve/services.js';
 
 /** What a service factory gets: everything opened by the server before the app is built. */
 export interface ServiceContext {
@@ -31,7 +32,19 @@ export interface ServiceContext {
 /** Builds the engine, job runner, adapter store... once the db is open. Missing entries get defaults. */
 export type ServiceFactory = (ctx: ServiceContext) => Partial<Services> | Promise<Partial<Services>>;
 
+/**
+ * The services `memlora serve` runs: the generation engine over the model at MEMLORA_MODEL_PATH with
+ * the adapter store and cache (loading in the background; /readyz says when it is ready), and user
+ * deletion through the store and cache. Without a model, generation is absent (503).
+ */
+export const defaultServices: ServiceFactory = async (ctx) => {
+  const serve = await createServeServices(ctx);
+  if (!serve) return {};
+  return { generate: serve.generate, adapterFiles: serve.adapterFiles };
+};
+
 export interface StartOptions {
+  /** The services to run; default `defaultServices` (the real engine over config.modelPath). */
   services?: Partial<Services> | ServiceFactory;
   metrics?: Registry;
   logger?: Logger;
@@ -121,7 +134,8 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
   const db = openDb(cfg.dbFile);
   let services: Services;
   try {
-    const given = typeof opts.services === 'function' ? await opts.services({ config: cfg, db, metrics, logger }) : (opts.services ?? {});
+    const factory = opts.services ?? defaultServices;
+    const given = typeof factory === 'function' ? await factory({ config: cfg, db, metrics, logger }) : factory;
     services = { adapterFiles: diskAdapterFiles(cfg.adapterDir), ...given };
   } catch (err) {
     db.close();

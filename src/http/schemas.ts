@@ -279,10 +279,14 @@ export const generateRequestSchema = z
 
 export const usageSchema = z.object({ promptTokens: z.int().min(0), completionTokens: z.int().min(0) });
 
+/** Why a request was served with less than it asked for (see the engine's personalize.ts). */
+export const FALLBACK_REASONS = ['no_adapter', 'adapter_corrupt', 'adapter_missing', 'adapter_unavailable', 'no_memory'] as const;
+
 export const personalizationSchema = z.object({
   mode: z.enum(SERVED_MODES),
   adapterVersion: z.int().min(1).nullable(),
   memoryItems: z.int().min(0).optional(),
+  fallback: z.object({ from: z.enum(['injected', 'memory']), reason: z.enum(FALLBACK_REASONS) }).optional(),
 });
 
 export const generateResultSchema = z.object({

@@ -1,0 +1,591 @@
+/**
+ * The generation engine: a bounded request queue in front of one continuous-batching decode loop in
+ * which every row may carry a different user's adapter.
+ *
+ * A request is planned when it arrives (personalize.ts: injected, memory or vanilla; its prompt is
+ * encoded and checked against the context window), queued, and its adapter lease is taken while it
+ * waits (at most `maxBatch` loads ahead, so a full queue does not pin the cache). Between decode
+ * steps the loop
+ *   1. frees the rows and queue places of cancelled requests (client gone),
+ *   2. admits ready requests in arrival order into free rows (up to maxBatch, and within the pool's
+ *      byte budget) with one batched prefill of their prompts,
+ *   3. runs one decode step of every row and streams each row's token to its request,
+ *   4. removes finished rows, releasing their adapter leases.
+ *
+ * Adapters reach the graphs through a RowPool (src/model/row-pool.ts): the pool's row b is batch row
+ * b's adapter, written once when the row joins and padded to the batch's rank bucket, so a step copies
+ * no adapter. Hot swap: a request holds a lease on the adapter version it started with until it
+ * finishes; a newly activated version is planned for the next request, and in-flight ones finish on
+ * theirs. ONNX Runtime runs on this thread, so the loop yields to the event loop after every step.
+ */
+import { randomBytes } from 'node:crypto';
+import { setImmediate as yieldToLoop } from 'node:timers/promises';
+import type { Db } from '../db/client.js';
+import type { AdapterLease } from '../lora/cache.js';
+import { Registry } from '../metrics.js';
+import type { ChatTemplateName } from '../model/chat-format.js';
+import { KvBatch, type RowKv } from '../model/kv.js';
+import type { Model } from '../model/model.js';
+import { RowPool, rankBucket } from '../model/row-pool.js';
+import { type FinishReason, Sequence } from '../model/sequence.js';
+import type { Tokenizer } from '../model/tokenizer.js';
+import { ServeError } from './errors.js';
+import { memoryQuery, retrieveMemory } from './memory.js';
+import { type EngineMetrics, engineMetrics } from './metrics.js';
+import { type Adapters, AdapterLeaser, type Plan, planRequest } from './personalize.js';
+import { type PromptContext, fitMemory, promptIds, replyBudget, stopsOf } from './prompt.js';
+import { BoundedQueue } from './queue.js';
+import { Channel } from './channel.js';
+import type { Fallback, Personalization, ServeEvent, ServeFinishReason, ServeLogger, ServeRequest, ServeResult } from './types.js';
+
+export interface EngineOptions {
+  model: Model;
+  tokenizer: Tokenizer;
+  db: Db;
+  /** The adapter store and cache; null serves every request without adapters. */
+  adapters: Adapters | null;
+  /** Requests waiting for a row before new ones are refused with queue_full (429). */
+  maxQueue: number;
+  /** Rows in one decode batch. */
+  maxBatch: number;
+  /** History items retrieved for the memory mode (default 5). */
+  memoryItems?: number;
+  /** Chat template for `messages` (default: the model's, else memlora). */
+  template?: ChatTemplateName;
+  /**
+   * Bytes the row pool may hold (rows x padded rank). A request whose adapter would push the batch
+   * past it waits until rows leave; alone in the batch it is always admitted. Default 256 MiB.
+   */
+  poolBudgetBytes?: number;
+  registry?: Registry;
+  logger?: ServeLogger;
+}
+
+type JobState = 'planned' | 'loading' | 'ready' | 'active' | 'done';
+
+/** One request inside the engine. */
+interface Job {
+  id: string;
+  row: number;
+  req: ServeRequest;
+  signal: AbortSignal;
+  sink: (ev: ServeEvent | Error) => void;
+  state: JobState;
+  plan: Plan;
+  /** The request's own prompt ids (without memory). */
+  baseIds: number[];
+  /** What is fed: baseIds, or with memory prepended. */
+  ids: number[];
+  personalization: Personalization;
+  lease: AdapterLease | null;
+  /** Largest adapter rank (pool budget). */
+  rank: number;
+  aborted: boolean;
+  seq: Sequence | null;
+  t: { arrived: number; admitted: number; prefilled: number; firstToken: number };
+  prefillMs: number;
+}
+
+const now = (): number => performance.now();
+const round = (ms: number): number => Math.round(ms * 100) / 100;
+
+const FINISH: Readonly<Record<FinishReason, ServeFinishReason>> = { stop: 'stop', eos: 'stop', length: 'length', cancelled: 'cancelled' };
+
+const noLogger: ServeLogger = { info() {}, warn() {}, error() {} };
+
+export class Engine {
+  private readonly model: Model;
+  private readonly db: Db;
+  private readonly adapters: Adapters | null;
+  private readonly ctx: PromptContext;
+  private readonly leaser: AdapterLeaser | null;
+  private readonly logger: ServeLogger;
+  private readonly m: EngineMetrics;
+  private readonly waiting: BoundedQueue<Job>;
+  private readonly active = new Map<number, Job>();
+  private readonly kv: KvBatch;
+  private readonly pool: RowPool;
+  private readonly maxBatch: number;
+  private readonly memoryK: number;
+  private readonly poolBudget: number;
+  private readonly eosIds: number[];
+  private nextRow = 1;
+  private running: Promise<void> | null = null;
+  private wakeUp: (() => void) | null = null;
+  private closed = false;
+  /** Smoothed seconds per finished request, for Retry-After. */
+  private serviceSeconds = 0.5;
+  private poolStats = { rowWrites: 0, relayouts: 0 };
+
+  constructor(private readonly opts: EngineOptions) {
+    this.model = opts.model;
+    this.db = opts.db;
+    this.adapters = opts.adapters;
+    this.logger = opts.logger ?? noLogger;
+    this.m = engineMetrics(opts.registry ?? new Registry());
+    if (!Number.isInteger(opts.maxBatch) || opts.maxBatch < 1) throw new RangeError(`maxBatch must be a positive integer, got ${opts.maxBatch}`);
+    this.maxBatch = opts.maxBatch;
+    this.waiting = new BoundedQueue(opts.maxQueue);
+    this.memoryK = opts.memoryItems ?? 5;
+    this.poolBudget = opts.poolBudgetBytes ?? 256 * 1024 * 1024;
+    const cfg = this.model.config;
+    this.ctx = {
+      tokenizer: opts.tokenizer,
+      template: opts.template ?? ((cfg.chatTemplate as ChatTemplateName | undefined) ?? 'memlora'),
+      contextTokens: cfg.maxPositions,
+    };
+    this.kv = new KvBatch(this.model.kvShape, { maxLength: cfg.maxPositions });
+    this.pool = new RowPool(cfg, { maxRows: this.maxBatch });
+    this.eosIds = [...new Set([cfg.eosId, opts.tokenizer.eosId])];
+    this.leaser = opts.adapters ? new AdapterLeaser(this.db, opts.adapters, this.logger, (reason) => this.m.fallbacks.inc({ reason })) : null;
+  }
+
+  /** Requests can be served (the server flips readiness on this). */
+  ready(): boolean {
+    return !this.closed;
+  }
+
+  /** Rows decoding now and requests waiting (tests, metrics). */
+  get occupancy(): { active: number; waiting: number } {
+    return { active: this.active.size, waiting: this.waiting.length };
+  }
+
+  /** Generate the whole reply. Resolves with finishReason `cancelled` when `signal` aborts. */
+  generate(req: ServeRequest, signal: AbortSignal): Promise<ServeResult> {
+    return new Promise((resolve, reject) => {
+      try {
+        this.submit(req, signal, (ev) => {
+          if (ev instanceof Error) reject(ev);
+          else if (ev.type === 'done') resolve(ev.result);
+        });
+      } catch (e) {
+        reject(e);
+      }
+    });
+  }
+
+  /**
+   * Stream the reply: token events as the loop produces them, then one done event. Errors found on
+   * arrival (queue full, prompt too long) are thrown by the first next(); a consumer that stops early
+   * cancels the request.
+   */
+  async *stream(req: ServeRequest, signal: AbortSignal): AsyncGenerator<ServeEvent> {
+    const ch = new Channel<ServeEvent>();
+    const job = this.submit(req, signal, (ev) => {
+      if (ev instanceof Error) ch.fail(ev);
+      else {
+        ch.push(ev);
+        if (ev.type === 'done') ch.end();
+      }
+    });
+    try {
+      for await (const ev of ch) yield ev;
+    } finally {
+      if (job.state !== 'done') this.cancel(job);
+    }
+  }
+
+  /** Stop: refuse new requests, fail queued ones (shutting_down), cancel running ones, wait for the loop. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const job of this.waiting.drain()) this.fail(job, new ServeError('shutting_down', 'the server is shutting down'));
+    for (const job of this.active.values()) job.aborted = true;
+    this.wake();
+    await this.running;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Arrival
+
+  private submit(req: ServeRequest, signal: AbortSignal, sink: Job['sink']): Job {
+    if (this.closed) throw new ServeError('shutting_down', 'the server is shutting down');
+    if (signal.aborted) throw new ServeError('cancelled', 'the client went away before the request was queued');
+    if (this.waiting.full) {
+      this.m.rejected.inc({ code: 'queue_full' });
+      const retryAfterS = this.retryAfter();
+      throw new ServeError('queue_full', `the generation queue is full (${this.waiting.max} waiting); retry in ${retryAfterS} s`, {
+        retryAfterS,
+        details: { queued: this.waiting.length, maxQueue: this.waiting.max, retryAfterS },
+      });
+    }
+    let baseIds: number[];
+    try {
+      baseIds = promptIds(this.ctx, req);
+    } catch (e) {
+      if (e instanceof ServeError) this.m.rejected.inc({ code: e.code });
+      throw e;
+    }
+    const plan = planRequest(this.db, this.adapters, req.userId, req.mode);
+    const job: Job = {
+      id: `gen_${randomBytes(8).toString('hex')}`,
+      row: this.nextRow++,
+      req,
+      signal,
+      sink,
+      state: 'planned',
+      plan,
+      baseIds,
+      ids: baseIds,
+      personalization: { mode: 'vanilla', adapterVersion: null },
+      lease: null,
+      rank: 0,
+      aborted: false,
+      seq: null,
+      t: { arrived: now(), admitted: 0, prefilled: 0, firstToken: 0 },
+      prefillMs: 0,
+    };
+    if (plan.kind !== 'injected') this.withoutAdapter(job, plan.kind, plan.fallback);
+    this.waiting.push(job);
+    this.m.queueDepth.set(undefined, this.waiting.length);
+    signal.addEventListener('abort', () => this.cancel(job), { once: true });
+    this.kick();
+    return job;
+  }
+
+  /** Settle a request served without an adapter: memory (when it retrieves anything that fits) or vanilla. */
+  private withoutAdapter(job: Job, kind: 'memory' | 'vanilla', fallback: Fallback | undefined): void {
+    job.state = 'ready';
+    job.ids = job.baseIds;
+    job.rank = 0;
+    if (kind === 'memory') {
+      const items = retrieveMemory(this.db, job.req.userId, memoryQuery(job.req), this.memoryK);
+      const fit = items.length > 0 ? fitMemory(this.ctx, job.req, items) : { ids: job.baseIds, used: 0 };
+      if (fit.used > 0) {
+        job.ids = fit.ids;
+        job.personalization = { mode: 'memory', adapterVersion: null, memoryItems: fit.used, ...(fallback ? { fallback } : {}) };
+        return;
+      }
+      fallback ??= job.req.mode === 'memory' ? { from: 'memory', reason: 'no_memory' } : undefined;
+    }
+    job.personalization = { mode: 'vanilla', adapterVersion: null, ...(fallback ? { fallback } : {}) };
+    if (fallback?.reason === 'no_memory' || fallback?.reason === 'no_adapter') this.m.fallbacks.inc({ reason: fallback.reason });
+  }
+
+  private cancel(job: Job): void {
+    if (job.state === 'done' || job.aborted) return;
+    job.aborted = true;
+    this.wake();
+  }
+
+  private retryAfter(): number {
+    const perRow = this.serviceSeconds / this.maxBatch;
+    return Math.min(60, Math.max(1, Math.ceil(this.waiting.length * perRow)));
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // The loop
+
+  private kick(): void {
+    if (this.running) {
+      this.wake();
+      return;
+    }
+    // Start on the next turn of the event loop: requests arriving together are prefilled together.
+    this.running = yieldToLoop()
+      .then(() => this.loop())
+      .catch((e) => {
+        // A bug in the loop itself: fail everything rather than hang every request.
+        this.logger.error('generation loop failed', { err: e instanceof Error ? e.stack : String(e) });
+        const err = new ServeError('generation_failed', 'the generation loop failed', { cause: e });
+        for (const job of [...this.active.values()]) this.dropRow(job, err);
+        for (const job of this.waiting.drain()) this.fail(job, err);
+      })
+      .finally(() => {
+        this.running = null;
+        if (!this.closed && this.waiting.length > 0) this.kick();
+      });
+  }
+
+  private wake(): void {
+    const w = this.wakeUp;
+    this.wakeUp = null;
+    w?.();
+  }
+
+  private sleep(): Promise<void> {
+    return new Promise((resolve) => (this.wakeUp = resolve));
+  }
+
+  private async loop(): Promise<void> {
+    for (;;) {
+      this.reap();
+      this.startLoads();
+      const joiners = this.admit();
+      if (joiners.length > 0) await this.prefill(joiners);
+      if (this.kv.size > 0) await this.step();
+      else if (joiners.length === 0) {
+        if (this.waiting.length === 0) return;
+        await this.sleep();
+        continue;
+      }
+      this.m.queueDepth.set(undefined, this.waiting.length);
+      this.m.activeRows.set(undefined, this.active.size);
+      // ORT ran on this thread: let sockets, timers and adapter reads move before the next step.
+      await yieldToLoop();
+    }
+  }
+
+  /** Free everything cancelled: queue places (and leases) and batch rows. */
+  private reap(): void {
+    for (const job of this.waiting) {
+      if (!job.aborted) continue;
+      this.waiting.remove(job);
+      this.finish(job, 'cancelled');
+    }
+    for (const job of [...this.active.values()]) {
+      if (job.aborted) {
+        job.seq!.finish('cancelled');
+        this.leaveBatch(job);
+        this.finish(job, 'cancelled');
+      }
+    }
+  }
+
+  /** Start adapter loads for the first requests in line, at most maxBatch at a time. */
+  private startLoads(): void {
+    if (!this.leaser) return;
+    let loading = 0;
+    for (const job of this.waiting) {
+      if (loading >= this.maxBatch) break;
+      if (job.state === 'loading') loading += 1;
+      else if (job.state === 'planned' && job.plan.kind === 'injected') {
+        job.state = 'loading';
+        loading += 1;
+        this.load(job, job.plan.row);
+      }
+    }
+  }
+
+  private load(job: Job, row: Extract<Plan, { kind: 'injected' }>['row']): void {
+    this.leaser!.acquire(job.req.userId, row).then(
+      (got) => {
+        if ('lease' in got) {
+          let rank: number;
+          try {
+            rank = RowPool.rankOf(this.model.config, got.lease.adapter);
+          } catch (e) {
+            // Loaded and valid for the store, yet not for this model's graphs: serve without it.
+            got.lease.release();
+            this.logger.error('adapter does not fit the model; serving the fallback', { userId: job.req.userId, version: row.version, err: String(e) });
+            this.m.fallbacks.inc({ reason: 'adapter_unavailable' });
+            this.withoutAdapter(job, 'memory', { from: 'injected', reason: 'adapter_unavailable' });
+            this.wake();
+            return;
+          }
+          if (job.state === 'done') {
+            got.lease.release(); // cancelled while loading
+            return;
+          }
+          job.lease = got.lease;
+          job.rank = rank;
+          job.personalization = { mode: 'injected', adapterVersion: row.version };
+          job.state = 'ready';
+        } else if (job.state !== 'done') this.withoutAdapter(job, 'memory', got.fallback);
+        this.wake();
+      },
+      (e) => {
+        if (job.state === 'done') return;
+        this.waiting.remove(job);
+        this.fail(job, e instanceof Error ? e : new Error(String(e)));
+        this.wake();
+      },
+    );
+  }
+
+  /** Ready requests in arrival order for the free rows, within the pool's byte budget. */
+  private admit(): Job[] {
+    const joiners: Job[] = [];
+    let free = this.maxBatch - this.active.size;
+    let rank = Math.max(0, ...[...this.active.values()].map((j) => j.rank));
+    for (const job of this.waiting) {
+      if (free === 0) break;
+      if (job.state !== 'ready' || job.aborted) continue;
+      const rows = this.active.size + joiners.length + 1;
+      const pr = rankBucket(Math.max(rank, job.rank));
+      if (rows > 1 && RowPool.bytesFor(this.model.config, rows, pr) > this.poolBudget) break;
+      joiners.push(job);
+      rank = Math.max(rank, job.rank);
+      free -= 1;
+    }
+    for (const job of joiners) this.waiting.remove(job);
+    return joiners;
+  }
+
+  /** One batched prefill of the joiners; each gets its first token, and the unfinished join the batch. */
+  private async prefill(joiners: Job[]): Promise<void> {
+    const t0 = now();
+    const start = this.pool.size;
+    for (const job of joiners) {
+      job.t.admitted = t0;
+      job.state = 'active';
+      this.m.queueSeconds.observe({ mode: job.personalization.mode }, (t0 - job.t.arrived) / 1000);
+      this.pool.add(job.row, job.lease?.adapter ?? null);
+    }
+    let pre;
+    try {
+      pre = await this.model.prefill(
+        joiners.map((j) => j.ids),
+        this.pool.input(start, this.pool.size),
+      );
+    } catch (e) {
+      this.logger.error('prefill failed', { rows: joiners.length, err: e instanceof Error ? e.stack : String(e) });
+      const err = new ServeError('generation_failed', 'the model failed while reading the prompt', { cause: e });
+      for (const job of joiners) {
+        this.pool.remove(job.row);
+        this.fail(job, err);
+      }
+      return;
+    }
+    this.syncPoolMetrics();
+    const t1 = now();
+    this.m.prefillSeconds.observe(undefined, (t1 - t0) / 1000);
+    const caches = new Map<number, RowKv>();
+    joiners.forEach((job, i) => {
+      job.t.prefilled = t1;
+      job.prefillMs = t1 - t0;
+      const stops = stopsOf(this.ctx, job.req);
+      job.seq = new Sequence(
+        job.row,
+        {
+          prompt: job.ids,
+          maxTokens: replyBudget(this.ctx, job.ids.length, job.req.maxTokens),
+          sampling: { temperature: job.req.temperature, topP: job.req.topP, topK: job.req.topK, repetitionPenalty: job.req.repetitionPenalty },
+          seed: job.req.seed,
+          stop: stops.stop,
+          stopTokenIds: stops.stopTokenIds,
+        },
+        { tokenizer: this.ctx.tokenizer, eosIds: this.eosIds, vocabSize: this.model.config.vocabSize },
+      );
+      this.token(job, pre.logits[i]);
+      if (job.seq.finished || job.aborted) {
+        if (!job.seq.finished) job.seq.finish('cancelled');
+        this.pool.remove(job.row);
+        this.finish(job, job.seq.finishReason!);
+      } else {
+        caches.set(job.row, pre.kv[i]);
+        this.active.set(job.row, job);
+      }
+    });
+    // Rows join the KV batch in the pool's order (finished joiners left holes the pool refilled).
+    for (const id of this.pool.rows.slice(this.kv.size)) this.kv.add(id, caches.get(id as number)!);
+  }
+
+  /** One decode step of every row. */
+  private async step(): Promise<void> {
+    const limit = this.model.config.maxPositions;
+    for (const id of [...this.kv.rows]) {
+      if (this.kv.length(id) < limit) continue;
+      const job = this.active.get(id as number)!;
+      this.emit(job, job.seq!.finish('length'));
+      this.leaveBatch(job);
+      this.finish(job, 'length');
+    }
+    if (this.kv.size === 0) return;
+    const rows = this.kv.rows.map((id) => this.active.get(id as number)!);
+    const tokens = rows.map((j) => j.seq!.tokens[j.seq!.tokens.length - 1]);
+    this.m.batchRows.observe(undefined, rows.length);
+    const t0 = now();
+    let logits: Float32Array[];
+    try {
+      logits = await this.model.decodeStep(this.kv, tokens, this.pool.input());
+    } catch (e) {
+      this.logger.error('decode step failed', { rows: rows.length, err: e instanceof Error ? e.stack : String(e) });
+      const err = new ServeError('generation_failed', 'the model failed while generating', { cause: e });
+      for (const job of rows) this.dropRow(job, err);
+      return;
+    }
+    this.m.stepSeconds.observe(undefined, (now() - t0) / 1000);
+    this.syncPoolMetrics();
+    const done: Job[] = [];
+    rows.forEach((job, i) => {
+      this.token(job, logits[i]);
+      if (job.seq!.finished) done.push(job);
+    });
+    for (const job of done) {
+      this.leaveBatch(job);
+      this.finish(job, job.seq!.finishReason!);
+    }
+  }
+
+  /** Choose a row's next token and stream whatever text it releases. */
+  private token(job: Job, logits: Float32Array): void {
+    const ev = job.seq!.next(logits);
+    if (job.t.firstToken === 0) {
+      job.t.firstToken = now();
+      this.m.ttftSeconds.observe({ mode: job.personalization.mode }, (job.t.firstToken - job.t.arrived) / 1000);
+    }
+    this.m.tokens.inc({ mode: job.personalization.mode });
+    this.emit(job, ev.text);
+  }
+
+  private emit(job: Job, text: string): void {
+    if (text !== '' && !job.aborted) job.sink({ type: 'token', text });
+  }
+
+  private leaveBatch(job: Job): void {
+    this.kv.remove(job.row);
+    this.pool.remove(job.row);
+    this.active.delete(job.row);
+  }
+
+  /** A running row fails: free it and report the error. */
+  private dropRow(job: Job, err: Error): void {
+    if (this.kv.has(job.row)) this.kv.remove(job.row);
+    if (this.pool.indexOf(job.row) >= 0) this.pool.remove(job.row);
+    this.active.delete(job.row);
+    this.fail(job, err);
+  }
+
+  private fail(job: Job, err: Error): void {
+    if (job.state === 'done') return;
+    job.state = 'done';
+    job.lease?.release();
+    job.lease = null;
+    job.sink(err);
+  }
+
+  /** The request is over: release its adapter, report the result and the metrics. */
+  private finish(job: Job, reason: FinishReason): void {
+    if (job.state === 'done') return;
+    job.state = 'done';
+    job.lease?.release();
+    job.lease = null;
+    const end = now();
+    const t = job.t;
+    const admitted = t.admitted || end;
+    const prefilled = t.prefilled || admitted;
+    const r = job.seq?.result();
+    const finishReason = FINISH[reason];
+    const mode = job.personalization.mode;
+    const result: ServeResult = {
+      id: job.id,
+      userId: job.req.userId,
+      text: r?.text ?? '',
+      finishReason,
+      usage: { promptTokens: job.ids.length, completionTokens: r?.completionTokens ?? 0 },
+      timings: {
+        queueMs: round(admitted - t.arrived),
+        prefillMs: round(job.prefillMs),
+        decodeMs: round(Math.max(0, end - prefilled)),
+        totalMs: round(end - t.arrived),
+      },
+      personalization: job.personalization,
+    };
+    this.m.requests.inc({ mode, finish: finishReason });
+    if (finishReason !== 'cancelled') {
+      this.m.requestSeconds.observe({ mode }, (end - t.arrived) / 1000);
+      this.serviceSeconds = 0.9 * this.serviceSeconds + 0.1 * ((end - admitted) / 1000);
+    }
+    job.sink({ type: 'done', result });
+  }
+
+  private syncPoolMetrics(): void {
+    const s = this.pool.stats;
+    if (s.rowWrites > this.poolStats.rowWrites) this.m.poolRowWrites.inc(undefined, s.rowWrites - this.poolStats.rowWrites);
+    if (s.relayouts > this.poolStats.relayouts) this.m.poolRelayouts.inc(undefined, s.relayouts - this.poolStats.relayouts);
+    this.poolStats = { ...s };
+    this.m.poolRank.set(undefined, this.pool.rank);
+    this.m.poolBytes.set(undefined, this.pool.bytes);
+  }
+}

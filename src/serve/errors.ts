@@ -1,0 +1,30 @@
+/**
+ * Errors the engine throws to its callers. The HTTP layer recognises them by `code` (queue_full ->
+ * 429 with Retry-After from `retryAfterS`, prompt_too_long -> 422 with `details`, ...); codes it
+ * does not know become 500.
+ */
+export type ServeErrorCode =
+  | 'queue_full'
+  | 'prompt_too_long'
+  | 'model_unavailable'
+  | 'cancelled'
+  | 'shutting_down'
+  /** An adapter or history of another user reached a request: a bug, never served. */
+  | 'isolation_violation'
+  /** The model failed while running a batch. */
+  | 'generation_failed';
+
+export class ServeError extends Error {
+  readonly details: unknown;
+  readonly retryAfterS: number | undefined;
+  constructor(
+    readonly code: ServeErrorCode,
+    message: string,
+    opts: { details?: unknown; retryAfterS?: number; cause?: unknown } = {},
+  ) {
+    super(message, { cause: opts.cause });
+    this.name = 'ServeError';
+    this.details = opts.details ?? null;
+    this.retryAfterS = opts.retryAfterS;
+  }
+}

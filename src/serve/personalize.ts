@@ -1,0 +1,130 @@
+/**
+ * How a request is personalised, decided from the request's own user id only:
+ *
+ *   mode      the user has an active adapter   else: history matches the query   else
+ *   auto      injected                         memory                            vanilla
+ *   injected  injected                         memory + fallback no_adapter      vanilla + fallback no_adapter
+ *   memory    memory (adapters are not used)                                     vanilla + fallback no_memory
+ *   vanilla   vanilla
+ *
+ * `injected` without an adapter is served, not refused: the response's personalization says what was
+ * used and why (`fallback`). An adapter that fails to load is taken out of service as its failure
+ * says (corrupt: quarantined; missing: marked missing; both deactivated, so the next request does not
+ * try again), the cache forgets it, the error is logged, and this request falls back like one
+ * without an adapter. Other users are not touched.
+ *
+ * Isolation: every id used below comes from the request's userId; adapter rows are looked up by it,
+ * the store refuses a path outside that user's directory, and the lease is checked against it.
+ */
+import type { Db } from '../db/client.js';
+import { getActiveAdapter, getAdapterVersion } from '../db/queries/adapters.js';
+import type { AdapterVersionRow } from '../db/schema.js';
+import { type AdapterCache, type AdapterLease, adapterKey, userOfKey } from '../lora/cache.js';
+import { ADAPTER_STATUS, markAdapterBad } from '../lora/consistency.js';
+import { AdapterStoreError, type AdapterStore } from '../lora/store.js';
+import { ServeError } from './errors.js';
+import type { Fallback, FallbackReason, RequestedMode, ServeLogger } from './types.js';
+
+export type AdapterRow = Pick<AdapterVersionRow, 'userId' | 'version' | 'filePath' | 'sha256' | 'active' | 'status'>;
+
+/** What the database says a request should get, before anything is loaded. */
+export type Plan = { kind: 'injected'; row: AdapterRow } | { kind: 'memory' | 'vanilla'; fallback?: Fallback };
+
+/** Adapters are served only when the server has a store and cache (the bench's vanilla baseline has none). */
+export interface Adapters {
+  store: AdapterStore;
+  cache: AdapterCache;
+}
+
+export function planRequest(db: Db, adapters: Adapters | null, userId: string, mode: RequestedMode): Plan {
+  if (mode === 'vanilla') return { kind: 'vanilla' };
+  if (mode === 'memory') return { kind: 'memory' };
+  const row = adapters ? getActiveAdapter(db, userId) : undefined;
+  if (row && row.status === ADAPTER_STATUS.ready) {
+    if (row.userId !== userId) throw isolation(`adapter row of ${row.userId} returned for ${userId}`);
+    return { kind: 'injected', row };
+  }
+  return { kind: 'memory', fallback: mode === 'injected' ? { from: 'injected', reason: 'no_adapter' } : undefined };
+}
+
+function isolation(message: string): ServeError {
+  return new ServeError('isolation_violation', message);
+}
+
+const REASON_OF: Readonly<Record<string, FallbackReason>> = {
+  adapter_corrupt: 'adapter_corrupt',
+  adapter_missing: 'adapter_missing',
+  bad_adapter_path: 'adapter_missing',
+  bad_checksum: 'adapter_missing',
+};
+
+export class AdapterLeaser {
+  /** Versions being taken out of service: concurrent failures of one version mark it once. */
+  private readonly marking = new Map<string, Promise<void>>();
+  /** The version each user was last served with: a hot swap drops the previous one from the cache. */
+  private readonly lastVersion = new Map<string, number>();
+
+  constructor(
+    private readonly db: Db,
+    private readonly adapters: Adapters,
+    private readonly logger: ServeLogger,
+    private readonly onFailure: (reason: FallbackReason) => void = () => {},
+  ) {}
+
+  /**
+   * A lease on the adapter of `row` for the request of `userId`, or the fallback to use when it cannot
+   * be loaded. Loads from the store on a miss, once however many requests wait (the cache's single flight).
+   */
+  async acquire(userId: string, row: AdapterRow): Promise<{ lease: AdapterLease } | { fallback: Fallback }> {
+    if (row.userId !== userId) throw isolation(`request of ${userId} asked for an adapter of ${row.userId}`);
+    const key = adapterKey(userId, row.version);
+    this.noteVersion(userId, row.version);
+    const { store, cache } = this.adapters;
+    let lease: AdapterLease;
+    try {
+      lease = await cache.acquire(key, () => store.read(row.filePath, row.sha256, { userId }));
+    } catch (e) {
+      return { fallback: { from: 'injected', reason: await this.failed(userId, row, key, e) } };
+    }
+    if (lease.key !== key || userOfKey(lease.key) !== userId) {
+      lease.release();
+      throw isolation(`lease ${lease.key} handed to a request of ${userId}`);
+    }
+    return { lease };
+  }
+
+  private noteVersion(userId: string, version: number): void {
+    const last = this.lastVersion.get(userId);
+    if (last !== undefined && last !== version) this.adapters.cache.invalidate(adapterKey(userId, last));
+    this.lastVersion.delete(userId); // re-insert: the map stays in recency order
+    this.lastVersion.set(userId, version);
+    if (this.lastVersion.size > 100_000) this.lastVersion.delete(this.lastVersion.keys().next().value as string);
+  }
+
+  /** Take a failed version out of service as its error says; returns the fallback reason. */
+  private async failed(userId: string, row: AdapterRow, key: string, e: unknown): Promise<FallbackReason> {
+    const code = e instanceof AdapterStoreError ? e.code : 'unknown';
+    const reason = REASON_OF[code] ?? 'adapter_unavailable';
+    this.onFailure(reason);
+    this.adapters.cache.invalidate(key);
+    const fields = { userId, version: row.version, path: row.filePath, code, err: e instanceof Error ? e.message : String(e) };
+    if (reason === 'adapter_unavailable') {
+      // I/O trouble or another base model's adapter: the file may be fine, leave it and the row alone.
+      this.logger.error('adapter unavailable; serving the fallback', fields);
+      return reason;
+    }
+    let marking = this.marking.get(key);
+    if (!marking) {
+      const kind = reason === 'adapter_corrupt' ? 'quarantined' : 'missing';
+      // The row as it is now: a version activated since this request looked must stay active.
+      const current = getAdapterVersion(this.db, userId, row.version) ?? { ...row, active: 0 };
+      marking = markAdapterBad(this.db, this.adapters.store, current, kind, e instanceof Error ? e.message : String(e))
+        .then((to) => this.logger.error(`adapter ${kind}; serving the fallback`, { ...fields, quarantinedTo: to ?? null }))
+        .catch((err) => this.logger.error('could not take a bad adapter out of service', { ...fields, markError: String(err) }))
+        .finally(() => this.marking.delete(key));
+      this.marking.set(key, marking);
+    }
+    await marking;
+    return reason;
+  }
+}

@@ -1,0 +1,68 @@
+/**
+ * A request as the token ids the model is fed. `messages` are rendered with the model's chat template
+ * and end with the assistant's opening (the reply follows); a raw `prompt` is BOS (when the template
+ * uses one) plus the prompt as text. Request text is always encoded as text: a control token typed
+ * into a message or prompt stays characters.
+ *
+ * Length rules: a prompt with no room left for one generated token in the context window is refused
+ * (`prompt_too_long`, 422, details promptTokens and contextTokens); otherwise maxTokens is capped at the
+ * room left and a reply that fills the window ends with finishReason `length`. Memory never makes a
+ * request fail: items are dropped, lowest-ranked first, until prompt + memory + maxTokens fits.
+ */
+import { type ChatTemplateName, encodeChat, getChatTemplate, stopTokenIds } from '../model/chat-format.js';
+import type { Tokenizer } from '../model/tokenizer.js';
+import { ServeError } from './errors.js';
+import { messagesWithMemory, promptWithMemory } from './memory.js';
+import type { ServeRequest } from './types.js';
+
+export interface PromptContext {
+  tokenizer: Tokenizer;
+  template: ChatTemplateName;
+  /** The model's context window (maxPositions). */
+  contextTokens: number;
+}
+
+type PromptFields = Pick<ServeRequest, 'messages' | 'prompt' | 'maxTokens'>;
+
+/** Token ids of the request with `memory` items prepended (none: the request as sent). */
+export function encodeRequest(ctx: PromptContext, req: PromptFields, memory: readonly string[] = []): number[] {
+  if (req.messages !== undefined) {
+    return encodeChat(ctx.tokenizer, messagesWithMemory(req.messages, memory), { addGenerationPrompt: true, template: ctx.template });
+  }
+  const text = promptWithMemory(req.prompt ?? '', memory);
+  const ids = getChatTemplate(ctx.template).addBos ? [ctx.tokenizer.bosId] : [];
+  if (text.length > 0) ids.push(...ctx.tokenizer.encode(text, { parseSpecial: false }));
+  if (ids.length === 0) ids.push(ctx.tokenizer.bosId); // an empty raw prompt under a template without BOS
+  return ids;
+}
+
+/** The request's own ids, or prompt_too_long when the window has no room for a reply. */
+export function promptIds(ctx: PromptContext, req: PromptFields): number[] {
+  const ids = encodeRequest(ctx, req);
+  if (ids.length >= ctx.contextTokens) {
+    throw new ServeError('prompt_too_long', `the prompt has ${ids.length} tokens; the context window holds ${ctx.contextTokens}, with room for at least one generated token`, {
+      details: { promptTokens: ids.length, contextTokens: ctx.contextTokens },
+    });
+  }
+  return ids;
+}
+
+/** Prompt ids with as many of `items` (best first) as fit with maxTokens to spare; `used` says how many. */
+export function fitMemory(ctx: PromptContext, req: PromptFields, items: readonly string[]): { ids: number[]; used: number } {
+  for (let n = items.length; n > 0; n--) {
+    const ids = encodeRequest(ctx, req, items.slice(0, n));
+    if (ids.length + req.maxTokens <= ctx.contextTokens) return { ids, used: n };
+  }
+  return { ids: promptIds(ctx, req), used: 0 };
+}
+
+/** Most tokens a reply may have: maxTokens, capped by the room the prompt leaves. */
+export function replyBudget(ctx: PromptContext, promptTokens: number, maxTokens: number): number {
+  return Math.max(1, Math.min(maxTokens, ctx.contextTokens - promptTokens));
+}
+
+/** The ids and strings that end a reply: the template's stop tokens (and EOS), its stop strings, the request's. */
+export function stopsOf(ctx: PromptContext, req: Pick<ServeRequest, 'stop'>): { stopTokenIds: number[]; stop: string[] } {
+  const t = getChatTemplate(ctx.template);
+  return { stopTokenIds: stopTokenIds(ctx.tokenizer, ctx.template), stop: [...new Set([...t.stopStrings, ...req.stop])] };
+}

@@ -1,0 +1,164 @@
+/**
+ * What the server runs for generation, built from its configuration: the adapter store and cache
+ * (ready at once, so user deletion can remove adapters while the model still loads), the start-up
+ * consistency check of store and db, then, in the background, the base model, its tokenizer, the
+ * engine and a warm-up compile of the plain graphs; `ready()` turns true when that is done.
+ *
+ * Without a model (no config.json under MEMLORA_MODEL_PATH, e.g. while the default model is still
+ * being trained) there is no generation service: /v1/generate answers 503 model_unavailable and
+ * everything else works.
+ */
+import { existsSync } from 'node:fs';
+import { basename, join } from 'node:path';
+import type { Config } from '../config.js';
+import type { Db } from '../db/client.js';
+import { AdapterCache } from '../lora/cache.js';
+import { type ConsistencyOptions, checkAdapterStore } from '../lora/consistency.js';
+import { AdapterStore } from '../lora/store.js';
+import type { Registry } from '../metrics.js';
+import { readHfConfig } from '../model/import.js';
+import { Model } from '../model/model.js';
+import { loadTokenizer } from '../model/tokenizer.js';
+import { Engine, type EngineOptions } from './engine.js';
+import { ServeError } from './errors.js';
+import type { ServeEvent, ServeLogger, ServeRequest, ServeResult } from './types.js';
+
+/**
+ * ONNX Runtime intra-op threads for serving when MEMLORA_INTRA_OP_THREADS is 0. One: measured on the
+ * 2-core development machine under load, decode steps of the default shape run as fast with one
+ * thread as with two (bench/swap.ts, "threads"), and one leaves the other core to HTTP and adapter I/O.
+ */
+export const DEFAULT_SERVE_THREADS = 1;
+
+export interface ServeSetup {
+  config: Config;
+  db: Db;
+  metrics: Registry;
+  logger: ServeLogger;
+}
+
+export interface ServeOptions {
+  /** Serve adapters (default true). false: every request is served as if no user had one (the bench's baseline). */
+  adapters?: boolean;
+  /** Engine settings beyond the configuration (memory k, pool budget). */
+  engine?: Partial<Pick<EngineOptions, 'memoryItems' | 'poolBudgetBytes' | 'template'>>;
+  /** Options of the start-up consistency check; false skips it. Default: quick (no checksums), 60 s grace for writers. */
+  consistency?: ConsistencyOptions | false;
+}
+
+/** The generation service as the HTTP layer sees it (structurally its GenerateService). */
+export interface GenerationService {
+  generate(req: ServeRequest, signal: AbortSignal): Promise<ServeResult>;
+  stream(req: ServeRequest, signal: AbortSignal): AsyncIterable<ServeEvent>;
+  ready(): boolean;
+  close(): Promise<void>;
+}
+
+export interface ServeServices {
+  generate?: GenerationService;
+  adapterFiles: { removeUserAdapters(userId: string): Promise<{ files: number; bytes: number }> };
+  store?: AdapterStore;
+  cache?: AdapterCache;
+  /** Resolves when the model is loaded and warmed up (the engine), or with null when loading failed. */
+  loaded: Promise<Engine | null>;
+}
+
+export function servingThreads(config: Pick<Config, 'intraOpThreads'>): number {
+  return config.intraOpThreads > 0 ? config.intraOpThreads : DEFAULT_SERVE_THREADS;
+}
+
+export async function createServeServices(setup: ServeSetup, opts: ServeOptions = {}): Promise<ServeServices | null> {
+  const { config, db, metrics, logger } = setup;
+  if (!existsSync(join(config.modelPath, 'config.json'))) {
+    logger.info('no base model; /v1/generate answers 503 model_unavailable', { modelPath: config.modelPath });
+    return null;
+  }
+  const modelName = basename(config.modelPath);
+  const store = new AdapterStore(config.adapterDir, { config: readHfConfig(config.modelPath), name: modelName });
+  const cache = new AdapterCache({ maxBytes: config.cacheBytes, registry: metrics });
+  if (opts.consistency !== false) {
+    const report = await checkAdapterStore(db, store, { checksums: false, minAgeMs: 60_000, ...opts.consistency });
+    const fields = {
+      rowsChecked: report.rowsChecked,
+      rowsOk: report.rowsOk,
+      temps: report.temps.length,
+      orphans: report.orphans.length,
+      missing: report.missing.length,
+      corrupt: report.corrupt.length,
+      incompatible: report.incompatible.length,
+      deactivated: report.deactivated.length,
+      errors: report.errors,
+    };
+    if (report.missing.length + report.corrupt.length + report.errors.length > 0) logger.error('adapter store repaired at start-up', fields);
+    else logger.info('adapter store checked', fields);
+  }
+
+  let engine: Engine | null = null;
+  let model: Model | null = null;
+  let closed = false;
+  const loaded = (async (): Promise<Engine | null> => {
+    // Off the factory's path: the server listens (and answers /readyz "loading") meanwhile.
+    await new Promise((r) => setImmediate(r));
+    try {
+      model = Model.load(config.modelPath, {
+        runnerOptions: { executionProvider: config.executionProvider, intraOpThreads: servingThreads(config), maxSessions: 256 },
+      });
+      const tokenizer = loadTokenizer(config.modelPath);
+      const built = new Engine({
+        model,
+        tokenizer,
+        db,
+        adapters: opts.adapters === false ? null : { store, cache },
+        maxQueue: config.maxQueue,
+        maxBatch: config.maxBatch,
+        registry: metrics,
+        logger,
+        ...opts.engine,
+      });
+      // First requests should not pay the compiles: the plain graphs and the all-layer pooled decode.
+      const all = Array(model.config.nLayers).fill(true);
+      for (const spec of [{ kind: 'prefill' as const }, { kind: 'decode' as const }, { kind: 'decode' as const, lora: { mode: 'rows' as const, layers: all } }]) {
+        if (closed) break;
+        await model.session(spec);
+      }
+      if (closed) return null;
+      engine = built;
+      logger.info('model loaded', { modelPath: config.modelPath, family: model.config.family, layers: model.config.nLayers, threads: servingThreads(config) });
+      return engine;
+    } catch (e) {
+      logger.error('model failed to load; /v1/generate answers 503', { modelPath: config.modelPath, err: e instanceof Error ? e.message : String(e) });
+      return null;
+    }
+  })();
+
+  const current = (): Engine => {
+    if (!engine) throw new ServeError('model_unavailable', 'the model is still loading', { retryAfterS: 5 });
+    return engine;
+  };
+  const generate: GenerationService = {
+    ready: () => engine !== null && engine.ready(),
+    generate: (req, signal) => current().generate(req, signal),
+    stream: (req, signal) => current().stream(req, signal),
+    async close() {
+      closed = true;
+      await loaded;
+      await engine?.close();
+      await (model as Model | null)?.close();
+    },
+  };
+  return {
+    generate,
+    store,
+    cache,
+    loaded,
+    adapterFiles: {
+      async removeUserAdapters(userId: string) {
+        // Forget cached versions before and after: a load racing the removal must not stay cached.
+        cache.invalidateUser(userId);
+        const removed = await store.removeUser(userId);
+        cache.invalidateUser(userId);
+        return removed;
+      },
+    },
+  };
+}

@@ -1,0 +1,77 @@
+/**
+ * The serving engine's request, result and event shapes. They mirror the HTTP layer's GenerateService
+ * contract field for field (src/http/services.ts checks the engine against it where server.ts wires
+ * it in), without serve importing anything from http.
+ */
+
+export type RequestedMode = 'auto' | 'injected' | 'memory' | 'vanilla';
+export type ServedMode = 'injected' | 'memory' | 'vanilla';
+
+/** Why a request was served with less than it asked for (or than `auto` would have given it). */
+export type FallbackReason =
+  /** injected asked for, the user has no active adapter version */
+  | 'no_adapter'
+  /** the adapter file failed its checksum or validation: quarantined, the version deactivated */
+  | 'adapter_corrupt'
+  /** the adapter's files are gone: the version is marked missing and deactivated */
+  | 'adapter_missing'
+  /** the adapter could not be loaded now (I/O error, another base model): nothing changed on disk */
+  | 'adapter_unavailable'
+  /** memory asked for (or fallen back to), nothing in the user's history matched */
+  | 'no_memory';
+
+export interface Fallback {
+  /** The mode that could not be served. */
+  from: 'injected' | 'memory';
+  reason: FallbackReason;
+}
+
+export interface Personalization {
+  mode: ServedMode;
+  /** The adapter version used (null unless injected). */
+  adapterVersion: number | null;
+  /** History items prepended (memory mode). */
+  memoryItems?: number;
+  fallback?: Fallback;
+}
+
+export interface ServeMessage {
+  role: 'system' | 'user' | 'assistant';
+  content: string;
+}
+
+export interface ServeRequest {
+  userId: string;
+  messages?: ServeMessage[];
+  prompt?: string;
+  maxTokens: number;
+  temperature: number;
+  topP: number;
+  topK?: number;
+  repetitionPenalty?: number;
+  stop: string[];
+  seed?: number;
+  stream: boolean;
+  mode: RequestedMode;
+}
+
+export type ServeFinishReason = 'stop' | 'length' | 'cancelled';
+
+export interface ServeResult {
+  id: string;
+  userId: string;
+  text: string;
+  finishReason: ServeFinishReason;
+  usage: { promptTokens: number; completionTokens: number };
+  timings: { queueMs: number; prefillMs: number; decodeMs: number; totalMs: number };
+  personalization: Personalization;
+}
+
+export type ServeEvent = { type: 'token'; text: string } | { type: 'done'; result: ServeResult };
+
+/** Structured logging, as the server's logger provides it. */
+export interface ServeLogger {
+  info(msg: string, fields?: Record<string, unknown>): void;
+  warn(msg: string, fields?: Record<string, unknown>): void;
+  error(msg: string, fields?: Record<string, unknown>): void;
+}

@@ -1,0 +1,305 @@
+/**
+ * The engine end to end on a tiny random model, real SQLite, a real adapter store and cache:
+ * mixed-user batches against each user alone, isolation with adapters that force a user-specific
+ * token, eviction under pressure, single-flight loads, cancellation freeing rows, hot swap mid-stream,
+ * a corrupt adapter, the bounded queue and the context limit.
+ */
+import { readFileSync, writeFileSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { getAdapterVersion } from '../../src/db/queries/adapters.js';
+import { AdapterCache } from '../../src/lora/cache.js';
+import { type Counter, type Histogram, Registry } from '../../src/metrics.js';
+import type { Engine } from '../../src/serve/engine.js';
+import { ServeError } from '../../src/serve/errors.js';
+import { encodeRequest } from '../../src/serve/prompt.js';
+import type { ServeEvent, ServeResult } from '../../src/serve/types.js';
+import { forcingAdapter, makeServeFixture, never, randomStoredAdapter, req, tokenOf, type ServeFixture } from './fixtures.js';
+
+let f: ServeFixture;
+let q: number;
+let z: number;
+beforeAll(() => {
+  f = makeServeFixture({ maxPositions: 512 });
+  q = tokenOf(f.tokenizer, 'q');
+  z = tokenOf(f.tokenizer, 'z');
+});
+afterAll(() => f.cleanup());
+
+const counter = (name: string, labels?: Record<string, string>): number => (f.registry.get(name) as Counter).get(labels);
+
+/** Decode steps that ran with more than `rows` rows. */
+function stepsWithMoreThan(rows: number): number {
+  const h = f.registry.get('memlora_generate_batch_rows') as Histogram;
+  const s = h.snapshot();
+  return s.count - s.buckets[h.buckets.indexOf(rows)];
+}
+
+async function collect(stream: AsyncIterable<ServeEvent>): Promise<{ tokens: string[]; result: ServeResult }> {
+  const tokens: string[] = [];
+  for await (const ev of stream) {
+    if (ev.type === 'token') tokens.push(ev.text);
+    else return { tokens, result: ev.result };
+  }
+  throw new Error('stream ended without done');
+}
+
+async function until(cond: () => boolean, maxMs = 10_000): Promise<void> {
+  const start = Date.now();
+  while (!cond()) {
+    if (Date.now() - start > maxMs) throw new Error('condition not reached');
+    await new Promise((r) => setTimeout(r, 1));
+  }
+}
+
+describe('mixed-user batches', () => {
+  it('users with different adapters in one batch get exactly what they get alone (greedy and seeded sampling)', async () => {
+    const e = f.engine();
+    await f.giveAdapter('mix-a', randomStoredAdapter(f.cfg, [0, 1], 1, 11)); // rank 8, both layers
+    await f.giveAdapter('mix-b', randomStoredAdapter(f.cfg, [1], 3, 12)); // rank 24, last layer only
+    const users = ['mix-a', 'mix-b', 'mix-none'];
+    const reqs = [
+      ...users.map((u) => req(u, { maxTokens: 14 })),
+      ...users.map((u) => req(u, { maxTokens: 14, temperature: 0.9, topP: 0.9, seed: 5, prompt: 'Thank you, doctor.' })),
+    ];
+    const alone: ServeResult[] = [];
+    for (const r of reqs) alone.push(await e.generate(r, never()));
+    const before = stepsWithMoreThan(2);
+    const together = await Promise.all(reqs.map((r) => e.generate(r, never())));
+    expect(stepsWithMoreThan(2)).toBeGreaterThan(before); // they really shared steps
+    expect(together.map((r) => r.text)).toEqual(alone.map((r) => r.text));
+    expect(together.map((r) => r.usage)).toEqual(alone.map((r) => r.usage));
+    expect(together.map((r) => r.personalization)).toEqual([
+      { mode: 'injected', adapterVersion: 1 },
+      { mode: 'injected', adapterVersion: 1 },
+      { mode: 'vanilla', adapterVersion: null },
+      { mode: 'injected', adapterVersion: 1 },
+      { mode: 'injected', adapterVersion: 1 },
+      { mode: 'vanilla', adapterVersion: null },
+    ]);
+    // The adapters change the outputs, so equality above is not vacuous.
+    expect(new Set(alone.slice(0, 3).map((r) => r.text)).size).toBe(3);
+  });
+
+  it('a user never receives another user\'s adapter, also while adapters are evicted and reloaded', async () => {
+    await f.giveAdapter('iso-q', forcingAdapter(f.cfg, f.weights, q));
+    await f.giveAdapter('iso-z', forcingAdapter(f.cfg, f.weights, z));
+    const e = f.engine();
+    const order = ['iso-q', 'iso-z', 'iso-z', 'iso-q', 'iso-plain', 'iso-q', 'iso-z', 'iso-q'];
+    for (let round = 0; round < 2; round++) {
+      const results = await Promise.all(order.map((u) => e.generate(req(u, { maxTokens: 8, mode: u === 'iso-plain' ? 'vanilla' : 'auto' }), never())));
+      results.forEach((r, i) => {
+        expect(r.userId).toBe(order[i]);
+        if (order[i] === 'iso-q') expect(r.text).toBe('q'.repeat(8));
+        if (order[i] === 'iso-z') expect(r.text).toBe('z'.repeat(8));
+        if (order[i] === 'iso-plain') expect(r.text).not.toMatch(/^[qz]+$/);
+      });
+    }
+  });
+
+  it('keeps results correct when the cache is smaller than the adapters in use (eviction under pressure)', async () => {
+    const users = ['ev-0', 'ev-1', 'ev-2', 'ev-3'];
+    for (const [i, u] of users.entries()) await f.giveAdapter(u, randomStoredAdapter(f.cfg, i % 2 ? [1] : [0, 1], 1 + (i % 3), 20 + i));
+    const roomy = f.engine();
+    const expected = new Map<string, string>();
+    for (const u of users) expected.set(u, (await roomy.generate(req(u, { maxTokens: 10 }), never())).text);
+
+    // The same adapters read through a cache that holds about one of them.
+    const reg = new Registry();
+    const tight = f.engine({ adapters: { store: f.store, cache: new AdapterCache({ maxBytes: 20_000, registry: reg }) }, registry: reg });
+    for (let round = 0; round < 3; round++) {
+      const batch = [...users, ...users.slice().reverse()];
+      const got = await Promise.all(batch.map((u) => tight.generate(req(u, { maxTokens: 10 }), never())));
+      got.forEach((r, i) => expect(r.text, `${batch[i]} round ${round}`).toBe(expected.get(batch[i])));
+    }
+    expect((reg.get('memlora_adapter_cache_evictions_total') as Counter).get()).toBeGreaterThan(0);
+    expect((reg.get('memlora_adapter_cache_loads_total') as Counter).get()).toBeGreaterThan(users.length);
+  });
+
+  it('concurrent first requests for one user cause exactly one disk load', async () => {
+    await f.giveAdapter('flight', randomStoredAdapter(f.cfg, [0], 2, 30));
+    const e = f.engine();
+    const reads = vi.spyOn(f.store, 'read');
+    try {
+      const got = await Promise.all(Array.from({ length: 6 }, () => e.generate(req('flight', { maxTokens: 4 }), never())));
+      expect(reads.mock.calls.filter((c) => c[2]?.userId === 'flight')).toHaveLength(1);
+      expect(new Set(got.map((r) => r.text)).size).toBe(1);
+      expect(got.every((r) => r.personalization.mode === 'injected')).toBe(true);
+    } finally {
+      reads.mockRestore();
+    }
+  });
+});
+
+describe('cancellation', () => {
+  it('a client that disconnects frees its row: the batch shrinks and the queue advances', async () => {
+    const e = f.engine({ maxBatch: 2 });
+    for (const u of ['cancel-a', 'cancel-b', 'cancel-c']) await f.giveAdapter(u, forcingAdapter(f.cfg, f.weights, q)); // no early EOS
+    const long = new AbortController();
+    const s1 = e.stream(req('cancel-a', { maxTokens: 400 }), long.signal)[Symbol.asyncIterator]();
+    const s2 = e.stream(req('cancel-b', { maxTokens: 400 }), never())[Symbol.asyncIterator]();
+    // A stream is submitted by its first next(): both take the rows, the third request waits.
+    const firsts = [s1.next(), s2.next()];
+    const waiting = e.generate(req('cancel-c', { maxTokens: 5 }), never());
+    await Promise.all(firsts);
+    expect(e.occupancy).toEqual({ active: 2, waiting: 1 });
+    const cancelledBefore = counter('memlora_generate_requests_total', { mode: 'injected', finish: 'cancelled' });
+    long.abort();
+    const third = await waiting; // admitted into the freed row while cancel-b still runs
+    expect(third.finishReason).toBe('length');
+    expect(e.occupancy.active).toBeGreaterThanOrEqual(1);
+    let last: IteratorResult<ServeEvent>;
+    do last = await s1.next();
+    while (!last.done && last.value.type === 'token');
+    expect(!last.done && last.value.type === 'done' && last.value.result.finishReason).toBe('cancelled');
+    expect(counter('memlora_generate_requests_total', { mode: 'injected', finish: 'cancelled' })).toBe(cancelledBefore + 1);
+    await s2.return!(undefined); // a consumer that stops reading cancels too
+    await until(() => e.occupancy.active === 0);
+  });
+
+  it('a request cancelled while queued never runs', async () => {
+    const e = f.engine({ maxBatch: 1 });
+    await f.giveAdapter('cq-a', forcingAdapter(f.cfg, f.weights, q));
+    const ac = new AbortController();
+    const first = e.generate(req('cq-a', { maxTokens: 30 }), never());
+    const queued = e.generate(req('cq-b', { maxTokens: 30 }), ac.signal);
+    ac.abort();
+    const r = await queued;
+    expect(r.finishReason).toBe('cancelled');
+    expect(r.usage.completionTokens).toBe(0);
+    expect((await first).finishReason).toBe('length');
+  });
+});
+
+describe('hot swap', () => {
+  it('a new active version serves the next request while the one in flight finishes on its own, without a restart', async () => {
+    const e = f.engine();
+    await f.giveAdapter('swap', forcingAdapter(f.cfg, f.weights, q));
+    const s1 = e.stream(req('swap', { maxTokens: 300 }), never())[Symbol.asyncIterator]();
+    const first = await s1.next();
+    expect(!first.done && first.value).toEqual({ type: 'token', text: 'q' });
+    const v2 = await f.giveAdapter('swap', forcingAdapter(f.cfg, f.weights, z));
+    expect(v2.version).toBe(2);
+    const next = await e.generate(req('swap', { maxTokens: 6 }), never());
+    expect(next).toMatchObject({ text: 'zzzzzz', personalization: { mode: 'injected', adapterVersion: 2 } });
+    expect(e.occupancy.active).toBe(1); // the first request is still decoding
+    const rest = await collect({ [Symbol.asyncIterator]: () => s1 });
+    expect(rest.result.text).toBe('q'.repeat(300));
+    expect(rest.result.personalization).toEqual({ mode: 'injected', adapterVersion: 1 });
+  });
+});
+
+describe('faults', () => {
+  it('a corrupt adapter file: fallback for that user, the file quarantined, the version deactivated, others unaffected', async () => {
+    const e = f.engine();
+    const bad = await f.giveAdapter('corrupt', forcingAdapter(f.cfg, f.weights, q));
+    f.addHistory('corrupt', ['I help people today with their headache']);
+    await f.giveAdapter('healthy', forcingAdapter(f.cfg, f.weights, z));
+    const file = join(f.store.root, bad.path, 'adapter_model.safetensors');
+    const bytes = readFileSync(file);
+    bytes[bytes.length - 5] ^= 0xff;
+    writeFileSync(file, bytes);
+    const [broken, fine] = await Promise.all([e.generate(req('corrupt', { maxTokens: 6 }), never()), e.generate(req('healthy', { maxTokens: 6 }), never())]);
+    expect(broken.personalization).toEqual({ mode: 'memory', adapterVersion: null, memoryItems: 1, fallback: { from: 'injected', reason: 'adapter_corrupt' } });
+    expect(broken.text).not.toBe('qqqqqq');
+    expect(fine).toMatchObject({ text: 'zzzzzz', personalization: { mode: 'injected', adapterVersion: 1 } });
+    const row = getAdapterVersion(f.db, 'corrupt', bad.version)!;
+    expect(row).toMatchObject({ status: 'quarantined', active: 0 });
+    expect(existsSync(join(f.store.root, bad.path))).toBe(false);
+    expect(existsSync(join(f.store.root, bad.path.replace('/', '/quarantine/')))).toBe(true);
+    expect(f.logger.lines.some((l) => l.level === 'error' && l.msg.includes('quarantined') && l.fields.userId === 'corrupt')).toBe(true);
+    // The next request does not try the bad file again.
+    const again = await e.generate(req('corrupt', { maxTokens: 3, mode: 'injected' }), never());
+    expect(again.personalization.fallback).toEqual({ from: 'injected', reason: 'no_adapter' });
+  });
+
+  it('refuses past the queue bound with queue_full and a Retry-After hint', async () => {
+    const e = f.engine({ maxQueue: 2, maxBatch: 1 });
+    await f.giveAdapter('qf', forcingAdapter(f.cfg, f.weights, q));
+    const a = e.generate(req('qf', { maxTokens: 3 }), never());
+    const b = e.generate(req('qf', { maxTokens: 3 }), never());
+    const err = await e.generate(req('qf', { maxTokens: 3 }), never()).catch((x: unknown) => x);
+    expect(err).toBeInstanceOf(ServeError);
+    expect(err).toMatchObject({ code: 'queue_full', details: { queued: 2, maxQueue: 2 } });
+    expect((err as ServeError).retryAfterS).toBeGreaterThanOrEqual(1);
+    await Promise.all([a, b]);
+    expect((await e.generate(req('qf', { maxTokens: 3 }), never())).finishReason).toBe('length');
+  });
+
+  it('refuses a prompt with no room in the context window (422 details), and caps maxTokens at the room left', async () => {
+    const e = f.engine();
+    const ctx = { tokenizer: f.tokenizer, template: 'memlora' as const, contextTokens: f.cfg.maxPositions };
+    const long = 'walking for thirty minutes a day '.repeat(80);
+    const n = encodeRequest(ctx, { prompt: long, maxTokens: 1 }).length;
+    expect(n).toBeGreaterThanOrEqual(512);
+    await expect(e.generate(req('ctx', { prompt: long }), never())).rejects.toMatchObject({ code: 'prompt_too_long', details: { promptTokens: n, contextTokens: 512 } });
+    let reps = 60;
+    while (encodeRequest(ctx, { prompt: 'walking for thirty minutes a day '.repeat(reps), maxTokens: 1 }).length >= 480) reps -= 5;
+    const fits = 'walking for thirty minutes a day '.repeat(reps);
+    const m = encodeRequest(ctx, { prompt: fits, maxTokens: 1 }).length;
+    await f.giveAdapter('ctx', forcingAdapter(f.cfg, f.weights, q)); // never stops early
+    const r = await e.generate(req('ctx', { prompt: fits, maxTokens: 2048 }), never());
+    expect(r).toMatchObject({ finishReason: 'length', usage: { promptTokens: m, completionTokens: 512 - m } });
+  });
+});
+
+describe('personalisation modes', () => {
+  it('memory: the user\'s own best history items are prepended, counted, and another user\'s never are', async () => {
+    const e = f.engine();
+    f.addHistory('mem-a', ['my headache is worse in the morning', 'Dogs need daily walks', 'coffee makes my headache worse']);
+    f.addHistory('mem-b', ['headache headache morning headache coffee', 'bob secret headache note']);
+    const r = await e.generate(req('mem-a', { prompt: 'what about my headache in the morning?', mode: 'memory', maxTokens: 4 }), never());
+    expect(r.personalization).toEqual({ mode: 'memory', adapterVersion: null, memoryItems: 2 });
+    const ctx = { tokenizer: f.tokenizer, template: 'memlora' as const, contextTokens: f.cfg.maxPositions };
+    const own = encodeRequest(ctx, { prompt: 'what about my headache in the morning?', maxTokens: 4 }, ['my headache is worse in the morning', 'coffee makes my headache worse']);
+    expect(r.usage.promptTokens).toBe(own.length);
+    // auto without an adapter uses memory too; without history it is vanilla
+    expect((await e.generate(req('mem-a', { prompt: 'headache', maxTokens: 2 }), never())).personalization.mode).toBe('memory');
+    expect((await e.generate(req('mem-none', { prompt: 'headache', maxTokens: 2 }), never())).personalization).toEqual({ mode: 'vanilla', adapterVersion: null });
+    expect((await e.generate(req('mem-none', { prompt: 'headache', maxTokens: 2, mode: 'memory' }), never())).personalization).toEqual({
+      mode: 'vanilla',
+      adapterVersion: null,
+      fallback: { from: 'memory', reason: 'no_memory' },
+    });
+  });
+
+  it('injected without an adapter falls back and says so; vanilla and memory never load an adapter', async () => {
+    const e = f.engine();
+    f.addHistory('fb', ['my dog likes long walks']);
+    const r = await e.generate(req('fb', { prompt: 'walks with my dog', mode: 'injected', maxTokens: 2 }), never());
+    expect(r.personalization).toEqual({ mode: 'memory', adapterVersion: null, memoryItems: 1, fallback: { from: 'injected', reason: 'no_adapter' } });
+    await f.giveAdapter('fb', forcingAdapter(f.cfg, f.weights, q));
+    const reads = vi.spyOn(f.store, 'read');
+    try {
+      expect((await e.generate(req('fb', { mode: 'vanilla', maxTokens: 3 }), never())).personalization).toEqual({ mode: 'vanilla', adapterVersion: null });
+      expect((await e.generate(req('fb', { prompt: 'my dog', mode: 'memory', maxTokens: 3 }), never())).personalization.mode).toBe('memory');
+      expect(reads).not.toHaveBeenCalled();
+    } finally {
+      reads.mockRestore();
+    }
+    expect((await e.generate(req('fb', { maxTokens: 3 }), never())).text).toBe('qqq');
+  });
+
+  it('streams the reply as token events whose text adds up to the result, with timings', async () => {
+    const e = f.engine();
+    const { tokens, result } = await collect(e.stream(req('streamer', { maxTokens: 12, messages: [{ role: 'user', content: 'Hello!' }], prompt: undefined }), never()));
+    expect(tokens.join('')).toBe(result.text);
+    expect(result.usage.completionTokens).toBeGreaterThan(0);
+    const t = result.timings;
+    expect(t.totalMs).toBeGreaterThanOrEqual(t.queueMs + t.prefillMs - 0.02);
+    expect(result.id).toMatch(/^gen_[0-9a-f]{16}$/);
+  });
+
+  it('close() fails queued requests with shutting_down and refuses new ones', async () => {
+    const e = f.engine({ maxBatch: 1 });
+    await f.giveAdapter('closer', forcingAdapter(f.cfg, f.weights, q));
+    const running = e.generate(req('closer', { maxTokens: 200 }), never());
+    const queued = e.generate(req('closer', { maxTokens: 5 }), never());
+    const queuedError = queued.catch((x: unknown) => x);
+    await until(() => e.occupancy.active === 1);
+    await e.close();
+    expect(await queuedError).toMatchObject({ code: 'shutting_down' });
+    expect((await running).finishReason).toBe('cancelled');
+    await expect(e.generate(req('closer'), never())).rejects.toMatchObject({ code: 'shutting_down' });
+  });
+});
