@@ -137,8 +137,10 @@ export async function createServeServices(setup: ServeSetup, opts: ServeOptions 
   };
   const generate: GenerationService = {
     ready: () => engine !== null && engine.ready(),
-    generate: (req, signal) => current().generate(req, signal),
-    stream: (req, signal) => current().stream(req, signal),
+    generate: async (req, signal) => current().generate(req, signal),
+    async *stream(req, signal) {
+      yield* current().stream(req, signal);
+    },
     async close() {
       closed = true;
       await loaded;

@@ -1,0 +1,168 @@
+/**
+ * The real server (startServer with its default services) over a tiny model directory named by
+ * MEMLORA_MODEL_PATH, a real SQLite file and adapter store: readiness, /v1/generate as JSON and SSE,
+ * /v1/chat/completions with `user`, 429 with Retry-After past the queue bound, a client disconnect
+ * freeing its row, a corrupt adapter, user deletion through the store and cache, and /metrics.
+ */
+import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { basename, join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/config.js';
+import { createAdapterVersion } from '../../src/db/queries/adapters.js';
+import { memoryLogger } from '../../src/http/logger.js';
+import { chatCompletionChunkSchema, chatCompletionResponseSchema, generateResultSchema } from '../../src/http/schemas.js';
+import type { Adapter } from '../../src/lora/adapter.js';
+import { AdapterStore } from '../../src/lora/store.js';
+import { startServer, type RunningServer } from '../../src/server.js';
+import { parseSse } from '../http/fake-generate.js';
+import { ADMIN_TOKEN } from '../http/helpers.js';
+import { forcingAdapter, type ModelDir, tokenOf, writeModelDir } from './fixtures.js';
+
+let root: string;
+let md: ModelDir;
+let server: RunningServer;
+let store: AdapterStore;
+const logger = memoryLogger();
+
+const post = (path: string, body: unknown, signal?: AbortSignal) =>
+  fetch(`${server.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body), signal });
+
+async function giveAdapter(userId: string, adapter: Adapter): Promise<string> {
+  await fetch(`${server.url}/v1/users/${userId}`, { method: 'PUT' });
+  const w = await store.write(userId, adapter);
+  createAdapterVersion(server.db, { userId, config: { ...adapter.spec }, filePath: w.path, sha256: w.sha256, metrics: {}, status: 'ready', activate: true });
+  return w.path;
+}
+
+async function metric(line: string): Promise<number> {
+  const text = await (await fetch(`${server.url}/metrics`)).text();
+  const found = text.split('\n').find((l) => l.startsWith(`${line} `));
+  return found ? Number(found.slice(line.length + 1)) : 0;
+}
+
+beforeAll(async () => {
+  root = mkdtempSync(join(tmpdir(), 'memlora-serve-http-'));
+  md = writeModelDir(root, 512);
+  const config = loadConfig({
+    MEMLORA_PORT: '0',
+    MEMLORA_DATA_DIR: join(root, 'data'),
+    MEMLORA_ADAPTER_DIR: join(root, 'adapters'),
+    MEMLORA_MODEL_PATH: md.dir,
+    MEMLORA_ADMIN_TOKEN: ADMIN_TOKEN,
+    MEMLORA_MAX_QUEUE: '1',
+    MEMLORA_MAX_BATCH: '1',
+  });
+  server = await startServer(config, { handleSignals: false, logger });
+  store = new AdapterStore(config.adapterDir, { config: md.cfg, name: basename(md.dir) });
+  for (let i = 0; ; i++) {
+    const ready = await fetch(`${server.url}/readyz`);
+    if (ready.status === 200) break;
+    expect(((await ready.json()) as { checks: { model: string } }).checks.model).toBe('loading');
+    if (i > 500) throw new Error('model never became ready');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  await giveAdapter('alice', forcingAdapter(md.cfg, md.weights, tokenOf(md.tokenizer, 'q')));
+  await giveAdapter('bob', forcingAdapter(md.cfg, md.weights, tokenOf(md.tokenizer, 'z')));
+});
+
+afterAll(async () => {
+  await server?.close();
+  rmSync(root, { recursive: true, force: true });
+});
+
+describe('the real engine behind the HTTP API', () => {
+  it('POST /v1/generate answers with the user\'s adapter, as JSON', async () => {
+    const res = await post('/v1/generate', { userId: 'alice', prompt: 'Hello', maxTokens: 5 });
+    expect(res.status).toBe(200);
+    const body = generateResultSchema.parse(await res.json());
+    expect(body).toMatchObject({ userId: 'alice', text: 'qqqqq', finishReason: 'length', usage: { completionTokens: 5 }, personalization: { mode: 'injected', adapterVersion: 1 } });
+  });
+
+  it('POST /v1/generate streams Server-Sent Events: tokens, then done', async () => {
+    const res = await post('/v1/generate', { userId: 'bob', prompt: 'Hello', maxTokens: 6, stream: true });
+    expect(res.headers.get('content-type')).toMatch(/^text\/event-stream/);
+    const events = parseSse(await res.text());
+    expect(events.map((e) => e.event)).toEqual([...Array(6).fill('token'), 'done']);
+    expect(events.slice(0, 6).map((e) => JSON.parse(e.data).text).join('')).toBe('zzzzzz');
+    const done = generateResultSchema.parse(JSON.parse(events[6].data).result);
+    expect(done).toMatchObject({ text: 'zzzzzz', personalization: { mode: 'injected', adapterVersion: 1 } });
+  });
+
+  it('POST /v1/chat/completions with `user`, plain and streamed', async () => {
+    const res = await post('/v1/chat/completions', { user: 'alice', messages: [{ role: 'user', content: 'Hi there' }], max_tokens: 4 });
+    const body = chatCompletionResponseSchema.parse(await res.json());
+    expect(body.choices[0].message.content).toBe('qqqq');
+    expect(body.usage.completion_tokens).toBe(4);
+    expect(body.memlora.personalization).toEqual({ mode: 'injected', adapterVersion: 1 });
+
+    const streamed = await post('/v1/chat/completions', { user: 'bob', messages: [{ role: 'user', content: 'Hi there' }], max_tokens: 3, stream: true });
+    const events = parseSse(await streamed.text());
+    expect(events[events.length - 1].data).toBe('[DONE]');
+    const chunks = events.slice(0, -1).map((e) => chatCompletionChunkSchema.parse(JSON.parse(e.data)));
+    expect(chunks.map((c) => c.choices[0]?.delta.content ?? '').join('')).toBe('zzz');
+    expect(chunks[chunks.length - 1].memlora?.personalization).toEqual({ mode: 'injected', adapterVersion: 1 });
+  });
+
+  it('past MEMLORA_MAX_QUEUE: 429 queue_full with Retry-After; a disconnect frees the row and the queue advances', async () => {
+    const cancelled = await metric('memlora_generate_requests_total{mode="injected",finish="cancelled"}');
+    const ac = new AbortController();
+    // One row (MEMLORA_MAX_BATCH=1): a long stream holds it.
+    const long = await post('/v1/generate', { userId: 'alice', prompt: 'Hello', maxTokens: 480, stream: true }, ac.signal);
+    const reader = long.body!.getReader();
+    await reader.read(); // its first token arrived: it is decoding
+    const queued = post('/v1/generate', { userId: 'bob', prompt: 'Hello', maxTokens: 3 });
+    // Wait until the second request is queued (MEMLORA_MAX_QUEUE=1), then a third is refused.
+    for (let i = 0; (await metric('memlora_generate_queue_depth')) < 1; i++) {
+      if (i > 2000) throw new Error('second request never queued');
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    const refused = await post('/v1/generate', { userId: 'bob', prompt: 'Hello', maxTokens: 3 });
+    expect(refused.status).toBe(429);
+    expect(Number(refused.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+    expect(((await refused.json()) as { error: { code: string } }).error.code).toBe('queue_full');
+    ac.abort(); // the client of the long stream goes away
+    const second = await queued;
+    expect(second.status).toBe(200);
+    expect(((await second.json()) as { text: string }).text).toBe('zzz');
+    expect(await metric('memlora_generate_requests_total{mode="injected",finish="cancelled"}')).toBe(cancelled + 1);
+  });
+
+  it('a corrupt adapter: served by the fallback, quarantined, logged; other users unaffected', async () => {
+    const path = await giveAdapter('carol', forcingAdapter(md.cfg, md.weights, tokenOf(md.tokenizer, 'x')));
+    const file = join(root, 'adapters', path, 'adapter_model.safetensors');
+    const bytes = readFileSync(file);
+    bytes[bytes.length - 1] ^= 0x55;
+    writeFileSync(file, bytes);
+    const carol = (await (await post('/v1/generate', { userId: 'carol', prompt: 'Hello', maxTokens: 3 })).json()) as Record<string, any>;
+    expect(carol.personalization).toEqual({ mode: 'vanilla', adapterVersion: null, fallback: { from: 'injected', reason: 'adapter_corrupt' } });
+    expect(existsSync(join(root, 'adapters', path))).toBe(false);
+    expect(logger.lines.some((l) => l.level === 'error' && l.fields.userId === 'carol')).toBe(true);
+    const adapter = (await fetch(`${server.url}/v1/users/carol/adapter`)).status;
+    expect(adapter).toBe(404); // no active version any more
+    const bob = (await (await post('/v1/generate', { userId: 'bob', prompt: 'Hello', maxTokens: 3 })).json()) as Record<string, any>;
+    expect(bob.text).toBe('zzz');
+  });
+
+  it('deleting a user removes their adapter files through the store and forgets them in the cache', async () => {
+    const path = await giveAdapter('dave', forcingAdapter(md.cfg, md.weights, tokenOf(md.tokenizer, 'k')));
+    expect(((await (await post('/v1/generate', { userId: 'dave', prompt: 'Hello', maxTokens: 2 })).json()) as { text: string }).text).toBe('kk');
+    const del = await fetch(`${server.url}/v1/users/dave`, { method: 'DELETE' });
+    expect(del.status).toBe(200);
+    const removed = ((await del.json()) as { removed: { adapterFiles: number; adapterBytes: number } }).removed;
+    expect(removed.adapterFiles).toBe(3);
+    expect(removed.adapterBytes).toBeGreaterThan(0);
+    expect(existsSync(join(root, 'adapters', path.split('/')[0]))).toBe(false);
+    await fetch(`${server.url}/v1/users/dave`, { method: 'PUT' });
+    const again = (await (await post('/v1/generate', { userId: 'dave', prompt: 'Hello', maxTokens: 2 })).json()) as Record<string, any>;
+    expect(again.personalization).toEqual({ mode: 'vanilla', adapterVersion: null });
+  });
+
+  it('/metrics carries the engine and the adapter cache', async () => {
+    const text = await (await fetch(`${server.url}/metrics`)).text();
+    for (const name of ['memlora_generate_tokens_total', 'memlora_generate_batch_rows_bucket', 'memlora_generate_ttft_seconds_bucket', 'memlora_generate_request_seconds_bucket', 'memlora_adapter_cache_hits_total', 'memlora_adapter_cache_load_seconds_bucket']) {
+      expect(text).toContain(name);
+    }
+    expect(await metric('memlora_adapter_cache_loads_total')).toBeGreaterThanOrEqual(2);
+  });
+});

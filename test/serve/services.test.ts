@@ -1,0 +1,87 @@
+/** The server's generation services built from a configuration: no model, loading, consistency at start, deletion, adapters off. */
+import { mkdirSync, mkdtempSync, rmSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { basename, join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/config.js';
+import { openDb } from '../../src/db/client.js';
+import { createAdapterVersion, getAdapterVersion } from '../../src/db/queries/adapters.js';
+import { createUser } from '../../src/db/queries/users.js';
+import { memoryLogger } from '../../src/http/logger.js';
+import { adapterKey } from '../../src/lora/cache.js';
+import { AdapterStore } from '../../src/lora/store.js';
+import { Registry } from '../../src/metrics.js';
+import { DEFAULT_SERVE_THREADS, createServeServices, servingThreads } from '../../src/serve/services.js';
+import { forcingAdapter, never, req, tokenOf, writeModelDir } from './fixtures.js';
+
+const root = mkdtempSync(join(tmpdir(), 'memlora-serve-svc-'));
+afterAll(() => rmSync(root, { recursive: true, force: true }));
+const md = writeModelDir(root);
+
+function setup(modelPath: string, name: string) {
+  const config = loadConfig({ MEMLORA_DATA_DIR: join(root, name), MEMLORA_ADAPTER_DIR: join(root, name, 'adapters'), MEMLORA_MODEL_PATH: modelPath });
+  mkdirSync(config.dataDir, { recursive: true });
+  const db = openDb(config.dbFile);
+  return { config, db, metrics: new Registry(), logger: memoryLogger() };
+}
+
+describe('createServeServices', () => {
+  it('is null without a model directory (generation absent, everything else served)', async () => {
+    const s = setup(join(root, 'no-model'), 'none');
+    expect(await createServeServices(s)).toBeNull();
+    expect(s.logger.lines.map((l) => l.msg)).toContain('no base model; /v1/generate answers 503 model_unavailable');
+    s.db.close();
+  });
+
+  it('checks the store at start, loads in the background, serves, deletes users through store and cache', async () => {
+    const s = setup(md.dir, 'full');
+    const store = new AdapterStore(s.config.adapterDir, { config: md.cfg, name: basename(md.dir) });
+    createUser(s.db, { id: 'alice' });
+    createUser(s.db, { id: 'ghost' });
+    const w = await store.write('alice', forcingAdapter(md.cfg, md.weights, tokenOf(md.tokenizer, 'q')));
+    createAdapterVersion(s.db, { userId: 'alice', config: {}, filePath: w.path, sha256: w.sha256, metrics: {}, status: 'ready', activate: true });
+    // a row whose files never made it to disk: the start-up check marks it missing and deactivates it
+    const lost = await store.write('ghost', forcingAdapter(md.cfg, md.weights, 9));
+    createAdapterVersion(s.db, { userId: 'ghost', config: {}, filePath: lost.path, sha256: lost.sha256, metrics: {}, status: 'ready', activate: true });
+    rmSync(join(s.config.adapterDir, lost.path), { recursive: true });
+
+    const svc = (await createServeServices(s))!;
+    expect(getAdapterVersion(s.db, 'ghost', 1)).toMatchObject({ status: 'missing', active: 0 });
+    expect(svc.generate!.ready()).toBe(false);
+    await expect(svc.generate!.generate(req('alice'), never())).rejects.toMatchObject({ code: 'model_unavailable' });
+    expect(await svc.loaded).not.toBeNull();
+    expect(svc.generate!.ready()).toBe(true);
+    expect((await svc.generate!.generate(req('alice', { maxTokens: 3 }), never())).text).toBe('qqq');
+    expect(svc.cache!.has(adapterKey('alice', 1))).toBe(true);
+
+    expect(await svc.adapterFiles.removeUserAdapters('alice')).toMatchObject({ files: 3 });
+    expect(svc.cache!.has(adapterKey('alice', 1))).toBe(false);
+    expect(existsSync(join(s.config.adapterDir, w.path))).toBe(false);
+    await svc.generate!.close();
+    expect(svc.generate!.ready()).toBe(false);
+    s.db.close();
+  });
+
+  it('with adapters off every request is served without one; close() while loading is clean', async () => {
+    const s = setup(md.dir, 'off');
+    const store = new AdapterStore(s.config.adapterDir, { config: md.cfg, name: basename(md.dir) });
+    createUser(s.db, { id: 'alice' });
+    const w = await store.write('alice', forcingAdapter(md.cfg, md.weights, tokenOf(md.tokenizer, 'q')));
+    createAdapterVersion(s.db, { userId: 'alice', config: {}, filePath: w.path, sha256: w.sha256, metrics: {}, status: 'ready', activate: true });
+    const svc = (await createServeServices(s, { adapters: false }))!;
+    await svc.loaded;
+    const r = await svc.generate!.generate(req('alice', { maxTokens: 3 }), never());
+    expect(r.personalization).toEqual({ mode: 'vanilla', adapterVersion: null });
+    await svc.generate!.close();
+
+    const early = (await createServeServices(setup(md.dir, 'early'), { consistency: false }))!;
+    await early.generate!.close(); // before the model finished loading
+    expect(await early.loaded).toBeNull();
+    s.db.close();
+  });
+
+  it('serves with MEMLORA_INTRA_OP_THREADS, or the measured default when it is 0', () => {
+    expect(servingThreads({ intraOpThreads: 0 })).toBe(DEFAULT_SERVE_THREADS);
+    expect(servingThreads({ intraOpThreads: 2 })).toBe(2);
+  });
+});
