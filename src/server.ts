@@ -19,6 +19,7 @@ import { errorBody } from './http/errors.js';
 import { jsonLogger } from './http/logger.js';
 import type { Logger, Services } from './http/services.js';
 import { Registry, registerProcessMetrics } from './metrics.js';
+import { startJobService } from './inject/jobs.js';
 import { createServeServices } from './serve/services.js';
 
 /** What a service factory gets: everything opened by the server before the app is built. */
@@ -34,13 +35,16 @@ export type ServiceFactory = (ctx: ServiceContext) => Partial<Services> | Promis
 
 /**
  * The services `memlora serve` runs: the generation engine over the model at MEMLORA_MODEL_PATH with
- * the adapter store and cache (loading in the background; /readyz says when it is ready), and user
- * deletion through the store and cache. Without a model, generation is absent (503).
+ * the adapter store and cache (loading in the background; /readyz says when it is ready), user
+ * deletion through the store and cache, and the injection job service (worker threads; it resumes
+ * queued and interrupted jobs at start). Without a model, generation and jobs are absent (503 for
+ * generation; inject requests stay queued until a server with a model starts).
  */
 export const defaultServices: ServiceFactory = async (ctx) => {
   const serve = await createServeServices(ctx);
   if (!serve) return {};
-  return { generate: serve.generate, adapterFiles: serve.adapterFiles };
+  const jobs = await startJobService({ config: ctx.config, db: ctx.db, logger: ctx.logger });
+  return { generate: serve.generate, adapterFiles: serve.adapterFiles, jobs };
 };
 
 export interface StartOptions {

@@ -127,7 +127,9 @@ export class JobService extends EventEmitter<{ event: [jobId: string, event: Job
       this.logger.warn('job service: no base model config; adapter store check skipped', { modelPath: config.modelPath, err: String(e) });
     }
     if (model && (this.opts.checkStore ?? true)) {
-      report.store = await checkAdapterStore(db, new AdapterStore(config.adapterDir, model));
+      // Quick mode (no checksums: reads verify on first load). No grace period: nothing writes
+      // adapters before this service starts its jobs, so every temp and orphan is a crash's leftover.
+      report.store = await checkAdapterStore(db, new AdapterStore(config.adapterDir, model), { checksums: false });
       const r = report.store;
       if (r.temps.length || r.orphans.length || r.missing.length || r.corrupt.length || r.deactivated.length || r.errors.length) {
         this.logger.warn('adapter store repaired at start', { temps: r.temps.length, orphans: r.orphans.length, missing: r.missing.length, corrupt: r.corrupt.length, deactivated: r.deactivated, errors: r.errors });

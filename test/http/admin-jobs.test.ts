@@ -12,6 +12,7 @@ import { memoryLogger } from '../../src/http/logger.js';
 import { jobDoneEventSchema, jobProgressEventSchema, jobSchema, jobStateEventSchema, jobTrialEventSchema, trialsResponseSchema } from '../../src/http/schemas.js';
 import type { JobEvent, JobRunSettings } from '../../src/inject/job-runner.js';
 import { type JobService, startJobService } from '../../src/inject/jobs.js';
+import { createServeServices } from '../../src/serve/services.js';
 import { startServer, type RunningServer } from '../../src/server.js';
 import { ADMIN_TOKEN, FAST_INJECTOR, FAST_SETTINGS, type JobsEnv, makeJobsEnv, syntheticHistory } from '../inject/jobs-fixtures.js';
 import { parseSse } from './fake-generate.js';
@@ -19,6 +20,7 @@ import { parseSse } from './fake-generate.js';
 let env: JobsEnv;
 let server: RunningServer | undefined;
 let jobs: JobService;
+let loaded: Promise<unknown>;
 const events: Array<{ jobId: string; e: JobEvent }> = [];
 
 beforeAll(() => {
@@ -35,11 +37,15 @@ async function start(settings: Partial<JobRunSettings> = FAST_SETTINGS): Promise
     handleSignals: false,
     logger: memoryLogger(),
     services: async (ctx) => {
+      // The real generation engine (as defaultServices builds it), and the job service with test settings.
+      const serve = await createServeServices(ctx);
+      loaded = serve!.loaded;
       jobs = await startJobService({ config: ctx.config, db: ctx.db, logger: ctx.logger, settings, injector: FAST_INJECTOR });
       jobs.on('event', (jobId, e) => events.push({ jobId, e }));
-      return { jobs };
+      return { generate: serve!.generate, adapterFiles: serve!.adapterFiles, jobs };
     },
   });
+  expect(await loaded).not.toBeNull();
   return server;
 }
 
@@ -74,6 +80,8 @@ describe('injection jobs through the server', () => {
   it('concurrent inject requests make one job; it runs in a worker to succeeded, followed over SSE, and its adapter becomes active', async () => {
     await start();
     await seedUser('ann', 0);
+    const before = (await (await call('POST', '/v1/generate', { userId: 'ann', prompt: 'Should I worry about my sleep?', maxTokens: 4, mode: 'auto' })).json()) as any;
+    expect(before.personalization.mode).not.toBe('injected');
     const answers = await Promise.all(Array.from({ length: 6 }, () => call('POST', '/v1/admin/users/ann/inject', { budget: 3, seed: 2 })));
     const bodies = await Promise.all(answers.map((r) => r.json() as Promise<any>));
     const created = answers.map((r, i) => [r.status, bodies[i]] as const).filter(([s]) => s === 202);
@@ -105,6 +113,8 @@ describe('injection jobs through the server', () => {
     // The new version is what the user is served with now.
     const version = (done.job.result as any).adapterVersion;
     expect(version).toBe(1);
+    const gen = (await (await call('POST', '/v1/generate', { userId: 'ann', prompt: 'Should I worry about my sleep?', maxTokens: 4 })).json()) as any;
+    expect(gen.personalization).toMatchObject({ mode: 'injected', adapterVersion: version });
     const adapter = (await (await call('GET', '/v1/users/ann/adapter')).json()) as any;
     expect(adapter).toMatchObject({ version, config: (done.job.result as any).config });
     expect(adapter.metrics.jobId).toBe(job.id);
