@@ -3,9 +3,10 @@
  * service's own FTS5 index and query (bm25), so evaluation retrieves exactly as serving does.
  */
 import { type Db, openDb } from '../db/client.js';
-import { appendHistory, searchHistory } from '../db/queries/history.js';
+import { appendHistory } from '../db/queries/history.js';
 import { createUser } from '../db/queries/users.js';
 import type { HistoryItem } from '../inject/dataset.js';
+import { retrieveMemory } from '../serve/memory.js';
 
 export class MemoryIndex {
   private readonly db: Db;
@@ -27,9 +28,9 @@ export class MemoryIndex {
     );
   }
 
-  /** The k best history texts for a query (bm25, any term). */
+  /** The k best history texts for a query, retrieved exactly as the service's memory mode does. */
   search(query: string, k: number): string[] {
-    return searchHistory(this.db, MemoryIndex.USER, query, { limit: k, match: 'any' }).map((h) => h.text);
+    return retrieveMemory(this.db, MemoryIndex.USER, query, k);
   }
 
   close(): void {

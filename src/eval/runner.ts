@@ -13,7 +13,7 @@ import { evaluateConfig, searchUser } from '../inject/search-user.js';
 import { prepareUserData, trainHistory } from '../inject/user-data.js';
 import { formatProgress } from '../inject/search/index.js';
 import { type MedDia, toHistoryItems } from './meddia.js';
-import { withMemory } from './memory-prompt.js';
+import { messagesWithMemory } from '../serve/memory.js';
 import { MemoryIndex } from './memory-baseline.js';
 import { personaF1, rouge1, rougeL } from './metrics.js';
 
@@ -77,7 +77,7 @@ export async function evaluateUser(injector: Injector, med: MedDia, userId: stri
   const own = known.filter((i) => i.role === 'user').map((i) => i.text);
   const memory = new MemoryIndex(known);
   const res: UserResult = { userId, pairs: { train: data.train.length, val: data.val.length, test: test.length }, scores: {}, seconds: {}, samples: [] };
-  const memoryPairs = (): TrainingPair[] => test.map((p) => ({ ...p, context: withMemory(p.context, memory.search(lastUser(p.context), o.memoryK)) }));
+  const memoryPairs = (): TrainingPair[] => test.map((p) => ({ ...p, context: messagesWithMemory(p.context, memory.search(lastUser(p.context), o.memoryK)) }));
   const replies: Partial<Record<Method, string[]>> = {};
   let milpAdapter: Adapter | undefined;
   try {
