@@ -26,7 +26,7 @@ import { Registry } from '../metrics.js';
 import type { ChatTemplateName } from '../model/chat-format.js';
 import { KvBatch, type RowKv } from '../model/kv.js';
 import type { Model } from '../model/model.js';
-import { RowPool, rankBucket } from '../model/row-pool.js';
+import { RowPool } from '../model/row-pool.js';
 import { type FinishReason, Sequence } from '../model/sequence.js';
 import type { Tokenizer } from '../model/tokenizer.js';
 import { ServeError } from './errors.js';
@@ -53,8 +53,9 @@ export interface EngineOptions {
   /** Chat template for `messages` (default: the model's, else memlora). */
   template?: ChatTemplateName;
   /**
-   * Bytes the row pool may hold (rows x padded rank). A request whose adapter would push the batch
-   * past it waits until rows leave; alone in the batch it is always admitted. Default 256 MiB.
+   * Bytes the rows' adapters may occupy in the row pool (each padded to its rank group). A request
+   * whose adapter would push the batch past it waits until rows leave; alone in the batch it is
+   * always admitted. Default 256 MiB.
    */
   poolBudgetBytes?: number;
   registry?: Registry;
@@ -93,6 +94,9 @@ const FINISH: Readonly<Record<FinishReason, ServeFinishReason>> = { stop: 'stop'
 
 const noLogger: ServeLogger = { info() {}, warn() {}, error() {} };
 
+/** Most time spent polling for I/O between steps while adapter loads are in flight. */
+const IO_GRACE_MS = 2;
+
 export class Engine {
   private readonly model: Model;
   private readonly db: Db;
@@ -110,12 +114,13 @@ export class Engine {
   private readonly poolBudget: number;
   private readonly eosIds: number[];
   private nextRow = 1;
+  private loadsInFlight = 0;
   private running: Promise<void> | null = null;
   private wakeUp: (() => void) | null = null;
   private closed = false;
   /** Smoothed seconds per finished request, for Retry-After. */
   private serviceSeconds = 0.5;
-  private poolStats = { rowWrites: 0, relayouts: 0 };
+  private poolStats = { rowWrites: 0, rowMoves: 0 };
 
   constructor(private readonly opts: EngineOptions) {
     this.model = opts.model;
@@ -323,6 +328,10 @@ export class Engine {
       this.m.activeRows.set(undefined, this.active.size);
       // ORT ran on this thread: let sockets, timers and adapter reads move before the next step.
       await yieldToLoop();
+      // An adapter load is a chain of small fs operations, each finishing only when this thread
+      // polls for I/O: one poll per step would make a load last several steps. Poll a little longer.
+      const until = now() + IO_GRACE_MS;
+      while (this.loadsInFlight > 0 && now() < until) await yieldToLoop();
     }
   }
 
@@ -358,7 +367,8 @@ export class Engine {
   }
 
   private load(job: Job, row: Extract<Plan, { kind: 'injected' }>['row']): void {
-    this.leaser!.acquire(job.req.userId, row).then(
+    this.loadsInFlight += 1;
+    this.leaser!.acquire(job.req.userId, row).finally(() => (this.loadsInFlight -= 1)).then(
       (got) => {
         if ('lease' in got) {
           let rank: number;
@@ -397,15 +407,14 @@ export class Engine {
   private admit(): Job[] {
     const joiners: Job[] = [];
     let free = this.maxBatch - this.active.size;
-    let rank = Math.max(0, ...[...this.active.values()].map((j) => j.rank));
+    let bytes = this.pool.liveBytes;
     for (const job of this.waiting) {
       if (free === 0) break;
       if (job.state !== 'ready' || job.aborted) continue;
-      const rows = this.active.size + joiners.length + 1;
-      const pr = rankBucket(Math.max(rank, job.rank));
-      if (rows > 1 && RowPool.bytesFor(this.model.config, rows, pr) > this.poolBudget) break;
+      const more = job.rank > 0 ? RowPool.rowBytes(this.model.config, job.rank) : 0;
+      if (this.active.size + joiners.length > 0 && bytes + more > this.poolBudget) break;
       joiners.push(job);
-      rank = Math.max(rank, job.rank);
+      bytes += more;
       free -= 1;
     }
     for (const job of joiners) this.waiting.remove(job);
@@ -496,6 +505,7 @@ export class Engine {
       return;
     }
     this.m.stepSeconds.observe(undefined, (now() - t0) / 1000);
+    this.m.poolPaddedRank.observe(undefined, this.pool.paddedRank);
     this.syncPoolMetrics();
     const done: Job[] = [];
     rows.forEach((job, i) => {
@@ -583,9 +593,8 @@ export class Engine {
   private syncPoolMetrics(): void {
     const s = this.pool.stats;
     if (s.rowWrites > this.poolStats.rowWrites) this.m.poolRowWrites.inc(undefined, s.rowWrites - this.poolStats.rowWrites);
-    if (s.relayouts > this.poolStats.relayouts) this.m.poolRelayouts.inc(undefined, s.relayouts - this.poolStats.relayouts);
+    if (s.rowMoves > this.poolStats.rowMoves) this.m.poolRowMoves.inc(undefined, s.rowMoves - this.poolStats.rowMoves);
     this.poolStats = { ...s };
-    this.m.poolRank.set(undefined, this.pool.rank);
     this.m.poolBytes.set(undefined, this.pool.bytes);
   }
 }

@@ -4,11 +4,12 @@ import type { Counter, Gauge, Histogram, Registry } from '../metrics.js';
 const LATENCY_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 const STEP_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1];
 const ROW_BUCKETS = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128];
+const RANK_BUCKETS = [0, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096];
 
 export interface EngineMetrics {
   queueDepth: Gauge;
   activeRows: Gauge;
-  poolRank: Gauge;
+  poolPaddedRank: Histogram;
   poolBytes: Gauge;
   batchRows: Histogram;
   stepSeconds: Histogram;
@@ -18,7 +19,7 @@ export interface EngineMetrics {
   rejected: Counter;
   fallbacks: Counter;
   poolRowWrites: Counter;
-  poolRelayouts: Counter;
+  poolRowMoves: Counter;
   requestSeconds: Histogram;
   ttftSeconds: Histogram;
   queueSeconds: Histogram;
@@ -28,7 +29,7 @@ export function engineMetrics(reg: Registry, prefix = 'memlora_generate'): Engin
   return {
     queueDepth: reg.gauge(`${prefix}_queue_depth`, 'Requests waiting for a batch row.'),
     activeRows: reg.gauge(`${prefix}_active_rows`, 'Rows in the decode batch.'),
-    poolRank: reg.gauge(`${prefix}_pool_rank`, 'Rank the decode batch pads its adapters to (0: no adapter in the batch).'),
+    poolPaddedRank: reg.histogram(`${prefix}_pool_padded_rank`, 'LoRA work per decode step: the sum over rank groups of rows x the group rank (0: no adapter in the batch).', [], RANK_BUCKETS),
     poolBytes: reg.gauge(`${prefix}_pool_bytes`, 'Bytes allocated for the row-aligned adapter pool.'),
     batchRows: reg.histogram(`${prefix}_batch_rows`, 'Rows per decode step.', [], ROW_BUCKETS),
     stepSeconds: reg.histogram(`${prefix}_step_seconds`, 'Time of one decode step of the whole batch, seconds.', [], STEP_BUCKETS),
@@ -38,7 +39,7 @@ export function engineMetrics(reg: Registry, prefix = 'memlora_generate'): Engin
     rejected: reg.counter(`${prefix}_rejected_total`, 'Requests refused before queueing, by error code.', ['code']),
     fallbacks: reg.counter(`${prefix}_fallbacks_total`, 'Requests served with a fallback, by reason.', ['reason']),
     poolRowWrites: reg.counter(`${prefix}_pool_row_writes_total`, 'Adapter rows written into the pool because their occupant changed.'),
-    poolRelayouts: reg.counter(`${prefix}_pool_relayouts_total`, 'Times every pool row was rewritten (pool rank or capacity changed).'),
+    poolRowMoves: reg.counter(`${prefix}_pool_row_moves_total`, 'Adapter rows copied within a rank group to fill the place of a row that left.'),
     requestSeconds: reg.histogram(`${prefix}_request_seconds`, 'Request latency from arrival to the last token, seconds.', ['mode'], LATENCY_BUCKETS),
     ttftSeconds: reg.histogram(`${prefix}_ttft_seconds`, 'Time from arrival to the first token, seconds.', ['mode'], LATENCY_BUCKETS),
     queueSeconds: reg.histogram(`${prefix}_queue_seconds`, 'Time waiting for a batch row (and the adapter), seconds.', ['mode'], LATENCY_BUCKETS),

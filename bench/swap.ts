@@ -1,0 +1,737 @@
+/**
+ * The load test of adapter swapping (issue 7).
+ *
+ *   npx tsx bench/swap.ts [--users 1000] [--seconds 25] [--warmup 5] [--connections 16]
+ *                         [--max-tokens 16] [--seed 1] [--fresh] [--skip-micro]
+ *
+ * 1,000 users, each with a stored adapter of a realistic configuration (random weights; merged rank
+ * n*r from 8 to 128, layer sets from one layer to all six) written with AdapterStore plus its db row,
+ * are served by the real server (startServer with the real engine, in a child process) and driven over
+ * HTTP on 127.0.0.1 by autocannon with Zipf(1.0) user popularity. Phases, one server each, same build:
+ *   vanilla   adapters disabled: every request served by the base model (the baseline)
+ *   100%      cache sized at all adapter bytes
+ *   10%, 1%   cache sized at that share of them
+ * Each phase pre-loads the cache (in random order, so the smaller caches start with a random subset),
+ * runs `warmup` seconds unmeasured, then `seconds` measured. Reported per phase: throughput and its
+ * ratio to the baseline (targets >= 0.8 at 100%, >= 0.5 at 10%), tokens/s, p50/p99 latency, cache hit
+ * rate, and the time of each adapter load in the server against a raw read of the same files
+ * (target <= 2x), measured both inside the loaded server and in isolation.
+ * Before that, in this process: the decode step with the gathered slot pool against the row-aligned
+ * pool at ranks 8..128, and ONNX Runtime with 1 vs 2 intra-op threads.
+ *
+ * The model is models/default when it exists, else a random GPT-2 of the default shape (d_model 256,
+ * 6 layers, 4 heads, FFN 1024, vocab 2048). Adapters and db are kept in a temp dir between runs
+ * (--fresh rebuilds). Writes bench/results/swap.json and bench/results/swap-*.svg.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import { cpus, loadavg, tmpdir } from 'node:os';
+import { basename, dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { loadConfig } from '../src/config.js';
+import { openDb } from '../src/db/client.js';
+import { createAdapterVersion, getActiveAdapter } from '../src/db/queries/adapters.js';
+import { createUser } from '../src/db/queries/users.js';
+import { initAdapter } from '../src/lora/adapter.js';
+import { AdapterCache, adapterKey } from '../src/lora/cache.js';
+import { ADAPTER_FILES } from '../src/lora/format.js';
+import type { AdapterSpec, Rank } from '../src/lora/spec.js';
+import { AdapterStore } from '../src/lora/store.js';
+import { type ModelConfig, validateConfig } from '../src/model/config.js';
+import { readHfConfig } from '../src/model/import.js';
+import { KvBatch } from '../src/model/kv.js';
+import { type LoraInput, SlotPool } from '../src/model/lora-feeds.js';
+import { Model } from '../src/model/model.js';
+import { RowPool } from '../src/model/row-pool.js';
+import { saveCheckpoint } from '../src/model/save.js';
+import { loraTargets } from '../src/model/weights.js';
+import { barChart, lineChart } from '../src/plot/svg.js';
+import { initWeights } from '../src/pretrain/init.js';
+import { createServeServices } from '../src/serve/services.js';
+import { startServer } from '../src/server.js';
+import { Rng } from '../src/util/rng.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const repo = resolve(here, '..');
+const resultsDir = join(here, 'results');
+
+function arg(name: string, fallback: number): number {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? Number(process.argv[i + 1]) : fallback;
+}
+const flag = (name: string): boolean => process.argv.includes(`--${name}`);
+
+const USERS = arg('users', 1000);
+const SECONDS = arg('seconds', 25);
+const WARMUP = arg('warmup', 5);
+const CONNECTIONS = arg('connections', 16);
+const MAX_TOKENS = arg('max-tokens', 16);
+const SEED = arg('seed', 1);
+const MAX_BATCH = 8;
+
+const now = (): number => performance.now();
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length === 0 ? Number.NaN : s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+const r3 = (x: number): number => Math.round(x * 1000) / 1000;
+const progress = (line: string): void => void process.stderr.write(`${line}\n`);
+
+// ---------------------------------------------------------------------------------------------
+// The model and the stored adapters
+
+const DEFAULT_SHAPE: ModelConfig = validateConfig({
+  family: 'gpt2',
+  vocabSize: 2048,
+  dModel: 256,
+  nLayers: 6,
+  nHeads: 4,
+  nKvHeads: 4,
+  headDim: 64,
+  dFf: 1024,
+  maxPositions: 512,
+  normEps: 1e-5,
+  ropeTheta: 10000,
+  ropeStyle: 'half',
+  tieEmbeddings: true,
+  activation: 'gelu_tanh',
+  bosId: 0,
+  eosId: 0,
+  chatTemplate: 'memlora',
+});
+
+interface UserInfo {
+  id: string;
+  rank: number;
+  layers: number;
+  bytes: number;
+  /** Absolute paths of the adapter's three files. */
+  files: string[];
+}
+
+interface Workspace {
+  dir: string;
+  modelPath: string;
+  modelKind: string;
+  dataDir: string;
+  adapterDir: string;
+  users: UserInfo[];
+  totalBytes: number;
+}
+
+/** Merged ranks n*r in 8..128 with (n, r) pairs of the search space; smaller ones are more common. */
+const RANK_CHOICES: Array<{ n: number; r: Rank; weight: number }> = [
+  { n: 1, r: 8, weight: 0.25 },
+  { n: 2, r: 8, weight: 0.12 },
+  { n: 1, r: 16, weight: 0.13 },
+  { n: 2, r: 16, weight: 0.1 },
+  { n: 1, r: 32, weight: 0.1 },
+  { n: 1, r: 64, weight: 0.08 },
+  { n: 2, r: 32, weight: 0.07 },
+  { n: 1, r: 96, weight: 0.08 },
+  { n: 2, r: 64, weight: 0.04 },
+  { n: 4, r: 32, weight: 0.03 },
+];
+
+function pick<T extends { weight: number }>(xs: T[], rng: Rng): T {
+  let u = rng.next() * xs.reduce((s, x) => s + x.weight, 0);
+  for (const x of xs) if ((u -= x.weight) <= 0) return x;
+  return xs[xs.length - 1];
+}
+
+/** Layer sets: all, upper or lower half, every other layer, one layer. */
+function layerSet(nLayers: number, rng: Rng): boolean[] {
+  const u = rng.next();
+  const half = Math.floor(nLayers / 2);
+  if (u < 0.4) return Array(nLayers).fill(true);
+  if (u < 0.6) return Array.from({ length: nLayers }, (_, l) => l >= half);
+  if (u < 0.75) return Array.from({ length: nLayers }, (_, l) => l < half);
+  if (u < 0.9) return Array.from({ length: nLayers }, (_, l) => l % 2 === 1);
+  const only = rng.int(nLayers);
+  return Array.from({ length: nLayers }, (_, l) => l === only);
+}
+
+async function prepare(): Promise<Workspace> {
+  const defaultModel = join(repo, 'models', 'default');
+  const useDefault = existsSync(join(defaultModel, 'config.json'));
+  const key = `u${USERS}-s${SEED}-${useDefault ? 'default' : 'random'}`;
+  const dir = join(tmpdir(), `memlora-bench-swap-${key}`);
+  const manifestFile = join(dir, 'manifest.json');
+  if (!flag('fresh') && existsSync(manifestFile)) {
+    const ws = JSON.parse(readFileSync(manifestFile, 'utf8')) as Workspace;
+    progress(`setup: reusing ${dir} (${ws.users.length} users, ${(ws.totalBytes / 2 ** 20).toFixed(0)} MiB of adapters; --fresh rebuilds)`);
+    return ws;
+  }
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  let modelPath = defaultModel;
+  let modelKind = 'models/default (trained)';
+  if (!useDefault) {
+    modelPath = join(dir, 'model');
+    modelKind = 'random GPT-2 of the default shape (models/default/config.json absent)';
+    saveCheckpoint(modelPath, DEFAULT_SHAPE, initWeights(DEFAULT_SHAPE, SEED));
+    for (const f of ['tokenizer.json', 'tokenizer_config.json']) copyFileSync(join(defaultModel, f), join(modelPath, f));
+  }
+  const cfg = readHfConfig(modelPath);
+  const dataDir = join(dir, 'data');
+  const adapterDir = join(dir, 'adapters');
+  mkdirSync(dataDir, { recursive: true });
+  const db = openDb(join(dataDir, 'memlora.db'));
+  const store = new AdapterStore(adapterDir, { config: cfg, name: basename(modelPath) });
+  const rng = new Rng(SEED);
+  const targets = loraTargets(cfg);
+  const users: UserInfo[] = [];
+  let total = 0;
+  const t0 = now();
+  for (let i = 0; i < USERS; i++) {
+    const id = `user-${String(i).padStart(4, '0')}`;
+    const { n, r } = pick(RANK_CHOICES, rng);
+    const spec: AdapterSpec = { layers: layerSet(cfg.nLayers, rng), n, r };
+    const adapter = initAdapter(spec, targets, SEED * 100_000 + i);
+    for (const p of adapter.pairs) for (let k = 0; k < p.B.length; k++) p.B[k] = (rng.next() - 0.5) * 0.02;
+    createUser(db, { id });
+    const w = await store.write(id, adapter);
+    createAdapterVersion(db, { userId: id, config: { ...spec }, filePath: w.path, sha256: w.sha256, metrics: {}, status: 'ready', activate: true });
+    const abs = join(adapterDir, ...w.path.split('/'));
+    users.push({ id, rank: n * r, layers: spec.layers.filter(Boolean).length, bytes: w.bytes, files: Object.values(ADAPTER_FILES).map((f) => join(abs, f)) });
+    total += w.bytes;
+    if ((i + 1) % 50 === 0 || i + 1 === USERS) progress(`setup: wrote ${i + 1}/${USERS} adapters (${(total / 2 ** 20).toFixed(0)} MiB, ${((now() - t0) / 1000).toFixed(1)} s)`);
+  }
+  db.close();
+  const ws: Workspace = { dir, modelPath, modelKind, dataDir, adapterDir, users, totalBytes: total };
+  writeFileSync(manifestFile, JSON.stringify(ws));
+  return ws;
+}
+
+// ---------------------------------------------------------------------------------------------
+// In-process micro benchmarks: pool layout and threads
+
+async function decodeSteps(model: Model, variants: Array<[string, () => LoraInput | undefined]>, rounds: number): Promise<Map<string, number>> {
+  const B = MAX_BATCH;
+  const prompts = Array.from({ length: B }, (_, i) => Array.from({ length: 48 }, (_, j) => (i * 7 + j * 13) % model.config.vocabSize));
+  const pre = await model.prefill(prompts);
+  const times = new Map<string, number[]>(variants.map(([n]) => [n, []]));
+  const fresh = (): KvBatch => {
+    const kv = new KvBatch(model.kvShape, { maxLength: model.config.maxPositions });
+    pre.kv.forEach((k, i) => kv.add(i, k));
+    return kv;
+  };
+  let kv = fresh();
+  for (const [, lora] of variants) await model.decodeStep(kv, Array(B).fill(5), lora()); // compile
+  for (let r = 0; r < rounds; r++) {
+    if (kv.length(0) > 200) kv = fresh();
+    // Interleaved, so machine load drifts over every variant alike.
+    for (const [name, lora] of variants) {
+      const t = now();
+      await model.decodeStep(kv, Array(B).fill(5), lora());
+      times.get(name)!.push(now() - t);
+    }
+  }
+  return new Map([...times].map(([n, t]) => [n, median(t)]));
+}
+
+async function microBenches(ws: Workspace): Promise<Record<string, unknown>> {
+  const model = Model.load(ws.modelPath, { runnerOptions: { intraOpThreads: 1 } });
+  const cfg = model.config;
+  const all = Array.from({ length: cfg.nLayers }, (_, l) => l);
+  const variants: Array<[string, () => LoraInput | undefined]> = [['plain', () => undefined]];
+  for (const pr of [8, 32, 64, 128]) {
+    const adapters = Array.from({ length: MAX_BATCH }, (_, i) => {
+      const a = initAdapter({ layers: all.map(() => true), n: pr / 8, r: 8 }, loraTargets(cfg), 500 + i);
+      for (const p of a.pairs) p.B.fill(0.001);
+      return a;
+    });
+    const slots = new SlotPool(cfg, 2 * MAX_BATCH, pr);
+    adapters.forEach((a, i) => slots.set(i + 1, a));
+    const rows = new RowPool(cfg, { maxRows: MAX_BATCH });
+    adapters.forEach((a, i) => rows.add(i, a));
+    variants.push([`gather r${pr}`, () => ({ pool: slots, slots: adapters.map((_, i) => i + 1) })]);
+    variants.push([`rows r${pr}`, () => rows.input()]);
+  }
+  progress('micro: decode step, batch 8, gathered slot pool vs row-aligned pool (interleaved)...');
+  const layout = await decodeSteps(model, variants, 25);
+  const plain = layout.get('plain')!;
+  const pool: Record<string, unknown> = { batch: MAX_BATCH, plainMs: r3(plain) };
+  for (const pr of [8, 32, 64, 128]) {
+    pool[`rank${pr}`] = {
+      gatherMs: r3(layout.get(`gather r${pr}`)!),
+      rowsMs: r3(layout.get(`rows r${pr}`)!),
+      gatherVsPlain: r3(layout.get(`gather r${pr}`)! / plain),
+      rowsVsPlain: r3(layout.get(`rows r${pr}`)! / plain),
+    };
+  }
+  await model.close();
+
+  progress('micro: decode step with 1 vs 2 ONNX Runtime intra-op threads (interleaved)...');
+  const one = Model.load(ws.modelPath, { runnerOptions: { intraOpThreads: 1 } });
+  const two = new Model(one.config, weightsOf(one), { runnerOptions: { intraOpThreads: 2 } });
+  const rowsOne = new RowPool(cfg, { maxRows: MAX_BATCH });
+  for (let i = 0; i < MAX_BATCH; i++) {
+    const a = initAdapter({ layers: all.map(() => true), n: 4, r: 8 }, loraTargets(cfg), 900 + i);
+    rowsOne.add(i, a);
+  }
+  const t1: number[] = [];
+  const t2: number[] = [];
+  for (let round = 0; round < 3; round++) {
+    const a = await decodeSteps(one, [['plain', () => undefined], ['r32', () => rowsOne.input()]], 15);
+    const b = await decodeSteps(two, [['plain', () => undefined], ['r32', () => rowsOne.input()]], 15);
+    t1.push(a.get('plain')!, a.get('r32')!);
+    t2.push(b.get('plain')!, b.get('r32')!);
+  }
+  await one.close();
+  await two.close();
+  const threads = { oneThreadMs: r3(median(t1)), twoThreadsMs: r3(median(t2)), twoVsOne: r3(median(t2) / median(t1)) };
+  return { pool, threads };
+}
+
+/** The base weights of a loaded model, for a second Model with other runner options (no copy). */
+function weightsOf(model: Model): Map<string, { dtype: 'float32'; dims: number[]; data: Float32Array }> {
+  const w = new Map<string, { dtype: 'float32'; dims: number[]; data: Float32Array }>();
+  for (const [name, t] of Object.entries(model.baseFeeds())) {
+    if (name.startsWith('rope.')) continue;
+    w.set(name, { dtype: 'float32', dims: [...t.dims], data: t.data as Float32Array });
+  }
+  return w;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Adapter load against raw read, in isolation
+
+async function rawRead(files: string[]): Promise<number> {
+  const t = now();
+  await Promise.all(files.map((f) => readFile(f)));
+  return now() - t;
+}
+
+async function isolatedLoads(ws: Workspace, rng: Rng): Promise<Record<string, unknown>> {
+  const cfg = readHfConfig(ws.modelPath);
+  const store = new AdapterStore(ws.adapterDir, { config: cfg, name: basename(ws.modelPath) });
+  const db = openDb(join(ws.dataDir, 'memlora.db'), { readonly: true });
+  const sample = Array.from({ length: 60 }, () => ws.users[rng.int(ws.users.length)]);
+  const raw: number[] = [];
+  const first: number[] = [];
+  const later: number[] = [];
+  let bytes = 0;
+  for (const u of sample) {
+    const row = getActiveAdapter(db, u.id)!;
+    const cache = new AdapterCache({ maxBytes: 0 });
+    const load = async (): Promise<number> => {
+      const t = now();
+      const lease = await cache.acquire(adapterKey(u.id, row.version), () => store.read(row.filePath, row.sha256, { userId: u.id }));
+      lease.release();
+      return now() - t;
+    };
+    await rawRead(u.files); // warm this adapter's pages like the others
+    raw.push(await rawRead(u.files));
+    first.push(await load()); // checksum verified on this first load in the process
+    later.push(await load()); // verified once: no hash
+    raw.push(await rawRead(u.files));
+    bytes += u.bytes;
+  }
+  db.close();
+  const rawMean = raw.reduce((s, x) => s + x, 0) / raw.length;
+  return {
+    adapters: sample.length,
+    meanMiB: r3(bytes / sample.length / 2 ** 20),
+    rawMs: r3(rawMean),
+    firstLoadMs: r3(first.reduce((s, x) => s + x, 0) / first.length),
+    loadMs: r3(later.reduce((s, x) => s + x, 0) / later.length),
+    firstLoadVsRaw: r3(first.reduce((s, x) => s + x, 0) / first.length / rawMean),
+    loadVsRaw: r3(later.reduce((s, x) => s + x, 0) / later.length / rawMean),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server, in a child process
+
+interface ServerChild {
+  proc: ChildProcess;
+  url: string;
+  exited: Promise<void>;
+}
+
+async function startChild(ws: Workspace, phase: { cacheBytes: number; adapters: boolean }, loadsFile: string): Promise<ServerChild> {
+  const proc = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--serve'], {
+    cwd: repo,
+    env: {
+      ...process.env,
+      MEMLORA_PORT: '0',
+      MEMLORA_HOST: '127.0.0.1',
+      MEMLORA_DATA_DIR: ws.dataDir,
+      MEMLORA_ADAPTER_DIR: ws.adapterDir,
+      MEMLORA_MODEL_PATH: ws.modelPath,
+      MEMLORA_CACHE_BYTES: String(Math.max(0, Math.floor(phase.cacheBytes))),
+      MEMLORA_MAX_BATCH: String(MAX_BATCH),
+      MEMLORA_MAX_QUEUE: '256',
+      MEMLORA_ADMIN_TOKEN: 'bench-admin-token-0123456789',
+      BENCH_ADAPTERS: phase.adapters ? '1' : '0',
+      BENCH_LOADS_FILE: loadsFile,
+      BENCH_SEED: String(SEED),
+    },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const exited = new Promise<void>((r) => proc.once('exit', () => r()));
+  const url = await new Promise<string>((resolveUrl, reject) => {
+    let buf = '';
+    proc.stdout!.on('data', (d: Buffer) => {
+      buf += d.toString();
+      const m = /BENCH_URL (\S+)/.exec(buf);
+      if (m) resolveUrl(m[1]);
+    });
+    proc.once('exit', (code) => reject(new Error(`bench server exited early (${code})`)));
+  });
+  return { proc, url, exited };
+}
+
+/** The child: the real server and engine, its cache pre-loaded, adapter loads timed and written out at exit. */
+async function serveChild(): Promise<void> {
+  const adapters = process.env.BENCH_ADAPTERS !== '0';
+  const loads: Array<{ path: string; ms: number }> = [];
+  let recording = false;
+  const quiet = {
+    info() {},
+    warn(msg: string, f?: Record<string, unknown>) {
+      process.stderr.write(`bench server warn: ${msg} ${JSON.stringify(f ?? {})}\n`);
+    },
+    error(msg: string, f?: Record<string, unknown>) {
+      process.stderr.write(`bench server error: ${msg} ${JSON.stringify(f ?? {})}\n`);
+    },
+  };
+  const config = loadConfig();
+  const server = await startServer(config, {
+    logger: quiet,
+    handleSignals: false,
+    services: async (ctx) => {
+      const s = await createServeServices(ctx, { adapters, consistency: false });
+      if (!s) throw new Error(`no model at ${config.modelPath}`);
+      if (!(await s.loaded)) throw new Error('model failed to load');
+      const store = s.store!;
+      const read = store.read.bind(store);
+      store.read = async (path, sha, opts) => {
+        const t = now();
+        const a = await read(path, sha, opts);
+        if (recording) loads.push({ path, ms: now() - t });
+        return a;
+      };
+      if (adapters) {
+        // Pre-load in random order: everything at 100%, a random subset in the smaller caches.
+        const rows = ctx.db.sqlite.prepare('SELECT user_id AS userId, version, file_path AS filePath, sha256 FROM adapter_versions WHERE active = 1').all() as Array<{ userId: string; version: number; filePath: string; sha256: string }>;
+        const rng = new Rng(Number(process.env.BENCH_SEED ?? 1) + 7);
+        for (let i = rows.length - 1; i > 0; i--) {
+          const j = rng.int(i + 1);
+          [rows[i], rows[j]] = [rows[j], rows[i]];
+        }
+        for (const r of rows) (await s.cache!.acquire(adapterKey(r.userId, r.version), () => store.read(r.filePath, r.sha256, { userId: r.userId }))).release();
+      }
+      recording = true;
+      return { generate: s.generate, adapterFiles: s.adapterFiles };
+    },
+  });
+  process.stdout.write(`BENCH_URL ${server.url}\n`);
+  process.once('SIGTERM', () => {
+    void server.close().then(() => {
+      if (process.env.BENCH_LOADS_FILE) writeFileSync(process.env.BENCH_LOADS_FILE, JSON.stringify(loads));
+      process.exit(0);
+    });
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Load generation
+
+type Autocannon = (opts: Record<string, unknown>) => Promise<AutocannonResult>;
+interface AutocannonResult {
+  duration: number;
+  errors: number;
+  timeouts: number;
+  non2xx: number;
+  latency: { p50: number; p99: number; average: number };
+  statusCodeStats: Record<string, { count: number }>;
+}
+const autocannon = createRequire(import.meta.url)('autocannon') as Autocannon;
+
+/** Zipf(1.0) over the users: rank k has weight 1/k; ranks are assigned to users in a random order. */
+function zipfSampler(users: UserInfo[], rng: Rng): () => UserInfo {
+  const order = [...users];
+  for (let i = order.length - 1; i > 0; i--) {
+    const j = rng.int(i + 1);
+    [order[i], order[j]] = [order[j], order[i]];
+  }
+  const cdf: number[] = [];
+  let acc = 0;
+  for (let k = 1; k <= order.length; k++) cdf.push((acc += 1 / k));
+  return () => {
+    const u = rng.next() * acc;
+    let lo = 0;
+    let hi = cdf.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (cdf[mid] < u) lo = mid + 1;
+      else hi = mid;
+    }
+    return order[lo];
+  };
+}
+
+const WORDS = 'my headache is worse in the morning and I walk the dog every day before work while drinking coffee with friends who like hiking cooking reading music travel'.split(' ');
+
+function prompts(rng: Rng): string[] {
+  return Array.from({ length: 64 }, () => Array.from({ length: 14 + rng.int(10) }, () => WORDS[rng.int(WORDS.length)]).join(' '));
+}
+
+async function drive(url: string, seconds: number, sample: () => UserInfo, texts: string[], rng: Rng): Promise<AutocannonResult> {
+  return autocannon({
+    url,
+    connections: CONNECTIONS,
+    duration: seconds,
+    timeout: 60,
+    requests: [
+      {
+        method: 'POST',
+        path: '/v1/generate',
+        headers: { 'content-type': 'application/json' },
+        setupRequest: (r: Record<string, unknown>) => ({
+          ...r,
+          body: JSON.stringify({ userId: sample().id, prompt: texts[rng.int(texts.length)], maxTokens: MAX_TOKENS, temperature: 0 }),
+        }),
+      },
+    ],
+  });
+}
+
+/** Values of the metric lines of one scrape, by the full series name. */
+async function scrape(url: string): Promise<Map<string, number>> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  const out = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    if (!line || line.startsWith('#')) continue;
+    const i = line.lastIndexOf(' ');
+    out.set(line.slice(0, i), Number(line.slice(i + 1)));
+  }
+  return out;
+}
+
+const delta = (a: Map<string, number>, b: Map<string, number>, name: string): number => (b.get(name) ?? 0) - (a.get(name) ?? 0);
+
+function sumMatching(m: Map<string, number>, prefix: string): number {
+  let s = 0;
+  for (const [k, v] of m) if (k.startsWith(prefix)) s += v;
+  return s;
+}
+
+interface PhaseResult {
+  name: string;
+  cacheShare: number | null;
+  cacheBytes: number;
+  requests: number;
+  rps: number;
+  tokensPerS: number;
+  p50Ms: number;
+  p99Ms: number;
+  meanMs: number;
+  errors: number;
+  non2xx: number;
+  hitRate: number | null;
+  loads: number;
+  evictions: number;
+  meanBatchRows: number;
+  /** LoRA work per decode step: sum over rank groups of rows x group rank. */
+  meanPaddedRank: number;
+  rowMovesPerStep: number;
+  loadInServerMs: number | null;
+  rawOfSameMs: number | null;
+  loadVsRawInServer: number | null;
+}
+
+async function phase(ws: Workspace, name: string, cacheShare: number | null, rawMsByPath: Map<string, number>): Promise<PhaseResult> {
+  const cacheBytes = cacheShare === null ? ws.totalBytes : ws.totalBytes * cacheShare;
+  const loadsFile = join(ws.dir, `loads-${name.replace('%', 'pct')}.json`);
+  const t0 = now();
+  const child = await startChild(ws, { cacheBytes, adapters: cacheShare !== null }, loadsFile);
+  progress(`phase ${name}: server ready in ${((now() - t0) / 1000).toFixed(1)} s (cache ${(cacheBytes / 2 ** 20).toFixed(0)} MiB); warm-up ${WARMUP} s...`);
+  const rng = new Rng(SEED * 31 + 5); // the same request stream in every phase
+  const sample = zipfSampler(ws.users, rng);
+  const texts = prompts(rng);
+  try {
+    await drive(child.url, WARMUP, sample, texts, rng);
+    const before = await scrape(child.url);
+    progress(`phase ${name}: measuring ${SECONDS} s with ${CONNECTIONS} connections...`);
+    const res = await drive(child.url, SECONDS, sample, texts, rng);
+    const after = await scrape(child.url);
+    const ok = res.statusCodeStats['200']?.count ?? 0;
+    const hits = delta(before, after, 'memlora_adapter_cache_hits_total');
+    const misses = delta(before, after, 'memlora_adapter_cache_misses_total');
+    const steps = delta(before, after, 'memlora_generate_batch_rows_count');
+    const tokens = sumMatching(after, 'memlora_generate_tokens_total') - sumMatching(before, 'memlora_generate_tokens_total');
+    child.proc.kill('SIGTERM');
+    await child.exited;
+    const loads = existsSync(loadsFile) ? (JSON.parse(readFileSync(loadsFile, 'utf8')) as Array<{ path: string; ms: number }>) : [];
+    const measured = loads.filter((l) => rawMsByPath.has(l.path));
+    const loadMs = measured.reduce((s, l) => s + l.ms, 0);
+    const rawMs = measured.reduce((s, l) => s + rawMsByPath.get(l.path)!, 0);
+    const r: PhaseResult = {
+      name,
+      cacheShare,
+      cacheBytes: Math.floor(cacheBytes),
+      requests: ok,
+      rps: r3(ok / res.duration),
+      tokensPerS: r3(tokens / res.duration),
+      p50Ms: res.latency.p50,
+      p99Ms: res.latency.p99,
+      meanMs: r3(res.latency.average),
+      errors: res.errors,
+      non2xx: res.non2xx,
+      hitRate: cacheShare === null || hits + misses === 0 ? null : r3(hits / (hits + misses)),
+      loads: delta(before, after, 'memlora_adapter_cache_loads_total'),
+      evictions: delta(before, after, 'memlora_adapter_cache_evictions_total'),
+      meanBatchRows: r3(delta(before, after, 'memlora_generate_batch_rows_sum') / Math.max(1, steps)),
+      meanPaddedRank: r3(delta(before, after, 'memlora_generate_pool_padded_rank_sum') / Math.max(1, steps)),
+      rowMovesPerStep: r3(delta(before, after, 'memlora_generate_pool_row_moves_total') / Math.max(1, steps)),
+      loadInServerMs: measured.length ? r3(loadMs / measured.length) : null,
+      rawOfSameMs: measured.length ? r3(rawMs / measured.length) : null,
+      loadVsRawInServer: measured.length ? r3(loadMs / rawMs) : null,
+    };
+    progress(
+      `phase ${name}: ${r.rps} req/s, ${r.tokensPerS} tok/s, p50 ${r.p50Ms} ms, p99 ${r.p99Ms} ms, hit rate ${r.hitRate ?? '-'}, ` +
+        `${r.loads} loads (${r.loadInServerMs ?? '-'} ms each vs ${r.rawOfSameMs ?? '-'} ms raw), batch ${r.meanBatchRows} rows, errors ${r.errors + r.non2xx}`,
+    );
+    return r;
+  } finally {
+    if (child.proc.exitCode === null) {
+      child.proc.kill('SIGKILL');
+      await child.exited;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+async function main(): Promise<void> {
+  const started = now();
+  const load0 = loadavg()[0];
+  const ws = await prepare();
+  progress(`model: ${ws.modelKind}`);
+  const rng = new Rng(SEED + 1);
+  const micro = flag('skip-micro') ? null : await microBenches(ws);
+  if (micro) progress(`micro: ${JSON.stringify(micro)}`);
+
+  progress('loads: adapter load (store.read through the cache) vs raw read of the same files, in isolation...');
+  const isolated = await isolatedLoads(ws, rng);
+  progress(`loads: ${JSON.stringify(isolated)}`);
+  // Raw read time of every adapter, warm (as in the server, which pre-loaded them all), for the in-server comparison.
+  const rawMsByPath = new Map<string, number>();
+  for (const u of ws.users) {
+    await rawRead(u.files);
+    const rel = u.files[0].slice(ws.adapterDir.length + 1).split('/').slice(0, 2).join('/');
+    rawMsByPath.set(rel, median([await rawRead(u.files), await rawRead(u.files)]));
+  }
+
+  const phases: PhaseResult[] = [];
+  for (const [name, share] of [
+    ['vanilla', null],
+    ['100%', 1],
+    ['10%', 0.1],
+    ['1%', 0.01],
+  ] as Array<[string, number | null]>) {
+    phases.push(await phase(ws, name, share, rawMsByPath));
+  }
+  const base = phases[0];
+  const table = phases.map((p) => ({ ...p, throughputRatio: r3(p.rps / base.rps), tokensRatio: r3(p.tokensPerS / base.tokensPerS) }));
+
+  const ranks = ws.users.map((u) => u.rank);
+  const result = {
+    bench: 'swap',
+    date: new Date().toISOString(),
+    command: `npx tsx bench/swap.ts ${process.argv.slice(2).join(' ')}`.trim(),
+    machine: { cpus: cpus().length, loadAvgAtStart: r3(load0), loadAvgAtEnd: r3(loadavg()[0]) },
+    model: ws.modelKind,
+    setup: {
+      users: ws.users.length,
+      totalAdapterMiB: r3(ws.totalBytes / 2 ** 20),
+      meanAdapterMiB: r3(ws.totalBytes / ws.users.length / 2 ** 20),
+      ranks: Object.fromEntries([...new Set(ranks)].sort((a, b) => a - b).map((r) => [r, ranks.filter((x) => x === r).length])),
+      meanLayers: r3(ws.users.reduce((s, u) => s + u.layers, 0) / ws.users.length),
+      zipfExponent: 1,
+      connections: CONNECTIONS,
+      maxBatch: MAX_BATCH,
+      maxTokens: MAX_TOKENS,
+      warmupS: WARMUP,
+      measuredS: SECONDS,
+    },
+    micro,
+    adapterLoad: { isolated },
+    phases: table,
+    targets: {
+      throughputRatioAt100: { target: 0.8, got: table[1].throughputRatio },
+      throughputRatioAt10: { target: 0.5, got: table[2].throughputRatio },
+      loadVsRawIsolated: { target: 2, got: isolated.loadVsRaw },
+    },
+    totalSeconds: r3((now() - started) / 1000),
+  };
+  mkdirSync(resultsDir, { recursive: true });
+  writeFileSync(join(resultsDir, 'swap.json'), `${JSON.stringify(result, null, 2)}\n`);
+
+  const cached = table.slice(1);
+  const x = (p: PhaseResult): number => (p.cacheShare ?? 1) * 100;
+  writeFileSync(
+    join(resultsDir, 'swap-latency.svg'),
+    lineChart({
+      title: `Latency vs adapter cache size (${ws.users.length} users, Zipf 1.0, ${CONNECTIONS} connections)`,
+      x: { label: 'cache size, % of all adapter bytes', log: true },
+      y: { label: 'latency, ms', min: 0 },
+      markers: true,
+      series: [
+        { name: 'p50', points: cached.map((p) => [x(p), p.p50Ms]) },
+        { name: 'p99', points: cached.map((p) => [x(p), p.p99Ms]) },
+        { name: 'vanilla p50', points: cached.map((p) => [x(p), base.p50Ms]) },
+        { name: 'vanilla p99', points: cached.map((p) => [x(p), base.p99Ms]) },
+      ],
+    }),
+  );
+  writeFileSync(
+    join(resultsDir, 'swap-hit-rate.svg'),
+    lineChart({
+      title: 'Adapter cache hit rate and throughput vs cache size',
+      x: { label: 'cache size, % of all adapter bytes', log: true },
+      y: { label: 'fraction', min: 0, max: 1.1 },
+      markers: true,
+      series: [
+        { name: 'hit rate', points: cached.map((p) => [x(p), p.hitRate ?? 0]) },
+        { name: 'throughput / vanilla', points: cached.map((p) => [x(p), p.rps / base.rps]) },
+      ],
+    }),
+  );
+  writeFileSync(
+    join(resultsDir, 'swap-throughput.svg'),
+    barChart({
+      title: 'Requests per second by phase (same server build)',
+      y: { label: 'requests / s', min: 0 },
+      bars: table.map((p) => ({ label: p.name, value: p.rps })),
+    }),
+  );
+
+  console.log(`\nadapter swap load test: ${ws.users.length} users, ${result.setup.totalAdapterMiB} MiB of adapters, model: ${ws.modelKind}`);
+  console.log('phase     req/s  ratio  tok/s  p50 ms  p99 ms  hit rate  loads  load/raw (in server)');
+  for (const p of table) {
+    console.log(
+      `${p.name.padEnd(8)} ${String(p.rps).padStart(6)} ${String(p.throughputRatio).padStart(6)} ${String(p.tokensPerS).padStart(6)} ${String(p.p50Ms).padStart(7)} ${String(p.p99Ms).padStart(7)} ${String(p.hitRate ?? '-').padStart(9)} ${String(p.loads).padStart(6)}  ${p.loadVsRawInServer ?? '-'}`,
+    );
+  }
+  console.log(`adapter load vs raw read, isolated: ${isolated.loadVsRaw}x (first load with checksum ${isolated.firstLoadVsRaw}x)`);
+  console.log(`wrote bench/results/swap.json and swap-{latency,hit-rate,throughput}.svg in ${result.totalSeconds} s`);
+}
+
+if (process.argv.includes('--serve')) {
+  serveChild().catch((e) => {
+    process.stderr.write(`bench server failed: ${e instanceof Error ? e.stack : String(e)}\n`);
+    process.exit(1);
+  });
+} else {
+  main().catch((e) => {
+    process.stderr.write(`${e instanceof Error ? e.stack : String(e)}\n`);
+    process.exit(1);
+  });
+}
+
