@@ -43,7 +43,7 @@ export type ServiceFactory = (ctx: ServiceContext) => Partial<Services> | Promis
 export const defaultServices: ServiceFactory = async (ctx) => {
   const serve = await createServeServices(ctx);
   if (!serve) return {};
-  const jobs = await startJobService({ config: ctx.config, db: ctx.db, logger: ctx.logger });
+  const jobs = await startJobService({ config: ctx.config, db: ctx.db, logger: ctx.logger, metrics: ctx.metrics });
   return { generate: serve.generate, adapterFiles: serve.adapterFiles, jobs };
 };
 

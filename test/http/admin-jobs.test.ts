@@ -40,7 +40,7 @@ async function start(settings: Partial<JobRunSettings> = FAST_SETTINGS): Promise
       // The real generation engine (as defaultServices builds it), and the job service with test settings.
       const serve = await createServeServices(ctx);
       loaded = serve!.loaded;
-      jobs = await startJobService({ config: ctx.config, db: ctx.db, logger: ctx.logger, settings, injector: FAST_INJECTOR });
+      jobs = await startJobService({ config: ctx.config, db: ctx.db, logger: ctx.logger, metrics: ctx.metrics, settings, injector: FAST_INJECTOR });
       jobs.on('event', (jobId, e) => events.push({ jobId, e }));
       return { generate: serve!.generate, adapterFiles: serve!.adapterFiles, jobs };
     },
@@ -114,12 +114,17 @@ describe('injection jobs through the server', () => {
     const version = (done.job.result as any).adapterVersion;
     expect(version).toBe(1);
     const gen = (await (await call('POST', '/v1/generate', { userId: 'ann', prompt: 'Should I worry about my sleep?', maxTokens: 4 })).json()) as any;
-    expect(gen.personalization).toMatchObject({ mode: 'injected', adapterVersion: version });
+    expect(gen.personalization, JSON.stringify(gen)).toMatchObject({ mode: 'injected', adapterVersion: version });
     const adapter = (await (await call('GET', '/v1/users/ann/adapter')).json()) as any;
     expect(adapter).toMatchObject({ version, config: (done.job.result as any).config });
     expect(adapter.metrics.jobId).toBe(job.id);
     // It ran in a worker thread, not on the server's thread: the service reported it from one.
     expect(events.some((x) => x.jobId === job.id && x.e.type === 'state' && x.e.state === 'succeeded')).toBe(true);
+
+    await jobs.idle(); // the worker has exited and the service has counted the job
+    const metrics = await (await fetch(`${server!.url}/metrics`)).text();
+    expect(metrics).toMatch(/^memlora_injection_jobs_finished_total\{state="succeeded"\} 1$/m);
+    expect(metrics).toMatch(/^memlora_injection_trials_total\{status="ok"\} 3$/m);
 
     // Trials and the Pareto front.
     const list = trialsResponseSchema.parse(await (await call('GET', '/v1/admin/users/ann/trials')).json());

@@ -297,39 +297,52 @@ describe('faults while writing the adapter', () => {
 });
 
 describe('crash safety', () => {
-  it('a process killed with SIGKILL mid-trial resumes at the next start: no trial trained twice, one version', async () => {
-    seedUser(db, 'fay', 5);
-    const job = createJob(db, { userId: 'fay', params: { budget: 4, seed: 8 } });
-    const settings = { ...FAST_SETTINGS, train: { epochs: 4, lr: 1e-2 } };
+  const settings = { ...FAST_SETTINGS, train: { epochs: 4, lr: 1e-2 } };
+
+  /** Runs the job runner in a child process until it logs `ready-to-die`, then SIGKILLs it; returns its log. */
+  async function killChildAt(mode: 'mid-trial' | 'after-write', ...extra: string[]): Promise<any[]> {
     const cfgFile = join(env.dir, 'child.json');
-    const log = join(env.dir, 'child.log');
+    const log = join(env.dir, `child-${mode}.log`);
     writeFileSync(cfgFile, JSON.stringify({ config: env.config, settings, injector: FAST_INJECTOR }));
     writeFileSync(log, '');
-    const child = spawn(process.execPath, ['--import', 'tsx', join(repoRoot, 'test', 'inject', 'jobs-crash-child.ts'), cfgFile, log, '2'], { cwd: repoRoot, stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(process.execPath, ['--import', 'tsx', join(repoRoot, 'test', 'inject', 'jobs-crash-child.ts'), cfgFile, log, mode, ...extra], {
+      cwd: repoRoot,
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
     let stderr = '';
     child.stderr.on('data', (d) => (stderr += d));
     const exited = new Promise<NodeJS.Signals | number | null>((r) => child.on('exit', (code, sig) => r(sig ?? code)));
     const lines = () => readFileSync(log, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
     for (let i = 0; !lines().some((l) => l.type === 'ready-to-die'); i++) {
-      if (i > 1200 || child.exitCode !== null) throw new Error(`the child never reached trial 2: ${stderr}\n${readFileSync(log, 'utf8')}`);
+      if (i > 1200 || child.exitCode !== null) throw new Error(`the child never got there: ${stderr}\n${readFileSync(log, 'utf8')}`);
       await new Promise((r) => setTimeout(r, 50));
     }
     child.kill('SIGKILL');
     expect(await exited).toBe('SIGKILL');
-    const before = lines();
+    return lines();
+  }
+
+  /** The next start: the store checks, then the interrupted job is picked up and resumed. */
+  async function restart(jobId: string) {
+    const svc = new JobService({ config: env.config, db, mode: 'inline', settings, injector: FAST_INJECTOR });
+    const events: JobEvent[] = [];
+    svc.on('event', (_id, e) => events.push(e));
+    const report = await svc.start();
+    expect(report.resumed).toContain(jobId);
+    await svc.idle();
+    return { report, events, job: getJob(db, jobId)! };
+  }
+
+  it('a process killed with SIGKILL mid-trial resumes at the next start: no trial trained twice, one version', async () => {
+    seedUser(db, 'fay', 5);
+    const job = createJob(db, { userId: 'fay', params: { budget: 4, seed: 8 } });
+    const before = await killChildAt('mid-trial', '2');
     const killed = before.find((l) => l.type === 'ready-to-die').trial as number;
     expect(killed).toBeGreaterThanOrEqual(2);
     expect(getJob(db, job.id)!.state).toBe('running');
     expect(listTrialsForJob(db, job.id).map((r) => r.idx)).toEqual([...Array(killed).keys()]);
 
-    // The next start: the store checks, then the interrupted job is picked up and resumed.
-    const svc = new JobService({ config: env.config, db, mode: 'inline', settings, injector: FAST_INJECTOR });
-    const after: JobEvent[] = [];
-    svc.on('event', (_id, e) => after.push(e));
-    const report = await svc.start();
-    expect(report.resumed).toContain(job.id);
-    await svc.idle();
-    const done = getJob(db, job.id)!;
+    const { events: after, job: done } = await restart(job.id);
     expect(done.state, JSON.stringify(done.error)).toBe('succeeded');
     expect(listTrialsForJob(db, job.id).map((r) => r.idx)).toEqual([0, 1, 2, 3]);
 
@@ -346,6 +359,28 @@ describe('crash safety', () => {
     expect((done.result as any).retrained).toBeUndefined();
     expect(entries(join(trialAdapterRoot(env.config), userDirName('fay')))).toEqual([]);
     expect(entries(env.config.adapterDir).filter((f) => f.includes('.tmp-'))).toEqual([]);
+  });
+
+  it('killed after the adapter file is written but before the commit: the orphan is removed, the job commits once, nothing retrained', async () => {
+    seedUser(db, 'gus', 6);
+    const job = createJob(db, { userId: 'gus', params: { budget: 3, seed: 10 } });
+    const before = await killChildAt('after-write');
+    const orphan = before.find((l) => l.type === 'ready-to-die').path as string;
+    expect(existsSync(join(env.config.adapterDir, ...orphan.split('/')))).toBe(true);
+    expect(listAdapterVersions(db, 'gus')).toEqual([]);
+    expect(getJob(db, job.id)!.state).toBe('running');
+    expect(keys(before as JobEvent[], 'trial')).toHaveLength(3);
+
+    const { report, events: after, job: done } = await restart(job.id);
+    expect(report.store!.orphans).toEqual([orphan]);
+    expect(done.state, JSON.stringify(done.error)).toBe('succeeded');
+    expect(after.filter((e) => e.type === 'trial-start' || e.type === 'training')).toEqual([]);
+    const versions = listAdapterVersions(db, 'gus');
+    expect(versions).toHaveLength(1);
+    expect(versions[0]).toMatchObject({ active: 1, metrics: { jobId: job.id } });
+    expect(versions[0].filePath).not.toBe(orphan);
+    expect(existsSync(join(env.config.adapterDir, ...orphan.split('/')))).toBe(false);
+    expect((done.result as any).retrained).toBeUndefined();
   });
 
   it('start-up repairs what a crash around the final commit leaves: orphan adapter, temp dir, stale trial adapter', async () => {
