@@ -145,10 +145,12 @@ describe('injection jobs through the server', () => {
     const replay = await follow(job.id);
     expect(replay.map((e) => e.event)).toEqual(['state', 'trial', 'trial', 'trial', 'done']);
 
-    // The job is finished: a new request creates a new job.
+    // The job is finished: a new request creates a new job (cancelled at once; it trains nothing).
     const again = await call('POST', '/v1/admin/users/ann/inject', { budget: 1 });
     expect(again.status).toBe(202);
-    await follow(((await again.json()) as any).id);
+    const againId = ((await again.json()) as any).id;
+    expect([200, 202]).toContain((await call('POST', `/v1/admin/jobs/${againId}/cancel`)).status);
+    expect((await follow(againId)).at(-1)!.data.job.state).toBe('cancelled');
   });
 
   it('answers 404 and 422 for unknown jobs, users and bad queries', async () => {
