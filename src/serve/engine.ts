@@ -4,7 +4,9 @@
  *
  * A request is planned when it arrives (personalize.ts: injected, memory or vanilla; its prompt is
  * encoded and checked against the context window), queued, and its adapter lease is taken while it
- * waits (at most `maxBatch` loads ahead, so a full queue does not pin the cache). Between decode
+ * waits (at most `maxBatch` loads ahead, so a full queue does not pin the cache; the server reads
+ * cache misses on a worker thread, loader.ts, since this thread is inside ONNX Runtime most of the
+ * time and a load here would only advance between steps). Between decode
  * steps the loop
  *   1. frees the rows and queue places of cancelled requests (client gone),
  *   2. admits ready requests in arrival order into free rows (up to maxBatch, and within the pool's
@@ -94,8 +96,6 @@ const FINISH: Readonly<Record<FinishReason, ServeFinishReason>> = { stop: 'stop'
 
 const noLogger: ServeLogger = { info() {}, warn() {}, error() {} };
 
-/** Most time spent polling for I/O between steps while adapter loads are in flight. */
-const IO_GRACE_MS = 2;
 
 export class Engine {
   private readonly model: Model;
@@ -114,7 +114,6 @@ export class Engine {
   private readonly poolBudget: number;
   private readonly eosIds: number[];
   private nextRow = 1;
-  private loadsInFlight = 0;
   private running: Promise<void> | null = null;
   private wakeUp: (() => void) | null = null;
   private closed = false;
@@ -328,10 +327,6 @@ export class Engine {
       this.m.activeRows.set(undefined, this.active.size);
       // ORT ran on this thread: let sockets, timers and adapter reads move before the next step.
       await yieldToLoop();
-      // An adapter load is a chain of small fs operations, each finishing only when this thread
-      // polls for I/O: one poll per step would make a load last several steps. Poll a little longer.
-      const until = now() + IO_GRACE_MS;
-      while (this.loadsInFlight > 0 && now() < until) await yieldToLoop();
     }
   }
 
@@ -367,8 +362,7 @@ export class Engine {
   }
 
   private load(job: Job, row: Extract<Plan, { kind: 'injected' }>['row']): void {
-    this.loadsInFlight += 1;
-    this.leaser!.acquire(job.req.userId, row).finally(() => (this.loadsInFlight -= 1)).then(
+    this.leaser!.acquire(job.req.userId, row).then(
       (got) => {
         if ('lease' in got) {
           let rank: number;

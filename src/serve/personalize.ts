@@ -23,6 +23,7 @@ import { type AdapterCache, type AdapterLease, adapterKey, userOfKey } from '../
 import { ADAPTER_STATUS, markAdapterBad } from '../lora/consistency.js';
 import { AdapterStoreError, type AdapterStore } from '../lora/store.js';
 import { ServeError } from './errors.js';
+import type { AdapterReader } from './loader.js';
 import type { Fallback, FallbackReason, RequestedMode, ServeLogger } from './types.js';
 
 export type AdapterRow = Pick<AdapterVersionRow, 'userId' | 'version' | 'filePath' | 'sha256' | 'active' | 'status'>;
@@ -32,8 +33,11 @@ export type Plan = { kind: 'injected'; row: AdapterRow } | { kind: 'memory' | 'v
 
 /** Adapters are served only when the server has a store and cache (the bench's vanilla baseline has none). */
 export interface Adapters {
+  /** Takes bad versions out of service (quarantine) and reads adapters unless `reader` does. */
   store: AdapterStore;
   cache: AdapterCache;
+  /** Where cache misses are read from (default: the store on this thread; the server uses a load thread). */
+  reader?: AdapterReader;
 }
 
 export function planRequest(db: Db, adapters: Adapters | null, userId: string, mode: RequestedMode): Plan {
@@ -82,7 +86,8 @@ export class AdapterLeaser {
     const { store, cache } = this.adapters;
     let lease: AdapterLease;
     try {
-      lease = await cache.acquire(key, () => store.read(row.filePath, row.sha256, { userId }));
+      const reader = this.adapters.reader ?? store;
+      lease = await cache.acquire(key, () => reader.read(row.filePath, row.sha256, { userId }));
     } catch (e) {
       return { fallback: { from: 'injected', reason: await this.failed(userId, row, key, e) } };
     }

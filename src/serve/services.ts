@@ -20,6 +20,7 @@ import { readHfConfig } from '../model/import.js';
 import { Model } from '../model/model.js';
 import { loadTokenizer } from '../model/tokenizer.js';
 import { Engine, type EngineOptions } from './engine.js';
+import { WorkerAdapterLoader } from './loader.js';
 import { ServeError } from './errors.js';
 import type { ServeEvent, ServeLogger, ServeRequest, ServeResult } from './types.js';
 
@@ -59,6 +60,8 @@ export interface ServeServices {
   adapterFiles: { removeUserAdapters(userId: string): Promise<{ files: number; bytes: number }> };
   store?: AdapterStore;
   cache?: AdapterCache;
+  /** Where cache misses are read (a worker thread). */
+  reader?: WorkerAdapterLoader;
   /** Resolves when the model is loaded and warmed up (the engine), or with null when loading failed. */
   loaded: Promise<Engine | null>;
 }
@@ -76,6 +79,7 @@ export async function createServeServices(setup: ServeSetup, opts: ServeOptions 
   const modelName = basename(config.modelPath);
   const store = new AdapterStore(config.adapterDir, { config: readHfConfig(config.modelPath), name: modelName });
   const cache = new AdapterCache({ maxBytes: config.cacheBytes, registry: metrics });
+  const reader = new WorkerAdapterLoader(config.adapterDir, { config: readHfConfig(config.modelPath), name: modelName });
   if (opts.consistency !== false) {
     const report = await checkAdapterStore(db, store, { checksums: false, minAgeMs: 60_000, ...opts.consistency });
     const fields = {
@@ -108,7 +112,7 @@ export async function createServeServices(setup: ServeSetup, opts: ServeOptions 
         model,
         tokenizer,
         db,
-        adapters: opts.adapters === false ? null : { store, cache },
+        adapters: opts.adapters === false ? null : { store, cache, reader },
         maxQueue: config.maxQueue,
         maxBatch: config.maxBatch,
         registry: metrics,
@@ -146,12 +150,14 @@ export async function createServeServices(setup: ServeSetup, opts: ServeOptions 
       await loaded;
       await engine?.close();
       await (model as Model | null)?.close();
+      await reader.close();
     },
   };
   return {
     generate,
     store,
     cache,
+    reader,
     loaded,
     adapterFiles: {
       async removeUserAdapters(userId: string) {

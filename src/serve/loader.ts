@@ -1,0 +1,83 @@
+/**
+ * Adapter loads off the serving thread: the same `read(path, sha256, {userId})` as AdapterStore,
+ * answered by a worker thread (load-worker.ts) that owns its own store. Errors come back as
+ * AdapterStoreError with their code, so callers handle them as they would the store's.
+ */
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import type { Adapter } from '../lora/adapter.js';
+import type { AdapterModel } from '../lora/format.js';
+import { AdapterStoreError, type AdapterStoreErrorCode, type ReadOptions, type VerifyMode } from '../lora/store.js';
+import type { LoadReply, LoadRequest } from './load-worker.js';
+
+export interface AdapterReader {
+  read(path: string, sha256: string, options?: ReadOptions): Promise<Adapter>;
+}
+
+/** Under tsx the worker is TypeScript: register tsx's hooks in the worker before importing it (as src/inject/jobs.ts does). */
+function spawn(data: unknown): Worker {
+  const here = import.meta.url;
+  if (!here.endsWith('.ts')) return new Worker(new URL('./load-worker.js', here), { workerData: data });
+  const tsxDir = dirname(createRequire(here).resolve('tsx/package.json'));
+  const api = pathToFileURL(join(tsxDir, 'dist', 'esm', 'api', 'index.mjs')).href;
+  const entry = new URL('./load-worker.ts', here).href;
+  const boot = `import(${JSON.stringify(api)}).then((m) => { m.register(); return import(${JSON.stringify(entry)}); });`;
+  return new Worker(boot, { eval: true, workerData: data });
+}
+
+export class WorkerAdapterLoader implements AdapterReader {
+  private worker: Worker | null = null;
+  private nextId = 1;
+  private readonly pending = new Map<number, { resolve: (a: Adapter) => void; reject: (e: Error) => void }>();
+  private closed = false;
+
+  constructor(
+    private readonly root: string,
+    private readonly model: AdapterModel,
+    private readonly verify: VerifyMode = 'once',
+  ) {}
+
+  read(path: string, sha256: string, options: ReadOptions = {}): Promise<Adapter> {
+    if (this.closed) return Promise.reject(new AdapterStoreError('adapter_io', 'the adapter loader is closed', { path }));
+    if (options.userId === undefined) return Promise.reject(new AdapterStoreError('bad_adapter_path', 'a serving load names its user', { path }));
+    const id = this.nextId++;
+    const req: LoadRequest = { id, path, sha256, userId: options.userId };
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      this.ensure().postMessage(req);
+    });
+  }
+
+  private ensure(): Worker {
+    if (this.worker) return this.worker;
+    const w = spawn({ root: this.root, model: this.model, verify: this.verify });
+    w.unref(); // idle loads never keep the process alive
+    w.on('message', (reply: LoadReply) => {
+      const p = this.pending.get(reply.id);
+      if (!p) return;
+      this.pending.delete(reply.id);
+      if (reply.ok) p.resolve(reply.adapter);
+      else p.reject(new AdapterStoreError((reply.error.code ?? 'adapter_io') as AdapterStoreErrorCode, reply.error.message, reply.error.details as Record<string, unknown> | undefined));
+    });
+    const fail = (why: string) => {
+      if (this.worker === w) this.worker = null; // the next read starts a fresh thread
+      for (const [id, p] of this.pending) {
+        this.pending.delete(id);
+        p.reject(new AdapterStoreError('adapter_io', `adapter load thread ${why}`));
+      }
+    };
+    w.on('error', (e) => fail(`failed: ${e.message}`));
+    w.on('exit', (code) => fail(`exited (${code})`));
+    this.worker = w;
+    return w;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    const w = this.worker;
+    this.worker = null;
+    await w?.terminate();
+  }
+}
