@@ -179,7 +179,7 @@ export class Injector {
       const chunk = pairs.slice(i, i + batchSize);
       const res = await generate(
         this.model,
-        chunk.map((p) => ({ prompt: this.promptIds(p), maxTokens: this.opts.maxNewTokens, stopTokenIds: stops })),
+        chunk.map((p) => ({ prompt: this.promptIds(p), maxTokens: this.opts.maxNewTokens, stopTokenIds: stops, sampling: GREEDY })),
         { tokenizer: this.tokenizer, lora },
       );
       out.push(...res.map((r) => r.text.trim()));
@@ -203,6 +203,9 @@ export function sameShape(a: AdapterSpec, b: AdapterSpec): boolean {
 function copyAdapter(from: Adapter, spec: AdapterSpec): Adapter {
   return { spec, scaling: scalingOf(spec), pairs: from.pairs.map((p) => ({ ...p, A: p.A.slice(), B: p.B.slice() })) };
 }
+
+/** Replies are greedy: the sampler's own default is temperature 1. */
+const GREEDY = { temperature: 0 } as const;
 
 function emptyResult(valLoss: number): TrainResult {
   return { steps: 0, stopReason: 'completed', finalLoss: Number.NaN, bestValLoss: valLoss, bestStep: 0, history: [], tokens: 0, elapsedMs: 0 };

@@ -5,12 +5,13 @@ import { defaultPretrainOptions, pretrain } from './run.js';
 
 const USAGE = `usage: memlora pretrain [--out models/default] [--epochs N] [--max-steps N] [--threads N]
                         [--layers N] [--d-model N] [--heads N] [--ffn N] [--vocab N] [--seq-len N]
-                        [--batch N] [--lr X] [--seed N] [--no-resume]
+                        [--batch N] [--lr X] [--seed N] [--no-resume] [--card-only]
 
 Trains the byte-level BPE tokenizer and the GPT-2-style default model on the MedDia pretraining
 corpus (test users held out, docs/DATA.md) and writes config.json, model.safetensors,
 tokenizer.json and MODEL_CARD.md to --out. Progress is printed every 20 steps; a checkpoint is kept
-in .tmp/pretrain-checkpoint and a rerun resumes from it unless --no-resume.
+in .tmp/pretrain-checkpoint and a rerun resumes from it unless --no-resume. --card-only trains
+nothing: it recomputes the report and model card for the weights already in --out.
 `;
 
 export const pretrainCommand: Command = {
@@ -34,6 +35,7 @@ export const pretrainCommand: Command = {
         lr: { type: 'string' },
         seed: { type: 'string' },
         'no-resume': { type: 'boolean' },
+        'card-only': { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -64,6 +66,7 @@ export const pretrainCommand: Command = {
       lr: num(values.lr, 'lr') ?? d.lr,
       seed: num(values.seed, 'seed') ?? d.seed,
       resume: !values['no-resume'],
+      cardOnly: values['card-only'],
     });
     return 0;
   },

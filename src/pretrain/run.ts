@@ -5,7 +5,7 @@
  * our autodiff and the one trainer, and the result is written in Hugging Face layout with a model
  * card (recipe, data, held-out loss against a unigram baseline, sample replies).
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { grad } from '../graph/autodiff.js';
 import { Runner } from '../graph/runner.js';
@@ -22,7 +22,8 @@ import { writeSafetensors } from '../model/safetensors.js';
 import { loadTokenizer } from '../model/tokenizer.js';
 import { parameterCount } from '../model/weights.js';
 import type { Param } from '../train/params.js';
-import { type TrainBatch, type TrainerOptions, train } from '../train/trainer.js';
+import { type TrainBatch, type TrainResult, type TrainerOptions, train } from '../train/trainer.js';
+import { importCheckpoint } from '../model/import.js';
 import { type Corpus, type Document, buildCorpus, isHeldOut, unigramCrossEntropy } from './corpus.js';
 import { loadTrainerState, saveTrainerState } from './checkpoint.js';
 import { initWeights } from './init.js';
@@ -53,6 +54,11 @@ export interface PretrainOptions {
   resume: boolean;
   /** Limit the corpus to this many documents (smoke tests). */
   maxDocuments?: number;
+  /**
+   * Do not train: take the weights already in `out` and recompute the report and model card
+   * (held-out loss, unigram baseline, greedy samples).
+   */
+  cardOnly?: boolean;
   log: (line: string) => void;
 }
 
@@ -80,6 +86,13 @@ export const defaultPretrainOptions: PretrainOptions = {
   resume: true,
   log: (line) => console.log(line),
 };
+
+interface PreviousRun {
+  steps: number;
+  stopReason?: TrainResult['stopReason'];
+  history: TrainResult['history'];
+  elapsedMs: number;
+}
 
 export interface PretrainReport {
   config: ModelConfig;
@@ -138,14 +151,16 @@ export async function pretrain(options: Partial<PretrainOptions> = {}): Promise<
 
   // Tokenizer, trained on the training documents only.
   const heldOutProbe = buildCorpusSplitIds(docs, o);
-  const bpe = trainBpe(
-    docs.filter((d) => !heldOutProbe.has(d.id)).map((d) => d.text),
-    { vocabSize: o.vocabSize },
-  );
-  mkdirSync(o.out, { recursive: true });
-  saveTokenizer(o.out, bpe, { modelMaxLength: o.maxPositions, chatTemplate: 'memlora' });
+  if (!o.cardOnly) {
+    const bpe = trainBpe(
+      docs.filter((d) => !heldOutProbe.has(d.id)).map((d) => d.text),
+      { vocabSize: o.vocabSize },
+    );
+    mkdirSync(o.out, { recursive: true });
+    saveTokenizer(o.out, bpe, { modelMaxLength: o.maxPositions, chatTemplate: 'memlora' });
+  }
   const tokenizer = loadTokenizer(o.out);
-  log(`pretrain: tokenizer ${tokenizer.vocabSize} ids (byte-level BPE, ${bpe.merges.length} merges)`);
+  log(`pretrain: tokenizer ${tokenizer.vocabSize} ids (byte-level BPE)`);
 
   const corpus: Corpus = buildCorpus(docs, tokenizer, { seqLen: o.seqLen, heldOutFraction: o.heldOutFraction, seed: o.seed });
   log(
@@ -172,13 +187,15 @@ export async function pretrain(options: Partial<PretrainOptions> = {}): Promise<
     eosId: tokenizer.eosId,
     chatTemplate: 'memlora',
   };
-  const weights = initWeights(config, o.seed);
+  const previous = o.cardOnly ? (JSON.parse(readFileSync(join(o.out, 'pretrain-report.json'), 'utf8')) as PreviousRun) : null;
+  const weights = previous ? importCheckpoint(o.out).weights : initWeights(config, o.seed);
   log(`pretrain: GPT-2 style, d_model ${config.dModel}, ${config.nLayers} layers, ${config.nHeads} heads, FFN ${config.dFf}, ${parameterCount(config)} parameters`);
 
   const runner = new Runner({ intraOpThreads: o.threads });
   const model = new Model(config, weights, { runner });
   const trainSpec = { kind: 'train' as const };
-  const step = await runner.compile(`${sessionKey(config, trainSpec)}#grad-all`, () => {
+  // Compiled on first use (card-only runs never train).
+  const stepGraph = () => runner.compile(`${sessionKey(config, trainSpec)}#grad-all`, () => {
     const g = buildGraph(config, trainSpec);
     const params = weightInputs(g);
     const loss = g.outputs.find((x) => x.name === 'loss')!.value;
@@ -211,7 +228,7 @@ export async function pretrain(options: Partial<PretrainOptions> = {}): Promise<
     return sum / Math.max(1, n);
   };
 
-  const resume = o.resume ? loadTrainerState(o.checkpointDir) : null;
+  const resume = o.resume && !previous ? loadTrainerState(o.checkpointDir) : null;
   if (resume) log(`pretrain: resuming from ${o.checkpointDir} at step ${resume.state.step}`);
   const trainerOptions: Partial<TrainerOptions> = {
     lr: o.lr,
@@ -237,12 +254,14 @@ export async function pretrain(options: Partial<PretrainOptions> = {}): Promise<
       );
     },
   };
-  const result = await train(
+  const result: Pick<TrainResult, 'steps' | 'stopReason' | 'history' | 'elapsedMs'> = previous
+    ? { steps: previous.steps, stopReason: previous.stopReason ?? 'early_stopped', history: previous.history, elapsedMs: previous.elapsedMs }
+    : await train(
     {
       params,
       batches: (_epoch, rng) => batchesOf(corpus.train.blocks, rng.shuffle([...corpus.train.blocks.keys()])),
       step: async (batch) => {
-        const out = await step.run({ ...baseFeeds, ...batch.feeds }, ['loss', ...gradNames]);
+        const out = await (await stepGraph()).run({ ...baseFeeds, ...batch.feeds }, ['loss', ...gradNames]);
         const grads = new Map(params.map((p) => [p.name, out[`grad.${p.name}`].data as Float32Array]));
         return { loss: (out.loss.data as Float32Array)[0], grads };
       },
@@ -265,14 +284,17 @@ export async function pretrain(options: Partial<PretrainOptions> = {}): Promise<
       prompt: encodeChat(tokenizer, [{ role: 'user', content: p }], { addGenerationPrompt: true }),
       maxTokens: 96,
       stopTokenIds: stops,
+      sampling: { temperature: 0 },
     })),
     { tokenizer },
   );
   const samples = prompts.map((prompt, i) => ({ prompt, reply: results[i].text.trim() }));
   for (const s of samples) log(`pretrain: sample | patient: ${s.prompt}\n          | model: ${s.reply}`);
 
-  writeSafetensors(join(o.out, 'model.safetensors'), weights, { format: 'pt', producer: 'memlora pretrain' });
-  writeFileSync(join(o.out, 'config.json'), JSON.stringify(toHfConfig(config), null, 2) + '\n');
+  if (!previous) {
+    writeSafetensors(join(o.out, 'model.safetensors'), weights, { format: 'pt', producer: 'memlora pretrain' });
+    writeFileSync(join(o.out, 'config.json'), JSON.stringify(toHfConfig(config), null, 2) + '\n');
+  }
   const report: PretrainReport = {
     config,
     parameters: parameterCount(config),
@@ -282,10 +304,10 @@ export async function pretrain(options: Partial<PretrainOptions> = {}): Promise<
     unigramLoss: unigram,
     reduction,
     steps: result.steps,
-    elapsedMs: performance.now() - t0,
+    elapsedMs: previous ? previous.elapsedMs : performance.now() - t0,
     samples,
   };
-  writeFileSync(join(o.out, 'pretrain-report.json'), JSON.stringify({ ...report, history: result.history, options: { ...o, log: undefined } }, null, 2) + '\n');
+  writeFileSync(join(o.out, 'pretrain-report.json'), JSON.stringify({ ...report, stopReason: result.stopReason, history: result.history, options: { ...o, log: undefined } }, null, 2) + '\n');
   writeFileSync(join(o.out, 'MODEL_CARD.md'), modelCard(report, o, corpus, result.stopReason));
   await runner.close();
   return report;
