@@ -1,8 +1,8 @@
 /**
  * The load test of adapter swapping (issue 7).
  *
- *   npx tsx bench/swap.ts [--users 1000] [--seconds 25] [--warmup 5] [--connections 16]
- *                         [--max-tokens 16] [--seed 1] [--fresh] [--skip-micro]
+ *   npx tsx bench/swap.ts [--users 1000] [--seconds 24] [--warmup 4] [--connections 16]
+ *                         [--max-tokens 16] [--seed 1] [--fresh] [--skip-micro] [--skip-threads]
  *
  * 1,000 users, each with a stored adapter of a realistic configuration (random weights; merged rank
  * n*r from 8 to 128, layer sets from one layer to all six) written with AdapterStore plus its db row,
@@ -11,8 +11,11 @@
  *   vanilla   adapters disabled: every request served by the base model (the baseline)
  *   100%      cache sized at all adapter bytes
  *   10%, 1%   cache sized at that share of them
- * Each phase pre-loads the cache (in random order, so the smaller caches start with a random subset),
- * runs `warmup` seconds unmeasured, then `seconds` measured. Reported per phase: throughput and its
+ *   vanilla 2 threads, 100% 2 threads   the first two again with MEMLORA_INTRA_OP_THREADS=2, which
+ *             decides the serving default for 0 (--skip-threads leaves them out)
+ * Each configuration runs twice (order A B C D, then D C B A, against the machine's drifting load),
+ * each time on a fresh server that pre-loads the cache (in random order, so the smaller caches start
+ * with a random subset), then `warmup` seconds unmeasured and `seconds`/2 measured. Reported per phase: throughput and its
  * ratio to the baseline (targets >= 0.8 at 100%, >= 0.5 at 10%), tokens/s, p50/p99 latency, cache hit
  * rate, and the time of each adapter load in the server against a raw read of the same files
  * (target <= 2x), measured both inside the loaded server and in isolation.
@@ -50,7 +53,7 @@ import { loraTargets } from '../src/model/weights.js';
 import { barChart, lineChart } from '../src/plot/svg.js';
 import { initWeights } from '../src/pretrain/init.js';
 import { WorkerAdapterLoader } from '../src/serve/loader.js';
-import { createServeServices } from '../src/serve/services.js';
+import { DEFAULT_SERVE_THREADS, createServeServices } from '../src/serve/services.js';
 import { startServer } from '../src/server.js';
 import { Rng } from '../src/util/rng.js';
 
@@ -65,8 +68,9 @@ function arg(name: string, fallback: number): number {
 const flag = (name: string): boolean => process.argv.includes(`--${name}`);
 
 const USERS = arg('users', 1000);
-const SECONDS = arg('seconds', 25);
-const WARMUP = arg('warmup', 5);
+/** Measured seconds per configuration (two halves, see main). */
+const SECONDS = arg('seconds', 24);
+const WARMUP = arg('warmup', 4);
 const CONNECTIONS = arg('connections', 16);
 const MAX_TOKENS = arg('max-tokens', 16);
 const SEED = arg('seed', 1);
@@ -361,7 +365,7 @@ interface ServerChild {
   exited: Promise<void>;
 }
 
-async function startChild(ws: Workspace, phase: { cacheBytes: number; adapters: boolean }, loadsFile: string): Promise<ServerChild> {
+async function startChild(ws: Workspace, phase: { cacheBytes: number; adapters: boolean; threads: number }, loadsFile: string): Promise<ServerChild> {
   const proc = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--serve'], {
     cwd: repo,
     env: {
@@ -374,6 +378,7 @@ async function startChild(ws: Workspace, phase: { cacheBytes: number; adapters: 
       MEMLORA_CACHE_BYTES: String(Math.max(0, Math.floor(phase.cacheBytes))),
       MEMLORA_MAX_BATCH: String(MAX_BATCH),
       MEMLORA_MAX_QUEUE: '256',
+      MEMLORA_INTRA_OP_THREADS: String(phase.threads),
       MEMLORA_ADMIN_TOKEN: 'bench-admin-token-0123456789',
       BENCH_ADAPTERS: phase.adapters ? '1' : '0',
       BENCH_LOADS_FILE: loadsFile,
@@ -534,6 +539,11 @@ function sumMatching(m: Map<string, number>, prefix: string): number {
 interface PhaseResult {
   name: string;
   cacheShare: number | null;
+  threads: number;
+  segments: number;
+  rpsBySegment: number[];
+  meanStepMs: number;
+  meanPrefillMs: number;
   cacheBytes: number;
   requests: number;
   rps: number;
@@ -555,65 +565,118 @@ interface PhaseResult {
   loadVsRawInServer: number | null;
 }
 
-async function phase(ws: Workspace, name: string, cacheShare: number | null, rawMsByPath: Map<string, number>): Promise<PhaseResult> {
-  const cacheBytes = cacheShare === null ? ws.totalBytes : ws.totalBytes * cacheShare;
-  const loadsFile = join(ws.dir, `loads-${name.replace('%', 'pct')}.json`);
+interface PhaseConfig {
+  name: string;
+  /** Share of all adapter bytes the cache holds; null: adapters disabled (the baseline). */
+  cacheShare: number | null;
+  /** MEMLORA_INTRA_OP_THREADS (0: the serving default). */
+  threads: number;
+}
+
+/** One measured run of a configuration: a fresh server, a warm-up, `seconds` of load. */
+interface Segment {
+  duration: number;
+  ok: number;
+  errors: number;
+  non2xx: number;
+  p50: number;
+  p99: number;
+  mean: number;
+  d: (name: string) => number;
+  tokens: number;
+  loads: Array<{ path: string; ms: number }>;
+}
+
+const SERIES = [
+  'memlora_adapter_cache_hits_total',
+  'memlora_adapter_cache_misses_total',
+  'memlora_adapter_cache_loads_total',
+  'memlora_adapter_cache_evictions_total',
+  'memlora_generate_batch_rows_sum',
+  'memlora_generate_batch_rows_count',
+  'memlora_generate_step_seconds_sum',
+  'memlora_generate_prefill_seconds_sum',
+  'memlora_generate_prefill_seconds_count',
+  'memlora_generate_pool_padded_rank_sum',
+  'memlora_generate_pool_row_moves_total',
+];
+
+async function segment(ws: Workspace, cfg: PhaseConfig, seconds: number, round: number): Promise<Segment> {
+  const cacheBytes = cfg.cacheShare === null ? ws.totalBytes : ws.totalBytes * cfg.cacheShare;
+  const loadsFile = join(ws.dir, `loads-${cfg.name.replace(/[^a-z0-9]+/gi, '_')}-${round}.json`);
+  rmSync(loadsFile, { force: true });
   const t0 = now();
-  const child = await startChild(ws, { cacheBytes, adapters: cacheShare !== null }, loadsFile);
-  progress(`phase ${name}: server ready in ${((now() - t0) / 1000).toFixed(1)} s (cache ${(cacheBytes / 2 ** 20).toFixed(0)} MiB); warm-up ${WARMUP} s...`);
-  const rng = new Rng(SEED * 31 + 5); // the same request stream in every phase
+  const child = await startChild(ws, { cacheBytes, adapters: cfg.cacheShare !== null, threads: cfg.threads }, loadsFile);
+  progress(`${cfg.name} (round ${round}): server ready in ${((now() - t0) / 1000).toFixed(1)} s, cache ${(cacheBytes / 2 ** 20).toFixed(0)} MiB; ${WARMUP} s warm-up, ${seconds} s measured...`);
+  const rng = new Rng(SEED * 31 + 5 + round); // the same request stream for every configuration in a round
   const sample = zipfSampler(ws.users, rng);
   const texts = prompts(rng);
   try {
     await drive(child.url, WARMUP, sample, texts, rng);
     const before = await scrape(child.url);
-    progress(`phase ${name}: measuring ${SECONDS} s with ${CONNECTIONS} connections...`);
-    const res = await drive(child.url, SECONDS, sample, texts, rng);
+    const res = await drive(child.url, seconds, sample, texts, rng);
     const after = await scrape(child.url);
-    const ok = res.statusCodeStats['200']?.count ?? 0;
-    const hits = delta(before, after, 'memlora_adapter_cache_hits_total');
-    const misses = delta(before, after, 'memlora_adapter_cache_misses_total');
-    const steps = delta(before, after, 'memlora_generate_batch_rows_count');
-    const tokens = sumMatching(after, 'memlora_generate_tokens_total') - sumMatching(before, 'memlora_generate_tokens_total');
     child.proc.kill('SIGTERM');
     await child.exited;
-    const loads = existsSync(loadsFile) ? (JSON.parse(readFileSync(loadsFile, 'utf8')) as Array<{ path: string; ms: number }>) : [];
-    const measured = loads.filter((l) => rawMsByPath.has(l.path));
-    const loadMs = measured.reduce((s, l) => s + l.ms, 0);
-    const rawMs = measured.reduce((s, l) => s + rawMsByPath.get(l.path)!, 0);
-    const r: PhaseResult = {
-      name,
-      cacheShare,
-      cacheBytes: Math.floor(cacheBytes),
-      requests: ok,
-      rps: r3(ok / res.duration),
-      tokensPerS: r3(tokens / res.duration),
-      p50Ms: res.latency.p50,
-      p99Ms: res.latency.p99,
-      meanMs: r3(res.latency.average),
+    const deltas = new Map(SERIES.map((n) => [n, delta(before, after, n)]));
+    return {
+      duration: res.duration,
+      ok: res.statusCodeStats['200']?.count ?? 0,
       errors: res.errors,
       non2xx: res.non2xx,
-      hitRate: cacheShare === null || hits + misses === 0 ? null : r3(hits / (hits + misses)),
-      loads: delta(before, after, 'memlora_adapter_cache_loads_total'),
-      evictions: delta(before, after, 'memlora_adapter_cache_evictions_total'),
-      meanBatchRows: r3(delta(before, after, 'memlora_generate_batch_rows_sum') / Math.max(1, steps)),
-      meanPaddedRank: r3(delta(before, after, 'memlora_generate_pool_padded_rank_sum') / Math.max(1, steps)),
-      rowMovesPerStep: r3(delta(before, after, 'memlora_generate_pool_row_moves_total') / Math.max(1, steps)),
-      loadInServerMs: measured.length ? r3(loadMs / measured.length) : null,
-      rawOfSameMs: measured.length ? r3(rawMs / measured.length) : null,
-      loadVsRawInServer: measured.length ? r3(loadMs / rawMs) : null,
+      p50: res.latency.p50,
+      p99: res.latency.p99,
+      mean: res.latency.average,
+      d: (n) => deltas.get(n) ?? 0,
+      tokens: sumMatching(after, 'memlora_generate_tokens_total') - sumMatching(before, 'memlora_generate_tokens_total'),
+      loads: existsSync(loadsFile) ? (JSON.parse(readFileSync(loadsFile, 'utf8')) as Array<{ path: string; ms: number }>) : [],
     };
-    progress(
-      `phase ${name}: ${r.rps} req/s, ${r.tokensPerS} tok/s, p50 ${r.p50Ms} ms, p99 ${r.p99Ms} ms, hit rate ${r.hitRate ?? '-'}, ` +
-        `${r.loads} loads (${r.loadInServerMs ?? '-'} ms each vs ${r.rawOfSameMs ?? '-'} ms raw), batch ${r.meanBatchRows} rows, errors ${r.errors + r.non2xx}`,
-    );
-    return r;
   } finally {
     if (child.proc.exitCode === null) {
       child.proc.kill('SIGKILL');
       await child.exited;
     }
   }
+}
+
+/** A configuration's segments together: counts summed, latency percentiles averaged over segments. */
+function merge(ws: Workspace, cfg: PhaseConfig, segs: Segment[], rawMsByPath: Map<string, number>): PhaseResult {
+  const sum = (f: (s: Segment) => number): number => segs.reduce((a, s) => a + f(s), 0);
+  const d = (n: string): number => sum((s) => s.d(n));
+  const duration = sum((s) => s.duration);
+  const steps = Math.max(1, d('memlora_generate_batch_rows_count'));
+  const hits = d('memlora_adapter_cache_hits_total');
+  const misses = d('memlora_adapter_cache_misses_total');
+  const measured = segs.flatMap((s) => s.loads).filter((l) => rawMsByPath.has(l.path));
+  const loadMs = measured.reduce((a, l) => a + l.ms, 0);
+  const rawMs = measured.reduce((a, l) => a + rawMsByPath.get(l.path)!, 0);
+  return {
+    name: cfg.name,
+    cacheShare: cfg.cacheShare,
+    threads: cfg.threads || DEFAULT_SERVE_THREADS,
+    cacheBytes: Math.floor(cfg.cacheShare === null ? ws.totalBytes : ws.totalBytes * cfg.cacheShare),
+    segments: segs.length,
+    requests: sum((s) => s.ok),
+    rps: r3(sum((s) => s.ok) / duration),
+    rpsBySegment: segs.map((s) => r3(s.ok / s.duration)),
+    tokensPerS: r3(sum((s) => s.tokens) / duration),
+    p50Ms: r3(sum((s) => s.p50) / segs.length),
+    p99Ms: r3(sum((s) => s.p99) / segs.length),
+    meanMs: r3(sum((s) => s.mean) / segs.length),
+    errors: sum((s) => s.errors),
+    non2xx: sum((s) => s.non2xx),
+    hitRate: cfg.cacheShare === null || hits + misses === 0 ? null : r3(hits / (hits + misses)),
+    loads: d('memlora_adapter_cache_loads_total'),
+    evictions: d('memlora_adapter_cache_evictions_total'),
+    meanBatchRows: r3(d('memlora_generate_batch_rows_sum') / steps),
+    meanStepMs: r3((1000 * d('memlora_generate_step_seconds_sum')) / steps),
+    meanPrefillMs: r3((1000 * d('memlora_generate_prefill_seconds_sum')) / Math.max(1, d('memlora_generate_prefill_seconds_count'))),
+    meanPaddedRank: r3(d('memlora_generate_pool_padded_rank_sum') / steps),
+    rowMovesPerStep: r3(d('memlora_generate_pool_row_moves_total') / steps),
+    loadInServerMs: measured.length ? r3(loadMs / measured.length) : null,
+    rawOfSameMs: measured.length ? r3(rawMs / measured.length) : null,
+    loadVsRawInServer: measured.length ? r3(loadMs / rawMs) : null,
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -638,17 +701,29 @@ async function main(): Promise<void> {
     rawMsByPath.set(rel, median([await rawRead(u.files), await rawRead(u.files)]));
   }
 
-  const phases: PhaseResult[] = [];
-  for (const [name, share] of [
-    ['vanilla', null],
-    ['100%', 1],
-    ['10%', 0.1],
-    ['1%', 0.01],
-  ] as Array<[string, number | null]>) {
-    phases.push(await phase(ws, name, share, rawMsByPath));
+  const plan: PhaseConfig[] = [
+    { name: 'vanilla', cacheShare: null, threads: 0 },
+    { name: '100%', cacheShare: 1, threads: 0 },
+    { name: '10%', cacheShare: 0.1, threads: 0 },
+    { name: '1%', cacheShare: 0.01, threads: 0 },
+  ];
+  // The serving default for MEMLORA_INTRA_OP_THREADS=0, checked under this load: the same two with 2 threads.
+  if (!flag('skip-threads')) plan.push({ name: 'vanilla 2 threads', cacheShare: null, threads: 2 }, { name: '100% 2 threads', cacheShare: 1, threads: 2 });
+  // The machine's load drifts (other engineers' jobs): every configuration runs twice, in the order
+  // A B C D then D C B A, and its two halves are merged, so a linear drift weighs on all alike.
+  const segs = new Map<string, Segment[]>(plan.map((c) => [c.name, []]));
+  const order = [...plan.map((c) => [c, 1] as const), ...[...plan].reverse().map((c) => [c, 2] as const)];
+  for (const [cfg, round] of order) {
+    const seg = await segment(ws, cfg, Math.ceil(SECONDS / 2), round);
+    segs.get(cfg.name)!.push(seg);
+    progress(`${cfg.name} (round ${round}): ${r3(seg.ok / seg.duration)} req/s, p50 ${seg.p50} ms, p99 ${seg.p99} ms, errors ${seg.errors + seg.non2xx}`);
   }
+  const phases = plan.map((c) => merge(ws, c, segs.get(c.name)!, rawMsByPath));
   const base = phases[0];
-  const table = phases.map((p) => ({ ...p, throughputRatio: r3(p.rps / base.rps), tokensRatio: r3(p.tokensPerS / base.tokensPerS) }));
+  const table = phases.map((p) => {
+    const baseline = p.threads === base.threads ? base : phases.find((q) => q.cacheShare === null && q.threads === p.threads)!;
+    return { ...p, throughputRatio: r3(p.rps / baseline.rps), tokensRatio: r3(p.tokensPerS / baseline.tokensPerS) };
+  });
 
   const ranks = ws.users.map((u) => u.rank);
   const result = {
@@ -678,12 +753,18 @@ async function main(): Promise<void> {
       throughputRatioAt10: { target: 0.5, got: table[2].throughputRatio },
       loadVsRawIsolated: { target: 2, got: isolated.loadVsRaw },
     },
+    threadsUnderLoad: flag('skip-threads')
+      ? null
+      : {
+          vanillaTwoVsOne: r3(table[4].rps / table[0].rps),
+          injectedTwoVsOne: r3(table[5].rps / table[1].rps),
+        },
     totalSeconds: r3((now() - started) / 1000),
   };
   mkdirSync(resultsDir, { recursive: true });
   writeFileSync(join(resultsDir, 'swap.json'), `${JSON.stringify(result, null, 2)}\n`);
 
-  const cached = table.slice(1);
+  const cached = table.filter((p) => p.cacheShare !== null && p.threads === base.threads);
   const x = (p: PhaseResult): number => (p.cacheShare ?? 1) * 100;
   writeFileSync(
     join(resultsDir, 'swap-latency.svg'),
@@ -718,17 +799,18 @@ async function main(): Promise<void> {
     barChart({
       title: 'Requests per second by phase (same server build)',
       y: { label: 'requests / s', min: 0 },
-      bars: table.map((p) => ({ label: p.name, value: p.rps })),
+      bars: table.map((p) => ({ label: p.name.replace(' threads', 't'), value: p.rps })),
     }),
   );
 
   console.log(`\nadapter swap load test: ${ws.users.length} users, ${result.setup.totalAdapterMiB} MiB of adapters, model: ${ws.modelKind}`);
-  console.log('phase     req/s  ratio  tok/s  p50 ms  p99 ms  hit rate  loads  load/raw (in server)');
+  console.log('phase                req/s  ratio   tok/s  p50 ms  p99 ms  hit rate  loads  step ms  load/raw (in server)');
   for (const p of table) {
     console.log(
-      `${p.name.padEnd(8)} ${String(p.rps).padStart(6)} ${String(p.throughputRatio).padStart(6)} ${String(p.tokensPerS).padStart(6)} ${String(p.p50Ms).padStart(7)} ${String(p.p99Ms).padStart(7)} ${String(p.hitRate ?? '-').padStart(9)} ${String(p.loads).padStart(6)}  ${p.loadVsRawInServer ?? '-'}`,
+      `${p.name.padEnd(18)} ${String(p.rps).padStart(7)} ${String(p.throughputRatio).padStart(6)} ${String(p.tokensPerS).padStart(7)} ${String(p.p50Ms).padStart(7)} ${String(p.p99Ms).padStart(7)} ${String(p.hitRate ?? '-').padStart(9)} ${String(p.loads).padStart(6)} ${String(p.meanStepMs).padStart(8)}  ${p.loadVsRawInServer ?? '-'}`,
     );
   }
+  if (result.threadsUnderLoad) console.log(`2 vs 1 intra-op threads under load: vanilla ${result.threadsUnderLoad.vanillaTwoVsOne}x, injected ${result.threadsUnderLoad.injectedTwoVsOne}x throughput`);
   console.log(`adapter load vs raw read, isolated: ${isolated.loadVsRaw}x (first load with checksum ${isolated.firstLoadVsRaw}x)`);
   console.log(`wrote bench/results/swap.json and swap-{latency,hit-rate,throughput}.svg in ${result.totalSeconds} s`);
 }

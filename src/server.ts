@@ -182,6 +182,8 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
   try {
     address = await listen(server, cfg.port, cfg.host);
   } catch (err) {
+    // Nothing was served: stop what the factory started (a model loading in the background...).
+    for (const svc of [services.generate, services.jobs]) await svc?.close?.().catch(() => undefined);
     db.close();
     throw err;
   }

@@ -365,6 +365,10 @@ export class Engine {
     this.leaser!.acquire(job.req.userId, row).then(
       (got) => {
         if ('lease' in got) {
+          if (job.state === 'done') {
+            got.lease.release(); // cancelled while loading
+            return;
+          }
           let rank: number;
           try {
             rank = RowPool.rankOf(this.model.config, got.lease.adapter);
@@ -375,10 +379,6 @@ export class Engine {
             this.m.fallbacks.inc({ reason: 'adapter_unavailable' });
             this.withoutAdapter(job, 'memory', { from: 'injected', reason: 'adapter_unavailable' });
             this.wake();
-            return;
-          }
-          if (job.state === 'done') {
-            got.lease.release(); // cancelled while loading
             return;
           }
           job.lease = got.lease;
