@@ -25,9 +25,10 @@ import { ServeError } from './errors.js';
 import type { ServeEvent, ServeLogger, ServeRequest, ServeResult } from './types.js';
 
 /**
- * ONNX Runtime intra-op threads for serving when MEMLORA_INTRA_OP_THREADS is 0. One: measured on the
- * 2-core development machine under load, decode steps of the default shape run as fast with one
- * thread as with two (bench/swap.ts, "threads"), and one leaves the other core to HTTP and adapter I/O.
+ * ONNX Runtime intra-op threads for serving when MEMLORA_INTRA_OP_THREADS is 0. One: on the 2-core
+ * development machine under HTTP load (bench/swap.ts, results/swap.json "threadsUnderLoad"), two
+ * threads served vanilla requests 1.12x faster but injected ones 0.83x as fast, and one thread
+ * leaves the other core to HTTP and the adapter-load thread.
  */
 export const DEFAULT_SERVE_THREADS = 1;
 
