@@ -6,17 +6,17 @@
  * encoded and checked against the context window), queued, and its adapter lease is taken while it
  * waits (at most `maxBatch` loads ahead, so a full queue does not pin the cache; the server reads
  * cache misses on a worker thread, loader.ts, since this thread is inside ONNX Runtime most of the
- * time and a load here would only advance between steps). Between decode
- * steps the loop
+ * time and a load here would only advance between steps). Between decode steps the loop
  *   1. frees the rows and queue places of cancelled requests (client gone),
  *   2. admits ready requests in arrival order into free rows (up to maxBatch, and within the pool's
  *      byte budget) with one batched prefill of their prompts,
  *   3. runs one decode step of every row and streams each row's token to its request,
  *   4. removes finished rows, releasing their adapter leases.
  *
- * Adapters reach the graphs through a RowPool (src/model/row-pool.ts): the pool's row b is batch row
- * b's adapter, written once when the row joins and padded to the batch's rank bucket, so a step copies
- * no adapter. Hot swap: a request holds a lease on the adapter version it started with until it
+ * Adapters reach the graphs through a RowPool (src/model/row-pool.ts): rows are grouped by rank
+ * bucket, each group a pool padded to its own rank; a row's adapter is written once when it joins, so
+ * a step copies no adapter, and a row without one costs nothing. Hot swap: a request holds a lease
+ * on the adapter version it started with until it
  * finishes; a newly activated version is planned for the next request, and in-flight ones finish on
  * theirs. ONNX Runtime runs on this thread, so the loop yields to the event loop after every step.
  */
