@@ -2,10 +2,10 @@
  * Does injection put facts into the model? Synthetic persona users (src/eval/persona.ts) state a pet's
  * name, a medication and a city in varied wording and are asked about them with training question
  * wordings; probes ask with held-out wordings. For each user an adapter is trained on the history's
- * training split (early-stopped on its validation split); then, on the probes, we compare the
+ * training and test splits (the probes are the test here; early-stopped on its validation split); then, on the probes, we compare the
  * reference-answer loss and whether the greedy answer contains the fact, vanilla vs injected.
  *
- *   npx tsx bench/persona.ts [--users 8] [--epochs 12] [--lr 3e-3] [--n 4] [--r 16]
+ *   npx tsx bench/persona.ts [--users 8] [--epochs 15] [--lr 3e-3] [--n 4] [--r 16] [--patience 100]
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -23,7 +23,7 @@ const { values } = parseArgs({
   options: { patience: { type: "string" }, users: { type: "string" }, epochs: { type: 'string' }, lr: { type: 'string' }, n: { type: 'string' }, r: { type: 'string' }, out: { type: 'string' } },
 });
 const users = Number(values.users ?? 8);
-const epochs = Number(values.epochs ?? 12);
+const epochs = Number(values.epochs ?? 15);
 const lr = Number(values.lr ?? 3e-3);
 const n = Number(values.n ?? 4);
 const r = Number(values.r ?? 16) as Rank;
@@ -39,7 +39,8 @@ for (const u of makePersonaUsers(users, 1)) {
   const data = prepareUserData(injector, u.history, 1);
   const probes: TrainingPair[] = u.probes.map((p, i) => ({ group: `probe:${i}`, kind: 'dialogue', context: [{ role: 'user', content: p.question }], target: p.answer, targetItemId: -1 }));
   const probeExamples = injector.examples(probes);
-  const t = await injector.train(spec, data.train, data.val, { epochs, lr, seed: 1, patience: Number(values.patience ?? 3) });
+  // The probes are this bench's test set, so the history's own test split joins the training data.
+  const t = await injector.train(spec, [...data.train, ...data.test], data.val, { epochs, lr, seed: 1, patience: Number(values.patience ?? 100) });
   const vanillaLoss = await injector.loss(probeExamples);
   const injectedLoss = await injector.loss(probeExamples, t.adapter);
   const vanillaReplies = await injector.replies(probes);

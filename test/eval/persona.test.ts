@@ -29,3 +29,12 @@ describe('persona fixture', () => {
     expect(containsFact('You live in Lyon, of course.', 'Lyon')).toBe(true);
   });
 });
+
+describe('persona targets', () => {
+  it('never repeats a reply, so no validation or test pair is dropped as a duplicate', () => {
+    for (const u of makePersonaUsers(12, 1)) {
+      const replies = u.history.filter((h) => h.role === 'assistant').map((h) => h.text);
+      expect(new Set(replies).size).toBe(replies.length);
+    }
+  });
+});
