@@ -7,6 +7,7 @@
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { ConfigError, formatConfigError, loadConfig } from './config.js';
+import { ablateCommand } from './eval/ablation-command.js';
 import { evalCommand } from './eval/command.js';
 import { injectCommand, searchCommand } from './inject/commands.js';
 import { importCommand } from './model/import-command.js';
@@ -55,7 +56,7 @@ export const serveCommand: Command = {
 };
 
 /** Every subcommand. inject, search, eval, import and pretrain are added here by their modules' owners. */
-export const commands: readonly Command[] = [serveCommand, importCommand, pretrainCommand, injectCommand, searchCommand, evalCommand];
+export const commands: readonly Command[] = [serveCommand, importCommand, pretrainCommand, injectCommand, searchCommand, evalCommand, ablateCommand];
 
 function usage(): string {
   const width = Math.max(...commands.map((c) => c.name.length));

@@ -12,11 +12,13 @@ import { markdownTable, summarise } from './report.js';
 import { type EvalOptions, METHODS, type Method, type UserResult, evaluateUser } from './runner.js';
 
 const USAGE = `usage: memlora eval [--dataset meddia] [--methods vanilla,memory,default,milp,milp+memory] [--users K]
-                    [--budget N] [--initial-points N] [--epochs N] [--lr X] [--seed N] [--out bench/results]
+                    [--budget N] [--initial-points N] [--n-max N] [--time-budget-min M]
+                    [--epochs N] [--lr X] [--seed N] [--out bench/results]
 
 Answers every test pair of MedDia's held-out test users (docs/DATA.md) with each method and prints the
 table of the paper's Table 3 (ROUGE-1, ROUGE-L F-measure, Persona-F1, and ROUGE recall beside them)
-with per-user bootstrap 95% intervals; writes <out>/eval-meddia.json and .md.
+with per-user bootstrap 95% intervals; writes <out>/eval-meddia.json and .md. --n-max bounds the number
+of parallel LoRAs searched (default 32); --time-budget-min caps each user's search in wall-clock minutes.
 Model: MEMLORA_MODEL_PATH (default models/default).
 `;
 
@@ -32,6 +34,8 @@ export const evalCommand: Command = {
         users: { type: 'string' },
         budget: { type: 'string' },
         'initial-points': { type: 'string' },
+        'n-max': { type: 'string' },
+        'time-budget-min': { type: 'string' },
         epochs: { type: 'string' },
         lr: { type: 'string' },
         seed: { type: 'string' },
@@ -51,7 +55,12 @@ export const evalCommand: Command = {
       process.stderr.write(`memlora eval: unknown methods ${bad.join(', ')} (choose from ${METHODS.join(', ')})\n`);
       return 2;
     }
-    const num = (v: string | undefined, d: number): number => (v === undefined ? d : Number(v));
+    const num = (v: string | undefined, d: number): number => {
+      if (v === undefined) return d;
+      const x = Number(v);
+      if (!Number.isFinite(x) || x < 0) throw new Error(`memlora eval: expected a non-negative number, got ${JSON.stringify(v)}`);
+      return x;
+    };
     const config = loadConfig();
     const model = Model.load(config.modelPath, { runnerOptions: { intraOpThreads: config.intraOpThreads } });
     const tokenizer = loadTokenizer(config.modelPath);
@@ -62,6 +71,8 @@ export const evalCommand: Command = {
       users: values.users === undefined ? undefined : num(values.users, 0),
       budget: num(values.budget, 12),
       initialPoints: num(values['initial-points'], 6),
+      nMax: values['n-max'] === undefined ? undefined : num(values['n-max'], 32),
+      timeBudgetMs: values['time-budget-min'] === undefined ? undefined : num(values['time-budget-min'], 0) * 60_000,
       seed: num(values.seed, 1),
       memoryK: 5,
       train: { epochs: values.epochs === undefined ? undefined : num(values.epochs, 4), lr: values.lr === undefined ? undefined : num(values.lr, 5e-4) },

@@ -26,6 +26,10 @@ export interface EvalOptions {
   users?: number;
   budget: number;
   initialPoints: number;
+  /** Largest n searched (the space's n ∈ 0..nMax); undefined keeps the design's 32. */
+  nMax?: number;
+  /** Wall-clock cap of one user's search, in ms (the search stops after the trial that passes it). */
+  timeBudgetMs?: number;
   seed: number;
   memoryK: number;
   train: Partial<InjectTrainOptions>;
@@ -94,6 +98,8 @@ export async function evaluateUser(injector: Injector, med: MedDia, userId: stri
           const s = await searchUser(injector, data, {
             budget: o.budget,
             initialPoints: o.initialPoints,
+            nMax: o.nMax,
+            timeBudgetMs: o.timeBudgetMs,
             seed: o.seed,
             fit: 'map',
             train: o.train,
