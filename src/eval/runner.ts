@@ -9,7 +9,7 @@ import type { Adapter } from '../lora/adapter.js';
 import { defaultSpec, specKey } from '../lora/spec.js';
 import type { TrainingPair } from '../inject/dataset.js';
 import type { Injector, InjectTrainOptions } from '../inject/injector.js';
-import { evaluateConfig, searchUser } from '../inject/search-user.js';
+import { type TrialOutcome, evaluateConfig, searchUser, trialSeed } from '../inject/search-user.js';
 import { prepareUserData, trainHistory } from '../inject/user-data.js';
 import { formatProgress } from '../inject/search/index.js';
 import { type MedDia, toHistoryItems } from './meddia.js';
@@ -84,6 +84,7 @@ export async function evaluateUser(injector: Injector, med: MedDia, userId: stri
   const memoryPairs = (): TrainingPair[] => test.map((p) => ({ ...p, context: messagesWithMemory(p.context, memory.search(lastUser(p.context), o.memoryK)) }));
   const replies: Partial<Record<Method, string[]>> = {};
   let milpAdapter: Adapter | undefined;
+  let defaultTrial: TrialOutcome | undefined;
   try {
     for (const m of o.methods) {
       const t0 = performance.now();
@@ -91,8 +92,10 @@ export async function evaluateUser(injector: Injector, med: MedDia, userId: stri
       if (m === 'vanilla') out = await injector.replies(test);
       else if (m === 'memory') out = await injector.replies(memoryPairs());
       else if (m === 'default') {
-        const t = await evaluateConfig(injector, data, defaultSpec(injector.model.config.nLayers), { ...o.train, seed: o.seed });
-        out = await injector.replies(test, t.adapter);
+        // Trained as the MiLP search's first trial would be (same seed), so the search can count it
+        // as its warm start instead of training it again.
+        defaultTrial = await evaluateConfig(injector, data, defaultSpec(injector.model.config.nLayers), { ...o.train, seed: trialSeed(o.seed, 0) }, 0);
+        out = await injector.replies(test, defaultTrial.adapter);
       } else {
         if (!milpAdapter) {
           const s = await searchUser(injector, data, {
@@ -100,6 +103,9 @@ export async function evaluateUser(injector: Injector, med: MedDia, userId: stri
             initialPoints: o.initialPoints,
             nMax: o.nMax,
             timeBudgetMs: o.timeBudgetMs,
+            // The fixed default is the search's first point (a warm start, as from other users'
+            // winners): with a handful of trials, MiLP should not have to rediscover it.
+            ...(defaultTrial ? { evaluated: [defaultTrial] } : { warmStart: [defaultSpec(injector.model.config.nLayers)] }),
             seed: o.seed,
             fit: 'map',
             train: o.train,

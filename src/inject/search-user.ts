@@ -6,7 +6,7 @@
  */
 import type { Adapter } from '../lora/adapter.js';
 import type { AdapterSpec } from '../lora/spec.js';
-import { type FixedParts, type LoraConfig, type SearchOptions, type SearchResult, type TrialStore, MemoryTrialStore, createSpace, runSearch } from './search/index.js';
+import { type FixedParts, type LoraConfig, type SearchOptions, type SearchResult, type Trial, type TrialStore, MemoryTrialStore, createSpace, runSearch } from './search/index.js';
 import type { TrainProgress } from '../train/trainer.js';
 import { type InjectTrainOptions, type Injector } from './injector.js';
 import type { UserData } from './user-data.js';
@@ -38,6 +38,12 @@ export interface UserSearchOptions {
   nMax?: number;
   onProgress?: SearchOptions['onProgress'];
   onTrainProgress?: (trialIndex: number, p: TrainProgress) => void;
+  /**
+   * Configurations already trained and scored on this user's data (e.g. the fixed default), counted
+   * as the search's first trials (warm starts) instead of being trained again; their trialIndex must
+   * be 0, 1, … in order. Only with the default in-memory store.
+   */
+  evaluated?: TrialOutcome[];
   /** Called with each finished trial's adapter (e.g. to persist it); default keeps the front in memory. */
   onTrial?: (t: TrialOutcome) => Promise<void> | void;
 }
@@ -80,6 +86,25 @@ export async function evaluateConfig(
 export async function searchUser(injector: Injector, data: UserData, opts: UserSearchOptions): Promise<UserSearchResult> {
   const space = createSpace({ layers: injector.model.config.nLayers, nMax: opts.nMax, fixed: opts.fixed });
   const kept = new Map<number, TrialOutcome>();
+  const evaluated = opts.evaluated ?? [];
+  if (evaluated.length > 0 && opts.store) throw new Error('searchUser: `evaluated` trials need the in-memory store');
+  const seeded: Trial[] = evaluated.map((t, i) => {
+    if (t.trialIndex !== i) throw new Error(`searchUser: evaluated[${i}] has trialIndex ${t.trialIndex}`);
+    keepOnFront(kept, t);
+    const config = space.canonical({ layers: t.spec.layers, n: t.spec.n, r: t.spec.r });
+    return {
+      index: i,
+      key: space.key(config),
+      config,
+      phase: 'warm-start',
+      status: 'ok',
+      loss: t.valLoss,
+      rougeL: t.valRougeL,
+      cost: { seconds: t.seconds, trainSeconds: t.seconds, steps: t.steps },
+      startedAt: new Date().toISOString(),
+      durationMs: t.seconds * 1000,
+    };
+  });
   const result = await runSearch({
     space,
     budget: opts.budget,
@@ -87,7 +112,7 @@ export async function searchUser(injector: Injector, data: UserData, opts: UserS
     initialPoints: opts.initialPoints,
     fit: opts.fit,
     seed: opts.seed,
-    store: opts.store ?? new MemoryTrialStore(),
+    store: opts.store ?? new MemoryTrialStore(seeded),
     warmStart: opts.warmStart,
     signal: opts.signal,
     onProgress: opts.onProgress,

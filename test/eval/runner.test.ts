@@ -6,6 +6,8 @@ import { markdownTable, summarise } from '../../src/eval/report.js';
 import { evaluateUser, type UserResult } from '../../src/eval/runner.js';
 import { Injector } from '../../src/inject/injector.js';
 import { prepareUserData } from '../../src/inject/user-data.js';
+import { evaluateConfig, searchUser, trialSeed } from '../../src/inject/search-user.js';
+import { defaultSpec } from '../../src/lora/spec.js';
 import { toHistoryItems } from '../../src/eval/meddia.js';
 import type { ModelConfig } from '../../src/model/config.js';
 import { Model } from '../../src/model/model.js';
@@ -101,6 +103,19 @@ describe('the evaluation runner on one MedDia user (tiny random model)', () => {
     const rows = summariseAblation([r], ['default', 'r']);
     expect(rows.map((x) => x.variant)).toEqual(['vanilla', 'default', 'r']);
     expect(rows[2].testRougeL.mean).toBe(r.variants.r!.testRougeL);
+  });
+});
+
+describe('searchUser with already evaluated configurations', () => {
+  it('counts them as its first trials without training them again, and can choose them', async () => {
+    const data = prepareUserData(injector, toHistoryItems(med.user(med.testUserIds[0])), 1);
+    const t0 = await evaluateConfig(injector, data, defaultSpec(2), { epochs: 1, lr: 1e-2, seed: trialSeed(1, 0) }, 0);
+    let trained = 0;
+    const s = await searchUser(injector, data, { budget: 1, initialPoints: 1, seed: 1, fit: 'map', train: { epochs: 1, lr: 1e-2, onProgress: () => void trained++ }, evaluated: [t0] });
+    expect(trained).toBe(0);
+    expect(s.search.trials.map((t) => [t.phase, t.loss])).toEqual([['warm-start', t0.valLoss]]);
+    expect(s.chosen!.adapter).toBe(t0.adapter);
+    await expect(searchUser(injector, data, { budget: 1, initialPoints: 1, seed: 1, fit: 'map', train: {}, evaluated: [{ ...t0, trialIndex: 3 }] })).rejects.toThrow(/trialIndex/);
   });
 });
 
