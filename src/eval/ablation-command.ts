@@ -12,11 +12,12 @@ import { loadMedDia } from './meddia.js';
 
 const USAGE = `usage: memlora ablate [--variants default,layers,n,r,layers+n,layers+r,n+r,all] [--users K | --user ID]
                       [--budget N] [--initial-points N] [--n-max N] [--epochs N] [--lr X] [--seed N]
-                      [--out bench/results/ablation]
+                      [--no-warm-start] [--out bench/results/ablation]
 
 For each of the first K MedDia test users (docs/DATA.md), runs one MiLP search per variant, searching
 only the named parts of the configuration and holding the rest at the fixed default (all layers, n=1,
-r=8); "default" searches nothing. Prints, and writes to <out>.json and <out>.md, the test ROUGE-1/L of
+r=8); "default" searches nothing. Every search starts from the trained default configuration (it lies in
+every variant's subspace) unless --no-warm-start. Prints, and writes to <out>.json and <out>.md, the test ROUGE-1/L of
 each variant's chosen adapter (mean over users, 95% bootstrap interval) beside vanilla.
 Model: MEMLORA_MODEL_PATH (default models/default).
 `;
@@ -38,6 +39,7 @@ export const ablateCommand: Command = {
         lr: { type: 'string' },
         seed: { type: 'string' },
         out: { type: 'string' },
+        'no-warm-start': { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -67,6 +69,7 @@ export const ablateCommand: Command = {
       initialPoints: nums['initial-points'] ?? 4,
       nMax: nums['n-max'],
       seed: nums.seed ?? 1,
+      warmStartDefault: !values['no-warm-start'],
       train: { epochs: nums.epochs, lr: nums.lr },
       log: (line) => process.stderr.write(`${line}\n`),
     };

@@ -6,7 +6,7 @@
  * the chosen trial are kept beside them.
  */
 import type { Injector, InjectTrainOptions } from '../inject/injector.js';
-import { evaluateConfig, searchUser } from '../inject/search-user.js';
+import { evaluateConfig, searchUser, trialSeed } from '../inject/search-user.js';
 import { formatProgress } from '../inject/search/index.js';
 import type { FixedParts } from '../inject/search/index.js';
 import { prepareUserData } from '../inject/user-data.js';
@@ -36,6 +36,8 @@ export interface AblationOptions {
   initialPoints: number;
   nMax?: number;
   seed: number;
+  /** Start every search from the trained default configuration (default true). */
+  warmStartDefault?: boolean;
   train: Partial<InjectTrainOptions>;
   log: (line: string) => void;
 }
@@ -69,16 +71,22 @@ export async function ablateUser(injector: Injector, med: MedDia, userId: string
   };
   const res: AblationUser = { userId, vanilla: await testScores(), variants: {} };
   const nLayers = injector.model.config.nLayers;
+  // The default configuration lies in every variant's subspace (the fixed parts take its values):
+  // trained once, it is every search's first trial (a warm start), so variants differ only in
+  // what they may search beyond it.
+  const tDefault = performance.now();
+  const defaultTrial = await evaluateConfig(injector, data, defaultSpec(nLayers), { ...o.train, seed: trialSeed(o.seed, 0) }, 0);
+  const defaultSeconds = (performance.now() - tDefault) / 1000;
   for (const v of o.variants) {
-    const t0 = performance.now();
+    const t0 = performance.now() - (v === 'default' ? defaultSeconds * 1000 : 0);
     let cell: Omit<AblationCell, 'testRouge1' | 'testRougeL' | 'seconds'>;
     let adapter;
     if (v === 'default') {
-      const t = await evaluateConfig(injector, data, defaultSpec(nLayers), { ...o.train, seed: o.seed });
-      adapter = t.adapter;
-      cell = { config: specKey(t.spec), trials: 1, valLoss: t.valLoss, valRougeL: t.valRougeL };
+      adapter = defaultTrial.adapter;
+      cell = { config: specKey(defaultTrial.spec), trials: 1, valLoss: defaultTrial.valLoss, valRougeL: defaultTrial.valRougeL };
     } else {
       const s = await searchUser(injector, data, {
+        evaluated: o.warmStartDefault === false ? undefined : [defaultTrial],
         budget: o.budget,
         initialPoints: o.initialPoints,
         nMax: o.nMax,
