@@ -1,11 +1,11 @@
 /**
  * Train-step cost vs forward cost for a small GPT-2-style model (issue 3).
  *
- * Model (the default model's intended size): vocab 2048, d_model 256, 4 layers, 4 heads, FFN 1024,
+ * Model (the default model's size, models/default): vocab 2048, d_model 256, 6 layers, 4 heads, FFN 1024,
  * learned positions, tied LM head, tanh GELU, fused LayerNormalization, float32; batch 8, sequence 128.
  * LoRA rank 8 on both FFN linear maps of every layer. Three graphs over the same weights:
  *   forward     loss only
- *   LoRA step   loss + gradients w.r.t. the 16 LoRA tensors (base weights frozen)
+ *   LoRA step   loss + gradients w.r.t. the 24 LoRA tensors (A and B of 2 maps x 6 layers) (base weights frozen)
  *   full step   loss + gradients w.r.t. every weight (pretraining; for information)
  * Timed in one process, interleaved round by round after warm-up; the median of each is reported.
  * Target: LoRA step <= 3.5x forward.
@@ -37,7 +37,7 @@ const WARMUP = Number(arg('warmup', '2'));
 const THREADS = Number(arg('threads', '0'));
 const BATCH = Number(arg('batch', '8'));
 const SEQ = Number(arg('seq', '128'));
-const CFG = { vocab: 2048, dModel: 256, layers: 4, heads: 4, ffn: 1024, maxSeq: 256, loraRank: 8 };
+const CFG = { vocab: 2048, dModel: 256, layers: 6, heads: 4, ffn: 1024, maxSeq: 256, loraRank: 8 };
 
 interface Model {
   loss: Value;
