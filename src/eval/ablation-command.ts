@@ -5,6 +5,7 @@ import { parseArgs } from 'node:util';
 import type { Command } from '../cli.js';
 import { loadConfig, repoRoot } from '../config.js';
 import { Injector } from '../inject/injector.js';
+import { loadInjectionRecipe } from '../inject/recipe.js';
 import { Model } from '../model/model.js';
 import { loadTokenizer } from '../model/tokenizer.js';
 import { ABLATION_VARIANTS, type AblationOptions, type AblationUser, type AblationVariant, ablateUser, ablationTable, summariseAblation } from './ablation.js';
@@ -18,7 +19,8 @@ For each of the first K MedDia test users (docs/DATA.md), runs one MiLP search p
 only the named parts of the configuration and holding the rest at the fixed default (all layers, n=1,
 r=8); "default" searches nothing. Every search starts from the trained default configuration (it lies in
 every variant's subspace) unless --no-warm-start. Prints, and writes to <out>.json and <out>.md, the test ROUGE-1/L of
-each variant's chosen adapter (mean over users, 95% bootstrap interval) beside vanilla.
+each variant's chosen adapter (mean over users, 95% bootstrap interval) beside vanilla. --n-max,
+--epochs and --lr default to the model's injection.json (src/inject/recipe.ts).
 Model: MEMLORA_MODEL_PATH (default models/default).
 `;
 
@@ -61,16 +63,17 @@ export const ablateCommand: Command = {
     if (values.user !== undefined && !med.user(values.user)) return fail(`no MedDia user ${JSON.stringify(values.user)}`);
     const users = values.user !== undefined ? [values.user] : med.testUserIds.slice(0, nums.users ?? 3);
     const config = loadConfig();
+    const recipe = loadInjectionRecipe(config.modelPath);
     const model = Model.load(config.modelPath, { runnerOptions: { intraOpThreads: config.intraOpThreads } });
     const injector = new Injector(model, loadTokenizer(config.modelPath));
     const opts: AblationOptions = {
       variants,
       budget: nums.budget ?? 8,
       initialPoints: nums['initial-points'] ?? 4,
-      nMax: nums['n-max'],
+      nMax: nums['n-max'] ?? recipe.nMax,
       seed: nums.seed ?? 1,
       warmStartDefault: !values['no-warm-start'],
-      train: { epochs: nums.epochs, lr: nums.lr },
+      train: { epochs: nums.epochs ?? recipe.epochs, lr: nums.lr ?? recipe.lr },
       log: (line) => process.stderr.write(`${line}\n`),
     };
     const t0 = performance.now();

@@ -5,6 +5,7 @@ import { parseArgs } from 'node:util';
 import type { Command } from '../cli.js';
 import { loadConfig, repoRoot } from '../config.js';
 import { Injector } from '../inject/injector.js';
+import { loadInjectionRecipe } from '../inject/recipe.js';
 import { Model } from '../model/model.js';
 import { loadTokenizer } from '../model/tokenizer.js';
 import { loadMedDia } from './meddia.js';
@@ -18,7 +19,8 @@ const USAGE = `usage: memlora eval [--dataset meddia] [--methods vanilla,memory,
 Answers every test pair of MedDia's held-out test users (docs/DATA.md) with each method and prints the
 table of the paper's Table 3 (ROUGE-1, ROUGE-L F-measure, Persona-F1, and ROUGE recall beside them)
 with per-user bootstrap 95% intervals; writes <out>/eval-meddia.json and .md. --n-max bounds the number
-of parallel LoRAs searched (default 32); --time-budget-min caps each user's search in wall-clock minutes.
+of parallel LoRAs searched; --n-max, --epochs and --lr default to the model's injection.json
+(src/inject/recipe.ts), else 32 and the paper's 4 epochs at 5e-4. --time-budget-min caps each user's search in wall-clock minutes.
 Model: MEMLORA_MODEL_PATH (default models/default).
 `;
 
@@ -62,6 +64,7 @@ export const evalCommand: Command = {
       return x;
     };
     const config = loadConfig();
+    const recipe = loadInjectionRecipe(config.modelPath);
     const model = Model.load(config.modelPath, { runnerOptions: { intraOpThreads: config.intraOpThreads } });
     const tokenizer = loadTokenizer(config.modelPath);
     const injector = new Injector(model, tokenizer);
@@ -71,11 +74,11 @@ export const evalCommand: Command = {
       users: values.users === undefined ? undefined : num(values.users, 0),
       budget: num(values.budget, 12),
       initialPoints: num(values['initial-points'], 6),
-      nMax: values['n-max'] === undefined ? undefined : num(values['n-max'], 32),
+      nMax: values['n-max'] === undefined ? recipe.nMax : num(values['n-max'], 32),
       timeBudgetMs: values['time-budget-min'] === undefined ? undefined : num(values['time-budget-min'], 0) * 60_000,
       seed: num(values.seed, 1),
       memoryK: 5,
-      train: { epochs: values.epochs === undefined ? undefined : num(values.epochs, 4), lr: values.lr === undefined ? undefined : num(values.lr, 5e-4) },
+      train: { epochs: values.epochs === undefined ? recipe.epochs : num(values.epochs, 4), lr: values.lr === undefined ? recipe.lr : num(values.lr, 5e-4) },
       log: (line) => process.stderr.write(`${line}\n`),
     };
     const users = med.testUserIds.slice(0, opts.users ?? med.testUserIds.length);

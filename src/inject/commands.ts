@@ -17,6 +17,7 @@ import { type InjectContext, openInjectContext, userHistory } from './context.js
 import { frontSvg } from './front-plot.js';
 import { JsonFileTrialStore, formatProgress } from './search/index.js';
 import { evaluateConfig, searchUser } from './search-user.js';
+import { loadInjectionRecipe } from './recipe.js';
 import { prepareUserData } from './user-data.js';
 
 const err = (line: string): boolean => process.stderr.write(`${line}\n`);
@@ -60,6 +61,12 @@ async function saveVersion(ctx: InjectContext, userId: string, adapter: Adapter,
   }
 }
 
+/** Training options: the flags, else the base model's injection recipe, else the trainer's defaults. */
+function recipeTrain(values: { epochs?: string; lr?: string }): { epochs?: number; lr?: number } {
+  const recipe = loadInjectionRecipe(loadConfig().modelPath);
+  return { epochs: positive(values.epochs, 'epochs') ?? recipe.epochs, lr: positive(values.lr, 'lr') ?? recipe.lr };
+}
+
 const TRAIN_OPTIONS = {
   epochs: { type: 'string' },
   lr: { type: 'string' },
@@ -73,6 +80,7 @@ const INJECT_USAGE = `usage: memlora inject --user <id> --config '{"layers":[tru
 Trains one LoRA configuration on the user's history (70% train, early-stopped on the 10% validation
 split), prints validation loss and ROUGE-L, writes the adapter and records it as the user's next
 adapter version (active unless --no-activate). Reads MEMLORA_* configuration (README).
+--epochs and --lr default to the base model's injection.json (src/inject/recipe.ts), else 4 and 5e-4.
 `;
 
 export const injectCommand: Command = {
@@ -93,7 +101,7 @@ export const injectCommand: Command = {
           ctx.injector,
           data,
           spec,
-          { epochs: positive(values.epochs, 'epochs'), lr: positive(values.lr, 'lr'), seed: positive(values.seed, 'seed') ?? 0 },
+          { ...recipeTrain(values), seed: positive(values.seed, 'seed') ?? 0 },
           0,
           (_i, p) => err(`inject: step ${p.step}/${p.totalSteps} loss ${p.smoothLoss.toFixed(4)}${p.valLoss !== undefined ? ` val ${p.valLoss.toFixed(4)}` : ''}`),
         );
@@ -119,7 +127,8 @@ The MiLP search for one user: Bayesian optimisation (SAAS GP, NEHVI) over which 
 many LoRAs and their rank, trading validation loss against ROUGE-L. Prints a line per trial, writes
 the trials and the Pareto front (SVG) under <data dir>/searches/<user>/, and stores the chosen
 configuration's adapter as the user's next version (active unless --no-activate). A rerun resumes
-from the saved trials.
+from the saved trials. --epochs, --lr and the largest n searched come from the base model's
+injection.json when it has one (src/inject/recipe.ts).
 `;
 
 export const searchCommand: Command = {
@@ -148,7 +157,8 @@ export const searchCommand: Command = {
           initialPoints: positive(values['initial-points'], 'initial-points') ?? 8,
           fit: (values.fit as 'map' | 'nuts' | undefined) ?? 'map',
           seed: positive(values.seed, 'seed') ?? 1,
-          train: { epochs: positive(values.epochs, 'epochs'), lr: positive(values.lr, 'lr') },
+          nMax: loadInjectionRecipe(config.modelPath).nMax,
+          train: recipeTrain(values),
           store: new JsonFileTrialStore(join(dir, 'trials.json')),
           onProgress: (e) => {
             const line = formatProgress(e);

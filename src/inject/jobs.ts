@@ -14,6 +14,7 @@
  * back to `queued` with its trials, to be resumed at the next start. A worker that does not stop in
  * time is terminated; its job stays `running` and is resumed the same way.
  */
+import { type InjectionRecipe, loadInjectionRecipe } from './recipe.js';
 import { EventEmitter } from 'node:events';
 import { createRequire } from 'node:module';
 import { basename, dirname, join } from 'node:path';
@@ -120,8 +121,12 @@ export class JobService extends EventEmitter<{ event: [jobId: string, event: Job
   private idleWaiters: Array<() => void> = [];
   private readonly gauges: { running?: Gauge; finished?: Counter; trials?: Counter } = {};
 
+  /** The service's settings over the base model's injection recipe (explicit settings win). */
+  private readonly settings: Partial<JobRunSettings>;
+
   constructor(readonly opts: JobServiceOptions) {
     super();
+    this.settings = withRecipe(loadInjectionRecipe(opts.config.modelPath), opts.settings ?? {});
     this.concurrency = Math.max(1, opts.concurrency ?? opts.config.jobConcurrency);
     this.mode = opts.mode ?? 'thread';
     this.logger = opts.logger ?? silent;
@@ -238,7 +243,7 @@ export class JobService extends EventEmitter<{ event: [jobId: string, event: Job
     return {
       config: { ...config, intraOpThreads: this.opts.intraOpThreads ?? 1 },
       jobId,
-      settings: this.opts.settings ?? {},
+      settings: this.settings,
       injector: this.opts.injector ?? {},
     };
   }
@@ -305,4 +310,10 @@ export async function startJobService(opts: JobServiceOptions): Promise<JobServi
   const svc = new JobService(opts);
   await svc.start();
   return svc;
+}
+
+/** Job settings with the model's recipe filling what the settings leave out. */
+export function withRecipe(recipe: InjectionRecipe, settings: Partial<JobRunSettings>): Partial<JobRunSettings> {
+  const train = { ...(recipe.lr !== undefined ? { lr: recipe.lr } : {}), ...(recipe.epochs !== undefined ? { epochs: recipe.epochs } : {}), ...settings.train };
+  return { ...(recipe.nMax !== undefined ? { nMax: recipe.nMax } : {}), ...settings, train };
 }
