@@ -75,6 +75,8 @@ export interface TrainedAdapter {
 
 export class Injector {
   readonly opts: InjectorOptions;
+  /** Trainings in progress per train-step session key (the session is released when none is left). */
+  private readonly training = new Map<string, number>();
 
   constructor(
     readonly model: Model,
@@ -89,10 +91,14 @@ export class Injector {
   }
 
   /** The train-step graph for a layer mask: loss plus gradients w.r.t. every LoRA input (rank is symbolic). */
+  private trainStepKey(layers: readonly boolean[]): string {
+    return `${sessionKey(this.model.config, { kind: 'train' as const, lora: { mode: 'single' as const, layers } })}#grad-lora`;
+  }
+
   private trainStep(layers: readonly boolean[]): Promise<CompiledGraph> {
     const cfg = this.model.config;
     const spec = { kind: 'train' as const, lora: { mode: 'single' as const, layers } };
-    return this.model.runner.compile(`${sessionKey(cfg, spec)}#grad-lora`, () => {
+    return this.model.runner.compile(this.trainStepKey(layers), () => {
       const g = buildGraph(cfg, spec);
       const params = loraInputs(g);
       const loss = g.outputs.find((o) => o.name === 'loss')!.value;
@@ -112,7 +118,32 @@ export class Injector {
       return { adapter, result: emptyResult(valLoss), valLoss, seconds: (performance.now() - t0) / 1000 };
     }
     const { lora, feeds: loraFeeds } = adapterFeeds(cfg, adapter);
-    const step = await this.trainStep(lora!.layers);
+    // A train-step session's arena holds about a GiB after a run at batch 8 x 384 tokens, and a
+    // search trains a new layer mask nearly every trial: release it when the last training that
+    // uses it ends (recompiling costs about a second; a trial takes tens).
+    const key = this.trainStepKey(lora!.layers);
+    this.training.set(key, (this.training.get(key) ?? 0) + 1);
+    try {
+      return await this.trainWith(await this.trainStep(lora!.layers), adapter, loraFeeds, trainSet, val, o, t0);
+    } finally {
+      const left = (this.training.get(key) ?? 1) - 1;
+      if (left > 0) this.training.set(key, left);
+      else {
+        this.training.delete(key);
+        await this.model.runner.release(key);
+      }
+    }
+  }
+
+  private async trainWith(
+    step: CompiledGraph,
+    adapter: Adapter,
+    loraFeeds: Record<string, HostTensor>,
+    trainSet: readonly Example[],
+    val: readonly Example[],
+    o: InjectTrainOptions,
+    t0: number,
+  ): Promise<TrainedAdapter> {
     const params: Param[] = Object.entries(loraFeeds)
       .filter(([name]) => name.startsWith('lora.'))
       .map(([name, t]) => ({ name, data: t.data as Float32Array, dims: t.dims, decay: true }));
