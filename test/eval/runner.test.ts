@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { smallGpt2For } from '../model/fixtures.js';
 import { ablateUser, ablationTable, fixedPartsOf, summariseAblation, type AblationUser } from '../../src/eval/ablation.js';
 import { loadMedDia, type MedDia } from '../../src/eval/meddia.js';
 import { rouge1, rougeL } from '../../src/eval/metrics.js';
@@ -21,24 +22,7 @@ let med: MedDia;
 
 beforeAll(() => {
   fx = makeTokenizerFixture();
-  const cfg: ModelConfig = {
-    family: 'gpt2',
-    vocabSize: fx.tokenizer.vocabSize,
-    dModel: 32,
-    nLayers: 2,
-    nHeads: 4,
-    nKvHeads: 4,
-    headDim: 8,
-    dFf: 64,
-    maxPositions: 128,
-    normEps: 1e-5,
-    ropeTheta: 10000,
-    ropeStyle: 'half',
-    tieEmbeddings: true,
-    activation: 'gelu_tanh',
-    bosId: fx.tokenizer.bosId,
-    eosId: fx.tokenizer.eosId,
-  };
+  const cfg: ModelConfig = smallGpt2For(fx.tokenizer);
   model = new Model(cfg, initWeights(cfg, 5, 0.1));
   injector = new Injector(model, fx.tokenizer, { maxLen: 96, maxNewTokens: 6 });
   med = loadMedDia();

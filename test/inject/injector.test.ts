@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { smallGpt2For } from '../model/fixtures.js';
 import type { ModelConfig } from '../../src/model/config.js';
 import { Model } from '../../src/model/model.js';
 import { initAdapter, mergeModules } from '../../src/lora/adapter.js';
@@ -20,24 +21,7 @@ let cfg: ModelConfig;
 
 beforeAll(() => {
   fx = makeTokenizerFixture();
-  cfg = {
-    family: 'gpt2',
-    vocabSize: fx.tokenizer.vocabSize,
-    dModel: 32,
-    nLayers: 2,
-    nHeads: 4,
-    nKvHeads: 4,
-    headDim: 8,
-    dFf: 64,
-    maxPositions: 128,
-    normEps: 1e-5,
-    ropeTheta: 10000,
-    ropeStyle: 'half',
-    tieEmbeddings: true,
-    activation: 'gelu_tanh',
-    bosId: fx.tokenizer.bosId,
-    eosId: fx.tokenizer.eosId,
-  };
+  cfg = smallGpt2For(fx.tokenizer);
   model = new Model(cfg, initWeights(cfg, 3, 0.1));
   injector = new Injector(model, fx.tokenizer, { maxLen: 96, maxNewTokens: 8 });
   data = prepareUserData(injector, makePersonaUsers(1, 5)[0].history, 1);

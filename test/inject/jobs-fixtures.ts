@@ -6,6 +6,7 @@
  * 14 training, 2 validation and 4 test conversations (no reply repeated across splits).
  */
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { smallGpt2For } from '../model/fixtures.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig, type Config } from '../../src/config.js';
@@ -53,24 +54,7 @@ export function makeJobsEnv(env: Record<string, string> = {}): JobsEnv {
   const bpe = trainBpe(fixtureTexts(), { vocabSize: 400 });
   saveTokenizer(modelDir, bpe);
   const tokenizer = loadTokenizer(modelDir);
-  const cfg: ModelConfig = {
-    family: 'gpt2',
-    vocabSize: tokenizer.vocabSize,
-    dModel: 32,
-    nLayers: 2,
-    nHeads: 4,
-    nKvHeads: 4,
-    headDim: 8,
-    dFf: 64,
-    maxPositions: 128,
-    normEps: 1e-5,
-    ropeTheta: 10000,
-    ropeStyle: 'half',
-    tieEmbeddings: true,
-    activation: 'gelu_tanh',
-    bosId: tokenizer.bosId,
-    eosId: tokenizer.eosId,
-  };
+  const cfg: ModelConfig = smallGpt2For(tokenizer);
   saveCheckpoint(modelDir, cfg, initWeights(cfg, 3, 0.1));
   const config = loadConfig({
     MEMLORA_PORT: '0',

@@ -29,6 +29,11 @@ export const tinyGpt2: ModelConfig = {
   eosId: 1,
 };
 
+/** A small GPT-2 (d 32, 2 layers, 128 positions) over a real tokenizer's vocabulary: injection and job tests. */
+export function smallGpt2For(tokenizer: { vocabSize: number; bosId: number; eosId: number }): ModelConfig {
+  return { ...tinyGpt2, vocabSize: tokenizer.vocabSize, dModel: 32, headDim: 8, dFf: 64, maxPositions: 128, bosId: tokenizer.bosId, eosId: tokenizer.eosId };
+}
+
 export const tinyLlama: ModelConfig = {
   family: 'llama',
   vocabSize: 41,
