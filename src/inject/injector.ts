@@ -90,11 +90,11 @@ export class Injector {
     return pairs.map((p) => toExample(this.tokenizer, p, this.opts.maxLen, this.opts.template));
   }
 
-  /** The train-step graph for a layer mask: loss plus gradients w.r.t. every LoRA input (rank is symbolic). */
   private trainStepKey(layers: readonly boolean[]): string {
     return `${sessionKey(this.model.config, { kind: 'train' as const, lora: { mode: 'single' as const, layers } })}#grad-lora`;
   }
 
+  /** The train-step graph for a layer mask: loss plus gradients w.r.t. every LoRA input (rank is symbolic). */
   private trainStep(layers: readonly boolean[]): Promise<CompiledGraph> {
     const cfg = this.model.config;
     const spec = { kind: 'train' as const, lora: { mode: 'single' as const, layers } };

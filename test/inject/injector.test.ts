@@ -63,6 +63,16 @@ describe('Injector', () => {
     expect(a.adapter.pairs[0].B).not.toEqual(c.adapter.pairs[0].B);
   });
 
+  it('releases the train-step session when training ends (its memory arena is the largest), and rebuilds it on demand', async () => {
+    await injector.train(spec, data.train.slice(0, 8), data.val, { epochs: 1, seed: 1 });
+    const compiles = model.runner.compiles;
+    const sessions = model.runner.size;
+    await injector.train(spec, data.train.slice(0, 8), data.val, { epochs: 1, seed: 1 });
+    // Only the train step was compiled again (the loss graph stayed cached), and it is gone again.
+    expect(model.runner.compiles - compiles).toBe(1);
+    expect(model.runner.size).toBe(sessions);
+  });
+
   it('does not train the vanilla configuration', async () => {
     const t = await injector.train({ layers: [false, false], n: 3, r: 8 }, data.train, data.val);
     expect(t.adapter.pairs).toEqual([]);
