@@ -4,6 +4,7 @@
  * the one trainer; the two objectives of the search are measured on the validation pairs: mean
  * target cross-entropy and ROUGE-L F of greedy replies.
  */
+import { TrainCancelled } from '../train/errors.js';
 import { grad } from '../graph/autodiff.js';
 import type { CompiledGraph } from '../graph/runner.js';
 import type { HostTensor } from '../graph/types.js';
@@ -172,7 +173,7 @@ export class Injector {
           const out = await step.run({ ...base, ...loraFeeds, ...batch.feeds }, fetch);
           return { loss: (out.loss.data as Float32Array)[0], grads: new Map(params.map((p) => [p.name, out[`grad.${p.name}`].data as Float32Array])) };
         },
-        evaluate: val.length > 0 ? () => this.loss(val, adapter) : undefined,
+        evaluate: val.length > 0 ? () => this.loss(val, adapter, 8, o.signal) : undefined,
       },
       trainerOptions,
     );
@@ -180,12 +181,17 @@ export class Injector {
     return { adapter, result, valLoss, seconds: (performance.now() - t0) / 1000 };
   }
 
-  /** Mean cross-entropy per scored token over `examples` (batched), with or without an adapter. */
-  async loss(examples: readonly Example[], adapter?: Adapter, batchSize = 8): Promise<number> {
+  /**
+   * Mean cross-entropy per scored token over `examples` (batched), with or without an adapter.
+   * With a signal, stops between batches once it aborts (TrainCancelled), so a job asked to pause
+   * or cancel is never held by an evaluation.
+   */
+  async loss(examples: readonly Example[], adapter?: Adapter, batchSize = 8, signal?: AbortSignal): Promise<number> {
     let sum = 0;
     let n = 0;
     const lora = adapter && !isVanilla(adapter.spec) ? { adapter } : undefined;
     for (const { batch, scored } of batchExamples(examples, batchSize)) {
+      if (signal?.aborted) throw new TrainCancelled(-1);
       if (scored === 0) continue;
       sum += (await this.model.loss(batch, lora)) * scored;
       n += scored;
@@ -201,8 +207,8 @@ export class Injector {
     return enc.ids.slice(0, first < 0 ? enc.ids.length : first);
   }
 
-  /** Greedy replies for the pairs' contexts. */
-  async replies(pairs: readonly TrainingPair[], adapter?: Adapter, batchSize = 8): Promise<string[]> {
+  /** Greedy replies for the pairs' contexts; with a signal, stops between decode steps once it aborts (TrainCancelled). */
+  async replies(pairs: readonly TrainingPair[], adapter?: Adapter, batchSize = 8, signal?: AbortSignal): Promise<string[]> {
     const stops = stopTokenIds(this.tokenizer, this.opts.template);
     const lora = adapter && !isVanilla(adapter.spec) ? { adapter } : undefined;
     const out: string[] = [];
@@ -211,17 +217,18 @@ export class Injector {
       const res = await generate(
         this.model,
         chunk.map((p) => ({ prompt: this.promptIds(p), maxTokens: this.opts.maxNewTokens, stopTokenIds: stops, sampling: GREEDY })),
-        { tokenizer: this.tokenizer, lora },
+        { tokenizer: this.tokenizer, lora, signal },
       );
+      if (signal?.aborted) throw new TrainCancelled(-1);
       out.push(...res.map((r) => r.text.trim()));
     }
     return out;
   }
 
   /** Mean ROUGE-L F of greedy replies against the pairs' targets. */
-  async rougeL(pairs: readonly TrainingPair[], adapter?: Adapter): Promise<number> {
+  async rougeL(pairs: readonly TrainingPair[], adapter?: Adapter, signal?: AbortSignal): Promise<number> {
     if (pairs.length === 0) return Number.NaN;
-    const replies = await this.replies(pairs, adapter);
+    const replies = await this.replies(pairs, adapter, 8, signal);
     return replies.reduce((s, r, i) => s + rougeL(pairs[i].target, r).fmeasure, 0) / pairs.length;
   }
 }

@@ -281,7 +281,7 @@ export async function runJob(ctx: InjectContext, jobId: string, opts: RunJobOpti
         };
         const trained = await injector.train(spec, data.train, data.val, { ...s.train, seed: trialSeed(params.seed, tctx.trialIndex), signal: tctx.signal, initFrom, onProgress });
         if (tctx.signal.aborted) throw new Stopped(stopReasonOf(tctx.signal));
-        const valRougeL = await injector.rougeL(data.split.val, trained.adapter);
+        const valRougeL = await injector.rougeL(data.split.val, trained.adapter, tctx.signal);
         if (tctx.signal.aborted) throw new Stopped(stopReasonOf(tctx.signal));
         const finite = Number.isFinite(trained.valLoss) && Number.isFinite(valRougeL);
         if (finite && !space.isVanilla(config) && onFront(trials.stored().filter((t): t is StoredTrial & OkTrial => isOk(t)), trained.valLoss, valRougeL)) {
@@ -321,12 +321,12 @@ export async function runJob(ctx: InjectContext, jobId: string, opts: RunJobOpti
     }
     checkStop();
     const cur = previous.adapter ?? undefined;
-    const current = { mode: cur ? 'injected' : 'vanilla', adapterVersion: cur ? (previous.row?.version ?? null) : null, valLoss: await injector.loss(data.val, cur) } as Figures & {
+    const current = { mode: cur ? 'injected' : 'vanilla', adapterVersion: cur ? (previous.row?.version ?? null) : null, valLoss: await injector.loss(data.val, cur, 8, signal) } as Figures & {
       mode: string;
       adapterVersion: number | null;
     };
     checkStop();
-    current.valRougeL = await injector.rougeL(data.split.val, cur);
+    current.valRougeL = await injector.rougeL(data.split.val, cur, signal);
     checkStop();
     const candidate: Figures = { valLoss: chosen.loss, valRougeL: chosen.rougeL };
     const decision = gateDecision(candidate, current, { force: params.force, gate: s.gate });

@@ -71,7 +71,7 @@ export async function evaluateConfig(
     ...train,
     onProgress: onTrainProgress ? (p) => onTrainProgress(trialIndex, p) : train.onProgress,
   });
-  const valRougeL = await injector.rougeL(data.split.val, trained.adapter);
+  const valRougeL = await injector.rougeL(data.split.val, trained.adapter, train.signal);
   return {
     trialIndex,
     spec,

@@ -73,6 +73,19 @@ describe('Injector', () => {
     expect(model.runner.size).toBe(sessions);
   });
 
+  it('evaluations stop on an aborted signal, so a job asked to pause is never held by one', async () => {
+    const ac = new AbortController();
+    ac.abort('pause');
+    await expect(injector.loss(data.val, undefined, 8, ac.signal)).rejects.toBeInstanceOf(TrainCancelled);
+    await expect(injector.replies(data.split.val, undefined, 8, ac.signal)).rejects.toBeInstanceOf(TrainCancelled);
+    await expect(injector.rougeL(data.split.val, undefined, ac.signal)).rejects.toBeInstanceOf(TrainCancelled);
+    // Aborted mid-generation: the decode loop notices between steps.
+    const mid = new AbortController();
+    const p = injector.replies(data.split.val, undefined, 8, mid.signal);
+    setImmediate(() => mid.abort('pause'));
+    await expect(p).rejects.toBeInstanceOf(TrainCancelled);
+  });
+
   it('does not train the vanilla configuration', async () => {
     const t = await injector.train({ layers: [false, false], n: 3, r: 8 }, data.train, data.val);
     expect(t.adapter.pairs).toEqual([]);
