@@ -3,7 +3,7 @@
  * to inject one MedDia user with a fixed configuration (train + early stopping + the two objectives),
  * measured in one run.
  *
- *   npx tsx bench/inject.ts [--user meddia-u06] [--n 1] [--r 8] [--epochs 4] [--lr 2e-3]
+ *   npx tsx bench/inject.ts [--user meddia-u06] [--n 1] [--r 8] [--epochs N] [--lr X]   (default: the model's injection.json)
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -11,6 +11,7 @@ import { parseArgs } from 'node:util';
 import { loadConfig, repoRoot } from '../src/config.js';
 import { loadMedDia, toHistoryItems } from '../src/eval/meddia.js';
 import { Injector } from '../src/inject/injector.js';
+import { loadInjectionRecipe } from '../src/inject/recipe.js';
 import { evaluateConfig } from '../src/inject/search-user.js';
 import { prepareUserData } from '../src/inject/user-data.js';
 import type { Rank } from '../src/lora/spec.js';
@@ -25,7 +26,9 @@ const injector = new Injector(model, tokenizer);
 const med = loadMedDia();
 const userId = values.user ?? med.testUserIds[0];
 const spec = { layers: Array(model.config.nLayers).fill(true), n: Number(values.n ?? 1), r: Number(values.r ?? 8) as Rank };
-const train = { epochs: values.epochs ? Number(values.epochs) : undefined, lr: values.lr ? Number(values.lr) : undefined, seed: 1 };
+// Training settings: the flags, else the model's injection recipe (models/default/injection.json).
+const recipe = loadInjectionRecipe(config.modelPath);
+const train = { epochs: values.epochs ? Number(values.epochs) : recipe.epochs, lr: values.lr ? Number(values.lr) : recipe.lr, seed: 1 };
 
 const t0 = performance.now();
 const data = prepareUserData(injector, toHistoryItems(med.user(userId)!), 1);
