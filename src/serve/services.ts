@@ -25,12 +25,14 @@ import { ServeError } from './errors.js';
 import type { ServeEvent, ServeLogger, ServeRequest, ServeResult } from './types.js';
 
 /**
- * ONNX Runtime intra-op threads for serving when MEMLORA_INTRA_OP_THREADS is 0. One: on the 2-core
- * development machine under HTTP load (bench/swap.ts, results/swap.json "threadsUnderLoad"), two
- * threads served vanilla requests 1.12x faster but injected ones 0.83x as fast, and one thread
- * leaves the other core to HTTP and the adapter-load thread.
+ * ONNX Runtime intra-op threads for serving when MEMLORA_INTRA_OP_THREADS is 0: 0 = ONNX Runtime's
+ * default, one per core. On the quiet 2-core development machine under HTTP load (bench/swap.ts,
+ * results/swap.json), two threads served vanilla requests 1.14x and injected ones 1.54x faster than
+ * one. (An earlier run on the same machine while other heavy jobs ran found the reverse for injected
+ * rows, 0.83x: a host shared with unrelated work should set MEMLORA_INTRA_OP_THREADS=1. Injection
+ * jobs run at nice 19, so they do not count as such work.)
  */
-export const DEFAULT_SERVE_THREADS = 1;
+export const DEFAULT_SERVE_THREADS = 0;
 
 export interface ServeSetup {
   config: Config;
