@@ -21,13 +21,6 @@ export interface RunnerOptions {
    * threads steal the cores that other sessions (serving, injection jobs) need.
    */
   allowSpinning?: boolean;
-  /**
-   * ONNX Runtime's CPU memory arena (default on). A session's arena grows to its largest run and
-   * keeps that memory until the session is released: a train-step session at batch 8 x 384 tokens
-   * holds about a GiB. Processes that compile many distinct graphs (a search trains one per
-   * configuration) turn it off so memory goes back after each run.
-   */
-  memoryArena?: boolean;
 }
 
 export type Feeds = Record<string, HostTensor | ort.Tensor>;
@@ -92,7 +85,6 @@ export class Runner {
       // the bound is on memory as much as on compiles. Serving asks for more.
       maxSessions: opts.maxSessions ?? 24,
       allowSpinning: opts.allowSpinning ?? false,
-      memoryArena: opts.memoryArena ?? true,
     };
   }
 
@@ -103,7 +95,6 @@ export class Runner {
       interOpNumThreads: 1,
       graphOptimizationLevel: o.optimization,
       executionMode: 'sequential',
-      enableCpuMemArena: o.memoryArena,
     };
     if (o.intraOpThreads > 0) so.intraOpNumThreads = o.intraOpThreads;
     so.extra = { session: { intra_op: { allow_spinning: o.allowSpinning ? '1' : '0' } } };
@@ -148,7 +139,11 @@ export class Runner {
     return this.sessions.size;
   }
 
-  /** Release the session for `key` now (its memory goes back); a later compile builds it again. */
+  /**
+   * Release the session for `key` now; a later compile builds it again. A session's memory arena
+   * grows to its largest run and keeps that memory until release (a LoRA train step at batch 8 x 384
+   * tokens: about 1.8 GiB), so callers drop big sessions they will not reuse soon (injector.ts).
+   */
   async release(key: string): Promise<void> {
     const p = this.sessions.get(key);
     if (!p) return;

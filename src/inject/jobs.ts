@@ -12,9 +12,11 @@
  *
  * Shutdown (close()): running jobs are asked to pause; each stops within one training step and goes
  * back to `queued` with its trials, to be resumed at the next start. A worker that does not stop in
- * time is terminated; its job stays `running` and is resumed the same way.
+ * time is terminated; its job stays `running` and is resumed the same way. That is a last resort:
+ * every phase (training, validation loss, validation replies, the gate) stops within one batch or
+ * decode step, and terminating a worker inside an ONNX Runtime run can abort the whole process
+ * (seen once in bench/soak.ts before the evaluations were made stoppable).
  */
-import { type InjectionRecipe, loadInjectionRecipe } from './recipe.js';
 import { EventEmitter } from 'node:events';
 import { createRequire } from 'node:module';
 import { basename, dirname, join } from 'node:path';
@@ -35,6 +37,7 @@ import type { JobEvent, JobOutcome, JobRunSettings, StopReason } from './job-run
 import { type TrialCleanup, cleanTrialAdapters, openTrialAdapterStore } from './job-trial-adapters.js';
 import type { InjectorOptions } from './injector.js';
 import type { FromWorker, ToWorker, WorkerInput } from './worker.js';
+import { type InjectionRecipe, loadInjectionRecipe } from './recipe.js';
 
 /** The log methods the service uses (the HTTP layer's Logger fits). */
 export interface JobLogger {
