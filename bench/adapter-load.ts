@@ -28,9 +28,9 @@ import { AdapterCache, adapterKey } from '../src/lora/cache.js';
 import { ADAPTER_FILES } from '../src/lora/format.js';
 import type { Rank } from '../src/lora/spec.js';
 import { AdapterStore, type WrittenAdapter } from '../src/lora/store.js';
-import { validateConfig } from '../src/model/config.js';
 import { loraTargets } from '../src/model/weights.js';
 import { Rng } from '../src/util/rng.js';
+import { defaultModelConfig } from '../src/pretrain/run.js';
 
 function arg(name: string, fallback: number): number {
   const i = process.argv.indexOf(`--${name}`);
@@ -40,24 +40,7 @@ const N = arg('adapters', 48);
 const ROUNDS = arg('rounds', 5);
 const SEED = arg('seed', 1);
 
-const config = validateConfig({
-  family: 'gpt2',
-  vocabSize: 8192,
-  dModel: 256,
-  nLayers: 6,
-  nHeads: 4,
-  nKvHeads: 4,
-  headDim: 64,
-  dFf: 1024,
-  maxPositions: 512,
-  normEps: 1e-5,
-  ropeTheta: 10000,
-  ropeStyle: 'half',
-  tieEmbeddings: true,
-  activation: 'gelu_tanh',
-  bosId: 0,
-  eosId: 1,
-});
+const config = defaultModelConfig({ vocabSize: 8192, bosId: 0, eosId: 1 });
 const model = { config, name: 'memlora/default-bench' };
 
 const now = (): number => performance.now();

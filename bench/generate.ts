@@ -3,8 +3,8 @@
  * KV-cache decode, and the speed of KV-cache decode relative to full recomputation at a 256-token
  * context, measured in one run on one model.
  *
- * Model: `models/default` (or the folder given), else a random GPT-2 of the default model's intended
- * size (d_model 256, 4 layers, 4 heads, FFN 1024, vocab 2048, 512 positions).
+ * Model: `models/default` (or the folder given), else a random GPT-2 of the default model's shape
+ * (src/pretrain/run.ts defaultModelConfig: d_model 256, 6 layers, 4 heads, FFN 1024, vocab 2048).
  *
  * Run: npx tsx bench/generate.ts [modelDir] [--tokens 128] [--steps 24] [--threads 0]
  * Writes bench/results/generate.json.
@@ -19,6 +19,7 @@ import { Model } from '../src/model/model.js';
 import { sampleToken } from '../src/model/sampling.js';
 import { type Weights, expectedTensors } from '../src/model/weights.js';
 import { Rng } from '../src/util/rng.js';
+import { defaultModelConfig } from '../src/pretrain/run.js';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const args = process.argv.slice(2);
@@ -32,24 +33,7 @@ const STEPS = opt('steps', 24);
 const THREADS = opt('threads', 0);
 const CONTEXT = 256;
 
-const DEFAULT_SIZE: ModelConfig = {
-  family: 'gpt2',
-  vocabSize: 2048,
-  dModel: 256,
-  nLayers: 4,
-  nHeads: 4,
-  nKvHeads: 4,
-  headDim: 64,
-  dFf: 1024,
-  maxPositions: 512,
-  normEps: 1e-5,
-  ropeTheta: 10000,
-  ropeStyle: 'half',
-  tieEmbeddings: true,
-  activation: 'gelu_tanh',
-  bosId: 0,
-  eosId: 0,
-};
+const DEFAULT_SIZE: ModelConfig = defaultModelConfig({ vocabSize: 2048, bosId: 0, eosId: 0 });
 
 function randomWeights(cfg: ModelConfig): Weights {
   const rng = new Rng(7);

@@ -30,13 +30,14 @@ import { memoryLogger } from '../src/http/logger.js';
 import type { JobRunSettings } from '../src/inject/job-runner.js';
 import { JobService, startJobService } from '../src/inject/jobs.js';
 import { saveTokenizer, trainBpe } from '../src/model/bpe-train.js';
-import { type ModelConfig, validateConfig } from '../src/model/config.js';
+import type { ModelConfig } from '../src/model/config.js';
 import { saveCheckpoint } from '../src/model/save.js';
 import { loadTokenizer } from '../src/model/tokenizer.js';
 import { lineChart } from '../src/plot/svg.js';
 import { initWeights } from '../src/pretrain/init.js';
 import { createServeServices } from '../src/serve/services.js';
 import { startServer } from '../src/server.js';
+import { defaultModelConfig } from '../src/pretrain/run.js';
 
 function arg(name: string, fallback: number): number {
   const i = process.argv.indexOf(`--${name}`);
@@ -69,24 +70,7 @@ if (!existsSync(join(defaultDir, 'config.json'))) {
     saveTokenizer(modelPath, trainBpe(md.pretrainTexts().slice(0, 2000), { vocabSize: 2048 }));
   }
   const tok = loadTokenizer(modelPath);
-  const cfg: ModelConfig = validateConfig({
-    family: 'gpt2',
-    vocabSize: tok.vocabSize,
-    dModel: 256,
-    nLayers: 6,
-    nHeads: 4,
-    nKvHeads: 4,
-    headDim: 64,
-    dFf: 1024,
-    maxPositions: 512,
-    normEps: 1e-5,
-    ropeTheta: 10000,
-    ropeStyle: 'half',
-    tieEmbeddings: true,
-    activation: 'gelu_tanh',
-    bosId: tok.bosId,
-    eosId: tok.eosId,
-  });
+  const cfg: ModelConfig = defaultModelConfig(tok);
   saveCheckpoint(modelPath, cfg, initWeights(cfg, 1, 0.02));
   modelNote = `random GPT-2 of the default shape (models/default/config.json not found; vocab ${cfg.vocabSize})`;
 }

@@ -42,7 +42,7 @@ import { AdapterCache, adapterKey } from '../src/lora/cache.js';
 import { ADAPTER_FILES } from '../src/lora/format.js';
 import type { AdapterSpec, Rank } from '../src/lora/spec.js';
 import { AdapterStore } from '../src/lora/store.js';
-import { type ModelConfig, validateConfig } from '../src/model/config.js';
+import type { ModelConfig } from '../src/model/config.js';
 import { readHfConfig } from '../src/model/import.js';
 import { KvBatch } from '../src/model/kv.js';
 import { type LoraInput, SlotPool } from '../src/model/lora-feeds.js';
@@ -56,6 +56,7 @@ import { WorkerAdapterLoader } from '../src/serve/loader.js';
 import { DEFAULT_SERVE_THREADS, createServeServices } from '../src/serve/services.js';
 import { startServer } from '../src/server.js';
 import { Rng } from '../src/util/rng.js';
+import { defaultModelConfig } from '../src/pretrain/run.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = resolve(here, '..');
@@ -87,25 +88,7 @@ const progress = (line: string): void => void process.stderr.write(`${line}\n`);
 // ---------------------------------------------------------------------------------------------
 // The model and the stored adapters
 
-const DEFAULT_SHAPE: ModelConfig = validateConfig({
-  family: 'gpt2',
-  vocabSize: 2048,
-  dModel: 256,
-  nLayers: 6,
-  nHeads: 4,
-  nKvHeads: 4,
-  headDim: 64,
-  dFf: 1024,
-  maxPositions: 512,
-  normEps: 1e-5,
-  ropeTheta: 10000,
-  ropeStyle: 'half',
-  tieEmbeddings: true,
-  activation: 'gelu_tanh',
-  bosId: 0,
-  eosId: 0,
-  chatTemplate: 'memlora',
-});
+const DEFAULT_SHAPE: ModelConfig = defaultModelConfig({ vocabSize: 2048, bosId: 0, eosId: 0 });
 
 interface UserInfo {
   id: string;

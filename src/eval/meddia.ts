@@ -92,18 +92,7 @@ export interface MedDiaStats {
   seed: number;
   files: { dialogues2: number; dialogues3: number; profiles: number };
   profiles: { generatorFailures: number; readLeniently: number; empty: number; kept: number; distinct: number };
-  cleaning: {
-    utterances: number;
-    droppedErrorNetworking: number;
-    droppedWrongRole: number;
-    droppedEmpty: number;
-    strippedPrefix: number;
-    strippedQuotes: number;
-    embeddedTranscripts: number;
-    pairsKept: number;
-    pairsDropped: number;
-    conversationsKept: number;
-  };
+  cleaning: CleanCounts & { conversationsKept: number };
   users: { total: number; test: number; pretrain: number; testIds: string[] };
   dialoguesPerUser: Summary;
   pairsPerUser: Summary;

@@ -392,7 +392,7 @@ export class AdapterStore {
 }
 
 /** Regular files and their bytes below dir, not following symlinks (a link counts as one file). */
-async function tally(dir: string): Promise<{ files: number; bytes: number }> {
+export async function tally(dir: string): Promise<{ files: number; bytes: number }> {
   let files = 0;
   let bytes = 0;
   const stack = [dir];

@@ -15,7 +15,7 @@ import { MASKED } from '../model/batch.js';
 import { buildGraph, sessionKey, weightInputs } from '../model/builder.js';
 import { saveTokenizer, trainBpe } from '../model/bpe-train.js';
 import { encodeChat, stopTokenIds } from '../model/chat-format.js';
-import { type ModelConfig, toHfConfig } from '../model/config.js';
+import { type ModelConfig, toHfConfig, validateConfig } from '../model/config.js';
 import { generate } from '../model/generate.js';
 import { Model } from '../model/model.js';
 import { writeSafetensors } from '../model/safetensors.js';
@@ -86,6 +86,35 @@ export const defaultPretrainOptions: PretrainOptions = {
   resume: true,
   log: (line) => console.log(line),
 };
+
+/**
+ * The GPT-2 configuration `pretrain` builds (the default model's shape, from `o`) for a tokenizer's
+ * vocabulary: also what benches use to stand in for models/default with random weights.
+ */
+export function defaultModelConfig(
+  tokenizer: { vocabSize: number; bosId: number; eosId: number },
+  o: Pick<PretrainOptions, 'dModel' | 'nLayers' | 'nHeads' | 'dFf' | 'maxPositions'> = defaultPretrainOptions,
+): ModelConfig {
+  return validateConfig({
+    family: 'gpt2',
+    vocabSize: tokenizer.vocabSize,
+    dModel: o.dModel,
+    nLayers: o.nLayers,
+    nHeads: o.nHeads,
+    nKvHeads: o.nHeads,
+    headDim: o.dModel / o.nHeads,
+    dFf: o.dFf,
+    maxPositions: o.maxPositions,
+    normEps: 1e-5,
+    ropeTheta: 10000,
+    ropeStyle: 'half',
+    tieEmbeddings: true,
+    activation: 'gelu_tanh',
+    bosId: tokenizer.bosId,
+    eosId: tokenizer.eosId,
+    chatTemplate: 'memlora',
+  });
+}
 
 interface PreviousRun {
   steps: number;
@@ -168,25 +197,7 @@ export async function pretrain(options: Partial<PretrainOptions> = {}): Promise<
       `${corpus.heldOut.tokens} held-out tokens (${corpus.heldOutDocumentIds.length} documents) in ${corpus.heldOut.blocks.length} blocks`,
   );
 
-  const config: ModelConfig = {
-    family: 'gpt2',
-    vocabSize: tokenizer.vocabSize,
-    dModel: o.dModel,
-    nLayers: o.nLayers,
-    nHeads: o.nHeads,
-    nKvHeads: o.nHeads,
-    headDim: o.dModel / o.nHeads,
-    dFf: o.dFf,
-    maxPositions: o.maxPositions,
-    normEps: 1e-5,
-    ropeTheta: 10000,
-    ropeStyle: 'half',
-    tieEmbeddings: true,
-    activation: 'gelu_tanh',
-    bosId: tokenizer.bosId,
-    eosId: tokenizer.eosId,
-    chatTemplate: 'memlora',
-  };
+  const config = defaultModelConfig(tokenizer, o);
   const previous = o.cardOnly ? (JSON.parse(readFileSync(join(o.out, 'pretrain-report.json'), 'utf8')) as PreviousRun) : null;
   const weights = previous ? importCheckpoint(o.out).weights : initWeights(config, o.seed);
   log(`pretrain: GPT-2 style, d_model ${config.dModel}, ${config.nLayers} layers, ${config.nHeads} heads, FFN ${config.dFf}, ${parameterCount(config)} parameters`);
