@@ -19,7 +19,7 @@
  * ratio to the baseline (targets >= 0.8 at 100%, >= 0.5 at 10%), tokens/s, p50/p99 latency, cache hit
  * rate, and the time of each adapter load in the server against a raw read of the same files
  * (target <= 2x), measured both inside the loaded server and in isolation.
- * Before that, in this process: the decode step with the gathered slot pool against the row-aligned
+ * Before that, in this process: the decode step with the gathered slot pool against the unit
  * pool at ranks 8..128, and ONNX Runtime with 1 vs 2 intra-op threads.
  *
  * The model is models/default when it exists, else a random GPT-2 of the default shape (d_model 256,
@@ -238,7 +238,7 @@ async function microBenches(ws: Workspace): Promise<Record<string, unknown>> {
     variants.push([`gather r${pr}`, () => ({ pool: slots, slots: adapters.map((_, i) => i + 1) })]);
     variants.push([`rows r${pr}`, () => rows.input()]);
   }
-  progress('micro: decode step, batch 8, gathered slot pool vs row-aligned pool (interleaved)...');
+  progress('micro: decode step, batch 8, gathered slot pool vs unit pool (interleaved)...');
   const layout = await decodeSteps(model, variants, 25);
   const plain = layout.get('plain')!;
   const pool: Record<string, unknown> = { batch: MAX_BATCH, plainMs: r3(plain) };
@@ -541,7 +541,7 @@ interface PhaseResult {
   evictions: number;
   meanBatchRows: number;
   /** LoRA work per decode step: sum over rank groups of rows x group rank. */
-  meanPaddedRank: number;
+  meanRankLayers: number;
   rowMovesPerStep: number;
   loadInServerMs: number | null;
   rawOfSameMs: number | null;
@@ -580,7 +580,7 @@ const SERIES = [
   'memlora_generate_step_seconds_sum',
   'memlora_generate_prefill_seconds_sum',
   'memlora_generate_prefill_seconds_count',
-  'memlora_generate_pool_padded_rank_sum',
+  'memlora_generate_pool_rank_layers_sum',
   'memlora_generate_pool_row_moves_total',
 ];
 
@@ -654,7 +654,7 @@ function merge(ws: Workspace, cfg: PhaseConfig, segs: Segment[], rawMsByPath: Ma
     meanBatchRows: r3(d('memlora_generate_batch_rows_sum') / steps),
     meanStepMs: r3((1000 * d('memlora_generate_step_seconds_sum')) / steps),
     meanPrefillMs: r3((1000 * d('memlora_generate_prefill_seconds_sum')) / Math.max(1, d('memlora_generate_prefill_seconds_count'))),
-    meanPaddedRank: r3(d('memlora_generate_pool_padded_rank_sum') / steps),
+    meanRankLayers: r3(d('memlora_generate_pool_rank_layers_sum') / steps),
     rowMovesPerStep: r3(d('memlora_generate_pool_row_moves_total') / steps),
     loadInServerMs: measured.length ? r3(loadMs / measured.length) : null,
     rawOfSameMs: measured.length ? r3(rawMs / measured.length) : null,

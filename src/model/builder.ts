@@ -51,11 +51,6 @@ export function normaliseSpec(cfg: ModelConfig, spec: GraphSpec): GraphSpec {
   const out: GraphSpec = { kind: spec.kind };
   if (lora && lora.layers.some(Boolean)) {
     out.lora = { mode: lora.mode, layers: [...lora.layers] };
-    if (lora.mode === 'rows') {
-      const groups = lora.groups ?? 1;
-      if (!Number.isInteger(groups) || groups < 1) throw new BuilderError('bad_spec', `rows-mode LoRA needs groups >= 1, got ${lora.groups}`, { groups: lora.groups });
-      out.lora.groups = groups;
-    }
   }
   if (spec.allLogits) out.allLogits = true;
   return out;
@@ -66,7 +61,7 @@ const maskBits = (l: LoraSpec): string => l.layers.map((b) => (b ? '1' : '0')).j
 /** The runner cache key: the config's structure plus everything in the spec that changes the graph. */
 export function sessionKey(cfg: ModelConfig, spec: GraphSpec): string {
   const s = normaliseSpec(cfg, spec);
-  const lora = s.lora ? `${s.lora.mode}${s.lora.groups ? `/${s.lora.groups}` : ''}:${maskBits(s.lora)}` : 'nolora';
+  const lora = s.lora ? `${s.lora.mode}:${maskBits(s.lora)}` : 'nolora';
   return `${configFingerprint(cfg)}#${s.kind}${s.allLogits ? '+all' : ''}#${lora}`;
 }
 
@@ -78,7 +73,7 @@ function output(g: Graph, name: string, v: Value): void {
 
 export function buildGraph(cfg: ModelConfig, spec: GraphSpec): Graph {
   const s = normaliseSpec(cfg, spec);
-  const g = new Graph(`${cfg.family}_${s.kind}${s.lora ? `_${s.lora.mode}${s.lora.groups ?? ''}_${maskBits(s.lora)}` : ''}`);
+  const g = new Graph(`${cfg.family}_${s.kind}${s.lora ? `_${s.lora.mode}_${maskBits(s.lora)}` : ''}`);
   const ctx = new Ctx(g, cfg, s);
   const { nLayers, nKvHeads: hkv, headDim: dh, dModel: d, vocabSize: v } = cfg;
   const seq = ctx.seq;

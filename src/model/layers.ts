@@ -22,20 +22,18 @@ export type GraphKind = 'train' | 'prefill' | 'decode';
  *   [out, R{l}] and a scalar `lora_scale`; h = W x + scale (x A^T) B^T.
  * - `pool`: a pool of adapter slots, one per row: `pool.{l}.{map}.A` [S, PR, in], `pool.{l}.{map}.B`
  *   [S, out, PR] (scale folded into B, ranks zero-padded to PR) and `slot` int64 [B].
- * - `rows`: adapters in `groups` rank groups (row-pool.ts), each a pool of its rows' adapters padded
- *   to the group's own rank and stored transposed: `pool.g{g}.{l}.{map}.A` [S{g}, in, PR{g}] (A^T),
- *   `pool.g{g}.{l}.{map}.B` [S{g}, PR{g}, out] (scale folded in, B^T), and `rows.g{g}` int64 [S{g}],
- *   the batch row of each pool row. Each group gathers its rows' activations (small), multiplies by
- *   its pool in place (no adapter is gathered or transposed per call) and scatter-adds the result
- *   into its rows; rows in no group (no adapter) get nothing. A batch pays for the ranks its rows
- *   have (rounded up to the group's power of two), not B times the largest.
+ * - `rows`: each row's own adapter, cut per layer into rank units of width W (row-pool.ts). Per
+ *   adapted layer l: `unit.{l}.{map}.A` [U{l}, in, W] (A^T), `unit.{l}.{map}.B` [U{l}, W, out] (scale
+ *   folded in, B^T), `rows.{l}` int64 [U{l}] (the batch row of each unit) and `sel.{l}` [B, U{l}] (1
+ *   where unit u belongs to row b). The units gather their rows' activations (small), multiply by
+ *   their own weights in place (no adapter is gathered or transposed per call), and `sel` sums each
+ *   row's units into its output; a row without units on a layer gets nothing there. A batch pays for
+ *   its rows' own ranks on their own layers, with the same few ops however mixed the ranks are.
  * `layers[l]` says whether layer l carries LoRA.
  */
 export interface LoraSpec {
   mode: 'single' | 'pool' | 'rows';
   layers: readonly boolean[];
-  /** `rows` only: the number of rank groups (>= 1). */
-  groups?: number;
 }
 
 export interface GraphSpec {
@@ -48,7 +46,7 @@ export interface GraphSpec {
 export const ROPE_COS = 'rope.cos';
 export const ROPE_SIN = 'rope.sin';
 /** Symbolic dims of graph inputs. */
-export const DIM = { batch: 'B', seq: 'T', past: 'Past', slots: 'S', poolRank: 'PR', rank: (l: number): string => `R${l}` } as const;
+export const DIM = { batch: 'B', seq: 'T', past: 'Past', slots: 'S', poolRank: 'PR', unit: 'W', rank: (l: number): string => `R${l}`, units: (l: number): string => `U${l}` } as const;
 
 /** State of one graph under construction. */
 export class Ctx {
@@ -123,27 +121,30 @@ export class Ctx {
   }
 }
 
-/** The batch rows of rank group g, int64 [S{g}], created once per graph. */
-function groupRows(ctx: Ctx, g: number): Value {
-  const name = `rows.g${g}`;
-  return ctx.g.inputs.find((v) => v.name === name) ?? ctx.g.input(name, 'int64', [`S${g}`]);
+/** The unit rows `rows.{l}` int64 [U{l}] and selection `sel.{l}` [B, U{l}] of layer l, created once per graph. */
+function unitRows(ctx: Ctx, l: number): { rows: Value; sel: Value } {
+  const find = (name: string) => ctx.g.inputs.find((v) => v.name === name);
+  const u = DIM.units(l);
+  return {
+    rows: find(`rows.${l}`) ?? ctx.g.input(`rows.${l}`, 'int64', [u]),
+    sel: find(`sel.${l}`) ?? ctx.g.input(`sel.${l}`, 'float32', [DIM.batch, u]),
+  };
 }
 
-/** base + each rank group's LoRA term scattered into its rows (mode `rows`); null for other modes. */
+/** base + the rows' LoRA terms (mode `rows`): each unit on its row's input, summed per row by `sel`; null for other modes. */
 function loraRows(ctx: Ctx, l: number, map: string, x: Value, base: Value): Value | null {
   const lora = ctx.spec.lora;
   if (!lora || lora.mode !== 'rows') return null;
   if (!lora.layers[l]) return base;
   const { inFeatures: i, outFeatures: o } = mapFeatures(ctx.cfg, map);
-  let out = base;
-  for (let g = 0; g < (lora.groups ?? 1); g++) {
-    const rows = groupRows(ctx, g);
-    const a = ctx.input(`pool.g${g}.${l}.${map}.A`, [`S${g}`, i, `PR${g}`]);
-    const b = ctx.input(`pool.g${g}.${l}.${map}.B`, [`S${g}`, `PR${g}`, o]);
-    const delta = ops.matmul(ops.matmul(ops.gather(x, rows, 0), a), b); // [S{g}, T, out]
-    out = ops.scatterNDAdd(out, ops.unsqueeze(rows, [-1]), delta);
-  }
-  return out;
+  const u = DIM.units(l);
+  const { rows, sel } = unitRows(ctx, l);
+  const a = ctx.input(`unit.${l}.${map}.A`, [u, i, DIM.unit]);
+  const b = ctx.input(`unit.${l}.${map}.B`, [u, DIM.unit, o]);
+  const z = ops.matmul(ops.matmul(ops.gather(x, rows, 0), a), b); // [U, T, out]
+  // Sum each row's units: sel [B, U] x z [U, T*out] -> [B, T*out] -> [B, T, out].
+  const summed = ops.matmul(sel, ops.reshape(z, [u, -1]));
+  return ops.add(base, ops.reshape(summed, [DIM.batch, ctx.seq, o]));
 }
 
 /** x W for Conv1D weights stored [in, out] (GPT-2). */

@@ -1,14 +1,14 @@
 /**
- * The adapters of a live decode batch, for LoRA mode `rows` (layers.ts): rows are grouped by rank
- * bucket (the power of two, at least 8, covering the adapter's rank), and each group keeps a pool of
- * its rows' adapters as A^T [in, PR] and B^T [PR, out], padded to the group's PR with the scaling
- * folded into B. A row without an adapter is in no group and costs nothing.
- *
- * Why this layout: a pool gathered per step (SlotPool + Gather) copies every row's adapter on every
- * step, and one pool padded to the batch's largest rank makes a batch of rank-8 users pay rank 128
- * when one rank-128 user is among them. Here a row is written once, when it joins; when a row leaves
- * its group, the group's last row is copied into the hole (a memcpy, not a rewrite); and the graph
- * multiplies each group at its own rank.
+ * The adapters of a live decode batch, for LoRA mode `rows` (layers.ts). Each row's adapter is cut,
+ * layer by layer, into rank units of a fixed width W (rank 40 at W 16: three units, the last one
+ * zero-padded), and each layer keeps one pool of the units of the rows that adapt it: A^T [in, W] and
+ * B^T [W, out] per map, with the scaling folded into B. A decode step multiplies every unit of a layer
+ * in one batched matmul and sums each row's units with a selection matrix, so:
+ *  - a row pays for its own rank (rounded up to W) on its own layers only: a rank-8 row next to a
+ *    rank-128 row does not pay 128, and a row adapting 2 of 6 layers does not pay for the other 4;
+ *  - however mixed the batch, a layer costs the same few ops (not one set per rank group);
+ *  - a row is written once, when it joins; when it leaves, the layer's last units are copied into its
+ *    holes (a memcpy, not a rewrite).
  *
  * Rows mirror a KvBatch (`add` appends, `remove` moves the last row into the hole), so both keep the
  * same batch order when called together. Writes are lazy: `input()` brings the pools up to date and
@@ -20,26 +20,22 @@ import type { RowId } from './kv.js';
 import { type AdapterLike, type CheckedPair, checkAdapter, type LoraInput, LoraFeedError } from './lora-feeds.js';
 import { LORA_MAPS, mapFeatures } from './weights.js';
 
-export const MIN_POOL_RANK = 8;
-/** An empty group keeps its buffers up to this size (ranks come and go); a bigger one is freed. */
+/** Unit width: the rank granularity rows are padded to (bench/rank-groups.ts measures 8, 16, 32). */
+export const DEFAULT_UNIT = 16;
+/** An empty layer pool keeps its buffers up to this size (rows come and go); a bigger one is freed. */
 const KEEP_BYTES = 64 * 1024 * 1024;
 
-/** The pool rank that covers `rank`: a power of two, at least MIN_POOL_RANK; 0 for no adapter. */
-export function rankBucket(rank: number): number {
-  if (rank <= 0) return 0;
-  let b = MIN_POOL_RANK;
-  while (b < rank) b *= 2;
-  return b;
+/** Units of width `unit` that cover `rank`: ceil(rank / unit); 0 for no adapter. */
+export function unitsFor(rank: number, unit = DEFAULT_UNIT): number {
+  return rank > 0 ? Math.ceil(rank / unit) : 0;
 }
 
-/** Floats per row per unit of rank over every LoRA map of the model: the sum of (in + out). */
+/** Floats of one rank unit of layer l over its LoRA maps, per unit of width: the sum of (in + out). */
 function floatsPerRank(cfg: ModelConfig): number {
   let n = 0;
-  for (let l = 0; l < cfg.nLayers; l++) {
-    for (const m of LORA_MAPS[cfg.family]) {
-      const f = mapFeatures(cfg, m);
-      n += f.inFeatures + f.outFeatures;
-    }
+  for (const m of LORA_MAPS[cfg.family]) {
+    const f = mapFeatures(cfg, m);
+    n += f.inFeatures + f.outFeatures;
   }
   return n;
 }
@@ -47,15 +43,12 @@ function floatsPerRank(cfg: ModelConfig): number {
 interface Row {
   id: RowId;
   scaling: number;
-  /** Largest pair rank (0: no adapter). */
-  rank: number;
-  layers: boolean[];
+  /** Rank per layer (0: the layer is not adapted). */
+  ranks: number[];
   pairs: Map<string, CheckedPair>;
 }
 
 interface MapBuf {
-  key: string;
-  layer: number;
   map: string;
   inF: number;
   outF: number;
@@ -64,135 +57,147 @@ interface MapBuf {
 }
 
 export interface RowPoolStats {
-  /** Rows written from their adapter (once per join). */
-  rowWrites: number;
-  /** Rows copied inside a group's buffers to fill the hole a leaving row left. */
-  rowMoves: number;
+  /** Units written from their row's adapter (when the row joins). */
+  unitWrites: number;
+  /** Units copied inside a layer pool to fill the hole a leaving row left. */
+  unitMoves: number;
 }
 
-/** The pool of one rank bucket: slot s holds the adapter of row ids[s]. */
-class RankGroup {
-  ids: RowId[] = [];
+/** The units of one layer: slot s holds unit part[s] of row owner[s]. */
+class LayerPool {
+  owner: RowId[] = [];
+  part: number[] = [];
   cap = 0;
   bufs: MapBuf[] = [];
   readonly dirty = new Set<number>();
 
   constructor(
     readonly cfg: ModelConfig,
-    readonly pr: number,
+    readonly layer: number,
+    readonly w: number,
   ) {}
+
+  get size(): number {
+    return this.owner.length;
+  }
 
   get bytes(): number {
     return this.bufs.reduce((s, m) => s + m.a.byteLength + m.b.byteLength, 0);
   }
 
-  add(id: RowId, rowHint: number): void {
-    if (this.ids.length === this.cap) this.grow(Math.max(rowHint, 2 * this.cap, 1));
-    this.ids.push(id);
-    this.dirty.add(this.ids.length - 1);
+  push(id: RowId, part: number, hint: number): void {
+    if (this.owner.length === this.cap) this.grow(Math.max(hint, 2 * this.cap, 1));
+    this.owner.push(id);
+    this.part.push(part);
+    this.dirty.add(this.owner.length - 1);
   }
 
-  remove(id: RowId, stats: RowPoolStats): void {
-    const s = this.ids.indexOf(id);
-    const last = this.ids.length - 1;
-    if (s !== last) {
-      if (this.dirty.has(last)) this.dirty.add(s);
-      else {
-        this.dirty.delete(s);
-        for (const m of this.bufs) {
-          m.a.copyWithin(s * m.inF * this.pr, last * m.inF * this.pr, (last + 1) * m.inF * this.pr);
-          m.b.copyWithin(s * this.pr * m.outF, last * this.pr * m.outF, (last + 1) * this.pr * m.outF);
+  /** Remove every unit of row `id`, filling each hole with the current last unit. */
+  removeRow(id: RowId, stats: RowPoolStats): void {
+    const w = this.w;
+    for (let s = this.owner.length - 1; s >= 0; s--) {
+      if (this.owner[s] !== id) continue;
+      const last = this.owner.length - 1;
+      if (s !== last) {
+        if (this.dirty.has(last)) this.dirty.add(s);
+        else {
+          this.dirty.delete(s);
+          for (const m of this.bufs) {
+            m.a.copyWithin(s * m.inF * w, last * m.inF * w, (last + 1) * m.inF * w);
+            m.b.copyWithin(s * w * m.outF, last * w * m.outF, (last + 1) * w * m.outF);
+          }
+          stats.unitMoves += 1;
         }
-        stats.rowMoves += 1;
+        this.owner[s] = this.owner[last];
+        this.part[s] = this.part[last];
       }
-      this.ids[s] = this.ids[last];
+      this.owner.pop();
+      this.part.pop();
+      this.dirty.delete(last);
     }
-    this.ids.pop();
-    this.dirty.delete(last);
-    if (this.ids.length === 0 && this.bytes > KEEP_BYTES) {
+    if (this.owner.length === 0 && this.bytes > KEEP_BYTES) {
       this.bufs = [];
       this.cap = 0;
     }
   }
 
   private grow(cap: number): void {
-    const pr = this.pr;
-    const old = new Map(this.bufs.map((m) => [m.key, m]));
-    this.bufs = [];
-    for (let l = 0; l < this.cfg.nLayers; l++) {
-      for (const map of LORA_MAPS[this.cfg.family]) {
-        const { inFeatures: inF, outFeatures: outF } = mapFeatures(this.cfg, map);
-        const key = `${l}.${map}`;
-        const m: MapBuf = { key, layer: l, map, inF, outF, a: new Float32Array(cap * inF * pr), b: new Float32Array(cap * pr * outF) };
-        const prev = old.get(key);
-        if (prev) {
-          m.a.set(prev.a.subarray(0, this.ids.length * inF * pr));
-          m.b.set(prev.b.subarray(0, this.ids.length * pr * outF));
-        }
-        this.bufs.push(m);
+    const w = this.w;
+    const old = new Map(this.bufs.map((m) => [m.map, m]));
+    this.bufs = LORA_MAPS[this.cfg.family].map((map) => {
+      const { inFeatures: inF, outFeatures: outF } = mapFeatures(this.cfg, map);
+      const m: MapBuf = { map, inF, outF, a: new Float32Array(cap * inF * w), b: new Float32Array(cap * w * outF) };
+      const prev = old.get(map);
+      if (prev) {
+        m.a.set(prev.a.subarray(0, this.owner.length * inF * w));
+        m.b.set(prev.b.subarray(0, this.owner.length * w * outF));
       }
-    }
+      return m;
+    });
     this.cap = cap;
   }
 
-  /** Write slot s from its row's adapter: A^T and scaled B^T padded with zeros, zeros where it has no pair. */
+  /** Write slot s: columns [k W, (k+1) W) of its row's A^T and scaled B^T, zeros past the rank. */
   write(s: number, row: Row): void {
-    const pr = this.pr;
+    const w = this.w;
+    const j0 = this.part[s] * w;
     for (const m of this.bufs) {
       const { a, b, inF, outF } = m;
-      const aOff = s * inF * pr;
-      const bOff = s * pr * outF;
-      a.fill(0, aOff, aOff + inF * pr);
-      const p = row.pairs.get(m.key);
-      if (!p) {
-        b.fill(0, bOff, bOff + pr * outF);
-        continue;
-      }
+      const aOff = s * inF * w;
+      const bOff = s * w * outF;
+      const p = row.pairs.get(`${this.layer}.${m.map}`)!;
       const k = p.rank;
+      const n = Math.min(w, k - j0); // live columns of this unit
       const A = p.A;
       const B = p.B;
       const scale = row.scaling;
-      // A [k, in] -> A^T [in, PR]: row i of A^T gathers column i of A.
+      if (n < w) a.fill(0, aOff, aOff + inF * w);
+      // A [k, in] -> A^T columns: row i of the unit gathers column i of A's rows j0..j0+n.
       for (let i = 0; i < inF; i++) {
-        const d = aOff + i * pr;
-        for (let j = 0; j < k; j++) a[d + j] = A[j * inF + i];
+        const d = aOff + i * w;
+        for (let j = 0; j < n; j++) a[d + j] = A[(j0 + j) * inF + i];
       }
-      // B [out, k] -> scaled B^T [PR, out]: rows k..PR-1 stay zero.
-      for (let j = 0; j < k; j++) {
+      // B [out, k] -> scaled B^T rows j0..j0+n; the rest stay zero.
+      for (let j = 0; j < n; j++) {
         const d = bOff + j * outF;
-        for (let o = 0; o < outF; o++) b[d + o] = scale * B[o * k + j];
+        for (let o = 0; o < outF; o++) b[d + o] = scale * B[o * k + j0 + j];
       }
-      b.fill(0, bOff + k * outF, bOff + pr * outF);
+      b.fill(0, bOff + n * outF, bOff + w * outF);
     }
   }
 }
 
 export class RowPool {
   private rowsList: Row[] = [];
-  private readonly groups = new Map<number, RankGroup>();
+  private readonly layerPools: LayerPool[];
   private readonly rowHint: number;
   private readonly fpr: number;
-  readonly stats: RowPoolStats = { rowWrites: 0, rowMoves: 0 };
+  /** Unit width W. */
+  readonly unit: number;
+  readonly stats: RowPoolStats = { unitWrites: 0, unitMoves: 0 };
 
   constructor(
     readonly cfg: ModelConfig,
-    /** maxRows: rows to allocate a group for when it is first used (the batch limit). */
-    opts: { maxRows?: number } = {},
+    /** maxRows: rows to allocate a layer pool for when it is first used (the batch limit); unit: W. */
+    opts: { maxRows?: number; unit?: number } = {},
   ) {
-    this.rowHint = Math.max(1, opts.maxRows ?? 4);
+    this.unit = opts.unit ?? DEFAULT_UNIT;
+    if (!Number.isInteger(this.unit) || this.unit < 1) throw new LoraFeedError('bad_unit', `unit width must be a positive integer, got ${opts.unit}`, { unit: opts.unit });
+    this.rowHint = Math.max(1, opts.maxRows ?? 4) * 2;
     this.fpr = floatsPerRank(cfg);
+    this.layerPools = Array.from({ length: cfg.nLayers }, (_, l) => new LayerPool(cfg, l, this.unit));
   }
 
-  /** Bytes one row of an adapter of `rank` occupies in its group (padded to the group's rank). */
-  static rowBytes(cfg: ModelConfig, rank: number): number {
-    return rankBucket(rank) * floatsPerRank(cfg) * 4;
-  }
-
-  /** The rank an adapter needs in a pool (its largest pair), after checking it against the model. */
-  static rankOf(cfg: ModelConfig, adapter: AdapterLike | null): number {
+  /**
+   * Bytes an adapter's units occupy in the pool (each layer's rank rounded up to the unit), after
+   * checking the adapter against the model (throws LoraFeedError when it does not fit); 0 for none.
+   */
+  rowBytes(adapter: AdapterLike | null): number {
     if (!adapter) return 0;
-    const { pairs } = checkAdapter(cfg, adapter);
-    return Math.max(0, ...[...pairs.values()].map((p) => p.rank));
+    const { pairs } = checkAdapter(this.cfg, adapter);
+    let units = 0;
+    for (let l = 0; l < this.cfg.nLayers; l++) units += unitsFor(pairs.get(`${l}.${LORA_MAPS[this.cfg.family][0]}`)?.rank ?? 0, this.unit);
+    return units * this.unit * this.fpr * 4;
   }
 
   get rows(): readonly RowId[] {
@@ -207,40 +212,35 @@ export class RowPool {
     return this.rowsList.findIndex((r) => r.id === id);
   }
 
-  /** Bytes allocated for all groups. */
+  /** Bytes allocated for all layer pools. */
   get bytes(): number {
-    let n = 0;
-    for (const g of this.groups.values()) n += g.bytes;
-    return n;
+    return this.layerPools.reduce((s, p) => s + p.bytes, 0);
   }
 
-  /** Bytes the live rows occupy (rows times their group's rank): what the engine budgets. */
+  /** Bytes the live rows' units occupy: what the engine budgets. */
   get liveBytes(): number {
-    let n = 0;
-    for (const g of this.groups.values()) n += g.ids.length * g.pr * this.fpr * 4;
-    return n;
+    return this.rankLayers * this.fpr * 4;
   }
 
-  /** The LoRA work of a step over all rows, in rank units: sum over groups of rows x PR. */
-  get paddedRank(): number {
-    let n = 0;
-    for (const g of this.groups.values()) n += g.ids.length * g.pr;
-    return n;
+  /** The LoRA work of a step over all rows: the sum over layers of units x unit width. */
+  get rankLayers(): number {
+    return this.layerPools.reduce((s, p) => s + p.size, 0) * this.unit;
   }
 
   /** Append a row (null: no adapter). Validates the adapter now; the write happens at the next input(). */
   add(id: RowId, adapter: AdapterLike | null): void {
     if (this.indexOf(id) >= 0) throw new LoraFeedError('duplicate_row', `row ${String(id)} is already in the pool`, { id });
-    const row: Row = { id, scaling: 1, rank: 0, layers: Array(this.cfg.nLayers).fill(false), pairs: new Map() };
+    const row: Row = { id, scaling: 1, ranks: Array(this.cfg.nLayers).fill(0), pairs: new Map() };
     if (adapter) {
-      const { layers, pairs } = checkAdapter(this.cfg, adapter);
+      const { pairs } = checkAdapter(this.cfg, adapter);
       row.scaling = adapter.scaling;
-      row.layers = layers;
       row.pairs = pairs;
-      row.rank = Math.max(0, ...[...pairs.values()].map((p) => p.rank));
+      for (const p of pairs.values()) row.ranks[p.layer] = p.rank;
     }
     this.rowsList.push(row);
-    if (row.rank > 0) this.group(rankBucket(row.rank)).add(id, this.rowHint);
+    row.ranks.forEach((r, l) => {
+      for (let k = 0; k < unitsFor(r, this.unit); k++) this.layerPools[l].push(id, k, this.rowHint);
+    });
   }
 
   /** Remove a row; the last row takes its place in batch order (as KvBatch.remove does). */
@@ -248,54 +248,74 @@ export class RowPool {
     const r = this.indexOf(id);
     if (r < 0) throw new LoraFeedError('unknown_row', `no row ${String(id)} in the pool`, { id });
     const row = this.rowsList[r];
-    if (row.rank > 0) this.groups.get(rankBucket(row.rank))!.remove(id, this.stats);
+    row.ranks.forEach((rank, l) => {
+      if (rank > 0) this.layerPools[l].removeRow(id, this.stats);
+    });
     const last = this.rowsList.length - 1;
     this.rowsList[r] = this.rowsList[last];
     this.rowsList.pop();
   }
 
-  private group(pr: number): RankGroup {
-    let g = this.groups.get(pr);
-    if (!g) {
-      g = new RankGroup(this.cfg, pr);
-      this.groups.set(pr, g);
-    }
-    return g;
-  }
-
   /**
    * LoRA input for rows [from, to) of the batch (a prefill of the rows just added, or all rows for a
-   * decode step): mode `rows` with one group per rank bucket among them, over the union of their
-   * layers; undefined when none of them has an adapter. Within each group the rows of the range
-   * must occupy consecutive slots, which holds for "all rows" and for "the rows added last".
+   * decode step): mode `rows` over the layers that any of them adapts; undefined when none has an
+   * adapter. Per adapted layer l: `rows.{l}` int64 [U] (the call's row of each unit), `sel.{l}` [n, U]
+   * (1 where unit u belongs to row b) and the units' `unit.{l}.{map}.A` [U, in, W], `.B` [U, W, out].
+   * The units of all rows are views of the pools; those of a sub-range are views where they lie
+   * together and a copy where earlier rows' removals scattered them.
    */
   input(from = 0, to = this.rowsList.length): LoraInput | undefined {
     if (from < 0 || to > this.rowsList.length || from >= to) throw new LoraFeedError('bad_rows', `rows ${from}..${to} of a pool of ${this.rowsList.length}`, { from, to });
-    const byId = new Map<RowId, { row: Row; at: number }>();
-    this.rowsList.forEach((row, at) => byId.set(row.id, { row, at }));
-    for (const g of this.groups.values()) {
-      for (const s of g.dirty) g.write(s, byId.get(g.ids[s])!.row);
-      this.stats.rowWrites += g.dirty.size;
-      g.dirty.clear();
+    const at = new Map<RowId, number>();
+    this.rowsList.forEach((row, i) => at.set(row.id, i));
+    for (const p of this.layerPools) {
+      for (const s of p.dirty) p.write(s, this.rowsList[at.get(p.owner[s])!]);
+      this.stats.unitWrites += p.dirty.size;
+      p.dirty.clear();
     }
-    const span = this.rowsList.slice(from, to).filter((r) => r.rank > 0);
-    if (span.length === 0) return undefined;
-    const layers = Array.from({ length: this.cfg.nLayers }, (_, l) => span.some((r) => r.layers[l]));
-    const buckets = [...new Set(span.map((r) => rankBucket(r.rank)))].sort((a, b) => a - b);
+    const n = to - from;
+    const w = this.unit;
     const feeds: Record<string, HostTensor> = {};
-    buckets.forEach((pr, gi) => {
-      const g = this.groups.get(pr)!;
-      const slots = g.ids.map((id, s) => ({ s, at: byId.get(id)!.at })).filter((x) => x.at >= from && x.at < to);
-      const s0 = slots[0].s;
-      const s1 = s0 + slots.length;
-      if (slots.some((x, i) => x.s !== s0 + i)) throw new LoraFeedError('rows_not_contiguous', `rows ${from}..${to} are scattered in the rank-${pr} group`, { from, to, pr });
-      feeds[`rows.g${gi}`] = { dtype: 'int64', dims: [slots.length], data: BigInt64Array.from(slots, (x) => BigInt(x.at - from)) };
-      for (const m of g.bufs) {
-        if (!layers[m.layer]) continue;
-        feeds[`pool.g${gi}.${m.key}.A`] = { dtype: 'float32', dims: [slots.length, m.inF, pr], data: m.a.subarray(s0 * m.inF * pr, s1 * m.inF * pr) };
-        feeds[`pool.g${gi}.${m.key}.B`] = { dtype: 'float32', dims: [slots.length, pr, m.outF], data: m.b.subarray(s0 * pr * m.outF, s1 * pr * m.outF) };
+    const layers = this.layerPools.map((p) => {
+      const slots: number[] = [];
+      p.owner.forEach((id, s) => {
+        const i = at.get(id)!;
+        if (i >= from && i < to) slots.push(s);
+      });
+      if (slots.length === 0) return false;
+      const u = slots.length;
+      const sel = new Float32Array(n * u);
+      const rows = new BigInt64Array(u);
+      slots.forEach((s, k) => {
+        const b = at.get(p.owner[s])! - from;
+        rows[k] = BigInt(b);
+        sel[b * u + k] = 1;
+      });
+      feeds[`rows.${p.layer}`] = { dtype: 'int64', dims: [u], data: rows };
+      feeds[`sel.${p.layer}`] = { dtype: 'float32', dims: [n, u], data: sel };
+      const together = slots[u - 1] - slots[0] === u - 1;
+      for (const m of p.bufs) {
+        const aLen = m.inF * w;
+        const bLen = w * m.outF;
+        let a: Float32Array;
+        let b: Float32Array;
+        if (together) {
+          a = m.a.subarray(slots[0] * aLen, (slots[0] + u) * aLen);
+          b = m.b.subarray(slots[0] * bLen, (slots[0] + u) * bLen);
+        } else {
+          a = new Float32Array(u * aLen);
+          b = new Float32Array(u * bLen);
+          slots.forEach((s, k) => {
+            a.set(m.a.subarray(s * aLen, (s + 1) * aLen), k * aLen);
+            b.set(m.b.subarray(s * bLen, (s + 1) * bLen), k * bLen);
+          });
+        }
+        feeds[`unit.${p.layer}.${m.map}.A`] = { dtype: 'float32', dims: [u, m.inF, w], data: a };
+        feeds[`unit.${p.layer}.${m.map}.B`] = { dtype: 'float32', dims: [u, w, m.outF], data: b };
       }
+      return true;
     });
-    return { lora: { mode: 'rows', layers, groups: buckets.length }, feeds };
+    if (!layers.some(Boolean)) return undefined;
+    return { lora: { mode: 'rows', layers }, feeds };
   }
 }

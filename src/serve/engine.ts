@@ -13,9 +13,10 @@
  *   3. runs one decode step of every row and streams each row's token to its request,
  *   4. removes finished rows, releasing their adapter leases.
  *
- * Adapters reach the graphs through a RowPool (src/model/row-pool.ts): rows are grouped by rank
- * bucket, each group a pool padded to its own rank; a row's adapter is written once when it joins, so
- * a step copies no adapter, and a row without one costs nothing. Hot swap: a request holds a lease
+ * Adapters reach the graphs through a RowPool (src/model/row-pool.ts): each row's adapter is cut per
+ * layer into rank units that one batched matmul per layer serves, whatever the batch's mix of ranks;
+ * a row's adapter is written once when it joins, so a step copies no adapter, and a row pays only for
+ * its own rank on its own layers (nothing without an adapter). Hot swap: a request holds a lease
  * on the adapter version it started with until it
  * finishes; a newly activated version is planned for the next request, and in-flight ones finish on
  * theirs. ONNX Runtime runs on this thread, so the loop yields to the event loop after every step.
@@ -55,7 +56,7 @@ export interface EngineOptions {
   /** Chat template for `messages` (default: the model's, else memlora). */
   template?: ChatTemplateName;
   /**
-   * Bytes the rows' adapters may occupy in the row pool (each padded to its rank group). A request
+   * Bytes the rows' adapters may occupy in the row pool (each layer's rank rounded up to the pool unit). A request
    * whose adapter would push the batch past it waits until rows leave; alone in the batch it is
    * always admitted. Default 256 MiB.
    */
@@ -81,8 +82,8 @@ interface Job {
   ids: number[];
   personalization: Personalization;
   lease: AdapterLease | null;
-  /** Largest adapter rank (pool budget). */
-  rank: number;
+  /** Bytes the adapter takes in the row pool (its budget). */
+  poolBytes: number;
   aborted: boolean;
   seq: Sequence | null;
   t: { arrived: number; admitted: number; prefilled: number; firstToken: number };
@@ -119,7 +120,7 @@ export class Engine {
   private closed = false;
   /** Smoothed seconds per finished request, for Retry-After. */
   private serviceSeconds = 0.5;
-  private poolStats = { rowWrites: 0, rowMoves: 0 };
+  private poolStats = { unitWrites: 0, unitMoves: 0 };
 
   constructor(private readonly opts: EngineOptions) {
     this.model = opts.model;
@@ -233,7 +234,7 @@ export class Engine {
       ids: baseIds,
       personalization: { mode: 'vanilla', adapterVersion: null },
       lease: null,
-      rank: 0,
+      poolBytes: 0,
       aborted: false,
       seq: null,
       t: { arrived: now(), admitted: 0, prefilled: 0, firstToken: 0 },
@@ -251,7 +252,7 @@ export class Engine {
   private withoutAdapter(job: Job, kind: 'memory' | 'vanilla', fallback: Fallback | undefined): void {
     job.state = 'ready';
     job.ids = job.baseIds;
-    job.rank = 0;
+    job.poolBytes = 0;
     if (kind === 'memory') {
       const items = retrieveMemory(this.db, job.req.userId, memoryQuery(job.req), this.memoryK);
       const fit = items.length > 0 ? fitMemory(this.ctx, job.req, items) : { ids: job.baseIds, used: 0 };
@@ -369,9 +370,9 @@ export class Engine {
             got.lease.release(); // cancelled while loading
             return;
           }
-          let rank: number;
+          let poolBytes: number;
           try {
-            rank = RowPool.rankOf(this.model.config, got.lease.adapter);
+            poolBytes = this.pool.rowBytes(got.lease.adapter);
           } catch (e) {
             // Loaded and valid for the store, yet not for this model's graphs: serve without it.
             got.lease.release();
@@ -382,7 +383,7 @@ export class Engine {
             return;
           }
           job.lease = got.lease;
-          job.rank = rank;
+          job.poolBytes = poolBytes;
           job.personalization = { mode: 'injected', adapterVersion: row.version };
           job.state = 'ready';
         } else if (job.state !== 'done') this.withoutAdapter(job, 'memory', got.fallback);
@@ -405,7 +406,7 @@ export class Engine {
     for (const job of this.waiting) {
       if (free === 0) break;
       if (job.state !== 'ready' || job.aborted) continue;
-      const more = job.rank > 0 ? RowPool.rowBytes(this.model.config, job.rank) : 0;
+      const more = job.poolBytes;
       if (this.active.size + joiners.length > 0 && bytes + more > this.poolBudget) break;
       joiners.push(job);
       bytes += more;
@@ -499,7 +500,7 @@ export class Engine {
       return;
     }
     this.m.stepSeconds.observe(undefined, (now() - t0) / 1000);
-    this.m.poolPaddedRank.observe(undefined, this.pool.paddedRank);
+    this.m.poolRankLayers.observe(undefined, this.pool.rankLayers);
     this.syncPoolMetrics();
     const done: Job[] = [];
     rows.forEach((job, i) => {
@@ -586,8 +587,8 @@ export class Engine {
 
   private syncPoolMetrics(): void {
     const s = this.pool.stats;
-    if (s.rowWrites > this.poolStats.rowWrites) this.m.poolRowWrites.inc(undefined, s.rowWrites - this.poolStats.rowWrites);
-    if (s.rowMoves > this.poolStats.rowMoves) this.m.poolRowMoves.inc(undefined, s.rowMoves - this.poolStats.rowMoves);
+    if (s.unitWrites > this.poolStats.unitWrites) this.m.poolUnitWrites.inc(undefined, s.unitWrites - this.poolStats.unitWrites);
+    if (s.unitMoves > this.poolStats.unitMoves) this.m.poolUnitMoves.inc(undefined, s.unitMoves - this.poolStats.unitMoves);
     this.poolStats = { ...s };
     this.m.poolBytes.set(undefined, this.pool.bytes);
   }

@@ -4,12 +4,12 @@ import type { Counter, Gauge, Histogram, Registry } from '../metrics.js';
 const LATENCY_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 const STEP_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1];
 const ROW_BUCKETS = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128];
-const RANK_BUCKETS = [0, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096];
+const RANK_BUCKETS = [0, 16, 64, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768];
 
 export interface EngineMetrics {
   queueDepth: Gauge;
   activeRows: Gauge;
-  poolPaddedRank: Histogram;
+  poolRankLayers: Histogram;
   poolBytes: Gauge;
   batchRows: Histogram;
   stepSeconds: Histogram;
@@ -18,8 +18,8 @@ export interface EngineMetrics {
   requests: Counter;
   rejected: Counter;
   fallbacks: Counter;
-  poolRowWrites: Counter;
-  poolRowMoves: Counter;
+  poolUnitWrites: Counter;
+  poolUnitMoves: Counter;
   requestSeconds: Histogram;
   ttftSeconds: Histogram;
   queueSeconds: Histogram;
@@ -29,7 +29,7 @@ export function engineMetrics(reg: Registry, prefix = 'memlora_generate'): Engin
   return {
     queueDepth: reg.gauge(`${prefix}_queue_depth`, 'Requests waiting for a batch row.'),
     activeRows: reg.gauge(`${prefix}_active_rows`, 'Rows in the decode batch.'),
-    poolPaddedRank: reg.histogram(`${prefix}_pool_padded_rank`, 'LoRA work per decode step: the sum over rank groups of rows x the group rank (0: no adapter in the batch).', [], RANK_BUCKETS),
+    poolRankLayers: reg.histogram(`${prefix}_pool_rank_layers`, 'LoRA work per decode step: the sum over layers of the rows\' ranks, each rounded up to the pool unit (0: no adapter in the batch).', [], RANK_BUCKETS),
     poolBytes: reg.gauge(`${prefix}_pool_bytes`, 'Bytes allocated for the row-aligned adapter pool.'),
     batchRows: reg.histogram(`${prefix}_batch_rows`, 'Rows per decode step.', [], ROW_BUCKETS),
     stepSeconds: reg.histogram(`${prefix}_step_seconds`, 'Time of one decode step of the whole batch, seconds.', [], STEP_BUCKETS),
@@ -38,8 +38,8 @@ export function engineMetrics(reg: Registry, prefix = 'memlora_generate'): Engin
     requests: reg.counter(`${prefix}_requests_total`, 'Requests finished, by served mode and finish reason.', ['mode', 'finish']),
     rejected: reg.counter(`${prefix}_rejected_total`, 'Requests refused before queueing, by error code.', ['code']),
     fallbacks: reg.counter(`${prefix}_fallbacks_total`, 'Requests served with a fallback, by reason.', ['reason']),
-    poolRowWrites: reg.counter(`${prefix}_pool_row_writes_total`, 'Adapter rows written into the pool because their occupant changed.'),
-    poolRowMoves: reg.counter(`${prefix}_pool_row_moves_total`, 'Adapter rows copied within a rank group to fill the place of a row that left.'),
+    poolUnitWrites: reg.counter(`${prefix}_pool_unit_writes_total`, 'Adapter rank units written into the pool when their row joined.'),
+    poolUnitMoves: reg.counter(`${prefix}_pool_unit_moves_total`, 'Adapter rank units copied within a layer pool to fill the place of a row that left.'),
     requestSeconds: reg.histogram(`${prefix}_request_seconds`, 'Request latency from arrival to the last token, seconds.', ['mode'], LATENCY_BUCKETS),
     ttftSeconds: reg.histogram(`${prefix}_ttft_seconds`, 'Time from arrival to the first token, seconds.', ['mode'], LATENCY_BUCKETS),
     queueSeconds: reg.histogram(`${prefix}_queue_seconds`, 'Time waiting for a batch row (and the adapter), seconds.', ['mode'], LATENCY_BUCKETS),

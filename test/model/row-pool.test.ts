@@ -1,7 +1,7 @@
 /**
- * The row-aligned pool (LoRA mode `rows`): its layout checked value by value, and decode steps of a
- * batch whose rows carry different adapters (different ranks and layers, rows joining and leaving)
- * against each row computed alone with its adapter fed as a single adapter.
+ * The unit pool (LoRA mode `rows`): its layout checked value by value, and decode steps of a batch
+ * whose rows carry different adapters (different ranks and layers, several units per row, rows joining
+ * and leaving) against each row computed alone with its adapter fed as a single adapter.
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { Runner } from '../../src/graph/runner.js';
@@ -9,7 +9,8 @@ import type { ModelConfig } from '../../src/model/config.js';
 import { KvBatch } from '../../src/model/kv.js';
 import { LoraFeedError } from '../../src/model/lora-feeds.js';
 import { Model } from '../../src/model/model.js';
-import { RowPool, rankBucket } from '../../src/model/row-pool.js';
+import { RowPool, unitsFor } from '../../src/model/row-pool.js';
+import type { HostTensor } from '../../src/graph/types.js';
 import { Rng } from '../../src/util/rng.js';
 import { maxAbsDiff, randomAdapter, randomRows, randomWeights, tinyGpt2, tinyLlama } from './fixtures.js';
 
@@ -25,89 +26,136 @@ const code = (f: () => unknown): string | undefined => {
   return undefined;
 };
 
-describe('rankBucket', () => {
-  it('is the power of two from 8 up that covers the rank, 0 for none', () => {
-    expect([0, 1, 8, 9, 16, 17, 96, 128, 129].map(rankBucket)).toEqual([0, 8, 8, 16, 16, 32, 128, 128, 256]);
+describe('unitsFor', () => {
+  it('is the number of unit-wide slices that cover a rank, 0 for none', () => {
+    expect([0, 1, 16, 17, 96, 128].map((r) => unitsFor(r))).toEqual([0, 1, 1, 2, 6, 8]);
+    expect([0, 1, 8, 9, 96].map((r) => unitsFor(r, 8))).toEqual([0, 1, 1, 2, 12]);
   });
 });
 
+type Feeds = Record<string, HostTensor>;
+const feedsOf = (inp: ReturnType<RowPool['input']>): Feeds => (inp && 'feeds' in inp ? inp.feeds : {});
+const floats = (t: HostTensor): number[] => [...(t.data as Float32Array)];
+
 describe('RowPool layout', () => {
-  it('writes A^T and scaled B^T padded to the group rank; rows without an adapter are in no group', () => {
-    const pool = new RowPool(tinyGpt2, { maxRows: 2 });
-    const a = randomAdapter(tinyGpt2, [1], 3, 1, 0.5);
+  it('cuts a row into units of A^T and scaled B^T, zero past the rank; rows without an adapter have no units', () => {
+    const pool = new RowPool(tinyGpt2, { maxRows: 2, unit: 2 });
+    const a = randomAdapter(tinyGpt2, [1], 3, 1, 0.5); // rank 3 at unit 2: two units, the second half empty
     pool.add('x', null);
     pool.add('y', a);
     const inp = pool.input()!;
-    expect('feeds' in inp && inp.lora).toEqual({ mode: 'rows', layers: [false, true], groups: 1 });
-    const feeds = 'feeds' in inp ? inp.feeds : {};
-    expect(Object.keys(feeds).sort()).toEqual(['pool.g0.1.mlp.c_fc.A', 'pool.g0.1.mlp.c_fc.B', 'pool.g0.1.mlp.c_proj.A', 'pool.g0.1.mlp.c_proj.B', 'rows.g0']);
-    expect([...feeds['rows.g0'].data]).toEqual([1n]); // batch row 1 ('y')
-    const A = feeds['pool.g0.1.mlp.c_fc.A'];
-    const B = feeds['pool.g0.1.mlp.c_fc.B'];
-    const pr = 8;
-    expect(A.dims).toEqual([1, 16, pr]);
-    expect(B.dims).toEqual([1, pr, 24]);
+    expect('feeds' in inp && inp.lora).toEqual({ mode: 'rows', layers: [false, true] });
+    const feeds = feedsOf(inp);
+    expect(Object.keys(feeds).sort()).toEqual(['rows.1', 'sel.1', 'unit.1.mlp.c_fc.A', 'unit.1.mlp.c_fc.B', 'unit.1.mlp.c_proj.A', 'unit.1.mlp.c_proj.B']);
+    expect([...feeds['rows.1'].data]).toEqual([1n, 1n]); // both units serve batch row 1 ('y')
+    expect(feeds['sel.1'].dims).toEqual([2, 2]);
+    expect(floats(feeds['sel.1'])).toEqual([0, 0, 1, 1]);
+    const A = feeds['unit.1.mlp.c_fc.A'];
+    const B = feeds['unit.1.mlp.c_fc.B'];
+    const w = 2;
+    expect(A.dims).toEqual([2, 16, w]);
+    expect(B.dims).toEqual([2, w, 24]);
     const pa = a.pairs.find((p) => p.target.layer === 1 && p.target.map === 'mlp.c_fc')!;
     const ad = A.data as Float32Array;
     const bd = B.data as Float32Array;
-    for (let i = 0; i < 16; i++) {
-      for (let j = 0; j < pr; j++) expect(ad[i * pr + j]).toBe(j < 3 ? pa.A[j * 16 + i] : 0);
-    }
-    for (let j = 0; j < pr; j++) {
-      for (let o = 0; o < 24; o++) expect(bd[j * 24 + o]).toBe(j < 3 ? Math.fround(0.5 * pa.B[o * 3 + j]) : 0);
+    for (let u = 0; u < 2; u++) {
+      for (let i = 0; i < 16; i++) {
+        for (let j = 0; j < w; j++) expect(ad[u * 16 * w + i * w + j]).toBe(u * w + j < 3 ? pa.A[(u * w + j) * 16 + i] : 0);
+      }
+      for (let j = 0; j < w; j++) {
+        for (let o = 0; o < 24; o++) expect(bd[u * w * 24 + j * 24 + o]).toBe(u * w + j < 3 ? Math.fround(0.5 * pa.B[o * 3 + u * w + j]) : 0);
+      }
     }
     expect(pool.input(0, 1)).toBeUndefined();
   });
 
-  it('groups rows by rank bucket: each group is fed at its own rank, with the batch rows it serves', () => {
-    const pool = new RowPool(tinyGpt2, { maxRows: 4 });
-    pool.add('a', randomAdapter(tinyGpt2, [0], 3, 2)); // bucket 8
-    pool.add('b', randomAdapter(tinyGpt2, [0, 1], 12, 3)); // bucket 16
+  it('gives each layer the units of the rows that adapt it, with the row of each unit and a selection matrix', () => {
+    const pool = new RowPool(tinyGpt2, { maxRows: 4, unit: 4 });
+    const adapters = { a: randomAdapter(tinyGpt2, [0], 3, 2), b: randomAdapter(tinyGpt2, [0, 1], 12, 3), d: randomAdapter(tinyGpt2, [1], 5, 4) };
+    pool.add('a', adapters.a); // 1 unit on layer 0
+    pool.add('b', adapters.b); // 3 units on layers 0 and 1
     pool.add('c', null);
-    pool.add('d', randomAdapter(tinyGpt2, [1], 5, 4)); // bucket 8
+    pool.add('d', adapters.d); // 2 units on layer 1
     const inp = pool.input()!;
-    const feeds = 'feeds' in inp ? inp.feeds : {};
-    expect('feeds' in inp && inp.lora).toEqual({ mode: 'rows', layers: [true, true], groups: 2 });
-    expect([...feeds['rows.g0'].data]).toEqual([0n, 3n]);
-    expect([...feeds['rows.g1'].data]).toEqual([1n]);
-    expect(feeds['pool.g0.0.mlp.c_fc.A'].dims).toEqual([2, 16, 8]);
-    expect(feeds['pool.g1.0.mlp.c_fc.A'].dims).toEqual([1, 16, 16]);
-    expect(pool.paddedRank).toBe(2 * 8 + 16);
-    expect(pool.liveBytes).toBe(RowPool.rowBytes(tinyGpt2, 3) * 2 + RowPool.rowBytes(tinyGpt2, 12));
-    // The rows added last, alone (a prefill of joiners): the suffix of each group.
+    const feeds = feedsOf(inp);
+    expect('feeds' in inp && inp.lora).toEqual({ mode: 'rows', layers: [true, true] });
+    expect([...feeds['rows.0'].data]).toEqual([0n, 1n, 1n, 1n]);
+    expect([...feeds['rows.1'].data]).toEqual([1n, 1n, 1n, 3n, 3n]);
+    // sel.1 [4 rows, 5 units]: row 1 owns units 0-2, row 3 units 3-4, rows 0 and 2 none.
+    expect(floats(feeds['sel.1'])).toEqual([0, 0, 0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1]);
+    expect(feeds['unit.0.mlp.c_fc.A'].dims).toEqual([4, 16, 4]);
+    expect(feeds['unit.1.mlp.c_proj.B'].dims).toEqual([5, 4, 16]);
+    expect(pool.rankLayers).toBe((4 + 5) * 4);
+    expect(pool.liveBytes).toBe(pool.rowBytes(adapters.a) + pool.rowBytes(adapters.b) + pool.rowBytes(adapters.d));
+    expect(pool.rowBytes(adapters.b)).toBe(2 * 3 * 4 * (16 + 24 + 24 + 16) * 4); // 2 layers x 3 units x W 4 x floats per rank x 4 bytes
+    expect(pool.rowBytes(null)).toBe(0);
+    // The rows added last, alone (a prefill of joiners): rows and sel count from the range's first row.
     pool.add('e', randomAdapter(tinyGpt2, [0], 8, 5));
-    const tail = pool.input(4, 5)!;
-    expect('feeds' in tail && [...tail.feeds['rows.g0'].data]).toEqual([0n]);
-    expect('feeds' in tail && tail.feeds['pool.g0.0.mlp.c_fc.A'].dims).toEqual([1, 16, 8]);
+    const tail = feedsOf(pool.input(4, 5));
+    expect([...tail['rows.0'].data]).toEqual([0n, 0n]);
+    expect(floats(tail['sel.0'])).toEqual([1, 1]);
+    expect(tail['rows.1']).toBeUndefined();
+    expect(tail['unit.0.mlp.c_fc.A'].dims).toEqual([2, 16, 4]);
   });
 
-  it('writes a row once when it joins and copies a group\'s last row into the hole of one that leaves', () => {
-    const pool = new RowPool(tinyGpt2, { maxRows: 4 });
+  it('hands a range whose units earlier removals scattered the same values as a pool of those rows alone', () => {
+    const adapters = [randomAdapter(tinyGpt2, [0, 1], 8, 30), randomAdapter(tinyGpt2, [0], 4, 31), randomAdapter(tinyGpt2, [0, 1], 12, 32), randomAdapter(tinyGpt2, [1], 4, 33)];
+    const pool = new RowPool(tinyGpt2, { unit: 4 });
+    adapters.forEach((a, i) => pool.add(i, a));
+    pool.input();
+    pool.remove(0); // the last units (rows 2 and 3) move into row 0's holes
+    expect(pool.rows).toEqual([3, 1, 2]);
+    const alone = new RowPool(tinyGpt2, { unit: 4 });
+    alone.add(1, adapters[1]);
+    alone.add(2, adapters[2]);
+    const got = feedsOf(pool.input(1, 3));
+    const want = feedsOf(alone.input());
+    expect(Object.keys(got).sort()).toEqual(Object.keys(want).sort());
+    for (const k of Object.keys(want)) {
+      expect(got[k].dims).toEqual(want[k].dims);
+      if (k.startsWith('unit.')) {
+        // Unit order may differ; compare each unit's row and weights as sets.
+        const layer = k.split('.')[1];
+        const rowsOf = (f: Feeds) => [...f[`rows.${layer}`].data].map(Number);
+        const units = (f: Feeds) => {
+          const t = f[k];
+          const n = t.dims[1] * t.dims[2];
+          return rowsOf(f).map((r, u) => `${r}:${floats(t).slice(u * n, (u + 1) * n).join(',')}`).sort();
+        };
+        expect(units(got)).toEqual(units(want));
+      }
+    }
+  });
+
+  it('writes a row once when it joins and copies a layer\'s last units into the holes of one that leaves', () => {
+    const pool = new RowPool(tinyGpt2, { maxRows: 4, unit: 8 });
     const adapters = [0, 1, 2].map((i) => randomAdapter(tinyGpt2, [0], 2, 10 + i));
     adapters.forEach((a, i) => pool.add(i, a));
     const before = pool.input()!;
-    const a2 = 'feeds' in before ? Float32Array.from(before.feeds['pool.g0.0.mlp.c_fc.A'].data as Float32Array).subarray(2 * 16 * 8) : null;
-    expect(pool.stats).toEqual({ rowWrites: 3, rowMoves: 0 });
+    const a2 = Float32Array.from(feedsOf(before)['unit.0.mlp.c_fc.A'].data as Float32Array).subarray(2 * 16 * 8);
+    expect(pool.stats).toEqual({ unitWrites: 3, unitMoves: 0 });
     pool.input();
-    expect(pool.stats).toEqual({ rowWrites: 3, rowMoves: 0 }); // a step with no change writes nothing
-    pool.remove(0); // row 2 moves into slot 0 by a copy
-    const after = pool.input()!;
+    expect(pool.stats).toEqual({ unitWrites: 3, unitMoves: 0 }); // a step with no change writes nothing
+    pool.remove(0); // row 2's unit moves into slot 0 by a copy
+    const after = feedsOf(pool.input());
     expect(pool.rows).toEqual([2, 1]);
-    expect(pool.stats).toEqual({ rowWrites: 3, rowMoves: 1 });
-    expect('feeds' in after && [...(after.feeds['pool.g0.0.mlp.c_fc.A'].data as Float32Array).subarray(0, 16 * 8)]).toEqual([...a2!]);
-    expect('feeds' in after && [...after.feeds['rows.g0'].data]).toEqual([0n, 1n]);
+    expect(pool.stats).toEqual({ unitWrites: 3, unitMoves: 1 });
+    expect([...(after['unit.0.mlp.c_fc.A'].data as Float32Array).subarray(0, 16 * 8)]).toEqual([...a2]);
+    expect([...after['rows.0'].data]).toEqual([0n, 1n]);
     pool.add(9, randomAdapter(tinyGpt2, [1], 4, 20));
     pool.input();
-    expect(pool.stats).toEqual({ rowWrites: 4, rowMoves: 1 });
+    expect(pool.stats).toEqual({ unitWrites: 4, unitMoves: 1 });
   });
 
-  it('refuses bad ranges, unknown and duplicate rows, and adapters that do not fit the model', () => {
+  it('refuses bad ranges, unknown and duplicate rows, bad unit widths, and adapters that do not fit the model', () => {
     const pool = new RowPool(tinyGpt2);
     pool.add(1, null);
     expect(code(() => pool.add(1, null))).toBe('duplicate_row');
     expect(code(() => pool.remove(2))).toBe('unknown_row');
     expect(code(() => pool.input(0, 2))).toBe('bad_rows');
     expect(code(() => pool.add(2, randomAdapter(tinyLlama, [0], 2, 3)))).toBe('bad_map');
+    expect(code(() => pool.rowBytes(randomAdapter(tinyLlama, [0], 2, 3)))).toBe('bad_map');
+    expect(code(() => new RowPool(tinyGpt2, { unit: 0 }))).toBe('bad_unit');
     expect(pool.input()).toBeUndefined();
   });
 });
@@ -124,7 +172,7 @@ describe.each(families)('%s: decode with a row pool equals each row alone', (_n,
     const rng = new Rng(42);
     const adapters = [randomAdapter(cfg, [0, 1], 3, 43, 0.7), null, randomAdapter(cfg, [1], 12, 44, 1.3), randomAdapter(cfg, [0], 5, 45, 1)];
     const seqs = new Map<number, number[]>(randomRows(cfg, [4, 7, 2], 46).map((r, i) => [i, r]));
-    const pool = new RowPool(cfg, { maxRows: 4 });
+    const pool = new RowPool(cfg, { maxRows: 4, unit: 4 }); // ranks 3, 12, 5: 1, 3 and 2 units
     const batch = new KvBatch(model.kvShape, { bucket: 4, maxLength: cfg.maxPositions });
     const single = (id: number) => (adapters[id] ? { adapter: adapters[id]! } : undefined);
     for (const id of seqs.keys()) pool.add(id, adapters[id]);
