@@ -23,10 +23,11 @@ export type GraphKind = 'train' | 'prefill' | 'decode';
  * - `pool`: a pool of adapter slots, one per row: `pool.{l}.{map}.A` [S, PR, in], `pool.{l}.{map}.B`
  *   [S, out, PR] (scale folded into B, ranks zero-padded to PR) and `slot` int64 [B].
  * - `rows`: each row's own adapter, cut per layer into rank units of width W (row-pool.ts). Per
- *   adapted layer l: `unit.{l}.{map}.A` [U{l}, in, W] (A^T), `unit.{l}.{map}.B` [U{l}, W, out] (scale
- *   folded in, B^T), `rows.{l}` int64 [U{l}] (the batch row of each unit) and `sel.{l}` [B, U{l}] (1
- *   where unit u belongs to row b). The units gather their rows' activations (small), multiply by
- *   their own weights in place (no adapter is gathered or transposed per call), and `sel` sums each
+ *   adapted layer l: `unit.{l}.{map}.A` [U{l}, W, in] (W rows of A), `unit.{l}.{map}.B` [U{l}, out, W]
+ *   (the same columns of B, scale folded in), `rows.{l}` int64 [U{l}] (the batch row of each unit) and
+ *   `sel.{l}` [B, U{l}] (1 where unit u belongs to row b). The units gather their rows' activations
+ *   (small), multiply by their own weights in place (no adapter is gathered per call; ORT folds the
+ *   transposes into MatMul), and `sel` sums each
  *   row's units into its output; a row without units on a layer gets nothing there. A batch pays for
  *   its rows' own ranks on their own layers, with the same few ops however mixed the ranks are.
  * `layers[l]` says whether layer l carries LoRA.
@@ -139,9 +140,10 @@ function loraRows(ctx: Ctx, l: number, map: string, x: Value, base: Value): Valu
   const { inFeatures: i, outFeatures: o } = mapFeatures(ctx.cfg, map);
   const u = DIM.units(l);
   const { rows, sel } = unitRows(ctx, l);
-  const a = ctx.input(`unit.${l}.${map}.A`, [u, i, DIM.unit]);
-  const b = ctx.input(`unit.${l}.${map}.B`, [u, DIM.unit, o]);
-  const z = ops.matmul(ops.matmul(ops.gather(x, rows, 0), a), b); // [U, T, out]
+  const a = ctx.input(`unit.${l}.${map}.A`, [u, DIM.unit, i]);
+  const b = ctx.input(`unit.${l}.${map}.B`, [u, o, DIM.unit]);
+  // The units keep the adapter's own layout (A rows, B columns): ORT folds the transposes into MatMul.
+  const z = ops.matmul(ops.matmul(ops.gather(x, rows, 0), ops.transposeLast2(a)), ops.transposeLast2(b)); // [U, T, out]
   // Sum each row's units: sel [B, U] x z [U, T*out] -> [B, T*out] -> [B, T, out].
   const summed = ops.matmul(sel, ops.reshape(z, [u, -1]));
   return ops.add(base, ops.reshape(summed, [DIM.batch, ctx.seq, o]));

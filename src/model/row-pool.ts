@@ -1,8 +1,9 @@
 /**
  * The adapters of a live decode batch, for LoRA mode `rows` (layers.ts). Each row's adapter is cut,
  * layer by layer, into rank units of a fixed width W (rank 40 at W 16: three units, the last one
- * zero-padded), and each layer keeps one pool of the units of the rows that adapt it: A^T [in, W] and
- * B^T [W, out] per map, with the scaling folded into B. A decode step multiplies every unit of a layer
+ * zero-padded), and each layer keeps one pool of the units of the rows that adapt it, in the adapter's
+ * own layout: W rows of A [W, in] (a block copy) and the same W columns of B [out, W], with the
+ * scaling folded into B. A decode step multiplies every unit of a layer
  * in one batched matmul and sums each row's units with a selection matrix, so:
  *  - a row pays for its own rank (rounded up to W) on its own layers only: a rank-8 row next to a
  *    rank-128 row does not pay 128, and a row adapting 2 of 6 layers does not pay for the other 4;
@@ -103,8 +104,8 @@ class LayerPool {
         else {
           this.dirty.delete(s);
           for (const m of this.bufs) {
-            m.a.copyWithin(s * m.inF * w, last * m.inF * w, (last + 1) * m.inF * w);
-            m.b.copyWithin(s * w * m.outF, last * w * m.outF, (last + 1) * w * m.outF);
+            m.a.copyWithin(s * w * m.inF, last * w * m.inF, (last + 1) * w * m.inF);
+            m.b.copyWithin(s * m.outF * w, last * m.outF * w, (last + 1) * m.outF * w);
           }
           stats.unitMoves += 1;
         }
@@ -137,32 +138,29 @@ class LayerPool {
     this.cap = cap;
   }
 
-  /** Write slot s: columns [k W, (k+1) W) of its row's A^T and scaled B^T, zeros past the rank. */
+  /** Write slot s: rows [k W, (k+1) W) of its row's A and the same columns of its scaled B, zeros past the rank. */
   write(s: number, row: Row): void {
     const w = this.w;
     const j0 = this.part[s] * w;
     for (const m of this.bufs) {
       const { a, b, inF, outF } = m;
-      const aOff = s * inF * w;
-      const bOff = s * w * outF;
+      const aOff = s * w * inF;
+      const bOff = s * outF * w;
       const p = row.pairs.get(`${this.layer}.${m.map}`)!;
       const k = p.rank;
-      const n = Math.min(w, k - j0); // live columns of this unit
-      const A = p.A;
+      const n = Math.min(w, k - j0); // live rank columns of this unit
+      // A [k, in]: the unit is rows j0..j0+n, one contiguous block.
+      a.set(p.A.subarray(j0 * inF, (j0 + n) * inF), aOff);
+      if (n < w) a.fill(0, aOff + n * inF, aOff + w * inF);
+      // B [out, k] -> scaled B unit [out, W]: each output's n values, then zeros.
       const B = p.B;
       const scale = row.scaling;
-      if (n < w) a.fill(0, aOff, aOff + inF * w);
-      // A [k, in] -> A^T columns: row i of the unit gathers column i of A's rows j0..j0+n.
-      for (let i = 0; i < inF; i++) {
-        const d = aOff + i * w;
-        for (let j = 0; j < n; j++) a[d + j] = A[(j0 + j) * inF + i];
+      for (let o = 0; o < outF; o++) {
+        const src = o * k + j0;
+        const d = bOff + o * w;
+        for (let j = 0; j < n; j++) b[d + j] = scale * B[src + j];
+        for (let j = n; j < w; j++) b[d + j] = 0;
       }
-      // B [out, k] -> scaled B^T rows j0..j0+n; the rest stay zero.
-      for (let j = 0; j < n; j++) {
-        const d = bOff + j * outF;
-        for (let o = 0; o < outF; o++) b[d + o] = scale * B[o * k + j0 + j];
-      }
-      b.fill(0, bOff + n * outF, bOff + w * outF);
     }
   }
 }
@@ -260,7 +258,7 @@ export class RowPool {
    * LoRA input for rows [from, to) of the batch (a prefill of the rows just added, or all rows for a
    * decode step): mode `rows` over the layers that any of them adapts; undefined when none has an
    * adapter. Per adapted layer l: `rows.{l}` int64 [U] (the call's row of each unit), `sel.{l}` [n, U]
-   * (1 where unit u belongs to row b) and the units' `unit.{l}.{map}.A` [U, in, W], `.B` [U, W, out].
+   * (1 where unit u belongs to row b) and the units' `unit.{l}.{map}.A` [U, W, in], `.B` [U, out, W].
    * The units of all rows are views of the pools; those of a sub-range are views where they lie
    * together and a copy where earlier rows' removals scattered them.
    */
@@ -310,8 +308,8 @@ export class RowPool {
             b.set(m.b.subarray(s * bLen, (s + 1) * bLen), k * bLen);
           });
         }
-        feeds[`unit.${p.layer}.${m.map}.A`] = { dtype: 'float32', dims: [u, m.inF, w], data: a };
-        feeds[`unit.${p.layer}.${m.map}.B`] = { dtype: 'float32', dims: [u, w, m.outF], data: b };
+        feeds[`unit.${p.layer}.${m.map}.A`] = { dtype: 'float32', dims: [u, w, m.inF], data: a };
+        feeds[`unit.${p.layer}.${m.map}.B`] = { dtype: 'float32', dims: [u, m.outF, w], data: b };
       }
       return true;
     });

@@ -38,7 +38,7 @@ const feedsOf = (inp: ReturnType<RowPool['input']>): Feeds => (inp && 'feeds' in
 const floats = (t: HostTensor): number[] => [...(t.data as Float32Array)];
 
 describe('RowPool layout', () => {
-  it('cuts a row into units of A^T and scaled B^T, zero past the rank; rows without an adapter have no units', () => {
+  it('cuts a row into units of A rows and scaled B columns, zero past the rank; rows without an adapter have no units', () => {
     const pool = new RowPool(tinyGpt2, { maxRows: 2, unit: 2 });
     const a = randomAdapter(tinyGpt2, [1], 3, 1, 0.5); // rank 3 at unit 2: two units, the second half empty
     pool.add('x', null);
@@ -53,17 +53,16 @@ describe('RowPool layout', () => {
     const A = feeds['unit.1.mlp.c_fc.A'];
     const B = feeds['unit.1.mlp.c_fc.B'];
     const w = 2;
-    expect(A.dims).toEqual([2, 16, w]);
-    expect(B.dims).toEqual([2, w, 24]);
+    expect(A.dims).toEqual([2, w, 16]);
+    expect(B.dims).toEqual([2, 24, w]);
     const pa = a.pairs.find((p) => p.target.layer === 1 && p.target.map === 'mlp.c_fc')!;
     const ad = A.data as Float32Array;
     const bd = B.data as Float32Array;
     for (let u = 0; u < 2; u++) {
-      for (let i = 0; i < 16; i++) {
-        for (let j = 0; j < w; j++) expect(ad[u * 16 * w + i * w + j]).toBe(u * w + j < 3 ? pa.A[(u * w + j) * 16 + i] : 0);
-      }
       for (let j = 0; j < w; j++) {
-        for (let o = 0; o < 24; o++) expect(bd[u * w * 24 + j * 24 + o]).toBe(u * w + j < 3 ? Math.fround(0.5 * pa.B[o * 3 + u * w + j]) : 0);
+        const r = u * w + j; // rank index
+        for (let i = 0; i < 16; i++) expect(ad[(u * w + j) * 16 + i]).toBe(r < 3 ? pa.A[r * 16 + i] : 0);
+        for (let o = 0; o < 24; o++) expect(bd[u * 24 * w + o * w + j]).toBe(r < 3 ? Math.fround(0.5 * pa.B[o * 3 + r]) : 0);
       }
     }
     expect(pool.input(0, 1)).toBeUndefined();
@@ -83,8 +82,8 @@ describe('RowPool layout', () => {
     expect([...feeds['rows.1'].data]).toEqual([1n, 1n, 1n, 3n, 3n]);
     // sel.1 [4 rows, 5 units]: row 1 owns units 0-2, row 3 units 3-4, rows 0 and 2 none.
     expect(floats(feeds['sel.1'])).toEqual([0, 0, 0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1]);
-    expect(feeds['unit.0.mlp.c_fc.A'].dims).toEqual([4, 16, 4]);
-    expect(feeds['unit.1.mlp.c_proj.B'].dims).toEqual([5, 4, 16]);
+    expect(feeds['unit.0.mlp.c_fc.A'].dims).toEqual([4, 4, 16]);
+    expect(feeds['unit.1.mlp.c_proj.B'].dims).toEqual([5, 16, 4]);
     expect(pool.rankLayers).toBe((4 + 5) * 4);
     expect(pool.liveBytes).toBe(pool.rowBytes(adapters.a) + pool.rowBytes(adapters.b) + pool.rowBytes(adapters.d));
     expect(pool.rowBytes(adapters.b)).toBe(2 * 3 * 4 * (16 + 24 + 24 + 16) * 4); // 2 layers x 3 units x W 4 x floats per rank x 4 bytes
@@ -95,7 +94,7 @@ describe('RowPool layout', () => {
     expect([...tail['rows.0'].data]).toEqual([0n, 0n]);
     expect(floats(tail['sel.0'])).toEqual([1, 1]);
     expect(tail['rows.1']).toBeUndefined();
-    expect(tail['unit.0.mlp.c_fc.A'].dims).toEqual([2, 16, 4]);
+    expect(tail['unit.0.mlp.c_fc.A'].dims).toEqual([2, 4, 16]);
   });
 
   it('hands a range whose units earlier removals scattered the same values as a pool of those rows alone', () => {
