@@ -256,8 +256,10 @@ export class RowPool {
 
   /**
    * LoRA input for rows [from, to) of the batch (a prefill of the rows just added, or all rows for a
-   * decode step): mode `rows` over the layers that any of them adapts; undefined when none has an
-   * adapter. Per adapted layer l: `rows.{l}` int64 [U] (the call's row of each unit), `sel.{l}` [n, U]
+   * decode step): mode `rows` on every layer, so that one prefill and one decode graph serve every
+   * mix of layer sets (a graph per layer mask would mean up to 2^L compiles while serving); a layer
+   * none of them adapts gets one all-zero unit that no row selects. Undefined when no row has an
+   * adapter. Per layer l: `rows.{l}` int64 [U] (the call's row of each unit), `sel.{l}` [n, U]
    * (1 where unit u belongs to row b) and the units' `unit.{l}.{map}.A` [U, W, in], `.B` [U, out, W].
    * The units of all rows are views of the pools; those of a sub-range are views where they lie
    * together and a copy where earlier rows' removals scattered them.
@@ -274,13 +276,18 @@ export class RowPool {
     const n = to - from;
     const w = this.unit;
     const feeds: Record<string, HostTensor> = {};
-    const layers = this.layerPools.map((p) => {
+    let any = false;
+    for (const p of this.layerPools) {
       const slots: number[] = [];
       p.owner.forEach((id, s) => {
         const i = at.get(id)!;
         if (i >= from && i < to) slots.push(s);
       });
-      if (slots.length === 0) return false;
+      if (slots.length === 0) {
+        this.zeroUnit(p.layer, n, feeds);
+        continue;
+      }
+      any = true;
       const u = slots.length;
       const sel = new Float32Array(n * u);
       const rows = new BigInt64Array(u);
@@ -293,8 +300,8 @@ export class RowPool {
       feeds[`sel.${p.layer}`] = { dtype: 'float32', dims: [n, u], data: sel };
       const together = slots[u - 1] - slots[0] === u - 1;
       for (const m of p.bufs) {
-        const aLen = m.inF * w;
-        const bLen = w * m.outF;
+        const aLen = w * m.inF;
+        const bLen = m.outF * w;
         let a: Float32Array;
         let b: Float32Array;
         if (together) {
@@ -311,9 +318,29 @@ export class RowPool {
         feeds[`unit.${p.layer}.${m.map}.A`] = { dtype: 'float32', dims: [u, w, m.inF], data: a };
         feeds[`unit.${p.layer}.${m.map}.B`] = { dtype: 'float32', dims: [u, m.outF, w], data: b };
       }
-      return true;
-    });
-    if (!layers.some(Boolean)) return undefined;
-    return { lora: { mode: 'rows', layers }, feeds };
+    }
+    if (!any) return undefined;
+    return { lora: { mode: 'rows', layers: Array(this.cfg.nLayers).fill(true) }, feeds };
+  }
+
+  private zeros?: Map<string, Float32Array>;
+
+  /** Feeds of a layer no row of the call adapts: one all-zero unit that no row selects. */
+  private zeroUnit(layer: number, n: number, feeds: Record<string, HostTensor>): void {
+    const w = this.unit;
+    this.zeros ??= new Map();
+    const zeros = (len: number): Float32Array => {
+      const key = String(len);
+      let z = this.zeros!.get(key);
+      if (!z) this.zeros!.set(key, (z = new Float32Array(len)));
+      return z;
+    };
+    feeds[`rows.${layer}`] = { dtype: 'int64', dims: [1], data: new BigInt64Array(1) };
+    feeds[`sel.${layer}`] = { dtype: 'float32', dims: [n, 1], data: zeros(n) };
+    for (const map of LORA_MAPS[this.cfg.family]) {
+      const { inFeatures: inF, outFeatures: outF } = mapFeatures(this.cfg, map);
+      feeds[`unit.${layer}.${map}.A`] = { dtype: 'float32', dims: [1, w, inF], data: zeros(w * inF) };
+      feeds[`unit.${layer}.${map}.B`] = { dtype: 'float32', dims: [1, outF, w], data: zeros(outF * w) };
+    }
   }
 }

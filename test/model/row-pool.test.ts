@@ -44,9 +44,14 @@ describe('RowPool layout', () => {
     pool.add('x', null);
     pool.add('y', a);
     const inp = pool.input()!;
-    expect('feeds' in inp && inp.lora).toEqual({ mode: 'rows', layers: [false, true] });
+    // One graph for every layer mix: layer 0, which no row adapts, gets one zero unit no row selects.
+    expect('feeds' in inp && inp.lora).toEqual({ mode: 'rows', layers: [true, true] });
     const feeds = feedsOf(inp);
-    expect(Object.keys(feeds).sort()).toEqual(['rows.1', 'sel.1', 'unit.1.mlp.c_fc.A', 'unit.1.mlp.c_fc.B', 'unit.1.mlp.c_proj.A', 'unit.1.mlp.c_proj.B']);
+    expect(Object.keys(feeds).filter((k) => k.includes('.1')).sort()).toEqual(['rows.1', 'sel.1', 'unit.1.mlp.c_fc.A', 'unit.1.mlp.c_fc.B', 'unit.1.mlp.c_proj.A', 'unit.1.mlp.c_proj.B']);
+    expect([...feeds['rows.0'].data]).toEqual([0n]);
+    expect(floats(feeds['sel.0'])).toEqual([0, 0]);
+    expect(feeds['unit.0.mlp.c_fc.A'].dims).toEqual([1, 2, 16]);
+    expect(floats(feeds['unit.0.mlp.c_fc.A']).every((v) => v === 0)).toBe(true);
     expect([...feeds['rows.1'].data]).toEqual([1n, 1n]); // both units serve batch row 1 ('y')
     expect(feeds['sel.1'].dims).toEqual([2, 2]);
     expect(floats(feeds['sel.1'])).toEqual([0, 0, 1, 1]);
@@ -93,7 +98,7 @@ describe('RowPool layout', () => {
     const tail = feedsOf(pool.input(4, 5));
     expect([...tail['rows.0'].data]).toEqual([0n, 0n]);
     expect(floats(tail['sel.0'])).toEqual([1, 1]);
-    expect(tail['rows.1']).toBeUndefined();
+    expect(floats(tail['sel.1'])).toEqual([0]); // no unit of the joiner on layer 1
     expect(tail['unit.0.mlp.c_fc.A'].dims).toEqual([2, 4, 16]);
   });
 
