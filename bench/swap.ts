@@ -542,7 +542,7 @@ interface PhaseResult {
   meanBatchRows: number;
   /** LoRA work per decode step: sum over rank groups of rows x group rank. */
   meanRankLayers: number;
-  rowMovesPerStep: number;
+  unitMovesPerStep: number;
   loadInServerMs: number | null;
   rawOfSameMs: number | null;
   loadVsRawInServer: number | null;
@@ -581,7 +581,7 @@ const SERIES = [
   'memlora_generate_prefill_seconds_sum',
   'memlora_generate_prefill_seconds_count',
   'memlora_generate_pool_rank_layers_sum',
-  'memlora_generate_pool_row_moves_total',
+  'memlora_generate_pool_unit_moves_total',
 ];
 
 async function segment(ws: Workspace, cfg: PhaseConfig, seconds: number, round: number): Promise<Segment> {
@@ -655,7 +655,7 @@ function merge(ws: Workspace, cfg: PhaseConfig, segs: Segment[], rawMsByPath: Ma
     meanStepMs: r3((1000 * d('memlora_generate_step_seconds_sum')) / steps),
     meanPrefillMs: r3((1000 * d('memlora_generate_prefill_seconds_sum')) / Math.max(1, d('memlora_generate_prefill_seconds_count'))),
     meanRankLayers: r3(d('memlora_generate_pool_rank_layers_sum') / steps),
-    rowMovesPerStep: r3(d('memlora_generate_pool_row_moves_total') / steps),
+    unitMovesPerStep: r3(d('memlora_generate_pool_unit_moves_total') / steps),
     loadInServerMs: measured.length ? r3(loadMs / measured.length) : null,
     rawOfSameMs: measured.length ? r3(rawMs / measured.length) : null,
     loadVsRawInServer: measured.length ? r3(loadMs / rawMs) : null,
