@@ -540,7 +540,7 @@ interface PhaseResult {
   loads: number;
   evictions: number;
   meanBatchRows: number;
-  /** LoRA work per decode step: sum over rank groups of rows x group rank. */
+  /** LoRA work per decode step: the sum over layers of the rows' ranks rounded up to the unit. */
   meanRankLayers: number;
   unitMovesPerStep: number;
   loadInServerMs: number | null;

@@ -180,7 +180,7 @@ export class SlotPool {
 
 /**
  * LoRA for one call: an adapter for every row, a pool with a slot per row, or feeds the caller laid
- * out already (a row-aligned pool, row-pool.ts: `lora` is its spec, `feeds` its views).
+ * out already (the unit pool, row-pool.ts: `lora` is its spec, `feeds` its views).
  */
 export type LoraInput =
   | { adapter: AdapterLike }

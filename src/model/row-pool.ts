@@ -31,7 +31,7 @@ export function unitsFor(rank: number, unit = DEFAULT_UNIT): number {
   return rank > 0 ? Math.ceil(rank / unit) : 0;
 }
 
-/** Floats of one rank unit of layer l over its LoRA maps, per unit of width: the sum of (in + out). */
+/** Floats per unit of rank on one layer, over its LoRA maps: the sum of (in + out). */
 function floatsPerRank(cfg: ModelConfig): number {
   let n = 0;
   for (const m of LORA_MAPS[cfg.family]) {

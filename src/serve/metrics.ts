@@ -30,7 +30,7 @@ export function engineMetrics(reg: Registry, prefix = 'memlora_generate'): Engin
     queueDepth: reg.gauge(`${prefix}_queue_depth`, 'Requests waiting for a batch row.'),
     activeRows: reg.gauge(`${prefix}_active_rows`, 'Rows in the decode batch.'),
     poolRankLayers: reg.histogram(`${prefix}_pool_rank_layers`, 'LoRA work per decode step: the sum over layers of the rows\' ranks, each rounded up to the pool unit (0: no adapter in the batch).', [], RANK_BUCKETS),
-    poolBytes: reg.gauge(`${prefix}_pool_bytes`, 'Bytes allocated for the row-aligned adapter pool.'),
+    poolBytes: reg.gauge(`${prefix}_pool_bytes`, 'Bytes allocated for the adapter unit pool of the decode batch.'),
     batchRows: reg.histogram(`${prefix}_batch_rows`, 'Rows per decode step.', [], ROW_BUCKETS),
     stepSeconds: reg.histogram(`${prefix}_step_seconds`, 'Time of one decode step of the whole batch, seconds.', [], STEP_BUCKETS),
     prefillSeconds: reg.histogram(`${prefix}_prefill_seconds`, 'Time of one (batched) prefill, seconds.', [], STEP_BUCKETS),
