@@ -416,11 +416,6 @@ export function gather(data: Value, indices: Value, axis = 0): Value {
   return one(data.graph, 'Gather', [data, indices], { axis: attr.int(a) }, data.dtype, out);
 }
 
-/** ScatterND with reduction "add": data + scatter(updates at indices). */
-export function scatterNDAdd(data: Value, indices: Value, updates: Value): Value {
-  return one(data.graph, 'ScatterND', [data, indices, updates], { reduction: attr.string('add') }, data.dtype, data.shape);
-}
-
 /** One-hot encoding along a new last axis (Equal against an arange, so every dtype works on CPU). */
 export function oneHot(indices: Value, depth: number, dtype: DType): Value {
   const g = indices.graph;

@@ -27,9 +27,9 @@ export type GraphKind = 'train' | 'prefill' | 'decode';
  *   (the same columns of B, scale folded in), `rows.{l}` int64 [U{l}] (the batch row of each unit) and
  *   `sel.{l}` [B, U{l}] (1 where unit u belongs to row b). The units gather their rows' activations
  *   (small), multiply by their own weights in place (no adapter is gathered per call; ORT folds the
- *   transposes into MatMul), and `sel` sums each
- *   row's units into its output; a row without units on a layer gets nothing there. A batch pays for
- *   its rows' own ranks on their own layers, with the same few ops however mixed the ranks are.
+ *   transposes into MatMul), and `sel` sums each row's units into its output; a row without units on
+ *   a layer gets nothing there. A batch pays for its rows' own ranks on their own layers, with the
+ *   same few ops however mixed the ranks are.
  * `layers[l]` says whether layer l carries LoRA.
  */
 export interface LoraSpec {
