@@ -378,6 +378,19 @@ describe('shape and movement ops', () => {
     });
   });
 
+  it('Gather: repeated indices sum exactly with two intra-op threads (no racing scatter-add)', async () => {
+    const g = new Graph('gather-threads');
+    const table = g.input('table', 'float32', [4, 64]);
+    const ids = g.input('ids', 'int64', [20000]);
+    const [gt] = grad(ops.reduceSum(ops.gather(table, ids), [0, 1]), [table]);
+    g.output('gt', gt);
+    const { runOnce } = await import('../../src/graph/runner.js');
+    const idv = Array.from({ length: 20000 }, (_, i) => (i % 5 === 0 ? 1 : 0)); // 16,000 zeros, 4,000 ones
+    const r = await runOnce(g, { table: { dtype: 'float32', dims: [4, 64], data: new Float32Array(256) }, ids: int64s([20000], idv) }, { intraOpThreads: 2 });
+    const d = r.gt.data as Float32Array;
+    expect([d[0], d[63], d[64], d[127], d[128], d[255]]).toEqual([16000, 16000, 4000, 4000, 0, 0]);
+  });
+
   it('ScatterND (add and overwrite) w.r.t. data and updates', async () => {
     for (const reduction of ['add', 'none']) {
       await check({
