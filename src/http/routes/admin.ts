@@ -148,6 +148,6 @@ export function registerAdminRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
       const title = frontJobId ? `MiLP search of ${userId}, job ${frontJobId}` : `MiLP search of ${userId}: no trials yet`;
       return c.body(frontSvg(ofFront, title), 200, { 'content-type': 'image/svg+xml; charset=utf-8' });
     }
-    return c.json({ userId, frontJobId, trials: listed.map(trialJson), front: front.map(trialJson), chosenRule: chosenRule(0.02) });
+    return c.json({ userId, frontJobId, trials: listed.map(trialJson), front: front.map(trialJson), chosenRule: chosenRule() });
   });
 }

@@ -10,7 +10,7 @@ export { dominates, paretoFront, toMinimization, type Objectives } from './paret
 export { hypervolume2d, hypervolumeImprovement2d } from './hypervolume.js';
 export { DEFAULT_NEHVI, Nehvi, paretoProbabilities, type NehviOptions } from './nehvi.js';
 export { DEFAULT_OPTIMIZER, optimizeAcquisition, type OptimizerOptions, type Proposal } from './optimize.js';
-export { chooseTrial, chosenRule, paretoTrials } from './choose.js';
+export { DEFAULT_LOSS_TOLERANCE, chooseTrial, chosenRule, paretoTrials } from './choose.js';
 export { JsonFileTrialStore, MemoryTrialStore, type TrialStore } from './store.js';
 export { isOk, type OkTrial, type Trial, type TrialPhase } from './trial.js';
 export {

@@ -8,7 +8,7 @@
  *
  * The budget counts all trials of the search, resumed ones included; the time budget counts this call.
  */
-import { chooseTrial, paretoTrials } from './choose.js';
+import { DEFAULT_LOSS_TOLERANCE, chooseTrial, paretoTrials } from './choose.js';
 import { initialDesign } from './design.js';
 import { SearchError } from './errors.js';
 import { hypervolume2d } from './hypervolume.js';
@@ -61,7 +61,7 @@ export interface SearchOptions {
   warmStart?: LoraConfig[];
   /** Worst acceptable values bounding the hypervolume; inferred from the initial trials when absent. */
   referencePoint?: Objectives;
-  /** Loss tolerance of the chosen-configuration rule (default 0.02). */
+  /** Loss tolerance of the chosen-configuration rule (default 0: the lowest validation loss, choose.ts). */
   lossTolerance?: number;
   /** Consecutive failed evaluations that abort the search (default 3). */
   maxConsecutiveFailures?: number;
@@ -160,7 +160,7 @@ export async function runSearch(opts: SearchOptions): Promise<SearchResult> {
   const store = opts.store ?? new MemoryTrialStore();
   const seed = opts.seed ?? 0;
   const base = new Rng(seed);
-  const lossTolerance = opts.lossTolerance ?? 0.02;
+  const lossTolerance = opts.lossTolerance ?? DEFAULT_LOSS_TOLERANCE;
   const maxFailures = opts.maxConsecutiveFailures ?? 3;
   const signal = opts.signal ?? new AbortController().signal;
   const emit = (e: SearchProgress) => opts.onProgress?.(e);

@@ -24,15 +24,20 @@ describe('chosen configuration rule', () => {
     t(5, 2.5, 0.05), // dominated
   ];
 
-  it('takes the best ROUGE-L among Pareto points within 2% of the best loss', () => {
+  it('by default takes the lowest validation loss', () => {
     const { trial, rule } = chooseTrial(trials);
-    expect(trial?.index).toBe(1);
-    expect(rule).toContain('within 2% of the best observed loss');
+    expect(trial?.index).toBe(0);
+    expect(rule).toContain('lowest validation loss');
     expect(paretoTrials(trials).map((x) => x.index)).toEqual([0, 1, 3]);
   });
 
-  it('follows the tolerance: 0 picks the best loss, 15% reaches the ROUGE-L leader', () => {
-    expect(chooseTrial(trials, 0).trial?.index).toBe(0);
+  it('breaks a tie in loss by the higher ROUGE-L', () => {
+    expect(chooseTrial([t(0, 2.0, 0.1), t(1, 2.0, 0.2), t(2, 2.1, 0.3)]).trial?.index).toBe(1);
+  });
+
+  it('with a tolerance takes the best ROUGE-L among Pareto points within it: 2% reaches trial 1, 15% the ROUGE-L leader', () => {
+    expect(chooseTrial(trials, 0.02).trial?.index).toBe(1);
+    expect(chooseTrial(trials, 0.02).rule).toContain('within 2% of the best observed loss');
     expect(chooseTrial(trials, 0.15).trial?.index).toBe(3);
     expect(chooseTrial(trials, 0.15).rule).toContain('15%');
   });

@@ -54,7 +54,8 @@ describe('runSearch', () => {
     expect(res.front.length).toBeGreaterThan(0);
     expect(res.chosen).not.toBeNull();
     expect(res.front.map((t) => t.index)).toContain(res.chosen!.index);
-    expect(res.rule).toMatch(/within 2%/);
+    expect(res.rule).toMatch(/lowest validation loss/);
+    expect(res.chosen!.loss).toBe(Math.min(...res.trials.flatMap((t) => (t.loss === null ? [] : [t.loss]))));
   });
 
   it('resumes from its store without re-evaluating any stored trial', async () => {
