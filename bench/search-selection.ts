@@ -101,8 +101,10 @@ async function run(): Promise<void> {
   await model.close();
 }
 
+const mean = (xs: readonly number[]): number => xs.reduce((s, x) => s + x, 0) / Math.max(1, xs.length);
+
 /** Spearman rank correlation (average ranks for ties); NaN with fewer than 3 points or no spread. */
-export function spearman(a: readonly number[], b: readonly number[]): number {
+function spearman(a: readonly number[], b: readonly number[]): number {
   const rank = (xs: readonly number[]): number[] => {
     const order = xs.map((x, i) => [x, i] as const).sort((p, q) => p[0] - q[0]);
     const r = new Array<number>(xs.length);
@@ -117,7 +119,6 @@ export function spearman(a: readonly number[], b: readonly number[]): number {
   if (a.length < 3) return Number.NaN;
   const ra = rank(a);
   const rb = rank(b);
-  const mean = (xs: number[]) => xs.reduce((s, x) => s + x, 0) / xs.length;
   const ma = mean(ra);
   const mb = mean(rb);
   let num = 0;
@@ -160,7 +161,6 @@ function analyse(files: string[]): void {
     '| rule | mean test ROUGE-L F | vs the default: wins / ties / losses |',
     '| --- | --- | --- |',
   ];
-  const mean = (xs: number[]) => xs.reduce((s, x) => s + x, 0) / Math.max(1, xs.length);
   lines.push(`| no adapter (vanilla) | ${pct(mean(users.map((u) => u.vanillaTestRougeL)))} | – |`);
   for (const [name, rule] of Object.entries(RULES)) {
     let w = 0;

@@ -192,10 +192,16 @@ export class RowPool {
    */
   rowBytes(adapter: AdapterLike | null): number {
     if (!adapter) return 0;
-    const { pairs } = checkAdapter(this.cfg, adapter);
-    let units = 0;
-    for (let l = 0; l < this.cfg.nLayers; l++) units += unitsFor(pairs.get(`${l}.${LORA_MAPS[this.cfg.family][0]}`)?.rank ?? 0, this.unit);
+    const units = this.checked(adapter).ranks.reduce((s, r) => s + unitsFor(r, this.unit), 0);
     return units * this.unit * this.fpr * 4;
+  }
+
+  /** The adapter's pairs after checking them against the model, and its rank on each layer (0: none). */
+  private checked(adapter: AdapterLike): { pairs: Map<string, CheckedPair>; ranks: number[] } {
+    const { pairs } = checkAdapter(this.cfg, adapter);
+    const ranks: number[] = Array(this.cfg.nLayers).fill(0);
+    for (const p of pairs.values()) ranks[p.layer] = p.rank;
+    return { pairs, ranks };
   }
 
   get rows(): readonly RowId[] {
@@ -228,13 +234,7 @@ export class RowPool {
   /** Append a row (null: no adapter). Validates the adapter now; the write happens at the next input(). */
   add(id: RowId, adapter: AdapterLike | null): void {
     if (this.indexOf(id) >= 0) throw new LoraFeedError('duplicate_row', `row ${String(id)} is already in the pool`, { id });
-    const row: Row = { id, scaling: 1, ranks: Array(this.cfg.nLayers).fill(0), pairs: new Map() };
-    if (adapter) {
-      const { pairs } = checkAdapter(this.cfg, adapter);
-      row.scaling = adapter.scaling;
-      row.pairs = pairs;
-      for (const p of pairs.values()) row.ranks[p.layer] = p.rank;
-    }
+    const row: Row = adapter ? { id, scaling: adapter.scaling, ...this.checked(adapter) } : { id, scaling: 1, ranks: Array(this.cfg.nLayers).fill(0), pairs: new Map() };
     this.rowsList.push(row);
     row.ranks.forEach((r, l) => {
       for (let k = 0; k < unitsFor(r, this.unit); k++) this.layerPools[l].push(id, k, this.rowHint);
@@ -323,16 +323,14 @@ export class RowPool {
     return { lora: { mode: 'rows', layers: Array(this.cfg.nLayers).fill(true) }, feeds };
   }
 
-  private zeros?: Map<string, Float32Array>;
+  private readonly zeros = new Map<number, Float32Array>();
 
   /** Feeds of a layer no row of the call adapts: one all-zero unit that no row selects. */
   private zeroUnit(layer: number, n: number, feeds: Record<string, HostTensor>): void {
     const w = this.unit;
-    this.zeros ??= new Map();
     const zeros = (len: number): Float32Array => {
-      const key = String(len);
-      let z = this.zeros!.get(key);
-      if (!z) this.zeros!.set(key, (z = new Float32Array(len)));
+      let z = this.zeros.get(len);
+      if (!z) this.zeros.set(len, (z = new Float32Array(len)));
       return z;
     };
     feeds[`rows.${layer}`] = { dtype: 'int64', dims: [1], data: new BigInt64Array(1) };
