@@ -3,6 +3,7 @@
  *
  *   npx tsx bench/swap.ts [--users 1000] [--seconds 24] [--warmup 4] [--connections 16]
  *                         [--max-tokens 16] [--seed 1] [--fresh] [--skip-micro] [--skip-threads]
+ *                         [--quick]   (vanilla and 100% only, no micro benches: bench/results/swap-quick.json)
  *
  * 1,000 users, each with a stored adapter of a realistic configuration (random weights; merged rank
  * n*r from 8 to 128, layer sets from one layer to all six) written with AdapterStore plus its db row,
@@ -52,7 +53,7 @@ import { saveCheckpoint } from '../src/model/save.js';
 import { loraTargets } from '../src/model/weights.js';
 import { barChart, lineChart } from '../src/plot/svg.js';
 import { initWeights } from '../src/pretrain/init.js';
-import { WorkerAdapterLoader } from '../src/serve/loader.js';
+import { type AdapterReader, WorkerAdapterLoader } from '../src/serve/loader.js';
 import { DEFAULT_SERVE_THREADS, createServeServices } from '../src/serve/services.js';
 import { startServer } from '../src/server.js';
 import { Rng } from '../src/util/rng.js';
@@ -307,7 +308,7 @@ async function isolatedLoads(ws: Workspace, rng: Rng): Promise<Record<string, un
   for (const u of sample) {
     const row = getActiveAdapter(db, u.id)!;
     const cache = new AdapterCache({ maxBytes: 0 });
-    const load = async (reader: { read: AdapterStore['read'] }): Promise<number> => {
+    const load = async (reader: AdapterReader): Promise<number> => {
       const t = now();
       const lease = await cache.acquire(adapterKey(u.id, row.version), () => reader.read(row.filePath, row.sha256, { userId: u.id }));
       lease.release();
@@ -527,6 +528,11 @@ interface PhaseResult {
   rpsBySegment: number[];
   meanStepMs: number;
   meanPrefillMs: number;
+  /** Requests per prefill call (joiners prefilled together). */
+  rowsPerPrefill: number;
+  /** Share of the measured time the loop spent in decode steps and in prefills. */
+  stepShare: number;
+  prefillShare: number;
   cacheBytes: number;
   requests: number;
   rps: number;
@@ -654,6 +660,9 @@ function merge(ws: Workspace, cfg: PhaseConfig, segs: Segment[], rawMsByPath: Ma
     meanBatchRows: r3(d('memlora_generate_batch_rows_sum') / steps),
     meanStepMs: r3((1000 * d('memlora_generate_step_seconds_sum')) / steps),
     meanPrefillMs: r3((1000 * d('memlora_generate_prefill_seconds_sum')) / Math.max(1, d('memlora_generate_prefill_seconds_count'))),
+    rowsPerPrefill: r3(sum((s) => s.ok) / Math.max(1, d('memlora_generate_prefill_seconds_count'))),
+    stepShare: r3(d('memlora_generate_step_seconds_sum') / duration),
+    prefillShare: r3(d('memlora_generate_prefill_seconds_sum') / duration),
     meanRankLayers: r3(d('memlora_generate_pool_rank_layers_sum') / steps),
     unitMovesPerStep: r3(d('memlora_generate_pool_unit_moves_total') / steps),
     loadInServerMs: measured.length ? r3(loadMs / measured.length) : null,
@@ -670,7 +679,8 @@ async function main(): Promise<void> {
   const ws = await prepare();
   progress(`model: ${ws.modelKind}`);
   const rng = new Rng(SEED + 1);
-  const micro = flag('skip-micro') ? null : await microBenches(ws);
+  const quick = flag('quick');
+  const micro = flag('skip-micro') || quick ? null : await microBenches(ws);
   if (micro) progress(`micro: ${JSON.stringify(micro)}`);
 
   progress('loads: adapter load (store.read through the cache) vs raw read of the same files, in isolation...');
@@ -689,9 +699,9 @@ async function main(): Promise<void> {
     { name: '100%', cacheShare: 1, threads: 0 },
     { name: '10%', cacheShare: 0.1, threads: 0 },
     { name: '1%', cacheShare: 0.01, threads: 0 },
-  ];
+  ].slice(0, quick ? 2 : 4);
   // The serving default for MEMLORA_INTRA_OP_THREADS=0 (one thread per core), checked under this load against one thread.
-  if (!flag('skip-threads')) plan.push({ name: 'vanilla 1 thread', cacheShare: null, threads: 1 }, { name: '100% 1 thread', cacheShare: 1, threads: 1 });
+  if (!flag('skip-threads') && !quick) plan.push({ name: 'vanilla 1 thread', cacheShare: null, threads: 1 }, { name: '100% 1 thread', cacheShare: 1, threads: 1 });
   // The machine's load drifts (other engineers' jobs): every configuration runs twice, in the order
   // A B C D then D C B A, and its two halves are merged, so a linear drift weighs on all alike.
   const segs = new Map<string, Segment[]>(plan.map((c) => [c.name, []]));
@@ -733,10 +743,10 @@ async function main(): Promise<void> {
     phases: table,
     targets: {
       throughputRatioAt100: { target: 0.8, got: table[1].throughputRatio },
-      throughputRatioAt10: { target: 0.5, got: table[2].throughputRatio },
+      throughputRatioAt10: quick ? null : { target: 0.5, got: table[2].throughputRatio },
       loadVsRawIsolated: { target: 2, got: isolated.loadVsRaw },
     },
-    threadsUnderLoad: flag('skip-threads')
+    threadsUnderLoad: flag('skip-threads') || quick
       ? null
       : {
           vanillaDefaultVsOne: r3(table[0].rps / table[4].rps),
@@ -745,7 +755,11 @@ async function main(): Promise<void> {
     totalSeconds: r3((now() - started) / 1000),
   };
   mkdirSync(resultsDir, { recursive: true });
-  writeFileSync(join(resultsDir, 'swap.json'), `${JSON.stringify(result, null, 2)}\n`);
+  writeFileSync(join(resultsDir, quick ? 'swap-quick.json' : 'swap.json'), `${JSON.stringify(result, null, 2)}\n`);
+  if (quick) {
+    for (const p of table) console.log(`${p.name}: ${p.rps} req/s, ratio ${p.throughputRatio}, step ${p.meanStepMs} ms (${p.stepShare}), prefill ${p.meanPrefillMs} ms x ${p.rowsPerPrefill} rows (${p.prefillShare}), p50 ${p.p50Ms} p99 ${p.p99Ms}`);
+    return;
+  }
 
   const cached = table.filter((p) => p.cacheShare !== null && p.threads === base.threads);
   const x = (p: PhaseResult): number => (p.cacheShare ?? 1) * 100;

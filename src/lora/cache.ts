@@ -15,11 +15,11 @@
 import { LRUCache } from 'lru-cache';
 import type { Counter, Gauge, Histogram } from '../metrics.js';
 import { Registry } from '../metrics.js';
-import { type Adapter, adapterBytes } from './adapter.js';
+import { type AnyAdapter, adapterBytes } from './adapter.js';
 
 export interface AdapterLease {
   readonly key: string;
-  readonly adapter: Adapter;
+  readonly adapter: AnyAdapter;
   readonly bytes: number;
   /** Idempotent. The adapter must not be used after it. */
   release(): void;
@@ -32,7 +32,7 @@ export interface AdapterCacheOptions {
   registry?: Registry;
   /** Metric name prefix (default memlora_adapter_cache). */
   metricPrefix?: string;
-  sizeOf?: (a: Adapter) => number;
+  sizeOf?: (a: AnyAdapter) => number;
 }
 
 /** The cache key of one adapter version. */
@@ -46,7 +46,7 @@ export function userOfKey(key: string): string | undefined {
 
 interface Entry {
   key: string;
-  adapter: Adapter;
+  adapter: AnyAdapter;
   bytes: number;
   refs: number;
   /** Invalidated while leased: dropped, not cached, on the last release. */
@@ -83,7 +83,7 @@ export class AdapterCache {
   private readonly inflight = new Map<string, Inflight>();
   private pinnedBytes = 0;
   private pinnedCount = 0;
-  private readonly sizeOf: (a: Adapter) => number;
+  private readonly sizeOf: (a: AnyAdapter) => number;
   private readonly m: CacheMetrics;
 
   constructor(options: AdapterCacheOptions) {
@@ -124,7 +124,7 @@ export class AdapterCache {
    * The adapter of `key`, leased until release(). On a miss, `loader` runs once for all concurrent
    * callers of the key; its failure rejects every one of them and is not cached.
    */
-  async acquire(key: string, loader: () => Promise<Adapter>): Promise<AdapterLease> {
+  async acquire(key: string, loader: () => Promise<AnyAdapter>): Promise<AdapterLease> {
     const pinned = this.pinned.get(key);
     if (pinned) {
       pinned.refs += 1;
@@ -146,7 +146,7 @@ export class AdapterCache {
     return this.lease(await flight.promise);
   }
 
-  private startLoad(key: string, loader: () => Promise<Adapter>): Inflight {
+  private startLoad(key: string, loader: () => Promise<AnyAdapter>): Inflight {
     this.m.loads.inc();
     const stop = this.m.loadSeconds.startTimer();
     const flight: Inflight = { waiters: 0, invalidated: false, promise: undefined as unknown as Promise<Entry> };
@@ -154,7 +154,7 @@ export class AdapterCache {
     this.inflight.set(key, flight);
     // The entry is pinned here, before any waiter resumes, with one reference per waiter.
     flight.promise = (async () => {
-      let adapter: Adapter;
+      let adapter: AnyAdapter;
       try {
         adapter = await loader();
       } catch (e) {

@@ -23,17 +23,23 @@ export type GraphKind = 'train' | 'prefill' | 'decode';
  * - `pool`: a pool of adapter slots, one per row: `pool.{l}.{map}.A` [S, PR, in], `pool.{l}.{map}.B`
  *   [S, out, PR] (scale folded into B, ranks zero-padded to PR) and `slot` int64 [B].
  * - `rows`: each row's own adapter, cut per layer into rank units of width W (row-pool.ts). Per
- *   adapted layer l: `unit.{l}.{map}.A` [U{l}, W, in] (W rows of A), `unit.{l}.{map}.B` [U{l}, out, W]
- *   (the same columns of B, scale folded in), `rows.{l}` int64 [U{l}] (the batch row of each unit) and
- *   `sel.{l}` [B, U{l}] (1 where unit u belongs to row b). The units gather their rows' activations
- *   (small), multiply by their own weights in place (no adapter is gathered per call; ORT folds the
- *   transposes into MatMul), and `sel` sums each row's units into its output; a row without units on
- *   a layer gets nothing there. A batch pays for its rows' own ranks on their own layers, with the
- *   same few ops however mixed the ranks are.
+ *   adapted layer l: `unit.{l}.{map}.A` [U{l}, W, in] (W rows of A), `unit.{l}.{map}.Bt` [U{l}, W, out]
+ *   (the same rows of B^T), `rows.{l}` int64 [U{l}] (the batch row of each unit) and `sel.{l}`
+ *   [B, U{l}] (row b's scaling where unit u belongs to row b, else 0). The units gather their rows'
+ *   activations (small), multiply by their own weights in place (no adapter is gathered per call; ORT
+ *   folds the transpose of A into MatMul), and `sel` sums each row's units into its output; a row
+ *   without units on a layer gets nothing there. A batch pays for its rows' own ranks on their own
+ *   layers, with the same few ops however mixed the ranks are.
+ * - `cat`: the rows' adapters stacked, for a prefill of one adapted row (row-pool.ts catInput): per
+ *   layer l, `cat.{l}.{map}.A` [C{l}, in] and `cat.{l}.{map}.Bt` [C{l}, out] (the rows' A and B^T
+ *   stacked) and `cat.{l}.mask` [B, 1, C{l}] (row b's scaling on its own rows, 0 elsewhere);
+ *   h = W x + ((x A^T) * mask) Bt. Two plain matmuls: every row computes every row's rank (waste
+ *   grows with the rows of the call) but nothing per unit or per token is materialised, which at
+ *   prompt length is what the unit graph pays for ([U, T, out] per map).
  * `layers[l]` says whether layer l carries LoRA.
  */
 export interface LoraSpec {
-  mode: 'single' | 'pool' | 'rows';
+  mode: 'single' | 'pool' | 'rows' | 'cat';
   layers: readonly boolean[];
 }
 
@@ -47,7 +53,7 @@ export interface GraphSpec {
 export const ROPE_COS = 'rope.cos';
 export const ROPE_SIN = 'rope.sin';
 /** Symbolic dims of graph inputs. */
-export const DIM = { batch: 'B', seq: 'T', past: 'Past', slots: 'S', poolRank: 'PR', unit: 'W', rank: (l: number): string => `R${l}`, units: (l: number): string => `U${l}` } as const;
+export const DIM = { batch: 'B', seq: 'T', past: 'Past', slots: 'S', poolRank: 'PR', unit: 'W', rank: (l: number): string => `R${l}`, cat: (l: number): string => `C${l}`, units: (l: number): string => `U${l}` } as const;
 
 /** State of one graph under construction. */
 export class Ctx {
@@ -112,6 +118,13 @@ export class Ctx {
       return ops.matmul(ops.mul(ops.matmul(x, ops.transposeLast2(a)), this.scale), ops.transposeLast2(b));
     }
     if (lora.mode === 'rows') throw new Error('rows-mode LoRA is applied by loraRows(), not as a delta');
+    if (lora.mode === 'cat') {
+      const c = DIM.cat(l);
+      const a = this.input(`cat.${l}.${map}.A`, [c, i]);
+      const bt = this.input(`cat.${l}.${map}.Bt`, [c, o]);
+      const mask = this.input(`cat.${l}.mask`, [DIM.batch, 1, c]);
+      return ops.matmul(ops.mul(ops.matmul(x, ops.transposeLast2(a)), mask), bt);
+    }
     const a = this.input(`pool.${l}.${map}.A`, [DIM.slots, DIM.poolRank, i]);
     const b = this.input(`pool.${l}.${map}.B`, [DIM.slots, o, DIM.poolRank]);
     this.slot ??= this.g.input('slot', 'int64', [DIM.batch]);
@@ -141,9 +154,9 @@ function loraRows(ctx: Ctx, l: number, map: string, x: Value, base: Value): Valu
   const u = DIM.units(l);
   const { rows, sel } = unitRows(ctx, l);
   const a = ctx.input(`unit.${l}.${map}.A`, [u, DIM.unit, i]);
-  const b = ctx.input(`unit.${l}.${map}.B`, [u, o, DIM.unit]);
-  // The units keep the adapter's own layout (A rows, B columns): ORT folds the transposes into MatMul.
-  const z = ops.matmul(ops.matmul(ops.gather(x, rows, 0), ops.transposeLast2(a)), ops.transposeLast2(b)); // [U, T, out]
+  const bt = ctx.input(`unit.${l}.${map}.Bt`, [u, DIM.unit, o]);
+  // The units keep the served adapter's layout (rows of A and of B^T): ORT folds A's transpose into MatMul.
+  const z = ops.matmul(ops.matmul(ops.gather(x, rows, 0), ops.transposeLast2(a)), bt); // [U, T, out]
   // Sum each row's units: sel [B, U] x z [U, T*out] -> [B, T*out] -> [B, T, out].
   const summed = ops.matmul(sel, ops.reshape(z, [u, -1]));
   return ops.add(base, ops.reshape(summed, [DIM.batch, ctx.seq, o]));

@@ -10,11 +10,19 @@ import type { ModelConfig } from './config.js';
 import type { LoraSpec } from './layers.js';
 import { LORA_MAPS, mapFeatures } from './weights.js';
 
-/** Structurally src/lora's Adapter: merged rank-R pairs, A [R, in] and B [out, R], scaled by `scaling`. */
+/**
+ * Structurally src/lora's Adapter or ServedAdapter: merged rank-R pairs, A [R, in] and either B
+ * [out, R] or, as served, Bt [R, out] (B transposed), scaled by `scaling`.
+ */
 export interface AdapterLike {
   scaling: number;
-  pairs: readonly { target: { layer: number; map: string }; rank: number; A: Float32Array; B: Float32Array }[];
+  pairs: readonly AdapterPairLike[];
 }
+
+export type AdapterPairLike = { target: { layer: number; map: string }; rank: number; A: Float32Array } & (
+  | { B: Float32Array; Bt?: undefined }
+  | { Bt: Float32Array; B?: undefined }
+);
 
 export class LoraFeedError extends Error {
   constructor(
@@ -31,8 +39,33 @@ export interface CheckedPair {
   layer: number;
   map: string;
   rank: number;
+  out: number;
   A: Float32Array;
-  B: Float32Array;
+  /** B [out, R] and Bt [R, out]: the adapter gives one, the other is made on first use (pairB, pairBt). */
+  B?: Float32Array;
+  Bt?: Float32Array;
+}
+
+/** [rows, cols] -> [cols, rows]. */
+function transposed(m: Float32Array, rows: number, cols: number): Float32Array {
+  const t = new Float32Array(m.length);
+  for (let c = 0; c < cols; c++) {
+    const dst = c * rows;
+    for (let r = 0; r < rows; r++) t[dst + r] = m[r * cols + c];
+  }
+  return t;
+}
+
+/** The pair's B [out, R] (transposed from Bt once, when the adapter is held as served). */
+export function pairB(p: CheckedPair): Float32Array {
+  p.B ??= transposed(p.Bt!, p.rank, p.out);
+  return p.B;
+}
+
+/** The pair's Bt [R, out] (transposed from B once, when the adapter is held as stored). */
+export function pairBt(p: CheckedPair): Float32Array {
+  p.Bt ??= transposed(p.B!, p.out, p.rank);
+  return p.Bt;
 }
 
 /** Validates an adapter against a model: known maps, sizes, every map of an injected layer, one rank per layer. */
@@ -47,8 +80,9 @@ export function checkAdapter(cfg: ModelConfig, adapter: AdapterLike): { layers: 
     }
     if (!maps.includes(map)) throw new LoraFeedError('bad_map', `adapter pair for map "${map}": ${cfg.family} LoRA maps are ${maps.join(', ')}`, { map });
     const { inFeatures: i, outFeatures: o } = mapFeatures(cfg, map);
-    if (p.A.length !== p.rank * i || p.B.length !== o * p.rank) {
-      throw new LoraFeedError('bad_pair_size', `adapter pair ${layer}.${map}: rank ${p.rank} needs A ${p.rank}x${i} and B ${o}x${p.rank}, got ${p.A.length} and ${p.B.length} values`, {
+    const b = p.B ?? p.Bt;
+    if (!(b instanceof Float32Array) || p.A.length !== p.rank * i || b.length !== o * p.rank) {
+      throw new LoraFeedError('bad_pair_size', `adapter pair ${layer}.${map}: rank ${p.rank} needs A ${p.rank}x${i} and B ${o}x${p.rank}, got ${p.A.length} and ${b?.length} values`, {
         layer,
         map,
         rank: p.rank,
@@ -56,7 +90,7 @@ export function checkAdapter(cfg: ModelConfig, adapter: AdapterLike): { layers: 
     }
     const key = `${layer}.${map}`;
     if (pairs.has(key)) throw new LoraFeedError('duplicate_pair', `adapter has two pairs for ${key}`, { key });
-    pairs.set(key, { layer, map, rank: p.rank, A: p.A, B: p.B });
+    pairs.set(key, { layer, map, rank: p.rank, out: o, A: p.A, ...(p.B ? { B: p.B } : { Bt: p.Bt }) });
     layers[layer] = true;
   }
   layers.forEach((on, l) => {
@@ -78,7 +112,7 @@ export function adapterFeeds(cfg: ModelConfig, adapter: AdapterLike): { lora?: L
   for (const p of pairs.values()) {
     const { inFeatures: i, outFeatures: o } = mapFeatures(cfg, p.map);
     feeds[`lora.${p.layer}.${p.map}.A`] = { dtype: 'float32', dims: [p.rank, i], data: p.A };
-    feeds[`lora.${p.layer}.${p.map}.B`] = { dtype: 'float32', dims: [o, p.rank], data: p.B };
+    feeds[`lora.${p.layer}.${p.map}.B`] = { dtype: 'float32', dims: [o, p.rank], data: pairB(p) };
   }
   return { lora: { mode: 'single', layers }, feeds };
 }
@@ -139,8 +173,9 @@ export class SlotPool {
       const b = this.b.get(`${p.layer}.${p.map}`)!;
       a.set(p.A, slot * pr * i); // rows 0..rank-1 of the slot; the rest stay zero
       const base = slot * o * pr;
+      const B = pairB(p);
       for (let row = 0; row < o; row++) {
-        for (let k = 0; k < p.rank; k++) b[base + row * pr + k] = adapter.scaling * p.B[row * p.rank + k];
+        for (let k = 0; k < p.rank; k++) b[base + row * pr + k] = adapter.scaling * B[row * p.rank + k];
       }
     }
     this.occupied[slot] = true;

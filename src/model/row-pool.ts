@@ -1,10 +1,11 @@
 /**
  * The adapters of a live decode batch, for LoRA mode `rows` (layers.ts). Each row's adapter is cut,
  * layer by layer, into rank units of a fixed width W (rank 40 at W 16: three units, the last one
- * zero-padded), and each layer keeps one pool of the units of the rows that adapt it, in the adapter's
- * own layout: W rows of A [W, in] (a block copy) and the same W columns of B [out, W], with the
- * scaling folded into B. A decode step multiplies every unit of a layer
- * in one batched matmul and sums each row's units with a selection matrix, so:
+ * zero-padded), and each layer keeps one pool of the units of the rows that adapt it: W rows of A
+ * [W, in] and the same W rows of B^T [W, out], both block copies of an adapter as served (B held
+ * transposed, lora/adapter.ts ServedAdapter; an adapter holding B is transposed once, when its row
+ * joins). A decode step multiplies every unit of a layer in one batched matmul and sums each row's
+ * units with a selection matrix that also carries the row's scaling, so:
  *  - a row pays for its own rank (rounded up to W) on its own layers only: a rank-8 row next to a
  *    rank-128 row does not pay 128, and a row adapting 2 of 6 layers does not pay for the other 4;
  *  - however mixed the batch, a layer costs the same few ops (not one set per rank group);
@@ -18,7 +19,7 @@
 import type { HostTensor } from '../graph/types.js';
 import type { ModelConfig } from './config.js';
 import type { RowId } from './kv.js';
-import { type AdapterLike, type CheckedPair, checkAdapter, type LoraInput, LoraFeedError } from './lora-feeds.js';
+import { type AdapterLike, type CheckedPair, checkAdapter, type LoraInput, LoraFeedError, pairBt } from './lora-feeds.js';
 import { LORA_MAPS, mapFeatures } from './weights.js';
 
 /** Unit width: the rank granularity rows are padded to (bench/rank-groups.ts measures 8, 16, 32). */
@@ -105,7 +106,7 @@ class LayerPool {
           this.dirty.delete(s);
           for (const m of this.bufs) {
             m.a.copyWithin(s * w * m.inF, last * w * m.inF, (last + 1) * w * m.inF);
-            m.b.copyWithin(s * m.outF * w, last * m.outF * w, (last + 1) * m.outF * w);
+            m.b.copyWithin(s * w * m.outF, last * w * m.outF, (last + 1) * w * m.outF);
           }
           stats.unitMoves += 1;
         }
@@ -127,7 +128,7 @@ class LayerPool {
     const old = new Map(this.bufs.map((m) => [m.map, m]));
     this.bufs = LORA_MAPS[this.cfg.family].map((map) => {
       const { inFeatures: inF, outFeatures: outF } = mapFeatures(this.cfg, map);
-      const m: MapBuf = { map, inF, outF, a: new Float32Array(cap * inF * w), b: new Float32Array(cap * w * outF) };
+      const m: MapBuf = { map, inF, outF, a: new Float32Array(cap * w * inF), b: new Float32Array(cap * w * outF) };
       const prev = old.get(map);
       if (prev) {
         m.a.set(prev.a.subarray(0, this.owner.length * inF * w));
@@ -138,31 +139,23 @@ class LayerPool {
     this.cap = cap;
   }
 
-  /** Write slot s: rows [k W, (k+1) W) of its row's A and the same columns of its scaled B, zeros past the rank. */
+  /** Write slot s: rows [k W, (k+1) W) of its row's A and of its B^T (two block copies), zeros past the rank. */
   write(s: number, row: Row): void {
     const w = this.w;
     const j0 = this.part[s] * w;
     for (const m of this.bufs) {
-      const { a, b, inF, outF } = m;
-      const aOff = s * w * inF;
-      const bOff = s * outF * w;
       const p = row.pairs.get(`${this.layer}.${m.map}`)!;
-      const k = p.rank;
-      const n = Math.min(w, k - j0); // live rank columns of this unit
-      // A [k, in]: the unit is rows j0..j0+n, one contiguous block.
-      a.set(p.A.subarray(j0 * inF, (j0 + n) * inF), aOff);
-      if (n < w) a.fill(0, aOff + n * inF, aOff + w * inF);
-      // B [out, k] -> scaled B unit [out, W]: each output's n values, then zeros.
-      const B = p.B;
-      const scale = row.scaling;
-      for (let o = 0; o < outF; o++) {
-        const src = o * k + j0;
-        const d = bOff + o * w;
-        for (let j = 0; j < n; j++) b[d + j] = scale * B[src + j];
-        for (let j = n; j < w; j++) b[d + j] = 0;
-      }
+      const n = Math.min(w, p.rank - j0); // live rank rows of this unit
+      copyRows(m.a, s * w, p.A, j0, n, w, m.inF);
+      copyRows(m.b, s * w, pairBt(p), j0, n, w, m.outF);
     }
   }
+}
+
+/** Rows [from, from + n) of src ([*, width]) into rows [at, at + n) of dst, zeros for the next w - n. */
+function copyRows(dst: Float32Array, at: number, src: Float32Array, from: number, n: number, w: number, width: number): void {
+  dst.set(src.subarray(from * width, (from + n) * width), at * width);
+  if (n < w) dst.fill(0, (at + n) * width, (at + w) * width);
 }
 
 export class RowPool {
@@ -260,7 +253,8 @@ export class RowPool {
    * mix of layer sets (a graph per layer mask would mean up to 2^L compiles while serving); a layer
    * none of them adapts gets one all-zero unit that no row selects. Undefined when no row has an
    * adapter. Per layer l: `rows.{l}` int64 [U] (the call's row of each unit), `sel.{l}` [n, U]
-   * (1 where unit u belongs to row b) and the units' `unit.{l}.{map}.A` [U, W, in], `.B` [U, out, W].
+   * (row b's scaling where unit u belongs to row b, else 0) and the units' `unit.{l}.{map}.A`
+   * [U, W, in] and `unit.{l}.{map}.Bt` [U, W, out].
    * The units of all rows are views of the pools; those of a sub-range are views where they lie
    * together and a copy where earlier rows' removals scattered them.
    */
@@ -294,14 +288,14 @@ export class RowPool {
       slots.forEach((s, k) => {
         const b = at.get(p.owner[s])! - from;
         rows[k] = BigInt(b);
-        sel[b * u + k] = 1;
+        sel[b * u + k] = this.rowsList[b + from].scaling;
       });
       feeds[`rows.${p.layer}`] = { dtype: 'int64', dims: [u], data: rows };
       feeds[`sel.${p.layer}`] = { dtype: 'float32', dims: [n, u], data: sel };
       const together = slots[u - 1] - slots[0] === u - 1;
       for (const m of p.bufs) {
         const aLen = w * m.inF;
-        const bLen = m.outF * w;
+        const bLen = w * m.outF;
         let a: Float32Array;
         let b: Float32Array;
         if (together) {
@@ -316,11 +310,68 @@ export class RowPool {
           });
         }
         feeds[`unit.${p.layer}.${m.map}.A`] = { dtype: 'float32', dims: [u, w, m.inF], data: a };
-        feeds[`unit.${p.layer}.${m.map}.B`] = { dtype: 'float32', dims: [u, m.outF, w], data: b };
+        feeds[`unit.${p.layer}.${m.map}.Bt`] = { dtype: 'float32', dims: [u, w, m.outF], data: b };
       }
     }
     if (!any) return undefined;
     return { lora: { mode: 'rows', layers: Array(this.cfg.nLayers).fill(true) }, feeds };
+  }
+
+  /**
+   * LoRA input for a prefill of rows [from, to): the stacked adapters (`catInput`) when one row of
+   * them carries an adapter (every row computes every stacked rank, so the waste grows with the rows;
+   * bench/prefill-lora.ts), else the units (`input`).
+   */
+  prefillInput(from = 0, to = this.rowsList.length): LoraInput | undefined {
+    const adapted = this.rowsList.slice(from, to).filter((r) => r.pairs.size > 0).length;
+    return adapted <= 1 ? this.catInput(from, to) : this.input(from, to);
+  }
+
+  /**
+   * LoRA input for a prefill of rows [from, to) in mode `cat` (layers.ts): per layer, the rows'
+   * adapters stacked, each row's scaling on its own columns of the mask. A single adapted row's A and
+   * Bt are fed as they are (no copy); several rows' are stacked (block copies). A layer none of them
+   * adapts gets one zero column. Undefined when no
+   * row has an adapter. Reads the rows' adapters, not the pools: the units are written at the next
+   * `input()`, when the rows join the decode batch.
+   */
+  catInput(from = 0, to = this.rowsList.length): LoraInput | undefined {
+    if (from < 0 || to > this.rowsList.length || from >= to) throw new LoraFeedError('bad_rows', `rows ${from}..${to} of a pool of ${this.rowsList.length}`, { from, to });
+    const rows = this.rowsList.slice(from, to);
+    if (!rows.some((r) => r.pairs.size > 0)) return undefined;
+    const n = rows.length;
+    const feeds: Record<string, HostTensor> = {};
+    for (let l = 0; l < this.cfg.nLayers; l++) {
+      const adapted = rows.map((r, b) => ({ r, b })).filter(({ r }) => r.ranks[l] > 0);
+      const c = Math.max(1, adapted.reduce((s, { r }) => s + r.ranks[l], 0));
+      const mask = new Float32Array(n * c);
+      let off = 0;
+      for (const { r, b } of adapted) {
+        mask.fill(r.scaling, b * c + off, b * c + off + r.ranks[l]);
+        off += r.ranks[l];
+      }
+      feeds[`cat.${l}.mask`] = { dtype: 'float32', dims: [n, 1, c], data: mask };
+      for (const map of LORA_MAPS[this.cfg.family]) {
+        const { inFeatures: inF, outFeatures: outF } = mapFeatures(this.cfg, map);
+        const pairs = adapted.map(({ r }) => r.pairs.get(`${l}.${map}`)!);
+        let a: Float32Array;
+        let b: Float32Array;
+        if (pairs.length === 1) [a, b] = [pairs[0].A, pairBt(pairs[0])];
+        else {
+          a = new Float32Array(c * inF);
+          b = new Float32Array(c * outF);
+          let j = 0;
+          for (const p of pairs) {
+            a.set(p.A, j * inF);
+            b.set(pairBt(p), j * outF);
+            j += p.rank;
+          }
+        }
+        feeds[`cat.${l}.${map}.A`] = { dtype: 'float32', dims: [c, inF], data: a };
+        feeds[`cat.${l}.${map}.Bt`] = { dtype: 'float32', dims: [c, outF], data: b };
+      }
+    }
+    return { lora: { mode: 'cat', layers: Array(this.cfg.nLayers).fill(true) }, feeds };
   }
 
   private readonly zeros = new Map<number, Float32Array>();
@@ -338,7 +389,7 @@ export class RowPool {
     for (const map of LORA_MAPS[this.cfg.family]) {
       const { inFeatures: inF, outFeatures: outF } = mapFeatures(this.cfg, map);
       feeds[`unit.${layer}.${map}.A`] = { dtype: 'float32', dims: [1, w, inF], data: zeros(w * inF) };
-      feeds[`unit.${layer}.${map}.B`] = { dtype: 'float32', dims: [1, outF, w], data: zeros(outF * w) };
+      feeds[`unit.${layer}.${map}.Bt`] = { dtype: 'float32', dims: [1, w, outF], data: zeros(w * outF) };
     }
   }
 }

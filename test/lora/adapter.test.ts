@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { adapterBytes, initAdapter, mergeModules, type LoraTarget } from '../../src/lora/adapter.js';
+import { adapterBytes, initAdapter, mergeModules, toServed, type LoraTarget } from '../../src/lora/adapter.js';
 
 const targets: LoraTarget[] = [0, 1, 2].flatMap((layer) => [
   { layer, map: 'mlp.c_fc', inFeatures: 16, outFeatures: 64 },
@@ -52,5 +52,27 @@ describe('mergeModules', () => {
       .reduce((acc, y) => acc.map((v, i) => v + y[i]));
     const joint = apply(merged.A, merged.B, 24, t.inFeatures, t.outFeatures, x);
     joint.forEach((v, i) => expect(v).toBeCloseTo(separate[i], 4));
+  });
+});
+
+describe('toServed', () => {
+  it('transposes every B into its own memory (Bt [rank, out]): same bytes, same map, nothing copied twice', () => {
+    const a = initAdapter({ layers: [true, true, false], n: 3, r: 8 }, targets, 5);
+    for (const p of a.pairs) p.B.forEach((_, i) => (p.B[i] = Math.sin(i + p.target.layer)));
+    const before = a.pairs.map((p) => ({ A: p.A, B: Float32Array.from(p.B), mem: p.B, rank: p.rank, out: p.target.outFeatures, inF: p.target.inFeatures }));
+    const bytes = adapterBytes(a);
+    const s = toServed(a);
+    expect(adapterBytes(s)).toBe(bytes);
+    expect(s.scaling).toBe(a.scaling);
+    s.pairs.forEach((p, i) => {
+      const b = before[i];
+      expect(p.A).toBe(b.A);
+      expect(p.Bt).toBe(b.mem); // the same memory, rewritten
+      for (let k = 0; k < b.rank; k++) for (let o = 0; o < b.out; o++) expect(p.Bt[k * b.out + o]).toBe(b.B[o * b.rank + k]);
+      const x = Array.from({ length: b.inF }, (_, j) => Math.cos(j));
+      const h = Array.from({ length: b.rank }, (_, k) => x.reduce((acc, xi, j) => acc + p.A[k * b.inF + j] * xi, 0));
+      const y = Array.from({ length: b.out }, (_, o) => h.reduce((acc, hk, k) => acc + p.Bt[k * b.out + o] * hk, 0));
+      expect(y).toEqual(apply(b.A, b.B, b.rank, b.inF, b.out, x));
+    });
   });
 });

@@ -178,6 +178,20 @@ describe('encode validation', () => {
     const B = p.B.slice();
     B[5] = NaN;
     expectFormatError(() => encodeAdapter({ ...a, pairs: [{ ...p, B }, ...a.pairs.slice(1)] }, model), 'non_finite');
+    // Every position (the last ones past a multiple of 4 too), both infinities: the error names the value.
+    for (const [i, v] of [[0, Infinity], [p.A.length - 1, -Infinity], [p.A.length - 2, NaN], [7, Infinity]] as const) {
+      const A = p.A.slice();
+      A[i] = v;
+      const err = (() => {
+        try {
+          encodeAdapter({ ...a, pairs: [{ ...p, A }, ...a.pairs.slice(1)] }, model);
+        } catch (e) {
+          return e as AdapterFormatError;
+        }
+      })();
+      expect(err?.code).toBe('non_finite');
+      expect(err?.details).toMatchObject({ tensor: 'A', index: i });
+    }
   });
 });
 

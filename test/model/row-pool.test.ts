@@ -38,7 +38,7 @@ const feedsOf = (inp: ReturnType<RowPool['input']>): Feeds => (inp && 'feeds' in
 const floats = (t: HostTensor): number[] => [...(t.data as Float32Array)];
 
 describe('RowPool layout', () => {
-  it('cuts a row into units of A rows and scaled B columns, zero past the rank; rows without an adapter have no units', () => {
+  it('cuts a row into units of A rows and B^T rows, zero past the rank, its scaling in sel; rows without an adapter have no units', () => {
     const pool = new RowPool(tinyGpt2, { maxRows: 2, unit: 2 });
     const a = randomAdapter(tinyGpt2, [1], 3, 1, 0.5); // rank 3 at unit 2: two units, the second half empty
     pool.add('x', null);
@@ -47,19 +47,19 @@ describe('RowPool layout', () => {
     // One graph for every layer mix: layer 0, which no row adapts, gets one zero unit no row selects.
     expect('feeds' in inp && inp.lora).toEqual({ mode: 'rows', layers: [true, true] });
     const feeds = feedsOf(inp);
-    expect(Object.keys(feeds).filter((k) => k.includes('.1')).sort()).toEqual(['rows.1', 'sel.1', 'unit.1.mlp.c_fc.A', 'unit.1.mlp.c_fc.B', 'unit.1.mlp.c_proj.A', 'unit.1.mlp.c_proj.B']);
+    expect(Object.keys(feeds).filter((k) => k.includes('.1')).sort()).toEqual(['rows.1', 'sel.1', 'unit.1.mlp.c_fc.A', 'unit.1.mlp.c_fc.Bt', 'unit.1.mlp.c_proj.A', 'unit.1.mlp.c_proj.Bt']);
     expect([...feeds['rows.0'].data]).toEqual([0n]);
     expect(floats(feeds['sel.0'])).toEqual([0, 0]);
     expect(feeds['unit.0.mlp.c_fc.A'].dims).toEqual([1, 2, 16]);
     expect(floats(feeds['unit.0.mlp.c_fc.A']).every((v) => v === 0)).toBe(true);
     expect([...feeds['rows.1'].data]).toEqual([1n, 1n]); // both units serve batch row 1 ('y')
     expect(feeds['sel.1'].dims).toEqual([2, 2]);
-    expect(floats(feeds['sel.1'])).toEqual([0, 0, 1, 1]);
+    expect(floats(feeds['sel.1'])).toEqual([0, 0, 0.5, 0.5]); // row 1's scaling on its units
     const A = feeds['unit.1.mlp.c_fc.A'];
-    const B = feeds['unit.1.mlp.c_fc.B'];
+    const B = feeds['unit.1.mlp.c_fc.Bt'];
     const w = 2;
     expect(A.dims).toEqual([2, w, 16]);
-    expect(B.dims).toEqual([2, 24, w]);
+    expect(B.dims).toEqual([2, w, 24]);
     const pa = a.pairs.find((p) => p.target.layer === 1 && p.target.map === 'mlp.c_fc')!;
     const ad = A.data as Float32Array;
     const bd = B.data as Float32Array;
@@ -67,7 +67,7 @@ describe('RowPool layout', () => {
       for (let j = 0; j < w; j++) {
         const r = u * w + j; // rank index
         for (let i = 0; i < 16; i++) expect(ad[(u * w + j) * 16 + i]).toBe(r < 3 ? pa.A[r * 16 + i] : 0);
-        for (let o = 0; o < 24; o++) expect(bd[u * 24 * w + o * w + j]).toBe(r < 3 ? Math.fround(0.5 * pa.B[o * 3 + r]) : 0);
+        for (let o = 0; o < 24; o++) expect(bd[(u * w + j) * 24 + o]).toBe(r < 3 ? pa.B[o * 3 + r] : 0);
       }
     }
     expect(pool.input(0, 1)).toBeUndefined();
@@ -85,10 +85,11 @@ describe('RowPool layout', () => {
     expect('feeds' in inp && inp.lora).toEqual({ mode: 'rows', layers: [true, true] });
     expect([...feeds['rows.0'].data]).toEqual([0n, 1n, 1n, 1n]);
     expect([...feeds['rows.1'].data]).toEqual([1n, 1n, 1n, 3n, 3n]);
-    // sel.1 [4 rows, 5 units]: row 1 owns units 0-2, row 3 units 3-4, rows 0 and 2 none.
-    expect(floats(feeds['sel.1'])).toEqual([0, 0, 0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1]);
+    // sel.1 [4 rows, 5 units]: row 1 owns units 0-2, row 3 units 3-4 (each with its scaling), rows 0 and 2 none.
+    const [sb, sd] = [adapters.b.scaling, adapters.d.scaling];
+    expect(floats(feeds['sel.1'])).toEqual([0, 0, 0, 0, 0, sb, sb, sb, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, sd, sd]);
     expect(feeds['unit.0.mlp.c_fc.A'].dims).toEqual([4, 4, 16]);
-    expect(feeds['unit.1.mlp.c_proj.B'].dims).toEqual([5, 16, 4]);
+    expect(feeds['unit.1.mlp.c_proj.Bt'].dims).toEqual([5, 4, 16]);
     expect(pool.rankLayers).toBe((4 + 5) * 4);
     expect(pool.liveBytes).toBe(pool.rowBytes(adapters.a) + pool.rowBytes(adapters.b) + pool.rowBytes(adapters.d));
     expect(pool.rowBytes(adapters.b)).toBe(2 * 3 * 4 * (16 + 24 + 24 + 16) * 4); // 2 layers x 3 units x W 4 x floats per rank x 4 bytes
@@ -97,7 +98,7 @@ describe('RowPool layout', () => {
     pool.add('e', randomAdapter(tinyGpt2, [0], 8, 5));
     const tail = feedsOf(pool.input(4, 5));
     expect([...tail['rows.0'].data]).toEqual([0n, 0n]);
-    expect(floats(tail['sel.0'])).toEqual([1, 1]);
+    expect(floats(tail['sel.0'])).toEqual([0.5, 0.5]);
     expect(floats(tail['sel.1'])).toEqual([0]); // no unit of the joiner on layer 1
     expect(tail['unit.0.mlp.c_fc.A'].dims).toEqual([2, 4, 16]);
   });
@@ -209,4 +210,60 @@ describe.each(families)('%s: decode with a row pool equals each row alone', (_n,
       }
     }
   });
+
+  it('a prefill through the stacked adapters (mode cat) equals each row alone, adapters held as stored or as served', async () => {
+    const adapters = [randomAdapter(cfg, [0, 1], 3, 50, 0.7), null, served(randomAdapter(cfg, [1], 12, 51, 1.3)), randomAdapter(cfg, [0], 5, 52, 1)];
+    const rows = randomRows(cfg, [4, 6, 3, 5], 53);
+    const pool = new RowPool(cfg, { unit: 4 });
+    adapters.forEach((a, i) => pool.add(i, a));
+    const all = pool.catInput()!;
+    expect('feeds' in all && all.lora).toEqual({ mode: 'cat', layers: Array(cfg.nLayers).fill(true) });
+    const pre = await model.prefill(rows, all);
+    for (const [i, row] of rows.entries()) {
+      const alone = await model.prefill([row], adapters[i] ? { adapter: adapters[i]! } : undefined);
+      expect(maxAbsDiff(pre.logits[i], alone.logits[0])).toBeLessThan(1e-4);
+    }
+    // One adapted row (the usual joiner): its served arrays are fed as they are, no copy.
+    const one = feedsOf(pool.catInput(1, 3));
+    const p = (adapters[2] as ReturnType<typeof served>).pairs[0];
+    expect(one[`cat.${p.target.layer}.${p.target.map}.A`].data).toBe(p.A);
+    expect(one[`cat.${p.target.layer}.${p.target.map}.Bt`].data).toBe(p.Bt);
+    expect(one['cat.0.mask'].dims).toEqual([2, 1, 1]); // layer 0: no adapted row, one zero column
+    const two = await model.prefill(rows.slice(1, 3), pool.catInput(1, 3));
+    expect(maxAbsDiff(two.logits[1], pre.logits[2])).toBeLessThan(1e-4);
+    // prefillInput: stacked for at most one adapted row, units otherwise.
+    const modeOf = (inp: ReturnType<RowPool['input']>) => (inp && 'lora' in inp ? inp.lora.mode : undefined);
+    expect([modeOf(pool.prefillInput(1, 3)), modeOf(pool.prefillInput(0, 2)), modeOf(pool.prefillInput(0, 3)), modeOf(pool.prefillInput(1, 2))]).toEqual(['cat', 'cat', 'rows', undefined]);
+  });
+
+  it('decodes the same with an adapter held as served (B^T) as with it held as stored (B)', async () => {
+    const a = randomAdapter(cfg, [0, 1], 6, 60, 0.9);
+    const b = randomAdapter(cfg, [1], 9, 61, 1.1);
+    const rows = randomRows(cfg, [5, 3], 62);
+    const run = async (x: typeof a | ReturnType<typeof served>, y: typeof a | ReturnType<typeof served>) => {
+      const pool = new RowPool(cfg, { unit: 4 });
+      pool.add(0, x);
+      pool.add(1, y);
+      const batch = new KvBatch(model.kvShape, { maxLength: cfg.maxPositions });
+      const pre = await model.prefill(rows, pool.input());
+      pre.kv.forEach((k, i) => batch.add(i, k));
+      return model.decodeStep(batch, [1, 2], pool.input());
+    };
+    const stored = await run(a, b);
+    const asServed = await run(served(a), served(b));
+    for (let i = 0; i < 2; i++) expect(maxAbsDiff(stored[i], asServed[i])).toBe(0);
+  });
 });
+
+/** An adapter of randomAdapter in the served form (B^T instead of B), as the load thread hands it over. */
+function served(a: ReturnType<typeof randomAdapter>) {
+  return {
+    scaling: a.scaling,
+    pairs: a.pairs.map((p) => {
+      const out = p.B.length / p.rank;
+      const Bt = new Float32Array(p.B.length);
+      for (let o = 0; o < out; o++) for (let k = 0; k < p.rank; k++) Bt[k * out + o] = p.B[o * p.rank + k];
+      return { target: p.target, rank: p.rank, A: p.A, Bt };
+    }),
+  };
+}

@@ -1,0 +1,64 @@
+/**
+ * What a prefill with adapters costs (issue 7's analysis): joiners with the mixed ranks and layer
+ * sets of bench/rank-groups.ts, prompts of T tokens, on the default model; plain prefill vs the
+ * unit graph (mode `rows`, what decode steps use) vs the stacked adapters (mode `cat`), interleaved
+ * so machine load drifts over every variant alike.
+ *
+ *   npx tsx bench/prefill-lora.ts [--threads N] [--tokens T]
+ *
+ * Writes bench/results/prefill-lora.json.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { repoRoot } from '../src/config.js';
+import { Model } from '../src/model/model.js';
+import { RowPool } from '../src/model/row-pool.js';
+import { initAdapter } from '../src/lora/adapter.js';
+import { loraTargets } from '../src/model/weights.js';
+
+const arg = (name: string, dflt: number): number => (process.argv.includes(name) ? Number(process.argv[process.argv.indexOf(name) + 1]) : dflt);
+const model = Model.load('models/default', { runnerOptions: { intraOpThreads: arg('--threads', 0) } });
+const cfg = model.config;
+const T = arg('--tokens', 64);
+const L = cfg.nLayers;
+const all = Array(L).fill(true);
+const half = Math.floor(L / 2);
+const mix = [32, 16, 64, 8, 96, 128, 16, 8];
+const sets = [all, all, Array.from({ length: L }, (_, l) => l >= half), Array.from({ length: L }, (_, l) => l < half), Array.from({ length: L }, (_, l) => l % 2 === 1), all, Array.from({ length: L }, (_, l) => l === 2), Array.from({ length: L }, (_, l) => l >= half)];
+const adapters = mix.map((r, i) => {
+  const a = initAdapter({ layers: sets[i], n: r / 8, r: 8 }, loraTargets(cfg), 100 + i);
+  for (const p of a.pairs) p.B.fill(0.001);
+  return a;
+});
+const prompts = Array.from({ length: 8 }, (_, i) => Array.from({ length: T }, (_, j) => (i * 7 + j * 13) % cfg.vocabSize));
+
+type Variant = { rows: number; mode: 'plain' | 'rows' | 'cat' };
+const variants: Variant[] = [];
+for (const rows of [1, 2, 8]) for (const mode of ['plain', 'rows', 'cat'] as const) variants.push({ rows, mode });
+const name = (v: Variant) => `${v.rows} row${v.rows > 1 ? 's' : ''}, ${v.mode}`;
+const pool = new RowPool(cfg, { maxRows: 8 });
+adapters.forEach((a, i) => pool.add(i, a));
+const input = (v: Variant) => (v.mode === 'plain' ? undefined : v.mode === 'rows' ? pool.input(0, v.rows) : pool.catInput(0, v.rows));
+const times = new Map<string, number[]>(variants.map((v) => [name(v), []]));
+for (const v of variants) await model.prefill(prompts.slice(0, v.rows), input(v));
+for (let r = 0; r < 40; r++) {
+  for (const v of variants) {
+    const t = performance.now();
+    await model.prefill(prompts.slice(0, v.rows), input(v));
+    times.get(name(v))!.push(performance.now() - t);
+  }
+}
+// The fastest quarter's mean: the op costs without the machine's load spikes.
+const med = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b).slice(0, Math.ceil(xs.length / 4));
+  return s.reduce((a, b) => a + b, 0) / s.length;
+};
+const out: Record<string, { ms: number; vsPlain: number }> = {};
+for (const v of variants) {
+  const ms = med(times.get(name(v))!);
+  out[name(v)] = { ms: +ms.toFixed(3), vsPlain: +(ms / med(times.get(name({ rows: v.rows, mode: 'plain' }))!)).toFixed(3) };
+}
+console.table(out);
+const dir = join(repoRoot, 'bench', 'results');
+mkdirSync(dir, { recursive: true });
+writeFileSync(join(dir, 'prefill-lora.json'), `${JSON.stringify({ bench: 'prefill-lora', date: new Date().toISOString(), command: `npx tsx bench/prefill-lora.ts${process.argv.slice(2).map((a) => ` ${a}`).join('')}`, tokens: T, ranks: mix, results: out }, null, 2)}\n`);
