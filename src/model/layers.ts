@@ -30,16 +30,10 @@ export type GraphKind = 'train' | 'prefill' | 'decode';
  *   folds the transpose of A into MatMul), and `sel` sums each row's units into its output; a row
  *   without units on a layer gets nothing there. A batch pays for its rows' own ranks on their own
  *   layers, with the same few ops however mixed the ranks are.
- * - `cat`: the rows' adapters stacked, for a prefill of one adapted row (row-pool.ts catInput): per
- *   layer l, `cat.{l}.{map}.A` [C{l}, in] and `cat.{l}.{map}.Bt` [C{l}, out] (the rows' A and B^T
- *   stacked) and `cat.{l}.mask` [B, 1, C{l}] (row b's scaling on its own rows, 0 elsewhere);
- *   h = W x + ((x A^T) * mask) Bt. Two plain matmuls: every row computes every row's rank (waste
- *   grows with the rows of the call) but nothing per unit or per token is materialised, which at
- *   prompt length is what the unit graph pays for ([U, T, out] per map).
  * `layers[l]` says whether layer l carries LoRA.
  */
 export interface LoraSpec {
-  mode: 'single' | 'pool' | 'rows' | 'cat';
+  mode: 'single' | 'pool' | 'rows';
   layers: readonly boolean[];
 }
 
@@ -53,7 +47,7 @@ export interface GraphSpec {
 export const ROPE_COS = 'rope.cos';
 export const ROPE_SIN = 'rope.sin';
 /** Symbolic dims of graph inputs. */
-export const DIM = { batch: 'B', seq: 'T', past: 'Past', slots: 'S', poolRank: 'PR', unit: 'W', rank: (l: number): string => `R${l}`, cat: (l: number): string => `C${l}`, units: (l: number): string => `U${l}` } as const;
+export const DIM = { batch: 'B', seq: 'T', past: 'Past', slots: 'S', poolRank: 'PR', unit: 'W', rank: (l: number): string => `R${l}`, units: (l: number): string => `U${l}` } as const;
 
 /** State of one graph under construction. */
 export class Ctx {
@@ -118,13 +112,6 @@ export class Ctx {
       return ops.matmul(ops.mul(ops.matmul(x, ops.transposeLast2(a)), this.scale), ops.transposeLast2(b));
     }
     if (lora.mode === 'rows') throw new Error('rows-mode LoRA is applied by loraRows(), not as a delta');
-    if (lora.mode === 'cat') {
-      const c = DIM.cat(l);
-      const a = this.input(`cat.${l}.${map}.A`, [c, i]);
-      const bt = this.input(`cat.${l}.${map}.Bt`, [c, o]);
-      const mask = this.input(`cat.${l}.mask`, [DIM.batch, 1, c]);
-      return ops.matmul(ops.mul(ops.matmul(x, ops.transposeLast2(a)), mask), bt);
-    }
     const a = this.input(`pool.${l}.${map}.A`, [DIM.slots, DIM.poolRank, i]);
     const b = this.input(`pool.${l}.${map}.B`, [DIM.slots, o, DIM.poolRank]);
     this.slot ??= this.g.input('slot', 'int64', [DIM.batch]);

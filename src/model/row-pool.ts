@@ -317,63 +317,6 @@ export class RowPool {
     return { lora: { mode: 'rows', layers: Array(this.cfg.nLayers).fill(true) }, feeds };
   }
 
-  /**
-   * LoRA input for a prefill of rows [from, to): the stacked adapters (`catInput`) when one row of
-   * them carries an adapter (every row computes every stacked rank, so the waste grows with the rows;
-   * bench/prefill-lora.ts), else the units (`input`).
-   */
-  prefillInput(from = 0, to = this.rowsList.length): LoraInput | undefined {
-    const adapted = this.rowsList.slice(from, to).filter((r) => r.pairs.size > 0).length;
-    return adapted <= 1 ? this.catInput(from, to) : this.input(from, to);
-  }
-
-  /**
-   * LoRA input for a prefill of rows [from, to) in mode `cat` (layers.ts): per layer, the rows'
-   * adapters stacked, each row's scaling on its own columns of the mask. A single adapted row's A and
-   * Bt are fed as they are (no copy); several rows' are stacked (block copies). A layer none of them
-   * adapts gets one zero column. Undefined when no
-   * row has an adapter. Reads the rows' adapters, not the pools: the units are written at the next
-   * `input()`, when the rows join the decode batch.
-   */
-  catInput(from = 0, to = this.rowsList.length): LoraInput | undefined {
-    if (from < 0 || to > this.rowsList.length || from >= to) throw new LoraFeedError('bad_rows', `rows ${from}..${to} of a pool of ${this.rowsList.length}`, { from, to });
-    const rows = this.rowsList.slice(from, to);
-    if (!rows.some((r) => r.pairs.size > 0)) return undefined;
-    const n = rows.length;
-    const feeds: Record<string, HostTensor> = {};
-    for (let l = 0; l < this.cfg.nLayers; l++) {
-      const adapted = rows.map((r, b) => ({ r, b })).filter(({ r }) => r.ranks[l] > 0);
-      const c = Math.max(1, adapted.reduce((s, { r }) => s + r.ranks[l], 0));
-      const mask = new Float32Array(n * c);
-      let off = 0;
-      for (const { r, b } of adapted) {
-        mask.fill(r.scaling, b * c + off, b * c + off + r.ranks[l]);
-        off += r.ranks[l];
-      }
-      feeds[`cat.${l}.mask`] = { dtype: 'float32', dims: [n, 1, c], data: mask };
-      for (const map of LORA_MAPS[this.cfg.family]) {
-        const { inFeatures: inF, outFeatures: outF } = mapFeatures(this.cfg, map);
-        const pairs = adapted.map(({ r }) => r.pairs.get(`${l}.${map}`)!);
-        let a: Float32Array;
-        let b: Float32Array;
-        if (pairs.length === 1) [a, b] = [pairs[0].A, pairBt(pairs[0])];
-        else {
-          a = new Float32Array(c * inF);
-          b = new Float32Array(c * outF);
-          let j = 0;
-          for (const p of pairs) {
-            a.set(p.A, j * inF);
-            b.set(pairBt(p), j * outF);
-            j += p.rank;
-          }
-        }
-        feeds[`cat.${l}.${map}.A`] = { dtype: 'float32', dims: [c, inF], data: a };
-        feeds[`cat.${l}.${map}.Bt`] = { dtype: 'float32', dims: [c, outF], data: b };
-      }
-    }
-    return { lora: { mode: 'cat', layers: Array(this.cfg.nLayers).fill(true) }, feeds };
-  }
-
   private readonly zeros = new Map<number, Float32Array>();
 
   /** Feeds of a layer no row of the call adapts: one all-zero unit that no row selects. */

@@ -430,7 +430,7 @@ export class Engine {
     try {
       pre = await this.model.prefill(
         joiners.map((j) => j.ids),
-        this.pool.prefillInput(start, this.pool.size),
+        this.pool.input(start, this.pool.size),
       );
     } catch (e) {
       this.logger.error('prefill failed', { rows: joiners.length, err: e instanceof Error ? e.stack : String(e) });

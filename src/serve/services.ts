@@ -122,18 +122,10 @@ export async function createServeServices(setup: ServeSetup, opts: ServeOptions 
         logger,
         ...opts.engine,
       });
-      // First requests should not pay the compiles: the plain graphs and the adapter graphs (the row
-      // pool feeds every layer, so these five are all that serving compiles).
-      const every = Array(model.config.nLayers).fill(true);
-      const rows = { mode: 'rows' as const, layers: every };
-      const cat = { mode: 'cat' as const, layers: every };
-      for (const spec of [
-        { kind: 'prefill' as const },
-        { kind: 'decode' as const },
-        { kind: 'prefill' as const, lora: rows },
-        { kind: 'prefill' as const, lora: cat },
-        { kind: 'decode' as const, lora: rows },
-      ]) {
+      // First requests should not pay the compiles: the plain graphs and the adapter-row graphs (the
+      // row pool feeds every layer, so these four are all that serving compiles).
+      const rows = { mode: 'rows' as const, layers: Array(model.config.nLayers).fill(true) };
+      for (const spec of [{ kind: 'prefill' as const }, { kind: 'decode' as const }, { kind: 'prefill' as const, lora: rows }, { kind: 'decode' as const, lora: rows }]) {
         if (closed) break;
         await model.session(spec);
       }

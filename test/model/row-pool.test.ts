@@ -211,31 +211,6 @@ describe.each(families)('%s: decode with a row pool equals each row alone', (_n,
     }
   });
 
-  it('a prefill through the stacked adapters (mode cat) equals each row alone, adapters held as stored or as served', async () => {
-    const adapters = [randomAdapter(cfg, [0, 1], 3, 50, 0.7), null, served(randomAdapter(cfg, [1], 12, 51, 1.3)), randomAdapter(cfg, [0], 5, 52, 1)];
-    const rows = randomRows(cfg, [4, 6, 3, 5], 53);
-    const pool = new RowPool(cfg, { unit: 4 });
-    adapters.forEach((a, i) => pool.add(i, a));
-    const all = pool.catInput()!;
-    expect('feeds' in all && all.lora).toEqual({ mode: 'cat', layers: Array(cfg.nLayers).fill(true) });
-    const pre = await model.prefill(rows, all);
-    for (const [i, row] of rows.entries()) {
-      const alone = await model.prefill([row], adapters[i] ? { adapter: adapters[i]! } : undefined);
-      expect(maxAbsDiff(pre.logits[i], alone.logits[0])).toBeLessThan(1e-4);
-    }
-    // One adapted row (the usual joiner): its served arrays are fed as they are, no copy.
-    const one = feedsOf(pool.catInput(1, 3));
-    const p = (adapters[2] as ReturnType<typeof served>).pairs[0];
-    expect(one[`cat.${p.target.layer}.${p.target.map}.A`].data).toBe(p.A);
-    expect(one[`cat.${p.target.layer}.${p.target.map}.Bt`].data).toBe(p.Bt);
-    expect(one['cat.0.mask'].dims).toEqual([2, 1, 1]); // layer 0: no adapted row, one zero column
-    const two = await model.prefill(rows.slice(1, 3), pool.catInput(1, 3));
-    expect(maxAbsDiff(two.logits[1], pre.logits[2])).toBeLessThan(1e-4);
-    // prefillInput: stacked for at most one adapted row, units otherwise.
-    const modeOf = (inp: ReturnType<RowPool['input']>) => (inp && 'lora' in inp ? inp.lora.mode : undefined);
-    expect([modeOf(pool.prefillInput(1, 3)), modeOf(pool.prefillInput(0, 2)), modeOf(pool.prefillInput(0, 3)), modeOf(pool.prefillInput(1, 2))]).toEqual(['cat', 'cat', 'rows', undefined]);
-  });
-
   it('decodes the same with an adapter held as served (B^T) as with it held as stored (B)', async () => {
     const a = randomAdapter(cfg, [0, 1], 6, 60, 0.9);
     const b = randomAdapter(cfg, [1], 9, 61, 1.1);
