@@ -84,21 +84,23 @@ export function adapterBytes(a: AnyAdapter): number {
  * becomes Bt (no second copy of the weights is kept). `a` must not be used afterwards.
  */
 export function toServed(a: Adapter): ServedAdapter {
-  let scratch = new Float32Array(0);
+  const size = Math.max(0, ...a.pairs.map((p) => p.B.length));
+  const scratch = new Float32Array(size);
   const pairs = a.pairs.map((p): ServedPair => {
-    const { rank, B } = p;
-    const out = B.length / rank;
-    if (scratch.length < B.length) scratch = new Float32Array(B.length);
-    const tmp = scratch.subarray(0, B.length);
-    tmp.set(B);
-    // Sequential writes, strided reads: 1.7 ns per float for a [1024, 48] B, against 4.5 the other way round.
-    for (let k = 0; k < rank; k++) {
-      const dst = k * out;
-      for (let o = 0; o < out; o++) B[dst + o] = tmp[o * rank + k];
-    }
-    return { target: p.target, rank, A: p.A, Bt: B };
+    transposeInPlace(p.B, p.target.outFeatures, p.rank, scratch);
+    return { target: p.target, rank: p.rank, A: p.A, Bt: p.B };
   });
   return { spec: a.spec, scaling: a.scaling, pairs };
+}
+
+/** m [rows, cols] becomes m^T [cols, rows] in its own memory, through `scratch` (at least m's size). */
+function transposeInPlace(m: Float32Array, rows: number, cols: number, scratch: Float32Array): void {
+  scratch.set(m);
+  // Sequential writes, strided reads: about 2x faster than the other way round.
+  for (let c = 0; c < cols; c++) {
+    const dst = c * rows;
+    for (let r = 0; r < rows; r++) m[dst + r] = scratch[r * cols + c];
+  }
 }
 
 /**
