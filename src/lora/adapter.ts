@@ -34,14 +34,14 @@ export interface ServedPair {
   Bt: Float32Array;
 }
 
-/** An adapter as the serving load thread hands it over (toServed below). */
+/** An adapter as the serving engine holds it once it is in use (toServed below). */
 export interface ServedAdapter {
   spec: AdapterSpec;
   scaling: number;
   pairs: ServedPair[];
 }
 
-/** Either form of a decoded adapter: the serving cache holds both (store reads give B, the load thread Bt). */
+/** Either form of a decoded adapter: the serving cache holds both (loaded with B, served with Bt). */
 export type AnyAdapter = Adapter | ServedAdapter;
 
 export const pairKey = (t: Pick<LoraTarget, 'layer' | 'map'>): string => `${t.layer}.${t.map}`;
@@ -80,17 +80,24 @@ export function adapterBytes(a: AnyAdapter): number {
 }
 
 /**
- * The served form of an adapter, made in place: each B is transposed into its own memory, which
- * becomes Bt (no second copy of the weights is kept). `a` must not be used afterwards.
+ * Turn an adapter into its served form in place: each B is transposed in its own memory and becomes
+ * Bt (the pair loses B), so no second copy of the weights is made and the cache's byte count holds.
+ * The same object comes back; an adapter already served comes back as it is. The serving engine does
+ * it once per cached adapter version, at its first use: later joins copy its units in blocks.
  */
-export function toServed(a: Adapter): ServedAdapter {
-  const size = Math.max(0, ...a.pairs.map((p) => p.B.length));
+export function toServed(a: AnyAdapter): ServedAdapter {
+  const pairs = a.pairs as Array<LoraPair | ServedPair>;
+  const size = Math.max(0, ...pairs.map((p) => ('B' in p ? p.B.length : 0)));
+  if (size === 0) return a as ServedAdapter;
   const scratch = new Float32Array(size);
-  const pairs = a.pairs.map((p): ServedPair => {
-    transposeInPlace(p.B, p.target.outFeatures, p.rank, scratch);
-    return { target: p.target, rank: p.rank, A: p.A, Bt: p.B };
-  });
-  return { spec: a.spec, scaling: a.scaling, pairs };
+  for (const p of pairs) {
+    if (!('B' in p)) continue;
+    const m = p as Partial<LoraPair> & Partial<ServedPair> & { rank: number; target: LoraTarget };
+    transposeInPlace(m.B!, m.target.outFeatures, m.rank, scratch);
+    m.Bt = m.B;
+    delete m.B;
+  }
+  return a as ServedAdapter;
 }
 
 /** m [rows, cols] becomes m^T [cols, rows] in its own memory, through `scratch` (at least m's size). */

@@ -24,6 +24,7 @@
 import { randomBytes } from 'node:crypto';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import type { Db } from '../db/client.js';
+import { toServed } from '../lora/adapter.js';
 import type { AdapterLease } from '../lora/cache.js';
 import { Registry } from '../metrics.js';
 import type { ChatTemplateName } from '../model/chat-format.js';
@@ -372,7 +373,9 @@ export class Engine {
           }
           let poolBytes: number;
           try {
-            poolBytes = this.pool.rowBytes(got.lease.adapter);
+            // Once per cached adapter version, at its first use: B transposed in place, so that this
+            // and every later join copies the row's units in blocks (lora/adapter.ts toServed).
+            poolBytes = this.pool.rowBytes(toServed(got.lease.adapter));
           } catch (e) {
             // Loaded and valid for the store, yet not for this model's graphs: serve without it.
             got.lease.release();

@@ -1,13 +1,11 @@
 /**
  * The adapter-load thread: reads, verifies and decodes adapters with the store and hands the tensors
- * back by transfer (no copy), in the served form (B transposed in place, lora/adapter.ts toServed):
- * the layout the row pool copies in blocks when a row joins, so that work is done here, off the
- * serving thread, once per load rather than there at every join. It exists because the serving thread is busy inside ONNX Runtime for
+ * back by transfer (no copy). It exists because the serving thread is busy inside ONNX Runtime for
  * most of each decode step; a load there is a chain of small fs operations that advances only
  * between steps, which made a 2 MB load take ~100 ms under load instead of ~2 ms.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { type ServedAdapter, toServed } from '../lora/adapter.js';
+import type { Adapter } from '../lora/adapter.js';
 import type { AdapterModel } from '../lora/format.js';
 import { AdapterStore, type VerifyMode } from '../lora/store.js';
 
@@ -19,7 +17,7 @@ export interface LoadRequest {
 }
 
 export type LoadReply =
-  | { id: number; ok: true; adapter: ServedAdapter }
+  | { id: number; ok: true; adapter: Adapter }
   | { id: number; ok: false; error: { name: string; code?: string; message: string; details?: unknown } };
 
 const data = workerData as { root: string; model: AdapterModel; verify?: VerifyMode };
@@ -27,9 +25,8 @@ const store = new AdapterStore(data.root, data.model, { verify: data.verify });
 
 parentPort!.on('message', (req: LoadRequest) => {
   store.read(req.path, req.sha256, { userId: req.userId }).then(
-    (read) => {
-      const adapter = toServed(read);
-      const buffers = [...new Set(adapter.pairs.flatMap((p) => [p.A.buffer, p.Bt.buffer]))] as ArrayBuffer[];
+    (adapter) => {
+      const buffers = [...new Set(adapter.pairs.flatMap((p) => [p.A.buffer, p.B.buffer]))] as ArrayBuffer[];
       const reply: LoadReply = { id: req.id, ok: true, adapter };
       try {
         parentPort!.postMessage(reply, buffers);

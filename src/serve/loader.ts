@@ -1,20 +1,19 @@
 /**
  * Adapter loads off the serving thread: the same `read(path, sha256, {userId})` as AdapterStore,
- * answered by a worker thread (load-worker.ts) that owns its own store, in the served form (B
- * transposed: lora/adapter.ts ServedAdapter). Errors come back as
+ * answered by a worker thread (load-worker.ts) that owns its own store. Errors come back as
  * AdapterStoreError with their code, so callers handle them as they would the store's.
  */
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import type { AnyAdapter, ServedAdapter } from '../lora/adapter.js';
+import type { Adapter } from '../lora/adapter.js';
 import type { AdapterModel } from '../lora/format.js';
 import { AdapterStoreError, type AdapterStoreErrorCode, type ReadOptions, type VerifyMode } from '../lora/store.js';
 import type { LoadReply, LoadRequest } from './load-worker.js';
 
 export interface AdapterReader {
-  read(path: string, sha256: string, options?: ReadOptions): Promise<AnyAdapter>;
+  read(path: string, sha256: string, options?: ReadOptions): Promise<Adapter>;
 }
 
 /** Under tsx the worker is TypeScript: register tsx's hooks in the worker before importing it (as src/inject/jobs.ts does). */
@@ -31,7 +30,7 @@ function spawn(data: unknown): Worker {
 export class WorkerAdapterLoader implements AdapterReader {
   private worker: Worker | null = null;
   private nextId = 1;
-  private readonly pending = new Map<number, { resolve: (a: ServedAdapter) => void; reject: (e: Error) => void }>();
+  private readonly pending = new Map<number, { resolve: (a: Adapter) => void; reject: (e: Error) => void }>();
   private closed = false;
 
   constructor(
@@ -40,7 +39,7 @@ export class WorkerAdapterLoader implements AdapterReader {
     private readonly verify: VerifyMode = 'once',
   ) {}
 
-  read(path: string, sha256: string, options: ReadOptions = {}): Promise<ServedAdapter> {
+  read(path: string, sha256: string, options: ReadOptions = {}): Promise<Adapter> {
     if (this.closed) return Promise.reject(new AdapterStoreError('adapter_io', 'the adapter loader is closed', { path }));
     if (options.userId === undefined) return Promise.reject(new AdapterStoreError('bad_adapter_path', 'a serving load names its user', { path }));
     const id = this.nextId++;

@@ -56,16 +56,17 @@ describe('mergeModules', () => {
 });
 
 describe('toServed', () => {
-  it('transposes every B into its own memory (Bt [rank, out]): same bytes, same map, nothing copied twice', () => {
+  it('turns the adapter itself into the served form: every B transposed in its own memory (Bt [rank, out]), same bytes', () => {
     const a = initAdapter({ layers: [true, true, false], n: 3, r: 8 }, targets, 5);
     for (const p of a.pairs) p.B.forEach((_, i) => (p.B[i] = Math.sin(i + p.target.layer)));
     const before = a.pairs.map((p) => ({ A: p.A, B: Float32Array.from(p.B), mem: p.B, rank: p.rank, out: p.target.outFeatures, inF: p.target.inFeatures }));
     const bytes = adapterBytes(a);
     const s = toServed(a);
+    expect(s).toBe(a as unknown); // the same object: the cache's entry is served from now on
     expect(adapterBytes(s)).toBe(bytes);
-    expect(s.scaling).toBe(a.scaling);
     s.pairs.forEach((p, i) => {
       const b = before[i];
+      expect('B' in p).toBe(false);
       expect(p.A).toBe(b.A);
       expect(p.Bt).toBe(b.mem); // the same memory, rewritten
       for (let k = 0; k < b.rank; k++) for (let o = 0; o < b.out; o++) expect(p.Bt[k * b.out + o]).toBe(b.B[o * b.rank + k]);
@@ -74,5 +75,9 @@ describe('toServed', () => {
       const y = Array.from({ length: b.out }, (_, o) => h.reduce((acc, hk, k) => acc + p.Bt[k * b.out + o] * hk, 0));
       expect(y).toEqual(apply(b.A, b.B, b.rank, b.inF, b.out, x));
     });
+    // Served already: nothing changes a second time.
+    const again = s.pairs.map((p) => Float32Array.from(p.Bt));
+    expect(toServed(s)).toBe(s);
+    s.pairs.forEach((p, i) => expect([...p.Bt]).toEqual([...again[i]]));
   });
 });

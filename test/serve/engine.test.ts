@@ -8,7 +8,7 @@ import { readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { getAdapterVersion } from '../../src/db/queries/adapters.js';
-import { AdapterCache } from '../../src/lora/cache.js';
+import { AdapterCache, adapterKey } from '../../src/lora/cache.js';
 import { type Counter, type Histogram, Registry } from '../../src/metrics.js';
 import type { Engine } from '../../src/serve/engine.js';
 import { ServeError } from '../../src/serve/errors.js';
@@ -125,6 +125,12 @@ describe('mixed-user batches', () => {
       expect(reads.mock.calls.filter((c) => c[2]?.userId === 'flight')).toHaveLength(1);
       expect(new Set(got.map((r) => r.text)).size).toBe(1);
       expect(got.every((r) => r.personalization.mode === 'injected')).toBe(true);
+      // The cached adapter was turned into the served form (B^T) in place, once, at its first use.
+      const lease = await f.cache.acquire(adapterKey('flight', 1), () => Promise.reject(new Error('not cached')));
+      expect(lease.adapter.pairs.every((p) => 'Bt' in p && !('B' in p))).toBe(true);
+      lease.release();
+      const again = await e.generate(req('flight', { maxTokens: 4 }), never());
+      expect(again.text).toBe(got[0].text);
     } finally {
       reads.mockRestore();
     }

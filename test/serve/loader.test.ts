@@ -20,12 +20,7 @@ describe('WorkerAdapterLoader', () => {
     const ref = await f.store.read(w.path, w.sha256, { userId: 'wa' });
     expect(got.spec).toEqual(ref.spec);
     expect(got.scaling).toBe(ref.scaling);
-    // Served form: B transposed (Bt [rank, out]), the layout the row pool copies in blocks.
-    const transpose = (b: Float32Array, rank: number): number[] => {
-      const out = b.length / rank;
-      return Array.from({ length: b.length }, (_, i) => b[(i % out) * rank + Math.floor(i / out)]);
-    };
-    expect(got.pairs.map((p) => [p.target, p.rank, [...p.A], [...p.Bt]])).toEqual(ref.pairs.map((p) => [p.target, p.rank, [...p.A], transpose(p.B, p.rank)]));
+    expect(got.pairs.map((p) => [p.target, p.rank, [...p.A], [...p.B]])).toEqual(ref.pairs.map((p) => [p.target, p.rank, [...p.A], [...p.B]]));
     expect(got.pairs[0].A).toBeInstanceOf(Float32Array);
   });
 
