@@ -79,6 +79,9 @@ export function adapterBytes(a: AnyAdapter): number {
   return (a.pairs as Array<LoraPair | ServedPair>).reduce((s, p) => s + p.A.byteLength + ('B' in p ? p.B : p.Bt).byteLength, 0);
 }
 
+/** toServed's transposition buffer: one for the process, grown as needed. */
+let scratch = new Float32Array(0);
+
 /**
  * Turn an adapter into its served form in place: each B is transposed in its own memory and becomes
  * Bt (the pair loses B), so no second copy of the weights is made and the cache's byte count holds.
@@ -89,7 +92,8 @@ export function toServed(a: AnyAdapter): ServedAdapter {
   const pairs = a.pairs as Array<LoraPair | ServedPair>;
   const size = Math.max(0, ...pairs.map((p) => ('B' in p ? p.B.length : 0)));
   if (size === 0) return a as ServedAdapter;
-  const scratch = new Float32Array(size);
+  // A fresh buffer per adapter would be garbage for the collector to chase while serving.
+  if (scratch.length < size) scratch = new Float32Array(size);
   for (const p of pairs) {
     if (!('B' in p)) continue;
     const m = p as Partial<LoraPair> & Partial<ServedPair> & { rank: number; target: LoraTarget };
