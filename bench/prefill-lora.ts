@@ -2,7 +2,8 @@
  * What a prefill with adapters costs (issue 7's analysis): 1, 2 and 8 joiners with the mixed ranks
  * and layer sets of bench/rank-groups.ts, prompts of T tokens, on the default model; plain prefill
  * vs the unit graph (mode `rows`, row-pool.ts), interleaved so machine load drifts over both alike;
- * the mean of the fastest quarter of 40 runs of each.
+ * the mean of the fastest quarter of 40 runs of each. Then the cost of writing a joiner's units into
+ * the pool with its adapter as stored (B) and as served (B^T).
  *
  *   npx tsx bench/prefill-lora.ts [--threads N] [--tokens T]
  *
@@ -13,7 +14,7 @@ import { join } from 'node:path';
 import { repoRoot } from '../src/config.js';
 import { Model } from '../src/model/model.js';
 import { RowPool } from '../src/model/row-pool.js';
-import { initAdapter } from '../src/lora/adapter.js';
+import { initAdapter, toServed } from '../src/lora/adapter.js';
 import { loraTargets } from '../src/model/weights.js';
 
 const arg = (name: string, dflt: number): number => (process.argv.includes(name) ? Number(process.argv[process.argv.indexOf(name) + 1]) : dflt);
@@ -59,6 +60,27 @@ for (const v of variants) {
   out[name(v)] = { ms: +ms.toFixed(3), vsPlain: +(ms / med(times.get(name({ rows: v.rows, mode: 'plain' }))!)).toFixed(3) };
 }
 console.table(out);
+
+// Writing a joiner's units into the pool (RowPool.input after add): its adapter as stored (B [out, r]:
+// transposed at the join) and as served (B^T, lora/adapter.ts toServed: block copies).
+const served = adapters.map((a) => toServed({ spec: { layers: [], n: 1, r: 8 }, scaling: a.scaling, pairs: a.pairs.map((p) => ({ ...p, B: p.B.slice() })) }));
+const joins: Record<string, number[]> = { stored: [], served: [] };
+const writer = new RowPool(cfg, { maxRows: 8 });
+let id = 0;
+for (let r = 0; r < 24; r++) {
+  for (const [kind, list] of [['stored', adapters], ['served', served]] as const) {
+    for (const a of list) {
+      writer.add(id, a);
+      const t = performance.now();
+      writer.input(writer.size - 1, writer.size);
+      if (r > 3) joins[kind].push(performance.now() - t);
+      writer.remove(id++);
+    }
+  }
+}
+const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+const joinWrite = { storedMs: +mean(joins.stored).toFixed(3), servedMs: +mean(joins.served).toFixed(3), meanRank: mix.reduce((a, b) => a + b, 0) / mix.length };
+console.log(`writing a joiner's units (mean over the ${mix.length} adapters): as stored ${joinWrite.storedMs} ms, as served ${joinWrite.servedMs} ms`);
 const dir = join(repoRoot, 'bench', 'results');
 mkdirSync(dir, { recursive: true });
-writeFileSync(join(dir, 'prefill-lora.json'), `${JSON.stringify({ bench: 'prefill-lora', date: new Date().toISOString(), command: `npx tsx bench/prefill-lora.ts${process.argv.slice(2).map((a) => ` ${a}`).join('')}`, tokens: T, ranks: mix, results: out }, null, 2)}\n`);
+writeFileSync(join(dir, 'prefill-lora.json'), `${JSON.stringify({ bench: 'prefill-lora', date: new Date().toISOString(), command: `npx tsx bench/prefill-lora.ts${process.argv.slice(2).map((a) => ` ${a}`).join('')}`, tokens: T, ranks: mix, results: out, joinWrite }, null, 2)}\n`);
