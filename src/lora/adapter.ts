@@ -4,6 +4,7 @@
  */
 import type { LoraTarget } from '../model/weights.js';
 import { Rng } from '../util/rng.js';
+import { transposeInto } from '../util/transpose.js';
 import { type AdapterSpec, injectedLayers, isVanilla, scalingOf, totalRank } from './spec.js';
 
 /** One feed-forward linear map that can carry LoRA: the model's own declaration, so the two never drift. */
@@ -97,22 +98,16 @@ export function toServed(a: AnyAdapter): ServedAdapter {
   for (const p of pairs) {
     if (!('B' in p)) continue;
     const m = p as Partial<LoraPair> & Partial<ServedPair> & { rank: number; target: LoraTarget };
-    transposeInPlace(m.B!, m.target.outFeatures, m.rank, scratch);
+    const B = m.B!;
+    const tmp = scratch.subarray(0, B.length);
+    tmp.set(B);
+    transposeInto(tmp, m.target.outFeatures, m.rank, B);
     m.Bt = m.B;
     delete m.B;
   }
   return a as ServedAdapter;
 }
 
-/** m [rows, cols] becomes m^T [cols, rows] in its own memory, through `scratch` (at least m's size). */
-function transposeInPlace(m: Float32Array, rows: number, cols: number, scratch: Float32Array): void {
-  scratch.set(m);
-  // Sequential writes, strided reads: about 2x faster than the other way round.
-  for (let c = 0; c < cols; c++) {
-    const dst = c * rows;
-    for (let r = 0; r < rows; r++) m[dst + r] = scratch[r * cols + c];
-  }
-}
 
 /**
  * Merge n separately held rank-r modules into the stored rank-n*r pair: stack the A's by rows,

@@ -8,6 +8,7 @@
 import type { HostTensor } from '../graph/types.js';
 import type { ModelConfig } from './config.js';
 import type { LoraSpec } from './layers.js';
+import { transposeInto } from '../util/transpose.js';
 import { LORA_MAPS, mapFeatures } from './weights.js';
 
 /**
@@ -46,13 +47,10 @@ export interface CheckedPair {
   Bt?: Float32Array;
 }
 
-/** [rows, cols] -> [cols, rows]. */
+/** [rows, cols] -> a new [cols, rows]. */
 function transposed(m: Float32Array, rows: number, cols: number): Float32Array {
   const t = new Float32Array(m.length);
-  for (let c = 0; c < cols; c++) {
-    const dst = c * rows;
-    for (let r = 0; r < rows; r++) t[dst + r] = m[r * cols + c];
-  }
+  transposeInto(m, rows, cols, t);
   return t;
 }
 
