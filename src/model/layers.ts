@@ -25,7 +25,7 @@ export type GraphKind = 'train' | 'prefill' | 'decode';
  * - `rows`: each row's own adapter, cut per layer into rank units of width W (row-pool.ts). Per
  *   adapted layer l: `unit.{l}.{map}.A` [U{l}, W, in] (W rows of A), `unit.{l}.{map}.Bt` [U{l}, W, out]
  *   (the same rows of B^T), `rows.{l}` int64 [U{l}] (the batch row of each unit) and `sel.{l}`
- *   [B, U{l}] (row b's scaling where unit u belongs to row b, else 0). The units gather their rows'
+ *   [B, 1, U{l}] (row b's scaling where unit u belongs to row b, else 0). The units gather their rows'
  *   activations (small), multiply by their own weights in place (no adapter is gathered per call; ORT
  *   folds the transpose of A into MatMul), and `sel` sums each row's units into its output; a row
  *   without units on a layer gets nothing there. A batch pays for its rows' own ranks on their own
@@ -122,13 +122,13 @@ export class Ctx {
   }
 }
 
-/** The unit rows `rows.{l}` int64 [U{l}] and selection `sel.{l}` [B, U{l}] of layer l, created once per graph. */
+/** The unit rows `rows.{l}` int64 [U{l}] and selection `sel.{l}` [B, 1, U{l}] of layer l, created once per graph. */
 function unitRows(ctx: Ctx, l: number): { rows: Value; sel: Value } {
   const find = (name: string) => ctx.g.inputs.find((v) => v.name === name);
   const u = DIM.units(l);
   return {
     rows: find(`rows.${l}`) ?? ctx.g.input(`rows.${l}`, 'int64', [u]),
-    sel: find(`sel.${l}`) ?? ctx.g.input(`sel.${l}`, 'float32', [DIM.batch, u]),
+    sel: find(`sel.${l}`) ?? ctx.g.input(`sel.${l}`, 'float32', [DIM.batch, 1, u]),
   };
 }
 
@@ -144,9 +144,10 @@ function loraRows(ctx: Ctx, l: number, map: string, x: Value, base: Value): Valu
   const bt = ctx.input(`unit.${l}.${map}.Bt`, [u, DIM.unit, o]);
   // The units keep the served adapter's layout (rows of A and of B^T): ORT folds A's transpose into MatMul.
   const z = ops.matmul(ops.matmul(ops.gather(x, rows, 0), ops.transposeLast2(a)), bt); // [U, T, out]
-  // Sum each row's units: sel [B, U] x z [U, T*out] -> [B, T*out] -> [B, T, out].
+  // Sum each row's units: sel [B, 1, U] x z [U, T*out] -> [B, 1, T*out], which in a decode step
+  // (T = 1) is already the shape of base.
   const summed = ops.matmul(sel, ops.reshape(z, [u, -1]));
-  return ops.add(base, ops.reshape(summed, [DIM.batch, ctx.seq, o]));
+  return ops.add(base, ctx.seq === 1 ? summed : ops.reshape(summed, [DIM.batch, ctx.seq, o]));
 }
 
 /** x W for Conv1D weights stored [in, out] (GPT-2). */

@@ -252,7 +252,7 @@ export class RowPool {
    * decode step): mode `rows` on every layer, so that one prefill and one decode graph serve every
    * mix of layer sets (a graph per layer mask would mean up to 2^L compiles while serving); a layer
    * none of them adapts gets one all-zero unit that no row selects. Undefined when no row has an
-   * adapter. Per layer l: `rows.{l}` int64 [U] (the call's row of each unit), `sel.{l}` [n, U]
+   * adapter. Per layer l: `rows.{l}` int64 [U] (the call's row of each unit), `sel.{l}` [n, 1, U]
    * (row b's scaling where unit u belongs to row b, else 0) and the units' `unit.{l}.{map}.A`
    * [U, W, in] and `unit.{l}.{map}.Bt` [U, W, out].
    * The units of all rows are views of the pools; those of a sub-range are views where they lie
@@ -291,7 +291,7 @@ export class RowPool {
         sel[b * u + k] = this.rowsList[b + from].scaling;
       });
       feeds[`rows.${p.layer}`] = { dtype: 'int64', dims: [u], data: rows };
-      feeds[`sel.${p.layer}`] = { dtype: 'float32', dims: [n, u], data: sel };
+      feeds[`sel.${p.layer}`] = { dtype: 'float32', dims: [n, 1, u], data: sel };
       const together = slots[u - 1] - slots[0] === u - 1;
       for (const m of p.bufs) {
         const aLen = w * m.inF;
@@ -328,7 +328,7 @@ export class RowPool {
       return z;
     };
     feeds[`rows.${layer}`] = { dtype: 'int64', dims: [1], data: new BigInt64Array(1) };
-    feeds[`sel.${layer}`] = { dtype: 'float32', dims: [n, 1], data: zeros(n) };
+    feeds[`sel.${layer}`] = { dtype: 'float32', dims: [n, 1, 1], data: zeros(n) };
     for (const map of LORA_MAPS[this.cfg.family]) {
       const { inFeatures: inF, outFeatures: outF } = mapFeatures(this.cfg, map);
       feeds[`unit.${layer}.${map}.A`] = { dtype: 'float32', dims: [1, w, inF], data: zeros(w * inF) };

@@ -53,7 +53,7 @@ describe('RowPool layout', () => {
     expect(feeds['unit.0.mlp.c_fc.A'].dims).toEqual([1, 2, 16]);
     expect(floats(feeds['unit.0.mlp.c_fc.A']).every((v) => v === 0)).toBe(true);
     expect([...feeds['rows.1'].data]).toEqual([1n, 1n]); // both units serve batch row 1 ('y')
-    expect(feeds['sel.1'].dims).toEqual([2, 2]);
+    expect(feeds['sel.1'].dims).toEqual([2, 1, 2]); // [rows, 1, units]
     expect(floats(feeds['sel.1'])).toEqual([0, 0, 0.5, 0.5]); // row 1's scaling on its units
     const A = feeds['unit.1.mlp.c_fc.A'];
     const B = feeds['unit.1.mlp.c_fc.Bt'];
@@ -85,7 +85,7 @@ describe('RowPool layout', () => {
     expect('feeds' in inp && inp.lora).toEqual({ mode: 'rows', layers: [true, true] });
     expect([...feeds['rows.0'].data]).toEqual([0n, 1n, 1n, 1n]);
     expect([...feeds['rows.1'].data]).toEqual([1n, 1n, 1n, 3n, 3n]);
-    // sel.1 [4 rows, 5 units]: row 1 owns units 0-2, row 3 units 3-4 (each with its scaling), rows 0 and 2 none.
+    // sel.1 [4 rows, 1, 5 units]: row 1 owns units 0-2, row 3 units 3-4 (each with its scaling), rows 0 and 2 none.
     const [sb, sd] = [adapters.b.scaling, adapters.d.scaling];
     expect(floats(feeds['sel.1'])).toEqual([0, 0, 0, 0, 0, sb, sb, sb, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, sd, sd]);
     expect(feeds['unit.0.mlp.c_fc.A'].dims).toEqual([4, 4, 16]);
