@@ -124,11 +124,11 @@ export class Ctx {
 
 /** The unit rows `rows.{l}` int64 [U{l}] and selection `sel.{l}` [B, 1, U{l}] of layer l, created once per graph. */
 function unitRows(ctx: Ctx, l: number): { rows: Value; sel: Value } {
-  const find = (name: string) => ctx.g.inputs.find((v) => v.name === name);
   const u = DIM.units(l);
+  const name = `rows.${l}`;
   return {
-    rows: find(`rows.${l}`) ?? ctx.g.input(`rows.${l}`, 'int64', [u]),
-    sel: find(`sel.${l}`) ?? ctx.g.input(`sel.${l}`, 'float32', [DIM.batch, 1, u]),
+    rows: ctx.g.inputs.find((v) => v.name === name) ?? ctx.g.input(name, 'int64', [u]),
+    sel: ctx.input(`sel.${l}`, [DIM.batch, 1, u]), // float inputs are cached by Ctx.input
   };
 }
 
