@@ -2,8 +2,11 @@
  * What a prefill with adapters costs (issue 7's analysis): 1, 2 and 8 joiners with the mixed ranks
  * and layer sets of bench/rank-groups.ts, prompts of T tokens, on the default model; plain prefill
  * vs the unit graph (mode `rows`, row-pool.ts), interleaved so machine load drifts over both alike;
- * the mean of the fastest quarter of 40 runs of each. Then the cost of writing a joiner's units into
- * the pool with its adapter as stored (B) and as served (B^T).
+ * the mean of the fastest quarter of 40 runs of each. A lone joiner, as the engine reads it: through
+ * its adapter as served (mode `single` with B^T, rank 0 on the layers it leaves alone) against the
+ * unit graph and plain, each of the eight adapters in turn (per adapter the fastest of its runs,
+ * then the mean over adapters). Then the cost of writing a joiner's units into the pool with its
+ * adapter as stored (B) and as served (B^T).
  *
  *   npx tsx bench/prefill-lora.ts [--threads N] [--tokens T]
  *
@@ -61,9 +64,32 @@ for (const v of variants) {
 }
 console.table(out);
 
+// A lone joiner, each adapter in turn: plain, the unit graph, its adapter as served (the engine's path).
+const served = adapters.map((a) => toServed({ spec: { layers: [], n: 1, r: 8 }, scaling: a.scaling, pairs: a.pairs.map((p) => ({ ...p, B: p.B.slice() })) }));
+const alone = { plain: 0, rows: 1, served: 2 } as const;
+const best: number[][][] = Object.keys(alone).map(() => adapters.map(() => []));
+const lone = (k: number, how: keyof typeof alone) =>
+  model.prefill([prompts[k]], how === 'plain' ? undefined : how === 'rows' ? pool.input(k, k + 1) : { adapter: served[k], everyLayer: true });
+for (let k = 0; k < adapters.length; k++) for (const how of Object.keys(alone) as (keyof typeof alone)[]) await lone(k, how);
+for (let r = 0; r < 6; r++) {
+  for (let k = 0; k < adapters.length; k++) {
+    for (const how of Object.keys(alone) as (keyof typeof alone)[]) {
+      const t = performance.now();
+      await lone(k, how);
+      best[alone[how]][k].push(performance.now() - t);
+    }
+  }
+}
+const loneMs = best.map((perAdapter) => perAdapter.reduce((s, xs) => s + Math.min(...xs), 0) / perAdapter.length);
+const loneJoiner = {
+  plainMs: +loneMs[0].toFixed(3),
+  rowsVsPlain: +(loneMs[1] / loneMs[0]).toFixed(3),
+  servedVsPlain: +(loneMs[2] / loneMs[0]).toFixed(3),
+};
+console.log(`a lone joiner (mean over the ${adapters.length} adapters): unit graph ${loneJoiner.rowsVsPlain}x plain, its adapter as served ${loneJoiner.servedVsPlain}x plain (plain ${loneJoiner.plainMs} ms)`);
+
 // Writing a joiner's units into the pool (RowPool.input after add): its adapter as stored (B [out, r]:
 // transposed at the join) and as served (B^T, lora/adapter.ts toServed: block copies).
-const served = adapters.map((a) => toServed({ spec: { layers: [], n: 1, r: 8 }, scaling: a.scaling, pairs: a.pairs.map((p) => ({ ...p, B: p.B.slice() })) }));
 const joins: Record<string, number[]> = { stored: [], served: [] };
 const writer = new RowPool(cfg, { maxRows: 8 });
 let id = 0;
@@ -83,4 +109,4 @@ const joinWrite = { storedMs: +mean(joins.stored).toFixed(3), servedMs: +mean(jo
 console.log(`writing a joiner's units (mean over the ${mix.length} adapters): as stored ${joinWrite.storedMs} ms, as served ${joinWrite.servedMs} ms`);
 const dir = join(repoRoot, 'bench', 'results');
 mkdirSync(dir, { recursive: true });
-writeFileSync(join(dir, 'prefill-lora.json'), `${JSON.stringify({ bench: 'prefill-lora', date: new Date().toISOString(), command: `npx tsx bench/prefill-lora.ts${process.argv.slice(2).map((a) => ` ${a}`).join('')}`, tokens: T, ranks: mix, results: out, joinWrite }, null, 2)}\n`);
+writeFileSync(join(dir, 'prefill-lora.json'), `${JSON.stringify({ bench: 'prefill-lora', date: new Date().toISOString(), command: `npx tsx bench/prefill-lora.ts${process.argv.slice(2).map((a) => ` ${a}`).join('')}`, tokens: T, ranks: mix, results: out, loneJoiner, joinWrite }, null, 2)}\n`);

@@ -51,6 +51,10 @@ export function normaliseSpec(cfg: ModelConfig, spec: GraphSpec): GraphSpec {
   const out: GraphSpec = { kind: spec.kind };
   if (lora && lora.layers.some(Boolean)) {
     out.lora = { mode: lora.mode, layers: [...lora.layers] };
+    if (lora.bt) {
+      if (lora.mode !== 'single') throw new BuilderError('bad_spec', `a transposed B (bt) applies to LoRA mode single, not ${lora.mode}`);
+      out.lora.bt = true;
+    }
   }
   if (spec.allLogits) out.allLogits = true;
   return out;
@@ -61,7 +65,7 @@ const maskBits = (l: LoraSpec): string => l.layers.map((b) => (b ? '1' : '0')).j
 /** The runner cache key: the config's structure plus everything in the spec that changes the graph. */
 export function sessionKey(cfg: ModelConfig, spec: GraphSpec): string {
   const s = normaliseSpec(cfg, spec);
-  const lora = s.lora ? `${s.lora.mode}:${maskBits(s.lora)}` : 'nolora';
+  const lora = s.lora ? `${s.lora.mode}${s.lora.bt ? '+bt' : ''}:${maskBits(s.lora)}` : 'nolora';
   return `${configFingerprint(cfg)}#${s.kind}${s.allLogits ? '+all' : ''}#${lora}`;
 }
 
@@ -73,7 +77,7 @@ function output(g: Graph, name: string, v: Value): void {
 
 export function buildGraph(cfg: ModelConfig, spec: GraphSpec): Graph {
   const s = normaliseSpec(cfg, spec);
-  const g = new Graph(`${cfg.family}_${s.kind}${s.lora ? `_${s.lora.mode}_${maskBits(s.lora)}` : ''}`);
+  const g = new Graph(`${cfg.family}_${s.kind}${s.lora ? `_${s.lora.mode}${s.lora.bt ? '_bt' : ''}_${maskBits(s.lora)}` : ''}`);
   const ctx = new Ctx(g, cfg, s);
   const { nLayers, nKvHeads: hkv, headDim: dh, dModel: d, vocabSize: v } = cfg;
   const seq = ctx.seq;

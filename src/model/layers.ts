@@ -19,7 +19,8 @@ export type GraphKind = 'train' | 'prefill' | 'decode';
 /**
  * How LoRA enters the feed-forward maps.
  * - `single`: one adapter for the whole batch: `lora.{l}.{map}.A` [R{l}, in], `lora.{l}.{map}.B`
- *   [out, R{l}] and a scalar `lora_scale`; h = W x + scale (x A^T) B^T.
+ *   [out, R{l}] and a scalar `lora_scale`; h = W x + scale (x A^T) B^T. With `bt`, the adapter as
+ *   served: `lora.{l}.{map}.Bt` [R{l}, out] (B transposed) in place of B, the same product.
  * - `pool`: a pool of adapter slots, one per row: `pool.{l}.{map}.A` [S, PR, in], `pool.{l}.{map}.B`
  *   [S, out, PR] (scale folded into B, ranks zero-padded to PR) and `slot` int64 [B].
  * - `rows`: each row's own adapter, cut per layer into rank units of width W (row-pool.ts). Per
@@ -35,6 +36,8 @@ export type GraphKind = 'train' | 'prefill' | 'decode';
 export interface LoraSpec {
   mode: 'single' | 'pool' | 'rows';
   layers: readonly boolean[];
+  /** Mode `single` only: B is fed transposed, as `lora.{l}.{map}.Bt` [R{l}, out]. */
+  bt?: boolean;
 }
 
 export interface GraphSpec {
@@ -106,10 +109,10 @@ export class Ctx {
     if (lora.mode === 'single') {
       const r = DIM.rank(l);
       const a = this.input(`lora.${l}.${map}.A`, [r, i]);
-      const b = this.input(`lora.${l}.${map}.B`, [o, r]);
+      const bt = lora.bt ? this.input(`lora.${l}.${map}.Bt`, [r, o]) : ops.transposeLast2(this.input(`lora.${l}.${map}.B`, [o, r]));
       this.scale ??= this.g.input('lora_scale', 'float32', []);
       // Scale the rank-R intermediate: the smallest tensor on the path.
-      return ops.matmul(ops.mul(ops.matmul(x, ops.transposeLast2(a)), this.scale), ops.transposeLast2(b));
+      return ops.matmul(ops.mul(ops.matmul(x, ops.transposeLast2(a)), this.scale), bt);
     }
     if (lora.mode === 'rows') throw new Error('rows-mode LoRA is applied by loraRows(), not as a delta');
     const a = this.input(`pool.${l}.${map}.A`, [DIM.slots, DIM.poolRank, i]);

@@ -102,17 +102,33 @@ export function checkAdapter(cfg: ModelConfig, adapter: AdapterLike): { layers: 
   return { layers, pairs };
 }
 
-/** The spec and feeds for one adapter; an empty adapter gives no spec (the plain model). */
-export function adapterFeeds(cfg: ModelConfig, adapter: AdapterLike): { lora?: LoraSpec; feeds: Record<string, HostTensor> } {
+const NO_WEIGHTS = new Float32Array(0);
+
+/**
+ * The spec and feeds for one adapter, in the layout it is held in (B as stored, or Bt as served: no
+ * copy either way); an empty adapter gives no spec (the plain model). With `everyLayer`, the graph has
+ * LoRA on every layer and the layers the adapter leaves alone get rank 0 (empty A and B, whose term
+ * is exactly zero): one graph for every adapter, not one per layer set.
+ */
+export function adapterFeeds(cfg: ModelConfig, adapter: AdapterLike, opts: { everyLayer?: boolean } = {}): { lora?: LoraSpec; feeds: Record<string, HostTensor> } {
   const { layers, pairs } = checkAdapter(cfg, adapter);
   if (!layers.some(Boolean)) return { feeds: {} };
   const feeds: Record<string, HostTensor> = { lora_scale: { dtype: 'float32', dims: [], data: Float32Array.of(adapter.scaling) } };
-  for (const p of pairs.values()) {
-    const { inFeatures: i, outFeatures: o } = mapFeatures(cfg, p.map);
-    feeds[`lora.${p.layer}.${p.map}.A`] = { dtype: 'float32', dims: [p.rank, i], data: p.A };
-    feeds[`lora.${p.layer}.${p.map}.B`] = { dtype: 'float32', dims: [o, p.rank], data: pairB(p) };
+  const served = [...pairs.values()].every((p) => p.Bt !== undefined);
+  const put = (layer: number, map: string, rank: number, a: Float32Array, b: Float32Array): void => {
+    const { inFeatures: i, outFeatures: o } = mapFeatures(cfg, map);
+    feeds[`lora.${layer}.${map}.A`] = { dtype: 'float32', dims: [rank, i], data: a };
+    if (served) feeds[`lora.${layer}.${map}.Bt`] = { dtype: 'float32', dims: [rank, o], data: b };
+    else feeds[`lora.${layer}.${map}.B`] = { dtype: 'float32', dims: [o, rank], data: b };
+  };
+  for (const p of pairs.values()) put(p.layer, p.map, p.rank, p.A, served ? p.Bt! : pairB(p));
+  if (opts.everyLayer) {
+    layers.forEach((on, l) => {
+      if (!on) for (const m of LORA_MAPS[cfg.family]) put(l, m, 0, NO_WEIGHTS, NO_WEIGHTS);
+    });
   }
-  return { lora: { mode: 'single', layers }, feeds };
+  const mask = opts.everyLayer ? layers.map(() => true) : layers;
+  return { lora: served ? { mode: 'single', layers: mask, bt: true } : { mode: 'single', layers: mask }, feeds };
 }
 
 /**
@@ -216,14 +232,14 @@ export class SlotPool {
  * out already (the unit pool, row-pool.ts: `lora` is its spec, `feeds` its views).
  */
 export type LoraInput =
-  | { adapter: AdapterLike }
+  | { adapter: AdapterLike; everyLayer?: boolean }
   | { pool: SlotPool; slots: readonly number[] }
   | { lora: LoraSpec; feeds: Record<string, HostTensor> };
 
 /** The spec and feeds of a call's LoRA input for a batch of `rows` rows. */
 export function loraInputFeeds(cfg: ModelConfig, lora: LoraInput | undefined, rows: number): { lora?: LoraSpec; feeds: Record<string, HostTensor> } {
   if (!lora) return { feeds: {} };
-  if ('adapter' in lora) return adapterFeeds(cfg, lora.adapter);
+  if ('adapter' in lora) return adapterFeeds(cfg, lora.adapter, { everyLayer: lora.everyLayer });
   if ('feeds' in lora) return { lora: lora.lora, feeds: lora.feeds };
   if (lora.slots.length !== rows) throw new LoraFeedError('slot_count', `${lora.slots.length} slots for ${rows} rows`, { slots: lora.slots.length, rows });
   for (const s of lora.slots) {

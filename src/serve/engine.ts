@@ -9,7 +9,8 @@
  * time and a load here would only advance between steps). Between decode steps the loop
  *   1. frees the rows and queue places of cancelled requests (client gone),
  *   2. admits ready requests in arrival order into free rows (up to maxBatch, and within the pool's
- *      byte budget) with one batched prefill of their prompts,
+ *      byte budget) with one batched prefill of their prompts (through the row pool's units; a lone
+ *      joiner with an adapter, the common case, through its adapter as served: fewer, larger ops),
  *   3. runs one decode step of every row and streams each row's token to its request,
  *   4. removes finished rows, releasing their adapter leases.
  *
@@ -429,11 +430,14 @@ export class Engine {
       this.m.queueSeconds.observe({ mode: job.personalization.mode }, (t0 - job.t.arrived) / 1000);
       this.pool.add(job.row, job.lease?.adapter ?? null);
     }
+    // One joiner with an adapter (the common case) is read through its adapter as served: one matmul
+    // pair per map at its own rank, none of the unit pool's gather and per-row sums.
+    const lease = joiners.length === 1 ? joiners[0].lease : undefined;
     let pre;
     try {
       pre = await this.model.prefill(
         joiners.map((j) => j.ids),
-        this.pool.input(start, this.pool.size),
+        lease ? { adapter: lease.adapter, everyLayer: true } : this.pool.input(start, this.pool.size),
       );
     } catch (e) {
       this.logger.error('prefill failed', { rows: joiners.length, err: e instanceof Error ? e.stack : String(e) });

@@ -122,10 +122,14 @@ export async function createServeServices(setup: ServeSetup, opts: ServeOptions 
         logger,
         ...opts.engine,
       });
-      // First requests should not pay the compiles: the plain graphs and the adapter-row graphs (the
-      // row pool feeds every layer, so these four are all that serving compiles).
-      const rows = { mode: 'rows' as const, layers: Array(model.config.nLayers).fill(true) };
-      for (const spec of [{ kind: 'prefill' as const }, { kind: 'decode' as const }, { kind: 'prefill' as const, lora: rows }, { kind: 'decode' as const, lora: rows }]) {
+      // First requests should not pay the compiles: the plain graphs, the adapter-row graphs and the
+      // prefill of one joiner through its adapter as served (all with LoRA on every layer, so these
+      // five are all that serving compiles).
+      const every = Array(model.config.nLayers).fill(true);
+      const rows = { mode: 'rows' as const, layers: every };
+      const served = { mode: 'single' as const, layers: every, bt: true };
+      const specs = [{ kind: 'prefill' as const }, { kind: 'decode' as const }, { kind: 'prefill' as const, lora: rows }, { kind: 'decode' as const, lora: rows }, { kind: 'prefill' as const, lora: served }];
+      for (const spec of specs) {
         if (closed) break;
         await model.session(spec);
       }

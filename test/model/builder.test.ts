@@ -24,14 +24,16 @@ describe('sessionKey', () => {
       k({ kind: 'decode', lora: { mode: 'single', layers: [true, false] } }),
       k({ kind: 'decode', lora: { mode: 'single', layers: [false, true] } }),
       k({ kind: 'decode', lora: { mode: 'pool', layers: [false, true] } }),
+      k({ kind: 'decode', lora: { mode: 'single', layers: [false, true], bt: true } }),
     ]);
-    expect(keys.size).toBe(7);
+    expect(keys.size).toBe(8);
     expect(k({ kind: 'decode', lora: { mode: 'single', layers: [false, false] } })).toBe(k({ kind: 'decode' }));
     expect(sessionKey(tinyGpt2, { kind: 'train' })).not.toBe(sessionKey({ ...tinyGpt2, dFf: 32 }, { kind: 'train' }));
   });
 
-  it('rejects a layer mask of the wrong length and allLogits outside prefill', () => {
+  it('rejects a layer mask of the wrong length, allLogits outside prefill and a transposed B outside mode single', () => {
     expect(() => normaliseSpec(tinyGpt2, { kind: 'train', lora: { mode: 'single', layers: [true] } })).toThrow(BuilderError);
+    expect(() => normaliseSpec(tinyGpt2, { kind: 'decode', lora: { mode: 'rows', layers: [true, true], bt: true } })).toThrow(/bt/);
     expect(() => normaliseSpec(tinyGpt2, { kind: 'decode', allLogits: true })).toThrow(/allLogits/);
   });
 });

@@ -24,6 +24,21 @@ describe('adapterFeeds', () => {
     expect(Object.keys(feeds).length).toBe(7);
   });
 
+  it('feeds an adapter held as served as Bt [R, out] (no copy), and with everyLayer gives the other layers rank 0', () => {
+    const a = randomAdapter(tinyLlama, [1], 3, 1, 0.25);
+    const served = { scaling: a.scaling, pairs: a.pairs.map((p) => ({ target: p.target, rank: p.rank, A: p.A, Bt: new Float32Array(p.B.length) })) };
+    const { lora, feeds } = adapterFeeds(tinyLlama, served, { everyLayer: true });
+    expect(lora).toEqual({ mode: 'single', layers: [true, true], bt: true });
+    expect(feeds['lora.1.mlp.down_proj.Bt'].dims).toEqual([3, 16]);
+    expect(feeds['lora.1.mlp.down_proj.Bt'].data).toBe(served.pairs.find((p) => p.target.layer === 1 && p.target.map === 'mlp.down_proj')!.Bt);
+    expect(feeds['lora.1.mlp.down_proj.B']).toBeUndefined();
+    expect(feeds['lora.0.mlp.down_proj.A'].dims).toEqual([0, 20]);
+    expect(feeds['lora.0.mlp.down_proj.Bt'].dims).toEqual([0, 16]);
+    expect(Object.keys(feeds).length).toBe(13);
+    // Without everyLayer, only the adapter's own layers (one graph per layer set).
+    expect(adapterFeeds(tinyLlama, served).lora).toEqual({ mode: 'single', layers: [false, true], bt: true });
+  });
+
   it("accepts src/lora's adapters as they are (merged rank n*r)", () => {
     const spec = { layers: [true, false], n: 2, r: 8 as const };
     const adapter = initAdapter(spec, loraTargets(tinyGpt2), 3);

@@ -9,6 +9,7 @@ import type { ModelConfig } from '../../src/model/config.js';
 import { SlotPool } from '../../src/model/lora-feeds.js';
 import { Model } from '../../src/model/model.js';
 import { IGNORE_INDEX } from '../../src/model/batch.js';
+import { transposeInto } from '../../src/util/transpose.js';
 import { referenceLogits } from './reference.js';
 import { maxAbsDiff, randomAdapter, randomRows, randomWeights, refLora, tempDir, tinyGpt2, tinyLlama, writeCheckpoint } from './fixtures.js';
 
@@ -59,6 +60,25 @@ describe.each(variants)('%s', (_name, cfg, opts) => {
     rows.forEach((row, r) => {
       expect(maxAbsDiff(got[r], flat(referenceLogits(cfg, weights, row, refLora(adapter))))).toBeLessThan(TOL);
       expect(maxAbsDiff(got[r], plain[r])).toBeGreaterThan(1e-2);
+    });
+  });
+
+  it('reads an adapter held as served (B^T) on every layer, rank 0 where it has none, as the reference does', async () => {
+    const adapter = randomAdapter(cfg, [1], 3, 16, 0.7);
+    const served = {
+      scaling: adapter.scaling,
+      pairs: adapter.pairs.map((p) => {
+        const Bt = new Float32Array(p.B.length);
+        transposeInto(p.B, p.target.outFeatures, p.rank, Bt);
+        return { target: p.target, rank: p.rank, A: p.A, Bt };
+      }),
+    };
+    const got = await model.prefill(rows, { adapter: served, everyLayer: true });
+    const masked = await model.prefill(rows, { adapter });
+    rows.forEach((row, r) => {
+      const ref = referenceLogits(cfg, weights, row, refLora(adapter));
+      expect(maxAbsDiff(got.logits[r], ref[ref.length - 1])).toBeLessThan(TOL);
+      expect(maxAbsDiff(got.logits[r], masked.logits[r])).toBeLessThan(1e-5);
     });
   });
 
