@@ -62,11 +62,17 @@ describe('mixed-user batches', () => {
       ...users.map((u) => req(u, { maxTokens: 14 })),
       ...users.map((u) => req(u, { maxTokens: 14, temperature: 0.9, topP: 0.9, seed: 5, prompt: 'Thank you, doctor.' })),
     ];
+    // Alone, an injected request is a lone joiner, prefilled through its adapter as served; together
+    // (adapters cached by then), joiners that share a prefill are read through the row pool's units.
     const alone: ServeResult[] = [];
     for (const r of reqs) alone.push(await e.generate(r, never()));
     const before = stepsWithMoreThan(2);
+    const prefills = () => (f.registry.get('memlora_generate_prefill_seconds') as Histogram).snapshot().count;
+    const prefillsBefore = prefills();
     const together = await Promise.all(reqs.map((r) => e.generate(r, never())));
     expect(stepsWithMoreThan(2)).toBeGreaterThan(before); // they really shared steps
+    // At most four prefills for six requests, two of them vanilla: some injected request shared one.
+    expect(prefills() - prefillsBefore).toBeLessThanOrEqual(reqs.length - 2);
     expect(together.map((r) => r.text)).toEqual(alone.map((r) => r.text));
     expect(together.map((r) => r.usage)).toEqual(alone.map((r) => r.usage));
     expect(together.map((r) => r.personalization)).toEqual([
