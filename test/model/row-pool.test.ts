@@ -152,6 +152,36 @@ describe('RowPool layout', () => {
     expect(pool.stats).toEqual({ unitWrites: 4, unitMoves: 1 });
   });
 
+  it('a row that leaves before it was ever written (a lone joiner done at its first token) costs no write and leaves no trace', () => {
+    const adapters = [randomAdapter(tinyGpt2, [0, 1], 8, 40), randomAdapter(tinyGpt2, [0], 4, 41), randomAdapter(tinyGpt2, [0, 1], 12, 42), randomAdapter(tinyGpt2, [0], 8, 43)];
+    const pool = new RowPool(tinyGpt2, { unit: 4 });
+    pool.add(0, adapters[0]);
+    pool.add(1, adapters[1]);
+    pool.input();
+    const written = pool.stats.unitWrites;
+    pool.add(2, adapters[2]);
+    pool.add(3, adapters[3]);
+    pool.remove(2); // never written; row 3's unwritten units fill its holes
+    expect(pool.rows).toEqual([0, 1, 3]);
+    const got = feedsOf(pool.input());
+    expect(pool.stats.unitWrites - written).toBe(2); // row 3's two units on layer 0, none of row 2's
+    const alone = new RowPool(tinyGpt2, { unit: 4 });
+    [0, 1, 3].forEach((i) => alone.add(i, adapters[i]));
+    const want = feedsOf(alone.input());
+    expect(Object.keys(got).sort()).toEqual(Object.keys(want).sort());
+    for (const k of Object.keys(want)) {
+      expect(got[k].dims).toEqual(want[k].dims);
+      if (!k.startsWith('unit.')) continue;
+      const layer = k.split('.')[1];
+      const units = (f: Feeds) => {
+        const t = f[k];
+        const n = t.dims[1] * t.dims[2];
+        return [...f[`rows.${layer}`].data].map(Number).map((r, u) => `${r}:${floats(t).slice(u * n, (u + 1) * n).join(',')}`).sort();
+      };
+      expect(units(got)).toEqual(units(want));
+    }
+  });
+
   it('refuses bad ranges, unknown and duplicate rows, bad unit widths, and adapters that do not fit the model', () => {
     const pool = new RowPool(tinyGpt2);
     pool.add(1, null);
