@@ -108,7 +108,6 @@ export function toServed(a: AnyAdapter): ServedAdapter {
   return a as ServedAdapter;
 }
 
-
 /**
  * Merge n separately held rank-r modules into the stored rank-n*r pair: stack the A's by rows,
  * concatenate the B's by columns. Exact: sum_i B_i A_i x = [B_1 .. B_n] [A_1; ..; A_n] x.
