@@ -170,7 +170,7 @@ export class Injector {
         batches: (_epoch, rng) =>
           batchExamples(trainSet, o.batchSize, rng).map(({ batch, scored }) => ({ feeds: packLm(batch).feeds as Record<string, HostTensor>, tokens: scored })),
         step: async (batch) => {
-          const out = await step.run({ ...base, ...loraFeeds, ...batch.feeds }, fetch);
+          const out = await step.run([batch.feeds, loraFeeds, base], fetch);
           return { loss: (out.loss.data as Float32Array)[0], grads: new Map(params.map((p) => [p.name, out[`grad.${p.name}`].data as Float32Array])) };
         },
         evaluate: val.length > 0 ? () => this.loss(val, adapter, 8, o.signal) : undefined,

@@ -3,7 +3,7 @@
  * session, never copied per session), and a Runner whose sessions are cached by graph signature.
  */
 import * as ort from 'onnxruntime-node';
-import type { CompiledGraph, Feeds, RunnerOptions } from '../graph/runner.js';
+import type { CompiledGraph, FeedSources, RunnerOptions } from '../graph/runner.js';
 import { Runner } from '../graph/runner.js';
 import type { HostTensor } from '../graph/types.js';
 import { type LmBatch, type Padding, packLm, packRows } from './batch.js';
@@ -64,10 +64,10 @@ export class Model {
     return this.runner.compile(sessionKey(this.config, spec), () => buildGraph(this.config, spec));
   }
 
-  /** Run a graph of this model: base feeds plus the call's own, fetching only `fetch`. */
-  async run(spec: GraphSpec, feeds: Feeds, fetch?: string[]): Promise<Record<string, HostTensor>> {
+  /** Run a graph of this model: the call's own feeds (searched first), then the base weights; fetching only `fetch`. */
+  async run(spec: GraphSpec, feeds: FeedSources, fetch?: string[]): Promise<Record<string, HostTensor>> {
     const s = await this.session(spec);
-    return s.run({ ...this.base, ...feeds }, fetch);
+    return s.run([...(Array.isArray(feeds) ? feeds : [feeds]), this.base], fetch);
   }
 
   private checkTokens(rows: readonly (readonly number[])[]): void {
@@ -85,7 +85,7 @@ export class Model {
     this.checkTokens(rows);
     const packed = packRows(rows);
     const l = loraInputFeeds(this.config, lora, rows.length);
-    const out = await this.run({ kind: 'prefill', allLogits: true, lora: l.lora }, { ...packed.feeds, ...l.feeds }, ['logits_all']);
+    const out = await this.run({ kind: 'prefill', allLogits: true, lora: l.lora }, [packed.feeds, l.feeds], ['logits_all']);
     const all = out.logits_all.data as Float32Array;
     const v = this.config.vocabSize;
     return rows.map((row, r) => all.slice((r * packed.seq + packed.starts[r]) * v, (r * packed.seq + packed.starts[r] + row.length) * v));
@@ -98,7 +98,7 @@ export class Model {
     const l = loraInputFeeds(this.config, lora, rows.length);
     const n = this.config.nLayers;
     const fetch = ['logits', ...Array.from({ length: n }, (_, i) => [`present_k.${i}`, `present_v.${i}`]).flat()];
-    const out = await this.run({ kind: 'prefill', lora: l.lora }, { ...packed.feeds, ...l.feeds }, fetch);
+    const out = await this.run({ kind: 'prefill', lora: l.lora }, [packed.feeds, l.feeds], fetch);
     const presents = { k: Array.from({ length: n }, (_, i) => out[`present_k.${i}`]), v: Array.from({ length: n }, (_, i) => out[`present_v.${i}`]) };
     const logits = out.logits.data as Float32Array;
     const v = this.config.vocabSize;
@@ -116,12 +116,8 @@ export class Model {
     if (tokens.length !== batch.size) throw new ModelError('token_count', `${tokens.length} tokens for ${batch.size} rows`);
     this.checkTokens([tokens]);
     const l = loraInputFeeds(this.config, lora, tokens.length);
-    const feeds = {
-      ...batch.decodeFeeds(),
-      ...l.feeds,
-      input_ids: { dtype: 'int64', dims: [tokens.length, 1], data: BigInt64Array.from(tokens, (t) => BigInt(t)) } as HostTensor,
-    };
-    const out = await this.run({ kind: 'decode', lora: l.lora }, feeds);
+    const ids: Record<string, HostTensor> = { input_ids: { dtype: 'int64', dims: [tokens.length, 1], data: BigInt64Array.from(tokens, (t) => BigInt(t)) } };
+    const out = await this.run({ kind: 'decode', lora: l.lora }, [batch.decodeFeeds(), l.feeds, ids]);
     batch.append(out);
     const logits = out.logits.data as Float32Array;
     const v = this.config.vocabSize;
@@ -133,7 +129,7 @@ export class Model {
     this.checkTokens(batch.inputIds);
     const packed = packLm(batch);
     const l = loraInputFeeds(this.config, lora, batch.inputIds.length);
-    const out = await this.run({ kind: 'train', lora: l.lora }, { ...packed.feeds, ...l.feeds }, ['loss']);
+    const out = await this.run({ kind: 'train', lora: l.lora }, [packed.feeds, l.feeds], ['loss']);
     return (out.loss.data as Float32Array)[0];
   }
 

@@ -272,7 +272,7 @@ export async function pretrain(options: Partial<PretrainOptions> = {}): Promise<
       params,
       batches: (_epoch, rng) => batchesOf(corpus.train.blocks, rng.shuffle([...corpus.train.blocks.keys()])),
       step: async (batch) => {
-        const out = await (await stepGraph()).run({ ...baseFeeds, ...batch.feeds }, ['loss', ...gradNames]);
+        const out = await (await stepGraph()).run([batch.feeds, baseFeeds], ['loss', ...gradNames]);
         const grads = new Map(params.map((p) => [p.name, out[`grad.${p.name}`].data as Float32Array]));
         return { loss: (out.loss.data as Float32Array)[0], grads };
       },
