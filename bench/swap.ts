@@ -16,7 +16,8 @@
  *             the serving default for 0 (one thread per core; --skip-threads leaves them out)
  * Each configuration runs twice (order A B C D, then D C B A, against the machine's drifting load),
  * each time on a fresh server that pre-loads the cache (in random order, so the smaller caches start
- * with a random subset; held as served, B transposed, as after each adapter's first use), then `warmup` seconds unmeasured and `seconds`/2 measured. Reported per phase: throughput and its
+ * with a random subset; held as served, B transposed, as after each adapter's first use), then
+ * `warmup` seconds unmeasured and `seconds`/2 measured. Reported per phase: throughput and its
  * ratio to the baseline (targets >= 0.8 at 100%, >= 0.5 at 10%), tokens/s, p50/p99 latency, cache hit
  * rate, and the time of each adapter load in the server against a raw read of the same files
  * (target <= 2x), measured both inside the loaded server and in isolation.
