@@ -31,6 +31,11 @@ export type Feeds = Record<string, HostTensor | ort.Tensor>;
  */
 export type FeedSources = Feeds | readonly Feeds[];
 
+/** The sources of `feeds` as a list, in search order. */
+export function feedSources(feeds: FeedSources): readonly Feeds[] {
+  return Array.isArray(feeds) ? (feeds as readonly Feeds[]) : [feeds as Feeds];
+}
+
 function toOrt(t: HostTensor | ort.Tensor): ort.Tensor {
   if (!('dtype' in t)) return t;
   return new ort.Tensor(t.dtype as ort.Tensor.Type, t.data as ort.Tensor.DataType, t.dims);
@@ -56,7 +61,7 @@ export class CompiledGraph {
   }
 
   async run(feeds: FeedSources, fetch?: string[]): Promise<Record<string, HostTensor>> {
-    const sources: readonly Feeds[] = Array.isArray(feeds) ? feeds : [feeds as Feeds];
+    const sources = feedSources(feeds);
     const ortFeeds: Record<string, ort.Tensor> = {};
     for (const name of this.inputNames) {
       let t: HostTensor | ort.Tensor | undefined;

@@ -4,7 +4,7 @@
  */
 import * as ort from 'onnxruntime-node';
 import type { CompiledGraph, FeedSources, RunnerOptions } from '../graph/runner.js';
-import { Runner } from '../graph/runner.js';
+import { Runner, feedSources } from '../graph/runner.js';
 import type { HostTensor } from '../graph/types.js';
 import { type LmBatch, type Padding, packLm, packRows } from './batch.js';
 import { type GraphSpec, buildGraph, ROPE_COS, ROPE_SIN, ropeTables, sessionKey } from './builder.js';
@@ -67,7 +67,7 @@ export class Model {
   /** Run a graph of this model: the call's own feeds (searched first), then the base weights; fetching only `fetch`. */
   async run(spec: GraphSpec, feeds: FeedSources, fetch?: string[]): Promise<Record<string, HostTensor>> {
     const s = await this.session(spec);
-    return s.run([...(Array.isArray(feeds) ? feeds : [feeds]), this.base], fetch);
+    return s.run([...feedSources(feeds), this.base], fetch);
   }
 
   private checkTokens(rows: readonly (readonly number[])[]): void {
