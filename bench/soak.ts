@@ -50,6 +50,7 @@ import Database from 'better-sqlite3';
 import { repoRoot } from '../src/config.js';
 import { loadMedDia, toHistoryItems } from '../src/eval/meddia.js';
 import { lineChart } from '../src/plot/svg.js';
+import { SERVE_NODE_FLAGS } from '../src/serve/node-flags.js';
 import { Rng } from '../src/util/rng.js';
 
 function arg(name: string, fallback: number): number {
@@ -106,7 +107,7 @@ Object.assign(env, {
   MEMLORA_INTRA_OP_THREADS: '1',
   MEMLORA_JOB_CONCURRENCY: '1',
 });
-const serverArgs = ['--import', 'tsx', join(repoRoot, 'src', 'cli.ts'), 'serve'];
+const serverArgs = [...SERVE_NODE_FLAGS, '--import', 'tsx', join(repoRoot, 'src', 'cli.ts'), 'serve'];
 const t0 = performance.now();
 const since = () => (performance.now() - t0) / 1000;
 const child: ChildProcess = spawn(process.execPath, serverArgs, { cwd: repoRoot, env, stdio: ['ignore', 'pipe', 'pipe'] });

@@ -7,11 +7,13 @@
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { ConfigError, formatConfigError, loadConfig } from './config.js';
+import { jsonLogger } from './http/logger.js';
 import { ablateCommand } from './eval/ablation-command.js';
 import { evalCommand } from './eval/command.js';
 import { injectCommand, searchCommand } from './inject/commands.js';
 import { importCommand } from './model/import-command.js';
 import { pretrainCommand } from './pretrain/command.js';
+import { missingServeNodeFlags } from './serve/node-flags.js';
 import { startServer } from './server.js';
 
 export interface Command {
@@ -43,6 +45,11 @@ export const serveCommand: Command = {
         return 2;
       }
       throw err;
+    }
+    const missing = missingServeNodeFlags();
+    if (missing.length > 0) {
+      // `npm start` passes them; a bare `node dist/cli.js serve` runs, with more GC pauses under load.
+      jsonLogger().warn('node started without the serving flags (src/serve/node-flags.ts)', { missing });
     }
     try {
       await startServer(config);

@@ -14,6 +14,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { loadConfig, repoRoot, type Config } from '../../src/config.js';
 import { memoryLogger } from '../../src/http/logger.js';
 import type { GenerateService } from '../../src/http/services.js';
+import { SERVE_NODE_FLAGS } from '../../src/serve/node-flags.js';
 import { startServer, type RunningServer } from '../../src/server.js';
 import { fakeGenerate } from '../http/fake-generate.js';
 import { ADMIN_TOKEN, until } from '../http/helpers.js';
@@ -242,7 +243,7 @@ interface Served {
 
 /** `memlora serve` as its own process (tsx loader, no build step), ready once it logs its URL. */
 async function serveProcess(dataDir: string, adapterDir: string): Promise<Served> {
-  const proc = spawn(process.execPath, ['--import', 'tsx', join(repoRoot, 'src', 'cli.ts'), 'serve'], {
+  const proc = spawn(process.execPath, [...SERVE_NODE_FLAGS, '--import', 'tsx', join(repoRoot, 'src', 'cli.ts'), 'serve'], {
     cwd: repoRoot,
     env: { ...process.env, MEMLORA_PORT: '0', MEMLORA_HOST: '127.0.0.1', MEMLORA_DATA_DIR: dataDir, MEMLORA_ADAPTER_DIR: adapterDir, MEMLORA_ADMIN_TOKEN: ADMIN_TOKEN },
     stdio: ['ignore', 'pipe', 'pipe'],
