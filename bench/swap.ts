@@ -1,23 +1,27 @@
 /**
  * The load test of adapter swapping (issue 7).
  *
- *   npx tsx bench/swap.ts [--users 1000] [--seconds 24] [--warmup 4] [--connections 16]
- *                         [--max-tokens 16] [--seed 1] [--fresh] [--skip-micro] [--skip-threads]
+ *   npx tsx bench/swap.ts [--users 1000] [--seconds 32] [--rounds 8] [--warmup 12] [--slice-warmup 2]
+ *                         [--connections 16] [--max-tokens 16] [--seed 1] [--fresh] [--skip-micro]
+ *                         [--skip-threads]
  *                         [--quick]   (vanilla and 100% only, no micro benches: bench/results/swap-quick.json)
  *
  * 1,000 users, each with a stored adapter of a realistic configuration (random weights; merged rank
  * n*r from 8 to 128, layer sets from one layer to all six) written with AdapterStore plus its db row,
- * are served by the real server (startServer with the real engine, in a child process) and driven over
- * HTTP on 127.0.0.1 by autocannon with Zipf(1.0) user popularity. Phases, one server each, same build:
+ * are served by the real server (startServer with the real engine, in a child process started with
+ * the serving node flags, src/serve/node-flags.ts, as `npm start` does) and driven over HTTP on
+ * 127.0.0.1 by autocannon with Zipf(1.0) user popularity. Phases, one server each, same build:
  *   vanilla   adapters disabled: every request served by the base model (the baseline)
  *   100%      cache sized at all adapter bytes
  *   10%, 1%   cache sized at that share of them
  *   vanilla 1 thread, 100% 1 thread   the first two again with MEMLORA_INTRA_OP_THREADS=1, against
  *             the serving default for 0 (one thread per core; --skip-threads leaves them out)
- * Each configuration runs twice (order A B C D, then D C B A, against the machine's drifting load),
- * each time on a fresh server that pre-loads the cache (in random order, so the smaller caches start
- * with a random subset; held as served, B transposed, as after each adapter's first use), then
- * `warmup` seconds unmeasured and `seconds`/2 measured. Reported per phase: throughput and its
+ * Every configuration's server is started first and pre-loads its cache (in random order, so the
+ * smaller caches start with a random subset; held as served, B transposed, as after each adapter's
+ * first use). Then, against the machine's drifting speed, the servers are measured in interleaved
+ * slices: `rounds` rounds in the order A B C D, D C B A, ..., each slice `seconds`/`rounds` measured
+ * after `slice-warmup` seconds unmeasured (`warmup` in the first round), each round with its own draw
+ * of which users are popular. Reported per phase: throughput and its
  * ratio to the baseline (targets >= 0.8 at 100%, >= 0.5 at 10%), tokens/s, p50/p99 latency, cache hit
  * rate, and the time of each adapter load in the server against a raw read of the same files
  * (target <= 2x), measured both inside the loaded server and in isolation.
@@ -55,6 +59,7 @@ import { loraTargets } from '../src/model/weights.js';
 import { barChart, lineChart } from '../src/plot/svg.js';
 import { initWeights } from '../src/pretrain/init.js';
 import { type AdapterReader, WorkerAdapterLoader } from '../src/serve/loader.js';
+import { SERVE_NODE_FLAGS } from '../src/serve/node-flags.js';
 import { DEFAULT_SERVE_THREADS, createServeServices } from '../src/serve/services.js';
 import { startServer } from '../src/server.js';
 import { Rng } from '../src/util/rng.js';
@@ -71,9 +76,20 @@ function arg(name: string, fallback: number): number {
 const flag = (name: string): boolean => process.argv.includes(`--${name}`);
 
 const USERS = arg('users', 1000);
-/** Measured seconds per configuration (two halves, see main). */
-const SECONDS = arg('seconds', 24);
-const WARMUP = arg('warmup', 4);
+/** Measured seconds per configuration (in ROUNDS slices, see main). */
+const SECONDS = arg('seconds', 32);
+/** Unmeasured seconds of load before a server's first slice: its first seconds after pre-loading run slower. */
+const WARMUP = arg('warmup', 12);
+/**
+ * Rounds of interleaved slices (see main); each configuration gets SECONDS / ROUNDS measured per
+ * round. Each round draws which users are popular anew (the same draw for every configuration): the
+ * most popular user alone gets 13% of the requests and ranks differ 16-fold, so the draw moves the
+ * LoRA work of a decode step by up to 1.7x (1,166 to 1,939 rank-layers over the rounds of one run).
+ * The figures are means over ROUNDS draws.
+ */
+const ROUNDS = arg('rounds', 8);
+/** Unmeasured seconds of load before each slice after the first round. */
+const SLICE_WARMUP = arg('slice-warmup', 2);
 const CONNECTIONS = arg('connections', 16);
 const MAX_TOKENS = arg('max-tokens', 16);
 const SEED = arg('seed', 1);
@@ -351,7 +367,7 @@ interface ServerChild {
 }
 
 async function startChild(ws: Workspace, phase: { cacheBytes: number; adapters: boolean; threads: number }, loadsFile: string): Promise<ServerChild> {
-  const proc = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--serve'], {
+  const proc = spawn(process.execPath, [...SERVE_NODE_FLAGS, '--import', 'tsx', fileURLToPath(import.meta.url), '--serve'], {
     cwd: repo,
     env: {
       ...process.env,
@@ -534,6 +550,10 @@ interface PhaseResult {
   threads: number;
   segments: number;
   rpsBySegment: number[];
+  /** LoRA work per decode step in each segment (its round's popularity draw). */
+  rankLayersBySegment: number[];
+  /** The most the idle servers used together while one of this phase's slices was measured, in cores. */
+  idleServersCpuMax: number | null;
   meanStepMs: number;
   meanPrefillMs: number;
   /** Requests per prefill call (joiners prefilled together). */
@@ -570,7 +590,7 @@ interface PhaseConfig {
   threads: number;
 }
 
-/** One measured run of a configuration: a fresh server, a warm-up, `seconds` of load. */
+/** One measured slice of load on a configuration's server (after an unmeasured warm-up). */
 interface Segment {
   duration: number;
   ok: number;
@@ -581,7 +601,8 @@ interface Segment {
   mean: number;
   d: (name: string) => number;
   tokens: number;
-  loads: Array<{ path: string; ms: number }>;
+  /** Cores the idle servers used, together, while this slice was measured (null: not measured). */
+  idleCpu: number | null;
 }
 
 const SERIES = [
@@ -598,53 +619,85 @@ const SERIES = [
   'memlora_generate_pool_unit_moves_total',
 ];
 
-async function segment(ws: Workspace, cfg: PhaseConfig, seconds: number, round: number): Promise<Segment> {
+/** A configuration's server, started once and measured in slices. */
+interface PhaseServer {
+  cfg: PhaseConfig;
+  child: ServerChild;
+  loadsFile: string;
+}
+
+async function startPhase(ws: Workspace, cfg: PhaseConfig): Promise<PhaseServer> {
   const cacheBytes = cfg.cacheShare === null ? ws.totalBytes : ws.totalBytes * cfg.cacheShare;
-  const loadsFile = join(ws.dir, `loads-${cfg.name.replace(/[^a-z0-9]+/gi, '_')}-${round}.json`);
+  const loadsFile = join(ws.dir, `loads-${cfg.name.replace(/[^a-z0-9]+/gi, '_')}.json`);
   rmSync(loadsFile, { force: true });
   const t0 = now();
   const child = await startChild(ws, { cacheBytes, adapters: cfg.cacheShare !== null, threads: cfg.threads }, loadsFile);
-  progress(`${cfg.name} (round ${round}): server ready in ${((now() - t0) / 1000).toFixed(1)} s, cache ${(cacheBytes / 2 ** 20).toFixed(0)} MiB; ${WARMUP} s warm-up, ${seconds} s measured...`);
-  const rng = new Rng(SEED * 31 + 5 + round); // the same request stream for every configuration in a round
-  const sample = zipfSampler(ws.users, rng);
-  const texts = prompts(rng);
+  progress(`${cfg.name}: server ready in ${((now() - t0) / 1000).toFixed(1)} s, cache ${(cacheBytes / 2 ** 20).toFixed(0)} MiB`);
+  return { cfg, child, loadsFile };
+}
+
+/** CPU seconds (user + system) a process has used, from /proc (null where there is none). */
+function cpuSeconds(pid: number | undefined): number | null {
   try {
-    await drive(child.url, WARMUP, sample, texts, rng);
-    const before = await scrape(child.url);
-    const res = await drive(child.url, seconds, sample, texts, rng);
-    const after = await scrape(child.url);
-    child.proc.kill('SIGTERM');
-    await child.exited;
-    const deltas = new Map(SERIES.map((n) => [n, delta(before, after, n)]));
-    return {
-      duration: res.duration,
-      ok: res.statusCodeStats['200']?.count ?? 0,
-      errors: res.errors,
-      non2xx: res.non2xx,
-      p50: res.latency.p50,
-      p99: res.latency.p99,
-      mean: res.latency.average,
-      d: (n) => deltas.get(n) ?? 0,
-      tokens: sumMatching(after, 'memlora_generate_tokens_total') - sumMatching(before, 'memlora_generate_tokens_total'),
-      loads: existsSync(loadsFile) ? (JSON.parse(readFileSync(loadsFile, 'utf8')) as Array<{ path: string; ms: number }>) : [],
-    };
-  } finally {
-    if (child.proc.exitCode === null) {
-      child.proc.kill('SIGKILL');
-      await child.exited;
-    }
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (USER_HZ 100)
+  } catch {
+    return null;
   }
 }
 
+/**
+ * `warmup` seconds of load unmeasured, then `seconds` measured (counters scraped around them). The
+ * other servers wait idle meanwhile: their CPU use over the measured seconds is reported, as a check
+ * that they do not take the cores from the one measured.
+ */
+async function slice(ws: Workspace, srv: PhaseServer, others: PhaseServer[], seconds: number, warmup: number, round: number): Promise<Segment> {
+  const rng = new Rng(SEED * 31 + 5 + round); // the same request stream for every configuration in a round
+  const sample = zipfSampler(ws.users, rng);
+  const texts = prompts(rng);
+  await drive(srv.child.url, warmup, sample, texts, rng);
+  const idle0 = others.map((o) => cpuSeconds(o.child.proc.pid));
+  const before = await scrape(srv.child.url);
+  const res = await drive(srv.child.url, seconds, sample, texts, rng);
+  const after = await scrape(srv.child.url);
+  const idle1 = others.map((o) => cpuSeconds(o.child.proc.pid));
+  const idleCpu = others.length === 0 || idle0.some((c) => c === null) ? null : idle1.reduce<number>((a, c, i) => a + (c! - idle0[i]!), 0) / res.duration;
+  const deltas = new Map(SERIES.map((n) => [n, delta(before, after, n)]));
+  return {
+    duration: res.duration,
+    ok: res.statusCodeStats['200']?.count ?? 0,
+    errors: res.errors,
+    non2xx: res.non2xx,
+    p50: res.latency.p50,
+    p99: res.latency.p99,
+    mean: res.latency.average,
+    d: (n) => deltas.get(n) ?? 0,
+    tokens: sumMatching(after, 'memlora_generate_tokens_total') - sumMatching(before, 'memlora_generate_tokens_total'),
+    idleCpu,
+  };
+}
+
+/** Stop a configuration's server; the adapter loads it timed (written at exit). */
+async function stopPhase(srv: PhaseServer): Promise<Array<{ path: string; ms: number }>> {
+  const { proc, exited } = srv.child;
+  if (proc.exitCode === null) {
+    proc.kill('SIGTERM');
+    const killed = setTimeout(() => proc.kill('SIGKILL'), 20_000);
+    await exited;
+    clearTimeout(killed);
+  }
+  return existsSync(srv.loadsFile) ? (JSON.parse(readFileSync(srv.loadsFile, 'utf8')) as Array<{ path: string; ms: number }>) : [];
+}
+
 /** A configuration's segments together: counts summed, latency percentiles averaged over segments. */
-function merge(ws: Workspace, cfg: PhaseConfig, segs: Segment[], rawMsByPath: Map<string, number>): PhaseResult {
+function merge(ws: Workspace, cfg: PhaseConfig, segs: Segment[], loads: Array<{ path: string; ms: number }>, rawMsByPath: Map<string, number>): PhaseResult {
   const sum = (f: (s: Segment) => number): number => segs.reduce((a, s) => a + f(s), 0);
   const d = (n: string): number => sum((s) => s.d(n));
   const duration = sum((s) => s.duration);
   const steps = Math.max(1, d('memlora_generate_batch_rows_count'));
   const hits = d('memlora_adapter_cache_hits_total');
   const misses = d('memlora_adapter_cache_misses_total');
-  const measured = segs.flatMap((s) => s.loads).filter((l) => rawMsByPath.has(l.path));
+  const measured = loads.filter((l) => rawMsByPath.has(l.path));
   const loadMs = measured.reduce((a, l) => a + l.ms, 0);
   const rawMs = measured.reduce((a, l) => a + rawMsByPath.get(l.path)!, 0);
   return {
@@ -656,6 +709,8 @@ function merge(ws: Workspace, cfg: PhaseConfig, segs: Segment[], rawMsByPath: Ma
     requests: sum((s) => s.ok),
     rps: r3(sum((s) => s.ok) / duration),
     rpsBySegment: segs.map((s) => r3(s.ok / s.duration)),
+    rankLayersBySegment: segs.map((s) => r3(s.d('memlora_generate_pool_rank_layers_sum') / Math.max(1, s.d('memlora_generate_batch_rows_count')))),
+    idleServersCpuMax: segs.some((s) => s.idleCpu === null) ? null : r3(Math.max(...segs.map((s) => s.idleCpu!))),
     tokensPerS: r3(sum((s) => s.tokens) / duration),
     p50Ms: r3(sum((s) => s.p50) / segs.length),
     p99Ms: r3(sum((s) => s.p99) / segs.length),
@@ -710,16 +765,29 @@ async function main(): Promise<void> {
   ].slice(0, quick ? 2 : 4);
   // The serving default for MEMLORA_INTRA_OP_THREADS=0 (one thread per core), checked under this load against one thread.
   if (!flag('skip-threads') && !quick) plan.push({ name: 'vanilla 1 thread', cacheShare: null, threads: 1 }, { name: '100% 1 thread', cacheShare: 1, threads: 1 });
-  // The machine's load drifts (other engineers' jobs): every configuration runs twice, in the order
-  // A B C D then D C B A, and its two halves are merged, so a linear drift weighs on all alike.
+  // The machine's speed drifts by more than the effects measured here (other tenants' jobs): every
+  // configuration's server is started first (each pre-loads its cache), then all are measured in
+  // interleaved slices, `rounds` rounds in the order A B C D, D C B A, ..., each slice after a short
+  // unmeasured warm-up, so that a configuration and its baseline are measured seconds apart and a
+  // drift weighs on all alike. An idle server uses no CPU (no spinning threads).
   const segs = new Map<string, Segment[]>(plan.map((c) => [c.name, []]));
-  const order = [...plan.map((c) => [c, 1] as const), ...[...plan].reverse().map((c) => [c, 2] as const)];
-  for (const [cfg, round] of order) {
-    const seg = await segment(ws, cfg, Math.ceil(SECONDS / 2), round);
-    segs.get(cfg.name)!.push(seg);
-    progress(`${cfg.name} (round ${round}): ${r3(seg.ok / seg.duration)} req/s, p50 ${seg.p50} ms, p99 ${seg.p99} ms, errors ${seg.errors + seg.non2xx}`);
+  const servers: PhaseServer[] = [];
+  const loads = new Map<string, Array<{ path: string; ms: number }>>();
+  try {
+    for (const cfg of plan) servers.push(await startPhase(ws, cfg));
+    const perSlice = Math.max(1, Math.round(SECONDS / ROUNDS));
+    progress(`measuring: ${ROUNDS} rounds of ${plan.length} slices, ${perSlice} s measured each after ${SLICE_WARMUP} s of warm-up (${WARMUP} s in the first round)`);
+    for (let round = 1; round <= ROUNDS; round++) {
+      for (const srv of round % 2 === 1 ? servers : [...servers].reverse()) {
+        const seg = await slice(ws, srv, servers.filter((o) => o !== srv), perSlice, round === 1 ? WARMUP : SLICE_WARMUP, round);
+        segs.get(srv.cfg.name)!.push(seg);
+        progress(`${srv.cfg.name} (round ${round}): ${r3(seg.ok / seg.duration)} req/s, p50 ${seg.p50} ms, p99 ${seg.p99} ms, errors ${seg.errors + seg.non2xx}, idle servers ${seg.idleCpu === null ? '?' : `${(100 * seg.idleCpu).toFixed(1)}% of a core`}`);
+      }
+    }
+  } finally {
+    for (const srv of servers) loads.set(srv.cfg.name, await stopPhase(srv));
   }
-  const phases = plan.map((c) => merge(ws, c, segs.get(c.name)!, rawMsByPath));
+  const phases = plan.map((c) => merge(ws, c, segs.get(c.name)!, loads.get(c.name) ?? [], rawMsByPath));
   const base = phases[0];
   const table = phases.map((p) => {
     const baseline = p.threads === base.threads ? base : phases.find((q) => q.cacheShare === null && q.threads === p.threads)!;
