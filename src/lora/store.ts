@@ -23,7 +23,7 @@
  * unchanged inode escapes, until the process restarts. `verify: 'always'` hashes every load.
  */
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
-import { constants, type BigIntStats } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readSync, realpathSync, type BigIntStats } from 'node:fs';
 import { lstat, mkdir, open, readdir, realpath, rename, rm, rmdir } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
@@ -164,6 +164,52 @@ async function readWhole(path: string): Promise<{ bytes: Uint8Array; stat: BigIn
   }
 }
 
+/** readWhole with blocking calls, for a thread that only loads adapters (serve/load-worker.ts). */
+function readWholeSync(path: string): { bytes: Uint8Array; stat: BigIntStats } {
+  const fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+  try {
+    const stat = fstatSync(fd, { bigint: true });
+    if (!stat.isFile()) throw Object.assign(new Error(`${path} is not a regular file`), { code: 'EISDIR' });
+    const size = Number(stat.size);
+    const bytes = new Uint8Array(Buffer.allocUnsafeSlow(size).buffer, 0, size);
+    let done = 0;
+    while (done < size) {
+      const n = readSync(fd, bytes, done, size - done, done);
+      if (n === 0) break;
+      done += n;
+    }
+    return { bytes: done === size ? bytes : bytes.subarray(0, done), stat };
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** An adapter's three files as read from its directory. */
+interface AdapterFiles {
+  weights: { bytes: Uint8Array; stat: BigIntStats };
+  adapterConfig: Uint8Array;
+  memlora: Uint8Array;
+}
+
+function checkShaArg(sha256: string): void {
+  if (typeof sha256 !== 'string' || !SHA_RE.test(sha256)) throw new AdapterStoreError('bad_checksum', `expected sha256 ${JSON.stringify(sha256)} is not 64 lower-case hex digits`, { sha256 });
+}
+
+/** The store error for a failed realpath of an adapter directory. */
+function locateError(path: string, e: unknown): AdapterStoreError {
+  if (errno(e) === 'ENOENT' || errno(e) === 'ENOTDIR') return new AdapterStoreError('adapter_missing', `adapter ${path} does not exist`, { path }, { cause: e });
+  return new AdapterStoreError('adapter_io', `cannot resolve adapter ${path}: ${(e as Error).message}`, { path, errno: errno(e) }, { cause: e });
+}
+
+/** The store error for a failed read of an adapter's files. */
+function readError(path: string, e: unknown): AdapterStoreError {
+  const code = errno(e);
+  if (code === 'ENOENT') return new AdapterStoreError('adapter_missing', `adapter ${path} is incomplete: ${(e as Error).message}`, { path }, { cause: e });
+  if (code === 'ELOOP') return new AdapterStoreError('bad_adapter_path', `adapter ${path} holds a symlink: ${(e as Error).message}`, { path }, { cause: e });
+  if (code === 'EISDIR') return new AdapterStoreError('adapter_corrupt', `adapter ${path}: ${(e as Error).message}`, { path }, { cause: e });
+  return new AdapterStoreError('adapter_io', `cannot read adapter ${path}: ${(e as Error).message}`, { path, errno: code }, { cause: e });
+}
+
 export class AdapterStore {
   readonly verifyMode: VerifyMode;
   /** Files whose checksum has been verified, by identity (see the file comment). */
@@ -195,11 +241,28 @@ export class AdapterStore {
     try {
       real = await realpath(abs);
     } catch (e) {
-      if (errno(e) === 'ENOENT' || errno(e) === 'ENOTDIR') throw new AdapterStoreError('adapter_missing', `adapter ${path} does not exist`, { path }, { cause: e });
-      throw new AdapterStoreError('adapter_io', `cannot resolve adapter ${path}: ${(e as Error).message}`, { path, errno: errno(e) }, { cause: e });
+      throw locateError(path, e);
     }
     this.rootReal ??= await realpath(this.root);
-    if (real !== join(this.rootReal, ...path.split('/'))) {
+    return this.inside(path, abs, real);
+  }
+
+  /** locate() with blocking calls. */
+  private locateSync(path: string, userId?: string): string {
+    const abs = this.resolve(path, userId);
+    let real: string;
+    try {
+      real = realpathSync.native(abs);
+    } catch (e) {
+      throw locateError(path, e);
+    }
+    this.rootReal ??= realpathSync.native(this.root);
+    return this.inside(path, abs, real);
+  }
+
+  /** `abs` when its real path is its place under the real root; bad_adapter_path otherwise. */
+  private inside(path: string, abs: string, real: string): string {
+    if (real !== join(this.rootReal!, ...path.split('/'))) {
       throw new AdapterStoreError('bad_adapter_path', `adapter ${path} resolves to ${real}, outside its place in the store (symlink?)`, { path, real });
     }
     return abs;
@@ -246,9 +309,9 @@ export class AdapterStore {
    * adapter_model_mismatch, bad_adapter_path, adapter_io.
    */
   async read(path: string, sha256: string, options: ReadOptions = {}): Promise<Adapter> {
-    if (typeof sha256 !== 'string' || !SHA_RE.test(sha256)) throw new AdapterStoreError('bad_checksum', `expected sha256 ${JSON.stringify(sha256)} is not 64 lower-case hex digits`, { sha256 });
+    checkShaArg(sha256);
     const dir = await this.locate(path, options.userId);
-    let files: { weights: Awaited<ReturnType<typeof readWhole>>; adapterConfig: Uint8Array; memlora: Uint8Array };
+    let files: AdapterFiles;
     try {
       const [weights, adapterConfig, memlora] = await Promise.all([
         readWhole(join(dir, ADAPTER_FILES.weights)),
@@ -257,13 +320,53 @@ export class AdapterStore {
       ]);
       files = { weights, adapterConfig: adapterConfig.bytes, memlora: memlora.bytes };
     } catch (e) {
-      const code = errno(e);
-      if (code === 'ENOENT') throw new AdapterStoreError('adapter_missing', `adapter ${path} is incomplete: ${(e as Error).message}`, { path }, { cause: e });
-      if (code === 'ELOOP') throw new AdapterStoreError('bad_adapter_path', `adapter ${path} holds a symlink: ${(e as Error).message}`, { path }, { cause: e });
-      if (code === 'EISDIR') throw new AdapterStoreError('adapter_corrupt', `adapter ${path}: ${(e as Error).message}`, { path }, { cause: e });
-      throw new AdapterStoreError('adapter_io', `cannot read adapter ${path}: ${(e as Error).message}`, { path, errno: code }, { cause: e });
+      throw readError(path, e);
     }
-    await this.checkSum(path, files.weights.bytes, files.weights.stat, sha256, options.verify ?? this.verifyMode);
+    const identity = this.identityToVerify(path, files.weights.stat, sha256, options.verify ?? this.verifyMode);
+    if (identity) this.acceptChecksum(path, identity, await sha256Hex(files.weights.bytes), sha256);
+    return this.decode(path, files);
+  }
+
+  /**
+   * read() with blocking file calls and the hash in one go: for a thread that does nothing but load
+   * adapters (serve/load-worker.ts), where it spares the thread-pool round trips of a dozen small
+   * file operations (a served load took 0.8 ms against 1.3 ms at the median, bench in the commit).
+   * Same checks, same errors.
+   */
+  readSync(path: string, sha256: string, options: ReadOptions = {}): Adapter {
+    checkShaArg(sha256);
+    const dir = this.locateSync(path, options.userId);
+    let files: AdapterFiles;
+    try {
+      files = {
+        weights: readWholeSync(join(dir, ADAPTER_FILES.weights)),
+        adapterConfig: readWholeSync(join(dir, ADAPTER_FILES.adapterConfig)).bytes,
+        memlora: readWholeSync(join(dir, ADAPTER_FILES.memlora)).bytes,
+      };
+    } catch (e) {
+      throw readError(path, e);
+    }
+    const identity = this.identityToVerify(path, files.weights.stat, sha256, options.verify ?? this.verifyMode);
+    if (identity) this.acceptChecksum(path, identity, createHash('sha256').update(files.weights.bytes).digest('hex'), sha256);
+    return this.decode(path, files);
+  }
+
+  /** The identity to verify the weights file under, or null when `mode` lets this load skip the hash. */
+  private identityToVerify(path: string, st: BigIntStats, expected: string, mode: VerifyMode): string | null {
+    const identity = `${path}|${st.dev}|${st.ino}|${st.size}|${st.mtimeNs}|${st.ctimeNs}|${expected}`;
+    return mode === 'never' || (mode === 'once' && this.verified.has(identity)) ? null : identity;
+  }
+
+  /** Compare a computed checksum with the record's; remember the identity when they agree. */
+  private acceptChecksum(path: string, identity: string, got: string, expected: string): void {
+    if (got !== expected) {
+      throw new AdapterStoreError('adapter_corrupt', `adapter ${path}: ${ADAPTER_FILES.weights} has sha256 ${got}, the record says ${expected}`, { path, got, expected });
+    }
+    this.verified.set(identity, true);
+  }
+
+  /** Full validation of the files against the model (format.ts), as store errors. */
+  private decode(path: string, files: AdapterFiles): Adapter {
     try {
       return decodeAdapter({ weights: files.weights.bytes, adapterConfig: files.adapterConfig, memlora: files.memlora }, this.model.config);
     } catch (e) {
@@ -273,16 +376,6 @@ export class AdapterStore {
       }
       throw e;
     }
-  }
-
-  private async checkSum(path: string, bytes: Uint8Array, st: BigIntStats, expected: string, mode: VerifyMode): Promise<void> {
-    const identity = `${path}|${st.dev}|${st.ino}|${st.size}|${st.mtimeNs}|${st.ctimeNs}|${expected}`;
-    if (mode === 'never' || (mode === 'once' && this.verified.has(identity))) return;
-    const got = await sha256Hex(bytes);
-    if (got !== expected) {
-      throw new AdapterStoreError('adapter_corrupt', `adapter ${path}: ${ADAPTER_FILES.weights} has sha256 ${got}, the record says ${expected}`, { path, got, expected });
-    }
-    this.verified.set(identity, true);
   }
 
   /**

@@ -23,21 +23,24 @@ export type LoadReply =
 const data = workerData as { root: string; model: AdapterModel; verify?: VerifyMode };
 const store = new AdapterStore(data.root, data.model, { verify: data.verify });
 
+// Loads run one at a time with blocking file calls (store.readSync): this thread has nothing else to
+// do, and a dozen small asynchronous file operations per load cost more in thread-pool round trips
+// than the reads themselves.
 parentPort!.on('message', (req: LoadRequest) => {
-  store.read(req.path, req.sha256, { userId: req.userId }).then(
-    (adapter) => {
-      const buffers = [...new Set(adapter.pairs.flatMap((p) => [p.A.buffer, p.B.buffer]))] as ArrayBuffer[];
-      const reply: LoadReply = { id: req.id, ok: true, adapter };
-      try {
-        parentPort!.postMessage(reply, buffers);
-      } catch {
-        parentPort!.postMessage(reply); // a buffer that cannot be transferred is copied
-      }
-    },
-    (e: unknown) => {
-      const err = e as Error & { code?: string; details?: unknown };
-      const reply: LoadReply = { id: req.id, ok: false, error: { name: err?.name ?? 'Error', code: err?.code, message: err?.message ?? String(e), details: err?.details } };
-      parentPort!.postMessage(reply);
-    },
-  );
+  let adapter: Adapter;
+  try {
+    adapter = store.readSync(req.path, req.sha256, { userId: req.userId });
+  } catch (e) {
+    const err = e as Error & { code?: string; details?: unknown };
+    const reply: LoadReply = { id: req.id, ok: false, error: { name: err?.name ?? 'Error', code: err?.code, message: err?.message ?? String(e), details: err?.details } };
+    parentPort!.postMessage(reply);
+    return;
+  }
+  const buffers = [...new Set(adapter.pairs.flatMap((p) => [p.A.buffer, p.B.buffer]))] as ArrayBuffer[];
+  const reply: LoadReply = { id: req.id, ok: true, adapter };
+  try {
+    parentPort!.postMessage(reply, buffers);
+  } catch {
+    parentPort!.postMessage(reply); // a buffer that cannot be transferred is copied
+  }
 });

@@ -3,6 +3,7 @@ import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { Adapter } from '../../src/lora/adapter.js';
 import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, MEMLORA_ADAPTER_FILE } from '../../src/lora/format.js';
 import { userDirName } from '../../src/lora/paths.js';
 import { AdapterStore, AdapterStoreError, QUARANTINE_REASON_FILE } from '../../src/lora/store.js';
@@ -85,25 +86,43 @@ describe('AdapterStore.write', () => {
   });
 });
 
-describe('AdapterStore.read', () => {
+// read() (async, the main thread's) and readSync() (blocking calls, the load thread's) answer alike.
+describe.each([['read'], ['readSync']] as const)('AdapterStore.%s', (method) => {
+  const load = (st: AdapterStore, path: string, sha256: string, options?: Parameters<AdapterStore['read']>[2]): Promise<unknown> =>
+    method === 'read' ? st.read(path, sha256, options) : Promise.resolve().then(() => st.readSync(path, sha256, options));
+
+  it('returns the adapter written, its tensors views of one read buffer', async () => {
+    const a = trainedAdapter(spec, gpt2Tiny);
+    const w = await store.write('alice', a);
+    const back = (await load(store, w.path, w.sha256)) as Adapter;
+    expect(back.spec).toEqual(a.spec);
+    expect(back.scaling).toBe(a.scaling);
+    expect(back.pairs.every((p) => p.A.buffer === back.pairs[0].A.buffer && p.B.buffer === p.A.buffer)).toBe(true);
+    back.pairs.forEach((p, i) => {
+      expect(p.target).toEqual(a.pairs[i].target);
+      expect(Array.from(p.A)).toEqual(Array.from(a.pairs[i].A));
+      expect(Array.from(p.B)).toEqual(Array.from(a.pairs[i].B));
+    });
+  });
+
   it('detects a wrong checksum, and a file corrupted in place after a verified load (verify once)', async () => {
     const w = await store.write('alice', trainedAdapter(spec, gpt2Tiny));
-    await expectStoreError(store.read(w.path, 'f'.repeat(64)), 'adapter_corrupt');
-    await store.read(w.path, w.sha256); // verified and remembered
+    await expectStoreError(load(store, w.path, 'f'.repeat(64)), 'adapter_corrupt');
+    await load(store, w.path, w.sha256); // verified and remembered
     const file = join(root, ...w.path.split('/'), ADAPTER_WEIGHTS_FILE);
     const before = statSync(file);
     flipByte(file, before.size - 3); // inside a tensor: still decodes, checksum differs
     utimesSync(file, before.atime, before.mtime); // same size and mtime: only ctime tells
-    const e = await expectStoreError(store.read(w.path, w.sha256), 'adapter_corrupt');
+    const e = await expectStoreError(load(store, w.path, w.sha256), 'adapter_corrupt');
     expect(e.details).toMatchObject({ expected: w.sha256 });
     // 'never' skips the checksum (consistency quick mode): the damaged tensor decodes.
-    await expect(store.read(w.path, w.sha256, { verify: 'never' })).resolves.toBeDefined();
+    await expect(load(store, w.path, w.sha256, { verify: 'never' })).resolves.toBeDefined();
   });
 
   it('verify always catches the same corruption with a fresh store', async () => {
     const w = await store.write('alice', trainedAdapter(spec, gpt2Tiny));
     flipByte(join(root, ...w.path.split('/'), ADAPTER_WEIGHTS_FILE), 200);
-    await expectStoreError(new AdapterStore(root, modelOf(gpt2Tiny), { verify: 'always' }).read(w.path, w.sha256), 'adapter_corrupt');
+    await expectStoreError(load(new AdapterStore(root, modelOf(gpt2Tiny), { verify: 'always' }), w.path, w.sha256), 'adapter_corrupt');
   });
 
   it('reports damaged side files as corrupt, and another base model as a mismatch (not corrupt)', async () => {
@@ -111,29 +130,29 @@ describe('AdapterStore.read', () => {
     const abs = join(root, ...w.path.split('/'));
     const peft = JSON.parse(readFileSync(join(abs, ADAPTER_CONFIG_FILE), 'utf8'));
     writeFileSync(join(abs, ADAPTER_CONFIG_FILE), JSON.stringify({ ...peft, r: 4 }));
-    const e = await expectStoreError(store.read(w.path, w.sha256), 'adapter_corrupt');
+    const e = await expectStoreError(load(store, w.path, w.sha256), 'adapter_corrupt');
     expect(e.details?.formatCode).toBe('config_mismatch');
     const w2 = await store.write('alice', trainedAdapter(spec, gpt2Tiny));
     const other = new AdapterStore(root, modelOf({ ...gpt2Tiny, dFf: 48 }));
-    await expectStoreError(other.read(w2.path, w2.sha256), 'adapter_model_mismatch');
+    await expectStoreError(load(other, w2.path, w2.sha256), 'adapter_model_mismatch');
   });
 
   it('reports a missing directory or file as adapter_missing', async () => {
     const w = await store.write('alice', trainedAdapter(spec, gpt2Tiny));
-    await expectStoreError(store.read(`${userDirName('alice')}/a-1700000000000-000000000000`, w.sha256), 'adapter_missing');
+    await expectStoreError(load(store, `${userDirName('alice')}/a-1700000000000-000000000000`, w.sha256), 'adapter_missing');
     rmSync(join(root, ...w.path.split('/'), MEMLORA_ADAPTER_FILE));
-    await expectStoreError(store.read(w.path, w.sha256), 'adapter_missing');
+    await expectStoreError(load(store, w.path, w.sha256), 'adapter_missing');
   });
 
   it('accepts only paths of the shape it writes, inside the root, in the right user directory', async () => {
     const w = await store.write('alice', trainedAdapter(spec, gpt2Tiny));
     const name = w.path.split('/')[1];
     for (const bad of ['../x', `/${w.path}`, `${userDirName('alice')}/../${w.path}`, `${userDirName('alice')}/${name}/..`, name, `${userDirName('alice')}\\${name}`, '', `${w.path}/`]) {
-      await expectStoreError(store.read(bad, w.sha256), 'bad_adapter_path');
+      await expectStoreError(load(store, bad, w.sha256), 'bad_adapter_path');
     }
-    await expectStoreError(store.read(w.path, w.sha256, { userId: 'bob' }), 'bad_adapter_path');
-    await expect(store.read(w.path, w.sha256, { userId: 'alice' })).resolves.toBeDefined();
-    await expectStoreError(store.read(w.path, 'not-a-sha'), 'bad_checksum');
+    await expectStoreError(load(store, w.path, w.sha256, { userId: 'bob' }), 'bad_adapter_path');
+    await expect(load(store, w.path, w.sha256, { userId: 'alice' })).resolves.toBeDefined();
+    await expectStoreError(load(store, w.path, 'not-a-sha'), 'bad_checksum');
   });
 
   it('refuses symlinks that lead out of the root, for a directory or a file', async () => {
@@ -143,12 +162,12 @@ describe('AdapterStore.read', () => {
     // bob's directory is a link to a copy of alice's adapters outside the root
     symlinkSync(outside, join(root, userDirName('bob')));
     const forged = `${userDirName('bob')}/${w.path.split('/')[1]}`;
-    await expectStoreError(store.read(forged, w.sha256), 'bad_adapter_path');
+    await expectStoreError(load(store, forged, w.sha256), 'bad_adapter_path');
     // a weights file that is a symlink to a valid copy
     const abs = join(root, ...w.path.split('/'));
     rmSync(join(abs, ADAPTER_WEIGHTS_FILE));
     symlinkSync(join(outside, w.path.split('/')[1], ADAPTER_WEIGHTS_FILE), join(abs, ADAPTER_WEIGHTS_FILE));
-    await expectStoreError(store.read(w.path, w.sha256), 'bad_adapter_path');
+    await expectStoreError(load(store, w.path, w.sha256), 'bad_adapter_path');
   });
 });
 
