@@ -769,7 +769,7 @@ async function main(): Promise<void> {
   // configuration's server is started first (each pre-loads its cache), then all are measured in
   // interleaved slices, `rounds` rounds in the order A B C D, D C B A, ..., each slice after a short
   // unmeasured warm-up, so that a configuration and its baseline are measured seconds apart and a
-  // drift weighs on all alike. An idle server uses no CPU (no spinning threads).
+  // drift weighs on all alike. The idle servers' CPU use is measured and reported per slice.
   const segs = new Map<string, Segment[]>(plan.map((c) => [c.name, []]));
   const servers: PhaseServer[] = [];
   const loads = new Map<string, Array<{ path: string; ms: number }>>();
