@@ -152,6 +152,8 @@ class LayerPool {
   }
 }
 
+const adaptsAny = (row: Row): boolean => row.ranks.some((r) => r > 0);
+
 /** Rows [from, from + n) of src ([*, width]) into rows [at, at + n) of dst, zeros for the next w - n. */
 function copyRows(dst: Float32Array, at: number, src: Float32Array, from: number, n: number, w: number, width: number): void {
   dst.set(src.subarray(from * width, (from + n) * width), at * width);
@@ -163,6 +165,11 @@ export class RowPool {
   private readonly layerPools: LayerPool[];
   private readonly rowHint: number;
   private readonly fpr: number;
+  /** Rows with an adapter (rank > 0 on some layer). */
+  private adapted = 0;
+  /** Bumped by every add and remove: the full-batch input of an unchanged pool is handed out again. */
+  private version = 0;
+  private lastInput?: { version: number; input: LoraInput | undefined };
   /** Unit width W. */
   readonly unit: number;
   readonly stats: RowPoolStats = { unitWrites: 0, unitMoves: 0 };
@@ -229,6 +236,8 @@ export class RowPool {
     if (this.indexOf(id) >= 0) throw new LoraFeedError('duplicate_row', `row ${String(id)} is already in the pool`, { id });
     const row: Row = adapter ? { id, scaling: adapter.scaling, ...this.checked(adapter) } : { id, scaling: 1, ranks: Array(this.cfg.nLayers).fill(0), pairs: new Map() };
     this.rowsList.push(row);
+    this.version += 1;
+    if (adaptsAny(row)) this.adapted += 1;
     row.ranks.forEach((r, l) => {
       for (let k = 0; k < unitsFor(r, this.unit); k++) this.layerPools[l].push(id, k, this.rowHint);
     });
@@ -239,6 +248,8 @@ export class RowPool {
     const r = this.indexOf(id);
     if (r < 0) throw new LoraFeedError('unknown_row', `no row ${String(id)} in the pool`, { id });
     const row = this.rowsList[r];
+    this.version += 1;
+    if (adaptsAny(row)) this.adapted -= 1;
     row.ranks.forEach((rank, l) => {
       if (rank > 0) this.layerPools[l].removeRow(id, this.stats);
     });
@@ -256,10 +267,22 @@ export class RowPool {
    * (row b's scaling where unit u belongs to row b, else 0) and the units' `unit.{l}.{map}.A`
    * [U, W, in] and `unit.{l}.{map}.Bt` [U, W, out].
    * The units of all rows are views of the pools; those of a sub-range are views where they lie
-   * together and a copy where earlier rows' removals scattered them.
+   * together and a copy where earlier rows' removals scattered them. The input of all rows is built
+   * once per change: until the next add or remove, the same object is handed out again (a decode
+   * step of an unchanged batch builds nothing).
    */
   input(from = 0, to = this.rowsList.length): LoraInput | undefined {
     if (from < 0 || to > this.rowsList.length || from >= to) throw new LoraFeedError('bad_rows', `rows ${from}..${to} of a pool of ${this.rowsList.length}`, { from, to });
+    const all = from === 0 && to === this.rowsList.length;
+    if (all && this.lastInput?.version === this.version) return this.lastInput.input;
+    const input = this.build(from, to);
+    if (all) this.lastInput = { version: this.version, input };
+    return input;
+  }
+
+  private build(from: number, to: number): LoraInput | undefined {
+    // No row of the range adapts a layer: the plain model, with nothing written or built.
+    if (this.adapted === 0 || !this.rowsList.slice(from, to).some(adaptsAny)) return undefined;
     const at = new Map<RowId, number>();
     this.rowsList.forEach((row, i) => at.set(row.id, i));
     for (const p of this.layerPools) {
@@ -270,7 +293,6 @@ export class RowPool {
     const n = to - from;
     const w = this.unit;
     const feeds: Record<string, HostTensor> = {};
-    let any = false;
     for (const p of this.layerPools) {
       const slots: number[] = [];
       p.owner.forEach((id, s) => {
@@ -281,7 +303,6 @@ export class RowPool {
         this.zeroUnit(p.layer, n, feeds);
         continue;
       }
-      any = true;
       const u = slots.length;
       const sel = new Float32Array(n * u);
       const rows = new BigInt64Array(u);
@@ -313,7 +334,6 @@ export class RowPool {
         feeds[`unit.${p.layer}.${m.map}.Bt`] = { dtype: 'float32', dims: [u, w, m.outF], data: b };
       }
     }
-    if (!any) return undefined;
     return { lora: { mode: 'rows', layers: Array(this.cfg.nLayers).fill(true) }, feeds };
   }
 

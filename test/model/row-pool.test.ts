@@ -152,6 +152,32 @@ describe('RowPool layout', () => {
     expect(pool.stats).toEqual({ unitWrites: 4, unitMoves: 1 });
   });
 
+  it('hands an unchanged batch the same input again, builds a new one after any add or remove, and nothing for rows without adapters', () => {
+    const pool = new RowPool(tinyGpt2, { maxRows: 4, unit: 4 });
+    pool.add('v', null);
+    pool.add('w', null);
+    expect(pool.input()).toBeUndefined();
+    const a = randomAdapter(tinyGpt2, [1], 6, 50);
+    pool.add('x', a);
+    const first = pool.input()!;
+    expect(pool.input()).toBe(first); // a decode step of the same batch: nothing rebuilt
+    expect(pool.stats.unitWrites).toBe(2);
+    expect(pool.input(0, 2)).toBeUndefined(); // the rows without adapters alone: the plain model
+    expect(pool.input()).toBe(first);
+    pool.add('y', null); // a join without an adapter still changes the batch (sel gets a row)
+    const second = pool.input()!;
+    expect(second).not.toBe(first);
+    expect(feedsOf(second)['sel.1'].dims).toEqual([4, 1, 2]);
+    expect(floats(feedsOf(second)['sel.1'])).toEqual([0, 0, 0, 0, a.scaling, a.scaling, 0, 0]);
+    pool.remove('v'); // 'y' takes its place: x stays at batch row 2
+    const third = feedsOf(pool.input());
+    expect([...third['rows.1'].data]).toEqual([2n, 2n]);
+    expect(floats(third['sel.1'])).toEqual([0, 0, 0, 0, a.scaling, a.scaling]);
+    pool.remove('x'); // the last adapted row leaves: the plain model again
+    expect(pool.input()).toBeUndefined();
+    expect(pool.stats.unitWrites).toBe(2);
+  });
+
   it('a row that leaves before it was ever written (a lone joiner done at its first token) costs no write and leaves no trace', () => {
     const adapters = [randomAdapter(tinyGpt2, [0, 1], 8, 40), randomAdapter(tinyGpt2, [0], 4, 41), randomAdapter(tinyGpt2, [0, 1], 12, 42), randomAdapter(tinyGpt2, [0], 8, 43)];
     const pool = new RowPool(tinyGpt2, { unit: 4 });
