@@ -1,6 +1,7 @@
 /** Adapter versions: numbered per user, at most one active (enforced by a partial unique index). */
-import { and, desc, eq, max } from 'drizzle-orm';
+import { and, desc, eq, max, sql } from 'drizzle-orm';
 import { inTransaction, type Db } from '../client.js';
+import { preparedQuery } from '../statements.js';
 import { NotFoundError } from '../errors.js';
 import { adapterVersions, type AdapterVersionRow, type JsonObject } from '../schema.js';
 import { userExists } from './users.js';
@@ -68,11 +69,13 @@ export function getAdapterVersion(db: Db, userId: string, version: number): Adap
 }
 
 export function getActiveAdapter(db: Db, userId: string): AdapterVersion | undefined {
-  return db.orm
-    .select()
-    .from(adapterVersions)
-    .where(and(eq(adapterVersions.userId, userId), eq(adapterVersions.active, 1)))
-    .get();
+  return preparedQuery(db, 'getActiveAdapter', () =>
+    db.orm
+      .select()
+      .from(adapterVersions)
+      .where(and(eq(adapterVersions.userId, sql.placeholder('userId')), eq(adapterVersions.active, 1)))
+      .prepare(),
+  ).get({ userId });
 }
 
 /** Makes `version` the user's only active version (or none, with null). Throws if the version does not exist. */

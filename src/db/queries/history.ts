@@ -1,6 +1,7 @@
 /** History items: all-or-nothing batch append, chronological listing, FTS5 bm25 search. */
 import { and, asc, count, eq, gt } from 'drizzle-orm';
 import { inTransaction, type Db } from '../client.js';
+import { statement } from '../statements.js';
 import { clampLimit, decodeCursor, isSafeInt, pageOf, type Page } from '../cursor.js';
 import { NotFoundError } from '../errors.js';
 import { historyItems, type HistoryItemRow, type HistoryKind, type HistoryRole } from '../schema.js';
@@ -104,16 +105,15 @@ export function searchHistory(
   const limit = clampLimit(opts.limit, 20, 1000);
   const fts = toFtsQuery(q, opts.match);
   if (fts === null) return [];
-  const rows = db.sqlite
-    .prepare(
-      `SELECT h.id AS id, h.user_id AS userId, h.kind AS kind, h.role AS role, h.text AS text,
+  const rows = statement(
+    db,
+    `SELECT h.id AS id, h.user_id AS userId, h.kind AS kind, h.role AS role, h.text AS text,
               h.conversation_id AS conversationId, h.created_at AS createdAt, bm25(history_fts) AS rank
          FROM history_fts
          JOIN history_items h ON h.id = history_fts.rowid
         WHERE history_fts MATCH ? AND h.user_id = ?
         ORDER BY rank, h.id
         LIMIT ?`,
-    )
-    .all(fts, userId, limit) as Array<HistoryItem & { rank: number }>;
+  ).all(fts, userId, limit) as Array<HistoryItem & { rank: number }>;
   return rows.map(({ rank, ...item }) => ({ ...item, score: -rank }));
 }

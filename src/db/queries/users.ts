@@ -1,6 +1,7 @@
 /** Users: create-or-update, read, list by id, delete with a count of everything removed. */
 import { asc, count, eq, gt } from 'drizzle-orm';
 import { inTransaction, type Db } from '../client.js';
+import { statement } from '../statements.js';
 import { clampLimit, decodeCursor, isShortString, pageOf, type Page } from '../cursor.js';
 import { adapterVersions, historyItems, injectionJobs, trials, users, type JsonObject, type UserRow } from '../schema.js';
 
@@ -43,7 +44,7 @@ export function getUser(db: Db, id: string): User | undefined {
 }
 
 export function userExists(db: Db, id: string): boolean {
-  return db.sqlite.prepare('SELECT 1 FROM users WHERE id = ?').get(id) !== undefined;
+  return statement(db, 'SELECT 1 FROM users WHERE id = ?').get(id) !== undefined;
 }
 
 /** Users in id order; the cursor is the last id of the previous page. */
