@@ -45,6 +45,8 @@ function renderLabels(pairs: ReadonlyArray<readonly [string, string]>): string {
   return `{${pairs.map(([k, v]) => `${k}="${escapeLabelValue(v)}"`).join(',')}}`;
 }
 
+const NO_LABELS = Object.freeze({ key: JSON.stringify([]), pairs: Object.freeze([]) as ReadonlyArray<readonly [string, string]> });
+
 /** Shared label handling: every sample must carry exactly the declared label names. */
 abstract class Metric {
   abstract readonly type: 'counter' | 'gauge' | 'histogram';
@@ -61,7 +63,9 @@ abstract class Metric {
     }
   }
 
-  protected key(labels: Labels | undefined): { key: string; pairs: Array<readonly [string, string]> } {
+  protected key(labels: Labels | undefined): { key: string; pairs: ReadonlyArray<readonly [string, string]> } {
+    // Unlabelled metrics (most of the engine's, observed per step): no names to check or key to build.
+    if (this.labelNames.length === 0 && (labels === undefined || Object.keys(labels).length === 0)) return NO_LABELS;
     const given = labels ?? {};
     const names = Object.keys(given);
     if (names.length !== this.labelNames.length || names.some((n) => !this.labelNames.includes(n))) {
@@ -83,7 +87,7 @@ abstract class Metric {
 
 export class Counter extends Metric {
   readonly type = 'counter';
-  private readonly values = new Map<string, { pairs: Array<readonly [string, string]>; value: number }>();
+  private readonly values = new Map<string, { pairs: ReadonlyArray<readonly [string, string]>; value: number }>();
 
   inc(labels?: Labels, by = 1): void {
     if (!(by >= 0) || !Number.isFinite(by)) throw new MetricError('invalid_value', `${this.name}: counters only go up (got ${by})`);
@@ -106,7 +110,7 @@ export class Counter extends Metric {
 
 export class Gauge extends Metric {
   readonly type = 'gauge';
-  private readonly values = new Map<string, { pairs: Array<readonly [string, string]>; value: number }>();
+  private readonly values = new Map<string, { pairs: ReadonlyArray<readonly [string, string]>; value: number }>();
 
   set(labels: Labels | undefined, value: number): void {
     const { key, pairs } = this.key(labels);
@@ -136,7 +140,7 @@ export class Gauge extends Metric {
 }
 
 interface HistogramSeries {
-  pairs: Array<readonly [string, string]>;
+  pairs: ReadonlyArray<readonly [string, string]>;
   counts: number[];
   sum: number;
   count: number;
