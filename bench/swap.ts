@@ -22,7 +22,9 @@
  * slices: `rounds` rounds in the order A B C D, D C B A, ..., each slice `seconds`/`rounds` measured
  * after `slice-warmup` seconds unmeasured (`warmup` in the first round), each round with its own draw
  * of which users are popular. Reported per phase: throughput and its
- * ratio to the baseline (targets >= 0.8 at 100%, >= 0.5 at 10%), tokens/s, p50/p99 latency, cache hit
+ * ratio to the baseline (targets >= 0.8 at 100%, >= 0.5 at 10%), the ratio in each round (the
+ * configurations' slices of a round are adjacent: paired samples) with its mean and standard error
+ * over the rounds (how far one run's ratio can be trusted on a noisy machine), tokens/s, p50/p99 latency, cache hit
  * rate, and the time of each adapter load in the server against a raw read of the same files
  * (target <= 2x), measured both inside the loaded server and in isolation.
  * Before that, in this process: the decode step with the gathered slot pool against the unit
@@ -791,7 +793,19 @@ async function main(): Promise<void> {
   const base = phases[0];
   const table = phases.map((p) => {
     const baseline = p.threads === base.threads ? base : phases.find((q) => q.cacheShare === null && q.threads === p.threads)!;
-    return { ...p, throughputRatio: r3(p.rps / baseline.rps), tokensRatio: r3(p.tokensPerS / baseline.tokensPerS) };
+    // Each round measures every configuration in adjacent slices: the per-round ratios are paired
+    // samples, and their spread says how far one run's ratio can be trusted on this machine.
+    const byRound = p.rpsBySegment.map((r, i) => r / baseline.rpsBySegment[i]);
+    const mean = byRound.reduce((a, b) => a + b, 0) / byRound.length;
+    const sd = Math.sqrt(byRound.reduce((a, b) => a + (b - mean) ** 2, 0) / Math.max(1, byRound.length - 1));
+    return {
+      ...p,
+      throughputRatio: r3(p.rps / baseline.rps),
+      tokensRatio: r3(p.tokensPerS / baseline.tokensPerS),
+      ratioByRound: byRound.map(r3),
+      ratioRoundsMean: r3(mean),
+      ratioRoundsSe: r3(sd / Math.sqrt(byRound.length)),
+    };
   });
 
   const ranks = ws.users.map((u) => u.rank);
@@ -877,10 +891,10 @@ async function main(): Promise<void> {
   );
 
   console.log(`\nadapter swap load test: ${ws.users.length} users, ${result.setup.totalAdapterMiB} MiB of adapters, model: ${ws.modelKind}`);
-  console.log('phase                req/s  ratio   tok/s  p50 ms  p99 ms  hit rate  loads  step ms  load/raw (in server)');
+  console.log('phase                req/s  ratio   tok/s  p50 ms  p99 ms  hit rate  loads  step ms  load/raw (in server)  ratio by round: mean ± se');
   for (const p of table) {
     console.log(
-      `${p.name.padEnd(18)} ${String(p.rps).padStart(7)} ${String(p.throughputRatio).padStart(6)} ${String(p.tokensPerS).padStart(7)} ${String(p.p50Ms).padStart(7)} ${String(p.p99Ms).padStart(7)} ${String(p.hitRate ?? '-').padStart(9)} ${String(p.loads).padStart(6)} ${String(p.meanStepMs).padStart(8)}  ${p.loadVsRawInServer ?? '-'}`,
+      `${p.name.padEnd(18)} ${String(p.rps).padStart(7)} ${String(p.throughputRatio).padStart(6)} ${String(p.tokensPerS).padStart(7)} ${String(p.p50Ms).padStart(7)} ${String(p.p99Ms).padStart(7)} ${String(p.hitRate ?? '-').padStart(9)} ${String(p.loads).padStart(6)} ${String(p.meanStepMs).padStart(8)}  ${String(p.loadVsRawInServer ?? '-').padEnd(20)}  ${p.cacheShare === null ? '-' : `${p.ratioRoundsMean} ± ${p.ratioRoundsSe}`}`,
     );
   }
   if (result.threadsUnderLoad) console.log(`default (one per core) vs 1 intra-op thread under load: vanilla ${result.threadsUnderLoad.vanillaDefaultVsOne}x, injected ${result.threadsUnderLoad.injectedDefaultVsOne}x throughput`);
