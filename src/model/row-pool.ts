@@ -167,9 +167,8 @@ export class RowPool {
   private readonly fpr: number;
   /** Rows with an adapter (rank > 0 on some layer). */
   private adapted = 0;
-  /** Bumped by every add and remove: the full-batch input of an unchanged pool is handed out again. */
-  private version = 0;
-  private lastInput?: { version: number; input: LoraInput | undefined };
+  /** The input of all rows, handed out again until the next add or remove (which drop it). */
+  private lastInput?: { input: LoraInput | undefined };
   /** Unit width W. */
   readonly unit: number;
   readonly stats: RowPoolStats = { unitWrites: 0, unitMoves: 0 };
@@ -236,7 +235,7 @@ export class RowPool {
     if (this.indexOf(id) >= 0) throw new LoraFeedError('duplicate_row', `row ${String(id)} is already in the pool`, { id });
     const row: Row = adapter ? { id, scaling: adapter.scaling, ...this.checked(adapter) } : { id, scaling: 1, ranks: Array(this.cfg.nLayers).fill(0), pairs: new Map() };
     this.rowsList.push(row);
-    this.version += 1;
+    this.lastInput = undefined;
     if (adaptsAny(row)) this.adapted += 1;
     row.ranks.forEach((r, l) => {
       for (let k = 0; k < unitsFor(r, this.unit); k++) this.layerPools[l].push(id, k, this.rowHint);
@@ -248,7 +247,7 @@ export class RowPool {
     const r = this.indexOf(id);
     if (r < 0) throw new LoraFeedError('unknown_row', `no row ${String(id)} in the pool`, { id });
     const row = this.rowsList[r];
-    this.version += 1;
+    this.lastInput = undefined;
     if (adaptsAny(row)) this.adapted -= 1;
     row.ranks.forEach((rank, l) => {
       if (rank > 0) this.layerPools[l].removeRow(id, this.stats);
@@ -274,9 +273,9 @@ export class RowPool {
   input(from = 0, to = this.rowsList.length): LoraInput | undefined {
     if (from < 0 || to > this.rowsList.length || from >= to) throw new LoraFeedError('bad_rows', `rows ${from}..${to} of a pool of ${this.rowsList.length}`, { from, to });
     const all = from === 0 && to === this.rowsList.length;
-    if (all && this.lastInput?.version === this.version) return this.lastInput.input;
+    if (all && this.lastInput) return this.lastInput.input;
     const input = this.build(from, to);
-    if (all) this.lastInput = { version: this.version, input };
+    if (all) this.lastInput = { input };
     return input;
   }
 
