@@ -812,7 +812,9 @@ async function main(): Promise<void> {
   const result = {
     bench: 'swap',
     date: new Date().toISOString(),
-    command: `npx tsx bench/swap.ts ${process.argv.slice(2).join(' ')}`.trim(),
+    command: `${process.env.MEMLORA_CONST_WEIGHTS ? `MEMLORA_CONST_WEIGHTS=${process.env.MEMLORA_CONST_WEIGHTS} ` : ''}npx tsx bench/swap.ts ${process.argv.slice(2).join(' ')}`.trim(),
+    /** The servers' MEMLORA_CONST_WEIGHTS (inherited from this process's environment). */
+    constWeights: process.env.MEMLORA_CONST_WEIGHTS || 'off',
     machine: { cpus: cpus().length, loadAvgAtStart: r3(load0), loadAvgAtEnd: r3(loadavg()[0]) },
     model: ws.modelKind,
     setup: {

@@ -30,6 +30,8 @@ export interface Config {
   executionProvider: ExecutionProvider;
   /** ONNX Runtime intra-op threads; 0 leaves ORT's default. */
   intraOpThreads: number;
+  /** Serving graphs carry the base weights as constants (packed once by ONNX Runtime): on, off, or auto by model size. */
+  constWeights: 'auto' | 'on' | 'off';
   jobConcurrency: number;
   maxQueue: number;
   maxBatch: number;
@@ -56,6 +58,7 @@ export const ENV_VARS: readonly EnvVarDoc[] = [
   { name: 'MEMLORA_MODEL_PATH', default: 'models/default', describe: 'Base model directory (default relative to the repository root).' },
   { name: 'MEMLORA_EXECUTION_PROVIDER', default: 'cpu', describe: 'ONNX Runtime execution provider: `cpu` or `cuda`.' },
   { name: 'MEMLORA_INTRA_OP_THREADS', default: '0', describe: 'ONNX Runtime intra-op threads; 0 keeps ORT\'s default.' },
+  { name: 'MEMLORA_CONST_WEIGHTS', default: 'off', describe: 'Bake the base weights into the serving graphs as constants, so ONNX Runtime packs them once per graph instead of at every call: `on`, `off`, or `auto` (on for models up to 512 MiB of weights). On the default model plain requests are served about 1.4x faster and injected ones 1.15-1.2x, so the adapters\' relative cost grows; each serving graph (five) holds its own copy of the weights.' },
   { name: 'MEMLORA_JOB_CONCURRENCY', default: '1', describe: 'Injection jobs run at the same time.' },
   { name: 'MEMLORA_MAX_QUEUE', default: '256', describe: 'Generation requests waiting before new ones get 429.' },
   { name: 'MEMLORA_MAX_BATCH', default: '8', describe: 'Rows in one decode batch.' },
@@ -117,6 +120,7 @@ const envSchema = z.object({
   MEMLORA_MODEL_PATH: nonEmpty.optional(),
   MEMLORA_EXECUTION_PROVIDER: z.enum(['cpu', 'cuda'], { message: 'must be "cpu" or "cuda"' }).default('cpu'),
   MEMLORA_INTRA_OP_THREADS: intVar(0, 1024).default(0),
+  MEMLORA_CONST_WEIGHTS: z.enum(['auto', 'on', 'off'], { message: 'must be "auto", "on" or "off"' }).default('off'),
   MEMLORA_JOB_CONCURRENCY: intVar(1, 64).default(1),
   MEMLORA_MAX_QUEUE: intVar(1, 1_000_000).default(256),
   MEMLORA_MAX_BATCH: intVar(1, 1024).default(8),
@@ -173,6 +177,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     modelPath: e.MEMLORA_MODEL_PATH ? absolute(e.MEMLORA_MODEL_PATH, cwd) : join(repoRoot, 'models', 'default'),
     executionProvider: e.MEMLORA_EXECUTION_PROVIDER,
     intraOpThreads: e.MEMLORA_INTRA_OP_THREADS,
+    constWeights: e.MEMLORA_CONST_WEIGHTS,
     jobConcurrency: e.MEMLORA_JOB_CONCURRENCY,
     maxQueue: e.MEMLORA_MAX_QUEUE,
     maxBatch: e.MEMLORA_MAX_BATCH,

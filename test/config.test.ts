@@ -17,6 +17,7 @@ describe('loadConfig', () => {
       modelPath: join(repoRoot, 'models', 'default'),
       executionProvider: 'cpu',
       intraOpThreads: 0,
+      constWeights: 'off',
       jobConcurrency: 1,
       maxQueue: 256,
       maxBatch: 8,
@@ -37,6 +38,7 @@ describe('loadConfig', () => {
         MEMLORA_MODEL_PATH: 'models/tiny',
         MEMLORA_EXECUTION_PROVIDER: 'cuda',
         MEMLORA_INTRA_OP_THREADS: '4',
+        MEMLORA_CONST_WEIGHTS: 'on',
         MEMLORA_JOB_CONCURRENCY: '2',
         MEMLORA_MAX_QUEUE: '10',
         MEMLORA_MAX_BATCH: '16',
@@ -56,6 +58,7 @@ describe('loadConfig', () => {
       modelPath: '/w/models/tiny',
       executionProvider: 'cuda',
       intraOpThreads: 4,
+      constWeights: 'on',
       jobConcurrency: 2,
       maxQueue: 10,
       maxBatch: 16,
@@ -87,6 +90,7 @@ describe('loadConfig', () => {
         MEMLORA_EXECUTION_PROVIDER: 'tpu',
         MEMLORA_MAX_BATCH: '0',
         MEMLORA_BODY_LIMIT_BYTES: '10',
+        MEMLORA_CONST_WEIGHTS: 'yes',
       });
     } catch (e) {
       err = e;
@@ -94,12 +98,13 @@ describe('loadConfig', () => {
     expect(err).toBeInstanceOf(ConfigError);
     const issues = (err as ConfigError).issues;
     expect(issues.map((i) => i.variable).sort()).toEqual(
-      ['MEMLORA_ADMIN_TOKEN', 'MEMLORA_BODY_LIMIT_BYTES', 'MEMLORA_CACHE_BYTES', 'MEMLORA_EXECUTION_PROVIDER', 'MEMLORA_MAX_BATCH', 'MEMLORA_PORT'],
+      ['MEMLORA_ADMIN_TOKEN', 'MEMLORA_BODY_LIMIT_BYTES', 'MEMLORA_CACHE_BYTES', 'MEMLORA_CONST_WEIGHTS', 'MEMLORA_EXECUTION_PROVIDER', 'MEMLORA_MAX_BATCH', 'MEMLORA_PORT'],
     );
     const text = formatConfigError(err);
     expect(text).toContain('memlora: invalid configuration');
     expect(text).toContain('MEMLORA_PORT must be an integer (got "eighty")');
     expect(text).toContain('MEMLORA_EXECUTION_PROVIDER must be "cpu" or "cuda" (got "tpu")');
+    expect(text).toContain('MEMLORA_CONST_WEIGHTS must be "auto", "on" or "off" (got "yes")');
     expect(text).toContain('MEMLORA_ADMIN_TOKEN must be at least 16 characters');
     // The token is a secret, even a bad one.
     expect(text).not.toContain('short');

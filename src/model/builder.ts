@@ -20,7 +20,7 @@ import * as ops from '../graph/ops.js';
 import { addDims } from '../graph/shape.js';
 import { type ModelConfig, configFingerprint } from './config.js';
 import { gpt2Block, gpt2Embed, gpt2Final } from './gpt2.js';
-import { Ctx, DIM, type GraphSpec, type LoraSpec, linearOutIn, ropeInputs } from './layers.js';
+import { Ctx, DIM, type GraphSpec, type LoraSpec, linearOutIn, ropeInputs, type WeightSource } from './layers.js';
 import { llamaBlock, llamaEmbed, llamaFinal } from './llama.js';
 import { lmHeadName } from './weights.js';
 
@@ -63,10 +63,10 @@ export function normaliseSpec(cfg: ModelConfig, spec: GraphSpec): GraphSpec {
 const maskBits = (l: LoraSpec): string => l.layers.map((b) => (b ? '1' : '0')).join('');
 
 /** The runner cache key: the config's structure plus everything in the spec that changes the graph. */
-export function sessionKey(cfg: ModelConfig, spec: GraphSpec): string {
+export function sessionKey(cfg: ModelConfig, spec: GraphSpec, opts: { constWeights?: boolean } = {}): string {
   const s = normaliseSpec(cfg, spec);
   const lora = s.lora ? `${s.lora.mode}${s.lora.bt ? '+bt' : ''}:${maskBits(s.lora)}` : 'nolora';
-  return `${configFingerprint(cfg)}#${s.kind}${s.allLogits ? '+all' : ''}#${lora}`;
+  return `${configFingerprint(cfg)}#${s.kind}${s.allLogits ? '+all' : ''}#${lora}${opts.constWeights ? '#const' : ''}`;
 }
 
 /** Declare an output under the computed value's own name, so that ONNX needs no Identity copy. */
@@ -75,10 +75,15 @@ function output(g: Graph, name: string, v: Value): void {
   g.output(name, v);
 }
 
-export function buildGraph(cfg: ModelConfig, spec: GraphSpec): Graph {
+/**
+ * The graph of `spec`. With `constWeights`, the base weights are initializers read from it (ONNX
+ * Runtime then packs each matrix for its matmul kernel once, when the session is created, instead of
+ * at every call; the session holds its own copy); otherwise they are graph inputs fed at every run.
+ */
+export function buildGraph(cfg: ModelConfig, spec: GraphSpec, opts: { constWeights?: WeightSource } = {}): Graph {
   const s = normaliseSpec(cfg, spec);
   const g = new Graph(`${cfg.family}_${s.kind}${s.lora ? `_${s.lora.mode}${s.lora.bt ? '_bt' : ''}_${maskBits(s.lora)}` : ''}`);
-  const ctx = new Ctx(g, cfg, s);
+  const ctx = new Ctx(g, cfg, s, opts.constWeights);
   const { nLayers, nKvHeads: hkv, headDim: dh, dModel: d, vocabSize: v } = cfg;
   const seq = ctx.seq;
 

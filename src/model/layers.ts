@@ -4,8 +4,10 @@
  * over an optional KV cache.
  *
  * Conventions inside a graph: hidden states are [B, T, D]; heads are [B, H, T, Dh]; caches are
- * [B, Hkv, Past, Dh]. Base weights, RoPE tables and LoRA tensors are all graph inputs, never
- * initializers, so every session reads the one copy the process holds.
+ * [B, Hkv, Past, Dh]. RoPE tables and LoRA tensors are graph inputs; base weights are graph inputs
+ * too (every session reads the one copy the process holds) unless the graph is built with constant
+ * weights (Ctx's `constWeights`, the serving graphs by default: model.ts ModelOptions.constWeights),
+ * which ONNX Runtime packs for its matmul kernels once instead of at every call.
  */
 import type { Graph, Value } from '../graph/ir.js';
 import * as ops from '../graph/ops.js';
@@ -47,6 +49,9 @@ export interface GraphSpec {
   allLogits?: boolean;
 }
 
+/** The data of a base weight by name (row-major, the shape the graph declares), for baking it into a graph. */
+export type WeightSource = (name: string) => Float32Array | undefined;
+
 export const ROPE_COS = 'rope.cos';
 export const ROPE_SIN = 'rope.sin';
 /** Symbolic dims of graph inputs. */
@@ -69,6 +74,8 @@ export class Ctx {
     readonly g: Graph,
     readonly cfg: ModelConfig,
     readonly spec: GraphSpec,
+    /** When given, base weights are baked into the graph as initializers instead of graph inputs. */
+    private readonly constWeights?: WeightSource,
   ) {}
 
   /** Sequence length of this call: 1 in decode graphs (static), symbolic otherwise. */
@@ -87,7 +94,16 @@ export class Ctx {
   }
 
   weight(name: string, shape: number[]): Value {
-    return this.input(name, shape);
+    if (!this.constWeights) return this.input(name, shape);
+    let v = this.inputs.get(name);
+    if (!v) {
+      const data = this.constWeights(name);
+      const n = shape.reduce((a, b) => a * b, 1);
+      if (!data || data.length !== n) throw new Error(`weight ${name}: expected ${n} values [${shape}], got ${data?.length ?? 'none'}`);
+      v = this.g.initializer(name, 'float32', shape, data);
+      this.inputs.set(name, v);
+    }
+    return v;
   }
 
   private slot?: Value;

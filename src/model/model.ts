@@ -1,6 +1,7 @@
 /**
- * A loaded base model: config, the weights as ONNX Runtime tensors (created once, fed to every
- * session, never copied per session), and a Runner whose sessions are cached by graph signature.
+ * A loaded base model: config, the weights as ONNX Runtime tensors (created once and fed to every
+ * session, or, with `constWeights`, baked into each inference session as constants), and a Runner
+ * whose sessions are cached by graph signature.
  */
 import * as ort from 'onnxruntime-node';
 import type { CompiledGraph, FeedSources, RunnerOptions } from '../graph/runner.js';
@@ -14,10 +15,23 @@ import { type KvBatch, type KvShape, type RowKv, rowKvFromPresents } from './kv.
 import { type LoraInput, loraInputFeeds } from './lora-feeds.js';
 import { type Weights, validateWeights } from './weights.js';
 
+/** `auto` bakes the weights into the serving graphs for models up to this many bytes of weights. */
+export const CONST_WEIGHTS_AUTO_MAX_BYTES = 512 * 1024 ** 2;
+
+export type ConstWeights = 'auto' | 'on' | 'off';
+
 export interface ModelOptions {
   /** Share a runner (and its session cache) with other users; otherwise the model makes its own. */
   runner?: Runner;
   runnerOptions?: RunnerOptions;
+  /**
+   * Bake the base weights into the inference graphs (prefill, decode) as constants: ONNX Runtime
+   * packs each weight matrix once per session instead of at every call (a decode step of the default
+   * model 1.4-1.6x faster), and each such session holds its own copy of the weights. Training graphs
+   * always take the weights as inputs. Default `off`; `auto`: on for models up to
+   * CONST_WEIGHTS_AUTO_MAX_BYTES of weights.
+   */
+  constWeights?: ConstWeights;
 }
 
 export interface PrefillResult {
@@ -33,6 +47,8 @@ export class Model {
   readonly kvShape: KvShape;
   private readonly base: Record<string, ort.Tensor> = {};
   private readonly ownsRunner: boolean;
+  /** Whether inference graphs carry the weights as constants (ModelOptions.constWeights, resolved). */
+  readonly constWeights: boolean;
 
   constructor(config: ModelConfig, weights: Weights, opts: ModelOptions = {}) {
     this.config = validateConfig(config);
@@ -44,6 +60,8 @@ export class Model {
       this.base[ROPE_COS] = new ort.Tensor('float32', cos, dims);
       this.base[ROPE_SIN] = new ort.Tensor('float32', sin, dims);
     }
+    const mode = opts.constWeights ?? 'off';
+    this.constWeights = mode === 'on' || (mode === 'auto' && this.weightBytes <= CONST_WEIGHTS_AUTO_MAX_BYTES);
     this.ownsRunner = !opts.runner;
     this.runner = opts.runner ?? new Runner(opts.runnerOptions);
     this.kvShape = { nLayers: config.nLayers, nKvHeads: config.nKvHeads, headDim: config.headDim };
@@ -61,7 +79,17 @@ export class Model {
   }
 
   session(spec: GraphSpec): Promise<CompiledGraph> {
-    return this.runner.compile(sessionKey(this.config, spec), () => buildGraph(this.config, spec));
+    const baked = this.constWeights && spec.kind !== 'train';
+    if (!baked) return this.runner.compile(sessionKey(this.config, spec), () => buildGraph(this.config, spec));
+    const weights = (name: string): Float32Array | undefined => this.base[name]?.data as Float32Array | undefined;
+    return this.runner.compile(sessionKey(this.config, spec, { constWeights: true }), () => buildGraph(this.config, spec, { constWeights: weights }));
+  }
+
+  /** Bytes of the base weights (not the RoPE tables). */
+  get weightBytes(): number {
+    let n = 0;
+    for (const [name, t] of Object.entries(this.base)) if (name !== ROPE_COS && name !== ROPE_SIN) n += (t.data as Float32Array).byteLength;
+    return n;
   }
 
   /** Run a graph of this model: the call's own feeds (searched first), then the base weights; fetching only `fetch`. */

@@ -109,6 +109,7 @@ export async function createServeServices(setup: ServeSetup, opts: ServeOptions 
     try {
       model = Model.load(config.modelPath, {
         runnerOptions: { executionProvider: config.executionProvider, intraOpThreads: servingThreads(config), maxSessions: 256 },
+        constWeights: config.constWeights,
       });
       const tokenizer = loadTokenizer(config.modelPath);
       const built = new Engine({
