@@ -17,7 +17,7 @@ describe('loadConfig', () => {
       modelPath: join(repoRoot, 'models', 'default'),
       executionProvider: 'cpu',
       intraOpThreads: 0,
-      constWeights: 'off',
+      constWeights: 'auto',
       jobConcurrency: 1,
       maxQueue: 256,
       maxBatch: 8,

@@ -15,8 +15,12 @@ import { type KvBatch, type KvShape, type RowKv, rowKvFromPresents } from './kv.
 import { type LoraInput, loraInputFeeds } from './lora-feeds.js';
 import { type Weights, validateWeights } from './weights.js';
 
-/** `auto` bakes the weights into the serving graphs for models up to this many bytes of weights. */
-export const CONST_WEIGHTS_AUTO_MAX_BYTES = 512 * 1024 ** 2;
+/**
+ * `auto` bakes the weights into the inference graphs for models up to this many bytes of weights:
+ * each baked session holds its own copy (serving compiles five), so the bound keeps that to a few
+ * hundred MiB.
+ */
+export const CONST_WEIGHTS_AUTO_MAX_BYTES = 64 * 1024 ** 2;
 
 export type ConstWeights = 'auto' | 'on' | 'off';
 
