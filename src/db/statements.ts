@@ -8,23 +8,18 @@
 import type Database from 'better-sqlite3';
 import type { Db } from './client.js';
 
-const raw = new WeakMap<Database.Database, Map<string, Database.Statement>>();
-const built = new WeakMap<Database.Database, Map<string, unknown>>();
-
-/** The raw statement for `sql` on this connection, prepared at its first use. */
-export function statement(db: Db, sql: string): Database.Statement {
-  let m = raw.get(db.sqlite);
-  if (!m) raw.set(db.sqlite, (m = new Map()));
-  let s = m.get(sql);
-  if (!s) m.set(sql, (s = db.sqlite.prepare(sql)));
-  return s;
-}
+const prepared = new WeakMap<Database.Database, Map<string, unknown>>();
 
 /** A query built and prepared once per connection under `key` (drizzle's `.prepare()`, with placeholders). */
 export function preparedQuery<T>(db: Db, key: string, make: () => T): T {
-  let m = built.get(db.sqlite);
-  if (!m) built.set(db.sqlite, (m = new Map()));
+  let m = prepared.get(db.sqlite);
+  if (!m) prepared.set(db.sqlite, (m = new Map()));
   let q = m.get(key) as T | undefined;
   if (q === undefined) m.set(key, (q = make()));
   return q;
+}
+
+/** The raw statement for `sql` on this connection, prepared at its first use. */
+export function statement(db: Db, sql: string): Database.Statement {
+  return preparedQuery(db, `sql:${sql}`, () => db.sqlite.prepare(sql));
 }

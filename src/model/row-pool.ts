@@ -165,8 +165,6 @@ export class RowPool {
   private readonly layerPools: LayerPool[];
   private readonly rowHint: number;
   private readonly fpr: number;
-  /** Rows with an adapter (rank > 0 on some layer). */
-  private adapted = 0;
   /** The input of all rows, handed out again until the next add or remove (which drop it). */
   private lastInput?: { input: LoraInput | undefined };
   /** Unit width W. */
@@ -236,7 +234,6 @@ export class RowPool {
     const row: Row = adapter ? { id, scaling: adapter.scaling, ...this.checked(adapter) } : { id, scaling: 1, ranks: Array(this.cfg.nLayers).fill(0), pairs: new Map() };
     this.rowsList.push(row);
     this.lastInput = undefined;
-    if (adaptsAny(row)) this.adapted += 1;
     row.ranks.forEach((r, l) => {
       for (let k = 0; k < unitsFor(r, this.unit); k++) this.layerPools[l].push(id, k, this.rowHint);
     });
@@ -248,7 +245,6 @@ export class RowPool {
     if (r < 0) throw new LoraFeedError('unknown_row', `no row ${String(id)} in the pool`, { id });
     const row = this.rowsList[r];
     this.lastInput = undefined;
-    if (adaptsAny(row)) this.adapted -= 1;
     row.ranks.forEach((rank, l) => {
       if (rank > 0) this.layerPools[l].removeRow(id, this.stats);
     });
@@ -281,7 +277,7 @@ export class RowPool {
 
   private build(from: number, to: number): LoraInput | undefined {
     // No row of the range adapts a layer: the plain model, with nothing written or built.
-    if (this.adapted === 0 || !this.rowsList.slice(from, to).some(adaptsAny)) return undefined;
+    if (!this.rowsList.slice(from, to).some(adaptsAny)) return undefined;
     const at = new Map<RowId, number>();
     this.rowsList.forEach((row, i) => at.set(row.id, i));
     for (const p of this.layerPools) {
