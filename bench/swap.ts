@@ -3,7 +3,7 @@
  *
  *   npx tsx bench/swap.ts [--users 1000] [--seconds 32] [--rounds 8] [--warmup 12] [--slice-warmup 2]
  *                         [--connections 16] [--max-tokens 16] [--seed 1] [--fresh] [--skip-micro]
- *                         [--skip-threads]
+ *                         [--skip-threads] [--base default|gpt2-small]
  *                         [--quick]   (vanilla and 100% only, no micro benches: bench/results/swap-quick.json)
  *
  * 1,000 users, each with a stored adapter of a realistic configuration (random weights; merged rank
@@ -31,7 +31,8 @@
  * pool at ranks 8..128, and ONNX Runtime with 1 vs 2 intra-op threads.
  *
  * The model is models/default when it exists, else a random GPT-2 of the default shape (d_model 256,
- * 6 layers, 4 heads, FFN 1024, vocab 2048). Adapters and db are kept in a temp dir between runs
+ * 6 layers, 4 heads, FFN 1024, vocab 2048); with --base gpt2-small, a random GPT-2 of GPT-2 small's
+ * shape (see BASE), results in bench/results/swap-gpt2-small.json and swap-*-gpt2-small.svg. Adapters and db are kept in a temp dir between runs
  * (--fresh rebuilds). Writes bench/results/swap.json and bench/results/swap-*.svg.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -110,6 +111,24 @@ const progress = (line: string): void => void process.stderr.write(`${line}\n`);
 
 const DEFAULT_SHAPE: ModelConfig = defaultModelConfig({ vocabSize: 2048, bosId: 0, eosId: 0 });
 
+/**
+ * `--base gpt2-small`: a random GPT-2 of GPT-2 small's shape (d_model 768, 12 layers, 12 heads, FFN
+ * 3072; 87M parameters with the default tokenizer's 2,048 tokens) in place of the 5M-parameter
+ * default model. The same adapter configurations (ranks 8-128, same layer-set shapes) are then in the
+ * proportion to the base model that they have on a real LLM: on the default model, a decode step of
+ * 8 rows reads about 0.6x the base weights' bytes again in adapter units, and a decode step is bound
+ * by the bytes it reads.
+ */
+const BASE = (() => {
+  const i = process.argv.indexOf('--base');
+  const b = i >= 0 ? process.argv[i + 1] : 'default';
+  if (b !== 'default' && b !== 'gpt2-small') throw new Error(`--base must be default or gpt2-small, got ${b}`);
+  return b;
+})();
+const GPT2_SMALL_SHAPE: ModelConfig = defaultModelConfig({ vocabSize: 2048, bosId: 0, eosId: 0 }, { dModel: 768, nLayers: 12, nHeads: 12, dFf: 3072, maxPositions: DEFAULT_SHAPE.maxPositions });
+/** Suffix of the result files: none for the default model. */
+const RESULT_SUFFIX = BASE === 'default' ? '' : `-${BASE}`;
+
 interface UserInfo {
   id: string;
   rank: number;
@@ -163,8 +182,8 @@ function layerSet(nLayers: number, rng: Rng): boolean[] {
 
 async function prepare(): Promise<Workspace> {
   const defaultModel = join(repo, 'models', 'default');
-  const useDefault = existsSync(join(defaultModel, 'config.json'));
-  const key = `u${USERS}-s${SEED}-${useDefault ? 'default' : 'random'}`;
+  const useDefault = BASE === 'default' && existsSync(join(defaultModel, 'config.json'));
+  const key = `u${USERS}-s${SEED}-${BASE === 'default' ? (useDefault ? 'default' : 'random') : BASE}`;
   const dir = join(tmpdir(), `memlora-bench-swap-${key}`);
   const manifestFile = join(dir, 'manifest.json');
   if (!flag('fresh') && existsSync(manifestFile)) {
@@ -178,8 +197,9 @@ async function prepare(): Promise<Workspace> {
   let modelKind = 'models/default (trained)';
   if (!useDefault) {
     modelPath = join(dir, 'model');
-    modelKind = 'random GPT-2 of the default shape (models/default/config.json absent)';
-    saveCheckpoint(modelPath, DEFAULT_SHAPE, initWeights(DEFAULT_SHAPE, SEED));
+    const shape = BASE === 'gpt2-small' ? GPT2_SMALL_SHAPE : DEFAULT_SHAPE;
+    modelKind = BASE === 'gpt2-small' ? 'random GPT-2 of GPT-2 small\'s shape (--base gpt2-small)' : 'random GPT-2 of the default shape (models/default/config.json absent)';
+    saveCheckpoint(modelPath, shape, initWeights(shape, SEED));
     for (const f of ['tokenizer.json', 'tokenizer_config.json']) copyFileSync(join(defaultModel, f), join(modelPath, f));
   }
   const cfg = readHfConfig(modelPath);
@@ -817,6 +837,7 @@ async function main(): Promise<void> {
     constWeights: process.env.MEMLORA_CONST_WEIGHTS || 'off',
     machine: { cpus: cpus().length, loadAvgAtStart: r3(load0), loadAvgAtEnd: r3(loadavg()[0]) },
     model: ws.modelKind,
+    base: BASE,
     setup: {
       users: ws.users.length,
       totalAdapterMiB: r3(ws.totalBytes / 2 ** 20),
@@ -847,7 +868,7 @@ async function main(): Promise<void> {
     totalSeconds: r3((now() - started) / 1000),
   };
   mkdirSync(resultsDir, { recursive: true });
-  writeFileSync(join(resultsDir, quick ? 'swap-quick.json' : 'swap.json'), `${JSON.stringify(result, null, 2)}\n`);
+  writeFileSync(join(resultsDir, `${quick ? 'swap-quick' : 'swap'}${RESULT_SUFFIX}.json`), `${JSON.stringify(result, null, 2)}\n`);
   if (quick) {
     for (const p of table) console.log(`${p.name}: ${p.rps} req/s, ratio ${p.throughputRatio}, step ${p.meanStepMs} ms (${p.stepShare}), prefill ${p.meanPrefillMs} ms x ${p.rowsPerPrefill} rows (${p.prefillShare}), p50 ${p.p50Ms} p99 ${p.p99Ms}`);
     return;
@@ -856,7 +877,7 @@ async function main(): Promise<void> {
   const cached = table.filter((p) => p.cacheShare !== null && p.threads === base.threads);
   const x = (p: PhaseResult): number => (p.cacheShare ?? 1) * 100;
   writeFileSync(
-    join(resultsDir, 'swap-latency.svg'),
+    join(resultsDir, `swap-latency${RESULT_SUFFIX}.svg`),
     lineChart({
       title: `Latency vs adapter cache size (${ws.users.length} users, Zipf 1.0, ${CONNECTIONS} connections)`,
       x: { label: 'cache size, % of all adapter bytes', log: true },
@@ -871,7 +892,7 @@ async function main(): Promise<void> {
     }),
   );
   writeFileSync(
-    join(resultsDir, 'swap-hit-rate.svg'),
+    join(resultsDir, `swap-hit-rate${RESULT_SUFFIX}.svg`),
     lineChart({
       title: 'Adapter cache hit rate and throughput vs cache size',
       x: { label: 'cache size, % of all adapter bytes', log: true },
@@ -884,7 +905,7 @@ async function main(): Promise<void> {
     }),
   );
   writeFileSync(
-    join(resultsDir, 'swap-throughput.svg'),
+    join(resultsDir, `swap-throughput${RESULT_SUFFIX}.svg`),
     barChart({
       title: 'Requests per second by phase (same server build)',
       y: { label: 'requests / s', min: 0 },
@@ -901,7 +922,7 @@ async function main(): Promise<void> {
   }
   if (result.threadsUnderLoad) console.log(`default (one per core) vs 1 intra-op thread under load: vanilla ${result.threadsUnderLoad.vanillaDefaultVsOne}x, injected ${result.threadsUnderLoad.injectedDefaultVsOne}x throughput`);
   console.log(`adapter load vs raw read, isolated: ${isolated.loadVsRaw}x (first load with checksum ${isolated.firstLoadVsRaw}x)`);
-  console.log(`wrote bench/results/swap.json and swap-{latency,hit-rate,throughput}.svg in ${result.totalSeconds} s`);
+  console.log(`wrote bench/results/swap${RESULT_SUFFIX}.json and swap-{latency,hit-rate,throughput}${RESULT_SUFFIX}.svg in ${result.totalSeconds} s`);
 }
 
 if (process.argv.includes('--serve')) {
