@@ -55,10 +55,10 @@ import type { ModelConfig } from '../src/model/config.js';
 import { readHfConfig } from '../src/model/import.js';
 import { KvBatch } from '../src/model/kv.js';
 import { type LoraInput, SlotPool } from '../src/model/lora-feeds.js';
-import { Model } from '../src/model/model.js';
+import { CONST_WEIGHTS_AUTO_MAX_BYTES, Model } from '../src/model/model.js';
 import { RowPool } from '../src/model/row-pool.js';
 import { saveCheckpoint } from '../src/model/save.js';
-import { loraTargets } from '../src/model/weights.js';
+import { expectedTensors, loraTargets } from '../src/model/weights.js';
 import { barChart, lineChart } from '../src/plot/svg.js';
 import { initWeights } from '../src/pretrain/init.js';
 import { type AdapterReader, WorkerAdapterLoader } from '../src/serve/loader.js';
@@ -758,6 +758,13 @@ function merge(ws: Workspace, cfg: PhaseConfig, segs: Segment[], loads: Array<{ 
 
 // ---------------------------------------------------------------------------------------------
 
+/** The servers' MEMLORA_CONST_WEIGHTS setting and whether it bakes this model's weights (model.ts, Model.constWeights). */
+function constWeightsOf(ws: Workspace): { setting: string; baked: boolean } {
+  const setting = process.env.MEMLORA_CONST_WEIGHTS || 'auto';
+  const bytes = expectedTensors(readHfConfig(ws.modelPath)).reduce((n, t) => n + 4 * t.shape.reduce((a, b) => a * b, 1), 0);
+  return { setting, baked: setting === 'on' || (setting === 'auto' && bytes <= CONST_WEIGHTS_AUTO_MAX_BYTES) };
+}
+
 async function main(): Promise<void> {
   const started = now();
   const load0 = loadavg()[0];
@@ -833,8 +840,8 @@ async function main(): Promise<void> {
     bench: 'swap',
     date: new Date().toISOString(),
     command: `${process.env.MEMLORA_CONST_WEIGHTS ? `MEMLORA_CONST_WEIGHTS=${process.env.MEMLORA_CONST_WEIGHTS} ` : ''}npx tsx bench/swap.ts ${process.argv.slice(2).join(' ')}`.trim(),
-    /** The servers' MEMLORA_CONST_WEIGHTS (inherited from this process's environment). */
-    constWeights: process.env.MEMLORA_CONST_WEIGHTS || 'off',
+    /** The servers' MEMLORA_CONST_WEIGHTS (inherited from this process's environment; unset: the default, auto) and whether it baked this model's weights. */
+    constWeights: constWeightsOf(ws),
     machine: { cpus: cpus().length, loadAvgAtStart: r3(load0), loadAvgAtEnd: r3(loadavg()[0]) },
     model: ws.modelKind,
     base: BASE,
