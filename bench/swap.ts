@@ -32,8 +32,9 @@
  *
  * The model is models/default when it exists, else a random GPT-2 of the default shape (d_model 256,
  * 6 layers, 4 heads, FFN 1024, vocab 2048); with --base gpt2-small, a random GPT-2 of GPT-2 small's
- * shape (see BASE), results in bench/results/swap-gpt2-small.json and swap-*-gpt2-small.svg. Adapters and db are kept in a temp dir between runs
- * (--fresh rebuilds). Writes bench/results/swap.json and bench/results/swap-*.svg.
+ * shape (see BASE), results in bench/results/swap-gpt2-small.json and swap-*-gpt2-small.svg.
+ * Adapters and db are kept in a temp dir between runs (--fresh rebuilds). Writes
+ * bench/results/swap.json and bench/results/swap-*.svg.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -55,10 +56,10 @@ import type { ModelConfig } from '../src/model/config.js';
 import { readHfConfig } from '../src/model/import.js';
 import { KvBatch } from '../src/model/kv.js';
 import { type LoraInput, SlotPool } from '../src/model/lora-feeds.js';
-import { CONST_WEIGHTS_AUTO_MAX_BYTES, Model } from '../src/model/model.js';
+import { type ConstWeights, Model, bakesWeights } from '../src/model/model.js';
 import { RowPool } from '../src/model/row-pool.js';
 import { saveCheckpoint } from '../src/model/save.js';
-import { expectedTensors, loraTargets } from '../src/model/weights.js';
+import { loraTargets, parameterCount } from '../src/model/weights.js';
 import { barChart, lineChart } from '../src/plot/svg.js';
 import { initWeights } from '../src/pretrain/init.js';
 import { type AdapterReader, WorkerAdapterLoader } from '../src/serve/loader.js';
@@ -759,10 +760,9 @@ function merge(ws: Workspace, cfg: PhaseConfig, segs: Segment[], loads: Array<{ 
 // ---------------------------------------------------------------------------------------------
 
 /** The servers' MEMLORA_CONST_WEIGHTS setting and whether it bakes this model's weights (model.ts, Model.constWeights). */
-function constWeightsOf(ws: Workspace): { setting: string; baked: boolean } {
-  const setting = process.env.MEMLORA_CONST_WEIGHTS || 'auto';
-  const bytes = expectedTensors(readHfConfig(ws.modelPath)).reduce((n, t) => n + 4 * t.shape.reduce((a, b) => a * b, 1), 0);
-  return { setting, baked: setting === 'on' || (setting === 'auto' && bytes <= CONST_WEIGHTS_AUTO_MAX_BYTES) };
+function constWeightsOf(ws: Workspace): { setting: ConstWeights; baked: boolean } {
+  const setting = (process.env.MEMLORA_CONST_WEIGHTS || 'auto') as ConstWeights;
+  return { setting, baked: bakesWeights(setting, 4 * parameterCount(readHfConfig(ws.modelPath))) };
 }
 
 async function main(): Promise<void> {

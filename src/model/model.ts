@@ -24,6 +24,11 @@ export const CONST_WEIGHTS_AUTO_MAX_BYTES = 64 * 1024 ** 2;
 
 export type ConstWeights = 'auto' | 'on' | 'off';
 
+/** Whether a `constWeights` setting bakes the weights of a model with `weightBytes` bytes of them. */
+export function bakesWeights(mode: ConstWeights, weightBytes: number): boolean {
+  return mode === 'on' || (mode === 'auto' && weightBytes <= CONST_WEIGHTS_AUTO_MAX_BYTES);
+}
+
 export interface ModelOptions {
   /** Share a runner (and its session cache) with other users; otherwise the model makes its own. */
   runner?: Runner;
@@ -65,7 +70,7 @@ export class Model {
       this.base[ROPE_SIN] = new ort.Tensor('float32', sin, dims);
     }
     const mode = opts.constWeights ?? 'off';
-    this.constWeights = mode === 'on' || (mode === 'auto' && this.weightBytes <= CONST_WEIGHTS_AUTO_MAX_BYTES);
+    this.constWeights = bakesWeights(mode, this.weightBytes);
     this.ownsRunner = !opts.runner;
     this.runner = opts.runner ?? new Runner(opts.runnerOptions);
     this.kvShape = { nLayers: config.nLayers, nKvHeads: config.nKvHeads, headDim: config.headDim };
