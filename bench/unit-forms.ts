@@ -1,0 +1,238 @@
+/**
+ * Forms of the LoRA unit products of a decode step (issue 7's analysis): which way of computing every
+ * row's own adapter costs least next to the base model. A graph shaped like a decode step of the
+ * default model (8 rows; per layer the two feed-forward maps with their base weights baked in, a ReLU
+ * between them), each map carrying U units of width W = 16 (default 15 units a layer, the server's
+ * mean), timed per form interleaved, warm (weights in cache) and cold (the last-level cache flushed by
+ * reading 32 MB before each step, as the base model's weights and the other rows' units do in the
+ * server). Forms:
+ *   - none: the base maps alone;
+ *   - batched: the form served (layers.ts loraRows): gather each unit's row, batched matmuls with the
+ *     units as the right operand (M = 1 per unit), `sel` sums each row's units;
+ *   - dense-left: every row against every unit in one GEMM per side with the units as the LEFT operand
+ *     (A_cat [U*W, in] x X^T, masked to each unit's own row and scaled, then H^T x Bt_cat), so no unit
+ *     is packed or gathered and the per-row sum comes free;
+ *   - dequant-u8: units held as uint8 (a quarter of the bytes, one scale per unit) and turned to float
+ *     by DequantizeLinear before the batched matmuls;
+ *   - int-u8: units as uint8 through MatMulInteger (no weight conversion at all), the activations
+ *     quantized by DynamicQuantizeLinear: the byte floor of ONNX Runtime's CPU integer kernels.
+ *     (Per tensor, so a row's result would depend on the batch; a served form would need a scale per
+ *     row. Reported with its error against the float form.)
+ *   - conv: the unit products as grouped 1x1 convolutions (group = U).
+ * Every form's output is checked against batched (the uint8 forms' weights are exact in both).
+ *
+ *   npx tsx bench/unit-forms.ts [--units U] [--rounds N]
+ *
+ * Writes bench/results/unit-forms.json.
+ */
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { repoRoot } from '../src/config.js';
+import { Graph, attr } from '../src/graph/ir.js';
+import type { Value } from '../src/graph/ir.js';
+import * as ops from '../src/graph/ops.js';
+import { Runner } from '../src/graph/runner.js';
+import type { AnyTypedArray, DType } from '../src/graph/types.js';
+import { parseHfConfig } from '../src/model/config.js';
+
+const arg = (name: string, dflt: number): number => {
+  const i = process.argv.indexOf(name);
+  return i >= 0 ? Number(process.argv[i + 1]) : dflt;
+};
+const cfg = parseHfConfig(JSON.parse(readFileSync(join(repoRoot, 'models', 'default', 'config.json'), 'utf8')));
+const U = arg('--units', 15);
+const ROUNDS = arg('--rounds', 6);
+const W = 16;
+const B = 8;
+const L = cfg.nLayers;
+const D = cfg.dModel;
+const F = cfg.dFf;
+const MAPS: Array<[number, number]> = [
+  [D, F],
+  [F, D],
+];
+const FORMS = ['none', 'batched', 'dense-left', 'dequant-u8', 'int-u8', 'conv'] as const;
+type Form = (typeof FORMS)[number];
+const SCALE = 0.5; // the LoRA scaling of every row
+
+// Deterministic data: uint8 codes q, the float units are (q - 128) * s with one scale s per unit, so the
+// uint8 forms hold exactly the weights of the float forms.
+const codes = (n: number, seed: number): Uint8Array => {
+  const a = new Uint8Array(n);
+  let x = seed >>> 0;
+  for (let i = 0; i < n; i++) {
+    x = (Math.imul(x, 1664525) + 1013904223) >>> 0;
+    a[i] = x >>> 24;
+  }
+  return a;
+};
+const unitScale = (u: number, side: number): number => (0.002 * (1 + ((u * 7 + side) % 5))) / 4;
+const dequant = (q: Uint8Array, per: number, side: number): Float32Array => Float32Array.from(q, (v, k) => (v - 128) * unitScale(Math.floor(k / per), side));
+const floats = (n: number, seed: number, amp: number): Float32Array => Float32Array.from(codes(n, seed), (v) => ((v - 128) / 128) * amp);
+
+const rowOf = (u: number): number => u % B;
+const weights = new Map<string, { q: Uint8Array; f: Float32Array }>();
+for (let l = 0; l < L; l++)
+  for (const [i, o] of MAPS) {
+    const qa = codes(U * W * i, 11 + l * 31 + i);
+    const qb = codes(U * W * o, 17 + l * 37 + o);
+    weights.set(`a.${l}.${i}`, { q: qa, f: dequant(qa, W * i, 0) });
+    weights.set(`b.${l}.${i}`, { q: qb, f: dequant(qb, W * o, 1) });
+  }
+
+function build(form: Form): Graph {
+  const g = new Graph();
+  let h = g.input('x', 'float32', [B, 1, D]);
+  const rows = g.input('rows', 'int64', [U]);
+  const sel = g.input('sel', 'float32', [B, 1, U]);
+  const mask = g.input('mask', 'float32', [U * W, B]);
+  const scaleA = g.input('scaleA', 'float32', [U]);
+  const scaleB = g.input('scaleB', 'float32', [U]);
+  const zp = g.constant([128], 'uint8', []);
+  const zpU = g.constant(Array(U).fill(128), 'uint8', [U]); // per-axis zero points
+  const node = (op: string, inputs: Array<Value | null>, attrs: Record<string, ReturnType<typeof attr.int>>, dtype: DType, shape: Array<number>): Value =>
+    g.addNode(op, inputs, attrs, [{ dtype, shape }])[0];
+  for (let l = 0; l < L; l++)
+    for (const [i, o] of MAPS) {
+      const base = ops.matmul(h, g.initializer(`w.${l}.${i}`, 'float32', [i, o], floats(i * o, 5 + l * 13 + i, 0.05)));
+      let y = base;
+      const an = `a.${l}.${i}`;
+      const bn = `b.${l}.${i}`;
+      const xg = (): Value => ops.gather(h, rows, 0); // [U, 1, i]
+      const rowSum = (z: Value): Value => ops.add(base, ops.matmul(sel, ops.reshape(z, [U, -1])));
+      if (form === 'batched' || form === 'dequant-u8') {
+        const a = form === 'batched' ? g.input(an, 'float32', [U, W, i]) : node('DequantizeLinear', [g.input(an, 'uint8', [U, W, i]), scaleA, zpU], { axis: attr.int(0) }, 'float32', [U, W, i]);
+        const bt = form === 'batched' ? g.input(bn, 'float32', [U, W, o]) : node('DequantizeLinear', [g.input(bn, 'uint8', [U, W, o]), scaleB, zpU], { axis: attr.int(0) }, 'float32', [U, W, o]);
+        y = rowSum(ops.matmul(ops.matmul(xg(), ops.transposeLast2(a)), bt));
+      } else if (form === 'dense-left') {
+        const a = g.input(an, 'float32', [U * W, i]);
+        const bt = g.input(bn, 'float32', [U * W, o]);
+        const hm = ops.mul(ops.matmul(a, ops.transpose(ops.reshape(h, [B, i]), [1, 0])), mask); // [U*W, B]
+        y = ops.add(base, ops.reshape(ops.matmul(ops.transpose(hm, [1, 0]), bt), [B, 1, o]));
+      } else if (form === 'int-u8') {
+        // A side: x_q (per tensor) times A^T held as [U, i, W] codes; B side: h_q times Bt codes.
+        const side = (x: Value, w: Value, n: number, unitScales: Value): Value => {
+          const [xq, xs, xz] = g.addNode('DynamicQuantizeLinear', [x], {}, [
+            { dtype: 'uint8', shape: x.shape },
+            { dtype: 'float32', shape: [] },
+            { dtype: 'uint8', shape: [] },
+          ]);
+          const acc = node('MatMulInteger', [xq, w, xz, zp], {}, 'int32', [U, 1, n]);
+          return ops.mul(ops.mul(ops.cast(acc, 'float32'), xs), ops.reshape(unitScales, [U, 1, 1]));
+        };
+        const hA = side(xg(), g.input(an, 'uint8', [U, i, W]), W, scaleA);
+        y = rowSum(side(hA, g.input(bn, 'uint8', [U, W, o]), o, scaleB));
+      } else if (form === 'conv') {
+        const a = g.input(an, 'float32', [U * W, i, 1]);
+        const bt = g.input(bn, 'float32', [U * o, W, 1]);
+        const z = node('Conv', [ops.reshape(xg(), [1, U * i, 1]), a, null], { group: attr.int(U), kernel_shape: attr.ints([1]) }, 'float32', [1, U * W, 1]);
+        const zz = node('Conv', [z, bt, null], { group: attr.int(U), kernel_shape: attr.ints([1]) }, 'float32', [1, U * o, 1]);
+        y = rowSum(zz);
+      }
+      h = i === D ? ops.relu(y) : y;
+    }
+  g.output('y', h);
+  return g;
+}
+
+type Feed = { dtype: DType; dims: number[]; data: AnyTypedArray };
+function feedsFor(form: Form): Record<string, Feed> {
+  const f: Record<string, Feed> = {
+    x: { dtype: 'float32', dims: [B, 1, D], data: floats(B * D, 3, 1) },
+    rows: { dtype: 'int64', dims: [U], data: BigInt64Array.from({ length: U }, (_, u) => BigInt(rowOf(u))) },
+    sel: { dtype: 'float32', dims: [B, 1, U], data: Float32Array.from({ length: B * U }, (_, k) => (rowOf(k % U) === Math.floor(k / U) ? SCALE : 0)) },
+    mask: { dtype: 'float32', dims: [U * W, B], data: Float32Array.from({ length: U * W * B }, (_, k) => (rowOf(Math.floor(k / (W * B))) === k % B ? SCALE : 0)) },
+    scaleA: { dtype: 'float32', dims: [U], data: Float32Array.from({ length: U }, (_, u) => unitScale(u, 0)) },
+    scaleB: { dtype: 'float32', dims: [U], data: Float32Array.from({ length: U }, (_, u) => unitScale(u, 1)) },
+  };
+  for (let l = 0; l < L; l++)
+    for (const [i, o] of MAPS) {
+      const a = weights.get(`a.${l}.${i}`)!;
+      const b = weights.get(`b.${l}.${i}`)!;
+      if (form === 'none') continue;
+      if (form === 'dequant-u8') {
+        f[`a.${l}.${i}`] = { dtype: 'uint8', dims: [U, W, i], data: a.q };
+        f[`b.${l}.${i}`] = { dtype: 'uint8', dims: [U, W, o], data: b.q };
+      } else if (form === 'int-u8') {
+        // A^T per unit: [U, i, W].
+        const t = new Uint8Array(a.q.length);
+        for (let u = 0; u < U; u++) for (let w = 0; w < W; w++) for (let k = 0; k < i; k++) t[(u * i + k) * W + w] = a.q[(u * W + w) * i + k];
+        f[`a.${l}.${i}`] = { dtype: 'uint8', dims: [U, i, W], data: t };
+        f[`b.${l}.${i}`] = { dtype: 'uint8', dims: [U, W, o], data: b.q };
+      } else if (form === 'conv') {
+        // Conv weights [U*out, W, 1]: per unit, output o reads the unit's W rank rows: Bt^T.
+        const t = new Float32Array(b.f.length);
+        for (let u = 0; u < U; u++) for (let w = 0; w < W; w++) for (let k = 0; k < o; k++) t[(u * o + k) * W + w] = b.f[(u * W + w) * o + k];
+        f[`a.${l}.${i}`] = { dtype: 'float32', dims: [U * W, i, 1], data: a.f };
+        f[`b.${l}.${i}`] = { dtype: 'float32', dims: [U * o, W, 1], data: t };
+      } else {
+        f[`a.${l}.${i}`] = { dtype: 'float32', dims: form === 'batched' ? [U, W, i] : [U * W, i], data: a.f };
+        f[`b.${l}.${i}`] = { dtype: 'float32', dims: form === 'batched' ? [U, W, o] : [U * W, o], data: b.f };
+      }
+    }
+  return f;
+}
+
+const runner = new Runner({});
+const sessions = new Map<Form, { run: (f: Record<string, Feed>) => Promise<Record<string, { data: AnyTypedArray }>> }>();
+const feeds = new Map<Form, Record<string, Feed>>();
+for (const form of FORMS) {
+  sessions.set(form, await runner.compile(`unit-forms-${form}`, () => build(form)));
+  feeds.set(form, feedsFor(form));
+}
+const run = (form: Form): Promise<Record<string, { data: AnyTypedArray }>> => sessions.get(form)!.run(feeds.get(form)!);
+
+// Every form against the served one, relative to the size of the LoRA contribution.
+const ref = (await run('batched')).y.data as Float32Array;
+const plainOut = (await run('none')).y.data as Float32Array;
+let loraSize = 0;
+for (let k = 0; k < ref.length; k++) loraSize = Math.max(loraSize, Math.abs(ref[k] - plainOut[k]));
+const relErr: Record<string, number> = {};
+for (const form of FORMS) {
+  if (form === 'none') continue;
+  const out = (await run(form)).y.data as Float32Array;
+  let e = 0;
+  for (let k = 0; k < ref.length; k++) e = Math.max(e, Math.abs(out[k] - ref[k]));
+  relErr[form] = e / loraSize;
+  if (form !== 'int-u8' && relErr[form] > 1e-4) throw new Error(`form ${form} disagrees with batched: ${relErr[form]}`);
+}
+
+const flush = new Float32Array(8 << 20); // 32 MB, one read per cache line
+let sink = 0;
+const N = 60;
+const times = new Map<Form, { warm: number[]; cold: number[] }>(FORMS.map((f) => [f, { warm: [], cold: [] }]));
+for (let r = 0; r < ROUNDS; r++) {
+  for (const form of FORMS) {
+    for (let k = 0; k < 10; k++) await run(form);
+    let t = performance.now();
+    for (let k = 0; k < N; k++) await run(form);
+    times.get(form)!.warm.push((performance.now() - t) / N);
+    let cold = 0;
+    for (let k = 0; k < N; k++) {
+      for (let j = 0; j < flush.length; j += 16) sink += flush[j];
+      t = performance.now();
+      await run(form);
+      cold += performance.now() - t;
+    }
+    times.get(form)!.cold.push(cold / N);
+  }
+  console.log(`round ${r + 1}/${ROUNDS}`);
+}
+if (Number.isNaN(sink)) console.log(sink); // keeps the flush reads
+const med = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const unitBytes = (form: Form): number => (form === 'none' ? 0 : L * U * W * (D + F) * 2 * (form.endsWith('u8') ? 1 : 4));
+const none = times.get('none')!;
+const results: Record<string, { warmMs: number; coldMs: number; loraWarmMs: number; loraColdMs: number; unitMB: number; relErr?: number }> = {};
+for (const form of FORMS) {
+  const t = times.get(form)!;
+  const warm = med(t.warm);
+  const cold = med(t.cold);
+  results[form] = { warmMs: +warm.toFixed(3), coldMs: +cold.toFixed(3), loraWarmMs: +(warm - med(none.warm)).toFixed(3), loraColdMs: +(cold - med(none.cold)).toFixed(3), unitMB: +(unitBytes(form) / 1e6).toFixed(2), ...(form in relErr ? { relErr: Number(relErr[form].toExponential(2)) } : {}) };
+  console.log(form.padEnd(11), `warm ${warm.toFixed(3)} ms`, `cold ${cold.toFixed(3)} ms`, `LoRA part warm ${results[form].loraWarmMs} cold ${results[form].loraColdMs} ms`, `units ${results[form].unitMB} MB`, form in relErr ? `error ${relErr[form].toExponential(2)} of the LoRA term` : '');
+}
+mkdirSync(join(repoRoot, 'bench', 'results'), { recursive: true });
+writeFileSync(
+  join(repoRoot, 'bench', 'results', 'unit-forms.json'),
+  `${JSON.stringify({ command: `npx tsx bench/unit-forms.ts --units ${U} --rounds ${ROUNDS}`, rows: B, layers: L, dModel: D, dFf: F, unitsPerLayer: U, unitWidth: W, medianOf: ROUNDS, stepsPerTiming: N, forms: results }, null, 2)}\n`,
+);
+await runner.close();
