@@ -19,7 +19,8 @@
  *     (Per tensor, so a row's result would depend on the batch; a served form would need a scale per
  *     row. Reported with its error against the float form.)
  *   - conv: the unit products as grouped 1x1 convolutions (group = U).
- * Every form's output is checked against batched (the uint8 forms' weights are exact in both).
+ * Every form's output must agree with batched's (the uint8 forms hold exactly the float forms'
+ * weights); int-u8, whose activations are quantized, reports its error instead.
  *
  *   npx tsx bench/unit-forms.ts [--units U] [--rounds N]
  *
