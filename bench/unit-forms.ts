@@ -26,7 +26,7 @@
  *
  * Writes bench/results/unit-forms.json.
  */
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { repoRoot } from '../src/config.js';
 import { Graph, attr } from '../src/graph/ir.js';
@@ -34,13 +34,14 @@ import type { Value } from '../src/graph/ir.js';
 import * as ops from '../src/graph/ops.js';
 import { Runner } from '../src/graph/runner.js';
 import type { AnyTypedArray, DType } from '../src/graph/types.js';
-import { parseHfConfig } from '../src/model/config.js';
+import { readHfConfig } from '../src/model/import.js';
+import { transposeInto } from '../src/util/transpose.js';
 
 const arg = (name: string, dflt: number): number => {
   const i = process.argv.indexOf(name);
   return i >= 0 ? Number(process.argv[i + 1]) : dflt;
 };
-const cfg = parseHfConfig(JSON.parse(readFileSync(join(repoRoot, 'models', 'default', 'config.json'), 'utf8')));
+const cfg = readHfConfig(join(repoRoot, 'models', 'default'));
 const U = arg('--units', 15);
 const ROUNDS = arg('--rounds', 6);
 const W = 16;
@@ -72,6 +73,12 @@ const dequant = (q: Uint8Array, per: number, side: number): Float32Array => Floa
 const floats = (n: number, seed: number, amp: number): Float32Array => Float32Array.from(codes(n, seed), (v) => ((v - 128) / 128) * amp);
 
 const rowOf = (u: number): number => u % B;
+/** Each unit's [W, n] block of src transposed to [n, W]. */
+function unitsTransposed<T extends Float32Array | Uint8Array>(src: T, n: number): T {
+  const dst = new (src.constructor as new (len: number) => T)(src.length);
+  for (let u = 0; u < U; u++) transposeInto(src.subarray(u * W * n, (u + 1) * W * n) as T, W, n, dst.subarray(u * W * n, (u + 1) * W * n) as T);
+  return dst;
+}
 const weights = new Map<string, { q: Uint8Array; f: Float32Array }>();
 for (let l = 0; l < L; l++)
   for (const [i, o] of MAPS) {
@@ -155,17 +162,12 @@ function feedsFor(form: Form): Record<string, Feed> {
         f[`a.${l}.${i}`] = { dtype: 'uint8', dims: [U, W, i], data: a.q };
         f[`b.${l}.${i}`] = { dtype: 'uint8', dims: [U, W, o], data: b.q };
       } else if (form === 'int-u8') {
-        // A^T per unit: [U, i, W].
-        const t = new Uint8Array(a.q.length);
-        for (let u = 0; u < U; u++) for (let w = 0; w < W; w++) for (let k = 0; k < i; k++) t[(u * i + k) * W + w] = a.q[(u * W + w) * i + k];
-        f[`a.${l}.${i}`] = { dtype: 'uint8', dims: [U, i, W], data: t };
+        f[`a.${l}.${i}`] = { dtype: 'uint8', dims: [U, i, W], data: unitsTransposed(a.q, i) }; // A^T per unit
         f[`b.${l}.${i}`] = { dtype: 'uint8', dims: [U, W, o], data: b.q };
       } else if (form === 'conv') {
         // Conv weights [U*out, W, 1]: per unit, output o reads the unit's W rank rows: Bt^T.
-        const t = new Float32Array(b.f.length);
-        for (let u = 0; u < U; u++) for (let w = 0; w < W; w++) for (let k = 0; k < o; k++) t[(u * o + k) * W + w] = b.f[(u * W + w) * o + k];
         f[`a.${l}.${i}`] = { dtype: 'float32', dims: [U * W, i, 1], data: a.f };
-        f[`b.${l}.${i}`] = { dtype: 'float32', dims: [U * o, W, 1], data: t };
+        f[`b.${l}.${i}`] = { dtype: 'float32', dims: [U * o, W, 1], data: unitsTransposed(b.f, o) };
       } else {
         f[`a.${l}.${i}`] = { dtype: 'float32', dims: form === 'batched' ? [U, W, i] : [U * W, i], data: a.f };
         f[`b.${l}.${i}`] = { dtype: 'float32', dims: form === 'batched' ? [U, W, o] : [U * W, o], data: b.f };
