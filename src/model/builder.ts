@@ -10,7 +10,8 @@
  *            -> `loss` (scalar mean cross-entropy over labelled positions)
  * - prefill: + `last_index` int64 [B] (flat index b*T + t of the position whose logits each row wants)
  *            -> `logits` [B, V], `present_k.{l}`/`present_v.{l}` [B, Hkv, T, Dh]
- *               (+ `logits_all` [B, T, V] with allLogits)
+ *               (+ `logits_all` [B, T, V] with allLogits); without allLogits the last block computes
+ *               its attention output and feed-forward maps at the last_index positions only (Ctx.trimsBlock)
  * - decode:  T = 1; + `past_k.{l}`/`past_v.{l}` [B, Hkv, Past, Dh]; attn_bias [B, 1, 1, Past+1]
  *            (the cache's slots, then the new token) -> `logits` [B, V], `present_k.{l}`/`present_v.{l}`
  *            [B, Hkv, 1, Dh] (the new token's key/value; the caller appends them to its cache).
@@ -98,6 +99,7 @@ export function buildGraph(cfg: ModelConfig, spec: GraphSpec, opts: { constWeigh
       });
     }
   }
+  if (s.kind === 'prefill') ctx.lastIndex = g.input('last_index', 'int64', [DIM.batch]);
   const keys = s.kind === 'decode' ? addDims(DIM.past, 1) : DIM.seq;
   ctx.bias = g.input('attn_bias', 'float32', [DIM.batch, 1, seq, keys]);
   if (cfg.family === 'llama') ctx.rope = ropeInputs(ctx);
@@ -114,8 +116,9 @@ export function buildGraph(cfg: ModelConfig, spec: GraphSpec, opts: { constWeigh
     return g;
   }
   if (s.kind === 'prefill') {
-    const last = g.input('last_index', 'int64', [DIM.batch]);
-    output(g, 'logits', linearOutIn(ops.gather(ops.reshape(x, [-1, d]), last, 0), head));
+    // The last block already kept each row's query position only (ctx.trimsBlock), unless every position's logits are wanted.
+    const rows = ctx.seq === 1 ? ops.reshape(x, [DIM.batch, d]) : ops.gather(ops.reshape(x, [-1, d]), ctx.lastIndex!, 0);
+    output(g, 'logits', linearOutIn(rows, head));
     if (s.allLogits) output(g, 'logits_all', linearOutIn(x, head));
   } else {
     output(g, 'logits', linearOutIn(ops.reshape(x, [DIM.batch, d]), head));

@@ -25,8 +25,14 @@ export function gpt2Block(ctx: Ctx, x: Value, l: number): Value {
 
   const h1 = layerNorm(ctx, x, n('ln_1'));
   const qkv = linearInOut(h1, w('attn.c_attn.weight', [d, 3 * d]), w('attn.c_attn.bias', [3 * d]));
-  const [q, k, v] = ops.split(qkv, [d, d, d], -1).map((t) => headsFirst(ctx, splitHeads(ctx, t, h), h));
-  const att = selfAttention(ctx, l, q, k, v);
+  let [q, k, v] = ops.split(qkv, [d, d, d], -1);
+  [k, v] = [k, v].map((t) => headsFirst(ctx, splitHeads(ctx, t, h), h));
+  if (ctx.trimsBlock(l)) {
+    // Keys and values at every position (the presents); the rest at each row's query position only.
+    [q, x] = [ctx.queryRows(q), ctx.queryRows(x)];
+    ctx.keepQueriesOnly();
+  }
+  const att = selfAttention(ctx, l, headsFirst(ctx, splitHeads(ctx, q, h), h), k, v);
   x = ops.add(x, linearInOut(mergeHeads(ctx, att), w('attn.c_proj.weight', [d, d]), w('attn.c_proj.bias', [d])));
 
   const h2 = layerNorm(ctx, x, n('ln_2'));

@@ -78,9 +78,42 @@ export class Ctx {
     private readonly constWeights?: WeightSource,
   ) {}
 
-  /** Sequence length of this call: 1 in decode graphs (static), symbolic otherwise. */
+  /** Prefill only: `last_index` int64 [B], the flat index b*T + t of each row's query position. */
+  lastIndex: Value | null = null;
+  /** Set once the last block keeps only each row's query position (see keepQueriesOnly). */
+  private queriesOnly = false;
+
+  /** Sequence length of the states being built: 1 in decode graphs (static) and once queriesOnly is set, symbolic otherwise. */
   get seq(): Dim {
-    return this.spec.kind === 'decode' ? 1 : DIM.seq;
+    return this.spec.kind === 'decode' || this.queriesOnly ? 1 : DIM.seq;
+  }
+
+  /**
+   * Whether block l computes its attention output and feed-forward maps at each row's query position
+   * only: the last block of a prefill that returns one position's logits. Its keys and values (the
+   * presents) still cover every position; nothing after that block reads the other positions, so
+   * their attention, output projection, feed-forward maps and LoRA terms would be work thrown away.
+   */
+  trimsBlock(l: number): boolean {
+    return this.spec.kind === 'prefill' && !this.spec.allLogits && this.lastIndex !== null && l === this.cfg.nLayers - 1;
+  }
+
+  /** Each row's query position of t [B, T, ...rest]: [B, 1, ...rest]. */
+  queryRows(t: Value): Value {
+    if (!this.lastIndex) throw new Error('queryRows() needs a prefill graph with last_index');
+    return ops.unsqueeze(ops.gather(ops.reshape(t, [-1, ...t.shape.slice(2)]), this.lastIndex, 0), [1]);
+  }
+
+  /**
+   * From here on the graph computes the query positions only (seq 1): the attention bias and the
+   * rotary tables are cut to those positions. Call it in a trimmed block (trimsBlock) after its keys
+   * and values, with the block's residual and query inputs cut by queryRows.
+   */
+  keepQueriesOnly(): void {
+    if (this.queriesOnly) return;
+    this.bias = ops.unsqueeze(this.queryRows(ops.squeeze(this.bias, [1])), [1]); // [B, 1, 1, K]
+    if (this.rope) this.rope = { cos: this.queryRows(this.rope.cos), sin: this.queryRows(this.rope.sin) };
+    this.queriesOnly = true;
   }
 
   /** A float32 graph input, created on first use (weights, tables). */

@@ -21,10 +21,18 @@ export function llamaBlock(ctx: Ctx, x: Value, l: number): Value {
   const w = (part: string, shape: number[]): Value => ctx.weight(n(part), shape);
 
   const h1 = rmsNorm(ctx, x, n('input_layernorm.weight'));
-  const proj = (name: string, heads: number): Value => splitHeads(ctx, linearOutIn(h1, w(`self_attn.${name}.weight`, [heads * dh, d])), heads);
-  const q = headsFirst(ctx, applyRope(ctx, proj('q_proj', h)), h);
-  const k = headsFirst(ctx, applyRope(ctx, proj('k_proj', hkv)), hkv);
-  const v = headsFirst(ctx, proj('v_proj', hkv), hkv);
+  const weight = (name: string, heads: number): Value => w(`self_attn.${name}.weight`, [heads * dh, d]);
+  const proj = (hx: Value, wx: Value, heads: number): Value => splitHeads(ctx, linearOutIn(hx, wx), heads);
+  const wq = weight('q_proj', h); // declared first, as the weights' order in the graph has always been q, k, v
+  const k = headsFirst(ctx, applyRope(ctx, proj(h1, weight('k_proj', hkv), hkv)), hkv);
+  const v = headsFirst(ctx, proj(h1, weight('v_proj', hkv), hkv), hkv);
+  let hq = h1;
+  if (ctx.trimsBlock(l)) {
+    // Keys and values at every position (the presents); the rest at each row's query position only.
+    [hq, x] = [ctx.queryRows(h1), ctx.queryRows(x)];
+    ctx.keepQueriesOnly();
+  }
+  const q = headsFirst(ctx, applyRope(ctx, proj(hq, wq, h)), h);
   const att = selfAttention(ctx, l, q, k, v);
   x = ops.add(x, linearOutIn(mergeHeads(ctx, att), w('self_attn.o_proj.weight', [d, h * dh])));
 

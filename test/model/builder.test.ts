@@ -5,10 +5,11 @@ import type { HostTensor } from '../../src/graph/types.js';
 import { packLm } from '../../src/model/batch.js';
 import { BuilderError, buildGraph, loraInputs, normaliseSpec, sessionKey, weightInputs } from '../../src/model/builder.js';
 import type { ModelConfig } from '../../src/model/config.js';
-import { adapterFeeds } from '../../src/model/lora-feeds.js';
+import { KvBatch } from '../../src/model/kv.js';
+import { SlotPool, adapterFeeds } from '../../src/model/lora-feeds.js';
 import { Model } from '../../src/model/model.js';
 import { expectedTensors } from '../../src/model/weights.js';
-import { randomAdapter, randomRows, randomWeights, tinyGpt2, tinyLlama } from './fixtures.js';
+import { maxAbsDiff, randomAdapter, randomRows, randomWeights, tinyGpt2, tinyLlama } from './fixtures.js';
 
 const runner = new Runner({ intraOpThreads: 1 });
 afterAll(() => runner.close());
@@ -61,6 +62,55 @@ describe('buildGraph', () => {
       'lora.1.mlp.down_proj.A:R1,20',
       'lora.1.mlp.down_proj.B:16,R1',
     ]);
+  });
+
+  // A prefill returns one position's logits per row: its last block needs every position's keys and
+  // values (the presents) and nothing else at the other positions.
+  it.each([
+    ['gpt2', tinyGpt2, 'mlp.c_proj.weight'],
+    ['llama', tinyLlama, 'mlp.down_proj.weight'],
+  ] as const)('%s: a prefill computes its last block past the keys and values at each row\'s query position only', (_n, cfg, ffnOut) => {
+    const last = cfg.nLayers - 1;
+    const layerOf = (l: number) => (cfg.family === 'gpt2' ? `transformer.h.${l}.` : `model.layers.${l}.`);
+    const ffnShape = (g: ReturnType<typeof buildGraph>, l: number) => {
+      const w = `${layerOf(l)}${ffnOut}`;
+      // The weight itself or its transpose (Llama's [out, in] weights; ORT folds the Transpose into MatMul).
+      const mm = g.nodes.find((n) => n.op === 'MatMul' && n.inputs.some((v) => v?.name === w || v?.node?.inputs.some((u) => u?.name === w)));
+      expect(mm).toBeDefined();
+      return mm!.outputs[0].shape;
+    };
+    for (const lora of [undefined, { mode: 'rows' as const, layers: [true, true] }, { mode: 'pool' as const, layers: [false, true] }]) {
+      const g = buildGraph(cfg, { kind: 'prefill', lora });
+      expect(ffnShape(g, last)).toEqual(['B', 1, cfg.dModel]);
+      expect(ffnShape(g, last - 1)).toEqual(['B', 'T', cfg.dModel]);
+      expect(g.outputs.find((o) => o.name === `present_k.${last}`)!.value.shape).toEqual(['B', cfg.nKvHeads, 'T', cfg.headDim]);
+      // Every position's logits: nothing trimmed.
+      expect(ffnShape(buildGraph(cfg, { kind: 'prefill', allLogits: true, lora }), last)).toEqual(['B', 'T', cfg.dModel]);
+    }
+  });
+
+  it.each([
+    ['gpt2', tinyGpt2],
+    ['llama', { ...tinyLlama, ropeStyle: 'interleaved' as const }],
+  ] as const)('%s: the trimmed prefill gives the logits and keys/values of the full forward, slot pool on the last layer, left- or right-padded', async (_n, cfg) => {
+    const model = new Model(cfg, randomWeights(cfg, 31), { runner });
+    const pool = new SlotPool(cfg, 3, 4);
+    pool.set(1, randomAdapter(cfg, [1], 4, 32, 0.8));
+    pool.set(2, randomAdapter(cfg, [0, 1], 2, 33, 1.5));
+    const rows = randomRows(cfg, [6, 1, 9, 4], 34);
+    const lora = { pool, slots: [1, 0, 2, 1] };
+    const full = await model.forwardLogits(rows, lora);
+    for (const padding of ['left', 'right'] as const) {
+      const pre = await model.prefill(rows, lora, padding);
+      rows.forEach((row, r) => expect(maxAbsDiff(pre.logits[r], full[r].subarray((row.length - 1) * cfg.vocabSize))).toBeLessThan(1e-5));
+      // The next token decoded from the trimmed prefill's cache against the full forward of the longer rows.
+      const next = rows.map((row, r) => (row[row.length - 1] + r + 1) % cfg.vocabSize);
+      const batch = new KvBatch(model.kvShape, { bucket: 4, maxLength: cfg.maxPositions });
+      rows.forEach((_row, r) => batch.add(r, pre.kv[r]));
+      const step = await model.decodeStep(batch, next, lora);
+      const longer = await model.forwardLogits(rows.map((row, r) => [...row, next[r]]), lora);
+      rows.forEach((row, r) => expect(maxAbsDiff(step[r], longer[r].subarray(row.length * cfg.vocabSize))).toBeLessThan(1e-4));
+    }
   });
 
   // The lead builds train steps with grad() on these graphs: check the walk finds a rule for every
