@@ -19,10 +19,17 @@
  *     (Per tensor, so a row's result would depend on the batch; a served form would need a scale per
  *     row. Reported with its error against the float form.)
  *   - conv: the unit products as grouped 1x1 convolutions (group = U).
+ *   - hybrid: dense-left's A side (one GEMM, A_cat unpacked; each unit's own row picked by a scaled
+ *     mask and a ReduceSum), batched's B side;
+ *   - left-a: batched with the A side turned round, A_u [W, in] x x_u^T [in, 1] per unit (the unit as
+ *     the left operand, read as stored), batched's B side.
  * Every form's output must agree with batched's (the uint8 forms hold exactly the float forms'
  * weights); int-u8, whose activations are quantized, reports its error instead.
  *
- *   npx tsx bench/unit-forms.ts [--units U] [--rounds N]
+ *   npx tsx bench/unit-forms.ts [--units U] [--rounds N] [--threads T] [--forms f1,f2]
+ *
+ * --threads: ONNX Runtime intra-op threads (default: one per core); --forms: time only these forms
+ * next to none and batched.
  *
  * Writes bench/results/unit-forms.json.
  */
@@ -53,8 +60,11 @@ const MAPS: Array<[number, number]> = [
   [D, F],
   [F, D],
 ];
-const FORMS = ['none', 'batched', 'dense-left', 'dequant-u8', 'int-u8', 'conv'] as const;
-type Form = (typeof FORMS)[number];
+const ALL_FORMS = ['none', 'batched', 'dense-left', 'dequant-u8', 'int-u8', 'conv', 'hybrid', 'left-a'] as const;
+const formsArg = process.argv.includes('--forms') ? process.argv[process.argv.indexOf('--forms') + 1].split(',') : null;
+/** The forms timed: all, or with --forms the named ones next to none and batched (the reference). */
+const FORMS = formsArg ? ALL_FORMS.filter((f) => f === 'none' || f === 'batched' || formsArg.includes(f)) : ALL_FORMS;
+type Form = (typeof ALL_FORMS)[number];
 const SCALE = 0.5; // the LoRA scaling of every row
 
 // Deterministic data: uint8 codes q, the float units are (q - 128) * s with one scale s per unit, so the
@@ -94,6 +104,7 @@ function build(form: Form): Graph {
   const rows = g.input('rows', 'int64', [U]);
   const sel = g.input('sel', 'float32', [B, 1, U]);
   const mask = g.input('mask', 'float32', [U * W, B]);
+  const pick = g.input('pick', 'float32', [B, 1, U]); // sel without the scaling (hybrid scales in its mask)
   const scaleA = g.input('scaleA', 'float32', [U]);
   const scaleB = g.input('scaleB', 'float32', [U]);
   const zp = g.constant([128], 'uint8', []);
@@ -117,6 +128,20 @@ function build(form: Form): Graph {
         const bt = g.input(bn, 'float32', [U * W, o]);
         const hm = ops.mul(ops.matmul(a, ops.transpose(ops.reshape(h, [B, i]), [1, 0])), mask); // [U*W, B]
         y = ops.add(base, ops.reshape(ops.matmul(ops.transpose(hm, [1, 0]), bt), [B, 1, o]));
+      } else if (form === 'hybrid') {
+        // A side dense-left (every unit against every row, one GEMM, A_cat read unpacked), each unit's own row picked
+        // by the mask (scaled) and a ReduceSum; B side as batched (M = 1 per unit).
+        const a = g.input(an, 'float32', [U * W, i]);
+        const bt = g.input(bn, 'float32', [U, W, o]);
+        const hm = ops.mul(ops.matmul(a, ops.transpose(ops.reshape(h, [B, i]), [1, 0])), mask); // [U*W, B]
+        const hu = ops.reshape(ops.reduceSum(hm, [1]), [U, 1, W]);
+        y = ops.add(base, ops.matmul(pick, ops.reshape(ops.matmul(hu, bt), [U, -1])));
+      } else if (form === 'left-a') {
+        // A side per unit with the unit as the LEFT operand: A_u [W, i] x x_u^T [i, 1] (A read unpacked), B side as batched.
+        const a = g.input(an, 'float32', [U, W, i]);
+        const bt = g.input(bn, 'float32', [U, W, o]);
+        const hu = ops.reshape(ops.matmul(a, ops.reshape(xg(), [U, i, 1])), [U, 1, W]);
+        y = rowSum(ops.matmul(hu, bt));
       } else if (form === 'int-u8') {
         // A side: x_q (per tensor) times A^T held as [U, i, W] codes; B side: h_q times Bt codes.
         const side = (x: Value, w: Value, n: number, unitScales: Value): Value => {
@@ -150,6 +175,7 @@ function feedsFor(form: Form): Record<string, Feed> {
     rows: { dtype: 'int64', dims: [U], data: BigInt64Array.from({ length: U }, (_, u) => BigInt(rowOf(u))) },
     sel: { dtype: 'float32', dims: [B, 1, U], data: Float32Array.from({ length: B * U }, (_, k) => (rowOf(k % U) === Math.floor(k / U) ? SCALE : 0)) },
     mask: { dtype: 'float32', dims: [U * W, B], data: Float32Array.from({ length: U * W * B }, (_, k) => (rowOf(Math.floor(k / (W * B))) === k % B ? SCALE : 0)) },
+    pick: { dtype: 'float32', dims: [B, 1, U], data: Float32Array.from({ length: B * U }, (_, k) => (rowOf(k % U) === Math.floor(k / U) ? 1 : 0)) },
     scaleA: { dtype: 'float32', dims: [U], data: Float32Array.from({ length: U }, (_, u) => unitScale(u, 0)) },
     scaleB: { dtype: 'float32', dims: [U], data: Float32Array.from({ length: U }, (_, u) => unitScale(u, 1)) },
   };
@@ -169,14 +195,17 @@ function feedsFor(form: Form): Record<string, Feed> {
         f[`a.${l}.${i}`] = { dtype: 'float32', dims: [U * W, i, 1], data: a.f };
         f[`b.${l}.${i}`] = { dtype: 'float32', dims: [U * o, W, 1], data: unitsTransposed(b.f, o) };
       } else {
-        f[`a.${l}.${i}`] = { dtype: 'float32', dims: form === 'batched' ? [U, W, i] : [U * W, i], data: a.f };
-        f[`b.${l}.${i}`] = { dtype: 'float32', dims: form === 'batched' ? [U, W, o] : [U * W, o], data: b.f };
+        const perUnitA = form === 'batched' || form === 'left-a';
+        const perUnitB = perUnitA || form === 'hybrid';
+        f[`a.${l}.${i}`] = { dtype: 'float32', dims: perUnitA ? [U, W, i] : [U * W, i], data: a.f };
+        f[`b.${l}.${i}`] = { dtype: 'float32', dims: perUnitB ? [U, W, o] : [U * W, o], data: b.f };
       }
     }
   return f;
 }
 
-const runner = new Runner({});
+const THREADS = arg('--threads', 0);
+const runner = new Runner({ intraOpThreads: THREADS });
 const sessions = new Map<Form, { run: (f: Record<string, Feed>) => Promise<Record<string, { data: AnyTypedArray }>> }>();
 const feeds = new Map<Form, Record<string, Feed>>();
 for (const form of FORMS) {
@@ -236,6 +265,6 @@ for (const form of FORMS) {
 mkdirSync(join(repoRoot, 'bench', 'results'), { recursive: true });
 writeFileSync(
   join(repoRoot, 'bench', 'results', 'unit-forms.json'),
-  `${JSON.stringify({ command: `npx tsx bench/unit-forms.ts --units ${U} --rounds ${ROUNDS}`, rows: B, layers: L, dModel: D, dFf: F, unitsPerLayer: U, unitWidth: W, medianOf: ROUNDS, stepsPerTiming: N, forms: results }, null, 2)}\n`,
+  `${JSON.stringify({ command: `npx tsx bench/unit-forms.ts --units ${U} --rounds ${ROUNDS}${THREADS ? ` --threads ${THREADS}` : ''}${formsArg ? ` --forms ${formsArg.join(',')}` : ''}`, intraOpThreads: THREADS || 'default (one per core)', rows: B, layers: L, dModel: D, dFf: F, unitsPerLayer: U, unitWidth: W, medianOf: ROUNDS, stepsPerTiming: N, forms: results }, null, 2)}\n`,
 );
 await runner.close();
