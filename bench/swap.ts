@@ -37,37 +37,31 @@
  * bench/results/swap.json and bench/results/swap-*.svg.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
-import { cpus, loadavg, tmpdir } from 'node:os';
+import { cpus, loadavg } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadConfig } from '../src/config.js';
 import { openDb } from '../src/db/client.js';
-import { createAdapterVersion, getActiveAdapter } from '../src/db/queries/adapters.js';
-import { createUser } from '../src/db/queries/users.js';
-import { initAdapter, toServed } from '../src/lora/adapter.js';
+import { getActiveAdapter } from '../src/db/queries/adapters.js';
+import { initAdapter } from '../src/lora/adapter.js';
 import { AdapterCache, adapterKey } from '../src/lora/cache.js';
-import { ADAPTER_FILES } from '../src/lora/format.js';
-import type { AdapterSpec, Rank } from '../src/lora/spec.js';
 import { AdapterStore } from '../src/lora/store.js';
-import type { ModelConfig } from '../src/model/config.js';
 import { readHfConfig } from '../src/model/import.js';
 import { KvBatch } from '../src/model/kv.js';
 import { type LoraInput, SlotPool } from '../src/model/lora-feeds.js';
 import { type ConstWeights, Model, bakesWeights } from '../src/model/model.js';
 import { RowPool } from '../src/model/row-pool.js';
-import { saveCheckpoint } from '../src/model/save.js';
 import { loraTargets, parameterCount } from '../src/model/weights.js';
 import { barChart, lineChart } from '../src/plot/svg.js';
-import { initWeights } from '../src/pretrain/init.js';
 import { type AdapterReader, WorkerAdapterLoader } from '../src/serve/loader.js';
 import { SERVE_NODE_FLAGS } from '../src/serve/node-flags.js';
 import { DEFAULT_SERVE_THREADS, createServeServices } from '../src/serve/services.js';
 import { startServer } from '../src/server.js';
 import { Rng } from '../src/util/rng.js';
-import { defaultModelConfig } from '../src/pretrain/run.js';
+import { type Base, type UserInfo, type Workspace, preloadCache, prepareWorkspace, prompts, zipfSampler } from './swap-workspace.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = resolve(here, '..');
@@ -107,132 +101,15 @@ const median = (xs: number[]): number => {
 const r3 = (x: number): number => Math.round(x * 1000) / 1000;
 const progress = (line: string): void => void process.stderr.write(`${line}\n`);
 
-// ---------------------------------------------------------------------------------------------
-// The model and the stored adapters
-
-const DEFAULT_SHAPE: ModelConfig = defaultModelConfig({ vocabSize: 2048, bosId: 0, eosId: 0 });
-
-/**
- * `--base gpt2-small`: a random GPT-2 of GPT-2 small's shape (d_model 768, 12 layers, 12 heads, FFN
- * 3072; 87M parameters with the default tokenizer's 2,048 tokens) in place of the 5M-parameter
- * default model. The same adapter configurations (ranks 8-128, same layer-set shapes) are then in the
- * proportion to the base model that they have on a real LLM: on the default model, a decode step of
- * 8 rows reads about 0.6x the base weights' bytes again in adapter units, and a decode step is bound
- * by the bytes it reads.
- */
-const BASE = (() => {
+/** `--base gpt2-small`: GPT-2 small's shape in place of the default model (swap-workspace.ts GPT2_SMALL_SHAPE). */
+const BASE: Base = (() => {
   const i = process.argv.indexOf('--base');
   const b = i >= 0 ? process.argv[i + 1] : 'default';
   if (b !== 'default' && b !== 'gpt2-small') throw new Error(`--base must be default or gpt2-small, got ${b}`);
   return b;
 })();
-const GPT2_SMALL_SHAPE: ModelConfig = defaultModelConfig({ vocabSize: 2048, bosId: 0, eosId: 0 }, { dModel: 768, nLayers: 12, nHeads: 12, dFf: 3072, maxPositions: DEFAULT_SHAPE.maxPositions });
 /** Suffix of the result files: none for the default model. */
 const RESULT_SUFFIX = BASE === 'default' ? '' : `-${BASE}`;
-
-interface UserInfo {
-  id: string;
-  rank: number;
-  layers: number;
-  bytes: number;
-  /** Absolute paths of the adapter's three files. */
-  files: string[];
-}
-
-interface Workspace {
-  dir: string;
-  modelPath: string;
-  modelKind: string;
-  dataDir: string;
-  adapterDir: string;
-  users: UserInfo[];
-  totalBytes: number;
-}
-
-/** Merged ranks n*r in 8..128 with (n, r) pairs of the search space; smaller ones are more common. */
-const RANK_CHOICES: Array<{ n: number; r: Rank; weight: number }> = [
-  { n: 1, r: 8, weight: 0.25 },
-  { n: 2, r: 8, weight: 0.12 },
-  { n: 1, r: 16, weight: 0.13 },
-  { n: 2, r: 16, weight: 0.1 },
-  { n: 1, r: 32, weight: 0.1 },
-  { n: 1, r: 64, weight: 0.08 },
-  { n: 2, r: 32, weight: 0.07 },
-  { n: 1, r: 96, weight: 0.08 },
-  { n: 2, r: 64, weight: 0.04 },
-  { n: 4, r: 32, weight: 0.03 },
-];
-
-function pick<T extends { weight: number }>(xs: T[], rng: Rng): T {
-  let u = rng.next() * xs.reduce((s, x) => s + x.weight, 0);
-  for (const x of xs) if ((u -= x.weight) <= 0) return x;
-  return xs[xs.length - 1];
-}
-
-/** Layer sets: all, upper or lower half, every other layer, one layer. */
-function layerSet(nLayers: number, rng: Rng): boolean[] {
-  const u = rng.next();
-  const half = Math.floor(nLayers / 2);
-  if (u < 0.4) return Array(nLayers).fill(true);
-  if (u < 0.6) return Array.from({ length: nLayers }, (_, l) => l >= half);
-  if (u < 0.75) return Array.from({ length: nLayers }, (_, l) => l < half);
-  if (u < 0.9) return Array.from({ length: nLayers }, (_, l) => l % 2 === 1);
-  const only = rng.int(nLayers);
-  return Array.from({ length: nLayers }, (_, l) => l === only);
-}
-
-async function prepare(): Promise<Workspace> {
-  const defaultModel = join(repo, 'models', 'default');
-  const useDefault = BASE === 'default' && existsSync(join(defaultModel, 'config.json'));
-  const key = `u${USERS}-s${SEED}-${BASE === 'default' ? (useDefault ? 'default' : 'random') : BASE}`;
-  const dir = join(tmpdir(), `memlora-bench-swap-${key}`);
-  const manifestFile = join(dir, 'manifest.json');
-  if (!flag('fresh') && existsSync(manifestFile)) {
-    const ws = JSON.parse(readFileSync(manifestFile, 'utf8')) as Workspace;
-    progress(`setup: reusing ${dir} (${ws.users.length} users, ${(ws.totalBytes / 2 ** 20).toFixed(0)} MiB of adapters; --fresh rebuilds)`);
-    return ws;
-  }
-  rmSync(dir, { recursive: true, force: true });
-  mkdirSync(dir, { recursive: true });
-  let modelPath = defaultModel;
-  let modelKind = 'models/default (trained)';
-  if (!useDefault) {
-    modelPath = join(dir, 'model');
-    const shape = BASE === 'gpt2-small' ? GPT2_SMALL_SHAPE : DEFAULT_SHAPE;
-    modelKind = BASE === 'gpt2-small' ? 'random GPT-2 of GPT-2 small\'s shape (--base gpt2-small)' : 'random GPT-2 of the default shape (models/default/config.json absent)';
-    saveCheckpoint(modelPath, shape, initWeights(shape, SEED));
-    for (const f of ['tokenizer.json', 'tokenizer_config.json']) copyFileSync(join(defaultModel, f), join(modelPath, f));
-  }
-  const cfg = readHfConfig(modelPath);
-  const dataDir = join(dir, 'data');
-  const adapterDir = join(dir, 'adapters');
-  mkdirSync(dataDir, { recursive: true });
-  const db = openDb(join(dataDir, 'memlora.db'));
-  const store = new AdapterStore(adapterDir, { config: cfg, name: basename(modelPath) });
-  const rng = new Rng(SEED);
-  const targets = loraTargets(cfg);
-  const users: UserInfo[] = [];
-  let total = 0;
-  const t0 = now();
-  for (let i = 0; i < USERS; i++) {
-    const id = `user-${String(i).padStart(4, '0')}`;
-    const { n, r } = pick(RANK_CHOICES, rng);
-    const spec: AdapterSpec = { layers: layerSet(cfg.nLayers, rng), n, r };
-    const adapter = initAdapter(spec, targets, SEED * 100_000 + i);
-    for (const p of adapter.pairs) for (let k = 0; k < p.B.length; k++) p.B[k] = (rng.next() - 0.5) * 0.02;
-    createUser(db, { id });
-    const w = await store.write(id, adapter);
-    createAdapterVersion(db, { userId: id, config: { ...spec }, filePath: w.path, sha256: w.sha256, metrics: {}, status: 'ready', activate: true });
-    const abs = join(adapterDir, ...w.path.split('/'));
-    users.push({ id, rank: n * r, layers: spec.layers.filter(Boolean).length, bytes: w.bytes, files: Object.values(ADAPTER_FILES).map((f) => join(abs, f)) });
-    total += w.bytes;
-    if ((i + 1) % 50 === 0 || i + 1 === USERS) progress(`setup: wrote ${i + 1}/${USERS} adapters (${(total / 2 ** 20).toFixed(0)} MiB, ${((now() - t0) / 1000).toFixed(1)} s)`);
-  }
-  db.close();
-  const ws: Workspace = { dir, modelPath, modelKind, dataDir, adapterDir, users, totalBytes: total };
-  writeFileSync(manifestFile, JSON.stringify(ws));
-  return ws;
-}
 
 // ---------------------------------------------------------------------------------------------
 // In-process micro benchmarks: pool layout and threads
@@ -454,23 +331,8 @@ async function serveChild(): Promise<void> {
         if (recording) loads.push({ path, ms: now() - t });
         return a;
       };
-      if (adapters) {
-        // Pre-load in random order: everything at 100%, a random subset in the smaller caches.
-        const rows = ctx.db.sqlite.prepare('SELECT user_id AS userId, version, file_path AS filePath, sha256 FROM adapter_versions WHERE active = 1').all() as Array<{ userId: string; version: number; filePath: string; sha256: string }>;
-        const rng = new Rng(Number(process.env.BENCH_SEED ?? 1) + 7);
-        for (let i = rows.length - 1; i > 0; i--) {
-          const j = rng.int(i + 1);
-          [rows[i], rows[j]] = [rows[j], rows[i]];
-        }
-        // Held as served (B transposed), as a running server's cache holds every adapter after its first
-        // use: the measured seconds are the steady state, not each adapter's first-use transpose
-        // (adapters loaded during the run still pay theirs).
-        for (const r of rows) {
-          const lease = await s.cache!.acquire(adapterKey(r.userId, r.version), () => reader.read(r.filePath, r.sha256, { userId: r.userId }));
-          toServed(lease.adapter);
-          lease.release();
-        }
-      }
+      // Pre-load in random order: everything at 100%, a random subset in the smaller caches.
+      if (adapters) await preloadCache(ctx.db, s, Number(process.env.BENCH_SEED ?? 1));
       recording = true;
       return { generate: s.generate, adapterFiles: s.adapterFiles };
     },
@@ -498,34 +360,6 @@ interface AutocannonResult {
 }
 const autocannon = createRequire(import.meta.url)('autocannon') as Autocannon;
 
-/** Zipf(1.0) over the users: rank k has weight 1/k; ranks are assigned to users in a random order. */
-function zipfSampler(users: UserInfo[], rng: Rng): () => UserInfo {
-  const order = [...users];
-  for (let i = order.length - 1; i > 0; i--) {
-    const j = rng.int(i + 1);
-    [order[i], order[j]] = [order[j], order[i]];
-  }
-  const cdf: number[] = [];
-  let acc = 0;
-  for (let k = 1; k <= order.length; k++) cdf.push((acc += 1 / k));
-  return () => {
-    const u = rng.next() * acc;
-    let lo = 0;
-    let hi = cdf.length - 1;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (cdf[mid] < u) lo = mid + 1;
-      else hi = mid;
-    }
-    return order[lo];
-  };
-}
-
-const WORDS = 'my headache is worse in the morning and I walk the dog every day before work while drinking coffee with friends who like hiking cooking reading music travel'.split(' ');
-
-function prompts(rng: Rng): string[] {
-  return Array.from({ length: 64 }, () => Array.from({ length: 14 + rng.int(10) }, () => WORDS[rng.int(WORDS.length)]).join(' '));
-}
 
 async function drive(url: string, seconds: number, sample: () => UserInfo, texts: string[], rng: Rng): Promise<AutocannonResult> {
   return autocannon({
@@ -768,7 +602,7 @@ function constWeightsOf(ws: Workspace): { setting: ConstWeights; baked: boolean 
 async function main(): Promise<void> {
   const started = now();
   const load0 = loadavg()[0];
-  const ws = await prepare();
+  const ws = await prepareWorkspace({ users: USERS, seed: SEED, base: BASE, fresh: flag('fresh') });
   progress(`model: ${ws.modelKind}`);
   const rng = new Rng(SEED + 1);
   const quick = flag('quick');
