@@ -62,7 +62,7 @@ export interface Workspace {
 }
 
 /** Merged ranks n*r in 8..128 with (n, r) pairs of the search space; smaller ones are more common. */
-export const RANK_CHOICES: Array<{ n: number; r: Rank; weight: number }> = [
+const RANK_CHOICES: Array<{ n: number; r: Rank; weight: number }> = [
   { n: 1, r: 8, weight: 0.25 },
   { n: 2, r: 8, weight: 0.12 },
   { n: 1, r: 16, weight: 0.13 },
