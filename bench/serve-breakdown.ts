@@ -27,14 +27,14 @@ import { fileURLToPath } from 'node:url';
 import { loadConfig } from '../src/config.js';
 import { openDb } from '../src/db/client.js';
 import { Registry } from '../src/metrics.js';
-import { Model, bakesWeights } from '../src/model/model.js';
+import { Model } from '../src/model/model.js';
 import { RowPool } from '../src/model/row-pool.js';
 import { PALETTE, barChart } from '../src/plot/svg.js';
 import { missingServeNodeFlags } from '../src/serve/node-flags.js';
 import { type GenerationService, createServeServices } from '../src/serve/services.js';
 import type { ServeRequest } from '../src/serve/types.js';
 import { Rng } from '../src/util/rng.js';
-import { preloadCache, prepareWorkspace, prompts, zipfSampler } from './swap-workspace.js';
+import { constWeightsOf, preloadCache, prepareWorkspace, prompts, zipfSampler } from './swap-workspace.js';
 
 // Engines run under the serving node flags, as `npm start` runs the server: re-run this script under them.
 const missingFlags = missingServeNodeFlags();
@@ -110,9 +110,6 @@ async function engine(adapters: boolean): Promise<GenerationService> {
 }
 const t0 = performance.now();
 const engines: Record<Phase, GenerationService> = { injected: await engine(true), vanilla: await engine(false) };
-const model = Model.load(ws.modelPath);
-const baked = bakesWeights(config.constWeights, model.weightBytes);
-await model.close();
 progress(`engines ready in ${((performance.now() - t0) / 1000).toFixed(1)} s (cache pre-loaded: ${(ws.totalBytes / 2 ** 20).toFixed(0)} MiB)`);
 
 /** `connections` clients, each sending its next request when the last is answered; requests answered in the measured seconds. */
@@ -185,10 +182,10 @@ const injected = perRequest('injected');
 const ms = (p: typeof plain, k: string): number => p[k]?.ms ?? 0;
 const prefillMs = (p: typeof plain): number => COMPONENTS.filter((c) => c.startsWith('prefill')).reduce((s, c) => s + ms(p, c), 0);
 const extra = {
-      decodeSteps: r3(ms(injected, 'decode steps') - ms(plain, 'decode steps')),
-      prefills: r3(prefillMs(injected) - prefillMs(plain)),
-      rowPool: r3(ms(injected, 'row pool') - ms(plain, 'row pool')),
-      rest: r3(ms(injected, 'rest') - ms(plain, 'rest')),
+  decodeSteps: r3(ms(injected, 'decode steps') - ms(plain, 'decode steps')),
+  prefills: r3(prefillMs(injected) - prefillMs(plain)),
+  rowPool: r3(ms(injected, 'row pool') - ms(plain, 'row pool')),
+  rest: r3(ms(injected, 'rest') - ms(plain, 'rest')),
 };
 const ratio = totals.injected.requests / totals.injected.seconds / (totals.vanilla.requests / totals.vanilla.seconds);
 const bound = ms(plain, 'wall') / (ms(plain, 'wall') + extra.decodeSteps);
@@ -198,7 +195,7 @@ const result = {
   bench: 'serve-breakdown',
   date: new Date().toISOString(),
   command: `npx tsx bench/serve-breakdown.ts --rounds ${ROUNDS} --seconds ${SECONDS} --connections ${CONNECTIONS} --max-tokens ${MAX_TOKENS}`,
-  setup: { users: ws.users.length, adapterMiB: r3(ws.totalBytes / 2 ** 20), maxBatch: config.maxBatch, connections: CONNECTIONS, maxTokens: MAX_TOKENS, baseWeightsBaked: baked, rounds: ROUNDS, secondsPerSlice: SECONDS },
+  setup: { users: ws.users.length, adapterMiB: r3(ws.totalBytes / 2 ** 20), maxBatch: config.maxBatch, connections: CONNECTIONS, maxTokens: MAX_TOKENS, baseWeightsBaked: constWeightsOf(ws).baked, rounds: ROUNDS, secondsPerSlice: SECONDS },
   rps: { vanilla: r3(totals.vanilla.requests / totals.vanilla.seconds), injected: r3(totals.injected.requests / totals.injected.seconds) },
   throughputRatio: r3(ratio),
   ratioByRound: ratioByRound.map(r3),

@@ -21,7 +21,8 @@ import { AdapterStore } from '../src/lora/store.js';
 import type { ModelConfig } from '../src/model/config.js';
 import { readHfConfig } from '../src/model/import.js';
 import { saveCheckpoint } from '../src/model/save.js';
-import { loraTargets } from '../src/model/weights.js';
+import { type ConstWeights, bakesWeights } from '../src/model/model.js';
+import { loraTargets, parameterCount } from '../src/model/weights.js';
 import { initWeights } from '../src/pretrain/init.js';
 import { defaultModelConfig } from '../src/pretrain/run.js';
 import type { ServeServices } from '../src/serve/services.js';
@@ -153,6 +154,12 @@ export async function prepareWorkspace({ users: count, seed, base, fresh }: Work
   const ws: Workspace = { dir, modelPath, modelKind, dataDir, adapterDir, users, totalBytes: total };
   writeFileSync(manifestFile, JSON.stringify(ws));
   return ws;
+}
+
+/** The servers' MEMLORA_CONST_WEIGHTS setting (default auto) and whether it bakes the workspace model's weights. */
+export function constWeightsOf(ws: Workspace): { setting: ConstWeights; baked: boolean } {
+  const setting = (process.env.MEMLORA_CONST_WEIGHTS || 'auto') as ConstWeights;
+  return { setting, baked: bakesWeights(setting, 4 * parameterCount(readHfConfig(ws.modelPath))) };
 }
 
 /** Zipf(1.0) over the users: rank k has weight 1/k; ranks are assigned to users in a random order. */

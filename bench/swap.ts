@@ -52,16 +52,16 @@ import { AdapterStore } from '../src/lora/store.js';
 import { readHfConfig } from '../src/model/import.js';
 import { KvBatch } from '../src/model/kv.js';
 import { type LoraInput, SlotPool } from '../src/model/lora-feeds.js';
-import { type ConstWeights, Model, bakesWeights } from '../src/model/model.js';
+import { Model } from '../src/model/model.js';
 import { RowPool } from '../src/model/row-pool.js';
-import { loraTargets, parameterCount } from '../src/model/weights.js';
+import { loraTargets } from '../src/model/weights.js';
 import { barChart, lineChart } from '../src/plot/svg.js';
 import { type AdapterReader, WorkerAdapterLoader } from '../src/serve/loader.js';
 import { SERVE_NODE_FLAGS } from '../src/serve/node-flags.js';
 import { DEFAULT_SERVE_THREADS, createServeServices } from '../src/serve/services.js';
 import { startServer } from '../src/server.js';
 import { Rng } from '../src/util/rng.js';
-import { type Base, type UserInfo, type Workspace, preloadCache, prepareWorkspace, prompts, zipfSampler } from './swap-workspace.js';
+import { type Base, type UserInfo, type Workspace, constWeightsOf, preloadCache, prepareWorkspace, prompts, zipfSampler } from './swap-workspace.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = resolve(here, '..');
@@ -594,11 +594,6 @@ function merge(ws: Workspace, cfg: PhaseConfig, segs: Segment[], loads: Array<{ 
 // ---------------------------------------------------------------------------------------------
 
 /** The servers' MEMLORA_CONST_WEIGHTS setting and whether it bakes this model's weights (model.ts, Model.constWeights). */
-function constWeightsOf(ws: Workspace): { setting: ConstWeights; baked: boolean } {
-  const setting = (process.env.MEMLORA_CONST_WEIGHTS || 'auto') as ConstWeights;
-  return { setting, baked: bakesWeights(setting, 4 * parameterCount(readHfConfig(ws.modelPath))) };
-}
-
 async function main(): Promise<void> {
   const started = now();
   const load0 = loadavg()[0];

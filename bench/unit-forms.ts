@@ -169,13 +169,15 @@ function build(form: Form): Graph {
 }
 
 type Feed = { dtype: DType; dims: number[]; data: AnyTypedArray };
+/** [B, 1, U]: `value` where unit u belongs to row b, else 0. */
+const selection = (value: number): Float32Array => Float32Array.from({ length: B * U }, (_, k) => (rowOf(k % U) === Math.floor(k / U) ? value : 0));
 function feedsFor(form: Form): Record<string, Feed> {
   const f: Record<string, Feed> = {
     x: { dtype: 'float32', dims: [B, 1, D], data: floats(B * D, 3, 1) },
     rows: { dtype: 'int64', dims: [U], data: BigInt64Array.from({ length: U }, (_, u) => BigInt(rowOf(u))) },
-    sel: { dtype: 'float32', dims: [B, 1, U], data: Float32Array.from({ length: B * U }, (_, k) => (rowOf(k % U) === Math.floor(k / U) ? SCALE : 0)) },
+    sel: { dtype: 'float32', dims: [B, 1, U], data: selection(SCALE) },
     mask: { dtype: 'float32', dims: [U * W, B], data: Float32Array.from({ length: U * W * B }, (_, k) => (rowOf(Math.floor(k / (W * B))) === k % B ? SCALE : 0)) },
-    pick: { dtype: 'float32', dims: [B, 1, U], data: Float32Array.from({ length: B * U }, (_, k) => (rowOf(k % U) === Math.floor(k / U) ? 1 : 0)) },
+    pick: { dtype: 'float32', dims: [B, 1, U], data: selection(1) },
     scaleA: { dtype: 'float32', dims: [U], data: Float32Array.from({ length: U }, (_, u) => unitScale(u, 0)) },
     scaleB: { dtype: 'float32', dims: [U], data: Float32Array.from({ length: U }, (_, u) => unitScale(u, 1)) },
   };
