@@ -40,12 +40,15 @@ function formatValue(v: number): string {
   return String(v);
 }
 
-function renderLabels(pairs: ReadonlyArray<readonly [string, string]>): string {
+/** Label name and value pairs of one sample, in declaration order. */
+type Pairs = ReadonlyArray<readonly [string, string]>;
+
+function renderLabels(pairs: Pairs): string {
   if (pairs.length === 0) return '';
   return `{${pairs.map(([k, v]) => `${k}="${escapeLabelValue(v)}"`).join(',')}}`;
 }
 
-const NO_LABELS = Object.freeze({ key: JSON.stringify([]), pairs: Object.freeze([]) as ReadonlyArray<readonly [string, string]> });
+const NO_LABELS = Object.freeze({ key: JSON.stringify([]), pairs: Object.freeze([]) as Pairs });
 
 /** Shared label handling: every sample must carry exactly the declared label names. */
 abstract class Metric {
@@ -63,7 +66,7 @@ abstract class Metric {
     }
   }
 
-  protected key(labels: Labels | undefined): { key: string; pairs: ReadonlyArray<readonly [string, string]> } {
+  protected key(labels: Labels | undefined): { key: string; pairs: Pairs } {
     // Unlabelled metrics (most of the engine's, observed per step): no names to check or key to build.
     if (this.labelNames.length === 0 && (labels === undefined || Object.keys(labels).length === 0)) return NO_LABELS;
     const given = labels ?? {};
@@ -85,49 +88,22 @@ abstract class Metric {
   }
 }
 
-export class Counter extends Metric {
-  readonly type = 'counter';
-  private readonly values = new Map<string, { pairs: ReadonlyArray<readonly [string, string]>; value: number }>();
+/** A metric holding one number per label set (counters and gauges). */
+abstract class ValueMetric extends Metric {
+  private readonly values = new Map<string, { pairs: Pairs; value: number }>();
 
-  inc(labels?: Labels, by = 1): void {
-    if (!(by >= 0) || !Number.isFinite(by)) throw new MetricError('invalid_value', `${this.name}: counters only go up (got ${by})`);
+  protected add(labels: Labels | undefined, by: number): void {
     const { key, pairs } = this.key(labels);
     const cur = this.values.get(key);
     if (cur) cur.value += by;
     else this.values.set(key, { pairs, value: by });
   }
 
-  get(labels?: Labels): number {
-    return this.values.get(this.key(labels).key)?.value ?? 0;
-  }
-
-  render(): string[] {
-    const out = this.header();
-    for (const { pairs, value } of this.values.values()) out.push(`${this.name}${renderLabels(pairs)} ${formatValue(value)}`);
-    return out;
-  }
-}
-
-export class Gauge extends Metric {
-  readonly type = 'gauge';
-  private readonly values = new Map<string, { pairs: ReadonlyArray<readonly [string, string]>; value: number }>();
-
-  set(labels: Labels | undefined, value: number): void {
+  protected put(labels: Labels | undefined, value: number): void {
     const { key, pairs } = this.key(labels);
     this.values.set(key, { pairs, value });
   }
 
-  inc(labels?: Labels, by = 1): void {
-    const { key, pairs } = this.key(labels);
-    const cur = this.values.get(key);
-    if (cur) cur.value += by;
-    else this.values.set(key, { pairs, value: by });
-  }
-
-  dec(labels?: Labels, by = 1): void {
-    this.inc(labels, -by);
-  }
-
   get(labels?: Labels): number {
     return this.values.get(this.key(labels).key)?.value ?? 0;
   }
@@ -139,8 +115,33 @@ export class Gauge extends Metric {
   }
 }
 
+export class Counter extends ValueMetric {
+  readonly type = 'counter';
+
+  inc(labels?: Labels, by = 1): void {
+    if (!(by >= 0) || !Number.isFinite(by)) throw new MetricError('invalid_value', `${this.name}: counters only go up (got ${by})`);
+    this.add(labels, by);
+  }
+}
+
+export class Gauge extends ValueMetric {
+  readonly type = 'gauge';
+
+  set(labels: Labels | undefined, value: number): void {
+    this.put(labels, value);
+  }
+
+  inc(labels?: Labels, by = 1): void {
+    this.add(labels, by);
+  }
+
+  dec(labels?: Labels, by = 1): void {
+    this.add(labels, -by);
+  }
+}
+
 interface HistogramSeries {
-  pairs: ReadonlyArray<readonly [string, string]>;
+  pairs: Pairs;
   counts: number[];
   sum: number;
   count: number;
