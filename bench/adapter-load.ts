@@ -35,14 +35,11 @@ import { loraTargets } from '../src/model/weights.js';
 import { WorkerAdapterLoader } from '../src/serve/loader.js';
 import { Rng } from '../src/util/rng.js';
 import { defaultModelConfig } from '../src/pretrain/run.js';
+import { numberArg } from './args.js';
 
-function arg(name: string, fallback: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? Number(process.argv[i + 1]) : fallback;
-}
-const N = arg('adapters', 48);
-const ROUNDS = arg('rounds', 5);
-const SEED = arg('seed', 1);
+const N = numberArg('adapters', 48);
+const ROUNDS = numberArg('rounds', 5);
+const SEED = numberArg('seed', 1);
 
 const config = defaultModelConfig({ vocabSize: 8192, bosId: 0, eosId: 1 });
 const model = { config, name: 'memlora/default-bench' };

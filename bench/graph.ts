@@ -26,17 +26,13 @@ import * as ops from '../src/graph/ops.js';
 import { type CompiledGraph, type Feeds, Runner } from '../src/graph/runner.js';
 import type { HostTensor } from '../src/graph/types.js';
 import { Rng } from '../src/util/rng.js';
+import { stringArg } from './args.js';
 
-function arg(name: string, fallback: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && i + 1 < process.argv.length ? process.argv[i + 1] : fallback;
-}
-
-const ROUNDS = Number(arg('rounds', '7'));
-const WARMUP = Number(arg('warmup', '2'));
-const THREADS = Number(arg('threads', '0'));
-const BATCH = Number(arg('batch', '8'));
-const SEQ = Number(arg('seq', '128'));
+const ROUNDS = Number(stringArg('rounds', '7'));
+const WARMUP = Number(stringArg('warmup', '2'));
+const THREADS = Number(stringArg('threads', '0'));
+const BATCH = Number(stringArg('batch', '8'));
+const SEQ = Number(stringArg('seq', '128'));
 const CFG = { vocab: 2048, dModel: 256, layers: 6, heads: 4, ffn: 1024, maxSeq: 256, loraRank: 8 };
 
 interface Model {
@@ -235,6 +231,6 @@ async function main(): Promise<void> {
   console.log(`wrote ${out}`);
 }
 
-const profiled = arg('profile', '');
+const profiled = stringArg('profile', '');
 if (profiled) await profile(profiled as Kind);
 else await main();

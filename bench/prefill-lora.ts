@@ -19,11 +19,11 @@ import { Model } from '../src/model/model.js';
 import { RowPool } from '../src/model/row-pool.js';
 import { initAdapter, toServed } from '../src/lora/adapter.js';
 import { loraTargets } from '../src/model/weights.js';
+import { numberArg } from './args.js';
 
-const arg = (name: string, dflt: number): number => (process.argv.includes(name) ? Number(process.argv[process.argv.indexOf(name) + 1]) : dflt);
-const model = Model.load('models/default', { runnerOptions: { intraOpThreads: arg('--threads', 0) } });
+const model = Model.load('models/default', { runnerOptions: { intraOpThreads: numberArg('threads', 0) } });
 const cfg = model.config;
-const T = arg('--tokens', 64);
+const T = numberArg('tokens', 64);
 const L = cfg.nLayers;
 const all = Array(L).fill(true);
 const half = Math.floor(L / 2);

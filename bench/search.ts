@@ -28,19 +28,15 @@ import { paretoFront, toMinimization, type Objectives } from '../src/inject/sear
 import { Rng } from '../src/util/rng.js';
 import { createSpace, type LoraConfig } from '../src/inject/search/space.js';
 import { lineChart, scatterChart } from '../src/plot/svg.js';
+import { stringArg } from './args.js';
 
-function arg(name: string, fallback: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && i + 1 < process.argv.length ? process.argv[i + 1] : fallback;
-}
-
-const SEEDS = Number(arg('seeds', '10'));
-const BO_BUDGET = Number(arg('bo-budget', '60'));
-const RANDOM_BUDGET = Number(arg('random-budget', '2000'));
-const METHODS = arg('methods', 'map,nuts').split(',').filter(Boolean) as Array<'map' | 'nuts'>;
-const NUTS = { warmup: Number(arg('nuts-warmup', '48')), samples: Number(arg('nuts-samples', '32')), thinning: Number(arg('nuts-thinning', '4')) };
+const SEEDS = Number(stringArg('seeds', '10'));
+const BO_BUDGET = Number(stringArg('bo-budget', '60'));
+const RANDOM_BUDGET = Number(stringArg('random-budget', '2000'));
+const METHODS = stringArg('methods', 'map,nuts').split(',').filter(Boolean) as Array<'map' | 'nuts'>;
+const NUTS = { warmup: Number(stringArg('nuts-warmup', '48')), samples: Number(stringArg('nuts-samples', '32')), thinning: Number(stringArg('nuts-thinning', '4')) };
 const TARGET = 0.95;
-const FIT_TIMING = arg('fit-timing', '20,50,100') === 'none' ? [] : arg('fit-timing', '20,50,100').split(',').map(Number);
+const FIT_TIMING = stringArg('fit-timing', '20,50,100') === 'none' ? [] : stringArg('fit-timing', '20,50,100').split(',').map(Number);
 
 const space = createSpace({ layers: 8 });
 const RELEVANT_LAYER = 5;

@@ -35,26 +35,23 @@ import { type GenerationService, createServeServices } from '../src/serve/servic
 import type { ServeRequest } from '../src/serve/types.js';
 import { Rng } from '../src/util/rng.js';
 import { constWeightsOf, preloadCache, prepareWorkspace, prompts, zipfSampler } from './swap-workspace.js';
+import { numberArg } from './args.js';
 
 // Engines run under the serving node flags, as `npm start` runs the server: re-run this script under them.
 const missingFlags = missingServeNodeFlags();
 if (missingFlags.length > 0) process.exit(spawnSync(process.execPath, [...missingFlags, ...process.execArgv, ...process.argv.slice(1)], { stdio: 'inherit' }).status ?? 1);
 
 const resultsDir = join(dirname(fileURLToPath(import.meta.url)), 'results');
-const arg = (name: string, fallback: number): number => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? Number(process.argv[i + 1]) : fallback;
-};
-const ROUNDS = arg('rounds', 6);
-const SECONDS = arg('seconds', 4);
-const WARMUP = arg('warmup', 1.5);
-const CONNECTIONS = arg('connections', 16);
-const MAX_TOKENS = arg('max-tokens', 16);
-const SEED = arg('seed', 1);
+const ROUNDS = numberArg('rounds', 6);
+const SECONDS = numberArg('seconds', 4);
+const WARMUP = numberArg('warmup', 1.5);
+const CONNECTIONS = numberArg('connections', 16);
+const MAX_TOKENS = numberArg('max-tokens', 16);
+const SEED = numberArg('seed', 1);
 const progress = (line: string): void => void process.stderr.write(`${line}\n`);
 const r3 = (x: number): number => Math.round(x * 1000) / 1000;
 
-const ws = await prepareWorkspace({ users: arg('users', 1000), seed: SEED, base: 'default', fresh: false });
+const ws = await prepareWorkspace({ users: numberArg('users', 1000), seed: SEED, base: 'default', fresh: false });
 Object.assign(process.env, {
   MEMLORA_DATA_DIR: ws.dataDir,
   MEMLORA_ADAPTER_DIR: ws.adapterDir,

@@ -38,17 +38,14 @@ import { initWeights } from '../src/pretrain/init.js';
 import { createServeServices } from '../src/serve/services.js';
 import { startServer } from '../src/server.js';
 import { defaultModelConfig } from '../src/pretrain/run.js';
+import { numberArg } from './args.js';
 
-function arg(name: string, fallback: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? Number(process.argv[i + 1]) : fallback;
-}
-const REQUESTS = arg('requests', 48);
-const CONCURRENCY = arg('concurrency', 2);
-const MAX_TOKENS = arg('max-tokens', 24);
-const BUDGET = arg('budget', 8);
-const ROUNDS = arg('rounds', 2);
-const NICE = arg('nice', 19);
+const REQUESTS = numberArg('requests', 48);
+const CONCURRENCY = numberArg('concurrency', 2);
+const MAX_TOKENS = numberArg('max-tokens', 24);
+const BUDGET = numberArg('budget', 8);
+const ROUNDS = numberArg('rounds', 2);
+const NICE = numberArg('nice', 19);
 const TOKEN = 'bench-admin-token-0123456789';
 const here = dirname(fileURLToPath(import.meta.url));
 const log = (line: string) => process.stderr.write(`serve-during-inject: ${line}\n`);

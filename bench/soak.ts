@@ -52,32 +52,28 @@ import { loadMedDia, toHistoryItems } from '../src/eval/meddia.js';
 import { lineChart } from '../src/plot/svg.js';
 import { SERVE_NODE_FLAGS } from '../src/serve/node-flags.js';
 import { Rng } from '../src/util/rng.js';
+import { numberArg, stringArg } from './args.js';
 
-function arg(name: string, fallback: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  if (i < 0) return fallback;
-  const v = Number(process.argv[i + 1]);
-  if (!Number.isFinite(v) || v < 0) throw new Error(`--${name} needs a non-negative number, got ${JSON.stringify(process.argv[i + 1])}`);
+/** A non-negative number option. */
+function nonNegativeArg(name: string, fallback: number): number {
+  const v = numberArg(name, fallback);
+  if (v < 0) throw new Error(`--${name} needs a non-negative number, got ${v}`);
   return v;
 }
-function strArg(name: string, fallback: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1] : fallback;
-}
 
-const MINUTES = arg('minutes', 10);
-const CLIENTS = Math.max(1, Math.round(arg('clients', 4)));
-const MAX_JOBS = Math.round(arg('jobs', 3));
-const SEED_USERS = Math.max(1, Math.round(arg('seed-users', 4)));
-const SAMPLE_S = Math.max(0.5, arg('sample-s', 5));
-const PROGRESS_S = Math.max(1, arg('progress-s', 15));
-const THINK_MS = arg('think-ms', 50);
-const EXIT_DEADLINE_S = arg('exit-deadline-s', 60);
+const MINUTES = nonNegativeArg('minutes', 10);
+const CLIENTS = Math.max(1, Math.round(nonNegativeArg('clients', 4)));
+const MAX_JOBS = Math.round(nonNegativeArg('jobs', 3));
+const SEED_USERS = Math.max(1, Math.round(nonNegativeArg('seed-users', 4)));
+const SAMPLE_S = Math.max(0.5, nonNegativeArg('sample-s', 5));
+const PROGRESS_S = Math.max(1, nonNegativeArg('progress-s', 15));
+const THINK_MS = nonNegativeArg('think-ms', 50);
+const EXIT_DEADLINE_S = nonNegativeArg('exit-deadline-s', 60);
 /** Jobs start only in this first fraction of the load, so its end has samples without a job's worker. */
-const JOB_WINDOW = Math.min(1, arg('job-window', 0.5));
+const JOB_WINDOW = Math.min(1, nonNegativeArg('job-window', 0.5));
 const here = dirname(fileURLToPath(import.meta.url));
-const OUT_DIR = resolve(strArg('out-dir', join(here, 'results')));
-const MODEL_PATH = resolve(strArg('model', join(repoRoot, 'models', 'default')));
+const OUT_DIR = resolve(stringArg('out-dir', join(here, 'results')));
+const MODEL_PATH = resolve(stringArg('model', join(repoRoot, 'models', 'default')));
 const REQUEST_TIMEOUT_MS = 120_000;
 const JOB_BODY = { budget: 2, initialPoints: 2 };
 const TOKEN = `soak-admin-${randomBytes(12).toString('hex')}`;

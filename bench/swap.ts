@@ -62,22 +62,17 @@ import { DEFAULT_SERVE_THREADS, createServeServices } from '../src/serve/service
 import { startServer } from '../src/server.js';
 import { Rng } from '../src/util/rng.js';
 import { type Base, type UserInfo, type Workspace, constWeightsOf, preloadCache, prepareWorkspace, prompts, zipfSampler } from './swap-workspace.js';
+import { flag, numberArg, stringArg } from './args.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = resolve(here, '..');
 const resultsDir = join(here, 'results');
 
-function arg(name: string, fallback: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? Number(process.argv[i + 1]) : fallback;
-}
-const flag = (name: string): boolean => process.argv.includes(`--${name}`);
-
-const USERS = arg('users', 1000);
+const USERS = numberArg('users', 1000);
 /** Measured seconds per configuration (in ROUNDS slices, see main). */
-const SECONDS = arg('seconds', 32);
+const SECONDS = numberArg('seconds', 32);
 /** Unmeasured seconds of load before a server's first slice: its first seconds after pre-loading run slower. */
-const WARMUP = arg('warmup', 12);
+const WARMUP = numberArg('warmup', 12);
 /**
  * Rounds of interleaved slices (see main); each configuration gets SECONDS / ROUNDS measured per
  * round. Each round draws which users are popular anew (the same draw for every configuration): the
@@ -85,12 +80,12 @@ const WARMUP = arg('warmup', 12);
  * LoRA work of a decode step by up to 1.7x (1,166 to 1,939 rank-layers over the rounds of one run).
  * The figures are means over ROUNDS draws.
  */
-const ROUNDS = arg('rounds', 8);
+const ROUNDS = numberArg('rounds', 8);
 /** Unmeasured seconds of load before each slice after the first round. */
-const SLICE_WARMUP = arg('slice-warmup', 2);
-const CONNECTIONS = arg('connections', 16);
-const MAX_TOKENS = arg('max-tokens', 16);
-const SEED = arg('seed', 1);
+const SLICE_WARMUP = numberArg('slice-warmup', 2);
+const CONNECTIONS = numberArg('connections', 16);
+const MAX_TOKENS = numberArg('max-tokens', 16);
+const SEED = numberArg('seed', 1);
 const MAX_BATCH = 8;
 
 const now = (): number => performance.now();
@@ -103,8 +98,7 @@ const progress = (line: string): void => void process.stderr.write(`${line}\n`);
 
 /** `--base gpt2-small`: GPT-2 small's shape in place of the default model (swap-workspace.ts GPT2_SMALL_SHAPE). */
 const BASE: Base = (() => {
-  const i = process.argv.indexOf('--base');
-  const b = i >= 0 ? process.argv[i + 1] : 'default';
+  const b = stringArg('base', 'default');
   if (b !== 'default' && b !== 'gpt2-small') throw new Error(`--base must be default or gpt2-small, got ${b}`);
   return b;
 })();

@@ -43,14 +43,11 @@ import { Runner } from '../src/graph/runner.js';
 import type { AnyTypedArray, DType } from '../src/graph/types.js';
 import { readHfConfig } from '../src/model/import.js';
 import { transposeInto } from '../src/util/transpose.js';
+import { flag, numberArg, stringArg } from './args.js';
 
-const arg = (name: string, dflt: number): number => {
-  const i = process.argv.indexOf(name);
-  return i >= 0 ? Number(process.argv[i + 1]) : dflt;
-};
 const cfg = readHfConfig(join(repoRoot, 'models', 'default'));
-const U = arg('--units', 15);
-const ROUNDS = arg('--rounds', 6);
+const U = numberArg('units', 15);
+const ROUNDS = numberArg('rounds', 6);
 const W = 16;
 const B = 8;
 const L = cfg.nLayers;
@@ -61,7 +58,7 @@ const MAPS: Array<[number, number]> = [
   [F, D],
 ];
 const ALL_FORMS = ['none', 'batched', 'dense-left', 'dequant-u8', 'int-u8', 'conv', 'hybrid', 'left-a'] as const;
-const formsArg = process.argv.includes('--forms') ? process.argv[process.argv.indexOf('--forms') + 1].split(',') : null;
+const formsArg = flag('forms') ? stringArg('forms', '').split(',') : null;
 /** The forms timed: all, or with --forms the named ones next to none and batched (the reference). */
 const FORMS = formsArg ? ALL_FORMS.filter((f) => f === 'none' || f === 'batched' || formsArg.includes(f)) : ALL_FORMS;
 type Form = (typeof ALL_FORMS)[number];
@@ -206,7 +203,7 @@ function feedsFor(form: Form): Record<string, Feed> {
   return f;
 }
 
-const THREADS = arg('--threads', 0);
+const THREADS = numberArg('threads', 0);
 const runner = new Runner({ intraOpThreads: THREADS });
 const sessions = new Map<Form, { run: (f: Record<string, Feed>) => Promise<Record<string, { data: AnyTypedArray }>> }>();
 const feeds = new Map<Form, Record<string, Feed>>();
