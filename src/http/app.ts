@@ -20,6 +20,7 @@ import { registerAdminRoutes } from './routes/admin.js';
 import { registerChatRoutes } from './routes/chat.js';
 import { registerGenerateRoutes } from './routes/generate.js';
 import { registerHistoryRoutes } from './routes/history.js';
+import { registerModelRoutes } from './routes/models.js';
 import { registerOpsRoutes } from './routes/ops.js';
 import { registerUserRoutes } from './routes/users.js';
 import { bodyTooLarge } from './validate.js';
@@ -97,6 +98,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   registerAdminRoutes(app, d);
   registerGenerateRoutes(app, d);
   registerChatRoutes(app, d);
+  registerModelRoutes(app, d);
 
   const yamlText = readFileSync(OPENAPI_FILE, 'utf8');
   let html: string | undefined;

@@ -385,6 +385,18 @@ export const chatCompletionChunkSchema = z.object({
   memlora: memloraField.optional(),
 });
 
+/** GET /v1/models/{model}: an OpenAI model object, with the base model's directory name. */
+export const modelSchema = z.object({
+  id: z.string(),
+  object: z.literal('model'),
+  created: z.int().min(0),
+  owned_by: z.string(),
+  memlora: z.object({ baseModel: z.string() }),
+});
+
+/** GET /v1/models: the OpenAI model list (memlora serves one model; users are chosen by `user`). */
+export const modelListSchema = z.object({ object: z.literal('list'), data: z.array(modelSchema) });
+
 // ---------------------------------------------------------------------------------------------
 // Operations
 

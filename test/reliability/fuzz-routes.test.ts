@@ -113,7 +113,7 @@ const CODES_BY_STATUS: Record<number, string[]> = {
   408: ['request_timeout'],
   431: ['headers_too_large'],
   401: ['unauthorized'],
-  404: ['not_found', 'user_not_found', 'job_not_found', 'adapter_not_found'],
+  404: ['not_found', 'user_not_found', 'job_not_found', 'adapter_not_found', 'model_not_found'],
   405: ['method_not_allowed'],
   409: ['job_active', 'job_finished'],
   413: ['body_too_large'],
@@ -166,7 +166,7 @@ const anyCodeUnit = fc.integer({ min: 0, max: 0xffff }).map((c) => String.fromCh
 const KNOWN_JOB = '{{job}}';
 
 function segmentArb(param: string): fc.Arbitrary<string> {
-  const known = param === 'jobId' ? fc.constant(KNOWN_JOB) : fc.constantFrom('alice', 'bob');
+  const known = param === 'jobId' ? fc.constant(KNOWN_JOB) : param === 'model' ? fc.constant('memlora') : fc.constantFrom('alice', 'bob');
   return fc.oneof(
     { weight: 5, arbitrary: known as fc.Arbitrary<string> },
     { weight: 2, arbitrary: validishId.map(encodeURIComponent) },

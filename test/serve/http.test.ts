@@ -2,11 +2,13 @@
  * The real server (startServer with its default services) over a tiny model directory named by
  * MEMLORA_MODEL_PATH, a real SQLite file and adapter store: readiness, /v1/generate as JSON and SSE,
  * /v1/chat/completions with `user`, 429 with Retry-After past the queue bound, a client disconnect
- * freeing its row, a corrupt adapter, user deletion through the store and cache, and /metrics.
+ * freeing its row, a corrupt adapter, user deletion through the store and cache, and /metrics;
+ * then the official OpenAI client, unmodified, against the same server.
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
+import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { createAdapterVersion } from '../../src/db/queries/adapters.js';
@@ -164,5 +166,68 @@ describe('the real engine behind the HTTP API', () => {
       expect(text).toContain(name);
     }
     expect(await metric('memlora_adapter_cache_loads_total')).toBeGreaterThanOrEqual(2);
+  });
+});
+
+describe('the official OpenAI client, unmodified, against the real server', () => {
+  const client = () => new OpenAI({ baseURL: `${server.url}/v1`, apiKey: 'not-checked', maxRetries: 0 });
+  const hello = [{ role: 'user' as const, content: 'Hello' }];
+
+  it('models.list() and models.retrieve() find the served model', async () => {
+    const ids: string[] = [];
+    for await (const m of client().models.list()) ids.push(m.id);
+    expect(ids).toEqual(['memlora']);
+    expect((await client().models.retrieve('memlora')).id).toBe('memlora');
+  });
+
+  it('chat.completions.create answers each `user` through their own adapter', async () => {
+    for (const [user, ch] of [['alice', 'q'], ['bob', 'z']] as const) {
+      const r = await client().chat.completions.create({ model: 'memlora', user, messages: hello, max_tokens: 5 });
+      expect(r.choices[0].message.content).toBe(ch.repeat(5));
+      expect(r.choices[0].finish_reason).toBe('length');
+      expect(r.usage?.completion_tokens).toBe(5);
+      expect((r as unknown as { memlora: { personalization: unknown } }).memlora.personalization).toEqual({ mode: 'injected', adapterVersion: 1 });
+    }
+  });
+
+  it('streams with stream_options.include_usage: the deltas make the reply, the last chunk carries usage', async () => {
+    const stream = await client().chat.completions.create({ model: 'memlora', user: 'alice', messages: hello, max_tokens: 4, stream: true, stream_options: { include_usage: true } });
+    let text = '';
+    const finish: Array<string | null> = [];
+    let usage: OpenAI.CompletionUsage | null | undefined;
+    for await (const chunk of stream) {
+      for (const c of chunk.choices) {
+        text += c.delta.content ?? '';
+        finish.push(c.finish_reason);
+      }
+      if (chunk.usage) usage = chunk.usage;
+    }
+    expect(text).toBe('qqqq');
+    expect(finish.filter((f) => f !== null)).toEqual(['length']);
+    expect(usage).toMatchObject({ completion_tokens: 4 });
+  });
+
+  it('aborting a stream from the client frees its row: the next request is served at once', async () => {
+    const cancelled = await metric('memlora_generate_requests_total{mode="injected",finish="cancelled"}');
+    const stream = await client().chat.completions.create({ model: 'memlora', user: 'alice', messages: hello, max_tokens: 480, stream: true });
+    for await (const chunk of stream) {
+      if (chunk.choices[0]?.delta.content) break; // leaving the loop aborts the request, as the SDK documents
+    }
+    for (let i = 0; (await metric('memlora_generate_requests_total{mode="injected",finish="cancelled"}')) < cancelled + 1; i++) {
+      if (i > 2000) throw new Error('the aborted stream was never cancelled in the engine');
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    const r = await client().chat.completions.create({ model: 'memlora', user: 'bob', messages: hello, max_tokens: 3 });
+    expect(r.choices[0].message.content).toBe('zzz');
+  });
+
+  it('errors arrive as the SDK\'s typed errors, with memlora\'s machine-readable code', async () => {
+    const nobody = client().chat.completions.create({ model: 'memlora', user: 'nobody', messages: hello });
+    await expect(nobody).rejects.toBeInstanceOf(OpenAI.NotFoundError);
+    await expect(nobody).rejects.toMatchObject({ status: 404, code: 'user_not_found' });
+    const two = client().chat.completions.create({ model: 'memlora', user: 'alice', messages: hello, n: 2 });
+    await expect(two).rejects.toBeInstanceOf(OpenAI.UnprocessableEntityError);
+    await expect(two).rejects.toMatchObject({ status: 422, code: 'validation_failed' });
+    await expect(client().models.retrieve('gpt-4o')).rejects.toMatchObject({ status: 404, code: 'model_not_found' });
   });
 });

@@ -12,6 +12,7 @@ import { chatCompletionRequestSchema, generateRequestSchema } from '../schemas.j
 import type { GenerateRequest, GenerateResult } from '../services.js';
 import { readJson, validationFailed } from '../validate.js';
 import { clientSignal, firstEvent, logStreamError, requireGenerate } from './generate.js';
+import { SERVED_MODEL_ID } from './models.js';
 import { userNotFound } from './users.js';
 
 type ChatRequest = z.output<typeof chatCompletionRequestSchema>;
@@ -56,7 +57,7 @@ export function registerChatRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
     if (!userExists(db, req.userId)) throw userNotFound(req.userId);
     const gen = requireGenerate(deps);
     const ac = clientSignal(c);
-    const model = body.model ?? 'memlora';
+    const model = body.model ?? SERVED_MODEL_ID;
     const created = Math.floor(Date.now() / 1000);
 
     if (!req.stream) {
