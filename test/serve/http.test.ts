@@ -43,6 +43,14 @@ async function metric(line: string): Promise<number> {
   return found ? Number(found.slice(line.length + 1)) : 0;
 }
 
+/** Polls /metrics until the sample `line` reaches `atLeast`; `what` names the wait in the failure. */
+async function untilMetric(line: string, atLeast: number, what: string): Promise<void> {
+  for (let i = 0; (await metric(line)) < atLeast; i++) {
+    if (i > 2000) throw new Error(what);
+    await new Promise((r) => setTimeout(r, 1));
+  }
+}
+
 beforeAll(async () => {
   root = mkdtempSync(join(tmpdir(), 'memlora-serve-http-'));
   md = writeModelDir(root, 512);
@@ -115,10 +123,7 @@ describe('the real engine behind the HTTP API', () => {
     await reader.read(); // its first token arrived: it is decoding
     const queued = post('/v1/generate', { userId: 'bob', prompt: 'Hello', maxTokens: 3 });
     // Wait until the second request is queued (MEMLORA_MAX_QUEUE=1), then a third is refused.
-    for (let i = 0; (await metric('memlora_generate_queue_depth')) < 1; i++) {
-      if (i > 2000) throw new Error('second request never queued');
-      await new Promise((r) => setTimeout(r, 1));
-    }
+    await untilMetric('memlora_generate_queue_depth', 1, 'second request never queued');
     const refused = await post('/v1/generate', { userId: 'bob', prompt: 'Hello', maxTokens: 3 });
     expect(refused.status).toBe(429);
     expect(Number(refused.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
@@ -170,19 +175,22 @@ describe('the real engine behind the HTTP API', () => {
 });
 
 describe('the official OpenAI client, unmodified, against the real server', () => {
-  const client = () => new OpenAI({ baseURL: `${server.url}/v1`, apiKey: 'not-checked', maxRetries: 0 });
+  let openai: OpenAI;
+  beforeAll(() => {
+    openai = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: 'not-checked', maxRetries: 0 });
+  });
   const hello = [{ role: 'user' as const, content: 'Hello' }];
 
   it('models.list() and models.retrieve() find the served model', async () => {
     const ids: string[] = [];
-    for await (const m of client().models.list()) ids.push(m.id);
+    for await (const m of openai.models.list()) ids.push(m.id);
     expect(ids).toEqual(['memlora']);
-    expect((await client().models.retrieve('memlora')).id).toBe('memlora');
+    expect((await openai.models.retrieve('memlora')).id).toBe('memlora');
   });
 
   it('chat.completions.create answers each `user` through their own adapter', async () => {
     for (const [user, ch] of [['alice', 'q'], ['bob', 'z']] as const) {
-      const r = await client().chat.completions.create({ model: 'memlora', user, messages: hello, max_tokens: 5 });
+      const r = await openai.chat.completions.create({ model: 'memlora', user, messages: hello, max_tokens: 5 });
       expect(r.choices[0].message.content).toBe(ch.repeat(5));
       expect(r.choices[0].finish_reason).toBe('length');
       expect(r.usage?.completion_tokens).toBe(5);
@@ -191,7 +199,7 @@ describe('the official OpenAI client, unmodified, against the real server', () =
   });
 
   it('streams with stream_options.include_usage: the deltas make the reply, the last chunk carries usage', async () => {
-    const stream = await client().chat.completions.create({ model: 'memlora', user: 'alice', messages: hello, max_tokens: 4, stream: true, stream_options: { include_usage: true } });
+    const stream = await openai.chat.completions.create({ model: 'memlora', user: 'alice', messages: hello, max_tokens: 4, stream: true, stream_options: { include_usage: true } });
     let text = '';
     const finish: Array<string | null> = [];
     let usage: OpenAI.CompletionUsage | null | undefined;
@@ -209,25 +217,22 @@ describe('the official OpenAI client, unmodified, against the real server', () =
 
   it('aborting a stream from the client frees its row: the next request is served at once', async () => {
     const cancelled = await metric('memlora_generate_requests_total{mode="injected",finish="cancelled"}');
-    const stream = await client().chat.completions.create({ model: 'memlora', user: 'alice', messages: hello, max_tokens: 480, stream: true });
+    const stream = await openai.chat.completions.create({ model: 'memlora', user: 'alice', messages: hello, max_tokens: 480, stream: true });
     for await (const chunk of stream) {
       if (chunk.choices[0]?.delta.content) break; // leaving the loop aborts the request, as the SDK documents
     }
-    for (let i = 0; (await metric('memlora_generate_requests_total{mode="injected",finish="cancelled"}')) < cancelled + 1; i++) {
-      if (i > 2000) throw new Error('the aborted stream was never cancelled in the engine');
-      await new Promise((r) => setTimeout(r, 1));
-    }
-    const r = await client().chat.completions.create({ model: 'memlora', user: 'bob', messages: hello, max_tokens: 3 });
+    await untilMetric('memlora_generate_requests_total{mode="injected",finish="cancelled"}', cancelled + 1, 'the aborted stream was never cancelled in the engine');
+    const r = await openai.chat.completions.create({ model: 'memlora', user: 'bob', messages: hello, max_tokens: 3 });
     expect(r.choices[0].message.content).toBe('zzz');
   });
 
   it('errors arrive as the SDK\'s typed errors, with memlora\'s machine-readable code', async () => {
-    const nobody = client().chat.completions.create({ model: 'memlora', user: 'nobody', messages: hello });
+    const nobody = openai.chat.completions.create({ model: 'memlora', user: 'nobody', messages: hello });
     await expect(nobody).rejects.toBeInstanceOf(OpenAI.NotFoundError);
     await expect(nobody).rejects.toMatchObject({ status: 404, code: 'user_not_found' });
-    const two = client().chat.completions.create({ model: 'memlora', user: 'alice', messages: hello, n: 2 });
+    const two = openai.chat.completions.create({ model: 'memlora', user: 'alice', messages: hello, n: 2 });
     await expect(two).rejects.toBeInstanceOf(OpenAI.UnprocessableEntityError);
     await expect(two).rejects.toMatchObject({ status: 422, code: 'validation_failed' });
-    await expect(client().models.retrieve('gpt-4o')).rejects.toMatchObject({ status: 404, code: 'model_not_found' });
+    await expect(openai.models.retrieve('gpt-4o')).rejects.toMatchObject({ status: 404, code: 'model_not_found' });
   });
 });
