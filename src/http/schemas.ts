@@ -156,7 +156,22 @@ export const adapterSchema = z.object({
   config: jsonObjectSchema,
   metrics: jsonObjectSchema,
   sha256: z.string().regex(/^[0-9a-f]{64}$/),
+  /** Whether this version serves the user now (at most one per user). */
+  active: z.boolean(),
   createdAt: isoTimestamp,
+});
+
+export const adapterListSchema = z.object({ items: z.array(adapterSchema) });
+
+/** PUT /v1/admin/users/{userId}/adapter: which version serves the user (null: none, serve without). */
+export const activateAdapterBody = z.strictObject({ version: z.int().min(1).max(2 ** 31 - 1).nullable() });
+
+export const adapterActivationSchema = z.object({
+  userId: userIdSchema,
+  /** The version active now (null: none). */
+  active: adapterSchema.nullable(),
+  /** The version that was active before the call (null: none). */
+  previousVersion: z.int().min(1).nullable(),
 });
 
 // ---------------------------------------------------------------------------------------------

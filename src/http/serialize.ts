@@ -44,6 +44,7 @@ export function adapterJson(a: AdapterVersion) {
     config: a.config,
     metrics: a.metrics,
     sha256: a.sha256,
+    active: a.active === 1,
     createdAt: iso(a.createdAt),
   };
 }

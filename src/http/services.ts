@@ -7,6 +7,7 @@
  */
 import type { z } from 'zod';
 import type { Job } from '../db/queries/jobs.js';
+import type { VersionFilesCheck } from '../lora/consistency.js';
 import type { generateRequestSchema, generateResultSchema } from './schemas.js';
 
 /** A validated /v1/generate request; defaults filled in, `stop` normalised to an array. */
@@ -46,9 +47,16 @@ export interface JobService {
   close?(): Promise<void>;
 }
 
-/** Removes a user's adapter files from the store; returns what it removed. */
+/** The adapter store as the HTTP layer uses it. */
 export interface AdapterFiles {
+  /** Removes a user's adapter files from the store; returns what it removed. */
   removeUserAdapters(userId: string): Promise<{ files: number; bytes: number }>;
+  /**
+   * Reads a version's files (checksum verified, validated against the base model) and takes the
+   * version out of service if they are bad. Absent where no base model is configured: activation then
+   * checks the version's recorded status only.
+   */
+  checkVersion?(row: { userId: string; version: number; filePath: string; sha256: string; active: number }): Promise<VersionFilesCheck>;
 }
 
 export interface Services {

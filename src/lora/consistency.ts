@@ -94,6 +94,50 @@ export async function markAdapterBad(
 
 const reasonOf = (e: unknown): string => (e instanceof Error ? e.message : String(e));
 
+/**
+ * How a failed read of a version's files takes the version out of service: `quarantined` when the
+ * bytes are bad (checksum, validation), `missing` when the files are gone or the row names no file
+ * of the store, null when the files may be fine (I/O trouble, an adapter of another base model).
+ */
+export function outOfServiceKind(e: unknown): 'quarantined' | 'missing' | null {
+  const code = e instanceof AdapterStoreError ? e.code : undefined;
+  if (code === 'adapter_corrupt') return 'quarantined';
+  if (code === 'adapter_missing' || code === 'bad_adapter_path' || code === 'bad_checksum') return 'missing';
+  return null;
+}
+
+export type VersionFilesCheck =
+  | { ok: true }
+  | {
+      ok: false;
+      /** The store's error code (adapter_corrupt, adapter_missing, adapter_model_mismatch, adapter_io, ...). */
+      code: string;
+      message: string;
+      /** What the version became (null: left as it was, the files may be fine). */
+      takenOutAs: 'quarantined' | 'missing' | null;
+    };
+
+/**
+ * Read one version's files as serving reads them, its checksum verified whatever the store's verify
+ * mode; when they fail in a way that says the version is dead, take it out of service
+ * (markAdapterBad) before reporting. For an operator about to make a version active.
+ */
+export async function checkVersionFiles(
+  db: Db,
+  store: AdapterStore,
+  row: Pick<AdapterVersionRow, 'userId' | 'version' | 'filePath' | 'sha256' | 'active'>,
+): Promise<VersionFilesCheck> {
+  try {
+    await store.read(row.filePath, row.sha256, { userId: row.userId, verify: 'always' });
+    return { ok: true };
+  } catch (e) {
+    if (!(e instanceof AdapterStoreError)) throw e;
+    const kind = outOfServiceKind(e);
+    if (kind) await markAdapterBad(db, store, row, kind, e.message);
+    return { ok: false, code: e.code, message: e.message, takenOutAs: kind };
+  }
+}
+
 export async function checkAdapterStore(db: Db, store: AdapterStore, options: ConsistencyOptions = {}): Promise<ConsistencyReport> {
   const repair = options.repair ?? true;
   const checksums = options.checksums ?? true;
@@ -132,16 +176,17 @@ export async function checkAdapterStore(db: Db, store: AdapterStore, options: Co
       report.rowsOk += 1;
     } catch (e) {
       const code = e instanceof AdapterStoreError ? e.code : 'unknown';
+      const kind = outOfServiceKind(e);
       const reason = reasonOf(e);
       try {
-        if (code === 'adapter_corrupt') {
+        if (kind === 'quarantined') {
           const entry: ConsistencyReport['corrupt'][number] = { ...ref, reason };
           if (repair) {
             const to = await markAdapterBad(db, store, row, 'quarantined', reason);
             if (to) entry.quarantinedTo = to;
           }
           report.corrupt.push(entry);
-        } else if (code === 'adapter_missing' || code === 'bad_adapter_path' || code === 'bad_checksum') {
+        } else if (kind === 'missing') {
           if (repair) await markAdapterBad(db, store, row, 'missing', reason);
           report.missing.push({ ...ref, reason });
         } else if (code === 'adapter_model_mismatch') {

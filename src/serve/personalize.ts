@@ -20,7 +20,7 @@ import type { Db } from '../db/client.js';
 import { getActiveAdapter, getAdapterVersion } from '../db/queries/adapters.js';
 import type { AdapterVersionRow } from '../db/schema.js';
 import { type AdapterCache, type AdapterLease, adapterKey, userOfKey } from '../lora/cache.js';
-import { ADAPTER_STATUS, markAdapterBad } from '../lora/consistency.js';
+import { ADAPTER_STATUS, markAdapterBad, outOfServiceKind } from '../lora/consistency.js';
 import { AdapterStoreError, type AdapterStore } from '../lora/store.js';
 import { ServeError } from './errors.js';
 import type { AdapterReader } from './loader.js';
@@ -54,13 +54,6 @@ export function planRequest(db: Db, adapters: Adapters | null, userId: string, m
 function isolation(message: string): ServeError {
   return new ServeError('isolation_violation', message);
 }
-
-const REASON_OF: Readonly<Record<string, FallbackReason>> = {
-  adapter_corrupt: 'adapter_corrupt',
-  adapter_missing: 'adapter_missing',
-  bad_adapter_path: 'adapter_missing',
-  bad_checksum: 'adapter_missing',
-};
 
 export class AdapterLeaser {
   /** Versions being taken out of service: concurrent failures of one version mark it once. */
@@ -109,18 +102,18 @@ export class AdapterLeaser {
   /** Take a failed version out of service as its error says; returns the fallback reason. */
   private async failed(userId: string, row: AdapterRow, key: string, e: unknown): Promise<FallbackReason> {
     const code = e instanceof AdapterStoreError ? e.code : 'unknown';
-    const reason = REASON_OF[code] ?? 'adapter_unavailable';
+    const kind = outOfServiceKind(e);
+    const reason: FallbackReason = kind === 'quarantined' ? 'adapter_corrupt' : kind === 'missing' ? 'adapter_missing' : 'adapter_unavailable';
     this.onFailure(reason);
     this.adapters.cache.invalidate(key);
     const fields = { userId, version: row.version, path: row.filePath, code, err: e instanceof Error ? e.message : String(e) };
-    if (reason === 'adapter_unavailable') {
+    if (!kind) {
       // I/O trouble or another base model's adapter: the file may be fine, leave it and the row alone.
       this.logger.error('adapter unavailable; serving the fallback', fields);
       return reason;
     }
     let marking = this.marking.get(key);
     if (!marking) {
-      const kind = reason === 'adapter_corrupt' ? 'quarantined' : 'missing';
       // The row as it is now: a version activated since this request looked must stay active.
       const current = getAdapterVersion(this.db, userId, row.version) ?? { ...row, active: 0 };
       marking = markAdapterBad(this.db, this.adapters.store, current, kind, e instanceof Error ? e.message : String(e))

@@ -12,8 +12,8 @@ import { existsSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import type { Config } from '../config.js';
 import type { Db } from '../db/client.js';
-import { AdapterCache } from '../lora/cache.js';
-import { type ConsistencyOptions, checkAdapterStore } from '../lora/consistency.js';
+import { AdapterCache, adapterKey } from '../lora/cache.js';
+import { type ConsistencyOptions, type VersionFilesCheck, checkAdapterStore, checkVersionFiles } from '../lora/consistency.js';
 import { AdapterStore } from '../lora/store.js';
 import type { Registry } from '../metrics.js';
 import { readHfConfig } from '../model/import.js';
@@ -60,7 +60,10 @@ export interface GenerationService {
 
 export interface ServeServices {
   generate?: GenerationService;
-  adapterFiles: { removeUserAdapters(userId: string): Promise<{ files: number; bytes: number }> };
+  adapterFiles: {
+    removeUserAdapters(userId: string): Promise<{ files: number; bytes: number }>;
+    checkVersion(row: Parameters<typeof checkVersionFiles>[2]): Promise<VersionFilesCheck>;
+  };
   store?: AdapterStore;
   cache?: AdapterCache;
   /** Where cache misses are read (a worker thread). */
@@ -175,6 +178,12 @@ export async function createServeServices(setup: ServeSetup, opts: ServeOptions 
         const removed = await store.removeUser(userId);
         cache.invalidateUser(userId);
         return removed;
+      },
+      async checkVersion(row) {
+        const checked = await checkVersionFiles(db, store, row);
+        // A version taken out of service must not be served from the cache either.
+        if (!checked.ok && checked.takenOutAs) cache.invalidate(adapterKey(row.userId, row.version));
+        return checked;
       },
     },
   };

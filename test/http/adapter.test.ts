@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { createAdapterVersion } from '../../src/db/queries/adapters.js';
-import { adapterSchema } from '../../src/http/schemas.js';
+import { createJob } from '../../src/db/queries/jobs.js';
+import { adapterActivationSchema, adapterListSchema, adapterSchema } from '../../src/http/schemas.js';
 import { expectError, json, makeHarness, type Harness } from './helpers.js';
 
 let h: Harness;
@@ -27,5 +28,80 @@ describe('GET /v1/users/{userId}/adapter', () => {
     h = makeHarness();
     await expectError(await h.req('GET', '/v1/users/nobody/adapter'), 404, 'user_not_found');
     await expectError(await h.req('GET', '/v1/users/no%20body/adapter'), 422, 'invalid_user_id');
+  });
+});
+
+describe('GET /v1/users/{userId}/adapters', () => {
+  it('lists every version newest first, with its status and the active one marked, never the file path', async () => {
+    h = makeHarness();
+    await h.req('PUT', '/v1/users/alice');
+    expect(adapterListSchema.parse(await json(await h.req('GET', '/v1/users/alice/adapters')))).toEqual({ items: [] });
+    const base = { userId: 'alice', filePath: '/srv/adapters/secret/v.safetensors', sha256: 'c'.repeat(64), metrics: {} };
+    createAdapterVersion(h.db, { ...base, config: { rank: 8 }, status: 'ready', activate: true });
+    createAdapterVersion(h.db, { ...base, config: { rank: 16 }, status: 'quarantined' });
+    createAdapterVersion(h.db, { ...base, config: { rank: 32 }, status: 'ready' });
+    const res = await h.req('GET', '/v1/users/alice/adapters');
+    expect(await res.clone().text()).not.toContain('/srv/adapters');
+    const body = adapterListSchema.parse(await json(res));
+    expect(body.items.map((a) => [a.version, a.status, a.active, a.config.rank])).toEqual([
+      [3, 'ready', false, 32],
+      [2, 'quarantined', false, 16],
+      [1, 'ready', true, 8],
+    ]);
+    await expectError(await h.req('GET', '/v1/users/nobody/adapters'), 404, 'user_not_found');
+  });
+});
+
+describe('PUT /v1/admin/users/{userId}/adapter', () => {
+  const base = { userId: 'alice', filePath: '/srv/a/v.safetensors', sha256: 'd'.repeat(64), metrics: {}, config: {} };
+  const activeVersions = () => (h.db.sqlite.prepare("SELECT version FROM adapter_versions WHERE user_id = 'alice' AND active = 1").all() as Array<{ version: number }>).map((r) => r.version);
+
+  it('rolls back, rolls forward, switches off, and is idempotent', async () => {
+    h = makeHarness();
+    await h.req('PUT', '/v1/users/alice');
+    createAdapterVersion(h.db, { ...base, status: 'ready', activate: true });
+    createAdapterVersion(h.db, { ...base, status: 'ready', activate: true });
+    const put = async (version: number | null) => adapterActivationSchema.parse(await json(await h.admin('PUT', '/v1/admin/users/alice/adapter', { version })));
+    expect(await put(1)).toMatchObject({ userId: 'alice', active: { version: 1, active: true }, previousVersion: 2 });
+    expect(activeVersions()).toEqual([1]);
+    expect(await put(1)).toMatchObject({ active: { version: 1 }, previousVersion: 1 });
+    expect(await put(null)).toMatchObject({ active: null, previousVersion: 1 });
+    expect(activeVersions()).toEqual([]);
+    await expectError(await h.req('GET', '/v1/users/alice/adapter'), 404, 'adapter_not_found');
+    expect(await put(2)).toMatchObject({ active: { version: 2 }, previousVersion: null });
+    expect(adapterSchema.parse(await json(await h.req('GET', '/v1/users/alice/adapter'))).version).toBe(2);
+    expect(h.logger.lines.filter((l) => l.msg === 'adapter version activated').map((l) => [l.fields.version, l.fields.previousVersion])).toEqual([
+      [1, 2],
+      [null, 1],
+      [2, null],
+    ]);
+  });
+
+  it('refuses, changing nothing: no token, bad bodies, unknown user or version, a version out of service, an active job', async () => {
+    h = makeHarness();
+    await h.req('PUT', '/v1/users/alice');
+    createAdapterVersion(h.db, { ...base, status: 'ready', activate: true });
+    createAdapterVersion(h.db, { ...base, status: 'quarantined' });
+    createAdapterVersion(h.db, { ...base, status: 'ready' });
+    await expectError(await h.req('PUT', '/v1/admin/users/alice/adapter', { version: 3 }), 401, 'unauthorized');
+    for (const body of [{}, { version: 0 }, { version: '3' }, { version: 1.5 }, { version: 3, force: true }]) {
+      await expectError(await h.admin('PUT', '/v1/admin/users/alice/adapter', body), 422, 'validation_failed');
+    }
+    await expectError(await h.admin('PUT', '/v1/admin/users/alice/adapter', '{"version":'), 400, 'invalid_json');
+    await expectError(await h.admin('PUT', '/v1/admin/users/nobody/adapter', { version: 1 }), 404, 'user_not_found');
+    await expectError(await h.admin('PUT', '/v1/admin/users/no%20body/adapter', { version: 1 }), 422, 'invalid_user_id');
+    const missing = await expectError(await h.admin('PUT', '/v1/admin/users/alice/adapter', { version: 9 }), 404, 'adapter_not_found');
+    expect(missing.details).toEqual({ userId: 'alice', version: 9 });
+    const dead = await expectError(await h.admin('PUT', '/v1/admin/users/alice/adapter', { version: 2 }), 409, 'adapter_unusable');
+    expect(dead.details).toEqual({ userId: 'alice', version: 2, reason: 'quarantined' });
+    // A queued injection job would activate its own result when it finishes (and its quality gate
+    // compares against the version that served when it started): cancel it first.
+    const job = createJob(h.db, { userId: 'alice', params: {} });
+    const busy = await expectError(await h.admin('PUT', '/v1/admin/users/alice/adapter', { version: 3 }), 409, 'job_active');
+    expect(busy.details).toMatchObject({ jobId: job.id });
+    expect(activeVersions()).toEqual([1]);
+    expect((await h.admin('POST', `/v1/admin/jobs/${job.id}/cancel`)).status).toBe(200);
+    expect((await h.admin('PUT', '/v1/admin/users/alice/adapter', { version: 3 })).status).toBe(200);
+    expect(activeVersions()).toEqual([3]);
   });
 });

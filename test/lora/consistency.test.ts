@@ -6,7 +6,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { openDb } from '../../src/db/client.js';
 import { createAdapterVersion, getActiveAdapter, getAdapterVersion, listAdapterVersions } from '../../src/db/queries/adapters.js';
 import { createUser } from '../../src/db/queries/users.js';
-import { ADAPTER_STATUS, checkAdapterStore, markAdapterBad } from '../../src/lora/consistency.js';
+import { ADAPTER_STATUS, checkAdapterStore, checkVersionFiles, markAdapterBad } from '../../src/lora/consistency.js';
 import { ADAPTER_WEIGHTS_FILE } from '../../src/lora/format.js';
 import { userDirName } from '../../src/lora/paths.js';
 import { AdapterStore } from '../../src/lora/store.js';
@@ -159,6 +159,44 @@ describe('checkAdapterStore', () => {
     const report = await checkAdapterStore(t.db, store);
     expect(report.deactivated).toEqual([{ userId: 'bob', version: b.row.version }]);
     expect(getActiveAdapter(t.db, 'bob')).toBeUndefined();
+  });
+});
+
+describe('checkVersionFiles (before an operator activates a version)', () => {
+  it('good files pass, even with verification off in the store, and nothing changes', async () => {
+    const a = await commit('alice', false);
+    const lax = new AdapterStore(root, modelOf(gpt2Tiny), { verify: 'never' });
+    expect(await checkVersionFiles(t.db, lax, a.row)).toEqual({ ok: true });
+    expect(getAdapterVersion(t.db, 'alice', 1)).toMatchObject({ status: 'ready', active: 0 });
+  });
+
+  it('a flipped weight byte is caught by the checksum, hashed whatever the store\'s verify mode: quarantined', async () => {
+    const a = await commit('alice', false);
+    const file = join(abs(a.path), ADAPTER_WEIGHTS_FILE);
+    const bytes = readFileSync(file);
+    bytes[bytes.length - 1] ^= 0x55;
+    writeFileSync(file, bytes);
+    const lax = new AdapterStore(root, modelOf(gpt2Tiny), { verify: 'never' });
+    await lax.read(a.path, a.sha256, { userId: 'alice' }); // the store alone does not see it: a float changed
+    const checked = await checkVersionFiles(t.db, lax, a.row);
+    expect(checked).toMatchObject({ ok: false, code: 'adapter_corrupt', takenOutAs: 'quarantined' });
+    expect(getAdapterVersion(t.db, 'alice', 1)?.status).toBe('quarantined');
+    expect(existsSync(abs(a.path))).toBe(false);
+  });
+
+  it('gone files: marked missing, and deactivated if the version was active', async () => {
+    const a = await commit('alice', true);
+    rmSync(abs(a.path), { recursive: true });
+    expect(await checkVersionFiles(t.db, store, a.row)).toMatchObject({ ok: false, code: 'adapter_missing', takenOutAs: 'missing' });
+    expect(getAdapterVersion(t.db, 'alice', 1)).toMatchObject({ status: 'missing', active: 0 });
+  });
+
+  it('an adapter of another base model is refused and left alone', async () => {
+    const a = await commit('alice', false);
+    const other = new AdapterStore(root, modelOf({ ...gpt2Tiny, dFf: 48 }));
+    expect(await checkVersionFiles(t.db, other, a.row)).toMatchObject({ ok: false, code: 'adapter_model_mismatch', takenOutAs: null });
+    expect(getAdapterVersion(t.db, 'alice', 1)?.status).toBe('ready');
+    expect(existsSync(abs(a.path))).toBe(true);
   });
 });
 

@@ -444,6 +444,11 @@ function seed(): void {
   if (!userExists(h.db, 'bob')) {
     createUser(h.db, { id: 'bob' });
     appendHistory(h.db, 'bob', [{ kind: 'post', text: 'bob writes about climbing' }]);
+    // A stored version that is not active: something for PUT .../adapter to switch on and off.
+    const dir = userAdapterDir(h.config.adapterDir, 'bob');
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, 'v1.safetensors'), Buffer.alloc(128, 3));
+    createAdapterVersion(h.db, { userId: 'bob', config: { n: 1, r: 4 }, filePath: join(dir, 'v1.safetensors'), sha256: 'b'.repeat(64), metrics: {}, status: 'ready' });
   }
 }
 
@@ -531,6 +536,15 @@ function checkEffects(op: Operation, status: number, json: any, sentBody: unknow
       return sameCountsExcept(before, after, { injection_jobs: 1 }) ?? (after.files.join() !== before.files.join() ? 'adapter files changed' : null);
     case 'POST /v1/admin/jobs/{jobId}/cancel':
       return sameCountsExcept(before, after, {}) ?? (after.files.join() !== before.files.join() ? 'adapter files changed' : null);
+    case 'PUT /v1/admin/users/{userId}/adapter': {
+      // Only the active flags move: the version asked for (or none) is the one active now, as answered.
+      const userId = decoded(segs.userId);
+      const want = (sentBody as { version: number | null }).version;
+      const active = h.db.sqlite.prepare('SELECT version FROM adapter_versions WHERE user_id = ? AND active = 1').all(userId) as Array<{ version: number }>;
+      if (JSON.stringify(active.map((r) => r.version)) !== JSON.stringify(want === null ? [] : [want])) return `active versions ${JSON.stringify(active)} after asking for ${want}`;
+      if ((json?.active?.version ?? null) !== want) return `answered active ${JSON.stringify(json?.active?.version)}, asked for ${want}`;
+      return sameCountsExcept(before, after, {}) ?? (after.files.join() !== before.files.join() ? 'adapter files changed' : null);
+    }
     case 'POST /v1/generate':
     case 'POST /v1/chat/completions':
       return unchanged();
@@ -539,8 +553,25 @@ function checkEffects(op: Operation, status: number, json: any, sentBody: unknow
   }
 }
 
+/**
+ * Activation is refused while a job of the user is active (alice's always is): for the activation
+ * route's cases, bob's active jobs (left by the inject route's cases) are put aside, and put back
+ * afterwards for the job routes' cases.
+ */
 async function runCase(op: Operation, c: Case): Promise<void> {
   seed();
+  if (op.key !== 'PUT /v1/admin/users/{userId}/adapter') return runSeededCase(op, c);
+  const aside = h.db.sqlite.prepare("SELECT id, state FROM injection_jobs WHERE user_id = 'bob' AND state IN ('queued', 'running')").all() as Array<{ id: string; state: string }>;
+  const setState = h.db.sqlite.prepare('UPDATE injection_jobs SET state = ? WHERE id = ?');
+  for (const j of aside) setState.run('cancelled', j.id);
+  try {
+    await runSeededCase(op, c);
+  } finally {
+    for (const j of aside) setState.run(j.state, j.id);
+  }
+}
+
+async function runSeededCase(op: Operation, c: Case): Promise<void> {
   const segs: Record<string, string> = {};
   let path = c.path.replace(KNOWN_JOB, latestJobId());
   for (const [i, seg] of path.split('/').entries()) {

@@ -2,7 +2,8 @@
  * The real server (startServer with its default services) over a tiny model directory named by
  * MEMLORA_MODEL_PATH, a real SQLite file and adapter store: readiness, /v1/generate as JSON and SSE,
  * /v1/chat/completions with `user`, 429 with Retry-After past the queue bound, a client disconnect
- * freeing its row, a corrupt adapter, user deletion through the store and cache, and /metrics;
+ * freeing its row, a corrupt adapter, user deletion through the store and cache, an operator's
+ * rollback to an older adapter version (and a refused one whose file went bad), and /metrics;
  * then the official OpenAI client, unmodified, against the same server.
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
@@ -13,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { createAdapterVersion } from '../../src/db/queries/adapters.js';
 import { memoryLogger } from '../../src/http/logger.js';
-import { chatCompletionChunkSchema, chatCompletionResponseSchema, generateResultSchema } from '../../src/http/schemas.js';
+import { adapterActivationSchema, adapterListSchema, chatCompletionChunkSchema, chatCompletionResponseSchema, generateResultSchema } from '../../src/http/schemas.js';
 import type { Adapter } from '../../src/lora/adapter.js';
 import { AdapterStore } from '../../src/lora/store.js';
 import { startServer, type RunningServer } from '../../src/server.js';
@@ -163,6 +164,46 @@ describe('the real engine behind the HTTP API', () => {
     await fetch(`${server.url}/v1/users/dave`, { method: 'PUT' });
     const again = (await (await post('/v1/generate', { userId: 'dave', prompt: 'Hello', maxTokens: 2 })).json()) as Record<string, any>;
     expect(again.personalization).toEqual({ mode: 'vanilla', adapterVersion: null });
+  });
+
+  it('an operator rolls a user back to an older version, then to none; a version whose file went bad is refused and quarantined', async () => {
+    const activate = (userId: string, version: number | null) =>
+      fetch(`${server.url}/v1/admin/users/${userId}/adapter`, { method: 'PUT', headers: { 'content-type': 'application/json', authorization: `Bearer ${ADMIN_TOKEN}` }, body: JSON.stringify({ version }) });
+    const reply = async (maxTokens = 3) => (await (await post('/v1/generate', { userId: 'erin', prompt: 'Hello', maxTokens })).json()) as Record<string, any>;
+    const versions = async () => adapterListSchema.parse(await (await fetch(`${server.url}/v1/users/erin/adapters`)).json()).items.map((a) => [a.version, a.status, a.active]);
+    await giveAdapter('erin', forcingAdapter(md.cfg, md.weights, tokenOf(md.tokenizer, 'q')));
+    const v2 = await giveAdapter('erin', forcingAdapter(md.cfg, md.weights, tokenOf(md.tokenizer, 'z')));
+    expect(await reply()).toMatchObject({ text: 'zzz', personalization: { mode: 'injected', adapterVersion: 2 } });
+    expect(await versions()).toEqual([[2, 'ready', true], [1, 'ready', false]]);
+
+    // Roll back: the next request is served by version 1, without a restart.
+    const back = await activate('erin', 1);
+    expect(back.status).toBe(200);
+    expect(adapterActivationSchema.parse(await back.json())).toMatchObject({ userId: 'erin', active: { version: 1, active: true }, previousVersion: 2 });
+    expect(await reply()).toMatchObject({ text: 'qqq', personalization: { mode: 'injected', adapterVersion: 1 } });
+    // None: served without an adapter; asked for injected, the fallback says why.
+    expect(adapterActivationSchema.parse(await (await activate('erin', null)).json())).toMatchObject({ active: null, previousVersion: 1 });
+    const plain = (await (await post('/v1/generate', { userId: 'erin', prompt: 'Hello', maxTokens: 3, mode: 'injected' })).json()) as Record<string, any>;
+    expect(plain.personalization).toEqual({ mode: 'vanilla', adapterVersion: null, fallback: { from: 'injected', reason: 'no_adapter' } });
+
+    // Version 2 was loaded and verified when it served; its file goes bad on disk since. Activation
+    // reads it again, checksum and all: refused, quarantined, and the user stays without an adapter.
+    const file = join(root, 'adapters', v2, 'adapter_model.safetensors');
+    const bytes = readFileSync(file);
+    bytes[bytes.length - 1] ^= 0x55;
+    writeFileSync(file, bytes);
+    const refused = await activate('erin', 2);
+    expect(refused.status).toBe(409);
+    expect(((await refused.json()) as { error: { code: string; details: { reason: string } } }).error).toMatchObject({ code: 'adapter_unusable', details: { reason: 'adapter_corrupt' } });
+    expect(existsSync(join(root, 'adapters', v2))).toBe(false);
+    expect(await versions()).toEqual([[2, 'quarantined', false], [1, 'ready', false]]);
+    expect((await fetch(`${server.url}/v1/users/erin/adapter`)).status).toBe(404);
+    const again = await activate('erin', 2);
+    expect(((await again.json()) as { error: { code: string; details: { reason: string } } }).error).toMatchObject({ code: 'adapter_unusable', details: { reason: 'quarantined' } });
+
+    // Forward again to a good version: served at once.
+    expect((await activate('erin', 1)).status).toBe(200);
+    expect(await reply(2)).toMatchObject({ text: 'qq', personalization: { mode: 'injected', adapterVersion: 1 } });
   });
 
   it('/metrics carries the engine and the adapter cache', async () => {
