@@ -17,6 +17,7 @@ import { ApiError, errorResponse, toApiError } from './errors.js';
 import { jsonLogger } from './logger.js';
 import { registerAdapterRoutes } from './routes/adapter.js';
 import { registerAdminRoutes } from './routes/admin.js';
+import { registerCacheRoutes } from './routes/cache.js';
 import { registerChatRoutes } from './routes/chat.js';
 import { registerGenerateRoutes } from './routes/generate.js';
 import { registerHistoryRoutes } from './routes/history.js';
@@ -96,6 +97,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   registerHistoryRoutes(app, d);
   registerAdapterRoutes(app, d);
   registerAdminRoutes(app, d);
+  registerCacheRoutes(app, d);
   registerGenerateRoutes(app, d);
   registerChatRoutes(app, d);
   registerModelRoutes(app, d);

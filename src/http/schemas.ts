@@ -175,6 +175,29 @@ export const adapterActivationSchema = z.object({
 });
 
 // ---------------------------------------------------------------------------------------------
+// Adapter cache (admin)
+
+/** POST /v1/admin/cache/warm: users whose active adapters to load (duplicates are warmed once). */
+export const warmBody = z.strictObject({ userIds: z.array(userIdSchema).min(1).max(1000) });
+
+export const WARM_OUTCOMES = ['loaded', 'cached', 'no_adapter', 'unknown_user', 'failed'] as const;
+
+export const warmResultSchema = z.object({
+  results: z.array(
+    z.object({
+      userId: userIdSchema,
+      outcome: z.enum(WARM_OUTCOMES),
+      version: z.int().min(1).nullable(),
+      /** Why a load failed (failed only). */
+      reason: z.enum(['adapter_corrupt', 'adapter_missing', 'adapter_unavailable', 'no_adapter', 'no_memory']).optional(),
+      resident: z.boolean(),
+    }),
+  ),
+  counts: z.object(Object.fromEntries(WARM_OUTCOMES.map((o) => [o, z.int().min(0)])) as Record<(typeof WARM_OUTCOMES)[number], z.ZodInt>),
+  cache: z.object({ bytes: z.int().min(0), maxBytes: z.int().min(0), entries: z.int().min(0) }),
+});
+
+// ---------------------------------------------------------------------------------------------
 // Injection jobs (admin)
 
 export const injectBody = z

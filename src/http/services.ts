@@ -8,11 +8,12 @@
 import type { z } from 'zod';
 import type { Job } from '../db/queries/jobs.js';
 import type { VersionFilesCheck } from '../lora/consistency.js';
-import type { generateRequestSchema, generateResultSchema } from './schemas.js';
+import type { generateRequestSchema, generateResultSchema, warmResultSchema } from './schemas.js';
 
 /** A validated /v1/generate request; defaults filled in, `stop` normalised to an array. */
 export type GenerateRequest = z.output<typeof generateRequestSchema>;
 export type GenerateResult = z.output<typeof generateResultSchema>;
+export type WarmResult = z.output<typeof warmResultSchema>;
 export type ChatMessage = NonNullable<GenerateRequest['messages']>[number];
 export type GenerateMode = GenerateRequest['mode'];
 export type Personalization = GenerateResult['personalization'];
@@ -25,6 +26,11 @@ export interface GenerateService {
   generate(req: GenerateRequest, signal: AbortSignal): Promise<GenerateResult>;
   /** Streams the reply; the last event must be `done`. Errors thrown before the first event become HTTP errors. */
   stream(req: GenerateRequest, signal: AbortSignal): AsyncIterable<StreamEvent>;
+  /**
+   * Loads the users' active adapters into the adapter cache ahead of their requests; stops early when
+   * `signal` aborts. Absent: the route answers 503 model_unavailable.
+   */
+  warm?(userIds: readonly string[], signal: AbortSignal): Promise<Omit<WarmResult, 'counts'>>;
   /** True once the base model is loaded and requests can be served (drives /readyz). */
   ready?(): boolean;
   /** Finish or abort in-flight work at shutdown; called before the database closes. */
@@ -82,7 +88,8 @@ export type ServiceErrorCode =
   | 'shutting_down'
   | 'user_not_found'
   | 'job_not_found'
-  | 'job_finished';
+  | 'job_finished'
+  | 'adapters_disabled';
 
 /** Convenience error for service implementations; any Error with a known `code` works the same. */
 export class ServiceError extends Error {

@@ -42,6 +42,7 @@ import { type PromptContext, fitMemory, promptIds, replyBudget, stopsOf } from '
 import { BoundedQueue } from './queue.js';
 import { Channel } from './channel.js';
 import type { Fallback, Personalization, ServeEvent, ServeFinishReason, ServeLogger, ServeRequest, ServeResult } from './types.js';
+import { type WarmReport, warmAdapters } from './warm.js';
 
 export interface EngineOptions {
   model: Model;
@@ -190,6 +191,27 @@ export class Engine {
     } finally {
       if (job.state !== 'done') this.cancel(job);
     }
+  }
+
+  /**
+   * Load users' active adapters into the cache ahead of their requests (warm.ts), checked against the
+   * model and held as served, as a request's first use would. Throws adapters_disabled on an engine
+   * that serves without adapters.
+   */
+  async warm(userIds: readonly string[], signal?: AbortSignal): Promise<WarmReport> {
+    if (this.closed) throw new ServeError('shutting_down', 'the server is shutting down');
+    if (!this.adapters || !this.leaser) throw new ServeError('adapters_disabled', 'this server serves without adapters');
+    return warmAdapters(
+      {
+        db: this.db,
+        adapters: this.adapters,
+        leaser: this.leaser,
+        fit: (adapter) => void this.pool.rowBytes(toServed(adapter)),
+        onMisfit: (userId, version, err) => this.logger.error('adapter does not fit the model; not warmed', { userId, version, err: String(err) }),
+      },
+      userIds,
+      signal,
+    );
   }
 
   /** Stop: refuse new requests, fail queued ones (shutting_down), cancel running ones, wait for the loop. */

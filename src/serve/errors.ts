@@ -12,7 +12,9 @@ export type ServeErrorCode =
   /** An adapter or history of another user reached a request: a bug, never served. */
   | 'isolation_violation'
   /** The model failed while running a batch. */
-  | 'generation_failed';
+  | 'generation_failed'
+  /** An adapter operation (cache warming) on a server started without adapters. */
+  | 'adapters_disabled';
 
 export class ServeError extends Error {
   readonly details: unknown;

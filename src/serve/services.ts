@@ -23,6 +23,7 @@ import { Engine, type EngineOptions } from './engine.js';
 import { WorkerAdapterLoader } from './loader.js';
 import { ServeError } from './errors.js';
 import type { ServeEvent, ServeLogger, ServeRequest, ServeResult } from './types.js';
+import type { WarmReport } from './warm.js';
 
 /**
  * ONNX Runtime intra-op threads for serving when MEMLORA_INTRA_OP_THREADS is 0: 0 = ONNX Runtime's
@@ -54,6 +55,7 @@ export interface ServeOptions {
 export interface GenerationService {
   generate(req: ServeRequest, signal: AbortSignal): Promise<ServeResult>;
   stream(req: ServeRequest, signal: AbortSignal): AsyncIterable<ServeEvent>;
+  warm(userIds: readonly string[], signal: AbortSignal): Promise<WarmReport>;
   ready(): boolean;
   close(): Promise<void>;
 }
@@ -157,6 +159,7 @@ export async function createServeServices(setup: ServeSetup, opts: ServeOptions 
     async *stream(req, signal) {
       yield* current().stream(req, signal);
     },
+    warm: async (userIds, signal) => current().warm(userIds, signal),
     async close() {
       closed = true;
       await loaded;

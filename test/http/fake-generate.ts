@@ -6,6 +6,8 @@ import type { GenerateRequest, GenerateResult, GenerateService, StreamEvent } fr
 
 export interface FakeGenerate extends GenerateService {
   calls: Array<{ req: GenerateRequest; signal: AbortSignal }>;
+  /** The user id lists warm() received. */
+  warmCalls: string[][];
   /** Throw this before producing anything. */
   failWith?: Error;
   /** Throw this after the first token (streams only). */
@@ -38,9 +40,17 @@ function result(req: GenerateRequest, text: string, n: number, finish: GenerateR
 export function fakeGenerate(): FakeGenerate {
   const fake: FakeGenerate = {
     calls: [],
+    warmCalls: [],
     loaded: true,
     returned: 0,
     ready: () => fake.loaded,
+    // No adapters here: every distinct user is reported without one.
+    async warm(userIds) {
+      fake.warmCalls.push([...userIds]);
+      if (fake.failWith) throw fake.failWith;
+      const results = [...new Set(userIds)].map((userId) => ({ userId, outcome: 'no_adapter' as const, version: null, resident: false }));
+      return { results, cache: { bytes: 0, maxBytes: 0, entries: 0 } };
+    },
     async generate(req, signal) {
       fake.calls.push({ req, signal });
       if (fake.failWith) throw fake.failWith;

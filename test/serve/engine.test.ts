@@ -8,6 +8,7 @@ import { readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { getAdapterVersion } from '../../src/db/queries/adapters.js';
+import { adapterBytes } from '../../src/lora/adapter.js';
 import { AdapterCache, adapterKey } from '../../src/lora/cache.js';
 import { type Counter, type Histogram, Registry } from '../../src/metrics.js';
 import type { Engine } from '../../src/serve/engine.js';
@@ -140,6 +141,51 @@ describe('mixed-user batches', () => {
     } finally {
       reads.mockRestore();
     }
+  });
+});
+
+describe('cache warming', () => {
+  it('loads active adapters as served, once, reports what stayed resident in a cache smaller than the set, and the warmed users are served from memory', async () => {
+    const users = ['warm-0', 'warm-1', 'warm-2'];
+    const adapters = users.map((_, i) => randomStoredAdapter(f.cfg, [0, 1], 2, 40 + i));
+    for (const [i, u] of users.entries()) await f.giveAdapter(u, adapters[i]);
+    const maxBytes = Math.floor(1.5 * adapterBytes(adapters[0])); // all three are the same size
+    const roomy = f.engine();
+    const expected = new Map<string, string>();
+    for (const u of users) expected.set(u, (await roomy.generate(req(u, { maxTokens: 6 }), never())).text);
+
+    // A cache that holds one of these adapters: warming all three keeps only the last.
+    const reg = new Registry();
+    const cache = new AdapterCache({ maxBytes, registry: reg });
+    const tight = f.engine({ adapters: { store: f.store, cache }, registry: reg });
+    const reads = vi.spyOn(f.store, 'read');
+    try {
+      const report = await tight.warm([...users, 'warm-0', 'warm-nobody']);
+      expect(report.results.map((r) => [r.userId, r.outcome, r.resident])).toEqual([
+        ['warm-0', 'loaded', false],
+        ['warm-1', 'loaded', false],
+        ['warm-2', 'loaded', true],
+        ['warm-nobody', 'unknown_user', false],
+      ]);
+      expect(reads).toHaveBeenCalledTimes(3);
+      expect(report.cache).toMatchObject({ entries: 1, maxBytes });
+      const lease = await cache.acquire(adapterKey('warm-2', 1), () => Promise.reject(new Error('not cached')));
+      expect(lease.adapter.pairs.every((p) => 'Bt' in p && !('B' in p))).toBe(true); // held as served
+      lease.release();
+      // Warming again: the resident one is not read again.
+      expect((await tight.warm(['warm-2'])).results[0]).toMatchObject({ outcome: 'cached', resident: true });
+      expect(reads).toHaveBeenCalledTimes(3);
+      // Served from the warmed cache with the same outputs; the evicted ones load on demand.
+      for (const u of [...users].reverse()) expect((await tight.generate(req(u, { maxTokens: 6 }), never())).text).toBe(expected.get(u));
+      expect(reads).toHaveBeenCalledTimes(5);
+    } finally {
+      reads.mockRestore();
+    }
+  });
+
+  it('an engine without adapters refuses to warm', async () => {
+    const plain = f.engine({ adapters: null });
+    await expect(plain.warm(['anyone'])).rejects.toMatchObject({ code: 'adapters_disabled' });
   });
 });
 

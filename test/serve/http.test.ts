@@ -3,7 +3,8 @@
  * MEMLORA_MODEL_PATH, a real SQLite file and adapter store: readiness, /v1/generate as JSON and SSE,
  * /v1/chat/completions with `user`, 429 with Retry-After past the queue bound, a client disconnect
  * freeing its row, a corrupt adapter, user deletion through the store and cache, an operator's
- * rollback to an older adapter version (and a refused one whose file went bad), and /metrics;
+ * rollback to an older adapter version (and a refused one whose file went bad), cache warming, and
+ * /metrics;
  * then the official OpenAI client, unmodified, against the same server.
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
@@ -14,7 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { createAdapterVersion } from '../../src/db/queries/adapters.js';
 import { memoryLogger } from '../../src/http/logger.js';
-import { adapterActivationSchema, adapterListSchema, chatCompletionChunkSchema, chatCompletionResponseSchema, generateResultSchema } from '../../src/http/schemas.js';
+import { adapterActivationSchema, adapterListSchema, chatCompletionChunkSchema, chatCompletionResponseSchema, generateResultSchema, warmResultSchema } from '../../src/http/schemas.js';
 import type { Adapter } from '../../src/lora/adapter.js';
 import { AdapterStore } from '../../src/lora/store.js';
 import { startServer, type RunningServer } from '../../src/server.js';
@@ -204,6 +205,41 @@ describe('the real engine behind the HTTP API', () => {
     // Forward again to a good version: served at once.
     expect((await activate('erin', 1)).status).toBe(200);
     expect(await reply(2)).toMatchObject({ text: 'qq', personalization: { mode: 'injected', adapterVersion: 1 } });
+  });
+
+  it('POST /v1/admin/cache/warm loads adapters ahead of requests: the first request is a cache hit', async () => {
+    await giveAdapter('gus', forcingAdapter(md.cfg, md.weights, tokenOf(md.tokenizer, 'k')));
+    const bad = await giveAdapter('hal', forcingAdapter(md.cfg, md.weights, tokenOf(md.tokenizer, 'x')));
+    const file = join(root, 'adapters', bad, 'adapter_model.safetensors');
+    const bytes = readFileSync(file);
+    bytes[bytes.length - 1] ^= 0x55;
+    writeFileSync(file, bytes);
+    const loads = await metric('memlora_adapter_cache_loads_total');
+    const res = await fetch(`${server.url}/v1/admin/cache/warm`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${ADMIN_TOKEN}` },
+      body: JSON.stringify({ userIds: ['gus', 'alice', 'dave', 'nobody', 'hal', 'gus'] }),
+    });
+    expect(res.status).toBe(200);
+    const body = warmResultSchema.parse(await res.json());
+    expect(body.results).toEqual([
+      { userId: 'gus', outcome: 'loaded', version: 1, resident: true },
+      { userId: 'alice', outcome: 'cached', version: 1, resident: true },
+      { userId: 'dave', outcome: 'no_adapter', version: null, resident: false },
+      { userId: 'nobody', outcome: 'unknown_user', version: null, resident: false },
+      { userId: 'hal', outcome: 'failed', version: 1, reason: 'adapter_corrupt', resident: false },
+    ]);
+    expect(body.counts).toEqual({ loaded: 1, cached: 1, no_adapter: 1, unknown_user: 1, failed: 1 });
+    expect(body.cache.entries).toBeGreaterThanOrEqual(2);
+    expect(body.cache.bytes).toBeLessThanOrEqual(body.cache.maxBytes);
+    expect(await metric('memlora_adapter_cache_loads_total')).toBe(loads + 2); // gus, and hal's failed load
+    expect((await fetch(`${server.url}/v1/users/hal/adapter`)).status).toBe(404); // quarantined, as a request's load would
+    // gus's first request: served by the warmed adapter, nothing read from disk.
+    const hits = await metric('memlora_adapter_cache_hits_total');
+    const gus = (await (await post('/v1/generate', { userId: 'gus', prompt: 'Hello', maxTokens: 2 })).json()) as Record<string, any>;
+    expect(gus).toMatchObject({ text: 'kk', personalization: { mode: 'injected', adapterVersion: 1 } });
+    expect(await metric('memlora_adapter_cache_loads_total')).toBe(loads + 2);
+    expect(await metric('memlora_adapter_cache_hits_total')).toBe(hits + 1);
   });
 
   it('/metrics carries the engine and the adapter cache', async () => {
