@@ -13,8 +13,7 @@ import type { Db } from '../src/db/client.js';
 import { openDb } from '../src/db/client.js';
 import { createAdapterVersion } from '../src/db/queries/adapters.js';
 import { createUser } from '../src/db/queries/users.js';
-import { initAdapter, toServed } from '../src/lora/adapter.js';
-import { adapterKey } from '../src/lora/cache.js';
+import { initAdapter } from '../src/lora/adapter.js';
 import { ADAPTER_FILES } from '../src/lora/format.js';
 import type { AdapterSpec, Rank } from '../src/lora/spec.js';
 import { AdapterStore } from '../src/lora/store.js';
@@ -192,21 +191,27 @@ export function prompts(rng: Rng): string[] {
 }
 
 /**
- * Fill a serving process's cache with every active adapter, in an order drawn from `seed` (all of them
- * at 100%; a random subset survives in smaller caches), each held as served (B transposed) as a running
- * server's cache holds it after its first use: the measured seconds are the steady state, not each
- * adapter's first-use transpose (adapters loaded during a run still pay theirs).
+ * The users to warm, in an order drawn from `seed`: all of them fit a 100% cache; a random subset
+ * survives in the smaller ones.
+ */
+export function warmOrder(userIds: readonly string[], seed: number): string[] {
+  const ids = [...userIds];
+  const rng = new Rng(seed + 7);
+  for (let i = ids.length - 1; i > 0; i--) {
+    const j = rng.int(i + 1);
+    [ids[i], ids[j]] = [ids[j], ids[i]];
+  }
+  return ids;
+}
+
+/**
+ * Fill an in-process engine's cache through the engine's own warming (what POST /v1/admin/cache/warm
+ * runs): adapters held as served, as a running server's cache holds them after each adapter's first
+ * use, so the measured seconds are the steady state (adapters loaded during a run still pay theirs).
  */
 export async function preloadCache(db: Db, s: ServeServices, seed: number): Promise<void> {
-  const rows = db.sqlite.prepare('SELECT user_id AS userId, version, file_path AS filePath, sha256 FROM adapter_versions WHERE active = 1').all() as Array<{ userId: string; version: number; filePath: string; sha256: string }>;
-  const rng = new Rng(seed + 7);
-  for (let i = rows.length - 1; i > 0; i--) {
-    const j = rng.int(i + 1);
-    [rows[i], rows[j]] = [rows[j], rows[i]];
-  }
-  for (const r of rows) {
-    const lease = await s.cache!.acquire(adapterKey(r.userId, r.version), () => s.reader!.read(r.filePath, r.sha256, { userId: r.userId }));
-    toServed(lease.adapter);
-    lease.release();
-  }
+  const rows = db.sqlite.prepare('SELECT user_id AS userId FROM adapter_versions WHERE active = 1 ORDER BY user_id').all() as Array<{ userId: string }>;
+  const report = await s.generate!.warm(warmOrder(rows.map((r) => r.userId), seed), new AbortController().signal);
+  const failed = report.results.filter((r) => r.outcome === 'failed' || r.outcome === 'no_adapter');
+  if (failed.length > 0) throw new Error(`warming failed for ${failed.length} users, e.g. ${JSON.stringify(failed[0])}`);
 }

@@ -16,9 +16,9 @@
  *   10%, 1%   cache sized at that share of them
  *   vanilla 1 thread, 100% 1 thread   the first two again with MEMLORA_INTRA_OP_THREADS=1, against
  *             the serving default for 0 (one thread per core; --skip-threads leaves them out)
- * Every configuration's server is started first and pre-loads its cache (in random order, so the
- * smaller caches start with a random subset; held as served, B transposed, as after each adapter's
- * first use). Then, against the machine's drifting speed, the servers are measured in interleaved
+ * Every configuration's server is started first and its cache warmed through the server's own
+ * POST /v1/admin/cache/warm (all users in random order, so the smaller caches start with a random
+ * subset; held as served, B transposed, as after each adapter's first use). Then, against the machine's drifting speed, the servers are measured in interleaved
  * slices: `rounds` rounds in the order A B C D, D C B A, ..., each slice `seconds`/`rounds` measured
  * after `slice-warmup` seconds unmeasured (`warmup` in the first round), each round with its own draw
  * of which users are popular. Reported per phase: throughput and its
@@ -44,6 +44,7 @@ import { cpus, loadavg } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadConfig } from '../src/config.js';
+import { warmResultSchema } from '../src/http/schemas.js';
 import { openDb } from '../src/db/client.js';
 import { getActiveAdapter } from '../src/db/queries/adapters.js';
 import { initAdapter } from '../src/lora/adapter.js';
@@ -61,7 +62,7 @@ import { SERVE_NODE_FLAGS } from '../src/serve/node-flags.js';
 import { DEFAULT_SERVE_THREADS, createServeServices } from '../src/serve/services.js';
 import { startServer } from '../src/server.js';
 import { Rng } from '../src/util/rng.js';
-import { type Base, type UserInfo, type Workspace, constWeightsOf, preloadCache, prepareWorkspace, prompts, zipfSampler } from './swap-workspace.js';
+import { type Base, type UserInfo, type Workspace, constWeightsOf, prepareWorkspace, prompts, warmOrder, zipfSampler } from './swap-workspace.js';
 import { flag, numberArg, stringArg } from './args.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -254,6 +255,8 @@ async function isolatedLoads(ws: Workspace, rng: Rng): Promise<Record<string, un
 // ---------------------------------------------------------------------------------------------
 // The server, in a child process
 
+const BENCH_ADMIN_TOKEN = 'bench-admin-token-0123456789';
+
 interface ServerChild {
   proc: ChildProcess;
   url: string;
@@ -274,7 +277,7 @@ async function startChild(ws: Workspace, phase: { cacheBytes: number; adapters: 
       MEMLORA_MAX_BATCH: String(MAX_BATCH),
       MEMLORA_MAX_QUEUE: '256',
       MEMLORA_INTRA_OP_THREADS: String(phase.threads),
-      MEMLORA_ADMIN_TOKEN: 'bench-admin-token-0123456789',
+      MEMLORA_ADMIN_TOKEN: BENCH_ADMIN_TOKEN,
       BENCH_ADAPTERS: phase.adapters ? '1' : '0',
       BENCH_LOADS_FILE: loadsFile,
       BENCH_SEED: String(SEED),
@@ -325,11 +328,13 @@ async function serveChild(): Promise<void> {
         if (recording) loads.push({ path, ms: now() - t });
         return a;
       };
-      // Pre-load in random order: everything at 100%, a random subset in the smaller caches.
-      if (adapters) await preloadCache(ctx.db, s, Number(process.env.BENCH_SEED ?? 1));
-      recording = true;
       return { generate: s.generate, adapterFiles: s.adapterFiles };
     },
+  });
+  // The parent warms the cache through POST /v1/admin/cache/warm, then says when to start timing loads.
+  process.once('SIGUSR2', () => {
+    recording = true;
+    process.stdout.write('BENCH_RECORDING\n');
   });
   process.stdout.write(`BENCH_URL ${server.url}\n`);
   process.once('SIGTERM', () => {
@@ -483,8 +488,40 @@ async function startPhase(ws: Workspace, cfg: PhaseConfig): Promise<PhaseServer>
   rmSync(loadsFile, { force: true });
   const t0 = now();
   const child = await startChild(ws, { cacheBytes, adapters: cfg.cacheShare !== null, threads: cfg.threads }, loadsFile);
-  progress(`${cfg.name}: server ready in ${((now() - t0) / 1000).toFixed(1)} s, cache ${(cacheBytes / 2 ** 20).toFixed(0)} MiB`);
+  let warmed = '';
+  if (cfg.cacheShare !== null) {
+    const t1 = now();
+    const counts = await warmOverHttp(child, warmOrder(ws.users.map((u) => u.id), SEED));
+    warmed = `; warmed over HTTP in ${((now() - t1) / 1000).toFixed(1)} s (${counts.loaded} loaded, ${counts.resident} resident)`;
+  }
+  const recording = new Promise<void>((r) => child.proc.stdout!.on('data', (d: Buffer) => d.toString().includes('BENCH_RECORDING') && r()));
+  child.proc.kill('SIGUSR2');
+  await recording;
+  progress(`${cfg.name}: server ready in ${((now() - t0) / 1000).toFixed(1)} s, cache ${(cacheBytes / 2 ** 20).toFixed(0)} MiB${warmed}`);
   return { cfg, child, loadsFile };
+}
+
+/**
+ * Fill a server's cache through POST /v1/admin/cache/warm, in the given order (everything at 100%, a
+ * random subset survives in the smaller caches), 1000 users a call (the route's limit).
+ */
+async function warmOverHttp(child: ServerChild, userIds: string[]): Promise<{ loaded: number; resident: number }> {
+  // Resident as each call reported it (with more than 1000 users a later call may evict an earlier one's).
+  let loaded = 0;
+  const resident = new Set<string>();
+  for (let i = 0; i < userIds.length; i += 1000) {
+    const res = await fetch(`${child.url}/v1/admin/cache/warm`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${BENCH_ADMIN_TOKEN}` },
+      body: JSON.stringify({ userIds: userIds.slice(i, i + 1000) }),
+    });
+    if (res.status !== 200) throw new Error(`cache warm answered ${res.status}: ${await res.text()}`);
+    const body = warmResultSchema.parse(await res.json());
+    if (body.counts.failed + body.counts.no_adapter + body.counts.unknown_user > 0) throw new Error(`cache warm: ${JSON.stringify(body.counts)}`);
+    loaded += body.counts.loaded;
+    for (const r of body.results) if (r.resident) resident.add(r.userId);
+  }
+  return { loaded, resident: resident.size };
 }
 
 /** CPU seconds (user + system) a process has used, from /proc (null where there is none). */
