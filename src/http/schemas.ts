@@ -189,7 +189,7 @@ export const warmResultSchema = z.object({
       outcome: z.enum(WARM_OUTCOMES),
       version: z.int().min(1).nullable(),
       /** Why a load failed (failed only). */
-      reason: z.enum(['adapter_corrupt', 'adapter_missing', 'adapter_unavailable', 'no_adapter', 'no_memory']).optional(),
+      reason: z.enum(['adapter_corrupt', 'adapter_missing', 'adapter_unavailable']).optional(),
       resident: z.boolean(),
     }),
   ),

@@ -28,12 +28,17 @@ export type WarmOutcome =
   /** The load failed: `reason` says how (a corrupt or missing file is taken out of service). */
   | 'failed';
 
+/** Why a warming load failed: the file was corrupt (quarantined), gone (marked missing), or unreadable now / not for this model. */
+export type WarmFailure = Extract<FallbackReason, 'adapter_corrupt' | 'adapter_missing' | 'adapter_unavailable'>;
+
+const warmFailure = (r: FallbackReason): WarmFailure => (r === 'adapter_corrupt' || r === 'adapter_missing' ? r : 'adapter_unavailable');
+
 export interface WarmEntry {
   userId: string;
   outcome: WarmOutcome;
   /** The active version (null without one). */
   version: number | null;
-  reason?: FallbackReason;
+  reason?: WarmFailure;
   /** In the cache when warming ended (false: evicted by later loads, or never loaded). */
   resident: boolean;
 }
@@ -68,7 +73,7 @@ export async function warmAdapters(
     }
     const got = await leaser.acquire(userId, plan.row);
     if ('fallback' in got) {
-      results.push({ userId, outcome: 'failed', version, reason: got.fallback.reason, resident: false });
+      results.push({ userId, outcome: 'failed', version, reason: warmFailure(got.fallback.reason), resident: false });
       continue;
     }
     try {
