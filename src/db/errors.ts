@@ -22,3 +22,14 @@ export class JobActiveError extends Error {
     this.name = 'JobActiveError';
   }
 }
+
+/** The version serves the user now: it cannot be deleted until another one (or none) is active. */
+export class AdapterActiveError extends Error {
+  readonly code = 'adapter_active';
+  readonly details: { userId: string; version: number };
+  constructor(userId: string, version: number) {
+    super(`adapter version ${version} of ${JSON.stringify(userId)} is active; make another version (or none) active first`);
+    this.name = 'AdapterActiveError';
+    this.details = { userId, version };
+  }
+}

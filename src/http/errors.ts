@@ -43,6 +43,7 @@ export const SERVICE_ERROR_STATUS: Readonly<Record<string, number>> = {
   job_active: 409,
   job_finished: 409,
   adapters_disabled: 409,
+  adapter_active: 409,
   invalid_cursor: 422,
   invalid_request: 422,
   prompt_too_long: 422,

@@ -174,6 +174,13 @@ export const adapterActivationSchema = z.object({
   previousVersion: z.int().min(1).nullable(),
 });
 
+export const adapterDeletionSchema = z.object({
+  /** The version as it is now (status deleted). */
+  adapter: adapterSchema,
+  /** Files and bytes removed by this call (0 when they were gone already). */
+  removed: z.object({ files: z.int().min(0), bytes: z.int().min(0) }),
+});
+
 // ---------------------------------------------------------------------------------------------
 // Adapter cache (admin)
 

@@ -63,6 +63,8 @@ export interface AdapterFiles {
    * checks the version's recorded status only.
    */
   checkVersion?(row: { userId: string; version: number; filePath: string; sha256: string; active: number }): Promise<VersionFilesCheck>;
+  /** Removes one version's files (none there: nothing removed) and forgets it in the cache; returns what it removed. */
+  removeVersion?(row: { userId: string; version: number; filePath: string }): Promise<{ files: number; bytes: number }>;
 }
 
 export interface Services {

@@ -23,10 +23,12 @@ export const ADAPTER_STATUS = {
   ready: 'ready',
   missing: 'missing',
   quarantined: 'quarantined',
+  /** Deleted by an operator: the row stays (version numbers are never reused), the files go. */
+  deleted: 'deleted',
 } as const;
 
 /** Statuses that mean "no usable files": such rows are never loaded or re-checked. */
-const DEAD = new Set<string>([ADAPTER_STATUS.missing, ADAPTER_STATUS.quarantined]);
+const DEAD = new Set<string>([ADAPTER_STATUS.missing, ADAPTER_STATUS.quarantined, ADAPTER_STATUS.deleted]);
 
 export interface RowRef {
   userId: string;
@@ -218,7 +220,8 @@ export async function checkAdapterStore(db: Db, store: AdapterStore, options: Co
     }
   }
 
-  const named = new Set(rows.map((r) => r.filePath));
+  // A deleted version's directory is an orphan: left behind when a removal died after the row was marked.
+  const named = new Set(rows.filter((r) => r.status !== ADAPTER_STATUS.deleted).map((r) => r.filePath));
   for (const a of scan.adapters) {
     if (named.has(a.path) || !oldEnough(a.mtimeMs)) continue;
     report.orphans.push(a.path);

@@ -14,7 +14,7 @@ import type { Config } from '../config.js';
 import type { Db } from '../db/client.js';
 import { AdapterCache, adapterKey } from '../lora/cache.js';
 import { type ConsistencyOptions, type VersionFilesCheck, checkAdapterStore, checkVersionFiles } from '../lora/consistency.js';
-import { AdapterStore } from '../lora/store.js';
+import { AdapterStore, tally } from '../lora/store.js';
 import type { Registry } from '../metrics.js';
 import { readHfConfig } from '../model/import.js';
 import { Model } from '../model/model.js';
@@ -65,6 +65,7 @@ export interface ServeServices {
   adapterFiles: {
     removeUserAdapters(userId: string): Promise<{ files: number; bytes: number }>;
     checkVersion(row: Parameters<typeof checkVersionFiles>[2]): Promise<VersionFilesCheck>;
+    removeVersion(row: { userId: string; version: number; filePath: string }): Promise<{ files: number; bytes: number }>;
   };
   store?: AdapterStore;
   cache?: AdapterCache;
@@ -181,6 +182,19 @@ export async function createServeServices(setup: ServeSetup, opts: ServeOptions 
         const removed = await store.removeUser(userId);
         cache.invalidateUser(userId);
         return removed;
+      },
+      async removeVersion(row) {
+        cache.invalidate(adapterKey(row.userId, row.version));
+        let counts: { files: number; bytes: number };
+        try {
+          counts = await tally(store.resolve(row.filePath, row.userId));
+        } catch (e) {
+          // Gone already (a repeated delete, a quarantined version whose files moved): nothing to remove.
+          if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { files: 0, bytes: 0 };
+          throw e;
+        }
+        await store.remove(row.filePath);
+        return counts;
       },
       async checkVersion(row) {
         const checked = await checkVersionFiles(db, store, row);

@@ -1,7 +1,10 @@
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createAdapterVersion } from '../../src/db/queries/adapters.js';
 import { createJob } from '../../src/db/queries/jobs.js';
-import { adapterActivationSchema, adapterListSchema, adapterSchema } from '../../src/http/schemas.js';
+import { adapterActivationSchema, adapterDeletionSchema, adapterListSchema, adapterSchema } from '../../src/http/schemas.js';
+import { userDirName } from '../../src/lora/paths.js';
 import { expectError, json, makeHarness, type Harness } from './helpers.js';
 
 let h: Harness;
@@ -103,5 +106,58 @@ describe('PUT /v1/admin/users/{userId}/adapter', () => {
     expect((await h.admin('POST', `/v1/admin/jobs/${job.id}/cancel`)).status).toBe(200);
     expect((await h.admin('PUT', '/v1/admin/users/alice/adapter', { version: 3 })).status).toBe(200);
     expect(activeVersions()).toEqual([3]);
+  });
+});
+
+describe('DELETE /v1/admin/users/{userId}/adapters/{version}', () => {
+  it('removes an inactive version\'s files, keeps its row as deleted, refuses the active one, and is idempotent', async () => {
+    h = makeHarness();
+    await h.req('PUT', '/v1/users/alice');
+    await h.req('PUT', '/v1/users/bob');
+    // Store-shaped directories, as the adapter store writes them.
+    const stored = (userId: string, name: string) => {
+      const rel = `${userDirName(userId)}/${name}`;
+      mkdirSync(join(h.config.adapterDir, rel), { recursive: true });
+      writeFileSync(join(h.config.adapterDir, rel, 'adapter_model.safetensors'), Buffer.alloc(100, 1));
+      writeFileSync(join(h.config.adapterDir, rel, 'adapter_config.json'), '{}');
+      return rel;
+    };
+    const old = stored('alice', 'a-1736100000000-0123456789ab');
+    const cur = stored('alice', 'a-1736200000000-0123456789ab');
+    const bobs = stored('bob', 'a-1736100000000-0123456789ab');
+    const base = { sha256: 'e'.repeat(64), metrics: {}, config: {}, status: 'ready' };
+    createAdapterVersion(h.db, { ...base, userId: 'alice', filePath: old });
+    createAdapterVersion(h.db, { ...base, userId: 'alice', filePath: cur, activate: true });
+    createAdapterVersion(h.db, { ...base, userId: 'bob', filePath: bobs });
+
+    await expectError(await h.req('DELETE', '/v1/admin/users/alice/adapters/1'), 401, 'unauthorized');
+    const active = await expectError(await h.admin('DELETE', '/v1/admin/users/alice/adapters/2'), 409, 'adapter_active');
+    expect(active.details).toEqual({ userId: 'alice', version: 2 });
+    await expectError(await h.admin('DELETE', '/v1/admin/users/alice/adapters/3'), 404, 'adapter_not_found');
+    await expectError(await h.admin('DELETE', '/v1/admin/users/nobody/adapters/1'), 404, 'user_not_found');
+    for (const v of ['0', '-1', '1.5', 'one', '01', '99999999999']) await expectError(await h.admin('DELETE', `/v1/admin/users/alice/adapters/${v}`), 422, 'invalid_version');
+    expect(existsSync(join(h.config.adapterDir, old))).toBe(true);
+
+    const res = await h.admin('DELETE', '/v1/admin/users/alice/adapters/1');
+    expect(res.status).toBe(200);
+    expect(adapterDeletionSchema.parse(await json(res))).toMatchObject({ adapter: { version: 1, status: 'deleted', active: false }, removed: { files: 2, bytes: 102 } });
+    expect(existsSync(join(h.config.adapterDir, old))).toBe(false);
+    expect(existsSync(join(h.config.adapterDir, cur))).toBe(true);
+    expect(existsSync(join(h.config.adapterDir, bobs))).toBe(true); // another user's version 1
+    const again = adapterDeletionSchema.parse(await json(await h.admin('DELETE', '/v1/admin/users/alice/adapters/1')));
+    expect(again.removed).toEqual({ files: 0, bytes: 0 });
+    const listed = adapterListSchema.parse(await json(await h.req('GET', '/v1/users/alice/adapters')));
+    expect(listed.items.map((a) => [a.version, a.status, a.active])).toEqual([
+      [2, 'ready', true],
+      [1, 'deleted', false],
+    ]);
+    // A deleted version cannot serve again.
+    const back = await expectError(await h.admin('PUT', '/v1/admin/users/alice/adapter', { version: 1 }), 409, 'adapter_unusable');
+    expect(back.details).toMatchObject({ reason: 'deleted' });
+    // Version numbers are never reused: with both versions deleted the next one is still 3.
+    expect((await h.admin('PUT', '/v1/admin/users/alice/adapter', { version: null })).status).toBe(200);
+    expect((await h.admin('DELETE', '/v1/admin/users/alice/adapters/2')).status).toBe(200);
+    expect(existsSync(join(h.config.adapterDir, cur))).toBe(false);
+    expect(createAdapterVersion(h.db, { ...base, userId: 'alice', filePath: old }).version).toBe(3);
   });
 });

@@ -4,7 +4,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { openDb } from '../../src/db/client.js';
-import { createAdapterVersion, getActiveAdapter, getAdapterVersion, listAdapterVersions } from '../../src/db/queries/adapters.js';
+import { createAdapterVersion, getActiveAdapter, getAdapterVersion, listAdapterVersions, setAdapterStatus } from '../../src/db/queries/adapters.js';
 import { createUser } from '../../src/db/queries/users.js';
 import { ADAPTER_STATUS, checkAdapterStore, checkVersionFiles, markAdapterBad } from '../../src/lora/consistency.js';
 import { ADAPTER_WEIGHTS_FILE } from '../../src/lora/format.js';
@@ -114,6 +114,16 @@ describe('checkAdapterStore', () => {
     expect(listAdapterVersions(t.db, 'bob')[0]).toMatchObject({ status: 'ready', active: 1 });
     expect(existsSync(abs(bad.path)) && existsSync(abs(orphan.path))).toBe(true);
     expect((await store.scan()).temps).toHaveLength(1);
+  });
+
+  it('a deleted version whose files a crash left behind: its directory is collected as an orphan, its row kept', async () => {
+    const a = await commit('alice', false);
+    setAdapterStatus(t.db, 'alice', a.row.version, ADAPTER_STATUS.deleted); // the row marked, then death before the removal
+    const report = await checkAdapterStore(t.db, store);
+    expect(report.orphans).toEqual([a.path]);
+    expect(report.rowsChecked).toBe(0); // a deleted row is never loaded or checked
+    expect(existsSync(abs(a.path))).toBe(false);
+    expect(getAdapterVersion(t.db, 'alice', a.row.version)?.status).toBe('deleted');
   });
 
   it('adapters of another base model are reported as incompatible and left alone', async () => {

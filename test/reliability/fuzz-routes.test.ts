@@ -115,9 +115,9 @@ const CODES_BY_STATUS: Record<number, string[]> = {
   401: ['unauthorized'],
   404: ['not_found', 'user_not_found', 'job_not_found', 'adapter_not_found', 'model_not_found'],
   405: ['method_not_allowed'],
-  409: ['job_active', 'job_finished'],
+  409: ['job_active', 'job_finished', 'adapter_unusable', 'adapter_active', 'adapters_disabled'],
   413: ['body_too_large'],
-  422: ['validation_failed', 'invalid_user_id', 'invalid_cursor', 'prompt_too_long'],
+  422: ['validation_failed', 'invalid_user_id', 'invalid_cursor', 'prompt_too_long', 'invalid_version'],
   429: ['queue_full'],
 };
 /** Statuses the document promises for every route (info.description): routing errors and the body limit. */
@@ -166,7 +166,8 @@ const anyCodeUnit = fc.integer({ min: 0, max: 0xffff }).map((c) => String.fromCh
 const KNOWN_JOB = '{{job}}';
 
 function segmentArb(param: string): fc.Arbitrary<string> {
-  const known = param === 'jobId' ? fc.constant(KNOWN_JOB) : param === 'model' ? fc.constant('memlora') : fc.constantFrom('alice', 'bob');
+  const known =
+    param === 'jobId' ? fc.constant(KNOWN_JOB) : param === 'model' ? fc.constant('memlora') : param === 'version' ? fc.constantFrom('2', '2', '2', '1', '01', '-1', '1.0', '99999999999') : fc.constantFrom('alice', 'bob');
   return fc.oneof(
     { weight: 5, arbitrary: known as fc.Arbitrary<string> },
     { weight: 2, arbitrary: validishId.map(encodeURIComponent) },
@@ -444,11 +445,13 @@ function seed(): void {
   if (!userExists(h.db, 'bob')) {
     createUser(h.db, { id: 'bob' });
     appendHistory(h.db, 'bob', [{ kind: 'post', text: 'bob writes about climbing' }]);
-    // A stored version that is not active: something for PUT .../adapter to switch on and off.
+    // Stored versions that are not active: v1 for PUT .../adapter to switch on and off, v2 for DELETE.
     const dir = userAdapterDir(h.config.adapterDir, 'bob');
     mkdirSync(dir, { recursive: true });
-    writeFileSync(join(dir, 'v1.safetensors'), Buffer.alloc(128, 3));
-    createAdapterVersion(h.db, { userId: 'bob', config: { n: 1, r: 4 }, filePath: join(dir, 'v1.safetensors'), sha256: 'b'.repeat(64), metrics: {}, status: 'ready' });
+    for (const v of [1, 2]) {
+      writeFileSync(join(dir, `v${v}.safetensors`), Buffer.alloc(128, v));
+      createAdapterVersion(h.db, { userId: 'bob', config: { n: 1, r: 4 }, filePath: join(dir, `v${v}.safetensors`), sha256: 'b'.repeat(64), metrics: {}, status: 'ready' });
+    }
   }
 }
 
@@ -544,6 +547,18 @@ function checkEffects(op: Operation, status: number, json: any, sentBody: unknow
       if (JSON.stringify(active.map((r) => r.version)) !== JSON.stringify(want === null ? [] : [want])) return `active versions ${JSON.stringify(active)} after asking for ${want}`;
       if ((json?.active?.version ?? null) !== want) return `answered active ${JSON.stringify(json?.active?.version)}, asked for ${want}`;
       return sameCountsExcept(before, after, {}) ?? (after.files.join() !== before.files.join() ? 'adapter files changed' : null);
+    }
+    case 'DELETE /v1/admin/users/{userId}/adapters/{version}': {
+      // The version's row stays (status deleted, never active); only its own directory left the disk.
+      const userId = decoded(segs.userId)!;
+      const row = h.db.sqlite.prepare('SELECT status, active, file_path AS path FROM adapter_versions WHERE user_id = ? AND version = ?').get(userId, Number(segs.version)) as { status: string; active: number; path: string } | undefined;
+      if (row?.status !== 'deleted' || row.active !== 0) return `version row after delete: ${JSON.stringify(row)}`;
+      const problem = sameCountsExcept(before, after, {});
+      if (problem) return problem;
+      const gone = before.files.filter((f) => !after.files.includes(f));
+      if (gone.some((f) => !f.startsWith(`${userDirName(userId)}/`))) return `files of another user removed: ${gone.join(', ')}`;
+      if (after.files.some((f) => !before.files.includes(f))) return 'adapter files appeared';
+      return json?.removed?.files === gone.length ? null : `reported ${json?.removed?.files} files removed, ${gone.length} were`;
     }
     case 'POST /v1/generate':
     case 'POST /v1/chat/completions':

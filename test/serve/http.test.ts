@@ -15,7 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { createAdapterVersion } from '../../src/db/queries/adapters.js';
 import { memoryLogger } from '../../src/http/logger.js';
-import { adapterActivationSchema, adapterListSchema, chatCompletionChunkSchema, chatCompletionResponseSchema, generateResultSchema, warmResultSchema } from '../../src/http/schemas.js';
+import { adapterActivationSchema, adapterDeletionSchema, adapterListSchema, chatCompletionChunkSchema, chatCompletionResponseSchema, generateResultSchema, warmResultSchema } from '../../src/http/schemas.js';
 import type { Adapter } from '../../src/lora/adapter.js';
 import { AdapterStore } from '../../src/lora/store.js';
 import { startServer, type RunningServer } from '../../src/server.js';
@@ -167,12 +167,12 @@ describe('the real engine behind the HTTP API', () => {
     expect(again.personalization).toEqual({ mode: 'vanilla', adapterVersion: null });
   });
 
-  it('an operator rolls a user back to an older version, then to none; a version whose file went bad is refused and quarantined', async () => {
+  it('an operator rolls a user back to an older version, then to none; a version whose file went bad is refused and quarantined; an old version is deleted', async () => {
     const activate = (userId: string, version: number | null) =>
       fetch(`${server.url}/v1/admin/users/${userId}/adapter`, { method: 'PUT', headers: { 'content-type': 'application/json', authorization: `Bearer ${ADMIN_TOKEN}` }, body: JSON.stringify({ version }) });
     const reply = async (maxTokens = 3) => (await (await post('/v1/generate', { userId: 'erin', prompt: 'Hello', maxTokens })).json()) as Record<string, any>;
     const versions = async () => adapterListSchema.parse(await (await fetch(`${server.url}/v1/users/erin/adapters`)).json()).items.map((a) => [a.version, a.status, a.active]);
-    await giveAdapter('erin', forcingAdapter(md.cfg, md.weights, tokenOf(md.tokenizer, 'q')));
+    const v1Path = await giveAdapter('erin', forcingAdapter(md.cfg, md.weights, tokenOf(md.tokenizer, 'q')));
     const v2 = await giveAdapter('erin', forcingAdapter(md.cfg, md.weights, tokenOf(md.tokenizer, 'z')));
     expect(await reply()).toMatchObject({ text: 'zzz', personalization: { mode: 'injected', adapterVersion: 2 } });
     expect(await versions()).toEqual([[2, 'ready', true], [1, 'ready', false]]);
@@ -205,6 +205,19 @@ describe('the real engine behind the HTTP API', () => {
     // Forward again to a good version: served at once.
     expect((await activate('erin', 1)).status).toBe(200);
     expect(await reply(2)).toMatchObject({ text: 'qq', personalization: { mode: 'injected', adapterVersion: 1 } });
+
+    // Pruning: the serving version is refused; once switched off, its files leave the store and the
+    // cache, and the user is served without it.
+    const del = (version: number) => fetch(`${server.url}/v1/admin/users/erin/adapters/${version}`, { method: 'DELETE', headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+    expect((await del(1)).status).toBe(409);
+    expect((await activate('erin', null)).status).toBe(200);
+    const v1 = (await versions()).find(([v]) => v === 1);
+    expect(v1).toEqual([1, 'ready', false]);
+    const pruned = adapterDeletionSchema.parse(await (await del(1)).json());
+    expect(pruned.removed.files).toBe(3);
+    expect(existsSync(join(root, 'adapters', v1Path))).toBe(false);
+    expect(await versions()).toEqual([[2, 'quarantined', false], [1, 'deleted', false]]);
+    expect((await activate('erin', 1)).status).toBe(409);
   });
 
   it('POST /v1/admin/cache/warm loads adapters ahead of requests: the first request is a cache hit', async () => {

@@ -2,7 +2,7 @@
 import { and, desc, eq, max, sql } from 'drizzle-orm';
 import { inTransaction, type Db } from '../client.js';
 import { preparedQuery } from '../statements.js';
-import { NotFoundError } from '../errors.js';
+import { AdapterActiveError, NotFoundError } from '../errors.js';
 import { adapterVersions, type AdapterVersionRow, type JsonObject } from '../schema.js';
 import { userExists } from './users.js';
 
@@ -103,4 +103,19 @@ export function setAdapterStatus(db: Db, userId: string, version: number, status
     .where(and(eq(adapterVersions.userId, userId), eq(adapterVersions.version, version)))
     .returning()
     .get();
+}
+
+/**
+ * Marks an inactive version deleted (status `deletedStatus`, the store's; its files are removed after
+ * this commits; the row stays, so version numbers are never reused). Throws adapter_not_found, or adapter_active for the active
+ * version. Returns the row and whether it was deleted already.
+ */
+export function markAdapterVersionDeleted(db: Db, userId: string, version: number, deletedStatus: string): { row: AdapterVersion; already: boolean } {
+  return inTransaction(db, () => {
+    const row = getAdapterVersion(db, userId, version);
+    if (!row) throw new NotFoundError('adapter_not_found', `${userId}@${version}`);
+    if (row.active === 1) throw new AdapterActiveError(userId, version);
+    if (row.status === deletedStatus) return { row, already: true };
+    return { row: setAdapterStatus(db, userId, version, deletedStatus)!, already: false };
+  });
 }

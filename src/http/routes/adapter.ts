@@ -1,5 +1,6 @@
 /**
- * A user's adapter versions: the active one, all of them, and (admin) which one serves the user.
+ * A user's adapter versions: the active one, all of them, and (admin) which one serves the user and
+ * deleting an old one (its files go, its row stays with status `deleted`: numbers are never reused).
  *
  * Making a version active is a hot swap: the next request of the user is served with it, requests
  * already running finish on the version they started with, and nothing restarts. Before the swap the
@@ -9,7 +10,7 @@
  */
 import type { Hono } from 'hono';
 import { inTransaction } from '../../db/client.js';
-import { activateAdapterVersion, getActiveAdapter, getAdapterVersion, listAdapterVersions } from '../../db/queries/adapters.js';
+import { activateAdapterVersion, getActiveAdapter, getAdapterVersion, listAdapterVersions, markAdapterVersionDeleted } from '../../db/queries/adapters.js';
 import { activeJobForUser } from '../../db/queries/jobs.js';
 import { userExists } from '../../db/queries/users.js';
 import { JobActiveError } from '../../db/errors.js';
@@ -79,4 +80,24 @@ export function registerAdapterRoutes(app: Hono<AppEnv>, deps: RouteDeps): void 
     if (previous !== (active?.version ?? null)) logger.info('adapter version activated', { userId, version, previousVersion: previous });
     return c.json({ userId, active: active ? adapterJson(active) : null, previousVersion: previous });
   });
+
+  app.delete('/v1/admin/users/:userId/adapters/:version', async (c) => {
+    const userId = userIdParam(c);
+    const version = versionParam(c.req.param('version'));
+    if (!userExists(db, userId)) throw userNotFound(userId);
+    if (!getAdapterVersion(db, userId, version)) throw versionNotFound(userId, version);
+    // The row first (nothing can make it active afterwards), then the files: a removal that dies
+    // half-way leaves a directory no live row names, which the start-up check collects as an orphan.
+    const { row, already } = markAdapterVersionDeleted(db, userId, version, ADAPTER_STATUS.deleted);
+    const removed = services.adapterFiles.removeVersion ? await services.adapterFiles.removeVersion(row) : { files: 0, bytes: 0 };
+    if (!already) logger.info('adapter version deleted', { userId, version, ...removed });
+    return c.json({ adapter: adapterJson(row), removed });
+  });
+}
+
+/** A version in a path: a positive integer below 2^31, else 422 invalid_version. */
+function versionParam(raw: string): number {
+  const n = /^[1-9][0-9]{0,9}$/.test(raw) ? Number(raw) : NaN;
+  if (!(n <= 2 ** 31 - 1)) throw new ApiError(422, 'invalid_version', 'adapter versions are positive integers', { version: raw.slice(0, 40) });
+  return n;
 }
