@@ -9,7 +9,7 @@
  *
  * Per request it reports the time in decode steps, in prefills (a lone joiner with an adapter goes
  * through its adapter as served, several joiners through the unit graph), in the row pool (joiners'
- * unit writes and feeds, leavers' unit moves) and the rest of the engine's thread (planning, leases,
+ * unit writes and feeds, leavers' unit moves; also split by call) and the rest of the engine's thread (planning, leases,
  * sampling, the loop), timed by wrapping Model.prefill/decodeStep and RowPool.add/remove/input. From
  * these: the throughput ratio the engine would reach if every cost but the decode steps were that of
  * a plain request (`boundIfOnlyStepsDiffer`), i.e. the ceiling the decode steps' adapter work sets.
@@ -92,7 +92,9 @@ timed(Model.prototype, 'prefill', (a) => {
   return lora?.adapter ? 'prefill (lone joiner, its adapter)' : (a[0] as unknown[]).length > 1 ? 'prefill (joiners together)' : 'prefill (lone joiner)';
 });
 timed(Model.prototype, 'decodeStep', () => 'decode steps');
-for (const m of ['add', 'remove', 'input'] as const) timed(RowPool.prototype, m, () => 'row pool');
+// Also by call: add (the adapter's checks), remove (leavers' unit moves), input (joiners' unit writes and feeds).
+const POOL_CALLS = ['add', 'remove', 'input'] as const;
+for (const m of POOL_CALLS) timed(RowPool.prototype, m, () => `row pool ${m}`);
 
 // ---------------------------------------------------------------------------------------------
 // The engines
@@ -158,7 +160,7 @@ for (let round = 0; round < ROUNDS; round++) {
 // ---------------------------------------------------------------------------------------------
 // Per request
 
-const COMPONENTS = ['decode steps', 'prefill (lone joiner)', 'prefill (lone joiner, its adapter)', 'prefill (joiners together)', 'row pool'];
+const COMPONENTS = ['decode steps', 'prefill (lone joiner)', 'prefill (lone joiner, its adapter)', 'prefill (joiners together)', ...POOL_CALLS.map((m) => `row pool ${m}`)];
 function perRequest(phase: Phase): Record<string, { ms: number; callsPerRequest: number; msPerCall: number }> {
   const n = totals[phase].requests;
   const wallMs = (1000 * totals[phase].seconds) / n;
@@ -170,6 +172,11 @@ function perRequest(phase: Phase): Record<string, { ms: number; callsPerRequest:
     out[c] = { ms: r3(s.ms / n), callsPerRequest: r3(s.calls / n), msPerCall: r3(s.ms / s.calls) };
     counted += s.ms / n;
   }
+  // The row pool as one component too (its calls are counted above).
+  const pool = POOL_CALLS.map((m) => spent.get(`${phase}:row pool ${m}`)).filter((x) => x !== undefined);
+  const poolMs = pool.reduce((a, x) => a + x.ms, 0);
+  const poolCalls = pool.reduce((a, x) => a + x.calls, 0);
+  if (poolCalls > 0) out['row pool'] = { ms: r3(poolMs / n), callsPerRequest: r3(poolCalls / n), msPerCall: r3(poolMs / poolCalls) };
   out.rest = { ms: r3(wallMs - counted), callsPerRequest: 1, msPerCall: r3(wallMs - counted) };
   out.wall = { ms: r3(wallMs), callsPerRequest: 1, msPerCall: r3(wallMs) };
   return out;
