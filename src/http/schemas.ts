@@ -451,7 +451,9 @@ export const readySchema = z.object({
   status: z.enum(['ready', 'not_ready']),
   checks: z.object({
     db: z.enum(['ok', 'error']),
-    model: z.enum(['loaded', 'loading', 'absent']),
+    model: z.enum(['loaded', 'loading', 'failed', 'absent']),
     draining: z.boolean(),
   }),
+  /** Why the model failed to load (model `failed` only): it will not come up without a restart. */
+  modelError: z.string().optional(),
 });

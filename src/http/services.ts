@@ -33,6 +33,8 @@ export interface GenerateService {
   warm?(userIds: readonly string[], signal: AbortSignal): Promise<Omit<WarmResult, 'counts'>>;
   /** True once the base model is loaded and requests can be served (drives /readyz). */
   ready?(): boolean;
+  /** Why the model failed to load, once it has (null while loading or loaded): /readyz reports it. */
+  loadError?(): string | null;
   /** Finish or abort in-flight work at shutdown; called before the database closes. */
   close?(): Promise<void>;
 }

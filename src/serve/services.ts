@@ -53,6 +53,8 @@ export interface ServeOptions {
 
 /** The generation service as the HTTP layer sees it (structurally its GenerateService). */
 export interface GenerationService {
+  /** Why the model failed to load (null while loading or loaded). */
+  loadError(): string | null;
   generate(req: ServeRequest, signal: AbortSignal): Promise<ServeResult>;
   stream(req: ServeRequest, signal: AbortSignal): AsyncIterable<ServeEvent>;
   warm(userIds: readonly string[], signal: AbortSignal): Promise<WarmReport>;
@@ -73,6 +75,17 @@ export interface ServeServices {
   reader?: WorkerAdapterLoader;
   /** Resolves when the model is loaded and warmed up (the engine), or with null when loading failed. */
   loaded: Promise<Engine | null>;
+}
+
+/**
+ * The load failure as an operator should read it: ONNX Runtime's own message, and for the CUDA
+ * provider missing from this install (onnxruntime-node installs without it here) what to run.
+ */
+export function explainLoadFailure(config: Pick<Config, 'executionProvider'>, message: string): string {
+  if (config.executionProvider === 'cuda' && /Failed to load (shared )?library|providers_shared|providers_cuda/i.test(message)) {
+    return `the CUDA execution provider is configured (MEMLORA_EXECUTION_PROVIDER=cuda) but not installed: on a GPU host run ONNXRUNTIME_NODE_INSTALL=cuda12 npm rebuild onnxruntime-node (README, GPU hosts). ONNX Runtime: ${message}`;
+  }
+  return message;
 }
 
 export function servingThreads(config: Pick<Config, 'intraOpThreads'>): number {
@@ -109,6 +122,7 @@ export async function createServeServices(setup: ServeSetup, opts: ServeOptions 
   let engine: Engine | null = null;
   let model: Model | null = null;
   let closed = false;
+  let loadError: string | null = null;
   const loaded = (async (): Promise<Engine | null> => {
     // Off the factory's path: the server listens (and answers /readyz "loading") meanwhile.
     await new Promise((r) => setImmediate(r));
@@ -145,7 +159,8 @@ export async function createServeServices(setup: ServeSetup, opts: ServeOptions 
       logger.info('model loaded', { modelPath: config.modelPath, family: model.config.family, layers: model.config.nLayers, threads: servingThreads(config) });
       return engine;
     } catch (e) {
-      logger.error('model failed to load; /v1/generate answers 503', { modelPath: config.modelPath, err: e instanceof Error ? e.message : String(e) });
+      loadError = explainLoadFailure(config, e instanceof Error ? e.message : String(e));
+      logger.error('model failed to load; /v1/generate answers 503', { modelPath: config.modelPath, err: loadError });
       return null;
     }
   })();
@@ -156,6 +171,7 @@ export async function createServeServices(setup: ServeSetup, opts: ServeOptions 
   };
   const generate: GenerationService = {
     ready: () => engine !== null && engine.ready(),
+    loadError: () => loadError,
     generate: async (req, signal) => current().generate(req, signal),
     async *stream(req, signal) {
       yield* current().stream(req, signal);

@@ -32,6 +32,20 @@ describe('health and readiness', () => {
     res = await h.req('GET', '/readyz');
     expect(res.status).toBe(200);
     expect(readySchema.parse(await json(res)).checks.model).toBe('loaded');
+    // A model that failed to load is not "loading": it will not come up without a restart, and says why.
+    gen.loadError = () => 'the CUDA execution provider is configured but not installed';
+    res = await h.req('GET', '/readyz');
+    expect(res.status).toBe(503);
+    expect(readySchema.parse(await json(res))).toEqual({
+      status: 'not_ready',
+      checks: { db: 'ok', model: 'failed', draining: false },
+      modelError: 'the CUDA execution provider is configured but not installed',
+    });
+    await h.req('PUT', '/v1/users/u1');
+    const refused = await h.req('POST', '/v1/generate', { userId: 'u1', prompt: 'hi' });
+    expect(refused.status).toBe(503);
+    expect(((await json(refused)) as { error: { code: string; message: string } }).error).toMatchObject({ code: 'model_unavailable', message: 'the model failed to load: the CUDA execution provider is configured but not installed' });
+    gen.loadError = () => null;
     h.lifecycle.draining = true;
     res = await h.req('GET', '/readyz');
     expect(res.status).toBe(503);

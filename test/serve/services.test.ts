@@ -1,7 +1,8 @@
 /** The server's generation services built from a configuration: no model, loading, consistency at start, deletion, adapters off. */
 import { mkdirSync, mkdtempSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { basename, join } from 'node:path';
+import { createRequire } from 'node:module';
+import { basename, dirname, join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { openDb } from '../../src/db/client.js';
@@ -11,7 +12,7 @@ import { memoryLogger } from '../../src/http/logger.js';
 import { adapterKey } from '../../src/lora/cache.js';
 import { AdapterStore } from '../../src/lora/store.js';
 import { Registry } from '../../src/metrics.js';
-import { DEFAULT_SERVE_THREADS, createServeServices, servingThreads } from '../../src/serve/services.js';
+import { DEFAULT_SERVE_THREADS, createServeServices, explainLoadFailure, servingThreads } from '../../src/serve/services.js';
 import { forcingAdapter, never, req, tokenOf, writeModelDir } from './fixtures.js';
 
 const root = mkdtempSync(join(tmpdir(), 'memlora-serve-svc-'));
@@ -25,7 +26,27 @@ function setup(modelPath: string, name: string) {
   return { config, db, metrics: new Registry(), logger: memoryLogger() };
 }
 
+// Where onnxruntime-node keeps the CUDA provider when it was installed with it (a GPU host).
+const cudaProvider = join(dirname(createRequire(import.meta.url).resolve('onnxruntime-node/package.json')), 'bin', 'napi-v6', process.platform, process.arch, 'libonnxruntime_providers_cuda.so');
+
 describe('createServeServices', () => {
+  it.skipIf(existsSync(cudaProvider))('with the CUDA provider configured but not installed: the load fails, and says what to run', async () => {
+    const s = setup(md.dir, 'cuda');
+    const svc = (await createServeServices({ ...s, config: { ...s.config, executionProvider: 'cuda' } }))!;
+    expect(await svc.loaded).toBeNull();
+    expect(svc.generate!.ready()).toBe(false);
+    expect(svc.generate!.loadError()).toMatch(/^the CUDA execution provider is configured \(MEMLORA_EXECUTION_PROVIDER=cuda\) but not installed: on a GPU host run ONNXRUNTIME_NODE_INSTALL=cuda12 npm rebuild onnxruntime-node/);
+    expect(s.logger.lines.find((l) => l.level === 'error')?.fields.err).toBe(svc.generate!.loadError());
+    await svc.generate!.close();
+    s.db.close();
+  });
+
+  it('explains a missing CUDA provider, and passes other load failures through', () => {
+    expect(explainLoadFailure({ executionProvider: 'cuda' }, 'OrtSessionOptionsAppendExecutionProvider_Cuda: Failed to load shared library')).toMatch(/npm rebuild onnxruntime-node/);
+    expect(explainLoadFailure({ executionProvider: 'cpu' }, 'Failed to load shared library')).toBe('Failed to load shared library');
+    expect(explainLoadFailure({ executionProvider: 'cuda' }, 'bad config.json')).toBe('bad config.json');
+  });
+
   it('is null without a model directory (generation absent, everything else served)', async () => {
     const s = setup(join(root, 'no-model'), 'none');
     expect(await createServeServices(s)).toBeNull();

@@ -21,11 +21,16 @@ export function registerOpsRoutes(app: Hono<AppEnv>, deps: RouteDeps, apiDoc: Ap
       dbOk = false;
     }
     const gen = services.generate;
+    const modelError = gen?.loadError?.() ?? null;
     // No engine wired in is a deliberate configuration (users/history/admin still serve), not "loading".
-    const model = !gen ? 'absent' : !gen.ready || gen.ready() ? 'loaded' : 'loading';
-    const ready = dbOk && model !== 'loading' && !lifecycle.draining;
+    const model = !gen ? 'absent' : modelError !== null ? 'failed' : !gen.ready || gen.ready() ? 'loaded' : 'loading';
+    const ready = dbOk && (model === 'loaded' || model === 'absent') && !lifecycle.draining;
     return c.json(
-      { status: ready ? 'ready' : 'not_ready', checks: { db: dbOk ? 'ok' : 'error', model, draining: lifecycle.draining } },
+      {
+        status: ready ? 'ready' : 'not_ready',
+        checks: { db: dbOk ? 'ok' : 'error', model, draining: lifecycle.draining },
+        ...(modelError !== null ? { modelError } : {}),
+      },
       ready ? 200 : 503,
     );
   });
