@@ -218,6 +218,9 @@ describe('the real engine behind the HTTP API', () => {
     expect(existsSync(join(root, 'adapters', v1Path))).toBe(false);
     expect(await versions()).toEqual([[2, 'quarantined', false], [1, 'deleted', false]]);
     expect((await activate('erin', 1)).status).toBe(409);
+    // The quarantined version: its files were moved aside already, so nothing is removed here.
+    const quarantined = adapterDeletionSchema.parse(await (await del(2)).json());
+    expect(quarantined).toMatchObject({ adapter: { version: 2, status: 'deleted' }, removed: { files: 0, bytes: 0 } });
   });
 
   it('POST /v1/admin/cache/warm loads adapters ahead of requests: the first request is a cache hit', async () => {
