@@ -494,7 +494,8 @@ async function startPhase(ws: Workspace, cfg: PhaseConfig): Promise<PhaseServer>
     const counts = await warmOverHttp(child, warmOrder(ws.users.map((u) => u.id), SEED));
     warmed = `; warmed over HTTP in ${((now() - t1) / 1000).toFixed(1)} s (${counts.loaded} loaded, ${counts.resident} resident)`;
   }
-  const recording = new Promise<void>((r) => child.proc.stdout!.on('data', (d: Buffer) => d.toString().includes('BENCH_RECORDING') && r()));
+  let said = '';
+  const recording = new Promise<void>((r) => child.proc.stdout!.on('data', (d: Buffer) => (said += d.toString()).includes('BENCH_RECORDING') && r()));
   child.proc.kill('SIGUSR2');
   await recording;
   progress(`${cfg.name}: server ready in ${((now() - t0) / 1000).toFixed(1)} s, cache ${(cacheBytes / 2 ** 20).toFixed(0)} MiB${warmed}`);
