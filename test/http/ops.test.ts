@@ -44,7 +44,7 @@ describe('health and readiness', () => {
     await h.req('PUT', '/v1/users/u1');
     const refused = await h.req('POST', '/v1/generate', { userId: 'u1', prompt: 'hi' });
     expect(refused.status).toBe(503);
-    expect(((await json(refused)) as { error: { code: string; message: string } }).error).toMatchObject({ code: 'model_unavailable', message: 'the model failed to load: the CUDA execution provider is configured but not installed' });
+    expect(((await json(refused)) as { error: { code: string; message: string } }).error).toMatchObject({ code: 'model_unavailable', message: 'the model failed to load; the reason is in GET /readyz' });
     gen.loadError = () => null;
     h.lifecycle.draining = true;
     res = await h.req('GET', '/readyz');

@@ -14,8 +14,8 @@ export function requireGenerate(deps: RouteDeps): GenerateService {
   if (deps.lifecycle.draining) throw new ApiError(503, 'shutting_down', 'the server is shutting down', null, { 'retry-after': '5' });
   const gen = deps.services.generate;
   if (!gen) throw new ApiError(503, 'model_unavailable', 'no model is loaded in this server', null, { 'retry-after': '30' });
-  const failed = gen.loadError?.() ?? null;
-  if (failed !== null) throw new ApiError(503, 'model_unavailable', `the model failed to load: ${failed}`, null, { 'retry-after': '30' });
+  // The reason stays with the operator (/readyz, the log): it may name the server's paths.
+  if ((gen.loadError?.() ?? null) !== null) throw new ApiError(503, 'model_unavailable', 'the model failed to load; the reason is in GET /readyz', null, { 'retry-after': '30' });
   if (gen.ready && !gen.ready()) {
     throw new ApiError(503, 'model_unavailable', 'the model is still loading', null, { 'retry-after': '5' });
   }
