@@ -403,21 +403,27 @@ export class AdapterStore {
     return `${user}/${QUARANTINE_DIR}/${destName}`;
   }
 
-  /** Delete one adapter directory: renamed to a temp name first, so a crash never leaves half of one visible. */
-  async remove(path: string): Promise<void> {
+  /**
+   * Delete one adapter directory: renamed to a temp name first, so a crash never leaves half of one
+   * visible. With `userId`, a path outside that user's directory is refused (bad_adapter_path). Returns
+   * what was removed (nothing when it was gone already).
+   */
+  async remove(path: string, userId?: string): Promise<{ files: number; bytes: number }> {
     let src: string;
     try {
-      src = await this.locate(path);
+      src = await this.locate(path, userId);
     } catch (e) {
-      if (e instanceof AdapterStoreError && e.code === 'adapter_missing') return;
+      if (e instanceof AdapterStoreError && e.code === 'adapter_missing') return { files: 0, bytes: 0 };
       throw e;
     }
     // In the user directory even for a quarantined one: scan() finds leftovers there, not in quarantine/.
     const doomed = join(this.root, path.split('/')[0], `.tmp-${randomUUID()}`);
     await rename(src, doomed);
     await fsyncDir(dirname(src));
+    const counts = await tally(doomed);
     await rm(doomed, { recursive: true, force: true });
     for (const k of [...this.verified.keys()]) if (k.startsWith(`${path}|`)) this.verified.delete(k);
+    return counts;
   }
 
   /** Delete every adapter (and quarantined one) of a user; returns what was removed. */

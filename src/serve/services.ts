@@ -14,7 +14,7 @@ import type { Config } from '../config.js';
 import type { Db } from '../db/client.js';
 import { AdapterCache, adapterKey } from '../lora/cache.js';
 import { type ConsistencyOptions, type VersionFilesCheck, checkAdapterStore, checkVersionFiles } from '../lora/consistency.js';
-import { AdapterStore, tally } from '../lora/store.js';
+import { AdapterStore } from '../lora/store.js';
 import type { Registry } from '../metrics.js';
 import { readHfConfig } from '../model/import.js';
 import { Model } from '../model/model.js';
@@ -201,16 +201,8 @@ export async function createServeServices(setup: ServeSetup, opts: ServeOptions 
       },
       async removeVersion(row) {
         cache.invalidate(adapterKey(row.userId, row.version));
-        let counts: { files: number; bytes: number };
-        try {
-          counts = await tally(store.resolve(row.filePath, row.userId));
-        } catch (e) {
-          // Gone already (a repeated delete, a quarantined version whose files moved): nothing to remove.
-          if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { files: 0, bytes: 0 };
-          throw e;
-        }
-        await store.remove(row.filePath);
-        return counts;
+        // Nothing is removed when the files are gone already (a repeated delete, a quarantined version).
+        return store.remove(row.filePath, row.userId);
       },
       async checkVersion(row) {
         const checked = await checkVersionFiles(db, store, row);

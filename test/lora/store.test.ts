@@ -191,8 +191,9 @@ describe('quarantine, remove, scan', () => {
     const w1 = await store.write('alice', a);
     const w2 = await store.write('alice', a);
     const w3 = await store.write('bob', a);
-    await store.remove(w1.path);
-    await store.remove(w1.path); // already gone: no error
+    await expectStoreError(store.remove(w3.path, 'alice'), 'bad_adapter_path'); // bob's, asked for alice
+    expect(await store.remove(w1.path, 'alice')).toEqual({ files: 3, bytes: w1.bytes });
+    expect(await store.remove(w1.path)).toEqual({ files: 0, bytes: 0 }); // already gone: no error
     expect((await store.scan()).adapters.map((e) => e.path).sort()).toEqual([w2.path, w3.path].sort());
     const removed = await store.removeUser('alice');
     expect(removed).toEqual({ files: 3, bytes: w2.bytes });
