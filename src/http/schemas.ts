@@ -184,6 +184,16 @@ export const adapterDeletionSchema = z.object({
 // ---------------------------------------------------------------------------------------------
 // Adapter cache (admin)
 
+/** The adapter cache's occupancy (bytes count cached plus leased adapters). */
+export const cacheStatsSchema = z.object({
+  bytes: z.int().min(0),
+  maxBytes: z.int().min(0),
+  entries: z.int().min(0),
+  leasedBytes: z.int().min(0),
+  leasedEntries: z.int().min(0),
+  loading: z.int().min(0),
+});
+
 /** POST /v1/admin/cache/warm: users whose active adapters to load (duplicates are warmed once). */
 export const warmBody = z.strictObject({ userIds: z.array(userIdSchema).min(1).max(1000) });
 
@@ -201,7 +211,33 @@ export const warmResultSchema = z.object({
     }),
   ),
   counts: z.object(Object.fromEntries(WARM_OUTCOMES.map((o) => [o, z.int().min(0)])) as Record<(typeof WARM_OUTCOMES)[number], z.ZodInt>),
-  cache: z.object({ bytes: z.int().min(0), maxBytes: z.int().min(0), entries: z.int().min(0) }),
+  cache: cacheStatsSchema,
+});
+
+/** GET /v1/admin/cache: how many held adapters to list. */
+export const cacheContentsQuery = z.strictObject({ limit: queryInt(1, 1000).optional() });
+
+export const cacheContentsSchema = z.object({
+  cache: cacheStatsSchema,
+  /** Since the server started. */
+  counters: z.object({
+    hits: z.int().min(0),
+    misses: z.int().min(0),
+    loads: z.int().min(0),
+    loadFailures: z.int().min(0),
+    evictions: z.int().min(0),
+    hitRate: z.number().min(0).max(1).nullable(),
+  }),
+  adapters: z.array(z.object({ userId: userIdSchema, version: z.int().min(1), bytes: z.int().min(0), leases: z.int().min(0) })),
+  truncated: z.boolean(),
+});
+
+/** DELETE /v1/admin/cache: one user's adapters, or (without userId) every one. */
+export const cacheDropQuery = z.strictObject({ userId: userIdSchema.optional() });
+
+export const cacheDropSchema = z.object({
+  dropped: z.object({ adapters: z.int().min(0), bytes: z.int().min(0), leased: z.int().min(0) }),
+  cache: cacheStatsSchema,
 });
 
 // ---------------------------------------------------------------------------------------------

@@ -8,12 +8,14 @@
 import type { z } from 'zod';
 import type { Job } from '../db/queries/jobs.js';
 import type { VersionFilesCheck } from '../lora/consistency.js';
-import type { generateRequestSchema, generateResultSchema, warmResultSchema } from './schemas.js';
+import type { cacheContentsSchema, cacheDropSchema, generateRequestSchema, generateResultSchema, warmResultSchema } from './schemas.js';
 
 /** A validated /v1/generate request; defaults filled in, `stop` normalised to an array. */
 export type GenerateRequest = z.output<typeof generateRequestSchema>;
 export type GenerateResult = z.output<typeof generateResultSchema>;
 export type WarmResult = z.output<typeof warmResultSchema>;
+export type CacheContents = z.output<typeof cacheContentsSchema>;
+export type CacheDrop = z.output<typeof cacheDropSchema>;
 export type ChatMessage = NonNullable<GenerateRequest['messages']>[number];
 export type GenerateMode = GenerateRequest['mode'];
 export type Personalization = GenerateResult['personalization'];
@@ -31,6 +33,10 @@ export interface GenerateService {
    * `signal` aborts. Absent: the route answers 503 model_unavailable.
    */
   warm?(userIds: readonly string[], signal: AbortSignal): Promise<Omit<WarmResult, 'counts'>>;
+  /** What the adapter cache holds, at most `limit` adapters listed. Absent: the route answers 503 model_unavailable. */
+  cacheContents?(limit: number): CacheContents;
+  /** Drops one user's adapters, or every one, from the adapter cache (running requests keep theirs). */
+  dropCached?(userId?: string): CacheDrop;
   /** True once the base model is loaded and requests can be served (drives /readyz). */
   ready?(): boolean;
   /** Why the model failed to load, once it has (null while loading or loaded): /readyz reports it. */

@@ -44,6 +44,22 @@ export function userOfKey(key: string): string | undefined {
   return i < 0 ? undefined : key.slice(0, i);
 }
 
+/** The version of a key made by adapterKey (NaN for a key it did not make). */
+export function versionOfKey(key: string): number {
+  const i = key.lastIndexOf('#');
+  return i < 0 ? Number.NaN : Number(key.slice(i + 1));
+}
+
+/** One adapter the cache holds, as contents() lists it. */
+export interface HeldAdapter {
+  key: string;
+  userId: string;
+  version: number;
+  bytes: number;
+  /** Running requests (or warming) holding it now: it cannot be evicted while > 0. */
+  leases: number;
+}
+
 interface Entry {
   key: string;
   adapter: AnyAdapter;
@@ -237,10 +253,43 @@ export class AdapterCache {
 
   /** Drop every version of a user (user deletion, adapter quarantine). Returns how many keys were dropped. */
   invalidateUser(userId: string): number {
+    return this.drop(userId).adapters;
+  }
+
+  /**
+   * Drop the held adapters of `userId`, or of every user: invalidate() for each key, so new callers
+   * load afresh and running requests finish on theirs. Says how many keys were dropped, the bytes of
+   * the cached ones (freed now) and how many were leased or loading (their bytes leave as they finish).
+   */
+  drop(userId?: string): { adapters: number; bytes: number; leased: number } {
     const keys = new Set<string>([...(this.lru?.keys() ?? []), ...this.pinned.keys(), ...this.inflight.keys()]);
-    let n = 0;
-    for (const k of keys) if (userOfKey(k) === userId && this.invalidate(k)) n += 1;
-    return n;
+    const out = { adapters: 0, bytes: 0, leased: 0 };
+    for (const k of keys) {
+      if (userId !== undefined && userOfKey(k) !== userId) continue;
+      const cached = this.lru?.peek(k);
+      if (!this.invalidate(k)) continue;
+      out.adapters += 1;
+      if (cached) out.bytes += cached.bytes;
+      else out.leased += 1;
+    }
+    return out;
+  }
+
+  /**
+   * What the cache holds: leased adapters first (most leases first), then the cached ones, most
+   * recently used first; recency is not touched. Adapters still loading are only counted in stats().
+   */
+  contents(): HeldAdapter[] {
+    const held = (e: Entry, leases: number): HeldAdapter => ({ key: e.key, userId: userOfKey(e.key) ?? e.key, version: versionOfKey(e.key), bytes: e.bytes, leases });
+    const leased = [...this.pinned.values()].map((e) => held(e, e.refs)).sort((a, b) => b.leases - a.leases);
+    const cached = [...(this.lru?.entries() ?? [])].map(([, e]) => held(e, 0));
+    return [...leased, ...cached];
+  }
+
+  /** Lookups and loads since the cache was made (what /metrics exposes as counters). */
+  counters(): { hits: number; misses: number; loads: number; loadFailures: number; evictions: number } {
+    const { hits, misses, loads, loadFailures, evictions } = this.m;
+    return { hits: hits.get(), misses: misses.get(), loads: loads.get(), loadFailures: loadFailures.get(), evictions: evictions.get() };
   }
 
   /** Whether a key is held (cached or leased) without touching its recency. */

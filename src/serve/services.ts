@@ -24,6 +24,7 @@ import { WorkerAdapterLoader } from './loader.js';
 import { ServeError } from './errors.js';
 import type { ServeEvent, ServeLogger, ServeRequest, ServeResult } from './types.js';
 import type { WarmReport } from './warm.js';
+import { type CacheContents, type CacheDrop, cacheContents, dropCached } from './cache-admin.js';
 
 /**
  * ONNX Runtime intra-op threads for serving when MEMLORA_INTRA_OP_THREADS is 0: 0 = ONNX Runtime's
@@ -58,6 +59,10 @@ export interface GenerationService {
   generate(req: ServeRequest, signal: AbortSignal): Promise<ServeResult>;
   stream(req: ServeRequest, signal: AbortSignal): AsyncIterable<ServeEvent>;
   warm(userIds: readonly string[], signal: AbortSignal): Promise<WarmReport>;
+  /** What the adapter cache holds (at most `limit` adapters listed); adapters_disabled without adapters. */
+  cacheContents(limit: number): CacheContents;
+  /** Drops the adapters of `userId`, or every one, from the cache; adapters_disabled without adapters. */
+  dropCached(userId?: string): CacheDrop;
   ready(): boolean;
   close(): Promise<void>;
 }
@@ -165,6 +170,10 @@ export async function createServeServices(setup: ServeSetup, opts: ServeOptions 
     }
   })();
 
+  const withAdapters = (): AdapterCache => {
+    if (opts.adapters === false) throw new ServeError('adapters_disabled', 'this server serves without adapters');
+    return cache;
+  };
   const current = (): Engine => {
     if (!engine) throw new ServeError('model_unavailable', 'the model is still loading', { retryAfterS: 5 });
     return engine;
@@ -177,6 +186,13 @@ export async function createServeServices(setup: ServeSetup, opts: ServeOptions 
       yield* current().stream(req, signal);
     },
     warm: async (userIds, signal) => current().warm(userIds, signal),
+    // The cache exists before the model loads: an operator can read or empty it meanwhile.
+    cacheContents: (limit) => cacheContents(withAdapters(), limit),
+    dropCached: (userId) => {
+      const report = dropCached(withAdapters(), userId);
+      logger.info('adapter cache dropped', { userId: userId ?? null, ...report.dropped });
+      return report;
+    },
     async close() {
       closed = true;
       await loaded;

@@ -14,6 +14,7 @@ import type { Db } from '../db/client.js';
 import { userExists } from '../db/queries/users.js';
 import type { AnyAdapter } from '../lora/adapter.js';
 import { adapterKey } from '../lora/cache.js';
+import { type CacheStats, cacheStats } from './cache-admin.js';
 import { type Adapters, type AdapterLeaser, planRequest } from './personalize.js';
 import type { FallbackReason } from './types.js';
 
@@ -45,7 +46,7 @@ export interface WarmEntry {
 
 export interface WarmReport {
   results: WarmEntry[];
-  cache: { bytes: number; maxBytes: number; entries: number };
+  cache: CacheStats;
 }
 
 export async function warmAdapters(
@@ -87,6 +88,5 @@ export async function warmAdapters(
     }
   }
   for (const r of results) if (r.resident && r.version !== null) r.resident = adapters.cache.has(adapterKey(r.userId, r.version));
-  const stats = adapters.cache.stats();
-  return { results, cache: { bytes: stats.bytes, maxBytes: adapters.cache.maxBytes, entries: stats.entries } };
+  return { results, cache: cacheStats(adapters.cache) };
 }

@@ -8,6 +8,8 @@ export interface FakeGenerate extends GenerateService {
   calls: Array<{ req: GenerateRequest; signal: AbortSignal }>;
   /** The user id lists warm() received. */
   warmCalls: string[][];
+  /** The cacheContents / dropCached calls received. */
+  cacheCalls: Array<{ op: 'contents'; limit: number } | { op: 'drop'; userId: string | undefined }>;
   /** Throw this before producing anything. */
   failWith?: Error;
   /** Throw this after the first token (streams only). */
@@ -37,10 +39,13 @@ function result(req: GenerateRequest, text: string, n: number, finish: GenerateR
   };
 }
 
+const EMPTY_CACHE = { bytes: 0, maxBytes: 0, entries: 0, leasedBytes: 0, leasedEntries: 0, loading: 0 };
+
 export function fakeGenerate(): FakeGenerate {
   const fake: FakeGenerate = {
     calls: [],
     warmCalls: [],
+    cacheCalls: [],
     loaded: true,
     returned: 0,
     ready: () => fake.loaded,
@@ -49,7 +54,17 @@ export function fakeGenerate(): FakeGenerate {
       fake.warmCalls.push([...userIds]);
       if (fake.failWith) throw fake.failWith;
       const results = [...new Set(userIds)].map((userId) => ({ userId, outcome: 'no_adapter' as const, version: null, resident: false }));
-      return { results, cache: { bytes: 0, maxBytes: 0, entries: 0 } };
+      return { results, cache: EMPTY_CACHE };
+    },
+    cacheContents(limit) {
+      fake.cacheCalls.push({ op: 'contents', limit });
+      if (fake.failWith) throw fake.failWith;
+      return { cache: EMPTY_CACHE, counters: { hits: 0, misses: 0, loads: 0, loadFailures: 0, evictions: 0, hitRate: null }, adapters: [], truncated: false };
+    },
+    dropCached(userId) {
+      fake.cacheCalls.push({ op: 'drop', userId });
+      if (fake.failWith) throw fake.failWith;
+      return { dropped: { adapters: 0, bytes: 0, leased: 0 }, cache: EMPTY_CACHE };
     },
     async generate(req, signal) {
       fake.calls.push({ req, signal });

@@ -210,8 +210,50 @@ describe('AdapterCache invalidation', () => {
   });
 });
 
+describe('AdapterCache contents and drop', () => {
+  it('lists leased adapters first, then cached ones most recent first, without touching recency', async () => {
+    const { cache, touch, loader } = setup(100 * KB);
+    await touch(adapterKey('a', 1));
+    await touch(adapterKey('b', 2), 20 * KB);
+    await touch(adapterKey('c', 1));
+    const held1 = await cache.acquire(adapterKey('a', 1), loader('a#1'));
+    const held2 = await cache.acquire(adapterKey('a', 1), loader('a#1'));
+    const held3 = await cache.acquire(adapterKey('u#x', 4), loader('u#x#4', 8 * KB));
+    expect(cache.contents()).toEqual([
+      { key: 'a#1', userId: 'a', version: 1, bytes: 10 * KB, leases: 2 },
+      { key: 'u#x#4', userId: 'u#x', version: 4, bytes: 8 * KB, leases: 1 },
+      { key: 'c#1', userId: 'c', version: 1, bytes: 10 * KB, leases: 0 },
+      { key: 'b#2', userId: 'b', version: 2, bytes: 20 * KB, leases: 0 },
+    ]);
+    expect(cache.cachedKeys()).toEqual(['c#1', 'b#2']); // listing did not make b the most recent
+    for (const l of [held1, held2, held3]) l.release();
+    expect(cache.contents().map((e) => [e.key, e.leases])).toEqual([['u#x#4', 0], ['a#1', 0], ['c#1', 0], ['b#2', 0]]);
+  });
+
+  it("drop(userId) drops that user's versions only; drop() every one, leased ones when released", async () => {
+    const { cache, touch, loader, loads } = setup(100 * KB);
+    for (const k of [adapterKey('u', 1), adapterKey('u', 2), adapterKey('u#x', 3), adapterKey('v', 1)]) await touch(k);
+    const leased = await cache.acquire(adapterKey('v', 1), loader('v#1'));
+    const slow = deferred<Adapter>();
+    const loading = cache.acquire(adapterKey('w', 1), () => slow.promise);
+    expect(cache.drop('u')).toEqual({ adapters: 2, bytes: 20 * KB, leased: 0 });
+    expect(cache.cachedKeys()).toEqual(['u#x#3']);
+    expect(cache.drop()).toEqual({ adapters: 3, bytes: 10 * KB, leased: 2 }); // u#x#3 freed; v#1 leased, w#1 loading
+    expect(cache.stats()).toMatchObject({ entries: 1, bytes: 10 * KB, pinnedEntries: 1 }); // v#1 until released
+    expect(leased.adapter.pairs).toHaveLength(1); // the running request keeps its adapter
+    leased.release();
+    slow.resolve(fakeAdapter(KB));
+    (await loading).release();
+    expect(cache.stats()).toMatchObject({ entries: 0, bytes: 0, pinnedEntries: 0, loading: 0 });
+    expect(cache.drop()).toEqual({ adapters: 0, bytes: 0, leased: 0 });
+    const before = loads.length;
+    await touch(adapterKey('u', 1)); // dropped: loaded afresh
+    expect(loads.length).toBe(before + 1);
+  });
+});
+
 describe('AdapterCache metrics', () => {
-  it('exposes counters, the load histogram and gauges in the registry', async () => {
+  it('exposes counters, the load histogram and gauges in the registry, and the counters through counters()', async () => {
     const { cache, registry, touch } = setup(15 * KB);
     await touch('a#1');
     await touch('a#1');
@@ -231,5 +273,6 @@ describe('AdapterCache metrics', () => {
     ]) {
       expect(text).toContain(`${line}\n`);
     }
+    expect(cache.counters()).toEqual({ hits: 1, misses: 3, loads: 3, loadFailures: 1, evictions: 1 });
   });
 });

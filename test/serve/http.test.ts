@@ -3,8 +3,8 @@
  * MEMLORA_MODEL_PATH, a real SQLite file and adapter store: readiness, /v1/generate as JSON and SSE,
  * /v1/chat/completions with `user`, 429 with Retry-After past the queue bound, a client disconnect
  * freeing its row, a corrupt adapter, user deletion through the store and cache, an operator's
- * rollback to an older adapter version (and a refused one whose file went bad), cache warming, and
- * /metrics;
+ * rollback to an older adapter version (and a refused one whose file went bad), cache warming, reading
+ * and emptying the cache, and /metrics;
  * then the official OpenAI client, unmodified, against the same server.
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
@@ -15,7 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { createAdapterVersion } from '../../src/db/queries/adapters.js';
 import { memoryLogger } from '../../src/http/logger.js';
-import { adapterActivationSchema, adapterDeletionSchema, adapterListSchema, chatCompletionChunkSchema, chatCompletionResponseSchema, generateResultSchema, warmResultSchema } from '../../src/http/schemas.js';
+import { adapterActivationSchema, adapterDeletionSchema, adapterListSchema, cacheContentsSchema, cacheDropSchema, chatCompletionChunkSchema, chatCompletionResponseSchema, generateResultSchema, warmResultSchema } from '../../src/http/schemas.js';
 import type { Adapter } from '../../src/lora/adapter.js';
 import { AdapterStore } from '../../src/lora/store.js';
 import { startServer, type RunningServer } from '../../src/server.js';
@@ -256,6 +256,46 @@ describe('the real engine behind the HTTP API', () => {
     expect(gus).toMatchObject({ text: 'kk', personalization: { mode: 'injected', adapterVersion: 1 } });
     expect(await metric('memlora_adapter_cache_loads_total')).toBe(loads + 2);
     expect(await metric('memlora_adapter_cache_hits_total')).toBe(hits + 1);
+  });
+
+  it('GET and DELETE /v1/admin/cache: an operator reads the cache and empties it without a restart', async () => {
+    const admin = { authorization: `Bearer ${ADMIN_TOKEN}` };
+    const cacheReq = (query = '', method = 'GET') => fetch(`${server.url}/v1/admin/cache${query}`, { method, headers: admin });
+    await post('/v1/generate', { userId: 'alice', prompt: 'Hello', maxTokens: 1 }); // alice most recently used
+    const read = cacheContentsSchema.parse(await (await cacheReq()).json());
+    expect(read.adapters[0]).toMatchObject({ userId: 'alice', version: 1, leases: 0 });
+    expect(read.adapters.map((a) => a.userId)).toContain('gus');
+    expect(read.cache.entries).toBe(read.adapters.length);
+    expect(read.cache.bytes).toBe(read.adapters.reduce((n, a) => n + a.bytes, 0));
+    expect(read.counters.hits).toBe(await metric('memlora_adapter_cache_hits_total'));
+    expect(read.counters.loads).toBe(await metric('memlora_adapter_cache_loads_total'));
+    expect(read.counters.hitRate).toBeCloseTo(read.counters.hits / (read.counters.hits + read.counters.misses), 12);
+    const one = cacheContentsSchema.parse(await (await cacheReq('?limit=1')).json());
+    expect(one.adapters).toEqual(read.adapters.slice(0, 1));
+    expect(one.truncated).toBe(read.adapters.length > 1);
+    expect((await cacheReq('?limit=0')).status).toBe(422);
+    expect((await fetch(`${server.url}/v1/admin/cache`)).status).toBe(401);
+
+    // One user dropped: the others stay, and that user's next request reads the disk once more.
+    const gusBytes = read.adapters.find((a) => a.userId === 'gus')!.bytes;
+    const dropGus = cacheDropSchema.parse(await (await cacheReq('?userId=gus', 'DELETE')).json());
+    expect(dropGus.dropped).toEqual({ adapters: 1, bytes: gusBytes, leased: 0 });
+    expect(dropGus.cache.entries).toBe(read.cache.entries - 1);
+    expect((await cacheReq('?userId=nobody', 'DELETE')).status).toBe(404);
+    expect((await cacheReq('?userId=a%20b', 'DELETE')).status).toBe(422);
+    const loads = await metric('memlora_adapter_cache_loads_total');
+    const gus = (await (await post('/v1/generate', { userId: 'gus', prompt: 'Hello', maxTokens: 2 })).json()) as Record<string, any>;
+    expect(gus).toMatchObject({ text: 'kk', personalization: { mode: 'injected', adapterVersion: 1 } });
+    expect(await metric('memlora_adapter_cache_loads_total')).toBe(loads + 1);
+
+    // Everything dropped: a cold cache, and replies unchanged once reloaded.
+    const all = cacheDropSchema.parse(await (await cacheReq('', 'DELETE')).json());
+    expect(all.dropped.adapters).toBe(read.cache.entries);
+    expect(all.cache).toMatchObject({ bytes: 0, entries: 0, leasedEntries: 0 });
+    expect(cacheContentsSchema.parse(await (await cacheReq()).json()).adapters).toEqual([]);
+    const alice = (await (await post('/v1/generate', { userId: 'alice', prompt: 'Hello', maxTokens: 2 })).json()) as Record<string, any>;
+    expect(alice).toMatchObject({ text: 'qq', personalization: { mode: 'injected', adapterVersion: 1 } });
+    expect(await metric('memlora_adapter_cache_loads_total')).toBe(loads + 2);
   });
 
   it('/metrics carries the engine and the adapter cache', async () => {

@@ -93,9 +93,15 @@ describe('createServeServices', () => {
     await svc.loaded;
     const r = await svc.generate!.generate(req('alice', { maxTokens: 3 }), never());
     expect(r.personalization).toEqual({ mode: 'vanilla', adapterVersion: null });
+    // No adapter cache to read, empty or warm.
+    expect(() => svc.generate!.cacheContents(10)).toThrow(expect.objectContaining({ code: 'adapters_disabled' }));
+    expect(() => svc.generate!.dropCached()).toThrow(expect.objectContaining({ code: 'adapters_disabled' }));
+    await expect(svc.generate!.warm(['alice'], never())).rejects.toMatchObject({ code: 'adapters_disabled' });
     await svc.generate!.close();
 
     const early = (await createServeServices(setup(md.dir, 'early'), { consistency: false }))!;
+    // The cache is there before the model loads.
+    expect(early.generate!.cacheContents(10)).toMatchObject({ adapters: [], truncated: false, cache: { entries: 0 } });
     await early.generate!.close(); // before the model finished loading
     expect(await early.loaded).toBeNull();
     s.db.close();

@@ -1,25 +1,52 @@
 /**
- * POST /v1/admin/cache/warm: load users' active adapters into the adapter cache ahead of their
- * requests (after a restart, before a peak or a load test), so their first requests neither wait for
- * the disk nor pay the adapter's first-use preparation. The engine does the work (serve/warm.ts).
+ * The adapter cache, for operators and load testers:
+ * - POST /v1/admin/cache/warm: load users' active adapters into the cache ahead of their requests
+ *   (after a restart, before a peak or a load test), so their first requests neither wait for the disk
+ *   nor pay the adapter's first-use preparation. The engine does the work (serve/warm.ts).
+ * - GET /v1/admin/cache: what it holds (leased by running requests, then most recently used first),
+ *   its occupancy, and its lookups since start with the hit rate (serve/cache-admin.ts).
+ * - DELETE /v1/admin/cache[?userId=]: drop one user's adapters or all of them (a cold cache for the
+ *   next load test, without a restart); running requests finish on the adapter they hold.
  */
 import type { Hono } from 'hono';
 import type { AppEnv, RouteDeps } from '../context.js';
 import { ApiError } from '../errors.js';
-import { WARM_OUTCOMES, warmBody } from '../schemas.js';
+import { userExists } from '../../db/queries/users.js';
+import { WARM_OUTCOMES, cacheContentsQuery, cacheDropQuery, warmBody } from '../schemas.js';
 import type { WarmResult } from '../services.js';
-import { readJson } from '../validate.js';
+import { parseQuery, readJson } from '../validate.js';
 import { clientSignal, requireGenerate } from './generate.js';
+import { userNotFound } from './users.js';
+
+/** Adapters listed by GET /v1/admin/cache without `limit`. */
+const DEFAULT_CACHE_LIST = 100;
+
+const noCache = (): ApiError => new ApiError(503, 'model_unavailable', 'this server has no adapter cache', null, { 'retry-after': '30' });
 
 export function registerCacheRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
   app.post('/v1/admin/cache/warm', async (c) => {
     const { userIds } = await readJson(c, warmBody, deps.config.bodyLimitBytes);
     const gen = requireGenerate(deps);
-    if (!gen.warm) throw new ApiError(503, 'model_unavailable', 'this server has no adapter cache to warm', null, { 'retry-after': '30' });
+    if (!gen.warm) throw noCache();
     const report = await gen.warm(userIds, clientSignal(c).signal);
     const counts = Object.fromEntries(WARM_OUTCOMES.map((o) => [o, 0])) as WarmResult['counts'];
     for (const r of report.results) counts[r.outcome] += 1;
     deps.logger.info('adapter cache warmed', { users: report.results.length, ...counts, cacheBytes: report.cache.bytes });
     return c.json({ ...report, counts } satisfies WarmResult);
+  });
+
+  app.get('/v1/admin/cache', (c) => {
+    const { limit } = parseQuery(c, cacheContentsQuery);
+    const gen = requireGenerate(deps);
+    if (!gen.cacheContents) throw noCache();
+    return c.json(gen.cacheContents(limit ?? DEFAULT_CACHE_LIST));
+  });
+
+  app.delete('/v1/admin/cache', (c) => {
+    const { userId } = parseQuery(c, cacheDropQuery);
+    const gen = requireGenerate(deps);
+    if (!gen.dropCached) throw noCache();
+    if (userId !== undefined && !userExists(deps.db, userId)) throw userNotFound(userId);
+    return c.json(gen.dropCached(userId));
   });
 }
