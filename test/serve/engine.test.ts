@@ -2,7 +2,7 @@
  * The engine end to end on a tiny random model, real SQLite, a real adapter store and cache:
  * mixed-user batches against each user alone, isolation with adapters that force a user-specific
  * token, eviction under pressure, single-flight loads, cancellation freeing rows, hot swap mid-stream,
- * a corrupt adapter, the bounded queue and the context limit.
+ * a corrupt adapter, the bounded queue and the context limit, cache warming and dropping.
  */
 import { readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -144,7 +144,7 @@ describe('mixed-user batches', () => {
   });
 });
 
-describe('cache warming', () => {
+describe('cache warming and dropping', () => {
   it('loads active adapters as served, once, reports what stayed resident in a cache smaller than the set, and the warmed users are served from memory', async () => {
     const users = ['warm-0', 'warm-1', 'warm-2'];
     const adapters = users.map((_, i) => randomStoredAdapter(f.cfg, [0, 1], 2, 40 + i));
@@ -178,6 +178,38 @@ describe('cache warming', () => {
       // Served from the warmed cache with the same outputs; the evicted ones load on demand.
       for (const u of [...users].reverse()) expect((await tight.generate(req(u, { maxTokens: 6 }), never())).text).toBe(expected.get(u));
       expect(reads).toHaveBeenCalledTimes(5);
+    } finally {
+      reads.mockRestore();
+    }
+  });
+
+  it('dropping the cache while requests run: each finishes on its adapter unchanged, and the next requests read them again', async () => {
+    const users = ['drop-0', 'drop-1', 'drop-2'];
+    for (const [i, u] of users.entries()) await f.giveAdapter(u, randomStoredAdapter(f.cfg, i === 1 ? [1] : [0, 1], 1 + i, 60 + i));
+    const reg = new Registry();
+    const cache = new AdapterCache({ maxBytes: 64 * 1024 * 1024, registry: reg });
+    const e = f.engine({ adapters: { store: f.store, cache }, registry: reg });
+    const expected = new Map<string, string>();
+    for (const u of users) expected.set(u, (await e.generate(req(u, { maxTokens: 12 }), never())).text);
+    expect(new Set(expected.values()).size).toBe(users.length); // the adapters make a difference
+    const reads = vi.spyOn(f.store, 'read');
+    try {
+      // Dropped mid-flight: the rows hold leases on adapters the cache no longer knows.
+      const running = Promise.all(users.map((u) => e.generate(req(u, { maxTokens: 12 }), never())));
+      await until(() => cache.stats().pinnedEntries === users.length);
+      const dropped = cache.drop();
+      expect(dropped).toMatchObject({ adapters: users.length, leased: users.length, bytes: 0 });
+      const got = await running;
+      expect(got.map((r) => r.text)).toEqual(users.map((u) => expected.get(u)));
+      expect(reads).not.toHaveBeenCalled();
+      expect(cache.stats()).toMatchObject({ entries: 0, bytes: 0 }); // freed as the requests finished
+      // One user dropped from a full cache: only that one is read again.
+      for (const u of users) expect((await e.generate(req(u, { maxTokens: 12 }), never())).text).toBe(expected.get(u));
+      expect(reads).toHaveBeenCalledTimes(users.length);
+      expect(cache.drop('drop-1')).toMatchObject({ adapters: 1, leased: 0 });
+      for (const u of users) expect((await e.generate(req(u, { maxTokens: 12 }), never())).text).toBe(expected.get(u));
+      expect(reads).toHaveBeenCalledTimes(users.length + 1);
+      expect(reads.mock.calls.at(-1)?.[2]?.userId).toBe('drop-1');
     } finally {
       reads.mockRestore();
     }
