@@ -162,7 +162,7 @@ export function constWeightsOf(ws: Workspace): { setting: ConstWeights; baked: b
 }
 
 /** Zipf(1.0) over the users: rank k has weight 1/k; ranks are assigned to users in a random order. */
-export function zipfSampler(users: UserInfo[], rng: Rng): () => UserInfo {
+export function zipfSampler<T>(users: readonly T[], rng: Rng): () => T {
   const order = [...users];
   for (let i = order.length - 1; i > 0; i--) {
     const j = rng.int(i + 1);

@@ -39,7 +39,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { createRequire } from 'node:module';
 import { cpus, loadavg } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -62,6 +61,7 @@ import { SERVE_NODE_FLAGS } from '../src/serve/node-flags.js';
 import { DEFAULT_SERVE_THREADS, createServeServices } from '../src/serve/services.js';
 import { startServer } from '../src/server.js';
 import { Rng } from '../src/util/rng.js';
+import { type AutocannonResult, driveGenerate } from './http-load.js';
 import { type Base, type UserInfo, type Workspace, constWeightsOf, prepareWorkspace, prompts, warmOrder, zipfSampler } from './swap-workspace.js';
 import { flag, numberArg, stringArg } from './args.js';
 
@@ -348,37 +348,8 @@ async function serveChild(): Promise<void> {
 // ---------------------------------------------------------------------------------------------
 // Load generation
 
-type Autocannon = (opts: Record<string, unknown>) => Promise<AutocannonResult>;
-interface AutocannonResult {
-  duration: number;
-  errors: number;
-  timeouts: number;
-  non2xx: number;
-  latency: { p50: number; p99: number; average: number };
-  statusCodeStats: Record<string, { count: number }>;
-}
-const autocannon = createRequire(import.meta.url)('autocannon') as Autocannon;
-
-
-async function drive(url: string, seconds: number, sample: () => UserInfo, texts: string[], rng: Rng): Promise<AutocannonResult> {
-  return autocannon({
-    url,
-    connections: CONNECTIONS,
-    duration: seconds,
-    timeout: 60,
-    requests: [
-      {
-        method: 'POST',
-        path: '/v1/generate',
-        headers: { 'content-type': 'application/json' },
-        setupRequest: (r: Record<string, unknown>) => ({
-          ...r,
-          body: JSON.stringify({ userId: sample().id, prompt: texts[rng.int(texts.length)], maxTokens: MAX_TOKENS, temperature: 0 }),
-        }),
-      },
-    ],
-  });
-}
+const drive = (url: string, seconds: number, sample: () => UserInfo, texts: string[], rng: Rng): Promise<AutocannonResult> =>
+  driveGenerate({ url, connections: CONNECTIONS, seconds, maxTokens: MAX_TOKENS, user: () => sample().id, prompts: texts, rng });
 
 /** Values of the metric lines of one scrape, by the full series name. */
 async function scrape(url: string): Promise<Map<string, number>> {
