@@ -13,8 +13,10 @@
  * connections. With the admin token the adapter cache is prepared first (`--cold`: emptied with
  * DELETE /v1/admin/cache; `--warm`: every user's adapter loaded with POST /v1/admin/cache/warm) and
  * read with GET /v1/admin/cache after every slice of `slice` seconds, so the run shows how the hit rate
- * and throughput move as the cache fills. Prints a line per slice and a summary; writes `<out>.json`
- * and `<out>.svg` (throughput and hit rate per slice).
+ * and throughput move as the cache fills. At the end it reads the cache's hit curve (GET
+ * /v1/admin/cache/curve: the hit rate every cache size would have had, from the last full drop, so
+ * --cold measures this load alone). Prints a line per slice and a summary; writes `<out>.json`,
+ * `<out>.svg` (throughput and hit rate per slice) and `<out>-curve.svg` (hit rate by cache size).
  *
  * It measures one server as it is configured; for the throughput ratio against adapters disabled
  * (issue 7's targets), run it against a second server started with the same build and no adapters,
@@ -22,7 +24,7 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { cacheContentsSchema, cacheDropSchema, userPageSchema, warmResultSchema } from '../src/http/schemas.js';
+import { cacheContentsSchema, cacheCurveSchema, cacheDropSchema, userPageSchema, warmResultSchema } from '../src/http/schemas.js';
 import { lineChart } from '../src/plot/svg.js';
 import { Rng } from '../src/util/rng.js';
 import { flag, numberArg, stringArg } from './args.js';
@@ -184,8 +186,11 @@ async function main(): Promise<void> {
     errors: slices.reduce((n, s) => n + s.errors, 0),
     slices,
   };
+  // The hit rate every cache size would have had on this load (from the last full drop: --cold starts it here).
+  const curve = TOKEN ? cacheCurveSchema.parse(await call('/v1/admin/cache/curve', { headers: admin() })) : null;
   mkdirSync(dirname(OUT), { recursive: true });
-  writeFileSync(`${OUT}.json`, `${JSON.stringify(result, null, 2)}\n`);
+  writeFileSync(`${OUT}.json`, `${JSON.stringify({ ...result, curve }, null, 2)}\n`);
+  if (curve) writeFileSync(`${OUT}-curve.svg`, await (await fetch(`${URL_}/v1/admin/cache/curve?format=svg`, { headers: admin() })).text());
   const maxRps = Math.max(...slices.map((s) => s.rps), 1);
   writeFileSync(
     `${OUT}.svg`,
@@ -201,7 +206,11 @@ async function main(): Promise<void> {
     }),
   );
   console.log(`\n${URL_}: ${result.rps} req/s over ${SECONDS} s (${result.prepared} cache), hit rate ${result.hitRate ?? '-'}, ${result.loads ?? '-'} loads, ${result.evictions ?? '-'} evictions, ${result.non2xx} non-2xx, ${result.errors} errors; responses by status ${JSON.stringify(result.statuses)}`);
-  console.log(`wrote ${OUT}.json and ${OUT}.svg`);
+  if (curve) {
+    const mib = (b: number | null): string => (b === null ? 'unreachable' : `${(b / 2 ** 20).toFixed(1)} MiB`);
+    console.log(`hit curve since ${curve.since} (${curve.lookups} lookups, ${curve.coldLookups} cold): ${curve.hitRateAtMaxBytes === null ? '-' : r3(curve.hitRateAtMaxBytes)} at the configured ${mib(curve.maxBytes)}; ${curve.sizeFor.map((t) => `${t.hitRate * 100}% at ${mib(t.bytes)}`).join(', ')}`);
+  }
+  console.log(`wrote ${OUT}.json and ${OUT}.svg${curve ? ` and ${OUT}-curve.svg` : ''}`);
 }
 
 main().catch((e) => {

@@ -232,6 +232,20 @@ export const cacheContentsSchema = z.object({
   truncated: z.boolean(),
 });
 
+/** GET /v1/admin/cache/curve: JSON (default) or the plot. */
+export const cacheCurveQuery = z.strictObject({ format: z.enum(['json', 'svg']).optional() });
+
+export const cacheCurveSchema = z.object({
+  since: isoTimestamp,
+  lookups: z.int().min(0),
+  coldLookups: z.int().min(0),
+  bestHitRate: z.number().min(0).max(1).nullable(),
+  maxBytes: z.int().min(0),
+  hitRateAtMaxBytes: z.number().min(0).max(1).nullable(),
+  sizeFor: z.array(z.object({ hitRate: z.number().min(0).max(1), bytes: z.int().min(1).nullable() })),
+  points: z.array(z.object({ bytes: z.int().min(1), hitRate: z.number().min(0).max(1) })),
+});
+
 /** DELETE /v1/admin/cache: one user's adapters, or (without userId) every one. */
 export const cacheDropQuery = z.strictObject({ userId: userIdSchema.optional() });
 

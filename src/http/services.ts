@@ -8,7 +8,7 @@
 import type { z } from 'zod';
 import type { Job } from '../db/queries/jobs.js';
 import type { VersionFilesCheck } from '../lora/consistency.js';
-import type { cacheContentsSchema, cacheDropSchema, generateRequestSchema, generateResultSchema, warmResultSchema } from './schemas.js';
+import type { cacheContentsSchema, cacheCurveSchema, cacheDropSchema, generateRequestSchema, generateResultSchema, warmResultSchema } from './schemas.js';
 
 /** A validated /v1/generate request; defaults filled in, `stop` normalised to an array. */
 export type GenerateRequest = z.output<typeof generateRequestSchema>;
@@ -16,6 +16,7 @@ export type GenerateResult = z.output<typeof generateResultSchema>;
 export type WarmResult = z.output<typeof warmResultSchema>;
 export type CacheContents = z.output<typeof cacheContentsSchema>;
 export type CacheDrop = z.output<typeof cacheDropSchema>;
+export type CacheCurve = z.output<typeof cacheCurveSchema>;
 export type ChatMessage = NonNullable<GenerateRequest['messages']>[number];
 export type GenerateMode = GenerateRequest['mode'];
 export type Personalization = GenerateResult['personalization'];
@@ -37,6 +38,8 @@ export interface GenerateService {
   cacheContents?(limit: number): CacheContents;
   /** Drops one user's adapters, or every one, from the adapter cache (running requests keep theirs). */
   dropCached?(userId?: string): CacheDrop;
+  /** The adapter cache's hit rate at every size, from the lookups served since start or the last full drop. */
+  cacheCurve?(): CacheCurve;
   /** True once the base model is loaded and requests can be served (drives /readyz). */
   ready?(): boolean;
   /** Why the model failed to load, once it has (null while loading or loaded): /readyz reports it. */

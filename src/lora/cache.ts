@@ -16,6 +16,7 @@ import { LRUCache } from 'lru-cache';
 import type { Counter, Gauge, Histogram } from '../metrics.js';
 import { Registry } from '../metrics.js';
 import { type AnyAdapter, adapterBytes } from './adapter.js';
+import { HitCurve } from './hit-curve.js';
 
 export interface AdapterLease {
   readonly key: string;
@@ -33,6 +34,14 @@ export interface AdapterCacheOptions {
   /** Metric name prefix (default memlora_adapter_cache). */
   metricPrefix?: string;
   sizeOf?: (a: AnyAdapter) => number;
+}
+
+export interface AcquireOptions {
+  /**
+   * Cache warming, not a request: the hit curve moves the key up as the cache does but does not count
+   * the lookup (the hit and miss counters do, like any other).
+   */
+  warming?: boolean;
 }
 
 /** The cache key of one adapter version. */
@@ -101,6 +110,12 @@ export class AdapterCache {
   private pinnedCount = 0;
   private readonly sizeOf: (a: AnyAdapter) => number;
   private readonly m: CacheMetrics;
+  /**
+   * Every lookup's stack distance: the hit rate this cache would have at any size (hit-curve.ts),
+   * since it was made or last emptied with drop().
+   */
+  readonly curve = new HitCurve();
+  private curveStart = new Date();
 
   constructor(options: AdapterCacheOptions) {
     if (!(options.maxBytes >= 0) || !Number.isFinite(options.maxBytes)) {
@@ -140,12 +155,13 @@ export class AdapterCache {
    * The adapter of `key`, leased until release(). On a miss, `loader` runs once for all concurrent
    * callers of the key; its failure rejects every one of them and is not cached.
    */
-  async acquire(key: string, loader: () => Promise<AnyAdapter>): Promise<AdapterLease> {
+  async acquire(key: string, loader: () => Promise<AnyAdapter>, opts: AcquireOptions = {}): Promise<AdapterLease> {
+    const counted = !opts.warming;
     const pinned = this.pinned.get(key);
     if (pinned) {
       pinned.refs += 1;
       this.m.hits.inc();
-      return this.lease(pinned);
+      return this.lease(pinned, counted);
     }
     const cached = this.lru?.get(key);
     if (cached) {
@@ -153,13 +169,13 @@ export class AdapterCache {
       this.lru!.delete(key); // reason 'delete': moving to the pinned map is not an eviction
       cached.refs = 1;
       this.pin(cached);
-      return this.lease(cached);
+      return this.lease(cached, counted);
     }
     this.m.misses.inc();
     let flight = this.inflight.get(key);
     if (!flight) flight = this.startLoad(key, loader);
     flight.waiters += 1;
-    return this.lease(await flight.promise);
+    return this.lease(await flight.promise, counted);
   }
 
   private startLoad(key: string, loader: () => Promise<AnyAdapter>): Inflight {
@@ -195,7 +211,9 @@ export class AdapterCache {
     this.updateGauges();
   }
 
-  private lease(e: Entry): AdapterLease {
+  /** A lease on `e` for a lookup, which the hit curve records (a miss once its load is done; warming moves the key up uncounted). */
+  private lease(e: Entry, counted: boolean): AdapterLease {
+    this.curve.record(e.key, e.bytes, counted);
     let released = false;
     return {
       key: e.key,
@@ -233,6 +251,7 @@ export class AdapterCache {
 
   /** Drop a key: new callers load afresh; current leases keep their adapter. Returns whether anything was held. */
   invalidate(key: string): boolean {
+    this.curve.forget(key);
     let held = false;
     if (this.lru?.delete(key)) held = true;
     const p = this.pinned.get(key);
@@ -260,10 +279,16 @@ export class AdapterCache {
    * Drop the held adapters of `userId`, or of every user: invalidate() for each key, so new callers
    * load afresh and running requests finish on theirs. Says how many keys were dropped, the bytes of
    * the cached ones (freed now) and how many were leased or loading (their bytes leave as they finish).
+   * Dropping everything also starts the hit curve afresh.
    */
   drop(userId?: string): { adapters: number; bytes: number; leased: number } {
     const keys = new Set<string>([...(this.lru?.keys() ?? []), ...this.pinned.keys(), ...this.inflight.keys()]);
     const out = { adapters: 0, bytes: 0, leased: 0 };
+    if (userId === undefined) {
+      // Emptied: the hit curve starts a new measurement.
+      this.curve.reset();
+      this.curveStart = new Date();
+    }
     for (const k of keys) {
       if (userId !== undefined && userOfKey(k) !== userId) continue;
       const cached = this.lru?.peek(k);
@@ -284,6 +309,11 @@ export class AdapterCache {
     const leased = [...this.pinned.values()].map((e) => held(e, e.refs)).sort((a, b) => b.leases - a.leases);
     const cached = [...(this.lru?.entries() ?? [])].map(([, e]) => held(e, 0));
     return [...leased, ...cached];
+  }
+
+  /** When the hit curve's lookups start: the cache's creation, or the last drop() of everything. */
+  get curveSince(): Date {
+    return this.curveStart;
   }
 
   /** Lookups and loads since the cache was made (what /metrics exposes as counters). */

@@ -19,7 +19,7 @@
 import type { Db } from '../db/client.js';
 import { getActiveAdapter, getAdapterVersion } from '../db/queries/adapters.js';
 import type { AdapterVersionRow } from '../db/schema.js';
-import { type AdapterCache, type AdapterLease, adapterKey, userOfKey } from '../lora/cache.js';
+import { type AcquireOptions, type AdapterCache, type AdapterLease, adapterKey, userOfKey } from '../lora/cache.js';
 import { ADAPTER_STATUS, markAdapterBad, outOfServiceKind } from '../lora/consistency.js';
 import { AdapterStoreError, type AdapterStore } from '../lora/store.js';
 import { ServeError } from './errors.js';
@@ -72,7 +72,7 @@ export class AdapterLeaser {
    * A lease on the adapter of `row` for the request of `userId`, or the fallback to use when it cannot
    * be loaded. Loads from the store on a miss, once however many requests wait (the cache's single flight).
    */
-  async acquire(userId: string, row: AdapterRow): Promise<{ lease: AdapterLease } | { fallback: Fallback }> {
+  async acquire(userId: string, row: AdapterRow, opts: AcquireOptions = {}): Promise<{ lease: AdapterLease } | { fallback: Fallback }> {
     if (row.userId !== userId) throw isolation(`request of ${userId} asked for an adapter of ${row.userId}`);
     const key = adapterKey(userId, row.version);
     this.noteVersion(userId, row.version);
@@ -80,7 +80,7 @@ export class AdapterLeaser {
     let lease: AdapterLease;
     try {
       const reader = this.adapters.reader ?? store;
-      lease = await cache.acquire(key, () => reader.read(row.filePath, row.sha256, { userId }));
+      lease = await cache.acquire(key, () => reader.read(row.filePath, row.sha256, { userId }), opts);
     } catch (e) {
       return { fallback: { from: 'injected', reason: await this.failed(userId, row, key, e) } };
     }

@@ -24,7 +24,7 @@ import { WorkerAdapterLoader } from './loader.js';
 import { ServeError } from './errors.js';
 import type { ServeEvent, ServeLogger, ServeRequest, ServeResult } from './types.js';
 import type { WarmReport } from './warm.js';
-import { type CacheContents, type CacheDrop, cacheContents, dropCached } from './cache-admin.js';
+import { type CacheContents, type CacheCurve, type CacheDrop, cacheContents, cacheCurve, dropCached } from './cache-admin.js';
 
 /**
  * ONNX Runtime intra-op threads for serving when MEMLORA_INTRA_OP_THREADS is 0: 0 = ONNX Runtime's
@@ -63,6 +63,8 @@ export interface GenerationService {
   cacheContents(limit: number): CacheContents;
   /** Drops the adapters of `userId`, or every one, from the cache; adapters_disabled without adapters. */
   dropCached(userId?: string): CacheDrop;
+  /** The cache's hit rate at every size, from the lookups served; adapters_disabled without adapters. */
+  cacheCurve(): CacheCurve;
   ready(): boolean;
   close(): Promise<void>;
 }
@@ -188,6 +190,7 @@ export async function createServeServices(setup: ServeSetup, opts: ServeOptions 
     warm: async (userIds, signal) => current().warm(userIds, signal),
     // The cache exists before the model loads: an operator can read or empty it meanwhile.
     cacheContents: (limit) => cacheContents(withAdapters(), limit),
+    cacheCurve: () => cacheCurve(withAdapters()),
     dropCached: (userId) => {
       const report = dropCached(withAdapters(), userId);
       logger.info('adapter cache dropped', { userId: userId ?? null, ...report.dropped });

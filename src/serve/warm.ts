@@ -72,7 +72,7 @@ export async function warmAdapters(
       results.push({ userId, outcome: 'cached', version, resident: true });
       continue;
     }
-    const got = await leaser.acquire(userId, plan.row);
+    const got = await leaser.acquire(userId, plan.row, { warming: true });
     if ('fallback' in got) {
       results.push({ userId, outcome: 'failed', version, reason: warmFailure(got.fallback.reason), resident: false });
       continue;

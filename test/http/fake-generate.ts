@@ -8,8 +8,8 @@ export interface FakeGenerate extends GenerateService {
   calls: Array<{ req: GenerateRequest; signal: AbortSignal }>;
   /** The user id lists warm() received. */
   warmCalls: string[][];
-  /** The cacheContents / dropCached calls received. */
-  cacheCalls: Array<{ op: 'contents'; limit: number } | { op: 'drop'; userId: string | undefined }>;
+  /** The cacheContents / cacheCurve / dropCached calls received. */
+  cacheCalls: Array<{ op: 'contents'; limit: number } | { op: 'curve' } | { op: 'drop'; userId: string | undefined }>;
   /** Throw this before producing anything. */
   failWith?: Error;
   /** Throw this after the first token (streams only). */
@@ -60,6 +60,11 @@ export function fakeGenerate(): FakeGenerate {
       fake.cacheCalls.push({ op: 'contents', limit });
       if (fake.failWith) throw fake.failWith;
       return { cache: EMPTY_CACHE, counters: { hits: 0, misses: 0, loads: 0, loadFailures: 0, evictions: 0, hitRate: null }, adapters: [], truncated: false };
+    },
+    cacheCurve() {
+      fake.cacheCalls.push({ op: 'curve' });
+      if (fake.failWith) throw fake.failWith;
+      return { since: new Date(0).toISOString(), lookups: 0, coldLookups: 0, bestHitRate: null, maxBytes: 0, hitRateAtMaxBytes: null, sizeFor: [], points: [] };
     },
     dropCached(userId) {
       fake.cacheCalls.push({ op: 'drop', userId });

@@ -169,6 +169,7 @@ describe('cache warming and dropping', () => {
       ]);
       expect(reads).toHaveBeenCalledTimes(3);
       expect(report.cache).toMatchObject({ entries: 1, maxBytes });
+      expect(cache.curve.lookups).toBe(0); // warming is not traffic: the hit curve does not count it
       const lease = await cache.acquire(adapterKey('warm-2', 1), () => Promise.reject(new Error('not cached')));
       expect(lease.adapter.pairs.every((p) => 'Bt' in p && !('B' in p))).toBe(true); // held as served
       lease.release();
@@ -178,6 +179,9 @@ describe('cache warming and dropping', () => {
       // Served from the warmed cache with the same outputs; the evicted ones load on demand.
       for (const u of [...users].reverse()) expect((await tight.generate(req(u, { maxTokens: 6 }), never())).text).toBe(expected.get(u));
       expect(reads).toHaveBeenCalledTimes(5);
+      // The curve saw this test's own lookup of warm-2 and the three requests, none cold: each adapter
+      // was warmed (moved up) before.
+      expect([cache.curve.lookups, cache.curve.coldLookups]).toEqual([4, 0]);
     } finally {
       reads.mockRestore();
     }

@@ -15,8 +15,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { createAdapterVersion } from '../../src/db/queries/adapters.js';
 import { memoryLogger } from '../../src/http/logger.js';
-import { adapterActivationSchema, adapterDeletionSchema, adapterListSchema, cacheContentsSchema, cacheDropSchema, chatCompletionChunkSchema, chatCompletionResponseSchema, generateResultSchema, warmResultSchema } from '../../src/http/schemas.js';
+import { adapterActivationSchema, adapterDeletionSchema, adapterListSchema, cacheContentsSchema, cacheCurveSchema, cacheDropSchema, chatCompletionChunkSchema, chatCompletionResponseSchema, generateResultSchema, warmResultSchema } from '../../src/http/schemas.js';
 import type { Adapter } from '../../src/lora/adapter.js';
+import { edgeAtOrAbove } from '../../src/lora/hit-curve.js';
 import { AdapterStore } from '../../src/lora/store.js';
 import { startServer, type RunningServer } from '../../src/server.js';
 import { parseSse } from '../http/fake-generate.js';
@@ -258,7 +259,7 @@ describe('the real engine behind the HTTP API', () => {
     expect(await metric('memlora_adapter_cache_hits_total')).toBe(hits + 1);
   });
 
-  it('GET and DELETE /v1/admin/cache: an operator reads the cache and empties it without a restart', async () => {
+  it('GET and DELETE /v1/admin/cache, GET /v1/admin/cache/curve: an operator reads the cache, empties it without a restart, and reads its hit rate by size', async () => {
     const admin = { authorization: `Bearer ${ADMIN_TOKEN}` };
     const cacheReq = (query = '', method = 'GET') => fetch(`${server.url}/v1/admin/cache${query}`, { method, headers: admin });
     await post('/v1/generate', { userId: 'alice', prompt: 'Hello', maxTokens: 1 }); // alice most recently used
@@ -296,6 +297,25 @@ describe('the real engine behind the HTTP API', () => {
     const alice = (await (await post('/v1/generate', { userId: 'alice', prompt: 'Hello', maxTokens: 2 })).json()) as Record<string, any>;
     expect(alice).toMatchObject({ text: 'qq', personalization: { mode: 'injected', adapterVersion: 1 } });
     expect(await metric('memlora_adapter_cache_loads_total')).toBe(loads + 2);
+
+    // The hit curve restarted with the drop: alice's lookup was cold; bob's too; alice again hits in
+    // any LRU holding both adapters.
+    await post('/v1/generate', { userId: 'bob', prompt: 'Hello', maxTokens: 1 });
+    await post('/v1/generate', { userId: 'alice', prompt: 'Hello', maxTokens: 1 });
+    const sizes = new Map(cacheContentsSchema.parse(await (await cacheReq()).json()).adapters.map((a) => [a.userId, a.bytes]));
+    const curveRes = await cacheReq('/curve');
+    expect(curveRes.status).toBe(200);
+    const curve = cacheCurveSchema.parse(await curveRes.json());
+    expect(Date.parse(curve.since)).toBeGreaterThan(Date.now() - 60_000);
+    expect(curve).toMatchObject({ lookups: 3, coldLookups: 2, maxBytes: read.cache.maxBytes });
+    expect(curve.points).toEqual([{ bytes: edgeAtOrAbove(sizes.get('alice')! + sizes.get('bob')!), hitRate: 1 / 3 }]);
+    expect(curve.bestHitRate).toBeCloseTo(1 / 3, 12);
+    expect(curve.hitRateAtMaxBytes).toBeCloseTo(1 / 3, 12); // the configured cache holds both
+    expect(curve.sizeFor.find((t) => t.hitRate === 0.5)!.bytes).toBeNull();
+    const svg = await cacheReq('/curve?format=svg');
+    expect(svg.headers.get('content-type')).toMatch(/^image\/svg\+xml/);
+    expect(await svg.text()).toMatch(/^<\?xml[\s\S]*<svg[\s\S]*configured, [\d.]+ MiB[\s\S]*<\/svg>\s*$/);
+    expect((await cacheReq('/curve?format=png')).status).toBe(422);
   });
 
   it('/metrics carries the engine and the adapter cache', async () => {

@@ -96,6 +96,7 @@ describe('createServeServices', () => {
     // No adapter cache to read, empty or warm.
     expect(() => svc.generate!.cacheContents(10)).toThrow(expect.objectContaining({ code: 'adapters_disabled' }));
     expect(() => svc.generate!.dropCached()).toThrow(expect.objectContaining({ code: 'adapters_disabled' }));
+    expect(() => svc.generate!.cacheCurve()).toThrow(expect.objectContaining({ code: 'adapters_disabled' }));
     await expect(svc.generate!.warm(['alice'], never())).rejects.toMatchObject({ code: 'adapters_disabled' });
     await svc.generate!.close();
 

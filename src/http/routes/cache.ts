@@ -5,14 +5,18 @@
  *   nor pay the adapter's first-use preparation. The engine does the work (serve/warm.ts).
  * - GET /v1/admin/cache: what it holds (leased by running requests, then most recently used first),
  *   its occupancy, and its lookups since start with the hit rate (serve/cache-admin.ts).
+ * - GET /v1/admin/cache/curve[?format=svg]: the hit rate an LRU of every size would have had on the
+ *   lookups served (lora/hit-curve.ts): what MEMLORA_CACHE_BYTES buys.
  * - DELETE /v1/admin/cache[?userId=]: drop one user's adapters or all of them (a cold cache for the
- *   next load test, without a restart); running requests finish on the adapter they hold.
+ *   next load test, without a restart; the curve starts afresh); running requests finish on the
+ *   adapter they hold.
  */
 import type { Hono } from 'hono';
 import type { AppEnv, RouteDeps } from '../context.js';
 import { ApiError } from '../errors.js';
 import { userExists } from '../../db/queries/users.js';
-import { WARM_OUTCOMES, cacheContentsQuery, cacheDropQuery, warmBody } from '../schemas.js';
+import { cacheCurveSvg } from '../../serve/cache-admin.js';
+import { WARM_OUTCOMES, cacheContentsQuery, cacheCurveQuery, cacheDropQuery, warmBody } from '../schemas.js';
 import type { WarmResult } from '../services.js';
 import { parseQuery, readJson } from '../validate.js';
 import { clientSignal, requireGenerate } from './generate.js';
@@ -40,6 +44,15 @@ export function registerCacheRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
     const gen = requireGenerate(deps);
     if (!gen.cacheContents) throw noCache();
     return c.json(gen.cacheContents(limit ?? DEFAULT_CACHE_LIST));
+  });
+
+  app.get('/v1/admin/cache/curve', (c) => {
+    const { format } = parseQuery(c, cacheCurveQuery);
+    const gen = requireGenerate(deps);
+    if (!gen.cacheCurve) throw noCache();
+    const curve = gen.cacheCurve();
+    if (format === 'svg') return c.body(cacheCurveSvg(curve), 200, { 'content-type': 'image/svg+xml; charset=utf-8' });
+    return c.json(curve);
   });
 
   app.delete('/v1/admin/cache', (c) => {
