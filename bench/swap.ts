@@ -26,7 +26,10 @@
  * configurations' slices of a round are adjacent: paired samples) with its mean and standard error
  * over the rounds (how far one run's ratio can be trusted on a noisy machine), tokens/s, p50/p99 latency, cache hit
  * rate, and the time of each adapter load in the server against a raw read of the same files
- * (target <= 2x), measured both inside the loaded server and in isolation.
+ * (target <= 2x), measured both inside the loaded server and in isolation. The 100% server's hit
+ * curve (GET /v1/admin/cache/curve: its lookups replayed through an ideal LRU of every size) is read
+ * at the 10% and 1% sizes and set beside the hit rates those servers measured, and drawn in
+ * swap-hit-rate.svg.
  * Before that, in this process: the decode step with the gathered slot pool against the unit
  * pool at ranks 8..128, and ONNX Runtime with 1 vs 2 intra-op threads.
  *
@@ -43,7 +46,7 @@ import { cpus, loadavg } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadConfig } from '../src/config.js';
-import { warmResultSchema } from '../src/http/schemas.js';
+import { cacheCurveSchema, warmResultSchema } from '../src/http/schemas.js';
 import { openDb } from '../src/db/client.js';
 import { getActiveAdapter } from '../src/db/queries/adapters.js';
 import { initAdapter } from '../src/lora/adapter.js';
@@ -496,6 +499,19 @@ async function warmOverHttp(child: ServerChild, userIds: string[]): Promise<{ lo
   return { loaded, resident: resident.size };
 }
 
+/**
+ * The 100% server's hit curve (GET /v1/admin/cache/curve: its lookups over every slice, warming not
+ * counted), read at the smaller caches' sizes: what an ideal LRU of that size would have hit on the
+ * same traffic, to set beside the hit rates those servers measured.
+ */
+async function curveOf(srv: PhaseServer, ws: Workspace): Promise<{ lookups: number; coldLookups: number; predicted: Record<string, number | null>; points: Array<{ bytes: number; hitRate: number }> }> {
+  const res = await fetch(`${srv.child.url}/v1/admin/cache/curve`, { headers: { authorization: `Bearer ${BENCH_ADMIN_TOKEN}` } });
+  if (res.status !== 200) throw new Error(`cache curve answered ${res.status}: ${await res.text()}`);
+  const c = cacheCurveSchema.parse(await res.json());
+  const at = (bytes: number): number | null => (c.lookups === 0 ? null : r3(c.points.filter((p) => p.bytes <= bytes).at(-1)?.hitRate ?? 0));
+  return { lookups: c.lookups, coldLookups: c.coldLookups, predicted: { '10%': at(0.1 * ws.totalBytes), '1%': at(0.01 * ws.totalBytes) }, points: c.points };
+}
+
 /** CPU seconds (user + system) a process has used, from /proc (null where there is none). */
 function cpuSeconds(pid: number | undefined): number | null {
   try {
@@ -632,6 +648,7 @@ async function main(): Promise<void> {
   // unmeasured warm-up, so that a configuration and its baseline are measured seconds apart and a
   // drift weighs on all alike. The idle servers' CPU use is measured and reported per slice.
   const segs = new Map<string, Segment[]>(plan.map((c) => [c.name, []]));
+  let curve: Awaited<ReturnType<typeof curveOf>> | null = null;
   const servers: PhaseServer[] = [];
   const loads = new Map<string, Array<{ path: string; ms: number }>>();
   try {
@@ -645,6 +662,7 @@ async function main(): Promise<void> {
         progress(`${srv.cfg.name} (round ${round}): ${r3(seg.ok / seg.duration)} req/s, p50 ${seg.p50} ms, p99 ${seg.p99} ms, errors ${seg.errors + seg.non2xx}, idle servers ${seg.idleCpu === null ? '?' : `${(100 * seg.idleCpu).toFixed(1)}% of a core`}`);
       }
     }
+    curve = await curveOf(servers.find((s) => s.cfg.cacheShare === 1 && s.cfg.threads === 0)!, ws);
   } finally {
     for (const srv of servers) loads.set(srv.cfg.name, await stopPhase(srv));
   }
@@ -693,6 +711,8 @@ async function main(): Promise<void> {
     micro,
     adapterLoad: { isolated },
     phases: table,
+    /** The 100% server's hit curve read at the 10% and 1% sizes (an ideal LRU on the same traffic), beside the hit rates measured there. */
+    hitCurve: curve,
     targets: {
       throughputRatioAt100: { target: 0.8, got: table[1].throughputRatio },
       throughputRatioAt10: quick ? null : { target: 0.5, got: table[2].throughputRatio },
@@ -740,6 +760,8 @@ async function main(): Promise<void> {
       series: [
         { name: 'hit rate', points: cached.map((p) => [x(p), p.hitRate ?? 0]) },
         { name: 'throughput / vanilla', points: cached.map((p) => [x(p), p.rps / base.rps]) },
+        // Every size at once: the 100% server's lookups replayed through an ideal LRU (its hit curve), from 0.5%.
+        ...(curve ? [{ name: 'hit curve (ideal LRU)', points: curve.points.map((p) => [(100 * p.bytes) / ws.totalBytes, p.hitRate] as [number, number]).filter(([pct]) => pct >= 0.5) }] : []),
       ],
     }),
   );
@@ -761,6 +783,10 @@ async function main(): Promise<void> {
   }
   if (result.threadsUnderLoad) console.log(`default (one per core) vs 1 intra-op thread under load: vanilla ${result.threadsUnderLoad.vanillaDefaultVsOne}x, injected ${result.threadsUnderLoad.injectedDefaultVsOne}x throughput`);
   console.log(`adapter load vs raw read, isolated: ${isolated.loadVsRaw}x (first load with checksum ${isolated.firstLoadVsRaw}x)`);
+  if (curve) {
+    const measured = (share: number): string => String(table.find((p) => p.cacheShare === share && p.threads === base.threads)?.hitRate ?? 'not run');
+    console.log(`hit curve of the 100% server (${curve.lookups} lookups, ${curve.coldLookups} cold): an LRU of 10% would hit ${curve.predicted['10%']} (measured ${measured(0.1)}), of 1% ${curve.predicted['1%']} (measured ${measured(0.01)})`);
+  }
   console.log(`wrote bench/results/swap${RESULT_SUFFIX}.json and swap-{latency,hit-rate,throughput}${RESULT_SUFFIX}.svg in ${result.totalSeconds} s`);
 }
 
