@@ -39,7 +39,17 @@ export interface HitCurvePoint {
   hitRate: number;
 }
 
+/** Keys the curve follows by default: the most recently used; older ones are forgotten. */
+export const DEFAULT_TRACKED_KEYS = 100_000;
+
 export class HitCurve {
+  /**
+   * At most this many keys are followed (about 150 bytes each): past it the least recently used is
+   * forgotten, so its next lookup counts as cold. The curve is then exact up to the bytes of the
+   * `maxKeys` most recently used adapters, far beyond any cache a server holds.
+   */
+  constructor(private readonly maxKeys = DEFAULT_TRACKED_KEYS) {}
+
   /** Fenwick tree over lookup positions (1-based): the bytes of the key last looked up there. */
   private tree = new Float64Array(1 + 1024);
   private next = 1;
@@ -54,7 +64,7 @@ export class HitCurve {
     return this.total;
   }
 
-  /** Lookups that no cache could have served (a key's first, or first since it was forgotten). */
+  /** Lookups that no cache could have served (a key's first, or first since it was forgotten or left the followed keys). */
   get coldLookups(): number {
     return this.cold;
   }
@@ -85,6 +95,8 @@ export class HitCurve {
     const pos = this.next++;
     this.add(pos, bytes);
     this.keys.set(key, { pos, bytes });
+    // The map is in lookup order (a key is deleted and set again at each lookup): its first is the oldest.
+    if (this.keys.size > this.maxKeys) this.forget(this.keys.keys().next().value as string);
     return distance;
   }
 

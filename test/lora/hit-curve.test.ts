@@ -101,6 +101,25 @@ describe('HitCurve', () => {
     expect(curve.points()).toEqual([{ bytes: 30, hitRate: 1 }]);
   });
 
+  it('follows at most maxKeys keys: the least recently used is forgotten, exact for caches within them', () => {
+    const bounded = new HitCurve(50);
+    const full = new HitCurve();
+    const lookups = workload(4, 200, 3000);
+    let beyond = 0;
+    for (const l of lookups) {
+      const d = full.record(l.key, l.bytes);
+      const b = bounded.record(l.key, l.bytes);
+      if (b !== null) expect(b).toBe(d);
+      else if (d !== null) beyond += 1; // it had left the 50 followed keys
+    }
+    expect(beyond).toBeGreaterThan(0);
+    expect(bounded.coldLookups).toBe(full.coldLookups + beyond);
+    // A cache smaller than the 50 smallest adapters holds fewer than 50 keys: the curves agree there.
+    const small = 50 * 1000;
+    expect(bounded.hitRateAt(small)).toBe(full.hitRateAt(small));
+    expect(bounded.hitRateAt(1e9)).toBeLessThan(full.hitRateAt(1e9));
+  });
+
   it('reset starts a new measurement', () => {
     const curve = new HitCurve();
     curve.record('a#1', 10);
