@@ -18,9 +18,9 @@
  * --cold measures this load alone). Prints a line per slice and a summary; writes `<out>.json`,
  * `<out>.svg` (throughput and hit rate per slice) and `<out>-curve.svg` (hit rate by cache size).
  *
- * It measures one server as it is configured; for the throughput ratio against adapters disabled
- * (issue 7's targets), run it against a second server started with the same build and no adapters,
- * or use bench/swap.ts.
+ * It measures one server as it is configured; the throughput ratio against adapters disabled (issue
+ * 7's targets) is bench/swap.ts's, which starts such a server itself (a server without adapters, which
+ * answers the cache routes 409 adapters_disabled, is measured here without cache figures).
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
@@ -75,9 +75,20 @@ async function users(): Promise<string[]> {
 
 type CacheCounters = ReturnType<typeof cacheContentsSchema.parse>['counters'];
 
+/** Whether the server has an adapter cache to read: not without the token, nor when it serves without adapters. */
+let cacheReadable = TOKEN !== '';
+
 async function cacheCounters(): Promise<CacheCounters | null> {
-  if (!TOKEN) return null;
-  return cacheContentsSchema.parse(await call('/v1/admin/cache?limit=1', { headers: admin() })).counters;
+  if (!cacheReadable) return null;
+  const res = await fetch(`${URL_}/v1/admin/cache?limit=1`, { headers: admin() });
+  if (res.status === 409) {
+    // adapters_disabled: a server started without adapters (the baseline of a throughput ratio).
+    cacheReadable = false;
+    progress('cache: this server serves without adapters; no cache figures');
+    return null;
+  }
+  if (!res.ok) throw new Error(`GET /v1/admin/cache answered ${res.status}: ${await res.text()}`);
+  return cacheContentsSchema.parse(await res.json()).counters;
 }
 
 interface Slice {
@@ -187,7 +198,7 @@ async function main(): Promise<void> {
     slices,
   };
   // The hit rate every cache size would have had on this load (from the last full drop: --cold starts it here).
-  const curve = TOKEN ? cacheCurveSchema.parse(await call('/v1/admin/cache/curve', { headers: admin() })) : null;
+  const curve = cacheReadable ? cacheCurveSchema.parse(await call('/v1/admin/cache/curve', { headers: admin() })) : null;
   mkdirSync(dirname(OUT), { recursive: true });
   writeFileSync(`${OUT}.json`, `${JSON.stringify({ ...result, curve }, null, 2)}\n`);
   if (curve) writeFileSync(`${OUT}-curve.svg`, await (await fetch(`${URL_}/v1/admin/cache/curve?format=svg`, { headers: admin() })).text());
@@ -201,7 +212,7 @@ async function main(): Promise<void> {
       markers: true,
       series: [
         { name: 'req/s ÷ best slice', points: slices.map((s) => [s.atS, s.rps / maxRps]) },
-        ...(TOKEN ? [{ name: 'cache hit rate', points: slices.filter((s) => s.hitRate !== null).map((s) => [s.atS, s.hitRate!] as [number, number]) }] : []),
+        ...(cacheReadable ? [{ name: 'cache hit rate', points: slices.filter((s) => s.hitRate !== null).map((s) => [s.atS, s.hitRate!] as [number, number]) }] : []),
       ],
     }),
   );
