@@ -4,11 +4,12 @@
  *
  *   npx tsx bench/load.ts [--url http://127.0.0.1:8080] [--token $MEMLORA_ADMIN_TOKEN]
  *                         [--users alice,bob,...] [--max-users 1000] [--seconds 30] [--slice 5]
- *                         [--connections 16] [--max-tokens 16] [--seed 1] [--cold | --warm]
+ *                         [--connections 16] [--max-tokens 16] [--seed 1] [--draws 1] [--cold | --warm]
  *                         [--out bench/results/load]
  *
  * The users are the ids given, or the server's first `max-users` users (GET /v1/users); requests draw
- * them with Zipf(1.0) popularity (rank k weighted 1/k, ranks in a random order drawn from `seed`) and
+ * them with Zipf(1.0) popularity (rank k weighted 1/k, ranks in a random order drawn from `seed`; the
+ * requests' draws from `draws`, so a second run can keep the popular users and draw other requests) and
  * post /v1/generate (a short chat prompt, greedy, `max-tokens` tokens) on `connections` closed-loop
  * connections. With the admin token the adapter cache is prepared first (`--cold`: emptied with
  * DELETE /v1/admin/cache; `--warm`: every user's adapter loaded with POST /v1/admin/cache/warm) and
@@ -39,6 +40,8 @@ const SLICE = numberArg('slice', 5);
 const CONNECTIONS = numberArg('connections', 16);
 const MAX_TOKENS = numberArg('max-tokens', 16);
 const SEED = numberArg('seed', 1);
+/** Seed of the request draws; the users' popularity order comes from --seed (the same users stay popular across runs). */
+const DRAWS = numberArg('draws', SEED);
 const OUT = stringArg('out', 'bench/results/load');
 
 const progress = (line: string): void => void process.stderr.write(`${line}\n`);
@@ -157,7 +160,7 @@ async function main(): Promise<void> {
   }
 
   const rng = new Rng(SEED);
-  const sample = zipfSampler(ids, rng);
+  const sample = zipfSampler(ids, rng, DRAWS === SEED ? rng : new Rng(DRAWS));
   const texts = prompts(rng);
   progress(`load: ${ids.length} users (Zipf 1.0), ${CONNECTIONS} connections, ${MAX_TOKENS} tokens a reply, ${SECONDS} s in slices of ${SLICE} s against ${URL_}${TOKEN ? '' : ' (no admin token: no cache figures)'}`);
   const slices: Slice[] = [];

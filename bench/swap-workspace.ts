@@ -161,8 +161,11 @@ export function constWeightsOf(ws: Workspace): { setting: ConstWeights; baked: b
   return { setting, baked: bakesWeights(setting, 4 * parameterCount(readHfConfig(ws.modelPath))) };
 }
 
-/** Zipf(1.0) over the users: rank k has weight 1/k; ranks are assigned to users in a random order. */
-export function zipfSampler<T>(users: readonly T[], rng: Rng): () => T {
+/**
+ * Zipf(1.0) over the users: rank k has weight 1/k; ranks are assigned to users in a random order drawn
+ * from `rng`, and the requests' users are drawn from `draws` (default the same generator).
+ */
+export function zipfSampler<T>(users: readonly T[], rng: Rng, draws: Rng = rng): () => T {
   const order = [...users];
   for (let i = order.length - 1; i > 0; i--) {
     const j = rng.int(i + 1);
@@ -172,7 +175,7 @@ export function zipfSampler<T>(users: readonly T[], rng: Rng): () => T {
   let acc = 0;
   for (let k = 1; k <= order.length; k++) cdf.push((acc += 1 / k));
   return () => {
-    const u = rng.next() * acc;
+    const u = draws.next() * acc;
     let lo = 0;
     let hi = cdf.length - 1;
     while (lo < hi) {

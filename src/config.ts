@@ -23,6 +23,8 @@ export interface Config {
   adapterDir: string;
   /** Byte budget of the in-memory adapter cache. */
   cacheBytes: number;
+  /** Save the cached users at shutdown and warm them again at the next start (serve/cache-snapshot.ts). */
+  cacheRestore: boolean;
   /** Bearer token for /v1/admin; null means "not configured" (serve then generates one). */
   adminToken: string | null;
   /** Absolute path of the base model directory. */
@@ -54,6 +56,7 @@ export const ENV_VARS: readonly EnvVarDoc[] = [
   { name: 'MEMLORA_DATA_DIR', default: './data', describe: 'Directory of the SQLite database `memlora.db` (created if missing).' },
   { name: 'MEMLORA_ADAPTER_DIR', default: './adapters', describe: 'Root of the per-user adapter store (created if missing).' },
   { name: 'MEMLORA_CACHE_BYTES', default: '256MiB', describe: 'Adapter cache budget in bytes; suffixes KiB, MiB, GiB (and KB, MB, GB) accepted.' },
+  { name: 'MEMLORA_CACHE_RESTORE', default: 'on', describe: 'At shutdown, record which users\' adapters the cache holds (`<dataDir>/adapter-cache.json`, user ids only); at the next start, warm them again in the background once the model is loaded: `on` or `off`.' },
   { name: 'MEMLORA_ADMIN_TOKEN', default: null, describe: 'Bearer token for /v1/admin routes, at least 16 characters. When unset, `serve` generates one and prints it once to stderr.' },
   { name: 'MEMLORA_MODEL_PATH', default: 'models/default', describe: 'Base model directory (default relative to the repository root).' },
   { name: 'MEMLORA_EXECUTION_PROVIDER', default: 'cpu', describe: 'ONNX Runtime execution provider: `cpu` or `cuda`.' },
@@ -111,6 +114,7 @@ const envSchema = z.object({
   MEMLORA_DATA_DIR: nonEmpty.default('./data'),
   MEMLORA_ADAPTER_DIR: nonEmpty.default('./adapters'),
   MEMLORA_CACHE_BYTES: bytesVar(0).default(256 * 1024 ** 2),
+  MEMLORA_CACHE_RESTORE: z.enum(['on', 'off'], { message: 'must be "on" or "off"' }).default('on'),
   MEMLORA_ADMIN_TOKEN: z
     .string()
     .min(16, { message: 'must be at least 16 characters (or unset it to have serve generate one)' })
@@ -173,6 +177,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     dbFile: join(dataDir, 'memlora.db'),
     adapterDir: absolute(e.MEMLORA_ADAPTER_DIR, cwd),
     cacheBytes: e.MEMLORA_CACHE_BYTES,
+    cacheRestore: e.MEMLORA_CACHE_RESTORE === 'on',
     adminToken: e.MEMLORA_ADMIN_TOKEN ?? null,
     modelPath: e.MEMLORA_MODEL_PATH ? absolute(e.MEMLORA_MODEL_PATH, cwd) : join(repoRoot, 'models', 'default'),
     executionProvider: e.MEMLORA_EXECUTION_PROVIDER,

@@ -13,6 +13,7 @@ describe('loadConfig', () => {
       dbFile: '/srv/app/data/memlora.db',
       adapterDir: '/srv/app/adapters',
       cacheBytes: 256 * 1024 * 1024,
+      cacheRestore: true,
       adminToken: null,
       modelPath: join(repoRoot, 'models', 'default'),
       executionProvider: 'cpu',
@@ -34,6 +35,7 @@ describe('loadConfig', () => {
         MEMLORA_DATA_DIR: 'var/db',
         MEMLORA_ADAPTER_DIR: '/abs/adapters',
         MEMLORA_CACHE_BYTES: '1.5GiB',
+        MEMLORA_CACHE_RESTORE: 'off',
         MEMLORA_ADMIN_TOKEN: 'sixteen-chars-ok',
         MEMLORA_MODEL_PATH: 'models/tiny',
         MEMLORA_EXECUTION_PROVIDER: 'cuda',
@@ -54,6 +56,7 @@ describe('loadConfig', () => {
       dbFile: '/w/var/db/memlora.db',
       adapterDir: '/abs/adapters',
       cacheBytes: 1.5 * 1024 ** 3,
+      cacheRestore: false,
       adminToken: 'sixteen-chars-ok',
       modelPath: '/w/models/tiny',
       executionProvider: 'cuda',
@@ -91,6 +94,7 @@ describe('loadConfig', () => {
         MEMLORA_MAX_BATCH: '0',
         MEMLORA_BODY_LIMIT_BYTES: '10',
         MEMLORA_CONST_WEIGHTS: 'yes',
+        MEMLORA_CACHE_RESTORE: 'true',
       });
     } catch (e) {
       err = e;
@@ -98,13 +102,14 @@ describe('loadConfig', () => {
     expect(err).toBeInstanceOf(ConfigError);
     const issues = (err as ConfigError).issues;
     expect(issues.map((i) => i.variable).sort()).toEqual(
-      ['MEMLORA_ADMIN_TOKEN', 'MEMLORA_BODY_LIMIT_BYTES', 'MEMLORA_CACHE_BYTES', 'MEMLORA_CONST_WEIGHTS', 'MEMLORA_EXECUTION_PROVIDER', 'MEMLORA_MAX_BATCH', 'MEMLORA_PORT'],
+      ['MEMLORA_ADMIN_TOKEN', 'MEMLORA_BODY_LIMIT_BYTES', 'MEMLORA_CACHE_BYTES', 'MEMLORA_CACHE_RESTORE', 'MEMLORA_CONST_WEIGHTS', 'MEMLORA_EXECUTION_PROVIDER', 'MEMLORA_MAX_BATCH', 'MEMLORA_PORT'],
     );
     const text = formatConfigError(err);
     expect(text).toContain('memlora: invalid configuration');
     expect(text).toContain('MEMLORA_PORT must be an integer (got "eighty")');
     expect(text).toContain('MEMLORA_EXECUTION_PROVIDER must be "cpu" or "cuda" (got "tpu")');
     expect(text).toContain('MEMLORA_CONST_WEIGHTS must be "auto", "on" or "off" (got "yes")');
+    expect(text).toContain('MEMLORA_CACHE_RESTORE must be "on" or "off" (got "true")');
     expect(text).toContain('MEMLORA_ADMIN_TOKEN must be at least 16 characters');
     // The token is a secret, even a bad one.
     expect(text).not.toContain('short');

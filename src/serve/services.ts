@@ -25,6 +25,7 @@ import { ServeError } from './errors.js';
 import type { ServeEvent, ServeLogger, ServeRequest, ServeResult } from './types.js';
 import type { WarmReport } from './warm.js';
 import { type CacheContents, type CacheCurve, type CacheDrop, cacheContents, cacheCurve, dropCached } from './cache-admin.js';
+import { readCacheSnapshot, saveCacheSnapshot, snapshotPath } from './cache-snapshot.js';
 
 /**
  * ONNX Runtime intra-op threads for serving when MEMLORA_INTRA_OP_THREADS is 0: 0 = ONNX Runtime's
@@ -82,6 +83,21 @@ export interface ServeServices {
   reader?: WorkerAdapterLoader;
   /** Resolves when the model is loaded and warmed up (the engine), or with null when loading failed. */
   loaded: Promise<Engine | null>;
+  /** Resolves once the cache is warmed from the last shutdown's snapshot (null: nothing to restore, or off). */
+  restored(): Promise<RestoreReport | null>;
+}
+
+/** What the start-up restore of the adapter cache did (cache-snapshot.ts). */
+export interface RestoreReport {
+  /** Users in the snapshot. */
+  users: number;
+  loaded: number;
+  failed: number;
+  /** Users without a usable adapter now, or gone. */
+  noAdapter: number;
+  /** Users whose adapter is in the cache when the restore ends. */
+  resident: number;
+  ms: number;
 }
 
 /**
@@ -130,6 +146,42 @@ export async function createServeServices(setup: ServeSetup, opts: ServeOptions 
   let model: Model | null = null;
   let closed = false;
   let loadError: string | null = null;
+  // The cache across restarts (cache-snapshot.ts): warmed from the last shutdown's snapshot once the
+  // model is loaded, saved again at close, unless the restore did not finish (the old file stays).
+  const restoreOn = config.cacheRestore && opts.adapters !== false;
+  const snapshotFile = snapshotPath(config.dataDir);
+  const stopRestore = new AbortController();
+  let restoreFinished = !restoreOn;
+  const restore = async (e: Engine): Promise<RestoreReport | null> => {
+    let snap: ReturnType<typeof readCacheSnapshot>;
+    try {
+      snap = readCacheSnapshot(snapshotFile);
+    } catch (err) {
+      logger.error('adapter cache snapshot unreadable; not restored', { file: snapshotFile, err: err instanceof Error ? err.message : String(err) });
+      restoreFinished = true;
+      return null;
+    }
+    if (!snap) {
+      restoreFinished = true;
+      return null;
+    }
+    const t0 = performance.now();
+    // Least recently used first: the hottest are loaded last, so they are the most recent.
+    const report = await e.warm([...snap.users].reverse(), stopRestore.signal);
+    const count = (o: string): number => report.results.filter((r) => r.outcome === o).length;
+    const out: RestoreReport = {
+      users: snap.users.length,
+      loaded: count('loaded'),
+      failed: count('failed'),
+      noAdapter: count('no_adapter') + count('unknown_user'),
+      resident: report.results.filter((r) => r.resident).length,
+      ms: Math.round(performance.now() - t0),
+    };
+    restoreFinished = report.results.length === new Set(snap.users).size;
+    logger.info(restoreFinished ? 'adapter cache restored' : 'adapter cache restore stopped at shutdown', { file: snapshotFile, savedAt: snap.savedAt, ...out });
+    return out;
+  };
+  let restored: Promise<RestoreReport | null> = Promise.resolve(null);
   const loaded = (async (): Promise<Engine | null> => {
     // Off the factory's path: the server listens (and answers /readyz "loading") meanwhile.
     await new Promise((r) => setImmediate(r));
@@ -164,6 +216,12 @@ export async function createServeServices(setup: ServeSetup, opts: ServeOptions 
       if (closed) return null;
       engine = built;
       logger.info('model loaded', { modelPath: config.modelPath, family: model.config.family, layers: model.config.nLayers, threads: servingThreads(config) });
+      if (restoreOn) {
+        restored = restore(built).catch((err: unknown) => {
+          logger.error('adapter cache restore failed', { err: err instanceof Error ? err.message : String(err) });
+          return null;
+        });
+      }
       return engine;
     } catch (e) {
       loadError = explainLoadFailure(config, e instanceof Error ? e.message : String(e));
@@ -198,7 +256,17 @@ export async function createServeServices(setup: ServeSetup, opts: ServeOptions 
     },
     async close() {
       closed = true;
+      stopRestore.abort();
       await loaded;
+      await restored;
+      if (engine && restoreOn && restoreFinished) {
+        try {
+          const users = saveCacheSnapshot(snapshotFile, cache);
+          if (users > 0) logger.info('adapter cache saved for the next start', { file: snapshotFile, users });
+        } catch (err) {
+          logger.error('adapter cache snapshot not saved', { file: snapshotFile, err: err instanceof Error ? err.message : String(err) });
+        }
+      }
       await engine?.close();
       await (model as Model | null)?.close();
       await reader.close();
@@ -210,6 +278,10 @@ export async function createServeServices(setup: ServeSetup, opts: ServeOptions 
     cache,
     reader,
     loaded,
+    restored: async () => {
+      await loaded;
+      return restored;
+    },
     adapterFiles: {
       async removeUserAdapters(userId: string) {
         // Forget cached versions before and after: a load racing the removal must not stay cached.

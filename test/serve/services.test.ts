@@ -1,5 +1,5 @@
-/** The server's generation services built from a configuration: no model, loading, consistency at start, deletion, adapters off. */
-import { mkdirSync, mkdtempSync, rmSync, existsSync } from 'node:fs';
+/** The server's generation services built from a configuration: no model, loading, consistency at start, deletion, adapters off, the cache across restarts. */
+import { mkdirSync, mkdtempSync, rmSync, existsSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { createRequire } from 'node:module';
 import { basename, dirname, join } from 'node:path';
@@ -12,6 +12,7 @@ import { memoryLogger } from '../../src/http/logger.js';
 import { adapterKey } from '../../src/lora/cache.js';
 import { AdapterStore } from '../../src/lora/store.js';
 import { Registry } from '../../src/metrics.js';
+import { CACHE_SNAPSHOT_FILE, readCacheSnapshot } from '../../src/serve/cache-snapshot.js';
 import { DEFAULT_SERVE_THREADS, createServeServices, explainLoadFailure, servingThreads } from '../../src/serve/services.js';
 import { forcingAdapter, never, req, tokenOf, writeModelDir } from './fixtures.js';
 
@@ -105,6 +106,75 @@ describe('createServeServices', () => {
     expect(early.generate!.cacheContents(10)).toMatchObject({ adapters: [], truncated: false, cache: { entries: 0 } });
     await early.generate!.close(); // before the model finished loading
     expect(await early.loaded).toBeNull();
+    s.db.close();
+  });
+
+  it('restarts with the adapters its cache held: saved at close, warmed again at the next start, hottest last', async () => {
+    const s = setup(md.dir, 'restart');
+    const store = new AdapterStore(s.config.adapterDir, { config: md.cfg, name: basename(md.dir) });
+    for (const [u, t] of [['alice', 'q'], ['bob', 'z'], ['carol', 'k']] as const) {
+      createUser(s.db, { id: u });
+      const w = await store.write(u, forcingAdapter(md.cfg, md.weights, tokenOf(md.tokenizer, t)));
+      createAdapterVersion(s.db, { userId: u, config: {}, filePath: w.path, sha256: w.sha256, metrics: {}, status: 'ready', activate: true });
+    }
+    const first = (await createServeServices(s))!;
+    expect(await first.restored()).toBeNull(); // no snapshot yet
+    for (const u of ['alice', 'bob']) await first.generate!.generate(req(u, { maxTokens: 2 }), never());
+    await first.generate!.close();
+    const file = join(s.config.dataDir, CACHE_SNAPSHOT_FILE);
+    expect(readCacheSnapshot(file)!.users).toEqual(['bob', 'alice']); // most recent first; carol never served
+    expect(s.logger.lines.find((l) => l.msg === 'adapter cache saved for the next start')?.fields).toMatchObject({ users: 2 });
+
+    const again = { ...s, metrics: new Registry() };
+    const second = (await createServeServices(again))!;
+    expect(await second.restored()).toMatchObject({ users: 2, loaded: 2, failed: 0, resident: 2 });
+    expect(second.cache!.cachedKeys()).toEqual([adapterKey('bob', 1), adapterKey('alice', 1)]); // bob warmed last: most recent
+    const before = second.cache!.counters();
+    expect((await second.generate!.generate(req('alice', { maxTokens: 3 }), never())).text).toBe('qqq');
+    expect(second.cache!.counters()).toMatchObject({ loads: before.loads, hits: before.hits + 1 }); // no disk read
+    expect(second.cache!.curve.lookups).toBe(1); // the restore's loads are warming, not traffic
+    await second.generate!.close();
+    expect(readCacheSnapshot(file)!.users).toEqual(['alice', 'bob']);
+
+    // Off: nothing restored, nothing saved.
+    const off = { ...s, metrics: new Registry(), config: { ...s.config, cacheRestore: false } };
+    const third = (await createServeServices(off))!;
+    expect(await third.restored()).toBeNull();
+    expect(third.cache!.stats().entries).toBe(0);
+    await third.generate!.generate(req('carol', { maxTokens: 1 }), never());
+    await third.generate!.close();
+    expect(readCacheSnapshot(file)!.users).toEqual(['alice', 'bob']);
+
+    // A file that is not a snapshot: logged, not restored, served as usual, replaced at close.
+    writeFileSync(file, '{"version": 7}');
+    const logger = memoryLogger();
+    const fourth = (await createServeServices({ ...s, metrics: new Registry(), logger }))!;
+    expect(await fourth.restored()).toBeNull();
+    expect(logger.lines.find((l) => l.msg === 'adapter cache snapshot unreadable; not restored')?.level).toBe('error');
+    expect((await fourth.generate!.generate(req('carol', { maxTokens: 2 }), never())).text).toBe('kk');
+    await fourth.generate!.close();
+    expect(readCacheSnapshot(file)!.users).toEqual(['carol']);
+    s.db.close();
+  });
+
+  it('a restore cut short by shutdown keeps the previous snapshot', async () => {
+    const s = setup(md.dir, 'restart-cut');
+    const store = new AdapterStore(s.config.adapterDir, { config: md.cfg, name: basename(md.dir) });
+    const users = Array.from({ length: 30 }, (_, i) => `user-${i}`);
+    for (const u of users) {
+      createUser(s.db, { id: u });
+      const w = await store.write(u, forcingAdapter(md.cfg, md.weights, tokenOf(md.tokenizer, 'q')));
+      createAdapterVersion(s.db, { userId: u, config: {}, filePath: w.path, sha256: w.sha256, metrics: {}, status: 'ready', activate: true });
+    }
+    const file = join(s.config.dataDir, CACHE_SNAPSHOT_FILE);
+    writeFileSync(file, JSON.stringify({ version: 1, savedAt: new Date().toISOString(), users }));
+    const svc = (await createServeServices(s))!;
+    await svc.loaded;
+    await svc.generate!.close(); // at once: the restore is stopped between loads
+    const report = await svc.restored();
+    expect(report!.loaded).toBeLessThan(users.length);
+    expect(s.logger.lines.map((l) => l.msg)).toContain('adapter cache restore stopped at shutdown');
+    expect(readCacheSnapshot(file)!.users).toEqual(users); // not replaced by the partial cache
     s.db.close();
   });
 
