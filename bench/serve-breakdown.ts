@@ -57,6 +57,8 @@ Object.assign(process.env, {
   MEMLORA_ADAPTER_DIR: ws.adapterDir,
   MEMLORA_MODEL_PATH: ws.modelPath,
   MEMLORA_CACHE_BYTES: String(ws.totalBytes + 2 ** 20),
+  // The cache is filled by the bench itself (preloadCache), not from a snapshot of another run.
+  MEMLORA_CACHE_RESTORE: 'off',
   MEMLORA_MAX_QUEUE: '256',
 });
 const config = loadConfig();

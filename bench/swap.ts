@@ -277,6 +277,8 @@ async function startChild(ws: Workspace, phase: { cacheBytes: number; adapters: 
       MEMLORA_ADAPTER_DIR: ws.adapterDir,
       MEMLORA_MODEL_PATH: ws.modelPath,
       MEMLORA_CACHE_BYTES: String(Math.max(0, Math.floor(phase.cacheBytes))),
+      // The servers share the workspace's data dir: no snapshot written by one and restored by another.
+      MEMLORA_CACHE_RESTORE: 'off',
       MEMLORA_MAX_BATCH: String(MAX_BATCH),
       MEMLORA_MAX_QUEUE: '256',
       MEMLORA_INTRA_OP_THREADS: String(phase.threads),
