@@ -11,6 +11,8 @@ import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync 
 import { dirname, join } from 'node:path';
 import { z } from 'zod';
 import type { AdapterCache } from '../lora/cache.js';
+import type { ServeLogger } from './types.js';
+import type { WarmReport } from './warm.js';
 
 export const CACHE_SNAPSHOT_FILE = 'adapter-cache.json';
 
@@ -58,4 +60,53 @@ export function readCacheSnapshot(file: string): { users: string[]; savedAt: str
   const parsed = snapshotSchema.safeParse(raw);
   if (!parsed.success) throw new Error(`${file} is not an adapter cache snapshot: ${parsed.error.issues[0]?.message ?? 'invalid'}`);
   return { users: parsed.data.users, savedAt: parsed.data.savedAt };
+}
+
+/** What the start-up restore of the adapter cache did. */
+export interface RestoreReport {
+  /** Users in the snapshot. */
+  users: number;
+  loaded: number;
+  failed: number;
+  /** Users without a usable adapter now, or gone. */
+  noAdapter: number;
+  /** Users whose adapter is in the cache when the restore ends. */
+  resident: number;
+  ms: number;
+}
+
+/**
+ * Warm the users of the snapshot in `file` with `warm` (the engine's), least recently used first, until
+ * `signal` aborts. `finished`: every user was processed, or there was nothing to restore (an unreadable
+ * file is logged and counts as nothing), so the cache may be saved over the file at shutdown.
+ */
+export async function restoreCache(
+  file: string,
+  warm: (userIds: readonly string[], signal: AbortSignal) => Promise<WarmReport>,
+  signal: AbortSignal,
+  logger: ServeLogger,
+): Promise<{ report: RestoreReport | null; finished: boolean }> {
+  let snap: ReturnType<typeof readCacheSnapshot>;
+  try {
+    snap = readCacheSnapshot(file);
+  } catch (err) {
+    logger.error('adapter cache snapshot unreadable; not restored', { file, err: err instanceof Error ? err.message : String(err) });
+    return { report: null, finished: true };
+  }
+  if (!snap) return { report: null, finished: true };
+  const t0 = performance.now();
+  // Least recently used first: the hottest are loaded last, so they are the most recent.
+  const warmed = await warm([...snap.users].reverse(), signal);
+  const count = (...outcomes: string[]): number => warmed.results.filter((r) => outcomes.includes(r.outcome)).length;
+  const report: RestoreReport = {
+    users: snap.users.length,
+    loaded: count('loaded'),
+    failed: count('failed'),
+    noAdapter: count('no_adapter', 'unknown_user'),
+    resident: warmed.results.filter((r) => r.resident).length,
+    ms: Math.round(performance.now() - t0),
+  };
+  const finished = warmed.results.length === new Set(snap.users).size;
+  logger.info(finished ? 'adapter cache restored' : 'adapter cache restore stopped at shutdown', { file, savedAt: snap.savedAt, ...report });
+  return { report, finished };
 }

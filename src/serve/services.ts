@@ -25,7 +25,7 @@ import { ServeError } from './errors.js';
 import type { ServeEvent, ServeLogger, ServeRequest, ServeResult } from './types.js';
 import type { WarmReport } from './warm.js';
 import { type CacheContents, type CacheCurve, type CacheDrop, cacheContents, cacheCurve, dropCached } from './cache-admin.js';
-import { readCacheSnapshot, saveCacheSnapshot, snapshotPath } from './cache-snapshot.js';
+import { type RestoreReport, restoreCache, saveCacheSnapshot, snapshotPath } from './cache-snapshot.js';
 
 /**
  * ONNX Runtime intra-op threads for serving when MEMLORA_INTRA_OP_THREADS is 0: 0 = ONNX Runtime's
@@ -87,18 +87,7 @@ export interface ServeServices {
   restored(): Promise<RestoreReport | null>;
 }
 
-/** What the start-up restore of the adapter cache did (cache-snapshot.ts). */
-export interface RestoreReport {
-  /** Users in the snapshot. */
-  users: number;
-  loaded: number;
-  failed: number;
-  /** Users without a usable adapter now, or gone. */
-  noAdapter: number;
-  /** Users whose adapter is in the cache when the restore ends. */
-  resident: number;
-  ms: number;
-}
+
 
 /**
  * The load failure as an operator should read it: ONNX Runtime's own message, and for the CUDA
@@ -152,35 +141,6 @@ export async function createServeServices(setup: ServeSetup, opts: ServeOptions 
   const snapshotFile = snapshotPath(config.dataDir);
   const stopRestore = new AbortController();
   let restoreFinished = !restoreOn;
-  const restore = async (e: Engine): Promise<RestoreReport | null> => {
-    let snap: ReturnType<typeof readCacheSnapshot>;
-    try {
-      snap = readCacheSnapshot(snapshotFile);
-    } catch (err) {
-      logger.error('adapter cache snapshot unreadable; not restored', { file: snapshotFile, err: err instanceof Error ? err.message : String(err) });
-      restoreFinished = true;
-      return null;
-    }
-    if (!snap) {
-      restoreFinished = true;
-      return null;
-    }
-    const t0 = performance.now();
-    // Least recently used first: the hottest are loaded last, so they are the most recent.
-    const report = await e.warm([...snap.users].reverse(), stopRestore.signal);
-    const count = (o: string): number => report.results.filter((r) => r.outcome === o).length;
-    const out: RestoreReport = {
-      users: snap.users.length,
-      loaded: count('loaded'),
-      failed: count('failed'),
-      noAdapter: count('no_adapter') + count('unknown_user'),
-      resident: report.results.filter((r) => r.resident).length,
-      ms: Math.round(performance.now() - t0),
-    };
-    restoreFinished = report.results.length === new Set(snap.users).size;
-    logger.info(restoreFinished ? 'adapter cache restored' : 'adapter cache restore stopped at shutdown', { file: snapshotFile, savedAt: snap.savedAt, ...out });
-    return out;
-  };
   let restored: Promise<RestoreReport | null> = Promise.resolve(null);
   const loaded = (async (): Promise<Engine | null> => {
     // Off the factory's path: the server listens (and answers /readyz "loading") meanwhile.
@@ -217,10 +177,16 @@ export async function createServeServices(setup: ServeSetup, opts: ServeOptions 
       engine = built;
       logger.info('model loaded', { modelPath: config.modelPath, family: model.config.family, layers: model.config.nLayers, threads: servingThreads(config) });
       if (restoreOn) {
-        restored = restore(built).catch((err: unknown) => {
-          logger.error('adapter cache restore failed', { err: err instanceof Error ? err.message : String(err) });
-          return null;
-        });
+        restored = restoreCache(snapshotFile, (ids, signal) => built.warm(ids, signal), stopRestore.signal, logger).then(
+          (r) => {
+            restoreFinished = r.finished;
+            return r.report;
+          },
+          (err: unknown) => {
+            logger.error('adapter cache restore failed', { err: err instanceof Error ? err.message : String(err) });
+            return null;
+          },
+        );
       }
       return engine;
     } catch (e) {
