@@ -16,7 +16,7 @@ import { LRUCache } from 'lru-cache';
 import type { Counter, Gauge, Histogram } from '../metrics.js';
 import { Registry } from '../metrics.js';
 import { type AnyAdapter, adapterBytes } from './adapter.js';
-import { HitCurve } from './hit-curve.js';
+import { CURVE_TARGETS, HitCurve } from './hit-curve.js';
 
 export interface AdapterLease {
   readonly key: string;
@@ -149,6 +149,15 @@ export class AdapterCache {
           })
         : undefined;
     this.updateGauges();
+    // The hit curve, for dashboards and alerts (e.g. the size for 90% hits above MEMLORA_CACHE_BYTES),
+    // computed at each scrape: the curve's histogram holds a few hundred buckets at most.
+    const curveRate = reg.gauge(`${p}_curve_hit_rate`, 'Hit rate an LRU of MEMLORA_CACHE_BYTES would have had on the lookups since start or the last full drop (NaN before the first lookup).');
+    const curveSize = reg.gauge(`${p}_curve_size_bytes`, 'Smallest cache that would have reached the hit rate, from the same lookups (NaN: no size does, or no lookups yet).', ['hit_rate']);
+    reg.onCollect(() => {
+      const any = this.curve.lookups > 0;
+      curveRate.set(undefined, any ? this.curve.hitRateAt(this.maxBytes) : Number.NaN);
+      for (const t of CURVE_TARGETS) curveSize.set({ hit_rate: String(t) }, (any ? this.curve.sizeFor(t) : null) ?? Number.NaN);
+    });
   }
 
   /**

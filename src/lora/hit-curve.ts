@@ -39,6 +39,9 @@ export interface HitCurvePoint {
   hitRate: number;
 }
 
+/** Hit rates whose smallest cache size the curve reports (the admin route, /metrics). */
+export const CURVE_TARGETS = [0.5, 0.8, 0.9, 0.95, 0.99] as const;
+
 /** Keys the curve follows by default: the most recently used; older ones are forgotten. */
 export const DEFAULT_TRACKED_KEYS = 100_000;
 

@@ -6,6 +6,7 @@
  * invalidate(): new requests load afresh, running requests finish on the adapter they hold.
  */
 import type { AdapterCache } from '../lora/cache.js';
+import { CURVE_TARGETS } from '../lora/hit-curve.js';
 import { lineChart } from '../plot/svg.js';
 
 export interface CacheStats {
@@ -69,8 +70,6 @@ export function dropCached(cache: AdapterCache, userId?: string): CacheDrop {
   return { dropped, cache: cacheStats(cache) };
 }
 
-/** Hit rates whose smallest cache size the curve reports. */
-export const CURVE_TARGETS = [0.5, 0.8, 0.9, 0.95, 0.99] as const;
 
 export interface CacheCurve {
   /** When the recorded lookups start: the server's start, or the last DELETE /v1/admin/cache of everything. */

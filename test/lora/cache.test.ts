@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { Adapter } from '../../src/lora/adapter.js';
 import { AdapterCache, adapterKey, userOfKey, type AdapterLease } from '../../src/lora/cache.js';
+import { edgeAtOrAbove } from '../../src/lora/hit-curve.js';
 import { Registry } from '../../src/metrics.js';
 
 const KB = 1024;
@@ -274,5 +275,11 @@ describe('AdapterCache metrics', () => {
       expect(text).toContain(`${line}\n`);
     }
     expect(cache.counters()).toEqual({ hits: 1, misses: 3, loads: 3, loadFailures: 1, evictions: 1 });
+    // The hit curve: a, a again (10 KiB back: a hit in any cache of 10 KiB or more), b; c never loaded.
+    expect(text).toContain(`memlora_adapter_cache_curve_hit_rate ${1 / 3}\n`);
+    expect(text).toContain('memlora_adapter_cache_curve_size_bytes{hit_rate="0.5"} NaN\n'); // unreachable: 2 of 3 were first lookups
+    cache.curve.record('a#1', 10 * KB); // b and a since: 20 KiB back
+    cache.curve.record('a#1', 10 * KB); // 10 KiB back: 3 of 5 hit within 20 KiB (the bucket edge at or above it)
+    expect(registry.expose()).toContain(`memlora_adapter_cache_curve_size_bytes{hit_rate="0.5"} ${edgeAtOrAbove(20 * KB)}\n`);
   });
 });

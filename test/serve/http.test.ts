@@ -320,7 +320,7 @@ describe('the real engine behind the HTTP API', () => {
 
   it('/metrics carries the engine and the adapter cache', async () => {
     const text = await (await fetch(`${server.url}/metrics`)).text();
-    for (const name of ['memlora_generate_tokens_total', 'memlora_generate_batch_rows_bucket', 'memlora_generate_ttft_seconds_bucket', 'memlora_generate_request_seconds_bucket', 'memlora_adapter_cache_hits_total', 'memlora_adapter_cache_load_seconds_bucket']) {
+    for (const name of ['memlora_generate_tokens_total', 'memlora_generate_batch_rows_bucket', 'memlora_generate_ttft_seconds_bucket', 'memlora_generate_request_seconds_bucket', 'memlora_adapter_cache_hits_total', 'memlora_adapter_cache_load_seconds_bucket', 'memlora_adapter_cache_curve_hit_rate', 'memlora_adapter_cache_curve_size_bytes{hit_rate="0.9"}']) {
       expect(text).toContain(name);
     }
     expect(await metric('memlora_adapter_cache_loads_total')).toBeGreaterThanOrEqual(2);
