@@ -154,9 +154,10 @@ export class AdapterCache {
     const curveRate = reg.gauge(`${p}_curve_hit_rate`, 'Hit rate an LRU of MEMLORA_CACHE_BYTES would have had on the lookups since start or the last full drop (NaN before the first lookup).');
     const curveSize = reg.gauge(`${p}_curve_size_bytes`, 'Smallest cache that would have reached the hit rate, from the same lookups (NaN: no size does, or no lookups yet).', ['hit_rate']);
     reg.onCollect(() => {
-      const any = this.curve.lookups > 0;
-      curveRate.set(undefined, any ? this.curve.hitRateAt(this.maxBytes) : Number.NaN);
-      for (const t of CURVE_TARGETS) curveSize.set({ hit_rate: String(t) }, (any ? this.curve.sizeFor(t) : null) ?? Number.NaN);
+      curveRate.set(undefined, this.curve.lookups > 0 ? this.curve.hitRateAt(this.maxBytes) : Number.NaN);
+      // No lookups: no points, so every size is null.
+      const sizes = this.curve.sizesFor(CURVE_TARGETS);
+      CURVE_TARGETS.forEach((t, i) => curveSize.set({ hit_rate: String(t) }, sizes[i] ?? Number.NaN));
     });
   }
 

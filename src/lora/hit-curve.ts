@@ -143,7 +143,12 @@ export class HitCurve {
 
   /** The smallest cache size reaching `hitRate`, or null when no size does (cold lookups cap it). */
   sizeFor(hitRate: number): number | null {
-    return this.points().find((p) => p.hitRate >= hitRate)?.bytes ?? null;
+    return this.sizesFor([hitRate])[0];
+  }
+
+  /** sizeFor of each hit rate, from one pass over the curve (`points`: the curve, when already computed). */
+  sizesFor(hitRates: readonly number[], points: readonly HitCurvePoint[] = this.points()): Array<number | null> {
+    return hitRates.map((r) => points.find((p) => p.hitRate >= r)?.bytes ?? null);
   }
 
   private add(pos: number, v: number): void {

@@ -70,7 +70,6 @@ export function dropCached(cache: AdapterCache, userId?: string): CacheDrop {
   return { dropped, cache: cacheStats(cache) };
 }
 
-
 export interface CacheCurve {
   /** When the recorded lookups start: the server's start, or the last DELETE /v1/admin/cache of everything. */
   since: string;
@@ -91,6 +90,8 @@ export interface CacheCurve {
 export function cacheCurve(cache: AdapterCache): CacheCurve {
   const c = cache.curve;
   const any = c.lookups > 0;
+  const points = c.points();
+  const sizes = c.sizesFor(CURVE_TARGETS, points);
   return {
     since: cache.curveSince.toISOString(),
     lookups: c.lookups,
@@ -98,8 +99,8 @@ export function cacheCurve(cache: AdapterCache): CacheCurve {
     bestHitRate: any ? 1 - c.coldLookups / c.lookups : null,
     maxBytes: cache.maxBytes,
     hitRateAtMaxBytes: any ? c.hitRateAt(cache.maxBytes) : null,
-    sizeFor: CURVE_TARGETS.map((hitRate) => ({ hitRate, bytes: c.sizeFor(hitRate) })),
-    points: c.points(),
+    sizeFor: CURVE_TARGETS.map((hitRate, i) => ({ hitRate, bytes: sizes[i] })),
+    points,
   };
 }
 

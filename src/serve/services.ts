@@ -87,8 +87,6 @@ export interface ServeServices {
   restored(): Promise<RestoreReport | null>;
 }
 
-
-
 /**
  * The load failure as an operator should read it: ONNX Runtime's own message, and for the CUDA
  * provider missing from this install (onnxruntime-node installs without it here) what to run.
