@@ -80,6 +80,61 @@ export function packRows(rows: readonly (readonly number[])[], opts: { padding?:
   };
 }
 
+export interface ExtendRow {
+  /** Tokens of the row's cached prefix (the cache fed as `past`). */
+  past: number;
+  /** The new tokens after it (at least one). */
+  ids: readonly number[];
+}
+
+/**
+ * Feeds of an extend graph (a prompt's new tokens after its cached prefix): the new tokens
+ * right-padded to T, their positions counted on from each row's prefix, and the bias
+ * [B, 1, T, P + T] over the `pastSeq` = P cache slots fed (row b's first `past` of them hold its
+ * prefix, the rest are padding) and then the new tokens, causally. Pad queries attend only to
+ * themselves.
+ */
+export function packExtend(rows: readonly ExtendRow[], pastSeq: number): Omit<PackedRows, 'starts'> {
+  if (rows.length === 0) throw new BatchError('empty_batch', 'a batch needs at least one row');
+  const lengths = rows.map((r) => r.ids.length);
+  if (lengths.some((n) => n === 0)) throw new BatchError('empty_row', 'every row needs at least one new token', { lengths });
+  for (const r of rows) {
+    if (!Number.isInteger(r.past) || r.past < 0 || r.past > pastSeq) throw new BatchError('bad_past', `a row's prefix of ${r.past} tokens does not fit ${pastSeq} cache slots`, { past: r.past, pastSeq });
+  }
+  const seq = Math.max(...lengths);
+  const keys = pastSeq + seq;
+  const b = rows.length;
+  const ids = new BigInt64Array(b * seq);
+  const pos = new BigInt64Array(b * seq);
+  const bias = new Float32Array(b * seq * keys).fill(MASKED);
+  const last = new BigInt64Array(b);
+  rows.forEach((row, r) => {
+    for (let i = 0; i < row.ids.length; i++) {
+      ids[r * seq + i] = BigInt(row.ids[i]);
+      pos[r * seq + i] = BigInt(row.past + i);
+    }
+    for (let q = 0; q < seq; q++) {
+      const at = (r * seq + q) * keys;
+      if (q >= row.ids.length) bias[at + pastSeq + q] = 0;
+      else {
+        bias.fill(0, at, at + row.past);
+        bias.fill(0, at + pastSeq, at + pastSeq + q + 1);
+      }
+    }
+    last[r] = BigInt(r * seq + row.ids.length - 1);
+  });
+  return {
+    seq,
+    lengths,
+    feeds: {
+      input_ids: { dtype: 'int64', dims: [b, seq], data: ids },
+      positions: { dtype: 'int64', dims: [b, seq], data: pos },
+      attn_bias: { dtype: 'float32', dims: [b, 1, seq, keys], data: bias },
+      last_index: { dtype: 'int64', dims: [b], data: last },
+    },
+  };
+}
+
 export interface LmBatch {
   inputIds: readonly (readonly number[])[];
   /** Per row, the token expected after each input token (IGNORE_INDEX where none is scored). */

@@ -15,18 +15,22 @@
  * - decode:  T = 1; + `past_k.{l}`/`past_v.{l}` [B, Hkv, Past, Dh]; attn_bias [B, 1, 1, Past+1]
  *            (the cache's slots, then the new token) -> `logits` [B, V], `present_k.{l}`/`present_v.{l}`
  *            [B, Hkv, 1, Dh] (the new token's key/value; the caller appends them to its cache).
+ * - extend:  a prompt's new tokens after a cached prefix (prefix caching): the inputs of prefill and the
+ *            past of decode, attn_bias [B, 1, T, Past+T] (each row's cached slots, then its new tokens
+ *            causally) -> `logits` [B, V] at last_index, `present_k.{l}`/`present_v.{l}` [B, Hkv, T, Dh]
+ *            (the new tokens' keys/values); the last block is trimmed as in prefill.
  */
 import { Graph, type Value } from '../graph/ir.js';
 import * as ops from '../graph/ops.js';
 import { addDims } from '../graph/shape.js';
 import { type ModelConfig, configFingerprint } from './config.js';
 import { gpt2Block, gpt2Embed, gpt2Final } from './gpt2.js';
-import { Ctx, DIM, type GraphSpec, type LoraSpec, linearOutIn, ropeInputs, type WeightSource } from './layers.js';
+import { Ctx, DIM, type GraphSpec, type LoraSpec, linearOutIn, picksLast, readsPast, ropeInputs, type WeightSource } from './layers.js';
 import { llamaBlock, llamaEmbed, llamaFinal } from './llama.js';
 import { lmHeadName } from './weights.js';
 
 export type { GraphKind, GraphSpec, LoraSpec } from './layers.js';
-export { DIM, ROPE_COS, ROPE_SIN, ropeTables } from './layers.js';
+export { DIM, picksLast, readsPast, ROPE_COS, ROPE_SIN, ropeTables } from './layers.js';
 
 export class BuilderError extends Error {
   constructor(
@@ -90,7 +94,7 @@ export function buildGraph(cfg: ModelConfig, spec: GraphSpec, opts: { constWeigh
 
   const ids = g.input('input_ids', 'int64', [DIM.batch, seq]);
   ctx.positions = g.input('positions', 'int64', [DIM.batch, seq]);
-  if (s.kind === 'decode') {
+  if (readsPast(s.kind)) {
     ctx.past = [];
     for (let l = 0; l < nLayers; l++) {
       ctx.past.push({
@@ -99,8 +103,8 @@ export function buildGraph(cfg: ModelConfig, spec: GraphSpec, opts: { constWeigh
       });
     }
   }
-  if (s.kind === 'prefill') ctx.lastIndex = g.input('last_index', 'int64', [DIM.batch]);
-  const keys = s.kind === 'decode' ? addDims(DIM.past, 1) : DIM.seq;
+  if (picksLast(s.kind)) ctx.lastIndex = g.input('last_index', 'int64', [DIM.batch]);
+  const keys = s.kind === 'decode' ? addDims(DIM.past, 1) : s.kind === 'extend' ? addDims(DIM.past, DIM.seq) : DIM.seq;
   ctx.bias = g.input('attn_bias', 'float32', [DIM.batch, 1, seq, keys]);
   if (cfg.family === 'llama') ctx.rope = ropeInputs(ctx);
 
@@ -115,7 +119,7 @@ export function buildGraph(cfg: ModelConfig, spec: GraphSpec, opts: { constWeigh
     output(g, 'loss', ops.crossEntropy(logits, ops.reshape(labels, [-1])).loss);
     return g;
   }
-  if (s.kind === 'prefill') {
+  if (picksLast(s.kind)) {
     // The last block already kept each row's query position only (ctx.trimsBlock), unless every position's logits are wanted.
     const rows = ctx.seq === 1 ? ops.reshape(x, [DIM.batch, d]) : ops.gather(ops.reshape(x, [-1, d]), ctx.lastIndex!, 0);
     output(g, 'logits', linearOutIn(rows, head));

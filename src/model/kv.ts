@@ -78,6 +78,46 @@ export function concatRowKv(shape: KvShape, a: RowKv, b: RowKv): RowKv {
   return { length: len, k: a.k.map((x, l) => join(x, b.k[l])), v: a.v.map((x, l) => join(x, b.v[l])) };
 }
 
+/** The first `length` positions of a row's cache (a copy; the row itself when it has exactly that many). */
+export function sliceRowKv(shape: KvShape, row: RowKv, length: number): RowKv {
+  if (!Number.isInteger(length) || length < 0 || length > row.length) throw new KvError('bad_slice', `cannot cut ${length} positions from a cache of ${row.length}`, { length, rowLength: row.length });
+  if (length === row.length) return row;
+  const { nKvHeads: hkv, headDim: dh } = shape;
+  const cut = (x: Float32Array): Float32Array => {
+    const out = new Float32Array(hkv * length * dh);
+    for (let h = 0; h < hkv; h++) out.set(x.subarray(h * row.length * dh, (h * row.length + length) * dh), h * length * dh);
+    return out;
+  };
+  return { length, k: row.k.map(cut), v: row.v.map(cut) };
+}
+
+/**
+ * Rows' caches as the `past_k.{l}`/`past_v.{l}` feeds [B, Hkv, P, Dh] of an extend graph, P the
+ * longest row's length (shorter rows zero-padded; the bias masks their padding). A single row is fed
+ * as it is, without a copy.
+ */
+export function pastFeeds(shape: KvShape, rows: readonly RowKv[]): { pastSeq: number; feeds: Record<string, HostTensor> } {
+  const { nLayers, nKvHeads: hkv, headDim: dh } = shape;
+  const p = Math.max(...rows.map((r) => r.length));
+  const feeds: Record<string, HostTensor> = {};
+  for (let l = 0; l < nLayers; l++) {
+    for (const kind of ['k', 'v'] as const) {
+      let data: Float32Array;
+      if (rows.length === 1) data = rows[0][kind][l];
+      else {
+        data = new Float32Array(rows.length * hkv * p * dh);
+        rows.forEach((row, b) => {
+          const src = row[kind][l];
+          for (let h = 0; h < hkv; h++) data.set(src.subarray(h * row.length * dh, (h + 1) * row.length * dh), (b * hkv + h) * p * dh);
+        });
+      }
+      if (data.length !== rows.length * hkv * p * dh) throw new KvError('bad_row', `layer ${l} ${kind}: ${data.length} values, expected ${rows.length * hkv * p * dh}`);
+      feeds[`past_${kind}.${l}`] = { dtype: 'float32', dims: [rows.length, hkv, p, dh], data };
+    }
+  }
+  return { pastSeq: p, feeds };
+}
+
 export interface KvBatchOptions {
   /** Capacity grows and shrinks in multiples of this many positions (default 32). */
   bucket?: number;

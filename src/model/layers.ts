@@ -16,7 +16,12 @@ import type { Dim } from '../graph/types.js';
 import type { ModelConfig } from './config.js';
 import { mapFeatures } from './weights.js';
 
-export type GraphKind = 'train' | 'prefill' | 'decode';
+export type GraphKind = 'train' | 'prefill' | 'decode' | 'extend';
+
+/** Whether graphs of this kind read a cache (`past_k.{l}`/`past_v.{l}`): decode, and extend (a prompt's new tokens after a cached prefix). */
+export const readsPast = (kind: GraphKind): boolean => kind === 'decode' || kind === 'extend';
+/** Whether graphs of this kind return one position's logits per row, chosen by `last_index`: prefill and extend. */
+export const picksLast = (kind: GraphKind): boolean => kind === 'prefill' || kind === 'extend';
 
 /**
  * How LoRA enters the feed-forward maps.
@@ -65,7 +70,7 @@ export class Ctx {
   bias!: Value;
   /** Position of each token, int64 [B, T]. */
   positions!: Value;
-  /** Past keys/values per layer (decode only). */
+  /** Past keys/values per layer (decode and extend). */
   past: { k: Value; v: Value }[] | null = null;
   /** cos/sin per token, [B, T, 1, Dh/2] (Llama only). */
   rope: { cos: Value; sin: Value } | null = null;
@@ -78,7 +83,7 @@ export class Ctx {
     private readonly constWeights?: WeightSource,
   ) {}
 
-  /** Prefill only: `last_index` int64 [B], the flat index b*T + t of each row's query position. */
+  /** Prefill and extend: `last_index` int64 [B], the flat index b*T + t of each row's query position. */
   lastIndex: Value | null = null;
   /** Set once the last block keeps only each row's query position (see keepQueriesOnly). */
   private queriesOnly = false;
@@ -95,12 +100,12 @@ export class Ctx {
    * their attention, output projection, feed-forward maps and LoRA terms would be work thrown away.
    */
   trimsBlock(l: number): boolean {
-    return this.spec.kind === 'prefill' && !this.spec.allLogits && this.lastIndex !== null && l === this.cfg.nLayers - 1;
+    return picksLast(this.spec.kind) && !this.spec.allLogits && this.lastIndex !== null && l === this.cfg.nLayers - 1;
   }
 
   /** Each row's query position of t [B, T, ...rest]: [B, 1, ...rest]. */
   queryRows(t: Value): Value {
-    if (!this.lastIndex) throw new Error('queryRows() needs a prefill graph with last_index');
+    if (!this.lastIndex) throw new Error('queryRows() needs a prefill or extend graph with last_index');
     return ops.unsqueeze(ops.gather(ops.reshape(t, [-1, ...t.shape.slice(2)]), this.lastIndex, 0), [1]);
   }
 
@@ -145,7 +150,7 @@ export class Ctx {
 
   /** The cache length Past as an int64 [1] tensor, computed once per graph. */
   pastLength(): Value {
-    if (!this.past) throw new Error('pastLength() needs a decode graph');
+    if (!this.past) throw new Error('pastLength() needs a decode or extend graph');
     this.pastLen ??= ops.slice(ops.shapeOf(this.past[0].k), { axes: [0], starts: [2], ends: [3] });
     return this.pastLen;
   }
@@ -319,7 +324,7 @@ export function attend(ctx: Ctx, q: Value, parts: { k: Value; v: Value }[]): Val
   return group > 1 ? ops.reshape(out, [DIM.batch, h, tq, dh]) : out;
 }
 
-/** Attention over this call's keys/values, plus the cache in decode graphs; records the presents. */
+/** Attention over this call's keys/values, plus the cache in decode and extend graphs; records the presents. */
 export function selfAttention(ctx: Ctx, l: number, q: Value, k: Value, v: Value): Value {
   ctx.presents[l] = { k, v };
   const parts = ctx.past ? [ctx.past[l], { k, v }] : [{ k, v }];

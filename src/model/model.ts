@@ -7,11 +7,11 @@ import * as ort from 'onnxruntime-node';
 import type { CompiledGraph, FeedSources, RunnerOptions } from '../graph/runner.js';
 import { Runner, feedSources } from '../graph/runner.js';
 import type { HostTensor } from '../graph/types.js';
-import { type LmBatch, type Padding, packLm, packRows } from './batch.js';
+import { type LmBatch, type Padding, packExtend, packLm, packRows } from './batch.js';
 import { type GraphSpec, buildGraph, ROPE_COS, ROPE_SIN, ropeTables, sessionKey } from './builder.js';
 import { type ModelConfig, validateConfig } from './config.js';
 import { importCheckpoint } from './import.js';
-import { type KvBatch, type KvShape, type RowKv, rowKvFromPresents } from './kv.js';
+import { concatRowKv, type KvBatch, type KvShape, pastFeeds, type RowKv, rowKvFromPresents } from './kv.js';
 import { type LoraInput, loraInputFeeds } from './lora-feeds.js';
 import { type Weights, validateWeights } from './weights.js';
 
@@ -142,6 +142,36 @@ export class Model {
     return {
       logits: rows.map((_, r) => logits.slice(r * v, (r + 1) * v)),
       kv: rows.map((row, r) => rowKvFromPresents(this.kvShape, presents, r, packed.starts[r], row.length)),
+    };
+  }
+
+  /**
+   * Run prompts on from their cached prefixes (prefix caching): each row's `past` is the cache of its
+   * prompt's first tokens (at least one), `ids` the tokens after them (at least one). The same result
+   * as prefill of the whole prompts (up to float rounding: the prefix's keys and values were computed
+   * in another call), for the work of the new tokens only: last-token logits and the whole cache
+   * (prefix and new tokens) per row.
+   */
+  async extend(rows: readonly { past: RowKv; ids: readonly number[] }[], lora?: LoraInput): Promise<PrefillResult> {
+    for (const r of rows) {
+      if (r.past.length < 1) throw new ModelError('empty_past', 'extend needs a cached prefix of at least one token; use prefill');
+      if (r.past.length + r.ids.length > this.config.maxPositions) {
+        throw new ModelError('too_long', `a row of ${r.past.length + r.ids.length} tokens exceeds the model's ${this.config.maxPositions} positions`, { length: r.past.length + r.ids.length });
+      }
+    }
+    this.checkTokens(rows.map((r) => r.ids));
+    const past = pastFeeds(this.kvShape, rows.map((r) => r.past));
+    const packed = packExtend(rows.map((r) => ({ past: r.past.length, ids: r.ids })), past.pastSeq);
+    const l = loraInputFeeds(this.config, lora, rows.length);
+    const n = this.config.nLayers;
+    const fetch = ['logits', ...Array.from({ length: n }, (_, i) => [`present_k.${i}`, `present_v.${i}`]).flat()];
+    const out = await this.run({ kind: 'extend', lora: l.lora }, [packed.feeds, past.feeds, l.feeds], fetch);
+    const presents = { k: Array.from({ length: n }, (_, i) => out[`present_k.${i}`]), v: Array.from({ length: n }, (_, i) => out[`present_v.${i}`]) };
+    const logits = out.logits.data as Float32Array;
+    const v = this.config.vocabSize;
+    return {
+      logits: rows.map((_, r) => logits.slice(r * v, (r + 1) * v)),
+      kv: rows.map((row, r) => concatRowKv(this.kvShape, row.past, rowKvFromPresents(this.kvShape, presents, r, 0, row.ids.length))),
     };
   }
 
