@@ -23,6 +23,8 @@ export interface Config {
   adapterDir: string;
   /** Byte budget of the in-memory adapter cache. */
   cacheBytes: number;
+  /** Byte budget of the prefix (KV) cache of users' last conversations; 0 turns prefix caching off. */
+  prefixCacheBytes: number;
   /** Save the cached users at shutdown and warm them again at the next start (serve/cache-snapshot.ts). */
   cacheRestore: boolean;
   /** Bearer token for /v1/admin; null means "not configured" (serve then generates one). */
@@ -56,12 +58,13 @@ export const ENV_VARS: readonly EnvVarDoc[] = [
   { name: 'MEMLORA_DATA_DIR', default: './data', describe: 'Directory of the SQLite database `memlora.db` (created if missing).' },
   { name: 'MEMLORA_ADAPTER_DIR', default: './adapters', describe: 'Root of the per-user adapter store (created if missing).' },
   { name: 'MEMLORA_CACHE_BYTES', default: '256MiB', describe: 'Adapter cache budget in bytes; suffixes KiB, MiB, GiB (and KB, MB, GB) accepted.' },
+  { name: 'MEMLORA_PREFIX_CACHE_BYTES', default: '64MiB', describe: 'Prefix cache budget: the keys and values of users\' last conversations (per user and adapter version), so that a chat\'s next turn runs only its new tokens; same suffixes as the cache size; 0 turns prefix caching off.' },
   { name: 'MEMLORA_CACHE_RESTORE', default: 'on', describe: 'At shutdown, record which users\' adapters the cache holds (`<dataDir>/adapter-cache.json`, user ids only); at the next start, warm them again in the background once the model is loaded: `on` or `off`.' },
   { name: 'MEMLORA_ADMIN_TOKEN', default: null, describe: 'Bearer token for /v1/admin routes, at least 16 characters. When unset, `serve` generates one and prints it once to stderr.' },
   { name: 'MEMLORA_MODEL_PATH', default: 'models/default', describe: 'Base model directory (default relative to the repository root).' },
   { name: 'MEMLORA_EXECUTION_PROVIDER', default: 'cpu', describe: 'ONNX Runtime execution provider: `cpu` or `cuda`.' },
   { name: 'MEMLORA_INTRA_OP_THREADS', default: '0', describe: 'ONNX Runtime intra-op threads; 0 keeps ORT\'s default.' },
-  { name: 'MEMLORA_CONST_WEIGHTS', default: 'auto', describe: 'Bake the base weights into the serving graphs as constants, so ONNX Runtime packs them once per graph instead of at every call: `on`, `off`, or `auto` (on for models up to 64 MiB of weights). On the default model plain requests are served about 1.4x faster and injected ones 1.3x; each serving graph (five) holds its own copy of the weights.' },
+  { name: 'MEMLORA_CONST_WEIGHTS', default: 'auto', describe: 'Bake the base weights into the serving graphs as constants, so ONNX Runtime packs them once per graph instead of at every call: `on`, `off`, or `auto` (on for models up to 64 MiB of weights). On the default model plain requests are served about 1.4x faster and injected ones 1.3x; each serving graph (five; eight with prefix caching) holds its own copy of the weights.' },
   { name: 'MEMLORA_JOB_CONCURRENCY', default: '1', describe: 'Injection jobs run at the same time.' },
   { name: 'MEMLORA_MAX_QUEUE', default: '256', describe: 'Generation requests waiting before new ones get 429.' },
   { name: 'MEMLORA_MAX_BATCH', default: '8', describe: 'Rows in one decode batch.' },
@@ -114,6 +117,7 @@ const envSchema = z.object({
   MEMLORA_DATA_DIR: nonEmpty.default('./data'),
   MEMLORA_ADAPTER_DIR: nonEmpty.default('./adapters'),
   MEMLORA_CACHE_BYTES: bytesVar(0).default(256 * 1024 ** 2),
+  MEMLORA_PREFIX_CACHE_BYTES: bytesVar(0).default(64 * 1024 ** 2),
   MEMLORA_CACHE_RESTORE: z.enum(['on', 'off'], { message: 'must be "on" or "off"' }).default('on'),
   MEMLORA_ADMIN_TOKEN: z
     .string()
@@ -177,6 +181,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     dbFile: join(dataDir, 'memlora.db'),
     adapterDir: absolute(e.MEMLORA_ADAPTER_DIR, cwd),
     cacheBytes: e.MEMLORA_CACHE_BYTES,
+    prefixCacheBytes: e.MEMLORA_PREFIX_CACHE_BYTES,
     cacheRestore: e.MEMLORA_CACHE_RESTORE === 'on',
     adminToken: e.MEMLORA_ADMIN_TOKEN ?? null,
     modelPath: e.MEMLORA_MODEL_PATH ? absolute(e.MEMLORA_MODEL_PATH, cwd) : join(repoRoot, 'models', 'default'),

@@ -372,7 +372,8 @@ export const generateRequestSchema = z
     }
   });
 
-export const usageSchema = z.object({ promptTokens: z.int().min(0), completionTokens: z.int().min(0) });
+/** cachedTokens: the prompt tokens whose keys and values came from the prefix cache (the conversation so far), not computed again. */
+export const usageSchema = z.object({ promptTokens: z.int().min(0), completionTokens: z.int().min(0), cachedTokens: z.int().min(0) });
 
 /** Why a request was served with less than it asked for (see the engine's personalize.ts). */
 export const FALLBACK_REASONS = ['no_adapter', 'adapter_corrupt', 'adapter_missing', 'adapter_unavailable', 'no_memory'] as const;
@@ -439,6 +440,8 @@ const openAiUsage = z.object({
   prompt_tokens: z.int().min(0),
   completion_tokens: z.int().min(0),
   total_tokens: z.int().min(0),
+  /** As OpenAI reports prompt caching: the prompt tokens read from the prefix cache. */
+  prompt_tokens_details: z.object({ cached_tokens: z.int().min(0) }),
 });
 
 const memloraField = z.object({

@@ -40,6 +40,8 @@ export interface GenerateService {
   dropCached?(userId?: string): CacheDrop;
   /** The adapter cache's hit rate at every size, from the lookups served since start or the last full drop. */
   cacheCurve?(): CacheCurve;
+  /** Forgets a user's conversations kept for prefix caching (the user is being erased). */
+  forgetUser?(userId: string): void;
   /** True once the base model is loaded and requests can be served (drives /readyz). */
   ready?(): boolean;
   /** Why the model failed to load, once it has (null while loading or loaded): /readyz reports it. */

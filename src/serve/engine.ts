@@ -10,9 +10,12 @@
  *   1. frees the rows and queue places of cancelled requests (client gone),
  *   2. admits ready requests in arrival order into free rows (up to maxBatch, and within the pool's
  *      byte budget) with one batched prefill of their prompts (through the row pool's units; a lone
- *      joiner with an adapter, the common case, through its adapter as served: fewer, larger ops),
+ *      joiner with an adapter, the common case, through its adapter as served: fewer, larger ops);
+ *      joiners whose prompt starts with a conversation the prefix cache holds (prefix-cache.ts: the
+ *      same user, the same adapter version) run only the tokens after it, in one batched extend call,
  *   3. runs one decode step of every row and streams each row's token to its request,
- *   4. removes finished rows, releasing their adapter leases.
+ *   4. removes finished rows, releasing their adapter leases and keeping their caches (prompt and
+ *      reply) in the prefix cache for the conversation's next turn.
  *
  * Adapters reach the graphs through a RowPool (src/model/row-pool.ts): each row's adapter is cut per
  * layer into rank units that one batched matmul per layer serves, whatever the batch's mix of ranks;
@@ -30,6 +33,7 @@ import type { AdapterLease } from '../lora/cache.js';
 import { Registry } from '../metrics.js';
 import type { ChatTemplateName } from '../model/chat-format.js';
 import { KvBatch, type RowKv } from '../model/kv.js';
+import type { PrefillResult } from '../model/model.js';
 import type { Model } from '../model/model.js';
 import { RowPool } from '../model/row-pool.js';
 import { type FinishReason, Sequence } from '../model/sequence.js';
@@ -43,6 +47,7 @@ import { BoundedQueue } from './queue.js';
 import { Channel } from './channel.js';
 import type { Fallback, Personalization, ServeEvent, ServeFinishReason, ServeLogger, ServeRequest, ServeResult } from './types.js';
 import { type WarmReport, warmAdapters } from './warm.js';
+import type { PrefixCache, PrefixHit } from './prefix-cache.js';
 
 export interface EngineOptions {
   model: Model;
@@ -64,6 +69,8 @@ export interface EngineOptions {
    * always admitted. Default 256 MiB.
    */
   poolBudgetBytes?: number;
+  /** Users' last conversations, to run a next turn's new tokens only; none: every prompt is prefilled whole. */
+  prefixCache?: PrefixCache | null;
   registry?: Registry;
   logger?: ServeLogger;
 }
@@ -91,6 +98,10 @@ interface Job {
   seq: Sequence | null;
   t: { arrived: number; admitted: number; prefilled: number; firstToken: number };
   prefillMs: number;
+  /** Prompt tokens whose keys and values came from the prefix cache. */
+  cachedTokens: number;
+  /** Keep the row's cache in the prefix cache when it leaves (false once its user is forgotten). */
+  remember: boolean;
 }
 
 const now = (): number => performance.now();
@@ -99,6 +110,9 @@ const round = (ms: number): number => Math.round(ms * 100) / 100;
 const FINISH: Readonly<Record<FinishReason, ServeFinishReason>> = { stop: 'stop', eos: 'stop', length: 'length', cancelled: 'cancelled' };
 
 const noLogger: ServeLogger = { info() {}, warn() {}, error() {} };
+
+/** Which weights computed a request's keys and values: its adapter version, or the base model. */
+const scopeOf = (job: Job): string => (job.personalization.mode === 'injected' ? `v${job.personalization.adapterVersion}` : 'base');
 
 
 export class Engine {
@@ -117,6 +131,7 @@ export class Engine {
   private readonly memoryK: number;
   private readonly poolBudget: number;
   private readonly eosIds: number[];
+  private readonly prefix: PrefixCache | null;
   private nextRow = 1;
   private running: Promise<void> | null = null;
   private wakeUp: (() => void) | null = null;
@@ -136,6 +151,7 @@ export class Engine {
     this.waiting = new BoundedQueue(opts.maxQueue);
     this.memoryK = opts.memoryItems ?? 5;
     this.poolBudget = opts.poolBudgetBytes ?? 256 * 1024 * 1024;
+    this.prefix = opts.prefixCache ?? null;
     const cfg = this.model.config;
     this.ctx = {
       tokenizer: opts.tokenizer,
@@ -214,6 +230,15 @@ export class Engine {
     );
   }
 
+  /**
+   * Forget a user's conversations (a user being erased): their prefix-cache entries go, and none of
+   * their requests still queued or running keeps its cache when it finishes. Returns the entries dropped.
+   */
+  forgetUser(userId: string): number {
+    for (const job of [...this.waiting, ...this.active.values()]) if (job.req.userId === userId) job.remember = false;
+    return this.prefix?.drop(userId) ?? 0;
+  }
+
   /** Stop: refuse new requests, fail queued ones (shutting_down), cancel running ones, wait for the loop. */
   async close(): Promise<void> {
     if (this.closed) return;
@@ -263,6 +288,8 @@ export class Engine {
       seq: null,
       t: { arrived: now(), admitted: 0, prefilled: 0, firstToken: 0 },
       prefillMs: 0,
+      cachedTokens: 0,
+      remember: true,
     };
     if (plan.kind !== 'injected') this.withoutAdapter(job, plan.kind, plan.fallback);
     this.waiting.push(job);
@@ -442,33 +469,58 @@ export class Engine {
     return joiners;
   }
 
-  /** One batched prefill of the joiners; each gets its first token, and the unfinished join the batch. */
+  /**
+   * One batched prefill of the joiners (and one extend call for those whose prompt continues a cached
+   * conversation); each gets its first token, and the unfinished join the batch.
+   */
   private async prefill(joiners: Job[]): Promise<void> {
     const t0 = now();
     const start = this.pool.size;
+    const hits = new Map<Job, PrefixHit>();
+    if (this.prefix) {
+      for (const job of joiners) {
+        const hit = this.prefix.match(job.req.userId, scopeOf(job), job.ids);
+        if (hit) hits.set(job, hit);
+      }
+    }
+    // The pool holds each call's rows together: the whole prompts first, then the continued ones.
+    const fresh = joiners.filter((j) => !hits.has(j));
+    const continued = joiners.filter((j) => hits.has(j));
+    joiners = [...fresh, ...continued];
     for (const job of joiners) {
       job.t.admitted = t0;
       job.state = 'active';
       this.m.queueSeconds.observe({ mode: job.personalization.mode }, (t0 - job.t.arrived) / 1000);
       this.pool.add(job.row, job.lease?.adapter ?? null);
     }
-    // One joiner with an adapter (the common case) is read through its adapter as served: one matmul
-    // pair per map at its own rank, none of the unit pool's gather and per-row sums.
-    const lease = joiners.length === 1 ? joiners[0].lease : undefined;
-    let pre;
+    // A lone joiner with an adapter (the common case) is read through its adapter as served: one
+    // matmul pair per map at its own rank, none of the unit pool's gather and per-row sums.
+    const loraOf = (group: Job[], from: number) =>
+      group.length === 1 && group[0].lease ? { adapter: group[0].lease.adapter, everyLayer: true } : this.pool.input(from, from + group.length);
+    const results: PrefillResult[] = [];
     try {
-      pre = await this.model.prefill(
-        joiners.map((j) => j.ids),
-        lease ? { adapter: lease.adapter, everyLayer: true } : this.pool.input(start, this.pool.size),
-      );
+      if (fresh.length > 0) results.push(await this.model.prefill(fresh.map((j) => j.ids), loraOf(fresh, start)));
+      if (continued.length > 0) {
+        const rows = continued.map((j) => {
+          const hit = hits.get(j)!;
+          return { past: hit.kv, ids: j.ids.slice(hit.tokens) };
+        });
+        results.push(await this.model.extend(rows, loraOf(continued, start + fresh.length)));
+      }
     } catch (e) {
-      this.logger.error('prefill failed', { rows: joiners.length, err: e instanceof Error ? e.stack : String(e) });
+      this.logger.error('prefill failed', { rows: joiners.length, continued: continued.length, err: e instanceof Error ? e.stack : String(e) });
       const err = new ServeError('generation_failed', 'the model failed while reading the prompt', { cause: e });
       for (const job of joiners) {
         this.pool.remove(job.row);
         this.fail(job, err);
       }
       return;
+    }
+    const pre: PrefillResult = { logits: results.flatMap((r) => r.logits), kv: results.flatMap((r) => r.kv) };
+    for (const job of joiners) {
+      job.cachedTokens = hits.get(job)?.tokens ?? 0;
+      this.m.promptTokens.inc({ source: 'cached' }, job.cachedTokens);
+      this.m.promptTokens.inc({ source: 'computed' }, job.ids.length - job.cachedTokens);
     }
     this.syncPoolMetrics();
     const t1 = now();
@@ -494,6 +546,7 @@ export class Engine {
       if (job.seq.finished || job.aborted) {
         if (!job.seq.finished) job.seq.finish('cancelled');
         this.pool.remove(job.row);
+        this.remember(job, pre.kv[i]);
         this.finish(job, job.seq.finishReason!);
       } else {
         caches.set(job.row, pre.kv[i]);
@@ -558,9 +611,16 @@ export class Engine {
   }
 
   private leaveBatch(job: Job): void {
+    if (this.prefix && job.remember) this.remember(job, this.kv.extract(job.row));
     this.kv.remove(job.row);
     this.pool.remove(job.row);
     this.active.delete(job.row);
+  }
+
+  /** Keep a row's cache (its prompt and the reply tokens fed so far) for the conversation's next turn. */
+  private remember(job: Job, kv: RowKv): void {
+    if (!this.prefix || !job.remember) return;
+    this.prefix.store(job.req.userId, scopeOf(job), [...job.ids, ...job.seq!.tokens], kv, job.ids.length);
   }
 
   /** A running row fails: free it and report the error. */
@@ -597,7 +657,7 @@ export class Engine {
       userId: job.req.userId,
       text: r?.text ?? '',
       finishReason,
-      usage: { promptTokens: job.ids.length, completionTokens: r?.completionTokens ?? 0 },
+      usage: { promptTokens: job.ids.length, completionTokens: r?.completionTokens ?? 0, cachedTokens: job.cachedTokens },
       timings: {
         queueMs: round(admitted - t.arrived),
         prefillMs: round(job.prefillMs),

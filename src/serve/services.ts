@@ -26,6 +26,7 @@ import type { ServeEvent, ServeLogger, ServeRequest, ServeResult } from './types
 import type { WarmReport } from './warm.js';
 import { type CacheContents, type CacheCurve, type CacheDrop, cacheContents, cacheCurve, dropCached } from './cache-admin.js';
 import { type RestoreReport, restoreCache, saveCacheSnapshot, snapshotPath } from './cache-snapshot.js';
+import { PrefixCache } from './prefix-cache.js';
 
 /**
  * ONNX Runtime intra-op threads for serving when MEMLORA_INTRA_OP_THREADS is 0: 0 = ONNX Runtime's
@@ -49,6 +50,8 @@ export interface ServeOptions {
   adapters?: boolean;
   /** Engine settings beyond the configuration (memory k, pool budget). */
   engine?: Partial<Pick<EngineOptions, 'memoryItems' | 'poolBudgetBytes' | 'template'>>;
+  /** Prefix cache settings beyond MEMLORA_PREFIX_CACHE_BYTES (tests: a shorter minimum match). */
+  prefixCache?: { minTokens?: number; perScope?: number };
   /** Options of the start-up consistency check; false skips it. Default: quick (no checksums), 60 s grace for writers. */
   consistency?: ConsistencyOptions | false;
 }
@@ -66,6 +69,11 @@ export interface GenerationService {
   dropCached(userId?: string): CacheDrop;
   /** The cache's hit rate at every size, from the lookups served; adapters_disabled without adapters. */
   cacheCurve(): CacheCurve;
+  /**
+   * Erasing a user: forget their conversations in the prefix cache, and keep none of their requests
+   * in flight (while the model loads nothing is cached).
+   */
+  forgetUser(userId: string): void;
   ready(): boolean;
   close(): Promise<void>;
 }
@@ -85,6 +93,8 @@ export interface ServeServices {
   loaded: Promise<Engine | null>;
   /** Resolves once the cache is warmed from the last shutdown's snapshot (null: nothing to restore, or off). */
   restored(): Promise<RestoreReport | null>;
+  /** The prefix cache (null when MEMLORA_PREFIX_CACHE_BYTES is 0 or the model is not loaded yet). */
+  prefixCache(): PrefixCache | null;
 }
 
 /**
@@ -131,6 +141,7 @@ export async function createServeServices(setup: ServeSetup, opts: ServeOptions 
 
   let engine: Engine | null = null;
   let model: Model | null = null;
+  let prefix: PrefixCache | null = null;
   let closed = false;
   let loadError: string | null = null;
   // The cache across restarts (cache-snapshot.ts): warmed from the last shutdown's snapshot once the
@@ -149,6 +160,7 @@ export async function createServeServices(setup: ServeSetup, opts: ServeOptions 
         constWeights: config.constWeights,
       });
       const tokenizer = loadTokenizer(config.modelPath);
+      const prefixCache = config.prefixCacheBytes > 0 ? new PrefixCache({ maxBytes: config.prefixCacheBytes, shape: model.kvShape, registry: metrics, ...opts.prefixCache }) : null;
       const built = new Engine({
         model,
         tokenizer,
@@ -156,23 +168,31 @@ export async function createServeServices(setup: ServeSetup, opts: ServeOptions 
         adapters: opts.adapters === false ? null : { store, cache, reader },
         maxQueue: config.maxQueue,
         maxBatch: config.maxBatch,
+        prefixCache,
         registry: metrics,
         logger,
         ...opts.engine,
       });
       // First requests should not pay the compiles: the plain graphs, the adapter-row graphs and the
       // prefill of one joiner through its adapter as served (all with LoRA on every layer, so these
-      // five are all that serving compiles).
+      // five are all that serving compiles), and with prefix caching the same three prefills as
+      // extend graphs (eight).
       const every = Array(model.config.nLayers).fill(true);
       const rows = { mode: 'rows' as const, layers: every };
       const served = { mode: 'single' as const, layers: every, bt: true };
-      const specs = [{ kind: 'prefill' as const }, { kind: 'decode' as const }, { kind: 'prefill' as const, lora: rows }, { kind: 'decode' as const, lora: rows }, { kind: 'prefill' as const, lora: served }];
+      const starts = prefixCache ? (['prefill', 'extend'] as const) : (['prefill'] as const);
+      const specs = [
+        { kind: 'decode' as const },
+        { kind: 'decode' as const, lora: rows },
+        ...starts.flatMap((kind) => [{ kind }, { kind, lora: rows }, { kind, lora: served }]),
+      ];
       for (const spec of specs) {
         if (closed) break;
         await model.session(spec);
       }
       if (closed) return null;
       engine = built;
+      prefix = prefixCache;
       logger.info('model loaded', { modelPath: config.modelPath, family: model.config.family, layers: model.config.nLayers, threads: servingThreads(config) });
       if (restoreOn) {
         restored = restoreCache(snapshotFile, (ids, signal) => built.warm(ids, signal), stopRestore.signal, logger).then(
@@ -218,6 +238,10 @@ export async function createServeServices(setup: ServeSetup, opts: ServeOptions 
       logger.info('adapter cache dropped', { userId: userId ?? null, ...report.dropped });
       return report;
     },
+    forgetUser: (userId) => {
+      const dropped = engine?.forgetUser(userId) ?? 0;
+      if (dropped > 0) logger.info('prefix cache: user forgotten', { userId, entries: dropped });
+    },
     async close() {
       closed = true;
       stopRestore.abort();
@@ -246,6 +270,7 @@ export async function createServeServices(setup: ServeSetup, opts: ServeOptions 
       await loaded;
       return restored;
     },
+    prefixCache: () => prefix,
     adapterFiles: {
       async removeUserAdapters(userId: string) {
         // Forget cached versions before and after: a load racing the removal must not stay cached.

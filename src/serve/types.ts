@@ -62,7 +62,8 @@ export interface ServeResult {
   userId: string;
   text: string;
   finishReason: ServeFinishReason;
-  usage: { promptTokens: number; completionTokens: number };
+  /** cachedTokens: prompt tokens whose keys and values came from the prefix cache (not run again). */
+  usage: { promptTokens: number; completionTokens: number; cachedTokens: number };
   timings: { queueMs: number; prefillMs: number; decodeMs: number; totalMs: number };
   personalization: Personalization;
 }

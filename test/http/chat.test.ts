@@ -116,6 +116,6 @@ describe('POST /v1/chat/completions', () => {
     expect(final.memlora?.personalization).toEqual({ mode: 'injected', adapterVersion: 3 });
     const usage = chunks[chunks.length - 1];
     expect(usage.choices).toEqual([]);
-    expect(usage.usage).toEqual({ prompt_tokens: 7, completion_tokens: 3, total_tokens: 10 });
+    expect(usage.usage).toEqual({ prompt_tokens: 7, completion_tokens: 3, total_tokens: 10, prompt_tokens_details: { cached_tokens: 0 } });
   });
 });

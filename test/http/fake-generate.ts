@@ -33,7 +33,7 @@ function result(req: GenerateRequest, text: string, n: number, finish: GenerateR
     userId: req.userId,
     text,
     finishReason: finish,
-    usage: { promptTokens: 7, completionTokens: n },
+    usage: { promptTokens: 7, completionTokens: n, cachedTokens: 0 },
     timings: { queueMs: 0.5, prefillMs: 1, decodeMs: 2, totalMs: 3.5 },
     personalization: req.mode === 'vanilla' ? { mode: 'vanilla', adapterVersion: null } : { mode: 'injected', adapterVersion: 3 },
   };

@@ -368,6 +368,32 @@ describe('the official OpenAI client, unmodified, against the real server', () =
     expect(usage).toMatchObject({ completion_tokens: 4 });
   });
 
+  it('a chat\'s next turn reads the conversation so far from the prefix cache (usage.prompt_tokens_details.cached_tokens); deleting the user forgets it', async () => {
+    await fetch(`${server.url}/v1/users/erin`, { method: 'PUT' });
+    const first = [{ role: 'user' as const, content: 'I walk my dog every morning before work, and I like hiking on weekends.' }];
+    const t1 = await openai.chat.completions.create({ model: 'memlora', user: 'erin', messages: first, max_tokens: 6 });
+    expect(t1.usage?.prompt_tokens_details?.cached_tokens).toBe(0);
+    const second = [...first, { role: 'assistant' as const, content: t1.choices[0].message.content ?? '' }, { role: 'user' as const, content: 'What should I do tomorrow?' }];
+    const hitsBefore = await metric('memlora_prefix_cache_lookups_total{result="hit"}');
+    const t2 = await openai.chat.completions.create({ model: 'memlora', user: 'erin', messages: second, max_tokens: 6 });
+    expect(t2.usage!.prompt_tokens_details!.cached_tokens).toBeGreaterThanOrEqual(t1.usage!.prompt_tokens);
+    expect(t2.usage!.prompt_tokens_details!.cached_tokens).toBeLessThan(t2.usage!.prompt_tokens);
+    expect(await metric('memlora_prefix_cache_lookups_total{result="hit"}')).toBe(hitsBefore + 1);
+    expect(await metric('memlora_generate_prompt_tokens_total{source="cached"}')).toBeGreaterThanOrEqual(t2.usage!.prompt_tokens_details!.cached_tokens!);
+    expect(await metric('memlora_prefix_cache_entries')).toBeGreaterThan(0);
+    // The same turn again, as /v1/generate reports it.
+    const g = (await (await post('/v1/generate', { userId: 'erin', messages: second, maxTokens: 6 })).json()) as { text: string; usage: { cachedTokens: number } };
+    expect(g.usage.cachedTokens).toBeGreaterThanOrEqual(t1.usage!.prompt_tokens);
+    expect(g.text).toBe(t2.choices[0].message.content);
+    // Erased and created again: nothing of the old conversation is reused.
+    expect((await fetch(`${server.url}/v1/users/erin`, { method: 'DELETE' })).status).toBe(200);
+    expect(logger.lines.some((l) => l.msg === 'prefix cache: user forgotten' && l.fields.userId === 'erin')).toBe(true);
+    await fetch(`${server.url}/v1/users/erin`, { method: 'PUT' });
+    const after = await openai.chat.completions.create({ model: 'memlora', user: 'erin', messages: second, max_tokens: 6 });
+    expect(after.usage?.prompt_tokens_details?.cached_tokens).toBe(0);
+    expect(after.choices[0].message.content).toBe(t2.choices[0].message.content);
+  });
+
   it('aborting a stream from the client frees its row: the next request is served at once', async () => {
     const cancelled = await metric('memlora_generate_requests_total{mode="injected",finish="cancelled"}');
     const stream = await openai.chat.completions.create({ model: 'memlora', user: 'alice', messages: hello, max_tokens: 480, stream: true });

@@ -44,6 +44,7 @@ const usageOf = (r: GenerateResult) => ({
   prompt_tokens: r.usage.promptTokens,
   completion_tokens: r.usage.completionTokens,
   total_tokens: r.usage.promptTokens + r.usage.completionTokens,
+  prompt_tokens_details: { cached_tokens: r.usage.cachedTokens },
 });
 
 const memloraOf = (r: GenerateResult) => ({ personalization: r.personalization, timings: r.timings });

@@ -47,6 +47,9 @@ export function registerUserRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
         logger.warn('cancel before user delete failed', { userId: id, jobId: active.id, err: String(err) });
       }
     }
+    // Their conversations' keys and values leave the prefix cache with them (and no request of
+    // theirs still running keeps its own).
+    services.generate?.forgetUser?.(id);
     const counts = deleteUser(db, id);
     if (!counts) throw userNotFound(id);
     const files = await services.adapterFiles.removeUserAdapters(id);

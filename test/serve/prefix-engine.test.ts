@@ -1,0 +1,138 @@
+/**
+ * Prefix caching in the engine, on a tiny random model with real SQLite and adapters: a chat's next
+ * turns reuse the conversation's keys and values and reply exactly as without the cache (alone and
+ * batched, plain and through adapters); the cache is per user and per adapter version; a forgotten
+ * user's conversations are gone, also those of requests still running.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Counter } from '../../src/metrics.js';
+import type { Engine } from '../../src/serve/engine.js';
+import { PrefixCache } from '../../src/serve/prefix-cache.js';
+import type { ServeRequest, ServeResult } from '../../src/serve/types.js';
+import { forcingAdapter, makeServeFixture, never, randomStoredAdapter, req, tokenOf, type ServeFixture } from './fixtures.js';
+
+let f: ServeFixture;
+beforeAll(() => {
+  f = makeServeFixture({ maxPositions: 512 });
+});
+afterAll(() => f.cleanup());
+
+type Msg = { role: 'user' | 'assistant'; content: string };
+const QUESTIONS = ['Hello, how are you today?', 'Tell me more about that.', 'And what should I do tomorrow?'];
+
+const prefixEngine = (minTokens = 4): { engine: Engine; prefix: PrefixCache } => {
+  const prefix = new PrefixCache({ maxBytes: 32 * 1024 * 1024, shape: f.model.kvShape, minTokens });
+  return { engine: f.engine({ prefixCache: prefix }), prefix };
+};
+
+const turn = (userId: string, messages: Msg[], extra: Partial<ServeRequest> = {}): ServeRequest => req(userId, { prompt: undefined, messages, maxTokens: 12, ...extra });
+
+/** A whole chat of QUESTIONS.length turns: each turn's prompt is the conversation so far. */
+async function chat(e: Engine, userId: string, extra: Partial<ServeRequest> = {}): Promise<ServeResult[]> {
+  const messages: Msg[] = [];
+  const out: ServeResult[] = [];
+  for (const q of QUESTIONS) {
+    messages.push({ role: 'user', content: q });
+    const r = await e.generate(turn(userId, [...messages], extra), never());
+    out.push(r);
+    messages.push({ role: 'assistant', content: r.text });
+  }
+  return out;
+}
+
+const cachedCounter = (): number => (f.registry.get('memlora_generate_prompt_tokens_total') as Counter).get({ source: 'cached' });
+
+describe('prefix caching', () => {
+  it('a chat\'s next turns reuse the conversation so far and reply exactly as without the cache, plain and through an adapter', async () => {
+    await f.giveAdapter('pc-a', randomStoredAdapter(f.cfg, [0, 1], 2, 41));
+    const plain = f.engine();
+    const { engine } = prefixEngine();
+    for (const user of ['pc-a', 'pc-plain']) {
+      const want = await chat(plain, user);
+      const before = cachedCounter();
+      const got = await chat(engine, user);
+      expect(got.map((r) => r.text)).toEqual(want.map((r) => r.text));
+      expect(got.map((r) => r.personalization)).toEqual(want.map((r) => r.personalization));
+      expect(want.every((r) => r.usage.cachedTokens === 0)).toBe(true);
+      expect(got[0].usage.cachedTokens).toBe(0);
+      // Each later turn reuses at least the previous turn's whole prompt.
+      for (let t = 1; t < got.length; t++) {
+        expect(got[t].usage.cachedTokens).toBeGreaterThanOrEqual(got[t - 1].usage.promptTokens);
+        expect(got[t].usage.cachedTokens).toBeLessThan(got[t].usage.promptTokens);
+        expect(got[t].usage.promptTokens).toBe(want[t].usage.promptTokens);
+      }
+      expect(cachedCounter() - before).toBe(got.reduce((s, r) => s + r.usage.cachedTokens, 0));
+    }
+    expect((await chat(engine, 'pc-a'))[0].personalization).toEqual({ mode: 'injected', adapterVersion: 1 });
+  });
+
+  it('second turns of several users joining together run in one batched extend call through the unit pool, as they would alone', async () => {
+    const users = ['pc-b0', 'pc-b1', 'pc-b2', 'pc-b3'];
+    await f.giveAdapter('pc-b0', randomStoredAdapter(f.cfg, [0], 1, 51));
+    await f.giveAdapter('pc-b1', randomStoredAdapter(f.cfg, [1], 3, 52));
+    await f.giveAdapter('pc-b2', randomStoredAdapter(f.cfg, [0, 1], 2, 53));
+    const plain = f.engine();
+    const { engine } = prefixEngine();
+    const first = await Promise.all(users.map((u) => engine.generate(turn(u, [{ role: 'user', content: QUESTIONS[0] }]), never())));
+    const second = users.map((u, i): Msg[] => [
+      { role: 'user', content: QUESTIONS[0] },
+      { role: 'assistant', content: first[i].text },
+      { role: 'user', content: QUESTIONS[1] },
+    ]);
+    // Mixed with a new conversation, so that one prefill and one extend call share the admission.
+    const fresh = turn('pc-b0', [{ role: 'user', content: 'A new chat entirely, about the weather.' }]);
+    const together = await Promise.all([...users.map((u, i) => engine.generate(turn(u, second[i]), never())), engine.generate(fresh, never())]);
+    const alone: ServeResult[] = [];
+    for (const [i, u] of users.entries()) alone.push(await plain.generate(turn(u, second[i]), never()));
+    alone.push(await plain.generate(fresh, never()));
+    expect(together.map((r) => r.text)).toEqual(alone.map((r) => r.text));
+    expect(together.slice(0, 4).every((r) => r.usage.cachedTokens > 0)).toBe(true);
+    expect(together[4].usage.cachedTokens).toBe(0);
+    expect(new Set(together.slice(0, 3).map((r) => r.text)).size).toBe(3); // the adapters matter
+  });
+
+  it('is per user and per adapter version: another user or a new version computes the whole prompt', async () => {
+    const q = tokenOf(f.tokenizer, 'q');
+    const z = tokenOf(f.tokenizer, 'z');
+    await f.giveAdapter('pc-v', forcingAdapter(f.cfg, f.weights, q));
+    const { engine } = prefixEngine();
+    const msgs = (reply: string): Msg[] => [
+      { role: 'user', content: QUESTIONS[0] },
+      { role: 'assistant', content: reply },
+      { role: 'user', content: QUESTIONS[1] },
+    ];
+    const t1 = await engine.generate(turn('pc-v', [{ role: 'user', content: QUESTIONS[0] }]), never());
+    expect(t1.text).toBe('q'.repeat(12));
+    // Another user sending the very same conversation shares nothing.
+    f.addHistory('pc-other', ['x']);
+    expect((await engine.generate(turn('pc-other', msgs(t1.text)), never())).usage.cachedTokens).toBe(0);
+    // A new adapter version: the old version's keys and values are not used.
+    await f.giveAdapter('pc-v', forcingAdapter(f.cfg, f.weights, z));
+    const t2 = await engine.generate(turn('pc-v', msgs(t1.text)), never());
+    expect(t2).toMatchObject({ text: 'z'.repeat(12), usage: { cachedTokens: 0 }, personalization: { adapterVersion: 2 } });
+    const t3 = await engine.generate(turn('pc-v', [...msgs(t1.text), { role: 'assistant', content: t2.text }, { role: 'user', content: QUESTIONS[2] }]), never());
+    expect(t3.usage.cachedTokens).toBeGreaterThanOrEqual(t2.usage.promptTokens);
+    expect(t3.text).toBe('z'.repeat(12));
+  });
+
+  it('forgetting a user drops their conversations, and a request of theirs still running keeps nothing', async () => {
+    const { engine, prefix } = prefixEngine();
+    f.addHistory('pc-f', ['x']);
+    await chat(engine, 'pc-f');
+    expect(prefix.entriesOf('pc-f')).toBe(1); // one conversation: each turn replaced the one it continued
+    expect(engine.forgetUser('pc-f')).toBe(1);
+    expect(prefix.entriesOf('pc-f')).toBe(0);
+    const r = await engine.generate(turn('pc-f', [{ role: 'user', content: QUESTIONS[0] }, { role: 'assistant', content: 'ok' }, { role: 'user', content: QUESTIONS[1] }]), never());
+    expect(r.usage.cachedTokens).toBe(0);
+    expect(prefix.entriesOf('pc-f')).toBe(1); // that conversation
+    // In flight while forgotten: its cache is not kept when it finishes.
+    const it = engine.stream(turn('pc-f', [{ role: 'user', content: QUESTIONS[2] }], { maxTokens: 200 }), never())[Symbol.asyncIterator]();
+    expect((await it.next()).done).toBe(false);
+    expect(engine.forgetUser('pc-f')).toBe(1);
+    for (let ev = await it.next(); !ev.done; ev = await it.next());
+    expect(prefix.entriesOf('pc-f')).toBe(0);
+    // Others are untouched, and the user's next chat is cached again.
+    await chat(engine, 'pc-f');
+    expect(prefix.entriesOf('pc-f')).toBe(1);
+  });
+});
