@@ -59,6 +59,8 @@ Object.assign(process.env, {
   MEMLORA_CACHE_BYTES: String(ws.totalBytes + 2 ** 20),
   // The cache is filled by the bench itself (preloadCache), not from a snapshot of another run.
   MEMLORA_CACHE_RESTORE: 'off',
+  // Whole prompts, as bench/swap.ts measures them.
+  MEMLORA_PREFIX_CACHE_BYTES: '0',
   MEMLORA_MAX_QUEUE: '256',
 });
 const config = loadConfig();

@@ -279,6 +279,9 @@ async function startChild(ws: Workspace, phase: { cacheBytes: number; adapters: 
       MEMLORA_CACHE_BYTES: String(Math.max(0, Math.floor(phase.cacheBytes))),
       // The servers share the workspace's data dir: no snapshot written by one and restored by another.
       MEMLORA_CACHE_RESTORE: 'off',
+      // Whole prompts, as in every run before prefix caching: the bench draws from 64 shared prompts,
+      // so popular users would repeat whole prompts and skip their prefills (bench/prefix.ts measures that).
+      MEMLORA_PREFIX_CACHE_BYTES: '0',
       MEMLORA_MAX_BATCH: String(MAX_BATCH),
       MEMLORA_MAX_QUEUE: '256',
       MEMLORA_INTRA_OP_THREADS: String(phase.threads),

@@ -91,31 +91,42 @@ export function sliceRowKv(shape: KvShape, row: RowKv, length: number): RowKv {
   return { length, k: row.k.map(cut), v: row.v.map(cut) };
 }
 
+/** A row's cache of which the first `length` positions are used (default: all). */
+export interface PastRow {
+  kv: RowKv;
+  length?: number;
+}
+
 /**
- * Rows' caches as the `past_k.{l}`/`past_v.{l}` feeds [B, Hkv, P, Dh] of an extend graph, P the
- * longest row's length (shorter rows zero-padded; the bias masks their padding). A single row is fed
- * as it is, without a copy.
+ * Rows' caches as the `past_k.{l}`/`past_v.{l}` feeds [B, Hkv, P, Dh] of an extend graph, and the
+ * positions each row uses (`lengths`; the bias masks the rest). A single row is fed as it is, without
+ * a copy (P its whole cache, even where it uses fewer positions); several are copied into one buffer,
+ * P the longest used length, shorter rows zero-padded.
  */
-export function pastFeeds(shape: KvShape, rows: readonly RowKv[]): { pastSeq: number; feeds: Record<string, HostTensor> } {
+export function pastFeeds(shape: KvShape, rows: readonly PastRow[]): { pastSeq: number; lengths: number[]; feeds: Record<string, HostTensor> } {
   const { nLayers, nKvHeads: hkv, headDim: dh } = shape;
-  const p = Math.max(...rows.map((r) => r.length));
+  const lengths = rows.map((r) => r.length ?? r.kv.length);
+  rows.forEach((r, b) => {
+    if (!Number.isInteger(lengths[b]) || lengths[b] < 0 || lengths[b] > r.kv.length) throw new KvError('bad_slice', `cannot use ${lengths[b]} positions of a cache of ${r.kv.length}`);
+  });
+  const p = rows.length === 1 ? rows[0].kv.length : Math.max(...lengths);
   const feeds: Record<string, HostTensor> = {};
   for (let l = 0; l < nLayers; l++) {
     for (const kind of ['k', 'v'] as const) {
       let data: Float32Array;
-      if (rows.length === 1) data = rows[0][kind][l];
+      if (rows.length === 1) data = rows[0].kv[kind][l];
       else {
         data = new Float32Array(rows.length * hkv * p * dh);
-        rows.forEach((row, b) => {
-          const src = row[kind][l];
-          for (let h = 0; h < hkv; h++) data.set(src.subarray(h * row.length * dh, (h + 1) * row.length * dh), (b * hkv + h) * p * dh);
+        rows.forEach(({ kv }, b) => {
+          const src = kv[kind][l];
+          for (let h = 0; h < hkv; h++) data.set(src.subarray(h * kv.length * dh, (h * kv.length + lengths[b]) * dh), (b * hkv + h) * p * dh);
         });
       }
       if (data.length !== rows.length * hkv * p * dh) throw new KvError('bad_row', `layer ${l} ${kind}: ${data.length} values, expected ${rows.length * hkv * p * dh}`);
       feeds[`past_${kind}.${l}`] = { dtype: 'float32', dims: [rows.length, hkv, p, dh], data };
     }
   }
-  return { pastSeq: p, feeds };
+  return { pastSeq: p, lengths, feeds };
 }
 
 export interface KvBatchOptions {
@@ -214,28 +225,42 @@ export class KvBatch {
     return Math.min(Math.ceil((longest + 1) / this.bucket) * this.bucket, this.maxLength);
   }
 
-  /** Add a row with its cache (copied in). */
-  add(id: RowId, row: RowKv): void {
+  /**
+   * Add a row with its cache (copied in): `row`, or the first `parts[0].length` positions of one
+   * cache followed by the next part (a cached prefix and the tokens run after it), without joining
+   * them first.
+   */
+  add(id: RowId, row: RowKv | readonly PastRow[]): void {
     if (this.ids.includes(id)) throw new KvError('duplicate_row', `row ${String(id)} is already in the batch`, { id });
     const { nKvHeads: hkv, headDim: dh, nLayers } = this.shape;
-    if (row.k.length !== nLayers || row.v.length !== nLayers) throw new KvError('bad_row', `row cache has ${row.k.length} layers, expected ${nLayers}`);
-    const n = row.length * dh;
-    for (let l = 0; l < nLayers; l++) {
-      if (row.k[l].length !== hkv * n || row.v[l].length !== hkv * n) throw new KvError('bad_row', `row cache layer ${l} has ${row.k[l].length} values, expected ${hkv * n}`);
+    const parts = 'k' in row ? [{ kv: row as RowKv, length: (row as RowKv).length }] : (row as readonly PastRow[]).map((p) => ({ kv: p.kv, length: p.length ?? p.kv.length }));
+    for (const { kv, length: used } of parts) {
+      if (kv.k.length !== nLayers || kv.v.length !== nLayers) throw new KvError('bad_row', `row cache has ${kv.k.length} layers, expected ${nLayers}`);
+      const n = kv.length * dh;
+      for (let l = 0; l < nLayers; l++) {
+        if (kv.k[l].length !== hkv * n || kv.v[l].length !== hkv * n) throw new KvError('bad_row', `row cache layer ${l} has ${kv.k[l].length} values, expected ${hkv * n}`);
+      }
+      if (!Number.isInteger(used) || used < 0 || used > kv.length) throw new KvError('bad_slice', `cannot use ${used} positions of a cache of ${kv.length}`);
     }
-    if (row.length >= this.maxLength) throw new KvError('row_too_long', `row of ${row.length} tokens leaves no room below ${this.maxLength} positions`, { length: row.length });
-    const need = row.length + 1 > this.cap ? this.capFor(Math.max(row.length, ...this.lengths)) : this.cap;
+    const length = parts.reduce((a, p) => a + p.length, 0);
+    if (length >= this.maxLength) throw new KvError('row_too_long', `row of ${length} tokens leaves no room below ${this.maxLength} positions`, { length });
+    const need = length + 1 > this.cap ? this.capFor(Math.max(length, ...this.lengths)) : this.cap;
     const rows = this.ids.length + 1 > this.rowCap ? Math.max(4, this.rowCap * 2) : this.rowCap;
     if (need !== this.cap || rows !== this.rowCap) this.relayout(rows, need);
     const r = this.ids.length;
     this.ids.push(id);
-    this.lengths.push(row.length);
-    for (let l = 0; l < nLayers; l++) {
-      for (let h = 0; h < hkv; h++) {
-        const to = (r * hkv + h) * this.cap * dh;
-        this.k[l].set(row.k[l].subarray(h * n, (h + 1) * n), to);
-        this.v[l].set(row.v[l].subarray(h * n, (h + 1) * n), to);
+    this.lengths.push(length);
+    let at = 0;
+    for (const { kv, length: used } of parts) {
+      for (let l = 0; l < nLayers; l++) {
+        for (let h = 0; h < hkv; h++) {
+          const to = ((r * hkv + h) * this.cap + at) * dh;
+          const from = h * kv.length * dh;
+          this.k[l].set(kv.k[l].subarray(from, from + used * dh), to);
+          this.v[l].set(kv.v[l].subarray(from, from + used * dh), to);
+        }
       }
+      at += used;
     }
   }
 

@@ -11,7 +11,7 @@ import { type LmBatch, type Padding, packExtend, packLm, packRows } from './batc
 import { type GraphSpec, buildGraph, ROPE_COS, ROPE_SIN, ropeTables, sessionKey } from './builder.js';
 import { type ModelConfig, validateConfig } from './config.js';
 import { importCheckpoint } from './import.js';
-import { concatRowKv, type KvBatch, type KvShape, pastFeeds, type RowKv, rowKvFromPresents } from './kv.js';
+import { type KvBatch, type KvShape, pastFeeds, type RowKv, rowKvFromPresents } from './kv.js';
 import { type LoraInput, loraInputFeeds } from './lora-feeds.js';
 import { type Weights, validateWeights } from './weights.js';
 
@@ -48,6 +48,13 @@ export interface PrefillResult {
   logits: Float32Array[];
   /** Per row, its cache (its tokens only, no padding). */
   kv: RowKv[];
+}
+
+export interface ExtendResult {
+  /** Per row, the logits [V] after its last token. */
+  logits: Float32Array[];
+  /** Per row, the cache of the tokens it ran (its `ids`). */
+  added: RowKv[];
 }
 
 export class Model {
@@ -146,22 +153,23 @@ export class Model {
   }
 
   /**
-   * Run prompts on from their cached prefixes (prefix caching): each row's `past` is the cache of its
-   * prompt's first tokens (at least one), `ids` the tokens after them (at least one). The same result
-   * as prefill of the whole prompts (up to float rounding: the prefix's keys and values were computed
-   * in another call), for the work of the new tokens only: last-token logits and the whole cache
-   * (prefix and new tokens) per row.
+   * Run prompts on from their cached prefixes (prefix caching): each row's `past` is a cache whose
+   * first `pastLength` positions (default all, at least one) hold its prompt's first tokens, `ids`
+   * the tokens after them (at least one). The same logits as a prefill of the whole prompts (up to
+   * float rounding: the prefix's keys and values were computed in another call), for the work of the
+   * new tokens only. Returns per row the last-token logits and the new tokens' cache (`added`); the
+   * whole cache is the past's first pastLength positions, then those (KvBatch.add takes both parts).
    */
-  async extend(rows: readonly { past: RowKv; ids: readonly number[] }[], lora?: LoraInput): Promise<PrefillResult> {
-    for (const r of rows) {
-      if (r.past.length < 1) throw new ModelError('empty_past', 'extend needs a cached prefix of at least one token; use prefill');
-      if (r.past.length + r.ids.length > this.config.maxPositions) {
-        throw new ModelError('too_long', `a row of ${r.past.length + r.ids.length} tokens exceeds the model's ${this.config.maxPositions} positions`, { length: r.past.length + r.ids.length });
+  async extend(rows: readonly { past: RowKv; pastLength?: number; ids: readonly number[] }[], lora?: LoraInput): Promise<ExtendResult> {
+    const past = pastFeeds(this.kvShape, rows.map((r) => ({ kv: r.past, length: r.pastLength })));
+    rows.forEach((r, i) => {
+      if (past.lengths[i] < 1) throw new ModelError('empty_past', 'extend needs a cached prefix of at least one token; use prefill');
+      if (past.lengths[i] + r.ids.length > this.config.maxPositions) {
+        throw new ModelError('too_long', `a row of ${past.lengths[i] + r.ids.length} tokens exceeds the model's ${this.config.maxPositions} positions`, { length: past.lengths[i] + r.ids.length });
       }
-    }
+    });
     this.checkTokens(rows.map((r) => r.ids));
-    const past = pastFeeds(this.kvShape, rows.map((r) => r.past));
-    const packed = packExtend(rows.map((r) => ({ past: r.past.length, ids: r.ids })), past.pastSeq);
+    const packed = packExtend(rows.map((r, i) => ({ past: past.lengths[i], ids: r.ids })), past.pastSeq);
     const l = loraInputFeeds(this.config, lora, rows.length);
     const n = this.config.nLayers;
     const fetch = ['logits', ...Array.from({ length: n }, (_, i) => [`present_k.${i}`, `present_v.${i}`]).flat()];
@@ -171,7 +179,7 @@ export class Model {
     const v = this.config.vocabSize;
     return {
       logits: rows.map((_, r) => logits.slice(r * v, (r + 1) * v)),
-      kv: rows.map((row, r) => concatRowKv(this.kvShape, row.past, rowKvFromPresents(this.kvShape, presents, r, 0, row.ids.length))),
+      added: rows.map((row, r) => rowKvFromPresents(this.kvShape, presents, r, 0, row.ids.length)),
     };
   }
 

@@ -32,8 +32,7 @@ import { toServed } from '../lora/adapter.js';
 import type { AdapterLease } from '../lora/cache.js';
 import { Registry } from '../metrics.js';
 import type { ChatTemplateName } from '../model/chat-format.js';
-import { KvBatch, type RowKv } from '../model/kv.js';
-import type { PrefillResult } from '../model/model.js';
+import { concatRowKv, KvBatch, type KvShape, type PastRow, type RowKv, sliceRowKv } from '../model/kv.js';
 import type { Model } from '../model/model.js';
 import { RowPool } from '../model/row-pool.js';
 import { type FinishReason, Sequence } from '../model/sequence.js';
@@ -110,6 +109,10 @@ const round = (ms: number): number => Math.round(ms * 100) / 100;
 const FINISH: Readonly<Record<FinishReason, ServeFinishReason>> = { stop: 'stop', eos: 'stop', length: 'length', cancelled: 'cancelled' };
 
 const noLogger: ServeLogger = { info() {}, warn() {}, error() {} };
+
+/** One cache from its parts (a joiner finished at its first token: rare, and only when kept). */
+const joinParts = (shape: KvShape, parts: readonly PastRow[]): RowKv =>
+  parts.map((p) => sliceRowKv(shape, p.kv, p.length ?? p.kv.length)).reduce((a, b) => concatRowKv(shape, a, b));
 
 /** Which weights computed a request's keys and values: its adapter version, or the base model. */
 const scopeOf = (job: Job): string => (job.personalization.mode === 'injected' ? `v${job.personalization.adapterVersion}` : 'base');
@@ -497,15 +500,24 @@ export class Engine {
     // matmul pair per map at its own rank, none of the unit pool's gather and per-row sums.
     const loraOf = (group: Job[], from: number) =>
       group.length === 1 && group[0].lease ? { adapter: group[0].lease.adapter, everyLayer: true } : this.pool.input(from, from + group.length);
-    const results: PrefillResult[] = [];
+    // Per joiner (in `joiners` order): its first logits, and its cache as parts for KvBatch.add (a
+    // cached prefix is copied into the batch once, straight from the prefix cache).
+    const logits: Float32Array[] = [];
+    const caches: PastRow[][] = [];
     try {
-      if (fresh.length > 0) results.push(await this.model.prefill(fresh.map((j) => j.ids), loraOf(fresh, start)));
+      if (fresh.length > 0) {
+        const pre = await this.model.prefill(fresh.map((j) => j.ids), loraOf(fresh, start));
+        logits.push(...pre.logits);
+        caches.push(...pre.kv.map((kv) => [{ kv }]));
+      }
       if (continued.length > 0) {
         const rows = continued.map((j) => {
           const hit = hits.get(j)!;
-          return { past: hit.kv, ids: j.ids.slice(hit.tokens) };
+          return { past: hit.kv, pastLength: hit.tokens, ids: j.ids.slice(hit.tokens) };
         });
-        results.push(await this.model.extend(rows, loraOf(continued, start + fresh.length)));
+        const ext = await this.model.extend(rows, loraOf(continued, start + fresh.length));
+        logits.push(...ext.logits);
+        caches.push(...rows.map((r, i) => [{ kv: r.past, length: r.pastLength }, { kv: ext.added[i] }]));
       }
     } catch (e) {
       this.logger.error('prefill failed', { rows: joiners.length, continued: continued.length, err: e instanceof Error ? e.stack : String(e) });
@@ -516,7 +528,6 @@ export class Engine {
       }
       return;
     }
-    const pre: PrefillResult = { logits: results.flatMap((r) => r.logits), kv: results.flatMap((r) => r.kv) };
     for (const job of joiners) {
       job.cachedTokens = hits.get(job)?.tokens ?? 0;
       this.m.promptTokens.inc({ source: 'cached' }, job.cachedTokens);
@@ -525,7 +536,7 @@ export class Engine {
     this.syncPoolMetrics();
     const t1 = now();
     this.m.prefillSeconds.observe(undefined, (t1 - t0) / 1000);
-    const caches = new Map<number, RowKv>();
+    const joining = new Map<number, PastRow[]>();
     joiners.forEach((job, i) => {
       job.t.prefilled = t1;
       job.prefillMs = t1 - t0;
@@ -542,19 +553,19 @@ export class Engine {
         },
         { tokenizer: this.ctx.tokenizer, eosIds: this.eosIds, vocabSize: this.model.config.vocabSize },
       );
-      this.token(job, pre.logits[i]);
+      this.token(job, logits[i]);
       if (job.seq.finished || job.aborted) {
         if (!job.seq.finished) job.seq.finish('cancelled');
         this.pool.remove(job.row);
-        this.remember(job, pre.kv[i]);
+        if (this.prefix && job.remember) this.remember(job, joinParts(this.model.kvShape, caches[i]));
         this.finish(job, job.seq.finishReason!);
       } else {
-        caches.set(job.row, pre.kv[i]);
+        joining.set(job.row, caches[i]);
         this.active.set(job.row, job);
       }
     });
     // Rows join the KV batch in the pool's order (finished joiners left holes the pool refilled).
-    for (const id of this.pool.rows.slice(this.kv.size)) this.kv.add(id, caches.get(id as number)!);
+    for (const id of this.pool.rows.slice(this.kv.size)) this.kv.add(id, joining.get(id as number)!);
   }
 
   /** One decode step of every row. */

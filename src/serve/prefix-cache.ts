@@ -17,7 +17,7 @@
 import { LRUCache } from 'lru-cache';
 import type { Counter } from '../metrics.js';
 import { Registry } from '../metrics.js';
-import { type KvShape, type RowKv, sliceRowKv } from '../model/kv.js';
+import type { KvShape, RowKv } from '../model/kv.js';
 
 export interface PrefixCacheOptions {
   /** Bytes of keys, values and token ids the entries may take. */
@@ -32,7 +32,7 @@ export interface PrefixCacheOptions {
 }
 
 export interface PrefixHit {
-  /** The cache of the prompt's first `tokens` tokens. */
+  /** A cached conversation whose first `tokens` positions are the prompt's first tokens (it may hold more: not copied here). */
   kv: RowKv;
   tokens: number;
 }
@@ -135,7 +135,7 @@ export class PrefixCache {
     this.touch(best);
     this.counts.hits += 1;
     this.counts.reusedTokens += bestLen;
-    return { kv: sliceRowKv(this.shape, best.kv, bestLen), tokens: bestLen };
+    return { kv: best.kv, tokens: bestLen };
   }
 
   /**

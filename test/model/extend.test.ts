@@ -7,7 +7,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { Runner } from '../../src/graph/runner.js';
 import type { ModelConfig } from '../../src/model/config.js';
-import { KvBatch, type RowKv, sliceRowKv } from '../../src/model/kv.js';
+import { concatRowKv, KvBatch, type RowKv, sliceRowKv } from '../../src/model/kv.js';
 import { Model, ModelError } from '../../src/model/model.js';
 import { RowPool } from '../../src/model/row-pool.js';
 import { referenceLogits } from './reference.js';
@@ -35,35 +35,40 @@ describe.each(variants)('%s', (_name, cfg) => {
 
   it('run on from cached prefixes, a batch of rows matches a prefill of the whole prompts and the reference', async () => {
     const whole = await model.prefill(rows);
-    const prefixes = await model.prefill(rows.map((r, i) => r.slice(0, cuts[i])));
-    const ext = await model.extend(rows.map((r, i) => ({ past: prefixes.kv[i], ids: r.slice(cuts[i]) })));
+    // Caches longer than the prefixes used (a cached conversation that went on differently): each
+    // row uses its first `cut` positions only.
+    const cached = await model.prefill(rows.map((r, i) => [...r.slice(0, cuts[i]), 7, 8]));
+    const ext = await model.extend(rows.map((r, i) => ({ past: cached.kv[i], pastLength: cuts[i], ids: r.slice(cuts[i]) })));
     rows.forEach((row, i) => {
       expect(maxAbsDiff(ext.logits[i], whole.logits[i])).toBeLessThan(TOL);
       const ref = referenceLogits(cfg, weights, row);
       expect(maxAbsDiff(ext.logits[i], ref[ref.length - 1])).toBeLessThan(TOL);
-      expect(kvDiff(ext.kv[i], whole.kv[i])).toBeLessThan(1e-5);
+      expect(ext.added[i].length).toBe(row.length - cuts[i]);
+      const joined = concatRowKv(model.kvShape, sliceRowKv(model.kvShape, cached.kv[i], cuts[i]), ext.added[i]);
+      expect(kvDiff(joined, whole.kv[i])).toBeLessThan(1e-5);
     });
   });
 
-  it('a lone row (fed without a copy) from a prefix cut out of a longer cache, then decoding on from it', async () => {
+  it('a lone row (fed as cached, without a copy) using the first positions of a longer cache, then decoding on from it', async () => {
     const row = rows[2];
-    const longer = await model.prefill([row.slice(0, 10)]);
-    const past = sliceRowKv(model.kvShape, longer.kv[0], 6);
-    const ext = await model.extend([{ past, ids: row.slice(6) }]);
+    const longer = await model.prefill([[...row.slice(0, 6), 9, 9, 9, 9]]);
+    const ext = await model.extend([{ past: longer.kv[0], pastLength: 6, ids: row.slice(6) }]);
     const whole = await model.prefill([row]);
     expect(maxAbsDiff(ext.logits[0], whole.logits[0])).toBeLessThan(TOL);
-    // The extended cache decodes as the prefilled one does.
+    // The batch takes the cached prefix and the new tokens' cache as two parts, and decodes as the prefilled cache does.
     const next = 3;
     const steps = await Promise.all(
-      [ext.kv[0], whole.kv[0]].map(async (kv) => {
+      [[{ kv: longer.kv[0], length: 6 }, { kv: ext.added[0] }], [{ kv: whole.kv[0] }]].map(async (parts) => {
         const batch = new KvBatch(model.kvShape, { maxLength: cfg.maxPositions });
-        batch.add('r', kv);
-        return model.decodeStep(batch, [next]);
+        batch.add('other', whole.kv[0]); // a row beside it, so the batch's layout is not the part's own
+        batch.add('r', parts);
+        expect(batch.length('r')).toBe(row.length);
+        return (await model.decodeStep(batch, [next, next]))[1];
       }),
     );
-    expect(maxAbsDiff(steps[0][0], steps[1][0])).toBeLessThan(TOL);
+    expect(maxAbsDiff(steps[0], steps[1])).toBeLessThan(TOL);
     const ref = referenceLogits(cfg, weights, [...row, next]);
-    expect(maxAbsDiff(steps[0][0], ref[ref.length - 1])).toBeLessThan(TOL);
+    expect(maxAbsDiff(steps[0], ref[ref.length - 1])).toBeLessThan(TOL);
   });
 
   it('through one adapter (as a lone joiner is served) and through the unit pool (rows with different adapters)', async () => {
@@ -91,10 +96,10 @@ describe.each(variants)('%s', (_name, cfg) => {
     });
   });
 
-  it('refuses a row without a cached prefix, and one past the context window', async () => {
+  it('refuses a row without a cached prefix, a prefix longer than its cache, and one past the context window', async () => {
     const pre = await model.prefill([rows[0]]);
-    const empty = sliceRowKv(model.kvShape, pre.kv[0], 0);
-    await expect(model.extend([{ past: empty, ids: [1] }])).rejects.toMatchObject({ code: 'empty_past' });
+    await expect(model.extend([{ past: pre.kv[0], pastLength: 0, ids: [1] }])).rejects.toMatchObject({ code: 'empty_past' });
+    await expect(model.extend([{ past: pre.kv[0], pastLength: pre.kv[0].length + 1, ids: [1] }])).rejects.toMatchObject({ code: 'bad_slice' });
     const long = Array.from({ length: cfg.maxPositions }, () => 1);
     const err = await model.extend([{ past: pre.kv[0], ids: long }]).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ModelError);
