@@ -5,6 +5,7 @@
  *
  *   npx tsx bench/prefix.ts [--users 1000] [--connections 16] [--turns 4] [--max-tokens 32]
  *                           [--rounds 4] [--seconds 16] [--warmup 8] [--seed 1] [--quick] [--out prefix]
+ *                           [--plot-only]   (redraw <out>.svg from <out>.json)
  *
  * The users are bench/swap.ts's workspace (1,000 users with stored adapters of ranks 8-128 on mixed
  * layer sets, default model); each server's adapter cache holds all of them and is warmed first, so
@@ -22,7 +23,7 @@
  * and prefill time by turn).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { loadMedDia } from '../src/eval/meddia.js';
@@ -211,6 +212,35 @@ function summary(slices: Slice[]) {
   };
 }
 
+type TurnStats = ReturnType<typeof summary>['byTurn'];
+
+/** Mean latency, time to the first token and prefill time by turn, with and without the prefix cache. */
+function plotByTurn(r: { config: { connections: number; turns: number }; prefix: { byTurn: TurnStats }; none: { byTurn: TurnStats } }): string {
+  const line = (name: string, turns: TurnStats, key: 'meanMs' | 'ttftMs' | 'prefillMs') => ({ name, points: turns.map((t) => [t.turn, t[key]] as const) });
+  return lineChart({
+    title: `Multi-turn chats (${r.config.connections} at once): means by turn`,
+    x: { label: 'turn of the chat', min: 1, max: r.config.turns },
+    y: { label: 'ms', min: 0 },
+    markers: true,
+    series: [
+      line('latency, prefix cache', r.prefix.byTurn, 'meanMs'),
+      line('latency, none', r.none.byTurn, 'meanMs'),
+      line('first token, prefix cache', r.prefix.byTurn, 'ttftMs'),
+      line('first token, none', r.none.byTurn, 'ttftMs'),
+      line('prefill, prefix cache', r.prefix.byTurn, 'prefillMs'),
+      line('prefill, none', r.none.byTurn, 'prefillMs'),
+    ],
+  });
+}
+
+if (flag('plot-only')) {
+  // Redraw the plot of an earlier run from its JSON.
+  const file = join(repo, 'bench', 'results', `${OUT}.json`);
+  writeFileSync(file.replace(/\.json$/, '.svg'), plotByTurn(JSON.parse(readFileSync(file, 'utf8'))));
+  progress(`wrote bench/results/${OUT}.svg from ${OUT}.json`);
+  process.exit(0);
+}
+
 const ws = await prepareWorkspace({ users: USERS, seed: SEED, base: 'default', fresh: false });
 const med = loadMedDia();
 const dialogues = med.users.flatMap((u) => u.conversations.map((c) => c.turns.map((t) => t.patient))).filter((d) => d.length >= TURNS);
@@ -256,23 +286,7 @@ try {
   };
   const resultsDir = join(repo, 'bench', 'results');
   writeFileSync(join(resultsDir, `${OUT}.json`), `${JSON.stringify(result, null, 2)}\n`);
-  writeFileSync(
-    join(resultsDir, `${OUT}.svg`),
-    lineChart({
-      title: `Multi-turn chats, ${CONNECTIONS} at once: latency, first token and prefill by turn, with and without the prefix cache`,
-      x: { label: 'turn of the chat', min: 1, max: TURNS },
-      y: { label: 'ms (means)', min: 0 },
-      markers: true,
-      series: [
-        { name: 'latency, prefix cache', points: prefix.byTurn.map((t) => [t.turn, t.meanMs]) },
-        { name: 'latency, none', points: none.byTurn.map((t) => [t.turn, t.meanMs]) },
-        { name: 'first token, prefix cache', points: prefix.byTurn.map((t) => [t.turn, t.ttftMs]) },
-        { name: 'first token, none', points: none.byTurn.map((t) => [t.turn, t.ttftMs]) },
-        { name: 'prefill, prefix cache', points: prefix.byTurn.map((t) => [t.turn, t.prefillMs]) },
-        { name: 'prefill, none', points: none.byTurn.map((t) => [t.turn, t.prefillMs]) },
-      ],
-    }),
-  );
+  writeFileSync(join(resultsDir, `${OUT}.svg`), plotByTurn(result));
   progress(`throughput: prefix cache ${prefix.reqPerS} req/s, none ${none.reqPerS} req/s: ratio ${result.throughputRatio} (per round ${r3(m)} ± ${r3(se)})`);
   progress(`p50/p99: prefix cache ${prefix.p50Ms}/${prefix.p99Ms} ms, none ${none.p50Ms}/${none.p99Ms} ms; first token p50/p99 ${prefix.ttftP50Ms}/${prefix.ttftP99Ms} vs ${none.ttftP50Ms}/${none.ttftP99Ms} ms; prompt tokens cached ${prefix.cachedTokens} of ${prefix.promptTokens} (${prefix.cachedShare})`);
   for (const [a, b] of prefix.byTurn.map((t, i) => [t, none.byTurn[i]] as const)) {

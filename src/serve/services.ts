@@ -93,8 +93,6 @@ export interface ServeServices {
   loaded: Promise<Engine | null>;
   /** Resolves once the cache is warmed from the last shutdown's snapshot (null: nothing to restore, or off). */
   restored(): Promise<RestoreReport | null>;
-  /** The prefix cache (null when MEMLORA_PREFIX_CACHE_BYTES is 0 or the model is not loaded yet). */
-  prefixCache(): PrefixCache | null;
 }
 
 /**
@@ -141,7 +139,6 @@ export async function createServeServices(setup: ServeSetup, opts: ServeOptions 
 
   let engine: Engine | null = null;
   let model: Model | null = null;
-  let prefix: PrefixCache | null = null;
   let closed = false;
   let loadError: string | null = null;
   // The cache across restarts (cache-snapshot.ts): warmed from the last shutdown's snapshot once the
@@ -192,7 +189,6 @@ export async function createServeServices(setup: ServeSetup, opts: ServeOptions 
       }
       if (closed) return null;
       engine = built;
-      prefix = prefixCache;
       logger.info('model loaded', { modelPath: config.modelPath, family: model.config.family, layers: model.config.nLayers, threads: servingThreads(config) });
       if (restoreOn) {
         restored = restoreCache(snapshotFile, (ids, signal) => built.warm(ids, signal), stopRestore.signal, logger).then(
@@ -270,7 +266,6 @@ export async function createServeServices(setup: ServeSetup, opts: ServeOptions 
       await loaded;
       return restored;
     },
-    prefixCache: () => prefix,
     adapterFiles: {
       async removeUserAdapters(userId: string) {
         // Forget cached versions before and after: a load racing the removal must not stay cached.
