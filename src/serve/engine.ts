@@ -128,6 +128,8 @@ export class Engine {
   private readonly m: EngineMetrics;
   private readonly waiting: BoundedQueue<Job>;
   private readonly active = new Map<number, Job>();
+  /** Joiners between admission and the batch (inside prefill()). */
+  private joining: readonly Job[] = [];
   private readonly kv: KvBatch;
   private readonly pool: RowPool;
   private readonly maxBatch: number;
@@ -238,7 +240,7 @@ export class Engine {
    * their requests still queued or running keeps its cache when it finishes. Returns the entries dropped.
    */
   forgetUser(userId: string): number {
-    for (const job of [...this.waiting, ...this.active.values()]) if (job.req.userId === userId) job.remember = false;
+    for (const job of [...this.waiting, ...this.joining, ...this.active.values()]) if (job.req.userId === userId) job.remember = false;
     return this.prefix?.drop(userId) ?? 0;
   }
 
@@ -472,11 +474,21 @@ export class Engine {
     return joiners;
   }
 
+  /** Admit the joiners (join), known as joining meanwhile: forgetUser reaches them too. */
+  private async prefill(joiners: Job[]): Promise<void> {
+    this.joining = joiners;
+    try {
+      await this.join(joiners);
+    } finally {
+      this.joining = [];
+    }
+  }
+
   /**
    * One batched prefill of the joiners (and one extend call for those whose prompt continues a cached
    * conversation); each gets its first token, and the unfinished join the batch.
    */
-  private async prefill(joiners: Job[]): Promise<void> {
+  private async join(joiners: Job[]): Promise<void> {
     const t0 = now();
     const start = this.pool.size;
     const hits = new Map<Job, PrefixHit>();

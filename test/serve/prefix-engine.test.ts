@@ -4,7 +4,7 @@
  * batched, plain and through adapters); the cache is per user and per adapter version; a forgotten
  * user's conversations are gone, also those of requests still running.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { Counter } from '../../src/metrics.js';
 import type { Engine } from '../../src/serve/engine.js';
 import { PrefixCache } from '../../src/serve/prefix-cache.js';
@@ -130,6 +130,21 @@ describe('prefix caching', () => {
     expect((await it.next()).done).toBe(false);
     expect(engine.forgetUser('pc-f')).toBe(1);
     for (let ev = await it.next(); !ev.done; ev = await it.next());
+    expect(prefix.entriesOf('pc-f')).toBe(0);
+    // Forgotten while its prompt is being read (between the queue and the batch): nothing kept either.
+    const prefill = f.model.prefill.bind(f.model);
+    let forgotten = 0;
+    const spy = vi.spyOn(f.model, 'prefill').mockImplementation(async (...args) => {
+      forgotten += 1;
+      engine.forgetUser('pc-f');
+      return prefill(...args);
+    });
+    try {
+      await engine.generate(turn('pc-f', [{ role: 'user', content: QUESTIONS[1] }]), never());
+    } finally {
+      spy.mockRestore();
+    }
+    expect(forgotten).toBe(1);
     expect(prefix.entriesOf('pc-f')).toBe(0);
     // Others are untouched, and the user's next chat is cached again.
     await chat(engine, 'pc-f');
