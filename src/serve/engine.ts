@@ -634,7 +634,8 @@ export class Engine {
   }
 
   private leaveBatch(job: Job): void {
-    if (this.prefix && job.remember) this.remember(job, this.kv.extract(job.row));
+    // Copied out only where the prefix cache would keep it (long enough).
+    if (this.prefix && job.remember && this.kv.length(job.row) >= this.prefix.minTokens) this.remember(job, this.kv.extract(job.row));
     this.kv.remove(job.row);
     this.pool.remove(job.row);
     this.active.delete(job.row);

@@ -34,7 +34,7 @@ export function engineMetrics(reg: Registry, prefix = 'memlora_generate'): Engin
     poolBytes: reg.gauge(`${prefix}_pool_bytes`, 'Bytes allocated for the adapter unit pool of the decode batch.'),
     batchRows: reg.histogram(`${prefix}_batch_rows`, 'Rows per decode step.', [], ROW_BUCKETS),
     stepSeconds: reg.histogram(`${prefix}_step_seconds`, 'Time of one decode step of the whole batch, seconds.', [], STEP_BUCKETS),
-    prefillSeconds: reg.histogram(`${prefix}_prefill_seconds`, 'Time of one (batched) prefill, seconds.', [], STEP_BUCKETS),
+    prefillSeconds: reg.histogram(`${prefix}_prefill_seconds`, 'Time of one admission of joiners: their batched prefill, and the extend call of those continuing a cached conversation, seconds.', [], STEP_BUCKETS),
     tokens: reg.counter(`${prefix}_tokens_total`, 'Tokens generated.', ['mode']),
     promptTokens: reg.counter(`${prefix}_prompt_tokens_total`, 'Prompt tokens admitted: computed by a prefill or extend call, or cached (keys and values reused from the prefix cache).', ['source']),
     requests: reg.counter(`${prefix}_requests_total`, 'Requests finished, by served mode and finish reason.', ['mode', 'finish']),
