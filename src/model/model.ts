@@ -17,7 +17,7 @@ import { type Weights, validateWeights } from './weights.js';
 
 /**
  * `auto` bakes the weights into the inference graphs for models up to this many bytes of weights:
- * each baked session holds its own copy (serving compiles five), so the bound keeps that to a few
+ * each baked session holds its own copy (serving compiles five, eight with prefix caching), so the bound keeps that to a few
  * hundred MiB.
  */
 export const CONST_WEIGHTS_AUTO_MAX_BYTES = 64 * 1024 ** 2;
