@@ -156,7 +156,8 @@ export class PrefixCache {
       if (commonPrefix(e.tokens, ids, e.prompt) === e.prompt) this.lru.delete(id);
     }
     const list = this.byKey.get(key) ?? [];
-    while (list.length >= this.perScope) this.lru.delete(list[0]);
+    // Deleting disposes (unindex takes the id off this list); an id the LRU no longer holds is taken off here.
+    while (list.length >= this.perScope) if (!this.lru.delete(list[0])) list.shift();
     const e: Entry = { id: this.nextId++, user, key, tokens: ids, prompt: Math.min(prompt, kv.length), kv, bytes };
     this.lru.set(e.id, e);
     if (!this.lru.has(e.id)) return; // larger than what may be evicted for it
