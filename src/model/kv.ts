@@ -97,6 +97,13 @@ export interface PastRow {
   length?: number;
 }
 
+/** The positions of a PastRow in use, checked against its cache. */
+function usedLength(p: PastRow): number {
+  const used = p.length ?? p.kv.length;
+  if (!Number.isInteger(used) || used < 0 || used > p.kv.length) throw new KvError('bad_slice', `cannot use ${used} positions of a cache of ${p.kv.length}`, { length: used, rowLength: p.kv.length });
+  return used;
+}
+
 /**
  * Rows' caches as the `past_k.{l}`/`past_v.{l}` feeds [B, Hkv, P, Dh] of an extend graph, and the
  * positions each row uses (`lengths`; the bias masks the rest). A single row is fed as it is, without
@@ -105,10 +112,7 @@ export interface PastRow {
  */
 export function pastFeeds(shape: KvShape, rows: readonly PastRow[]): { pastSeq: number; lengths: number[]; feeds: Record<string, HostTensor> } {
   const { nLayers, nKvHeads: hkv, headDim: dh } = shape;
-  const lengths = rows.map((r) => r.length ?? r.kv.length);
-  rows.forEach((r, b) => {
-    if (!Number.isInteger(lengths[b]) || lengths[b] < 0 || lengths[b] > r.kv.length) throw new KvError('bad_slice', `cannot use ${lengths[b]} positions of a cache of ${r.kv.length}`);
-  });
+  const lengths = rows.map(usedLength);
   const p = rows.length === 1 ? rows[0].kv.length : Math.max(...lengths);
   const feeds: Record<string, HostTensor> = {};
   for (let l = 0; l < nLayers; l++) {
@@ -233,14 +237,13 @@ export class KvBatch {
   add(id: RowId, row: RowKv | readonly PastRow[]): void {
     if (this.ids.includes(id)) throw new KvError('duplicate_row', `row ${String(id)} is already in the batch`, { id });
     const { nKvHeads: hkv, headDim: dh, nLayers } = this.shape;
-    const parts = 'k' in row ? [{ kv: row as RowKv, length: (row as RowKv).length }] : (row as readonly PastRow[]).map((p) => ({ kv: p.kv, length: p.length ?? p.kv.length }));
-    for (const { kv, length: used } of parts) {
+    const parts = (Array.isArray(row) ? (row as readonly PastRow[]) : [{ kv: row as RowKv }]).map((p) => ({ kv: p.kv, length: usedLength(p) }));
+    for (const { kv } of parts) {
       if (kv.k.length !== nLayers || kv.v.length !== nLayers) throw new KvError('bad_row', `row cache has ${kv.k.length} layers, expected ${nLayers}`);
       const n = kv.length * dh;
       for (let l = 0; l < nLayers; l++) {
         if (kv.k[l].length !== hkv * n || kv.v[l].length !== hkv * n) throw new KvError('bad_row', `row cache layer ${l} has ${kv.k[l].length} values, expected ${hkv * n}`);
       }
-      if (!Number.isInteger(used) || used < 0 || used > kv.length) throw new KvError('bad_slice', `cannot use ${used} positions of a cache of ${kv.length}`);
     }
     const length = parts.reduce((a, p) => a + p.length, 0);
     if (length >= this.maxLength) throw new KvError('row_too_long', `row of ${length} tokens leaves no room below ${this.maxLength} positions`, { length });

@@ -140,16 +140,7 @@ export class Model {
     this.checkTokens(rows);
     const packed = packRows(rows, { padding });
     const l = loraInputFeeds(this.config, lora, rows.length);
-    const n = this.config.nLayers;
-    const fetch = ['logits', ...Array.from({ length: n }, (_, i) => [`present_k.${i}`, `present_v.${i}`]).flat()];
-    const out = await this.run({ kind: 'prefill', lora: l.lora }, [packed.feeds, l.feeds], fetch);
-    const presents = { k: Array.from({ length: n }, (_, i) => out[`present_k.${i}`]), v: Array.from({ length: n }, (_, i) => out[`present_v.${i}`]) };
-    const logits = out.logits.data as Float32Array;
-    const v = this.config.vocabSize;
-    return {
-      logits: rows.map((_, r) => logits.slice(r * v, (r + 1) * v)),
-      kv: rows.map((row, r) => rowKvFromPresents(this.kvShape, presents, r, packed.starts[r], row.length)),
-    };
+    return this.runPrompts({ kind: 'prefill', lora: l.lora }, [packed.feeds, l.feeds], rows.map((row, r) => ({ start: packed.starts[r], length: row.length })));
   }
 
   /**
@@ -171,15 +162,24 @@ export class Model {
     this.checkTokens(rows.map((r) => r.ids));
     const packed = packExtend(rows.map((r, i) => ({ past: past.lengths[i], ids: r.ids })), past.pastSeq);
     const l = loraInputFeeds(this.config, lora, rows.length);
+    const out = await this.runPrompts({ kind: 'extend', lora: l.lora }, [packed.feeds, past.feeds, l.feeds], rows.map((row) => ({ start: 0, length: row.ids.length })));
+    return { logits: out.logits, added: out.kv };
+  }
+
+  /**
+   * Run a prefill or extend graph: each row's last-token logits, and the cache of the positions
+   * `start`..`start + length` of each row's padded presents.
+   */
+  private async runPrompts(spec: GraphSpec, feeds: FeedSources, spans: readonly { start: number; length: number }[]): Promise<PrefillResult> {
     const n = this.config.nLayers;
     const fetch = ['logits', ...Array.from({ length: n }, (_, i) => [`present_k.${i}`, `present_v.${i}`]).flat()];
-    const out = await this.run({ kind: 'extend', lora: l.lora }, [packed.feeds, past.feeds, l.feeds], fetch);
+    const out = await this.run(spec, feeds, fetch);
     const presents = { k: Array.from({ length: n }, (_, i) => out[`present_k.${i}`]), v: Array.from({ length: n }, (_, i) => out[`present_v.${i}`]) };
     const logits = out.logits.data as Float32Array;
     const v = this.config.vocabSize;
     return {
-      logits: rows.map((_, r) => logits.slice(r * v, (r + 1) * v)),
-      added: rows.map((row, r) => rowKvFromPresents(this.kvShape, presents, r, 0, row.ids.length)),
+      logits: spans.map((_, r) => logits.slice(r * v, (r + 1) * v)),
+      kv: spans.map((s, r) => rowKvFromPresents(this.kvShape, presents, r, s.start, s.length)),
     };
   }
 

@@ -569,7 +569,7 @@ export class Engine {
       if (job.seq.finished || job.aborted) {
         if (!job.seq.finished) job.seq.finish('cancelled');
         this.pool.remove(job.row);
-        if (this.prefix && job.remember) this.remember(job, joinParts(this.model.kvShape, caches[i]));
+        this.remember(job, job.ids.length, () => joinParts(this.model.kvShape, caches[i]));
         this.finish(job, job.seq.finishReason!);
       } else {
         joining.set(job.row, caches[i]);
@@ -634,17 +634,19 @@ export class Engine {
   }
 
   private leaveBatch(job: Job): void {
-    // Copied out only where the prefix cache would keep it (long enough).
-    if (this.prefix && job.remember && this.kv.length(job.row) >= this.prefix.minTokens) this.remember(job, this.kv.extract(job.row));
+    this.remember(job, this.kv.length(job.row), () => this.kv.extract(job.row));
     this.kv.remove(job.row);
     this.pool.remove(job.row);
     this.active.delete(job.row);
   }
 
-  /** Keep a row's cache (its prompt and the reply tokens fed so far) for the conversation's next turn. */
-  private remember(job: Job, kv: RowKv): void {
-    if (!this.prefix || !job.remember) return;
-    this.prefix.store(job.req.userId, scopeOf(job), [...job.ids, ...job.seq!.tokens], kv, job.ids.length);
+  /**
+   * Keep a row's cache of `length` positions (its prompt and the reply tokens fed so far) for the
+   * conversation's next turn; `cache` copies it out, only where the prefix cache would keep it.
+   */
+  private remember(job: Job, length: number, cache: () => RowKv): void {
+    if (!this.prefix || !job.remember || length < this.prefix.minTokens) return;
+    this.prefix.store(job.req.userId, scopeOf(job), [...job.ids, ...job.seq!.tokens], cache(), job.ids.length);
   }
 
   /** A running row fails: free it and report the error. */
