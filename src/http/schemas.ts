@@ -254,6 +254,32 @@ export const cacheDropSchema = z.object({
   cache: cacheStatsSchema,
 });
 
+/** GET /v1/admin/prefix-cache: the prefix cache's occupancy and what it saved since start. */
+export const prefixCacheSchema = z.object({
+  enabled: z.boolean(),
+  entries: z.int().min(0),
+  users: z.int().min(0),
+  bytes: z.int().min(0),
+  maxBytes: z.int().min(0),
+  minTokens: z.int().min(1).nullable(),
+  perScope: z.int().min(1).nullable(),
+  counters: z.object({
+    lookups: z.int().min(0),
+    hits: z.int().min(0),
+    hitRate: z.number().min(0).max(1).nullable(),
+    reusedTokens: z.int().min(0),
+    evictions: z.int().min(0),
+  }),
+});
+
+/** DELETE /v1/admin/prefix-cache: one user's conversations, or (without userId) every one. */
+export const prefixCacheDropQuery = z.strictObject({ userId: userIdSchema.optional() });
+
+export const prefixCacheDropSchema = z.object({
+  dropped: z.object({ entries: z.int().min(0), bytes: z.int().min(0) }),
+  prefixCache: prefixCacheSchema,
+});
+
 // ---------------------------------------------------------------------------------------------
 // Injection jobs (admin)
 

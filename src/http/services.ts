@@ -8,7 +8,7 @@
 import type { z } from 'zod';
 import type { Job } from '../db/queries/jobs.js';
 import type { VersionFilesCheck } from '../lora/consistency.js';
-import type { cacheContentsSchema, cacheCurveSchema, cacheDropSchema, generateRequestSchema, generateResultSchema, warmResultSchema } from './schemas.js';
+import type { cacheContentsSchema, cacheCurveSchema, cacheDropSchema, generateRequestSchema, generateResultSchema, prefixCacheDropSchema, prefixCacheSchema, warmResultSchema } from './schemas.js';
 
 /** A validated /v1/generate request; defaults filled in, `stop` normalised to an array. */
 export type GenerateRequest = z.output<typeof generateRequestSchema>;
@@ -17,6 +17,8 @@ export type WarmResult = z.output<typeof warmResultSchema>;
 export type CacheContents = z.output<typeof cacheContentsSchema>;
 export type CacheDrop = z.output<typeof cacheDropSchema>;
 export type CacheCurve = z.output<typeof cacheCurveSchema>;
+export type PrefixCacheReport = z.output<typeof prefixCacheSchema>;
+export type PrefixCacheDrop = z.output<typeof prefixCacheDropSchema>;
 export type ChatMessage = NonNullable<GenerateRequest['messages']>[number];
 export type GenerateMode = GenerateRequest['mode'];
 export type Personalization = GenerateResult['personalization'];
@@ -40,6 +42,10 @@ export interface GenerateService {
   dropCached?(userId?: string): CacheDrop;
   /** The adapter cache's hit rate at every size, from the lookups served since start or the last full drop. */
   cacheCurve?(): CacheCurve;
+  /** What the prefix cache holds and saved since start. Absent: the route answers 503 model_unavailable. */
+  prefixCache?(): PrefixCacheReport;
+  /** Drops one user's conversations, or every one, from the prefix cache. */
+  dropPrefixCache?(userId?: string): PrefixCacheDrop;
   /** Forgets a user's conversations kept for prefix caching (the user is being erased). */
   forgetUser?(userId: string): void;
   /** True once the base model is loaded and requests can be served (drives /readyz). */

@@ -241,7 +241,7 @@ export class Engine {
    */
   forgetUser(userId: string): number {
     for (const job of [...this.waiting, ...this.joining, ...this.active.values()]) if (job.req.userId === userId) job.remember = false;
-    return this.prefix?.drop(userId) ?? 0;
+    return this.prefix?.drop(userId).entries ?? 0;
   }
 
   /** Stop: refuse new requests, fail queued ones (shutting_down), cancel running ones, wait for the loop. */

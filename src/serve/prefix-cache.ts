@@ -39,6 +39,8 @@ export interface PrefixHit {
 
 export interface PrefixCacheStats {
   entries: number;
+  /** Users with at least one conversation kept. */
+  users: number;
   bytes: number;
   maxBytes: number;
   lookups: number;
@@ -46,6 +48,11 @@ export interface PrefixCacheStats {
   /** Prompt tokens whose keys and values were reused. */
   reusedTokens: number;
   evictions: number;
+}
+
+export interface PrefixDrop {
+  entries: number;
+  bytes: number;
 }
 
 interface Entry {
@@ -62,7 +69,7 @@ interface Entry {
 export class PrefixCache {
   readonly maxBytes: number;
   readonly minTokens: number;
-  private readonly perScope: number;
+  readonly perScope: number;
   private readonly shape: KvShape;
   private readonly lru: LRUCache<number, Entry>;
   /** Entry ids by user-and-scope key, oldest first. */
@@ -169,21 +176,22 @@ export class PrefixCache {
     keys.add(key);
   }
 
-  /** Forget a user's conversations (all scopes), or everything. Returns the entries dropped. */
-  drop(user?: string): number {
+  /** Forget a user's conversations (all scopes), or everything: the entries dropped and the bytes freed. */
+  drop(user?: string): PrefixDrop {
     if (user === undefined) {
-      const n = this.lru.size;
+      const dropped = { entries: this.lru.size, bytes: this.lru.calculatedSize };
       this.lru.clear();
-      return n;
+      return dropped;
     }
-    let n = 0;
+    const dropped = { entries: 0, bytes: 0 };
     for (const key of [...(this.byUser.get(user) ?? [])]) {
       for (const id of [...(this.byKey.get(key) ?? [])]) {
+        dropped.bytes += this.lru.peek(id)?.bytes ?? 0;
         this.lru.delete(id);
-        n += 1;
+        dropped.entries += 1;
       }
     }
-    return n;
+    return dropped;
   }
 
   /** Conversations kept for a user (all scopes). */
@@ -194,7 +202,7 @@ export class PrefixCache {
   }
 
   stats(): PrefixCacheStats {
-    return { entries: this.lru.size, bytes: this.lru.calculatedSize, maxBytes: this.maxBytes, ...this.counts };
+    return { entries: this.lru.size, users: this.byUser.size, bytes: this.lru.calculatedSize, maxBytes: this.maxBytes, ...this.counts };
   }
 
   private touch(e: Entry): void {

@@ -27,6 +27,7 @@ import type { WarmReport } from './warm.js';
 import { type CacheContents, type CacheCurve, type CacheDrop, cacheContents, cacheCurve, dropCached } from './cache-admin.js';
 import { type RestoreReport, restoreCache, saveCacheSnapshot, snapshotPath } from './cache-snapshot.js';
 import { PrefixCache } from './prefix-cache.js';
+import { type PrefixCacheDrop, type PrefixCacheReport, dropPrefixCache, prefixCacheReport } from './prefix-admin.js';
 
 /**
  * ONNX Runtime intra-op threads for serving when MEMLORA_INTRA_OP_THREADS is 0: 0 = ONNX Runtime's
@@ -69,6 +70,10 @@ export interface GenerationService {
   dropCached(userId?: string): CacheDrop;
   /** The cache's hit rate at every size, from the lookups served; adapters_disabled without adapters. */
   cacheCurve(): CacheCurve;
+  /** What the prefix cache holds and saved since start (enabled: false when it is off); model_unavailable while loading. */
+  prefixCache(): PrefixCacheReport;
+  /** Drops the conversations of `userId`, or every one, from the prefix cache; model_unavailable while loading. */
+  dropPrefixCache(userId?: string): PrefixCacheDrop;
   /**
    * Erasing a user: forget their conversations in the prefix cache, and keep none of their requests
    * in flight (while the model loads nothing is cached).
@@ -139,6 +144,8 @@ export async function createServeServices(setup: ServeSetup, opts: ServeOptions 
 
   let engine: Engine | null = null;
   let model: Model | null = null;
+  /** The engine's prefix cache, once the model has loaded (null also with MEMLORA_PREFIX_CACHE_BYTES=0). */
+  let prefix: PrefixCache | null = null;
   let closed = false;
   let loadError: string | null = null;
   // The cache across restarts (cache-snapshot.ts): warmed from the last shutdown's snapshot once the
@@ -189,6 +196,7 @@ export async function createServeServices(setup: ServeSetup, opts: ServeOptions 
       }
       if (closed) return null;
       engine = built;
+      prefix = prefixCache;
       logger.info('model loaded', { modelPath: config.modelPath, family: model.config.family, layers: model.config.nLayers, threads: servingThreads(config) });
       if (restoreOn) {
         restored = restoreCache(snapshotFile, (ids, signal) => built.warm(ids, signal), stopRestore.signal, logger).then(
@@ -232,6 +240,16 @@ export async function createServeServices(setup: ServeSetup, opts: ServeOptions 
     dropCached: (userId) => {
       const report = dropCached(withAdapters(), userId);
       logger.info('adapter cache dropped', { userId: userId ?? null, ...report.dropped });
+      return report;
+    },
+    prefixCache: () => {
+      current();
+      return prefixCacheReport(prefix);
+    },
+    dropPrefixCache: (userId) => {
+      current();
+      const report = dropPrefixCache(prefix, userId);
+      logger.info('prefix cache dropped', { userId: userId ?? null, ...report.dropped });
       return report;
     },
     forgetUser: (userId) => {

@@ -2,14 +2,15 @@
  * A test double for GenerateService: deterministic replies built from the request, recording every
  * request and signal it receives. It exists to test the HTTP mapping, not generation.
  */
+import { dropPrefixCache, prefixCacheReport } from '../../src/serve/prefix-admin.js';
 import type { GenerateRequest, GenerateResult, GenerateService, StreamEvent } from '../../src/http/services.js';
 
 export interface FakeGenerate extends GenerateService {
   calls: Array<{ req: GenerateRequest; signal: AbortSignal }>;
   /** The user id lists warm() received. */
   warmCalls: string[][];
-  /** The cacheContents / cacheCurve / dropCached calls received. */
-  cacheCalls: Array<{ op: 'contents'; limit: number } | { op: 'curve' } | { op: 'drop'; userId: string | undefined }>;
+  /** The cacheContents / cacheCurve / dropCached / prefixCache / dropPrefixCache calls received. */
+  cacheCalls: Array<{ op: 'contents'; limit: number } | { op: 'curve' } | { op: 'drop'; userId: string | undefined } | { op: 'prefix' } | { op: 'dropPrefix'; userId: string | undefined }>;
   /** Throw this before producing anything. */
   failWith?: Error;
   /** Throw this after the first token (streams only). */
@@ -70,6 +71,17 @@ export function fakeGenerate(): FakeGenerate {
       fake.cacheCalls.push({ op: 'drop', userId });
       if (fake.failWith) throw fake.failWith;
       return { dropped: { adapters: 0, bytes: 0, leased: 0 }, cache: EMPTY_CACHE };
+    },
+    // A server with the prefix cache switched off (MEMLORA_PREFIX_CACHE_BYTES=0).
+    prefixCache() {
+      fake.cacheCalls.push({ op: 'prefix' });
+      if (fake.failWith) throw fake.failWith;
+      return prefixCacheReport(null);
+    },
+    dropPrefixCache(userId) {
+      fake.cacheCalls.push({ op: 'dropPrefix', userId });
+      if (fake.failWith) throw fake.failWith;
+      return dropPrefixCache(null, userId);
     },
     async generate(req, signal) {
       fake.calls.push({ req, signal });

@@ -563,7 +563,8 @@ function checkEffects(op: Operation, status: number, json: any, sentBody: unknow
     case 'POST /v1/generate':
     case 'POST /v1/chat/completions':
     case 'POST /v1/admin/cache/warm':
-    case 'DELETE /v1/admin/cache': // the cache is memory only
+    case 'DELETE /v1/admin/cache': // the caches are memory only
+    case 'DELETE /v1/admin/prefix-cache':
       return unchanged();
     default:
       return `${op.key} answered ${status}: the fuzz does not know what this route writes; add it to checkEffects`;

@@ -15,7 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { createAdapterVersion } from '../../src/db/queries/adapters.js';
 import { memoryLogger } from '../../src/http/logger.js';
-import { adapterActivationSchema, adapterDeletionSchema, adapterListSchema, cacheContentsSchema, cacheCurveSchema, cacheDropSchema, chatCompletionChunkSchema, chatCompletionResponseSchema, generateResultSchema, warmResultSchema } from '../../src/http/schemas.js';
+import { adapterActivationSchema, adapterDeletionSchema, adapterListSchema, cacheContentsSchema, cacheCurveSchema, cacheDropSchema, chatCompletionChunkSchema, chatCompletionResponseSchema, generateResultSchema, prefixCacheDropSchema, prefixCacheSchema, warmResultSchema } from '../../src/http/schemas.js';
 import type { Adapter } from '../../src/lora/adapter.js';
 import { edgeAtOrAbove } from '../../src/lora/hit-curve.js';
 import { AdapterStore } from '../../src/lora/store.js';
@@ -392,6 +392,58 @@ describe('the official OpenAI client, unmodified, against the real server', () =
     const after = await openai.chat.completions.create({ model: 'memlora', user: 'erin', messages: second, max_tokens: 6 });
     expect(after.usage?.prompt_tokens_details?.cached_tokens).toBe(0);
     expect(after.choices[0].message.content).toBe(t2.choices[0].message.content);
+  });
+
+  it('GET and DELETE /v1/admin/prefix-cache: an operator reads what the prefix cache saved, and drops one user\'s conversations or all of them', async () => {
+    const admin = { authorization: `Bearer ${ADMIN_TOKEN}` };
+    const prefixReq = (query = '', method = 'GET') => fetch(`${server.url}/v1/admin/prefix-cache${query}`, { method, headers: admin });
+    const first = [{ role: 'user' as const, content: 'My sister plays the violin in an orchestra, and I go to every concert.' }];
+    for (const user of ['fay', 'gil']) {
+      await fetch(`${server.url}/v1/users/${user}`, { method: 'PUT' });
+      await openai.chat.completions.create({ model: 'memlora', user, messages: first, max_tokens: 6 });
+    }
+    const before = prefixCacheSchema.parse(await (await prefixReq()).json());
+    expect(before).toMatchObject({ enabled: true, minTokens: expect.any(Number), perScope: expect.any(Number) });
+    expect(before.entries).toBeGreaterThanOrEqual(2);
+    expect(before.users).toBeGreaterThanOrEqual(2);
+    expect(before.bytes).toBe(await metric('memlora_prefix_cache_bytes'));
+    expect(before.entries).toBe(await metric('memlora_prefix_cache_entries'));
+    expect(before.counters.hits).toBe(await metric('memlora_prefix_cache_lookups_total{result="hit"}'));
+    expect(before.counters.lookups).toBe(before.counters.hits + (await metric('memlora_prefix_cache_lookups_total{result="miss"}')));
+    expect(before.counters.hitRate).toBeCloseTo(before.counters.hits / before.counters.lookups, 12);
+    expect(before.counters.reusedTokens).toBe(await metric('memlora_generate_prompt_tokens_total{source="cached"}'));
+    expect((await fetch(`${server.url}/v1/admin/prefix-cache`)).status).toBe(401);
+
+    // The next turn of each reuses the first; fay's conversations dropped, hers runs the whole prompt.
+    const next = (reply: string) => [...first, { role: 'assistant' as const, content: reply }, { role: 'user' as const, content: 'Which piece should I ask her to play?' }];
+    const turn = async (user: string) => {
+      const t1 = await openai.chat.completions.create({ model: 'memlora', user, messages: first, max_tokens: 6 });
+      return openai.chat.completions.create({ model: 'memlora', user, messages: next(t1.choices[0].message.content ?? ''), max_tokens: 6 });
+    };
+    const fayCached = (await turn('fay')).usage!.prompt_tokens_details!.cached_tokens!;
+    expect(fayCached).toBeGreaterThan(0);
+    const held = prefixCacheSchema.parse(await (await prefixReq()).json());
+    const dropFay = prefixCacheDropSchema.parse(await (await prefixReq('?userId=fay', 'DELETE')).json());
+    expect(dropFay.dropped.entries).toBeGreaterThanOrEqual(1);
+    expect(dropFay.dropped.bytes).toBeGreaterThan(0);
+    expect(dropFay.prefixCache).toMatchObject({ entries: held.entries - dropFay.dropped.entries, bytes: held.bytes - dropFay.dropped.bytes, users: held.users - 1 });
+    expect(prefixCacheDropSchema.parse(await (await prefixReq('?userId=fay', 'DELETE')).json()).dropped).toEqual({ entries: 0, bytes: 0 });
+    expect((await prefixReq('?userId=nobody', 'DELETE')).status).toBe(404);
+    expect((await prefixReq('?userId=a%20b', 'DELETE')).status).toBe(422);
+    const t1 = await openai.chat.completions.create({ model: 'memlora', user: 'fay', messages: first, max_tokens: 6 });
+    expect(t1.usage?.prompt_tokens_details?.cached_tokens).toBe(0);
+    // gil kept his: his next turn still reuses the first.
+    expect((await turn('gil')).usage!.prompt_tokens_details!.cached_tokens).toBeGreaterThan(0);
+
+    // Everything dropped: nothing held, and the counters since start are kept.
+    const all = prefixCacheDropSchema.parse(await (await prefixReq('', 'DELETE')).json());
+    expect(all.dropped.entries).toBeGreaterThanOrEqual(2);
+    expect(all.prefixCache).toMatchObject({ entries: 0, users: 0, bytes: 0 });
+    expect(all.prefixCache.counters.hits).toBeGreaterThan(before.counters.hits);
+    expect(all.prefixCache.counters.evictions).toBe(before.counters.evictions);
+    expect(await metric('memlora_prefix_cache_entries')).toBe(0);
+    const g = await openai.chat.completions.create({ model: 'memlora', user: 'gil', messages: first, max_tokens: 6 });
+    expect(g.usage?.prompt_tokens_details?.cached_tokens).toBe(0);
   });
 
   it('aborting a stream from the client frees its row: the next request is served at once', async () => {

@@ -76,12 +76,14 @@ describe('PrefixCache', () => {
     c.store('e', 'base', seq(0, 40), kvOf(40)); // larger than the whole cache: not kept, nothing evicted
     expect(c.stats()).toMatchObject({ entries: 3, evictions: 1 });
     c.store('a', 'v2', seq(0, 5), kvOf(5)); // fits beside the three
-    expect(c.stats()).toMatchObject({ entries: 4, evictions: 1 });
-    expect(c.drop('a')).toBe(2);
+    expect(c.stats()).toMatchObject({ entries: 4, users: 3, evictions: 1 });
+    expect(c.drop('a')).toEqual({ entries: 2, bytes: per10 + probe.entryBytes(5) });
+    expect(c.drop('a')).toEqual({ entries: 0, bytes: 0 });
+    expect(c.stats()).toMatchObject({ entries: 2, users: 2, bytes: 2 * per10 });
     expect(c.match('a', 'base', seq(0, 11))).toBeNull();
     expect(c.match('c', 'base', seq(0, 11))).not.toBeNull();
-    expect(c.drop()).toBe(2); // c and d
-    expect(c.stats()).toMatchObject({ entries: 0, bytes: 0 });
+    expect(c.drop()).toEqual({ entries: 2, bytes: 2 * per10 }); // c and d
+    expect(c.stats()).toMatchObject({ entries: 0, users: 0, bytes: 0 });
     // Indexes are clean: storing again works.
     c.store('c', 'base', seq(0, 10), kvOf(10));
     expect(c.match('c', 'base', seq(0, 11))!.tokens).toBe(10);

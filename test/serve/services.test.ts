@@ -99,11 +99,28 @@ describe('createServeServices', () => {
     expect(() => svc.generate!.dropCached()).toThrow(expect.objectContaining({ code: 'adapters_disabled' }));
     expect(() => svc.generate!.cacheCurve()).toThrow(expect.objectContaining({ code: 'adapters_disabled' }));
     await expect(svc.generate!.warm(['alice'], never())).rejects.toMatchObject({ code: 'adapters_disabled' });
+    // The prefix cache serves vanilla requests too.
+    expect(svc.generate!.prefixCache()).toMatchObject({ enabled: true, maxBytes: s.config.prefixCacheBytes });
     await svc.generate!.close();
+
+    // MEMLORA_PREFIX_CACHE_BYTES=0: reported as off, and dropping from it drops nothing.
+    const noPrefix = setup(md.dir, 'no-prefix');
+    const plain = (await createServeServices({ ...noPrefix, config: { ...noPrefix.config, prefixCacheBytes: 0 } }, { consistency: false }))!;
+    await plain.loaded;
+    const long = 'I walk my dog every morning before work, and I like hiking on weekends.';
+    createUser(noPrefix.db, { id: 'carl' });
+    for (let i = 0; i < 2; i++) expect((await plain.generate!.generate(req('carl', { prompt: long, maxTokens: 2 }), never())).usage).toMatchObject({ cachedTokens: 0 });
+    expect(plain.generate!.prefixCache()).toEqual({ enabled: false, entries: 0, users: 0, bytes: 0, maxBytes: 0, minTokens: null, perScope: null, counters: { lookups: 0, hits: 0, hitRate: null, reusedTokens: 0, evictions: 0 } });
+    expect(plain.generate!.dropPrefixCache('carl').dropped).toEqual({ entries: 0, bytes: 0 });
+    await plain.generate!.close();
+    noPrefix.db.close();
 
     const early = (await createServeServices(setup(md.dir, 'early'), { consistency: false }))!;
     // The cache is there before the model loads.
     expect(early.generate!.cacheContents(10)).toMatchObject({ adapters: [], truncated: false, cache: { entries: 0 } });
+    // The prefix cache is not: it is sized by the model's shape.
+    expect(() => early.generate!.prefixCache()).toThrow(expect.objectContaining({ code: 'model_unavailable' }));
+    expect(() => early.generate!.dropPrefixCache()).toThrow(expect.objectContaining({ code: 'model_unavailable' }));
     await early.generate!.close(); // before the model finished loading
     expect(await early.loaded).toBeNull();
     s.db.close();

@@ -10,13 +10,17 @@
  * - DELETE /v1/admin/cache[?userId=]: drop one user's adapters or all of them (a cold cache for the
  *   next load test, without a restart; the curve starts afresh); running requests finish on the
  *   adapter they hold.
+ * - GET /v1/admin/prefix-cache: the prefix cache's occupancy, hit rate and prompt tokens saved
+ *   (serve/prefix-admin.ts).
+ * - DELETE /v1/admin/prefix-cache[?userId=]: drop one user's conversations or all of them (the next
+ *   turns run their whole prompt: a cold start for a load test of multi-turn chats).
  */
 import type { Hono } from 'hono';
 import type { AppEnv, RouteDeps } from '../context.js';
 import { ApiError } from '../errors.js';
 import { userExists } from '../../db/queries/users.js';
 import { cacheCurveSvg } from '../../serve/cache-admin.js';
-import { WARM_OUTCOMES, cacheContentsQuery, cacheCurveQuery, cacheDropQuery, warmBody } from '../schemas.js';
+import { WARM_OUTCOMES, cacheContentsQuery, cacheCurveQuery, cacheDropQuery, prefixCacheDropQuery, warmBody } from '../schemas.js';
 import type { WarmResult } from '../services.js';
 import { parseQuery, readJson } from '../validate.js';
 import { clientSignal, requireGenerate } from './generate.js';
@@ -25,7 +29,7 @@ import { userNotFound } from './users.js';
 /** Adapters listed by GET /v1/admin/cache without `limit`. */
 const DEFAULT_CACHE_LIST = 100;
 
-const noCache = (): ApiError => new ApiError(503, 'model_unavailable', 'this server has no adapter cache', null, { 'retry-after': '30' });
+const noCache = (what = 'adapter cache'): ApiError => new ApiError(503, 'model_unavailable', `this server has no ${what}`, null, { 'retry-after': '30' });
 
 export function registerCacheRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
   app.post('/v1/admin/cache/warm', async (c) => {
@@ -61,5 +65,19 @@ export function registerCacheRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
     if (!gen.dropCached) throw noCache();
     if (userId !== undefined && !userExists(deps.db, userId)) throw userNotFound(userId);
     return c.json(gen.dropCached(userId));
+  });
+
+  app.get('/v1/admin/prefix-cache', (c) => {
+    const gen = requireGenerate(deps);
+    if (!gen.prefixCache) throw noCache('prefix cache');
+    return c.json(gen.prefixCache());
+  });
+
+  app.delete('/v1/admin/prefix-cache', (c) => {
+    const { userId } = parseQuery(c, prefixCacheDropQuery);
+    const gen = requireGenerate(deps);
+    if (!gen.dropPrefixCache) throw noCache('prefix cache');
+    if (userId !== undefined && !userExists(deps.db, userId)) throw userNotFound(userId);
+    return c.json(gen.dropPrefixCache(userId));
   });
 }

@@ -1,0 +1,60 @@
+/**
+ * The prefix cache as operators see it (GET and DELETE /v1/admin/prefix-cache): what it holds, its
+ * lookups since start with the hit rate and the prompt tokens it saved, and dropping conversations
+ * from it (one user's, or all of them: a cold start for the next load test without a restart).
+ * Dropping frees the entries' bytes at once; requests running meanwhile still keep their conversation
+ * when they finish, as any request does (erasing a user, engine.forgetUser, is what stops that).
+ */
+import type { PrefixCache, PrefixDrop } from './prefix-cache.js';
+
+export interface PrefixCacheReport {
+  /** false with MEMLORA_PREFIX_CACHE_BYTES=0: nothing is kept, every figure is 0. */
+  enabled: boolean;
+  /** Conversations kept, over `users` users. */
+  entries: number;
+  users: number;
+  bytes: number;
+  /** MEMLORA_PREFIX_CACHE_BYTES. */
+  maxBytes: number;
+  /** Shortest match reused, and conversations kept per user and scope (null when disabled). */
+  minTokens: number | null;
+  perScope: number | null;
+  /** Since the server started (the counts of /metrics). */
+  counters: {
+    lookups: number;
+    hits: number;
+    /** hits / lookups; null before the first lookup. */
+    hitRate: number | null;
+    /** Prompt tokens whose keys and values were reused instead of computed. */
+    reusedTokens: number;
+    evictions: number;
+  };
+}
+
+export interface PrefixCacheDrop {
+  dropped: PrefixDrop;
+  prefixCache: PrefixCacheReport;
+}
+
+export function prefixCacheReport(cache: PrefixCache | null): PrefixCacheReport {
+  if (!cache) {
+    return { enabled: false, entries: 0, users: 0, bytes: 0, maxBytes: 0, minTokens: null, perScope: null, counters: { lookups: 0, hits: 0, hitRate: null, reusedTokens: 0, evictions: 0 } };
+  }
+  const s = cache.stats();
+  return {
+    enabled: true,
+    entries: s.entries,
+    users: s.users,
+    bytes: s.bytes,
+    maxBytes: s.maxBytes,
+    minTokens: cache.minTokens,
+    perScope: cache.perScope,
+    counters: { lookups: s.lookups, hits: s.hits, hitRate: s.lookups > 0 ? s.hits / s.lookups : null, reusedTokens: s.reusedTokens, evictions: s.evictions },
+  };
+}
+
+/** Drop the conversations of `userId`, or all of them (nothing on a disabled cache). */
+export function dropPrefixCache(cache: PrefixCache | null, userId?: string): PrefixCacheDrop {
+  const dropped = cache ? cache.drop(userId) : { entries: 0, bytes: 0 };
+  return { dropped, prefixCache: prefixCacheReport(cache) };
+}
