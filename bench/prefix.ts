@@ -1,14 +1,17 @@
 /**
  * Prefix caching under a multi-turn chat load: the same chats against two real servers, one with the
- * prefix cache (MEMLORA_PREFIX_CACHE_BYTES, the default 64 MiB) and one without (0), measured in one
- * run in interleaved slices.
+ * prefix cache (MEMLORA_PREFIX_CACHE_BYTES, by default the default 64 MiB) and one without (0),
+ * measured in one run in interleaved slices.
  *
  *   npx tsx bench/prefix.ts [--users 1000] [--connections 16] [--turns 4] [--max-tokens 32]
  *                           [--rounds 4] [--seconds 16] [--warmup 8] [--seed 1] [--quick] [--out prefix]
+ *                           [--base default|gpt2-small] [--prefix-bytes 64MiB]
  *                           [--plot-only]   (redraw <out>.svg from <out>.json)
  *
  * The users are bench/swap.ts's workspace (1,000 users with stored adapters of ranks 8-128 on mixed
- * layer sets, default model); each server's adapter cache holds all of them and is warmed first, so
+ * layer sets, default model; `--base gpt2-small`: a random GPT-2 of GPT-2 small's shape, whose
+ * conversations take 6× the bytes a token, with results in <out>-gpt2-small.json; take fewer
+ * `--users` there, as every server caches all adapters); each server's adapter cache holds all of them and is warmed first, so
  * adapter loads play no part. A chat is one MedDia dialogue (its patient turns, in order) for one
  * user: each turn posts /v1/generate with the whole conversation so far, the user's earlier turns and
  * the server's own replies (greedy), as a chat application does; `connections` chats run at once,
@@ -19,7 +22,9 @@
  * Reported per server: requests per second, latency p50/p99, time to the first token (the
  * response's timings.queueMs + prefillMs) p50/p99, and by turn the mean latency, time to the first
  * token, prefill time, prompt tokens and cached tokens; the throughput ratio
- * (prefix cache / none) overall and per round. Writes bench/results/<out>.json and <out>.svg (latency
+ * (prefix cache / none) overall and per round; and the prefix server's own counters over the
+ * measured slices (GET /v1/admin/prefix-cache before and after each): lookups, hit rate, reused
+ * tokens, evictions, with its bytes and entries at the end. Writes bench/results/<out>.json and <out>.svg (latency
  * and prefill time by turn).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -31,7 +36,8 @@ import { lineChart } from '../src/plot/svg.js';
 import { SERVE_NODE_FLAGS } from '../src/serve/node-flags.js';
 import { Rng } from '../src/util/rng.js';
 import { flag, numberArg, stringArg } from './args.js';
-import { prepareWorkspace, warmOrder, type Workspace } from './swap-workspace.js';
+import type { PrefixCacheReport } from '../src/serve/prefix-admin.js';
+import { baseArg, prepareWorkspace, warmOrder, type Workspace } from './swap-workspace.js';
 
 const repo = join(import.meta.dirname, '..');
 const QUICK = flag('quick');
@@ -43,7 +49,9 @@ const ROUNDS = numberArg('rounds', QUICK ? 2 : 4);
 const SECONDS = numberArg('seconds', QUICK ? 8 : 16);
 const WARMUP = numberArg('warmup', QUICK ? 4 : 8);
 const SEED = numberArg('seed', 1);
-const OUT = stringArg('out', QUICK ? 'prefix-quick' : 'prefix');
+const BASE = baseArg();
+const OUT = stringArg('out', QUICK ? 'prefix-quick' : 'prefix') + (BASE === 'default' ? '' : `-${BASE}`);
+const PREFIX_BYTES = stringArg('prefix-bytes', '64MiB');
 const TOKEN = 'bench-admin-token-0123456789';
 const progress = (line: string): void => void process.stderr.write(`${line}\n`);
 const r2 = (x: number): number => Math.round(x * 100) / 100;
@@ -79,7 +87,7 @@ async function startServer(ws: Workspace, name: Server['name']): Promise<Server>
       MEMLORA_MODEL_PATH: ws.modelPath,
       MEMLORA_CACHE_BYTES: String(ws.totalBytes + 2 ** 20),
       MEMLORA_CACHE_RESTORE: 'off',
-      MEMLORA_PREFIX_CACHE_BYTES: name === 'prefix' ? '64MiB' : '0',
+      MEMLORA_PREFIX_CACHE_BYTES: name === 'prefix' ? PREFIX_BYTES : '0',
       MEMLORA_MAX_QUEUE: '256',
       MEMLORA_ADMIN_TOKEN: TOKEN,
     },
@@ -99,6 +107,15 @@ async function startServer(ws: Workspace, name: Server['name']): Promise<Server>
   if (!res.ok) throw new Error(`warming the ${name} server: ${res.status} ${await res.text()}`);
   return { name, url, proc };
 }
+
+async function prefixReport(server: Server): Promise<PrefixCacheReport> {
+  const res = await fetch(`${server.url}/v1/admin/prefix-cache`, { headers: { authorization: `Bearer ${TOKEN}` } });
+  if (!res.ok) throw new Error(`GET /v1/admin/prefix-cache of the ${server.name} server: ${res.status} ${await res.text()}`);
+  return (await res.json()) as PrefixCacheReport;
+}
+
+type Counters = Omit<PrefixCacheReport['counters'], 'hitRate'>;
+const COUNTERS = ['lookups', 'hits', 'reusedTokens', 'evictions'] as const;
 
 interface Chat {
   userId: string;
@@ -241,7 +258,7 @@ if (flag('plot-only')) {
   process.exit(0);
 }
 
-const ws = await prepareWorkspace({ users: USERS, seed: SEED, base: 'default', fresh: false });
+const ws = await prepareWorkspace({ users: USERS, seed: SEED, base: BASE, fresh: false });
 const med = loadMedDia();
 const dialogues = med.users.flatMap((u) => u.conversations.map((c) => c.turns.map((t) => t.patient))).filter((d) => d.length >= TURNS);
 progress(`workspace ${ws.dir}: ${ws.users.length} users; ${dialogues.length} MedDia dialogues of at least ${TURNS} patient turns`);
@@ -255,6 +272,8 @@ try {
   const users = ws.users.map((u) => u.id);
   const slices: Record<Server['name'], Slice[]> = { prefix: [], none: [] };
   const perRound: Array<{ round: number; prefix: number; none: number; ratio: number }> = [];
+  const measured: Counters = { lookups: 0, hits: 0, reusedTokens: 0, evictions: 0 };
+  let last: PrefixCacheReport | undefined;
   for (let round = 0; round < ROUNDS; round++) {
     const chats = chatsOf(round, users, dialogues);
     const order = round % 2 === 0 ? servers : [...servers].reverse();
@@ -262,7 +281,12 @@ try {
     for (const s of order) {
       // Unmeasured warm-up on other chats (the prefix server's cache then holds conversations of other users, as in service).
       await drive(s, chatsOf(10_000 + round, users, dialogues), WARMUP);
+      const before = s.name === 'prefix' ? await prefixReport(s) : undefined;
       const slice = await drive(s, chats, SECONDS);
+      if (before) {
+        last = await prefixReport(s);
+        for (const k of COUNTERS) measured[k] += last.counters[k] - before.counters[k];
+      }
       slices[s.name].push(slice);
       rate[s.name] = slice.samples.length / slice.seconds;
       progress(`round ${round + 1}/${ROUNDS} ${s.name}: ${slice.samples.length} requests in ${slice.seconds.toFixed(1)} s (${rate[s.name].toFixed(1)} req/s), ${slice.errors} errors`);
@@ -277,10 +301,12 @@ try {
   const result = {
     command: `npx tsx bench/prefix.ts ${process.argv.slice(2).join(' ')}`.trim(),
     date: new Date().toISOString(),
-    config: { users: ws.users.length, connections: CONNECTIONS, turns: TURNS, maxTokens: MAX_TOKENS, rounds: ROUNDS, seconds: SECONDS, warmup: WARMUP, seed: SEED, prefixCacheBytes: '64MiB' },
+    config: { base: BASE, model: ws.modelKind, users: ws.users.length, connections: CONNECTIONS, turns: TURNS, maxTokens: MAX_TOKENS, rounds: ROUNDS, seconds: SECONDS, warmup: WARMUP, seed: SEED, prefixCacheBytes: PREFIX_BYTES },
     throughputRatio: r3(prefix.reqPerS / none.reqPerS),
     perRoundRatio: { mean: r3(m), se: r3(se), rounds: perRound },
     p50Ratio: r3(prefix.p50Ms / none.p50Ms),
+    /** The prefix server's counters over the measured slices, its bytes and entries after the last. */
+    prefixCache: { ...measured, hitRate: r3(measured.lookups ? measured.hits / measured.lookups : Number.NaN), bytes: last?.bytes, maxBytes: last?.maxBytes, entries: last?.entries, users: last?.users },
     prefix,
     none,
   };
@@ -288,6 +314,8 @@ try {
   writeFileSync(join(resultsDir, `${OUT}.json`), `${JSON.stringify(result, null, 2)}\n`);
   writeFileSync(join(resultsDir, `${OUT}.svg`), plotByTurn(result));
   progress(`throughput: prefix cache ${prefix.reqPerS} req/s, none ${none.reqPerS} req/s: ratio ${result.throughputRatio} (per round ${r3(m)} ± ${r3(se)})`);
+  const pc = result.prefixCache;
+  progress(`prefix cache (measured slices): ${pc.hits} hits of ${pc.lookups} lookups (${pc.hitRate}), ${pc.reusedTokens} tokens reused, ${pc.evictions} evictions; at the end ${pc.entries} conversations of ${pc.users} users in ${((pc.bytes ?? 0) / 2 ** 20).toFixed(1)} of ${((pc.maxBytes ?? 0) / 2 ** 20).toFixed(0)} MiB`);
   progress(`p50/p99: prefix cache ${prefix.p50Ms}/${prefix.p99Ms} ms, none ${none.p50Ms}/${none.p99Ms} ms; first token p50/p99 ${prefix.ttftP50Ms}/${prefix.ttftP99Ms} vs ${none.ttftP50Ms}/${none.ttftP99Ms} ms; prompt tokens cached ${prefix.cachedTokens} of ${prefix.promptTokens} (${prefix.cachedShare})`);
   for (const [a, b] of prefix.byTurn.map((t, i) => [t, none.byTurn[i]] as const)) {
     progress(`turn ${a.turn}: prompt ${a.promptTokens} tokens, cached ${a.cachedTokens}; latency ${a.meanMs} vs ${b.meanMs} ms, first token ${a.ttftMs} vs ${b.ttftMs} ms, prefill ${a.prefillMs} vs ${b.prefillMs} ms`);

@@ -26,6 +26,7 @@ import { initWeights } from '../src/pretrain/init.js';
 import { defaultModelConfig } from '../src/pretrain/run.js';
 import type { ServeServices } from '../src/serve/services.js';
 import { Rng } from '../src/util/rng.js';
+import { stringArg } from './args.js';
 
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const progress = (line: string): void => void process.stderr.write(`${line}\n`);
@@ -41,6 +42,13 @@ export const DEFAULT_SHAPE: ModelConfig = defaultModelConfig({ vocabSize: 2048, 
 export const GPT2_SMALL_SHAPE: ModelConfig = defaultModelConfig({ vocabSize: 2048, bosId: 0, eosId: 0 }, { dModel: 768, nLayers: 12, nHeads: 12, dFf: 3072, maxPositions: DEFAULT_SHAPE.maxPositions });
 
 export type Base = 'default' | 'gpt2-small';
+
+/** The bench's `--base default|gpt2-small` (default: default), checked. */
+export function baseArg(): Base {
+  const b = stringArg('base', 'default');
+  if (b !== 'default' && b !== 'gpt2-small') throw new Error(`--base must be default or gpt2-small, got ${b}`);
+  return b;
+}
 
 export interface UserInfo {
   id: string;

@@ -65,8 +65,8 @@ import { DEFAULT_SERVE_THREADS, createServeServices } from '../src/serve/service
 import { startServer } from '../src/server.js';
 import { Rng } from '../src/util/rng.js';
 import { type AutocannonResult, driveGenerate } from './http-load.js';
-import { type Base, type UserInfo, type Workspace, constWeightsOf, prepareWorkspace, prompts, warmOrder, zipfSampler } from './swap-workspace.js';
-import { flag, numberArg, stringArg } from './args.js';
+import { type Base, type UserInfo, type Workspace, baseArg, constWeightsOf, prepareWorkspace, prompts, warmOrder, zipfSampler } from './swap-workspace.js';
+import { flag, numberArg } from './args.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = resolve(here, '..');
@@ -101,11 +101,7 @@ const r3 = (x: number): number => Math.round(x * 1000) / 1000;
 const progress = (line: string): void => void process.stderr.write(`${line}\n`);
 
 /** `--base gpt2-small`: GPT-2 small's shape in place of the default model (swap-workspace.ts GPT2_SMALL_SHAPE). */
-const BASE: Base = (() => {
-  const b = stringArg('base', 'default');
-  if (b !== 'default' && b !== 'gpt2-small') throw new Error(`--base must be default or gpt2-small, got ${b}`);
-  return b;
-})();
+const BASE: Base = baseArg();
 /** Suffix of the result files: none for the default model. */
 const RESULT_SUFFIX = BASE === 'default' ? '' : `-${BASE}`;
 
