@@ -259,8 +259,11 @@ export const prefixCacheSchema = z.object({
   enabled: z.boolean(),
   entries: z.int().min(0),
   users: z.int().min(0),
+  tokens: z.int().min(0),
   bytes: z.int().min(0),
   maxBytes: z.int().min(0),
+  bytesPerToken: z.int().min(1).nullable(),
+  capacityTokens: z.int().min(0).nullable(),
   minTokens: z.int().min(1).nullable(),
   perScope: z.int().min(1).nullable(),
   counters: z.object({

@@ -13,9 +13,18 @@ export interface PrefixCacheReport {
   /** Conversations kept, over `users` users. */
   entries: number;
   users: number;
+  /** Token positions kept, over all conversations. */
+  tokens: number;
   bytes: number;
   /** MEMLORA_PREFIX_CACHE_BYTES. */
   maxBytes: number;
+  /**
+   * What a token of conversation takes on this model (its keys and values in every layer, and its
+   * id), and so how many tokens `maxBytes` holds: what to size MEMLORA_PREFIX_CACHE_BYTES by, as the
+   * conversations to keep times their length. null when disabled.
+   */
+  bytesPerToken: number | null;
+  capacityTokens: number | null;
   /** Shortest match reused, and conversations kept per user and scope (null when disabled). */
   minTokens: number | null;
   perScope: number | null;
@@ -38,15 +47,20 @@ export interface PrefixCacheDrop {
 
 export function prefixCacheReport(cache: PrefixCache | null): PrefixCacheReport {
   if (!cache) {
-    return { enabled: false, entries: 0, users: 0, bytes: 0, maxBytes: 0, minTokens: null, perScope: null, counters: { lookups: 0, hits: 0, hitRate: null, reusedTokens: 0, evictions: 0 } };
+    return { enabled: false, entries: 0, users: 0, tokens: 0, bytes: 0, maxBytes: 0, bytesPerToken: null, capacityTokens: null, minTokens: null, perScope: null, counters: { lookups: 0, hits: 0, hitRate: null, reusedTokens: 0, evictions: 0 } };
   }
   const s = cache.stats();
+  // An entry's bytes are linear in its tokens (PrefixCache.entryBytes), so the sums divide exactly.
+  const perToken = cache.entryBytes(1);
   return {
     enabled: true,
     entries: s.entries,
     users: s.users,
+    tokens: s.bytes / perToken,
     bytes: s.bytes,
     maxBytes: s.maxBytes,
+    bytesPerToken: perToken,
+    capacityTokens: Math.floor(s.maxBytes / perToken),
     minTokens: cache.minTokens,
     perScope: cache.perScope,
     counters: { lookups: s.lookups, hits: s.hits, hitRate: s.lookups > 0 ? s.hits / s.lookups : null, reusedTokens: s.reusedTokens, evictions: s.evictions },

@@ -407,6 +407,10 @@ describe('the official OpenAI client, unmodified, against the real server', () =
     expect(before.entries).toBeGreaterThanOrEqual(2);
     expect(before.users).toBeGreaterThanOrEqual(2);
     expect(before.bytes).toBe(await metric('memlora_prefix_cache_bytes'));
+    // A token's keys and values in every layer, float32, and its id: what the budget is sized by.
+    const perToken = 2 * md.cfg.nLayers * md.cfg.nKvHeads * md.cfg.headDim * 4 + 4;
+    expect(before).toMatchObject({ bytesPerToken: perToken, tokens: before.bytes / perToken, capacityTokens: Math.floor(before.maxBytes / perToken) });
+    expect(Number.isInteger(before.tokens) && before.tokens > 0).toBe(true);
     expect(before.entries).toBe(await metric('memlora_prefix_cache_entries'));
     expect(before.counters.hits).toBe(await metric('memlora_prefix_cache_lookups_total{result="hit"}'));
     expect(before.counters.lookups).toBe(before.counters.hits + (await metric('memlora_prefix_cache_lookups_total{result="miss"}')));
@@ -423,10 +427,12 @@ describe('the official OpenAI client, unmodified, against the real server', () =
     const fayCached = (await turn('fay')).usage!.prompt_tokens_details!.cached_tokens!;
     expect(fayCached).toBeGreaterThan(0);
     const held = prefixCacheSchema.parse(await (await prefixReq()).json());
+    // fay's kept conversation covers at least the tokens her turn reused.
+    expect(held.tokens).toBeGreaterThanOrEqual(fayCached);
     const dropFay = prefixCacheDropSchema.parse(await (await prefixReq('?userId=fay', 'DELETE')).json());
     expect(dropFay.dropped.entries).toBeGreaterThanOrEqual(1);
     expect(dropFay.dropped.bytes).toBeGreaterThan(0);
-    expect(dropFay.prefixCache).toMatchObject({ entries: held.entries - dropFay.dropped.entries, bytes: held.bytes - dropFay.dropped.bytes, users: held.users - 1 });
+    expect(dropFay.prefixCache).toMatchObject({ entries: held.entries - dropFay.dropped.entries, bytes: held.bytes - dropFay.dropped.bytes, tokens: held.tokens - dropFay.dropped.bytes / perToken, users: held.users - 1 });
     expect(prefixCacheDropSchema.parse(await (await prefixReq('?userId=fay', 'DELETE')).json()).dropped).toEqual({ entries: 0, bytes: 0 });
     expect((await prefixReq('?userId=nobody', 'DELETE')).status).toBe(404);
     expect((await prefixReq('?userId=a%20b', 'DELETE')).status).toBe(422);
@@ -438,7 +444,7 @@ describe('the official OpenAI client, unmodified, against the real server', () =
     // Everything dropped: nothing held, and the counters since start are kept.
     const all = prefixCacheDropSchema.parse(await (await prefixReq('', 'DELETE')).json());
     expect(all.dropped.entries).toBeGreaterThanOrEqual(2);
-    expect(all.prefixCache).toMatchObject({ entries: 0, users: 0, bytes: 0 });
+    expect(all.prefixCache).toMatchObject({ entries: 0, users: 0, tokens: 0, bytes: 0 });
     expect(all.prefixCache.counters.hits).toBeGreaterThan(before.counters.hits);
     expect(all.prefixCache.counters.evictions).toBe(before.counters.evictions);
     expect(await metric('memlora_prefix_cache_entries')).toBe(0);
