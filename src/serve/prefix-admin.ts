@@ -50,25 +50,61 @@ export function prefixCacheReport(cache: PrefixCache | null): PrefixCacheReport 
     return { enabled: false, entries: 0, users: 0, tokens: 0, bytes: 0, maxBytes: 0, bytesPerToken: null, capacityTokens: null, minTokens: null, perScope: null, counters: { lookups: 0, hits: 0, hitRate: null, reusedTokens: 0, evictions: 0 } };
   }
   const s = cache.stats();
-  // An entry's bytes are linear in its tokens (PrefixCache.entryBytes), so the sums divide exactly.
-  const perToken = cache.entryBytes(1);
+  const { bytesPerToken, capacityTokens } = capacity(cache);
   return {
     enabled: true,
     entries: s.entries,
     users: s.users,
-    tokens: s.bytes / perToken,
+    // An entry's bytes are linear in its tokens (PrefixCache.entryBytes), so the sum divides exactly.
+    tokens: s.bytes / bytesPerToken,
     bytes: s.bytes,
     maxBytes: s.maxBytes,
-    bytesPerToken: perToken,
-    capacityTokens: Math.floor(s.maxBytes / perToken),
+    bytesPerToken,
+    capacityTokens,
     minTokens: cache.minTokens,
     perScope: cache.perScope,
     counters: { lookups: s.lookups, hits: s.hits, hitRate: s.lookups > 0 ? s.hits / s.lookups : null, reusedTokens: s.reusedTokens, evictions: s.evictions },
   };
 }
 
+/** What a token of conversation takes, and how many the budget holds. */
+function capacity(cache: PrefixCache): { bytesPerToken: number; capacityTokens: number } {
+  const bytesPerToken = cache.entryBytes(1);
+  return { bytesPerToken, capacityTokens: Math.floor(cache.maxBytes / bytesPerToken) };
+}
+
 /** Drop the conversations of `userId`, or all of them (nothing on a disabled cache). */
 export function dropPrefixCache(cache: PrefixCache | null, userId?: string): PrefixCacheDrop {
   const dropped = cache ? cache.drop(userId) : { entries: 0, bytes: 0 };
   return { dropped, prefixCache: prefixCacheReport(cache) };
+}
+
+/** A prefix cache should hold at least this many conversations of a full context window. */
+export const SIZING_CONVERSATIONS = 4;
+
+export interface PrefixCacheSizing {
+  bytesPerToken: number;
+  capacityTokens: number;
+  /** Conversations of `contextTokens` tokens the budget holds. */
+  fullContexts: number;
+  /** The budget of SIZING_CONVERSATIONS full-context conversations. */
+  advisedBytes: number;
+  /** fewer than SIZING_CONVERSATIONS fit: the server warns at start. */
+  tooSmall: boolean;
+}
+
+/**
+ * How the prefix cache's budget compares with the model's context window. Bytes per token grow with
+ * layers and width (12 KiB on the default model, 72 KiB on GPT-2 small's shape), so a budget that is
+ * ample on one model keeps a few conversations on another, which shows only as a falling hit rate.
+ */
+export function prefixCacheSizing(cache: PrefixCache, contextTokens: number): PrefixCacheSizing {
+  const { bytesPerToken, capacityTokens } = capacity(cache);
+  return {
+    bytesPerToken,
+    capacityTokens,
+    fullContexts: Math.floor((capacityTokens / contextTokens) * 100) / 100,
+    advisedBytes: SIZING_CONVERSATIONS * contextTokens * bytesPerToken,
+    tooSmall: capacityTokens < SIZING_CONVERSATIONS * contextTokens,
+  };
 }

@@ -27,7 +27,7 @@ import type { WarmReport } from './warm.js';
 import { type CacheContents, type CacheCurve, type CacheDrop, cacheContents, cacheCurve, dropCached } from './cache-admin.js';
 import { type RestoreReport, restoreCache, saveCacheSnapshot, snapshotPath } from './cache-snapshot.js';
 import { PrefixCache } from './prefix-cache.js';
-import { type PrefixCacheDrop, type PrefixCacheReport, dropPrefixCache, prefixCacheReport } from './prefix-admin.js';
+import { type PrefixCacheDrop, type PrefixCacheReport, SIZING_CONVERSATIONS, dropPrefixCache, prefixCacheReport, prefixCacheSizing } from './prefix-admin.js';
 
 /**
  * ONNX Runtime intra-op threads for serving when MEMLORA_INTRA_OP_THREADS is 0: 0 = ONNX Runtime's
@@ -198,6 +198,12 @@ export async function createServeServices(setup: ServeSetup, opts: ServeOptions 
       engine = built;
       prefix = prefixCache;
       logger.info('model loaded', { modelPath: config.modelPath, family: model.config.family, layers: model.config.nLayers, threads: servingThreads(config) });
+      if (prefixCache) {
+        const sizing = prefixCacheSizing(prefixCache, model.config.maxPositions);
+        const fields = { maxBytes: prefixCache.maxBytes, ...sizing, contextTokens: model.config.maxPositions };
+        if (sizing.tooSmall) logger.warn(`prefix cache holds fewer than ${SIZING_CONVERSATIONS} conversations of a full context window on this model; raise MEMLORA_PREFIX_CACHE_BYTES to advisedBytes`, fields);
+        else logger.info('prefix cache sized', fields);
+      }
       if (restoreOn) {
         restored = restoreCache(snapshotFile, (ids, signal) => built.warm(ids, signal), stopRestore.signal, logger).then(
           (r) => {

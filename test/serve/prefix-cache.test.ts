@@ -5,6 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import type { KvShape, RowKv } from '../../src/model/kv.js';
+import { prefixCacheSizing, SIZING_CONVERSATIONS } from '../../src/serve/prefix-admin.js';
 import { PrefixCache } from '../../src/serve/prefix-cache.js';
 
 const shape: KvShape = { nLayers: 2, nKvHeads: 1, headDim: 2 };
@@ -87,5 +88,14 @@ describe('PrefixCache', () => {
     // Indexes are clean: storing again works.
     c.store('c', 'base', seq(0, 10), kvOf(10));
     expect(c.match('c', 'base', seq(0, 11))!.tokens).toBe(10);
+  });
+
+  it('sizing: the budget against a full context window, warned about below four conversations of it', () => {
+    const perToken = 2 * 2 * 1 * 2 * 4 + 4; // keys and values of 2 layers x 1 head x 2 dims, float32, and the id
+    const context = 32;
+    const enough = SIZING_CONVERSATIONS * context * perToken;
+    expect(SIZING_CONVERSATIONS).toBe(4);
+    expect(prefixCacheSizing(new PrefixCache({ maxBytes: enough, shape }), context)).toEqual({ bytesPerToken: perToken, capacityTokens: 128, fullContexts: 4, advisedBytes: enough, tooSmall: false });
+    expect(prefixCacheSizing(new PrefixCache({ maxBytes: enough - 1, shape }), context)).toEqual({ bytesPerToken: perToken, capacityTokens: 127, fullContexts: 3.96, advisedBytes: enough, tooSmall: true });
   });
 });

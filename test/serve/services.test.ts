@@ -101,7 +101,20 @@ describe('createServeServices', () => {
     await expect(svc.generate!.warm(['alice'], never())).rejects.toMatchObject({ code: 'adapters_disabled' });
     // The prefix cache serves vanilla requests too.
     expect(svc.generate!.prefixCache()).toMatchObject({ enabled: true, maxBytes: s.config.prefixCacheBytes });
+    // Sized at start against the context window: the default budget is ample for this model.
+    const perToken = 2 * md.cfg.nLayers * md.cfg.nKvHeads * md.cfg.headDim * 4 + 4;
+    expect(s.logger.lines.find((l) => l.msg === 'prefix cache sized')).toMatchObject({ level: 'info', fields: { bytesPerToken: perToken, capacityTokens: Math.floor(s.config.prefixCacheBytes / perToken), contextTokens: md.cfg.maxPositions, tooSmall: false } });
     await svc.generate!.close();
+
+    // A budget under four full-context conversations of this model: a warning at start that says what to set.
+    const small = setup(md.dir, 'small-prefix');
+    const tight = (await createServeServices({ ...small, config: { ...small.config, prefixCacheBytes: 3 * md.cfg.maxPositions * perToken } }, { consistency: false, adapters: false }))!;
+    await tight.loaded;
+    const warned = small.logger.lines.find((l) => l.level === 'warn' && /prefix cache holds fewer than 4 conversations/.test(l.msg));
+    expect(warned?.fields).toMatchObject({ capacityTokens: 3 * md.cfg.maxPositions, fullContexts: 3, advisedBytes: 4 * md.cfg.maxPositions * perToken, tooSmall: true });
+    expect(small.logger.lines.map((l) => l.msg)).not.toContain('prefix cache sized');
+    await tight.generate!.close();
+    small.db.close();
 
     // MEMLORA_PREFIX_CACHE_BYTES=0: reported as off, and dropping from it drops nothing.
     const noPrefix = setup(md.dir, 'no-prefix');
