@@ -1,7 +1,7 @@
 /**
  * Prefix caching under a multi-turn chat load: the same chats against two real servers, one with the
- * prefix cache (MEMLORA_PREFIX_CACHE_BYTES, by default the default 64 MiB) and one without (0),
- * measured in one run in interleaved slices.
+ * prefix cache (MEMLORA_PREFIX_CACHE_BYTES = --prefix-bytes, the server's default 64 MiB unless given)
+ * and one without (0), measured in one run in interleaved slices.
  *
  *   npx tsx bench/prefix.ts [--users 1000] [--connections 16] [--turns 4] [--max-tokens 32]
  *                           [--rounds 4] [--seconds 16] [--warmup 8] [--seed 1] [--quick] [--out prefix]
@@ -11,8 +11,8 @@
  * The users are bench/swap.ts's workspace (1,000 users with stored adapters of ranks 8-128 on mixed
  * layer sets, default model; `--base gpt2-small`: a random GPT-2 of GPT-2 small's shape, whose
  * conversations take 6× the bytes a token, with results in <out>-gpt2-small.json; take fewer
- * `--users` there, as every server caches all adapters); each server's adapter cache holds all of them and is warmed first, so
- * adapter loads play no part. A chat is one MedDia dialogue (its patient turns, in order) for one
+ * `--users` there, as every server caches all adapters); each server's adapter cache holds all of
+ * them and is warmed first, so adapter loads play no part. A chat is one MedDia dialogue (its patient turns, in order) for one
  * user: each turn posts /v1/generate with the whole conversation so far, the user's earlier turns and
  * the server's own replies (greedy), as a chat application does; `connections` chats run at once,
  * each connection starting the next chat when one ends (or when its prompt would no longer fit the
@@ -24,8 +24,8 @@
  * token, prefill time, prompt tokens and cached tokens; the throughput ratio
  * (prefix cache / none) overall and per round; and the prefix server's own counters over the
  * measured slices (GET /v1/admin/prefix-cache before and after each): lookups, hit rate, reused
- * tokens, evictions, with its bytes and entries at the end. Writes bench/results/<out>.json and <out>.svg (latency
- * and prefill time by turn).
+ * tokens, evictions, with its bytes and entries at the end. Writes bench/results/<out>.json and
+ * <out>.svg (latency and prefill time by turn).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
