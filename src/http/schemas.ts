@@ -272,6 +272,7 @@ export const prefixCacheSchema = z.object({
     hitRate: z.number().min(0).max(1).nullable(),
     reusedTokens: z.int().min(0),
     evictions: z.int().min(0),
+    retired: z.int().min(0),
   }),
 });
 

@@ -99,7 +99,7 @@ interface Job {
   prefillMs: number;
   /** Prompt tokens whose keys and values came from the prefix cache. */
   cachedTokens: number;
-  /** Keep the row's cache in the prefix cache when it leaves (false once its user is forgotten). */
+  /** Keep the row's cache in the prefix cache when it leaves (false once its user is forgotten or its adapter version retired). */
   remember: boolean;
 }
 
@@ -115,7 +115,8 @@ const joinParts = (shape: KvShape, parts: readonly PastRow[]): RowKv =>
   parts.map((p) => sliceRowKv(shape, p.kv, p.length ?? p.kv.length)).reduce((a, b) => concatRowKv(shape, a, b));
 
 /** Which weights computed a request's keys and values: its adapter version, or the base model. */
-const scopeOf = (job: Job): string => (job.personalization.mode === 'injected' ? `v${job.personalization.adapterVersion}` : 'base');
+const scopeOf = (job: Job): string => (job.personalization.mode === 'injected' ? versionScope(job.personalization.adapterVersion!) : 'base');
+const versionScope = (version: number): string => `v${version}`;
 
 
 export class Engine {
@@ -166,7 +167,9 @@ export class Engine {
     this.kv = new KvBatch(this.model.kvShape, { maxLength: cfg.maxPositions });
     this.pool = new RowPool(cfg, { maxRows: this.maxBatch });
     this.eosIds = [...new Set([cfg.eosId, opts.tokenizer.eosId])];
-    this.leaser = opts.adapters ? new AdapterLeaser(this.db, opts.adapters, this.logger, (reason) => this.m.fallbacks.inc({ reason })) : null;
+    this.leaser = opts.adapters
+      ? new AdapterLeaser(this.db, opts.adapters, this.logger, (reason) => this.m.fallbacks.inc({ reason }), (userId, from) => this.retireVersion(userId, from))
+      : null;
   }
 
   /** Requests can be served (the server flips readiness on this). */
@@ -242,6 +245,20 @@ export class Engine {
   forgetUser(userId: string): number {
     for (const job of [...this.waiting, ...this.joining, ...this.active.values()]) if (job.req.userId === userId) job.remember = false;
     return this.prefix?.drop(userId).entries ?? 0;
+  }
+
+  /**
+   * A user's adapter version `from` is no longer served (a newer or rolled-back version was just
+   * loaded for them): its conversations leave the prefix cache, and requests still running on it
+   * keep nothing when they finish (their turns would only be matched by that version). Those
+   * requests themselves finish on `from`, as a hot swap promises.
+   */
+  private retireVersion(userId: string, from: number): void {
+    if (!this.prefix) return;
+    for (const job of [...this.waiting, ...this.joining, ...this.active.values()]) {
+      if (job.req.userId === userId && job.plan.kind === 'injected' && job.plan.row.version === from) job.remember = false;
+    }
+    this.prefix.retire(userId, versionScope(from));
   }
 
   /** Stop: refuse new requests, fail queued ones (shutting_down), cancel running ones, wait for the loop. */

@@ -58,7 +58,10 @@ function isolation(message: string): ServeError {
 export class AdapterLeaser {
   /** Versions being taken out of service: concurrent failures of one version mark it once. */
   private readonly marking = new Map<string, Promise<void>>();
-  /** The version each user was last served with: a hot swap drops the previous one from the cache. */
+  /**
+   * The version each user was last served with: a hot swap drops the previous one from the cache,
+   * and onSwap hears of it (the engine retires the previous version's conversations).
+   */
   private readonly lastVersion = new Map<string, number>();
 
   constructor(
@@ -66,6 +69,7 @@ export class AdapterLeaser {
     private readonly adapters: Adapters,
     private readonly logger: ServeLogger,
     private readonly onFailure: (reason: FallbackReason) => void = () => {},
+    private readonly onSwap: (userId: string, from: number, to: number) => void = () => {},
   ) {}
 
   /**
@@ -93,7 +97,10 @@ export class AdapterLeaser {
 
   private noteVersion(userId: string, version: number): void {
     const last = this.lastVersion.get(userId);
-    if (last !== undefined && last !== version) this.adapters.cache.invalidate(adapterKey(userId, last));
+    if (last !== undefined && last !== version) {
+      this.adapters.cache.invalidate(adapterKey(userId, last));
+      this.onSwap(userId, last, version);
+    }
     this.lastVersion.delete(userId); // re-insert: the map stays in recency order
     this.lastVersion.set(userId, version);
     if (this.lastVersion.size > 100_000) this.lastVersion.delete(this.lastVersion.keys().next().value as string);

@@ -37,6 +37,8 @@ export interface PrefixCacheReport {
     /** Prompt tokens whose keys and values were reused instead of computed. */
     reusedTokens: number;
     evictions: number;
+    /** Conversations dropped because a new adapter version of their user became active (PrefixCache.retire). */
+    retired: number;
   };
 }
 
@@ -47,7 +49,7 @@ export interface PrefixCacheDrop {
 
 export function prefixCacheReport(cache: PrefixCache | null): PrefixCacheReport {
   if (!cache) {
-    return { enabled: false, entries: 0, users: 0, tokens: 0, bytes: 0, maxBytes: 0, bytesPerToken: null, capacityTokens: null, minTokens: null, perScope: null, counters: { lookups: 0, hits: 0, hitRate: null, reusedTokens: 0, evictions: 0 } };
+    return { enabled: false, entries: 0, users: 0, tokens: 0, bytes: 0, maxBytes: 0, bytesPerToken: null, capacityTokens: null, minTokens: null, perScope: null, counters: { lookups: 0, hits: 0, hitRate: null, reusedTokens: 0, evictions: 0, retired: 0 } };
   }
   const s = cache.stats();
   const { bytesPerToken, capacityTokens } = capacity(cache);
@@ -63,7 +65,7 @@ export function prefixCacheReport(cache: PrefixCache | null): PrefixCacheReport 
     capacityTokens,
     minTokens: cache.minTokens,
     perScope: cache.perScope,
-    counters: { lookups: s.lookups, hits: s.hits, hitRate: s.lookups > 0 ? s.hits / s.lookups : null, reusedTokens: s.reusedTokens, evictions: s.evictions },
+    counters: { lookups: s.lookups, hits: s.hits, hitRate: s.lookups > 0 ? s.hits / s.lookups : null, reusedTokens: s.reusedTokens, evictions: s.evictions, retired: s.retired },
   };
 }
 

@@ -8,8 +8,10 @@
  * entries of its user and scope by the longest common prefix of token ids, so whatever the chat
  * template, the re-tokenised reply or the stop string, a match is exactly the tokens whose keys and
  * values are reused. Users never share entries (no other user's prompt can be probed through the
- * timings), and a new adapter version starts without any. A match shorter than `minTokens` is not
- * used (a separate extend call would cost more than the prefill it saves).
+ * timings), and a new adapter version starts without any: the engine retires the previous version's
+ * conversations when the swap is seen (retire), rather than leaving them to age out of the LRU. A
+ * match shorter than `minTokens` is not used (a separate extend call would cost more than the prefill
+ * it saves).
  *
  * Bytes-bounded LRU (lru-cache) over entries; each user and scope keeps its `perScope` most recent
  * conversations, and an entry whose tokens a newer one continues is replaced by it.
@@ -48,6 +50,8 @@ export interface PrefixCacheStats {
   /** Prompt tokens whose keys and values were reused. */
   reusedTokens: number;
   evictions: number;
+  /** Conversations dropped because the weights that computed them are no longer served (retire). */
+  retired: number;
 }
 
 export interface PrefixDrop {
@@ -77,8 +81,8 @@ export class PrefixCache {
   /** Keys by user. */
   private readonly byUser = new Map<string, Set<string>>();
   private nextId = 1;
-  private counts = { lookups: 0, hits: 0, reusedTokens: 0, evictions: 0 };
-  private readonly m: { lookups: Counter; evictions: Counter };
+  private counts = { lookups: 0, hits: 0, reusedTokens: 0, evictions: 0, retired: 0 };
+  private readonly m: { lookups: Counter; evictions: Counter; retired: Counter };
 
   constructor(opts: PrefixCacheOptions) {
     if (!Number.isInteger(opts.maxBytes) || opts.maxBytes < 1) throw new RangeError(`maxBytes must be a positive integer, got ${opts.maxBytes}`);
@@ -101,6 +105,7 @@ export class PrefixCache {
     this.m = {
       lookups: reg.counter('memlora_prefix_cache_lookups_total', 'Prompts looked up in the prefix cache: hit (a cached prefix of at least the minimum length was reused) or miss.', ['result']),
       evictions: reg.counter('memlora_prefix_cache_evictions_total', 'Conversations dropped from the prefix cache to respect its byte bound.'),
+      retired: reg.counter('memlora_prefix_cache_retired_total', 'Conversations dropped from the prefix cache because a new adapter version of their user became active.'),
     };
     const bytes = reg.gauge('memlora_prefix_cache_bytes', 'Bytes of keys, values and token ids the prefix cache holds (MEMLORA_PREFIX_CACHE_BYTES bounds it).');
     const entries = reg.gauge('memlora_prefix_cache_entries', 'Conversations the prefix cache holds.');
@@ -191,6 +196,22 @@ export class PrefixCache {
         dropped.entries += 1;
       }
     }
+    return dropped;
+  }
+
+  /**
+   * Drop a user's conversations of one scope whose weights are no longer served (the adapter version
+   * a hot swap replaced): their bytes go to other conversations at once instead of when the LRU
+   * reaches them. Counted as retired, not as dropped by an operator or evicted.
+   */
+  retire(user: string, scope: string): PrefixDrop {
+    const dropped = { entries: 0, bytes: 0 };
+    for (const id of [...(this.byKey.get(keyOf(user, scope)) ?? [])]) {
+      dropped.bytes += this.lru.peek(id)?.bytes ?? 0;
+      if (this.lru.delete(id)) dropped.entries += 1;
+    }
+    this.counts.retired += dropped.entries;
+    this.m.retired.inc(undefined, dropped.entries);
     return dropped;
   }
 

@@ -452,6 +452,35 @@ describe('the official OpenAI client, unmodified, against the real server', () =
     expect(g.usage?.prompt_tokens_details?.cached_tokens).toBe(0);
   });
 
+  it('an operator\'s rollback retires the replaced version\'s conversations: the next chat starts afresh, GET /v1/admin/prefix-cache and /metrics count them', async () => {
+    const admin = { authorization: `Bearer ${ADMIN_TOKEN}` };
+    const report = async () => prefixCacheSchema.parse(await (await fetch(`${server.url}/v1/admin/prefix-cache`, { headers: admin })).json());
+    await giveAdapter('hap', forcingAdapter(md.cfg, md.weights, tokenOf(md.tokenizer, 'q')));
+    await giveAdapter('hap', forcingAdapter(md.cfg, md.weights, tokenOf(md.tokenizer, 'z')));
+    const first = [{ role: 'user' as const, content: 'My sister plays the violin in an orchestra, and I go to every concert.' }];
+    const chat = async () => {
+      const t1 = await openai.chat.completions.create({ model: 'memlora', user: 'hap', messages: first, max_tokens: 6 });
+      const t2 = await openai.chat.completions.create({ model: 'memlora', user: 'hap', messages: [...first, { role: 'assistant', content: t1.choices[0].message.content ?? '' }, { role: 'user', content: 'Which piece should I ask her to play?' }], max_tokens: 6 });
+      return [t1, t2];
+    };
+    const [, z2] = await chat();
+    expect(z2.choices[0].message.content).toBe('zzzzzz');
+    expect(z2.usage!.prompt_tokens_details!.cached_tokens).toBeGreaterThan(0);
+    const before = await report();
+    const put = await fetch(`${server.url}/v1/admin/users/hap/adapter`, { method: 'PUT', headers: { ...admin, 'content-type': 'application/json' }, body: JSON.stringify({ version: 1 }) });
+    expect(put.status).toBe(200);
+    const [q1, q2] = await chat();
+    expect(q1.choices[0].message.content).toBe('qqqqqq');
+    expect(q1.usage!.prompt_tokens_details!.cached_tokens).toBe(0);
+    expect(q2.usage!.prompt_tokens_details!.cached_tokens).toBeGreaterThan(0);
+    const after = await report();
+    // Version 2's conversation left when version 1 was loaded; version 1's took its place.
+    expect(after.counters.retired).toBe(before.counters.retired + 1);
+    expect(after.counters.evictions).toBe(before.counters.evictions);
+    expect(after.entries).toBe(before.entries);
+    expect(await metric('memlora_prefix_cache_retired_total')).toBe(after.counters.retired);
+  });
+
   it('aborting a stream from the client frees its row: the next request is served at once', async () => {
     const cancelled = await metric('memlora_generate_requests_total{mode="injected",finish="cancelled"}');
     const stream = await openai.chat.completions.create({ model: 'memlora', user: 'alice', messages: hello, max_tokens: 480, stream: true });

@@ -1,7 +1,7 @@
 /**
  * The prefix cache's bookkeeping: longest common prefix by token ids within one user and scope, the
  * last token always left to run, a continued conversation replacing its earlier entry, the per-scope
- * and byte bounds, and forgetting a user.
+ * and byte bounds, forgetting a user, and retiring a replaced adapter version's conversations.
  */
 import { describe, expect, it } from 'vitest';
 import type { KvShape, RowKv } from '../../src/model/kv.js';
@@ -88,6 +88,28 @@ describe('PrefixCache', () => {
     // Indexes are clean: storing again works.
     c.store('c', 'base', seq(0, 10), kvOf(10));
     expect(c.match('c', 'base', seq(0, 11))!.tokens).toBe(10);
+  });
+
+  it('retires one user\'s conversations of one scope: bytes freed, counted as retired, other scopes and users kept', () => {
+    const c = new PrefixCache({ maxBytes: 1 << 20, shape, minTokens: 2 });
+    c.store('alice', 'v1', seq(0, 10), kvOf(10));
+    c.store('alice', 'v1', seq(100, 6), kvOf(6));
+    c.store('alice', 'v2', seq(0, 10), kvOf(10));
+    c.store('alice', 'base', seq(0, 10), kvOf(10));
+    c.store('bob', 'v1', seq(0, 10), kvOf(10));
+    const before = c.stats().bytes;
+    expect(c.retire('alice', 'v1')).toEqual({ entries: 2, bytes: c.entryBytes(10) + c.entryBytes(6) });
+    expect(c.stats()).toMatchObject({ entries: 3, users: 2, bytes: before - c.entryBytes(10) - c.entryBytes(6), retired: 2, evictions: 0 });
+    expect(c.match('alice', 'v1', seq(0, 12))).toBeNull();
+    expect(c.match('alice', 'v2', seq(0, 12))!.tokens).toBe(10);
+    expect(c.match('alice', 'base', seq(0, 12))!.tokens).toBe(10);
+    expect(c.match('bob', 'v1', seq(0, 12))!.tokens).toBe(10);
+    expect(c.retire('alice', 'v1')).toEqual({ entries: 0, bytes: 0 });
+    expect(c.retire('nobody', 'v1')).toEqual({ entries: 0, bytes: 0 });
+    expect(c.stats().retired).toBe(2);
+    // The scope's index is clean: a conversation stored in it again is found.
+    c.store('alice', 'v1', seq(0, 10), kvOf(10));
+    expect(c.match('alice', 'v1', seq(0, 12))!.tokens).toBe(10);
   });
 
   it('sizing: the budget against a full context window, warned about below four conversations of it', () => {

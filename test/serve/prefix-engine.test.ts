@@ -1,10 +1,12 @@
 /**
  * Prefix caching in the engine, on a tiny random model with real SQLite and adapters: a chat's next
  * turns reuse the conversation's keys and values and reply exactly as without the cache (alone and
- * batched, plain and through adapters); the cache is per user and per adapter version; a forgotten
- * user's conversations are gone, also those of requests still running.
+ * batched, plain and through adapters); the cache is per user and per adapter version, and a hot swap
+ * retires the replaced version's conversations; a forgotten user's conversations are gone, also those
+ * of requests still running.
  */
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { activateAdapterVersion } from '../../src/db/queries/adapters.js';
 import type { Counter } from '../../src/metrics.js';
 import type { Engine } from '../../src/serve/engine.js';
 import { PrefixCache } from '../../src/serve/prefix-cache.js';
@@ -113,6 +115,33 @@ describe('prefix caching', () => {
     const t3 = await engine.generate(turn('pc-v', [...msgs(t1.text), { role: 'assistant', content: t2.text }, { role: 'user', content: QUESTIONS[2] }]), never());
     expect(t3.usage.cachedTokens).toBeGreaterThanOrEqual(t2.usage.promptTokens);
     expect(t3.text).toBe('z'.repeat(12));
+  });
+
+  it('a hot swap retires the previous version\'s conversations, and a request still running on it finishes on it and keeps nothing', async () => {
+    const { engine, prefix } = prefixEngine();
+    await f.giveAdapter('pc-s', forcingAdapter(f.cfg, f.weights, tokenOf(f.tokenizer, 'q')));
+    await chat(engine, 'pc-s');
+    expect(prefix.entriesOf('pc-s')).toBe(1);
+    // A request on version 1 still running when version 2 becomes active and the user's next request loads it.
+    const running = engine.stream(turn('pc-s', [{ role: 'user', content: QUESTIONS[2] }], { maxTokens: 200 }), never())[Symbol.asyncIterator]();
+    expect((await running.next()).done).toBe(false);
+    await f.giveAdapter('pc-s', forcingAdapter(f.cfg, f.weights, tokenOf(f.tokenizer, 'z')));
+    const next = await engine.generate(turn('pc-s', [{ role: 'user', content: 'A new chat entirely, about the weather.' }]), never());
+    expect(next).toMatchObject({ text: 'z'.repeat(12), personalization: { mode: 'injected', adapterVersion: 2 } });
+    let last: ServeResult | null = null;
+    for (let ev = await running.next(); !ev.done; ev = await running.next()) if (ev.value.type === 'done') last = ev.value.result;
+    expect(last).toMatchObject({ text: 'q'.repeat(200), personalization: { adapterVersion: 1 } });
+    // Only version 2's conversation is left: version 1's went at the swap, the running one kept nothing.
+    expect(prefix.entriesOf('pc-s')).toBe(1);
+    expect(prefix.stats()).toMatchObject({ retired: 1, evictions: 0 });
+    // Rolled back to version 1: a chat starts from nothing, and version 2's conversation is retired.
+    activateAdapterVersion(f.db, 'pc-s', 1);
+    const back = await chat(engine, 'pc-s');
+    expect(back.map((r) => r.personalization.adapterVersion)).toEqual([1, 1, 1]);
+    expect(back[0].usage.cachedTokens).toBe(0);
+    expect(back[1].usage.cachedTokens).toBeGreaterThan(0);
+    expect(prefix.entriesOf('pc-s')).toBe(1);
+    expect(prefix.stats().retired).toBe(2);
   });
 
   it('forgetting a user drops their conversations, and a request of theirs still running keeps nothing', async () => {

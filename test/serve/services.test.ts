@@ -123,7 +123,7 @@ describe('createServeServices', () => {
     const long = 'I walk my dog every morning before work, and I like hiking on weekends.';
     createUser(noPrefix.db, { id: 'carl' });
     for (let i = 0; i < 2; i++) expect((await plain.generate!.generate(req('carl', { prompt: long, maxTokens: 2 }), never())).usage).toMatchObject({ cachedTokens: 0 });
-    expect(plain.generate!.prefixCache()).toEqual({ enabled: false, entries: 0, users: 0, tokens: 0, bytes: 0, maxBytes: 0, bytesPerToken: null, capacityTokens: null, minTokens: null, perScope: null, counters: { lookups: 0, hits: 0, hitRate: null, reusedTokens: 0, evictions: 0 } });
+    expect(plain.generate!.prefixCache()).toEqual({ enabled: false, entries: 0, users: 0, tokens: 0, bytes: 0, maxBytes: 0, bytesPerToken: null, capacityTokens: null, minTokens: null, perScope: null, counters: { lookups: 0, hits: 0, hitRate: null, reusedTokens: 0, evictions: 0, retired: 0 } });
     expect(plain.generate!.dropPrefixCache('carl').dropped).toEqual({ entries: 0, bytes: 0 });
     await plain.generate!.close();
     noPrefix.db.close();
