@@ -88,6 +88,8 @@ async function startServer(ws: Workspace, name: Server['name']): Promise<Server>
       MEMLORA_CACHE_BYTES: String(ws.totalBytes + 2 ** 20),
       MEMLORA_CACHE_RESTORE: 'off',
       MEMLORA_PREFIX_CACHE_BYTES: name === 'prefix' ? PREFIX_BYTES : '0',
+      // Every run starts from an empty prefix cache, not from the conversations of the last one.
+      MEMLORA_PREFIX_CACHE_RESTORE: 'off',
       MEMLORA_MAX_QUEUE: '256',
       MEMLORA_ADMIN_TOKEN: TOKEN,
     },

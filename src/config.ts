@@ -27,6 +27,8 @@ export interface Config {
   prefixCacheBytes: number;
   /** Save the cached users at shutdown and warm them again at the next start (serve/cache-snapshot.ts). */
   cacheRestore: boolean;
+  /** Save the prefix cache's conversations at shutdown and read them back at the next start (serve/prefix-snapshot.ts). */
+  prefixCacheRestore: boolean;
   /** Bearer token for /v1/admin; null means "not configured" (serve then generates one). */
   adminToken: string | null;
   /** Absolute path of the base model directory. */
@@ -60,6 +62,7 @@ export const ENV_VARS: readonly EnvVarDoc[] = [
   { name: 'MEMLORA_CACHE_BYTES', default: '256MiB', describe: 'Adapter cache budget in bytes; suffixes KiB, MiB, GiB (and KB, MB, GB) accepted.' },
   { name: 'MEMLORA_PREFIX_CACHE_BYTES', default: '64MiB', describe: 'Prefix cache budget: the keys and values of users\' last conversations (per user and adapter version), so that a chat\'s next turn runs only its new tokens; same suffixes as the cache size; 0 turns prefix caching off.' },
   { name: 'MEMLORA_CACHE_RESTORE', default: 'on', describe: 'At shutdown, record which users\' adapters the cache holds (`<dataDir>/adapter-cache.json`, user ids only); at the next start, warm them again in the background once the model is loaded: `on` or `off`.' },
+  { name: 'MEMLORA_PREFIX_CACHE_RESTORE', default: 'on', describe: 'At shutdown, write the prefix cache\'s conversations (token ids, keys and values) to `<dataDir>/prefix-cache.bin`; at the next start, read back those of the same model whose user and adapter version are still served, and delete the file: `on` or `off` (off also deletes a file left by an earlier run).' },
   { name: 'MEMLORA_ADMIN_TOKEN', default: null, describe: 'Bearer token for /v1/admin routes, at least 16 characters. When unset, `serve` generates one and prints it once to stderr.' },
   { name: 'MEMLORA_MODEL_PATH', default: 'models/default', describe: 'Base model directory (default relative to the repository root).' },
   { name: 'MEMLORA_EXECUTION_PROVIDER', default: 'cpu', describe: 'ONNX Runtime execution provider: `cpu` or `cuda`.' },
@@ -119,6 +122,7 @@ const envSchema = z.object({
   MEMLORA_CACHE_BYTES: bytesVar(0).default(256 * 1024 ** 2),
   MEMLORA_PREFIX_CACHE_BYTES: bytesVar(0).default(64 * 1024 ** 2),
   MEMLORA_CACHE_RESTORE: z.enum(['on', 'off'], { message: 'must be "on" or "off"' }).default('on'),
+  MEMLORA_PREFIX_CACHE_RESTORE: z.enum(['on', 'off'], { message: 'must be "on" or "off"' }).default('on'),
   MEMLORA_ADMIN_TOKEN: z
     .string()
     .min(16, { message: 'must be at least 16 characters (or unset it to have serve generate one)' })
@@ -183,6 +187,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     cacheBytes: e.MEMLORA_CACHE_BYTES,
     prefixCacheBytes: e.MEMLORA_PREFIX_CACHE_BYTES,
     cacheRestore: e.MEMLORA_CACHE_RESTORE === 'on',
+    prefixCacheRestore: e.MEMLORA_PREFIX_CACHE_RESTORE === 'on',
     adminToken: e.MEMLORA_ADMIN_TOKEN ?? null,
     modelPath: e.MEMLORA_MODEL_PATH ? absolute(e.MEMLORA_MODEL_PATH, cwd) : join(repoRoot, 'models', 'default'),
     executionProvider: e.MEMLORA_EXECUTION_PROVIDER,

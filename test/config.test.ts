@@ -15,6 +15,7 @@ describe('loadConfig', () => {
       cacheBytes: 256 * 1024 * 1024,
       prefixCacheBytes: 64 * 1024 * 1024,
       cacheRestore: true,
+      prefixCacheRestore: true,
       adminToken: null,
       modelPath: join(repoRoot, 'models', 'default'),
       executionProvider: 'cpu',
@@ -38,6 +39,7 @@ describe('loadConfig', () => {
         MEMLORA_CACHE_BYTES: '1.5GiB',
         MEMLORA_PREFIX_CACHE_BYTES: '0',
         MEMLORA_CACHE_RESTORE: 'off',
+        MEMLORA_PREFIX_CACHE_RESTORE: 'off',
         MEMLORA_ADMIN_TOKEN: 'sixteen-chars-ok',
         MEMLORA_MODEL_PATH: 'models/tiny',
         MEMLORA_EXECUTION_PROVIDER: 'cuda',
@@ -60,6 +62,7 @@ describe('loadConfig', () => {
       cacheBytes: 1.5 * 1024 ** 3,
       prefixCacheBytes: 0,
       cacheRestore: false,
+      prefixCacheRestore: false,
       adminToken: 'sixteen-chars-ok',
       modelPath: '/w/models/tiny',
       executionProvider: 'cuda',
@@ -98,6 +101,7 @@ describe('loadConfig', () => {
         MEMLORA_BODY_LIMIT_BYTES: '10',
         MEMLORA_CONST_WEIGHTS: 'yes',
         MEMLORA_CACHE_RESTORE: 'true',
+        MEMLORA_PREFIX_CACHE_RESTORE: 'no',
       });
     } catch (e) {
       err = e;
@@ -105,7 +109,7 @@ describe('loadConfig', () => {
     expect(err).toBeInstanceOf(ConfigError);
     const issues = (err as ConfigError).issues;
     expect(issues.map((i) => i.variable).sort()).toEqual(
-      ['MEMLORA_ADMIN_TOKEN', 'MEMLORA_BODY_LIMIT_BYTES', 'MEMLORA_CACHE_BYTES', 'MEMLORA_CACHE_RESTORE', 'MEMLORA_CONST_WEIGHTS', 'MEMLORA_EXECUTION_PROVIDER', 'MEMLORA_MAX_BATCH', 'MEMLORA_PORT'],
+      ['MEMLORA_ADMIN_TOKEN', 'MEMLORA_BODY_LIMIT_BYTES', 'MEMLORA_CACHE_BYTES', 'MEMLORA_CACHE_RESTORE', 'MEMLORA_CONST_WEIGHTS', 'MEMLORA_EXECUTION_PROVIDER', 'MEMLORA_MAX_BATCH', 'MEMLORA_PORT', 'MEMLORA_PREFIX_CACHE_RESTORE'],
     );
     const text = formatConfigError(err);
     expect(text).toContain('memlora: invalid configuration');
@@ -113,6 +117,7 @@ describe('loadConfig', () => {
     expect(text).toContain('MEMLORA_EXECUTION_PROVIDER must be "cpu" or "cuda" (got "tpu")');
     expect(text).toContain('MEMLORA_CONST_WEIGHTS must be "auto", "on" or "off" (got "yes")');
     expect(text).toContain('MEMLORA_CACHE_RESTORE must be "on" or "off" (got "true")');
+    expect(text).toContain('MEMLORA_PREFIX_CACHE_RESTORE must be "on" or "off" (got "no")');
     expect(text).toContain('MEMLORA_ADMIN_TOKEN must be at least 16 characters');
     // The token is a secret, even a bad one.
     expect(text).not.toContain('short');

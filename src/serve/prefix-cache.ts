@@ -59,9 +59,21 @@ export interface PrefixDrop {
   bytes: number;
 }
 
+/** A conversation as held (what a snapshot saves across restarts, prefix-snapshot.ts). */
+export interface PrefixConversation {
+  user: string;
+  scope: string;
+  /** The ids whose keys and values kv holds (kv.length of them). */
+  tokens: Int32Array;
+  /** How many of them were the prompt. */
+  prompt: number;
+  kv: RowKv;
+}
+
 interface Entry {
   id: number;
   user: string;
+  scope: string;
   key: string;
   tokens: Int32Array;
   /** How many of the tokens were the prompt (the rest, the reply as generated, may come back re-tokenised otherwise). */
@@ -74,7 +86,7 @@ export class PrefixCache {
   readonly maxBytes: number;
   readonly minTokens: number;
   readonly perScope: number;
-  private readonly shape: KvShape;
+  readonly shape: KvShape;
   private readonly lru: LRUCache<number, Entry>;
   /** Entry ids by user-and-scope key, oldest first. */
   private readonly byKey = new Map<string, number[]>();
@@ -157,7 +169,7 @@ export class PrefixCache {
    * began, continued (a later turn repeats the earlier turn's prompt, its reply perhaps re-tokenised
    * differently), or the same prompt answered again.
    */
-  store(user: string, scope: string, tokens: readonly number[], kv: RowKv, prompt = kv.length): void {
+  store(user: string, scope: string, tokens: readonly number[] | Int32Array, kv: RowKv, prompt = kv.length): void {
     if (kv.length < this.minTokens || tokens.length < kv.length) return;
     const bytes = this.entryBytes(kv.length);
     if (bytes > this.maxBytes) return;
@@ -170,7 +182,7 @@ export class PrefixCache {
     const list = this.byKey.get(key) ?? [];
     // Deleting disposes (unindex takes the id off this list); an id the LRU no longer holds is taken off here.
     while (list.length >= this.perScope) if (!this.lru.delete(list[0])) list.shift();
-    const e: Entry = { id: this.nextId++, user, key, tokens: ids, prompt: Math.min(prompt, kv.length), kv, bytes };
+    const e: Entry = { id: this.nextId++, user, scope, key, tokens: ids, prompt: Math.min(prompt, kv.length), kv, bytes };
     this.lru.set(e.id, e);
     if (!this.lru.has(e.id)) return; // larger than what may be evicted for it
     const now = this.byKey.get(key) ?? [];
@@ -213,6 +225,11 @@ export class PrefixCache {
     this.counts.retired += dropped.entries;
     this.m.retired.inc(undefined, dropped.entries);
     return dropped;
+  }
+
+  /** The conversations held, least recently used first (the order in which to store them again). */
+  conversations(): PrefixConversation[] {
+    return [...this.lru.rvalues()].filter((e) => e !== undefined).map((e) => ({ user: e.user, scope: e.scope, tokens: e.tokens, prompt: e.prompt, kv: e.kv }));
   }
 
   /** Conversations kept for a user (all scopes). */

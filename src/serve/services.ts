@@ -8,7 +8,7 @@
  * being trained) there is no generation service: /v1/generate answers 503 model_unavailable and
  * everything else works.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import type { Config } from '../config.js';
 import type { Db } from '../db/client.js';
@@ -27,6 +27,7 @@ import type { WarmReport } from './warm.js';
 import { type CacheContents, type CacheCurve, type CacheDrop, cacheContents, cacheCurve, dropCached } from './cache-admin.js';
 import { type RestoreReport, restoreCache, saveCacheSnapshot, snapshotPath } from './cache-snapshot.js';
 import { PrefixCache } from './prefix-cache.js';
+import { prefixSnapshotPath, restorePrefixAtStart, savePrefixAtClose } from './prefix-snapshot.js';
 import { type PrefixCacheDrop, type PrefixCacheReport, SIZING_CONVERSATIONS, dropPrefixCache, prefixCacheReport, prefixCacheSizing } from './prefix-admin.js';
 
 /**
@@ -155,6 +156,10 @@ export async function createServeServices(setup: ServeSetup, opts: ServeOptions 
   const stopRestore = new AbortController();
   let restoreFinished = !restoreOn;
   let restored: Promise<RestoreReport | null> = Promise.resolve(null);
+  // The prefix cache across restarts (prefix-snapshot.ts): read back before serving, saved at close
+  // with the fingerprint of the model that computed it.
+  const prefixFile = prefixSnapshotPath(config.dataDir);
+  let prefixModel: string | null = null;
   const loaded = (async (): Promise<Engine | null> => {
     // Off the factory's path: the server listens (and answers /readyz "loading") meanwhile.
     await new Promise((r) => setImmediate(r));
@@ -195,6 +200,8 @@ export async function createServeServices(setup: ServeSetup, opts: ServeOptions 
         await model.session(spec);
       }
       if (closed) return null;
+      if (prefixCache && config.prefixCacheRestore) prefixModel = restorePrefixAtStart(prefixFile, prefixCache, model.kvShape, config.modelPath, db, logger);
+      else rmSync(prefixFile, { force: true }); // conversations are not kept on disk unless they will be read back
       engine = built;
       prefix = prefixCache;
       logger.info('model loaded', { modelPath: config.modelPath, family: model.config.family, layers: model.config.nLayers, threads: servingThreads(config) });
@@ -276,6 +283,7 @@ export async function createServeServices(setup: ServeSetup, opts: ServeOptions 
         }
       }
       await engine?.close();
+      if (prefix && prefixModel) savePrefixAtClose(prefixFile, prefix, prefix.shape, prefixModel, logger);
       await (model as Model | null)?.close();
       await reader.close();
     },

@@ -1,4 +1,4 @@
-/** The server's generation services built from a configuration: no model, loading, consistency at start, deletion, adapters off, the cache across restarts. */
+/** The server's generation services built from a configuration: no model, loading, consistency at start, deletion, adapters off, the adapter and prefix caches across restarts. */
 import { mkdirSync, mkdtempSync, rmSync, existsSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { createRequire } from 'node:module';
@@ -7,12 +7,13 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { openDb } from '../../src/db/client.js';
 import { createAdapterVersion, getAdapterVersion } from '../../src/db/queries/adapters.js';
-import { createUser } from '../../src/db/queries/users.js';
+import { createUser, deleteUser } from '../../src/db/queries/users.js';
 import { memoryLogger } from '../../src/http/logger.js';
 import { adapterKey } from '../../src/lora/cache.js';
 import { AdapterStore } from '../../src/lora/store.js';
 import { Registry } from '../../src/metrics.js';
 import { CACHE_SNAPSHOT_FILE, readCacheSnapshot } from '../../src/serve/cache-snapshot.js';
+import { PREFIX_SNAPSHOT_FILE } from '../../src/serve/prefix-snapshot.js';
 import { DEFAULT_SERVE_THREADS, createServeServices, explainLoadFailure, servingThreads } from '../../src/serve/services.js';
 import { forcingAdapter, never, req, tokenOf, writeModelDir } from './fixtures.js';
 
@@ -205,6 +206,68 @@ describe('createServeServices', () => {
     expect(report!.loaded).toBeLessThan(users.length);
     expect(s.logger.lines.map((l) => l.msg)).toContain('adapter cache restore stopped at shutdown');
     expect(readCacheSnapshot(file)!.users).toEqual(users); // not replaced by the partial cache
+    s.db.close();
+  });
+
+  it('restarts with the prefix cache\'s conversations: saved at close, read back before serving, those no longer served left out', async () => {
+    const s = setup(md.dir, 'prefix-restart');
+    const store = new AdapterStore(s.config.adapterDir, { config: md.cfg, name: basename(md.dir) });
+    const give = async (user: string, char: string) => {
+      const w = await store.write(user, forcingAdapter(md.cfg, md.weights, tokenOf(md.tokenizer, char)));
+      createAdapterVersion(s.db, { userId: user, config: {}, filePath: w.path, sha256: w.sha256, metrics: {}, status: 'ready', activate: true });
+    };
+    for (const u of ['alice', 'bob', 'carol']) createUser(s.db, { id: u });
+    await give('alice', 'q');
+    const opening = { role: 'user' as const, content: 'My sister plays the violin in an orchestra, and I go to every concert.' };
+    const turn = (user: string, reply?: string) =>
+      req(user, { prompt: undefined, maxTokens: 4, messages: reply === undefined ? [opening] : [opening, { role: 'assistant', content: reply }, { role: 'user', content: 'Which piece?' }] });
+    const file = join(s.config.dataDir, PREFIX_SNAPSHOT_FILE);
+    const start = async (config = s.config) => {
+      const logger = memoryLogger();
+      const svc = (await createServeServices({ ...s, config, metrics: new Registry(), logger }))!;
+      await svc.loaded;
+      return { svc, logger, log: (msg: string) => logger.lines.find((l) => l.msg === msg) };
+    };
+
+    const first = await start();
+    const replies = new Map<string, string>();
+    for (const u of ['alice', 'bob', 'carol']) replies.set(u, (await first.svc.generate!.generate(turn(u), never())).text);
+    expect(replies.get('alice')).toBe('qqqq');
+    await first.svc.generate!.close();
+    expect(first.log('prefix cache saved for the next start')?.fields).toMatchObject({ conversations: 3 });
+    expect(existsSync(file)).toBe(true);
+
+    // While the server is down carol is erased: her conversation is not restored.
+    deleteUser(s.db, 'carol');
+    const second = await start();
+    expect(existsSync(file)).toBe(false); // read, then deleted: no conversations on disk while serving
+    expect(second.log('prefix cache restored')?.fields).toMatchObject({ saved: 3, restored: 2, stale: 1, overBudget: 0 });
+    expect(second.svc.generate!.prefixCache()).toMatchObject({ entries: 2, users: 2 });
+    for (const u of ['alice', 'bob']) {
+      const next = await second.svc.generate!.generate(turn(u, replies.get(u)), never());
+      expect(next.usage.cachedTokens, u).toBeGreaterThan(0);
+      // The same turn with its prompt computed whole replies the same.
+      second.svc.generate!.dropPrefixCache(u);
+      const whole = await second.svc.generate!.generate(turn(u, replies.get(u)), never());
+      expect(whole.usage.cachedTokens, u).toBe(0);
+      expect(next.text, u).toBe(whole.text);
+    }
+    await second.svc.generate!.close();
+
+    // A new adapter version of alice while down: her version-1 conversation is not restored.
+    await give('alice', 'z');
+    const third = await start();
+    expect(third.log('prefix cache restored')?.fields).toMatchObject({ saved: 2, restored: 1, stale: 1 });
+    await third.svc.generate!.close();
+
+    // Off: the file left is deleted at start, and nothing is written at close.
+    expect(existsSync(file)).toBe(true);
+    const off = await start({ ...s.config, prefixCacheRestore: false });
+    expect(existsSync(file)).toBe(false);
+    expect(off.svc.generate!.prefixCache().entries).toBe(0);
+    await off.svc.generate!.generate(turn('bob'), never());
+    await off.svc.generate!.close();
+    expect(existsSync(file)).toBe(false);
     s.db.close();
   });
 
