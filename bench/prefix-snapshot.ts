@@ -52,12 +52,12 @@ for (let r = 0; r < ROUNDS; r++) {
   try {
     const file = join(dir, 'prefix-cache.bin');
     let t = performance.now();
-    savePrefixSnapshot(file, full, shape, model);
+    savePrefixSnapshot(file, full, model);
     save.push(performance.now() - t);
     fileBytes = statSync(file).size;
     const back = new PrefixCache({ maxBytes: BYTES, shape, minTokens: 1 });
     t = performance.now();
-    const report = restorePrefixSnapshot(file, back, shape, model, () => true)!;
+    const report = restorePrefixSnapshot(file, back, model, () => true)!;
     restore.push(performance.now() - t);
     if (report.restored !== full.stats().entries) throw new Error(`restored ${report.restored} of ${full.stats().entries}`);
     t = performance.now();

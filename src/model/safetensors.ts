@@ -329,13 +329,18 @@ export function encodeSafetensors(tensors: TensorMap, metadata?: Record<string, 
   return out;
 }
 
-/** Write bytes atomically: temp file in the same folder, fsync, rename, fsync the folder. */
-export function writeFileAtomic(path: string, bytes: Uint8Array): void {
+/**
+ * Write bytes atomically: temp file in the same folder, fsync, rename, fsync the folder. `bytes` may
+ * come in chunks (written in order, never joined in memory); one that throws leaves `path` as it was.
+ */
+export function writeFileAtomic(path: string, bytes: Uint8Array | Iterable<Uint8Array>, mode = 0o644): void {
   const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${Date.now().toString(36)}${Math.random().toString(36).slice(2, 8)}.tmp`);
-  const fd = openSync(tmp, 'w', 0o644);
+  const fd = openSync(tmp, 'w', mode);
   try {
-    let done = 0;
-    while (done < bytes.byteLength) done += writeSync(fd, bytes, done, bytes.byteLength - done);
+    for (const chunk of bytes instanceof Uint8Array ? [bytes] : bytes) {
+      let done = 0;
+      while (done < chunk.byteLength) done += writeSync(fd, chunk, done, chunk.byteLength - done);
+    }
     fsyncSync(fd);
   } catch (e) {
     closeSync(fd);

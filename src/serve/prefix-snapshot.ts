@@ -1,7 +1,7 @@
 /**
  * The prefix cache across restarts. At shutdown the server writes the conversations the prefix cache
  * holds (their token ids and keys and values, least recently used first) to
- * `<dataDir>/prefix-cache.bin`, whole or not at all (a temp file renamed over it); at the next start,
+ * `<dataDir>/prefix-cache.bin`, whole or not at all (writeFileAtomic); at the next start,
  * once the model is loaded, it reads them back before serving, so the chats under way when a deploy
  * restarts the server go on without recomputing their prompts. MEMLORA_PREFIX_CACHE_RESTORE=off turns
  * it off (and deletes a file an earlier run left).
@@ -22,7 +22,7 @@
  * platform onnxruntime-node ships for).
  */
 import { createHash } from 'node:crypto';
-import { closeSync, existsSync, fstatSync, fsyncSync, mkdirSync, openSync, readdirSync, readSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readdirSync, readSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { z } from 'zod';
 import type { Db } from '../db/client.js';
@@ -30,6 +30,7 @@ import { getActiveAdapter } from '../db/queries/adapters.js';
 import { userExists } from '../db/queries/users.js';
 import { ADAPTER_STATUS } from '../lora/consistency.js';
 import type { KvShape, RowKv } from '../model/kv.js';
+import { writeFileAtomic } from '../model/safetensors.js';
 import type { PrefixCache, PrefixConversation } from './prefix-cache.js';
 import type { ServeLogger } from './types.js';
 
@@ -87,17 +88,18 @@ export interface PrefixSnapshotSaved {
 }
 
 /** Write the cache's conversations to `file` (nothing, and no file, when it holds none). */
-export function savePrefixSnapshot(file: string, cache: PrefixCache, shape: KvShape, model: string): PrefixSnapshotSaved {
+export function savePrefixSnapshot(file: string, cache: PrefixCache, model: string): PrefixSnapshotSaved {
   const held = cache.conversations();
   if (held.length === 0) {
     rmSync(file, { force: true });
     return { conversations: 0, bytes: 0 };
   }
+  const { nLayers, nKvHeads, headDim } = cache.shape;
   const header = {
     version: 1,
     savedAt: new Date().toISOString(),
     model,
-    shape: { nLayers: shape.nLayers, nKvHeads: shape.nKvHeads, headDim: shape.headDim },
+    shape: { nLayers, nKvHeads, headDim },
     conversations: held.map((c) => ({ user: c.user, scope: c.scope, length: c.kv.length, prompt: c.prompt })),
   };
   let json = JSON.stringify(header);
@@ -106,32 +108,20 @@ export function savePrefixSnapshot(file: string, cache: PrefixCache, shape: KvSh
   head.write(MAGIC, 0, 'latin1');
   head.writeUInt32LE(Buffer.byteLength(json), MAGIC.length);
   head.write(json, MAGIC.length + 4, 'utf8');
-  mkdirSync(dirname(file), { recursive: true });
-  const tmp = `${file}.tmp-${process.pid}`;
-  let bytes = head.length;
-  try {
-    const fd = openSync(tmp, 'w', 0o600);
-    try {
-      const write = (b: Uint8Array): void => {
-        for (let done = 0; done < b.length; ) done += writeSync(fd, b, done, b.length - done);
-      };
-      write(head);
-      const put = (a: Int32Array | Float32Array): void => {
-        write(new Uint8Array(a.buffer, a.byteOffset, a.byteLength));
-        bytes += a.byteLength;
-      };
-      for (const c of held) {
-        put(c.tokens.subarray(0, c.kv.length));
-        for (const layer of [...c.kv.k, ...c.kv.v]) put(layer);
-      }
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
+  let bytes = 0;
+  function* chunks(): Generator<Uint8Array> {
+    const bytesOf = (a: Uint8Array | Int32Array | Float32Array): Uint8Array => {
+      bytes += a.byteLength;
+      return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+    };
+    yield bytesOf(head);
+    for (const c of held) {
+      yield bytesOf(c.tokens.subarray(0, c.kv.length));
+      for (const layer of [...c.kv.k, ...c.kv.v]) yield bytesOf(layer);
     }
-    renameSync(tmp, file);
-  } finally {
-    rmSync(tmp, { force: true });
   }
+  mkdirSync(dirname(file), { recursive: true });
+  writeFileAtomic(file, chunks(), 0o600);
   return { conversations: held.length, bytes };
 }
 
@@ -164,25 +154,20 @@ export class PrefixSnapshotError extends Error {
  * `served(user, scope)` says whether a conversation is still served. Conversations are read straight
  * into the arrays the cache keeps (no copy of the whole file in memory), and only those restored.
  */
-export function restorePrefixSnapshot(
-  file: string,
-  cache: PrefixCache,
-  shape: KvShape,
-  model: string,
-  served: (user: string, scope: string) => boolean,
-): PrefixRestoreReport | null {
+export function restorePrefixSnapshot(file: string, cache: PrefixCache, model: string, served: (user: string, scope: string) => boolean): PrefixRestoreReport | null {
   if (!existsSync(file)) return null;
   const fd = openSync(file, 'r');
   try {
-    return restoreFrom(fd, file, cache, shape, model, served);
+    return restoreFrom(fd, file, cache, model, served);
   } finally {
     closeSync(fd);
     rmSync(file, { force: true });
   }
 }
 
-function restoreFrom(fd: number, file: string, cache: PrefixCache, shape: KvShape, model: string, served: (user: string, scope: string) => boolean): PrefixRestoreReport {
+function restoreFrom(fd: number, file: string, cache: PrefixCache, model: string, served: (user: string, scope: string) => boolean): PrefixRestoreReport {
   const { header, bodyAt } = readHeader(fd, file);
+  const shape = cache.shape;
   const same = header.shape.nLayers === shape.nLayers && header.shape.nKvHeads === shape.nKvHeads && header.shape.headDim === shape.headDim;
   if (header.model !== model || !same) throw new PrefixSnapshotError('other_model', `${file} was saved by another model (${header.model.slice(0, 12)}…, this one ${model.slice(0, 12)}…)`);
   const perPosition = shape.nKvHeads * shape.headDim;
@@ -287,10 +272,10 @@ export function stillServed(db: Db): (user: string, scope: string) => boolean {
 }
 
 /** At start, once the model is loaded: restore the snapshot into `cache`, logging what happened; the model's fingerprint, to save with at close. */
-export function restorePrefixAtStart(file: string, cache: PrefixCache, shape: KvShape, modelDir: string, db: Db, logger: ServeLogger): string {
+export function restorePrefixAtStart(file: string, cache: PrefixCache, modelDir: string, db: Db, logger: ServeLogger): string {
   const model = modelFingerprint(modelDir);
   try {
-    const report = restorePrefixSnapshot(file, cache, shape, model, stillServed(db));
+    const report = restorePrefixSnapshot(file, cache, model, stillServed(db));
     if (report) logger.info('prefix cache restored', { file, ...report });
   } catch (e) {
     const fields = { file, err: e instanceof Error ? e.message : String(e) };
@@ -301,9 +286,9 @@ export function restorePrefixAtStart(file: string, cache: PrefixCache, shape: Kv
 }
 
 /** At close: save the cache's conversations for the next start, logging what happened (never throws). */
-export function savePrefixAtClose(file: string, cache: PrefixCache, shape: KvShape, model: string, logger: ServeLogger): void {
+export function savePrefixAtClose(file: string, cache: PrefixCache, model: string, logger: ServeLogger): void {
   try {
-    const saved = savePrefixSnapshot(file, cache, shape, model);
+    const saved = savePrefixSnapshot(file, cache, model);
     if (saved.conversations > 0) logger.info('prefix cache saved for the next start', { file, ...saved });
   } catch (e) {
     logger.error('prefix cache snapshot not saved', { file, err: e instanceof Error ? e.message : String(e) });

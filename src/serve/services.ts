@@ -200,7 +200,7 @@ export async function createServeServices(setup: ServeSetup, opts: ServeOptions 
         await model.session(spec);
       }
       if (closed) return null;
-      if (prefixCache && config.prefixCacheRestore) prefixModel = restorePrefixAtStart(prefixFile, prefixCache, model.kvShape, config.modelPath, db, logger);
+      if (prefixCache && config.prefixCacheRestore) prefixModel = restorePrefixAtStart(prefixFile, prefixCache, config.modelPath, db, logger);
       else rmSync(prefixFile, { force: true }); // conversations are not kept on disk unless they will be read back
       engine = built;
       prefix = prefixCache;
@@ -283,7 +283,7 @@ export async function createServeServices(setup: ServeSetup, opts: ServeOptions 
         }
       }
       await engine?.close();
-      if (prefix && prefixModel) savePrefixAtClose(prefixFile, prefix, prefix.shape, prefixModel, logger);
+      if (prefix && prefixModel) savePrefixAtClose(prefixFile, prefix, prefixModel, logger);
       await (model as Model | null)?.close();
       await reader.close();
     },

@@ -46,12 +46,12 @@ describe('prefix cache snapshot', () => {
   it('reads back exactly what was saved, least recently used first, and deletes the file', () => {
     const c = filled();
     const file = fileIn();
-    const saved = savePrefixSnapshot(file, c, shape, MODEL);
+    const saved = savePrefixSnapshot(file, c, MODEL);
     expect(saved.conversations).toBe(3);
     expect(saved.bytes).toBe(readFileSync(file).length);
     expect(readdirSync(join(file, '..'))).toEqual(['prefix-cache.bin']); // no temp file left
     const back = new PrefixCache({ maxBytes: 1 << 20, shape, minTokens: 2 });
-    const report = restorePrefixSnapshot(file, back, shape, MODEL, all)!;
+    const report = restorePrefixSnapshot(file, back, MODEL, all)!;
     expect(report).toEqual({ saved: 3, restored: 3, stale: 0, overBudget: 0, bytes: c.stats().bytes });
     expect(existsSync(file)).toBe(false);
     expect(plain(back)).toEqual(plain(c)); // bit for bit, in the same order
@@ -60,16 +60,16 @@ describe('prefix cache snapshot', () => {
     expect(back.match('alice', 'v2', seq(0, 14))!.tokens).toBe(10);
     expect(back.stats()).toMatchObject({ lookups: 1, hits: 1, evictions: 0 });
     // Nothing to restore now.
-    expect(restorePrefixSnapshot(file, back, shape, MODEL, all)).toBeNull();
+    expect(restorePrefixSnapshot(file, back, MODEL, all)).toBeNull();
   });
 
   it('leaves out conversations no longer served, and past a smaller budget the least recently used', () => {
     const c = filled();
     const file = fileIn();
-    savePrefixSnapshot(file, c, shape, MODEL);
+    savePrefixSnapshot(file, c, MODEL);
     // Room for the most recent (alice v2, 10 tokens) and bob's (6) but not alice's base (12) too.
     const small = new PrefixCache({ maxBytes: c.entryBytes(10) + c.entryBytes(6) + c.entryBytes(3), shape, minTokens: 2 });
-    const report = restorePrefixSnapshot(file, small, shape, MODEL, (user, scope) => !(user === 'bob' && scope === 'base'))!;
+    const report = restorePrefixSnapshot(file, small, MODEL, (user, scope) => !(user === 'bob' && scope === 'base'))!;
     expect(report).toMatchObject({ saved: 3, restored: 1, stale: 1, overBudget: 1 });
     expect(plain(small).map((x) => `${x.user}/${x.scope}`)).toEqual(['alice/v2']);
     expect(small.stats().evictions).toBe(0);
@@ -90,12 +90,12 @@ describe('prefix cache snapshot', () => {
     ];
     for (const [name, spoil, s, model, message] of cases) {
       const file = fileIn();
-      savePrefixSnapshot(file, c, shape, MODEL);
+      savePrefixSnapshot(file, c, MODEL);
       spoil(file);
       const back = new PrefixCache({ maxBytes: 1 << 20, shape: s, minTokens: 2 });
       let err: unknown;
       try {
-        restorePrefixSnapshot(file, back, s, model, all);
+        restorePrefixSnapshot(file, back, model, all);
       } catch (e) {
         err = e;
       }
@@ -108,23 +108,23 @@ describe('prefix cache snapshot', () => {
 
   it('a save that fails half-way leaves the previous snapshot as it was, and no temp file', () => {
     const file = fileIn();
-    savePrefixSnapshot(file, filled(), shape, MODEL);
+    savePrefixSnapshot(file, filled(), MODEL);
     const before = readFileSync(file);
     const [good] = filled().conversations();
     // The second conversation's keys cannot be written: the save throws after the first was.
-    const broken = { conversations: () => [good, { ...good, kv: { ...good.kv, k: [null] } }] } as unknown as PrefixCache;
-    expect(() => savePrefixSnapshot(file, broken, shape, MODEL)).toThrow();
+    const broken = { shape, conversations: () => [good, { ...good, kv: { ...good.kv, k: [null] } }] } as unknown as PrefixCache;
+    expect(() => savePrefixSnapshot(file, broken, MODEL)).toThrow();
     expect(readFileSync(file).equals(before)).toBe(true);
     expect(readdirSync(join(file, '..'))).toEqual(['prefix-cache.bin']);
     const back = new PrefixCache({ maxBytes: 1 << 20, shape, minTokens: 2 });
-    expect(restorePrefixSnapshot(file, back, shape, MODEL, all)).toMatchObject({ restored: 3 });
+    expect(restorePrefixSnapshot(file, back, MODEL, all)).toMatchObject({ restored: 3 });
   });
 
   it('an empty cache writes no file, and removes an old one', () => {
     const file = fileIn();
-    savePrefixSnapshot(file, filled(), shape, MODEL);
+    savePrefixSnapshot(file, filled(), MODEL);
     const empty = new PrefixCache({ maxBytes: 1 << 20, shape });
-    expect(savePrefixSnapshot(file, empty, shape, MODEL)).toEqual({ conversations: 0, bytes: 0 });
+    expect(savePrefixSnapshot(file, empty, MODEL)).toEqual({ conversations: 0, bytes: 0 });
     expect(existsSync(file)).toBe(false);
   });
 
