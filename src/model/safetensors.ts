@@ -193,7 +193,8 @@ function readHeaderFd(fd: number, path: string): SafetensorsHeader {
   return { ...parseHeader(new TextDecoder().decode(hb), total - 8 - n, path), dataStart: 8 + n };
 }
 
-function readFully(fd: number, into: Uint8Array, position: number): void {
+/** Fill `into` from the file at `position`, all of it (a file that ends first throws `truncated`). */
+export function readFully(fd: number, into: Uint8Array, position: number): void {
   let done = 0;
   while (done < into.byteLength) {
     const got = readSync(fd, into, done, into.byteLength - done, position + done);

@@ -202,11 +202,9 @@ export class PrefixCache {
     }
     const dropped = { entries: 0, bytes: 0 };
     for (const key of [...(this.byUser.get(user) ?? [])]) {
-      for (const id of [...(this.byKey.get(key) ?? [])]) {
-        dropped.bytes += this.lru.peek(id)?.bytes ?? 0;
-        this.lru.delete(id);
-        dropped.entries += 1;
-      }
+      const d = this.dropKey(key);
+      dropped.entries += d.entries;
+      dropped.bytes += d.bytes;
     }
     return dropped;
   }
@@ -217,11 +215,7 @@ export class PrefixCache {
    * reaches them. Counted as retired, not as dropped by an operator or evicted.
    */
   retire(user: string, scope: string): PrefixDrop {
-    const dropped = { entries: 0, bytes: 0 };
-    for (const id of [...(this.byKey.get(keyOf(user, scope)) ?? [])]) {
-      dropped.bytes += this.lru.peek(id)?.bytes ?? 0;
-      if (this.lru.delete(id)) dropped.entries += 1;
-    }
+    const dropped = this.dropKey(keyOf(user, scope));
     this.counts.retired += dropped.entries;
     this.m.retired.inc(undefined, dropped.entries);
     return dropped;
@@ -241,6 +235,16 @@ export class PrefixCache {
 
   stats(): PrefixCacheStats {
     return { entries: this.lru.size, users: this.byUser.size, bytes: this.lru.calculatedSize, maxBytes: this.maxBytes, ...this.counts };
+  }
+
+  /** Delete the conversations of one user-and-scope key: what went. */
+  private dropKey(key: string): PrefixDrop {
+    const dropped = { entries: 0, bytes: 0 };
+    for (const id of [...(this.byKey.get(key) ?? [])]) {
+      dropped.bytes += this.lru.peek(id)?.bytes ?? 0;
+      if (this.lru.delete(id)) dropped.entries += 1;
+    }
+    return dropped;
   }
 
   private touch(e: Entry): void {

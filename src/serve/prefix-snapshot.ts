@@ -30,7 +30,7 @@ import { getActiveAdapter } from '../db/queries/adapters.js';
 import { userExists } from '../db/queries/users.js';
 import { ADAPTER_STATUS } from '../lora/consistency.js';
 import type { KvShape, RowKv } from '../model/kv.js';
-import { writeFileAtomic } from '../model/safetensors.js';
+import { readFully, writeFileAtomic } from '../model/safetensors.js';
 import type { PrefixCache, PrefixConversation } from './prefix-cache.js';
 import type { ServeLogger } from './types.js';
 
@@ -150,7 +150,8 @@ export class PrefixSnapshotError extends Error {
 
 /**
  * Read `file` back into `cache` and delete it. Null without a file. Throws PrefixSnapshotError (the
- * file deleted all the same) when it is not a snapshot or was computed by another model or shape;
+ * file deleted all the same) when it is not a snapshot or was computed by another model or shape (and
+ * readFully's `truncated` error should the file shrink while it is read);
  * `served(user, scope)` says whether a conversation is still served. Conversations are read straight
  * into the arrays the cache keeps (no copy of the whole file in memory), and only those restored.
  */
@@ -170,8 +171,8 @@ function restoreFrom(fd: number, file: string, cache: PrefixCache, model: string
   const shape = cache.shape;
   const same = header.shape.nLayers === shape.nLayers && header.shape.nKvHeads === shape.nKvHeads && header.shape.headDim === shape.headDim;
   if (header.model !== model || !same) throw new PrefixSnapshotError('other_model', `${file} was saved by another model (${header.model.slice(0, 12)}…, this one ${model.slice(0, 12)}…)`);
-  const perPosition = shape.nKvHeads * shape.headDim;
-  const sizes = header.conversations.map((c) => 4 * c.length * (1 + 2 * shape.nLayers * perPosition));
+  // A conversation takes in the file what it takes in the cache: its ids, keys and values.
+  const sizes = header.conversations.map((c) => cache.entryBytes(c.length));
   const expected = sizes.reduce((a, b) => a + b, 0);
   const body = fstatSync(fd).size - bodyAt;
   if (body !== expected) throw new PrefixSnapshotError('unreadable', `${file} holds ${body} bytes of conversations, its header ${expected}`);
@@ -185,7 +186,7 @@ function restoreFrom(fd: number, file: string, cache: PrefixCache, model: string
       report.stale += 1;
       continue;
     }
-    const need = cache.entryBytes(c.length);
+    const need = sizes[i];
     if (need > room) {
       report.overBudget += 1;
       continue;
@@ -199,7 +200,7 @@ function restoreFrom(fd: number, file: string, cache: PrefixCache, model: string
     const from = at;
     at += sizes[i];
     if (!keep[i]) continue;
-    const conv = readConversation(fd, file, from, c, shape);
+    const conv = readConversation(fd, from, c, shape);
     cache.store(conv.user, conv.scope, conv.tokens, conv.kv, conv.prompt);
   }
   const after = cache.stats();
@@ -208,28 +209,18 @@ function restoreFrom(fd: number, file: string, cache: PrefixCache, model: string
   return report;
 }
 
-/** Fill `into` from the file at `position`, all of it. */
-function readFully(fd: number, file: string, into: ArrayBufferView, position: number): void {
-  const bytes = new Uint8Array(into.buffer, into.byteOffset, into.byteLength);
-  for (let done = 0; done < bytes.length; ) {
-    const n = readSync(fd, bytes, done, bytes.length - done, position + done);
-    if (n === 0) throw new PrefixSnapshotError('unreadable', `${file} ended early`);
-    done += n;
-  }
-}
-
 function readHeader(fd: number, file: string): { header: z.output<typeof headerSchema>; bodyAt: number } {
   const bad = (why: string) => new PrefixSnapshotError('unreadable', `${file} is not a prefix cache snapshot: ${why}`);
   const size = fstatSync(fd).size;
   const start = MAGIC.length + 4;
   if (size < start) throw bad('no MLPC mark');
   const lead = Buffer.alloc(start);
-  readFully(fd, file, lead, 0);
+  readFully(fd, lead, 0);
   if (lead.toString('latin1', 0, MAGIC.length) !== MAGIC) throw bad('no MLPC mark');
   const n = lead.readUInt32LE(MAGIC.length);
   if (start + n > size || (start + n) % 4 !== 0) throw bad(`header of ${n} bytes`);
   const json = Buffer.alloc(n);
-  readFully(fd, file, json, start);
+  readFully(fd, json, start);
   let raw: unknown;
   try {
     raw = JSON.parse(json.toString('utf8'));
@@ -243,10 +234,10 @@ function readHeader(fd: number, file: string): { header: z.output<typeof headerS
 }
 
 /** One conversation, read from the file at `from` into arrays of its own. */
-function readConversation(fd: number, file: string, from: number, c: { user: string; scope: string; length: number; prompt: number }, shape: KvShape): PrefixConversation {
+function readConversation(fd: number, from: number, c: { user: string; scope: string; length: number; prompt: number }, shape: KvShape): PrefixConversation {
   let at = from;
   const fill = <T extends Int32Array | Float32Array>(a: T): T => {
-    readFully(fd, file, a, at);
+    readFully(fd, new Uint8Array(a.buffer, a.byteOffset, a.byteLength), at);
     at += a.byteLength;
     return a;
   };
