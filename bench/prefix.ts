@@ -27,17 +27,15 @@
  * tokens, evictions, with its bytes and entries at the end. Writes bench/results/<out>.json and
  * <out>.svg (latency and prefill time by turn).
  */
-import { type ChildProcess, spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { loadMedDia } from '../src/eval/meddia.js';
 import { lineChart } from '../src/plot/svg.js';
-import { SERVE_NODE_FLAGS } from '../src/serve/node-flags.js';
 import { Rng } from '../src/util/rng.js';
 import { flag, numberArg, stringArg } from './args.js';
 import type { PrefixCacheReport } from '../src/serve/prefix-admin.js';
-import { baseArg, prepareWorkspace, warmOrder, type Workspace } from './swap-workspace.js';
+import { baseArg, prepareWorkspace, type Workspace } from './swap-workspace.js';
+import { BENCH_ADMIN_TOKEN as TOKEN, type ServeProcess, startWorkspaceServer } from './server-process.js';
 
 const repo = join(import.meta.dirname, '..');
 const QUICK = flag('quick');
@@ -52,62 +50,17 @@ const SEED = numberArg('seed', 1);
 const BASE = baseArg();
 const OUT = stringArg('out', QUICK ? 'prefix-quick' : 'prefix') + (BASE === 'default' ? '' : `-${BASE}`);
 const PREFIX_BYTES = stringArg('prefix-bytes', '64MiB');
-const TOKEN = 'bench-admin-token-0123456789';
 const progress = (line: string): void => void process.stderr.write(`${line}\n`);
 const r2 = (x: number): number => Math.round(x * 100) / 100;
 const r3 = (x: number): number => Math.round(x * 1000) / 1000;
 
-interface Server {
+interface Server extends ServeProcess {
   name: 'prefix' | 'none';
-  url: string;
-  proc: ChildProcess;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 async function startServer(ws: Workspace, name: Server['name']): Promise<Server> {
-  const port = await freePort();
-  const proc = spawn(process.execPath, [...SERVE_NODE_FLAGS, '--import', 'tsx', join(repo, 'src/cli.ts'), 'serve'], {
-    cwd: repo,
-    env: {
-      ...process.env,
-      MEMLORA_PORT: String(port),
-      MEMLORA_HOST: '127.0.0.1',
-      MEMLORA_DATA_DIR: ws.dataDir,
-      MEMLORA_ADAPTER_DIR: ws.adapterDir,
-      MEMLORA_MODEL_PATH: ws.modelPath,
-      MEMLORA_CACHE_BYTES: String(ws.totalBytes + 2 ** 20),
-      MEMLORA_CACHE_RESTORE: 'off',
-      MEMLORA_PREFIX_CACHE_BYTES: name === 'prefix' ? PREFIX_BYTES : '0',
-      // Every run starts from an empty prefix cache, not from the conversations of the last one.
-      MEMLORA_PREFIX_CACHE_RESTORE: 'off',
-      MEMLORA_MAX_QUEUE: '256',
-      MEMLORA_ADMIN_TOKEN: TOKEN,
-    },
-    stdio: ['ignore', 'ignore', 'ignore'],
-  });
-  const url = `http://127.0.0.1:${port}`;
-  for (let i = 0; ; i++) {
-    if (proc.exitCode !== null) throw new Error(`the ${name} server exited (${proc.exitCode})`);
-    const ok = await fetch(`${url}/readyz`).then((r) => r.status === 200, () => false);
-    if (ok) break;
-    if (i > 1200) throw new Error(`the ${name} server never became ready`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  // Every adapter cached before the load: adapter loads play no part in what is measured.
-  const order = warmOrder(ws.users.map((u) => u.id), SEED);
-  const res = await fetch(`${url}/v1/admin/cache/warm`, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' }, body: JSON.stringify({ userIds: order }) });
-  if (!res.ok) throw new Error(`warming the ${name} server: ${res.status} ${await res.text()}`);
-  return { name, url, proc };
+  const env = { MEMLORA_PREFIX_CACHE_BYTES: name === 'prefix' ? PREFIX_BYTES : '0', MEMLORA_MAX_QUEUE: '256' };
+  return { name, ...(await startWorkspaceServer(ws, name, env, SEED)) };
 }
 
 async function prefixReport(server: Server): Promise<PrefixCacheReport> {

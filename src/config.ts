@@ -40,6 +40,8 @@ export interface Config {
   constWeights: 'auto' | 'on' | 'off';
   jobConcurrency: number;
   maxQueue: number;
+  maxQueuePerUser: number;
+  scheduling: 'fair' | 'fifo';
   maxBatch: number;
   bodyLimitBytes: number;
   /** Absolute path of the shared data directory (models, data sets, docs). */
@@ -70,6 +72,8 @@ export const ENV_VARS: readonly EnvVarDoc[] = [
   { name: 'MEMLORA_CONST_WEIGHTS', default: 'auto', describe: 'Bake the base weights into the serving graphs as constants, so ONNX Runtime packs them once per graph instead of at every call: `on`, `off`, or `auto` (on for models up to 64 MiB of weights). On the default model plain requests are served about 1.4x faster and injected ones 1.3x; each serving graph (five; eight with prefix caching) holds its own copy of the weights.' },
   { name: 'MEMLORA_JOB_CONCURRENCY', default: '1', describe: 'Injection jobs run at the same time.' },
   { name: 'MEMLORA_MAX_QUEUE', default: '256', describe: 'Generation requests waiting before new ones get 429.' },
+  { name: 'MEMLORA_MAX_QUEUE_PER_USER', default: '64', describe: 'Generation requests of one user waiting before their new ones get 429 user_queue_full (others are still queued).' },
+  { name: 'MEMLORA_SCHEDULING', default: 'fair', describe: 'How free batch rows are shared between users\' waiting requests: `fair` (the user holding the fewest rows, then the one admitted least recently) or `fifo` (arrival order).' },
   { name: 'MEMLORA_MAX_BATCH', default: '8', describe: 'Rows in one decode batch.' },
   { name: 'MEMLORA_BODY_LIMIT_BYTES', default: '1MiB', describe: 'Largest accepted request body (413 above it); same suffixes as the cache size.' },
   { name: 'MEMLORA_SHARED_DIR', default: '../shared', describe: 'Shared models/data directory (default relative to the repository root).' },
@@ -135,6 +139,8 @@ const envSchema = z.object({
   MEMLORA_CONST_WEIGHTS: z.enum(['auto', 'on', 'off'], { message: 'must be "auto", "on" or "off"' }).default('auto'),
   MEMLORA_JOB_CONCURRENCY: intVar(1, 64).default(1),
   MEMLORA_MAX_QUEUE: intVar(1, 1_000_000).default(256),
+  MEMLORA_MAX_QUEUE_PER_USER: intVar(1, 1_000_000).default(64),
+  MEMLORA_SCHEDULING: z.enum(['fair', 'fifo'], { message: 'must be "fair" or "fifo"' }).default('fair'),
   MEMLORA_MAX_BATCH: intVar(1, 1024).default(8),
   MEMLORA_BODY_LIMIT_BYTES: bytesVar(1024).default(1024 ** 2),
   MEMLORA_SHARED_DIR: nonEmpty.optional(),
@@ -195,6 +201,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     constWeights: e.MEMLORA_CONST_WEIGHTS,
     jobConcurrency: e.MEMLORA_JOB_CONCURRENCY,
     maxQueue: e.MEMLORA_MAX_QUEUE,
+    maxQueuePerUser: e.MEMLORA_MAX_QUEUE_PER_USER,
+    scheduling: e.MEMLORA_SCHEDULING,
     maxBatch: e.MEMLORA_MAX_BATCH,
     bodyLimitBytes: e.MEMLORA_BODY_LIMIT_BYTES,
     sharedDir: e.MEMLORA_SHARED_DIR ? absolute(e.MEMLORA_SHARED_DIR, cwd) : resolve(repoRoot, '..', 'shared'),

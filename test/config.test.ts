@@ -23,6 +23,8 @@ describe('loadConfig', () => {
       constWeights: 'auto',
       jobConcurrency: 1,
       maxQueue: 256,
+      maxQueuePerUser: 64,
+      scheduling: 'fair',
       maxBatch: 8,
       bodyLimitBytes: 1024 * 1024,
       sharedDir: resolve(repoRoot, '..', 'shared'),
@@ -47,6 +49,8 @@ describe('loadConfig', () => {
         MEMLORA_CONST_WEIGHTS: 'on',
         MEMLORA_JOB_CONCURRENCY: '2',
         MEMLORA_MAX_QUEUE: '10',
+        MEMLORA_MAX_QUEUE_PER_USER: '3',
+        MEMLORA_SCHEDULING: 'fifo',
         MEMLORA_MAX_BATCH: '16',
         MEMLORA_BODY_LIMIT_BYTES: '65536',
         MEMLORA_SHARED_DIR: '/data/shared',
@@ -70,6 +74,8 @@ describe('loadConfig', () => {
       constWeights: 'on',
       jobConcurrency: 2,
       maxQueue: 10,
+      maxQueuePerUser: 3,
+      scheduling: 'fifo',
       maxBatch: 16,
       bodyLimitBytes: 65536,
       sharedDir: '/data/shared',
@@ -102,6 +108,8 @@ describe('loadConfig', () => {
         MEMLORA_CONST_WEIGHTS: 'yes',
         MEMLORA_CACHE_RESTORE: 'true',
         MEMLORA_PREFIX_CACHE_RESTORE: 'no',
+        MEMLORA_MAX_QUEUE_PER_USER: '0',
+        MEMLORA_SCHEDULING: 'round-robin',
       });
     } catch (e) {
       err = e;
@@ -109,7 +117,7 @@ describe('loadConfig', () => {
     expect(err).toBeInstanceOf(ConfigError);
     const issues = (err as ConfigError).issues;
     expect(issues.map((i) => i.variable).sort()).toEqual(
-      ['MEMLORA_ADMIN_TOKEN', 'MEMLORA_BODY_LIMIT_BYTES', 'MEMLORA_CACHE_BYTES', 'MEMLORA_CACHE_RESTORE', 'MEMLORA_CONST_WEIGHTS', 'MEMLORA_EXECUTION_PROVIDER', 'MEMLORA_MAX_BATCH', 'MEMLORA_PORT', 'MEMLORA_PREFIX_CACHE_RESTORE'],
+      ['MEMLORA_ADMIN_TOKEN', 'MEMLORA_BODY_LIMIT_BYTES', 'MEMLORA_CACHE_BYTES', 'MEMLORA_CACHE_RESTORE', 'MEMLORA_CONST_WEIGHTS', 'MEMLORA_EXECUTION_PROVIDER', 'MEMLORA_MAX_BATCH', 'MEMLORA_MAX_QUEUE_PER_USER', 'MEMLORA_PORT', 'MEMLORA_PREFIX_CACHE_RESTORE', 'MEMLORA_SCHEDULING'],
     );
     const text = formatConfigError(err);
     expect(text).toContain('memlora: invalid configuration');
@@ -118,6 +126,7 @@ describe('loadConfig', () => {
     expect(text).toContain('MEMLORA_CONST_WEIGHTS must be "auto", "on" or "off" (got "yes")');
     expect(text).toContain('MEMLORA_CACHE_RESTORE must be "on" or "off" (got "true")');
     expect(text).toContain('MEMLORA_PREFIX_CACHE_RESTORE must be "on" or "off" (got "no")');
+    expect(text).toContain('MEMLORA_SCHEDULING must be "fair" or "fifo" (got "round-robin")');
     expect(text).toContain('MEMLORA_ADMIN_TOKEN must be at least 16 characters');
     // The token is a secret, even a bad one.
     expect(text).not.toContain('short');

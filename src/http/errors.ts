@@ -48,6 +48,7 @@ export const SERVICE_ERROR_STATUS: Readonly<Record<string, number>> = {
   invalid_request: 422,
   prompt_too_long: 422,
   queue_full: 429,
+  user_queue_full: 429,
   // The client went away; nobody reads this, but logs and metrics should not count it as a 5xx.
   cancelled: 499,
   model_unavailable: 503,

@@ -101,6 +101,7 @@ export interface Logger {
 
 export type ServiceErrorCode =
   | 'queue_full'
+  | 'user_queue_full'
   | 'model_unavailable'
   | 'adapter_unavailable'
   | 'prompt_too_long'

@@ -8,8 +8,9 @@
  * cache misses on a worker thread, loader.ts, since this thread is inside ONNX Runtime most of the
  * time and a load here would only advance between steps). Between decode steps the loop
  *   1. frees the rows and queue places of cancelled requests (client gone),
- *   2. admits ready requests in arrival order into free rows (up to maxBatch, and within the pool's
- *      byte budget) with one batched prefill of their prompts (through the row pool's units; a lone
+ *   2. admits ready requests into free rows (up to maxBatch, and within the pool's byte budget; in
+ *      the order fair-share.ts chooses: shared between users, a user's own in arrival order) with
+ *      one batched prefill of their prompts (through the row pool's units; a lone
  *      joiner with an adapter, the common case, through its adapter as served: fewer, larger ops);
  *      joiners whose prompt starts with a conversation the prefix cache holds (prefix-cache.ts: the
  *      same user, the same adapter version) run only the tokens after it, in one batched extend call,
@@ -43,6 +44,7 @@ import { type EngineMetrics, engineMetrics } from './metrics.js';
 import { type Adapters, AdapterLeaser, type Plan, planRequest } from './personalize.js';
 import { type PromptContext, fitMemory, promptIds, replyBudget, stopsOf } from './prompt.js';
 import { BoundedQueue } from './queue.js';
+import { FairShare, type Scheduling } from './fair-share.js';
 import { Channel } from './channel.js';
 import type { Fallback, Personalization, ServeEvent, ServeFinishReason, ServeLogger, ServeRequest, ServeResult } from './types.js';
 import { type WarmReport, warmAdapters } from './warm.js';
@@ -56,6 +58,10 @@ export interface EngineOptions {
   adapters: Adapters | null;
   /** Requests waiting for a row before new ones are refused with queue_full (429). */
   maxQueue: number;
+  /** Requests of one user waiting for a row before their new ones are refused with user_queue_full (429). Default: maxQueue. */
+  maxQueuePerUser?: number;
+  /** How free rows are shared between users' ready requests (fair-share.ts). Default fair. */
+  scheduling?: Scheduling;
   /** Rows in one decode batch. */
   maxBatch: number;
   /** History items retrieved for the memory mode (default 5). */
@@ -117,6 +123,7 @@ const joinParts = (shape: KvShape, parts: readonly PastRow[]): RowKv =>
 /** Which weights computed a request's keys and values: its adapter version, or the base model. */
 const scopeOf = (job: Job): string => (job.personalization.mode === 'injected' ? versionScope(job.personalization.adapterVersion!) : 'base');
 const versionScope = (version: number): string => `v${version}`;
+const userOf = (job: Job): string => job.req.userId;
 
 
 export class Engine {
@@ -128,6 +135,8 @@ export class Engine {
   private readonly logger: ServeLogger;
   private readonly m: EngineMetrics;
   private readonly waiting: BoundedQueue<Job>;
+  private readonly maxQueuePerUser: number;
+  private readonly fair: FairShare<Job>;
   private readonly active = new Map<number, Job>();
   /** Joiners between admission and the batch (inside prefill()). */
   private joining: readonly Job[] = [];
@@ -154,7 +163,10 @@ export class Engine {
     this.m = engineMetrics(opts.registry ?? new Registry());
     if (!Number.isInteger(opts.maxBatch) || opts.maxBatch < 1) throw new RangeError(`maxBatch must be a positive integer, got ${opts.maxBatch}`);
     this.maxBatch = opts.maxBatch;
-    this.waiting = new BoundedQueue(opts.maxQueue);
+    this.waiting = new BoundedQueue(opts.maxQueue, userOf);
+    this.maxQueuePerUser = opts.maxQueuePerUser ?? opts.maxQueue;
+    if (!Number.isInteger(this.maxQueuePerUser) || this.maxQueuePerUser < 1) throw new RangeError(`maxQueuePerUser must be a positive integer, got ${this.maxQueuePerUser}`);
+    this.fair = new FairShare(opts.scheduling ?? 'fair', userOf);
     this.memoryK = opts.memoryItems ?? 5;
     this.poolBudget = opts.poolBudgetBytes ?? 256 * 1024 * 1024;
     this.prefix = opts.prefixCache ?? null;
@@ -279,10 +291,19 @@ export class Engine {
     if (signal.aborted) throw new ServeError('cancelled', 'the client went away before the request was queued');
     if (this.waiting.full) {
       this.m.rejected.inc({ code: 'queue_full' });
-      const retryAfterS = this.retryAfter();
+      const retryAfterS = this.retryAfter(this.waiting.length);
       throw new ServeError('queue_full', `the generation queue is full (${this.waiting.max} waiting); retry in ${retryAfterS} s`, {
         retryAfterS,
         details: { queued: this.waiting.length, maxQueue: this.waiting.max, retryAfterS },
+      });
+    }
+    const mine = this.waiting.countOf(req.userId);
+    if (mine >= this.maxQueuePerUser) {
+      this.m.rejected.inc({ code: 'user_queue_full' });
+      const retryAfterS = this.retryAfter(mine);
+      throw new ServeError('user_queue_full', `user "${req.userId}" has ${mine} requests waiting, the most one user may queue; retry in ${retryAfterS} s`, {
+        retryAfterS,
+        details: { userId: req.userId, queued: mine, maxQueuePerUser: this.maxQueuePerUser, retryAfterS },
       });
     }
     let baseIds: number[];
@@ -346,9 +367,10 @@ export class Engine {
     this.wake();
   }
 
-  private retryAfter(): number {
+  /** Seconds until `queued` requests ahead would be through the batch at the recent pace (1-60). */
+  private retryAfter(queued: number): number {
     const perRow = this.serviceSeconds / this.maxBatch;
-    return Math.min(60, Math.max(1, Math.ceil(this.waiting.length * perRow)));
+    return Math.min(60, Math.max(1, Math.ceil(queued * perRow)));
   }
 
   // -------------------------------------------------------------------------------------------
@@ -420,16 +442,18 @@ export class Engine {
     }
   }
 
-  /** Start adapter loads for the first requests in line, at most maxBatch at a time. */
+  /**
+   * Start adapter loads for the requests in line, for at most maxBatch users at a time (one user's
+   * requests share one load, so a burst of one user does not hold back the loads of others).
+   */
   private startLoads(): void {
     if (!this.leaser) return;
-    let loading = 0;
+    const loading = new Set<string>();
     for (const job of this.waiting) {
-      if (loading >= this.maxBatch) break;
-      if (job.state === 'loading') loading += 1;
-      else if (job.state === 'planned' && job.plan.kind === 'injected') {
+      if (job.state === 'loading') loading.add(job.req.userId);
+      else if (job.state === 'planned' && job.plan.kind === 'injected' && (loading.size < this.maxBatch || loading.has(job.req.userId))) {
         job.state = 'loading';
-        loading += 1;
+        loading.add(job.req.userId);
         this.load(job, job.plan.row);
       }
     }
@@ -473,21 +497,32 @@ export class Engine {
     );
   }
 
-  /** Ready requests in arrival order for the free rows, within the pool's byte budget. */
+  /**
+   * Ready requests for the free rows, in the scheduler's order (fair-share.ts), within the pool's
+   * byte budget: the first that does not fit stops admission, so a large adapter is not passed over
+   * for ever by smaller ones.
+   */
   private admit(): Job[] {
+    const free = this.maxBatch - this.active.size;
+    if (free === 0 || this.waiting.length === 0) return [];
+    const ready = [...this.waiting].filter((job) => job.state === 'ready' && !job.aborted);
+    if (ready.length === 0) return [];
+    const held = new Map<string, number>();
+    for (const job of this.active.values()) held.set(job.req.userId, (held.get(job.req.userId) ?? 0) + 1);
     const joiners: Job[] = [];
-    let free = this.maxBatch - this.active.size;
     let bytes = this.pool.liveBytes;
-    for (const job of this.waiting) {
-      if (free === 0) break;
-      if (job.state !== 'ready' || job.aborted) continue;
+    for (const job of this.fair.order(ready, held, free)) {
       const more = job.poolBytes;
       if (this.active.size + joiners.length > 0 && bytes + more > this.poolBudget) break;
       joiners.push(job);
       bytes += more;
-      free -= 1;
     }
-    for (const job of joiners) this.waiting.remove(job);
+    for (const job of joiners) {
+      this.waiting.remove(job);
+      this.fair.admitted(job.req.userId);
+      held.set(job.req.userId, (held.get(job.req.userId) ?? 0) + 1);
+    }
+    if (joiners.length > 0) this.fair.prune((user) => held.has(user) || this.waiting.countOf(user) > 0);
     return joiners;
   }
 

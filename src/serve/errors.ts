@@ -5,6 +5,8 @@
  */
 export type ServeErrorCode =
   | 'queue_full'
+  /** One user's requests fill their share of the queue (maxQueuePerUser). */
+  | 'user_queue_full'
   | 'prompt_too_long'
   | 'model_unavailable'
   | 'cancelled'

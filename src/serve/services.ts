@@ -176,6 +176,8 @@ export async function createServeServices(setup: ServeSetup, opts: ServeOptions 
         db,
         adapters: opts.adapters === false ? null : { store, cache, reader },
         maxQueue: config.maxQueue,
+        maxQueuePerUser: config.maxQueuePerUser,
+        scheduling: config.scheduling,
         maxBatch: config.maxBatch,
         prefixCache,
         registry: metrics,

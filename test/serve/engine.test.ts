@@ -13,6 +13,7 @@ import { AdapterCache, adapterKey } from '../../src/lora/cache.js';
 import { type Counter, type Histogram, Registry } from '../../src/metrics.js';
 import type { Engine } from '../../src/serve/engine.js';
 import { ServeError } from '../../src/serve/errors.js';
+import type { AdapterReader } from '../../src/serve/loader.js';
 import { encodeRequest } from '../../src/serve/prompt.js';
 import type { ServeEvent, ServeResult } from '../../src/serve/types.js';
 import { forcingAdapter, makeServeFixture, never, randomStoredAdapter, req, tokenOf, type ServeFixture } from './fixtures.js';
@@ -318,6 +319,72 @@ describe('faults', () => {
     expect((err as ServeError).retryAfterS).toBeGreaterThanOrEqual(1);
     await Promise.all([a, b]);
     expect((await e.generate(req('qf', { maxTokens: 3 }), never())).finishReason).toBe('length');
+  });
+
+  it('bounds each user\'s share of the queue: past maxQueuePerUser that user gets user_queue_full, others are still queued', async () => {
+    const e = f.engine({ maxQueue: 8, maxQueuePerUser: 2, maxBatch: 1 });
+    const rejected = () => counter('memlora_generate_rejected_total', { code: 'user_queue_full' });
+    const before = rejected();
+    // Submitted in one turn of the event loop: all of them wait (the loop starts on the next turn).
+    const a = [e.generate(req('uq-a', { maxTokens: 3, mode: 'vanilla' }), never()), e.generate(req('uq-a', { maxTokens: 3, mode: 'vanilla' }), never())];
+    const err = await e.generate(req('uq-a', { maxTokens: 3, mode: 'vanilla' }), never()).catch((x: unknown) => x);
+    expect(err).toBeInstanceOf(ServeError);
+    expect(err).toMatchObject({ code: 'user_queue_full', details: { userId: 'uq-a', queued: 2, maxQueuePerUser: 2 } });
+    expect((err as ServeError).retryAfterS).toBeGreaterThanOrEqual(1);
+    expect(rejected()).toBe(before + 1);
+    const b = e.generate(req('uq-b', { maxTokens: 3, mode: 'vanilla' }), never());
+    expect(e.occupancy.waiting).toBe(3);
+    const done = await Promise.all([...a, b]);
+    expect(done.map((r) => r.finishReason)).toEqual(['length', 'length', 'length']);
+    // Places come back as requests leave the queue.
+    expect((await e.generate(req('uq-a', { maxTokens: 3, mode: 'vanilla' }), never())).finishReason).toBe('length');
+  });
+
+  it('fair scheduling: one user\'s burst does not hold back others; fifo serves in arrival order', async () => {
+    for (const [scheduling, expected] of [
+      ['fair', ['a1', 'b1', 'c1', 'a2', 'b2', 'a3', 'a4']],
+      ['fifo', ['a1', 'a2', 'a3', 'a4', 'b1', 'b2', 'c1']],
+    ] as const) {
+      // One row: requests finish in the order they are admitted.
+      const e = f.engine({ maxBatch: 1, scheduling });
+      const order: string[] = [];
+      const send = (user: string, name: string) =>
+        e.generate(req(`fs-${user}`, { maxTokens: 2, mode: 'vanilla' }), never()).then((r) => {
+          order.push(name);
+          return r;
+        });
+      const all = [send('a', 'a1'), send('a', 'a2'), send('a', 'a3'), send('a', 'a4'), send('b', 'b1'), send('b', 'b2'), send('c', 'c1')];
+      await Promise.all(all);
+      expect(order, scheduling).toEqual(expected);
+      await e.close();
+    }
+  });
+
+  it('one user\'s burst waiting on a slow adapter read does not hold back another user\'s load and row', async () => {
+    await f.giveAdapter('fsl-a', forcingAdapter(f.cfg, f.weights, q));
+    await f.giveAdapter('fsl-b', forcingAdapter(f.cfg, f.weights, z));
+    // fsl-a's adapter read is held until we let it go; every other read goes straight to the store.
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const reader: AdapterReader = {
+      read: async (path, sha256, options) => {
+        if (options?.userId === 'fsl-a') await gate;
+        return f.store.read(path, sha256, options);
+      },
+    };
+    const e = f.engine({ maxBatch: 2, adapters: { store: f.store, cache: new AdapterCache({ maxBytes: 64 * 1024 * 1024 }), reader } });
+    // More of fsl-a's requests than the batch has rows (each used to count as a load of its own).
+    const burst = Array.from({ length: 6 }, () => e.generate(req('fsl-a', { maxTokens: 2 }), never()));
+    let b: ServeResult | null;
+    try {
+      b = await Promise.race([e.generate(req('fsl-b', { maxTokens: 2 }), never()), new Promise<null>((r) => setTimeout(() => r(null), 5_000))]);
+    } finally {
+      release();
+    }
+    expect(b, 'fsl-b was held back behind the burst').not.toBeNull();
+    expect(b!.personalization).toEqual({ mode: 'injected', adapterVersion: 1 });
+    const done = await Promise.all(burst);
+    expect(done.map((r) => r.personalization.mode)).toEqual(Array(6).fill('injected'));
   });
 
   it('refuses a prompt with no room in the context window (422 details), and caps maxTokens at the room left', async () => {
