@@ -430,6 +430,31 @@ export const generateResultSchema = z.object({
   personalization: personalizationSchema,
 });
 
+/** GET /v1/admin/queue: users listed at most (default 100). */
+export const queueQuery = z.strictObject({ limit: queryInt(1, 1000).optional() });
+
+export const queueReportSchema = z.object({
+  scheduling: z.enum(['fair', 'fifo']),
+  maxBatch: z.int().min(1),
+  maxQueue: z.int().min(1),
+  maxQueuePerUser: z.int().min(1),
+  rows: z.array(
+    z.object({
+      id: z.string().min(1),
+      userId: userIdSchema,
+      state: z.enum(['prefill', 'decode']),
+      mode: z.enum(SERVED_MODES),
+      adapterVersion: z.int().min(1).nullable(),
+      promptTokens: z.int().min(0),
+      generatedTokens: z.int().min(0),
+      runningMs: z.number().min(0),
+    }),
+  ),
+  waiting: z.int().min(0),
+  users: z.array(z.object({ userId: userIdSchema, rows: z.int().min(0), waiting: z.int().min(0), oldestWaitMs: z.number().min(0).nullable() })),
+  usersTotal: z.int().min(0),
+});
+
 /** The data of the two SSE event types of a streamed /v1/generate. */
 export const generateTokenEventSchema = z.object({ text: z.string() });
 export const generateDoneEventSchema = z.object({ result: generateResultSchema });

@@ -8,7 +8,7 @@
 import type { z } from 'zod';
 import type { Job } from '../db/queries/jobs.js';
 import type { VersionFilesCheck } from '../lora/consistency.js';
-import type { cacheContentsSchema, cacheCurveSchema, cacheDropSchema, generateRequestSchema, generateResultSchema, prefixCacheDropSchema, prefixCacheSchema, warmResultSchema } from './schemas.js';
+import type { cacheContentsSchema, cacheCurveSchema, cacheDropSchema, generateRequestSchema, generateResultSchema, prefixCacheDropSchema, prefixCacheSchema, queueReportSchema, warmResultSchema } from './schemas.js';
 
 /** A validated /v1/generate request; defaults filled in, `stop` normalised to an array. */
 export type GenerateRequest = z.output<typeof generateRequestSchema>;
@@ -19,6 +19,7 @@ export type CacheDrop = z.output<typeof cacheDropSchema>;
 export type CacheCurve = z.output<typeof cacheCurveSchema>;
 export type PrefixCacheReport = z.output<typeof prefixCacheSchema>;
 export type PrefixCacheDrop = z.output<typeof prefixCacheDropSchema>;
+export type QueueReport = z.output<typeof queueReportSchema>;
 export type ChatMessage = NonNullable<GenerateRequest['messages']>[number];
 export type GenerateMode = GenerateRequest['mode'];
 export type Personalization = GenerateResult['personalization'];
@@ -46,6 +47,8 @@ export interface GenerateService {
   prefixCache?(): PrefixCacheReport;
   /** Drops one user's conversations, or every one, from the prefix cache. */
   dropPrefixCache?(userId?: string): PrefixCacheDrop;
+  /** The generation queue and batch now: each row's request, per user the rows held and requests waiting (at most `limit` users). */
+  queue?(limit: number): QueueReport;
   /** Forgets a user's conversations kept for prefix caching (the user is being erased). */
   forgetUser?(userId: string): void;
   /** True once the base model is loaded and requests can be served (drives /readyz). */

@@ -46,7 +46,7 @@ import { type PromptContext, fitMemory, promptIds, replyBudget, stopsOf } from '
 import { BoundedQueue } from './queue.js';
 import { FairShare, type Scheduling } from './fair-share.js';
 import { Channel } from './channel.js';
-import type { Fallback, Personalization, ServeEvent, ServeFinishReason, ServeLogger, ServeRequest, ServeResult } from './types.js';
+import type { Fallback, Personalization, QueueReport, ServeEvent, ServeFinishReason, ServeLogger, ServeRequest, ServeResult } from './types.js';
 import { type WarmReport, warmAdapters } from './warm.js';
 import type { PrefixCache, PrefixHit } from './prefix-cache.js';
 
@@ -187,6 +187,55 @@ export class Engine {
   /** Requests can be served (the server flips readiness on this). */
   ready(): boolean {
     return !this.closed;
+  }
+
+  /**
+   * The queue and the batch now, for operators: each row's request, and per user the rows held and
+   * the requests waiting (at most `limit` users, most waiting first): who is filling the queue.
+   */
+  queue(limit: number): QueueReport {
+    const t = now();
+    // A joiner enters `active` at the end of its prefill, before `joining` is emptied.
+    const prefilling = this.joining.filter((job) => !this.active.has(job.row));
+    const rows = [...prefilling.map((job) => ({ job, state: 'prefill' as const })), ...[...this.active.values()].map((job) => ({ job, state: 'decode' as const }))]
+      .filter(({ job }) => job.state !== 'done')
+      .sort((a, b) => a.job.t.admitted - b.job.t.admitted)
+      .map(({ job, state }) => ({
+        id: job.id,
+        userId: job.req.userId,
+        state,
+        mode: job.personalization.mode,
+        adapterVersion: job.personalization.adapterVersion,
+        promptTokens: job.ids.length,
+        generatedTokens: job.seq?.tokens.length ?? 0,
+        runningMs: round(t - job.t.admitted),
+      }));
+    const users = new Map<string, { userId: string; rows: number; waiting: number; oldestWaitMs: number | null }>();
+    const entry = (userId: string) => {
+      let u = users.get(userId);
+      if (!u) users.set(userId, (u = { userId, rows: 0, waiting: 0, oldestWaitMs: null }));
+      return u;
+    };
+    for (const r of rows) entry(r.userId).rows += 1;
+    let waiting = 0;
+    for (const job of this.waiting) {
+      if (job.state === 'done') continue;
+      waiting += 1;
+      const u = entry(job.req.userId);
+      u.waiting += 1;
+      u.oldestWaitMs = Math.max(u.oldestWaitMs ?? 0, round(t - job.t.arrived));
+    }
+    const listed = [...users.values()].sort((a, b) => b.waiting - a.waiting || b.rows - a.rows || (b.oldestWaitMs ?? 0) - (a.oldestWaitMs ?? 0) || (a.userId < b.userId ? -1 : 1));
+    return {
+      scheduling: this.fair.mode,
+      maxBatch: this.maxBatch,
+      maxQueue: this.waiting.max,
+      maxQueuePerUser: this.maxQueuePerUser,
+      rows,
+      waiting,
+      users: listed.slice(0, limit),
+      usersTotal: listed.length,
+    };
   }
 
   /** Rows decoding now and requests waiting (tests, metrics). */

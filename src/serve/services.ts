@@ -22,7 +22,7 @@ import { loadTokenizer } from '../model/tokenizer.js';
 import { Engine, type EngineOptions } from './engine.js';
 import { WorkerAdapterLoader } from './loader.js';
 import { ServeError } from './errors.js';
-import type { ServeEvent, ServeLogger, ServeRequest, ServeResult } from './types.js';
+import type { QueueReport, ServeEvent, ServeLogger, ServeRequest, ServeResult } from './types.js';
 import type { WarmReport } from './warm.js';
 import { type CacheContents, type CacheCurve, type CacheDrop, cacheContents, cacheCurve, dropCached } from './cache-admin.js';
 import { type RestoreReport, restoreCache, saveCacheSnapshot, snapshotPath } from './cache-snapshot.js';
@@ -75,6 +75,8 @@ export interface GenerationService {
   prefixCache(): PrefixCacheReport;
   /** Drops the conversations of `userId`, or every one, from the prefix cache; model_unavailable while loading. */
   dropPrefixCache(userId?: string): PrefixCacheDrop;
+  /** The generation queue and batch now (at most `limit` users listed); model_unavailable while loading. */
+  queue(limit: number): QueueReport;
   /**
    * Erasing a user: forget their conversations in the prefix cache, and keep none of their requests
    * in flight (while the model loads nothing is cached).
@@ -267,6 +269,7 @@ export async function createServeServices(setup: ServeSetup, opts: ServeOptions 
       logger.info('prefix cache dropped', { userId: userId ?? null, ...report.dropped });
       return report;
     },
+    queue: (limit) => current().queue(limit),
     forgetUser: (userId) => {
       const dropped = engine?.forgetUser(userId) ?? 0;
       if (dropped > 0) logger.info('prefix cache: user forgotten', { userId, entries: dropped });

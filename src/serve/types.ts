@@ -76,3 +76,19 @@ export interface ServeLogger {
   warn(msg: string, fields?: Record<string, unknown>): void;
   error(msg: string, fields?: Record<string, unknown>): void;
 }
+
+/** The generation queue and batch as operators see them (GET /v1/admin/queue). */
+export interface QueueReport {
+  scheduling: 'fair' | 'fifo';
+  maxBatch: number;
+  maxQueue: number;
+  maxQueuePerUser: number;
+  /** Requests holding a batch row (being prefilled or decoding), longest running first. */
+  rows: Array<{ id: string; userId: string; state: 'prefill' | 'decode'; mode: ServedMode; adapterVersion: number | null; promptTokens: number; generatedTokens: number; runningMs: number }>;
+  /** Requests waiting for a row. */
+  waiting: number;
+  /** Users with requests waiting or running, most waiting first (then most rows, then longest wait); at most the limit asked. */
+  users: Array<{ userId: string; rows: number; waiting: number; oldestWaitMs: number | null }>;
+  /** Users with requests waiting or running, listed or not. */
+  usersTotal: number;
+}

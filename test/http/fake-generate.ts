@@ -9,8 +9,8 @@ export interface FakeGenerate extends GenerateService {
   calls: Array<{ req: GenerateRequest; signal: AbortSignal }>;
   /** The user id lists warm() received. */
   warmCalls: string[][];
-  /** The cacheContents / cacheCurve / dropCached / prefixCache / dropPrefixCache calls received. */
-  cacheCalls: Array<{ op: 'contents'; limit: number } | { op: 'curve' } | { op: 'drop'; userId: string | undefined } | { op: 'prefix' } | { op: 'dropPrefix'; userId: string | undefined }>;
+  /** The cacheContents / cacheCurve / dropCached / prefixCache / dropPrefixCache / queue calls received. */
+  cacheCalls: Array<{ op: 'contents'; limit: number } | { op: 'curve' } | { op: 'drop'; userId: string | undefined } | { op: 'prefix' } | { op: 'dropPrefix'; userId: string | undefined } | { op: 'queue'; limit: number }>;
   /** Throw this before producing anything. */
   failWith?: Error;
   /** Throw this after the first token (streams only). */
@@ -82,6 +82,12 @@ export function fakeGenerate(): FakeGenerate {
       fake.cacheCalls.push({ op: 'dropPrefix', userId });
       if (fake.failWith) throw fake.failWith;
       return dropPrefixCache(null, userId);
+    },
+    // An idle engine: no row taken, nobody waiting.
+    queue(limit) {
+      fake.cacheCalls.push({ op: 'queue', limit });
+      if (fake.failWith) throw fake.failWith;
+      return { scheduling: 'fair', maxBatch: 8, maxQueue: 256, maxQueuePerUser: 64, rows: [], waiting: 0, users: [], usersTotal: 0 };
     },
     async generate(req, signal) {
       fake.calls.push({ req, signal });

@@ -340,6 +340,34 @@ describe('faults', () => {
     expect((await e.generate(req('uq-a', { maxTokens: 3, mode: 'vanilla' }), never())).finishReason).toBe('length');
   });
 
+  it('queue(): the rows, and per user the rows held and requests waiting, most waiting first', async () => {
+    const e = f.engine({ maxBatch: 1 });
+    await f.giveAdapter('qr-long', forcingAdapter(f.cfg, f.weights, q)); // no early EOS
+    const ac = new AbortController();
+    const long = e.stream(req('qr-long', { maxTokens: 400 }), ac.signal)[Symbol.asyncIterator]();
+    await long.next(); // its first token arrived: it is decoding
+    const send = (user: string) => e.generate(req(user, { maxTokens: 2, mode: 'vanilla' }), never());
+    const waiters = [send('qr-a'), send('qr-b'), send('qr-a'), send('qr-a')];
+    const r = e.queue(10);
+    expect(r).toMatchObject({ scheduling: 'fair', maxBatch: 1, maxQueue: 64, maxQueuePerUser: 64, waiting: 4, usersTotal: 3 });
+    expect(r.rows).toEqual([
+      { id: expect.stringMatching(/^gen_/), userId: 'qr-long', state: 'decode', mode: 'injected', adapterVersion: 1, promptTokens: expect.any(Number), generatedTokens: expect.any(Number), runningMs: expect.any(Number) },
+    ]);
+    expect(r.rows[0].generatedTokens).toBeGreaterThanOrEqual(1);
+    expect(r.users.map((u) => [u.userId, u.rows, u.waiting])).toEqual([['qr-a', 0, 3], ['qr-b', 0, 1], ['qr-long', 1, 0]]);
+    expect(r.users[0].oldestWaitMs).toBeGreaterThanOrEqual(r.users[1].oldestWaitMs!); // qr-a's first arrived before qr-b's
+    expect(r.users[2].oldestWaitMs).toBeNull();
+    expect(e.queue(1)).toMatchObject({ users: [{ userId: 'qr-a' }], usersTotal: 3 });
+    ac.abort();
+    let last: IteratorResult<ServeEvent>;
+    do last = await long.next();
+    while (!last.done && last.value.type === 'token');
+    expect(!last.done && last.value.type === 'done' && last.value.result.id).toBe(r.rows[0].id); // the row's id is the result's
+    await Promise.all(waiters);
+    await until(() => e.occupancy.active === 0);
+    expect(e.queue(10)).toMatchObject({ rows: [], waiting: 0, users: [], usersTotal: 0 });
+  });
+
   it('fair scheduling: one user\'s burst does not hold back others; fifo serves in arrival order', async () => {
     for (const [scheduling, expected] of [
       ['fair', ['a1', 'b1', 'c1', 'a2', 'b2', 'a3', 'a4']],

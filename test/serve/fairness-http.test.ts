@@ -4,7 +4,7 @@
  * requests of others queue up; MEMLORA_MAX_QUEUE_PER_USER refuses the burst's next request with 429
  * user_queue_full while other users are still queued, and when the row frees the requests are
  * served in the order MEMLORA_SCHEDULING says: fair (the others between the burst's requests) or
- * fifo (arrival order).
+ * fifo (arrival order); GET /v1/admin/queue shows who fills the queue meanwhile.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { memoryLogger } from '../../src/http/logger.js';
+import { queueReportSchema } from '../../src/http/schemas.js';
 import { startServer, type RunningServer } from '../../src/server.js';
 import { ADMIN_TOKEN } from '../http/helpers.js';
 import { type ModelDir, writeModelDir } from './fixtures.js';
@@ -101,6 +102,19 @@ describe.each(['fair', 'fifo'] as const)('MEMLORA_SCHEDULING=%s through the real
     // Another user is still queued.
     queued.push(send('dave', 'dave'));
     await untilQueued(server, 5);
+    // An operator sees who fills the queue.
+    const res = await fetch(`${server.url}/v1/admin/queue`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+    expect(res.status).toBe(200);
+    const queue = queueReportSchema.parse(await res.json());
+    expect(queue).toMatchObject({ scheduling, maxBatch: 1, maxQueue: 8, maxQueuePerUser: 3, waiting: 5, usersTotal: 4 });
+    expect(queue.rows.map((r) => [r.userId, r.state, r.mode])).toEqual([['carol', 'decode', 'vanilla']]);
+    expect(queue.users.map((u) => [u.userId, u.rows, u.waiting])).toEqual([['hog', 0, 3], ['bob', 0, 1], ['dave', 0, 1], ['carol', 1, 0]]);
+    const auth = { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } };
+    const one = queueReportSchema.parse(await (await fetch(`${server.url}/v1/admin/queue?limit=1`, auth)).json());
+    expect([one.users.map((u) => u.userId), one.usersTotal]).toEqual([['hog'], 4]);
+    const bad = await fetch(`${server.url}/v1/admin/queue?limit=0`, auth);
+    expect([bad.status, ((await bad.json()) as { error: { code: string } }).error.code]).toEqual([422, 'validation_failed']);
+    expect((await fetch(`${server.url}/v1/admin/queue`)).status).toBe(401);
     ac.abort(); // the long stream's client goes away: the row frees
     expect(await Promise.all(queued)).toEqual([200, 200, 200, 200, 200]);
     expect(order).toEqual(scheduling === 'fair' ? ['hog1', 'bob', 'dave', 'hog2', 'hog3'] : ['hog1', 'hog2', 'hog3', 'bob', 'dave']);

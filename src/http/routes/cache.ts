@@ -14,19 +14,21 @@
  *   (serve/prefix-admin.ts).
  * - DELETE /v1/admin/prefix-cache[?userId=]: drop one user's conversations or all of them (the next
  *   turns run their whole prompt: a cold start for a load test of multi-turn chats).
+ * - GET /v1/admin/queue[?limit=]: the generation queue and batch now: each row's request, and per
+ *   user the rows held and the requests waiting (who fills the queue; serve/fair-share.ts).
  */
 import type { Hono } from 'hono';
 import type { AppEnv, RouteDeps } from '../context.js';
 import { ApiError } from '../errors.js';
 import { userExists } from '../../db/queries/users.js';
 import { cacheCurveSvg } from '../../serve/cache-admin.js';
-import { WARM_OUTCOMES, cacheContentsQuery, cacheCurveQuery, cacheDropQuery, prefixCacheDropQuery, warmBody } from '../schemas.js';
+import { WARM_OUTCOMES, cacheContentsQuery, cacheCurveQuery, cacheDropQuery, prefixCacheDropQuery, queueQuery, warmBody } from '../schemas.js';
 import type { WarmResult } from '../services.js';
 import { parseQuery, readJson } from '../validate.js';
 import { clientSignal, requireGenerate } from './generate.js';
 import { userNotFound } from './users.js';
 
-/** Adapters listed by GET /v1/admin/cache without `limit`. */
+/** Adapters listed by GET /v1/admin/cache, and users by GET /v1/admin/queue, without `limit`. */
 const DEFAULT_CACHE_LIST = 100;
 
 const noCache = (what = 'adapter cache'): ApiError => new ApiError(503, 'model_unavailable', `this server has no ${what}`, null, { 'retry-after': '30' });
@@ -65,6 +67,13 @@ export function registerCacheRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
     if (!gen.dropCached) throw noCache();
     if (userId !== undefined && !userExists(deps.db, userId)) throw userNotFound(userId);
     return c.json(gen.dropCached(userId));
+  });
+
+  app.get('/v1/admin/queue', (c) => {
+    const { limit } = parseQuery(c, queueQuery);
+    const gen = requireGenerate(deps);
+    if (!gen.queue) throw new ApiError(503, 'model_unavailable', 'this server has no generation queue', null, { 'retry-after': '30' });
+    return c.json(gen.queue(limit ?? DEFAULT_CACHE_LIST));
   });
 
   app.get('/v1/admin/prefix-cache', (c) => {
