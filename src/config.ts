@@ -73,7 +73,7 @@ export const ENV_VARS: readonly EnvVarDoc[] = [
   { name: 'MEMLORA_JOB_CONCURRENCY', default: '1', describe: 'Injection jobs run at the same time.' },
   { name: 'MEMLORA_MAX_QUEUE', default: '256', describe: 'Generation requests waiting before new ones get 429.' },
   { name: 'MEMLORA_MAX_QUEUE_PER_USER', default: '64', describe: 'Generation requests of one user waiting before their new ones get 429 user_queue_full (others are still queued).' },
-  { name: 'MEMLORA_SCHEDULING', default: 'fair', describe: 'How free batch rows are shared between users\' waiting requests: `fair` (the user holding the fewest rows, then the one admitted least recently) or `fifo` (arrival order).' },
+  { name: 'MEMLORA_SCHEDULING', default: 'fair', describe: 'How free batch rows are shared between users\' waiting requests: `fair` (the user holding the fewest rows, then round robin between users) or `fifo` (arrival order).' },
   { name: 'MEMLORA_MAX_BATCH', default: '8', describe: 'Rows in one decode batch.' },
   { name: 'MEMLORA_BODY_LIMIT_BYTES', default: '1MiB', describe: 'Largest accepted request body (413 above it); same suffixes as the cache size.' },
   { name: 'MEMLORA_SHARED_DIR', default: '../shared', describe: 'Shared models/data directory (default relative to the repository root).' },

@@ -102,6 +102,8 @@ interface Job {
   aborted: boolean;
   seq: Sequence | null;
   t: { arrived: number; admitted: number; prefilled: number; firstToken: number };
+  /** The scheduler's turn when the request was queued (fair-share.ts). */
+  turn: number;
   prefillMs: number;
   /** Prompt tokens whose keys and values came from the prefix cache. */
   cachedTokens: number;
@@ -166,7 +168,7 @@ export class Engine {
     this.waiting = new BoundedQueue(opts.maxQueue, userOf);
     this.maxQueuePerUser = opts.maxQueuePerUser ?? opts.maxQueue;
     if (!Number.isInteger(this.maxQueuePerUser) || this.maxQueuePerUser < 1) throw new RangeError(`maxQueuePerUser must be a positive integer, got ${this.maxQueuePerUser}`);
-    this.fair = new FairShare(opts.scheduling ?? 'fair', userOf);
+    this.fair = new FairShare(opts.scheduling ?? 'fair', userOf, (job) => job.turn);
     this.memoryK = opts.memoryItems ?? 5;
     this.poolBudget = opts.poolBudgetBytes ?? 256 * 1024 * 1024;
     this.prefix = opts.prefixCache ?? null;
@@ -379,6 +381,7 @@ export class Engine {
       aborted: false,
       seq: null,
       t: { arrived: now(), admitted: 0, prefilled: 0, firstToken: 0 },
+      turn: this.fair.now,
       prefillMs: 0,
       cachedTokens: 0,
       remember: true,
