@@ -12,10 +12,10 @@
  *    goes behind everyone already waiting, and a newcomer goes behind the users who were waiting
  *    before it came: nobody waits for more admissions than there are users ahead of them;
  *  - ties go to the earlier request, and a user's own requests keep their arrival order.
- * With one user waiting, or every waiting request from a different user, this is arrival order;
- * with a burst of one user and single requests of others, the others are admitted at the next free
- * rows while the burst keeps the rest. No row is held back for anyone: a lone user still fills the
- * whole batch.
+ * With one user waiting, or every waiting request from a different user holding no row, this is
+ * arrival order; with a burst of one user and single requests of others, the others are admitted at
+ * the next free rows while the burst keeps the rest. No row is held back for anyone: a lone user
+ * still fills the whole batch.
  */
 export type Scheduling = 'fair' | 'fifo';
 
