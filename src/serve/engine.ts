@@ -306,8 +306,13 @@ export class Engine {
    * their requests still queued or running keeps its cache when it finishes. Returns the entries dropped.
    */
   forgetUser(userId: string): number {
-    for (const job of [...this.waiting, ...this.joining, ...this.active.values()]) if (job.req.userId === userId) job.remember = false;
+    for (const job of this.inFlight(userId)) job.remember = false;
     return this.prefix?.drop(userId).entries ?? 0;
+  }
+
+  /** A user's requests queued, being prefilled or decoding. */
+  private inFlight(userId: string): Job[] {
+    return [...this.waiting, ...this.joining, ...this.active.values()].filter((job) => job.req.userId === userId);
   }
 
   /**
@@ -318,9 +323,7 @@ export class Engine {
    */
   private retireVersion(userId: string, from: number): void {
     if (!this.prefix) return;
-    for (const job of [...this.waiting, ...this.joining, ...this.active.values()]) {
-      if (job.req.userId === userId && job.plan.kind === 'injected' && job.plan.row.version === from) job.remember = false;
-    }
+    for (const job of this.inFlight(userId)) if (job.plan.kind === 'injected' && job.plan.row.version === from) job.remember = false;
     this.prefix.retire(userId, versionScope(from));
   }
 

@@ -29,15 +29,15 @@ import { clientSignal, requireGenerate } from './generate.js';
 import { userNotFound } from './users.js';
 
 /** Adapters listed by GET /v1/admin/cache, and users by GET /v1/admin/queue, without `limit`. */
-const DEFAULT_CACHE_LIST = 100;
+const DEFAULT_LIST_LIMIT = 100;
 
-const noCache = (what = 'adapter cache'): ApiError => new ApiError(503, 'model_unavailable', `this server has no ${what}`, null, { 'retry-after': '30' });
+const unavailable = (what = 'adapter cache'): ApiError => new ApiError(503, 'model_unavailable', `this server has no ${what}`, null, { 'retry-after': '30' });
 
 export function registerCacheRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
   app.post('/v1/admin/cache/warm', async (c) => {
     const { userIds } = await readJson(c, warmBody, deps.config.bodyLimitBytes);
     const gen = requireGenerate(deps);
-    if (!gen.warm) throw noCache();
+    if (!gen.warm) throw unavailable();
     const report = await gen.warm(userIds, clientSignal(c).signal);
     const counts = Object.fromEntries(WARM_OUTCOMES.map((o) => [o, 0])) as WarmResult['counts'];
     for (const r of report.results) counts[r.outcome] += 1;
@@ -48,14 +48,14 @@ export function registerCacheRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
   app.get('/v1/admin/cache', (c) => {
     const { limit } = parseQuery(c, cacheContentsQuery);
     const gen = requireGenerate(deps);
-    if (!gen.cacheContents) throw noCache();
-    return c.json(gen.cacheContents(limit ?? DEFAULT_CACHE_LIST));
+    if (!gen.cacheContents) throw unavailable();
+    return c.json(gen.cacheContents(limit ?? DEFAULT_LIST_LIMIT));
   });
 
   app.get('/v1/admin/cache/curve', (c) => {
     const { format } = parseQuery(c, cacheCurveQuery);
     const gen = requireGenerate(deps);
-    if (!gen.cacheCurve) throw noCache();
+    if (!gen.cacheCurve) throw unavailable();
     const curve = gen.cacheCurve();
     if (format === 'svg') return c.body(cacheCurveSvg(curve), 200, { 'content-type': 'image/svg+xml; charset=utf-8' });
     return c.json(curve);
@@ -64,7 +64,7 @@ export function registerCacheRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
   app.delete('/v1/admin/cache', (c) => {
     const { userId } = parseQuery(c, cacheDropQuery);
     const gen = requireGenerate(deps);
-    if (!gen.dropCached) throw noCache();
+    if (!gen.dropCached) throw unavailable();
     if (userId !== undefined && !userExists(deps.db, userId)) throw userNotFound(userId);
     return c.json(gen.dropCached(userId));
   });
@@ -72,20 +72,20 @@ export function registerCacheRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
   app.get('/v1/admin/queue', (c) => {
     const { limit } = parseQuery(c, queueQuery);
     const gen = requireGenerate(deps);
-    if (!gen.queue) throw new ApiError(503, 'model_unavailable', 'this server has no generation queue', null, { 'retry-after': '30' });
-    return c.json(gen.queue(limit ?? DEFAULT_CACHE_LIST));
+    if (!gen.queue) throw unavailable('generation queue');
+    return c.json(gen.queue(limit ?? DEFAULT_LIST_LIMIT));
   });
 
   app.get('/v1/admin/prefix-cache', (c) => {
     const gen = requireGenerate(deps);
-    if (!gen.prefixCache) throw noCache('prefix cache');
+    if (!gen.prefixCache) throw unavailable('prefix cache');
     return c.json(gen.prefixCache());
   });
 
   app.delete('/v1/admin/prefix-cache', (c) => {
     const { userId } = parseQuery(c, prefixCacheDropQuery);
     const gen = requireGenerate(deps);
-    if (!gen.dropPrefixCache) throw noCache('prefix cache');
+    if (!gen.dropPrefixCache) throw unavailable('prefix cache');
     if (userId !== undefined && !userExists(deps.db, userId)) throw userNotFound(userId);
     return c.json(gen.dropPrefixCache(userId));
   });
