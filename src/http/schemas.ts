@@ -379,6 +379,19 @@ const stopSchema = z
   .transform((s): string[] => (s === undefined ? [] : typeof s === 'string' ? [s] : s));
 
 export const GENERATE_MODES = ['auto', 'injected', 'memory', 'vanilla'] as const;
+
+/** Most alternatives per token a request may ask log-probabilities of (OpenAI's bound). */
+export const MAX_TOP_LOGPROBS = 20;
+
+/** A token's log-probability under the model that served the request (src/serve/logprobs.ts). */
+export const tokenAlternativeSchema = z.object({
+  token: z.string(),
+  tokenId: z.int().min(0),
+  logprob: z.number().max(0),
+  bytes: z.array(z.int().min(0).max(255)).nullable(),
+});
+
+export const tokenLogprobSchema = tokenAlternativeSchema.extend({ top: z.array(tokenAlternativeSchema).max(MAX_TOP_LOGPROBS) });
 export const SERVED_MODES = ['injected', 'memory', 'vanilla'] as const;
 
 export const generateRequestSchema = z
@@ -395,10 +408,15 @@ export const generateRequestSchema = z
     seed: z.int().optional(),
     stream: z.boolean().default(false),
     mode: z.enum(GENERATE_MODES).default('auto'),
+    logprobs: z.boolean().default(false),
+    topLogprobs: z.int().min(0).max(MAX_TOP_LOGPROBS).optional(),
   })
   .superRefine((v, ctx) => {
     if ((v.messages === undefined) === (v.prompt === undefined)) {
       ctx.addIssue({ code: 'custom', path: ['messages'], message: 'give exactly one of messages or prompt' });
+    }
+    if (v.topLogprobs !== undefined && !v.logprobs) {
+      ctx.addIssue({ code: 'custom', path: ['topLogprobs'], message: 'topLogprobs needs logprobs: true' });
     }
   });
 
@@ -428,6 +446,8 @@ export const generateResultSchema = z.object({
     totalMs: z.number().min(0),
   }),
   personalization: personalizationSchema,
+  /** With logprobs: one entry per completion token, a final end or stop token (not in `text`) included. */
+  logprobs: z.array(tokenLogprobSchema).optional(),
 });
 
 /** GET /v1/admin/queue: users listed at most (default 100). */
@@ -456,7 +476,7 @@ export const queueReportSchema = z.object({
 });
 
 /** The data of the two SSE event types of a streamed /v1/generate. */
-export const generateTokenEventSchema = z.object({ text: z.string() });
+export const generateTokenEventSchema = z.object({ text: z.string(), logprobs: z.array(tokenLogprobSchema).optional() });
 export const generateDoneEventSchema = z.object({ result: generateResultSchema });
 
 // ---------------------------------------------------------------------------------------------
@@ -487,8 +507,12 @@ export const chatCompletionRequestSchema = z.looseObject({
   stream: z.boolean().nullable().optional(),
   stream_options: z.looseObject({ include_usage: z.boolean().optional() }).nullable().optional(),
   n: z.literal(1).nullable().optional(),
+  logprobs: z.boolean().nullable().optional(),
+  top_logprobs: z.int().min(0).max(MAX_TOP_LOGPROBS).nullable().optional(),
   /** memlora extension: the personalisation mode, as in /v1/generate. */
   mode: z.enum(GENERATE_MODES).optional(),
+}).superRefine((v, ctx) => {
+  if (v.top_logprobs != null && !v.logprobs) ctx.addIssue({ code: 'custom', path: ['top_logprobs'], message: 'top_logprobs needs logprobs: true' });
 });
 
 const openAiUsage = z.object({
@@ -498,6 +522,10 @@ const openAiUsage = z.object({
   /** As OpenAI reports prompt caching: the prompt tokens read from the prefix cache. */
   prompt_tokens_details: z.object({ cached_tokens: z.int().min(0) }),
 });
+
+/** OpenAI's log-probabilities of a choice: the content tokens, each with its most likely alternatives. */
+const openAiAlternative = z.object({ token: z.string(), logprob: z.number().max(0), bytes: z.array(z.int().min(0).max(255)).nullable() });
+const openAiLogprobs = z.object({ content: z.array(openAiAlternative.extend({ top_logprobs: z.array(openAiAlternative) })) }).nullable();
 
 const memloraField = z.object({
   personalization: personalizationSchema,
@@ -514,6 +542,7 @@ export const chatCompletionResponseSchema = z.object({
       z.object({
         index: z.literal(0),
         message: z.object({ role: z.literal('assistant'), content: z.string() }),
+        logprobs: openAiLogprobs,
         finish_reason: z.enum(['stop', 'length']),
       }),
     )
@@ -531,6 +560,7 @@ export const chatCompletionChunkSchema = z.object({
     z.object({
       index: z.literal(0),
       delta: z.object({ role: z.literal('assistant').optional(), content: z.string().optional() }),
+      logprobs: openAiLogprobs.optional(),
       finish_reason: z.enum(['stop', 'length']).nullable(),
     }),
   ),

@@ -25,7 +25,8 @@ export type GenerateMode = GenerateRequest['mode'];
 export type Personalization = GenerateResult['personalization'];
 
 /** Events of a streamed generation: any number of tokens, then exactly one done. */
-export type StreamEvent = { type: 'token'; text: string } | { type: 'done'; result: GenerateResult };
+export type TokenLogprob = NonNullable<GenerateResult['logprobs']>[number];
+export type StreamEvent = { type: 'token'; text: string; logprobs?: TokenLogprob[] } | { type: 'done'; result: GenerateResult };
 
 export interface GenerateService {
   /** Generates the whole reply. `signal` aborts when the client disconnects: free the batch row. */

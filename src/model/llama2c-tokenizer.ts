@@ -105,6 +105,11 @@ export class Llama2cTokenizer implements Tokenizer {
     return Buffer.concat(parts).toString('utf8');
   }
 
+  tokenBytes(id: number): Uint8Array | null {
+    if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize) return null;
+    return this.pieceBytes(undefined, id);
+  }
+
   tokenToId(token: string): number | undefined {
     const id = this.lookup(Buffer.from(token, 'utf8').toString('latin1'));
     return id >= 0 ? id : undefined;

@@ -152,3 +152,29 @@ export function sampleToken(logits: Float32Array, opts: SamplingOptions, rng: Rn
   }
   return ids[ids.length - 1];
 }
+
+/** A token's log-probability, and the most likely tokens' (most likely first; lower id first on ties). */
+export interface TokenLogprobs {
+  tokenId: number;
+  logprob: number;
+  top: Array<{ tokenId: number; logprob: number }>;
+}
+
+/** The floor of a reported log-probability (OpenAI's stand-in for minus infinity), so JSON never meets -Infinity. */
+export const MIN_LOGPROB = -9999;
+
+/**
+ * The model's log-probability of `token` and of the `top` most likely tokens: the log-softmax of the
+ * logits as given, before any repetition penalty, temperature, top-k or top-p (as OpenAI and vLLM
+ * report them), so the figures describe the model, whatever the sampling settings. Summed in float64.
+ */
+export function tokenLogprobs(logits: Float32Array, token: number, top: number): TokenLogprobs {
+  let max = -Infinity;
+  for (let i = 0; i < logits.length; i++) if (logits[i] > max) max = logits[i];
+  let sum = 0;
+  for (let i = 0; i < logits.length; i++) sum += Math.exp(logits[i] - max);
+  const lse = max + Math.log(sum);
+  const lp = (id: number): number => Math.max(MIN_LOGPROB, logits[id] - lse);
+  const ids = top > 0 ? topKIndices(logits, Math.min(top, logits.length)) : [];
+  return { tokenId: token, logprob: lp(token), top: ids.map((id) => ({ tokenId: id, logprob: lp(id) })) };
+}

@@ -5,7 +5,7 @@
  * feeds each row's logits to its Sequence and feeds back the token it returns until it finishes.
  */
 import { Rng } from '../util/rng.js';
-import { type SamplingOptions, checkSampling, sampleToken } from './sampling.js';
+import { type SamplingOptions, type TokenLogprobs, checkSampling, sampleToken, tokenLogprobs } from './sampling.js';
 import { StopMatcher } from './stop.js';
 import { type StreamDecoder, type Tokenizer, createStreamDecoder } from './tokenizer.js';
 
@@ -26,6 +26,11 @@ export interface GenerateRequest {
   stopTokenIds?: readonly number[];
   /** Adapter slot of this row when generating with a slot pool (default 0, the vanilla slot). */
   slot?: number;
+  /**
+   * Record each chosen token's log-probability under the model (before penalty, temperature, top-k
+   * and top-p) with this many most likely alternatives (0 = the chosen token's only); absent = off.
+   */
+  logprobs?: number;
 }
 
 export interface TokenEvent {
@@ -35,6 +40,8 @@ export interface TokenEvent {
   token: number | null;
   /** Newly released text ('' while a character or a possible stop string is incomplete). */
   text: string;
+  /** The chosen token's log-probabilities, when the request asked for them. */
+  logprobs?: TokenLogprobs;
 }
 
 export interface GenerateResult {
@@ -46,6 +53,8 @@ export interface GenerateResult {
   finishReason: FinishReason;
   promptTokens: number;
   completionTokens: number;
+  /** One entry per generated token (`tokens`), when the request asked for log-probabilities. */
+  logprobs?: TokenLogprobs[];
 }
 
 export class GenerateError extends Error {
@@ -75,6 +84,7 @@ export class Sequence {
   private readonly decoder: StreamDecoder | null;
   private readonly stopper: StopMatcher;
   private released = '';
+  private readonly logprobs: TokenLogprobs[] | null;
 
   constructor(
     readonly index: number,
@@ -86,6 +96,10 @@ export class Sequence {
     if (!Number.isInteger(maxTokens) || maxTokens < 1) throw new GenerateError('bad_max_tokens', `request ${index}: maxTokens ${maxTokens} must be a positive integer`, { index, maxTokens });
     if (request.stop?.length && !ctx.tokenizer) throw new GenerateError('no_tokenizer', 'stop strings need a tokenizer', { index });
     checkSampling(request.sampling ?? {});
+    if (request.logprobs !== undefined && !(Number.isInteger(request.logprobs) && request.logprobs >= 0)) {
+      throw new GenerateError('bad_logprobs', `request ${index}: logprobs ${request.logprobs} must be a whole number of alternatives >= 0`, { index, logprobs: request.logprobs });
+    }
+    this.logprobs = request.logprobs === undefined ? null : [];
     this.rng = new Rng(request.seed ?? Math.floor(Math.random() * 2 ** 31));
     this.seen = new Set(prompt);
     this.ends = new Set([...ctx.eosIds, ...(request.stopTokenIds ?? [])]);
@@ -107,6 +121,8 @@ export class Sequence {
     if (logits.length !== this.ctx.vocabSize) throw new GenerateError('bad_logits', `${logits.length} logits for a vocabulary of ${this.ctx.vocabSize}`);
     const sampling = this.request.sampling ?? {};
     const token = sampleToken(logits, sampling, this.rng, this.seen);
+    const logprobs = this.logprobs ? tokenLogprobs(logits, token, this.request.logprobs!) : undefined;
+    if (logprobs) this.logprobs!.push(logprobs);
     this.tokens.push(token);
     this.seen.add(token);
     let text = '';
@@ -124,7 +140,7 @@ export class Sequence {
         text += this.release(this.decoder?.flush() ?? '', true);
       }
     }
-    return { index: this.index, token, text };
+    return logprobs ? { index: this.index, token, text, logprobs } : { index: this.index, token, text };
   }
 
   private release(piece: string, final: boolean): string {
@@ -155,6 +171,7 @@ export class Sequence {
       finishReason: this.reason,
       promptTokens: this.request.prompt.length,
       completionTokens: this.tokens.length,
+      ...(this.logprobs ? { logprobs: [...this.logprobs] } : {}),
     };
   }
 }

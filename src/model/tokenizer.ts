@@ -39,6 +39,12 @@ export interface Tokenizer {
   readonly specialIds: Readonly<Record<string, number>>;
   tokenToId(token: string): number | undefined;
   idToToken(id: number): string | undefined;
+  /**
+   * The bytes one token stands for in decoded text (a byte-fallback or byte-level token may be part
+   * of a UTF-8 character), without a decoder's position-dependent touches (SentencePiece's strip of
+   * a leading space after BOS); null when the tokenizer cannot say.
+   */
+  tokenBytes(id: number): Uint8Array | null;
 }
 
 export class TokenizerError extends Error {
@@ -183,6 +189,64 @@ class HfBackedTokenizer implements Tokenizer {
   idToToken(id: number): string | undefined {
     return this.hf.id_to_token(id);
   }
+
+  private pieceKind: PieceKind | undefined;
+
+  tokenBytes(id: number): Uint8Array | null {
+    if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize) return null;
+    const added = this.added.find((t) => t.id === id);
+    if (added) return utf8(added.content);
+    const piece = this.hf.id_to_token(id);
+    if (piece === undefined) return null;
+    this.pieceKind ??= pieceKindOf(this.json.decoder);
+    if (this.pieceKind === 'byte_level') return byteLevelBytes(piece);
+    if (this.pieceKind === 'metaspace') {
+      const byte = /^<0x([0-9A-Fa-f]{2})>$/.exec(piece);
+      return byte ? Uint8Array.of(parseInt(byte[1], 16)) : utf8(piece.replaceAll('\u2581', ' '));
+    }
+    const text = this.decode([id]);
+    return text.includes('\uFFFD') ? null : utf8(text);
+  }
+}
+
+/** How a tokenizer.json's vocabulary spells bytes: GPT-2's byte-level alphabet, SentencePiece's ▁ and <0xNN>, or unknown. */
+type PieceKind = 'byte_level' | 'metaspace' | 'other';
+
+function pieceKindOf(decoder: unknown): PieceKind {
+  const types: string[] = [];
+  const walk = (d: unknown): void => {
+    if (!d || typeof d !== 'object') return;
+    const o = d as { type?: unknown; decoders?: unknown; pattern?: { String?: unknown } };
+    if (typeof o.type === 'string') types.push(o.type === 'Replace' && o.pattern?.String === '\u2581' ? 'ReplaceMetaspace' : o.type);
+    if (Array.isArray(o.decoders)) o.decoders.forEach(walk);
+  };
+  walk(decoder);
+  if (types.includes('ByteLevel')) return 'byte_level';
+  if (types.includes('Metaspace') || types.includes('ReplaceMetaspace')) return 'metaspace';
+  return 'other';
+}
+
+const utf8 = (text: string): Uint8Array => new Uint8Array(Buffer.from(text, 'utf8'));
+
+/**
+ * GPT-2's byte-level alphabet read back: printable Latin-1 bytes stand for themselves, the other 68
+ * bytes for the code points from 256 on, in byte order. A character outside it: null.
+ */
+let byteOfChar: Map<number, number> | undefined;
+function byteLevelBytes(piece: string): Uint8Array | null {
+  if (!byteOfChar) {
+    byteOfChar = new Map();
+    const printable = (b: number) => (b >= 0x21 && b <= 0x7e) || (b >= 0xa1 && b <= 0xac) || (b >= 0xae && b <= 0xff);
+    let next = 256;
+    for (let b = 0; b < 256; b++) byteOfChar.set(printable(b) ? b : next++, b);
+  }
+  const out: number[] = [];
+  for (const ch of piece) {
+    const b = byteOfChar.get(ch.codePointAt(0)!);
+    if (b === undefined) return null;
+    out.push(b);
+  }
+  return Uint8Array.from(out);
 }
 
 export interface StreamDecoder {

@@ -46,7 +46,8 @@ import { type PromptContext, fitMemory, promptIds, replyBudget, stopsOf } from '
 import { BoundedQueue } from './queue.js';
 import { FairShare, type Scheduling } from './fair-share.js';
 import { Channel } from './channel.js';
-import type { Fallback, Personalization, QueueReport, ServeEvent, ServeFinishReason, ServeLogger, ServeRequest, ServeResult } from './types.js';
+import { TokenTexts } from './logprobs.js';
+import type { Fallback, Personalization, QueueReport, ServeEvent, ServeFinishReason, ServeLogger, ServeRequest, ServeResult, TokenLogprob } from './types.js';
 import { type WarmReport, warmAdapters } from './warm.js';
 import type { PrefixCache, PrefixHit } from './prefix-cache.js';
 
@@ -109,6 +110,8 @@ interface Job {
   cachedTokens: number;
   /** Keep the row's cache in the prefix cache when it leaves (false once its user is forgotten or its adapter version retired). */
   remember: boolean;
+  /** The generated tokens' log-probabilities as reported, when the request asked for them. */
+  logprobs: TokenLogprob[] | null;
 }
 
 const now = (): number => performance.now();
@@ -149,6 +152,7 @@ export class Engine {
   private readonly poolBudget: number;
   private readonly eosIds: number[];
   private readonly prefix: PrefixCache | null;
+  private readonly texts: TokenTexts;
   private nextRow = 1;
   private running: Promise<void> | null = null;
   private wakeUp: (() => void) | null = null;
@@ -181,6 +185,7 @@ export class Engine {
     this.kv = new KvBatch(this.model.kvShape, { maxLength: cfg.maxPositions });
     this.pool = new RowPool(cfg, { maxRows: this.maxBatch });
     this.eosIds = [...new Set([cfg.eosId, opts.tokenizer.eosId])];
+    this.texts = new TokenTexts(opts.tokenizer);
     this.leaser = opts.adapters
       ? new AdapterLeaser(this.db, opts.adapters, this.logger, (reason) => this.m.fallbacks.inc({ reason }), (userId, from) => this.retireVersion(userId, from))
       : null;
@@ -388,6 +393,7 @@ export class Engine {
       prefillMs: 0,
       cachedTokens: 0,
       remember: true,
+      logprobs: req.logprobs ? [] : null,
     };
     if (plan.kind !== 'injected') this.withoutAdapter(job, plan.kind, plan.fallback);
     this.waiting.push(job);
@@ -669,6 +675,7 @@ export class Engine {
           seed: job.req.seed,
           stop: stops.stop,
           stopTokenIds: stops.stopTokenIds,
+          logprobs: job.req.logprobs ? (job.req.topLogprobs ?? 0) : undefined,
         },
         { tokenizer: this.ctx.tokenizer, eosIds: this.eosIds, vocabSize: this.model.config.vocabSize },
       );
@@ -733,11 +740,17 @@ export class Engine {
       this.m.ttftSeconds.observe({ mode: job.personalization.mode }, (job.t.firstToken - job.t.arrived) / 1000);
     }
     this.m.tokens.inc({ mode: job.personalization.mode });
-    this.emit(job, ev.text);
+    if (ev.logprobs && job.logprobs) {
+      const lp = this.texts.describe(ev.logprobs);
+      job.logprobs.push(lp);
+      this.emit(job, ev.text, [lp]);
+    } else this.emit(job, ev.text);
   }
 
-  private emit(job: Job, text: string): void {
-    if (text !== '' && !job.aborted) job.sink({ type: 'token', text });
+  /** A token event, when it releases text or (with logprobs) carries the step's token. */
+  private emit(job: Job, text: string, logprobs?: TokenLogprob[]): void {
+    if (job.aborted || (text === '' && !logprobs)) return;
+    job.sink(logprobs ? { type: 'token', text, logprobs } : { type: 'token', text });
   }
 
   private leaveBatch(job: Job): void {
@@ -798,6 +811,7 @@ export class Engine {
         totalMs: round(end - t.arrived),
       },
       personalization: job.personalization,
+      ...(job.logprobs ? { logprobs: job.logprobs } : {}),
     };
     this.m.requests.inc({ mode, finish: finishReason });
     if (finishReason !== 'cancelled') {

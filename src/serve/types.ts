@@ -53,6 +53,26 @@ export interface ServeRequest {
   seed?: number;
   stream: boolean;
   mode: RequestedMode;
+  /** Report each generated token's log-probability (see TokenLogprob). */
+  logprobs?: boolean;
+  /** With logprobs: this many most likely alternatives per token (0-20). */
+  topLogprobs?: number;
+}
+
+/** A token's log-probability under the model that served the request (its adapter included). */
+export interface TokenAlternative {
+  /** The token's text: its bytes read as UTF-8 (U+FFFD where it holds part of a character). */
+  token: string;
+  tokenId: number;
+  /** ln p(token), before repetition penalty, temperature, top-k and top-p; at least -9999. */
+  logprob: number;
+  /** The token's UTF-8 bytes (null where the tokenizer cannot say). */
+  bytes: number[] | null;
+}
+
+export interface TokenLogprob extends TokenAlternative {
+  /** The most likely tokens at this position, most likely first (topLogprobs of them). */
+  top: TokenAlternative[];
 }
 
 export type ServeFinishReason = 'stop' | 'length' | 'cancelled';
@@ -66,9 +86,12 @@ export interface ServeResult {
   usage: { promptTokens: number; completionTokens: number; cachedTokens: number };
   timings: { queueMs: number; prefillMs: number; decodeMs: number; totalMs: number };
   personalization: Personalization;
+  /** With logprobs: one entry per completion token, a final end or stop token (not in `text`) included. */
+  logprobs?: TokenLogprob[];
 }
 
-export type ServeEvent = { type: 'token'; text: string } | { type: 'done'; result: ServeResult };
+/** A token event: the text it releases and, with logprobs, the token chosen at this step (text may be '' while held back). */
+export type ServeEvent = { type: 'token'; text: string; logprobs?: TokenLogprob[] } | { type: 'done'; result: ServeResult };
 
 /** Structured logging, as the server's logger provides it. */
 export interface ServeLogger {

@@ -54,6 +54,7 @@ describe('POST /v1/chat/completions', () => {
       seed: 9,
       stream: false,
       mode: 'auto',
+      logprobs: false,
     });
   });
 
@@ -77,6 +78,10 @@ describe('POST /v1/chat/completions', () => {
       { user: 'alice', messages: [] },
       { user: 'alice', messages: msg, max_tokens: 0 },
       { user: 'alice', messages: msg, temperature: 9 },
+      { user: 'alice', messages: msg, top_logprobs: 2 },
+      { user: 'alice', messages: msg, logprobs: false, top_logprobs: 2 },
+      { user: 'alice', messages: msg, logprobs: true, top_logprobs: 21 },
+      { user: 'alice', messages: msg, logprobs: 'yes' },
     ]) {
       await expectError(await h.req('POST', '/v1/chat/completions', body), 422, 'validation_failed');
     }
@@ -91,6 +96,29 @@ describe('POST /v1/chat/completions', () => {
     await setup();
     gen.failWith = new ServiceError('queue_full', 'full');
     await expectError(await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: [{ role: 'user', content: 'x' }] }), 429, 'queue_full');
+  });
+
+  it('logprobs and top_logprobs: OpenAI\'s choices[0].logprobs.content, plain and per streamed delta; null when not asked', async () => {
+    await setup();
+    const msg = [{ role: 'user', content: 'hi you' }];
+    const body = chatCompletionResponseSchema.parse(await json(await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: msg, logprobs: true, top_logprobs: 1 })));
+    expect(gen.calls[0].req).toMatchObject({ logprobs: true, topLogprobs: 1 });
+    expect(body.choices[0].logprobs).toEqual({
+      content: ['echo', ' hi', ' you'].map((token, i) => ({
+        token,
+        logprob: -(i + 1) / 10,
+        bytes: [...Buffer.from(token)],
+        top_logprobs: [{ token: 'alt0', logprob: -0.01, bytes: [...Buffer.from('alt0')] }],
+      })),
+    });
+    const plain = chatCompletionResponseSchema.parse(await json(await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: msg })));
+    expect(plain.choices[0].logprobs).toBeNull();
+    expect(gen.calls[1].req.logprobs).toBe(false);
+
+    const events = parseSse(await (await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: msg, stream: true, logprobs: true })).text());
+    const chunks = events.slice(0, -1).map((e) => chatCompletionChunkSchema.parse(JSON.parse(e.data)));
+    const withContent = chunks.filter((c) => c.choices[0]?.delta.content);
+    expect(withContent.map((c) => c.choices[0].logprobs?.content.map((t) => [t.token, t.logprob, t.top_logprobs]))).toEqual([[['echo', -0.1, []]], [[' hi', -0.2, []]], [[' you', -0.3, []]]]);
   });
 
   it('streams chat.completion.chunk events ending with [DONE]', async () => {

@@ -3,7 +3,7 @@
  * request and signal it receives. It exists to test the HTTP mapping, not generation.
  */
 import { dropPrefixCache, prefixCacheReport } from '../../src/serve/prefix-admin.js';
-import type { GenerateRequest, GenerateResult, GenerateService, StreamEvent } from '../../src/http/services.js';
+import type { GenerateRequest, GenerateResult, GenerateService, StreamEvent, TokenLogprob } from '../../src/http/services.js';
 
 export interface FakeGenerate extends GenerateService {
   calls: Array<{ req: GenerateRequest; signal: AbortSignal }>;
@@ -28,8 +28,19 @@ function reply(req: GenerateRequest): { words: string[]; finish: 'stop' | 'lengt
   return { words: cut, finish: cut.length < words.length ? 'length' : 'stop' };
 }
 
+/** With logprobs, word i (its text as streamed) is "token" i, of log-probability -(i+1)/10, with topLogprobs made-up alternatives. */
+function wordLogprob(req: GenerateRequest, piece: string, i: number): TokenLogprob {
+  const alt = (token: string, tokenId: number, logprob: number) => ({ token, tokenId, logprob, bytes: [...Buffer.from(token, 'utf8')] });
+  const top = Array.from({ length: req.topLogprobs ?? 0 }, (_, k) => alt(`alt${k}`, 1000 + k, -(k + 1) / 100));
+  return { ...alt(piece, i, -(i + 1) / 10), top };
+}
+
+const pieces = (words: string[]): string[] => words.map((w, i) => (i ? ' ' : '') + w);
+
 function result(req: GenerateRequest, text: string, n: number, finish: GenerateResult['finishReason']): GenerateResult {
+  const words = text.split(' ').filter(Boolean);
   return {
+    ...(req.logprobs ? { logprobs: pieces(words).map((p, i) => wordLogprob(req, p, i)) } : {}),
     id: 'gen_test1',
     userId: req.userId,
     text,
@@ -112,7 +123,12 @@ export function fakeGenerate(): FakeGenerate {
                 done = true;
                 return { done: true, value: undefined };
               }
-              if (i < words.length) return { done: false, value: { type: 'token', text: (i ? ' ' : '') + words[i++] } };
+              if (i < words.length) {
+                const text = pieces(words)[i];
+                const value: StreamEvent = req.logprobs ? { type: 'token', text, logprobs: [wordLogprob(req, text, i)] } : { type: 'token', text };
+                i++;
+                return { done: false, value };
+              }
               done = true;
               return { done: false, value: { type: 'done', result: result(req, words.join(' '), words.length, finish) } };
             },

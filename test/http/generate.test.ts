@@ -49,6 +49,7 @@ describe('POST /v1/generate (JSON)', () => {
       stop: [],
       stream: false,
       mode: 'auto',
+      logprobs: false,
     });
     expect(gen.calls[0].signal).toBeInstanceOf(AbortSignal);
   });
@@ -66,6 +67,8 @@ describe('POST /v1/generate (JSON)', () => {
       stop: '\n',
       seed: 42,
       mode: 'vanilla',
+      logprobs: true,
+      topLogprobs: 5,
     };
     const body = await json(await h.req('POST', '/v1/generate', req));
     expect(body).toMatchObject({ text: 'echo a b', finishReason: 'length', personalization: { mode: 'vanilla', adapterVersion: null } });
@@ -92,6 +95,10 @@ describe('POST /v1/generate (JSON)', () => {
       [{ ...base, seed: 1e300 }, 'seed'],
       [{ ...base, stream: 'yes' }, 'stream'],
       [{ ...base, mode: 'magic' }, 'mode'],
+      [{ ...base, logprobs: 'yes' }, 'logprobs'],
+      [{ ...base, logprobs: true, topLogprobs: 21 }, 'topLogprobs'],
+      [{ ...base, logprobs: true, topLogprobs: 1.5 }, 'topLogprobs'],
+      [{ ...base, topLogprobs: 2 }, 'topLogprobs'],
       [{ ...base, prompt: '' }, 'prompt'],
       [{ ...base, userId: '../x' }, 'userId'],
       [{ ...base, messages: undefined, prompt: undefined, extra: 1 }, ''],
@@ -153,6 +160,20 @@ describe('POST /v1/generate (stream)', () => {
     expect(done.result.text).toBe(text);
     expect(gen.calls[0].req.stream).toBe(true);
     expect(gen.returned).toBe(1);
+  });
+
+  it('with logprobs, each token event carries its token\'s log-probabilities and the done event all of them', async () => {
+    await setup();
+    const res = await h.req('POST', '/v1/generate', { userId: 'alice', prompt: 'hello there', stream: true, logprobs: true, topLogprobs: 2 });
+    const events = parseSse(await res.text());
+    const tokens = events.filter((e) => e.event === 'token').map((e) => generateTokenEventSchema.parse(JSON.parse(e.data)));
+    expect(tokens.map((t) => t.logprobs?.map((lp) => [lp.token, lp.logprob, lp.top.length]))).toEqual([[['echo', -0.1, 2]], [[' hello', -0.2, 2]], [[' there', -0.3, 2]]]);
+    const done = generateDoneEventSchema.parse(JSON.parse(events[events.length - 1].data));
+    expect(done.result.logprobs).toEqual(tokens.flatMap((t) => t.logprobs));
+    expect(gen.calls[0].req).toMatchObject({ logprobs: true, topLogprobs: 2 });
+    // Without logprobs the events stay as they were: text only.
+    const plain = parseSse(await (await h.req('POST', '/v1/generate', { userId: 'alice', prompt: 'hello there', stream: true })).text());
+    expect(plain.filter((e) => e.event === 'token').map((e) => Object.keys(JSON.parse(e.data)))).toEqual([['text'], ['text'], ['text']]);
   });
 
   it('turns errors before the first event into HTTP errors', async () => {

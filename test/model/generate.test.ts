@@ -52,6 +52,30 @@ describe.each(families)('%s generation', (_n, cfg) => {
     expect(other[0].tokens).not.toEqual(batched[1].tokens);
   });
 
+  it('logprobs: each token\'s log-softmax under the model (before penalty and temperature), as full recomputation gives it', async () => {
+    const sampling = { temperature: 1.3, topK: 20, repetitionPenalty: 1.5 };
+    const results = await generate(model, prompts.map((prompt, i) => ({ prompt, maxTokens: 6, seed: 7 + i, sampling, logprobs: 3 })));
+    for (const [i, prompt] of prompts.entries()) {
+      const r = results[i];
+      expect(r.logprobs!.map((lp) => lp.tokenId)).toEqual(r.tokens);
+      const all = (await model.forwardLogits([[...prompt, ...r.tokens]]))[0];
+      r.tokens.forEach((token, s) => {
+        const row = Array.from(all.subarray((prompt.length - 1 + s) * cfg.vocabSize, (prompt.length + s) * cfg.vocabSize));
+        const m = Math.max(...row);
+        const lse = m + Math.log(row.reduce((a, x) => a + Math.exp(x - m), 0));
+        const lp = r.logprobs![s];
+        expect(lp.logprob).toBeCloseTo(row[token] - lse, 4);
+        const best = row.map((x, id) => [x, id]).sort((p, q) => q[0] - p[0] || p[1] - q[1]).slice(0, 3);
+        expect(lp.top.map((t) => t.tokenId)).toEqual(best.map(([, id]) => id));
+        lp.top.forEach((t, k) => expect(t.logprob).toBeCloseTo(best[k][0] - lse, 4));
+      });
+    }
+    // Without the option nothing is recorded; a bad count is refused.
+    const [plain] = await generate(model, [{ prompt: prompts[0], maxTokens: 2 }]);
+    expect(plain.logprobs).toBeUndefined();
+    await expect(generate(model, [{ prompt: prompts[0], maxTokens: 2, logprobs: -1 }])).rejects.toMatchObject({ code: 'bad_logprobs' });
+  });
+
   it('mixed adapters in one batch give each row what it gets alone with its adapter', async () => {
     const a = randomAdapter(cfg, [0, 1], 2, 43, 2);
     const b = randomAdapter(cfg, [1], 3, 44, 2);

@@ -67,6 +67,17 @@ describe('Llama2cTokenizer', () => {
     expect(ids.length).toBeLessThan(Buffer.byteLength(text));
   });
 
+  it("gives each token its own bytes (byte tokens one byte, BOS's space strip left to decode)", () => {
+    const t = loadLlama2cTokenizer(join(sharedDir(), 'models', 'stories260K', 'tok512.bin'), 512);
+    const text = 'Tom saw a naïve 🦄.';
+    const ids = t.encode(text);
+    const joined = Buffer.concat(ids.map((id) => t.tokenBytes(id)!));
+    expect(joined.toString('utf8')).toBe(t.decode(ids));
+    expect(joined.toString('utf8')).toBe(` ${text}`);
+    expect(Array.from(t.tokenBytes(3 + 0xf0)!)).toEqual([0xf0]);
+    expect(t.tokenBytes(512)).toBeNull();
+  });
+
   it('names a truncated file', () => {
     const p = join(tempDir('tok'), 'tok.bin');
     writeFileSync(p, Buffer.alloc(20));

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { SamplingError, applyRepetitionPenalty, argmax, candidateDistribution, checkSampling, sampleToken } from '../../src/model/sampling.js';
+import { MIN_LOGPROB, SamplingError, applyRepetitionPenalty, argmax, candidateDistribution, checkSampling, sampleToken, tokenLogprobs } from '../../src/model/sampling.js';
 import { Rng } from '../../src/util/rng.js';
 
 const logits = Float32Array.from([1, 3, 2, -1, 3, 0.5]);
@@ -95,5 +95,26 @@ describe('sampling', () => {
     expect(() => checkSampling({ topP: 0 })).toThrow(/topP/);
     expect(() => checkSampling({ topK: 1.5 })).toThrow(/topK/);
     expect(() => checkSampling({ repetitionPenalty: 0 })).toThrow(/repetitionPenalty/);
+  });
+});
+
+describe('tokenLogprobs', () => {
+  it('is the log of the softmax of the logits, with the most likely tokens first (lower id first on ties)', () => {
+    const p = softmax(Array.from(logits));
+    const r = tokenLogprobs(logits, 3, 3);
+    expect(r.tokenId).toBe(3);
+    expect(r.logprob).toBeCloseTo(Math.log(p[3]), 12);
+    expect(r.top.map((t) => t.tokenId)).toEqual([1, 4, 2]);
+    r.top.forEach((t) => expect(t.logprob).toBeCloseTo(Math.log(p[t.tokenId]), 12));
+    expect(tokenLogprobs(logits, 0, 0).top).toEqual([]);
+    expect(tokenLogprobs(logits, 0, 50).top.map((t) => t.tokenId)).toEqual([1, 4, 2, 0, 5, 3]);
+  });
+
+  it('stays finite for large logits and floors vanishing probabilities at MIN_LOGPROB', () => {
+    const big = Float32Array.from([1e4, 1e4, -1e5]);
+    const r = tokenLogprobs(big, 0, 3);
+    expect(r.logprob).toBeCloseTo(-Math.LN2, 12);
+    expect(r.top[2]).toEqual({ tokenId: 2, logprob: MIN_LOGPROB });
+    expect(r.top.every((t) => Number.isFinite(t.logprob) && t.logprob <= 0)).toBe(true);
   });
 });

@@ -108,6 +108,40 @@ describe('loadTokenizer (our trained tokenizer.json through @huggingface/tokeniz
   });
 });
 
+/** The tokens' bytes joined, as a client joins the `bytes` of reported log-probabilities. */
+const joinedBytes = (t: Tokenizer, ids: number[]): Buffer => Buffer.concat(ids.map((id) => t.tokenBytes(id)!));
+
+describe('tokenBytes (a token\'s own bytes, for log-probabilities)', () => {
+  it('byte-level: every token has bytes, and the bytes of a text\'s tokens are its UTF-8, characters split between tokens included', () => {
+    for (const text of TRICKY) {
+      const ids = tok.encode(text);
+      expect(joinedBytes(tok, ids).equals(Buffer.from(tok.decode(ids), 'utf8')), JSON.stringify(text)).toBe(true);
+    }
+    let partial = 0;
+    for (let id = 0; id < tok.vocabSize; id++) {
+      const bytes = tok.tokenBytes(id);
+      expect(bytes, `token ${id}`).not.toBeNull();
+      const alone = tok.decode([id]);
+      if (alone.includes('\uFFFD')) partial++;
+      else expect(Buffer.from(bytes!).toString('utf8')).toBe(alone);
+    }
+    // The fixture's vocabulary holds single bytes of multi-byte characters: the case bytes exist for.
+    expect(partial).toBeGreaterThan(0);
+    expect(tok.tokenBytes(-1)).toBeNull();
+    expect(tok.tokenBytes(tok.vocabSize)).toBeNull();
+  });
+
+  it('holds for any text (property)', () => {
+    fc.assert(
+      fc.property(wellFormed, (text) => {
+        const ids = tok.encode(text, { parseSpecial: false });
+        return joinedBytes(tok, ids).equals(Buffer.from(text, 'utf8'));
+      }),
+      { numRuns: 200 },
+    );
+  });
+});
+
 describe('createStreamDecoder', () => {
   it('emits whole characters only, and the pieces add up to the full decode', () => {
     const text = 'Hi 😀 café 日本 👨‍👩‍👧!';
@@ -209,6 +243,15 @@ describe('an imported Llama-style tokenizer', () => {
     expect(literal[0]).toBe(1);
     expect(literal).not.toContain(2);
     expect(llama.decode(literal, { skipSpecial: true })).toBe('hello </s>');
+  });
+
+  it('gives each token its bytes: ▁ as a space, <0xNN> as that byte (a character split over two tokens)', () => {
+    const ids = llama.encode('hello world é world');
+    // The decoder strips the leading space of the prepended ▁; the bytes keep it.
+    expect(joinedBytes(llama, ids).toString('utf8')).toBe(' hello world é world');
+    expect(Array.from(llama.tokenBytes(3 + 0xc3)!)).toEqual([0xc3]);
+    expect(Buffer.from(llama.tokenBytes(llama.tokenToId('▁world')!)!).toString()).toBe(' world');
+    expect(Buffer.from(llama.tokenBytes(2)!).toString()).toBe('</s>');
   });
 
   it('streams with the right spacing and whole characters', () => {

@@ -8,14 +8,14 @@ import { readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { getAdapterVersion } from '../../src/db/queries/adapters.js';
-import { adapterBytes } from '../../src/lora/adapter.js';
+import { type Adapter, adapterBytes } from '../../src/lora/adapter.js';
 import { AdapterCache, adapterKey } from '../../src/lora/cache.js';
 import { type Counter, type Histogram, Registry } from '../../src/metrics.js';
 import type { Engine } from '../../src/serve/engine.js';
 import { ServeError } from '../../src/serve/errors.js';
 import type { AdapterReader } from '../../src/serve/loader.js';
 import { encodeRequest } from '../../src/serve/prompt.js';
-import type { ServeEvent, ServeResult } from '../../src/serve/types.js';
+import type { ServeEvent, ServeRequest, ServeResult, TokenLogprob } from '../../src/serve/types.js';
 import { forcingAdapter, makeServeFixture, never, randomStoredAdapter, req, tokenOf, type ServeFixture } from './fixtures.js';
 
 let f: ServeFixture;
@@ -490,5 +490,88 @@ describe('personalisation modes', () => {
     expect(await queuedError).toMatchObject({ code: 'shutting_down' });
     expect((await running).finishReason).toBe('cancelled');
     await expect(e.generate(req('closer'), never())).rejects.toMatchObject({ code: 'shutting_down' });
+  });
+});
+
+describe('log-probabilities', () => {
+  const ctx = () => ({ tokenizer: f.tokenizer, template: 'memlora' as const, contextTokens: f.cfg.maxPositions });
+
+  /** log-softmax of the full forward pass over the prompt and the reply, through the user's adapter (an independent computation: no KV cache, no row pool). */
+  async function reference(r: ServeRequest, ids: number[], adapter?: Adapter): Promise<number[][]> {
+    const prompt = encodeRequest(ctx(), r);
+    const all = (await f.model.forwardLogits([[...prompt, ...ids]], adapter && { adapter }))[0];
+    const v = f.cfg.vocabSize;
+    return ids.map((_, s) => {
+      const row = Array.from(all.subarray((prompt.length - 1 + s) * v, (prompt.length + s) * v));
+      const m = Math.max(...row);
+      const lse = m + Math.log(row.reduce((a, x) => a + Math.exp(x - m), 0));
+      return row.map((x) => x - lse);
+    });
+  }
+
+  function expectMatches(lps: TokenLogprob[], ref: number[][], top: number): void {
+    lps.forEach((lp, s) => {
+      expect(lp.logprob).toBeCloseTo(ref[s][lp.tokenId], 3);
+      expect(lp.top).toHaveLength(top);
+      lp.top.forEach((a, k) => {
+        expect(a.logprob).toBeCloseTo(ref[s][a.tokenId], 3);
+        if (k > 0) expect(a.logprob).toBeLessThanOrEqual(lp.top[k - 1].logprob);
+      });
+      // Nothing outside the list is more likely than its last entry.
+      if (top > 0) expect(Math.max(...ref[s].filter((_, id) => !lp.top.some((a) => a.tokenId === id)))).toBeLessThanOrEqual(lp.top[top - 1].logprob + 1e-3);
+    });
+  }
+
+  it('are each user\'s own model\'s (adapter included), one per completion token, the same alone and in a mixed batch', async () => {
+    const e = f.engine();
+    const a = randomStoredAdapter(f.cfg, [0, 1], 1, 31);
+    const b = randomStoredAdapter(f.cfg, [1], 2, 32);
+    await f.giveAdapter('lp-a', a);
+    await f.giveAdapter('lp-b', b);
+    const reqs = [
+      req('lp-a', { maxTokens: 9, logprobs: true, topLogprobs: 4 }),
+      req('lp-b', { maxTokens: 9, logprobs: true, topLogprobs: 4, temperature: 0.8, seed: 3 }),
+      req('lp-b', { maxTokens: 9, logprobs: true, mode: 'vanilla' }),
+    ];
+    const alone: ServeResult[] = [];
+    for (const r of reqs) alone.push(await e.generate(r, never()));
+    const together = await Promise.all(reqs.map((r) => e.generate(r, never())));
+    const adapters = [a, b, undefined];
+    for (const [i, r] of alone.entries()) {
+      const lps = r.logprobs!;
+      expect(lps).toHaveLength(r.usage.completionTokens);
+      expectMatches(lps, await reference(reqs[i], lps.map((lp) => lp.tokenId), adapters[i]), reqs[i].topLogprobs ?? 0);
+      // Each token's text is its bytes; joined they make the reply (the end token, if any, is not in it).
+      const joined = Buffer.concat(lps.map((lp) => Buffer.from(lp.bytes!))).toString('utf8');
+      expect(joined.startsWith(r.text)).toBe(true);
+      expect(together[i].logprobs!.map((lp) => lp.tokenId)).toEqual(lps.map((lp) => lp.tokenId));
+      together[i].logprobs!.forEach((lp, s) => expect(lp.logprob).toBeCloseTo(lps[s].logprob, 4));
+    }
+    // The adapter changes the distribution: not the vanilla model's figures.
+    const vanilla = await reference(reqs[0], alone[0].logprobs!.map((lp) => lp.tokenId));
+    expect(Math.abs(vanilla[0][alone[0].logprobs![0].tokenId] - alone[0].logprobs![0].logprob)).toBeGreaterThan(1e-2);
+    // Greedy: the chosen token is the most likely one.
+    for (const lp of alone[0].logprobs!) expect(lp.tokenId).toBe(lp.top[0].tokenId);
+    expect((await e.generate(req('lp-a', { maxTokens: 3 }), never())).logprobs).toBeUndefined();
+  });
+
+  it('stream with every token, also while its text is held back by a stop string', async () => {
+    const e = f.engine();
+    const free = await e.generate(req('lp-stream', { maxTokens: 12, mode: 'vanilla' }), never());
+    // A stop string made of the reply's middle: tokens before it are held back while it may be starting.
+    const stop = free.text.slice(3, 7);
+    const events: ServeEvent[] = [];
+    for await (const ev of e.stream(req('lp-stream', { maxTokens: 12, mode: 'vanilla', stop: [stop], logprobs: true, stream: true }), never())) events.push(ev);
+    const tokenEvents = events.filter((ev): ev is Extract<ServeEvent, { type: 'token' }> => ev.type === 'token');
+    const done = events[events.length - 1];
+    if (done.type !== 'done') throw new Error('no done event');
+    const result = done.result;
+    expect(tokenEvents.map((ev) => ev.text).join('')).toBe(result.text);
+    expect(result.text).toBe(free.text.slice(0, 3));
+    expect(result.finishReason).toBe('stop');
+    expect(tokenEvents.every((ev) => ev.logprobs?.length === 1)).toBe(true);
+    expect(tokenEvents.some((ev) => ev.text === '')).toBe(true);
+    expect(tokenEvents.flatMap((ev) => ev.logprobs!)).toEqual(result.logprobs);
+    expect(result.logprobs).toHaveLength(result.usage.completionTokens);
   });
 });

@@ -368,6 +368,29 @@ describe('the official OpenAI client, unmodified, against the real server', () =
     expect(usage).toMatchObject({ completion_tokens: 4 });
   });
 
+  it('logprobs and top_logprobs: each token of the reply with its log-probability under the user\'s model, plain and streamed', async () => {
+    const r = await openai.chat.completions.create({ model: 'memlora', user: 'alice', messages: hello, max_tokens: 4, logprobs: true, top_logprobs: 2 });
+    const content = r.choices[0].logprobs?.content ?? [];
+    expect(content.map((t) => t.token).join('')).toBe('qqqq');
+    expect(content).toHaveLength(r.usage!.completion_tokens);
+    for (const t of content) {
+      // alice's adapter forces 'q': more likely than all other tokens together, and the most likely one.
+      expect(t.logprob).toBeGreaterThan(Math.log(0.5));
+      expect(t.bytes).toEqual([0x71]);
+      expect(t.top_logprobs.map((a) => a.token)[0]).toBe('q');
+      expect(t.top_logprobs).toHaveLength(2);
+      expect(t.top_logprobs[1].logprob).toBeLessThan(t.top_logprobs[0].logprob);
+    }
+    const stream = await openai.chat.completions.create({ model: 'memlora', user: 'bob', messages: hello, max_tokens: 3, stream: true, logprobs: true });
+    const streamed: string[] = [];
+    for await (const chunk of stream) for (const c of chunk.choices) for (const t of c.logprobs?.content ?? []) streamed.push(t.token);
+    expect(streamed).toEqual(['z', 'z', 'z']);
+    const plain = await openai.chat.completions.create({ model: 'memlora', user: 'alice', messages: hello, max_tokens: 2 });
+    expect(plain.choices[0].logprobs).toBeNull();
+    const json = generateResultSchema.parse(await (await post('/v1/generate', { userId: 'bob', prompt: 'Hello', maxTokens: 2, logprobs: true })).json());
+    expect(json.logprobs?.map((lp) => [lp.token, lp.tokenId, lp.top])).toEqual([['z', tokenOf(md.tokenizer, 'z'), []], ['z', tokenOf(md.tokenizer, 'z'), []]]);
+  });
+
   it('a chat\'s next turn reads the conversation so far from the prefix cache (usage.prompt_tokens_details.cached_tokens); deleting the user forgets it', async () => {
     await fetch(`${server.url}/v1/users/erin`, { method: 'PUT' });
     const first = [{ role: 'user' as const, content: 'I walk my dog every morning before work, and I like hiking on weekends.' }];

@@ -9,7 +9,7 @@ import type { z } from 'zod';
 import { userExists } from '../../db/queries/users.js';
 import type { AppEnv, RouteDeps } from '../context.js';
 import { chatCompletionRequestSchema, generateRequestSchema } from '../schemas.js';
-import type { GenerateRequest, GenerateResult } from '../services.js';
+import type { GenerateRequest, GenerateResult, TokenLogprob } from '../services.js';
 import { readJson, validationFailed } from '../validate.js';
 import { clientSignal, firstEvent, logStreamError, requireGenerate } from './generate.js';
 import { SERVED_MODEL_ID } from './models.js';
@@ -32,6 +32,8 @@ export function toGenerateRequest(body: ChatRequest): GenerateRequest {
     seed: body.seed ?? undefined,
     stream: body.stream ?? false,
     mode: body.mode,
+    logprobs: body.logprobs ?? undefined,
+    topLogprobs: body.top_logprobs ?? undefined,
   };
   const parsed = generateRequestSchema.safeParse(candidate);
   if (!parsed.success) throw validationFailed(parsed.error, 'body');
@@ -46,6 +48,19 @@ const usageOf = (r: GenerateResult) => ({
   total_tokens: r.usage.promptTokens + r.usage.completionTokens,
   prompt_tokens_details: { cached_tokens: r.usage.cachedTokens },
 });
+
+/** OpenAI's `logprobs` of a choice from memlora's (token ids and the memlora-only field names left out). */
+const logprobsOf = (lps: readonly TokenLogprob[] | undefined) =>
+  lps === undefined
+    ? null
+    : {
+        content: lps.map((lp) => ({
+          token: lp.token,
+          logprob: lp.logprob,
+          bytes: lp.bytes,
+          top_logprobs: lp.top.map((a) => ({ token: a.token, logprob: a.logprob, bytes: a.bytes })),
+        })),
+      };
 
 const memloraOf = (r: GenerateResult) => ({ personalization: r.personalization, timings: r.timings });
 
@@ -68,7 +83,7 @@ export function registerChatRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
         object: 'chat.completion',
         created,
         model,
-        choices: [{ index: 0, message: { role: 'assistant', content: r.text }, finish_reason: finishReason(r.finishReason) }],
+        choices: [{ index: 0, message: { role: 'assistant', content: r.text }, logprobs: logprobsOf(r.logprobs), finish_reason: finishReason(r.finishReason) }],
         usage: usageOf(r),
         memlora: memloraOf(r),
       });
@@ -88,7 +103,7 @@ export function registerChatRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
         while (!next.done && !ac.signal.aborted) {
           const ev = next.value;
           if (ev.type === 'token') {
-            await chunk([{ index: 0, delta: { content: ev.text }, finish_reason: null }]);
+            await chunk([{ index: 0, delta: { content: ev.text }, ...(ev.logprobs ? { logprobs: logprobsOf(ev.logprobs) } : {}), finish_reason: null }]);
           } else {
             const r = ev.result;
             await chunk([{ index: 0, delta: {}, finish_reason: finishReason(r.finishReason) }], { memlora: memloraOf(r) });

@@ -69,7 +69,7 @@ export function registerGenerateRoutes(app: Hono<AppEnv>, deps: RouteDeps): void
         while (!next.done && !ac.signal.aborted) {
           const ev = next.value;
           if (ev.type === 'token') {
-            await sse.writeSSE({ event: 'token', data: JSON.stringify({ text: ev.text }) });
+            await sse.writeSSE({ event: 'token', data: JSON.stringify(ev.logprobs ? { text: ev.text, logprobs: ev.logprobs } : { text: ev.text }) });
           } else {
             await sse.writeSSE({ event: 'done', data: JSON.stringify({ result: ev.result }) });
             return;
