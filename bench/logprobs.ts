@@ -14,7 +14,6 @@
  *
  * Writes bench/results/logprobs.json.
  */
-import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -24,15 +23,14 @@ import { openDb } from '../src/db/client.js';
 import { Registry } from '../src/metrics.js';
 import { Sequence } from '../src/model/sequence.js';
 import { TokenTexts } from '../src/serve/logprobs.js';
-import { missingServeNodeFlags } from '../src/serve/node-flags.js';
 import { createServeServices } from '../src/serve/services.js';
 import type { ServeRequest } from '../src/serve/types.js';
 import { Rng } from '../src/util/rng.js';
 import { numberArg } from './args.js';
+import { runUnderServeFlags, timeCalls } from './in-process.js';
 import { prompts } from './swap-workspace.js';
 
-const missingFlags = missingServeNodeFlags();
-if (missingFlags.length > 0) process.exit(spawnSync(process.execPath, [...missingFlags, ...process.execArgv, ...process.argv.slice(1)], { stdio: 'inherit' }).status ?? 1);
+runUnderServeFlags();
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const ROUNDS = numberArg('rounds', 6);
@@ -61,17 +59,11 @@ const engine = services.generate;
 // Time inside the calls that logprobs make heavier, by the setting being measured.
 let measuring: string | null = null;
 const inside = new Map<string, number>();
-function timed<T extends object>(proto: T, method: keyof T & string): void {
-  const original = proto[method] as unknown as (...args: unknown[]) => unknown;
-  (proto as Record<string, unknown>)[method] = function (this: unknown, ...args: unknown[]): unknown {
-    const t0 = performance.now();
-    const out = original.apply(this, args);
-    if (measuring) inside.set(measuring, (inside.get(measuring) ?? 0) + performance.now() - t0);
-    return out;
-  };
-}
-timed(Sequence.prototype, 'next');
-timed(TokenTexts.prototype, 'describe');
+const addInside = (_args: unknown[], ms: number): void => {
+  if (measuring) inside.set(measuring, (inside.get(measuring) ?? 0) + ms);
+};
+timeCalls(Sequence.prototype, 'next', addInside);
+timeCalls(TokenTexts.prototype, 'describe', addInside);
 
 const SETTINGS = [
   { name: 'off', logprobs: false },

@@ -20,7 +20,6 @@
  * Uses (and builds when missing) bench/swap.ts's workspace. Writes bench/results/serve-breakdown.json
  * and serve-breakdown.svg.
  */
-import { spawnSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -30,16 +29,15 @@ import { Registry } from '../src/metrics.js';
 import { Model } from '../src/model/model.js';
 import { RowPool } from '../src/model/row-pool.js';
 import { PALETTE, barChart } from '../src/plot/svg.js';
-import { missingServeNodeFlags } from '../src/serve/node-flags.js';
 import { type GenerationService, createServeServices } from '../src/serve/services.js';
 import type { ServeRequest } from '../src/serve/types.js';
 import { Rng } from '../src/util/rng.js';
 import { constWeightsOf, preloadCache, prepareWorkspace, prompts, zipfSampler } from './swap-workspace.js';
 import { numberArg } from './args.js';
+import { runUnderServeFlags, timeCalls } from './in-process.js';
 
 // Engines run under the serving node flags, as `npm start` runs the server: re-run this script under them.
-const missingFlags = missingServeNodeFlags();
-if (missingFlags.length > 0) process.exit(spawnSync(process.execPath, [...missingFlags, ...process.execArgv, ...process.argv.slice(1)], { stdio: 'inherit' }).status ?? 1);
+runUnderServeFlags();
 
 const resultsDir = join(dirname(fileURLToPath(import.meta.url)), 'results');
 const ROUNDS = numberArg('rounds', 6);
@@ -73,22 +71,14 @@ let measuring: Phase | null = null;
 const spent = new Map<string, { calls: number; ms: number }>();
 
 function timed<T extends object>(proto: T, method: keyof T & string, component: (args: unknown[]) => string): void {
-  const original = proto[method] as unknown as (...args: unknown[]) => unknown;
-  const record = (args: unknown[], t0: number): void => {
+  timeCalls(proto, method, (args, ms) => {
     if (!measuring) return;
     const key = `${measuring}:${component(args)}`;
     const s = spent.get(key) ?? { calls: 0, ms: 0 };
     s.calls += 1;
-    s.ms += performance.now() - t0;
+    s.ms += ms;
     spent.set(key, s);
-  };
-  (proto as Record<string, unknown>)[method] = function (this: unknown, ...args: unknown[]): unknown {
-    const t0 = performance.now();
-    const out = original.apply(this, args);
-    if (out instanceof Promise) return out.then((v) => (record(args, t0), v));
-    record(args, t0);
-    return out;
-  };
+  });
 }
 // The engine evaluates pool.input() before it calls prefill/decodeStep: no time is counted twice.
 timed(Model.prototype, 'prefill', (a) => {
