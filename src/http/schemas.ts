@@ -379,6 +379,7 @@ const stopSchema = z
   .transform((s): string[] => (s === undefined ? [] : typeof s === 'string' ? [s] : s));
 
 export const GENERATE_MODES = ['auto', 'injected', 'memory', 'vanilla'] as const;
+export const SERVED_MODES = ['injected', 'memory', 'vanilla'] as const;
 
 /** Most alternatives per token a request may ask log-probabilities of (OpenAI's bound). */
 export const MAX_TOP_LOGPROBS = 20;
@@ -392,7 +393,6 @@ export const tokenAlternativeSchema = z.object({
 });
 
 export const tokenLogprobSchema = tokenAlternativeSchema.extend({ top: z.array(tokenAlternativeSchema).max(MAX_TOP_LOGPROBS) });
-export const SERVED_MODES = ['injected', 'memory', 'vanilla'] as const;
 
 export const generateRequestSchema = z
   .strictObject({

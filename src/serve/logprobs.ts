@@ -2,7 +2,8 @@
  * Log-probabilities as the API reports them. Each token is described by its bytes (the tokenizer's
  * own: a token may be part of a UTF-8 character, and a client joins the bytes of several tokens to
  * get the character) and its text (those bytes read as UTF-8, U+FFFD for a partial character; the
- * token decoded alone where the tokenizer cannot give bytes). Texts and bytes are memoised per token
+ * token decoded alone where the tokenizer cannot give bytes; '' for an id past the tokenizer's
+ * vocabulary, in a model whose embedding table is padded). Texts and bytes are memoised per token
  * id; a description shares its token's bytes array with every other description of that token.
  */
 import type { TokenLogprobs } from '../model/sampling.js';
@@ -22,8 +23,9 @@ export class TokenTexts {
   of(id: number): TokenText {
     let t = this.memo.get(id);
     if (!t) {
-      const bytes = this.tokenizer.tokenBytes(id);
-      t = bytes ? { token: Buffer.from(bytes).toString('utf8'), bytes: Array.from(bytes) } : { token: this.tokenizer.decode([id]), bytes: null };
+      // A model's vocabulary may be padded past its tokenizer's: such an id has no text.
+      const bytes = id < this.tokenizer.vocabSize ? this.tokenizer.tokenBytes(id) : null;
+      t = bytes ? { token: Buffer.from(bytes).toString('utf8'), bytes: Array.from(bytes) } : { token: id < this.tokenizer.vocabSize ? this.tokenizer.decode([id]) : '', bytes: null };
       this.memo.set(id, t);
     }
     return t;
