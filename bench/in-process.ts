@@ -1,7 +1,7 @@
 /**
  * For the benches that run the serving engine inside their own process (serve-breakdown.ts,
- * logprobs.ts): run under the serving node flags, as `npm start` runs the server, and time the calls
- * of chosen methods while the engine runs.
+ * logprobs.ts): run under the serving node flags, as `npm start` runs the server, drive the engine
+ * with closed-loop clients, and time the calls of chosen methods while it runs.
  */
 import { spawnSync } from 'node:child_process';
 import { missingServeNodeFlags } from '../src/serve/node-flags.js';
@@ -22,4 +22,34 @@ export function timeCalls<T extends object>(proto: T, method: keyof T & string, 
     record(args, performance.now() - t0);
     return out;
   };
+}
+
+/**
+ * `connections` closed-loop clients, each calling `request` again as soon as its last call resolves;
+ * after `warmupS` seconds a window of `seconds` is measured. Returns the sum of what `request`
+ * returned for calls answered inside the window (requests, tokens) and the window's length.
+ * `onWindow(true)` / `onWindow(false)` mark the window's start and end (to attribute timed calls).
+ */
+export async function closedLoop(opts: { connections: number; warmupS: number; seconds: number; request: () => Promise<number>; onWindow?: (open: boolean) => void }): Promise<{ count: number; seconds: number }> {
+  let stop = false;
+  let counting = false;
+  let count = 0;
+  const client = async (): Promise<void> => {
+    while (!stop) {
+      const n = await opts.request();
+      if (counting) count += n;
+    }
+  };
+  const clients = Array.from({ length: opts.connections }, client);
+  await new Promise((r) => setTimeout(r, opts.warmupS * 1000));
+  opts.onWindow?.(true);
+  counting = true;
+  const start = performance.now();
+  await new Promise((r) => setTimeout(r, opts.seconds * 1000));
+  counting = false;
+  opts.onWindow?.(false);
+  const seconds = (performance.now() - start) / 1000;
+  stop = true;
+  await Promise.all(clients);
+  return { count, seconds };
 }

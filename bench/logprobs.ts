@@ -27,7 +27,7 @@ import { createServeServices } from '../src/serve/services.js';
 import type { ServeRequest } from '../src/serve/types.js';
 import { Rng } from '../src/util/rng.js';
 import { numberArg } from './args.js';
-import { runUnderServeFlags, timeCalls } from './in-process.js';
+import { closedLoop, runUnderServeFlags, timeCalls } from './in-process.js';
 import { prompts } from './swap-workspace.js';
 
 runUnderServeFlags();
@@ -77,31 +77,17 @@ type Setting = (typeof SETTINGS)[number];
 async function slice(setting: Setting, round: number): Promise<{ tokens: number; seconds: number }> {
   const rng = new Rng(1000 + round); // the same request stream for every setting in a round
   const texts = prompts(rng);
-  let stop = false;
-  let counting = false;
-  let tokens = 0;
+  const { name, ...asked } = setting;
   let n = 0;
-  const client = async (): Promise<void> => {
-    while (!stop) {
-      const i = n++;
-      const req: ServeRequest = { userId: `u${i % 64}`, prompt: texts[i % texts.length], maxTokens: MAX_TOKENS, temperature: 0.8, topP: 0.95, seed: i, stop: [], stream: false, mode: 'vanilla', ...setting };
-      const res = await engine.generate(req, new AbortController().signal);
-      if (setting.logprobs && res.logprobs?.length !== res.usage.completionTokens) throw new Error('logprobs missing');
-      if (counting) tokens += res.usage.completionTokens;
-    }
+  const request = async (): Promise<number> => {
+    const i = n++;
+    const req: ServeRequest = { userId: `u${i % 64}`, prompt: texts[i % texts.length], maxTokens: MAX_TOKENS, temperature: 0.8, topP: 0.95, seed: i, stop: [], stream: false, mode: 'vanilla', ...asked };
+    const res = await engine.generate(req, new AbortController().signal);
+    if (asked.logprobs && res.logprobs?.length !== res.usage.completionTokens) throw new Error('logprobs missing');
+    return res.usage.completionTokens;
   };
-  const clients = Array.from({ length: CONNECTIONS }, client);
-  await new Promise((r) => setTimeout(r, WARMUP * 1000));
-  counting = true;
-  measuring = setting.name;
-  const start = performance.now();
-  await new Promise((r) => setTimeout(r, SECONDS * 1000));
-  counting = false;
-  measuring = null;
-  const seconds = (performance.now() - start) / 1000;
-  stop = true;
-  await Promise.all(clients);
-  return { tokens, seconds };
+  const r = await closedLoop({ connections: CONNECTIONS, warmupS: WARMUP, seconds: SECONDS, request, onWindow: (open) => (measuring = open ? name : null) });
+  return { tokens: r.count, seconds: r.seconds };
 }
 
 const totals = new Map<string, { tokens: number; seconds: number }>(SETTINGS.map((s) => [s.name, { tokens: 0, seconds: 0 }]));

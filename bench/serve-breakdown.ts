@@ -34,7 +34,7 @@ import type { ServeRequest } from '../src/serve/types.js';
 import { Rng } from '../src/util/rng.js';
 import { constWeightsOf, preloadCache, prepareWorkspace, prompts, zipfSampler } from './swap-workspace.js';
 import { numberArg } from './args.js';
-import { runUnderServeFlags, timeCalls } from './in-process.js';
+import { closedLoop, runUnderServeFlags, timeCalls } from './in-process.js';
 
 // Engines run under the serving node flags, as `npm start` runs the server: re-run this script under them.
 runUnderServeFlags();
@@ -111,29 +111,14 @@ async function slice(phase: Phase, round: number): Promise<{ requests: number; s
   const sample = zipfSampler(ws.users, rng);
   const texts = prompts(rng);
   const g = engines[phase];
-  let stop = false;
-  let counting = false;
-  let requests = 0;
-  const client = async (): Promise<void> => {
-    while (!stop) {
-      const req: ServeRequest = { userId: sample().id, prompt: texts[rng.int(texts.length)], maxTokens: MAX_TOKENS, temperature: 0, topP: 1, stop: [], stream: false, mode: 'auto' };
-      const res = await g.generate(req, new AbortController().signal);
-      if (res.personalization.mode !== (phase === 'injected' ? 'injected' : 'vanilla')) throw new Error(`${phase} engine served ${res.personalization.mode}`);
-      if (counting) requests += 1;
-    }
+  const request = async (): Promise<number> => {
+    const req: ServeRequest = { userId: sample().id, prompt: texts[rng.int(texts.length)], maxTokens: MAX_TOKENS, temperature: 0, topP: 1, stop: [], stream: false, mode: 'auto' };
+    const res = await g.generate(req, new AbortController().signal);
+    if (res.personalization.mode !== (phase === 'injected' ? 'injected' : 'vanilla')) throw new Error(`${phase} engine served ${res.personalization.mode}`);
+    return 1;
   };
-  const clients = Array.from({ length: CONNECTIONS }, client);
-  await new Promise((r) => setTimeout(r, WARMUP * 1000));
-  measuring = phase;
-  counting = true;
-  const start = performance.now();
-  await new Promise((r) => setTimeout(r, SECONDS * 1000));
-  counting = false;
-  measuring = null;
-  const seconds = (performance.now() - start) / 1000;
-  stop = true;
-  await Promise.all(clients);
-  return { requests, seconds };
+  const r = await closedLoop({ connections: CONNECTIONS, warmupS: WARMUP, seconds: SECONDS, request, onWindow: (open) => (measuring = open ? phase : null) });
+  return { requests: r.count, seconds: r.seconds };
 }
 
 const totals: Record<Phase, { requests: number; seconds: number }> = { vanilla: { requests: 0, seconds: 0 }, injected: { requests: 0, seconds: 0 } };
