@@ -1,6 +1,6 @@
 /**
  * For the benches that run the serving engine inside their own process (serve-breakdown.ts,
- * logprobs.ts): run under the serving node flags, as `npm start` runs the server, drive the engine
+ * sampling-options.ts): run under the serving node flags, as `npm start` runs the server, drive the engine
  * with closed-loop clients, and time the calls of chosen methods while it runs.
  */
 import { spawnSync } from 'node:child_process';

@@ -47,6 +47,7 @@ export const SERVICE_ERROR_STATUS: Readonly<Record<string, number>> = {
   invalid_cursor: 422,
   invalid_request: 422,
   prompt_too_long: 422,
+  token_out_of_range: 422,
   queue_full: 429,
   user_queue_full: 429,
   // The client went away; nobody reads this, but logs and metrics should not count it as a 5xx.

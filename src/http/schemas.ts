@@ -381,6 +381,14 @@ const stopSchema = z
 export const GENERATE_MODES = ['auto', 'injected', 'memory', 'vanilla'] as const;
 export const SERVED_MODES = ['injected', 'memory', 'vanilla'] as const;
 
+/** OpenAI's bounds of the frequency and presence penalties and of a logit bias. */
+const penaltySchema = z.number().min(-2).max(2);
+/** Most token ids one request may bias. */
+export const MAX_LOGIT_BIAS = 1024;
+const logitBiasSchema = z
+  .record(z.string().regex(/^(0|[1-9][0-9]{0,8})$/, 'a token id: a whole number written in decimal'), z.number().min(-100).max(100))
+  .refine((r) => Object.keys(r).length <= MAX_LOGIT_BIAS, { message: `at most ${MAX_LOGIT_BIAS} token ids` });
+
 /** Most alternatives per token a request may ask log-probabilities of (OpenAI's bound). */
 export const MAX_TOP_LOGPROBS = 20;
 
@@ -404,6 +412,9 @@ export const generateRequestSchema = z
     topP: z.number().gt(0).max(1).default(1),
     topK: z.int().min(0).optional(),
     repetitionPenalty: z.number().gt(0).max(10).optional(),
+    frequencyPenalty: penaltySchema.optional(),
+    presencePenalty: penaltySchema.optional(),
+    logitBias: logitBiasSchema.optional(),
     stop: stopSchema,
     seed: z.int().optional(),
     stream: z.boolean().default(false),
@@ -507,6 +518,12 @@ export const chatCompletionRequestSchema = z.looseObject({
   stream: z.boolean().nullable().optional(),
   stream_options: z.looseObject({ include_usage: z.boolean().optional() }).nullable().optional(),
   n: z.literal(1).nullable().optional(),
+  frequency_penalty: penaltySchema.nullable().optional(),
+  presence_penalty: penaltySchema.nullable().optional(),
+  logit_bias: logitBiasSchema.nullable().optional(),
+  /** vLLM's extensions of the OpenAI body, as /v1/generate's topK and repetitionPenalty. */
+  top_k: z.int().min(-1).nullable().optional(),
+  repetition_penalty: z.number().gt(0).max(10).nullable().optional(),
   logprobs: z.boolean().nullable().optional(),
   top_logprobs: z.int().min(0).max(MAX_TOP_LOGPROBS).nullable().optional(),
   /** memlora extension: the personalisation mode, as in /v1/generate. */

@@ -109,6 +109,7 @@ export type ServiceErrorCode =
   | 'model_unavailable'
   | 'adapter_unavailable'
   | 'prompt_too_long'
+  | 'token_out_of_range'
   | 'invalid_request'
   | 'cancelled'
   | 'shutting_down'

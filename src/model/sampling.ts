@@ -1,9 +1,12 @@
 /**
- * Choosing the next token from a row of logits, in TypeScript on Float32Array: repetition penalty
- * (CTRL / Hugging Face: positive logits divided by it, negative ones multiplied), temperature (0 means
- * greedy), top-k, then top-p (the smallest set of most likely tokens whose probability reaches p),
- * then a draw from the seeded generator. The same logits, options and generator state always give
- * the same token.
+ * Choosing the next token from a row of logits, in TypeScript on Float32Array. The logits are shaped
+ * first (`shapeLogits`, in vLLM's order): the logit bias added, the repetition penalty (CTRL / Hugging
+ * Face: positive logits divided by it, negative ones multiplied, on every token of the prompt and the
+ * reply), then the frequency and presence penalties (OpenAI: minus count × frequency and, once a token
+ * has appeared, minus presence, counting the reply's tokens only). Then temperature (0 means greedy),
+ * top-k, top-p (the smallest set of most likely tokens whose probability reaches p), and a draw from
+ * the seeded generator. The same logits, options, history and generator state always give the same
+ * token.
  */
 import type { Rng } from '../util/rng.js';
 
@@ -16,6 +19,25 @@ export interface SamplingOptions {
   topP?: number;
   /** > 1 discourages tokens already in the context; 1 or absent = off. */
   repetitionPenalty?: number;
+  /** Subtracted from a token's logit once per time it was generated (OpenAI's frequency_penalty); 0 or absent = off. */
+  frequencyPenalty?: number;
+  /** Subtracted from a token's logit once it has been generated at all (OpenAI's presence_penalty); 0 or absent = off. */
+  presencePenalty?: number;
+  /** Added to the logits of these token ids before anything else (OpenAI's logit_bias). */
+  logitBias?: ReadonlyMap<number, number>;
+}
+
+/** What a sequence has seen so far, for the penalties. */
+export interface SamplingHistory {
+  /** The distinct tokens of the prompt and the reply so far (repetition penalty). */
+  seen?: ReadonlySet<number>;
+  /** How often each token was generated so far, the prompt not counted (frequency and presence penalties). */
+  counts?: ReadonlyMap<number, number>;
+}
+
+/** Whether the options' frequency or presence penalty needs the reply's token counts. */
+export function countsTokens(o: SamplingOptions): boolean {
+  return (o.frequencyPenalty ?? 0) !== 0 || (o.presencePenalty ?? 0) !== 0;
 }
 
 export class SamplingError extends Error {
@@ -37,16 +59,35 @@ export function checkSampling(o: SamplingOptions): void {
   if (o.topK !== undefined && !(Number.isInteger(o.topK) && o.topK >= 0)) bad('topK', o.topK);
   if (o.topP !== undefined && !(o.topP > 0 && o.topP <= 1)) bad('topP', o.topP);
   if (o.repetitionPenalty !== undefined && !(o.repetitionPenalty > 0 && Number.isFinite(o.repetitionPenalty))) bad('repetitionPenalty', o.repetitionPenalty);
+  if (o.frequencyPenalty !== undefined && !Number.isFinite(o.frequencyPenalty)) bad('frequencyPenalty', o.frequencyPenalty);
+  if (o.presencePenalty !== undefined && !Number.isFinite(o.presencePenalty)) bad('presencePenalty', o.presencePenalty);
+  for (const [id, bias] of o.logitBias ?? []) {
+    if (!(Number.isInteger(id) && id >= 0)) bad('logitBias', id);
+    if (!Number.isFinite(bias)) bad(`logitBias[${id}]`, bias);
+  }
 }
 
-/** Logits after the repetition penalty on every token in `seen` (a copy; the input is not touched). */
-export function applyRepetitionPenalty(logits: Float32Array, seen: Iterable<number>, penalty: number): Float32Array {
+/**
+ * The logits after the logit bias, the repetition penalty on `history.seen` and the frequency and
+ * presence penalties on `history.counts`: the input itself when none applies, else a copy.
+ */
+export function shapeLogits(logits: Float32Array, opts: SamplingOptions, history: SamplingHistory = {}): Float32Array {
+  const penalty = opts.repetitionPenalty ?? 1;
+  const freq = opts.frequencyPenalty ?? 0;
+  const presence = opts.presencePenalty ?? 0;
+  const bias = opts.logitBias && opts.logitBias.size > 0 ? opts.logitBias : undefined;
+  const repeat = penalty !== 1 && history.seen !== undefined;
+  const counted = (freq !== 0 || presence !== 0) && history.counts !== undefined && history.counts.size > 0;
+  if (!bias && !repeat && !counted) return logits;
   const out = Float32Array.from(logits);
-  if (penalty === 1) return out;
-  for (const t of seen) {
-    const v = out[t];
-    out[t] = v > 0 ? v / penalty : v * penalty;
+  if (bias) for (const [id, b] of bias) if (id < out.length) out[id] += b;
+  if (repeat) {
+    for (const t of history.seen!) {
+      const v = out[t];
+      out[t] = v > 0 ? v / penalty : v * penalty;
+    }
   }
+  if (counted) for (const [t, n] of history.counts!) if (n > 0) out[t] -= n * freq + presence;
   return out;
 }
 
@@ -139,9 +180,8 @@ export function candidateDistribution(logits: Float32Array, opts: SamplingOption
 }
 
 /** Pick the next token. `rng` is only drawn from when sampling (temperature > 0). */
-export function sampleToken(logits: Float32Array, opts: SamplingOptions, rng: Rng, seen?: Iterable<number>): number {
-  const penalty = opts.repetitionPenalty ?? 1;
-  const l = penalty !== 1 && seen ? applyRepetitionPenalty(logits, seen, penalty) : logits;
+export function sampleToken(logits: Float32Array, opts: SamplingOptions, rng: Rng, history?: SamplingHistory): number {
+  const l = shapeLogits(logits, opts, history);
   if ((opts.temperature ?? 1) <= 0) return argmax(l);
   const { ids, weights, total } = candidates(l, opts);
   const u = rng.uniform() * total;
@@ -165,7 +205,7 @@ export const MIN_LOGPROB = -9999;
 
 /**
  * The model's log-probability of `token` and of the `top` most likely tokens: the log-softmax of the
- * logits as given, before any repetition penalty, temperature, top-k or top-p (as OpenAI and vLLM
+ * logits as given, before any logit bias, penalty, temperature, top-k or top-p (as OpenAI and vLLM
  * report them), so the figures describe the model, whatever the sampling settings. Summed in float64.
  */
 export function tokenLogprobs(logits: Float32Array, token: number, top: number): TokenLogprobs {

@@ -5,7 +5,7 @@
  * feeds each row's logits to its Sequence and feeds back the token it returns until it finishes.
  */
 import { Rng } from '../util/rng.js';
-import { type SamplingOptions, type TokenLogprobs, checkSampling, sampleToken, tokenLogprobs } from './sampling.js';
+import { type SamplingOptions, type TokenLogprobs, checkSampling, countsTokens, sampleToken, tokenLogprobs } from './sampling.js';
 import { StopMatcher } from './stop.js';
 import { type StreamDecoder, type Tokenizer, createStreamDecoder } from './tokenizer.js';
 
@@ -27,7 +27,7 @@ export interface GenerateRequest {
   /** Adapter slot of this row when generating with a slot pool (default 0, the vanilla slot). */
   slot?: number;
   /**
-   * Record each chosen token's log-probability under the model (before penalty, temperature, top-k
+   * Record each chosen token's log-probability under the model (before bias, penalties, temperature, top-k
    * and top-p) with this many most likely alternatives (0 = the chosen token's only); absent = off.
    */
   logprobs?: number;
@@ -80,6 +80,8 @@ export class Sequence {
   private reason: FinishReason | null = null;
   private readonly rng: Rng;
   private readonly seen: Set<number>;
+  /** How often each token was generated (only when a frequency or presence penalty reads it). */
+  private readonly counts: Map<number, number> | undefined;
   private readonly ends: Set<number>;
   private readonly decoder: StreamDecoder | null;
   private readonly stopper: StopMatcher;
@@ -96,12 +98,16 @@ export class Sequence {
     if (!Number.isInteger(maxTokens) || maxTokens < 1) throw new GenerateError('bad_max_tokens', `request ${index}: maxTokens ${maxTokens} must be a positive integer`, { index, maxTokens });
     if (request.stop?.length && !ctx.tokenizer) throw new GenerateError('no_tokenizer', 'stop strings need a tokenizer', { index });
     checkSampling(request.sampling ?? {});
+    for (const id of request.sampling?.logitBias?.keys() ?? []) {
+      if (id >= ctx.vocabSize) throw new GenerateError('bad_logit_bias', `request ${index}: logit bias on token ${id}, past the vocabulary of ${ctx.vocabSize}`, { index, tokenId: id, vocabSize: ctx.vocabSize });
+    }
     if (request.logprobs !== undefined && !(Number.isInteger(request.logprobs) && request.logprobs >= 0)) {
       throw new GenerateError('bad_logprobs', `request ${index}: logprobs ${request.logprobs} must be a whole number of alternatives >= 0`, { index, logprobs: request.logprobs });
     }
     this.logprobs = request.logprobs === undefined ? null : [];
     this.rng = new Rng(request.seed ?? Math.floor(Math.random() * 2 ** 31));
     this.seen = new Set(prompt);
+    this.counts = countsTokens(request.sampling ?? {}) ? new Map() : undefined;
     this.ends = new Set([...ctx.eosIds, ...(request.stopTokenIds ?? [])]);
     this.stopper = new StopMatcher(request.stop ?? []);
     this.decoder = ctx.tokenizer ? seededDecoder(ctx.tokenizer, prompt[prompt.length - 1]) : null;
@@ -120,11 +126,12 @@ export class Sequence {
     if (this.reason) throw new GenerateError('finished', `request ${this.index} has already finished (${this.reason})`);
     if (logits.length !== this.ctx.vocabSize) throw new GenerateError('bad_logits', `${logits.length} logits for a vocabulary of ${this.ctx.vocabSize}`);
     const sampling = this.request.sampling ?? {};
-    const token = sampleToken(logits, sampling, this.rng, this.seen);
+    const token = sampleToken(logits, sampling, this.rng, { seen: this.seen, counts: this.counts });
     const logprobs = this.logprobs ? tokenLogprobs(logits, token, this.request.logprobs!) : undefined;
     if (logprobs) this.logprobs!.push(logprobs);
     this.tokens.push(token);
     this.seen.add(token);
+    this.counts?.set(token, (this.counts.get(token) ?? 0) + 1);
     let text = '';
     if (this.ends.has(token)) {
       this.reason = 'eos';

@@ -36,6 +36,7 @@ import type { ChatTemplateName } from '../model/chat-format.js';
 import { concatRowKv, KvBatch, type KvShape, type PastRow, type RowKv, sliceRowKv } from '../model/kv.js';
 import type { Model } from '../model/model.js';
 import { RowPool } from '../model/row-pool.js';
+import type { SamplingOptions } from '../model/sampling.js';
 import { type FinishReason, Sequence } from '../model/sequence.js';
 import type { Tokenizer } from '../model/tokenizer.js';
 import { ServeError } from './errors.js';
@@ -44,6 +45,7 @@ import { type EngineMetrics, engineMetrics } from './metrics.js';
 import { type Adapters, AdapterLeaser, type Plan, planRequest } from './personalize.js';
 import { type PromptContext, fitMemory, promptIds, replyBudget, stopsOf } from './prompt.js';
 import { BoundedQueue } from './queue.js';
+import { samplingOf } from './sampling.js';
 import { FairShare, type Scheduling } from './fair-share.js';
 import { Channel } from './channel.js';
 import { TokenTexts } from './logprobs.js';
@@ -112,6 +114,8 @@ interface Job {
   remember: boolean;
   /** The generated tokens' log-probabilities as reported, when the request asked for them. */
   logprobs: TokenLogprob[] | null;
+  /** The request's sampling settings, checked against the vocabulary when it arrived. */
+  sampling: SamplingOptions;
 }
 
 const now = (): number => performance.now();
@@ -366,7 +370,9 @@ export class Engine {
       });
     }
     let baseIds: number[];
+    let sampling: SamplingOptions;
     try {
+      sampling = samplingOf(req, this.model.config.vocabSize);
       baseIds = promptIds(this.ctx, req);
     } catch (e) {
       if (e instanceof ServeError) this.m.rejected.inc({ code: e.code });
@@ -394,6 +400,7 @@ export class Engine {
       cachedTokens: 0,
       remember: true,
       logprobs: req.logprobs ? [] : null,
+      sampling,
     };
     if (plan.kind !== 'injected') this.withoutAdapter(job, plan.kind, plan.fallback);
     this.waiting.push(job);
@@ -671,7 +678,7 @@ export class Engine {
         {
           prompt: job.ids,
           maxTokens: replyBudget(this.ctx, job.ids.length, job.req.maxTokens),
-          sampling: { temperature: job.req.temperature, topP: job.req.topP, topK: job.req.topK, repetitionPenalty: job.req.repetitionPenalty },
+          sampling: job.sampling,
           seed: job.req.seed,
           stop: stops.stop,
           stopTokenIds: stops.stopTokenIds,

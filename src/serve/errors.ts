@@ -8,6 +8,8 @@ export type ServeErrorCode =
   /** One user's requests fill their share of the queue (maxQueuePerUser). */
   | 'user_queue_full'
   | 'prompt_too_long'
+  /** A logit bias names a token id past the model's vocabulary. */
+  | 'token_out_of_range'
   | 'model_unavailable'
   | 'cancelled'
   | 'shutting_down'

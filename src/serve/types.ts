@@ -49,6 +49,12 @@ export interface ServeRequest {
   topP: number;
   topK?: number;
   repetitionPenalty?: number;
+  /** Minus count × this on each token the reply has generated count times (OpenAI's frequency_penalty). */
+  frequencyPenalty?: number;
+  /** Minus this on each token the reply has generated at all (OpenAI's presence_penalty). */
+  presencePenalty?: number;
+  /** Added to the logits of token ids (keys, decimal strings) before sampling (OpenAI's logit_bias). */
+  logitBias?: Record<string, number>;
   stop: string[];
   seed?: number;
   stream: boolean;
@@ -64,7 +70,7 @@ export interface TokenAlternative {
   /** The token's text: its bytes read as UTF-8 (U+FFFD where it holds part of a character). */
   token: string;
   tokenId: number;
-  /** ln p(token), before repetition penalty, temperature, top-k and top-p; at least -9999. */
+  /** ln p(token), before logit bias, penalties, temperature, top-k and top-p; at least -9999. */
   logprob: number;
   /** The token's UTF-8 bytes (null where the tokenizer cannot say). */
   bytes: number[] | null;

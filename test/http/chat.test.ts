@@ -29,8 +29,12 @@ describe('POST /v1/chat/completions', () => {
       top_p: 0.8,
       stop: ['.'],
       seed: 9,
-      frequency_penalty: 0.3, // ignored, as clients send it routinely
+      frequency_penalty: 0.3,
+      presence_penalty: null,
       logit_bias: { '1': 2 },
+      top_k: -1, // vLLM's "all tokens"
+      repetition_penalty: 1.1,
+      parallel_tool_calls: false, // unknown fields are ignored, as clients send many
     });
     expect(res.status).toBe(200);
     const body = chatCompletionResponseSchema.parse(await json(res));
@@ -55,6 +59,9 @@ describe('POST /v1/chat/completions', () => {
       stream: false,
       mode: 'auto',
       logprobs: false,
+      frequencyPenalty: 0.3,
+      logitBias: { '1': 2 },
+      repetitionPenalty: 1.1,
     });
   });
 
@@ -62,6 +69,10 @@ describe('POST /v1/chat/completions', () => {
     await setup();
     await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: [{ role: 'user', content: 'x' }], temperature: null, max_completion_tokens: 5, mode: 'vanilla' });
     expect(gen.calls[0].req).toMatchObject({ maxTokens: 5, temperature: 0, topP: 1, stop: [], mode: 'vanilla' });
+    await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: [{ role: 'user', content: 'x' }], top_k: 5, logit_bias: null, frequency_penalty: null });
+    expect(gen.calls[1].req).toMatchObject({ topK: 5 });
+    expect(gen.calls[1].req.logitBias).toBeUndefined();
+    expect(gen.calls[1].req.frequencyPenalty).toBeUndefined();
     const body = await json(await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: [{ role: 'user', content: 'x' }] }));
     expect(body.model).toBe('memlora');
   });
@@ -82,6 +93,14 @@ describe('POST /v1/chat/completions', () => {
       { user: 'alice', messages: msg, logprobs: false, top_logprobs: 2 },
       { user: 'alice', messages: msg, logprobs: true, top_logprobs: 21 },
       { user: 'alice', messages: msg, logprobs: 'yes' },
+      { user: 'alice', messages: msg, frequency_penalty: -2.5 },
+      { user: 'alice', messages: msg, presence_penalty: 3 },
+      { user: 'alice', messages: msg, logit_bias: { '-1': 1 } },
+      { user: 'alice', messages: msg, logit_bias: { '01': 1 } },
+      { user: 'alice', messages: msg, logit_bias: { '5': 101 } },
+      { user: 'alice', messages: msg, logit_bias: Object.fromEntries(Array.from({ length: 1025 }, (_, i) => [String(i), 1])) },
+      { user: 'alice', messages: msg, top_k: -2 },
+      { user: 'alice', messages: msg, repetition_penalty: 0 },
     ]) {
       await expectError(await h.req('POST', '/v1/chat/completions', body), 422, 'validation_failed');
     }

@@ -42,7 +42,7 @@ describe.each(families)('%s generation', (_n, cfg) => {
   });
 
   it('a seeded request gets the same tokens alone and inside a batch; seeds matter', async () => {
-    const req = (prompt: number[], seed: number): GenerateRequest => ({ prompt, maxTokens: 10, seed, sampling: { temperature: 1, topK: 20, topP: 0.9, repetitionPenalty: 1.1 } });
+    const req = (prompt: number[], seed: number): GenerateRequest => ({ prompt, maxTokens: 10, seed, sampling: { temperature: 1, topK: 20, topP: 0.9, repetitionPenalty: 1.1, frequencyPenalty: 0.4, presencePenalty: 0.3, logitBias: new Map([[3, 1]]) } });
     const batched = await generate(model, prompts.map((p, i) => req(p, 100 + i)));
     for (const [i, p] of prompts.entries()) {
       const [alone] = await generate(model, [req(p, 100 + i)]);
@@ -50,6 +50,35 @@ describe.each(families)('%s generation', (_n, cfg) => {
     }
     const other = await generate(model, [req(prompts[1], 999)]);
     expect(other[0].tokens).not.toEqual(batched[1].tokens);
+  });
+
+  it('greedy with logit bias, frequency and presence penalties equals the penalised argmax of full recomputation (the reply counted, not the prompt)', async () => {
+    const sampling = { temperature: 0, frequencyPenalty: 0.7, presencePenalty: 0.9, logitBias: new Map([[cfg.eosId, -100], [5, 1.5], [9, -2]]) };
+    const results = await generate(model, prompts.map((prompt) => ({ prompt, maxTokens: 10, sampling })));
+    for (const [i, prompt] of prompts.entries()) {
+      const seq = [...prompt];
+      const counts = new Map<number, number>();
+      const want: number[] = [];
+      for (let s = 0; s < 10; s++) {
+        const all = (await model.forwardLogits([seq]))[0];
+        const row = Array.from(all.subarray(all.length - cfg.vocabSize));
+        const scored = row.map((x, id) => {
+          const n = counts.get(id) ?? 0;
+          return x + (sampling.logitBias.get(id) ?? 0) - n * 0.7 - (n > 0 ? 0.9 : 0);
+        });
+        const next = argmax(scored);
+        want.push(next);
+        seq.push(next);
+        counts.set(next, (counts.get(next) ?? 0) + 1);
+      }
+      expect(results[i].tokens).toEqual(want);
+      // The penalties moved the choice: plain greedy repeats more.
+      expect(new Set(want).size).toBeGreaterThan(3);
+    }
+    await expect(generate(model, [{ prompt: prompts[0], maxTokens: 2, sampling: { logitBias: new Map([[cfg.vocabSize, 1]]) } }])).rejects.toMatchObject({
+      code: 'bad_logit_bias',
+      details: { tokenId: cfg.vocabSize, vocabSize: cfg.vocabSize },
+    });
   });
 
   it('logprobs: each token\'s log-softmax under the model (before penalty and temperature), as full recomputation gives it', async () => {

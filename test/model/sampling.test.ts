@@ -1,13 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import { MIN_LOGPROB, SamplingError, applyRepetitionPenalty, argmax, candidateDistribution, checkSampling, sampleToken, tokenLogprobs } from '../../src/model/sampling.js';
+import { MIN_LOGPROB, SamplingError, argmax, candidateDistribution, checkSampling, sampleToken, shapeLogits, tokenLogprobs } from '../../src/model/sampling.js';
 import { Rng } from '../../src/util/rng.js';
 
 const logits = Float32Array.from([1, 3, 2, -1, 3, 0.5]);
 
-function freq(opts: Parameters<typeof sampleToken>[1], n = 4000, seed = 1, seen?: number[]): number[] {
+function freq(opts: Parameters<typeof sampleToken>[1], n = 4000, seed = 1, history?: Parameters<typeof sampleToken>[3]): number[] {
   const rng = new Rng(seed);
   const c = Array(logits.length).fill(0);
-  for (let i = 0; i < n; i++) c[sampleToken(logits, opts, rng, seen)]++;
+  for (let i = 0; i < n; i++) c[sampleToken(logits, opts, rng, history)]++;
   return c.map((x) => x / n);
 }
 
@@ -74,11 +74,42 @@ describe('sampling', () => {
     }
   });
 
-  it('repetition penalty divides positive logits and multiplies negative ones', () => {
-    const out = applyRepetitionPenalty(logits, [1, 3], 2);
+  it('repetition penalty divides positive logits and multiplies negative ones, once per distinct token', () => {
+    const out = shapeLogits(logits, { repetitionPenalty: 2 }, { seen: new Set([1, 3]) });
     expect([...out]).toEqual([1, 1.5, 2, -2, 3, 0.5]);
     expect(logits[1]).toBe(3); // input untouched
-    expect(sampleToken(logits, { temperature: 0, repetitionPenalty: 2 }, new Rng(1), [1, 4, 1])).toBe(2);
+    expect(sampleToken(logits, { temperature: 0, repetitionPenalty: 2 }, new Rng(1), { seen: new Set([1, 4]) })).toBe(2);
+  });
+
+  it('frequency and presence penalties: minus count × frequency, minus presence once a token was generated', () => {
+    const counts = new Map([[1, 2], [4, 1], [5, 0]]);
+    const out = shapeLogits(logits, { frequencyPenalty: 0.5, presencePenalty: 0.25 }, { counts });
+    // 3 - 2·0.5 - 0.25 and 3 - 1·0.5 - 0.25; a count of 0 is no occurrence.
+    expect([...out]).toEqual([1, 1.75, 2, -1, 2.25, 0.5]);
+    expect(sampleToken(logits, { temperature: 0, frequencyPenalty: 0.5, presencePenalty: 0.25 }, new Rng(1), { counts })).toBe(4);
+    // Negative penalties encourage repeats (OpenAI's range is -2 to 2).
+    expect([...shapeLogits(logits, { presencePenalty: -1 }, { counts })]).toEqual([1, 4, 2, -1, 4, 0.5]);
+    // The draw follows softmax of the shaped logits.
+    const f = freq({ temperature: 1, frequencyPenalty: 0.5, presencePenalty: 0.25 }, 20000, 3, { counts });
+    softmax([1, 1.75, 2, -1, 2.25, 0.5]).forEach((p, i) => expect(Math.abs(f[i] - p)).toBeLessThan(0.015));
+  });
+
+  it('logit bias is added first, before the repetition penalty, and -100 bans a token', () => {
+    expect(sampleToken(logits, { temperature: 0, logitBias: new Map([[5, 10]]) }, new Rng(1))).toBe(5);
+    expect(sampleToken(logits, { temperature: 0, logitBias: new Map([[1, -100], [4, -100]]) }, new Rng(1))).toBe(2);
+    // Token 0: (1 - 3) · 2 = -4 with the bias first; 1 / 2 - 3 = -2.5 the other way round.
+    const out = shapeLogits(logits, { repetitionPenalty: 2, logitBias: new Map([[0, -3]]) }, { seen: new Set([0]) });
+    expect(out[0]).toBe(-4);
+    const f = freq({ temperature: 1, logitBias: new Map([[1, -100], [3, 2]]) }, 20000, 4);
+    expect(f[1]).toBe(0);
+    softmax([1, -97, 2, 1, 3, 0.5]).forEach((p, i) => expect(Math.abs(f[i] - p)).toBeLessThan(0.015));
+  });
+
+  it('shapes nothing (the logits themselves, no copy) when no bias or penalty applies', () => {
+    expect(shapeLogits(logits, {}, { seen: new Set([1]), counts: new Map([[1, 1]]) })).toBe(logits);
+    expect(shapeLogits(logits, { repetitionPenalty: 2 })).toBe(logits);
+    expect(shapeLogits(logits, { frequencyPenalty: 1 }, { counts: new Map() })).toBe(logits);
+    expect(shapeLogits(logits, { logitBias: new Map() })).toBe(logits);
   });
 
   it('is reproducible from the seed, and seeds differ', () => {
@@ -95,6 +126,10 @@ describe('sampling', () => {
     expect(() => checkSampling({ topP: 0 })).toThrow(/topP/);
     expect(() => checkSampling({ topK: 1.5 })).toThrow(/topK/);
     expect(() => checkSampling({ repetitionPenalty: 0 })).toThrow(/repetitionPenalty/);
+    expect(() => checkSampling({ frequencyPenalty: NaN })).toThrow(/frequencyPenalty/);
+    expect(() => checkSampling({ presencePenalty: Infinity })).toThrow(/presencePenalty/);
+    expect(() => checkSampling({ logitBias: new Map([[-1, 1]]) })).toThrow(/logitBias/);
+    expect(() => checkSampling({ logitBias: new Map([[2, NaN]]) })).toThrow(/logitBias\[2\]/);
   });
 });
 

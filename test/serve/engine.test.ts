@@ -575,3 +575,42 @@ describe('log-probabilities', () => {
     expect(result.logprobs).toHaveLength(result.usage.completionTokens);
   });
 });
+
+describe('sampling settings', () => {
+  it('logit bias and frequency/presence penalties steer each row by its own settings, the same alone and in a mixed batch', async () => {
+    const e = f.engine();
+    await f.giveAdapter('samp-a', randomStoredAdapter(f.cfg, [0, 1], 1, 41));
+    // +100 on "q": greedy takes nothing else; with a frequency penalty of 2 still "q" (100 - 2·6 wins).
+    const forced = await e.generate(req('samp-a', { maxTokens: 6, logitBias: { [q]: 100 }, frequencyPenalty: 2 }), never());
+    expect(forced.text).toBe('qqqqqq');
+    const plain = await e.generate(req('samp-a', { maxTokens: 12 }), never());
+    const reqs = [
+      req('samp-a', { maxTokens: 12, presencePenalty: 2, frequencyPenalty: 2 }),
+      req('samp-a', { maxTokens: 12, logitBias: { [z]: 3, [q]: -100 }, temperature: 0.9, seed: 4 }),
+      req('samp-b', { maxTokens: 12, mode: 'vanilla', frequencyPenalty: -2 }),
+      req('samp-a', { maxTokens: 12 }),
+    ];
+    const alone: ServeResult[] = [];
+    for (const r of reqs) alone.push(await e.generate(r, never()));
+    const together = await Promise.all(reqs.map((r) => e.generate(r, never())));
+    expect(together.map((r) => r.text)).toEqual(alone.map((r) => r.text));
+    // The penalties changed the greedy reply (not vacuous), and a reply with q banned has none.
+    expect(alone[0].text).not.toBe(plain.text);
+    expect(alone[3].text).toBe(plain.text);
+    expect(alone[1].text).not.toContain('q');
+  });
+
+  it('a logit bias on a token id past the vocabulary is refused before it is queued (token_out_of_range)', async () => {
+    const e = f.engine();
+    const rejected = () => counter('memlora_generate_rejected_total', { code: 'token_out_of_range' });
+    const before = rejected();
+    const v = f.cfg.vocabSize;
+    const err = await e.generate(req('samp-a', { logitBias: { '3': 1, [v]: -1 } }), never()).catch((x: unknown) => x);
+    expect(err).toBeInstanceOf(ServeError);
+    expect(err).toMatchObject({ code: 'token_out_of_range', details: { field: 'logitBias', tokenId: String(v), vocabSize: v } });
+    expect(rejected()).toBe(before + 1);
+    expect(e.queue(10).waiting).toBe(0);
+    // The last id of the vocabulary is fine.
+    await expect(e.generate(req('samp-a', { maxTokens: 2, logitBias: { [v - 1]: 1 } }), never())).resolves.toMatchObject({ usage: { completionTokens: 2 } });
+  });
+});

@@ -391,6 +391,28 @@ describe('the official OpenAI client, unmodified, against the real server', () =
     expect(json.logprobs?.map((lp) => [lp.token, lp.tokenId, lp.top])).toEqual([['z', tokenOf(md.tokenizer, 'z'), []], ['z', tokenOf(md.tokenizer, 'z'), []]]);
   });
 
+  it('logit_bias, frequency_penalty and presence_penalty steer the reply; a bias on a token the model lacks is a 422 token_out_of_range', async () => {
+    const q = tokenOf(md.tokenizer, 'q');
+    const z = tokenOf(md.tokenizer, 'z');
+    const ask = (extra: Partial<OpenAI.ChatCompletionCreateParamsNonStreaming>) =>
+      openai.chat.completions.create({ model: 'memlora', user: 'alice', messages: hello, max_tokens: 4, ...extra });
+    // alice's adapter forces 'q'; a bias of +100 on 'z' outweighs it, -100 on 'q' bans it.
+    expect((await ask({ logit_bias: { [z]: 100 } })).choices[0].message.content).toBe('zzzz');
+    const banned = (await ask({ logit_bias: { [q]: -100 }, frequency_penalty: 1.5, presence_penalty: 1 })).choices[0].message.content ?? '';
+    expect(banned).not.toContain('q');
+    expect(banned.length).toBeGreaterThan(0);
+    // The same through /v1/generate, camel-cased; vLLM's top_k and repetition_penalty are taken too.
+    const json = generateResultSchema.parse(await (await post('/v1/generate', { userId: 'alice', prompt: 'Hello', maxTokens: 3, logitBias: { [z]: 100 }, presencePenalty: 2 })).json());
+    expect(json.text).toBe('zzz');
+    const vllm = await ask({ logit_bias: { [z]: 100 }, top_k: 1, repetition_penalty: 1.2 } as Partial<OpenAI.ChatCompletionCreateParamsNonStreaming>);
+    expect(vllm.choices[0].message.content).toBe('zzzz');
+    const far = ask({ logit_bias: { [md.cfg.vocabSize]: 5 } });
+    await expect(far).rejects.toBeInstanceOf(OpenAI.UnprocessableEntityError);
+    await expect(far).rejects.toMatchObject({ status: 422, code: 'token_out_of_range' });
+    await expect(ask({ frequency_penalty: 2.5 })).rejects.toMatchObject({ status: 422, code: 'validation_failed' });
+    await expect(ask({ logit_bias: { abc: 1 } })).rejects.toMatchObject({ status: 422, code: 'validation_failed' });
+  });
+
   it('a chat\'s next turn reads the conversation so far from the prefix cache (usage.prompt_tokens_details.cached_tokens); deleting the user forgets it', async () => {
     await fetch(`${server.url}/v1/users/erin`, { method: 'PUT' });
     const first = [{ role: 'user' as const, content: 'I walk my dog every morning before work, and I like hiking on weekends.' }];

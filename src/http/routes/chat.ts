@@ -28,6 +28,12 @@ export function toGenerateRequest(body: ChatRequest): GenerateRequest {
     maxTokens: body.max_completion_tokens ?? body.max_tokens ?? undefined,
     temperature: body.temperature ?? undefined,
     topP: body.top_p ?? undefined,
+    // vLLM's top_k: -1 (or 0) means all tokens, as memlora's absent topK.
+    topK: body.top_k != null && body.top_k > 0 ? body.top_k : undefined,
+    repetitionPenalty: body.repetition_penalty ?? undefined,
+    frequencyPenalty: body.frequency_penalty ?? undefined,
+    presencePenalty: body.presence_penalty ?? undefined,
+    logitBias: body.logit_bias ?? undefined,
     stop: body.stop ?? undefined,
     seed: body.seed ?? undefined,
     stream: body.stream ?? false,

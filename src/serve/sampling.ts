@@ -1,0 +1,32 @@
+/**
+ * A request's sampling settings as the model's Sequence takes them. The logit bias arrives keyed by
+ * token ids written as decimal strings (JSON object keys); each must name a token of the model's
+ * vocabulary, else the request is refused before it is queued (`token_out_of_range`, 422, details
+ * the field, the id and the vocabulary size) rather than failing in the batch.
+ */
+import type { SamplingOptions } from '../model/sampling.js';
+import { ServeError } from './errors.js';
+import type { ServeRequest } from './types.js';
+
+type SamplingFields = Pick<ServeRequest, 'temperature' | 'topP' | 'topK' | 'repetitionPenalty' | 'frequencyPenalty' | 'presencePenalty' | 'logitBias'>;
+
+export function samplingOf(req: SamplingFields, vocabSize: number): SamplingOptions {
+  const out: SamplingOptions = { temperature: req.temperature, topP: req.topP, topK: req.topK, repetitionPenalty: req.repetitionPenalty };
+  if (req.frequencyPenalty) out.frequencyPenalty = req.frequencyPenalty;
+  if (req.presencePenalty) out.presencePenalty = req.presencePenalty;
+  const entries = Object.entries(req.logitBias ?? {});
+  if (entries.length > 0) {
+    const bias = new Map<number, number>();
+    for (const [key, value] of entries) {
+      const id = /^\d+$/.test(key) ? Number(key) : NaN;
+      if (!(Number.isSafeInteger(id) && id < vocabSize)) {
+        throw new ServeError('token_out_of_range', `logitBias names token ${key}; the model's token ids are 0-${vocabSize - 1}`, {
+          details: { field: 'logitBias', tokenId: key, vocabSize },
+        });
+      }
+      bias.set(id, value);
+    }
+    out.logitBias = bias;
+  }
+  return out;
+}
