@@ -1,7 +1,8 @@
 /**
  * The HTTP load generator of the serving benches: autocannon's closed-loop connections posting
  * /v1/generate for users drawn by the caller (Zipf popularity in bench/swap.ts and bench/load.ts),
- * each request with a prompt drawn from `prompts`, greedy, `maxTokens` tokens.
+ * each request with a prompt drawn from `prompts`, greedy, at most `maxTokens` tokens (exactly that
+ * many with `ignoreEos`).
  */
 import { createRequire } from 'node:module';
 import type { Rng } from '../src/util/rng.js';
@@ -24,6 +25,8 @@ export interface GenerateLoad {
   connections: number;
   seconds: number;
   maxTokens: number;
+  /** Every reply runs to maxTokens (the end token held back), so all requests do the same work. */
+  ignoreEos?: boolean;
   /** The user id of the next request. */
   user: () => string;
   prompts: readonly string[];
@@ -45,7 +48,7 @@ export function driveGenerate(load: GenerateLoad): Promise<AutocannonResult> {
         headers: { 'content-type': 'application/json' },
         setupRequest: (r: Record<string, unknown>) => ({
           ...r,
-          body: JSON.stringify({ userId: load.user(), prompt: prompts[rng.int(prompts.length)], maxTokens: load.maxTokens, temperature: 0 }),
+          body: JSON.stringify({ userId: load.user(), prompt: prompts[rng.int(prompts.length)], maxTokens: load.maxTokens, temperature: 0, ...(load.ignoreEos ? { ignoreEos: true } : {}) }),
         }),
       },
     ],

@@ -4,14 +4,15 @@
  *
  *   npx tsx bench/load.ts [--url http://127.0.0.1:8080] [--token $MEMLORA_ADMIN_TOKEN]
  *                         [--users alice,bob,...] [--max-users 1000] [--seconds 30] [--slice 5]
- *                         [--connections 16] [--max-tokens 16] [--seed 1] [--draws 1] [--cold | --warm]
+ *                         [--connections 16] [--max-tokens 16] [--fixed-length] [--seed 1] [--draws 1] [--cold | --warm]
  *                         [--out bench/results/load]
  *
  * The users are the ids given, or the server's first `max-users` users (GET /v1/users); requests draw
  * them with Zipf(1.0) popularity (rank k weighted 1/k, ranks in a random order drawn from `seed`; the
  * requests' draws from `draws`, so a second run can keep the popular users and draw other requests) and
- * post /v1/generate (a short chat prompt, greedy, `max-tokens` tokens) on `connections` closed-loop
- * connections. With the admin token the adapter cache is prepared first (`--cold`: emptied with
+ * post /v1/generate (a short chat prompt, greedy, `max-tokens` tokens at most; with --fixed-length
+ * exactly that many, `ignoreEos`, so that every request does the same work whatever each user's
+ * model answers) on `connections` closed-loop connections. With the admin token the adapter cache is prepared first (`--cold`: emptied with
  * DELETE /v1/admin/cache; `--warm`: every user's adapter loaded with POST /v1/admin/cache/warm) and
  * read with GET /v1/admin/cache after every slice of `slice` seconds, so the run shows how the hit rate
  * and throughput move as the cache fills. At the end it reads the cache's hit curve (GET
@@ -39,6 +40,7 @@ const SECONDS = numberArg('seconds', 30);
 const SLICE = numberArg('slice', 5);
 const CONNECTIONS = numberArg('connections', 16);
 const MAX_TOKENS = numberArg('max-tokens', 16);
+const FIXED_LENGTH = flag('fixed-length');
 const SEED = numberArg('seed', 1);
 /** Seed of the request draws; the users' popularity order comes from --seed (the same users stay popular across runs). */
 const DRAWS = numberArg('draws', SEED);
@@ -162,13 +164,13 @@ async function main(): Promise<void> {
   const rng = new Rng(SEED);
   const sample = zipfSampler(ids, rng, DRAWS === SEED ? rng : new Rng(DRAWS));
   const texts = prompts(rng);
-  progress(`load: ${ids.length} users (Zipf 1.0), ${CONNECTIONS} connections, ${MAX_TOKENS} tokens a reply, ${SECONDS} s in slices of ${SLICE} s against ${URL_}${TOKEN ? '' : ' (no admin token: no cache figures)'}`);
+  progress(`load: ${ids.length} users (Zipf 1.0), ${CONNECTIONS} connections, ${FIXED_LENGTH ? 'exactly ' : 'up to '}${MAX_TOKENS} tokens a reply, ${SECONDS} s in slices of ${SLICE} s against ${URL_}${TOKEN ? '' : ' (no admin token: no cache figures)'}`);
   const slices: Slice[] = [];
   const first = await cacheCounters();
   let before = first;
   for (let at = 0; at < SECONDS; ) {
     const seconds = Math.min(SLICE, SECONDS - at);
-    const res = await driveGenerate({ url: URL_, connections: CONNECTIONS, seconds, maxTokens: MAX_TOKENS, user: sample, prompts: texts, rng });
+    const res = await driveGenerate({ url: URL_, connections: CONNECTIONS, seconds, maxTokens: MAX_TOKENS, ignoreEos: FIXED_LENGTH, user: sample, prompts: texts, rng });
     at += seconds;
     const after = await cacheCounters();
     const s = sliceOf(at, res, before, after);
@@ -186,6 +188,7 @@ async function main(): Promise<void> {
     users: ids.length,
     connections: CONNECTIONS,
     maxTokens: MAX_TOKENS,
+    fixedLength: FIXED_LENGTH,
     seconds: SECONDS,
     prepared: flag('cold') ? 'cold' : flag('warm') ? 'warm' : 'as found',
     rps: r3(slices.reduce((n, s) => n + s.requests, 0) / slices.reduce((n, s) => n + s.durationS, 0)),

@@ -408,6 +408,8 @@ export const generateRequestSchema = z
     messages: z.array(chatMessageSchema).min(1).max(256).optional(),
     prompt: z.string().min(1).max(MAX_PROMPT_CHARS).optional(),
     maxTokens: z.int().min(1).max(2048).default(128),
+    minTokens: z.int().min(0).max(2048).optional(),
+    ignoreEos: z.boolean().optional(),
     temperature: z.number().min(0).max(5).default(0),
     topP: z.number().gt(0).max(1).default(1),
     topK: z.int().min(0).optional(),
@@ -428,6 +430,9 @@ export const generateRequestSchema = z
     }
     if (v.topLogprobs !== undefined && !v.logprobs) {
       ctx.addIssue({ code: 'custom', path: ['topLogprobs'], message: 'topLogprobs needs logprobs: true' });
+    }
+    if (v.minTokens !== undefined && v.minTokens > v.maxTokens) {
+      ctx.addIssue({ code: 'custom', path: ['minTokens'], message: `minTokens (${v.minTokens}) exceeds maxTokens (${v.maxTokens})` });
     }
   });
 
@@ -521,9 +526,11 @@ export const chatCompletionRequestSchema = z.looseObject({
   frequency_penalty: penaltySchema.nullable().optional(),
   presence_penalty: penaltySchema.nullable().optional(),
   logit_bias: logitBiasSchema.nullable().optional(),
-  /** vLLM's extensions of the OpenAI body, as /v1/generate's topK and repetitionPenalty. */
+  /** vLLM's extensions of the OpenAI body, as /v1/generate's topK, repetitionPenalty, minTokens and ignoreEos. */
   top_k: z.int().min(-1).nullable().optional(),
   repetition_penalty: z.number().gt(0).max(10).nullable().optional(),
+  min_tokens: z.int().min(0).max(2048).nullable().optional(),
+  ignore_eos: z.boolean().nullable().optional(),
   logprobs: z.boolean().nullable().optional(),
   top_logprobs: z.int().min(0).max(MAX_TOP_LOGPROBS).nullable().optional(),
   /** memlora extension: the personalisation mode, as in /v1/generate. */

@@ -33,6 +33,8 @@ export interface SamplingHistory {
   seen?: ReadonlySet<number>;
   /** How often each token was generated so far, the prompt not counted (frequency and presence penalties). */
   counts?: ReadonlyMap<number, number>;
+  /** Tokens that may not be drawn at this step (end tokens before a request's minTokens): -Infinity. */
+  suppress?: ReadonlySet<number>;
 }
 
 /** Whether the options' frequency or presence penalty needs the reply's token counts. */
@@ -68,8 +70,9 @@ export function checkSampling(o: SamplingOptions): void {
 }
 
 /**
- * The logits after the logit bias, the repetition penalty on `history.seen` and the frequency and
- * presence penalties on `history.counts`: the input itself when none applies, else a copy.
+ * The logits after the logit bias, the repetition penalty on `history.seen`, the frequency and
+ * presence penalties on `history.counts`, and `history.suppress` set to -Infinity: the input itself
+ * when none applies, else a copy.
  */
 export function shapeLogits(logits: Float32Array, opts: SamplingOptions, history: SamplingHistory = {}): Float32Array {
   const penalty = opts.repetitionPenalty ?? 1;
@@ -78,7 +81,8 @@ export function shapeLogits(logits: Float32Array, opts: SamplingOptions, history
   const bias = opts.logitBias && opts.logitBias.size > 0 ? opts.logitBias : undefined;
   const repeat = penalty !== 1 && history.seen !== undefined;
   const counted = (freq !== 0 || presence !== 0) && history.counts !== undefined && history.counts.size > 0;
-  if (!bias && !repeat && !counted) return logits;
+  const suppress = history.suppress !== undefined && history.suppress.size > 0 ? history.suppress : undefined;
+  if (!bias && !repeat && !counted && !suppress) return logits;
   const out = Float32Array.from(logits);
   if (bias) for (const [id, b] of bias) if (id < out.length) out[id] += b;
   if (repeat) {
@@ -88,6 +92,7 @@ export function shapeLogits(logits: Float32Array, opts: SamplingOptions, history
     }
   }
   if (counted) for (const [t, n] of history.counts!) if (n > 0) out[t] -= n * freq + presence;
+  if (suppress) for (const t of suppress) out[t] = -Infinity;
   return out;
 }
 

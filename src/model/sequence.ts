@@ -17,6 +17,8 @@ export interface GenerateRequest {
   prompt: readonly number[];
   /** Most tokens to generate (>= 1). */
   maxTokens: number;
+  /** End tokens (EOS and stopTokenIds) cannot be drawn before this many tokens (default 0). Stop strings still apply. */
+  minTokens?: number;
   sampling?: SamplingOptions;
   /** Seed of this request's generator; the same seed gives the same tokens alone or in any batch. */
   seed?: number;
@@ -98,6 +100,9 @@ export class Sequence {
     if (!Number.isInteger(maxTokens) || maxTokens < 1) throw new GenerateError('bad_max_tokens', `request ${index}: maxTokens ${maxTokens} must be a positive integer`, { index, maxTokens });
     if (request.stop?.length && !ctx.tokenizer) throw new GenerateError('no_tokenizer', 'stop strings need a tokenizer', { index });
     checkSampling(request.sampling ?? {});
+    if (request.minTokens !== undefined && !(Number.isInteger(request.minTokens) && request.minTokens >= 0)) {
+      throw new GenerateError('bad_min_tokens', `request ${index}: minTokens ${request.minTokens} must be a whole number >= 0`, { index, minTokens: request.minTokens });
+    }
     for (const id of request.sampling?.logitBias?.keys() ?? []) {
       if (id >= ctx.vocabSize) throw new GenerateError('bad_logit_bias', `request ${index}: logit bias on token ${id}, past the vocabulary of ${ctx.vocabSize}`, { index, tokenId: id, vocabSize: ctx.vocabSize });
     }
@@ -126,7 +131,8 @@ export class Sequence {
     if (this.reason) throw new GenerateError('finished', `request ${this.index} has already finished (${this.reason})`);
     if (logits.length !== this.ctx.vocabSize) throw new GenerateError('bad_logits', `${logits.length} logits for a vocabulary of ${this.ctx.vocabSize}`);
     const sampling = this.request.sampling ?? {};
-    const token = sampleToken(logits, sampling, this.rng, { seen: this.seen, counts: this.counts });
+    const early = this.tokens.length < (this.request.minTokens ?? 0);
+    const token = sampleToken(logits, sampling, this.rng, { seen: this.seen, counts: this.counts, suppress: early ? this.ends : undefined });
     const logprobs = this.logprobs ? tokenLogprobs(logits, token, this.request.logprobs!) : undefined;
     if (logprobs) this.logprobs!.push(logprobs);
     this.tokens.push(token);

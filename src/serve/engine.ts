@@ -673,11 +673,13 @@ export class Engine {
       job.t.prefilled = t1;
       job.prefillMs = t1 - t0;
       const stops = stopsOf(this.ctx, job.req);
+      const maxTokens = replyBudget(this.ctx, job.ids.length, job.req.maxTokens);
       job.seq = new Sequence(
         job.row,
         {
           prompt: job.ids,
-          maxTokens: replyBudget(this.ctx, job.ids.length, job.req.maxTokens),
+          maxTokens,
+          minTokens: job.req.ignoreEos ? maxTokens : job.req.minTokens,
           sampling: job.sampling,
           seed: job.req.seed,
           stop: stops.stop,

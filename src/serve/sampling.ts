@@ -2,7 +2,7 @@
  * A request's sampling settings as the model's Sequence takes them. The logit bias arrives keyed by
  * token ids written as decimal strings (JSON object keys); each must name a token of the model's
  * vocabulary, else the request is refused before it is queued (`token_out_of_range`, 422, details
- * the field, the id and the vocabulary size) rather than failing in the batch.
+ * the id as sent and the vocabulary size) rather than failing in the batch.
  */
 import type { SamplingOptions } from '../model/sampling.js';
 import { ServeError } from './errors.js';
@@ -20,8 +20,8 @@ export function samplingOf(req: SamplingFields, vocabSize: number): SamplingOpti
     for (const [key, value] of entries) {
       const id = /^\d+$/.test(key) ? Number(key) : NaN;
       if (!(Number.isSafeInteger(id) && id < vocabSize)) {
-        throw new ServeError('token_out_of_range', `logitBias names token ${key}; the model's token ids are 0-${vocabSize - 1}`, {
-          details: { field: 'logitBias', tokenId: key, vocabSize },
+        throw new ServeError('token_out_of_range', `the logit bias names token ${key}; the model's token ids are 0-${vocabSize - 1}`, {
+          details: { tokenId: key, vocabSize },
         });
       }
       bias.set(id, value);

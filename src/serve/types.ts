@@ -45,6 +45,10 @@ export interface ServeRequest {
   messages?: ServeMessage[];
   prompt?: string;
   maxTokens: number;
+  /** End tokens cannot end the reply before this many tokens (vLLM's min_tokens). */
+  minTokens?: number;
+  /** End tokens never end the reply: it runs to maxTokens (for load tests; vLLM's ignore_eos). */
+  ignoreEos?: boolean;
   temperature: number;
   topP: number;
   topK?: number;

@@ -34,6 +34,8 @@ describe('POST /v1/chat/completions', () => {
       logit_bias: { '1': 2 },
       top_k: -1, // vLLM's "all tokens"
       repetition_penalty: 1.1,
+      min_tokens: 1,
+      ignore_eos: null,
       parallel_tool_calls: false, // unknown fields are ignored, as clients send many
     });
     expect(res.status).toBe(200);
@@ -62,6 +64,7 @@ describe('POST /v1/chat/completions', () => {
       frequencyPenalty: 0.3,
       logitBias: { '1': 2 },
       repetitionPenalty: 1.1,
+      minTokens: 1,
     });
   });
 
@@ -71,6 +74,8 @@ describe('POST /v1/chat/completions', () => {
     expect(gen.calls[0].req).toMatchObject({ maxTokens: 5, temperature: 0, topP: 1, stop: [], mode: 'vanilla' });
     await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: [{ role: 'user', content: 'x' }], top_k: 5, logit_bias: null, frequency_penalty: null });
     expect(gen.calls[1].req).toMatchObject({ topK: 5 });
+    await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: [{ role: 'user', content: 'x' }], ignore_eos: true });
+    expect(gen.calls[2].req).toMatchObject({ ignoreEos: true, maxTokens: 128 });
     expect(gen.calls[1].req.logitBias).toBeUndefined();
     expect(gen.calls[1].req.frequencyPenalty).toBeUndefined();
     const body = await json(await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: [{ role: 'user', content: 'x' }] }));
@@ -101,6 +106,8 @@ describe('POST /v1/chat/completions', () => {
       { user: 'alice', messages: msg, logit_bias: Object.fromEntries(Array.from({ length: 1025 }, (_, i) => [String(i), 1])) },
       { user: 'alice', messages: msg, top_k: -2 },
       { user: 'alice', messages: msg, repetition_penalty: 0 },
+      { user: 'alice', messages: msg, max_tokens: 3, min_tokens: 4 },
+      { user: 'alice', messages: msg, ignore_eos: 'yes' },
     ]) {
       await expectError(await h.req('POST', '/v1/chat/completions', body), 422, 'validation_failed');
     }

@@ -81,6 +81,34 @@ describe.each(families)('%s generation', (_n, cfg) => {
     });
   });
 
+  it('minTokens: end tokens cannot be drawn before it, then may end the reply', async () => {
+    // A bias of +100 makes EOS the greedy choice at every step.
+    const sampling = { temperature: 0, logitBias: new Map([[cfg.eosId, 100]]) };
+    const [early, held, never] = await generate(model, [
+      { prompt: prompts[0], maxTokens: 8, sampling },
+      { prompt: prompts[0], maxTokens: 8, minTokens: 3, sampling },
+      { prompt: prompts[0], maxTokens: 5, minTokens: 5, sampling },
+    ]);
+    expect(early.tokens).toEqual([cfg.eosId]);
+    expect(held.tokens).toHaveLength(4);
+    expect(held.tokens.slice(0, 3)).not.toContain(cfg.eosId);
+    expect(held.tokens[3]).toBe(cfg.eosId);
+    expect(held.finishReason).toBe('eos');
+    // Held back, each step takes the plain greedy choice among the other tokens.
+    const seq = [...prompts[0]];
+    for (let s = 0; s < 3; s++) {
+      const all = (await model.forwardLogits([seq]))[0];
+      const row = Array.from(all.subarray(all.length - cfg.vocabSize));
+      row[cfg.eosId] = -Infinity;
+      expect(held.tokens[s]).toBe(argmax(row));
+      seq.push(held.tokens[s]);
+    }
+    expect(never.tokens).toHaveLength(5);
+    expect(never.tokens).not.toContain(cfg.eosId);
+    expect(never.finishReason).toBe('length');
+    await expect(generate(model, [{ prompt: prompts[0], maxTokens: 2, minTokens: -1 }])).rejects.toMatchObject({ code: 'bad_min_tokens' });
+  });
+
   it('logprobs: each token\'s log-softmax under the model (before penalty and temperature), as full recomputation gives it', async () => {
     const sampling = { temperature: 1.3, topK: 20, repetitionPenalty: 1.5 };
     const results = await generate(model, prompts.map((prompt, i) => ({ prompt, maxTokens: 6, seed: 7 + i, sampling, logprobs: 3 })));

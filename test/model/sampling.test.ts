@@ -105,11 +105,22 @@ describe('sampling', () => {
     softmax([1, -97, 2, 1, 3, 0.5]).forEach((p, i) => expect(Math.abs(f[i] - p)).toBeLessThan(0.015));
   });
 
+  it('suppressed tokens cannot be drawn, after every other shaping', () => {
+    const suppress = new Set([1, 4]);
+    const out = shapeLogits(logits, { logitBias: new Map([[1, 100]]) }, { suppress });
+    expect([...out]).toEqual([1, -Infinity, 2, -1, -Infinity, 0.5]);
+    expect(sampleToken(logits, { temperature: 0 }, new Rng(1), { suppress })).toBe(2);
+    const f = freq({ temperature: 1, topK: 3 }, 20000, 5, { suppress });
+    expect(f[1] + f[4]).toBe(0);
+    softmax([1, 2, 0.5]).forEach((p, i) => expect(Math.abs(f[[0, 2, 5][i]] - p)).toBeLessThan(0.015));
+  });
+
   it('shapes nothing (the logits themselves, no copy) when no bias or penalty applies', () => {
     expect(shapeLogits(logits, {}, { seen: new Set([1]), counts: new Map([[1, 1]]) })).toBe(logits);
     expect(shapeLogits(logits, { repetitionPenalty: 2 })).toBe(logits);
     expect(shapeLogits(logits, { frequencyPenalty: 1 }, { counts: new Map() })).toBe(logits);
     expect(shapeLogits(logits, { logitBias: new Map() })).toBe(logits);
+    expect(shapeLogits(logits, {}, { suppress: new Set() })).toBe(logits);
   });
 
   it('is reproducible from the seed, and seeds differ', () => {

@@ -600,6 +600,22 @@ describe('sampling settings', () => {
     expect(alone[1].text).not.toContain('q');
   });
 
+  it('minTokens holds the end token back that long; ignoreEos runs every reply to maxTokens (fixed-length load tests)', async () => {
+    const e = f.engine();
+    await f.giveAdapter('samp-c', randomStoredAdapter(f.cfg, [1], 2, 42));
+    const eosFirst = { logitBias: { [f.cfg.eosId]: 100 } }; // the end token is every step's greedy choice
+    const ended = await e.generate(req('samp-a', { maxTokens: 10, mode: 'vanilla', ...eosFirst }), never());
+    expect(ended).toMatchObject({ text: '', finishReason: 'stop', usage: { completionTokens: 1 } });
+    const held = await e.generate(req('samp-a', { maxTokens: 10, minTokens: 4, mode: 'vanilla', ...eosFirst }), never());
+    expect(held).toMatchObject({ finishReason: 'stop', usage: { completionTokens: 5 } });
+    const [fixed, fixedInjected] = await Promise.all([
+      e.generate(req('samp-a', { maxTokens: 10, ignoreEos: true, mode: 'vanilla', ...eosFirst }), never()),
+      e.generate(req('samp-c', { maxTokens: 12, ignoreEos: true, temperature: 1, seed: 2 }), never()),
+    ]);
+    expect(fixed).toMatchObject({ finishReason: 'length', usage: { completionTokens: 10 } });
+    expect(fixedInjected).toMatchObject({ finishReason: 'length', usage: { completionTokens: 12 }, personalization: { mode: 'injected' } });
+  });
+
   it('a logit bias on a token id past the vocabulary is refused before it is queued (token_out_of_range)', async () => {
     const e = f.engine();
     const rejected = () => counter('memlora_generate_rejected_total', { code: 'token_out_of_range' });
@@ -607,7 +623,7 @@ describe('sampling settings', () => {
     const v = f.cfg.vocabSize;
     const err = await e.generate(req('samp-a', { logitBias: { '3': 1, [v]: -1 } }), never()).catch((x: unknown) => x);
     expect(err).toBeInstanceOf(ServeError);
-    expect(err).toMatchObject({ code: 'token_out_of_range', details: { field: 'logitBias', tokenId: String(v), vocabSize: v } });
+    expect(err).toMatchObject({ code: 'token_out_of_range', details: { tokenId: String(v), vocabSize: v } });
     expect(rejected()).toBe(before + 1);
     expect(e.queue(10).waiting).toBe(0);
     // The last id of the vocabulary is fine.

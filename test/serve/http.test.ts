@@ -406,6 +406,15 @@ describe('the official OpenAI client, unmodified, against the real server', () =
     expect(json.text).toBe('zzz');
     const vllm = await ask({ logit_bias: { [z]: 100 }, top_k: 1, repetition_penalty: 1.2 } as Partial<OpenAI.ChatCompletionCreateParamsNonStreaming>);
     expect(vllm.choices[0].message.content).toBe('zzzz');
+    // vLLM's min_tokens and ignore_eos: the end token (made every step's first choice) is held back.
+    const eos = { [md.cfg.eosId]: 100 };
+    const ended = await ask({ logit_bias: eos });
+    expect(ended.usage?.completion_tokens).toBe(1);
+    const held = await ask({ logit_bias: eos, min_tokens: 2 } as Partial<OpenAI.ChatCompletionCreateParamsNonStreaming>);
+    expect(held.usage?.completion_tokens).toBe(3);
+    const fixed = await ask({ logit_bias: eos, ignore_eos: true } as Partial<OpenAI.ChatCompletionCreateParamsNonStreaming>);
+    expect(fixed.usage?.completion_tokens).toBe(4);
+    expect(fixed.choices[0].finish_reason).toBe('length');
     const far = ask({ logit_bias: { [md.cfg.vocabSize]: 5 } });
     await expect(far).rejects.toBeInstanceOf(OpenAI.UnprocessableEntityError);
     await expect(far).rejects.toMatchObject({ status: 422, code: 'token_out_of_range' });

@@ -31,6 +31,8 @@ export function toGenerateRequest(body: ChatRequest): GenerateRequest {
     // vLLM's top_k: -1 (or 0) means all tokens, as memlora's absent topK.
     topK: body.top_k != null && body.top_k > 0 ? body.top_k : undefined,
     repetitionPenalty: body.repetition_penalty ?? undefined,
+    minTokens: body.min_tokens ?? undefined,
+    ignoreEos: body.ignore_eos ?? undefined,
     frequencyPenalty: body.frequency_penalty ?? undefined,
     presencePenalty: body.presence_penalty ?? undefined,
     logitBias: body.logit_bias ?? undefined,
