@@ -23,6 +23,7 @@ import { registerGenerateRoutes } from './routes/generate.js';
 import { registerHistoryRoutes } from './routes/history.js';
 import { registerModelRoutes } from './routes/models.js';
 import { registerOpsRoutes } from './routes/ops.js';
+import { registerScoreRoutes } from './routes/score.js';
 import { registerUserRoutes } from './routes/users.js';
 import { bodyTooLarge } from './validate.js';
 
@@ -100,6 +101,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   registerCacheRoutes(app, d);
   registerGenerateRoutes(app, d);
   registerChatRoutes(app, d);
+  registerScoreRoutes(app, d);
   registerModelRoutes(app, d);
 
   const yamlText = readFileSync(OPENAPI_FILE, 'utf8');

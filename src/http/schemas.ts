@@ -466,6 +466,37 @@ export const generateResultSchema = z.object({
   logprobs: z.array(tokenLogprobSchema).optional(),
 });
 
+/**
+ * POST /v1/score: how likely `text` is after a context (messages with the assistant's opening, a raw
+ * prompt, or neither) under the user's model; `compare` adds the base model's figures.
+ */
+export const scoreRequestSchema = z
+  .strictObject({
+    userId: userIdSchema,
+    messages: z.array(chatMessageSchema).min(1).max(256).optional(),
+    prompt: z.string().min(1).max(MAX_PROMPT_CHARS).optional(),
+    text: z.string().min(1).max(MAX_PROMPT_CHARS),
+    mode: z.enum(GENERATE_MODES).default('auto'),
+    topLogprobs: z.int().min(0).max(MAX_TOP_LOGPROBS).default(0),
+    compare: z.boolean().default(false),
+  })
+  .superRefine((v, ctx) => {
+    if (v.messages !== undefined && v.prompt !== undefined) ctx.addIssue({ code: 'custom', path: ['messages'], message: 'give at most one of messages or prompt' });
+  });
+
+const likelihoodShape = { logprob: z.number().max(0), meanLogprob: z.number().max(0), perplexity: z.number().min(1) };
+
+export const scoreResultSchema = z.object({
+  id: z.string().min(1),
+  userId: userIdSchema,
+  ...likelihoodShape,
+  tokens: z.array(tokenLogprobSchema),
+  usage: z.object({ contextTokens: z.int().min(1), scoredTokens: z.int().min(1) }),
+  personalization: personalizationSchema,
+  base: z.object({ ...likelihoodShape, logprobs: z.array(z.number().max(0)) }).optional(),
+  timings: z.object({ queueMs: z.number().min(0), scoreMs: z.number().min(0), totalMs: z.number().min(0) }),
+});
+
 /** GET /v1/admin/queue: users listed at most (default 100). */
 export const queueQuery = z.strictObject({ limit: queryInt(1, 1000).optional() });
 

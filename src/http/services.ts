@@ -8,11 +8,13 @@
 import type { z } from 'zod';
 import type { Job } from '../db/queries/jobs.js';
 import type { VersionFilesCheck } from '../lora/consistency.js';
-import type { cacheContentsSchema, cacheCurveSchema, cacheDropSchema, generateRequestSchema, generateResultSchema, prefixCacheDropSchema, prefixCacheSchema, queueReportSchema, warmResultSchema } from './schemas.js';
+import type { cacheContentsSchema, cacheCurveSchema, cacheDropSchema, generateRequestSchema, generateResultSchema, prefixCacheDropSchema, prefixCacheSchema, queueReportSchema, scoreRequestSchema, scoreResultSchema, warmResultSchema } from './schemas.js';
 
 /** A validated /v1/generate request; defaults filled in, `stop` normalised to an array. */
 export type GenerateRequest = z.output<typeof generateRequestSchema>;
 export type GenerateResult = z.output<typeof generateResultSchema>;
+export type ScoreRequest = z.output<typeof scoreRequestSchema>;
+export type ScoreResult = z.output<typeof scoreResultSchema>;
 export type WarmResult = z.output<typeof warmResultSchema>;
 export type CacheContents = z.output<typeof cacheContentsSchema>;
 export type CacheDrop = z.output<typeof cacheDropSchema>;
@@ -33,6 +35,8 @@ export interface GenerateService {
   generate(req: GenerateRequest, signal: AbortSignal): Promise<GenerateResult>;
   /** Streams the reply; the last event must be `done`. Errors thrown before the first event become HTTP errors. */
   stream(req: GenerateRequest, signal: AbortSignal): AsyncIterable<StreamEvent>;
+  /** Scores a text after a context under the user's model (POST /v1/score). Absent: the route answers 503 model_unavailable. */
+  score?(req: ScoreRequest, signal: AbortSignal): Promise<ScoreResult>;
   /**
    * Loads the users' active adapters into the adapter cache ahead of their requests; stops early when
    * `signal` aborts. Absent: the route answers 503 model_unavailable.

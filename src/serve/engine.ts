@@ -36,7 +36,7 @@ import type { ChatTemplateName } from '../model/chat-format.js';
 import { concatRowKv, KvBatch, type KvShape, type PastRow, type RowKv, sliceRowKv } from '../model/kv.js';
 import type { Model } from '../model/model.js';
 import { RowPool } from '../model/row-pool.js';
-import type { SamplingOptions } from '../model/sampling.js';
+import { type SamplingOptions, tokenLogprobs } from '../model/sampling.js';
 import { type FinishReason, Sequence } from '../model/sequence.js';
 import type { Tokenizer } from '../model/tokenizer.js';
 import { ServeError } from './errors.js';
@@ -49,7 +49,7 @@ import { samplingOf } from './sampling.js';
 import { FairShare, type Scheduling } from './fair-share.js';
 import { Channel } from './channel.js';
 import { TokenTexts } from './logprobs.js';
-import type { Fallback, Personalization, QueueReport, ServeEvent, ServeFinishReason, ServeLogger, ServeRequest, ServeResult, TokenLogprob } from './types.js';
+import type { Fallback, Likelihood, Personalization, QueueReport, ScoreRequest, ScoreResult, ServeEvent, ServeFinishReason, ServeLogger, ServeRequest, ServeResult, TokenLogprob } from './types.js';
 import { type WarmReport, warmAdapters } from './warm.js';
 import type { PrefixCache, PrefixHit } from './prefix-cache.js';
 
@@ -85,13 +85,23 @@ export interface EngineOptions {
 
 type JobState = 'planned' | 'loading' | 'ready' | 'active' | 'done';
 
+/** What a scoring request scores: the text's own tokens after the context, and what to report. */
+interface ScoreJob {
+  textIds: number[];
+  top: number;
+  compare: boolean;
+}
+
+/** What a job reports: generation events, or a scoring request's result. */
+type JobEvent = ServeEvent | { type: 'scored'; result: ScoreResult };
+
 /** One request inside the engine. */
 interface Job {
   id: string;
   row: number;
   req: ServeRequest;
   signal: AbortSignal;
-  sink: (ev: ServeEvent | Error) => void;
+  sink: (ev: JobEvent | Error) => void;
   state: JobState;
   plan: Plan;
   /** The request's own prompt ids (without memory). */
@@ -116,6 +126,8 @@ interface Job {
   logprobs: TokenLogprob[] | null;
   /** The request's sampling settings, checked against the vocabulary when it arrived. */
   sampling: SamplingOptions;
+  /** A scoring request (POST /v1/score): one forward pass over its context and text, no decoding. */
+  score: ScoreJob | null;
 }
 
 const now = (): number => performance.now();
@@ -277,7 +289,7 @@ export class Engine {
     const ch = new Channel<ServeEvent>();
     const job = this.submit(req, signal, (ev) => {
       if (ev instanceof Error) ch.fail(ev);
-      else {
+      else if (ev.type !== 'scored') {
         ch.push(ev);
         if (ev.type === 'done') ch.end();
       }
@@ -287,6 +299,39 @@ export class Engine {
     } finally {
       if (job.state !== 'done') this.cancel(job);
     }
+  }
+
+  /**
+   * Score a text as the continuation of a context under the user's model (see ScoreRequest): queued,
+   * scheduled and personalised as a generation request is (its adapter leased from the cache, or
+   * memory, or vanilla), then one forward pass over the context and the text between decode steps.
+   * A context and text that do not fit the model's window are refused (prompt_too_long).
+   */
+  score(req: ScoreRequest, signal: AbortSignal): Promise<ScoreResult> {
+    return new Promise((resolve, reject) => {
+      try {
+        const textIds = this.ctx.tokenizer.encode(req.text, { parseSpecial: false });
+        if (textIds.length === 0) throw new ServeError('prompt_too_long', 'the text to score has no tokens', { details: { scoredTokens: 0 } });
+        const asServed: ServeRequest = {
+          userId: req.userId,
+          ...(req.messages !== undefined ? { messages: req.messages } : { prompt: req.prompt ?? '' }),
+          // Memory is fitted so that the text still fits the window after it.
+          maxTokens: textIds.length,
+          temperature: 0,
+          topP: 1,
+          stop: [],
+          stream: false,
+          mode: req.mode,
+        };
+        const score: ScoreJob = { textIds, top: req.topLogprobs ?? 0, compare: req.compare ?? false };
+        this.submit(asServed, signal, (ev) => {
+          if (ev instanceof Error) reject(ev);
+          else if (ev.type === 'scored') resolve(ev.result);
+        }, score);
+      } catch (e) {
+        reject(e);
+      }
+    });
   }
 
   /**
@@ -349,7 +394,7 @@ export class Engine {
   // -------------------------------------------------------------------------------------------
   // Arrival
 
-  private submit(req: ServeRequest, signal: AbortSignal, sink: Job['sink']): Job {
+  private submit(req: ServeRequest, signal: AbortSignal, sink: Job['sink'], score: ScoreJob | null = null): Job {
     if (this.closed) throw new ServeError('shutting_down', 'the server is shutting down');
     if (signal.aborted) throw new ServeError('cancelled', 'the client went away before the request was queued');
     if (this.waiting.full) {
@@ -374,6 +419,12 @@ export class Engine {
     try {
       sampling = samplingOf(req, this.model.config.vocabSize);
       baseIds = promptIds(this.ctx, req);
+      if (score && baseIds.length + score.textIds.length > this.ctx.contextTokens) {
+        const promptTokens = baseIds.length + score.textIds.length;
+        throw new ServeError('prompt_too_long', `the context and the text have ${promptTokens} tokens; the context window holds ${this.ctx.contextTokens}`, {
+          details: { promptTokens, contextTokens: this.ctx.contextTokens },
+        });
+      }
     } catch (e) {
       if (e instanceof ServeError) this.m.rejected.inc({ code: e.code });
       throw e;
@@ -401,6 +452,7 @@ export class Engine {
       remember: true,
       logprobs: req.logprobs ? [] : null,
       sampling,
+      score,
     };
     if (plan.kind !== 'injected') this.withoutAdapter(job, plan.kind, plan.fallback);
     this.waiting.push(job);
@@ -479,10 +531,13 @@ export class Engine {
     for (;;) {
       this.reap();
       this.startLoads();
-      const joiners = this.admit();
+      const admitted = this.admit();
+      const scorers = admitted.filter((job) => job.score);
+      const joiners = scorers.length > 0 ? admitted.filter((job) => !job.score) : admitted;
+      if (scorers.length > 0) await this.scoreAll(scorers);
       if (joiners.length > 0) await this.prefill(joiners);
       if (this.kv.size > 0) await this.step();
-      else if (joiners.length === 0) {
+      else if (admitted.length === 0) {
         if (this.waiting.length === 0) return;
         await this.sleep();
         continue;
@@ -703,6 +758,91 @@ export class Engine {
     for (const id of this.pool.rows.slice(this.kv.size)) this.kv.add(id, joining.get(id as number)!);
   }
 
+  /**
+   * Score the admitted scoring requests (known as joining meanwhile, as prefills are): the rows
+   * without an adapter (vanilla, memory) and the base model's rows of comparisons in one batched
+   * forward pass, each injected request's row through its own adapter in one pass of its own.
+   */
+  private async scoreAll(jobs: Job[]): Promise<void> {
+    this.joining = jobs;
+    try {
+      const live: Job[] = [];
+      for (const job of jobs) {
+        if (job.aborted) this.finish(job, 'cancelled');
+        else live.push(job);
+      }
+      const t0 = now();
+      const plain: number[][] = [];
+      const at = new Map<Job, { own?: number; base?: number }>();
+      for (const job of live) {
+        job.t.admitted = t0;
+        job.state = 'active';
+        this.m.queueSeconds.observe({ mode: job.personalization.mode }, (t0 - job.t.arrived) / 1000);
+        const s = job.score!;
+        const rows: { own?: number; base?: number } = {};
+        if (!job.lease) rows.own = plain.push([...job.ids, ...s.textIds]) - 1;
+        // Vanilla already is the base model on the request's own context.
+        if (s.compare && job.personalization.mode !== 'vanilla') rows.base = plain.push([...job.baseIds, ...s.textIds]) - 1;
+        at.set(job, rows);
+      }
+      let plainLogits: Float32Array[] = [];
+      try {
+        if (plain.length > 0) plainLogits = await this.model.forwardLogits(plain);
+      } catch (e) {
+        this.logger.error('scoring failed', { rows: plain.length, err: e instanceof Error ? e.stack : String(e) });
+        for (const job of live) this.fail(job, new ServeError('generation_failed', 'the model failed while scoring', { cause: e }));
+        return;
+      }
+      for (const job of live) {
+        const rows = at.get(job)!;
+        let own: Float32Array;
+        try {
+          own = rows.own !== undefined ? plainLogits[rows.own] : (await this.model.forwardLogits([[...job.ids, ...job.score!.textIds]], { adapter: job.lease!.adapter, everyLayer: true }))[0];
+        } catch (e) {
+          this.logger.error('scoring failed', { userId: job.req.userId, tokens: job.ids.length + job.score!.textIds.length, err: e instanceof Error ? e.stack : String(e) });
+          this.fail(job, new ServeError('generation_failed', 'the model failed while scoring', { cause: e }));
+          continue;
+        }
+        this.scored(job, own, rows.base !== undefined ? plainLogits[rows.base] : null, t0);
+      }
+    } finally {
+      this.joining = [];
+    }
+  }
+
+  /** Report a scoring request from its pass's logits (and the base model's, for a comparison). */
+  private scored(job: Job, own: Float32Array, base: Float32Array | null, t0: number): void {
+    const s = job.score!;
+    const v = this.model.config.vocabSize;
+    const mode = job.personalization.mode;
+    /** The text's tokens' log-probabilities from the logits of a pass over `context` tokens then the text. */
+    const textLogprobs = (all: Float32Array, context: number, top: number) =>
+      s.textIds.map((id, i) => tokenLogprobs(all.subarray((context + i - 1) * v, (context + i) * v), id, top));
+    const tokens = textLogprobs(own, job.ids.length, s.top).map((lp) => this.texts.describe(lp));
+    let compared: ScoreResult['base'];
+    if (s.compare) {
+      const lps = base ? textLogprobs(base, job.baseIds.length, 0).map((lp) => lp.logprob) : tokens.map((t) => t.logprob);
+      compared = { ...likelihood(lps), logprobs: lps };
+    }
+    const end = now();
+    const result: ScoreResult = {
+      id: job.id,
+      userId: job.req.userId,
+      ...likelihood(tokens.map((t) => t.logprob)),
+      tokens,
+      usage: { contextTokens: job.ids.length, scoredTokens: s.textIds.length },
+      personalization: job.personalization,
+      ...(compared ? { base: compared } : {}),
+      timings: { queueMs: round(t0 - job.t.arrived), scoreMs: round(end - t0), totalMs: round(end - job.t.arrived) },
+    };
+    job.state = 'done';
+    job.lease?.release();
+    job.lease = null;
+    this.m.scoredTokens.inc({ mode }, s.textIds.length);
+    this.m.requests.inc({ mode, finish: 'scored' });
+    job.sink(job.aborted ? new ServeError('cancelled', 'the request was cancelled') : { type: 'scored', result });
+  }
+
   /** One decode step of every row. */
   private async step(): Promise<void> {
     const limit = this.model.config.maxPositions;
@@ -800,6 +940,12 @@ export class Engine {
     job.state = 'done';
     job.lease?.release();
     job.lease = null;
+    if (job.score) {
+      // A scoring request ends here only when cancelled (scoreOne reports the others).
+      this.m.requests.inc({ mode: job.personalization.mode, finish: 'cancelled' });
+      job.sink(new ServeError('cancelled', 'the request was cancelled'));
+      return;
+    }
     const end = now();
     const t = job.t;
     const admitted = t.admitted || end;
@@ -837,4 +983,11 @@ export class Engine {
     this.poolStats = { ...s };
     this.m.poolBytes.set(undefined, this.pool.bytes);
   }
+}
+
+/** Sum, mean and perplexity of per-token log-probabilities (natural log). */
+function likelihood(lps: readonly number[]): Likelihood {
+  const logprob = lps.reduce((a, b) => a + b, 0);
+  const meanLogprob = lps.length > 0 ? logprob / lps.length : 0;
+  return { logprob, meanLogprob, perplexity: Math.exp(-meanLogprob) };
 }

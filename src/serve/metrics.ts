@@ -15,6 +15,7 @@ export interface EngineMetrics {
   stepSeconds: Histogram;
   prefillSeconds: Histogram;
   tokens: Counter;
+  scoredTokens: Counter;
   promptTokens: Counter;
   requests: Counter;
   rejected: Counter;
@@ -36,8 +37,9 @@ export function engineMetrics(reg: Registry, prefix = 'memlora_generate'): Engin
     stepSeconds: reg.histogram(`${prefix}_step_seconds`, 'Time of one decode step of the whole batch, seconds.', [], STEP_BUCKETS),
     prefillSeconds: reg.histogram(`${prefix}_prefill_seconds`, 'Time of one admission of joiners: their batched prefill, and the extend call of those continuing a cached conversation, seconds.', [], STEP_BUCKETS),
     tokens: reg.counter(`${prefix}_tokens_total`, 'Tokens generated.', ['mode']),
+    scoredTokens: reg.counter(`${prefix}_scored_tokens_total`, 'Tokens scored (POST /v1/score: their log-probabilities computed, none generated).', ['mode']),
     promptTokens: reg.counter(`${prefix}_prompt_tokens_total`, 'Prompt tokens admitted: computed by a prefill or extend call, or cached (keys and values reused from the prefix cache).', ['source']),
-    requests: reg.counter(`${prefix}_requests_total`, 'Requests finished, by served mode and finish reason.', ['mode', 'finish']),
+    requests: reg.counter(`${prefix}_requests_total`, 'Requests finished, by served mode and finish reason (scored: a scoring request).', ['mode', 'finish']),
     rejected: reg.counter(`${prefix}_rejected_total`, 'Requests refused before queueing, by error code.', ['code']),
     fallbacks: reg.counter(`${prefix}_fallbacks_total`, 'Requests served with a fallback, by reason.', ['reason']),
     poolUnitWrites: reg.counter(`${prefix}_pool_unit_writes_total`, 'Adapter rank units written into the pool when their row joined.'),

@@ -22,7 +22,7 @@ import { loadTokenizer } from '../model/tokenizer.js';
 import { Engine, type EngineOptions } from './engine.js';
 import { WorkerAdapterLoader } from './loader.js';
 import { ServeError } from './errors.js';
-import type { QueueReport, ServeEvent, ServeLogger, ServeRequest, ServeResult } from './types.js';
+import type { QueueReport, ScoreRequest, ScoreResult, ServeEvent, ServeLogger, ServeRequest, ServeResult } from './types.js';
 import type { WarmReport } from './warm.js';
 import { type CacheContents, type CacheCurve, type CacheDrop, cacheContents, cacheCurve, dropCached } from './cache-admin.js';
 import { type RestoreReport, restoreCache, saveCacheSnapshot, snapshotPath } from './cache-snapshot.js';
@@ -64,6 +64,7 @@ export interface GenerationService {
   loadError(): string | null;
   generate(req: ServeRequest, signal: AbortSignal): Promise<ServeResult>;
   stream(req: ServeRequest, signal: AbortSignal): AsyncIterable<ServeEvent>;
+  score(req: ScoreRequest, signal: AbortSignal): Promise<ScoreResult>;
   warm(userIds: readonly string[], signal: AbortSignal): Promise<WarmReport>;
   /** What the adapter cache holds (at most `limit` adapters listed); adapters_disabled without adapters. */
   cacheContents(limit: number): CacheContents;
@@ -250,6 +251,7 @@ export async function createServeServices(setup: ServeSetup, opts: ServeOptions 
     async *stream(req, signal) {
       yield* current().stream(req, signal);
     },
+    score: async (req, signal) => current().score(req, signal),
     warm: async (userIds, signal) => current().warm(userIds, signal),
     // The cache exists before the model loads: an operator can read or empty it meanwhile.
     cacheContents: (limit) => cacheContents(withAdapters(), limit),

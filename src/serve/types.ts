@@ -100,6 +100,42 @@ export interface ServeResult {
   logprobs?: TokenLogprob[];
 }
 
+/**
+ * Scoring: how likely `text` is as the continuation of a context (`messages`, rendered with the chat
+ * template and ending with the assistant's opening; or a raw `prompt`; or neither: the text from the
+ * start) under the user's model, personalised as `mode` asks. The text is tokenized on its own.
+ */
+export interface ScoreRequest {
+  userId: string;
+  messages?: ServeMessage[];
+  prompt?: string;
+  text: string;
+  mode: RequestedMode;
+  /** This many most likely alternatives per token (0-20; default 0). */
+  topLogprobs?: number;
+  /** Score the text under the base model too (no adapter, no memory, the request's own context). */
+  compare?: boolean;
+}
+
+/** A sequence's log-likelihood: the sum over its tokens, their mean, and the perplexity exp(-mean). */
+export interface Likelihood {
+  logprob: number;
+  meanLogprob: number;
+  perplexity: number;
+}
+
+export interface ScoreResult extends Likelihood {
+  id: string;
+  userId: string;
+  /** Each token of the text with its log-probability (and alternatives) under the served model. */
+  tokens: TokenLogprob[];
+  usage: { contextTokens: number; scoredTokens: number };
+  personalization: Personalization;
+  /** With compare: the base model's figures for the same tokens (`logprobs` per token, in order). */
+  base?: Likelihood & { logprobs: number[] };
+  timings: { queueMs: number; scoreMs: number; totalMs: number };
+}
+
 /** A token event: the text it releases and, with logprobs, the token chosen at this step (text may be '' while held back). */
 export type ServeEvent = { type: 'token'; text: string; logprobs?: TokenLogprob[] } | { type: 'done'; result: ServeResult };
 

@@ -3,10 +3,12 @@
  * request and signal it receives. It exists to test the HTTP mapping, not generation.
  */
 import { dropPrefixCache, prefixCacheReport } from '../../src/serve/prefix-admin.js';
-import type { GenerateRequest, GenerateResult, GenerateService, StreamEvent, TokenLogprob } from '../../src/http/services.js';
+import type { GenerateRequest, GenerateResult, GenerateService, ScoreRequest, StreamEvent, TokenLogprob } from '../../src/http/services.js';
 
 export interface FakeGenerate extends GenerateService {
   calls: Array<{ req: GenerateRequest; signal: AbortSignal }>;
+  /** The scoring requests received. */
+  scoreCalls: ScoreRequest[];
   /** The user id lists warm() received. */
   warmCalls: string[][];
   /** The cacheContents / cacheCurve / dropCached / prefixCache / dropPrefixCache / queue calls received. */
@@ -56,11 +58,34 @@ const EMPTY_CACHE = { bytes: 0, maxBytes: 0, entries: 0, leasedBytes: 0, leasedE
 export function fakeGenerate(): FakeGenerate {
   const fake: FakeGenerate = {
     calls: [],
+    scoreCalls: [],
     warmCalls: [],
     cacheCalls: [],
     loaded: true,
     returned: 0,
     ready: () => fake.loaded,
+    // Word i of the text is "token" i, of log-probability -(i+1)/10; compare halves each.
+    async score(req) {
+      fake.scoreCalls.push(req);
+      if (fake.failWith) throw fake.failWith;
+      const words = pieces(req.text.split(' ').filter(Boolean));
+      const tokens = (words.length > 0 ? words : [req.text]).map((p, i) => wordLogprob({ ...req, logprobs: true } as unknown as GenerateRequest, p, i));
+      const figures = (lps: number[]) => {
+        const logprob = lps.reduce((a, b) => a + b, 0);
+        return { logprob, meanLogprob: logprob / lps.length, perplexity: Math.exp(-logprob / lps.length) };
+      };
+      const baseLps = tokens.map((t) => t.logprob * 2);
+      return {
+        id: 'gen_score1',
+        userId: req.userId,
+        ...figures(tokens.map((t) => t.logprob)),
+        tokens,
+        usage: { contextTokens: req.prompt || req.messages ? 7 : 1, scoredTokens: tokens.length },
+        personalization: req.mode === 'vanilla' ? { mode: 'vanilla', adapterVersion: null } : { mode: 'injected', adapterVersion: 3 },
+        ...(req.compare ? { base: { ...figures(baseLps), logprobs: baseLps } } : {}),
+        timings: { queueMs: 0.5, scoreMs: 1, totalMs: 1.5 },
+      };
+    },
     // No adapters here: every distinct user is reported without one.
     async warm(userIds) {
       fake.warmCalls.push([...userIds]);

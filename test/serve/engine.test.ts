@@ -15,7 +15,7 @@ import type { Engine } from '../../src/serve/engine.js';
 import { ServeError } from '../../src/serve/errors.js';
 import type { AdapterReader } from '../../src/serve/loader.js';
 import { encodeRequest } from '../../src/serve/prompt.js';
-import type { ServeEvent, ServeRequest, ServeResult, TokenLogprob } from '../../src/serve/types.js';
+import type { ScoreRequest, ScoreResult, ServeEvent, ServeRequest, ServeResult, TokenLogprob } from '../../src/serve/types.js';
 import { forcingAdapter, makeServeFixture, never, randomStoredAdapter, req, tokenOf, type ServeFixture } from './fixtures.js';
 
 let f: ServeFixture;
@@ -628,5 +628,124 @@ describe('sampling settings', () => {
     expect(e.queue(10).waiting).toBe(0);
     // The last id of the vocabulary is fine.
     await expect(e.generate(req('samp-a', { maxTokens: 2, logitBias: { [v - 1]: 1 } }), never())).resolves.toMatchObject({ usage: { completionTokens: 2 } });
+  });
+});
+
+describe('scoring', () => {
+  const ctx = () => ({ tokenizer: f.tokenizer, template: 'memlora' as const, contextTokens: f.cfg.maxPositions });
+  const score = (userId: string, extra: Partial<ScoreRequest> = {}): ScoreRequest => ({ userId, prompt: 'Hello, how are you?', text: ' Fine, thank you.', mode: 'auto', ...extra });
+
+  /** Log-softmax of a full forward pass over context + text at the text's positions (an independent computation). */
+  async function reference(context: number[], text: number[], adapter?: Adapter): Promise<number[][]> {
+    const all = (await f.model.forwardLogits([[...context, ...text]], adapter && { adapter }))[0];
+    const v = f.cfg.vocabSize;
+    return text.map((_, i) => {
+      const row = Array.from(all.subarray((context.length + i - 1) * v, (context.length + i) * v));
+      const m = Math.max(...row);
+      const lse = m + Math.log(row.reduce((a, x) => a + Math.exp(x - m), 0));
+      return row.map((x) => x - lse);
+    });
+  }
+
+  it('each token of the text under the user\'s own model (adapter included), with the base model beside it', async () => {
+    const e = f.engine();
+    const a = randomStoredAdapter(f.cfg, [0, 1], 2, 51);
+    await f.giveAdapter('score-a', a);
+    const r = await e.score(score('score-a', { topLogprobs: 3, compare: true }), never());
+    const context = encodeRequest(ctx(), { prompt: 'Hello, how are you?', maxTokens: 1 });
+    const text = f.tokenizer.encode(' Fine, thank you.', { parseSpecial: false });
+    expect(r.usage).toEqual({ contextTokens: context.length, scoredTokens: text.length });
+    expect(r.personalization).toEqual({ mode: 'injected', adapterVersion: 1 });
+    expect(r.tokens.map((t) => t.tokenId)).toEqual(text);
+    expect(r.tokens.map((t) => t.token).join('')).toBe(' Fine, thank you.');
+    const mine = await reference(context, text, a);
+    const base = await reference(context, text);
+    r.tokens.forEach((t, i) => {
+      expect(t.logprob).toBeCloseTo(mine[i][t.tokenId], 4);
+      expect(t.top).toHaveLength(3);
+      t.top.forEach((alt) => expect(alt.logprob).toBeCloseTo(mine[i][alt.tokenId], 4));
+      expect(r.base!.logprobs[i]).toBeCloseTo(base[i][t.tokenId], 4);
+    });
+    const sum = r.tokens.reduce((acc, t) => acc + t.logprob, 0);
+    expect(r.logprob).toBeCloseTo(sum, 6);
+    expect(r.meanLogprob).toBeCloseTo(sum / text.length, 6);
+    expect(r.perplexity).toBeCloseTo(Math.exp(-sum / text.length), 6);
+    expect(r.base!.logprob).toBeCloseTo(r.base!.logprobs.reduce((x, y) => x + y, 0), 6);
+    // The adapter moved the figures (the comparison is not vacuous).
+    expect(Math.abs(r.logprob - r.base!.logprob)).toBeGreaterThan(1e-2);
+    const vanilla = await e.score(score('score-a', { mode: 'vanilla', compare: true }), never());
+    expect(vanilla.personalization.mode).toBe('vanilla');
+    expect(vanilla.tokens.map((t) => t.logprob)).toEqual(vanilla.base!.logprobs);
+    vanilla.tokens.forEach((t, i) => expect(t.logprob).toBeCloseTo(base[i][t.tokenId], 4));
+  });
+
+  it('a user\'s adapter makes their own kind of text likelier: a "q"-forcing adapter scores "qqqq" far above the base model', async () => {
+    const e = f.engine();
+    await f.giveAdapter('score-q', forcingAdapter(f.cfg, f.weights, q));
+    const r = await e.score(score('score-q', { text: 'qqqq', compare: true }), never());
+    expect(r.meanLogprob).toBeGreaterThan(Math.log(0.5));
+    expect(r.perplexity).toBeLessThan(2);
+    expect(r.base!.meanLogprob).toBeLessThan(r.meanLogprob - 1);
+    // Messages as context, and no context at all (the text from the start: its first token scored after BOS).
+    const chat = await e.score({ userId: 'score-q', messages: [{ role: 'user', content: 'Say q.' }], text: 'qq', mode: 'auto' }, never());
+    expect(chat.usage.contextTokens).toBe(encodeRequest(ctx(), { messages: [{ role: 'user', content: 'Say q.' }], maxTokens: 1 }).length);
+    const bare = await e.score({ userId: 'score-q', text: 'qq', mode: 'auto' }, never());
+    expect(bare.usage).toEqual({ contextTokens: 1, scoredTokens: 2 });
+  });
+
+  it('runs beside generation: rows decoding with other users\' adapters are unchanged, the scores equal those alone', async () => {
+    const e = f.engine();
+    await f.giveAdapter('score-b', randomStoredAdapter(f.cfg, [1], 1, 52));
+    await f.giveAdapter('score-c', randomStoredAdapter(f.cfg, [0], 3, 53));
+    const gens = [req('score-b', { maxTokens: 12 }), req('score-c', { maxTokens: 12, temperature: 0.9, seed: 8 })];
+    // Rows of different lengths without an adapter (vanilla, and a comparison's base row) share one batched pass.
+    const scores = [score('score-b'), score('score-c', { text: ' Not so well.', compare: true }), score('score-b', { mode: 'vanilla' }), score('score-c', { mode: 'vanilla', prompt: 'A much longer question, asked with many more words than the others?' })];
+    const genAlone: ServeResult[] = [];
+    for (const g of gens) genAlone.push(await e.generate(g, never()));
+    const scoreAlone: ScoreResult[] = [];
+    for (const s of scores) scoreAlone.push(await e.score(s, never()));
+    const spy = vi.spyOn(f.model, 'forwardLogits');
+    const [genTogether, scoreTogether] = await Promise.all([Promise.all(gens.map((g) => e.generate(g, never()))), Promise.all(scores.map((s) => e.score(s, never())))]);
+    expect(genTogether.map((r) => r.text)).toEqual(genAlone.map((r) => r.text));
+    scoreTogether.forEach((r, i) => {
+      expect(r.personalization).toEqual(scoreAlone[i].personalization);
+      r.tokens.forEach((t, k) => expect(t.logprob).toBeCloseTo(scoreAlone[i].tokens[k].logprob, 4));
+      r.base?.logprobs.forEach((lp, k) => expect(lp).toBeCloseTo(scoreAlone[i].base!.logprobs[k], 4));
+    });
+    expect(scoreTogether[1].base).toBeDefined();
+    expect(Math.max(...spy.mock.calls.map(([rows]) => rows.length))).toBeGreaterThan(1); // some pass was batched
+    spy.mockRestore();
+    expect(counter('memlora_generate_requests_total', { mode: 'injected', finish: 'scored' })).toBeGreaterThanOrEqual(4);
+    expect(counter('memlora_generate_scored_tokens_total', { mode: 'vanilla' })).toBeGreaterThan(0);
+  });
+
+  it('refuses a context and text past the window (prompt_too_long); a request cancelled while queued never runs', async () => {
+    const e = f.engine();
+    const long = 'q'.repeat(f.cfg.maxPositions);
+    await expect(e.score(score('score-a', { text: long }), never())).rejects.toMatchObject({ code: 'prompt_too_long', details: { contextTokens: f.cfg.maxPositions } });
+    const ac = new AbortController();
+    ac.abort();
+    await expect(e.score(score('score-a'), ac.signal)).rejects.toMatchObject({ code: 'cancelled' });
+    // Queued behind a long generation, then cancelled: rejected, and the engine goes on.
+    const e1 = f.engine({ maxBatch: 1 });
+    const busy = e1.generate(req('score-a', { maxTokens: 40, mode: 'vanilla', ignoreEos: true }), never());
+    const ac2 = new AbortController();
+    const queued = e1.score(score('score-a'), ac2.signal);
+    ac2.abort();
+    await expect(queued).rejects.toMatchObject({ code: 'cancelled' });
+    await expect(busy).resolves.toMatchObject({ usage: { completionTokens: 40 } });
+    await expect(e1.score(score('score-a', { mode: 'vanilla' }), never())).resolves.toMatchObject({ usage: { scoredTokens: expect.any(Number) } });
+  });
+
+  it('memory mode: the user\'s history is in the context the text is scored after; compare scores it without', async () => {
+    const e = f.engine();
+    f.addHistory('score-m', ['I adore quiet mornings by the sea', 'my cat is named Pepper']);
+    const r = await e.score(score('score-m', { prompt: 'Tell me about my cat', text: ' Pepper', mode: 'memory', compare: true }), never());
+    expect(r.personalization).toMatchObject({ mode: 'memory', memoryItems: expect.any(Number) });
+    const plain = encodeRequest(ctx(), { prompt: 'Tell me about my cat', maxTokens: 1 });
+    expect(r.usage.contextTokens).toBeGreaterThan(plain.length);
+    const text = f.tokenizer.encode(' Pepper', { parseSpecial: false });
+    const base = await reference(plain, text);
+    r.base!.logprobs.forEach((lp, i) => expect(lp).toBeCloseTo(base[i][text[i]], 4));
   });
 });

@@ -15,13 +15,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { createAdapterVersion } from '../../src/db/queries/adapters.js';
 import { memoryLogger } from '../../src/http/logger.js';
-import { adapterActivationSchema, adapterDeletionSchema, adapterListSchema, cacheContentsSchema, cacheCurveSchema, cacheDropSchema, chatCompletionChunkSchema, chatCompletionResponseSchema, generateResultSchema, prefixCacheDropSchema, prefixCacheSchema, warmResultSchema } from '../../src/http/schemas.js';
+import { adapterActivationSchema, adapterDeletionSchema, adapterListSchema, cacheContentsSchema, cacheCurveSchema, cacheDropSchema, chatCompletionChunkSchema, chatCompletionResponseSchema, generateResultSchema, prefixCacheDropSchema, prefixCacheSchema, scoreResultSchema, warmResultSchema } from '../../src/http/schemas.js';
 import type { Adapter } from '../../src/lora/adapter.js';
 import { edgeAtOrAbove } from '../../src/lora/hit-curve.js';
 import { AdapterStore } from '../../src/lora/store.js';
 import { startServer, type RunningServer } from '../../src/server.js';
 import { parseSse } from '../http/fake-generate.js';
-import { ADMIN_TOKEN } from '../http/helpers.js';
+import { ADMIN_TOKEN, expectError } from '../http/helpers.js';
 import { forcingAdapter, type ModelDir, tokenOf, writeModelDir } from './fixtures.js';
 
 let root: string;
@@ -316,6 +316,26 @@ describe('the real engine behind the HTTP API', () => {
     expect(svg.headers.get('content-type')).toMatch(/^image\/svg\+xml/);
     expect(await svg.text()).toMatch(/^<\?xml[\s\S]*<svg[\s\S]*configured, [\d.]+ MiB[\s\S]*<\/svg>\s*$/);
     expect((await cacheReq('/curve?format=png')).status).toBe(422);
+  });
+
+  it('POST /v1/score: a text under the user\'s model and the base model beside it; bad bodies are 422, unknown users 404', async () => {
+    const res = await post('/v1/score', { userId: 'alice', messages: [{ role: 'user', content: 'Hello' }], text: 'qqqq', compare: true, topLogprobs: 1 });
+    expect(res.status).toBe(200);
+    const r = scoreResultSchema.parse(await res.json());
+    expect(r.personalization).toEqual({ mode: 'injected', adapterVersion: 1 });
+    expect(r.tokens.map((t) => t.token)).toEqual(['q', 'q', 'q', 'q']);
+    // alice's adapter forces 'q': her model finds the text likely, the base model does not.
+    expect(r.meanLogprob).toBeGreaterThan(Math.log(0.5));
+    expect(r.tokens.every((t) => t.top[0].token === 'q')).toBe(true);
+    expect(r.base!.meanLogprob).toBeLessThan(r.meanLogprob - 1);
+    expect(r.usage.scoredTokens).toBe(4);
+    const bob = scoreResultSchema.parse(await (await post('/v1/score', { userId: 'bob', text: 'qqqq' })).json());
+    expect(bob.logprob).toBeLessThan(r.logprob);
+    expect(bob.base).toBeUndefined();
+    await expectError(await post('/v1/score', { userId: 'alice', prompt: 'a', messages: [{ role: 'user', content: 'b' }], text: 'q' }), 422, 'validation_failed');
+    await expectError(await post('/v1/score', { userId: 'alice', text: '' }), 422, 'validation_failed');
+    await expectError(await post('/v1/score', { userId: 'alice', text: 'q'.repeat(600) }), 422, 'prompt_too_long');
+    await expectError(await post('/v1/score', { userId: 'nobody', text: 'q' }), 404, 'user_not_found');
   });
 
   it('/metrics carries the engine and the adapter cache', async () => {
