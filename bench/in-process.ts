@@ -1,9 +1,11 @@
 /**
  * For the benches that run the serving engine inside their own process (serve-breakdown.ts,
- * sampling-options.ts): run under the serving node flags, as `npm start` runs the server, drive the engine
- * with closed-loop clients, and time the calls of chosen methods while it runs.
+ * sampling-options.ts, score.ts): run under the serving node flags, as `npm start` runs the server,
+ * configure it on a swap workspace, drive the engine with closed-loop clients, and time the calls of
+ * chosen methods while it runs.
  */
 import { spawnSync } from 'node:child_process';
+import type { Workspace } from './swap-workspace.js';
 import { missingServeNodeFlags } from '../src/serve/node-flags.js';
 
 /** Re-runs this script under the serving node flags when they are missing, and exits with its status. */
@@ -52,4 +54,22 @@ export async function closedLoop(opts: { connections: number; warmupS: number; s
   stop = true;
   await Promise.all(clients);
   return { count, seconds };
+}
+
+/**
+ * Point this process's serving configuration at a swap workspace (bench/swap-workspace.ts): its data,
+ * adapters and model, a cache that holds every adapter (filled by the bench itself, not restored from
+ * another run's snapshot), whole prompts (no prefix cache, as bench/swap.ts measures them) and room
+ * in the queue for the bench's clients.
+ */
+export function serveWorkspace(ws: Workspace): void {
+  Object.assign(process.env, {
+    MEMLORA_DATA_DIR: ws.dataDir,
+    MEMLORA_ADAPTER_DIR: ws.adapterDir,
+    MEMLORA_MODEL_PATH: ws.modelPath,
+    MEMLORA_CACHE_BYTES: String(ws.totalBytes + 2 ** 20),
+    MEMLORA_CACHE_RESTORE: 'off',
+    MEMLORA_PREFIX_CACHE_BYTES: '0',
+    MEMLORA_MAX_QUEUE: '256',
+  });
 }

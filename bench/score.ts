@@ -22,7 +22,7 @@ import { createServeServices } from '../src/serve/services.js';
 import type { RequestedMode } from '../src/serve/types.js';
 import { Rng } from '../src/util/rng.js';
 import { numberArg } from './args.js';
-import { closedLoop, runUnderServeFlags } from './in-process.js';
+import { closedLoop, runUnderServeFlags, serveWorkspace } from './in-process.js';
 import { preloadCache, prepareWorkspace, prompts, zipfSampler } from './swap-workspace.js';
 
 runUnderServeFlags();
@@ -36,15 +36,7 @@ const progress = (line: string): void => void process.stderr.write(`${line}\n`);
 const r3 = (x: number): number => Math.round(x * 1000) / 1000;
 
 const ws = await prepareWorkspace({ users: numberArg('users', 50), seed: SEED, base: 'default', fresh: false });
-Object.assign(process.env, {
-  MEMLORA_DATA_DIR: ws.dataDir,
-  MEMLORA_ADAPTER_DIR: ws.adapterDir,
-  MEMLORA_MODEL_PATH: ws.modelPath,
-  MEMLORA_CACHE_BYTES: String(ws.totalBytes + 2 ** 20),
-  MEMLORA_CACHE_RESTORE: 'off',
-  MEMLORA_PREFIX_CACHE_BYTES: '0',
-  MEMLORA_MAX_QUEUE: '256',
-});
+serveWorkspace(ws);
 const config = loadConfig();
 const db = openDb(config.dbFile);
 const logger = { info() {}, warn() {}, error: (msg: string, f?: unknown) => progress(`engine error: ${msg} ${JSON.stringify(f ?? {})}`) };

@@ -34,7 +34,7 @@ import type { ServeRequest } from '../src/serve/types.js';
 import { Rng } from '../src/util/rng.js';
 import { constWeightsOf, preloadCache, prepareWorkspace, prompts, zipfSampler } from './swap-workspace.js';
 import { numberArg } from './args.js';
-import { closedLoop, runUnderServeFlags, timeCalls } from './in-process.js';
+import { closedLoop, runUnderServeFlags, serveWorkspace, timeCalls } from './in-process.js';
 
 // Engines run under the serving node flags, as `npm start` runs the server: re-run this script under them.
 runUnderServeFlags();
@@ -50,17 +50,7 @@ const progress = (line: string): void => void process.stderr.write(`${line}\n`);
 const r3 = (x: number): number => Math.round(x * 1000) / 1000;
 
 const ws = await prepareWorkspace({ users: numberArg('users', 1000), seed: SEED, base: 'default', fresh: false });
-Object.assign(process.env, {
-  MEMLORA_DATA_DIR: ws.dataDir,
-  MEMLORA_ADAPTER_DIR: ws.adapterDir,
-  MEMLORA_MODEL_PATH: ws.modelPath,
-  MEMLORA_CACHE_BYTES: String(ws.totalBytes + 2 ** 20),
-  // The cache is filled by the bench itself (preloadCache), not from a snapshot of another run.
-  MEMLORA_CACHE_RESTORE: 'off',
-  // Whole prompts, as bench/swap.ts measures them.
-  MEMLORA_PREFIX_CACHE_BYTES: '0',
-  MEMLORA_MAX_QUEUE: '256',
-});
+serveWorkspace(ws); // the cache is filled by the bench itself (preloadCache)
 const config = loadConfig();
 
 // ---------------------------------------------------------------------------------------------
