@@ -538,12 +538,10 @@ export const openAiMessageSchema = z.looseObject({
   name: z.string().max(256).optional(),
 });
 
-export const chatCompletionRequestSchema = z.looseObject({
+/** The sampling fields OpenAI's chat and legacy completions APIs share (with vLLM's extensions), and memlora's mode. */
+const openAiSamplingShape = {
   model: z.string().max(256).optional(),
-  messages: z.array(openAiMessageSchema).min(1).max(256),
   user: userIdSchema,
-  max_tokens: z.int().min(1).max(2048).nullable().optional(),
-  max_completion_tokens: z.int().min(1).max(2048).nullable().optional(),
   temperature: z.number().min(0).max(5).nullable().optional(),
   top_p: z.number().gt(0).max(1).nullable().optional(),
   stop: z
@@ -562,10 +560,17 @@ export const chatCompletionRequestSchema = z.looseObject({
   repetition_penalty: z.number().gt(0).max(10).nullable().optional(),
   min_tokens: z.int().min(0).max(2048).nullable().optional(),
   ignore_eos: z.boolean().nullable().optional(),
-  logprobs: z.boolean().nullable().optional(),
-  top_logprobs: z.int().min(0).max(MAX_TOP_LOGPROBS).nullable().optional(),
   /** memlora extension: the personalisation mode, as in /v1/generate. */
   mode: z.enum(GENERATE_MODES).optional(),
+};
+
+export const chatCompletionRequestSchema = z.looseObject({
+  ...openAiSamplingShape,
+  messages: z.array(openAiMessageSchema).min(1).max(256),
+  max_tokens: z.int().min(1).max(2048).nullable().optional(),
+  max_completion_tokens: z.int().min(1).max(2048).nullable().optional(),
+  logprobs: z.boolean().nullable().optional(),
+  top_logprobs: z.int().min(0).max(MAX_TOP_LOGPROBS).nullable().optional(),
 }).superRefine((v, ctx) => {
   if (v.top_logprobs != null && !v.logprobs) ctx.addIssue({ code: 'custom', path: ['top_logprobs'], message: 'top_logprobs needs logprobs: true' });
 });
@@ -621,6 +626,59 @@ export const chatCompletionChunkSchema = z.object({
   ),
   usage: openAiUsage.nullable().optional(),
   memlora: memloraField.optional(),
+});
+
+// ---------------------------------------------------------------------------------------------
+// OpenAI's legacy completions (POST /v1/completions), as evaluation tools call it: raw prompts, and
+// with echo and logprobs the prompt's own tokens scored.
+
+/** Most prompts one completions request may carry (each becomes one choice). */
+export const MAX_COMPLETION_PROMPTS = 16;
+
+export const completionRequestSchema = z
+  .looseObject({
+    ...openAiSamplingShape,
+    prompt: z.union([z.string().min(1).max(MAX_PROMPT_CHARS), z.array(z.string().min(1).max(MAX_PROMPT_CHARS)).min(1).max(MAX_COMPLETION_PROMPTS)]),
+    /** OpenAI's default is 16; 0 (with echo) scores the prompt and generates nothing. */
+    max_tokens: z.int().min(0).max(2048).nullable().optional(),
+    echo: z.boolean().nullable().optional(),
+    /** The legacy API's logprobs: how many alternatives per token (OpenAI allows up to 5, vLLM 20). */
+    logprobs: z.int().min(0).max(MAX_TOP_LOGPROBS).nullable().optional(),
+    best_of: z.literal(1).nullable().optional(),
+    suffix: z.null().optional(),
+  })
+  .superRefine((v, ctx) => {
+    if (v.max_tokens === 0 && !v.echo) ctx.addIssue({ code: 'custom', path: ['max_tokens'], message: 'max_tokens 0 needs echo: true (nothing would be returned)' });
+    if (v.stream && Array.isArray(v.prompt) && v.prompt.length > 1) ctx.addIssue({ code: 'custom', path: ['stream'], message: 'a stream serves one prompt' });
+  });
+
+const legacyLogprobs = z
+  .object({
+    tokens: z.array(z.string()),
+    token_logprobs: z.array(z.number().max(0)),
+    top_logprobs: z.array(z.record(z.string(), z.number().max(0))),
+    text_offset: z.array(z.int().min(0)),
+  })
+  .nullable();
+
+export const completionResponseSchema = z.object({
+  id: z.string(),
+  object: z.literal('text_completion'),
+  created: z.int(),
+  model: z.string(),
+  choices: z.array(z.object({ index: z.int().min(0), text: z.string(), logprobs: legacyLogprobs, finish_reason: z.enum(['stop', 'length']) })).min(1),
+  usage: openAiUsage,
+  memlora: z.object({ personalization: personalizationSchema }),
+});
+
+export const completionChunkSchema = z.object({
+  id: z.string(),
+  object: z.literal('text_completion'),
+  created: z.int(),
+  model: z.string(),
+  choices: z.array(z.object({ index: z.literal(0), text: z.string(), logprobs: legacyLogprobs, finish_reason: z.enum(['stop', 'length']).nullable() })),
+  usage: openAiUsage.nullable().optional(),
+  memlora: z.object({ personalization: personalizationSchema }).optional(),
 });
 
 /** GET /v1/models/{model}: an OpenAI model object, with the base model's directory name. */

@@ -442,6 +442,34 @@ describe('the official OpenAI client, unmodified, against the real server', () =
     await expect(ask({ logit_bias: { abc: 1 } })).rejects.toMatchObject({ status: 422, code: 'validation_failed' });
   });
 
+  it('completions.create (legacy): a user\'s completion; echo with logprobs scores the prompt as POST /v1/score does (a log-likelihood query)', async () => {
+    const r = await openai.completions.create({ model: 'memlora', user: 'alice', prompt: 'Hello', max_tokens: 3 });
+    expect(r.choices[0].text).toBe('qqq');
+    // The log-likelihood of texts under alice's model, nothing generated (one prompt a request: this
+    // server queues one request at most, and each prompt is a request).
+    const ll = (prompt: string) => openai.completions.create({ model: 'memlora', user: 'alice', prompt, max_tokens: 0, echo: true, logprobs: 0 });
+    const [q4, z4] = [await ll('qqqq'), await ll('zzzz')];
+    expect([q4.choices[0].text, z4.choices[0].text]).toEqual(['qqqq', 'zzzz']);
+    const scored = scoreResultSchema.parse(await (await post('/v1/score', { userId: 'alice', text: 'qqqq' })).json());
+    q4.choices[0].logprobs!.token_logprobs!.forEach((lp, i) => expect(lp).toBeCloseTo(scored.tokens[i].logprob, 5));
+    const sum = (r: typeof q4) => r.choices[0].logprobs!.token_logprobs!.reduce((a, b) => a + b, 0);
+    expect(sum(q4)).toBeGreaterThan(sum(z4) + 2); // her adapter prefers q
+    expect(q4.usage).toMatchObject({ prompt_tokens: scored.usage.contextTokens + scored.usage.scoredTokens, completion_tokens: 0 });
+    // Echo, logprobs and a completion: the prompt's tokens, then the completion's; offsets into the text.
+    const both = await openai.completions.create({ model: 'memlora', user: 'bob', prompt: 'Hi there', max_tokens: 2, echo: true, logprobs: 2 });
+    const c = both.choices[0];
+    expect(c.text).toBe('Hi therezz');
+    const lp = c.logprobs!;
+    expect(lp.tokens!.join('')).toBe('Hi therezz');
+    lp.tokens!.forEach((t, i) => expect(c.text.slice(lp.text_offset![i], lp.text_offset![i] + t.length)).toBe(t));
+    expect(Object.keys(lp.top_logprobs![lp.tokens!.length - 1])).toContain('z');
+    // Streamed: the pieces make the completion.
+    const stream = await openai.completions.create({ model: 'memlora', user: 'alice', prompt: 'Hello', max_tokens: 4, stream: true });
+    let text = '';
+    for await (const chunk of stream) for (const ch of chunk.choices) text += ch.text;
+    expect(text).toBe('qqqq');
+  });
+
   it('a chat\'s next turn reads the conversation so far from the prefix cache (usage.prompt_tokens_details.cached_tokens); deleting the user forgets it', async () => {
     await fetch(`${server.url}/v1/users/erin`, { method: 'PUT' });
     const first = [{ role: 'user' as const, content: 'I walk my dog every morning before work, and I like hiking on weekends.' }];

@@ -10,6 +10,7 @@ import { userExists } from '../../db/queries/users.js';
 import type { AppEnv, RouteDeps } from '../context.js';
 import { chatCompletionRequestSchema, generateRequestSchema } from '../schemas.js';
 import type { GenerateRequest, GenerateResult, TokenLogprob } from '../services.js';
+import { openAiFinish, openAiUsage, samplingFields } from '../openai.js';
 import { readJson, validationFailed } from '../validate.js';
 import { clientSignal, firstEvent, logStreamError, requireGenerate } from './generate.js';
 import { SERVED_MODEL_ID } from './models.js';
@@ -20,26 +21,12 @@ type ChatRequest = z.output<typeof chatCompletionRequestSchema>;
 /** Maps the OpenAI body to a GenerateRequest; memlora's defaults apply where OpenAI fields are absent. */
 export function toGenerateRequest(body: ChatRequest): GenerateRequest {
   const candidate = {
-    userId: body.user,
+    ...samplingFields(body),
     messages: body.messages.map((m) => ({
       role: m.role === 'developer' ? 'system' : m.role,
       content: typeof m.content === 'string' ? m.content : m.content.map((p) => p.text).join(''),
     })),
     maxTokens: body.max_completion_tokens ?? body.max_tokens ?? undefined,
-    temperature: body.temperature ?? undefined,
-    topP: body.top_p ?? undefined,
-    // vLLM's top_k: -1 (or 0) means all tokens, as memlora's absent topK.
-    topK: body.top_k != null && body.top_k > 0 ? body.top_k : undefined,
-    repetitionPenalty: body.repetition_penalty ?? undefined,
-    minTokens: body.min_tokens ?? undefined,
-    ignoreEos: body.ignore_eos ?? undefined,
-    frequencyPenalty: body.frequency_penalty ?? undefined,
-    presencePenalty: body.presence_penalty ?? undefined,
-    logitBias: body.logit_bias ?? undefined,
-    stop: body.stop ?? undefined,
-    seed: body.seed ?? undefined,
-    stream: body.stream ?? false,
-    mode: body.mode,
     logprobs: body.logprobs ?? undefined,
     topLogprobs: body.top_logprobs ?? undefined,
   };
@@ -48,14 +35,8 @@ export function toGenerateRequest(body: ChatRequest): GenerateRequest {
   return parsed.data;
 }
 
-const finishReason = (r: GenerateResult['finishReason']): 'stop' | 'length' => (r === 'length' ? 'length' : 'stop');
-
-const usageOf = (r: GenerateResult) => ({
-  prompt_tokens: r.usage.promptTokens,
-  completion_tokens: r.usage.completionTokens,
-  total_tokens: r.usage.promptTokens + r.usage.completionTokens,
-  prompt_tokens_details: { cached_tokens: r.usage.cachedTokens },
-});
+const finishReason = openAiFinish;
+const usageOf = (r: GenerateResult) => openAiUsage(r.usage.promptTokens, r.usage.completionTokens, r.usage.cachedTokens);
 
 /** OpenAI's `logprobs` of a choice from memlora's (token ids and the memlora-only field names left out). */
 const logprobsOf = (lps: readonly TokenLogprob[] | undefined) =>

@@ -1,0 +1,43 @@
+/**
+ * What OpenAI's chat and legacy completions APIs share on memlora: their sampling fields (with
+ * vLLM's extensions) mapped onto /v1/generate's, and the usage object. memlora's defaults apply
+ * where OpenAI fields are absent or null (greedy, 128 tokens).
+ */
+import type { z } from 'zod';
+import type { chatCompletionRequestSchema, completionRequestSchema } from './schemas.js';
+import type { GenerateResult } from './services.js';
+
+type OpenAiBody = z.output<typeof chatCompletionRequestSchema> | z.output<typeof completionRequestSchema>;
+
+/** The /v1/generate fields (before validation) of an OpenAI body's sampling settings. */
+export function samplingFields(body: OpenAiBody) {
+  return {
+    userId: body.user,
+    temperature: body.temperature ?? undefined,
+    topP: body.top_p ?? undefined,
+    // vLLM's top_k: -1 (or 0) means all tokens, as memlora's absent topK.
+    topK: body.top_k != null && body.top_k > 0 ? body.top_k : undefined,
+    repetitionPenalty: body.repetition_penalty ?? undefined,
+    minTokens: body.min_tokens ?? undefined,
+    ignoreEos: body.ignore_eos ?? undefined,
+    frequencyPenalty: body.frequency_penalty ?? undefined,
+    presencePenalty: body.presence_penalty ?? undefined,
+    logitBias: body.logit_bias ?? undefined,
+    stop: body.stop ?? undefined,
+    seed: body.seed ?? undefined,
+    stream: body.stream ?? false,
+    mode: body.mode,
+  };
+}
+
+/** OpenAI's finish reason: memlora's `stop` (an end token or a stop string) and `length`; a cancelled request answers nobody. */
+export const openAiFinish = (r: GenerateResult['finishReason']): 'stop' | 'length' => (r === 'length' ? 'length' : 'stop');
+
+export function openAiUsage(promptTokens: number, completionTokens: number, cachedTokens: number) {
+  return {
+    prompt_tokens: promptTokens,
+    completion_tokens: completionTokens,
+    total_tokens: promptTokens + completionTokens,
+    prompt_tokens_details: { cached_tokens: cachedTokens },
+  };
+}

@@ -1,0 +1,182 @@
+/**
+ * POST /v1/completions: OpenAI's legacy completions API, as evaluation tools and older clients call
+ * it: raw prompts (a string, or up to 16 of them, one choice each), `user` = the memlora user id. With `echo` the prompt is returned before the
+ * completion, and with `logprobs` its own tokens come scored too (POST /v1/score's pass over the
+ * prompt under the user's model): `max_tokens: 0, echo: true, logprobs: 0` is a log-likelihood
+ * query. The legacy logprobs object lists tokens, token_logprobs, top_logprobs (token text to
+ * log-probability) and text_offset (UTF-16 offsets in the returned text).
+ */
+import { TextDecoder } from 'node:util';
+import type { Hono } from 'hono';
+import { streamSSE } from 'hono/streaming';
+import type { z } from 'zod';
+import { userExists } from '../../db/queries/users.js';
+import type { AppEnv, RouteDeps } from '../context.js';
+import { ApiError } from '../errors.js';
+import { openAiFinish, openAiUsage, samplingFields } from '../openai.js';
+import { completionRequestSchema, generateRequestSchema } from '../schemas.js';
+import type { GenerateRequest, GenerateResult, GenerateService, ScoreResult, TokenLogprob } from '../services.js';
+import { readJson, validationFailed } from '../validate.js';
+import { clientSignal, firstEvent, logStreamError, requireGenerate } from './generate.js';
+import { SERVED_MODEL_ID } from './models.js';
+import { userNotFound } from './users.js';
+
+type CompletionRequest = z.output<typeof completionRequestSchema>;
+
+/** OpenAI's default max_tokens for completions. */
+const DEFAULT_MAX_TOKENS = 16;
+
+function toGenerateRequest(body: CompletionRequest, prompt: string, maxTokens: number, logprobs: number | null): GenerateRequest {
+  const parsed = generateRequestSchema.safeParse({
+    ...samplingFields(body),
+    prompt,
+    maxTokens,
+    ...(logprobs !== null ? { logprobs: true, topLogprobs: logprobs } : {}),
+  });
+  if (!parsed.success) throw validationFailed(parsed.error, 'body');
+  return parsed.data;
+}
+
+/** Legacy log-probabilities of tokens, their text offsets counted on from `offset.at` (advanced past them). */
+function legacyLogprobs(entries: readonly TokenLogprob[], offset: { at: number; decoder: TextDecoder }) {
+  const textOffset: number[] = [];
+  for (const e of entries) {
+    textOffset.push(offset.at);
+    offset.at += offset.decoder.decode(Uint8Array.from(e.bytes ?? [...Buffer.from(e.token, 'utf8')]), { stream: true }).length;
+  }
+  return {
+    tokens: entries.map((e) => e.token),
+    token_logprobs: entries.map((e) => e.logprob),
+    // The most likely first where two alternatives read the same.
+    top_logprobs: entries.map((e) => {
+      const top: Record<string, number> = {};
+      for (const a of e.top) if (!(a.token in top)) top[a.token] = a.logprob;
+      return top;
+    }),
+    text_offset: textOffset,
+  };
+}
+
+const newOffset = () => ({ at: 0, decoder: new TextDecoder('utf-8') });
+
+interface Plan {
+  prompt: string;
+  echo: boolean;
+  /** Alternatives per token; null: no logprobs. */
+  top: number | null;
+  /** Score the prompt: echoed with logprobs, or echoed alone (max_tokens 0) for its token count. */
+  scorePrompt: boolean;
+  gen: GenerateRequest | null;
+}
+
+/** The prompt's scoring pass, as POST /v1/score runs it (the prompt from the start, after BOS). */
+function scorePrompt(gen: GenerateService, body: CompletionRequest, plan: Plan, signal: AbortSignal): Promise<ScoreResult> {
+  return gen.score!({ userId: body.user, text: plan.prompt, mode: body.mode ?? 'auto', topLogprobs: plan.top ?? 0, compare: false }, signal);
+}
+
+export function registerCompletionRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
+  const { db, config, logger } = deps;
+
+  app.post('/v1/completions', async (c) => {
+    const body = await readJson(c, completionRequestSchema, config.bodyLimitBytes);
+    const prompts = typeof body.prompt === 'string' ? [body.prompt] : body.prompt;
+    const maxTokens = body.max_tokens ?? DEFAULT_MAX_TOKENS;
+    const echo = body.echo ?? false;
+    const top = body.logprobs ?? null;
+    const plans: Plan[] = prompts.map((prompt) => ({
+      prompt,
+      echo,
+      top,
+      scorePrompt: echo && (top !== null || maxTokens === 0),
+      gen: maxTokens > 0 ? toGenerateRequest(body, prompt, maxTokens, top) : null,
+    }));
+    if (!userExists(db, body.user)) throw userNotFound(body.user);
+    const gen = requireGenerate(deps);
+    if (plans.some((p) => p.scorePrompt) && !gen.score) throw new ApiError(503, 'model_unavailable', 'this server does not score prompts', null, { 'retry-after': '30' });
+    const ac = clientSignal(c);
+    const model = body.model ?? SERVED_MODEL_ID;
+    const created = Math.floor(Date.now() / 1000);
+    const id = `cmpl-${c.get('requestId')}`;
+
+    if (!body.stream) {
+      const one = async (plan: Plan, index: number) => {
+        const scored = plan.scorePrompt ? await scorePrompt(gen, body, plan, ac.signal) : null;
+        const r = plan.gen ? await gen.generate(plan.gen, ac.signal) : null;
+        const offset = newOffset();
+        // With logprobs and echo the prompt was scored: its tokens come first.
+        const entries = [...(plan.echo && scored ? scored.tokens : []), ...(r?.logprobs ?? [])];
+        return {
+          choice: {
+            index,
+            text: (plan.echo ? plan.prompt : '') + (r?.text ?? ''),
+            logprobs: plan.top === null ? null : legacyLogprobs(entries, offset),
+            finish_reason: r ? openAiFinish(r.finishReason) : ('length' as const),
+          },
+          promptTokens: r?.usage.promptTokens ?? scored!.usage.contextTokens + scored!.usage.scoredTokens,
+          completionTokens: r?.usage.completionTokens ?? 0,
+          cachedTokens: r?.usage.cachedTokens ?? 0,
+          personalization: (r ?? scored!).personalization,
+        };
+      };
+      let done: Awaited<ReturnType<typeof one>>[];
+      try {
+        done = await Promise.all(plans.map(one));
+      } catch (e) {
+        ac.abort(e); // the other prompts' requests leave the engine
+        throw e;
+      }
+      const sum = (f: (d: (typeof done)[number]) => number) => done.reduce((n, d) => n + f(d), 0);
+      return c.json({
+        id,
+        object: 'text_completion',
+        created,
+        model,
+        choices: done.map((d) => d.choice),
+        usage: openAiUsage(sum((d) => d.promptTokens), sum((d) => d.completionTokens), sum((d) => d.cachedTokens)),
+        memlora: { personalization: done[0].personalization },
+      });
+    }
+
+    // A stream serves one prompt (the schema refuses more): the echo first, then the completion's pieces.
+    const plan = plans[0];
+    const scored = plan.scorePrompt ? await scorePrompt(gen, body, plan, ac.signal) : null;
+    const started = plan.gen ? await firstEvent(gen, plan.gen, ac.signal) : null;
+    const includeUsage = body.stream_options?.include_usage === true;
+    return streamSSE(c, async (sse) => {
+      sse.onAbort(() => ac.abort(new Error('client disconnected')));
+      const chunk = (choices: unknown[], extra: Record<string, unknown> = {}) =>
+        sse.writeSSE({ data: JSON.stringify({ id, object: 'text_completion', created, model, choices, ...extra }) });
+      const offset = newOffset();
+      const end = async (finish: 'stop' | 'length', r: GenerateResult | null) => {
+        await chunk([{ index: 0, text: '', logprobs: null, finish_reason: finish }], { memlora: { personalization: (r ?? scored!).personalization } });
+        if (includeUsage) {
+          const promptTokens = r?.usage.promptTokens ?? scored!.usage.contextTokens + scored!.usage.scoredTokens;
+          await chunk([], { usage: openAiUsage(promptTokens, r?.usage.completionTokens ?? 0, r?.usage.cachedTokens ?? 0) });
+        }
+        await sse.writeSSE({ data: '[DONE]' });
+      };
+      try {
+        if (plan.echo) {
+          const lps = plan.top === null ? null : legacyLogprobs(scored?.tokens ?? [], offset);
+          await chunk([{ index: 0, text: plan.prompt, logprobs: lps, finish_reason: null }]);
+        }
+        if (!started) return await end('length', null);
+        let next = started.first;
+        while (!next.done && !ac.signal.aborted) {
+          const ev = next.value;
+          if (ev.type === 'token') {
+            const lps = plan.top === null ? null : legacyLogprobs(ev.logprobs ?? [], offset);
+            await chunk([{ index: 0, text: ev.text, logprobs: lps, finish_reason: null }]);
+          } else return await end(openAiFinish(ev.result.finishReason), ev.result);
+          next = await started.iterator.next();
+        }
+        if (!ac.signal.aborted) throw new Error('generation stream ended without a done event');
+      } catch (err) {
+        if (ac.signal.aborted) return;
+        await sse.writeSSE({ data: JSON.stringify(logStreamError(logger, c.get('requestId'), err)) });
+      } finally {
+        await started?.iterator.return?.();
+      }
+    });
+  });
+}

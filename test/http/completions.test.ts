@@ -1,0 +1,105 @@
+/** POST /v1/completions through the real app and a real SQLite file, generation and scoring faked (the real engine behind it: test/serve/http.test.ts). */
+import { afterEach, describe, expect, it } from 'vitest';
+import { completionChunkSchema, completionResponseSchema } from '../../src/http/schemas.js';
+import { ServiceError } from '../../src/http/services.js';
+import { fakeGenerate, parseSse, type FakeGenerate } from './fake-generate.js';
+import { expectError, json, makeHarness, type Harness } from './helpers.js';
+
+let h: Harness;
+let gen: FakeGenerate;
+afterEach(() => h?.cleanup());
+
+async function setup() {
+  gen = fakeGenerate();
+  h = makeHarness({ services: { generate: gen } });
+  await h.req('PUT', '/v1/users/alice');
+}
+
+const post = (body: unknown) => h.req('POST', '/v1/completions', body);
+
+describe('POST /v1/completions', () => {
+  it('maps a prompt onto /v1/generate (OpenAI\'s 16 tokens by default, the shared sampling fields) and answers a text_completion', async () => {
+    await setup();
+    const res = await post({ model: 'davinci-002', user: 'alice', prompt: 'one two', temperature: 0.5, seed: 3, frequency_penalty: 0.2, top_k: 4, stop: '.' });
+    expect(res.status).toBe(200);
+    const body = completionResponseSchema.parse(await json(res));
+    expect(body).toMatchObject({ object: 'text_completion', model: 'davinci-002', choices: [{ index: 0, text: 'echo one two', logprobs: null, finish_reason: 'stop' }] });
+    expect(body.usage).toEqual({ prompt_tokens: 7, completion_tokens: 3, total_tokens: 10, prompt_tokens_details: { cached_tokens: 0 } });
+    expect(gen.calls[0].req).toMatchObject({ userId: 'alice', prompt: 'one two', maxTokens: 16, temperature: 0.5, seed: 3, frequencyPenalty: 0.2, topK: 4, stop: ['.'], logprobs: false });
+    expect(gen.scoreCalls).toHaveLength(0);
+  });
+
+  it('several prompts: one choice each, in order, usage summed', async () => {
+    await setup();
+    const body = completionResponseSchema.parse(await json(await post({ user: 'alice', prompt: ['a b c', 'd'], max_tokens: 2 })));
+    expect(body.choices.map((c) => [c.index, c.text, c.finish_reason])).toEqual([[0, 'echo a', 'length'], [1, 'echo d', 'stop']]);
+    expect(body.usage.completion_tokens).toBe(4);
+    expect(body.usage.prompt_tokens).toBe(14);
+  });
+
+  it('echo with logprobs: the prompt\'s tokens scored, then the completion\'s; offsets into the returned text', async () => {
+    await setup();
+    const body = completionResponseSchema.parse(await json(await post({ user: 'alice', prompt: 'to the sea', max_tokens: 2, echo: true, logprobs: 2 })));
+    const c = body.choices[0];
+    expect(c.text).toBe('to the seaecho to');
+    expect(gen.scoreCalls).toEqual([{ userId: 'alice', text: 'to the sea', mode: 'auto', topLogprobs: 2, compare: false }]);
+    expect(gen.calls[0].req).toMatchObject({ logprobs: true, topLogprobs: 2 });
+    expect(c.logprobs!.tokens).toEqual(['to', ' the', ' sea', 'echo', ' to']);
+    expect(c.logprobs!.token_logprobs).toEqual([-0.1, -0.2, -0.3, -0.1, -0.2]);
+    expect(c.logprobs!.text_offset).toEqual([0, 2, 6, 10, 14]);
+    c.logprobs!.tokens.forEach((t, i) => expect(c.text.slice(c.logprobs!.text_offset[i]).startsWith(t)).toBe(true));
+    expect(c.logprobs!.top_logprobs[0]).toEqual({ alt0: -0.01, alt1: -0.02 });
+  });
+
+  it('max_tokens 0 with echo scores the prompt and generates nothing (a log-likelihood query)', async () => {
+    await setup();
+    const body = completionResponseSchema.parse(await json(await post({ user: 'alice', prompt: ['x y', 'z'], max_tokens: 0, echo: true, logprobs: 0 })));
+    expect(gen.calls).toHaveLength(0);
+    expect(body.choices.map((c) => [c.text, c.finish_reason, c.logprobs!.token_logprobs])).toEqual([['x y', 'length', [-0.1, -0.2]], ['z', 'length', [-0.1]]]);
+    expect(body.usage).toMatchObject({ prompt_tokens: 1 + 2 + (1 + 1), completion_tokens: 0 }); // BOS and the tokens of each prompt
+    // Echo without logprobs and max_tokens 0 still counts the prompt's tokens.
+    const plain = completionResponseSchema.parse(await json(await post({ user: 'alice', prompt: 'x y', max_tokens: 0, echo: true })));
+    expect(plain.choices[0]).toMatchObject({ text: 'x y', logprobs: null });
+  });
+
+  it('streams one prompt: the echo first, then each piece, the finish and usage, then [DONE]', async () => {
+    await setup();
+    const res = await post({ user: 'alice', prompt: 'one two', max_tokens: 5, echo: true, logprobs: 0, stream: true, stream_options: { include_usage: true } });
+    expect(res.headers.get('content-type')).toMatch(/text\/event-stream/);
+    const events = parseSse(await res.text());
+    expect(events.at(-1)!.data).toBe('[DONE]');
+    const chunks = events.slice(0, -1).map((e) => completionChunkSchema.parse(JSON.parse(e.data)));
+    const text = chunks.flatMap((ch) => ch.choices.map((c) => c.text)).join('');
+    expect(text).toBe('one twoecho one two');
+    expect(chunks[0].choices[0].logprobs!.tokens).toEqual(['one', ' two']);
+    const offsets = chunks.flatMap((ch) => ch.choices.flatMap((c) => c.logprobs?.text_offset ?? []));
+    expect(offsets).toEqual([0, 3, 7, 11, 15]);
+    expect(chunks.flatMap((ch) => ch.choices.map((c) => c.finish_reason)).filter(Boolean)).toEqual(['stop']);
+    expect(chunks.at(-1)!.usage).toMatchObject({ completion_tokens: 3 });
+  });
+
+  it('rejects what it cannot honour with 422, unknown users with 404, and maps the service\'s errors', async () => {
+    await setup();
+    for (const body of [
+      { user: 'alice' },
+      { user: 'alice', prompt: '' },
+      { user: 'alice', prompt: [1, 2, 3] },
+      { user: 'alice', prompt: [] },
+      { user: 'alice', prompt: Array.from({ length: 17 }, () => 'x') },
+      { user: 'alice', prompt: 'x', max_tokens: 0 },
+      { user: 'alice', prompt: ['x', 'y'], stream: true },
+      { user: 'alice', prompt: 'x', logprobs: 21 },
+      { user: 'alice', prompt: 'x', logprobs: true },
+      { user: 'alice', prompt: 'x', best_of: 2 },
+      { user: 'alice', prompt: 'x', suffix: 'end' },
+      { user: 'alice', prompt: 'x', n: 2 },
+      { user: 'alice', prompt: 'x', min_tokens: 20 },
+    ]) {
+      await expectError(await post(body), 422, 'validation_failed');
+    }
+    await expectError(await post({ user: 'bob', prompt: 'x' }), 404, 'user_not_found');
+    expect(gen.calls).toHaveLength(0);
+    gen.failWith = new ServiceError('queue_full', 'full', { retryAfterS: 1 });
+    await expectError(await post({ user: 'alice', prompt: ['x', 'y'] }), 429, 'queue_full');
+  });
+});
