@@ -4,15 +4,20 @@
  * where OpenAI fields are absent or null (greedy, 128 tokens).
  */
 import type { z } from 'zod';
-import type { chatCompletionRequestSchema, completionRequestSchema } from './schemas.js';
+import { type chatCompletionRequestSchema, type completionRequestSchema, userOfModel } from './schemas.js';
 import type { GenerateResult } from './services.js';
 
 type OpenAiBody = z.output<typeof chatCompletionRequestSchema> | z.output<typeof completionRequestSchema>;
 
+/** The memlora user of a validated OpenAI body: `user`, or the user its model names (memlora:<user id>). */
+export function openAiUserId(body: OpenAiBody): string {
+  return body.user ?? userOfModel(body.model)!;
+}
+
 /** The /v1/generate fields (before validation) of an OpenAI body's sampling settings. */
 export function samplingFields(body: OpenAiBody) {
   return {
-    userId: body.user,
+    userId: openAiUserId(body),
     temperature: body.temperature ?? undefined,
     topP: body.top_p ?? undefined,
     // vLLM's top_k: -1 (or 0) means all tokens, as memlora's absent topK.

@@ -538,10 +538,34 @@ export const openAiMessageSchema = z.looseObject({
   name: z.string().max(256).optional(),
 });
 
+/**
+ * A user's own model as OpenAI clients name it, for tools that send `model` but cannot send `user`
+ * (as vLLM names a LoRA adapter by the model id): `memlora:<user id>`.
+ */
+export const USER_MODEL_PREFIX = 'memlora:';
+
+/** The user id a model id names (`memlora:<user id>`), or null. */
+export function userOfModel(model: string | undefined): string | null {
+  if (!model?.startsWith(USER_MODEL_PREFIX)) return null;
+  const id = model.slice(USER_MODEL_PREFIX.length);
+  return isValidUserId(id) ? id : null;
+}
+
+/** The memlora user of an OpenAI request: `user`, or the one its model names; both must agree. */
+function refineOpenAiUser(v: { user?: string; model?: string }, ctx: z.RefinementCtx): void {
+  const named = userOfModel(v.model);
+  if (v.user === undefined && named === null) {
+    ctx.addIssue({ code: 'custom', path: ['user'], message: `give user (the memlora user id), or model "${USER_MODEL_PREFIX}<user id>"` });
+  } else if (v.user !== undefined && named !== null && named !== v.user) {
+    ctx.addIssue({ code: 'custom', path: ['model'], message: `model names user "${named}", user says "${v.user}"` });
+  }
+}
+
 /** The sampling fields OpenAI's chat and legacy completions APIs share (with vLLM's extensions), and memlora's mode. */
 const openAiSamplingShape = {
   model: z.string().max(256).optional(),
-  user: userIdSchema,
+  /** The memlora user id; absent, the model must name the user (USER_MODEL_PREFIX). */
+  user: userIdSchema.optional(),
   temperature: z.number().min(0).max(5).nullable().optional(),
   top_p: z.number().gt(0).max(1).nullable().optional(),
   stop: z
@@ -572,6 +596,7 @@ export const chatCompletionRequestSchema = z.looseObject({
   logprobs: z.boolean().nullable().optional(),
   top_logprobs: z.int().min(0).max(MAX_TOP_LOGPROBS).nullable().optional(),
 }).superRefine((v, ctx) => {
+  refineOpenAiUser(v, ctx);
   if (v.top_logprobs != null && !v.logprobs) ctx.addIssue({ code: 'custom', path: ['top_logprobs'], message: 'top_logprobs needs logprobs: true' });
 });
 
@@ -648,6 +673,7 @@ export const completionRequestSchema = z
     suffix: z.null().optional(),
   })
   .superRefine((v, ctx) => {
+    refineOpenAiUser(v, ctx);
     if (v.max_tokens === 0 && !v.echo) ctx.addIssue({ code: 'custom', path: ['max_tokens'], message: 'max_tokens 0 needs echo: true (nothing would be returned)' });
     if (v.stream && Array.isArray(v.prompt) && v.prompt.length > 1) ctx.addIssue({ code: 'custom', path: ['stream'], message: 'a stream serves one prompt' });
   });
@@ -687,7 +713,8 @@ export const modelSchema = z.object({
   object: z.literal('model'),
   created: z.int().min(0),
   owned_by: z.string(),
-  memlora: z.object({ baseModel: z.string() }),
+  /** userId: a user's own model (memlora:<user id>): the base model through their personalisation. */
+  memlora: z.object({ baseModel: z.string(), userId: userIdSchema.optional() }),
 });
 
 /** GET /v1/models: the OpenAI model list (memlora serves one model; users are chosen by `user`). */

@@ -40,6 +40,38 @@ describe('GET /v1/models', () => {
     expect(err.details).toEqual({ model: 'gpt-4o' });
   });
 
+  it('GET /v1/models/memlora:<user id> is that user\'s own model while the user exists; it is not listed', async () => {
+    h = makeHarness();
+    await h.req('PUT', '/v1/users/alice');
+    const body = modelSchema.parse(await json(await h.req('GET', '/v1/models/memlora:alice')));
+    expect(body).toMatchObject({ id: 'memlora:alice', object: 'model', memlora: { baseModel: 'default', userId: 'alice' } });
+    expect(modelListSchema.parse(await json(await h.req('GET', '/v1/models'))).data.map((m) => m.id)).toEqual(['memlora']);
+    await expectError(await h.req('GET', '/v1/models/memlora:bob'), 404, 'model_not_found');
+    await expectError(await h.req('GET', '/v1/models/memlora:..'), 404, 'model_not_found');
+    await h.req('DELETE', '/v1/users/alice');
+    await expectError(await h.req('GET', '/v1/models/memlora:alice'), 404, 'model_not_found');
+  });
+
+  it('chat and legacy completions take the user from model memlora:<user id> when user is absent; both must agree', async () => {
+    const gen = fakeGenerate();
+    h = makeHarness({ services: { generate: gen } });
+    await h.req('PUT', '/v1/users/alice');
+    const messages = [{ role: 'user', content: 'hi' }];
+    const chat = await h.req('POST', '/v1/chat/completions', { model: 'memlora:alice', messages });
+    expect(chat.status).toBe(200);
+    expect((await json(chat)).model).toBe('memlora:alice');
+    expect(gen.calls[0].req.userId).toBe('alice');
+    const legacy = await h.req('POST', '/v1/completions', { model: 'memlora:alice', prompt: 'hi', max_tokens: 0, echo: true, logprobs: 0 });
+    expect(legacy.status).toBe(200);
+    expect(gen.scoreCalls[0].userId).toBe('alice');
+    expect((await h.req('POST', '/v1/chat/completions', { model: 'memlora:alice', user: 'alice', messages })).status).toBe(200);
+    for (const body of [{ messages }, { model: 'memlora', messages }, { model: 'memlora:', messages }, { model: 'memlora:alice', user: 'bob', messages }]) {
+      await expectError(await h.req('POST', '/v1/chat/completions', body), 422, 'validation_failed');
+    }
+    await expectError(await h.req('POST', '/v1/completions', { model: 'gpt-4o', prompt: 'x' }), 422, 'validation_failed');
+    await expectError(await h.req('POST', '/v1/chat/completions', { model: 'memlora:bob', messages }), 404, 'user_not_found');
+  });
+
   it('a chat completion that names no model answers as the listed model', async () => {
     h = makeHarness({ services: { generate: fakeGenerate() } });
     await h.req('PUT', '/v1/users/alice');

@@ -463,6 +463,10 @@ describe('the official OpenAI client, unmodified, against the real server', () =
     expect(lp.tokens!.join('')).toBe('Hi therezz');
     lp.tokens!.forEach((t, i) => expect(c.text.slice(lp.text_offset![i], lp.text_offset![i] + t.length)).toBe(t));
     expect(Object.keys(lp.top_logprobs![lp.tokens!.length - 1])).toContain('z');
+    // A tool that cannot send user names alice's own model.
+    expect((await openai.models.retrieve('memlora:alice')).id).toBe('memlora:alice');
+    const named = await openai.completions.create({ model: 'memlora:alice', prompt: 'Hello', max_tokens: 3 });
+    expect(named.choices[0].text).toBe('qqq');
     // Streamed: the pieces make the completion.
     const stream = await openai.completions.create({ model: 'memlora', user: 'alice', prompt: 'Hello', max_tokens: 4, stream: true });
     let text = '';

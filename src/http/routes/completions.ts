@@ -13,7 +13,7 @@ import type { z } from 'zod';
 import { userExists } from '../../db/queries/users.js';
 import type { AppEnv, RouteDeps } from '../context.js';
 import { ApiError } from '../errors.js';
-import { openAiFinish, openAiUsage, samplingFields } from '../openai.js';
+import { openAiFinish, openAiUsage, openAiUserId, samplingFields } from '../openai.js';
 import { completionRequestSchema, generateRequestSchema } from '../schemas.js';
 import type { GenerateRequest, GenerateResult, GenerateService, ScoreResult, TokenLogprob } from '../services.js';
 import { readJson, validationFailed } from '../validate.js';
@@ -71,7 +71,7 @@ interface Plan {
 
 /** The prompt's scoring pass, as POST /v1/score runs it (the prompt from the start, after BOS). */
 function scorePrompt(gen: GenerateService, body: CompletionRequest, plan: Plan, signal: AbortSignal): Promise<ScoreResult> {
-  return gen.score!({ userId: body.user, text: plan.prompt, mode: body.mode ?? 'auto', topLogprobs: plan.top ?? 0, compare: false }, signal);
+  return gen.score!({ userId: openAiUserId(body), text: plan.prompt, mode: body.mode ?? 'auto', topLogprobs: plan.top ?? 0, compare: false }, signal);
 }
 
 export function registerCompletionRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
@@ -90,7 +90,8 @@ export function registerCompletionRoutes(app: Hono<AppEnv>, deps: RouteDeps): vo
       scorePrompt: echo && (top !== null || maxTokens === 0),
       gen: maxTokens > 0 ? toGenerateRequest(body, prompt, maxTokens, top) : null,
     }));
-    if (!userExists(db, body.user)) throw userNotFound(body.user);
+    const userId = openAiUserId(body);
+    if (!userExists(db, userId)) throw userNotFound(userId);
     const gen = requireGenerate(deps);
     if (plans.some((p) => p.scorePrompt) && !gen.score) throw new ApiError(503, 'model_unavailable', 'this server does not score prompts', null, { 'retry-after': '30' });
     const ac = clientSignal(c);

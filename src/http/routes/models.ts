@@ -1,14 +1,17 @@
 /**
  * GET /v1/models and GET /v1/models/{model}: the OpenAI model listing, so chat clients that list
  * models before they chat (and SDKs' `models.list()`) find the one model memlora serves. Which user's
- * adapter answers is chosen by the chat request's `user`, not by the model id; /v1/chat/completions
- * echoes whatever `model` a client sends.
+ * adapter answers is chosen by the request's `user`, or by a model id `memlora:<user id>` for tools
+ * that cannot send `user` (retrievable here for an existing user; users are not listed: there may be
+ * millions); the chat and completions routes echo whatever `model` a client sends.
  */
 import { statSync } from 'node:fs';
 import { basename } from 'node:path';
 import type { Hono } from 'hono';
+import { userExists } from '../../db/queries/users.js';
 import type { AppEnv, RouteDeps } from '../context.js';
 import { ApiError } from '../errors.js';
+import { USER_MODEL_PREFIX, userOfModel } from '../schemas.js';
 
 /** The model id memlora lists and answers with when a chat request names none. */
 export const SERVED_MODEL_ID = 'memlora';
@@ -35,8 +38,10 @@ export function registerModelRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
 
   app.get('/v1/models/:model', (c) => {
     const id = c.req.param('model');
+    const userId = userOfModel(id);
+    if (userId !== null && userExists(deps.db, userId)) return c.json({ ...model, id, memlora: { ...model.memlora, userId } });
     if (id !== SERVED_MODEL_ID) {
-      throw new ApiError(404, 'model_not_found', `model ${JSON.stringify(id)} not found; memlora serves ${JSON.stringify(SERVED_MODEL_ID)}`, { model: id });
+      throw new ApiError(404, 'model_not_found', `model ${JSON.stringify(id)} not found; memlora serves ${JSON.stringify(SERVED_MODEL_ID)}, and ${JSON.stringify(`${USER_MODEL_PREFIX}<user id>`)} for each of its users`, { model: id });
     }
     return c.json(model);
   });
