@@ -90,6 +90,8 @@ interface ScoreJob {
   textIds: number[];
   top: number;
   compare: boolean;
+  /** What memory is retrieved by: the context's, or with no context the text itself. */
+  query: string;
 }
 
 /** What a job reports: generation events, or a scoring request's result. */
@@ -323,7 +325,8 @@ export class Engine {
           stream: false,
           mode: req.mode,
         };
-        const score: ScoreJob = { textIds, top: req.topLogprobs ?? 0, compare: req.compare ?? false };
+        const hasContext = req.messages !== undefined || (req.prompt ?? '') !== '';
+        const score: ScoreJob = { textIds, top: req.topLogprobs ?? 0, compare: req.compare ?? false, query: hasContext ? memoryQuery(asServed) : req.text };
         this.submit(asServed, signal, (ev) => {
           if (ev instanceof Error) reject(ev);
           else if (ev.type === 'scored') resolve(ev.result);
@@ -468,7 +471,7 @@ export class Engine {
     job.ids = job.baseIds;
     job.poolBytes = 0;
     if (kind === 'memory') {
-      const items = retrieveMemory(this.db, job.req.userId, memoryQuery(job.req), this.memoryK);
+      const items = retrieveMemory(this.db, job.req.userId, job.score?.query ?? memoryQuery(job.req), this.memoryK);
       const fit = items.length > 0 ? fitMemory(this.ctx, job.req, items) : { ids: job.baseIds, used: 0 };
       if (fit.used > 0) {
         job.ids = fit.ids;

@@ -103,7 +103,8 @@ export interface ServeResult {
 /**
  * Scoring: how likely `text` is as the continuation of a context (`messages`, rendered with the chat
  * template and ending with the assistant's opening; or a raw `prompt`; or neither: the text from the
- * start) under the user's model, personalised as `mode` asks. The text is tokenized on its own.
+ * start) under the user's model, personalised as `mode` asks (memory retrieved by the context, or
+ * with no context by the text). The text is tokenized on its own.
  */
 export interface ScoreRequest {
   userId: string;

@@ -747,5 +747,10 @@ describe('scoring', () => {
     const text = f.tokenizer.encode(' Pepper', { parseSpecial: false });
     const base = await reference(plain, text);
     r.base!.logprobs.forEach((lp, i) => expect(lp).toBeCloseTo(base[i][text[i]], 4));
+    // With no context, memory is retrieved by the text itself (as the legacy completions' echo scores a prompt).
+    const bare = await e.score({ userId: 'score-m', text: 'my cat Pepper', mode: 'memory' }, never());
+    expect(bare.personalization).toMatchObject({ mode: 'memory', memoryItems: expect.any(Number) });
+    const none = await e.score({ userId: 'score-m', text: 'zebra xylophone', mode: 'memory' }, never());
+    expect(none.personalization).toMatchObject({ mode: 'vanilla', fallback: { from: 'memory', reason: 'no_memory' } });
   });
 });
