@@ -2,17 +2,15 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { completionChunkSchema, completionResponseSchema } from '../../src/http/schemas.js';
 import { ServiceError } from '../../src/http/services.js';
-import { fakeGenerate, parseSse, type FakeGenerate } from './fake-generate.js';
-import { expectError, json, makeHarness, type Harness } from './helpers.js';
+import { fakeGenerateApp, parseSse, type FakeGenerate } from './fake-generate.js';
+import { expectError, json, type Harness } from './helpers.js';
 
 let h: Harness;
 let gen: FakeGenerate;
 afterEach(() => h?.cleanup());
 
 async function setup() {
-  gen = fakeGenerate();
-  h = makeHarness({ services: { generate: gen } });
-  await h.req('PUT', '/v1/users/alice');
+  ({ h, gen } = await fakeGenerateApp());
 }
 
 const post = (body: unknown) => h.req('POST', '/v1/completions', body);

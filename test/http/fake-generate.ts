@@ -4,6 +4,7 @@
  */
 import { dropPrefixCache, prefixCacheReport } from '../../src/serve/prefix-admin.js';
 import type { GenerateRequest, GenerateResult, GenerateService, ScoreRequest, StreamEvent, TokenLogprob } from '../../src/http/services.js';
+import { type Harness, makeHarness } from './helpers.js';
 
 export interface FakeGenerate extends GenerateService {
   calls: Array<{ req: GenerateRequest; signal: AbortSignal }>;
@@ -188,4 +189,12 @@ export function parseSse(text: string): SseEvent[] {
       }
       return { event, data: data.join('\n') };
     });
+}
+
+/** The app on a fresh SQLite file serving `fakeGenerate()` (or no generation service), with user alice created. */
+export async function fakeGenerateApp(withService = true): Promise<{ h: Harness; gen: FakeGenerate }> {
+  const gen = fakeGenerate();
+  const h = makeHarness({ services: withService ? { generate: gen } : {} });
+  await h.req('PUT', '/v1/users/alice');
+  return { h, gen };
 }

@@ -1,17 +1,15 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { ServiceError } from '../../src/http/services.js';
 import { generateDoneEventSchema, generateResultSchema, generateTokenEventSchema } from '../../src/http/schemas.js';
-import { fakeGenerate, parseSse, type FakeGenerate } from './fake-generate.js';
-import { expectError, json, makeHarness, until, type Harness } from './helpers.js';
+import { fakeGenerateApp, parseSse, type FakeGenerate } from './fake-generate.js';
+import { expectError, json, until, type Harness } from './helpers.js';
 
 let h: Harness;
 let gen: FakeGenerate;
 afterEach(() => h?.cleanup());
 
 async function setup(withService = true) {
-  gen = fakeGenerate();
-  h = makeHarness({ services: withService ? { generate: gen } : {} });
-  await h.req('PUT', '/v1/users/alice');
+  ({ h, gen } = await fakeGenerateApp(withService));
 }
 
 describe('POST /v1/generate without a model', () => {

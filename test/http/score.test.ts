@@ -2,17 +2,15 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { scoreResultSchema } from '../../src/http/schemas.js';
 import { ServiceError } from '../../src/http/services.js';
-import { fakeGenerate, type FakeGenerate } from './fake-generate.js';
-import { expectError, json, makeHarness, type Harness } from './helpers.js';
+import { fakeGenerateApp, type FakeGenerate } from './fake-generate.js';
+import { expectError, json, type Harness } from './helpers.js';
 
 let h: Harness;
 let gen: FakeGenerate;
 afterEach(() => h?.cleanup());
 
 async function setup(withService = true) {
-  gen = fakeGenerate();
-  h = makeHarness({ services: withService ? { generate: gen } : {} });
-  await h.req('PUT', '/v1/users/alice');
+  ({ h, gen } = await fakeGenerateApp(withService));
 }
 
 describe('POST /v1/score', () => {
