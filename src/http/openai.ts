@@ -5,7 +5,7 @@
  */
 import type { z } from 'zod';
 import { type chatCompletionRequestSchema, type completionRequestSchema, userOfModel } from './schemas.js';
-import type { GenerateResult } from './services.js';
+import type { GenerateRequest, GenerateResult } from './services.js';
 
 type OpenAiBody = z.output<typeof chatCompletionRequestSchema> | z.output<typeof completionRequestSchema>;
 
@@ -33,6 +33,25 @@ export function samplingFields(body: OpenAiBody) {
     stream: body.stream ?? false,
     mode: body.mode,
   };
+}
+
+/**
+ * The generation requests of an OpenAI request's `n` choices: the same request, its seed (when
+ * given) advanced by the choice's index so that choices differ yet reproduce; without a seed each
+ * draws its own.
+ */
+export function choiceRequests(req: GenerateRequest, n: number): GenerateRequest[] {
+  return Array.from({ length: n }, (_, j) => (j === 0 || req.seed === undefined ? req : { ...req, seed: req.seed + j }));
+}
+
+/** Every choice's result; the first failure aborts the others (their rows are freed) and is thrown. */
+export async function allChoices<T>(ac: AbortController, work: ReadonlyArray<Promise<T>>): Promise<T[]> {
+  try {
+    return await Promise.all(work);
+  } catch (e) {
+    ac.abort(e);
+    throw e;
+  }
 }
 
 /** OpenAI's finish reason: memlora's `stop` (an end token or a stop string) and `length`; a cancelled request answers nobody. */

@@ -528,7 +528,7 @@ export const generateDoneEventSchema = z.object({ result: generateResultSchema }
 
 // ---------------------------------------------------------------------------------------------
 // OpenAI-compatible chat completions. Unknown fields are ignored (clients send many), known ones
-// are validated; unsupported values (n > 1, tool messages, image parts) are rejected.
+// are validated; unsupported values (n > 16, tool messages, image parts) are rejected.
 
 const chatContentPart = z.looseObject({ type: z.literal('text'), text: z.string().max(MAX_PROMPT_CHARS) });
 
@@ -561,6 +561,9 @@ function refineOpenAiUser(v: { user?: string; model?: string }, ctx: z.Refinemen
   }
 }
 
+/** Most choices (`n`) one OpenAI request may ask for; each is a generation request of its own. */
+export const MAX_CHOICES = 16;
+
 /** The sampling fields OpenAI's chat and legacy completions APIs share (with vLLM's extensions), and memlora's mode. */
 const openAiSamplingShape = {
   model: z.string().max(256).optional(),
@@ -575,7 +578,8 @@ const openAiSamplingShape = {
   seed: z.int().nullable().optional(),
   stream: z.boolean().nullable().optional(),
   stream_options: z.looseObject({ include_usage: z.boolean().optional() }).nullable().optional(),
-  n: z.literal(1).nullable().optional(),
+  /** Choices per prompt; with a seed, choice j samples with seed + j. */
+  n: z.int().min(1).max(MAX_CHOICES).nullable().optional(),
   frequency_penalty: penaltySchema.nullable().optional(),
   presence_penalty: penaltySchema.nullable().optional(),
   logit_bias: logitBiasSchema.nullable().optional(),
@@ -625,15 +629,16 @@ export const chatCompletionResponseSchema = z.object({
   choices: z
     .array(
       z.object({
-        index: z.literal(0),
+        index: z.int().min(0),
         message: z.object({ role: z.literal('assistant'), content: z.string() }),
         logprobs: openAiLogprobs,
         finish_reason: z.enum(['stop', 'length']),
       }),
     )
-    .length(1),
+    .min(1),
   usage: openAiUsage,
-  memlora: memloraField,
+  /** The first choice's personalisation and timings; `choices` has every choice's when n > 1. */
+  memlora: memloraField.extend({ choices: z.array(memloraField).optional() }),
 });
 
 export const chatCompletionChunkSchema = z.object({
@@ -643,7 +648,7 @@ export const chatCompletionChunkSchema = z.object({
   model: z.string(),
   choices: z.array(
     z.object({
-      index: z.literal(0),
+      index: z.int().min(0),
       delta: z.object({ role: z.literal('assistant').optional(), content: z.string().optional() }),
       logprobs: openAiLogprobs.optional(),
       finish_reason: z.enum(['stop', 'length']).nullable(),
@@ -702,7 +707,7 @@ export const completionChunkSchema = z.object({
   object: z.literal('text_completion'),
   created: z.int(),
   model: z.string(),
-  choices: z.array(z.object({ index: z.literal(0), text: z.string(), logprobs: legacyLogprobs, finish_reason: z.enum(['stop', 'length']).nullable() })),
+  choices: z.array(z.object({ index: z.int().min(0), text: z.string(), logprobs: legacyLogprobs, finish_reason: z.enum(['stop', 'length']).nullable() })),
   usage: openAiUsage.nullable().optional(),
   memlora: z.object({ personalization: personalizationSchema }).optional(),
 });

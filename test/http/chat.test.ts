@@ -80,13 +80,35 @@ describe('POST /v1/chat/completions', () => {
     expect(body.model).toBe('memlora');
   });
 
+  it('n choices: one generation request each, seeds advanced per choice, the prompt counted once; streamed, chunks carry their choice', async () => {
+    await setup();
+    const msg = [{ role: 'user', content: 'one two three' }];
+    const body = chatCompletionResponseSchema.parse(await json(await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: msg, n: 3, seed: 10, temperature: 0.8 })));
+    expect(body.choices.map((c) => c.index)).toEqual([0, 1, 2]);
+    expect(gen.calls.map((x) => x.req.seed)).toEqual([10, 11, 12]);
+    expect(body.usage).toMatchObject({ prompt_tokens: 7, completion_tokens: 3 * 4 });
+    expect(body.memlora.choices).toHaveLength(3);
+    await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: msg, n: 2 });
+    expect(gen.calls.slice(3).map((x) => x.req.seed)).toEqual([undefined, undefined]);
+    const res = await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: msg, n: 2, stream: true, stream_options: { include_usage: true } });
+    const events = parseSse(await res.text());
+    expect(events.at(-1)!.data).toBe('[DONE]');
+    const chunks = events.slice(0, -1).map((e) => chatCompletionChunkSchema.parse(JSON.parse(e.data)));
+    for (const index of [0, 1]) {
+      const mine = chunks.flatMap((ch) => ch.choices.filter((c) => c.index === index));
+      expect(mine.map((c) => c.delta.content ?? '').join('')).toBe('echo one two three');
+      expect(mine.filter((c) => c.finish_reason !== null)).toHaveLength(1);
+    }
+    expect(chunks.at(-1)!.usage).toMatchObject({ prompt_tokens: 7, completion_tokens: 8 });
+  });
+
   it('rejects what it cannot honour with 422', async () => {
     await setup();
     const msg = [{ role: 'user', content: 'x' }];
     for (const body of [
       { messages: msg },
       { user: 'a b', messages: msg },
-      { user: 'alice', messages: msg, n: 2 },
+      { user: 'alice', messages: msg, n: 17 },
       { user: 'alice', messages: [{ role: 'tool', content: 'x' }] },
       { user: 'alice', messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'x' } }] }] },
       { user: 'alice', messages: [] },

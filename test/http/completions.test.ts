@@ -35,6 +35,18 @@ describe('POST /v1/completions', () => {
     expect(body.usage.prompt_tokens).toBe(14);
   });
 
+  it('n choices per prompt, ordered prompt by prompt; the prompt scored once for all its choices; streamed per choice', async () => {
+    await setup();
+    const body = completionResponseSchema.parse(await json(await post({ user: 'alice', prompt: ['a b', 'c'], n: 2, seed: 5, echo: true, logprobs: 0, max_tokens: 3 })));
+    expect(body.choices.map((c) => [c.index, c.text])).toEqual([[0, 'a becho a b'], [1, 'a becho a b'], [2, 'cecho c'], [3, 'cecho c']]);
+    expect(gen.calls.map((x) => [x.req.prompt, x.req.seed])).toEqual([['a b', 5], ['a b', 6], ['c', 5], ['c', 6]]);
+    expect(gen.scoreCalls).toHaveLength(2);
+    expect(body.usage).toMatchObject({ prompt_tokens: 14, completion_tokens: 3 + 3 + 2 + 2 });
+    const res = await post({ user: 'alice', prompt: 'x y', n: 2, max_tokens: 4, stream: true });
+    const chunks = parseSse(await res.text()).slice(0, -1).map((e) => completionChunkSchema.parse(JSON.parse(e.data)));
+    for (const index of [0, 1]) expect(chunks.flatMap((ch) => ch.choices.filter((c) => c.index === index).map((c) => c.text)).join('')).toBe('echo x y');
+  });
+
   it('echo with logprobs: the prompt\'s tokens scored, then the completion\'s; offsets into the returned text', async () => {
     await setup();
     const body = completionResponseSchema.parse(await json(await post({ user: 'alice', prompt: 'to the sea', max_tokens: 2, echo: true, logprobs: 2 })));
@@ -90,7 +102,7 @@ describe('POST /v1/completions', () => {
       { user: 'alice', prompt: 'x', logprobs: true },
       { user: 'alice', prompt: 'x', best_of: 2 },
       { user: 'alice', prompt: 'x', suffix: 'end' },
-      { user: 'alice', prompt: 'x', n: 2 },
+      { user: 'alice', prompt: 'x', n: 17 },
       { user: 'alice', prompt: 'x', min_tokens: 20 },
     ]) {
       await expectError(await post(body), 422, 'validation_failed');

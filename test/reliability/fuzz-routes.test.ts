@@ -754,7 +754,9 @@ describe('targeted hostile input', () => {
       temperature: ['-1', '1e999'],
       top_p: ['0', '2'],
       seed: ['1.5', '1e999'],
-      n: ['2', '0'],
+      n: ['17', '0', '1.5', '1e999'],
+      frequency_penalty: ['2.5', 'NaN'],
+      logit_bias: ['{"-1":1}', '{"5":1e999}'],
     };
     for (const [field, values] of Object.entries(chat)) {
       for (const v of values) {

@@ -602,7 +602,7 @@ describe('the official OpenAI client, unmodified, against the real server', () =
     const nobody = openai.chat.completions.create({ model: 'memlora', user: 'nobody', messages: hello });
     await expect(nobody).rejects.toBeInstanceOf(OpenAI.NotFoundError);
     await expect(nobody).rejects.toMatchObject({ status: 404, code: 'user_not_found' });
-    const two = openai.chat.completions.create({ model: 'memlora', user: 'alice', messages: hello, n: 2 });
+    const two = openai.chat.completions.create({ model: 'memlora', user: 'alice', messages: hello, n: 17 });
     await expect(two).rejects.toBeInstanceOf(OpenAI.UnprocessableEntityError);
     await expect(two).rejects.toMatchObject({ status: 422, code: 'validation_failed' });
     await expect(openai.models.retrieve('gpt-4o')).rejects.toMatchObject({ status: 404, code: 'model_not_found' });

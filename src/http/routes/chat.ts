@@ -10,7 +10,8 @@ import { userExists } from '../../db/queries/users.js';
 import type { AppEnv, RouteDeps } from '../context.js';
 import { chatCompletionRequestSchema, generateRequestSchema } from '../schemas.js';
 import type { GenerateRequest, GenerateResult, TokenLogprob } from '../services.js';
-import { openAiFinish, openAiUsage, samplingFields } from '../openai.js';
+import { allChoices, choiceRequests, openAiFinish, openAiUsage, samplingFields } from '../openai.js';
+import { mergeStreams } from '../stream-merge.js';
 import { readJson, validationFailed } from '../validate.js';
 import { clientSignal, firstEvent, logStreamError, requireGenerate } from './generate.js';
 import { SERVED_MODEL_ID } from './models.js';
@@ -36,7 +37,9 @@ export function toGenerateRequest(body: ChatRequest): GenerateRequest {
 }
 
 const finishReason = openAiFinish;
-const usageOf = (r: GenerateResult) => openAiUsage(r.usage.promptTokens, r.usage.completionTokens, r.usage.cachedTokens);
+/** Usage of a request's choices: the prompt once (OpenAI counts it once), every choice's completion. */
+const usageOf = (rs: readonly GenerateResult[]) =>
+  openAiUsage(rs[0].usage.promptTokens, rs.reduce((n, r) => n + r.usage.completionTokens, 0), rs[0].usage.cachedTokens);
 
 /** OpenAI's `logprobs` of a choice from memlora's (token ids and the memlora-only field names left out). */
 const logprobsOf = (lps: readonly TokenLogprob[] | undefined) =>
@@ -65,20 +68,23 @@ export function registerChatRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
     const model = body.model ?? SERVED_MODEL_ID;
     const created = Math.floor(Date.now() / 1000);
 
+    const reqs = choiceRequests(req, body.n ?? 1);
+
     if (!req.stream) {
-      const r = await gen.generate(req, ac.signal);
+      const results = await allChoices(ac, reqs.map((r) => gen.generate(r, ac.signal)));
+      const r = results[0];
       return c.json({
         id: `chatcmpl-${r.id}`,
         object: 'chat.completion',
         created,
         model,
-        choices: [{ index: 0, message: { role: 'assistant', content: r.text }, logprobs: logprobsOf(r.logprobs), finish_reason: finishReason(r.finishReason) }],
-        usage: usageOf(r),
-        memlora: memloraOf(r),
+        choices: results.map((x, index) => ({ index, message: { role: 'assistant', content: x.text }, logprobs: logprobsOf(x.logprobs), finish_reason: finishReason(x.finishReason) })),
+        usage: usageOf(results),
+        memlora: { ...memloraOf(r), ...(results.length > 1 ? { choices: results.map(memloraOf) } : {}) },
       });
     }
 
-    const { iterator, first } = await firstEvent(gen, req, ac.signal);
+    const streams = await allChoices(ac, reqs.map((r) => firstEvent(gen, r, ac.signal)));
     const includeUsage = body.stream_options?.include_usage === true;
     return streamSSE(c, async (sse) => {
       sse.onAbort(() => ac.abort(new Error('client disconnected')));
@@ -86,28 +92,28 @@ export function registerChatRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
       const id = `chatcmpl-${c.get('requestId')}`;
       const chunk = (choices: unknown[], extra: Record<string, unknown> = {}) =>
         sse.writeSSE({ data: JSON.stringify({ id, object: 'chat.completion.chunk', created, model, choices, ...extra }) });
-      let next = first;
+      const results: GenerateResult[] = [];
+      const merged = mergeStreams(streams);
       try {
-        await chunk([{ index: 0, delta: { role: 'assistant', content: '' }, finish_reason: null }]);
-        while (!next.done && !ac.signal.aborted) {
-          const ev = next.value;
+        for (const index of reqs.keys()) await chunk([{ index, delta: { role: 'assistant', content: '' }, finish_reason: null }]);
+        for await (const { index, value: ev } of merged) {
+          if (ac.signal.aborted) return;
           if (ev.type === 'token') {
-            await chunk([{ index: 0, delta: { content: ev.text }, ...(ev.logprobs ? { logprobs: logprobsOf(ev.logprobs) } : {}), finish_reason: null }]);
+            await chunk([{ index, delta: { content: ev.text }, ...(ev.logprobs ? { logprobs: logprobsOf(ev.logprobs) } : {}), finish_reason: null }]);
           } else {
-            const r = ev.result;
-            await chunk([{ index: 0, delta: {}, finish_reason: finishReason(r.finishReason) }], { memlora: memloraOf(r) });
-            if (includeUsage) await chunk([], { usage: usageOf(r) });
-            await sse.writeSSE({ data: '[DONE]' });
-            return;
+            results[index] = ev.result;
+            await chunk([{ index, delta: {}, finish_reason: finishReason(ev.result.finishReason) }], { memlora: memloraOf(ev.result) });
           }
-          next = await iterator.next();
         }
-        if (!ac.signal.aborted) throw new Error('generation stream ended without a done event');
+        if (ac.signal.aborted) return;
+        if (results.filter(Boolean).length < reqs.length) throw new Error('generation stream ended without a done event');
+        if (includeUsage) await chunk([], { usage: usageOf(results) });
+        await sse.writeSSE({ data: '[DONE]' });
       } catch (err) {
         if (ac.signal.aborted) return;
         await sse.writeSSE({ data: JSON.stringify(logStreamError(logger, c.get('requestId'), err)) });
       } finally {
-        await iterator.return?.();
+        await merged.return(undefined);
       }
     });
   });

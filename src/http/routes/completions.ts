@@ -13,7 +13,8 @@ import type { z } from 'zod';
 import { userExists } from '../../db/queries/users.js';
 import type { AppEnv, RouteDeps } from '../context.js';
 import { ApiError } from '../errors.js';
-import { openAiFinish, openAiUsage, openAiUserId, samplingFields } from '../openai.js';
+import { allChoices, choiceRequests, openAiFinish, openAiUsage, openAiUserId, samplingFields } from '../openai.js';
+import { mergeStreams } from '../stream-merge.js';
 import { completionRequestSchema, generateRequestSchema } from '../schemas.js';
 import type { GenerateRequest, GenerateResult, GenerateService, ScoreResult, TokenLogprob } from '../services.js';
 import { readJson, validationFailed } from '../validate.js';
@@ -99,84 +100,89 @@ export function registerCompletionRoutes(app: Hono<AppEnv>, deps: RouteDeps): vo
     const created = Math.floor(Date.now() / 1000);
     const id = `cmpl-${c.get('requestId')}`;
 
+    const n = body.n ?? 1;
+    /** The prompt's tokens as a generation counts them (BOS included), or from its scoring pass. */
+    const promptTokensOf = (scored: ScoreResult | null, r: GenerateResult | null): number => r?.usage.promptTokens ?? scored!.usage.contextTokens + scored!.usage.scoredTokens;
+    const completionTokensOf = (rs: ReadonlyArray<GenerateResult | null>): number => rs.reduce((sum, r) => sum + (r?.usage.completionTokens ?? 0), 0);
+
     if (!body.stream) {
-      const one = async (plan: Plan, index: number) => {
+      // Per prompt: its scoring pass (echo), then its n generations; choice p·n + j, as OpenAI orders them.
+      const perPrompt = async (plan: Plan, p: number) => {
         const scored = plan.scorePrompt ? await scorePrompt(gen, body, plan, ac.signal) : null;
-        const r = plan.gen ? await gen.generate(plan.gen, ac.signal) : null;
-        const offset = newOffset();
-        // With logprobs and echo the prompt was scored: its tokens come first.
-        const entries = [...(plan.echo && scored ? scored.tokens : []), ...(r?.logprobs ?? [])];
+        const results: Array<GenerateResult | null> = plan.gen ? await Promise.all(choiceRequests(plan.gen, n).map((r) => gen.generate(r, ac.signal))) : Array.from({ length: n }, () => null);
         return {
-          choice: {
-            index,
-            text: (plan.echo ? plan.prompt : '') + (r?.text ?? ''),
-            logprobs: plan.top === null ? null : legacyLogprobs(entries, offset),
-            finish_reason: r ? openAiFinish(r.finishReason) : ('length' as const),
-          },
-          promptTokens: r?.usage.promptTokens ?? scored!.usage.contextTokens + scored!.usage.scoredTokens,
-          completionTokens: r?.usage.completionTokens ?? 0,
-          cachedTokens: r?.usage.cachedTokens ?? 0,
-          personalization: (r ?? scored!).personalization,
+          choices: results.map((r, j) => {
+            // With logprobs and echo the prompt was scored: its tokens come first.
+            const entries = [...(plan.echo && scored ? scored.tokens : []), ...(r?.logprobs ?? [])];
+            return {
+              index: p * n + j,
+              text: (plan.echo ? plan.prompt : '') + (r?.text ?? ''),
+              logprobs: plan.top === null ? null : legacyLogprobs(entries, newOffset()),
+              finish_reason: r ? openAiFinish(r.finishReason) : ('length' as const),
+            };
+          }),
+          promptTokens: promptTokensOf(scored, results[0]),
+          completionTokens: completionTokensOf(results),
+          cachedTokens: results[0]?.usage.cachedTokens ?? 0,
+          personalization: (results[0] ?? scored!).personalization,
         };
       };
-      let done: Awaited<ReturnType<typeof one>>[];
-      try {
-        done = await Promise.all(plans.map(one));
-      } catch (e) {
-        ac.abort(e); // the other prompts' requests leave the engine
-        throw e;
-      }
-      const sum = (f: (d: (typeof done)[number]) => number) => done.reduce((n, d) => n + f(d), 0);
+      const done = await allChoices(ac, plans.map(perPrompt));
+      const sum = (f: (d: (typeof done)[number]) => number) => done.reduce((total, d) => total + f(d), 0);
       return c.json({
         id,
         object: 'text_completion',
         created,
         model,
-        choices: done.map((d) => d.choice),
+        choices: done.flatMap((d) => d.choices),
         usage: openAiUsage(sum((d) => d.promptTokens), sum((d) => d.completionTokens), sum((d) => d.cachedTokens)),
         memlora: { personalization: done[0].personalization },
       });
     }
 
-    // A stream serves one prompt (the schema refuses more): the echo first, then the completion's pieces.
+    // A stream serves one prompt (the schema refuses more), its n choices merged: the echo first, then
+    // each choice's pieces as they come.
     const plan = plans[0];
     const scored = plan.scorePrompt ? await scorePrompt(gen, body, plan, ac.signal) : null;
-    const started = plan.gen ? await firstEvent(gen, plan.gen, ac.signal) : null;
+    const streams = plan.gen ? await allChoices(ac, choiceRequests(plan.gen, n).map((r) => firstEvent(gen, r, ac.signal))) : [];
     const includeUsage = body.stream_options?.include_usage === true;
     return streamSSE(c, async (sse) => {
       sse.onAbort(() => ac.abort(new Error('client disconnected')));
       const chunk = (choices: unknown[], extra: Record<string, unknown> = {}) =>
         sse.writeSSE({ data: JSON.stringify({ id, object: 'text_completion', created, model, choices, ...extra }) });
-      const offset = newOffset();
-      const end = async (finish: 'stop' | 'length', r: GenerateResult | null) => {
-        await chunk([{ index: 0, text: '', logprobs: null, finish_reason: finish }], { memlora: { personalization: (r ?? scored!).personalization } });
-        if (includeUsage) {
-          const promptTokens = r?.usage.promptTokens ?? scored!.usage.contextTokens + scored!.usage.scoredTokens;
-          await chunk([], { usage: openAiUsage(promptTokens, r?.usage.completionTokens ?? 0, r?.usage.cachedTokens ?? 0) });
-        }
-        await sse.writeSSE({ data: '[DONE]' });
-      };
+      const offsets = Array.from({ length: n }, newOffset);
+      const results: GenerateResult[] = [];
+      const merged = streams.length > 0 ? mergeStreams(streams) : null;
+      const finish = (index: number, reason: 'stop' | 'length', r: GenerateResult | null) =>
+        chunk([{ index, text: '', logprobs: null, finish_reason: reason }], { memlora: { personalization: (r ?? scored!).personalization } });
       try {
         if (plan.echo) {
-          const lps = plan.top === null ? null : legacyLogprobs(scored?.tokens ?? [], offset);
-          await chunk([{ index: 0, text: plan.prompt, logprobs: lps, finish_reason: null }]);
+          for (const [index, offset] of offsets.entries()) {
+            await chunk([{ index, text: plan.prompt, logprobs: plan.top === null ? null : legacyLogprobs(scored?.tokens ?? [], offset), finish_reason: null }]);
+          }
         }
-        if (!started) return await end('length', null);
-        let next = started.first;
-        while (!next.done && !ac.signal.aborted) {
-          const ev = next.value;
-          if (ev.type === 'token') {
-            const lps = plan.top === null ? null : legacyLogprobs(ev.logprobs ?? [], offset);
-            await chunk([{ index: 0, text: ev.text, logprobs: lps, finish_reason: null }]);
-          } else return await end(openAiFinish(ev.result.finishReason), ev.result);
-          next = await started.iterator.next();
+        if (merged) {
+          for await (const { index, value: ev } of merged) {
+            if (ac.signal.aborted) return;
+            if (ev.type === 'token') {
+              await chunk([{ index, text: ev.text, logprobs: plan.top === null ? null : legacyLogprobs(ev.logprobs ?? [], offsets[index]), finish_reason: null }]);
+            } else {
+              results[index] = ev.result;
+              await finish(index, openAiFinish(ev.result.finishReason), ev.result);
+            }
+          }
+          if (ac.signal.aborted) return;
+          if (results.filter(Boolean).length < n) throw new Error('generation stream ended without a done event');
+        } else {
+          for (const index of offsets.keys()) await finish(index, 'length', null);
         }
-        if (!ac.signal.aborted) throw new Error('generation stream ended without a done event');
+        if (includeUsage) await chunk([], { usage: openAiUsage(promptTokensOf(scored, results[0] ?? null), completionTokensOf(results), results[0]?.usage.cachedTokens ?? 0) });
+        await sse.writeSSE({ data: '[DONE]' });
       } catch (err) {
         if (ac.signal.aborted) return;
         await sse.writeSSE({ data: JSON.stringify(logStreamError(logger, c.get('requestId'), err)) });
       } finally {
-        await started?.iterator.return?.();
+        await merged?.return(undefined);
       }
     });
   });
