@@ -1,7 +1,8 @@
 /**
- * What OpenAI's chat and legacy completions APIs share on memlora: their sampling fields (with
- * vLLM's extensions) mapped onto /v1/generate's, and the usage object. memlora's defaults apply
- * where OpenAI fields are absent or null (greedy, 128 tokens).
+ * What OpenAI's chat and legacy completions APIs share on memlora: the user (`user`, or the model
+ * `memlora:<user id>`), their sampling fields (with vLLM's extensions) mapped onto /v1/generate's
+ * (memlora's defaults where absent or null: greedy), the `n` choices as generation requests, and
+ * the usage object.
  */
 import type { z } from 'zod';
 import { type chatCompletionRequestSchema, type completionRequestSchema, userOfModel } from './schemas.js';

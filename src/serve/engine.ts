@@ -992,5 +992,6 @@ export class Engine {
 function likelihood(lps: readonly number[]): Likelihood {
   const logprob = lps.reduce((a, b) => a + b, 0);
   const meanLogprob = lps.length > 0 ? logprob / lps.length : 0;
-  return { logprob, meanLogprob, perplexity: Math.exp(-meanLogprob) };
+  // Capped so that JSON never meets Infinity (a mean below -709 nats per token, with floored log-probabilities).
+  return { logprob, meanLogprob, perplexity: Math.min(Math.exp(-meanLogprob), Number.MAX_VALUE) };
 }
