@@ -3,7 +3,8 @@
  * first (`shapeLogits`, in vLLM's order): the logit bias added, the repetition penalty (CTRL / Hugging
  * Face: positive logits divided by it, negative ones multiplied, on every token of the prompt and the
  * reply), then the frequency and presence penalties (OpenAI: minus count × frequency and, once a token
- * has appeared, minus presence, counting the reply's tokens only). Then temperature (0 means greedy),
+ * has appeared, minus presence, counting the reply's tokens only), and suppressed tokens set to
+ * -Infinity (end tokens before a request's minTokens). Then temperature (0 means greedy),
  * top-k, top-p (the smallest set of most likely tokens whose probability reaches p), and a draw from
  * the seeded generator. The same logits, options, history and generator state always give the same
  * token.
