@@ -5,14 +5,22 @@
  * the usage object.
  */
 import type { z } from 'zod';
-import { type chatCompletionRequestSchema, type completionRequestSchema, userOfModel } from './schemas.js';
+import { type chatCompletionRequestSchema, type completionRequestSchema, generateRequestSchema, userOfModel } from './schemas.js';
 import type { GenerateRequest, GenerateResult } from './services.js';
+import { validationFailed } from './validate.js';
 
 type OpenAiBody = z.output<typeof chatCompletionRequestSchema> | z.output<typeof completionRequestSchema>;
 
 /** The memlora user of a validated OpenAI body: `user`, or the user its model names (memlora:<user id>). */
 export function openAiUserId(body: OpenAiBody): string {
   return body.user ?? userOfModel(body.model)!;
+}
+
+/** An OpenAI body's fields mapped onto /v1/generate's, validated as /v1/generate validates them (422 validation_failed). */
+export function toGenerate(candidate: Record<string, unknown>): GenerateRequest {
+  const parsed = generateRequestSchema.safeParse(candidate);
+  if (!parsed.success) throw validationFailed(parsed.error, 'body');
+  return parsed.data;
 }
 
 /** The /v1/generate fields (before validation) of an OpenAI body's sampling settings. */

@@ -838,9 +838,7 @@ export class Engine {
       ...(compared ? { base: compared } : {}),
       timings: { queueMs: round(t0 - job.t.arrived), scoreMs: round(end - t0), totalMs: round(end - job.t.arrived) },
     };
-    job.state = 'done';
-    job.lease?.release();
-    job.lease = null;
+    if (!this.settle(job)) return;
     this.m.scoredTokens.inc({ mode }, s.textIds.length);
     this.m.requests.inc({ mode, finish: 'scored' });
     job.sink(job.aborted ? new ServeError('cancelled', 'the request was cancelled') : { type: 'scored', result });
@@ -930,21 +928,23 @@ export class Engine {
   }
 
   private fail(job: Job, err: Error): void {
-    if (job.state === 'done') return;
+    if (this.settle(job)) job.sink(err);
+  }
+
+  /** A job ends (failed, finished, scored): done, its adapter released; false when it already was. */
+  private settle(job: Job): boolean {
+    if (job.state === 'done') return false;
     job.state = 'done';
     job.lease?.release();
     job.lease = null;
-    job.sink(err);
+    return true;
   }
 
   /** The request is over: release its adapter, report the result and the metrics. */
   private finish(job: Job, reason: FinishReason): void {
-    if (job.state === 'done') return;
-    job.state = 'done';
-    job.lease?.release();
-    job.lease = null;
+    if (!this.settle(job)) return;
     if (job.score) {
-      // A scoring request ends here only when cancelled (scoreOne reports the others).
+      // A scoring request ends here only when cancelled (scored() reports the others).
       this.m.requests.inc({ mode: job.personalization.mode, finish: 'cancelled' });
       job.sink(new ServeError('cancelled', 'the request was cancelled'));
       return;

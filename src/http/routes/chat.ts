@@ -8,11 +8,11 @@ import { streamSSE } from 'hono/streaming';
 import type { z } from 'zod';
 import { userExists } from '../../db/queries/users.js';
 import type { AppEnv, RouteDeps } from '../context.js';
-import { chatCompletionRequestSchema, generateRequestSchema } from '../schemas.js';
+import { chatCompletionRequestSchema } from '../schemas.js';
 import type { GenerateRequest, GenerateResult, TokenLogprob } from '../services.js';
-import { allChoices, choiceRequests, openAiFinish, openAiUsage, samplingFields } from '../openai.js';
+import { allChoices, choiceRequests, openAiFinish, openAiUsage, samplingFields, toGenerate } from '../openai.js';
 import { mergeStreams } from '../stream-merge.js';
-import { readJson, validationFailed } from '../validate.js';
+import { readJson } from '../validate.js';
 import { clientSignal, firstEvent, logStreamError, requireGenerate } from './generate.js';
 import { SERVED_MODEL_ID } from './models.js';
 import { userNotFound } from './users.js';
@@ -21,7 +21,7 @@ type ChatRequest = z.output<typeof chatCompletionRequestSchema>;
 
 /** Maps the OpenAI body to a GenerateRequest; memlora's defaults apply where OpenAI fields are absent. */
 export function toGenerateRequest(body: ChatRequest): GenerateRequest {
-  const candidate = {
+  return toGenerate({
     ...samplingFields(body),
     messages: body.messages.map((m) => ({
       role: m.role === 'developer' ? 'system' : m.role,
@@ -30,10 +30,7 @@ export function toGenerateRequest(body: ChatRequest): GenerateRequest {
     maxTokens: body.max_completion_tokens ?? body.max_tokens ?? undefined,
     logprobs: body.logprobs ?? undefined,
     topLogprobs: body.top_logprobs ?? undefined,
-  };
-  const parsed = generateRequestSchema.safeParse(candidate);
-  if (!parsed.success) throw validationFailed(parsed.error, 'body');
-  return parsed.data;
+  });
 }
 
 const finishReason = openAiFinish;

@@ -13,11 +13,11 @@ import type { z } from 'zod';
 import { userExists } from '../../db/queries/users.js';
 import type { AppEnv, RouteDeps } from '../context.js';
 import { ApiError } from '../errors.js';
-import { allChoices, choiceRequests, openAiFinish, openAiUsage, openAiUserId, samplingFields } from '../openai.js';
+import { allChoices, choiceRequests, openAiFinish, openAiUsage, openAiUserId, samplingFields, toGenerate } from '../openai.js';
 import { mergeStreams } from '../stream-merge.js';
-import { completionRequestSchema, generateRequestSchema } from '../schemas.js';
+import { completionRequestSchema } from '../schemas.js';
 import type { GenerateRequest, GenerateResult, GenerateService, ScoreResult, TokenLogprob } from '../services.js';
-import { readJson, validationFailed } from '../validate.js';
+import { readJson } from '../validate.js';
 import { clientSignal, firstEvent, logStreamError, requireGenerate } from './generate.js';
 import { SERVED_MODEL_ID } from './models.js';
 import { userNotFound } from './users.js';
@@ -28,14 +28,12 @@ type CompletionRequest = z.output<typeof completionRequestSchema>;
 const DEFAULT_MAX_TOKENS = 16;
 
 function toGenerateRequest(body: CompletionRequest, prompt: string, maxTokens: number, logprobs: number | null): GenerateRequest {
-  const parsed = generateRequestSchema.safeParse({
+  return toGenerate({
     ...samplingFields(body),
     prompt,
     maxTokens,
     ...(logprobs !== null ? { logprobs: true, topLogprobs: logprobs } : {}),
   });
-  if (!parsed.success) throw validationFailed(parsed.error, 'body');
-  return parsed.data;
 }
 
 /** Legacy log-probabilities of tokens, their text offsets counted on from `offset.at` (advanced past them). */
