@@ -17,8 +17,13 @@ export interface GenerateRequest {
   prompt: readonly number[];
   /** Most tokens to generate (>= 1). */
   maxTokens: number;
-  /** End tokens (EOS and stopTokenIds) cannot be drawn before this many tokens (default 0). Stop strings still apply. */
+  /**
+   * End tokens (EOS and stopTokenIds) cannot be drawn before this many tokens, and stop strings are
+   * looked for only from the text of this token on (vLLM's min_tokens; default 0).
+   */
   minTokens?: number;
+  /** End tokens are never drawn, so only a stop string or maxTokens ends the reply (load tests; vLLM's ignore_eos). */
+  ignoreEos?: boolean;
   sampling?: SamplingOptions;
   /** Seed of this request's generator; the same seed gives the same tokens alone or in any batch. */
   seed?: number;
@@ -132,7 +137,7 @@ export class Sequence {
     if (logits.length !== this.ctx.vocabSize) throw new GenerateError('bad_logits', `${logits.length} logits for a vocabulary of ${this.ctx.vocabSize}`);
     const sampling = this.request.sampling ?? {};
     const early = this.tokens.length < (this.request.minTokens ?? 0);
-    const token = sampleToken(logits, sampling, this.rng, { seen: this.seen, counts: this.counts, suppress: early ? this.ends : undefined });
+    const token = sampleToken(logits, sampling, this.rng, { seen: this.seen, counts: this.counts, suppress: early || this.request.ignoreEos ? this.ends : undefined });
     const logprobs = this.logprobs ? tokenLogprobs(logits, token, this.request.logprobs!) : undefined;
     if (logprobs) this.logprobs!.push(logprobs);
     this.tokens.push(token);
@@ -144,7 +149,7 @@ export class Sequence {
       text = this.release(this.decoder?.flush() ?? '', true);
     } else {
       const piece = this.decoder?.push(token) ?? '';
-      const r = this.stopper.push(piece);
+      const r = this.stopper.push(piece, this.armed);
       text = r.text;
       this.released += text;
       if (r.stopped) this.reason = 'stop';
@@ -156,8 +161,13 @@ export class Sequence {
     return logprobs ? { index: this.index, token, text, logprobs } : { index: this.index, token, text };
   }
 
+  /** Whether stop strings are looked for: from the minTokens-th token on. */
+  private get armed(): boolean {
+    return this.tokens.length >= (this.request.minTokens ?? 0);
+  }
+
   private release(piece: string, final: boolean): string {
-    const r = this.stopper.push(piece);
+    const r = this.stopper.push(piece, this.armed);
     let text = r.text;
     if (r.stopped) this.reason = 'stop';
     else if (final) text += this.stopper.flush();
@@ -169,7 +179,7 @@ export class Sequence {
   finish(reason: FinishReason): string {
     if (this.reason) return '';
     this.reason = reason;
-    const r = this.stopper.push(this.decoder?.flush() ?? '');
+    const r = this.stopper.push(this.decoder?.flush() ?? '', this.armed);
     const text = r.stopped ? r.text : r.text + this.stopper.flush();
     this.released += text;
     return text;

@@ -2,6 +2,8 @@
  * Stop sequences on generated text. Text is released only once it can no longer turn into a stop
  * sequence: a tail that is a prefix of some stop string is held back until the next piece settles
  * it. When a stop string appears, the text before it is final and the stop string is never shown.
+ * Text pushed while the matcher is not yet armed (a request's first minTokens - 1 tokens, as vLLM's
+ * min_tokens skips its stop checks) is released at once and can hold no stop string.
  */
 export class StopMatcher {
   private text = '';
@@ -22,10 +24,11 @@ export class StopMatcher {
     return this.text.slice(0, this.emitted);
   }
 
-  /** Add generated text; returns what may be shown now and whether a stop string was hit. */
-  push(piece: string): { text: string; stopped: boolean } {
+  /** Add generated text; returns what may be shown now and whether a stop string was hit (never unarmed). */
+  push(piece: string, armed = true): { text: string; stopped: boolean } {
     if (this.done) return { text: '', stopped: true };
     this.text += piece;
+    if (!armed) return { text: this.flush(), stopped: false };
     // A stop string can only start in the unreleased tail (that is what holding back guarantees).
     let hit = -1;
     for (const s of this.stops) {

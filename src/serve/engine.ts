@@ -737,7 +737,8 @@ export class Engine {
         {
           prompt: job.ids,
           maxTokens,
-          minTokens: job.req.ignoreEos ? maxTokens : job.req.minTokens,
+          minTokens: job.req.minTokens,
+          ignoreEos: job.req.ignoreEos,
           sampling: job.sampling,
           seed: job.req.seed,
           stop: stops.stop,

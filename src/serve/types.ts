@@ -45,9 +45,9 @@ export interface ServeRequest {
   messages?: ServeMessage[];
   prompt?: string;
   maxTokens: number;
-  /** End tokens cannot end the reply before this many tokens (vLLM's min_tokens). */
+  /** End tokens cannot end the reply before this many tokens, nor stop strings in their text (vLLM's min_tokens). */
   minTokens?: number;
-  /** End tokens never end the reply: it runs to maxTokens (for load tests; vLLM's ignore_eos). */
+  /** End tokens never end the reply: it runs to maxTokens unless a stop string ends it (for load tests; vLLM's ignore_eos). */
   ignoreEos?: boolean;
   temperature: number;
   topP: number;

@@ -84,10 +84,11 @@ describe.each(families)('%s generation', (_n, cfg) => {
   it('minTokens: end tokens cannot be drawn before it, then may end the reply', async () => {
     // A bias of +100 makes EOS the greedy choice at every step.
     const sampling = { temperature: 0, logitBias: new Map([[cfg.eosId, 100]]) };
-    const [early, held, never] = await generate(model, [
+    const [early, held, never, ignored] = await generate(model, [
       { prompt: prompts[0], maxTokens: 8, sampling },
       { prompt: prompts[0], maxTokens: 8, minTokens: 3, sampling },
       { prompt: prompts[0], maxTokens: 5, minTokens: 5, sampling },
+      { prompt: prompts[0], maxTokens: 7, ignoreEos: true, sampling },
     ]);
     expect(early.tokens).toEqual([cfg.eosId]);
     expect(held.tokens).toHaveLength(4);
@@ -106,6 +107,9 @@ describe.each(families)('%s generation', (_n, cfg) => {
     expect(never.tokens).toHaveLength(5);
     expect(never.tokens).not.toContain(cfg.eosId);
     expect(never.finishReason).toBe('length');
+    expect(ignored.tokens).toHaveLength(7);
+    expect(ignored.tokens).not.toContain(cfg.eosId);
+    expect(ignored.tokens.slice(0, 5)).toEqual(never.tokens);
     await expect(generate(model, [{ prompt: prompts[0], maxTokens: 2, minTokens: -1 }])).rejects.toMatchObject({ code: 'bad_min_tokens' });
   });
 

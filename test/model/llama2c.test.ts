@@ -68,6 +68,25 @@ describe('stories260K (llama2.c)', () => {
     expect(streamed).toBe('Once upon a time, there was a little girl named ');
   });
 
+  it('minTokens: a stop string in the text of the first minTokens - 1 tokens does not end the reply (vLLM)', async () => {
+    const [free] = await generate(model, [{ prompt: [1], maxTokens: 120, sampling: { temperature: 0 } }], { tokenizer: tok });
+    const first = free.text.indexOf('Lily');
+    const second = free.text.indexOf('Lily', first + 1);
+    expect(first).toBeGreaterThan(0);
+    expect(second).toBeGreaterThan(first);
+    // The token whose text completes the first 'Lily'.
+    let k = 1;
+    while (!tok.decode([1, ...free.tokens.slice(0, k)]).includes('Lily')) k++;
+    const run = (minTokens: number) => generate(model, [{ prompt: [1], maxTokens: 120, minTokens, sampling: { temperature: 0 }, stop: ['Lily'] }], { tokenizer: tok });
+    // Held through token k, the first 'Lily' is released as text; the second ends the reply.
+    const [held] = await run(k + 1);
+    expect(held.text).toBe(free.text.slice(0, second));
+    expect(held.finishReason).toBe('stop');
+    // Armed from token k on, the first one does.
+    const [armed] = await run(k);
+    expect(armed.text).toBe(free.text.slice(0, first));
+  });
+
   it('continues a prompt with correct spacing', async () => {
     const prompt = tok.encode('Once upon a time, there was a little girl named', { addSpecialTokens: true });
     const [r] = await generate(model, [{ prompt, maxTokens: 3, sampling: { temperature: 0 } }], { tokenizer: tok });

@@ -34,6 +34,15 @@ describe('StopMatcher', () => {
     expect(r.shown).toEqual(['xx ']);
   });
 
+  it('releases unarmed text at once, unmatched, and looks for stop strings only in what comes after', () => {
+    const m = new StopMatcher(['END']);
+    expect(m.push('a END b EN', false)).toEqual({ text: 'a END b EN', stopped: false });
+    expect(m.push('D c')).toEqual({ text: 'D c', stopped: false }); // 'EN' + 'D' spans the arming: not a stop
+    expect(m.push(' x EN')).toEqual({ text: ' x ', stopped: false });
+    expect(m.push('D!')).toEqual({ text: '', stopped: true });
+    expect(m.output).toBe('a END b END c x ');
+  });
+
   it('flushes the held-back tail when the sequence ends otherwise', () => {
     const r = run(['<|end|>'], ['answer <|e']);
     expect(r.shown).toEqual(['answer ']);
