@@ -25,6 +25,7 @@ import { registerHistoryRoutes } from './routes/history.js';
 import { registerModelRoutes } from './routes/models.js';
 import { registerOpsRoutes } from './routes/ops.js';
 import { registerScoreRoutes } from './routes/score.js';
+import { registerTokenizeRoutes } from './routes/tokenize.js';
 import { registerUserRoutes } from './routes/users.js';
 import { bodyTooLarge } from './validate.js';
 
@@ -104,6 +105,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   registerChatRoutes(app, d);
   registerCompletionRoutes(app, d);
   registerScoreRoutes(app, d);
+  registerTokenizeRoutes(app, d);
   registerModelRoutes(app, d);
 
   const yamlText = readFileSync(OPENAPI_FILE, 'utf8');

@@ -726,6 +726,44 @@ export const modelSchema = z.object({
 export const modelListSchema = z.object({ object: z.literal('list'), data: z.array(modelSchema) });
 
 // ---------------------------------------------------------------------------------------------
+// vLLM's tokenizer endpoints (POST /tokenize, /detokenize): the model's tokens, no user involved.
+// Unknown fields are ignored, as in the OpenAI routes (vLLM clients send `model`).
+
+/** Most token ids one /detokenize request may carry. */
+export const MAX_DETOKENIZE_TOKENS = 65_536;
+
+export const tokenizeRequestSchema = z
+  .looseObject({
+    model: z.string().max(256).optional(),
+    prompt: z.string().max(MAX_PROMPT_CHARS).optional(),
+    messages: z.array(openAiMessageSchema).min(1).max(256).optional(),
+    /** A raw prompt: BOS first where the model's chat template uses one, as /v1/generate feeds it (default true). */
+    add_special_tokens: z.boolean().nullable().optional(),
+    /** Messages: end with the assistant's opening, where a reply starts (default true). */
+    add_generation_prompt: z.boolean().nullable().optional(),
+    return_token_strs: z.boolean().nullable().optional(),
+  })
+  .superRefine((v, ctx) => {
+    if ((v.messages === undefined) === (v.prompt === undefined)) ctx.addIssue({ code: 'custom', path: ['prompt'], message: 'give exactly one of prompt or messages' });
+  });
+
+export const tokenizeResponseSchema = z.object({
+  count: z.int().min(0),
+  /** The model's context window: prompt and reply together. */
+  max_model_len: z.int().min(1),
+  tokens: z.array(z.int().min(0)),
+  /** Each token's text (its bytes read as UTF-8), with return_token_strs. */
+  token_strs: z.array(z.string()).nullable(),
+});
+
+export const detokenizeRequestSchema = z.looseObject({
+  model: z.string().max(256).optional(),
+  tokens: z.array(z.int().min(0)).max(MAX_DETOKENIZE_TOKENS),
+});
+
+export const detokenizeResponseSchema = z.object({ prompt: z.string() });
+
+// ---------------------------------------------------------------------------------------------
 // Operations
 
 export const healthSchema = z.object({ status: z.literal('ok') });

@@ -30,11 +30,32 @@ export type Personalization = GenerateResult['personalization'];
 export type TokenLogprob = NonNullable<GenerateResult['logprobs']>[number];
 export type StreamEvent = { type: 'token'; text: string; logprobs?: TokenLogprob[] } | { type: 'done'; result: GenerateResult };
 
+export interface TokenizeRequest {
+  prompt?: string;
+  messages?: ChatMessage[];
+  /** A raw prompt: BOS first where the chat template uses one (default true). */
+  addSpecialTokens?: boolean;
+  /** Messages: end with the assistant's opening (default true). */
+  addGenerationPrompt?: boolean;
+  returnTokenStrings?: boolean;
+}
+
+export interface TokenizeResult {
+  tokens: number[];
+  count: number;
+  maxModelLen: number;
+  tokenStrings: string[] | null;
+}
+
 export interface GenerateService {
   /** Generates the whole reply. `signal` aborts when the client disconnects: free the batch row. */
   generate(req: GenerateRequest, signal: AbortSignal): Promise<GenerateResult>;
   /** Streams the reply; the last event must be `done`. Errors thrown before the first event become HTTP errors. */
   stream(req: GenerateRequest, signal: AbortSignal): AsyncIterable<StreamEvent>;
+  /** A raw prompt or messages as the token ids the model is fed, memory aside (POST /tokenize). Absent: 503 model_unavailable. */
+  tokenize?(req: TokenizeRequest): TokenizeResult;
+  /** Token ids as text; an id outside the vocabulary throws token_out_of_range (POST /detokenize). */
+  detokenize?(tokens: readonly number[]): string;
   /** Scores a text after a context under the user's model (POST /v1/score). Absent: the route answers 503 model_unavailable. */
   score?(req: ScoreRequest, signal: AbortSignal): Promise<ScoreResult>;
   /**

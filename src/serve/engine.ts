@@ -44,12 +44,13 @@ import { memoryQuery, retrieveMemory } from './memory.js';
 import { type EngineMetrics, engineMetrics } from './metrics.js';
 import { type Adapters, AdapterLeaser, type Plan, planRequest } from './personalize.js';
 import { type PromptContext, fitMemory, promptIds, replyBudget, stopsOf } from './prompt.js';
+import { detokenize, tokenize } from './tokenize.js';
 import { BoundedQueue } from './queue.js';
 import { samplingOf } from './sampling.js';
 import { FairShare, type Scheduling } from './fair-share.js';
 import { Channel } from './channel.js';
 import { TokenTexts } from './logprobs.js';
-import type { Fallback, Likelihood, Personalization, QueueReport, ScoreRequest, ScoreResult, ServeEvent, ServeFinishReason, ServeLogger, ServeRequest, ServeResult, TokenLogprob } from './types.js';
+import type { Fallback, Likelihood, Personalization, QueueReport, ScoreRequest, ScoreResult, ServeEvent, ServeFinishReason, ServeLogger, ServeRequest, ServeResult, TokenizeRequest, TokenizeResult, TokenLogprob } from './types.js';
 import { type WarmReport, warmAdapters } from './warm.js';
 import type { PrefixCache, PrefixHit } from './prefix-cache.js';
 
@@ -335,6 +336,16 @@ export class Engine {
         reject(e);
       }
     });
+  }
+
+  /** A raw prompt or messages as the token ids the model is fed, without memory (POST /tokenize). */
+  tokenize(req: TokenizeRequest): TokenizeResult {
+    return tokenize(this.ctx, this.texts, req);
+  }
+
+  /** Token ids as text (POST /detokenize); an id outside the model's vocabulary is token_out_of_range. */
+  detokenize(tokens: readonly number[]): string {
+    return detokenize(this.ctx, this.model.config.vocabSize, tokens);
   }
 
   /**

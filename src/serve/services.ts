@@ -22,7 +22,7 @@ import { loadTokenizer } from '../model/tokenizer.js';
 import { Engine, type EngineOptions } from './engine.js';
 import { WorkerAdapterLoader } from './loader.js';
 import { ServeError } from './errors.js';
-import type { QueueReport, ScoreRequest, ScoreResult, ServeEvent, ServeLogger, ServeRequest, ServeResult } from './types.js';
+import type { QueueReport, ScoreRequest, ScoreResult, ServeEvent, ServeLogger, ServeRequest, ServeResult, TokenizeRequest, TokenizeResult } from './types.js';
 import type { WarmReport } from './warm.js';
 import { type CacheContents, type CacheCurve, type CacheDrop, cacheContents, cacheCurve, dropCached } from './cache-admin.js';
 import { type RestoreReport, restoreCache, saveCacheSnapshot, snapshotPath } from './cache-snapshot.js';
@@ -65,6 +65,10 @@ export interface GenerationService {
   generate(req: ServeRequest, signal: AbortSignal): Promise<ServeResult>;
   stream(req: ServeRequest, signal: AbortSignal): AsyncIterable<ServeEvent>;
   score(req: ScoreRequest, signal: AbortSignal): Promise<ScoreResult>;
+  /** A raw prompt or messages as the model's token ids (no memory); model_unavailable while loading. */
+  tokenize(req: TokenizeRequest): TokenizeResult;
+  /** Token ids as text; token_out_of_range outside the vocabulary. */
+  detokenize(tokens: readonly number[]): string;
   warm(userIds: readonly string[], signal: AbortSignal): Promise<WarmReport>;
   /** What the adapter cache holds (at most `limit` adapters listed); adapters_disabled without adapters. */
   cacheContents(limit: number): CacheContents;
@@ -252,6 +256,8 @@ export async function createServeServices(setup: ServeSetup, opts: ServeOptions 
       yield* current().stream(req, signal);
     },
     score: async (req, signal) => current().score(req, signal),
+    tokenize: (req) => current().tokenize(req),
+    detokenize: (tokens) => current().detokenize(tokens),
     warm: async (userIds, signal) => current().warm(userIds, signal),
     // The cache exists before the model loads: an operator can read or empty it meanwhile.
     cacheContents: (limit) => cacheContents(withAdapters(), limit),

@@ -162,3 +162,24 @@ export interface QueueReport {
   /** Users with requests waiting or running, listed or not. */
   usersTotal: number;
 }
+
+/** POST /tokenize: a raw prompt or messages as the token ids the model is fed (memory aside). */
+export interface TokenizeRequest {
+  prompt?: string;
+  messages?: ServeMessage[];
+  /** Raw prompt: BOS first where the chat template uses one, as /v1/generate feeds it (default true). */
+  addSpecialTokens?: boolean;
+  /** Messages: end with the assistant's opening, where the reply starts (default true). */
+  addGenerationPrompt?: boolean;
+  /** Each token's text as well. */
+  returnTokenStrings?: boolean;
+}
+
+export interface TokenizeResult {
+  tokens: number[];
+  count: number;
+  /** The model's context window, prompt and reply together. */
+  maxModelLen: number;
+  /** Each token's text (its bytes read as UTF-8), when asked for. */
+  tokenStrings: string[] | null;
+}

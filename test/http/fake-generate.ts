@@ -3,13 +3,15 @@
  * request and signal it receives. It exists to test the HTTP mapping, not generation.
  */
 import { dropPrefixCache, prefixCacheReport } from '../../src/serve/prefix-admin.js';
-import type { GenerateRequest, GenerateResult, GenerateService, ScoreRequest, StreamEvent, TokenLogprob } from '../../src/http/services.js';
+import { type GenerateRequest, type GenerateResult, type GenerateService, type ScoreRequest, ServiceError, type StreamEvent, type TokenizeRequest, type TokenLogprob } from '../../src/http/services.js';
 import { type Harness, makeHarness } from './helpers.js';
 
 export interface FakeGenerate extends GenerateService {
   calls: Array<{ req: GenerateRequest; signal: AbortSignal }>;
   /** The scoring requests received. */
   scoreCalls: ScoreRequest[];
+  /** The tokenize requests received. */
+  tokenizeCalls: TokenizeRequest[];
   /** The user id lists warm() received. */
   warmCalls: string[][];
   /** The cacheContents / cacheCurve / dropCached / prefixCache / dropPrefixCache / queue calls received. */
@@ -60,6 +62,7 @@ export function fakeGenerate(): FakeGenerate {
   const fake: FakeGenerate = {
     calls: [],
     scoreCalls: [],
+    tokenizeCalls: [],
     warmCalls: [],
     cacheCalls: [],
     loaded: true,
@@ -86,6 +89,18 @@ export function fakeGenerate(): FakeGenerate {
         ...(req.compare ? { base: { ...figures(baseLps), logprobs: baseLps } } : {}),
         timings: { queueMs: 0.5, scoreMs: 1, totalMs: 1.5 },
       };
+    },
+    // A "tokenizer" of 2,048 ids: BOS 1, then one id per UTF-16 unit of the text (or of each message's content).
+    tokenize(req) {
+      fake.tokenizeCalls.push(req);
+      const text = req.prompt ?? req.messages!.map((m) => m.content).join('');
+      const tokens = [...(req.addSpecialTokens === false ? [] : [1]), ...Array.from(text, (ch) => ch.charCodeAt(0) % 2048)];
+      return { tokens, count: tokens.length, maxModelLen: 512, tokenStrings: req.returnTokenStrings ? tokens.map((t) => (t === 1 ? '<s>' : String.fromCharCode(t))) : null };
+    },
+    detokenize(tokens) {
+      const bad = tokens.find((t) => t >= 2048);
+      if (bad !== undefined) throw new ServiceError('token_out_of_range', `token ${bad} is not in the vocabulary`, { details: { tokenId: bad, vocabSize: 2048 } });
+      return tokens.map((t) => (t === 1 ? '<s>' : String.fromCharCode(t))).join('');
     },
     // No adapters here: every distinct user is reported without one.
     async warm(userIds) {

@@ -564,6 +564,8 @@ function checkEffects(op: Operation, status: number, json: any, sentBody: unknow
     case 'POST /v1/chat/completions':
     case 'POST /v1/score':
     case 'POST /v1/completions':
+    case 'POST /tokenize':
+    case 'POST /detokenize':
     case 'POST /v1/admin/cache/warm':
     case 'DELETE /v1/admin/cache': // the caches are memory only
     case 'DELETE /v1/admin/prefix-cache':

@@ -754,3 +754,30 @@ describe('scoring', () => {
     expect(none.personalization).toMatchObject({ mode: 'vanilla', fallback: { from: 'memory', reason: 'no_memory' } });
   });
 });
+
+describe('tokenizing for clients (POST /tokenize, /detokenize)', () => {
+  it('a prompt as the request feeds it, messages as the chat template renders them, and ids back to text', () => {
+    const e = f.engine();
+    const tok = f.tokenizer;
+    const prompt = 'Hello <|user|> there';
+    const t = e.tokenize({ prompt, returnTokenStrings: true });
+    // BOS, then the prompt as plain text: a control token typed into a prompt stays characters.
+    expect(t.tokens).toEqual([tok.bosId, ...tok.encode(prompt, { parseSpecial: false })]);
+    expect(t).toMatchObject({ count: t.tokens.length, maxModelLen: f.cfg.maxPositions });
+    expect(t.tokenStrings!.slice(1).join('')).toBe(prompt);
+    expect(e.tokenize({ prompt, addSpecialTokens: false }).tokens).toEqual(t.tokens.slice(1));
+    expect(e.tokenize({ prompt: '' }).tokens).toEqual([tok.bosId]);
+    const messages = [{ role: 'user' as const, content: 'Hi' }];
+    const chat = e.tokenize({ messages });
+    const open = e.tokenize({ messages, addGenerationPrompt: false });
+    expect(chat.tokens).toEqual(encodeRequest({ tokenizer: tok, template: 'memlora', contextTokens: f.cfg.maxPositions }, { messages, maxTokens: 1 }));
+    expect(open.count).toBeLessThan(chat.count);
+    expect(chat.tokens.slice(0, open.count)).toEqual(open.tokens);
+    expect(chat.tokenStrings).toBeNull();
+    expect(e.detokenize(t.tokens.slice(1))).toBe(prompt);
+    expect(e.detokenize([])).toBe('');
+    for (const bad of [f.cfg.vocabSize, -1, 2.5]) {
+      expect(() => e.detokenize([5, bad])).toThrow(expect.objectContaining({ code: 'token_out_of_range', details: { tokenId: bad, vocabSize: f.cfg.vocabSize } }));
+    }
+  });
+});

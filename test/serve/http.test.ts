@@ -15,7 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { createAdapterVersion } from '../../src/db/queries/adapters.js';
 import { memoryLogger } from '../../src/http/logger.js';
-import { adapterActivationSchema, adapterDeletionSchema, adapterListSchema, cacheContentsSchema, cacheCurveSchema, cacheDropSchema, chatCompletionChunkSchema, chatCompletionResponseSchema, generateResultSchema, prefixCacheDropSchema, prefixCacheSchema, scoreResultSchema, warmResultSchema } from '../../src/http/schemas.js';
+import { adapterActivationSchema, adapterDeletionSchema, adapterListSchema, cacheContentsSchema, cacheCurveSchema, cacheDropSchema, chatCompletionChunkSchema, chatCompletionResponseSchema, detokenizeResponseSchema, generateResultSchema, prefixCacheDropSchema, prefixCacheSchema, scoreResultSchema, tokenizeResponseSchema, warmResultSchema } from '../../src/http/schemas.js';
 import type { Adapter } from '../../src/lora/adapter.js';
 import { edgeAtOrAbove } from '../../src/lora/hit-curve.js';
 import { AdapterStore } from '../../src/lora/store.js';
@@ -336,6 +336,24 @@ describe('the real engine behind the HTTP API', () => {
     await expectError(await post('/v1/score', { userId: 'alice', text: '' }), 422, 'validation_failed');
     await expectError(await post('/v1/score', { userId: 'alice', text: 'q'.repeat(600) }), 422, 'prompt_too_long');
     await expectError(await post('/v1/score', { userId: 'nobody', text: 'q' }), 404, 'user_not_found');
+  });
+
+  it('POST /tokenize counts a prompt as /v1/generate does; POST /detokenize reads its tokens back', async () => {
+    const prompt = 'Hello, how are you today?';
+    const t = tokenizeResponseSchema.parse(await (await post('/tokenize', { prompt, return_token_strs: true })).json());
+    const served = generateResultSchema.parse(await (await post('/v1/generate', { userId: 'bob', prompt, maxTokens: 2, mode: 'vanilla' })).json());
+    expect(t.count).toBe(served.usage.promptTokens);
+    expect(t.tokens).toHaveLength(t.count);
+    expect(t.max_model_len).toBe(md.cfg.maxPositions);
+    expect(t.token_strs!.slice(1).join('')).toBe(prompt); // BOS first, then the prompt's pieces
+    const chat = [{ role: 'user', content: 'Hello' }];
+    const m = tokenizeResponseSchema.parse(await (await post('/tokenize', { messages: chat })).json());
+    const chatServed = generateResultSchema.parse(await (await post('/v1/generate', { userId: 'bob', messages: chat, maxTokens: 2, mode: 'vanilla' })).json());
+    expect(m.count).toBe(chatServed.usage.promptTokens);
+    const back = detokenizeResponseSchema.parse(await (await post('/detokenize', { tokens: t.tokens.slice(1) })).json());
+    expect(back.prompt).toBe(prompt);
+    const err = await expectError(await post('/detokenize', { tokens: [1, md.cfg.vocabSize] }), 422, 'token_out_of_range');
+    expect(err.details).toEqual({ tokenId: md.cfg.vocabSize, vocabSize: md.cfg.vocabSize });
   });
 
   it('/metrics carries the engine and the adapter cache', async () => {

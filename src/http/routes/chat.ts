@@ -10,7 +10,7 @@ import { userExists } from '../../db/queries/users.js';
 import type { AppEnv, RouteDeps } from '../context.js';
 import { chatCompletionRequestSchema } from '../schemas.js';
 import type { GenerateRequest, GenerateResult, TokenLogprob } from '../services.js';
-import { allChoices, choiceRequests, openAiFinish, openAiUsage, samplingFields, toGenerate } from '../openai.js';
+import { allChoices, choiceRequests, openAiFinish, openAiUsage, samplingFields, serveMessages, toGenerate } from '../openai.js';
 import { mergeStreams } from '../stream-merge.js';
 import { readJson } from '../validate.js';
 import { clientSignal, firstEvent, logStreamError, requireGenerate } from './generate.js';
@@ -23,10 +23,7 @@ type ChatRequest = z.output<typeof chatCompletionRequestSchema>;
 export function toGenerateRequest(body: ChatRequest): GenerateRequest {
   return toGenerate({
     ...samplingFields(body),
-    messages: body.messages.map((m) => ({
-      role: m.role === 'developer' ? 'system' : m.role,
-      content: typeof m.content === 'string' ? m.content : m.content.map((p) => p.text).join(''),
-    })),
+    messages: serveMessages(body.messages),
     maxTokens: body.max_completion_tokens ?? body.max_tokens ?? undefined,
     logprobs: body.logprobs ?? undefined,
     topLogprobs: body.top_logprobs ?? undefined,
