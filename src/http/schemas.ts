@@ -367,6 +367,13 @@ export const jobDoneEventSchema = z.object({ job: jobSchema, reason: z.enum(['fi
 // Generation
 
 export const MAX_PROMPT_CHARS = 200_000;
+/** Most token ids one prompt, text or /detokenize request may carry (the model's window refuses longer ones first). */
+export const MAX_TOKEN_IDS = 65_536;
+
+/** Token ids as POST /tokenize gives them, fed to the model as they are; ids outside the vocabulary are 422 token_out_of_range. */
+export const tokenIdsSchema = z.array(z.int().min(0)).min(1).max(MAX_TOKEN_IDS);
+/** A raw prompt: text, or token ids. */
+const rawPromptSchema = z.union([z.string().min(1).max(MAX_PROMPT_CHARS), tokenIdsSchema]);
 
 export const chatMessageSchema = z.strictObject({
   role: z.enum(['system', 'user', 'assistant']),
@@ -406,7 +413,7 @@ export const generateRequestSchema = z
   .strictObject({
     userId: userIdSchema,
     messages: z.array(chatMessageSchema).min(1).max(256).optional(),
-    prompt: z.string().min(1).max(MAX_PROMPT_CHARS).optional(),
+    prompt: rawPromptSchema.optional(),
     maxTokens: z.int().min(1).max(2048).default(128),
     minTokens: z.int().min(0).max(2048).optional(),
     ignoreEos: z.boolean().optional(),
@@ -474,8 +481,8 @@ export const scoreRequestSchema = z
   .strictObject({
     userId: userIdSchema,
     messages: z.array(chatMessageSchema).min(1).max(256).optional(),
-    prompt: z.string().min(1).max(MAX_PROMPT_CHARS).optional(),
-    text: z.string().min(1).max(MAX_PROMPT_CHARS),
+    prompt: rawPromptSchema.optional(),
+    text: rawPromptSchema,
     mode: z.enum(GENERATE_MODES).default('auto'),
     topLogprobs: z.int().min(0).max(MAX_TOP_LOGPROBS).default(0),
     compare: z.boolean().default(false),
@@ -665,10 +672,23 @@ export const chatCompletionChunkSchema = z.object({
 /** Most prompts one completions request may carry (each becomes one choice). */
 export const MAX_COMPLETION_PROMPTS = 16;
 
+/** OpenAI's four forms of a completions `prompt` (a text, texts, token ids, lists of token ids) as a list of prompts. */
+export function completionPrompts(prompt: string | Array<string | number | number[]>): Array<string | number[]> {
+  if (typeof prompt === 'string') return [prompt];
+  if (prompt.every((p) => typeof p === 'number')) return [prompt as number[]];
+  return prompt.filter((p) => typeof p !== 'number');
+}
+
 export const completionRequestSchema = z
   .looseObject({
     ...openAiSamplingShape,
-    prompt: z.union([z.string().min(1).max(MAX_PROMPT_CHARS), z.array(z.string().min(1).max(MAX_PROMPT_CHARS)).min(1).max(MAX_COMPLETION_PROMPTS)]),
+    /** OpenAI's four forms: a text, texts, token ids, or lists of token ids (one choice per prompt). */
+    prompt: z.union([
+      z.string().min(1).max(MAX_PROMPT_CHARS),
+      z.array(z.string().min(1).max(MAX_PROMPT_CHARS)).min(1).max(MAX_COMPLETION_PROMPTS),
+      tokenIdsSchema,
+      z.array(tokenIdsSchema).min(1).max(MAX_COMPLETION_PROMPTS),
+    ]),
     /** OpenAI's default is 16; 0 (with echo) scores the prompt and generates nothing. */
     max_tokens: z.int().min(0).max(2048).nullable().optional(),
     echo: z.boolean().nullable().optional(),
@@ -680,14 +700,19 @@ export const completionRequestSchema = z
   .superRefine((v, ctx) => {
     refineOpenAiUser(v, ctx);
     if (v.max_tokens === 0 && !v.echo) ctx.addIssue({ code: 'custom', path: ['max_tokens'], message: 'max_tokens 0 needs echo: true (nothing would be returned)' });
-    if (v.stream && Array.isArray(v.prompt) && v.prompt.length > 1) ctx.addIssue({ code: 'custom', path: ['stream'], message: 'a stream serves one prompt' });
+    const prompts = completionPrompts(v.prompt);
+    if (v.stream && prompts.length > 1) ctx.addIssue({ code: 'custom', path: ['stream'], message: 'a stream serves one prompt' });
+    if (v.max_tokens === 0 && prompts.some((p) => typeof p !== 'string' && p.length < 2)) {
+      ctx.addIssue({ code: 'custom', path: ['prompt'], message: 'max_tokens 0 scores a prompt of token ids after its first token: give at least two' });
+    }
   });
 
 const legacyLogprobs = z
   .object({
     tokens: z.array(z.string()),
-    token_logprobs: z.array(z.number().max(0)),
-    top_logprobs: z.array(z.record(z.string(), z.number().max(0))),
+    /** null for a prompt's first token of ids: nothing precedes it. */
+    token_logprobs: z.array(z.number().max(0).nullable()),
+    top_logprobs: z.array(z.record(z.string(), z.number().max(0)).nullable()),
     text_offset: z.array(z.int().min(0)),
   })
   .nullable();
@@ -729,9 +754,6 @@ export const modelListSchema = z.object({ object: z.literal('list'), data: z.arr
 // vLLM's tokenizer endpoints (POST /tokenize, /detokenize): the model's tokens, no user involved.
 // Unknown fields are ignored, as in the OpenAI routes (vLLM clients send `model`).
 
-/** Most token ids one /detokenize request may carry. */
-export const MAX_DETOKENIZE_TOKENS = 65_536;
-
 export const tokenizeRequestSchema = z
   .looseObject({
     model: z.string().max(256).optional(),
@@ -758,7 +780,7 @@ export const tokenizeResponseSchema = z.object({
 
 export const detokenizeRequestSchema = z.looseObject({
   model: z.string().max(256).optional(),
-  tokens: z.array(z.int().min(0)).max(MAX_DETOKENIZE_TOKENS),
+  tokens: z.array(z.int().min(0)).max(MAX_TOKEN_IDS),
 });
 
 export const detokenizeResponseSchema = z.object({ prompt: z.string() });

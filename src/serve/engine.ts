@@ -44,7 +44,7 @@ import { memoryQuery, retrieveMemory } from './memory.js';
 import { type EngineMetrics, engineMetrics } from './metrics.js';
 import { type Adapters, AdapterLeaser, type Plan, planRequest } from './personalize.js';
 import { type PromptContext, fitMemory, promptIds, replyBudget, stopsOf } from './prompt.js';
-import { detokenize, tokenize } from './tokenize.js';
+import { checkTokenIds, detokenize, textOfIds, tokenize } from './tokenize.js';
 import { BoundedQueue } from './queue.js';
 import { samplingOf } from './sampling.js';
 import { FairShare, type Scheduling } from './fair-share.js';
@@ -313,7 +313,8 @@ export class Engine {
   score(req: ScoreRequest, signal: AbortSignal): Promise<ScoreResult> {
     return new Promise((resolve, reject) => {
       try {
-        const textIds = this.ctx.tokenizer.encode(req.text, { parseSpecial: false });
+        const textIds = typeof req.text === 'string' ? this.ctx.tokenizer.encode(req.text, { parseSpecial: false }) : [...req.text];
+        if (typeof req.text !== 'string') checkTokenIds(textIds, this.model.config.vocabSize);
         if (textIds.length === 0) throw new ServeError('prompt_too_long', 'the text to score has no tokens', { details: { scoredTokens: 0 } });
         const asServed: ServeRequest = {
           userId: req.userId,
@@ -326,8 +327,11 @@ export class Engine {
           stream: false,
           mode: req.mode,
         };
-        const hasContext = req.messages !== undefined || (req.prompt ?? '') !== '';
-        const score: ScoreJob = { textIds, top: req.topLogprobs ?? 0, compare: req.compare ?? false, query: hasContext ? memoryQuery(asServed) : req.text };
+        const hasContext = req.messages !== undefined || (req.prompt?.length ?? 0) > 0;
+        // A token-id context is searched with the text after it: ids are one prompt split anywhere (the
+        // legacy completions' echo), and generating from that prompt would search with all of it.
+        const query = !hasContext ? (typeof req.text === 'string' ? req.text : this.queryText(textIds)) : Array.isArray(req.prompt) ? this.queryText([...req.prompt, ...textIds]) : memoryQuery(asServed, this.queryText);
+        const score: ScoreJob = { textIds, top: req.topLogprobs ?? 0, compare: req.compare ?? false, query };
         this.submit(asServed, signal, (ev) => {
           if (ev instanceof Error) reject(ev);
           else if (ev.type === 'scored') resolve(ev.result);
@@ -337,6 +341,9 @@ export class Engine {
       }
     });
   }
+
+  /** Token ids as the text a memory search reads (control tokens left out). */
+  private readonly queryText = (ids: readonly number[]): string => textOfIds(this.ctx.tokenizer, ids, true);
 
   /** A raw prompt or messages as the token ids the model is fed, without memory (POST /tokenize). */
   tokenize(req: TokenizeRequest): TokenizeResult {
@@ -432,6 +439,7 @@ export class Engine {
     let sampling: SamplingOptions;
     try {
       sampling = samplingOf(req, this.model.config.vocabSize);
+      if (Array.isArray(req.prompt)) checkTokenIds(req.prompt, this.model.config.vocabSize);
       baseIds = promptIds(this.ctx, req);
       if (score && baseIds.length + score.textIds.length > this.ctx.contextTokens) {
         const promptTokens = baseIds.length + score.textIds.length;
@@ -482,7 +490,7 @@ export class Engine {
     job.ids = job.baseIds;
     job.poolBytes = 0;
     if (kind === 'memory') {
-      const items = retrieveMemory(this.db, job.req.userId, job.score?.query ?? memoryQuery(job.req), this.memoryK);
+      const items = retrieveMemory(this.db, job.req.userId, job.score?.query ?? memoryQuery(job.req, this.queryText), this.memoryK);
       const fit = items.length > 0 ? fitMemory(this.ctx, job.req, items) : { ids: job.baseIds, used: 0 };
       if (fit.used > 0) {
         job.ids = fit.ids;

@@ -32,9 +32,12 @@ export function promptWithMemory(prompt: string, items: readonly string[]): stri
   return items.length === 0 ? prompt : `${memoryBlock(items)}\n\n${prompt}`;
 }
 
-/** What the history is searched with: the last user message (the last message if none is the user's), or the raw prompt. */
-export function memoryQuery(req: Pick<ServeRequest, 'messages' | 'prompt'>): string {
-  if (req.prompt !== undefined) return req.prompt;
+/**
+ * What the history is searched with: the last user message (the last message if none is the user's),
+ * or the raw prompt (token ids read as text by `decode`).
+ */
+export function memoryQuery(req: Pick<ServeRequest, 'messages' | 'prompt'>, decode: (ids: readonly number[]) => string): string {
+  if (req.prompt !== undefined) return typeof req.prompt === 'string' ? req.prompt : decode(req.prompt);
   const msgs = req.messages ?? [];
   for (let i = msgs.length - 1; i >= 0; i--) if (msgs[i].role === 'user') return msgs[i].content;
   return msgs[msgs.length - 1]?.content ?? '';

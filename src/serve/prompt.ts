@@ -1,8 +1,9 @@
 /**
  * A request as the token ids the model is fed. `messages` are rendered with the model's chat template
  * and end with the assistant's opening (the reply follows); a raw `prompt` is BOS (when the template
- * uses one) plus the prompt as text. Request text is always encoded as text: a control token typed
- * into a message or prompt stays characters.
+ * uses one) plus the prompt as text, or a prompt of token ids as they are (memory goes before them,
+ * after its own BOS: a BOS the ids start with is not repeated). Request text is always encoded as
+ * text: a control token typed into a message or prompt stays characters.
  *
  * Length rules: a prompt with no room left for one generated token in the context window is refused
  * (`prompt_too_long`, 422, details promptTokens and contextTokens); otherwise maxTokens is capped at the
@@ -29,7 +30,13 @@ export function encodeRequest(ctx: PromptContext, req: PromptFields, memory: rea
   if (req.messages !== undefined) {
     return encodeChat(ctx.tokenizer, messagesWithMemory(req.messages, memory), { addGenerationPrompt: true, template: ctx.template });
   }
-  const text = promptWithMemory(req.prompt ?? '', memory);
+  if (Array.isArray(req.prompt) && req.prompt.length > 0) {
+    if (memory.length === 0) return [...req.prompt];
+    const head = encodeRequest(ctx, { prompt: '', maxTokens: 0 }, memory);
+    const bos = ctx.tokenizer.bosId;
+    return [...head, ...(head[0] === bos && req.prompt[0] === bos ? req.prompt.slice(1) : req.prompt)];
+  }
+  const text = promptWithMemory(typeof req.prompt === 'string' ? req.prompt : '', memory);
   const ids = getChatTemplate(ctx.template).addBos ? [ctx.tokenizer.bosId] : [];
   if (text.length > 0) ids.push(...ctx.tokenizer.encode(text, { parseSpecial: false }));
   if (ids.length === 0) ids.push(ctx.tokenizer.bosId); // an empty raw prompt under a template without BOS

@@ -6,6 +6,7 @@
  * memory prepends depends on the request and the user's history).
  */
 import { encodeChat } from '../model/chat-format.js';
+import type { Tokenizer } from '../model/tokenizer.js';
 import { ServeError } from './errors.js';
 import type { TokenTexts } from './logprobs.js';
 import { type PromptContext, encodeRequest } from './prompt.js';
@@ -40,5 +41,10 @@ export function checkTokenIds(ids: readonly number[], vocabSize: number): void {
 /** The text of token ids, special tokens included; ids past the tokenizer's vocabulary (a padded embedding table) have none. */
 export function detokenize(ctx: PromptContext, vocabSize: number, ids: readonly number[]): string {
   checkTokenIds(ids, vocabSize);
-  return ctx.tokenizer.decode(ids.filter((id) => id < ctx.tokenizer.vocabSize));
+  return textOfIds(ctx.tokenizer, ids);
+}
+
+/** The text of checked token ids (ids past the tokenizer's vocabulary read as nothing); `skipSpecial` leaves control tokens out. */
+export function textOfIds(tokenizer: Tokenizer, ids: readonly number[], skipSpecial = false): string {
+  return tokenizer.decode(ids.filter((id) => id < tokenizer.vocabSize), { skipSpecial });
 }

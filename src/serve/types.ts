@@ -43,7 +43,8 @@ export interface ServeMessage {
 export interface ServeRequest {
   userId: string;
   messages?: ServeMessage[];
-  prompt?: string;
+  /** A raw prompt: text (after BOS where the chat template has one), or token ids fed as they are (POST /tokenize's). */
+  prompt?: string | number[];
   maxTokens: number;
   /** End tokens cannot end the reply before this many tokens, nor stop strings in their text (vLLM's min_tokens). */
   minTokens?: number;
@@ -109,8 +110,10 @@ export interface ServeResult {
 export interface ScoreRequest {
   userId: string;
   messages?: ServeMessage[];
-  prompt?: string;
-  text: string;
+  /** A raw prompt as context: text, or token ids fed as they are. */
+  prompt?: string | number[];
+  /** What is scored: text (tokenized on its own), or token ids. */
+  text: string | number[];
   mode: RequestedMode;
   /** This many most likely alternatives per token (0-20; default 0). */
   topLogprobs?: number;

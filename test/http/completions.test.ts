@@ -88,13 +88,48 @@ describe('POST /v1/completions', () => {
     expect(chunks.at(-1)!.usage).toMatchObject({ completion_tokens: 3 });
   });
 
+  it('token-id prompts: fed as they are; echoed as their text, scored after their first token (null, as OpenAI has it)', async () => {
+    await setup();
+    const body = completionResponseSchema.parse(await json(await post({ user: 'alice', prompt: [1, 104, 32, 105], max_tokens: 0, echo: true, logprobs: 1 })));
+    expect(gen.scoreCalls).toEqual([{ userId: 'alice', prompt: [1], text: [104, 32, 105], mode: 'auto', topLogprobs: 1, compare: false }]);
+    const c = body.choices[0];
+    expect(c.text).toBe('<s>h i');
+    expect(c.logprobs).toEqual({
+      tokens: ['<s>', 'h', ' i'],
+      token_logprobs: [null, -0.1, -0.2],
+      top_logprobs: [null, { alt0: -0.01 }, { alt0: -0.01 }],
+      text_offset: [0, 3, 4],
+    });
+    // Several prompts of ids, one choice each; a one-token prompt has nothing to score but is echoed.
+    const many = completionResponseSchema.parse(await json(await post({ user: 'alice', prompt: [[104, 105], [106]], max_tokens: 2, echo: true, logprobs: 0 })));
+    expect(gen.calls.map((x) => x.req.prompt).sort()).toEqual([[104, 105], [106]]);
+    expect(many.choices.map((ch) => [ch.index, ch.text])).toEqual([[0, 'hiecho hi'], [1, 'jecho j']]);
+    expect(many.choices[1].logprobs!.token_logprobs).toEqual([null, -0.1, -0.2]);
+    expect(gen.scoreCalls).toHaveLength(2);
+    // One prompt of ids streams.
+    const res = await post({ user: 'alice', prompt: [104, 105], max_tokens: 3, stream: true, echo: true });
+    const chunks = parseSse(await res.text()).slice(0, -1).map((e) => completionChunkSchema.parse(JSON.parse(e.data)));
+    expect(chunks.flatMap((ch) => ch.choices.map((x) => x.text)).join('')).toBe('hiecho hi');
+    // An id outside the vocabulary, echoed: 422 token_out_of_range before anything runs.
+    const before = gen.calls.length;
+    const err = await expectError(await post({ user: 'alice', prompt: [104, 5000], echo: true }), 422, 'token_out_of_range');
+    expect(err.details).toEqual({ tokenId: 5000, vocabSize: 2048 });
+    expect(gen.calls).toHaveLength(before);
+  });
+
   it('rejects what it cannot honour with 422, unknown users with 404, and maps the service\'s errors', async () => {
     await setup();
     for (const body of [
       { user: 'alice' },
       { user: 'alice', prompt: '' },
-      { user: 'alice', prompt: [1, 2, 3] },
       { user: 'alice', prompt: [] },
+      { user: 'alice', prompt: [1, 'a'] },
+      { user: 'alice', prompt: [[1, 2], 'a'] },
+      { user: 'alice', prompt: [[]] },
+      { user: 'alice', prompt: [-1, 2] },
+      { user: 'alice', prompt: [1.5] },
+      { user: 'alice', prompt: [[104, 105], [106]], max_tokens: 0, echo: true },
+      { user: 'alice', prompt: [[1], [2]], stream: true },
       { user: 'alice', prompt: Array.from({ length: 17 }, () => 'x') },
       { user: 'alice', prompt: 'x', max_tokens: 0 },
       { user: 'alice', prompt: ['x', 'y'], stream: true },

@@ -26,8 +26,12 @@ export interface FakeGenerate extends GenerateService {
   returned: number;
 }
 
+/** The fake tokenizer's text of token ids: id 1 is BOS (<s>), any other the UTF-16 unit of that code. */
+const textOfIds = (ids: readonly number[]): string => ids.map((t) => (t === 1 ? '<s>' : String.fromCharCode(t))).join('');
+const textOf = (p: string | number[]): string => (typeof p === 'string' ? p : textOfIds(p));
+
 function reply(req: GenerateRequest): { words: string[]; finish: 'stop' | 'length' } {
-  const source = req.prompt ?? req.messages![req.messages!.length - 1].content;
+  const source = req.prompt !== undefined ? textOf(req.prompt) : req.messages![req.messages!.length - 1].content;
   const words = `echo ${source}`.split(/\s+/).filter(Boolean);
   const cut = words.slice(0, req.maxTokens);
   return { words: cut, finish: cut.length < words.length ? 'length' : 'stop' };
@@ -72,8 +76,9 @@ export function fakeGenerate(): FakeGenerate {
     async score(req) {
       fake.scoreCalls.push(req);
       if (fake.failWith) throw fake.failWith;
-      const words = pieces(req.text.split(' ').filter(Boolean));
-      const tokens = (words.length > 0 ? words : [req.text]).map((p, i) => wordLogprob({ ...req, logprobs: true } as unknown as GenerateRequest, p, i));
+      const text = textOf(req.text);
+      const words = pieces(text.split(' ').filter(Boolean));
+      const tokens = (words.length > 0 ? words : [text]).map((p, i) => wordLogprob({ ...req, logprobs: true } as unknown as GenerateRequest, p, i));
       const figures = (lps: number[]) => {
         const logprob = lps.reduce((a, b) => a + b, 0);
         return { logprob, meanLogprob: logprob / lps.length, perplexity: Math.exp(-logprob / lps.length) };
@@ -95,12 +100,12 @@ export function fakeGenerate(): FakeGenerate {
       fake.tokenizeCalls.push(req);
       const text = req.prompt ?? req.messages!.map((m) => m.content).join('');
       const tokens = [...(req.addSpecialTokens === false ? [] : [1]), ...Array.from(text, (ch) => ch.charCodeAt(0) % 2048)];
-      return { tokens, count: tokens.length, maxModelLen: 512, tokenStrings: req.returnTokenStrings ? tokens.map((t) => (t === 1 ? '<s>' : String.fromCharCode(t))) : null };
+      return { tokens, count: tokens.length, maxModelLen: 512, tokenStrings: req.returnTokenStrings ? tokens.map((t) => textOfIds([t])) : null };
     },
     detokenize(tokens) {
       const bad = tokens.find((t) => t >= 2048);
       if (bad !== undefined) throw new ServiceError('token_out_of_range', `token ${bad} is not in the vocabulary`, { details: { tokenId: bad, vocabSize: 2048 } });
-      return tokens.map((t) => (t === 1 ? '<s>' : String.fromCharCode(t))).join('');
+      return textOfIds(tokens);
     },
     // No adapters here: every distinct user is reported without one.
     async warm(userIds) {

@@ -71,6 +71,9 @@ describe('POST /v1/generate (JSON)', () => {
     const body = await json(await h.req('POST', '/v1/generate', req));
     expect(body).toMatchObject({ text: 'echo a b', finishReason: 'length', personalization: { mode: 'vanilla', adapterVersion: null } });
     expect(gen.calls[0].req).toEqual({ ...req, stop: ['\n'], stream: false });
+    // A prompt of token ids (POST /tokenize's) goes to the engine as it is.
+    await h.req('POST', '/v1/generate', { userId: 'alice', prompt: [1, 104, 105], maxTokens: 2 });
+    expect(gen.calls[1].req.prompt).toEqual([1, 104, 105]);
   });
 
   it('rejects invalid requests with 422 naming the path', async () => {
@@ -107,6 +110,10 @@ describe('POST /v1/generate (JSON)', () => {
       [{ ...base, logprobs: true, topLogprobs: 1.5 }, 'topLogprobs'],
       [{ ...base, topLogprobs: 2 }, 'topLogprobs'],
       [{ ...base, prompt: '' }, 'prompt'],
+      [{ ...base, prompt: [] }, 'prompt'],
+      [{ ...base, prompt: [1, -2] }, 'prompt.1'],
+      [{ ...base, prompt: [1, 'a'] }, 'prompt'],
+      [{ ...base, prompt: [[1]] }, 'prompt'],
       [{ ...base, userId: '../x' }, 'userId'],
       [{ ...base, messages: undefined, prompt: undefined, extra: 1 }, ''],
       [{ userId: 'alice', messages: [{ role: 'tool', content: 'x' }] }, 'messages.0.role'],

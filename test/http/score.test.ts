@@ -25,6 +25,9 @@ describe('POST /v1/score', () => {
     const compared = scoreResultSchema.parse(await json(await h.req('POST', '/v1/score', { userId: 'alice', messages: [{ role: 'user', content: 'hi' }], text: 'hello', mode: 'vanilla', topLogprobs: 2, compare: true })));
     expect(compared.base?.logprobs).toHaveLength(1);
     expect(gen.scoreCalls[1]).toMatchObject({ mode: 'vanilla', topLogprobs: 2, compare: true, messages: [{ role: 'user', content: 'hi' }] });
+    // Token ids as the context and as the text go to the service as they are.
+    await h.req('POST', '/v1/score', { userId: 'alice', prompt: [1, 104], text: [105, 106] });
+    expect(gen.scoreCalls[2]).toMatchObject({ prompt: [1, 104], text: [105, 106] });
   });
 
   it('rejects bad bodies with 422 and unknown users with 404 before calling the service', async () => {
@@ -32,6 +35,8 @@ describe('POST /v1/score', () => {
     for (const [body, path] of [
       [{ userId: 'alice' }, 'text'],
       [{ userId: 'alice', text: '' }, 'text'],
+      [{ userId: 'alice', text: [] }, 'text'],
+      [{ userId: 'alice', text: 'x', prompt: [] }, 'prompt'],
       [{ userId: 'alice', text: 'x', prompt: 'a', messages: [{ role: 'user', content: 'b' }] }, 'messages'],
       [{ userId: 'alice', text: 'x', topLogprobs: 21 }, 'topLogprobs'],
       [{ userId: 'alice', text: 'x', mode: 'magic' }, 'mode'],

@@ -173,7 +173,8 @@ export interface ContextFake extends FakeGenerate {
 /** Whitespace-separated words, plus a few tokens of chat template per message. */
 export function promptTokens(req: GenerateRequest): number {
   const words = (s: string) => s.split(/\s+/).filter(Boolean).length;
-  if (req.prompt !== undefined) return words(req.prompt);
+  if (typeof req.prompt === 'string') return words(req.prompt);
+  if (req.prompt !== undefined) return req.prompt.length;
   return (req.messages ?? []).reduce((n, m) => n + 4 + words(m.content), 0);
 }
 

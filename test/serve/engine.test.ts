@@ -753,6 +753,24 @@ describe('scoring', () => {
     const none = await e.score({ userId: 'score-m', text: 'zebra xylophone', mode: 'memory' }, never());
     expect(none.personalization).toMatchObject({ mode: 'vanilla', fallback: { from: 'memory', reason: 'no_memory' } });
   });
+
+  it('token ids score as text does: a text of ids, and a context of ids (a prompt split anywhere), against a full forward pass', async () => {
+    const e = f.engine();
+    const a = randomStoredAdapter(f.cfg, [0, 1], 2, 62);
+    await f.giveAdapter('ids-s', a);
+    const text = f.tokenizer.encode(' Fine, thank you.', { parseSpecial: false });
+    const asText = await e.score(score('ids-s', { topLogprobs: 2 }), never());
+    const asIds = await e.score(score('ids-s', { text, topLogprobs: 2 }), never());
+    expect(asIds.tokens).toEqual(asText.tokens);
+    expect(asIds.usage).toEqual(asText.usage);
+    // The whole prompt as ids, split after its first token: the rest is scored after it.
+    const all = [...encodeRequest(ctx(), { prompt: 'Hello, how are you?', maxTokens: 1 }), ...text];
+    const split = await e.score({ userId: 'ids-s', prompt: all.slice(0, 1), text: all.slice(1), mode: 'injected' }, never());
+    expect(split.usage).toEqual({ contextTokens: 1, scoredTokens: all.length - 1 });
+    const mine = await reference(all.slice(0, 1), all.slice(1), a);
+    split.tokens.forEach((t, i) => expect(t.logprob).toBeCloseTo(mine[i][all[i + 1]], 4));
+    await expect(e.score(score('ids-s', { text: [3, f.cfg.vocabSize + 5] }), never())).rejects.toMatchObject({ code: 'token_out_of_range' });
+  });
 });
 
 describe('tokenizing for clients (POST /tokenize, /detokenize)', () => {
@@ -779,5 +797,41 @@ describe('tokenizing for clients (POST /tokenize, /detokenize)', () => {
     for (const bad of [f.cfg.vocabSize, -1, 2.5]) {
       expect(() => e.detokenize([5, bad])).toThrow(expect.objectContaining({ code: 'token_out_of_range', details: { tokenId: bad, vocabSize: f.cfg.vocabSize } }));
     }
+  });
+});
+
+describe('prompts of token ids', () => {
+  const ctx = () => ({ tokenizer: f.tokenizer, template: 'memlora' as const, contextTokens: f.cfg.maxPositions });
+
+  it('are fed as they are: the ids /tokenize gives a text generate what the text does, through an adapter too', async () => {
+    const e = f.engine();
+    await f.giveAdapter('ids-a', randomStoredAdapter(f.cfg, [0, 1], 2, 61));
+    const text = 'Hello, how can I help you today?';
+    const ids = e.tokenize({ prompt: text }).tokens;
+    for (const extra of [{ mode: 'vanilla' as const }, { mode: 'injected' as const }, { mode: 'injected' as const, temperature: 0.9, seed: 4 }]) {
+      const [fromText, fromIds] = await Promise.all([e.generate(req('ids-a', { prompt: text, maxTokens: 12, ...extra }), never()), e.generate(req('ids-a', { prompt: ids, maxTokens: 12, ...extra }), never())]);
+      expect(fromIds.text).toBe(fromText.text);
+      expect(fromIds.usage).toEqual(fromText.usage);
+      expect(fromIds.personalization).toEqual(fromText.personalization);
+    }
+    // Without BOS the model reads something else: the ids are not touched.
+    const bare = await e.generate(req('ids-a', { prompt: ids.slice(1), maxTokens: 4, mode: 'vanilla' }), never());
+    expect(bare.usage.promptTokens).toBe(ids.length - 1);
+  });
+
+  it('memory goes before them after its own BOS, searched with their text; an id outside the vocabulary is refused before queueing', async () => {
+    const e = f.engine();
+    f.addHistory('ids-m', ['my headache is worse in the morning', 'Dogs need daily walks', 'coffee makes my headache worse']);
+    const text = 'what about my headache in the morning?';
+    const ids = e.tokenize({ prompt: text }).tokens;
+    const r = await e.generate(req('ids-m', { prompt: ids, mode: 'memory', maxTokens: 4 }), never());
+    expect(r.personalization).toEqual({ mode: 'memory', adapterVersion: null, memoryItems: 2 });
+    const head = encodeRequest(ctx(), { prompt: '', maxTokens: 0 }, ['my headache is worse in the morning', 'coffee makes my headache worse']);
+    expect(r.usage.promptTokens).toBe(head.length + ids.length - 1);
+    const before = counter('memlora_generate_rejected_total', { code: 'token_out_of_range' });
+    const err = await e.generate(req('ids-m', { prompt: [ids[0], f.cfg.vocabSize] }), never()).catch((x: unknown) => x);
+    expect(err).toMatchObject({ code: 'token_out_of_range', details: { tokenId: f.cfg.vocabSize, vocabSize: f.cfg.vocabSize } });
+    expect(counter('memlora_generate_rejected_total', { code: 'token_out_of_range' })).toBe(before + 1);
+    expect(e.queue(10).waiting).toBe(0);
   });
 });

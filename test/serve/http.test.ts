@@ -492,6 +492,28 @@ describe('the official OpenAI client, unmodified, against the real server', () =
     expect(text).toBe('qqqq');
   });
 
+  it('completions.create with token-id prompts (from POST /tokenize): the same completion and log-likelihood as the text, the first token unscored', async () => {
+    const { tokens: ids } = tokenizeResponseSchema.parse(await (await post('/tokenize', { prompt: 'qqqq' })).json());
+    const fromIds = await openai.completions.create({ model: 'memlora', user: 'alice', prompt: ids, max_tokens: 3 });
+    expect(fromIds.choices[0].text).toBe('qqq');
+    expect(fromIds.usage?.prompt_tokens).toBe(ids.length);
+    const ll = (prompt: string | number[]) => openai.completions.create({ model: 'memlora', user: 'alice', prompt, max_tokens: 0, echo: true, logprobs: 1 });
+    const [asIds, asText] = [await ll(ids), await ll('qqqq')];
+    const lp = asIds.choices[0].logprobs!;
+    // The echo is the ids' text, BOS included; the first token has no log-probability (nothing precedes it).
+    expect(asIds.choices[0].text).toBe(md.tokenizer.decode(ids));
+    expect(lp.tokens![0]).toBe(md.tokenizer.decode([ids[0]]));
+    expect(lp.token_logprobs![0]).toBeNull();
+    expect(lp.top_logprobs![0]).toBeNull();
+    // After BOS the ids score exactly as the text does (a text prompt is scored after BOS).
+    expect(lp.tokens!.slice(1)).toEqual(asText.choices[0].logprobs!.tokens);
+    lp.token_logprobs!.slice(1).forEach((x, i) => expect(x).toBeCloseTo(asText.choices[0].logprobs!.token_logprobs![i], 5));
+    expect(asIds.usage?.prompt_tokens).toBe(ids.length);
+    lp.tokens!.forEach((t, i) => expect(asIds.choices[0].text.slice(lp.text_offset![i], lp.text_offset![i] + t.length)).toBe(t));
+    // An id outside the vocabulary: 422 token_out_of_range.
+    await expectError(await post('/v1/completions', { user: 'alice', prompt: [ids[0], md.cfg.vocabSize], max_tokens: 1 }), 422, 'token_out_of_range');
+  });
+
   it('a chat\'s next turn reads the conversation so far from the prefix cache (usage.prompt_tokens_details.cached_tokens); deleting the user forgets it', async () => {
     await fetch(`${server.url}/v1/users/erin`, { method: 'PUT' });
     const first = [{ role: 'user' as const, content: 'I walk my dog every morning before work, and I like hiking on weekends.' }];

@@ -26,9 +26,11 @@ describe('memory layout', () => {
   });
 
   it('queries with the last user message, or the prompt', () => {
-    expect(memoryQuery({ prompt: 'p' })).toBe('p');
-    expect(memoryQuery({ messages: [{ role: 'user', content: 'first' }, { role: 'user', content: 'last' }, { role: 'assistant', content: 'reply' }] })).toBe('last');
-    expect(memoryQuery({ messages: [{ role: 'system', content: 'only system' }] })).toBe('only system');
+    const decode = (ids: readonly number[]) => ids.map((i) => String.fromCharCode(96 + i)).join('');
+    expect(memoryQuery({ prompt: 'p' }, decode)).toBe('p');
+    expect(memoryQuery({ prompt: [1, 2, 3] }, decode)).toBe('abc'); // token ids are searched as their text
+    expect(memoryQuery({ messages: [{ role: 'user', content: 'first' }, { role: 'user', content: 'last' }, { role: 'assistant', content: 'reply' }] }, decode)).toBe('last');
+    expect(memoryQuery({ messages: [{ role: 'system', content: 'only system' }] }, decode)).toBe('only system');
   });
 });
 

@@ -1,10 +1,12 @@
 /**
  * POST /v1/completions: OpenAI's legacy completions API, as evaluation tools and older clients call
- * it: raw prompts (a string, or up to 16 of them, one choice each), `user` = the memlora user id. With `echo` the prompt is returned before the
- * completion, and with `logprobs` its own tokens come scored too (POST /v1/score's pass over the
- * prompt under the user's model): `max_tokens: 0, echo: true, logprobs: 0` is a log-likelihood
- * query. The legacy logprobs object lists tokens, token_logprobs, top_logprobs (token text to
- * log-probability) and text_offset (UTF-16 offsets in the returned text).
+ * it: raw prompts (a text or token ids, or up to 16 of either, one choice each), `user` = the
+ * memlora user id. With `echo` the prompt is returned before the completion, and with `logprobs` its
+ * own tokens come scored too (POST /v1/score's pass over the prompt under the user's model; a text
+ * from the start after BOS, token ids after their first, whose log-probability is null as in OpenAI's
+ * API): `max_tokens: 0, echo: true, logprobs: 0` is a log-likelihood query. The legacy logprobs
+ * object lists tokens, token_logprobs, top_logprobs (token text to log-probability) and text_offset
+ * (UTF-16 offsets in the returned text).
  */
 import { TextDecoder } from 'node:util';
 import type { Hono } from 'hono';
@@ -15,7 +17,7 @@ import type { AppEnv, RouteDeps } from '../context.js';
 import { ApiError } from '../errors.js';
 import { allChoices, choiceRequests, openAiFinish, openAiUsage, openAiUserId, samplingFields, toGenerate } from '../openai.js';
 import { mergeStreams } from '../stream-merge.js';
-import { completionRequestSchema } from '../schemas.js';
+import { completionPrompts, completionRequestSchema } from '../schemas.js';
 import type { GenerateRequest, GenerateResult, GenerateService, ScoreResult, TokenLogprob } from '../services.js';
 import { readJson } from '../validate.js';
 import { clientSignal, firstEvent, logStreamError, requireGenerate } from './generate.js';
@@ -27,7 +29,10 @@ type CompletionRequest = z.output<typeof completionRequestSchema>;
 /** OpenAI's default max_tokens for completions. */
 const DEFAULT_MAX_TOKENS = 16;
 
-function toGenerateRequest(body: CompletionRequest, prompt: string, maxTokens: number, logprobs: number | null): GenerateRequest {
+/** One prompt: a text, or token ids. */
+type Prompt = string | number[];
+
+function toGenerateRequest(body: CompletionRequest, prompt: Prompt, maxTokens: number, logprobs: number | null): GenerateRequest {
   return toGenerate({
     ...samplingFields(body),
     prompt,
@@ -36,8 +41,11 @@ function toGenerateRequest(body: CompletionRequest, prompt: string, maxTokens: n
   });
 }
 
+/** A token in the legacy logprobs: a scored one, or a prompt's first token, which nothing precedes (null). */
+type LegacyEntry = Pick<TokenLogprob, 'token' | 'bytes'> & { logprob: number | null; top: TokenLogprob['top'] | null };
+
 /** Legacy log-probabilities of tokens, their text offsets counted on from `offset.at` (advanced past them). */
-function legacyLogprobs(entries: readonly TokenLogprob[], offset: { at: number; decoder: TextDecoder }) {
+function legacyLogprobs(entries: readonly LegacyEntry[], offset: { at: number; decoder: TextDecoder }) {
   const textOffset: number[] = [];
   for (const e of entries) {
     textOffset.push(offset.at);
@@ -48,6 +56,7 @@ function legacyLogprobs(entries: readonly TokenLogprob[], offset: { at: number; 
     token_logprobs: entries.map((e) => e.logprob),
     // The most likely first where two alternatives read the same.
     top_logprobs: entries.map((e) => {
+      if (e.top === null) return null;
       const top: Record<string, number> = {};
       for (const a of e.top) if (!(a.token in top)) top[a.token] = a.logprob;
       return top;
@@ -59,7 +68,9 @@ function legacyLogprobs(entries: readonly TokenLogprob[], offset: { at: number; 
 const newOffset = () => ({ at: 0, decoder: new TextDecoder('utf-8') });
 
 interface Plan {
-  prompt: string;
+  prompt: Prompt;
+  /** The prompt as returned with echo (token ids as their text). */
+  echoText: string;
   echo: boolean;
   /** Alternatives per token; null: no logprobs. */
   top: number | null;
@@ -68,9 +79,18 @@ interface Plan {
   gen: GenerateRequest | null;
 }
 
-/** The prompt's scoring pass, as POST /v1/score runs it (the prompt from the start, after BOS). */
+/** The prompt's scoring pass, as POST /v1/score runs it: a text from the start (after BOS), token ids after their first. */
 function scorePrompt(gen: GenerateService, body: CompletionRequest, plan: Plan, signal: AbortSignal): Promise<ScoreResult> {
-  return gen.score!({ userId: openAiUserId(body), text: plan.prompt, mode: body.mode ?? 'auto', topLogprobs: plan.top ?? 0, compare: false }, signal);
+  const req = { userId: openAiUserId(body), mode: body.mode ?? 'auto', topLogprobs: plan.top ?? 0, compare: false };
+  const { prompt } = plan;
+  return gen.score!(typeof prompt === 'string' ? { ...req, text: prompt } : { ...req, prompt: prompt.slice(0, 1), text: prompt.slice(1) }, signal);
+}
+
+/** The echoed prompt's legacy entries: its scored tokens, after the unscored first of token ids. */
+function echoEntries(gen: GenerateService, plan: Plan, scored: ScoreResult | null): LegacyEntry[] {
+  const tokens = scored?.tokens ?? [];
+  if (typeof plan.prompt === 'string') return tokens;
+  return [{ token: gen.detokenize!(plan.prompt.slice(0, 1)), bytes: null, logprob: null, top: null }, ...tokens];
 }
 
 export function registerCompletionRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
@@ -78,21 +98,29 @@ export function registerCompletionRoutes(app: Hono<AppEnv>, deps: RouteDeps): vo
 
   app.post('/v1/completions', async (c) => {
     const body = await readJson(c, completionRequestSchema, config.bodyLimitBytes);
-    const prompts = typeof body.prompt === 'string' ? [body.prompt] : body.prompt;
     const maxTokens = body.max_tokens ?? DEFAULT_MAX_TOKENS;
     const echo = body.echo ?? false;
     const top = body.logprobs ?? null;
-    const plans: Plan[] = prompts.map((prompt) => ({
+    const plans: Plan[] = completionPrompts(body.prompt).map((prompt) => ({
       prompt,
+      echoText: typeof prompt === 'string' ? prompt : '',
       echo,
       top,
-      scorePrompt: echo && (top !== null || maxTokens === 0),
+      // A one-token prompt of ids has nothing to score: its only token is the first.
+      scorePrompt: echo && (top !== null || maxTokens === 0) && (typeof prompt === 'string' || prompt.length > 1),
       gen: maxTokens > 0 ? toGenerateRequest(body, prompt, maxTokens, top) : null,
     }));
     const userId = openAiUserId(body);
     if (!userExists(db, userId)) throw userNotFound(userId);
     const gen = requireGenerate(deps);
     if (plans.some((p) => p.scorePrompt) && !gen.score) throw new ApiError(503, 'model_unavailable', 'this server does not score prompts', null, { 'retry-after': '30' });
+    if (echo) {
+      for (const plan of plans) {
+        if (typeof plan.prompt === 'string') continue;
+        if (!gen.detokenize) throw new ApiError(503, 'model_unavailable', 'this server does not read token ids back as text', null, { 'retry-after': '30' });
+        plan.echoText = gen.detokenize(plan.prompt);
+      }
+    }
     const ac = clientSignal(c);
     const model = body.model ?? SERVED_MODEL_ID;
     const created = Math.floor(Date.now() / 1000);
@@ -111,10 +139,10 @@ export function registerCompletionRoutes(app: Hono<AppEnv>, deps: RouteDeps): vo
         return {
           choices: results.map((r, j) => {
             // With logprobs and echo the prompt was scored: its tokens come first.
-            const entries = [...(plan.echo && scored ? scored.tokens : []), ...(r?.logprobs ?? [])];
+            const entries = [...(plan.echo ? echoEntries(gen, plan, scored) : []), ...(r?.logprobs ?? [])];
             return {
               index: p * n + j,
-              text: (plan.echo ? plan.prompt : '') + (r?.text ?? ''),
+              text: (plan.echo ? plan.echoText : '') + (r?.text ?? ''),
               logprobs: plan.top === null ? null : legacyLogprobs(entries, newOffset()),
               finish_reason: r ? openAiFinish(r.finishReason) : ('length' as const),
             };
@@ -156,7 +184,7 @@ export function registerCompletionRoutes(app: Hono<AppEnv>, deps: RouteDeps): vo
       try {
         if (plan.echo) {
           for (const [index, offset] of offsets.entries()) {
-            await chunk([{ index, text: plan.prompt, logprobs: plan.top === null ? null : legacyLogprobs(scored?.tokens ?? [], offset), finish_reason: null }]);
+            await chunk([{ index, text: plan.echoText, logprobs: plan.top === null ? null : legacyLogprobs(echoEntries(gen, plan, scored), offset), finish_reason: null }]);
           }
         }
         if (merged) {
