@@ -46,6 +46,7 @@ export function samplingFields(body: OpenAiBody) {
     presencePenalty: body.presence_penalty ?? undefined,
     logitBias: body.logit_bias ?? undefined,
     stop: body.stop ?? undefined,
+    stopTokenIds: body.stop_token_ids ?? undefined,
     seed: body.seed ?? undefined,
     stream: body.stream ?? false,
     mode: body.mode,

@@ -390,6 +390,8 @@ export const SERVED_MODES = ['injected', 'memory', 'vanilla'] as const;
 
 /** OpenAI's bounds of the frequency and presence penalties and of a logit bias. */
 const penaltySchema = z.number().min(-2).max(2);
+/** Most stop token ids one request may name. */
+export const MAX_STOP_TOKEN_IDS = 64;
 /** Most token ids one request may bias. */
 export const MAX_LOGIT_BIAS = 1024;
 const logitBiasSchema = z
@@ -425,6 +427,7 @@ export const generateRequestSchema = z
     presencePenalty: penaltySchema.optional(),
     logitBias: logitBiasSchema.optional(),
     stop: stopSchema,
+    stopTokenIds: z.array(z.int().min(0)).max(MAX_STOP_TOKEN_IDS).optional(),
     seed: z.int().optional(),
     stream: z.boolean().default(false),
     mode: z.enum(GENERATE_MODES).default('auto'),
@@ -590,11 +593,12 @@ const openAiSamplingShape = {
   frequency_penalty: penaltySchema.nullable().optional(),
   presence_penalty: penaltySchema.nullable().optional(),
   logit_bias: logitBiasSchema.nullable().optional(),
-  /** vLLM's extensions of the OpenAI body, as /v1/generate's topK, repetitionPenalty, minTokens and ignoreEos. */
+  /** vLLM's extensions of the OpenAI body, as /v1/generate's topK, repetitionPenalty, minTokens, ignoreEos and stopTokenIds. */
   top_k: z.int().min(-1).nullable().optional(),
   repetition_penalty: z.number().gt(0).max(10).nullable().optional(),
   min_tokens: z.int().min(0).max(2048).nullable().optional(),
   ignore_eos: z.boolean().nullable().optional(),
+  stop_token_ids: z.array(z.int().min(0)).max(MAX_STOP_TOKEN_IDS).nullable().optional(),
   /** memlora extension: the personalisation mode, as in /v1/generate. */
   mode: z.enum(GENERATE_MODES).optional(),
 };

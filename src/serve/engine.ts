@@ -440,6 +440,7 @@ export class Engine {
     try {
       sampling = samplingOf(req, this.model.config.vocabSize);
       if (Array.isArray(req.prompt)) checkTokenIds(req.prompt, this.model.config.vocabSize);
+      if (req.stopTokenIds) checkTokenIds(req.stopTokenIds, this.model.config.vocabSize);
       baseIds = promptIds(this.ctx, req);
       if (score && baseIds.length + score.textIds.length > this.ctx.contextTokens) {
         const promptTokens = baseIds.length + score.textIds.length;

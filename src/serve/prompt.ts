@@ -68,8 +68,8 @@ export function replyBudget(ctx: PromptContext, promptTokens: number, maxTokens:
   return Math.max(1, Math.min(maxTokens, ctx.contextTokens - promptTokens));
 }
 
-/** The ids and strings that end a reply: the template's stop tokens (and EOS), its stop strings, the request's. */
-export function stopsOf(ctx: PromptContext, req: Pick<ServeRequest, 'stop'>): { stopTokenIds: number[]; stop: string[] } {
+/** The ids and strings that end a reply: the template's stop tokens (and EOS) and the request's, its stop strings and the request's. */
+export function stopsOf(ctx: PromptContext, req: Pick<ServeRequest, 'stop' | 'stopTokenIds'>): { stopTokenIds: number[]; stop: string[] } {
   const t = getChatTemplate(ctx.template);
-  return { stopTokenIds: stopTokenIds(ctx.tokenizer, ctx.template), stop: [...new Set([...t.stopStrings, ...req.stop])] };
+  return { stopTokenIds: [...new Set([...stopTokenIds(ctx.tokenizer, ctx.template), ...(req.stopTokenIds ?? [])])], stop: [...new Set([...t.stopStrings, ...req.stop])] };
 }

@@ -61,6 +61,8 @@ export interface ServeRequest {
   /** Added to the logits of token ids (keys, decimal strings) before sampling (OpenAI's logit_bias). */
   logitBias?: Record<string, number>;
   stop: string[];
+  /** Token ids that end the reply besides EOS and the chat template's (vLLM's stop_token_ids); held back before minTokens. */
+  stopTokenIds?: number[];
   seed?: number;
   stream: boolean;
   mode: RequestedMode;

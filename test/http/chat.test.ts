@@ -34,6 +34,7 @@ describe('POST /v1/chat/completions', () => {
       repetition_penalty: 1.1,
       min_tokens: 1,
       ignore_eos: null,
+      stop_token_ids: [7, 9],
       parallel_tool_calls: false, // unknown fields are ignored, as clients send many
     });
     expect(res.status).toBe(200);
@@ -63,6 +64,7 @@ describe('POST /v1/chat/completions', () => {
       logitBias: { '1': 2 },
       repetitionPenalty: 1.1,
       minTokens: 1,
+      stopTokenIds: [7, 9],
     });
   });
 

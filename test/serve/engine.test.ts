@@ -616,6 +616,23 @@ describe('sampling settings', () => {
     expect(fixedInjected).toMatchObject({ finishReason: 'length', usage: { completionTokens: 12 }, personalization: { mode: 'injected' } });
   });
 
+  it('stopTokenIds end the reply at the first such token (kept out of the text), not before minTokens; an id past the vocabulary is refused', async () => {
+    const e = f.engine();
+    const free = await e.generate(req('samp-a', { maxTokens: 12, mode: 'vanilla', ignoreEos: true, logprobs: true }), never());
+    const ids = free.logprobs!.map((lp) => lp.tokenId);
+    // A token first generated at position k >= 2.
+    const k = ids.findIndex((t, i) => i >= 2 && ids.indexOf(t) === i);
+    const stopped = await e.generate(req('samp-a', { maxTokens: 12, mode: 'vanilla', ignoreEos: true, stopTokenIds: [ids[k]] }), never());
+    // ignoreEos holds every end token back, the request's too: it still runs to maxTokens.
+    expect(stopped.usage.completionTokens).toBe(12);
+    const ended = await e.generate(req('samp-a', { maxTokens: 12, mode: 'vanilla', stopTokenIds: [ids[k]], logitBias: { [f.cfg.eosId]: -100 } }), never());
+    expect(ended).toMatchObject({ finishReason: 'stop', usage: { completionTokens: k + 1 } });
+    expect(ended.text).toBe(f.tokenizer.decode(ids.slice(0, k)));
+    const held = await e.generate(req('samp-a', { maxTokens: 12, mode: 'vanilla', stopTokenIds: [ids[k]], minTokens: k + 2, logitBias: { [f.cfg.eosId]: -100 } }), never());
+    expect(held.usage.completionTokens).toBeGreaterThan(k + 1);
+    await expect(e.generate(req('samp-a', { stopTokenIds: [f.cfg.vocabSize] }), never())).rejects.toMatchObject({ code: 'token_out_of_range' });
+  });
+
   it('a logit bias on a token id past the vocabulary is refused before it is queued (token_out_of_range)', async () => {
     const e = f.engine();
     const rejected = () => counter('memlora_generate_rejected_total', { code: 'token_out_of_range' });
