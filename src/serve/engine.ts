@@ -327,11 +327,7 @@ export class Engine {
           stream: false,
           mode: req.mode,
         };
-        const hasContext = req.messages !== undefined || (req.prompt?.length ?? 0) > 0;
-        // A token-id context is searched with the text after it: ids are one prompt split anywhere (the
-        // legacy completions' echo), and generating from that prompt would search with all of it.
-        const query = !hasContext ? (typeof req.text === 'string' ? req.text : this.queryText(textIds)) : Array.isArray(req.prompt) ? this.queryText([...req.prompt, ...textIds]) : memoryQuery(asServed, this.queryText);
-        const score: ScoreJob = { textIds, top: req.topLogprobs ?? 0, compare: req.compare ?? false, query };
+        const score: ScoreJob = { textIds, top: req.topLogprobs ?? 0, compare: req.compare ?? false, query: this.scoreQuery(req, asServed, textIds) };
         this.submit(asServed, signal, (ev) => {
           if (ev instanceof Error) reject(ev);
           else if (ev.type === 'scored') resolve(ev.result);
@@ -340,6 +336,18 @@ export class Engine {
         reject(e);
       }
     });
+  }
+
+  /**
+   * What a scoring request's memory is searched with: its context's query (the last user message, or
+   * the prompt), or with no context the text itself. A context of token ids is searched with the text
+   * after it: ids are one prompt split anywhere (the legacy completions' echo), and generating from
+   * that prompt would search with all of it.
+   */
+  private scoreQuery(req: ScoreRequest, asServed: ServeRequest, textIds: readonly number[]): string {
+    if (Array.isArray(req.prompt) && req.prompt.length > 0) return this.queryText([...req.prompt, ...textIds]);
+    if (req.messages !== undefined || (req.prompt ?? '') !== '') return memoryQuery(asServed, this.queryText);
+    return typeof req.text === 'string' ? req.text : this.queryText(textIds);
   }
 
   /** Token ids as the text a memory search reads (control tokens left out). */

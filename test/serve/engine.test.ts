@@ -767,6 +767,10 @@ describe('scoring', () => {
     // With no context, memory is retrieved by the text itself (as the legacy completions' echo scores a prompt).
     const bare = await e.score({ userId: 'score-m', text: 'my cat Pepper', mode: 'memory' }, never());
     expect(bare.personalization).toMatchObject({ mode: 'memory', memoryItems: expect.any(Number) });
+    // A context of token ids is searched with the text after it: the prompt split after BOS still finds the cat.
+    const ids = e.tokenize({ prompt: 'Tell me about my cat Pepper' }).tokens;
+    const split = await e.score({ userId: 'score-m', prompt: ids.slice(0, 1), text: ids.slice(1), mode: 'memory' }, never());
+    expect(split.personalization).toMatchObject({ mode: 'memory', memoryItems: expect.any(Number) });
     const none = await e.score({ userId: 'score-m', text: 'zebra xylophone', mode: 'memory' }, never());
     expect(none.personalization).toMatchObject({ mode: 'vanilla', fallback: { from: 'memory', reason: 'no_memory' } });
   });
