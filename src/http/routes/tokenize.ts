@@ -12,12 +12,11 @@ import type { GenerateService } from '../services.js';
 import { readJson } from '../validate.js';
 import { requireGenerate } from './generate.js';
 
-const noTokenizer = () => new ApiError(503, 'model_unavailable', 'this server does not tokenize', null, { 'retry-after': '30' });
-
+/** The service, or 503 `model_unavailable` where it cannot tokenize. */
 function requireTokenizer(deps: RouteDeps): Required<Pick<GenerateService, 'tokenize' | 'detokenize'>> {
   const gen = requireGenerate(deps);
-  if (!gen.tokenize || !gen.detokenize) throw noTokenizer();
-  return { tokenize: gen.tokenize.bind(gen), detokenize: gen.detokenize.bind(gen) };
+  if (!gen.tokenize || !gen.detokenize) throw new ApiError(503, 'model_unavailable', 'this server does not tokenize', null, { 'retry-after': '30' });
+  return gen as Required<Pick<GenerateService, 'tokenize' | 'detokenize'>>;
 }
 
 export function registerTokenizeRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
