@@ -4,7 +4,8 @@
  * Face: positive logits divided by it, negative ones multiplied, on every token of the prompt and the
  * reply), then the frequency and presence penalties (OpenAI: minus count × frequency and, once a token
  * has appeared, minus presence, counting the reply's tokens only), and suppressed tokens set to
- * -Infinity (end tokens before a request's minTokens). Then temperature (0 means greedy),
+ * -Infinity (end tokens before a request's minTokens), as are the tokens a guide's mask leaves out
+ * (guided decoding: json-guide.ts). Then temperature (0 means greedy),
  * top-k, top-p (the smallest set of most likely tokens whose probability reaches p), and a draw from
  * the seeded generator. The same logits, options, history and generator state always give the same
  * token.
@@ -36,6 +37,8 @@ export interface SamplingHistory {
   counts?: ReadonlyMap<number, number>;
   /** Tokens that may not be drawn at this step (end tokens before a request's minTokens): -Infinity. */
   suppress?: ReadonlySet<number>;
+  /** Guided decoding: 1 for the tokens that may be drawn at this step, every other -Infinity (at least one must be 1). */
+  allow?: Uint8Array;
 }
 
 /** Whether the options' frequency or presence penalty needs the reply's token counts. */
@@ -72,8 +75,8 @@ export function checkSampling(o: SamplingOptions): void {
 
 /**
  * The logits after the logit bias, the repetition penalty on `history.seen`, the frequency and
- * presence penalties on `history.counts`, and `history.suppress` set to -Infinity: the input itself
- * when none applies, else a copy.
+ * presence penalties on `history.counts`, and `history.suppress` and the tokens outside `history.allow`
+ * set to -Infinity: the input itself when none applies, else a copy.
  */
 export function shapeLogits(logits: Float32Array, opts: SamplingOptions, history: SamplingHistory = {}): Float32Array {
   const penalty = opts.repetitionPenalty ?? 1;
@@ -83,7 +86,8 @@ export function shapeLogits(logits: Float32Array, opts: SamplingOptions, history
   const repeat = penalty !== 1 && history.seen !== undefined;
   const counted = (freq !== 0 || presence !== 0) && history.counts !== undefined && history.counts.size > 0;
   const suppress = history.suppress !== undefined && history.suppress.size > 0 ? history.suppress : undefined;
-  if (!bias && !repeat && !counted && !suppress) return logits;
+  const allow = history.allow;
+  if (!bias && !repeat && !counted && !suppress && !allow) return logits;
   const out = Float32Array.from(logits);
   if (bias) for (const [id, b] of bias) if (id < out.length) out[id] += b;
   if (repeat) {
@@ -94,6 +98,7 @@ export function shapeLogits(logits: Float32Array, opts: SamplingOptions, history
   }
   if (counted) for (const [t, n] of history.counts!) if (n > 0) out[t] -= n * freq + presence;
   if (suppress) for (const t of suppress) out[t] = -Infinity;
+  if (allow) for (let t = 0; t < out.length; t++) if (!allow[t]) out[t] = -Infinity;
   return out;
 }
 

@@ -6,6 +6,7 @@
  */
 import { Rng } from '../util/rng.js';
 import { type SamplingOptions, type TokenLogprobs, checkSampling, countsTokens, sampleToken, tokenLogprobs } from './sampling.js';
+import { JsonGuide, guideVocabulary } from './json-guide.js';
 import { StopMatcher } from './stop.js';
 import { type StreamDecoder, type Tokenizer, createStreamDecoder } from './tokenizer.js';
 
@@ -24,6 +25,8 @@ export interface GenerateRequest {
   minTokens?: number;
   /** End tokens are never drawn, so only a stop string or maxTokens ends the reply (load tests; vLLM's ignore_eos). */
   ignoreEos?: boolean;
+  /** Guide the reply to one JSON object (json-guide.ts): it ends when the object closes (needs a tokenizer). */
+  json?: boolean;
   sampling?: SamplingOptions;
   /** Seed of this request's generator; the same seed gives the same tokens alone or in any batch. */
   seed?: number;
@@ -92,6 +95,7 @@ export class Sequence {
   private readonly ends: Set<number>;
   private readonly decoder: StreamDecoder | null;
   private readonly stopper: StopMatcher;
+  private readonly guide: JsonGuide | null;
   private released = '';
   private readonly logprobs: TokenLogprobs[] | null;
 
@@ -121,6 +125,8 @@ export class Sequence {
     this.ends = new Set([...ctx.eosIds, ...(request.stopTokenIds ?? [])]);
     this.stopper = new StopMatcher(request.stop ?? []);
     this.decoder = ctx.tokenizer ? seededDecoder(ctx.tokenizer, prompt[prompt.length - 1]) : null;
+    if (request.json && !ctx.tokenizer) throw new GenerateError('no_tokenizer', 'a JSON reply needs a tokenizer', { index });
+    this.guide = request.json ? new JsonGuide(guideVocabulary(ctx.tokenizer!, ctx.vocabSize)) : null;
   }
 
   get finished(): boolean {
@@ -137,7 +143,12 @@ export class Sequence {
     if (logits.length !== this.ctx.vocabSize) throw new GenerateError('bad_logits', `${logits.length} logits for a vocabulary of ${this.ctx.vocabSize}`);
     const sampling = this.request.sampling ?? {};
     const early = this.tokens.length < (this.request.minTokens ?? 0);
-    const token = sampleToken(logits, sampling, this.rng, { seen: this.seen, counts: this.counts, suppress: early || this.request.ignoreEos ? this.ends : undefined });
+    const allow = this.guide?.allowed();
+    // A vocabulary with no token that continues the document (no byte tokens): the end tokens end it.
+    const stuck = allow !== undefined && !allow.includes(1);
+    if (stuck) for (const e of this.ends) allow[e] = 1;
+    const suppress = (early || this.request.ignoreEos) && !stuck ? this.ends : undefined;
+    const token = sampleToken(logits, sampling, this.rng, { seen: this.seen, counts: this.counts, suppress, allow });
     const logprobs = this.logprobs ? tokenLogprobs(logits, token, this.request.logprobs!) : undefined;
     if (logprobs) this.logprobs!.push(logprobs);
     this.tokens.push(token);
@@ -148,12 +159,16 @@ export class Sequence {
       this.reason = 'eos';
       text = this.release(this.decoder?.flush() ?? '', true);
     } else {
+      this.guide?.advance(token);
       const piece = this.decoder?.push(token) ?? '';
       const r = this.stopper.push(piece, this.armed);
       text = r.text;
       this.released += text;
       if (r.stopped) this.reason = 'stop';
-      else if (this.tokens.length >= this.request.maxTokens) {
+      else if (this.guide?.done) {
+        this.reason = 'stop';
+        text += this.release(this.decoder?.flush() ?? '', true);
+      } else if (this.tokens.length >= this.request.maxTokens) {
         this.reason = 'length';
         text += this.release(this.decoder?.flush() ?? '', true);
       }

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Runner } from '../../src/graph/runner.js';
 import { generate, generateStream } from '../../src/model/generate.js';
+import { JsonGuide, guideVocabulary } from '../../src/model/json-guide.js';
 import { Llama2cError, loadLlama2c } from '../../src/model/llama2c.js';
 import { loadLlama2cTokenizer } from '../../src/model/llama2c-tokenizer.js';
 import { Model } from '../../src/model/model.js';
@@ -85,6 +86,30 @@ describe('stories260K (llama2.c)', () => {
     // Armed from token k on, the first one does.
     const [armed] = await run(k);
     expect(armed.text).toBe(free.text.slice(0, first));
+  });
+
+  it('json: the reply is one JSON object (a prefix of one when cut), closed where the model closes it, beside free rows unchanged', async () => {
+    const prompt = tok.encode('Once upon a time', { addSpecialTokens: true });
+    const free = { prompt, maxTokens: 40, sampling: { temperature: 0 } };
+    const [alone] = await generate(model, [free], { tokenizer: tok });
+    const sampled = [1, 2, 3, 4].map((seed) => ({ prompt, maxTokens: 60, json: true, seed, sampling: { temperature: 0.7 } }));
+    // A bias towards '}' makes the model close the object as soon as the grammar lets it.
+    const close = Array.from({ length: tok.vocabSize }, (_, id) => id).find((id) => tok.tokenBytes(id)?.length === 1 && tok.tokenBytes(id)![0] === 0x7d)!;
+    const closing = { prompt, maxTokens: 60, json: true, sampling: { temperature: 0, logitBias: new Map([[close, 100]]) } };
+    const rs = await generate(model, [...sampled, closing, free], { tokenizer: tok });
+    expect(rs.at(-1)!.text).toBe(alone.text);
+    for (const r of rs.slice(0, -1)) {
+      const prefix = new JsonGuide(guideVocabulary(tok, config.vocabSize));
+      expect(prefix.accepts(new TextEncoder().encode(r.text)), r.text).toBe(true);
+      expect(r.tokens).not.toContain(config.eosId); // the document, not an end token, ends it
+      if (r.finishReason === 'stop') expect(JSON.parse(r.text)).toBeTypeOf('object');
+      else expect(r.finishReason).toBe('length');
+    }
+    const closed = rs.at(-2)!;
+    expect(closed.finishReason).toBe('stop');
+    expect(closed.text.trim()).toBe('{}');
+    // Unbiased, the model writes keys and values of its own (stories as dialogue) until maxTokens cuts it.
+    expect(rs[0].text).toMatch(/^\s*\{\s*"/);
   });
 
   it('continues a prompt with correct spacing', async () => {
