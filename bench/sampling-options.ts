@@ -4,8 +4,9 @@
  * `connections` closed-loop clients of short prompts and seeded replies of `max-tokens` (temperature
  * 0.8, top-p 0.95), in interleaved slices (the order rotated each round) of: plain sampling;
  * log-probabilities with 0, 5 and 20 alternatives per token; frequency and presence penalties; a
- * logit bias on 300 token ids; and all the shapers at once (bias, repetition, frequency and presence
- * penalties). Reports completion tokens/s of each setting and its ratio to plain, per round and
+ * logit bias on 300 token ids; all the shapers at once (bias, repetition, frequency and presence
+ * penalties); and JSON mode (responseFormat json_object: the grammar's mask over the vocabulary at
+ * every step; its replies end when their object closes, so they are shorter). Reports completion tokens/s of each setting and its ratio to plain, per round and
  * overall, and (as the machine's drift between slices is larger than the cost) the time per token
  * spent where the options add work, timed inside the engine by wrapping Sequence.next (shaping the
  * logits, sampling, and with logprobs the log-softmax over the vocabulary and the top-k selection)
@@ -76,7 +77,7 @@ timeCalls(TokenTexts.prototype, 'describe', addInside);
 /** 300 token ids spread over the vocabulary, each pushed down a little (none banned: the replies keep their length). */
 const BIAS_300 = Object.fromEntries(Array.from({ length: 300 }, (_, i) => [String(7 + i * 6), -2]));
 
-type Setting = { name: string } & Partial<Pick<ServeRequest, 'logprobs' | 'topLogprobs' | 'frequencyPenalty' | 'presencePenalty' | 'repetitionPenalty' | 'logitBias'>>;
+type Setting = { name: string } & Partial<Pick<ServeRequest, 'logprobs' | 'topLogprobs' | 'frequencyPenalty' | 'presencePenalty' | 'repetitionPenalty' | 'logitBias' | 'responseFormat'>>;
 const SETTINGS: readonly Setting[] = [
   { name: 'plain' },
   { name: 'logprobs top 0', logprobs: true, topLogprobs: 0 },
@@ -85,6 +86,7 @@ const SETTINGS: readonly Setting[] = [
   { name: 'frequency + presence', frequencyPenalty: 0.5, presencePenalty: 0.5 },
   { name: 'logit bias 300', logitBias: BIAS_300 },
   { name: 'all shapers', frequencyPenalty: 0.5, presencePenalty: 0.5, repetitionPenalty: 1.1, logitBias: BIAS_300 },
+  { name: 'json object', responseFormat: { type: 'json_object' } },
 ];
 const PLAIN = SETTINGS[0].name;
 

@@ -47,6 +47,7 @@ export function samplingFields(body: OpenAiBody) {
     logitBias: body.logit_bias ?? undefined,
     stop: body.stop ?? undefined,
     stopTokenIds: body.stop_token_ids ?? undefined,
+    responseFormat: body.response_format ? { type: body.response_format.type } : undefined,
     seed: body.seed ?? undefined,
     stream: body.stream ?? false,
     mode: body.mode,

@@ -390,6 +390,8 @@ export const SERVED_MODES = ['injected', 'memory', 'vanilla'] as const;
 
 /** OpenAI's bounds of the frequency and presence penalties and of a logit bias. */
 const penaltySchema = z.number().min(-2).max(2);
+/** OpenAI's response_format: plain text, or one JSON object (guided decoding). JSON schemas are not supported. */
+const responseFormatSchema = z.looseObject({ type: z.enum(['text', 'json_object']) });
 /** Most stop token ids one request may name. */
 export const MAX_STOP_TOKEN_IDS = 64;
 /** Most token ids one request may bias. */
@@ -428,6 +430,7 @@ export const generateRequestSchema = z
     logitBias: logitBiasSchema.optional(),
     stop: stopSchema,
     stopTokenIds: z.array(z.int().min(0)).max(MAX_STOP_TOKEN_IDS).optional(),
+    responseFormat: responseFormatSchema.optional(),
     seed: z.int().optional(),
     stream: z.boolean().default(false),
     mode: z.enum(GENERATE_MODES).default('auto'),
@@ -599,6 +602,7 @@ const openAiSamplingShape = {
   min_tokens: z.int().min(0).max(2048).nullable().optional(),
   ignore_eos: z.boolean().nullable().optional(),
   stop_token_ids: z.array(z.int().min(0)).max(MAX_STOP_TOKEN_IDS).nullable().optional(),
+  response_format: responseFormatSchema.nullable().optional(),
   /** memlora extension: the personalisation mode, as in /v1/generate. */
   mode: z.enum(GENERATE_MODES).optional(),
 };

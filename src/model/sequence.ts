@@ -143,10 +143,13 @@ export class Sequence {
     if (logits.length !== this.ctx.vocabSize) throw new GenerateError('bad_logits', `${logits.length} logits for a vocabulary of ${this.ctx.vocabSize}`);
     const sampling = this.request.sampling ?? {};
     const early = this.tokens.length < (this.request.minTokens ?? 0);
-    const allow = this.guide?.allowed();
+    let allow = this.guide?.allowed();
     // A vocabulary with no token that continues the document (no byte tokens): the end tokens end it.
     const stuck = allow !== undefined && !allow.includes(1);
-    if (stuck) for (const e of this.ends) allow[e] = 1;
+    if (stuck) {
+      allow = new Uint8Array(allow!.length);
+      for (const e of this.ends) allow[e] = 1;
+    }
     const suppress = (early || this.request.ignoreEos) && !stuck ? this.ends : undefined;
     const token = sampleToken(logits, sampling, this.rng, { seen: this.seen, counts: this.counts, suppress, allow });
     const logprobs = this.logprobs ? tokenLogprobs(logits, token, this.request.logprobs!) : undefined;

@@ -767,6 +767,7 @@ export class Engine {
           maxTokens,
           minTokens: job.req.minTokens,
           ignoreEos: job.req.ignoreEos,
+          json: job.req.responseFormat?.type === 'json_object',
           sampling: job.sampling,
           seed: job.req.seed,
           stop: stops.stop,

@@ -63,6 +63,8 @@ export interface ServeRequest {
   stop: string[];
   /** Token ids that end the reply besides EOS and the chat template's (vLLM's stop_token_ids); held back before minTokens. */
   stopTokenIds?: number[];
+  /** json_object: the reply is guided to one JSON object and ends when it closes (OpenAI's JSON mode). */
+  responseFormat?: { type: 'text' | 'json_object' };
   seed?: number;
   stream: boolean;
   mode: RequestedMode;

@@ -35,6 +35,7 @@ describe('POST /v1/chat/completions', () => {
       min_tokens: 1,
       ignore_eos: null,
       stop_token_ids: [7, 9],
+      response_format: { type: 'json_object' },
       parallel_tool_calls: false, // unknown fields are ignored, as clients send many
     });
     expect(res.status).toBe(200);
@@ -65,6 +66,7 @@ describe('POST /v1/chat/completions', () => {
       repetitionPenalty: 1.1,
       minTokens: 1,
       stopTokenIds: [7, 9],
+      responseFormat: { type: 'json_object' },
     });
   });
 
@@ -130,6 +132,8 @@ describe('POST /v1/chat/completions', () => {
       { user: 'alice', messages: msg, repetition_penalty: 0 },
       { user: 'alice', messages: msg, max_tokens: 3, min_tokens: 4 },
       { user: 'alice', messages: msg, ignore_eos: 'yes' },
+      { user: 'alice', messages: msg, response_format: { type: 'json_schema', json_schema: { name: 'x', schema: {} } } },
+      { user: 'alice', messages: msg, response_format: 'json' },
     ]) {
       await expectError(await h.req('POST', '/v1/chat/completions', body), 422, 'validation_failed');
     }

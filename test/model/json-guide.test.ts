@@ -74,6 +74,10 @@ describe('JsonGuide', () => {
     const allowed = (s: string) => mask[vocab.findIndex((v) => v !== null && new TextDecoder().decode(v) === s)];
     expect([allowed('ab"'), allowed('"}'), allowed('"]}'), allowed('", "'), allowed('\\u00')]).toEqual([1, 1, 0, 1, 1]);
     expect(() => g.advance(vocab.findIndex((v) => v !== null && new TextDecoder().decode(v) === '"]}'))).toThrow(/does not continue/);
+    // The mask depends on the state alone: another guide in the same state, reached by other tokens, gets the same one.
+    const other = new JsonGuide(vocab);
+    for (const t of ['{"', 'k', 'e', 'y', '":', ' ', '"', 'v', 'a']) other.advance(vocab.findIndex((v) => v !== null && new TextDecoder().decode(v) === t));
+    expect(other.allowed()).toBe(mask);
   });
 
   it('random walks through the mask only ever write JSON: every finished one parses as an object', () => {

@@ -14,6 +14,7 @@ import { type Counter, type Histogram, Registry } from '../../src/metrics.js';
 import type { Engine } from '../../src/serve/engine.js';
 import { ServeError } from '../../src/serve/errors.js';
 import type { AdapterReader } from '../../src/serve/loader.js';
+import { JsonGuide, guideVocabulary } from '../../src/model/json-guide.js';
 import { encodeRequest } from '../../src/serve/prompt.js';
 import type { ScoreRequest, ScoreResult, ServeEvent, ServeRequest, ServeResult, TokenLogprob } from '../../src/serve/types.js';
 import { forcingAdapter, makeServeFixture, never, randomStoredAdapter, req, tokenOf, type ServeFixture } from './fixtures.js';
@@ -631,6 +632,32 @@ describe('sampling settings', () => {
     const held = await e.generate(req('samp-a', { maxTokens: 12, mode: 'vanilla', stopTokenIds: [ids[k]], minTokens: k + 2, logitBias: { [f.cfg.eosId]: -100 } }), never());
     expect(held.usage.completionTokens).toBeGreaterThan(k + 1);
     await expect(e.generate(req('samp-a', { stopTokenIds: [f.cfg.vocabSize] }), never())).rejects.toMatchObject({ code: 'token_out_of_range' });
+  });
+
+  it('responseFormat json_object: each reply (through its adapter too) is a JSON object or, cut by maxTokens, a prefix of one; free rows beside them unchanged', async () => {
+    const e = f.engine();
+    await f.giveAdapter('json-a', randomStoredAdapter(f.cfg, [0, 1], 2, 71));
+    const json = { type: 'json_object' as const };
+    const free = req('json-b', { maxTokens: 16, mode: 'vanilla' });
+    const alone = await e.generate(free, never());
+    const guided = [
+      req('json-a', { maxTokens: 48, responseFormat: json }),
+      req('json-a', { maxTokens: 48, responseFormat: json, temperature: 1, seed: 3 }),
+      req('json-b', { maxTokens: 48, responseFormat: json, temperature: 1, seed: 4, mode: 'vanilla' }),
+      // '}' favoured: the object closes as soon as the grammar lets it, and the reply ends there.
+      req('json-b', { maxTokens: 48, responseFormat: json, mode: 'vanilla', logitBias: { [tokenOf(f.tokenizer, '}')]: 100 } }),
+    ];
+    const rs = await Promise.all([...guided.map((g) => e.generate(g, never())), e.generate(free, never())]);
+    expect(rs.at(-1)!.text).toBe(alone.text);
+    expect(rs[0].personalization.mode).toBe('injected');
+    const vocab = guideVocabulary(f.tokenizer, f.cfg.vocabSize);
+    for (const r of rs.slice(0, -1)) {
+      expect(new JsonGuide(vocab).accepts(new TextEncoder().encode(r.text)), r.text).toBe(true);
+      if (r.finishReason === 'stop') expect(JSON.parse(r.text)).toBeTypeOf('object');
+      else expect(r).toMatchObject({ finishReason: 'length', usage: { completionTokens: 48 } });
+    }
+    expect(rs[3]).toMatchObject({ finishReason: 'stop' });
+    expect(rs[3].text.trim()).toBe('{}');
   });
 
   it('a logit bias on a token id past the vocabulary is refused before it is queued (token_out_of_range)', async () => {
