@@ -8,7 +8,8 @@
  * The automaton keeps a stack of open containers (a string, cheap to copy) and a lexical mode; every
  * step runs each token's bytes from the current state (the state is copied, never changed), so a
  * token may close a string and open the next key in one go. Runs of whitespace between tokens are
- * bounded (MAX_WHITESPACE bytes), so a model cannot fill its reply with blank lines. Special tokens
+ * bounded (MAX_WHITESPACE bytes, one line break: pretty-printing never needs a blank line), so a model
+ * cannot fill its reply with blank lines. Special tokens
  * (control tokens of the chat template, EOS) are never drawn: the document's end ends the reply.
  * A mask depends on the state alone, and replies revisit few states (inside a string value, after a
  * key...), so masks are kept per vocabulary and state (MASK_CACHE_BYTES at most) and shared by every
@@ -46,8 +47,9 @@ interface State {
   m: number;
   /** Open containers, innermost last: 'o' object, 'a' array. */
   stack: string;
-  /** Whitespace bytes in the current run. */
+  /** Whitespace bytes in the current run, and its line feeds. */
   ws: number;
+  nl: number;
   /** The string being read is an object key. */
   key: boolean;
   /** Bytes of a literal still to come. */
@@ -115,8 +117,9 @@ function startValue(s: State, b: number): boolean {
 function feed(s: State, b: number): boolean {
   const m = s.m;
   if (m <= AFTER) {
-    if (isWhitespace(b)) return ++s.ws <= MAX_WHITESPACE;
+    if (isWhitespace(b)) return ++s.ws <= MAX_WHITESPACE && (b !== 0x0a || ++s.nl <= 1);
     s.ws = 0;
+    s.nl = 0;
   }
   switch (m) {
     case TOP:
@@ -242,7 +245,7 @@ export function guideVocabulary(tokenizer: Tokenizer, vocabSize: number): Readon
 }
 
 export class JsonGuide {
-  private readonly state: State = { m: TOP, stack: '', ws: 0, key: false, lit: '', hex: 0 };
+  private readonly state: State = { m: TOP, stack: '', ws: 0, nl: 0, key: false, lit: '', hex: 0 };
   private readonly scratch: State = { ...this.state };
 
   constructor(private readonly vocab: ReadonlyArray<Uint8Array | null>) {}
@@ -264,7 +267,7 @@ export class JsonGuide {
     let masks = maskCache.get(this.vocab);
     if (!masks) maskCache.set(this.vocab, (masks = new Map()));
     const s = this.state;
-    const key = `${s.m}|${s.stack}|${s.ws}|${s.key ? 1 : 0}|${s.lit}|${s.hex}`;
+    const key = `${s.m}|${s.stack}|${s.ws}|${s.nl}|${s.key ? 1 : 0}|${s.lit}|${s.hex}`;
     let mask = masks.get(key);
     if (mask) return mask;
     mask = new Uint8Array(this.vocab.length);

@@ -58,7 +58,9 @@ describe('JsonGuide', () => {
     ] as const) {
       expect(walk(bad), bad).toEqual({ accepted: at, done: false });
     }
-    // Whitespace between tokens is bounded.
+    // Whitespace between tokens is bounded: a run of at most MAX_WHITESPACE bytes with one line break.
+    expect(walk('{\r\n  "a": 1\n}').done).toBe(true);
+    expect(walk('{\n\n"a": 1}').accepted).toBe(2);
     expect(walk(`{${' '.repeat(MAX_WHITESPACE)}}`).done).toBe(true);
     expect(walk(`{${' '.repeat(MAX_WHITESPACE + 1)}}`).accepted).toBe(1 + MAX_WHITESPACE);
   });
