@@ -48,6 +48,7 @@ export function samplingFields(body: OpenAiBody) {
     stop: body.stop ?? undefined,
     stopTokenIds: body.stop_token_ids ?? undefined,
     responseFormat: body.response_format ? { type: body.response_format.type } : undefined,
+    guidedChoice: body.guided_choice ?? undefined,
     seed: body.seed ?? undefined,
     stream: body.stream ?? false,
     mode: body.mode,

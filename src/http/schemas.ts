@@ -392,6 +392,10 @@ export const SERVED_MODES = ['injected', 'memory', 'vanilla'] as const;
 const penaltySchema = z.number().min(-2).max(2);
 /** OpenAI's response_format: plain text, or one JSON object (guided decoding). JSON schemas are not supported. */
 const responseFormatSchema = z.looseObject({ type: z.enum(['text', 'json_object']) });
+/** Most strings a guided choice may offer. */
+export const MAX_GUIDED_CHOICES = 64;
+/** vLLM's guided_choice: the reply is one of these strings. */
+const guidedChoiceSchema = z.array(z.string().min(1).max(1024)).min(1).max(MAX_GUIDED_CHOICES);
 /** Most stop token ids one request may name. */
 export const MAX_STOP_TOKEN_IDS = 64;
 /** Most token ids one request may bias. */
@@ -431,6 +435,7 @@ export const generateRequestSchema = z
     stop: stopSchema,
     stopTokenIds: z.array(z.int().min(0)).max(MAX_STOP_TOKEN_IDS).optional(),
     responseFormat: responseFormatSchema.optional(),
+    guidedChoice: guidedChoiceSchema.optional(),
     seed: z.int().optional(),
     stream: z.boolean().default(false),
     mode: z.enum(GENERATE_MODES).default('auto'),
@@ -446,6 +451,9 @@ export const generateRequestSchema = z
     }
     if (v.minTokens !== undefined && v.minTokens > v.maxTokens) {
       ctx.addIssue({ code: 'custom', path: ['minTokens'], message: `minTokens (${v.minTokens}) exceeds maxTokens (${v.maxTokens})` });
+    }
+    if (v.guidedChoice !== undefined && v.responseFormat?.type === 'json_object') {
+      ctx.addIssue({ code: 'custom', path: ['guidedChoice'], message: 'give guidedChoice or a json_object responseFormat, not both' });
     }
   });
 
@@ -603,6 +611,7 @@ const openAiSamplingShape = {
   ignore_eos: z.boolean().nullable().optional(),
   stop_token_ids: z.array(z.int().min(0)).max(MAX_STOP_TOKEN_IDS).nullable().optional(),
   response_format: responseFormatSchema.nullable().optional(),
+  guided_choice: guidedChoiceSchema.nullable().optional(),
   /** memlora extension: the personalisation mode, as in /v1/generate. */
   mode: z.enum(GENERATE_MODES).optional(),
 };

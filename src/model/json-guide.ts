@@ -16,7 +16,7 @@
  * sequence: running the vocabulary through the automaton costs about 0.3 ms a step on the default
  * model's 2,048 tokens, a lookup much less (bench/sampling-options.ts).
  */
-import type { Tokenizer } from './tokenizer.js';
+import type { Guide } from './guide.js';
 
 /** Most whitespace bytes in a row between two JSON tokens (pretty-printing needs a newline and some indent). */
 export const MAX_WHITESPACE = 16;
@@ -224,27 +224,7 @@ function feed(s: State, b: number): boolean {
 export const MASK_CACHE_BYTES = 16 * 1024 * 1024;
 const maskCache = new WeakMap<ReadonlyArray<Uint8Array | null>, Map<string, Uint8Array>>();
 
-/** Each token's bytes for guiding (null: never drawn: special tokens, and ids past the tokenizer's vocabulary). */
-const vocabCache = new WeakMap<Tokenizer, Map<number, ReadonlyArray<Uint8Array | null>>>();
-
-export function guideVocabulary(tokenizer: Tokenizer, vocabSize: number): ReadonlyArray<Uint8Array | null> {
-  let bySize = vocabCache.get(tokenizer);
-  if (!bySize) vocabCache.set(tokenizer, (bySize = new Map()));
-  let vocab = bySize.get(vocabSize);
-  if (!vocab) {
-    const special = new Set(Object.values(tokenizer.specialIds));
-    special.add(tokenizer.bosId).add(tokenizer.eosId).add(tokenizer.padId);
-    vocab = Array.from({ length: vocabSize }, (_, id) => {
-      if (id >= tokenizer.vocabSize || special.has(id)) return null;
-      const bytes = tokenizer.tokenBytes(id);
-      return bytes && bytes.length > 0 ? bytes : null;
-    });
-    bySize.set(vocabSize, vocab);
-  }
-  return vocab;
-}
-
-export class JsonGuide {
+export class JsonGuide implements Guide {
   private readonly state: State = { m: TOP, stack: '', ws: 0, nl: 0, key: false, lit: '', hex: 0 };
   private readonly scratch: State = { ...this.state };
 

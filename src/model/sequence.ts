@@ -6,7 +6,7 @@
  */
 import { Rng } from '../util/rng.js';
 import { type SamplingOptions, type TokenLogprobs, checkSampling, countsTokens, sampleToken, tokenLogprobs } from './sampling.js';
-import { JsonGuide, guideVocabulary } from './json-guide.js';
+import { type Guide, type GuideSpec, createGuide, guideVocabulary } from './guide.js';
 import { StopMatcher } from './stop.js';
 import { type StreamDecoder, type Tokenizer, createStreamDecoder } from './tokenizer.js';
 
@@ -25,8 +25,8 @@ export interface GenerateRequest {
   minTokens?: number;
   /** End tokens are never drawn, so only a stop string or maxTokens ends the reply (load tests; vLLM's ignore_eos). */
   ignoreEos?: boolean;
-  /** Guide the reply to one JSON object (json-guide.ts): it ends when the object closes (needs a tokenizer). */
-  json?: boolean;
+  /** Guide the reply (guide.ts): to one JSON object, or to one of given strings; it ends when whole (needs a tokenizer). */
+  guide?: GuideSpec;
   sampling?: SamplingOptions;
   /** Seed of this request's generator; the same seed gives the same tokens alone or in any batch. */
   seed?: number;
@@ -95,7 +95,7 @@ export class Sequence {
   private readonly ends: Set<number>;
   private readonly decoder: StreamDecoder | null;
   private readonly stopper: StopMatcher;
-  private readonly guide: JsonGuide | null;
+  private readonly guide: Guide | null;
   private released = '';
   private readonly logprobs: TokenLogprobs[] | null;
 
@@ -125,8 +125,8 @@ export class Sequence {
     this.ends = new Set([...ctx.eosIds, ...(request.stopTokenIds ?? [])]);
     this.stopper = new StopMatcher(request.stop ?? []);
     this.decoder = ctx.tokenizer ? seededDecoder(ctx.tokenizer, prompt[prompt.length - 1]) : null;
-    if (request.json && !ctx.tokenizer) throw new GenerateError('no_tokenizer', 'a JSON reply needs a tokenizer', { index });
-    this.guide = request.json ? new JsonGuide(guideVocabulary(ctx.tokenizer!, ctx.vocabSize)) : null;
+    if (request.guide && !ctx.tokenizer) throw new GenerateError('no_tokenizer', 'a guided reply needs a tokenizer', { index });
+    this.guide = request.guide ? createGuide(request.guide, guideVocabulary(ctx.tokenizer!, ctx.vocabSize), [...this.ends]) : null;
   }
 
   get finished(): boolean {

@@ -33,6 +33,7 @@ import { toServed } from '../lora/adapter.js';
 import type { AdapterLease } from '../lora/cache.js';
 import { Registry } from '../metrics.js';
 import type { ChatTemplateName } from '../model/chat-format.js';
+import type { GuideSpec } from '../model/guide.js';
 import { concatRowKv, KvBatch, type KvShape, type PastRow, type RowKv, sliceRowKv } from '../model/kv.js';
 import type { Model } from '../model/model.js';
 import { RowPool } from '../model/row-pool.js';
@@ -148,6 +149,12 @@ const joinParts = (shape: KvShape, parts: readonly PastRow[]): RowKv =>
 const scopeOf = (job: Job): string => (job.personalization.mode === 'injected' ? versionScope(job.personalization.adapterVersion!) : 'base');
 const versionScope = (version: number): string => `v${version}`;
 const userOf = (job: Job): string => job.req.userId;
+
+/** The guide of a request's reply: JSON mode, or a choice among strings (none: free text). */
+function guideOf(req: ServeRequest): GuideSpec | undefined {
+  if (req.responseFormat?.type === 'json_object') return { type: 'json_object' };
+  return req.guidedChoice ? { type: 'choice', choices: req.guidedChoice } : undefined;
+}
 
 
 export class Engine {
@@ -767,7 +774,7 @@ export class Engine {
           maxTokens,
           minTokens: job.req.minTokens,
           ignoreEos: job.req.ignoreEos,
-          json: job.req.responseFormat?.type === 'json_object',
+          guide: guideOf(job.req),
           sampling: job.sampling,
           seed: job.req.seed,
           stop: stops.stop,

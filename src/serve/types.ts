@@ -65,6 +65,8 @@ export interface ServeRequest {
   stopTokenIds?: number[];
   /** json_object: the reply is guided to one JSON object and ends when it closes (OpenAI's JSON mode). */
   responseFormat?: { type: 'text' | 'json_object' };
+  /** The reply is guided to one of these strings and ends when it is whole (vLLM's guided_choice); not with json_object. */
+  guidedChoice?: string[];
   seed?: number;
   stream: boolean;
   mode: RequestedMode;

@@ -74,8 +74,8 @@ describe('POST /v1/chat/completions', () => {
     await setup();
     await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: [{ role: 'user', content: 'x' }], temperature: null, max_completion_tokens: 5, mode: 'vanilla' });
     expect(gen.calls[0].req).toMatchObject({ maxTokens: 5, temperature: 0, topP: 1, stop: [], mode: 'vanilla' });
-    await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: [{ role: 'user', content: 'x' }], top_k: 5, logit_bias: null, frequency_penalty: null });
-    expect(gen.calls[1].req).toMatchObject({ topK: 5 });
+    await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: [{ role: 'user', content: 'x' }], top_k: 5, logit_bias: null, frequency_penalty: null, guided_choice: ['yes', 'no'] });
+    expect(gen.calls[1].req).toMatchObject({ topK: 5, guidedChoice: ['yes', 'no'] });
     await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: [{ role: 'user', content: 'x' }], ignore_eos: true });
     expect(gen.calls[2].req).toMatchObject({ ignoreEos: true, maxTokens: 128 });
     expect(gen.calls[1].req.logitBias).toBeUndefined();
@@ -134,6 +134,9 @@ describe('POST /v1/chat/completions', () => {
       { user: 'alice', messages: msg, ignore_eos: 'yes' },
       { user: 'alice', messages: msg, response_format: { type: 'json_schema', json_schema: { name: 'x', schema: {} } } },
       { user: 'alice', messages: msg, response_format: 'json' },
+      { user: 'alice', messages: msg, guided_choice: [] },
+      { user: 'alice', messages: msg, guided_choice: ['yes', ''] },
+      { user: 'alice', messages: msg, guided_choice: ['yes'], response_format: { type: 'json_object' } },
     ]) {
       await expectError(await h.req('POST', '/v1/chat/completions', body), 422, 'validation_failed');
     }

@@ -106,6 +106,8 @@ describe('POST /v1/generate (JSON)', () => {
       [{ ...base, stop: '' }, 'stop'],
       [{ ...base, stopTokenIds: [-1] }, 'stopTokenIds.0'],
       [{ ...base, responseFormat: { type: 'json_schema' } }, 'responseFormat.type'],
+      [{ ...base, guidedChoice: [] }, 'guidedChoice'],
+      [{ ...base, guidedChoice: ['a'], responseFormat: { type: 'json_object' } }, 'guidedChoice'],
       [{ ...base, stopTokenIds: Array.from({ length: 65 }, (_, i) => i) }, 'stopTokenIds'],
       [{ ...base, seed: 1e300 }, 'seed'],
       [{ ...base, stream: 'yes' }, 'stream'],

@@ -128,7 +128,7 @@ describe('a Sequence guided to JSON', () => {
 
   it('draws only tokens that continue the document, and ends when the object closes; the model\'s favourite is taken where allowed', () => {
     const tok = tokenizerOf(['a', '{', '"', 'k', ':', '1', '}', '{"k":1}']);
-    const seq = new Sequence(0, { prompt: [1], maxTokens: 20, json: true, sampling: { temperature: 0 } }, { tokenizer: tok, eosIds: [0], vocabSize: tok.vocabSize });
+    const seq = new Sequence(0, { prompt: [1], maxTokens: 20, guide: { type: 'json_object' }, sampling: { temperature: 0 } }, { tokenizer: tok, eosIds: [0], vocabSize: tok.vocabSize });
     // The model always prefers 'a', then EOS, then the whole document in one token: the document wins.
     const logits = Float32Array.from([5, 9, 0, 0, 0, 0, 0, 0, 1]);
     const ev = seq.next(logits);
@@ -139,7 +139,7 @@ describe('a Sequence guided to JSON', () => {
 
   it('a vocabulary that cannot continue the document lets the end tokens end it', () => {
     const tok = tokenizerOf(['a', 'b']);
-    const seq = new Sequence(0, { prompt: [1], maxTokens: 5, json: true, sampling: { temperature: 0 } }, { tokenizer: tok, eosIds: [0], vocabSize: tok.vocabSize });
+    const seq = new Sequence(0, { prompt: [1], maxTokens: 5, guide: { type: 'json_object' }, sampling: { temperature: 0 } }, { tokenizer: tok, eosIds: [0], vocabSize: tok.vocabSize });
     expect(seq.next(Float32Array.from([-3, 5, 4])).token).toBe(0);
     expect(seq.finishReason).toBe('eos');
   });

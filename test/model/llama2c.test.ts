@@ -8,7 +8,8 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Runner } from '../../src/graph/runner.js';
 import { generate, generateStream } from '../../src/model/generate.js';
-import { JsonGuide, guideVocabulary } from '../../src/model/json-guide.js';
+import { guideVocabulary } from '../../src/model/guide.js';
+import { JsonGuide } from '../../src/model/json-guide.js';
 import { Llama2cError, loadLlama2c } from '../../src/model/llama2c.js';
 import { loadLlama2cTokenizer } from '../../src/model/llama2c-tokenizer.js';
 import { Model } from '../../src/model/model.js';
@@ -92,10 +93,10 @@ describe('stories260K (llama2.c)', () => {
     const prompt = tok.encode('Once upon a time', { addSpecialTokens: true });
     const free = { prompt, maxTokens: 40, sampling: { temperature: 0 } };
     const [alone] = await generate(model, [free], { tokenizer: tok });
-    const sampled = [1, 2, 3, 4].map((seed) => ({ prompt, maxTokens: 60, json: true, seed, sampling: { temperature: 0.7 } }));
+    const sampled = [1, 2, 3, 4].map((seed) => ({ prompt, maxTokens: 60, guide: { type: 'json_object' as const }, seed, sampling: { temperature: 0.7 } }));
     // A bias towards '}' makes the model close the object as soon as the grammar lets it.
     const close = Array.from({ length: tok.vocabSize }, (_, id) => id).find((id) => tok.tokenBytes(id)?.length === 1 && tok.tokenBytes(id)![0] === 0x7d)!;
-    const closing = { prompt, maxTokens: 60, json: true, sampling: { temperature: 0, logitBias: new Map([[close, 100]]) } };
+    const closing = { prompt, maxTokens: 60, guide: { type: 'json_object' as const }, sampling: { temperature: 0, logitBias: new Map([[close, 100]]) } };
     const rs = await generate(model, [...sampled, closing, free], { tokenizer: tok });
     expect(rs.at(-1)!.text).toBe(alone.text);
     for (const r of rs.slice(0, -1)) {

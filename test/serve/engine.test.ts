@@ -14,7 +14,8 @@ import { type Counter, type Histogram, Registry } from '../../src/metrics.js';
 import type { Engine } from '../../src/serve/engine.js';
 import { ServeError } from '../../src/serve/errors.js';
 import type { AdapterReader } from '../../src/serve/loader.js';
-import { JsonGuide, guideVocabulary } from '../../src/model/json-guide.js';
+import { guideVocabulary } from '../../src/model/guide.js';
+import { JsonGuide } from '../../src/model/json-guide.js';
 import { encodeRequest } from '../../src/serve/prompt.js';
 import type { ScoreRequest, ScoreResult, ServeEvent, ServeRequest, ServeResult, TokenLogprob } from '../../src/serve/types.js';
 import { forcingAdapter, makeServeFixture, never, randomStoredAdapter, req, tokenOf, type ServeFixture } from './fixtures.js';
@@ -658,6 +659,25 @@ describe('sampling settings', () => {
     }
     expect(rs[3]).toMatchObject({ finishReason: 'stop' });
     expect(rs[3].text.trim()).toBe('{}');
+  });
+
+  it('guidedChoice: every reply (through adapters, sampled or greedy) is one of the choices, whole; free rows beside them unchanged', async () => {
+    const e = f.engine();
+    await f.giveAdapter('choice-a', randomStoredAdapter(f.cfg, [0, 1], 2, 81));
+    const choices = ['yes', 'no', 'yes, gladly', 'not sure'];
+    const free = req('choice-b', { maxTokens: 16, mode: 'vanilla' });
+    const alone = await e.generate(free, never());
+    const guided = [0, 1, 2, 3, 4, 5].map((seed) => req(seed % 2 ? 'choice-a' : 'choice-b', { maxTokens: 12, guidedChoice: choices, ...(seed > 0 ? { temperature: 1, seed } : {}) }));
+    const rs = await Promise.all([...guided.map((g) => e.generate(g, never())), e.generate(free, never())]);
+    expect(rs.at(-1)!.text).toBe(alone.text);
+    for (const r of rs.slice(0, -1)) {
+      expect(choices).toContain(r.text);
+      expect(r.finishReason).toBe('stop');
+    }
+    expect(rs[1].personalization.mode).toBe('injected');
+    // A bias towards 'n' picks the choices that start with it.
+    const n = await e.generate(req('choice-b', { maxTokens: 12, guidedChoice: choices, logitBias: { [tokenOf(f.tokenizer, 'n')]: 50 } }), never());
+    expect(['no', 'not sure']).toContain(n.text);
   });
 
   it('a logit bias on a token id past the vocabulary is refused before it is queued (token_out_of_range)', async () => {

@@ -19,7 +19,8 @@ import { adapterActivationSchema, adapterDeletionSchema, adapterListSchema, cach
 import type { Adapter } from '../../src/lora/adapter.js';
 import { edgeAtOrAbove } from '../../src/lora/hit-curve.js';
 import { AdapterStore } from '../../src/lora/store.js';
-import { JsonGuide, guideVocabulary } from '../../src/model/json-guide.js';
+import { guideVocabulary } from '../../src/model/guide.js';
+import { JsonGuide } from '../../src/model/json-guide.js';
 import { startServer, type RunningServer } from '../../src/server.js';
 import { parseSse } from '../http/fake-generate.js';
 import { ADMIN_TOKEN, expectError } from '../http/helpers.js';
@@ -416,6 +417,9 @@ describe('the official OpenAI client, unmodified, against the real server', () =
     else expect(r.usage?.completion_tokens).toBe(24);
     const refused = await post('/v1/chat/completions', { user: 'alice', messages: hello, response_format: { type: 'json_schema', json_schema: { name: 'x', schema: {} } } });
     await expectError(refused, 422, 'validation_failed');
+    // vLLM's guided_choice: the reply is one of the strings; alice's adapter forces 'q', so she picks the one with q.
+    const choice = chatCompletionResponseSchema.parse(await (await post('/v1/chat/completions', { user: 'alice', messages: hello, guided_choice: ['zebra', 'quiet', 'hello'] })).json());
+    expect(choice.choices[0]).toMatchObject({ message: { content: 'quiet' }, finish_reason: 'stop' });
   });
 
   it('logprobs and top_logprobs: each token of the reply with its log-probability under the user\'s model, plain and streamed', async () => {

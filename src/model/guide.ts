@@ -1,0 +1,46 @@
+/**
+ * Guided decoding: a guide masks, at each step, the tokens a reply may go on with, and says when the
+ * reply is whole. JSON mode (json-guide.ts: one JSON object) and a choice among given strings
+ * (choice-guide.ts: vLLM's guided_choice) are the two kinds; a Sequence holds one per request that
+ * asks, and sampling draws among the allowed tokens with the model's own probabilities.
+ */
+import { ChoiceGuide } from './choice-guide.js';
+import { JsonGuide } from './json-guide.js';
+import type { Tokenizer } from './tokenizer.js';
+
+export interface Guide {
+  /** 1 for each token that may come next (at least one, unless the vocabulary cannot go on); do not write to it. */
+  allowed(): Uint8Array;
+  /** Take the drawn token (one the mask allowed). */
+  advance(id: number): void;
+  /** The reply is whole: it ends here. */
+  readonly done: boolean;
+}
+
+export type GuideSpec = { type: 'json_object' } | { type: 'choice'; choices: readonly string[] };
+
+/** A fresh guide of `spec` over a vocabulary's token bytes (guideVocabulary); `ends` end a reply where the guide allows it. */
+export function createGuide(spec: GuideSpec, vocab: ReadonlyArray<Uint8Array | null>, ends: readonly number[]): Guide {
+  return spec.type === 'json_object' ? new JsonGuide(vocab) : new ChoiceGuide(spec.choices, vocab, ends);
+}
+
+const vocabCache = new WeakMap<Tokenizer, Map<number, ReadonlyArray<Uint8Array | null>>>();
+
+/** Each token's bytes for guiding (null: never drawn: special tokens, and ids past the tokenizer's vocabulary). */
+export function guideVocabulary(tokenizer: Tokenizer, vocabSize: number): ReadonlyArray<Uint8Array | null> {
+  let bySize = vocabCache.get(tokenizer);
+  if (!bySize) vocabCache.set(tokenizer, (bySize = new Map()));
+  let vocab = bySize.get(vocabSize);
+  if (!vocab) {
+    const special = new Set(Object.values(tokenizer.specialIds));
+    special.add(tokenizer.bosId).add(tokenizer.eosId).add(tokenizer.padId);
+    vocab = Array.from({ length: vocabSize }, (_, id) => {
+      if (id >= tokenizer.vocabSize || special.has(id)) return null;
+      const bytes = tokenizer.tokenBytes(id);
+      return bytes && bytes.length > 0 ? bytes : null;
+    });
+    bySize.set(vocabSize, vocab);
+  }
+  return vocab;
+}
+
