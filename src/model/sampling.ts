@@ -5,7 +5,7 @@
  * reply), then the frequency and presence penalties (OpenAI: minus count × frequency and, once a token
  * has appeared, minus presence, counting the reply's tokens only), and suppressed tokens set to
  * -Infinity (end tokens before a request's minTokens), as are the tokens a guide's mask leaves out
- * (guided decoding: json-guide.ts). Then temperature (0 means greedy),
+ * (guided decoding: guide.ts). Then temperature (0 means greedy),
  * top-k, top-p (the smallest set of most likely tokens whose probability reaches p), and a draw from
  * the seeded generator. The same logits, options, history and generator state always give the same
  * token.

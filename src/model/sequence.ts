@@ -144,7 +144,7 @@ export class Sequence {
     const sampling = this.request.sampling ?? {};
     const early = this.tokens.length < (this.request.minTokens ?? 0);
     let allow = this.guide?.allowed();
-    // A vocabulary with no token that continues the document (no byte tokens): the end tokens end it.
+    // A vocabulary with no token that continues the guided reply (no byte tokens): the end tokens end it.
     const stuck = allow !== undefined && !allow.includes(1);
     if (stuck) {
       allow = new Uint8Array(allow!.length);
