@@ -81,7 +81,7 @@ export interface TokenAlternative {
   /** The token's text: its bytes read as UTF-8 (U+FFFD where it holds part of a character). */
   token: string;
   tokenId: number;
-  /** ln p(token), before logit bias, penalties, temperature, top-k and top-p; at least -9999. */
+  /** ln p(token), before logit bias, penalties, a guide's mask, temperature, top-k and top-p; at least -9999. */
   logprob: number;
   /** The token's UTF-8 bytes (null where the tokenizer cannot say). */
   bytes: number[] | null;
