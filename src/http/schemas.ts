@@ -417,10 +417,32 @@ export const tokenAlternativeSchema = z.object({
 
 export const tokenLogprobSchema = tokenAlternativeSchema.extend({ top: z.array(tokenAlternativeSchema).max(MAX_TOP_LOGPROBS) });
 
+/**
+ * vLLM's continue_final_message: the last message must be the assistant's (the reply continues it),
+ * and no generation prompt may open a new one; a generation prompt switched off alone (a reply with
+ * no assistant opening) is not served.
+ */
+function refineContinue(
+  v: { messages?: ReadonlyArray<{ role: string }>; continued?: boolean | null; addGenerationPrompt?: boolean | null },
+  ctx: z.RefinementCtx,
+  names: { continued: string; addGenerationPrompt: string },
+): void {
+  if (v.continued) {
+    if (v.messages?.[v.messages.length - 1]?.role !== 'assistant') {
+      ctx.addIssue({ code: 'custom', path: [names.continued], message: 'continuing the final message needs messages whose last one is the assistant\'s' });
+    }
+    if (v.addGenerationPrompt === true) ctx.addIssue({ code: 'custom', path: [names.addGenerationPrompt], message: `${names.addGenerationPrompt} opens a new message; it cannot be true with ${names.continued}` });
+  } else if (v.addGenerationPrompt === false) {
+    ctx.addIssue({ code: 'custom', path: [names.addGenerationPrompt], message: `${names.addGenerationPrompt} false is served only with ${names.continued}` });
+  }
+}
+
 export const generateRequestSchema = z
   .strictObject({
     userId: userIdSchema,
     messages: z.array(chatMessageSchema).min(1).max(256).optional(),
+    /** The last message, the assistant's, is continued by the reply (a prefilled reply). */
+    continueFinalMessage: z.boolean().optional(),
     prompt: rawPromptSchema.optional(),
     maxTokens: z.int().min(1).max(2048).default(128),
     minTokens: z.int().min(0).max(2048).optional(),
@@ -452,6 +474,7 @@ export const generateRequestSchema = z
     if (v.minTokens !== undefined && v.minTokens > v.maxTokens) {
       ctx.addIssue({ code: 'custom', path: ['minTokens'], message: `minTokens (${v.minTokens}) exceeds maxTokens (${v.maxTokens})` });
     }
+    refineContinue({ messages: v.messages, continued: v.continueFinalMessage }, ctx, { continued: 'continueFinalMessage', addGenerationPrompt: 'addGenerationPrompt' });
     if (v.guidedChoice !== undefined && v.responseFormat?.type === 'json_object') {
       ctx.addIssue({ code: 'custom', path: ['guidedChoice'], message: 'give guidedChoice or a json_object responseFormat, not both' });
     }
@@ -623,8 +646,12 @@ export const chatCompletionRequestSchema = z.looseObject({
   max_completion_tokens: z.int().min(1).max(2048).nullable().optional(),
   logprobs: z.boolean().nullable().optional(),
   top_logprobs: z.int().min(0).max(MAX_TOP_LOGPROBS).nullable().optional(),
+  /** vLLM's: the reply continues the last message, the assistant's (then add_generation_prompt must not be true). */
+  continue_final_message: z.boolean().nullable().optional(),
+  add_generation_prompt: z.boolean().nullable().optional(),
 }).superRefine((v, ctx) => {
   refineOpenAiUser(v, ctx);
+  refineContinue({ messages: v.messages, continued: v.continue_final_message, addGenerationPrompt: v.add_generation_prompt }, ctx, { continued: 'continue_final_message', addGenerationPrompt: 'add_generation_prompt' });
   if (v.top_logprobs != null && !v.logprobs) ctx.addIssue({ code: 'custom', path: ['top_logprobs'], message: 'top_logprobs needs logprobs: true' });
 });
 
@@ -780,10 +807,14 @@ export const tokenizeRequestSchema = z
     add_special_tokens: z.boolean().nullable().optional(),
     /** Messages: end with the assistant's opening, where a reply starts (default true). */
     add_generation_prompt: z.boolean().nullable().optional(),
+    /** Messages: leave the last one, the assistant's, open (vLLM's continue_final_message). */
+    continue_final_message: z.boolean().nullable().optional(),
     return_token_strs: z.boolean().nullable().optional(),
   })
   .superRefine((v, ctx) => {
     if ((v.messages === undefined) === (v.prompt === undefined)) ctx.addIssue({ code: 'custom', path: ['prompt'], message: 'give exactly one of prompt or messages' });
+    // Tokenizing without a generation prompt is fine (a conversation as stored); only continuing is checked.
+    if (v.continue_final_message) refineContinue({ messages: v.messages, continued: true, addGenerationPrompt: v.add_generation_prompt }, ctx, { continued: 'continue_final_message', addGenerationPrompt: 'add_generation_prompt' });
   });
 
 export const tokenizeResponseSchema = z.object({

@@ -37,6 +37,8 @@ export interface TokenizeRequest {
   addSpecialTokens?: boolean;
   /** Messages: end with the assistant's opening (default true). */
   addGenerationPrompt?: boolean;
+  /** Messages: leave the last one, the assistant's, open. */
+  continueFinalMessage?: boolean;
   returnTokenStrings?: boolean;
 }
 

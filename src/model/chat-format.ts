@@ -142,20 +142,29 @@ export function getChatTemplate(name: ChatTemplateName | string = 'memlora'): Ch
 export interface RenderChatOptions {
   /** End with the opening of an assistant message, so the model writes the reply next. */
   addGenerationPrompt: boolean;
+  /**
+   * Leave the last message, the assistant's, open (no closing), so the model continues it: a reply
+   * prefilled by the client (vLLM's continue_final_message). Not with addGenerationPrompt.
+   */
+  continueFinalMessage?: boolean;
   template?: ChatTemplateName;
 }
 
 /** The rendered conversation as segments; join their texts for the string form. */
 export function renderChatSegments(messages: readonly ChatMessage[], opts: RenderChatOptions): ChatSegment[] {
   const t = getChatTemplate(opts.template ?? 'memlora');
+  const continued = opts.continueFinalMessage === true;
+  if (continued && (opts.addGenerationPrompt || messages[messages.length - 1]?.role !== 'assistant')) {
+    throw new ChatFormatError('bad_continue', 'continuing the final message needs it to be the assistant\'s, and no generation prompt', messages[messages.length - 1]?.role);
+  }
   const out: ChatSegment[] = [];
-  for (const m of messages) {
+  messages.forEach((m, i) => {
     if (!(m.role in ROLE_TOKEN)) throw new ChatFormatError('bad_role', `unknown chat role "${String(m.role)}"`, m.role);
     out.push(...t.open(m.role));
     const body = t.contentPrefix + m.content;
     if (body.length > 0) out.push(plainText(body));
-    out.push(...t.close(m.role));
-  }
+    if (!(continued && i === messages.length - 1)) out.push(...t.close(m.role));
+  });
   if (opts.addGenerationPrompt) out.push(...t.open('assistant'));
   return mergeText(out);
 }

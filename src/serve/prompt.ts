@@ -23,12 +23,13 @@ export interface PromptContext {
   contextTokens: number;
 }
 
-type PromptFields = Pick<ServeRequest, 'messages' | 'prompt' | 'maxTokens'>;
+type PromptFields = Pick<ServeRequest, 'messages' | 'prompt' | 'maxTokens' | 'continueFinalMessage'>;
 
 /** Token ids of the request with `memory` items prepended (none: the request as sent). */
 export function encodeRequest(ctx: PromptContext, req: PromptFields, memory: readonly string[] = []): number[] {
   if (req.messages !== undefined) {
-    return encodeChat(ctx.tokenizer, messagesWithMemory(req.messages, memory), { addGenerationPrompt: true, template: ctx.template });
+    const continued = req.continueFinalMessage === true;
+    return encodeChat(ctx.tokenizer, messagesWithMemory(req.messages, memory), { addGenerationPrompt: !continued, continueFinalMessage: continued, template: ctx.template });
   }
   if (Array.isArray(req.prompt) && req.prompt.length > 0) {
     if (memory.length === 0) return [...req.prompt];

@@ -15,7 +15,8 @@ import type { TokenizeRequest, TokenizeResult } from './types.js';
 export function tokenize(ctx: PromptContext, texts: TokenTexts, req: TokenizeRequest): TokenizeResult {
   let tokens: number[];
   if (req.messages !== undefined) {
-    tokens = encodeChat(ctx.tokenizer, req.messages, { addGenerationPrompt: req.addGenerationPrompt ?? true, template: ctx.template });
+    const continued = req.continueFinalMessage === true;
+    tokens = encodeChat(ctx.tokenizer, req.messages, { addGenerationPrompt: req.addGenerationPrompt ?? !continued, continueFinalMessage: continued, template: ctx.template });
   } else if (req.addSpecialTokens ?? true) {
     tokens = encodeRequest(ctx, { prompt: req.prompt ?? '', maxTokens: 1 });
   } else {

@@ -43,6 +43,8 @@ export interface ServeMessage {
 export interface ServeRequest {
   userId: string;
   messages?: ServeMessage[];
+  /** The last message, the assistant's, is left open and the reply continues it (vLLM's continue_final_message). */
+  continueFinalMessage?: boolean;
   /** A raw prompt: text (after BOS where the chat template has one), or token ids fed as they are (POST /tokenize's). */
   prompt?: string | number[];
   maxTokens: number;
@@ -180,6 +182,8 @@ export interface TokenizeRequest {
   addSpecialTokens?: boolean;
   /** Messages: end with the assistant's opening, where the reply starts (default true). */
   addGenerationPrompt?: boolean;
+  /** Messages: leave the last one, the assistant's, open (then addGenerationPrompt must not be true). */
+  continueFinalMessage?: boolean;
   /** Each token's text as well. */
   returnTokenStrings?: boolean;
 }

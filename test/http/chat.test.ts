@@ -80,6 +80,9 @@ describe('POST /v1/chat/completions', () => {
     expect(gen.calls[2].req).toMatchObject({ ignoreEos: true, maxTokens: 128 });
     expect(gen.calls[1].req.logitBias).toBeUndefined();
     expect(gen.calls[1].req.frequencyPenalty).toBeUndefined();
+    const prefilled = [{ role: 'user', content: 'x' }, { role: 'assistant', content: 'Sure,' }];
+    await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: prefilled, continue_final_message: true, add_generation_prompt: false });
+    expect(gen.calls[3].req).toMatchObject({ messages: prefilled, continueFinalMessage: true });
     const body = await json(await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: [{ role: 'user', content: 'x' }] }));
     expect(body.model).toBe('memlora');
   });
@@ -135,6 +138,9 @@ describe('POST /v1/chat/completions', () => {
       { user: 'alice', messages: msg, response_format: { type: 'json_schema', json_schema: { name: 'x', schema: {} } } },
       { user: 'alice', messages: msg, response_format: 'json' },
       { user: 'alice', messages: msg, guided_choice: [] },
+      { user: 'alice', messages: msg, continue_final_message: true },
+      { user: 'alice', messages: [...msg, { role: 'assistant', content: 'Sure' }], continue_final_message: true, add_generation_prompt: true },
+      { user: 'alice', messages: msg, add_generation_prompt: false },
       { user: 'alice', messages: msg, guided_choice: ['yes', ''] },
       { user: 'alice', messages: msg, guided_choice: ['yes'], response_format: { type: 'json_object' } },
     ]) {

@@ -107,6 +107,8 @@ describe('POST /v1/generate (JSON)', () => {
       [{ ...base, stopTokenIds: [-1] }, 'stopTokenIds.0'],
       [{ ...base, responseFormat: { type: 'json_schema' } }, 'responseFormat.type'],
       [{ ...base, guidedChoice: [] }, 'guidedChoice'],
+      [{ ...base, continueFinalMessage: true }, 'continueFinalMessage'],
+      [{ userId: 'alice', messages: [{ role: 'user', content: 'x' }], continueFinalMessage: true }, 'continueFinalMessage'],
       [{ ...base, guidedChoice: ['a'], responseFormat: { type: 'json_object' } }, 'guidedChoice'],
       [{ ...base, stopTokenIds: Array.from({ length: 65 }, (_, i) => i) }, 'stopTokenIds'],
       [{ ...base, seed: 1e300 }, 'seed'],

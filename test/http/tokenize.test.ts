@@ -50,6 +50,8 @@ describe('POST /tokenize', () => {
       [{ messages: [] }, 'messages'],
       [{ messages: [{ role: 'tool', content: 'x' }] }, 'messages.0.role'],
       [{ prompt: 'a', return_token_strs: 'yes' }, 'return_token_strs'],
+      [{ messages: [{ role: 'user', content: 'b' }], continue_final_message: true }, 'continue_final_message'],
+      [{ messages: [{ role: 'assistant', content: 'b' }], continue_final_message: true, add_generation_prompt: true }, 'add_generation_prompt'],
     ] as const) {
       const err = await expectError(await h.req('POST', '/tokenize', body), 422, 'validation_failed');
       expect(err.details.issues.map((i: { path: string }) => i.path), JSON.stringify(body)).toContain(path);

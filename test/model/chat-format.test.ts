@@ -63,6 +63,18 @@ describe('renderChat', () => {
     expect(renderChat([], { addGenerationPrompt: false })).toBe('');
   });
 
+  it('continueFinalMessage leaves the assistant\'s last message open, in every template; refused for another role or with a generation prompt', () => {
+    const prefilled = [...convo, { role: 'assistant' as const, content: 'Then take it' }];
+    expect(renderChat(prefilled, { addGenerationPrompt: false, continueFinalMessage: true })).toBe(
+      `${renderChat(convo, { addGenerationPrompt: true })}Then take it`,
+    );
+    expect(renderChat(prefilled, { addGenerationPrompt: false, continueFinalMessage: true, template: 'plain' })).toBe(
+      `${renderChat(convo, { addGenerationPrompt: true, template: 'plain' })} Then take it`,
+    );
+    expect(() => renderChat(convo, { addGenerationPrompt: false, continueFinalMessage: true })).toThrow(expect.objectContaining({ code: 'bad_continue' }));
+    expect(() => renderChat(prefilled, { addGenerationPrompt: true, continueFinalMessage: true })).toThrow(expect.objectContaining({ code: 'bad_continue' }));
+  });
+
   it('rejects unknown templates and roles with a code', () => {
     expect(() => getChatTemplate('chatml')).toThrow(ChatFormatError);
     expect(() => renderChat([], { addGenerationPrompt: true, template: 'chatml' as never })).toThrow(

@@ -680,6 +680,27 @@ describe('sampling settings', () => {
     expect(['no', 'not sure']).toContain(n.text);
   });
 
+  it('continueFinalMessage: the reply continues the assistant\'s prefilled message, as a raw prompt of those very ids does', async () => {
+    const e = f.engine();
+    await f.giveAdapter('cont-a', randomStoredAdapter(f.cfg, [1], 2, 91));
+    const messages = [
+      { role: 'user' as const, content: 'What do I like to eat?' },
+      { role: 'assistant' as const, content: 'You like' },
+    ];
+    const ids = e.tokenize({ messages, continueFinalMessage: true }).tokens;
+    // The ids: the conversation with a generation prompt, then the prefilled words, no closing token.
+    const opened = e.tokenize({ messages: messages.slice(0, 1) }).tokens;
+    expect(ids.slice(0, opened.length)).toEqual(opened);
+    expect(f.tokenizer.decode(ids.slice(opened.length))).toBe('You like');
+    for (const extra of [{}, { temperature: 1, seed: 5 }]) {
+      const continued = await e.generate(req('cont-a', { messages, continueFinalMessage: true, maxTokens: 8, ...extra }), never());
+      const asIds = await e.generate(req('cont-a', { prompt: ids, maxTokens: 8, ...extra }), never());
+      expect(continued.text).toBe(asIds.text);
+      expect(continued.usage.promptTokens).toBe(ids.length);
+      expect(continued.personalization.mode).toBe('injected');
+    }
+  });
+
   it('a logit bias on a token id past the vocabulary is refused before it is queued (token_out_of_range)', async () => {
     const e = f.engine();
     const rejected = () => counter('memlora_generate_rejected_total', { code: 'token_out_of_range' });

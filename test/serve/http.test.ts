@@ -352,6 +352,12 @@ describe('the real engine behind the HTTP API', () => {
     const m = tokenizeResponseSchema.parse(await (await post('/tokenize', { messages: chat })).json());
     const chatServed = generateResultSchema.parse(await (await post('/v1/generate', { userId: 'bob', messages: chat, maxTokens: 2, mode: 'vanilla' })).json());
     expect(m.count).toBe(chatServed.usage.promptTokens);
+    // A prefilled reply: /tokenize counts it as the chat completion that continues it does.
+    const prefilled = [...chat, { role: 'assistant', content: 'qq' }];
+    const open = tokenizeResponseSchema.parse(await (await post('/tokenize', { messages: prefilled, continue_final_message: true })).json());
+    const continued = chatCompletionResponseSchema.parse(await (await post('/v1/chat/completions', { user: 'alice', messages: prefilled, continue_final_message: true, add_generation_prompt: false, max_tokens: 3 })).json());
+    expect(continued.usage.prompt_tokens).toBe(open.count);
+    expect(continued.choices[0].message.content).toBe('qqq'); // alice's adapter goes on with q
     const back = detokenizeResponseSchema.parse(await (await post('/detokenize', { tokens: t.tokens.slice(1) })).json());
     expect(back.prompt).toBe(prompt);
     const err = await expectError(await post('/detokenize', { tokens: [1, md.cfg.vocabSize] }), 422, 'token_out_of_range');

@@ -24,6 +24,7 @@ export function toGenerateRequest(body: ChatRequest): GenerateRequest {
   return toGenerate({
     ...samplingFields(body),
     messages: serveMessages(body.messages),
+    continueFinalMessage: body.continue_final_message ?? undefined,
     maxTokens: body.max_completion_tokens ?? body.max_tokens ?? undefined,
     logprobs: body.logprobs ?? undefined,
     topLogprobs: body.top_logprobs ?? undefined,

@@ -28,6 +28,7 @@ export function registerTokenizeRoutes(app: Hono<AppEnv>, deps: RouteDeps): void
       ...(body.messages !== undefined ? { messages: serveMessages(body.messages) } : { prompt: body.prompt }),
       addSpecialTokens: body.add_special_tokens ?? undefined,
       addGenerationPrompt: body.add_generation_prompt ?? undefined,
+      continueFinalMessage: body.continue_final_message ?? undefined,
       returnTokenStrings: body.return_token_strs ?? undefined,
     });
     return c.json({ count: r.count, max_model_len: r.maxModelLen, tokens: r.tokens, token_strs: r.tokenStrings });
