@@ -5,7 +5,7 @@
  * text lives in a custom migration (drizzle-kit has no virtual tables), see migrations/.
  */
 import { sql } from 'drizzle-orm';
-import { check, index, integer, sqliteTable, text, uniqueIndex } from 'drizzle-orm/sqlite-core';
+import { check, index, integer, primaryKey, sqliteTable, text, uniqueIndex } from 'drizzle-orm/sqlite-core';
 
 export const HISTORY_KINDS = ['profile', 'dialogue', 'post', 'qa'] as const;
 export type HistoryKind = (typeof HISTORY_KINDS)[number];
@@ -126,6 +126,30 @@ export const adapterVersions = sqliteTable(
       .where(sql`active = 1`),
     check('adapter_versions_active_check', sql`${t.active} in (0, 1)`),
   ],
+);
+
+/**
+ * Metering: the tokens served to each user per UTC day. Every request that ran adds to its row (a
+ * generation once prefilled, cancelled or not; a scoring request once scored); erasing the user
+ * erases the rows.
+ */
+export const usageDaily = sqliteTable(
+  'usage_daily',
+  {
+    userId: text('user_id')
+      .notNull()
+      .references(() => users.id, { onDelete: 'cascade' }),
+    /** YYYY-MM-DD, UTC. */
+    day: text('day').notNull(),
+    requests: integer('requests').notNull(),
+    /** Prompt tokens read (memory included); cachedTokens of them came from the prefix cache. */
+    promptTokens: integer('prompt_tokens').notNull(),
+    cachedTokens: integer('cached_tokens').notNull(),
+    completionTokens: integer('completion_tokens').notNull(),
+    /** Tokens of scored texts (POST /v1/score, echoed completions prompts). */
+    scoredTokens: integer('scored_tokens').notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.userId, t.day] }), index('usage_daily_day_idx').on(t.day)],
 );
 
 export type UserRow = typeof users.$inferSelect;

@@ -26,6 +26,7 @@ import { registerModelRoutes } from './routes/models.js';
 import { registerOpsRoutes } from './routes/ops.js';
 import { registerScoreRoutes } from './routes/score.js';
 import { registerTokenizeRoutes } from './routes/tokenize.js';
+import { registerUsageRoutes } from './routes/usage.js';
 import { registerUserRoutes } from './routes/users.js';
 import { bodyTooLarge } from './validate.js';
 
@@ -106,6 +107,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   registerCompletionRoutes(app, d);
   registerScoreRoutes(app, d);
   registerTokenizeRoutes(app, d);
+  registerUsageRoutes(app, d);
   registerModelRoutes(app, d);
 
   const yamlText = readFileSync(OPENAPI_FILE, 'utf8');

@@ -79,6 +79,7 @@ export const deleteUserResponse = z.object({
     jobs: z.int().min(0),
     trials: z.int().min(0),
     adapterVersions: z.int().min(0),
+    usageDays: z.int().min(0),
     adapterFiles: z.int().min(0),
     adapterBytes: z.int().min(0),
   }),
@@ -539,6 +540,66 @@ export const scoreResultSchema = z.object({
   personalization: personalizationSchema,
   base: z.object({ ...likelihoodShape, logprobs: z.array(z.number().max(0)) }).optional(),
   timings: z.object({ queueMs: z.number().min(0), scoreMs: z.number().min(0), totalMs: z.number().min(0) }),
+});
+
+// ---------------------------------------------------------------------------------------------
+// Metering (GET /v1/admin/users/{userId}/usage, GET /v1/admin/usage/users)
+
+/** A UTC calendar day, YYYY-MM-DD. */
+export const daySchema = z
+  .string()
+  .regex(/^\d{4}-\d{2}-\d{2}$/, 'a day as YYYY-MM-DD')
+  .refine((d) => !Number.isNaN(Date.parse(`${d}T00:00:00Z`)) && new Date(`${d}T00:00:00Z`).toISOString().startsWith(d), { message: 'not a calendar day' });
+
+/** Most days one usage request may span. */
+export const MAX_USAGE_DAYS = 366;
+
+/** Days from `from` to `to`, both included. */
+export const daysBetween = (from: string, to: string): number => Math.round((Date.parse(`${to}T00:00:00Z`) - Date.parse(`${from}T00:00:00Z`)) / 86_400_000) + 1;
+
+/** Days a usage range covers when `from` is not given: the last 30, `to` included. */
+export const DEFAULT_USAGE_DAYS = 30;
+
+/** The UTC day `n` days after `day` (n may be negative). */
+const dayPlus = (day: string, n: number): string => new Date(Date.parse(`${day}T00:00:00Z`) + n * 86_400_000).toISOString().slice(0, 10);
+
+/** A user's usage range: `to` today (UTC) and `from` 29 days before it unless given; at most MAX_USAGE_DAYS days. */
+export const userUsageQuery = z
+  .strictObject({ from: daySchema.optional(), to: daySchema.optional(), format: z.enum(['json', 'svg']).optional() })
+  .transform((v, ctx) => {
+    const to = v.to ?? new Date().toISOString().slice(0, 10);
+    const from = v.from ?? dayPlus(to, 1 - DEFAULT_USAGE_DAYS);
+    const n = daysBetween(from, to);
+    if (n < 1) ctx.addIssue({ code: 'custom', path: ['from'], message: `from (${from}) is after to (${to})` });
+    else if (n > MAX_USAGE_DAYS) ctx.addIssue({ code: 'custom', path: ['from'], message: `at most ${MAX_USAGE_DAYS} days at a time (asked ${n})` });
+    return { from, to, format: v.format ?? 'json' };
+  });
+
+export const dayUsageQuery = z.strictObject({ day: daySchema.optional(), limit: queryInt(1, 1000).optional() });
+
+const usageCountsSchema = z.object({
+  requests: z.int().min(0),
+  promptTokens: z.int().min(0),
+  cachedTokens: z.int().min(0),
+  completionTokens: z.int().min(0),
+  scoredTokens: z.int().min(0),
+});
+
+export const userUsageSchema = z.object({
+  userId: userIdSchema,
+  from: daySchema,
+  to: daySchema,
+  /** The days with requests, oldest first. */
+  days: z.array(usageCountsSchema.extend({ day: daySchema })),
+  total: usageCountsSchema,
+});
+
+export const dayUsageSchema = z.object({
+  day: daySchema,
+  /** Users with requests that day; `users` lists the most tokens first, at most the limit. */
+  usersTotal: z.int().min(0),
+  total: usageCountsSchema,
+  users: z.array(usageCountsSchema.extend({ userId: userIdSchema })),
 });
 
 /** GET /v1/admin/queue: users listed at most (default 100). */

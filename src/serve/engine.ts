@@ -29,6 +29,7 @@
 import { randomBytes } from 'node:crypto';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import type { Db } from '../db/client.js';
+import { type RequestUsage, recordUsage } from '../db/queries/usage.js';
 import { toServed } from '../lora/adapter.js';
 import type { AdapterLease } from '../lora/cache.js';
 import { Registry } from '../metrics.js';
@@ -877,6 +878,7 @@ export class Engine {
     };
     if (!this.settle(job)) return;
     this.m.scoredTokens.inc({ mode }, s.textIds.length);
+    this.meter(job.req.userId, { promptTokens: job.ids.length, cachedTokens: 0, completionTokens: 0, scoredTokens: s.textIds.length });
     this.m.requests.inc({ mode, finish: 'scored' });
     job.sink(job.aborted ? new ServeError('cancelled', 'the request was cancelled') : { type: 'scored', result });
   }
@@ -1009,11 +1011,22 @@ export class Engine {
       ...(job.logprobs ? { logprobs: job.logprobs } : {}),
     };
     this.m.requests.inc({ mode, finish: finishReason });
+    // Metering counts what ran: a request cancelled before its prefill cost nothing.
+    if (t.prefilled > 0) this.meter(job.req.userId, { ...result.usage, scoredTokens: 0 });
     if (finishReason !== 'cancelled') {
       this.m.requestSeconds.observe({ mode }, (end - t.arrived) / 1000);
       this.serviceSeconds = 0.9 * this.serviceSeconds + 0.1 * ((end - admitted) / 1000);
     }
     job.sink({ type: 'done', result });
+  }
+
+  /** Add a request's tokens to the user's usage of the day; a failed write is logged, never the request's failure. */
+  private meter(userId: string, usage: RequestUsage): void {
+    try {
+      recordUsage(this.db, userId, usage);
+    } catch (e) {
+      this.logger.warn('usage not recorded', { userId, err: e instanceof Error ? e.message : String(e) });
+    }
   }
 
   private syncPoolMetrics(): void {

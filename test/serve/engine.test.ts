@@ -8,6 +8,7 @@ import { readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { getAdapterVersion } from '../../src/db/queries/adapters.js';
+import { usageDay, userUsage } from '../../src/db/queries/usage.js';
 import { type Adapter, adapterBytes } from '../../src/lora/adapter.js';
 import { AdapterCache, adapterKey } from '../../src/lora/cache.js';
 import { type Counter, type Histogram, Registry } from '../../src/metrics.js';
@@ -922,5 +923,27 @@ describe('prompts of token ids', () => {
     expect(err).toMatchObject({ code: 'token_out_of_range', details: { tokenId: f.cfg.vocabSize, vocabSize: f.cfg.vocabSize } });
     expect(counter('memlora_generate_rejected_total', { code: 'token_out_of_range' })).toBe(before + 1);
     expect(e.queue(10).waiting).toBe(0);
+  });
+});
+
+describe('metering', () => {
+  it('adds every request that ran to its user\'s usage of the day: generations as their usage says, scoring by the scored tokens; a request cancelled while queued costs nothing', async () => {
+    const e = f.engine();
+    await f.giveAdapter('meter-a', randomStoredAdapter(f.cfg, [0], 2, 95));
+    const today = usageDay(Date.now());
+    const before = userUsage(f.db, 'meter-a', today, today).total;
+    const [g1, g2] = await Promise.all([e.generate(req('meter-a', { maxTokens: 6 }), never()), e.generate(req('meter-a', { maxTokens: 3, mode: 'vanilla' }), never())]);
+    const s = await e.score({ userId: 'meter-a', prompt: 'Hi', text: ' there, friend', mode: 'auto' }, never());
+    const ac = new AbortController();
+    ac.abort();
+    await expect(e.generate(req('meter-a'), ac.signal)).rejects.toMatchObject({ code: 'cancelled' });
+    const after = userUsage(f.db, 'meter-a', today, today).total;
+    expect(after).toEqual({
+      requests: before.requests + 3,
+      promptTokens: before.promptTokens + g1.usage.promptTokens + g2.usage.promptTokens + s.usage.contextTokens,
+      cachedTokens: before.cachedTokens + g1.usage.cachedTokens + g2.usage.cachedTokens,
+      completionTokens: before.completionTokens + g1.usage.completionTokens + g2.usage.completionTokens,
+      scoredTokens: before.scoredTokens + s.usage.scoredTokens,
+    });
   });
 });

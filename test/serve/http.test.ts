@@ -15,7 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { createAdapterVersion } from '../../src/db/queries/adapters.js';
 import { memoryLogger } from '../../src/http/logger.js';
-import { adapterActivationSchema, adapterDeletionSchema, adapterListSchema, cacheContentsSchema, cacheCurveSchema, cacheDropSchema, chatCompletionChunkSchema, chatCompletionResponseSchema, detokenizeResponseSchema, generateResultSchema, prefixCacheDropSchema, prefixCacheSchema, scoreResultSchema, tokenizeResponseSchema, warmResultSchema } from '../../src/http/schemas.js';
+import { adapterActivationSchema, adapterDeletionSchema, adapterListSchema, cacheContentsSchema, cacheCurveSchema, cacheDropSchema, chatCompletionChunkSchema, chatCompletionResponseSchema, detokenizeResponseSchema, generateResultSchema, prefixCacheDropSchema, prefixCacheSchema, scoreResultSchema, tokenizeResponseSchema, userUsageSchema, warmResultSchema } from '../../src/http/schemas.js';
 import type { Adapter } from '../../src/lora/adapter.js';
 import { edgeAtOrAbove } from '../../src/lora/hit-curve.js';
 import { AdapterStore } from '../../src/lora/store.js';
@@ -362,6 +362,20 @@ describe('the real engine behind the HTTP API', () => {
     expect(back.prompt).toBe(prompt);
     const err = await expectError(await post('/detokenize', { tokens: [1, md.cfg.vocabSize] }), 422, 'token_out_of_range');
     expect(err.details).toEqual({ tokenId: md.cfg.vocabSize, vocabSize: md.cfg.vocabSize });
+  });
+
+  it('GET /v1/admin/users/{userId}/usage meters what the engine served the user today', async () => {
+    const usage = async () => userUsageSchema.parse(await (await fetch(`${server.url}/v1/admin/users/bob/usage`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).json()).total;
+    const before = await usage();
+    const r = generateResultSchema.parse(await (await post('/v1/generate', { userId: 'bob', prompt: 'Hello there', maxTokens: 5 })).json());
+    const c = chatCompletionResponseSchema.parse(await (await post('/v1/chat/completions', { user: 'bob', messages: [{ role: 'user', content: 'Hi' }], max_tokens: 4 })).json());
+    expect(await usage()).toEqual({
+      requests: before.requests + 2,
+      promptTokens: before.promptTokens + r.usage.promptTokens + c.usage.prompt_tokens,
+      cachedTokens: before.cachedTokens + r.usage.cachedTokens + c.usage.prompt_tokens_details.cached_tokens,
+      completionTokens: before.completionTokens + r.usage.completionTokens + c.usage.completion_tokens,
+      scoredTokens: before.scoredTokens,
+    });
   });
 
   it('/metrics carries the engine and the adapter cache', async () => {

@@ -1,0 +1,91 @@
+/**
+ * Metering: the tokens served to each user per UTC day (usage_daily). The engine adds every request
+ * that ran; operators read a user's days, or one day's users, through the admin API.
+ */
+import { and, asc, count, desc, eq, gte, lte, sql } from 'drizzle-orm';
+import type { Db } from '../client.js';
+import { usageDaily } from '../schema.js';
+import { statement } from '../statements.js';
+
+export interface UsageCounts {
+  requests: number;
+  promptTokens: number;
+  cachedTokens: number;
+  completionTokens: number;
+  scoredTokens: number;
+}
+
+export type RequestUsage = Omit<UsageCounts, 'requests'>;
+
+/** The UTC day of a time in milliseconds, YYYY-MM-DD. */
+export const usageDay = (at: number): string => new Date(at).toISOString().slice(0, 10);
+
+const COUNT_COLUMNS = ['prompt_tokens', 'cached_tokens', 'completion_tokens', 'scored_tokens'] as const;
+
+/**
+ * Adds one request's tokens to the user's row of the day (created at the day's first request).
+ * False when the user no longer exists (erased while the request ran): nothing is written.
+ */
+export function recordUsage(db: Db, userId: string, usage: RequestUsage, at: number = Date.now()): boolean {
+  const add = COUNT_COLUMNS.map((c) => `${c} = ${c} + excluded.${c}`).join(', ');
+  const r = statement(
+    db,
+    `INSERT INTO usage_daily (user_id, day, requests, ${COUNT_COLUMNS.join(', ')})
+     SELECT ?, ?, 1, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM users WHERE id = ?)
+     ON CONFLICT (user_id, day) DO UPDATE SET requests = requests + 1, ${add}`,
+  ).run(userId, usageDay(at), usage.promptTokens, usage.cachedTokens, usage.completionTokens, usage.scoredTokens, userId);
+  return r.changes > 0;
+}
+
+const countsOf = {
+  requests: usageDaily.requests,
+  promptTokens: usageDaily.promptTokens,
+  cachedTokens: usageDaily.cachedTokens,
+  completionTokens: usageDaily.completionTokens,
+  scoredTokens: usageDaily.scoredTokens,
+};
+
+const ZERO: UsageCounts = { requests: 0, promptTokens: 0, cachedTokens: 0, completionTokens: 0, scoredTokens: 0 };
+
+function sumOf(rows: readonly UsageCounts[]): UsageCounts {
+  const total = { ...ZERO };
+  for (const r of rows) for (const k of Object.keys(total) as Array<keyof UsageCounts>) total[k] += r[k];
+  return total;
+}
+
+/** A user's days from `from` to `to` (YYYY-MM-DD, both included) that had requests, oldest first, and their sum. */
+export function userUsage(db: Db, userId: string, from: string, to: string): { days: Array<UsageCounts & { day: string }>; total: UsageCounts } {
+  const days = db.orm
+    .select({ day: usageDaily.day, ...countsOf })
+    .from(usageDaily)
+    .where(and(eq(usageDaily.userId, userId), gte(usageDaily.day, from), lte(usageDaily.day, to)))
+    .orderBy(asc(usageDaily.day))
+    .all();
+  return { days, total: sumOf(days) };
+}
+
+/** One day: the users with requests, most tokens first (at most `limit`), how many there were, and the day's sum over all of them. */
+export function dayUsage(db: Db, day: string, limit: number): { users: Array<UsageCounts & { userId: string }>; usersTotal: number; total: UsageCounts } {
+  const tokens = sql`${usageDaily.promptTokens} + ${usageDaily.completionTokens} + ${usageDaily.scoredTokens}`;
+  const users = db.orm
+    .select({ userId: usageDaily.userId, ...countsOf })
+    .from(usageDaily)
+    .where(eq(usageDaily.day, day))
+    .orderBy(desc(tokens), asc(usageDaily.userId))
+    .limit(limit)
+    .all();
+  const sums = db.orm
+    .select({
+      usersTotal: count(),
+      requests: sql<number>`coalesce(sum(${usageDaily.requests}), 0)`,
+      promptTokens: sql<number>`coalesce(sum(${usageDaily.promptTokens}), 0)`,
+      cachedTokens: sql<number>`coalesce(sum(${usageDaily.cachedTokens}), 0)`,
+      completionTokens: sql<number>`coalesce(sum(${usageDaily.completionTokens}), 0)`,
+      scoredTokens: sql<number>`coalesce(sum(${usageDaily.scoredTokens}), 0)`,
+    })
+    .from(usageDaily)
+    .where(eq(usageDaily.day, day))
+    .get()!;
+  const { usersTotal, ...total } = sums;
+  return { users, usersTotal, total };
+}

@@ -1,0 +1,51 @@
+/**
+ * Metering for operators: GET /v1/admin/users/{userId}/usage, a user's tokens per UTC day over a
+ * range (as JSON, or `?format=svg` as a bar chart of the days), and GET /v1/admin/usage/users, one day's
+ * users, most tokens first, with the day's sum. The engine records every request that ran
+ * (src/db/queries/usage.ts).
+ */
+import type { Hono } from 'hono';
+import { dayUsage, usageDay, userUsage } from '../../db/queries/usage.js';
+import { userExists } from '../../db/queries/users.js';
+import { barChart } from '../../plot/svg.js';
+import type { AppEnv, RouteDeps } from '../context.js';
+import { dayUsageQuery, userUsageQuery } from '../schemas.js';
+import { parseQuery, userIdParam } from '../validate.js';
+import { userNotFound } from './users.js';
+
+const DAY_MS = 86_400_000;
+
+/** Every day from `from` to `to`, both included. */
+function daysOf(from: string, to: string): string[] {
+  const out: string[] = [];
+  for (let t = Date.parse(`${from}T00:00:00Z`); t <= Date.parse(`${to}T00:00:00Z`); t += DAY_MS) out.push(usageDay(t));
+  return out;
+}
+
+export function registerUsageRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
+  const { db } = deps;
+
+  app.get('/v1/admin/users/:userId/usage', (c) => {
+    const userId = userIdParam(c);
+    const q = parseQuery(c, userUsageQuery);
+    if (!userExists(db, userId)) throw userNotFound(userId);
+    const { from, to } = q;
+    const usage = userUsage(db, userId, from, to);
+    if (q.format === 'svg') {
+      const byDay = new Map(usage.days.map((d) => [d.day, d.promptTokens + d.completionTokens + d.scoredTokens]));
+      const svg = barChart({
+        title: `Tokens served to ${userId} per day (UTC), ${from} to ${to}: ${usage.total.requests} requests`,
+        y: { label: 'tokens (prompt + completion + scored)' },
+        bars: daysOf(from, to).map((day) => ({ label: day.slice(5), value: byDay.get(day) ?? 0 })),
+      });
+      return c.body(svg, 200, { 'content-type': 'image/svg+xml; charset=utf-8' });
+    }
+    return c.json({ userId, from, to, ...usage });
+  });
+
+  app.get('/v1/admin/usage/users', (c) => {
+    const q = parseQuery(c, dayUsageQuery);
+    const day = q.day ?? usageDay(Date.now());
+    return c.json({ day, ...dayUsage(db, day, q.limit ?? 100) });
+  });
+}

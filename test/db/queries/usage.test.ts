@@ -1,0 +1,48 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { dayUsage, recordUsage, usageDay, userUsage } from '../../../src/db/queries/usage.js';
+import { createUser, deleteUser } from '../../../src/db/queries/users.js';
+import { tempDb } from '../helpers.js';
+
+let t: ReturnType<typeof tempDb>;
+beforeEach(() => (t = tempDb()));
+afterEach(() => t.cleanup());
+
+const at = (iso: string) => Date.parse(iso);
+const req = (promptTokens: number, completionTokens: number, extra: { cachedTokens?: number; scoredTokens?: number } = {}) => ({ promptTokens, completionTokens, cachedTokens: 0, scoredTokens: 0, ...extra });
+
+describe('usage', () => {
+  it('adds each request to its user\'s row of the UTC day and sums a range', () => {
+    createUser(t.db, { id: 'alice' });
+    expect(recordUsage(t.db, 'alice', req(10, 5, { cachedTokens: 4 }), at('2026-12-06T23:59:59.999Z'))).toBe(true);
+    expect(recordUsage(t.db, 'alice', req(7, 3), at('2026-12-06T00:00:00Z'))).toBe(true);
+    expect(recordUsage(t.db, 'alice', req(20, 0, { scoredTokens: 9 }), at('2026-12-07T00:00:00Z'))).toBe(true);
+    expect(usageDay(at('2026-12-06T23:59:59.999Z'))).toBe('2026-12-06');
+    const u = userUsage(t.db, 'alice', '2026-12-01', '2026-12-31');
+    expect(u.days).toEqual([
+      { day: '2026-12-06', requests: 2, promptTokens: 17, cachedTokens: 4, completionTokens: 8, scoredTokens: 0 },
+      { day: '2026-12-07', requests: 1, promptTokens: 20, cachedTokens: 0, completionTokens: 0, scoredTokens: 9 },
+    ]);
+    expect(u.total).toEqual({ requests: 3, promptTokens: 37, cachedTokens: 4, completionTokens: 8, scoredTokens: 9 });
+    expect(userUsage(t.db, 'alice', '2026-12-07', '2026-12-07').total.requests).toBe(1);
+    expect(userUsage(t.db, 'alice', '2026-11-01', '2026-11-30')).toEqual({ days: [], total: { requests: 0, promptTokens: 0, cachedTokens: 0, completionTokens: 0, scoredTokens: 0 } });
+  });
+
+  it('lists a day\'s users by tokens, with the day\'s sum and count; an erased user writes nothing and leaves no rows', () => {
+    for (const id of ['ann', 'bob', 'cy']) createUser(t.db, { id });
+    const day = at('2026-12-07T12:00:00Z');
+    recordUsage(t.db, 'ann', req(5, 5), day);
+    recordUsage(t.db, 'bob', req(50, 10), day);
+    recordUsage(t.db, 'cy', req(1, 1, { scoredTokens: 30 }), day);
+    recordUsage(t.db, 'cy', req(1, 1), at('2026-12-08T00:00:00Z'));
+    const d = dayUsage(t.db, '2026-12-07', 2);
+    expect(d.users.map((u) => u.userId)).toEqual(['bob', 'cy']);
+    expect(d.usersTotal).toBe(3);
+    expect(d.total).toEqual({ requests: 3, promptTokens: 56, cachedTokens: 0, completionTokens: 16, scoredTokens: 30 });
+    expect(dayUsage(t.db, '2026-01-01', 10)).toEqual({ users: [], usersTotal: 0, total: { requests: 0, promptTokens: 0, cachedTokens: 0, completionTokens: 0, scoredTokens: 0 } });
+    expect(deleteUser(t.db, 'cy')?.usageDays).toBe(2);
+    expect(dayUsage(t.db, '2026-12-08', 10).usersTotal).toBe(0);
+    expect(recordUsage(t.db, 'cy', req(1, 1), day)).toBe(false);
+    expect(recordUsage(t.db, 'nobody', req(1, 1), day)).toBe(false);
+    expect(dayUsage(t.db, '2026-12-07', 10).usersTotal).toBe(2);
+  });
+});
