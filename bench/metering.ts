@@ -1,6 +1,7 @@
 /**
- * What metering costs a request: the engine's one upsert into usage_daily (recordUsage) per request
- * that ran, on a database of `users` users (WAL, synchronous NORMAL, as the server opens it), timed
+ * What metering and quotas cost a request: the engine's one upsert into usage_daily (recordUsage) per
+ * request that ran, and its quota check on arrival (the user's own quota, then today's tokens when a
+ * quota applies: every user has one here), on a database of `users` users (WAL, synchronous NORMAL, as the server opens it), timed
  * over `calls` requests spread over the users, next to the serving time a request takes (from
  * bench/results/sampling-options.json: microseconds per token at 16 connections, times the bench's
  * reply length).
@@ -14,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { openDb } from '../src/db/client.js';
-import { recordUsage } from '../src/db/queries/usage.js';
+import { getQuota, recordUsage, setQuota, tokensUsed, usageDay } from '../src/db/queries/usage.js';
 import { createUser } from '../src/db/queries/users.js';
 import { numberArg } from './args.js';
 
@@ -33,6 +34,16 @@ const run = (n: number): number => {
 };
 run(Math.min(2000, CALLS)); // each user's row of the day exists: the steady state is an update
 const usPerRequest = run(CALLS);
+for (let i = 0; i < USERS; i++) setQuota(db, `u${i}`, 1_000_000);
+const today = usageDay(Date.now());
+let sink = 0;
+const t0 = performance.now();
+for (let i = 0; i < CALLS; i++) {
+  const id = `u${i % USERS}`;
+  if ((getQuota(db, id) ?? 0) > 0) sink += tokensUsed(db, id, today);
+}
+const usPerQuotaCheck = ((performance.now() - t0) * 1000) / CALLS;
+if (sink <= 0) throw new Error('no usage read');
 db.close();
 rmSync(dir, { recursive: true, force: true });
 
@@ -42,10 +53,12 @@ const sampling = JSON.parse(readFileSync(join(root, 'bench', 'results', 'samplin
 };
 const plain = sampling.summary.find((s) => s.setting === 'plain')!;
 const usServing = plain.usPerTokenWall * sampling.setup.maxTokens;
-const share = usPerRequest / usServing;
-process.stderr.write(`recordUsage: ${usPerRequest.toFixed(1)} us per request (${USERS} users); a ${sampling.setup.maxTokens}-token request's serving time ${(usServing / 1000).toFixed(1)} ms: ${(100 * share).toFixed(2)}%\n`);
+const share = (usPerRequest + usPerQuotaCheck) / usServing;
+process.stderr.write(
+  `recordUsage ${usPerRequest.toFixed(1)} us and the quota check ${usPerQuotaCheck.toFixed(1)} us per request (${USERS} users); a ${sampling.setup.maxTokens}-token request's serving time ${(usServing / 1000).toFixed(1)} ms: ${(100 * share).toFixed(2)}%\n`,
+);
 mkdirSync(join(root, 'bench', 'results'), { recursive: true });
 writeFileSync(
   join(root, 'bench', 'results', 'metering.json'),
-  `${JSON.stringify({ date: new Date().toISOString(), users: USERS, calls: CALLS, usPerRequest: Math.round(usPerRequest * 10) / 10, usServingPerRequest: Math.round(usServing), share: Math.round(share * 1e5) / 1e5 }, null, 2)}\n`,
+  `${JSON.stringify({ date: new Date().toISOString(), users: USERS, calls: CALLS, usPerRequest: Math.round(usPerRequest * 10) / 10, usPerQuotaCheck: Math.round(usPerQuotaCheck * 10) / 10, usServingPerRequest: Math.round(usServing), share: Math.round(share * 1e5) / 1e5 }, null, 2)}\n`,
 );

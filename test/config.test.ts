@@ -24,6 +24,7 @@ describe('loadConfig', () => {
       jobConcurrency: 1,
       maxQueue: 256,
       maxQueuePerUser: 64,
+      userDailyTokens: 0,
       scheduling: 'fair',
       maxBatch: 8,
       bodyLimitBytes: 1024 * 1024,

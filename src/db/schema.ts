@@ -152,6 +152,15 @@ export const usageDaily = sqliteTable(
   (t) => [primaryKey({ columns: [t.userId, t.day] }), index('usage_daily_day_idx').on(t.day)],
 );
 
+/** A user's own daily token quota, overriding the server's MEMLORA_USER_DAILY_TOKENS (0 blocks the user). */
+export const userQuotas = sqliteTable('user_quotas', {
+  userId: text('user_id')
+    .primaryKey()
+    .references(() => users.id, { onDelete: 'cascade' }),
+  dailyTokens: integer('daily_tokens').notNull(),
+  updatedAt: integer('updated_at').notNull(),
+});
+
 export type UserRow = typeof users.$inferSelect;
 export type HistoryItemRow = typeof historyItems.$inferSelect;
 export type JobRow = typeof injectionJobs.$inferSelect;

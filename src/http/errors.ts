@@ -50,6 +50,7 @@ export const SERVICE_ERROR_STATUS: Readonly<Record<string, number>> = {
   token_out_of_range: 422,
   queue_full: 429,
   user_queue_full: 429,
+  quota_exceeded: 429,
   // The client went away; nobody reads this, but logs and metrics should not count it as a 5xx.
   cancelled: 499,
   model_unavailable: 503,

@@ -602,6 +602,24 @@ export const dayUsageSchema = z.object({
   users: z.array(usageCountsSchema.extend({ userId: userIdSchema })),
 });
 
+/** PUT /v1/admin/users/{userId}/quota: the user's own daily token quota (0 blocks them), or null for the server's default. */
+export const quotaBody = z.strictObject({ dailyTokens: z.int().min(0).max(Number.MAX_SAFE_INTEGER).nullable() });
+
+export const quotaSchema = z.object({
+  userId: userIdSchema,
+  /** The user's own quota; null: the server's default applies. */
+  dailyTokens: z.int().min(0).nullable(),
+  /** MEMLORA_USER_DAILY_TOKENS; null: none. */
+  serverDailyTokens: z.int().min(1).nullable(),
+  /** The quota that applies; null: no limit. */
+  effectiveDailyTokens: z.int().min(0).nullable(),
+  /** Tokens served today (UTC), as metered. */
+  usedToday: z.int().min(0),
+  remainingToday: z.int().min(0).nullable(),
+  /** When today's count starts again (midnight UTC). */
+  resetsAt: z.string(),
+});
+
 /** GET /v1/admin/queue: users listed at most (default 100). */
 export const queueQuery = z.strictObject({ limit: queryInt(1, 1000).optional() });
 

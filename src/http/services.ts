@@ -133,6 +133,7 @@ export interface Logger {
 export type ServiceErrorCode =
   | 'queue_full'
   | 'user_queue_full'
+  | 'quota_exceeded'
   | 'model_unavailable'
   | 'adapter_unavailable'
   | 'prompt_too_long'

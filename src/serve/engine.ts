@@ -29,7 +29,7 @@
 import { randomBytes } from 'node:crypto';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import type { Db } from '../db/client.js';
-import { type RequestUsage, recordUsage } from '../db/queries/usage.js';
+import { type RequestUsage, getQuota, recordUsage, tokensUsed, usageDay, usageDayEnd } from '../db/queries/usage.js';
 import { toServed } from '../lora/adapter.js';
 import type { AdapterLease } from '../lora/cache.js';
 import { Registry } from '../metrics.js';
@@ -66,6 +66,12 @@ export interface EngineOptions {
   maxQueue: number;
   /** Requests of one user waiting for a row before their new ones are refused with user_queue_full (429). Default: maxQueue. */
   maxQueuePerUser?: number;
+  /**
+   * Tokens (prompt + completion + scored, as metered) one user may be served per UTC day unless their
+   * own quota (user_quotas) says otherwise; past it their requests are refused with quota_exceeded
+   * (429). 0 or absent: no limit.
+   */
+  userDailyTokens?: number;
   /** How free rows are shared between users' ready requests (fair-share.ts). Default fair. */
   scheduling?: Scheduling;
   /** Rows in one decode batch. */
@@ -451,6 +457,7 @@ export class Engine {
         details: { userId: req.userId, queued: mine, maxQueuePerUser: this.maxQueuePerUser, retryAfterS },
       });
     }
+    this.checkQuota(req.userId);
     let baseIds: number[];
     let sampling: SamplingOptions;
     try {
@@ -1018,6 +1025,28 @@ export class Engine {
       this.serviceSeconds = 0.9 * this.serviceSeconds + 0.1 * ((end - admitted) / 1000);
     }
     job.sink({ type: 'done', result });
+  }
+
+  /**
+   * Refuse a request of a user who has been served their daily tokens (their own quota, else the
+   * server's; neither: no limit) with quota_exceeded, Retry-After until midnight UTC. Checked on
+   * arrival: the request that crosses the quota is served whole, as are those already in flight.
+   */
+  private checkQuota(userId: string): void {
+    const daily = this.opts.userDailyTokens ?? 0;
+    const limit = getQuota(this.db, userId) ?? (daily > 0 ? daily : null);
+    if (limit === null) return;
+    const now = Date.now();
+    const used = tokensUsed(this.db, userId, usageDay(now));
+    if (used < limit) return;
+    const resets = usageDayEnd(now);
+    const retryAfterS = Math.max(1, Math.ceil((resets - now) / 1000));
+    const resetsAt = new Date(resets).toISOString();
+    this.m.rejected.inc({ code: 'quota_exceeded' });
+    throw new ServeError('quota_exceeded', `user "${userId}" has been served ${used} tokens today, their daily quota is ${limit}; it renews at ${resetsAt}`, {
+      retryAfterS,
+      details: { userId, dailyTokens: limit, usedTokens: used, resetsAt },
+    });
   }
 
   /** Add a request's tokens to the user's usage of the day; a failed write is logged, never the request's failure. */

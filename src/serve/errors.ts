@@ -7,6 +7,8 @@ export type ServeErrorCode =
   | 'queue_full'
   /** One user's requests fill their share of the queue (maxQueuePerUser). */
   | 'user_queue_full'
+  /** The user has been served their daily tokens (their quota, or the server's). */
+  | 'quota_exceeded'
   | 'prompt_too_long'
   /** A logit bias names a token id past the model's vocabulary. */
   | 'token_out_of_range'

@@ -184,6 +184,7 @@ export async function createServeServices(setup: ServeSetup, opts: ServeOptions 
         adapters: opts.adapters === false ? null : { store, cache, reader },
         maxQueue: config.maxQueue,
         maxQueuePerUser: config.maxQueuePerUser,
+        userDailyTokens: config.userDailyTokens,
         scheduling: config.scheduling,
         maxBatch: config.maxBatch,
         prefixCache,

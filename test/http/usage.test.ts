@@ -1,7 +1,7 @@
 /** Metering through the real app and a real SQLite file: the admin routes over rows the engine would have recorded. */
 import { afterEach, describe, expect, it } from 'vitest';
-import { recordUsage, usageDay } from '../../src/db/queries/usage.js';
-import { dayUsageSchema, userUsageSchema } from '../../src/http/schemas.js';
+import { getQuota, recordUsage, usageDay, usageDayEnd } from '../../src/db/queries/usage.js';
+import { dayUsageSchema, quotaSchema, userUsageSchema } from '../../src/http/schemas.js';
 import { expectError, json, makeHarness, type Harness } from './helpers.js';
 
 let h: Harness;
@@ -50,5 +50,35 @@ describe('GET /v1/admin/users/{userId}/usage and /v1/admin/usage/users', () => {
     await expectError(await h.admin('GET', '/v1/admin/users/nobody/usage'), 404, 'user_not_found');
     // A leap day exists in 2028.
     expect((await h.admin('GET', '/v1/admin/users/alice/usage?from=2028-02-29&to=2028-03-01')).status).toBe(200);
+  });
+});
+
+describe('GET and PUT /v1/admin/users/{userId}/quota', () => {
+  it('sets a user\'s own quota over the server\'s, reports today\'s standing, and removes it with null', async () => {
+    h = makeHarness({ env: { MEMLORA_USER_DAILY_TOKENS: '1000' } });
+    await h.req('PUT', '/v1/users/alice');
+    recordUsage(h.db, 'alice', tokens(30, 12, 3));
+    const get = async () => quotaSchema.parse(await json(await h.admin('GET', '/v1/admin/users/alice/quota')));
+    expect(await get()).toMatchObject({ userId: 'alice', dailyTokens: null, serverDailyTokens: 1000, effectiveDailyTokens: 1000, usedToday: 45, remainingToday: 955 });
+    expect((await get()).resetsAt).toBe(new Date(usageDayEnd(Date.now())).toISOString());
+    const set = quotaSchema.parse(await json(await h.admin('PUT', '/v1/admin/users/alice/quota', { dailyTokens: 40 })));
+    expect(set).toMatchObject({ dailyTokens: 40, effectiveDailyTokens: 40, remainingToday: 0 });
+    expect(getQuota(h.db, 'alice')).toBe(40);
+    expect(quotaSchema.parse(await json(await h.admin('PUT', '/v1/admin/users/alice/quota', { dailyTokens: 0 })))).toMatchObject({ effectiveDailyTokens: 0 });
+    expect(quotaSchema.parse(await json(await h.admin('PUT', '/v1/admin/users/alice/quota', { dailyTokens: null })))).toMatchObject({ dailyTokens: null, effectiveDailyTokens: 1000 });
+    expect(getQuota(h.db, 'alice')).toBeNull();
+  });
+
+  it('without a server quota nobody is limited; bad bodies are 422 and change nothing, unknown users 404, no token 401', async () => {
+    h = makeHarness();
+    await h.req('PUT', '/v1/users/alice');
+    expect(quotaSchema.parse(await json(await h.admin('GET', '/v1/admin/users/alice/quota')))).toMatchObject({ serverDailyTokens: null, effectiveDailyTokens: null, remainingToday: null });
+    for (const body of [{}, { dailyTokens: -1 }, { dailyTokens: 1.5 }, { dailyTokens: '10' }, { dailyTokens: 5, extra: 1 }]) {
+      await expectError(await h.admin('PUT', '/v1/admin/users/alice/quota', body), 422, 'validation_failed');
+    }
+    expect(getQuota(h.db, 'alice')).toBeNull();
+    await expectError(await h.admin('PUT', '/v1/admin/users/nobody/quota', { dailyTokens: 5 }), 404, 'user_not_found');
+    await expectError(await h.admin('GET', '/v1/admin/users/nobody/quota'), 404, 'user_not_found');
+    await expectError(await h.req('PUT', '/v1/admin/users/alice/quota', { dailyTokens: 5 }), 401, 'unauthorized');
   });
 });

@@ -118,7 +118,7 @@ const CODES_BY_STATUS: Record<number, string[]> = {
   409: ['job_active', 'job_finished', 'adapter_unusable', 'adapter_active', 'adapters_disabled'],
   413: ['body_too_large'],
   422: ['validation_failed', 'invalid_user_id', 'invalid_cursor', 'prompt_too_long', 'token_out_of_range', 'invalid_version'],
-  429: ['queue_full', 'user_queue_full'],
+  429: ['queue_full', 'user_queue_full', 'quota_exceeded'],
 };
 /** Statuses the document promises for every route (info.description): routing errors and the body limit. */
 const GLOBAL_STATUSES = new Set([404, 405, 413]);
@@ -559,6 +559,17 @@ function checkEffects(op: Operation, status: number, json: any, sentBody: unknow
       if (gone.some((f) => !f.startsWith(`${userDirName(userId)}/`))) return `files of another user removed: ${gone.join(', ')}`;
       if (after.files.some((f) => !before.files.includes(f))) return 'adapter files appeared';
       return json?.removed?.files === gone.length ? null : `reported ${json?.removed?.files} files removed, ${gone.length} were`;
+    }
+    case 'PUT /v1/admin/users/{userId}/quota': {
+      // Only the user's quota row moves: present with the value sent, or gone for null.
+      const userId = decoded(segs.userId)!;
+      const want = (sentBody as { dailyTokens: number | null }).dailyTokens;
+      const row = h.db.sqlite.prepare('SELECT daily_tokens AS n FROM user_quotas WHERE user_id = ?').get(userId) as { n: number } | undefined;
+      if ((row?.n ?? null) !== want) return `quota row ${JSON.stringify(row)} after setting ${want}`;
+      if (json?.dailyTokens !== want) return `answered dailyTokens ${JSON.stringify(json?.dailyTokens)}, set ${want}`;
+      const moved = (after.counts.user_quotas ?? 0) - (before.counts.user_quotas ?? 0);
+      if (want === null ? moved > 0 || moved < -1 : moved < 0 || moved > 1) return `user_quotas moved by ${moved}`;
+      return sameCountsExcept(before, after, { user_quotas: moved }) ?? (after.files.join() !== before.files.join() ? 'adapter files changed' : null);
     }
     case 'POST /v1/generate':
     case 'POST /v1/chat/completions':

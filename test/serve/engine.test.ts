@@ -8,7 +8,8 @@ import { readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { getAdapterVersion } from '../../src/db/queries/adapters.js';
-import { usageDay, userUsage } from '../../src/db/queries/usage.js';
+import { setQuota, tokensUsed, usageDay, usageDayEnd, userUsage } from '../../src/db/queries/usage.js';
+import { createUser } from '../../src/db/queries/users.js';
 import { type Adapter, adapterBytes } from '../../src/lora/adapter.js';
 import { AdapterCache, adapterKey } from '../../src/lora/cache.js';
 import { type Counter, type Histogram, Registry } from '../../src/metrics.js';
@@ -945,5 +946,48 @@ describe('metering', () => {
       completionTokens: before.completionTokens + g1.usage.completionTokens + g2.usage.completionTokens,
       scoredTokens: before.scoredTokens + s.usage.scoredTokens,
     });
+  });
+});
+
+describe('daily token quotas', () => {
+  it('refuses a user served their quota with quota_exceeded until midnight UTC; their own quota overrides the server\'s, 0 blocks, null restores it', async () => {
+    const e = f.engine({ userDailyTokens: 40 });
+    for (const id of ['quota-a', 'quota-b']) createUser(f.db, { id });
+    const quota = () => e.generate(req('quota-a', { maxTokens: 8, mode: 'vanilla' }), never());
+    const before = counter('memlora_generate_rejected_total', { code: 'quota_exceeded' });
+    // Requests run until the day's tokens reach 40; the one that crosses it is served whole.
+    let served = 0;
+    let err: unknown;
+    for (let i = 0; i < 10 && !err; i++) {
+      try {
+        await quota();
+        served++;
+      } catch (x) {
+        err = x;
+      }
+    }
+    const today = usageDay(Date.now());
+    const used = tokensUsed(f.db, 'quota-a', today);
+    expect(served).toBeGreaterThan(0);
+    expect(used).toBeGreaterThanOrEqual(40);
+    expect(err).toBeInstanceOf(ServeError);
+    const q = err as ServeError;
+    expect(q.code).toBe('quota_exceeded');
+    expect(q.details).toEqual({ userId: 'quota-a', dailyTokens: 40, usedTokens: used, resetsAt: new Date(usageDayEnd(Date.now())).toISOString() });
+    expect(q.retryAfterS).toBeGreaterThan(0);
+    expect(q.retryAfterS).toBeLessThanOrEqual(86_400);
+    expect(counter('memlora_generate_rejected_total', { code: 'quota_exceeded' })).toBe(before + 1);
+    // Scoring counts against it too; other users are not affected.
+    await expect(e.score({ userId: 'quota-a', text: 'hello', mode: 'vanilla' }, never())).rejects.toMatchObject({ code: 'quota_exceeded' });
+    await expect(e.generate(req('quota-b', { maxTokens: 2, mode: 'vanilla' }), never())).resolves.toBeDefined();
+    // The user's own quota overrides the server's: raised, they are served again; 0 blocks them; null restores the server's.
+    setQuota(f.db, 'quota-a', used + 1000);
+    await expect(quota()).resolves.toBeDefined();
+    setQuota(f.db, 'quota-b', 0);
+    await expect(e.generate(req('quota-b', { maxTokens: 2, mode: 'vanilla' }), never())).rejects.toMatchObject({ code: 'quota_exceeded', details: { dailyTokens: 0 } });
+    setQuota(f.db, 'quota-a', null);
+    await expect(quota()).rejects.toMatchObject({ code: 'quota_exceeded', details: { dailyTokens: 40 } });
+    // Without a server quota and no own quota, nobody is limited.
+    await expect(f.engine().generate(req('quota-a', { maxTokens: 2, mode: 'vanilla' }), never())).resolves.toBeDefined();
   });
 });

@@ -683,4 +683,20 @@ describe('the official OpenAI client, unmodified, against the real server', () =
     await expect(two).rejects.toMatchObject({ status: 422, code: 'validation_failed' });
     await expect(openai.models.retrieve('gpt-4o')).rejects.toMatchObject({ status: 404, code: 'model_not_found' });
   });
+
+  it('a user past their daily token quota gets 429 quota_exceeded with Retry-After until midnight UTC (the SDK\'s RateLimitError), others are served', async () => {
+    await fetch(`${server.url}/v1/users/quinn`, { method: 'PUT' });
+    const admin = { 'content-type': 'application/json', authorization: `Bearer ${ADMIN_TOKEN}` };
+    await fetch(`${server.url}/v1/admin/users/quinn/quota`, { method: 'PUT', headers: admin, body: JSON.stringify({ dailyTokens: 10 }) });
+    const first = await openai.chat.completions.create({ model: 'memlora', user: 'quinn', messages: hello, max_tokens: 8 });
+    expect(first.usage!.total_tokens).toBeGreaterThanOrEqual(10); // the request that crosses the quota is served whole
+    const res = await post('/v1/chat/completions', { user: 'quinn', messages: hello, max_tokens: 8 });
+    const err = await expectError(res, 429, 'quota_exceeded');
+    const retryAfter = Number(res.headers.get('retry-after'));
+    expect(retryAfter).toBeGreaterThan(0);
+    expect(retryAfter).toBeLessThanOrEqual(86_400);
+    expect(err.details).toMatchObject({ userId: 'quinn', dailyTokens: 10, usedTokens: first.usage!.total_tokens });
+    await expect(openai.chat.completions.create({ model: 'memlora', user: 'quinn', messages: hello })).rejects.toMatchObject({ status: 429, code: 'quota_exceeded' });
+    await expect(openai.chat.completions.create({ model: 'memlora', user: 'bob', messages: hello, max_tokens: 2 })).resolves.toBeDefined();
+  });
 });

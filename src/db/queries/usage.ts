@@ -1,10 +1,12 @@
 /**
- * Metering: the tokens served to each user per UTC day (usage_daily). The engine adds every request
- * that ran; operators read a user's days, or one day's users, through the admin API.
+ * Metering and quotas: the tokens served to each user per UTC day (usage_daily), and the users' own
+ * daily token quotas (user_quotas). The engine adds every request that ran and checks quotas when a
+ * request arrives; operators read a user's days, or one day's users, and set quotas through the
+ * admin API.
  */
 import { and, asc, count, desc, eq, gte, lte, sql } from 'drizzle-orm';
 import type { Db } from '../client.js';
-import { usageDaily } from '../schema.js';
+import { usageDaily, userQuotas } from '../schema.js';
 import { statement } from '../statements.js';
 
 export interface UsageCounts {
@@ -19,6 +21,13 @@ export type RequestUsage = Omit<UsageCounts, 'requests'>;
 
 /** The UTC day of a time in milliseconds, YYYY-MM-DD. */
 export const usageDay = (at: number): string => new Date(at).toISOString().slice(0, 10);
+
+/** When the UTC day of `at` ends (the next midnight UTC, in milliseconds): quotas count afresh from it. */
+export function usageDayEnd(at: number): number {
+  const d = new Date(at);
+  d.setUTCHours(24, 0, 0, 0);
+  return d.getTime();
+}
 
 const COUNT_COLUMNS = ['prompt_tokens', 'cached_tokens', 'completion_tokens', 'scored_tokens'] as const;
 
@@ -88,4 +97,28 @@ export function dayUsage(db: Db, day: string, limit: number): { users: Array<Usa
     .get()!;
   const { usersTotal, ...total } = sums;
   return { users, usersTotal, total };
+}
+
+/** Tokens served to the user on `day`: prompt + completion + scored, as metered (what quotas count). */
+export function tokensUsed(db: Db, userId: string, day: string): number {
+  const row = statement(db, 'SELECT prompt_tokens + completion_tokens + scored_tokens AS n FROM usage_daily WHERE user_id = ? AND day = ?').get(userId, day) as { n: number } | undefined;
+  return row?.n ?? 0;
+}
+
+/** The user's own daily token quota, or null when the server's default applies. */
+export function getQuota(db: Db, userId: string): number | null {
+  const row = statement(db, 'SELECT daily_tokens AS n FROM user_quotas WHERE user_id = ?').get(userId) as { n: number } | undefined;
+  return row?.n ?? null;
+}
+
+/** Sets the user's own daily token quota (0 blocks them), or with null removes it (the server's default applies). */
+export function setQuota(db: Db, userId: string, dailyTokens: number | null, now: number = Date.now()): void {
+  if (dailyTokens === null) db.orm.delete(userQuotas).where(eq(userQuotas.userId, userId)).run();
+  else {
+    db.orm
+      .insert(userQuotas)
+      .values({ userId, dailyTokens, updatedAt: now })
+      .onConflictDoUpdate({ target: userQuotas.userId, set: { dailyTokens, updatedAt: now } })
+      .run();
+  }
 }

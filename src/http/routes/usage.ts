@@ -1,16 +1,17 @@
 /**
- * Metering for operators: GET /v1/admin/users/{userId}/usage, a user's tokens per UTC day over a
- * range (as JSON, or `?format=svg` as a bar chart of the days), and GET /v1/admin/usage/users, one day's
- * users, most tokens first, with the day's sum. The engine records every request that ran
- * (src/db/queries/usage.ts).
+ * Metering and quotas for operators: GET /v1/admin/users/{userId}/usage, a user's tokens per UTC day
+ * over a range (as JSON, or `?format=svg` as a bar chart of the days); GET /v1/admin/usage/users, one
+ * day's users, most tokens first, with the day's sum; and GET / PUT /v1/admin/users/{userId}/quota, the
+ * user's daily token quota and where they stand today. The engine records every request that ran and
+ * refuses a user's requests past their quota (src/db/queries/usage.ts).
  */
 import type { Hono } from 'hono';
-import { dayUsage, usageDay, userUsage } from '../../db/queries/usage.js';
+import { dayUsage, getQuota, setQuota, tokensUsed, usageDay, usageDayEnd, userUsage } from '../../db/queries/usage.js';
 import { userExists } from '../../db/queries/users.js';
 import { barChart } from '../../plot/svg.js';
 import type { AppEnv, RouteDeps } from '../context.js';
-import { dayUsageQuery, userUsageQuery } from '../schemas.js';
-import { parseQuery, userIdParam } from '../validate.js';
+import { dayUsageQuery, quotaBody, userUsageQuery } from '../schemas.js';
+import { parseQuery, readJson, userIdParam } from '../validate.js';
 import { userNotFound } from './users.js';
 
 const DAY_MS = 86_400_000;
@@ -41,6 +42,38 @@ export function registerUsageRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
       return c.body(svg, 200, { 'content-type': 'image/svg+xml; charset=utf-8' });
     }
     return c.json({ userId, from, to, ...usage });
+  });
+
+  /** The user's quota and today's standing. */
+  const quotaReport = (userId: string) => {
+    const now = Date.now();
+    const dailyTokens = getQuota(db, userId);
+    const serverDailyTokens = deps.config.userDailyTokens > 0 ? deps.config.userDailyTokens : null;
+    const effective = dailyTokens ?? serverDailyTokens;
+    const used = tokensUsed(db, userId, usageDay(now));
+    return {
+      userId,
+      dailyTokens,
+      serverDailyTokens,
+      effectiveDailyTokens: effective,
+      usedToday: used,
+      remainingToday: effective === null ? null : Math.max(0, effective - used),
+      resetsAt: new Date(usageDayEnd(now)).toISOString(),
+    };
+  };
+
+  app.get('/v1/admin/users/:userId/quota', (c) => {
+    const userId = userIdParam(c);
+    if (!userExists(db, userId)) throw userNotFound(userId);
+    return c.json(quotaReport(userId));
+  });
+
+  app.put('/v1/admin/users/:userId/quota', async (c) => {
+    const userId = userIdParam(c);
+    const body = await readJson(c, quotaBody, deps.config.bodyLimitBytes);
+    if (!userExists(db, userId)) throw userNotFound(userId);
+    setQuota(db, userId, body.dailyTokens);
+    return c.json(quotaReport(userId));
   });
 
   app.get('/v1/admin/usage/users', (c) => {

@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { dayUsage, recordUsage, usageDay, userUsage } from '../../../src/db/queries/usage.js';
+import { dayUsage, getQuota, recordUsage, setQuota, tokensUsed, usageDay, usageDayEnd, userUsage } from '../../../src/db/queries/usage.js';
 import { createUser, deleteUser } from '../../../src/db/queries/users.js';
 import { tempDb } from '../helpers.js';
 
@@ -44,5 +44,25 @@ describe('usage', () => {
     expect(recordUsage(t.db, 'cy', req(1, 1), day)).toBe(false);
     expect(recordUsage(t.db, 'nobody', req(1, 1), day)).toBe(false);
     expect(dayUsage(t.db, '2026-12-07', 10).usersTotal).toBe(2);
+  });
+});
+
+describe('quotas', () => {
+  it('keeps a user\'s own quota (0 included) until removed, counts the day\'s tokens, and knows when the day ends', () => {
+    createUser(t.db, { id: 'alice' });
+    expect(getQuota(t.db, 'alice')).toBeNull();
+    setQuota(t.db, 'alice', 500);
+    setQuota(t.db, 'alice', 0);
+    expect(getQuota(t.db, 'alice')).toBe(0);
+    setQuota(t.db, 'alice', null);
+    expect(getQuota(t.db, 'alice')).toBeNull();
+    recordUsage(t.db, 'alice', req(10, 5, { scoredTokens: 2, cachedTokens: 7 }), at('2026-12-07T10:00:00Z'));
+    expect(tokensUsed(t.db, 'alice', '2026-12-07')).toBe(17); // cached tokens are part of the prompt's, not counted twice
+    expect(tokensUsed(t.db, 'alice', '2026-12-08')).toBe(0);
+    expect(usageDayEnd(at('2026-12-07T10:00:00Z'))).toBe(at('2026-12-08T00:00:00Z'));
+    expect(usageDayEnd(at('2026-12-31T23:59:59.999Z'))).toBe(at('2027-01-01T00:00:00Z'));
+    setQuota(t.db, 'alice', 9);
+    deleteUser(t.db, 'alice');
+    expect(getQuota(t.db, 'alice')).toBeNull();
   });
 });
