@@ -29,7 +29,7 @@
 import { randomBytes } from 'node:crypto';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import type { Db } from '../db/client.js';
-import { type RequestUsage, getQuota, recordUsage, tokensUsed, usageDay, usageDayEnd } from '../db/queries/usage.js';
+import { type RequestUsage, effectiveQuota, recordUsage, tokensUsed, usageDay, usageDayEnd } from '../db/queries/usage.js';
 import { toServed } from '../lora/adapter.js';
 import type { AdapterLease } from '../lora/cache.js';
 import { Registry } from '../metrics.js';
@@ -1033,8 +1033,7 @@ export class Engine {
    * arrival: the request that crosses the quota is served whole, as are those already in flight.
    */
   private checkQuota(userId: string): void {
-    const daily = this.opts.userDailyTokens ?? 0;
-    const limit = getQuota(this.db, userId) ?? (daily > 0 ? daily : null);
+    const limit = effectiveQuota(this.db, userId, this.opts.userDailyTokens ?? 0);
     if (limit === null) return;
     const now = Date.now();
     const used = tokensUsed(this.db, userId, usageDay(now));

@@ -111,6 +111,11 @@ export function getQuota(db: Db, userId: string): number | null {
   return row?.n ?? null;
 }
 
+/** The quota that applies to the user: their own, else the server's `serverDaily` (0: none); null means no limit. */
+export function effectiveQuota(db: Db, userId: string, serverDaily: number): number | null {
+  return getQuota(db, userId) ?? (serverDaily > 0 ? serverDaily : null);
+}
+
 /** Sets the user's own daily token quota (0 blocks them), or with null removes it (the server's default applies). */
 export function setQuota(db: Db, userId: string, dailyTokens: number | null, now: number = Date.now()): void {
   if (dailyTokens === null) db.orm.delete(userQuotas).where(eq(userQuotas.userId, userId)).run();

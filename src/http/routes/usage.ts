@@ -6,7 +6,7 @@
  * refuses a user's requests past their quota (src/db/queries/usage.ts).
  */
 import type { Hono } from 'hono';
-import { dayUsage, getQuota, setQuota, tokensUsed, usageDay, usageDayEnd, userUsage } from '../../db/queries/usage.js';
+import { dayUsage, effectiveQuota, getQuota, setQuota, tokensUsed, usageDay, usageDayEnd, userUsage } from '../../db/queries/usage.js';
 import { userExists } from '../../db/queries/users.js';
 import { barChart } from '../../plot/svg.js';
 import type { AppEnv, RouteDeps } from '../context.js';
@@ -47,14 +47,13 @@ export function registerUsageRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
   /** The user's quota and today's standing. */
   const quotaReport = (userId: string) => {
     const now = Date.now();
-    const dailyTokens = getQuota(db, userId);
-    const serverDailyTokens = deps.config.userDailyTokens > 0 ? deps.config.userDailyTokens : null;
-    const effective = dailyTokens ?? serverDailyTokens;
+    const serverDaily = deps.config.userDailyTokens;
+    const effective = effectiveQuota(db, userId, serverDaily);
     const used = tokensUsed(db, userId, usageDay(now));
     return {
       userId,
-      dailyTokens,
-      serverDailyTokens,
+      dailyTokens: getQuota(db, userId),
+      serverDailyTokens: serverDaily > 0 ? serverDaily : null,
       effectiveDailyTokens: effective,
       usedToday: used,
       remainingToday: effective === null ? null : Math.max(0, effective - used),
