@@ -543,7 +543,7 @@ export const scoreResultSchema = z.object({
 });
 
 // ---------------------------------------------------------------------------------------------
-// Metering (GET /v1/admin/users/{userId}/usage, GET /v1/admin/usage/users)
+// Metering and quotas (GET /v1/admin/users/{userId}/usage, GET /v1/admin/usage/users, /v1/admin/users/{userId}/quota)
 
 /** A UTC calendar day, YYYY-MM-DD. */
 export const daySchema = z
@@ -557,25 +557,31 @@ export const MAX_USAGE_DAYS = 366;
 /** Days from `from` to `to`, both included. */
 export const daysBetween = (from: string, to: string): number => Math.round((Date.parse(`${to}T00:00:00Z`) - Date.parse(`${from}T00:00:00Z`)) / 86_400_000) + 1;
 
-/** Days a usage range covers when `from` is not given: the last 30, `to` included. */
-export const DEFAULT_USAGE_DAYS = 30;
-
 /** The UTC day `n` days after `day` (n may be negative). */
 const dayPlus = (day: string, n: number): string => new Date(Date.parse(`${day}T00:00:00Z`) + n * 86_400_000).toISOString().slice(0, 10);
 
-/** A user's usage range: `to` today (UTC) and `from` 29 days before it unless given; at most MAX_USAGE_DAYS days. */
+/**
+ * A range of days in a query: `to` today (UTC) unless given, `from` the `defaultDays`-th day back to
+ * it unless given; from <= to, at most MAX_USAGE_DAYS days.
+ */
+function usageRange(v: { from?: string; to?: string }, defaultDays: number, ctx: z.RefinementCtx): { from: string; to: string } {
+  const to = v.to ?? new Date().toISOString().slice(0, 10);
+  const from = v.from ?? dayPlus(to, 1 - defaultDays);
+  const n = daysBetween(from, to);
+  if (n < 1) ctx.addIssue({ code: 'custom', path: ['from'], message: `from (${from}) is after to (${to})` });
+  else if (n > MAX_USAGE_DAYS) ctx.addIssue({ code: 'custom', path: ['from'], message: `at most ${MAX_USAGE_DAYS} days at a time (asked ${n})` });
+  return { from, to };
+}
+
+/** A user's days: the last 30 by default. */
 export const userUsageQuery = z
   .strictObject({ from: daySchema.optional(), to: daySchema.optional(), format: z.enum(['json', 'svg']).optional() })
-  .transform((v, ctx) => {
-    const to = v.to ?? new Date().toISOString().slice(0, 10);
-    const from = v.from ?? dayPlus(to, 1 - DEFAULT_USAGE_DAYS);
-    const n = daysBetween(from, to);
-    if (n < 1) ctx.addIssue({ code: 'custom', path: ['from'], message: `from (${from}) is after to (${to})` });
-    else if (n > MAX_USAGE_DAYS) ctx.addIssue({ code: 'custom', path: ['from'], message: `at most ${MAX_USAGE_DAYS} days at a time (asked ${n})` });
-    return { from, to, format: v.format ?? 'json' };
-  });
+  .transform((v, ctx) => ({ ...v, ...usageRange(v, 30, ctx) }));
 
-export const dayUsageQuery = z.strictObject({ day: daySchema.optional(), limit: queryInt(1, 1000).optional() });
+/** The users' sums over a range: today by default (a month for billing). */
+export const usersUsageQuery = z
+  .strictObject({ from: daySchema.optional(), to: daySchema.optional(), limit: queryInt(1, 1000).optional() })
+  .transform((v, ctx) => ({ ...v, ...usageRange(v, 1, ctx) }));
 
 const usageCountsSchema = z.object({
   requests: z.int().min(0),
@@ -594,9 +600,10 @@ export const userUsageSchema = z.object({
   total: usageCountsSchema,
 });
 
-export const dayUsageSchema = z.object({
-  day: daySchema,
-  /** Users with requests that day; `users` lists the most tokens first, at most the limit. */
+export const usersUsageSchema = z.object({
+  from: daySchema,
+  to: daySchema,
+  /** Users with requests in the range; `users` lists the most tokens first, at most the limit. */
   usersTotal: z.int().min(0),
   total: usageCountsSchema,
   users: z.array(usageCountsSchema.extend({ userId: userIdSchema })),

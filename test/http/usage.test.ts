@@ -1,7 +1,7 @@
 /** Metering through the real app and a real SQLite file: the admin routes over rows the engine would have recorded. */
 import { afterEach, describe, expect, it } from 'vitest';
 import { getQuota, recordUsage, usageDay, usageDayEnd } from '../../src/db/queries/usage.js';
-import { dayUsageSchema, quotaSchema, userUsageSchema } from '../../src/http/schemas.js';
+import { quotaSchema, userUsageSchema, usersUsageSchema } from '../../src/http/schemas.js';
 import { expectError, json, makeHarness, type Harness } from './helpers.js';
 
 let h: Harness;
@@ -30,12 +30,15 @@ describe('GET /v1/admin/users/{userId}/usage and /v1/admin/usage/users', () => {
     const svg = await h.admin('GET', '/v1/admin/users/alice/usage?format=svg');
     expect(svg.headers.get('content-type')).toMatch(/^image\/svg\+xml/);
     expect((await svg.text()).match(/<rect [^>]*><title>/g)).toHaveLength(30); // a bar per day of the range
-    const day = dayUsageSchema.parse(await json(await h.admin('GET', `/v1/admin/usage/users?day=${today}&limit=1`)));
-    expect(day).toMatchObject({ day: today, usersTotal: 2, users: [{ userId: 'bob', requests: 1 }] });
+    const day = usersUsageSchema.parse(await json(await h.admin('GET', '/v1/admin/usage/users?limit=1')));
+    expect(day).toMatchObject({ from: today, to: today, usersTotal: 2, users: [{ userId: 'bob', requests: 1 }] });
     expect(day.total).toEqual({ requests: 3, promptTokens: 66, cachedTokens: 0, completionTokens: 56, scoredTokens: 3 });
+    // A range (a month, for billing) sums each user's days: alice's older day joins in.
+    const range = usersUsageSchema.parse(await json(await h.admin('GET', `/v1/admin/usage/users?from=${usageDay(now - 60 * 86_400_000)}&to=${today}`)));
+    expect(range.users[0]).toMatchObject({ userId: 'alice', requests: 3, promptTokens: 116 });
     // Erasing a user erases their usage, and says how many days.
     expect((await json(await h.req('DELETE', '/v1/users/alice'))).removed.usageDays).toBe(2);
-    expect(dayUsageSchema.parse(await json(await h.admin('GET', '/v1/admin/usage/users'))).usersTotal).toBe(1);
+    expect(usersUsageSchema.parse(await json(await h.admin('GET', '/v1/admin/usage/users'))).usersTotal).toBe(1);
   });
 
   it('needs the admin token; refuses bad days and ranges with 422, unknown users with 404', async () => {
@@ -46,7 +49,7 @@ describe('GET /v1/admin/users/{userId}/usage and /v1/admin/usage/users', () => {
     for (const q of ['from=2026-02-30', 'to=2026-13-01', 'from=yesterday', 'from=2026-12-08&to=2026-12-07', 'from=2025-01-01&to=2026-12-07', 'format=png', 'extra=1']) {
       await expectError(await h.admin('GET', `/v1/admin/users/alice/usage?${q}`), 422, 'validation_failed');
     }
-    for (const q of ['day=2026-1-1', 'limit=0', 'limit=1001']) await expectError(await h.admin('GET', `/v1/admin/usage/users?${q}`), 422, 'validation_failed');
+    for (const q of ['from=2026-1-1', 'day=2026-12-07', 'limit=0', 'limit=1001', 'from=2026-12-08&to=2026-12-07']) await expectError(await h.admin('GET', `/v1/admin/usage/users?${q}`), 422, 'validation_failed');
     await expectError(await h.admin('GET', '/v1/admin/users/nobody/usage'), 404, 'user_not_found');
     // A leap day exists in 2028.
     expect((await h.admin('GET', '/v1/admin/users/alice/usage?from=2028-02-29&to=2028-03-01')).status).toBe(200);

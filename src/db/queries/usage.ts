@@ -4,7 +4,7 @@
  * request arrives; operators read a user's days, or one day's users, and set quotas through the
  * admin API.
  */
-import { and, asc, count, desc, eq, gte, lte, sql } from 'drizzle-orm';
+import { and, asc, desc, eq, gte, lte, sql } from 'drizzle-orm';
 import type { Db } from '../client.js';
 import { usageDaily, userQuotas } from '../schema.js';
 import { statement } from '../statements.js';
@@ -73,29 +73,33 @@ export function userUsage(db: Db, userId: string, from: string, to: string): { d
   return { days, total: sumOf(days) };
 }
 
-/** One day: the users with requests, most tokens first (at most `limit`), how many there were, and the day's sum over all of them. */
-export function dayUsage(db: Db, day: string, limit: number): { users: Array<UsageCounts & { userId: string }>; usersTotal: number; total: UsageCounts } {
-  const tokens = sql`${usageDaily.promptTokens} + ${usageDaily.completionTokens} + ${usageDaily.scoredTokens}`;
+/**
+ * The users served from `from` to `to` (YYYY-MM-DD, both included), each with their sum over those
+ * days, most tokens first (at most `limit`); how many there were; and the sum over all of them.
+ */
+export function usersUsage(db: Db, from: string, to: string, limit: number): { users: Array<UsageCounts & { userId: string }>; usersTotal: number; total: UsageCounts } {
+  const inRange = and(gte(usageDaily.day, from), lte(usageDaily.day, to));
+  const sums = {
+    requests: sql<number>`coalesce(sum(${usageDaily.requests}), 0)`,
+    promptTokens: sql<number>`coalesce(sum(${usageDaily.promptTokens}), 0)`,
+    cachedTokens: sql<number>`coalesce(sum(${usageDaily.cachedTokens}), 0)`,
+    completionTokens: sql<number>`coalesce(sum(${usageDaily.completionTokens}), 0)`,
+    scoredTokens: sql<number>`coalesce(sum(${usageDaily.scoredTokens}), 0)`,
+  };
+  const tokens = sql`sum(${usageDaily.promptTokens} + ${usageDaily.completionTokens} + ${usageDaily.scoredTokens})`;
   const users = db.orm
-    .select({ userId: usageDaily.userId, ...countsOf })
+    .select({ userId: usageDaily.userId, ...sums })
     .from(usageDaily)
-    .where(eq(usageDaily.day, day))
+    .where(inRange)
+    .groupBy(usageDaily.userId)
     .orderBy(desc(tokens), asc(usageDaily.userId))
     .limit(limit)
     .all();
-  const sums = db.orm
-    .select({
-      usersTotal: count(),
-      requests: sql<number>`coalesce(sum(${usageDaily.requests}), 0)`,
-      promptTokens: sql<number>`coalesce(sum(${usageDaily.promptTokens}), 0)`,
-      cachedTokens: sql<number>`coalesce(sum(${usageDaily.cachedTokens}), 0)`,
-      completionTokens: sql<number>`coalesce(sum(${usageDaily.completionTokens}), 0)`,
-      scoredTokens: sql<number>`coalesce(sum(${usageDaily.scoredTokens}), 0)`,
-    })
+  const { usersTotal, ...total } = db.orm
+    .select({ usersTotal: sql<number>`count(distinct ${usageDaily.userId})`, ...sums })
     .from(usageDaily)
-    .where(eq(usageDaily.day, day))
+    .where(inRange)
     .get()!;
-  const { usersTotal, ...total } = sums;
   return { users, usersTotal, total };
 }
 

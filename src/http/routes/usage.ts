@@ -1,16 +1,16 @@
 /**
  * Metering and quotas for operators: GET /v1/admin/users/{userId}/usage, a user's tokens per UTC day
- * over a range (as JSON, or `?format=svg` as a bar chart of the days); GET /v1/admin/usage/users, one
- * day's users, most tokens first, with the day's sum; and GET / PUT /v1/admin/users/{userId}/quota, the
+ * over a range (as JSON, or `?format=svg` as a bar chart of the days); GET /v1/admin/usage/users, the
+ * users' sums over a range of days (today by default; a month for billing), most tokens first; and GET / PUT /v1/admin/users/{userId}/quota, the
  * user's daily token quota and where they stand today. The engine records every request that ran and
  * refuses a user's requests past their quota (src/db/queries/usage.ts).
  */
 import type { Hono } from 'hono';
-import { dayUsage, effectiveQuota, getQuota, setQuota, tokensUsed, usageDay, usageDayEnd, userUsage } from '../../db/queries/usage.js';
+import { effectiveQuota, getQuota, setQuota, tokensUsed, usageDay, usageDayEnd, userUsage, usersUsage } from '../../db/queries/usage.js';
 import { userExists } from '../../db/queries/users.js';
 import { barChart } from '../../plot/svg.js';
 import type { AppEnv, RouteDeps } from '../context.js';
-import { dayUsageQuery, quotaBody, userUsageQuery } from '../schemas.js';
+import { quotaBody, userUsageQuery, usersUsageQuery } from '../schemas.js';
 import { parseQuery, readJson, userIdParam } from '../validate.js';
 import { userNotFound } from './users.js';
 
@@ -76,8 +76,7 @@ export function registerUsageRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
   });
 
   app.get('/v1/admin/usage/users', (c) => {
-    const q = parseQuery(c, dayUsageQuery);
-    const day = q.day ?? usageDay(Date.now());
-    return c.json({ day, ...dayUsage(db, day, q.limit ?? 100) });
+    const q = parseQuery(c, usersUsageQuery);
+    return c.json({ from: q.from, to: q.to, ...usersUsage(db, q.from, q.to, q.limit ?? 100) });
   });
 }

@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { dayUsage, getQuota, recordUsage, setQuota, tokensUsed, usageDay, usageDayEnd, userUsage } from '../../../src/db/queries/usage.js';
+import { getQuota, recordUsage, setQuota, tokensUsed, usageDay, usageDayEnd, userUsage, usersUsage } from '../../../src/db/queries/usage.js';
 import { createUser, deleteUser } from '../../../src/db/queries/users.js';
 import { tempDb } from '../helpers.js';
 
@@ -27,23 +27,27 @@ describe('usage', () => {
     expect(userUsage(t.db, 'alice', '2026-11-01', '2026-11-30')).toEqual({ days: [], total: { requests: 0, promptTokens: 0, cachedTokens: 0, completionTokens: 0, scoredTokens: 0 } });
   });
 
-  it('lists a day\'s users by tokens, with the day\'s sum and count; an erased user writes nothing and leaves no rows', () => {
+  it('sums each user over a range of days, most tokens first, with the count and the sum; an erased user writes nothing and leaves no rows', () => {
     for (const id of ['ann', 'bob', 'cy']) createUser(t.db, { id });
     const day = at('2026-12-07T12:00:00Z');
     recordUsage(t.db, 'ann', req(5, 5), day);
     recordUsage(t.db, 'bob', req(50, 10), day);
     recordUsage(t.db, 'cy', req(1, 1, { scoredTokens: 30 }), day);
-    recordUsage(t.db, 'cy', req(1, 1), at('2026-12-08T00:00:00Z'));
-    const d = dayUsage(t.db, '2026-12-07', 2);
+    recordUsage(t.db, 'cy', req(40, 1), at('2026-12-08T00:00:00Z'));
+    const d = usersUsage(t.db, '2026-12-07', '2026-12-07', 2);
     expect(d.users.map((u) => u.userId)).toEqual(['bob', 'cy']);
     expect(d.usersTotal).toBe(3);
     expect(d.total).toEqual({ requests: 3, promptTokens: 56, cachedTokens: 0, completionTokens: 16, scoredTokens: 30 });
-    expect(dayUsage(t.db, '2026-01-01', 10)).toEqual({ users: [], usersTotal: 0, total: { requests: 0, promptTokens: 0, cachedTokens: 0, completionTokens: 0, scoredTokens: 0 } });
+    // Over both days cy's two rows add up, and cy comes first.
+    const both = usersUsage(t.db, '2026-12-01', '2026-12-31', 10);
+    expect(both.users[0]).toEqual({ userId: 'cy', requests: 2, promptTokens: 41, cachedTokens: 0, completionTokens: 2, scoredTokens: 30 });
+    expect(both).toMatchObject({ usersTotal: 3, total: { requests: 4 } });
+    expect(usersUsage(t.db, '2026-01-01', '2026-01-31', 10)).toEqual({ users: [], usersTotal: 0, total: { requests: 0, promptTokens: 0, cachedTokens: 0, completionTokens: 0, scoredTokens: 0 } });
     expect(deleteUser(t.db, 'cy')?.usageDays).toBe(2);
-    expect(dayUsage(t.db, '2026-12-08', 10).usersTotal).toBe(0);
+    expect(usersUsage(t.db, '2026-12-08', '2026-12-08', 10).usersTotal).toBe(0);
     expect(recordUsage(t.db, 'cy', req(1, 1), day)).toBe(false);
     expect(recordUsage(t.db, 'nobody', req(1, 1), day)).toBe(false);
-    expect(dayUsage(t.db, '2026-12-07', 10).usersTotal).toBe(2);
+    expect(usersUsage(t.db, '2026-12-07', '2026-12-07', 10).usersTotal).toBe(2);
   });
 });
 
