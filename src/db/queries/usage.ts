@@ -1,8 +1,8 @@
 /**
  * Metering and quotas: the tokens served to each user per UTC day (usage_daily), and the users' own
  * daily token quotas (user_quotas). The engine adds every request that ran and checks quotas when a
- * request arrives; operators read a user's days, or one day's users, and set quotas through the
- * admin API.
+ * request arrives; operators read a user's days, or every user's sum over a range of days, and set
+ * quotas through the admin API.
  */
 import { and, asc, desc, eq, gte, lte, sql } from 'drizzle-orm';
 import type { Db } from '../client.js';
