@@ -4,6 +4,7 @@
  * examples against them, so the document and the code cannot drift apart silently.
  */
 import { z } from 'zod';
+import { dayPlus, daysBetween, usageDay } from '../db/queries/usage.js';
 import { HISTORY_KINDS, HISTORY_ROLES, JOB_STATES } from '../db/schema.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -554,18 +555,14 @@ export const daySchema = z
 /** Most days one usage request may span. */
 export const MAX_USAGE_DAYS = 366;
 
-/** Days from `from` to `to`, both included. */
-export const daysBetween = (from: string, to: string): number => Math.round((Date.parse(`${to}T00:00:00Z`) - Date.parse(`${from}T00:00:00Z`)) / 86_400_000) + 1;
 
-/** The UTC day `n` days after `day` (n may be negative). */
-const dayPlus = (day: string, n: number): string => new Date(Date.parse(`${day}T00:00:00Z`) + n * 86_400_000).toISOString().slice(0, 10);
 
 /**
  * A range of days in a query: `to` today (UTC) unless given, `from` the `defaultDays`-th day back to
  * it unless given; from <= to, at most MAX_USAGE_DAYS days.
  */
 function usageRange(v: { from?: string; to?: string }, defaultDays: number, ctx: z.RefinementCtx): { from: string; to: string } {
-  const to = v.to ?? new Date().toISOString().slice(0, 10);
+  const to = v.to ?? usageDay(Date.now());
   const from = v.from ?? dayPlus(to, 1 - defaultDays);
   const n = daysBetween(from, to);
   if (n < 1) ctx.addIssue({ code: 'custom', path: ['from'], message: `from (${from}) is after to (${to})` });

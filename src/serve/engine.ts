@@ -328,7 +328,6 @@ export class Engine {
     return new Promise((resolve, reject) => {
       try {
         const textIds = typeof req.text === 'string' ? this.ctx.tokenizer.encode(req.text, { parseSpecial: false }) : [...req.text];
-        if (typeof req.text !== 'string') checkTokenIds(textIds, this.model.config.vocabSize);
         if (textIds.length === 0) throw new ServeError('prompt_too_long', 'the text to score has no tokens', { details: { scoredTokens: 0 } });
         const asServed: ServeRequest = {
           userId: req.userId,
@@ -464,6 +463,7 @@ export class Engine {
       sampling = samplingOf(req, this.model.config.vocabSize);
       if (Array.isArray(req.prompt)) checkTokenIds(req.prompt, this.model.config.vocabSize);
       if (req.stopTokenIds) checkTokenIds(req.stopTokenIds, this.model.config.vocabSize);
+      if (score) checkTokenIds(score.textIds, this.model.config.vocabSize);
       baseIds = promptIds(this.ctx, req);
       if (score && baseIds.length + score.textIds.length > this.ctx.contextTokens) {
         const promptTokens = baseIds.length + score.textIds.length;

@@ -22,6 +22,15 @@ export type RequestUsage = Omit<UsageCounts, 'requests'>;
 /** The UTC day of a time in milliseconds, YYYY-MM-DD. */
 export const usageDay = (at: number): string => new Date(at).toISOString().slice(0, 10);
 
+const DAY_MS = 86_400_000;
+const dayStart = (day: string): number => Date.parse(`${day}T00:00:00Z`);
+
+/** The UTC day `n` days after `day` (YYYY-MM-DD; n may be negative). */
+export const dayPlus = (day: string, n: number): string => usageDay(dayStart(day) + n * DAY_MS);
+
+/** Days from `from` to `to` (YYYY-MM-DD), both included: 0 or less when `from` is after `to`. */
+export const daysBetween = (from: string, to: string): number => Math.round((dayStart(to) - dayStart(from)) / DAY_MS) + 1;
+
 /** When the UTC day of `at` ends (the next midnight UTC, in milliseconds): quotas count afresh from it. */
 export function usageDayEnd(at: number): number {
   const d = new Date(at);

@@ -6,7 +6,7 @@
  * refuses a user's requests past their quota (src/db/queries/usage.ts).
  */
 import type { Hono } from 'hono';
-import { effectiveQuota, getQuota, setQuota, tokensUsed, usageDay, usageDayEnd, userUsage, usersUsage } from '../../db/queries/usage.js';
+import { dayPlus, daysBetween, effectiveQuota, getQuota, setQuota, tokensUsed, usageDay, usageDayEnd, userUsage, usersUsage } from '../../db/queries/usage.js';
 import { userExists } from '../../db/queries/users.js';
 import { barChart } from '../../plot/svg.js';
 import type { AppEnv, RouteDeps } from '../context.js';
@@ -14,14 +14,8 @@ import { quotaBody, userUsageQuery, usersUsageQuery } from '../schemas.js';
 import { parseQuery, readJson, userIdParam } from '../validate.js';
 import { userNotFound } from './users.js';
 
-const DAY_MS = 86_400_000;
-
 /** Every day from `from` to `to`, both included. */
-function daysOf(from: string, to: string): string[] {
-  const out: string[] = [];
-  for (let t = Date.parse(`${from}T00:00:00Z`); t <= Date.parse(`${to}T00:00:00Z`); t += DAY_MS) out.push(usageDay(t));
-  return out;
-}
+const daysOf = (from: string, to: string): string[] => Array.from({ length: daysBetween(from, to) }, (_, i) => dayPlus(from, i));
 
 export function registerUsageRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
   const { db } = deps;
