@@ -23,7 +23,10 @@ export interface GenerateRequest {
    * looked for only from the text of this token on (vLLM's min_tokens; default 0).
    */
   minTokens?: number;
-  /** End tokens are never drawn, so only a stop string or maxTokens ends the reply (load tests; vLLM's ignore_eos). */
+  /**
+   * The model's end tokens are never drawn, so only a stop string, one of stopTokenIds or maxTokens ends
+   * the reply (load tests; vLLM's ignore_eos).
+   */
   ignoreEos?: boolean;
   /** Guide the reply (guide.ts): to one JSON object, or to one of given strings; it ends when whole (needs a tokenizer). */
   guide?: GuideSpec;
@@ -93,6 +96,8 @@ export class Sequence {
   /** How often each token was generated (only when a frequency or presence penalty reads it). */
   private readonly counts: Map<number, number> | undefined;
   private readonly ends: Set<number>;
+  /** The model's end tokens only: what ignoreEos holds back. */
+  private readonly eos: Set<number>;
   private readonly decoder: StreamDecoder | null;
   private readonly stopper: StopMatcher;
   private readonly guide: Guide | null;
@@ -122,6 +127,7 @@ export class Sequence {
     this.rng = new Rng(request.seed ?? Math.floor(Math.random() * 2 ** 31));
     this.seen = new Set(prompt);
     this.counts = countsTokens(request.sampling ?? {}) ? new Map() : undefined;
+    this.eos = new Set(ctx.eosIds);
     this.ends = new Set([...ctx.eosIds, ...(request.stopTokenIds ?? [])]);
     this.stopper = new StopMatcher(request.stop ?? []);
     this.decoder = ctx.tokenizer ? seededDecoder(ctx.tokenizer, prompt[prompt.length - 1]) : null;
@@ -150,7 +156,7 @@ export class Sequence {
       allow = new Uint8Array(allow!.length);
       for (const e of this.ends) allow[e] = 1;
     }
-    const suppress = (early || this.request.ignoreEos) && !stuck ? this.ends : undefined;
+    const suppress = stuck ? undefined : early ? this.ends : this.request.ignoreEos ? this.eos : undefined;
     const token = sampleToken(logits, sampling, this.rng, { seen: this.seen, counts: this.counts, suppress, allow });
     const logprobs = this.logprobs ? tokenLogprobs(logits, token, this.request.logprobs!) : undefined;
     if (logprobs) this.logprobs!.push(logprobs);

@@ -45,7 +45,7 @@ import { ServeError } from './errors.js';
 import { memoryQuery, retrieveMemory } from './memory.js';
 import { type EngineMetrics, engineMetrics } from './metrics.js';
 import { type Adapters, AdapterLeaser, type Plan, planRequest } from './personalize.js';
-import { type PromptContext, fitMemory, promptIds, replyBudget, stopsOf } from './prompt.js';
+import { type PromptContext, endIdsOf, fitMemory, promptIds, replyBudget, stopsOf } from './prompt.js';
 import { checkTokenIds, detokenize, textOfIds, tokenize } from './tokenize.js';
 import { BoundedQueue } from './queue.js';
 import { samplingOf } from './sampling.js';
@@ -217,7 +217,7 @@ export class Engine {
     };
     this.kv = new KvBatch(this.model.kvShape, { maxLength: cfg.maxPositions });
     this.pool = new RowPool(cfg, { maxRows: this.maxBatch });
-    this.eosIds = [...new Set([cfg.eosId, opts.tokenizer.eosId])];
+    this.eosIds = endIdsOf(this.ctx, cfg.eosId);
     this.texts = new TokenTexts(opts.tokenizer);
     this.leaser = opts.adapters
       ? new AdapterLeaser(this.db, opts.adapters, this.logger, (reason) => this.m.fallbacks.inc({ reason }), (userId, from) => this.retireVersion(userId, from))

@@ -69,8 +69,13 @@ export function replyBudget(ctx: PromptContext, promptTokens: number, maxTokens:
   return Math.max(1, Math.min(maxTokens, ctx.contextTokens - promptTokens));
 }
 
-/** The ids and strings that end a reply: the template's stop tokens (and EOS) and the request's, its stop strings and the request's. */
+/** The model's end tokens: its EOS, the tokenizer's and the chat template's stop tokens (what ignoreEos holds back). */
+export function endIdsOf(ctx: PromptContext, modelEos: number): number[] {
+  return [...new Set([modelEos, ctx.tokenizer.eosId, ...stopTokenIds(ctx.tokenizer, ctx.template)])];
+}
+
+/** What else ends a reply: the request's stop token ids, and the template's stop strings with the request's. */
 export function stopsOf(ctx: PromptContext, req: Pick<ServeRequest, 'stop' | 'stopTokenIds'>): { stopTokenIds: number[]; stop: string[] } {
   const t = getChatTemplate(ctx.template);
-  return { stopTokenIds: [...new Set([...stopTokenIds(ctx.tokenizer, ctx.template), ...(req.stopTokenIds ?? [])])], stop: [...new Set([...t.stopStrings, ...req.stop])] };
+  return { stopTokenIds: [...new Set(req.stopTokenIds ?? [])], stop: [...new Set([...t.stopStrings, ...req.stop])] };
 }

@@ -16,6 +16,7 @@ import { type Counter, type Histogram, Registry } from '../../src/metrics.js';
 import type { Engine } from '../../src/serve/engine.js';
 import { ServeError } from '../../src/serve/errors.js';
 import type { AdapterReader } from '../../src/serve/loader.js';
+import { SPECIAL_TOKENS } from '../../src/model/chat-format.js';
 import { guideVocabulary } from '../../src/model/guide.js';
 import { JsonGuide } from '../../src/model/json-guide.js';
 import { encodeRequest } from '../../src/serve/prompt.js';
@@ -618,6 +619,11 @@ describe('sampling settings', () => {
     ]);
     expect(fixed).toMatchObject({ finishReason: 'length', usage: { completionTokens: 10 } });
     expect(fixedInjected).toMatchObject({ finishReason: 'length', usage: { completionTokens: 12 }, personalization: { mode: 'injected' } });
+    // The chat template's end token is the model's too: ignoreEos holds it back as it does EOS.
+    const end = f.tokenizer.tokenToId(SPECIAL_TOKENS.end)!;
+    const endFirst = { logitBias: { [end]: 100 } };
+    expect(await e.generate(req('samp-a', { maxTokens: 6, mode: 'vanilla', ...endFirst }), never())).toMatchObject({ finishReason: 'stop', usage: { completionTokens: 1 } });
+    expect(await e.generate(req('samp-a', { maxTokens: 6, mode: 'vanilla', ignoreEos: true, ...endFirst }), never())).toMatchObject({ finishReason: 'length', usage: { completionTokens: 6 } });
   });
 
   it('stopTokenIds end the reply at the first such token (kept out of the text), not before minTokens; an id past the vocabulary is refused', async () => {
@@ -627,8 +633,8 @@ describe('sampling settings', () => {
     // A token first generated at position k >= 2.
     const k = ids.findIndex((t, i) => i >= 2 && ids.indexOf(t) === i);
     const stopped = await e.generate(req('samp-a', { maxTokens: 12, mode: 'vanilla', ignoreEos: true, stopTokenIds: [ids[k]] }), never());
-    // ignoreEos holds every end token back, the request's too: it still runs to maxTokens.
-    expect(stopped.usage.completionTokens).toBe(12);
+    // ignoreEos holds the model's end token back, not the request's (vLLM's ignore_eos with stop_token_ids).
+    expect(stopped).toMatchObject({ finishReason: 'stop', usage: { completionTokens: k + 1 } });
     const ended = await e.generate(req('samp-a', { maxTokens: 12, mode: 'vanilla', stopTokenIds: [ids[k]], logitBias: { [f.cfg.eosId]: -100 } }), never());
     expect(ended).toMatchObject({ finishReason: 'stop', usage: { completionTokens: k + 1 } });
     expect(ended.text).toBe(f.tokenizer.decode(ids.slice(0, k)));
