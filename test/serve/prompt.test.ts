@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import { encodeRequest, fitMemory, promptIds, replyBudget, stopsOf } from '../../src/serve/prompt.js';
+import { encodeRequest, endIdsOf, fitMemory, promptIds, replyBudget, stopsOf } from '../../src/serve/prompt.js';
 import { makeServeFixture } from './fixtures.js';
 
 const f = makeServeFixture();
@@ -50,9 +50,11 @@ describe('context limits', () => {
     expect(replyBudget(ctx, 10, 5)).toBe(5);
   });
 
-  it('stops at the template stop tokens, EOS and the request stop strings', () => {
-    const s = stopsOf(ctx, { stop: ['\n\n'] });
-    expect(s.stopTokenIds).toEqual(expect.arrayContaining([f.tokenizer.eosId, f.tokenizer.tokenToId('<|end|>')!]));
+  it("ends at the model's end tokens (EOS, the template's stop tokens), the request's stop ids and strings", () => {
+    const end = f.tokenizer.tokenToId('<|end|>')!;
+    expect(endIdsOf(ctx, f.cfg.eosId).sort((a, b) => a - b)).toEqual([...new Set([f.cfg.eosId, f.tokenizer.eosId, end])].sort((a, b) => a - b));
+    const s = stopsOf(ctx, { stop: ['\n\n'], stopTokenIds: [7, 7, 9] });
+    expect(s.stopTokenIds).toEqual([7, 9]);
     expect(s.stop).toEqual(['\n\n']);
   });
 });
