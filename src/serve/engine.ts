@@ -68,8 +68,8 @@ export interface EngineOptions {
   maxQueuePerUser?: number;
   /**
    * Tokens (prompt + completion + scored, as metered) one user may be served per UTC day unless their
-   * own quota (user_quotas) says otherwise; past it their requests are refused with quota_exceeded
-   * (429). 0 or absent: no limit.
+   * own quota (user_quotas) says otherwise; past it, counting what their unfinished requests may
+   * still use, their requests are refused with quota_exceeded (429). 0 or absent: no limit.
    */
   userDailyTokens?: number;
   /** How free rows are shared between users' ready requests (fair-share.ts). Default fair. */
@@ -137,6 +137,8 @@ interface Job {
   logprobs: TokenLogprob[] | null;
   /** The request's sampling settings, checked against the vocabulary when it arrived. */
   sampling: SamplingOptions;
+  /** Tokens the request may still be metered for, held against its user's quota until it ends (prompt + reply budget, or + text). */
+  heldTokens: number;
   /** A scoring request (POST /v1/score): one forward pass over its context and text, no decoding. */
   score: ScoreJob | null;
 }
@@ -176,6 +178,8 @@ export class Engine {
   private readonly maxQueuePerUser: number;
   private readonly fair: FairShare<Job>;
   private readonly active = new Map<number, Job>();
+  /** Per user, the unfinished requests and the tokens they hold against the user's daily quota. */
+  private readonly held = new Map<string, { requests: number; tokens: number }>();
   /** Joiners between admission and the batch (inside prefill()). */
   private joining: readonly Job[] = [];
   private readonly kv: KvBatch;
@@ -498,9 +502,12 @@ export class Engine {
       remember: true,
       logprobs: req.logprobs ? [] : null,
       sampling,
+      heldTokens: 0,
       score,
     };
     if (plan.kind !== 'injected') this.withoutAdapter(job, plan.kind, plan.fallback);
+    job.heldTokens = job.ids.length + (score ? score.textIds.length : replyBudget(this.ctx, job.ids.length, req.maxTokens));
+    this.hold(req.userId, 1, job.heldTokens);
     this.waiting.push(job);
     this.m.queueDepth.set(undefined, this.waiting.length);
     signal.addEventListener('abort', () => this.cancel(job), { once: true });
@@ -983,6 +990,7 @@ export class Engine {
     job.state = 'done';
     job.lease?.release();
     job.lease = null;
+    this.hold(job.req.userId, -1, -job.heldTokens);
     return true;
   }
 
@@ -1028,24 +1036,42 @@ export class Engine {
   }
 
   /**
-   * Refuse a request of a user who has been served their daily tokens (their own quota, else the
-   * server's; neither: no limit) with quota_exceeded, Retry-After until midnight UTC. Checked on
-   * arrival: the request that crosses the quota is served whole, as are those already in flight.
+   * Refuse a request of a user whose daily tokens (their own quota, else the server's; neither: no
+   * limit) are spent with quota_exceeded, Retry-After until midnight UTC; or are all held by their
+   * unfinished requests, each holding its prompt and reply budget until it ends, with Retry-After
+   * when those would be through. So a burst cannot overrun the quota: only the request that crosses
+   * it is served whole.
    */
   private checkQuota(userId: string): void {
     const limit = effectiveQuota(this.db, userId, this.opts.userDailyTokens ?? 0);
     if (limit === null) return;
     const now = Date.now();
     const used = tokensUsed(this.db, userId, usageDay(now));
-    if (used < limit) return;
+    const held = this.held.get(userId) ?? { requests: 0, tokens: 0 };
+    if (used + held.tokens < limit) return;
     const resets = usageDayEnd(now);
-    const retryAfterS = Math.max(1, Math.ceil((resets - now) / 1000));
     const resetsAt = new Date(resets).toISOString();
     this.m.rejected.inc({ code: 'quota_exceeded' });
+    if (used < limit) {
+      const retryAfterS = this.retryAfter(held.requests);
+      throw new ServeError('quota_exceeded', `user "${userId}" has been served ${used} tokens today and ${held.requests} unfinished requests hold ${held.tokens} more, their daily quota is ${limit}; retry in ${retryAfterS} s`, {
+        retryAfterS,
+        details: { userId, dailyTokens: limit, usedTokens: used, heldTokens: held.tokens, resetsAt },
+      });
+    }
     throw new ServeError('quota_exceeded', `user "${userId}" has been served ${used} tokens today, their daily quota is ${limit}; it renews at ${resetsAt}`, {
-      retryAfterS,
-      details: { userId, dailyTokens: limit, usedTokens: used, resetsAt },
+      retryAfterS: Math.max(1, Math.ceil((resets - now) / 1000)),
+      details: { userId, dailyTokens: limit, usedTokens: used, heldTokens: held.tokens, resetsAt },
     });
+  }
+
+  /** Count a user's request in (+1, its tokens) or out (-1, minus them) of what holds their quota. */
+  private hold(userId: string, requests: number, tokens: number): void {
+    const h = this.held.get(userId) ?? { requests: 0, tokens: 0 };
+    h.requests += requests;
+    h.tokens += tokens;
+    if (h.requests > 0) this.held.set(userId, h);
+    else this.held.delete(userId);
   }
 
   /** Add a request's tokens to the user's usage of the day; a failed write is logged, never the request's failure. */

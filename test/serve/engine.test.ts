@@ -979,9 +979,10 @@ describe('daily token quotas', () => {
     expect(err).toBeInstanceOf(ServeError);
     const q = err as ServeError;
     expect(q.code).toBe('quota_exceeded');
-    expect(q.details).toEqual({ userId: 'quota-a', dailyTokens: 40, usedTokens: used, resetsAt: new Date(usageDayEnd(Date.now())).toISOString() });
+    expect(q.details).toEqual({ userId: 'quota-a', dailyTokens: 40, usedTokens: used, heldTokens: 0, resetsAt: new Date(usageDayEnd(Date.now())).toISOString() });
     expect(q.retryAfterS).toBeGreaterThan(0);
     expect(q.retryAfterS).toBeLessThanOrEqual(86_400);
+    expect(Math.abs(Date.now() + q.retryAfterS! * 1000 - usageDayEnd(Date.now()))).toBeLessThan(2000);
     expect(counter('memlora_generate_rejected_total', { code: 'quota_exceeded' })).toBe(before + 1);
     // Scoring counts against it too; other users are not affected.
     await expect(e.score({ userId: 'quota-a', text: 'hello', mode: 'vanilla' }, never())).rejects.toMatchObject({ code: 'quota_exceeded' });
@@ -995,5 +996,30 @@ describe('daily token quotas', () => {
     await expect(quota()).rejects.toMatchObject({ code: 'quota_exceeded', details: { dailyTokens: 40 } });
     // Without a server quota and no own quota, nobody is limited.
     await expect(f.engine().generate(req('quota-a', { maxTokens: 2, mode: 'vanilla' }), never())).resolves.toBeDefined();
+  });
+
+  it('a burst cannot overrun the quota: unfinished requests hold their prompt and reply budget, those past it are refused with a short Retry-After, and the holds are given back', async () => {
+    const e = f.engine({ userDailyTokens: 40 });
+    createUser(f.db, { id: 'quota-burst' });
+    const burst = (n: number) => Promise.allSettled(Array.from({ length: n }, () => e.generate(req('quota-burst', { maxTokens: 8, mode: 'vanilla', ignoreEos: true }), never())));
+    const first = await burst(10);
+    const served = first.filter((r) => r.status === 'fulfilled').map((r) => (r as PromiseFulfilledResult<ServeResult>).value);
+    const refused = first.filter((r) => r.status === 'rejected').map((r) => (r as PromiseRejectedResult).reason as ServeError);
+    const hold = served[0].usage.promptTokens + 8;
+    // 40 tokens hold for the requests that took them, the last crossing it; the rest were refused while those ran.
+    expect(served).toHaveLength(Math.ceil(40 / hold));
+    expect(refused).toHaveLength(10 - served.length);
+    for (const r of refused) {
+      expect(r.code).toBe('quota_exceeded');
+      expect(r.details).toMatchObject({ dailyTokens: 40, usedTokens: 0, heldTokens: served.length * hold });
+      expect(r.retryAfterS).toBeLessThanOrEqual(60);
+    }
+    const used = tokensUsed(f.db, 'quota-burst', usageDay(Date.now()));
+    expect(used).toBe(served.length * hold);
+    expect(used - 40).toBeLessThan(hold);
+    // Their holds were given back with their usage metered: now the quota itself refuses, until midnight.
+    const [after] = await burst(1);
+    expect((after as PromiseRejectedResult).reason).toMatchObject({ code: 'quota_exceeded', details: { usedTokens: used, heldTokens: 0 } });
+    expect(Math.abs(Date.now() + (after as PromiseRejectedResult).reason.retryAfterS * 1000 - usageDayEnd(Date.now()))).toBeLessThan(2000);
   });
 });

@@ -1,7 +1,7 @@
 /**
  * Metering and quotas: the tokens served to each user per UTC day (usage_daily), and the users' own
  * daily token quotas (user_quotas). The engine adds every request that ran and checks quotas when a
- * request arrives; operators read a user's days, or every user's sum over a range of days, and set
+ * request arrives (with what its unfinished requests hold); operators read a user's days, or every user's sum over a range of days, and set
  * quotas through the admin API.
  */
 import { and, asc, desc, eq, gte, lte, sql } from 'drizzle-orm';
