@@ -1,11 +1,13 @@
 /**
  * Guided decoding: a guide masks, at each step, the tokens a reply may go on with, and says when the
- * reply is whole. JSON mode (json-guide.ts: one JSON object) and a choice among given strings
- * (choice-guide.ts: vLLM's guided_choice) are the two kinds; a Sequence holds one per request that
- * asks, and sampling draws among the allowed tokens with the model's own probabilities.
+ * reply is whole. JSON (schema-guide.ts: any JSON object, OpenAI's JSON mode, or the documents of a
+ * JSON schema, compiled by json-schema.ts) and a choice among given strings (choice-guide.ts: vLLM's
+ * guided_choice) are the kinds; a Sequence holds one per request that asks, and sampling draws among
+ * the allowed tokens with the model's own probabilities.
  */
 import { ChoiceGuide } from './choice-guide.js';
-import { JsonGuide } from './json-guide.js';
+import type { CompiledSchema } from './json-schema.js';
+import { SchemaGuide } from './schema-guide.js';
 import type { Tokenizer } from './tokenizer.js';
 
 export interface Guide {
@@ -17,13 +19,19 @@ export interface Guide {
   readonly done: boolean;
 }
 
-export type GuideSpec = { type: 'json_object' } | { type: 'choice'; choices: readonly string[] };
+export type GuideSpec = { type: 'json_object' } | { type: 'json_schema'; schema: CompiledSchema } | { type: 'choice'; choices: readonly string[] };
 
 /** A fresh guide of `spec` over a vocabulary's token bytes (guideVocabulary); `ends` end a reply where the guide allows it. */
 export function createGuide(spec: GuideSpec, vocab: ReadonlyArray<Uint8Array | null>, ends: readonly number[]): Guide {
-  return spec.type === 'json_object' ? new JsonGuide(vocab) : new ChoiceGuide(spec.choices, vocab, ends);
+  switch (spec.type) {
+    case 'json_object':
+      return SchemaGuide.jsonObject(vocab);
+    case 'json_schema':
+      return new SchemaGuide(spec.schema, vocab);
+    default:
+      return new ChoiceGuide(spec.choices, vocab, ends);
+  }
 }
-
 const vocabCache = new WeakMap<Tokenizer, Map<number, ReadonlyArray<Uint8Array | null>>>();
 
 /** Each token's bytes for guiding (null: never drawn: special tokens, and ids past the tokenizer's vocabulary). */

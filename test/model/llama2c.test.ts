@@ -9,7 +9,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { Runner } from '../../src/graph/runner.js';
 import { generate, generateStream } from '../../src/model/generate.js';
 import { guideVocabulary } from '../../src/model/guide.js';
-import { JsonGuide } from '../../src/model/json-guide.js';
+import { SchemaGuide } from '../../src/model/schema-guide.js';
 import { Llama2cError, loadLlama2c } from '../../src/model/llama2c.js';
 import { loadLlama2cTokenizer } from '../../src/model/llama2c-tokenizer.js';
 import { Model } from '../../src/model/model.js';
@@ -100,7 +100,7 @@ describe('stories260K (llama2.c)', () => {
     const rs = await generate(model, [...sampled, closing, free], { tokenizer: tok });
     expect(rs.at(-1)!.text).toBe(alone.text);
     for (const r of rs.slice(0, -1)) {
-      const prefix = new JsonGuide(guideVocabulary(tok, config.vocabSize));
+      const prefix = SchemaGuide.jsonObject(guideVocabulary(tok, config.vocabSize));
       expect(prefix.accepts(new TextEncoder().encode(r.text)), r.text).toBe(true);
       expect(r.tokens).not.toContain(config.eosId); // the document, not an end token, ends it
       if (r.finishReason === 'stop') expect(JSON.parse(r.text)).toBeTypeOf('object');

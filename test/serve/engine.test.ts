@@ -18,7 +18,7 @@ import { ServeError } from '../../src/serve/errors.js';
 import type { AdapterReader } from '../../src/serve/loader.js';
 import { SPECIAL_TOKENS } from '../../src/model/chat-format.js';
 import { guideVocabulary } from '../../src/model/guide.js';
-import { JsonGuide } from '../../src/model/json-guide.js';
+import { SchemaGuide } from '../../src/model/schema-guide.js';
 import { encodeRequest } from '../../src/serve/prompt.js';
 import type { ScoreRequest, ScoreResult, ServeEvent, ServeRequest, ServeResult, TokenLogprob } from '../../src/serve/types.js';
 import { forcingAdapter, makeServeFixture, never, randomStoredAdapter, req, tokenOf, type ServeFixture } from './fixtures.js';
@@ -661,7 +661,7 @@ describe('sampling settings', () => {
     expect(rs[0].personalization.mode).toBe('injected');
     const vocab = guideVocabulary(f.tokenizer, f.cfg.vocabSize);
     for (const r of rs.slice(0, -1)) {
-      expect(new JsonGuide(vocab).accepts(new TextEncoder().encode(r.text)), r.text).toBe(true);
+      expect(SchemaGuide.jsonObject(vocab).accepts(new TextEncoder().encode(r.text)), r.text).toBe(true);
       if (r.finishReason === 'stop') expect(JSON.parse(r.text)).toBeTypeOf('object');
       else expect(r).toMatchObject({ finishReason: 'length', usage: { completionTokens: 48 } });
     }

@@ -20,7 +20,7 @@ import type { Adapter } from '../../src/lora/adapter.js';
 import { edgeAtOrAbove } from '../../src/lora/hit-curve.js';
 import { AdapterStore } from '../../src/lora/store.js';
 import { guideVocabulary } from '../../src/model/guide.js';
-import { JsonGuide } from '../../src/model/json-guide.js';
+import { SchemaGuide } from '../../src/model/schema-guide.js';
 import { startServer, type RunningServer } from '../../src/server.js';
 import { parseSse } from '../http/fake-generate.js';
 import { ADMIN_TOKEN, expectError } from '../http/helpers.js';
@@ -432,7 +432,7 @@ describe('the official OpenAI client, unmodified, against the real server', () =
     const r = await openai.chat.completions.create({ model: 'memlora', user: 'alice', messages: hello, max_tokens: 24, response_format: { type: 'json_object' } });
     const text = r.choices[0].message.content ?? '';
     expect(text).not.toBe('q'.repeat(24)); // alice's adapter forces 'q'; a JSON document cannot start with it
-    expect(new JsonGuide(guideVocabulary(md.tokenizer, md.cfg.vocabSize)).accepts(new TextEncoder().encode(text)), text).toBe(true);
+    expect(SchemaGuide.jsonObject(guideVocabulary(md.tokenizer, md.cfg.vocabSize)).accepts(new TextEncoder().encode(text)), text).toBe(true);
     if (r.choices[0].finish_reason === 'stop') expect(JSON.parse(text)).toBeTypeOf('object');
     else expect(r.usage?.completion_tokens).toBe(24);
     const refused = await post('/v1/chat/completions', { user: 'alice', messages: hello, response_format: { type: 'json_schema', json_schema: { name: 'x', schema: {} } } });

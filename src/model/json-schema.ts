@@ -1,0 +1,296 @@
+/**
+ * JSON schemas compiled for guided decoding (schema-guide.ts): OpenAI's structured outputs
+ * (`response_format: {"type": "json_schema"}`) and vLLM's guided_json. A schema becomes a small graph
+ * of nodes, each a kind of value the reply may write there; `$ref`s (to `#/$defs/...`,
+ * `#/definitions/...` or `#`) become edges, so recursive schemas compile to finite graphs.
+ *
+ * The subset is what such schemas use: `type` (one or a list), `properties` with `required`
+ * (properties are written in the schema's order, the required ones always; an optional one may be left
+ * out), `additionalProperties` (an object without `properties` takes any keys, with values of that
+ * schema), `items` with `minItems` / `maxItems`, `minLength` / `maxLength` (in code points), `enum`,
+ * `const`, `anyOf` / `oneOf` whose alternatives start with different bytes (a string or null, an
+ * object or an array...), and annotations. Anything else (`pattern`, `format`, `minimum`, `allOf`,
+ * tuples, alternatives a reply could not tell apart from their first byte...) is refused with a
+ * SchemaError naming the keyword and where it is, rather than silently not enforced. The root is an
+ * object or an array, so that the reply is whole exactly when it closes.
+ */
+
+export class SchemaError extends Error {
+  constructor(
+    /** JSON pointer of the schema object at fault ('' for the root). */
+    readonly path: string,
+    readonly keyword: string,
+    message: string,
+  ) {
+    super(`${path || '/'}: ${message}`);
+    this.name = 'SchemaError';
+  }
+}
+
+export interface Property {
+  name: string;
+  /** The key as the reply writes it, after its opening quote: JSON-escaped, then the closing quote. */
+  key: Uint8Array;
+  node: number;
+  required: boolean;
+}
+
+export type SchemaNode =
+  /** An object: `props` in order; or with `values` (a node id) any keys, each value of that node. */
+  | { k: 'obj'; props: Property[]; values: number | null }
+  | { k: 'arr'; items: number; min: number; max: number }
+  | { k: 'str'; min: number; max: number }
+  | { k: 'num'; integer: boolean }
+  /** One of these values, written exactly as JSON.stringify writes them (enum, const, booleans, null). */
+  | { k: 'lit'; values: Uint8Array[] }
+  /** One of the alternatives, told apart by the first byte. */
+  | { k: 'alt'; alts: number[] };
+
+export interface CompiledSchema {
+  /** A process-wide number: masks of guides of the same schema are shared. */
+  readonly id: number;
+  readonly nodes: readonly SchemaNode[];
+  readonly root: number;
+  /** Per node, the bytes a value of it may start with. */
+  readonly first: readonly Set<number>[];
+  /** A key of an object that takes any keys: a plain string. */
+  readonly keyNode: number;
+}
+
+const ANNOTATIONS = new Set(['title', 'description', 'default', 'examples', '$schema', '$id', '$comment', 'deprecated', 'readOnly', 'writeOnly', '$defs', 'definitions']);
+const KEYWORDS = new Set([...ANNOTATIONS, 'type', 'enum', 'const', 'properties', 'required', 'additionalProperties', 'items', 'minItems', 'maxItems', 'minLength', 'maxLength', 'anyOf', 'oneOf', '$ref']);
+const TYPES = ['object', 'array', 'string', 'number', 'integer', 'boolean', 'null'] as const;
+/** Most nodes a schema may compile to. */
+export const MAX_SCHEMA_NODES = 2000;
+
+const enc = new TextEncoder();
+const isPlainObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+const escapePointer = (s: string) => s.replace(/~/g, '~0').replace(/\//g, '~1');
+
+let nextId = 1;
+
+class Compiler {
+  readonly nodes: SchemaNode[] = [];
+  /** Where each alternative node comes from, for errors. */
+  readonly paths = new Map<number, string>();
+  private readonly refs = new Map<string, number>();
+  private anyNode = -1;
+
+  constructor(private readonly rootSchema: unknown) {}
+
+  add(node: SchemaNode): number {
+    if (this.nodes.length >= MAX_SCHEMA_NODES) throw new SchemaError('', 'schema', `the schema compiles to more than ${MAX_SCHEMA_NODES} nodes`);
+    this.nodes.push(node);
+    return this.nodes.length - 1;
+  }
+
+  /** Any JSON value (true, {}, and what a schema leaves open). */
+  any(): number {
+    if (this.anyNode < 0) {
+      this.anyNode = this.add({ k: 'alt', alts: [] });
+      const alts = [
+        this.add({ k: 'obj', props: [], values: this.anyNode }),
+        this.add({ k: 'arr', items: this.anyNode, min: 0, max: Infinity }),
+        this.add({ k: 'str', min: 0, max: Infinity }),
+        this.add({ k: 'num', integer: false }),
+        this.add({ k: 'lit', values: ['true', 'false', 'null'].map((s) => enc.encode(s)) }),
+      ];
+      this.nodes[this.anyNode] = { k: 'alt', alts };
+    }
+    return this.anyNode;
+  }
+
+  compile(s: unknown, path: string): number {
+    if (s === true) return this.any();
+    if (!isPlainObject(s)) throw new SchemaError(path, 'schema', s === false ? 'a schema of false allows no value' : 'a schema must be an object or true');
+    for (const key of Object.keys(s)) if (!KEYWORDS.has(key)) throw new SchemaError(path, key, `"${key}" is not supported`);
+    if (s.$ref !== undefined) {
+      const others = Object.keys(s).filter((k) => k !== '$ref' && !ANNOTATIONS.has(k));
+      if (others.length > 0) throw new SchemaError(path, others[0], `"${others[0]}" beside "$ref" is not supported`);
+      return this.ref(s.$ref, path);
+    }
+    if (s.const !== undefined) return this.add({ k: 'lit', values: [literal(s.const)] });
+    if (s.enum !== undefined) {
+      if (!Array.isArray(s.enum) || s.enum.length === 0) throw new SchemaError(path, 'enum', '"enum" must be a non-empty array');
+      return this.add({ k: 'lit', values: [...new Set(s.enum.map((v) => JSON.stringify(v)))].map((v) => enc.encode(v)) });
+    }
+    const union = s.anyOf ?? s.oneOf;
+    if (union !== undefined) {
+      const keyword = s.anyOf !== undefined ? 'anyOf' : 'oneOf';
+      if (s.anyOf !== undefined && s.oneOf !== undefined) throw new SchemaError(path, 'oneOf', '"anyOf" with "oneOf" is not supported');
+      if (!Array.isArray(union) || union.length === 0) throw new SchemaError(path, keyword, `"${keyword}" must be a non-empty array`);
+      const others = Object.keys(s).filter((k) => k !== keyword && !ANNOTATIONS.has(k));
+      if (others.length > 0) throw new SchemaError(path, others[0], `"${others[0]}" beside "${keyword}" is not supported`);
+      return this.alt(union.map((alt, i) => this.compile(alt, `${path}/${keyword}/${i}`)), path);
+    }
+    let types: string[];
+    if (s.type === undefined) types = s.properties !== undefined || s.additionalProperties !== undefined ? ['object'] : s.items !== undefined ? ['array'] : [];
+    else types = Array.isArray(s.type) ? s.type : [s.type];
+    for (const t of types) if (!(TYPES as readonly unknown[]).includes(t)) throw new SchemaError(path, 'type', `unknown type ${JSON.stringify(t)}`);
+    if (types.length === 0) return this.any();
+    // A number takes every integer: a list with both needs the number only.
+    if (types.includes('number')) types = types.filter((t) => t !== 'integer');
+    const ids = [...new Set(types)].map((t) => this.typed(s, t, path));
+    return ids.length === 1 ? ids[0] : this.alt(ids, path);
+  }
+
+  private alt(alts: number[], path: string): number {
+    const id = this.add({ k: 'alt', alts });
+    this.paths.set(id, path);
+    return id;
+  }
+
+  private typed(s: Record<string, unknown>, type: string, path: string): number {
+    switch (type) {
+      case 'object':
+        return this.object(s, path);
+      case 'array': {
+        if (Array.isArray(s.items)) throw new SchemaError(path, 'items', 'tuples ("items" as an array) are not supported');
+        const min = count(s, 'minItems', path) ?? 0;
+        const max = count(s, 'maxItems', path) ?? Infinity;
+        if (min > max) throw new SchemaError(path, 'minItems', `minItems ${min} exceeds maxItems ${max}`);
+        const node: SchemaNode = { k: 'arr', items: -1, min, max };
+        const id = this.add(node);
+        node.items = s.items === undefined ? this.any() : this.compile(s.items, `${path}/items`);
+        return id;
+      }
+      case 'string': {
+        const min = count(s, 'minLength', path) ?? 0;
+        const max = count(s, 'maxLength', path) ?? Infinity;
+        if (min > max) throw new SchemaError(path, 'minLength', `minLength ${min} exceeds maxLength ${max}`);
+        return this.add({ k: 'str', min, max });
+      }
+      case 'number':
+      case 'integer':
+        return this.add({ k: 'num', integer: type === 'integer' });
+      case 'boolean':
+        return this.add({ k: 'lit', values: [enc.encode('true'), enc.encode('false')] });
+      default:
+        return this.add({ k: 'lit', values: [enc.encode('null')] });
+    }
+  }
+
+  private object(s: Record<string, unknown>, path: string): number {
+    const node: SchemaNode = { k: 'obj', props: [], values: null };
+    const id = this.add(node);
+    const props = s.properties ?? {};
+    if (!isPlainObject(props)) throw new SchemaError(path, 'properties', '"properties" must be an object');
+    const required = s.required ?? [];
+    if (!Array.isArray(required) || required.some((r) => typeof r !== 'string')) throw new SchemaError(path, 'required', '"required" must be an array of property names');
+    for (const r of required) if (!Object.hasOwn(props, r)) throw new SchemaError(path, 'required', `required property "${r}" is not in "properties"`);
+    const additional = s.additionalProperties;
+    if (additional !== undefined && typeof additional !== 'boolean' && !isPlainObject(additional)) throw new SchemaError(path, 'additionalProperties', '"additionalProperties" must be a boolean or a schema');
+    const names = Object.keys(props);
+    if (names.length === 0) {
+      // No properties named: any keys (each value of additionalProperties), or none at all when it is false.
+      if (additional !== false) node.values = isPlainObject(additional) ? this.compile(additional, `${path}/additionalProperties`) : this.any();
+      return id;
+    }
+    // Only the named properties are written: valid whatever additionalProperties allows.
+    node.props = names.map((name) => ({
+      name,
+      key: enc.encode(JSON.stringify(name).slice(1)),
+      node: this.compile(props[name], `${path}/properties/${escapePointer(name)}`),
+      required: required.includes(name),
+    }));
+    return id;
+  }
+
+  private ref(ref: unknown, path: string): number {
+    if (typeof ref !== 'string' || !(ref === '#' || ref.startsWith('#/'))) throw new SchemaError(path, '$ref', `only references within the schema ("#/$defs/...") are supported, not ${JSON.stringify(ref)}`);
+    const known = this.refs.get(ref);
+    if (known !== undefined) return known;
+    // The reference is a node of one alternative, set once its target compiles: a schema may refer to itself.
+    const id = this.alt([], path);
+    this.refs.set(ref, id);
+    let target: unknown = this.rootSchema;
+    for (const part of ref === '#' ? [] : ref.slice(2).split('/')) {
+      const key = decodeURIComponent(part).replace(/~1/g, '/').replace(/~0/g, '~');
+      if (!isPlainObject(target) || !Object.hasOwn(target, key)) throw new SchemaError(path, '$ref', `${ref} does not resolve`);
+      target = target[key];
+    }
+    this.nodes[id] = { k: 'alt', alts: [this.compile(target, ref.slice(1))] };
+    return id;
+  }
+}
+
+function literal(v: unknown): Uint8Array {
+  return enc.encode(JSON.stringify(v));
+}
+
+function count(s: Record<string, unknown>, keyword: string, path: string): number | undefined {
+  const v = s[keyword];
+  if (v === undefined) return undefined;
+  if (!Number.isSafeInteger(v) || (v as number) < 0) throw new SchemaError(path, keyword, `"${keyword}" must be a whole number >= 0`);
+  return v as number;
+}
+
+const START: Record<Exclude<SchemaNode['k'], 'lit' | 'alt'>, number[]> = {
+  obj: [0x7b],
+  arr: [0x5b],
+  str: [0x22],
+  num: [...'-0123456789'].map((c) => c.charCodeAt(0)),
+};
+
+/** The bytes each node's values may start with (to a fixed point: references may form cycles). */
+function firstBytes(nodes: readonly SchemaNode[]): Set<number>[] {
+  const first = nodes.map((n) => (n.k === 'lit' ? new Set(n.values.map((v) => v[0])) : n.k === 'alt' ? new Set<number>() : new Set(START[n.k])));
+  for (let changed = true; changed; ) {
+    changed = false;
+    nodes.forEach((n, i) => {
+      if (n.k !== 'alt') return;
+      for (const alt of n.alts) {
+        for (const b of first[alt]) {
+          if (first[i].has(b)) continue;
+          first[i].add(b);
+          changed = true;
+        }
+      }
+    });
+  }
+  return first;
+}
+
+/** The root's node, through references. */
+function resolve(nodes: readonly SchemaNode[], id: number): SchemaNode {
+  const seen = new Set<number>();
+  let n = nodes[id];
+  while (n.k === 'alt' && n.alts.length === 1 && !seen.has(id)) {
+    seen.add(id);
+    id = n.alts[0];
+    n = nodes[id];
+  }
+  return n;
+}
+
+const compiled = new Map<string, CompiledSchema>();
+/** Compiled schemas kept by their JSON text (the same schema in every request shares its masks). */
+const MAX_COMPILED = 64;
+
+/** Compile a JSON schema for guided decoding; throws SchemaError where it is outside the subset. */
+export function compileJsonSchema(schema: unknown): CompiledSchema {
+  const text = JSON.stringify(schema);
+  const known = compiled.get(text);
+  if (known) return known;
+  const c = new Compiler(schema);
+  const root = c.compile(schema, '');
+  const keyNode = c.add({ k: 'str', min: 0, max: Infinity });
+  const rootNode = resolve(c.nodes, root);
+  if (rootNode.k !== 'obj' && rootNode.k !== 'arr') throw new SchemaError('', 'type', 'the root must be an object or an array');
+  const first = firstBytes(c.nodes);
+  c.nodes.forEach((n, i) => {
+    if (n.k !== 'alt') return;
+    const seen = new Set<number>();
+    for (const alt of n.alts) {
+      for (const b of first[alt]) {
+        if (seen.has(b)) throw new SchemaError(c.paths.get(i) ?? '', 'anyOf', `alternatives that may start alike (with "${String.fromCharCode(b)}") are not supported`);
+        seen.add(b);
+      }
+    }
+    if (first[i].size === 0) throw new SchemaError(c.paths.get(i) ?? '', '$ref', 'a reference that never reaches a value');
+  });
+  const out: CompiledSchema = { id: nextId++, nodes: c.nodes, root, first, keyNode };
+  if (compiled.size >= MAX_COMPILED) compiled.delete(compiled.keys().next().value!);
+  compiled.set(text, out);
+  return out;
+}

@@ -1,0 +1,390 @@
+/**
+ * Guided decoding to JSON: a byte-level pushdown automaton that takes exactly the documents of a
+ * compiled JSON schema (json-schema.ts), and, at every step, the mask of the vocabulary's tokens whose
+ * bytes keep the reply a prefix of such a document. Sampling draws only among them (the model's own
+ * probabilities, renormalised), and the reply ends the moment the root closes; a reply cut by
+ * maxTokens or the context window is a prefix. OpenAI's JSON mode (`{"type": "json_object"}`) is the
+ * schema of any object (JSON_OBJECT); structured outputs and vLLM's guided_json give their own.
+ *
+ * The state is a stack of frames, one per value being written (an object, an array, a string, a
+ * number, a literal of an enum), each at a phase of its grammar (RFC 8259); every step runs each token's
+ * bytes from a copy of the state, so one token may close a string and open the next key. A number or
+ * a literal ends only when a byte that cannot continue it comes, and that byte goes to the container.
+ * Runs of whitespace between tokens are bounded (MAX_WHITESPACE bytes, one line break: pretty-printing
+ * never needs a blank line), so a model cannot fill its reply with blank lines. Special tokens (control
+ * tokens of the chat template, EOS) are never drawn: the document's end ends the reply. Masks are kept
+ * per schema and state (mask-cache.ts); counts that no bound reads (a string's length without
+ * minLength / maxLength) are left out of the state so that its masks repeat.
+ */
+import type { Guide } from './guide.js';
+import { type CompiledSchema, compileJsonSchema } from './json-schema.js';
+import { cachedMask } from './mask-cache.js';
+
+/** Most whitespace bytes in a row between two JSON tokens (pretty-printing needs a newline and some indent). */
+export const MAX_WHITESPACE = 16;
+
+/** OpenAI's JSON mode: any JSON object. */
+export const JSON_OBJECT = { type: 'object' } as const;
+
+// Phases of an object frame.
+const O_OPEN = 0; // after '{': a key or '}'
+const O_NEXT = 1; // after ',': a key
+const O_KEY = 2; // in a named property's key (`cands` still possible, `pos` bytes in)
+const O_KEYSTR = 3; // a free key (a string frame above)
+const O_COLON = 4; // after a key
+const O_VALUE = 5; // after ':': a value must start
+const O_WAIT = 6; // a value (a frame above)
+const O_AFTER = 7; // after a value: ',' or '}'
+// Phases of an array frame.
+const A_OPEN = 0; // after '[': a value or ']'
+const A_VALUE = 1; // after ',': a value
+const A_WAIT = 2;
+const A_AFTER = 3;
+// Phases of a string frame: in the text, after a backslash, or HEX + the hex digits of a \u escape still to come.
+const S_TEXT = 0;
+const S_ESC = 1;
+const S_HEX = 10;
+// Phases of a number frame.
+const N_SIGN = 0; // after '-'
+const N_ZERO = 1; // a leading 0 (may end)
+const N_INT = 2; // integer digits (may end)
+const N_DOT = 3; // after '.'
+const N_FRAC = 4; // fraction digits (may end)
+const N_E = 5; // after 'e'
+const N_ESIGN = 6; // after the exponent's sign
+const N_EXP = 7; // exponent digits (may end)
+
+interface Frame {
+  /** The schema node being written. */
+  n: number;
+  p: number;
+  /** Object: the last property written (-1: none); array: items written; string: code points; literal: bytes matched. */
+  a: number;
+  /** Object: bytes of the key matched; string: UTF-8 continuation bytes still to come. */
+  b: number;
+  /** Object: the properties the key may still be; literal: the values still possible. */
+  c: readonly number[];
+}
+
+interface State {
+  frames: Frame[];
+  /** Whitespace bytes in the current run, and its line feeds. */
+  ws: number;
+  nl: number;
+  done: boolean;
+}
+
+const OK = 0; // taken
+const FAIL = 1; // no document continues this way
+const END = 2; // taken, and the frame's value is whole
+const PASS = 3; // the frame's value was whole before this byte, which is the container's
+
+const NONE: readonly number[] = [];
+const isDigit = (b: number) => b >= 0x30 && b <= 0x39;
+const isHex = (b: number) => isDigit(b) || (b >= 0x41 && b <= 0x46) || (b >= 0x61 && b <= 0x66);
+const isWhitespace = (b: number) => b === 0x20 || b === 0x0a || b === 0x0d || b === 0x09;
+/** The range of the first continuation byte: after most lead bytes, after E0, ED, F0 and F4. */
+const FIRST_CONTINUATION: ReadonlyArray<readonly [number, number]> = [
+  [0x80, 0xbf],
+  [0xa0, 0xbf],
+  [0x80, 0x9f],
+  [0x90, 0xbf],
+  [0x80, 0x8f],
+];
+const ESCAPABLE = new Set([...'"\\/bfnrt'].map((c) => c.charCodeAt(0)));
+
+/** Whitespace between tokens, bounded; any other byte ends the run. */
+function whitespace(s: State, b: number): number {
+  return ++s.ws <= MAX_WHITESPACE && (b !== 0x0a || ++s.nl <= 1) ? OK : FAIL;
+}
+
+/** Start a value of node `id` with its first byte: push its frame. */
+function begin(c: CompiledSchema, s: State, id: number, b: number): boolean {
+  const node = c.nodes[id];
+  switch (node.k) {
+    case 'alt':
+      for (const alt of node.alts) if (c.first[alt].has(b)) return begin(c, s, alt, b);
+      return false;
+    case 'obj':
+      if (b !== 0x7b) return false;
+      s.frames.push({ n: id, p: O_OPEN, a: -1, b: 0, c: NONE });
+      return true;
+    case 'arr':
+      if (b !== 0x5b) return false;
+      s.frames.push({ n: id, p: A_OPEN, a: 0, b: 0, c: NONE });
+      return true;
+    case 'str':
+      if (b !== 0x22) return false;
+      s.frames.push({ n: id, p: S_TEXT, a: 0, b: 0, c: NONE });
+      return true;
+    case 'num': {
+      const p = b === 0x2d ? N_SIGN : b === 0x30 ? N_ZERO : isDigit(b) ? N_INT : -1;
+      if (p < 0) return false;
+      s.frames.push({ n: id, p, a: 0, b: 0, c: NONE });
+      return true;
+    }
+    case 'lit': {
+      const cands: number[] = [];
+      node.values.forEach((v, i) => v[0] === b && cands.push(i));
+      if (cands.length === 0) return false;
+      s.frames.push({ n: id, p: 0, a: 1, b: 0, c: cands });
+      return true;
+    }
+  }
+}
+
+/** The named properties that may come after property `last`: those up to and including the next required one. */
+function nextProps(props: readonly { required: boolean }[], last: number): number[] {
+  const out: number[] = [];
+  for (let j = last + 1; j < props.length; j++) {
+    out.push(j);
+    if (props[j].required) break;
+  }
+  return out;
+}
+
+function stepObject(c: CompiledSchema, s: State, f: Frame, b: number): number {
+  const node = c.nodes[f.n] as Extract<CompiledSchema['nodes'][number], { k: 'obj' }>;
+  if (f.p === O_KEY) {
+    const cands = f.c.filter((j) => node.props[j].key[f.b] === b);
+    if (cands.length === 0) return FAIL;
+    f.b++;
+    // A key ends at its closing quote, which no other key has at that byte (theirs would be escaped there).
+    const whole = cands.find((j) => node.props[j].key.length === f.b);
+    if (whole !== undefined) {
+      f.a = whole;
+      f.p = O_COLON;
+      f.c = NONE;
+      f.b = 0;
+    } else f.c = cands;
+    return OK;
+  }
+  if (isWhitespace(b)) return whitespace(s, b);
+  s.ws = s.nl = 0;
+  const free = node.values !== null;
+  // Closable: every required property written (they come in order, so none after the last one written).
+  const closable = free || !node.props.some((p, j) => p.required && j > f.a);
+  const startKey = (): number => {
+    if (b !== 0x22) return FAIL;
+    if (free) {
+      f.p = O_KEYSTR;
+      return begin(c, s, c.keyNode, b) ? OK : FAIL;
+    }
+    const cands = nextProps(node.props, f.a);
+    if (cands.length === 0) return FAIL;
+    f.p = O_KEY;
+    f.c = cands;
+    f.b = 0;
+    return OK;
+  };
+  switch (f.p) {
+    case O_OPEN:
+      if (b === 0x7d) return closable ? END : FAIL;
+      return startKey();
+    case O_NEXT:
+      return startKey();
+    case O_COLON:
+      if (b !== 0x3a) return FAIL;
+      f.p = O_VALUE;
+      return OK;
+    case O_VALUE:
+      f.p = O_WAIT;
+      return begin(c, s, free ? node.values! : node.props[f.a].node, b) ? OK : FAIL;
+    case O_AFTER:
+      if (b === 0x2c && (free || nextProps(node.props, f.a).length > 0)) {
+        f.p = O_NEXT;
+        return OK;
+      }
+      return b === 0x7d && closable ? END : FAIL;
+    default:
+      return FAIL;
+  }
+}
+
+function stepArray(c: CompiledSchema, s: State, f: Frame, b: number): number {
+  const node = c.nodes[f.n] as Extract<CompiledSchema['nodes'][number], { k: 'arr' }>;
+  if (isWhitespace(b)) return whitespace(s, b);
+  s.ws = s.nl = 0;
+  switch (f.p) {
+    case A_OPEN:
+    case A_VALUE:
+      if (f.p === A_OPEN && b === 0x5d) return node.min === 0 ? END : FAIL;
+      if (node.max === 0) return FAIL;
+      f.p = A_WAIT;
+      // Without a most, the count matters only up to the least (so that the state repeats).
+      f.a = node.max === Infinity ? Math.min(f.a + 1, node.min) : f.a + 1;
+      return begin(c, s, node.items, b) ? OK : FAIL;
+    case A_AFTER:
+      if (b === 0x2c && f.a < node.max) {
+        f.p = A_VALUE;
+        return OK;
+      }
+      return b === 0x5d && f.a >= node.min ? END : FAIL;
+    default:
+      return FAIL;
+  }
+}
+
+function stepString(c: CompiledSchema, f: Frame, b: number): number {
+  const node = c.nodes[f.n] as Extract<CompiledSchema['nodes'][number], { k: 'str' }>;
+  const counted = node.min > 0 || node.max < Infinity;
+  if (f.p === S_ESC) {
+    if (b === 0x75) f.p = S_HEX + 4;
+    else if (ESCAPABLE.has(b)) f.p = S_TEXT;
+    else return FAIL;
+    return OK;
+  }
+  if (f.p > S_HEX) {
+    if (!isHex(b)) return FAIL;
+    f.p = f.p === S_HEX + 1 ? S_TEXT : f.p - 1;
+    return OK;
+  }
+  // UTF-8: continuation bytes still to come of the code point begun (f.b & 3), the first of them
+  // within a narrower range after some lead bytes (f.b >> 2: no overlong forms, surrogates or code
+  // points past U+10FFFF, which a decoder would replace).
+  if (f.b > 0) {
+    const [lo, hi] = FIRST_CONTINUATION[f.b >> 2];
+    if (b < lo || b > hi) return FAIL;
+    f.b = (f.b & 3) - 1;
+    return OK;
+  }
+  if (b === 0x22) return f.a >= node.min ? END : FAIL;
+  if (b < 0x20) return FAIL; // control characters must be escaped
+  if (b === 0x5c) f.p = S_ESC;
+  else if (b >= 0x80) {
+    // A lead byte of 2, 3 or 4 bytes (not overlong C0/C1, not past U+10FFFF); a continuation byte cannot start one.
+    const more = b >= 0xc2 && b <= 0xdf ? 1 : b >= 0xe0 && b <= 0xef ? 2 : b >= 0xf0 && b <= 0xf4 ? 3 : 0;
+    if (more === 0) return FAIL;
+    f.b = more | ((b === 0xe0 ? 1 : b === 0xed ? 2 : b === 0xf0 ? 3 : b === 0xf4 ? 4 : 0) << 2);
+  }
+  // A code point (or an escape) counts one.
+  if (counted && ++f.a > node.max) return FAIL;
+  return OK;
+}
+
+function stepNumber(c: CompiledSchema, f: Frame, b: number): number {
+  const integer = (c.nodes[f.n] as Extract<CompiledSchema['nodes'][number], { k: 'num' }>).integer;
+  switch (f.p) {
+    case N_SIGN:
+      if (!isDigit(b)) return FAIL;
+      f.p = b === 0x30 ? N_ZERO : N_INT;
+      return OK;
+    case N_DOT:
+      if (!isDigit(b)) return FAIL;
+      f.p = N_FRAC;
+      return OK;
+    case N_E:
+    case N_ESIGN:
+      if (f.p === N_E && (b === 0x2b || b === 0x2d)) {
+        f.p = N_ESIGN;
+        return OK;
+      }
+      if (!isDigit(b)) return FAIL;
+      f.p = N_EXP;
+      return OK;
+    default: {
+      // N_ZERO, N_INT, N_FRAC, N_EXP: the number may end here.
+      if (isDigit(b) && f.p !== N_ZERO) return OK;
+      if (b === 0x2e && !integer && (f.p === N_ZERO || f.p === N_INT)) {
+        f.p = N_DOT;
+        return OK;
+      }
+      if ((b === 0x65 || b === 0x45) && !integer && f.p !== N_EXP) {
+        f.p = N_E;
+        return OK;
+      }
+      return PASS;
+    }
+  }
+}
+
+function stepLiteral(c: CompiledSchema, f: Frame, b: number): number {
+  const values = (c.nodes[f.n] as Extract<CompiledSchema['nodes'][number], { k: 'lit' }>).values;
+  const cands = f.c.filter((i) => values[i][f.a] === b);
+  if (cands.length > 0) {
+    f.c = cands;
+    f.a++;
+    return OK;
+  }
+  return f.c.some((i) => values[i].length === f.a) ? PASS : FAIL;
+}
+
+/** Feed one byte; false if no document of the schema continues this way (the state is then undefined). */
+function feed(c: CompiledSchema, s: State, b: number): boolean {
+  for (;;) {
+    const f = s.frames[s.frames.length - 1];
+    if (!f) {
+      if (s.done) return false;
+      if (isWhitespace(b)) return whitespace(s, b) === OK;
+      s.ws = s.nl = 0;
+      return begin(c, s, c.root, b);
+    }
+    const kind = c.nodes[f.n].k;
+    const r =
+      kind === 'obj' ? stepObject(c, s, f, b) : kind === 'arr' ? stepArray(c, s, f, b) : kind === 'str' ? stepString(c, f, b) : kind === 'num' ? stepNumber(c, f, b) : stepLiteral(c, f, b);
+    if (r === OK) return true;
+    if (r === FAIL) return false;
+    // The frame's value is whole: its container goes on after it (a key: to the colon).
+    s.frames.pop();
+    const parent = s.frames[s.frames.length - 1];
+    if (!parent) s.done = true;
+    else if (c.nodes[parent.n].k === 'arr') parent.p = A_AFTER;
+    else parent.p = parent.p === O_KEYSTR ? O_COLON : O_AFTER;
+    if (r === END) return true;
+  }
+}
+
+const copyFrames = (frames: readonly Frame[]) => frames.map((f) => ({ ...f }));
+
+export class SchemaGuide implements Guide {
+  private state: State = { frames: [], ws: 0, nl: 0, done: false };
+  /** Where accepts() runs bytes; after an accepted token, the next state. */
+  private scratch: State = { frames: [], ws: 0, nl: 0, done: false };
+
+  constructor(
+    private readonly schema: CompiledSchema,
+    private readonly vocab: ReadonlyArray<Uint8Array | null>,
+  ) {}
+
+  /** A guide of OpenAI's JSON mode: any JSON object. */
+  static jsonObject(vocab: ReadonlyArray<Uint8Array | null>): SchemaGuide {
+    return new SchemaGuide(compileJsonSchema(JSON_OBJECT), vocab);
+  }
+
+  /** The root has closed: the reply is a whole document of the schema. */
+  get done(): boolean {
+    return this.state.done;
+  }
+
+  /** Whether `bytes` may come next (the state is left as it is). */
+  accepts(bytes: ArrayLike<number>): boolean {
+    const s = this.scratch;
+    s.frames = copyFrames(this.state.frames);
+    s.ws = this.state.ws;
+    s.nl = this.state.nl;
+    s.done = this.state.done;
+    for (let i = 0; i < bytes.length; i++) if (!feed(this.schema, s, bytes[i])) return false;
+    return true;
+  }
+
+  /** The tokens that may come next: 1 where a token's bytes continue the document. Shared between sequences: do not write to it. */
+  allowed(): Uint8Array {
+    const s = this.state;
+    const frames = s.frames.map((f) => `${f.n}.${f.p}.${f.a}.${f.b}.${f.c.join(',')}`).join('/');
+    return cachedMask(this.vocab, `schema ${this.schema.id}|${s.ws}|${s.nl}|${s.done ? 1 : 0}|${frames}`, () => {
+      const mask = new Uint8Array(this.vocab.length);
+      for (let id = 0; id < this.vocab.length; id++) {
+        const bytes = this.vocab[id];
+        if (bytes && this.accepts(bytes)) mask[id] = 1;
+      }
+      return mask;
+    });
+  }
+
+  /** Take a drawn token's bytes; throws if they do not continue the document (a token the mask excluded). */
+  advance(id: number): void {
+    const bytes = this.vocab[id];
+    if (!bytes || !this.accepts(bytes)) throw new Error(`token ${id} does not continue the JSON document`);
+    [this.state, this.scratch] = [this.scratch, this.state];
+  }
+}

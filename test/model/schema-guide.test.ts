@@ -1,0 +1,307 @@
+import { describe, expect, it } from 'vitest';
+import { SchemaError, compileJsonSchema } from '../../src/model/json-schema.js';
+import { MAX_WHITESPACE, SchemaGuide } from '../../src/model/schema-guide.js';
+import { Sequence } from '../../src/model/sequence.js';
+import type { Tokenizer } from '../../src/model/tokenizer.js';
+import { Rng } from '../../src/util/rng.js';
+
+const enc = (s: string) => new TextEncoder().encode(s);
+/** Every byte a token of its own, then a few multi-byte tokens. */
+const MULTI = ['{"', '":', '", "', '"}', '}}', '[1', ', ', 'true', 'null', ' {', '\n  ', '1.5e', '-0', 'é', '\\u00', 'ab"', '"]}'];
+const vocab: Array<Uint8Array | null> = [null, ...Array.from({ length: 255 }, (_, i) => Uint8Array.of(i + 1)), ...MULTI.map(enc)];
+
+/** Whether a guide takes `text` whole, byte by byte (advancing), and ends done. */
+function walk(text: string): { accepted: number; done: boolean } {
+  const g = SchemaGuide.jsonObject(vocab);
+  const bytes = enc(text);
+  for (let i = 0; i < bytes.length; i++) {
+    if (!g.accepts([bytes[i]])) return { accepted: i, done: false };
+    g.advance(bytes[i]); // token id b is the byte b
+  }
+  return { accepted: bytes.length, done: g.done };
+}
+
+describe('SchemaGuide of any JSON object (JSON mode)', () => {
+  it('takes JSON object documents whole and is done exactly at their end', () => {
+    for (const doc of [
+      '{}',
+      '{"a":1}',
+      ' {"a": [1, -2.5e+3, 0.25, 0, -0, 1E9, true, false, null, {"b": "x\\n\\"\\u00e9\\/"}, []], "c": {}}',
+      '{\n  "name": "Ann",\n  "age": 37\n}',
+      '{"é": "ünïcode ✓"}',
+    ]) {
+      expect(JSON.parse(doc)).toBeTypeOf('object');
+      expect(walk(doc), doc).toEqual({ accepted: enc(doc).length, done: true });
+      expect(walk(doc.slice(0, -1)).done, doc).toBe(false);
+    }
+  });
+
+  it('refuses the first byte that no JSON object document can continue with', () => {
+    for (const [bad, at] of [
+      ['[1]', 0],
+      ['"x"', 0],
+      ['{"a" 1}', 5],
+      ['{"a":01}', 6],
+      ['{"a":1.}', 7],
+      ['{"a":1e}', 7],
+      ['{"a":--1}', 6],
+      ['{"a":tru3}', 8],
+      ['{"a":"x\u0001"}', 7],
+      ['{"a":"\\x"}', 7],
+      ['{"a":"\\u12g4"}', 10],
+      ['{,}', 1],
+      ['{"a":1,}', 7],
+      ['{"a":[1,]}', 8],
+      ['{"a":1]', 6],
+      ['{a:1}', 1],
+      ['{} ', 2],
+      ['{}}', 2],
+    ] as const) {
+      expect(walk(bad), bad).toEqual({ accepted: at, done: false });
+    }
+    // Whitespace between tokens is bounded: a run of at most MAX_WHITESPACE bytes with one line break.
+    expect(walk('{\r\n  "a": 1\n}').done).toBe(true);
+    expect(walk('{\n\n"a": 1}').accepted).toBe(2);
+    expect(walk(`{${' '.repeat(MAX_WHITESPACE)}}`).done).toBe(true);
+    expect(walk(`{${' '.repeat(MAX_WHITESPACE + 1)}}`).accepted).toBe(1 + MAX_WHITESPACE);
+  });
+
+  it('masks the vocabulary: a token is allowed exactly when all its bytes continue the document', () => {
+    const g = SchemaGuide.jsonObject(vocab);
+    for (const b of enc('{"key": "va')) g.advance(b);
+    const mask = g.allowed();
+    expect(mask[0]).toBe(0); // a token without bytes is never drawn
+    vocab.forEach((bytes, id) => {
+      if (bytes) expect(mask[id], `token ${id}`).toBe(g.accepts(bytes) ? 1 : 0);
+    });
+    const allowed = (s: string) => mask[vocab.findIndex((v) => v !== null && new TextDecoder().decode(v) === s)];
+    expect([allowed('ab"'), allowed('"}'), allowed('"]}'), allowed('", "'), allowed('\\u00')]).toEqual([1, 1, 0, 1, 1]);
+    expect(() => g.advance(vocab.findIndex((v) => v !== null && new TextDecoder().decode(v) === '"]}'))).toThrow(/does not continue/);
+    // The mask depends on the state alone: another guide in the same state, reached by other tokens, gets the same one.
+    const other = SchemaGuide.jsonObject(vocab);
+    for (const t of ['{"', 'k', 'e', 'y', '":', ' ', '"', 'v', 'a']) other.advance(vocab.findIndex((v) => v !== null && new TextDecoder().decode(v) === t));
+    expect(other.allowed()).toBe(mask);
+  });
+
+  it('random walks through the mask only ever write JSON: every finished one parses as an object', () => {
+    let finished = 0;
+    for (let seed = 1; seed <= 200; seed++) {
+      const rng = new Rng(seed);
+      const g = SchemaGuide.jsonObject(vocab);
+      const out: number[] = [];
+      for (let step = 0; step < 400 && !g.done; step++) {
+        const mask = g.allowed();
+        const ids = [...mask.keys()].filter((id) => mask[id]);
+        expect(ids.length).toBeGreaterThan(0);
+        // Closing tokens grow likelier as the walk goes on, so that walks end.
+        const closers = ids.filter((id) => [0x7d, 0x5d, 0x22].includes(vocab[id]![0]));
+        const pool = closers.length > 0 && rng.uniform() < step / 100 ? closers : ids;
+        const id = pool[Math.floor(rng.uniform() * pool.length)];
+        g.advance(id);
+        out.push(...vocab[id]!);
+      }
+      if (!g.done) continue;
+      finished++;
+      const parsed: unknown = JSON.parse(new TextDecoder().decode(Uint8Array.from(out)));
+      expect(parsed !== null && typeof parsed === 'object' && !Array.isArray(parsed)).toBe(true);
+    }
+    expect(finished).toBeGreaterThan(100);
+  });
+});
+
+describe('a Sequence guided to JSON', () => {
+  /** A tokenizer of `pieces` (id 0: EOS, special); each piece's bytes are its text. */
+  function tokenizerOf(pieces: string[]): Tokenizer {
+    const all = ['<eos>', ...pieces];
+    return {
+      encode: () => [],
+      decode: (ids) => ids.map((i) => (i === 0 ? '' : all[i])).join(''),
+      vocabSize: all.length,
+      bosId: 0,
+      eosId: 0,
+      padId: 0,
+      specialIds: { '<eos>': 0 },
+      tokenToId: (t) => all.indexOf(t),
+      idToToken: (i) => all[i],
+      tokenBytes: (i) => (i === 0 ? null : new TextEncoder().encode(all[i])),
+    };
+  }
+
+  it('draws only tokens that continue the document, and ends when the object closes; the model\'s favourite is taken where allowed', () => {
+    const tok = tokenizerOf(['a', '{', '"', 'k', ':', '1', '}', '{"k":1}']);
+    const seq = new Sequence(0, { prompt: [1], maxTokens: 20, guide: { type: 'json_object' }, sampling: { temperature: 0 } }, { tokenizer: tok, eosIds: [0], vocabSize: tok.vocabSize });
+    // The model always prefers 'a', then EOS, then the whole document in one token: the document wins.
+    const logits = Float32Array.from([5, 9, 0, 0, 0, 0, 0, 0, 1]);
+    const ev = seq.next(logits);
+    expect(ev.token).toBe(8);
+    expect(seq.finishReason).toBe('stop');
+    expect(seq.result().text).toBe('{"k":1}');
+  });
+
+  it('a vocabulary that cannot continue the document lets the end tokens end it', () => {
+    const tok = tokenizerOf(['a', 'b']);
+    const seq = new Sequence(0, { prompt: [1], maxTokens: 5, guide: { type: 'json_object' }, sampling: { temperature: 0 } }, { tokenizer: tok, eosIds: [0], vocabSize: tok.vocabSize });
+    expect(seq.next(Float32Array.from([-3, 5, 4])).token).toBe(0);
+    expect(seq.finishReason).toBe('eos');
+  });
+});
+
+/** A person with a pet (a recursive definition): every keyword of the supported subset. */
+const PERSON = {
+  type: 'object',
+  properties: {
+    name: { type: 'string', minLength: 1, maxLength: 8 },
+    age: { type: 'integer' },
+    tags: { type: 'array', items: { enum: ['a', 'b', 12] }, minItems: 1, maxItems: 3 },
+    nick: { type: ['string', 'null'] },
+    pet: { $ref: '#/$defs/pet' },
+    score: { type: 'number' },
+    ok: { type: 'boolean' },
+    extra: { type: 'object', additionalProperties: { type: 'integer' } },
+  },
+  required: ['name', 'age', 'tags', 'ok'],
+  additionalProperties: false,
+  $defs: {
+    pet: { type: 'object', properties: { kind: { const: 'cat' }, kids: { type: 'array', items: { $ref: '#/$defs/pet' }, maxItems: 2 } }, required: ['kind'] },
+  },
+};
+
+/** An independent check of a parsed value against a schema of the subset (the test's own reading of JSON Schema). */
+function valid(v: unknown, s: Record<string, any>, root: Record<string, any> = s): boolean {
+  if (s.$ref) return valid(v, s.$ref.split('/').slice(1).reduce((o: any, k: string) => o[k], root), root);
+  if ('const' in s) return JSON.stringify(v) === JSON.stringify(s.const);
+  if (s.enum) return s.enum.some((e: unknown) => JSON.stringify(e) === JSON.stringify(v));
+  const types: string[] = Array.isArray(s.type) ? s.type : [s.type];
+  return types.some((t) => {
+    switch (t) {
+      case 'object': {
+        if (v === null || typeof v !== 'object' || Array.isArray(v)) return false;
+        const o = v as Record<string, unknown>;
+        const props = s.properties ?? {};
+        if ((s.required ?? []).some((r: string) => !(r in o))) return false;
+        return Object.entries(o).every(([k, x]) => (k in props ? valid(x, props[k], root) : s.additionalProperties !== false && (typeof s.additionalProperties !== 'object' || valid(x, s.additionalProperties, root))));
+      }
+      case 'array':
+        return Array.isArray(v) && v.length >= (s.minItems ?? 0) && v.length <= (s.maxItems ?? Infinity) && v.every((x) => valid(x, s.items, root));
+      case 'string':
+        return typeof v === 'string' && [...v].length >= (s.minLength ?? 0) && [...v].length <= (s.maxLength ?? Infinity);
+      case 'integer':
+        return Number.isInteger(v);
+      case 'number':
+        return typeof v === 'number';
+      case 'boolean':
+        return typeof v === 'boolean';
+      case 'null':
+        return v === null;
+      default:
+        return false;
+    }
+  });
+}
+
+describe('SchemaGuide of a JSON schema (structured outputs)', () => {
+  const person = compileJsonSchema(PERSON);
+  function walkSchema(text: string): { accepted: number; done: boolean } {
+    const g = new SchemaGuide(person, vocab);
+    const bytes = enc(text);
+    for (let i = 0; i < bytes.length; i++) {
+      if (!g.accepts([bytes[i]])) return { accepted: i, done: false };
+      g.advance(bytes[i]);
+    }
+    return { accepted: bytes.length, done: g.done };
+  }
+
+  it('takes the schema\'s documents whole (properties in order, optional ones left out or not) and is done exactly at their end', () => {
+    for (const doc of [
+      '{"name":"Ann","age":37,"tags":["a"],"ok":true}',
+      '{"name": "\\u00e9l\\"e", "age": -3, "tags": ["b", 12, "a"], "nick": null, "ok": false}',
+      '{\n  "name": "Zoë",\n  "age": 0,\n  "tags": [12],\n  "nick": "Z",\n  "pet": {"kind": "cat", "kids": [{"kind": "cat"}, {"kind": "cat", "kids": []}]},\n  "score": 1.5e-3,\n  "ok": true,\n  "extra": {"x": 1, "y": -2}\n}',
+      '{"name":"12345678","age":1,"tags":["a","a","a"],"ok":true,"extra":{}}',
+    ]) {
+      expect(valid(JSON.parse(doc), PERSON), doc).toBe(true);
+      expect(walkSchema(doc), doc).toEqual({ accepted: enc(doc).length, done: true });
+      expect(walkSchema(doc.slice(0, -1)).done, doc).toBe(false);
+    }
+  });
+
+  it('refuses the first byte past which no document of the schema goes on', () => {
+    const head = '{"name":"Ann","age":37,"tags":["a"]';
+    for (const [bad, at] of [
+      ['{"age":1}', 2], // name is required and comes first
+      ['{"name":"","age":1}', 9], // minLength 1
+      ['{"name":"123456789"', 17], // maxLength 8
+      ['{"name":"A","age":1.5}', 19], // an integer
+      ['{"name":"A","age":1e3}', 19],
+      ['{"name":"A","age":1,"tags":[]}', 28], // minItems 1
+      ['{"name":"A","age":1,"tags":["a","a","a","a"]}', 39], // maxItems 3
+      ['{"name":"A","age":1,"tags":["c"]}', 29], // not in the enum
+      ['{"name":"A","age":1,"tags":[123]}', 30],
+      [`${head},"ok":1}`, head.length + 6], // a boolean
+      [`${head}}`, head.length], // ok is required
+      [`${head},"zzz":1}`, head.length + 2], // no such property
+      [`${head},"ok":true,"nick":null}`, head.length + 12], // nick comes before ok
+      [`${head},"pet":{"kind":"dog"}`, head.length + 16],
+      [`${head},"pet":{"kids":[]}`, head.length + 11], // kind is required and first: "ki" may begin it, the d cannot
+      [`${head},"ok":true,"extra":{"x":"1"}}`, head.length + 24], // additionalProperties: integers
+    ] as const) {
+      expect(walkSchema(bad), bad).toEqual({ accepted: at, done: false });
+    }
+  });
+
+  it('random walks through the mask only ever write documents of the schema', () => {
+    let finished = 0;
+    for (let seed = 1; seed <= 200; seed++) {
+      const rng = new Rng(seed);
+      const g = new SchemaGuide(person, vocab);
+      const out: number[] = [];
+      for (let step = 0; step < 600 && !g.done; step++) {
+        const mask = g.allowed();
+        const ids = [...mask.keys()].filter((id) => mask[id]);
+        expect(ids.length).toBeGreaterThan(0);
+        const closers = ids.filter((id) => [0x7d, 0x5d, 0x22, 0x2c].includes(vocab[id]![0]));
+        const pool = closers.length > 0 && rng.uniform() < step / 60 ? closers : ids;
+        const id = pool[Math.floor(rng.uniform() * pool.length)];
+        g.advance(id);
+        out.push(...vocab[id]!);
+      }
+      if (!g.done) continue;
+      finished++;
+      const text = new TextDecoder().decode(Uint8Array.from(out));
+      expect(valid(JSON.parse(text), PERSON), text).toBe(true);
+    }
+    expect(finished).toBeGreaterThan(100);
+  });
+});
+
+describe('compileJsonSchema', () => {
+  it('refuses what it cannot enforce, naming the keyword and where it is', () => {
+    const refused = (schema: unknown) => {
+      try {
+        compileJsonSchema(schema);
+      } catch (e) {
+        if (e instanceof SchemaError) return { path: e.path, keyword: e.keyword };
+        throw e;
+      }
+      return null;
+    };
+    const obj = (props: Record<string, unknown>) => ({ type: 'object', properties: props });
+    expect(refused(obj({ a: { type: 'string', pattern: '^a' } }))).toEqual({ path: '/properties/a', keyword: 'pattern' });
+    expect(refused(obj({ 'a/b': { type: 'string', format: 'date' } }))).toEqual({ path: '/properties/a~1b', keyword: 'format' });
+    expect(refused(obj({ n: { type: 'integer', minimum: 0 } }))).toEqual({ path: '/properties/n', keyword: 'minimum' });
+    expect(refused(obj({ n: { allOf: [{ type: 'integer' }] } }))).toEqual({ path: '/properties/n', keyword: 'allOf' });
+    expect(refused(obj({ t: { type: 'array', items: [{ type: 'integer' }] } }))).toEqual({ path: '/properties/t', keyword: 'items' });
+    expect(refused(obj({ u: { anyOf: [obj({ a: true }), obj({ b: true })] } }))).toEqual({ path: '/properties/u', keyword: 'anyOf' });
+    expect(refused(obj({ u: { type: ['integer', 'string'], enum: [1] } }))).toBeNull();
+    expect(refused(obj({ r: { $ref: 'https://example.com/s.json' } }))).toEqual({ path: '/properties/r', keyword: '$ref' });
+    expect(refused(obj({ r: { $ref: '#/$defs/missing' } }))).toEqual({ path: '/properties/r', keyword: '$ref' });
+    expect(refused({ type: 'object', properties: {}, required: ['a'] })).toEqual({ path: '', keyword: 'required' });
+    expect(refused(obj({ a: false }))).toEqual({ path: '/properties/a', keyword: 'schema' });
+    expect(refused({ type: 'string' })).toEqual({ path: '', keyword: 'type' });
+    expect(refused({ type: 'strin' })).toEqual({ path: '', keyword: 'type' });
+    expect(refused({ type: 'array', minItems: 3, maxItems: 2 })).toEqual({ path: '', keyword: 'minItems' });
+    // A recursive root, a list of types, and the same schema again (compiled once).
+    const tree = { type: 'object', properties: { kids: { type: 'array', items: { $ref: '#' } } } };
+    expect(refused(tree)).toBeNull();
+    expect(compileJsonSchema(structuredClone(tree))).toBe(compileJsonSchema(tree));
+  });
+});
