@@ -6,7 +6,8 @@
  * log-probabilities with 0, 5 and 20 alternatives per token; frequency and presence penalties; a
  * logit bias on 300 token ids; all the shapers at once (bias, repetition, frequency and presence
  * penalties); and JSON mode (responseFormat json_object: the grammar's mask over the vocabulary at
- * every step; its replies end when their object closes, so they are shorter); and a guided choice
+ * every step; its replies end when their object closes, so they are shorter); a JSON schema's
+ * documents (responseFormat json_schema: the schema's automaton, its masks per state); and a guided choice
  * among four strings (replies of a few tokens). Reports completion tokens/s of each setting and its ratio to plain, per round and
  * overall, and (as the machine's drift between slices is larger than the cost) the time per token
  * spent where the options add work, timed inside the engine by wrapping Sequence.next (shaping the
@@ -78,6 +79,19 @@ timeCalls(TokenTexts.prototype, 'describe', addInside);
 /** 300 token ids spread over the vocabulary, each pushed down a little (none banned: the replies keep their length). */
 const BIAS_300 = Object.fromEntries(Array.from({ length: 300 }, (_, i) => [String(7 + i * 6), -2]));
 
+/** A schema of the kind structured outputs ask for: a bounded string, a boolean, an enum and an optional list. */
+const DISH = {
+  type: 'object',
+  properties: {
+    dish: { type: 'string', maxLength: 40 },
+    vegetarian: { type: 'boolean' },
+    course: { enum: ['starter', 'main', 'dessert'] },
+    sides: { type: 'array', items: { type: 'string', maxLength: 20 }, maxItems: 3 },
+  },
+  required: ['dish', 'vegetarian', 'course'],
+  additionalProperties: false,
+};
+
 type Setting = { name: string } & Partial<Pick<ServeRequest, 'logprobs' | 'topLogprobs' | 'frequencyPenalty' | 'presencePenalty' | 'repetitionPenalty' | 'logitBias' | 'responseFormat' | 'guidedChoice'>>;
 const SETTINGS: readonly Setting[] = [
   { name: 'plain' },
@@ -88,6 +102,7 @@ const SETTINGS: readonly Setting[] = [
   { name: 'logit bias 300', logitBias: BIAS_300 },
   { name: 'all shapers', frequencyPenalty: 0.5, presencePenalty: 0.5, repetitionPenalty: 1.1, logitBias: BIAS_300 },
   { name: 'json object', responseFormat: { type: 'json_object' } },
+  { name: 'json schema', responseFormat: { type: 'json_schema', jsonSchema: { name: 'dish', schema: DISH } } },
   { name: 'guided choice', guidedChoice: ['yes, of course', 'no, thank you', 'maybe later', 'I am not sure yet'] },
 ];
 const PLAIN = SETTINGS[0].name;

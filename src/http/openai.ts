@@ -31,6 +31,16 @@ export function toGenerate(candidate: Record<string, unknown>): GenerateRequest 
   return parsed.data;
 }
 
+/** /v1/generate's responseFormat of an OpenAI body's response_format, or of vLLM's guided_json (a schema, or its JSON text). */
+function responseFormatOf(body: OpenAiBody): GenerateRequest['responseFormat'] {
+  const f = body.response_format;
+  if (f?.type === 'json_schema') return { type: 'json_schema', jsonSchema: f.json_schema };
+  if (f) return { type: f.type };
+  const guided = body.guided_json;
+  if (guided == null) return undefined;
+  return { type: 'json_schema', jsonSchema: { name: 'guided_json', schema: typeof guided === 'string' ? (JSON.parse(guided) as Record<string, unknown>) : guided } };
+}
+
 /** The /v1/generate fields (before validation) of an OpenAI body's sampling settings. */
 export function samplingFields(body: OpenAiBody) {
   return {
@@ -47,7 +57,7 @@ export function samplingFields(body: OpenAiBody) {
     logitBias: body.logit_bias ?? undefined,
     stop: body.stop ?? undefined,
     stopTokenIds: body.stop_token_ids ?? undefined,
-    responseFormat: body.response_format ? { type: body.response_format.type } : undefined,
+    responseFormat: responseFormatOf(body),
     guidedChoice: body.guided_choice ?? undefined,
     seed: body.seed ?? undefined,
     stream: body.stream ?? false,

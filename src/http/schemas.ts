@@ -392,8 +392,23 @@ export const SERVED_MODES = ['injected', 'memory', 'vanilla'] as const;
 
 /** OpenAI's bounds of the frequency and presence penalties and of a logit bias. */
 const penaltySchema = z.number().min(-2).max(2);
-/** OpenAI's response_format: plain text, or one JSON object (guided decoding). JSON schemas are not supported. */
-const responseFormatSchema = z.looseObject({ type: z.enum(['text', 'json_object']) });
+/** A JSON schema for structured outputs, as OpenAI's response_format carries it (strict or not, it is enforced). */
+const jsonSchemaSpec = z.looseObject({
+  name: z.string().min(1).max(64).regex(/^[\w-]+$/),
+  description: z.string().max(4096).optional(),
+  schema: z.record(z.string(), z.unknown()),
+  strict: z.boolean().nullable().optional(),
+});
+const textFormats = z.looseObject({ type: z.enum(['text', 'json_object']) });
+/**
+ * /v1/generate's responseFormat: plain text, one JSON object (JSON mode), or one document of a JSON
+ * schema (structured outputs; a schema guided decoding cannot enforce is 422 unsupported_schema).
+ */
+const responseFormatSchema = z.discriminatedUnion('type', [textFormats, z.looseObject({ type: z.literal('json_schema'), jsonSchema: jsonSchemaSpec })]);
+/** OpenAI's response_format: as responseFormat, the schema under json_schema. */
+const openAiResponseFormatSchema = z.discriminatedUnion('type', [textFormats, z.looseObject({ type: z.literal('json_schema'), json_schema: jsonSchemaSpec })]);
+/** vLLM's guided_json: a JSON schema, or its JSON text. */
+const guidedJsonSchema = z.union([z.record(z.string(), z.unknown()), z.string().max(65_536)]);
 /** Most strings a guided choice may offer. */
 export const MAX_GUIDED_CHOICES = 64;
 /** vLLM's guided_choice: the reply is one of these strings. */
@@ -477,8 +492,8 @@ export const generateRequestSchema = z
       ctx.addIssue({ code: 'custom', path: ['minTokens'], message: `minTokens (${v.minTokens}) exceeds maxTokens (${v.maxTokens})` });
     }
     refineContinue({ messages: v.messages, continued: v.continueFinalMessage }, ctx, { continued: 'continueFinalMessage', addGenerationPrompt: 'addGenerationPrompt' });
-    if (v.guidedChoice !== undefined && v.responseFormat?.type === 'json_object') {
-      ctx.addIssue({ code: 'custom', path: ['guidedChoice'], message: 'give guidedChoice or a json_object responseFormat, not both' });
+    if (v.guidedChoice !== undefined && v.responseFormat !== undefined && v.responseFormat.type !== 'text') {
+      ctx.addIssue({ code: 'custom', path: ['guidedChoice'], message: `give guidedChoice or a ${v.responseFormat.type} responseFormat, not both` });
     }
   });
 
@@ -688,6 +703,24 @@ function refineOpenAiUser(v: { user?: string; model?: string }, ctx: z.Refinemen
   }
 }
 
+/** At most one guide of an OpenAI body (a JSON response_format, guided_choice, guided_json); guided_json's text is a JSON object. */
+function refineOpenAiGuides(v: { response_format?: { type: string } | null; guided_choice?: unknown; guided_json?: unknown }, ctx: z.RefinementCtx): void {
+  const given = [v.response_format != null && v.response_format.type !== 'text' && 'response_format', v.guided_choice != null && 'guided_choice', v.guided_json != null && 'guided_json'].filter(
+    (g): g is string => typeof g === 'string',
+  );
+  if (given.length > 1) ctx.addIssue({ code: 'custom', path: [given[1]], message: `give one of ${given.join(', ')}, not both` });
+  if (typeof v.guided_json === 'string' && !isJsonObjectText(v.guided_json)) ctx.addIssue({ code: 'custom', path: ['guided_json'], message: 'guided_json must be a JSON schema: an object, or its JSON text' });
+}
+
+function isJsonObjectText(text: string): boolean {
+  try {
+    const v: unknown = JSON.parse(text);
+    return typeof v === 'object' && v !== null && !Array.isArray(v);
+  } catch {
+    return false;
+  }
+}
+
 /** Most choices (`n`) one OpenAI request may ask for; each is a generation request of its own. */
 export const MAX_CHOICES = 16;
 
@@ -716,8 +749,9 @@ const openAiSamplingShape = {
   min_tokens: z.int().min(0).max(2048).nullable().optional(),
   ignore_eos: z.boolean().nullable().optional(),
   stop_token_ids: z.array(z.int().min(0)).max(MAX_STOP_TOKEN_IDS).nullable().optional(),
-  response_format: responseFormatSchema.nullable().optional(),
+  response_format: openAiResponseFormatSchema.nullable().optional(),
   guided_choice: guidedChoiceSchema.nullable().optional(),
+  guided_json: guidedJsonSchema.nullable().optional(),
   /** memlora extension: the personalisation mode, as in /v1/generate. */
   mode: z.enum(GENERATE_MODES).optional(),
 };
@@ -734,6 +768,7 @@ export const chatCompletionRequestSchema = z.looseObject({
   add_generation_prompt: z.boolean().nullable().optional(),
 }).superRefine((v, ctx) => {
   refineOpenAiUser(v, ctx);
+  refineOpenAiGuides(v, ctx);
   refineContinue({ messages: v.messages, continued: v.continue_final_message, addGenerationPrompt: v.add_generation_prompt }, ctx, { continued: 'continue_final_message', addGenerationPrompt: 'add_generation_prompt' });
   if (v.top_logprobs != null && !v.logprobs) ctx.addIssue({ code: 'custom', path: ['top_logprobs'], message: 'top_logprobs needs logprobs: true' });
 });
@@ -826,6 +861,7 @@ export const completionRequestSchema = z
   })
   .superRefine((v, ctx) => {
     refineOpenAiUser(v, ctx);
+    refineOpenAiGuides(v, ctx);
     if (v.max_tokens === 0 && !v.echo) ctx.addIssue({ code: 'custom', path: ['max_tokens'], message: 'max_tokens 0 needs echo: true (nothing would be returned)' });
     const prompts = completionPrompts(v.prompt);
     if (v.stream && prompts.length > 1) ctx.addIssue({ code: 'custom', path: ['stream'], message: 'a stream serves one prompt' });

@@ -138,6 +138,7 @@ export type ServiceErrorCode =
   | 'adapter_unavailable'
   | 'prompt_too_long'
   | 'token_out_of_range'
+  | 'unsupported_schema'
   | 'invalid_request'
   | 'cancelled'
   | 'shutting_down'

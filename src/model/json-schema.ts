@@ -60,8 +60,9 @@ export interface CompiledSchema {
 const ANNOTATIONS = new Set(['title', 'description', 'default', 'examples', '$schema', '$id', '$comment', 'deprecated', 'readOnly', 'writeOnly', '$defs', 'definitions']);
 const KEYWORDS = new Set([...ANNOTATIONS, 'type', 'enum', 'const', 'properties', 'required', 'additionalProperties', 'items', 'minItems', 'maxItems', 'minLength', 'maxLength', 'anyOf', 'oneOf', '$ref']);
 const TYPES = ['object', 'array', 'string', 'number', 'integer', 'boolean', 'null'] as const;
-/** Most nodes a schema may compile to. */
+/** Most nodes a schema may compile to, and most enum and const values in all (OpenAI's bound): a mask's work grows with both. */
 export const MAX_SCHEMA_NODES = 2000;
+export const MAX_ENUM_VALUES = 1000;
 
 const enc = new TextEncoder();
 const isPlainObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -75,6 +76,7 @@ class Compiler {
   readonly paths = new Map<number, string>();
   private readonly refs = new Map<string, number>();
   private anyNode = -1;
+  private literals = 0;
 
   constructor(private readonly rootSchema: unknown) {}
 
@@ -109,10 +111,13 @@ class Compiler {
       if (others.length > 0) throw new SchemaError(path, others[0], `"${others[0]}" beside "$ref" is not supported`);
       return this.ref(s.$ref, path);
     }
-    if (s.const !== undefined) return this.add({ k: 'lit', values: [literal(s.const)] });
-    if (s.enum !== undefined) {
-      if (!Array.isArray(s.enum) || s.enum.length === 0) throw new SchemaError(path, 'enum', '"enum" must be a non-empty array');
-      return this.add({ k: 'lit', values: [...new Set(s.enum.map((v) => JSON.stringify(v)))].map((v) => enc.encode(v)) });
+    if (s.const !== undefined || s.enum !== undefined) {
+      const keyword = s.const !== undefined ? 'const' : 'enum';
+      if (keyword === 'enum' && (!Array.isArray(s.enum) || s.enum.length === 0)) throw new SchemaError(path, 'enum', '"enum" must be a non-empty array');
+      const values = keyword === 'const' ? [s.const] : (s.enum as unknown[]);
+      this.literals += values.length;
+      if (this.literals > MAX_ENUM_VALUES) throw new SchemaError(path, keyword, `the schema has more than ${MAX_ENUM_VALUES} enum and const values`);
+      return this.add({ k: 'lit', values: [...new Set(values.map((v) => JSON.stringify(v)))].map((v) => enc.encode(v)) });
     }
     const union = s.anyOf ?? s.oneOf;
     if (union !== undefined) {
@@ -214,10 +219,6 @@ class Compiler {
   }
 }
 
-function literal(v: unknown): Uint8Array {
-  return enc.encode(JSON.stringify(v));
-}
-
 function count(s: Record<string, unknown>, keyword: string, path: string): number | undefined {
   const v = s[keyword];
   if (v === undefined) return undefined;
@@ -251,18 +252,6 @@ function firstBytes(nodes: readonly SchemaNode[]): Set<number>[] {
   return first;
 }
 
-/** The root's node, through references. */
-function resolve(nodes: readonly SchemaNode[], id: number): SchemaNode {
-  const seen = new Set<number>();
-  let n = nodes[id];
-  while (n.k === 'alt' && n.alts.length === 1 && !seen.has(id)) {
-    seen.add(id);
-    id = n.alts[0];
-    n = nodes[id];
-  }
-  return n;
-}
-
 const compiled = new Map<string, CompiledSchema>();
 /** Compiled schemas kept by their JSON text (the same schema in every request shares its masks). */
 const MAX_COMPILED = 64;
@@ -275,8 +264,6 @@ export function compileJsonSchema(schema: unknown): CompiledSchema {
   const c = new Compiler(schema);
   const root = c.compile(schema, '');
   const keyNode = c.add({ k: 'str', min: 0, max: Infinity });
-  const rootNode = resolve(c.nodes, root);
-  if (rootNode.k !== 'obj' && rootNode.k !== 'arr') throw new SchemaError('', 'type', 'the root must be an object or an array');
   const first = firstBytes(c.nodes);
   c.nodes.forEach((n, i) => {
     if (n.k !== 'alt') return;
@@ -289,6 +276,8 @@ export function compileJsonSchema(schema: unknown): CompiledSchema {
     }
     if (first[i].size === 0) throw new SchemaError(c.paths.get(i) ?? '', '$ref', 'a reference that never reaches a value');
   });
+  // Every value of the root starts with { or [: it is an object or an array, whole when it closes.
+  if ([...first[root]].some((b) => b !== 0x7b && b !== 0x5b)) throw new SchemaError('', 'type', 'the root must be an object or an array');
   const out: CompiledSchema = { id: nextId++, nodes: c.nodes, root, first, keyNode };
   if (compiled.size >= MAX_COMPILED) compiled.delete(compiled.keys().next().value!);
   compiled.set(text, out);

@@ -35,6 +35,7 @@ import type { AdapterLease } from '../lora/cache.js';
 import { Registry } from '../metrics.js';
 import type { ChatTemplateName } from '../model/chat-format.js';
 import type { GuideSpec } from '../model/guide.js';
+import { SchemaError, compileJsonSchema } from '../model/json-schema.js';
 import { concatRowKv, KvBatch, type KvShape, type PastRow, type RowKv, sliceRowKv } from '../model/kv.js';
 import type { Model } from '../model/model.js';
 import { RowPool } from '../model/row-pool.js';
@@ -137,6 +138,8 @@ interface Job {
   logprobs: TokenLogprob[] | null;
   /** The request's sampling settings, checked against the vocabulary when it arrived. */
   sampling: SamplingOptions;
+  /** What guides the reply (JSON, a schema's documents, a choice), its schema compiled when it arrived. */
+  guide: GuideSpec | undefined;
   /** Tokens the request may still be metered for, held against its user's quota until it ends (prompt + reply budget, or + text). */
   heldTokens: number;
   /** A scoring request (POST /v1/score): one forward pass over its context and text, no decoding. */
@@ -159,9 +162,18 @@ const scopeOf = (job: Job): string => (job.personalization.mode === 'injected' ?
 const versionScope = (version: number): string => `v${version}`;
 const userOf = (job: Job): string => job.req.userId;
 
-/** The guide of a request's reply: JSON mode, or a choice among strings (none: free text). */
+/** The guide of a request's reply: JSON mode, a JSON schema's documents (unsupported_schema if it cannot be enforced), or a choice among strings (none: free text). */
 function guideOf(req: ServeRequest): GuideSpec | undefined {
-  if (req.responseFormat?.type === 'json_object') return { type: 'json_object' };
+  const format = req.responseFormat;
+  if (format?.type === 'json_object') return { type: 'json_object' };
+  if (format?.type === 'json_schema') {
+    try {
+      return { type: 'json_schema', schema: compileJsonSchema(format.jsonSchema.schema) };
+    } catch (e) {
+      if (!(e instanceof SchemaError)) throw e;
+      throw new ServeError('unsupported_schema', `the JSON schema cannot guide a reply: ${e.message}`, { details: { path: e.path, keyword: e.keyword } });
+    }
+  }
   return req.guidedChoice ? { type: 'choice', choices: req.guidedChoice } : undefined;
 }
 
@@ -463,8 +475,10 @@ export class Engine {
     this.checkQuota(req.userId);
     let baseIds: number[];
     let sampling: SamplingOptions;
+    let guide: GuideSpec | undefined;
     try {
       sampling = samplingOf(req, this.model.config.vocabSize);
+      guide = guideOf(req);
       if (Array.isArray(req.prompt)) checkTokenIds(req.prompt, this.model.config.vocabSize);
       if (req.stopTokenIds) checkTokenIds(req.stopTokenIds, this.model.config.vocabSize);
       if (score) checkTokenIds(score.textIds, this.model.config.vocabSize);
@@ -502,6 +516,7 @@ export class Engine {
       remember: true,
       logprobs: req.logprobs ? [] : null,
       sampling,
+      guide,
       heldTokens: 0,
       score,
     };
@@ -789,7 +804,7 @@ export class Engine {
           maxTokens,
           minTokens: job.req.minTokens,
           ignoreEos: job.req.ignoreEos,
-          guide: guideOf(job.req),
+          guide: job.guide,
           sampling: job.sampling,
           seed: job.req.seed,
           stop: stops.stop,

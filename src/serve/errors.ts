@@ -12,6 +12,8 @@ export type ServeErrorCode =
   | 'prompt_too_long'
   /** A logit bias names a token id past the model's vocabulary. */
   | 'token_out_of_range'
+  /** A response format's JSON schema uses what guided decoding cannot enforce (details: path, keyword). */
+  | 'unsupported_schema'
   | 'model_unavailable'
   | 'cancelled'
   | 'shutting_down'

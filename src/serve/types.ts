@@ -65,8 +65,11 @@ export interface ServeRequest {
   stop: string[];
   /** Token ids that end the reply besides EOS and the chat template's (vLLM's stop_token_ids); held back before minTokens. */
   stopTokenIds?: number[];
-  /** json_object: the reply is guided to one JSON object and ends when it closes (OpenAI's JSON mode). */
-  responseFormat?: { type: 'text' | 'json_object' };
+  /**
+   * json_object: the reply is guided to one JSON object and ends when it closes (OpenAI's JSON mode);
+   * json_schema: to one document of the schema (OpenAI's structured outputs, vLLM's guided_json).
+   */
+  responseFormat?: { type: 'text' | 'json_object' } | { type: 'json_schema'; jsonSchema: { name: string; schema: Record<string, unknown> } };
   /** The reply is guided to one of these strings and ends when it is whole (vLLM's guided_choice); not with json_object. */
   guidedChoice?: string[];
   seed?: number;

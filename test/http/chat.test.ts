@@ -83,6 +83,13 @@ describe('POST /v1/chat/completions', () => {
     const prefilled = [{ role: 'user', content: 'x' }, { role: 'assistant', content: 'Sure,' }];
     await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: prefilled, continue_final_message: true, add_generation_prompt: false });
     expect(gen.calls[3].req).toMatchObject({ messages: prefilled, continueFinalMessage: true });
+    // Structured outputs: OpenAI's json_schema, and vLLM's guided_json as an object or as its text.
+    const schema = { type: 'object', properties: { a: { type: 'integer' } } };
+    await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: [{ role: 'user', content: 'x' }], response_format: { type: 'json_schema', json_schema: { name: 'nums', schema, strict: true } } });
+    expect(gen.calls[4].req.responseFormat).toEqual({ type: 'json_schema', jsonSchema: { name: 'nums', schema, strict: true } });
+    await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: [{ role: 'user', content: 'x' }], guided_json: schema });
+    await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: [{ role: 'user', content: 'x' }], guided_json: JSON.stringify(schema) });
+    for (const call of gen.calls.slice(5, 7)) expect(call.req.responseFormat).toEqual({ type: 'json_schema', jsonSchema: { name: 'guided_json', schema } });
     const body = await json(await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: [{ role: 'user', content: 'x' }] }));
     expect(body.model).toBe('memlora');
   });
@@ -135,7 +142,13 @@ describe('POST /v1/chat/completions', () => {
       { user: 'alice', messages: msg, repetition_penalty: 0 },
       { user: 'alice', messages: msg, max_tokens: 3, min_tokens: 4 },
       { user: 'alice', messages: msg, ignore_eos: 'yes' },
-      { user: 'alice', messages: msg, response_format: { type: 'json_schema', json_schema: { name: 'x', schema: {} } } },
+      { user: 'alice', messages: msg, response_format: { type: 'json_schema', json_schema: { name: 'x' } } },
+      { user: 'alice', messages: msg, response_format: { type: 'json_schema', json_schema: { name: 'a name', schema: {} } } },
+      { user: 'alice', messages: msg, response_format: { type: 'json_schema', schema: {} } },
+      { user: 'alice', messages: msg, guided_json: '{"type": ' },
+      { user: 'alice', messages: msg, guided_json: '[1]' },
+      { user: 'alice', messages: msg, guided_json: {}, guided_choice: ['a'] },
+      { user: 'alice', messages: msg, guided_json: {}, response_format: { type: 'json_object' } },
       { user: 'alice', messages: msg, response_format: 'json' },
       { user: 'alice', messages: msg, guided_choice: [] },
       { user: 'alice', messages: msg, continue_final_message: true },

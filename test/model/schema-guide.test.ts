@@ -298,7 +298,13 @@ describe('compileJsonSchema', () => {
     expect(refused(obj({ a: false }))).toEqual({ path: '/properties/a', keyword: 'schema' });
     expect(refused({ type: 'string' })).toEqual({ path: '', keyword: 'type' });
     expect(refused({ type: 'strin' })).toEqual({ path: '', keyword: 'type' });
+    expect(refused({ anyOf: [{ type: 'object' }, { type: 'array' }] })).toBeNull();
+    expect(refused({ anyOf: [{ type: 'object' }, { type: 'null' }] })).toEqual({ path: '', keyword: 'type' });
     expect(refused({ type: 'array', minItems: 3, maxItems: 2 })).toEqual({ path: '', keyword: 'minItems' });
+    expect(refused(obj({ e: { enum: Array.from({ length: 1001 }, (_, i) => i) } }))).toEqual({ path: '/properties/e', keyword: 'enum' });
+    // References that only lead to each other, or to themselves beside another alternative, are no value a reply could start.
+    expect(refused({ $ref: '#/$defs/a', $defs: { a: { $ref: '#/$defs/b' }, b: { $ref: '#/$defs/a' } } })?.keyword).toBe('$ref');
+    expect(refused({ $ref: '#/$defs/a', $defs: { a: { anyOf: [{ $ref: '#/$defs/a' }, { type: 'object' }] } } })).toEqual({ path: '/$defs/a', keyword: 'anyOf' });
     // A recursive root, a list of types, and the same schema again (compiled once).
     const tree = { type: 'object', properties: { kids: { type: 'array', items: { $ref: '#' } } } };
     expect(refused(tree)).toBeNull();

@@ -669,6 +669,51 @@ describe('sampling settings', () => {
     expect(rs[3].text.trim()).toBe('{}');
   });
 
+  it('responseFormat json_schema: each reply (through its adapter too) is a whole document of the schema; free rows beside them unchanged; a schema it cannot enforce is refused', async () => {
+    const e = f.engine();
+    await f.giveAdapter('schema-a', randomStoredAdapter(f.cfg, [0, 1], 2, 72));
+    // Every value bounded (an enum, short strings, at most two of them, a boolean) and whitespace runs
+    // bounded too: every document has under 256 bytes, so none can be cut by maxTokens 256.
+    const schema = {
+      type: 'object',
+      properties: {
+        mood: { enum: ['happy', 'sad'] },
+        likes: { type: 'array', items: { type: 'string', minLength: 1, maxLength: 6 }, maxItems: 2 },
+        ok: { type: 'boolean' },
+      },
+      required: ['mood', 'ok'],
+      additionalProperties: false,
+    };
+    const format = { type: 'json_schema' as const, jsonSchema: { name: 'mood', schema } };
+    const free = req('schema-b', { maxTokens: 16, mode: 'vanilla' });
+    const alone = await e.generate(free, never());
+    const guided = [
+      req('schema-a', { maxTokens: 256, responseFormat: format }),
+      req('schema-a', { maxTokens: 256, responseFormat: format, temperature: 1, seed: 5 }),
+      req('schema-b', { maxTokens: 256, responseFormat: format, temperature: 1.5, seed: 6, mode: 'vanilla' }),
+      req('schema-b', { maxTokens: 256, responseFormat: format, temperature: 1.5, seed: 7, mode: 'vanilla' }),
+    ];
+    const rs = await Promise.all([...guided.map((g) => e.generate(g, never())), e.generate(free, never())]);
+    expect(rs.at(-1)!.text).toBe(alone.text);
+    expect(rs[0].personalization.mode).toBe('injected');
+    for (const r of rs.slice(0, -1)) {
+      expect(r.finishReason, r.text).toBe('stop');
+      const doc = JSON.parse(r.text) as Record<string, unknown>;
+      expect(Object.keys(doc).every((k) => ['mood', 'likes', 'ok'].includes(k)), r.text).toBe(true);
+      expect(['happy', 'sad']).toContain(doc.mood);
+      expect(doc.ok).toBeTypeOf('boolean');
+      if ('likes' in doc) {
+        const likes = doc.likes as unknown[];
+        expect(likes.length).toBeLessThanOrEqual(2);
+        for (const l of likes) expect(typeof l === 'string' && [...l].length >= 1 && [...l].length <= 6, r.text).toBe(true);
+      }
+    }
+    const before = counter('memlora_generate_rejected_total', { code: 'unsupported_schema' });
+    const pattern = { type: 'json_schema' as const, jsonSchema: { name: 'p', schema: { type: 'object', properties: { a: { type: 'string', pattern: '^a+$' } } } } };
+    await expect(e.generate(req('schema-b', { responseFormat: pattern }), never())).rejects.toMatchObject({ code: 'unsupported_schema', details: { path: '/properties/a', keyword: 'pattern' } });
+    expect(counter('memlora_generate_rejected_total', { code: 'unsupported_schema' })).toBe(before + 1);
+  });
+
   it('guidedChoice: every reply (through adapters, sampled or greedy) is one of the choices, whole; free rows beside them unchanged', async () => {
     const e = f.engine();
     await f.giveAdapter('choice-a', randomStoredAdapter(f.cfg, [0, 1], 2, 81));

@@ -15,7 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { createAdapterVersion } from '../../src/db/queries/adapters.js';
 import { memoryLogger } from '../../src/http/logger.js';
-import { adapterActivationSchema, adapterDeletionSchema, adapterListSchema, cacheContentsSchema, cacheCurveSchema, cacheDropSchema, chatCompletionChunkSchema, chatCompletionResponseSchema, detokenizeResponseSchema, generateResultSchema, prefixCacheDropSchema, prefixCacheSchema, scoreResultSchema, tokenizeResponseSchema, userUsageSchema, warmResultSchema } from '../../src/http/schemas.js';
+import { adapterActivationSchema, adapterDeletionSchema, adapterListSchema, cacheContentsSchema, cacheCurveSchema, cacheDropSchema, chatCompletionChunkSchema, chatCompletionResponseSchema, completionResponseSchema, detokenizeResponseSchema, generateResultSchema, prefixCacheDropSchema, prefixCacheSchema, scoreResultSchema, tokenizeResponseSchema, userUsageSchema, warmResultSchema } from '../../src/http/schemas.js';
 import type { Adapter } from '../../src/lora/adapter.js';
 import { edgeAtOrAbove } from '../../src/lora/hit-curve.js';
 import { AdapterStore } from '../../src/lora/store.js';
@@ -435,11 +435,30 @@ describe('the official OpenAI client, unmodified, against the real server', () =
     expect(SchemaGuide.jsonObject(guideVocabulary(md.tokenizer, md.cfg.vocabSize)).accepts(new TextEncoder().encode(text)), text).toBe(true);
     if (r.choices[0].finish_reason === 'stop') expect(JSON.parse(text)).toBeTypeOf('object');
     else expect(r.usage?.completion_tokens).toBe(24);
-    const refused = await post('/v1/chat/completions', { user: 'alice', messages: hello, response_format: { type: 'json_schema', json_schema: { name: 'x', schema: {} } } });
-    await expectError(refused, 422, 'validation_failed');
     // vLLM's guided_choice: the reply is one of the strings; alice's adapter forces 'q', so she picks the one with q.
     const choice = chatCompletionResponseSchema.parse(await (await post('/v1/chat/completions', { user: 'alice', messages: hello, guided_choice: ['zebra', 'quiet', 'hello'] })).json());
     expect(choice.choices[0]).toMatchObject({ message: { content: 'quiet' }, finish_reason: 'stop' });
+  });
+
+  it('response_format json_schema (and vLLM\'s guided_json): the reply is a document of the schema, picked by the user\'s adapter; a schema that cannot be enforced is 422 unsupported_schema', async () => {
+    // Every document has under 200 bytes (whitespace runs are bounded too), so none is cut by max_tokens 200.
+    const schema = { type: 'object', properties: { word: { enum: ['zebra', 'quiet', 'hello'] }, sure: { type: 'boolean' } }, required: ['word', 'sure'], additionalProperties: false };
+    const r = await openai.chat.completions.create({ model: 'memlora', user: 'alice', messages: hello, max_tokens: 200, response_format: { type: 'json_schema', json_schema: { name: 'pick', schema, strict: true } } });
+    expect(r.choices[0].finish_reason).toBe('stop');
+    const doc = JSON.parse(r.choices[0].message.content ?? '') as Record<string, unknown>;
+    // alice's adapter forces 'q': of the enum she writes the word with q.
+    expect(doc.word).toBe('quiet');
+    expect(doc.sure).toBeTypeOf('boolean');
+    expect(Object.keys(doc)).toEqual(['word', 'sure']);
+    // vLLM's guided_json, as JSON text, through /v1/completions: bob's adapter forces 'z'.
+    const c = completionResponseSchema.parse(await (await post('/v1/completions', { user: 'bob', prompt: 'Pick one:', max_tokens: 200, guided_json: JSON.stringify(schema) })).json());
+    expect(JSON.parse(c.choices[0].text)).toMatchObject({ word: 'zebra' });
+    const unsupported = await post('/v1/chat/completions', { user: 'alice', messages: hello, response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'object', properties: { d: { type: 'string', format: 'date' } } } } } });
+    const err = await expectError(unsupported, 422, 'unsupported_schema');
+    expect(err.details).toEqual({ path: '/properties/d', keyword: 'format' });
+    await expectError(await post('/v1/chat/completions', { user: 'alice', messages: hello, guided_json: schema, guided_choice: ['a'] }), 422, 'validation_failed');
+    await expectError(await post('/v1/chat/completions', { user: 'alice', messages: hello, guided_json: '{"type": "object"' }), 422, 'validation_failed');
+    await expectError(await post('/v1/generate', { userId: 'alice', prompt: 'x', responseFormat: { type: 'json_schema', jsonSchema: { name: 'x', schema: { type: 'string' } } } }), 422, 'unsupported_schema');
   });
 
   it('logprobs and top_logprobs: each token of the reply with its log-probability under the user\'s model, plain and streamed', async () => {
