@@ -17,7 +17,7 @@
  * minLength / maxLength) are left out of the state so that its masks repeat.
  */
 import type { Guide } from './guide.js';
-import { type CompiledSchema, compileJsonSchema } from './json-schema.js';
+import { type CompiledSchema, type SchemaNode, compileJsonSchema } from './json-schema.js';
 import { cachedMask } from './mask-cache.js';
 
 /** Most whitespace bytes in a row between two JSON tokens (pretty-printing needs a newline and some indent). */
@@ -144,7 +144,7 @@ function nextProps(props: readonly { required: boolean }[], last: number): numbe
 }
 
 function stepObject(c: CompiledSchema, s: State, f: Frame, b: number): number {
-  const node = c.nodes[f.n] as Extract<CompiledSchema['nodes'][number], { k: 'obj' }>;
+  const node = c.nodes[f.n] as Extract<SchemaNode, { k: 'obj' }>;
   if (f.p === O_KEY) {
     const cands = f.c.filter((j) => node.props[j].key[f.b] === b);
     if (cands.length === 0) return FAIL;
@@ -202,7 +202,7 @@ function stepObject(c: CompiledSchema, s: State, f: Frame, b: number): number {
 }
 
 function stepArray(c: CompiledSchema, s: State, f: Frame, b: number): number {
-  const node = c.nodes[f.n] as Extract<CompiledSchema['nodes'][number], { k: 'arr' }>;
+  const node = c.nodes[f.n] as Extract<SchemaNode, { k: 'arr' }>;
   if (isWhitespace(b)) return whitespace(s, b);
   s.ws = s.nl = 0;
   switch (f.p) {
@@ -226,7 +226,7 @@ function stepArray(c: CompiledSchema, s: State, f: Frame, b: number): number {
 }
 
 function stepString(c: CompiledSchema, f: Frame, b: number): number {
-  const node = c.nodes[f.n] as Extract<CompiledSchema['nodes'][number], { k: 'str' }>;
+  const node = c.nodes[f.n] as Extract<SchemaNode, { k: 'str' }>;
   const counted = node.min > 0 || node.max < Infinity;
   if (f.p === S_ESC) {
     if (b === 0x75) f.p = S_HEX + 4;
@@ -263,7 +263,7 @@ function stepString(c: CompiledSchema, f: Frame, b: number): number {
 }
 
 function stepNumber(c: CompiledSchema, f: Frame, b: number): number {
-  const integer = (c.nodes[f.n] as Extract<CompiledSchema['nodes'][number], { k: 'num' }>).integer;
+  const integer = (c.nodes[f.n] as Extract<SchemaNode, { k: 'num' }>).integer;
   switch (f.p) {
     case N_SIGN:
       if (!isDigit(b)) return FAIL;
@@ -299,7 +299,7 @@ function stepNumber(c: CompiledSchema, f: Frame, b: number): number {
 }
 
 function stepLiteral(c: CompiledSchema, f: Frame, b: number): number {
-  const values = (c.nodes[f.n] as Extract<CompiledSchema['nodes'][number], { k: 'lit' }>).values;
+  const values = (c.nodes[f.n] as Extract<SchemaNode, { k: 'lit' }>).values;
   const cands = f.c.filter((i) => values[i][f.a] === b);
   if (cands.length > 0) {
     f.c = cands;
