@@ -31,6 +31,8 @@ export interface Config {
   prefixCacheRestore: boolean;
   /** Bearer token for /v1/admin; null means "not configured" (serve then generates one). */
   adminToken: string | null;
+  /** Bearer key the client routes (the rest of /v1, /tokenize, /detokenize) require; null: they are open. */
+  apiKey: string | null;
   /** Absolute path of the base model directory. */
   modelPath: string;
   executionProvider: ExecutionProvider;
@@ -68,6 +70,7 @@ export const ENV_VARS: readonly EnvVarDoc[] = [
   { name: 'MEMLORA_CACHE_RESTORE', default: 'on', describe: 'At shutdown, record which users\' adapters the cache holds (`<dataDir>/adapter-cache.json`, user ids only); at the next start, warm them again in the background once the model is loaded: `on` or `off`.' },
   { name: 'MEMLORA_PREFIX_CACHE_RESTORE', default: 'on', describe: 'At shutdown, write the prefix cache\'s conversations (token ids, keys and values) to `<dataDir>/prefix-cache.bin`; at the next start, read back those of the same model whose user and adapter version are still served, and delete the file: `on` or `off` (off also deletes a file left by an earlier run).' },
   { name: 'MEMLORA_ADMIN_TOKEN', default: null, describe: 'Bearer token for /v1/admin routes, at least 16 characters. When unset, `serve` generates one and prints it once to stderr.' },
+  { name: 'MEMLORA_API_KEY', default: null, describe: 'Bearer key the client routes require (every /v1 route outside /v1/admin, /tokenize, /detokenize; the admin token is taken too), at least 16 characters, as OpenAI clients send their API key. Unset: those routes are open (bind to loopback, or put them behind your own gateway).' },
   { name: 'MEMLORA_MODEL_PATH', default: 'models/default', describe: 'Base model directory (default relative to the repository root).' },
   { name: 'MEMLORA_EXECUTION_PROVIDER', default: 'cpu', describe: 'ONNX Runtime execution provider: `cpu` or `cuda`.' },
   { name: 'MEMLORA_INTRA_OP_THREADS', default: '0', describe: 'ONNX Runtime intra-op threads; 0 keeps ORT\'s default.' },
@@ -121,6 +124,15 @@ const bytesVar = (min: number) =>
 
 const nonEmpty = z.string().trim().min(1, { message: 'must not be empty' });
 
+/** A bearer secret: 16-512 printable ASCII characters without spaces. */
+const secretVar = (unsetHint: string) =>
+  z
+    .string()
+    .min(16, { message: `must be at least 16 characters (${unsetHint})` })
+    .max(512, { message: 'must be at most 512 characters' })
+    .regex(/^[\x21-\x7e]+$/, { message: 'must be printable ASCII without spaces' })
+    .optional();
+
 const envSchema = z.object({
   MEMLORA_PORT: intVar(0, 65535).default(8080),
   MEMLORA_HOST: nonEmpty.default('127.0.0.1'),
@@ -130,12 +142,8 @@ const envSchema = z.object({
   MEMLORA_PREFIX_CACHE_BYTES: bytesVar(0).default(64 * 1024 ** 2),
   MEMLORA_CACHE_RESTORE: z.enum(['on', 'off'], { message: 'must be "on" or "off"' }).default('on'),
   MEMLORA_PREFIX_CACHE_RESTORE: z.enum(['on', 'off'], { message: 'must be "on" or "off"' }).default('on'),
-  MEMLORA_ADMIN_TOKEN: z
-    .string()
-    .min(16, { message: 'must be at least 16 characters (or unset it to have serve generate one)' })
-    .max(512, { message: 'must be at most 512 characters' })
-    .regex(/^[\x21-\x7e]+$/, { message: 'must be printable ASCII without spaces' })
-    .optional(),
+  MEMLORA_ADMIN_TOKEN: secretVar('or unset it to have serve generate one'),
+  MEMLORA_API_KEY: secretVar('or unset it to leave the client routes open'),
   MEMLORA_MODEL_PATH: nonEmpty.optional(),
   MEMLORA_EXECUTION_PROVIDER: z.enum(['cpu', 'cuda'], { message: 'must be "cpu" or "cuda"' }).default('cpu'),
   MEMLORA_INTRA_OP_THREADS: intVar(0, 1024).default(0),
@@ -160,7 +168,7 @@ export class ConfigError extends Error {
 }
 
 // The admin token is a secret: never echo it back in an error message.
-const SECRET_VARS = new Set(['MEMLORA_ADMIN_TOKEN']);
+const SECRET_VARS = new Set(['MEMLORA_ADMIN_TOKEN', 'MEMLORA_API_KEY']);
 
 function absolute(p: string, base: string): string {
   return isAbsolute(p) ? p : resolve(base, p);
@@ -199,6 +207,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     cacheRestore: e.MEMLORA_CACHE_RESTORE === 'on',
     prefixCacheRestore: e.MEMLORA_PREFIX_CACHE_RESTORE === 'on',
     adminToken: e.MEMLORA_ADMIN_TOKEN ?? null,
+    apiKey: e.MEMLORA_API_KEY ?? null,
     modelPath: e.MEMLORA_MODEL_PATH ? absolute(e.MEMLORA_MODEL_PATH, cwd) : join(repoRoot, 'models', 'default'),
     executionProvider: e.MEMLORA_EXECUTION_PROVIDER,
     intraOpThreads: e.MEMLORA_INTRA_OP_THREADS,

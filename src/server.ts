@@ -121,6 +121,11 @@ function listen(server: Server, port: number, host: string): Promise<AddressInfo
   });
 }
 
+/** 127.0.0.0/8, ::1 and the IPv4-mapped loopback. */
+function isLoopback(address: string): boolean {
+  return address === '::1' || /^(::ffff:)?127\./.test(address);
+}
+
 export async function startServer(config: Config, opts: StartOptions = {}): Promise<RunningServer> {
   const logger = opts.logger ?? jsonLogger();
   const metrics = opts.metrics ?? new Registry();
@@ -189,7 +194,10 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
   }
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   const url = `http://${host}:${address.port}`;
-  logger.info('memlora listening', { url, docs: `${url}/docs`, db: cfg.dbFile, adapters: cfg.adapterDir, model: services.generate ? 'wired' : 'none' });
+  logger.info('memlora listening', { url, docs: `${url}/docs`, db: cfg.dbFile, adapters: cfg.adapterDir, model: services.generate ? 'wired' : 'none', apiKey: cfg.apiKey !== null });
+  if (cfg.apiKey === null && !isLoopback(address.address)) {
+    logger.warn('the client routes are open on a non-loopback interface: set MEMLORA_API_KEY, or put the service behind a gateway that authenticates', { url });
+  }
 
   const shutdownTimeoutMs = opts.shutdownTimeoutMs ?? 10_000;
   let closing: Promise<void> | undefined;

@@ -17,6 +17,7 @@ describe('loadConfig', () => {
       cacheRestore: true,
       prefixCacheRestore: true,
       adminToken: null,
+      apiKey: null,
       modelPath: join(repoRoot, 'models', 'default'),
       executionProvider: 'cpu',
       intraOpThreads: 0,
@@ -44,6 +45,7 @@ describe('loadConfig', () => {
         MEMLORA_CACHE_RESTORE: 'off',
         MEMLORA_PREFIX_CACHE_RESTORE: 'off',
         MEMLORA_ADMIN_TOKEN: 'sixteen-chars-ok',
+        MEMLORA_API_KEY: 'client-key-0123456789',
         MEMLORA_MODEL_PATH: 'models/tiny',
         MEMLORA_EXECUTION_PROVIDER: 'cuda',
         MEMLORA_INTRA_OP_THREADS: '4',
@@ -69,6 +71,7 @@ describe('loadConfig', () => {
       cacheRestore: false,
       prefixCacheRestore: false,
       adminToken: 'sixteen-chars-ok',
+      apiKey: 'client-key-0123456789',
       modelPath: '/w/models/tiny',
       executionProvider: 'cuda',
       intraOpThreads: 4,
@@ -103,6 +106,7 @@ describe('loadConfig', () => {
         MEMLORA_PORT: 'eighty',
         MEMLORA_CACHE_BYTES: 'lots',
         MEMLORA_ADMIN_TOKEN: 'short',
+        MEMLORA_API_KEY: 'a key with spaces in it',
         MEMLORA_EXECUTION_PROVIDER: 'tpu',
         MEMLORA_MAX_BATCH: '0',
         MEMLORA_BODY_LIMIT_BYTES: '10',
@@ -118,7 +122,7 @@ describe('loadConfig', () => {
     expect(err).toBeInstanceOf(ConfigError);
     const issues = (err as ConfigError).issues;
     expect(issues.map((i) => i.variable).sort()).toEqual(
-      ['MEMLORA_ADMIN_TOKEN', 'MEMLORA_BODY_LIMIT_BYTES', 'MEMLORA_CACHE_BYTES', 'MEMLORA_CACHE_RESTORE', 'MEMLORA_CONST_WEIGHTS', 'MEMLORA_EXECUTION_PROVIDER', 'MEMLORA_MAX_BATCH', 'MEMLORA_MAX_QUEUE_PER_USER', 'MEMLORA_PORT', 'MEMLORA_PREFIX_CACHE_RESTORE', 'MEMLORA_SCHEDULING'],
+      ['MEMLORA_ADMIN_TOKEN', 'MEMLORA_API_KEY', 'MEMLORA_BODY_LIMIT_BYTES', 'MEMLORA_CACHE_BYTES', 'MEMLORA_CACHE_RESTORE', 'MEMLORA_CONST_WEIGHTS', 'MEMLORA_EXECUTION_PROVIDER', 'MEMLORA_MAX_BATCH', 'MEMLORA_MAX_QUEUE_PER_USER', 'MEMLORA_PORT', 'MEMLORA_PREFIX_CACHE_RESTORE', 'MEMLORA_SCHEDULING'],
     );
     const text = formatConfigError(err);
     expect(text).toContain('memlora: invalid configuration');
@@ -129,8 +133,10 @@ describe('loadConfig', () => {
     expect(text).toContain('MEMLORA_PREFIX_CACHE_RESTORE must be "on" or "off" (got "no")');
     expect(text).toContain('MEMLORA_SCHEDULING must be "fair" or "fifo" (got "round-robin")');
     expect(text).toContain('MEMLORA_ADMIN_TOKEN must be at least 16 characters');
-    // The token is a secret, even a bad one.
+    expect(text).toContain('MEMLORA_API_KEY must be printable ASCII without spaces');
+    // The token and the key are secrets, even bad ones.
     expect(text).not.toContain('short');
+    expect(text).not.toContain('with spaces in it');
     expect(text).not.toMatch(/\n\s+at /);
   });
 

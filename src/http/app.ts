@@ -10,7 +10,7 @@ import { matchedRoutes, routePath } from 'hono/route';
 import { parse as parseYaml } from 'yaml';
 import { repoRoot } from '../config.js';
 import { Registry } from '../metrics.js';
-import { requireAdmin } from './auth.js';
+import { requireAdmin, requireApiKey } from './auth.js';
 import type { AppDeps, AppEnv, RouteDeps } from './context.js';
 import { renderDocsHtml } from './docs.js';
 import { ApiError, errorResponse, toApiError } from './errors.js';
@@ -96,6 +96,13 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   });
 
   app.use('/v1/admin/*', requireAdmin(d.config.adminToken));
+  if (d.config.apiKey !== null) {
+    // The client routes: the rest of /v1 and vLLM's tokenizer paths (health, metrics and the docs stay open).
+    const client = requireApiKey(d.config.apiKey, d.config.adminToken);
+    app.use('/v1/*', (c, next) => (c.req.path.startsWith('/v1/admin/') ? next() : client(c, next)));
+    app.use('/tokenize', client);
+    app.use('/detokenize', client);
+  }
 
   registerUserRoutes(app, d);
   registerHistoryRoutes(app, d);

@@ -1,4 +1,7 @@
-/** Bearer-token check for /v1/admin: constant-time over SHA-256 digests, so neither content nor length leaks. */
+/**
+ * Bearer-token checks: the admin token for /v1/admin, the API key (when one is configured) for the
+ * client routes. Constant-time over SHA-256 digests, so neither content nor length leaks.
+ */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { MiddlewareHandler } from 'hono';
 import type { AppEnv } from './context.js';
@@ -11,19 +14,37 @@ export function tokenMatches(given: string, expected: string): boolean {
   return timingSafeEqual(digest(given), digest(expected));
 }
 
-const UNAUTHORIZED_MESSAGE = 'admin routes need "Authorization: Bearer <MEMLORA_ADMIN_TOKEN>"; the token was missing or wrong';
+/** The bearer token of a request's Authorization header ('' when there is none). */
+function bearer(header: string | undefined): string {
+  const m = /^Bearer[ ]+(\S+)\s*$/i.exec(header ?? '');
+  return m ? m[1] : '';
+}
+
+/**
+ * Refuse requests whose bearer token is none of `accepted` with 401 unauthorized; one answer for every
+ * refusal (missing, malformed, wrong), so that a prober cannot tell which of its guesses got further.
+ */
+function requireBearer(accepted: readonly string[], message: string, realm: string): MiddlewareHandler<AppEnv> {
+  // Compare against something even when nothing is configured, so the refusal takes the same time.
+  const references = accepted.length > 0 ? accepted : [`unconfigured:${Math.random()}`];
+  return async (c, next) => {
+    const given = bearer(c.req.header('authorization'));
+    // Every reference is compared, whichever matches.
+    const matches = references.map((r) => tokenMatches(given, r));
+    if (!(given !== '' && accepted.length > 0 && matches.includes(true))) {
+      throw new ApiError(401, 'unauthorized', message, null, { 'www-authenticate': `Bearer realm="${realm}"` });
+    }
+    await next();
+  };
+}
 
 /** `expected` null means no token is configured: every admin request is refused. */
 export function requireAdmin(expected: string | null): MiddlewareHandler<AppEnv> {
-  // Compare against something even when unconfigured, so the refusal takes the same time.
-  const reference = expected ?? `unconfigured:${Math.random()}`;
-  return async (c, next) => {
-    const header = c.req.header('authorization') ?? '';
-    const m = /^Bearer[ ]+(\S+)\s*$/i.exec(header);
-    const ok = tokenMatches(m ? m[1] : '', reference) && m !== null && expected !== null;
-    // One answer for every refusal (missing, malformed, wrong): the response must not tell a prober
-    // which of its guesses got further than another.
-    if (!ok) throw new ApiError(401, 'unauthorized', UNAUTHORIZED_MESSAGE, null, { 'www-authenticate': 'Bearer realm="memlora-admin"' });
-    await next();
-  };
+  return requireBearer(expected === null ? [] : [expected], 'admin routes need "Authorization: Bearer <MEMLORA_ADMIN_TOKEN>"; the token was missing or wrong', 'memlora-admin');
+}
+
+/** The client routes with an API key configured: that key, or the admin token. */
+export function requireApiKey(apiKey: string, adminToken: string | null): MiddlewareHandler<AppEnv> {
+  const accepted = adminToken === null ? [apiKey] : [apiKey, adminToken];
+  return requireBearer(accepted, 'this server needs "Authorization: Bearer <MEMLORA_API_KEY>" (an OpenAI client\'s api key); the key was missing or wrong', 'memlora');
 }

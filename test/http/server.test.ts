@@ -67,6 +67,21 @@ describe('startServer', () => {
     expect(items.items.map((i) => i.text)).toEqual(['over the wire']);
   });
 
+  it('with MEMLORA_API_KEY the client routes need it over the wire; open on a non-loopback interface without one, it warns', async () => {
+    dir = mkdtempSync(join(tmpdir(), 'memlora-server-'));
+    const key = 'client-key-0123456789';
+    const quiet = memoryLogger();
+    running = await startServer(config({ MEMLORA_ADMIN_TOKEN: ADMIN_TOKEN, MEMLORA_API_KEY: key }), { handleSignals: false, logger: quiet });
+    expect((await fetch(`${running.url}/v1/users/alice`, { method: 'PUT' })).status).toBe(401);
+    expect((await fetch(`${running.url}/v1/users/alice`, { method: 'PUT', headers: { authorization: `Bearer ${key}` } })).status).toBe(201);
+    expect((await fetch(`${running.url}/healthz`)).status).toBe(200);
+    expect(quiet.lines.filter((l) => l.level === 'warn')).toEqual([]);
+    await running.close();
+    const logger = memoryLogger();
+    running = await startServer(config({ MEMLORA_ADMIN_TOKEN: ADMIN_TOKEN, MEMLORA_HOST: '0.0.0.0' }), { handleSignals: false, logger });
+    expect(logger.lines.filter((l) => l.level === 'warn').map((l) => l.msg)).toEqual([expect.stringContaining('MEMLORA_API_KEY')]);
+  });
+
   it('generates an admin token when none is configured and prints it once', async () => {
     dir = mkdtempSync(join(tmpdir(), 'memlora-server-'));
     const printed: string[] = [];
