@@ -68,6 +68,8 @@ interface Frame {
 
 interface State {
   frames: Frame[];
+  /** The bottom frames still shared with the state this one was copied from (copied before they are written). */
+  shared: number;
   /** Whitespace bytes in the current run, and its line feeds. */
   ws: number;
   nl: number;
@@ -162,27 +164,12 @@ function stepObject(c: CompiledSchema, s: State, f: Frame, b: number): number {
   if (isWhitespace(b)) return whitespace(s, b);
   s.ws = s.nl = 0;
   const free = node.values !== null;
-  // Closable: every required property written (they come in order, so none after the last one written).
-  const closable = free || !node.props.some((p, j) => p.required && j > f.a);
-  const startKey = (): number => {
-    if (b !== 0x22) return FAIL;
-    if (free) {
-      f.p = O_KEYSTR;
-      return begin(c, s, c.keyNode, b) ? OK : FAIL;
-    }
-    const cands = nextProps(node.props, f.a);
-    if (cands.length === 0) return FAIL;
-    f.p = O_KEY;
-    f.c = cands;
-    f.b = 0;
-    return OK;
-  };
   switch (f.p) {
     case O_OPEN:
-      if (b === 0x7d) return closable ? END : FAIL;
-      return startKey();
+      if (b === 0x7d) return closable(node, f) ? END : FAIL;
+      return startKey(c, s, node, f, b);
     case O_NEXT:
-      return startKey();
+      return startKey(c, s, node, f, b);
     case O_COLON:
       if (b !== 0x3a) return FAIL;
       f.p = O_VALUE;
@@ -195,10 +182,32 @@ function stepObject(c: CompiledSchema, s: State, f: Frame, b: number): number {
         f.p = O_NEXT;
         return OK;
       }
-      return b === 0x7d && closable ? END : FAIL;
+      return b === 0x7d && closable(node, f) ? END : FAIL;
     default:
       return FAIL;
   }
+}
+
+/** Every required property written (they come in order, so none after the last one written). */
+function closable(node: Extract<SchemaNode, { k: 'obj' }>, f: Frame): boolean {
+  if (node.values !== null) return true;
+  for (let j = f.a + 1; j < node.props.length; j++) if (node.props[j].required) return false;
+  return true;
+}
+
+/** A key's opening quote: a free key's string, or the named properties it may be. */
+function startKey(c: CompiledSchema, s: State, node: Extract<SchemaNode, { k: 'obj' }>, f: Frame, b: number): number {
+  if (b !== 0x22) return FAIL;
+  if (node.values !== null) {
+    f.p = O_KEYSTR;
+    return begin(c, s, c.keyNode, b) ? OK : FAIL;
+  }
+  const cands = nextProps(node.props, f.a);
+  if (cands.length === 0) return FAIL;
+  f.p = O_KEY;
+  f.c = cands;
+  f.b = 0;
+  return OK;
 }
 
 function stepArray(c: CompiledSchema, s: State, f: Frame, b: number): number {
@@ -309,10 +318,20 @@ function stepLiteral(c: CompiledSchema, f: Frame, b: number): number {
   return f.c.some((i) => values[i].length === f.a) ? PASS : FAIL;
 }
 
+/** The top frame, made the state's own before it is written. */
+function top(s: State): Frame | undefined {
+  const i = s.frames.length - 1;
+  if (i >= 0 && i < s.shared) {
+    s.frames[i] = { ...s.frames[i] };
+    s.shared = i;
+  }
+  return s.frames[i];
+}
+
 /** Feed one byte; false if no document of the schema continues this way (the state is then undefined). */
 function feed(c: CompiledSchema, s: State, b: number): boolean {
   for (;;) {
-    const f = s.frames[s.frames.length - 1];
+    const f = top(s);
     if (!f) {
       if (s.done) return false;
       if (isWhitespace(b)) return whitespace(s, b) === OK;
@@ -326,7 +345,7 @@ function feed(c: CompiledSchema, s: State, b: number): boolean {
     if (r === FAIL) return false;
     // The frame's value is whole: its container goes on after it (a key: to the colon).
     s.frames.pop();
-    const parent = s.frames[s.frames.length - 1];
+    const parent = top(s);
     if (!parent) s.done = true;
     else if (c.nodes[parent.n].k === 'arr') parent.p = A_AFTER;
     else parent.p = parent.p === O_KEYSTR ? O_COLON : O_AFTER;
@@ -334,12 +353,10 @@ function feed(c: CompiledSchema, s: State, b: number): boolean {
   }
 }
 
-const copyFrames = (frames: readonly Frame[]) => frames.map((f) => ({ ...f }));
-
 export class SchemaGuide implements Guide {
-  private state: State = { frames: [], ws: 0, nl: 0, done: false };
+  private state: State = { frames: [], shared: 0, ws: 0, nl: 0, done: false };
   /** Where accepts() runs bytes; after an accepted token, the next state. */
-  private scratch: State = { frames: [], ws: 0, nl: 0, done: false };
+  private scratch: State = { frames: [], shared: 0, ws: 0, nl: 0, done: false };
 
   constructor(
     private readonly schema: CompiledSchema,
@@ -359,7 +376,8 @@ export class SchemaGuide implements Guide {
   /** Whether `bytes` may come next (the state is left as it is). */
   accepts(bytes: ArrayLike<number>): boolean {
     const s = this.scratch;
-    s.frames = copyFrames(this.state.frames);
+    s.frames = this.state.frames.slice();
+    s.shared = s.frames.length;
     s.ws = this.state.ws;
     s.nl = this.state.nl;
     s.done = this.state.done;

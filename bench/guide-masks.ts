@@ -1,0 +1,76 @@
+/**
+ * What a guided reply's first visit to a state costs: running the default model's vocabulary through
+ * the JSON automaton (src/model/schema-guide.ts) to build that state's mask, for JSON mode and for a
+ * schema, at states of different kinds: before the document, after '{' (a key or '}': few tokens
+ * allowed), inside a string (most allowed), inside a bounded string (its length counted), and after
+ * a key of a schema (only ':' continues). Later visits to a state are a lookup (mask-cache.ts), so
+ * this is paid once per state, per schema, per process. Milliseconds per mask, the median of
+ * `--reps` runs of `--masks` masks each.
+ *
+ *   npx tsx bench/guide-masks.ts [--reps 7] [--masks 100]
+ *
+ * Writes bench/results/guide-masks.json.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { guideVocabulary } from '../src/model/guide.js';
+import { compileJsonSchema } from '../src/model/json-schema.js';
+import { SchemaGuide } from '../src/model/schema-guide.js';
+import { loadTokenizer } from '../src/model/tokenizer.js';
+import { numberArg } from './args.js';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const REPS = numberArg('reps', 7);
+const MASKS = numberArg('masks', 100);
+
+const tokenizer = loadTokenizer(join(root, 'models', 'default'));
+const vocab = guideVocabulary(tokenizer, tokenizer.vocabSize);
+const dish = compileJsonSchema({
+  type: 'object',
+  properties: { dish: { type: 'string', maxLength: 40 }, vegetarian: { type: 'boolean' }, course: { enum: ['starter', 'main', 'dessert'] } },
+  required: ['dish', 'vegetarian', 'course'],
+});
+const CASES = [
+  { name: 'json object: before the document', guide: () => SchemaGuide.jsonObject(vocab), prefix: '' },
+  { name: "json object: after '{'", guide: () => SchemaGuide.jsonObject(vocab), prefix: '{' },
+  { name: 'json object: in a string', guide: () => SchemaGuide.jsonObject(vocab), prefix: '{"a": "xy' },
+  { name: 'schema: in a bounded string', guide: () => new SchemaGuide(dish, vocab), prefix: '{"dish": "ab' },
+  { name: 'schema: after a key', guide: () => new SchemaGuide(dish, vocab), prefix: '{"dish"' },
+];
+
+/** A guide advanced through `prefix`, one single-byte token per byte. */
+function at(make: () => SchemaGuide, prefix: string): SchemaGuide {
+  const g = make();
+  for (const b of new TextEncoder().encode(prefix)) g.advance(vocab.findIndex((v) => v !== null && v.length === 1 && v[0] === b));
+  return g;
+}
+
+/** The mask as allowed() builds it on a miss: every token's bytes run from the state. */
+function buildMask(g: SchemaGuide): Uint8Array {
+  const mask = new Uint8Array(vocab.length);
+  for (let id = 0; id < vocab.length; id++) {
+    const bytes = vocab[id];
+    if (bytes && g.accepts(bytes)) mask[id] = 1;
+  }
+  return mask;
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const results = CASES.map(({ name, guide, prefix }) => {
+  const g = at(guide, prefix);
+  const allowed = buildMask(g).reduce((a, b) => a + b, 0);
+  const perMask: number[] = [];
+  for (let r = 0; r < REPS; r++) {
+    const t0 = performance.now();
+    for (let i = 0; i < MASKS; i++) buildMask(g);
+    perMask.push((performance.now() - t0) / MASKS);
+  }
+  const ms = Number(median(perMask).toFixed(3));
+  process.stderr.write(`${name.padEnd(34)} ${ms.toFixed(3)} ms per mask (${allowed} of ${vocab.length} tokens allowed)\n`);
+  return { state: name, msPerMask: ms, allowed, vocabulary: vocab.length };
+});
+
+const out = join(root, 'bench', 'results');
+mkdirSync(out, { recursive: true });
+writeFileSync(join(out, 'guide-masks.json'), `${JSON.stringify({ date: new Date().toISOString(), model: 'models/default', reps: REPS, masksPerRep: MASKS, results }, null, 2)}\n`);
