@@ -21,6 +21,32 @@ function walk(text: string): { accepted: number; done: boolean } {
   return { accepted: bytes.length, done: g.done };
 }
 
+/**
+ * The texts of 200 seeded walks through a guide's masks that finished within `steps` tokens, each
+ * drawn uniformly among the allowed ones; tokens starting with a `closers` byte grow likelier as a
+ * walk goes on (certain after `closeAfter` steps), so that walks end.
+ */
+function randomWalks(make: () => SchemaGuide, o: { steps: number; closers: number[]; closeAfter: number }): string[] {
+  const texts: string[] = [];
+  for (let seed = 1; seed <= 200; seed++) {
+    const rng = new Rng(seed);
+    const g = make();
+    const out: number[] = [];
+    for (let step = 0; step < o.steps && !g.done; step++) {
+      const mask = g.allowed();
+      const ids = [...mask.keys()].filter((id) => mask[id]);
+      expect(ids.length).toBeGreaterThan(0);
+      const closers = ids.filter((id) => o.closers.includes(vocab[id]![0]));
+      const pool = closers.length > 0 && rng.uniform() < step / o.closeAfter ? closers : ids;
+      const id = pool[Math.floor(rng.uniform() * pool.length)];
+      g.advance(id);
+      out.push(...vocab[id]!);
+    }
+    if (g.done) texts.push(new TextDecoder().decode(Uint8Array.from(out)));
+  }
+  return texts;
+}
+
 describe('SchemaGuide of any JSON object (JSON mode)', () => {
   it('takes JSON object documents whole and is done exactly at their end', () => {
     for (const doc of [
@@ -84,28 +110,12 @@ describe('SchemaGuide of any JSON object (JSON mode)', () => {
   });
 
   it('random walks through the mask only ever write JSON: every finished one parses as an object', () => {
-    let finished = 0;
-    for (let seed = 1; seed <= 200; seed++) {
-      const rng = new Rng(seed);
-      const g = SchemaGuide.jsonObject(vocab);
-      const out: number[] = [];
-      for (let step = 0; step < 400 && !g.done; step++) {
-        const mask = g.allowed();
-        const ids = [...mask.keys()].filter((id) => mask[id]);
-        expect(ids.length).toBeGreaterThan(0);
-        // Closing tokens grow likelier as the walk goes on, so that walks end.
-        const closers = ids.filter((id) => [0x7d, 0x5d, 0x22].includes(vocab[id]![0]));
-        const pool = closers.length > 0 && rng.uniform() < step / 100 ? closers : ids;
-        const id = pool[Math.floor(rng.uniform() * pool.length)];
-        g.advance(id);
-        out.push(...vocab[id]!);
-      }
-      if (!g.done) continue;
-      finished++;
-      const parsed: unknown = JSON.parse(new TextDecoder().decode(Uint8Array.from(out)));
+    const texts = randomWalks(() => SchemaGuide.jsonObject(vocab), { steps: 400, closers: [0x7d, 0x5d, 0x22], closeAfter: 100 });
+    expect(texts.length).toBeGreaterThan(100);
+    for (const text of texts) {
+      const parsed: unknown = JSON.parse(text);
       expect(parsed !== null && typeof parsed === 'object' && !Array.isArray(parsed)).toBe(true);
     }
-    expect(finished).toBeGreaterThan(100);
   });
 });
 
@@ -249,27 +259,9 @@ describe('SchemaGuide of a JSON schema (structured outputs)', () => {
   });
 
   it('random walks through the mask only ever write documents of the schema', () => {
-    let finished = 0;
-    for (let seed = 1; seed <= 200; seed++) {
-      const rng = new Rng(seed);
-      const g = new SchemaGuide(person, vocab);
-      const out: number[] = [];
-      for (let step = 0; step < 600 && !g.done; step++) {
-        const mask = g.allowed();
-        const ids = [...mask.keys()].filter((id) => mask[id]);
-        expect(ids.length).toBeGreaterThan(0);
-        const closers = ids.filter((id) => [0x7d, 0x5d, 0x22, 0x2c].includes(vocab[id]![0]));
-        const pool = closers.length > 0 && rng.uniform() < step / 60 ? closers : ids;
-        const id = pool[Math.floor(rng.uniform() * pool.length)];
-        g.advance(id);
-        out.push(...vocab[id]!);
-      }
-      if (!g.done) continue;
-      finished++;
-      const text = new TextDecoder().decode(Uint8Array.from(out));
-      expect(valid(JSON.parse(text), PERSON), text).toBe(true);
-    }
-    expect(finished).toBeGreaterThan(100);
+    const texts = randomWalks(() => new SchemaGuide(person, vocab), { steps: 600, closers: [0x7d, 0x5d, 0x22, 0x2c], closeAfter: 60 });
+    expect(texts.length).toBeGreaterThan(100);
+    for (const text of texts) expect(valid(JSON.parse(text), PERSON), text).toBe(true);
   });
 });
 
