@@ -325,6 +325,38 @@ export const jobSchema = z.object({
 
 export const jobPageSchema = pageSchema(jobSchema);
 
+/** Query of GET /v1/admin/stale-users: users with at least minNewItems history items their adapter has not seen. */
+export const staleUsersQuery = z.strictObject({
+  minNewItems: queryInt(1, 1_000_000).optional(),
+  limit: queryInt(1, 1000).optional(),
+});
+
+/** Body of POST /v1/admin/stale-users/inject: re-inject the stalest users (each job with `params`, as POST .../inject takes them). */
+export const staleInjectBody = z.strictObject({
+  minNewItems: z.int().min(1).max(1_000_000).optional(),
+  limit: z.int().min(1).max(1000).optional(),
+  params: injectBody.optional(),
+});
+
+export const staleUserSchema = z.object({
+  userId: userIdSchema,
+  newItems: z.int().min(1),
+  historyItems: z.int().min(1),
+  lastInjection: z.object({ jobId: jobIdSchema, state: z.enum(['succeeded', 'rejected']), finishedAt: isoTimestamp, historyUpTo: z.int().min(0) }).nullable(),
+  activeJobId: jobIdSchema.nullable(),
+});
+
+export const staleUsersSchema = z.object({ minNewItems: z.int().min(1), total: z.int().min(0), items: z.array(staleUserSchema) });
+
+export const staleInjectResultSchema = z.object({
+  minNewItems: z.int().min(1),
+  /** Stale users in all; those past `limit` are left for the next call. */
+  total: z.int().min(0),
+  queued: z.array(z.object({ userId: userIdSchema, newItems: z.int().min(1), jobId: jobIdSchema })),
+  /** Users who already had a queued or running job. */
+  skipped: z.array(z.object({ userId: userIdSchema, newItems: z.int().min(1), activeJobId: jobIdSchema })),
+});
+
 /** Query of GET /v1/admin/users/{userId}/trials. */
 export const trialsQuery = z.strictObject({
   jobId: jobIdSchema.optional(),

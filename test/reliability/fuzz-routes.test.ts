@@ -537,6 +537,8 @@ function checkEffects(op: Operation, status: number, json: any, sentBody: unknow
     }
     case 'POST /v1/admin/users/{userId}/inject':
       return sameCountsExcept(before, after, { injection_jobs: 1 }) ?? (after.files.join() !== before.files.join() ? 'adapter files changed' : null);
+    case 'POST /v1/admin/stale-users/inject':
+      return sameCountsExcept(before, after, { injection_jobs: json.queued.length }) ?? (after.files.join() !== before.files.join() ? 'adapter files changed' : null);
     case 'POST /v1/admin/jobs/{jobId}/cancel':
       return sameCountsExcept(before, after, {}) ?? (after.files.join() !== before.files.join() ? 'adapter files changed' : null);
     case 'PUT /v1/admin/users/{userId}/adapter': {

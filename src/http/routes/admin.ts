@@ -1,10 +1,14 @@
 /**
- * /v1/admin: inject (create a job), list and read jobs, cancel, follow a job's events (SSE), and a
- * user's trials with their Pareto front. The runner itself is a JobService.
+ * /v1/admin: inject (create a job), list and read jobs, cancel, follow a job's events (SSE), a
+ * user's trials with their Pareto front, and the users whose history has outgrown their adapter
+ * (listed, or re-injected in bulk, stalest first). The runner itself is a JobService.
  */
 import type { Hono } from 'hono';
 import { streamSSE } from 'hono/streaming';
+import { JobActiveError, NotFoundError } from '../../db/errors.js';
 import { createJob, getJob, listJobs, updateJob, type Job } from '../../db/queries/jobs.js';
+import { type StaleUser, staleUsers } from '../../db/queries/staleness.js';
+import type { JsonObject } from '../../db/schema.js';
 import { listTrialsForUser } from '../../db/queries/trials.js';
 import { userExists } from '../../db/queries/users.js';
 import { frontSvg } from '../../inject/front-plot.js';
@@ -13,7 +17,7 @@ import { chosenRule, isOk, paretoTrials } from '../../inject/search/index.js';
 import { type StoredTrial, rowToTrial } from '../../inject/trial-store.js';
 import type { AppEnv, RouteDeps } from '../context.js';
 import { ApiError } from '../errors.js';
-import { injectBody, listJobsQuery, trialsQuery } from '../schemas.js';
+import { injectBody, listJobsQuery, staleInjectBody, staleUsersQuery, trialsQuery } from '../schemas.js';
 import { iso, jobJson } from '../serialize.js';
 import { parseQuery, readJson, userIdParam } from '../validate.js';
 import { clientSignal } from './generate.js';
@@ -53,6 +57,10 @@ function eventData(e: JobWatchEvent): unknown {
   }
 }
 
+function staleJson(u: StaleUser) {
+  return { ...u, lastInjection: u.lastInjection && { ...u.lastInjection, finishedAt: iso(u.lastInjection.finishedAt) } };
+}
+
 function jobNotFound(jobId: string): ApiError {
   return new ApiError(404, 'job_not_found', `job ${JSON.stringify(jobId.slice(0, 200))} not found`, { jobId: jobId.slice(0, 200) });
 }
@@ -65,7 +73,14 @@ export function registerAdminRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
     const body = await readJson(c, injectBody, config.bodyLimitBytes, {});
     if (!userExists(db, userId)) throw userNotFound(userId);
     // createJob throws JobActiveError (-> 409 job_active with the active job's id) when one is queued/running.
-    const job = createJob(db, { userId, params: body });
+    const job = await startJob(userId, body);
+    c.header('location', `/v1/admin/jobs/${job.id}`);
+    return c.json(jobJson(job), 202);
+  });
+
+  /** A queued injection job of the user, handed to the runner (if any). */
+  const startJob = async (userId: string, params: JsonObject): Promise<Job> => {
+    const job = createJob(db, { userId, params });
     if (services.jobs) {
       try {
         await services.jobs.enqueue(job);
@@ -74,8 +89,36 @@ export function registerAdminRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
         logger.error('job enqueue failed', { jobId: job.id, err: String(err) });
       }
     }
-    c.header('location', `/v1/admin/jobs/${job.id}`);
-    return c.json(jobJson(job), 202);
+    return job;
+  };
+
+  app.get('/v1/admin/stale-users', (c) => {
+    const q = parseQuery(c, staleUsersQuery);
+    const minNewItems = q.minNewItems ?? 1;
+    const stale = staleUsers(db, { minNewItems, limit: q.limit ?? 100 });
+    return c.json({ minNewItems, total: stale.total, items: stale.items.map(staleJson) });
+  });
+
+  app.post('/v1/admin/stale-users/inject', async (c) => {
+    const body = await readJson(c, staleInjectBody, config.bodyLimitBytes, {});
+    const minNewItems = body.minNewItems ?? 1;
+    const stale = staleUsers(db, { minNewItems, limit: body.limit ?? 100 });
+    const queued: Array<{ userId: string; newItems: number; jobId: string }> = [];
+    const skipped: Array<{ userId: string; newItems: number; activeJobId: string }> = [];
+    for (const { userId, newItems, activeJobId } of stale.items) {
+      if (activeJobId !== null) {
+        skipped.push({ userId, newItems, activeJobId });
+        continue;
+      }
+      try {
+        queued.push({ userId, newItems, jobId: (await startJob(userId, body.params ?? {})).id });
+      } catch (e) {
+        // A job started (or the user was erased) since the list was read.
+        if (e instanceof JobActiveError) skipped.push({ userId, newItems, activeJobId: e.jobId });
+        else if (!(e instanceof NotFoundError)) throw e;
+      }
+    }
+    return c.json({ minNewItems, total: stale.total, queued, skipped }, 202);
   });
 
   app.get('/v1/admin/jobs', (c) => {

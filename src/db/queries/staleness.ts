@@ -1,0 +1,67 @@
+/**
+ * Which users' adapters lag behind their history: the history items each user has added since the
+ * last injection that saw their history (a job that succeeded, or whose adapter the quality gate
+ * rejected: either way that history was tried; a job records the last item it read as
+ * `progress.data.historyUpTo`), all of them for a user never injected. Operators re-inject the users
+ * with the most new history first, rather than every user on a timer.
+ */
+import type { Db } from '../client.js';
+import { statement } from '../statements.js';
+
+export interface StaleUser {
+  userId: string;
+  /** History items newer than the last injection that saw the user's history (all, if none did). */
+  newItems: number;
+  historyItems: number;
+  /** That injection: its job, how it ended, when, and the last history item it read. */
+  lastInjection: { jobId: string; state: 'succeeded' | 'rejected'; finishedAt: number; historyUpTo: number } | null;
+  /** The user's queued or running injection job, if any (a new one would be refused). */
+  activeJobId: string | null;
+}
+
+// The last finished injection per user that read the history, then every user's items past it.
+const STALE_SQL = `
+WITH seen AS (
+  SELECT user_id, id AS job_id, state, finished_at, json_extract(progress, '$.data.historyUpTo') AS up_to,
+         row_number() OVER (PARTITION BY user_id ORDER BY finished_at DESC, id DESC) AS n
+  FROM injection_jobs
+  WHERE state IN ('succeeded', 'rejected') AND json_extract(progress, '$.data.historyUpTo') IS NOT NULL
+),
+counted AS (
+  SELECT u.id AS user_id, s.job_id, s.state, s.finished_at, s.up_to,
+         (SELECT count(*) FROM history_items h WHERE h.user_id = u.id AND h.id > coalesce(s.up_to, 0)) AS new_items,
+         (SELECT count(*) FROM history_items h WHERE h.user_id = u.id) AS history_items,
+         (SELECT j.id FROM injection_jobs j WHERE j.user_id = u.id AND j.state IN ('queued', 'running')) AS active_job_id
+  FROM users u LEFT JOIN seen s ON s.user_id = u.id AND s.n = 1
+)
+SELECT *, count(*) OVER () AS total FROM counted
+WHERE new_items >= ?
+ORDER BY new_items DESC, user_id
+LIMIT ?`;
+
+interface Row {
+  user_id: string;
+  job_id: string | null;
+  state: 'succeeded' | 'rejected' | null;
+  finished_at: number | null;
+  up_to: number | null;
+  new_items: number;
+  history_items: number;
+  active_job_id: string | null;
+  total: number;
+}
+
+/** Users with at least `minNewItems` (>= 1) new history items, most first (then by id), at most `limit`; `total` counts them all. */
+export function staleUsers(db: Db, opts: { minNewItems: number; limit: number }): { items: StaleUser[]; total: number } {
+  const rows = statement(db, STALE_SQL).all(Math.max(1, opts.minNewItems), opts.limit) as Row[];
+  return {
+    total: rows[0]?.total ?? 0,
+    items: rows.map((r) => ({
+      userId: r.user_id,
+      newItems: r.new_items,
+      historyItems: r.history_items,
+      lastInjection: r.job_id === null ? null : { jobId: r.job_id, state: r.state!, finishedAt: r.finished_at!, historyUpTo: r.up_to! },
+      activeJobId: r.active_job_id,
+    })),
+  };
+}
