@@ -59,6 +59,7 @@ export function samplingFields(body: OpenAiBody) {
     stopTokenIds: body.stop_token_ids ?? undefined,
     responseFormat: responseFormatOf(body),
     guidedChoice: body.guided_choice ?? undefined,
+    guidedRegex: body.guided_regex ?? undefined,
     seed: body.seed ?? undefined,
     stream: body.stream ?? false,
     mode: body.mode,

@@ -439,6 +439,8 @@ const textFormats = z.looseObject({ type: z.enum(['text', 'json_object']) });
 const responseFormatSchema = z.discriminatedUnion('type', [textFormats, z.looseObject({ type: z.literal('json_schema'), jsonSchema: jsonSchemaSpec })]);
 /** OpenAI's response_format: as responseFormat, the schema under json_schema. */
 const openAiResponseFormatSchema = z.discriminatedUnion('type', [textFormats, z.looseObject({ type: z.literal('json_schema'), json_schema: jsonSchemaSpec })]);
+/** vLLM's guided_regex: the reply matches this ECMAScript pattern whole. */
+const guidedRegexSchema = z.string().min(1).max(4096);
 /** vLLM's guided_json: a JSON schema, or its JSON text. */
 const guidedJsonSchema = z.union([z.record(z.string(), z.unknown()), z.string().max(65_536)]);
 /** Most strings a guided choice may offer. */
@@ -507,6 +509,7 @@ export const generateRequestSchema = z
     stopTokenIds: z.array(z.int().min(0)).max(MAX_STOP_TOKEN_IDS).optional(),
     responseFormat: responseFormatSchema.optional(),
     guidedChoice: guidedChoiceSchema.optional(),
+    guidedRegex: guidedRegexSchema.optional(),
     seed: z.int().optional(),
     stream: z.boolean().default(false),
     mode: z.enum(GENERATE_MODES).default('auto'),
@@ -524,9 +527,10 @@ export const generateRequestSchema = z
       ctx.addIssue({ code: 'custom', path: ['minTokens'], message: `minTokens (${v.minTokens}) exceeds maxTokens (${v.maxTokens})` });
     }
     refineContinue({ messages: v.messages, continued: v.continueFinalMessage }, ctx, { continued: 'continueFinalMessage', addGenerationPrompt: 'addGenerationPrompt' });
-    if (v.guidedChoice !== undefined && v.responseFormat !== undefined && v.responseFormat.type !== 'text') {
-      ctx.addIssue({ code: 'custom', path: ['guidedChoice'], message: `give guidedChoice or a ${v.responseFormat.type} responseFormat, not both` });
-    }
+    const guides = [v.responseFormat !== undefined && v.responseFormat.type !== 'text' && 'responseFormat', v.guidedChoice !== undefined && 'guidedChoice', v.guidedRegex !== undefined && 'guidedRegex'].filter(
+      (g): g is string => typeof g === 'string',
+    );
+    if (guides.length > 1) ctx.addIssue({ code: 'custom', path: [guides[1]], message: `give one of ${guides.join(', ')}, not both` });
   });
 
 /** cachedTokens: the prompt tokens whose keys and values came from the prefix cache (the conversation so far), not computed again. */
@@ -735,9 +739,14 @@ function refineOpenAiUser(v: { user?: string; model?: string }, ctx: z.Refinemen
   }
 }
 
-/** At most one guide of an OpenAI body (a JSON response_format, guided_choice, guided_json); guided_json's text is a JSON object. */
-function refineOpenAiGuides(v: { response_format?: { type: string } | null; guided_choice?: unknown; guided_json?: unknown }, ctx: z.RefinementCtx): void {
-  const given = [v.response_format != null && v.response_format.type !== 'text' && 'response_format', v.guided_choice != null && 'guided_choice', v.guided_json != null && 'guided_json'].filter(
+/** At most one guide of an OpenAI body (a JSON response_format, guided_choice, guided_json, guided_regex); guided_json's text is a JSON object. */
+function refineOpenAiGuides(v: { response_format?: { type: string } | null; guided_choice?: unknown; guided_json?: unknown; guided_regex?: unknown }, ctx: z.RefinementCtx): void {
+  const given = [
+    v.response_format != null && v.response_format.type !== 'text' && 'response_format',
+    v.guided_choice != null && 'guided_choice',
+    v.guided_json != null && 'guided_json',
+    v.guided_regex != null && 'guided_regex',
+  ].filter(
     (g): g is string => typeof g === 'string',
   );
   if (given.length > 1) ctx.addIssue({ code: 'custom', path: [given[1]], message: `give one of ${given.join(', ')}, not both` });
@@ -784,6 +793,7 @@ const openAiSamplingShape = {
   response_format: openAiResponseFormatSchema.nullable().optional(),
   guided_choice: guidedChoiceSchema.nullable().optional(),
   guided_json: guidedJsonSchema.nullable().optional(),
+  guided_regex: guidedRegexSchema.nullable().optional(),
   /** memlora extension: the personalisation mode, as in /v1/generate. */
   mode: z.enum(GENERATE_MODES).optional(),
 };

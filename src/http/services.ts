@@ -139,6 +139,7 @@ export type ServiceErrorCode =
   | 'prompt_too_long'
   | 'token_out_of_range'
   | 'unsupported_schema'
+  | 'unsupported_regex'
   | 'invalid_request'
   | 'cancelled'
   | 'shutting_down'

@@ -1,12 +1,13 @@
 /**
  * Guided decoding: a guide masks, at each step, the tokens a reply may go on with, and says when the
  * reply is whole. JSON (schema-guide.ts: any JSON object, OpenAI's JSON mode, or the documents of a
- * JSON schema, compiled by json-schema.ts) and a choice among given strings (choice-guide.ts: vLLM's
- * guided_choice) are the kinds; a Sequence holds one per request that asks, and sampling draws among
+ * JSON schema, compiled by json-schema.ts), a regular expression (regex-guide.ts: vLLM's guided_regex)
+ * and a choice among given strings (choice-guide.ts: vLLM's guided_choice) are the kinds; a Sequence holds one per request that asks, and sampling draws among
  * the allowed tokens with the model's own probabilities.
  */
 import { ChoiceGuide } from './choice-guide.js';
 import type { CompiledSchema } from './json-schema.js';
+import { type CompiledRegex, RegexGuide } from './regex-guide.js';
 import { SchemaGuide } from './schema-guide.js';
 import type { Tokenizer } from './tokenizer.js';
 
@@ -19,7 +20,11 @@ export interface Guide {
   readonly done: boolean;
 }
 
-export type GuideSpec = { type: 'json_object' } | { type: 'json_schema'; schema: CompiledSchema } | { type: 'choice'; choices: readonly string[] };
+export type GuideSpec =
+  | { type: 'json_object' }
+  | { type: 'json_schema'; schema: CompiledSchema }
+  | { type: 'regex'; regex: CompiledRegex }
+  | { type: 'choice'; choices: readonly string[] };
 
 /** A fresh guide of `spec` over a vocabulary's token bytes (guideVocabulary); `ends` end a reply where the guide allows it. */
 export function createGuide(spec: GuideSpec, vocab: ReadonlyArray<Uint8Array | null>, ends: readonly number[]): Guide {
@@ -28,6 +33,8 @@ export function createGuide(spec: GuideSpec, vocab: ReadonlyArray<Uint8Array | n
       return SchemaGuide.jsonObject(vocab);
     case 'json_schema':
       return new SchemaGuide(spec.schema, vocab);
+    case 'regex':
+      return new RegexGuide(spec.regex, vocab, ends);
     default:
       return new ChoiceGuide(spec.choices, vocab, ends);
   }

@@ -7,13 +7,16 @@
  * The subset is what such schemas use: `type` (one or a list), `properties` with `required`
  * (properties are written in the schema's order, the required ones always; an optional one may be left
  * out), `additionalProperties` (an object without `properties` takes any keys, with values of that
- * schema), `items` with `minItems` / `maxItems`, `minLength` / `maxLength` (in code points), `enum`,
+ * schema), `items` with `minItems` / `maxItems`, `minLength` / `maxLength` (in code points), a
+ * string's `pattern` (regex.ts; its text written without escapes) or `format` (FORMATS), `enum`,
  * `const`, `anyOf` / `oneOf` whose alternatives start with different bytes (a string or null, an
- * object or an array...), and annotations. Anything else (`pattern`, `format`, `minimum`, `allOf`,
- * tuples, alternatives a reply could not tell apart from their first byte...) is refused with a
+ * object or an array...), and annotations. Anything else (`minimum`, `allOf`, tuples, other
+ * formats, alternatives a reply could not tell apart from their first byte...) is refused with a
  * SchemaError naming the keyword and where it is, rather than silently not enforced. The root is an
  * object or an array, so that the reply is whole exactly when it closes.
  */
+
+import { type Nfa, RegexError, compileRegex } from './regex.js';
 
 export class SchemaError extends Error {
   constructor(
@@ -39,7 +42,8 @@ export type SchemaNode =
   /** An object: `props` in order; or with `values` (a node id) any keys, each value of that node. */
   | { k: 'obj'; props: Property[]; values: number | null }
   | { k: 'arr'; items: number; min: number; max: number }
-  | { k: 'str'; min: number; max: number }
+  /** A string: its length in code points, and a pattern its text matches whole (pattern, format). */
+  | { k: 'str'; min: number; max: number; regex: Nfa | null }
   | { k: 'num'; integer: boolean }
   /** One of these values, written exactly as JSON.stringify writes them (enum, const, booleans, null). */
   | { k: 'lit'; values: Uint8Array[] }
@@ -58,7 +62,23 @@ export interface CompiledSchema {
 }
 
 const ANNOTATIONS = new Set(['title', 'description', 'default', 'examples', '$schema', '$id', '$comment', 'deprecated', 'readOnly', 'writeOnly', '$defs', 'definitions']);
-const KEYWORDS = new Set([...ANNOTATIONS, 'type', 'enum', 'const', 'properties', 'required', 'additionalProperties', 'items', 'minItems', 'maxItems', 'minLength', 'maxLength', 'anyOf', 'oneOf', '$ref']);
+const KEYWORDS = new Set([...ANNOTATIONS, 'type', 'enum', 'const', 'properties', 'required', 'additionalProperties', 'items', 'minItems', 'maxItems', 'minLength', 'maxLength', 'pattern', 'format', 'anyOf', 'oneOf', '$ref']);
+
+const OCTET = '(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])';
+const FULL_TIME = '([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,6})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])';
+// Days that every year has in their month (no 29 February: the year is not known yet when the day is written).
+const FULL_DATE = '[0-9]{4}-((0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])|(0[13-9]|1[0-2])-(29|30)|(0[13578]|1[02])-31)';
+const LABEL = '[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?';
+/** The formats a string may have, as the patterns its text is generated to (RFC 3339 dates and times, RFC 4122 ids...). */
+export const FORMATS: Record<string, string> = {
+  date: FULL_DATE,
+  time: FULL_TIME,
+  'date-time': `${FULL_DATE}T${FULL_TIME}`,
+  uuid: '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}',
+  ipv4: `${OCTET}(\\.${OCTET}){3}`,
+  email: `[A-Za-z0-9._%+-]{1,64}@${LABEL}(\\.${LABEL})+`,
+  hostname: `${LABEL}(\\.${LABEL})*`,
+};
 const TYPES = ['object', 'array', 'string', 'number', 'integer', 'boolean', 'null'] as const;
 /** Most nodes a schema may compile to, and most enum and const values in all (OpenAI's bound): a mask's work grows with both. */
 export const MAX_SCHEMA_NODES = 2000;
@@ -93,7 +113,7 @@ class Compiler {
       const alts = [
         this.add({ k: 'obj', props: [], values: this.anyNode }),
         this.add({ k: 'arr', items: this.anyNode, min: 0, max: Infinity }),
-        this.add({ k: 'str', min: 0, max: Infinity }),
+        this.add({ k: 'str', min: 0, max: Infinity, regex: null }),
         this.add({ k: 'num', integer: false }),
         this.add({ k: 'lit', values: ['true', 'false', 'null'].map((s) => enc.encode(s)) }),
       ];
@@ -163,7 +183,7 @@ class Compiler {
         const min = count(s, 'minLength', path) ?? 0;
         const max = count(s, 'maxLength', path) ?? Infinity;
         if (min > max) throw new SchemaError(path, 'minLength', `minLength ${min} exceeds maxLength ${max}`);
-        return this.add({ k: 'str', min, max });
+        return this.add({ k: 'str', min, max, regex: stringPattern(s, path) });
       }
       case 'number':
       case 'integer':
@@ -219,6 +239,24 @@ class Compiler {
   }
 }
 
+/** A string's pattern (ECMAScript, matched whole) or format, compiled; null for neither. */
+function stringPattern(s: Record<string, unknown>, path: string): Nfa | null {
+  if (s.pattern !== undefined && s.format !== undefined) throw new SchemaError(path, 'format', '"pattern" with "format" is not supported');
+  const keyword = s.pattern !== undefined ? 'pattern' : s.format !== undefined ? 'format' : null;
+  if (keyword === null) return null;
+  const value = s[keyword];
+  if (typeof value !== 'string') throw new SchemaError(path, keyword, `"${keyword}" must be a string`);
+  if (keyword === 'format' && !Object.hasOwn(FORMATS, value)) {
+    throw new SchemaError(path, 'format', `format ${JSON.stringify(value)} is not supported (${Object.keys(FORMATS).join(', ')} are)`);
+  }
+  try {
+    return compileRegex(keyword === 'format' ? FORMATS[value] : value);
+  } catch (e) {
+    if (e instanceof RegexError) throw new SchemaError(path, keyword, `${keyword} ${JSON.stringify(value.slice(0, 200))}: ${e.message}`);
+    throw e;
+  }
+}
+
 function count(s: Record<string, unknown>, keyword: string, path: string): number | undefined {
   const v = s[keyword];
   if (v === undefined) return undefined;
@@ -263,7 +301,7 @@ export function compileJsonSchema(schema: unknown): CompiledSchema {
   if (known) return known;
   const c = new Compiler(schema);
   const root = c.compile(schema, '');
-  const keyNode = c.add({ k: 'str', min: 0, max: Infinity });
+  const keyNode = c.add({ k: 'str', min: 0, max: Infinity, regex: null });
   const first = firstBytes(c.nodes);
   c.nodes.forEach((n, i) => {
     if (n.k !== 'alt') return;

@@ -19,6 +19,7 @@
 import type { Guide } from './guide.js';
 import { type CompiledSchema, type SchemaNode, compileJsonSchema } from './json-schema.js';
 import { cachedMask } from './mask-cache.js';
+import { regexAccepts, stepRegex } from './regex.js';
 
 /** Most whitespace bytes in a row between two JSON tokens (pretty-printing needs a newline and some indent). */
 export const MAX_WHITESPACE = 16;
@@ -62,7 +63,7 @@ interface Frame {
   a: number;
   /** Object: bytes of the key matched; string: UTF-8 continuation bytes still to come. */
   b: number;
-  /** Object: the properties the key may still be; literal: the values still possible. */
+  /** Object: the properties the key may still be; literal: the values still possible; string with a pattern: its NFA's states. */
   c: readonly number[];
 }
 
@@ -117,7 +118,7 @@ function begin(c: CompiledSchema, s: State, id: number, b: number): boolean {
       return true;
     case 'str':
       if (b !== 0x22) return false;
-      s.frames.push({ n: id, p: S_TEXT, a: 0, b: 0, c: NONE });
+      s.frames.push({ n: id, p: S_TEXT, a: 0, b: 0, c: node.regex ? node.regex.start : NONE });
       return true;
     case 'num': {
       const p = b === 0x2d ? N_SIGN : b === 0x30 ? N_ZERO : isDigit(b) ? N_INT : -1;
@@ -257,8 +258,15 @@ function stepString(c: CompiledSchema, f: Frame, b: number): number {
     f.b = (f.b & 3) - 1;
     return OK;
   }
-  if (b === 0x22) return f.a >= node.min ? END : FAIL;
+  if (b === 0x22) return f.a >= node.min && (!node.regex || regexAccepts(node.regex, f.c)) ? END : FAIL;
   if (b < 0x20) return FAIL; // control characters must be escaped
+  if (node.regex) {
+    // A pattern's text is written as it is, without escapes: its characters that would need one are left out.
+    if (b === 0x5c) return FAIL;
+    const next = stepRegex(node.regex, f.c, b);
+    if (next.length === 0) return FAIL;
+    f.c = next;
+  }
   if (b === 0x5c) f.p = S_ESC;
   else if (b >= 0x80) {
     // A lead byte of 2, 3 or 4 bytes (not overlong C0/C1, not past U+10FFFF); a continuation byte cannot start one.

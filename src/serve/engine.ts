@@ -36,6 +36,8 @@ import { Registry } from '../metrics.js';
 import type { ChatTemplateName } from '../model/chat-format.js';
 import type { GuideSpec } from '../model/guide.js';
 import { SchemaError, compileJsonSchema } from '../model/json-schema.js';
+import { RegexError } from '../model/regex.js';
+import { compileGuideRegex } from '../model/regex-guide.js';
 import { concatRowKv, KvBatch, type KvShape, type PastRow, type RowKv, sliceRowKv } from '../model/kv.js';
 import type { Model } from '../model/model.js';
 import { RowPool } from '../model/row-pool.js';
@@ -162,7 +164,7 @@ const scopeOf = (job: Job): string => (job.personalization.mode === 'injected' ?
 const versionScope = (version: number): string => `v${version}`;
 const userOf = (job: Job): string => job.req.userId;
 
-/** The guide of a request's reply: JSON mode, a JSON schema's documents (unsupported_schema if it cannot be enforced), or a choice among strings (none: free text). */
+/** The guide of a request's reply: JSON mode, a JSON schema's documents (unsupported_schema if it cannot be enforced), a regular expression (unsupported_regex), or a choice among strings (none: free text). */
 function guideOf(req: ServeRequest): GuideSpec | undefined {
   const format = req.responseFormat;
   if (format?.type === 'json_object') return { type: 'json_object' };
@@ -172,6 +174,14 @@ function guideOf(req: ServeRequest): GuideSpec | undefined {
     } catch (e) {
       if (!(e instanceof SchemaError)) throw e;
       throw new ServeError('unsupported_schema', `the JSON schema cannot guide a reply: ${e.message}`, { details: { path: e.path, keyword: e.keyword } });
+    }
+  }
+  if (req.guidedRegex !== undefined) {
+    try {
+      return { type: 'regex', regex: compileGuideRegex(req.guidedRegex) };
+    } catch (e) {
+      if (!(e instanceof RegexError)) throw e;
+      throw new ServeError('unsupported_regex', `the pattern cannot guide a reply: ${e.message}`, { details: { reason: e.message } });
     }
   }
   return req.guidedChoice ? { type: 'choice', choices: req.guidedChoice } : undefined;

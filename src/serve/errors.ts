@@ -14,6 +14,8 @@ export type ServeErrorCode =
   | 'token_out_of_range'
   /** A response format's JSON schema uses what guided decoding cannot enforce (details: path, keyword). */
   | 'unsupported_schema'
+  /** A guided_regex pattern uses what guided decoding cannot run (details: reason). */
+  | 'unsupported_regex'
   | 'model_unavailable'
   | 'cancelled'
   | 'shutting_down'

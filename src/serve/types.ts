@@ -72,6 +72,8 @@ export interface ServeRequest {
   responseFormat?: { type: 'text' | 'json_object' } | { type: 'json_schema'; jsonSchema: { name: string; schema: Record<string, unknown> } };
   /** The reply is guided to one of these strings and ends when it is whole (vLLM's guided_choice); not with json_object. */
   guidedChoice?: string[];
+  /** The reply is guided to match this regular expression whole (vLLM's guided_regex); one guide per request. */
+  guidedRegex?: string;
   seed?: number;
   stream: boolean;
   mode: RequestedMode;

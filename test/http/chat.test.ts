@@ -90,6 +90,8 @@ describe('POST /v1/chat/completions', () => {
     await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: [{ role: 'user', content: 'x' }], guided_json: schema });
     await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: [{ role: 'user', content: 'x' }], guided_json: JSON.stringify(schema) });
     for (const call of gen.calls.slice(5, 7)) expect(call.req.responseFormat).toEqual({ type: 'json_schema', jsonSchema: { name: 'guided_json', schema } });
+    await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: [{ role: 'user', content: 'x' }], guided_regex: '[a-z]+' });
+    expect(gen.calls[7].req.guidedRegex).toBe('[a-z]+');
     const body = await json(await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: [{ role: 'user', content: 'x' }] }));
     expect(body.model).toBe('memlora');
   });
@@ -149,6 +151,8 @@ describe('POST /v1/chat/completions', () => {
       { user: 'alice', messages: msg, guided_json: '[1]' },
       { user: 'alice', messages: msg, guided_json: {}, guided_choice: ['a'] },
       { user: 'alice', messages: msg, guided_json: {}, response_format: { type: 'json_object' } },
+      { user: 'alice', messages: msg, guided_regex: 'a+', guided_choice: ['a'] },
+      { user: 'alice', messages: msg, guided_regex: '' },
       { user: 'alice', messages: msg, response_format: 'json' },
       { user: 'alice', messages: msg, guided_choice: [] },
       { user: 'alice', messages: msg, continue_final_message: true },

@@ -109,6 +109,8 @@ describe('POST /v1/generate (JSON)', () => {
       [{ ...base, responseFormat: { type: 'json_schema', jsonSchema: { name: 'x', schema: [] } } }, 'responseFormat.jsonSchema.schema'],
       [{ ...base, responseFormat: { type: 'xml' } }, 'responseFormat.type'],
       [{ ...base, guidedChoice: ['a'], responseFormat: { type: 'json_schema', jsonSchema: { name: 'x', schema: {} } } }, 'guidedChoice'],
+      [{ ...base, guidedChoice: ['a'], guidedRegex: 'a+' }, 'guidedRegex'],
+      [{ ...base, guidedRegex: 'a'.repeat(4097) }, 'guidedRegex'],
       [{ ...base, guidedChoice: [] }, 'guidedChoice'],
       [{ ...base, continueFinalMessage: true }, 'continueFinalMessage'],
       [{ userId: 'alice', messages: [{ role: 'user', content: 'x' }], continueFinalMessage: true }, 'continueFinalMessage'],

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { SchemaError, compileJsonSchema } from '../../src/model/json-schema.js';
+import { FORMATS, SchemaError, compileJsonSchema } from '../../src/model/json-schema.js';
 import { MAX_WHITESPACE, SchemaGuide } from '../../src/model/schema-guide.js';
 import { Sequence } from '../../src/model/sequence.js';
 import type { Tokenizer } from '../../src/model/tokenizer.js';
@@ -168,12 +168,27 @@ const PERSON = {
     score: { type: 'number' },
     ok: { type: 'boolean' },
     extra: { type: 'object', additionalProperties: { type: 'integer' } },
+    code: { type: 'string', pattern: '^[A-Z]{2}-\\d{1,3}(x|yz)?$' },
+    born: { type: 'string', format: 'date' },
+    ref: { type: 'string', format: 'uuid' },
   },
   required: ['name', 'age', 'tags', 'ok'],
   additionalProperties: false,
   $defs: {
     pet: { type: 'object', properties: { kind: { const: 'cat' }, kids: { type: 'array', items: { $ref: '#/$defs/pet' }, maxItems: 2 } }, required: ['kind'] },
   },
+};
+
+/** Each format's own check, written apart from the patterns the guide writes them by. */
+const FORMAT_CHECKS: Record<string, (v: string) => boolean> = {
+  // A real calendar day: Date normalises 31 November into 1 December.
+  date: (v) => /^\d{4}-\d\d-\d\d$/.test(v) && !Number.isNaN(Date.parse(v)) && new Date(`${v}T00:00:00Z`).toISOString().startsWith(v),
+  time: (v) => /^\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$/.test(v) && !Number.isNaN(Date.parse(`2000-01-01T${v}`)),
+  'date-time': (v) => FORMAT_CHECKS.date(v.slice(0, 10)) && v[10] === 'T' && FORMAT_CHECKS.time(v.slice(11)),
+  uuid: (v) => /^[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}$/i.test(v),
+  ipv4: (v) => v.split('.').length === 4 && v.split('.').every((o) => /^(0|[1-9]\d*)$/.test(o) && Number(o) <= 255),
+  email: (v) => v.split('@').length === 2 && v.split('@')[0].length > 0 && FORMAT_CHECKS.hostname(v.split('@')[1]) && v.split('@')[1].includes('.'),
+  hostname: (v) => v.split('.').every((l) => l.length >= 1 && l.length <= 63 && /^[A-Za-z0-9-]+$/.test(l) && !l.startsWith('-') && !l.endsWith('-')),
 };
 
 /** An independent check of a parsed value against a schema of the subset (the test's own reading of JSON Schema). */
@@ -194,7 +209,11 @@ function valid(v: unknown, s: Record<string, any>, root: Record<string, any> = s
       case 'array':
         return Array.isArray(v) && v.length >= (s.minItems ?? 0) && v.length <= (s.maxItems ?? Infinity) && v.every((x) => valid(x, s.items, root));
       case 'string':
-        return typeof v === 'string' && [...v].length >= (s.minLength ?? 0) && [...v].length <= (s.maxLength ?? Infinity);
+        if (typeof v !== 'string' || [...v].length < (s.minLength ?? 0) || [...v].length > (s.maxLength ?? Infinity)) return false;
+        if (s.pattern !== undefined && !new RegExp(s.pattern, 'u').test(v)) return false;
+        if (s.format !== undefined && s.format !== 'uuid') return FORMAT_CHECKS[s.format](v);
+        if (s.format === 'uuid') return /^[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}$/i.test(v);
+        return true;
       case 'integer':
         return Number.isInteger(v);
       case 'number':
@@ -227,6 +246,7 @@ describe('SchemaGuide of a JSON schema (structured outputs)', () => {
       '{"name": "\\u00e9l\\"e", "age": -3, "tags": ["b", 12, "a"], "nick": null, "ok": false}',
       '{\n  "name": "Zoë",\n  "age": 0,\n  "tags": [12],\n  "nick": "Z",\n  "pet": {"kind": "cat", "kids": [{"kind": "cat"}, {"kind": "cat", "kids": []}]},\n  "score": 1.5e-3,\n  "ok": true,\n  "extra": {"x": 1, "y": -2}\n}',
       '{"name":"12345678","age":1,"tags":["a","a","a"],"ok":true,"extra":{}}',
+      '{"name":"Bo","age":2,"tags":["b"],"ok":true,"code":"AB-12yz","born":"1999-12-31","ref":"0f8fad5b-d9cb-469f-a165-70867728950e"}',
     ]) {
       expect(valid(JSON.parse(doc), PERSON), doc).toBe(true);
       expect(walkSchema(doc), doc).toEqual({ accepted: enc(doc).length, done: true });
@@ -253,8 +273,22 @@ describe('SchemaGuide of a JSON schema (structured outputs)', () => {
       [`${head},"pet":{"kind":"dog"}`, head.length + 16],
       [`${head},"pet":{"kids":[]}`, head.length + 11], // kind is required and first: "ki" may begin it, the d cannot
       [`${head},"ok":true,"extra":{"x":"1"}}`, head.length + 24], // additionalProperties: integers
+      [`${head},"ok":true,"code":"AB-1234"}`, head.length + 25], // at most three digits
+      [`${head},"ok":true,"code":"AB-1y"}`, head.length + 24], // y only with z after it
+      [`${head},"ok":true,"code":"ab`, head.length + 19], // capitals
+      [`${head},"ok":true,"born":"1999-13`, head.length + 25], // no month 13
+      [`${head},"ok":true,"ref":"0f8fad5b-d9cb-469f-a165-70867728950"`, head.length + 53], // a uuid is 36 characters
+      [`${head},"ok":true,"code":"A\\u0042-1"}`, head.length + 20], // no escapes in a pattern's text
     ] as const) {
       expect(walkSchema(bad), bad).toEqual({ accepted: at, done: false });
+    }
+  });
+
+  it('every format writes only strings its own check takes', () => {
+    for (const format of Object.keys(FORMATS)) {
+      const texts = randomWalks(() => new SchemaGuide(compileJsonSchema({ type: 'object', properties: { v: { type: 'string', format } }, required: ['v'] }), vocab), { steps: 400, closers: [0x7d, 0x22], closeAfter: 150 });
+      expect(texts.length, format).toBeGreaterThan(100);
+      for (const text of texts) expect(FORMAT_CHECKS[format]((JSON.parse(text) as { v: string }).v), `${format}: ${text}`).toBe(true);
     }
   });
 
@@ -262,6 +296,8 @@ describe('SchemaGuide of a JSON schema (structured outputs)', () => {
     const texts = randomWalks(() => new SchemaGuide(person, vocab), { steps: 600, closers: [0x7d, 0x5d, 0x22, 0x2c], closeAfter: 60 });
     expect(texts.length).toBeGreaterThan(100);
     for (const text of texts) expect(valid(JSON.parse(text), PERSON), text).toBe(true);
+    // The walks reached the patterned and formatted strings too (the validator checks them with the JavaScript engine's RegExp).
+    for (const key of ['code', 'born', 'ref']) expect(texts.filter((t) => key in JSON.parse(t)).length, key).toBeGreaterThan(5);
   });
 });
 
@@ -277,8 +313,9 @@ describe('compileJsonSchema', () => {
       return null;
     };
     const obj = (props: Record<string, unknown>) => ({ type: 'object', properties: props });
-    expect(refused(obj({ a: { type: 'string', pattern: '^a' } }))).toEqual({ path: '/properties/a', keyword: 'pattern' });
-    expect(refused(obj({ 'a/b': { type: 'string', format: 'date' } }))).toEqual({ path: '/properties/a~1b', keyword: 'format' });
+    expect(refused(obj({ a: { type: 'string', pattern: '(?=a)b' } }))).toEqual({ path: '/properties/a', keyword: 'pattern' });
+    expect(refused(obj({ a: { type: 'string', pattern: 'a', format: 'date' } }))).toEqual({ path: '/properties/a', keyword: 'format' });
+    expect(refused(obj({ 'a/b': { type: 'string', format: 'iri' } }))).toEqual({ path: '/properties/a~1b', keyword: 'format' });
     expect(refused(obj({ n: { type: 'integer', minimum: 0 } }))).toEqual({ path: '/properties/n', keyword: 'minimum' });
     expect(refused(obj({ n: { allOf: [{ type: 'integer' }] } }))).toEqual({ path: '/properties/n', keyword: 'allOf' });
     expect(refused(obj({ t: { type: 'array', items: [{ type: 'integer' }] } }))).toEqual({ path: '/properties/t', keyword: 'items' });

@@ -714,6 +714,19 @@ describe('sampling settings', () => {
     expect(counter('memlora_generate_rejected_total', { code: 'unsupported_schema' })).toBe(before + 1);
   });
 
+  it('guidedRegex: every reply (through adapters, sampled or greedy) matches the pattern whole; a pattern it cannot run is refused', async () => {
+    const e = f.engine();
+    await f.giveAdapter('regex-a', randomStoredAdapter(f.cfg, [0, 1], 2, 83));
+    const pattern = '(yes|no), [a-z]{2,8} [0-9]{1,3}';
+    const rs = await Promise.all([0, 1, 2, 3, 4, 5].map((seed) => e.generate(req(seed % 2 ? 'regex-a' : 'regex-b', { maxTokens: 64, guidedRegex: pattern, ...(seed > 0 ? { temperature: 1, seed } : {}) }), never())));
+    for (const r of rs) {
+      expect(r.text, r.text).toMatch(new RegExp(`^(?:${pattern})$`));
+      expect(r.finishReason).toBe('stop');
+    }
+    expect(rs[1].personalization.mode).toBe('injected');
+    await expect(e.generate(req('regex-b', { guidedRegex: '(a)\\1' }), never())).rejects.toMatchObject({ code: 'unsupported_regex' });
+  });
+
   it('guidedChoice: every reply (through adapters, sampled or greedy) is one of the choices, whole; free rows beside them unchanged', async () => {
     const e = f.engine();
     await f.giveAdapter('choice-a', randomStoredAdapter(f.cfg, [0, 1], 2, 81));

@@ -453,12 +453,16 @@ describe('the official OpenAI client, unmodified, against the real server', () =
     // vLLM's guided_json, as JSON text, through /v1/completions: bob's adapter forces 'z'.
     const c = completionResponseSchema.parse(await (await post('/v1/completions', { user: 'bob', prompt: 'Pick one:', max_tokens: 200, guided_json: JSON.stringify(schema) })).json());
     expect(JSON.parse(c.choices[0].text)).toMatchObject({ word: 'zebra' });
-    const unsupported = await post('/v1/chat/completions', { user: 'alice', messages: hello, response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'object', properties: { d: { type: 'string', format: 'date' } } } } } });
+    const unsupported = await post('/v1/chat/completions', { user: 'alice', messages: hello, response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'object', properties: { d: { type: 'string', format: 'iri' } } } } } });
     const err = await expectError(unsupported, 422, 'unsupported_schema');
     expect(err.details).toEqual({ path: '/properties/d', keyword: 'format' });
     await expectError(await post('/v1/chat/completions', { user: 'alice', messages: hello, guided_json: schema, guided_choice: ['a'] }), 422, 'validation_failed');
     await expectError(await post('/v1/chat/completions', { user: 'alice', messages: hello, guided_json: '{"type": "object"' }), 422, 'validation_failed');
     await expectError(await post('/v1/generate', { userId: 'alice', prompt: 'x', responseFormat: { type: 'json_schema', jsonSchema: { name: 'x', schema: { type: 'string' } } } }), 422, 'unsupported_schema');
+    // vLLM's guided_regex: the reply matches the pattern; bob's adapter forces 'z'.
+    const regex = chatCompletionResponseSchema.parse(await (await post('/v1/chat/completions', { user: 'bob', messages: hello, max_tokens: 32, guided_regex: '(zebra|quiet|hello) [0-9]{2}' })).json());
+    expect(regex.choices[0].message.content).toMatch(/^zebra [0-9]{2}$/);
+    await expectError(await post('/v1/chat/completions', { user: 'bob', messages: hello, guided_regex: '(?=z)zebra' }), 422, 'unsupported_regex');
   });
 
   it('logprobs and top_logprobs: each token of the reply with its log-probability under the user\'s model, plain and streamed', async () => {

@@ -1,0 +1,92 @@
+import { describe, expect, it } from 'vitest';
+import { type Nfa, RegexError, compileRegex, regexAccepts, stepRegex } from '../../src/model/regex.js';
+import { RegexGuide, compileGuideRegex } from '../../src/model/regex-guide.js';
+import { Rng } from '../../src/util/rng.js';
+
+/** Whether the pattern's NFA matches `text` whole. */
+function matches(pattern: string | Nfa, text: string): boolean {
+  const nfa = typeof pattern === 'string' ? compileRegex(pattern) : pattern;
+  let states = nfa.start;
+  for (const b of new TextEncoder().encode(text)) {
+    states = stepRegex(nfa, states, b);
+    if (states.length === 0) return false;
+  }
+  return regexAccepts(nfa, states);
+}
+
+/** Each pattern with a string it matches whole. */
+const PATTERNS: Array<[string, string]> = [
+  ['abc', 'abc'],
+  ['a|bc|', ''],
+  ['^[a-c]+x?$', 'cabx'],
+  ['(ab|a)*b', 'aabab'],
+  ['\\d{2,4}-\\w+', '123-a_b'],
+  ['[^a-c]{3}', 'x9 '],
+  ['a.c', 'a-c'],
+  ['(?:xy){2}z{0,2}', 'xyxyzz'],
+  ['(?<year>[0-9]{4})-(0[1-9]|1[0-2])', '2026-12'],
+  ['[-a-c]\\.-\\[', '-.-['],
+  ['é+|ü?ß', 'ééé'],
+  ['\\s\\S\\W\\D', ' a%x'],
+  ['a+?b*?c??', 'aab'],
+  ['[\\d.]+e[+-]?\\d', '1.5e-3'],
+];
+const ALPHABET = ['a', 'b', 'c', 'x', 'y', 'z', '0', '1', '9', '-', '.', ' ', '[', 'é', 'ü', 'ß', '_', 'e', '+', '%'];
+
+describe('compileRegex', () => {
+  it('matches exactly the strings the ECMAScript engine matches whole, on random strings', () => {
+    const rng = new Rng(7);
+    for (const [p, example] of PATTERNS) {
+      expect(matches(p, example), `${p} on ${example}`).toBe(true);
+      const oracle = new RegExp(`^(?:${p.replace(/^\^/, '').replace(/\$$/, '')})$`, 'u');
+      const nfa = compileRegex(p);
+      for (let n = 0; n < 3000; n++) {
+        const len = Math.floor(rng.uniform() * 7);
+        const text = Array.from({ length: len }, () => ALPHABET[Math.floor(rng.uniform() * ALPHABET.length)]).join('');
+        const want = oracle.test(text);
+        // Wildcards and negations stand for printable ASCII only: the NFA may match less than the engine, never more.
+        const ascii = /^[\x20-\x7e]*$/.test(text);
+        if (ascii || !want) expect(matches(nfa, text), `${p} on ${JSON.stringify(text)}`).toBe(want);
+      }
+    }
+  });
+
+  it('refuses what it cannot run', () => {
+    for (const p of ['(?=a)b', '(?!a)b', '(a)\\1', 'a^b', 'a$b', '[a', '(a', 'a)', '*a', 'a{3,2}', '\\b', 'a{2000}', '(?:a{1000}){1000}']) {
+      expect(() => compileRegex(p), p).toThrow(RegexError);
+    }
+  });
+});
+
+describe('RegexGuide', () => {
+  /** id 0: an end token (no bytes); then every printable byte a token, then a few longer ones. */
+  const vocab: Array<Uint8Array | null> = [null, ...Array.from({ length: 0x7f - 0x20 }, (_, i) => Uint8Array.of(0x20 + i)), ...['ab', '-1', '2026-', '@x.', 'é', 'zz'].map((s) => new TextEncoder().encode(s))];
+
+  it('random walks through the mask write only strings the ECMAScript engine matches whole; the end token only where the text matches', () => {
+    for (const pattern of ['[a-c]{2,5}-\\d+', '(ab|b)*@[xyz]+\\.(com|org)', '\\d{4}-(0[1-9]|1[0-2])', 'é?zz|a+']) {
+      const oracle = new RegExp(`^(?:${pattern})$`, 'u');
+      const regex = compileGuideRegex(pattern);
+      let ended = 0;
+      for (let seed = 1; seed <= 100; seed++) {
+        const rng = new Rng(seed);
+        const g = new RegexGuide(regex, vocab, [0]);
+        const out: number[] = [];
+        for (let step = 0; step < 60 && !g.done; step++) {
+          const mask = g.allowed();
+          const ids = [...mask.keys()].filter((id) => mask[id]);
+          expect(ids.length, pattern).toBeGreaterThan(0);
+          // The end token is allowed exactly when the text so far matches.
+          expect(mask[0] === 1, `${pattern} after ${JSON.stringify(new TextDecoder().decode(Uint8Array.from(out)))}`).toBe(oracle.test(new TextDecoder().decode(Uint8Array.from(out))));
+          const id = mask[0] && rng.uniform() < 0.3 ? 0 : ids[Math.floor(rng.uniform() * ids.length)];
+          if (id === 0) break;
+          g.advance(id);
+          out.push(...vocab[id]!);
+        }
+        const text = new TextDecoder().decode(Uint8Array.from(out));
+        if (oracle.test(text)) ended++;
+        else expect(g.done, text).toBe(false);
+      }
+      expect(ended, pattern).toBeGreaterThan(30);
+    }
+  });
+});
