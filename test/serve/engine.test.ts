@@ -709,8 +709,8 @@ describe('sampling settings', () => {
       }
     }
     const before = counter('memlora_generate_rejected_total', { code: 'unsupported_schema' });
-    const pattern = { type: 'json_schema' as const, jsonSchema: { name: 'p', schema: { type: 'object', properties: { a: { type: 'string', pattern: '^a+$' } } } } };
-    await expect(e.generate(req('schema-b', { responseFormat: pattern }), never())).rejects.toMatchObject({ code: 'unsupported_schema', details: { path: '/properties/a', keyword: 'pattern' } });
+    const bounded = { type: 'json_schema' as const, jsonSchema: { name: 'p', schema: { type: 'object', properties: { a: { type: 'integer', minimum: 0 } } } } };
+    await expect(e.generate(req('schema-b', { responseFormat: bounded }), never())).rejects.toMatchObject({ code: 'unsupported_schema', details: { path: '/properties/a', keyword: 'minimum' } });
     expect(counter('memlora_generate_rejected_total', { code: 'unsupported_schema' })).toBe(before + 1);
   });
 
