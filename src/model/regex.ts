@@ -92,7 +92,9 @@ class Parser {
     let src = this.src;
     // Anchors at the ends are what a whole match means anyway.
     if (src.startsWith('^')) this.i = 1;
-    const end = src.endsWith('$') && !src.endsWith('\\$') ? src.length - 1 : src.length;
+    // A final $ is an anchor unless an odd run of backslashes escapes it.
+    const slashes = src.length - 1 - src.slice(0, -1).replace(/\\+$/, '').length;
+    const end = src.endsWith('$') && slashes % 2 === 0 ? src.length - 1 : src.length;
     src = src.slice(0, end);
     const node = this.alternation(src);
     if (this.i < src.length) throw new RegexError(`unexpected ${JSON.stringify(src[this.i])} at ${this.i}`);
@@ -188,9 +190,8 @@ class Parser {
     if (negated) this.i++;
     const set: ByteSet = [];
     const multi: number[][] = [];
-    let first = true;
-    while (src[this.i] !== ']' || first) {
-      first = false;
+    // As in ECMAScript, [] matches nothing and [^] any character.
+    while (src[this.i] !== ']') {
       if (this.i >= src.length) throw new RegexError('unclosed character class');
       const lo = this.classChar(src);
       if (typeof lo !== 'number') {
