@@ -8,14 +8,16 @@
  * (properties are written in the schema's order, the required ones always; an optional one may be left
  * out), `additionalProperties` (an object without `properties` takes any keys, with values of that
  * schema), `items` with `minItems` / `maxItems`, `minLength` / `maxLength` (in code points), a
- * string's `pattern` (regex.ts; its text written without escapes) or `format` (FORMATS), `enum`,
+ * string's `pattern` (regex.ts; its text written without escapes) or `format` (FORMATS), a number's
+ * `minimum` / `maximum` / `exclusiveMinimum` / `exclusiveMaximum` (number-pattern.ts), `enum`,
  * `const`, `anyOf` / `oneOf` whose alternatives start with different bytes (a string or null, an
- * object or an array...), and annotations. Anything else (`minimum`, `allOf`, tuples, other
+ * object or an array...), and annotations. Anything else (`multipleOf`, `allOf`, tuples, other
  * formats, alternatives a reply could not tell apart from their first byte...) is refused with a
  * SchemaError naming the keyword and where it is, rather than silently not enforced. The root is an
  * object or an array, so that the reply is whole exactly when it closes.
  */
 
+import { MAX_BOUND, boundedNumberPattern } from './number-pattern.js';
 import { type Nfa, RegexError, compileRegex } from './regex.js';
 
 export class SchemaError extends Error {
@@ -44,7 +46,8 @@ export type SchemaNode =
   | { k: 'arr'; items: number; min: number; max: number }
   /** A string: its length in code points, and a pattern its text matches whole (pattern, format). */
   | { k: 'str'; min: number; max: number; regex: Nfa | null }
-  | { k: 'num'; integer: boolean }
+  /** A number (an integer only when `integer`), within bounds when `regex` is given (number-pattern.ts). */
+  | { k: 'num'; integer: boolean; regex: Nfa | null }
   /** One of these values, written exactly as JSON.stringify writes them (enum, const, booleans, null). */
   | { k: 'lit'; values: Uint8Array[] }
   /** One of the alternatives, told apart by the first byte. */
@@ -62,7 +65,7 @@ export interface CompiledSchema {
 }
 
 const ANNOTATIONS = new Set(['title', 'description', 'default', 'examples', '$schema', '$id', '$comment', 'deprecated', 'readOnly', 'writeOnly', '$defs', 'definitions']);
-const KEYWORDS = new Set([...ANNOTATIONS, 'type', 'enum', 'const', 'properties', 'required', 'additionalProperties', 'items', 'minItems', 'maxItems', 'minLength', 'maxLength', 'pattern', 'format', 'anyOf', 'oneOf', '$ref']);
+const KEYWORDS = new Set([...ANNOTATIONS, 'type', 'enum', 'const', 'properties', 'required', 'additionalProperties', 'items', 'minItems', 'maxItems', 'minLength', 'maxLength', 'pattern', 'format', 'minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum', 'anyOf', 'oneOf', '$ref']);
 
 const OCTET = '(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])';
 const FULL_TIME = '([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,6})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])';
@@ -114,7 +117,7 @@ class Compiler {
         this.add({ k: 'obj', props: [], values: this.anyNode }),
         this.add({ k: 'arr', items: this.anyNode, min: 0, max: Infinity }),
         this.add({ k: 'str', min: 0, max: Infinity, regex: null }),
-        this.add({ k: 'num', integer: false }),
+        this.add({ k: 'num', integer: false, regex: null }),
         this.add({ k: 'lit', values: ['true', 'false', 'null'].map((s) => enc.encode(s)) }),
       ];
       this.nodes[this.anyNode] = { k: 'alt', alts };
@@ -187,7 +190,7 @@ class Compiler {
       }
       case 'number':
       case 'integer':
-        return this.add({ k: 'num', integer: type === 'integer' });
+        return this.add({ k: 'num', integer: type === 'integer', regex: numberBounds(s, type === 'integer', path) });
       case 'boolean':
         return this.add({ k: 'lit', values: [enc.encode('true'), enc.encode('false')] });
       default:
@@ -237,6 +240,21 @@ class Compiler {
     this.nodes[id] = { k: 'alt', alts: [this.compile(target, ref.slice(1))] };
     return id;
   }
+}
+
+const BOUNDS = ['minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum'] as const;
+
+/** A number's bounds as the pattern of the numbers written within them, compiled; null for none. */
+function numberBounds(s: Record<string, unknown>, integer: boolean, path: string): Nfa | null {
+  const given = BOUNDS.filter((k) => s[k] !== undefined);
+  if (given.length === 0) return null;
+  for (const k of given) if (typeof s[k] !== 'number' || !Number.isFinite(s[k])) throw new SchemaError(path, k, `"${k}" must be a number`);
+  const pattern = boundedNumberPattern(
+    { min: s.minimum as number | undefined, max: s.maximum as number | undefined, exclusiveMin: s.exclusiveMinimum as number | undefined, exclusiveMax: s.exclusiveMaximum as number | undefined },
+    integer,
+  );
+  if (pattern === null) throw new SchemaError(path, given[0], `no ${integer ? 'integer' : 'number'} within the bounds can be written (an empty range, a range narrower than one between integers, or bounds past ${MAX_BOUND})`);
+  return compileRegex(pattern);
 }
 
 /** A string's pattern (ECMAScript, matched whole) or format, compiled; null for neither. */

@@ -121,6 +121,13 @@ function begin(c: CompiledSchema, s: State, id: number, b: number): boolean {
       s.frames.push({ n: id, p: S_TEXT, a: 0, b: 0, c: node.regex ? node.regex.start : NONE });
       return true;
     case 'num': {
+      if (node.regex) {
+        // Bounded: the pattern of the numbers within the bounds decides every byte.
+        const states = stepRegex(node.regex, node.regex.start, b);
+        if (states.length === 0) return false;
+        s.frames.push({ n: id, p: 0, a: 0, b: 0, c: states });
+        return true;
+      }
       const p = b === 0x2d ? N_SIGN : b === 0x30 ? N_ZERO : isDigit(b) ? N_INT : -1;
       if (p < 0) return false;
       s.frames.push({ n: id, p, a: 0, b: 0, c: NONE });
@@ -280,7 +287,16 @@ function stepString(c: CompiledSchema, f: Frame, b: number): number {
 }
 
 function stepNumber(c: CompiledSchema, f: Frame, b: number): number {
-  const integer = (c.nodes[f.n] as Extract<SchemaNode, { k: 'num' }>).integer;
+  const { integer, regex } = c.nodes[f.n] as Extract<SchemaNode, { k: 'num' }>;
+  if (regex) {
+    const next = stepRegex(regex, f.c, b);
+    if (next.length > 0) {
+      f.c = next;
+      return OK;
+    }
+    // The number ends where the pattern matches; the byte is its container's.
+    return regexAccepts(regex, f.c) ? PASS : FAIL;
+  }
   switch (f.p) {
     case N_SIGN:
       if (!isDigit(b)) return FAIL;

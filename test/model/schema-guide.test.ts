@@ -171,6 +171,8 @@ const PERSON = {
     code: { type: 'string', pattern: '^[A-Z]{2}-\\d{1,3}(x|yz)?$' },
     born: { type: 'string', format: 'date' },
     ref: { type: 'string', format: 'uuid' },
+    rating: { type: 'integer', minimum: 1, maximum: 5 },
+    temp: { type: 'number', exclusiveMinimum: -40, maximum: 60.5 },
   },
   required: ['name', 'age', 'tags', 'ok'],
   additionalProperties: false,
@@ -215,9 +217,15 @@ function valid(v: unknown, s: Record<string, any>, root: Record<string, any> = s
         if (s.format === 'uuid') return /^[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}$/i.test(v);
         return true;
       case 'integer':
-        return Number.isInteger(v);
       case 'number':
-        return typeof v === 'number';
+        return (
+          typeof v === 'number' &&
+          (t === 'number' || Number.isInteger(v)) &&
+          (s.minimum === undefined || v >= s.minimum) &&
+          (s.maximum === undefined || v <= s.maximum) &&
+          (s.exclusiveMinimum === undefined || v > s.exclusiveMinimum) &&
+          (s.exclusiveMaximum === undefined || v < s.exclusiveMaximum)
+        );
       case 'boolean':
         return typeof v === 'boolean';
       case 'null':
@@ -246,7 +254,7 @@ describe('SchemaGuide of a JSON schema (structured outputs)', () => {
       '{"name": "\\u00e9l\\"e", "age": -3, "tags": ["b", 12, "a"], "nick": null, "ok": false}',
       '{\n  "name": "Zoë",\n  "age": 0,\n  "tags": [12],\n  "nick": "Z",\n  "pet": {"kind": "cat", "kids": [{"kind": "cat"}, {"kind": "cat", "kids": []}]},\n  "score": 1.5e-3,\n  "ok": true,\n  "extra": {"x": 1, "y": -2}\n}',
       '{"name":"12345678","age":1,"tags":["a","a","a"],"ok":true,"extra":{}}',
-      '{"name":"Bo","age":2,"tags":["b"],"ok":true,"code":"AB-12yz","born":"1999-12-31","ref":"0f8fad5b-d9cb-469f-a165-70867728950e"}',
+      '{"name":"Bo","age":2,"tags":["b"],"ok":true,"code":"AB-12yz","born":"1999-12-31","ref":"0f8fad5b-d9cb-469f-a165-70867728950e","rating":5,"temp":-39.25}',
     ]) {
       expect(valid(JSON.parse(doc), PERSON), doc).toBe(true);
       expect(walkSchema(doc), doc).toEqual({ accepted: enc(doc).length, done: true });
@@ -279,6 +287,10 @@ describe('SchemaGuide of a JSON schema (structured outputs)', () => {
       [`${head},"ok":true,"born":"1999-13`, head.length + 25], // no month 13
       [`${head},"ok":true,"ref":"0f8fad5b-d9cb-469f-a165-70867728950"`, head.length + 53], // a uuid is 36 characters
       [`${head},"ok":true,"code":"A\\u0042-1"}`, head.length + 20], // no escapes in a pattern's text
+      [`${head},"ok":true,"rating":6`, head.length + 20], // at most 5
+      [`${head},"ok":true,"rating":0`, head.length + 20], // at least 1
+      [`${head},"ok":true,"rating":4.5`, head.length + 21], // an integer
+      [`${head},"ok":true,"temp":-40}`, head.length + 20], // above -40: "-4" may go on, "-40" not
     ] as const) {
       expect(walkSchema(bad), bad).toEqual({ accepted: at, done: false });
     }
@@ -297,7 +309,7 @@ describe('SchemaGuide of a JSON schema (structured outputs)', () => {
     expect(texts.length).toBeGreaterThan(100);
     for (const text of texts) expect(valid(JSON.parse(text), PERSON), text).toBe(true);
     // The walks reached the patterned and formatted strings too (the validator checks them with the JavaScript engine's RegExp).
-    for (const key of ['code', 'born', 'ref']) expect(texts.filter((t) => key in JSON.parse(t)).length, key).toBeGreaterThan(5);
+    for (const key of ['code', 'born', 'ref', 'rating', 'temp']) expect(texts.filter((t) => key in JSON.parse(t)).length, key).toBeGreaterThan(5);
   });
 });
 
@@ -316,7 +328,10 @@ describe('compileJsonSchema', () => {
     expect(refused(obj({ a: { type: 'string', pattern: '(?=a)b' } }))).toEqual({ path: '/properties/a', keyword: 'pattern' });
     expect(refused(obj({ a: { type: 'string', pattern: 'a', format: 'date' } }))).toEqual({ path: '/properties/a', keyword: 'format' });
     expect(refused(obj({ 'a/b': { type: 'string', format: 'iri' } }))).toEqual({ path: '/properties/a~1b', keyword: 'format' });
-    expect(refused(obj({ n: { type: 'integer', minimum: 0 } }))).toEqual({ path: '/properties/n', keyword: 'minimum' });
+    expect(refused(obj({ n: { type: 'integer', multipleOf: 2 } }))).toEqual({ path: '/properties/n', keyword: 'multipleOf' });
+    expect(refused(obj({ n: { type: 'integer', minimum: 5, maximum: 3 } }))).toEqual({ path: '/properties/n', keyword: 'minimum' });
+    expect(refused(obj({ n: { type: 'number', exclusiveMinimum: true, minimum: 0 } }))).toEqual({ path: '/properties/n', keyword: 'exclusiveMinimum' });
+    expect(refused(obj({ n: { type: 'number', minimum: 0.2, maximum: 0.8 } }))).toEqual({ path: '/properties/n', keyword: 'minimum' });
     expect(refused(obj({ n: { allOf: [{ type: 'integer' }] } }))).toEqual({ path: '/properties/n', keyword: 'allOf' });
     expect(refused(obj({ t: { type: 'array', items: [{ type: 'integer' }] } }))).toEqual({ path: '/properties/t', keyword: 'items' });
     expect(refused(obj({ u: { anyOf: [obj({ a: true }), obj({ b: true })] } }))).toEqual({ path: '/properties/u', keyword: 'anyOf' });

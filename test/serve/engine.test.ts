@@ -672,16 +672,18 @@ describe('sampling settings', () => {
   it('responseFormat json_schema: each reply (through its adapter too) is a whole document of the schema; free rows beside them unchanged; a schema it cannot enforce is refused', async () => {
     const e = f.engine();
     await f.giveAdapter('schema-a', randomStoredAdapter(f.cfg, [0, 1], 2, 72));
-    // Every value bounded (an enum, short strings, at most two of them, a boolean) and whitespace runs
-    // bounded too: every document has under 256 bytes, so none can be cut by maxTokens 256.
+    // Every value bounded (an enum, short strings, at most two of them, a boolean, a digit) and
+    // whitespace runs bounded too: every document is finite, and these seeded replies close well
+    // within maxTokens 256 (the test is deterministic: greedy or fixed seeds).
     const schema = {
       type: 'object',
       properties: {
         mood: { enum: ['happy', 'sad'] },
         likes: { type: 'array', items: { type: 'string', minLength: 1, maxLength: 6 }, maxItems: 2 },
         ok: { type: 'boolean' },
+        stars: { type: 'integer', minimum: 1, maximum: 5 },
       },
-      required: ['mood', 'ok'],
+      required: ['mood', 'ok', 'stars'],
       additionalProperties: false,
     };
     const format = { type: 'json_schema' as const, jsonSchema: { name: 'mood', schema } };
@@ -699,7 +701,8 @@ describe('sampling settings', () => {
     for (const r of rs.slice(0, -1)) {
       expect(r.finishReason, r.text).toBe('stop');
       const doc = JSON.parse(r.text) as Record<string, unknown>;
-      expect(Object.keys(doc).every((k) => ['mood', 'likes', 'ok'].includes(k)), r.text).toBe(true);
+      expect(Object.keys(doc).every((k) => ['mood', 'likes', 'ok', 'stars'].includes(k)), r.text).toBe(true);
+      expect([1, 2, 3, 4, 5]).toContain(doc.stars);
       expect(['happy', 'sad']).toContain(doc.mood);
       expect(doc.ok).toBeTypeOf('boolean');
       if ('likes' in doc) {
@@ -709,8 +712,8 @@ describe('sampling settings', () => {
       }
     }
     const before = counter('memlora_generate_rejected_total', { code: 'unsupported_schema' });
-    const bounded = { type: 'json_schema' as const, jsonSchema: { name: 'p', schema: { type: 'object', properties: { a: { type: 'integer', minimum: 0 } } } } };
-    await expect(e.generate(req('schema-b', { responseFormat: bounded }), never())).rejects.toMatchObject({ code: 'unsupported_schema', details: { path: '/properties/a', keyword: 'minimum' } });
+    const multiple = { type: 'json_schema' as const, jsonSchema: { name: 'p', schema: { type: 'object', properties: { a: { type: 'integer', multipleOf: 2 } } } } };
+    await expect(e.generate(req('schema-b', { responseFormat: multiple }), never())).rejects.toMatchObject({ code: 'unsupported_schema', details: { path: '/properties/a', keyword: 'multipleOf' } });
     expect(counter('memlora_generate_rejected_total', { code: 'unsupported_schema' })).toBe(before + 1);
   });
 
