@@ -6,8 +6,8 @@
  *
  * The subset is what such schemas use: `type` (one or a list), `properties` with `required`
  * (properties are written in the schema's order, the required ones always; an optional one may be left
- * out), `additionalProperties` (an object without `properties` takes any keys, with values of that
- * schema), `items` with `minItems` / `maxItems`, `minLength` / `maxLength` (in code points), a
+ * out), `minProperties` / `maxProperties`, `additionalProperties` (an object without `properties`
+ * takes any keys, with values of that schema), `items` with `minItems` / `maxItems`, `minLength` / `maxLength` (in code points), a
  * string's `pattern` (regex.ts; its text written without escapes) or `format` (FORMATS), a number's
  * `minimum` / `maximum` / `exclusiveMinimum` / `exclusiveMaximum` (number-pattern.ts), `enum`,
  * `const`, `anyOf` / `oneOf` whose alternatives start with different bytes (a string or null, an
@@ -42,7 +42,7 @@ export interface Property {
 
 export type SchemaNode =
   /** An object: `props` in order; or with `values` (a node id) any keys, each value of that node. */
-  | { k: 'obj'; props: Property[]; values: number | null }
+  | { k: 'obj'; props: Property[]; values: number | null; minProps: number; maxProps: number }
   | { k: 'arr'; items: number; min: number; max: number }
   /** A string: its length in code points, and a pattern its text matches whole (pattern, format). */
   | { k: 'str'; min: number; max: number; regex: Nfa | null }
@@ -65,7 +65,7 @@ export interface CompiledSchema {
 }
 
 const ANNOTATIONS = new Set(['title', 'description', 'default', 'examples', '$schema', '$id', '$comment', 'deprecated', 'readOnly', 'writeOnly', '$defs', 'definitions']);
-const KEYWORDS = new Set([...ANNOTATIONS, 'type', 'enum', 'const', 'properties', 'required', 'additionalProperties', 'items', 'minItems', 'maxItems', 'minLength', 'maxLength', 'pattern', 'format', 'minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum', 'anyOf', 'oneOf', '$ref']);
+const KEYWORDS = new Set([...ANNOTATIONS, 'type', 'enum', 'const', 'properties', 'required', 'additionalProperties', 'items', 'minItems', 'maxItems', 'minLength', 'maxLength', 'pattern', 'format', 'minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum', 'minProperties', 'maxProperties', 'anyOf', 'oneOf', '$ref']);
 
 const OCTET = '(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])';
 const FULL_TIME = '([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,6})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])';
@@ -114,7 +114,7 @@ class Compiler {
     if (this.anyNode < 0) {
       this.anyNode = this.add({ k: 'alt', alts: [] });
       const alts = [
-        this.add({ k: 'obj', props: [], values: this.anyNode }),
+        this.add({ k: 'obj', props: [], values: this.anyNode, minProps: 0, maxProps: Infinity }),
         this.add({ k: 'arr', items: this.anyNode, min: 0, max: Infinity }),
         this.add({ k: 'str', min: 0, max: Infinity, regex: null }),
         this.add({ k: 'num', integer: false, regex: null }),
@@ -199,13 +199,17 @@ class Compiler {
   }
 
   private object(s: Record<string, unknown>, path: string): number {
-    const node: SchemaNode = { k: 'obj', props: [], values: null };
+    const minProps = count(s, 'minProperties', path) ?? 0;
+    const maxProps = count(s, 'maxProperties', path) ?? Infinity;
+    if (minProps > maxProps) throw new SchemaError(path, 'minProperties', `minProperties ${minProps} exceeds maxProperties ${maxProps}`);
+    const node: SchemaNode = { k: 'obj', props: [], values: null, minProps, maxProps };
     const id = this.add(node);
     const props = s.properties ?? {};
     if (!isPlainObject(props)) throw new SchemaError(path, 'properties', '"properties" must be an object');
     const required = s.required ?? [];
     if (!Array.isArray(required) || required.some((r) => typeof r !== 'string')) throw new SchemaError(path, 'required', '"required" must be an array of property names');
     for (const r of required) if (!Object.hasOwn(props, r)) throw new SchemaError(path, 'required', `required property "${r}" is not in "properties"`);
+    if (required.length > maxProps) throw new SchemaError(path, 'maxProperties', `${required.length} required properties exceed maxProperties ${maxProps}`);
     const additional = s.additionalProperties;
     if (additional !== undefined && typeof additional !== 'boolean' && !isPlainObject(additional)) throw new SchemaError(path, 'additionalProperties', '"additionalProperties" must be a boolean or a schema');
     const names = Object.keys(props);
@@ -215,6 +219,7 @@ class Compiler {
       return id;
     }
     // Only the named properties are written: valid whatever additionalProperties allows.
+    if (minProps > names.length) throw new SchemaError(path, 'minProperties', `minProperties ${minProps} exceeds the ${names.length} properties named`);
     node.props = names.map((name) => ({
       name,
       key: enc.encode(JSON.stringify(name).slice(1)),

@@ -65,6 +65,12 @@ interface Frame {
   b: number;
   /** Object: the properties the key may still be; literal: the values still possible; string with a pattern: its NFA's states. */
   c: readonly number[];
+  /**
+   * Object: members written, counted only as far as its minProperties / maxProperties read (so that
+   * states repeat); a key of an object that needs distinct keys: its hash so far (0: not hashed), the
+   * object keeping the written keys' hashes in `c`.
+   */
+  m: number;
 }
 
 interface State {
@@ -110,43 +116,45 @@ function begin(c: CompiledSchema, s: State, id: number, b: number): boolean {
       return false;
     case 'obj':
       if (b !== 0x7b) return false;
-      s.frames.push({ n: id, p: O_OPEN, a: -1, b: 0, c: NONE });
+      s.frames.push({ n: id, p: O_OPEN, a: -1, b: 0, c: NONE, m: 0 });
       return true;
     case 'arr':
       if (b !== 0x5b) return false;
-      s.frames.push({ n: id, p: A_OPEN, a: 0, b: 0, c: NONE });
+      s.frames.push({ n: id, p: A_OPEN, a: 0, b: 0, c: NONE, m: 0 });
       return true;
     case 'str':
       if (b !== 0x22) return false;
-      s.frames.push({ n: id, p: S_TEXT, a: 0, b: 0, c: node.regex ? node.regex.start : NONE });
+      s.frames.push({ n: id, p: S_TEXT, a: 0, b: 0, c: node.regex ? node.regex.start : NONE, m: 0 });
       return true;
     case 'num': {
       if (node.regex) {
         // Bounded: the pattern of the numbers within the bounds decides every byte.
         const states = stepRegex(node.regex, node.regex.start, b);
         if (states.length === 0) return false;
-        s.frames.push({ n: id, p: 0, a: 0, b: 0, c: states });
+        s.frames.push({ n: id, p: 0, a: 0, b: 0, c: states, m: 0 });
         return true;
       }
       const p = b === 0x2d ? N_SIGN : b === 0x30 ? N_ZERO : isDigit(b) ? N_INT : -1;
       if (p < 0) return false;
-      s.frames.push({ n: id, p, a: 0, b: 0, c: NONE });
+      s.frames.push({ n: id, p, a: 0, b: 0, c: NONE, m: 0 });
       return true;
     }
     case 'lit': {
       const cands: number[] = [];
       node.values.forEach((v, i) => v[0] === b && cands.push(i));
       if (cands.length === 0) return false;
-      s.frames.push({ n: id, p: 0, a: 1, b: 0, c: cands });
+      s.frames.push({ n: id, p: 0, a: 1, b: 0, c: cands, m: 0 });
       return true;
     }
   }
 }
 
-/** The named properties that may come after property `last`: those up to and including the next required one. */
-function nextProps(props: readonly { required: boolean }[], last: number): number[] {
+/** The named properties that may come next: those after the last one written up to and including the next required one (none at maxProperties). */
+function nextProps(node: Extract<SchemaNode, { k: 'obj' }>, f: Frame): number[] {
+  const { props } = node;
   const out: number[] = [];
-  for (let j = last + 1; j < props.length; j++) {
+  if (f.m >= node.maxProps) return out;
+  for (let j = f.a + 1; j < props.length; j++) {
     out.push(j);
     if (props[j].required) break;
   }
@@ -186,7 +194,7 @@ function stepObject(c: CompiledSchema, s: State, f: Frame, b: number): number {
       f.p = O_WAIT;
       return begin(c, s, free ? node.values! : node.props[f.a].node, b) ? OK : FAIL;
     case O_AFTER:
-      if (b === 0x2c && (free || nextProps(node.props, f.a).length > 0)) {
+      if (b === 0x2c && (free ? f.m < node.maxProps : nextProps(node, f).length > 0)) {
         f.p = O_NEXT;
         return OK;
       }
@@ -196,8 +204,9 @@ function stepObject(c: CompiledSchema, s: State, f: Frame, b: number): number {
   }
 }
 
-/** Every required property written (they come in order, so none after the last one written). */
+/** Every required property written (they come in order, so none after the last one written), and minProperties. */
 function closable(node: Extract<SchemaNode, { k: 'obj' }>, f: Frame): boolean {
+  if (f.m < node.minProps) return false;
   if (node.values !== null) return true;
   for (let j = f.a + 1; j < node.props.length; j++) if (node.props[j].required) return false;
   return true;
@@ -207,10 +216,14 @@ function closable(node: Extract<SchemaNode, { k: 'obj' }>, f: Frame): boolean {
 function startKey(c: CompiledSchema, s: State, node: Extract<SchemaNode, { k: 'obj' }>, f: Frame, b: number): number {
   if (b !== 0x22) return FAIL;
   if (node.values !== null) {
+    if (f.m >= node.maxProps) return FAIL;
     f.p = O_KEYSTR;
-    return begin(c, s, c.keyNode, b) ? OK : FAIL;
+    if (!begin(c, s, c.keyNode, b)) return FAIL;
+    // With minProperties above 1, keys must differ to count: the key's hash is kept (FNV offset basis).
+    if (node.minProps > 1) s.frames[s.frames.length - 1].m = 2166136261;
+    return OK;
   }
-  const cands = nextProps(node.props, f.a);
+  const cands = nextProps(node, f);
   if (cands.length === 0) return FAIL;
   f.p = O_KEY;
   f.c = cands;
@@ -245,6 +258,8 @@ function stepArray(c: CompiledSchema, s: State, f: Frame, b: number): number {
 function stepString(c: CompiledSchema, f: Frame, b: number): number {
   const node = c.nodes[f.n] as Extract<SchemaNode, { k: 'str' }>;
   const counted = node.min > 0 || node.max < Infinity;
+  // A key whose object counts distinct keys: its bytes hashed (FNV-1a) as they come, the closing quote not.
+  if (f.m !== 0 && b !== 0x22) f.m = Math.imul(f.m ^ b, 16777619) >>> 0;
   if (f.p === S_ESC) {
     if (b === 0x75) f.p = S_HEX + 4;
     else if (ESCAPABLE.has(b)) f.p = S_TEXT;
@@ -372,7 +387,18 @@ function feed(c: CompiledSchema, s: State, b: number): boolean {
     const parent = top(s);
     if (!parent) s.done = true;
     else if (c.nodes[parent.n].k === 'arr') parent.p = A_AFTER;
-    else parent.p = parent.p === O_KEYSTR ? O_COLON : O_AFTER;
+    else if (parent.p === O_KEYSTR) {
+      parent.p = O_COLON;
+      if (f.m !== 0) {
+        // A key already written would not count towards minProperties: refused.
+        if (parent.c.includes(f.m)) return false;
+        parent.c = [...parent.c, f.m].sort((x, y) => x - y);
+      }
+    } else {
+      parent.p = O_AFTER;
+      const obj = c.nodes[parent.n] as Extract<SchemaNode, { k: 'obj' }>;
+      parent.m = Math.min(parent.m + 1, obj.maxProps < Infinity ? obj.maxProps : obj.minProps);
+    }
     if (r === END) return true;
   }
 }
@@ -412,7 +438,7 @@ export class SchemaGuide implements Guide {
   /** The tokens that may come next: 1 where a token's bytes continue the document. Shared between sequences: do not write to it. */
   allowed(): Uint8Array {
     const s = this.state;
-    const frames = s.frames.map((f) => `${f.n}.${f.p}.${f.a}.${f.b}.${f.c.join(',')}`).join('/');
+    const frames = s.frames.map((f) => `${f.n}.${f.p}.${f.a}.${f.b}.${f.m}.${f.c.join(',')}`).join('/');
     return cachedMask(this.vocab, `schema ${this.schema.id}|${s.ws}|${s.nl}|${s.done ? 1 : 0}|${frames}`, () => {
       const mask = new Uint8Array(this.vocab.length);
       for (let id = 0; id < this.vocab.length; id++) {

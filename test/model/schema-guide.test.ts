@@ -296,6 +296,33 @@ describe('SchemaGuide of a JSON schema (structured outputs)', () => {
     }
   });
 
+  it('minProperties and maxProperties: named properties (exactly one of them, as tool calls use) and free ones', () => {
+    const walkIn = (schema: unknown, text: string) => {
+      const g = new SchemaGuide(compileJsonSchema(schema), vocab);
+      const bytes = enc(text);
+      for (let i = 0; i < bytes.length; i++) {
+        if (!g.accepts([bytes[i]])) return { accepted: i, done: false };
+        g.advance(bytes[i]);
+      }
+      return { accepted: bytes.length, done: g.done };
+    };
+    const one = { type: 'object', properties: { a: { type: 'integer' }, b: { type: 'integer' }, c: { type: 'integer' } }, minProperties: 1, maxProperties: 1, additionalProperties: false };
+    for (const doc of ['{"a":1}', '{"b": 2}', '{ "c" : 3 }']) expect(walkIn(one, doc), doc).toEqual({ accepted: doc.length, done: true });
+    expect(walkIn(one, '{}')).toEqual({ accepted: 1, done: false });
+    expect(walkIn(one, '{"a":1,')).toEqual({ accepted: 6, done: false });
+    const free = { type: 'object', additionalProperties: { type: 'integer' }, minProperties: 2, maxProperties: 3 };
+    expect(walkIn(free, '{"x":1,"y":2}')).toEqual({ accepted: 13, done: true });
+    expect(walkIn(free, '{"x":1,"y":2,"z":3}')).toEqual({ accepted: 19, done: true });
+    expect(walkIn(free, '{"x":1}')).toEqual({ accepted: 6, done: false });
+    expect(walkIn(free, '{"x":1,"y":2,"z":3,')).toEqual({ accepted: 18, done: false });
+    // A key written again would not count: its closing quote is refused (a longer key is fine).
+    expect(walkIn(free, '{"x":1,"x":2}')).toEqual({ accepted: 9, done: false });
+    expect(walkIn(free, '{"x":1,"xx":2}')).toEqual({ accepted: 14, done: true });
+    const texts = randomWalks(() => new SchemaGuide(compileJsonSchema(free), vocab), { steps: 300, closers: [0x7d, 0x22, 0x2c], closeAfter: 80 });
+    expect(texts.length).toBeGreaterThan(100);
+    for (const t of texts) expect([2, 3], t).toContain(Object.keys(JSON.parse(t) as object).length);
+  });
+
   it('every format writes only strings its own check takes', () => {
     for (const format of Object.keys(FORMATS)) {
       const texts = randomWalks(() => new SchemaGuide(compileJsonSchema({ type: 'object', properties: { v: { type: 'string', format } }, required: ['v'] }), vocab), { steps: 400, closers: [0x7d, 0x22], closeAfter: 150 });
@@ -345,6 +372,9 @@ describe('compileJsonSchema', () => {
     expect(refused({ anyOf: [{ type: 'object' }, { type: 'array' }] })).toBeNull();
     expect(refused({ anyOf: [{ type: 'object' }, { type: 'null' }] })).toEqual({ path: '', keyword: 'type' });
     expect(refused({ type: 'array', minItems: 3, maxItems: 2 })).toEqual({ path: '', keyword: 'minItems' });
+    expect(refused({ type: 'object', minProperties: 3, maxProperties: 2 })).toEqual({ path: '', keyword: 'minProperties' });
+    expect(refused({ type: 'object', properties: { a: true, b: true }, required: ['a', 'b'], maxProperties: 1 })).toEqual({ path: '', keyword: 'maxProperties' });
+    expect(refused({ type: 'object', properties: { a: true }, minProperties: 2 })).toEqual({ path: '', keyword: 'minProperties' });
     expect(refused(obj({ e: { enum: Array.from({ length: 1001 }, (_, i) => i) } }))).toEqual({ path: '/properties/e', keyword: 'enum' });
     // References that only lead to each other, or to themselves beside another alternative, are no value a reply could start.
     expect(refused({ $ref: '#/$defs/a', $defs: { a: { $ref: '#/$defs/b' }, b: { $ref: '#/$defs/a' } } })?.keyword).toBe('$ref');
