@@ -6,7 +6,7 @@
  */
 import type { z } from 'zod';
 import { type chatCompletionRequestSchema, type completionRequestSchema, generateRequestSchema, userOfModel } from './schemas.js';
-import type { ChatMessage, GenerateRequest, GenerateResult } from './services.js';
+import type { GenerateRequest, GenerateResult } from './services.js';
 import { validationFailed } from './validate.js';
 
 type OpenAiBody = z.output<typeof chatCompletionRequestSchema> | z.output<typeof completionRequestSchema>;
@@ -14,14 +14,6 @@ type OpenAiBody = z.output<typeof chatCompletionRequestSchema> | z.output<typeof
 /** The memlora user of a validated OpenAI body: `user`, or the user its model names (memlora:<user id>). */
 export function openAiUserId(body: OpenAiBody): string {
   return body.user ?? userOfModel(body.model)!;
-}
-
-/** OpenAI's chat messages as memlora's: a developer message is a system message, content parts joined. */
-export function serveMessages(messages: z.output<typeof chatCompletionRequestSchema>['messages']): ChatMessage[] {
-  return messages.map((m) => ({
-    role: m.role === 'developer' ? 'system' : m.role,
-    content: typeof m.content === 'string' ? m.content : m.content.map((p) => p.text).join(''),
-  }));
 }
 
 /** An OpenAI body's fields mapped onto /v1/generate's, validated as /v1/generate validates them (422 validation_failed). */

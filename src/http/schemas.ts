@@ -706,15 +706,51 @@ export const generateDoneEventSchema = z.object({ result: generateResultSchema }
 
 // ---------------------------------------------------------------------------------------------
 // OpenAI-compatible chat completions. Unknown fields are ignored (clients send many), known ones
-// are validated; unsupported values (n > 16, tool messages, image parts) are rejected.
+// are validated; unsupported values (n > 16, image parts) are rejected.
 
 const chatContentPart = z.looseObject({ type: z.literal('text'), text: z.string().max(MAX_PROMPT_CHARS) });
 
-export const openAiMessageSchema = z.looseObject({
-  role: z.enum(['system', 'developer', 'user', 'assistant']),
-  content: z.union([z.string().max(MAX_PROMPT_CHARS), z.array(chatContentPart).min(1).max(64)]),
-  name: z.string().max(256).optional(),
+/** A function's name, as OpenAI allows it. */
+const toolNameSchema = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/);
+
+/** A tool call an assistant message made (sent back in the conversation). */
+const openAiToolCall = z.looseObject({
+  id: z.string().max(256),
+  type: z.literal('function'),
+  function: z.looseObject({ name: toolNameSchema, arguments: z.string().max(MAX_PROMPT_CHARS) }),
 });
+
+export const openAiMessageSchema = z
+  .looseObject({
+    role: z.enum(['system', 'developer', 'user', 'assistant', 'tool']),
+    content: z.union([z.string().max(MAX_PROMPT_CHARS), z.array(chatContentPart).min(1).max(64)]).nullable().optional(),
+    name: z.string().max(256).optional(),
+    /** An assistant's calls of functions; a tool message answers one by its id. */
+    tool_calls: z.array(openAiToolCall).max(64).nullable().optional(),
+    tool_call_id: z.string().max(256).optional(),
+  })
+  .superRefine((m, ctx) => {
+    if (m.content == null && !(m.role === 'assistant' && m.tool_calls?.length)) ctx.addIssue({ code: 'custom', path: ['content'], message: 'content is required (only an assistant message with tool_calls may go without)' });
+    if (m.role === 'tool' && m.tool_call_id === undefined) ctx.addIssue({ code: 'custom', path: ['tool_call_id'], message: 'a tool message answers a tool call: give its tool_call_id' });
+    if (m.tool_calls?.length && m.role !== 'assistant') ctx.addIssue({ code: 'custom', path: ['tool_calls'], message: 'only an assistant message makes tool calls' });
+  });
+
+/** Most tools one chat completion may offer. */
+export const MAX_TOOLS = 128;
+
+/** OpenAI's function tools: a chat completion may be made to call one (tool_choice required, or a named function). */
+const openAiTool = z.looseObject({
+  type: z.literal('function'),
+  function: z.looseObject({
+    name: toolNameSchema,
+    description: z.string().max(8192).optional(),
+    /** A JSON schema of the arguments (absent: none). */
+    parameters: z.record(z.string(), z.unknown()).optional(),
+    strict: z.boolean().nullable().optional(),
+  }),
+});
+
+const openAiToolChoice = z.union([z.enum(['none', 'auto', 'required']), z.looseObject({ type: z.literal('function'), function: z.looseObject({ name: toolNameSchema }) })]);
 
 /**
  * A user's own model as OpenAI clients name it, for tools that send `model` but cannot send `user`
@@ -760,6 +796,26 @@ function isJsonObjectText(text: string): boolean {
   } catch {
     return false;
   }
+}
+
+/** A tool_choice that makes the reply a call (required, or a named function) needs tools, names one of them, and is the request's only guide. */
+function refineTools(
+  v: { tools?: Array<{ function: { name: string } }> | null; tool_choice?: string | { function: { name: string } } | null; response_format?: { type: string } | null; guided_choice?: unknown; guided_json?: unknown; guided_regex?: unknown },
+  ctx: z.RefinementCtx,
+): void {
+  const names = (v.tools ?? []).map((t) => t.function.name);
+  const twice = names.find((n, i) => names.indexOf(n) !== i);
+  if (twice !== undefined) ctx.addIssue({ code: 'custom', path: ['tools'], message: `two tools are named "${twice}"` });
+  const choice = v.tool_choice;
+  if (choice == null || choice === 'none' || choice === 'auto') return;
+  if (names.length === 0) ctx.addIssue({ code: 'custom', path: ['tool_choice'], message: 'tool_choice asks for a call: give tools' });
+  if (typeof choice === 'object' && names.length > 0 && !names.includes(choice.function.name)) {
+    ctx.addIssue({ code: 'custom', path: ['tool_choice'], message: `no tool is named "${choice.function.name}"` });
+  }
+  const other = [v.response_format != null && v.response_format.type !== 'text' && 'response_format', v.guided_choice != null && 'guided_choice', v.guided_json != null && 'guided_json', v.guided_regex != null && 'guided_regex'].find(
+    (g): g is string => typeof g === 'string',
+  );
+  if (other) ctx.addIssue({ code: 'custom', path: [other], message: `a reply that is a tool call cannot also follow ${other}` });
 }
 
 /** Most choices (`n`) one OpenAI request may ask for; each is a generation request of its own. */
@@ -808,9 +864,14 @@ export const chatCompletionRequestSchema = z.looseObject({
   /** vLLM's: the reply continues the last message, the assistant's (then add_generation_prompt must not be true). */
   continue_final_message: z.boolean().nullable().optional(),
   add_generation_prompt: z.boolean().nullable().optional(),
+  tools: z.array(openAiTool).max(MAX_TOOLS).nullable().optional(),
+  tool_choice: openAiToolChoice.nullable().optional(),
+  /** Accepted; a reply makes one call. */
+  parallel_tool_calls: z.boolean().nullable().optional(),
 }).superRefine((v, ctx) => {
   refineOpenAiUser(v, ctx);
   refineOpenAiGuides(v, ctx);
+  refineTools(v, ctx);
   refineContinue({ messages: v.messages, continued: v.continue_final_message, addGenerationPrompt: v.add_generation_prompt }, ctx, { continued: 'continue_final_message', addGenerationPrompt: 'add_generation_prompt' });
   if (v.top_logprobs != null && !v.logprobs) ctx.addIssue({ code: 'custom', path: ['top_logprobs'], message: 'top_logprobs needs logprobs: true' });
 });
@@ -841,9 +902,9 @@ export const chatCompletionResponseSchema = z.object({
     .array(
       z.object({
         index: z.int().min(0),
-        message: z.object({ role: z.literal('assistant'), content: z.string() }),
+        message: z.object({ role: z.literal('assistant'), content: z.string().nullable(), tool_calls: z.array(openAiToolCall).optional() }),
         logprobs: openAiLogprobs,
-        finish_reason: z.enum(['stop', 'length']),
+        finish_reason: z.enum(['stop', 'length', 'tool_calls']),
       }),
     )
     .min(1),
@@ -860,9 +921,9 @@ export const chatCompletionChunkSchema = z.object({
   choices: z.array(
     z.object({
       index: z.int().min(0),
-      delta: z.object({ role: z.literal('assistant').optional(), content: z.string().optional() }),
+      delta: z.object({ role: z.literal('assistant').optional(), content: z.string().optional(), tool_calls: z.array(openAiToolCall.extend({ index: z.int().min(0) })).optional() }),
       logprobs: openAiLogprobs.optional(),
-      finish_reason: z.enum(['stop', 'length']).nullable(),
+      finish_reason: z.enum(['stop', 'length', 'tool_calls']).nullable(),
     }),
   ),
   usage: openAiUsage.nullable().optional(),

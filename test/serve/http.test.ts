@@ -465,6 +465,47 @@ describe('the official OpenAI client, unmodified, against the real server', () =
     await expectError(await post('/v1/chat/completions', { user: 'bob', messages: hello, guided_regex: '(?=z)zebra' }), 422, 'unsupported_regex');
   });
 
+  it('tools with tool_choice required or a named function: the reply is a call of a tool, with arguments of its parameters, plain and streamed', async () => {
+    const tools: OpenAI.ChatCompletionTool[] = [
+      { type: 'function', function: { name: 'zoom', parameters: { type: 'object', properties: { level: { type: 'integer', minimum: 1, maximum: 3 } }, required: ['level'] } } },
+      { type: 'function', function: { name: 'quote', parameters: { type: 'object', properties: { text: { type: 'string', maxLength: 8 } }, required: ['text'] } } },
+    ];
+    // alice's adapter forces 'q': of the two functions she calls quote.
+    const r = await openai.chat.completions.create({ model: 'memlora', user: 'alice', messages: hello, max_tokens: 200, tools, tool_choice: 'required' });
+    expect(r.choices[0].finish_reason).toBe('tool_calls');
+    expect(r.choices[0].message.content).toBeNull();
+    const call = r.choices[0].message.tool_calls![0] as OpenAI.ChatCompletionMessageFunctionToolCall;
+    expect(call.function.name).toBe('quote');
+    const args = JSON.parse(call.function.arguments) as { text: string };
+    expect(Object.keys(args)).toEqual(['text']);
+    expect([...args.text].length).toBeLessThanOrEqual(8);
+    // Named: zoom, whatever the adapter prefers; streamed, the call arrives in the deltas.
+    const stream = await openai.chat.completions.create({ model: 'memlora', user: 'alice', messages: hello, max_tokens: 200, tools, tool_choice: { type: 'function', function: { name: 'zoom' } }, stream: true });
+    let name = '';
+    let argText = '';
+    const finish: Array<string | null> = [];
+    for await (const chunk of stream) {
+      for (const c of chunk.choices) {
+        for (const t of c.delta.tool_calls ?? []) {
+          name += t.function?.name ?? '';
+          argText += t.function?.arguments ?? '';
+        }
+        finish.push(c.finish_reason);
+      }
+    }
+    expect(name).toBe('zoom');
+    expect([1, 2, 3]).toContain((JSON.parse(argText) as { level: number }).level);
+    expect(finish.filter((f) => f !== null)).toEqual(['tool_calls']);
+    // The call and its result go back into the conversation.
+    const next = await openai.chat.completions.create({
+      model: 'memlora',
+      user: 'alice',
+      max_tokens: 4,
+      messages: [...hello, { role: 'assistant', content: null, tool_calls: [call] }, { role: 'tool', tool_call_id: call.id, content: 'done' }],
+    });
+    expect(next.choices[0].message.content).toBe('qqqq');
+  });
+
   it('logprobs and top_logprobs: each token of the reply with its log-probability under the user\'s model, plain and streamed', async () => {
     const r = await openai.chat.completions.create({ model: 'memlora', user: 'alice', messages: hello, max_tokens: 4, logprobs: true, top_logprobs: 2 });
     const content = r.choices[0].logprobs?.content ?? [];

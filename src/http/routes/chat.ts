@@ -10,7 +10,8 @@ import { userExists } from '../../db/queries/users.js';
 import type { AppEnv, RouteDeps } from '../context.js';
 import { chatCompletionRequestSchema } from '../schemas.js';
 import type { GenerateRequest, GenerateResult, TokenLogprob } from '../services.js';
-import { allChoices, choiceRequests, openAiFinish, openAiUsage, samplingFields, serveMessages, toGenerate } from '../openai.js';
+import { allChoices, choiceRequests, openAiFinish, openAiUsage, samplingFields, toGenerate } from '../openai.js';
+import { callOf, serveMessages, toolCallFormat } from '../tools.js';
 import { mergeStreams } from '../stream-merge.js';
 import { readJson } from '../validate.js';
 import { clientSignal, firstEvent, logStreamError, requireGenerate } from './generate.js';
@@ -21,8 +22,10 @@ type ChatRequest = z.output<typeof chatCompletionRequestSchema>;
 
 /** Maps the OpenAI body to a GenerateRequest; memlora's defaults apply where OpenAI fields are absent. */
 export function toGenerateRequest(body: ChatRequest): GenerateRequest {
+  const calling = toolCallFormat(body);
   return toGenerate({
     ...samplingFields(body),
+    ...(calling ? { responseFormat: calling } : {}),
     messages: serveMessages(body.messages),
     continueFinalMessage: body.continue_final_message ?? undefined,
     maxTokens: body.max_completion_tokens ?? body.max_tokens ?? undefined,
@@ -51,6 +54,19 @@ const logprobsOf = (lps: readonly TokenLogprob[] | undefined) =>
 
 const memloraOf = (r: GenerateResult) => ({ personalization: r.personalization, timings: r.timings });
 
+/** A reply guided to a call, as OpenAI's tool_calls (the call's id from the generation's); null when it is not a whole call (cut by max_tokens). */
+function toolCallsOf(r: GenerateResult): Array<{ id: string; type: 'function'; function: { name: string; arguments: string } }> | null {
+  const call = r.finishReason === 'stop' ? callOf(r.text) : null;
+  return call ? [{ id: `call_${r.id.replace(/^gen_/, '')}`, type: 'function', function: call }] : null;
+}
+
+/** A non-streamed choice: the reply's text, or (asked for a call, and it is whole) its tool call. */
+function choiceOf(r: GenerateResult, index: number, calling: boolean) {
+  const calls = calling ? toolCallsOf(r) : null;
+  if (calls) return { index, message: { role: 'assistant', content: null, tool_calls: calls }, logprobs: logprobsOf(r.logprobs), finish_reason: 'tool_calls' };
+  return { index, message: { role: 'assistant', content: r.text }, logprobs: logprobsOf(r.logprobs), finish_reason: finishReason(r.finishReason) };
+}
+
 export function registerChatRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
   const { db, config, logger } = deps;
 
@@ -64,6 +80,7 @@ export function registerChatRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
     const created = Math.floor(Date.now() / 1000);
 
     const reqs = choiceRequests(req, body.n ?? 1);
+    const calling = toolCallFormat(body) !== undefined;
 
     if (!req.stream) {
       const results = await allChoices(ac, reqs.map((r) => gen.generate(r, ac.signal)));
@@ -73,7 +90,7 @@ export function registerChatRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
         object: 'chat.completion',
         created,
         model,
-        choices: results.map((x, index) => ({ index, message: { role: 'assistant', content: x.text }, logprobs: logprobsOf(x.logprobs), finish_reason: finishReason(x.finishReason) })),
+        choices: results.map((x, index) => choiceOf(x, index, calling)),
         usage: usageOf(results),
         memlora: { ...memloraOf(r), ...(results.length > 1 ? { choices: results.map(memloraOf) } : {}) },
       });
@@ -94,10 +111,15 @@ export function registerChatRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
         for await (const { index, value: ev } of merged) {
           if (ac.signal.aborted) return;
           if (ev.type === 'token') {
+            // A call is sent whole when it is (OpenAI's clients join tool-call deltas either way).
+            if (calling) continue;
             await chunk([{ index, delta: { content: ev.text }, ...(ev.logprobs ? { logprobs: logprobsOf(ev.logprobs) } : {}), finish_reason: null }]);
           } else {
             results[index] = ev.result;
-            await chunk([{ index, delta: {}, finish_reason: finishReason(ev.result.finishReason) }], { memlora: memloraOf(ev.result) });
+            const calls = calling ? toolCallsOf(ev.result) : null;
+            if (calls) await chunk([{ index, delta: { tool_calls: calls.map((call, i) => ({ index: i, ...call })) }, finish_reason: null }]);
+            else if (calling) await chunk([{ index, delta: { content: ev.result.text }, finish_reason: null }]);
+            await chunk([{ index, delta: {}, finish_reason: calls ? 'tool_calls' : finishReason(ev.result.finishReason) }], { memlora: memloraOf(ev.result) });
           }
         }
         if (ac.signal.aborted) return;

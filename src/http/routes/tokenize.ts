@@ -6,7 +6,7 @@
 import type { Hono } from 'hono';
 import type { AppEnv, RouteDeps } from '../context.js';
 import { ApiError } from '../errors.js';
-import { serveMessages } from '../openai.js';
+import { serveMessages } from '../tools.js';
 import { detokenizeRequestSchema, tokenizeRequestSchema } from '../schemas.js';
 import type { GenerateService } from '../services.js';
 import { readJson } from '../validate.js';
