@@ -21,11 +21,17 @@ export function callText(name: string, args: string): string {
 /** The arguments of a function without parameters: an empty object. */
 const NO_PARAMETERS = { type: 'object', properties: {}, additionalProperties: false };
 
+/** Whether the body asks for a call: tools, and tool_choice required or a named function. */
+export function asksForCall(body: Pick<ChatBody, 'tools' | 'tool_choice'>): boolean {
+  const choice = body.tool_choice;
+  return Boolean(body.tools?.length) && choice != null && choice !== 'none' && choice !== 'auto';
+}
+
 /** The responseFormat that makes the reply one call of the tools tool_choice allows; undefined when it asks for none. */
 export function toolCallFormat(body: Pick<ChatBody, 'tools' | 'tool_choice'>): GenerateRequest['responseFormat'] {
-  const choice = body.tool_choice;
-  if (!body.tools?.length || choice == null || choice === 'none' || choice === 'auto') return undefined;
-  const allowed = typeof choice === 'object' ? body.tools.filter((t) => t.function.name === choice.function.name) : body.tools;
+  if (!asksForCall(body)) return undefined;
+  const choice = body.tool_choice!;
+  const allowed = typeof choice === 'object' ? body.tools!.filter((t) => t.function.name === choice.function.name) : body.tools!;
   const properties = Object.fromEntries(allowed.map((t) => [t.function.name, t.function.parameters ?? NO_PARAMETERS]));
   return { type: 'json_schema', jsonSchema: { name: 'tool_call', schema: { type: 'object', properties, minProperties: 1, maxProperties: 1, additionalProperties: false } } };
 }

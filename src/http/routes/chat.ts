@@ -11,7 +11,7 @@ import type { AppEnv, RouteDeps } from '../context.js';
 import { chatCompletionRequestSchema } from '../schemas.js';
 import type { GenerateRequest, GenerateResult, TokenLogprob } from '../services.js';
 import { allChoices, choiceRequests, openAiFinish, openAiUsage, samplingFields, toGenerate } from '../openai.js';
-import { callOf, serveMessages, toolCallFormat } from '../tools.js';
+import { asksForCall, callOf, serveMessages, toolCallFormat } from '../tools.js';
 import { mergeStreams } from '../stream-merge.js';
 import { readJson } from '../validate.js';
 import { clientSignal, firstEvent, logStreamError, requireGenerate } from './generate.js';
@@ -80,7 +80,7 @@ export function registerChatRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
     const created = Math.floor(Date.now() / 1000);
 
     const reqs = choiceRequests(req, body.n ?? 1);
-    const calling = toolCallFormat(body) !== undefined;
+    const calling = asksForCall(body);
 
     if (!req.stream) {
       const results = await allChoices(ac, reqs.map((r) => gen.generate(r, ac.signal)));
