@@ -244,6 +244,8 @@ export interface Nfa {
   readonly accept: number;
   /** The closure of the start state. */
   readonly start: readonly number[];
+  /** Per state, whether a match can still be reached from it. */
+  readonly live: readonly boolean[];
 }
 
 class Builder {
@@ -326,16 +328,33 @@ class Builder {
   }
 }
 
-function closure(nfa: { eps: ReadonlyArray<readonly number[]> }, states: Iterable<number>): number[] {
+/** The states reached from `states` by empty moves, those from which no match can be reached left out. */
+function closure(nfa: { eps: ReadonlyArray<readonly number[]>; live: readonly boolean[] }, states: Iterable<number>): number[] {
   const seen = new Set<number>();
   const stack = [...states];
   while (stack.length > 0) {
     const s = stack.pop()!;
-    if (seen.has(s)) continue;
+    if (seen.has(s) || !nfa.live[s]) continue;
     seen.add(s);
     for (const e of nfa.eps[s]) stack.push(e);
   }
   return [...seen].sort((a, b) => a - b);
+}
+
+/** Per state, whether the accepting state can be reached from it (through byte moves of non-empty classes and empty moves). */
+function liveStates(b: Builder, accept: number): boolean[] {
+  const into: number[][] = b.ranges.map(() => []);
+  b.eps.forEach((to, s) => to.forEach((t) => into[t].push(s)));
+  b.next.forEach((t, s) => t >= 0 && (b.ranges[s]?.length ?? 0) > 0 && into[t].push(s));
+  const live = b.ranges.map(() => false);
+  const stack = [accept];
+  while (stack.length > 0) {
+    const s = stack.pop()!;
+    if (live[s]) continue;
+    live[s] = true;
+    stack.push(...into[s]);
+  }
+  return live;
 }
 
 /** Compile an ECMAScript pattern (whole-match) to an NFA; RegexError where it is outside the subset. */
@@ -344,7 +363,10 @@ export function compileRegex(pattern: string): Nfa {
   const b = new Builder();
   const start = b.state();
   const accept = b.build(ast, start);
-  return { ranges: b.ranges, next: b.next, eps: b.eps, accept, start: closure(b, [start]) };
+  // States that cannot reach a match are dropped from every set, so that a guide never walks into one.
+  const live = liveStates(b, accept);
+  if (!live[start]) throw new RegexError('the pattern matches nothing');
+  return { ranges: b.ranges, next: b.next, eps: b.eps, live, accept, start: closure({ eps: b.eps, live }, [start]) };
 }
 
 /** The states after byte `byte` from `states` (empty: no match can go on this way). */

@@ -149,12 +149,17 @@ function begin(c: CompiledSchema, s: State, id: number, b: number): boolean {
   }
 }
 
-/** The named properties that may come next: those after the last one written up to and including the next required one (none at maxProperties). */
+/**
+ * The named properties that may come next: those after the last one written up to and including the
+ * next required one (none at maxProperties), leaving enough after them to reach minProperties.
+ */
 function nextProps(node: Extract<SchemaNode, { k: 'obj' }>, f: Frame): number[] {
   const { props } = node;
   const out: number[] = [];
   if (f.m >= node.maxProps) return out;
-  for (let j = f.a + 1; j < props.length; j++) {
+  // Writing property j leaves props.length - 1 - j to come: with it, m + 1 + those must reach minProperties.
+  const last = props.length - Math.max(1, node.minProps - f.m);
+  for (let j = f.a + 1; j <= last; j++) {
     out.push(j);
     if (props[j].required) break;
   }

@@ -54,6 +54,17 @@ describe('compileRegex', () => {
     }
   });
 
+  it('never leads a guide into a dead end: states from which no match is reachable are dropped', () => {
+    const nfa = compileRegex('a[]c|ad|x[]');
+    const afterA = stepRegex(nfa, nfa.start, 0x61);
+    expect(afterA.length).toBeGreaterThan(0);
+    // After "a" only "d" leads on ("a" + an empty class + "c" can never match), and "x" leads nowhere.
+    expect(stepRegex(nfa, afterA, 0x64).length).toBeGreaterThan(0);
+    for (const byte of [0x63, 0x61, 0x78]) expect(stepRegex(nfa, afterA, byte)).toEqual([]);
+    expect(stepRegex(nfa, nfa.start, 0x78)).toEqual([]);
+    expect(() => compileRegex('[]')).toThrow(/matches nothing/);
+  });
+
   it('refuses what it cannot run', () => {
     for (const p of ['(?=a)b', '(?!a)b', '(a)\\1', 'a^b', 'a$b', '[a', '(a', 'a)', '*a', 'a{3,2}', '\\b', 'a{2000}', '(?:a{1000}){1000}']) {
       expect(() => compileRegex(p), p).toThrow(RegexError);

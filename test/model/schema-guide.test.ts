@@ -315,6 +315,11 @@ describe('SchemaGuide of a JSON schema (structured outputs)', () => {
     expect(walkIn(free, '{"x":1,"y":2,"z":3}')).toEqual({ accepted: 19, done: true });
     expect(walkIn(free, '{"x":1}')).toEqual({ accepted: 6, done: false });
     expect(walkIn(free, '{"x":1,"y":2,"z":3,')).toEqual({ accepted: 18, done: false });
+    // Named properties are not taken where minProperties could no longer be reached: two of a, b, c.
+    const two = { type: 'object', properties: { a: { type: 'integer' }, b: { type: 'integer' }, c: { type: 'integer' } }, minProperties: 2 };
+    expect(walkIn(two, '{"c"')).toEqual({ accepted: 2, done: false });
+    expect(walkIn(two, '{"b":1,"c":2}')).toEqual({ accepted: 13, done: true });
+    expect(walkIn(two, '{"a":1,"b":2,"c":3}')).toEqual({ accepted: 19, done: true });
     // A key written again would not count: its closing quote is refused (a longer key is fine).
     expect(walkIn(free, '{"x":1,"x":2}')).toEqual({ accepted: 9, done: false });
     expect(walkIn(free, '{"x":1,"xx":2}')).toEqual({ accepted: 14, done: true });
