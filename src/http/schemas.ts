@@ -671,6 +671,8 @@ export const quotaSchema = z.object({
   /** Tokens served today (UTC), as metered. */
   usedToday: z.int().min(0),
   remainingToday: z.int().min(0).nullable(),
+  /** Tokens the user's unfinished requests hold against the quota now (prompt and reply budget each, until it ends). */
+  heldTokens: z.int().min(0),
   /** When today's count starts again (midnight UTC). */
   resetsAt: z.string(),
 });

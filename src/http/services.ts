@@ -77,6 +77,8 @@ export interface GenerateService {
   dropPrefixCache?(userId?: string): PrefixCacheDrop;
   /** The generation queue and batch now: each row's request, per user the rows held and requests waiting (at most `limit` users). */
   queue?(limit: number): QueueReport;
+  /** Tokens the user's unfinished requests hold against their daily quota now. */
+  heldTokens?(userId: string): number;
   /** Forgets a user's conversations kept for prefix caching (the user is being erased). */
   forgetUser?(userId: string): void;
   /** True once the base model is loaded and requests can be served (drives /readyz). */

@@ -140,7 +140,7 @@ interface Job {
   logprobs: TokenLogprob[] | null;
   /** The request's sampling settings, checked against the vocabulary when it arrived. */
   sampling: SamplingOptions;
-  /** What guides the reply (JSON, a schema's documents, a choice), its schema compiled when it arrived. */
+  /** What guides the reply (JSON, a schema's documents, a pattern, a choice), compiled when the request arrived. */
   guide: GuideSpec | undefined;
   /** Tokens the request may still be metered for, held against its user's quota until it ends (prompt + reply budget, or + text). */
   heldTokens: number;
@@ -1088,6 +1088,11 @@ export class Engine {
       retryAfterS: Math.max(1, Math.ceil((resets - now) / 1000)),
       details: { userId, dailyTokens: limit, usedTokens: used, heldTokens: held.tokens, resetsAt },
     });
+  }
+
+  /** Tokens a user's unfinished requests hold against their daily quota now. */
+  heldTokens(userId: string): number {
+    return this.held.get(userId)?.tokens ?? 0;
   }
 
   /** Count a user's request in (+1, its tokens) or out (-1, minus them) of what holds their quota. */

@@ -82,6 +82,8 @@ export interface GenerationService {
   dropPrefixCache(userId?: string): PrefixCacheDrop;
   /** The generation queue and batch now (at most `limit` users listed); model_unavailable while loading. */
   queue(limit: number): QueueReport;
+  /** Tokens the user's unfinished requests hold against their daily quota (0 while the model loads). */
+  heldTokens(userId: string): number;
   /**
    * Erasing a user: forget their conversations in the prefix cache, and keep none of their requests
    * in flight (while the model loads nothing is cached).
@@ -279,6 +281,7 @@ export async function createServeServices(setup: ServeSetup, opts: ServeOptions 
       return report;
     },
     queue: (limit) => current().queue(limit),
+    heldTokens: (userId) => engine?.heldTokens(userId) ?? 0,
     forgetUser: (userId) => {
       const dropped = engine?.forgetUser(userId) ?? 0;
       if (dropped > 0) logger.info('prefix cache: user forgotten', { userId, entries: dropped });

@@ -3,6 +3,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { getQuota, recordUsage, usageDay, usageDayEnd } from '../../src/db/queries/usage.js';
 import { quotaSchema, userUsageSchema, usersUsageSchema } from '../../src/http/schemas.js';
 import { expectError, json, makeHarness, type Harness } from './helpers.js';
+import { fakeGenerate } from './fake-generate.js';
 
 let h: Harness;
 afterEach(() => h?.cleanup());
@@ -58,11 +59,15 @@ describe('GET /v1/admin/users/{userId}/usage and /v1/admin/usage/users', () => {
 
 describe('GET and PUT /v1/admin/users/{userId}/quota', () => {
   it('sets a user\'s own quota over the server\'s, reports today\'s standing, and removes it with null', async () => {
-    h = makeHarness({ env: { MEMLORA_USER_DAILY_TOKENS: '1000' } });
+    // The engine's holds of alice's unfinished requests, as the service reports them.
+    const held = new Map([['alice', 160]]);
+    h = makeHarness({ env: { MEMLORA_USER_DAILY_TOKENS: '1000' }, services: { generate: { ...fakeGenerate(), heldTokens: (userId: string) => held.get(userId) ?? 0 } } });
     await h.req('PUT', '/v1/users/alice');
     recordUsage(h.db, 'alice', tokens(30, 12, 3));
     const get = async () => quotaSchema.parse(await json(await h.admin('GET', '/v1/admin/users/alice/quota')));
-    expect(await get()).toMatchObject({ userId: 'alice', dailyTokens: null, serverDailyTokens: 1000, effectiveDailyTokens: 1000, usedToday: 45, remainingToday: 955 });
+    expect(await get()).toMatchObject({ userId: 'alice', dailyTokens: null, serverDailyTokens: 1000, effectiveDailyTokens: 1000, usedToday: 45, remainingToday: 955, heldTokens: 160 });
+    held.clear();
+    expect(await get()).toMatchObject({ heldTokens: 0 });
     expect((await get()).resetsAt).toBe(new Date(usageDayEnd(Date.now())).toISOString());
     const set = quotaSchema.parse(await json(await h.admin('PUT', '/v1/admin/users/alice/quota', { dailyTokens: 40 })));
     expect(set).toMatchObject({ dailyTokens: 40, effectiveDailyTokens: 40, remainingToday: 0 });

@@ -1063,7 +1063,10 @@ describe('daily token quotas', () => {
     const e = f.engine({ userDailyTokens: 40 });
     createUser(f.db, { id: 'quota-burst' });
     const burst = (n: number) => Promise.allSettled(Array.from({ length: n }, () => e.generate(req('quota-burst', { maxTokens: 8, mode: 'vanilla', ignoreEos: true }), never())));
-    const first = await burst(10);
+    const running = burst(10);
+    // While they run, the admitted requests hold their tokens (what GET .../quota reports).
+    const heldWhileRunning = e.heldTokens('quota-burst');
+    const first = await running;
     const served = first.filter((r) => r.status === 'fulfilled').map((r) => (r as PromiseFulfilledResult<ServeResult>).value);
     const refused = first.filter((r) => r.status === 'rejected').map((r) => (r as PromiseRejectedResult).reason as ServeError);
     const hold = served[0].usage.promptTokens + 8;
@@ -1077,6 +1080,8 @@ describe('daily token quotas', () => {
     }
     const used = tokensUsed(f.db, 'quota-burst', usageDay(Date.now()));
     expect(used).toBe(served.length * hold);
+    expect(heldWhileRunning).toBe(served.length * hold);
+    expect(e.heldTokens('quota-burst')).toBe(0);
     expect(used - 40).toBeLessThan(hold);
     // Their holds were given back with their usage metered: now the quota itself refuses, until midnight.
     const [after] = await burst(1);

@@ -44,6 +44,7 @@ export function registerUsageRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
     const serverDaily = deps.config.userDailyTokens;
     const effective = effectiveQuota(db, userId, serverDaily);
     const used = tokensUsed(db, userId, usageDay(now));
+    const held = deps.services.generate?.heldTokens?.(userId) ?? 0;
     return {
       userId,
       dailyTokens: getQuota(db, userId),
@@ -51,6 +52,7 @@ export function registerUsageRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
       effectiveDailyTokens: effective,
       usedToday: used,
       remainingToday: effective === null ? null : Math.max(0, effective - used),
+      heldTokens: held,
       resetsAt: new Date(usageDayEnd(now)).toISOString(),
     };
   };
