@@ -7,7 +7,8 @@
  * logit bias on 300 token ids; all the shapers at once (bias, repetition, frequency and presence
  * penalties); and JSON mode (responseFormat json_object: the grammar's mask over the vocabulary at
  * every step; its replies end when their object closes, so they are shorter); a JSON schema's
- * documents (responseFormat json_schema: the schema's automaton, its masks per state); and a guided choice
+ * documents (responseFormat json_schema: the schema's automaton, its masks per state); a pattern
+ * (guidedRegex: its NFA's masks per state set); and a guided choice
  * among four strings (replies of a few tokens). Reports completion tokens/s of each setting and its ratio to plain, per round and
  * overall, and (as the machine's drift between slices is larger than the cost) the time per token
  * spent where the options add work, timed inside the engine by wrapping Sequence.next (shaping the
@@ -92,7 +93,7 @@ const DISH = {
   additionalProperties: false,
 };
 
-type Setting = { name: string } & Partial<Pick<ServeRequest, 'logprobs' | 'topLogprobs' | 'frequencyPenalty' | 'presencePenalty' | 'repetitionPenalty' | 'logitBias' | 'responseFormat' | 'guidedChoice'>>;
+type Setting = { name: string } & Partial<Pick<ServeRequest, 'logprobs' | 'topLogprobs' | 'frequencyPenalty' | 'presencePenalty' | 'repetitionPenalty' | 'logitBias' | 'responseFormat' | 'guidedChoice' | 'guidedRegex'>>;
 const SETTINGS: readonly Setting[] = [
   { name: 'plain' },
   { name: 'logprobs top 0', logprobs: true, topLogprobs: 0 },
@@ -103,6 +104,7 @@ const SETTINGS: readonly Setting[] = [
   { name: 'all shapers', frequencyPenalty: 0.5, presencePenalty: 0.5, repetitionPenalty: 1.1, logitBias: BIAS_300 },
   { name: 'json object', responseFormat: { type: 'json_object' } },
   { name: 'json schema', responseFormat: { type: 'json_schema', jsonSchema: { name: 'dish', schema: DISH } } },
+  { name: 'guided regex', guidedRegex: '(Yes|No), [a-z ]{8,60}\\.' },
   { name: 'guided choice', guidedChoice: ['yes, of course', 'no, thank you', 'maybe later', 'I am not sure yet'] },
 ];
 const PLAIN = SETTINGS[0].name;
