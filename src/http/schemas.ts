@@ -777,16 +777,21 @@ function refineOpenAiUser(v: { user?: string; model?: string }, ctx: z.Refinemen
   }
 }
 
-/** At most one guide of an OpenAI body (a JSON response_format, guided_choice, guided_json, guided_regex); guided_json's text is a JSON object. */
-function refineOpenAiGuides(v: { response_format?: { type: string } | null; guided_choice?: unknown; guided_json?: unknown; guided_regex?: unknown }, ctx: z.RefinementCtx): void {
-  const given = [
+type OpenAiGuides = { response_format?: { type: string } | null; guided_choice?: unknown; guided_json?: unknown; guided_regex?: unknown };
+
+/** The guides an OpenAI body gives: a JSON response_format, guided_choice, guided_json, guided_regex. */
+function openAiGuides(v: OpenAiGuides): string[] {
+  return [
     v.response_format != null && v.response_format.type !== 'text' && 'response_format',
     v.guided_choice != null && 'guided_choice',
     v.guided_json != null && 'guided_json',
     v.guided_regex != null && 'guided_regex',
-  ].filter(
-    (g): g is string => typeof g === 'string',
-  );
+  ].filter((g): g is string => typeof g === 'string');
+}
+
+/** At most one guide of an OpenAI body; guided_json's text is a JSON object. */
+function refineOpenAiGuides(v: OpenAiGuides, ctx: z.RefinementCtx): void {
+  const given = openAiGuides(v);
   if (given.length > 1) ctx.addIssue({ code: 'custom', path: [given[1]], message: `give one of ${given.join(', ')}, not both` });
   if (typeof v.guided_json === 'string' && !isJsonObjectText(v.guided_json)) ctx.addIssue({ code: 'custom', path: ['guided_json'], message: 'guided_json must be a JSON schema: an object, or its JSON text' });
 }
@@ -801,10 +806,7 @@ function isJsonObjectText(text: string): boolean {
 }
 
 /** A tool_choice that makes the reply a call (required, or a named function) needs tools, names one of them, and is the request's only guide. */
-function refineTools(
-  v: { tools?: Array<{ function: { name: string } }> | null; tool_choice?: string | { function: { name: string } } | null; response_format?: { type: string } | null; guided_choice?: unknown; guided_json?: unknown; guided_regex?: unknown },
-  ctx: z.RefinementCtx,
-): void {
+function refineTools(v: OpenAiGuides & { tools?: Array<{ function: { name: string } }> | null; tool_choice?: string | { function: { name: string } } | null }, ctx: z.RefinementCtx): void {
   const names = (v.tools ?? []).map((t) => t.function.name);
   const twice = names.find((n, i) => names.indexOf(n) !== i);
   if (twice !== undefined) ctx.addIssue({ code: 'custom', path: ['tools'], message: `two tools are named "${twice}"` });
@@ -814,9 +816,7 @@ function refineTools(
   if (typeof choice === 'object' && names.length > 0 && !names.includes(choice.function.name)) {
     ctx.addIssue({ code: 'custom', path: ['tool_choice'], message: `no tool is named "${choice.function.name}"` });
   }
-  const other = [v.response_format != null && v.response_format.type !== 'text' && 'response_format', v.guided_choice != null && 'guided_choice', v.guided_json != null && 'guided_json', v.guided_regex != null && 'guided_regex'].find(
-    (g): g is string => typeof g === 'string',
-  );
+  const other = openAiGuides(v)[0];
   if (other) ctx.addIssue({ code: 'custom', path: [other], message: `a reply that is a tool call cannot also follow ${other}` });
 }
 
