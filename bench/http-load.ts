@@ -31,6 +31,8 @@ export interface GenerateLoad {
   user: () => string;
   prompts: readonly string[];
   rng: Rng;
+  /** The server's MEMLORA_API_KEY, when it has one. */
+  apiKey?: string;
 }
 
 /** Post /v1/generate on `connections` connections for `seconds` seconds. */
@@ -45,7 +47,7 @@ export function driveGenerate(load: GenerateLoad): Promise<AutocannonResult> {
       {
         method: 'POST',
         path: '/v1/generate',
-        headers: { 'content-type': 'application/json' },
+        headers: { 'content-type': 'application/json', ...(load.apiKey ? { authorization: `Bearer ${load.apiKey}` } : {}) },
         setupRequest: (r: Record<string, unknown>) => ({
           ...r,
           body: JSON.stringify({ userId: load.user(), prompt: prompts[rng.int(prompts.length)], maxTokens: load.maxTokens, temperature: 0, ...(load.ignoreEos ? { ignoreEos: true } : {}) }),

@@ -2,7 +2,7 @@
  * Load test of a running memlora server (yours: a GPU host, a staging deployment), where
  * bench/swap.ts starts its own servers on a generated workspace.
  *
- *   npx tsx bench/load.ts [--url http://127.0.0.1:8080] [--token $MEMLORA_ADMIN_TOKEN]
+ *   npx tsx bench/load.ts [--url http://127.0.0.1:8080] [--token $MEMLORA_ADMIN_TOKEN] [--api-key $MEMLORA_API_KEY]
  *                         [--users alice,bob,...] [--max-users 1000] [--seconds 30] [--slice 5]
  *                         [--connections 16] [--max-tokens 16] [--fixed-length] [--seed 1] [--draws 1] [--cold | --warm]
  *                         [--out bench/results/load]
@@ -35,6 +35,9 @@ import { prompts, zipfSampler } from './swap-workspace.js';
 
 const URL_ = stringArg('url', 'http://127.0.0.1:8080').replace(/\/$/, '');
 const TOKEN = stringArg('token', process.env.MEMLORA_ADMIN_TOKEN ?? '');
+/** The server's client key (MEMLORA_API_KEY), sent with the client routes' requests when given. */
+const API_KEY = stringArg('api-key', process.env.MEMLORA_API_KEY ?? '');
+const client = (): Record<string, string> => (API_KEY ? { authorization: `Bearer ${API_KEY}` } : {});
 const MAX_USERS = numberArg('max-users', 1000);
 const SECONDS = numberArg('seconds', 30);
 const SLICE = numberArg('slice', 5);
@@ -63,7 +66,7 @@ async function users(): Promise<string[]> {
   if (given) {
     const ids = [...new Set(given.split(',').filter(Boolean))];
     const unknown: string[] = [];
-    for (const id of ids) if ((await fetch(`${URL_}/v1/users/${encodeURIComponent(id)}`)).status !== 200) unknown.push(id);
+    for (const id of ids) if ((await fetch(`${URL_}/v1/users/${encodeURIComponent(id)}`, { headers: client() })).status !== 200) unknown.push(id);
     if (unknown.length > 0) throw new Error(`no such users on ${URL_}: ${unknown.slice(0, 10).join(', ')}${unknown.length > 10 ? ` and ${unknown.length - 10} more` : ''}`);
     return ids;
   }
@@ -71,7 +74,7 @@ async function users(): Promise<string[]> {
   let cursor: string | null = null;
   do {
     const q: string = `?limit=${Math.min(1000, MAX_USERS - ids.length)}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`;
-    const page = userPageSchema.parse(await call(`/v1/users${q}`));
+    const page = userPageSchema.parse(await call(`/v1/users${q}`, { headers: client() }));
     ids.push(...page.items.map((u) => u.id));
     cursor = page.nextCursor;
   } while (cursor && ids.length < MAX_USERS);
@@ -170,7 +173,7 @@ async function main(): Promise<void> {
   let before = first;
   for (let at = 0; at < SECONDS; ) {
     const seconds = Math.min(SLICE, SECONDS - at);
-    const res = await driveGenerate({ url: URL_, connections: CONNECTIONS, seconds, maxTokens: MAX_TOKENS, ignoreEos: FIXED_LENGTH, user: sample, prompts: texts, rng });
+    const res = await driveGenerate({ url: URL_, connections: CONNECTIONS, seconds, maxTokens: MAX_TOKENS, ignoreEos: FIXED_LENGTH, user: sample, prompts: texts, rng, apiKey: API_KEY || undefined });
     at += seconds;
     const after = await cacheCounters();
     const s = sliceOf(at, res, before, after);
