@@ -83,6 +83,13 @@ export const FORMATS: Record<string, string> = {
   hostname: `${LABEL}(\\.${LABEL})*`,
 };
 const TYPES = ['object', 'array', 'string', 'number', 'integer', 'boolean', 'null'] as const;
+/** The keywords that apply to one type only. */
+const TYPE_KEYWORDS: Record<string, readonly string[]> = {
+  object: ['properties', 'required', 'additionalProperties', 'minProperties', 'maxProperties'],
+  array: ['items', 'minItems', 'maxItems'],
+  string: ['minLength', 'maxLength', 'pattern', 'format'],
+  number: ['minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum'],
+};
 /** Most nodes a schema may compile to, and most enum and const values in all (OpenAI's bound): a mask's work grows with both. */
 export const MAX_SCHEMA_NODES = 2000;
 export const MAX_ENUM_VALUES = 1000;
@@ -151,14 +158,14 @@ class Compiler {
       if (others.length > 0) throw new SchemaError(path, others[0], `"${others[0]}" beside "${keyword}" is not supported`);
       return this.alt(union.map((alt, i) => this.compile(alt, `${path}/${keyword}/${i}`)), path);
     }
-    let types: string[];
-    if (s.type === undefined) types = s.properties !== undefined || s.additionalProperties !== undefined ? ['object'] : s.items !== undefined ? ['array'] : [];
-    else types = Array.isArray(s.type) ? s.type : [s.type];
+    // Without a type, the types whose keywords the schema uses (each applies to its own type only, so
+    // writing just those types stays within the schema); none: any value.
+    const types: string[] = s.type === undefined ? Object.keys(TYPE_KEYWORDS).filter((t) => TYPE_KEYWORDS[t].some((k) => s[k] !== undefined)) : Array.isArray(s.type) ? s.type : [s.type];
     for (const t of types) if (!(TYPES as readonly unknown[]).includes(t)) throw new SchemaError(path, 'type', `unknown type ${JSON.stringify(t)}`);
     if (types.length === 0) return this.any();
     // A number takes every integer: a list with both needs the number only.
-    if (types.includes('number')) types = types.filter((t) => t !== 'integer');
-    const ids = [...new Set(types)].map((t) => this.typed(s, t, path));
+    const kinds = types.includes('number') ? types.filter((t) => t !== 'integer') : types;
+    const ids = [...new Set(kinds)].map((t) => this.typed(s, t, path));
     return ids.length === 1 ? ids[0] : this.alt(ids, path);
   }
 

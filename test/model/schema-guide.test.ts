@@ -375,6 +375,12 @@ describe('compileJsonSchema', () => {
     expect(refused({ type: 'string' })).toEqual({ path: '', keyword: 'type' });
     expect(refused({ type: 'strin' })).toEqual({ path: '', keyword: 'type' });
     expect(refused({ anyOf: [{ type: 'object' }, { type: 'array' }] })).toBeNull();
+    // Without a type, the keywords say which: a pattern or a bound is never dropped for "any value".
+    const typeless = compileJsonSchema({ type: 'object', properties: { p: { pattern: '^x+$' }, n: { minimum: 3, maximum: 4 }, both: { maxLength: 2, maxItems: 1 } } });
+    const node = (name: string) => typeless.nodes[(typeless.nodes[typeless.root] as { props: Array<{ name: string; node: number }> }).props.find((q) => q.name === name)!.node];
+    expect(node('p')).toMatchObject({ k: 'str' });
+    expect(node('n')).toMatchObject({ k: 'num', integer: false });
+    expect(node('both')).toMatchObject({ k: 'alt' });
     expect(refused({ anyOf: [{ type: 'object' }, { type: 'null' }] })).toEqual({ path: '', keyword: 'type' });
     expect(refused({ type: 'array', minItems: 3, maxItems: 2 })).toEqual({ path: '', keyword: 'minItems' });
     expect(refused({ type: 'object', minProperties: 3, maxProperties: 2 })).toEqual({ path: '', keyword: 'minProperties' });
