@@ -144,7 +144,11 @@ class Compiler {
     if (s.const !== undefined || s.enum !== undefined) {
       const keyword = s.const !== undefined ? 'const' : 'enum';
       if (keyword === 'enum' && (!Array.isArray(s.enum) || s.enum.length === 0)) throw new SchemaError(path, 'enum', '"enum" must be a non-empty array');
-      const values = keyword === 'const' ? [s.const] : (s.enum as unknown[]);
+      const listed = keyword === 'const' ? [s.const] : (s.enum as unknown[]);
+      // With a type beside them, only the values of that type are valid.
+      const types = s.type === undefined ? null : Array.isArray(s.type) ? s.type : [s.type];
+      const values = types === null ? listed : listed.filter((v) => types.some((t) => hasType(v, t)));
+      if (values.length === 0) throw new SchemaError(path, keyword, `no value of "${keyword}" has the type ${JSON.stringify(s.type)}`);
       this.literals += values.length;
       if (this.literals > MAX_ENUM_VALUES) throw new SchemaError(path, keyword, `the schema has more than ${MAX_ENUM_VALUES} enum and const values`);
       return this.add({ k: 'lit', values: [...new Set(values.map((v) => JSON.stringify(v)))].map((v) => enc.encode(v)) });
@@ -255,6 +259,28 @@ class Compiler {
 }
 
 const BOUNDS = ['minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum'] as const;
+
+/** Whether a JSON value has a schema type. */
+function hasType(v: unknown, type: unknown): boolean {
+  switch (type) {
+    case 'null':
+      return v === null;
+    case 'boolean':
+      return typeof v === 'boolean';
+    case 'string':
+      return typeof v === 'string';
+    case 'number':
+      return typeof v === 'number';
+    case 'integer':
+      return Number.isInteger(v);
+    case 'array':
+      return Array.isArray(v);
+    case 'object':
+      return isPlainObject(v);
+    default:
+      return false;
+  }
+}
 
 /** A number's bounds as the pattern of the numbers written within them, compiled; null for none. */
 function numberBounds(s: Record<string, unknown>, integer: boolean, path: string): Nfa | null {

@@ -381,6 +381,11 @@ describe('compileJsonSchema', () => {
     expect(node('p')).toMatchObject({ k: 'str' });
     expect(node('n')).toMatchObject({ k: 'num', integer: false });
     expect(node('both')).toMatchObject({ k: 'alt' });
+    // An enum beside a type keeps the values of that type; none of them is a refusal.
+    const typedEnum = compileJsonSchema({ type: 'object', properties: { e: { type: ['string', 'null'], enum: ['a', 1, null, 2.5] } } });
+    const values = (typedEnum.nodes[(typedEnum.nodes[typedEnum.root] as { props: Array<{ node: number }> }).props[0].node] as { values: Uint8Array[] }).values;
+    expect(values.map((v) => new TextDecoder().decode(v))).toEqual(['"a"', 'null']);
+    expect(refused(obj({ e: { type: 'integer', enum: [1.5, 'x'] } }))).toEqual({ path: '/properties/e', keyword: 'enum' });
     expect(refused({ anyOf: [{ type: 'object' }, { type: 'null' }] })).toEqual({ path: '', keyword: 'type' });
     expect(refused({ type: 'array', minItems: 3, maxItems: 2 })).toEqual({ path: '', keyword: 'minItems' });
     expect(refused({ type: 'object', minProperties: 3, maxProperties: 2 })).toEqual({ path: '', keyword: 'minProperties' });
