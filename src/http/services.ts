@@ -8,6 +8,7 @@
 import type { z } from 'zod';
 import type { Job } from '../db/queries/jobs.js';
 import type { VersionFilesCheck } from '../lora/consistency.js';
+import type { TokenizeRequest, TokenizeResult } from '../serve/types.js';
 import type { cacheContentsSchema, cacheCurveSchema, cacheDropSchema, generateRequestSchema, generateResultSchema, prefixCacheDropSchema, prefixCacheSchema, queueReportSchema, scoreRequestSchema, scoreResultSchema, warmResultSchema } from './schemas.js';
 
 /** A validated /v1/generate request; defaults filled in, `stop` normalised to an array. */
@@ -30,24 +31,8 @@ export type Personalization = GenerateResult['personalization'];
 export type TokenLogprob = NonNullable<GenerateResult['logprobs']>[number];
 export type StreamEvent = { type: 'token'; text: string; logprobs?: TokenLogprob[] } | { type: 'done'; result: GenerateResult };
 
-export interface TokenizeRequest {
-  prompt?: string;
-  messages?: ChatMessage[];
-  /** A raw prompt: BOS first where the chat template uses one (default true). */
-  addSpecialTokens?: boolean;
-  /** Messages: end with the assistant's opening (default true). */
-  addGenerationPrompt?: boolean;
-  /** Messages: leave the last one, the assistant's, open. */
-  continueFinalMessage?: boolean;
-  returnTokenStrings?: boolean;
-}
-
-export interface TokenizeResult {
-  tokens: number[];
-  count: number;
-  maxModelLen: number;
-  tokenStrings: string[] | null;
-}
+/** POST /tokenize's service request and result: the engine's own (serve/types.ts), one definition for both layers. */
+export type { TokenizeRequest, TokenizeResult };
 
 export interface GenerateService {
   /** Generates the whole reply. `signal` aborts when the client disconnects: free the batch row. */
