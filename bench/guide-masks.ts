@@ -16,6 +16,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { guideVocabulary } from '../src/model/guide.js';
 import { compileJsonSchema } from '../src/model/json-schema.js';
+import { maskOf } from '../src/model/mask-cache.js';
 import { SchemaGuide } from '../src/model/schema-guide.js';
 import { loadTokenizer } from '../src/model/tokenizer.js';
 import { numberArg } from './args.js';
@@ -46,15 +47,8 @@ function at(make: () => SchemaGuide, prefix: string): SchemaGuide {
   return g;
 }
 
-/** The mask as allowed() builds it on a miss: every token's bytes run from the state. */
-function buildMask(g: SchemaGuide): Uint8Array {
-  const mask = new Uint8Array(vocab.length);
-  for (let id = 0; id < vocab.length; id++) {
-    const bytes = vocab[id];
-    if (bytes && g.accepts(bytes)) mask[id] = 1;
-  }
-  return mask;
-}
+/** The mask as allowed() builds it on a miss (mask-cache.ts): every token's bytes run from the state. */
+const buildMask = (g: SchemaGuide): Uint8Array => maskOf(vocab, (bytes) => g.accepts(bytes));
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const results = CASES.map(({ name, guide, prefix }) => {

@@ -9,13 +9,23 @@
 export const MASK_CACHE_BYTES = 16 * 1024 * 1024;
 const caches = new WeakMap<ReadonlyArray<Uint8Array | null>, Map<string, Uint8Array>>();
 
-/** The mask of `key` (a guide's state, unique across guides) for this vocabulary, computed on a miss. */
-export function cachedMask(vocab: ReadonlyArray<Uint8Array | null>, key: string, compute: () => Uint8Array): Uint8Array {
+/** 1 for each token with bytes that `accepts` takes (a token without bytes is never allowed). */
+export function maskOf(vocab: ReadonlyArray<Uint8Array | null>, accepts: (bytes: Uint8Array) => boolean): Uint8Array {
+  const mask = new Uint8Array(vocab.length);
+  for (let id = 0; id < vocab.length; id++) {
+    const bytes = vocab[id];
+    if (bytes && accepts(bytes)) mask[id] = 1;
+  }
+  return mask;
+}
+
+/** The mask of `key` (a guide's state, unique across guides) for this vocabulary: on a miss, the tokens `accepts` takes. */
+export function cachedMask(vocab: ReadonlyArray<Uint8Array | null>, key: string, accepts: (bytes: Uint8Array) => boolean): Uint8Array {
   let masks = caches.get(vocab);
   if (!masks) caches.set(vocab, (masks = new Map()));
   let mask = masks.get(key);
   if (mask) return mask;
-  mask = compute();
+  mask = maskOf(vocab, accepts);
   if ((masks.size + 1) * vocab.length > MASK_CACHE_BYTES) masks.clear();
   masks.set(key, mask);
   return mask;

@@ -52,14 +52,7 @@ export class RegexGuide implements Guide {
   }
 
   allowed(): Uint8Array {
-    const tokens = cachedMask(this.vocab, `regex ${this.regex.id}|${this.states.join(',')}`, () => {
-      const mask = new Uint8Array(this.vocab.length);
-      for (let id = 0; id < this.vocab.length; id++) {
-        const bytes = this.vocab[id];
-        if (bytes && this.run(bytes).length > 0) mask[id] = 1;
-      }
-      return mask;
-    });
+    const tokens = cachedMask(this.vocab, `regex ${this.regex.id}|${this.states.join(',')}`, (bytes) => this.run(bytes).length > 0);
     if (!regexAccepts(this.regex.nfa, this.states)) return tokens;
     // A whole match may end here: the request's end tokens too (not in the shared mask).
     const mask = tokens.slice();

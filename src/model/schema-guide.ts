@@ -444,14 +444,7 @@ export class SchemaGuide implements Guide {
   allowed(): Uint8Array {
     const s = this.state;
     const frames = s.frames.map((f) => `${f.n}.${f.p}.${f.a}.${f.b}.${f.m}.${f.c.join(',')}`).join('/');
-    return cachedMask(this.vocab, `schema ${this.schema.id}|${s.ws}|${s.nl}|${s.done ? 1 : 0}|${frames}`, () => {
-      const mask = new Uint8Array(this.vocab.length);
-      for (let id = 0; id < this.vocab.length; id++) {
-        const bytes = this.vocab[id];
-        if (bytes && this.accepts(bytes)) mask[id] = 1;
-      }
-      return mask;
-    });
+    return cachedMask(this.vocab, `schema ${this.schema.id}|${s.ws}|${s.nl}|${s.done ? 1 : 0}|${frames}`, (bytes) => this.accepts(bytes));
   }
 
   /** Take a drawn token's bytes; throws if they do not continue the document (a token the mask excluded). */
