@@ -1,10 +1,13 @@
 /**
- * OpenAI's function calling on chat completions. A tool_choice that asks for a call (`required`, or a
- * named function) guides the reply to one JSON object with exactly one member, the function's name,
- * whose value is a document of that function's parameters schema (`{"get_weather": {"city": "Lyon"}}`);
- * that text becomes the message's `tool_calls`. `auto` and `none` leave the reply free text: memlora has
- * no parser that finds calls in free text. Calls and their results sent back in the conversation are
- * rendered for the chat template in the same form, so a model sees what it would write.
+ * OpenAI's function calling on chat completions. Offered tools (any tool_choice but `none`) are
+ * described to the model in the system message, with the form of a call: one JSON object with exactly
+ * one member, the function's name, whose value is the arguments (`{"get_weather": {"city": "Lyon"}}`).
+ * A tool_choice that asks for a call (`required`, or a named function) guides the reply to that form,
+ * the arguments a document of the function's parameters schema. With `auto` the reply is free, and
+ * becomes a call when the whole reply is one of an offered function with an object of arguments (the
+ * arguments are then as the model wrote them, not checked against the schema). Calls and their results
+ * sent back in the conversation are rendered for the chat template in the same form, so a model sees
+ * what it would write.
  */
 import type { z } from 'zod';
 import type { chatCompletionRequestSchema } from './schemas.js';
@@ -21,23 +24,55 @@ export function callText(name: string, args: string): string {
 /** The arguments of a function without parameters: an empty object. */
 const NO_PARAMETERS = { type: 'object', properties: {}, additionalProperties: false };
 
-/** Whether the body asks for a call: tools, and tool_choice required or a named function. */
-export function asksForCall(body: Pick<ChatBody, 'tools' | 'tool_choice'>): boolean {
+/** How a reply may call a tool: `guided` (tool_choice required or named), `parsed` (auto, OpenAI's default with tools), or null (no tools, or none). */
+export type Calling = 'guided' | 'parsed' | null;
+
+export function callingOf(body: Pick<ChatBody, 'tools' | 'tool_choice'>): Calling {
   const choice = body.tool_choice;
-  return Boolean(body.tools?.length) && choice != null && choice !== 'none' && choice !== 'auto';
+  if (!body.tools?.length || choice === 'none') return null;
+  return choice == null || choice === 'auto' ? 'parsed' : 'guided';
+}
+
+/** The tools a reply may call: the one tool_choice names, or all; none with tool_choice none. */
+export function offeredTools(body: Pick<ChatBody, 'tools' | 'tool_choice'>): NonNullable<ChatBody['tools']> {
+  const choice = body.tool_choice;
+  if (callingOf(body) === null) return [];
+  return typeof choice === 'object' && choice !== null ? body.tools!.filter((t) => t.function.name === choice.function.name) : body.tools!;
 }
 
 /** The responseFormat that makes the reply one call of the tools tool_choice allows; undefined when it asks for none. */
 export function toolCallFormat(body: Pick<ChatBody, 'tools' | 'tool_choice'>): GenerateRequest['responseFormat'] {
-  if (!asksForCall(body)) return undefined;
-  const choice = body.tool_choice!;
-  const allowed = typeof choice === 'object' ? body.tools!.filter((t) => t.function.name === choice.function.name) : body.tools!;
-  const properties = Object.fromEntries(allowed.map((t) => [t.function.name, t.function.parameters ?? NO_PARAMETERS]));
+  if (callingOf(body) !== 'guided') return undefined;
+  const properties = Object.fromEntries(offeredTools(body).map((t) => [t.function.name, t.function.parameters ?? NO_PARAMETERS]));
   return { type: 'json_schema', jsonSchema: { name: 'tool_call', schema: { type: 'object', properties, minProperties: 1, maxProperties: 1, additionalProperties: false } } };
 }
 
-/** The call a guided reply wrote: the function's name and its arguments as JSON text; null if the text is not a whole call. */
-export function callOf(text: string): { name: string; arguments: string } | null {
+/**
+ * The system text that offers the body's tools (those tool_choice allows) to the model: how to call
+ * one, and each function's name, description and parameters; undefined when none is offered.
+ */
+export function toolsPrompt(body: Pick<ChatBody, 'tools' | 'tool_choice'>): string | undefined {
+  const offered = offeredTools(body);
+  if (offered.length === 0) return undefined;
+  const lines = offered.map((t) => {
+    const f = t.function;
+    return `- ${f.name}${f.description ? `: ${f.description}` : ''} Arguments: ${JSON.stringify(f.parameters ?? NO_PARAMETERS)}`;
+  });
+  return [`You can call functions. To call one, reply with only the call, a JSON object whose one member is the function's name and its arguments: ${callText('name', '{...}')}`, 'Functions:', ...lines].join('\n');
+}
+
+/** The messages with the tools' system text first: in the conversation's system message, or in one put before it. */
+export function withToolsPrompt(messages: ChatMessage[], prompt: string | undefined): ChatMessage[] {
+  if (prompt === undefined) return messages;
+  if (messages[0]?.role === 'system') return [{ role: 'system', content: `${prompt}\n${messages[0].content}` }, ...messages.slice(1)];
+  return [{ role: 'system', content: prompt }, ...messages];
+}
+
+/**
+ * The call a reply wrote: the function's name and its arguments as JSON text; null if the text is not
+ * one whole call, or (given the offered names) not of an offered function with an object of arguments.
+ */
+export function callOf(text: string, names?: readonly string[]): { name: string; arguments: string } | null {
   let doc: unknown;
   try {
     doc = JSON.parse(text);
@@ -46,7 +81,16 @@ export function callOf(text: string): { name: string; arguments: string } | null
   }
   if (doc === null || typeof doc !== 'object' || Array.isArray(doc)) return null;
   const entries = Object.entries(doc);
-  return entries.length === 1 ? { name: entries[0][0], arguments: JSON.stringify(entries[0][1]) } : null;
+  if (entries.length !== 1) return null;
+  const [name, args] = entries[0];
+  if (names && !(names.includes(name) && args !== null && typeof args === 'object' && !Array.isArray(args))) return null;
+  return { name, arguments: JSON.stringify(args) };
+}
+
+/** Whether a free reply's text so far may still become a call: nothing but white space yet, or an object opened. */
+export function mayBeCall(text: string): boolean {
+  const start = text.trimStart();
+  return start === '' || start.startsWith('{');
 }
 
 const textOf = (content: OpenAiMessage['content']): string => (content == null ? '' : typeof content === 'string' ? content : content.map((p) => p.text).join(''));

@@ -20,6 +20,8 @@ export interface FakeGenerate extends GenerateService {
   failWith?: Error;
   /** Throw this after the first token (streams only). */
   failMidway?: Error;
+  /** Reply this text (its words as tokens) instead of echoing the prompt. */
+  replyText?: string;
   /** Block after the first token until the signal aborts (streams only). */
   hangAfterFirst?: boolean;
   loaded: boolean;
@@ -30,9 +32,9 @@ export interface FakeGenerate extends GenerateService {
 const textOfIds = (ids: readonly number[]): string => ids.map((t) => (t === 1 ? '<s>' : String.fromCharCode(t))).join('');
 const textOf = (p: string | number[]): string => (typeof p === 'string' ? p : textOfIds(p));
 
-function reply(req: GenerateRequest): { words: string[]; finish: 'stop' | 'length' } {
+function reply(req: GenerateRequest, replyText: string | undefined): { words: string[]; finish: 'stop' | 'length' } {
   const source = req.prompt !== undefined ? textOf(req.prompt) : req.messages![req.messages!.length - 1].content;
-  const words = `echo ${source}`.split(/\s+/).filter(Boolean);
+  const words = (replyText ?? `echo ${source}`).split(/\s+/).filter(Boolean);
   const cut = words.slice(0, req.maxTokens);
   return { words: cut, finish: cut.length < words.length ? 'length' : 'stop' };
 }
@@ -149,14 +151,14 @@ export function fakeGenerate(): FakeGenerate {
     async generate(req, signal) {
       fake.calls.push({ req, signal });
       if (fake.failWith) throw fake.failWith;
-      const { words, finish } = reply(req);
+      const { words, finish } = reply(req, fake.replyText);
       return result(req, words.join(' '), words.length, finish);
     },
     stream(req, signal): AsyncIterable<StreamEvent> {
       fake.calls.push({ req, signal });
       return {
         [Symbol.asyncIterator]: () => {
-          const { words, finish } = reply(req);
+          const { words, finish } = reply(req, fake.replyText);
           let i = 0;
           let done = false;
           return {

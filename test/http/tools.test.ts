@@ -1,7 +1,8 @@
 /** Function calling on chat completions: the tool-call format, the rendering of calls and results, and the route's validation (the engine's guiding is tested through the real server). */
 import { afterEach, describe, expect, it } from 'vitest';
-import { callOf, callText, serveMessages, toolCallFormat } from '../../src/http/tools.js';
-import { fakeGenerateApp, type FakeGenerate } from './fake-generate.js';
+import { chatCompletionChunkSchema, chatCompletionResponseSchema } from '../../src/http/schemas.js';
+import { callOf, callText, mayBeCall, serveMessages, toolCallFormat, toolsPrompt, withToolsPrompt } from '../../src/http/tools.js';
+import { fakeGenerateApp, parseSse, type FakeGenerate } from './fake-generate.js';
 import { expectError, type Harness } from './helpers.js';
 
 let h: Harness;
@@ -9,7 +10,7 @@ let gen: FakeGenerate;
 afterEach(() => h?.cleanup());
 
 const weather = { type: 'function' as const, function: { name: 'get_weather', parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] } } };
-const time = { type: 'function' as const, function: { name: 'get_time' } };
+const time = { type: 'function' as const, function: { name: 'get_time', description: 'The time now.' } };
 
 describe('tool calls', () => {
   it('a call asked for (required, or named) is one member named after a function, of its parameters; auto and none ask for none', () => {
@@ -34,6 +35,77 @@ describe('tool calls', () => {
     expect(callOf(' {"get_weather" : {"city": "Lyon"}}\n')).toEqual({ name: 'get_weather', arguments: '{"city":"Lyon"}' });
     expect(callOf(callText('get_time', '{}'))).toEqual({ name: 'get_time', arguments: '{}' });
     for (const text of ['{"a": {}, "b": {}}', '{}', '{"a": ', '[{"a": 1}]', 'hello']) expect(callOf(text), text).toBeNull();
+    // A free reply is a call only of an offered function, with an object of arguments.
+    const names = ['get_weather', 'get_time'];
+    expect(callOf('{"get_time": {}}', names)).toEqual({ name: 'get_time', arguments: '{}' });
+    for (const text of ['{"get_date": {}}', '{"get_time": 3}', '{"get_time": null}', '{"get_time": []}', '{"get_time": {}} and more']) expect(callOf(text, names), text).toBeNull();
+    expect(mayBeCall('')).toBe(true);
+    expect(mayBeCall(' \n {"get')).toBe(true);
+    expect(mayBeCall(' Sure {')).toBe(false);
+  });
+
+  it('offered tools are described to the model in the system message; with tool_choice none, none is', () => {
+    const text = toolsPrompt({ tools: [weather, time] })!;
+    expect(text).toContain('{"name": {...}}');
+    expect(text).toContain(`- get_weather Arguments: ${JSON.stringify(weather.function.parameters)}`);
+    expect(text).toContain('- get_time: The time now. Arguments: {"type":"object","properties":{},"additionalProperties":false}');
+    const named = toolsPrompt({ tools: [weather, time], tool_choice: { type: 'function', function: { name: 'get_time' } } })!;
+    expect(named).toContain('get_time');
+    expect(named).not.toContain('get_weather');
+    expect(toolsPrompt({ tools: [weather], tool_choice: 'none' })).toBeUndefined();
+    expect(toolsPrompt({ tools: [] })).toBeUndefined();
+    const user = { role: 'user' as const, content: 'hi' };
+    expect(withToolsPrompt([user], text)).toEqual([{ role: 'system', content: text }, user]);
+    expect(withToolsPrompt([{ role: 'system', content: 'Be brief.' }, user], text)).toEqual([{ role: 'system', content: `${text}\nBe brief.` }, user]);
+    expect(withToolsPrompt([user], undefined)).toEqual([user]);
+  });
+
+  it('with tool_choice auto a reply that is wholly a call of an offered tool comes back as the call, plain and streamed; other replies stream as they come', async () => {
+    ({ h, gen } = await fakeGenerateApp());
+    const msg = [{ role: 'user', content: 'Weather in Lyon?' }];
+    const ask = async (body: Record<string, unknown>) => {
+      const res = await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: msg, ...body });
+      expect(res.status).toBe(200);
+      return res;
+    };
+    const plain = async (body: Record<string, unknown>) => chatCompletionResponseSchema.parse(await (await ask(body)).json()).choices[0];
+    const streamed = async (body: Record<string, unknown>) => {
+      const events = parseSse(await (await ask({ ...body, stream: true })).text());
+      expect(events.at(-1)!.data).toBe('[DONE]');
+      return events.slice(0, -1).flatMap((e) => chatCompletionChunkSchema.parse(JSON.parse(e.data)).choices);
+    };
+
+    gen.replyText = '{"get_weather": {"city": "Lyon"}}';
+    const call = await plain({ tools: [weather, time] });
+    expect(call.finish_reason).toBe('tool_calls');
+    expect(call.message).toEqual({ role: 'assistant', content: null, tool_calls: [{ id: 'call_test1', type: 'function', function: { name: 'get_weather', arguments: '{"city":"Lyon"}' } }] });
+    // The model was told of both tools, before the conversation.
+    expect(gen.calls[0].req.messages![0]).toEqual({ role: 'system', content: toolsPrompt({ tools: [weather, time] }) });
+    expect(gen.calls[0].req.messages!.slice(1)).toEqual(msg);
+    // Streamed: no content, one tool_calls delta, finish tool_calls.
+    const chunks = await streamed({ tools: [weather, time] });
+    expect(chunks.map((c) => c.delta.content ?? '').join('')).toBe('');
+    expect(chunks.flatMap((c) => c.delta.tool_calls ?? [])).toEqual([{ index: 0, id: 'call_test1', type: 'function', function: { name: 'get_weather', arguments: '{"city":"Lyon"}' } }]);
+    expect(chunks.at(-1)!.finish_reason).toBe('tool_calls');
+    // The same text is no call with tool_choice none (nor are the tools shown), or when it names no offered tool.
+    const none = await plain({ tools: [weather], tool_choice: 'none' });
+    expect(none).toMatchObject({ finish_reason: 'stop', message: { content: gen.replyText } });
+    expect(gen.calls.at(-1)!.req.messages).toEqual(msg);
+    expect(await plain({ tools: [time] })).toMatchObject({ finish_reason: 'stop', message: { content: gen.replyText } });
+    // A reply that opens an object but is no call is held back and sent whole at its end, as text.
+    let texts = (await streamed({ tools: [time] })).filter((c) => c.delta.content);
+    expect(texts.map((c) => c.delta.content).join('')).toBe(gen.replyText);
+    // Free text streams token by token once it cannot be a call.
+    gen.replyText = 'It is sunny in Lyon';
+    expect(await plain({ tools: [weather] })).toMatchObject({ finish_reason: 'stop', message: { content: 'It is sunny in Lyon' } });
+    texts = (await streamed({ tools: [weather] })).filter((c) => c.delta.content);
+    expect(texts.map((c) => c.delta.content)).toEqual(['It', ' is', ' sunny', ' in', ' Lyon']);
+    // ... as it comes: a stream that fails after its first token has sent that token, unless it may be a call.
+    gen.failMidway = new Error('decoder crashed');
+    const contents = async () => parseSse(await (await ask({ tools: [weather], stream: true })).text()).flatMap((e) => (JSON.parse(e.data).choices ?? []).map((c: { delta: { content?: string } }) => c.delta.content));
+    expect(await contents()).toEqual(['', 'It']);
+    gen.replyText = '{"get_weather": {"city": "Lyon"}}';
+    expect(await contents()).toEqual(['']);
   });
 
   it('calls and results in the conversation are shown to the model as it writes calls, results as user turns naming the function', () => {

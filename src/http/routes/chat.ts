@@ -11,7 +11,7 @@ import type { AppEnv, RouteDeps } from '../context.js';
 import { chatCompletionRequestSchema } from '../schemas.js';
 import type { GenerateRequest, GenerateResult, TokenLogprob } from '../services.js';
 import { allChoices, choiceRequests, openAiFinish, openAiUsage, samplingFields, toGenerate } from '../openai.js';
-import { asksForCall, callOf, serveMessages, toolCallFormat } from '../tools.js';
+import { type Calling, callingOf, callOf, mayBeCall, offeredTools, serveMessages, toolCallFormat, toolsPrompt, withToolsPrompt } from '../tools.js';
 import { mergeStreams } from '../stream-merge.js';
 import { readJson } from '../validate.js';
 import { clientSignal, firstEvent, logStreamError, requireGenerate } from './generate.js';
@@ -26,7 +26,7 @@ export function toGenerateRequest(body: ChatRequest): GenerateRequest {
   return toGenerate({
     ...samplingFields(body),
     ...(calling ? { responseFormat: calling } : {}),
-    messages: serveMessages(body.messages),
+    messages: withToolsPrompt(serveMessages(body.messages), toolsPrompt(body)),
     continueFinalMessage: body.continue_final_message ?? undefined,
     maxTokens: body.max_completion_tokens ?? body.max_tokens ?? undefined,
     logprobs: body.logprobs ?? undefined,
@@ -54,15 +54,20 @@ const logprobsOf = (lps: readonly TokenLogprob[] | undefined) =>
 
 const memloraOf = (r: GenerateResult) => ({ personalization: r.personalization, timings: r.timings });
 
-/** A reply guided to a call, as OpenAI's tool_calls (the call's id from the generation's); null when it is not a whole call (cut by max_tokens). */
-function toolCallsOf(r: GenerateResult): Array<{ id: string; type: 'function'; function: { name: string; arguments: string } }> | null {
-  const call = r.finishReason === 'stop' ? callOf(r.text) : null;
+/**
+ * A reply's call as OpenAI's tool_calls (the call's id from the generation's): a guided reply's, or a
+ * free reply that is wholly a call of an offered function; null when there is none (a guided call cut
+ * by max_tokens, free text, or no tools offered).
+ */
+function toolCallsOf(r: GenerateResult, calling: Calling, names: readonly string[]): Array<{ id: string; type: 'function'; function: { name: string; arguments: string } }> | null {
+  if (calling === null || r.finishReason !== 'stop') return null;
+  const call = callOf(r.text, calling === 'parsed' ? names : undefined);
   return call ? [{ id: `call_${r.id.replace(/^gen_/, '')}`, type: 'function', function: call }] : null;
 }
 
-/** A non-streamed choice: the reply's text, or (asked for a call, and it is whole) its tool call. */
-function choiceOf(r: GenerateResult, index: number, calling: boolean) {
-  const calls = calling ? toolCallsOf(r) : null;
+/** A non-streamed choice: the reply's text, or its tool call when it made one. */
+function choiceOf(r: GenerateResult, index: number, calling: Calling, names: readonly string[]) {
+  const calls = toolCallsOf(r, calling, names);
   if (calls) return { index, message: { role: 'assistant', content: null, tool_calls: calls }, logprobs: logprobsOf(r.logprobs), finish_reason: 'tool_calls' };
   return { index, message: { role: 'assistant', content: r.text }, logprobs: logprobsOf(r.logprobs), finish_reason: finishReason(r.finishReason) };
 }
@@ -80,7 +85,8 @@ export function registerChatRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
     const created = Math.floor(Date.now() / 1000);
 
     const reqs = choiceRequests(req, body.n ?? 1);
-    const calling = asksForCall(body);
+    const calling = callingOf(body);
+    const names = offeredTools(body).map((t) => t.function.name);
 
     if (!req.stream) {
       const results = await allChoices(ac, reqs.map((r) => gen.generate(r, ac.signal)));
@@ -90,7 +96,7 @@ export function registerChatRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
         object: 'chat.completion',
         created,
         model,
-        choices: results.map((x, index) => choiceOf(x, index, calling)),
+        choices: results.map((x, index) => choiceOf(x, index, calling, names)),
         usage: usageOf(results),
         memlora: { ...memloraOf(r), ...(results.length > 1 ? { choices: results.map(memloraOf) } : {}) },
       });
@@ -105,20 +111,34 @@ export function registerChatRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
       const chunk = (choices: unknown[], extra: Record<string, unknown> = {}) =>
         sse.writeSSE({ data: JSON.stringify({ id, object: 'chat.completion.chunk', created, model, choices, ...extra }) });
       const results: GenerateResult[] = [];
+      // A free reply that may still be a call is held back (its token chunks, per choice) until it is
+      // not one, or ends; a guided one is held whole.
+      const held: Array<{ deltas: Array<Record<string, unknown>>; text: string } | null> = reqs.map(() => (calling === null ? null : { deltas: [], text: '' }));
+      const send = (index: number, delta: Record<string, unknown>) => chunk([{ index, ...delta, finish_reason: null }]);
       const merged = mergeStreams(streams);
       try {
         for (const index of reqs.keys()) await chunk([{ index, delta: { role: 'assistant', content: '' }, finish_reason: null }]);
         for await (const { index, value: ev } of merged) {
           if (ac.signal.aborted) return;
           if (ev.type === 'token') {
+            const delta = { delta: { content: ev.text }, ...(ev.logprobs ? { logprobs: logprobsOf(ev.logprobs) } : {}) };
+            const wait = held[index];
+            if (wait === null) {
+              await send(index, delta);
+              continue;
+            }
             // A call is sent whole when it is (OpenAI's clients join tool-call deltas either way).
-            if (calling) continue;
-            await chunk([{ index, delta: { content: ev.text }, ...(ev.logprobs ? { logprobs: logprobsOf(ev.logprobs) } : {}), finish_reason: null }]);
+            wait.deltas.push(delta);
+            wait.text += ev.text;
+            if (calling === 'guided' || mayBeCall(wait.text)) continue;
+            held[index] = null;
+            for (const d of wait.deltas) await send(index, d);
           } else {
             results[index] = ev.result;
-            const calls = calling ? toolCallsOf(ev.result) : null;
-            if (calls) await chunk([{ index, delta: { tool_calls: calls.map((call, i) => ({ index: i, ...call })) }, finish_reason: null }]);
-            else if (calling) await chunk([{ index, delta: { content: ev.result.text }, finish_reason: null }]);
+            const calls = toolCallsOf(ev.result, calling, names);
+            const wait = held[index];
+            if (calls) await send(index, { delta: { tool_calls: calls.map((call, i) => ({ index: i, ...call })) } });
+            else if (wait) for (const d of wait.deltas) await send(index, d);
             await chunk([{ index, delta: {}, finish_reason: calls ? 'tool_calls' : finishReason(ev.result.finishReason) }], { memlora: memloraOf(ev.result) });
           }
         }
