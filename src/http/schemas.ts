@@ -1027,6 +1027,9 @@ export const tokenizeRequestSchema = z
     model: z.string().max(256).optional(),
     prompt: z.string().max(MAX_PROMPT_CHARS).optional(),
     messages: z.array(openAiMessageSchema).min(1).max(256).optional(),
+    /** Messages: the tools a chat completion would offer, described in the system message as it would be fed. */
+    tools: z.array(openAiTool).max(MAX_TOOLS).nullable().optional(),
+    tool_choice: openAiToolChoice.nullable().optional(),
     /** A raw prompt: BOS first where the model's chat template uses one, as /v1/generate feeds it (default true). */
     add_special_tokens: z.boolean().nullable().optional(),
     /** Messages: end with the assistant's opening, where a reply starts (default true). */
@@ -1037,6 +1040,8 @@ export const tokenizeRequestSchema = z
   })
   .superRefine((v, ctx) => {
     if ((v.messages === undefined) === (v.prompt === undefined)) ctx.addIssue({ code: 'custom', path: ['prompt'], message: 'give exactly one of prompt or messages' });
+    if (v.tools?.length && v.messages === undefined) ctx.addIssue({ code: 'custom', path: ['tools'], message: 'tools go with messages' });
+    refineTools(v, ctx);
     // Tokenizing without a generation prompt is fine (a conversation as stored); only continuing is checked.
     if (v.continue_final_message) refineContinue({ messages: v.messages, continued: true, addGenerationPrompt: v.add_generation_prompt }, ctx, { continued: 'continue_final_message', addGenerationPrompt: 'add_generation_prompt' });
   });

@@ -1,6 +1,7 @@
 /** POST /tokenize and /detokenize through the real app, the tokenizer faked (the engine's tokenizing is tested in test/serve). */
 import { afterEach, describe, expect, it } from 'vitest';
 import { detokenizeResponseSchema, tokenizeResponseSchema } from '../../src/http/schemas.js';
+import { toolsPrompt } from '../../src/http/tools.js';
 import { fakeGenerateApp, type FakeGenerate } from './fake-generate.js';
 import { expectError, json, type Harness } from './helpers.js';
 
@@ -42,6 +43,20 @@ describe('POST /tokenize', () => {
     ]);
   });
 
+  it('tokenizes messages with tools as a chat completion offering them is fed: the tools described in the system message', async () => {
+    await setup();
+    const tools = [{ type: 'function', function: { name: 'get_time', description: 'The time now.' } }];
+    const messages = [{ role: 'user', content: 'time?' }];
+    for (const tool_choice of [undefined, 'required', 'none'] as const) {
+      expect((await h.req('POST', '/tokenize', { messages, tools, tool_choice })).status).toBe(200);
+      const fed = gen.tokenizeCalls.at(-1)!.messages;
+      expect(fed).toEqual(tool_choice === 'none' ? messages : [{ role: 'system', content: toolsPrompt({ tools: tools as never }) }, ...messages]);
+    }
+    // The same messages a chat completion with these tools generates from.
+    await h.req('POST', '/v1/chat/completions', { user: 'alice', messages, tools });
+    expect(gen.calls[0].req.messages).toEqual(gen.tokenizeCalls[0].messages);
+  });
+
   it('rejects a body with neither or both of prompt and messages, or a bad field, with 422 before the service', async () => {
     await setup();
     for (const [body, path] of [
@@ -53,6 +68,8 @@ describe('POST /tokenize', () => {
       [{ prompt: 'a', return_token_strs: 'yes' }, 'return_token_strs'],
       [{ messages: [{ role: 'user', content: 'b' }], continue_final_message: true }, 'continue_final_message'],
       [{ messages: [{ role: 'assistant', content: 'b' }], continue_final_message: true, add_generation_prompt: true }, 'add_generation_prompt'],
+      [{ prompt: 'a', tools: [{ type: 'function', function: { name: 'f' } }] }, 'tools'],
+      [{ messages: [{ role: 'user', content: 'b' }], tool_choice: 'required' }, 'tool_choice'],
     ] as const) {
       const err = await expectError(await h.req('POST', '/tokenize', body), 422, 'validation_failed');
       expect(err.details.issues.map((i: { path: string }) => i.path), JSON.stringify(body)).toContain(path);

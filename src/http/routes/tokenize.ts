@@ -6,7 +6,7 @@
 import type { Hono } from 'hono';
 import type { AppEnv, RouteDeps } from '../context.js';
 import { ApiError } from '../errors.js';
-import { serveMessages } from '../tools.js';
+import { serveMessages, toolsPrompt, withToolsPrompt } from '../tools.js';
 import { detokenizeRequestSchema, tokenizeRequestSchema } from '../schemas.js';
 import type { GenerateService } from '../services.js';
 import { readJson } from '../validate.js';
@@ -25,7 +25,7 @@ export function registerTokenizeRoutes(app: Hono<AppEnv>, deps: RouteDeps): void
   app.post('/tokenize', async (c) => {
     const body = await readJson(c, tokenizeRequestSchema, config.bodyLimitBytes);
     const r = requireTokenizer(deps).tokenize({
-      ...(body.messages !== undefined ? { messages: serveMessages(body.messages) } : { prompt: body.prompt }),
+      ...(body.messages !== undefined ? { messages: withToolsPrompt(serveMessages(body.messages), toolsPrompt(body)) } : { prompt: body.prompt }),
       addSpecialTokens: body.add_special_tokens ?? undefined,
       addGenerationPrompt: body.add_generation_prompt ?? undefined,
       continueFinalMessage: body.continue_final_message ?? undefined,
