@@ -5,7 +5,9 @@
  * allowed), inside a string (most allowed), inside a bounded string (its length counted), and after
  * a key of a schema (only ':' continues). Later visits to a state are a lookup (mask-cache.ts), so
  * this is paid once per state, per schema, per process. Milliseconds per mask, the median of
- * `--reps` runs of `--masks` masks each.
+ * `--reps` runs of `--masks` masks each. Then what a later visit costs (`allowed()` with the mask
+ * cached: the state's key, the lookup and, in an object with free keys, the vocabulary's tokens with
+ * a quote run again against the keys written), in microseconds.
  *
  *   npx tsx bench/guide-masks.ts [--reps 7] [--masks 100]
  *
@@ -65,6 +67,26 @@ const results = CASES.map(({ name, guide, prefix }) => {
   return { state: name, msPerMask: ms, allowed, vocabulary: vocab.length };
 });
 
+const VISITS = [
+  { name: 'json object: in a key, keys written', guide: () => SchemaGuide.jsonObject(vocab), prefix: '{"a": 1, "b' },
+  { name: 'json object: in a value, keys written', guide: () => SchemaGuide.jsonObject(vocab), prefix: '{"a": 1, "b": "xy' },
+  { name: 'schema: in a bounded string', guide: () => new SchemaGuide(dish, vocab), prefix: '{"dish": "ab' },
+];
+const quoteTokens = vocab.filter((v) => v?.includes(0x22)).length;
+const visits = VISITS.map(({ name, guide, prefix }) => {
+  const g = at(guide, prefix);
+  g.allowed();
+  const perVisit: number[] = [];
+  for (let r = 0; r < REPS; r++) {
+    const t0 = performance.now();
+    for (let i = 0; i < MASKS * 100; i++) g.allowed();
+    perVisit.push(((performance.now() - t0) / (MASKS * 100)) * 1000);
+  }
+  const us = Number(median(perVisit).toFixed(2));
+  process.stderr.write(`${name.padEnd(38)} ${us.toFixed(2)} µs per later visit (${quoteTokens} tokens with a quote)\n`);
+  return { state: name, usPerVisit: us, quoteTokens };
+});
+
 const out = join(root, 'bench', 'results');
 mkdirSync(out, { recursive: true });
-writeFileSync(join(out, 'guide-masks.json'), `${JSON.stringify({ date: new Date().toISOString(), model: 'models/default', reps: REPS, masksPerRep: MASKS, results }, null, 2)}\n`);
+writeFileSync(join(out, 'guide-masks.json'), `${JSON.stringify({ date: new Date().toISOString(), model: 'models/default', reps: REPS, masksPerRep: MASKS, results, visits }, null, 2)}\n`);

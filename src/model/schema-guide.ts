@@ -15,6 +15,15 @@
  * tokens of the chat template, EOS) are never drawn: the document's end ends the reply. Masks are kept
  * per schema and state (mask-cache.ts); counts that no bound reads (a string's length without
  * minLength / maxLength) are left out of the state so that its masks repeat.
+ *
+ * An object with free keys (JSON mode's, additionalProperties) never repeats a key: each key's bytes
+ * are hashed as they come (FNV-1a, 32 bits) and a closing quote that would write a hash the object
+ * holds is refused (a new key colliding with a written one is refused too, about once in 2^32 / keys
+ * written; the model writes another). So that the same key is always the same bytes, such keys are
+ * written without `\u` escapes or `\/` (characters as themselves, `\"` `\\` and the short
+ * escapes of control characters). The written keys are left out of the state's cached mask, which
+ * is the mask without the rule: only tokens with a quote can close a key, so those alone are run
+ * again with it.
  */
 import type { Guide } from './guide.js';
 import { type CompiledSchema, type SchemaNode, compileJsonSchema } from './json-schema.js';
@@ -67,8 +76,8 @@ interface Frame {
   c: readonly number[];
   /**
    * Object: members written, counted only as far as its minProperties / maxProperties read (so that
-   * states repeat); a key of an object that needs distinct keys: its hash so far (0: not hashed), the
-   * object keeping the written keys' hashes in `c`.
+   * states repeat); a free key: its hash so far (never 0), the object keeping the written keys'
+   * hashes in `c`; another string: 0.
    */
   m: number;
 }
@@ -81,6 +90,8 @@ interface State {
   ws: number;
   nl: number;
   done: boolean;
+  /** Take a free key an object holds already (the masks kept per state are those without the rule). */
+  laxKeys: boolean;
 }
 
 const OK = 0; // taken
@@ -101,6 +112,10 @@ const FIRST_CONTINUATION: ReadonlyArray<readonly [number, number]> = [
   [0x80, 0x8f],
 ];
 const ESCAPABLE = new Set([...'"\\/bfnrt'].map((c) => c.charCodeAt(0)));
+/** A free key's escapes: those of characters that cannot be written as themselves (no `\/`, no `\u`). */
+const KEY_ESCAPABLE = new Set([...'"\\bfnrt'].map((c) => c.charCodeAt(0)));
+/** FNV-1a's offset basis: a free key's hash before its first byte. */
+const FNV_BASIS = 2166136261;
 
 /** Whitespace between tokens, bounded; any other byte ends the run. */
 function whitespace(s: State, b: number): number {
@@ -224,8 +239,7 @@ function startKey(c: CompiledSchema, s: State, node: Extract<SchemaNode, { k: 'o
     if (f.m >= node.maxProps) return FAIL;
     f.p = O_KEYSTR;
     if (!begin(c, s, c.keyNode, b)) return FAIL;
-    // With minProperties above 1, keys must differ to count: the key's hash is kept (FNV offset basis).
-    if (node.minProps > 1) s.frames[s.frames.length - 1].m = 2166136261;
+    s.frames[s.frames.length - 1].m = FNV_BASIS;
     return OK;
   }
   const cands = nextProps(node, f);
@@ -263,10 +277,13 @@ function stepArray(c: CompiledSchema, s: State, f: Frame, b: number): number {
 function stepString(c: CompiledSchema, f: Frame, b: number): number {
   const node = c.nodes[f.n] as Extract<SchemaNode, { k: 'str' }>;
   const counted = node.min > 0 || node.max < Infinity;
-  // A key whose object counts distinct keys: its bytes hashed (FNV-1a) as they come, the closing quote not.
-  if (f.m !== 0 && b !== 0x22) f.m = Math.imul(f.m ^ b, 16777619) >>> 0;
+  // A free key: its bytes hashed as they come (never 0, which marks other strings), the closing quote not.
+  if (f.m !== 0 && b !== 0x22) f.m = Math.imul(f.m ^ b, 16777619) >>> 0 || 1;
   if (f.p === S_ESC) {
-    if (b === 0x75) f.p = S_HEX + 4;
+    if (f.m !== 0) {
+      if (!KEY_ESCAPABLE.has(b)) return FAIL;
+      f.p = S_TEXT;
+    } else if (b === 0x75) f.p = S_HEX + 4;
     else if (ESCAPABLE.has(b)) f.p = S_TEXT;
     else return FAIL;
     return OK;
@@ -394,11 +411,9 @@ function feed(c: CompiledSchema, s: State, b: number): boolean {
     else if (c.nodes[parent.n].k === 'arr') parent.p = A_AFTER;
     else if (parent.p === O_KEYSTR) {
       parent.p = O_COLON;
-      if (f.m !== 0) {
-        // A key already written would not count towards minProperties: refused.
-        if (parent.c.includes(f.m)) return false;
-        parent.c = [...parent.c, f.m].sort((x, y) => x - y);
-      }
+      // A key the object holds already is refused.
+      if (!parent.c.includes(f.m)) parent.c = [...parent.c, f.m];
+      else if (!s.laxKeys) return false;
     } else {
       parent.p = O_AFTER;
       const obj = c.nodes[parent.n] as Extract<SchemaNode, { k: 'obj' }>;
@@ -408,10 +423,23 @@ function feed(c: CompiledSchema, s: State, b: number): boolean {
   }
 }
 
+const quoteTokenLists = new WeakMap<ReadonlyArray<Uint8Array | null>, number[]>();
+
+/** The vocabulary's tokens whose bytes hold a double quote. */
+function quoteTokens(vocab: ReadonlyArray<Uint8Array | null>): number[] {
+  let ids = quoteTokenLists.get(vocab);
+  if (!ids) {
+    ids = [];
+    for (let id = 0; id < vocab.length; id++) if (vocab[id]?.includes(0x22)) ids.push(id);
+    quoteTokenLists.set(vocab, ids);
+  }
+  return ids;
+}
+
 export class SchemaGuide implements Guide {
-  private state: State = { frames: [], shared: 0, ws: 0, nl: 0, done: false };
+  private state: State = { frames: [], shared: 0, ws: 0, nl: 0, done: false, laxKeys: false };
   /** Where accepts() runs bytes; after an accepted token, the next state. */
-  private scratch: State = { frames: [], shared: 0, ws: 0, nl: 0, done: false };
+  private scratch: State = { frames: [], shared: 0, ws: 0, nl: 0, done: false, laxKeys: false };
 
   constructor(
     private readonly schema: CompiledSchema,
@@ -428,14 +456,15 @@ export class SchemaGuide implements Guide {
     return this.state.done;
   }
 
-  /** Whether `bytes` may come next (the state is left as it is). */
-  accepts(bytes: ArrayLike<number>): boolean {
+  /** Whether `bytes` may come next (the state is left as it is); `laxKeys`: even by writing a key its object holds. */
+  accepts(bytes: ArrayLike<number>, laxKeys = false): boolean {
     const s = this.scratch;
     s.frames = this.state.frames.slice();
     s.shared = s.frames.length;
     s.ws = this.state.ws;
     s.nl = this.state.nl;
     s.done = this.state.done;
+    s.laxKeys = laxKeys;
     for (let i = 0; i < bytes.length; i++) if (!feed(this.schema, s, bytes[i])) return false;
     return true;
   }
@@ -443,8 +472,28 @@ export class SchemaGuide implements Guide {
   /** The tokens that may come next: 1 where a token's bytes continue the document. Shared between sequences: do not write to it. */
   allowed(): Uint8Array {
     const s = this.state;
-    const frames = s.frames.map((f) => `${f.n}.${f.p}.${f.a}.${f.b}.${f.m}.${f.c.join(',')}`).join('/');
-    return cachedMask(this.vocab, `schema ${this.schema.id}|${s.ws}|${s.nl}|${s.done ? 1 : 0}|${frames}`, (bytes) => this.accepts(bytes));
+    const { nodes, keyNode } = this.schema;
+    // The state without the keys written (free objects' hashes, a free key's so far): its mask, without the rule against repeated keys, is kept.
+    let freeKeys = false;
+    const frames = s.frames
+      .map((f) => {
+        if (f.n === keyNode) return `${f.n}.${f.p}.${f.a}.${f.b}.key`;
+        const node = nodes[f.n];
+        if (node.k !== 'obj' || node.values === null) return `${f.n}.${f.p}.${f.a}.${f.b}.${f.m}.${f.c.join(',')}`;
+        freeKeys = true;
+        return `${f.n}.${f.p}.${f.a}.${f.b}.${f.m}`;
+      })
+      .join('/');
+    const lax = cachedMask(this.vocab, `schema ${this.schema.id}|${s.ws}|${s.nl}|${s.done ? 1 : 0}|${frames}`, (bytes) => this.accepts(bytes, true));
+    if (!freeKeys) return lax;
+    // Only a token with a quote can close a key: those the lax mask takes are run again with the rule.
+    let mask = lax;
+    for (const id of quoteTokens(this.vocab)) {
+      if (!lax[id] || this.accepts(this.vocab[id]!)) continue;
+      if (mask === lax) mask = lax.slice();
+      mask[id] = 0;
+    }
+    return mask;
   }
 
   /** Take a drawn token's bytes; throws if they do not continue the document (a token the mask excluded). */

@@ -47,6 +47,26 @@ function randomWalks(make: () => SchemaGuide, o: { steps: number; closers: numbe
   return texts;
 }
 
+/** Keys written in a JSON text: strings followed by a colon (a scan of the text, independent of the guide). */
+function keysWritten(text: string): number {
+  let n = 0;
+  for (let i = 0; i < text.length; i++) {
+    if (text[i] !== '"') continue;
+    for (i++; text[i] !== '"'; i++) if (text[i] === '\\') i++;
+    let j = i + 1;
+    while (/\s/.test(text[j] ?? '')) j++;
+    if (text[j] === ':') n++;
+  }
+  return n;
+}
+
+/** Keys of a parsed document, every object's (a key written twice is there once). */
+function keysParsed(v: unknown): number {
+  if (v === null || typeof v !== 'object') return 0;
+  const values = Array.isArray(v) ? v : Object.values(v);
+  return (Array.isArray(v) ? 0 : values.length) + values.reduce((n: number, x) => n + keysParsed(x), 0);
+}
+
 describe('SchemaGuide of any JSON object (JSON mode)', () => {
   it('takes JSON object documents whole and is done exactly at their end', () => {
     for (const doc of [
@@ -109,13 +129,49 @@ describe('SchemaGuide of any JSON object (JSON mode)', () => {
     expect(other.allowed()).toBe(mask);
   });
 
-  it('random walks through the mask only ever write JSON: every finished one parses as an object', () => {
+  it('random walks through the mask only ever write JSON: every finished one parses as an object, no object repeating a key', () => {
     const texts = randomWalks(() => SchemaGuide.jsonObject(vocab), { steps: 400, closers: [0x7d, 0x5d, 0x22], closeAfter: 100 });
     expect(texts.length).toBeGreaterThan(100);
+    let keys = 0;
     for (const text of texts) {
       const parsed: unknown = JSON.parse(text);
       expect(parsed !== null && typeof parsed === 'object' && !Array.isArray(parsed)).toBe(true);
+      expect(keysWritten(text), text).toBe(keysParsed(parsed));
+      keys += keysParsed(parsed);
     }
+    expect(keys).toBeGreaterThan(200);
+  });
+
+  it('an object never repeats a key: its closing quote is refused, by the mask too, and keys are spelled one way only', () => {
+    for (const doc of ['{"a":{"a":1},"b":{"a":2}}', '{"a":1,"ab":2,"b":3}', '{"a\\"b":1,"a\\\\b":2,"\\n\\t":3}', '{"a":"a","b":["a"]}']) {
+      expect(walk(doc), doc).toEqual({ accepted: enc(doc).length, done: true });
+    }
+    for (const [bad, at] of [
+      ['{"a":1,"a":2}', 9],
+      ['{"a":1,"b":{"a":2},"b":3}', 21],
+      // The same characters are always the same bytes: no \u escape, no \/ in a key (in a value they stay).
+      ['{"\\u0061":1}', 3],
+      ['{"\\/":1}', 3],
+    ] as const) {
+      expect(walk(bad), bad).toEqual({ accepted: at, done: false });
+    }
+    const id = (s: string) => vocab.findIndex((v) => v !== null && new TextDecoder().decode(v) === s);
+    const at = (text: string) => {
+      const g = SchemaGuide.jsonObject(vocab);
+      for (const b of enc(text)) g.advance(b);
+      return g;
+    };
+    // After {"ab":1,"a: the quote closing "a" again is refused, alone or in a token; "ab" may still grow.
+    const g = at('{"a":1,"a');
+    const mask = g.allowed();
+    expect([mask[0x22], mask[id('":')], mask[id('"}')], mask[id('", "')], mask[0x62]]).toEqual([0, 0, 0, 0, 1]);
+    vocab.forEach((bytes, i) => {
+      if (bytes) expect(mask[i], `token ${i}`).toBe(g.accepts(bytes) ? 1 : 0);
+    });
+    // A token that closes a key written before is refused; in an object without it, the same state's token is not.
+    expect(at('{"ab":1,"').allowed()[id('ab"')]).toBe(0);
+    expect(at('{"xy":1,"').allowed()[id('ab"')]).toBe(1);
+    expect(at('{"a":1,"').allowed()[id('ab"')]).toBe(1);
   });
 });
 
