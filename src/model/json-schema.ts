@@ -7,11 +7,12 @@
  * The subset is what such schemas use: `type` (one or a list), `properties` with `required`
  * (properties are written in the schema's order, the required ones always; an optional one may be left
  * out), `minProperties` / `maxProperties`, `additionalProperties` (an object without `properties`
- * takes any keys, with values of that schema), `items` with `minItems` / `maxItems`, `minLength` / `maxLength` (in code points), a
+ * takes any keys, with values of that schema), `items` with `minItems` / `maxItems`, tuples
+ * (`prefixItems`, or `items` as an array with `additionalItems`), `minLength` / `maxLength` (in code points), a
  * string's `pattern` (regex.ts; its text written without escapes) or `format` (FORMATS), a number's
  * `minimum` / `maximum` / `exclusiveMinimum` / `exclusiveMaximum` (number-pattern.ts), `enum`,
  * `const`, `anyOf` / `oneOf` whose alternatives start with different bytes (a string or null, an
- * object or an array...), and annotations. Anything else (`multipleOf`, `allOf`, tuples, other
+ * object or an array...), and annotations. Anything else (`multipleOf`, `allOf`, other
  * formats, alternatives a reply could not tell apart from their first byte...) is refused with a
  * SchemaError naming the keyword and where it is, rather than silently not enforced. The root is an
  * object or an array, so that the reply is whole exactly when it closes.
@@ -43,7 +44,8 @@ export interface Property {
 export type SchemaNode =
   /** An object: `props` in order; or with `values` (a node id) any keys, each value of that node. */
   | { k: 'obj'; props: Property[]; values: number | null; minProps: number; maxProps: number }
-  | { k: 'arr'; items: number; min: number; max: number }
+  /** An array: item i of node `prefix[i]` (a tuple's), those after it of `items` (null: none, max is then at most the prefix's length). */
+  | { k: 'arr'; prefix: number[]; items: number | null; min: number; max: number }
   /** A string: its length in code points, and a pattern its text matches whole (pattern, format). */
   | { k: 'str'; min: number; max: number; regex: Nfa | null }
   /** A number (an integer only when `integer`), within bounds when `regex` is given (number-pattern.ts). */
@@ -65,7 +67,7 @@ export interface CompiledSchema {
 }
 
 const ANNOTATIONS = new Set(['title', 'description', 'default', 'examples', '$schema', '$id', '$comment', 'deprecated', 'readOnly', 'writeOnly', '$defs', 'definitions']);
-const KEYWORDS = new Set([...ANNOTATIONS, 'type', 'enum', 'const', 'properties', 'required', 'additionalProperties', 'items', 'minItems', 'maxItems', 'minLength', 'maxLength', 'pattern', 'format', 'minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum', 'minProperties', 'maxProperties', 'anyOf', 'oneOf', '$ref']);
+const KEYWORDS = new Set([...ANNOTATIONS, 'type', 'enum', 'const', 'properties', 'required', 'additionalProperties', 'items', 'prefixItems', 'additionalItems', 'minItems', 'maxItems', 'minLength', 'maxLength', 'pattern', 'format', 'minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum', 'minProperties', 'maxProperties', 'anyOf', 'oneOf', '$ref']);
 
 const OCTET = '(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])';
 const FULL_TIME = '([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,6})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])';
@@ -86,7 +88,7 @@ const TYPES = ['object', 'array', 'string', 'number', 'integer', 'boolean', 'nul
 /** The keywords that apply to one type only. */
 const TYPE_KEYWORDS: Record<string, readonly string[]> = {
   object: ['properties', 'required', 'additionalProperties', 'minProperties', 'maxProperties'],
-  array: ['items', 'minItems', 'maxItems'],
+  array: ['items', 'prefixItems', 'additionalItems', 'minItems', 'maxItems'],
   string: ['minLength', 'maxLength', 'pattern', 'format'],
   number: ['minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum'],
 };
@@ -122,7 +124,7 @@ class Compiler {
       this.anyNode = this.add({ k: 'alt', alts: [] });
       const alts = [
         this.add({ k: 'obj', props: [], values: this.anyNode, minProps: 0, maxProps: Infinity }),
-        this.add({ k: 'arr', items: this.anyNode, min: 0, max: Infinity }),
+        this.add({ k: 'arr', prefix: [], items: this.anyNode, min: 0, max: Infinity }),
         this.add({ k: 'str', min: 0, max: Infinity, regex: null }),
         this.add({ k: 'num', integer: false, regex: null }),
         this.add({ k: 'lit', values: ['true', 'false', 'null'].map((s) => enc.encode(s)) }),
@@ -183,16 +185,8 @@ class Compiler {
     switch (type) {
       case 'object':
         return this.object(s, path);
-      case 'array': {
-        if (Array.isArray(s.items)) throw new SchemaError(path, 'items', 'tuples ("items" as an array) are not supported');
-        const min = count(s, 'minItems', path) ?? 0;
-        const max = count(s, 'maxItems', path) ?? Infinity;
-        if (min > max) throw new SchemaError(path, 'minItems', `minItems ${min} exceeds maxItems ${max}`);
-        const node: SchemaNode = { k: 'arr', items: -1, min, max };
-        const id = this.add(node);
-        node.items = s.items === undefined ? this.any() : this.compile(s.items, `${path}/items`);
-        return id;
-      }
+      case 'array':
+        return this.array(s, path);
       case 'string': {
         const min = count(s, 'minLength', path) ?? 0;
         const max = count(s, 'maxLength', path) ?? Infinity;
@@ -207,6 +201,29 @@ class Compiler {
       default:
         return this.add({ k: 'lit', values: [enc.encode('null')] });
     }
+  }
+
+  /**
+   * An array: its tuple's items (2020-12's `prefixItems`, or draft 7's `items` as an array), then
+   * items of `items` (after `prefixItems`) or `additionalItems` (after an array of `items`): a
+   * schema, true or absent (any value), or false (no more).
+   */
+  private array(s: Record<string, unknown>, path: string): number {
+    const tupleKey = s.prefixItems !== undefined ? 'prefixItems' : Array.isArray(s.items) ? 'items' : null;
+    if (tupleKey === 'prefixItems' && Array.isArray(s.items)) throw new SchemaError(path, 'items', '"items" as an array beside "prefixItems" is not supported');
+    const tuple = tupleKey === null ? [] : s[tupleKey];
+    if (!Array.isArray(tuple)) throw new SchemaError(path, 'prefixItems', '"prefixItems" must be an array of schemas');
+    const restKey = tupleKey === 'items' ? 'additionalItems' : 'items';
+    const rest = s[restKey];
+    let max = count(s, 'maxItems', path) ?? Infinity;
+    if (rest === false) max = Math.min(max, tuple.length);
+    const min = count(s, 'minItems', path) ?? 0;
+    if (min > max) throw new SchemaError(path, 'minItems', rest === false ? `minItems ${min} exceeds the ${tuple.length} items of the tuple` : `minItems ${min} exceeds maxItems ${max}`);
+    const node: SchemaNode = { k: 'arr', prefix: [], items: null, min, max };
+    const id = this.add(node);
+    node.prefix = tuple.slice(0, max).map((item, i) => this.compile(item, `${path}/${tupleKey}/${i}`));
+    if (rest !== false && max > tuple.length) node.items = rest === undefined || rest === true ? this.any() : this.compile(rest, `${path}/${restKey}`);
+    return id;
   }
 
   private object(s: Record<string, unknown>, path: string): number {

@@ -260,9 +260,11 @@ function stepArray(c: CompiledSchema, s: State, f: Frame, b: number): number {
       if (f.p === A_OPEN && b === 0x5d) return node.min === 0 ? END : FAIL;
       if (node.max === 0) return FAIL;
       f.p = A_WAIT;
-      // Without a most, the count matters only up to the least (so that the state repeats).
-      f.a = node.max === Infinity ? Math.min(f.a + 1, node.min) : f.a + 1;
-      return begin(c, s, node.items, b) ? OK : FAIL;
+      // The item's index: a tuple's item, or one of `items` after it.
+      const item = f.a < node.prefix.length ? node.prefix[f.a] : node.items!;
+      // Without a most, the count matters only up to the least and the tuple's end (so that the state repeats).
+      f.a = node.max === Infinity ? Math.min(f.a + 1, Math.max(node.min, node.prefix.length)) : f.a + 1;
+      return begin(c, s, item, b) ? OK : FAIL;
     case A_AFTER:
       if (b === 0x2c && f.a < node.max) {
         f.p = A_VALUE;

@@ -264,8 +264,13 @@ function valid(v: unknown, s: Record<string, any>, root: Record<string, any> = s
         if ((s.required ?? []).some((r: string) => !(r in o))) return false;
         return Object.entries(o).every(([k, x]) => (k in props ? valid(x, props[k], root) : s.additionalProperties !== false && (typeof s.additionalProperties !== 'object' || valid(x, s.additionalProperties, root))));
       }
-      case 'array':
-        return Array.isArray(v) && v.length >= (s.minItems ?? 0) && v.length <= (s.maxItems ?? Infinity) && v.every((x) => valid(x, s.items, root));
+      case 'array': {
+        if (!Array.isArray(v) || v.length < (s.minItems ?? 0) || v.length > (s.maxItems ?? Infinity)) return false;
+        // A tuple: prefixItems (or items as an array), then items (or additionalItems) for the rest.
+        const tuple: unknown[] = s.prefixItems ?? (Array.isArray(s.items) ? s.items : []);
+        const rest = s.prefixItems === undefined && Array.isArray(s.items) ? s.additionalItems : s.items;
+        return v.every((x, i) => (i < tuple.length ? valid(x, tuple[i] as Record<string, any>, root) : rest === undefined || rest === true || (rest !== false && valid(x, rest, root))));
+      }
       case 'string':
         if (typeof v !== 'string' || [...v].length < (s.minLength ?? 0) || [...v].length > (s.maxLength ?? Infinity)) return false;
         if (s.pattern !== undefined && !new RegExp(s.pattern, 'u').test(v)) return false;
@@ -352,6 +357,48 @@ describe('SchemaGuide of a JSON schema (structured outputs)', () => {
     }
   });
 
+  it('tuples: prefixItems (or items as an array) item by item, then items (or additionalItems) or none', () => {
+    const TUPLES = {
+      type: 'object',
+      properties: {
+        pos: { type: 'array', prefixItems: [{ type: 'number' }, { type: 'number' }, { enum: ['N', 'S'] }], items: false, minItems: 2 },
+        row: { type: 'array', items: [{ type: 'string', maxLength: 3 }, { type: 'integer' }], additionalItems: { type: 'boolean' }, maxItems: 4 },
+        head: { type: 'array', prefixItems: [{ const: 'id' }], items: { type: 'integer' }, minItems: 1 },
+      },
+      required: ['pos', 'row', 'head'],
+      additionalProperties: false,
+    };
+    const walkIn = (text: string) => {
+      const g = new SchemaGuide(compileJsonSchema(TUPLES), vocab);
+      const bytes = enc(text);
+      for (let i = 0; i < bytes.length; i++) {
+        if (!g.accepts([bytes[i]])) return { accepted: i, done: false };
+        g.advance(bytes[i]);
+      }
+      return { accepted: bytes.length, done: g.done };
+    };
+    for (const doc of ['{"pos":[1.5,-2],"row":[],"head":["id"]}', '{"pos":[0,0,"S"],"row":["abc",7,true,false],"head":["id",1,2,3]}', '{"pos":[1,2],"row":["a"],"head":["id"]}']) {
+      expect(valid(JSON.parse(doc), TUPLES), doc).toBe(true);
+      expect(walkIn(doc), doc).toEqual({ accepted: doc.length, done: true });
+    }
+    for (const [bad, at] of [
+      ['{"pos":[1]', 9], // at least two items
+      ['{"pos":["N"', 8], // the first is a number
+      ['{"pos":[1,2,"E"', 13], // the third is N or S
+      ['{"pos":[1,2,"N",', 15], // nothing after the tuple
+      ['{"pos":[1,2],"row":[1', 20], // a string first
+      ['{"pos":[1,2],"row":["a",1,2', 26], // then booleans
+      ['{"pos":[1,2],"row":["a",1,true,true,', 35], // at most four
+      ['{"pos":[1,2],"row":[],"head":[]', 30], // at least the tuple's one
+      ['{"pos":[1,2],"row":[],"head":["id","x"', 35], // then integers
+    ] as const) {
+      expect(walkIn(bad), bad).toEqual({ accepted: at, done: false });
+    }
+    const texts = randomWalks(() => new SchemaGuide(compileJsonSchema(TUPLES), vocab), { steps: 500, closers: [0x7d, 0x5d, 0x22, 0x2c], closeAfter: 80 });
+    expect(texts.length).toBeGreaterThan(100);
+    for (const t of texts) expect(valid(JSON.parse(t), TUPLES), t).toBe(true);
+  });
+
   it('minProperties and maxProperties: named properties (exactly one of them, as tool calls use) and free ones', () => {
     const walkIn = (schema: unknown, text: string) => {
       const g = new SchemaGuide(compileJsonSchema(schema), vocab);
@@ -421,7 +468,10 @@ describe('compileJsonSchema', () => {
     expect(refused(obj({ n: { type: 'number', exclusiveMinimum: true, minimum: 0 } }))).toEqual({ path: '/properties/n', keyword: 'exclusiveMinimum' });
     expect(refused(obj({ n: { type: 'number', minimum: 0.2, maximum: 0.8 } }))).toEqual({ path: '/properties/n', keyword: 'minimum' });
     expect(refused(obj({ n: { allOf: [{ type: 'integer' }] } }))).toEqual({ path: '/properties/n', keyword: 'allOf' });
-    expect(refused(obj({ t: { type: 'array', items: [{ type: 'integer' }] } }))).toEqual({ path: '/properties/t', keyword: 'items' });
+    expect(refused(obj({ t: { type: 'array', prefixItems: [{ type: 'integer' }], items: [{ type: 'integer' }] } }))).toEqual({ path: '/properties/t', keyword: 'items' });
+    expect(refused(obj({ t: { type: 'array', prefixItems: [{ type: 'integer' }], items: false, minItems: 2 } }))).toEqual({ path: '/properties/t', keyword: 'minItems' });
+    expect(refused(obj({ t: { type: 'array', prefixItems: { type: 'integer' } } }))).toEqual({ path: '/properties/t', keyword: 'prefixItems' });
+    expect(refused(obj({ t: { type: 'array', prefixItems: [{ type: 'integer', multipleOf: 2 }] } }))).toEqual({ path: '/properties/t/prefixItems/0', keyword: 'multipleOf' });
     expect(refused(obj({ u: { anyOf: [obj({ a: true }), obj({ b: true })] } }))).toEqual({ path: '/properties/u', keyword: 'anyOf' });
     expect(refused(obj({ u: { type: ['integer', 'string'], enum: [1] } }))).toBeNull();
     expect(refused(obj({ r: { $ref: 'https://example.com/s.json' } }))).toEqual({ path: '/properties/r', keyword: '$ref' });
