@@ -12,7 +12,7 @@
  * string's `pattern` (regex.ts; its text written without escapes) or `format` (FORMATS), a number's
  * `minimum` / `maximum` / `exclusiveMinimum` / `exclusiveMaximum` (number-pattern.ts), `enum`,
  * `const`, `anyOf` / `oneOf` whose alternatives start with different bytes (a string or null, an
- * object or an array...), and annotations. Anything else (`multipleOf`, `allOf`, other
+ * object or an array...), `allOf` of one schema, and annotations. Anything else (`multipleOf`, `allOf` of several, other
  * formats, alternatives a reply could not tell apart from their first byte...) is refused with a
  * SchemaError naming the keyword and where it is, rather than silently not enforced. The root is an
  * object or an array, so that the reply is whole exactly when it closes.
@@ -67,7 +67,7 @@ export interface CompiledSchema {
 }
 
 const ANNOTATIONS = new Set(['title', 'description', 'default', 'examples', '$schema', '$id', '$comment', 'deprecated', 'readOnly', 'writeOnly', '$defs', 'definitions']);
-const KEYWORDS = new Set([...ANNOTATIONS, 'type', 'enum', 'const', 'properties', 'required', 'additionalProperties', 'items', 'prefixItems', 'additionalItems', 'minItems', 'maxItems', 'minLength', 'maxLength', 'pattern', 'format', 'minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum', 'minProperties', 'maxProperties', 'anyOf', 'oneOf', '$ref']);
+const KEYWORDS = new Set([...ANNOTATIONS, 'type', 'enum', 'const', 'properties', 'required', 'additionalProperties', 'items', 'prefixItems', 'additionalItems', 'minItems', 'maxItems', 'minLength', 'maxLength', 'pattern', 'format', 'minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum', 'minProperties', 'maxProperties', 'anyOf', 'oneOf', 'allOf', '$ref']);
 
 const OCTET = '(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])';
 const FULL_TIME = '([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,6})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])';
@@ -154,6 +154,13 @@ class Compiler {
       this.literals += values.length;
       if (this.literals > MAX_ENUM_VALUES) throw new SchemaError(path, keyword, `the schema has more than ${MAX_ENUM_VALUES} enum and const values`);
       return this.add({ k: 'lit', values: [...new Set(values.map((v) => JSON.stringify(v)))].map((v) => enc.encode(v)) });
+    }
+    if (s.allOf !== undefined) {
+      // One schema in allOf (as generators wrap a $ref to annotate it) is that schema; more are not merged.
+      if (!Array.isArray(s.allOf) || s.allOf.length !== 1) throw new SchemaError(path, 'allOf', '"allOf" of more than one schema is not supported');
+      const others = Object.keys(s).filter((k) => k !== 'allOf' && !ANNOTATIONS.has(k));
+      if (others.length > 0) throw new SchemaError(path, others[0], `"${others[0]}" beside "allOf" is not supported`);
+      return this.compile(s.allOf[0], `${path}/allOf/0`);
     }
     const union = s.anyOf ?? s.oneOf;
     if (union !== undefined) {

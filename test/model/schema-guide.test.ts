@@ -467,7 +467,14 @@ describe('compileJsonSchema', () => {
     expect(refused(obj({ n: { type: 'integer', minimum: 5, maximum: 3 } }))).toEqual({ path: '/properties/n', keyword: 'minimum' });
     expect(refused(obj({ n: { type: 'number', exclusiveMinimum: true, minimum: 0 } }))).toEqual({ path: '/properties/n', keyword: 'exclusiveMinimum' });
     expect(refused(obj({ n: { type: 'number', minimum: 0.2, maximum: 0.8 } }))).toEqual({ path: '/properties/n', keyword: 'minimum' });
-    expect(refused(obj({ n: { allOf: [{ type: 'integer' }] } }))).toEqual({ path: '/properties/n', keyword: 'allOf' });
+    expect(refused(obj({ n: { allOf: [{ type: 'integer' }, { minimum: 0 }] } }))).toEqual({ path: '/properties/n', keyword: 'allOf' });
+    expect(refused(obj({ n: { allOf: [{ type: 'integer' }], minimum: 0 } }))).toEqual({ path: '/properties/n', keyword: 'minimum' });
+    expect(refused(obj({ n: { allOf: [{ type: 'integer', multipleOf: 3 }] } }))).toEqual({ path: '/properties/n/allOf/0', keyword: 'multipleOf' });
+    // allOf of one schema, annotated (as generators wrap a $ref), is that schema.
+    const wrapped = compileJsonSchema({ ...obj({ n: { allOf: [{ $ref: '#/$defs/small' }], description: 'a small number' } }), required: ['n'], $defs: { small: { type: 'integer', maximum: 9 } } });
+    const g = new SchemaGuide(wrapped, vocab);
+    for (const b of enc('{"n":')) g.advance(b);
+    expect([g.accepts(enc('7}')), g.accepts(enc('12')), g.accepts(enc('"x"'))]).toEqual([true, false, false]);
     expect(refused(obj({ t: { type: 'array', prefixItems: [{ type: 'integer' }], items: [{ type: 'integer' }] } }))).toEqual({ path: '/properties/t', keyword: 'items' });
     expect(refused(obj({ t: { type: 'array', prefixItems: [{ type: 'integer' }], items: false, minItems: 2 } }))).toEqual({ path: '/properties/t', keyword: 'minItems' });
     expect(refused(obj({ t: { type: 'array', prefixItems: { type: 'integer' } } }))).toEqual({ path: '/properties/t', keyword: 'prefixItems' });
