@@ -11,8 +11,9 @@
  * (`prefixItems`, or `items` as an array with `additionalItems`), `minLength` / `maxLength` (in code points), a
  * string's `pattern` (regex.ts; its text written without escapes) or `format` (FORMATS), a number's
  * `minimum` / `maximum` / `exclusiveMinimum` / `exclusiveMaximum` (number-pattern.ts), `enum`,
- * `const`, `anyOf` / `oneOf` whose alternatives start with different bytes (a string or null, an
- * object or an array...), `allOf` of one schema, and annotations. Anything else (`multipleOf`, `allOf` of several, other
+ * `const`, `anyOf` (alternatives that start alike are followed together until the reply tells them
+ * apart), `oneOf` whose alternatives start with different bytes (a string or null, an object or an
+ * array...: so no document is one of two), `allOf` of one schema, and annotations. Anything else (`multipleOf`, `allOf` of several, other
  * formats, alternatives a reply could not tell apart from their first byte...) is refused with a
  * SchemaError naming the keyword and where it is, rather than silently not enforced. The root is an
  * object or an array, so that the reply is whole exactly when it closes.
@@ -52,8 +53,12 @@ export type SchemaNode =
   | { k: 'num'; integer: boolean; regex: Nfa | null }
   /** One of these values, written exactly as JSON.stringify writes them (enum, const, booleans, null). */
   | { k: 'lit'; values: Uint8Array[] }
-  /** One of the alternatives, told apart by the first byte. */
-  | { k: 'alt'; alts: number[] };
+  /**
+   * One of the alternatives. Those that may start alike are followed together until the bytes tell
+   * them apart (anyOf); `exclusive` ones (oneOf) must be told apart by their first byte, so that no
+   * document is one of two.
+   */
+  | { k: 'alt'; alts: number[]; exclusive?: boolean };
 
 export interface CompiledSchema {
   /** A process-wide number: masks of guides of the same schema are shared. */
@@ -106,6 +111,8 @@ class Compiler {
   readonly nodes: SchemaNode[] = [];
   /** Where each alternative node comes from, for errors. */
   readonly paths = new Map<number, string>();
+  /** The alternative nodes that stand for a `$ref`. */
+  readonly refNodes = new Set<number>();
   private readonly refs = new Map<string, number>();
   private anyNode = -1;
   private literals = 0;
@@ -169,7 +176,7 @@ class Compiler {
       if (!Array.isArray(union) || union.length === 0) throw new SchemaError(path, keyword, `"${keyword}" must be a non-empty array`);
       const others = Object.keys(s).filter((k) => k !== keyword && !ANNOTATIONS.has(k));
       if (others.length > 0) throw new SchemaError(path, others[0], `"${others[0]}" beside "${keyword}" is not supported`);
-      return this.alt(union.map((alt, i) => this.compile(alt, `${path}/${keyword}/${i}`)), path);
+      return this.alt(union.map((alt, i) => this.compile(alt, `${path}/${keyword}/${i}`)), path, keyword === 'oneOf');
     }
     // Without a type, the types whose keywords the schema uses (each applies to its own type only, so
     // writing just those types stays within the schema); none: any value.
@@ -182,8 +189,8 @@ class Compiler {
     return ids.length === 1 ? ids[0] : this.alt(ids, path);
   }
 
-  private alt(alts: number[], path: string): number {
-    const id = this.add({ k: 'alt', alts });
+  private alt(alts: number[], path: string, exclusive = false): number {
+    const id = this.add({ k: 'alt', alts, exclusive });
     this.paths.set(id, path);
     return id;
   }
@@ -271,6 +278,7 @@ class Compiler {
     // The reference is a node of one alternative, set once its target compiles: a schema may refer to itself.
     const id = this.alt([], path);
     this.refs.set(ref, id);
+    this.refNodes.add(id);
     let target: unknown = this.rootSchema;
     for (const part of ref === '#' ? [] : ref.slice(2).split('/')) {
       const key = decodeURIComponent(part).replace(/~1/g, '/').replace(/~0/g, '~');
@@ -370,6 +378,25 @@ function firstBytes(nodes: readonly SchemaNode[]): Set<number>[] {
   return first;
 }
 
+/**
+ * Refuses alternatives that lead back to themselves before any value begins (`a: anyOf [$ref a, ...]`):
+ * beginning one would begin it again without end. A cycle of alternative nodes is one.
+ */
+function leftRecursion(c: Compiler): void {
+  const state = new Uint8Array(c.nodes.length); // 0 unseen, 1 on the path, 2 done
+  const visit = (i: number): void => {
+    const n = c.nodes[i];
+    if (n.k !== 'alt' || state[i] === 2) return;
+    state[i] = 1;
+    for (const alt of n.alts) {
+      if (state[alt] !== 1) visit(alt);
+      else throw new SchemaError(c.paths.get(i) ?? '', c.refNodes.has(i) ? '$ref' : n.exclusive ? 'oneOf' : 'anyOf', 'an alternative that leads back to itself before any value begins');
+    }
+    state[i] = 2;
+  };
+  c.nodes.forEach((_, i) => visit(i));
+}
+
 const compiled = new Map<string, CompiledSchema>();
 /** Compiled schemas kept by their JSON text (the same schema in every request shares its masks). */
 const MAX_COMPILED = 64;
@@ -386,14 +413,15 @@ export function compileJsonSchema(schema: unknown): CompiledSchema {
   c.nodes.forEach((n, i) => {
     if (n.k !== 'alt') return;
     const seen = new Set<number>();
-    for (const alt of n.alts) {
+    for (const alt of n.exclusive ? n.alts : []) {
       for (const b of first[alt]) {
-        if (seen.has(b)) throw new SchemaError(c.paths.get(i) ?? '', 'anyOf', `alternatives that may start alike (with "${String.fromCharCode(b)}") are not supported`);
+        if (seen.has(b)) throw new SchemaError(c.paths.get(i) ?? '', 'oneOf', `oneOf alternatives that may start alike (with "${String.fromCharCode(b)}") are not supported: a document could be of two (anyOf allows it)`);
         seen.add(b);
       }
     }
     if (first[i].size === 0) throw new SchemaError(c.paths.get(i) ?? '', '$ref', 'a reference that never reaches a value');
   });
+  leftRecursion(c);
   // Every value of the root starts with { or [: it is an object or an array, whole when it closes.
   if ([...first[root]].some((b) => b !== 0x7b && b !== 0x5b)) throw new SchemaError('', 'type', 'the root must be an object or an array');
   const out: CompiledSchema = { id: nextId++, nodes: c.nodes, root, first, keyNode };

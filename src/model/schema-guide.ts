@@ -16,6 +16,11 @@
  * per schema and state (mask-cache.ts); counts that no bound reads (a string's length without
  * minLength / maxLength) are left out of the state so that its masks repeat.
  *
+ * anyOf alternatives that start alike (two kinds of object) are followed together: where more than
+ * one may begin, each takes a state of its own (a fork, followed within the token too), and the
+ * guide keeps every state the reply so far may be in (at most MAX_BRANCHES, those alike once); a
+ * token is allowed when any of them takes it, and states that cannot take it are dropped.
+ *
  * An object with free keys (JSON mode's, additionalProperties) never repeats a key: each key's bytes
  * are hashed as they come (FNV-1a, 32 bits) and a closing quote that would write a hash the object
  * holds is refused (a new key colliding with a written one is refused too, about once in 2^32 / keys
@@ -92,6 +97,22 @@ interface State {
   done: boolean;
   /** Take a free key an object holds already (the masks kept per state are those without the rule). */
   laxKeys: boolean;
+  /** States of the other alternatives that the last byte began (anyOf alternatives that start alike), for run() to follow. */
+  forks: State[] | null;
+}
+
+const fresh = (): State => ({ frames: [], shared: 0, ws: 0, nl: 0, done: false, laxKeys: false, forks: null });
+
+/** A copy of `from` (into `into` where given) sharing its frames, which each copies before it writes one. */
+function copyOf(from: State, into: State = fresh()): State {
+  into.frames = from.frames.slice();
+  into.shared = into.frames.length;
+  into.ws = from.ws;
+  into.nl = from.nl;
+  into.done = from.done;
+  into.laxKeys = from.laxKeys;
+  into.forks = null;
+  return into;
 }
 
 const OK = 0; // taken
@@ -126,9 +147,25 @@ function whitespace(s: State, b: number): number {
 function begin(c: CompiledSchema, s: State, id: number, b: number): boolean {
   const node = c.nodes[id];
   switch (node.k) {
-    case 'alt':
-      for (const alt of node.alts) if (c.first[alt].has(b)) return begin(c, s, alt, b);
-      return false;
+    case 'alt': {
+      const cands = node.alts.filter((alt) => c.first[alt].has(b));
+      if (cands.length <= 1) return cands.length === 1 && begin(c, s, cands[0], b);
+      // Alternatives that start alike: the first that begins takes the state, each later one begins in a copy (a fork).
+      const before = copyOf(s);
+      s.shared = s.frames.length;
+      let taken = false;
+      for (const alt of cands) {
+        if (!taken) {
+          taken = begin(c, s, alt, b);
+          continue;
+        }
+        const fork = copyOf(before);
+        if (!begin(c, fork, alt, b)) continue;
+        (s.forks ??= []).push(fork, ...(fork.forks ?? []));
+        fork.forks = null;
+      }
+      return taken;
+    }
     case 'obj':
       if (b !== 0x7b) return false;
       s.frames.push({ n: id, p: O_OPEN, a: -1, b: 0, c: NONE, m: 0 });
@@ -438,10 +475,39 @@ function quoteTokens(vocab: ReadonlyArray<Uint8Array | null>): number[] {
   return ids;
 }
 
+/**
+ * Run bytes[i..] on `s` (in place), following in their own states the alternatives begun on the way
+ * (forks); with `out`, every state they all reach is pushed to it, without, the first to take them
+ * all returns true.
+ */
+function run(c: CompiledSchema, s: State, bytes: ArrayLike<number>, i: number, out: State[] | null): boolean {
+  for (; i < bytes.length; i++) {
+    const ok = feed(c, s, bytes[i]);
+    const forks = s.forks;
+    if (forks) {
+      s.forks = null;
+      for (const f of forks) if (run(c, f, bytes, i + 1, out) && !out) return true;
+    }
+    if (!ok) return false;
+  }
+  out?.push(s);
+  return true;
+}
+
+/** A state as a string: every frame whole (the keys written too); two states alike take the same documents. */
+const stateKey = (s: State): string => `${s.ws}|${s.nl}|${s.done ? 1 : 0}|${s.frames.map((f) => `${f.n}.${f.p}.${f.a}.${f.b}.${f.m}.${f.c.join(',')}`).join('/')}`;
+
+/** Most states a guide follows at once (alternatives that start alike): past it the latest are dropped, which only narrows what may be written. */
+export const MAX_BRANCHES = 16;
+
 export class SchemaGuide implements Guide {
-  private state: State = { frames: [], shared: 0, ws: 0, nl: 0, done: false, laxKeys: false };
-  /** Where accepts() runs bytes; after an accepted token, the next state. */
-  private scratch: State = { frames: [], shared: 0, ws: 0, nl: 0, done: false, laxKeys: false };
+  /**
+   * The states the reply so far may be in: one, but for alternatives (anyOf) that start alike, each
+   * followed until the bytes written rule it out.
+   */
+  private branches: State[] = [fresh()];
+  /** Where accepts() runs bytes. */
+  private readonly scratch: State = fresh();
 
   constructor(
     private readonly schema: CompiledSchema,
@@ -455,25 +521,40 @@ export class SchemaGuide implements Guide {
 
   /** The root has closed: the reply is a whole document of the schema. */
   get done(): boolean {
-    return this.state.done;
+    return this.branches.some((s) => s.done);
+  }
+
+  /** How many states the reply so far may be in (more than one while anyOf alternatives that start alike are still both possible). */
+  get stateCount(): number {
+    return this.branches.length;
   }
 
   /** Whether `bytes` may come next (the state is left as it is); `laxKeys`: even by writing a key its object holds. */
   accepts(bytes: ArrayLike<number>, laxKeys = false): boolean {
-    const s = this.scratch;
-    s.frames = this.state.frames.slice();
-    s.shared = s.frames.length;
-    s.ws = this.state.ws;
-    s.nl = this.state.nl;
-    s.done = this.state.done;
+    for (const s of this.branches) if (this.acceptsFrom(s, bytes, laxKeys)) return true;
+    return false;
+  }
+
+  private acceptsFrom(from: State, bytes: ArrayLike<number>, laxKeys: boolean): boolean {
+    const s = copyOf(from, this.scratch);
     s.laxKeys = laxKeys;
-    for (let i = 0; i < bytes.length; i++) if (!feed(this.schema, s, bytes[i])) return false;
-    return true;
+    return run(this.schema, s, bytes, 0, null);
   }
 
   /** The tokens that may come next: 1 where a token's bytes continue the document. Shared between sequences: do not write to it. */
   allowed(): Uint8Array {
-    const s = this.state;
+    if (this.branches.length === 1) return this.maskFrom(this.branches[0]);
+    // Several states: a token any of them takes.
+    const mask = new Uint8Array(this.vocab.length);
+    for (const s of this.branches) {
+      const m = this.maskFrom(s);
+      for (let i = 0; i < mask.length; i++) mask[i] |= m[i];
+    }
+    return mask;
+  }
+
+  /** The tokens that continue the document from one state. */
+  private maskFrom(s: State): Uint8Array {
     const { nodes, keyNode } = this.schema;
     // The state without the keys written (free objects' hashes, a free key's so far): its mask, without the rule against repeated keys, is kept.
     let freeKeys = false;
@@ -486,12 +567,12 @@ export class SchemaGuide implements Guide {
         return `${f.n}.${f.p}.${f.a}.${f.b}.${f.m}`;
       })
       .join('/');
-    const lax = cachedMask(this.vocab, `schema ${this.schema.id}|${s.ws}|${s.nl}|${s.done ? 1 : 0}|${frames}`, (bytes) => this.accepts(bytes, true));
+    const lax = cachedMask(this.vocab, `schema ${this.schema.id}|${s.ws}|${s.nl}|${s.done ? 1 : 0}|${frames}`, (bytes) => this.acceptsFrom(s, bytes, true));
     if (!freeKeys) return lax;
     // Only a token with a quote can close a key: those the lax mask takes are run again with the rule.
     let mask = lax;
     for (const id of quoteTokens(this.vocab)) {
-      if (!lax[id] || this.accepts(this.vocab[id]!)) continue;
+      if (!lax[id] || this.acceptsFrom(s, this.vocab[id]!, false)) continue;
       if (mask === lax) mask = lax.slice();
       mask[id] = 0;
     }
@@ -501,7 +582,21 @@ export class SchemaGuide implements Guide {
   /** Take a drawn token's bytes; throws if they do not continue the document (a token the mask excluded). */
   advance(id: number): void {
     const bytes = this.vocab[id];
-    if (!bytes || !this.accepts(bytes)) throw new Error(`token ${id} does not continue the JSON document`);
-    [this.state, this.scratch] = [this.scratch, this.state];
+    const next: State[] = [];
+    if (bytes) for (const s of this.branches) run(this.schema, copyOf(s), bytes, 0, next);
+    if (next.length === 0) throw new Error(`token ${id} does not continue the JSON document`);
+    if (next.length === 1) {
+      this.branches = next;
+      return;
+    }
+    // States alike are followed once.
+    const seen = new Set<string>();
+    this.branches = [];
+    for (const s of next) {
+      const key = stateKey(s);
+      if (seen.has(key) || this.branches.length === MAX_BRANCHES) continue;
+      seen.add(key);
+      this.branches.push(s);
+    }
   }
 }

@@ -252,6 +252,8 @@ const FORMAT_CHECKS: Record<string, (v: string) => boolean> = {
 /** An independent check of a parsed value against a schema of the subset (the test's own reading of JSON Schema). */
 function valid(v: unknown, s: Record<string, any>, root: Record<string, any> = s): boolean {
   if (s.$ref) return valid(v, s.$ref.split('/').slice(1).reduce((o: any, k: string) => o[k], root), root);
+  if (s.anyOf) return s.anyOf.some((a: Record<string, any>) => valid(v, a, root));
+  if (s.oneOf) return s.oneOf.filter((a: Record<string, any>) => valid(v, a, root)).length === 1;
   if ('const' in s) return JSON.stringify(v) === JSON.stringify(s.const);
   if (s.enum) return s.enum.some((e: unknown) => JSON.stringify(e) === JSON.stringify(v));
   const types: string[] = Array.isArray(s.type) ? s.type : [s.type];
@@ -355,6 +357,64 @@ describe('SchemaGuide of a JSON schema (structured outputs)', () => {
     ] as const) {
       expect(walkSchema(bad), bad).toEqual({ accepted: at, done: false });
     }
+  });
+
+  it('anyOf alternatives that start alike are followed together until the reply tells them apart', () => {
+    const PETS = {
+      type: 'object',
+      properties: {
+        pets: { type: 'array', items: { anyOf: [{ $ref: '#/$defs/cat' }, { $ref: '#/$defs/dog' }] }, minItems: 1, maxItems: 3 },
+        n: { anyOf: [{ type: 'integer', minimum: 10 }, { type: 'number', maximum: 0 }] },
+        nums: { type: 'array', items: { anyOf: [{ type: 'integer' }, { type: 'number' }] } },
+      },
+      required: ['pets', 'n'],
+      additionalProperties: false,
+      $defs: {
+        cat: { type: 'object', properties: { kind: { const: 'cat' }, lives: { type: 'integer' } }, required: ['kind', 'lives'] },
+        dog: { type: 'object', properties: { kind: { enum: ['dog', 'cattle dog'] }, good: { type: 'boolean' } }, required: ['kind'] },
+      },
+    };
+    const schema = compileJsonSchema(PETS);
+    const at = (text: string) => {
+      const g = new SchemaGuide(schema, vocab);
+      const bytes = enc(text);
+      for (let i = 0; i < bytes.length; i++) {
+        if (!g.accepts([bytes[i]])) return { g, accepted: i, done: false };
+        g.advance(bytes[i]);
+      }
+      return { g, accepted: bytes.length, done: g.done };
+    };
+    for (const doc of ['{"pets":[{"kind":"cat","lives":9},{"kind":"cattle dog","good":true},{"kind":"dog"}],"n":12}', '{"pets":[{"kind":"dog"}],"n":-0.5,"nums":[1,2.5,-3]}']) {
+      expect(valid(JSON.parse(doc), PETS), doc).toBe(true);
+      expect(at(doc), doc).toMatchObject({ accepted: doc.length, done: true });
+    }
+    const head = '{"pets":[{"kind":"';
+    for (const [bad, accepted] of [
+      [`${head}cat","good"`, head.length + 6], // a cat's next key is lives
+      [`${head}dog","lives"`, head.length + 6], // a dog's is good
+      [`${head}cow"`, head.length + 1],
+      [`${head}dog"}],"n":5}`, head.length + 12], // 5 may begin 50, but not end
+      [`${head}dog"}],"n":1.`, head.length + 12], // an integer from 10, or a number up to 0
+    ] as const) {
+      expect(at(bad), bad).toMatchObject({ accepted, done: false });
+    }
+    // Inside "cat" both kinds are possible (the dog's "cattle dog"): the mask is what either state takes.
+    const both = at(`${head}cat`).g;
+    expect(both.stateCount).toBe(2);
+    const mask = both.allowed();
+    vocab.forEach((bytes, i) => {
+      if (bytes) expect(mask[i], `token ${i}`).toBe(both.accepts(bytes) ? 1 : 0);
+    });
+    expect([mask[0x22], mask[0x74], mask[0x73]]).toEqual([1, 1, 0]);
+    expect(at(`${head}cat"`).g.stateCount).toBe(1);
+    expect(at(`${head}catt`).g.stateCount).toBe(1);
+    // An integer is a number too: both are followed through each item, and states alike are followed once.
+    expect(at(`${head}dog"}],"n":0,"nums":[1,2`).g.stateCount).toBe(2);
+    expect(at(`${head}dog"}],"n":0,"nums":[1,2,3,4,5,6,7,8,9,10,`).g.stateCount).toBe(1);
+    const texts = randomWalks(() => new SchemaGuide(schema, vocab), { steps: 600, closers: [0x7d, 0x5d, 0x22, 0x2c], closeAfter: 80 });
+    expect(texts.length).toBeGreaterThan(100);
+    for (const t of texts) expect(valid(JSON.parse(t), PETS), t).toBe(true);
+    expect(texts.some((t) => t.includes('"cattle dog"')) && texts.some((t) => t.includes('"lives"'))).toBe(true);
   });
 
   it('tuples: prefixItems (or items as an array) item by item, then items (or additionalItems) or none', () => {
@@ -479,7 +539,9 @@ describe('compileJsonSchema', () => {
     expect(refused(obj({ t: { type: 'array', prefixItems: [{ type: 'integer' }], items: false, minItems: 2 } }))).toEqual({ path: '/properties/t', keyword: 'minItems' });
     expect(refused(obj({ t: { type: 'array', prefixItems: { type: 'integer' } } }))).toEqual({ path: '/properties/t', keyword: 'prefixItems' });
     expect(refused(obj({ t: { type: 'array', prefixItems: [{ type: 'integer', multipleOf: 2 }] } }))).toEqual({ path: '/properties/t/prefixItems/0', keyword: 'multipleOf' });
-    expect(refused(obj({ u: { anyOf: [obj({ a: true }), obj({ b: true })] } }))).toEqual({ path: '/properties/u', keyword: 'anyOf' });
+    expect(refused(obj({ u: { anyOf: [obj({ a: true }), obj({ b: true })] } }))).toBeNull();
+    expect(refused(obj({ u: { oneOf: [obj({ a: true }), obj({ b: true })] } }))).toEqual({ path: '/properties/u', keyword: 'oneOf' });
+    expect(refused(obj({ u: { oneOf: [obj({ a: true }), { type: 'null' }] } }))).toBeNull();
     expect(refused(obj({ u: { type: ['integer', 'string'], enum: [1] } }))).toBeNull();
     expect(refused(obj({ r: { $ref: 'https://example.com/s.json' } }))).toEqual({ path: '/properties/r', keyword: '$ref' });
     expect(refused(obj({ r: { $ref: '#/$defs/missing' } }))).toEqual({ path: '/properties/r', keyword: '$ref' });

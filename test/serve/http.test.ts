@@ -453,6 +453,25 @@ describe('the official OpenAI client, unmodified, against the real server', () =
     // vLLM's guided_json, as JSON text, through /v1/completions: bob's adapter forces 'z'.
     const c = completionResponseSchema.parse(await (await post('/v1/completions', { user: 'bob', prompt: 'Pick one:', max_tokens: 200, guided_json: JSON.stringify(schema) })).json());
     expect(JSON.parse(c.choices[0].text)).toMatchObject({ word: 'zebra' });
+    // A union of two objects that start alike: each user's adapter takes the branch of its letter.
+    const union = {
+      anyOf: [
+        { type: 'object', properties: { animal: { const: 'quail' }, flies: { type: 'boolean' } }, required: ['animal', 'flies'], additionalProperties: false },
+        { type: 'object', properties: { animal: { const: 'zebu' }, horns: { type: 'integer', minimum: 0, maximum: 2 } }, required: ['animal', 'horns'], additionalProperties: false },
+      ],
+    };
+    const picked = async (user: string) => {
+      const res = chatCompletionResponseSchema.parse(await (await post('/v1/chat/completions', { user, messages: hello, max_tokens: 200, guided_json: union })).json());
+      expect(res.choices[0].finish_reason).toBe('stop');
+      return JSON.parse(res.choices[0].message.content ?? '') as Record<string, unknown>;
+    };
+    const [quail, zebu] = [await picked('alice'), await picked('bob')];
+    expect(Object.keys(quail)).toEqual(['animal', 'flies']);
+    expect(quail.animal).toBe('quail');
+    expect(quail.flies).toBeTypeOf('boolean');
+    expect(Object.keys(zebu)).toEqual(['animal', 'horns']);
+    expect(zebu.animal).toBe('zebu');
+    expect([0, 1, 2]).toContain(zebu.horns);
     const unsupported = await post('/v1/chat/completions', { user: 'alice', messages: hello, response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'object', properties: { d: { type: 'string', format: 'iri' } } } } } });
     const err = await expectError(unsupported, 422, 'unsupported_schema');
     expect(err.details).toEqual({ path: '/properties/d', keyword: 'format' });
