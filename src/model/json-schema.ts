@@ -13,7 +13,8 @@
  * `minimum` / `maximum` / `exclusiveMinimum` / `exclusiveMaximum` (number-pattern.ts), `enum`,
  * `const`, `anyOf` (alternatives that start alike are followed together until the reply tells them
  * apart), `oneOf` whose alternatives start with different bytes (a string or null, an object or an
- * array...: so no document is one of two), `allOf` of one schema, and annotations. Anything else (`multipleOf`, `allOf` of several, other
+ * array...) or, objects alike, carry a tag of constant values telling them apart (so no document is
+ * one of two), `allOf` of one schema, and annotations. Anything else (`multipleOf`, `allOf` of several, other
  * formats, alternatives a reply could not tell apart from their first byte...) is refused with a
  * SchemaError naming the keyword and where it is, rather than silently not enforced. The root is an
  * object or an array, so that the reply is whole exactly when it closes.
@@ -71,7 +72,8 @@ export interface CompiledSchema {
   readonly keyNode: number;
 }
 
-const ANNOTATIONS = new Set(['title', 'description', 'default', 'examples', '$schema', '$id', '$comment', 'deprecated', 'readOnly', 'writeOnly', '$defs', 'definitions']);
+// OpenAPI's discriminator names a oneOf's tag: the tag's own constant values are what tell the alternatives apart.
+const ANNOTATIONS = new Set(['title', 'description', 'default', 'examples', '$schema', '$id', '$comment', 'deprecated', 'readOnly', 'writeOnly', '$defs', 'definitions', 'discriminator']);
 const KEYWORDS = new Set([...ANNOTATIONS, 'type', 'enum', 'const', 'properties', 'required', 'additionalProperties', 'items', 'prefixItems', 'additionalItems', 'minItems', 'maxItems', 'minLength', 'maxLength', 'pattern', 'format', 'minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum', 'minProperties', 'maxProperties', 'anyOf', 'oneOf', 'allOf', '$ref']);
 
 const OCTET = '(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])';
@@ -378,6 +380,39 @@ function firstBytes(nodes: readonly SchemaNode[]): Set<number>[] {
   return first;
 }
 
+/** A node past the references (alternatives of one) that stand for it. */
+function resolved(nodes: readonly SchemaNode[], i: number): SchemaNode {
+  let n = nodes[i];
+  while (n.k === 'alt' && n.alts.length === 1) n = nodes[n.alts[0]];
+  return n;
+}
+
+/**
+ * Whether no document can be of two of these alternatives: each is an object with named properties,
+ * all requiring a property (a tag, as generators write tagged unions with a `discriminator`) of
+ * constant values, no value of one alternative's tag another's.
+ */
+function tagged(nodes: readonly SchemaNode[], alts: readonly number[]): boolean {
+  const objects = alts.map((i) => resolved(nodes, i));
+  if (objects.some((o) => o.k !== 'obj' || o.values !== null)) return false;
+  const [head, ...rest] = objects as Array<Extract<SchemaNode, { k: 'obj' }>>;
+  const dec = new TextDecoder();
+  const tagValues = (o: Extract<SchemaNode, { k: 'obj' }>, name: string): string[] | null => {
+    const p = o.props.find((q) => q.name === name && q.required);
+    const lit = p && resolved(nodes, p.node);
+    return lit && lit.k === 'lit' ? lit.values.map((v) => dec.decode(v)) : null;
+  };
+  return head.props.some((p) => {
+    const seen = new Set<string>();
+    return [head, ...rest].every((o) => {
+      const values = tagValues(o, p.name);
+      if (!values || values.some((v) => seen.has(v))) return false;
+      for (const v of values) seen.add(v);
+      return true;
+    });
+  });
+}
+
 /**
  * Refuses alternatives that lead back to themselves before any value begins (`a: anyOf [$ref a, ...]`):
  * beginning one would begin it again without end. A cycle of alternative nodes is one.
@@ -410,18 +445,19 @@ export function compileJsonSchema(schema: unknown): CompiledSchema {
   const root = c.compile(schema, '');
   const keyNode = c.add({ k: 'str', min: 0, max: Infinity, regex: null });
   const first = firstBytes(c.nodes);
+  leftRecursion(c);
   c.nodes.forEach((n, i) => {
     if (n.k !== 'alt') return;
-    const seen = new Set<number>();
-    for (const alt of n.exclusive ? n.alts : []) {
-      for (const b of first[alt]) {
-        if (seen.has(b)) throw new SchemaError(c.paths.get(i) ?? '', 'oneOf', `oneOf alternatives that may start alike (with "${String.fromCharCode(b)}") are not supported: a document could be of two (anyOf allows it)`);
-        seen.add(b);
+    if (first[i].size === 0) throw new SchemaError(c.paths.get(i) ?? '', '$ref', 'a reference that never reaches a value');
+    if (!n.exclusive) return;
+    // oneOf: alternatives that may start alike must be told apart by a tag, or a document could be of two.
+    for (const b of first[i]) {
+      const alike = n.alts.filter((alt) => first[alt].has(b));
+      if (alike.length > 1 && !tagged(c.nodes, alike)) {
+        throw new SchemaError(c.paths.get(i) ?? '', 'oneOf', `oneOf alternatives that may start alike (with "${String.fromCharCode(b)}") and carry no tag telling them apart are not supported: a document could be of two (anyOf allows it)`);
       }
     }
-    if (first[i].size === 0) throw new SchemaError(c.paths.get(i) ?? '', '$ref', 'a reference that never reaches a value');
   });
-  leftRecursion(c);
   // Every value of the root starts with { or [: it is an object or an array, whole when it closes.
   if ([...first[root]].some((b) => b !== 0x7b && b !== 0x5b)) throw new SchemaError('', 'type', 'the root must be an object or an array');
   const out: CompiledSchema = { id: nextId++, nodes: c.nodes, root, first, keyNode };

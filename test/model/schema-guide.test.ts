@@ -542,6 +542,16 @@ describe('compileJsonSchema', () => {
     expect(refused(obj({ u: { anyOf: [obj({ a: true }), obj({ b: true })] } }))).toBeNull();
     expect(refused(obj({ u: { oneOf: [obj({ a: true }), obj({ b: true })] } }))).toEqual({ path: '/properties/u', keyword: 'oneOf' });
     expect(refused(obj({ u: { oneOf: [obj({ a: true }), { type: 'null' }] } }))).toBeNull();
+    // A tagged union, as pydantic writes one: a required tag of constant values tells the objects apart.
+    const pet = (kind: unknown, extra: Record<string, unknown> = {}, required = ['kind']) => ({ type: 'object', properties: { kind, ...extra }, required });
+    const union = (alts: unknown[]) => ({ type: 'object', properties: { p: { oneOf: alts, discriminator: { propertyName: 'kind' } } }, $defs: { cat: pet({ const: 'cat' }, { lives: { type: 'integer' } }) } });
+    expect(refused(union([{ $ref: '#/$defs/cat' }, pet({ enum: ['dog', 'wolf'] }), { type: 'null' }]))).toBeNull();
+    expect(refused(union([{ $ref: '#/$defs/cat' }, pet({ enum: ['dog', 'cat'] })]))).toEqual({ path: '/properties/p', keyword: 'oneOf' });
+    expect(refused(union([{ $ref: '#/$defs/cat' }, pet({ const: 'dog' }, {}, [])]))).toEqual({ path: '/properties/p', keyword: 'oneOf' });
+    expect(refused(union([{ $ref: '#/$defs/cat' }, pet({ type: 'string' })]))).toEqual({ path: '/properties/p', keyword: 'oneOf' });
+    const tagged = new SchemaGuide(compileJsonSchema(union([{ $ref: '#/$defs/cat' }, pet({ enum: ['dog', 'wolf'] }, { good: { type: 'boolean' } })])), vocab);
+    for (const b of enc('{"p":{"kind":"cat",')) tagged.advance(b);
+    expect([tagged.accepts(enc('"lives":1}}')), tagged.accepts(enc('"good":true}}'))]).toEqual([true, false]);
     expect(refused(obj({ u: { type: ['integer', 'string'], enum: [1] } }))).toBeNull();
     expect(refused(obj({ r: { $ref: 'https://example.com/s.json' } }))).toEqual({ path: '/properties/r', keyword: '$ref' });
     expect(refused(obj({ r: { $ref: '#/$defs/missing' } }))).toEqual({ path: '/properties/r', keyword: '$ref' });
