@@ -325,7 +325,7 @@ function numberBounds(s: Record<string, unknown>, integer: boolean, path: string
     { min: s.minimum as number | undefined, max: s.maximum as number | undefined, exclusiveMin: s.exclusiveMinimum as number | undefined, exclusiveMax: s.exclusiveMaximum as number | undefined },
     integer,
   );
-  if (pattern === null) throw new SchemaError(path, given[0], `no ${integer ? 'integer' : 'number'} within the bounds can be written (an empty range, a range narrower than one between integers, or bounds past ${MAX_BOUND})`);
+  if (pattern === null) throw new SchemaError(path, given[0], `no ${integer ? 'integer' : 'number'} within the bounds can be written (an empty range, for an integer one with no integer in it, or bounds past ${MAX_BOUND})`);
   return compileRegex(pattern);
 }
 

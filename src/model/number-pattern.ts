@@ -1,9 +1,10 @@
 /**
  * Patterns of the JSON numbers within bounds (a schema's minimum / maximum / exclusiveMinimum /
  * exclusiveMaximum), for guided decoding to run as an NFA (regex.ts). Integers are written without
- * leading zeros, sign of zero or exponent; a bounded number is an integer in range, or one with a
- * non-zero fraction after an integer part whose every fraction is in range: fewer numbers than the
- * bounds allow, never one outside them.
+ * leading zeros, sign of zero or exponent; a bounded number is an integer in range, or an integer
+ * part and a fraction (any digits, trailing zeros too) whose value is in range, the fraction's digits
+ * compared with the bounds' own decimal digits (as a schema writes them: 0.3 is 0.3, not the binary
+ * double near it). No exponents: every number within the bounds has a written form, none outside.
  */
 
 /** Largest bound magnitude handled (beyond it, decimal strings stop being exact integers). */
@@ -56,6 +57,55 @@ export function integerPattern(lo: number, hi: number): string | null {
 }
 
 /**
+ * Digit strings R whose value 0.R lies within bounds given by their own fraction digits (lo, hi;
+ * null: none on that side; '' with a strict lo: above zero); the empty string too unless `nonEmpty`.
+ * Built digit by digit: a digit below lo's (or above hi's) is out, one strictly between frees that
+ * side, one equal to it carries the rest of the bound to the next digit. Null when none is.
+ */
+function fractionDigits(lo: string | null, loStrict: boolean, hi: string | null, hiStrict: boolean, nonEmpty: boolean): string | null {
+  if (lo === '' && !loStrict) lo = null;
+  if (hi === '' && hiStrict) return null; // below zero
+  if (hi === '') return lo === null ? (nonEmpty ? '0+' : '0*') : null; // zeros only
+  if (lo === '' && hi === null) return '0*[1-9][0-9]*'; // above zero
+  if (lo === null && hi === null) return nonEmpty ? '[0-9]+' : '[0-9]*';
+  const byDigit: Array<string | null> = [];
+  for (let d = 0; d <= 9; d++) {
+    let nextLo: string | null = null;
+    if (lo === '') nextLo = d === 0 ? '' : null;
+    else if (lo !== null) {
+      const l = Number(lo[0]);
+      if (d < l) {
+        byDigit.push(null);
+        continue;
+      }
+      nextLo = d === l ? lo.slice(1) : null;
+    }
+    let nextHi: string | null = null;
+    if (hi !== null) {
+      const h = Number(hi[0]);
+      if (d > h) {
+        byDigit.push(null);
+        continue;
+      }
+      nextHi = d === h ? hi.slice(1) : null;
+    }
+    byDigit.push(fractionDigits(nextLo, loStrict, nextHi, hiStrict, false));
+  }
+  // Digits in a row with the same rest: one class.
+  const alts: string[] = [];
+  for (let d = 0; d <= 9; ) {
+    const rest = byDigit[d];
+    let e = d;
+    while (e < 9 && byDigit[e + 1] === rest) e++;
+    if (rest !== null) alts.push(`${d === e ? d : `[${d}-${e}]`}${rest.includes('|') ? `(${rest})` : rest}`);
+    d = e + 1;
+  }
+  if (alts.length === 0) return null;
+  // Nothing more is 0: within the bounds when there is no lower one.
+  return !nonEmpty && lo === null ? `(${alts.join('|')})?` : alts.join('|');
+}
+
+/**
  * The pattern of the numbers within the bounds (undefined: none on that side), integers only when
  * `integer`; null when the bounds admit no such number (or are past MAX_BOUND).
  */
@@ -69,18 +119,56 @@ export function boundedNumberPattern(b: { min?: number; max?: number; exclusiveM
   if (Math.abs(hi) > MAX_BOUND && hi !== Infinity) return null;
   const ints = integerPattern(lo, hi);
   if (integer) return ints;
-  // A fraction (never zero: no trailing zeros) puts i.f strictly between i and i + 1, and -m.f
-  // between -(m + 1) and -m: allowed where that whole open interval lies within the bounds
-  // (inclusive or exclusive alike), with L and U the bounds' values.
-  const L = Math.max(b.min ?? -Infinity, b.exclusiveMin ?? -Infinity);
-  const U = Math.min(b.max ?? Infinity, b.exclusiveMax ?? Infinity);
+  // The binding bound of each side (an exclusive one where it ties an inclusive one).
+  const low = tighter(b.min, b.exclusiveMin, 1);
+  const high = tighter(b.max, b.exclusiveMax, -1);
   const parts = ints === null ? [] : [`(${ints})`];
-  const FRACTION = '\\.[0-9]*[1-9]';
-  const loPos = Math.max(0, Math.ceil(L));
-  const hiPos = Math.floor(U) - 1;
-  if (loPos <= hiPos) parts.push(`(${naturals(loPos, hiPos)})${FRACTION}`);
-  const loNeg = Math.max(0, Math.ceil(-U));
-  const hiNeg = Math.floor(-L - 1);
-  if (loNeg <= hiNeg) parts.push(`-(${naturals(loNeg, hiNeg)})${FRACTION}`);
+  // Numbers with a fraction: non-negative ones within the bounds, and negative ones whose magnitude is
+  // within the bounds turned round.
+  for (const p of withFraction(low && low.v >= 0 ? low : null, high)) parts.push(p);
+  if (low === null || low.v <= 0) {
+    for (const p of withFraction(high && high.v <= 0 ? { v: -high.v, strict: high.strict } : null, low && { v: -low.v, strict: low.strict })) parts.push(`-${p}`);
+  }
   return parts.length === 0 ? null : parts.join('|');
+}
+
+interface Bound {
+  v: number;
+  strict: boolean;
+}
+
+/** The binding one of an inclusive and an exclusive bound on one side (side 1: lower, -1: upper); null for none. */
+function tighter(inclusive: number | undefined, exclusive: number | undefined, side: 1 | -1): Bound | null {
+  if (inclusive === undefined && exclusive === undefined) return null;
+  if (exclusive === undefined) return { v: inclusive!, strict: false };
+  if (inclusive === undefined || side * exclusive >= side * inclusive) return { v: exclusive, strict: true };
+  return { v: inclusive, strict: false };
+}
+
+/** A non-negative bound's integer part and fraction digits (its shortest decimal form, no trailing zeros). */
+function decimal(v: number): [number, string] {
+  const text = String(v).includes('e') ? v.toFixed(20) : String(v);
+  const frac = text.split('.')[1] ?? '';
+  return [Math.floor(v), frac.replace(/0+$/, '')];
+}
+
+/**
+ * Patterns of the numbers written with a point, i.f, within non-negative bounds (lo null: from 0, hi
+ * null: none): at the bounds' integer parts, the fractions their own fraction digits allow; strictly
+ * between them, every fraction.
+ */
+function withFraction(lo: Bound | null, hi: Bound | null): string[] {
+  if (hi !== null && hi.v < 0) return [];
+  const [iLo, fLo] = lo ? decimal(lo.v) : [0, null];
+  const [iHi, fHi] = hi ? decimal(hi.v) : [Infinity, null];
+  const out: string[] = [];
+  const at = (i: number, f: string | null) => f !== null && out.push(`${i}\\.${f.includes('|') ? `(${f})` : f}`);
+  if (iLo === iHi) {
+    at(iLo, fractionDigits(fLo, lo?.strict ?? false, fHi, hi!.strict, true));
+    return out;
+  }
+  at(iLo, fractionDigits(fLo, lo?.strict ?? false, null, false, true));
+  if (iLo + 1 <= iHi - 1) out.push(`(${naturals(iLo + 1, iHi - 1)})\\.[0-9]+`);
+  if (iHi !== Infinity) at(iHi, fractionDigits(null, false, fHi, hi!.strict, true));
+  return out;
 }

@@ -21,7 +21,7 @@ describe('number patterns', () => {
     expect(integerPattern(3, 2)).toBeNull();
   });
 
-  it('boundedNumberPattern writes only numbers within the bounds, and every integer in them', () => {
+  it('boundedNumberPattern writes exactly the numbers within the bounds: integers canonically, decimals with any fraction digits', () => {
     const cases: Array<[{ min?: number; max?: number; exclusiveMin?: number; exclusiveMax?: number }, boolean]> = [
       [{ min: 0, max: 5 }, false],
       [{ min: 1, max: 5 }, true],
@@ -30,6 +30,15 @@ describe('number patterns', () => {
       [{ exclusiveMin: -10, max: -3 }, false],
       [{ min: 0.5 }, true],
       [{ exclusiveMax: 100 }, false],
+      [{ min: 0.2, max: 0.8 }, false],
+      [{ exclusiveMin: 0.25, exclusiveMax: 0.75 }, false],
+      [{ min: -0.05, exclusiveMax: 0.05 }, false],
+      [{ min: 1.5, max: 1.5 }, false],
+      [{ exclusiveMin: -3.75, exclusiveMax: 12.125 }, false],
+      [{ min: 0.1 }, false],
+      [{ exclusiveMax: -0.3 }, false],
+      [{ min: 0.333, max: 0.334, exclusiveMin: 0.333 }, false],
+      [{ min: 9.99, max: 10.01 }, false],
     ];
     const rng = new Rng(5);
     for (const [b, integer] of cases) {
@@ -41,18 +50,31 @@ describe('number patterns', () => {
         continue;
       }
       const re = whole(pattern);
+      // Random decimals (up to 4 fraction digits, trailing zeros and negative zero included), and each bound's neighbours.
+      const texts: string[] = [];
       for (let k = 0; k < 4000; k++) {
-        const int = Math.floor((rng.uniform() - 0.5) * 300);
-        const text = rng.uniform() < 0.5 ? String(int) : `${int}.${Math.floor(rng.uniform() * 1000)}`;
-        // Whatever matches is in range (and an integer if asked); every integer in range matches.
-        if (re.test(text)) expect(inRange(Number(text)) && (!integer || Number.isInteger(Number(text))), `${text} for ${JSON.stringify(b)}`).toBe(true);
-        if (!text.includes('.') && inRange(int) && Object.is(Number(text), int)) expect(re.test(text), `${text} for ${JSON.stringify(b)}`).toBe(true);
+        const int = Math.floor(rng.uniform() * 150);
+        const digits = Math.floor(rng.uniform() * 5);
+        const frac = Array.from({ length: digits }, () => Math.floor(rng.uniform() * 10)).join('');
+        texts.push(`${rng.uniform() < 0.5 ? '-' : ''}${int}${digits > 0 ? `.${frac}` : ''}`);
+      }
+      for (const v of Object.values(b)) {
+        for (let d = 1; d <= 4; d++) for (const step of [-1, 0, 1]) texts.push((v + step * 10 ** -d).toFixed(d), (v + step * 10 ** -d).toFixed(d + 2));
+      }
+      for (const text of texts) {
+        if (text === '-0' || /^-?0[0-9]/.test(text)) continue; // not canonical: never written, whatever its value
+        const x = Number(text);
+        const expected = inRange(x) && (!integer || !text.includes('.'));
+        expect(re.test(text), `${text} for ${JSON.stringify(b)}`).toBe(expected);
       }
     }
     // (0, 1) holds no integer, only fractions of 0; (-1, 0) those of -0; the top bound's own fractions are out.
     expect(['0.5', '0.05', '0.0', '1', '0'].map((t) => whole(boundedNumberPattern({ exclusiveMin: 0, exclusiveMax: 1 }, false)!).test(t))).toEqual([true, true, false, false, false]);
     expect(['-0.5', '0.5', '-1', '0'].map((t) => whole(boundedNumberPattern({ exclusiveMin: -1, exclusiveMax: 0 }, false)!).test(t))).toEqual([true, false, false, false]);
-    expect(['5', '5.1', '4.9', '-2.5', '-2.6', '-3'].map((t) => whole(boundedNumberPattern({ min: -2.5, max: 5 }, false)!).test(t))).toEqual([true, false, true, false, false, false]);
-    expect(boundedNumberPattern({ min: 0.2, max: 0.8 }, false)).toBeNull();
+    expect(['5', '5.1', '4.9', '-2.5', '-2.6', '-3', '5.000', '-2.50', '-2.501'].map((t) => whole(boundedNumberPattern({ min: -2.5, max: 5 }, false)!).test(t))).toEqual([true, false, true, true, false, false, true, true, false]);
+    // A bound's own decimal digits decide, not the double nearest them: 0.3 is above 0.29999 and equal to 0.30.
+    expect(['0.3', '0.30', '0.29999', '0.30001'].map((t) => whole(boundedNumberPattern({ min: 0.3, max: 0.3 }, false)!).test(t))).toEqual([true, true, false, false]);
+    expect(boundedNumberPattern({ exclusiveMin: 0.5, exclusiveMax: 0.5 }, false)).toBeNull();
+    expect(boundedNumberPattern({ min: 0.2, max: 0.8 }, true)).toBeNull();
   });
 });

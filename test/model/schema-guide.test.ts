@@ -526,7 +526,9 @@ describe('compileJsonSchema', () => {
     expect(refused(obj({ n: { type: 'integer', multipleOf: 2 } }))).toEqual({ path: '/properties/n', keyword: 'multipleOf' });
     expect(refused(obj({ n: { type: 'integer', minimum: 5, maximum: 3 } }))).toEqual({ path: '/properties/n', keyword: 'minimum' });
     expect(refused(obj({ n: { type: 'number', exclusiveMinimum: true, minimum: 0 } }))).toEqual({ path: '/properties/n', keyword: 'exclusiveMinimum' });
-    expect(refused(obj({ n: { type: 'number', minimum: 0.2, maximum: 0.8 } }))).toEqual({ path: '/properties/n', keyword: 'minimum' });
+    expect(refused(obj({ n: { type: 'number', minimum: 0.2, maximum: 0.8 } }))).toBeNull();
+    expect(refused(obj({ n: { type: 'integer', minimum: 0.2, maximum: 0.8 } }))).toEqual({ path: '/properties/n', keyword: 'minimum' });
+    expect(refused(obj({ n: { type: 'number', exclusiveMinimum: 0.5, exclusiveMaximum: 0.5 } }))).toEqual({ path: '/properties/n', keyword: 'exclusiveMinimum' });
     expect(refused(obj({ n: { allOf: [{ type: 'integer' }, { minimum: 0 }] } }))).toEqual({ path: '/properties/n', keyword: 'allOf' });
     expect(refused(obj({ n: { allOf: [{ type: 'integer' }], minimum: 0 } }))).toEqual({ path: '/properties/n', keyword: 'minimum' });
     expect(refused(obj({ n: { allOf: [{ type: 'integer', multipleOf: 3 }] } }))).toEqual({ path: '/properties/n/allOf/0', keyword: 'multipleOf' });
