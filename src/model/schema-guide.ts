@@ -313,6 +313,14 @@ function stepArray(c: CompiledSchema, s: State, f: Frame, b: number): number {
   }
 }
 
+/** A byte of a string with a pattern, through its NFA. */
+function stepPattern(node: Extract<SchemaNode, { k: 'str' }>, f: Frame, b: number): number {
+  const next = stepRegex(node.regex!, f.c, b);
+  if (next.length === 0) return FAIL;
+  f.c = next;
+  return OK;
+}
+
 function stepString(c: CompiledSchema, f: Frame, b: number): number {
   const node = c.nodes[f.n] as Extract<SchemaNode, { k: 'str' }>;
   const counted = node.min > 0 || node.max < Infinity;
@@ -339,17 +347,13 @@ function stepString(c: CompiledSchema, f: Frame, b: number): number {
     const [lo, hi] = FIRST_CONTINUATION[f.b >> 2];
     if (b < lo || b > hi) return FAIL;
     f.b = (f.b & 3) - 1;
-    return OK;
+    // The pattern reads every byte of a character.
+    return node.regex ? stepPattern(node, f, b) : OK;
   }
   if (b === 0x22) return f.a >= node.min && (!node.regex || regexAccepts(node.regex, f.c)) ? END : FAIL;
   if (b < 0x20) return FAIL; // control characters must be escaped
-  if (node.regex) {
-    // A pattern's text is written as it is, without escapes: its characters that would need one are left out.
-    if (b === 0x5c) return FAIL;
-    const next = stepRegex(node.regex, f.c, b);
-    if (next.length === 0) return FAIL;
-    f.c = next;
-  }
+  // A pattern's text is written as it is, without escapes: its characters that would need one are left out.
+  if (node.regex && (b === 0x5c || stepPattern(node, f, b) === FAIL)) return FAIL;
   if (b === 0x5c) f.p = S_ESC;
   else if (b >= 0x80) {
     // A lead byte of 2, 3 or 4 bytes (not overlong C0/C1, not past U+10FFFF); a continuation byte cannot start one.

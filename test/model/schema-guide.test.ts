@@ -417,6 +417,23 @@ describe('SchemaGuide of a JSON schema (structured outputs)', () => {
     expect(texts.some((t) => t.includes('"cattle dog"')) && texts.some((t) => t.includes('"lives"'))).toBe(true);
   });
 
+  it("a pattern reads every byte of a character: non-ASCII literals match whole, and a character's other bytes are checked", () => {
+    const walkIn = (schema: unknown, text: string) => {
+      const g = new SchemaGuide(compileJsonSchema(schema), vocab);
+      const bytes = enc(text);
+      for (let i = 0; i < bytes.length; i++) {
+        if (!g.accepts([bytes[i]])) return { accepted: i, done: false };
+        g.advance(bytes[i]);
+      }
+      return { accepted: bytes.length, done: g.done };
+    };
+    const word = { type: 'object', properties: { w: { type: 'string', pattern: '^(é+|ça)$' } }, required: ['w'] };
+    for (const doc of ['{"w":"é"}', '{"w":"ééé"}', '{"w":"ça"}']) expect(walkIn(word, doc), doc).toEqual({ accepted: enc(doc).length, done: true });
+    // é is C3 A9, è C3 A8: the lead byte fits, the next does not.
+    expect(walkIn(word, '{"w":"è')).toEqual({ accepted: 7, done: false });
+    expect(walkIn(word, '{"w":"éa')).toEqual({ accepted: 8, done: false });
+  });
+
   it('tuples: prefixItems (or items as an array) item by item, then items (or additionalItems) or none', () => {
     const TUPLES = {
       type: 'object',
