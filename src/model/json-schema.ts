@@ -21,7 +21,7 @@
  */
 
 import { MAX_BOUND, boundedNumberPattern } from './number-pattern.js';
-import { type Nfa, RegexError, compileRegex } from './regex.js';
+import { type Nfa, RegexError, compileRegex, fewestToMatch, mostToAccept } from './regex.js';
 
 export class SchemaError extends Error {
   constructor(
@@ -48,8 +48,12 @@ export type SchemaNode =
   | { k: 'obj'; props: Property[]; values: number | null; minProps: number; maxProps: number }
   /** An array: item i of node `prefix[i]` (a tuple's), those after it of `items` (null: none, max is then at most the prefix's length). */
   | { k: 'arr'; prefix: number[]; items: number | null; min: number; max: number }
-  /** A string: its length in code points, and a pattern its text matches whole (pattern, format). */
-  | { k: 'str'; min: number; max: number; regex: Nfa | null }
+  /**
+   * A string: its length in code points, and a pattern its text matches whole (pattern, format);
+   * with a pattern and a minLength, per NFA state the most characters to a match, counted up to min
+   * (mostToAccept), so that a reply never takes a way too short to reach it.
+   */
+  | { k: 'str'; min: number; max: number; regex: Nfa | null; most?: Int32Array | null }
   /** A number (an integer only when `integer`), within bounds when `regex` is given (number-pattern.ts). */
   | { k: 'num'; integer: boolean; regex: Nfa | null }
   /** One of these values, written exactly as JSON.stringify writes them (enum, const, booleans, null). */
@@ -207,7 +211,15 @@ class Compiler {
         const min = count(s, 'minLength', path) ?? 0;
         const max = count(s, 'maxLength', path) ?? Infinity;
         if (min > max) throw new SchemaError(path, 'minLength', `minLength ${min} exceeds maxLength ${max}`);
-        return this.add({ k: 'str', min, max, regex: stringPattern(s, path) });
+        const regex = stringPattern(s, path);
+        if (regex === null) return this.add({ k: 'str', min, max, regex });
+        // The lengths the pattern's matches can have must meet the bounds (each checked on its own).
+        const keyword = s.pattern !== undefined ? 'pattern' : 'format';
+        const fewest = fewestToMatch(regex, regex.start);
+        if (fewest > max) throw new SchemaError(path, 'maxLength', `the ${keyword}'s shortest match has ${fewest} characters, more than maxLength ${max}`);
+        const most = min > 0 ? mostToAccept(regex, min) : null;
+        if (most && Math.max(...regex.start.map((st) => most[st])) < min) throw new SchemaError(path, 'minLength', `the ${keyword}'s longest match has fewer than minLength ${min} characters`);
+        return this.add({ k: 'str', min, max, regex, most });
       }
       case 'number':
       case 'integer':

@@ -246,6 +246,61 @@ export interface Nfa {
   readonly start: readonly number[];
   /** Per state, whether a match can still be reached from it. */
   readonly live: readonly boolean[];
+  /** Per state, the fewest characters from it to a match (UTF-8 continuation bytes count none); Infinity where none can be reached. */
+  readonly fewest: readonly number[];
+}
+
+/** Whether a byte move writes (the start of) a character: anything but UTF-8 continuation bytes alone. */
+const writesCharacter = (set: ByteSet): boolean => !set.every(([lo, hi]) => lo >= 0x80 && hi <= 0xbf);
+
+/** The moves into each state, each with its cost in characters: [from, cost]. */
+function movesInto(nfa: { ranges: ReadonlyArray<ByteSet | null>; next: readonly number[]; eps: ReadonlyArray<readonly number[]> }): Array<Array<[number, number]>> {
+  const into: Array<Array<[number, number]>> = nfa.ranges.map(() => []);
+  nfa.eps.forEach((to, s) => to.forEach((t) => into[t].push([s, 0])));
+  nfa.next.forEach((t, s) => {
+    const set = nfa.ranges[s];
+    if (t >= 0 && set && set.length > 0) into[t].push([s, writesCharacter(set) ? 1 : 0]);
+  });
+  return into;
+}
+
+/** Per state, the fewest characters to the accepting state (a breadth-first walk back from it; free moves first). */
+function fewestToAccept(into: ReadonlyArray<ReadonlyArray<[number, number]>>, accept: number): number[] {
+  const dist = into.map(() => Infinity);
+  dist[accept] = 0;
+  const deque = [accept];
+  while (deque.length > 0) {
+    const t = deque.shift()!;
+    for (const [s, cost] of into[t]) {
+      if (dist[t] + cost >= dist[s]) continue;
+      dist[s] = dist[t] + cost;
+      if (cost === 0) deque.unshift(s);
+      else deque.push(s);
+    }
+  }
+  return dist;
+}
+
+/**
+ * Per state, the most characters from it to a match, counted up to `cap` (a loop makes it `cap`);
+ * -1 where no match can be reached. Null when the work (states times cap) would pass a bound.
+ */
+export function mostToAccept(nfa: Nfa, cap: number): Int32Array | null {
+  if (nfa.ranges.length * (cap + 1) > 4_000_000) return null;
+  const into = movesInto(nfa);
+  const most = new Int32Array(nfa.ranges.length).fill(-1);
+  most[nfa.accept] = 0;
+  const work = [nfa.accept];
+  while (work.length > 0) {
+    const t = work.pop()!;
+    for (const [s, cost] of into[t]) {
+      const via = Math.min(cap, most[t] + cost);
+      if (via <= most[s]) continue;
+      most[s] = via;
+      work.push(s);
+    }
+  }
+  return most;
 }
 
 class Builder {
@@ -342,17 +397,14 @@ function closure(nfa: { eps: ReadonlyArray<readonly number[]>; live: readonly bo
 }
 
 /** Per state, whether the accepting state can be reached from it (through byte moves of non-empty classes and empty moves). */
-function liveStates(b: Builder, accept: number): boolean[] {
-  const into: number[][] = b.ranges.map(() => []);
-  b.eps.forEach((to, s) => to.forEach((t) => into[t].push(s)));
-  b.next.forEach((t, s) => t >= 0 && (b.ranges[s]?.length ?? 0) > 0 && into[t].push(s));
-  const live = b.ranges.map(() => false);
+function liveStates(into: ReadonlyArray<ReadonlyArray<[number, number]>>, accept: number): boolean[] {
+  const live = into.map(() => false);
   const stack = [accept];
   while (stack.length > 0) {
     const s = stack.pop()!;
     if (live[s]) continue;
     live[s] = true;
-    stack.push(...into[s]);
+    for (const [from] of into[s]) stack.push(from);
   }
   return live;
 }
@@ -364,9 +416,10 @@ export function compileRegex(pattern: string): Nfa {
   const start = b.state();
   const accept = b.build(ast, start);
   // States that cannot reach a match are dropped from every set, so that a guide never walks into one.
-  const live = liveStates(b, accept);
+  const into = movesInto(b);
+  const live = liveStates(into, accept);
   if (!live[start]) throw new RegexError('the pattern matches nothing');
-  return { ranges: b.ranges, next: b.next, eps: b.eps, live, accept, start: closure({ eps: b.eps, live }, [start]) };
+  return { ranges: b.ranges, next: b.next, eps: b.eps, live, accept, start: closure({ eps: b.eps, live }, [start]), fewest: fewestToAccept(into, accept) };
 }
 
 /** The states after byte `byte` from `states` (empty: no match can go on this way). */
@@ -382,6 +435,13 @@ export function stepRegex(nfa: Nfa, states: readonly number[], byte: number): nu
 /** Whether the text so far matches the whole pattern. */
 export function regexAccepts(nfa: Nfa, states: readonly number[]): boolean {
   return states.includes(nfa.accept);
+}
+
+/** The fewest characters that take the text so far to a match. */
+export function fewestToMatch(nfa: Nfa, states: readonly number[]): number {
+  let n = Infinity;
+  for (const s of states) n = Math.min(n, nfa.fewest[s]);
+  return n;
 }
 
 /** Whether no byte can follow (the match cannot grow). */

@@ -33,7 +33,7 @@
 import type { Guide } from './guide.js';
 import { type CompiledSchema, type SchemaNode, compileJsonSchema } from './json-schema.js';
 import { cachedMask } from './mask-cache.js';
-import { regexAccepts, stepRegex } from './regex.js';
+import { fewestToMatch, regexAccepts, stepRegex } from './regex.js';
 
 /** Most whitespace bytes in a row between two JSON tokens (pretty-printing needs a newline and some indent). */
 export const MAX_WHITESPACE = 16;
@@ -313,6 +313,14 @@ function stepArray(c: CompiledSchema, s: State, f: Frame, b: number): number {
   }
 }
 
+/** Whether a string with a pattern can still reach a match within its length bounds from here: one short enough for maxLength, one long enough for minLength (each on its own). */
+function withinLength(node: Extract<SchemaNode, { k: 'str' }>, f: Frame): boolean {
+  if (node.max < Infinity && fewestToMatch(node.regex!, f.c) > node.max - f.a) return false;
+  if (!node.most || f.a >= node.min) return true;
+  for (const s of f.c) if (node.most[s] >= node.min - f.a) return true;
+  return false;
+}
+
 /** A byte of a string with a pattern, through its NFA. */
 function stepPattern(node: Extract<SchemaNode, { k: 'str' }>, f: Frame, b: number): number {
   const next = stepRegex(node.regex!, f.c, b);
@@ -348,7 +356,8 @@ function stepString(c: CompiledSchema, f: Frame, b: number): number {
     if (b < lo || b > hi) return FAIL;
     f.b = (f.b & 3) - 1;
     // The pattern reads every byte of a character.
-    return node.regex ? stepPattern(node, f, b) : OK;
+    if (!node.regex) return OK;
+    return stepPattern(node, f, b) === OK && (!counted || withinLength(node, f)) ? OK : FAIL;
   }
   if (b === 0x22) return f.a >= node.min && (!node.regex || regexAccepts(node.regex, f.c)) ? END : FAIL;
   if (b < 0x20) return FAIL; // control characters must be escaped
@@ -363,7 +372,7 @@ function stepString(c: CompiledSchema, f: Frame, b: number): number {
   }
   // A code point (or an escape) counts one.
   if (counted && ++f.a > node.max) return FAIL;
-  return OK;
+  return node.regex && counted && !withinLength(node, f) ? FAIL : OK;
 }
 
 function stepNumber(c: CompiledSchema, f: Frame, b: number): number {

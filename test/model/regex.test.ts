@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { type Nfa, RegexError, compileRegex, regexAccepts, stepRegex } from '../../src/model/regex.js';
+import { type Nfa, RegexError, compileRegex, fewestToMatch, mostToAccept, regexAccepts, stepRegex } from '../../src/model/regex.js';
 import { RegexGuide, compileGuideRegex } from '../../src/model/regex-guide.js';
 import { Rng } from '../../src/util/rng.js';
 
@@ -63,6 +63,32 @@ describe('compileRegex', () => {
     for (const byte of [0x63, 0x61, 0x78]) expect(stepRegex(nfa, afterA, byte)).toEqual([]);
     expect(stepRegex(nfa, nfa.start, 0x78)).toEqual([]);
     expect(() => compileRegex('[]')).toThrow(/matches nothing/);
+  });
+
+  it('counts the fewest and the most characters (code points, not bytes) to a match', () => {
+    const most = (pattern: string, cap: number) => {
+      const nfa = compileRegex(pattern);
+      const table = mostToAccept(nfa, cap)!;
+      return Math.max(...nfa.start.map((s) => table[s]));
+    };
+    for (const [pattern, fewest, mostUpTo10] of [
+      ['ab|c{3,5}', 2, 5],
+      ['c+', 1, 10],
+      ['(é|x){2}', 2, 2],
+      ['[a-z]*@x\\.org', 6, 10],
+      ['(ab)?', 0, 2],
+      ['((a*)*b)', 1, 10],
+    ] as const) {
+      expect(fewestToMatch(compileRegex(pattern), compileRegex(pattern).start), pattern).toBe(fewest);
+      expect(most(pattern, 10), pattern).toBe(mostUpTo10);
+    }
+    // After "ab", a match of ab|abcd is 0 or 2 characters away.
+    const nfa = compileRegex('ab|abcd');
+    let states = nfa.start;
+    for (const b of new TextEncoder().encode('ab')) states = stepRegex(nfa, states, b);
+    expect(fewestToMatch(nfa, states)).toBe(0);
+    const table = mostToAccept(nfa, 10)!;
+    expect(Math.max(...states.map((s) => table[s]))).toBe(2);
   });
 
   it('refuses what it cannot run', () => {

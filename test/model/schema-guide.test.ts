@@ -434,6 +434,48 @@ describe('SchemaGuide of a JSON schema (structured outputs)', () => {
     expect(walkIn(word, '{"w":"éa')).toEqual({ accepted: 8, done: false });
   });
 
+  it('a pattern with length bounds never takes a way its match could not end within them', () => {
+    const walkIn = (schema: unknown, text: string) => {
+      const g = new SchemaGuide(compileJsonSchema(schema), vocab);
+      const bytes = enc(text);
+      for (let i = 0; i < bytes.length; i++) {
+        if (!g.accepts([bytes[i]])) return { accepted: i, done: false };
+        g.advance(bytes[i]);
+      }
+      return { accepted: bytes.length, done: g.done };
+    };
+    const obj = (v: unknown) => ({ type: 'object', properties: { v }, required: ['v'] });
+    // An address of at most 16 characters: the name stops where "@x.org" still fits.
+    const mail = obj({ type: 'string', pattern: '^[a-z]+@x\\.org$', maxLength: 16 });
+    expect(walkIn(mail, '{"v":"abcdefghij@x.org"}')).toEqual({ accepted: 24, done: true });
+    expect(walkIn(mail, '{"v":"abcdefghijk')).toEqual({ accepted: 16, done: false });
+    // At least 6: the short alternative is refused once taken, the long one not.
+    const word = obj({ type: 'string', pattern: '^(ab|cdefgh+)$', minLength: 6 });
+    expect(walkIn(word, '{"v":"a')).toEqual({ accepted: 6, done: false });
+    expect(walkIn(word, '{"v":"cdefghh"}')).toEqual({ accepted: 15, done: true });
+    // A character's later bytes narrow the pattern too: è takes the long way, past maxLength 3.
+    const accent = obj({ type: 'string', pattern: '^(é|èxxxx)$', maxLength: 3 });
+    expect(walkIn(accent, '{"v":"é"}').done).toBe(true);
+    expect(walkIn(accent, '{"v":"è')).toEqual({ accepted: 7, done: false });
+    // Random walks through the masks all end (the shortest and longest ways stay open) and keep both bounds.
+    const texts = randomWalks(() => new SchemaGuide(compileJsonSchema(mail), vocab), { steps: 200, closers: [0x7d, 0x22, 0x40], closeAfter: 20 });
+    expect(texts.length).toBe(200);
+    for (const t of texts) expect((JSON.parse(t) as { v: string }).v, t).toMatch(/^[a-z]{1,10}@x\.org$/);
+    // Bounds the pattern's matches cannot meet are refused.
+    const refusal = (v: unknown) => {
+      try {
+        compileJsonSchema(obj(v));
+        return null;
+      } catch (e) {
+        return e instanceof SchemaError ? e.keyword : 'other';
+      }
+    };
+    expect(refusal({ type: 'string', pattern: '^[0-9]{5}$', maxLength: 4 })).toBe('maxLength');
+    expect(refusal({ type: 'string', pattern: '^(ab|cd)$', minLength: 3 })).toBe('minLength');
+    expect(refusal({ type: 'string', format: 'uuid', maxLength: 20 })).toBe('maxLength');
+    expect(refusal({ type: 'string', pattern: '^a+$', minLength: 50, maxLength: 60 })).toBeNull();
+  });
+
   it('tuples: prefixItems (or items as an array) item by item, then items (or additionalItems) or none', () => {
     const TUPLES = {
       type: 'object',
