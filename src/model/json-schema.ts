@@ -10,17 +10,19 @@
  * takes any keys, with values of that schema), `items` with `minItems` / `maxItems`, tuples
  * (`prefixItems`, or `items` as an array with `additionalItems`), `minLength` / `maxLength` (in code points), a
  * string's `pattern` (regex.ts; its text written without escapes) or `format` (FORMATS), a number's
- * `minimum` / `maximum` / `exclusiveMinimum` / `exclusiveMaximum` (number-pattern.ts), `enum`,
+ * `minimum` / `maximum` / `exclusiveMinimum` / `exclusiveMaximum` (number-pattern.ts) and `multipleOf`
+ * (multiple-of.ts), `enum`,
  * `const`, `anyOf` (alternatives that start alike are followed together until the reply tells them
  * apart), `oneOf` whose alternatives start with different bytes (a string or null, an object or an
  * array...) or, objects alike, carry a tag of constant values telling them apart (so no document is
- * one of two), `allOf` of one schema, and annotations. Anything else (`multipleOf`, `allOf` of several, other
- * formats, alternatives a reply could not tell apart from their first byte...) is refused with a
+ * one of two), `allOf` of one schema, and annotations. Anything else (`allOf` of several, `not`, other
+ * formats, oneOf alternatives a reply could not tell apart...) is refused with a
  * SchemaError naming the keyword and where it is, rather than silently not enforced. The root is an
  * object or an array, so that the reply is whole exactly when it closes.
  */
 
-import { MAX_BOUND, boundedNumberPattern } from './number-pattern.js';
+import { type Multiple, multipleOf, multiplesWithin } from './multiple-of.js';
+import { type Bound, MAX_BOUND, boundedNumberPattern, tighter } from './number-pattern.js';
 import { type Nfa, RegexError, compileRegex, fewestToMatch, mostToAccept } from './regex.js';
 
 export class SchemaError extends Error {
@@ -54,8 +56,8 @@ export type SchemaNode =
    * (mostToAccept), so that a reply never takes a way too short to reach it.
    */
   | { k: 'str'; min: number; max: number; regex: Nfa | null; most?: Int32Array | null }
-  /** A number (an integer only when `integer`), within bounds when `regex` is given (number-pattern.ts). */
-  | { k: 'num'; integer: boolean; regex: Nfa | null }
+  /** A number (an integer only when `integer`), within bounds when `regex` is given (number-pattern.ts), a multiple of `multiple` when given (multiple-of.ts). */
+  | { k: 'num'; integer: boolean; regex: Nfa | null; multiple: Multiple | null }
   /** One of these values, written exactly as JSON.stringify writes them (enum, const, booleans, null). */
   | { k: 'lit'; values: Uint8Array[] }
   /**
@@ -78,7 +80,7 @@ export interface CompiledSchema {
 
 // OpenAPI's discriminator names a oneOf's tag: the tag's own constant values are what tell the alternatives apart.
 const ANNOTATIONS = new Set(['title', 'description', 'default', 'examples', '$schema', '$id', '$comment', 'deprecated', 'readOnly', 'writeOnly', '$defs', 'definitions', 'discriminator']);
-const KEYWORDS = new Set([...ANNOTATIONS, 'type', 'enum', 'const', 'properties', 'required', 'additionalProperties', 'items', 'prefixItems', 'additionalItems', 'minItems', 'maxItems', 'minLength', 'maxLength', 'pattern', 'format', 'minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum', 'minProperties', 'maxProperties', 'anyOf', 'oneOf', 'allOf', '$ref']);
+const KEYWORDS = new Set([...ANNOTATIONS, 'type', 'enum', 'const', 'properties', 'required', 'additionalProperties', 'items', 'prefixItems', 'additionalItems', 'minItems', 'maxItems', 'minLength', 'maxLength', 'pattern', 'format', 'minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum', 'minProperties', 'maxProperties', 'multipleOf', 'anyOf', 'oneOf', 'allOf', '$ref']);
 
 const OCTET = '(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])';
 const FULL_TIME = '([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,6})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])';
@@ -101,7 +103,7 @@ const TYPE_KEYWORDS: Record<string, readonly string[]> = {
   object: ['properties', 'required', 'additionalProperties', 'minProperties', 'maxProperties'],
   array: ['items', 'prefixItems', 'additionalItems', 'minItems', 'maxItems'],
   string: ['minLength', 'maxLength', 'pattern', 'format'],
-  number: ['minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum'],
+  number: ['minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum', 'multipleOf'],
 };
 /** Most nodes a schema may compile to, and most enum and const values in all (OpenAI's bound): a mask's work grows with both. */
 export const MAX_SCHEMA_NODES = 2000;
@@ -139,7 +141,7 @@ class Compiler {
         this.add({ k: 'obj', props: [], values: this.anyNode, minProps: 0, maxProps: Infinity }),
         this.add({ k: 'arr', prefix: [], items: this.anyNode, min: 0, max: Infinity }),
         this.add({ k: 'str', min: 0, max: Infinity, regex: null }),
-        this.add({ k: 'num', integer: false, regex: null }),
+        this.add({ k: 'num', integer: false, regex: null, multiple: null }),
         this.add({ k: 'lit', values: ['true', 'false', 'null'].map((s) => enc.encode(s)) }),
       ];
       this.nodes[this.anyNode] = { k: 'alt', alts };
@@ -223,7 +225,7 @@ class Compiler {
       }
       case 'number':
       case 'integer':
-        return this.add({ k: 'num', integer: type === 'integer', regex: numberBounds(s, type === 'integer', path) });
+        return this.number(s, type === 'integer', path);
       case 'boolean':
         return this.add({ k: 'lit', values: [enc.encode('true'), enc.encode('false')] });
       default:
@@ -252,6 +254,43 @@ class Compiler {
     node.prefix = tuple.slice(0, max).map((item, i) => this.compile(item, `${path}/${tupleKey}/${i}`));
     if (rest !== false && max > tuple.length) node.items = rest === undefined || rest === true ? this.any() : this.compile(rest, `${path}/${restKey}`);
     return id;
+  }
+
+  /**
+   * A number: within its bounds (a pattern of the numbers written within them), and a multiple of
+   * multipleOf. Multiples within two bounds are few and are listed; with one side open, a number is
+   * followed digit by digit from a round bound on (0, or the integer next to the bound), and the few
+   * multiples between the bound and it are listed beside it, so that no way is a dead end.
+   */
+  private number(s: Record<string, unknown>, integer: boolean, path: string): number {
+    const regex = numberBounds(s, integer, path);
+    if (s.multipleOf === undefined) return this.add({ k: 'num', integer, regex, multiple: null });
+    const multiple = typeof s.multipleOf === 'number' ? multipleOf(s.multipleOf) : null;
+    if (!multiple) throw new SchemaError(path, 'multipleOf', '"multipleOf" must be a positive number of at most 12 digits and 12 decimal places');
+    const low = tighter(s.minimum as number | undefined, s.exclusiveMinimum as number | undefined, 1);
+    const high = tighter(s.maximum as number | undefined, s.exclusiveMaximum as number | undefined, -1);
+    if (low && high) return this.multiples(multiple, low, high, integer, path, true);
+    if (!low && !high) return this.add({ k: 'num', integer, regex: null, multiple });
+    // One side open: from a round bound on (0, or the bound's next integer) every digit is followed.
+    const round = low ? (low.v < 0 ? 0 : low.strict && Number.isInteger(low.v) ? low.v + 1 : Math.ceil(low.v)) : high!.v > 0 ? 0 : high!.strict && Number.isInteger(high!.v) ? high!.v - 1 : Math.floor(high!.v);
+    const open = compileRegex(boundedNumberPattern(low ? { min: round } : { max: round }, integer)!);
+    const followed = this.add({ k: 'num', integer, regex: open, multiple });
+    if (low ? low.v === round && !low.strict : high!.v === round && !high!.strict) return followed;
+    // The multiples between the bound and the round one (the round one itself being followed).
+    const listed = low ? this.multiples(multiple, low, { v: round, strict: true }, integer, path, false) : this.multiples(multiple, { v: round, strict: true }, high!, integer, path, false);
+    return listed < 0 ? followed : this.alt([listed, followed], path);
+  }
+
+  /** The multiples within two bounds, as a literal node; -1 for none unless `needed` (then a SchemaError). */
+  private multiples(m: Multiple, lo: Bound, hi: Bound, integer: boolean, path: string, needed: boolean): number {
+    const values = multiplesWithin(m, lo, hi, integer, MAX_ENUM_VALUES - this.literals);
+    if (values === null) throw new SchemaError(path, 'multipleOf', `more than ${MAX_ENUM_VALUES} multiples (in all the schema's enum, const and listed multiples) within the bounds ${lo.v} and ${hi.v}`);
+    if (values.length === 0) {
+      if (needed) throw new SchemaError(path, 'multipleOf', `no multiple of ${m.k / 10 ** m.e} within the bounds`);
+      return -1;
+    }
+    this.literals += values.length;
+    return this.add({ k: 'lit', values: values.map((v) => enc.encode(v)) });
   }
 
   private object(s: Record<string, unknown>, path: string): number {

@@ -132,13 +132,13 @@ export function boundedNumberPattern(b: { min?: number; max?: number; exclusiveM
   return parts.length === 0 ? null : parts.join('|');
 }
 
-interface Bound {
+export interface Bound {
   v: number;
   strict: boolean;
 }
 
 /** The binding one of an inclusive and an exclusive bound on one side (side 1: lower, -1: upper); null for none. */
-function tighter(inclusive: number | undefined, exclusive: number | undefined, side: 1 | -1): Bound | null {
+export function tighter(inclusive: number | undefined, exclusive: number | undefined, side: 1 | -1): Bound | null {
   if (inclusive === undefined && exclusive === undefined) return null;
   if (exclusive === undefined) return { v: inclusive!, strict: false };
   if (inclusive === undefined || side * exclusive >= side * inclusive) return { v: exclusive, strict: true };

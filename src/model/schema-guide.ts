@@ -33,6 +33,7 @@
 import type { Guide } from './guide.js';
 import { type CompiledSchema, type SchemaNode, compileJsonSchema } from './json-schema.js';
 import { cachedMask } from './mask-cache.js';
+import { endsMultiple, stepMultiple } from './multiple-of.js';
 import { fewestToMatch, regexAccepts, stepRegex } from './regex.js';
 
 /** Most whitespace bytes in a row between two JSON tokens (pretty-printing needs a newline and some indent). */
@@ -179,16 +180,20 @@ function begin(c: CompiledSchema, s: State, id: number, b: number): boolean {
       s.frames.push({ n: id, p: S_TEXT, a: 0, b: 0, c: node.regex ? node.regex.start : NONE, m: 0 });
       return true;
     case 'num': {
+      let f: Frame;
       if (node.regex) {
         // Bounded: the pattern of the numbers within the bounds decides every byte.
         const states = stepRegex(node.regex, node.regex.start, b);
         if (states.length === 0) return false;
-        s.frames.push({ n: id, p: 0, a: 0, b: 0, c: states, m: 0 });
-        return true;
+        f = { n: id, p: 0, a: -1, b: 0, c: states, m: 0 };
+      } else {
+        const p = b === 0x2d ? N_SIGN : b === 0x30 ? N_ZERO : isDigit(b) ? N_INT : -1;
+        if (p < 0) return false;
+        f = { n: id, p, a: -1, b: 0, c: NONE, m: 0 };
       }
-      const p = b === 0x2d ? N_SIGN : b === 0x30 ? N_ZERO : isDigit(b) ? N_INT : -1;
-      if (p < 0) return false;
-      s.frames.push({ n: id, p, a: 0, b: 0, c: NONE, m: 0 });
+      // A multiple: its first digit counts (a sign does not).
+      if (node.multiple && !multipleStep(node.multiple, f, b)) return false;
+      s.frames.push(f);
       return true;
     }
     case 'lit': {
@@ -375,7 +380,26 @@ function stepString(c: CompiledSchema, f: Frame, b: number): number {
   return node.regex && counted && !withinLength(node, f) ? FAIL : OK;
 }
 
+/** A number's byte for its multiple (multiple-of.ts): the frame keeps the remainder in m and the fraction digits written in a (-1: none yet, in the integer part). */
+function multipleStep(multiple: NonNullable<Extract<SchemaNode, { k: 'num' }>['multiple']>, f: Frame, b: number): boolean {
+  const state = { r: f.m, f: f.a };
+  const ok = stepMultiple(multiple, state, b);
+  f.m = state.r;
+  f.a = state.f;
+  return ok;
+}
+
 function stepNumber(c: CompiledSchema, f: Frame, b: number): number {
+  const { multiple } = c.nodes[f.n] as Extract<SchemaNode, { k: 'num' }>;
+  const r = stepNumberText(c, f, b);
+  if (!multiple) return r;
+  // The number ends (the byte is its container's) only as a multiple; a byte of it must leave one possible.
+  if (r === PASS) return endsMultiple(multiple, { r: f.m, f: f.a }) ? PASS : FAIL;
+  return r === OK && !multipleStep(multiple, f, b) ? FAIL : r;
+}
+
+/** A number's byte as JSON (or its bounds' pattern) writes it. */
+function stepNumberText(c: CompiledSchema, f: Frame, b: number): number {
   const { integer, regex } = c.nodes[f.n] as Extract<SchemaNode, { k: 'num' }>;
   if (regex) {
     const next = stepRegex(regex, f.c, b);

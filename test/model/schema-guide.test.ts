@@ -287,7 +287,8 @@ function valid(v: unknown, s: Record<string, any>, root: Record<string, any> = s
           (s.minimum === undefined || v >= s.minimum) &&
           (s.maximum === undefined || v <= s.maximum) &&
           (s.exclusiveMinimum === undefined || v > s.exclusiveMinimum) &&
-          (s.exclusiveMaximum === undefined || v < s.exclusiveMaximum)
+          (s.exclusiveMaximum === undefined || v < s.exclusiveMaximum) &&
+          (s.multipleOf === undefined || Math.abs(v / s.multipleOf) > 1e12 || Math.abs(Math.round(v / s.multipleOf) * s.multipleOf - v) < 1e-9)
         );
       case 'boolean':
         return typeof v === 'boolean';
@@ -476,6 +477,47 @@ describe('SchemaGuide of a JSON schema (structured outputs)', () => {
     expect(refusal({ type: 'string', pattern: '^a+$', minLength: 50, maxLength: 60 })).toBeNull();
   });
 
+  it('multipleOf: every number written is a multiple, with or without bounds, and no way is a dead end', () => {
+    /** Whether a number's text is a multiple of a divisor's text, by exact decimal arithmetic (the test's own). */
+    const isMultiple = (text: string, divisor: string) => {
+      const parts = (t: string) => {
+        const [int, frac = ''] = t.replace('-', '').split('.');
+        return { digits: BigInt(int + frac), scale: frac.length };
+      };
+      const x = parts(text);
+      const m = parts(divisor);
+      return (x.digits * 10n ** BigInt(m.scale)) % (m.digits * 10n ** BigInt(x.scale)) === 0n;
+    };
+    const cases: Array<[Record<string, unknown>, string]> = [
+      [{ type: 'number', multipleOf: 0.25 }, '0.25'],
+      [{ type: 'integer', multipleOf: 5, minimum: 3 }, '5'],
+      [{ type: 'number', multipleOf: 0.04, minimum: 0.37 }, '0.04'],
+      [{ type: 'number', multipleOf: 0.5, maximum: -1.2 }, '0.5'],
+      [{ type: 'number', multipleOf: 0.1, minimum: 0.25, maximum: 0.75 }, '0.1'],
+      [{ type: 'integer', multipleOf: 3, exclusiveMinimum: 6 }, '3'],
+      [{ type: 'number', multipleOf: 7, minimum: -20 }, '7'],
+      [{ type: 'number', multipleOf: 1.5, exclusiveMaximum: 4.5 }, '1.5'],
+    ];
+    for (const [n, divisor] of cases) {
+      const schema = { type: 'object', properties: { n }, required: ['n'] };
+      const texts = randomWalks(() => new SchemaGuide(compileJsonSchema(schema), vocab), { steps: 60, closers: [0x7d], closeAfter: 12 });
+      // Every walk ends: the guide never leaves a number that cannot become a multiple within the bounds.
+      expect(texts.length, JSON.stringify(n)).toBe(200);
+      const seen = new Set<string>();
+      for (const t of texts) {
+        const text = /"n"\s*:\s*(-?[0-9.]+)/.exec(t)![1];
+        seen.add(text);
+        expect(isMultiple(text, divisor), `${text} of ${divisor}`).toBe(true);
+        expect(valid(JSON.parse(t), schema), t).toBe(true);
+      }
+      expect(seen.size, JSON.stringify(n)).toBeGreaterThan(2);
+    }
+    // The exact bytes: 0.3 cannot become a multiple of 0.04 at or above 0.37 (0.37-0.39 hold none), 0.4 can.
+    const g = new SchemaGuide(compileJsonSchema({ type: 'object', properties: { n: cases[2][0] }, required: ['n'] }), vocab);
+    for (const b of enc('{"n":0.')) g.advance(b);
+    expect([g.accepts(enc('3')), g.accepts(enc('4')), g.accepts(enc('44}')), g.accepts(enc('45')), g.accepts(enc('4e'))]).toEqual([false, true, true, false, false]);
+  });
+
   it('tuples: prefixItems (or items as an array) item by item, then items (or additionalItems) or none', () => {
     const TUPLES = {
       type: 'object',
@@ -582,7 +624,10 @@ describe('compileJsonSchema', () => {
     expect(refused(obj({ a: { type: 'string', pattern: '(?=a)b' } }))).toEqual({ path: '/properties/a', keyword: 'pattern' });
     expect(refused(obj({ a: { type: 'string', pattern: 'a', format: 'date' } }))).toEqual({ path: '/properties/a', keyword: 'format' });
     expect(refused(obj({ 'a/b': { type: 'string', format: 'iri' } }))).toEqual({ path: '/properties/a~1b', keyword: 'format' });
-    expect(refused(obj({ n: { type: 'integer', multipleOf: 2 } }))).toEqual({ path: '/properties/n', keyword: 'multipleOf' });
+    expect(refused(obj({ n: { type: 'integer', multipleOf: 0 } }))).toEqual({ path: '/properties/n', keyword: 'multipleOf' });
+    expect(refused(obj({ n: { type: 'number', multipleOf: 1e-13 } }))).toEqual({ path: '/properties/n', keyword: 'multipleOf' });
+    expect(refused(obj({ n: { type: 'number', multipleOf: 0.5, minimum: 0.6, maximum: 0.9 } }))).toEqual({ path: '/properties/n', keyword: 'multipleOf' });
+    expect(refused(obj({ n: { type: 'number', multipleOf: 0.001, minimum: 0, maximum: 2 } }))).toEqual({ path: '/properties/n', keyword: 'multipleOf' });
     expect(refused(obj({ n: { type: 'integer', minimum: 5, maximum: 3 } }))).toEqual({ path: '/properties/n', keyword: 'minimum' });
     expect(refused(obj({ n: { type: 'number', exclusiveMinimum: true, minimum: 0 } }))).toEqual({ path: '/properties/n', keyword: 'exclusiveMinimum' });
     expect(refused(obj({ n: { type: 'number', minimum: 0.2, maximum: 0.8 } }))).toBeNull();
@@ -590,7 +635,7 @@ describe('compileJsonSchema', () => {
     expect(refused(obj({ n: { type: 'number', exclusiveMinimum: 0.5, exclusiveMaximum: 0.5 } }))).toEqual({ path: '/properties/n', keyword: 'exclusiveMinimum' });
     expect(refused(obj({ n: { allOf: [{ type: 'integer' }, { minimum: 0 }] } }))).toEqual({ path: '/properties/n', keyword: 'allOf' });
     expect(refused(obj({ n: { allOf: [{ type: 'integer' }], minimum: 0 } }))).toEqual({ path: '/properties/n', keyword: 'minimum' });
-    expect(refused(obj({ n: { allOf: [{ type: 'integer', multipleOf: 3 }] } }))).toEqual({ path: '/properties/n/allOf/0', keyword: 'multipleOf' });
+    expect(refused(obj({ n: { allOf: [{ type: 'integer', multipleOf: -3 }] } }))).toEqual({ path: '/properties/n/allOf/0', keyword: 'multipleOf' });
     // allOf of one schema, annotated (as generators wrap a $ref), is that schema.
     const wrapped = compileJsonSchema({ ...obj({ n: { allOf: [{ $ref: '#/$defs/small' }], description: 'a small number' } }), required: ['n'], $defs: { small: { type: 'integer', maximum: 9 } } });
     const g = new SchemaGuide(wrapped, vocab);
@@ -599,7 +644,7 @@ describe('compileJsonSchema', () => {
     expect(refused(obj({ t: { type: 'array', prefixItems: [{ type: 'integer' }], items: [{ type: 'integer' }] } }))).toEqual({ path: '/properties/t', keyword: 'items' });
     expect(refused(obj({ t: { type: 'array', prefixItems: [{ type: 'integer' }], items: false, minItems: 2 } }))).toEqual({ path: '/properties/t', keyword: 'minItems' });
     expect(refused(obj({ t: { type: 'array', prefixItems: { type: 'integer' } } }))).toEqual({ path: '/properties/t', keyword: 'prefixItems' });
-    expect(refused(obj({ t: { type: 'array', prefixItems: [{ type: 'integer', multipleOf: 2 }] } }))).toEqual({ path: '/properties/t/prefixItems/0', keyword: 'multipleOf' });
+    expect(refused(obj({ t: { type: 'array', prefixItems: [{ type: 'integer', not: {} }] } }))).toEqual({ path: '/properties/t/prefixItems/0', keyword: 'not' });
     expect(refused(obj({ u: { anyOf: [obj({ a: true }), obj({ b: true })] } }))).toBeNull();
     expect(refused(obj({ u: { oneOf: [obj({ a: true }), obj({ b: true })] } }))).toEqual({ path: '/properties/u', keyword: 'oneOf' });
     expect(refused(obj({ u: { oneOf: [obj({ a: true }), { type: 'null' }] } }))).toBeNull();
