@@ -267,6 +267,8 @@ class Compiler {
     if (s.multipleOf === undefined) return this.add({ k: 'num', integer, regex, multiple: null });
     const multiple = typeof s.multipleOf === 'number' ? multipleOf(s.multipleOf) : null;
     if (!multiple) throw new SchemaError(path, 'multipleOf', '"multipleOf" must be a positive number of at most 12 digits and 12 decimal places');
+    // Every integer is a multiple of 1, 0.5, 0.25...: nothing more to follow.
+    if (integer && 10 ** multiple.e % multiple.k === 0) return this.add({ k: 'num', integer, regex, multiple: null });
     const low = tighter(s.minimum as number | undefined, s.exclusiveMinimum as number | undefined, 1);
     const high = tighter(s.maximum as number | undefined, s.exclusiveMaximum as number | undefined, -1);
     if (low && high) return this.multiples(multiple, low, high, integer, path, true);

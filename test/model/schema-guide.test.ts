@@ -628,6 +628,10 @@ describe('compileJsonSchema', () => {
     expect(refused(obj({ n: { type: 'number', multipleOf: 1e-13 } }))).toEqual({ path: '/properties/n', keyword: 'multipleOf' });
     expect(refused(obj({ n: { type: 'number', multipleOf: 0.5, minimum: 0.6, maximum: 0.9 } }))).toEqual({ path: '/properties/n', keyword: 'multipleOf' });
     expect(refused(obj({ n: { type: 'number', multipleOf: 0.001, minimum: 0, maximum: 2 } }))).toEqual({ path: '/properties/n', keyword: 'multipleOf' });
+    // Every integer is a multiple of 1 or 0.5: wide integer bounds need no list.
+    expect(refused(obj({ n: { type: 'integer', multipleOf: 1, minimum: -1e6, maximum: 1e6 } }))).toBeNull();
+    expect(refused(obj({ n: { type: 'integer', multipleOf: 0.5, minimum: -1e6 } }))).toBeNull();
+    expect(refused(obj({ n: { type: 'integer', multipleOf: 2, minimum: -1e6 } }))).toEqual({ path: '/properties/n', keyword: 'multipleOf' });
     expect(refused(obj({ n: { type: 'integer', minimum: 5, maximum: 3 } }))).toEqual({ path: '/properties/n', keyword: 'minimum' });
     expect(refused(obj({ n: { type: 'number', exclusiveMinimum: true, minimum: 0 } }))).toEqual({ path: '/properties/n', keyword: 'exclusiveMinimum' });
     expect(refused(obj({ n: { type: 'number', minimum: 0.2, maximum: 0.8 } }))).toBeNull();
