@@ -712,8 +712,8 @@ describe('sampling settings', () => {
       }
     }
     const before = counter('memlora_generate_rejected_total', { code: 'unsupported_schema' });
-    const multiple = { type: 'json_schema' as const, jsonSchema: { name: 'p', schema: { type: 'object', properties: { a: { type: 'integer', multipleOf: 2 } } } } };
-    await expect(e.generate(req('schema-b', { responseFormat: multiple }), never())).rejects.toMatchObject({ code: 'unsupported_schema', details: { path: '/properties/a', keyword: 'multipleOf' } });
+    const negation = { type: 'json_schema' as const, jsonSchema: { name: 'p', schema: { type: 'object', properties: { a: { type: 'integer', not: { const: 2 } } } } } };
+    await expect(e.generate(req('schema-b', { responseFormat: negation }), never())).rejects.toMatchObject({ code: 'unsupported_schema', details: { path: '/properties/a', keyword: 'not' } });
     expect(counter('memlora_generate_rejected_total', { code: 'unsupported_schema' })).toBe(before + 1);
   });
 
