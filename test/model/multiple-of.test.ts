@@ -1,17 +1,7 @@
 /** multipleOf's arithmetic: divisors read from their decimal digits, the digit-by-digit follower against brute force, and the multiples listed within bounds. */
 import { describe, expect, it } from 'vitest';
 import { decimalOf, endsMultiple, multipleOf, multiplesWithin, stepMultiple } from '../../src/model/multiple-of.js';
-
-/** Whether decimal text x is a multiple of decimal text m (exact, by integers). */
-function isMultiple(x: string, m: string): boolean {
-  const parts = (t: string) => {
-    const [int, frac = ''] = t.replace('-', '').split('.');
-    return { digits: BigInt(int + frac), scale: frac.length };
-  };
-  const a = parts(x);
-  const b = parts(m);
-  return (a.digits * 10n ** BigInt(b.scale)) % (b.digits * 10n ** BigInt(a.scale)) === 0n;
-}
+import { isMultiple } from './exact-decimal.js';
 
 describe('multipleOf', () => {
   it('reads a divisor from its decimal digits', () => {

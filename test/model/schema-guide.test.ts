@@ -4,22 +4,26 @@ import { MAX_WHITESPACE, SchemaGuide } from '../../src/model/schema-guide.js';
 import { Sequence } from '../../src/model/sequence.js';
 import type { Tokenizer } from '../../src/model/tokenizer.js';
 import { Rng } from '../../src/util/rng.js';
+import { isMultiple } from './exact-decimal.js';
 
 const enc = (s: string) => new TextEncoder().encode(s);
 /** Every byte a token of its own, then a few multi-byte tokens. */
 const MULTI = ['{"', '":', '", "', '"}', '}}', '[1', ', ', 'true', 'null', ' {', '\n  ', '1.5e', '-0', 'é', '\\u00', 'ab"', '"]}'];
 const vocab: Array<Uint8Array | null> = [null, ...Array.from({ length: 255 }, (_, i) => Uint8Array.of(i + 1)), ...MULTI.map(enc)];
 
-/** Whether a guide takes `text` whole, byte by byte (advancing), and ends done. */
-function walk(text: string): { accepted: number; done: boolean } {
-  const g = SchemaGuide.jsonObject(vocab);
+/** Whether guide `g` takes `text` whole, byte by byte (advancing; token id b is the byte b), and ends done. */
+function walkGuide(g: SchemaGuide, text: string): { accepted: number; done: boolean } {
   const bytes = enc(text);
   for (let i = 0; i < bytes.length; i++) {
     if (!g.accepts([bytes[i]])) return { accepted: i, done: false };
-    g.advance(bytes[i]); // token id b is the byte b
+    g.advance(bytes[i]);
   }
   return { accepted: bytes.length, done: g.done };
 }
+
+/** walkGuide through JSON mode's guide, and through a schema's. */
+const walk = (text: string) => walkGuide(SchemaGuide.jsonObject(vocab), text);
+const walkIn = (schema: unknown, text: string) => walkGuide(new SchemaGuide(compileJsonSchema(schema), vocab), text);
 
 /**
  * The texts of 200 seeded walks through a guide's masks that finished within `steps` tokens, each
@@ -302,15 +306,7 @@ function valid(v: unknown, s: Record<string, any>, root: Record<string, any> = s
 
 describe('SchemaGuide of a JSON schema (structured outputs)', () => {
   const person = compileJsonSchema(PERSON);
-  function walkSchema(text: string): { accepted: number; done: boolean } {
-    const g = new SchemaGuide(person, vocab);
-    const bytes = enc(text);
-    for (let i = 0; i < bytes.length; i++) {
-      if (!g.accepts([bytes[i]])) return { accepted: i, done: false };
-      g.advance(bytes[i]);
-    }
-    return { accepted: bytes.length, done: g.done };
-  }
+  const walkSchema = (text: string) => walkGuide(new SchemaGuide(person, vocab), text);
 
   it('takes the schema\'s documents whole (properties in order, optional ones left out or not) and is done exactly at their end', () => {
     for (const doc of [
@@ -378,12 +374,7 @@ describe('SchemaGuide of a JSON schema (structured outputs)', () => {
     const schema = compileJsonSchema(PETS);
     const at = (text: string) => {
       const g = new SchemaGuide(schema, vocab);
-      const bytes = enc(text);
-      for (let i = 0; i < bytes.length; i++) {
-        if (!g.accepts([bytes[i]])) return { g, accepted: i, done: false };
-        g.advance(bytes[i]);
-      }
-      return { g, accepted: bytes.length, done: g.done };
+      return { g, ...walkGuide(g, text) };
     };
     for (const doc of ['{"pets":[{"kind":"cat","lives":9},{"kind":"cattle dog","good":true},{"kind":"dog"}],"n":12}', '{"pets":[{"kind":"dog"}],"n":-0.5,"nums":[1,2.5,-3]}']) {
       expect(valid(JSON.parse(doc), PETS), doc).toBe(true);
@@ -419,15 +410,6 @@ describe('SchemaGuide of a JSON schema (structured outputs)', () => {
   });
 
   it("a pattern reads every byte of a character: non-ASCII literals match whole, and a character's other bytes are checked", () => {
-    const walkIn = (schema: unknown, text: string) => {
-      const g = new SchemaGuide(compileJsonSchema(schema), vocab);
-      const bytes = enc(text);
-      for (let i = 0; i < bytes.length; i++) {
-        if (!g.accepts([bytes[i]])) return { accepted: i, done: false };
-        g.advance(bytes[i]);
-      }
-      return { accepted: bytes.length, done: g.done };
-    };
     const word = { type: 'object', properties: { w: { type: 'string', pattern: '^(é+|ça)$' } }, required: ['w'] };
     for (const doc of ['{"w":"é"}', '{"w":"ééé"}', '{"w":"ça"}']) expect(walkIn(word, doc), doc).toEqual({ accepted: enc(doc).length, done: true });
     // é is C3 A9, è C3 A8: the lead byte fits, the next does not.
@@ -436,15 +418,6 @@ describe('SchemaGuide of a JSON schema (structured outputs)', () => {
   });
 
   it('a pattern with length bounds never takes a way its match could not end within them', () => {
-    const walkIn = (schema: unknown, text: string) => {
-      const g = new SchemaGuide(compileJsonSchema(schema), vocab);
-      const bytes = enc(text);
-      for (let i = 0; i < bytes.length; i++) {
-        if (!g.accepts([bytes[i]])) return { accepted: i, done: false };
-        g.advance(bytes[i]);
-      }
-      return { accepted: bytes.length, done: g.done };
-    };
     const obj = (v: unknown) => ({ type: 'object', properties: { v }, required: ['v'] });
     // An address of at most 16 characters: the name stops where "@x.org" still fits.
     const mail = obj({ type: 'string', pattern: '^[a-z]+@x\\.org$', maxLength: 16 });
@@ -478,16 +451,6 @@ describe('SchemaGuide of a JSON schema (structured outputs)', () => {
   });
 
   it('multipleOf: every number written is a multiple, with or without bounds, and no way is a dead end', () => {
-    /** Whether a number's text is a multiple of a divisor's text, by exact decimal arithmetic (the test's own). */
-    const isMultiple = (text: string, divisor: string) => {
-      const parts = (t: string) => {
-        const [int, frac = ''] = t.replace('-', '').split('.');
-        return { digits: BigInt(int + frac), scale: frac.length };
-      };
-      const x = parts(text);
-      const m = parts(divisor);
-      return (x.digits * 10n ** BigInt(m.scale)) % (m.digits * 10n ** BigInt(x.scale)) === 0n;
-    };
     const cases: Array<[Record<string, unknown>, string]> = [
       [{ type: 'number', multipleOf: 0.25 }, '0.25'],
       [{ type: 'integer', multipleOf: 5, minimum: 3 }, '5'],
@@ -529,18 +492,9 @@ describe('SchemaGuide of a JSON schema (structured outputs)', () => {
       required: ['pos', 'row', 'head'],
       additionalProperties: false,
     };
-    const walkIn = (text: string) => {
-      const g = new SchemaGuide(compileJsonSchema(TUPLES), vocab);
-      const bytes = enc(text);
-      for (let i = 0; i < bytes.length; i++) {
-        if (!g.accepts([bytes[i]])) return { accepted: i, done: false };
-        g.advance(bytes[i]);
-      }
-      return { accepted: bytes.length, done: g.done };
-    };
     for (const doc of ['{"pos":[1.5,-2],"row":[],"head":["id"]}', '{"pos":[0,0,"S"],"row":["abc",7,true,false],"head":["id",1,2,3]}', '{"pos":[1,2],"row":["a"],"head":["id"]}']) {
       expect(valid(JSON.parse(doc), TUPLES), doc).toBe(true);
-      expect(walkIn(doc), doc).toEqual({ accepted: doc.length, done: true });
+      expect(walkIn(TUPLES, doc), doc).toEqual({ accepted: doc.length, done: true });
     }
     for (const [bad, at] of [
       ['{"pos":[1]', 9], // at least two items
@@ -553,7 +507,7 @@ describe('SchemaGuide of a JSON schema (structured outputs)', () => {
       ['{"pos":[1,2],"row":[],"head":[]', 30], // at least the tuple's one
       ['{"pos":[1,2],"row":[],"head":["id","x"', 35], // then integers
     ] as const) {
-      expect(walkIn(bad), bad).toEqual({ accepted: at, done: false });
+      expect(walkIn(TUPLES, bad), bad).toEqual({ accepted: at, done: false });
     }
     const texts = randomWalks(() => new SchemaGuide(compileJsonSchema(TUPLES), vocab), { steps: 500, closers: [0x7d, 0x5d, 0x22, 0x2c], closeAfter: 80 });
     expect(texts.length).toBeGreaterThan(100);
@@ -561,15 +515,6 @@ describe('SchemaGuide of a JSON schema (structured outputs)', () => {
   });
 
   it('minProperties and maxProperties: named properties (exactly one of them, as tool calls use) and free ones', () => {
-    const walkIn = (schema: unknown, text: string) => {
-      const g = new SchemaGuide(compileJsonSchema(schema), vocab);
-      const bytes = enc(text);
-      for (let i = 0; i < bytes.length; i++) {
-        if (!g.accepts([bytes[i]])) return { accepted: i, done: false };
-        g.advance(bytes[i]);
-      }
-      return { accepted: bytes.length, done: g.done };
-    };
     const one = { type: 'object', properties: { a: { type: 'integer' }, b: { type: 'integer' }, c: { type: 'integer' } }, minProperties: 1, maxProperties: 1, additionalProperties: false };
     for (const doc of ['{"a":1}', '{"b": 2}', '{ "c" : 3 }']) expect(walkIn(one, doc), doc).toEqual({ accepted: doc.length, done: true });
     expect(walkIn(one, '{}')).toEqual({ accepted: 1, done: false });
