@@ -108,6 +108,8 @@ const TYPE_KEYWORDS: Record<string, readonly string[]> = {
 /** Most nodes a schema may compile to, and most enum and const values in all (OpenAI's bound): a mask's work grows with both. */
 export const MAX_SCHEMA_NODES = 2000;
 export const MAX_ENUM_VALUES = 1000;
+/** Most alternatives of one anyOf that may start alike (each is followed in a state of its own until the reply tells them apart). */
+export const MAX_ALIKE = 64;
 
 const enc = new TextEncoder();
 const isPlainObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -502,11 +504,12 @@ export function compileJsonSchema(schema: unknown): CompiledSchema {
   c.nodes.forEach((n, i) => {
     if (n.k !== 'alt') return;
     if (first[i].size === 0) throw new SchemaError(c.paths.get(i) ?? '', '$ref', 'a reference that never reaches a value');
-    if (!n.exclusive) return;
-    // oneOf: alternatives that may start alike must be told apart by a tag, or a document could be of two.
     for (const b of first[i]) {
       const alike = n.alts.filter((alt) => first[alt].has(b));
-      if (alike.length > 1 && !tagged(c.nodes, alike)) {
+      const keyword = n.exclusive ? 'oneOf' : 'anyOf';
+      if (alike.length > MAX_ALIKE) throw new SchemaError(c.paths.get(i) ?? '', keyword, `more than ${MAX_ALIKE} alternatives may start alike (with "${String.fromCharCode(b)}")`);
+      // oneOf: alternatives that may start alike must be told apart by a tag, or a document could be of two.
+      if (n.exclusive && alike.length > 1 && !tagged(c.nodes, alike)) {
         throw new SchemaError(c.paths.get(i) ?? '', 'oneOf', `oneOf alternatives that may start alike (with "${String.fromCharCode(b)}") and carry no tag telling them apart are not supported: a document could be of two (anyOf allows it)`);
       }
     }

@@ -31,7 +31,7 @@
  * again with it.
  */
 import type { Guide } from './guide.js';
-import { type CompiledSchema, type SchemaNode, compileJsonSchema } from './json-schema.js';
+import { type CompiledSchema, MAX_ALIKE, type SchemaNode, compileJsonSchema } from './json-schema.js';
 import { cachedMask } from './mask-cache.js';
 import { endsMultiple, stepMultiple } from './multiple-of.js';
 import { fewestToMatch, regexAccepts, stepRegex } from './regex.js';
@@ -534,8 +534,12 @@ function run(c: CompiledSchema, s: State, bytes: ArrayLike<number>, i: number, o
 /** A state as a string: every frame whole (the keys written too); two states alike take the same documents. */
 const stateKey = (s: State): string => `${s.ws}|${s.nl}|${s.done ? 1 : 0}|${s.frames.map((f) => `${f.n}.${f.p}.${f.a}.${f.b}.${f.m}.${f.c.join(',')}`).join('/')}`;
 
-/** Most states a guide follows at once (alternatives that start alike): past it the latest are dropped, which only narrows what may be written. */
-export const MAX_BRANCHES = 16;
+/**
+ * Most states a guide follows at once (alternatives that start alike; compileJsonSchema refuses an
+ * anyOf with more alike than this): past it, through nested unions, the last found are dropped,
+ * which only narrows what may be written.
+ */
+export const MAX_BRANCHES = MAX_ALIKE;
 
 export class SchemaGuide implements Guide {
   /**

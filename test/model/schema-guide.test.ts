@@ -406,6 +406,11 @@ describe('SchemaGuide of a JSON schema (structured outputs)', () => {
     const texts = randomWalks(() => new SchemaGuide(schema, vocab), { steps: 600, closers: [0x7d, 0x5d, 0x22, 0x2c], closeAfter: 80 });
     expect(texts.length).toBeGreaterThan(100);
     for (const t of texts) expect(valid(JSON.parse(t), PETS), t).toBe(true);
+    // A union of 40 event types alike up to their tag's value: every one can be written.
+    const events = { anyOf: Array.from({ length: 40 }, (_, i) => ({ type: 'object', properties: { type: { const: `e${i}` }, [`f${i}`]: { type: 'integer' } }, required: ['type', `f${i}`] })) };
+    for (const i of [0, 15, 16, 39]) expect(walkIn(events, `{"type":"e${i}","f${i}":1}`).done, `event ${i}`).toBe(true);
+    expect(walkIn(events, '{"type":"e39","f3":1}')).toMatchObject({ done: false });
+    expect(() => compileJsonSchema({ anyOf: [...events.anyOf, ...events.anyOf.slice(0, 25)] })).toThrow(SchemaError);
     expect(texts.some((t) => t.includes('"cattle dog"')) && texts.some((t) => t.includes('"lives"'))).toBe(true);
   });
 
