@@ -585,11 +585,17 @@ export class SchemaGuide implements Guide {
   /** The tokens that may come next: 1 where a token's bytes continue the document. Shared between sequences: do not write to it. */
   allowed(): Uint8Array {
     if (this.branches.length === 1) return this.maskFrom(this.branches[0]);
-    // Several states: a token any of them takes.
-    const mask = new Uint8Array(this.vocab.length);
+    // Several states: a token any of them takes (masks joined four bytes at a time).
+    const n = this.vocab.length;
+    const mask = new Uint8Array(n);
+    const words = new Uint32Array(mask.buffer, 0, n >> 2);
     for (const s of this.branches) {
       const m = this.maskFrom(s);
-      for (let i = 0; i < mask.length; i++) mask[i] |= m[i];
+      if (m.byteOffset % 4 === 0) {
+        const mw = new Uint32Array(m.buffer, m.byteOffset, n >> 2);
+        for (let i = 0; i < words.length; i++) words[i] |= mw[i];
+      } else for (let i = 0; i < words.length * 4; i++) mask[i] |= m[i];
+      for (let i = words.length * 4; i < n; i++) mask[i] |= m[i];
     }
     return mask;
   }
