@@ -868,7 +868,7 @@ export const chatCompletionRequestSchema = z.looseObject({
   add_generation_prompt: z.boolean().nullable().optional(),
   tools: z.array(openAiTool).max(MAX_TOOLS).nullable().optional(),
   tool_choice: openAiToolChoice.nullable().optional(),
-  /** Accepted; a reply makes one call. */
+  /** Whether a reply may make several calls at once (true unless false, as OpenAI's). */
   parallel_tool_calls: z.boolean().nullable().optional(),
 }).superRefine((v, ctx) => {
   refineOpenAiUser(v, ctx);

@@ -1,7 +1,9 @@
 /** Function calling on chat completions: the tool-call format, the rendering of calls and results, and the route's validation (the engine's guiding is tested through the real server). */
 import { afterEach, describe, expect, it } from 'vitest';
 import { chatCompletionChunkSchema, chatCompletionResponseSchema } from '../../src/http/schemas.js';
-import { callOf, callText, mayBeCall, serveMessages, toolCallFormat, toolsPrompt, withToolsPrompt } from '../../src/http/tools.js';
+import { MAX_CALLS, callText, callsOf, mayBeCall, serveMessages, toolCallFormat, toolsPrompt, withToolsPrompt } from '../../src/http/tools.js';
+import { SchemaGuide } from '../../src/model/schema-guide.js';
+import { compileJsonSchema } from '../../src/model/json-schema.js';
 import { fakeGenerateApp, parseSse, type FakeGenerate } from './fake-generate.js';
 import { expectError, type Harness } from './helpers.js';
 
@@ -13,40 +15,59 @@ const weather = { type: 'function' as const, function: { name: 'get_weather', pa
 const time = { type: 'function' as const, function: { name: 'get_time', description: 'The time now.' } };
 
 describe('tool calls', () => {
-  it('a call asked for (required, or named) is one member named after a function, of its parameters; auto and none ask for none', () => {
+  it('a call asked for (required, or named) is one member named after a function, of its parameters, or an array of such calls unless parallel_tool_calls is false; auto and none ask for none', () => {
+    const call = {
+      type: 'object',
+      properties: { get_weather: weather.function.parameters, get_time: { type: 'object', properties: {}, additionalProperties: false } },
+      minProperties: 1,
+      maxProperties: 1,
+      additionalProperties: false,
+    };
+    expect(toolCallFormat({ tools: [weather, time], tool_choice: 'required', parallel_tool_calls: false })).toEqual({ type: 'json_schema', jsonSchema: { name: 'tool_call', schema: call } });
     expect(toolCallFormat({ tools: [weather, time], tool_choice: 'required' })).toEqual({
       type: 'json_schema',
-      jsonSchema: {
-        name: 'tool_call',
-        schema: {
-          type: 'object',
-          properties: { get_weather: weather.function.parameters, get_time: { type: 'object', properties: {}, additionalProperties: false } },
-          minProperties: 1,
-          maxProperties: 1,
-          additionalProperties: false,
-        },
-      },
+      jsonSchema: { name: 'tool_call', schema: { $defs: { call }, anyOf: [{ $ref: '#/$defs/call' }, { type: 'array', items: { $ref: '#/$defs/call' }, minItems: 1, maxItems: MAX_CALLS }] } },
     });
-    const named = toolCallFormat({ tools: [weather, time], tool_choice: { type: 'function', function: { name: 'get_time' } } });
-    expect(named).toMatchObject({ jsonSchema: { schema: { properties: { get_time: { type: 'object' } } } } });
+    const named = toolCallFormat({ tools: [weather, time], tool_choice: { type: 'function', function: { name: 'get_time' } }, parallel_tool_calls: false });
     expect(Object.keys((named as unknown as { jsonSchema: { schema: { properties: object } } }).jsonSchema.schema.properties)).toEqual(['get_time']);
     for (const tool_choice of ['auto', 'none', undefined] as const) expect(toolCallFormat({ tools: [weather], tool_choice })).toBeUndefined();
-    // The reply's text back to a call; anything else is no call.
-    expect(callOf(' {"get_weather" : {"city": "Lyon"}}\n')).toEqual({ name: 'get_weather', arguments: '{"city":"Lyon"}' });
-    expect(callOf(callText('get_time', '{}'))).toEqual({ name: 'get_time', arguments: '{}' });
-    for (const text of ['{"a": {}, "b": {}}', '{}', '{"a": ', '[{"a": 1}]', 'hello']) expect(callOf(text), text).toBeNull();
-    // A free reply is a call only of an offered function, with an object of arguments.
+    // The guide takes one call, or an array of calls; with parallel_tool_calls false only one.
+    const takes = (body: Parameters<typeof toolCallFormat>[0], text: string) => {
+      const format = toolCallFormat(body) as { jsonSchema: { schema: unknown } };
+      const g = new SchemaGuide(compileJsonSchema(format.jsonSchema.schema), [null, ...Array.from({ length: 255 }, (_, i) => Uint8Array.of(i + 1))]);
+      for (const b of new TextEncoder().encode(text)) {
+        if (!g.accepts([b])) return false;
+        g.advance(b);
+      }
+      return g.done;
+    };
+    const both = '[{"get_time": {}}, {"get_weather": {"city": "Lyon"}}]';
+    expect([takes({ tools: [weather, time], tool_choice: 'required' }, both), takes({ tools: [weather, time], tool_choice: 'required', parallel_tool_calls: false }, both)]).toEqual([true, false]);
+    expect(takes({ tools: [weather, time], tool_choice: 'required' }, '{"get_time": {}}')).toBe(true);
+    // The reply's text back to calls; anything else is none.
+    expect(callsOf(' {"get_weather" : {"city": "Lyon"}}\n')).toEqual([{ name: 'get_weather', arguments: '{"city":"Lyon"}' }]);
+    expect(callsOf(callText('get_time', '{}'))).toEqual([{ name: 'get_time', arguments: '{}' }]);
+    expect(callsOf(both)).toEqual([{ name: 'get_time', arguments: '{}' }, { name: 'get_weather', arguments: '{"city":"Lyon"}' }]);
+    const tooMany = `[${Array.from({ length: MAX_CALLS + 1 }, () => '{"get_time": {}}').join(',')}]`;
+    for (const text of ['{"a": {}, "b": {}}', '{}', '{"a": ', '[]', '[{"a": 1}, 2]', tooMany, 'hello']) expect(callsOf(text), text).toBeNull();
+    expect(callsOf(both, undefined, false)).toBeNull();
+    // A free reply is calls only of offered functions, with objects of arguments.
     const names = ['get_weather', 'get_time'];
-    expect(callOf('{"get_time": {}}', names)).toEqual({ name: 'get_time', arguments: '{}' });
-    for (const text of ['{"get_date": {}}', '{"get_time": 3}', '{"get_time": null}', '{"get_time": []}', '{"get_time": {}} and more']) expect(callOf(text, names), text).toBeNull();
+    expect(callsOf('{"get_time": {}}', names)).toEqual([{ name: 'get_time', arguments: '{}' }]);
+    for (const text of ['{"get_date": {}}', '{"get_time": 3}', '{"get_time": null}', '{"get_time": []}', '{"get_time": {}} and more', '[{"get_time": {}}, {"get_date": {}}]']) {
+      expect(callsOf(text, names), text).toBeNull();
+    }
     expect(mayBeCall('')).toBe(true);
     expect(mayBeCall(' \n {"get')).toBe(true);
+    expect(mayBeCall(' [{"get')).toBe(true);
+    expect(mayBeCall(' [{"get', false)).toBe(false);
     expect(mayBeCall(' Sure {')).toBe(false);
   });
 
   it('offered tools are described to the model in the system message; with tool_choice none, none is', () => {
     const text = toolsPrompt({ tools: [weather, time] })!;
-    expect(text).toContain('{"name": {...}}');
+    expect(text).toContain('{"name": {...}}. To call several at once, reply with a JSON array of calls.');
+    expect(toolsPrompt({ tools: [weather], parallel_tool_calls: false })).not.toContain('several');
     expect(text).toContain(`- get_weather Arguments: ${JSON.stringify(weather.function.parameters)}`);
     expect(text).toContain('- get_time: The time now. Arguments: {"type":"object","properties":{},"additionalProperties":false}');
     const named = toolsPrompt({ tools: [weather, time], tool_choice: { type: 'function', function: { name: 'get_time' } } })!;
@@ -106,6 +127,17 @@ describe('tool calls', () => {
     expect(await contents()).toEqual(['', 'It']);
     gen.replyText = '{"get_weather": {"city": "Lyon"}}';
     expect(await contents()).toEqual(['']);
+    gen.failMidway = undefined;
+    // An array of calls is several calls, numbered; not with parallel_tool_calls false.
+    gen.replyText = '[{"get_weather": {"city": "Lyon"}}, {"get_time": {}}]';
+    const several = await plain({ tools: [weather, time] });
+    expect(several.finish_reason).toBe('tool_calls');
+    expect(several.message.tool_calls).toEqual([
+      { id: 'call_test1_0', type: 'function', function: { name: 'get_weather', arguments: '{"city":"Lyon"}' } },
+      { id: 'call_test1_1', type: 'function', function: { name: 'get_time', arguments: '{}' } },
+    ]);
+    expect((await streamed({ tools: [weather, time] })).flatMap((c) => c.delta.tool_calls ?? []).map((c) => c.index)).toEqual([0, 1]);
+    expect(await plain({ tools: [weather, time], parallel_tool_calls: false })).toMatchObject({ finish_reason: 'stop', message: { content: gen.replyText } });
   });
 
   it('calls and results in the conversation are shown to the model as it writes calls, results as user turns naming the function', () => {
@@ -115,6 +147,15 @@ describe('tool calls', () => {
       { role: 'tool', tool_call_id: 'call_1', content: '21 °C, sunny' },
       { role: 'tool', tool_call_id: 'call_unknown', content: [{ type: 'text', text: 'late' }] },
       { role: 'developer', content: 'Be brief.' },
+      {
+        role: 'assistant',
+        content: 'Both:',
+        tool_calls: [
+          { id: 'call_2', type: 'function', function: { name: 'get_time', arguments: '{}' } },
+          { id: 'call_3', type: 'function', function: { name: 'get_weather', arguments: '{"city":"Nice"}' } },
+        ],
+      },
+      { role: 'tool', tool_call_id: 'call_3', content: 'rain' },
     ]);
     expect(messages).toEqual([
       { role: 'user', content: 'Weather in Lyon?' },
@@ -122,6 +163,9 @@ describe('tool calls', () => {
       { role: 'user', content: 'Result of get_weather: 21 °C, sunny' },
       { role: 'user', content: 'Result of the tool call: late' },
       { role: 'system', content: 'Be brief.' },
+      // Several calls at once: their array, as the model writes them.
+      { role: 'assistant', content: 'Both:\n[{"get_time": {}}, {"get_weather": {"city":"Nice"}}]' },
+      { role: 'user', content: 'Result of get_weather: rain' },
     ]);
   });
 

@@ -11,7 +11,7 @@ import type { AppEnv, RouteDeps } from '../context.js';
 import { chatCompletionRequestSchema } from '../schemas.js';
 import type { GenerateRequest, GenerateResult, TokenLogprob } from '../services.js';
 import { allChoices, choiceRequests, openAiFinish, openAiUsage, samplingFields, toGenerate } from '../openai.js';
-import { type Calling, callingOf, callOf, mayBeCall, offeredTools, serveMessages, toolCallFormat, toolsPrompt, withToolsPrompt } from '../tools.js';
+import { allowsSeveral, type Calling, callingOf, callsOf, mayBeCall, offeredTools, serveMessages, toolCallFormat, toolsPrompt, withToolsPrompt } from '../tools.js';
 import { mergeStreams } from '../stream-merge.js';
 import { readJson } from '../validate.js';
 import { clientSignal, firstEvent, logStreamError, requireGenerate } from './generate.js';
@@ -54,20 +54,28 @@ const logprobsOf = (lps: readonly TokenLogprob[] | undefined) =>
 
 const memloraOf = (r: GenerateResult) => ({ personalization: r.personalization, timings: r.timings });
 
-/**
- * A reply's call as OpenAI's tool_calls (the call's id from the generation's): a guided reply's, or a
- * free reply that is wholly a call of an offered function; null when there is none (a guided call cut
- * by max_tokens, free text, or no tools offered).
- */
-function toolCallsOf(r: GenerateResult, calling: Calling, names: readonly string[]): Array<{ id: string; type: 'function'; function: { name: string; arguments: string } }> | null {
-  if (calling === null || r.finishReason !== 'stop') return null;
-  const call = callOf(r.text, calling === 'parsed' ? names : undefined);
-  return call ? [{ id: `call_${r.id.replace(/^gen_/, '')}`, type: 'function', function: call }] : null;
+/** How a request's replies may call its tools: guided or parsed (or not at all), the functions offered, and whether several at once. */
+interface Offer {
+  calling: Calling;
+  names: readonly string[];
+  several: boolean;
 }
 
-/** A non-streamed choice: the reply's text, or its tool call when it made one. */
-function choiceOf(r: GenerateResult, index: number, calling: Calling, names: readonly string[]) {
-  const calls = toolCallsOf(r, calling, names);
+/**
+ * A reply's calls as OpenAI's tool_calls (ids from the generation's, numbered when there are several):
+ * a guided reply's, or a free reply that is wholly calls of offered functions; null when there are
+ * none (a guided call cut by max_tokens, free text, or no tools offered).
+ */
+function toolCallsOf(r: GenerateResult, offer: Offer): Array<{ id: string; type: 'function'; function: { name: string; arguments: string } }> | null {
+  if (offer.calling === null || r.finishReason !== 'stop') return null;
+  const calls = callsOf(r.text, offer.calling === 'parsed' ? offer.names : undefined, offer.several);
+  const id = `call_${r.id.replace(/^gen_/, '')}`;
+  return calls && calls.map((call, i) => ({ id: calls.length > 1 ? `${id}_${i}` : id, type: 'function', function: call }));
+}
+
+/** A non-streamed choice: the reply's text, or its tool calls when it made some. */
+function choiceOf(r: GenerateResult, index: number, offer: Offer) {
+  const calls = toolCallsOf(r, offer);
   if (calls) return { index, message: { role: 'assistant', content: null, tool_calls: calls }, logprobs: logprobsOf(r.logprobs), finish_reason: 'tool_calls' };
   return { index, message: { role: 'assistant', content: r.text }, logprobs: logprobsOf(r.logprobs), finish_reason: finishReason(r.finishReason) };
 }
@@ -86,7 +94,7 @@ export function registerChatRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
 
     const reqs = choiceRequests(req, body.n ?? 1);
     const calling = callingOf(body);
-    const names = offeredTools(body).map((t) => t.function.name);
+    const offer: Offer = { calling, names: offeredTools(body).map((t) => t.function.name), several: allowsSeveral(body) };
 
     if (!req.stream) {
       const results = await allChoices(ac, reqs.map((r) => gen.generate(r, ac.signal)));
@@ -96,7 +104,7 @@ export function registerChatRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
         object: 'chat.completion',
         created,
         model,
-        choices: results.map((x, index) => choiceOf(x, index, calling, names)),
+        choices: results.map((x, index) => choiceOf(x, index, offer)),
         usage: usageOf(results),
         memlora: { ...memloraOf(r), ...(results.length > 1 ? { choices: results.map(memloraOf) } : {}) },
       });
@@ -130,12 +138,12 @@ export function registerChatRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
             // A call is sent whole when it is (OpenAI's clients join tool-call deltas either way).
             wait.deltas.push(delta);
             wait.text += ev.text;
-            if (calling === 'guided' || mayBeCall(wait.text)) continue;
+            if (calling === 'guided' || mayBeCall(wait.text, offer.several)) continue;
             held[index] = null;
             for (const d of wait.deltas) await send(index, d);
           } else {
             results[index] = ev.result;
-            const calls = toolCallsOf(ev.result, calling, names);
+            const calls = toolCallsOf(ev.result, offer);
             const wait = held[index];
             if (calls) await send(index, { delta: { tool_calls: calls.map((call, i) => ({ index: i, ...call })) } });
             else if (wait) for (const d of wait.deltas) await send(index, d);
