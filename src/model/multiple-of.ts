@@ -6,6 +6,7 @@
  * left could no longer make a multiple, so a guide never walks into a number that cannot end. Within
  * two bounds the multiples are few and are listed instead (multiplesWithin).
  */
+import { decimalOf } from './number-pattern.js';
 
 /** A multipleOf divisor as K / 10^e. */
 export interface Multiple {
@@ -15,19 +16,6 @@ export interface Multiple {
 
 /** Largest K and e handled: remainders stay exact in doubles (K * 10 < 2^53). */
 export const MAX_MULTIPLE_DIGITS = 12;
-
-/** A finite number's decimal value, as JavaScript writes it shortest: |v| = digits / 10^scale. */
-export function decimalOf(v: number): { negative: boolean; digits: bigint; scale: number } {
-  const [mantissa, exp] = String(Math.abs(v)).split('e');
-  const [int, frac = ''] = mantissa.split('.');
-  let digits = BigInt(int + frac);
-  let scale = frac.length - Number(exp ?? 0);
-  if (scale < 0) {
-    digits *= 10n ** BigInt(-scale);
-    scale = 0;
-  }
-  return { negative: v < 0, digits, scale };
-}
 
 /** The divisor of a multipleOf value; null when it is not a positive number of at most MAX_MULTIPLE_DIGITS digits and places. */
 export function multipleOf(v: number): Multiple | null {

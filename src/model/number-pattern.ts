@@ -145,11 +145,24 @@ export function tighter(inclusive: number | undefined, exclusive: number | undef
   return { v: inclusive, strict: false };
 }
 
-/** A non-negative bound's integer part and fraction digits (its shortest decimal form, no trailing zeros). */
+/** A finite number's decimal value, as JavaScript writes it shortest (its schema's own digits): |v| = digits / 10^scale. */
+export function decimalOf(v: number): { negative: boolean; digits: bigint; scale: number } {
+  const [mantissa, exp] = String(Math.abs(v)).split('e');
+  const [int, frac = ''] = mantissa.split('.');
+  let digits = BigInt(int + frac);
+  let scale = frac.length - Number(exp ?? 0);
+  if (scale < 0) {
+    digits *= 10n ** BigInt(-scale);
+    scale = 0;
+  }
+  return { negative: v < 0, digits, scale };
+}
+
+/** A non-negative bound's integer part and fraction digits (no trailing zeros). */
 function decimal(v: number): [number, string] {
-  const text = String(v).includes('e') ? v.toFixed(20) : String(v);
-  const frac = text.split('.')[1] ?? '';
-  return [Math.floor(v), frac.replace(/0+$/, '')];
+  const { digits, scale } = decimalOf(v);
+  const text = digits.toString().padStart(scale + 1, '0');
+  return [Math.floor(v), text.slice(text.length - scale).replace(/0+$/, '')];
 }
 
 /**

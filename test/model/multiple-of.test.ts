@@ -1,6 +1,7 @@
 /** multipleOf's arithmetic: divisors read from their decimal digits, the digit-by-digit follower against brute force, and the multiples listed within bounds. */
 import { describe, expect, it } from 'vitest';
-import { decimalOf, endsMultiple, multipleOf, multiplesWithin, stepMultiple } from '../../src/model/multiple-of.js';
+import { endsMultiple, multipleOf, multiplesWithin, stepMultiple } from '../../src/model/multiple-of.js';
+import { decimalOf } from '../../src/model/number-pattern.js';
 import { isMultiple } from './exact-decimal.js';
 
 describe('multipleOf', () => {
