@@ -264,19 +264,25 @@ function movesInto(nfa: { ranges: ReadonlyArray<ByteSet | null>; next: readonly 
   return into;
 }
 
-/** Per state, the fewest characters to the accepting state (a breadth-first walk back from it; free moves first). */
+/** Per state, the fewest characters to the accepting state: a walk back from it in layers of one more character, free moves within a layer. */
 function fewestToAccept(into: ReadonlyArray<ReadonlyArray<[number, number]>>, accept: number): number[] {
   const dist = into.map(() => Infinity);
-  dist[accept] = 0;
-  const deque = [accept];
-  while (deque.length > 0) {
-    const t = deque.shift()!;
-    for (const [s, cost] of into[t]) {
-      if (dist[t] + cost >= dist[s]) continue;
-      dist[s] = dist[t] + cost;
-      if (cost === 0) deque.unshift(s);
-      else deque.push(s);
+  let layer = [accept];
+  for (let d = 0; layer.length > 0; d++) {
+    const next: number[] = [];
+    const stack = layer.filter((s) => dist[s] > d);
+    for (const s of stack) dist[s] = d;
+    while (stack.length > 0) {
+      const t = stack.pop()!;
+      for (const [s, cost] of into[t]) {
+        if (dist[s] <= d) continue;
+        if (cost === 0) {
+          dist[s] = d;
+          stack.push(s);
+        } else next.push(s);
+      }
     }
+    layer = next;
   }
   return dist;
 }
