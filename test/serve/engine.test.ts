@@ -51,6 +51,14 @@ async function collect(stream: AsyncIterable<ServeEvent>): Promise<{ tokens: str
   throw new Error('stream ended without done');
 }
 
+/** Guided requests in one batch with a free one: their results, once the free row's reply is checked to be the one it gets alone. */
+async function besideFree(e: Engine, free: ServeRequest, guided: readonly ServeRequest[]): Promise<ServeResult[]> {
+  const alone = await e.generate(free, never());
+  const rs = await Promise.all([...guided.map((g) => e.generate(g, never())), e.generate(free, never())]);
+  expect(rs.at(-1)!.text).toBe(alone.text);
+  return rs.slice(0, -1);
+}
+
 async function until(cond: () => boolean, maxMs = 10_000): Promise<void> {
   const start = Date.now();
   while (!cond()) {
@@ -647,20 +655,16 @@ describe('sampling settings', () => {
     const e = f.engine();
     await f.giveAdapter('json-a', randomStoredAdapter(f.cfg, [0, 1], 2, 71));
     const json = { type: 'json_object' as const };
-    const free = req('json-b', { maxTokens: 16, mode: 'vanilla' });
-    const alone = await e.generate(free, never());
-    const guided = [
+    const rs = await besideFree(e, req('json-b', { maxTokens: 16, mode: 'vanilla' }), [
       req('json-a', { maxTokens: 48, responseFormat: json }),
       req('json-a', { maxTokens: 48, responseFormat: json, temperature: 1, seed: 3 }),
       req('json-b', { maxTokens: 48, responseFormat: json, temperature: 1, seed: 4, mode: 'vanilla' }),
       // '}' favoured: the object closes as soon as the grammar lets it, and the reply ends there.
       req('json-b', { maxTokens: 48, responseFormat: json, mode: 'vanilla', logitBias: { [tokenOf(f.tokenizer, '}')]: 100 } }),
-    ];
-    const rs = await Promise.all([...guided.map((g) => e.generate(g, never())), e.generate(free, never())]);
-    expect(rs.at(-1)!.text).toBe(alone.text);
+    ]);
     expect(rs[0].personalization.mode).toBe('injected');
     const vocab = guideVocabulary(f.tokenizer, f.cfg.vocabSize);
-    for (const r of rs.slice(0, -1)) {
+    for (const r of rs) {
       expect(SchemaGuide.jsonObject(vocab).accepts(new TextEncoder().encode(r.text)), r.text).toBe(true);
       if (r.finishReason === 'stop') expect(JSON.parse(r.text)).toBeTypeOf('object');
       else expect(r).toMatchObject({ finishReason: 'length', usage: { completionTokens: 48 } });
@@ -687,18 +691,14 @@ describe('sampling settings', () => {
       additionalProperties: false,
     };
     const format = { type: 'json_schema' as const, jsonSchema: { name: 'mood', schema } };
-    const free = req('schema-b', { maxTokens: 16, mode: 'vanilla' });
-    const alone = await e.generate(free, never());
-    const guided = [
+    const rs = await besideFree(e, req('schema-b', { maxTokens: 16, mode: 'vanilla' }), [
       req('schema-a', { maxTokens: 256, responseFormat: format }),
       req('schema-a', { maxTokens: 256, responseFormat: format, temperature: 1, seed: 5 }),
       req('schema-b', { maxTokens: 256, responseFormat: format, temperature: 1.5, seed: 6, mode: 'vanilla' }),
       req('schema-b', { maxTokens: 256, responseFormat: format, temperature: 1.5, seed: 7, mode: 'vanilla' }),
-    ];
-    const rs = await Promise.all([...guided.map((g) => e.generate(g, never())), e.generate(free, never())]);
-    expect(rs.at(-1)!.text).toBe(alone.text);
+    ]);
     expect(rs[0].personalization.mode).toBe('injected');
-    for (const r of rs.slice(0, -1)) {
+    for (const r of rs) {
       expect(r.finishReason, r.text).toBe('stop');
       const doc = JSON.parse(r.text) as Record<string, unknown>;
       expect(Object.keys(doc).every((k) => ['mood', 'likes', 'ok', 'stars'].includes(k)), r.text).toBe(true);
@@ -734,12 +734,9 @@ describe('sampling settings', () => {
     const e = f.engine();
     await f.giveAdapter('choice-a', randomStoredAdapter(f.cfg, [0, 1], 2, 81));
     const choices = ['yes', 'no', 'yes, gladly', 'not sure'];
-    const free = req('choice-b', { maxTokens: 16, mode: 'vanilla' });
-    const alone = await e.generate(free, never());
     const guided = [0, 1, 2, 3, 4, 5].map((seed) => req(seed % 2 ? 'choice-a' : 'choice-b', { maxTokens: 12, guidedChoice: choices, ...(seed > 0 ? { temperature: 1, seed } : {}) }));
-    const rs = await Promise.all([...guided.map((g) => e.generate(g, never())), e.generate(free, never())]);
-    expect(rs.at(-1)!.text).toBe(alone.text);
-    for (const r of rs.slice(0, -1)) {
+    const rs = await besideFree(e, req('choice-b', { maxTokens: 16, mode: 'vanilla' }), guided);
+    for (const r of rs) {
       expect(choices).toContain(r.text);
       expect(r.finishReason).toBe('stop');
     }
