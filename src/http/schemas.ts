@@ -331,10 +331,17 @@ export const staleUsersQuery = z.strictObject({
   limit: queryInt(1, 1000).optional(),
 });
 
-/** Body of POST /v1/admin/stale-users/inject: re-inject the stalest users (each job with `params`, as POST .../inject takes them). */
+/** A bulk re-injection leaves out users with this many failed jobs since their last injection, unless told otherwise. */
+export const DEFAULT_MAX_FAILURES = 3;
+
+/**
+ * Body of POST /v1/admin/stale-users/inject: re-inject the stalest users (each job with `params`, as
+ * POST .../inject takes them), leaving out users with `maxFailures` or more failed jobs since their last injection.
+ */
 export const staleInjectBody = z.strictObject({
   minNewItems: z.int().min(1).max(1_000_000).optional(),
   limit: z.int().min(1).max(1000).optional(),
+  maxFailures: z.int().min(1).max(1000).optional(),
   params: injectBody.optional(),
 });
 
@@ -344,6 +351,14 @@ export const staleUserSchema = z.object({
   historyItems: z.int().min(1),
   lastInjection: z.object({ jobId: jobIdSchema, state: z.enum(['succeeded', 'rejected']), finishedAt: isoTimestamp, historyUpTo: z.int().min(0) }).nullable(),
   activeJobId: jobIdSchema.nullable(),
+  failures: z
+    .object({
+      count: z.int().min(1),
+      lastJobId: jobIdSchema,
+      lastFinishedAt: isoTimestamp,
+      lastError: z.object({ code: z.string(), message: z.string() }),
+    })
+    .nullable(),
 });
 
 export const staleUsersSchema = z.object({ minNewItems: z.int().min(1), total: z.int().min(0), items: z.array(staleUserSchema) });
@@ -353,8 +368,14 @@ export const staleInjectResultSchema = z.object({
   /** Stale users in all; those past `limit` are left for the next call. */
   total: z.int().min(0),
   queued: z.array(z.object({ userId: userIdSchema, newItems: z.int().min(1), jobId: jobIdSchema })),
-  /** Users who already had a queued or running job. */
-  skipped: z.array(z.object({ userId: userIdSchema, newItems: z.int().min(1), activeJobId: jobIdSchema })),
+  maxFailures: z.int().min(1),
+  /** Users who already had a queued or running job (`active`), or whose jobs kept failing (`failing`). */
+  skipped: z.array(
+    z.discriminatedUnion('reason', [
+      z.object({ userId: userIdSchema, newItems: z.int().min(1), reason: z.literal('active'), activeJobId: jobIdSchema }),
+      z.object({ userId: userIdSchema, newItems: z.int().min(1), reason: z.literal('failing'), failures: z.int().min(1), lastJobId: jobIdSchema }),
+    ]),
+  ),
 });
 
 /** Query of GET /v1/admin/users/{userId}/trials. */

@@ -34,9 +34,9 @@ describe('stale users', () => {
       minNewItems: 2,
       total: 3,
       items: [
-        { userId: 'carol', newItems: 8, historyItems: 8, lastInjection: null, activeJobId: carolJob.id },
-        { userId: 'alice', newItems: 3, historyItems: 3, lastInjection: null, activeJobId: null },
-        { userId: 'bob', newItems: 3, historyItems: 5, lastInjection: { jobId: bobJob.id, state: 'succeeded', finishedAt: '2026-12-01T02:00:00.000Z', historyUpTo: bob[1] }, activeJobId: null },
+        { userId: 'carol', newItems: 8, historyItems: 8, lastInjection: null, activeJobId: carolJob.id, failures: null },
+        { userId: 'alice', newItems: 3, historyItems: 3, lastInjection: null, activeJobId: null, failures: null },
+        { userId: 'bob', newItems: 3, historyItems: 5, lastInjection: { jobId: bobJob.id, state: 'succeeded', finishedAt: '2026-12-01T02:00:00.000Z', historyUpTo: bob[1] }, activeJobId: null, failures: null },
       ],
     });
     expect((await json(await h.admin('GET', '/v1/admin/stale-users?limit=1'))).items.map((u: { userId: string }) => u.userId)).toEqual(['carol']);
@@ -45,7 +45,8 @@ describe('stale users', () => {
     const res = await h.admin('POST', '/v1/admin/stale-users/inject', { minNewItems: 2, params: { budget: 6 } });
     expect(res.status).toBe(202);
     const done = staleInjectResultSchema.parse(await json(res));
-    expect(done.skipped).toEqual([{ userId: 'carol', newItems: 8, activeJobId: carolJob.id }]);
+    expect(done.skipped).toEqual([{ userId: 'carol', newItems: 8, reason: 'active', activeJobId: carolJob.id }]);
+    expect(done.maxFailures).toBe(3);
     expect(done.queued.map((q) => [q.userId, q.newItems])).toEqual([['alice', 3], ['bob', 3]]);
     expect(done.total).toBe(3);
     // The jobs are real rows, queued with the params, and handed to the runner.
@@ -58,11 +59,53 @@ describe('stale users', () => {
     expect(h.db.sqlite.prepare("SELECT count(*) AS n FROM injection_jobs WHERE user_id = 'dave'").get()).toEqual({ n: 0 });
   });
 
+  it('counts the jobs that failed since the last injection and leaves users with maxFailures of them out of bulk re-injection, until a job succeeds', async () => {
+    h = makeHarness({ services: { jobs: { enqueue: () => undefined, cancel: async (id) => getJob(h.db, id)! } } });
+    const erin = await userWith('erin', 4);
+    let clock = Date.parse('2026-12-01T00:00:00Z');
+    /** Start a job for erin through the API and end it in `state` (a success reads her first `upTo` items). */
+    const endJob = async (state: 'failed' | 'cancelled' | 'succeeded', upTo?: number): Promise<string> => {
+      const job = await json(await h.admin('POST', '/v1/admin/users/erin/inject'));
+      clock += 60_000;
+      if (state === 'failed') updateJob(h.db, job.id, { state, finishedAt: clock, error: { code: 'trial_failed', message: `every trial of ${job.id} failed`, details: {} } });
+      else if (state === 'cancelled') updateJob(h.db, job.id, { state, finishedAt: clock });
+      else updateJob(h.db, job.id, { state, finishedAt: clock, progress: { phase: 'succeeded', data: { historyUpTo: erin[upTo! - 1] } } });
+      return job.id;
+    };
+    const erinListed = async () => staleUsersSchema.parse(await json(await h.admin('GET', '/v1/admin/stale-users'))).items.find((u) => u.userId === 'erin')!;
+    const bulk = async (body: object = {}) => staleInjectResultSchema.parse(await json(await h.admin('POST', '/v1/admin/stale-users/inject', body)));
+
+    await endJob('failed');
+    await endJob('cancelled'); // an operator's cancel is not a failure
+    const second = await endJob('failed');
+    expect((await erinListed()).failures).toEqual({ count: 2, lastJobId: second, lastFinishedAt: new Date(clock).toISOString(), lastError: { code: 'trial_failed', message: `every trial of ${second} failed` } });
+    // Two failures are below the default of 3: the bulk call queues erin again.
+    const third = await bulk();
+    expect(third.queued.map((q) => q.userId)).toEqual(['erin']);
+    clock += 60_000;
+    updateJob(h.db, third.queued[0].jobId, { state: 'failed', finishedAt: clock, error: { code: 'worker_crashed', message: 'the job worker died', details: {} } });
+    expect((await erinListed()).failures).toMatchObject({ count: 3, lastJobId: third.queued[0].jobId, lastError: { code: 'worker_crashed' } });
+    // Three are not: she is named as failing, and no job is made.
+    const jobsBefore = h.db.sqlite.prepare('SELECT count(*) AS n FROM injection_jobs').get();
+    expect(await bulk()).toEqual({ minNewItems: 1, maxFailures: 3, total: 1, queued: [], skipped: [{ userId: 'erin', newItems: 4, reason: 'failing', failures: 3, lastJobId: third.queued[0].jobId }] });
+    expect(h.db.sqlite.prepare('SELECT count(*) AS n FROM injection_jobs').get()).toEqual(jobsBefore);
+    // An operator who wants her retried says so.
+    const retried = await bulk({ maxFailures: 4 });
+    expect(retried.queued.map((q) => q.userId)).toEqual(['erin']);
+    h.db.sqlite.prepare("UPDATE injection_jobs SET state = 'cancelled', finished_at = ? WHERE id = ?").run((clock += 60_000), retried.queued[0].jobId);
+    // A success that read her first 3 items starts the count again: earlier failures no longer count.
+    await endJob('succeeded', 3);
+    expect(await erinListed()).toMatchObject({ newItems: 1, failures: null });
+    await endJob('failed');
+    expect((await erinListed()).failures?.count).toBe(1);
+    expect((await bulk()).queued.map((q) => q.userId)).toEqual(['erin']);
+  });
+
   it('refuses bad queries and bodies with 422, and callers without the admin token with 401, creating nothing', async () => {
     h = makeHarness();
     await userWith('alice', 2);
     for (const q of ['minNewItems=0', 'limit=1001', 'minNewItems=x', 'since=1']) await expectError(await h.admin('GET', `/v1/admin/stale-users?${q}`), 422, 'validation_failed');
-    for (const body of [{ minNewItems: 0 }, { limit: 0 }, { params: { budget: 0 } }, { params: { budget: 2, initialPoints: 3 } }, { other: 1 }]) {
+    for (const body of [{ minNewItems: 0 }, { limit: 0 }, { params: { budget: 0 } }, { params: { budget: 2, initialPoints: 3 } }, { maxFailures: 0 }, { maxFailures: 1.5 }, { other: 1 }]) {
       await expectError(await h.admin('POST', '/v1/admin/stale-users/inject', body), 422, 'validation_failed');
     }
     await expectError(await h.req('POST', '/v1/admin/stale-users/inject', {}), 401, 'unauthorized');

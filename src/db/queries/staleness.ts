@@ -4,6 +4,10 @@
  * rejected: either way that history was tried; a job records the last item it read as
  * `progress.data.historyUpTo`), all of them for a user never injected. Operators re-inject the users
  * with the most new history first, rather than every user on a timer.
+ *
+ * Each user also carries the jobs that failed since that injection (their count and the newest), so
+ * that a bulk re-injection run nightly can leave a user whose jobs keep failing for an operator to
+ * look at, instead of queueing the same failing job every night.
  */
 import type { Db } from '../client.js';
 import { statement } from '../statements.js';
@@ -17,6 +21,8 @@ export interface StaleUser {
   lastInjection: { jobId: string; state: 'succeeded' | 'rejected'; finishedAt: number; historyUpTo: number } | null;
   /** The user's queued or running injection job, if any (a new one would be refused). */
   activeJobId: string | null;
+  /** Jobs that failed after that injection (after any, for a user never injected), and the newest. */
+  failures: { count: number; lastJobId: string; lastFinishedAt: number; lastError: { code: string; message: string } } | null;
 }
 
 // The last finished injection per user that read the history, then every user's items past it.
@@ -31,7 +37,14 @@ counted AS (
   SELECT u.id AS user_id, s.job_id, s.state, s.finished_at, s.up_to,
          (SELECT count(*) FROM history_items h WHERE h.user_id = u.id AND h.id > coalesce(s.up_to, 0)) AS new_items,
          (SELECT count(*) FROM history_items h WHERE h.user_id = u.id) AS history_items,
-         (SELECT j.id FROM injection_jobs j WHERE j.user_id = u.id AND j.state IN ('queued', 'running')) AS active_job_id
+         (SELECT j.id FROM injection_jobs j WHERE j.user_id = u.id AND j.state IN ('queued', 'running')) AS active_job_id,
+         (SELECT count(*) FROM injection_jobs f
+           WHERE f.user_id = u.id AND f.state = 'failed' AND f.finished_at > coalesce(s.finished_at, -1)) AS failures,
+         (SELECT json_object('jobId', f.id, 'finishedAt', f.finished_at,
+                             'code', coalesce(json_extract(f.error, '$.code'), 'internal'), 'message', coalesce(json_extract(f.error, '$.message'), ''))
+            FROM injection_jobs f
+           WHERE f.user_id = u.id AND f.state = 'failed' AND f.finished_at > coalesce(s.finished_at, -1)
+           ORDER BY f.finished_at DESC, f.id DESC LIMIT 1) AS last_failure
   FROM users u LEFT JOIN seen s ON s.user_id = u.id AND s.n = 1
 )
 SELECT *, count(*) OVER () AS total FROM counted
@@ -48,7 +61,16 @@ interface Row {
   new_items: number;
   history_items: number;
   active_job_id: string | null;
+  failures: number;
+  /** JSON: {jobId, finishedAt, code, message} of the newest failure, when there is one. */
+  last_failure: string | null;
   total: number;
+}
+
+function failuresOf(r: Row): StaleUser['failures'] {
+  if (r.failures === 0 || r.last_failure === null) return null;
+  const f = JSON.parse(r.last_failure) as { jobId: string; finishedAt: number; code: string; message: string };
+  return { count: r.failures, lastJobId: f.jobId, lastFinishedAt: f.finishedAt, lastError: { code: f.code, message: f.message } };
 }
 
 /** Users with at least `minNewItems` (>= 1) new history items, most first (then by id), at most `limit`; `total` counts them all. */
@@ -62,6 +84,7 @@ export function staleUsers(db: Db, opts: { minNewItems: number; limit: number })
       historyItems: r.history_items,
       lastInjection: r.job_id === null ? null : { jobId: r.job_id, state: r.state!, finishedAt: r.finished_at!, historyUpTo: r.up_to! },
       activeJobId: r.active_job_id,
+      failures: failuresOf(r),
     })),
   };
 }

@@ -5,6 +5,7 @@
  */
 import type { Hono } from 'hono';
 import { streamSSE } from 'hono/streaming';
+import type { z } from 'zod';
 import { JobActiveError, NotFoundError } from '../../db/errors.js';
 import { createJob, getJob, listJobs, updateJob, type Job } from '../../db/queries/jobs.js';
 import { type StaleUser, staleUsers } from '../../db/queries/staleness.js';
@@ -17,7 +18,7 @@ import { chosenRule, isOk, paretoTrials } from '../../inject/search/index.js';
 import { type StoredTrial, rowToTrial } from '../../inject/trial-store.js';
 import type { AppEnv, RouteDeps } from '../context.js';
 import { ApiError } from '../errors.js';
-import { injectBody, listJobsQuery, staleInjectBody, staleUsersQuery, trialsQuery } from '../schemas.js';
+import { DEFAULT_MAX_FAILURES, injectBody, listJobsQuery, staleInjectBody, staleInjectResultSchema, staleUsersQuery, trialsQuery } from '../schemas.js';
 import { iso, jobJson } from '../serialize.js';
 import { parseQuery, readJson, userIdParam } from '../validate.js';
 import { clientSignal } from './generate.js';
@@ -58,7 +59,11 @@ function eventData(e: JobWatchEvent): unknown {
 }
 
 function staleJson(u: StaleUser) {
-  return { ...u, lastInjection: u.lastInjection && { ...u.lastInjection, finishedAt: iso(u.lastInjection.finishedAt) } };
+  return {
+    ...u,
+    lastInjection: u.lastInjection && { ...u.lastInjection, finishedAt: iso(u.lastInjection.finishedAt) },
+    failures: u.failures && { ...u.failures, lastFinishedAt: iso(u.failures.lastFinishedAt) },
+  };
 }
 
 function jobNotFound(jobId: string): ApiError {
@@ -102,23 +107,28 @@ export function registerAdminRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
   app.post('/v1/admin/stale-users/inject', async (c) => {
     const body = await readJson(c, staleInjectBody, config.bodyLimitBytes, {});
     const minNewItems = body.minNewItems ?? 1;
+    const maxFailures = body.maxFailures ?? DEFAULT_MAX_FAILURES;
     const stale = staleUsers(db, { minNewItems, limit: body.limit ?? 100 });
     const queued: Array<{ userId: string; newItems: number; jobId: string }> = [];
-    const skipped: Array<{ userId: string; newItems: number; activeJobId: string }> = [];
-    for (const { userId, newItems, activeJobId } of stale.items) {
+    const skipped: z.infer<typeof staleInjectResultSchema>['skipped'] = [];
+    for (const { userId, newItems, activeJobId, failures } of stale.items) {
       if (activeJobId !== null) {
-        skipped.push({ userId, newItems, activeJobId });
+        skipped.push({ userId, newItems, reason: 'active', activeJobId });
+        continue;
+      }
+      if (failures && failures.count >= maxFailures) {
+        skipped.push({ userId, newItems, reason: 'failing', failures: failures.count, lastJobId: failures.lastJobId });
         continue;
       }
       try {
         queued.push({ userId, newItems, jobId: (await startJob(userId, body.params ?? {})).id });
       } catch (e) {
         // A job started (or the user was erased) since the list was read.
-        if (e instanceof JobActiveError) skipped.push({ userId, newItems, activeJobId: e.jobId });
+        if (e instanceof JobActiveError) skipped.push({ userId, newItems, reason: 'active', activeJobId: e.jobId });
         else if (!(e instanceof NotFoundError)) throw e;
       }
     }
-    return c.json({ minNewItems, total: stale.total, queued, skipped }, 202);
+    return c.json({ minNewItems, maxFailures, total: stale.total, queued, skipped }, 202);
   });
 
   app.get('/v1/admin/jobs', (c) => {
