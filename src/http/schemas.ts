@@ -743,6 +743,14 @@ const openAiToolCall = z.looseObject({
   function: z.looseObject({ name: toolNameSchema, arguments: z.string().max(MAX_PROMPT_CHARS) }),
 });
 
+/** A streamed tool call's piece, as OpenAI's: the call's first has its id, type and name; arguments come in pieces. */
+const toolCallDelta = z.strictObject({
+  index: z.int().min(0),
+  id: z.string().optional(),
+  type: z.literal('function').optional(),
+  function: z.strictObject({ name: toolNameSchema.optional(), arguments: z.string() }),
+});
+
 export const openAiMessageSchema = z
   .looseObject({
     role: z.enum(['system', 'developer', 'user', 'assistant', 'tool']),
@@ -944,7 +952,7 @@ export const chatCompletionChunkSchema = z.object({
   choices: z.array(
     z.object({
       index: z.int().min(0),
-      delta: z.object({ role: z.literal('assistant').optional(), content: z.string().optional(), tool_calls: z.array(openAiToolCall.extend({ index: z.int().min(0) })).optional() }),
+      delta: z.object({ role: z.literal('assistant').optional(), content: z.string().optional(), tool_calls: z.array(toolCallDelta).optional() }),
       logprobs: openAiLogprobs.optional(),
       finish_reason: z.enum(['stop', 'length', 'tool_calls']).nullable(),
     }),

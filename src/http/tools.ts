@@ -8,7 +8,10 @@
  * becomes calls when the whole reply is a call (or an array of them) of offered functions with objects
  * of arguments (the arguments are then as the model wrote them, not checked against the schema). Calls
  * and their results sent back in the conversation are rendered for the chat template in the same form,
- * so a model sees what it would write.
+ * so a model sees what it would write. A call's arguments are the text the model wrote for them (white
+ * space outside strings left out), and
+ * `CallSplitter` cuts a reply into calls as it is written, so that a guided call streams as OpenAI's
+ * do: its name first, then its arguments piece by piece.
  */
 import type { z } from 'zod';
 import type { chatCompletionRequestSchema } from './schemas.js';
@@ -88,20 +91,181 @@ export interface Call {
   arguments: string;
 }
 
-/** A parsed call: an object of one member; given the offered names, of one of them with an object of arguments. */
-function callIn(doc: unknown, names: readonly string[] | undefined): Call | null {
-  if (doc === null || typeof doc !== 'object' || Array.isArray(doc)) return null;
-  const entries = Object.entries(doc);
-  if (entries.length !== 1) return null;
-  const [name, args] = entries[0];
-  if (names && !(names.includes(name) && args !== null && typeof args === 'object' && !Array.isArray(args))) return null;
-  return { name, arguments: JSON.stringify(args) };
+/** What a piece of a reply added to its calls: call `index` begins (its `name`), and/or text of its arguments. */
+export interface CallPiece {
+  index: number;
+  name?: string;
+  arguments: string;
+}
+
+type SplitState = 'lead' | 'item' | 'open' | 'name' | 'colon' | 'value' | 'args' | 'close' | 'next' | 'end' | 'not';
+
+/** A name's JSON string as text; null if it is not a valid one. */
+function nameOf(literal: string): string | null {
+  try {
+    return JSON.parse(literal) as string;
+  } catch {
+    return null;
+  }
+}
+
+const isSpace = (ch: string): boolean => ch === ' ' || ch === '\n' || ch === '\r' || ch === '\t';
+
+/**
+ * Cuts a reply, as it is written, into calls of the form the tools prompt asks for: one object
+ * `{"name": arguments}` or (`several`) an array of them. `push` takes the next piece of text and
+ * returns what it added: a call's name once its string is closed, and its arguments' text as it comes
+ * (the value as written, without the white space between its tokens). It follows the form, not JSON: a
+ * reply it can follow is calls only if the whole text also parses (`callsOf`). Text that leaves the
+ * form stops it (`failed`); `done` says that the calls are closed.
+ */
+export class CallSplitter {
+  private state: SplitState = 'lead';
+  private index = -1;
+  private name = '';
+  private escaped = false;
+  private inString = false;
+  private depth = 0;
+  /** Whether the calls are an array (only with `several`). */
+  array = false;
+
+  constructor(private readonly several = true) {}
+
+  get done(): boolean {
+    return this.state === 'end';
+  }
+
+  get failed(): boolean {
+    return this.state === 'not';
+  }
+
+  /** Calls begun so far. */
+  get calls(): number {
+    return this.index + 1;
+  }
+
+  push(text: string): CallPiece[] {
+    const pieces: CallPiece[] = [];
+    let args = '';
+    const flush = () => {
+      if (args === '') return;
+      const last = pieces.at(-1);
+      if (last?.index === this.index) last.arguments += args;
+      else pieces.push({ index: this.index, arguments: args });
+      args = '';
+    };
+    for (const ch of text) {
+      const state = this.state;
+      if (state === 'not') break;
+      if (state === 'name') {
+        this.name += ch;
+        if (this.escaped) this.escaped = false;
+        else if (ch === '\\') this.escaped = true;
+        else if (ch === '"') {
+          const name = nameOf(this.name);
+          if (name === null) {
+            this.state = 'not';
+            break;
+          }
+          pieces.push({ index: this.index, name, arguments: '' });
+          this.state = 'colon';
+        }
+        continue;
+      }
+      if (state === 'args') {
+        if (this.depth > 0 || this.inString) {
+          // Inside a string, object or array value: it ends where its string or outer bracket closes.
+          // White space between its tokens is left out, as JSON.stringify would.
+          if (!this.inString && isSpace(ch)) continue;
+          args += ch;
+          if (this.inString) {
+            if (this.escaped) this.escaped = false;
+            else if (ch === '\\') this.escaped = true;
+            else if (ch === '"') this.inString = false;
+          } else if (ch === '"') this.inString = true;
+          else if (ch === '{' || ch === '[') this.depth++;
+          else if (ch === '}' || ch === ']') this.depth--;
+          if (this.depth === 0 && !this.inString) {
+            flush();
+            this.state = 'close';
+          }
+          continue;
+        }
+        // A number or literal: white space or the call's close ends it.
+        if (!isSpace(ch) && ch !== '}') {
+          if (',:[]{}"'.includes(ch)) {
+            this.state = 'not';
+            break;
+          }
+          args += ch;
+          continue;
+        }
+        flush();
+        this.state = 'close';
+      }
+      if (isSpace(ch)) continue;
+      this.state = this.after(this.state, ch);
+      if (this.state === 'args') {
+        // The value's first character.
+        args += ch;
+        this.depth = ch === '{' || ch === '[' ? 1 : 0;
+        this.inString = ch === '"';
+        this.escaped = false;
+      }
+    }
+    flush();
+    return pieces;
+  }
+
+  /** The state after `ch` (not white space, outside a name or a value) in `state`. */
+  private after(state: SplitState, ch: string): SplitState {
+    switch (state) {
+      case 'lead':
+        if (ch === '[' && this.several) {
+          this.array = true;
+          return 'item';
+        }
+        return ch === '{' ? this.begin() : 'not';
+      case 'item':
+        return ch === '{' ? this.begin() : 'not';
+      case 'open':
+        if (ch !== '"') return 'not';
+        this.name = '"';
+        this.escaped = false;
+        return 'name';
+      case 'colon':
+        return ch === ':' ? 'value' : 'not';
+      case 'value':
+        return ch === ',' || ch === '}' || ch === ']' || ch === ':' ? 'not' : 'args';
+      case 'close':
+        if (ch !== '}') return 'not';
+        return this.array ? 'next' : 'end';
+      case 'next':
+        if (ch === ',' && this.index + 1 < MAX_CALLS) return 'item';
+        return ch === ']' ? 'end' : 'not';
+      default:
+        return 'not';
+    }
+  }
+
+  private begin(): SplitState {
+    this.index++;
+    return 'open';
+  }
+}
+
+/** Whether a parsed call is of an offered function (given their names) with an object of arguments. */
+function offered(doc: unknown, names: readonly string[] | undefined): boolean {
+  if (names === undefined) return true;
+  const args = Object.values(doc as object)[0] as unknown;
+  return names.includes(Object.keys(doc as object)[0]) && args !== null && typeof args === 'object' && !Array.isArray(args);
 }
 
 /**
- * The calls a reply wrote: one call, or (`several`) an array of 1 to MAX_CALLS calls; null if the
- * text is not wholly that, or (given the offered names) a call is not of an offered function with an
- * object of arguments.
+ * The calls a reply wrote, each with its arguments as written (white space outside strings left out): one call, or (`several`) an array of
+ * 1 to MAX_CALLS calls; null if the text is not wholly that (valid JSON, each call an object of one
+ * member), or (given the offered names) a call is not of an offered function with an object of
+ * arguments.
  */
 export function callsOf(text: string, names?: readonly string[], several = true): Call[] | null {
   let doc: unknown;
@@ -110,13 +274,16 @@ export function callsOf(text: string, names?: readonly string[], several = true)
   } catch {
     return null;
   }
-  if (!Array.isArray(doc)) {
-    const call = callIn(doc, names);
-    return call && [call];
+  const splitter = new CallSplitter(several);
+  const calls: Call[] = [];
+  for (const piece of splitter.push(text)) {
+    if (piece.name !== undefined) calls.push({ name: piece.name, arguments: '' });
+    calls[piece.index].arguments += piece.arguments;
   }
-  if (!several || doc.length === 0 || doc.length > MAX_CALLS) return null;
-  const calls = doc.map((d) => callIn(d, names));
-  return calls.every((c) => c !== null) ? (calls as Call[]) : null;
+  if (!splitter.done) return null;
+  // The splitter followed the form and the text is JSON: each call is an object of one member.
+  const docs = splitter.array ? (doc as unknown[]) : [doc];
+  return docs.every((d) => offered(d, names)) ? calls : null;
 }
 
 /** Whether a free reply's text so far may still become calls: nothing but white space yet, an object opened, or (`several`) an array. */

@@ -1,7 +1,7 @@
 /** Function calling on chat completions: the tool-call format, the rendering of calls and results, and the route's validation (the engine's guiding is tested through the real server). */
 import { afterEach, describe, expect, it } from 'vitest';
 import { chatCompletionChunkSchema, chatCompletionResponseSchema } from '../../src/http/schemas.js';
-import { MAX_CALLS, callText, callsOf, mayBeCall, serveMessages, toolCallFormat, toolsPrompt, withToolsPrompt } from '../../src/http/tools.js';
+import { CallSplitter, type CallPiece, MAX_CALLS, callText, callsOf, mayBeCall, serveMessages, toolCallFormat, toolsPrompt, withToolsPrompt } from '../../src/http/tools.js';
 import { SchemaGuide } from '../../src/model/schema-guide.js';
 import { compileJsonSchema } from '../../src/model/json-schema.js';
 import { fakeGenerateApp, parseSse, type FakeGenerate } from './fake-generate.js';
@@ -62,6 +62,66 @@ describe('tool calls', () => {
     expect(mayBeCall(' [{"get')).toBe(true);
     expect(mayBeCall(' [{"get', false)).toBe(false);
     expect(mayBeCall(' Sure {')).toBe(false);
+  });
+
+  it('the splitter cuts calls as they are written: each name once its string closes, then its arguments as written, however the text is cut', () => {
+    /** The calls the pieces make (names and joined arguments), and whether each call's name came before its arguments. */
+    const join = (pieces: CallPiece[]) => {
+      const calls: Array<{ name: string; arguments: string }> = [];
+      for (const p of pieces) {
+        if (p.name !== undefined) {
+          expect(p.index).toBe(calls.length);
+          calls.push({ name: p.name, arguments: '' });
+        }
+        calls[p.index].arguments += p.arguments;
+      }
+      return calls;
+    };
+    const texts = [
+      ' {"get_weather" : {"city": "Lyon"}}\n',
+      '[{"get_time": {}}, {"get_weather": {"city": "Ly}o]n\\"{"}}]',
+      '{"a\\"b": [1, {"c": []}]}',
+      '{"n": -1.5e3 }',
+      '{"s": "x"}',
+      '{"t": true}',
+      '{"q": { "text" : "two  words",\n "n": [1, 2] }}',
+    ];
+    for (const text of texts) {
+      const calls = callsOf(text);
+      expect(calls, text).not.toBeNull();
+      // Whole, character by character, and cut at every point in two: the same calls as callsOf's.
+      const cuts = [[text], [...text], ...Array.from({ length: text.length - 1 }, (_, i) => [text.slice(0, i + 1), text.slice(i + 1)])];
+      for (const parts of cuts) {
+        const s = new CallSplitter();
+        expect(join(parts.flatMap((p) => s.push(p))), JSON.stringify(parts)).toEqual(calls);
+        expect(s.done).toBe(true);
+      }
+    }
+    // The arguments are the text as written, white space between tokens left out, and JSON.
+    expect(callsOf(texts[6])![0].arguments).toBe('{"text":"two  words","n":[1,2]}');
+    expect(callsOf(texts[1])![1].arguments).toBe('{"city":"Ly}o]n\\"{"}');
+    expect(JSON.parse(callsOf(texts[2])![0].arguments)).toEqual([1, { c: [] }]);
+    expect(callsOf(texts[2])![0].name).toBe('a"b');
+    // A name is handed out only once its string is whole.
+    const s = new CallSplitter();
+    expect(s.push('{"get_wea')).toEqual([]);
+    expect(s.push('ther": {"ci')).toEqual([{ index: 0, name: 'get_weather', arguments: '{"ci' }]);
+    expect(s.push('ty": 1}')).toEqual([{ index: 0, arguments: 'ty":1}' }]);
+    expect([s.done, s.failed]).toEqual([false, false]);
+    expect(s.push('}')).toEqual([]);
+    expect(s.done).toBe(true);
+    // Text that leaves the form stops the splitter; an array only with several, of at most MAX_CALLS.
+    for (const text of ['{}', '[]', '{"a": 3, "b": 4}', '{"a": {}, "b": {}}', '{"a" 1}', '{"a": }', 'hi', '{"a": {}} x']) {
+      const t = new CallSplitter();
+      t.push(text);
+      expect([t.done, t.failed], text).toEqual([false, true]);
+    }
+    const array = new CallSplitter(false);
+    array.push('[{"a": {}}]');
+    expect(array.failed).toBe(true);
+    const many = new CallSplitter();
+    const pieces = many.push(`[${Array.from({ length: MAX_CALLS + 1 }, () => '{"a": {}}').join(', ')}]`);
+    expect([many.failed, pieces.filter((p) => p.name !== undefined).length]).toEqual([true, MAX_CALLS]);
   });
 
   it('offered tools are described to the model in the system message; with tool_choice none, none is', () => {
@@ -138,6 +198,52 @@ describe('tool calls', () => {
     ]);
     expect((await streamed({ tools: [weather, time] })).flatMap((c) => c.delta.tool_calls ?? []).map((c) => c.index)).toEqual([0, 1]);
     expect(await plain({ tools: [weather, time], parallel_tool_calls: false })).toMatchObject({ finish_reason: 'stop', message: { content: gen.replyText } });
+  });
+
+  it('a guided call streams as it is written: id, type and name first, then its arguments piece by piece with each token\'s logprobs; a reply cut short streams what it wrote', async () => {
+    ({ h, gen } = await fakeGenerateApp());
+    const body = { user: 'alice', messages: [{ role: 'user', content: 'Weather in Lyon?' }], tools: [weather, time], tool_choice: 'required' };
+    const streamed = async (extra: Record<string, unknown>) => {
+      const events = parseSse(await (await h.req('POST', '/v1/chat/completions', { ...body, ...extra, stream: true })).text());
+      expect(events.at(-1)!.data).toBe('[DONE]');
+      return events.slice(0, -1).flatMap((e) => chatCompletionChunkSchema.parse(JSON.parse(e.data)).choices);
+    };
+    // The fake writes the reply's words as tokens: 7 here, each adding to a call.
+    gen.replyText = '[{"get_weather": {"city": "Lyon", "days": 3}}, {"get_time": {}}]';
+    const plain = chatCompletionResponseSchema.parse(await (await h.req('POST', '/v1/chat/completions', body)).json()).choices[0];
+    expect(plain.message.tool_calls!.map((c) => c.function)).toEqual([
+      { name: 'get_weather', arguments: '{"city":"Lyon","days":3}' },
+      { name: 'get_time', arguments: '{}' },
+    ]);
+    const chunks = await streamed({ logprobs: true });
+    const deltas = chunks.filter((c) => c.delta.tool_calls);
+    expect(deltas).toHaveLength(7);
+    expect(chunks.map((c) => c.delta.content ?? '').join('')).toBe('');
+    const parts = deltas.flatMap((c) => c.delta.tool_calls!);
+    // Each call's first delta has its id (numbered within the array), type and name; the others only arguments.
+    const firsts = parts.filter((p) => p.id !== undefined);
+    expect(firsts.map((p) => [p.index, p.type, p.function?.name])).toEqual([[0, 'function', 'get_weather'], [1, 'function', 'get_time']]);
+    expect(firsts[0].id).toMatch(/^call_[0-9a-f]{16}_0$/);
+    expect(firsts[1].id).toBe(firsts[0].id!.replace(/_0$/, '_1'));
+    for (const p of parts.filter((q) => q.id === undefined)) expect(Object.keys(p.function!)).toEqual(['arguments']);
+    // Joined, the arguments are the plain reply's.
+    const joined = [0, 1].map((i) => parts.filter((p) => p.index === i).map((p) => p.function!.arguments ?? '').join(''));
+    expect(joined).toEqual(plain.message.tool_calls!.map((c) => c.function.arguments));
+    // Every token's log-probability, in order, on the chunk that carries it.
+    expect(chunks.flatMap((c) => c.logprobs?.content ?? []).map((l) => l.token)).toEqual(gen.replyText.split(' ').map((w, i) => (i ? ` ${w}` : w)));
+    expect(chunks.at(-1)!.finish_reason).toBe('tool_calls');
+    // Cut by max_tokens inside a call: what was written of it, finish length.
+    const cut = await streamed({ max_tokens: 3 });
+    expect(cut.flatMap((c) => c.delta.tool_calls ?? []).map((p) => p.function?.arguments).join('')).toBe('{"city":"Lyon",');
+    expect(cut.at(-1)!.finish_reason).toBe('length');
+    // Cut before a call's name is whole: nothing of a call was written, and the text comes as content, as it does unstreamed.
+    gen.replyText = '{"get_ weather": {}}';
+    const early = await streamed({ max_tokens: 1 });
+    expect(early.flatMap((c) => c.delta.tool_calls ?? [])).toEqual([]);
+    expect(early.map((c) => c.delta.content ?? '').join('')).toBe('{"get_');
+    expect(early.at(-1)!.finish_reason).toBe('length');
+    const earlyPlain = chatCompletionResponseSchema.parse(await (await h.req('POST', '/v1/chat/completions', { ...body, max_tokens: 1 })).json()).choices[0];
+    expect(earlyPlain.message.content).toBe('{"get_');
   });
 
   it('calls and results in the conversation are shown to the model as it writes calls, results as user turns naming the function', () => {

@@ -3,6 +3,7 @@
  * clients work unchanged; `user` names the memlora user. Responses carry an extra `memlora` field
  * saying how the reply was personalised.
  */
+import { randomBytes } from 'node:crypto';
 import type { Hono } from 'hono';
 import { streamSSE } from 'hono/streaming';
 import type { z } from 'zod';
@@ -11,7 +12,7 @@ import type { AppEnv, RouteDeps } from '../context.js';
 import { chatCompletionRequestSchema } from '../schemas.js';
 import type { GenerateRequest, GenerateResult, TokenLogprob } from '../services.js';
 import { allChoices, choiceRequests, openAiFinish, openAiUsage, samplingFields, toGenerate } from '../openai.js';
-import { allowsSeveral, type Calling, callingOf, callsOf, mayBeCall, offeredTools, serveMessages, toolCallFormat, toolsPrompt, withToolsPrompt } from '../tools.js';
+import { allowsSeveral, type Calling, CallSplitter, type CallPiece, callingOf, callsOf, mayBeCall, offeredTools, serveMessages, toolCallFormat, toolsPrompt, withToolsPrompt } from '../tools.js';
 import { mergeStreams } from '../stream-merge.js';
 import { readJson } from '../validate.js';
 import { clientSignal, firstEvent, logStreamError, requireGenerate } from './generate.js';
@@ -73,6 +74,12 @@ function toolCallsOf(r: GenerateResult, offer: Offer): Array<{ id: string; type:
   return calls && calls.map((call, i) => ({ id: calls.length > 1 ? `${id}_${i}` : id, type: 'function', function: call }));
 }
 
+/** A streamed call's delta: its first has the call's id (numbered within an array of calls), type and name. */
+function callDelta(p: CallPiece, id: string, array: boolean) {
+  if (p.name === undefined) return { index: p.index, function: { arguments: p.arguments } };
+  return { index: p.index, id: array ? `${id}_${p.index}` : id, type: 'function', function: { name: p.name, arguments: p.arguments } };
+}
+
 /** A non-streamed choice: the reply's text, or its tool calls when it made some. */
 function choiceOf(r: GenerateResult, index: number, offer: Offer) {
   const calls = toolCallsOf(r, offer);
@@ -120,8 +127,18 @@ export function registerChatRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
         sse.writeSSE({ data: JSON.stringify({ id, object: 'chat.completion.chunk', created, model, choices, ...extra }) });
       const results: GenerateResult[] = [];
       // A free reply that may still be a call is held back (its token chunks, per choice) until it is
-      // not one, or ends; a guided one is held whole.
+      // not one, or ends. A guided reply is calls: each streams as it is written (OpenAI's tool_calls
+      // deltas: id and name, then the arguments' text), its chunks held only until its first call's
+      // name is whole; the logprobs of tokens that add nothing to a call ride with the next chunk.
       const held: Array<{ deltas: Array<Record<string, unknown>>; text: string } | null> = reqs.map(() => (calling === null ? null : { deltas: [], text: '' }));
+      const splitters = reqs.map(() => (calling === 'guided' ? new CallSplitter(offer.several) : null));
+      const callIds = reqs.map(() => `call_${randomBytes(8).toString('hex')}`);
+      const pending: TokenLogprob[][] = reqs.map(() => []);
+      const withPending = (index: number) => {
+        const lps = pending[index];
+        pending[index] = [];
+        return lps.length > 0 ? { logprobs: logprobsOf(lps) } : {};
+      };
       const send = (index: number, delta: Record<string, unknown>) => chunk([{ index, ...delta, finish_reason: null }]);
       const merged = mergeStreams(streams);
       try {
@@ -131,22 +148,38 @@ export function registerChatRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
           if (ev.type === 'token') {
             const delta = { delta: { content: ev.text }, ...(ev.logprobs ? { logprobs: logprobsOf(ev.logprobs) } : {}) };
             const wait = held[index];
+            const split = splitters[index];
+            // Logprobs of tokens held back or of a call, for the chunk that carries them.
+            if (ev.logprobs && (split || wait)) pending[index].push(...ev.logprobs);
+            if (split) {
+              const pieces = split.push(ev.text);
+              if (pieces.length === 0) {
+                wait?.deltas.push(delta);
+                continue;
+              }
+              held[index] = null;
+              await send(index, { delta: { tool_calls: pieces.map((p) => callDelta(p, callIds[index], split.array)) }, ...withPending(index) });
+              continue;
+            }
             if (wait === null) {
               await send(index, delta);
               continue;
             }
-            // A call is sent whole when it is (OpenAI's clients join tool-call deltas either way).
+            // A free reply's call is sent whole when it is (OpenAI's clients join tool-call deltas either way).
             wait.deltas.push(delta);
             wait.text += ev.text;
-            if (calling === 'guided' || mayBeCall(wait.text, offer.several)) continue;
+            if (mayBeCall(wait.text, offer.several)) continue;
             held[index] = null;
+            pending[index] = [];
             for (const d of wait.deltas) await send(index, d);
           } else {
             results[index] = ev.result;
             const calls = toolCallsOf(ev.result, offer);
             const wait = held[index];
-            if (calls) await send(index, { delta: { tool_calls: calls.map((call, i) => ({ index: i, ...call })) } });
+            // Calls not streamed yet (a free reply's) go whole; a held reply that is no call goes as text.
+            if (calls && wait) await send(index, { delta: { tool_calls: calls.map((call, i) => ({ index: i, ...call })) }, ...withPending(index) });
             else if (wait) for (const d of wait.deltas) await send(index, d);
+            else if (pending[index].length > 0) await send(index, { delta: {}, ...withPending(index) });
             await chunk([{ index, delta: {}, finish_reason: calls ? 'tool_calls' : finishReason(ev.result.finishReason) }], { memlora: memloraOf(ev.result) });
           }
         }
