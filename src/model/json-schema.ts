@@ -11,8 +11,8 @@
  * (`prefixItems`, or `items` as an array with `additionalItems`), `minLength` / `maxLength` (in code points), a
  * string's `pattern` (regex.ts; its text written without escapes) or `format` (FORMATS), a number's
  * `minimum` / `maximum` / `exclusiveMinimum` / `exclusiveMaximum` (number-pattern.ts) and `multipleOf`
- * (multiple-of.ts), `enum`,
- * `const`, `anyOf` (alternatives that start alike are followed together until the reply tells them
+ * (multiple-of.ts), `enum` and
+ * `const` (the values listed that the keywords beside them allow too, schema-check.ts), `anyOf` (alternatives that start alike are followed together until the reply tells them
  * apart), `oneOf` whose alternatives start with different bytes (a string or null, an object or an
  * array...) or, objects alike, carry a tag of constant values telling them apart (so no document is
  * one of two), `allOf` of one schema, and annotations. Anything else (`allOf` of several, `not`, other
@@ -24,6 +24,7 @@
 import { type Multiple, multipleOf, multiplesWithin } from './multiple-of.js';
 import { type Bound, MAX_BOUND, boundedNumberPattern, tighter } from './number-pattern.js';
 import { type Nfa, RegexError, compileRegex, fewestToMatch, mostToAccept } from './regex.js';
+import { SchemaCheckError, SchemaChecker } from './schema-check.js';
 
 export class SchemaError extends Error {
   constructor(
@@ -164,10 +165,10 @@ class Compiler {
       const keyword = s.const !== undefined ? 'const' : 'enum';
       if (keyword === 'enum' && (!Array.isArray(s.enum) || s.enum.length === 0)) throw new SchemaError(path, 'enum', '"enum" must be a non-empty array');
       const listed = keyword === 'const' ? [s.const] : (s.enum as unknown[]);
-      // With a type beside them, only the values of that type are valid.
-      const types = s.type === undefined ? null : Array.isArray(s.type) ? s.type : [s.type];
-      const values = types === null ? listed : listed.filter((v) => types.some((t) => hasType(v, t)));
-      if (values.length === 0) throw new SchemaError(path, keyword, `no value of "${keyword}" has the type ${JSON.stringify(s.type)}`);
+      // Only the values that the keywords beside the list allow too (a type, bounds, a length...) are valid.
+      const beside = Object.fromEntries(Object.entries(s).filter(([k]) => k !== keyword && !ANNOTATIONS.has(k)));
+      const values = listed.filter((v) => this.fits(v, beside, path));
+      if (values.length === 0) throw new SchemaError(path, keyword, `no value of "${keyword}" is valid under the keywords beside it (${Object.keys(beside).join(', ')})`);
       this.literals += values.length;
       if (this.literals > MAX_ENUM_VALUES) throw new SchemaError(path, keyword, `the schema has more than ${MAX_ENUM_VALUES} enum and const values`);
       return this.add({ k: 'lit', values: [...new Set(values.map((v) => JSON.stringify(v)))].map((v) => enc.encode(v)) });
@@ -329,47 +330,43 @@ class Compiler {
   }
 
   private ref(ref: unknown, path: string): number {
-    if (typeof ref !== 'string' || !(ref === '#' || ref.startsWith('#/'))) throw new SchemaError(path, '$ref', `only references within the schema ("#/$defs/...") are supported, not ${JSON.stringify(ref)}`);
-    const known = this.refs.get(ref);
+    const known = this.refs.get(ref as string);
     if (known !== undefined) return known;
+    const target = this.target(ref, path);
     // The reference is a node of one alternative, set once its target compiles: a schema may refer to itself.
     const id = this.alt([], path);
-    this.refs.set(ref, id);
+    this.refs.set(ref as string, id);
     this.refNodes.add(id);
+    this.nodes[id] = { k: 'alt', alts: [this.compile(target, (ref as string).slice(1))] };
+    return id;
+  }
+
+  /** The schema a `$ref` points to. */
+  private target(ref: unknown, path: string): unknown {
+    if (typeof ref !== 'string' || !(ref === '#' || ref.startsWith('#/'))) throw new SchemaError(path, '$ref', `only references within the schema ("#/$defs/...") are supported, not ${JSON.stringify(ref)}`);
     let target: unknown = this.rootSchema;
     for (const part of ref === '#' ? [] : ref.slice(2).split('/')) {
       const key = decodeURIComponent(part).replace(/~1/g, '/').replace(/~0/g, '~');
       if (!isPlainObject(target) || !Object.hasOwn(target, key)) throw new SchemaError(path, '$ref', `${ref} does not resolve`);
       target = target[key];
     }
-    this.nodes[id] = { k: 'alt', alts: [this.compile(target, ref.slice(1))] };
-    return id;
+    return target;
+  }
+
+  private readonly checker = new SchemaChecker((ref, path) => this.target(ref, path), FORMATS);
+
+  /** Whether a listed value is valid under the schema `s` (SchemaChecker), its errors as SchemaErrors. */
+  private fits(value: unknown, s: unknown, path: string): boolean {
+    try {
+      return this.checker.fits(value, s, path);
+    } catch (e) {
+      if (e instanceof SchemaCheckError) throw new SchemaError(e.path, e.keyword, e.message);
+      throw e;
+    }
   }
 }
 
 const BOUNDS = ['minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum'] as const;
-
-/** Whether a JSON value has a schema type. */
-function hasType(v: unknown, type: unknown): boolean {
-  switch (type) {
-    case 'null':
-      return v === null;
-    case 'boolean':
-      return typeof v === 'boolean';
-    case 'string':
-      return typeof v === 'string';
-    case 'number':
-      return typeof v === 'number';
-    case 'integer':
-      return Number.isInteger(v);
-    case 'array':
-      return Array.isArray(v);
-    case 'object':
-      return isPlainObject(v);
-    default:
-      return false;
-  }
-}
 
 /** A number's bounds as the pattern of the numbers written within them, compiled; null for none. */
 function numberBounds(s: Record<string, unknown>, integer: boolean, path: string): Nfa | null {

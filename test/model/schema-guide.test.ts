@@ -631,6 +631,27 @@ describe('compileJsonSchema', () => {
     const values = (typedEnum.nodes[(typedEnum.nodes[typedEnum.root] as { props: Array<{ node: number }> }).props[0].node] as { values: Uint8Array[] }).values;
     expect(values.map((v) => new TextDecoder().decode(v))).toEqual(['"a"', 'null']);
     expect(refused(obj({ e: { type: 'integer', enum: [1.5, 'x'] } }))).toEqual({ path: '/properties/e', keyword: 'enum' });
+    // So do the other keywords beside an enum or a const (before, only the type was): bounds, multiples,
+    // lengths, a pattern (searched for, as JSON Schema reads it), a format, an object's and an array's keywords, a $ref.
+    const listed = (schema: unknown) => {
+      const c = compileJsonSchema({ type: 'object', properties: { e: schema }, $defs: { small: { maximum: 9 } } });
+      const lit = c.nodes[(c.nodes[c.root] as { props: Array<{ node: number }> }).props[0].node] as { values: Uint8Array[] };
+      return lit.values.map((v) => new TextDecoder().decode(v));
+    };
+    expect(listed({ enum: [1, 500, 4.5, 10, -3], minimum: 0, maximum: 100, multipleOf: 0.5, exclusiveMaximum: 10 })).toEqual(['1', '4.5']);
+    expect(listed({ enum: [0.3, 0.35, 0.6], multipleOf: 0.1 })).toEqual(['0.3', '0.6']);
+    expect(listed({ enum: ['abc', 'de', 'fé'], maxLength: 2 })).toEqual(['"de"', '"fé"']);
+    expect(listed({ enum: ['xaby', 'b', 'ab'], pattern: 'a.' })).toEqual(['"xaby"', '"ab"']);
+    expect(listed({ enum: ['2026-12-07', '2026-13-01', 'today'], format: 'date' })).toEqual(['"2026-12-07"']);
+    expect(listed({ enum: [{ a: 1 }, { b: 2 }, { a: 'x' }, [1]], properties: { a: { type: 'integer' } }, required: ['a'] })).toEqual(['{"a":1}', '[1]']); // an object's keywords do not apply to an array
+    expect(listed({ enum: [[1, 2], [1], [3, 4, 5]], minItems: 2, items: { maximum: 4 } })).toEqual(['[1,2]']);
+    expect(listed({ enum: [3, 30], anyOf: [{ $ref: '#/$defs/small' }] })).toEqual(['3']);
+    expect(listed({ const: 'b', enum: ['a', 'b'] })).toEqual(['"b"']);
+    expect(refused(obj({ e: { const: 'b', enum: ['a'] } }))).toEqual({ path: '/properties/e', keyword: 'const' });
+    expect(refused(obj({ e: { enum: [500], maximum: 100 } }))).toEqual({ path: '/properties/e', keyword: 'enum' });
+    expect(refused(obj({ e: { enum: ['a'], format: 'color' } }))).toEqual({ path: '/properties/e', keyword: 'format' });
+    expect(refused(obj({ e: { enum: ['a'], pattern: '(' } }))).toEqual({ path: '/properties/e', keyword: 'pattern' });
+    expect(refused(obj({ e: { enum: [1], anyOf: [{ $ref: '#/$defs/none' }] } }))).toEqual({ path: '/properties/e/anyOf/0', keyword: '$ref' });
     expect(refused({ anyOf: [{ type: 'object' }, { type: 'null' }] })).toEqual({ path: '', keyword: 'type' });
     expect(refused({ type: 'array', minItems: 3, maxItems: 2 })).toEqual({ path: '', keyword: 'minItems' });
     expect(refused({ type: 'object', minProperties: 3, maxProperties: 2 })).toEqual({ path: '', keyword: 'minProperties' });
