@@ -15,7 +15,8 @@
  * `const` (the values listed that the keywords beside them allow too, schema-check.ts), `anyOf` (alternatives that start alike are followed together until the reply tells them
  * apart), `oneOf` whose alternatives start with different bytes (a string or null, an object or an
  * array...) or, objects alike, carry a tag of constant values telling them apart (so no document is
- * one of two), `allOf` of one schema, and annotations. Anything else (`allOf` of several, `not`, other
+ * one of two), `allOf` (one schema as itself; several, or one beside other keywords, merged into one
+ * by all-of.ts), and annotations. Anything else (`allOf` parts that cannot be merged, `not`, other
  * formats, oneOf alternatives a reply could not tell apart...) is refused with a
  * SchemaError naming the keyword and where it is, rather than silently not enforced. The root is an
  * object or an array, so that the reply is whole exactly when it closes.
@@ -24,19 +25,11 @@
 import { type Multiple, multipleOf, multiplesWithin } from './multiple-of.js';
 import { type Bound, MAX_BOUND, boundedNumberPattern, tighter } from './number-pattern.js';
 import { type Nfa, RegexError, compileRegex, fewestToMatch, mostToAccept } from './regex.js';
-import { SchemaCheckError, SchemaChecker } from './schema-check.js';
+import { mergeAllOf } from './all-of.js';
+import { ANNOTATIONS, SchemaError, isPlainObject } from './schema-terms.js';
+import { SchemaChecker } from './schema-check.js';
 
-export class SchemaError extends Error {
-  constructor(
-    /** JSON pointer of the schema object at fault ('' for the root). */
-    readonly path: string,
-    readonly keyword: string,
-    message: string,
-  ) {
-    super(`${path || '/'}: ${message}`);
-    this.name = 'SchemaError';
-  }
-}
+export { SchemaError };
 
 export interface Property {
   name: string;
@@ -79,8 +72,6 @@ export interface CompiledSchema {
   readonly keyNode: number;
 }
 
-// OpenAPI's discriminator names a oneOf's tag: the tag's own constant values are what tell the alternatives apart.
-const ANNOTATIONS = new Set(['title', 'description', 'default', 'examples', '$schema', '$id', '$comment', 'deprecated', 'readOnly', 'writeOnly', '$defs', 'definitions', 'discriminator']);
 const KEYWORDS = new Set([...ANNOTATIONS, 'type', 'enum', 'const', 'properties', 'required', 'additionalProperties', 'items', 'prefixItems', 'additionalItems', 'minItems', 'maxItems', 'minLength', 'maxLength', 'pattern', 'format', 'minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum', 'minProperties', 'maxProperties', 'multipleOf', 'anyOf', 'oneOf', 'allOf', '$ref']);
 
 const OCTET = '(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])';
@@ -109,11 +100,12 @@ const TYPE_KEYWORDS: Record<string, readonly string[]> = {
 /** Most nodes a schema may compile to, and most enum and const values in all (OpenAI's bound): a mask's work grows with both. */
 export const MAX_SCHEMA_NODES = 2000;
 export const MAX_ENUM_VALUES = 1000;
+/** Most allOf merges one inside another (a property named by several parts is itself merged). */
+const MAX_MERGE_DEPTH = 32;
 /** Most alternatives of one anyOf that may start alike (each is followed in a state of its own until the reply tells them apart). */
 export const MAX_ALIKE = 64;
 
 const enc = new TextEncoder();
-const isPlainObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 const escapePointer = (s: string) => s.replace(/~/g, '~0').replace(/\//g, '~1');
 
 let nextId = 1;
@@ -127,6 +119,8 @@ class Compiler {
   private readonly refs = new Map<string, number>();
   private anyNode = -1;
   private literals = 0;
+  /** allOf merges under way, one inside another. */
+  private merges = 0;
 
   constructor(private readonly rootSchema: unknown) {}
 
@@ -167,18 +161,26 @@ class Compiler {
       const listed = keyword === 'const' ? [s.const] : (s.enum as unknown[]);
       // Only the values that the keywords beside the list allow too (a type, bounds, a length...) are valid.
       const beside = Object.fromEntries(Object.entries(s).filter(([k]) => k !== keyword && !ANNOTATIONS.has(k)));
-      const values = listed.filter((v) => this.fits(v, beside, path));
+      const values = listed.filter((v) => this.checker.fits(v, beside, path));
       if (values.length === 0) throw new SchemaError(path, keyword, `no value of "${keyword}" is valid under the keywords beside it (${Object.keys(beside).join(', ')})`);
       this.literals += values.length;
       if (this.literals > MAX_ENUM_VALUES) throw new SchemaError(path, keyword, `the schema has more than ${MAX_ENUM_VALUES} enum and const values`);
       return this.add({ k: 'lit', values: [...new Set(values.map((v) => JSON.stringify(v)))].map((v) => enc.encode(v)) });
     }
     if (s.allOf !== undefined) {
-      // One schema in allOf (as generators wrap a $ref to annotate it) is that schema; more are not merged.
-      if (!Array.isArray(s.allOf) || s.allOf.length !== 1) throw new SchemaError(path, 'allOf', '"allOf" of more than one schema is not supported');
+      if (!Array.isArray(s.allOf) || s.allOf.length === 0) throw new SchemaError(path, 'allOf', '"allOf" must be a non-empty array');
       const others = Object.keys(s).filter((k) => k !== 'allOf' && !ANNOTATIONS.has(k));
-      if (others.length > 0) throw new SchemaError(path, others[0], `"${others[0]}" beside "allOf" is not supported`);
-      return this.compile(s.allOf[0], `${path}/allOf/0`);
+      // One schema in allOf (as generators wrap a $ref to annotate it) is that schema.
+      if (s.allOf.length === 1 && others.length === 0) return this.compile(s.allOf[0], `${path}/allOf/0`);
+      // Several, or one beside other keywords: merged into one schema (all-of.ts).
+      if (this.merges >= MAX_MERGE_DEPTH) throw new SchemaError(path, 'allOf', `allOf merges nest more than ${MAX_MERGE_DEPTH} deep (a schema recursive through allOf is not supported)`);
+      this.merges++;
+      try {
+        const beside = Object.fromEntries(others.map((k) => [k, s[k]]));
+        return this.compile(mergeAllOf([...s.allOf, beside], path, (ref, at) => this.target(ref, at)), path);
+      } finally {
+        this.merges--;
+      }
     }
     const union = s.anyOf ?? s.oneOf;
     if (union !== undefined) {
@@ -355,15 +357,6 @@ class Compiler {
 
   private readonly checker = new SchemaChecker((ref, path) => this.target(ref, path), FORMATS);
 
-  /** Whether a listed value is valid under the schema `s` (SchemaChecker), its errors as SchemaErrors. */
-  private fits(value: unknown, s: unknown, path: string): boolean {
-    try {
-      return this.checker.fits(value, s, path);
-    } catch (e) {
-      if (e instanceof SchemaCheckError) throw new SchemaError(e.path, e.keyword, e.message);
-      throw e;
-    }
-  }
 }
 
 const BOUNDS = ['minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum'] as const;

@@ -5,22 +5,12 @@
  * schema lists its values (`enum`, `const`) beside other keywords, so that the values a reply may
  * write are those every keyword allows, not only the list.
  */
+import { SchemaError, isPlainObject } from './schema-terms.js';
 import { decimalOf } from './number-pattern.js';
 
 /** A check past this many nested schemas is refused: a reference that leads to itself without a value to read. */
 const MAX_DEPTH = 256;
 
-export class SchemaCheckError extends Error {
-  constructor(
-    readonly path: string,
-    readonly keyword: string,
-    message: string,
-  ) {
-    super(message);
-  }
-}
-
-const isPlainObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /** JSON equality: numbers by value, objects whatever the order of their keys. */
 export function sameJson(a: unknown, b: unknown): boolean {
@@ -72,10 +62,10 @@ export class SchemaChecker {
 
   /** Whether `value` is valid under `schema` (at `path`, for errors). */
   fits(value: unknown, schema: unknown, path: string, depth = 0): boolean {
-    if (depth > MAX_DEPTH) throw new SchemaCheckError(path, '$ref', `the schema's references nest more than ${MAX_DEPTH} deep without a value to check`);
+    if (depth > MAX_DEPTH) throw new SchemaError(path, '$ref', `the schema's references nest more than ${MAX_DEPTH} deep without a value to check`);
     if (schema === true) return true;
     if (schema === false) return false;
-    if (!isPlainObject(schema)) throw new SchemaCheckError(path, 'schema', 'a schema must be an object or a boolean');
+    if (!isPlainObject(schema)) throw new SchemaError(path, 'schema', 'a schema must be an object or a boolean');
     const s = schema;
     const sub = (v: unknown, child: unknown, at: string) => this.fits(v, child, at, depth + 1);
     if (s.$ref !== undefined && !sub(value, this.resolve(s.$ref as string, path), String(s.$ref).slice(1))) return false;
@@ -108,13 +98,13 @@ export class SchemaChecker {
       try {
         return new RegExp(whole ? `^(?:${source})$` : source, 'u').test(v);
       } catch (e) {
-        throw new SchemaCheckError(path, keyword, `${keyword} ${JSON.stringify(source.slice(0, 200))}: ${(e as Error).message}`);
+        throw new SchemaError(path, keyword, `${keyword} ${JSON.stringify(source.slice(0, 200))}: ${(e as Error).message}`);
       }
     };
     if (typeof s.pattern === 'string' && !pattern('pattern', s.pattern, false)) return false;
     if (typeof s.format === 'string') {
       const format = this.formats[s.format];
-      if (format === undefined) throw new SchemaCheckError(path, 'format', `format ${JSON.stringify(s.format)} is not supported`);
+      if (format === undefined) throw new SchemaError(path, 'format', `format ${JSON.stringify(s.format)} is not supported`);
       if (!pattern('format', format, true)) return false;
     }
     return true;

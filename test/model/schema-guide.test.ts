@@ -519,6 +519,48 @@ describe('SchemaGuide of a JSON schema (structured outputs)', () => {
     for (const t of texts) expect(valid(JSON.parse(t), TUPLES), t).toBe(true);
   });
 
+  it('allOf of several schemas: every document written is valid under every part (a $ref extended, a property named by both, a closed schema, listed values, multiples, a union distributed)', () => {
+    const defs = {
+      base: { type: 'object', properties: { id: { type: 'integer', minimum: 0, maximum: 99 }, tag: { type: 'string', maxLength: 3 }, note: { type: 'string' } }, required: ['id'] },
+      closed: { type: 'object', properties: { id: { type: 'integer' }, ok: { type: 'boolean' }, tag: { type: 'string' } }, additionalProperties: false },
+    };
+    const parts: Record<string, Array<Record<string, unknown>>> = {
+      // Inheritance: the base through $ref, extended with a property and a tighter id.
+      item: [{ $ref: '#/$defs/base' }, { type: 'object', properties: { id: { type: 'integer', multipleOf: 4 }, extra: { type: 'boolean' } }, required: ['extra'] }],
+      // The closed schema names no "note": it is never written.
+      closed: [{ $ref: '#/$defs/base' }, { $ref: '#/$defs/closed' }],
+      n: [{ type: 'number', multipleOf: 0.4 }, { type: 'number', multipleOf: 0.6, minimum: 0, maximum: 6 }],
+      pick: [{ type: 'string', enum: ['a', 'b', 'c'] }, { type: 'string', enum: ['b', 'c', 'd'] }],
+      shape: [
+        { type: 'object', properties: { size: { type: 'integer', minimum: 1, maximum: 3 } }, required: ['size'] },
+        { anyOf: [{ type: 'object', properties: { kind: { const: 'box' } }, required: ['kind'] }, { type: 'object', properties: { kind: { const: 'ball' }, round: { type: 'boolean' } }, required: ['kind', 'round'] }] },
+      ],
+    };
+    const root = { type: 'object', properties: Object.fromEntries(Object.entries(parts).map(([k, allOf]) => [k, { allOf }])), required: Object.keys(parts), $defs: defs };
+    const texts = randomWalks(() => new SchemaGuide(compileJsonSchema(root), vocab), { steps: 600, closers: [0x7d, 0x5d, 0x22, 0x2c], closeAfter: 80 });
+    expect(texts.length).toBeGreaterThan(100);
+    const seen = { n: new Set<number>(), pick: new Set<string>(), kind: new Set<string>() };
+    for (const t of texts) {
+      const doc = JSON.parse(t);
+      for (const [k, allOf] of Object.entries(parts)) for (const part of allOf) expect(valid(doc[k], part, root), `${k} of ${t}`).toBe(true);
+      expect('note' in doc.closed, t).toBe(false);
+      seen.n.add(doc.n);
+      seen.pick.add(doc.pick);
+      seen.kind.add(doc.shape.kind);
+    }
+    // The walks reached the values both parts allow, and only those.
+    expect([...seen.n].sort((a, b) => a - b)).toEqual([0, 1.2, 2.4, 3.6, 4.8, 6]);
+    expect([...seen.pick].sort()).toEqual(['b', 'c']);
+    expect([...seen.kind].sort()).toEqual(['ball', 'box']);
+    // Byte by byte: an id that is no multiple of 4, or a "note" in the closed object, is refused where it is written.
+    const closedOnly = { ...root, properties: { closed: root.properties.closed }, required: ['closed'] };
+    expect(walkIn(closedOnly, '{"closed": {"id": 3, "ok": true}}').done).toBe(true);
+    expect(walkIn(closedOnly, '{"closed": {"id": 3, "no')).toMatchObject({ done: false, accepted: 22 });
+    const itemOnly = { ...root, properties: { item: root.properties.item }, required: ['item'] };
+    expect(walkIn(itemOnly, '{"item": {"id": 12, "extra": false}}').done).toBe(true);
+    expect(walkIn(itemOnly, '{"item": {"id": 13')).toMatchObject({ done: false });
+  });
+
   it('minProperties and maxProperties: named properties (exactly one of them, as tool calls use) and free ones', () => {
     const one = { type: 'object', properties: { a: { type: 'integer' }, b: { type: 'integer' }, c: { type: 'integer' } }, minProperties: 1, maxProperties: 1, additionalProperties: false };
     for (const doc of ['{"a":1}', '{"b": 2}', '{ "c" : 3 }']) expect(walkIn(one, doc), doc).toEqual({ accepted: doc.length, done: true });
@@ -587,8 +629,22 @@ describe('compileJsonSchema', () => {
     expect(refused(obj({ n: { type: 'number', minimum: 0.2, maximum: 0.8 } }))).toBeNull();
     expect(refused(obj({ n: { type: 'integer', minimum: 0.2, maximum: 0.8 } }))).toEqual({ path: '/properties/n', keyword: 'minimum' });
     expect(refused(obj({ n: { type: 'number', exclusiveMinimum: 0.5, exclusiveMaximum: 0.5 } }))).toEqual({ path: '/properties/n', keyword: 'exclusiveMinimum' });
-    expect(refused(obj({ n: { allOf: [{ type: 'integer' }, { minimum: 0 }] } }))).toEqual({ path: '/properties/n', keyword: 'allOf' });
-    expect(refused(obj({ n: { allOf: [{ type: 'integer' }], minimum: 0 } }))).toEqual({ path: '/properties/n', keyword: 'minimum' });
+    // allOf of several schemas (or one beside other keywords) is merged; what cannot be merged is refused.
+    expect(refused(obj({ n: { allOf: [{ type: 'integer' }, { minimum: 0 }] } }))).toBeNull();
+    expect(refused(obj({ n: { allOf: [{ type: 'integer' }], minimum: 0 } }))).toBeNull();
+    expect(refused(obj({ n: { allOf: [{ type: 'string' }, { type: ['integer', 'null'] }] } }))).toEqual({ path: '/properties/n', keyword: 'allOf' });
+    expect(refused(obj({ n: { allOf: [{ type: 'string', pattern: 'a' }, { pattern: 'b' }] } }))).toEqual({ path: '/properties/n', keyword: 'allOf' });
+    expect(refused(obj({ n: { allOf: [{ type: 'string', pattern: 'a' }, { pattern: 'a', maxLength: 3 }] } }))).toBeNull();
+    expect(refused(obj({ n: { allOf: [{ prefixItems: [true] }, { prefixItems: [true, true] }] } }))).toEqual({ path: '/properties/n', keyword: 'allOf' });
+    expect(refused(obj({ n: { allOf: [{ enum: [1, 2] }, { enum: [3] }] } }))).toEqual({ path: '/properties/n', keyword: 'allOf' });
+    expect(refused(obj({ n: { allOf: [{ type: 'integer' }, false] } }))).toEqual({ path: '/properties/n', keyword: 'allOf' });
+    expect(refused(obj({ n: { allOf: [] } }))).toEqual({ path: '/properties/n', keyword: 'allOf' });
+    expect(refused(obj({ n: { allOf: [{ type: 'object', properties: { a: true }, additionalProperties: false }, { required: ['b'], properties: { b: true } }] } }))).toEqual({ path: '/properties/n', keyword: 'allOf' });
+    // A schema recursive through allOf (each merge naming the next), and an allOf that leads back to itself.
+    const deep = refused({ type: 'object', properties: { c: { allOf: [{ $ref: '#' }, { type: 'object' }] } } });
+    expect(deep?.keyword).toBe('allOf');
+    expect(deep?.path).toBe('/properties/c'.repeat(33)); // the root's c, then 32 merges, each naming the next c
+    expect(refused({ $ref: '#/$defs/a', $defs: { a: { allOf: [{ $ref: '#/$defs/a' }, { type: 'object' }] } } })).toEqual({ path: '/$defs/a', keyword: 'allOf' });
     expect(refused(obj({ n: { allOf: [{ type: 'integer', multipleOf: -3 }] } }))).toEqual({ path: '/properties/n/allOf/0', keyword: 'multipleOf' });
     // allOf of one schema, annotated (as generators wrap a $ref), is that schema.
     const wrapped = compileJsonSchema({ ...obj({ n: { allOf: [{ $ref: '#/$defs/small' }], description: 'a small number' } }), required: ['n'], $defs: { small: { type: 'integer', maximum: 9 } } });
