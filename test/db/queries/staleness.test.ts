@@ -29,7 +29,7 @@ describe('staleUsers', () => {
     userWith('alice', 5); // never injected
     const bob = userWith('bob', 6);
     const bobJob = jobOf('bob', 'succeeded', 2000, bob[3]); // saw 4 of 6
-    jobOf('bob', 'failed', 3000, bob[5]); // failed: what it read does not count
+    const bobFailed = jobOf('bob', 'failed', 3000, bob[5]); // failed: what it read does not count, the failure does (it has no error recorded)
     const bobActive = jobOf('bob', 'running', 4000, bob[5]);
     const carol = userWith('carol', 3);
     const carolJob = jobOf('carol', 'rejected', 2500, carol[2]); // the gate rejected an adapter of all of it
@@ -44,10 +44,17 @@ describe('staleUsers', () => {
     const all = staleUsers(t.db, { minNewItems: 1, limit: 100 });
     expect(all.total).toBe(4);
     expect(all.items).toEqual([
-      { userId: 'alice', newItems: 5, historyItems: 5, lastInjection: null, activeJobId: null },
-      { userId: 'erin', newItems: 3, historyItems: 7, lastInjection: { jobId: erinJob, state: 'succeeded', finishedAt: 5000, historyUpTo: erin[3] }, activeJobId: null },
-      { userId: 'bob', newItems: 2, historyItems: 6, lastInjection: { jobId: bobJob, state: 'succeeded', finishedAt: 2000, historyUpTo: bob[3] }, activeJobId: bobActive },
-      { userId: 'frank', newItems: 2, historyItems: 2, lastInjection: null, activeJobId: null },
+      { userId: 'alice', newItems: 5, historyItems: 5, lastInjection: null, activeJobId: null, failures: null },
+      { userId: 'erin', newItems: 3, historyItems: 7, lastInjection: { jobId: erinJob, state: 'succeeded', finishedAt: 5000, historyUpTo: erin[3] }, activeJobId: null, failures: null },
+      {
+        userId: 'bob',
+        newItems: 2,
+        historyItems: 6,
+        lastInjection: { jobId: bobJob, state: 'succeeded', finishedAt: 2000, historyUpTo: bob[3] },
+        activeJobId: bobActive,
+        failures: { count: 1, lastJobId: bobFailed, lastFinishedAt: 3000, lastError: { code: 'internal', message: '' } },
+      },
+      { userId: 'frank', newItems: 2, historyItems: 2, lastInjection: null, activeJobId: null, failures: null },
     ]);
     // carol's history was all read (by a rejected job), dave has none.
     expect(all.items.map((u) => u.userId)).not.toContain('carol');
