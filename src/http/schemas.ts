@@ -609,7 +609,7 @@ export const scoreResultSchema = z.object({
   userId: userIdSchema,
   ...likelihoodShape,
   tokens: z.array(tokenLogprobSchema),
-  usage: z.object({ contextTokens: z.int().min(1), scoredTokens: z.int().min(1) }),
+  usage: z.object({ contextTokens: z.int().min(1), scoredTokens: z.int().min(1), baseContextTokens: z.int().min(1).optional() }),
   personalization: personalizationSchema,
   base: z.object({ ...likelihoodShape, logprobs: z.array(z.number().max(0)) }).optional(),
   timings: z.object({ queueMs: z.number().min(0), scoreMs: z.number().min(0), totalMs: z.number().min(0) }),

@@ -531,7 +531,9 @@ export class Engine {
       score,
     };
     if (plan.kind !== 'injected') this.withoutAdapter(job, plan.kind, plan.fallback);
-    job.heldTokens = job.ids.length + (score ? score.textIds.length : replyBudget(this.ctx, job.ids.length, req.maxTokens));
+    // A comparison through an adapter or memory runs the base model's pass too: held as well.
+    const basePass = score?.compare && (plan.kind === 'injected' || job.personalization.mode !== 'vanilla') ? baseIds.length + score.textIds.length : 0;
+    job.heldTokens = job.ids.length + (score ? score.textIds.length + basePass : replyBudget(this.ctx, job.ids.length, req.maxTokens));
     this.hold(req.userId, 1, job.heldTokens);
     this.waiting.push(job);
     this.m.queueDepth.set(undefined, this.waiting.length);
@@ -910,14 +912,16 @@ export class Engine {
       userId: job.req.userId,
       ...likelihood(tokens.map((t) => t.logprob)),
       tokens,
-      usage: { contextTokens: job.ids.length, scoredTokens: s.textIds.length },
+      usage: { contextTokens: job.ids.length, scoredTokens: s.textIds.length, ...(base ? { baseContextTokens: job.baseIds.length } : {}) },
       personalization: job.personalization,
       ...(compared ? { base: compared } : {}),
       timings: { queueMs: round(t0 - job.t.arrived), scoreMs: round(end - t0), totalMs: round(end - job.t.arrived) },
     };
     if (!this.settle(job)) return;
     this.m.scoredTokens.inc({ mode }, s.textIds.length);
-    this.meter(job.req.userId, { promptTokens: job.ids.length, cachedTokens: 0, completionTokens: 0, scoredTokens: s.textIds.length });
+    // The base model's pass of a comparison is a second pass: its context and the text again.
+    const passes = base ? 2 : 1;
+    this.meter(job.req.userId, { promptTokens: job.ids.length + (base ? job.baseIds.length : 0), cachedTokens: 0, completionTokens: 0, scoredTokens: passes * s.textIds.length });
     this.m.requests.inc({ mode, finish: 'scored' });
     job.sink(job.aborted ? new ServeError('cancelled', 'the request was cancelled') : { type: 'scored', result });
   }

@@ -146,7 +146,12 @@ export interface ScoreResult extends Likelihood {
   userId: string;
   /** Each token of the text with its log-probability (and alternatives) under the served model. */
   tokens: TokenLogprob[];
-  usage: { contextTokens: number; scoredTokens: number };
+  /**
+   * Tokens before the text and of the text; with compare, through an adapter or memory,
+   * `baseContextTokens`: those before the same text in the base model's own pass (metered as a
+   * second pass: its context as prompt tokens, the text scored again).
+   */
+  usage: { contextTokens: number; scoredTokens: number; baseContextTokens?: number };
   personalization: Personalization;
   /** With compare: the base model's figures for the same tokens (`logprobs` per token, in order). */
   base?: Likelihood & { logprobs: number[] };

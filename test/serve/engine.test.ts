@@ -805,7 +805,8 @@ describe('scoring', () => {
     const r = await e.score(score('score-a', { topLogprobs: 3, compare: true }), never());
     const context = encodeRequest(ctx(), { prompt: 'Hello, how are you?', maxTokens: 1 });
     const text = f.tokenizer.encode(' Fine, thank you.', { parseSpecial: false });
-    expect(r.usage).toEqual({ contextTokens: context.length, scoredTokens: text.length });
+    // The base model's pass read the same context (no memory here) before the same text.
+    expect(r.usage).toEqual({ contextTokens: context.length, scoredTokens: text.length, baseContextTokens: context.length });
     expect(r.personalization).toEqual({ mode: 'injected', adapterVersion: 1 });
     expect(r.tokens.map((t) => t.tokenId)).toEqual(text);
     expect(r.tokens.map((t) => t.token).join('')).toBe(' Fine, thank you.');
@@ -826,6 +827,8 @@ describe('scoring', () => {
     expect(Math.abs(r.logprob - r.base!.logprob)).toBeGreaterThan(1e-2);
     const vanilla = await e.score(score('score-a', { mode: 'vanilla', compare: true }), never());
     expect(vanilla.personalization.mode).toBe('vanilla');
+    // Served by the base model itself, there is no second pass.
+    expect(vanilla.usage.baseContextTokens).toBeUndefined();
     expect(vanilla.tokens.map((t) => t.logprob)).toEqual(vanilla.base!.logprobs);
     vanilla.tokens.forEach((t, i) => expect(t.logprob).toBeCloseTo(base[i][t.tokenId], 4));
   });
@@ -999,16 +1002,19 @@ describe('metering', () => {
     const before = userUsage(f.db, 'meter-a', today, today).total;
     const [g1, g2] = await Promise.all([e.generate(req('meter-a', { maxTokens: 6 }), never()), e.generate(req('meter-a', { maxTokens: 3, mode: 'vanilla' }), never())]);
     const s = await e.score({ userId: 'meter-a', prompt: 'Hi', text: ' there, friend', mode: 'auto' }, never());
+    // A comparison through the adapter is two passes: the base model's context and the text again.
+    const c = await e.score({ userId: 'meter-a', prompt: 'Hi', text: ' there', mode: 'auto', compare: true }, never());
+    expect(c.usage.baseContextTokens).toBe(c.usage.contextTokens);
     const ac = new AbortController();
     ac.abort();
     await expect(e.generate(req('meter-a'), ac.signal)).rejects.toMatchObject({ code: 'cancelled' });
     const after = userUsage(f.db, 'meter-a', today, today).total;
     expect(after).toEqual({
-      requests: before.requests + 3,
-      promptTokens: before.promptTokens + g1.usage.promptTokens + g2.usage.promptTokens + s.usage.contextTokens,
+      requests: before.requests + 4,
+      promptTokens: before.promptTokens + g1.usage.promptTokens + g2.usage.promptTokens + s.usage.contextTokens + c.usage.contextTokens + c.usage.baseContextTokens!,
       cachedTokens: before.cachedTokens + g1.usage.cachedTokens + g2.usage.cachedTokens,
       completionTokens: before.completionTokens + g1.usage.completionTokens + g2.usage.completionTokens,
-      scoredTokens: before.scoredTokens + s.usage.scoredTokens,
+      scoredTokens: before.scoredTokens + s.usage.scoredTokens + 2 * c.usage.scoredTokens,
     });
   });
 });
