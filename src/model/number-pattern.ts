@@ -122,6 +122,8 @@ export function boundedNumberPattern(b: { min?: number; max?: number; exclusiveM
   // The binding bound of each side (an exclusive one where it ties an inclusive one).
   const low = tighter(b.min, b.exclusiveMin, 1);
   const high = tighter(b.max, b.exclusiveMax, -1);
+  // An empty range (the patterns of each side's fractions below would not see it when the bounds' integer parts differ).
+  if (low && high && (low.v > high.v || (low.v === high.v && (low.strict || high.strict)))) return null;
   const parts = ints === null ? [] : [`(${ints})`];
   // Numbers with a fraction: non-negative ones within the bounds, and negative ones whose magnitude is
   // within the bounds turned round.

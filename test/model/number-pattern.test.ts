@@ -39,6 +39,10 @@ describe('number patterns', () => {
       [{ exclusiveMax: -0.3 }, false],
       [{ min: 0.333, max: 0.334, exclusiveMin: 0.333 }, false],
       [{ min: 9.99, max: 10.01 }, false],
+      // Empty ranges: none (before, bounds whose integer parts differ wrote their own fractions: 10.5 for 10 to 1).
+      [{ min: 10, max: 1, exclusiveMin: -2 }, false],
+      [{ min: 3, max: 2.5 }, false],
+      [{ exclusiveMin: 2, max: 2 }, false],
     ];
     const rng = new Rng(5);
     for (const [b, integer] of cases) {
@@ -46,7 +50,7 @@ describe('number patterns', () => {
       const inRange = (x: number) =>
         (b.min === undefined || x >= b.min) && (b.max === undefined || x <= b.max) && (b.exclusiveMin === undefined || x > b.exclusiveMin) && (b.exclusiveMax === undefined || x < b.exclusiveMax);
       if (pattern === null) {
-        for (let n = -50; n <= 50; n++) expect(inRange(n) && integer, JSON.stringify(b)).toBe(false);
+        for (let n = -50; n <= 50; n += 0.125) expect(inRange(n) && (!integer || Number.isInteger(n)), `${n} for ${JSON.stringify(b)}`).toBe(false);
         continue;
       }
       const re = whole(pattern);
