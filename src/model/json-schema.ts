@@ -317,6 +317,7 @@ class Compiler {
     const names = Object.keys(props);
     if (names.length === 0) {
       // No properties named: any keys (each value of additionalProperties), or none at all when it is false.
+      if (additional === false && minProps > 0) throw new SchemaError(path, 'minProperties', `minProperties ${minProps} with no property allowed (none named, additionalProperties false)`);
       if (additional !== false) node.values = isPlainObject(additional) ? this.compile(additional, `${path}/additionalProperties`) : this.any();
       return id;
     }

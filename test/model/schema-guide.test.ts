@@ -713,6 +713,8 @@ describe('compileJsonSchema', () => {
     expect(refused({ type: 'object', minProperties: 3, maxProperties: 2 })).toEqual({ path: '', keyword: 'minProperties' });
     expect(refused({ type: 'object', properties: { a: true, b: true }, required: ['a', 'b'], maxProperties: 1 })).toEqual({ path: '', keyword: 'maxProperties' });
     expect(refused({ type: 'object', properties: { a: true }, minProperties: 2 })).toEqual({ path: '', keyword: 'minProperties' });
+    // No property allowed, yet one needed (found by a random-schema walk: the reply got stuck inside the object).
+    expect(refused(obj({ e: { type: 'object', additionalProperties: false, minProperties: 1 } }))).toEqual({ path: '/properties/e', keyword: 'minProperties' });
     expect(refused(obj({ e: { enum: Array.from({ length: 1001 }, (_, i) => i) } }))).toEqual({ path: '/properties/e', keyword: 'enum' });
     // References that only lead to each other, or to themselves beside another alternative, are no value a reply could start.
     expect(refused({ $ref: '#/$defs/a', $defs: { a: { $ref: '#/$defs/b' }, b: { $ref: '#/$defs/a' } } })?.keyword).toBe('$ref');
