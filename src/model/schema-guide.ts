@@ -69,6 +69,14 @@ const N_FRAC = 4; // fraction digits (may end)
 const N_E = 5; // after 'e'
 const N_ESIGN = 6; // after the exponent's sign
 const N_EXP = 7; // exponent digits (may end)
+/**
+ * A number with neither bounds nor multipleOf (JSON mode's, a plain "number" or "integer") has at
+ * most 15 integer digits and 2 exponent digits (the frame counts them in `b`), so that it parses to
+ * the same finite double (JSON.parse of 1e999 is Infinity, of 20 digits a rounded value). Every
+ * digit count may end there, so the cap is no dead end.
+ */
+export const MAX_INTEGER_DIGITS = 15;
+export const MAX_EXPONENT_DIGITS = 2;
 
 interface Frame {
   /** The schema node being written. */
@@ -189,7 +197,7 @@ function begin(c: CompiledSchema, s: State, id: number, b: number): boolean {
       } else {
         const p = b === 0x2d ? N_SIGN : b === 0x30 ? N_ZERO : isDigit(b) ? N_INT : -1;
         if (p < 0) return false;
-        f = { n: id, p, a: -1, b: 0, c: NONE, m: 0 };
+        f = { n: id, p, a: -1, b: isDigit(b) ? 1 : 0, c: NONE, m: 0 };
       }
       // A multiple: its first digit counts (a sign does not).
       if (node.multiple && !multipleStep(node.multiple, f, b)) return false;
@@ -208,7 +216,8 @@ function begin(c: CompiledSchema, s: State, id: number, b: number): boolean {
 
 /**
  * The named properties that may come next: those after the last one written up to and including the
- * next required one (none at maxProperties), leaving enough after them to reach minProperties.
+ * next required one (none at maxProperties), leaving enough after them to reach minProperties, and
+ * an optional one only where the required ones after it still fit within maxProperties.
  */
 function nextProps(node: Extract<SchemaNode, { k: 'obj' }>, f: Frame): number[] {
   const { props } = node;
@@ -216,9 +225,14 @@ function nextProps(node: Extract<SchemaNode, { k: 'obj' }>, f: Frame): number[] 
   if (f.m >= node.maxProps) return out;
   // Writing property j leaves props.length - 1 - j to come: with it, m + 1 + those must reach minProperties.
   const last = props.length - Math.max(1, node.minProps - f.m);
+  let required = 0;
+  if (node.maxProps !== Infinity) for (let j = f.a + 1; j < props.length; j++) if (props[j].required) required++;
   for (let j = f.a + 1; j <= last; j++) {
-    out.push(j);
-    if (props[j].required) break;
+    if (props[j].required) {
+      out.push(j);
+      break;
+    }
+    if (f.m + 1 + required <= node.maxProps) out.push(j);
   }
   return out;
 }
@@ -400,7 +414,7 @@ function stepNumber(c: CompiledSchema, f: Frame, b: number): number {
 
 /** A number's byte as JSON (or its bounds' pattern) writes it. */
 function stepNumberText(c: CompiledSchema, f: Frame, b: number): number {
-  const { integer, regex } = c.nodes[f.n] as Extract<SchemaNode, { k: 'num' }>;
+  const { integer, regex, multiple } = c.nodes[f.n] as Extract<SchemaNode, { k: 'num' }>;
   if (regex) {
     const next = stepRegex(regex, f.c, b);
     if (next.length > 0) {
@@ -414,6 +428,7 @@ function stepNumberText(c: CompiledSchema, f: Frame, b: number): number {
     case N_SIGN:
       if (!isDigit(b)) return FAIL;
       f.p = b === 0x30 ? N_ZERO : N_INT;
+      f.b = 1;
       return OK;
     case N_DOT:
       if (!isDigit(b)) return FAIL;
@@ -427,10 +442,16 @@ function stepNumberText(c: CompiledSchema, f: Frame, b: number): number {
       }
       if (!isDigit(b)) return FAIL;
       f.p = N_EXP;
+      f.b = 1;
       return OK;
     default: {
       // N_ZERO, N_INT, N_FRAC, N_EXP: the number may end here.
-      if (isDigit(b) && f.p !== N_ZERO) return OK;
+      if (isDigit(b) && f.p !== N_ZERO) {
+        if (f.p === N_FRAC || multiple) return OK;
+        if (f.b >= (f.p === N_INT ? MAX_INTEGER_DIGITS : MAX_EXPONENT_DIGITS)) return FAIL;
+        f.b++;
+        return OK;
+      }
       if (b === 0x2e && !integer && (f.p === N_ZERO || f.p === N_INT)) {
         f.p = N_DOT;
         return OK;

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { FORMATS, SchemaError, compileJsonSchema } from '../../src/model/json-schema.js';
-import { MAX_WHITESPACE, SchemaGuide } from '../../src/model/schema-guide.js';
+import { MAX_EXPONENT_DIGITS, MAX_INTEGER_DIGITS, MAX_WHITESPACE, SchemaGuide } from '../../src/model/schema-guide.js';
 import { Sequence } from '../../src/model/sequence.js';
 import type { Tokenizer } from '../../src/model/tokenizer.js';
 import { Rng } from '../../src/util/rng.js';
@@ -114,6 +114,20 @@ describe('SchemaGuide of any JSON object (JSON mode)', () => {
     expect(walk('{\n\n"a": 1}').accepted).toBe(2);
     expect(walk(`{${' '.repeat(MAX_WHITESPACE)}}`).done).toBe(true);
     expect(walk(`{${' '.repeat(MAX_WHITESPACE + 1)}}`).accepted).toBe(1 + MAX_WHITESPACE);
+  });
+
+  it('a number without bounds or multipleOf parses to the same finite double: at most 15 integer digits and 2 exponent digits, each count free to end', () => {
+    const digits = '9'.repeat(MAX_INTEGER_DIGITS);
+    for (const ok of [`{"a":${digits}}`, `{"a":-${digits}.123456789}`, `{"a":${digits}e99}`, '{"a":1E-99}', '{"a":0.5e+12}']) {
+      expect(walk(ok), ok).toEqual({ accepted: ok.length, done: true });
+      expect(Number.isFinite(JSON.parse(ok).a)).toBe(true);
+    }
+    expect(JSON.parse(`{"a":${digits}}`).a).toBe(Number(digits)); // exact: below 2^53
+    expect(walk(`{"a":${digits}9}`)).toEqual({ accepted: 5 + MAX_INTEGER_DIGITS, done: false });
+    expect(walk(`{"a":-${digits}9}`)).toEqual({ accepted: 6 + MAX_INTEGER_DIGITS, done: false });
+    expect(walk('{"a":1e999}')).toEqual({ accepted: 5 + 1 + 1 + MAX_EXPONENT_DIGITS, done: false });
+    // A multiple is followed digit by digit, uncapped (a cap could leave no multiple to end on); bounds write their own range.
+    expect(walkIn({ type: 'object', properties: { a: { type: 'integer', multipleOf: 7 } } }, `{"a":${'7'.repeat(21)}}`).done).toBe(true);
   });
 
   it('masks the vocabulary: a token is allowed exactly when all its bytes continue the document', () => {
@@ -713,6 +727,13 @@ describe('compileJsonSchema', () => {
     expect(refused({ type: 'object', minProperties: 3, maxProperties: 2 })).toEqual({ path: '', keyword: 'minProperties' });
     expect(refused({ type: 'object', properties: { a: true, b: true }, required: ['a', 'b'], maxProperties: 1 })).toEqual({ path: '', keyword: 'maxProperties' });
     expect(refused({ type: 'object', properties: { a: true }, minProperties: 2 })).toEqual({ path: '', keyword: 'minProperties' });
+    // An optional property is not written where the required ones after it would pass maxProperties
+    // (found by a random-schema walk: a reply wrote "a" and got stuck needing "b").
+    const tight = { type: 'object', properties: { a: { type: 'null' }, b: { type: 'null' }, c: { type: 'null' } }, required: ['b'], maxProperties: 1 };
+    expect(walkIn(tight, '{"b": null}').done).toBe(true);
+    expect(walkIn(tight, '{"a"')).toMatchObject({ accepted: 2, done: false });
+    expect(walkIn({ ...tight, maxProperties: 2 }, '{"a": null, "b": null}').done).toBe(true);
+    expect(walkIn({ ...tight, maxProperties: 2 }, '{"b": null, "c": null}').done).toBe(true);
     // No property allowed, yet one needed (found by a random-schema walk: the reply got stuck inside the object).
     expect(refused(obj({ e: { type: 'object', additionalProperties: false, minProperties: 1 } }))).toEqual({ path: '/properties/e', keyword: 'minProperties' });
     expect(refused(obj({ e: { enum: Array.from({ length: 1001 }, (_, i) => i) } }))).toEqual({ path: '/properties/e', keyword: 'enum' });
