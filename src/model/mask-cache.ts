@@ -75,11 +75,16 @@ export function maskOf(vocab: ReadonlyArray<Uint8Array | null>, accepts: (bytes:
 
 /** The mask of `key` (a guide's state, unique across guides) for this vocabulary: on a miss, the tokens `accepts` takes. */
 export function cachedMask(vocab: ReadonlyArray<Uint8Array | null>, key: string, accepts: (bytes: Uint8Array) => boolean): Uint8Array {
+  return cachedBy(vocab, key, () => maskOf(vocab, accepts));
+}
+
+/** What `build` makes for `key` (a mask, or a guide's own table of at most a vocabulary's bytes), kept with the vocabulary's masks. */
+export function cachedBy(vocab: ReadonlyArray<Uint8Array | null>, key: string, build: () => Uint8Array): Uint8Array {
   let masks = caches.get(vocab);
   if (!masks) caches.set(vocab, (masks = new Map()));
   let mask = masks.get(key);
   if (mask) return mask;
-  mask = maskOf(vocab, accepts);
+  mask = build();
   if ((masks.size + 1) * vocab.length > MASK_CACHE_BYTES) masks.clear();
   masks.set(key, mask);
   return mask;

@@ -32,7 +32,7 @@
  */
 import type { Guide } from './guide.js';
 import { type CompiledSchema, MAX_ALIKE, type SchemaNode, compileJsonSchema } from './json-schema.js';
-import { cachedMask } from './mask-cache.js';
+import { cachedBy, cachedMask } from './mask-cache.js';
 import { endsMultiple, stepMultiple } from './multiple-of.js';
 import { fewestToMatch, regexAccepts, stepRegex } from './regex.js';
 
@@ -520,6 +520,46 @@ function feed(c: CompiledSchema, s: State, b: number): boolean {
   }
 }
 
+/** How each token of a vocabulary writes inside a string with no pattern (not a free key), from between two characters. */
+interface StringTable {
+  /** The code points a token writes when it is string content that does not close the string; -1 when it is not. */
+  content: Int32Array;
+  /** The tokens whose bytes close the string (content up to an unescaped quote), and the code points before that quote. */
+  closers: number[];
+  closerCodePoints: Int32Array;
+}
+
+const stringTables = new WeakMap<ReadonlyArray<Uint8Array | null>, StringTable>();
+/** A string counted without bound, whose frame stringTable runs each token through. */
+const COUNTED = compileJsonSchema({ type: 'object', properties: { s: { type: 'string', maxLength: Number.MAX_SAFE_INTEGER } } });
+const COUNTED_STRING = COUNTED.nodes.findIndex((n) => n.k === 'str');
+
+/** Each token's bytes run through a string's own automaton (stepString), counting its code points as a bounded string does. */
+function stringTable(vocab: ReadonlyArray<Uint8Array | null>): StringTable {
+  let table = stringTables.get(vocab);
+  if (table) return table;
+  const content = new Int32Array(vocab.length).fill(-1);
+  const closers: number[] = [];
+  const closerCodePoints: number[] = [];
+  vocab.forEach((bytes, id) => {
+    if (!bytes) return;
+    const f: Frame = { n: COUNTED_STRING, p: S_TEXT, a: 0, b: 0, c: NONE, m: 0 };
+    for (let i = 0; i < bytes.length; i++) {
+      const r = stepString(COUNTED, f, bytes[i]);
+      if (r === FAIL) return;
+      if (r === END) {
+        closers.push(id);
+        closerCodePoints.push(f.a);
+        return;
+      }
+    }
+    content[id] = f.a;
+  });
+  table = { content, closers, closerCodePoints: Int32Array.from(closerCodePoints) };
+  stringTables.set(vocab, table);
+  return table;
+}
+
 const quoteTokenLists = new WeakMap<ReadonlyArray<Uint8Array | null>, number[]>();
 
 /** The vocabulary's tokens whose bytes hold a double quote. */
@@ -635,7 +675,8 @@ export class SchemaGuide implements Guide {
         return `${f.n}.${f.p}.${f.a}.${f.b}.${f.m}`;
       })
       .join('/');
-    const lax = cachedMask(this.vocab, `schema ${this.schema.id}|${s.ws}|${s.nl}|${s.done ? 1 : 0}|${frames}`, (bytes) => this.acceptsFrom(s, bytes, true));
+    const key = `schema ${this.schema.id}|${s.ws}|${s.nl}|${s.done ? 1 : 0}|${frames}`;
+    const lax = this.inBoundedString(s) ? cachedBy(this.vocab, key, () => this.boundedStringMask(s, frames)) : cachedMask(this.vocab, key, (bytes) => this.acceptsFrom(s, bytes, true));
     if (!freeKeys) return lax;
     // Only a token with a quote can close a key: those the lax mask takes are run again with the rule.
     let mask = lax;
@@ -644,6 +685,53 @@ export class SchemaGuide implements Guide {
       if (mask === lax) mask = lax.slice();
       mask[id] = 0;
     }
+    return mask;
+  }
+
+  /**
+   * Whether the state is inside a string of length bounds and no pattern, between characters (not in
+   * an escape or a character's bytes): its mask is then built from the string's own tables (below)
+   * rather than by running the vocabulary, as each length written is a state of its own.
+   */
+  private inBoundedString(s: State): boolean {
+    const f = s.frames[s.frames.length - 1];
+    if (!f || f.p !== S_TEXT || f.b !== 0 || f.m !== 0) return false;
+    const node = this.schema.nodes[f.n];
+    return node.k === 'str' && node.regex === null && (node.min > 0 || node.max < Infinity);
+  }
+
+  /**
+   * The mask of a bounded string's state, `written` code points in: the tokens that are string content
+   * (stringTable: the same for every string) whose code points still fit, and those that close the
+   * string where its length may end and whose bytes after the quote the state takes. Which of the
+   * closing tokens the state takes does not depend on the length written, so it is run once per state
+   * without the count (`frames`' key with the string's count left out) and kept.
+   */
+  private boundedStringMask(s: State, frames: string): Uint8Array {
+    const f = s.frames[s.frames.length - 1];
+    const node = this.schema.nodes[f.n] as Extract<SchemaNode, { k: 'str' }>;
+    const table = stringTable(this.vocab);
+    const written = f.a;
+    const countless = frames.slice(0, frames.lastIndexOf('/') + 1) + `${f.n}.${f.p}.*.${f.b}.${f.m}.`;
+    const takes = cachedBy(this.vocab, `schema ${this.schema.id}|${s.ws}|${s.nl}|closers|${countless}`, () =>
+      Uint8Array.from(table.closers, (id, i) => {
+        // Run the token from the state with as many code points written as make its quote end the string within the bounds, if any do.
+        const cp = table.closerCodePoints[i];
+        const a = Math.max(0, node.min - cp);
+        if (a + cp > node.max) return 0;
+        const from = copyOf(s);
+        from.frames[from.frames.length - 1] = { ...f, a };
+        return this.acceptsFrom(from, this.vocab[id]!, true) ? 1 : 0;
+      }),
+    );
+    const mask = new Uint8Array(this.vocab.length);
+    const room = node.max - written;
+    const { content } = table;
+    for (let id = 0; id < content.length; id++) if (content[id] >= 0 && content[id] <= room) mask[id] = 1;
+    table.closers.forEach((id, i) => {
+      const total = written + table.closerCodePoints[i];
+      if (takes[i] && total >= node.min && total <= node.max) mask[id] = 1;
+    });
     return mask;
   }
 
