@@ -23,7 +23,7 @@ import { ANNOTATIONS, SchemaError, isPlainObject } from './schema-terms.js';
 type Schema = Record<string, unknown>;
 
 /** The keywords mergeAllOf merges (or leaves out, as `additionalProperties: true` and `items: true`); annotations are left out too. */
-const MERGED = new Set(['type', 'enum', 'const', 'minimum', 'exclusiveMinimum', 'minLength', 'minItems', 'minProperties', 'maximum', 'exclusiveMaximum', 'maxLength', 'maxItems', 'maxProperties', 'multipleOf', 'pattern', 'format', 'properties', 'required', 'additionalProperties', 'prefixItems', 'items', 'additionalItems']);
+const MERGED = new Set(['type', 'enum', 'const', 'minimum', 'exclusiveMinimum', 'minLength', 'minItems', 'minProperties', 'maximum', 'exclusiveMaximum', 'maxLength', 'maxItems', 'maxProperties', 'multipleOf', 'pattern', 'format', 'properties', 'required', 'additionalProperties', 'prefixItems', 'items', 'additionalItems', 'uniqueItems']);
 /** Most `$ref`s and nested `allOf`s read while flattening one allOf (a schema whose allOf leads back to itself). */
 const MAX_PARTS = 64;
 
@@ -175,6 +175,7 @@ export function mergeAllOf(parts: readonly unknown[], path: string, resolve: (re
     const v = alike(flat, key, path);
     if (v !== undefined) merged[key] = v;
   }
+  if (given(flat, 'uniqueItems').includes(true)) merged.uniqueItems = true;
   mergeObjects(flat, merged, path);
   mergeArrays(flat, merged, path);
   // Anything else (keywords the compiler does not take) is kept, for the compiler to refuse by name.

@@ -7,7 +7,8 @@
  * The subset is what such schemas use: `type` (one or a list), `properties` with `required`
  * (properties are written in the schema's order, the required ones always; an optional one may be left
  * out), `minProperties` / `maxProperties`, `additionalProperties` (an object without `properties`
- * takes any keys, with values of that schema), `items` with `minItems` / `maxItems`, tuples
+ * takes any keys, with values of that schema), `items` with `minItems` / `maxItems` and
+ * `uniqueItems` (items of listed values: a value written is not offered again), tuples
  * (`prefixItems`, or `items` as an array with `additionalItems`), `minLength` / `maxLength` (in code points), a
  * string's `pattern` (regex.ts; its text written without escapes) or `format` (FORMATS), a number's
  * `minimum` / `maximum` / `exclusiveMinimum` / `exclusiveMaximum` (number-pattern.ts) and `multipleOf`
@@ -42,8 +43,12 @@ export interface Property {
 export type SchemaNode =
   /** An object: `props` in order; or with `values` (a node id) any keys, each value of that node. */
   | { k: 'obj'; props: Property[]; values: number | null; minProps: number; maxProps: number }
-  /** An array: item i of node `prefix[i]` (a tuple's), those after it of `items` (null: none, max is then at most the prefix's length). */
-  | { k: 'arr'; prefix: number[]; items: number | null; min: number; max: number }
+  /**
+   * An array: item i of node `prefix[i]` (a tuple's), those after it of `items` (null: none, max is
+   * then at most the prefix's length); `unique` (uniqueItems): items of listed values (a literal
+   * node), none written twice.
+   */
+  | { k: 'arr'; prefix: number[]; items: number | null; min: number; max: number; unique?: boolean }
   /**
    * A string: its length in code points, and a pattern its text matches whole (pattern, format);
    * with a pattern and a minLength, per NFA state the most characters to a match, counted up to min
@@ -72,7 +77,7 @@ export interface CompiledSchema {
   readonly keyNode: number;
 }
 
-const KEYWORDS = new Set([...ANNOTATIONS, 'type', 'enum', 'const', 'properties', 'required', 'additionalProperties', 'items', 'prefixItems', 'additionalItems', 'minItems', 'maxItems', 'minLength', 'maxLength', 'pattern', 'format', 'minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum', 'minProperties', 'maxProperties', 'multipleOf', 'anyOf', 'oneOf', 'allOf', '$ref']);
+const KEYWORDS = new Set([...ANNOTATIONS, 'type', 'enum', 'const', 'properties', 'required', 'additionalProperties', 'items', 'prefixItems', 'additionalItems', 'minItems', 'maxItems', 'uniqueItems', 'minLength', 'maxLength', 'pattern', 'format', 'minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum', 'minProperties', 'maxProperties', 'multipleOf', 'anyOf', 'oneOf', 'allOf', '$ref']);
 
 const OCTET = '(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])';
 const FULL_TIME = '([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,6})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])';
@@ -93,7 +98,7 @@ const TYPES = ['object', 'array', 'string', 'number', 'integer', 'boolean', 'nul
 /** The keywords that apply to one type only. */
 const TYPE_KEYWORDS: Record<string, readonly string[]> = {
   object: ['properties', 'required', 'additionalProperties', 'minProperties', 'maxProperties'],
-  array: ['items', 'prefixItems', 'additionalItems', 'minItems', 'maxItems'],
+  array: ['items', 'prefixItems', 'additionalItems', 'minItems', 'maxItems', 'uniqueItems'],
   string: ['minLength', 'maxLength', 'pattern', 'format'],
   number: ['minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum', 'multipleOf'],
 };
@@ -258,7 +263,19 @@ class Compiler {
     const id = this.add(node);
     node.prefix = tuple.slice(0, max).map((item, i) => this.compile(item, `${path}/${tupleKey}/${i}`));
     if (rest !== false && max > tuple.length) node.items = rest === undefined || rest === true ? this.any() : this.compile(rest, `${path}/${restKey}`);
+    if (s.uniqueItems !== undefined && typeof s.uniqueItems !== 'boolean') throw new SchemaError(path, 'uniqueItems', '"uniqueItems" must be a boolean');
+    if (s.uniqueItems === true && node.max > 0) this.unique(node, path);
     return id;
+  }
+
+  /** uniqueItems: items of listed values (enum, const, boolean, null), each written at most once, so at most as many items as values. */
+  private unique(node: Extract<SchemaNode, { k: 'arr' }>, path: string): void {
+    if (node.prefix.length > 0) throw new SchemaError(path, 'uniqueItems', '"uniqueItems" with a tuple is not supported');
+    const items = node.items === null ? null : resolved(this.nodes, node.items);
+    if (items?.k !== 'lit') throw new SchemaError(path, 'uniqueItems', '"uniqueItems" is supported for items of listed values only (enum, const, boolean, null)');
+    node.unique = true;
+    node.max = Math.min(node.max, items.values.length);
+    if (node.min > node.max) throw new SchemaError(path, 'minItems', `minItems ${node.min} exceeds the ${items.values.length} distinct values the items may have`);
   }
 
   /**

@@ -113,6 +113,7 @@ export class SchemaChecker {
   private array(v: unknown[], s: Record<string, unknown>, path: string, depth: number): boolean {
     if (typeof s.minItems === 'number' && v.length < s.minItems) return false;
     if (typeof s.maxItems === 'number' && v.length > s.maxItems) return false;
+    if (s.uniqueItems === true && v.some((x, i) => v.slice(0, i).some((y) => sameJson(x, y)))) return false;
     // A tuple: 2020-12's prefixItems then items, or draft 7's items as an array then additionalItems.
     const tupleKey = Array.isArray(s.prefixItems) ? 'prefixItems' : Array.isArray(s.items) ? 'items' : null;
     const tuple = tupleKey === null ? [] : (s[tupleKey] as unknown[]);

@@ -205,8 +205,12 @@ function begin(c: CompiledSchema, s: State, id: number, b: number): boolean {
       return true;
     }
     case 'lit': {
+      // An item of an array of unique items: not a value written already.
+      const parent = s.frames[s.frames.length - 1];
+      const parentNode = parent && c.nodes[parent.n];
+      const taken = parentNode?.k === 'arr' && parentNode.unique ? parent.c : NONE;
       const cands: number[] = [];
-      node.values.forEach((v, i) => v[0] === b && cands.push(i));
+      node.values.forEach((v, i) => v[0] === b && !taken.includes(i) && cands.push(i));
       if (cands.length === 0) return false;
       s.frames.push({ n: id, p: 0, a: 1, b: 0, c: cands, m: 0 });
       return true;
@@ -505,7 +509,14 @@ function feed(c: CompiledSchema, s: State, b: number): boolean {
     s.frames.pop();
     const parent = top(s);
     if (!parent) s.done = true;
-    else if (c.nodes[parent.n].k === 'arr') parent.p = A_AFTER;
+    else if (c.nodes[parent.n].k === 'arr') {
+      parent.p = A_AFTER;
+      // Unique items: the value written joins those the next items may not be.
+      if ((c.nodes[parent.n] as Extract<SchemaNode, { k: 'arr' }>).unique) {
+        const { values } = c.nodes[f.n] as Extract<SchemaNode, { k: 'lit' }>;
+        parent.c = [...parent.c, f.c.find((i) => values[i].length === f.a)!];
+      }
+    }
     else if (parent.p === O_KEYSTR) {
       parent.p = O_COLON;
       // A key the object holds already is refused.

@@ -575,6 +575,32 @@ describe('SchemaGuide of a JSON schema (structured outputs)', () => {
     expect(walkIn(itemOnly, '{"item": {"id": 13')).toMatchObject({ done: false });
   });
 
+  it('uniqueItems: items of listed values, none written twice (the first byte of a value is taken only for the values still free: 1 again begins only 12), at most as many as there are values', () => {
+    const tags = { type: 'object', properties: { tags: { type: 'array', items: { enum: ['red', 'green', 'blue', 1, 12, true] }, uniqueItems: true } }, required: ['tags'] };
+    const texts = randomWalks(() => new SchemaGuide(compileJsonSchema(tags), vocab), { steps: 200, closers: [0x7d, 0x5d, 0x2c], closeAfter: 40 });
+    expect(texts.length).toBe(200);
+    const lengths = new Set<number>();
+    for (const t of texts) {
+      const items = JSON.parse(t).tags as unknown[];
+      expect(new Set(items.map((x) => JSON.stringify(x))).size, t).toBe(items.length);
+      lengths.add(items.length);
+    }
+    expect(Math.max(...lengths)).toBe(6);
+    expect(walkIn(tags, '{"tags": ["red", 1, 12, true, "blue", "green"]}').done).toBe(true);
+    // A value written already is refused where it would be written again: "red" at its first byte past the quote, 1 at the byte that would end it.
+    expect(walkIn(tags, '{"tags": ["red", "red"]}')).toMatchObject({ done: false, accepted: 18 });
+    expect(walkIn(tags, '{"tags": [1, 12, 1]}')).toMatchObject({ done: false, accepted: 17 });
+    expect(walkIn(tags, '{"tags": [1, 1]}')).toMatchObject({ done: false, accepted: 14 });
+    expect(walkIn(tags, '{"tags": [12, 1]}').done).toBe(true);
+    // Through a $ref, booleans, and with allOf.
+    expect(walkIn({ type: 'array', items: { $ref: '#/$defs/b' }, uniqueItems: true, $defs: { b: { type: 'boolean' } } }, '[true, false]').done).toBe(true);
+    expect(walkIn({ type: 'array', items: { type: 'boolean' }, uniqueItems: true }, '[true, true')).toMatchObject({ done: false, accepted: 7 });
+    expect(walkIn({ type: 'array', allOf: [{ items: { enum: [1, 2] } }, { uniqueItems: true }] }, '[2, 1]').done).toBe(true);
+    expect(walkIn({ type: 'array', allOf: [{ items: { enum: [1, 2] } }, { uniqueItems: true }] }, '[2, 2')).toMatchObject({ done: false });
+    // uniqueItems false is no constraint.
+    expect(walkIn({ type: 'array', items: { type: 'boolean' }, uniqueItems: false }, '[true, true]').done).toBe(true);
+  });
+
   it('minProperties and maxProperties: named properties (exactly one of them, as tool calls use) and free ones', () => {
     const one = { type: 'object', properties: { a: { type: 'integer' }, b: { type: 'integer' }, c: { type: 'integer' } }, minProperties: 1, maxProperties: 1, additionalProperties: false };
     for (const doc of ['{"a":1}', '{"b": 2}', '{ "c" : 3 }']) expect(walkIn(one, doc), doc).toEqual({ accepted: doc.length, done: true });
@@ -734,6 +760,13 @@ describe('compileJsonSchema', () => {
     expect(walkIn(tight, '{"a"')).toMatchObject({ accepted: 2, done: false });
     expect(walkIn({ ...tight, maxProperties: 2 }, '{"a": null, "b": null}').done).toBe(true);
     expect(walkIn({ ...tight, maxProperties: 2 }, '{"b": null, "c": null}').done).toBe(true);
+    // uniqueItems: only items of listed values, never a tuple, and no more items needed than there are values.
+    expect(refused({ type: 'array', items: { type: 'string' }, uniqueItems: true })).toEqual({ path: '', keyword: 'uniqueItems' });
+    expect(refused({ type: 'array', uniqueItems: true })).toEqual({ path: '', keyword: 'uniqueItems' });
+    expect(refused({ type: 'array', prefixItems: [{ const: 1 }], items: { const: 2 }, uniqueItems: true })).toEqual({ path: '', keyword: 'uniqueItems' });
+    expect(refused({ type: 'array', items: { enum: [1, 2] }, uniqueItems: true, minItems: 3 })).toEqual({ path: '', keyword: 'minItems' });
+    expect(refused({ type: 'array', items: { enum: [1, 2] }, uniqueItems: 'yes' })).toEqual({ path: '', keyword: 'uniqueItems' });
+    expect(refused({ type: 'array', items: { type: 'string' }, uniqueItems: true, maxItems: 0 })).toBeNull();
     // No property allowed, yet one needed (found by a random-schema walk: the reply got stuck inside the object).
     expect(refused(obj({ e: { type: 'object', additionalProperties: false, minProperties: 1 } }))).toEqual({ path: '/properties/e', keyword: 'minProperties' });
     expect(refused(obj({ e: { enum: Array.from({ length: 1001 }, (_, i) => i) } }))).toEqual({ path: '/properties/e', keyword: 'enum' });
