@@ -502,10 +502,12 @@ describe('the official OpenAI client, unmodified, against the real server', () =
     const stream = await openai.chat.completions.create({ model: 'memlora', user: 'alice', messages: hello, max_tokens: 200, tools, tool_choice: { type: 'function', function: { name: 'zoom' } }, stream: true });
     let name = '';
     let argText = '';
+    let pieces = 0;
     const finish: Array<string | null> = [];
     for await (const chunk of stream) {
       for (const c of chunk.choices) {
         for (const t of c.delta.tool_calls ?? []) {
+          pieces++;
           name += t.function?.name ?? '';
           argText += t.function?.arguments ?? '';
         }
@@ -515,6 +517,16 @@ describe('the official OpenAI client, unmodified, against the real server', () =
     expect(name).toBe('zoom');
     expect([1, 2, 3]).toContain((JSON.parse(argText) as { level: number }).level);
     expect(finish.filter((f) => f !== null)).toEqual(['tool_calls']);
+    // The call came in pieces (its name, then its arguments), and the SDK's own stream helper joins them into the call.
+    expect(pieces).toBeGreaterThan(1);
+    const joined = await openai.chat.completions
+      .stream({ model: 'memlora', user: 'alice', messages: hello, max_tokens: 200, tools, tool_choice: { type: 'function', function: { name: 'zoom' } } })
+      .finalChatCompletion();
+    const joinedCall = joined.choices[0].message.tool_calls![0] as OpenAI.ChatCompletionMessageFunctionToolCall;
+    expect(joinedCall.function.name).toBe('zoom');
+    expect(joinedCall.id).toMatch(/^call_[0-9a-f]{16}$/);
+    expect([1, 2, 3]).toContain((JSON.parse(joinedCall.function.arguments) as { level: number }).level);
+    expect(joined.choices[0].finish_reason).toBe('tool_calls');
     // The call and its result go back into the conversation.
     const next = await openai.chat.completions.create({
       model: 'memlora',
