@@ -8,7 +8,8 @@
  * (properties are written in the schema's order, the required ones always; an optional one may be left
  * out), `minProperties` / `maxProperties`, `additionalProperties` (an object without `properties`
  * takes any keys, with values of that schema), `items` with `minItems` / `maxItems` and
- * `uniqueItems` (items of listed values: a value written is not offered again), tuples
+ * `uniqueItems` (items of listed values: a value written is not offered again; strings without a
+ * pattern or maxLength: one written already is refused at its closing quote), tuples
  * (`prefixItems`, or `items` as an array with `additionalItems`), `minLength` / `maxLength` (in code points), a
  * string's `pattern` (regex.ts; its text written without escapes) or `format` (FORMATS), a number's
  * `minimum` / `maximum` / `exclusiveMinimum` / `exclusiveMaximum` (number-pattern.ts) and `multipleOf`
@@ -45,10 +46,10 @@ export type SchemaNode =
   | { k: 'obj'; props: Property[]; values: number | null; minProps: number; maxProps: number }
   /**
    * An array: item i of node `prefix[i]` (a tuple's), those after it of `items` (null: none, max is
-   * then at most the prefix's length); `unique` (uniqueItems): items of listed values (a literal
-   * node), none written twice.
+   * then at most the prefix's length); `unique` (uniqueItems): none written twice, items of listed
+   * values (a literal node) or strings (of no pattern and no maxLength, written as free keys are).
    */
-  | { k: 'arr'; prefix: number[]; items: number | null; min: number; max: number; unique?: boolean }
+  | { k: 'arr'; prefix: number[]; items: number | null; min: number; max: number; unique?: 'values' | 'strings' }
   /**
    * A string: its length in code points, and a pattern its text matches whole (pattern, format);
    * with a pattern and a minLength, per NFA state the most characters to a match, counted up to min
@@ -268,12 +269,20 @@ class Compiler {
     return id;
   }
 
-  /** uniqueItems: items of listed values (enum, const, boolean, null), each written at most once, so at most as many items as values. */
+  /**
+   * uniqueItems: items of listed values (enum, const, boolean, null), each written at most once, so at
+   * most as many items as values; or strings of no pattern and no maxLength (a string written already
+   * can always go on, so refusing its closing quote is no dead end).
+   */
   private unique(node: Extract<SchemaNode, { k: 'arr' }>, path: string): void {
     if (node.prefix.length > 0) throw new SchemaError(path, 'uniqueItems', '"uniqueItems" with a tuple is not supported');
     const items = node.items === null ? null : resolved(this.nodes, node.items);
-    if (items?.k !== 'lit') throw new SchemaError(path, 'uniqueItems', '"uniqueItems" is supported for items of listed values only (enum, const, boolean, null)');
-    node.unique = true;
+    if (items?.k === 'str' && items.regex === null && items.max === Infinity) {
+      node.unique = 'strings';
+      return;
+    }
+    if (items?.k !== 'lit') throw new SchemaError(path, 'uniqueItems', '"uniqueItems" is supported for items of listed values (enum, const, boolean, null) and for strings without a pattern or maxLength only');
+    node.unique = 'values';
     node.max = Math.min(node.max, items.values.length);
     if (node.min > node.max) throw new SchemaError(path, 'minItems', `minItems ${node.min} exceeds the ${items.values.length} distinct values the items may have`);
   }

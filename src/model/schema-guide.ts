@@ -183,10 +183,15 @@ function begin(c: CompiledSchema, s: State, id: number, b: number): boolean {
       if (b !== 0x5b) return false;
       s.frames.push({ n: id, p: A_OPEN, a: 0, b: 0, c: NONE, m: 0 });
       return true;
-    case 'str':
+    case 'str': {
       if (b !== 0x22) return false;
-      s.frames.push({ n: id, p: S_TEXT, a: 0, b: 0, c: node.regex ? node.regex.start : NONE, m: 0 });
+      // An item of an array of unique strings is hashed as it comes, as a free key is (and written as one: one spelling per string).
+      const parent = s.frames[s.frames.length - 1];
+      const parentNode = parent && c.nodes[parent.n];
+      const hashed = parentNode?.k === 'arr' && parentNode.unique === 'strings';
+      s.frames.push({ n: id, p: S_TEXT, a: 0, b: 0, c: node.regex ? node.regex.start : NONE, m: hashed ? FNV_BASIS : 0 });
       return true;
+    }
     case 'num': {
       let f: Frame;
       if (node.regex) {
@@ -208,7 +213,7 @@ function begin(c: CompiledSchema, s: State, id: number, b: number): boolean {
       // An item of an array of unique items: not a value written already.
       const parent = s.frames[s.frames.length - 1];
       const parentNode = parent && c.nodes[parent.n];
-      const taken = parentNode?.k === 'arr' && parentNode.unique ? parent.c : NONE;
+      const taken = parentNode?.k === 'arr' && parentNode.unique === 'values' ? parent.c : NONE;
       const cands: number[] = [];
       node.values.forEach((v, i) => v[0] === b && !taken.includes(i) && cands.push(i));
       if (cands.length === 0) return false;
@@ -393,8 +398,8 @@ function stepString(c: CompiledSchema, f: Frame, b: number): number {
     if (more === 0) return FAIL;
     f.b = more | ((b === 0xe0 ? 1 : b === 0xed ? 2 : b === 0xf0 ? 3 : b === 0xf4 ? 4 : 0) << 2);
   }
-  // A code point (or an escape) counts one.
-  if (counted && ++f.a > node.max) return FAIL;
+  // A code point (or an escape) counts one; without a maxLength only up to minLength (so that the state repeats).
+  if (counted && (f.a = node.max === Infinity ? Math.min(f.a + 1, node.min) : f.a + 1) > node.max) return FAIL;
   return node.regex && counted && !withinLength(node, f) ? FAIL : OK;
 }
 
@@ -511,10 +516,13 @@ function feed(c: CompiledSchema, s: State, b: number): boolean {
     if (!parent) s.done = true;
     else if (c.nodes[parent.n].k === 'arr') {
       parent.p = A_AFTER;
-      // Unique items: the value written joins those the next items may not be.
+      // Unique items: the value written joins those the next items may not be (a listed value's
+      // index, a string's hash: a string written already is refused at its closing quote).
       if ((c.nodes[parent.n] as Extract<SchemaNode, { k: 'arr' }>).unique) {
-        const { values } = c.nodes[f.n] as Extract<SchemaNode, { k: 'lit' }>;
-        parent.c = [...parent.c, f.c.find((i) => values[i].length === f.a)!];
+        const item = c.nodes[f.n];
+        if (item.k === 'lit') parent.c = [...parent.c, f.c.find((i) => item.values[i].length === f.a)!];
+        else if (!parent.c.includes(f.m)) parent.c = [...parent.c, f.m];
+        else if (!s.laxKeys) return false;
       }
     }
     else if (parent.p === O_KEYSTR) {
@@ -675,12 +683,17 @@ export class SchemaGuide implements Guide {
   /** The tokens that continue the document from one state. */
   private maskFrom(s: State): Uint8Array {
     const { nodes, keyNode } = this.schema;
-    // The state without the keys written (free objects' hashes, a free key's so far): its mask, without the rule against repeated keys, is kept.
+    // The state without the keys written (free objects' hashes, a free key's so far), and likewise
+    // without an array's unique strings: its mask, without the rule against repeats, is kept.
     let freeKeys = false;
     const frames = s.frames
       .map((f) => {
-        if (f.n === keyNode) return `${f.n}.${f.p}.${f.a}.${f.b}.key`;
         const node = nodes[f.n];
+        if (f.n === keyNode || (node.k === 'str' && f.m !== 0)) return `${f.n}.${f.p}.${f.a}.${f.b}.key`;
+        if (node.k === 'arr' && node.unique === 'strings') {
+          freeKeys = true;
+          return `${f.n}.${f.p}.${f.a}.${f.b}.unique`;
+        }
         if (node.k !== 'obj' || node.values === null) return `${f.n}.${f.p}.${f.a}.${f.b}.${f.m}.${f.c.join(',')}`;
         freeKeys = true;
         return `${f.n}.${f.p}.${f.a}.${f.b}.${f.m}`;

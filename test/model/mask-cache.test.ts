@@ -75,6 +75,8 @@ describe('masks inside bounded strings', () => {
       { type: 'array', items: { type: 'string', minLength: 1, maxLength: 3 }, maxItems: 3 },
       { type: 'object', additionalProperties: { type: 'string', maxLength: 2 } },
       { type: 'object', properties: { u: { anyOf: [{ type: 'string', maxLength: 2 }, { type: 'string', minLength: 4, maxLength: 6 }] }, v: { type: 'string', minLength: 3 } }, required: ['u', 'v'] },
+      // Unique strings: masks kept without the strings written, the closing quotes run again against them.
+      { type: 'array', items: { type: 'string', minLength: 1 }, uniqueItems: true },
     ];
     let compared = 0;
     for (const vocab of [made, real]) {

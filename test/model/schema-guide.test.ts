@@ -597,6 +597,31 @@ describe('SchemaGuide of a JSON schema (structured outputs)', () => {
     expect(walkIn({ type: 'array', items: { type: 'boolean' }, uniqueItems: true }, '[true, true')).toMatchObject({ done: false, accepted: 7 });
     expect(walkIn({ type: 'array', allOf: [{ items: { enum: [1, 2] } }, { uniqueItems: true }] }, '[2, 1]').done).toBe(true);
     expect(walkIn({ type: 'array', allOf: [{ items: { enum: [1, 2] } }, { uniqueItems: true }] }, '[2, 2')).toMatchObject({ done: false });
+    // Strings (no pattern, no maxLength): one written already is refused at its closing quote, and may go on instead;
+    // written as free keys are (no \u escapes), so that one string has one spelling.
+    const words = { type: 'array', items: { type: 'string' }, uniqueItems: true, minItems: 1 };
+    expect(walkIn(words, '["ab", "a", "abc", "b\\"c"]').done).toBe(true);
+    expect(walkIn(words, '["ab", "ab"')).toMatchObject({ done: false, accepted: 10 });
+    expect(walkIn(words, '["ab", "abc"]').done).toBe(true);
+    // The mask says so too (it is kept without the strings written, its quote tokens run again against them).
+    const wg = new SchemaGuide(compileJsonSchema(words), vocab);
+    wg.allowed();
+    for (const b of enc('["ab", "ab')) {
+      wg.advance(b);
+      wg.allowed();
+    }
+    expect([wg.allowed()[0x22], wg.allowed()[0x63]]).toEqual([0, 1]);
+    const fresh = new SchemaGuide(compileJsonSchema(words), vocab);
+    for (const b of enc('["ab')) fresh.advance(b);
+    expect(fresh.allowed()[0x22]).toBe(1);
+    expect(walkIn(words, '["ab", "\\u0061b"]')).toMatchObject({ done: false, accepted: 9 });
+    const wordWalks = randomWalks(() => new SchemaGuide(compileJsonSchema({ type: 'object', properties: { w: { ...words, maxItems: 12 } }, required: ['w'] }), vocab), { steps: 300, closers: [0x7d, 0x5d, 0x22, 0x2c], closeAfter: 40 });
+    expect(wordWalks.length).toBeGreaterThan(150);
+    for (const t of wordWalks) {
+      const w = JSON.parse(t).w as string[];
+      expect(new Set(w).size, t).toBe(w.length);
+    }
+    expect(wordWalks.some((t) => (JSON.parse(t).w as string[]).length > 3)).toBe(true);
     // uniqueItems false is no constraint.
     expect(walkIn({ type: 'array', items: { type: 'boolean' }, uniqueItems: false }, '[true, true]').done).toBe(true);
   });
@@ -761,7 +786,10 @@ describe('compileJsonSchema', () => {
     expect(walkIn({ ...tight, maxProperties: 2 }, '{"a": null, "b": null}').done).toBe(true);
     expect(walkIn({ ...tight, maxProperties: 2 }, '{"b": null, "c": null}').done).toBe(true);
     // uniqueItems: only items of listed values, never a tuple, and no more items needed than there are values.
-    expect(refused({ type: 'array', items: { type: 'string' }, uniqueItems: true })).toEqual({ path: '', keyword: 'uniqueItems' });
+    expect(refused({ type: 'array', items: { type: 'string', maxLength: 5 }, uniqueItems: true })).toEqual({ path: '', keyword: 'uniqueItems' });
+    expect(refused({ type: 'array', items: { type: 'string', pattern: 'a+' }, uniqueItems: true })).toEqual({ path: '', keyword: 'uniqueItems' });
+    expect(refused({ type: 'array', items: { type: 'integer' }, uniqueItems: true })).toEqual({ path: '', keyword: 'uniqueItems' });
+    expect(refused({ type: 'array', items: { type: 'string', minLength: 2 }, uniqueItems: true })).toBeNull();
     expect(refused({ type: 'array', uniqueItems: true })).toEqual({ path: '', keyword: 'uniqueItems' });
     expect(refused({ type: 'array', prefixItems: [{ const: 1 }], items: { const: 2 }, uniqueItems: true })).toEqual({ path: '', keyword: 'uniqueItems' });
     expect(refused({ type: 'array', items: { enum: [1, 2] }, uniqueItems: true, minItems: 3 })).toEqual({ path: '', keyword: 'minItems' });
