@@ -4,14 +4,15 @@
  * one member, the function's name, whose value is the arguments (`{"get_weather": {"city": "Lyon"}}`),
  * and, unless parallel_tool_calls is false, of several calls at once: a JSON array of calls.
  * A tool_choice that asks for a call (`required`, or a named function) guides the reply to that form,
- * the arguments a document of the function's parameters schema. With `auto` the reply is free, and
- * becomes calls when the whole reply is a call (or an array of them) of offered functions with objects
- * of arguments (the arguments are then as the model wrote them, not checked against the schema). Calls
- * and their results sent back in the conversation are rendered for the chat template in the same form,
- * so a model sees what it would write. A call's arguments are the text the model wrote for them (white
- * space outside strings left out), and
- * `CallSplitter` cuts a reply into calls as it is written, so that a guided call streams as OpenAI's
- * do: its name first, then its arguments piece by piece.
+ * the arguments a document of the function's parameters schema. With `auto` the reply is free: a
+ * reply that begins a call (or an array of them) of offered functions with objects of arguments is
+ * calls, and any text after them the message's content (the arguments as the model wrote them, not
+ * checked against the schema). Calls and their results sent back in the conversation are rendered for
+ * the chat template in the same form, so a model sees what it would write. A call's arguments are the
+ * text the model wrote for them (white space outside strings left out). `CallSplitter` cuts a reply
+ * into calls as it is written and `ReplyCalls` reads a reply as calls and text as it comes, so that
+ * calls stream as OpenAI's do (the name with the arguments' first piece, then the arguments piece by
+ * piece) and a reply reads the same streamed or not.
  */
 import type { z } from 'zod';
 import type { chatCompletionRequestSchema } from './schemas.js';
@@ -114,22 +115,31 @@ const isSpace = (ch: string): boolean => ch === ' ' || ch === '\n' || ch === '\r
 /**
  * Cuts a reply, as it is written, into calls of the form the tools prompt asks for: one object
  * `{"name": arguments}` or (`several`) an array of them. `push` takes the next piece of text and
- * returns what it added: a call's name once its string is closed, and its arguments' text as it comes
- * (the value as written, without the white space between its tokens). It follows the form, not JSON: a
- * reply it can follow is calls only if the whole text also parses (`callsOf`). Text that leaves the
- * form stops it (`failed`); `done` says that the calls are closed.
+ * returns what it added: a call's name with the first character of its arguments, then the rest of
+ * its arguments as they come (the value as written, without the white space between its tokens). It
+ * follows the form, not JSON. With `names`, a call must be of one of them with an object of
+ * arguments. What comes after the calls, or from where the form breaks (a call's own text when it
+ * breaks before its arguments begin), is the reply's rest (`takeRest`); `done` says that the calls
+ * closed, `failed` that the form broke.
  */
 export class CallSplitter {
   private state: SplitState = 'lead';
   private index = -1;
   private name = '';
+  /** The current call's text from its opening brace until its arguments begin, and its name once read. */
+  private opening = '';
+  private pendingName = '';
   private escaped = false;
   private inString = false;
   private depth = 0;
+  private rest = '';
   /** Whether the calls are an array (only with `several`). */
   array = false;
 
-  constructor(private readonly several = true) {}
+  constructor(
+    private readonly several = true,
+    private readonly names?: readonly string[],
+  ) {}
 
   get done(): boolean {
     return this.state === 'end';
@@ -139,9 +149,16 @@ export class CallSplitter {
     return this.state === 'not';
   }
 
-  /** Calls begun so far. */
+  /** Calls begun so far (their arguments begun). */
   get calls(): number {
-    return this.index + 1;
+    return this.index + (this.opening === '' ? 1 : 0);
+  }
+
+  /** The text past the calls since the last take. */
+  takeRest(): string {
+    const rest = this.rest;
+    this.rest = '';
+    return rest;
   }
 
   push(text: string): CallPiece[] {
@@ -154,20 +171,32 @@ export class CallSplitter {
       else pieces.push({ index: this.index, arguments: args });
       args = '';
     };
-    for (const ch of text) {
+    const chars = [...text];
+    /** The form broke at chars[k] (a call not begun gives back its own text too). */
+    const broke = (k: number) => {
+      this.state = 'not';
+      this.rest += this.opening + chars.slice(k).join('');
+      this.opening = '';
+    };
+    for (let k = 0; k < chars.length; k++) {
+      const ch = chars[k];
       const state = this.state;
-      if (state === 'not') break;
+      if (state === 'not' || state === 'end') {
+        this.rest += chars.slice(k).join('');
+        break;
+      }
       if (state === 'name') {
+        this.opening += ch;
         this.name += ch;
         if (this.escaped) this.escaped = false;
         else if (ch === '\\') this.escaped = true;
         else if (ch === '"') {
           const name = nameOf(this.name);
-          if (name === null) {
-            this.state = 'not';
+          if (name === null || (this.names && !this.names.includes(name))) {
+            broke(k + 1);
             break;
           }
-          pieces.push({ index: this.index, name, arguments: '' });
+          this.pendingName = name;
           this.state = 'colon';
         }
         continue;
@@ -194,7 +223,8 @@ export class CallSplitter {
         // A number or literal: white space or the call's close ends it.
         if (!isSpace(ch) && ch !== '}') {
           if (',:[]{}"'.includes(ch)) {
-            this.state = 'not';
+            flush();
+            broke(k);
             break;
           }
           args += ch;
@@ -203,10 +233,25 @@ export class CallSplitter {
         flush();
         this.state = 'close';
       }
-      if (isSpace(ch)) continue;
-      this.state = this.after(this.state, ch);
-      if (this.state === 'args') {
-        // The value's first character.
+      if (isSpace(ch)) {
+        if (this.opening !== '') this.opening += ch;
+        continue;
+      }
+      const from = this.state;
+      const next = this.after(from, ch);
+      if (next === 'not') {
+        flush();
+        broke(k);
+        break;
+      }
+      if (next === 'open') this.opening = ch;
+      else if (from === 'open' || from === 'colon') this.opening += ch;
+      this.state = next;
+      if (next === 'args') {
+        // The arguments' first character: the call begins.
+        this.index++;
+        this.opening = '';
+        pieces.push({ index: this.index, name: this.pendingName, arguments: '' });
         args += ch;
         this.depth = ch === '{' || ch === '[' ? 1 : 0;
         this.inString = ch === '"';
@@ -225,9 +270,9 @@ export class CallSplitter {
           this.array = true;
           return 'item';
         }
-        return ch === '{' ? this.begin() : 'not';
+        return ch === '{' ? 'open' : 'not';
       case 'item':
-        return ch === '{' ? this.begin() : 'not';
+        return ch === '{' ? 'open' : 'not';
       case 'open':
         if (ch !== '"') return 'not';
         this.name = '"';
@@ -236,6 +281,8 @@ export class CallSplitter {
       case 'colon':
         return ch === ':' ? 'value' : 'not';
       case 'value':
+        // With the offered names, the arguments are an object.
+        if (this.names) return ch === '{' ? 'args' : 'not';
         return ch === ',' || ch === '}' || ch === ']' || ch === ':' ? 'not' : 'args';
       case 'close':
         if (ch !== '}') return 'not';
@@ -247,49 +294,81 @@ export class CallSplitter {
         return 'not';
     }
   }
-
-  private begin(): SplitState {
-    this.index++;
-    return 'open';
-  }
-}
-
-/** Whether a parsed call is of an offered function (given their names) with an object of arguments. */
-function offered(doc: unknown, names: readonly string[] | undefined): boolean {
-  if (names === undefined) return true;
-  const args = Object.values(doc as object)[0] as unknown;
-  return names.includes(Object.keys(doc as object)[0]) && args !== null && typeof args === 'object' && !Array.isArray(args);
 }
 
 /**
- * The calls a reply wrote, each with its arguments as written (white space outside strings left out): one call, or (`several`) an array of
- * 1 to MAX_CALLS calls; null if the text is not wholly that (valid JSON, each call an object of one
- * member), or (given the offered names) a call is not of an offered function with an object of
- * arguments.
+ * A reply read as it is written, as OpenAI's tool calls or text. Its text is held back while it may
+ * still begin a call; once a call's arguments begin it is calls (each piece handed out as it comes),
+ * and whatever follows them, or breaks their form, is text again; a reply that cannot begin a call is
+ * text throughout. With `names` (tool_choice auto) only calls of those functions, with objects of
+ * arguments, count; without (a guided call) any.
  */
-export function callsOf(text: string, names?: readonly string[], several = true): Call[] | null {
-  let doc: unknown;
-  try {
-    doc = JSON.parse(text);
-  } catch {
-    return null;
+export class ReplyCalls {
+  private held = '';
+  private splitter: CallSplitter | null = null;
+  private text = false;
+
+  constructor(
+    private readonly several: boolean,
+    private readonly names?: readonly string[],
+  ) {}
+
+  /** Calls begun. */
+  get calls(): number {
+    return this.splitter?.calls ?? 0;
   }
-  const splitter = new CallSplitter(several);
-  const calls: Call[] = [];
-  for (const piece of splitter.push(text)) {
-    if (piece.name !== undefined) calls.push({ name: piece.name, arguments: '' });
-    calls[piece.index].arguments += piece.arguments;
+
+  /** Whether the calls are an array (their ids are then numbered). */
+  get array(): boolean {
+    return this.splitter?.array ?? false;
   }
-  if (!splitter.done) return null;
-  // The splitter followed the form and the text is JSON: each call is an object of one member.
-  const docs = splitter.array ? (doc as unknown[]) : [doc];
-  return docs.every((d) => offered(d, names)) ? calls : null;
+
+  /** The next piece of the reply: the text it releases and the pieces of calls it writes. */
+  push(piece: string): { content: string; calls: CallPiece[] } {
+    if (this.text) return { content: piece, calls: [] };
+    if (this.splitter) {
+      const calls = this.splitter.push(piece);
+      return { content: this.splitter.takeRest(), calls };
+    }
+    this.held += piece;
+    // Not begun yet: read what is held afresh (a few characters), and keep the reader once a call begins.
+    const trial = new CallSplitter(this.several, this.names);
+    const calls = trial.push(this.held);
+    if (trial.calls > 0) {
+      this.splitter = trial;
+      this.held = '';
+      return { content: trial.takeRest(), calls };
+    }
+    if (!trial.failed) return { content: '', calls: [] };
+    this.text = true;
+    const content = this.held;
+    this.held = '';
+    return { content, calls: [] };
+  }
+
+  /** The reply has ended: the text still held back (it never began a call). */
+  end(): string {
+    const held = this.held;
+    this.held = '';
+    return held;
+  }
 }
 
-/** Whether a free reply's text so far may still become calls: nothing but white space yet, an object opened, or (`several`) an array. */
-export function mayBeCall(text: string, several = true): boolean {
-  const start = text.trimStart();
-  return start === '' || start.startsWith('{') || (several && start.startsWith('['));
+
+/**
+ * A whole reply as calls and text, as `ReplyCalls` reads it piece by piece (so a reply reads the same
+ * streamed or not): the calls it began, and its text (null when only white space).
+ */
+export function readCalls(text: string, several = true, names?: readonly string[]): { calls: Call[]; array: boolean; content: string | null } {
+  const reader = new ReplyCalls(several, names);
+  const { content, calls: pieces } = reader.push(text);
+  const calls: Call[] = [];
+  for (const p of pieces) {
+    if (p.name !== undefined) calls.push({ name: p.name, arguments: '' });
+    calls[p.index].arguments += p.arguments;
+  }
+  const rest = content + reader.end();
+  return { calls, array: reader.array, content: rest.trim() === '' ? null : rest };
 }
 
 const textOf = (content: OpenAiMessage['content']): string => (content == null ? '' : typeof content === 'string' ? content : content.map((p) => p.text).join(''));

@@ -1,7 +1,7 @@
 /** Function calling on chat completions: the tool-call format, the rendering of calls and results, and the route's validation (the engine's guiding is tested through the real server). */
 import { afterEach, describe, expect, it } from 'vitest';
 import { chatCompletionChunkSchema, chatCompletionResponseSchema } from '../../src/http/schemas.js';
-import { CallSplitter, type CallPiece, MAX_CALLS, callText, callsOf, mayBeCall, serveMessages, toolCallFormat, toolsPrompt, withToolsPrompt } from '../../src/http/tools.js';
+import { CallSplitter, type CallPiece, MAX_CALLS, ReplyCalls, callText, readCalls, serveMessages, toolCallFormat, toolsPrompt, withToolsPrompt } from '../../src/http/tools.js';
 import { SchemaGuide } from '../../src/model/schema-guide.js';
 import { compileJsonSchema } from '../../src/model/json-schema.js';
 import { fakeGenerateApp, parseSse, type FakeGenerate } from './fake-generate.js';
@@ -44,24 +44,64 @@ describe('tool calls', () => {
     const both = '[{"get_time": {}}, {"get_weather": {"city": "Lyon"}}]';
     expect([takes({ tools: [weather, time], tool_choice: 'required' }, both), takes({ tools: [weather, time], tool_choice: 'required', parallel_tool_calls: false }, both)]).toEqual([true, false]);
     expect(takes({ tools: [weather, time], tool_choice: 'required' }, '{"get_time": {}}')).toBe(true);
-    // The reply's text back to calls; anything else is none.
-    expect(callsOf(' {"get_weather" : {"city": "Lyon"}}\n')).toEqual([{ name: 'get_weather', arguments: '{"city":"Lyon"}' }]);
-    expect(callsOf(callText('get_time', '{}'))).toEqual([{ name: 'get_time', arguments: '{}' }]);
-    expect(callsOf(both)).toEqual([{ name: 'get_time', arguments: '{}' }, { name: 'get_weather', arguments: '{"city":"Lyon"}' }]);
+    // The reply's text back to calls (and the text after them); text that never began a call is text.
+    const calls = (text: string, several = true, names?: string[]) => readCalls(text, several, names);
+    expect(calls(' {"get_weather" : {"city": "Lyon"}}\n')).toEqual({ calls: [{ name: 'get_weather', arguments: '{"city":"Lyon"}' }], array: false, content: null });
+    expect(calls(callText('get_time', '{}')).calls).toEqual([{ name: 'get_time', arguments: '{}' }]);
+    expect(calls(both)).toEqual({ calls: [{ name: 'get_time', arguments: '{}' }, { name: 'get_weather', arguments: '{"city":"Lyon"}' }], array: true, content: null });
+    for (const text of ['{}', '{"a": ', '[]', 'hello', ' Sure {"a": {}}']) expect(calls(text), text).toEqual({ calls: [], array: false, content: text.trim() === '' ? null : text });
+    expect(calls(both, false)).toEqual({ calls: [], array: false, content: both });
+    // Calls begun are calls; what follows them, or breaks their form, is text.
+    expect(calls('{"a": {}, "b": {}}')).toMatchObject({ calls: [{ name: 'a', arguments: '{}' }], content: ', "b": {}}' });
+    expect(calls('[{"a": 1}, 2]')).toMatchObject({ calls: [{ name: 'a', arguments: '1' }], content: '2]' });
     const tooMany = `[${Array.from({ length: MAX_CALLS + 1 }, () => '{"get_time": {}}').join(',')}]`;
-    for (const text of ['{"a": {}, "b": {}}', '{}', '{"a": ', '[]', '[{"a": 1}, 2]', tooMany, 'hello']) expect(callsOf(text), text).toBeNull();
-    expect(callsOf(both, undefined, false)).toBeNull();
-    // A free reply is calls only of offered functions, with objects of arguments.
+    expect(calls(tooMany).calls).toHaveLength(MAX_CALLS);
+    // A free reply's calls are only of offered functions, with objects of arguments.
     const names = ['get_weather', 'get_time'];
-    expect(callsOf('{"get_time": {}}', names)).toEqual([{ name: 'get_time', arguments: '{}' }]);
-    for (const text of ['{"get_date": {}}', '{"get_time": 3}', '{"get_time": null}', '{"get_time": []}', '{"get_time": {}} and more', '[{"get_time": {}}, {"get_date": {}}]']) {
-      expect(callsOf(text, names), text).toBeNull();
+    expect(calls('{"get_time": {}}', true, names).calls).toEqual([{ name: 'get_time', arguments: '{}' }]);
+    for (const text of ['{"get_date": {}}', '{"get_time": 3}', '{"get_time": null}', '{"get_time": []}']) expect(calls(text, true, names), text).toEqual({ calls: [], array: false, content: text });
+    expect(calls('{"get_time": {}} and more', true, names)).toEqual({ calls: [{ name: 'get_time', arguments: '{}' }], array: false, content: ' and more' });
+    expect(calls('[{"get_time": {}}, {"get_date": {}}]', true, names)).toEqual({ calls: [{ name: 'get_time', arguments: '{}' }], array: true, content: '{"get_date": {}}]' });
+  });
+
+  it('a reply read as it is written: held back while it may still begin a call, then calls piece by piece and text, whatever the pieces', () => {
+    const names = ['get_weather', 'get_time'];
+    const read = (parts: string[], several = true) => {
+      const r = new ReplyCalls(several, names);
+      const out = parts.map((p) => r.push(p));
+      return { out, end: r.end(), calls: r.calls };
+    };
+    // Held while it may begin a call; released as text the moment it cannot.
+    expect(read([' ', '{"get_', 'date"']).out.map((o) => o.content)).toEqual(['', '', ' {"get_date"']);
+    expect(read(['[', '{"get']).out.map((o) => o.content)).toEqual(['', '']);
+    expect(read(['[', '{"get'], false).out.map((o) => o.content)).toEqual(['[', '{"get']);
+    expect(read(['Sure', ' {']).out.map((o) => o.content)).toEqual(['Sure', ' {']);
+    // Never begun by the end: the held text is given back then.
+    expect(read(['{"get_time"']).end).toBe('{"get_time"');
+    // Begun at the arguments' first character: the name comes with it, then the arguments as they come, then text.
+    const r = read(['{"get_time": ', '{"tz"', ': "UTC"}}', ' thanks']);
+    expect(r.out).toEqual([
+      { content: '', calls: [] },
+      { content: '', calls: [{ index: 0, name: 'get_time', arguments: '{"tz"' }] },
+      { content: '', calls: [{ index: 0, arguments: ':"UTC"}' }] },
+      { content: ' thanks', calls: [] },
+    ]);
+    expect([r.calls, r.end]).toEqual([1, '']);
+    // Whatever the pieces, the same calls and text as the whole.
+    for (const text of ['{"get_time": {"tz": "UTC"}} ok', '[{"get_weather": {"city": "Ly}on"}}, {"get_time": {}}]', ' {"get_date": {}}', '{"get_time": [1]}', 'plain words']) {
+      const whole = readCalls(text, true, names);
+      for (let cut = 1; cut < text.length; cut++) {
+        const rc = new ReplyCalls(true, names);
+        const parts = [rc.push(text.slice(0, cut)), rc.push(text.slice(cut))];
+        const got: Array<{ name: string; arguments: string }> = [];
+        for (const p of parts.flatMap((x) => x.calls)) {
+          if (p.name !== undefined) got.push({ name: p.name, arguments: '' });
+          got[p.index].arguments += p.arguments;
+        }
+        const content = parts.map((x) => x.content).join('') + rc.end();
+        expect({ calls: got, content: content.trim() === '' ? null : content }, `${text} cut at ${cut}`).toEqual({ calls: whole.calls, content: whole.content });
+      }
     }
-    expect(mayBeCall('')).toBe(true);
-    expect(mayBeCall(' \n {"get')).toBe(true);
-    expect(mayBeCall(' [{"get')).toBe(true);
-    expect(mayBeCall(' [{"get', false)).toBe(false);
-    expect(mayBeCall(' Sure {')).toBe(false);
   });
 
   it('the splitter cuts calls as they are written: each name once its string closes, then its arguments as written, however the text is cut', () => {
@@ -87,9 +127,9 @@ describe('tool calls', () => {
       '{"q": { "text" : "two  words",\n "n": [1, 2] }}',
     ];
     for (const text of texts) {
-      const calls = callsOf(text);
-      expect(calls, text).not.toBeNull();
-      // Whole, character by character, and cut at every point in two: the same calls as callsOf's.
+      const { calls } = readCalls(text);
+      expect(calls.length, text).toBeGreaterThan(0);
+      // Whole, character by character, and cut at every point in two: the same calls as readCalls'.
       const cuts = [[text], [...text], ...Array.from({ length: text.length - 1 }, (_, i) => [text.slice(0, i + 1), text.slice(i + 1)])];
       for (const parts of cuts) {
         const s = new CallSplitter();
@@ -98,11 +138,11 @@ describe('tool calls', () => {
       }
     }
     // The arguments are the text as written, white space between tokens left out, and JSON.
-    expect(callsOf(texts[6])![0].arguments).toBe('{"text":"two  words","n":[1,2]}');
-    expect(callsOf(texts[1])![1].arguments).toBe('{"city":"Ly}o]n\\"{"}');
-    expect(JSON.parse(callsOf(texts[2])![0].arguments)).toEqual([1, { c: [] }]);
-    expect(callsOf(texts[2])![0].name).toBe('a"b');
-    // A name is handed out only once its string is whole.
+    expect(readCalls(texts[6]).calls[0].arguments).toBe('{"text":"two  words","n":[1,2]}');
+    expect(readCalls(texts[1]).calls[1].arguments).toBe('{"city":"Ly}o]n\\"{"}');
+    expect(JSON.parse(readCalls(texts[2]).calls[0].arguments)).toEqual([1, { c: [] }]);
+    expect(readCalls(texts[2]).calls[0].name).toBe('a"b');
+    // A name is handed out with its arguments' first character.
     const s = new CallSplitter();
     expect(s.push('{"get_wea')).toEqual([]);
     expect(s.push('ther": {"ci')).toEqual([{ index: 0, name: 'get_weather', arguments: '{"ci' }]);
@@ -110,11 +150,20 @@ describe('tool calls', () => {
     expect([s.done, s.failed]).toEqual([false, false]);
     expect(s.push('}')).toEqual([]);
     expect(s.done).toBe(true);
-    // Text that leaves the form stops the splitter; an array only with several, of at most MAX_CALLS.
-    for (const text of ['{}', '[]', '{"a": 3, "b": 4}', '{"a": {}, "b": {}}', '{"a" 1}', '{"a": }', 'hi', '{"a": {}} x']) {
+    // Text that leaves the form stops the splitter, and is its rest (with the text of a call not begun); an array only with several, of at most MAX_CALLS.
+    for (const [text, rest] of [['{}', '{}'], ['[]', ']'], ['{"a": 3, "b": 4}', ', "b": 4}'], ['{"a": {}, "b": {}}', ', "b": {}}'], ['{"a" 1}', '{"a" 1}'], ['{"a": }', '{"a": }'], ['hi', 'hi']]) {
       const t = new CallSplitter();
       t.push(text);
-      expect([t.done, t.failed], text).toEqual([false, true]);
+      expect([t.done, t.failed, t.takeRest()], text).toEqual([false, true, rest]);
+    }
+    // What follows closed calls is the rest too.
+    const after = new CallSplitter();
+    after.push('{"a": {}} x');
+    expect([after.done, after.takeRest()]).toEqual([true, ' x']);
+    // With offered names: another function, or arguments that are not an object, break the form before the call begins.
+    for (const text of ['{"b": {}}', '{"a": 1}']) {
+      const t = new CallSplitter(true, ['a']);
+      expect([t.push(text), t.calls, t.takeRest()], text).toEqual([[], 0, text]);
     }
     const array = new CallSplitter(false);
     array.push('[{"a": {}}]');
@@ -141,7 +190,7 @@ describe('tool calls', () => {
     expect(withToolsPrompt([user], undefined)).toEqual([user]);
   });
 
-  it('with tool_choice auto a reply that is wholly a call of an offered tool comes back as the call, plain and streamed; other replies stream as they come', async () => {
+  it('with tool_choice auto a reply that begins a call of an offered tool comes back as the call (text after it as content), plain and streamed piece by piece; other replies stream as they come', async () => {
     ({ h, gen } = await fakeGenerateApp());
     const msg = [{ role: 'user', content: 'Weather in Lyon?' }];
     const ask = async (body: Record<string, unknown>) => {
@@ -163,17 +212,28 @@ describe('tool calls', () => {
     // The model was told of both tools, before the conversation.
     expect(gen.calls[0].req.messages![0]).toEqual({ role: 'system', content: toolsPrompt({ tools: [weather, time] }) });
     expect(gen.calls[0].req.messages!.slice(1)).toEqual(msg);
-    // Streamed: no content, one tool_calls delta, finish tool_calls.
+    // Streamed: no content; the call in pieces, from its arguments' first token (the fake's words: 2 of its 3), finish tool_calls.
     const chunks = await streamed({ tools: [weather, time] });
     expect(chunks.map((c) => c.delta.content ?? '').join('')).toBe('');
-    expect(chunks.flatMap((c) => c.delta.tool_calls ?? [])).toEqual([{ index: 0, id: 'call_test1', type: 'function', function: { name: 'get_weather', arguments: '{"city":"Lyon"}' } }]);
+    const pieces = chunks.flatMap((c) => c.delta.tool_calls ?? []);
+    expect(pieces).toHaveLength(2);
+    expect(pieces[0]).toMatchObject({ index: 0, type: 'function', function: { name: 'get_weather' } });
+    expect(pieces[0].id).toMatch(/^call_[0-9a-f]{16}$/);
+    expect(pieces.map((p) => p.function!.arguments).join('')).toBe('{"city":"Lyon"}');
     expect(chunks.at(-1)!.finish_reason).toBe('tool_calls');
+    // Text after the call is the message's content, plain and streamed.
+    gen.replyText = '{"get_time": {}} as asked';
+    expect(await plain({ tools: [weather, time] })).toMatchObject({ finish_reason: 'tool_calls', message: { content: ' as asked', tool_calls: [{ function: { name: 'get_time', arguments: '{}' } }] } });
+    const trailing = await streamed({ tools: [weather, time] });
+    expect(trailing.map((c) => c.delta.content ?? '').join('')).toBe(' as asked');
+    expect(trailing.at(-1)!.finish_reason).toBe('tool_calls');
+    gen.replyText = '{"get_weather": {"city": "Lyon"}}';
     // The same text is no call with tool_choice none (nor are the tools shown), or when it names no offered tool.
     const none = await plain({ tools: [weather], tool_choice: 'none' });
     expect(none).toMatchObject({ finish_reason: 'stop', message: { content: gen.replyText } });
     expect(gen.calls.at(-1)!.req.messages).toEqual(msg);
     expect(await plain({ tools: [time] })).toMatchObject({ finish_reason: 'stop', message: { content: gen.replyText } });
-    // A reply that opens an object but is no call is held back and sent whole at its end, as text.
+    // A reply that opens an object but is no call of an offered function is held back until it cannot be one, then sent as text.
     let texts = (await streamed({ tools: [time] })).filter((c) => c.delta.content);
     expect(texts.map((c) => c.delta.content).join('')).toBe(gen.replyText);
     // Free text streams token by token once it cannot be a call.
@@ -196,7 +256,7 @@ describe('tool calls', () => {
       { id: 'call_test1_0', type: 'function', function: { name: 'get_weather', arguments: '{"city":"Lyon"}' } },
       { id: 'call_test1_1', type: 'function', function: { name: 'get_time', arguments: '{}' } },
     ]);
-    expect((await streamed({ tools: [weather, time] })).flatMap((c) => c.delta.tool_calls ?? []).map((c) => c.index)).toEqual([0, 1]);
+    expect([...new Set((await streamed({ tools: [weather, time] })).flatMap((c) => c.delta.tool_calls ?? []).map((c) => c.index))]).toEqual([0, 1]);
     expect(await plain({ tools: [weather, time], parallel_tool_calls: false })).toMatchObject({ finish_reason: 'stop', message: { content: gen.replyText } });
   });
 
@@ -208,7 +268,8 @@ describe('tool calls', () => {
       expect(events.at(-1)!.data).toBe('[DONE]');
       return events.slice(0, -1).flatMap((e) => chatCompletionChunkSchema.parse(JSON.parse(e.data)).choices);
     };
-    // The fake writes the reply's words as tokens: 7 here, each adding to a call.
+    // The fake writes the reply's words as tokens: 7 here, 5 of them adding to a call (a call begins
+    // with its arguments' first character: the tokens that write only its name add nothing yet).
     gen.replyText = '[{"get_weather": {"city": "Lyon", "days": 3}}, {"get_time": {}}]';
     const plain = chatCompletionResponseSchema.parse(await (await h.req('POST', '/v1/chat/completions', body)).json()).choices[0];
     expect(plain.message.tool_calls!.map((c) => c.function)).toEqual([
@@ -217,7 +278,7 @@ describe('tool calls', () => {
     ]);
     const chunks = await streamed({ logprobs: true });
     const deltas = chunks.filter((c) => c.delta.tool_calls);
-    expect(deltas).toHaveLength(7);
+    expect(deltas).toHaveLength(5);
     expect(chunks.map((c) => c.delta.content ?? '').join('')).toBe('');
     const parts = deltas.flatMap((c) => c.delta.tool_calls!);
     // Each call's first delta has its id (numbered within the array), type and name; the others only arguments.
@@ -236,6 +297,9 @@ describe('tool calls', () => {
     const cut = await streamed({ max_tokens: 3 });
     expect(cut.flatMap((c) => c.delta.tool_calls ?? []).map((p) => p.function?.arguments).join('')).toBe('{"city":"Lyon",');
     expect(cut.at(-1)!.finish_reason).toBe('length');
+    // Unstreamed alike: the call as far as it was written, finish length.
+    const cutPlain = chatCompletionResponseSchema.parse(await (await h.req('POST', '/v1/chat/completions', { ...body, max_tokens: 3 })).json()).choices[0];
+    expect(cutPlain).toMatchObject({ finish_reason: 'length', message: { content: null, tool_calls: [{ function: { name: 'get_weather', arguments: '{"city":"Lyon",' } }] } });
     // Cut before a call's name is whole: nothing of a call was written, and the text comes as content, as it does unstreamed.
     gen.replyText = '{"get_ weather": {}}';
     const early = await streamed({ max_tokens: 1 });

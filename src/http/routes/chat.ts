@@ -12,7 +12,7 @@ import type { AppEnv, RouteDeps } from '../context.js';
 import { chatCompletionRequestSchema } from '../schemas.js';
 import type { GenerateRequest, GenerateResult, TokenLogprob } from '../services.js';
 import { allChoices, choiceRequests, openAiFinish, openAiUsage, samplingFields, toGenerate } from '../openai.js';
-import { allowsSeveral, type Calling, CallSplitter, type CallPiece, callingOf, callsOf, mayBeCall, offeredTools, serveMessages, toolCallFormat, toolsPrompt, withToolsPrompt } from '../tools.js';
+import { allowsSeveral, type Calling, type CallPiece, ReplyCalls, callingOf, offeredTools, readCalls, serveMessages, toolCallFormat, toolsPrompt, withToolsPrompt } from '../tools.js';
 import { mergeStreams } from '../stream-merge.js';
 import { readJson } from '../validate.js';
 import { clientSignal, firstEvent, logStreamError, requireGenerate } from './generate.js';
@@ -62,17 +62,11 @@ interface Offer {
   several: boolean;
 }
 
-/**
- * A reply's calls as OpenAI's tool_calls (ids from the generation's, numbered when there are several):
- * a guided reply's, or a free reply that is wholly calls of offered functions; null when there are
- * none (a guided call cut by max_tokens, free text, or no tools offered).
- */
-function toolCallsOf(r: GenerateResult, offer: Offer): Array<{ id: string; type: 'function'; function: { name: string; arguments: string } }> | null {
-  if (offer.calling === null || r.finishReason !== 'stop') return null;
-  const calls = callsOf(r.text, offer.calling === 'parsed' ? offer.names : undefined, offer.several);
-  const id = `call_${r.id.replace(/^gen_/, '')}`;
-  return calls && calls.map((call, i) => ({ id: calls.length > 1 ? `${id}_${i}` : id, type: 'function', function: call }));
-}
+/** A reader of a choice's reply as calls and text (tools offered), or null (no tools, or tool_choice none). */
+const readerOf = (offer: Offer): ReplyCalls | null => (offer.calling === null ? null : new ReplyCalls(offer.several, offer.calling === 'parsed' ? offer.names : undefined));
+
+/** The finish of a reply that began calls: tool_calls, or length where max_tokens cut them. */
+const callsFinish = (r: GenerateResult): string => (r.finishReason === 'length' ? 'length' : 'tool_calls');
 
 /** A streamed call's delta: its first has the call's id (numbered within an array of calls), type and name. */
 function callDelta(p: CallPiece, id: string, array: boolean) {
@@ -80,10 +74,17 @@ function callDelta(p: CallPiece, id: string, array: boolean) {
   return { index: p.index, id: array ? `${id}_${p.index}` : id, type: 'function', function: { name: p.name, arguments: p.arguments } };
 }
 
-/** A non-streamed choice: the reply's text, or its tool calls when it made some. */
+/**
+ * A non-streamed choice: the reply's text, or the calls it began (ids from the generation's, numbered
+ * within an array of calls) with any text after them, read as a stream would read it.
+ */
 function choiceOf(r: GenerateResult, index: number, offer: Offer) {
-  const calls = toolCallsOf(r, offer);
-  if (calls) return { index, message: { role: 'assistant', content: null, tool_calls: calls }, logprobs: logprobsOf(r.logprobs), finish_reason: 'tool_calls' };
+  const read = offer.calling === null ? null : readCalls(r.text, offer.several, offer.calling === 'parsed' ? offer.names : undefined);
+  if (read && read.calls.length > 0) {
+    const id = `call_${r.id.replace(/^gen_/, '')}`;
+    const toolCalls = read.calls.map((call, i) => ({ id: read.array ? `${id}_${i}` : id, type: 'function', function: call }));
+    return { index, message: { role: 'assistant', content: read.content, tool_calls: toolCalls }, logprobs: logprobsOf(r.logprobs), finish_reason: callsFinish(r) };
+  }
   return { index, message: { role: 'assistant', content: r.text }, logprobs: logprobsOf(r.logprobs), finish_reason: finishReason(r.finishReason) };
 }
 
@@ -126,12 +127,10 @@ export function registerChatRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
       const chunk = (choices: unknown[], extra: Record<string, unknown> = {}) =>
         sse.writeSSE({ data: JSON.stringify({ id, object: 'chat.completion.chunk', created, model, choices, ...extra }) });
       const results: GenerateResult[] = [];
-      // A free reply that may still be a call is held back (its token chunks, per choice) until it is
-      // not one, or ends. A guided reply is calls: each streams as it is written (OpenAI's tool_calls
-      // deltas: id and name, then the arguments' text), its chunks held only until its first call's
-      // name is whole; the logprobs of tokens that add nothing to a call ride with the next chunk.
-      const held: Array<{ deltas: Array<Record<string, unknown>>; text: string } | null> = reqs.map(() => (calling === null ? null : { deltas: [], text: '' }));
-      const splitters = reqs.map(() => (calling === 'guided' ? new CallSplitter(offer.several) : null));
+      // With tools offered, each choice's reply is read as it comes (ReplyCalls): held back while it
+      // may still begin a call; calls stream as OpenAI's do (a tool_calls delta with id, type and name,
+      // then the arguments' text), text as content. The logprobs of tokens held back ride with the next chunk.
+      const readers = reqs.map(() => readerOf(offer));
       const callIds = reqs.map(() => `call_${randomBytes(8).toString('hex')}`);
       const pending: TokenLogprob[][] = reqs.map(() => []);
       const withPending = (index: number) => {
@@ -145,42 +144,20 @@ export function registerChatRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
         for (const index of reqs.keys()) await chunk([{ index, delta: { role: 'assistant', content: '' }, finish_reason: null }]);
         for await (const { index, value: ev } of merged) {
           if (ac.signal.aborted) return;
+          const reader = readers[index];
           if (ev.type === 'token') {
-            const delta = { delta: { content: ev.text }, ...(ev.logprobs ? { logprobs: logprobsOf(ev.logprobs) } : {}) };
-            const wait = held[index];
-            const split = splitters[index];
-            // Logprobs of tokens held back or of a call, for the chunk that carries them.
-            if (ev.logprobs && (split || wait)) pending[index].push(...ev.logprobs);
-            if (split) {
-              const pieces = split.push(ev.text);
-              if (pieces.length === 0) {
-                wait?.deltas.push(delta);
-                continue;
-              }
-              held[index] = null;
-              await send(index, { delta: { tool_calls: pieces.map((p) => callDelta(p, callIds[index], split.array)) }, ...withPending(index) });
-              continue;
-            }
-            if (wait === null) {
-              await send(index, delta);
-              continue;
-            }
-            // A free reply's call is sent whole when it is (OpenAI's clients join tool-call deltas either way).
-            wait.deltas.push(delta);
-            wait.text += ev.text;
-            if (mayBeCall(wait.text, offer.several)) continue;
-            held[index] = null;
-            pending[index] = [];
-            for (const d of wait.deltas) await send(index, d);
+            if (ev.logprobs) pending[index].push(...ev.logprobs);
+            const { content, calls } = reader ? reader.push(ev.text) : { content: ev.text, calls: [] };
+            if (calls.length > 0) await send(index, { delta: { tool_calls: calls.map((p) => callDelta(p, callIds[index], reader!.array)) }, ...withPending(index) });
+            if (content !== '') await send(index, { delta: { content }, ...withPending(index) });
           } else {
             results[index] = ev.result;
-            const calls = toolCallsOf(ev.result, offer);
-            const wait = held[index];
-            // Calls not streamed yet (a free reply's) go whole; a held reply that is no call goes as text.
-            if (calls && wait) await send(index, { delta: { tool_calls: calls.map((call, i) => ({ index: i, ...call })) }, ...withPending(index) });
-            else if (wait) for (const d of wait.deltas) await send(index, d);
-            else if (pending[index].length > 0) await send(index, { delta: {}, ...withPending(index) });
-            await chunk([{ index, delta: {}, finish_reason: calls ? 'tool_calls' : finishReason(ev.result.finishReason) }], { memlora: memloraOf(ev.result) });
+            // Text held back to the end: it never began a call.
+            const rest = reader?.end() ?? '';
+            if (rest !== '') await send(index, { delta: { content: rest }, ...withPending(index) });
+            if (pending[index].length > 0) await send(index, { delta: {}, ...withPending(index) });
+            const finish = reader && reader.calls > 0 ? callsFinish(ev.result) : finishReason(ev.result.finishReason);
+            await chunk([{ index, delta: {}, finish_reason: finish }], { memlora: memloraOf(ev.result) });
           }
         }
         if (ac.signal.aborted) return;
