@@ -26,7 +26,7 @@
 
 import { type Multiple, multipleOf, multiplesWithin } from './multiple-of.js';
 import { type Bound, MAX_BOUND, boundedNumberPattern, tighter } from './number-pattern.js';
-import { type Nfa, RegexError, compileRegex, fewestToMatch, mostToAccept } from './regex.js';
+import { type Nfa, RegexError, compileRegex, fewestToMatch, lengthsToAccept, matchWithin, mostToAccept } from './regex.js';
 import { mergeAllOf } from './all-of.js';
 import { ANNOTATIONS, SchemaError, isPlainObject } from './schema-terms.js';
 import { SchemaChecker } from './schema-check.js';
@@ -53,9 +53,11 @@ export type SchemaNode =
   /**
    * A string: its length in code points, and a pattern its text matches whole (pattern, format);
    * with a pattern and a minLength, per NFA state the most characters to a match, counted up to min
-   * (mostToAccept), so that a reply never takes a way too short to reach it.
+   * (mostToAccept), so that a reply never takes a way too short to reach it; with both bounds, per
+   * NFA state every match length up to max (lengthsToAccept), so that a way whose matches all fall
+   * outside the window (lengths 2 or 10 for 4 to 6) is never taken either.
    */
-  | { k: 'str'; min: number; max: number; regex: Nfa | null; most?: Int32Array | null }
+  | { k: 'str'; min: number; max: number; regex: Nfa | null; most?: Int32Array | null; lengths?: Uint32Array[] | null }
   /** A number (an integer only when `integer`), within bounds when `regex` is given (number-pattern.ts), a multiple of `multiple` when given (multiple-of.ts). */
   | { k: 'num'; integer: boolean; regex: Nfa | null; multiple: Multiple | null }
   /** One of these values, written exactly as JSON.stringify writes them (enum, const, booleans, null). */
@@ -232,7 +234,9 @@ class Compiler {
         if (fewest > max) throw new SchemaError(path, 'maxLength', `the ${keyword}'s shortest match has ${fewest} characters, more than maxLength ${max}`);
         const most = min > 0 ? mostToAccept(regex, min) : null;
         if (most && Math.max(...regex.start.map((st) => most[st])) < min) throw new SchemaError(path, 'minLength', `the ${keyword}'s longest match has fewer than minLength ${min} characters`);
-        return this.add({ k: 'str', min, max, regex, most });
+        const lengths = min > 0 && max < Infinity ? lengthsToAccept(regex, max) : null;
+        if (lengths && !matchWithin(lengths, regex.start, min, max)) throw new SchemaError(path, 'minLength', `no match of the ${keyword} has between minLength ${min} and maxLength ${max} characters`);
+        return this.add({ k: 'str', min, max, regex, most, lengths });
       }
       case 'number':
       case 'integer':

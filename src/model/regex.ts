@@ -309,6 +309,47 @@ export function mostToAccept(nfa: Nfa, cap: number): Int32Array | null {
   return most;
 }
 
+/**
+ * Per state, every number of characters from it to a match, up to `cap` (bit r of a state's words:
+ * a match r characters on). Null when the work (states times cap) would pass a bound.
+ */
+export function lengthsToAccept(nfa: Nfa, cap: number): Uint32Array[] | null {
+  const words = (cap >> 5) + 1;
+  if (nfa.ranges.length * words * 32 > 4_000_000) return null;
+  const into = movesInto(nfa);
+  const bits = nfa.ranges.map(() => new Uint32Array(words));
+  bits[nfa.accept][0] = 1;
+  const work = [nfa.accept];
+  while (work.length > 0) {
+    const t = work.pop()!;
+    for (const [s, cost] of into[t]) {
+      // Lengths from t, one more where the move writes a character: those not yet known from s.
+      let grew = false;
+      for (let w = 0; w < words; w++) {
+        let v = bits[t][w];
+        if (cost === 1) v = (v << 1) | (w > 0 ? bits[t][w - 1] >>> 31 : 0);
+        if (w === words - 1 && (cap & 31) !== 31) v &= (1 << ((cap & 31) + 1)) - 1;
+        const add = v & ~bits[s][w];
+        if (add === 0) continue;
+        bits[s][w] |= add;
+        grew = true;
+      }
+      if (grew) work.push(s);
+    }
+  }
+  return bits;
+}
+
+/** Whether any of the states has a match between `lo` and `hi` characters on (both included). */
+export function matchWithin(lengths: readonly Uint32Array[], states: readonly number[], lo: number, hi: number): boolean {
+  const from = Math.max(0, lo);
+  for (const s of states) {
+    const b = lengths[s];
+    for (let r = from; r <= hi && r >> 5 < b.length; r++) if (b[r >> 5] & (1 << (r & 31))) return true;
+  }
+  return false;
+}
+
 class Builder {
   ranges: Array<ByteSet | null> = [];
   next: number[] = [];

@@ -34,7 +34,7 @@ import type { Guide } from './guide.js';
 import { type CompiledSchema, MAX_ALIKE, type SchemaNode, compileJsonSchema } from './json-schema.js';
 import { cachedBy, cachedMask } from './mask-cache.js';
 import { endsMultiple, stepMultiple } from './multiple-of.js';
-import { fewestToMatch, regexAccepts, stepRegex } from './regex.js';
+import { fewestToMatch, matchWithin, regexAccepts, stepRegex } from './regex.js';
 
 /** Most whitespace bytes in a row between two JSON tokens (pretty-printing needs a newline and some indent). */
 export const MAX_WHITESPACE = 16;
@@ -341,8 +341,14 @@ function stepArray(c: CompiledSchema, s: State, f: Frame, b: number): number {
   }
 }
 
-/** Whether a string with a pattern can still reach a match within its length bounds from here: one short enough for maxLength, one long enough for minLength (each on its own). */
+/**
+ * Whether a string with a pattern can still reach a match within its length bounds from here: with
+ * both bounds, a match of a length between them (the node's lengths per NFA state); with one, one
+ * short enough for maxLength, or one long enough for minLength.
+ */
 function withinLength(node: Extract<SchemaNode, { k: 'str' }>, f: Frame): boolean {
+  // Both bounds: a match whose length is within them, exactly.
+  if (node.lengths) return matchWithin(node.lengths, f.c, node.min - f.a, node.max - f.a);
   if (node.max < Infinity && fewestToMatch(node.regex!, f.c) > node.max - f.a) return false;
   if (!node.most || f.a >= node.min) return true;
   for (const s of f.c) if (node.most[s] >= node.min - f.a) return true;

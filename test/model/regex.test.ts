@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { type Nfa, RegexError, compileRegex, fewestToMatch, mostToAccept, regexAccepts, stepRegex } from '../../src/model/regex.js';
+import { type Nfa, RegexError, compileRegex, fewestToMatch, lengthsToAccept, matchWithin, mostToAccept, regexAccepts, stepRegex } from '../../src/model/regex.js';
 import { RegexGuide, compileGuideRegex } from '../../src/model/regex-guide.js';
 import { Rng } from '../../src/util/rng.js';
 
@@ -128,5 +128,28 @@ describe('RegexGuide', () => {
       }
       expect(ended, pattern).toBeGreaterThan(30);
     }
+  });
+});
+
+describe('lengthsToAccept', () => {
+  it('gives each match length of a pattern up to the cap, as every string of up to 9 characters tried against the JavaScript engine says', () => {
+    const strings: string[] = [''];
+    for (let n = 1; n <= 9; n++) for (const s of strings.filter((x) => x.length === n - 1)) strings.push(`${s}a`, `${s}b`);
+    for (const pattern of ['a{2}|a{5,7}', '(ab)+', 'a*b?a{3}', '(a|bb)(a|bb)', 'b|ab{2,3}|a{9}', '(aa|b){0,3}', 'é|ab']) {
+      const nfa = compileRegex(pattern);
+      const oracle = new RegExp(`^(?:${pattern})$`, 'u');
+      const lengths = lengthsToAccept(nfa, 9)!;
+      const want = [...new Set(strings.filter((s) => oracle.test(s)).map((s) => s.length))].sort((x, y) => x - y);
+      const got = Array.from({ length: 10 }, (_, r) => r).filter((r) => matchWithin(lengths, nfa.start, r, r));
+      // é is one character of two bytes: never among the a-b strings, but a match of length 1.
+      expect(got, pattern).toEqual(pattern === 'é|ab' ? [1, 2] : want);
+    }
+    // Lengths past one 32-bit word (the shift carries between words), and the cap.
+    const long = compileRegex('a{30,40}|b{70}');
+    const ls = lengthsToAccept(long, 64)!;
+    expect(Array.from({ length: 65 }, (_, r) => r).filter((r) => matchWithin(ls, long.start, r, r))).toEqual(Array.from({ length: 11 }, (_, i) => 30 + i));
+    // A window: any length within it.
+    const nfa = compileRegex('a{2}|a{10}');
+    expect([matchWithin(lengthsToAccept(nfa, 12)!, nfa.start, 4, 6), matchWithin(lengthsToAccept(nfa, 12)!, nfa.start, 3, 10)]).toEqual([false, true]);
   });
 });

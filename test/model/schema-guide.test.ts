@@ -467,6 +467,17 @@ describe('SchemaGuide of a JSON schema (structured outputs)', () => {
     expect(refusal({ type: 'string', pattern: '^(ab|cd)$', minLength: 3 })).toBe('minLength');
     expect(refusal({ type: 'string', format: 'uuid', maxLength: 20 })).toBe('maxLength');
     expect(refusal({ type: 'string', pattern: '^a+$', minLength: 50, maxLength: 60 })).toBeNull();
+    // Both bounds at once: match lengths 2 or 10 skip the window 4 to 6 (each bound alone is met: before, this compiled and got stuck after "aa").
+    expect(refusal({ type: 'string', pattern: '^(a{2}|a{10})$', minLength: 4, maxLength: 6 })).toBe('minLength');
+    // Lengths 2, 4 (b's) and 5 to 10: a way is taken only where a length within 4 to 6 stays open.
+    const gaps = obj({ type: 'string', pattern: '^(a{2}|b{4}|a{5,10})$', minLength: 4, maxLength: 6 });
+    expect(walkIn(gaps, '{"v":"aaaaa"}').done).toBe(true);
+    expect(walkIn(gaps, '{"v":"bbbb"}').done).toBe(true);
+    expect(walkIn(gaps, '{"v":"aa"')).toEqual({ accepted: 8, done: false });
+    expect(walkIn(gaps, '{"v":"aaaaaaa')).toEqual({ accepted: 12, done: false });
+    const gapWalks = randomWalks(() => new SchemaGuide(compileJsonSchema(gaps), vocab), { steps: 60, closers: [0x7d, 0x22], closeAfter: 10 });
+    expect(gapWalks.length).toBe(200);
+    for (const t of gapWalks) expect((JSON.parse(t) as { v: string }).v, t).toMatch(/^(bbbb|a{5,6})$/);
   });
 
   it('multipleOf: every number written is a multiple, with or without bounds, and no way is a dead end', () => {
