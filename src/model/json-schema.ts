@@ -87,6 +87,12 @@ const FULL_TIME = '([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,6})?(Z|[+
 // Days that every year has in their month (no 29 February: the year is not known yet when the day is written).
 const FULL_DATE = '[0-9]{4}-((0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])|(0[13-9]|1[0-2])-(29|30)|(0[13578]|1[02])-31)';
 const LABEL = '[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?';
+const H16 = '[0-9A-Fa-f]{1,4}';
+const PORT = '(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}|0)';
+/** A character of a URI's path, query or fragment (RFC 3986 pchar: unreserved, sub-delims, ':', '@', or a percent escape). */
+const PCHAR = "([A-Za-z0-9._~!$&'()*+,;=:@-]|%[0-9A-Fa-f]{2})";
+const DIGITS = '[0-9]{1,9}';
+const DUR_TIME = `T(${DIGITS}H(${DIGITS}M(${DIGITS}S)?)?|${DIGITS}M(${DIGITS}S)?|${DIGITS}S)`;
 /** The formats a string may have, as the patterns its text is generated to (RFC 3339 dates and times, RFC 4122 ids...). */
 export const FORMATS: Record<string, string> = {
   date: FULL_DATE,
@@ -96,6 +102,22 @@ export const FORMATS: Record<string, string> = {
   ipv4: `${OCTET}(\\.${OCTET}){3}`,
   email: `[A-Za-z0-9._%+-]{1,64}@${LABEL}(\\.${LABEL})+`,
   hostname: `${LABEL}(\\.${LABEL})*`,
+  // RFC 4291's text forms (eight groups, or fewer around one "::"), without a zone or an IPv4 tail.
+  ipv6: [
+    `(${H16}:){7}${H16}`,
+    `(${H16}:){1,7}:`,
+    `(${H16}:){1,6}:${H16}`,
+    `(${H16}:){1,5}(:${H16}){1,2}`,
+    `(${H16}:){1,4}(:${H16}){1,3}`,
+    `(${H16}:){1,3}(:${H16}){1,4}`,
+    `(${H16}:){1,2}(:${H16}){1,5}`,
+    `${H16}:(:${H16}){1,6}`,
+    `:((:${H16}){1,7}|:)`,
+  ].join('|'),
+  // An absolute URI with a host name (RFC 3986): scheme://host[:port][/path][?query][#fragment].
+  uri: `[A-Za-z][A-Za-z0-9+.-]{0,31}://${LABEL}(\\.${LABEL})*(:${PORT})?(/${PCHAR}*)*(\\?(${PCHAR}|[/?])*)?(#(${PCHAR}|[/?])*)?`,
+  // RFC 3339's ISO 8601 durations (P1Y2M3DT4H5M6S, P2W...).
+  duration: `P((${DIGITS}D|${DIGITS}M(${DIGITS}D)?|${DIGITS}Y(${DIGITS}M(${DIGITS}D)?)?)(${DUR_TIME})?|${DUR_TIME}|${DIGITS}W)`,
 };
 const TYPES = ['object', 'array', 'string', 'number', 'integer', 'boolean', 'null'] as const;
 /** The keywords that apply to one type only. */

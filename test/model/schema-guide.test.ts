@@ -1,3 +1,4 @@
+import { isIPv6 } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { FORMATS, SchemaError, compileJsonSchema } from '../../src/model/json-schema.js';
 import { MAX_EXPONENT_DIGITS, MAX_INTEGER_DIGITS, MAX_WHITESPACE, SchemaGuide } from '../../src/model/schema-guide.js';
@@ -265,6 +266,37 @@ const FORMAT_CHECKS: Record<string, (v: string) => boolean> = {
   ipv4: (v) => v.split('.').length === 4 && v.split('.').every((o) => /^(0|[1-9]\d*)$/.test(o) && Number(o) <= 255),
   email: (v) => v.split('@').length === 2 && v.split('@')[0].length > 0 && FORMAT_CHECKS.hostname(v.split('@')[1]) && v.split('@')[1].includes('.'),
   hostname: (v) => v.split('.').every((l) => l.length >= 1 && l.length <= 63 && /^[A-Za-z0-9-]+$/.test(l) && !l.startsWith('-') && !l.endsWith('-')),
+  // Node's own reading of an IPv6 address.
+  ipv6: (v) => isIPv6(v),
+  // The WHATWG URL parser takes it, with a scheme and "//", and every percent starts an escape.
+  uri: (v) => {
+    try {
+      new URL(v);
+    } catch {
+      return false;
+    }
+    return /^[A-Za-z][A-Za-z0-9+.-]*:\/\/[^\s"\\<>^`{|}]+$/.test(v) && !/%(?![0-9A-Fa-f]{2})/.test(v);
+  },
+  // RFC 3339 Appendix A, read part by part: P, then date parts in Y M D order or weeks alone, then T and time parts in H M S order.
+  duration: (v) => {
+    if (!v.startsWith('P') || v.length < 3) return false;
+    const [date, time, ...more] = v.slice(1).split('T');
+    if (more.length > 0 || (time !== undefined && time === '')) return false;
+    const parts = (s: string, units: string) => {
+      const found = [...s.matchAll(/([0-9]+)([A-Z])/g)];
+      if (found.map((m) => m[0]).join('') !== s) return null;
+      const order = found.map((m) => units.indexOf(m[2]));
+      return order.every((o, i) => o >= 0 && (i === 0 || o > order[i - 1])) ? found.map((m) => m[2]).join('') : null;
+    };
+    const d = parts(date, 'YMD');
+    const w = parts(date, 'W');
+    const t = time === undefined ? '' : parts(time, 'HMS');
+    if (t === null || (d === null && w === null)) return false;
+    if (w) return time === undefined;
+    // No gaps: Y then M then D (M D, or Y M, but not Y D); H M S likewise.
+    const contiguous = (units: string, got: string) => got === '' || units.includes(got);
+    return contiguous('YMD', d!) && contiguous('HMS', t) && (d !== '' || t !== '');
+  },
 };
 
 /** An independent check of a parsed value against a schema of the subset (the test's own reading of JSON Schema). */
@@ -661,6 +693,13 @@ describe('SchemaGuide of a JSON schema (structured outputs)', () => {
   });
 
   it('every format writes only strings its own check takes', () => {
+    // The checks themselves take and refuse what they should.
+    expect(['P1Y2M3DT4H5M6S', 'P2W', 'PT1M', 'P1MT1S'].map(FORMAT_CHECKS.duration)).toEqual([true, true, true, true]);
+    expect(['P', 'PT', 'P1Y1D', 'PT1H1S', 'P1WT1H', 'P1D2M', '1D'].map(FORMAT_CHECKS.duration)).toEqual(Array(7).fill(false));
+    expect(['::', '2001:db8::1', '1:2:3:4:5:6:7:8'].map(FORMAT_CHECKS.ipv6)).toEqual([true, true, true]);
+    expect(['1::2::3', '1:2:3:4:5:6:7:8:9', '12345::', 'g::1'].map(FORMAT_CHECKS.ipv6)).toEqual([false, false, false, false]);
+    expect(['https://a.org/x%20y?q#f', 'urn+x://h'].map(FORMAT_CHECKS.uri)).toEqual([true, true]);
+    expect(['a:b', 'http://a b', 'http://a/%zz', '://a'].map(FORMAT_CHECKS.uri)).toEqual([false, false, false, false]);
     for (const format of Object.keys(FORMATS)) {
       const texts = randomWalks(() => new SchemaGuide(compileJsonSchema({ type: 'object', properties: { v: { type: 'string', format } }, required: ['v'] }), vocab), { steps: 400, closers: [0x7d, 0x22], closeAfter: 150 });
       expect(texts.length, format).toBeGreaterThan(100);
