@@ -1,7 +1,8 @@
 /**
  * Whether a JSON value is valid under a schema of the subset json-schema.ts compiles, read as JSON
  * Schema reads it: a `pattern` is searched for, not matched whole; values are equal whatever the
- * order of their keys; integers are the numbers without a fraction. The compiler asks it where a
+ * order of their keys; integers are the numbers without a fraction; a `format` is the pattern the guide
+ * writes it by (for `uri`, a subset: absolute URIs with a host). The compiler asks it where a
  * schema lists its values (`enum`, `const`) beside other keywords, so that the values a reply may
  * write are those every keyword allows, not only the list.
  */
