@@ -151,7 +151,7 @@ export class CallSplitter {
 
   /** Calls begun so far (their arguments begun). */
   get calls(): number {
-    return this.index + (this.opening === '' ? 1 : 0);
+    return this.index + 1;
   }
 
   /** The text past the calls since the last take. */
@@ -353,7 +353,6 @@ export class ReplyCalls {
     return held;
   }
 }
-
 
 /**
  * A whole reply as calls and text, as `ReplyCalls` reads it piece by piece (so a reply reads the same

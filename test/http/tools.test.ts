@@ -87,6 +87,8 @@ describe('tool calls', () => {
       { content: ' thanks', calls: [] },
     ]);
     expect([r.calls, r.end]).toEqual([1, '']);
+    // A second call opened but not begun leaves the count at the calls begun.
+    expect(read(['[{"get_time": {}}, ', '{"get_w']).calls).toBe(1);
     // Whatever the pieces, the same calls and text as the whole.
     for (const text of ['{"get_time": {"tz": "UTC"}} ok', '[{"get_weather": {"city": "Ly}on"}}, {"get_time": {}}]', ' {"get_date": {}}', '{"get_time": [1]}', 'plain words']) {
       const whole = readCalls(text, true, names);
