@@ -91,9 +91,13 @@ function alike(parts: readonly Schema[], key: string, path: string): unknown {
 const allOfOf = (schemas: readonly unknown[]): unknown => (schemas.length === 1 ? schemas[0] : { allOf: schemas });
 
 function mergeObjects(parts: readonly Schema[], merged: Schema, path: string): void {
+  for (const p of parts) {
+    if (p.properties !== undefined && !isPlainObject(p.properties)) throw new SchemaError(path, 'properties', '"properties" must be an object');
+    if (p.required !== undefined && (!Array.isArray(p.required) || p.required.some((r) => typeof r !== 'string'))) throw new SchemaError(path, 'required', '"required" must be an array of property names');
+  }
   const names: string[] = [];
   for (const p of parts) if (isPlainObject(p.properties)) for (const name of Object.keys(p.properties)) if (!names.includes(name)) names.push(name);
-  const required = [...new Set(given(parts, 'required').flatMap((r) => (Array.isArray(r) ? r : [])))];
+  const required = [...new Set(given(parts, 'required').flat() as string[])];
   const properties: Schema = {};
   for (const name of names) {
     const schemas: unknown[] = [];

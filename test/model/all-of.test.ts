@@ -50,6 +50,8 @@ describe('mergeAllOf', () => {
       [{ prefixItems: [true] }, { items: { type: 'string' } }],
       [{ enum: [1] }, { const: 2 }],
       [false],
+      [{ properties: [] }, { type: 'object' }],
+      [{ required: 'a' }, { type: 'object' }],
     ]) {
       expect(() => merge(...parts), JSON.stringify(parts)).toThrow(SchemaError);
     }
