@@ -51,6 +51,24 @@ export const historyItems = sqliteTable(
   ],
 );
 
+/**
+ * History items a user deleted: which item and when. An adapter whose training read an item deleted
+ * since still carries it in its weights, so these tell which versions were trained on deleted history
+ * (queries/forgetting.ts) and which users need re-injecting to forget it (queries/staleness.ts).
+ */
+export const historyDeletions = sqliteTable(
+  'history_deletions',
+  {
+    id: integer('id').primaryKey({ autoIncrement: true }),
+    userId: text('user_id')
+      .notNull()
+      .references(() => users.id, { onDelete: 'cascade' }),
+    itemId: integer('item_id').notNull(),
+    deletedAt: integer('deleted_at').notNull(),
+  },
+  (t) => [index('history_deletions_user_id_deleted_at_idx').on(t.userId, t.deletedAt)],
+);
+
 export const injectionJobs = sqliteTable(
   'injection_jobs',
   {

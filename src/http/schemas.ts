@@ -114,6 +114,20 @@ export const historyAppendResponse = z.object({
   ids: z.array(z.int()),
 });
 
+/** Query of DELETE /v1/users/{userId}/history/{itemId}: what to do with an active adapter trained on the item. */
+export const historyDeleteQuery = z.strictObject({ adapter: z.enum(['keep', 'deactivate']).optional() });
+
+export const historyDeleteResponse = z.object({
+  userId: userIdSchema,
+  itemId: z.int().min(1),
+  /** The user's prefix-cache conversations dropped (they may hold the item's text, retrieved as memory). */
+  prefixCacheDropped: z.int().min(0),
+  /** The user's adapter versions (with files) trained on history they deleted, this item or earlier ones. */
+  trainedOnDeleted: z.array(z.object({ version: z.int().min(1), active: z.boolean(), deletedItems: z.int().min(1) })),
+  /** The version deactivated by adapter=deactivate (the active one, trained on deleted history), or null. */
+  deactivated: z.int().min(1).nullable(),
+});
+
 export const historyQuery = z
   .strictObject({
     limit: queryInt(1, 1000).optional(),
@@ -347,10 +361,11 @@ export const staleInjectBody = z.strictObject({
 
 export const staleUserSchema = z.object({
   userId: userIdSchema,
-  newItems: z.int().min(1),
-  historyItems: z.int().min(1),
+  newItems: z.int().min(0),
+  historyItems: z.int().min(0),
   lastInjection: z.object({ jobId: jobIdSchema, state: z.enum(['succeeded', 'rejected']), finishedAt: isoTimestamp, historyUpTo: z.int().min(0) }).nullable(),
   activeJobId: jobIdSchema.nullable(),
+  forgottenItems: z.int().min(0),
   failures: z
     .object({
       count: z.int().min(1),
@@ -367,13 +382,13 @@ export const staleInjectResultSchema = z.object({
   minNewItems: z.int().min(1),
   /** Stale users in all; those past `limit` are left for the next call. */
   total: z.int().min(0),
-  queued: z.array(z.object({ userId: userIdSchema, newItems: z.int().min(1), jobId: jobIdSchema })),
+  queued: z.array(z.object({ userId: userIdSchema, newItems: z.int().min(0), jobId: jobIdSchema })),
   maxFailures: z.int().min(1),
   /** Users who already had a queued or running job (`active`), or whose jobs kept failing (`failing`). */
   skipped: z.array(
     z.discriminatedUnion('reason', [
-      z.object({ userId: userIdSchema, newItems: z.int().min(1), reason: z.literal('active'), activeJobId: jobIdSchema }),
-      z.object({ userId: userIdSchema, newItems: z.int().min(1), reason: z.literal('failing'), failures: z.int().min(1), lastJobId: jobIdSchema }),
+      z.object({ userId: userIdSchema, newItems: z.int().min(0), reason: z.literal('active'), activeJobId: jobIdSchema }),
+      z.object({ userId: userIdSchema, newItems: z.int().min(0), reason: z.literal('failing'), failures: z.int().min(1), lastJobId: jobIdSchema }),
     ]),
   ),
 });

@@ -34,9 +34,9 @@ describe('stale users', () => {
       minNewItems: 2,
       total: 3,
       items: [
-        { userId: 'carol', newItems: 8, historyItems: 8, lastInjection: null, activeJobId: carolJob.id, failures: null },
-        { userId: 'alice', newItems: 3, historyItems: 3, lastInjection: null, activeJobId: null, failures: null },
-        { userId: 'bob', newItems: 3, historyItems: 5, lastInjection: { jobId: bobJob.id, state: 'succeeded', finishedAt: '2026-12-01T02:00:00.000Z', historyUpTo: bob[1] }, activeJobId: null, failures: null },
+        { userId: 'carol', newItems: 8, historyItems: 8, lastInjection: null, activeJobId: carolJob.id, forgottenItems: 0, failures: null },
+        { userId: 'alice', newItems: 3, historyItems: 3, lastInjection: null, activeJobId: null, forgottenItems: 0, failures: null },
+        { userId: 'bob', newItems: 3, historyItems: 5, lastInjection: { jobId: bobJob.id, state: 'succeeded', finishedAt: '2026-12-01T02:00:00.000Z', historyUpTo: bob[1] }, activeJobId: null, forgottenItems: 0, failures: null },
       ],
     });
     expect((await json(await h.admin('GET', '/v1/admin/stale-users?limit=1'))).items.map((u: { userId: string }) => u.userId)).toEqual(['carol']);

@@ -14,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
 import type { z } from 'zod';
 import { createAdapterVersion } from '../../src/db/queries/adapters.js';
-import { appendHistory } from '../../src/db/queries/history.js';
+import { appendHistory, countHistory } from '../../src/db/queries/history.js';
 import { createJob } from '../../src/db/queries/jobs.js';
 import { createUser, userExists } from '../../src/db/queries/users.js';
 import { OPENAPI_FILE } from '../../src/http/app.js';
@@ -113,11 +113,11 @@ const CODES_BY_STATUS: Record<number, string[]> = {
   408: ['request_timeout'],
   431: ['headers_too_large'],
   401: ['unauthorized'],
-  404: ['not_found', 'user_not_found', 'job_not_found', 'adapter_not_found', 'model_not_found'],
+  404: ['not_found', 'user_not_found', 'job_not_found', 'adapter_not_found', 'model_not_found', 'history_item_not_found'],
   405: ['method_not_allowed'],
   409: ['job_active', 'job_finished', 'adapter_unusable', 'adapter_active', 'adapters_disabled'],
   413: ['body_too_large'],
-  422: ['validation_failed', 'invalid_user_id', 'invalid_cursor', 'prompt_too_long', 'token_out_of_range', 'unsupported_schema', 'unsupported_regex', 'invalid_version'],
+  422: ['validation_failed', 'invalid_user_id', 'invalid_cursor', 'prompt_too_long', 'token_out_of_range', 'unsupported_schema', 'unsupported_regex', 'invalid_version', 'invalid_item_id'],
   429: ['queue_full', 'user_queue_full', 'quota_exceeded'],
 };
 /** Statuses the document promises for every route (info.description): routing errors and the body limit. */
@@ -164,10 +164,11 @@ const validishId = fc.string({ unit: idChar, minLength: 1, maxLength: 130 });
 const anyCodeUnit = fc.integer({ min: 0, max: 0xffff }).map((c) => String.fromCharCode(c));
 
 const KNOWN_JOB = '{{job}}';
+const KNOWN_ITEM = '{{item}}';
 
 function segmentArb(param: string): fc.Arbitrary<string> {
   const known =
-    param === 'jobId' ? fc.constant(KNOWN_JOB) : param === 'model' ? fc.constant('memlora') : param === 'version' ? fc.constantFrom('2', '2', '2', '1', '01', '-1', '1.0', '99999999999') : fc.constantFrom('alice', 'bob');
+    param === 'jobId' ? fc.constant(KNOWN_JOB) : param === 'itemId' ? fc.constantFrom(KNOWN_ITEM, KNOWN_ITEM, KNOWN_ITEM, '1', '0', '-1', '99999999999') : param === 'model' ? fc.constant('memlora') : param === 'version' ? fc.constantFrom('2', '2', '2', '1', '01', '-1', '1.0', '99999999999') : fc.constantFrom('alice', 'bob');
   return fc.oneof(
     { weight: 5, arbitrary: known as fc.Arbitrary<string> },
     { weight: 2, arbitrary: validishId.map(encodeURIComponent) },
@@ -442,6 +443,8 @@ function seed(): void {
     });
     createJob(h.db, { userId: 'alice', params: { budget: 4 } });
   }
+  // Deleted items are put back: the cases of DELETE .../history/{itemId} delete them one by one.
+  if (countHistory(h.db, 'alice') < 2) appendHistory(h.db, 'alice', [{ kind: 'post', text: 'alice again' }, { kind: 'post', text: 'and again' }]);
   if (!userExists(h.db, 'bob')) {
     createUser(h.db, { id: 'bob' });
     appendHistory(h.db, 'bob', [{ kind: 'post', text: 'bob writes about climbing' }]);
@@ -453,6 +456,19 @@ function seed(): void {
       createAdapterVersion(h.db, { userId: 'bob', config: { n: 1, r: 4 }, filePath: join(dir, `v${v}.safetensors`), sha256: 'b'.repeat(64), metrics: {}, status: 'ready' });
     }
   }
+}
+
+/** The latest history item of the user a path names (any user's when it names none of them). */
+function latestItemId(path: string): string {
+  let userId = '';
+  try {
+    userId = decodeURIComponent(path.split('/')[3] ?? '');
+  } catch {
+    // A malformed escape: no user.
+  }
+  const row = (h.db.sqlite.prepare('SELECT id FROM history_items WHERE user_id = ? ORDER BY id DESC LIMIT 1').get(userId) ??
+    h.db.sqlite.prepare('SELECT id FROM history_items ORDER BY id DESC LIMIT 1').get()) as { id: number } | undefined;
+  return String(row?.id ?? 1);
 }
 
 function latestJobId(): string {
@@ -535,6 +551,14 @@ function checkEffects(op: Operation, status: number, json: any, sentBody: unknow
       }
       return after.files.join() !== before.files.join() ? 'adapter files changed' : null;
     }
+    case 'DELETE /v1/users/{userId}/history/{itemId}': {
+      // One item gone (and its FTS5 row), one deletion recorded; with adapter=deactivate, an active flag cleared.
+      const problem = sameCountsExcept(before, after, { history_items: -1, history_fts_docsize: -1, history_deletions: 1 });
+      if (problem) return problem;
+      if (json?.userId !== decoded(segs.userId) || String(json?.itemId) !== segs.itemId) return `answered for ${json?.userId}/${json?.itemId}, asked for ${segs.userId}/${segs.itemId}`;
+      if (h.db.sqlite.prepare('SELECT 1 FROM history_items WHERE id = ?').get(json.itemId)) return 'the item is still there';
+      return after.files.join() !== before.files.join() ? 'adapter files changed' : null;
+    }
     case 'POST /v1/admin/users/{userId}/inject':
       return sameCountsExcept(before, after, { injection_jobs: 1 }) ?? (after.files.join() !== before.files.join() ? 'adapter files changed' : null);
     case 'POST /v1/admin/stale-users/inject':
@@ -608,7 +632,7 @@ async function runCase(op: Operation, c: Case): Promise<void> {
 
 async function runSeededCase(op: Operation, c: Case): Promise<void> {
   const segs: Record<string, string> = {};
-  let path = c.path.replace(KNOWN_JOB, latestJobId());
+  let path = c.path.replace(KNOWN_JOB, latestJobId()).replace(KNOWN_ITEM, latestItemId(c.path));
   for (const [i, seg] of path.split('/').entries()) {
     const name = op.template.split('/')[i]?.match(/^\{(\w+)\}$/)?.[1];
     if (name) segs[name] = seg;

@@ -5,12 +5,16 @@
  * `progress.data.historyUpTo`), all of them for a user never injected. Operators re-inject the users
  * with the most new history first, rather than every user on a timer.
  *
+ * A user whose active adapter was trained on history items they deleted since (forgetting.ts) is
+ * stale too, whatever their new history: re-injecting them trains an adapter without those items.
+ *
  * Each user also carries the jobs that failed since that injection (their count and the newest), so
  * that a bulk re-injection run nightly can leave a user whose jobs keep failing for an operator to
  * look at, instead of queueing the same failing job every night.
  */
 import type { Db } from '../client.js';
 import { statement } from '../statements.js';
+import { TRAINED_ON_DELETED } from './forgetting.js';
 
 export interface StaleUser {
   userId: string;
@@ -21,6 +25,8 @@ export interface StaleUser {
   lastInjection: { jobId: string; state: 'succeeded' | 'rejected'; finishedAt: number; historyUpTo: number } | null;
   /** The user's queued or running injection job, if any (a new one would be refused). */
   activeJobId: string | null;
+  /** Deleted history items the active adapter was trained on: it still carries them until the user is re-injected. */
+  forgottenItems: number;
   /** Jobs that failed after that injection (after any, for a user never injected), and the newest. */
   failures: { count: number; lastJobId: string; lastFinishedAt: number; lastError: { code: string; message: string } } | null;
 }
@@ -44,12 +50,16 @@ counted AS (
                              'code', coalesce(json_extract(f.error, '$.code'), 'internal'), 'message', coalesce(json_extract(f.error, '$.message'), ''))
             FROM injection_jobs f
            WHERE f.user_id = u.id AND f.state = 'failed' AND f.finished_at > coalesce(s.finished_at, -1)
-           ORDER BY f.finished_at DESC, f.id DESC LIMIT 1) AS last_failure
+           ORDER BY f.finished_at DESC, f.id DESC LIMIT 1) AS last_failure,
+         (SELECT count(*) FROM adapter_versions v
+            LEFT JOIN injection_jobs j ON j.id = json_extract(v.metrics, '$.jobId') AND j.user_id = v.user_id
+            JOIN history_deletions d ON d.user_id = v.user_id AND ${TRAINED_ON_DELETED}
+           WHERE v.user_id = u.id AND v.active = 1) AS forgotten_items
   FROM users u LEFT JOIN seen s ON s.user_id = u.id AND s.n = 1
 )
 SELECT *, count(*) OVER () AS total FROM counted
-WHERE new_items >= ?
-ORDER BY new_items DESC, user_id
+WHERE new_items >= ? OR forgotten_items > 0
+ORDER BY forgotten_items > 0 DESC, new_items DESC, user_id
 LIMIT ?`;
 
 interface Row {
@@ -62,6 +72,7 @@ interface Row {
   history_items: number;
   active_job_id: string | null;
   failures: number;
+  forgotten_items: number;
   /** JSON: {jobId, finishedAt, code, message} of the newest failure, when there is one. */
   last_failure: string | null;
   total: number;
@@ -73,7 +84,10 @@ function failuresOf(r: Row): StaleUser['failures'] {
   return { count: r.failures, lastJobId: f.jobId, lastFinishedAt: f.finishedAt, lastError: { code: f.code, message: f.message } };
 }
 
-/** Users with at least `minNewItems` (>= 1) new history items, most first (then by id), at most `limit`; `total` counts them all. */
+/**
+ * Users with at least `minNewItems` (>= 1) new history items, or whose active adapter was trained on
+ * deleted ones (those first), most new items first (then by id), at most `limit`; `total` counts them all.
+ */
 export function staleUsers(db: Db, opts: { minNewItems: number; limit: number }): { items: StaleUser[]; total: number } {
   const rows = statement(db, STALE_SQL).all(Math.max(1, opts.minNewItems), opts.limit) as Row[];
   return {
@@ -84,6 +98,7 @@ export function staleUsers(db: Db, opts: { minNewItems: number; limit: number })
       historyItems: r.history_items,
       lastInjection: r.job_id === null ? null : { jobId: r.job_id, state: r.state!, finishedAt: r.finished_at!, historyUpTo: r.up_to! },
       activeJobId: r.active_job_id,
+      forgottenItems: r.forgotten_items,
       failures: failuresOf(r),
     })),
   };

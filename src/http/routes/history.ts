@@ -1,15 +1,56 @@
-/** /v1/users/{userId}/history: batch append (all-or-nothing), cursor listing, FTS5 search. */
+/**
+ * /v1/users/{userId}/history: batch append (all-or-nothing), cursor listing, FTS5 search, and
+ * deleting one item: gone from listing, search and memory at once, the user's prefix-cache
+ * conversations dropped, and the adapter versions trained on it named (the active one deactivated on
+ * request); re-injection (stale-users) then trains an adapter without it.
+ */
 import type { Hono } from 'hono';
+import { inTransaction } from '../../db/client.js';
+import { activateAdapterVersion } from '../../db/queries/adapters.js';
+import { deleteHistoryItem, versionsTrainedOnDeleted } from '../../db/queries/forgetting.js';
 import { appendHistory, listHistory, searchHistory } from '../../db/queries/history.js';
 import { userExists } from '../../db/queries/users.js';
 import type { AppEnv, RouteDeps } from '../context.js';
-import { historyAppendBody, historyQuery } from '../schemas.js';
+import { ApiError } from '../errors.js';
+import { historyAppendBody, historyDeleteQuery, historyQuery } from '../schemas.js';
 import { historyJson, searchHitJson } from '../serialize.js';
 import { parseQuery, readJson, userIdParam } from '../validate.js';
 import { userNotFound } from './users.js';
 
+/** An item id in a path: a positive integer below 2^53, else 422 invalid_item_id. */
+function itemIdParam(raw: string): number {
+  const n = /^[1-9][0-9]{0,15}$/.test(raw) ? Number(raw) : NaN;
+  if (!Number.isSafeInteger(n)) throw new ApiError(422, 'invalid_item_id', 'history item ids are positive integers', { itemId: raw.slice(0, 40) });
+  return n;
+}
+
 export function registerHistoryRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
-  const { db, config } = deps;
+  const { db, config, services, logger } = deps;
+
+  app.delete('/v1/users/:userId/history/:itemId', (c) => {
+    const userId = userIdParam(c);
+    const itemId = itemIdParam(c.req.param('itemId'));
+    const q = parseQuery(c, historyDeleteQuery);
+    if (!userExists(db, userId)) throw userNotFound(userId);
+    if (!deleteHistoryItem(db, userId, itemId)) {
+      throw new ApiError(404, 'history_item_not_found', `user ${JSON.stringify(userId)} has no history item ${itemId}`, { userId, itemId });
+    }
+    // Memory mode may have put the item's text into a cached conversation.
+    const prefixCacheDropped = services.generate?.dropPrefixCache?.(userId).dropped.entries ?? 0;
+    let trained = versionsTrainedOnDeleted(db, userId);
+    let deactivated: number | null = null;
+    if (q.adapter === 'deactivate' && trained.some((v) => v.active)) {
+      // A hot swap: the user's next request is served without it (memory or vanilla); requests running finish on it.
+      deactivated = inTransaction(db, () => {
+        const active = trained.find((v) => v.active)!.version;
+        activateAdapterVersion(db, userId, null);
+        return active;
+      });
+      trained = trained.map((v) => ({ ...v, active: false }));
+      logger.info('adapter deactivated: trained on deleted history', { userId, version: deactivated, itemId });
+    }
+    return c.json({ userId, itemId, prefixCacheDropped, trainedOnDeleted: trained, deactivated });
+  });
 
   app.post('/v1/users/:userId/history', async (c) => {
     const userId = userIdParam(c);

@@ -44,17 +44,18 @@ describe('staleUsers', () => {
     const all = staleUsers(t.db, { minNewItems: 1, limit: 100 });
     expect(all.total).toBe(4);
     expect(all.items).toEqual([
-      { userId: 'alice', newItems: 5, historyItems: 5, lastInjection: null, activeJobId: null, failures: null },
-      { userId: 'erin', newItems: 3, historyItems: 7, lastInjection: { jobId: erinJob, state: 'succeeded', finishedAt: 5000, historyUpTo: erin[3] }, activeJobId: null, failures: null },
+      { userId: 'alice', newItems: 5, historyItems: 5, lastInjection: null, activeJobId: null, forgottenItems: 0, failures: null },
+      { userId: 'erin', newItems: 3, historyItems: 7, lastInjection: { jobId: erinJob, state: 'succeeded', finishedAt: 5000, historyUpTo: erin[3] }, activeJobId: null, forgottenItems: 0, failures: null },
       {
         userId: 'bob',
         newItems: 2,
         historyItems: 6,
         lastInjection: { jobId: bobJob, state: 'succeeded', finishedAt: 2000, historyUpTo: bob[3] },
         activeJobId: bobActive,
+        forgottenItems: 0,
         failures: { count: 1, lastJobId: bobFailed, lastFinishedAt: 3000, lastError: { code: 'internal', message: '' } },
       },
-      { userId: 'frank', newItems: 2, historyItems: 2, lastInjection: null, activeJobId: null, failures: null },
+      { userId: 'frank', newItems: 2, historyItems: 2, lastInjection: null, activeJobId: null, forgottenItems: 0, failures: null },
     ]);
     // carol's history was all read (by a rejected job), dave has none.
     expect(all.items.map((u) => u.userId)).not.toContain('carol');

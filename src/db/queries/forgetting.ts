@@ -1,0 +1,46 @@
+/**
+ * Forgetting a history item. Deleting it removes the row (and its text from the FTS5 index, by the
+ * index's triggers: memory mode no longer retrieves it) and records the deletion, because an adapter
+ * whose training read the item still carries it in its weights. A version was trained on an item when
+ * the job that made it read the history up to that item (its `progress.data.historyUpTo`) before the
+ * item was deleted (the job started first); a version no job made (the CLI's) is taken to be trained
+ * on every item deleted after it was made.
+ */
+import { inTransaction, type Db } from '../client.js';
+import { statement } from '../statements.js';
+
+/** Deletes one item of the user's history and records the deletion; false when the user has no such item. */
+export function deleteHistoryItem(db: Db, userId: string, itemId: number, now: number = Date.now()): boolean {
+  return inTransaction(db, () => {
+    const gone = statement(db, 'DELETE FROM history_items WHERE id = ? AND user_id = ?').run(itemId, userId).changes > 0;
+    if (gone) statement(db, 'INSERT INTO history_deletions (user_id, item_id, deleted_at) VALUES (?, ?, ?)').run(userId, itemId, now);
+    return gone;
+  });
+}
+
+/** Whether deletion `d` is of an item the adapter version `v` (made by job `j`, if any) was trained on. */
+export const TRAINED_ON_DELETED = `(
+  (j.id IS NOT NULL AND d.item_id <= json_extract(j.progress, '$.data.historyUpTo') AND d.deleted_at >= j.started_at)
+  OR (j.id IS NULL AND d.deleted_at >= v.created_at))`;
+
+const VERSIONS_SQL = `
+SELECT v.version AS version, v.active AS active, count(d.id) AS items
+FROM adapter_versions v
+LEFT JOIN injection_jobs j ON j.id = json_extract(v.metrics, '$.jobId') AND j.user_id = v.user_id
+JOIN history_deletions d ON d.user_id = v.user_id AND ${TRAINED_ON_DELETED}
+WHERE v.user_id = ? AND v.status != 'deleted'
+GROUP BY v.id
+ORDER BY v.version`;
+
+export interface VersionTrainedOnDeleted {
+  version: number;
+  active: boolean;
+  /** Deleted items it was trained on. */
+  deletedItems: number;
+}
+
+/** The user's adapter versions (those with files) trained on history items deleted since. */
+export function versionsTrainedOnDeleted(db: Db, userId: string): VersionTrainedOnDeleted[] {
+  const rows = statement(db, VERSIONS_SQL).all(userId) as Array<{ version: number; active: number; items: number }>;
+  return rows.map((r) => ({ version: r.version, active: r.active === 1, deletedItems: r.items }));
+}

@@ -1,0 +1,95 @@
+/** DELETE /v1/users/{userId}/history/{itemId} through the real app and a real SQLite file: forgetting an item, and the adapters trained on it. */
+import { afterEach, describe, expect, it } from 'vitest';
+import { createAdapterVersion } from '../../src/db/queries/adapters.js';
+import { createJob, updateJob } from '../../src/db/queries/jobs.js';
+import { historyDeleteResponse, staleUsersSchema } from '../../src/http/schemas.js';
+import { expectError, json, makeHarness, type Harness } from './helpers.js';
+
+let h: Harness;
+afterEach(() => h?.cleanup());
+
+async function userWith(id: string, texts: string[]): Promise<number[]> {
+  await h.req('PUT', `/v1/users/${id}`);
+  return ((await json(await h.req('POST', `/v1/users/${id}/history`, { items: texts.map((text) => ({ kind: 'post', text })) }))) as { ids: number[] }).ids;
+}
+
+/** An adapter version of the user made by a job that started at `startedAt` and read the history up to `upTo`. */
+function jobVersion(userId: string, upTo: number, startedAt: number, activate = true): number {
+  const job = createJob(h.db, { userId, params: {} }, startedAt - 5);
+  updateJob(h.db, job.id, { state: 'succeeded', startedAt, finishedAt: startedAt + 10, progress: { phase: 'succeeded', data: { historyUpTo: upTo, train: 1, val: 1, test: 1 } } });
+  return createAdapterVersion(h.db, { userId, config: { layers: [true], n: 1, r: 8 }, filePath: `${userId}/v`, sha256: 'x', metrics: { jobId: job.id }, status: 'ready', activate }, startedAt + 10).version;
+}
+
+const del = async (userId: string, itemId: number | string, query = '') => h.req('DELETE', `/v1/users/${userId}/history/${itemId}${query}`);
+
+describe('deleting a history item', () => {
+  it('removes it from listing, search and memory at once, and refuses unknown items, users and ids', async () => {
+    h = makeHarness();
+    const [bees, garden] = await userWith('ann', ['I keep bees on the roof.', 'My garden has roses.']);
+    const [other] = await userWith('ben', ['Bees sting me.']);
+    const res = await del('ann', bees);
+    expect(res.status).toBe(200);
+    expect(historyDeleteResponse.parse(await json(res))).toEqual({ userId: 'ann', itemId: bees, prefixCacheDropped: 0, trainedOnDeleted: [], deactivated: null });
+    const items = (await json(await h.req('GET', '/v1/users/ann/history'))).items as Array<{ id: number }>;
+    expect(items.map((i) => i.id)).toEqual([garden]);
+    // FTS5 forgets it too: memory mode retrieves by this search.
+    expect((await json(await h.req('GET', '/v1/users/ann/history?q=bees'))).items).toEqual([]);
+    expect((await json(await h.req('GET', '/v1/users/ben/history?q=bees'))).items).toHaveLength(1);
+    await expectError(await del('ann', bees), 404, 'history_item_not_found');
+    await expectError(await del('ann', other), 404, 'history_item_not_found'); // another user's item
+    await expectError(await del('nobody', garden), 404, 'user_not_found');
+    for (const bad of ['0', '-1', 'x', '1.5', '99999999999999999999']) await expectError(await del('ann', bad), 422, 'invalid_item_id');
+    await expectError(await del('ann', garden, '?adapter=maybe'), 422, 'validation_failed');
+    // Nothing was lost by the refusals.
+    expect(((await json(await h.req('GET', '/v1/users/ben/history'))).items as unknown[]).length).toBe(1);
+    expect(h.db.sqlite.prepare('SELECT count(*) AS n FROM history_deletions').get()).toEqual({ n: 1 });
+    // Erasing the user erases the record of their deletions.
+    await h.req('DELETE', '/v1/users/ann');
+    expect(h.db.sqlite.prepare('SELECT count(*) AS n FROM history_deletions').get()).toEqual({ n: 0 });
+  });
+
+  it('names the adapter versions trained on deleted items, deactivates the active one on request, and makes the user stale until re-injected', async () => {
+    h = makeHarness();
+    const ids = await userWith('cat', ['one', 'two', 'three', 'four']);
+    const t0 = Date.now() - 60_000;
+    // v1 read items 1-2; v2 (active) read 1-3; item 4 came after both.
+    const v1 = jobVersion('cat', ids[1], t0, false);
+    const v2 = jobVersion('cat', ids[2], t0 + 1000);
+    // An item no version read: none is trained on it, the user is not stale for it.
+    let r = historyDeleteResponse.parse(await json(await del('cat', ids[3])));
+    expect(r.trainedOnDeleted).toEqual([]);
+    expect((await json(await h.admin('GET', '/v1/admin/stale-users?minNewItems=100'))).items).toEqual([]);
+    // An item both read: both named; the user is stale (first, whatever the threshold).
+    r = historyDeleteResponse.parse(await json(await del('cat', ids[0])));
+    expect(r.trainedOnDeleted).toEqual([
+      { version: v1, active: false, deletedItems: 1 },
+      { version: v2, active: true, deletedItems: 1 },
+    ]);
+    expect(r.deactivated).toBeNull();
+    const stale = staleUsersSchema.parse(await json(await h.admin('GET', '/v1/admin/stale-users?minNewItems=100')));
+    expect(stale.items).toMatchObject([{ userId: 'cat', forgottenItems: 1 }]);
+    // An item only v2 read, with adapter=deactivate: v2 stops serving at once.
+    r = historyDeleteResponse.parse(await json(await del('cat', ids[2], '?adapter=deactivate')));
+    expect(r.deactivated).toBe(v2);
+    expect(r.trainedOnDeleted).toEqual([
+      { version: v1, active: false, deletedItems: 1 },
+      { version: v2, active: false, deletedItems: 2 },
+    ]);
+    await expectError(await h.req('GET', '/v1/users/cat/adapter'), 404, 'adapter_not_found');
+    // With no active adapter trained on deleted items, the user is no longer stale for them.
+    expect((await json(await h.admin('GET', '/v1/admin/stale-users?minNewItems=100'))).items).toEqual([]);
+    // A new version made by a job that started after the deletions did not read them.
+    jobVersion('cat', ids[2], Date.now() + 1000);
+    expect(historyDeleteResponse.parse(await json(await del('cat', ids[1]))).trainedOnDeleted.map((v) => v.version)).toEqual([v1, v2]);
+  });
+
+  it('takes a version no job made (the CLI\'s) to be trained on every item deleted after it was made', async () => {
+    h = makeHarness();
+    const [a, b] = await userWith('dan', ['a', 'b']);
+    const old = createAdapterVersion(h.db, { userId: 'dan', config: { layers: [true], n: 1, r: 8 }, filePath: 'dan/v1', sha256: 'x', metrics: {}, status: 'ready', activate: true }, Date.now() - 1000).version;
+    expect(historyDeleteResponse.parse(await json(await del('dan', a))).trainedOnDeleted).toEqual([{ version: old, active: true, deletedItems: 1 }]);
+    // A version deleted by an operator has no files left to carry anything.
+    h.db.sqlite.prepare("UPDATE adapter_versions SET status = 'deleted', active = 0 WHERE user_id = 'dan'").run();
+    expect(historyDeleteResponse.parse(await json(await del('dan', b))).trainedOnDeleted).toEqual([]);
+  });
+});
