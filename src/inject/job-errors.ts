@@ -18,6 +18,8 @@ export type JobErrorCode =
   | 'job_state_changed'
   /** The worker thread died without reporting. */
   | 'worker_crashed'
+  /** History the job read was deleted while it ran: its adapter would carry it. */
+  | 'history_deleted'
   | 'internal';
 
 export class JobError extends Error {

@@ -24,6 +24,7 @@ import type { InjectContext } from './context.js';
 import { userHistory } from './context.js';
 import { inTransaction, type Db } from '../db/client.js';
 import { activateAdapterVersion, createAdapterVersion, getActiveAdapter, type AdapterVersion } from '../db/queries/adapters.js';
+import { deletedSince, versionsTrainedOnDeleted } from '../db/queries/forgetting.js';
 import { getJob, updateJob } from '../db/queries/jobs.js';
 import { listTrialsForUser } from '../db/queries/trials.js';
 import type { JobState, JsonObject } from '../db/schema.js';
@@ -228,7 +229,12 @@ export async function runJob(ctx: InjectContext, jobId: string, opts: RunJobOpti
     const all = userHistory(db, userId);
     const historyUpTo = typeof prior?.historyUpTo === 'number' ? prior.historyUpTo : all.reduce((m, i) => Math.max(m, i.id), 0);
     const data = prepareUserData(injector, all.filter((i) => i.id <= historyUpTo));
-    const previous = await loadPrevious(ctx, userId);
+    const serving = await loadPrevious(ctx, userId);
+    // An active version trained on history the user deleted since must not carry it on: it is neither
+    // the trials' starting point nor what the gate compares with, and it is replaced whatever the gate says.
+    const forgetting = serving.row !== null && versionsTrainedOnDeleted(db, userId).some((v) => v.active && v.version === serving.row!.version);
+    const previous = forgetting ? { row: serving.row, adapter: null, note: `active version ${serving.row!.version} was trained on deleted history: compared with the base model instead, and not kept` } : serving;
+    const startedAt = job.startedAt ?? Date.now();
     const space = createSpace({ layers: injector.model.config.nLayers, nMax: s.nMax });
     const warm = warmStartConfigs(ctx, userId, jobId, space, previous.adapter, s.warmStartMax ?? Math.floor(params.initialPoints / 2));
     progress.set({
@@ -348,10 +354,21 @@ export async function runJob(ctx: InjectContext, jobId: string, opts: RunJobOpti
       },
       ...(retrained ? { retrained: true } : {}),
     };
-    if (!decision.accepted) return await finish('rejected', { result: { ...summary, adapterVersion: previous.adapter ? (previous.row?.version ?? null) : null, activated: false } });
+    if (!decision.accepted) {
+      // Not better than the base model: a version trained on deleted history stops serving all the same.
+      if (forgetting) inTransaction(db, () => activateAdapterVersion(db, userId, null));
+      const result: JsonObject = { ...summary, adapterVersion: previous.adapter ? (previous.row?.version ?? null) : null, activated: false };
+      if (forgetting) result.deactivated = previous.row!.version;
+      return await finish('rejected', { result });
+    }
 
     progress.set({ phase: 'saving' });
     checkStop();
+    // History this job read and the user deleted while it ran is in its trials' weights: nothing of them may serve.
+    const deletedWhileRunning = deletedSince(db, userId, startedAt, historyUpTo);
+    if (deletedWhileRunning > 0) {
+      throw new JobError('history_deleted', `${deletedWhileRunning} history item(s) this job read were deleted while it ran; inject the user again to train without them`, { items: deletedWhileRunning });
+    }
     if (vanilla) {
       // The base model beats the serving adapter: serving it means no active version.
       const done = inTransaction(db, () => {

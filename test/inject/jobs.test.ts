@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { repoRoot } from '../../src/config.js';
 import { openDb, type Db } from '../../src/db/client.js';
 import { getActiveAdapter, listAdapterVersions } from '../../src/db/queries/adapters.js';
+import { deleteHistoryItem } from '../../src/db/queries/forgetting.js';
 import { createJob, getJob, type Job } from '../../src/db/queries/jobs.js';
 import { listTrialsForJob } from '../../src/db/queries/trials.js';
 import { openInjectContext } from '../../src/inject/context.js';
@@ -191,6 +192,46 @@ describe('quality gate and re-injection', () => {
     expect((run.job.result as any).gate).toMatchObject({ accepted: true, forced: true });
     expect(getActiveAdapter(db, 'bea')!.version).toBe((run.job.result as any).adapterVersion);
     expect(listAdapterVersions(db, 'bea')).toHaveLength(2);
+  });
+});
+
+describe('forgetting deleted history', () => {
+  it('a re-injection after a deletion neither starts from nor compares with the version trained on it, and that version stops serving even when the new adapter is rejected', async () => {
+    seedUser(db, 'dee', 3);
+    const first = await runInline('dee', { budget: 3, seed: 3 });
+    expect(first.job.state, JSON.stringify(first.job.error)).toBe('succeeded');
+    const v1 = getActiveAdapter(db, 'dee')!;
+    const read = (first.job.progress as any).data.historyUpTo as number;
+    const item = (db.sqlite.prepare('SELECT id FROM history_items WHERE user_id = ? AND id <= ? ORDER BY id LIMIT 1').get('dee', read) as { id: number }).id;
+    expect(deleteHistoryItem(db, 'dee', item)).toBe(true);
+    // lr 0 cannot beat the base model: rejected, yet v1 (which read the deleted item) no longer serves.
+    const run = await runInline('dee', { budget: 2, seed: 3 }, { train: { epochs: 1, lr: 0 } });
+    expect(run.job.state, JSON.stringify(run.job.error)).toBe('rejected');
+    expect(run.events.filter((e) => e.type === 'trial-start').every((e) => !(e as Extract<JobEvent, { type: 'trial-start' }>).warmWeights)).toBe(true);
+    const result = run.job.result as any;
+    expect(result.gate.current).toMatchObject({ mode: 'vanilla', adapterVersion: null });
+    expect(result.gate.current.note).toContain(`version ${v1.version} was trained on deleted history`);
+    expect(result.deactivated).toBe(v1.version);
+    expect(getActiveAdapter(db, 'dee')).toBeUndefined();
+    expect((run.job.progress as any).warmStart).toMatchObject({ weightsFromVersion: null });
+  });
+
+  it('history deleted while a job runs fails the job (history_deleted): nothing trained on it is activated', async () => {
+    seedUser(db, 'eve', 4);
+    const svc = new JobService({ config: env.config, db, mode: 'inline', settings: FAST_SETTINGS, injector: FAST_INJECTOR, checkStore: false });
+    const created = createJob(db, { userId: 'eve', params: { budget: 2, seed: 5 } as never });
+    let deleted = false;
+    svc.on('event', (_id, e) => {
+      if (e.type !== 'trial-start' || deleted) return;
+      deleted = deleteHistoryItem(db, 'eve', (db.sqlite.prepare("SELECT id FROM history_items WHERE user_id = 'eve' ORDER BY id LIMIT 1").get() as { id: number }).id);
+    });
+    svc.enqueue(created);
+    await svc.idle();
+    const job = getJob(db, created.id)!;
+    expect(deleted).toBe(true);
+    expect(job.state).toBe('failed');
+    expect(job.error).toMatchObject({ code: 'history_deleted', details: { items: 1 } });
+    expect(listAdapterVersions(db, 'eve')).toEqual([]);
   });
 });
 

@@ -44,3 +44,9 @@ export function versionsTrainedOnDeleted(db: Db, userId: string): VersionTrained
   const rows = statement(db, VERSIONS_SQL).all(userId) as Array<{ version: number; active: number; items: number }>;
   return rows.map((r) => ({ version: r.version, active: r.active === 1, deletedItems: r.items }));
 }
+
+/** Items up to `upTo` the user deleted at `since` or later: history a job that read up to `upTo` from `since` on had seen. */
+export function deletedSince(db: Db, userId: string, since: number, upTo: number): number {
+  const row = statement(db, 'SELECT count(*) AS n FROM history_deletions WHERE user_id = ? AND deleted_at >= ? AND item_id <= ?').get(userId, since, upTo) as { n: number };
+  return row.n;
+}
