@@ -117,16 +117,32 @@ export const historyAppendResponse = z.object({
 /** Query of DELETE /v1/users/{userId}/history/{itemId}: what to do with an active adapter trained on the item. */
 export const historyDeleteQuery = z.strictObject({ adapter: z.enum(['keep', 'deactivate']).optional() });
 
-export const historyDeleteResponse = z.object({
-  userId: userIdSchema,
-  itemId: z.int().min(1),
-  /** The user's prefix-cache conversations dropped (they may hold the item's text, retrieved as memory). */
+/**
+ * Query of DELETE /v1/users/{userId}/history: the items to delete (one conversation's, those written
+ * before a time, or all: at least one of them, every one given holding), and what to do with an
+ * active adapter trained on them.
+ */
+export const historyBulkDeleteQuery = historyDeleteQuery
+  .extend({
+    conversationId: historyItemInput.shape.conversationId.unwrap().unwrap(),
+    before: isoTimestamp,
+    all: z.literal('true'),
+  })
+  .partial()
+  .refine((q) => q.conversationId !== undefined || q.before !== undefined || q.all !== undefined, { message: 'give conversationId, before, or all=true', path: ['all'] });
+
+const forgottenShape = {
+  /** The user's prefix-cache conversations dropped (they may hold the items' text, retrieved as memory). */
   prefixCacheDropped: z.int().min(0),
-  /** The user's adapter versions (with files) trained on history they deleted, this item or earlier ones. */
+  /** The user's adapter versions (with files) trained on history they deleted, these items or earlier ones. */
   trainedOnDeleted: z.array(z.object({ version: z.int().min(1), active: z.boolean(), deletedItems: z.int().min(1) })),
   /** The version deactivated by adapter=deactivate (the active one, trained on deleted history), or null. */
   deactivated: z.int().min(1).nullable(),
-});
+};
+
+export const historyBulkDeleteResponse = z.object({ userId: userIdSchema, deleted: z.int().min(0), itemIds: z.array(z.int().min(1)), ...forgottenShape });
+
+export const historyDeleteResponse = z.object({ userId: userIdSchema, itemId: z.int().min(1), ...forgottenShape });
 
 export const historyQuery = z
   .strictObject({

@@ -2,7 +2,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { createAdapterVersion } from '../../src/db/queries/adapters.js';
 import { createJob, updateJob } from '../../src/db/queries/jobs.js';
-import { historyDeleteResponse, staleUsersSchema } from '../../src/http/schemas.js';
+import { historyBulkDeleteResponse, historyDeleteResponse, staleUsersSchema } from '../../src/http/schemas.js';
 import { expectError, json, makeHarness, type Harness } from './helpers.js';
 
 let h: Harness;
@@ -81,6 +81,39 @@ describe('deleting a history item', () => {
     // A new version made by a job that started after the deletions did not read them.
     jobVersion('cat', ids[2], Date.now() + 1000);
     expect(historyDeleteResponse.parse(await json(await del('cat', ids[1]))).trainedOnDeleted.map((v) => v.version)).toEqual([v1, v2]);
+  });
+
+  it('deletes in bulk: one conversation\'s items, those written before a time, or all of them (every condition given holding); at least one is needed', async () => {
+    h = makeHarness();
+    await h.req('PUT', '/v1/users/fay');
+    const items = [
+      { kind: 'dialogue', role: 'user', text: 'first chat', conversationId: 'c1', createdAt: '2026-01-01T10:00:00Z' },
+      { kind: 'dialogue', role: 'assistant', text: 'first reply', conversationId: 'c1', createdAt: '2026-01-01T10:00:05Z' },
+      { kind: 'dialogue', role: 'user', text: 'second chat', conversationId: 'c2', createdAt: '2026-03-01T10:00:00Z' },
+      { kind: 'post', text: 'an old post', createdAt: '2025-06-01T00:00:00Z' },
+      { kind: 'post', text: 'a new post', createdAt: '2026-06-01T00:00:00Z' },
+    ];
+    const ids = ((await json(await h.req('POST', '/v1/users/fay/history', { items }))) as { ids: number[] }).ids;
+    const bulk = async (query: string) => {
+      const res = await h.req('DELETE', `/v1/users/fay/history${query}`);
+      expect(res.status, query).toBe(200);
+      return historyBulkDeleteResponse.parse(await json(res));
+    };
+    const left = async () => ((await json(await h.req('GET', '/v1/users/fay/history'))).items as Array<{ id: number }>).map((i) => i.id);
+    expect(await bulk('?conversationId=c1')).toMatchObject({ userId: 'fay', deleted: 2, itemIds: [ids[0], ids[1]], trainedOnDeleted: [], deactivated: null });
+    expect(await left()).toEqual([ids[2], ids[3], ids[4]]);
+    // Before a time and within a conversation: only what both take.
+    expect((await bulk('?conversationId=c2&before=2026-02-01T00:00:00Z')).itemIds).toEqual([]);
+    expect((await bulk('?before=2026-04-01T00:00:00Z')).itemIds).toEqual([ids[2], ids[3]]);
+    expect(await left()).toEqual([ids[4]]);
+    expect((await bulk('?all=true')).itemIds).toEqual([ids[4]]);
+    expect(await left()).toEqual([]);
+    expect(h.db.sqlite.prepare("SELECT count(*) AS n FROM history_deletions WHERE user_id = 'fay'").get()).toEqual({ n: 5 });
+    // Nothing chosen, or something malformed: 422, nothing deleted.
+    for (const q of ['', '?adapter=deactivate', '?all=yes', '?before=yesterday', '?conversationId=a%20b', '?other=1']) {
+      await expectError(await h.req('DELETE', `/v1/users/fay/history${q}`), 422, 'validation_failed');
+    }
+    await expectError(await h.req('DELETE', '/v1/users/nobody/history?all=true'), 404, 'user_not_found');
   });
 
   it('takes a version no job made (the CLI\'s) to be trained on every item deleted after it was made', async () => {

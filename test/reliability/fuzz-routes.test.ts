@@ -55,6 +55,8 @@ interface Operation {
   template: string;
   pathParams: string[];
   queryParams: string[];
+  /** Each documented query parameter's example as a query string (with the parameters it goes with). */
+  queryExamples: string[];
   admin: boolean;
   /** Documented request examples (JSON values); empty when the route takes no body. */
   examples: unknown[];
@@ -94,6 +96,9 @@ function operationsOf(d: Obj): Operation[] {
         template,
         pathParams: [...template.matchAll(/\{(\w+)\}/g)].map((x) => x[1]),
         queryParams: params.filter((p) => p.in === 'query').map((p) => p.name),
+        queryExamples: params
+          .filter((p) => p.in === 'query' && p.example !== undefined)
+          .map((p) => `?${new URLSearchParams({ ...((p['x-example-with'] ?? {}) as Record<string, string>), [p.name]: String(p.example) })}`),
         admin: Array.isArray(op.security) && op.security.length > 0,
         examples,
         bodyRequired: Boolean(op.requestBody && deref(op.requestBody).required),
@@ -194,9 +199,9 @@ function queryArb(op: Operation): fc.Arbitrary<string> {
     { weight: 1, arbitrary: fc.string({ unit: anyCodeUnit, maxLength: 12 }).map(encodeAll) },
     { weight: 1, arbitrary: fc.jsonValue({ maxDepth: 2 }).map((v) => Buffer.from(JSON.stringify(v) ?? 'null').toString('base64url')) },
   );
-  return fc
-    .array(fc.tuple(key, value), { maxLength: 4 })
-    .map((pairs) => (pairs.length === 0 ? '' : `?${pairs.map(([k, v]) => `${k}=${v}`).join('&')}`));
+  const random = fc.array(fc.tuple(key, value), { maxLength: 4 }).map((pairs) => (pairs.length === 0 ? '' : `?${pairs.map(([k, v]) => `${k}=${v}`).join('&')}`));
+  // The documented examples too: a route whose query is required is reached past its validation.
+  return op.queryExamples.length === 0 ? random : fc.oneof({ weight: 4, arbitrary: random }, { weight: 1, arbitrary: fc.constantFrom(...op.queryExamples) });
 }
 
 const CONTENT_TYPES = [
@@ -443,6 +448,10 @@ function seed(): void {
     });
     createJob(h.db, { userId: 'alice', params: { budget: 4 } });
   }
+  // A history deletion with adapter=deactivate stops alice's adapter serving: it serves again.
+  if (userExists(h.db, 'alice') && !h.db.sqlite.prepare("SELECT 1 FROM adapter_versions WHERE user_id = 'alice' AND active = 1").get()) {
+    h.db.sqlite.prepare("UPDATE adapter_versions SET active = 1 WHERE user_id = 'alice' AND version = 1 AND status = 'ready'").run();
+  }
   // Deleted items are put back: the cases of DELETE .../history/{itemId} delete them one by one.
   if (countHistory(h.db, 'alice') < 2) appendHistory(h.db, 'alice', [{ kind: 'post', text: 'alice again' }, { kind: 'post', text: 'and again' }]);
   if (!userExists(h.db, 'bob')) {
@@ -549,6 +558,14 @@ function checkEffects(op: Operation, status: number, json: any, sentBody: unknow
         const want = { kind: items[i].kind, role: items[i].role ?? null, text: items[i].text, c: items[i].conversationId ?? null };
         if (JSON.stringify(stored[i]) !== JSON.stringify(want)) return `item ${i} stored as ${JSON.stringify(stored[i]).slice(0, 200)}, sent ${JSON.stringify(want).slice(0, 200)}`;
       }
+      return after.files.join() !== before.files.join() ? 'adapter files changed' : null;
+    }
+    case 'DELETE /v1/users/{userId}/history': {
+      const n = json?.deleted ?? 0;
+      const problem = sameCountsExcept(before, after, { history_items: -n, history_fts_docsize: -n, history_deletions: n });
+      if (problem) return problem;
+      const still = (json?.itemIds ?? []).filter((id: number) => h.db.sqlite.prepare('SELECT 1 FROM history_items WHERE id = ?').get(id));
+      if (still.length > 0) return `items ${still.join(',')} are still there`;
       return after.files.join() !== before.files.join() ? 'adapter files changed' : null;
     }
     case 'DELETE /v1/users/{userId}/history/{itemId}': {
@@ -675,6 +692,9 @@ async function runSeededCase(op: Operation, c: Case): Promise<void> {
     const last = events[events.length - 1];
     if (!last || !(last.event === 'done' || last.data === '[DONE]')) fail(where, res, text, 'stream did not end with done');
     if (events.some((e) => e.event === 'error')) fail(where, res, text, 'stream carried an error event');
+  } else if (type.startsWith('image/svg+xml')) {
+    // A plot (?format=svg): an SVG document, not JSON.
+    if (!/^(<\?xml[^>]*>\s*)?<svg[\s>]/.test(text.trimStart()) || !text.trimEnd().endsWith('</svg>')) fail(where, res, text, 'an SVG answer that is not an SVG document');
   } else {
     const candidates = op.success.get(res.status) ?? [];
     if (candidates.length > 0 && !candidates.some((s) => s.safeParse(json).success)) fail(where, res, text, 'a 2xx body that its documented schema rejects');

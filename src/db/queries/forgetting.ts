@@ -18,6 +18,36 @@ export function deleteHistoryItem(db: Db, userId: string, itemId: number, now: n
   });
 }
 
+/** Which of a user's items a bulk deletion takes: those of one conversation, those written before a time (ms), or all; every condition given holds. */
+export interface HistoryFilter {
+  conversationId?: string;
+  before?: number;
+}
+
+/** Deletes the user's items the filter takes (all of them for an empty one) and records each deletion; their ids, oldest first. */
+export function deleteHistoryItems(db: Db, userId: string, filter: HistoryFilter, now: number = Date.now()): number[] {
+  return inTransaction(db, () => {
+    const where = ['user_id = ?'];
+    const args: Array<string | number> = [userId];
+    if (filter.conversationId !== undefined) {
+      where.push('conversation_id = ?');
+      args.push(filter.conversationId);
+    }
+    if (filter.before !== undefined) {
+      where.push('created_at < ?');
+      args.push(filter.before);
+    }
+    const ids = (db.sqlite.prepare(`SELECT id FROM history_items WHERE ${where.join(' AND ')} ORDER BY id`).all(...args) as Array<{ id: number }>).map((r) => r.id);
+    const drop = statement(db, 'DELETE FROM history_items WHERE id = ?');
+    const record = statement(db, 'INSERT INTO history_deletions (user_id, item_id, deleted_at) VALUES (?, ?, ?)');
+    for (const id of ids) {
+      drop.run(id);
+      record.run(userId, id, now);
+    }
+    return ids;
+  });
+}
+
 /** Whether deletion `d` is of an item the adapter version `v` (made by job `j`, if any) was trained on. */
 export const TRAINED_ON_DELETED = `(
   (j.id IS NOT NULL AND d.item_id <= json_extract(j.progress, '$.data.historyUpTo') AND d.deleted_at >= j.started_at)

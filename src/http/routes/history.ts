@@ -1,18 +1,19 @@
 /**
  * /v1/users/{userId}/history: batch append (all-or-nothing), cursor listing, FTS5 search, and
- * deleting one item: gone from listing, search and memory at once, the user's prefix-cache
- * conversations dropped, and the adapter versions trained on it named (the active one deactivated on
- * request); re-injection (stale-users) then trains an adapter without it.
+ * deleting one item, or in bulk a conversation's, those written before a time, or all: gone from
+ * listing, search and memory at once, the user's prefix-cache conversations dropped, and the adapter
+ * versions trained on them named (the active one deactivated on request); re-injection (stale-users)
+ * then trains an adapter without them.
  */
 import type { Hono } from 'hono';
 import { inTransaction } from '../../db/client.js';
 import { activateAdapterVersion } from '../../db/queries/adapters.js';
-import { deleteHistoryItem, versionsTrainedOnDeleted } from '../../db/queries/forgetting.js';
+import { deleteHistoryItem, deleteHistoryItems, versionsTrainedOnDeleted } from '../../db/queries/forgetting.js';
 import { appendHistory, listHistory, searchHistory } from '../../db/queries/history.js';
 import { userExists } from '../../db/queries/users.js';
 import type { AppEnv, RouteDeps } from '../context.js';
 import { ApiError } from '../errors.js';
-import { historyAppendBody, historyDeleteQuery, historyQuery } from '../schemas.js';
+import { historyAppendBody, historyBulkDeleteQuery, historyDeleteQuery, historyQuery } from '../schemas.js';
 import { historyJson, searchHitJson } from '../serialize.js';
 import { parseQuery, readJson, userIdParam } from '../validate.js';
 import { userNotFound } from './users.js';
@@ -35,22 +36,37 @@ export function registerHistoryRoutes(app: Hono<AppEnv>, deps: RouteDeps): void 
     if (!deleteHistoryItem(db, userId, itemId)) {
       throw new ApiError(404, 'history_item_not_found', `user ${JSON.stringify(userId)} has no history item ${itemId}`, { userId, itemId });
     }
-    // Memory mode may have put the item's text into a cached conversation.
+    return c.json({ userId, itemId, ...afterDeletion(userId, q.adapter) });
+  });
+
+  app.delete('/v1/users/:userId/history', (c) => {
+    const userId = userIdParam(c);
+    const q = parseQuery(c, historyBulkDeleteQuery);
+    if (!userExists(db, userId)) throw userNotFound(userId);
+    const itemIds = deleteHistoryItems(db, userId, { conversationId: q.conversationId, before: q.before === undefined ? undefined : Date.parse(q.before) });
+    const after = itemIds.length > 0 ? afterDeletion(userId, q.adapter) : { prefixCacheDropped: 0, trainedOnDeleted: versionsTrainedOnDeleted(db, userId), deactivated: null };
+    return c.json({ userId, deleted: itemIds.length, itemIds, ...after });
+  });
+
+  /**
+   * What follows a deletion: the user's prefix-cache conversations dropped (memory may have put the
+   * items' text there), the versions trained on deleted history named, and with adapter=deactivate
+   * the active one among them stopped serving (a hot swap: the user's next request is served without
+   * it, with memory or the base model; requests running finish on it).
+   */
+  const afterDeletion = (userId: string, adapter: 'keep' | 'deactivate' | undefined) => {
     const prefixCacheDropped = services.generate?.dropPrefixCache?.(userId).dropped.entries ?? 0;
     let trained = versionsTrainedOnDeleted(db, userId);
     let deactivated: number | null = null;
-    if (q.adapter === 'deactivate' && trained.some((v) => v.active)) {
-      // A hot swap: the user's next request is served without it (memory or vanilla); requests running finish on it.
-      deactivated = inTransaction(db, () => {
-        const active = trained.find((v) => v.active)!.version;
-        activateAdapterVersion(db, userId, null);
-        return active;
-      });
+    const active = trained.find((v) => v.active);
+    if (adapter === 'deactivate' && active) {
+      inTransaction(db, () => activateAdapterVersion(db, userId, null));
+      deactivated = active.version;
       trained = trained.map((v) => ({ ...v, active: false }));
-      logger.info('adapter deactivated: trained on deleted history', { userId, version: deactivated, itemId });
+      logger.info('adapter deactivated: trained on deleted history', { userId, version: deactivated });
     }
-    return c.json({ userId, itemId, prefixCacheDropped, trainedOnDeleted: trained, deactivated });
-  });
+    return { prefixCacheDropped, trainedOnDeleted: trained, deactivated };
+  };
 
   app.post('/v1/users/:userId/history', async (c) => {
     const userId = userIdParam(c);
