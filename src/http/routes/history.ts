@@ -18,6 +18,9 @@ import { historyJson, searchHitJson } from '../serialize.js';
 import { parseQuery, readJson, userIdParam } from '../validate.js';
 import { userNotFound } from './users.js';
 
+/** Most deleted item ids a bulk deletion lists in its answer. */
+const MAX_LISTED_IDS = 1000;
+
 /** An item id in a path: a positive integer below 2^53, else 422 invalid_item_id. */
 function itemIdParam(raw: string): number {
   const n = /^[1-9][0-9]{0,15}$/.test(raw) ? Number(raw) : NaN;
@@ -45,7 +48,8 @@ export function registerHistoryRoutes(app: Hono<AppEnv>, deps: RouteDeps): void 
     if (!userExists(db, userId)) throw userNotFound(userId);
     const itemIds = deleteHistoryItems(db, userId, { conversationId: q.conversationId, before: q.before === undefined ? undefined : Date.parse(q.before) });
     const after = itemIds.length > 0 ? afterDeletion(userId, q.adapter) : { prefixCacheDropped: 0, trainedOnDeleted: versionsTrainedOnDeleted(db, userId), deactivated: null };
-    return c.json({ userId, deleted: itemIds.length, itemIds, ...after });
+    // The ids, oldest first, up to MAX_LISTED_IDS (a retention run may delete many more; `deleted` counts them all).
+    return c.json({ userId, deleted: itemIds.length, itemIds: itemIds.slice(0, MAX_LISTED_IDS), ...after });
   });
 
   /**
