@@ -13,8 +13,8 @@
  * (`prefixItems`, or `items` as an array with `additionalItems`), `minLength` / `maxLength` (in code points), a
  * string's `pattern` (regex.ts; its text written without escapes) or `format` (FORMATS), a number's
  * `minimum` / `maximum` / `exclusiveMinimum` / `exclusiveMaximum` (number-pattern.ts) and `multipleOf`
- * (multiple-of.ts), `enum` and
- * `const` (the values listed that the keywords beside them allow too, schema-check.ts), `anyOf` (alternatives that start alike are followed together until the reply tells them
+ * (multiple-of.ts), `enum` and `const` (the values listed that the keywords beside them allow too,
+ * schema-check.ts), `anyOf` (alternatives that start alike are followed together until the reply tells them
  * apart), `oneOf` whose alternatives start with different bytes (a string or null, an object or an
  * array...) or, objects alike, carry a tag of constant values telling them apart (so no document is
  * one of two), `allOf` (one schema as itself; several, or one beside other keywords, merged into one
