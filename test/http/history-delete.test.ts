@@ -109,6 +109,8 @@ describe('deleting a history item', () => {
     expect((await bulk('?all=true')).itemIds).toEqual([ids[4]]);
     expect(await left()).toEqual([]);
     expect(h.db.sqlite.prepare("SELECT count(*) AS n FROM history_deletions WHERE user_id = 'fay'").get()).toEqual({ n: 5 });
+    // Counted for operators.
+    expect(await (await h.req('GET', '/metrics')).text()).toMatch(/^memlora_history_deleted_items_total 5$/m);
     // Nothing chosen, or something malformed: 422, nothing deleted.
     for (const q of ['', '?adapter=deactivate', '?all=yes', '?before=yesterday', '?conversationId=a%20b', '?other=1']) {
       await expectError(await h.req('DELETE', `/v1/users/fay/history${q}`), 422, 'validation_failed');

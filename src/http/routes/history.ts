@@ -29,7 +29,9 @@ function itemIdParam(raw: string): number {
 }
 
 export function registerHistoryRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
-  const { db, config, services, logger } = deps;
+  const { db, config, services, logger, metrics } = deps;
+  const deletedItems = metrics.counter('memlora_history_deleted_items_total', 'History items users deleted (one at a time or in bulk).', []);
+  const forgetDeactivations = metrics.counter('memlora_history_forget_deactivations_total', 'Active adapters stopped serving because they were trained on deleted history (adapter=deactivate).', []);
 
   app.delete('/v1/users/:userId/history/:itemId', (c) => {
     const userId = userIdParam(c);
@@ -39,6 +41,7 @@ export function registerHistoryRoutes(app: Hono<AppEnv>, deps: RouteDeps): void 
     if (!deleteHistoryItem(db, userId, itemId)) {
       throw new ApiError(404, 'history_item_not_found', `user ${JSON.stringify(userId)} has no history item ${itemId}`, { userId, itemId });
     }
+    deletedItems.inc();
     return c.json({ userId, itemId, ...afterDeletion(userId, q.adapter) });
   });
 
@@ -47,6 +50,7 @@ export function registerHistoryRoutes(app: Hono<AppEnv>, deps: RouteDeps): void 
     const q = parseQuery(c, historyBulkDeleteQuery);
     if (!userExists(db, userId)) throw userNotFound(userId);
     const itemIds = deleteHistoryItems(db, userId, { conversationId: q.conversationId, before: q.before === undefined ? undefined : Date.parse(q.before) });
+    if (itemIds.length > 0) deletedItems.inc(undefined, itemIds.length);
     const after = itemIds.length > 0 ? afterDeletion(userId, q.adapter) : { prefixCacheDropped: 0, trainedOnDeleted: versionsTrainedOnDeleted(db, userId), deactivated: null };
     // The ids, oldest first, up to MAX_LISTED_IDS (a retention run may delete many more; `deleted` counts them all).
     return c.json({ userId, deleted: itemIds.length, itemIds: itemIds.slice(0, MAX_LISTED_IDS), ...after });
@@ -66,6 +70,7 @@ export function registerHistoryRoutes(app: Hono<AppEnv>, deps: RouteDeps): void 
     if (adapter === 'deactivate' && active) {
       inTransaction(db, () => activateAdapterVersion(db, userId, null));
       deactivated = active.version;
+      forgetDeactivations.inc();
       trained = trained.map((v) => ({ ...v, active: false }));
       logger.info('adapter deactivated: trained on deleted history', { userId, version: deactivated });
     }
