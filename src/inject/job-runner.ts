@@ -225,15 +225,16 @@ export async function runJob(ctx: InjectContext, jobId: string, opts: RunJobOpti
 
   try {
     checkStop();
+    const serving = await loadPrevious(ctx, userId);
+    // An active version trained on history the user deleted since must not carry it on: it is neither
+    // the trials' starting point nor what the gate compares with, and it stops serving whatever the
+    // gate says, or if the job fails (with the history left too short to train on, say).
+    const forgetting = serving.row !== null && versionsTrainedOnDeleted(db, userId).some((v) => v.active && v.version === serving.row!.version);
+    const previous = forgetting ? { row: serving.row, adapter: null, note: `active version ${serving.row!.version} was trained on deleted history: compared with the base model instead, and not kept` } : serving;
     const prior = (before.progress?.data ?? null) as JsonObject | null;
     const all = userHistory(db, userId);
     const historyUpTo = typeof prior?.historyUpTo === 'number' ? prior.historyUpTo : all.reduce((m, i) => Math.max(m, i.id), 0);
     const data = prepareUserData(injector, all.filter((i) => i.id <= historyUpTo));
-    const serving = await loadPrevious(ctx, userId);
-    // An active version trained on history the user deleted since must not carry it on: it is neither
-    // the trials' starting point nor what the gate compares with, and it is replaced whatever the gate says.
-    const forgetting = serving.row !== null && versionsTrainedOnDeleted(db, userId).some((v) => v.active && v.version === serving.row!.version);
-    const previous = forgetting ? { row: serving.row, adapter: null, note: `active version ${serving.row!.version} was trained on deleted history: compared with the base model instead, and not kept` } : serving;
     const startedAt = job.startedAt ?? Date.now();
     const space = createSpace({ layers: injector.model.config.nLayers, nMax: s.nMax });
     const warm = warmStartConfigs(ctx, userId, jobId, space, previous.adapter, s.warmStartMax ?? Math.floor(params.initialPoints / 2));
@@ -425,6 +426,10 @@ export async function runJob(ctx: InjectContext, jobId: string, opts: RunJobOpti
       return await finish('cancelled', {});
     }
     const err = e instanceof SearchError && e.code === 'evaluation_failed' ? new JobError('evaluation_failed', e.message, {}, { cause: e }) : e;
-    return await finish('failed', { error: errorJson(err) });
+    // Failed or not, an active version trained on deleted history stops serving.
+    const tainted = versionsTrainedOnDeleted(db, userId).find((v) => v.active);
+    if (!tainted) return await finish('failed', { error: errorJson(err) });
+    inTransaction(db, () => activateAdapterVersion(db, userId, null));
+    return await finish('failed', { error: errorJson(err), result: { deactivated: tainted.version } });
   }
 }

@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { repoRoot } from '../../src/config.js';
 import { openDb, type Db } from '../../src/db/client.js';
 import { getActiveAdapter, listAdapterVersions } from '../../src/db/queries/adapters.js';
-import { deleteHistoryItem } from '../../src/db/queries/forgetting.js';
+import { deleteHistoryItem, deleteHistoryItems } from '../../src/db/queries/forgetting.js';
 import { createJob, getJob, type Job } from '../../src/db/queries/jobs.js';
 import { listTrialsForJob } from '../../src/db/queries/trials.js';
 import { openInjectContext } from '../../src/inject/context.js';
@@ -214,6 +214,19 @@ describe('forgetting deleted history', () => {
     expect(result.deactivated).toBe(v1.version);
     expect(getActiveAdapter(db, 'dee')).toBeUndefined();
     expect((run.job.progress as any).warmStart).toMatchObject({ weightsFromVersion: null });
+  });
+
+  it('a re-injection that fails (the user deleted all their history) still stops the version trained on it serving', async () => {
+    seedUser(db, 'fin', 5);
+    const first = await runInline('fin', { budget: 2, seed: 3 });
+    expect(first.job.state, JSON.stringify(first.job.error)).toBe('succeeded');
+    const v1 = getActiveAdapter(db, 'fin')!;
+    expect(deleteHistoryItems(db, 'fin', {}).length).toBeGreaterThan(0);
+    const run = await runInline('fin', { budget: 2 });
+    expect(run.job.state).toBe('failed');
+    expect(run.job.error).toMatchObject({ code: 'not_enough_history' });
+    expect(run.job.result).toEqual({ deactivated: v1.version });
+    expect(getActiveAdapter(db, 'fin')).toBeUndefined();
   });
 
   it('history deleted while a job runs fails the job (history_deleted): nothing trained on it is activated', async () => {
