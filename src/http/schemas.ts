@@ -193,7 +193,14 @@ export const adapterSchema = z.object({
   createdAt: isoTimestamp,
 });
 
-export const adapterListSchema = z.object({ items: z.array(adapterSchema) });
+export const adapterListSchema = z.object({
+  items: z.array(
+    adapterSchema.extend({
+      /** History items the user deleted since this version was trained on them: it carries them in its weights (0: none). */
+      deletedItemsTrainedOn: z.int().min(0),
+    }),
+  ),
+});
 
 /** PUT /v1/admin/users/{userId}/adapter: which version serves the user (null: none, serve without). */
 export const activateAdapterBody = z.strictObject({ version: z.int().min(1).max(2 ** 31 - 1).nullable() });

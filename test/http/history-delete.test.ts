@@ -76,6 +76,12 @@ describe('deleting a history item', () => {
       { version: v2, active: false, deletedItems: 2 },
     ]);
     await expectError(await h.req('GET', '/v1/users/cat/adapter'), 404, 'adapter_not_found');
+    // The version list says so at any time.
+    const listed = (await json(await h.req('GET', '/v1/users/cat/adapters'))).items as Array<{ version: number; deletedItemsTrainedOn: number }>;
+    expect(listed.map((v) => [v.version, v.deletedItemsTrainedOn]).sort()).toEqual([
+      [v1, 1],
+      [v2, 2],
+    ]);
     // With no active adapter trained on deleted items, the user is no longer stale for them.
     expect((await json(await h.admin('GET', '/v1/admin/stale-users?minNewItems=100'))).items).toEqual([]);
     // A new version made by a job that started after the deletions did not read them.

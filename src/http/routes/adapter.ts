@@ -11,6 +11,7 @@
 import type { Hono } from 'hono';
 import { inTransaction } from '../../db/client.js';
 import { activateAdapterVersion, getActiveAdapter, getAdapterVersion, listAdapterVersions, markAdapterVersionDeleted } from '../../db/queries/adapters.js';
+import { versionsTrainedOnDeleted } from '../../db/queries/forgetting.js';
 import { activeJobForUser } from '../../db/queries/jobs.js';
 import { userExists } from '../../db/queries/users.js';
 import { JobActiveError } from '../../db/errors.js';
@@ -46,7 +47,8 @@ export function registerAdapterRoutes(app: Hono<AppEnv>, deps: RouteDeps): void 
   app.get('/v1/users/:userId/adapters', (c) => {
     const userId = userIdParam(c);
     if (!userExists(db, userId)) throw userNotFound(userId);
-    return c.json({ items: listAdapterVersions(db, userId).map(adapterJson) });
+    const trained = new Map(versionsTrainedOnDeleted(db, userId).map((v) => [v.version, v.deletedItems]));
+    return c.json({ items: listAdapterVersions(db, userId).map((v) => ({ ...adapterJson(v), deletedItemsTrainedOn: trained.get(v.version) ?? 0 })) });
   });
 
   app.put('/v1/admin/users/:userId/adapter', async (c) => {
