@@ -27,7 +27,6 @@ const MERGED = new Set(['type', 'enum', 'const', 'minimum', 'exclusiveMinimum', 
 /** Most `$ref`s and nested `allOf`s read while flattening one allOf (a schema whose allOf leads back to itself). */
 const MAX_PARTS = 64;
 
-
 /**
  * The parts of an allOf as plain schemas without `$ref` or `allOf` of their own, in order: a part's
  * reference and allOf where the part is, before its own keywords (an extended schema's properties
@@ -101,14 +100,14 @@ function mergeObjects(parts: readonly Schema[], merged: Schema, path: string): v
   const properties: Schema = {};
   for (const name of names) {
     const schemas: unknown[] = [];
-    let barredBy = -1;
-    parts.forEach((p, i) => {
+    let barred = false;
+    for (const p of parts) {
       const props = isPlainObject(p.properties) ? p.properties : {};
       if (Object.hasOwn(props, name)) schemas.push(props[name]);
-      else if (p.additionalProperties === false) barredBy = i;
+      else if (p.additionalProperties === false) barred = true;
       else if (isPlainObject(p.additionalProperties)) schemas.push(p.additionalProperties);
-    });
-    if (barredBy < 0) properties[name] = allOfOf(schemas);
+    }
+    if (!barred) properties[name] = allOfOf(schemas);
     else if (required.includes(name)) throw new SchemaError(path, 'allOf', `property "${name}" is required in allOf but a schema of it (additionalProperties false) does not allow it`);
   }
   if (names.length > 0) merged.properties = properties;
