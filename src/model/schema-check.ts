@@ -12,7 +12,6 @@ import { decimalOf } from './number-pattern.js';
 /** A check past this many nested schemas is refused: a reference that leads to itself without a value to read. */
 const MAX_DEPTH = 256;
 
-
 /** JSON equality: numbers by value, objects whatever the order of their keys. */
 export function sameJson(a: unknown, b: unknown): boolean {
   if (a === b) return true;
