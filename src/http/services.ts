@@ -8,11 +8,11 @@
 import type { z } from 'zod';
 import type { Job } from '../db/queries/jobs.js';
 import type { VersionFilesCheck } from '../lora/consistency.js';
-import type { TokenizeRequest, TokenizeResult } from '../serve/types.js';
+import type { TokenizeRequest, TokenizeResult, ToolCallGuide } from '../serve/types.js';
 import type { cacheContentsSchema, cacheCurveSchema, cacheDropSchema, generateRequestSchema, generateResultSchema, prefixCacheDropSchema, prefixCacheSchema, queueReportSchema, scoreRequestSchema, scoreResultSchema, warmResultSchema } from './schemas.js';
 
-/** A validated /v1/generate request; defaults filled in, `stop` normalised to an array. */
-export type GenerateRequest = z.output<typeof generateRequestSchema>;
+/** A validated /v1/generate request; defaults filled in, `stop` normalised to an array; toolCalls only from the chat route (not in the body's schema). */
+export type GenerateRequest = z.output<typeof generateRequestSchema> & { toolCalls?: ToolCallGuide };
 export type GenerateResult = z.output<typeof generateResultSchema>;
 export type ScoreRequest = z.output<typeof scoreRequestSchema>;
 export type ScoreResult = z.output<typeof scoreResultSchema>;

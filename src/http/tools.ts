@@ -4,10 +4,14 @@
  * one member, the function's name, whose value is the arguments (`{"get_weather": {"city": "Lyon"}}`),
  * and, unless parallel_tool_calls is false, of several calls at once: a JSON array of calls.
  * A tool_choice that asks for a call (`required`, or a named function) guides the reply to that form,
- * the arguments a document of the function's parameters schema. With `auto` the reply is free: a
- * reply that begins a call (or an array of them) of offered functions with objects of arguments is
- * calls, and any text after them the message's content (the arguments as the model wrote them, not
- * checked against the schema). Calls and their results sent back in the conversation are rendered for
+ * the arguments a document of the function's parameters schema. With `auto` the model decides: a
+ * reply is free text unless it opens a call (`{`, or `[` then `{` for several), and a reply it
+ * opens so is guided to calls of the offered functions with arguments of their parameters, and ends
+ * when they close (autoCallGuide). Where the body gives another guide (response_format, guided_*), or
+ * the parameters cannot guide a reply and no tool is strict, the reply is not guided as calls: one
+ * that begins a call (or an array of them) of offered functions with objects of arguments is calls,
+ * and any text after them the message's content (the arguments as the model wrote them, not checked
+ * against the schema). Calls and their results sent back in the conversation are rendered for
  * the chat template in the same form, so a model sees what it would write. A call's arguments are the
  * text the model wrote for them (white space outside strings left out). `CallSplitter` cuts a reply
  * into calls as it is written and `ReplyCalls` reads a reply as calls and text as it comes, so that
@@ -16,6 +20,7 @@
  */
 import type { z } from 'zod';
 import type { chatCompletionRequestSchema } from './schemas.js';
+import type { ToolCallGuide } from '../serve/types.js';
 import type { ChatMessage, GenerateRequest } from './services.js';
 
 type ChatBody = z.output<typeof chatCompletionRequestSchema>;
@@ -58,10 +63,30 @@ export function offeredTools(body: Pick<ChatBody, 'tools' | 'tool_choice'>): Non
  */
 export function toolCallFormat(body: ToolBody): GenerateRequest['responseFormat'] {
   if (callingOf(body) !== 'guided') return undefined;
+  return { type: 'json_schema', jsonSchema: { name: 'tool_call', schema: callSchema(body) } };
+}
+
+/** The schema of a reply's calls: one call of an offered tool, or (parallel calls allowed) an array of 1 to MAX_CALLS of them. */
+function callSchema(body: ToolBody): Record<string, unknown> {
   const properties = Object.fromEntries(offeredTools(body).map((t) => [t.function.name, t.function.parameters ?? NO_PARAMETERS]));
   const call = { type: 'object', properties, minProperties: 1, maxProperties: 1, additionalProperties: false };
-  const schema = allowsSeveral(body) ? { $defs: { call }, anyOf: [{ $ref: '#/$defs/call' }, { type: 'array', items: { $ref: '#/$defs/call' }, minItems: 1, maxItems: MAX_CALLS }] } : call;
-  return { type: 'json_schema', jsonSchema: { name: 'tool_call', schema } };
+  return allowsSeveral(body) ? { $defs: { call }, anyOf: [{ $ref: '#/$defs/call' }, { type: 'array', items: { $ref: '#/$defs/call' }, minItems: 1, maxItems: MAX_CALLS }] } : call;
+}
+
+type GuideFields = Pick<ChatBody, 'response_format' | 'guided_json' | 'guided_choice' | 'guided_regex'>;
+
+/**
+ * With tool_choice auto and no other guide, the calls a free reply may open: a reply that opens with
+ * `{` (or `[` then `{`, parallel calls allowed) is guided as calls of the offered tools with
+ * arguments of their parameters, and ends when they close; any other reply is free text. Undefined
+ * with tool_choice none, required or named (toolCallFormat), or where the body gives another guide
+ * (its reply follows that one, and calls are read from it as written).
+ */
+export function autoCallGuide(body: ToolBody & GuideFields): ToolCallGuide | undefined {
+  if (callingOf(body) !== 'parsed') return undefined;
+  const other = (body.response_format != null && body.response_format.type !== 'text') || body.guided_json != null || body.guided_choice != null || body.guided_regex != null;
+  if (other) return undefined;
+  return { schema: callSchema(body), several: allowsSeveral(body), strict: offeredTools(body).some((t) => t.function.strict === true) };
 }
 
 /**

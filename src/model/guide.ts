@@ -2,18 +2,21 @@
  * Guided decoding: a guide masks, at each step, the tokens a reply may go on with, and says when the
  * reply is whole. JSON (schema-guide.ts: any JSON object, OpenAI's JSON mode, or the documents of a
  * JSON schema, compiled by json-schema.ts), a regular expression (regex-guide.ts: vLLM's guided_regex)
- * and a choice among given strings (choice-guide.ts: vLLM's guided_choice) are the kinds; a Sequence holds one per request that asks, and sampling draws among
- * the allowed tokens with the model's own probabilities.
+ * and a choice among given strings (choice-guide.ts: vLLM's guided_choice) are the kinds, and free text
+ * that may open a document of a schema (text-or-json-guide.ts: tool calls under tool_choice auto); a
+ * Sequence holds one per request that asks, and sampling draws among the allowed tokens with the
+ * model's own probabilities.
  */
 import { ChoiceGuide } from './choice-guide.js';
 import type { CompiledSchema } from './json-schema.js';
 import { type CompiledRegex, RegexGuide } from './regex-guide.js';
 import { SchemaGuide } from './schema-guide.js';
+import { TextOrJsonGuide } from './text-or-json-guide.js';
 import type { Tokenizer } from './tokenizer.js';
 
 export interface Guide {
-  /** 1 for each token that may come next (at least one, unless the vocabulary cannot go on); do not write to it. */
-  allowed(): Uint8Array;
+  /** 1 for each token that may come next (at least one, unless the vocabulary cannot go on), or null where any may; do not write to it. */
+  allowed(): Uint8Array | null;
   /** Take the drawn token (one the mask allowed). */
   advance(id: number): void;
   /** The reply is whole: it ends here. */
@@ -24,7 +27,9 @@ export type GuideSpec =
   | { type: 'json_object' }
   | { type: 'json_schema'; schema: CompiledSchema }
   | { type: 'regex'; regex: CompiledRegex }
-  | { type: 'choice'; choices: readonly string[] };
+  | { type: 'choice'; choices: readonly string[] }
+  /** Free text, or (when the reply opens with one of `openers`) one document of the schema. */
+  | { type: 'text_or_json'; schema: CompiledSchema; openers: readonly string[] };
 
 /** A fresh guide of `spec` over a vocabulary's token bytes (guideVocabulary); `ends` end a reply where the guide allows it. */
 export function createGuide(spec: GuideSpec, vocab: ReadonlyArray<Uint8Array | null>, ends: readonly number[]): Guide {
@@ -35,6 +40,8 @@ export function createGuide(spec: GuideSpec, vocab: ReadonlyArray<Uint8Array | n
       return new SchemaGuide(spec.schema, vocab);
     case 'regex':
       return new RegexGuide(spec.regex, vocab, ends);
+    case 'text_or_json':
+      return new TextOrJsonGuide(spec.schema, vocab, spec.openers);
     default:
       return new ChoiceGuide(spec.choices, vocab, ends);
   }

@@ -768,12 +768,17 @@ export class SchemaGuide implements Guide {
   /** Take a drawn token's bytes; throws if they do not continue the document (a token the mask excluded). */
   advance(id: number): void {
     const bytes = this.vocab[id];
+    if (!bytes || !this.take(bytes)) throw new Error(`token ${id} does not continue the JSON document`);
+  }
+
+  /** Take bytes written next: false (and the state left as it was) if they do not continue the document. */
+  take(bytes: ArrayLike<number>): boolean {
     const next: State[] = [];
-    if (bytes) for (const s of this.branches) run(this.schema, copyOf(s), bytes, 0, next);
-    if (next.length === 0) throw new Error(`token ${id} does not continue the JSON document`);
+    for (const s of this.branches) run(this.schema, copyOf(s), bytes, 0, next);
+    if (next.length === 0) return false;
     if (next.length === 1) {
       this.branches = next;
-      return;
+      return true;
     }
     // States alike are followed once.
     const seen = new Set<string>();
@@ -784,5 +789,6 @@ export class SchemaGuide implements Guide {
       seen.add(key);
       this.branches.push(s);
     }
+    return true;
   }
 }

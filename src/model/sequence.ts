@@ -28,7 +28,7 @@ export interface GenerateRequest {
    * the reply (load tests; vLLM's ignore_eos).
    */
   ignoreEos?: boolean;
-  /** Guide the reply (guide.ts): to one JSON object, or to one of given strings; it ends when whole (needs a tokenizer). */
+  /** Guide the reply (guide.ts): to JSON, a schema's documents, a pattern or one of given strings, or free text that may open a document; it ends when whole (needs a tokenizer). */
   guide?: GuideSpec;
   sampling?: SamplingOptions;
   /** Seed of this request's generator; the same seed gives the same tokens alone or in any batch. */
@@ -149,7 +149,7 @@ export class Sequence {
     if (logits.length !== this.ctx.vocabSize) throw new GenerateError('bad_logits', `${logits.length} logits for a vocabulary of ${this.ctx.vocabSize}`);
     const sampling = this.request.sampling ?? {};
     const early = this.tokens.length < (this.request.minTokens ?? 0);
-    let allow = this.guide?.allowed();
+    let allow = this.guide?.allowed() ?? undefined;
     // A vocabulary with no token that continues the guided reply (no byte tokens): the end tokens end it.
     const stuck = allow !== undefined && !allow.includes(1);
     if (stuck) {

@@ -55,7 +55,7 @@ import { samplingOf } from './sampling.js';
 import { FairShare, type Scheduling } from './fair-share.js';
 import { Channel } from './channel.js';
 import { TokenTexts } from './logprobs.js';
-import type { Fallback, Likelihood, Personalization, QueueReport, ScoreRequest, ScoreResult, ServeEvent, ServeFinishReason, ServeLogger, ServeRequest, ServeResult, TokenizeRequest, TokenizeResult, TokenLogprob } from './types.js';
+import type { Fallback, Likelihood, Personalization, QueueReport, ScoreRequest, ScoreResult, ServeEvent, ServeFinishReason, ServeLogger, ServeRequest, ServeResult, TokenizeRequest, TokenizeResult, TokenLogprob, ToolCallGuide } from './types.js';
 import { type WarmReport, warmAdapters } from './warm.js';
 import type { PrefixCache, PrefixHit } from './prefix-cache.js';
 
@@ -164,7 +164,7 @@ const scopeOf = (job: Job): string => (job.personalization.mode === 'injected' ?
 const versionScope = (version: number): string => `v${version}`;
 const userOf = (job: Job): string => job.req.userId;
 
-/** The guide of a request's reply: JSON mode, a JSON schema's documents (unsupported_schema if it cannot be enforced), a regular expression (unsupported_regex), or a choice among strings (none: free text). */
+/** The guide of a request's reply: JSON mode, a JSON schema's documents (unsupported_schema if it cannot be enforced), a regular expression (unsupported_regex), a choice among strings, or free text that may open tool calls (none: free text). */
 function guideOf(req: ServeRequest): GuideSpec | undefined {
   const format = req.responseFormat;
   if (format?.type === 'json_object') return { type: 'json_object' };
@@ -184,7 +184,19 @@ function guideOf(req: ServeRequest): GuideSpec | undefined {
       throw new ServeError('unsupported_regex', `the pattern cannot guide a reply: ${e.message}`, { details: { reason: e.message } });
     }
   }
-  return req.guidedChoice ? { type: 'choice', choices: req.guidedChoice } : undefined;
+  if (req.guidedChoice) return { type: 'choice', choices: req.guidedChoice };
+  return req.toolCalls ? callGuideOf(req.toolCalls) : undefined;
+}
+
+/** Free text that may open tool calls: unguided where the calls' schema cannot guide a reply, unless a tool is strict (unsupported_schema). */
+function callGuideOf(calls: ToolCallGuide): GuideSpec | undefined {
+  try {
+    return { type: 'text_or_json', schema: compileJsonSchema(calls.schema), openers: calls.several ? ['{', '[{'] : ['{'] };
+  } catch (e) {
+    if (!(e instanceof SchemaError)) throw e;
+    if (!calls.strict) return undefined;
+    throw new ServeError('unsupported_schema', `a strict tool's parameters cannot guide a call: ${e.message}`, { details: { path: e.path, keyword: e.keyword } });
+  }
 }
 
 

@@ -40,6 +40,18 @@ export interface ServeMessage {
   content: string;
 }
 
+/**
+ * Tool calls under tool_choice auto: the reply is free text, or, when it opens with `{` (or with
+ * `several`, `[` then `{`), one document of `schema` (a call, or an array of calls) and ends when
+ * it closes. A schema that cannot guide a reply is refused (unsupported_schema) when `strict` (a tool
+ * asked for strict adherence), and otherwise leaves the reply unguided.
+ */
+export interface ToolCallGuide {
+  schema: Record<string, unknown>;
+  several: boolean;
+  strict: boolean;
+}
+
 export interface ServeRequest {
   userId: string;
   messages?: ServeMessage[];
@@ -74,6 +86,8 @@ export interface ServeRequest {
   guidedChoice?: string[];
   /** The reply is guided to match this regular expression whole (vLLM's guided_regex); one guide per request. */
   guidedRegex?: string;
+  /** Set by the chat route, never by a /v1/generate body: the calls a free reply may open (tools under tool_choice auto). */
+  toolCalls?: ToolCallGuide;
   seed?: number;
   stream: boolean;
   mode: RequestedMode;

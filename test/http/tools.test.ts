@@ -1,7 +1,7 @@
 /** Function calling on chat completions: the tool-call format, the rendering of calls and results, and the route's validation (the engine's guiding is tested through the real server). */
 import { afterEach, describe, expect, it } from 'vitest';
 import { chatCompletionChunkSchema, chatCompletionResponseSchema } from '../../src/http/schemas.js';
-import { CallSplitter, type CallPiece, MAX_CALLS, ReplyCalls, callText, readCalls, serveMessages, toolCallFormat, toolsPrompt, withToolsPrompt } from '../../src/http/tools.js';
+import { CallSplitter, type CallPiece, MAX_CALLS, ReplyCalls, autoCallGuide, callText, readCalls, serveMessages, toolCallFormat, toolsPrompt, withToolsPrompt } from '../../src/http/tools.js';
 import { SchemaGuide } from '../../src/model/schema-guide.js';
 import { compileJsonSchema } from '../../src/model/json-schema.js';
 import { fakeGenerateApp, parseSse, type FakeGenerate } from './fake-generate.js';
@@ -62,6 +62,30 @@ describe('tool calls', () => {
     for (const text of ['{"get_date": {}}', '{"get_time": 3}', '{"get_time": null}', '{"get_time": []}']) expect(calls(text, true, names), text).toEqual({ calls: [], array: false, content: text });
     expect(calls('{"get_time": {}} and more', true, names)).toEqual({ calls: [{ name: 'get_time', arguments: '{}' }], array: false, content: ' and more' });
     expect(calls('[{"get_time": {}}, {"get_date": {}}]', true, names)).toEqual({ calls: [{ name: 'get_time', arguments: '{}' }], array: true, content: '{"get_date": {}}]' });
+  });
+
+  it('with tool_choice auto and no other guide, a free reply may open calls of the schema a required call has; strict when a tool is', () => {
+    const required = (body: Parameters<typeof toolCallFormat>[0]) => (toolCallFormat({ ...body, tool_choice: 'required' }) as { jsonSchema: { schema: unknown } }).jsonSchema.schema;
+    for (const tool_choice of ['auto', undefined] as const) {
+      expect(autoCallGuide({ tools: [weather, time], tool_choice })).toEqual({ schema: required({ tools: [weather, time] }), several: true, strict: false });
+    }
+    expect(autoCallGuide({ tools: [weather, time], parallel_tool_calls: false })).toEqual({ schema: required({ tools: [weather, time], parallel_tool_calls: false }), several: false, strict: false });
+    const strict = { type: 'function' as const, function: { ...time.function, strict: true } };
+    expect(autoCallGuide({ tools: [weather, strict] })?.strict).toBe(true);
+    // A call asked for is guided as a response format; none, no tools, or another guide: no call guide.
+    for (const body of [
+      { tools: [weather], tool_choice: 'required' as const },
+      { tools: [weather], tool_choice: 'none' as const },
+      { tools: [] },
+      {},
+      { tools: [weather], response_format: { type: 'json_object' as const } },
+      { tools: [weather], guided_regex: 'a+' },
+      { tools: [weather], guided_choice: ['a'] },
+      { tools: [weather], guided_json: { type: 'object' } },
+    ]) {
+      expect(autoCallGuide(body), JSON.stringify(body)).toBeUndefined();
+    }
+    expect(autoCallGuide({ tools: [weather], response_format: { type: 'text' } })).toBeDefined();
   });
 
   it('a reply read as it is written: held back while it may still begin a call, then calls piece by piece and text, whatever the pieces', () => {

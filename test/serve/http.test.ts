@@ -537,6 +537,43 @@ describe('the official OpenAI client, unmodified, against the real server', () =
     expect(next.choices[0].message.content).toBe('qqqq');
   });
 
+  it('tools with tool_choice auto: a reply the model opens with a brace is a call of a tool, with arguments of its parameters; any other is free text', async () => {
+    const tools: OpenAI.ChatCompletionTool[] = [
+      { type: 'function', function: { name: 'zoom', parameters: { type: 'object', properties: { level: { type: 'integer', minimum: 1, maximum: 3 } }, required: ['level'] } } },
+      { type: 'function', function: { name: 'quote', parameters: { type: 'object', properties: { text: { type: 'string', maxLength: 8 } }, required: ['text'] } } },
+    ];
+    // alice's adapter forces 'q': her reply is words, free under auto.
+    const words = await openai.chat.completions.create({ model: 'memlora', user: 'alice', messages: hello, max_tokens: 4, tools });
+    expect(words.choices[0].message).toMatchObject({ content: 'qqqq' });
+    expect(words.choices[0].message.tool_calls ?? []).toEqual([]);
+    // A bias on "{" makes every token she writes a brace if it may be: unguided, "{{{{..."; guided,
+    // the reply opens a call and the rest is the call the schema allows (of the two functions, quote).
+    const braces = { [tokenOf(md.tokenizer, '{')]: 100 };
+    const opened = await openai.chat.completions.create({ model: 'memlora', user: 'alice', messages: hello, max_tokens: 200, tools, logit_bias: braces });
+    expect(opened.choices[0].finish_reason).toBe('tool_calls');
+    expect(opened.choices[0].message.content).toBeNull();
+    const call = opened.choices[0].message.tool_calls![0] as OpenAI.ChatCompletionMessageFunctionToolCall;
+    expect(call.function.name).toBe('quote');
+    const args = JSON.parse(call.function.arguments) as { text: string };
+    expect(Object.keys(args)).toEqual(['text']);
+    expect([...args.text].length).toBeLessThanOrEqual(8);
+    // Streamed, the same call arrives in pieces that the SDK joins.
+    const joined = await openai.chat.completions.stream({ model: 'memlora', user: 'alice', messages: hello, max_tokens: 200, tools, logit_bias: braces }).finalChatCompletion();
+    expect((joined.choices[0].message.tool_calls![0] as OpenAI.ChatCompletionMessageFunctionToolCall).function).toEqual(call.function);
+    expect(joined.choices[0].finish_reason).toBe('tool_calls');
+    // Parameters that cannot guide a call: refused when the tool is strict, else the reply is unguided and read as written.
+    const iri = (strict: boolean): OpenAI.ChatCompletionTool => ({ type: 'function', function: { name: 'link', strict, parameters: { type: 'object', properties: { d: { type: 'string', format: 'iri' } } } } });
+    const refused = await expectError(await post('/v1/chat/completions', { user: 'alice', messages: hello, max_tokens: 8, tools: [iri(true)], logit_bias: braces }), 422, 'unsupported_schema');
+    expect(refused.details).toMatchObject({ keyword: 'format' });
+    const loose = await openai.chat.completions.create({ model: 'memlora', user: 'alice', messages: hello, max_tokens: 8, tools: [iri(false)], logit_bias: braces });
+    expect(loose.choices[0].message.content).toBe('{'.repeat(8));
+    expect(loose.choices[0].message.tool_calls ?? []).toEqual([]);
+    // Another guide given (JSON mode) rules the reply instead: an object whose key is alice's q's, not a function's name, read as text.
+    const json = await openai.chat.completions.create({ model: 'memlora', user: 'alice', messages: hello, max_tokens: 8, tools, response_format: { type: 'json_object' } });
+    expect(json.choices[0].message.content).toMatch(/^\{\s*"qq/);
+    expect(json.choices[0].message.tool_calls ?? []).toEqual([]);
+  });
+
   it('logprobs and top_logprobs: each token of the reply with its log-probability under the user\'s model, plain and streamed', async () => {
     const r = await openai.chat.completions.create({ model: 'memlora', user: 'alice', messages: hello, max_tokens: 4, logprobs: true, top_logprobs: 2 });
     const content = r.choices[0].logprobs?.content ?? [];

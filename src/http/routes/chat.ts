@@ -12,7 +12,7 @@ import type { AppEnv, RouteDeps } from '../context.js';
 import { chatCompletionRequestSchema } from '../schemas.js';
 import type { GenerateRequest, GenerateResult, TokenLogprob } from '../services.js';
 import { allChoices, choiceRequests, openAiFinish, openAiUsage, samplingFields, toGenerate } from '../openai.js';
-import { allowsSeveral, type Calling, type CallPiece, ReplyCalls, callingOf, offeredTools, readCalls, serveMessages, toolCallFormat, toolsPrompt, withToolsPrompt } from '../tools.js';
+import { allowsSeveral, autoCallGuide, type Calling, type CallPiece, ReplyCalls, callingOf, offeredTools, readCalls, serveMessages, toolCallFormat, toolsPrompt, withToolsPrompt } from '../tools.js';
 import { mergeStreams } from '../stream-merge.js';
 import { readJson } from '../validate.js';
 import { clientSignal, firstEvent, logStreamError, requireGenerate } from './generate.js';
@@ -24,7 +24,8 @@ type ChatRequest = z.output<typeof chatCompletionRequestSchema>;
 /** Maps the OpenAI body to a GenerateRequest; memlora's defaults apply where OpenAI fields are absent. */
 export function toGenerateRequest(body: ChatRequest): GenerateRequest {
   const calling = toolCallFormat(body);
-  return toGenerate({
+  const toolCalls = autoCallGuide(body);
+  const req = toGenerate({
     ...samplingFields(body),
     ...(calling ? { responseFormat: calling } : {}),
     messages: withToolsPrompt(serveMessages(body.messages), toolsPrompt(body)),
@@ -33,6 +34,7 @@ export function toGenerateRequest(body: ChatRequest): GenerateRequest {
     logprobs: body.logprobs ?? undefined,
     topLogprobs: body.top_logprobs ?? undefined,
   });
+  return toolCalls ? { ...req, toolCalls } : req;
 }
 
 const finishReason = openAiFinish;
