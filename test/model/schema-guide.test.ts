@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { FORMATS, SchemaError, compileJsonSchema } from '../../src/model/json-schema.js';
 import { MAX_EXPONENT_DIGITS, MAX_INTEGER_DIGITS, MAX_WHITESPACE, SchemaGuide } from '../../src/model/schema-guide.js';
 import { Sequence } from '../../src/model/sequence.js';
-import type { Tokenizer } from '../../src/model/tokenizer.js';
+import { piecesTokenizer } from './tokenizer-fixture.js';
 import { Rng } from '../../src/util/rng.js';
 import { isMultiple } from './exact-decimal.js';
 
@@ -195,22 +195,7 @@ describe('SchemaGuide of any JSON object (JSON mode)', () => {
 });
 
 describe('a Sequence guided to JSON', () => {
-  /** A tokenizer of `pieces` (id 0: EOS, special); each piece's bytes are its text. */
-  function tokenizerOf(pieces: string[]): Tokenizer {
-    const all = ['<eos>', ...pieces];
-    return {
-      encode: () => [],
-      decode: (ids) => ids.map((i) => (i === 0 ? '' : all[i])).join(''),
-      vocabSize: all.length,
-      bosId: 0,
-      eosId: 0,
-      padId: 0,
-      specialIds: { '<eos>': 0 },
-      tokenToId: (t) => all.indexOf(t),
-      idToToken: (i) => all[i],
-      tokenBytes: (i) => (i === 0 ? null : new TextEncoder().encode(all[i])),
-    };
-  }
+  const tokenizerOf = piecesTokenizer;
 
   it('draws only tokens that continue the document, and ends when the object closes; the model\'s favourite is taken where allowed', () => {
     const tok = tokenizerOf(['a', '{', '"', 'k', ':', '1', '}', '{"k":1}']);

@@ -3,8 +3,8 @@ import { compileJsonSchema } from '../../src/model/json-schema.js';
 import { SchemaGuide } from '../../src/model/schema-guide.js';
 import { Sequence } from '../../src/model/sequence.js';
 import { TextOrJsonGuide } from '../../src/model/text-or-json-guide.js';
-import type { Tokenizer } from '../../src/model/tokenizer.js';
 import { Rng } from '../../src/util/rng.js';
+import { piecesTokenizer } from './tokenizer-fixture.js';
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const dec = (b: ArrayLike<number>) => Buffer.from(Uint8Array.from(b)).toString('latin1');
@@ -119,20 +119,8 @@ describe('TextOrJsonGuide', () => {
   });
 
   it('guides a Sequence: the model\'s favourite words are free, and a reply it opens with a brace becomes a call', () => {
-    const pieces = ['Hi', '{', '{x', '"zoom"', ':', '{"level":', '2', '7', '}', ' '];
-    const all = ['<eos>', ...pieces];
-    const tok: Tokenizer = {
-      encode: () => [],
-      decode: (ids) => ids.map((i) => (i === 0 ? '' : all[i])).join(''),
-      vocabSize: all.length,
-      bosId: 0,
-      eosId: 0,
-      padId: 0,
-      specialIds: { '<eos>': 0 },
-      tokenToId: (t) => all.indexOf(t),
-      idToToken: (i) => all[i],
-      tokenBytes: (i) => (i === 0 ? null : enc(all[i])),
-    };
+    const all = ['<eos>', 'Hi', '{', '{x', '"zoom"', ':', '{"level":', '2', '7', '}', ' '];
+    const tok = piecesTokenizer(all.slice(1));
     const run = (prefer: string[]) => {
       const seq = new Sequence(0, { prompt: [1], maxTokens: 12, guide: { type: 'text_or_json', schema: one, openers: ['{'] }, sampling: { temperature: 0 } }, { tokenizer: tok, eosIds: [0], vocabSize: tok.vocabSize });
       // The model ranks the pieces by `prefer`, first the likeliest; the rest well below.

@@ -43,3 +43,20 @@ export function makeTokenizerFixture(vocabSize = 400): TokenizerFixture {
 export function isWellFormed(s: string): boolean {
   return !/\p{Cs}/u.test(s);
 }
+
+/** A tokenizer of `pieces` (id 0: EOS, special; then each piece, whose bytes are its text): for guides driven through a Sequence. */
+export function piecesTokenizer(pieces: string[]): Tokenizer {
+  const all = ['<eos>', ...pieces];
+  return {
+    encode: () => [],
+    decode: (ids) => ids.map((i) => (i === 0 ? '' : all[i])).join(''),
+    vocabSize: all.length,
+    bosId: 0,
+    eosId: 0,
+    padId: 0,
+    specialIds: { '<eos>': 0 },
+    tokenToId: (t) => all.indexOf(t),
+    idToToken: (i) => all[i],
+    tokenBytes: (i) => (i === 0 ? null : new TextEncoder().encode(all[i])),
+  };
+}
