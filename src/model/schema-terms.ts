@@ -13,8 +13,8 @@ export class SchemaError extends Error {
   }
 }
 
-/** Keywords that describe a schema without constraining its documents (OpenAPI's discriminator names a oneOf's tag: the tag's own constant values tell the alternatives apart). */
-export const ANNOTATIONS: ReadonlySet<string> = new Set(['title', 'description', 'default', 'examples', '$schema', '$id', '$comment', 'deprecated', 'readOnly', 'writeOnly', '$defs', 'definitions', 'discriminator']);
+/** Keywords that describe a schema without constraining its documents (OpenAPI's discriminator names a oneOf's tag: the tag's own constant values tell the alternatives apart; the content keywords describe a string's encoded content and, as JSON Schema 2020-12 has them, assert nothing). */
+export const ANNOTATIONS: ReadonlySet<string> = new Set(['title', 'description', 'default', 'examples', '$schema', '$id', '$comment', 'deprecated', 'readOnly', 'writeOnly', '$defs', 'definitions', 'discriminator', 'contentEncoding', 'contentMediaType', 'contentSchema']);
 
 /** A JSON object (not an array, not null): a schema object, or an object value. */
 export const isPlainObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);

@@ -751,6 +751,12 @@ describe('compileJsonSchema', () => {
     const g = new SchemaGuide(wrapped, vocab);
     for (const b of enc('{"n":')) g.advance(b);
     expect([g.accepts(enc('7}')), g.accepts(enc('12')), g.accepts(enc('"x"'))]).toEqual([true, false, false]);
+    // Annotations (the content keywords too: in JSON Schema 2020-12 they assert nothing) leave the documents as they are.
+    const plain = compileJsonSchema(obj({ s: { type: 'string', maxLength: 4 } }));
+    const contentKeywords = { contentEncoding: 'base64', contentMediaType: 'application/json', contentSchema: { type: 'object' } };
+    const annotated = compileJsonSchema({ ...obj({ s: { type: 'string', maxLength: 4, title: 'S', examples: ['ab'], $comment: 'c', ...contentKeywords } }), description: 'd' });
+    expect(annotated.nodes).toEqual(plain.nodes);
+    expect(refused(obj({ s: { type: 'string', contentEncodings: 'base64' } }))).toEqual({ path: '/properties/s', keyword: 'contentEncodings' });
     expect(refused(obj({ t: { type: 'array', prefixItems: [{ type: 'integer' }], items: [{ type: 'integer' }] } }))).toEqual({ path: '/properties/t', keyword: 'items' });
     expect(refused(obj({ t: { type: 'array', prefixItems: [{ type: 'integer' }], items: false, minItems: 2 } }))).toEqual({ path: '/properties/t', keyword: 'minItems' });
     expect(refused(obj({ t: { type: 'array', prefixItems: { type: 'integer' } } }))).toEqual({ path: '/properties/t', keyword: 'prefixItems' });
