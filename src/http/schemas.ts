@@ -114,8 +114,12 @@ export const historyAppendResponse = z.object({
   ids: z.array(z.int()),
 });
 
-/** Query of DELETE /v1/users/{userId}/history/{itemId}: what to do with an active adapter trained on the item. */
-export const historyDeleteQuery = z.strictObject({ adapter: z.enum(['keep', 'deactivate']).optional() });
+/**
+ * Query of DELETE /v1/users/{userId}/history/{itemId}: what to do with the adapter versions trained
+ * on deleted history: keep them, stop the active one serving (deactivate), or that and delete every
+ * one of them, files and all (delete).
+ */
+export const historyDeleteQuery = z.strictObject({ adapter: z.enum(['keep', 'deactivate', 'delete']).optional() });
 
 /**
  * Query of DELETE /v1/users/{userId}/history: the items to delete (one conversation's, those written
@@ -136,8 +140,10 @@ const forgottenShape = {
   prefixCacheDropped: z.int().min(0),
   /** The user's adapter versions (with files) trained on history they deleted, these items or earlier ones. */
   trainedOnDeleted: z.array(z.object({ version: z.int().min(1), active: z.boolean(), deletedItems: z.int().min(1) })),
-  /** The version deactivated by adapter=deactivate (the active one, trained on deleted history), or null. */
+  /** The version deactivated by adapter=deactivate or delete (the active one, trained on deleted history), or null. */
   deactivated: z.int().min(1).nullable(),
+  /** The versions adapter=delete deleted (files removed; the rows stay with status deleted), oldest first. */
+  deletedVersions: z.array(z.int().min(1)),
 };
 
 export const historyBulkDeleteResponse = z.object({ userId: userIdSchema, deleted: z.int().min(0), itemIds: z.array(z.int().min(1)), ...forgottenShape });

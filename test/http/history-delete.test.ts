@@ -1,8 +1,11 @@
 /** DELETE /v1/users/{userId}/history/{itemId} through the real app and a real SQLite file: forgetting an item, and the adapters trained on it. */
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createAdapterVersion } from '../../src/db/queries/adapters.js';
 import { createJob, updateJob } from '../../src/db/queries/jobs.js';
 import { historyBulkDeleteResponse, historyDeleteResponse, staleUsersSchema } from '../../src/http/schemas.js';
+import { userDirName } from '../../src/lora/paths.js';
 import { expectError, json, makeHarness, type Harness } from './helpers.js';
 
 let h: Harness;
@@ -14,10 +17,10 @@ async function userWith(id: string, texts: string[]): Promise<number[]> {
 }
 
 /** An adapter version of the user made by a job that started at `startedAt` and read the history up to `upTo`. */
-function jobVersion(userId: string, upTo: number, startedAt: number, activate = true): number {
+function jobVersion(userId: string, upTo: number, startedAt: number, activate = true, filePath = `${userId}/v`): number {
   const job = createJob(h.db, { userId, params: {} }, startedAt - 5);
   updateJob(h.db, job.id, { state: 'succeeded', startedAt, finishedAt: startedAt + 10, progress: { phase: 'succeeded', data: { historyUpTo: upTo, train: 1, val: 1, test: 1 } } });
-  return createAdapterVersion(h.db, { userId, config: { layers: [true], n: 1, r: 8 }, filePath: `${userId}/v`, sha256: 'x', metrics: { jobId: job.id }, status: 'ready', activate }, startedAt + 10).version;
+  return createAdapterVersion(h.db, { userId, config: { layers: [true], n: 1, r: 8 }, sha256: 'x', metrics: { jobId: job.id }, status: 'ready', activate, filePath }, startedAt + 10).version;
 }
 
 const del = async (userId: string, itemId: number | string, query = '') => h.req('DELETE', `/v1/users/${userId}/history/${itemId}${query}`);
@@ -29,7 +32,7 @@ describe('deleting a history item', () => {
     const [other] = await userWith('ben', ['Bees sting me.']);
     const res = await del('ann', bees);
     expect(res.status).toBe(200);
-    expect(historyDeleteResponse.parse(await json(res))).toEqual({ userId: 'ann', itemId: bees, prefixCacheDropped: 0, trainedOnDeleted: [], deactivated: null });
+    expect(historyDeleteResponse.parse(await json(res))).toEqual({ userId: 'ann', itemId: bees, prefixCacheDropped: 0, trainedOnDeleted: [], deactivated: null, deletedVersions: [] });
     const items = (await json(await h.req('GET', '/v1/users/ann/history'))).items as Array<{ id: number }>;
     expect(items.map((i) => i.id)).toEqual([garden]);
     // FTS5 forgets it too: memory mode retrieves by this search.
@@ -122,6 +125,46 @@ describe('deleting a history item', () => {
       await expectError(await h.req('DELETE', `/v1/users/fay/history${q}`), 422, 'validation_failed');
     }
     await expectError(await h.req('DELETE', '/v1/users/nobody/history?all=true'), 404, 'user_not_found');
+  });
+
+  it('adapter=delete stops the active version trained on deleted history and deletes every such version, files and all; the others keep theirs', async () => {
+    h = makeHarness();
+    const ids = await userWith('eve', ['a', 'b', 'c']);
+    // Store-shaped directories, as the adapter store writes them.
+    const stored = (name: string) => {
+      const rel = `${userDirName('eve')}/${name}`;
+      mkdirSync(join(h.config.adapterDir, rel), { recursive: true });
+      writeFileSync(join(h.config.adapterDir, rel, 'adapter_model.safetensors'), Buffer.alloc(100, 1));
+      return rel;
+    };
+    const has = (rel: string) => existsSync(join(h.config.adapterDir, rel));
+    const t0 = Date.now() - 60_000;
+    // v1 read item a only; v2 read a-b; v3 (active) read a-c.
+    const files = ['a-1736100000000-0123456789ab', 'a-1736200000000-0123456789ab', 'a-1736300000000-0123456789ab'].map(stored);
+    const v1 = jobVersion('eve', ids[0], t0, false, files[0]);
+    const v2 = jobVersion('eve', ids[1], t0 + 1000, false, files[1]);
+    const v3 = jobVersion('eve', ids[2], t0 + 2000, true, files[2]);
+    // Deleting b and keeping the adapters names v2 and v3; a bulk deletion that deletes nothing may still act on them.
+    expect(historyDeleteResponse.parse(await json(await del('eve', ids[1]))).trainedOnDeleted.map((v) => v.version)).toEqual([v2, v3]);
+    const r = historyBulkDeleteResponse.parse(await json(await h.req('DELETE', '/v1/users/eve/history?conversationId=none&adapter=delete')));
+    expect(r).toMatchObject({ deleted: 0, prefixCacheDropped: 0, deactivated: v3, deletedVersions: [v2, v3], trainedOnDeleted: [] });
+    expect(files.map(has)).toEqual([true, false, false]);
+    await expectError(await h.req('GET', '/v1/users/eve/adapter'), 404, 'adapter_not_found');
+    const listed = (await json(await h.req('GET', '/v1/users/eve/adapters'))).items as Array<{ version: number; status: string; active: boolean }>;
+    expect(listed.map((v) => [v.version, v.status, v.active]).sort()).toEqual([
+      [v1, 'ready', false],
+      [v2, 'deleted', false],
+      [v3, 'deleted', false],
+    ]);
+    // Deleted versions are not deleted again; v1 never read c, so it stays.
+    const again = historyDeleteResponse.parse(await json(await del('eve', ids[2], '?adapter=delete')));
+    expect([again.deletedVersions, again.deactivated, again.trainedOnDeleted]).toEqual([[], null, []]);
+    expect(has(files[0])).toBe(true);
+    const metrics = await (await h.req('GET', '/metrics')).text();
+    expect(metrics).toMatch(/^memlora_history_forget_version_deletions_total 2$/m);
+    expect(metrics).toMatch(/^memlora_history_forget_deactivations_total 1$/m);
+    await expectError(await del('eve', ids[0], '?adapter=purge'), 422, 'validation_failed');
+    expect(has(files[0])).toBe(true);
   });
 
   it('takes a version no job made (the CLI\'s) to be trained on every item deleted after it was made', async () => {

@@ -31,6 +31,18 @@ function unusable(userId: string, version: number, reason: string, message: stri
   return new ApiError(409, 'adapter_unusable', `adapter version ${version} of ${JSON.stringify(userId)} cannot serve: ${message}`, { userId, version, reason });
 }
 
+/**
+ * Delete a version that is not active: the row first (nothing can make it active afterwards), then
+ * the files: a removal that dies half-way leaves a directory no live row names, which the start-up
+ * check collects as an orphan. `already`: it was deleted before (nothing removed now).
+ */
+export async function deleteAdapterVersion(deps: Pick<RouteDeps, 'db' | 'services' | 'logger'>, userId: string, version: number, why?: string) {
+  const { row, already } = markAdapterVersionDeleted(deps.db, userId, version, ADAPTER_STATUS.deleted);
+  const removed = deps.services.adapterFiles.removeVersion ? await deps.services.adapterFiles.removeVersion(row) : { files: 0, bytes: 0 };
+  if (!already) deps.logger.info(why ? `adapter version deleted: ${why}` : 'adapter version deleted', { userId, version, ...removed });
+  return { row, removed, already };
+}
+
 export function registerAdapterRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
   const { db, config, services, logger } = deps;
 
@@ -88,11 +100,7 @@ export function registerAdapterRoutes(app: Hono<AppEnv>, deps: RouteDeps): void 
     const version = versionParam(c.req.param('version'));
     if (!userExists(db, userId)) throw userNotFound(userId);
     if (!getAdapterVersion(db, userId, version)) throw versionNotFound(userId, version);
-    // The row first (nothing can make it active afterwards), then the files: a removal that dies
-    // half-way leaves a directory no live row names, which the start-up check collects as an orphan.
-    const { row, already } = markAdapterVersionDeleted(db, userId, version, ADAPTER_STATUS.deleted);
-    const removed = services.adapterFiles.removeVersion ? await services.adapterFiles.removeVersion(row) : { files: 0, bytes: 0 };
-    if (!already) logger.info('adapter version deleted', { userId, version, ...removed });
+    const { row, removed } = await deleteAdapterVersion(deps, userId, version);
     return c.json({ adapter: adapterJson(row), removed });
   });
 }

@@ -2,8 +2,8 @@
  * /v1/users/{userId}/history: batch append (all-or-nothing), cursor listing, FTS5 search, and
  * deleting one item, or in bulk a conversation's, those written before a time, or all: gone from
  * listing, search and memory at once, the user's prefix-cache conversations dropped, and the adapter
- * versions trained on them named (the active one deactivated on request); re-injection (stale-users)
- * then trains an adapter without them.
+ * versions trained on them named (on request the active one deactivated, or every one of them
+ * deleted); re-injection (stale-users) then trains an adapter without them.
  */
 import type { Hono } from 'hono';
 import { inTransaction } from '../../db/client.js';
@@ -16,6 +16,7 @@ import { ApiError } from '../errors.js';
 import { historyAppendBody, historyBulkDeleteQuery, historyDeleteQuery, historyQuery } from '../schemas.js';
 import { historyJson, searchHitJson } from '../serialize.js';
 import { parseQuery, readJson, userIdParam } from '../validate.js';
+import { deleteAdapterVersion } from './adapter.js';
 import { userNotFound } from './users.js';
 
 /** Most deleted item ids a bulk deletion lists in its answer. */
@@ -31,9 +32,10 @@ function itemIdParam(raw: string): number {
 export function registerHistoryRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
   const { db, config, services, logger, metrics } = deps;
   const deletedItems = metrics.counter('memlora_history_deleted_items_total', 'History items users deleted (one at a time or in bulk).', []);
-  const forgetDeactivations = metrics.counter('memlora_history_forget_deactivations_total', 'Active adapters stopped serving because they were trained on deleted history (adapter=deactivate).', []);
+  const forgetDeactivations = metrics.counter('memlora_history_forget_deactivations_total', 'Active adapters stopped serving because they were trained on deleted history (adapter=deactivate or delete).', []);
+  const forgetDeletions = metrics.counter('memlora_history_forget_version_deletions_total', 'Adapter versions deleted because they were trained on deleted history (adapter=delete).', []);
 
-  app.delete('/v1/users/:userId/history/:itemId', (c) => {
+  app.delete('/v1/users/:userId/history/:itemId', async (c) => {
     const userId = userIdParam(c);
     const itemId = itemIdParam(c.req.param('itemId'));
     const q = parseQuery(c, historyDeleteQuery);
@@ -42,39 +44,51 @@ export function registerHistoryRoutes(app: Hono<AppEnv>, deps: RouteDeps): void 
       throw new ApiError(404, 'history_item_not_found', `user ${JSON.stringify(userId)} has no history item ${itemId}`, { userId, itemId });
     }
     deletedItems.inc();
-    return c.json({ userId, itemId, ...afterDeletion(userId, q.adapter) });
+    return c.json({ userId, itemId, ...(await afterDeletion(userId, q.adapter, true)) });
   });
 
-  app.delete('/v1/users/:userId/history', (c) => {
+  app.delete('/v1/users/:userId/history', async (c) => {
     const userId = userIdParam(c);
     const q = parseQuery(c, historyBulkDeleteQuery);
     if (!userExists(db, userId)) throw userNotFound(userId);
     const itemIds = deleteHistoryItems(db, userId, { conversationId: q.conversationId, before: q.before === undefined ? undefined : Date.parse(q.before) });
     if (itemIds.length > 0) deletedItems.inc(undefined, itemIds.length);
-    const after = itemIds.length > 0 ? afterDeletion(userId, q.adapter) : { prefixCacheDropped: 0, trainedOnDeleted: versionsTrainedOnDeleted(db, userId), deactivated: null };
+    const after = await afterDeletion(userId, q.adapter, itemIds.length > 0);
     // The ids, oldest first, up to MAX_LISTED_IDS (a retention run may delete many more; `deleted` counts them all).
     return c.json({ userId, deleted: itemIds.length, itemIds: itemIds.slice(0, MAX_LISTED_IDS), ...after });
   });
 
   /**
    * What follows a deletion: the user's prefix-cache conversations dropped (memory may have put the
-   * items' text there), the versions trained on deleted history named, and with adapter=deactivate
-   * the active one among them stopped serving (a hot swap: the user's next request is served without
-   * it, with memory or the base model; requests running finish on it).
+   * items' text there; `deleted`: only when items were), the versions trained on deleted history
+   * (these items or earlier ones) named, and with adapter=deactivate the active one among them
+   * stopped serving (a hot swap: the user's next request is served without it, with memory or the
+   * base model; requests running finish on it); with adapter=delete that, and then every one of them
+   * deleted, files and all, as an operator deletes a version.
    */
-  const afterDeletion = (userId: string, adapter: 'keep' | 'deactivate' | undefined) => {
-    const prefixCacheDropped = services.generate?.dropPrefixCache?.(userId).dropped.entries ?? 0;
+  const afterDeletion = async (userId: string, adapter: 'keep' | 'deactivate' | 'delete' | undefined, deleted: boolean) => {
+    const prefixCacheDropped = deleted ? (services.generate?.dropPrefixCache?.(userId).dropped.entries ?? 0) : 0;
     let trained = versionsTrainedOnDeleted(db, userId);
     let deactivated: number | null = null;
     const active = trained.find((v) => v.active);
-    if (adapter === 'deactivate' && active) {
+    if ((adapter === 'deactivate' || adapter === 'delete') && active) {
       inTransaction(db, () => activateAdapterVersion(db, userId, null));
       deactivated = active.version;
       forgetDeactivations.inc();
       trained = trained.map((v) => ({ ...v, active: false }));
       logger.info('adapter deactivated: trained on deleted history', { userId, version: deactivated });
     }
-    return { prefixCacheDropped, trainedOnDeleted: trained, deactivated };
+    const deletedVersions: number[] = [];
+    if (adapter === 'delete') {
+      for (const v of trained) {
+        const { already } = await deleteAdapterVersion(deps, userId, v.version, 'trained on deleted history');
+        if (already) continue;
+        deletedVersions.push(v.version);
+        forgetDeletions.inc();
+      }
+      trained = versionsTrainedOnDeleted(db, userId);
+    }
+    return { prefixCacheDropped, trainedOnDeleted: trained, deactivated, deletedVersions };
   };
 
   app.post('/v1/users/:userId/history', async (c) => {
