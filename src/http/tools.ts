@@ -179,6 +179,11 @@ export class CallSplitter {
     return this.index + 1;
   }
 
+  /** The last call's arguments have begun and not closed (the reply, if it ends here, cut them). */
+  get inArguments(): boolean {
+    return this.state === 'args';
+  }
+
   /** The text past the calls since the last take. */
   takeRest(): string {
     const rest = this.rest;
@@ -348,6 +353,11 @@ export class ReplyCalls {
     return this.splitter?.array ?? false;
   }
 
+  /** A call's arguments begun and not closed: a reply ending here cut them (max_tokens, a stop string). */
+  get cut(): boolean {
+    return this.splitter?.inArguments ?? false;
+  }
+
   /** The next piece of the reply: the text it releases and the pieces of calls it writes. */
   push(piece: string): { content: string; calls: CallPiece[] } {
     if (this.text) return { content: piece, calls: [] };
@@ -383,7 +393,7 @@ export class ReplyCalls {
  * A whole reply as calls and text, as `ReplyCalls` reads it piece by piece (so a reply reads the same
  * streamed or not): the calls it began, and its text (null when only white space).
  */
-export function readCalls(text: string, several = true, names?: readonly string[]): { calls: Call[]; array: boolean; content: string | null } {
+export function readCalls(text: string, several = true, names?: readonly string[]): { calls: Call[]; array: boolean; content: string | null; cut: boolean } {
   const reader = new ReplyCalls(several, names);
   const { content, calls: pieces } = reader.push(text);
   const calls: Call[] = [];
@@ -392,7 +402,7 @@ export function readCalls(text: string, several = true, names?: readonly string[
     calls[p.index].arguments += p.arguments;
   }
   const rest = content + reader.end();
-  return { calls, array: reader.array, content: rest.trim() === '' ? null : rest };
+  return { calls, array: reader.array, content: rest.trim() === '' ? null : rest, cut: reader.cut };
 }
 
 const textOf = (content: OpenAiMessage['content']): string => (content == null ? '' : typeof content === 'string' ? content : content.map((p) => p.text).join(''));

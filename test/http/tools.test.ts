@@ -46,11 +46,15 @@ describe('tool calls', () => {
     expect(takes({ tools: [weather, time], tool_choice: 'required' }, '{"get_time": {}}')).toBe(true);
     // The reply's text back to calls (and the text after them); text that never began a call is text.
     const calls = (text: string, several = true, names?: string[]) => readCalls(text, several, names);
-    expect(calls(' {"get_weather" : {"city": "Lyon"}}\n')).toEqual({ calls: [{ name: 'get_weather', arguments: '{"city":"Lyon"}' }], array: false, content: null });
+    expect(calls(' {"get_weather" : {"city": "Lyon"}}\n')).toEqual({ calls: [{ name: 'get_weather', arguments: '{"city":"Lyon"}' }], array: false, content: null, cut: false });
     expect(calls(callText('get_time', '{}')).calls).toEqual([{ name: 'get_time', arguments: '{}' }]);
-    expect(calls(both)).toEqual({ calls: [{ name: 'get_time', arguments: '{}' }, { name: 'get_weather', arguments: '{"city":"Lyon"}' }], array: true, content: null });
-    for (const text of ['{}', '{"a": ', '[]', 'hello', ' Sure {"a": {}}']) expect(calls(text), text).toEqual({ calls: [], array: false, content: text.trim() === '' ? null : text });
-    expect(calls(both, false)).toEqual({ calls: [], array: false, content: both });
+    expect(calls(both)).toEqual({ calls: [{ name: 'get_time', arguments: '{}' }, { name: 'get_weather', arguments: '{"city":"Lyon"}' }], array: true, content: null, cut: false });
+    for (const text of ['{}', '{"a": ', '[]', 'hello', ' Sure {"a": {}}']) expect(calls(text), text).toEqual({ calls: [], array: false, content: text.trim() === '' ? null : text, cut: false });
+    expect(calls(both, false)).toEqual({ calls: [], array: false, content: both, cut: false });
+    // A call whose arguments the reply ended inside is cut; one whose arguments closed is not, whatever follows.
+    expect(['{"get_time": {', '{"a": 12', '[{"a": {}}, {"b": {"c": [1', '{"a": {}', '[{"a": {}}', '{"a": {}} and', '{}', 'hello'].map((t) => calls(t).cut)).toEqual([
+      true, true, true, false, false, false, false, false,
+    ]);
     // Calls begun are calls; what follows them, or breaks their form, is text.
     expect(calls('{"a": {}, "b": {}}')).toMatchObject({ calls: [{ name: 'a', arguments: '{}' }], content: ', "b": {}}' });
     expect(calls('[{"a": 1}, 2]')).toMatchObject({ calls: [{ name: 'a', arguments: '1' }], content: '2]' });
@@ -59,9 +63,9 @@ describe('tool calls', () => {
     // A free reply's calls are only of offered functions, with objects of arguments.
     const names = ['get_weather', 'get_time'];
     expect(calls('{"get_time": {}}', true, names).calls).toEqual([{ name: 'get_time', arguments: '{}' }]);
-    for (const text of ['{"get_date": {}}', '{"get_time": 3}', '{"get_time": null}', '{"get_time": []}']) expect(calls(text, true, names), text).toEqual({ calls: [], array: false, content: text });
-    expect(calls('{"get_time": {}} and more', true, names)).toEqual({ calls: [{ name: 'get_time', arguments: '{}' }], array: false, content: ' and more' });
-    expect(calls('[{"get_time": {}}, {"get_date": {}}]', true, names)).toEqual({ calls: [{ name: 'get_time', arguments: '{}' }], array: true, content: '{"get_date": {}}]' });
+    for (const text of ['{"get_date": {}}', '{"get_time": 3}', '{"get_time": null}', '{"get_time": []}']) expect(calls(text, true, names), text).toEqual({ calls: [], array: false, content: text, cut: false });
+    expect(calls('{"get_time": {}} and more', true, names)).toEqual({ calls: [{ name: 'get_time', arguments: '{}' }], array: false, content: ' and more', cut: false });
+    expect(calls('[{"get_time": {}}, {"get_date": {}}]', true, names)).toEqual({ calls: [{ name: 'get_time', arguments: '{}' }], array: true, content: '{"get_date": {}}]', cut: false });
   });
 
   it('with tool_choice auto and no other guide, a free reply may open calls of the schema a required call has; strict when a tool is', () => {
@@ -253,6 +257,10 @@ describe('tool calls', () => {
     const trailing = await streamed({ tools: [weather, time] });
     expect(trailing.map((c) => c.delta.content ?? '').join('')).toBe(' as asked');
     expect(trailing.at(-1)!.finish_reason).toBe('tool_calls');
+    // A reply that ended inside a call's arguments (an end token, or a stop string) is no call to run: finish stop, the call as far as written.
+    gen.replyText = '{"get_weather": {"city": "Ly';
+    expect(await plain({ tools: [weather, time] })).toMatchObject({ finish_reason: 'stop', message: { content: null, tool_calls: [{ function: { name: 'get_weather', arguments: '{"city":"Ly' } }] } });
+    expect((await streamed({ tools: [weather, time] })).at(-1)!.finish_reason).toBe('stop');
     gen.replyText = '{"get_weather": {"city": "Lyon"}}';
     // The same text is no call with tool_choice none (nor are the tools shown), or when it names no offered tool.
     const none = await plain({ tools: [weather], tool_choice: 'none' });

@@ -561,6 +561,12 @@ describe('the official OpenAI client, unmodified, against the real server', () =
     const joined = await openai.chat.completions.stream({ model: 'memlora', user: 'alice', messages: hello, max_tokens: 200, tools, logit_bias: braces }).finalChatCompletion();
     expect((joined.choices[0].message.tool_calls![0] as OpenAI.ChatCompletionMessageFunctionToolCall).function).toEqual(call.function);
     expect(joined.choices[0].finish_reason).toBe('tool_calls');
+    // A stop string inside the call cuts its arguments: the call as far as written, finish stop (not tool_calls: nothing to run).
+    const stopped = await openai.chat.completions.create({ model: 'memlora', user: 'alice', messages: hello, max_tokens: 200, tools, logit_bias: braces, stop: ['}'] });
+    expect(stopped.choices[0].finish_reason).toBe('stop');
+    const cut = (stopped.choices[0].message.tool_calls![0] as OpenAI.ChatCompletionMessageFunctionToolCall).function;
+    expect(cut.name).toBe('quote');
+    expect(call.function.arguments.startsWith(cut.arguments) && cut.arguments.length < call.function.arguments.length).toBe(true);
     // Parameters that cannot guide a call: refused when the tool is strict, else the reply is unguided and read as written.
     const iri = (strict: boolean): OpenAI.ChatCompletionTool => ({ type: 'function', function: { name: 'link', strict, parameters: { type: 'object', properties: { d: { type: 'string', format: 'iri' } } } } });
     const refused = await expectError(await post('/v1/chat/completions', { user: 'alice', messages: hello, max_tokens: 8, tools: [iri(true)], logit_bias: braces }), 422, 'unsupported_schema');

@@ -67,8 +67,11 @@ interface Offer {
 /** A reader of a choice's reply as calls and text (tools offered), or null (no tools, or tool_choice none). */
 const readerOf = (offer: Offer): ReplyCalls | null => (offer.calling === null ? null : new ReplyCalls(offer.several, offer.calling === 'parsed' ? offer.names : undefined));
 
-/** The finish of a reply that began calls: tool_calls, or length where max_tokens cut them. */
-const callsFinish = (r: GenerateResult): string => (r.finishReason === 'length' ? 'length' : 'tool_calls');
+/**
+ * The finish of a reply that began calls: tool_calls when their arguments are whole, else what cut
+ * them (length: max_tokens; stop: a stop string), so that a client never runs a call cut short.
+ */
+const callsFinish = (r: GenerateResult, cut: boolean): string => (r.finishReason === 'length' ? 'length' : cut ? finishReason(r.finishReason) : 'tool_calls');
 
 /** A streamed call's delta: its first has the call's id (numbered within an array of calls), type and name. */
 function callDelta(p: CallPiece, id: string, array: boolean) {
@@ -85,7 +88,7 @@ function choiceOf(r: GenerateResult, index: number, offer: Offer) {
   if (read && read.calls.length > 0) {
     const id = `call_${r.id.replace(/^gen_/, '')}`;
     const toolCalls = read.calls.map((call, i) => ({ id: read.array ? `${id}_${i}` : id, type: 'function', function: call }));
-    return { index, message: { role: 'assistant', content: read.content, tool_calls: toolCalls }, logprobs: logprobsOf(r.logprobs), finish_reason: callsFinish(r) };
+    return { index, message: { role: 'assistant', content: read.content, tool_calls: toolCalls }, logprobs: logprobsOf(r.logprobs), finish_reason: callsFinish(r, read.cut) };
   }
   return { index, message: { role: 'assistant', content: r.text }, logprobs: logprobsOf(r.logprobs), finish_reason: finishReason(r.finishReason) };
 }
@@ -158,7 +161,7 @@ export function registerChatRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
             const rest = reader?.end() ?? '';
             if (rest !== '') await send(index, { delta: { content: rest }, ...withPending(index) });
             if (pending[index].length > 0) await send(index, { delta: {}, ...withPending(index) });
-            const finish = reader && reader.calls > 0 ? callsFinish(ev.result) : finishReason(ev.result.finishReason);
+            const finish = reader && reader.calls > 0 ? callsFinish(ev.result, reader.cut) : finishReason(ev.result.finishReason);
             await chunk([{ index, delta: {}, finish_reason: finish }], { memlora: memloraOf(ev.result) });
           }
         }
