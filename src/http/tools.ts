@@ -7,7 +7,8 @@
  * the arguments a document of the function's parameters schema. With `auto` the model decides: a
  * reply is free text unless it opens a call (`{`, or `[` then `{` for several), and a reply it
  * opens so is guided to calls of the offered functions with arguments of their parameters, and ends
- * when they close (autoCallGuide). Where the body gives another guide (response_format, guided_*), or
+ * when they close (autoCallGuide); beside a JSON schema response format the reply is one document,
+ * calls or one of the format's (callsOrDocument). Beside JSON mode, a pattern or a choice, or where
  * the parameters cannot guide a reply and no tool is strict, the reply is not guided as calls: one
  * that begins a call (or an array of them) of offered functions with objects of arguments is calls,
  * and any text after them the message's content (the arguments as the model wrote them, not checked
@@ -66,27 +67,73 @@ export function toolCallFormat(body: ToolBody): GenerateRequest['responseFormat'
   return { type: 'json_schema', jsonSchema: { name: 'tool_call', schema: callSchema(body) } };
 }
 
-/** The schema of a reply's calls: one call of an offered tool, or (parallel calls allowed) an array of 1 to MAX_CALLS of them. */
-function callSchema(body: ToolBody): Record<string, unknown> {
+/** One call: an object whose one member is an offered tool's name, its value the arguments. */
+function callObject(body: ToolBody): Record<string, unknown> {
   const properties = Object.fromEntries(offeredTools(body).map((t) => [t.function.name, t.function.parameters ?? NO_PARAMETERS]));
-  const call = { type: 'object', properties, minProperties: 1, maxProperties: 1, additionalProperties: false };
-  return allowsSeveral(body) ? { $defs: { call }, anyOf: [{ $ref: '#/$defs/call' }, { type: 'array', items: { $ref: '#/$defs/call' }, minItems: 1, maxItems: MAX_CALLS }] } : call;
+  return { type: 'object', properties, minProperties: 1, maxProperties: 1, additionalProperties: false };
 }
 
-type GuideFields = Pick<ChatBody, 'response_format' | 'guided_json' | 'guided_choice' | 'guided_regex'>;
+/** The alternatives of a reply's calls, each call a reference to `ref`: one call, or (parallel calls allowed) an array of 1 to MAX_CALLS of them. */
+const callForms = (body: ToolBody, ref: string): Array<Record<string, unknown>> =>
+  allowsSeveral(body) ? [{ $ref: ref }, { type: 'array', items: { $ref: ref }, minItems: 1, maxItems: MAX_CALLS }] : [{ $ref: ref }];
+
+/** The schema of a reply's calls: one call of an offered tool, or (parallel calls allowed) an array of 1 to MAX_CALLS of them. */
+function callSchema(body: ToolBody): Record<string, unknown> {
+  const call = callObject(body);
+  return allowsSeveral(body) ? { $defs: { call }, anyOf: callForms(body, '#/$defs/call') } : call;
+}
+
+/** Where a union of calls and a response format's documents keeps the call's schema: a name of its own among the format's definitions. */
+export const CALL_DEF = 'memlora_tool_call';
+
+/** Whether every reference within `schema` (a `$ref` string starting with #) points into its definitions (`#/$defs/`, `#/definitions/`), which a union keeps at the root. */
+function refersOnlyToDefinitions(value: unknown): boolean {
+  if (Array.isArray(value)) return value.every(refersOnlyToDefinitions);
+  if (typeof value !== 'object' || value === null) return true;
+  return Object.entries(value).every(([k, v]) =>
+    k === '$ref' && typeof v === 'string' && v.startsWith('#') ? v.startsWith('#/$defs/') || v.startsWith('#/definitions/') : refersOnlyToDefinitions(v),
+  );
+}
 
 /**
- * With tool_choice auto and no other guide, the calls a free reply may open: a reply that opens with
- * `{` (or `[` then `{`, parallel calls allowed) is guided as calls of the offered tools with
- * arguments of their parameters, and ends when they close; any other reply is free text. Undefined
- * with tool_choice none, required or named (toolCallFormat), or where the body gives another guide
- * (its reply follows that one, and calls are read from it as written).
+ * The schema of a reply that is calls of the offered tools or a document of `format` (a response
+ * format's JSON schema): the format's definitions stay at the root, so its references into them
+ * resolve as before, with the call's beside them. Undefined where that cannot be: a reference
+ * elsewhere in the format's root (`#`, `#/properties/...`), which would move, or a definition
+ * already named CALL_DEF.
  */
-export function autoCallGuide(body: ToolBody & GuideFields): ToolCallGuide | undefined {
+export function callsOrDocument(body: ToolBody, format: Record<string, unknown>): Record<string, unknown> | undefined {
+  const { $defs, definitions, ...document } = format;
+  const defs = typeof $defs === 'object' && $defs !== null && !Array.isArray($defs) ? ($defs as Record<string, unknown>) : $defs === undefined ? {} : null;
+  if (defs === null || CALL_DEF in defs || !refersOnlyToDefinitions(format)) return undefined;
+  return {
+    $defs: { ...defs, [CALL_DEF]: callObject(body) },
+    ...(definitions !== undefined ? { definitions } : {}),
+    anyOf: [...callForms(body, `#/$defs/${CALL_DEF}`), document],
+  };
+}
+
+/**
+ * With tool_choice auto, how calls are guided, given the request's own guides (`req`, as
+ * /v1/generate has them): with none, a reply that opens with `{` (or `[` then `{`, parallel calls
+ * allowed) is guided as calls of the offered tools with arguments of their parameters, and ends when
+ * they close, and any other reply is free text; beside a JSON schema response format (response_format
+ * json_schema, guided_json), the reply is one document that is either calls or one of the format's
+ * (`orFormat`), so a model asked for a structured answer can still call a tool (as OpenAI's agents
+ * ask). Undefined with tool_choice none, required or named (toolCallFormat), or beside JSON mode, a
+ * pattern or a choice, and a format that cannot be joined with calls (callsOrDocument): that guide
+ * rules the reply, and calls are read from it as written.
+ */
+export function autoCallGuide(body: ToolBody, req: Pick<GenerateRequest, 'responseFormat' | 'guidedChoice' | 'guidedRegex'>): ToolCallGuide | undefined {
   if (callingOf(body) !== 'parsed') return undefined;
-  const other = (body.response_format != null && body.response_format.type !== 'text') || body.guided_json != null || body.guided_choice != null || body.guided_regex != null;
-  if (other) return undefined;
-  return { schema: callSchema(body), several: allowsSeveral(body), strict: offeredTools(body).some((t) => t.function.strict === true) };
+  const guide: ToolCallGuide = { schema: callSchema(body), several: allowsSeveral(body), strict: offeredTools(body).some((t) => t.function.strict === true) };
+  const format = req.responseFormat;
+  if (format?.type === 'json_schema') {
+    const orFormat = callsOrDocument(body, format.jsonSchema.schema);
+    return orFormat ? { ...guide, orFormat } : undefined;
+  }
+  const other = format?.type === 'json_object' || req.guidedChoice !== undefined || req.guidedRegex !== undefined;
+  return other ? undefined : guide;
 }
 
 /**

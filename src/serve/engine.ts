@@ -35,9 +35,6 @@ import type { AdapterLease } from '../lora/cache.js';
 import { Registry } from '../metrics.js';
 import type { ChatTemplateName } from '../model/chat-format.js';
 import type { GuideSpec } from '../model/guide.js';
-import { SchemaError, compileJsonSchema } from '../model/json-schema.js';
-import { RegexError } from '../model/regex.js';
-import { compileGuideRegex } from '../model/regex-guide.js';
 import { concatRowKv, KvBatch, type KvShape, type PastRow, type RowKv, sliceRowKv } from '../model/kv.js';
 import type { Model } from '../model/model.js';
 import { RowPool } from '../model/row-pool.js';
@@ -45,6 +42,7 @@ import { type SamplingOptions, tokenLogprobs } from '../model/sampling.js';
 import { type FinishReason, Sequence } from '../model/sequence.js';
 import type { Tokenizer } from '../model/tokenizer.js';
 import { ServeError } from './errors.js';
+import { guideOf } from './reply-guide.js';
 import { memoryQuery, retrieveMemory } from './memory.js';
 import { type EngineMetrics, engineMetrics } from './metrics.js';
 import { type Adapters, AdapterLeaser, type Plan, planRequest } from './personalize.js';
@@ -55,7 +53,7 @@ import { samplingOf } from './sampling.js';
 import { FairShare, type Scheduling } from './fair-share.js';
 import { Channel } from './channel.js';
 import { TokenTexts } from './logprobs.js';
-import type { Fallback, Likelihood, Personalization, QueueReport, ScoreRequest, ScoreResult, ServeEvent, ServeFinishReason, ServeLogger, ServeRequest, ServeResult, TokenizeRequest, TokenizeResult, TokenLogprob, ToolCallGuide } from './types.js';
+import type { Fallback, Likelihood, Personalization, QueueReport, ScoreRequest, ScoreResult, ServeEvent, ServeFinishReason, ServeLogger, ServeRequest, ServeResult, TokenizeRequest, TokenizeResult, TokenLogprob } from './types.js';
 import { type WarmReport, warmAdapters } from './warm.js';
 import type { PrefixCache, PrefixHit } from './prefix-cache.js';
 
@@ -163,42 +161,6 @@ const joinParts = (shape: KvShape, parts: readonly PastRow[]): RowKv =>
 const scopeOf = (job: Job): string => (job.personalization.mode === 'injected' ? versionScope(job.personalization.adapterVersion!) : 'base');
 const versionScope = (version: number): string => `v${version}`;
 const userOf = (job: Job): string => job.req.userId;
-
-/** The guide of a request's reply: JSON mode, a JSON schema's documents (unsupported_schema if it cannot be enforced), a regular expression (unsupported_regex), a choice among strings, or free text that may open tool calls (none: free text). */
-function guideOf(req: ServeRequest): GuideSpec | undefined {
-  const format = req.responseFormat;
-  if (format?.type === 'json_object') return { type: 'json_object' };
-  if (format?.type === 'json_schema') {
-    try {
-      return { type: 'json_schema', schema: compileJsonSchema(format.jsonSchema.schema) };
-    } catch (e) {
-      if (!(e instanceof SchemaError)) throw e;
-      throw new ServeError('unsupported_schema', `the JSON schema cannot guide a reply: ${e.message}`, { details: { path: e.path, keyword: e.keyword } });
-    }
-  }
-  if (req.guidedRegex !== undefined) {
-    try {
-      return { type: 'regex', regex: compileGuideRegex(req.guidedRegex) };
-    } catch (e) {
-      if (!(e instanceof RegexError)) throw e;
-      throw new ServeError('unsupported_regex', `the pattern cannot guide a reply: ${e.message}`, { details: { reason: e.message } });
-    }
-  }
-  if (req.guidedChoice) return { type: 'choice', choices: req.guidedChoice };
-  return req.toolCalls ? callGuideOf(req.toolCalls) : undefined;
-}
-
-/** Free text that may open tool calls: unguided where the calls' schema cannot guide a reply, unless a tool is strict (unsupported_schema). */
-function callGuideOf(calls: ToolCallGuide): GuideSpec | undefined {
-  try {
-    return { type: 'text_or_json', schema: compileJsonSchema(calls.schema), openers: calls.several ? ['{', '[{'] : ['{'] };
-  } catch (e) {
-    if (!(e instanceof SchemaError)) throw e;
-    if (!calls.strict) return undefined;
-    throw new ServeError('unsupported_schema', `a strict tool's parameters cannot guide a call: ${e.message}`, { details: { path: e.path, keyword: e.keyword } });
-  }
-}
-
 
 export class Engine {
   private readonly model: Model;

@@ -43,13 +43,16 @@ export interface ServeMessage {
 /**
  * Tool calls under tool_choice auto: the reply is free text, or, when it opens with `{` (or with
  * `several`, `[` then `{`), one document of `schema` (a call, or an array of calls) and ends when
- * it closes. A schema that cannot guide a reply is refused (unsupported_schema) when `strict` (a tool
- * asked for strict adherence), and otherwise leaves the reply unguided.
+ * it closes. With `orFormat` (beside a JSON schema response format) the reply is instead one document
+ * of it: calls, or a document of the format. A schema that cannot guide a reply is refused
+ * (unsupported_schema) when `strict` (a tool asked for strict adherence), and otherwise leaves the
+ * reply to the request's own guide, or unguided.
  */
 export interface ToolCallGuide {
   schema: Record<string, unknown>;
   several: boolean;
   strict: boolean;
+  orFormat?: Record<string, unknown>;
 }
 
 export interface ServeRequest {

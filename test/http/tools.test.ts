@@ -1,7 +1,7 @@
 /** Function calling on chat completions: the tool-call format, the rendering of calls and results, and the route's validation (the engine's guiding is tested through the real server). */
 import { afterEach, describe, expect, it } from 'vitest';
 import { chatCompletionChunkSchema, chatCompletionResponseSchema } from '../../src/http/schemas.js';
-import { CallSplitter, type CallPiece, MAX_CALLS, ReplyCalls, autoCallGuide, callText, readCalls, serveMessages, toolCallFormat, toolsPrompt, withToolsPrompt } from '../../src/http/tools.js';
+import { CallSplitter, type CallPiece, MAX_CALLS, ReplyCalls, CALL_DEF, autoCallGuide, callText, callsOrDocument, readCalls, serveMessages, toolCallFormat, toolsPrompt, withToolsPrompt } from '../../src/http/tools.js';
 import { SchemaGuide } from '../../src/model/schema-guide.js';
 import { compileJsonSchema } from '../../src/model/json-schema.js';
 import { fakeGenerateApp, parseSse, type FakeGenerate } from './fake-generate.js';
@@ -70,26 +70,48 @@ describe('tool calls', () => {
 
   it('with tool_choice auto and no other guide, a free reply may open calls of the schema a required call has; strict when a tool is', () => {
     const required = (body: Parameters<typeof toolCallFormat>[0]) => (toolCallFormat({ ...body, tool_choice: 'required' }) as { jsonSchema: { schema: unknown } }).jsonSchema.schema;
+    const free = {};
     for (const tool_choice of ['auto', undefined] as const) {
-      expect(autoCallGuide({ tools: [weather, time], tool_choice })).toEqual({ schema: required({ tools: [weather, time] }), several: true, strict: false });
+      expect(autoCallGuide({ tools: [weather, time], tool_choice }, free)).toEqual({ schema: required({ tools: [weather, time] }), several: true, strict: false });
     }
-    expect(autoCallGuide({ tools: [weather, time], parallel_tool_calls: false })).toEqual({ schema: required({ tools: [weather, time], parallel_tool_calls: false }), several: false, strict: false });
+    expect(autoCallGuide({ tools: [weather, time], parallel_tool_calls: false }, free)).toEqual({ schema: required({ tools: [weather, time], parallel_tool_calls: false }), several: false, strict: false });
     const strict = { type: 'function' as const, function: { ...time.function, strict: true } };
-    expect(autoCallGuide({ tools: [weather, strict] })?.strict).toBe(true);
-    // A call asked for is guided as a response format; none, no tools, or another guide: no call guide.
-    for (const body of [
-      { tools: [weather], tool_choice: 'required' as const },
-      { tools: [weather], tool_choice: 'none' as const },
-      { tools: [] },
-      {},
-      { tools: [weather], response_format: { type: 'json_object' as const } },
-      { tools: [weather], guided_regex: 'a+' },
-      { tools: [weather], guided_choice: ['a'] },
-      { tools: [weather], guided_json: { type: 'object' } },
-    ]) {
-      expect(autoCallGuide(body), JSON.stringify(body)).toBeUndefined();
+    expect(autoCallGuide({ tools: [weather, strict] }, free)?.strict).toBe(true);
+    expect(autoCallGuide({ tools: [weather] }, { responseFormat: { type: 'text' } })).toBeDefined();
+    // A call asked for is guided as a response format; none or no tools: no call guide.
+    for (const body of [{ tools: [weather], tool_choice: 'required' as const }, { tools: [weather], tool_choice: 'none' as const }, { tools: [] }, {}]) {
+      expect(autoCallGuide(body, free), JSON.stringify(body)).toBeUndefined();
     }
-    expect(autoCallGuide({ tools: [weather], response_format: { type: 'text' } })).toBeDefined();
+    // Beside JSON mode, a pattern or a choice, that guide rules the reply.
+    for (const req of [{ responseFormat: { type: 'json_object' as const } }, { guidedRegex: 'a+' }, { guidedChoice: ['a'] }]) {
+      expect(autoCallGuide({ tools: [weather] }, req), JSON.stringify(req)).toBeUndefined();
+    }
+  });
+
+  it('beside a JSON schema response format, a reply is one document: calls of the offered tools, or a document of the format (its definitions kept where its references find them)', () => {
+    const answer = { type: 'object', properties: { answer: { $ref: '#/$defs/short' } }, required: ['answer'], additionalProperties: false, $defs: { short: { type: 'string', maxLength: 3 } } };
+    const format = (schema: Record<string, unknown>) => ({ responseFormat: { type: 'json_schema' as const, jsonSchema: { name: 'a', schema } } });
+    const guide = autoCallGuide({ tools: [weather, time] }, format(answer))!;
+    expect(guide.orFormat).toBeDefined();
+    // An independent check of what the union takes: the guide, byte by byte, on whole documents.
+    const takes = (schema: unknown, text: string) => {
+      const g = new SchemaGuide(compileJsonSchema(schema), [null, ...Array.from({ length: 255 }, (_, i) => Uint8Array.of(i + 1))]);
+      return [...new TextEncoder().encode(text)].every((b) => g.accepts([b]) && (g.advance(b), true)) && g.done;
+    };
+    const texts = ['{"answer": "abc"}', '{"get_weather": {"city": "Lyon"}}', '[{"get_time": {}}, {"get_weather": {"city": "Lyon"}}]', '{"answer": "abcd"}', '{"get_weather": {}}', '{"get_date": {}}', '{"answer": "a", "get_time": {}}'];
+    expect(texts.map((t) => takes(guide.orFormat, t))).toEqual([true, true, true, false, false, false, false]);
+    // One call at a time: no array.
+    const single = autoCallGuide({ tools: [weather, time], parallel_tool_calls: false }, format(answer))!;
+    expect(takes(single.orFormat, texts[2])).toBe(false);
+    expect(takes(single.orFormat, texts[1])).toBe(true);
+    // Formats that cannot be joined so: references to other places in their root, a definition of the call's name.
+    const rooted = { type: 'object', properties: { next: { $ref: '#' } } };
+    expect(autoCallGuide({ tools: [weather] }, format(rooted))).toBeUndefined();
+    expect(autoCallGuide({ tools: [weather] }, format({ ...answer, $defs: { ...answer.$defs, [CALL_DEF]: { type: 'string' } } }))).toBeUndefined();
+    // A property named "$ref" is no reference.
+    const named = { type: 'object', properties: { $ref: { type: 'string' } } };
+    expect(autoCallGuide({ tools: [weather] }, format(named))?.orFormat).toBeDefined();
+    expect(callsOrDocument({ tools: [weather] }, { $defs: [] })).toBeUndefined();
   });
 
   it('a reply read as it is written: held back while it may still begin a call, then calls piece by piece and text, whatever the pieces', () => {

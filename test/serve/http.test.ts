@@ -537,7 +537,7 @@ describe('the official OpenAI client, unmodified, against the real server', () =
     expect(next.choices[0].message.content).toBe('qqqq');
   });
 
-  it('tools with tool_choice auto: a reply the model opens with a brace is a call of a tool, with arguments of its parameters; any other is free text', async () => {
+  it('tools with tool_choice auto: a reply the model opens with a brace is a call of a tool, with arguments of its parameters; any other is free text; beside a JSON schema response format, a call or a document of it', async () => {
     const tools: OpenAI.ChatCompletionTool[] = [
       { type: 'function', function: { name: 'zoom', parameters: { type: 'object', properties: { level: { type: 'integer', minimum: 1, maximum: 3 } }, required: ['level'] } } },
       { type: 'function', function: { name: 'quote', parameters: { type: 'object', properties: { text: { type: 'string', maxLength: 8 } }, required: ['text'] } } },
@@ -574,6 +574,18 @@ describe('the official OpenAI client, unmodified, against the real server', () =
     const loose = await openai.chat.completions.create({ model: 'memlora', user: 'alice', messages: hello, max_tokens: 8, tools: [iri(false)], logit_bias: braces });
     expect(loose.choices[0].message.content).toBe('{'.repeat(8));
     expect(loose.choices[0].message.tool_calls ?? []).toEqual([]);
+    // Beside a JSON schema response format (OpenAI's agents send both), the reply is one document: a
+    // call, or a document of the format. bob's adapter (z) opens a call of zoom, alice's (q) the answer.
+    const quip = { type: 'json_schema' as const, json_schema: { name: 'quip', schema: { type: 'object', properties: { quip: { type: 'string', maxLength: 4 } }, required: ['quip'], additionalProperties: false } } };
+    const bobs = await openai.chat.completions.create({ model: 'memlora', user: 'bob', messages: hello, max_tokens: 100, tools: [tools[0]], response_format: quip });
+    expect(bobs.choices[0].finish_reason).toBe('tool_calls');
+    const zoomed = (bobs.choices[0].message.tool_calls![0] as OpenAI.ChatCompletionMessageFunctionToolCall).function;
+    expect(zoomed.name).toBe('zoom');
+    expect([1, 2, 3]).toContain((JSON.parse(zoomed.arguments) as { level: number }).level);
+    const alices = await openai.chat.completions.create({ model: 'memlora', user: 'alice', messages: hello, max_tokens: 100, tools: [tools[0]], response_format: quip });
+    expect(alices.choices[0].finish_reason).toBe('stop');
+    expect(alices.choices[0].message.tool_calls ?? []).toEqual([]);
+    expect(JSON.parse(alices.choices[0].message.content!)).toEqual({ quip: 'qqqq' });
     // Another guide given (JSON mode) rules the reply instead: an object whose key is alice's q's, not a function's name, read as text.
     const json = await openai.chat.completions.create({ model: 'memlora', user: 'alice', messages: hello, max_tokens: 8, tools, response_format: { type: 'json_object' } });
     expect(json.choices[0].message.content).toMatch(/^\{\s*"qq/);

@@ -24,7 +24,6 @@ type ChatRequest = z.output<typeof chatCompletionRequestSchema>;
 /** Maps the OpenAI body to a GenerateRequest; memlora's defaults apply where OpenAI fields are absent. */
 export function toGenerateRequest(body: ChatRequest): GenerateRequest {
   const calling = toolCallFormat(body);
-  const toolCalls = autoCallGuide(body);
   const req = toGenerate({
     ...samplingFields(body),
     ...(calling ? { responseFormat: calling } : {}),
@@ -34,6 +33,7 @@ export function toGenerateRequest(body: ChatRequest): GenerateRequest {
     logprobs: body.logprobs ?? undefined,
     topLogprobs: body.top_logprobs ?? undefined,
   });
+  const toolCalls = autoCallGuide(body, req);
   return toolCalls ? { ...req, toolCalls } : req;
 }
 
