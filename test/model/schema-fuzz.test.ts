@@ -10,6 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { FORMATS, SchemaError, compileJsonSchema } from '../../src/model/json-schema.js';
 import { SchemaChecker } from '../../src/model/schema-check.js';
 import { SchemaGuide } from '../../src/model/schema-guide.js';
+import { TextOrJsonGuide } from '../../src/model/text-or-json-guide.js';
 import { Rng } from '../../src/util/rng.js';
 
 const enc = (s: string) => new TextEncoder().encode(s);
@@ -132,5 +133,51 @@ describe('random schemas', () => {
     expect(compiled).toBeGreaterThan(250);
     expect(refused).toBeGreaterThan(50);
     expect(checked).toBeGreaterThan(2500);
+  });
+
+  it('a free reply that may open a document (tool calls under tool_choice auto): every walk that opens one goes on to its end and is valid, every other is text that opens none', () => {
+    const counts = { documents: 0, texts: 0 };
+    const openers = ['{', '[{'];
+    for (let seed = 1; seed <= 150; seed++) {
+      const rng = new Rng(seed);
+      const root: Record<string, unknown> = rng.uniform() < 0.6 ? { type: 'object', properties: { p: randomSchema(rng, 0) }, required: ['p'] } : { type: 'array', items: randomSchema(rng, 0), minItems: 1, maxItems: 2 };
+      let schema;
+      try {
+        schema = compileJsonSchema(root);
+      } catch (e) {
+        if (!(e instanceof SchemaError)) throw e;
+        continue;
+      }
+      const checker = new SchemaChecker(() => undefined, FORMATS);
+      for (let w = 0; w < 6; w++) {
+        const walk = new Rng(seed * 1000 + w);
+        const g = new TextOrJsonGuide(schema, vocab, openers);
+        const out: number[] = [];
+        for (let step = 0; step < 300 && !g.done && g.state !== 'text'; step++) {
+          const mask = g.allowed();
+          const ids = [...vocab.keys()].filter((id) => id > 0 && (mask === null || mask[id]));
+          expect(ids.length, `seed ${seed} walk ${w} stuck`).toBeGreaterThan(0);
+          // While undecided, an opening bracket or brace is likelier, so that documents are walked too.
+          const opening = g.state === 'lead' ? ids.filter((id) => vocab[id]![0] === 0x7b || vocab[id]![0] === 0x5b) : [];
+          const closers = ids.filter((id) => CLOSERS.includes(vocab[id]![0]));
+          const pool = opening.length > 0 && walk.uniform() < 0.9 ? opening : closers.length > 0 && walk.uniform() < step / 60 ? closers : ids;
+          const id = pool[Math.floor(walk.uniform() * pool.length)];
+          g.advance(id);
+          out.push(...vocab[id]!);
+        }
+        const text = new TextDecoder().decode(Uint8Array.from(out));
+        const solid = text.replace(/\s/g, '');
+        if (g.state === 'text') {
+          expect(openers.some((o) => solid.startsWith(o)), `seed ${seed}: ${JSON.stringify(text)}`).toBe(false);
+          counts.texts++;
+        } else if (g.done) {
+          if (/[0-9]{16}/.test(text)) continue;
+          expect(checker.fits(JSON.parse(text), root, ''), `seed ${seed}: ${text} under ${JSON.stringify(root)}`).toBe(true);
+          counts.documents++;
+        }
+      }
+    }
+    expect(counts.documents).toBeGreaterThan(120);
+    expect(counts.texts).toBeGreaterThan(300);
   });
 });
