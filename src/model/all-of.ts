@@ -18,7 +18,7 @@
  */
 import { decimalOf } from './number-pattern.js';
 import { sameJson } from './schema-check.js';
-import { ANNOTATIONS, SchemaError, isPlainObject } from './schema-terms.js';
+import { ANNOTATIONS, EmptySchemaError, SchemaError, isPlainObject, splitNullable } from './schema-terms.js';
 
 type Schema = Record<string, unknown>;
 
@@ -38,8 +38,14 @@ function flatten(parts: readonly unknown[], path: string, resolve: (ref: unknown
   const visit = (part: unknown): void => {
     if (++read > MAX_PARTS) throw new SchemaError(path, 'allOf', `allOf reads more than ${MAX_PARTS} schemas through its references (a schema whose allOf leads back to itself?)`);
     if (part === true) return;
-    if (part === false) throw new SchemaError(path, 'allOf', 'a schema of false in allOf allows no value');
+    if (part === false) throw new EmptySchemaError(path, 'allOf', 'a schema of false in allOf allows no value');
     if (!isPlainObject(part)) throw new SchemaError(path, 'allOf', 'a schema must be an object or true');
+    if (part.nullable !== undefined) {
+      // A nullable part is a union with null, distributed as any union is.
+      const { rest, nullable } = splitNullable(part, path);
+      visit(nullable ? { anyOf: [rest, { type: 'null' }] } : rest);
+      return;
+    }
     const { $ref, allOf, ...rest } = part;
     if ($ref !== undefined) visit(resolve($ref, path));
     if (allOf !== undefined) {
@@ -64,7 +70,7 @@ function commonTypes(parts: readonly Schema[], path: string): string[] | undefin
     common = common.flatMap((t) => (list.includes(t) ? [t] : t === 'number' && list.includes('integer') ? ['integer'] : t === 'integer' && list.includes('number') ? ['integer'] : []));
   }
   common = [...new Set(common)];
-  if (common.length === 0) throw new SchemaError(path, 'allOf', `the schemas of allOf have no type in common (${lists.map((l) => JSON.stringify(l)).join(', ')})`);
+  if (common.length === 0) throw new EmptySchemaError(path, 'allOf', `the schemas of allOf have no type in common (${lists.map((l) => JSON.stringify(l)).join(', ')})`);
   return common;
 }
 
@@ -157,7 +163,7 @@ export function mergeAllOf(parts: readonly unknown[], path: string, resolve: (re
   if (lists.some((l) => !Array.isArray(l) || l.length === 0)) throw new SchemaError(path, 'enum', '"enum" must be a non-empty array');
   if (lists.length > 0) {
     const values = (lists[0] as unknown[]).filter((v) => lists.every((l) => (l as unknown[]).some((w) => sameJson(v, w))));
-    if (values.length === 0) throw new SchemaError(path, 'allOf', 'the enum and const values of allOf have no value in common');
+    if (values.length === 0) throw new EmptySchemaError(path, 'allOf', 'the enum and const values of allOf have no value in common');
     merged.enum = values;
   }
   const tightest = (key: string, pick: (...xs: number[]) => number) => {

@@ -28,7 +28,7 @@ import { type Multiple, multipleOf, multiplesWithin } from './multiple-of.js';
 import { type Bound, MAX_BOUND, boundedNumberPattern, tighter } from './number-pattern.js';
 import { type Nfa, RegexError, compileRegex, fewestToMatch, lengthsToAccept, matchWithin, mostToAccept } from './regex.js';
 import { mergeAllOf } from './all-of.js';
-import { ANNOTATIONS, SchemaError, isPlainObject } from './schema-terms.js';
+import { ANNOTATIONS, EmptySchemaError, SchemaError, isPlainObject, splitNullable } from './schema-terms.js';
 import { SchemaChecker } from './schema-check.js';
 
 export { SchemaError };
@@ -179,6 +179,10 @@ class Compiler {
   compile(s: unknown, path: string): number {
     if (s === true) return this.any();
     if (!isPlainObject(s)) throw new SchemaError(path, 'schema', s === false ? 'a schema of false allows no value' : 'a schema must be an object or true');
+    if (s.nullable !== undefined) {
+      const { rest, nullable } = splitNullable(s, path);
+      return nullable ? this.alt([this.compile(rest, path), this.compile({ type: 'null' }, path)], path) : this.compile(rest, path);
+    }
     for (const key of Object.keys(s)) if (!KEYWORDS.has(key)) throw new SchemaError(path, key, `"${key}" is not supported`);
     if (s.$ref !== undefined) {
       const others = Object.keys(s).filter((k) => k !== '$ref' && !ANNOTATIONS.has(k));
@@ -219,7 +223,21 @@ class Compiler {
       if (!Array.isArray(union) || union.length === 0) throw new SchemaError(path, keyword, `"${keyword}" must be a non-empty array`);
       const others = Object.keys(s).filter((k) => k !== keyword && !ANNOTATIONS.has(k));
       if (others.length > 0) throw new SchemaError(path, others[0], `"${others[0]}" beside "${keyword}" is not supported`);
-      return this.alt(union.map((alt, i) => this.compile(alt, `${path}/${keyword}/${i}`)), path, keyword === 'oneOf');
+      const ids: number[] = [];
+      let empty: EmptySchemaError | null = null;
+      union.forEach((alt, i) => {
+        const before = this.nodes.length;
+        try {
+          ids.push(this.compile(alt, `${path}/${keyword}/${i}`));
+        } catch (e) {
+          // An alternative no value satisfies (as allOf distributed over a union may make) adds
+          // nothing: it is left out, if it failed before compiling any part of itself.
+          if (!(e instanceof EmptySchemaError) || this.nodes.length !== before) throw e;
+          empty ??= e;
+        }
+      });
+      if (ids.length === 0) throw empty!;
+      return this.alt(ids, path, keyword === 'oneOf');
     }
     // Without a type, the types whose keywords the schema uses (each applies to its own type only, so
     // writing just those types stays within the schema); none: any value.

@@ -67,6 +67,7 @@ export class SchemaChecker {
     if (schema === false) return false;
     if (!isPlainObject(schema)) throw new SchemaError(path, 'schema', 'a schema must be an object or a boolean');
     const s = schema;
+    if (s.nullable === true && value === null) return true;
     const sub = (v: unknown, child: unknown, at: string) => this.fits(v, child, at, depth + 1);
     if (s.$ref !== undefined && !sub(value, this.resolve(s.$ref as string, path), String(s.$ref).slice(1))) return false;
     if (s.type !== undefined && !(Array.isArray(s.type) ? s.type : [s.type]).some((t) => hasType(value, t))) return false;

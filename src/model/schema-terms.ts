@@ -16,5 +16,18 @@ export class SchemaError extends Error {
 /** Keywords that describe a schema without constraining its documents (OpenAPI's discriminator names a oneOf's tag: the tag's own constant values tell the alternatives apart; the content keywords describe a string's encoded content and, as JSON Schema 2020-12 has them, assert nothing). */
 export const ANNOTATIONS: ReadonlySet<string> = new Set(['title', 'description', 'default', 'examples', '$schema', '$id', '$comment', 'deprecated', 'readOnly', 'writeOnly', '$defs', 'definitions', 'discriminator', 'contentEncoding', 'contentMediaType', 'contentSchema']);
 
+/** A schema no value satisfies (allOf parts with no type or value in common, or false): as an alternative of a union, it is left out. */
+export class EmptySchemaError extends SchemaError {}
+
+/**
+ * OpenAPI 3.0's `nullable` (as tool schemas written for it carry): true, the schema's values and null
+ * too; false, the schema's values. Returns the schema without it and whether null is added.
+ */
+export function splitNullable(s: Record<string, unknown>, path: string): { rest: Record<string, unknown>; nullable: boolean } {
+  const { nullable, ...rest } = s;
+  if (nullable !== undefined && typeof nullable !== 'boolean') throw new SchemaError(path, 'nullable', '"nullable" must be a boolean');
+  return { rest, nullable: nullable === true };
+}
+
 /** A JSON object (not an array, not null): a schema object, or an object value. */
 export const isPlainObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);

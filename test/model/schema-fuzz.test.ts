@@ -61,6 +61,7 @@ function randomSchema(rng: Rng, depth: number): unknown {
       if (chance(0.5)) s.maximum = pick([-1, 1, 2.5, 7, 100]);
       if (chance(0.3)) s.exclusiveMinimum = pick([-2, 0, 1.5]);
       if (chance(0.3)) s.multipleOf = pick([0.5, 3, 0.25, 7, 0.1]);
+      if (chance(0.15)) s.nullable = true;
       return s;
     }
     case 'enum':

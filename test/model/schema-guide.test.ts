@@ -603,6 +603,34 @@ describe('SchemaGuide of a JSON schema (structured outputs)', () => {
     expect(walkIn(itemOnly, '{"item": {"id": 13')).toMatchObject({ done: false });
   });
 
+  it('nullable (OpenAPI 3.0) adds null to a schema\'s values; allOf distributed over a union leaves out the alternatives no value satisfies', () => {
+    const takes = (schema: unknown, text: string) => walkIn(schema, text).done;
+    const obj = (props: Record<string, unknown>) => ({ type: 'object', properties: props });
+    const nullable = obj({ a: { type: 'string', maxLength: 2, nullable: true }, b: { type: 'integer', nullable: false }, r: { $ref: '#/$defs/n', nullable: true } });
+    const withDefs = { ...nullable, $defs: { n: { type: 'integer', maximum: 3 } } };
+    const texts = ['{"a": null}', '{"a": "xy"}', '{"a": "xyz"}', '{"b": null}', '{"b": 1}', '{"r": null}', '{"r": 3}', '{"r": 4}'];
+    expect(texts.map((t) => takes(withDefs, t))).toEqual([true, true, false, false, true, true, true, false]);
+    // In allOf, a nullable part is a union with null: null only where every part takes it.
+    const parts = obj({ c: { allOf: [{ type: 'integer', nullable: true }, { maximum: 3 }] }, d: { allOf: [{ type: 'integer', nullable: true }, { type: 'integer' }] } });
+    expect(['{"c": null}', '{"c": 3}', '{"c": 4}', '{"d": null}', '{"d": 5}'].map((t) => takes(parts, t))).toEqual([true, true, false, false, true]);
+    // Distributed over a union, an alternative with no type or value in common with the rest is left out (it was refused before).
+    const typed = obj({ e: { allOf: [{ type: 'integer' }, { anyOf: [{ type: 'string' }, { type: 'integer' }] }] } });
+    expect(['{"e": 5}', '{"e": "x"}'].map((t) => takes(typed, t))).toEqual([true, false]);
+    const listed = obj({ e: { allOf: [{ enum: [1, 2] }, { oneOf: [{ const: 3 }, { const: 2 }] }] } });
+    expect(['{"e": 2}', '{"e": 1}', '{"e": 3}'].map((t) => takes(listed, t))).toEqual([true, false, false]);
+    // Every alternative empty: refused, naming the first; a nullable that is no boolean: refused.
+    const refusal = (schema: unknown) => {
+      try {
+        compileJsonSchema(schema);
+        return null;
+      } catch (e) {
+        return e instanceof SchemaError ? [e.path, e.keyword] : e;
+      }
+    };
+    expect(refusal(obj({ e: { allOf: [{ type: 'integer' }, { anyOf: [{ type: 'string' }, { type: 'null' }] }] } }))).toEqual(['/properties/e/anyOf/0', 'allOf']);
+    expect(refusal(obj({ a: { type: 'string', nullable: 'yes' } }))).toEqual(['/properties/a', 'nullable']);
+  });
+
   it('uniqueItems: items of listed values, none written twice (the first byte of a value is taken only for the values still free: 1 again begins only 12), at most as many as there are values', () => {
     const tags = { type: 'object', properties: { tags: { type: 'array', items: { enum: ['red', 'green', 'blue', 1, 12, true] }, uniqueItems: true } }, required: ['tags'] };
     const texts = randomWalks(() => new SchemaGuide(compileJsonSchema(tags), vocab), { steps: 200, closers: [0x7d, 0x5d, 0x2c], closeAfter: 40 });
