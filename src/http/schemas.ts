@@ -825,7 +825,13 @@ const openAiTool = z.looseObject({
   }),
 });
 
-const openAiToolChoice = z.union([z.enum(['none', 'auto', 'required']), z.looseObject({ type: z.literal('function'), function: z.looseObject({ name: toolNameSchema }) })]);
+const namedTool = z.looseObject({ type: z.literal('function'), function: z.looseObject({ name: toolNameSchema }) });
+/** none, auto, required, a named function, or OpenAI's allowed_tools: auto or required among a subset of the tools. */
+const openAiToolChoice = z.union([
+  z.enum(['none', 'auto', 'required']),
+  namedTool,
+  z.looseObject({ type: z.literal('allowed_tools'), allowed_tools: z.looseObject({ mode: z.enum(['auto', 'required']), tools: z.array(namedTool).min(1).max(MAX_TOOLS) }) }),
+]);
 
 /**
  * A user's own model as OpenAI clients name it, for tools that send `model` but cannot send `user`
@@ -878,16 +884,30 @@ function isJsonObjectText(text: string): boolean {
   }
 }
 
-/** A tool_choice that makes the reply a call (required, or a named function) needs tools, names one of them, and is the request's only guide. */
-function refineTools(v: OpenAiGuides & { tools?: Array<{ function: { name: string } }> | null; tool_choice?: string | { function: { name: string } } | null }, ctx: z.RefinementCtx): void {
+type ToolChoice = z.output<typeof openAiToolChoice>;
+
+/**
+ * A tool_choice that names tools (a function, allowed_tools) names tools the body has; one that makes
+ * the reply a call (required, a named function, allowed_tools in mode required) needs tools and is
+ * the request's only guide.
+ */
+function refineTools(v: OpenAiGuides & { tools?: Array<{ function: { name: string } }> | null; tool_choice?: ToolChoice | null }, ctx: z.RefinementCtx): void {
   const names = (v.tools ?? []).map((t) => t.function.name);
   const twice = names.find((n, i) => names.indexOf(n) !== i);
   if (twice !== undefined) ctx.addIssue({ code: 'custom', path: ['tools'], message: `two tools are named "${twice}"` });
   const choice = v.tool_choice;
   if (choice == null || choice === 'none' || choice === 'auto') return;
-  if (names.length === 0) ctx.addIssue({ code: 'custom', path: ['tool_choice'], message: 'tool_choice asks for a call: give tools' });
-  if (typeof choice === 'object' && names.length > 0 && !names.includes(choice.function.name)) {
-    ctx.addIssue({ code: 'custom', path: ['tool_choice'], message: `no tool is named "${choice.function.name}"` });
+  if (typeof choice === 'object' && choice.type === 'allowed_tools') {
+    if (names.length === 0) ctx.addIssue({ code: 'custom', path: ['tool_choice'], message: 'allowed_tools names tools: give them' });
+    for (const t of choice.allowed_tools.tools) {
+      if (names.length > 0 && !names.includes(t.function.name)) ctx.addIssue({ code: 'custom', path: ['tool_choice', 'allowed_tools', 'tools'], message: `no tool is named "${t.function.name}"` });
+    }
+    if (choice.allowed_tools.mode === 'auto') return;
+  } else {
+    if (names.length === 0) ctx.addIssue({ code: 'custom', path: ['tool_choice'], message: 'tool_choice asks for a call: give tools' });
+    if (typeof choice === 'object' && names.length > 0 && !names.includes(choice.function.name)) {
+      ctx.addIssue({ code: 'custom', path: ['tool_choice'], message: `no tool is named "${choice.function.name}"` });
+    }
   }
   const other = openAiGuides(v)[0];
   if (other) ctx.addIssue({ code: 'custom', path: [other], message: `a reply that is a tool call cannot also follow ${other}` });

@@ -3,7 +3,8 @@
  * described to the model in the system message, with the form of a call: one JSON object with exactly
  * one member, the function's name, whose value is the arguments (`{"get_weather": {"city": "Lyon"}}`),
  * and, unless parallel_tool_calls is false, of several calls at once: a JSON array of calls.
- * A tool_choice that asks for a call (`required`, or a named function) guides the reply to that form,
+ * A tool_choice that asks for a call (`required`, a named function, or `allowed_tools` in mode
+ * `required`: a call among the tools it lists) guides the reply to that form,
  * the arguments a document of the function's parameters schema. With `auto` the model decides: a
  * reply is free text unless it opens a call (`{`, or `[` then `{` for several), and a reply it
  * opens so is guided to calls of the offered functions with arguments of their parameters, and ends
@@ -42,20 +43,27 @@ export function callText(name: string, args: string): string {
 /** The arguments of a function without parameters: an empty object. */
 const NO_PARAMETERS = { type: 'object', properties: {}, additionalProperties: false };
 
-/** How a reply may call a tool: `guided` (tool_choice required or named), `parsed` (auto, OpenAI's default with tools), or null (no tools, or none). */
+/**
+ * How a reply may call a tool: `guided` (tool_choice required, named, or allowed_tools in mode
+ * required), `parsed` (auto, OpenAI's default with tools, or allowed_tools in mode auto), or null
+ * (no tools, or none).
+ */
 export type Calling = 'guided' | 'parsed' | null;
 
 export function callingOf(body: Pick<ChatBody, 'tools' | 'tool_choice'>): Calling {
   const choice = body.tool_choice;
   if (!body.tools?.length || choice === 'none') return null;
+  if (typeof choice === 'object' && choice?.type === 'allowed_tools') return choice.allowed_tools.mode === 'auto' ? 'parsed' : 'guided';
   return choice == null || choice === 'auto' ? 'parsed' : 'guided';
 }
 
-/** The tools a reply may call: the one tool_choice names, or all; none with tool_choice none. */
+/** The tools a reply may call: the one tool_choice names, those allowed_tools lists, or all; none with tool_choice none. */
 export function offeredTools(body: Pick<ChatBody, 'tools' | 'tool_choice'>): NonNullable<ChatBody['tools']> {
   const choice = body.tool_choice;
   if (callingOf(body) === null) return [];
-  return typeof choice === 'object' && choice !== null ? body.tools!.filter((t) => t.function.name === choice.function.name) : body.tools!;
+  if (typeof choice !== 'object' || choice === null) return body.tools!;
+  const allowed = new Set(choice.type === 'allowed_tools' ? choice.allowed_tools.tools.map((t) => t.function.name) : [choice.function.name]);
+  return body.tools!.filter((t) => allowed.has(t.function.name));
 }
 
 /**

@@ -406,7 +406,25 @@ describe('tool calls', () => {
     const conversation = [...msg, { role: 'assistant', tool_calls: [{ id: 'c1', type: 'function', function: { name: 'get_weather', arguments: '{}' } }] }, { role: 'tool', tool_call_id: 'c1', content: 'sunny' }];
     expect((await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: conversation, tools: [weather] })).status).toBe(200);
     expect(gen.calls[2].req.messages?.at(-1)).toEqual({ role: 'user', content: 'Result of get_weather: sunny' });
+    // OpenAI's allowed_tools: required or auto among a subset; only the subset is described and guided.
+    const allowed = (mode: string, names: string[]) => ({ type: 'allowed_tools', allowed_tools: { mode, tools: names.map((name) => ({ type: 'function', function: { name } })) } });
+    expect((await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: msg, tools: [weather, time], tool_choice: allowed('required', ['get_time']) })).status).toBe(200);
+    expect(gen.calls[3].req.responseFormat).toEqual(toolCallFormat({ tools: [time], tool_choice: 'required' }));
+    expect(gen.calls[3].req.messages![0]).toEqual({ role: 'system', content: toolsPrompt({ tools: [time] }) });
+    expect((await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: msg, tools: [weather, time], tool_choice: allowed('auto', ['get_weather']) })).status).toBe(200);
+    expect(gen.calls[4].req.responseFormat).toBeUndefined();
+    expect(gen.calls[4].req.toolCalls).toEqual(autoCallGuide({ tools: [weather] }, {}));
+    // Reading the reply: a call of a tool outside the subset is text.
+    gen.replyText = '{"get_time": {}}';
+    const outside = chatCompletionResponseSchema.parse(await (await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: msg, tools: [weather, time], tool_choice: allowed('auto', ['get_weather']) })).json());
+    expect(outside.choices[0]).toMatchObject({ finish_reason: 'stop', message: { content: '{"get_time": {}}' } });
+    gen.replyText = undefined;
     for (const body of [
+      { tools: [weather], tool_choice: allowed('auto', ['get_time']) },
+      { tool_choice: allowed('auto', ['get_time']) },
+      { tools: [weather], tool_choice: allowed('sometimes', ['get_weather']) },
+      { tools: [weather], tool_choice: allowed('auto', []) },
+      { tools: [weather], tool_choice: allowed('required', ['get_weather']), guided_choice: ['a'] },
       { tool_choice: 'required' },
       { tools: [weather], tool_choice: { type: 'function', function: { name: 'get_time' } } },
       { tools: [weather, weather] },
@@ -420,6 +438,8 @@ describe('tool calls', () => {
     for (const messages of [[{ role: 'tool', content: 'x' }], [{ role: 'assistant', content: null }], [{ role: 'user', content: 'x', tool_calls: [{ id: 'c', type: 'function', function: { name: 'f', arguments: '{}' } }] }]]) {
       await expectError(await h.req('POST', '/v1/chat/completions', { user: 'alice', messages }), 422, 'validation_failed');
     }
-    expect(gen.calls).toHaveLength(3);
+    expect(gen.calls).toHaveLength(6);
+    // allowed_tools in mode auto beside another guide is allowed, as auto is.
+    expect((await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: msg, tools: [weather], tool_choice: allowed('auto', ['get_weather']), response_format: { type: 'json_object' } })).status).toBe(200);
   });
 });

@@ -484,7 +484,7 @@ describe('the official OpenAI client, unmodified, against the real server', () =
     await expectError(await post('/v1/chat/completions', { user: 'bob', messages: hello, guided_regex: '(?=z)zebra' }), 422, 'unsupported_regex');
   });
 
-  it('tools with tool_choice required or a named function: the reply is a call of a tool, with arguments of its parameters, plain and streamed', async () => {
+  it('tools with tool_choice required, a named function or allowed_tools: the reply is a call of a tool allowed, with arguments of its parameters, plain and streamed', async () => {
     const tools: OpenAI.ChatCompletionTool[] = [
       { type: 'function', function: { name: 'zoom', parameters: { type: 'object', properties: { level: { type: 'integer', minimum: 1, maximum: 3 } }, required: ['level'] } } },
       { type: 'function', function: { name: 'quote', parameters: { type: 'object', properties: { text: { type: 'string', maxLength: 8 } }, required: ['text'] } } },
@@ -498,6 +498,9 @@ describe('the official OpenAI client, unmodified, against the real server', () =
     const args = JSON.parse(call.function.arguments) as { text: string };
     expect(Object.keys(args)).toEqual(['text']);
     expect([...args.text].length).toBeLessThanOrEqual(8);
+    // allowed_tools in mode required, zoom alone allowed: alice calls zoom, whatever her adapter prefers.
+    const allowed = await openai.chat.completions.create({ model: 'memlora', user: 'alice', messages: hello, max_tokens: 200, tools, tool_choice: { type: 'allowed_tools', allowed_tools: { mode: 'required', tools: [{ type: 'function', function: { name: 'zoom' } }] } } });
+    expect((allowed.choices[0].message.tool_calls![0] as OpenAI.ChatCompletionMessageFunctionToolCall).function.name).toBe('zoom');
     // Named: zoom, whatever the adapter prefers; streamed, the call arrives in the deltas.
     const stream = await openai.chat.completions.create({ model: 'memlora', user: 'alice', messages: hello, max_tokens: 200, tools, tool_choice: { type: 'function', function: { name: 'zoom' } }, stream: true });
     let name = '';
