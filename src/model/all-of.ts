@@ -23,7 +23,7 @@ import { ANNOTATIONS, EmptySchemaError, SchemaError, isPlainObject, splitNullabl
 type Schema = Record<string, unknown>;
 
 /** The keywords mergeAllOf merges (or leaves out, as `additionalProperties: true` and `items: true`); annotations are left out too. */
-const MERGED = new Set(['type', 'enum', 'const', 'minimum', 'exclusiveMinimum', 'minLength', 'minItems', 'minProperties', 'maximum', 'exclusiveMaximum', 'maxLength', 'maxItems', 'maxProperties', 'multipleOf', 'pattern', 'format', 'properties', 'required', 'additionalProperties', 'prefixItems', 'items', 'additionalItems', 'uniqueItems']);
+const MERGED = new Set(['type', 'enum', 'const', 'minimum', 'exclusiveMinimum', 'minLength', 'minItems', 'minProperties', 'maximum', 'exclusiveMaximum', 'maxLength', 'maxItems', 'maxProperties', 'multipleOf', 'pattern', 'format', 'properties', 'required', 'additionalProperties', 'prefixItems', 'items', 'additionalItems', 'uniqueItems', 'propertyNames']);
 /** Most `$ref`s and nested `allOf`s read while flattening one allOf (a schema whose allOf leads back to itself). */
 const MAX_PARTS = 64;
 
@@ -185,6 +185,8 @@ export function mergeAllOf(parts: readonly unknown[], path: string, resolve: (re
     if (v !== undefined) merged[key] = v;
   }
   if (given(flat, 'uniqueItems').includes(true)) merged.uniqueItems = true;
+  const names = given(flat, 'propertyNames');
+  if (names.length > 0) merged.propertyNames = allOfOf(names);
   mergeObjects(flat, merged, path);
   mergeArrays(flat, merged, path);
   // Anything else (keywords the compiler does not take) is kept, for the compiler to refuse by name.

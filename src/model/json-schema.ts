@@ -42,8 +42,11 @@ export interface Property {
 }
 
 export type SchemaNode =
-  /** An object: `props` in order; or with `values` (a node id) any keys, each value of that node. */
-  | { k: 'obj'; props: Property[]; values: number | null; minProps: number; maxProps: number }
+  /**
+   * An object: `props` in order; or with `values` (a node id) any keys, each value of that node, and
+   * each key a string of `keys` (propertyNames: a string node; absent, any string).
+   */
+  | { k: 'obj'; props: Property[]; values: number | null; minProps: number; maxProps: number; keys?: number }
   /**
    * An array: item i of node `prefix[i]` (a tuple's), those after it of `items` (null: none, max is
    * then at most the prefix's length); `unique` (uniqueItems): none written twice, items of listed
@@ -80,7 +83,7 @@ export interface CompiledSchema {
   readonly keyNode: number;
 }
 
-const KEYWORDS = new Set([...ANNOTATIONS, 'type', 'enum', 'const', 'properties', 'required', 'additionalProperties', 'items', 'prefixItems', 'additionalItems', 'minItems', 'maxItems', 'uniqueItems', 'minLength', 'maxLength', 'pattern', 'format', 'minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum', 'minProperties', 'maxProperties', 'multipleOf', 'anyOf', 'oneOf', 'allOf', '$ref']);
+const KEYWORDS = new Set([...ANNOTATIONS, 'type', 'enum', 'const', 'properties', 'required', 'additionalProperties', 'propertyNames', 'items', 'prefixItems', 'additionalItems', 'minItems', 'maxItems', 'uniqueItems', 'minLength', 'maxLength', 'pattern', 'format', 'minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum', 'minProperties', 'maxProperties', 'multipleOf', 'anyOf', 'oneOf', 'allOf', '$ref']);
 
 const OCTET = '(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])';
 const FULL_TIME = '([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,6})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])';
@@ -122,7 +125,7 @@ export const FORMATS: Record<string, string> = {
 const TYPES = ['object', 'array', 'string', 'number', 'integer', 'boolean', 'null'] as const;
 /** The keywords that apply to one type only. */
 const TYPE_KEYWORDS: Record<string, readonly string[]> = {
-  object: ['properties', 'required', 'additionalProperties', 'minProperties', 'maxProperties'],
+  object: ['properties', 'required', 'additionalProperties', 'minProperties', 'maxProperties', 'propertyNames'],
   array: ['items', 'prefixItems', 'additionalItems', 'minItems', 'maxItems', 'uniqueItems'],
   string: ['minLength', 'maxLength', 'pattern', 'format'],
   number: ['minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum', 'multipleOf'],
@@ -384,11 +387,27 @@ class Compiler {
     if (required.length > maxProps) throw new SchemaError(path, 'maxProperties', `${required.length} required properties exceed maxProperties ${maxProps}`);
     const additional = s.additionalProperties;
     if (additional !== undefined && typeof additional !== 'boolean' && !isPlainObject(additional)) throw new SchemaError(path, 'additionalProperties', '"additionalProperties" must be a boolean or a schema');
-    const names = Object.keys(props);
+    const keySchema = this.propertyNames(s.propertyNames, path);
+    // Named properties propertyNames refuses: refused when required, else never written.
+    const names = Object.keys(props).filter((name) => {
+      if (!keySchema || this.checker.fits(name, keySchema, `${path}/propertyNames`)) return true;
+      if (required.includes(name)) throw new SchemaError(path, 'propertyNames', `required property "${name}" is not a name propertyNames allows`);
+      return false;
+    });
     if (names.length === 0) {
-      // No properties named: any keys (each value of additionalProperties), or none at all when it is false.
+      // Names listed (enum, const): properties of those names, each a value of additionalProperties.
+      const listed = keySchema && (keySchema.enum !== undefined || keySchema.const !== undefined) ? this.listedNames(keySchema, path) : null;
+      if (listed && additional !== false) {
+        const value = additional ?? true;
+        const { propertyNames: _names, ...rest } = s;
+        return this.replace(id, this.object({ ...rest, properties: Object.fromEntries(listed.map((n) => [n, value])), required: [], additionalProperties: false }, path));
+      }
+      // No properties named: any keys (each value of additionalProperties; of propertyNames when given), or none at all when it is false.
       if (additional === false && minProps > 0) throw new SchemaError(path, 'minProperties', `minProperties ${minProps} with no property allowed (none named, additionalProperties false)`);
-      if (additional !== false) node.values = isPlainObject(additional) ? this.compile(additional, `${path}/additionalProperties`) : this.any();
+      if (additional !== false) {
+        node.values = isPlainObject(additional) ? this.compile(additional, `${path}/additionalProperties`) : this.any();
+        if (keySchema) node.keys = this.keyNodeOf(keySchema, path);
+      }
       return id;
     }
     // Only the named properties are written: valid whatever additionalProperties allows.
@@ -399,6 +418,36 @@ class Compiler {
       node: this.compile(props[name], `${path}/properties/${escapePointer(name)}`),
       required: required.includes(name),
     }));
+    return id;
+  }
+
+  /** propertyNames as a schema of strings (true, or absent: none); false and non-schemas are refused. */
+  private propertyNames(names: unknown, path: string): Record<string, unknown> | null {
+    if (names === undefined || names === true) return null;
+    if (!isPlainObject(names)) throw new SchemaError(path, 'propertyNames', '"propertyNames" must be a schema object (false, no property at all, is not supported)');
+    return names;
+  }
+
+  /** The names propertyNames lists (enum, const) that its other keywords allow too. */
+  private listedNames(keySchema: Record<string, unknown>, path: string): string[] {
+    const listed = keySchema.const !== undefined ? [keySchema.const] : keySchema.enum;
+    if (!Array.isArray(listed)) throw new SchemaError(`${path}/propertyNames`, 'enum', '"enum" must be an array');
+    return [...new Set(listed.filter((n): n is string => typeof n === 'string' && this.checker.fits(n, keySchema, `${path}/propertyNames`)))];
+  }
+
+  /** The string node free keys are written by: propertyNames' pattern, format and lengths (nothing else a string node cannot hold). */
+  private keyNodeOf(keySchema: Record<string, unknown>, path: string): number {
+    const at = `${path}/propertyNames`;
+    if (keySchema.type !== undefined && keySchema.type !== 'string') throw new SchemaError(at, 'type', 'property names are strings: propertyNames may only be of type string');
+    const union = keySchema.anyOf !== undefined || keySchema.oneOf !== undefined || keySchema.$ref !== undefined;
+    const id = this.compile(union ? keySchema : { ...keySchema, type: 'string' }, at);
+    if (this.nodes[id].k !== 'str') throw new SchemaError(at, 'propertyNames', 'propertyNames is supported as string keywords (pattern, format, minLength, maxLength) or names listed (enum, const)');
+    return id;
+  }
+
+  /** Node `id` becomes a copy of node `other` (an object compiled again in another form); returns id. */
+  private replace(id: number, other: number): number {
+    this.nodes[id] = this.nodes[other];
     return id;
   }
 

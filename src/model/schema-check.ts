@@ -131,6 +131,7 @@ export class SchemaChecker {
     if (typeof s.minProperties === 'number' && keys.length < s.minProperties) return false;
     if (typeof s.maxProperties === 'number' && keys.length > s.maxProperties) return false;
     if (Array.isArray(s.required) && !s.required.every((k) => typeof k === 'string' && Object.hasOwn(v, k))) return false;
+    if (s.propertyNames !== undefined && !keys.every((k) => this.fits(k, s.propertyNames, `${path}/propertyNames`, depth + 1))) return false;
     const props = isPlainObject(s.properties) ? s.properties : {};
     return keys.every((k) => {
       if (Object.hasOwn(props, k)) return this.fits(v[k], props[k], `${path}/properties/${k}`, depth + 1);

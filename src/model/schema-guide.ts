@@ -303,7 +303,7 @@ function startKey(c: CompiledSchema, s: State, node: Extract<SchemaNode, { k: 'o
   if (node.values !== null) {
     if (f.m >= node.maxProps) return FAIL;
     f.p = O_KEYSTR;
-    if (!begin(c, s, c.keyNode, b)) return FAIL;
+    if (!begin(c, s, node.keys ?? c.keyNode, b)) return FAIL;
     s.frames[s.frames.length - 1].m = FNV_BASIS;
     return OK;
   }
@@ -695,7 +695,8 @@ export class SchemaGuide implements Guide {
     const frames = s.frames
       .map((f) => {
         const node = nodes[f.n];
-        if (f.n === keyNode || (node.k === 'str' && f.m !== 0)) return `${f.n}.${f.p}.${f.a}.${f.b}.key`;
+        // (a key of propertyNames' pattern: its NFA states too)
+        if (f.n === keyNode || (node.k === 'str' && f.m !== 0)) return `${f.n}.${f.p}.${f.a}.${f.b}.key.${f.c.join(',')}`;
         if (node.k === 'arr' && node.unique === 'strings') {
           freeKeys = true;
           return `${f.n}.${f.p}.${f.a}.${f.b}.unique`;

@@ -631,6 +631,45 @@ describe('SchemaGuide of a JSON schema (structured outputs)', () => {
     expect(refusal(obj({ a: { type: 'string', nullable: 'yes' } }))).toEqual(['/properties/a', 'nullable']);
   });
 
+  it('propertyNames: free keys follow its pattern and lengths, names it lists become properties, and named properties it refuses are never written', () => {
+    const takes = (schema: unknown, text: string) => walkIn(schema, text).done;
+    const pattern = { type: 'object', propertyNames: { pattern: '[a-c]{1,3}' }, additionalProperties: { type: 'integer' } };
+    expect(['{"ab": 1}', '{"abcd": 1}', '{"A": 1}', '{"a": 1, "b": 2}', '{"a": 1, "a": 2}', '{}', '{"": 1}'].map((t) => takes(pattern, t))).toEqual([true, false, false, true, false, true, false]);
+    // The masks follow the key's own states (cached per state): a quote only once the key may end, a letter only while it may go on.
+    const g = new SchemaGuide(compileJsonSchema(pattern), vocab);
+    const quote = 0x22;
+    for (const b of enc('{"')) g.advance(b);
+    expect([g.allowed()[quote], g.allowed()[0x61], g.allowed()[0x64]]).toEqual([0, 1, 0]);
+    for (const b of enc('abc')) g.advance(b);
+    expect([g.allowed()[quote], g.allowed()[0x61]]).toEqual([1, 0]);
+    const other = new SchemaGuide(compileJsonSchema(pattern), vocab);
+    for (const b of enc('{"a')) other.advance(b);
+    expect([other.allowed()[quote], other.allowed()[0x61]]).toEqual([1, 1]);
+    // Lengths and formats too; names listed (enum, const) are properties of those names, each optional.
+    const short = { type: 'object', propertyNames: { minLength: 2, maxLength: 2 } };
+    expect(['{"ab": 1}', '{"a": 1}', '{"abc": 1}'].map((t) => takes(short, t))).toEqual([true, false, false]);
+    const listed = { type: 'object', propertyNames: { enum: ['x', 'y', 'zz'], maxLength: 1 }, additionalProperties: { type: 'boolean' } };
+    expect(['{"x": true}', '{"x": true, "y": false}', '{"y": false}', '{"zz": true}', '{"q": true}', '{}'].map((t) => takes(listed, t))).toEqual([true, true, true, false, false, true]);
+    // Named properties: those it refuses are not written (a required one is refused at compile time).
+    const named = { type: 'object', properties: { ok: { type: 'integer' }, BAD: { type: 'integer' } }, propertyNames: { pattern: '[a-z]+' } };
+    expect(['{"ok": 1}', '{"ok": 1, "BAD": 2}', '{"BAD": 2}'].map((t) => takes(named, t))).toEqual([true, false, false]);
+    // In allOf, every part's propertyNames holds.
+    const both = { type: 'object', allOf: [{ propertyNames: { maxLength: 2 } }, { propertyNames: { pattern: 'a.*' }, additionalProperties: { type: 'null' } }] };
+    expect(['{"ab": null}', '{"abc": null}', '{"b": null}'].map((t) => takes(both, t))).toEqual([true, false, false]);
+    const refusal = (schema: unknown) => {
+      try {
+        compileJsonSchema(schema);
+        return null;
+      } catch (e) {
+        return e instanceof SchemaError ? [e.path, e.keyword] : e;
+      }
+    };
+    expect(refusal({ type: 'object', propertyNames: false })).toEqual(['', 'propertyNames']);
+    expect(refusal({ type: 'object', propertyNames: { type: 'integer' } })).toEqual(['/propertyNames', 'type']);
+    expect(refusal({ type: 'object', properties: { A: true }, required: ['A'], propertyNames: { pattern: '[a-z]+' } })).toEqual(['', 'propertyNames']);
+    expect(refusal({ type: 'object', propertyNames: { anyOf: [{ pattern: 'a' }, { pattern: 'b' }] } })).toEqual(['/propertyNames', 'propertyNames']);
+  });
+
   it('uniqueItems: items of listed values, none written twice (the first byte of a value is taken only for the values still free: 1 again begins only 12), at most as many as there are values', () => {
     const tags = { type: 'object', properties: { tags: { type: 'array', items: { enum: ['red', 'green', 'blue', 1, 12, true] }, uniqueItems: true } }, required: ['tags'] };
     const texts = randomWalks(() => new SchemaGuide(compileJsonSchema(tags), vocab), { steps: 200, closers: [0x7d, 0x5d, 0x2c], closeAfter: 40 });
