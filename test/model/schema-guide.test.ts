@@ -22,6 +22,17 @@ function walkGuide(g: SchemaGuide, text: string): { accepted: number; done: bool
   return { accepted: bytes.length, done: g.done };
 }
 
+/** Where and by which keyword compiling a schema refuses it: [path, keyword], or null when it compiles. */
+function refusal(schema: unknown): [string, string] | null {
+  try {
+    compileJsonSchema(schema);
+    return null;
+  } catch (e) {
+    if (e instanceof SchemaError) return [e.path, e.keyword];
+    throw e;
+  }
+}
+
 /** walkGuide through JSON mode's guide, and through a schema's. */
 const walk = (text: string) => walkGuide(SchemaGuide.jsonObject(vocab), text);
 const walkIn = (schema: unknown, text: string) => walkGuide(new SchemaGuide(compileJsonSchema(schema), vocab), text);
@@ -619,14 +630,6 @@ describe('SchemaGuide of a JSON schema (structured outputs)', () => {
     const listed = obj({ e: { allOf: [{ enum: [1, 2] }, { oneOf: [{ const: 3 }, { const: 2 }] }] } });
     expect(['{"e": 2}', '{"e": 1}', '{"e": 3}'].map((t) => takes(listed, t))).toEqual([true, false, false]);
     // Every alternative empty: refused, naming the first; a nullable that is no boolean: refused.
-    const refusal = (schema: unknown) => {
-      try {
-        compileJsonSchema(schema);
-        return null;
-      } catch (e) {
-        return e instanceof SchemaError ? [e.path, e.keyword] : e;
-      }
-    };
     expect(refusal(obj({ e: { allOf: [{ type: 'integer' }, { anyOf: [{ type: 'string' }, { type: 'null' }] }] } }))).toEqual(['/properties/e/anyOf/0', 'allOf']);
     expect(refusal(obj({ a: { type: 'string', nullable: 'yes' } }))).toEqual(['/properties/a', 'nullable']);
   });
@@ -656,14 +659,6 @@ describe('SchemaGuide of a JSON schema (structured outputs)', () => {
     // In allOf, every part's propertyNames holds.
     const both = { type: 'object', allOf: [{ propertyNames: { maxLength: 2 } }, { propertyNames: { pattern: 'a.*' }, additionalProperties: { type: 'null' } }] };
     expect(['{"ab": null}', '{"abc": null}', '{"b": null}'].map((t) => takes(both, t))).toEqual([true, false, false]);
-    const refusal = (schema: unknown) => {
-      try {
-        compileJsonSchema(schema);
-        return null;
-      } catch (e) {
-        return e instanceof SchemaError ? [e.path, e.keyword] : e;
-      }
-    };
     expect(refusal({ type: 'object', propertyNames: false })).toEqual(['', 'propertyNames']);
     expect(refusal({ type: 'object', propertyNames: { type: 'integer' } })).toEqual(['/propertyNames', 'type']);
     expect(refusal({ type: 'object', properties: { A: true }, required: ['A'], propertyNames: { pattern: '[a-z]+' } })).toEqual(['', 'propertyNames']);
