@@ -23,7 +23,7 @@ import { ANNOTATIONS, EmptySchemaError, SchemaError, isPlainObject, splitNullabl
 type Schema = Record<string, unknown>;
 
 /** The keywords mergeAllOf merges (or leaves out, as `additionalProperties: true` and `items: true`); annotations are left out too. */
-const MERGED = new Set(['type', 'enum', 'const', 'minimum', 'exclusiveMinimum', 'minLength', 'minItems', 'minProperties', 'maximum', 'exclusiveMaximum', 'maxLength', 'maxItems', 'maxProperties', 'multipleOf', 'pattern', 'format', 'properties', 'required', 'additionalProperties', 'prefixItems', 'items', 'additionalItems', 'uniqueItems', 'propertyNames']);
+const MERGED = new Set(['type', 'enum', 'const', 'minimum', 'exclusiveMinimum', 'minLength', 'minItems', 'minProperties', 'maximum', 'exclusiveMaximum', 'maxLength', 'maxItems', 'maxProperties', 'multipleOf', 'pattern', 'format', 'properties', 'required', 'additionalProperties', 'prefixItems', 'items', 'additionalItems', 'uniqueItems', 'propertyNames', 'patternProperties']);
 /** Most `$ref`s and nested `allOf`s read while flattening one allOf (a schema whose allOf leads back to itself). */
 const MAX_PARTS = 64;
 
@@ -180,7 +180,7 @@ export function mergeAllOf(parts: readonly unknown[], path: string, resolve: (re
     if (Number.isNaN(lcm)) throw new SchemaError(path, 'multipleOf', '"multipleOf" must be a positive number');
     merged.multipleOf = lcm;
   }
-  for (const key of ['pattern', 'format']) {
+  for (const key of ['pattern', 'format', 'patternProperties']) {
     const v = alike(flat, key, path);
     if (v !== undefined) merged[key] = v;
   }

@@ -72,6 +72,27 @@ export type SchemaNode =
    */
   | { k: 'alt'; alts: number[]; exclusive?: boolean };
 
+/**
+ * patternProperties of one pattern, on an object of free keys (as pydantic writes a dict whose keys
+ * have a pattern): its keys written as the pattern's matches (whole, as every pattern is written),
+ * each value of its schema, so written as propertyNames and additionalProperties. Keys other
+ * patterns or additionalProperties would take are never written: documents of the schema, all the
+ * same. Several patterns, or one beside named properties, an additionalProperties schema or
+ * propertyNames, are refused.
+ */
+function patternsAsNames(s: Record<string, unknown>, path: string): Record<string, unknown> {
+  const { patternProperties, ...rest } = s;
+  if (!isPlainObject(patternProperties)) throw new SchemaError(path, 'patternProperties', '"patternProperties" must be an object');
+  const entries = Object.entries(patternProperties);
+  if (entries.length === 0) return rest;
+  const named = isPlainObject(s.properties) && Object.keys(s.properties).length > 0;
+  if (entries.length > 1 || named || isPlainObject(s.additionalProperties) || s.propertyNames !== undefined) {
+    throw new SchemaError(path, 'patternProperties', 'patternProperties is supported as one pattern on an object of free keys (no properties named, no additionalProperties schema, no propertyNames)');
+  }
+  const [[pattern, value]] = entries;
+  return { ...rest, propertyNames: { pattern }, additionalProperties: value };
+}
+
 export interface CompiledSchema {
   /** A process-wide number: masks of guides of the same schema are shared. */
   readonly id: number;
@@ -83,7 +104,7 @@ export interface CompiledSchema {
   readonly keyNode: number;
 }
 
-const KEYWORDS = new Set([...ANNOTATIONS, 'type', 'enum', 'const', 'properties', 'required', 'additionalProperties', 'propertyNames', 'items', 'prefixItems', 'additionalItems', 'minItems', 'maxItems', 'uniqueItems', 'minLength', 'maxLength', 'pattern', 'format', 'minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum', 'minProperties', 'maxProperties', 'multipleOf', 'anyOf', 'oneOf', 'allOf', '$ref']);
+const KEYWORDS = new Set([...ANNOTATIONS, 'type', 'enum', 'const', 'properties', 'required', 'additionalProperties', 'propertyNames', 'patternProperties', 'items', 'prefixItems', 'additionalItems', 'minItems', 'maxItems', 'uniqueItems', 'minLength', 'maxLength', 'pattern', 'format', 'minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum', 'minProperties', 'maxProperties', 'multipleOf', 'anyOf', 'oneOf', 'allOf', '$ref']);
 
 const OCTET = '(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])';
 const FULL_TIME = '([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,6})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])';
@@ -125,7 +146,7 @@ export const FORMATS: Record<string, string> = {
 const TYPES = ['object', 'array', 'string', 'number', 'integer', 'boolean', 'null'] as const;
 /** The keywords that apply to one type only. */
 const TYPE_KEYWORDS: Record<string, readonly string[]> = {
-  object: ['properties', 'required', 'additionalProperties', 'minProperties', 'maxProperties', 'propertyNames'],
+  object: ['properties', 'required', 'additionalProperties', 'minProperties', 'maxProperties', 'propertyNames', 'patternProperties'],
   array: ['items', 'prefixItems', 'additionalItems', 'minItems', 'maxItems', 'uniqueItems'],
   string: ['minLength', 'maxLength', 'pattern', 'format'],
   number: ['minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum', 'multipleOf'],
@@ -374,6 +395,7 @@ class Compiler {
   }
 
   private object(s: Record<string, unknown>, path: string): number {
+    if (s.patternProperties !== undefined) return this.object(patternsAsNames(s, path), path);
     const minProps = count(s, 'minProperties', path) ?? 0;
     const maxProps = count(s, 'maxProperties', path) ?? Infinity;
     if (minProps > maxProps) throw new SchemaError(path, 'minProperties', `minProperties ${minProps} exceeds maxProperties ${maxProps}`);

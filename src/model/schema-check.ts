@@ -133,9 +133,17 @@ export class SchemaChecker {
     if (Array.isArray(s.required) && !s.required.every((k) => typeof k === 'string' && Object.hasOwn(v, k))) return false;
     if (s.propertyNames !== undefined && !keys.every((k) => this.fits(k, s.propertyNames, `${path}/propertyNames`, depth + 1))) return false;
     const props = isPlainObject(s.properties) ? s.properties : {};
+    const patterns = isPlainObject(s.patternProperties) ? Object.entries(s.patternProperties) : [];
     return keys.every((k) => {
-      if (Object.hasOwn(props, k)) return this.fits(v[k], props[k], `${path}/properties/${k}`, depth + 1);
-      return s.additionalProperties === undefined || this.fits(v[k], s.additionalProperties, `${path}/additionalProperties`, depth + 1);
+      // A key named by properties, or matched (searched, as JSON Schema has it) by patternProperties, is valid under each schema so naming it; any other under additionalProperties.
+      let named = Object.hasOwn(props, k);
+      if (named && !this.fits(v[k], props[k], `${path}/properties/${k}`, depth + 1)) return false;
+      for (const [p, sub] of patterns) {
+        if (!new RegExp(p, 'u').test(k)) continue;
+        named = true;
+        if (!this.fits(v[k], sub, `${path}/patternProperties`, depth + 1)) return false;
+      }
+      return named || s.additionalProperties === undefined || this.fits(v[k], s.additionalProperties, `${path}/additionalProperties`, depth + 1);
     });
   }
 }

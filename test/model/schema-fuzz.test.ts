@@ -33,7 +33,8 @@ function randomSchema(rng: Rng, depth: number): unknown {
       const names = Object.keys(properties);
       const s: Record<string, unknown> = { type: 'object', properties, required: names.filter(() => chance(0.5)) };
       if (names.length === 0 && chance(0.5)) s.additionalProperties = chance(0.5) ? false : sub();
-      if (chance(0.25)) s.propertyNames = pick([{ pattern: '[a-c]+' }, { maxLength: 2 }, { minLength: 2, pattern: '[a-z ]*' }, { enum: ['a', 'ca', 'x y', 'q'] }, { format: 'date' }]);
+      if (names.length === 0 && s.additionalProperties === undefined && chance(0.15)) s.patternProperties = { [pick(['[a-c]+', 'x.?'])]: sub() };
+      else if (chance(0.25)) s.propertyNames = pick([{ pattern: '[a-c]+' }, { maxLength: 2 }, { minLength: 2, pattern: '[a-z ]*' }, { enum: ['a', 'ca', 'x y', 'q'] }, { format: 'date' }]);
       if (chance(0.2)) s.maxProperties = int((s.required as string[]).length, 3);
       if (chance(0.2)) s.minProperties = int(0, 2);
       return s;

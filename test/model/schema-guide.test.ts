@@ -634,7 +634,7 @@ describe('SchemaGuide of a JSON schema (structured outputs)', () => {
     expect(refusal(obj({ a: { type: 'string', nullable: 'yes' } }))).toEqual(['/properties/a', 'nullable']);
   });
 
-  it('propertyNames: free keys follow its pattern and lengths, names it lists become properties, and named properties it refuses are never written', () => {
+  it('propertyNames: free keys follow its pattern and lengths, names it lists become properties, and named properties it refuses are never written; patternProperties of one pattern likewise', () => {
     const takes = (schema: unknown, text: string) => walkIn(schema, text).done;
     const pattern = { type: 'object', propertyNames: { pattern: '[a-c]{1,3}' }, additionalProperties: { type: 'integer' } };
     expect(['{"ab": 1}', '{"abcd": 1}', '{"A": 1}', '{"a": 1, "b": 2}', '{"a": 1, "a": 2}', '{}', '{"": 1}'].map((t) => takes(pattern, t))).toEqual([true, false, false, true, false, true, false]);
@@ -659,6 +659,12 @@ describe('SchemaGuide of a JSON schema (structured outputs)', () => {
     // In allOf, every part's propertyNames holds.
     const both = { type: 'object', allOf: [{ propertyNames: { maxLength: 2 } }, { propertyNames: { pattern: 'a.*' }, additionalProperties: { type: 'null' } }] };
     expect(['{"ab": null}', '{"abc": null}', '{"b": null}'].map((t) => takes(both, t))).toEqual([true, false, false]);
+    // patternProperties of one pattern on free keys (as pydantic writes a dict of patterned keys): its matches, each value of its schema.
+    const dict = { type: 'object', patternProperties: { '^x-[a-z]+$': { type: 'integer' } }, additionalProperties: false };
+    expect(['{"x-ab": 1}', '{"x-ab": "s"}', '{"y": 1}', '{}'].map((t) => takes(dict, t))).toEqual([true, false, false, true]);
+    expect(refusal({ type: 'object', patternProperties: { a: true, b: true } })).toEqual(['', 'patternProperties']);
+    expect(refusal({ type: 'object', properties: { q: true }, patternProperties: { a: true } })).toEqual(['', 'patternProperties']);
+    expect(refusal({ allOf: [{ type: 'object', patternProperties: { a: true } }, { patternProperties: { b: true } }] })).toEqual(['', 'allOf']);
     expect(refusal({ type: 'object', propertyNames: false })).toEqual(['', 'propertyNames']);
     expect(refusal({ type: 'object', propertyNames: { type: 'integer' } })).toEqual(['/propertyNames', 'type']);
     expect(refusal({ type: 'object', properties: { A: true }, required: ['A'], propertyNames: { pattern: '[a-z]+' } })).toEqual(['', 'propertyNames']);
