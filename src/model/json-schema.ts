@@ -154,6 +154,8 @@ const TYPE_KEYWORDS: Record<string, readonly string[]> = {
 /** Most nodes a schema may compile to, and most enum and const values in all (OpenAI's bound): a mask's work grows with both. */
 export const MAX_SCHEMA_NODES = 2000;
 export const MAX_ENUM_VALUES = 1000;
+/** Most integers between two bounds that unique items are listed as (uniqueItems). */
+export const MAX_UNIQUE_RANGE = 1000;
 /** Most allOf merges one inside another (a property named by several parts is itself merged). */
 const MAX_MERGE_DEPTH = 32;
 /** Most alternatives of one anyOf that may start alike (each is followed in a state of its own until the reply tells them apart). */
@@ -331,14 +333,37 @@ class Compiler {
     const node: SchemaNode = { k: 'arr', prefix: [], items: null, min, max };
     const id = this.add(node);
     node.prefix = tuple.slice(0, max).map((item, i) => this.compile(item, `${path}/${tupleKey}/${i}`));
-    if (rest !== false && max > tuple.length) node.items = rest === undefined || rest === true ? this.any() : this.compile(rest, `${path}/${restKey}`);
+    if (rest !== false && max > tuple.length) {
+      // Unique integers within two bounds are listed, so that none is written twice (as pydantic writes a set of bounded ints).
+      const items = s.uniqueItems === true && tuple.length === 0 ? (this.boundedIntegers(rest, path) ?? rest) : rest;
+      node.items = items === undefined || items === true ? this.any() : this.compile(items, `${path}/${restKey}`);
+    }
     if (s.uniqueItems !== undefined && typeof s.uniqueItems !== 'boolean') throw new SchemaError(path, 'uniqueItems', '"uniqueItems" must be a boolean');
     if (s.uniqueItems === true && node.max > 0) this.unique(node, path);
     return id;
   }
 
   /**
-   * uniqueItems: items of listed values (enum, const, boolean, null), each written at most once, so at
+   * An integer schema within two bounds (a $ref to one too) as the list of its values, where there are
+   * at most MAX_UNIQUE_RANGE integers between the bounds; null for any other schema.
+   */
+  private boundedIntegers(items: unknown, path: string): Record<string, unknown> | null {
+    const s = isPlainObject(items) && typeof items.$ref === 'string' ? this.target(items.$ref, path) : items;
+    if (!isPlainObject(s) || s.type !== 'integer' || s.enum !== undefined || s.const !== undefined) return null;
+    const bound = (inclusive: unknown, exclusive: unknown, pick: (a: number, b: number) => number): number | null => {
+      const xs = [inclusive, exclusive].filter((x): x is number => typeof x === 'number' && Number.isFinite(x));
+      return xs.length === 0 ? null : xs.reduce(pick);
+    };
+    const lo = bound(s.minimum, s.exclusiveMinimum, Math.max);
+    const hi = bound(s.maximum, s.exclusiveMaximum, Math.min);
+    if (lo === null || hi === null || Math.floor(hi) - Math.ceil(lo) + 1 > Math.min(MAX_UNIQUE_RANGE, MAX_ENUM_VALUES - this.literals)) return null;
+    const values: number[] = [];
+    for (let v = Math.ceil(lo); v <= Math.floor(hi); v++) if (this.checker.fits(v, s, path)) values.push(v);
+    return values.length > 0 ? { enum: values } : null;
+  }
+
+  /**
+   * uniqueItems: items of listed values (enum, const, boolean, null, integers within two bounds), each written at most once, so at
    * most as many items as values; or strings of no pattern and no maxLength (a string written already
    * can always go on, so refusing its closing quote is no dead end).
    */
@@ -349,7 +374,7 @@ class Compiler {
       node.unique = 'strings';
       return;
     }
-    if (items?.k !== 'lit') throw new SchemaError(path, 'uniqueItems', '"uniqueItems" is supported for items of listed values (enum, const, boolean, null) and for strings without a pattern or maxLength only');
+    if (items?.k !== 'lit') throw new SchemaError(path, 'uniqueItems', '"uniqueItems" is supported for items of listed values (enum, const, boolean, null, integers within two bounds at most 1000 apart) and for strings without a pattern or maxLength only');
     node.unique = 'values';
     node.max = Math.min(node.max, items.values.length);
     if (node.min > node.max) throw new SchemaError(path, 'minItems', `minItems ${node.min} exceeds the ${items.values.length} distinct values the items may have`);

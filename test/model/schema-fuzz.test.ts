@@ -45,7 +45,7 @@ function randomSchema(rng: Rng, depth: number): unknown {
       else s.items = sub();
       if (chance(0.4)) s.minItems = int(0, 2);
       if (chance(0.4)) s.maxItems = int((s.minItems as number | undefined) ?? 0, 3);
-      if (chance(0.2)) Object.assign(s, { prefixItems: undefined, items: chance(0.5) ? { enum: [1, 12, 'a', true, null].slice(0, int(1, 5)) } : { type: 'string' }, uniqueItems: true });
+      if (chance(0.2)) Object.assign(s, { prefixItems: undefined, items: pick([{ enum: [1, 12, 'a', true, null].slice(0, int(1, 5)) }, { type: 'string' }, { type: 'integer', minimum: -1, maximum: int(0, 12) }]), uniqueItems: true });
       return s;
     }
     case 'string': {

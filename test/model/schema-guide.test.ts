@@ -683,6 +683,12 @@ describe('SchemaGuide of a JSON schema (structured outputs)', () => {
     }
     expect(Math.max(...lengths)).toBe(6);
     expect(walkIn(tags, '{"tags": ["red", 1, 12, true, "blue", "green"]}').done).toBe(true);
+    // Integers within two bounds (through a $ref too) are listed: none twice, at most as many as there are.
+    const ints = { type: 'object', properties: { s: { type: 'array', items: { $ref: '#/$defs/small' }, uniqueItems: true } }, required: ['s'], $defs: { small: { type: 'integer', minimum: 1, exclusiveMaximum: 4 } } };
+    expect(['{"s": [3, 1, 2]}', '{"s": [1, 1]}', '{"s": [4]}', '{"s": [1, 2, 3, 1]}'].map((t) => walkIn(ints, t).done)).toEqual([true, false, false, false]);
+    expect(refusal({ type: 'array', items: { type: 'integer', minimum: 1, maximum: 3 }, uniqueItems: true, minItems: 4 })).toEqual(['', 'minItems']);
+    expect(refusal({ type: 'array', items: { type: 'integer', minimum: 1 }, uniqueItems: true })).toEqual(['', 'uniqueItems']);
+    expect(refusal({ type: 'array', items: { type: 'integer', minimum: 0, maximum: 1000 }, uniqueItems: true })).toEqual(['', 'uniqueItems']);
     // A value written already is refused where it would be written again: "red" at its first byte past the quote, 1 at the byte that would end it.
     expect(walkIn(tags, '{"tags": ["red", "red"]}')).toMatchObject({ done: false, accepted: 18 });
     expect(walkIn(tags, '{"tags": [1, 12, 1]}')).toMatchObject({ done: false, accepted: 17 });
