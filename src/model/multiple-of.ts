@@ -3,7 +3,8 @@
  * (0.01 is one hundredth, not the double nearest it) as K / 10^e, and a number x is a multiple when
  * x * 10^e is an integer that K divides. A reply's number is followed digit by digit: the remainder
  * mod K of its digits so far, and how many fraction digits it has; a digit is refused when the places
- * left could no longer make a multiple, so a guide never walks into a number that cannot end. Within
+ * left (integer digits within a cap, and the fraction's) could no longer make a multiple, so a guide
+ * never walks into a number that cannot end. Within
  * two bounds the multiples are few and are listed instead (multiplesWithin).
  */
 import { decimalOf } from './number-pattern.js';
@@ -41,12 +42,34 @@ function completable(m: Multiple, r: number, places: number): boolean {
   return need < 10 ** places;
 }
 
+/** Where a number may still go on: integer digits it may still have, and whether it may have a fraction. */
+export interface Room {
+  integerPlaces: number;
+  fractions: boolean;
+}
+
+/**
+ * Whether an integer part whose digits so far leave remainder r can still end as a multiple: with up
+ * to `room.integerPlaces` more integer digits and, if it may, up to e fraction digits (more places
+ * only ever add ways, so the most are tried). An integer's scaled value is I * 10^e, a multiple when
+ * I is one of k / gcd(k, 10^e).
+ */
+function reachable(m: Multiple, r: number, room: Room): boolean {
+  if (room.fractions) return completable(m, r, room.integerPlaces + m.e);
+  let unit = 1;
+  for (let i = 0; i < m.e; i++) unit *= 10;
+  const k = m.k / gcdOf(m.k, unit);
+  return completable({ k, e: 0 }, r % k, room.integerPlaces);
+}
+
+const gcdOf = (a: number, b: number): number => (b === 0 ? a : gcdOf(b, a % b));
+
 /**
  * A number's next byte, for its multiple: the remainder (state.r) and fraction digits written (state.f,
  * -1 in the integer part) updated; false where no multiple goes on this way (an exponent, a digit the
- * places left cannot make up for).
+ * places left cannot make up for: with `room`, the integer digits left after it too).
  */
-export function stepMultiple(m: Multiple, state: { r: number; f: number }, b: number): boolean {
+export function stepMultiple(m: Multiple, state: { r: number; f: number }, b: number, room?: Room): boolean {
   if (b === 0x2d) return true; // the sign
   if (b === 0x2e) {
     state.f = 0;
@@ -56,7 +79,7 @@ export function stepMultiple(m: Multiple, state: { r: number; f: number }, b: nu
   const d = b - 0x30;
   if (state.f < 0) {
     state.r = (state.r * 10 + d) % m.k;
-    return true;
+    return room === undefined || reachable(m, state.r, room);
   }
   // Past e places a digit adds nothing a multiple could use: zeros only.
   if (state.f >= m.e) return d === 0;

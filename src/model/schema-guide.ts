@@ -73,7 +73,8 @@ const N_EXP = 7; // exponent digits (may end)
  * A number with neither bounds nor multipleOf (JSON mode's, a plain "number" or "integer") has at
  * most 15 integer digits and 2 exponent digits (the frame counts them in `b`), so that it parses to
  * the same finite double (JSON.parse of 1e999 is Infinity, of 20 digits a rounded value). Every
- * digit count may end there, so the cap is no dead end.
+ * digit count may end there, so the cap is no dead end. A multiple (one bound or none) has at most
+ * 15 integer digits too, each taken only where a multiple can still end within them.
  */
 export const MAX_INTEGER_DIGITS = 15;
 export const MAX_EXPONENT_DIGITS = 2;
@@ -198,14 +199,14 @@ function begin(c: CompiledSchema, s: State, id: number, b: number): boolean {
         // Bounded: the pattern of the numbers within the bounds decides every byte.
         const states = stepRegex(node.regex, node.regex.start, b);
         if (states.length === 0) return false;
-        f = { n: id, p: 0, a: -1, b: 0, c: states, m: 0 };
+        f = { n: id, p: 0, a: -1, b: isDigit(b) ? 1 : 0, c: states, m: 0 };
       } else {
         const p = b === 0x2d ? N_SIGN : b === 0x30 ? N_ZERO : isDigit(b) ? N_INT : -1;
         if (p < 0) return false;
         f = { n: id, p, a: -1, b: isDigit(b) ? 1 : 0, c: NONE, m: 0 };
       }
       // A multiple: its first digit counts (a sign does not).
-      if (node.multiple && !multipleStep(node.multiple, f, b)) return false;
+      if (node.multiple && !multipleStep(node, f, b)) return false;
       s.frames.push(f);
       return true;
     }
@@ -409,22 +410,30 @@ function stepString(c: CompiledSchema, f: Frame, b: number): number {
   return node.regex && counted && !withinLength(node, f) ? FAIL : OK;
 }
 
-/** A number's byte for its multiple (multiple-of.ts): the frame keeps the remainder in m and the fraction digits written in a (-1: none yet, in the integer part). */
-function multipleStep(multiple: NonNullable<Extract<SchemaNode, { k: 'num' }>['multiple']>, f: Frame, b: number): boolean {
+/**
+ * A number's byte for its multiple (multiple-of.ts): the frame keeps the remainder in m, the fraction
+ * digits written in a (-1: none yet, in the integer part) and the integer digits in b, at most
+ * MAX_INTEGER_DIGITS, so that a digit is taken only where a multiple can still end within them.
+ */
+function multipleStep(node: Extract<SchemaNode, { k: 'num' }>, f: Frame, b: number): boolean {
   const state = { r: f.m, f: f.a };
-  const ok = stepMultiple(multiple, state, b);
+  const ok = stepMultiple(node.multiple!, state, b, { integerPlaces: MAX_INTEGER_DIGITS - f.b, fractions: !node.integer });
   f.m = state.r;
   f.a = state.f;
   return ok;
 }
 
 function stepNumber(c: CompiledSchema, f: Frame, b: number): number {
-  const { multiple } = c.nodes[f.n] as Extract<SchemaNode, { k: 'num' }>;
+  const node = c.nodes[f.n] as Extract<SchemaNode, { k: 'num' }>;
+  const { multiple } = node;
   const r = stepNumberText(c, f, b);
   if (!multiple) return r;
   // The number ends (the byte is its container's) only as a multiple; a byte of it must leave one possible.
   if (r === PASS) return endsMultiple(multiple, { r: f.m, f: f.a }) ? PASS : FAIL;
-  return r === OK && !multipleStep(multiple, f, b) ? FAIL : r;
+  if (r !== OK) return r;
+  // Integer digits through a bounds pattern are counted here (without one, stepNumberText counts them).
+  if (node.regex && isDigit(b) && f.a < 0 && ++f.b > MAX_INTEGER_DIGITS) return FAIL;
+  return multipleStep(node, f, b) ? OK : FAIL;
 }
 
 /** A number's byte as JSON (or its bounds' pattern) writes it. */
@@ -462,7 +471,7 @@ function stepNumberText(c: CompiledSchema, f: Frame, b: number): number {
     default: {
       // N_ZERO, N_INT, N_FRAC, N_EXP: the number may end here.
       if (isDigit(b) && f.p !== N_ZERO) {
-        if (f.p === N_FRAC || multiple) return OK;
+        if (f.p === N_FRAC) return OK;
         if (f.b >= (f.p === N_INT ? MAX_INTEGER_DIGITS : MAX_EXPONENT_DIGITS)) return FAIL;
         f.b++;
         return OK;

@@ -127,8 +127,6 @@ describe('random schemas', () => {
         }
         if (!g.done) continue;
         const text = new TextDecoder().decode(Uint8Array.from(out));
-        // A multiple with no bound is followed digit by digit, uncapped: past 15 digits a double no longer holds it exactly.
-        if (/[0-9]{16}/.test(text)) continue;
         expect(checker.fits(JSON.parse(text), root, ''), `seed ${seed}: ${text} under ${JSON.stringify(root)}`).toBe(true);
         checked++;
       }
@@ -174,7 +172,6 @@ describe('random schemas', () => {
           expect(openers.some((o) => solid.startsWith(o)), `seed ${seed}: ${JSON.stringify(text)}`).toBe(false);
           counts.texts++;
         } else if (g.done) {
-          if (/[0-9]{16}/.test(text)) continue;
           expect(checker.fits(JSON.parse(text), root, ''), `seed ${seed}: ${text} under ${JSON.stringify(root)}`).toBe(true);
           counts.documents++;
         }

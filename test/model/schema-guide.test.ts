@@ -138,8 +138,22 @@ describe('SchemaGuide of any JSON object (JSON mode)', () => {
     expect(walk(`{"a":${digits}9}`)).toEqual({ accepted: 5 + MAX_INTEGER_DIGITS, done: false });
     expect(walk(`{"a":-${digits}9}`)).toEqual({ accepted: 6 + MAX_INTEGER_DIGITS, done: false });
     expect(walk('{"a":1e999}')).toEqual({ accepted: 5 + 1 + 1 + MAX_EXPONENT_DIGITS, done: false });
-    // A multiple is followed digit by digit, uncapped (a cap could leave no multiple to end on); bounds write their own range.
-    expect(walkIn({ type: 'object', properties: { a: { type: 'integer', multipleOf: 7 } } }, `{"a":${'7'.repeat(21)}}`).done).toBe(true);
+    // A multiple is capped alike, with or without a bound, and a digit is taken only where a multiple can still end within the cap.
+    for (const a of [{ type: 'integer', multipleOf: 7 }, { type: 'integer', multipleOf: 7, minimum: -20 }, { type: 'number', multipleOf: 0.7 }]) {
+      const seven = { type: 'object', properties: { a } };
+      expect(walkIn(seven, `{"a":${'7'.repeat(MAX_INTEGER_DIGITS)}}`).done, JSON.stringify(a)).toBe(true);
+      expect(walkIn(seven, `{"a":${'7'.repeat(MAX_INTEGER_DIGITS + 1)}}`).done, JSON.stringify(a)).toBe(false);
+    }
+    const last = new SchemaGuide(compileJsonSchema({ type: 'object', properties: { a: { type: 'integer', multipleOf: 7 } } }), vocab);
+    const head = `1${'0'.repeat(MAX_INTEGER_DIGITS - 2)}`;
+    for (const b of enc(`{"a":${head}`)) last.advance(b);
+    // The last digit: only those that make a multiple (exact, by BigInt), and no ending before it (10^13 is none).
+    expect([...'0123456789'].filter((d) => last.accepts(enc(d)))).toEqual([...'0123456789'].filter((d) => BigInt(head + d) % 7n === 0n));
+    expect(last.accepts(enc('}'))).toBe(false);
+    // A fraction is still there to end on where the multiple has places (0.7: one).
+    const frac = new SchemaGuide(compileJsonSchema({ type: 'object', properties: { a: { type: 'number', multipleOf: 0.7 } } }), vocab);
+    for (const b of enc(`{"a":${head}`)) frac.advance(b);
+    expect([...'0123456789'].filter((d) => frac.accepts(enc(d))).length).toBe(10);
   });
 
   it('masks the vocabulary: a token is allowed exactly when all its bytes continue the document', () => {
