@@ -349,7 +349,7 @@ class Compiler {
    */
   private boundedIntegers(items: unknown, path: string): Record<string, unknown> | null {
     const s = isPlainObject(items) && typeof items.$ref === 'string' ? this.target(items.$ref, path) : items;
-    if (!isPlainObject(s) || s.type !== 'integer' || s.enum !== undefined || s.const !== undefined) return null;
+    if (!isPlainObject(s) || s.type !== 'integer' || s.enum !== undefined || s.const !== undefined || s.nullable !== undefined) return null;
     const bound = (inclusive: unknown, exclusive: unknown, pick: (a: number, b: number) => number): number | null => {
       const xs = [inclusive, exclusive].filter((x): x is number => typeof x === 'number' && Number.isFinite(x));
       return xs.length === 0 ? null : xs.reduce(pick);

@@ -127,6 +127,13 @@ export class SchemaChecker {
   }
 
   private object(v: Record<string, unknown>, s: Record<string, unknown>, path: string, depth: number): boolean {
+    const searchPattern = (source: string, text: string, at: string): boolean => {
+      try {
+        return new RegExp(source, 'u').test(text);
+      } catch (e) {
+        throw new SchemaError(at, 'patternProperties', `patternProperties ${JSON.stringify(source.slice(0, 200))}: ${(e as Error).message}`);
+      }
+    };
     const keys = Object.keys(v);
     if (typeof s.minProperties === 'number' && keys.length < s.minProperties) return false;
     if (typeof s.maxProperties === 'number' && keys.length > s.maxProperties) return false;
@@ -139,7 +146,7 @@ export class SchemaChecker {
       let named = Object.hasOwn(props, k);
       if (named && !this.fits(v[k], props[k], `${path}/properties/${k}`, depth + 1)) return false;
       for (const [p, sub] of patterns) {
-        if (!new RegExp(p, 'u').test(k)) continue;
+        if (!searchPattern(p, k, `${path}/patternProperties`)) continue;
         named = true;
         if (!this.fits(v[k], sub, `${path}/patternProperties`, depth + 1)) return false;
       }
