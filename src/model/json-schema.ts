@@ -419,8 +419,12 @@ class Compiler {
     return this.add({ k: 'lit', values: values.map((v) => enc.encode(v)) });
   }
 
-  private object(s: Record<string, unknown>, path: string): number {
-    if (s.patternProperties !== undefined) return this.object(patternsAsNames(s, path), path);
+  /** An object; `keysAt`: where its propertyNames came from, for errors (patternProperties' pattern). */
+  private object(s: Record<string, unknown>, path: string, keysAt = `${path}/propertyNames`): number {
+    if (s.patternProperties !== undefined) {
+      const pattern = isPlainObject(s.patternProperties) ? Object.keys(s.patternProperties)[0] : undefined;
+      return this.object(patternsAsNames(s, path), path, pattern === undefined ? keysAt : `${path}/patternProperties/${escapePointer(pattern)}`);
+    }
     const minProps = count(s, 'minProperties', path) ?? 0;
     const maxProps = count(s, 'maxProperties', path) ?? Infinity;
     if (minProps > maxProps) throw new SchemaError(path, 'minProperties', `minProperties ${minProps} exceeds maxProperties ${maxProps}`);
@@ -453,7 +457,7 @@ class Compiler {
       if (additional === false && minProps > 0) throw new SchemaError(path, 'minProperties', `minProperties ${minProps} with no property allowed (none named, additionalProperties false)`);
       if (additional !== false) {
         node.values = isPlainObject(additional) ? this.compile(additional, `${path}/additionalProperties`) : this.any();
-        if (keySchema) node.keys = this.keyNodeOf(keySchema, path);
+        if (keySchema) node.keys = this.keyNodeOf(keySchema, keysAt);
       }
       return id;
     }
@@ -483,8 +487,7 @@ class Compiler {
   }
 
   /** The string node free keys are written by: propertyNames' pattern, format and lengths (nothing else a string node cannot hold). */
-  private keyNodeOf(keySchema: Record<string, unknown>, path: string): number {
-    const at = `${path}/propertyNames`;
+  private keyNodeOf(keySchema: Record<string, unknown>, at: string): number {
     if (keySchema.type !== undefined && keySchema.type !== 'string') throw new SchemaError(at, 'type', 'property names are strings: propertyNames may only be of type string');
     const union = keySchema.anyOf !== undefined || keySchema.oneOf !== undefined || keySchema.$ref !== undefined;
     const id = this.compile(union ? keySchema : { ...keySchema, type: 'string' }, at);

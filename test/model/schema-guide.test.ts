@@ -677,6 +677,7 @@ describe('SchemaGuide of a JSON schema (structured outputs)', () => {
     const dict = { type: 'object', patternProperties: { '^x-[a-z]+$': { type: 'integer' } }, additionalProperties: false };
     expect(['{"x-ab": 1}', '{"x-ab": "s"}', '{"y": 1}', '{}'].map((t) => takes(dict, t))).toEqual([true, false, false, true]);
     expect(refusal({ type: 'object', patternProperties: { a: true, b: true } })).toEqual(['', 'patternProperties']);
+    expect(refusal({ type: 'object', patternProperties: { '(': true } })).toEqual(['/patternProperties/(', 'pattern']);
     expect(refusal({ type: 'object', properties: { q: true }, patternProperties: { a: true } })).toEqual(['', 'patternProperties']);
     expect(refusal({ allOf: [{ type: 'object', patternProperties: { a: true } }, { patternProperties: { b: true } }] })).toEqual(['', 'allOf']);
     expect(refusal({ type: 'object', propertyNames: false })).toEqual(['', 'propertyNames']);
