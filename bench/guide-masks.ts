@@ -10,7 +10,9 @@
  * token run), with the ratio. Then what a later visit costs (`allowed()` with the mask
  * cached: the state's key, the lookup and, in an object with free keys, the vocabulary's tokens with
  * a quote run again against the keys written; with two states of a union, both masks joined), in
- * microseconds.
+ * microseconds. Last, what tool_choice auto's guide (text-or-json-guide.ts) costs a reply before it
+ * decides: its undecided mask, built once per set of tools (each rep a new set, so a cold build),
+ * beside the first mask of the calls' own schema guide, and a later visit.
  *
  *   npx tsx bench/guide-masks.ts [--reps 7] [--masks 100]
  *
@@ -23,6 +25,7 @@ import { guideVocabulary } from '../src/model/guide.js';
 import { compileJsonSchema } from '../src/model/json-schema.js';
 import { maskOf } from '../src/model/mask-cache.js';
 import { SchemaGuide } from '../src/model/schema-guide.js';
+import { TextOrJsonGuide } from '../src/model/text-or-json-guide.js';
 import { loadTokenizer } from '../src/model/tokenizer.js';
 import { numberArg } from './args.js';
 
@@ -167,6 +170,45 @@ const boundedString = {
 };
 process.stderr.write(`a bounded string, ${STRING_CHARS} characters' first masks: ${boundedString.msServed} ms from the string tables, ${boundedString.msNaive} ms running the vocabulary (${boundedString.speedup}x)\n`);
 
+// tool_choice auto: two tools' calls (one, or an array of them), each rep a schema of its own (a
+// description carries the rep), so that its masks are built cold.
+const calls = (rep: number) => {
+  const call = {
+    type: 'object',
+    properties: {
+      get_weather: { type: 'object', description: `rep ${rep}`, properties: { city: { type: 'string' }, unit: { enum: ['c', 'f'] } }, required: ['city'] },
+      get_time: { type: 'object', properties: {}, additionalProperties: false },
+    },
+    minProperties: 1,
+    maxProperties: 1,
+    additionalProperties: false,
+  };
+  return compileJsonSchema({ $defs: { call }, anyOf: [{ $ref: '#/$defs/call' }, { type: 'array', items: { $ref: '#/$defs/call' }, minItems: 1, maxItems: 16 }] });
+};
+const undecided: number[] = [];
+const callsFirst: number[] = [];
+const undecidedVisit: number[] = [];
+for (let r = 0; r < REPS; r++) {
+  const schema = calls(r);
+  let t0 = performance.now();
+  const g = new TextOrJsonGuide(schema, vocab, ['{', '[{']);
+  g.allowed();
+  undecided.push(performance.now() - t0);
+  t0 = performance.now();
+  new SchemaGuide(schema, vocab).allowed();
+  callsFirst.push(performance.now() - t0);
+  t0 = performance.now();
+  for (let i = 0; i < MASKS * 100; i++) new TextOrJsonGuide(schema, vocab, ['{', '[{']).allowed();
+  undecidedVisit.push(((performance.now() - t0) / (MASKS * 100)) * 1000);
+}
+const autoTools = {
+  msUndecidedFirst: Number(median(undecided).toFixed(2)),
+  msCallsFirst: Number(median(callsFirst).toFixed(2)),
+  ratio: Number((median(undecided) / median(callsFirst)).toFixed(2)),
+  usUndecidedVisit: Number(median(undecidedVisit).toFixed(2)),
+};
+process.stderr.write(`tool_choice auto, before the reply decides: ${autoTools.msUndecidedFirst} ms the first mask of a set of tools (${autoTools.ratio}x the calls' own first mask, ${autoTools.msCallsFirst} ms), ${autoTools.usUndecidedVisit} µs a later visit\n`);
+
 const out = join(root, 'bench', 'results');
 mkdirSync(out, { recursive: true });
-writeFileSync(join(out, 'guide-masks.json'), `${JSON.stringify({ date: new Date().toISOString(), model: 'models/default', reps: REPS, masksPerRep: MASKS, results, visits, boundedString }, null, 2)}\n`);
+writeFileSync(join(out, 'guide-masks.json'), `${JSON.stringify({ date: new Date().toISOString(), model: 'models/default', reps: REPS, masksPerRep: MASKS, results, visits, boundedString, autoTools }, null, 2)}\n`);
