@@ -28,7 +28,7 @@ import { type Multiple, multipleOf, multiplesWithin } from './multiple-of.js';
 import { type Bound, MAX_BOUND, boundedNumberPattern, tighter } from './number-pattern.js';
 import { type Nfa, RegexError, compileRegex, fewestToMatch, lengthsToAccept, matchWithin, mostToAccept } from './regex.js';
 import { mergeAllOf } from './all-of.js';
-import { ANNOTATIONS, EmptySchemaError, SchemaError, isPlainObject, splitNullable } from './schema-terms.js';
+import { ANNOTATIONS, EmptySchemaError, FREE_FORMATS, INT32, SchemaError, isPlainObject, splitNullable } from './schema-terms.js';
 import { SchemaChecker } from './schema-check.js';
 
 export { SchemaError };
@@ -123,6 +123,8 @@ export const FORMATS: Record<string, string> = {
   time: FULL_TIME,
   'date-time': `${FULL_DATE}T${FULL_TIME}`,
   uuid: '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}',
+  // OpenAPI's byte: base64 (RFC 4648's alphabet, padded).
+  byte: '([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?',
   ipv4: `${OCTET}(\\.${OCTET}){3}`,
   email: `[A-Za-z0-9._%+-]{1,64}@${LABEL}(\\.${LABEL})+`,
   hostname: `${LABEL}(\\.${LABEL})*`,
@@ -306,7 +308,7 @@ class Compiler {
       }
       case 'number':
       case 'integer':
-        return this.number(s, type === 'integer', path);
+        return this.number(s.format === 'int32' ? int32Bounds(s) : s, type === 'integer', path);
       case 'boolean':
         return this.add({ k: 'lit', values: [enc.encode('true'), enc.encode('false')] });
       default:
@@ -544,8 +546,16 @@ function numberBounds(s: Record<string, unknown>, integer: boolean, path: string
   return compileRegex(pattern);
 }
 
+/** A number of OpenAPI's int32 format: its bounds tightened to a signed 32-bit integer's range. */
+function int32Bounds(s: Record<string, unknown>): Record<string, unknown> {
+  const tight = (v: unknown, bound: number, pick: (a: number, b: number) => number) => (typeof v === 'number' ? pick(v, bound) : v === undefined ? bound : v);
+  return { ...s, minimum: tight(s.minimum, INT32.min, Math.max), maximum: tight(s.maximum, INT32.max, Math.min) };
+}
+
 /** A string's pattern (ECMAScript, matched whole) or format, compiled; null for neither. */
-function stringPattern(s: Record<string, unknown>, path: string): Nfa | null {
+function stringPattern(schema: Record<string, unknown>, path: string): Nfa | null {
+  // A format that constrains no string (OpenAPI's password, binary) is none.
+  const s = typeof schema.format === 'string' && FREE_FORMATS.has(schema.format) ? { ...schema, format: undefined } : schema;
   if (s.pattern !== undefined && s.format !== undefined) throw new SchemaError(path, 'format', '"pattern" with "format" is not supported');
   const keyword = s.pattern !== undefined ? 'pattern' : s.format !== undefined ? 'format' : null;
   if (keyword === null) return null;

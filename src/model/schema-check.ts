@@ -6,7 +6,7 @@
  * schema lists its values (`enum`, `const`) beside other keywords, so that the values a reply may
  * write are those every keyword allows, not only the list.
  */
-import { SchemaError, isPlainObject } from './schema-terms.js';
+import { FREE_FORMATS, INT32, SchemaError, isPlainObject } from './schema-terms.js';
 import { decimalOf } from './number-pattern.js';
 
 /** A check past this many nested schemas is refused: a reference that leads to itself without a value to read. */
@@ -87,6 +87,7 @@ export class SchemaChecker {
     const n = (k: string) => (typeof s[k] === 'number' ? (s[k] as number) : undefined);
     const [min, max, xmin, xmax, step] = [n('minimum'), n('maximum'), n('exclusiveMinimum'), n('exclusiveMaximum'), n('multipleOf')];
     if ((min !== undefined && v < min) || (max !== undefined && v > max)) return false;
+    if (s.format === 'int32' && (v < INT32.min || v > INT32.max)) return false;
     if ((xmin !== undefined && v <= xmin) || (xmax !== undefined && v >= xmax)) return false;
     return step === undefined || isMultipleOf(v, step);
   }
@@ -103,7 +104,7 @@ export class SchemaChecker {
       }
     };
     if (typeof s.pattern === 'string' && !pattern('pattern', s.pattern, false)) return false;
-    if (typeof s.format === 'string') {
+    if (typeof s.format === 'string' && !FREE_FORMATS.has(s.format)) {
       const format = this.formats[s.format];
       if (format === undefined) throw new SchemaError(path, 'format', `format ${JSON.stringify(s.format)} is not supported`);
       if (!pattern('format', format, true)) return false;

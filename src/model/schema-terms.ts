@@ -16,6 +16,15 @@ export class SchemaError extends Error {
 /** Keywords that describe a schema without constraining its documents (OpenAPI's discriminator names a oneOf's tag: the tag's own constant values tell the alternatives apart; the content keywords describe a string's encoded content and, as JSON Schema 2020-12 has them, assert nothing). */
 export const ANNOTATIONS: ReadonlySet<string> = new Set(['title', 'description', 'default', 'examples', '$schema', '$id', '$comment', 'deprecated', 'readOnly', 'writeOnly', '$defs', 'definitions', 'discriminator', 'contentEncoding', 'contentMediaType', 'contentSchema']);
 
+/**
+ * OpenAPI's string formats that constrain no string (`password`: a hint to hide the input; `binary`:
+ * any octets, a file's): a string of such a format is any string.
+ */
+export const FREE_FORMATS: ReadonlySet<string> = new Set(['password', 'binary']);
+
+/** OpenAPI's int32: a signed 32-bit integer's range, as bounds. */
+export const INT32 = { min: -(2 ** 31), max: 2 ** 31 - 1 } as const;
+
 /** A schema no value satisfies (allOf parts with no type or value in common, or false): as an alternative of a union, it is left out. */
 export class EmptySchemaError extends SchemaError {}
 

@@ -267,7 +267,13 @@ const PERSON = {
 };
 
 /** Each format's own check, written apart from the patterns the guide writes them by. */
+const BASE64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
 const FORMAT_CHECKS: Record<string, (v: string) => boolean> = {
+  // Padded base64: groups of four of the alphabet, the last ending in at most two "=", decoding to as many bytes as its length says.
+  byte: (v) => {
+    const pad = v.endsWith('==') ? 2 : v.endsWith('=') ? 1 : 0;
+    return v.length % 4 === 0 && [...v.slice(0, v.length - pad)].every((ch) => BASE64.includes(ch)) && Buffer.from(v, 'base64').length === (v.length / 4) * 3 - pad;
+  },
   // A real calendar day: Date normalises 31 November into 1 December.
   date: (v) => /^\d{4}-\d\d-\d\d$/.test(v) && !Number.isNaN(Date.parse(v)) && new Date(`${v}T00:00:00Z`).toISOString().startsWith(v),
   time: (v) => /^\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$/.test(v) && !Number.isNaN(Date.parse(`2000-01-01T${v}`)),
@@ -764,6 +770,14 @@ describe('SchemaGuide of a JSON schema (structured outputs)', () => {
     const texts = randomWalks(() => new SchemaGuide(compileJsonSchema(free), vocab), { steps: 300, closers: [0x7d, 0x22, 0x2c], closeAfter: 80 });
     expect(texts.length).toBeGreaterThan(100);
     for (const t of texts) expect([2, 3], t).toContain(Object.keys(JSON.parse(t) as object).length);
+  });
+
+  it('OpenAPI formats: password and binary are any string, byte is base64, int32 a signed 32-bit integer', () => {
+    const takes = (schema: unknown, text: string) => walkIn(schema, text).done;
+    const s = { type: 'object', properties: { p: { type: 'string', format: 'password', maxLength: 4 }, f: { type: 'string', format: 'binary', pattern: 'x+' }, b: { type: 'string', format: 'byte' }, n: { type: 'integer', format: 'int32' }, m: { type: 'number', format: 'int32', minimum: 5 } } };
+    const texts = ['{"p": "é\\n"}', '{"p": "abcde"}', '{"f": "xx"}', '{"f": "y"}', '{"b": "QUJD"}', '{"b": "QUI="}', '{"b": "QUI"}', '{"n": 2147483647}', '{"n": 2147483648}', '{"n": -2147483648}', '{"n": -2147483649}', '{"m": 4}', '{"m": 5.5}'];
+    expect(texts.map((t) => takes(s, t))).toEqual([true, false, true, false, true, true, false, true, false, true, false, false, true]);
+    expect(['QUJD', 'QUI=', 'QQ==', '', 'QUI', 'Q===', 'QU=I'].map(FORMAT_CHECKS.byte)).toEqual([true, true, true, true, false, false, false]);
   });
 
   it('every format writes only strings its own check takes', () => {
