@@ -352,15 +352,13 @@ class Compiler {
   private boundedIntegers(items: unknown, path: string): Record<string, unknown> | null {
     const s = isPlainObject(items) && typeof items.$ref === 'string' ? this.target(items.$ref, path) : items;
     if (!isPlainObject(s) || s.type !== 'integer' || s.enum !== undefined || s.const !== undefined || s.nullable !== undefined) return null;
-    const bound = (inclusive: unknown, exclusive: unknown, pick: (a: number, b: number) => number): number | null => {
-      const xs = [inclusive, exclusive].filter((x): x is number => typeof x === 'number' && Number.isFinite(x));
-      return xs.length === 0 ? null : xs.reduce(pick);
-    };
-    const lo = bound(s.minimum, s.exclusiveMinimum, Math.max);
-    const hi = bound(s.maximum, s.exclusiveMaximum, Math.min);
-    if (lo === null || hi === null || Math.floor(hi) - Math.ceil(lo) + 1 > Math.min(MAX_UNIQUE_RANGE, MAX_ENUM_VALUES - this.literals)) return null;
+    // The tighter bound of each side (the checker then tells an exclusive one's own value out).
+    const finite = (v: unknown) => (typeof v === 'number' && Number.isFinite(v) ? v : undefined);
+    const lo = tighter(finite(s.minimum), finite(s.exclusiveMinimum), 1);
+    const hi = tighter(finite(s.maximum), finite(s.exclusiveMaximum), -1);
+    if (!lo || !hi || Math.floor(hi.v) - Math.ceil(lo.v) + 1 > Math.min(MAX_UNIQUE_RANGE, MAX_ENUM_VALUES - this.literals)) return null;
     const values: number[] = [];
-    for (let v = Math.ceil(lo); v <= Math.floor(hi); v++) if (this.checker.fits(v, s, path)) values.push(v);
+    for (let v = Math.ceil(lo.v); v <= Math.floor(hi.v); v++) if (this.checker.fits(v, s, path)) values.push(v);
     return values.length > 0 ? { enum: values } : null;
   }
 

@@ -28,7 +28,8 @@ function compareBytes(a: Uint8Array, b: Uint8Array): number {
   return a.length - b.length;
 }
 
-function beginsWith(bytes: Uint8Array, head: Uint8Array): boolean {
+/** Whether `bytes` begin with `head`. */
+export function beginsWith(bytes: ArrayLike<number>, head: ArrayLike<number>): boolean {
   if (head.length > bytes.length) return false;
   for (let i = 0; i < head.length; i++) if (bytes[i] !== head[i]) return false;
   return true;

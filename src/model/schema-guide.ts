@@ -133,7 +133,7 @@ const PASS = 3; // the frame's value was whole before this byte, which is the co
 const NONE: readonly number[] = [];
 const isDigit = (b: number) => b >= 0x30 && b <= 0x39;
 const isHex = (b: number) => isDigit(b) || (b >= 0x41 && b <= 0x46) || (b >= 0x61 && b <= 0x66);
-const isWhitespace = (b: number) => b === 0x20 || b === 0x0a || b === 0x0d || b === 0x09;
+export const isWhitespace = (b: number) => b === 0x20 || b === 0x0a || b === 0x0d || b === 0x09;
 /** The range of the first continuation byte: after most lead bytes, after E0, ED, F0 and F4. */
 const FIRST_CONTINUATION: ReadonlyArray<readonly [number, number]> = [
   [0x80, 0xbf],

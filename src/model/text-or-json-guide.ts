@@ -11,10 +11,8 @@
  */
 import type { Guide } from './guide.js';
 import type { CompiledSchema } from './json-schema.js';
-import { cachedBy } from './mask-cache.js';
-import { MAX_WHITESPACE, SchemaGuide } from './schema-guide.js';
-
-const isSpace = (b: number): boolean => b === 0x20 || b === 0x0a || b === 0x0d || b === 0x09;
+import { beginsWith, cachedBy } from './mask-cache.js';
+import { MAX_WHITESPACE, SchemaGuide, isWhitespace } from './schema-guide.js';
 
 /** What a reply's bytes so far make of it: still undecided, a document begun, or text. */
 type Reading = { kind: 'lead'; pending: number[] } | { kind: 'json'; from: number[] } | { kind: 'text' };
@@ -49,11 +47,11 @@ export class TextOrJsonGuide implements Guide {
   /** What `bytes` written next would make of the reply. */
   private read(bytes: Uint8Array): Reading {
     const pending = this.pending.slice();
-    for (const b of bytes) if (pending.length > 0 || !isSpace(b)) pending.push(b);
-    const solid = pending.filter((b) => !isSpace(b));
-    if (this.openers.some((o) => startsWith(solid, o))) return { kind: 'json', from: pending };
+    for (const b of bytes) if (pending.length > 0 || !isWhitespace(b)) pending.push(b);
+    const solid = pending.filter((b) => !isWhitespace(b));
+    if (this.openers.some((o) => beginsWith(solid, o))) return { kind: 'json', from: pending };
     // Still a proper prefix of an opener, and the schema could still take it (its white space is bounded).
-    if (this.openers.some((o) => startsWith(o, solid)) && pending.length - solid.length <= MAX_WHITESPACE) return { kind: 'lead', pending };
+    if (this.openers.some((o) => beginsWith(o, solid)) && pending.length - solid.length <= MAX_WHITESPACE) return { kind: 'lead', pending };
     return { kind: 'text' };
   }
 
@@ -88,10 +86,4 @@ export class TextOrJsonGuide implements Guide {
       this.phase = 'json';
     }
   }
-}
-
-function startsWith(bytes: ArrayLike<number>, head: ArrayLike<number>): boolean {
-  if (head.length > bytes.length) return false;
-  for (let i = 0; i < head.length; i++) if (bytes[i] !== head[i]) return false;
-  return true;
 }
