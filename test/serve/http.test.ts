@@ -387,6 +387,24 @@ describe('the real engine behind the HTTP API', () => {
   });
 });
 
+/** The one call of a completion that called quote, its arguments a text within quote's 8 characters; finish tool_calls, no content. */
+function quoteCall(r: OpenAI.ChatCompletion): OpenAI.ChatCompletionMessageFunctionToolCall {
+  expect(r.choices[0].finish_reason).toBe('tool_calls');
+  expect(r.choices[0].message.content).toBeNull();
+  const call = r.choices[0].message.tool_calls![0] as OpenAI.ChatCompletionMessageFunctionToolCall;
+  expect(call.function.name).toBe('quote');
+  const args = JSON.parse(call.function.arguments) as { text: string };
+  expect(Object.keys(args)).toEqual(['text']);
+  expect([...args.text].length).toBeLessThanOrEqual(8);
+  return call;
+}
+
+/** Two tools: zoom (a level 1-3) and quote (a text of at most 8 characters); alice's adapter favours q, bob's z. */
+const ZOOM_AND_QUOTE: OpenAI.ChatCompletionTool[] = [
+  { type: 'function', function: { name: 'zoom', parameters: { type: 'object', properties: { level: { type: 'integer', minimum: 1, maximum: 3 } }, required: ['level'] } } },
+  { type: 'function', function: { name: 'quote', parameters: { type: 'object', properties: { text: { type: 'string', maxLength: 8 } }, required: ['text'] } } },
+];
+
 describe('the official OpenAI client, unmodified, against the real server', () => {
   let openai: OpenAI;
   beforeAll(() => {
@@ -485,19 +503,10 @@ describe('the official OpenAI client, unmodified, against the real server', () =
   });
 
   it('tools with tool_choice required, a named function or allowed_tools: the reply is a call of a tool allowed, with arguments of its parameters, plain and streamed', async () => {
-    const tools: OpenAI.ChatCompletionTool[] = [
-      { type: 'function', function: { name: 'zoom', parameters: { type: 'object', properties: { level: { type: 'integer', minimum: 1, maximum: 3 } }, required: ['level'] } } },
-      { type: 'function', function: { name: 'quote', parameters: { type: 'object', properties: { text: { type: 'string', maxLength: 8 } }, required: ['text'] } } },
-    ];
+    const tools = ZOOM_AND_QUOTE;
     // alice's adapter forces 'q': of the two functions she calls quote.
     const r = await openai.chat.completions.create({ model: 'memlora', user: 'alice', messages: hello, max_tokens: 200, tools, tool_choice: 'required' });
-    expect(r.choices[0].finish_reason).toBe('tool_calls');
-    expect(r.choices[0].message.content).toBeNull();
-    const call = r.choices[0].message.tool_calls![0] as OpenAI.ChatCompletionMessageFunctionToolCall;
-    expect(call.function.name).toBe('quote');
-    const args = JSON.parse(call.function.arguments) as { text: string };
-    expect(Object.keys(args)).toEqual(['text']);
-    expect([...args.text].length).toBeLessThanOrEqual(8);
+    const call = quoteCall(r);
     // allowed_tools in mode required, zoom alone allowed: alice calls zoom, whatever her adapter prefers.
     const allowed = await openai.chat.completions.create({ model: 'memlora', user: 'alice', messages: hello, max_tokens: 200, tools, tool_choice: { type: 'allowed_tools', allowed_tools: { mode: 'required', tools: [{ type: 'function', function: { name: 'zoom' } }] } } });
     expect((allowed.choices[0].message.tool_calls![0] as OpenAI.ChatCompletionMessageFunctionToolCall).function.name).toBe('zoom');
@@ -541,10 +550,7 @@ describe('the official OpenAI client, unmodified, against the real server', () =
   });
 
   it('tools with tool_choice auto: a reply the model opens with a brace is a call of a tool, with arguments of its parameters; any other is free text; beside a JSON schema response format, a call or a document of it', async () => {
-    const tools: OpenAI.ChatCompletionTool[] = [
-      { type: 'function', function: { name: 'zoom', parameters: { type: 'object', properties: { level: { type: 'integer', minimum: 1, maximum: 3 } }, required: ['level'] } } },
-      { type: 'function', function: { name: 'quote', parameters: { type: 'object', properties: { text: { type: 'string', maxLength: 8 } }, required: ['text'] } } },
-    ];
+    const tools = ZOOM_AND_QUOTE;
     // alice's adapter forces 'q': her reply is words, free under auto.
     const words = await openai.chat.completions.create({ model: 'memlora', user: 'alice', messages: hello, max_tokens: 4, tools });
     expect(words.choices[0].message).toMatchObject({ content: 'qqqq' });
@@ -553,13 +559,7 @@ describe('the official OpenAI client, unmodified, against the real server', () =
     // the reply opens a call and the rest is the call the schema allows (of the two functions, quote).
     const braces = { [tokenOf(md.tokenizer, '{')]: 100 };
     const opened = await openai.chat.completions.create({ model: 'memlora', user: 'alice', messages: hello, max_tokens: 200, tools, logit_bias: braces });
-    expect(opened.choices[0].finish_reason).toBe('tool_calls');
-    expect(opened.choices[0].message.content).toBeNull();
-    const call = opened.choices[0].message.tool_calls![0] as OpenAI.ChatCompletionMessageFunctionToolCall;
-    expect(call.function.name).toBe('quote');
-    const args = JSON.parse(call.function.arguments) as { text: string };
-    expect(Object.keys(args)).toEqual(['text']);
-    expect([...args.text].length).toBeLessThanOrEqual(8);
+    const call = quoteCall(opened);
     // Streamed, the same call arrives in pieces that the SDK joins.
     const joined = await openai.chat.completions.stream({ model: 'memlora', user: 'alice', messages: hello, max_tokens: 200, tools, logit_bias: braces }).finalChatCompletion();
     expect((joined.choices[0].message.tool_calls![0] as OpenAI.ChatCompletionMessageFunctionToolCall).function).toEqual(call.function);
