@@ -50,6 +50,7 @@ export const SERVICE_ERROR_STATUS: Readonly<Record<string, number>> = {
   token_out_of_range: 422,
   unsupported_schema: 422,
   unsupported_regex: 422,
+  unsupported_grammar: 422,
   queue_full: 429,
   user_queue_full: 429,
   quota_exceeded: 429,

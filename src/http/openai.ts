@@ -52,6 +52,7 @@ export function samplingFields(body: OpenAiBody) {
     responseFormat: responseFormatOf(body),
     guidedChoice: body.guided_choice ?? undefined,
     guidedRegex: body.guided_regex ?? undefined,
+    guidedGrammar: body.guided_grammar ?? undefined,
     seed: body.seed ?? undefined,
     stream: body.stream ?? false,
     mode: body.mode,

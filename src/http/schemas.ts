@@ -506,6 +506,8 @@ const responseFormatSchema = z.discriminatedUnion('type', [textFormats, z.looseO
 const openAiResponseFormatSchema = z.discriminatedUnion('type', [textFormats, z.looseObject({ type: z.literal('json_schema'), json_schema: jsonSchemaSpec })]);
 /** vLLM's guided_regex: the reply matches this ECMAScript pattern whole. */
 const guidedRegexSchema = z.string().min(1).max(4096);
+/** vLLM's guided_grammar: the reply is a string of this GBNF grammar's rule root. */
+const guidedGrammarSchema = z.string().min(1).max(65_536);
 /** vLLM's guided_json: a JSON schema, or its JSON text. */
 const guidedJsonSchema = z.union([z.record(z.string(), z.unknown()), z.string().max(65_536)]);
 /** Most strings a guided choice may offer. */
@@ -575,6 +577,7 @@ export const generateRequestSchema = z
     responseFormat: responseFormatSchema.optional(),
     guidedChoice: guidedChoiceSchema.optional(),
     guidedRegex: guidedRegexSchema.optional(),
+    guidedGrammar: guidedGrammarSchema.optional(),
     seed: z.int().optional(),
     stream: z.boolean().default(false),
     mode: z.enum(GENERATE_MODES).default('auto'),
@@ -592,7 +595,7 @@ export const generateRequestSchema = z
       ctx.addIssue({ code: 'custom', path: ['minTokens'], message: `minTokens (${v.minTokens}) exceeds maxTokens (${v.maxTokens})` });
     }
     refineContinue({ messages: v.messages, continued: v.continueFinalMessage }, ctx, { continued: 'continueFinalMessage', addGenerationPrompt: 'addGenerationPrompt' });
-    const guides = [v.responseFormat !== undefined && v.responseFormat.type !== 'text' && 'responseFormat', v.guidedChoice !== undefined && 'guidedChoice', v.guidedRegex !== undefined && 'guidedRegex'].filter(
+    const guides = [v.responseFormat !== undefined && v.responseFormat.type !== 'text' && 'responseFormat', v.guidedChoice !== undefined && 'guidedChoice', v.guidedRegex !== undefined && 'guidedRegex', v.guidedGrammar !== undefined && 'guidedGrammar'].filter(
       (g): g is string => typeof g === 'string',
     );
     if (guides.length > 1) ctx.addIssue({ code: 'custom', path: [guides[1]], message: `give one of ${guides.join(', ')}, not both` });
@@ -856,15 +859,16 @@ function refineOpenAiUser(v: { user?: string; model?: string }, ctx: z.Refinemen
   }
 }
 
-type OpenAiGuides = { response_format?: { type: string } | null; guided_choice?: unknown; guided_json?: unknown; guided_regex?: unknown };
+type OpenAiGuides = { response_format?: { type: string } | null; guided_choice?: unknown; guided_json?: unknown; guided_regex?: unknown; guided_grammar?: unknown };
 
-/** The guides an OpenAI body gives: a JSON response_format, guided_choice, guided_json, guided_regex. */
+/** The guides an OpenAI body gives: a JSON response_format, guided_choice, guided_json, guided_regex, guided_grammar. */
 function openAiGuides(v: OpenAiGuides): string[] {
   return [
     v.response_format != null && v.response_format.type !== 'text' && 'response_format',
     v.guided_choice != null && 'guided_choice',
     v.guided_json != null && 'guided_json',
     v.guided_regex != null && 'guided_regex',
+    v.guided_grammar != null && 'guided_grammar',
   ].filter((g): g is string => typeof g === 'string');
 }
 
@@ -945,6 +949,7 @@ const openAiSamplingShape = {
   guided_choice: guidedChoiceSchema.nullable().optional(),
   guided_json: guidedJsonSchema.nullable().optional(),
   guided_regex: guidedRegexSchema.nullable().optional(),
+  guided_grammar: guidedGrammarSchema.nullable().optional(),
   /** memlora extension: the personalisation mode, as in /v1/generate. */
   mode: z.enum(GENERATE_MODES).optional(),
 };

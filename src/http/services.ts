@@ -127,6 +127,7 @@ export type ServiceErrorCode =
   | 'token_out_of_range'
   | 'unsupported_schema'
   | 'unsupported_regex'
+  | 'unsupported_grammar'
   | 'invalid_request'
   | 'cancelled'
   | 'shutting_down'

@@ -129,10 +129,10 @@ export function callsOrDocument(body: ToolBody, format: Record<string, unknown>)
  * json_schema, guided_json), the reply is one document that is either calls or one of the format's
  * (`orFormat`), so a model asked for a structured answer can still call a tool (as OpenAI's agents
  * ask). Undefined with tool_choice none, required or named (toolCallFormat), or beside JSON mode, a
- * pattern or a choice, and a format that cannot be joined with calls (callsOrDocument): that guide
+ * pattern, a grammar or a choice, and a format that cannot be joined with calls (callsOrDocument): that guide
  * rules the reply, and calls are read from it as written.
  */
-export function autoCallGuide(body: ToolBody, req: Pick<GenerateRequest, 'responseFormat' | 'guidedChoice' | 'guidedRegex'>): ToolCallGuide | undefined {
+export function autoCallGuide(body: ToolBody, req: Pick<GenerateRequest, 'responseFormat' | 'guidedChoice' | 'guidedRegex' | 'guidedGrammar'>): ToolCallGuide | undefined {
   if (callingOf(body) !== 'parsed') return undefined;
   const guide: ToolCallGuide = { schema: callSchema(body), several: allowsSeveral(body), strict: offeredTools(body).some((t) => t.function.strict === true) };
   const format = req.responseFormat;
@@ -140,7 +140,7 @@ export function autoCallGuide(body: ToolBody, req: Pick<GenerateRequest, 'respon
     const orFormat = callsOrDocument(body, format.jsonSchema.schema);
     return orFormat ? { ...guide, orFormat } : undefined;
   }
-  const other = format?.type === 'json_object' || req.guidedChoice !== undefined || req.guidedRegex !== undefined;
+  const other = format?.type === 'json_object' || req.guidedChoice !== undefined || req.guidedRegex !== undefined || req.guidedGrammar !== undefined;
   return other ? undefined : guide;
 }
 

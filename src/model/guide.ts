@@ -2,12 +2,15 @@
  * Guided decoding: a guide masks, at each step, the tokens a reply may go on with, and says when the
  * reply is whole. JSON (schema-guide.ts: any JSON object, OpenAI's JSON mode, or the documents of a
  * JSON schema, compiled by json-schema.ts), a regular expression (regex-guide.ts: vLLM's guided_regex)
- * and a choice among given strings (choice-guide.ts: vLLM's guided_choice) are the kinds, and free text
+ * a context-free grammar (grammar-guide.ts: vLLM's guided_grammar, in llama.cpp's GBNF) and a choice
+ * among given strings (choice-guide.ts: vLLM's guided_choice) are the kinds, and free text
  * that may open a document of a schema (text-or-json-guide.ts: tool calls under tool_choice auto); a
  * Sequence holds one per request that asks, and sampling draws among the allowed tokens with the
  * model's own probabilities.
  */
 import { ChoiceGuide } from './choice-guide.js';
+import type { CompiledGrammar } from './grammar.js';
+import { GrammarGuide } from './grammar-guide.js';
 import type { CompiledSchema } from './json-schema.js';
 import { type CompiledRegex, RegexGuide } from './regex-guide.js';
 import { SchemaGuide } from './schema-guide.js';
@@ -27,6 +30,7 @@ export type GuideSpec =
   | { type: 'json_object' }
   | { type: 'json_schema'; schema: CompiledSchema }
   | { type: 'regex'; regex: CompiledRegex }
+  | { type: 'grammar'; grammar: CompiledGrammar }
   | { type: 'choice'; choices: readonly string[] }
   /** Free text, or (when the reply opens with one of `openers`) one document of the schema. */
   | { type: 'text_or_json'; schema: CompiledSchema; openers: readonly string[] };
@@ -40,6 +44,8 @@ export function createGuide(spec: GuideSpec, vocab: ReadonlyArray<Uint8Array | n
       return new SchemaGuide(spec.schema, vocab);
     case 'regex':
       return new RegexGuide(spec.regex, vocab, ends);
+    case 'grammar':
+      return new GrammarGuide(spec.grammar, vocab, ends);
     case 'text_or_json':
       return new TextOrJsonGuide(spec.schema, vocab, spec.openers);
     default:

@@ -16,6 +16,8 @@ export type ServeErrorCode =
   | 'unsupported_schema'
   /** A guided_regex pattern uses what guided decoding cannot run (details: reason). */
   | 'unsupported_regex'
+  /** A guided_grammar cannot be parsed or run (details: reason). */
+  | 'unsupported_grammar'
   | 'model_unavailable'
   | 'cancelled'
   | 'shutting_down'

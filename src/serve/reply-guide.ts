@@ -1,11 +1,12 @@
 /**
  * The guide of a request's reply, compiled when the request arrives: JSON mode, a JSON schema's
- * documents, a regular expression or a choice among strings (what the request asks), and the chat
+ * documents, a regular expression, a grammar or a choice among strings (what the request asks), and the chat
  * route's tool calls under tool_choice auto: free text that may open calls, or, beside a JSON schema
  * response format, a document that is either calls or one of the format's. A guide that cannot be
- * enforced is refused (unsupported_schema, unsupported_regex), never silently dropped, except the
+ * enforced is refused (unsupported_schema, unsupported_regex, unsupported_grammar), never silently dropped, except the
  * calls of tools that are not strict, which are then left unguided as OpenAI leaves them.
  */
+import { GrammarError, compileGrammar } from '../model/grammar.js';
 import type { GuideSpec } from '../model/guide.js';
 import { type CompiledSchema, SchemaError, compileJsonSchema } from '../model/json-schema.js';
 import { RegexError } from '../model/regex.js';
@@ -27,7 +28,7 @@ export function guideOf(req: ServeRequest): GuideSpec | undefined {
   return schema ? { type: 'text_or_json', schema, openers: calls.several ? ['{', '[{'] : ['{'] } : undefined;
 }
 
-/** The guide the request asks for itself: JSON mode, a schema's documents, a pattern, or a choice. */
+/** The guide the request asks for itself: JSON mode, a schema's documents, a pattern, a grammar, or a choice. */
 function askedGuideOf(req: ServeRequest): GuideSpec | undefined {
   const format = req.responseFormat;
   if (format?.type === 'json_object') return { type: 'json_object' };
@@ -45,6 +46,14 @@ function askedGuideOf(req: ServeRequest): GuideSpec | undefined {
     } catch (e) {
       if (!(e instanceof RegexError)) throw e;
       throw new ServeError('unsupported_regex', `the pattern cannot guide a reply: ${e.message}`, { details: { reason: e.message } });
+    }
+  }
+  if (req.guidedGrammar !== undefined) {
+    try {
+      return { type: 'grammar', grammar: compileGrammar(req.guidedGrammar) };
+    } catch (e) {
+      if (!(e instanceof GrammarError)) throw e;
+      throw new ServeError('unsupported_grammar', `the grammar cannot guide a reply: ${e.message}`, { details: { reason: e.message } });
     }
   }
   return req.guidedChoice ? { type: 'choice', choices: req.guidedChoice } : undefined;

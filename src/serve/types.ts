@@ -89,6 +89,8 @@ export interface ServeRequest {
   guidedChoice?: string[];
   /** The reply is guided to match this regular expression whole (vLLM's guided_regex); one guide per request. */
   guidedRegex?: string;
+  /** The reply is guided to a string of this GBNF grammar's rule root (vLLM's guided_grammar); one guide per request. */
+  guidedGrammar?: string;
   /** Set by the chat route, never by a /v1/generate body: the calls a free reply may open (tools under tool_choice auto). */
   toolCalls?: ToolCallGuide;
   seed?: number;

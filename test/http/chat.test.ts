@@ -92,8 +92,11 @@ describe('POST /v1/chat/completions', () => {
     for (const call of gen.calls.slice(5, 7)) expect(call.req.responseFormat).toEqual({ type: 'json_schema', jsonSchema: { name: 'guided_json', schema } });
     await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: [{ role: 'user', content: 'x' }], guided_regex: '[a-z]+' });
     expect(gen.calls[7].req.guidedRegex).toBe('[a-z]+');
+    await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: [{ role: 'user', content: 'x' }], guided_grammar: 'root ::= "a"+' });
+    expect(gen.calls[8].req.guidedGrammar).toBe('root ::= "a"+');
     const body = await json(await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: [{ role: 'user', content: 'x' }] }));
     expect(body.model).toBe('memlora');
+    expect(gen.calls[9].req.guidedGrammar).toBeUndefined();
   });
 
   it('n choices: one generation request each, seeds advanced per choice, the prompt counted once; streamed, chunks carry their choice', async () => {

@@ -122,7 +122,7 @@ const CODES_BY_STATUS: Record<number, string[]> = {
   405: ['method_not_allowed'],
   409: ['job_active', 'job_finished', 'adapter_unusable', 'adapter_active', 'adapters_disabled'],
   413: ['body_too_large'],
-  422: ['validation_failed', 'invalid_user_id', 'invalid_cursor', 'prompt_too_long', 'token_out_of_range', 'unsupported_schema', 'unsupported_regex', 'invalid_version', 'invalid_item_id'],
+  422: ['validation_failed', 'invalid_user_id', 'invalid_cursor', 'prompt_too_long', 'token_out_of_range', 'unsupported_schema', 'unsupported_regex', 'unsupported_grammar', 'invalid_version', 'invalid_item_id'],
   429: ['queue_full', 'user_queue_full', 'quota_exceeded'],
 };
 /** Statuses the document promises for every route (info.description): routing errors and the body limit. */

@@ -730,6 +730,40 @@ describe('sampling settings', () => {
     await expect(e.generate(req('regex-b', { guidedRegex: '(a)\\1' }), never())).rejects.toMatchObject({ code: 'unsupported_regex' });
   });
 
+  it('guidedGrammar: every reply (through adapters, sampled or greedy) is a string of the grammar, nested as the model writes it; free rows beside them unchanged; a grammar it cannot run is refused', async () => {
+    const e = f.engine();
+    await f.giveAdapter('grammar-a', randomStoredAdapter(f.cfg, [0, 1], 2, 87));
+    const grammar = 'root ::= expr\nexpr ::= term (op term){0,2}\nop ::= " + " | " * "\nterm ::= [0-9]{1,2} | "(" expr ")"';
+    /** An independent recogniser of the grammar: the rest of the text after an expression, or null. */
+    const expr = (s: string): string | null => {
+      let rest = term(s);
+      for (let k = 0; k < 2 && rest !== null && /^ [+*] /.test(rest); k++) {
+        const next = term(rest.slice(3));
+        if (next === null) break;
+        rest = next;
+      }
+      return rest;
+    };
+    const term = (s: string): string | null => {
+      const digits = /^[0-9]{1,2}/.exec(s);
+      if (digits) return s.slice(digits[0].length);
+      if (!s.startsWith('(')) return null;
+      const rest = expr(s.slice(1));
+      return rest !== null && rest.startsWith(')') ? rest.slice(1) : null;
+    };
+    // The last two lean towards opening a bracket, so that replies nest.
+    const open = String(tokenOf(f.tokenizer, '('));
+    const guided = [0, 1, 2, 3, 4, 5, 6, 7].map((seed) => req(seed % 2 ? 'grammar-a' : 'grammar-b', { maxTokens: 96, guidedGrammar: grammar, ...(seed > 0 ? { temperature: 1, seed } : {}), ...(seed > 5 ? { logitBias: { [open]: 3 } } : {}) }));
+    const rs = await besideFree(e, req('grammar-b', { maxTokens: 16, mode: 'vanilla' }), guided);
+    for (const r of rs) {
+      expect(r.finishReason, r.text).toBe('stop');
+      expect(expr(r.text), r.text).toBe('');
+    }
+    expect(rs.some((r) => r.text.includes('((')), rs.map((r) => r.text).join(' | ')).toBe(true);
+    expect(rs[1].personalization.mode).toBe('injected');
+    await expect(e.generate(req('grammar-b', { guidedGrammar: 'root ::= root "a" | "a"' }), never())).rejects.toMatchObject({ code: 'unsupported_grammar', details: { reason: expect.stringMatching(/left-recursive/) } });
+  });
+
   it('guidedChoice: every reply (through adapters, sampled or greedy) is one of the choices, whole; free rows beside them unchanged', async () => {
     const e = f.engine();
     await f.giveAdapter('choice-a', randomStoredAdapter(f.cfg, [0, 1], 2, 81));

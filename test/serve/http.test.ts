@@ -500,6 +500,18 @@ describe('the official OpenAI client, unmodified, against the real server', () =
     const regex = chatCompletionResponseSchema.parse(await (await post('/v1/chat/completions', { user: 'bob', messages: hello, max_tokens: 32, guided_regex: '(zebra|quiet|hello) [0-9]{2}' })).json());
     expect(regex.choices[0].message.content).toMatch(/^zebra [0-9]{2}$/);
     await expectError(await post('/v1/chat/completions', { user: 'bob', messages: hello, guided_regex: '(?=z)zebra' }), 422, 'unsupported_regex');
+    // vLLM's guided_grammar (GBNF): a word, maybe bracketed; bob's adapter picks the word with a z.
+    const grammar = 'root ::= word | "[" root "]"\nword ::= "zebra" | "quiet" | "hello"';
+    const bracketed = chatCompletionResponseSchema.parse(await (await post('/v1/chat/completions', { user: 'bob', messages: hello, max_tokens: 32, guided_grammar: grammar })).json());
+    const [, opened, word, closed] = /^(\[*)(zebra|quiet|hello)(\]*)$/.exec(bracketed.choices[0].message.content ?? '') ?? [];
+    expect(word, bracketed.choices[0].message.content!).toBe('zebra');
+    expect(closed.length).toBe(opened.length);
+    expect(bracketed.choices[0].finish_reason).toBe('stop');
+    const generated = (await (await post('/v1/generate', { userId: 'bob', prompt: 'x', maxTokens: 32, guidedGrammar: grammar })).json()) as { text: string };
+    expect(generated.text).toMatch(/^\[*zebra\]*$/);
+    const refused = await expectError(await post('/v1/chat/completions', { user: 'bob', messages: hello, guided_grammar: 'root ::= root "z" | "z"' }), 422, 'unsupported_grammar');
+    expect((refused.details as { reason: string }).reason).toMatch(/left-recursive/);
+    await expectError(await post('/v1/completions', { user: 'bob', prompt: 'x', guided_grammar: 'root ::= z' }), 422, 'unsupported_grammar');
   });
 
   it('tools with tool_choice required, a named function or allowed_tools: the reply is a call of a tool allowed, with arguments of its parameters, plain and streamed', async () => {

@@ -1,0 +1,573 @@
+/**
+ * Context-free grammars for guided decoding (vLLM's guided_grammar): a grammar in GBNF, the
+ * grammar format of llama.cpp that xgrammar reads too, parsed and compiled to one byte automaton per
+ * rule whose edges may call other rules (a recursive transition network). grammar-guide.ts runs it
+ * over a reply's bytes with a stack of return states per parse.
+ *
+ * GBNF: rules `name ::= body`, a body of alternatives `|` of sequences of string literals `"..."`,
+ * character classes `[a-z0-9_]` and `[^...]`, `.` (any character), rule names and groups `(...)`, each
+ * repeated by `* + ?`, `{m}`, `{m,}`, `{m,n}` or `{,n}`; `#` comments; escapes `\n \r \t \\ \" \[ \]`,
+ * `\xHH`, `\uHHHH`, `\UHHHHHHHH`. The reply is a string of rule `root`. Characters are Unicode code
+ * points written as UTF-8 (classes over any range, not only ASCII). A rule may run over several lines:
+ * the next rule begins at the next `name ::=`.
+ *
+ * Refused (GrammarError): syntax errors, rules named twice, names of no rule, no `root`, left recursion
+ * (a rule that can call itself before writing a byte, which no stack-based parse can run), token
+ * references (`<[id]>`), and grammars past MAX_GRAMMAR_STATES. Alternatives that can never finish (a
+ * rule that derives no finite string) are dropped, so a guided reply never walks into one; a root
+ * that derives none is refused.
+ */
+
+export class GrammarError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'GrammarError';
+  }
+}
+
+/** Most automaton states a grammar may compile to (counted repetitions copy their operand). */
+export const MAX_GRAMMAR_STATES = 65_536;
+/** Largest count of a repetition `{m,n}`. */
+const MAX_COUNT = 1000;
+const MAX_CODE_POINT = 0x10ffff;
+
+/** A grammar compiled: per state its byte edges, empty moves and rule calls. */
+export interface CompiledGrammar {
+  /** A process-wide number: masks of guides of the same grammar are shared. */
+  readonly id: number;
+  /** Per state: byte edges as flat [lo, hi, to] triples (inclusive byte range). */
+  readonly bytes: readonly Int32Array[];
+  /** Per state: the states it moves to without a byte. */
+  readonly eps: readonly Int32Array[];
+  /** Per state: rule calls as flat [callee's start, return state] pairs. */
+  readonly calls: readonly Int32Array[];
+  /** Per state: 1 where it ends its rule (then the parse returns to the caller). */
+  readonly ends: Uint8Array;
+  /**
+   * Per state: 1 where nothing but the rule's end can follow it without a byte (a call returning there
+   * is a tail call: it returns straight to the caller's caller, and the stack does not grow).
+   */
+  readonly tail: Uint8Array;
+  /** The start state of rule `root`. */
+  readonly start: number;
+  /** The rules by name, for messages. */
+  readonly rules: readonly string[];
+}
+
+/** Inclusive byte ranges, one per byte of a UTF-8 sequence. */
+type ByteSeq = Array<[number, number]>;
+
+type Expr =
+  /** Alternatives of byte sequences: a literal (one sequence), a character class (the UTF-8 forms of its ranges). */
+  | { t: 'bytes'; seqs: ByteSeq[] }
+  | { t: 'ref'; name: string; at: number }
+  | { t: 'cat'; items: Expr[] }
+  | { t: 'alt'; items: Expr[] }
+  | { t: 'rep'; item: Expr; min: number; max: number };
+
+// ---------------------------------------------------------------------------------------------
+// Code points as UTF-8 byte ranges.
+
+function utf8(cp: number): number[] {
+  if (cp < 0x80) return [cp];
+  if (cp < 0x800) return [0xc0 | (cp >> 6), 0x80 | (cp & 0x3f)];
+  if (cp < 0x10000) return [0xe0 | (cp >> 12), 0x80 | ((cp >> 6) & 0x3f), 0x80 | (cp & 0x3f)];
+  return [0xf0 | (cp >> 18), 0x80 | ((cp >> 12) & 0x3f), 0x80 | ((cp >> 6) & 0x3f), 0x80 | (cp & 0x3f)];
+}
+
+/**
+ * The UTF-8 forms of the code points lo..hi (no surrogates) as sequences of byte ranges: the range is
+ * split until, within each piece, every byte position runs over one contiguous range.
+ */
+function utf8Ranges(lo: number, hi: number, out: ByteSeq[]): void {
+  // Pieces of one encoded length each, surrogates left out.
+  for (const [a, b] of [
+    [0, 0x7f],
+    [0x80, 0x7ff],
+    [0x800, 0xd7ff],
+    [0xe000, 0xffff],
+    [0x10000, MAX_CODE_POINT],
+  ]) {
+    const from = Math.max(lo, a);
+    const to = Math.min(hi, b);
+    if (from <= to) splitSameLength(from, to, out);
+  }
+}
+
+function splitSameLength(lo: number, hi: number, out: ByteSeq[]): void {
+  const n = utf8(lo).length;
+  for (let i = 1; i < n; i++) {
+    const m = (1 << (6 * i)) - 1;
+    if ((lo & ~m) !== (hi & ~m)) {
+      if ((lo & m) !== 0) {
+        splitSameLength(lo, lo | m, out);
+        splitSameLength((lo | m) + 1, hi, out);
+        return;
+      }
+      if ((hi & m) !== m) {
+        splitSameLength(lo, (hi & ~m) - 1, out);
+        splitSameLength(hi & ~m, hi, out);
+        return;
+      }
+    }
+  }
+  const a = utf8(lo);
+  const b = utf8(hi);
+  out.push(a.map((x, k) => [x, b[k]]));
+}
+
+/** Sorted, merged code point ranges. */
+function mergeRanges(ranges: Array<[number, number]>): Array<[number, number]> {
+  const sorted = ranges.filter(([a, b]) => a <= b).sort((x, y) => x[0] - y[0]);
+  const out: Array<[number, number]> = [];
+  for (const [a, b] of sorted) {
+    const last = out[out.length - 1];
+    if (last && a <= last[1] + 1) last[1] = Math.max(last[1], b);
+    else out.push([a, b]);
+  }
+  return out;
+}
+
+function classExpr(ranges: Array<[number, number]>, negated: boolean): Expr {
+  let set = mergeRanges(ranges);
+  if (negated) {
+    const out: Array<[number, number]> = [];
+    let from = 0;
+    for (const [a, b] of set) {
+      if (a > from) out.push([from, a - 1]);
+      from = b + 1;
+    }
+    if (from <= MAX_CODE_POINT) out.push([from, MAX_CODE_POINT]);
+    set = out;
+  }
+  const seqs: ByteSeq[] = [];
+  for (const [a, b] of set) utf8Ranges(a, b, seqs);
+  return { t: 'bytes', seqs };
+}
+
+// ---------------------------------------------------------------------------------------------
+// GBNF parsing.
+
+const NAME = /[A-Za-z0-9_-]/;
+const SIMPLE_ESCAPES: Record<string, number> = { n: 0x0a, r: 0x0d, t: 0x09, '0': 0 };
+
+class Parser {
+  private i = 0;
+  readonly rules = new Map<string, Expr>();
+  readonly refs: Array<{ name: string; at: number }> = [];
+
+  constructor(private readonly src: string) {}
+
+  parse(): void {
+    this.space();
+    while (this.i < this.src.length) {
+      const at = this.i;
+      const name = this.name();
+      this.space();
+      if (!this.src.startsWith('::=', this.i)) throw this.error('expected "::=" after a rule name');
+      this.i += 3;
+      const body = this.alternation(false);
+      if (this.rules.has(name)) throw new GrammarError(`rule "${name}" is defined twice (at ${at})`);
+      this.rules.set(name, body);
+      this.space();
+      if (this.src[this.i] === ')') throw this.error('unmatched ")"');
+    }
+  }
+
+  private error(message: string): GrammarError {
+    const before = this.src.slice(0, this.i);
+    const line = before.split('\n').length;
+    const column = this.i - before.lastIndexOf('\n');
+    return new GrammarError(`${message} at line ${line}, column ${column}`);
+  }
+
+  /** White space (new lines included) and `#` comments. */
+  private space(): void {
+    const s = this.src;
+    while (this.i < s.length) {
+      const c = s[this.i];
+      if (c === ' ' || c === '\t' || c === '\n' || c === '\r') this.i++;
+      else if (c === '#') while (this.i < s.length && s[this.i] !== '\n') this.i++;
+      else break;
+    }
+  }
+
+  private name(): string {
+    const from = this.i;
+    while (this.i < this.src.length && NAME.test(this.src[this.i])) this.i++;
+    if (this.i === from) throw this.error(this.i < this.src.length ? `unexpected ${JSON.stringify(this.src[this.i])}` : 'expected a rule name');
+    return this.src.slice(from, this.i);
+  }
+
+  /** Whether a new rule (`name ::=`) begins here. */
+  private atRule(): boolean {
+    const m = /^[A-Za-z0-9_-]+[ \t\r\n]*::=/.exec(this.src.slice(this.i, this.i + 300));
+    return m !== null;
+  }
+
+  private alternation(nested: boolean): Expr {
+    const items = [this.sequence(nested)];
+    while (this.src[this.i] === '|') {
+      this.i++;
+      items.push(this.sequence(nested));
+    }
+    return items.length === 1 ? items[0] : { t: 'alt', items };
+  }
+
+  private sequence(nested: boolean): Expr {
+    const items: Expr[] = [];
+    for (;;) {
+      this.space();
+      const c = this.src[this.i];
+      if (c === undefined || c === '|' || c === ')' || (!nested && this.atRule())) break;
+      items.push(this.repeated(this.atom()));
+    }
+    return items.length === 1 ? items[0] : { t: 'cat', items };
+  }
+
+  private repeated(atom: Expr): Expr {
+    let node = atom;
+    for (;;) {
+      this.space();
+      const c = this.src[this.i];
+      let min: number;
+      let max: number;
+      if (c === '*' || c === '+' || c === '?') {
+        this.i++;
+        [min, max] = c === '*' ? [0, Infinity] : c === '+' ? [1, Infinity] : [0, 1];
+      } else if (c === '{') {
+        const m = /^\{[ \t]*(\d*)[ \t]*(,[ \t]*(\d*)[ \t]*)?\}/.exec(this.src.slice(this.i, this.i + 40));
+        if (!m || (m[1] === '' && m[2] === undefined)) throw this.error('expected a count {m}, {m,}, {m,n} or {,n}');
+        min = m[1] === '' ? 0 : Number(m[1]);
+        max = m[2] === undefined ? min : m[3] === '' ? Infinity : Number(m[3]);
+        if (min > max) throw this.error(`repetition ${m[0]}: more at least than at most`);
+        if (min > MAX_COUNT || (max !== Infinity && max > MAX_COUNT)) throw this.error(`repetition ${m[0]}: counts above ${MAX_COUNT} are not supported`);
+        this.i += m[0].length;
+      } else return node;
+      node = { t: 'rep', item: node, min, max };
+    }
+  }
+
+  private atom(): Expr {
+    const s = this.src;
+    const c = s[this.i];
+    if (c === '"') {
+      this.i++;
+      const bytes: number[] = [];
+      while (s[this.i] !== '"') {
+        if (this.i >= s.length || s[this.i] === '\n') throw this.error('unterminated string literal');
+        bytes.push(...utf8(this.char()));
+      }
+      this.i++;
+      return { t: 'bytes', seqs: [bytes.map((b): [number, number] => [b, b])] };
+    }
+    if (c === '[') {
+      this.i++;
+      const negated = s[this.i] === '^';
+      if (negated) this.i++;
+      const ranges: Array<[number, number]> = [];
+      while (s[this.i] !== ']') {
+        if (this.i >= s.length) throw this.error('unterminated character class');
+        const lo = this.char();
+        let hi = lo;
+        if (s[this.i] === '-' && s[this.i + 1] !== ']' && this.i + 1 < s.length) {
+          this.i++;
+          hi = this.char();
+          if (hi < lo) throw this.error('character range out of order');
+        }
+        ranges.push([lo, hi]);
+      }
+      this.i++;
+      if (ranges.length === 0 && !negated) throw this.error('empty character class');
+      return classExpr(ranges, negated);
+    }
+    if (c === '.') {
+      this.i++;
+      return classExpr([], true);
+    }
+    if (c === '(') {
+      this.i++;
+      const inner = this.alternation(true);
+      this.space();
+      if (s[this.i] !== ')') throw this.error('expected ")"');
+      this.i++;
+      return inner;
+    }
+    if (c === '<') throw this.error('token references (<...>) are not supported');
+    const at = this.i;
+    const name = this.name();
+    this.refs.push({ name, at });
+    return { t: 'ref', name, at };
+  }
+
+  /** One character of a literal or class: a code point, or an escape. */
+  private char(): number {
+    const s = this.src;
+    if (s[this.i] !== '\\') {
+      const cp = s.codePointAt(this.i)!;
+      this.i += cp > 0xffff ? 2 : 1;
+      return cp;
+    }
+    const e = s[this.i + 1];
+    if (e === undefined) throw this.error('escape at the end');
+    this.i += 2;
+    if (e in SIMPLE_ESCAPES) return SIMPLE_ESCAPES[e];
+    const digits = e === 'x' ? 2 : e === 'u' ? 4 : e === 'U' ? 8 : 0;
+    if (digits > 0) {
+      const hex = s.slice(this.i, this.i + digits);
+      if (!new RegExp(`^[0-9A-Fa-f]{${digits}}$`).test(hex)) throw this.error(`\\${e} needs ${digits} hexadecimal digits`);
+      this.i += digits;
+      const cp = parseInt(hex, 16);
+      if (cp > MAX_CODE_POINT || (cp >= 0xd800 && cp <= 0xdfff)) throw this.error(`\\${e}${hex} is not a character`);
+      return cp;
+    }
+    if (/[!-/:-@[-`{-~]/.test(e)) return e.charCodeAt(0);
+    throw this.error(`unknown escape \\${e}`);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Compilation to automata.
+
+class Builder {
+  readonly bytes: number[][] = [];
+  readonly eps: number[][] = [];
+  readonly calls: number[][] = [];
+  readonly starts: number[] = [];
+  readonly finals: number[] = [];
+
+  constructor(private readonly index: Map<string, number>) {
+    for (let r = 0; r < index.size; r++) {
+      this.starts.push(this.state());
+      this.finals.push(this.state());
+    }
+  }
+
+  state(): number {
+    if (this.bytes.length >= MAX_GRAMMAR_STATES) throw new GrammarError(`the grammar compiles to more than ${MAX_GRAMMAR_STATES} states (large repetition counts copy their operand)`);
+    this.bytes.push([]);
+    this.eps.push([]);
+    this.calls.push([]);
+    return this.bytes.length - 1;
+  }
+
+  /**
+   * Emit `e` from state `from`; returns its end, a new state with no moves yet. No move leads back
+   * into `from`, so alternatives may share it.
+   */
+  frag(e: Expr, from: number): number {
+    switch (e.t) {
+      case 'bytes': {
+        const end = this.state();
+        for (const seq of e.seqs) {
+          if (seq.length === 0) {
+            this.eps[from].push(end);
+            continue;
+          }
+          let cur = from;
+          seq.forEach(([lo, hi], k) => {
+            const next = k === seq.length - 1 ? end : this.state();
+            this.bytes[cur].push(lo, hi, next);
+            cur = next;
+          });
+        }
+        return end;
+      }
+      case 'ref': {
+        const end = this.state();
+        this.calls[from].push(this.starts[this.index.get(e.name)!], end);
+        return end;
+      }
+      case 'cat': {
+        let cur = from;
+        for (const item of e.items) cur = this.frag(item, cur);
+        if (cur !== from) return cur;
+        const end = this.state();
+        this.eps[from].push(end);
+        return end;
+      }
+      case 'alt': {
+        const end = this.state();
+        for (const item of e.items) this.eps[this.frag(item, from)].push(end);
+        return end;
+      }
+      case 'rep': {
+        let cur = from;
+        for (let k = 0; k < e.min; k++) cur = this.frag(e.item, cur);
+        const end = this.state();
+        if (e.max === Infinity) {
+          const loop = this.state();
+          this.eps[cur].push(loop);
+          this.eps[this.frag(e.item, loop)].push(loop);
+          this.eps[loop].push(end);
+          return end;
+        }
+        for (let k = e.min; k < e.max; k++) {
+          this.eps[cur].push(end);
+          cur = this.frag(e.item, cur);
+        }
+        this.eps[cur].push(end);
+        return end;
+      }
+    }
+  }
+}
+
+let nextId = 1;
+const compiled = new Map<string, CompiledGrammar>();
+const MAX_COMPILED = 64;
+
+/** Compile a GBNF grammar for guiding (kept by its text); GrammarError where it cannot guide a reply. */
+export function compileGrammar(text: string): CompiledGrammar {
+  const known = compiled.get(text);
+  if (known) return known;
+  const out = compile(text);
+  if (compiled.size >= MAX_COMPILED) compiled.delete(compiled.keys().next().value!);
+  compiled.set(text, out);
+  return out;
+}
+
+function compile(text: string): CompiledGrammar {
+  const parser = new Parser(text);
+  parser.parse();
+  const names = [...parser.rules.keys()];
+  if (!parser.rules.has('root')) throw new GrammarError('the grammar has no rule "root"');
+  for (const ref of parser.refs) if (!parser.rules.has(ref.name)) throw new GrammarError(`no rule is named "${ref.name}" (at ${ref.at})`);
+  const index = new Map(names.map((n, k) => [n, k]));
+  const b = new Builder(index);
+  names.forEach((name, r) => b.eps[b.frag(parser.rules.get(name)!, b.starts[r])].push(b.finals[r]));
+  const ruleOf = new Map(b.starts.map((s, r) => [s, r]));
+  const productive = prune(b, ruleOf);
+  if (!productive[index.get('root')!]) throw new GrammarError('rule "root" derives no finite string');
+  refuseLeftRecursion(b, ruleOf, names);
+  const n = b.bytes.length;
+  const ends = new Uint8Array(n);
+  for (const f of b.finals) ends[f] = 1;
+  return {
+    id: nextId++,
+    bytes: b.bytes.map((e) => Int32Array.from(e)),
+    eps: b.eps.map((e) => Int32Array.from(e)),
+    calls: b.calls.map((e) => Int32Array.from(e)),
+    ends,
+    tail: tails(b, ends),
+    start: b.starts[index.get('root')!],
+    rules: names,
+  };
+}
+
+/**
+ * Drop the moves into states from which the rule's end cannot be reached (through bytes, empty moves
+ * and calls of rules that derive a finite string), and calls of rules that derive none: afterwards
+ * every state a parse reaches can finish. Returns which rules derive a finite string.
+ */
+function prune(b: Builder, ruleOf: Map<number, number>): boolean[] {
+  const n = b.bytes.length;
+  const rules = b.starts.length;
+  let productive = new Array<boolean>(rules).fill(false);
+  let live = new Uint8Array(n);
+  for (;;) {
+    // Reverse moves under the current productive rules, then every state that reaches its rule's end.
+    const back: number[][] = Array.from({ length: n }, () => []);
+    for (let s = 0; s < n; s++) {
+      const by = b.bytes[s];
+      for (let k = 2; k < by.length; k += 3) back[by[k]].push(s);
+      for (const t of b.eps[s]) back[t].push(s);
+      const c = b.calls[s];
+      for (let k = 0; k < c.length; k += 2) if (productive[ruleOf.get(c[k])!]) back[c[k + 1]].push(s);
+    }
+    live = new Uint8Array(n);
+    const work = [...b.finals];
+    for (const f of work) live[f] = 1;
+    while (work.length > 0) {
+      for (const p of back[work.pop()!]) {
+        if (!live[p]) {
+          live[p] = 1;
+          work.push(p);
+        }
+      }
+    }
+    const next = b.starts.map((s) => live[s] === 1);
+    if (next.every((p, r) => p === productive[r])) break;
+    productive = next;
+  }
+  for (let s = 0; s < n; s++) {
+    const by = b.bytes[s];
+    const keep: number[] = [];
+    for (let k = 0; k < by.length; k += 3) if (live[by[k + 2]]) keep.push(by[k], by[k + 1], by[k + 2]);
+    b.bytes[s] = keep;
+    b.eps[s] = b.eps[s].filter((t) => live[t]);
+    const c = b.calls[s];
+    const calls: number[] = [];
+    for (let k = 0; k < c.length; k += 2) if (productive[ruleOf.get(c[k])!] && live[c[k + 1]]) calls.push(c[k], c[k + 1]);
+    b.calls[s] = calls;
+  }
+  return productive;
+}
+
+/** The states reachable from `from` without a byte: empty moves, and past calls of rules in `passable` (each called rule reported). */
+function reachWithoutBytes(b: Builder, from: number, ruleOf: Map<number, number>, passable: readonly boolean[], called?: (rule: number) => void): Set<number> {
+  const seen = new Set([from]);
+  const work = [from];
+  while (work.length > 0) {
+    const s = work.pop()!;
+    const next = [...b.eps[s]];
+    const c = b.calls[s];
+    for (let k = 0; k < c.length; k += 2) {
+      const rule = ruleOf.get(c[k])!;
+      called?.(rule);
+      if (passable[rule]) next.push(c[k + 1]);
+    }
+    for (const t of next) {
+      if (!seen.has(t)) {
+        seen.add(t);
+        work.push(t);
+      }
+    }
+  }
+  return seen;
+}
+
+/** A rule that can call itself before any byte is written would grow the stack for ever: refused. */
+function refuseLeftRecursion(b: Builder, ruleOf: Map<number, number>, names: readonly string[]): void {
+  const rules = b.starts.length;
+  // Rules that derive the empty string, to a fixed point.
+  const nullable = new Array<boolean>(rules).fill(false);
+  for (let changed = true; changed; ) {
+    changed = false;
+    for (let r = 0; r < rules; r++) {
+      if (!nullable[r] && reachWithoutBytes(b, b.starts[r], ruleOf, nullable).has(b.finals[r])) nullable[r] = changed = true;
+    }
+  }
+  const first: number[][] = Array.from({ length: rules }, () => []);
+  for (let r = 0; r < rules; r++) reachWithoutBytes(b, b.starts[r], ruleOf, nullable, (callee) => first[r].push(callee));
+  // A cycle among "may call first" edges.
+  const mark = new Uint8Array(rules); // 0 unvisited, 1 on the path, 2 done
+  const visit = (r: number, path: number[]): void => {
+    mark[r] = 1;
+    for (const c of first[r]) {
+      if (mark[c] === 1) {
+        const cycle = [...path.slice(path.indexOf(c)), r, c].map((x) => names[x]);
+        throw new GrammarError(`rule "${names[c]}" is left-recursive (${[...new Set(cycle)].join(' -> ')} -> ${names[c]}): write the repetition with * or + instead`);
+      }
+      if (mark[c] === 0) visit(c, [...path, r]);
+    }
+    mark[r] = 2;
+  };
+  for (let r = 0; r < rules; r++) if (mark[r] === 0) visit(r, []);
+}
+
+/** Per state, whether only empty moves to its rule's end can follow it. */
+function tails(b: Builder, ends: Uint8Array): Uint8Array {
+  const n = b.bytes.length;
+  const memo = new Int8Array(n); // 0 unknown, 1 yes, -1 no or being decided
+  const decide = (s: number): boolean => {
+    if (memo[s] !== 0) return memo[s] === 1;
+    memo[s] = -1;
+    const yes = ends[s] === 1 || (b.bytes[s].length === 0 && b.calls[s].length === 0 && b.eps[s].length > 0 && b.eps[s].every(decide));
+    memo[s] = yes ? 1 : -1;
+    return yes;
+  };
+  const out = new Uint8Array(n);
+  for (let s = 0; s < n; s++) out[s] = decide(s) ? 1 : 0;
+  return out;
+}
