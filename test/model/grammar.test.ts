@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { type CompiledGrammar, GrammarError, MAX_GRAMMAR_STATES, compileGrammar } from '../../src/model/grammar.js';
 import { GrammarGuide, MAX_PARSES } from '../../src/model/grammar-guide.js';
@@ -41,19 +42,8 @@ function walk(grammar: CompiledGrammar, vocab: Array<Uint8Array | null>, rng: Rn
   return { bytes: Uint8Array.from(out), ended: false, steps: seen };
 }
 
-// JSON text as RFC 8259 defines it, written for this test.
-const JSON_GRAMMAR = String.raw`
-# JSON text (RFC 8259)
-root   ::= ws value ws
-value  ::= object | array | string | number | "true" | "false" | "null"
-object ::= "{" ws ( member ( ws "," ws member )* ws )? "}"
-member ::= string ws ":" ws value
-array  ::= "[" ws ( value ( ws "," ws value )* ws )? "]"
-string ::= "\"" char* "\""
-char   ::= [^"\\\x00-\x1F] | "\\" ( ["\\/bfnrt] | "u" [0-9a-fA-F]{4} )
-number ::= "-"? ( "0" | [1-9] [0-9]* ) ( "." [0-9]+ )? ( [eE] [-+]? [0-9]+ )?
-ws     ::= [ \t\n\r]*
-`;
+/** JSON text as RFC 8259 defines it (the example grammar docs/grammars/json.gbnf). */
+const JSON_GRAMMAR = readFileSync(new URL('../../docs/grammars/json.gbnf', import.meta.url), 'utf8');
 
 function parsesAsJson(text: string): boolean {
   try {
