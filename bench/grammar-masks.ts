@@ -11,7 +11,7 @@
  *   document of nested objects, arrays, strings and numbers written with the tokenizer's own tokens,
  *   cold (a fresh grammar) and warm (the same grammar again: every mask cached). Microseconds per token.
  *
- *   npx tsx bench/grammar-masks.ts [--reps 7]
+ *   npx tsx bench/grammar-masks.ts [--reps 21]
  *
  * Writes bench/results/grammar-masks.json.
  */
@@ -27,7 +27,7 @@ import { loadTokenizer } from '../src/model/tokenizer.js';
 import { numberArg } from './args.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const REPS = numberArg('reps', 7);
+const REPS = numberArg('reps', 21);
 
 const tokenizer = loadTokenizer(join(root, 'models', 'default'));
 const vocab = guideVocabulary(tokenizer, tokenizer.vocabSize);

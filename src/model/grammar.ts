@@ -149,6 +149,12 @@ function classExpr(ranges: Array<[number, number]>, negated: boolean): Expr {
 // GBNF parsing.
 
 const NAME = /[A-Za-z0-9_-]/;
+
+/** Where offset `at` of `src` is, as a person finds it: line and column, from 1. */
+function where(src: string, at: number): string {
+  const before = src.slice(0, at);
+  return `line ${before.split('\n').length}, column ${at - before.lastIndexOf('\n')}`;
+}
 const SIMPLE_ESCAPES: Record<string, number> = { n: 0x0a, r: 0x0d, t: 0x09, '0': 0 };
 
 class Parser {
@@ -167,18 +173,15 @@ class Parser {
       if (!this.src.startsWith('::=', this.i)) throw this.error('expected "::=" after a rule name');
       this.i += 3;
       const body = this.alternation(false);
-      if (this.rules.has(name)) throw new GrammarError(`rule "${name}" is defined twice (at ${at})`);
+      if (this.rules.has(name)) throw this.error(`rule "${name}" is defined twice`, at);
       this.rules.set(name, body);
       this.space();
       if (this.src[this.i] === ')') throw this.error('unmatched ")"');
     }
   }
 
-  private error(message: string): GrammarError {
-    const before = this.src.slice(0, this.i);
-    const line = before.split('\n').length;
-    const column = this.i - before.lastIndexOf('\n');
-    return new GrammarError(`${message} at line ${line}, column ${column}`);
+  private error(message: string, at = this.i): GrammarError {
+    return new GrammarError(`${message} at ${where(this.src, at)}`);
   }
 
   /** White space (new lines included) and `#` comments. */
@@ -432,7 +435,7 @@ function compile(text: string): CompiledGrammar {
   parser.parse();
   const names = [...parser.rules.keys()];
   if (!parser.rules.has('root')) throw new GrammarError('the grammar has no rule "root"');
-  for (const ref of parser.refs) if (!parser.rules.has(ref.name)) throw new GrammarError(`no rule is named "${ref.name}" (at ${ref.at})`);
+  for (const ref of parser.refs) if (!parser.rules.has(ref.name)) throw new GrammarError(`no rule is named "${ref.name}" (at ${where(text, ref.at)})`);
   const index = new Map(names.map((n, k) => [n, k]));
   const b = new Builder(index);
   names.forEach((name, r) => b.eps[b.frag(parser.rules.get(name)!, b.starts[r])].push(b.finals[r]));

@@ -148,8 +148,8 @@ describe('compileGrammar', () => {
   it('refuses what it cannot run, saying why', () => {
     const refused: Array<[string, RegExp]> = [
       ['rot ::= "a"', /no rule "root"/],
-      ['root ::= a', /no rule is named "a"/],
-      ['root ::= "a"\nroot ::= "b"', /defined twice/],
+      ['root ::= a', /no rule is named "a" \(at line 1, column 10\)/],
+      ['root ::= "a"\nroot ::= "b"', /defined twice at line 2, column 1/],
       ['root ::= root "a" | "a"', /left-recursive/],
       ['root ::= b "x" | "y"\nb ::= c? root\nc ::= "c"', /left-recursive/],
       ['root ::= "a\n"', /unterminated string literal at line 1/],
