@@ -40,10 +40,10 @@ interface Position {
  * still finish, so the reply stays a string of the grammar, only some of its ways are no longer offered.
  */
 export const MAX_PARSES = 2048;
-/** Frames made per grammar before its table starts afresh (frames in use stay valid). */
-const MAX_FRAMES = 500_000;
-/** Steps kept per grammar before they are dropped and computed again. */
-const MAX_STEPS = 200_000;
+/** Frames made per grammar before its table starts afresh (frames in use stay valid): about 8 MB. */
+export const MAX_FRAMES = 50_000;
+/** Bytes of steps kept per grammar (their positions' keys and tops, roughly) before they are dropped and computed again. */
+const MAX_STEP_BYTES = 8 * 1024 * 1024;
 
 const DEAD: Position = { tops: [], key: 'dead', accepts: false };
 
@@ -53,11 +53,14 @@ class Parses {
   private nextId = 0;
   private made = 0;
   private steps = new Map<string, Map<number, Position>>();
-  private stepCount = 0;
-  readonly start: Position;
+  private stepBytes = 0;
+  /** Where a reply starts; made again after the frames start afresh, so that the old ones can go. */
+  private first: Position | null = null;
 
-  constructor(private readonly g: CompiledGrammar) {
-    this.start = this.close([this.frame(g.start, null)]);
+  constructor(private readonly g: CompiledGrammar) {}
+
+  get start(): Position {
+    return (this.first ??= this.close([this.frame(this.g.start, null)]));
   }
 
   private frame(state: number, below: Frame | null): Frame {
@@ -71,7 +74,8 @@ class Parses {
         this.bottom = new Map();
         this.made = 0;
         this.steps = new Map();
-        this.stepCount = 0;
+        this.stepBytes = 0;
+        this.first = null;
       }
     }
     return f;
@@ -119,9 +123,10 @@ class Parses {
       for (let k = 0; k < by.length; k += 3) if (byte >= by[k] && byte <= by[k + 1]) seeds.push(this.frame(by[k + 2], f.below));
     }
     const next = seeds.length > 0 ? this.close(seeds) : DEAD;
-    if (++this.stepCount > MAX_STEPS) {
+    this.stepBytes += 64 + 2 * next.key.length + 8 * next.tops.length + (known ? 0 : 2 * key.length);
+    if (this.stepBytes > MAX_STEP_BYTES) {
       this.steps = new Map();
-      this.stepCount = 1;
+      this.stepBytes = 0;
       known = undefined;
     }
     if (!known) this.steps.set(key, (known = new Map()));

@@ -418,7 +418,8 @@ class Builder {
 
 let nextId = 1;
 const compiled = new Map<string, CompiledGrammar>();
-const MAX_COMPILED = 64;
+/** Grammars kept compiled, each with its parses' frames and steps (grammar-guide.ts: up to about 16 MB). */
+const MAX_COMPILED = 16;
 
 /** Compile a GBNF grammar for guiding (kept by its text); GrammarError where it cannot guide a reply. */
 export function compileGrammar(text: string): CompiledGrammar {

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { type CompiledGrammar, GrammarError, MAX_GRAMMAR_STATES, compileGrammar } from '../../src/model/grammar.js';
-import { GrammarGuide, MAX_PARSES } from '../../src/model/grammar-guide.js';
+import { GrammarGuide, MAX_FRAMES, MAX_PARSES } from '../../src/model/grammar-guide.js';
 import { Rng } from '../../src/util/rng.js';
 
 const enc = new TextEncoder();
@@ -270,6 +270,18 @@ describe('GrammarGuide', () => {
     // A list written as right recursion: one call per item, returning straight to the caller's caller.
     const list = compileGrammar('root ::= item ("," root)?\nitem ::= [0-9]+');
     expect(accepts(list, Array.from({ length: 3000 }, (_, i) => String(i)).join(','))).toBe(true);
+    // Nested deeper than the grammar's table of frames holds: it starts afresh mid-reply, and the reply
+    // (and a new one beside it) goes on.
+    const nest = compileGrammar('root ::= "(" root ")" | "x"');
+    const deep = new GrammarGuide(nest, BYTES, [0]);
+    const depth = MAX_FRAMES + 100;
+    for (let k = 0; k < depth; k++) deep.advance(1 + 0x28);
+    expect(accepts(nest, '((x))')).toBe(true);
+    deep.advance(1 + 0x78);
+    for (let k = 0; k < depth - 1; k++) deep.advance(1 + 0x29);
+    expect(deep.allowed()[0]).toBe(0);
+    deep.advance(1 + 0x29);
+    expect(deep.done).toBe(true);
     // Each x may close with y or z: 2^n stacks after n x's, cut at MAX_PARSES, and the reply stays valid.
     const ambiguous = compileGrammar('root ::= "x" root "y" | "x" root "z" | ""');
     const n = Math.ceil(Math.log2(MAX_PARSES)) + 4;
