@@ -50,8 +50,6 @@ export interface CompiledGrammar {
   readonly tail: Uint8Array;
   /** The start state of rule `root`. */
   readonly start: number;
-  /** The rules by name, for messages. */
-  readonly rules: readonly string[];
 }
 
 /** Inclusive byte ranges, one per byte of a UTF-8 sequence. */
@@ -60,7 +58,7 @@ type ByteSeq = Array<[number, number]>;
 type Expr =
   /** Alternatives of byte sequences: a literal (one sequence), a character class (the UTF-8 forms of its ranges). */
   | { t: 'bytes'; seqs: ByteSeq[] }
-  | { t: 'ref'; name: string; at: number }
+  | { t: 'ref'; name: string }
   | { t: 'cat'; items: Expr[] }
   | { t: 'alt'; items: Expr[] }
   | { t: 'rep'; item: Expr; min: number; max: number };
@@ -300,7 +298,7 @@ class Parser {
     const at = this.i;
     const name = this.name();
     this.refs.push({ name, at });
-    return { t: 'ref', name, at };
+    return { t: 'ref', name };
   }
 
   /** One character of a literal or class: a code point, or an escape. */
@@ -455,7 +453,6 @@ function compile(text: string): CompiledGrammar {
     ends,
     tail: tails(b, ends),
     start: b.starts[index.get('root')!],
-    rules: names,
   };
 }
 
