@@ -12,7 +12,7 @@
  */
 import type { CompiledGrammar } from './grammar.js';
 import type { Guide } from './guide.js';
-import { cachedMask } from './mask-cache.js';
+import { cachedMask, withEnds } from './mask-cache.js';
 
 /** A parse's stack: a state, and below it the frame its rule returns to (null: rule `root`'s). */
 interface Frame {
@@ -170,11 +170,8 @@ export class GrammarGuide implements Guide {
 
   allowed(): Uint8Array {
     const tokens = cachedMask(this.vocab, `grammar ${this.grammar.id}|${this.pos.key}`, (bytes) => this.run(bytes) !== DEAD);
-    if (!this.pos.accepts) return tokens;
-    // A whole string of the grammar may end here: the request's end tokens too (not in the shared mask).
-    const mask = tokens.slice();
-    for (const e of this.ends) mask[e] = 1;
-    return mask;
+    // A whole string of the grammar may end here.
+    return withEnds(tokens, this.ends, this.pos.accepts);
   }
 
   advance(id: number): void {

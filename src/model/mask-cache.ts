@@ -79,6 +79,17 @@ export function cachedMask(vocab: ReadonlyArray<Uint8Array | null>, key: string,
   return cachedBy(vocab, key, () => maskOf(vocab, accepts));
 }
 
+/**
+ * A cached mask with the request's end tokens allowed too, where the reply may end (`whole`): a copy,
+ * since the cached mask is shared and end tokens are each request's own.
+ */
+export function withEnds(tokens: Uint8Array, ends: readonly number[], whole: boolean): Uint8Array {
+  if (!whole) return tokens;
+  const mask = tokens.slice();
+  for (const e of ends) mask[e] = 1;
+  return mask;
+}
+
 /** What `build` makes for `key` (a mask, or a guide's own table of at most a vocabulary's bytes), kept with the vocabulary's masks. */
 export function cachedBy(vocab: ReadonlyArray<Uint8Array | null>, key: string, build: () => Uint8Array): Uint8Array {
   let masks = caches.get(vocab);

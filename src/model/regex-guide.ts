@@ -5,7 +5,7 @@
  * the tokens are kept per pattern and NFA state set (mask-cache.ts).
  */
 import type { Guide } from './guide.js';
-import { cachedMask } from './mask-cache.js';
+import { cachedMask, withEnds } from './mask-cache.js';
 import { type Nfa, compileRegex, regexAccepts, regexStuck, stepRegex } from './regex.js';
 
 export interface CompiledRegex {
@@ -53,11 +53,8 @@ export class RegexGuide implements Guide {
 
   allowed(): Uint8Array {
     const tokens = cachedMask(this.vocab, `regex ${this.regex.id}|${this.states.join(',')}`, (bytes) => this.run(bytes).length > 0);
-    if (!regexAccepts(this.regex.nfa, this.states)) return tokens;
-    // A whole match may end here: the request's end tokens too (not in the shared mask).
-    const mask = tokens.slice();
-    for (const e of this.ends) mask[e] = 1;
-    return mask;
+    // A whole match may end here.
+    return withEnds(tokens, this.ends, regexAccepts(this.regex.nfa, this.states));
   }
 
   advance(id: number): void {
