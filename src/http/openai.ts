@@ -23,14 +23,19 @@ export function toGenerate(candidate: Record<string, unknown>): GenerateRequest 
   return parsed.data;
 }
 
-/** /v1/generate's responseFormat of an OpenAI body's response_format, or of vLLM's guided_json (a schema, or its JSON text). */
+/**
+ * /v1/generate's responseFormat of an OpenAI body's response_format, or of vLLM's JSON guides:
+ * structured_outputs' json_object (JSON mode) or json, or guided_json (a schema, or its JSON text).
+ */
 function responseFormatOf(body: OpenAiBody): GenerateRequest['responseFormat'] {
   const f = body.response_format;
   if (f?.type === 'json_schema') return { type: 'json_schema', jsonSchema: f.json_schema };
   if (f) return { type: f.type };
-  const guided = body.guided_json;
+  const so = body.structured_outputs;
+  if (so?.json_object) return { type: 'json_object' };
+  const [name, guided] = so?.json != null ? ['structured_outputs', so.json] : ['guided_json', body.guided_json];
   if (guided == null) return undefined;
-  return { type: 'json_schema', jsonSchema: { name: 'guided_json', schema: typeof guided === 'string' ? (JSON.parse(guided) as Record<string, unknown>) : guided } };
+  return { type: 'json_schema', jsonSchema: { name, schema: typeof guided === 'string' ? (JSON.parse(guided) as Record<string, unknown>) : guided } };
 }
 
 /** The /v1/generate fields (before validation) of an OpenAI body's sampling settings. */
@@ -50,9 +55,9 @@ export function samplingFields(body: OpenAiBody) {
     stop: body.stop ?? undefined,
     stopTokenIds: body.stop_token_ids ?? undefined,
     responseFormat: responseFormatOf(body),
-    guidedChoice: body.guided_choice ?? undefined,
-    guidedRegex: body.guided_regex ?? undefined,
-    guidedGrammar: body.guided_grammar ?? undefined,
+    guidedChoice: body.structured_outputs?.choice ?? body.guided_choice ?? undefined,
+    guidedRegex: body.structured_outputs?.regex ?? body.guided_regex ?? undefined,
+    guidedGrammar: body.structured_outputs?.grammar ?? body.guided_grammar ?? undefined,
     seed: body.seed ?? undefined,
     stream: body.stream ?? false,
     mode: body.mode,

@@ -514,6 +514,28 @@ const guidedJsonSchema = z.union([z.record(z.string(), z.unknown()), z.string().
 export const MAX_GUIDED_CHOICES = 64;
 /** vLLM's guided_choice: the reply is one of these strings. */
 const guidedChoiceSchema = z.array(z.string().min(1).max(1024)).min(1).max(MAX_GUIDED_CHOICES);
+/**
+ * vLLM's structured_outputs (from v0.12 on, where it replaced the guided_* fields): one of json, regex,
+ * choice, grammar or json_object, as guided_json, guided_regex, guided_choice, guided_grammar and
+ * JSON mode. disable_fallback and disable_additional_properties change nothing here (memlora never
+ * falls back to another backend, and writes only the named properties of an object that names any;
+ * one that names none takes free keys either way); structural_tag,
+ * whitespace_pattern and disable_any_whitespace: true are refused, never silently ignored.
+ */
+const structuredOutputsSchema = z.looseObject({
+  json: guidedJsonSchema.nullable().optional(),
+  regex: guidedRegexSchema.nullable().optional(),
+  choice: guidedChoiceSchema.nullable().optional(),
+  grammar: guidedGrammarSchema.nullable().optional(),
+  json_object: z.boolean().nullable().optional(),
+  disable_fallback: z.boolean().nullable().optional(),
+  disable_additional_properties: z.boolean().nullable().optional(),
+  disable_any_whitespace: z.boolean().nullable().optional(),
+  whitespace_pattern: z.string().nullable().optional(),
+  structural_tag: z.unknown().optional(),
+});
+/** structured_outputs' fields that guide a reply. */
+const STRUCTURED_OUTPUT_GUIDES = ['json', 'regex', 'choice', 'grammar', 'json_object'] as const;
 /** Most stop token ids one request may name. */
 export const MAX_STOP_TOKEN_IDS = 64;
 /** Most token ids one request may bias. */
@@ -859,24 +881,43 @@ function refineOpenAiUser(v: { user?: string; model?: string }, ctx: z.Refinemen
   }
 }
 
-type OpenAiGuides = { response_format?: { type: string } | null; guided_choice?: unknown; guided_json?: unknown; guided_regex?: unknown; guided_grammar?: unknown };
+type OpenAiGuides = {
+  response_format?: { type: string } | null;
+  guided_choice?: unknown;
+  guided_json?: unknown;
+  guided_regex?: unknown;
+  guided_grammar?: unknown;
+  structured_outputs?: z.output<typeof structuredOutputsSchema> | null;
+};
 
-/** The guides an OpenAI body gives: a JSON response_format, guided_choice, guided_json, guided_regex, guided_grammar. */
+/** The guides an OpenAI body gives, by path: a JSON response_format, vLLM's guided_* fields and its structured_outputs' guides. */
 function openAiGuides(v: OpenAiGuides): string[] {
+  const so = v.structured_outputs;
   return [
     v.response_format != null && v.response_format.type !== 'text' && 'response_format',
     v.guided_choice != null && 'guided_choice',
     v.guided_json != null && 'guided_json',
     v.guided_regex != null && 'guided_regex',
     v.guided_grammar != null && 'guided_grammar',
+    ...STRUCTURED_OUTPUT_GUIDES.map((k) => so?.[k] != null && so[k] !== false && `structured_outputs.${k}`),
   ].filter((g): g is string => typeof g === 'string');
 }
 
-/** At most one guide of an OpenAI body; guided_json's text is a JSON object. */
+/** At most one guide of an OpenAI body; a JSON schema given as text is a JSON object; structured_outputs asks nothing memlora cannot do. */
 function refineOpenAiGuides(v: OpenAiGuides, ctx: z.RefinementCtx): void {
   const given = openAiGuides(v);
-  if (given.length > 1) ctx.addIssue({ code: 'custom', path: [given[1]], message: `give one of ${given.join(', ')}, not both` });
-  if (typeof v.guided_json === 'string' && !isJsonObjectText(v.guided_json)) ctx.addIssue({ code: 'custom', path: ['guided_json'], message: 'guided_json must be a JSON schema: an object, or its JSON text' });
+  if (given.length > 1) ctx.addIssue({ code: 'custom', path: given[1].split('.'), message: `give one of ${given.join(', ')}, not both` });
+  const texts: Array<[string[], unknown]> = [
+    [['guided_json'], v.guided_json],
+    [['structured_outputs', 'json'], v.structured_outputs?.json],
+  ];
+  for (const [path, text] of texts) {
+    if (typeof text === 'string' && !isJsonObjectText(text)) ctx.addIssue({ code: 'custom', path, message: `${path.join('.')} must be a JSON schema: an object, or its JSON text` });
+  }
+  const so = v.structured_outputs;
+  if (so?.structural_tag != null) ctx.addIssue({ code: 'custom', path: ['structured_outputs', 'structural_tag'], message: 'structural_tag is not supported' });
+  if (so?.whitespace_pattern != null) ctx.addIssue({ code: 'custom', path: ['structured_outputs', 'whitespace_pattern'], message: 'whitespace_pattern is not supported: white space in JSON replies is bounded by memlora (16 bytes, one line break)' });
+  if (so?.disable_any_whitespace === true) ctx.addIssue({ code: 'custom', path: ['structured_outputs', 'disable_any_whitespace'], message: 'disable_any_whitespace is not supported: white space in JSON replies is bounded by memlora (16 bytes, one line break)' });
 }
 
 function isJsonObjectText(text: string): boolean {
@@ -914,7 +955,7 @@ function refineTools(v: OpenAiGuides & { tools?: Array<{ function: { name: strin
     }
   }
   const other = openAiGuides(v)[0];
-  if (other) ctx.addIssue({ code: 'custom', path: [other], message: `a reply that is a tool call cannot also follow ${other}` });
+  if (other) ctx.addIssue({ code: 'custom', path: other.split('.'), message: `a reply that is a tool call cannot also follow ${other}` });
 }
 
 /** Most choices (`n`) one OpenAI request may ask for; each is a generation request of its own. */
@@ -950,6 +991,7 @@ const openAiSamplingShape = {
   guided_json: guidedJsonSchema.nullable().optional(),
   guided_regex: guidedRegexSchema.nullable().optional(),
   guided_grammar: guidedGrammarSchema.nullable().optional(),
+  structured_outputs: structuredOutputsSchema.nullable().optional(),
   /** memlora extension: the personalisation mode, as in /v1/generate. */
   mode: z.enum(GENERATE_MODES).optional(),
 };

@@ -97,6 +97,19 @@ describe('POST /v1/chat/completions', () => {
     const body = await json(await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: [{ role: 'user', content: 'x' }] }));
     expect(body.model).toBe('memlora');
     expect(gen.calls[9].req.guidedGrammar).toBeUndefined();
+    // vLLM's structured_outputs (v0.12 on): the same guides, under one field.
+    const so = async (structured_outputs: Record<string, unknown>) => {
+      await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: [{ role: 'user', content: 'x' }], structured_outputs });
+      return gen.calls.at(-1)!.req;
+    };
+    expect((await so({ json: schema })).responseFormat).toEqual({ type: 'json_schema', jsonSchema: { name: 'structured_outputs', schema } });
+    expect((await so({ json: JSON.stringify(schema), disable_fallback: true })).responseFormat).toEqual({ type: 'json_schema', jsonSchema: { name: 'structured_outputs', schema } });
+    expect((await so({ json_object: true })).responseFormat).toEqual({ type: 'json_object' });
+    expect(await so({ regex: '[a-z]+', json: null })).toMatchObject({ guidedRegex: '[a-z]+', responseFormat: undefined });
+    expect((await so({ choice: ['yes', 'no'] })).guidedChoice).toEqual(['yes', 'no']);
+    expect((await so({ grammar: 'root ::= "a"+', disable_any_whitespace: false })).guidedGrammar).toBe('root ::= "a"+');
+    const none = await so({ json_object: false, disable_additional_properties: true });
+    expect([none.responseFormat, none.guidedRegex, none.guidedChoice, none.guidedGrammar]).toEqual([undefined, undefined, undefined, undefined]);
   });
 
   it('n choices: one generation request each, seeds advanced per choice, the prompt counted once; streamed, chunks carry their choice', async () => {
@@ -151,6 +164,16 @@ describe('POST /v1/chat/completions', () => {
       { user: 'alice', messages: msg, response_format: { type: 'json_schema', json_schema: { name: 'a name', schema: {} } } },
       { user: 'alice', messages: msg, response_format: { type: 'json_schema', schema: {} } },
       { user: 'alice', messages: msg, guided_json: '{"type": ' },
+      { user: 'alice', messages: msg, structured_outputs: { json: '[1]' } },
+      { user: 'alice', messages: msg, structured_outputs: { regex: 'a+', choice: ['a'] } },
+      { user: 'alice', messages: msg, structured_outputs: { grammar: 'root ::= "a"' }, guided_regex: 'a+' },
+      { user: 'alice', messages: msg, structured_outputs: { json_object: true }, response_format: { type: 'json_object' } },
+      { user: 'alice', messages: msg, structured_outputs: { structural_tag: '{"type": "structural_tag"}' } },
+      { user: 'alice', messages: msg, structured_outputs: { json: {}, whitespace_pattern: '[ ]?' } },
+      { user: 'alice', messages: msg, structured_outputs: { json: {}, disable_any_whitespace: true } },
+      { user: 'alice', messages: msg, structured_outputs: { choice: [] } },
+      { user: 'alice', messages: msg, structured_outputs: 'json' },
+      { user: 'alice', messages: msg, structured_outputs: { choice: ['a'] }, tools: [{ type: 'function', function: { name: 'f' } }], tool_choice: 'required' },
       { user: 'alice', messages: msg, guided_json: '[1]' },
       { user: 'alice', messages: msg, guided_json: {}, guided_choice: ['a'] },
       { user: 'alice', messages: msg, guided_json: {}, response_format: { type: 'json_object' } },

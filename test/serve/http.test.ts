@@ -512,6 +512,13 @@ describe('the official OpenAI client, unmodified, against the real server', () =
     const refused = await expectError(await post('/v1/chat/completions', { user: 'bob', messages: hello, guided_grammar: 'root ::= root "z" | "z"' }), 422, 'unsupported_grammar');
     expect((refused.details as { reason: string }).reason).toMatch(/left-recursive/);
     await expectError(await post('/v1/completions', { user: 'bob', prompt: 'x', guided_grammar: 'root ::= z' }), 422, 'unsupported_grammar');
+    // vLLM's structured_outputs, as vLLM 0.12 on takes these guides.
+    const so = chatCompletionResponseSchema.parse(await (await post('/v1/chat/completions', { user: 'bob', messages: hello, max_tokens: 32, structured_outputs: { grammar } })).json());
+    expect(so.choices[0].message.content).toMatch(/^\[*zebra\]*$/);
+    const chosen = (await (await post('/v1/completions', { user: 'alice', prompt: 'x', structured_outputs: { choice: ['zebra', 'quiet'] } })).json()) as { choices: Array<{ text: string }> };
+    expect(chosen.choices[0].text).toBe('quiet');
+    const tag = await expectError(await post('/v1/chat/completions', { user: 'bob', messages: hello, structured_outputs: { structural_tag: '{}' } }), 422, 'validation_failed');
+    expect(tag.message).toContain('structured_outputs.structural_tag');
   });
 
   it('tools with tool_choice required, a named function or allowed_tools: the reply is a call of a tool allowed, with arguments of its parameters, plain and streamed', async () => {
