@@ -27,6 +27,9 @@ export class GrammarError extends Error {
 
 /** Most automaton states a grammar may compile to (counted repetitions copy their operand). */
 export const MAX_GRAMMAR_STATES = 65_536;
+/** Most groups one inside another, and most repetitions of one item (`"a"*?`): the parser and the compiler recurse into each. */
+const MAX_DEPTH = 128;
+const MAX_REPEATS = 8;
 /** Largest count of a repetition `{m,n}`. */
 const MAX_COUNT = 1000;
 const MAX_CODE_POINT = 0x10ffff;
@@ -36,11 +39,11 @@ export interface CompiledGrammar {
   /** A process-wide number: masks of guides of the same grammar are shared. */
   readonly id: number;
   /** Per state: byte edges as flat [lo, hi, to] triples (inclusive byte range). */
-  readonly bytes: readonly Int32Array[];
+  readonly bytes: ReadonlyArray<readonly number[]>;
   /** Per state: the states it moves to without a byte. */
-  readonly eps: readonly Int32Array[];
+  readonly eps: ReadonlyArray<readonly number[]>;
   /** Per state: rule calls as flat [callee's start, return state] pairs. */
-  readonly calls: readonly Int32Array[];
+  readonly calls: ReadonlyArray<readonly number[]>;
   /** Per state: 1 where it ends its rule (then the parse returns to the caller). */
   readonly ends: Uint8Array;
   /**
@@ -157,6 +160,7 @@ const SIMPLE_ESCAPES: Record<string, number> = { n: 0x0a, r: 0x0d, t: 0x09, '0':
 
 class Parser {
   private i = 0;
+  private depth = 0;
   readonly rules = new Map<string, Expr>();
   readonly refs: Array<{ name: string; at: number }> = [];
 
@@ -228,7 +232,7 @@ class Parser {
 
   private repeated(atom: Expr): Expr {
     let node = atom;
-    for (;;) {
+    for (let repeats = 0; ; repeats++) {
       this.space();
       const c = this.src[this.i];
       let min: number;
@@ -245,6 +249,7 @@ class Parser {
         if (min > MAX_COUNT || (max !== Infinity && max > MAX_COUNT)) throw this.error(`repetition ${m[0]}: counts above ${MAX_COUNT} are not supported`);
         this.i += m[0].length;
       } else return node;
+      if (repeats === MAX_REPEATS) throw this.error(`more than ${MAX_REPEATS} repetitions of one item`);
       node = { t: 'rep', item: node, min, max };
     }
   }
@@ -287,8 +292,10 @@ class Parser {
       return classExpr([], true);
     }
     if (c === '(') {
+      if (++this.depth > MAX_DEPTH) throw this.error(`groups nested more than ${MAX_DEPTH} deep`);
       this.i++;
       const inner = this.alternation(true);
+      this.depth--;
       this.space();
       if (s[this.i] !== ')') throw this.error('expected ")"');
       this.i++;
@@ -447,13 +454,85 @@ function compile(text: string): CompiledGrammar {
   for (const f of b.finals) ends[f] = 1;
   return {
     id: nextId++,
-    bytes: b.bytes.map((e) => Int32Array.from(e)),
-    eps: b.eps.map((e) => Int32Array.from(e)),
-    calls: b.calls.map((e) => Int32Array.from(e)),
+    bytes: b.bytes,
+    eps: b.eps,
+    calls: b.calls,
     ends,
     tail: tails(b, ends),
     start: b.starts[index.get('root')!],
   };
+}
+
+/** Lists of numbers per index, packed: list i is items[start[i]] .. items[start[i + 1] - 1]. `each` calls `add` for every (index, item), the same way both times it is called. */
+function packed(n: number, each: (add: (i: number, item: number) => void) => void): { start: Int32Array; items: Int32Array } {
+  const start = new Int32Array(n + 1);
+  each((i) => start[i + 1]++);
+  for (let i = 0; i < n; i++) start[i + 1] += start[i];
+  const items = new Int32Array(start[n]);
+  const at = start.slice(0, n);
+  each((i, item) => {
+    items[at[i]++] = item;
+  });
+  return { start, items };
+}
+
+/**
+ * The states from which their rule's end can be reached, in one backward pass: through empty moves,
+ * byte moves (with `bytes`), and calls of rules whose start is itself such a state (found as the pass
+ * goes: a call is passed once both its return state and its callee's start are reached). Returns
+ * those states and the rules whose start is one: with bytes, the rules that derive a finite string;
+ * without, those that derive the empty string.
+ */
+function reachingEnds(b: Builder, ruleOf: Map<number, number>, bytes: boolean): { live: Uint8Array; rules: boolean[] } {
+  const n = b.bytes.length;
+  const back = packed(n, (add) => {
+    for (let s = 0; s < n; s++) {
+      if (bytes) {
+        const by = b.bytes[s];
+        for (let k = 2; k < by.length; k += 3) add(by[k], s);
+      }
+      for (const t of b.eps[s]) add(t, s);
+    }
+  });
+  // Calls as [state, callee rule, return state] triples, and their numbers by return state and by callee.
+  const calls: number[] = [];
+  for (let s = 0; s < n; s++) {
+    const c = b.calls[s];
+    for (let k = 0; k < c.length; k += 2) calls.push(s, ruleOf.get(c[k])!, c[k + 1]);
+  }
+  const byReturn = packed(n, (add) => {
+    for (let i = 0; i < calls.length; i += 3) add(calls[i + 2], i);
+  });
+  const byCallee = packed(b.starts.length, (add) => {
+    for (let i = 0; i < calls.length; i += 3) add(calls[i + 1], i);
+  });
+  const live = new Uint8Array(n);
+  const rules = b.starts.map(() => false);
+  const work: number[] = [];
+  const reach = (s: number) => {
+    if (!live[s]) {
+      live[s] = 1;
+      work.push(s);
+    }
+  };
+  for (const f of b.finals) reach(f);
+  while (work.length > 0) {
+    const t = work.pop()!;
+    for (let k = back.start[t]; k < back.start[t + 1]; k++) reach(back.items[k]);
+    for (let k = byReturn.start[t]; k < byReturn.start[t + 1]; k++) {
+      const i = byReturn.items[k];
+      if (rules[calls[i + 1]]) reach(calls[i]);
+    }
+    const r = ruleOf.get(t);
+    if (r !== undefined && !rules[r]) {
+      rules[r] = true;
+      for (let k = byCallee.start[r]; k < byCallee.start[r + 1]; k++) {
+        const i = byCallee.items[k];
+        if (live[calls[i + 2]]) reach(calls[i]);
+      }
+    }
+  }
+  return { live, rules };
 }
 
 /**
@@ -462,36 +541,8 @@ function compile(text: string): CompiledGrammar {
  * every state a parse reaches can finish. Returns which rules derive a finite string.
  */
 function prune(b: Builder, ruleOf: Map<number, number>): boolean[] {
-  const n = b.bytes.length;
-  const rules = b.starts.length;
-  let productive = new Array<boolean>(rules).fill(false);
-  let live = new Uint8Array(n);
-  for (;;) {
-    // Reverse moves under the current productive rules, then every state that reaches its rule's end.
-    const back: number[][] = Array.from({ length: n }, () => []);
-    for (let s = 0; s < n; s++) {
-      const by = b.bytes[s];
-      for (let k = 2; k < by.length; k += 3) back[by[k]].push(s);
-      for (const t of b.eps[s]) back[t].push(s);
-      const c = b.calls[s];
-      for (let k = 0; k < c.length; k += 2) if (productive[ruleOf.get(c[k])!]) back[c[k + 1]].push(s);
-    }
-    live = new Uint8Array(n);
-    const work = [...b.finals];
-    for (const f of work) live[f] = 1;
-    while (work.length > 0) {
-      for (const p of back[work.pop()!]) {
-        if (!live[p]) {
-          live[p] = 1;
-          work.push(p);
-        }
-      }
-    }
-    const next = b.starts.map((s) => live[s] === 1);
-    if (next.every((p, r) => p === productive[r])) break;
-    productive = next;
-  }
-  for (let s = 0; s < n; s++) {
+  const { live, rules: productive } = reachingEnds(b, ruleOf, true);
+  for (let s = 0; s < b.bytes.length; s++) {
     const by = b.bytes[s];
     const keep: number[] = [];
     for (let k = 0; k < by.length; k += 3) if (live[by[k + 2]]) keep.push(by[k], by[k + 1], by[k + 2]);
@@ -505,70 +556,92 @@ function prune(b: Builder, ruleOf: Map<number, number>): boolean[] {
   return productive;
 }
 
-/** The states reachable from `from` without a byte: empty moves, and past calls of rules in `passable` (each called rule reported). */
-function reachWithoutBytes(b: Builder, from: number, ruleOf: Map<number, number>, passable: readonly boolean[], called?: (rule: number) => void): Set<number> {
-  const seen = new Set([from]);
-  const work = [from];
-  while (work.length > 0) {
-    const s = work.pop()!;
-    const next = [...b.eps[s]];
-    const c = b.calls[s];
-    for (let k = 0; k < c.length; k += 2) {
-      const rule = ruleOf.get(c[k])!;
-      called?.(rule);
-      if (passable[rule]) next.push(c[k + 1]);
-    }
-    for (const t of next) {
-      if (!seen.has(t)) {
-        seen.add(t);
-        work.push(t);
-      }
-    }
-  }
-  return seen;
-}
-
 /** A rule that can call itself before any byte is written would grow the stack for ever: refused. */
 function refuseLeftRecursion(b: Builder, ruleOf: Map<number, number>, names: readonly string[]): void {
   const rules = b.starts.length;
-  // Rules that derive the empty string, to a fixed point.
-  const nullable = new Array<boolean>(rules).fill(false);
-  for (let changed = true; changed; ) {
-    changed = false;
-    for (let r = 0; r < rules; r++) {
-      if (!nullable[r] && reachWithoutBytes(b, b.starts[r], ruleOf, nullable).has(b.finals[r])) nullable[r] = changed = true;
+  const nullable = reachingEnds(b, ruleOf, false).rules;
+  // Per rule, the rules it may call before writing a byte: past empty moves and calls of nullable rules.
+  const first: number[][] = Array.from({ length: rules }, () => []);
+  for (let r = 0; r < rules; r++) {
+    const seen = new Set([b.starts[r]]);
+    const work = [b.starts[r]];
+    while (work.length > 0) {
+      const s = work.pop()!;
+      const next = [...b.eps[s]];
+      const c = b.calls[s];
+      for (let k = 0; k < c.length; k += 2) {
+        const callee = ruleOf.get(c[k])!;
+        first[r].push(callee);
+        if (nullable[callee]) next.push(c[k + 1]);
+      }
+      for (const t of next) {
+        if (!seen.has(t)) {
+          seen.add(t);
+          work.push(t);
+        }
+      }
     }
   }
-  const first: number[][] = Array.from({ length: rules }, () => []);
-  for (let r = 0; r < rules; r++) reachWithoutBytes(b, b.starts[r], ruleOf, nullable, (callee) => first[r].push(callee));
-  // A cycle among "may call first" edges.
+  // A cycle among them, by a depth-first walk kept on an explicit stack (grammars may have thousands of rules).
   const mark = new Uint8Array(rules); // 0 unvisited, 1 on the path, 2 done
-  const visit = (r: number, path: number[]): void => {
-    mark[r] = 1;
-    for (const c of first[r]) {
-      if (mark[c] === 1) {
-        const cycle = [...path.slice(path.indexOf(c)), r, c].map((x) => names[x]);
-        throw new GrammarError(`rule "${names[c]}" is left-recursive (${[...new Set(cycle)].join(' -> ')} -> ${names[c]}): write the repetition with * or + instead`);
+  for (let root = 0; root < rules; root++) {
+    if (mark[root] !== 0) continue;
+    const path: number[] = [root];
+    const next: number[] = [0];
+    mark[root] = 1;
+    while (path.length > 0) {
+      const r = path[path.length - 1];
+      const k = next[next.length - 1]++;
+      if (k >= first[r].length) {
+        mark[r] = 2;
+        path.pop();
+        next.pop();
+        continue;
       }
-      if (mark[c] === 0) visit(c, [...path, r]);
+      const c = first[r][k];
+      if (mark[c] === 1) {
+        const cycle = [...path.slice(path.indexOf(c)), c].map((x) => names[x]);
+        throw new GrammarError(`rule "${names[c]}" is left-recursive (${cycle.join(' -> ')}): write the repetition with * or + instead`);
+      }
+      if (mark[c] === 0) {
+        mark[c] = 1;
+        path.push(c);
+        next.push(0);
+      }
     }
-    mark[r] = 2;
-  };
-  for (let r = 0; r < rules; r++) if (mark[r] === 0) visit(r, []);
+  }
 }
 
-/** Per state, whether only empty moves to its rule's end can follow it. */
+/**
+ * Per state, whether only empty moves to its rule's end can follow it: its rule's end, or a state
+ * with nothing but empty moves, all to such states (found backwards from the ends, each state once
+ * all its moves are known to lead to one).
+ */
 function tails(b: Builder, ends: Uint8Array): Uint8Array {
   const n = b.bytes.length;
-  const memo = new Int8Array(n); // 0 unknown, 1 yes, -1 no or being decided
-  const decide = (s: number): boolean => {
-    if (memo[s] !== 0) return memo[s] === 1;
-    memo[s] = -1;
-    const yes = ends[s] === 1 || (b.bytes[s].length === 0 && b.calls[s].length === 0 && b.eps[s].length > 0 && b.eps[s].every(decide));
-    memo[s] = yes ? 1 : -1;
-    return yes;
-  };
   const out = new Uint8Array(n);
-  for (let s = 0; s < n; s++) out[s] = decide(s) ? 1 : 0;
+  const pending = new Int32Array(n).fill(-1);
+  const onlyEmpty = (s: number) => b.bytes[s].length === 0 && b.calls[s].length === 0 && b.eps[s].length > 0;
+  const back = packed(n, (add) => {
+    for (let s = 0; s < n; s++) if (onlyEmpty(s)) for (const t of b.eps[s]) add(t, s);
+  });
+  for (let s = 0; s < n; s++) if (onlyEmpty(s)) pending[s] = b.eps[s].length;
+  const work: number[] = [];
+  for (let s = 0; s < n; s++) {
+    if (ends[s]) {
+      out[s] = 1;
+      work.push(s);
+    }
+  }
+  while (work.length > 0) {
+    const t = work.pop()!;
+    for (let k = back.start[t]; k < back.start[t + 1]; k++) {
+      const s = back.items[k];
+      if (--pending[s] === 0 && !out[s]) {
+        out[s] = 1;
+        work.push(s);
+      }
+    }
+  }
   return out;
 }

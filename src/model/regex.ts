@@ -21,6 +21,8 @@ export class RegexError extends Error {
   }
 }
 
+/** Most groups one inside another (the parser and the compiler recurse into each). */
+export const MAX_GROUP_DEPTH = 128;
 /** Most NFA states a pattern may compile to (counted repetitions copy their operand). */
 export const MAX_NFA_STATES = 4096;
 
@@ -86,6 +88,7 @@ const CHAR_ESCAPES: Record<string, number> = { n: 0x0a, t: 0x09, r: 0x0d, f: 0x0
 
 class Parser {
   private i = 0;
+  private depth = 0;
   constructor(private readonly src: string) {}
 
   parse(): Node {
@@ -145,7 +148,9 @@ class Parser {
       if (src.startsWith('?:', this.i)) this.i += 2;
       else if (/^\?<[A-Za-z_$][\w$]*>/.test(src.slice(this.i))) this.i = src.indexOf('>', this.i) + 1;
       else if (src[this.i] === '?') throw new RegexError(`lookarounds are not supported (at ${this.i - 1})`);
+      if (++this.depth > MAX_GROUP_DEPTH) throw new RegexError(`groups nested more than ${MAX_GROUP_DEPTH} deep`);
       const inner = this.alternation(src);
+      this.depth--;
       if (src[this.i] !== ')') throw new RegexError('unclosed group');
       this.i++;
       return inner;

@@ -166,6 +166,8 @@ describe('compileGrammar', () => {
       ['root ::= "a"{1001}', /counts above 1000/],
       ['root ::= "a"{3,2}', /more at least than at most/],
       ['root ::= "a"{}', /expected a count/],
+      [`root ::= ${'('.repeat(20_000)}"a"${')'.repeat(20_000)}`, /groups nested more than 128 deep/],
+      [`root ::= "a"${'?'.repeat(20_000)}`, /more than 8 repetitions of one item/],
       ['root ::= loop\nloop ::= "b" loop', /derives no finite string/],
       [`root ::= ("a"{1000}){1000}`, new RegExp(`more than ${MAX_GRAMMAR_STATES} states`)],
     ];

@@ -500,6 +500,8 @@ describe('the official OpenAI client, unmodified, against the real server', () =
     const regex = chatCompletionResponseSchema.parse(await (await post('/v1/chat/completions', { user: 'bob', messages: hello, max_tokens: 32, guided_regex: '(zebra|quiet|hello) [0-9]{2}' })).json());
     expect(regex.choices[0].message.content).toMatch(/^zebra [0-9]{2}$/);
     await expectError(await post('/v1/chat/completions', { user: 'bob', messages: hello, guided_regex: '(?=z)zebra' }), 422, 'unsupported_regex');
+    // Groups nested 2,000 deep overflowed the parser's stack (a 500); now refused as the other limits are.
+    await expectError(await post('/v1/chat/completions', { user: 'bob', messages: hello, guided_regex: `${'('.repeat(2000)}z${')'.repeat(2000)}` }), 422, 'unsupported_regex');
     // vLLM's guided_grammar (GBNF): a word, maybe bracketed; bob's adapter picks the word with a z.
     const grammar = 'root ::= word | "[" root "]"\nword ::= "zebra" | "quiet" | "hello"';
     const bracketed = chatCompletionResponseSchema.parse(await (await post('/v1/chat/completions', { user: 'bob', messages: hello, max_tokens: 32, guided_grammar: grammar })).json());
