@@ -181,8 +181,158 @@ describe('compileGrammar', () => {
       expect(err, text).toBeInstanceOf(GrammarError);
       expect((err as Error).message, text).toMatch(message);
     }
+    // A call returns to a state that may still write (only empty moves out of it, one of them to more
+    // bytes): not a tail call.
+    const after = compileGrammar('root ::= r1 ( "" | "" "a" )\nr1 ::= "x"');
+    expect(['x', 'xa', 'a', 'xaa'].map((s) => accepts(after, s))).toEqual([true, true, false, false]);
     // Right recursion, and recursion behind a byte, are fine.
     for (const ok of ['root ::= "x" root | ""', 'root ::= "(" root ")" | ""', 'root ::= a\na ::= "-"* "x" a?']) expect(() => compileGrammar(ok)).not.toThrow();
+  });
+});
+
+/** A grammar in BNF: per rule its alternatives, each a list of symbols (a terminal character, or a rule's index). */
+type Bnf = Array<Array<Array<string | number>>>;
+
+/** An Earley recogniser, written for these tests: whether `text` derives from rule 0. */
+function earley(g: Bnf, text: string): boolean {
+  type Item = { rule: number; alt: number; dot: number; from: number };
+  const sets: Item[][] = [];
+  const keys: Array<Set<string>> = [];
+  const add = (k: number, it: Item) => {
+    const key = `${it.rule}.${it.alt}.${it.dot}.${it.from}`;
+    if (keys[k].has(key)) return false;
+    keys[k].add(key);
+    sets[k].push(it);
+    return true;
+  };
+  for (let k = 0; k <= text.length; k++) {
+    sets.push([]);
+    keys.push(new Set());
+  }
+  g[0].forEach((_, alt) => add(0, { rule: 0, alt, dot: 0, from: 0 }));
+  for (let k = 0; k <= text.length; k++) {
+    // Predict and complete to a fixed point (nullable rules complete in the set they start in).
+    for (let grew = true; grew; ) {
+      grew = false;
+      for (const it of [...sets[k]]) {
+        const sym = g[it.rule][it.alt][it.dot];
+        if (typeof sym === 'number') {
+          g[sym].forEach((_, alt) => (grew = add(k, { rule: sym, alt, dot: 0, from: k }) || grew));
+        } else if (sym === undefined) {
+          for (const p of sets[it.from]) if (g[p.rule][p.alt][p.dot] === it.rule) grew = add(k, { ...p, dot: p.dot + 1 }) || grew;
+        }
+      }
+    }
+    if (k < text.length) for (const it of sets[k]) if (g[it.rule][it.alt][it.dot] === text[k]) add(k + 1, { ...it, dot: it.dot + 1 });
+  }
+  return sets[text.length].some((it) => it.rule === 0 && it.from === 0 && it.dot === g[0][it.alt].length);
+}
+
+/** The rules that derive a finite string, and those that derive the empty one, to a fixed point. */
+function derives(g: Bnf): { finite: boolean[]; empty: boolean[] } {
+  const fix = (ok: (sym: string | number, known: boolean[]) => boolean) => {
+    const known = g.map(() => false);
+    for (let grew = true; grew; ) {
+      grew = false;
+      g.forEach((alts, r) => {
+        if (!known[r] && alts.some((seq) => seq.every((sym) => ok(sym, known)))) known[r] = grew = true;
+      });
+    }
+    return known;
+  };
+  return { finite: fix((sym, known) => typeof sym === 'string' || known[sym]), empty: fix((sym, known) => typeof sym === 'number' && known[sym]) };
+}
+
+/**
+ * Whether some rule can call itself before a character (through rules that derive the empty string),
+ * in alternatives that can finish (the others are never entered).
+ */
+function leftRecursive(g: Bnf): boolean {
+  const { empty, finite } = derives(g);
+  const first = g.map((alts) => {
+    const out = new Set<number>();
+    for (const seq of alts) {
+      if (!seq.every((sym) => typeof sym === 'string' || finite[sym])) continue;
+      for (const sym of seq) {
+        if (typeof sym === 'string') break;
+        out.add(sym);
+        if (!empty[sym]) break;
+      }
+    }
+    return out;
+  });
+  const reaches = (from: number, to: number, seen = new Set<number>()): boolean => [...first[from]].some((r) => r === to || (!seen.has(r) && (seen.add(r), reaches(r, to, seen))));
+  return g.some((_, r) => finite[r] && reaches(r, r));
+}
+
+describe('compileGrammar against an Earley recogniser', () => {
+  it('random grammars (recursion, empty alternatives, rules that never finish): the guide takes exactly the strings Earley derives, and never walks into a dead end', () => {
+    const rng = new Rng(2026);
+    const pick = <T>(xs: readonly T[]) => xs[Math.floor(rng.uniform() * xs.length)];
+    let compiled = 0;
+    let refusedLeft = 0;
+    for (let n = 0; n < 300; n++) {
+      const rules = 1 + Math.floor(rng.uniform() * 4);
+      // Rules of alternatives of characters, rule names and groups (written in the grammar as
+      // parentheses, each a rule of its own here), sequences sometimes led by an empty literal.
+      const g: Bnf = [];
+      const texts: string[] = [];
+      const symbol = (depth: number): string | number => {
+        const u = rng.uniform();
+        if (u < 0.5) return pick(['a', 'b', 'c']);
+        if (u < 0.85 || depth > 0) return Math.floor(rng.uniform() * rules);
+        const group = g.push([]) - 1;
+        g[group] = alternatives(depth + 1, 2, 2);
+        return group;
+      };
+      const alternatives = (depth: number, most: number, longest: number) => Array.from({ length: 1 + Math.floor(rng.uniform() * most) }, () => Array.from({ length: Math.floor(rng.uniform() * (longest + 1)) }, () => symbol(depth)));
+      for (let r = 0; r < rules; r++) g.push([]);
+      const render = (alts: Array<Array<string | number>>): string =>
+        alts.map((seq) => (seq.length === 0 ? '""' : `${rng.uniform() < 0.2 ? '"" ' : ''}${seq.map((s) => (typeof s === 'string' ? `"${s}"` : s >= rules ? `( ${render(g[s])} )` : s === 0 ? 'root' : `r${s}`)).join(' ')}`)).join(' | ');
+      for (let r = 0; r < rules; r++) g[r] = alternatives(0, 3, 3);
+      for (let r = 0; r < rules; r++) texts.push(`${r === 0 ? 'root' : `r${r}`} ::= ${render(g[r])}`);
+      const text = texts.join('\n');
+      let grammar: CompiledGrammar;
+      try {
+        grammar = compileGrammar(text);
+      } catch (e) {
+        expect(e, text).toBeInstanceOf(GrammarError);
+        const message = (e as Error).message;
+        if (/left-recursive/.test(message)) {
+          expect(leftRecursive(g), `${text}\n${message}`).toBe(true);
+          refusedLeft++;
+        } else {
+          expect(message, text).toMatch(/derives no finite string/);
+          expect(derives(g).finite[0], text).toBe(false);
+        }
+        continue;
+      }
+      compiled++;
+      expect(leftRecursive(g), text).toBe(false);
+      for (let k = 0; k < 60; k++) {
+        const s = Array.from({ length: Math.floor(rng.uniform() * 7) }, () => pick(['a', 'b', 'c'])).join('');
+        expect(accepts(grammar, s), `${text}\non ${JSON.stringify(s)}`).toBe(earley(g, s));
+      }
+      const tokens: Array<Uint8Array | null> = [null, ...['a', 'b', 'c', 'ab', 'ca', 'bbc'].map((s) => enc.encode(s))];
+      for (let w = 0; w < 10; w++) {
+        const guide = new GrammarGuide(grammar, tokens, [0]);
+        let out = '';
+        for (let step = 0; step < 25 && !guide.done; step++) {
+          const mask = guide.allowed();
+          const ids = [...mask.keys()].filter((id) => mask[id] && id !== 0);
+          // Never a dead end: something may follow, or the reply may end here.
+          expect(ids.length > 0 || mask[0] === 1, `${text}\nafter ${JSON.stringify(out)}`).toBe(true);
+          expect(mask[0] === 1, `${text}\nend after ${JSON.stringify(out)}`).toBe(earley(g, out));
+          if (ids.length === 0 || (mask[0] && rng.uniform() < 0.3)) break;
+          const id = pick(ids);
+          guide.advance(id);
+          out += dec.decode(tokens[id]!);
+        }
+        if (guide.done) expect(earley(g, out), `${text}\nwalked ${JSON.stringify(out)}`).toBe(true);
+      }
+    }
+    expect(compiled).toBeGreaterThan(120);
+    expect(refusedLeft).toBeGreaterThan(10);
   });
 });
 
