@@ -117,6 +117,22 @@ const PORT = '(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]
 const PCHAR = "([A-Za-z0-9._~!$&'()*+,;=:@-]|%[0-9A-Fa-f]{2})";
 const DIGITS = '[0-9]{1,9}';
 const DUR_TIME = `T(${DIGITS}H(${DIGITS}M(${DIGITS}S)?)?|${DIGITS}M(${DIGITS}S)?|${DIGITS}S)`;
+const IPV4 = `${OCTET}(\\.${OCTET}){3}`;
+// RFC 4291's text forms (eight groups, or fewer around one "::"), without a zone or an IPv4 tail.
+const IPV6 = [
+  `(${H16}:){7}${H16}`,
+  `(${H16}:){1,7}:`,
+  `(${H16}:){1,6}:${H16}`,
+  `(${H16}:){1,5}(:${H16}){1,2}`,
+  `(${H16}:){1,4}(:${H16}){1,3}`,
+  `(${H16}:){1,3}(:${H16}){1,4}`,
+  `(${H16}:){1,2}(:${H16}){1,5}`,
+  `${H16}:(:${H16}){1,6}`,
+  `:((:${H16}){1,7}|:)`,
+].join('|');
+/** An address with an optional prefix length: an interface, as Python's ipaddress reads one (pydantic's IPv4Interface...). */
+const IPV4_INTERFACE = `${IPV4}(/(3[0-2]|[12]?[0-9]))?`;
+const IPV6_INTERFACE = `(${IPV6})(/(12[0-8]|1[01][0-9]|[1-9]?[0-9]))?`;
 /** The formats a string may have, as the patterns its text is generated to (RFC 3339 dates and times, RFC 4122 ids...). */
 export const FORMATS: Record<string, string> = {
   date: FULL_DATE,
@@ -125,21 +141,15 @@ export const FORMATS: Record<string, string> = {
   uuid: '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}',
   // OpenAPI's byte: base64 (RFC 4648's alphabet, padded).
   byte: '([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?',
-  ipv4: `${OCTET}(\\.${OCTET}){3}`,
+  ipv4: IPV4,
   email: `[A-Za-z0-9._%+-]{1,64}@${LABEL}(\\.${LABEL})+`,
   hostname: `${LABEL}(\\.${LABEL})*`,
-  // RFC 4291's text forms (eight groups, or fewer around one "::"), without a zone or an IPv4 tail.
-  ipv6: [
-    `(${H16}:){7}${H16}`,
-    `(${H16}:){1,7}:`,
-    `(${H16}:){1,6}:${H16}`,
-    `(${H16}:){1,5}(:${H16}){1,2}`,
-    `(${H16}:){1,4}(:${H16}){1,3}`,
-    `(${H16}:){1,3}(:${H16}){1,4}`,
-    `(${H16}:){1,2}(:${H16}){1,5}`,
-    `${H16}:(:${H16}){1,6}`,
-    `:((:${H16}){1,7}|:)`,
-  ].join('|'),
+  ipv6: IPV6,
+  // pydantic's formats for its ipaddress types: either address; an address with an optional prefix length.
+  ipvanyaddress: `(${IPV4})|(${IPV6})`,
+  ipv4interface: IPV4_INTERFACE,
+  ipv6interface: IPV6_INTERFACE,
+  ipvanyinterface: `(${IPV4_INTERFACE})|(${IPV6_INTERFACE})`,
   // An absolute URI with a host name (RFC 3986): scheme://host[:port][/path][?query][#fragment].
   uri: `[A-Za-z][A-Za-z0-9+.-]{0,31}://${LABEL}(\\.${LABEL})*(:${PORT})?(/${PCHAR}*)*(\\?(${PCHAR}|[/?])*)?(#(${PCHAR}|[/?])*)?`,
   // RFC 3339's ISO 8601 durations (P1Y2M3DT4H5M6S, P2W...).

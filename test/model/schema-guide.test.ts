@@ -1,4 +1,4 @@
-import { isIPv6 } from 'node:net';
+import { isIP, isIPv4, isIPv6 } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { FORMATS, SchemaError, compileJsonSchema } from '../../src/model/json-schema.js';
 import { MAX_EXPONENT_DIGITS, MAX_INTEGER_DIGITS, MAX_WHITESPACE, SchemaGuide } from '../../src/model/schema-guide.js';
@@ -268,6 +268,12 @@ const PERSON = {
 
 /** Each format's own check, written apart from the patterns the guide writes them by. */
 const BASE64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
+/** An IP address of `version`, then maybe "/" and a prefix length that fits it (no leading zeros). */
+function interfaceOf(v: string, version: 4 | 6): boolean {
+  const [address, prefix, ...more] = v.split('/');
+  if (more.length > 0 || !(version === 4 ? isIPv4(address) : isIPv6(address))) return false;
+  return prefix === undefined || (/^(0|[1-9][0-9]*)$/.test(prefix) && Number(prefix) <= (version === 4 ? 32 : 128));
+}
 const FORMAT_CHECKS: Record<string, (v: string) => boolean> = {
   // Padded base64: groups of four of the alphabet, the last ending in at most two "=", decoding to as many bytes as its length says.
   byte: (v) => {
@@ -284,6 +290,11 @@ const FORMAT_CHECKS: Record<string, (v: string) => boolean> = {
   hostname: (v) => v.split('.').every((l) => l.length >= 1 && l.length <= 63 && /^[A-Za-z0-9-]+$/.test(l) && !l.startsWith('-') && !l.endsWith('-')),
   // Node's own reading of an IPv6 address.
   ipv6: (v) => isIPv6(v),
+  // pydantic's: either address (Node's reading), and an address with an optional prefix length of its size.
+  ipvanyaddress: (v) => isIP(v) !== 0,
+  ipv4interface: (v) => interfaceOf(v, 4),
+  ipv6interface: (v) => interfaceOf(v, 6),
+  ipvanyinterface: (v) => interfaceOf(v, 4) || interfaceOf(v, 6),
   // The WHATWG URL parser takes it, with a scheme and "//", and every percent starts an escape.
   uri: (v) => {
     try {
@@ -787,6 +798,8 @@ describe('SchemaGuide of a JSON schema (structured outputs)', () => {
     expect(['::', '2001:db8::1', '1:2:3:4:5:6:7:8'].map(FORMAT_CHECKS.ipv6)).toEqual([true, true, true]);
     expect(['1::2::3', '1:2:3:4:5:6:7:8:9', '12345::', 'g::1'].map(FORMAT_CHECKS.ipv6)).toEqual([false, false, false, false]);
     expect(['https://a.org/x%20y?q#f', 'urn+x://h'].map(FORMAT_CHECKS.uri)).toEqual([true, true]);
+    expect(['10.0.0.1/8', '::1/128', '::1', '1.2.3.4/32'].map(FORMAT_CHECKS.ipvanyinterface)).toEqual([true, true, true, true]);
+    expect(['10.0.0.1/33', '::1/129', '1.2.3.4/', '1.2.3.4/08', '1.2.3.4/8/8'].map(FORMAT_CHECKS.ipvanyinterface)).toEqual([false, false, false, false, false]);
     expect(['a:b', 'http://a b', 'http://a/%zz', '://a'].map(FORMAT_CHECKS.uri)).toEqual([false, false, false, false]);
     for (const format of Object.keys(FORMATS)) {
       const texts = randomWalks(() => new SchemaGuide(compileJsonSchema({ type: 'object', properties: { v: { type: 'string', format } }, required: ['v'] }), vocab), { steps: 400, closers: [0x7d, 0x22], closeAfter: 150 });
