@@ -150,6 +150,8 @@ function classExpr(ranges: Array<[number, number]>, negated: boolean): Expr {
 // GBNF parsing.
 
 const NAME = /[A-Za-z0-9_-]/;
+/** A rule's head, `name ::=`, matched where the parser stands (sticky). */
+const RULE_HEAD = /[A-Za-z0-9_-]+[ \t\r\n]*::=/y;
 
 /** Where offset `at` of `src` is, as a person finds it: line and column, from 1. */
 function where(src: string, at: number): string {
@@ -206,8 +208,8 @@ class Parser {
 
   /** Whether a new rule (`name ::=`) begins here. */
   private atRule(): boolean {
-    const m = /^[A-Za-z0-9_-]+[ \t\r\n]*::=/.exec(this.src.slice(this.i, this.i + 300));
-    return m !== null;
+    RULE_HEAD.lastIndex = this.i;
+    return RULE_HEAD.test(this.src);
   }
 
   private alternation(nested: boolean): Expr {
@@ -313,6 +315,7 @@ class Parser {
     const s = this.src;
     if (s[this.i] !== '\\') {
       const cp = s.codePointAt(this.i)!;
+      if (cp >= 0xd800 && cp <= 0xdfff) throw this.error('a lone surrogate is not a character');
       this.i += cp > 0xffff ? 2 : 1;
       return cp;
     }

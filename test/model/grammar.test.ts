@@ -159,6 +159,7 @@ describe('compileGrammar', () => {
       ['root ::= "\\q"', /unknown escape/],
       ['root ::= "\\x4"', /needs 2 hexadecimal digits/],
       ['root ::= "\\uD800"', /not a character/],
+      ['root ::= "\uD800"', /lone surrogate/],
       ['root ::= ( "a" ', /expected "\)"/],
       ['root ::= "a" )', /unmatched/],
       ['root = "a"', /expected "::="/],
