@@ -30,6 +30,8 @@ interface Position {
   readonly tops: readonly Frame[];
   /** The tops' ids: the position's mask depends on them alone. */
   readonly key: string;
+  /** The key of its mask (mask-cache.ts): the ids, or where they are long a number of this position's own, so that keys stay small beside their masks. */
+  readonly maskKey: string;
   /** A parse has finished rule `root`: the reply may end here. */
   readonly accepts: boolean;
 }
@@ -45,7 +47,9 @@ export const MAX_FRAMES = 50_000;
 /** Bytes of steps kept per grammar (their positions' keys and tops, roughly) before they are dropped and computed again. */
 const MAX_STEP_BYTES = 8 * 1024 * 1024;
 
-const DEAD: Position = { tops: [], key: 'dead', accepts: false };
+const DEAD: Position = { tops: [], key: 'dead', maskKey: 'dead', accepts: false };
+/** Longest key of ids a mask is cached under. */
+const MAX_MASK_KEY = 64;
 
 /** The frames and steps of one grammar, shared by its guides. */
 class Parses {
@@ -54,6 +58,8 @@ class Parses {
   private made = 0;
   private steps = new Map<string, Map<number, Position>>();
   private stepBytes = 0;
+  /** Numbers the positions of long keys are cached under (never reused). */
+  private nextLong = 0;
   /** Where a reply starts; made again after the frames start afresh, so that the old ones can go. */
   private first: Position | null = null;
 
@@ -108,7 +114,8 @@ class Parses {
     }
     if (tops.length === 0 && !accepts) return DEAD;
     tops.sort((a, b) => a.id - b.id);
-    return { tops, key: tops.map((f) => f.id).join(','), accepts };
+    const key = tops.map((f) => f.id).join(',');
+    return { tops, key, maskKey: key.length <= MAX_MASK_KEY ? key : `#${this.nextLong++}`, accepts };
   }
 
   /** Where `byte` leads from `pos` (DEAD where no parse takes it). */
@@ -169,7 +176,7 @@ export class GrammarGuide implements Guide {
   }
 
   allowed(): Uint8Array {
-    const tokens = cachedMask(this.vocab, `grammar ${this.grammar.id}|${this.pos.key}`, (bytes) => this.run(bytes) !== DEAD);
+    const tokens = cachedMask(this.vocab, `grammar ${this.grammar.id}|${this.pos.maskKey}`, (bytes) => this.run(bytes) !== DEAD);
     // A whole string of the grammar may end here.
     return withEnds(tokens, this.ends, this.pos.accepts);
   }
