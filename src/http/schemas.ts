@@ -888,6 +888,7 @@ type OpenAiGuides = {
   guided_regex?: unknown;
   guided_grammar?: unknown;
   structured_outputs?: z.output<typeof structuredOutputsSchema> | null;
+  guided_whitespace_pattern?: string | null;
 };
 
 /** The guides an OpenAI body gives, by path: a JSON response_format, vLLM's guided_* fields and its structured_outputs' guides. */
@@ -917,6 +918,7 @@ function refineOpenAiGuides(v: OpenAiGuides, ctx: z.RefinementCtx): void {
   const so = v.structured_outputs;
   if (so?.structural_tag != null) ctx.addIssue({ code: 'custom', path: ['structured_outputs', 'structural_tag'], message: 'structural_tag is not supported' });
   if (so?.whitespace_pattern != null) ctx.addIssue({ code: 'custom', path: ['structured_outputs', 'whitespace_pattern'], message: 'whitespace_pattern is not supported: white space in JSON replies is bounded by memlora (16 bytes, one line break)' });
+  if (v.guided_whitespace_pattern != null) ctx.addIssue({ code: 'custom', path: ['guided_whitespace_pattern'], message: 'guided_whitespace_pattern is not supported: white space in JSON replies is bounded by memlora (16 bytes, one line break)' });
   if (so?.disable_any_whitespace === true) ctx.addIssue({ code: 'custom', path: ['structured_outputs', 'disable_any_whitespace'], message: 'disable_any_whitespace is not supported: white space in JSON replies is bounded by memlora (16 bytes, one line break)' });
 }
 
@@ -992,6 +994,8 @@ const openAiSamplingShape = {
   guided_regex: guidedRegexSchema.nullable().optional(),
   guided_grammar: guidedGrammarSchema.nullable().optional(),
   structured_outputs: structuredOutputsSchema.nullable().optional(),
+  /** vLLM's (before v0.12): refused, as structured_outputs.whitespace_pattern is. */
+  guided_whitespace_pattern: z.string().nullable().optional(),
   /** memlora extension: the personalisation mode, as in /v1/generate. */
   mode: z.enum(GENERATE_MODES).optional(),
 };

@@ -170,6 +170,7 @@ describe('POST /v1/chat/completions', () => {
       { user: 'alice', messages: msg, structured_outputs: { json_object: true }, response_format: { type: 'json_object' } },
       { user: 'alice', messages: msg, structured_outputs: { structural_tag: '{"type": "structural_tag"}' } },
       { user: 'alice', messages: msg, structured_outputs: { json: {}, whitespace_pattern: '[ ]?' } },
+      { user: 'alice', messages: msg, guided_json: {}, guided_whitespace_pattern: '[ ]?' },
       { user: 'alice', messages: msg, structured_outputs: { json: {}, disable_any_whitespace: true } },
       { user: 'alice', messages: msg, structured_outputs: { choice: [] } },
       { user: 'alice', messages: msg, structured_outputs: 'json' },
