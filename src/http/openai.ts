@@ -26,15 +26,16 @@ export function toGenerate(candidate: Record<string, unknown>): GenerateRequest 
 /**
  * /v1/generate's responseFormat of an OpenAI body's response_format, or of vLLM's JSON guides:
  * structured_outputs' json_object (JSON mode) or json, or guided_json (a schema, or its JSON text).
+ * A response_format of type text (which clients send by default) leaves them the reply.
  */
 function responseFormatOf(body: OpenAiBody): GenerateRequest['responseFormat'] {
   const f = body.response_format;
   if (f?.type === 'json_schema') return { type: 'json_schema', jsonSchema: f.json_schema };
-  if (f) return { type: f.type };
+  if (f && f.type !== 'text') return { type: f.type };
   const so = body.structured_outputs;
   if (so?.json_object) return { type: 'json_object' };
   const [name, guided] = so?.json != null ? ['structured_outputs', so.json] : ['guided_json', body.guided_json];
-  if (guided == null) return undefined;
+  if (guided == null) return f ? { type: 'text' } : undefined;
   return { type: 'json_schema', jsonSchema: { name, schema: typeof guided === 'string' ? (JSON.parse(guided) as Record<string, unknown>) : guided } };
 }
 

@@ -917,9 +917,14 @@ function refineOpenAiGuides(v: OpenAiGuides, ctx: z.RefinementCtx): void {
   }
   const so = v.structured_outputs;
   if (so?.structural_tag != null) ctx.addIssue({ code: 'custom', path: ['structured_outputs', 'structural_tag'], message: 'structural_tag is not supported' });
-  if (so?.whitespace_pattern != null) ctx.addIssue({ code: 'custom', path: ['structured_outputs', 'whitespace_pattern'], message: 'whitespace_pattern is not supported: white space in JSON replies is bounded by memlora (16 bytes, one line break)' });
-  if (v.guided_whitespace_pattern != null) ctx.addIssue({ code: 'custom', path: ['guided_whitespace_pattern'], message: 'guided_whitespace_pattern is not supported: white space in JSON replies is bounded by memlora (16 bytes, one line break)' });
-  if (so?.disable_any_whitespace === true) ctx.addIssue({ code: 'custom', path: ['structured_outputs', 'disable_any_whitespace'], message: 'disable_any_whitespace is not supported: white space in JSON replies is bounded by memlora (16 bytes, one line break)' });
+  const spaces: Array<[string[], boolean]> = [
+    [['structured_outputs', 'whitespace_pattern'], so?.whitespace_pattern != null],
+    [['guided_whitespace_pattern'], v.guided_whitespace_pattern != null],
+    [['structured_outputs', 'disable_any_whitespace'], so?.disable_any_whitespace === true],
+  ];
+  for (const [path, given] of spaces) {
+    if (given) ctx.addIssue({ code: 'custom', path, message: `${path.at(-1)} is not supported: white space in JSON replies is bounded by memlora (16 bytes, one line break)` });
+  }
 }
 
 function isJsonObjectText(text: string): boolean {

@@ -108,6 +108,14 @@ describe('POST /v1/chat/completions', () => {
     expect(await so({ regex: '[a-z]+', json: null })).toMatchObject({ guidedRegex: '[a-z]+', responseFormat: undefined });
     expect((await so({ choice: ['yes', 'no'] })).guidedChoice).toEqual(['yes', 'no']);
     expect((await so({ grammar: 'root ::= "a"+', disable_any_whitespace: false })).guidedGrammar).toBe('root ::= "a"+');
+    // A response_format of type text, as clients send by default, leaves the reply to the vLLM guide.
+    const text = { type: 'text' };
+    await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: [{ role: 'user', content: 'x' }], response_format: text, guided_json: schema });
+    expect(gen.calls.at(-1)!.req.responseFormat).toEqual({ type: 'json_schema', jsonSchema: { name: 'guided_json', schema } });
+    await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: [{ role: 'user', content: 'x' }], response_format: text, structured_outputs: { json_object: true } });
+    expect(gen.calls.at(-1)!.req.responseFormat).toEqual({ type: 'json_object' });
+    await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: [{ role: 'user', content: 'x' }], response_format: text });
+    expect(gen.calls.at(-1)!.req.responseFormat).toEqual({ type: 'text' });
     const none = await so({ json_object: false, disable_additional_properties: true });
     expect([none.responseFormat, none.guidedRegex, none.guidedChoice, none.guidedGrammar]).toEqual([undefined, undefined, undefined, undefined]);
   });
