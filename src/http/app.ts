@@ -19,6 +19,7 @@ import { registerAdapterRoutes } from './routes/adapter.js';
 import { registerAdminRoutes } from './routes/admin.js';
 import { registerCacheRoutes } from './routes/cache.js';
 import { registerChatRoutes } from './routes/chat.js';
+import { registerResponsesRoutes } from './routes/responses.js';
 import { registerCompletionRoutes } from './routes/completions.js';
 import { registerGenerateRoutes } from './routes/generate.js';
 import { registerHistoryRoutes } from './routes/history.js';
@@ -111,6 +112,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   registerCacheRoutes(app, d);
   registerGenerateRoutes(app, d);
   registerChatRoutes(app, d);
+  registerResponsesRoutes(app, d);
   registerCompletionRoutes(app, d);
   registerScoreRoutes(app, d);
   registerTokenizeRoutes(app, d);

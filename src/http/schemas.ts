@@ -1154,6 +1154,100 @@ export const completionChunkSchema = z.object({
   memlora: z.object({ personalization: personalizationSchema }).optional(),
 });
 
+// ---------------------------------------------------------------------------------------------
+// OpenAI's Responses API (POST /v1/responses), the API OpenAI's newer clients and agents call: one
+// reply to an input (a text, or messages) with instructions, as a response object or a stream of
+// typed events. Stateless here: responses are not stored, so what needs them is refused.
+
+/** A part of an input message's content: text (the assistant's earlier output text too). */
+const responsesContentPart = z.looseObject({ type: z.enum(['input_text', 'output_text']), text: z.string().max(MAX_PROMPT_CHARS) });
+
+/** An input item: a message (images, files, function calls and their outputs are refused). */
+const responsesInputMessage = z.looseObject({
+  type: z.literal('message').optional(),
+  role: z.enum(['system', 'developer', 'user', 'assistant']),
+  content: z.union([z.string().max(MAX_PROMPT_CHARS), z.array(responsesContentPart).min(1).max(64)]),
+});
+
+/** text.format: plain text, JSON mode, or one document of a JSON schema (its name, schema and strict beside the type). */
+const responsesTextFormat = z.discriminatedUnion('type', [textFormats, jsonSchemaSpec.extend({ type: z.literal('json_schema') })]);
+
+/** Fields of the Responses API that need what memlora does not do here, each refused when it asks for it. */
+const RESPONSES_REFUSED: Record<string, string> = {
+  previous_response_id: 'responses are not stored here: send the conversation as input messages',
+  conversation: 'conversations are not stored here: send the conversation as input messages',
+  background: 'background responses are not supported',
+  prompt: 'prompt templates are not supported',
+  reasoning: 'reasoning is not supported',
+  include: 'include is not supported',
+  tools: 'tools are not supported on /v1/responses: use /v1/chat/completions',
+};
+
+export const responsesRequestSchema = z
+  .looseObject({
+    model: z.string().max(256).optional(),
+    /** The memlora user id; absent, the model must name the user (memlora:<user id>). */
+    user: userIdSchema.optional(),
+    input: z.union([z.string().min(1).max(MAX_PROMPT_CHARS), z.array(responsesInputMessage).min(1).max(256)]),
+    /** A system message before the input. */
+    instructions: z.string().max(MAX_PROMPT_CHARS).nullable().optional(),
+    max_output_tokens: z.int().min(1).max(2048).nullable().optional(),
+    temperature: z.number().min(0).max(5).nullable().optional(),
+    top_p: z.number().gt(0).max(1).nullable().optional(),
+    stream: z.boolean().nullable().optional(),
+    text: z.looseObject({ format: responsesTextFormat.optional() }).nullable().optional(),
+    tool_choice: z.enum(['none', 'auto']).nullable().optional(),
+    /** memlora extension: the personalisation mode, as in /v1/generate. */
+    mode: z.enum(GENERATE_MODES).optional(),
+  })
+  .superRefine((v, ctx) => {
+    refineOpenAiUser(v, ctx);
+    const asked = (x: unknown) => x != null && x !== false && !(Array.isArray(x) && x.length === 0) && !(typeof x === 'object' && !Array.isArray(x) && Object.values(x as object).every((y) => y == null));
+    for (const [field, why] of Object.entries(RESPONSES_REFUSED)) {
+      if (asked((v as Record<string, unknown>)[field])) ctx.addIssue({ code: 'custom', path: [field], message: why });
+    }
+  });
+
+const responsesUsage = z.object({
+  input_tokens: z.int().min(0),
+  input_tokens_details: z.object({ cached_tokens: z.int().min(0) }),
+  output_tokens: z.int().min(0),
+  output_tokens_details: z.object({ reasoning_tokens: z.literal(0) }),
+  total_tokens: z.int().min(0),
+});
+
+const responsesOutputText = z.object({ type: z.literal('output_text'), text: z.string(), annotations: z.array(z.never()) });
+const responsesOutputMessage = z.object({
+  type: z.literal('message'),
+  id: z.string(),
+  status: z.enum(['in_progress', 'completed', 'incomplete']),
+  role: z.literal('assistant'),
+  content: z.array(responsesOutputText),
+});
+
+export const responsesResponseSchema = z.object({
+  id: z.string(),
+  object: z.literal('response'),
+  created_at: z.int(),
+  status: z.enum(['in_progress', 'completed', 'incomplete', 'failed']),
+  error: z.object({ code: z.string(), message: z.string() }).nullable(),
+  incomplete_details: z.object({ reason: z.literal('max_output_tokens') }).nullable(),
+  instructions: z.string().nullable(),
+  max_output_tokens: z.int().nullable(),
+  model: z.string(),
+  output: z.array(responsesOutputMessage),
+  parallel_tool_calls: z.boolean(),
+  temperature: z.number(),
+  top_p: z.number(),
+  tool_choice: z.enum(['none', 'auto']),
+  tools: z.array(z.never()),
+  text: z.object({ format: z.record(z.string(), z.unknown()) }),
+  store: z.literal(false),
+  /** Absent until the response is done (in the stream's first events). */
+  usage: responsesUsage.nullable(),
+  memlora: z.object({ personalization: personalizationSchema, timings: generateResultSchema.shape.timings }).nullable(),
+});
+
 /** GET /v1/models/{model}: an OpenAI model object, with the base model's directory name. */
 export const modelSchema = z.object({
   id: z.string(),

@@ -618,6 +618,7 @@ function checkEffects(op: Operation, status: number, json: any, sentBody: unknow
     case 'POST /v1/chat/completions':
     case 'POST /v1/score':
     case 'POST /v1/completions':
+    case 'POST /v1/responses':
     case 'POST /tokenize':
     case 'POST /detokenize':
     case 'POST /v1/admin/cache/warm':
@@ -841,6 +842,8 @@ describe('targeted hostile input', () => {
       ['POST /v1/generate', '/v1/generate', { userId: 'alice', messages: Array.from({ length: 40 }, () => ({ role: 'user', content: words(20) })) }],
       ['POST /v1/chat/completions', '/v1/chat/completions', { user: 'alice', messages: [{ role: 'user', content: words(CONTEXT_TOKENS * 2) }] }],
       ['POST /v1/chat/completions', '/v1/chat/completions', { user: 'alice', messages: [{ role: 'user', content: words(CONTEXT_TOKENS * 2) }], stream: true }],
+      ['POST /v1/responses', '/v1/responses', { user: 'alice', input: words(CONTEXT_TOKENS * 2) }],
+      ['POST /v1/responses', '/v1/responses', { user: 'alice', input: words(CONTEXT_TOKENS * 2), stream: true }],
     ];
     for (const [key, path, body] of cases) {
       await send(key, path, JSON.stringify(body));

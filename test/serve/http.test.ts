@@ -446,6 +446,34 @@ describe('the official OpenAI client, unmodified, against the real server', () =
     expect(usage).toMatchObject({ completion_tokens: 4 });
   });
 
+  it('responses.create (the Responses API): each user through their own adapter, plain and streamed as typed events; text.format json_schema guides the answer', async () => {
+    for (const [user, ch] of [['alice', 'q'], ['bob', 'z']] as const) {
+      const r = await openai.responses.create({ model: `memlora:${user}`, instructions: 'Be brief.', input: 'Hello', max_output_tokens: 5 });
+      expect(r.output_text).toBe(ch.repeat(5));
+      expect(r.status).toBe('incomplete');
+      expect(r.incomplete_details?.reason).toBe('max_output_tokens');
+      expect(r.usage?.output_tokens).toBe(5);
+      expect((r as unknown as { memlora: { personalization: unknown } }).memlora.personalization).toEqual({ mode: 'injected', adapterVersion: 1 });
+    }
+    const stream = await openai.responses.create({ model: 'memlora', user: 'alice', input: [{ role: 'user', content: 'Hello' }], max_output_tokens: 4, stream: true });
+    const types: string[] = [];
+    let text = '';
+    let last: OpenAI.Responses.Response | undefined;
+    for await (const ev of stream) {
+      types.push(ev.type);
+      if (ev.type === 'response.output_text.delta') text += ev.delta;
+      if (ev.type === 'response.incomplete' || ev.type === 'response.completed') last = ev.response;
+    }
+    expect(text).toBe('qqqq');
+    expect(types[0]).toBe('response.created');
+    expect(types.at(-1)).toBe('response.incomplete');
+    expect(last?.output_text ?? (last?.output[0] as { content: Array<{ text: string }> } | undefined)?.content[0].text).toBe('qqqq');
+    const schema = { type: 'object', properties: { word: { enum: ['zebra', 'quiet', 'hello'] } }, required: ['word'], additionalProperties: false };
+    const picked = await openai.responses.create({ model: 'memlora:bob', input: 'Pick one.', max_output_tokens: 100, text: { format: { type: 'json_schema', name: 'pick', schema, strict: true } } });
+    expect(picked.status).toBe('completed');
+    expect(JSON.parse(picked.output_text)).toEqual({ word: 'zebra' });
+  });
+
   it('response_format json_object: the reply is JSON, through the user\'s adapter (whose favourite token the grammar holds back)', async () => {
     const r = await openai.chat.completions.create({ model: 'memlora', user: 'alice', messages: hello, max_tokens: 24, response_format: { type: 'json_object' } });
     const text = r.choices[0].message.content ?? '';
