@@ -25,6 +25,7 @@ describe('MEMLORA_API_KEY', () => {
     const hello = { user: 'alice', messages: [{ role: 'user', content: 'hi' }] };
     await expectError(await h.req('POST', '/v1/chat/completions', hello), 401, 'unauthorized');
     await expectError(await h.req('POST', '/v1/generate', { userId: 'alice', prompt: 'hi' }), 401, 'unauthorized');
+    await expectError(await h.req('POST', '/v1/responses', { user: 'alice', input: 'hi' }), 401, 'unauthorized');
     await expectError(await h.req('POST', '/tokenize', { prompt: 'hi' }), 401, 'unauthorized');
     await expectError(await h.req('POST', '/detokenize', { tokens: [1] }), 401, 'unauthorized');
     expect(gen.calls).toHaveLength(0);
