@@ -1162,12 +1162,32 @@ export const completionChunkSchema = z.object({
 /** A part of an input message's content: text (the assistant's earlier output text too). */
 const responsesContentPart = z.looseObject({ type: z.enum(['input_text', 'output_text']), text: z.string().max(MAX_PROMPT_CHARS) });
 
-/** An input item: a message (images, files, function calls and their outputs are refused). */
-const responsesInputMessage = z.looseObject({
-  type: z.literal('message').optional(),
-  role: z.enum(['system', 'developer', 'user', 'assistant']),
-  content: z.union([z.string().max(MAX_PROMPT_CHARS), z.array(responsesContentPart).min(1).max(64)]),
+/** An input item: a message, a function call the model made, or its output (images, files and other items are refused). */
+const responsesInputItem = z.union([
+  z.looseObject({
+    type: z.literal('message').optional(),
+    role: z.enum(['system', 'developer', 'user', 'assistant']),
+    content: z.union([z.string().max(MAX_PROMPT_CHARS), z.array(responsesContentPart).min(1).max(64)]),
+  }),
+  z.looseObject({ type: z.literal('function_call'), call_id: z.string().min(1).max(256), name: toolNameSchema, arguments: z.string().max(MAX_PROMPT_CHARS) }),
+  z.looseObject({ type: z.literal('function_call_output'), call_id: z.string().min(1).max(256), output: z.string().max(MAX_PROMPT_CHARS) }),
+]);
+
+/** A function tool, in the Responses API's flat form (other tool types are refused). */
+const responsesFunctionTool = z.looseObject({
+  type: z.literal('function'),
+  name: toolNameSchema,
+  description: z.string().max(8192).nullable().optional(),
+  parameters: z.record(z.string(), z.unknown()).nullable().optional(),
+  strict: z.boolean().nullable().optional(),
 });
+const responsesNamedTool = z.looseObject({ type: z.literal('function'), name: toolNameSchema });
+/** none, auto, required, a named function, or allowed_tools: auto or required among a subset. */
+const responsesToolChoice = z.union([
+  z.enum(['none', 'auto', 'required']),
+  responsesNamedTool,
+  z.looseObject({ type: z.literal('allowed_tools'), mode: z.enum(['auto', 'required']), tools: z.array(responsesNamedTool).min(1).max(MAX_TOOLS) }),
+]);
 
 /** text.format: plain text, JSON mode, or one document of a JSON schema (its name, schema and strict beside the type). */
 const responsesTextFormat = z.discriminatedUnion('type', [textFormats, jsonSchemaSpec.extend({ type: z.literal('json_schema') })]);
@@ -1180,7 +1200,6 @@ const RESPONSES_REFUSED: Record<string, string> = {
   prompt: 'prompt templates are not supported',
   reasoning: 'reasoning is not supported',
   include: 'include is not supported',
-  tools: 'tools are not supported on /v1/responses: use /v1/chat/completions',
 };
 
 export const responsesRequestSchema = z
@@ -1188,7 +1207,7 @@ export const responsesRequestSchema = z
     model: z.string().max(256).optional(),
     /** The memlora user id; absent, the model must name the user (memlora:<user id>). */
     user: userIdSchema.optional(),
-    input: z.union([z.string().min(1).max(MAX_PROMPT_CHARS), z.array(responsesInputMessage).min(1).max(256)]),
+    input: z.union([z.string().min(1).max(MAX_PROMPT_CHARS), z.array(responsesInputItem).min(1).max(256)]),
     /** A system message before the input. */
     instructions: z.string().max(MAX_PROMPT_CHARS).nullable().optional(),
     max_output_tokens: z.int().min(1).max(2048).nullable().optional(),
@@ -1196,7 +1215,10 @@ export const responsesRequestSchema = z
     top_p: z.number().gt(0).max(1).nullable().optional(),
     stream: z.boolean().nullable().optional(),
     text: z.looseObject({ format: responsesTextFormat.optional() }).nullable().optional(),
-    tool_choice: z.enum(['none', 'auto']).nullable().optional(),
+    tools: z.array(responsesFunctionTool).max(MAX_TOOLS).nullable().optional(),
+    tool_choice: responsesToolChoice.nullable().optional(),
+    /** Whether a reply may make several calls at once (true unless false). */
+    parallel_tool_calls: z.boolean().nullable().optional(),
     /** memlora extension: the personalisation mode, as in /v1/generate. */
     mode: z.enum(GENERATE_MODES).optional(),
   })
@@ -1217,13 +1239,11 @@ const responsesUsage = z.object({
 });
 
 const responsesOutputText = z.object({ type: z.literal('output_text'), text: z.string(), annotations: z.array(z.never()) });
-const responsesOutputMessage = z.object({
-  type: z.literal('message'),
-  id: z.string(),
-  status: z.enum(['in_progress', 'completed', 'incomplete']),
-  role: z.literal('assistant'),
-  content: z.array(responsesOutputText),
-});
+const responsesItemStatus = z.enum(['in_progress', 'completed', 'incomplete']);
+const responsesOutputItem = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('message'), id: z.string(), status: responsesItemStatus, role: z.literal('assistant'), content: z.array(responsesOutputText) }),
+  z.object({ type: z.literal('function_call'), id: z.string(), call_id: z.string(), name: toolNameSchema, arguments: z.string(), status: responsesItemStatus }),
+]);
 
 export const responsesResponseSchema = z.object({
   id: z.string(),
@@ -1235,12 +1255,12 @@ export const responsesResponseSchema = z.object({
   instructions: z.string().nullable(),
   max_output_tokens: z.int().nullable(),
   model: z.string(),
-  output: z.array(responsesOutputMessage),
+  output: z.array(responsesOutputItem),
   parallel_tool_calls: z.boolean(),
   temperature: z.number(),
   top_p: z.number(),
-  tool_choice: z.enum(['none', 'auto']),
-  tools: z.array(z.never()),
+  tool_choice: z.unknown(),
+  tools: z.array(z.record(z.string(), z.unknown())),
   text: z.object({ format: z.record(z.string(), z.unknown()) }),
   store: z.literal(false),
   /** Absent until the response is done (in the stream's first events). */

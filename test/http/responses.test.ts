@@ -67,7 +67,7 @@ describe('POST /v1/responses', () => {
     await setup();
     const body = responsesResponseSchema.parse(await json(await h.req('POST', '/v1/responses', { user: 'alice', input: 'hi there', mode: 'vanilla' })));
     expect(body).toMatchObject({ status: 'completed', incomplete_details: null, instructions: null, max_output_tokens: 128, temperature: 0, top_p: 1, text: { format: { type: 'text' } } });
-    expect(body.output[0].content[0].text).toBe('echo hi there');
+    expect(body.output[0]).toMatchObject({ type: 'message', content: [{ text: 'echo hi there' }] });
     expect(gen.calls[0].req).toMatchObject({ userId: 'alice', messages: [{ role: 'user', content: 'hi there' }], maxTokens: 128, mode: 'vanilla' });
     const schema = { type: 'object', properties: { a: { type: 'integer' } }, required: ['a'] };
     const formats = [
@@ -133,6 +133,60 @@ describe('POST /v1/responses', () => {
     expect(full.headers.get('retry-after')).toBe('2');
   });
 
+  it('function tools: calls come back as function_call items (plain and streamed as the API\'s events), the conversation\'s calls and outputs reach the model, tool_choice guides', async () => {
+    await setup();
+    const weather = { type: 'function', name: 'get_weather', description: 'The weather in a city', parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] } };
+    const time = { type: 'function', name: 'get_time' };
+    gen.replyText = '{"get_weather": {"city": "Lyon"}} as asked';
+    const plain = responsesResponseSchema.parse(await json(await h.req('POST', '/v1/responses', { user: 'alice', input: 'Weather in Lyon?', tools: [weather, time] })));
+    expect(plain.output).toEqual([
+      { type: 'function_call', id: 'fc_test1_0', call_id: 'call_test1_0', name: 'get_weather', arguments: '{"city":"Lyon"}', status: 'completed' },
+      { type: 'message', id: 'msg_test1', status: 'completed', role: 'assistant', content: [{ type: 'output_text', text: ' as asked', annotations: [] }] },
+    ]);
+    expect(plain.tools).toEqual([weather, time]);
+    // The model was told of the tools, in chat's form, before the conversation.
+    expect(gen.calls[0].req.messages![0].content).toContain('get_weather');
+    expect(gen.calls[0].req.messages!.at(-1)).toEqual({ role: 'user', content: 'Weather in Lyon?' });
+    // Streamed: the call's item, its arguments in pieces, then the message of the text after it.
+    const events = parseSse(await (await h.req('POST', '/v1/responses', { user: 'alice', input: 'Weather in Lyon?', tools: [weather, time], stream: true })).text()).map((e) => JSON.parse(e.data) as Record<string, any>);
+    const types = events.map((e) => e.type);
+    expect(types.filter((t) => t.startsWith('response.output_item.'))).toEqual(['response.output_item.added', 'response.output_item.added', 'response.output_item.done', 'response.output_item.done']);
+    expect(events.find((e) => e.type === 'response.output_item.added')!.item).toMatchObject({ type: 'function_call', name: 'get_weather', arguments: '', status: 'in_progress' });
+    const args = events.filter((e) => e.type === 'response.function_call_arguments.delta');
+    expect(args.map((e) => e.delta).join('')).toBe('{"city":"Lyon"}');
+    expect(events.find((e) => e.type === 'response.function_call_arguments.done')).toMatchObject({ output_index: 0, name: 'get_weather', arguments: '{"city":"Lyon"}' });
+    expect(events.filter((e) => e.type === 'response.output_text.delta').map((e) => e.delta).join('')).toBe(' as asked');
+    const last = responsesResponseSchema.parse(events.at(-1)!.response);
+    expect(last.output.map((o) => o.type)).toEqual(['function_call', 'message']);
+    expect(events.filter((e) => e.type === 'response.output_item.done').map((e) => e.item)).toEqual(last.output);
+    expect(events.map((e) => e.sequence_number)).toEqual(events.map((_, i) => i));
+    // A call with nothing after it: no message item.
+    gen.replyText = '{"get_time": {}}';
+    const only = responsesResponseSchema.parse(await json(await h.req('POST', '/v1/responses', { user: 'alice', input: 'x', tools: [weather, time], tool_choice: { type: 'function', name: 'get_time' } })));
+    expect(only.output).toEqual([{ type: 'function_call', id: 'fc_test1_0', call_id: 'call_test1_0', name: 'get_time', arguments: '{}', status: 'completed' }]);
+    // tool_choice naming a function: the reply is guided to its call, as chat guides it.
+    expect(gen.calls.at(-1)!.req.responseFormat).toMatchObject({ type: 'json_schema' });
+    // The conversation's calls and their outputs: an assistant turn of the calls, the results as the model reads tool messages.
+    gen.replyText = 'It is sunny';
+    await h.req('POST', '/v1/responses', {
+      user: 'alice',
+      tools: [weather],
+      input: [
+        { role: 'user', content: 'Weather in Lyon?' },
+        { type: 'function_call', call_id: 'call_1', name: 'get_weather', arguments: '{"city":"Lyon"}' },
+        { type: 'function_call_output', call_id: 'call_1', output: '{"sky":"sunny"}' },
+      ],
+    });
+    expect(gen.calls.at(-1)!.req.messages!.slice(1)).toEqual([
+      { role: 'user', content: 'Weather in Lyon?' },
+      { role: 'assistant', content: '{"get_weather": {"city":"Lyon"}}' },
+      { role: 'user', content: 'Result of get_weather: {"sky":"sunny"}' },
+    ]);
+    // Text under tools is one message.
+    const words = responsesResponseSchema.parse(await json(await h.req('POST', '/v1/responses', { user: 'alice', input: 'x', tools: [weather] })));
+    expect(words.output).toEqual([{ type: 'message', id: 'msg_test1', status: 'completed', role: 'assistant', content: [{ type: 'output_text', text: 'It is sunny', annotations: [] }] }]);
+  });
+
   it('refuses what it cannot do (422, nothing generated), an unknown user (404), and answers 503 without a model', async () => {
     await setup();
     for (const body of [
@@ -141,12 +195,13 @@ describe('POST /v1/responses', () => {
       { user: 'alice', input: '' },
       { user: 'alice', input: [] },
       { user: 'alice', input: [{ role: 'user', content: [{ type: 'input_image', image_url: 'https://x/y.png' }] }] },
-      { user: 'alice', input: [{ type: 'function_call_output', call_id: 'c1', output: '{}' }] },
       { user: 'alice', input: 'x', previous_response_id: 'resp_1' },
       { user: 'alice', input: 'x', conversation: 'conv_1' },
       { user: 'alice', input: 'x', background: true },
-      { user: 'alice', input: 'x', tools: [{ type: 'function', name: 'f' }] },
+      { user: 'alice', input: 'x', tools: [{ type: 'web_search' }] },
       { user: 'alice', input: 'x', tool_choice: 'required' },
+      { user: 'alice', input: 'x', tools: [{ type: 'function', name: 'f' }], tool_choice: { type: 'function', name: 'g' } },
+      { user: 'alice', input: [{ type: 'function_call_output', output: '{}' }] },
       { user: 'alice', input: 'x', reasoning: { effort: 'high' } },
       { user: 'alice', input: 'x', include: ['message.output_text.logprobs'] },
       { user: 'alice', input: 'x', prompt: { id: 'pmpt_1' } },

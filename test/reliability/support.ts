@@ -189,7 +189,10 @@ export function contextFake(contextTokens = 512): ContextFake {
   fake.violations = [];
   fake.contextTokens = contextTokens;
   const check = (req: GenerateRequest) => {
-    const again = generateRequestSchema.safeParse(req);
+    // toolCalls is set by the routes that offer tools (chat completions, responses), never by a /v1/generate body.
+    const { toolCalls, ...asked } = req;
+    if (toolCalls !== undefined && (typeof toolCalls.schema !== 'object' || typeof toolCalls.several !== 'boolean')) fake.violations.push(`service received malformed toolCalls: ${JSON.stringify(toolCalls).slice(0, 300)}`);
+    const again = generateRequestSchema.safeParse(asked);
     if (!again.success) fake.violations.push(`service received an invalid request: ${JSON.stringify(again.error.issues).slice(0, 300)}`);
     for (const [k, v] of Object.entries(req)) {
       if (typeof v === 'number' && !Number.isFinite(v)) fake.violations.push(`service received ${k}=${v}`);

@@ -472,6 +472,27 @@ describe('the official OpenAI client, unmodified, against the real server', () =
     const picked = await openai.responses.create({ model: 'memlora:bob', input: 'Pick one.', max_output_tokens: 100, text: { format: { type: 'json_schema', name: 'pick', schema, strict: true } } });
     expect(picked.status).toBe('completed');
     expect(JSON.parse(picked.output_text)).toEqual({ word: 'zebra' });
+    // Function tools, in the Responses API's flat form: each user calls the tool of their letter, with arguments of its parameters.
+    const tools: OpenAI.Responses.FunctionTool[] = ZOOM_AND_QUOTE.map((t) => ({ type: 'function', name: (t as OpenAI.ChatCompletionFunctionTool).function.name, parameters: (t as OpenAI.ChatCompletionFunctionTool).function.parameters ?? null, strict: false }));
+    for (const [user, name] of [['alice', 'quote'], ['bob', 'zoom']] as const) {
+      const called = await openai.responses.create({ model: `memlora:${user}`, input: 'Hello', max_output_tokens: 200, tools, tool_choice: 'required' });
+      expect(called.status).toBe('completed');
+      const calls = called.output.filter((o): o is OpenAI.Responses.ResponseFunctionToolCall => o.type === 'function_call');
+      expect(calls.length).toBeGreaterThan(0);
+      expect(calls[0].name).toBe(name);
+      const args = JSON.parse(calls[0].arguments) as Record<string, unknown>;
+      if (name === 'quote') expect([...(args.text as string)].length).toBeLessThanOrEqual(8);
+      else expect([1, 2, 3]).toContain(args.level);
+      // The call's output sent back: the next turn reads it and answers in text.
+      const next = await openai.responses.create({
+        model: `memlora:${user}`,
+        max_output_tokens: 4,
+        tools,
+        tool_choice: 'none',
+        input: [{ role: 'user', content: 'Hello' }, { type: 'function_call', call_id: calls[0].call_id, name, arguments: calls[0].arguments }, { type: 'function_call_output', call_id: calls[0].call_id, output: 'done' }],
+      });
+      expect(next.output_text).toBe((user === 'alice' ? 'q' : 'z').repeat(4));
+    }
   });
 
   it('response_format json_object: the reply is JSON, through the user\'s adapter (whose favourite token the grammar holds back)', async () => {

@@ -1,82 +1,138 @@
 /**
- * POST /v1/responses: OpenAI's Responses API mapped onto GenerateService, for OpenAI's newer clients
- * and agents. The instructions (a system message) and the input (a text, or messages) are the
- * conversation, text.format guides the reply as response_format does, and the answer is a response
- * object with one output message, or the Responses API's stream of typed events. `user` names the
- * memlora user (or the model, memlora:<user id>); responses carry the `memlora` field as chat
- * completions do. Stateless: responses are not stored, so previous_response_id is refused.
+ * POST /v1/responses: OpenAI's Responses API, for OpenAI's newer clients and agents, served as a chat
+ * completion: the instructions (a system message) and the input items (messages, the function calls
+ * the model made and their outputs) become a chat body, validated and mapped as
+ * /v1/chat/completions maps it (function tools offered, text.format as response_format), and the
+ * reply comes back as output items (function calls, then a message) in a response object, or as
+ * the Responses API's stream of typed events. `user` names the memlora user (or the model,
+ * memlora:<user id>); responses carry the `memlora` field as chat completions do. Stateless:
+ * responses are not stored, so previous_response_id is refused.
  */
 import type { Hono } from 'hono';
 import { streamSSE } from 'hono/streaming';
 import type { z } from 'zod';
 import { userExists } from '../../db/queries/users.js';
 import type { AppEnv, RouteDeps } from '../context.js';
-import { toGenerate } from '../openai.js';
-import { responsesRequestSchema, userOfModel } from '../schemas.js';
-import type { ChatMessage, GenerateRequest, GenerateResult } from '../services.js';
+import { chatCompletionRequestSchema, responsesRequestSchema } from '../schemas.js';
+import type { GenerateResult } from '../services.js';
 import { mergeStreams } from '../stream-merge.js';
-import { readJson } from '../validate.js';
+import { type Call, type CallPiece, ReplyCalls, allowsSeveral, callingOf, offeredTools, readCalls } from '../tools.js';
+import { readJson, validationFailed } from '../validate.js';
+import { toGenerateRequest } from './chat.js';
 import { clientSignal, firstEvent, logStreamError, requireGenerate } from './generate.js';
 import { SERVED_MODEL_ID } from './models.js';
 import { userNotFound } from './users.js';
 
 type ResponsesRequest = z.output<typeof responsesRequestSchema>;
+type ChatBody = z.output<typeof chatCompletionRequestSchema>;
 
-/** The body as a GenerateRequest: instructions first, then the input's messages; memlora's defaults where fields are absent. */
-export function toGenerateRequest(body: ResponsesRequest): GenerateRequest {
-  const input: ChatMessage[] =
-    typeof body.input === 'string'
-      ? [{ role: 'user', content: body.input }]
-      : body.input.map((m) => ({ role: m.role === 'developer' ? 'system' : m.role, content: typeof m.content === 'string' ? m.content : m.content.map((p) => p.text).join('') }));
-  const format = body.text?.format;
-  return toGenerate({
-    userId: body.user ?? userOfModel(body.model),
-    messages: body.instructions ? [{ role: 'system', content: body.instructions }, ...input] : input,
-    maxTokens: body.max_output_tokens ?? undefined,
-    temperature: body.temperature ?? undefined,
-    topP: body.top_p ?? undefined,
-    stream: body.stream ?? false,
-    mode: body.mode,
-    responseFormat: format?.type === 'json_schema' ? { type: 'json_schema', jsonSchema: { name: format.name, description: format.description, schema: format.schema, strict: format.strict } } : format,
-  });
+/** The Responses API's tool_choice in chat's form. */
+function chatToolChoice(choice: ResponsesRequest['tool_choice']) {
+  if (choice == null || typeof choice === 'string') return choice;
+  if (choice.type === 'function') return { type: 'function', function: { name: choice.name } };
+  return { type: 'allowed_tools', allowed_tools: { mode: choice.mode, tools: choice.tools.map((t) => ({ type: 'function', function: { name: t.name } })) } };
 }
+
+/**
+ * The body as a chat completion's: instructions first, then the input items as messages (function
+ * calls in a row as one assistant turn of tool_calls, their outputs as tool messages), the tools in
+ * chat's nested form, text.format as response_format.
+ */
+export function asChatBody(body: ResponsesRequest): Record<string, unknown> {
+  type Message = { role: string; content: string | null; tool_calls?: unknown[]; tool_call_id?: string };
+  const messages: Message[] = body.instructions ? [{ role: 'system', content: body.instructions }] : [];
+  for (const item of typeof body.input === 'string' ? [{ type: 'message' as const, role: 'user' as const, content: body.input }] : body.input) {
+    if (item.type === 'function_call') {
+      const call = { id: item.call_id, type: 'function', function: { name: item.name, arguments: item.arguments } };
+      const last = messages.at(-1);
+      if (last?.role === 'assistant' && last.tool_calls && last.content === null) last.tool_calls.push(call);
+      else messages.push({ role: 'assistant', content: null, tool_calls: [call] });
+    } else if (item.type === 'function_call_output') messages.push({ role: 'tool', tool_call_id: item.call_id, content: item.output });
+    else messages.push({ role: item.role, content: typeof item.content === 'string' ? item.content : item.content.map((p) => p.text).join('') });
+  }
+  const format = body.text?.format;
+  return {
+    model: body.model,
+    user: body.user,
+    messages,
+    max_completion_tokens: body.max_output_tokens,
+    temperature: body.temperature,
+    top_p: body.top_p,
+    stream: body.stream,
+    mode: body.mode,
+    response_format: format?.type === 'json_schema' ? { type: 'json_schema', json_schema: { name: format.name, description: format.description, schema: format.schema, strict: format.strict } } : format,
+    tools: body.tools?.map((t) => ({ type: 'function', function: { name: t.name, description: t.description ?? undefined, parameters: t.parameters ?? undefined, strict: t.strict } })),
+    tool_choice: chatToolChoice(body.tool_choice),
+    parallel_tool_calls: body.parallel_tool_calls,
+  };
+}
+
+/** How a reply may call the body's tools (as chat reads them): guided or parsed, or not at all (null). */
+interface Offer {
+  calling: ReturnType<typeof callingOf>;
+  names: readonly string[];
+  several: boolean;
+}
+
+/** A reader of a reply as calls and text, or null where no tool is offered. */
+const readerOf = (offer: Offer): ReplyCalls | null => (offer.calling === null ? null : new ReplyCalls(offer.several, offer.calling === 'parsed' ? offer.names : undefined));
 
 /** A reply cut by its token budget (or the context window) is incomplete. */
 const incomplete = (r: GenerateResult) => r.finishReason === 'length';
 
-/** The output message of a finished reply. */
-function messageOf(id: string, r: GenerateResult) {
-  return { type: 'message', id, status: incomplete(r) ? 'incomplete' : 'completed', role: 'assistant', content: [{ type: 'output_text', text: r.text, annotations: [] }] };
-}
-
-/** What a response object says of its request, whatever its state. */
+/** What a response object says of its request, whatever its state; item ids are made from `id`. */
 interface Asked {
   id: string;
-  messageId: string;
   created: number;
   model: string;
   body: ResponsesRequest;
-  req: GenerateRequest;
+  chat: ChatBody;
+  maxTokens: number;
+  temperature: number;
+  topP: number;
+}
+
+const messageId = (a: Asked) => `msg_${a.id}`;
+const callIds = (a: Asked, i: number) => ({ id: `fc_${a.id}_${i}`, call_id: `call_${a.id}_${i}` });
+
+function messageItem(a: Asked, text: string, status: string) {
+  return { type: 'message', id: messageId(a), status, role: 'assistant', content: [{ type: 'output_text', text, annotations: [] }] };
+}
+
+function callItem(a: Asked, i: number, call: Call, status: string) {
+  return { type: 'function_call', ...callIds(a, i), name: call.name, arguments: call.arguments, status };
+}
+
+/**
+ * The output items of a finished reply, read as a stream reads it: the calls it began (the last
+ * incomplete where its arguments were cut), then a message of any text after them; or one message.
+ */
+function outputOf(a: Asked, r: GenerateResult, offer: Offer) {
+  const status = incomplete(r) ? 'incomplete' : 'completed';
+  const read = offer.calling === null ? null : readCalls(r.text, offer.several, offer.calling === 'parsed' ? offer.names : undefined);
+  if (!read || read.calls.length === 0) return [messageItem(a, r.text, status)];
+  const calls = read.calls.map((c, i) => callItem(a, i, c, read.cut && i === read.calls.length - 1 ? 'incomplete' : 'completed'));
+  return read.content === null ? calls : [...calls, messageItem(a, read.content, status)];
 }
 
 /** The response object: in progress (no result yet), or done with its result. */
-function responseOf(a: Asked, r: GenerateResult | null) {
+function responseOf(a: Asked, r: GenerateResult | null, offer: Offer) {
   return {
-    id: a.id,
+    id: `resp_${a.id}`,
     object: 'response',
     created_at: a.created,
     status: r === null ? 'in_progress' : incomplete(r) ? 'incomplete' : 'completed',
     error: null,
     incomplete_details: r !== null && incomplete(r) ? { reason: 'max_output_tokens' } : null,
     instructions: a.body.instructions ?? null,
-    max_output_tokens: a.req.maxTokens,
+    max_output_tokens: a.maxTokens,
     model: a.model,
-    output: r === null ? [] : [messageOf(a.messageId, r)],
-    parallel_tool_calls: true,
-    temperature: a.req.temperature,
-    top_p: a.req.topP,
+    output: r === null ? [] : outputOf(a, r, offer),
+    parallel_tool_calls: a.body.parallel_tool_calls ?? true,
+    temperature: a.temperature,
+    top_p: a.topP,
     tool_choice: a.body.tool_choice ?? 'auto',
-    tools: [],
+    tools: a.body.tools ?? [],
     text: { format: a.body.text?.format ?? { type: 'text' } },
     store: false,
     usage:
@@ -98,15 +154,28 @@ export function registerResponsesRoutes(app: Hono<AppEnv>, deps: RouteDeps): voi
 
   app.post('/v1/responses', async (c) => {
     const body = await readJson(c, responsesRequestSchema, config.bodyLimitBytes);
-    const req = toGenerateRequest(body);
+    const parsed = chatCompletionRequestSchema.safeParse(asChatBody(body));
+    if (!parsed.success) throw validationFailed(parsed.error, 'body');
+    const chat = parsed.data;
+    const req = toGenerateRequest(chat);
     if (!userExists(db, req.userId)) throw userNotFound(req.userId);
     const gen = requireGenerate(deps);
     const ac = clientSignal(c);
-    const asked = (id: string): Asked => ({ id: `resp_${id}`, messageId: `msg_${id}`, created: Math.floor(Date.now() / 1000), model: body.model ?? SERVED_MODEL_ID, body, req });
+    const offer: Offer = { calling: callingOf(chat), names: offeredTools(chat).map((t) => t.function.name), several: allowsSeveral(chat) };
+    const asked = (id: string): Asked => ({
+      id,
+      created: Math.floor(Date.now() / 1000),
+      model: body.model ?? SERVED_MODEL_ID,
+      body,
+      chat,
+      maxTokens: req.maxTokens,
+      temperature: req.temperature,
+      topP: req.topP,
+    });
 
     if (!req.stream) {
       const r = await gen.generate(req, ac.signal);
-      return c.json(responseOf(asked(r.id.replace(/^gen_/, '')), r));
+      return c.json(responseOf(asked(r.id.replace(/^gen_/, '')), r, offer));
     }
 
     const started = await firstEvent(gen, req, ac.signal);
@@ -116,26 +185,73 @@ export function registerResponsesRoutes(app: Hono<AppEnv>, deps: RouteDeps): voi
       sse.onAbort(() => ac.abort(new Error('client disconnected')));
       let sequence = 0;
       const emit = (type: string, fields: Record<string, unknown>) => sse.writeSSE({ event: type, data: JSON.stringify({ type, sequence_number: sequence++, ...fields }) });
-      const at = { item_id: a.messageId, output_index: 0, content_index: 0 };
+      // Output items open as the reply writes them: calls (with tools offered, text is held back while
+      // it may still begin one), then a message of the text; output indices in that order.
+      let items = 0;
+      let message: { outputIndex: number; text: string } | null = null;
+      const calls: Array<{ outputIndex: number; call: Call }> = [];
+      const reader = readerOf(offer);
+      // Text after calls waits until it is more than white space (a whole reply reads it as none).
+      let afterCalls = '';
+      const openMessage = async () => {
+        const opened = { outputIndex: items++, text: '' };
+        message = opened;
+        await emit('response.output_item.added', { output_index: opened.outputIndex, item: { ...messageItem(a, '', 'in_progress'), content: [] } });
+        await emit('response.content_part.added', { item_id: messageId(a), output_index: opened.outputIndex, content_index: 0, part: { type: 'output_text', text: '', annotations: [] } });
+        return opened;
+      };
+      const text = async (piece: string) => {
+        if (calls.length > 0) {
+          afterCalls += piece;
+          if (afterCalls.trim() === '') return;
+          piece = afterCalls;
+          afterCalls = '';
+        }
+        if (piece === '') return;
+        const open = message ?? (await openMessage());
+        open.text += piece;
+        await emit('response.output_text.delta', { item_id: messageId(a), output_index: open.outputIndex, content_index: 0, delta: piece, logprobs: [] });
+      };
+      const callPiece = async (p: CallPiece) => {
+        if (p.name !== undefined) {
+          calls[p.index] = { outputIndex: items++, call: { name: p.name, arguments: '' } };
+          await emit('response.output_item.added', { output_index: calls[p.index].outputIndex, item: callItem(a, p.index, calls[p.index].call, 'in_progress') });
+        }
+        if (p.arguments === '') return;
+        calls[p.index].call.arguments += p.arguments;
+        await emit('response.function_call_arguments.delta', { item_id: callIds(a, p.index).id, output_index: calls[p.index].outputIndex, delta: p.arguments });
+      };
       const merged = mergeStreams([started]);
       try {
-        await emit('response.created', { response: responseOf(a, null) });
-        await emit('response.in_progress', { response: responseOf(a, null) });
-        await emit('response.output_item.added', { output_index: 0, item: { type: 'message', id: a.messageId, status: 'in_progress', role: 'assistant', content: [] } });
-        await emit('response.content_part.added', { ...at, part: { type: 'output_text', text: '', annotations: [] } });
+        await emit('response.created', { response: responseOf(a, null, offer) });
+        await emit('response.in_progress', { response: responseOf(a, null, offer) });
         let result: GenerateResult | null = null;
         for await (const { value: ev } of merged) {
           if (ac.signal.aborted) return;
           if (ev.type === 'token') {
-            if (ev.text !== '') await emit('response.output_text.delta', { ...at, delta: ev.text, logprobs: [] });
+            const { content, calls: pieces } = reader ? reader.push(ev.text) : { content: ev.text, calls: [] };
+            for (const p of pieces) await callPiece(p);
+            await text(content);
           } else result = ev.result;
         }
         if (ac.signal.aborted) return;
         if (result === null) throw new Error('generation stream ended without a done event');
-        await emit('response.output_text.done', { ...at, text: result.text, logprobs: [] });
-        await emit('response.content_part.done', { ...at, part: { type: 'output_text', text: result.text, annotations: [] } });
-        await emit('response.output_item.done', { output_index: 0, item: messageOf(a.messageId, result) });
-        await emit(incomplete(result) ? 'response.incomplete' : 'response.completed', { response: responseOf(a, result) });
+        await text(reader?.end() ?? '');
+        const done = responseOf(a, result, offer);
+        const item = (index: number) => done.output[index];
+        for (const [i, { outputIndex, call }] of calls.entries()) {
+          await emit('response.function_call_arguments.done', { item_id: callIds(a, i).id, output_index: outputIndex, name: call.name, arguments: call.arguments });
+          await emit('response.output_item.done', { output_index: outputIndex, item: item(outputIndex) });
+        }
+        // Every response has an output item: an empty reply is an empty message.
+        const last = message ?? (calls.length === 0 ? await openMessage() : null);
+        if (last !== null) {
+          const at = { item_id: messageId(a), output_index: last.outputIndex, content_index: 0 };
+          await emit('response.output_text.done', { ...at, text: last.text, logprobs: [] });
+          await emit('response.content_part.done', { ...at, part: { type: 'output_text', text: last.text, annotations: [] } });
+          await emit('response.output_item.done', { output_index: last.outputIndex, item: item(last.outputIndex) });
+        }
+        await emit(incomplete(result) ? 'response.incomplete' : 'response.completed', { response: done });
       } catch (err) {
         if (ac.signal.aborted) return;
         const { error } = logStreamError(logger, c.get('requestId'), err);
