@@ -24,7 +24,6 @@ import { SERVED_MODEL_ID } from './models.js';
 import { userNotFound } from './users.js';
 
 type ResponsesRequest = z.output<typeof responsesRequestSchema>;
-type ChatBody = z.output<typeof chatCompletionRequestSchema>;
 
 /** The Responses API's tool_choice in chat's form. */
 function chatToolChoice(choice: ResponsesRequest['tool_choice']) {
@@ -86,7 +85,6 @@ interface Asked {
   created: number;
   model: string;
   body: ResponsesRequest;
-  chat: ChatBody;
   maxTokens: number;
   temperature: number;
   topP: number;
@@ -167,7 +165,6 @@ export function registerResponsesRoutes(app: Hono<AppEnv>, deps: RouteDeps): voi
       created: Math.floor(Date.now() / 1000),
       model: body.model ?? SERVED_MODEL_ID,
       body,
-      chat,
       maxTokens: req.maxTokens,
       temperature: req.temperature,
       topP: req.topP,
