@@ -6,7 +6,7 @@
  */
 import type { z } from 'zod';
 import { type chatCompletionRequestSchema, type completionRequestSchema, generateRequestSchema, userOfModel } from './schemas.js';
-import type { GenerateRequest, GenerateResult } from './services.js';
+import type { GenerateRequest, GenerateResult, TokenLogprob } from './services.js';
 import { validationFailed } from './validate.js';
 
 type OpenAiBody = z.output<typeof chatCompletionRequestSchema> | z.output<typeof completionRequestSchema>;
@@ -86,6 +86,10 @@ export async function allChoices<T>(ac: AbortController, work: ReadonlyArray<Pro
 
 /** OpenAI's finish reason: memlora's `stop` (an end token or a stop string) and `length`; a cancelled request answers nobody. */
 export const openAiFinish = (r: GenerateResult['finishReason']): 'stop' | 'length' => (r === 'length' ? 'length' : 'stop');
+
+/** OpenAI's log-probabilities of tokens (chat's logprobs.content, the Responses API's output_text.logprobs): memlora's, token ids left out. */
+export const openAiTokenLogprobs = (lps: readonly TokenLogprob[]) =>
+  lps.map((lp) => ({ token: lp.token, logprob: lp.logprob, bytes: lp.bytes, top_logprobs: lp.top.map((a) => ({ token: a.token, logprob: a.logprob, bytes: a.bytes })) }));
 
 export function openAiUsage(promptTokens: number, completionTokens: number, cachedTokens: number) {
   return {

@@ -1199,8 +1199,9 @@ const RESPONSES_REFUSED: Record<string, string> = {
   background: 'background responses are not supported',
   prompt: 'prompt templates are not supported',
   reasoning: 'reasoning is not supported',
-  include: 'include is not supported',
 };
+/** What include may ask for: the output text's log-probabilities. */
+const RESPONSES_INCLUDES = ['message.output_text.logprobs'] as const;
 
 export const responsesRequestSchema = z
   .looseObject({
@@ -1219,11 +1220,17 @@ export const responsesRequestSchema = z
     tool_choice: responsesToolChoice.nullable().optional(),
     /** Whether a reply may make several calls at once (true unless false). */
     parallel_tool_calls: z.boolean().nullable().optional(),
+    /** message.output_text.logprobs: each output token's log-probability (with top_logprobs alternatives). */
+    include: z.array(z.string().max(256)).max(16).nullable().optional(),
+    top_logprobs: z.int().min(0).max(MAX_TOP_LOGPROBS).nullable().optional(),
     /** memlora extension: the personalisation mode, as in /v1/generate. */
     mode: z.enum(GENERATE_MODES).optional(),
   })
   .superRefine((v, ctx) => {
     refineOpenAiUser(v, ctx);
+    for (const [i, x] of (v.include ?? []).entries()) {
+      if (!(RESPONSES_INCLUDES as readonly string[]).includes(x)) ctx.addIssue({ code: 'custom', path: ['include', i], message: `include "${x}" is not supported (only ${RESPONSES_INCLUDES.join(', ')})` });
+    }
     const asked = (x: unknown) => x != null && x !== false && !(Array.isArray(x) && x.length === 0) && !(typeof x === 'object' && !Array.isArray(x) && Object.values(x as object).every((y) => y == null));
     for (const [field, why] of Object.entries(RESPONSES_REFUSED)) {
       if (asked((v as Record<string, unknown>)[field])) ctx.addIssue({ code: 'custom', path: [field], message: why });
@@ -1238,7 +1245,13 @@ const responsesUsage = z.object({
   total_tokens: z.int().min(0),
 });
 
-const responsesOutputText = z.object({ type: z.literal('output_text'), text: z.string(), annotations: z.array(z.never()) });
+const responsesOutputText = z.object({
+  type: z.literal('output_text'),
+  text: z.string(),
+  annotations: z.array(z.never()),
+  /** With include message.output_text.logprobs, each token's (a reply that made calls has none). */
+  logprobs: z.array(openAiAlternative.extend({ top_logprobs: z.array(openAiAlternative) })),
+});
 const responsesItemStatus = z.enum(['in_progress', 'completed', 'incomplete']);
 const responsesOutputItem = z.discriminatedUnion('type', [
   z.object({ type: z.literal('message'), id: z.string(), status: responsesItemStatus, role: z.literal('assistant'), content: z.array(responsesOutputText) }),

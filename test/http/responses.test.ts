@@ -39,7 +39,7 @@ describe('POST /v1/responses', () => {
       instructions: 'be kind',
       max_output_tokens: 2,
       model: 'memlora:alice',
-      output: [{ type: 'message', id: 'msg_test1', status: 'incomplete', role: 'assistant', content: [{ type: 'output_text', text: 'echo good', annotations: [] }] }],
+      output: [{ type: 'message', id: 'msg_test1', status: 'incomplete', role: 'assistant', content: [{ type: 'output_text', text: 'echo good', annotations: [], logprobs: [] }] }],
       temperature: 0.5,
       top_p: 0.8,
       usage: { input_tokens: 7, output_tokens: 2, total_tokens: 9, input_tokens_details: { cached_tokens: 0 } },
@@ -133,6 +133,26 @@ describe('POST /v1/responses', () => {
     expect(full.headers.get('retry-after')).toBe('2');
   });
 
+  it('include message.output_text.logprobs with top_logprobs: each output token\'s log-probability and alternatives, plain and in the stream\'s deltas', async () => {
+    await setup();
+    gen.replyText = 'one two three';
+    const body = { user: 'alice', input: 'x', include: ['message.output_text.logprobs'], top_logprobs: 2 };
+    const plain = responsesResponseSchema.parse(await json(await h.req('POST', '/v1/responses', body)));
+    expect(gen.calls[0].req).toMatchObject({ logprobs: true, topLogprobs: 2 });
+    const part = (plain.output[0] as { content: Array<{ logprobs: Array<{ token: string; logprob: number; top_logprobs: unknown[] }> }> }).content[0];
+    expect(part.logprobs.map((l) => l.token)).toEqual(['one', ' two', ' three']);
+    expect(part.logprobs.map((l) => l.logprob)).toEqual([-0.1, -0.2, -0.3]);
+    expect(part.logprobs.every((l) => l.top_logprobs.length === 2)).toBe(true);
+    const events = parseSse(await (await h.req('POST', '/v1/responses', { ...body, stream: true })).text()).map((e) => JSON.parse(e.data) as Record<string, any>);
+    const streamed = events.filter((e) => e.type === 'response.output_text.delta').flatMap((e) => e.logprobs);
+    expect(streamed).toEqual(part.logprobs);
+    expect(events.find((e) => e.type === 'response.output_text.done')!.logprobs).toEqual(part.logprobs);
+    // Not asked: none.
+    const none = responsesResponseSchema.parse(await json(await h.req('POST', '/v1/responses', { user: 'alice', input: 'x' })));
+    expect((none.output[0] as { content: Array<{ logprobs: unknown[] }> }).content[0].logprobs).toEqual([]);
+    expect(gen.calls.at(-1)!.req.logprobs).toBe(false);
+  });
+
   it('function tools: calls come back as function_call items (plain and streamed as the API\'s events), the conversation\'s calls and outputs reach the model, tool_choice guides', async () => {
     await setup();
     const weather = { type: 'function', name: 'get_weather', description: 'The weather in a city', parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] } };
@@ -141,7 +161,7 @@ describe('POST /v1/responses', () => {
     const plain = responsesResponseSchema.parse(await json(await h.req('POST', '/v1/responses', { user: 'alice', input: 'Weather in Lyon?', tools: [weather, time] })));
     expect(plain.output).toEqual([
       { type: 'function_call', id: 'fc_test1_0', call_id: 'call_test1_0', name: 'get_weather', arguments: '{"city":"Lyon"}', status: 'completed' },
-      { type: 'message', id: 'msg_test1', status: 'completed', role: 'assistant', content: [{ type: 'output_text', text: ' as asked', annotations: [] }] },
+      { type: 'message', id: 'msg_test1', status: 'completed', role: 'assistant', content: [{ type: 'output_text', text: ' as asked', annotations: [], logprobs: [] }] },
     ]);
     expect(plain.tools).toEqual([weather, time]);
     // The model was told of the tools, in chat's form, before the conversation.
@@ -184,7 +204,7 @@ describe('POST /v1/responses', () => {
     ]);
     // Text under tools is one message.
     const words = responsesResponseSchema.parse(await json(await h.req('POST', '/v1/responses', { user: 'alice', input: 'x', tools: [weather] })));
-    expect(words.output).toEqual([{ type: 'message', id: 'msg_test1', status: 'completed', role: 'assistant', content: [{ type: 'output_text', text: 'It is sunny', annotations: [] }] }]);
+    expect(words.output).toEqual([{ type: 'message', id: 'msg_test1', status: 'completed', role: 'assistant', content: [{ type: 'output_text', text: 'It is sunny', annotations: [], logprobs: [] }] }]);
   });
 
   it('refuses what it cannot do (422, nothing generated), an unknown user (404), and answers 503 without a model', async () => {
@@ -203,7 +223,8 @@ describe('POST /v1/responses', () => {
       { user: 'alice', input: 'x', tools: [{ type: 'function', name: 'f' }], tool_choice: { type: 'function', name: 'g' } },
       { user: 'alice', input: [{ type: 'function_call_output', output: '{}' }] },
       { user: 'alice', input: 'x', reasoning: { effort: 'high' } },
-      { user: 'alice', input: 'x', include: ['message.output_text.logprobs'] },
+      { user: 'alice', input: 'x', include: ['reasoning.encrypted_content'] },
+      { user: 'alice', input: 'x', top_logprobs: 21 },
       { user: 'alice', input: 'x', prompt: { id: 'pmpt_1' } },
       { user: 'alice', input: 'x', max_output_tokens: 0 },
       { user: 'alice', input: 'x', text: { format: { type: 'json_schema', schema: {} } } },

@@ -472,6 +472,15 @@ describe('the official OpenAI client, unmodified, against the real server', () =
     const picked = await openai.responses.create({ model: 'memlora:bob', input: 'Pick one.', max_output_tokens: 100, text: { format: { type: 'json_schema', name: 'pick', schema, strict: true } } });
     expect(picked.status).toBe('completed');
     expect(JSON.parse(picked.output_text)).toEqual({ word: 'zebra' });
+    // Log-probabilities of the output text: each token with its two likeliest alternatives, the greedy pick first among them.
+    const scored = await openai.responses.create({ model: 'memlora:alice', input: 'Hello', max_output_tokens: 3, include: ['message.output_text.logprobs'], top_logprobs: 2 });
+    const part = (scored.output[0] as OpenAI.Responses.ResponseOutputMessage).content[0] as OpenAI.Responses.ResponseOutputText;
+    expect(part.logprobs!.map((l) => l.token)).toEqual(['q', 'q', 'q']);
+    for (const l of part.logprobs!) {
+      expect(l.logprob).toBeLessThanOrEqual(0);
+      expect(l.top_logprobs.map((t) => t.token)[0]).toBe('q');
+      expect(l.top_logprobs).toHaveLength(2);
+    }
     // Function tools, in the Responses API's flat form: each user calls the tool of their letter, with arguments of its parameters.
     const tools: OpenAI.Responses.FunctionTool[] = ZOOM_AND_QUOTE.map((t) => ({ type: 'function', name: (t as OpenAI.ChatCompletionFunctionTool).function.name, parameters: (t as OpenAI.ChatCompletionFunctionTool).function.parameters ?? null, strict: false }));
     for (const [user, name] of [['alice', 'quote'], ['bob', 'zoom']] as const) {

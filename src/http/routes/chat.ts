@@ -11,7 +11,7 @@ import { userExists } from '../../db/queries/users.js';
 import type { AppEnv, RouteDeps } from '../context.js';
 import { chatCompletionRequestSchema } from '../schemas.js';
 import type { GenerateRequest, GenerateResult, TokenLogprob } from '../services.js';
-import { allChoices, choiceRequests, openAiFinish, openAiUsage, samplingFields, toGenerate } from '../openai.js';
+import { allChoices, choiceRequests, openAiFinish, openAiTokenLogprobs, openAiUsage, samplingFields, toGenerate } from '../openai.js';
 import { allowsSeveral, autoCallGuide, type Calling, type CallPiece, ReplyCalls, callingOf, offeredTools, readCalls, serveMessages, toolCallFormat, toolsPrompt, withToolsPrompt } from '../tools.js';
 import { mergeStreams } from '../stream-merge.js';
 import { readJson } from '../validate.js';
@@ -43,17 +43,7 @@ const usageOf = (rs: readonly GenerateResult[]) =>
   openAiUsage(rs[0].usage.promptTokens, rs.reduce((n, r) => n + r.usage.completionTokens, 0), rs[0].usage.cachedTokens);
 
 /** OpenAI's `logprobs` of a choice from memlora's (token ids and the memlora-only field names left out). */
-const logprobsOf = (lps: readonly TokenLogprob[] | undefined) =>
-  lps === undefined
-    ? null
-    : {
-        content: lps.map((lp) => ({
-          token: lp.token,
-          logprob: lp.logprob,
-          bytes: lp.bytes,
-          top_logprobs: lp.top.map((a) => ({ token: a.token, logprob: a.logprob, bytes: a.bytes })),
-        })),
-      };
+const logprobsOf = (lps: readonly TokenLogprob[] | undefined) => (lps === undefined ? null : { content: openAiTokenLogprobs(lps) });
 
 const memloraOf = (r: GenerateResult) => ({ personalization: r.personalization, timings: r.timings });
 

@@ -14,7 +14,8 @@ import type { z } from 'zod';
 import { userExists } from '../../db/queries/users.js';
 import type { AppEnv, RouteDeps } from '../context.js';
 import { chatCompletionRequestSchema, responsesRequestSchema } from '../schemas.js';
-import type { GenerateResult } from '../services.js';
+import type { GenerateResult, TokenLogprob } from '../services.js';
+import { openAiTokenLogprobs } from '../openai.js';
 import { mergeStreams } from '../stream-merge.js';
 import { type Call, type CallPiece, ReplyCalls, allowsSeveral, callingOf, offeredTools, readCalls } from '../tools.js';
 import { readJson, validationFailed } from '../validate.js';
@@ -50,6 +51,7 @@ export function asChatBody(body: ResponsesRequest): Record<string, unknown> {
     else messages.push({ role: item.role, content: typeof item.content === 'string' ? item.content : item.content.map((p) => p.text).join('') });
   }
   const format = body.text?.format;
+  const logprobs = (body.include ?? []).includes('message.output_text.logprobs') || body.top_logprobs != null;
   return {
     model: body.model,
     user: body.user,
@@ -63,6 +65,8 @@ export function asChatBody(body: ResponsesRequest): Record<string, unknown> {
     tools: body.tools?.map((t) => ({ type: 'function', function: { name: t.name, description: t.description ?? undefined, parameters: t.parameters ?? undefined, strict: t.strict } })),
     tool_choice: chatToolChoice(body.tool_choice),
     parallel_tool_calls: body.parallel_tool_calls,
+    logprobs: logprobs || undefined,
+    top_logprobs: logprobs ? (body.top_logprobs ?? undefined) : undefined,
   };
 }
 
@@ -93,8 +97,8 @@ interface Asked {
 const messageId = (a: Asked) => `msg_${a.id}`;
 const callIds = (a: Asked, i: number) => ({ id: `fc_${a.id}_${i}`, call_id: `call_${a.id}_${i}` });
 
-function messageItem(a: Asked, text: string, status: string) {
-  return { type: 'message', id: messageId(a), status, role: 'assistant', content: [{ type: 'output_text', text, annotations: [] }] };
+function messageItem(a: Asked, text: string, status: string, logprobs: readonly TokenLogprob[] = []) {
+  return { type: 'message', id: messageId(a), status, role: 'assistant', content: [{ type: 'output_text', text, annotations: [], logprobs: openAiTokenLogprobs(logprobs) }] };
 }
 
 function callItem(a: Asked, i: number, call: Call, status: string) {
@@ -103,12 +107,13 @@ function callItem(a: Asked, i: number, call: Call, status: string) {
 
 /**
  * The output items of a finished reply, read as a stream reads it: the calls it began (the last
- * incomplete where its arguments were cut), then a message of any text after them; or one message.
+ * incomplete where its arguments were cut), then a message of any text after them; or one message,
+ * with the reply's log-probabilities where they were asked for (a reply that made calls has none).
  */
 function outputOf(a: Asked, r: GenerateResult, offer: Offer) {
   const status = incomplete(r) ? 'incomplete' : 'completed';
   const read = offer.calling === null ? null : readCalls(r.text, offer.several, offer.calling === 'parsed' ? offer.names : undefined);
-  if (!read || read.calls.length === 0) return [messageItem(a, r.text, status)];
+  if (!read || read.calls.length === 0) return [messageItem(a, r.text, status, r.logprobs)];
   const calls = read.calls.map((c, i) => callItem(a, i, c, read.cut && i === read.calls.length - 1 ? 'incomplete' : 'completed'));
   return read.content === null ? calls : [...calls, messageItem(a, read.content, status)];
 }
@@ -190,11 +195,13 @@ export function registerResponsesRoutes(app: Hono<AppEnv>, deps: RouteDeps): voi
       const reader = readerOf(offer);
       // Text after calls waits until it is more than white space (a whole reply reads it as none).
       let afterCalls = '';
+      // The log-probabilities of tokens whose text is held back ride with the next delta; a call's are dropped.
+      let pending: TokenLogprob[] = [];
       const openMessage = async () => {
         const opened = { outputIndex: items++, text: '' };
         message = opened;
         await emit('response.output_item.added', { output_index: opened.outputIndex, item: { ...messageItem(a, '', 'in_progress'), content: [] } });
-        await emit('response.content_part.added', { item_id: messageId(a), output_index: opened.outputIndex, content_index: 0, part: { type: 'output_text', text: '', annotations: [] } });
+        await emit('response.content_part.added', { item_id: messageId(a), output_index: opened.outputIndex, content_index: 0, part: { type: 'output_text', text: '', annotations: [], logprobs: [] } });
         return opened;
       };
       const text = async (piece: string) => {
@@ -207,7 +214,9 @@ export function registerResponsesRoutes(app: Hono<AppEnv>, deps: RouteDeps): voi
         if (piece === '') return;
         const open = message ?? (await openMessage());
         open.text += piece;
-        await emit('response.output_text.delta', { item_id: messageId(a), output_index: open.outputIndex, content_index: 0, delta: piece, logprobs: [] });
+        const logprobs = calls.length > 0 ? [] : openAiTokenLogprobs(pending);
+        pending = [];
+        await emit('response.output_text.delta', { item_id: messageId(a), output_index: open.outputIndex, content_index: 0, delta: piece, logprobs });
       };
       const callPiece = async (p: CallPiece) => {
         if (p.name !== undefined) {
@@ -226,6 +235,7 @@ export function registerResponsesRoutes(app: Hono<AppEnv>, deps: RouteDeps): voi
         for await (const { value: ev } of merged) {
           if (ac.signal.aborted) return;
           if (ev.type === 'token') {
+            if (ev.logprobs) pending.push(...ev.logprobs);
             const { content, calls: pieces } = reader ? reader.push(ev.text) : { content: ev.text, calls: [] };
             for (const p of pieces) await callPiece(p);
             await text(content);
@@ -244,8 +254,9 @@ export function registerResponsesRoutes(app: Hono<AppEnv>, deps: RouteDeps): voi
         const last = message ?? (calls.length === 0 ? await openMessage() : null);
         if (last !== null) {
           const at = { item_id: messageId(a), output_index: last.outputIndex, content_index: 0 };
-          await emit('response.output_text.done', { ...at, text: last.text, logprobs: [] });
-          await emit('response.content_part.done', { ...at, part: { type: 'output_text', text: last.text, annotations: [] } });
+          const part = (item(last.outputIndex) as ReturnType<typeof messageItem>).content[0];
+          await emit('response.output_text.done', { ...at, text: last.text, logprobs: part.logprobs });
+          await emit('response.content_part.done', { ...at, part });
           await emit('response.output_item.done', { output_index: last.outputIndex, item: item(last.outputIndex) });
         }
         await emit(incomplete(result) ? 'response.incomplete' : 'response.completed', { response: done });
