@@ -1276,7 +1276,7 @@ export const responsesResponseSchema = z.object({
   tools: z.array(z.record(z.string(), z.unknown())),
   text: z.object({ format: z.record(z.string(), z.unknown()) }),
   store: z.literal(false),
-  /** Absent until the response is done (in the stream's first events). */
+  /** Null until the response is done (in the stream's first events). */
   usage: responsesUsage.nullable(),
   memlora: z.object({ personalization: personalizationSchema, timings: generateResultSchema.shape.timings }).nullable(),
 });
