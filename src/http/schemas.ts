@@ -1170,7 +1170,12 @@ const responsesInputItem = z.union([
     content: z.union([z.string().max(MAX_PROMPT_CHARS), z.array(responsesContentPart).min(1).max(64)]),
   }),
   z.looseObject({ type: z.literal('function_call'), call_id: z.string().min(1).max(256), name: toolNameSchema, arguments: z.string().max(MAX_PROMPT_CHARS) }),
-  z.looseObject({ type: z.literal('function_call_output'), call_id: z.string().min(1).max(256), output: z.string().max(MAX_PROMPT_CHARS) }),
+  z.looseObject({
+    type: z.literal('function_call_output'),
+    call_id: z.string().min(1).max(256),
+    /** Its text, or text parts (images and files are refused). */
+    output: z.union([z.string().max(MAX_PROMPT_CHARS), z.array(z.looseObject({ type: z.literal('input_text'), text: z.string().max(MAX_PROMPT_CHARS) })).min(1).max(64)]),
+  }),
 ]);
 
 /** A function tool, in the Responses API's flat form (other tool types are refused). */

@@ -194,7 +194,7 @@ describe('POST /v1/responses', () => {
       input: [
         { role: 'user', content: 'Weather in Lyon?' },
         { type: 'function_call', call_id: 'call_1', name: 'get_weather', arguments: '{"city":"Lyon"}' },
-        { type: 'function_call_output', call_id: 'call_1', output: '{"sky":"sunny"}' },
+        { type: 'function_call_output', call_id: 'call_1', output: [{ type: 'input_text', text: '{"sky":' }, { type: 'input_text', text: '"sunny"}' }] },
       ],
     });
     expect(gen.calls.at(-1)!.req.messages!.slice(1)).toEqual([
@@ -215,6 +215,7 @@ describe('POST /v1/responses', () => {
       { user: 'alice', input: '' },
       { user: 'alice', input: [] },
       { user: 'alice', input: [{ role: 'user', content: [{ type: 'input_image', image_url: 'https://x/y.png' }] }] },
+      { user: 'alice', input: [{ type: 'function_call_output', call_id: 'c1', output: [{ type: 'input_image', image_url: 'https://x/y.png' }] }] },
       { user: 'alice', input: 'x', previous_response_id: 'resp_1' },
       { user: 'alice', input: 'x', conversation: 'conv_1' },
       { user: 'alice', input: 'x', background: true },

@@ -47,7 +47,9 @@ export function asChatBody(body: ResponsesRequest): Record<string, unknown> {
       const last = messages.at(-1);
       if (last?.role === 'assistant' && last.tool_calls && last.content === null) last.tool_calls.push(call);
       else messages.push({ role: 'assistant', content: null, tool_calls: [call] });
-    } else if (item.type === 'function_call_output') messages.push({ role: 'tool', tool_call_id: item.call_id, content: item.output });
+    } else if (item.type === 'function_call_output') {
+      messages.push({ role: 'tool', tool_call_id: item.call_id, content: typeof item.output === 'string' ? item.output : item.output.map((p) => p.text).join('') });
+    }
     else messages.push({ role: item.role, content: typeof item.content === 'string' ? item.content : item.content.map((p) => p.text).join('') });
   }
   const format = body.text?.format;
