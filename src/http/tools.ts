@@ -444,6 +444,26 @@ export class ReplyCalls {
   }
 }
 
+/** How a body's replies may call its tools: guided or parsed (or not at all), the functions offered, and whether several at once. */
+export interface ToolOffer {
+  calling: Calling;
+  names: readonly string[];
+  several: boolean;
+}
+
+export function toolOffer(body: ToolBody): ToolOffer {
+  return { calling: callingOf(body), names: offeredTools(body).map((t) => t.function.name), several: allowsSeveral(body) };
+}
+
+/** The names a reply's calls are read against: the offered functions' where calls are parsed, none (any) where guided. */
+const readNames = (offer: ToolOffer) => (offer.calling === 'parsed' ? offer.names : undefined);
+
+/** A reader of a reply as calls and text under the offer, or null where no tool is offered (no tools, or tool_choice none). */
+export const offerReader = (offer: ToolOffer): ReplyCalls | null => (offer.calling === null ? null : new ReplyCalls(offer.several, readNames(offer)));
+
+/** A whole reply read under the offer (readCalls), or null where no tool is offered. */
+export const readOffered = (text: string, offer: ToolOffer) => (offer.calling === null ? null : readCalls(text, offer.several, readNames(offer)));
+
 /**
  * A whole reply as calls and text, as `ReplyCalls` reads it piece by piece (so a reply reads the same
  * streamed or not): the calls it began, and its text (null when only white space).
@@ -460,7 +480,8 @@ export function readCalls(text: string, several = true, names?: readonly string[
   return { calls, array: reader.array, content: rest.trim() === '' ? null : rest, cut: reader.cut };
 }
 
-const textOf = (content: OpenAiMessage['content']): string => (content == null ? '' : typeof content === 'string' ? content : content.map((p) => p.text).join(''));
+/** A message's text: its content, or the text of its parts (none: empty). */
+export const textOf = (content: string | ReadonlyArray<{ text: string }> | null | undefined): string => (content == null ? '' : typeof content === 'string' ? content : content.map((p) => p.text).join(''));
 
 /**
  * OpenAI's chat messages as memlora's: a developer message is a system message, content parts

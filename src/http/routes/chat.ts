@@ -12,7 +12,7 @@ import type { AppEnv, RouteDeps } from '../context.js';
 import { chatCompletionRequestSchema } from '../schemas.js';
 import type { GenerateRequest, GenerateResult, TokenLogprob } from '../services.js';
 import { allChoices, choiceRequests, openAiFinish, openAiTokenLogprobs, openAiUsage, samplingFields, toGenerate } from '../openai.js';
-import { allowsSeveral, autoCallGuide, type Calling, type CallPiece, ReplyCalls, callingOf, offeredTools, readCalls, serveMessages, toolCallFormat, toolsPrompt, withToolsPrompt } from '../tools.js';
+import { type CallPiece, type ToolOffer, autoCallGuide, offerReader, readOffered, serveMessages, toolCallFormat, toolOffer, toolsPrompt, withToolsPrompt } from '../tools.js';
 import { mergeStreams } from '../stream-merge.js';
 import { readJson } from '../validate.js';
 import { clientSignal, firstEvent, logStreamError, requireGenerate } from './generate.js';
@@ -47,16 +47,6 @@ const logprobsOf = (lps: readonly TokenLogprob[] | undefined) => (lps === undefi
 
 const memloraOf = (r: GenerateResult) => ({ personalization: r.personalization, timings: r.timings });
 
-/** How a request's replies may call its tools: guided or parsed (or not at all), the functions offered, and whether several at once. */
-interface Offer {
-  calling: Calling;
-  names: readonly string[];
-  several: boolean;
-}
-
-/** A reader of a choice's reply as calls and text (tools offered), or null (no tools, or tool_choice none). */
-const readerOf = (offer: Offer): ReplyCalls | null => (offer.calling === null ? null : new ReplyCalls(offer.several, offer.calling === 'parsed' ? offer.names : undefined));
-
 /**
  * The finish of a reply that began calls: tool_calls when their arguments are whole, else what cut
  * them (length: max_tokens; stop: a stop string), so that a client never runs a call cut short.
@@ -73,8 +63,8 @@ function callDelta(p: CallPiece, id: string, array: boolean) {
  * A non-streamed choice: the reply's text, or the calls it began (ids from the generation's, numbered
  * within an array of calls) with any text after them, read as a stream would read it.
  */
-function choiceOf(r: GenerateResult, index: number, offer: Offer) {
-  const read = offer.calling === null ? null : readCalls(r.text, offer.several, offer.calling === 'parsed' ? offer.names : undefined);
+function choiceOf(r: GenerateResult, index: number, offer: ToolOffer) {
+  const read = readOffered(r.text, offer);
   if (read && read.calls.length > 0) {
     const id = `call_${r.id.replace(/^gen_/, '')}`;
     const toolCalls = read.calls.map((call, i) => ({ id: read.array ? `${id}_${i}` : id, type: 'function', function: call }));
@@ -96,8 +86,7 @@ export function registerChatRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
     const created = Math.floor(Date.now() / 1000);
 
     const reqs = choiceRequests(req, body.n ?? 1);
-    const calling = callingOf(body);
-    const offer: Offer = { calling, names: offeredTools(body).map((t) => t.function.name), several: allowsSeveral(body) };
+    const offer = toolOffer(body);
 
     if (!req.stream) {
       const results = await allChoices(ac, reqs.map((r) => gen.generate(r, ac.signal)));
@@ -125,7 +114,7 @@ export function registerChatRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
       // With tools offered, each choice's reply is read as it comes (ReplyCalls): held back while it
       // may still begin a call; calls stream as OpenAI's do (a tool_calls delta with id, type and name,
       // then the arguments' text), text as content. The logprobs of tokens held back ride with the next chunk.
-      const readers = reqs.map(() => readerOf(offer));
+      const readers = reqs.map(() => offerReader(offer));
       const callIds = reqs.map(() => `call_${randomBytes(8).toString('hex')}`);
       const pending: TokenLogprob[][] = reqs.map(() => []);
       const withPending = (index: number) => {

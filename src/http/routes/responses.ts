@@ -17,7 +17,7 @@ import { chatCompletionRequestSchema, responsesRequestSchema } from '../schemas.
 import type { GenerateResult, TokenLogprob } from '../services.js';
 import { openAiTokenLogprobs } from '../openai.js';
 import { mergeStreams } from '../stream-merge.js';
-import { type Call, type CallPiece, ReplyCalls, allowsSeveral, callingOf, offeredTools, readCalls } from '../tools.js';
+import { type Call, type CallPiece, type ToolOffer, offerReader, readOffered, textOf, toolOffer } from '../tools.js';
 import { readJson, validationFailed } from '../validate.js';
 import { toGenerateRequest } from './chat.js';
 import { clientSignal, firstEvent, logStreamError, requireGenerate } from './generate.js';
@@ -47,10 +47,8 @@ export function asChatBody(body: ResponsesRequest): Record<string, unknown> {
       const last = messages.at(-1);
       if (last?.role === 'assistant' && last.tool_calls && last.content === null) last.tool_calls.push(call);
       else messages.push({ role: 'assistant', content: null, tool_calls: [call] });
-    } else if (item.type === 'function_call_output') {
-      messages.push({ role: 'tool', tool_call_id: item.call_id, content: typeof item.output === 'string' ? item.output : item.output.map((p) => p.text).join('') });
-    }
-    else messages.push({ role: item.role, content: typeof item.content === 'string' ? item.content : item.content.map((p) => p.text).join('') });
+    } else if (item.type === 'function_call_output') messages.push({ role: 'tool', tool_call_id: item.call_id, content: textOf(item.output) });
+    else messages.push({ role: item.role, content: textOf(item.content) });
   }
   const format = body.text?.format;
   const logprobs = (body.include ?? []).includes('message.output_text.logprobs') || body.top_logprobs != null;
@@ -71,16 +69,6 @@ export function asChatBody(body: ResponsesRequest): Record<string, unknown> {
     top_logprobs: logprobs ? (body.top_logprobs ?? undefined) : undefined,
   };
 }
-
-/** How a reply may call the body's tools (as chat reads them): guided or parsed, or not at all (null). */
-interface Offer {
-  calling: ReturnType<typeof callingOf>;
-  names: readonly string[];
-  several: boolean;
-}
-
-/** A reader of a reply as calls and text, or null where no tool is offered. */
-const readerOf = (offer: Offer): ReplyCalls | null => (offer.calling === null ? null : new ReplyCalls(offer.several, offer.calling === 'parsed' ? offer.names : undefined));
 
 /** A reply cut by its token budget (or the context window) is incomplete. */
 const incomplete = (r: GenerateResult) => r.finishReason === 'length';
@@ -112,16 +100,16 @@ function callItem(a: Asked, i: number, call: Call, status: string) {
  * incomplete where its arguments were cut), then a message of any text after them; or one message,
  * with the reply's log-probabilities where they were asked for (a reply that made calls has none).
  */
-function outputOf(a: Asked, r: GenerateResult, offer: Offer) {
+function outputOf(a: Asked, r: GenerateResult, offer: ToolOffer) {
   const status = incomplete(r) ? 'incomplete' : 'completed';
-  const read = offer.calling === null ? null : readCalls(r.text, offer.several, offer.calling === 'parsed' ? offer.names : undefined);
+  const read = readOffered(r.text, offer);
   if (!read || read.calls.length === 0) return [messageItem(a, r.text, status, r.logprobs)];
   const calls = read.calls.map((c, i) => callItem(a, i, c, read.cut && i === read.calls.length - 1 ? 'incomplete' : 'completed'));
   return read.content === null ? calls : [...calls, messageItem(a, read.content, status)];
 }
 
 /** The response object: in progress (no result yet), or done with its result. */
-function responseOf(a: Asked, r: GenerateResult | null, offer: Offer) {
+function responseOf(a: Asked, r: GenerateResult | null, offer: ToolOffer) {
   return {
     id: `resp_${a.id}`,
     object: 'response',
@@ -166,7 +154,7 @@ export function registerResponsesRoutes(app: Hono<AppEnv>, deps: RouteDeps): voi
     if (!userExists(db, req.userId)) throw userNotFound(req.userId);
     const gen = requireGenerate(deps);
     const ac = clientSignal(c);
-    const offer: Offer = { calling: callingOf(chat), names: offeredTools(chat).map((t) => t.function.name), several: allowsSeveral(chat) };
+    const offer = toolOffer(chat);
     const asked = (id: string): Asked => ({
       id,
       created: Math.floor(Date.now() / 1000),
@@ -194,7 +182,7 @@ export function registerResponsesRoutes(app: Hono<AppEnv>, deps: RouteDeps): voi
       let items = 0;
       let message: { outputIndex: number; text: string } | null = null;
       const calls: Array<{ outputIndex: number; call: Call }> = [];
-      const reader = readerOf(offer);
+      const reader = offerReader(offer);
       // Text after calls waits until it is more than white space (a whole reply reads it as none).
       let afterCalls = '';
       // The log-probabilities of tokens whose text is held back ride with the next delta; a call's are dropped.
