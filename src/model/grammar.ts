@@ -17,6 +17,7 @@
  * rule that derives no finite string) are dropped, so a guided reply never walks into one; a root
  * that derives none is refused.
  */
+import { TextCache } from '../util/text-cache.js';
 
 export class GrammarError extends Error {
   constructor(message: string) {
@@ -425,18 +426,12 @@ class Builder {
 }
 
 let nextId = 1;
-const compiled = new Map<string, CompiledGrammar>();
 /** Grammars kept compiled, each with its parses' frames and steps (grammar-guide.ts: up to about 16 MB). */
-const MAX_COMPILED = 16;
+const compiled = new TextCache<CompiledGrammar>(16);
 
 /** Compile a GBNF grammar for guiding (kept by its text); GrammarError where it cannot guide a reply. */
 export function compileGrammar(text: string): CompiledGrammar {
-  const known = compiled.get(text);
-  if (known) return known;
-  const out = compile(text);
-  if (compiled.size >= MAX_COMPILED) compiled.delete(compiled.keys().next().value!);
-  compiled.set(text, out);
-  return out;
+  return compiled.get(text, () => compile(text));
 }
 
 function compile(text: string): CompiledGrammar {

@@ -30,6 +30,7 @@ import { type Nfa, RegexError, compileRegex, fewestToMatch, lengthsToAccept, mat
 import { mergeAllOf } from './all-of.js';
 import { ANNOTATIONS, EmptySchemaError, FREE_FORMATS, INT32, SchemaError, isPlainObject, splitNullable } from './schema-terms.js';
 import { SchemaChecker } from './schema-check.js';
+import { TextCache } from '../util/text-cache.js';
 
 export { SchemaError };
 
@@ -665,15 +666,15 @@ function leftRecursion(c: Compiler): void {
   c.nodes.forEach((_, i) => visit(i));
 }
 
-const compiled = new Map<string, CompiledSchema>();
 /** Compiled schemas kept by their JSON text (the same schema in every request shares its masks). */
-const MAX_COMPILED = 64;
+const compiled = new TextCache<CompiledSchema>(64);
 
 /** Compile a JSON schema for guided decoding; throws SchemaError where it is outside the subset. */
 export function compileJsonSchema(schema: unknown): CompiledSchema {
-  const text = JSON.stringify(schema);
-  const known = compiled.get(text);
-  if (known) return known;
+  return compiled.get(JSON.stringify(schema), () => compileSchema(schema));
+}
+
+function compileSchema(schema: unknown): CompiledSchema {
   const c = new Compiler(schema);
   const root = c.compile(schema, '');
   const keyNode = c.add({ k: 'str', min: 0, max: Infinity, regex: null });
@@ -694,8 +695,5 @@ export function compileJsonSchema(schema: unknown): CompiledSchema {
   });
   // Every value of the root starts with { or [: it is an object or an array, whole when it closes.
   if ([...first[root]].some((b) => b !== 0x7b && b !== 0x5b)) throw new SchemaError('', 'type', 'the root must be an object or an array');
-  const out: CompiledSchema = { id: nextId++, nodes: c.nodes, root, first, keyNode };
-  if (compiled.size >= MAX_COMPILED) compiled.delete(compiled.keys().next().value!);
-  compiled.set(text, out);
-  return out;
+  return { id: nextId++, nodes: c.nodes, root, first, keyNode };
 }

@@ -7,6 +7,7 @@
 import type { Guide } from './guide.js';
 import { cachedMask, withEnds } from './mask-cache.js';
 import { type Nfa, compileRegex, regexAccepts, regexStuck, stepRegex } from './regex.js';
+import { TextCache } from '../util/text-cache.js';
 
 export interface CompiledRegex {
   /** A process-wide number: masks of guides of the same pattern are shared. */
@@ -15,17 +16,11 @@ export interface CompiledRegex {
 }
 
 let nextId = 1;
-const compiled = new Map<string, CompiledRegex>();
-const MAX_COMPILED = 64;
+const compiled = new TextCache<CompiledRegex>(64);
 
 /** Compile a pattern for guiding (kept by its text); RegexError where it is outside the subset. */
 export function compileGuideRegex(pattern: string): CompiledRegex {
-  const known = compiled.get(pattern);
-  if (known) return known;
-  const out = { id: nextId++, nfa: compileRegex(pattern) };
-  if (compiled.size >= MAX_COMPILED) compiled.delete(compiled.keys().next().value!);
-  compiled.set(pattern, out);
-  return out;
+  return compiled.get(pattern, () => ({ id: nextId++, nfa: compileRegex(pattern) }));
 }
 
 export class RegexGuide implements Guide {
