@@ -11,7 +11,7 @@ import type { GuideSpec } from '../model/guide.js';
 import { type CompiledSchema, SchemaError, compileJsonSchema } from '../model/json-schema.js';
 import { RegexError } from '../model/regex.js';
 import { compileGuideRegex } from '../model/regex-guide.js';
-import { ServeError } from './errors.js';
+import { ServeError, type ServeErrorCode } from './errors.js';
 import type { ServeRequest, ToolCallGuide } from './types.js';
 
 /** The guide of a request's reply (none: free text). */
@@ -40,23 +40,21 @@ function askedGuideOf(req: ServeRequest): GuideSpec | undefined {
       throw new ServeError('unsupported_schema', `the JSON schema cannot guide a reply: ${e.message}`, { details: { path: e.path, keyword: e.keyword } });
     }
   }
-  if (req.guidedRegex !== undefined) {
-    try {
-      return { type: 'regex', regex: compileGuideRegex(req.guidedRegex) };
-    } catch (e) {
-      if (!(e instanceof RegexError)) throw e;
-      throw new ServeError('unsupported_regex', `the pattern cannot guide a reply: ${e.message}`, { details: { reason: e.message } });
-    }
-  }
-  if (req.guidedGrammar !== undefined) {
-    try {
-      return { type: 'grammar', grammar: compileGrammar(req.guidedGrammar) };
-    } catch (e) {
-      if (!(e instanceof GrammarError)) throw e;
-      throw new ServeError('unsupported_grammar', `the grammar cannot guide a reply: ${e.message}`, { details: { reason: e.message } });
-    }
-  }
+  const pattern = req.guidedRegex;
+  if (pattern !== undefined) return { type: 'regex', regex: orRefused(() => compileGuideRegex(pattern), RegexError, 'unsupported_regex', 'the pattern') };
+  const grammar = req.guidedGrammar;
+  if (grammar !== undefined) return { type: 'grammar', grammar: orRefused(() => compileGrammar(grammar), GrammarError, 'unsupported_grammar', 'the grammar') };
   return req.guidedChoice ? { type: 'choice', choices: req.guidedChoice } : undefined;
+}
+
+/** `compile()`; where it throws `refusal` (what cannot guide a reply), the request is refused with `code` and the reason. */
+function orRefused<T>(compile: () => T, refusal: new (message: string) => Error, code: ServeErrorCode, what: string): T {
+  try {
+    return compile();
+  } catch (e) {
+    if (!(e instanceof refusal)) throw e;
+    throw new ServeError(code, `${what} cannot guide a reply: ${e.message}`, { details: { reason: e.message } });
+  }
 }
 
 /** A schema of tool calls compiled: null where the tools' parameters cannot guide a reply, unless a tool is strict (unsupported_schema). */
