@@ -42,6 +42,21 @@ function walk(grammar: CompiledGrammar, vocab: Array<Uint8Array | null>, rng: Rn
   return { bytes: Uint8Array.from(out), ended: false, steps: seen };
 }
 
+/** Letters a-c and brackets, nested as deep as written. */
+const BRACKETS = 'root ::= item*\nitem ::= "(" root ")" | [a-c]';
+
+/** The test's own reading of BRACKETS: how many brackets `s` leaves open, or null where no string of the grammar begins with it. */
+function bracketDepth(s: string): number | null {
+  let depth = 0;
+  for (const ch of s) {
+    if (ch === '(') depth++;
+    else if (ch === ')') {
+      if (--depth < 0) return null;
+    } else if (!'abc'.includes(ch)) return null;
+  }
+  return depth;
+}
+
 /** JSON text as RFC 8259 defines it (the example grammar docs/grammars/json.gbnf). */
 const JSON_GRAMMAR = readFileSync(new URL('../../docs/grammars/json.gbnf', import.meta.url), 'utf8');
 
@@ -88,16 +103,8 @@ describe('compileGrammar', () => {
   });
 
   it('runs a grammar no regular expression can: balanced parentheses, nested as deep as written', () => {
-    const grammar = compileGrammar('root ::= item*\nitem ::= "(" root ")" | [a-c]');
-    const balanced = (s: string) => {
-      let depth = 0;
-      for (const ch of s) {
-        if (ch === '(') depth++;
-        else if (ch === ')' && --depth < 0) return false;
-        else if (!'()abc'.includes(ch)) return false;
-      }
-      return depth === 0;
-    };
+    const grammar = compileGrammar(BRACKETS);
+    const balanced = (s: string) => bracketDepth(s) === 0;
     const rng = new Rng(3);
     for (let n = 0; n < 2000; n++) {
       const s = Array.from({ length: Math.floor(rng.uniform() * 9) }, () => '(()ax'[Math.floor(rng.uniform() * 5)]).join('');
@@ -367,17 +374,8 @@ describe('GrammarGuide', () => {
   });
 
   it('allows exactly the tokens that keep the reply a prefix of a string of the grammar', () => {
-    const grammar = compileGrammar('root ::= item*\nitem ::= "(" root ")" | [a-c]');
-    const viable = (s: string) => {
-      let depth = 0;
-      for (const ch of s) {
-        if (ch === '(') depth++;
-        else if (ch === ')') {
-          if (--depth < 0) return false;
-        } else if (!'abc'.includes(ch)) return false;
-      }
-      return true;
-    };
+    const grammar = compileGrammar(BRACKETS);
+    const viable = (s: string) => bracketDepth(s) !== null;
     const tokens: Array<Uint8Array | null> = [null, ...['(', ')', 'a', 'b', 'c', 'd', '((', '()', 'a)', ')(', '))', 'é', ' '].map((s) => enc.encode(s))];
     for (let seed = 1; seed <= 60; seed++) {
       const rng = new Rng(seed);
@@ -388,8 +386,7 @@ describe('GrammarGuide', () => {
         tokens.forEach((t, id) => {
           if (t) expect(mask[id] === 1, `${JSON.stringify(text)} + ${JSON.stringify(dec.decode(t))}`).toBe(viable(text + dec.decode(t)));
         });
-        const depth = [...text].reduce((d, ch) => d + (ch === '(' ? 1 : ch === ')' ? -1 : 0), 0);
-        expect(mask[0] === 1, text).toBe(depth === 0);
+        expect(mask[0] === 1, text).toBe(bracketDepth(text) === 0);
         const ids = [...mask.keys()].filter((id) => mask[id] && id !== 0);
         const id = ids[Math.floor(rng.uniform() * ids.length)];
         g.advance(id);
