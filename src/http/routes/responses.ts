@@ -219,8 +219,9 @@ export function registerResponsesRoutes(app: Hono<AppEnv>, deps: RouteDeps): voi
       };
       const merged = mergeStreams([started]);
       try {
-        await emit('response.created', { response: responseOf(a, null, offer) });
-        await emit('response.in_progress', { response: responseOf(a, null, offer) });
+        const begun = responseOf(a, null, offer);
+        await emit('response.created', { response: begun });
+        await emit('response.in_progress', { response: begun });
         let result: GenerateResult | null = null;
         for await (const { value: ev } of merged) {
           if (ac.signal.aborted) return;
