@@ -45,6 +45,8 @@ export interface Config {
   maxQueuePerUser: number;
   /** Tokens (prompt + completion + scored) one user may be served per UTC day unless their own quota says otherwise; 0: no limit. */
   userDailyTokens: number;
+  /** Days the Responses API keeps stored responses; 0: responses are not stored. */
+  responsesRetentionDays: number;
   scheduling: 'fair' | 'fifo';
   maxBatch: number;
   bodyLimitBytes: number;
@@ -79,6 +81,7 @@ export const ENV_VARS: readonly EnvVarDoc[] = [
   { name: 'MEMLORA_MAX_QUEUE', default: '256', describe: 'Generation requests waiting before new ones get 429.' },
   { name: 'MEMLORA_MAX_QUEUE_PER_USER', default: '64', describe: 'Generation requests of one user waiting before their new ones get 429 user_queue_full (others are still queued).' },
   { name: 'MEMLORA_USER_DAILY_TOKENS', default: '0', describe: 'Tokens (prompt + completion + scored) one user may be served per UTC day, as metered; past it their requests get 429 quota_exceeded with Retry-After until midnight UTC. A user\'s own quota (PUT /v1/admin/users/{userId}/quota) overrides it; 0 means no limit.' },
+  { name: 'MEMLORA_RESPONSES_RETENTION_DAYS', default: '30', describe: 'Days POST /v1/responses keeps the responses it stores (store, true unless false) for previous_response_id and GET /v1/responses/{id}; 0 stores none.' },
   { name: 'MEMLORA_SCHEDULING', default: 'fair', describe: 'How free batch rows are shared between users\' waiting requests: `fair` (the user holding the fewest rows, then round robin between users) or `fifo` (arrival order).' },
   { name: 'MEMLORA_MAX_BATCH', default: '8', describe: 'Rows in one decode batch.' },
   { name: 'MEMLORA_BODY_LIMIT_BYTES', default: '1MiB', describe: 'Largest accepted request body (413 above it); same suffixes as the cache size.' },
@@ -152,6 +155,7 @@ const envSchema = z.object({
   MEMLORA_MAX_QUEUE: intVar(1, 1_000_000).default(256),
   MEMLORA_MAX_QUEUE_PER_USER: intVar(1, 1_000_000).default(64),
   MEMLORA_USER_DAILY_TOKENS: intVar(0, Number.MAX_SAFE_INTEGER).default(0),
+  MEMLORA_RESPONSES_RETENTION_DAYS: intVar(0, 36_500).default(30),
   MEMLORA_SCHEDULING: z.enum(['fair', 'fifo'], { message: 'must be "fair" or "fifo"' }).default('fair'),
   MEMLORA_MAX_BATCH: intVar(1, 1024).default(8),
   MEMLORA_BODY_LIMIT_BYTES: bytesVar(1024).default(1024 ** 2),
@@ -216,6 +220,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     maxQueue: e.MEMLORA_MAX_QUEUE,
     maxQueuePerUser: e.MEMLORA_MAX_QUEUE_PER_USER,
     userDailyTokens: e.MEMLORA_USER_DAILY_TOKENS,
+    responsesRetentionDays: e.MEMLORA_RESPONSES_RETENTION_DAYS,
     scheduling: e.MEMLORA_SCHEDULING,
     maxBatch: e.MEMLORA_MAX_BATCH,
     bodyLimitBytes: e.MEMLORA_BODY_LIMIT_BYTES,

@@ -179,6 +179,29 @@ export const userQuotas = sqliteTable('user_quotas', {
   updatedAt: integer('updated_at').notNull(),
 });
 
+/**
+ * Responses of OpenAI's Responses API kept for a later request to continue (previous_response_id)
+ * and for clients to read back (GET /v1/responses/{id}): the response object as answered and the
+ * items the model read for it (the conversation of the responses it continued, then its own input;
+ * instructions are not carried). Kept MEMLORA_RESPONSES_RETENTION_DAYS; erasing the user erases them.
+ */
+export const storedResponses = sqliteTable(
+  'stored_responses',
+  {
+    id: text('id').primaryKey(),
+    userId: text('user_id')
+      .notNull()
+      .references(() => users.id, { onDelete: 'cascade' }),
+    createdAt: integer('created_at').notNull(),
+    previousResponseId: text('previous_response_id'),
+    /** The response object (JSON), as the request was answered. */
+    response: text('response').notNull(),
+    /** The input items the model read (JSON array, each with its id). */
+    items: text('items').notNull(),
+  },
+  (t) => [index('stored_responses_created_at_idx').on(t.createdAt), index('stored_responses_user_id_idx').on(t.userId)],
+);
+
 export type UserRow = typeof users.$inferSelect;
 export type HistoryItemRow = typeof historyItems.$inferSelect;
 export type JobRow = typeof injectionJobs.$inferSelect;

@@ -20,6 +20,7 @@ import { registerAdminRoutes } from './routes/admin.js';
 import { registerCacheRoutes } from './routes/cache.js';
 import { registerChatRoutes } from './routes/chat.js';
 import { registerResponsesRoutes } from './routes/responses.js';
+import { registerStoredResponsesRoutes } from './routes/stored-responses.js';
 import { registerCompletionRoutes } from './routes/completions.js';
 import { registerGenerateRoutes } from './routes/generate.js';
 import { registerHistoryRoutes } from './routes/history.js';
@@ -113,6 +114,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   registerGenerateRoutes(app, d);
   registerChatRoutes(app, d);
   registerResponsesRoutes(app, d);
+  registerStoredResponsesRoutes(app, d);
   registerCompletionRoutes(app, d);
   registerScoreRoutes(app, d);
   registerTokenizeRoutes(app, d);

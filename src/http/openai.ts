@@ -12,7 +12,7 @@ import { validationFailed } from './validate.js';
 type OpenAiBody = z.output<typeof chatCompletionRequestSchema> | z.output<typeof completionRequestSchema>;
 
 /** The memlora user of a validated OpenAI body: `user`, or the user its model names (memlora:<user id>). */
-export function openAiUserId(body: OpenAiBody): string {
+export function openAiUserId(body: Pick<OpenAiBody, 'user' | 'model'>): string {
   return body.user ?? userOfModel(body.model)!;
 }
 

@@ -81,6 +81,8 @@ export const deleteUserResponse = z.object({
     trials: z.int().min(0),
     adapterVersions: z.int().min(0),
     usageDays: z.int().min(0),
+    /** Stored responses of the Responses API. */
+    responses: z.int().min(0),
     adapterFiles: z.int().min(0),
     adapterBytes: z.int().min(0),
   }),
@@ -1157,7 +1159,8 @@ export const completionChunkSchema = z.object({
 // ---------------------------------------------------------------------------------------------
 // OpenAI's Responses API (POST /v1/responses), the API OpenAI's newer clients and agents call: one
 // reply to an input (a text, or messages) with instructions, as a response object or a stream of
-// typed events. Stateless here: responses are not stored, so what needs them is refused.
+// typed events. Responses are stored (unless `store: false`) for MEMLORA_RESPONSES_RETENTION_DAYS, so
+// that a request may continue one (previous_response_id) and clients may read them back.
 
 /** A part of an input message's content: text (the assistant's earlier output text too). */
 const responsesContentPart = z.looseObject({ type: z.enum(['input_text', 'output_text']), text: z.string().max(MAX_PROMPT_CHARS) });
@@ -1199,8 +1202,7 @@ const responsesTextFormat = z.discriminatedUnion('type', [textFormats, jsonSchem
 
 /** Fields of the Responses API that need what memlora does not do here, each refused when it asks for it. */
 const RESPONSES_REFUSED: Record<string, string> = {
-  previous_response_id: 'responses are not stored here: send the conversation as input messages',
-  conversation: 'conversations are not stored here: send the conversation as input messages',
+  conversation: 'conversation objects are not supported: continue a stored response with previous_response_id, or send the conversation as input messages',
   background: 'background responses are not supported',
   prompt: 'prompt templates are not supported',
   reasoning: 'reasoning is not supported',
@@ -1214,7 +1216,11 @@ export const responsesRequestSchema = z
     /** The memlora user id; absent, the model must name the user (memlora:<user id>). */
     user: userIdSchema.optional(),
     input: z.union([z.string().min(1).max(MAX_PROMPT_CHARS), z.array(responsesInputItem).min(1).max(256)]),
-    /** A system message before the input. */
+    /** Store the response (true unless false): a later request may continue it and clients may read it back. */
+    store: z.boolean().nullable().optional(),
+    /** Continue a stored response of the same user: its conversation (input and output, not its instructions) comes before the input. */
+    previous_response_id: z.string().min(1).max(256).nullable().optional(),
+    /** A system message before the input (not carried to the responses that continue this one). */
     instructions: z.string().max(MAX_PROMPT_CHARS).nullable().optional(),
     max_output_tokens: z.int().min(1).max(2048).nullable().optional(),
     temperature: z.number().min(0).max(5).nullable().optional(),
@@ -1280,11 +1286,46 @@ export const responsesResponseSchema = z.object({
   tool_choice: z.unknown(),
   tools: z.array(z.record(z.string(), z.unknown())),
   text: z.object({ format: z.record(z.string(), z.unknown()) }),
-  store: z.literal(false),
+  /** Whether the response is stored (it may be continued and read back until the retention ends). */
+  store: z.boolean(),
+  previous_response_id: z.string().nullable(),
   /** Null until the response is done (in the stream's first events). */
   usage: responsesUsage.nullable(),
   memlora: z.object({ personalization: personalizationSchema, timings: generateResultSchema.shape.timings }).nullable(),
 });
+
+/** An item a stored response's model read (GET /v1/responses/{id}/input_items), with its id. */
+const responsesStoredItemStatus = z.enum(['completed', 'incomplete']);
+export const responsesStoredItemSchema = z.discriminatedUnion('type', [
+  z.object({
+    type: z.literal('message'),
+    id: z.string(),
+    status: responsesStoredItemStatus,
+    role: z.enum(['system', 'developer', 'user', 'assistant']),
+    content: z.array(z.object({ type: z.enum(['input_text', 'output_text']), text: z.string() })),
+  }),
+  z.object({ type: z.literal('function_call'), id: z.string(), call_id: z.string(), name: toolNameSchema, arguments: z.string(), status: responsesStoredItemStatus }),
+  z.object({ type: z.literal('function_call_output'), id: z.string(), call_id: z.string(), output: z.string(), status: responsesStoredItemStatus }),
+]);
+
+/** GET /v1/responses/{id}/input_items: a page of the items, newest first unless order=asc. */
+export const responsesInputItemsQuery = z.strictObject({
+  limit: queryInt(1, 100).optional(),
+  order: z.enum(['asc', 'desc']).optional(),
+  /** The id of the last item of the previous page. */
+  after: z.string().min(1).max(256).optional(),
+});
+
+export const responsesInputItemListSchema = z.object({
+  object: z.literal('list'),
+  data: z.array(responsesStoredItemSchema),
+  first_id: z.string().nullable(),
+  last_id: z.string().nullable(),
+  has_more: z.boolean(),
+});
+
+/** DELETE /v1/responses/{id}. */
+export const responsesDeletedSchema = z.object({ id: z.string(), object: z.literal('response'), deleted: z.literal(true) });
 
 /** GET /v1/models/{model}: an OpenAI model object, with the base model's directory name. */
 export const modelSchema = z.object({

@@ -214,9 +214,9 @@ export function parseSse(text: string): SseEvent[] {
 }
 
 /** The app on a fresh SQLite file serving `fakeGenerate()` (or no generation service), with user alice created. */
-export async function fakeGenerateApp(withService = true): Promise<{ h: Harness; gen: FakeGenerate }> {
+export async function fakeGenerateApp(withService = true, env: Record<string, string> = {}): Promise<{ h: Harness; gen: FakeGenerate }> {
   const gen = fakeGenerate();
-  const h = makeHarness({ services: withService ? { generate: gen } : {} });
+  const h = makeHarness({ services: withService ? { generate: gen } : {}, env });
   await h.req('PUT', '/v1/users/alice');
   return { h, gen };
 }

@@ -26,24 +26,27 @@ describe('POST /v1/responses', () => {
       max_output_tokens: 2,
       temperature: 0.5,
       top_p: 0.8,
-      store: true, // accepted: nothing is stored either way
+      store: true,
       metadata: { session: 's1' },
     });
     expect(res.status).toBe(200);
     const body = responsesResponseSchema.parse(await json(res));
+    const key = body.id.slice('resp_'.length);
+    expect(key).toMatch(/^[0-9a-f]{24}$/);
     expect(body).toMatchObject({
-      id: 'resp_test1',
       object: 'response',
       status: 'incomplete',
       incomplete_details: { reason: 'max_output_tokens' },
       instructions: 'be kind',
       max_output_tokens: 2,
       model: 'memlora:alice',
-      output: [{ type: 'message', id: 'msg_test1', status: 'incomplete', role: 'assistant', content: [{ type: 'output_text', text: 'echo good', annotations: [], logprobs: [] }] }],
+      output: [{ type: 'message', id: `msg_${key}`, status: 'incomplete', role: 'assistant', content: [{ type: 'output_text', text: 'echo good', annotations: [], logprobs: [] }] }],
       temperature: 0.5,
       top_p: 0.8,
       usage: { input_tokens: 7, output_tokens: 2, total_tokens: 9, input_tokens_details: { cached_tokens: 0 } },
       memlora: { personalization: { mode: 'injected', adapterVersion: 3 } },
+      store: true,
+      previous_response_id: null,
     });
     expect(gen.calls[0].req).toEqual({
       userId: 'alice',
@@ -159,9 +162,10 @@ describe('POST /v1/responses', () => {
     const time = { type: 'function', name: 'get_time' };
     gen.replyText = '{"get_weather": {"city": "Lyon"}} as asked';
     const plain = responsesResponseSchema.parse(await json(await h.req('POST', '/v1/responses', { user: 'alice', input: 'Weather in Lyon?', tools: [weather, time] })));
+    const k = plain.id.slice('resp_'.length);
     expect(plain.output).toEqual([
-      { type: 'function_call', id: 'fc_test1_0', call_id: 'call_test1_0', name: 'get_weather', arguments: '{"city":"Lyon"}', status: 'completed' },
-      { type: 'message', id: 'msg_test1', status: 'completed', role: 'assistant', content: [{ type: 'output_text', text: ' as asked', annotations: [], logprobs: [] }] },
+      { type: 'function_call', id: `fc_${k}_0`, call_id: `call_${k}_0`, name: 'get_weather', arguments: '{"city":"Lyon"}', status: 'completed' },
+      { type: 'message', id: `msg_${k}`, status: 'completed', role: 'assistant', content: [{ type: 'output_text', text: ' as asked', annotations: [], logprobs: [] }] },
     ]);
     expect(plain.tools).toEqual([weather, time]);
     // The model was told of the tools, in chat's form, before the conversation.
@@ -183,7 +187,8 @@ describe('POST /v1/responses', () => {
     // A call with nothing after it: no message item.
     gen.replyText = '{"get_time": {}}';
     const only = responsesResponseSchema.parse(await json(await h.req('POST', '/v1/responses', { user: 'alice', input: 'x', tools: [weather, time], tool_choice: { type: 'function', name: 'get_time' } })));
-    expect(only.output).toEqual([{ type: 'function_call', id: 'fc_test1_0', call_id: 'call_test1_0', name: 'get_time', arguments: '{}', status: 'completed' }]);
+    const ko = only.id.slice('resp_'.length);
+    expect(only.output).toEqual([{ type: 'function_call', id: `fc_${ko}_0`, call_id: `call_${ko}_0`, name: 'get_time', arguments: '{}', status: 'completed' }]);
     // tool_choice naming a function: the reply is guided to its call, as chat guides it.
     expect(gen.calls.at(-1)!.req.responseFormat).toMatchObject({ type: 'json_schema' });
     // The conversation's calls and their outputs: an assistant turn of the calls, the results as the model reads tool messages.
@@ -204,7 +209,7 @@ describe('POST /v1/responses', () => {
     ]);
     // Text under tools is one message.
     const words = responsesResponseSchema.parse(await json(await h.req('POST', '/v1/responses', { user: 'alice', input: 'x', tools: [weather] })));
-    expect(words.output).toEqual([{ type: 'message', id: 'msg_test1', status: 'completed', role: 'assistant', content: [{ type: 'output_text', text: 'It is sunny', annotations: [], logprobs: [] }] }]);
+    expect(words.output).toEqual([{ type: 'message', id: words.id.replace('resp_', 'msg_'), status: 'completed', role: 'assistant', content: [{ type: 'output_text', text: 'It is sunny', annotations: [], logprobs: [] }] }]);
   });
 
   it('refuses what it cannot do (422, nothing generated), an unknown user (404), and answers 503 without a model', async () => {
@@ -216,7 +221,6 @@ describe('POST /v1/responses', () => {
       { user: 'alice', input: [] },
       { user: 'alice', input: [{ role: 'user', content: [{ type: 'input_image', image_url: 'https://x/y.png' }] }] },
       { user: 'alice', input: [{ type: 'function_call_output', call_id: 'c1', output: [{ type: 'input_image', image_url: 'https://x/y.png' }] }] },
-      { user: 'alice', input: 'x', previous_response_id: 'resp_1' },
       { user: 'alice', input: 'x', conversation: 'conv_1' },
       { user: 'alice', input: 'x', background: true },
       { user: 'alice', input: 'x', tools: [{ type: 'web_search' }] },
@@ -237,6 +241,7 @@ describe('POST /v1/responses', () => {
     const res = await h.req('POST', '/v1/responses', { user: 'alice', input: 'x', tools: [], include: [], reasoning: { effort: null }, background: false, previous_response_id: null });
     expect(res.status).toBe(200);
     await expectError(await h.req('POST', '/v1/responses', { user: 'bob', input: 'x' }), 404, 'user_not_found');
+    await expectError(await h.req('POST', '/v1/responses', { user: 'alice', input: 'x', previous_response_id: 'resp_1' }), 404, 'response_not_found');
     expect(gen.calls).toHaveLength(1);
     await setup(false);
     await expectError(await h.req('POST', '/v1/responses', { user: 'alice', input: 'x' }), 503, 'model_unavailable');

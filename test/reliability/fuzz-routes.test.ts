@@ -16,6 +16,7 @@ import type { z } from 'zod';
 import { createAdapterVersion } from '../../src/db/queries/adapters.js';
 import { appendHistory, countHistory } from '../../src/db/queries/history.js';
 import { createJob } from '../../src/db/queries/jobs.js';
+import { storeResponse } from '../../src/db/queries/responses.js';
 import { createUser, userExists } from '../../src/db/queries/users.js';
 import { OPENAPI_FILE } from '../../src/http/app.js';
 import * as schemas from '../../src/http/schemas.js';
@@ -118,7 +119,7 @@ const CODES_BY_STATUS: Record<number, string[]> = {
   408: ['request_timeout'],
   431: ['headers_too_large'],
   401: ['unauthorized'],
-  404: ['not_found', 'user_not_found', 'job_not_found', 'adapter_not_found', 'model_not_found', 'history_item_not_found'],
+  404: ['not_found', 'user_not_found', 'job_not_found', 'adapter_not_found', 'model_not_found', 'history_item_not_found', 'response_not_found'],
   405: ['method_not_allowed'],
   409: ['job_active', 'job_finished', 'adapter_unusable', 'adapter_active', 'adapters_disabled'],
   413: ['body_too_large'],
@@ -170,10 +171,11 @@ const anyCodeUnit = fc.integer({ min: 0, max: 0xffff }).map((c) => String.fromCh
 
 const KNOWN_JOB = '{{job}}';
 const KNOWN_ITEM = '{{item}}';
+const KNOWN_RESPONSE = '{{response}}';
 
 function segmentArb(param: string): fc.Arbitrary<string> {
   const known =
-    param === 'jobId' ? fc.constant(KNOWN_JOB) : param === 'itemId' ? fc.constantFrom(KNOWN_ITEM, KNOWN_ITEM, KNOWN_ITEM, '1', '0', '-1', '99999999999') : param === 'model' ? fc.constant('memlora') : param === 'version' ? fc.constantFrom('2', '2', '2', '1', '01', '-1', '1.0', '99999999999') : fc.constantFrom('alice', 'bob');
+    param === 'jobId' ? fc.constant(KNOWN_JOB) : param === 'responseId' ? fc.constant(KNOWN_RESPONSE) : param === 'itemId' ? fc.constantFrom(KNOWN_ITEM, KNOWN_ITEM, KNOWN_ITEM, '1', '0', '-1', '99999999999') : param === 'model' ? fc.constant('memlora') : param === 'version' ? fc.constantFrom('2', '2', '2', '1', '01', '-1', '1.0', '99999999999') : fc.constantFrom('alice', 'bob');
   return fc.oneof(
     { weight: 5, arbitrary: known as fc.Arbitrary<string> },
     { weight: 2, arbitrary: validishId.map(encodeURIComponent) },
@@ -453,6 +455,19 @@ function seed(): void {
     h.db.sqlite.prepare("UPDATE adapter_versions SET active = 1 WHERE user_id = 'alice' AND version = 1 AND status = 'ready'").run();
   }
   // Deleted items are put back: the cases of DELETE .../history/{itemId} delete them one by one.
+  // A stored response of alice's for the stored-response routes (DELETE /v1/responses/{id} deletes them one by one).
+  if (userExists(h.db, 'alice') && !h.db.sqlite.prepare('SELECT 1 FROM stored_responses').get()) {
+    const id = `resp_seed${Date.now()}${Math.random().toString(16).slice(2, 8)}`;
+    const items = [{ type: 'message', id: `msg_${id}_in0`, status: 'completed', role: 'user', content: [{ type: 'input_text', text: 'hello' }] }];
+    const response = {
+      id, object: 'response', created_at: 1, status: 'completed', error: null, incomplete_details: null, instructions: null, max_output_tokens: 16, model: 'memlora',
+      output: [{ type: 'message', id: `msg_${id}`, status: 'completed', role: 'assistant', content: [{ type: 'output_text', text: 'hi', annotations: [], logprobs: [] }] }],
+      parallel_tool_calls: true, temperature: 0, top_p: 1, tool_choice: 'auto', tools: [], text: { format: { type: 'text' } }, store: true, previous_response_id: null,
+      usage: { input_tokens: 2, input_tokens_details: { cached_tokens: 0 }, output_tokens: 1, output_tokens_details: { reasoning_tokens: 0 }, total_tokens: 3 },
+      memlora: { personalization: { mode: 'vanilla', adapterVersion: null }, timings: { queueMs: 0, prefillMs: 1, decodeMs: 1, totalMs: 2 } },
+    };
+    storeResponse(h.db, { id, userId: 'alice', createdAt: Date.now(), previousResponseId: null, response, items }, 0);
+  }
   if (countHistory(h.db, 'alice') < 2) appendHistory(h.db, 'alice', [{ kind: 'post', text: 'alice again' }, { kind: 'post', text: 'and again' }]);
   if (!userExists(h.db, 'bob')) {
     createUser(h.db, { id: 'bob' });
@@ -478,6 +493,11 @@ function latestItemId(path: string): string {
   const row = (h.db.sqlite.prepare('SELECT id FROM history_items WHERE user_id = ? ORDER BY id DESC LIMIT 1').get(userId) ??
     h.db.sqlite.prepare('SELECT id FROM history_items ORDER BY id DESC LIMIT 1').get()) as { id: number } | undefined;
   return String(row?.id ?? 1);
+}
+
+function latestResponseId(): string {
+  const row = h.db.sqlite.prepare('SELECT id FROM stored_responses ORDER BY created_at DESC LIMIT 1').get() as { id: string } | undefined;
+  return row?.id ?? 'resp_none';
 }
 
 function latestJobId(): string {
@@ -540,6 +560,7 @@ function checkEffects(op: Operation, status: number, json: any, sentBody: unknow
         injection_jobs: -r.jobs,
         trials: -r.trials,
         adapter_versions: -r.adapterVersions,
+        stored_responses: -r.responses,
       });
       if (problem) return problem;
       const dir = `${userDirName(json.userId)}/`;
@@ -614,11 +635,25 @@ function checkEffects(op: Operation, status: number, json: any, sentBody: unknow
       if (want === null ? moved > 0 || moved < -1 : moved < 0 || moved > 1) return `user_quotas moved by ${moved}`;
       return sameCountsExcept(before, after, { user_quotas: moved }) ?? (after.files.join() !== before.files.join() ? 'adapter files changed' : null);
     }
+    case 'POST /v1/responses': {
+      // A stored response adds its row, as answered (a stream's last event is not read here); nothing else moves.
+      const moved = (after.counts.stored_responses ?? 0) - (before.counts.stored_responses ?? 0);
+      const storing = (sentBody as { store?: unknown })?.store !== false;
+      if (json !== undefined ? moved !== (json.store ? 1 : 0) : moved !== (storing ? 1 : 0)) return `stored_responses moved by ${moved}, store asked ${storing}, answered ${json?.store}`;
+      if (json?.store) {
+        const row = h.db.sqlite.prepare('SELECT response FROM stored_responses WHERE id = ?').get(json.id) as { response: string } | undefined;
+        if (row?.response !== JSON.stringify(json)) return 'the stored response is not the one answered';
+      }
+      return sameCountsExcept(before, after, { stored_responses: moved }) ?? (after.files.join() !== before.files.join() ? 'adapter files changed' : null);
+    }
+    case 'DELETE /v1/responses/{responseId}': {
+      if (h.db.sqlite.prepare('SELECT 1 FROM stored_responses WHERE id = ?').get(decoded(segs.responseId))) return 'the response is still there';
+      return sameCountsExcept(before, after, { stored_responses: -1 }) ?? (after.files.join() !== before.files.join() ? 'adapter files changed' : null);
+    }
     case 'POST /v1/generate':
     case 'POST /v1/chat/completions':
     case 'POST /v1/score':
     case 'POST /v1/completions':
-    case 'POST /v1/responses':
     case 'POST /tokenize':
     case 'POST /detokenize':
     case 'POST /v1/admin/cache/warm':
@@ -650,7 +685,7 @@ async function runCase(op: Operation, c: Case): Promise<void> {
 
 async function runSeededCase(op: Operation, c: Case): Promise<void> {
   const segs: Record<string, string> = {};
-  let path = c.path.replace(KNOWN_JOB, latestJobId()).replace(KNOWN_ITEM, latestItemId(c.path));
+  let path = c.path.replace(KNOWN_JOB, latestJobId()).replace(KNOWN_ITEM, latestItemId(c.path)).replace(KNOWN_RESPONSE, latestResponseId());
   for (const [i, seg] of path.split('/').entries()) {
     const name = op.template.split('/')[i]?.match(/^\{(\w+)\}$/)?.[1];
     if (name) segs[name] = seg;

@@ -504,6 +504,40 @@ describe('the official OpenAI client, unmodified, against the real server', () =
     }
   });
 
+  it('stored responses through OpenAI\'s client: previous_response_id continues a conversation exactly as sending it whole; retrieve, inputItems.list and delete', async () => {
+    // The base model (mode vanilla), whose reply depends on the whole conversation.
+    const vanilla = { mode: 'vanilla' } as Record<string, unknown>;
+    const first = await openai.responses.create({ model: 'memlora:alice', instructions: 'Be brief.', input: 'Once upon a time', max_output_tokens: 6, ...vanilla });
+    const stored = (r: OpenAI.Responses.Response) => (r as unknown as { store: boolean }).store;
+    expect(stored(first)).toBe(true);
+    const next = await openai.responses.create({ model: 'memlora:alice', previous_response_id: first.id, input: 'Then', max_output_tokens: 6, ...vanilla });
+    const whole = await openai.responses.create({
+      model: 'memlora:alice',
+      input: [{ role: 'user', content: 'Once upon a time' }, { role: 'assistant', content: first.output_text }, { role: 'user', content: 'Then' }],
+      max_output_tokens: 6,
+      store: false,
+      ...vanilla,
+    });
+    expect(next.previous_response_id).toBe(first.id);
+    expect(next.output_text).toBe(whole.output_text);
+    expect(next.usage?.input_tokens).toBe(whole.usage?.input_tokens);
+    expect(stored(whole)).toBe(false);
+    // Read back as answered; the conversation as items, oldest first with order asc.
+    const read = await openai.responses.retrieve(next.id);
+    expect(read.output_text).toBe(next.output_text);
+    const items = [];
+    for await (const item of openai.responses.inputItems.list(next.id, { order: 'asc', limit: 2 })) items.push(item);
+    expect(items.map((i) => (i.type === 'message' ? [i.role, (i.content[0] as { text: string }).text] : i.type))).toEqual([
+      ['user', 'Once upon a time'],
+      ['assistant', first.output_text],
+      ['user', 'Then'],
+    ]);
+    expect(await openai.responses.delete(first.id)).toMatchObject({ id: first.id, object: 'response', deleted: true });
+    await expect(openai.responses.retrieve(first.id)).rejects.toMatchObject({ status: 404 });
+    // Another user cannot continue alice's conversation.
+    await expect(openai.responses.create({ model: 'memlora:bob', previous_response_id: next.id, input: 'x', max_output_tokens: 2 })).rejects.toMatchObject({ status: 404 });
+  });
+
   it('response_format json_object: the reply is JSON, through the user\'s adapter (whose favourite token the grammar holds back)', async () => {
     const r = await openai.chat.completions.create({ model: 'memlora', user: 'alice', messages: hello, max_tokens: 24, response_format: { type: 'json_object' } });
     const text = r.choices[0].message.content ?? '';

@@ -3,7 +3,7 @@ import { asc, count, eq, gt } from 'drizzle-orm';
 import { inTransaction, type Db } from '../client.js';
 import { statement } from '../statements.js';
 import { clampLimit, decodeCursor, isShortString, pageOf, type Page } from '../cursor.js';
-import { adapterVersions, historyItems, injectionJobs, trials, usageDaily, users, type JsonObject, type UserRow } from '../schema.js';
+import { adapterVersions, historyItems, injectionJobs, storedResponses, trials, usageDaily, users, type JsonObject, type UserRow } from '../schema.js';
 
 export type User = UserRow;
 
@@ -68,13 +68,15 @@ export interface DeletedUserCounts {
   adapterVersions: number;
   /** Days of metered usage (usage_daily rows). */
   usageDays: number;
+  /** Stored responses of the Responses API (expired ones not yet purged included). */
+  responses: number;
 }
 
 /** Deletes the user and (by cascade) every row they own; undefined if there was no such user. */
 export function deleteUser(db: Db, id: string): DeletedUserCounts | undefined {
   return inTransaction(db, () => {
     if (!userExists(db, id)) return undefined;
-    const countOf = (table: typeof historyItems | typeof injectionJobs | typeof trials | typeof adapterVersions | typeof usageDaily) =>
+    const countOf = (table: typeof historyItems | typeof injectionJobs | typeof trials | typeof adapterVersions | typeof usageDaily | typeof storedResponses) =>
       db.orm.select({ n: count() }).from(table).where(eq(table.userId, id)).get()?.n ?? 0;
     const counts: DeletedUserCounts = {
       historyItems: countOf(historyItems),
@@ -82,6 +84,7 @@ export function deleteUser(db: Db, id: string): DeletedUserCounts | undefined {
       trials: countOf(trials),
       adapterVersions: countOf(adapterVersions),
       usageDays: countOf(usageDaily),
+      responses: countOf(storedResponses),
     };
     db.orm.delete(users).where(eq(users.id, id)).run();
     return counts;

@@ -5,17 +5,24 @@
  * /v1/chat/completions maps it (function tools offered, text.format as response_format), and the
  * reply comes back as output items (function calls, then a message) in a response object, or as
  * the Responses API's stream of typed events. `user` names the memlora user (or the model,
- * memlora:<user id>); responses carry the `memlora` field as chat completions do. Stateless:
- * responses are not stored, so previous_response_id is refused.
+ * memlora:<user id>); responses carry the `memlora` field as chat completions do. A response is
+ * stored (`store`, true unless false) with the items its model read, so that a later request of the
+ * same user may continue it (previous_response_id: its items and output come before the input);
+ * routes/stored-responses.ts reads and deletes them.
  */
+import { randomBytes } from 'node:crypto';
 import type { Hono } from 'hono';
 import { streamSSE } from 'hono/streaming';
 import type { z } from 'zod';
+import { getStoredResponse, storeResponse } from '../../db/queries/responses.js';
 import { userExists } from '../../db/queries/users.js';
+import type { Config } from '../../config.js';
+import type { Db } from '../../db/client.js';
 import type { AppEnv, RouteDeps } from '../context.js';
-import { chatCompletionRequestSchema, responsesRequestSchema } from '../schemas.js';
+import { ApiError } from '../errors.js';
+import { chatCompletionRequestSchema, responsesRequestSchema, type responsesStoredItemSchema } from '../schemas.js';
 import type { GenerateResult, TokenLogprob } from '../services.js';
-import { openAiTokenLogprobs } from '../openai.js';
+import { openAiTokenLogprobs, openAiUserId } from '../openai.js';
 import { mergeStreams } from '../stream-merge.js';
 import { type Call, type CallPiece, type ToolOffer, offerReader, readOffered, textOf, toolOffer } from '../tools.js';
 import { readJson, validationFailed } from '../validate.js';
@@ -25,6 +32,52 @@ import { SERVED_MODEL_ID } from './models.js';
 import { userNotFound } from './users.js';
 
 type ResponsesRequest = z.output<typeof responsesRequestSchema>;
+/** An item the model read, as stored and listed (GET /v1/responses/{id}/input_items). */
+type Item = z.output<typeof responsesStoredItemSchema>;
+
+/** The most items a conversation may hold, its continued responses' included (a chat body's messages). */
+const MAX_CONVERSATION_ITEMS = 256;
+
+const DAY_MS = 86_400_000;
+
+/** Stored responses created before this time (ms) are past the retention: gone. */
+export const keptSince = (config: Config, now = Date.now()): number => now - config.responsesRetentionDays * DAY_MS;
+
+export function responseNotFound(id: string, config: Config): ApiError {
+  const why = config.responsesRetentionDays === 0 ? ': responses are not stored on this server (MEMLORA_RESPONSES_RETENTION_DAYS=0)' : '';
+  return new ApiError(404, 'response_not_found', `response ${JSON.stringify(id)} not found${why}`, { id });
+}
+
+/** The request's input as items with ids (made from the response's key), in the form they are stored. */
+function inputItems(body: ResponsesRequest, key: string): Item[] {
+  const input = typeof body.input === 'string' ? [{ type: 'message' as const, role: 'user' as const, content: body.input }] : body.input;
+  return input.map((item, i): Item => {
+    if (item.type === 'function_call') return { type: 'function_call', id: `fc_${key}_in${i}`, call_id: item.call_id, name: item.name, arguments: item.arguments, status: 'completed' };
+    if (item.type === 'function_call_output') return { type: 'function_call_output', id: `fco_${key}_in${i}`, call_id: item.call_id, output: textOf(item.output), status: 'completed' };
+    const type = item.role === 'assistant' ? ('output_text' as const) : ('input_text' as const);
+    const content = typeof item.content === 'string' ? [{ type, text: item.content }] : item.content.map((p) => ({ type: p.type, text: p.text }));
+    return { type: 'message', id: `msg_${key}_in${i}`, status: 'completed', role: item.role, content };
+  });
+}
+
+/** The output items of a response as the next one reads them (log-probabilities and annotations left). */
+function outputItems(output: ReturnType<typeof outputOf>): Item[] {
+  return output.map((item): Item =>
+    item.type === 'message'
+      ? { type: 'message', id: item.id, status: item.status as Item['status'], role: 'assistant', content: item.content.map((p) => ({ type: 'output_text', text: p.text })) }
+      : { type: 'function_call', id: item.id, call_id: item.call_id, name: item.name, arguments: item.arguments, status: item.status as Item['status'] },
+  );
+}
+
+/**
+ * The conversation a request continues: the items the model read for the stored response `id` and
+ * that response's output. Another user's response, one past the retention, or none: 404.
+ */
+function continued(db: Db, config: Config, id: string, userId: string): Item[] {
+  const stored = config.responsesRetentionDays > 0 ? getStoredResponse(db, id, keptSince(config)) : undefined;
+  if (stored === undefined || stored.userId !== userId) throw responseNotFound(id, config);
+  return [...(stored.items as Item[]), ...outputItems((stored.response as { output: ReturnType<typeof outputOf> }).output)];
+}
 
 /** The Responses API's tool_choice in chat's form. */
 function chatToolChoice(choice: ResponsesRequest['tool_choice']) {
@@ -34,20 +87,20 @@ function chatToolChoice(choice: ResponsesRequest['tool_choice']) {
 }
 
 /**
- * The body as a chat completion's: instructions first, then the input items as messages (function
- * calls in a row as one assistant turn of tool_calls, their outputs as tool messages), the tools in
- * chat's nested form, text.format as response_format.
+ * The body as a chat completion's: instructions first, then the conversation's items as messages
+ * (function calls in a row as one assistant turn of tool_calls, their outputs as tool messages), the
+ * tools in chat's nested form, text.format as response_format.
  */
-export function asChatBody(body: ResponsesRequest): Record<string, unknown> {
+function asChatBody(body: ResponsesRequest, items: readonly Item[]): Record<string, unknown> {
   type Message = { role: string; content: string | null; tool_calls?: unknown[]; tool_call_id?: string };
   const messages: Message[] = body.instructions ? [{ role: 'system', content: body.instructions }] : [];
-  for (const item of typeof body.input === 'string' ? [{ type: 'message' as const, role: 'user' as const, content: body.input }] : body.input) {
+  for (const item of items) {
     if (item.type === 'function_call') {
       const call = { id: item.call_id, type: 'function', function: { name: item.name, arguments: item.arguments } };
       const last = messages.at(-1);
       if (last?.role === 'assistant' && last.tool_calls && last.content === null) last.tool_calls.push(call);
       else messages.push({ role: 'assistant', content: null, tool_calls: [call] });
-    } else if (item.type === 'function_call_output') messages.push({ role: 'tool', tool_call_id: item.call_id, content: textOf(item.output) });
+    } else if (item.type === 'function_call_output') messages.push({ role: 'tool', tool_call_id: item.call_id, content: item.output });
     else messages.push({ role: item.role, content: textOf(item.content) });
   }
   const format = body.text?.format;
@@ -82,17 +135,18 @@ interface Asked {
   maxTokens: number;
   temperature: number;
   topP: number;
+  store: boolean;
 }
 
 const messageId = (a: Asked) => `msg_${a.id}`;
 const callIds = (a: Asked, i: number) => ({ id: `fc_${a.id}_${i}`, call_id: `call_${a.id}_${i}` });
 
 function messageItem(a: Asked, text: string, status: string, logprobs: readonly TokenLogprob[] = []) {
-  return { type: 'message', id: messageId(a), status, role: 'assistant', content: [{ type: 'output_text', text, annotations: [], logprobs: openAiTokenLogprobs(logprobs) }] };
+  return { type: 'message' as const, id: messageId(a), status, role: 'assistant' as const, content: [{ type: 'output_text', text, annotations: [], logprobs: openAiTokenLogprobs(logprobs) }] };
 }
 
 function callItem(a: Asked, i: number, call: Call, status: string) {
-  return { type: 'function_call', ...callIds(a, i), name: call.name, arguments: call.arguments, status };
+  return { type: 'function_call' as const, ...callIds(a, i), name: call.name, arguments: call.arguments, status };
 }
 
 /**
@@ -127,7 +181,8 @@ function responseOf(a: Asked, r: GenerateResult | null, offer: ToolOffer) {
     tool_choice: a.body.tool_choice ?? 'auto',
     tools: a.body.tools ?? [],
     text: { format: a.body.text?.format ?? { type: 'text' } },
-    store: false,
+    store: a.store,
+    previous_response_id: a.body.previous_response_id ?? null,
     usage:
       r === null
         ? null
@@ -147,7 +202,17 @@ export function registerResponsesRoutes(app: Hono<AppEnv>, deps: RouteDeps): voi
 
   app.post('/v1/responses', async (c) => {
     const body = await readJson(c, responsesRequestSchema, config.bodyLimitBytes);
-    const parsed = chatCompletionRequestSchema.safeParse(asChatBody(body));
+    const userId = openAiUserId(body);
+    // The response's key: its id and its items' ids are made from it (random, so unguessable: a
+    // stored response is read by its id).
+    const key = randomBytes(12).toString('hex');
+    const context = body.previous_response_id ? continued(db, config, body.previous_response_id, userId) : [];
+    const input = inputItems(body, key);
+    if (context.length + input.length > MAX_CONVERSATION_ITEMS) {
+      const message = `previous_response_id's conversation (${context.length} items) and the input (${input.length}) exceed ${MAX_CONVERSATION_ITEMS} items`;
+      throw new ApiError(422, 'validation_failed', `invalid body: input (${message})`, { issues: [{ path: 'input', message, code: 'too_big' }] });
+    }
+    const parsed = chatCompletionRequestSchema.safeParse(asChatBody(body, [...context, ...input]));
     if (!parsed.success) throw validationFailed(parsed.error, 'body');
     const chat = parsed.data;
     const req = toGenerateRequest(chat);
@@ -155,24 +220,32 @@ export function registerResponsesRoutes(app: Hono<AppEnv>, deps: RouteDeps): voi
     const gen = requireGenerate(deps);
     const ac = clientSignal(c);
     const offer = toolOffer(chat);
-    const asked = (id: string): Asked => ({
-      id,
+    const a: Asked = {
+      id: key,
       created: Math.floor(Date.now() / 1000),
       model: body.model ?? SERVED_MODEL_ID,
       body,
       maxTokens: req.maxTokens,
       temperature: req.temperature,
       topP: req.topP,
-    });
+      store: body.store !== false && config.responsesRetentionDays > 0,
+    };
+    /** The finished response, stored when asked (a failed write is logged and the response says store: false). */
+    const finished = (r: GenerateResult) => {
+      const response = responseOf(a, r, offer);
+      if (!a.store) return response;
+      try {
+        storeResponse(db, { id: response.id, userId, createdAt: Date.now(), previousResponseId: response.previous_response_id, response, items: [...context, ...input] }, keptSince(config));
+        return response;
+      } catch (err) {
+        logger.error('response not stored', { requestId: c.get('requestId'), responseId: response.id, err: (err as Error).message });
+        return { ...response, store: false };
+      }
+    };
 
-    if (!req.stream) {
-      const r = await gen.generate(req, ac.signal);
-      return c.json(responseOf(asked(r.id.replace(/^gen_/, '')), r, offer));
-    }
+    if (!req.stream) return c.json(finished(await gen.generate(req, ac.signal)));
 
     const started = await firstEvent(gen, req, ac.signal);
-    // The stream's ids are known before the engine's result: the request's.
-    const a = asked(c.get('requestId'));
     return streamSSE(c, async (sse) => {
       sse.onAbort(() => ac.abort(new Error('client disconnected')));
       let sequence = 0;
@@ -235,7 +308,7 @@ export function registerResponsesRoutes(app: Hono<AppEnv>, deps: RouteDeps): voi
         if (ac.signal.aborted) return;
         if (result === null) throw new Error('generation stream ended without a done event');
         await text(reader?.end() ?? '');
-        const done = responseOf(a, result, offer);
+        const done = finished(result);
         const item = (index: number) => done.output[index];
         for (const [i, { outputIndex, call }] of calls.entries()) {
           await emit('response.function_call_arguments.done', { item_id: callIds(a, i).id, output_index: outputIndex, name: call.name, arguments: call.arguments });

@@ -1,0 +1,58 @@
+/**
+ * The Responses API's stored responses, as OpenAI's clients read them: GET /v1/responses/{id} (the
+ * response object as answered), GET /v1/responses/{id}/input_items (the items its model read, paged)
+ * and DELETE /v1/responses/{id}. A response past the retention, or never stored, is 404
+ * response_not_found. POST /v1/responses (routes/responses.ts) stores them.
+ */
+import type { Hono } from 'hono';
+import { z } from 'zod';
+import { deleteStoredResponse, getStoredResponse } from '../../db/queries/responses.js';
+import type { AppEnv, RouteDeps } from '../context.js';
+import { ApiError } from '../errors.js';
+import { responsesInputItemsQuery } from '../schemas.js';
+import { parseQuery } from '../validate.js';
+import { keptSince, responseNotFound } from './responses.js';
+
+const noQuery = z.strictObject({});
+
+export function registerStoredResponsesRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
+  const { db, config } = deps;
+
+  const stored = (id: string) => {
+    const r = config.responsesRetentionDays > 0 ? getStoredResponse(db, id, keptSince(config)) : undefined;
+    if (r === undefined) throw responseNotFound(id, config);
+    return r;
+  };
+
+  app.get('/v1/responses/:responseId', (c) => {
+    parseQuery(c, noQuery);
+    return c.json(stored(c.req.param('responseId')).response);
+  });
+
+  app.get('/v1/responses/:responseId/input_items', (c) => {
+    const q = parseQuery(c, responsesInputItemsQuery);
+    const items = stored(c.req.param('responseId')).items;
+    const ordered = q.order === 'asc' ? items : [...items].reverse();
+    let from = 0;
+    if (q.after !== undefined) {
+      const at = ordered.findIndex((item) => item.id === q.after);
+      if (at < 0) throw new ApiError(422, 'invalid_cursor', `after ${JSON.stringify(q.after)} is not an item of this response`, { after: q.after });
+      from = at + 1;
+    }
+    const data = ordered.slice(from, from + (q.limit ?? 20));
+    return c.json({
+      object: 'list',
+      data,
+      first_id: (data[0]?.id as string | undefined) ?? null,
+      last_id: (data.at(-1)?.id as string | undefined) ?? null,
+      has_more: from + data.length < ordered.length,
+    });
+  });
+
+  app.delete('/v1/responses/:responseId', (c) => {
+    parseQuery(c, noQuery);
+    const id = c.req.param('responseId');
+    if (config.responsesRetentionDays === 0 || !deleteStoredResponse(db, id, keptSince(config))) throw responseNotFound(id, config);
+    return c.json({ id, object: 'response', deleted: true });
+  });
+}

@@ -1,0 +1,197 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { responsesDeletedSchema, responsesInputItemListSchema, responsesResponseSchema } from '../../src/http/schemas.js';
+import { fakeGenerateApp, parseSse, type FakeGenerate } from './fake-generate.js';
+import { expectError, json, type Harness } from './helpers.js';
+
+let h: Harness;
+let gen: FakeGenerate;
+afterEach(() => h?.cleanup());
+
+async function setup(env: Record<string, string> = {}) {
+  ({ h, gen } = await fakeGenerateApp(true, env));
+}
+
+const post = async (body: Record<string, unknown>) => {
+  const res = await h.req('POST', '/v1/responses', body);
+  expect(res.status).toBe(200);
+  return responsesResponseSchema.parse(await json(res));
+};
+const rows = () => (h.db.sqlite.prepare('SELECT count(*) AS n FROM stored_responses').get() as { n: number }).n;
+const DAY_MS = 86_400_000;
+
+describe('stored responses: previous_response_id, GET, input_items, DELETE', () => {
+  it('stores a response unless store is false; a later request of the same user continues it (its input and output, not its instructions)', async () => {
+    await setup();
+    const first = await post({ user: 'alice', instructions: 'be kind', input: 'hello there' });
+    expect(first).toMatchObject({ store: true, previous_response_id: null });
+    // Read back as answered.
+    expect(await json(await h.req('GET', `/v1/responses/${first.id}`))).toEqual(first);
+
+    const second = await post({ user: 'alice', instructions: 'be brief', input: [{ role: 'user', content: 'and then?' }], previous_response_id: first.id });
+    expect(second).toMatchObject({ store: true, previous_response_id: first.id, instructions: 'be brief' });
+    expect(gen.calls.at(-1)!.req.messages).toEqual([
+      { role: 'system', content: 'be brief' },
+      { role: 'user', content: 'hello there' },
+      { role: 'assistant', content: 'echo hello there' },
+      { role: 'user', content: 'and then?' },
+    ]);
+    // A chain: the third reads both turns before it.
+    await post({ model: 'memlora:alice', input: 'last', previous_response_id: second.id });
+    expect(gen.calls.at(-1)!.req.messages!.map((m) => m.content)).toEqual(['hello there', 'echo hello there', 'and then?', 'echo and then?', 'last']);
+
+    // store: false keeps nothing: it cannot be read or continued.
+    const unstored = await post({ user: 'alice', input: 'secret', store: false });
+    expect(unstored.store).toBe(false);
+    expect(rows()).toBe(3);
+    await expectError(await h.req('GET', `/v1/responses/${unstored.id}`), 404, 'response_not_found');
+    const calls = gen.calls.length;
+    await expectError(await h.req('POST', '/v1/responses', { user: 'alice', input: 'x', previous_response_id: unstored.id }), 404, 'response_not_found');
+    expect(gen.calls).toHaveLength(calls);
+  });
+
+  it('input_items lists the items the model read, newest first unless order=asc, paged by after', async () => {
+    await setup();
+    const first = await post({ user: 'alice', input: 'one' });
+    const second = await post({ user: 'alice', input: [{ role: 'developer', content: 'two' }, { role: 'user', content: [{ type: 'input_text', text: 'thr' }, { type: 'input_text', text: 'ee' }] }], previous_response_id: first.id });
+    const list = responsesInputItemListSchema.parse(await json(await h.req('GET', `/v1/responses/${second.id}/input_items?order=asc`)));
+    const k1 = first.id.slice(5);
+    const k2 = second.id.slice(5);
+    expect(list).toEqual({
+      object: 'list',
+      data: [
+        { type: 'message', id: `msg_${k1}_in0`, status: 'completed', role: 'user', content: [{ type: 'input_text', text: 'one' }] },
+        // The first response's output, as it answered it.
+        { type: 'message', id: first.output[0].id, status: 'completed', role: 'assistant', content: [{ type: 'output_text', text: 'echo one' }] },
+        { type: 'message', id: `msg_${k2}_in0`, status: 'completed', role: 'developer', content: [{ type: 'input_text', text: 'two' }] },
+        { type: 'message', id: `msg_${k2}_in1`, status: 'completed', role: 'user', content: [{ type: 'input_text', text: 'thr' }, { type: 'input_text', text: 'ee' }] },
+      ],
+      first_id: `msg_${k1}_in0`,
+      last_id: `msg_${k2}_in1`,
+      has_more: false,
+    });
+    // Newest first by default; pages of `limit` after an item.
+    const ids = list.data.map((i) => i.id);
+    const page1 = responsesInputItemListSchema.parse(await json(await h.req('GET', `/v1/responses/${second.id}/input_items?limit=3`)));
+    expect(page1).toMatchObject({ first_id: ids[3], last_id: ids[1], has_more: true });
+    expect(page1.data.map((i) => i.id)).toEqual([ids[3], ids[2], ids[1]]);
+    const page2 = responsesInputItemListSchema.parse(await json(await h.req('GET', `/v1/responses/${second.id}/input_items?limit=3&after=${ids[1]}`)));
+    expect(page2).toMatchObject({ data: [list.data[0]], has_more: false });
+    const empty = responsesInputItemListSchema.parse(await json(await h.req('GET', `/v1/responses/${second.id}/input_items?after=${ids[0]}`)));
+    expect(empty).toEqual({ object: 'list', data: [], first_id: null, last_id: null, has_more: false });
+    await expectError(await h.req('GET', `/v1/responses/${second.id}/input_items?after=msg_nope`), 422, 'invalid_cursor');
+    for (const q of ['limit=0', 'limit=101', 'order=up', 'include=message.output_text.logprobs']) {
+      await expectError(await h.req('GET', `/v1/responses/${second.id}/input_items?${q}`), 422, 'validation_failed');
+    }
+    await expectError(await h.req('GET', '/v1/responses/resp_nope/input_items'), 404, 'response_not_found');
+  });
+
+  it('function calls carry across: a call of the stored output and its result in the next input reach the model as one exchange', async () => {
+    await setup();
+    const weather = { type: 'function', name: 'get_weather', parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] } };
+    gen.replyText = '{"get_weather": {"city": "Lyon"}}';
+    const asked = await post({ user: 'alice', input: 'Weather in Lyon?', tools: [weather] });
+    const call = asked.output[0];
+    expect(call).toMatchObject({ type: 'function_call', name: 'get_weather' });
+    gen.replyText = 'It is sunny';
+    const answered = await post({
+      user: 'alice',
+      tools: [weather],
+      input: [{ type: 'function_call_output', call_id: (call as { call_id: string }).call_id, output: '{"sky":"sunny"}' }],
+      previous_response_id: asked.id,
+    });
+    expect(answered.output[0]).toMatchObject({ type: 'message', content: [{ text: 'It is sunny' }] });
+    expect(gen.calls.at(-1)!.req.messages!.slice(1)).toEqual([
+      { role: 'user', content: 'Weather in Lyon?' },
+      { role: 'assistant', content: '{"get_weather": {"city":"Lyon"}}' },
+      { role: 'user', content: 'Result of get_weather: {"sky":"sunny"}' },
+    ]);
+    const items = responsesInputItemListSchema.parse(await json(await h.req('GET', `/v1/responses/${answered.id}/input_items?order=asc`)));
+    expect(items.data.map((i) => i.type)).toEqual(['message', 'function_call', 'function_call_output']);
+    expect(items.data[1]).toMatchObject({ id: call.id, call_id: (call as { call_id: string }).call_id, arguments: '{"city":"Lyon"}', status: 'completed' });
+  });
+
+  it('a user never continues or reaches another user\'s response through generation; unknown ids are 404', async () => {
+    await setup();
+    await h.req('PUT', '/v1/users/bob');
+    const alices = await post({ user: 'alice', input: 'my secret' });
+    const calls = gen.calls.length;
+    const err = await expectError(await h.req('POST', '/v1/responses', { user: 'bob', input: 'what did she say?', previous_response_id: alices.id }), 404, 'response_not_found');
+    expect(err.details).toEqual({ id: alices.id });
+    expect(gen.calls).toHaveLength(calls);
+    for (const [method, path] of [['GET', '/v1/responses/resp_0'], ['GET', '/v1/responses/resp_0/input_items'], ['DELETE', '/v1/responses/resp_0']] as const) {
+      await expectError(await h.req(method, path), 404, 'response_not_found');
+    }
+    await expectError(await h.req('GET', `/v1/responses/${alices.id}?stream=true`), 422, 'validation_failed');
+  });
+
+  it('DELETE removes a response (its continuations keep their own copy of the conversation); erasing the user erases theirs', async () => {
+    await setup();
+    const first = await post({ user: 'alice', input: 'one' });
+    const second = await post({ user: 'alice', input: 'two', previous_response_id: first.id });
+    expect(responsesDeletedSchema.parse(await json(await h.req('DELETE', `/v1/responses/${first.id}`)))).toEqual({ id: first.id, object: 'response', deleted: true });
+    await expectError(await h.req('GET', `/v1/responses/${first.id}`), 404, 'response_not_found');
+    await expectError(await h.req('DELETE', `/v1/responses/${first.id}`), 404, 'response_not_found');
+    await expectError(await h.req('POST', '/v1/responses', { user: 'alice', input: 'x', previous_response_id: first.id }), 404, 'response_not_found');
+    await post({ user: 'alice', input: 'three', previous_response_id: second.id });
+    expect(gen.calls.at(-1)!.req.messages!.map((m) => m.content)).toEqual(['one', 'echo one', 'two', 'echo two', 'three']);
+    expect(rows()).toBe(2);
+    const erased = await json(await h.req('DELETE', '/v1/users/alice'));
+    expect(erased.removed.responses).toBe(2);
+    expect(rows()).toBe(0);
+    await expectError(await h.req('GET', `/v1/responses/${second.id}`), 404, 'response_not_found');
+  });
+
+  it('keeps responses MEMLORA_RESPONSES_RETENTION_DAYS: older ones are gone at once and purged at the next write', async () => {
+    await setup({ MEMLORA_RESPONSES_RETENTION_DAYS: '2' });
+    const old = await post({ user: 'alice', input: 'old' });
+    const recent = await post({ user: 'alice', input: 'recent' });
+    const backdate = (id: string, days: number) => h.db.sqlite.prepare('UPDATE stored_responses SET created_at = ? WHERE id = ?').run(Date.now() - days * DAY_MS, id);
+    backdate(old.id, 2.01);
+    backdate(recent.id, 1.99);
+    await expectError(await h.req('GET', `/v1/responses/${old.id}`), 404, 'response_not_found');
+    await expectError(await h.req('POST', '/v1/responses', { user: 'alice', input: 'x', previous_response_id: old.id }), 404, 'response_not_found');
+    await expectError(await h.req('DELETE', `/v1/responses/${old.id}`), 404, 'response_not_found');
+    expect((await h.req('GET', `/v1/responses/${recent.id}`)).status).toBe(200);
+    expect(rows()).toBe(2);
+    await post({ user: 'alice', input: 'new', previous_response_id: recent.id });
+    expect(rows()).toBe(2); // the old one purged, the new one written
+    expect(h.db.sqlite.prepare('SELECT id FROM stored_responses WHERE id = ?').get(old.id)).toBeUndefined();
+  });
+
+  it('with retention 0 nothing is stored: responses say store false and previous_response_id is 404 with the reason', async () => {
+    await setup({ MEMLORA_RESPONSES_RETENTION_DAYS: '0' });
+    const r = await post({ user: 'alice', input: 'x', store: true });
+    expect(r.store).toBe(false);
+    expect(rows()).toBe(0);
+    const err = await expectError(await h.req('POST', '/v1/responses', { user: 'alice', input: 'x', previous_response_id: r.id }), 404, 'response_not_found');
+    expect(err.message).toContain('MEMLORA_RESPONSES_RETENTION_DAYS=0');
+    await expectError(await h.req('GET', `/v1/responses/${r.id}`), 404, 'response_not_found');
+  });
+
+  it('a streamed response is stored as its last event holds it, before that event is sent', async () => {
+    await setup();
+    const events = parseSse(await (await h.req('POST', '/v1/responses', { user: 'alice', input: 'streamed words', stream: true })).text()).map((e) => JSON.parse(e.data) as Record<string, any>);
+    const last = responsesResponseSchema.parse(events.at(-1)!.response);
+    expect(events[0].response).toMatchObject({ id: last.id, store: true });
+    expect(last.store).toBe(true);
+    expect(await json(await h.req('GET', `/v1/responses/${last.id}`))).toEqual(last);
+  });
+
+  it('a failed write answers the response with store false (logged), never fails the request', async () => {
+    await setup();
+    h.db.sqlite.exec('DROP TABLE stored_responses');
+    const r = await post({ user: 'alice', input: 'x' });
+    expect(r).toMatchObject({ store: false, output: [{ content: [{ text: 'echo x' }] }] });
+  });
+
+  it('a conversation past 256 items is 422 before anything is generated', async () => {
+    await setup();
+    const many = (n: number) => Array.from({ length: n }, (_, i) => ({ role: 'user', content: `m${i}` }));
+    const first = await post({ user: 'alice', input: many(200) });
+    const calls = gen.calls.length;
+    const err = await expectError(await h.req('POST', '/v1/responses', { user: 'alice', input: many(56), previous_response_id: first.id }), 422, 'validation_failed');
+    expect(err.details.issues[0]).toMatchObject({ path: 'input', code: 'too_big' });
+    expect(gen.calls).toHaveLength(calls);
+    await post({ user: 'alice', input: many(55), previous_response_id: first.id });
+  });
+});
