@@ -1220,6 +1220,8 @@ export const responsesRequestSchema = z
     store: z.boolean().nullable().optional(),
     /** Continue a stored response of the same user: its conversation (input and output, not its instructions) comes before the input. */
     previous_response_id: z.string().min(1).max(256).nullable().optional(),
+    /** auto: drop the conversation's oldest items until it fits the context window (and 256 messages); disabled (the default): refuse it. */
+    truncation: z.enum(['auto', 'disabled']).nullable().optional(),
     /** A system message before the input (not carried to the responses that continue this one). */
     instructions: z.string().max(MAX_PROMPT_CHARS).nullable().optional(),
     max_output_tokens: z.int().min(1).max(2048).nullable().optional(),
@@ -1289,6 +1291,7 @@ export const responsesResponseSchema = z.object({
   /** Whether the response is stored (it may be continued and read back until the retention ends). */
   store: z.boolean(),
   previous_response_id: z.string().nullable(),
+  truncation: z.enum(['auto', 'disabled']),
   /** Null until the response is done (in the stream's first events). */
   usage: responsesUsage.nullable(),
   memlora: z.object({ personalization: personalizationSchema, timings: generateResultSchema.shape.timings }).nullable(),

@@ -195,3 +195,84 @@ describe('stored responses: previous_response_id, GET, input_items, DELETE', () 
     await post({ user: 'alice', input: many(55), previous_response_id: first.id });
   });
 });
+
+describe('truncation auto', () => {
+  // The fake tokenizer: one token per character of the messages' contents, plus BOS; a 512-token window.
+  const long = (n: number) => Array.from({ length: n }, (_, i) => ({ role: 'user', content: String(i).padStart(100, '-') }));
+  const sent = () => gen.calls.at(-1)!.req.messages!.map((m) => m.content);
+
+  it('drops the oldest items, as few as let the prompt and max_output_tokens fit the window; the stored response keeps what was read', async () => {
+    await setup();
+    // A conversation that fits is sent whole, measured once.
+    const small = await post({ user: 'alice', input: long(3), truncation: 'auto', max_output_tokens: 100 });
+    expect(small.truncation).toBe('auto');
+    expect(sent()).toHaveLength(3);
+    expect(gen.tokenizeCalls).toHaveLength(1);
+    // 10 items of 100 tokens with 100 for the reply: the last 4 fit (1 + 8 + 400 + 100 <= 512), 5 would not.
+    const cut = await post({ user: 'alice', instructions: 'be brief', input: long(10), truncation: 'auto', max_output_tokens: 100 });
+    expect(sent()).toEqual(['be brief', ...long(10).slice(6).map((m) => m.content)]);
+    const read = responsesInputItemListSchema.parse(await json(await h.req('GET', `/v1/responses/${cut.id}/input_items?order=asc`)));
+    expect(read.data.map((i) => (i.type === 'message' ? i.content[0].text : ''))).toEqual(long(10).slice(6).map((m) => m.content));
+    // Disabled (the default): all of it reaches the engine, which judges the window.
+    const whole = await post({ user: 'alice', input: long(10), max_output_tokens: 100 });
+    expect(whole.truncation).toBe('disabled');
+    expect(sent()).toHaveLength(10);
+  });
+
+  it('where no cut leaves room for max_output_tokens, keeps what fits the prompt alone; a chain stays within the window', async () => {
+    await setup();
+    await post({ user: 'alice', input: long(10), truncation: 'auto', max_output_tokens: 500 });
+    expect(sent()).toHaveLength(5); // 1 + 500 < 512; 6 items would fill it
+    // Each turn continues the last, and reads only what fits.
+    let last = await post({ user: 'alice', input: long(3), truncation: 'auto', max_output_tokens: 100 });
+    for (let turn = 0; turn < 4; turn++) {
+      last = await post({ user: 'alice', input: long(2), truncation: 'auto', max_output_tokens: 100, previous_response_id: last.id });
+      const tokens = 1 + sent().join('').length;
+      expect(tokens + 100).toBeLessThanOrEqual(512);
+      expect(tokens + 100 + 110).toBeGreaterThan(512); // nothing dropped that would have fit
+    }
+  });
+
+  it('never starts the conversation at a function call\'s output without its call', async () => {
+    await setup();
+    const pad = 'x'.repeat(400);
+    await post({
+      user: 'alice',
+      truncation: 'auto',
+      max_output_tokens: 100,
+      input: [
+        { role: 'user', content: pad },
+        { type: 'function_call', call_id: 'c1', name: 'f', arguments: pad },
+        { type: 'function_call_output', call_id: 'c1', output: 'ok' },
+        { role: 'user', content: 'and now?' },
+      ],
+    });
+    // Cut before the call, 431 tokens and 100 for the reply do not fit; the output alone may not open the conversation.
+    expect(sent()).toEqual(['and now?']);
+    await post({
+      user: 'alice',
+      truncation: 'auto',
+      max_output_tokens: 100,
+      input: [
+        { role: 'user', content: pad },
+        { type: 'function_call', call_id: 'c1', name: 'f', arguments: '{}' },
+        { type: 'function_call_output', call_id: 'c1', output: 'ok' },
+        { role: 'user', content: 'and now?' },
+      ],
+    });
+    expect(sent()).toEqual(['{"f": {}}', 'Result of f: ok', 'and now?']);
+  });
+
+  it('past 256 messages drops the oldest instead of refusing; 503 where the server cannot count tokens', async () => {
+    await setup();
+    // One token each, so that the window holds them all: 200 + the reply + 100 = 301 items, of which the last 255 go with the instructions.
+    const many = (n: number, from: string) => Array.from({ length: n }, (_, i) => ({ role: 'user', content: String.fromCharCode(from.charCodeAt(0) + i) }));
+    const first = await post({ user: 'alice', input: many(200, 'A') });
+    await post({ user: 'alice', instructions: 'h', input: many(100, '\u0400'), previous_response_id: first.id, truncation: 'auto', max_output_tokens: 10 });
+    const reply = (first.output[0] as { content: Array<{ text: string }> }).content[0].text;
+    expect(sent()).toEqual(['h', ...many(200, 'A').slice(46).map((m) => m.content), reply, ...many(100, '\u0400').map((m) => m.content)]);
+    delete (gen as { tokenize?: unknown }).tokenize;
+    await expectError(await h.req('POST', '/v1/responses', { user: 'alice', input: 'x', truncation: 'auto' }), 503, 'model_unavailable');
+    await expectError(await h.req('POST', '/v1/responses', { user: 'alice', input: 'x', truncation: 'sometimes' }), 422, 'validation_failed');
+  });
+});

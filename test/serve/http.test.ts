@@ -536,6 +536,21 @@ describe('the official OpenAI client, unmodified, against the real server', () =
     await expect(openai.responses.retrieve(first.id)).rejects.toMatchObject({ status: 404 });
     // Another user cannot continue alice's conversation.
     await expect(openai.responses.create({ model: 'memlora:bob', previous_response_id: next.id, input: 'x', max_output_tokens: 2 })).rejects.toMatchObject({ status: 404 });
+    // A conversation past the context window: 422 prompt_too_long as sent, served with truncation auto (its oldest items dropped, the reply's budget kept).
+    const window = ((await (await post('/tokenize', { prompt: 'x' })).json()) as { max_model_len: number }).max_model_len;
+    const longInput = Array.from({ length: 60 }, (_, i) => ({ role: 'user' as const, content: `line ${i} `.repeat(12) }));
+    await expect(openai.responses.create({ model: 'memlora:alice', input: longInput, max_output_tokens: 4 })).rejects.toMatchObject({ status: 422, code: 'prompt_too_long' });
+    const cut = await openai.responses.create({ model: 'memlora:alice', input: longInput, max_output_tokens: 4, truncation: 'auto' });
+    expect(cut.usage!.input_tokens + 4).toBeLessThanOrEqual(window);
+    const kept = [];
+    for await (const item of openai.responses.inputItems.list(cut.id, { order: 'asc' })) kept.push(item);
+    expect(kept.length).toBeGreaterThan(0);
+    expect(kept.length).toBeLessThan(60);
+    // No more dropped than needed: with one more of the oldest items the prompt and the reply would not fit.
+    const count = async (messages: unknown[]) => ((await (await post('/tokenize', { messages })).json()) as { count: number }).count;
+    expect(await count(longInput.slice(60 - kept.length))).toBe(cut.usage!.input_tokens);
+    expect((await count(longInput.slice(60 - kept.length - 1))) + 4).toBeGreaterThan(window);
+    expect(((kept.at(-1) as { content: Array<{ text: string }> }).content[0]).text).toBe(longInput[59].content);
   });
 
   it('response_format json_object: the reply is JSON, through the user\'s adapter (whose favourite token the grammar holds back)', async () => {

@@ -27,6 +27,7 @@ import { mergeStreams } from '../stream-merge.js';
 import { type Call, type CallPiece, type ToolOffer, offerReader, readOffered, textOf, toolOffer } from '../tools.js';
 import { readJson, validationFailed } from '../validate.js';
 import { toGenerateRequest } from './chat.js';
+import { requireTokenizer } from './tokenize.js';
 import { clientSignal, firstEvent, logStreamError, requireGenerate } from './generate.js';
 import { SERVED_MODEL_ID } from './models.js';
 import { userNotFound } from './users.js';
@@ -35,8 +36,8 @@ type ResponsesRequest = z.output<typeof responsesRequestSchema>;
 /** An item the model read, as stored and listed (GET /v1/responses/{id}/input_items). */
 type Item = z.output<typeof responsesStoredItemSchema>;
 
-/** The most items a conversation may hold, its continued responses' included (a chat body's messages). */
-const MAX_CONVERSATION_ITEMS = 256;
+/** The most messages a chat body holds: a conversation's items (its continued responses' included) and the instructions. */
+const MAX_CHAT_MESSAGES = 256;
 
 const DAY_MS = 86_400_000;
 
@@ -123,6 +124,55 @@ function asChatBody(body: ResponsesRequest, items: readonly Item[]): Record<stri
   };
 }
 
+/** A conversation as chat completions read it: the chat body, validated, and the generation request it maps to. */
+interface Turn {
+  items: Item[];
+  chat: z.output<typeof chatCompletionRequestSchema>;
+  req: ReturnType<typeof toGenerateRequest>;
+}
+
+function turnOf(body: ResponsesRequest, items: Item[]): Turn {
+  const parsed = chatCompletionRequestSchema.safeParse(asChatBody(body, items));
+  if (!parsed.success) throw validationFailed(parsed.error, 'body');
+  return { items, chat: parsed.data, req: toGenerateRequest(parsed.data) };
+}
+
+/** Where a conversation may be cut: before any item but a function call's output (which needs its call). */
+const cutPoints = (items: readonly Item[]): number[] => items.flatMap((item, i) => (i === 0 || item.type !== 'function_call_output' ? [i] : []));
+
+/**
+ * truncation auto: the conversation less as few of its oldest items as let the prompt and the reply's
+ * budget fit the context window or, where no cut does, the prompt alone (the reply is then cut by the
+ * window); never its last item. Found by bisection over the cut points (dropping items never lengthens
+ * the prompt), each measured by the tokenizer; one that fits whole is measured once.
+ */
+function truncated(body: ResponsesRequest, whole: Turn, count: (req: Turn['req']) => { tokens: number; window: number }): Turn {
+  const cuts = cutPoints(whole.items);
+  const measured = new Map<number, Turn & { tokens: number; window: number }>();
+  const measure = (k: number) => {
+    let m = measured.get(k);
+    if (m === undefined) {
+      const turn = k === 0 ? whole : turnOf(body, whole.items.slice(cuts[k]));
+      measured.set(k, (m = { ...turn, ...count(turn.req) }));
+    }
+    return m;
+  };
+  const first = (fits: (m: ReturnType<typeof measure>) => boolean) => {
+    if (fits(measure(0))) return 0;
+    let [lo, hi] = [1, cuts.length];
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (fits(measure(mid))) hi = mid;
+      else lo = mid + 1;
+    }
+    return lo;
+  };
+  let k = first((m) => m.tokens + m.req.maxTokens <= m.window);
+  if (k === cuts.length) k = first((m) => m.tokens < m.window);
+  // Nothing fits: the last cut, which the engine refuses as prompt_too_long.
+  return measure(Math.min(k, cuts.length - 1));
+}
+
 /** A reply cut by its token budget (or the context window) is incomplete. */
 const incomplete = (r: GenerateResult) => r.finishReason === 'length';
 
@@ -183,6 +233,7 @@ function responseOf(a: Asked, r: GenerateResult | null, offer: ToolOffer) {
     text: { format: a.body.text?.format ?? { type: 'text' } },
     store: a.store,
     previous_response_id: a.body.previous_response_id ?? null,
+    truncation: a.body.truncation ?? 'disabled',
     usage:
       r === null
         ? null
@@ -208,16 +259,28 @@ export function registerResponsesRoutes(app: Hono<AppEnv>, deps: RouteDeps): voi
     const key = randomBytes(12).toString('hex');
     const context = body.previous_response_id ? continued(db, config, body.previous_response_id, userId) : [];
     const input = inputItems(body, key);
-    if (context.length + input.length > MAX_CONVERSATION_ITEMS) {
-      const message = `previous_response_id's conversation (${context.length} items) and the input (${input.length}) exceed ${MAX_CONVERSATION_ITEMS} items`;
-      throw new ApiError(422, 'validation_failed', `invalid body: input (${message})`, { issues: [{ path: 'input', message, code: 'too_big' }] });
+    let items = [...context, ...input];
+    const cap = MAX_CHAT_MESSAGES - (body.instructions ? 1 : 0);
+    if (items.length > cap) {
+      // truncation auto drops the oldest items; otherwise the conversation is refused.
+      const from = body.truncation === 'auto' ? cutPoints(items).find((i) => i >= items.length - cap) : undefined;
+      if (from === undefined) {
+        const message = `the conversation (${context.length} items of previous_response_id's, ${input.length} of the input) exceeds ${cap} items${body.instructions ? ' beside the instructions' : ''}`;
+        throw new ApiError(422, 'validation_failed', `invalid body: input (${message})`, { issues: [{ path: 'input', message, code: 'too_big' }] });
+      }
+      items = items.slice(from);
     }
-    const parsed = chatCompletionRequestSchema.safeParse(asChatBody(body, [...context, ...input]));
-    if (!parsed.success) throw validationFailed(parsed.error, 'body');
-    const chat = parsed.data;
-    const req = toGenerateRequest(chat);
-    if (!userExists(db, req.userId)) throw userNotFound(req.userId);
+    let turn = turnOf(body, items);
+    if (!userExists(db, userId)) throw userNotFound(userId);
     const gen = requireGenerate(deps);
+    if (body.truncation === 'auto') {
+      const tokenizer = requireTokenizer(deps);
+      turn = truncated(body, turn, (r) => {
+        const t = tokenizer.tokenize({ messages: r.messages });
+        return { tokens: t.count, window: t.maxModelLen };
+      });
+    }
+    const { chat, req } = turn;
     const ac = clientSignal(c);
     const offer = toolOffer(chat);
     const a: Asked = {
@@ -235,7 +298,7 @@ export function registerResponsesRoutes(app: Hono<AppEnv>, deps: RouteDeps): voi
       const response = responseOf(a, r, offer);
       if (!a.store) return response;
       try {
-        storeResponse(db, { id: response.id, userId, createdAt: Date.now(), previousResponseId: response.previous_response_id, response, items: [...context, ...input] }, keptSince(config));
+        storeResponse(db, { id: response.id, userId, createdAt: Date.now(), previousResponseId: response.previous_response_id, response, items: turn.items }, keptSince(config));
         return response;
       } catch (err) {
         logger.error('response not stored', { requestId: c.get('requestId'), responseId: response.id, err: (err as Error).message });

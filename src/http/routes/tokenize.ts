@@ -13,7 +13,7 @@ import { readJson } from '../validate.js';
 import { requireGenerate } from './generate.js';
 
 /** The service, or 503 `model_unavailable` where it cannot tokenize. */
-function requireTokenizer(deps: RouteDeps): Required<Pick<GenerateService, 'tokenize' | 'detokenize'>> {
+export function requireTokenizer(deps: RouteDeps): Required<Pick<GenerateService, 'tokenize' | 'detokenize'>> {
   const gen = requireGenerate(deps);
   if (!gen.tokenize || !gen.detokenize) throw new ApiError(503, 'model_unavailable', 'this server does not tokenize', null, { 'retry-after': '30' });
   return gen as Required<Pick<GenerateService, 'tokenize' | 'detokenize'>>;
