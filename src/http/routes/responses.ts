@@ -1,177 +1,30 @@
 /**
  * POST /v1/responses: OpenAI's Responses API, for OpenAI's newer clients and agents, served as a chat
- * completion: the instructions (a system message) and the input items (messages, the function calls
- * the model made and their outputs) become a chat body, validated and mapped as
- * /v1/chat/completions maps it (function tools offered, text.format as response_format), and the
- * reply comes back as output items (function calls, then a message) in a response object, or as
+ * completion: the request's conversation (responses-conversation.ts: the stored one it continues,
+ * then its input; the instructions a system message) is mapped as /v1/chat/completions maps it, and
+ * the reply comes back as output items (function calls, then a message) in a response object, or as
  * the Responses API's stream of typed events. `user` names the memlora user (or the model,
  * memlora:<user id>); responses carry the `memlora` field as chat completions do. A response is
- * stored (`store`, true unless false) with the items its model read, so that a later request of the
- * same user may continue it (previous_response_id: its items and output come before the input);
- * routes/stored-responses.ts reads and deletes them.
+ * stored (`store`, true unless false) with the items its model read, for a later request of the same
+ * user to continue (previous_response_id); routes/stored-responses.ts reads and deletes them.
  */
 import { randomBytes } from 'node:crypto';
 import type { Hono } from 'hono';
 import { streamSSE } from 'hono/streaming';
-import type { z } from 'zod';
-import { getStoredResponse, storeResponse } from '../../db/queries/responses.js';
+import { storeResponse } from '../../db/queries/responses.js';
 import { userExists } from '../../db/queries/users.js';
-import type { Config } from '../../config.js';
-import type { Db } from '../../db/client.js';
 import type { AppEnv, RouteDeps } from '../context.js';
-import { ApiError } from '../errors.js';
-import { chatCompletionRequestSchema, responsesRequestSchema, type responsesStoredItemSchema } from '../schemas.js';
+import { type ResponsesRequest, keptSince, requestTurn, truncated } from '../responses-conversation.js';
+import { responsesRequestSchema } from '../schemas.js';
 import type { GenerateResult, TokenLogprob } from '../services.js';
 import { openAiTokenLogprobs, openAiUserId } from '../openai.js';
 import { mergeStreams } from '../stream-merge.js';
-import { type Call, type CallPiece, type ToolOffer, offerReader, readOffered, textOf, toolOffer } from '../tools.js';
-import { readJson, validationFailed } from '../validate.js';
-import { toGenerateRequest } from './chat.js';
+import { type Call, type CallPiece, type ToolOffer, offerReader, readOffered, toolOffer } from '../tools.js';
+import { readJson } from '../validate.js';
 import { requireTokenizer } from './tokenize.js';
 import { clientSignal, firstEvent, logStreamError, requireGenerate } from './generate.js';
 import { SERVED_MODEL_ID } from './models.js';
 import { userNotFound } from './users.js';
-
-type ResponsesRequest = z.output<typeof responsesRequestSchema>;
-/** An item the model read, as stored and listed (GET /v1/responses/{id}/input_items). */
-type Item = z.output<typeof responsesStoredItemSchema>;
-
-/** The most messages a chat body holds: a conversation's items (its continued responses' included) and the instructions. */
-const MAX_CHAT_MESSAGES = 256;
-
-const DAY_MS = 86_400_000;
-
-/** Stored responses created before this time (ms) are past the retention: gone. */
-export const keptSince = (config: Config, now = Date.now()): number => now - config.responsesRetentionDays * DAY_MS;
-
-export function responseNotFound(id: string, config: Config): ApiError {
-  const why = config.responsesRetentionDays === 0 ? ': responses are not stored on this server (MEMLORA_RESPONSES_RETENTION_DAYS=0)' : '';
-  return new ApiError(404, 'response_not_found', `response ${JSON.stringify(id)} not found${why}`, { id });
-}
-
-/** The request's input as items with ids (made from the response's key), in the form they are stored. */
-function inputItems(body: ResponsesRequest, key: string): Item[] {
-  const input = typeof body.input === 'string' ? [{ type: 'message' as const, role: 'user' as const, content: body.input }] : body.input;
-  return input.map((item, i): Item => {
-    if (item.type === 'function_call') return { type: 'function_call', id: `fc_${key}_in${i}`, call_id: item.call_id, name: item.name, arguments: item.arguments, status: 'completed' };
-    if (item.type === 'function_call_output') return { type: 'function_call_output', id: `fco_${key}_in${i}`, call_id: item.call_id, output: textOf(item.output), status: 'completed' };
-    const type = item.role === 'assistant' ? ('output_text' as const) : ('input_text' as const);
-    const content = typeof item.content === 'string' ? [{ type, text: item.content }] : item.content.map((p) => ({ type: p.type, text: p.text }));
-    return { type: 'message', id: `msg_${key}_in${i}`, status: 'completed', role: item.role, content };
-  });
-}
-
-/** The output items of a response as the next one reads them (log-probabilities and annotations left). */
-function outputItems(output: ReturnType<typeof outputOf>): Item[] {
-  return output.map((item): Item =>
-    item.type === 'message'
-      ? { type: 'message', id: item.id, status: item.status as Item['status'], role: 'assistant', content: item.content.map((p) => ({ type: 'output_text', text: p.text })) }
-      : { type: 'function_call', id: item.id, call_id: item.call_id, name: item.name, arguments: item.arguments, status: item.status as Item['status'] },
-  );
-}
-
-/**
- * The conversation a request continues: the items the model read for the stored response `id` and
- * that response's output. Another user's response, one past the retention, or none: 404.
- */
-function continued(db: Db, config: Config, id: string, userId: string): Item[] {
-  const stored = config.responsesRetentionDays > 0 ? getStoredResponse(db, id, keptSince(config)) : undefined;
-  if (stored === undefined || stored.userId !== userId) throw responseNotFound(id, config);
-  return [...(stored.items as Item[]), ...outputItems((stored.response as { output: ReturnType<typeof outputOf> }).output)];
-}
-
-/** The Responses API's tool_choice in chat's form. */
-function chatToolChoice(choice: ResponsesRequest['tool_choice']) {
-  if (choice == null || typeof choice === 'string') return choice;
-  if (choice.type === 'function') return { type: 'function', function: { name: choice.name } };
-  return { type: 'allowed_tools', allowed_tools: { mode: choice.mode, tools: choice.tools.map((t) => ({ type: 'function', function: { name: t.name } })) } };
-}
-
-/**
- * The body as a chat completion's: instructions first, then the conversation's items as messages
- * (function calls in a row as one assistant turn of tool_calls, their outputs as tool messages), the
- * tools in chat's nested form, text.format as response_format.
- */
-function asChatBody(body: ResponsesRequest, items: readonly Item[]): Record<string, unknown> {
-  type Message = { role: string; content: string | null; tool_calls?: unknown[]; tool_call_id?: string };
-  const messages: Message[] = body.instructions ? [{ role: 'system', content: body.instructions }] : [];
-  for (const item of items) {
-    if (item.type === 'function_call') {
-      const call = { id: item.call_id, type: 'function', function: { name: item.name, arguments: item.arguments } };
-      const last = messages.at(-1);
-      if (last?.role === 'assistant' && last.tool_calls && last.content === null) last.tool_calls.push(call);
-      else messages.push({ role: 'assistant', content: null, tool_calls: [call] });
-    } else if (item.type === 'function_call_output') messages.push({ role: 'tool', tool_call_id: item.call_id, content: item.output });
-    else messages.push({ role: item.role, content: textOf(item.content) });
-  }
-  const format = body.text?.format;
-  const logprobs = (body.include ?? []).includes('message.output_text.logprobs') || body.top_logprobs != null;
-  return {
-    model: body.model,
-    user: body.user,
-    messages,
-    max_completion_tokens: body.max_output_tokens,
-    temperature: body.temperature,
-    top_p: body.top_p,
-    stream: body.stream,
-    mode: body.mode,
-    response_format: format?.type === 'json_schema' ? { type: 'json_schema', json_schema: { name: format.name, description: format.description, schema: format.schema, strict: format.strict } } : format,
-    tools: body.tools?.map((t) => ({ type: 'function', function: { name: t.name, description: t.description ?? undefined, parameters: t.parameters ?? undefined, strict: t.strict } })),
-    tool_choice: chatToolChoice(body.tool_choice),
-    parallel_tool_calls: body.parallel_tool_calls,
-    logprobs: logprobs || undefined,
-    top_logprobs: logprobs ? (body.top_logprobs ?? undefined) : undefined,
-  };
-}
-
-/** A conversation as chat completions read it: the chat body, validated, and the generation request it maps to. */
-interface Turn {
-  items: Item[];
-  chat: z.output<typeof chatCompletionRequestSchema>;
-  req: ReturnType<typeof toGenerateRequest>;
-}
-
-function turnOf(body: ResponsesRequest, items: Item[]): Turn {
-  const parsed = chatCompletionRequestSchema.safeParse(asChatBody(body, items));
-  if (!parsed.success) throw validationFailed(parsed.error, 'body');
-  return { items, chat: parsed.data, req: toGenerateRequest(parsed.data) };
-}
-
-/** Where a conversation may be cut: before any item but a function call's output (which needs its call). */
-const cutPoints = (items: readonly Item[]): number[] => items.flatMap((item, i) => (i === 0 || item.type !== 'function_call_output' ? [i] : []));
-
-/**
- * truncation auto: the conversation less as few of its oldest items as let the prompt and the reply's
- * budget fit the context window or, where no cut does, the prompt alone (the reply is then cut by the
- * window); never its last item. Found by bisection over the cut points (dropping items never lengthens
- * the prompt), each measured by the tokenizer; one that fits whole is measured once.
- */
-function truncated(body: ResponsesRequest, whole: Turn, count: (req: Turn['req']) => { tokens: number; window: number }): Turn {
-  const cuts = cutPoints(whole.items);
-  const measured = new Map<number, Turn & { tokens: number; window: number }>();
-  const measure = (k: number) => {
-    let m = measured.get(k);
-    if (m === undefined) {
-      const turn = k === 0 ? whole : turnOf(body, whole.items.slice(cuts[k]));
-      measured.set(k, (m = { ...turn, ...count(turn.req) }));
-    }
-    return m;
-  };
-  const first = (fits: (m: ReturnType<typeof measure>) => boolean) => {
-    if (fits(measure(0))) return 0;
-    let [lo, hi] = [1, cuts.length];
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (fits(measure(mid))) hi = mid;
-      else lo = mid + 1;
-    }
-    return lo;
-  };
-  let k = first((m) => m.tokens + m.req.maxTokens <= m.window);
-  if (k === cuts.length) k = first((m) => m.tokens < m.window);
-  // Nothing fits: the last cut, which the engine refuses as prompt_too_long.
-  return measure(Math.min(k, cuts.length - 1));
-}
 
 /** A reply cut by its token budget (or the context window) is incomplete. */
 const incomplete = (r: GenerateResult) => r.finishReason === 'length';
@@ -257,20 +110,7 @@ export function registerResponsesRoutes(app: Hono<AppEnv>, deps: RouteDeps): voi
     // The response's key: its id and its items' ids are made from it (random, so unguessable: a
     // stored response is read by its id).
     const key = randomBytes(12).toString('hex');
-    const context = body.previous_response_id ? continued(db, config, body.previous_response_id, userId) : [];
-    const input = inputItems(body, key);
-    let items = [...context, ...input];
-    const cap = MAX_CHAT_MESSAGES - (body.instructions ? 1 : 0);
-    if (items.length > cap) {
-      // truncation auto drops the oldest items; otherwise the conversation is refused.
-      const from = body.truncation === 'auto' ? cutPoints(items).find((i) => i >= items.length - cap) : undefined;
-      if (from === undefined) {
-        const message = `the conversation (${context.length} items of previous_response_id's, ${input.length} of the input) exceeds ${cap} items${body.instructions ? ' beside the instructions' : ''}`;
-        throw new ApiError(422, 'validation_failed', `invalid body: input (${message})`, { issues: [{ path: 'input', message, code: 'too_big' }] });
-      }
-      items = items.slice(from);
-    }
-    let turn = turnOf(body, items);
+    let turn = requestTurn(db, config, body, userId, key);
     if (!userExists(db, userId)) throw userNotFound(userId);
     const gen = requireGenerate(deps);
     if (body.truncation === 'auto') {

@@ -9,9 +9,9 @@ import { z } from 'zod';
 import { deleteStoredResponse, getStoredResponse } from '../../db/queries/responses.js';
 import type { AppEnv, RouteDeps } from '../context.js';
 import { ApiError } from '../errors.js';
+import { keptSince, responseNotFound } from '../responses-conversation.js';
 import { responsesInputItemsQuery } from '../schemas.js';
 import { parseQuery } from '../validate.js';
-import { keptSince, responseNotFound } from './responses.js';
 
 const noQuery = z.strictObject({});
 

@@ -1,0 +1,178 @@
+/**
+ * The conversation a Responses API request gives the model: the stored conversation it continues
+ * (previous_response_id: the items that response's model read, then its output), its own input as
+ * items with ids (the form they are stored and listed in), past 256 messages refused or, with
+ * truncation auto, cut, and as a chat completion's body, validated and mapped as
+ * /v1/chat/completions maps it (function calls as tool_calls, their outputs as tool messages, tools
+ * in chat's form, text.format as response_format). truncation auto also cuts it to the context window.
+ */
+import type { z } from 'zod';
+import type { Config } from '../config.js';
+import type { Db } from '../db/client.js';
+import { getStoredResponse } from '../db/queries/responses.js';
+import { ApiError } from './errors.js';
+import { chatCompletionRequestSchema, type responsesRequestSchema, type responsesResponseSchema, type responsesStoredItemSchema } from './schemas.js';
+import { textOf } from './tools.js';
+import { validationFailed } from './validate.js';
+import { toGenerateRequest } from './routes/chat.js';
+
+export type ResponsesRequest = z.output<typeof responsesRequestSchema>;
+/** An item the model read, as stored and listed (GET /v1/responses/{id}/input_items). */
+type Item = z.output<typeof responsesStoredItemSchema>;
+type OutputItem = z.output<typeof responsesResponseSchema>['output'][number];
+
+/** The most messages a chat body holds: a conversation's items (its continued responses' included) and the instructions. */
+const MAX_CHAT_MESSAGES = 256;
+
+const DAY_MS = 86_400_000;
+
+/** Stored responses created before this time (ms) are past the retention: gone. */
+export const keptSince = (config: Config, now = Date.now()): number => now - config.responsesRetentionDays * DAY_MS;
+
+export function responseNotFound(id: string, config: Config): ApiError {
+  const why = config.responsesRetentionDays === 0 ? ': responses are not stored on this server (MEMLORA_RESPONSES_RETENTION_DAYS=0)' : '';
+  return new ApiError(404, 'response_not_found', `response ${JSON.stringify(id)} not found${why}`, { id });
+}
+
+/** The request's input as items with ids (made from the response's key), in the form they are stored. */
+function inputItems(body: ResponsesRequest, key: string): Item[] {
+  const input = typeof body.input === 'string' ? [{ type: 'message' as const, role: 'user' as const, content: body.input }] : body.input;
+  return input.map((item, i): Item => {
+    if (item.type === 'function_call') return { type: 'function_call', id: `fc_${key}_in${i}`, call_id: item.call_id, name: item.name, arguments: item.arguments, status: 'completed' };
+    if (item.type === 'function_call_output') return { type: 'function_call_output', id: `fco_${key}_in${i}`, call_id: item.call_id, output: textOf(item.output), status: 'completed' };
+    const type = item.role === 'assistant' ? ('output_text' as const) : ('input_text' as const);
+    const content = typeof item.content === 'string' ? [{ type, text: item.content }] : item.content.map((p) => ({ type: p.type, text: p.text }));
+    return { type: 'message', id: `msg_${key}_in${i}`, status: 'completed', role: item.role, content };
+  });
+}
+
+/** The output items of a response as the next one reads them (log-probabilities and annotations left). */
+function outputItems(output: readonly OutputItem[]): Item[] {
+  return output.map((item): Item =>
+    item.type === 'message'
+      ? { type: 'message', id: item.id, status: item.status as Item['status'], role: 'assistant', content: item.content.map((p) => ({ type: 'output_text' as const, text: p.text })) }
+      : { type: 'function_call', id: item.id, call_id: item.call_id, name: item.name, arguments: item.arguments, status: item.status as Item['status'] },
+  );
+}
+
+/**
+ * The conversation a request continues: the items the model read for the stored response `id` and
+ * that response's output. Another user's response, one past the retention, or none: 404.
+ */
+function continued(db: Db, config: Config, id: string, userId: string): Item[] {
+  const stored = config.responsesRetentionDays > 0 ? getStoredResponse(db, id, keptSince(config)) : undefined;
+  if (stored === undefined || stored.userId !== userId) throw responseNotFound(id, config);
+  return [...(stored.items as Item[]), ...outputItems((stored.response as { output: OutputItem[] }).output)];
+}
+
+/** The Responses API's tool_choice in chat's form. */
+function chatToolChoice(choice: ResponsesRequest['tool_choice']) {
+  if (choice == null || typeof choice === 'string') return choice;
+  if (choice.type === 'function') return { type: 'function', function: { name: choice.name } };
+  return { type: 'allowed_tools', allowed_tools: { mode: choice.mode, tools: choice.tools.map((t) => ({ type: 'function', function: { name: t.name } })) } };
+}
+
+/**
+ * The body as a chat completion's: instructions first, then the conversation's items as messages
+ * (function calls in a row as one assistant turn of tool_calls, their outputs as tool messages), the
+ * tools in chat's nested form, text.format as response_format.
+ */
+function asChatBody(body: ResponsesRequest, items: readonly Item[]): Record<string, unknown> {
+  type Message = { role: string; content: string | null; tool_calls?: unknown[]; tool_call_id?: string };
+  const messages: Message[] = body.instructions ? [{ role: 'system', content: body.instructions }] : [];
+  for (const item of items) {
+    if (item.type === 'function_call') {
+      const call = { id: item.call_id, type: 'function', function: { name: item.name, arguments: item.arguments } };
+      const last = messages.at(-1);
+      if (last?.role === 'assistant' && last.tool_calls && last.content === null) last.tool_calls.push(call);
+      else messages.push({ role: 'assistant', content: null, tool_calls: [call] });
+    } else if (item.type === 'function_call_output') messages.push({ role: 'tool', tool_call_id: item.call_id, content: item.output });
+    else messages.push({ role: item.role, content: textOf(item.content) });
+  }
+  const format = body.text?.format;
+  const logprobs = (body.include ?? []).includes('message.output_text.logprobs') || body.top_logprobs != null;
+  return {
+    model: body.model,
+    user: body.user,
+    messages,
+    max_completion_tokens: body.max_output_tokens,
+    temperature: body.temperature,
+    top_p: body.top_p,
+    stream: body.stream,
+    mode: body.mode,
+    response_format: format?.type === 'json_schema' ? { type: 'json_schema', json_schema: { name: format.name, description: format.description, schema: format.schema, strict: format.strict } } : format,
+    tools: body.tools?.map((t) => ({ type: 'function', function: { name: t.name, description: t.description ?? undefined, parameters: t.parameters ?? undefined, strict: t.strict } })),
+    tool_choice: chatToolChoice(body.tool_choice),
+    parallel_tool_calls: body.parallel_tool_calls,
+    logprobs: logprobs || undefined,
+    top_logprobs: logprobs ? (body.top_logprobs ?? undefined) : undefined,
+  };
+}
+
+/** A conversation as chat completions read it: the chat body, validated, and the generation request it maps to. */
+export interface Turn {
+  items: Item[];
+  chat: z.output<typeof chatCompletionRequestSchema>;
+  req: ReturnType<typeof toGenerateRequest>;
+}
+
+function turnOf(body: ResponsesRequest, items: Item[]): Turn {
+  const parsed = chatCompletionRequestSchema.safeParse(asChatBody(body, items));
+  if (!parsed.success) throw validationFailed(parsed.error, 'body');
+  return { items, chat: parsed.data, req: toGenerateRequest(parsed.data) };
+}
+
+/** Where a conversation may be cut: before any item but a function call's output (which needs its call). */
+const cutPoints = (items: readonly Item[]): number[] => items.flatMap((item, i) => (i === 0 || item.type !== 'function_call_output' ? [i] : []));
+
+/**
+ * truncation auto: the conversation less as few of its oldest items as let the prompt and the reply's
+ * budget fit the context window or, where no cut does, the prompt alone (the reply is then cut by the
+ * window); never its last item. Found by bisection over the cut points (dropping items never lengthens
+ * the prompt), each measured by the tokenizer; one that fits whole is measured once.
+ */
+export function truncated(body: ResponsesRequest, whole: Turn, count: (req: Turn['req']) => { tokens: number; window: number }): Turn {
+  const cuts = cutPoints(whole.items);
+  const measured = new Map<number, Turn & { tokens: number; window: number }>();
+  const measure = (k: number) => {
+    let m = measured.get(k);
+    if (m === undefined) {
+      const turn = k === 0 ? whole : turnOf(body, whole.items.slice(cuts[k]));
+      measured.set(k, (m = { ...turn, ...count(turn.req) }));
+    }
+    return m;
+  };
+  const first = (fits: (m: ReturnType<typeof measure>) => boolean) => {
+    if (fits(measure(0))) return 0;
+    let [lo, hi] = [1, cuts.length];
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (fits(measure(mid))) hi = mid;
+      else lo = mid + 1;
+    }
+    return lo;
+  };
+  let k = first((m) => m.tokens + m.req.maxTokens <= m.window);
+  if (k === cuts.length) k = first((m) => m.tokens < m.window);
+  // Nothing fits: the last cut, which the engine refuses as prompt_too_long.
+  return measure(Math.min(k, cuts.length - 1));
+}
+
+/**
+ * The request's conversation: the stored one it continues, then its input (its items' ids made from
+ * `key`). Past 256 messages with the instructions, the oldest items are dropped under truncation auto,
+ * otherwise it is refused (422).
+ */
+export function requestTurn(db: Db, config: Config, body: ResponsesRequest, userId: string, key: string): Turn {
+  const context = body.previous_response_id ? continued(db, config, body.previous_response_id, userId) : [];
+  const input = inputItems(body, key);
+  const items = [...context, ...input];
+  const cap = MAX_CHAT_MESSAGES - (body.instructions ? 1 : 0);
+  if (items.length <= cap) return turnOf(body, items);
+  const from = body.truncation === 'auto' ? cutPoints(items).find((i) => i >= items.length - cap) : undefined;
+  if (from === undefined) {
+    const message = `the conversation (${context.length} items of previous_response_id's, ${input.length} of the input) exceeds ${cap} items${body.instructions ? ' beside the instructions' : ''}`;
+    throw new ApiError(422, 'validation_failed', `invalid body: input (${message})`, { issues: [{ path: 'input', message, code: 'too_big' }] });
+  }
+  return turnOf(body, items.slice(from));
+}
