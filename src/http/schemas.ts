@@ -1220,6 +1220,12 @@ export const responsesRequestSchema = z
     store: z.boolean().nullable().optional(),
     /** Continue a stored response of the same user: its conversation (input and output, not its instructions) comes before the input. */
     previous_response_id: z.string().min(1).max(256).nullable().optional(),
+    /** Up to 16 key-value pairs (keys up to 64 characters, values up to 512), echoed in the response and stored with it. */
+    metadata: z
+      .record(z.string().min(1).max(64), z.string().max(512))
+      .refine((m) => Object.keys(m).length <= 16, { message: 'metadata holds at most 16 pairs' })
+      .nullable()
+      .optional(),
     /** auto: drop the conversation's oldest items until it fits the context window (and 256 messages); disabled (the default): refuse it. */
     truncation: z.enum(['auto', 'disabled']).nullable().optional(),
     /** A system message before the input (not carried to the responses that continue this one). */
@@ -1292,6 +1298,7 @@ export const responsesResponseSchema = z.object({
   store: z.boolean(),
   previous_response_id: z.string().nullable(),
   truncation: z.enum(['auto', 'disabled']),
+  metadata: z.record(z.string(), z.string()),
   /** Null until the response is done (in the stream's first events). */
   usage: responsesUsage.nullable(),
   memlora: z.object({ personalization: personalizationSchema, timings: generateResultSchema.shape.timings }).nullable(),

@@ -47,6 +47,7 @@ describe('POST /v1/responses', () => {
       memlora: { personalization: { mode: 'injected', adapterVersion: 3 } },
       store: true,
       previous_response_id: null,
+      metadata: { session: 's1' },
     });
     expect(gen.calls[0].req).toEqual({
       userId: 'alice',
@@ -234,6 +235,10 @@ describe('POST /v1/responses', () => {
       { user: 'alice', input: 'x', max_output_tokens: 0 },
       { user: 'alice', input: 'x', text: { format: { type: 'json_schema', schema: {} } } },
       { user: 'alice', input: 'x', text: { format: { type: 'xml' } } },
+      { user: 'alice', input: 'x', metadata: Object.fromEntries(Array.from({ length: 17 }, (_, i) => [`k${i}`, 'v'])) },
+      { user: 'alice', input: 'x', metadata: { k: 'v'.repeat(513) } },
+      { user: 'alice', input: 'x', metadata: { ['k'.repeat(65)]: 'v' } },
+      { user: 'alice', input: 'x', metadata: { k: 1 } },
     ]) {
       await expectError(await h.req('POST', '/v1/responses', body), 422, 'validation_failed');
     }

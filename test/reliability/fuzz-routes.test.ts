@@ -462,7 +462,7 @@ function seed(): void {
     const response = {
       id, object: 'response', created_at: 1, status: 'completed', error: null, incomplete_details: null, instructions: null, max_output_tokens: 16, model: 'memlora',
       output: [{ type: 'message', id: `msg_${id}`, status: 'completed', role: 'assistant', content: [{ type: 'output_text', text: 'hi', annotations: [], logprobs: [] }] }],
-      parallel_tool_calls: true, temperature: 0, top_p: 1, tool_choice: 'auto', tools: [], text: { format: { type: 'text' } }, store: true, previous_response_id: null,
+      parallel_tool_calls: true, temperature: 0, top_p: 1, tool_choice: 'auto', tools: [], text: { format: { type: 'text' } }, store: true, previous_response_id: null, truncation: 'disabled', metadata: {},
       usage: { input_tokens: 2, input_tokens_details: { cached_tokens: 0 }, output_tokens: 1, output_tokens_details: { reasoning_tokens: 0 }, total_tokens: 3 },
       memlora: { personalization: { mode: 'vanilla', adapterVersion: null }, timings: { queueMs: 0, prefillMs: 1, decodeMs: 1, totalMs: 2 } },
     };

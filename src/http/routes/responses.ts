@@ -87,6 +87,7 @@ function responseOf(a: Asked, r: GenerateResult | null, offer: ToolOffer) {
     store: a.store,
     previous_response_id: a.body.previous_response_id ?? null,
     truncation: a.body.truncation ?? 'disabled',
+    metadata: a.body.metadata ?? {},
     usage:
       r === null
         ? null
