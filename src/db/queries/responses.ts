@@ -2,7 +2,9 @@
  * Stored responses of OpenAI's Responses API (stored_responses): written when a response is done,
  * read to continue a conversation (previous_response_id) or by clients, deleted by clients, and
  * purged once older than the retention. A response past the retention is gone for readers at once,
- * whether or not the purge has run; the purge runs on every write (one indexed delete).
+ * whether or not the purge has run; the purge runs on every write, at most PURGE_BATCH rows at a time
+ * (a backlog, say after the server was down, is worked off over the next writes instead of holding
+ * the thread: bench/response-store.ts).
  */
 import type { Db } from '../client.js';
 import { statement } from '../statements.js';
@@ -18,10 +20,13 @@ export interface StoredResponse {
   items: Array<Record<string, unknown>>;
 }
 
-/** Stores a response, first purging those created before `keepSince` (ms). */
+/** Expired rows one write purges at most: rows expire about as fast as they were written, so a few a write keep up. */
+export const PURGE_BATCH = 64;
+
+/** Stores a response, first purging up to PURGE_BATCH of those created before `keepSince` (ms), oldest first. */
 export function storeResponse(db: Db, r: StoredResponse, keepSince: number): void {
   const tx = db.sqlite.transaction(() => {
-    statement(db, 'DELETE FROM stored_responses WHERE created_at < ?').run(keepSince);
+    statement(db, 'DELETE FROM stored_responses WHERE rowid IN (SELECT rowid FROM stored_responses WHERE created_at < ? ORDER BY created_at LIMIT ?)').run(keepSince, PURGE_BATCH);
     statement(db, 'INSERT INTO stored_responses (id, user_id, created_at, previous_response_id, response, items) VALUES (?, ?, ?, ?, ?, ?)').run(
       r.id,
       r.userId,
