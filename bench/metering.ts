@@ -10,7 +10,7 @@
  *
  * Writes bench/results/metering.json.
  */
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -18,6 +18,7 @@ import { openDb } from '../src/db/client.js';
 import { getQuota, recordUsage, setQuota, tokensUsed, usageDay } from '../src/db/queries/usage.js';
 import { createUser } from '../src/db/queries/users.js';
 import { numberArg } from './args.js';
+import { servingTimePerRequest } from './serving-time.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const USERS = numberArg('users', 1000);
@@ -47,15 +48,10 @@ if (sink <= 0) throw new Error('no usage read');
 db.close();
 rmSync(dir, { recursive: true, force: true });
 
-const sampling = JSON.parse(readFileSync(join(root, 'bench', 'results', 'sampling-options.json'), 'utf8')) as {
-  setup: { maxTokens: number };
-  summary: Array<{ setting: string; usPerTokenWall: number }>;
-};
-const plain = sampling.summary.find((s) => s.setting === 'plain')!;
-const usServing = plain.usPerTokenWall * sampling.setup.maxTokens;
+const { usServing, maxTokens } = servingTimePerRequest();
 const share = (usPerRequest + usPerQuotaCheck) / usServing;
 process.stderr.write(
-  `recordUsage ${usPerRequest.toFixed(1)} us and the quota check ${usPerQuotaCheck.toFixed(1)} us per request (${USERS} users); a ${sampling.setup.maxTokens}-token request's serving time ${(usServing / 1000).toFixed(1)} ms: ${(100 * share).toFixed(2)}%\n`,
+  `recordUsage ${usPerRequest.toFixed(1)} us and the quota check ${usPerQuotaCheck.toFixed(1)} us per request (${USERS} users); a ${maxTokens}-token request's serving time ${(usServing / 1000).toFixed(1)} ms: ${(100 * share).toFixed(2)}%\n`,
 );
 mkdirSync(join(root, 'bench', 'results'), { recursive: true });
 writeFileSync(

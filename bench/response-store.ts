@@ -5,7 +5,7 @@
  * `users` users holding `rows` stored responses (WAL, synchronous NORMAL, as the server opens it).
  * Conversations of `items` messages of `chars` characters, as a chain of turns grows them; timed over
  * `calls` writes and reads, next to the serving time a request takes (from
- * bench/results/sampling-options.json, as bench/metering.ts reads it). Then the purge at its worst:
+ * bench/serving-time.ts). Then the purge at its worst:
  * `expired` rows fell out of the retention at once (a server down for a while), worked off by the
  * next writes, PURGE_BATCH each: the slowest of those writes and their mean.
  *
@@ -13,7 +13,7 @@
  *
  * Writes bench/results/response-store.json.
  */
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -21,6 +21,7 @@ import { openDb } from '../src/db/client.js';
 import { PURGE_BATCH, type StoredResponse, getStoredResponse, storeResponse } from '../src/db/queries/responses.js';
 import { createUser } from '../src/db/queries/users.js';
 import { numberArg } from './args.js';
+import { servingTimePerRequest } from './serving-time.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const USERS = numberArg('users', 1000);
@@ -93,16 +94,11 @@ const bytesPerRow = JSON.stringify(responseOf('resp_0')).length + JSON.stringify
 db.close();
 rmSync(dir, { recursive: true, force: true });
 
-const sampling = JSON.parse(readFileSync(join(root, 'bench', 'results', 'sampling-options.json'), 'utf8')) as {
-  setup: { maxTokens: number };
-  summary: Array<{ setting: string; usPerTokenWall: number }>;
-};
-const plain = sampling.summary.find((s) => s.setting === 'plain')!;
-const usServing = plain.usPerTokenWall * sampling.setup.maxTokens;
+const { usServing, maxTokens } = servingTimePerRequest();
 const share = (usPerWrite + usPerRead) / usServing;
 process.stderr.write(
   `store ${usPerWrite.toFixed(1)} us (the slowest ${usPerWriteMax.toFixed(0)} us) and continuation read ${usPerRead.toFixed(1)} us per request (${ITEMS} items of ${CHARS} characters, ${bytesPerRow} bytes a row, ${ROWS} rows, ${USERS} users); ` +
-    `a ${sampling.setup.maxTokens}-token request's serving time ${(usServing / 1000).toFixed(1)} ms: ${(100 * share).toFixed(2)}%; ${EXPIRED} rows expired at once: worked off by ${purgeWrites.length} writes (${PURGE_BATCH} each), ${usPurgeWriteMean.toFixed(0)} us a write, the slowest ${usPurgeWriteMax.toFixed(0)} us\n`,
+    `a ${maxTokens}-token request's serving time ${(usServing / 1000).toFixed(1)} ms: ${(100 * share).toFixed(2)}%; ${EXPIRED} rows expired at once: worked off by ${purgeWrites.length} writes (${PURGE_BATCH} each), ${usPurgeWriteMean.toFixed(0)} us a write, the slowest ${usPurgeWriteMax.toFixed(0)} us\n`,
 );
 mkdirSync(join(root, 'bench', 'results'), { recursive: true });
 writeFileSync(

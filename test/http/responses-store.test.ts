@@ -236,30 +236,22 @@ describe('truncation auto', () => {
   it('never starts the conversation at a function call\'s output without its call', async () => {
     await setup();
     const pad = 'x'.repeat(400);
-    await post({
-      user: 'alice',
-      truncation: 'auto',
-      max_output_tokens: 100,
-      input: [
-        { role: 'user', content: pad },
-        { type: 'function_call', call_id: 'c1', name: 'f', arguments: pad },
-        { type: 'function_call_output', call_id: 'c1', output: 'ok' },
-        { role: 'user', content: 'and now?' },
-      ],
-    });
+    const withCall = (args: string) =>
+      post({
+        user: 'alice',
+        truncation: 'auto',
+        max_output_tokens: 100,
+        input: [
+          { role: 'user', content: pad },
+          { type: 'function_call', call_id: 'c1', name: 'f', arguments: args },
+          { type: 'function_call_output', call_id: 'c1', output: 'ok' },
+          { role: 'user', content: 'and now?' },
+        ],
+      });
+    await withCall(pad);
     // Cut before the call, 431 tokens and 100 for the reply do not fit; the output alone may not open the conversation.
     expect(sent()).toEqual(['and now?']);
-    await post({
-      user: 'alice',
-      truncation: 'auto',
-      max_output_tokens: 100,
-      input: [
-        { role: 'user', content: pad },
-        { type: 'function_call', call_id: 'c1', name: 'f', arguments: '{}' },
-        { type: 'function_call_output', call_id: 'c1', output: 'ok' },
-        { role: 'user', content: 'and now?' },
-      ],
-    });
+    await withCall('{}');
     expect(sent()).toEqual(['{"f": {}}', 'Result of f: ok', 'and now?']);
   });
 
