@@ -131,6 +131,7 @@ describe('stored responses: previous_response_id, GET, input_items, DELETE', () 
     expect(responsesDeletedSchema.parse(await json(await h.req('DELETE', `/v1/responses/${first.id}`)))).toEqual({ id: first.id, object: 'response', deleted: true });
     await expectError(await h.req('GET', `/v1/responses/${first.id}`), 404, 'response_not_found');
     await expectError(await h.req('DELETE', `/v1/responses/${first.id}`), 404, 'response_not_found');
+    expect(await (await h.req('GET', '/metrics')).text()).toMatch(/^memlora_responses_deleted_total 1$/m);
     await expectError(await h.req('POST', '/v1/responses', { user: 'alice', input: 'x', previous_response_id: first.id }), 404, 'response_not_found');
     await post({ user: 'alice', input: 'three', previous_response_id: second.id });
     expect(gen.calls.at(-1)!.req.messages!.map((m) => m.content)).toEqual(['one', 'echo one', 'two', 'echo two', 'three']);
@@ -156,6 +157,9 @@ describe('stored responses: previous_response_id, GET, input_items, DELETE', () 
     await post({ user: 'alice', input: 'new', previous_response_id: recent.id });
     expect(rows()).toBe(2); // the old one purged, the new one written
     expect(h.db.sqlite.prepare('SELECT id FROM stored_responses WHERE id = ?').get(old.id)).toBeUndefined();
+    const m = await (await h.req('GET', '/metrics')).text();
+    expect(m).toMatch(/^memlora_responses_stored_total 3$/m);
+    expect(m).toMatch(/^memlora_responses_purged_total 1$/m);
   });
 
   it('with retention 0 nothing is stored: responses say store false and previous_response_id is 404 with the reason', async () => {
@@ -182,6 +186,7 @@ describe('stored responses: previous_response_id, GET, input_items, DELETE', () 
     h.db.sqlite.exec('DROP TABLE stored_responses');
     const r = await post({ user: 'alice', input: 'x' });
     expect(r).toMatchObject({ store: false, output: [{ content: [{ text: 'echo x' }] }] });
+    expect(await (await h.req('GET', '/metrics')).text()).toMatch(/^memlora_responses_store_failures_total 1$/m);
   });
 
   it('a conversation past 256 items is 422 before anything is generated', async () => {

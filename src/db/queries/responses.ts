@@ -23,10 +23,10 @@ export interface StoredResponse {
 /** Expired rows one write purges at most: rows expire about as fast as they were written, so a few a write keep up. */
 export const PURGE_BATCH = 64;
 
-/** Stores a response, first purging up to PURGE_BATCH of those created before `keepSince` (ms), oldest first. */
-export function storeResponse(db: Db, r: StoredResponse, keepSince: number): void {
+/** Stores a response, first purging up to PURGE_BATCH of those created before `keepSince` (ms), oldest first; how many it purged. */
+export function storeResponse(db: Db, r: StoredResponse, keepSince: number): { purged: number } {
   const tx = db.sqlite.transaction(() => {
-    statement(db, 'DELETE FROM stored_responses WHERE rowid IN (SELECT rowid FROM stored_responses WHERE created_at < ? ORDER BY created_at LIMIT ?)').run(keepSince, PURGE_BATCH);
+    const purged = statement(db, 'DELETE FROM stored_responses WHERE rowid IN (SELECT rowid FROM stored_responses WHERE created_at < ? ORDER BY created_at LIMIT ?)').run(keepSince, PURGE_BATCH).changes;
     statement(db, 'INSERT INTO stored_responses (id, user_id, created_at, previous_response_id, response, items) VALUES (?, ?, ?, ?, ?, ?)').run(
       r.id,
       r.userId,
@@ -35,8 +35,9 @@ export function storeResponse(db: Db, r: StoredResponse, keepSince: number): voi
       JSON.stringify(r.response),
       JSON.stringify(r.items),
     );
+    return { purged };
   });
-  tx.immediate();
+  return tx.immediate();
 }
 
 interface Row {

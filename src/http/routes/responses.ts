@@ -103,7 +103,10 @@ function responseOf(a: Asked, r: GenerateResult | null, offer: ToolOffer) {
 }
 
 export function registerResponsesRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
-  const { db, config, logger } = deps;
+  const { db, config, logger, metrics } = deps;
+  const stored = metrics.counter('memlora_responses_stored_total', 'Responses of the Responses API stored (store, true unless false).', []);
+  const storeFailures = metrics.counter('memlora_responses_store_failures_total', 'Responses that could not be stored (answered with store: false; the reason is logged).', []);
+  const purged = metrics.counter('memlora_responses_purged_total', 'Stored responses purged past MEMLORA_RESPONSES_RETENTION_DAYS.', []);
 
   app.post('/v1/responses', async (c) => {
     const body = await readJson(c, responsesRequestSchema, config.bodyLimitBytes);
@@ -139,9 +142,12 @@ export function registerResponsesRoutes(app: Hono<AppEnv>, deps: RouteDeps): voi
       const response = responseOf(a, r, offer);
       if (!a.store) return response;
       try {
-        storeResponse(db, { id: response.id, userId, createdAt: Date.now(), previousResponseId: response.previous_response_id, response, items: turn.items }, keptSince(config));
+        const done = storeResponse(db, { id: response.id, userId, createdAt: Date.now(), previousResponseId: response.previous_response_id, response, items: turn.items }, keptSince(config));
+        stored.inc();
+        if (done.purged > 0) purged.inc(undefined, done.purged);
         return response;
       } catch (err) {
+        storeFailures.inc();
         logger.error('response not stored', { requestId: c.get('requestId'), responseId: response.id, err: (err as Error).message });
         return { ...response, store: false };
       }

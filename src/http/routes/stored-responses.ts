@@ -16,7 +16,8 @@ import { parseQuery } from '../validate.js';
 const noQuery = z.strictObject({});
 
 export function registerStoredResponsesRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
-  const { db, config } = deps;
+  const { db, config, metrics } = deps;
+  const deleted = metrics.counter('memlora_responses_deleted_total', 'Stored responses deleted by clients (DELETE /v1/responses/{id}).', []);
 
   const stored = (id: string) => {
     const r = config.responsesRetentionDays > 0 ? getStoredResponse(db, id, keptSince(config)) : undefined;
@@ -53,6 +54,7 @@ export function registerStoredResponsesRoutes(app: Hono<AppEnv>, deps: RouteDeps
     parseQuery(c, noQuery);
     const id = c.req.param('responseId');
     if (config.responsesRetentionDays === 0 || !deleteStoredResponse(db, id, keptSince(config))) throw responseNotFound(id, config);
+    deleted.inc();
     return c.json({ id, object: 'response', deleted: true });
   });
 }
