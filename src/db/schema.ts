@@ -202,6 +202,38 @@ export const storedResponses = sqliteTable(
   (t) => [index('stored_responses_created_at_idx').on(t.createdAt), index('stored_responses_user_id_idx').on(t.userId)],
 );
 
+/**
+ * Conversations of OpenAI's Conversations API: a list of items that responses read before their
+ * input and add their input and output to (POST /v1/responses with `conversation`). Owned by the
+ * user of the first response that used it (or the one named at creation); erasing that user erases
+ * it. Kept until MEMLORA_RESPONSES_RETENTION_DAYS after its last change.
+ */
+export const conversations = sqliteTable(
+  'conversations',
+  {
+    id: text('id').primaryKey(),
+    userId: text('user_id').references(() => users.id, { onDelete: 'cascade' }),
+    createdAt: integer('created_at').notNull(),
+    updatedAt: integer('updated_at').notNull(),
+    metadata: text('metadata', { mode: 'json' }).$type<Record<string, string>>().notNull(),
+  },
+  (t) => [index('conversations_updated_at_idx').on(t.updatedAt), index('conversations_user_id_idx').on(t.userId)],
+);
+
+/** A conversation's items in order (seq), each the JSON of an input item with its id. */
+export const conversationItems = sqliteTable(
+  'conversation_items',
+  {
+    seq: integer('seq').primaryKey({ autoIncrement: true }),
+    id: text('id').notNull(),
+    conversationId: text('conversation_id')
+      .notNull()
+      .references(() => conversations.id, { onDelete: 'cascade' }),
+    item: text('item').notNull(),
+  },
+  (t) => [uniqueIndex('conversation_items_conversation_id_id_unique').on(t.conversationId, t.id), index('conversation_items_conversation_id_seq_idx').on(t.conversationId, t.seq)],
+);
+
 export type UserRow = typeof users.$inferSelect;
 export type HistoryItemRow = typeof historyItems.$inferSelect;
 export type JobRow = typeof injectionJobs.$inferSelect;

@@ -21,6 +21,7 @@ import { registerCacheRoutes } from './routes/cache.js';
 import { registerChatRoutes } from './routes/chat.js';
 import { registerResponsesRoutes } from './routes/responses.js';
 import { registerStoredResponsesRoutes } from './routes/stored-responses.js';
+import { registerConversationRoutes } from './routes/conversations.js';
 import { registerCompletionRoutes } from './routes/completions.js';
 import { registerGenerateRoutes } from './routes/generate.js';
 import { registerHistoryRoutes } from './routes/history.js';
@@ -115,6 +116,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   registerChatRoutes(app, d);
   registerResponsesRoutes(app, d);
   registerStoredResponsesRoutes(app, d);
+  registerConversationRoutes(app, d);
   registerCompletionRoutes(app, d);
   registerScoreRoutes(app, d);
   registerTokenizeRoutes(app, d);

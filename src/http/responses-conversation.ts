@@ -1,6 +1,6 @@
 /**
- * The conversation a Responses API request gives the model: the stored conversation it continues
- * (previous_response_id: the items that response's model read, then its output), its own input as
+ * The conversation a Responses API request gives the model: what it continues (previous_response_id:
+ * the items that stored response's model read, then its output; or a conversation's items), its own input as
  * items with ids (the form they are stored and listed in), past 256 messages refused or, with
  * truncation auto, cut, and as a chat completion's body, validated and mapped as
  * /v1/chat/completions maps it (function calls as tool_calls, their outputs as tool messages, tools
@@ -9,20 +9,27 @@
 import type { z } from 'zod';
 import type { Config } from '../config.js';
 import type { Db } from '../db/client.js';
+import { conversationItems, countConversationItems, getConversation } from '../db/queries/conversations.js';
 import { getStoredResponse } from '../db/queries/responses.js';
 import { ApiError } from './errors.js';
-import { chatCompletionRequestSchema, type responsesRequestSchema, type responsesResponseSchema, type responsesStoredItemSchema } from './schemas.js';
+import { chatCompletionRequestSchema, type responsesRequestSchema, type responsesStoredItemSchema } from './schemas.js';
 import { textOf } from './tools.js';
 import { validationFailed } from './validate.js';
 import { toGenerateRequest } from './routes/chat.js';
 
 export type ResponsesRequest = z.output<typeof responsesRequestSchema>;
-/** An item the model read, as stored and listed (GET /v1/responses/{id}/input_items). */
-type Item = z.output<typeof responsesStoredItemSchema>;
-type OutputItem = z.output<typeof responsesResponseSchema>['output'][number];
+/** An item the model read, as stored and listed (GET /v1/responses/{id}/input_items, a conversation's items). */
+export type Item = z.output<typeof responsesStoredItemSchema>;
+/** A response's output item, as far as the next turn reads it. */
+type OutputItem =
+  | { type: 'message'; id: string; status: string; content: ReadonlyArray<{ text: string }> }
+  | { type: 'function_call'; id: string; call_id: string; name: string; arguments: string; status: string };
 
 /** The most messages a chat body holds: a conversation's items (its continued responses' included) and the instructions. */
 const MAX_CHAT_MESSAGES = 256;
+
+/** The most items a conversation (POST /v1/conversations) holds before a response or a client adds to it. */
+export const MAX_CONVERSATION_ITEMS = 10_000;
 
 const DAY_MS = 86_400_000;
 
@@ -34,10 +41,22 @@ export function responseNotFound(id: string, config: Config): ApiError {
   return new ApiError(404, 'response_not_found', `response ${JSON.stringify(id)} not found${why}`, { id });
 }
 
-/** The request's input as items with ids (made from the response's key), in the form they are stored. */
-function inputItems(body: ResponsesRequest, key: string): Item[] {
-  const input = typeof body.input === 'string' ? [{ type: 'message' as const, role: 'user' as const, content: body.input }] : body.input;
-  return input.map((item, i): Item => {
+export function conversationNotFound(id: string, config: Config): ApiError {
+  const why = config.responsesRetentionDays === 0 ? ': conversations are not stored on this server (MEMLORA_RESPONSES_RETENTION_DAYS=0)' : '';
+  return new ApiError(404, 'conversation_not_found', `conversation ${JSON.stringify(id)} not found${why}`, { id });
+}
+
+/** 422 where `adding` items would take a conversation of `holding` past MAX_CONVERSATION_ITEMS. */
+export function checkConversationRoom(holding: number, adding: number, path: string): void {
+  if (holding + adding <= MAX_CONVERSATION_ITEMS) return;
+  const message = `the conversation holds ${holding} items: ${adding} more would pass ${MAX_CONVERSATION_ITEMS}`;
+  throw new ApiError(422, 'validation_failed', `invalid body: ${path} (${message})`, { issues: [{ path, message, code: 'too_big' }] });
+}
+
+/** Input items (a text is a user message) with ids made from `key`, in the form they are stored. */
+export function itemsOf(input: ResponsesRequest['input'], key: string): Item[] {
+  const list = typeof input === 'string' ? [{ type: 'message' as const, role: 'user' as const, content: input }] : input;
+  return list.map((item, i): Item => {
     if (item.type === 'function_call') return { type: 'function_call', id: `fc_${key}_in${i}`, call_id: item.call_id, name: item.name, arguments: item.arguments, status: 'completed' };
     if (item.type === 'function_call_output') return { type: 'function_call_output', id: `fco_${key}_in${i}`, call_id: item.call_id, output: textOf(item.output), status: 'completed' };
     const type = item.role === 'assistant' ? ('output_text' as const) : ('input_text' as const);
@@ -47,7 +66,7 @@ function inputItems(body: ResponsesRequest, key: string): Item[] {
 }
 
 /** The output items of a response as the next one reads them (log-probabilities and annotations left). */
-function outputItems(output: readonly OutputItem[]): Item[] {
+export function outputItems(output: readonly OutputItem[]): Item[] {
   return output.map((item): Item =>
     item.type === 'message'
       ? { type: 'message', id: item.id, status: item.status as Item['status'], role: 'assistant', content: item.content.map((p) => ({ type: 'output_text' as const, text: p.text })) }
@@ -159,20 +178,37 @@ export function truncated(body: ResponsesRequest, whole: Turn, count: (req: Turn
 }
 
 /**
- * The request's conversation: the stored one it continues, then its input (its items' ids made from
- * `key`). Past 256 messages with the instructions, the oldest items are dropped under truncation auto,
- * otherwise it is refused (422).
+ * The items of the conversation a request names: one unchanged past the retention, none, or another
+ * user's is 404 (an unowned one becomes the user's when the response adds to it).
  */
-export function requestTurn(db: Db, config: Config, body: ResponsesRequest, userId: string, key: string): Turn {
-  const context = body.previous_response_id ? continued(db, config, body.previous_response_id, userId) : [];
-  const input = inputItems(body, key);
+function conversationContext(db: Db, config: Config, id: string, userId: string, adding: number): Item[] {
+  const conversation = config.responsesRetentionDays > 0 ? getConversation(db, id, keptSince(config)) : undefined;
+  if (conversation === undefined || (conversation.userId !== null && conversation.userId !== userId)) throw conversationNotFound(id, config);
+  checkConversationRoom(countConversationItems(db, id), adding, 'input');
+  return conversationItems(db, id) as Item[];
+}
+
+/**
+ * The request's conversation: what it continues (a stored response's, or a conversation's items),
+ * then its input (its items' ids made from `key`). Past 256 messages with the instructions, the
+ * oldest items are dropped under truncation auto, otherwise it is refused (422). With the input as
+ * items and the conversation's id, to add them to it when the response is done.
+ */
+export function requestTurn(db: Db, config: Config, body: ResponsesRequest, userId: string, key: string): { turn: Turn; input: Item[]; conversationId: string | null } {
+  const input = itemsOf(body.input, key);
+  const conversationId = body.conversation == null ? null : typeof body.conversation === 'string' ? body.conversation : body.conversation.id;
+  const context = body.previous_response_id
+    ? continued(db, config, body.previous_response_id, userId)
+    : conversationId !== null
+      ? conversationContext(db, config, conversationId, userId, input.length)
+      : [];
   const items = [...context, ...input];
   const cap = MAX_CHAT_MESSAGES - (body.instructions ? 1 : 0);
-  if (items.length <= cap) return turnOf(body, items);
+  if (items.length <= cap) return { turn: turnOf(body, items), input, conversationId };
   const from = body.truncation === 'auto' ? cutPoints(items).find((i) => i >= items.length - cap) : undefined;
   if (from === undefined) {
-    const message = `the conversation (${context.length} items of previous_response_id's, ${input.length} of the input) exceeds ${cap} items${body.instructions ? ' beside the instructions' : ''}`;
+    const message = `the conversation (${context.length} items before the input, ${input.length} of the input) exceeds ${cap} items${body.instructions ? ' beside the instructions' : ''}`;
     throw new ApiError(422, 'validation_failed', `invalid body: input (${message})`, { issues: [{ path: 'input', message, code: 'too_big' }] });
   }
-  return turnOf(body, items.slice(from));
+  return { turn: turnOf(body, items.slice(from)), input, conversationId };
 }

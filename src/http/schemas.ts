@@ -83,6 +83,8 @@ export const deleteUserResponse = z.object({
     usageDays: z.int().min(0),
     /** Stored responses of the Responses API. */
     responses: z.int().min(0),
+    /** Conversations they owned (with their items). */
+    conversations: z.int().min(0),
     adapterFiles: z.int().min(0),
     adapterBytes: z.int().min(0),
   }),
@@ -1166,6 +1168,11 @@ export const completionChunkSchema = z.object({
 const responsesContentPart = z.looseObject({ type: z.enum(['input_text', 'output_text']), text: z.string().max(MAX_PROMPT_CHARS) });
 
 /** An input item: a message, a function call the model made, or its output (images, files and other items are refused). */
+/** OpenAI's metadata: up to 16 key-value pairs, keys up to 64 characters, values up to 512. */
+const openAiMetadata = z.record(z.string().min(1).max(64), z.string().max(512)).refine((m) => Object.keys(m).length <= 16, { message: 'metadata holds at most 16 pairs' });
+
+const conversationIdSchema = z.string().min(1).max(256);
+
 const responsesInputItem = z.union([
   z.looseObject({
     type: z.literal('message').optional(),
@@ -1202,7 +1209,6 @@ const responsesTextFormat = z.discriminatedUnion('type', [textFormats, jsonSchem
 
 /** Fields of the Responses API that need what memlora does not do here, each refused when it asks for it. */
 const RESPONSES_REFUSED: Record<string, string> = {
-  conversation: 'conversation objects are not supported: continue a stored response with previous_response_id, or send the conversation as input messages',
   background: 'background responses are not supported',
   prompt: 'prompt templates are not supported',
   reasoning: 'reasoning is not supported',
@@ -1221,11 +1227,9 @@ export const responsesRequestSchema = z
     /** Continue a stored response of the same user: its conversation (input and output, not its instructions) comes before the input. */
     previous_response_id: z.string().min(1).max(256).nullable().optional(),
     /** Up to 16 key-value pairs (keys up to 64 characters, values up to 512), echoed in the response and stored with it. */
-    metadata: z
-      .record(z.string().min(1).max(64), z.string().max(512))
-      .refine((m) => Object.keys(m).length <= 16, { message: 'metadata holds at most 16 pairs' })
-      .nullable()
-      .optional(),
+    metadata: openAiMetadata.nullable().optional(),
+    /** A conversation (POST /v1/conversations) whose items come before the input, and to which the input and output are added. */
+    conversation: z.union([conversationIdSchema, z.looseObject({ id: conversationIdSchema })]).nullable().optional(),
     /** auto: drop the conversation's oldest items until it fits the context window (and 256 messages); disabled (the default): refuse it. */
     truncation: z.enum(['auto', 'disabled']).nullable().optional(),
     /** A system message before the input (not carried to the responses that continue this one). */
@@ -1251,6 +1255,7 @@ export const responsesRequestSchema = z
       if (!(RESPONSES_INCLUDES as readonly string[]).includes(x)) ctx.addIssue({ code: 'custom', path: ['include', i], message: `include "${x}" is not supported (only ${RESPONSES_INCLUDES.join(', ')})` });
     }
     const asked = (x: unknown) => x != null && x !== false && !(Array.isArray(x) && x.length === 0) && !(typeof x === 'object' && !Array.isArray(x) && Object.values(x as object).every((y) => y == null));
+    if (v.previous_response_id != null && v.conversation != null) ctx.addIssue({ code: 'custom', path: ['conversation'], message: 'give previous_response_id or conversation, not both' });
     for (const [field, why] of Object.entries(RESPONSES_REFUSED)) {
       if (asked((v as Record<string, unknown>)[field])) ctx.addIssue({ code: 'custom', path: [field], message: why });
     }
@@ -1299,6 +1304,7 @@ export const responsesResponseSchema = z.object({
   previous_response_id: z.string().nullable(),
   truncation: z.enum(['auto', 'disabled']),
   metadata: z.record(z.string(), z.string()),
+  conversation: z.object({ id: z.string() }).nullable(),
   /** Null until the response is done (in the stream's first events). */
   usage: responsesUsage.nullable(),
   memlora: z.object({ personalization: personalizationSchema, timings: generateResultSchema.shape.timings }).nullable(),
@@ -1336,6 +1342,38 @@ export const responsesInputItemListSchema = z.object({
 
 /** DELETE /v1/responses/{id}. */
 export const responsesDeletedSchema = z.object({ id: z.string(), object: z.literal('response'), deleted: z.literal(true) });
+
+// ---------------------------------------------------------------------------------------------
+// OpenAI's Conversations API (/v1/conversations): lists of items that responses read before their
+// input and add their input and output to.
+
+/** POST /v1/conversations: up to 20 first items, metadata, and (memlora) the user who owns it. */
+export const conversationCreateSchema = z.looseObject({
+  items: z.array(responsesInputItem).max(20).nullable().optional(),
+  metadata: openAiMetadata.nullable().optional(),
+  /** memlora extension: the owner; absent, the user of the first response that uses it. */
+  user: userIdSchema.optional(),
+});
+
+/** POST /v1/conversations/{id}: its metadata replaced. */
+export const conversationUpdateSchema = z.looseObject({ metadata: openAiMetadata });
+
+/** POST /v1/conversations/{id}/items: 1-20 items added at its end. */
+export const conversationItemsAddSchema = z.looseObject({ items: z.array(responsesInputItem).min(1).max(20) });
+
+export const conversationSchema = z.object({
+  id: z.string(),
+  object: z.literal('conversation'),
+  created_at: z.int(),
+  metadata: z.record(z.string(), z.string()),
+  /** The owner: null until a response uses the conversation (unless named at its creation). */
+  memlora: z.object({ userId: userIdSchema.nullable() }),
+});
+
+export const conversationDeletedSchema = z.object({ id: z.string(), object: z.literal('conversation.deleted'), deleted: z.literal(true) });
+
+/** A page of a conversation's items (GET and POST /v1/conversations/{id}/items). */
+export const conversationItemListSchema = responsesInputItemListSchema;
 
 /** GET /v1/models/{model}: an OpenAI model object, with the base model's directory name. */
 export const modelSchema = z.object({

@@ -117,7 +117,7 @@ describe('DELETE /v1/users/{userId}', () => {
     expect(res.status).toBe(200);
     expect(deleteUserResponse.parse(await json(res))).toEqual({
       userId: 'alice',
-      removed: { historyItems: 2, jobs: 1, trials: 1, adapterVersions: 1, usageDays: 0, responses: 0, adapterFiles: 3, adapterBytes: 1000 + 10 + 2 },
+      removed: { historyItems: 2, jobs: 1, trials: 1, adapterVersions: 1, usageDays: 0, responses: 0, conversations: 0, adapterFiles: 3, adapterBytes: 1000 + 10 + 2 },
     });
     expect(existsSync(aliceDir)).toBe(false);
     expect(existsSync(join(bobDir, 'x.bin'))).toBe(true);
@@ -134,7 +134,7 @@ describe('DELETE /v1/users/{userId}', () => {
     h = makeHarness();
     await h.req('PUT', '/v1/users/carol');
     const body = await json(await h.req('DELETE', '/v1/users/carol'));
-    expect(body.removed).toEqual({ historyItems: 0, jobs: 0, trials: 0, adapterVersions: 0, usageDays: 0, responses: 0, adapterFiles: 0, adapterBytes: 0 });
+    expect(body.removed).toEqual({ historyItems: 0, jobs: 0, trials: 0, adapterVersions: 0, usageDays: 0, responses: 0, conversations: 0, adapterFiles: 0, adapterBytes: 0 });
   });
 
   it('asks the job runner to stop a running job first', async () => {

@@ -17,6 +17,7 @@ import { createAdapterVersion } from '../../src/db/queries/adapters.js';
 import { appendHistory, countHistory } from '../../src/db/queries/history.js';
 import { createJob } from '../../src/db/queries/jobs.js';
 import { storeResponse } from '../../src/db/queries/responses.js';
+import { createConversation } from '../../src/db/queries/conversations.js';
 import { createUser, userExists } from '../../src/db/queries/users.js';
 import { OPENAPI_FILE } from '../../src/http/app.js';
 import * as schemas from '../../src/http/schemas.js';
@@ -119,9 +120,9 @@ const CODES_BY_STATUS: Record<number, string[]> = {
   408: ['request_timeout'],
   431: ['headers_too_large'],
   401: ['unauthorized'],
-  404: ['not_found', 'user_not_found', 'job_not_found', 'adapter_not_found', 'model_not_found', 'history_item_not_found', 'response_not_found'],
+  404: ['not_found', 'user_not_found', 'job_not_found', 'adapter_not_found', 'model_not_found', 'history_item_not_found', 'response_not_found', 'conversation_not_found', 'item_not_found'],
   405: ['method_not_allowed'],
-  409: ['job_active', 'job_finished', 'adapter_unusable', 'adapter_active', 'adapters_disabled'],
+  409: ['job_active', 'job_finished', 'adapter_unusable', 'adapter_active', 'adapters_disabled', 'conversations_disabled'],
   413: ['body_too_large'],
   422: ['validation_failed', 'invalid_user_id', 'invalid_cursor', 'prompt_too_long', 'token_out_of_range', 'unsupported_schema', 'unsupported_regex', 'unsupported_grammar', 'invalid_version', 'invalid_item_id'],
   429: ['queue_full', 'user_queue_full', 'quota_exceeded'],
@@ -172,10 +173,12 @@ const anyCodeUnit = fc.integer({ min: 0, max: 0xffff }).map((c) => String.fromCh
 const KNOWN_JOB = '{{job}}';
 const KNOWN_ITEM = '{{item}}';
 const KNOWN_RESPONSE = '{{response}}';
+const KNOWN_CONVERSATION = '{{conversation}}';
+const KNOWN_CONVERSATION_ITEM = '{{conversation-item}}';
 
-function segmentArb(param: string): fc.Arbitrary<string> {
+function segmentArb(param: string, conversationRoute: boolean): fc.Arbitrary<string> {
   const known =
-    param === 'jobId' ? fc.constant(KNOWN_JOB) : param === 'responseId' ? fc.constant(KNOWN_RESPONSE) : param === 'itemId' ? fc.constantFrom(KNOWN_ITEM, KNOWN_ITEM, KNOWN_ITEM, '1', '0', '-1', '99999999999') : param === 'model' ? fc.constant('memlora') : param === 'version' ? fc.constantFrom('2', '2', '2', '1', '01', '-1', '1.0', '99999999999') : fc.constantFrom('alice', 'bob');
+    param === 'jobId' ? fc.constant(KNOWN_JOB) : param === 'responseId' ? fc.constant(KNOWN_RESPONSE) : param === 'conversationId' ? fc.constant(KNOWN_CONVERSATION) : param === 'itemId' && conversationRoute ? fc.constant(KNOWN_CONVERSATION_ITEM) : param === 'itemId' ? fc.constantFrom(KNOWN_ITEM, KNOWN_ITEM, KNOWN_ITEM, '1', '0', '-1', '99999999999') : param === 'model' ? fc.constant('memlora') : param === 'version' ? fc.constantFrom('2', '2', '2', '1', '01', '-1', '1.0', '99999999999') : fc.constantFrom('alice', 'bob');
   return fc.oneof(
     { weight: 5, arbitrary: known as fc.Arbitrary<string> },
     { weight: 2, arbitrary: validishId.map(encodeURIComponent) },
@@ -390,7 +393,7 @@ interface Case {
 }
 
 function caseArb(op: Operation): fc.Arbitrary<Case> {
-  const segments = fc.tuple(...op.pathParams.map(segmentArb));
+  const segments = fc.tuple(...op.pathParams.map((p) => segmentArb(p, op.template.startsWith('/v1/conversations'))));
   const path = segments.map((segs) => {
     let p = op.template;
     op.pathParams.forEach((name, i) => (p = p.replace(`{${name}}`, segs[i])));
@@ -468,6 +471,12 @@ function seed(): void {
     };
     storeResponse(h.db, { id, userId: 'alice', createdAt: Date.now(), previousResponseId: null, response, items }, 0);
   }
+  // A conversation with items, for the conversation routes (their DELETE cases delete them one by one).
+  if (!h.db.sqlite.prepare('SELECT 1 FROM conversation_items').get()) {
+    const id = `conv_seed${Date.now()}${Math.random().toString(16).slice(2, 8)}`;
+    const items = [0, 1].map((i) => ({ type: 'message', id: `msg_${id}_in${i}`, status: 'completed', role: 'user', content: [{ type: 'input_text', text: `hello ${i}` }] }));
+    createConversation(h.db, { id, userId: null, createdAt: Date.now(), updatedAt: Date.now(), metadata: {} }, items, 0);
+  }
   if (countHistory(h.db, 'alice') < 2) appendHistory(h.db, 'alice', [{ kind: 'post', text: 'alice again' }, { kind: 'post', text: 'and again' }]);
   if (!userExists(h.db, 'bob')) {
     createUser(h.db, { id: 'bob' });
@@ -498,6 +507,16 @@ function latestItemId(path: string): string {
 function latestResponseId(): string {
   const row = h.db.sqlite.prepare('SELECT id FROM stored_responses ORDER BY created_at DESC LIMIT 1').get() as { id: string } | undefined;
   return row?.id ?? 'resp_none';
+}
+
+/** The latest conversation, and the latest item of the latest conversation that has any. */
+function latestConversationId(): string {
+  const row = h.db.sqlite.prepare('SELECT id FROM conversations ORDER BY created_at DESC, rowid DESC LIMIT 1').get() as { id: string } | undefined;
+  return row?.id ?? 'conv_none';
+}
+function latestConversationItem(): { conversationId: string; itemId: string } | undefined {
+  const row = h.db.sqlite.prepare('SELECT conversation_id AS c, id FROM conversation_items ORDER BY seq DESC LIMIT 1').get() as { c: string; id: string } | undefined;
+  return row && { conversationId: row.c, itemId: row.id };
 }
 
 function latestJobId(): string {
@@ -561,6 +580,7 @@ function checkEffects(op: Operation, status: number, json: any, sentBody: unknow
         trials: -r.trials,
         adapter_versions: -r.adapterVersions,
         stored_responses: -r.responses,
+        conversations: -r.conversations,
       });
       if (problem) return problem;
       const dir = `${userDirName(json.userId)}/`;
@@ -646,6 +666,30 @@ function checkEffects(op: Operation, status: number, json: any, sentBody: unknow
       }
       return sameCountsExcept(before, after, { stored_responses: moved }) ?? (after.files.join() !== before.files.join() ? 'adapter files changed' : null);
     }
+    case 'POST /v1/conversations': {
+      const added = (after.counts.conversation_items ?? 0) - (before.counts.conversation_items ?? 0);
+      const want = ((sentBody as { items?: unknown[] } | undefined)?.items ?? []).length;
+      if (added !== want) return `conversation_items moved by ${added}, ${want} sent`;
+      const row = h.db.sqlite.prepare('SELECT metadata FROM conversations WHERE id = ?').get(json?.id) as { metadata: string } | undefined;
+      if (row?.metadata !== JSON.stringify(json.metadata)) return 'the conversation is not stored as answered';
+      // Creation purges conversations past the retention: none here.
+      return sameCountsExcept(before, after, { conversations: 1, conversation_items: added }) ?? (after.files.join() !== before.files.join() ? 'adapter files changed' : null);
+    }
+    case 'POST /v1/conversations/{conversationId}': {
+      const row = h.db.sqlite.prepare('SELECT metadata FROM conversations WHERE id = ?').get(decoded(segs.conversationId)) as { metadata: string } | undefined;
+      if (row?.metadata !== JSON.stringify((sentBody as { metadata: unknown }).metadata)) return `metadata ${row?.metadata} after setting ${JSON.stringify((sentBody as { metadata: unknown }).metadata)}`;
+      return sameCountsExcept(before, after, {}) ?? (after.files.join() !== before.files.join() ? 'adapter files changed' : null);
+    }
+    case 'DELETE /v1/conversations/{conversationId}': {
+      const gone = (before.counts.conversation_items ?? 0) - (after.counts.conversation_items ?? 0);
+      if (h.db.sqlite.prepare('SELECT 1 FROM conversations WHERE id = ?').get(decoded(segs.conversationId))) return 'the conversation is still there';
+      return sameCountsExcept(before, after, { conversations: -1, conversation_items: -gone }) ?? (after.files.join() !== before.files.join() ? 'adapter files changed' : null);
+    }
+    case 'POST /v1/conversations/{conversationId}/items':
+      return sameCountsExcept(before, after, { conversation_items: (sentBody as { items: unknown[] }).items.length }) ?? (after.files.join() !== before.files.join() ? 'adapter files changed' : null);
+    case 'DELETE /v1/conversations/{conversationId}/items/{itemId}':
+      if (h.db.sqlite.prepare('SELECT 1 FROM conversation_items WHERE conversation_id = ? AND id = ?').get(decoded(segs.conversationId), decoded(segs.itemId))) return 'the item is still there';
+      return sameCountsExcept(before, after, { conversation_items: -1 }) ?? (after.files.join() !== before.files.join() ? 'adapter files changed' : null);
     case 'DELETE /v1/responses/{responseId}': {
       if (h.db.sqlite.prepare('SELECT 1 FROM stored_responses WHERE id = ?').get(decoded(segs.responseId))) return 'the response is still there';
       return sameCountsExcept(before, after, { stored_responses: -1 }) ?? (after.files.join() !== before.files.join() ? 'adapter files changed' : null);
@@ -686,6 +730,12 @@ async function runCase(op: Operation, c: Case): Promise<void> {
 async function runSeededCase(op: Operation, c: Case): Promise<void> {
   const segs: Record<string, string> = {};
   let path = c.path.replace(KNOWN_JOB, latestJobId()).replace(KNOWN_ITEM, latestItemId(c.path)).replace(KNOWN_RESPONSE, latestResponseId());
+  if (path.includes(KNOWN_CONVERSATION_ITEM)) {
+    // An item and its own conversation, when the case names the known conversation.
+    const latest = latestConversationItem();
+    path = path.replace(KNOWN_CONVERSATION_ITEM, latest?.itemId ?? 'msg_none').replace(KNOWN_CONVERSATION, latest?.conversationId ?? latestConversationId());
+  }
+  path = path.replace(KNOWN_CONVERSATION, latestConversationId());
   for (const [i, seg] of path.split('/').entries()) {
     const name = op.template.split('/')[i]?.match(/^\{(\w+)\}$/)?.[1];
     if (name) segs[name] = seg;

@@ -553,6 +553,28 @@ describe('the official OpenAI client, unmodified, against the real server', () =
     expect(((kept.at(-1) as { content: Array<{ text: string }> }).content[0]).text).toBe(longInput[59].content);
   });
 
+  it('conversations through OpenAI\'s client: a response in a conversation reads it and adds to it, as sending the conversation whole', async () => {
+    const vanilla = { mode: 'vanilla' } as Record<string, unknown>;
+    const conv = await openai.conversations.create({ items: [{ type: 'message', role: 'user', content: 'Once upon a time' }] });
+    const first = await openai.responses.create({ model: 'memlora:alice', conversation: conv.id, input: 'there was', max_output_tokens: 6, ...vanilla });
+    const next = await openai.responses.create({ model: 'memlora:alice', conversation: { id: conv.id }, input: 'Then', max_output_tokens: 6, ...vanilla });
+    const whole = await openai.responses.create({
+      model: 'memlora:alice',
+      input: [{ role: 'user', content: 'Once upon a time' }, { role: 'user', content: 'there was' }, { role: 'assistant', content: first.output_text }, { role: 'user', content: 'Then' }],
+      max_output_tokens: 6,
+      store: false,
+      ...vanilla,
+    });
+    expect(next.output_text).toBe(whole.output_text);
+    expect(next.usage?.input_tokens).toBe(whole.usage?.input_tokens);
+    const items = [];
+    for await (const item of openai.conversations.items.list(conv.id, { order: 'asc' })) items.push(item);
+    expect(items.map((i) => (i.type === 'message' ? (i.content[0] as { text: string }).text : i.type))).toEqual(['Once upon a time', 'there was', first.output_text, 'Then', next.output_text]);
+    expect((await openai.conversations.retrieve(conv.id)).id).toBe(conv.id);
+    await openai.conversations.delete(conv.id);
+    await expect(openai.conversations.retrieve(conv.id)).rejects.toMatchObject({ status: 404 });
+  });
+
   it('response_format json_object: the reply is JSON, through the user\'s adapter (whose favourite token the grammar holds back)', async () => {
     const r = await openai.chat.completions.create({ model: 'memlora', user: 'alice', messages: hello, max_tokens: 24, response_format: { type: 'json_object' } });
     const text = r.choices[0].message.content ?? '';

@@ -3,7 +3,7 @@ import { asc, count, eq, gt } from 'drizzle-orm';
 import { inTransaction, type Db } from '../client.js';
 import { statement } from '../statements.js';
 import { clampLimit, decodeCursor, isShortString, pageOf, type Page } from '../cursor.js';
-import { adapterVersions, historyItems, injectionJobs, storedResponses, trials, usageDaily, users, type JsonObject, type UserRow } from '../schema.js';
+import { adapterVersions, conversations, historyItems, injectionJobs, storedResponses, trials, usageDaily, users, type JsonObject, type UserRow } from '../schema.js';
 
 export type User = UserRow;
 
@@ -70,13 +70,15 @@ export interface DeletedUserCounts {
   usageDays: number;
   /** Stored responses of the Responses API (expired ones not yet purged included). */
   responses: number;
+  /** Conversations of the Conversations API they own (with their items). */
+  conversations: number;
 }
 
 /** Deletes the user and (by cascade) every row they own; undefined if there was no such user. */
 export function deleteUser(db: Db, id: string): DeletedUserCounts | undefined {
   return inTransaction(db, () => {
     if (!userExists(db, id)) return undefined;
-    const countOf = (table: typeof historyItems | typeof injectionJobs | typeof trials | typeof adapterVersions | typeof usageDaily | typeof storedResponses) =>
+    const countOf = (table: typeof historyItems | typeof injectionJobs | typeof trials | typeof adapterVersions | typeof usageDaily | typeof storedResponses | typeof conversations) =>
       db.orm.select({ n: count() }).from(table).where(eq(table.userId, id)).get()?.n ?? 0;
     const counts: DeletedUserCounts = {
       historyItems: countOf(historyItems),
@@ -85,6 +87,7 @@ export function deleteUser(db: Db, id: string): DeletedUserCounts | undefined {
       adapterVersions: countOf(adapterVersions),
       usageDays: countOf(usageDaily),
       responses: countOf(storedResponses),
+      conversations: countOf(conversations),
     };
     db.orm.delete(users).where(eq(users.id, id)).run();
     return counts;

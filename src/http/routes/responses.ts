@@ -14,7 +14,8 @@ import { streamSSE } from 'hono/streaming';
 import { storeResponse } from '../../db/queries/responses.js';
 import { userExists } from '../../db/queries/users.js';
 import type { AppEnv, RouteDeps } from '../context.js';
-import { type ResponsesRequest, keptSince, requestTurn, truncated } from '../responses-conversation.js';
+import { appendConversationItems } from '../../db/queries/conversations.js';
+import { type ResponsesRequest, keptSince, outputItems, requestTurn, truncated } from '../responses-conversation.js';
 import { responsesRequestSchema } from '../schemas.js';
 import type { GenerateResult, TokenLogprob } from '../services.js';
 import { openAiTokenLogprobs, openAiUserId } from '../openai.js';
@@ -88,6 +89,7 @@ function responseOf(a: Asked, r: GenerateResult | null, offer: ToolOffer) {
     previous_response_id: a.body.previous_response_id ?? null,
     truncation: a.body.truncation ?? 'disabled',
     metadata: a.body.metadata ?? {},
+    conversation: a.body.conversation == null ? null : { id: typeof a.body.conversation === 'string' ? a.body.conversation : a.body.conversation.id },
     usage:
       r === null
         ? null
@@ -107,6 +109,7 @@ export function registerResponsesRoutes(app: Hono<AppEnv>, deps: RouteDeps): voi
   const stored = metrics.counter('memlora_responses_stored_total', 'Responses of the Responses API stored (store, true unless false).', []);
   const storeFailures = metrics.counter('memlora_responses_store_failures_total', 'Responses that could not be stored (answered with store: false; the reason is logged).', []);
   const purged = metrics.counter('memlora_responses_purged_total', 'Stored responses purged past MEMLORA_RESPONSES_RETENTION_DAYS.', []);
+  const conversationFailures = metrics.counter('memlora_responses_conversation_failures_total', 'Responses whose input and output could not be added to their conversation (deleted meanwhile, or taken by another user).', []);
 
   app.post('/v1/responses', async (c) => {
     const body = await readJson(c, responsesRequestSchema, config.bodyLimitBytes);
@@ -114,8 +117,9 @@ export function registerResponsesRoutes(app: Hono<AppEnv>, deps: RouteDeps): voi
     // The response's key: its id and its items' ids are made from it (random, so unguessable: a
     // stored response is read by its id).
     const key = randomBytes(12).toString('hex');
-    let turn = requestTurn(db, config, body, userId, key);
     if (!userExists(db, userId)) throw userNotFound(userId);
+    const asked = requestTurn(db, config, body, userId, key);
+    let turn = asked.turn;
     const gen = requireGenerate(deps);
     if (body.truncation === 'auto') {
       const tokenizer = requireTokenizer(deps);
@@ -137,9 +141,22 @@ export function registerResponsesRoutes(app: Hono<AppEnv>, deps: RouteDeps): voi
       topP: req.topP,
       store: body.store !== false && config.responsesRetentionDays > 0,
     };
-    /** The finished response, stored when asked (a failed write is logged and the response says store: false). */
+    /**
+     * The finished response, its input and output added to its conversation, and stored when asked
+     * (a failed write is logged; the response then says store: false).
+     */
     const finished = (r: GenerateResult) => {
       const response = responseOf(a, r, offer);
+      if (asked.conversationId !== null) {
+        const added = [...asked.input, ...outputItems(response.output)];
+        let ok = false;
+        try {
+          ok = appendConversationItems(db, asked.conversationId, added, keptSince(config), userId);
+        } catch (err) {
+          logger.error('conversation items not added', { requestId: c.get('requestId'), conversationId: asked.conversationId, err: (err as Error).message });
+        }
+        if (!ok) conversationFailures.inc();
+      }
       if (!a.store) return response;
       try {
         const done = storeResponse(db, { id: response.id, userId, createdAt: Date.now(), previousResponseId: response.previous_response_id, response, items: turn.items }, keptSince(config));

@@ -49,7 +49,7 @@ describe('users', () => {
     createTrial(t.db, { jobId: job.id, userId: 'alice', idx: 0, config: {}, status: 'completed' });
     createTrial(t.db, { jobId: job.id, userId: 'alice', idx: 1, config: {}, status: 'completed' });
     createAdapterVersion(t.db, { userId: 'alice', config: {}, filePath: 'x', sha256: 'y', metrics: {}, status: 'ready', activate: true });
-    expect(deleteUser(t.db, 'alice')).toEqual({ historyItems: 2, jobs: 1, trials: 2, adapterVersions: 1, usageDays: 0, responses: 0 });
+    expect(deleteUser(t.db, 'alice')).toEqual({ historyItems: 2, jobs: 1, trials: 2, adapterVersions: 1, usageDays: 0, responses: 0, conversations: 0 });
     expect(getUser(t.db, 'alice')).toBeUndefined();
     expect(deleteUser(t.db, 'alice')).toBeUndefined();
     expect(t.db.sqlite.prepare('SELECT count(*) AS n FROM history_items').get()).toEqual({ n: 1 });
