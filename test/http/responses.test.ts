@@ -222,7 +222,6 @@ describe('POST /v1/responses', () => {
       { user: 'alice', input: [] },
       { user: 'alice', input: [{ role: 'user', content: [{ type: 'input_image', image_url: 'https://x/y.png' }] }] },
       { user: 'alice', input: [{ type: 'function_call_output', call_id: 'c1', output: [{ type: 'input_image', image_url: 'https://x/y.png' }] }] },
-      { user: 'alice', input: 'x', conversation: 'conv_1' },
       { user: 'alice', input: 'x', background: true },
       { user: 'alice', input: 'x', tools: [{ type: 'web_search' }] },
       { user: 'alice', input: 'x', tool_choice: 'required' },
@@ -247,6 +246,7 @@ describe('POST /v1/responses', () => {
     expect(res.status).toBe(200);
     await expectError(await h.req('POST', '/v1/responses', { user: 'bob', input: 'x' }), 404, 'user_not_found');
     await expectError(await h.req('POST', '/v1/responses', { user: 'alice', input: 'x', previous_response_id: 'resp_1' }), 404, 'response_not_found');
+    await expectError(await h.req('POST', '/v1/responses', { user: 'alice', input: 'x', conversation: 'conv_1' }), 404, 'conversation_not_found');
     expect(gen.calls).toHaveLength(1);
     await setup(false);
     await expectError(await h.req('POST', '/v1/responses', { user: 'alice', input: 'x' }), 503, 'model_unavailable');
