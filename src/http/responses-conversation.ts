@@ -9,7 +9,7 @@
 import type { z } from 'zod';
 import type { Config } from '../config.js';
 import type { Db } from '../db/client.js';
-import { conversationItems, countConversationItems, getConversation } from '../db/queries/conversations.js';
+import { countConversationItems, getConversation, lastConversationItems } from '../db/queries/conversations.js';
 import { getStoredResponse } from '../db/queries/responses.js';
 import { ApiError } from './errors.js';
 import { chatCompletionRequestSchema, type responsesRequestSchema, type responsesStoredItemSchema } from './schemas.js';
@@ -178,14 +178,16 @@ export function truncated(body: ResponsesRequest, whole: Turn, count: (req: Turn
 }
 
 /**
- * The items of the conversation a request names: one unchanged past the retention, none, or another
- * user's is 404 (an unowned one becomes the user's when the response adds to it).
+ * The conversation a request names: how many items it holds and the last MAX_CHAT_MESSAGES of them
+ * (no request reads more). One unchanged past the retention, none, or another user's is 404 (an
+ * unowned one becomes the user's when the response adds to it).
  */
-function conversationContext(db: Db, config: Config, id: string, userId: string, adding: number): Item[] {
+function conversationContext(db: Db, config: Config, id: string, userId: string, adding: number): { items: Item[]; total: number } {
   const conversation = config.responsesRetentionDays > 0 ? getConversation(db, id, keptSince(config)) : undefined;
   if (conversation === undefined || (conversation.userId !== null && conversation.userId !== userId)) throw conversationNotFound(id, config);
-  checkConversationRoom(countConversationItems(db, id), adding, 'input');
-  return conversationItems(db, id) as Item[];
+  const total = countConversationItems(db, id);
+  checkConversationRoom(total, adding, 'input');
+  return { items: lastConversationItems(db, id, MAX_CHAT_MESSAGES) as Item[], total };
 }
 
 /**
@@ -197,17 +199,18 @@ function conversationContext(db: Db, config: Config, id: string, userId: string,
 export function requestTurn(db: Db, config: Config, body: ResponsesRequest, userId: string, key: string): { turn: Turn; input: Item[]; conversationId: string | null } {
   const input = itemsOf(body.input, key);
   const conversationId = body.conversation == null ? null : typeof body.conversation === 'string' ? body.conversation : body.conversation.id;
+  const before = (items: Item[]) => ({ items, total: items.length });
   const context = body.previous_response_id
-    ? continued(db, config, body.previous_response_id, userId)
+    ? before(continued(db, config, body.previous_response_id, userId))
     : conversationId !== null
       ? conversationContext(db, config, conversationId, userId, input.length)
-      : [];
-  const items = [...context, ...input];
+      : before([]);
+  const items = [...context.items, ...input];
   const cap = MAX_CHAT_MESSAGES - (body.instructions ? 1 : 0);
-  if (items.length <= cap) return { turn: turnOf(body, items), input, conversationId };
+  if (context.total + input.length <= cap) return { turn: turnOf(body, items), input, conversationId };
   const from = body.truncation === 'auto' ? cutPoints(items).find((i) => i >= items.length - cap) : undefined;
   if (from === undefined) {
-    const message = `the conversation (${context.length} items before the input, ${input.length} of the input) exceeds ${cap} items${body.instructions ? ' beside the instructions' : ''}`;
+    const message = `the conversation (${context.total} items before the input, ${input.length} of the input) exceeds ${cap} items${body.instructions ? ' beside the instructions' : ''}`;
     throw new ApiError(422, 'validation_failed', `invalid body: input (${message})`, { issues: [{ path: 'input', message, code: 'too_big' }] });
   }
   return { turn: turnOf(body, items.slice(from)), input, conversationId };

@@ -126,6 +126,17 @@ describe('conversations', () => {
     expect(texts(await items(conv.id))).toHaveLength(4 + 8 + 2);
   });
 
+  it('a conversation past 256 items: refused as sent, its tail read with truncation auto (no more of it read than a request can use)', async () => {
+    await setup();
+    const conv = await create();
+    appendConversationItems(h.db, conv.id, Array.from({ length: 300 }, (_, i) => ({ id: `m${i}`, type: 'message', role: 'user', status: 'completed', content: [{ type: 'input_text', text: String.fromCharCode(0x100 + i) }] })), 0);
+    const err = await expectError(await h.req('POST', '/v1/responses', { user: 'alice', conversation: conv.id, input: 'x' }), 422, 'validation_failed');
+    expect(err.message).toContain('300 items before the input');
+    await respond({ user: 'alice', conversation: conv.id, input: 'x', truncation: 'auto', max_output_tokens: 10 });
+    expect(sent()).toEqual([...Array.from({ length: 255 }, (_, i) => String.fromCharCode(0x100 + 45 + i)), 'x']);
+    expect(texts(await items(conv.id, 'limit=2'))).toEqual(['echo x', 'x']);
+  });
+
   it('kept MEMLORA_RESPONSES_RETENTION_DAYS after their last change; with 0 none are made', async () => {
     await setup({ MEMLORA_RESPONSES_RETENTION_DAYS: '1' });
     const old = await create({ items: [{ role: 'user', content: 'x' }] });

@@ -88,10 +88,10 @@ export function countConversationItems(db: Db, id: string): number {
   return (statement(db, 'SELECT count(*) AS n FROM conversation_items WHERE conversation_id = ?').get(id) as { n: number }).n;
 }
 
-/** Every item of the conversation, oldest first. */
-export function conversationItems(db: Db, id: string): ConversationItem[] {
-  const rows = statement(db, 'SELECT item FROM conversation_items WHERE conversation_id = ? ORDER BY seq').all(id) as Array<{ item: string }>;
-  return rows.map((r) => JSON.parse(r.item) as ConversationItem);
+/** The conversation's last `limit` items, oldest first. */
+export function lastConversationItems(db: Db, id: string, limit: number): ConversationItem[] {
+  const rows = statement(db, 'SELECT item FROM conversation_items WHERE conversation_id = ? ORDER BY seq DESC LIMIT ?').all(id, limit) as Array<{ item: string }>;
+  return rows.reverse().map((r) => JSON.parse(r.item) as ConversationItem);
 }
 
 /**
