@@ -137,6 +137,20 @@ describe('conversations', () => {
     expect(texts(await items(conv.id, 'limit=2'))).toEqual(['echo x', 'x']);
   });
 
+  it('a conversation deleted while its response runs: the response is answered, the failure logged and counted', async () => {
+    await setup();
+    const conv = await create();
+    const generate = gen.generate.bind(gen);
+    gen.generate = async (req, signal) => {
+      h.db.sqlite.prepare('DELETE FROM conversations WHERE id = ?').run(conv.id);
+      return generate(req, signal);
+    };
+    const r = await respond({ user: 'alice', conversation: conv.id, input: 'x' });
+    expect(r.output[0]).toMatchObject({ content: [{ text: 'echo x' }] });
+    expect(await (await h.req('GET', '/metrics')).text()).toMatch(/^memlora_responses_conversation_failures_total 1$/m);
+    expect(h.logger.lines.find((l) => l.msg === 'conversation items not added')).toMatchObject({ level: 'error', fields: { conversationId: conv.id } });
+  });
+
   it('kept MEMLORA_RESPONSES_RETENTION_DAYS after their last change; with 0 none are made', async () => {
     await setup({ MEMLORA_RESPONSES_RETENTION_DAYS: '1' });
     const old = await create({ items: [{ role: 'user', content: 'x' }] });

@@ -141,22 +141,22 @@ export function registerResponsesRoutes(app: Hono<AppEnv>, deps: RouteDeps): voi
       topP: req.topP,
       store: body.store !== false && config.responsesRetentionDays > 0,
     };
-    /**
-     * The finished response, its input and output added to its conversation, and stored when asked
-     * (a failed write is logged; the response then says store: false).
-     */
+    /** The response's input and output added to its conversation (a failure is logged and counted, never the response's). */
+    const addToConversation = (response: ReturnType<typeof responseOf>) => {
+      if (asked.conversationId === null) return;
+      let why = "the conversation was deleted meanwhile, or another user's response took it";
+      try {
+        if (appendConversationItems(db, asked.conversationId, [...asked.input, ...outputItems(response.output)], keptSince(config), userId)) return;
+      } catch (err) {
+        why = (err as Error).message;
+      }
+      conversationFailures.inc();
+      logger.error('conversation items not added', { requestId: c.get('requestId'), conversationId: asked.conversationId, err: why });
+    };
+    /** The finished response, added to its conversation and stored when asked (a failed write is logged; the response then says store: false). */
     const finished = (r: GenerateResult) => {
       const response = responseOf(a, r, offer);
-      if (asked.conversationId !== null) {
-        const added = [...asked.input, ...outputItems(response.output)];
-        let ok = false;
-        try {
-          ok = appendConversationItems(db, asked.conversationId, added, keptSince(config), userId);
-        } catch (err) {
-          logger.error('conversation items not added', { requestId: c.get('requestId'), conversationId: asked.conversationId, err: (err as Error).message });
-        }
-        if (!ok) conversationFailures.inc();
-      }
+      addToConversation(response);
       if (!a.store) return response;
       try {
         const done = storeResponse(db, { id: response.id, userId, createdAt: Date.now(), previousResponseId: response.previous_response_id, response, items: turn.items }, keptSince(config));
