@@ -53,6 +53,9 @@ export function checkConversationRoom(holding: number, adding: number, path: str
   throw new ApiError(422, 'validation_failed', `invalid body: ${path} (${message})`, { issues: [{ path, message, code: 'too_big' }] });
 }
 
+/** A page of items as the API lists them (a response's input items, a conversation's items). */
+export const itemList = (data: ReadonlyArray<{ id: string }>, hasMore: boolean) => ({ object: 'list' as const, data, first_id: data[0]?.id ?? null, last_id: data.at(-1)?.id ?? null, has_more: hasMore });
+
 /** Input items (a text is a user message) with ids made from `key`, in the form they are stored. */
 export function itemsOf(input: ResponsesRequest['input'], key: string): Item[] {
   const list = typeof input === 'string' ? [{ type: 'message' as const, role: 'user' as const, content: input }] : input;

@@ -1324,6 +1324,9 @@ export const responsesStoredItemSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('function_call_output'), id: z.string(), call_id: z.string(), output: z.string(), status: responsesStoredItemStatus }),
 ]);
 
+/** A query that takes no parameters (a stored response or conversation read or deleted): any is refused. */
+export const noQuery = z.strictObject({});
+
 /** GET /v1/responses/{id}/input_items: a page of the items, newest first unless order=asc. */
 export const responsesInputItemsQuery = z.strictObject({
   limit: queryInt(1, 100).optional(),

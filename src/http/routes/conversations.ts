@@ -9,7 +9,6 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { Hono } from 'hono';
-import { z } from 'zod';
 import {
   type Conversation,
   appendConversationItems,
@@ -25,17 +24,12 @@ import {
 import { userExists } from '../../db/queries/users.js';
 import type { AppEnv, RouteDeps } from '../context.js';
 import { ApiError } from '../errors.js';
-import { checkConversationRoom, conversationNotFound, itemsOf, keptSince } from '../responses-conversation.js';
-import { conversationCreateSchema, conversationItemsAddSchema, conversationUpdateSchema, responsesInputItemsQuery } from '../schemas.js';
+import { checkConversationRoom, conversationNotFound, itemList, itemsOf, keptSince } from '../responses-conversation.js';
+import { conversationCreateSchema, conversationItemsAddSchema, conversationUpdateSchema, noQuery, responsesInputItemsQuery } from '../schemas.js';
 import { parseQuery, readJson } from '../validate.js';
 import { userNotFound } from './users.js';
 
-const noQuery = z.strictObject({});
-
 const conversationJson = (c: Conversation) => ({ id: c.id, object: 'conversation' as const, created_at: Math.floor(c.createdAt / 1000), metadata: c.metadata, memlora: { userId: c.userId } });
-
-/** A list object of items, as the API pages them. */
-const listOf = (data: ReadonlyArray<{ id: string }>, hasMore: boolean) => ({ object: 'list' as const, data, first_id: data[0]?.id ?? null, last_id: data.at(-1)?.id ?? null, has_more: hasMore });
 
 export function registerConversationRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
   const { db, config } = deps;
@@ -83,7 +77,7 @@ export function registerConversationRoutes(app: Hono<AppEnv>, deps: RouteDeps): 
     const id = found(c.req.param('conversationId')).id;
     const page = pageConversationItems(db, id, { limit: q.limit ?? 20, order: q.order ?? 'desc', after: q.after });
     if (page === null) throw new ApiError(422, 'invalid_cursor', `after ${JSON.stringify(q.after)} is not an item of this conversation`, { after: q.after });
-    return c.json(listOf(page.items, page.hasMore));
+    return c.json(itemList(page.items, page.hasMore));
   });
 
   app.post('/v1/conversations/:conversationId/items', async (c) => {
@@ -93,7 +87,7 @@ export function registerConversationRoutes(app: Hono<AppEnv>, deps: RouteDeps): 
     checkConversationRoom(countConversationItems(db, id), body.items.length, 'items');
     const items = itemsOf(body.items, randomBytes(12).toString('hex'));
     if (!appendConversationItems(db, id, items, keptSince(config))) throw conversationNotFound(id, config);
-    return c.json(listOf(items, false));
+    return c.json(itemList(items, false));
   });
 
   app.get('/v1/conversations/:conversationId/items/:itemId', (c) => {

@@ -5,15 +5,12 @@
  * response_not_found. POST /v1/responses (routes/responses.ts) stores them.
  */
 import type { Hono } from 'hono';
-import { z } from 'zod';
 import { deleteStoredResponse, getStoredResponse } from '../../db/queries/responses.js';
 import type { AppEnv, RouteDeps } from '../context.js';
 import { ApiError } from '../errors.js';
-import { keptSince, responseNotFound } from '../responses-conversation.js';
-import { responsesInputItemsQuery } from '../schemas.js';
+import { type Item, itemList, keptSince, responseNotFound } from '../responses-conversation.js';
+import { noQuery, responsesInputItemsQuery } from '../schemas.js';
 import { parseQuery } from '../validate.js';
-
-const noQuery = z.strictObject({});
 
 export function registerStoredResponsesRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
   const { db, config, metrics } = deps;
@@ -32,7 +29,7 @@ export function registerStoredResponsesRoutes(app: Hono<AppEnv>, deps: RouteDeps
 
   app.get('/v1/responses/:responseId/input_items', (c) => {
     const q = parseQuery(c, responsesInputItemsQuery);
-    const items = stored(c.req.param('responseId')).items;
+    const items = stored(c.req.param('responseId')).items as Item[];
     const ordered = q.order === 'asc' ? items : [...items].reverse();
     let from = 0;
     if (q.after !== undefined) {
@@ -41,13 +38,7 @@ export function registerStoredResponsesRoutes(app: Hono<AppEnv>, deps: RouteDeps
       from = at + 1;
     }
     const data = ordered.slice(from, from + (q.limit ?? 20));
-    return c.json({
-      object: 'list',
-      data,
-      first_id: (data[0]?.id as string | undefined) ?? null,
-      last_id: (data.at(-1)?.id as string | undefined) ?? null,
-      has_more: from + data.length < ordered.length,
-    });
+    return c.json(itemList(data, from + data.length < ordered.length));
   });
 
   app.delete('/v1/responses/:responseId', (c) => {
