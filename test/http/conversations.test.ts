@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { appendConversationItems } from '../../src/db/queries/conversations.js';
 import { conversationDeletedSchema, conversationItemListSchema, conversationSchema, responsesResponseSchema } from '../../src/http/schemas.js';
-import { fakeGenerateApp, type FakeGenerate } from './fake-generate.js';
+import { fakeGenerateApp, parseSse, type FakeGenerate } from './fake-generate.js';
 import { expectError, json, type Harness } from './helpers.js';
 
 let h: Harness;
@@ -94,6 +94,12 @@ describe('conversations', () => {
     await respond({ model: 'memlora:alice', conversation: { id: conv.id }, input: 'and then?', store: false });
     expect(sent()).toEqual(['I like soup', 'what do I like?', 'echo what do I like?', 'and then?']);
     expect(texts(await items(conv.id))).toHaveLength(5);
+    // Streamed, the items are added before the last event.
+    const events = parseSse(await (await h.req('POST', '/v1/responses', { user: 'alice', conversation: conv.id, input: 'streamed', stream: true })).text());
+    expect(JSON.parse(events.at(-1)!.data).response.conversation).toEqual({ id: conv.id });
+    expect(texts(await items(conv.id, 'limit=2'))).toEqual(['echo streamed', 'streamed']);
+    await h.req('DELETE', `/v1/conversations/${conv.id}/items/${(await items(conv.id, 'limit=1')).data[0].id}`);
+    await h.req('DELETE', `/v1/conversations/${conv.id}/items/${(await items(conv.id, 'limit=1')).data[0].id}`);
     // Another user's conversation is not found, and nothing is generated or added.
     const calls = gen.calls.length;
     await expectError(await h.req('POST', '/v1/responses', { user: 'bob', conversation: conv.id, input: 'x' }), 404, 'conversation_not_found');
