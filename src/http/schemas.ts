@@ -1378,6 +1378,19 @@ export const conversationDeletedSchema = z.object({ id: z.string(), object: z.li
 /** A page of a conversation's items (GET and POST /v1/conversations/{id}/items). */
 export const conversationItemListSchema = responsesInputItemListSchema;
 
+/** GET /v1/admin/users/{userId}/responses: what the user's stored responses and conversations hold. */
+export const userStoredSchema = z.object({
+  userId: userIdSchema,
+  responses: z.object({ count: z.int().min(0), bytes: z.int().min(0), oldest: isoTimestamp.nullable(), newest: isoTimestamp.nullable() }),
+  conversations: z.object({ count: z.int().min(0), items: z.int().min(0), bytes: z.int().min(0) }),
+});
+
+/** DELETE /v1/admin/users/{userId}/responses: what was erased. */
+export const userStoredDeletedSchema = z.object({
+  userId: userIdSchema,
+  deleted: z.object({ responses: z.int().min(0), conversations: z.int().min(0), conversationItems: z.int().min(0) }),
+});
+
 /** GET /v1/models/{model}: an OpenAI model object, with the base model's directory name. */
 export const modelSchema = z.object({
   id: z.string(),

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { responsesDeletedSchema, responsesInputItemListSchema, responsesResponseSchema } from '../../src/http/schemas.js';
+import { responsesDeletedSchema, responsesInputItemListSchema, responsesResponseSchema, userStoredDeletedSchema, userStoredSchema } from '../../src/http/schemas.js';
 import { fakeGenerateApp, parseSse, type FakeGenerate } from './fake-generate.js';
 import { expectError, json, type Harness } from './helpers.js';
 
@@ -140,6 +140,37 @@ describe('stored responses: previous_response_id, GET, input_items, DELETE', () 
     expect(erased.removed.responses).toBe(2);
     expect(rows()).toBe(0);
     await expectError(await h.req('GET', `/v1/responses/${second.id}`), 404, 'response_not_found');
+  });
+
+  it('operators read what a user\'s stored responses and conversations hold, and erase them while the user stays', async () => {
+    await setup();
+    await h.req('PUT', '/v1/users/bob');
+    await h.req('POST', '/v1/users/alice/history', { items: [{ kind: 'post', text: 'I like soup' }] });
+    const first = await post({ user: 'alice', input: 'one' });
+    await post({ user: 'alice', input: 'two', previous_response_id: first.id });
+    const bobs = await post({ user: 'bob', input: 'mine' });
+    const conv = (await json(await h.req('POST', '/v1/conversations', { user: 'alice', items: [{ role: 'user', content: 'hi' }] }))).id as string;
+    await h.req('POST', '/v1/conversations', { items: [{ role: 'user', content: 'nobody\'s' }] });
+    const before = userStoredSchema.parse(await json(await h.admin('GET', '/v1/admin/users/alice/responses')));
+    expect(before).toMatchObject({ userId: 'alice', responses: { count: 2 }, conversations: { count: 1, items: 1 } });
+    expect(before.responses.bytes).toBeGreaterThan(0);
+    expect(Date.parse(before.responses.newest!)).toBeGreaterThanOrEqual(Date.parse(before.responses.oldest!));
+    await expectError(await h.req('GET', '/v1/admin/users/alice/responses'), 401, 'unauthorized');
+    const erased = userStoredDeletedSchema.parse(await json(await h.admin('DELETE', '/v1/admin/users/alice/responses')));
+    expect(erased).toEqual({ userId: 'alice', deleted: { responses: 2, conversations: 1, conversationItems: 1 } });
+    await expectError(await h.req('GET', `/v1/responses/${first.id}`), 404, 'response_not_found');
+    await expectError(await h.req('GET', `/v1/conversations/${conv}`), 404, 'conversation_not_found');
+    // Bob's, the unowned conversation, alice herself and her history stay.
+    expect((await h.req('GET', `/v1/responses/${bobs.id}`)).status).toBe(200);
+    expect((h.db.sqlite.prepare('SELECT count(*) AS n FROM conversations').get() as { n: number }).n).toBe(1);
+    expect((await json(await h.req('GET', '/v1/users/alice/history'))).items).toHaveLength(1);
+    expect(userStoredSchema.parse(await json(await h.admin('GET', '/v1/admin/users/alice/responses')))).toEqual({
+      userId: 'alice',
+      responses: { count: 0, bytes: 0, oldest: null, newest: null },
+      conversations: { count: 0, items: 0, bytes: 0 },
+    });
+    await expectError(await h.admin('DELETE', '/v1/admin/users/carol/responses'), 404, 'user_not_found');
+    await expectError(await h.admin('GET', '/v1/admin/users/carol/responses'), 404, 'user_not_found');
   });
 
   it('keeps responses MEMLORA_RESPONSES_RETENTION_DAYS: older ones are gone at once and purged at the next write', async () => {

@@ -690,6 +690,12 @@ function checkEffects(op: Operation, status: number, json: any, sentBody: unknow
     case 'DELETE /v1/conversations/{conversationId}/items/{itemId}':
       if (h.db.sqlite.prepare('SELECT 1 FROM conversation_items WHERE conversation_id = ? AND id = ?').get(decoded(segs.conversationId), decoded(segs.itemId))) return 'the item is still there';
       return sameCountsExcept(before, after, { conversation_items: -1 }) ?? (after.files.join() !== before.files.join() ? 'adapter files changed' : null);
+    case 'DELETE /v1/admin/users/{userId}/responses': {
+      const d = json?.deleted ?? {};
+      const userId = decoded(segs.userId);
+      if (h.db.sqlite.prepare('SELECT 1 FROM stored_responses WHERE user_id = ? UNION ALL SELECT 1 FROM conversations WHERE user_id = ?').get(userId, userId)) return 'the user still has stored responses or conversations';
+      return sameCountsExcept(before, after, { stored_responses: -d.responses, conversations: -d.conversations, conversation_items: -d.conversationItems }) ?? (after.files.join() !== before.files.join() ? 'adapter files changed' : null);
+    }
     case 'DELETE /v1/responses/{responseId}': {
       if (h.db.sqlite.prepare('SELECT 1 FROM stored_responses WHERE id = ?').get(decoded(segs.responseId))) return 'the response is still there';
       return sameCountsExcept(before, after, { stored_responses: -1 }) ?? (after.files.join() !== before.files.join() ? 'adapter files changed' : null);

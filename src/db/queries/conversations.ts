@@ -129,3 +129,16 @@ export function deleteConversationItem(db: Db, id: string, itemId: string, now =
     })
     .immediate();
 }
+
+/** What the conversations a user owns hold: how many, their items, and the bytes of the items' JSON. */
+export function conversationsOf(db: Db, userId: string): { count: number; items: number; bytes: number } {
+  const c = statement(db, 'SELECT count(*) AS n FROM conversations WHERE user_id = ?').get(userId) as { n: number };
+  const i = statement(db, 'SELECT count(*) AS n, coalesce(sum(length(i.item)), 0) AS bytes FROM conversation_items i JOIN conversations c ON c.id = i.conversation_id WHERE c.user_id = ?').get(userId) as { n: number; bytes: number };
+  return { count: c.n, items: i.n, bytes: i.bytes };
+}
+
+/** Deletes every conversation the user owns with its items; how many conversations and items. */
+export function deleteConversationsOf(db: Db, userId: string): { conversations: number; items: number } {
+  const items = (statement(db, 'SELECT count(*) AS n FROM conversation_items i JOIN conversations c ON c.id = i.conversation_id WHERE c.user_id = ?').get(userId) as { n: number }).n;
+  return { conversations: statement(db, 'DELETE FROM conversations WHERE user_id = ?').run(userId).changes, items };
+}

@@ -67,3 +67,22 @@ export function getStoredResponse(db: Db, id: string, keepSince: number): Stored
 export function deleteStoredResponse(db: Db, id: string, keepSince: number): boolean {
   return statement(db, 'DELETE FROM stored_responses WHERE id = ? AND created_at >= ?').run(id, keepSince).changes > 0;
 }
+
+export interface StoredSummary {
+  count: number;
+  /** Bytes of their JSON (responses and the items they read). */
+  bytes: number;
+  oldest: number | null;
+  newest: number | null;
+}
+
+/** What a user's stored responses hold (those past the retention not yet purged included). */
+export function storedResponsesOf(db: Db, userId: string): StoredSummary {
+  const r = statement(db, 'SELECT count(*) AS count, coalesce(sum(length(response) + length(items)), 0) AS bytes, min(created_at) AS oldest, max(created_at) AS newest FROM stored_responses WHERE user_id = ?').get(userId) as StoredSummary;
+  return r;
+}
+
+/** Deletes every stored response of the user; how many. */
+export function deleteStoredResponsesOf(db: Db, userId: string): number {
+  return statement(db, 'DELETE FROM stored_responses WHERE user_id = ?').run(userId).changes;
+}

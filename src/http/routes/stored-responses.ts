@@ -2,19 +2,25 @@
  * The Responses API's stored responses, as OpenAI's clients read them: GET /v1/responses/{id} (the
  * response object as answered), GET /v1/responses/{id}/input_items (the items its model read, paged)
  * and DELETE /v1/responses/{id}. A response past the retention, or never stored, is 404
- * response_not_found. POST /v1/responses (routes/responses.ts) stores them.
+ * response_not_found. POST /v1/responses (routes/responses.ts) stores them. For operators, what a
+ * user's stored responses and conversations hold, and their erasure with the user kept
+ * (/v1/admin/users/{userId}/responses).
  */
 import type { Hono } from 'hono';
-import { deleteStoredResponse, getStoredResponse } from '../../db/queries/responses.js';
+import { inTransaction } from '../../db/client.js';
+import { conversationsOf, deleteConversationsOf } from '../../db/queries/conversations.js';
+import { deleteStoredResponse, deleteStoredResponsesOf, getStoredResponse, storedResponsesOf } from '../../db/queries/responses.js';
+import { userExists } from '../../db/queries/users.js';
 import type { AppEnv, RouteDeps } from '../context.js';
 import { ApiError } from '../errors.js';
 import { type Item, itemList, keptSince, responseNotFound } from '../responses-conversation.js';
 import { noQuery, responsesInputItemsQuery } from '../schemas.js';
-import { parseQuery } from '../validate.js';
+import { parseQuery, userIdParam } from '../validate.js';
+import { userNotFound } from './users.js';
 
 export function registerStoredResponsesRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
   const { db, config, metrics } = deps;
-  const deleted = metrics.counter('memlora_responses_deleted_total', 'Stored responses deleted by clients (DELETE /v1/responses/{id}).', []);
+  const deleted = metrics.counter('memlora_responses_deleted_total', 'Stored responses deleted (DELETE /v1/responses/{id}, or a user\'s all at once by an operator).', []);
 
   const stored = (id: string) => {
     const r = config.responsesRetentionDays > 0 ? getStoredResponse(db, id, keptSince(config)) : undefined;
@@ -47,5 +53,30 @@ export function registerStoredResponsesRoutes(app: Hono<AppEnv>, deps: RouteDeps
     if (config.responsesRetentionDays === 0 || !deleteStoredResponse(db, id, keptSince(config))) throw responseNotFound(id, config);
     deleted.inc();
     return c.json({ id, object: 'response', deleted: true });
+  });
+
+  const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
+
+  app.get('/v1/admin/users/:userId/responses', (c) => {
+    const userId = userIdParam(c);
+    parseQuery(c, noQuery);
+    if (!userExists(db, userId)) throw userNotFound(userId);
+    const r = storedResponsesOf(db, userId);
+    return c.json({ userId, responses: { count: r.count, bytes: r.bytes, oldest: iso(r.oldest), newest: iso(r.newest) }, conversations: conversationsOf(db, userId) });
+  });
+
+  // The user's chats as the service keeps them, erased while the user, their history and adapters stay.
+  app.delete('/v1/admin/users/:userId/responses', (c) => {
+    const userId = userIdParam(c);
+    parseQuery(c, noQuery);
+    const erased = inTransaction(db, () => {
+      if (!userExists(db, userId)) return undefined;
+      const responses = deleteStoredResponsesOf(db, userId);
+      const conversations = deleteConversationsOf(db, userId);
+      return { responses, conversations: conversations.conversations, conversationItems: conversations.items };
+    });
+    if (erased === undefined) throw userNotFound(userId);
+    deleted.inc(undefined, erased.responses);
+    return c.json({ userId, deleted: erased });
   });
 }
