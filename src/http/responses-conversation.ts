@@ -9,8 +9,8 @@
 import type { z } from 'zod';
 import type { Config } from '../config.js';
 import type { Db } from '../db/client.js';
-import { countConversationItems, getConversation, lastConversationItems } from '../db/queries/conversations.js';
-import { getStoredResponse } from '../db/queries/responses.js';
+import { type Conversation, countConversationItems, getConversation, lastConversationItems } from '../db/queries/conversations.js';
+import { type StoredResponse, getStoredResponse } from '../db/queries/responses.js';
 import { ApiError } from './errors.js';
 import { chatCompletionRequestSchema, type responsesRequestSchema, type responsesStoredItemSchema } from './schemas.js';
 import { textOf } from './tools.js';
@@ -33,8 +33,11 @@ export const MAX_CONVERSATION_ITEMS = 10_000;
 
 const DAY_MS = 86_400_000;
 
-/** Stored responses created before this time (ms) are past the retention: gone. */
-export const keptSince = (config: Config, now = Date.now()): number => now - config.responsesRetentionDays * DAY_MS;
+/**
+ * Stored responses created, and conversations last changed, before this time (ms) are past the
+ * retention: gone. With a retention of 0 nothing is kept, so no time is late enough.
+ */
+export const keptSince = (config: Config, now = Date.now()): number => (config.responsesRetentionDays === 0 ? Number.MAX_SAFE_INTEGER : now - config.responsesRetentionDays * DAY_MS);
 
 export function responseNotFound(id: string, config: Config): ApiError {
   const why = config.responsesRetentionDays === 0 ? ': responses are not stored on this server (MEMLORA_RESPONSES_RETENTION_DAYS=0)' : '';
@@ -44,6 +47,20 @@ export function responseNotFound(id: string, config: Config): ApiError {
 export function conversationNotFound(id: string, config: Config): ApiError {
   const why = config.responsesRetentionDays === 0 ? ': conversations are not stored on this server (MEMLORA_RESPONSES_RETENTION_DAYS=0)' : '';
   return new ApiError(404, 'conversation_not_found', `conversation ${JSON.stringify(id)} not found${why}`, { id });
+}
+
+/** The stored response `id` within the retention, or 404 response_not_found. */
+export function storedResponse(db: Db, config: Config, id: string): StoredResponse {
+  const stored = getStoredResponse(db, id, keptSince(config));
+  if (stored === undefined) throw responseNotFound(id, config);
+  return stored;
+}
+
+/** The conversation `id` within the retention, or 404 conversation_not_found. */
+export function liveConversation(db: Db, config: Config, id: string): Conversation {
+  const conversation = getConversation(db, id, keptSince(config));
+  if (conversation === undefined) throw conversationNotFound(id, config);
+  return conversation;
 }
 
 /** 422 where `adding` items would take a conversation of `holding` past MAX_CONVERSATION_ITEMS. */
@@ -82,8 +99,8 @@ export function outputItems(output: readonly OutputItem[]): Item[] {
  * that response's output. Another user's response, one past the retention, or none: 404.
  */
 function continued(db: Db, config: Config, id: string, userId: string): Item[] {
-  const stored = config.responsesRetentionDays > 0 ? getStoredResponse(db, id, keptSince(config)) : undefined;
-  if (stored === undefined || stored.userId !== userId) throw responseNotFound(id, config);
+  const stored = storedResponse(db, config, id);
+  if (stored.userId !== userId) throw responseNotFound(id, config);
   return [...(stored.items as Item[]), ...outputItems((stored.response as { output: OutputItem[] }).output)];
 }
 
@@ -186,8 +203,8 @@ export function truncated(body: ResponsesRequest, whole: Turn, count: (req: Turn
  * unowned one becomes the user's when the response adds to it).
  */
 function conversationContext(db: Db, config: Config, id: string, userId: string, adding: number): { items: Item[]; total: number } {
-  const conversation = config.responsesRetentionDays > 0 ? getConversation(db, id, keptSince(config)) : undefined;
-  if (conversation === undefined || (conversation.userId !== null && conversation.userId !== userId)) throw conversationNotFound(id, config);
+  const conversation = liveConversation(db, config, id);
+  if (conversation.userId !== null && conversation.userId !== userId) throw conversationNotFound(id, config);
   const total = countConversationItems(db, id);
   checkConversationRoom(total, adding, 'input');
   return { items: lastConversationItems(db, id, MAX_CHAT_MESSAGES) as Item[], total };

@@ -78,8 +78,7 @@ export interface StoredSummary {
 
 /** What a user's stored responses hold (those past the retention not yet purged included). */
 export function storedResponsesOf(db: Db, userId: string): StoredSummary {
-  const r = statement(db, 'SELECT count(*) AS count, coalesce(sum(length(response) + length(items)), 0) AS bytes, min(created_at) AS oldest, max(created_at) AS newest FROM stored_responses WHERE user_id = ?').get(userId) as StoredSummary;
-  return r;
+  return statement(db, 'SELECT count(*) AS count, coalesce(sum(length(response) + length(items)), 0) AS bytes, min(created_at) AS oldest, max(created_at) AS newest FROM stored_responses WHERE user_id = ?').get(userId) as StoredSummary;
 }
 
 /** Deletes every stored response of the user; how many. */

@@ -16,7 +16,6 @@ import {
   createConversation,
   deleteConversation,
   deleteConversationItem,
-  getConversation,
   getConversationItem,
   pageConversationItems,
   updateConversationMetadata,
@@ -24,7 +23,7 @@ import {
 import { userExists } from '../../db/queries/users.js';
 import type { AppEnv, RouteDeps } from '../context.js';
 import { ApiError } from '../errors.js';
-import { checkConversationRoom, conversationNotFound, itemList, itemsOf, keptSince } from '../responses-conversation.js';
+import { checkConversationRoom, conversationNotFound, itemList, itemsOf, keptSince, liveConversation } from '../responses-conversation.js';
 import { conversationCreateSchema, conversationItemsAddSchema, conversationUpdateSchema, noQuery, responsesInputItemsQuery } from '../schemas.js';
 import { parseQuery, readJson } from '../validate.js';
 import { userNotFound } from './users.js';
@@ -34,11 +33,7 @@ const conversationJson = (c: Conversation) => ({ id: c.id, object: 'conversation
 export function registerConversationRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
   const { db, config } = deps;
 
-  const found = (id: string): Conversation => {
-    const conversation = config.responsesRetentionDays > 0 ? getConversation(db, id, keptSince(config)) : undefined;
-    if (conversation === undefined) throw conversationNotFound(id, config);
-    return conversation;
-  };
+  const found = (id: string): Conversation => liveConversation(db, config, id);
   const itemNotFound = (id: string, itemId: string) => new ApiError(404, 'item_not_found', `conversation ${JSON.stringify(id)} has no item ${JSON.stringify(itemId)}`, { id, itemId });
 
   app.post('/v1/conversations', async (c) => {
@@ -60,7 +55,7 @@ export function registerConversationRoutes(app: Hono<AppEnv>, deps: RouteDeps): 
   app.post('/v1/conversations/:conversationId', async (c) => {
     const id = c.req.param('conversationId');
     const body = await readJson(c, conversationUpdateSchema, config.bodyLimitBytes);
-    const updated = config.responsesRetentionDays > 0 ? updateConversationMetadata(db, id, body.metadata, keptSince(config)) : undefined;
+    const updated = updateConversationMetadata(db, id, body.metadata, keptSince(config));
     if (updated === undefined) throw conversationNotFound(id, config);
     return c.json(conversationJson(updated));
   });
@@ -68,7 +63,7 @@ export function registerConversationRoutes(app: Hono<AppEnv>, deps: RouteDeps): 
   app.delete('/v1/conversations/:conversationId', (c) => {
     parseQuery(c, noQuery);
     const id = c.req.param('conversationId');
-    if (config.responsesRetentionDays === 0 || !deleteConversation(db, id, keptSince(config))) throw conversationNotFound(id, config);
+    if (!deleteConversation(db, id, keptSince(config))) throw conversationNotFound(id, config);
     return c.json({ id, object: 'conversation.deleted', deleted: true });
   });
 

@@ -9,11 +9,11 @@
 import type { Hono } from 'hono';
 import { inTransaction } from '../../db/client.js';
 import { conversationsOf, deleteConversationsOf } from '../../db/queries/conversations.js';
-import { deleteStoredResponse, deleteStoredResponsesOf, getStoredResponse, storedResponsesOf } from '../../db/queries/responses.js';
+import { deleteStoredResponse, deleteStoredResponsesOf, storedResponsesOf } from '../../db/queries/responses.js';
 import { userExists } from '../../db/queries/users.js';
 import type { AppEnv, RouteDeps } from '../context.js';
 import { ApiError } from '../errors.js';
-import { type Item, itemList, keptSince, responseNotFound } from '../responses-conversation.js';
+import { type Item, itemList, keptSince, responseNotFound, storedResponse } from '../responses-conversation.js';
 import { noQuery, responsesInputItemsQuery } from '../schemas.js';
 import { parseQuery, userIdParam } from '../validate.js';
 import { userNotFound } from './users.js';
@@ -22,20 +22,14 @@ export function registerStoredResponsesRoutes(app: Hono<AppEnv>, deps: RouteDeps
   const { db, config, metrics } = deps;
   const deleted = metrics.counter('memlora_responses_deleted_total', 'Stored responses deleted (DELETE /v1/responses/{id}, or a user\'s all at once by an operator).', []);
 
-  const stored = (id: string) => {
-    const r = config.responsesRetentionDays > 0 ? getStoredResponse(db, id, keptSince(config)) : undefined;
-    if (r === undefined) throw responseNotFound(id, config);
-    return r;
-  };
-
   app.get('/v1/responses/:responseId', (c) => {
     parseQuery(c, noQuery);
-    return c.json(stored(c.req.param('responseId')).response);
+    return c.json(storedResponse(db, config, c.req.param('responseId')).response);
   });
 
   app.get('/v1/responses/:responseId/input_items', (c) => {
     const q = parseQuery(c, responsesInputItemsQuery);
-    const items = stored(c.req.param('responseId')).items as Item[];
+    const items = storedResponse(db, config, c.req.param('responseId')).items as Item[];
     const ordered = q.order === 'asc' ? items : [...items].reverse();
     let from = 0;
     if (q.after !== undefined) {
@@ -50,7 +44,7 @@ export function registerStoredResponsesRoutes(app: Hono<AppEnv>, deps: RouteDeps
   app.delete('/v1/responses/:responseId', (c) => {
     parseQuery(c, noQuery);
     const id = c.req.param('responseId');
-    if (config.responsesRetentionDays === 0 || !deleteStoredResponse(db, id, keptSince(config))) throw responseNotFound(id, config);
+    if (!deleteStoredResponse(db, id, keptSince(config))) throw responseNotFound(id, config);
     deleted.inc();
     return c.json({ id, object: 'response', deleted: true });
   });
