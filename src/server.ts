@@ -207,8 +207,10 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       logger.info('shutting down', { inFlight });
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeIdleConnections();
-      if (inFlight > 0) {
-        const idle = new Promise<void>((resolve) => (drained = resolve));
+      // Requests in flight and background responses get until the deadline to finish.
+      const background = lifecycle.settled?.();
+      if (inFlight > 0 || background !== undefined) {
+        const idle = Promise.all([inFlight > 0 ? new Promise<void>((resolve) => (drained = resolve)) : undefined, background]);
         let timer: NodeJS.Timeout | undefined;
         const deadline = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), shutdownTimeoutMs)));
         const outcome = await Promise.race([idle, deadline]);
@@ -224,6 +226,11 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
           logger.error('service close failed', { err: String(err) });
         }
       }
+      // Closing the engine ended the background responses still running: their ends are stored before
+      // the database closes (bounded, should a service not end them).
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([lifecycle.settled?.(), new Promise<void>((resolve) => (timer = setTimeout(resolve, shutdownTimeoutMs)))]);
+      clearTimeout(timer);
       db.close();
       logger.info('stopped');
     })());

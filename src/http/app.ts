@@ -19,6 +19,7 @@ import { registerAdapterRoutes } from './routes/adapter.js';
 import { registerAdminRoutes } from './routes/admin.js';
 import { registerCacheRoutes } from './routes/cache.js';
 import { registerChatRoutes } from './routes/chat.js';
+import { BackgroundResponses } from './background-responses.js';
 import { registerResponsesRoutes } from './routes/responses.js';
 import { registerStoredResponsesRoutes } from './routes/stored-responses.js';
 import { registerConversationRoutes } from './routes/conversations.js';
@@ -114,8 +115,11 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   registerCacheRoutes(app, d);
   registerGenerateRoutes(app, d);
   registerChatRoutes(app, d);
-  registerResponsesRoutes(app, d);
-  registerStoredResponsesRoutes(app, d);
+  // Background responses run apart from their requests: the server's shutdown waits for them (settled) before it closes the database.
+  const background = new BackgroundResponses();
+  d.lifecycle.settled = () => background.settled();
+  registerResponsesRoutes(app, d, background);
+  registerStoredResponsesRoutes(app, d, background);
   registerConversationRoutes(app, d);
   registerCompletionRoutes(app, d);
   registerScoreRoutes(app, d);

@@ -18,6 +18,12 @@ export interface AppDeps {
 
 export interface Lifecycle {
   draining: boolean;
+  /**
+   * Set by the app: settles once the work it runs apart from any request (background responses) is
+   * done. The server waits for it while draining, and again after the services close (which ends
+   * what still runs) before it closes the database.
+   */
+  settled?: () => Promise<void>;
 }
 
 /** AppDeps with defaults filled in: what route modules receive. */

@@ -11,6 +11,7 @@ import type { Config } from '../config.js';
 import type { Db } from '../db/client.js';
 import { type Conversation, countConversationItems, getConversation, lastConversationItems } from '../db/queries/conversations.js';
 import { type StoredResponse, getStoredResponse } from '../db/queries/responses.js';
+import { type BackgroundResponses, isPending } from './background-responses.js';
 import { ApiError } from './errors.js';
 import { chatCompletionRequestSchema, type responsesRequestSchema, type responsesStoredItemSchema } from './schemas.js';
 import { textOf } from './tools.js';
@@ -96,12 +97,15 @@ export function outputItems(output: readonly OutputItem[]): Item[] {
 
 /**
  * The conversation a request continues: the items the model read for the stored response `id` and
- * that response's output. Another user's response, one past the retention, or none: 404.
+ * that response's output. Another user's response, one past the retention, or none: 404; a background
+ * response not yet done: 409.
  */
-function continued(db: Db, config: Config, id: string, userId: string): Item[] {
+function continued(db: Db, config: Config, id: string, userId: string, background: BackgroundResponses): Item[] {
   const stored = storedResponse(db, config, id);
   if (stored.userId !== userId) throw responseNotFound(id, config);
-  return [...(stored.items as Item[]), ...outputItems((stored.response as { output: OutputItem[] }).output)];
+  const response = background.current(stored.id, stored.response) as { status: string; output: OutputItem[] };
+  if (isPending(response)) throw new ApiError(409, 'response_in_progress', `response ${JSON.stringify(id)} is ${response.status}: continue it once it is done (GET /v1/responses/${id} reads its status)`, { id, status: response.status });
+  return [...(stored.items as Item[]), ...outputItems(response.output)];
 }
 
 /** The Responses API's tool_choice in chat's form. */
@@ -216,12 +220,12 @@ function conversationContext(db: Db, config: Config, id: string, userId: string,
  * oldest items are dropped under truncation auto, otherwise it is refused (422). With the input as
  * items and the conversation's id, to add them to it when the response is done.
  */
-export function requestTurn(db: Db, config: Config, body: ResponsesRequest, userId: string, key: string): { turn: Turn; input: Item[]; conversationId: string | null } {
+export function requestTurn(db: Db, config: Config, body: ResponsesRequest, userId: string, key: string, background: BackgroundResponses): { turn: Turn; input: Item[]; conversationId: string | null } {
   const input = itemsOf(body.input, key);
   const conversationId = body.conversation == null ? null : typeof body.conversation === 'string' ? body.conversation : body.conversation.id;
   const before = (items: Item[]) => ({ items, total: items.length });
   const context = body.previous_response_id
-    ? before(continued(db, config, body.previous_response_id, userId))
+    ? before(continued(db, config, body.previous_response_id, userId, background))
     : conversationId !== null
       ? conversationContext(db, config, conversationId, userId, input.length)
       : before([]);

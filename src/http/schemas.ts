@@ -1209,7 +1209,6 @@ const responsesTextFormat = z.discriminatedUnion('type', [textFormats, jsonSchem
 
 /** Fields of the Responses API that need what memlora does not do here, each refused when it asks for it. */
 const RESPONSES_REFUSED: Record<string, string> = {
-  background: 'background responses are not supported',
   prompt: 'prompt templates are not supported',
   reasoning: 'reasoning is not supported',
 };
@@ -1224,6 +1223,8 @@ export const responsesRequestSchema = z
     input: z.union([z.string().min(1).max(MAX_PROMPT_CHARS), z.array(responsesInputItem).min(1).max(256)]),
     /** Store the response (true unless false): a later request may continue it and clients may read it back. */
     store: z.boolean().nullable().optional(),
+    /** Run it apart from the request: answered at once as queued, then read (GET, maybe streamed) or cancelled by its id; stored, so store may not be false. */
+    background: z.boolean().nullable().optional(),
     /** Continue a stored response of the same user: its conversation (input and output, not its instructions) comes before the input. */
     previous_response_id: z.string().min(1).max(256).nullable().optional(),
     /** Up to 16 key-value pairs (keys up to 64 characters, values up to 512), echoed in the response and stored with it. */
@@ -1256,6 +1257,7 @@ export const responsesRequestSchema = z
     }
     const asked = (x: unknown) => x != null && x !== false && !(Array.isArray(x) && x.length === 0) && !(typeof x === 'object' && !Array.isArray(x) && Object.values(x as object).every((y) => y == null));
     if (v.previous_response_id != null && v.conversation != null) ctx.addIssue({ code: 'custom', path: ['conversation'], message: 'give previous_response_id or conversation, not both' });
+    if (v.background === true && v.store === false) ctx.addIssue({ code: 'custom', path: ['store'], message: 'a background response is stored: store may not be false' });
     for (const [field, why] of Object.entries(RESPONSES_REFUSED)) {
       if (asked((v as Record<string, unknown>)[field])) ctx.addIssue({ code: 'custom', path: [field], message: why });
     }
@@ -1286,7 +1288,10 @@ export const responsesResponseSchema = z.object({
   id: z.string(),
   object: z.literal('response'),
   created_at: z.int(),
-  status: z.enum(['in_progress', 'completed', 'incomplete', 'failed']),
+  /** queued (a background response waiting for a batch row), in_progress, then completed, incomplete (cut by max_output_tokens), cancelled or failed (error says why). */
+  status: z.enum(['queued', 'in_progress', 'completed', 'incomplete', 'cancelled', 'failed']),
+  /** Whether it runs apart from its request (background: true). */
+  background: z.boolean(),
   error: z.object({ code: z.string(), message: z.string() }).nullable(),
   incomplete_details: z.object({ reason: z.literal('max_output_tokens') }).nullable(),
   instructions: z.string().nullable(),
@@ -1326,6 +1331,12 @@ export const responsesStoredItemSchema = z.discriminatedUnion('type', [
 
 /** A query that takes no parameters (a stored response or conversation read or deleted): any is refused. */
 export const noQuery = z.strictObject({});
+
+/** GET /v1/responses/{id}: the response, or with stream=true a background response's events after starting_after (all without it). */
+export const responsesGetQuery = z.strictObject({
+  stream: z.enum(['true', 'false']).optional(),
+  starting_after: queryInt(0, 999_999_999).optional(),
+});
 
 /** GET /v1/responses/{id}/input_items: a page of the items, newest first unless order=asc. */
 export const responsesInputItemsQuery = z.strictObject({

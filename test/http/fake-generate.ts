@@ -22,7 +22,7 @@ export interface FakeGenerate extends GenerateService {
   failMidway?: Error;
   /** Reply this text (its words as tokens) instead of echoing the prompt. */
   replyText?: string;
-  /** Block after the first token until the signal aborts (streams only). */
+  /** Block after the first token until the signal aborts, then end as the engine ends a cancelled request: a done event (a result), finish reason cancelled. */
   hangAfterFirst?: boolean;
   loaded: boolean;
   returned: number;
@@ -152,6 +152,10 @@ export function fakeGenerate(): FakeGenerate {
       fake.calls.push({ req, signal });
       if (fake.failWith) throw fake.failWith;
       const { words, finish } = reply(req, fake.replyText);
+      if (fake.hangAfterFirst) {
+        await new Promise<void>((resolve) => (signal.aborted ? resolve() : signal.addEventListener('abort', () => resolve())));
+        return result(req, words[0], 1, 'cancelled');
+      }
       return result(req, words.join(' '), words.length, finish);
     },
     stream(req, signal): AsyncIterable<StreamEvent> {
@@ -169,7 +173,7 @@ export function fakeGenerate(): FakeGenerate {
               if (i === 1 && fake.hangAfterFirst) {
                 await new Promise<void>((resolve) => (signal.aborted ? resolve() : signal.addEventListener('abort', () => resolve())));
                 done = true;
-                return { done: true, value: undefined };
+                return { done: false, value: { type: 'done', result: result(req, words[0], 1, 'cancelled') } };
               }
               if (i < words.length) {
                 const text = pieces(words)[i];

@@ -121,7 +121,9 @@ describe('stored responses: previous_response_id, GET, input_items, DELETE', () 
     for (const [method, path] of [['GET', '/v1/responses/resp_0'], ['GET', '/v1/responses/resp_0/input_items'], ['DELETE', '/v1/responses/resp_0']] as const) {
       await expectError(await h.req(method, path), 404, 'response_not_found');
     }
-    await expectError(await h.req('GET', `/v1/responses/${alices.id}?stream=true`), 422, 'validation_failed');
+    await expectError(await h.req('GET', `/v1/responses/${alices.id}?stream=true`), 409, 'stream_unavailable');
+    await expectError(await h.req('GET', `/v1/responses/${alices.id}?include=x`), 422, 'validation_failed');
+    await expectError(await h.req('POST', `/v1/responses/${alices.id}/cancel`), 409, 'response_not_cancellable');
   });
 
   it('DELETE removes a response (its continuations keep their own copy of the conversation); erasing the user erases theirs', async () => {

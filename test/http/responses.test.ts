@@ -222,7 +222,7 @@ describe('POST /v1/responses', () => {
       { user: 'alice', input: [] },
       { user: 'alice', input: [{ role: 'user', content: [{ type: 'input_image', image_url: 'https://x/y.png' }] }] },
       { user: 'alice', input: [{ type: 'function_call_output', call_id: 'c1', output: [{ type: 'input_image', image_url: 'https://x/y.png' }] }] },
-      { user: 'alice', input: 'x', background: true },
+      { user: 'alice', input: 'x', background: true, store: false },
       { user: 'alice', input: 'x', tools: [{ type: 'web_search' }] },
       { user: 'alice', input: 'x', tool_choice: 'required' },
       { user: 'alice', input: 'x', tools: [{ type: 'function', name: 'f' }], tool_choice: { type: 'function', name: 'g' } },

@@ -122,7 +122,7 @@ const CODES_BY_STATUS: Record<number, string[]> = {
   401: ['unauthorized'],
   404: ['not_found', 'user_not_found', 'job_not_found', 'adapter_not_found', 'model_not_found', 'history_item_not_found', 'response_not_found', 'conversation_not_found', 'item_not_found'],
   405: ['method_not_allowed'],
-  409: ['job_active', 'job_finished', 'adapter_unusable', 'adapter_active', 'adapters_disabled', 'conversations_disabled'],
+  409: ['job_active', 'job_finished', 'adapter_unusable', 'adapter_active', 'adapters_disabled', 'conversations_disabled', 'background_disabled', 'response_in_progress', 'response_not_cancellable', 'stream_unavailable'],
   413: ['body_too_large'],
   422: ['validation_failed', 'invalid_user_id', 'invalid_cursor', 'prompt_too_long', 'token_out_of_range', 'unsupported_schema', 'unsupported_regex', 'unsupported_grammar', 'invalid_version', 'invalid_item_id'],
   429: ['queue_full', 'user_queue_full', 'quota_exceeded'],
@@ -458,12 +458,12 @@ function seed(): void {
     h.db.sqlite.prepare("UPDATE adapter_versions SET active = 1 WHERE user_id = 'alice' AND version = 1 AND status = 'ready'").run();
   }
   // Deleted items are put back: the cases of DELETE .../history/{itemId} delete them one by one.
-  // A stored response of alice's for the stored-response routes (DELETE /v1/responses/{id} deletes them one by one).
-  if (userExists(h.db, 'alice') && !h.db.sqlite.prepare('SELECT 1 FROM stored_responses').get()) {
+  // A stored background response of alice's for the stored-response routes (DELETE /v1/responses/{id} deletes them one by one; cancel needs a background one).
+  if (userExists(h.db, 'alice') && !h.db.sqlite.prepare("SELECT 1 FROM stored_responses WHERE json_extract(response, '$.background') = 1").get()) {
     const id = `resp_seed${Date.now()}${Math.random().toString(16).slice(2, 8)}`;
     const items = [{ type: 'message', id: `msg_${id}_in0`, status: 'completed', role: 'user', content: [{ type: 'input_text', text: 'hello' }] }];
     const response = {
-      id, object: 'response', created_at: 1, status: 'completed', error: null, incomplete_details: null, instructions: null, max_output_tokens: 16, model: 'memlora',
+      id, object: 'response', created_at: 1, status: 'completed', background: true, error: null, incomplete_details: null, instructions: null, max_output_tokens: 16, model: 'memlora',
       output: [{ type: 'message', id: `msg_${id}`, status: 'completed', role: 'assistant', content: [{ type: 'output_text', text: 'hi', annotations: [], logprobs: [] }] }],
       parallel_tool_calls: true, temperature: 0, top_p: 1, tool_choice: 'auto', tools: [], text: { format: { type: 'text' } }, store: true, previous_response_id: null, truncation: 'disabled', metadata: {},
       usage: { input_tokens: 2, input_tokens_details: { cached_tokens: 0 }, output_tokens: 1, output_tokens_details: { reasoning_tokens: 0 }, total_tokens: 3 },
@@ -504,8 +504,9 @@ function latestItemId(path: string): string {
   return String(row?.id ?? 1);
 }
 
-function latestResponseId(): string {
-  const row = h.db.sqlite.prepare('SELECT id FROM stored_responses ORDER BY created_at DESC LIMIT 1').get() as { id: string } | undefined;
+/** The latest stored response (a background one for the routes that need one). */
+function latestResponseId(background: boolean): string {
+  const row = h.db.sqlite.prepare("SELECT id FROM stored_responses WHERE ? = 0 OR json_extract(response, '$.background') = 1 ORDER BY created_at DESC LIMIT 1").get(background ? 1 : 0) as { id: string } | undefined;
   return row?.id ?? 'resp_none';
 }
 
@@ -662,7 +663,8 @@ function checkEffects(op: Operation, status: number, json: any, sentBody: unknow
       if (json !== undefined ? moved !== (json.store ? 1 : 0) : moved !== (storing ? 1 : 0)) return `stored_responses moved by ${moved}, store asked ${storing}, answered ${json?.store}`;
       if (json?.store) {
         const row = h.db.sqlite.prepare('SELECT response FROM stored_responses WHERE id = ?').get(json.id) as { response: string } | undefined;
-        if (row?.response !== JSON.stringify(json)) return 'the stored response is not the one answered';
+        // A background response is answered queued and stored again when done: it may be done by now.
+        if (json.background ? row === undefined : row?.response !== JSON.stringify(json)) return 'the stored response is not the one answered';
       }
       return sameCountsExcept(before, after, { stored_responses: moved }) ?? (after.files.join() !== before.files.join() ? 'adapter files changed' : null);
     }
@@ -695,6 +697,15 @@ function checkEffects(op: Operation, status: number, json: any, sentBody: unknow
       const userId = decoded(segs.userId);
       if (h.db.sqlite.prepare('SELECT 1 FROM stored_responses WHERE user_id = ? UNION ALL SELECT 1 FROM conversations WHERE user_id = ?').get(userId, userId)) return 'the user still has stored responses or conversations';
       return sameCountsExcept(before, after, { stored_responses: -d.responses, conversations: -d.conversations, conversation_items: -d.conversationItems }) ?? (after.files.join() !== before.files.join() ? 'adapter files changed' : null);
+    }
+    case 'POST /v1/responses/{responseId}/cancel': {
+      // The response is stored as done (cancelled, or as it had ended); a run that ended meanwhile may have added to its conversation.
+      const row = h.db.sqlite.prepare('SELECT response FROM stored_responses WHERE id = ?').get(decoded(segs.responseId)) as { response: string } | undefined;
+      const stored = row && (JSON.parse(row.response) as { status: string });
+      if (!stored || stored.status === 'queued' || stored.status === 'in_progress') return `the response is stored ${stored?.status ?? 'nowhere'}`;
+      if (json?.status !== stored.status) return `answered ${json?.status}, stored ${stored.status}`;
+      const added = (after.counts.conversation_items ?? 0) - (before.counts.conversation_items ?? 0);
+      return sameCountsExcept(before, after, { conversation_items: added }) ?? (after.files.join() !== before.files.join() ? 'adapter files changed' : null);
     }
     case 'DELETE /v1/responses/{responseId}': {
       if (h.db.sqlite.prepare('SELECT 1 FROM stored_responses WHERE id = ?').get(decoded(segs.responseId))) return 'the response is still there';
@@ -735,7 +746,7 @@ async function runCase(op: Operation, c: Case): Promise<void> {
 
 async function runSeededCase(op: Operation, c: Case): Promise<void> {
   const segs: Record<string, string> = {};
-  let path = c.path.replace(KNOWN_JOB, latestJobId()).replace(KNOWN_ITEM, latestItemId(c.path)).replace(KNOWN_RESPONSE, latestResponseId());
+  let path = c.path.replace(KNOWN_JOB, latestJobId()).replace(KNOWN_ITEM, latestItemId(c.path)).replace(KNOWN_RESPONSE, latestResponseId(op.key === 'POST /v1/responses/{responseId}/cancel'));
   if (path.includes(KNOWN_CONVERSATION_ITEM)) {
     // An item and its own conversation, when the case names the known conversation.
     const latest = latestConversationItem();
@@ -759,6 +770,8 @@ async function runSeededCase(op: Operation, c: Case): Promise<void> {
   const calls = gen.calls.length;
   const res = await h.app.request(req);
   const text = await res.text();
+  // A background response the case started is stored again when done: its effects are the case's.
+  await h.lifecycle.settled?.();
   const after = snapshot(h.db, h.config.adapterDir);
 
   if (res.status >= 500) fail(where, res, text, 'a 5xx');
@@ -782,7 +795,9 @@ async function runSeededCase(op: Operation, c: Case): Promise<void> {
   } else if (type.startsWith('text/event-stream')) {
     const events = parseSse(text);
     const last = events[events.length - 1];
-    if (!last || !(last.event === 'done' || last.data === '[DONE]')) fail(where, res, text, 'stream did not end with done');
+    // Ours end with done, OpenAI's chat with [DONE], its Responses API with the response done.
+    const ended = last && (last.event === 'done' || last.data === '[DONE]' || last.event === 'response.completed' || last.event === 'response.incomplete');
+    if (!ended) fail(where, res, text, 'stream did not end with done');
     if (events.some((e) => e.event === 'error')) fail(where, res, text, 'stream carried an error event');
   } else if (type.startsWith('image/svg+xml')) {
     // A plot (?format=svg): an SVG document, not JSON.

@@ -10,6 +10,7 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
+import Database from 'better-sqlite3';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
@@ -553,6 +554,47 @@ describe('the official OpenAI client, unmodified, against the real server', () =
     expect(((kept.at(-1) as { content: Array<{ text: string }> }).content[0]).text).toBe(longInput[59].content);
   });
 
+  it('background responses through OpenAI\'s client: polled to the reply the foreground gives; streamed, resumed from a sequence number after the reader left, and cancelled mid-run', async () => {
+    const foreground = await openai.responses.create({ model: 'memlora:bob', input: 'Hello', max_output_tokens: 5 });
+    const queued = await openai.responses.create({ model: 'memlora:bob', input: 'Hello', max_output_tokens: 5, background: true });
+    expect(queued.status).toBe('queued');
+    let polled = queued;
+    for (let i = 0; polled.status === 'queued' || polled.status === 'in_progress'; i++) {
+      if (i > 2000) throw new Error('the background response never finished');
+      await new Promise((r) => setTimeout(r, 2));
+      polled = await openai.responses.retrieve(queued.id);
+    }
+    expect(polled.status).toBe('incomplete');
+    expect(polled.output_text).toBe(foreground.output_text);
+    expect(polled.output_text).toBe('zzzzz');
+
+    // A long one, streamed: the reader leaves after its first delta (the run goes on), and a new reader resumes after the last event it saw.
+    const stream = await openai.responses.create({ model: 'memlora:alice', input: 'Hello', max_output_tokens: 480, background: true, stream: true });
+    let id = '';
+    let seen = -1;
+    for await (const ev of stream) {
+      seen = ev.sequence_number;
+      if (ev.type === 'response.created') id = ev.response.id;
+      if (ev.type === 'response.output_text.delta') break;
+    }
+    const resumed = await openai.responses.retrieve(id, { stream: true, starting_after: seen });
+    let next: OpenAI.Responses.ResponseStreamEvent | undefined;
+    for await (const ev of resumed) {
+      next = ev;
+      break;
+    }
+    expect(next?.sequence_number).toBe(seen + 1);
+    const cancelled = await openai.responses.cancel(id);
+    expect(cancelled.status).toBe('cancelled');
+    // What it wrote before the cancel (the SDK adds output_text to created and retrieved responses only).
+    const wrote = ((cancelled.output[0] as OpenAI.Responses.ResponseOutputMessage).content[0] as OpenAI.Responses.ResponseOutputText).text;
+    expect(wrote).toMatch(/^q+$/);
+    expect(wrote.length).toBeLessThan(480);
+    expect((await openai.responses.retrieve(id)).status).toBe('cancelled');
+    // Its row is free: the next request is served.
+    expect((await openai.responses.create({ model: 'memlora:bob', input: 'Hello', max_output_tokens: 3 })).output_text).toBe('zzz');
+  });
+
   it('conversations through OpenAI\'s client: a response in a conversation reads it and adds to it, as sending the conversation whole', async () => {
     const vanilla = { mode: 'vanilla' } as Record<string, unknown>;
     const conv = await openai.conversations.create({ items: [{ type: 'message', role: 'user', content: 'Once upon a time' }] });
@@ -1001,5 +1043,59 @@ describe('the official OpenAI client, unmodified, against the real server', () =
     expect(err.details).toMatchObject({ userId: 'quinn', dailyTokens: 10, usedTokens: first.usage!.total_tokens });
     await expect(openai.chat.completions.create({ model: 'memlora', user: 'quinn', messages: hello })).rejects.toMatchObject({ status: 429, code: 'quota_exceeded' });
     await expect(openai.chat.completions.create({ model: 'memlora', user: 'bob', messages: hello, max_tokens: 2 })).resolves.toBeDefined();
+  });
+});
+
+describe('background responses across a shutdown of the real server', () => {
+  /** A server of its own on the model directory: one batch row, the given drain deadline; alice exists. */
+  async function own(name: string, shutdownTimeoutMs: number): Promise<{ running: RunningServer; dbFile: string }> {
+    const config = loadConfig({
+      MEMLORA_PORT: '0',
+      MEMLORA_DATA_DIR: join(root, name),
+      MEMLORA_ADAPTER_DIR: join(root, name, 'adapters'),
+      MEMLORA_MODEL_PATH: md.dir,
+      MEMLORA_ADMIN_TOKEN: ADMIN_TOKEN,
+      MEMLORA_MAX_BATCH: '1',
+    });
+    const running = await startServer(config, { handleSignals: false, logger: memoryLogger(), shutdownTimeoutMs });
+    for (let i = 0; (await fetch(`${running.url}/readyz`)).status !== 200; i++) {
+      if (i > 500) throw new Error('model never became ready');
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    await fetch(`${running.url}/v1/users/alice`, { method: 'PUT' });
+    return { running, dbFile: config.dbFile };
+  }
+  const begin = async (running: RunningServer, maxTokens: number) => {
+    const res = await fetch(`${running.url}/v1/responses`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ user: 'alice', input: 'Hello', max_output_tokens: maxTokens, background: true, mode: 'vanilla' }) });
+    expect(res.status).toBe(200);
+    return ((await res.json()) as { id: string }).id;
+  };
+  /** The stored responses after the server stopped, read from its database file. */
+  const storedAfter = (dbFile: string, ids: string[]) => {
+    const db = new Database(dbFile, { readonly: true });
+    try {
+      return ids.map((id) => JSON.parse((db.prepare('SELECT response FROM stored_responses WHERE id = ?').get(id) as { response: string }).response) as { status: string; error: { code: string } | null });
+    } finally {
+      db.close();
+    }
+  };
+
+  it('the drain lets a running background response finish; past the deadline the engine ends them and they are stored failed (shutting_down), none left queued', async () => {
+    const patient = await own('patient', 10_000);
+    const done = await begin(patient.running, 24);
+    await patient.running.close();
+    expect(storedAfter(patient.dbFile, [done])).toEqual([expect.objectContaining({ status: 'incomplete', error: null })]);
+
+    const hasty = await own('hasty', 1);
+    const running = await begin(hasty.running, 480);
+    const waiting = await begin(hasty.running, 480);
+    for (let i = 0; ((await (await fetch(`${hasty.running.url}/v1/responses/${running}`)).json()) as { status: string }).status !== 'in_progress'; i++) {
+      if (i > 2000) throw new Error('the first response never ran');
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    await hasty.running.close();
+    const [cut, queued] = storedAfter(hasty.dbFile, [running, waiting]);
+    expect(cut).toMatchObject({ status: 'failed', error: { code: 'shutting_down' } });
+    expect(queued).toMatchObject({ status: 'failed', error: { code: 'shutting_down' } });
   });
 });

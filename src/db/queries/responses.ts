@@ -1,6 +1,6 @@
 /**
- * Stored responses of OpenAI's Responses API (stored_responses): written when a response is done,
- * read to continue a conversation (previous_response_id) or by clients, deleted by clients, and
+ * Stored responses of OpenAI's Responses API (stored_responses): written when a response is done
+ * (a background response when it is taken, and again when it is done), read to continue a conversation (previous_response_id) or by clients, deleted by clients, and
  * purged once older than the retention. A response past the retention is gone for readers at once,
  * whether or not the purge has run; the purge runs on every write, at most PURGE_BATCH rows at a time
  * (a backlog, say after the server was down, is worked off over the next writes instead of holding
@@ -61,6 +61,11 @@ export function getStoredResponse(db: Db, id: string, keepSince: number): Stored
     response: JSON.parse(row.response) as Record<string, unknown>,
     items: JSON.parse(row.items) as Array<Record<string, unknown>>,
   };
+}
+
+/** Replaces the response object of the stored response `id` (a background response once it is done); whether it was still there. */
+export function updateStoredResponse(db: Db, id: string, response: Record<string, unknown>): boolean {
+  return statement(db, 'UPDATE stored_responses SET response = ? WHERE id = ?').run(JSON.stringify(response), id).changes > 0;
 }
 
 /** Deletes the stored response `id` (one created before `keepSince` counts as gone); whether it was there. */

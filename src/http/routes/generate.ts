@@ -45,6 +45,24 @@ export async function firstEvent(
   return { iterator, first };
 }
 
+/**
+ * Starts a stream and returns it once the engine has taken the request, without waiting for its
+ * first token (a background response answers at once): errors raised on arrival (queue full, prompt
+ * too long, no model) are thrown here, as the engine raises them before the stream's first step yields.
+ */
+export async function admitted(gen: GenerateService, req: GenerateRequest, signal: AbortSignal): Promise<AsyncGenerator<StreamEvent>> {
+  const iterator = gen.stream(req, signal)[Symbol.asyncIterator]();
+  const first = iterator.next();
+  await Promise.race([first, new Promise<void>((resolve) => setImmediate(resolve))]);
+  return (async function* () {
+    try {
+      for (let r = await first; !r.done; r = await iterator.next()) yield r.value;
+    } finally {
+      await iterator.return?.();
+    }
+  })();
+}
+
 export function logStreamError(logger: Logger, requestId: string, err: unknown): ReturnType<typeof errorBody> {
   const { apiError, known } = toApiError(err);
   if (!known) logger.error('stream failed', { requestId, err: err instanceof Error ? err.stack : String(err) });

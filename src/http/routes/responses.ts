@@ -6,119 +6,55 @@
  * the Responses API's stream of typed events. `user` names the memlora user (or the model,
  * memlora:<user id>); responses carry the `memlora` field as chat completions do. A response is
  * stored (`store`, true unless false) with the items its model read, for a later request of the same
- * user to continue (previous_response_id); routes/stored-responses.ts reads and deletes them.
+ * user to continue (previous_response_id); routes/stored-responses.ts reads and deletes them. With
+ * background, the response runs apart from the request (background-responses.ts): stored queued,
+ * answered at once, stored again when done.
  */
 import { randomBytes } from 'node:crypto';
 import type { Hono } from 'hono';
 import { streamSSE } from 'hono/streaming';
-import { storeResponse } from '../../db/queries/responses.js';
+import { storeResponse, updateStoredResponse } from '../../db/queries/responses.js';
 import { userExists } from '../../db/queries/users.js';
+import { type BackgroundResponses, Run } from '../background-responses.js';
 import type { AppEnv, RouteDeps } from '../context.js';
 import { appendConversationItems } from '../../db/queries/conversations.js';
-import { type ResponsesRequest, keptSince, outputItems, requestTurn, truncated } from '../responses-conversation.js';
+import { ApiError } from '../errors.js';
+import { type Asked, type ResponseObject, failedResponse, responseOf } from '../response-object.js';
+import { type ResponseEvent, replyEvents } from '../response-events.js';
+import { keptSince, outputItems, requestTurn, truncated } from '../responses-conversation.js';
 import { responsesRequestSchema } from '../schemas.js';
-import type { GenerateResult, TokenLogprob } from '../services.js';
-import { openAiTokenLogprobs, openAiUserId } from '../openai.js';
+import type { GenerateResult, StreamEvent } from '../services.js';
+import { openAiUserId } from '../openai.js';
 import { mergeStreams } from '../stream-merge.js';
-import { type Call, type CallPiece, type ToolOffer, offerReader, readOffered, toolOffer } from '../tools.js';
+import { toolOffer } from '../tools.js';
 import { readJson } from '../validate.js';
 import { requireTokenizer } from './tokenize.js';
-import { clientSignal, firstEvent, logStreamError, requireGenerate } from './generate.js';
+import { admitted, clientSignal, firstEvent, logStreamError, requireGenerate } from './generate.js';
 import { SERVED_MODEL_ID } from './models.js';
 import { userNotFound } from './users.js';
 
-/** A reply cut by its token budget (or the context window) is incomplete. */
-const incomplete = (r: GenerateResult) => r.finishReason === 'length';
-
-/** What a response object says of its request, whatever its state; item ids are made from `id`. */
-interface Asked {
-  id: string;
-  created: number;
-  model: string;
-  body: ResponsesRequest;
-  maxTokens: number;
-  temperature: number;
-  topP: number;
-  store: boolean;
-}
-
-const messageId = (a: Asked) => `msg_${a.id}`;
-const callIds = (a: Asked, i: number) => ({ id: `fc_${a.id}_${i}`, call_id: `call_${a.id}_${i}` });
-
-function messageItem(a: Asked, text: string, status: string, logprobs: readonly TokenLogprob[] = []) {
-  return { type: 'message' as const, id: messageId(a), status, role: 'assistant' as const, content: [{ type: 'output_text', text, annotations: [], logprobs: openAiTokenLogprobs(logprobs) }] };
-}
-
-function callItem(a: Asked, i: number, call: Call, status: string) {
-  return { type: 'function_call' as const, ...callIds(a, i), name: call.name, arguments: call.arguments, status };
-}
-
-/**
- * The output items of a finished reply, read as a stream reads it: the calls it began (the last
- * incomplete where its arguments were cut), then a message of any text after them; or one message,
- * with the reply's log-probabilities where they were asked for (a reply that made calls has none).
- */
-function outputOf(a: Asked, r: GenerateResult, offer: ToolOffer) {
-  const status = incomplete(r) ? 'incomplete' : 'completed';
-  const read = readOffered(r.text, offer);
-  if (!read || read.calls.length === 0) return [messageItem(a, r.text, status, r.logprobs)];
-  const calls = read.calls.map((c, i) => callItem(a, i, c, read.cut && i === read.calls.length - 1 ? 'incomplete' : 'completed'));
-  return read.content === null ? calls : [...calls, messageItem(a, read.content, status)];
-}
-
-/** The response object: in progress (no result yet), or done with its result. */
-function responseOf(a: Asked, r: GenerateResult | null, offer: ToolOffer) {
-  return {
-    id: `resp_${a.id}`,
-    object: 'response',
-    created_at: a.created,
-    status: r === null ? 'in_progress' : incomplete(r) ? 'incomplete' : 'completed',
-    error: null,
-    incomplete_details: r !== null && incomplete(r) ? { reason: 'max_output_tokens' } : null,
-    instructions: a.body.instructions ?? null,
-    max_output_tokens: a.maxTokens,
-    model: a.model,
-    output: r === null ? [] : outputOf(a, r, offer),
-    parallel_tool_calls: a.body.parallel_tool_calls ?? true,
-    temperature: a.temperature,
-    top_p: a.topP,
-    tool_choice: a.body.tool_choice ?? 'auto',
-    tools: a.body.tools ?? [],
-    text: { format: a.body.text?.format ?? { type: 'text' } },
-    store: a.store,
-    previous_response_id: a.body.previous_response_id ?? null,
-    truncation: a.body.truncation ?? 'disabled',
-    metadata: a.body.metadata ?? {},
-    conversation: a.body.conversation == null ? null : { id: typeof a.body.conversation === 'string' ? a.body.conversation : a.body.conversation.id },
-    usage:
-      r === null
-        ? null
-        : {
-            input_tokens: r.usage.promptTokens,
-            input_tokens_details: { cached_tokens: r.usage.cachedTokens },
-            output_tokens: r.usage.completionTokens,
-            output_tokens_details: { reasoning_tokens: 0 },
-            total_tokens: r.usage.promptTokens + r.usage.completionTokens,
-          },
-    memlora: r === null ? null : { personalization: r.personalization, timings: r.timings },
-  };
-}
-
-export function registerResponsesRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
+export function registerResponsesRoutes(app: Hono<AppEnv>, deps: RouteDeps, background: BackgroundResponses): void {
   const { db, config, logger, metrics } = deps;
   const stored = metrics.counter('memlora_responses_stored_total', 'Responses of the Responses API stored (store, true unless false).', []);
   const storeFailures = metrics.counter('memlora_responses_store_failures_total', 'Responses that could not be stored (answered with store: false; the reason is logged).', []);
   const purged = metrics.counter('memlora_responses_purged_total', 'Stored responses purged past MEMLORA_RESPONSES_RETENTION_DAYS.', []);
   const conversationFailures = metrics.counter('memlora_responses_conversation_failures_total', 'Responses whose input and output could not be added to their conversation (deleted meanwhile, or taken by another user).', []);
+  const backgroundRuns = metrics.counter('memlora_responses_background_total', 'Background responses by how they ended (completed, incomplete, cancelled, failed).', ['status']);
+  const running = metrics.gauge('memlora_responses_background_running', 'Background responses queued or running now.', []);
+  metrics.onCollect(() => running.set(undefined, background.running));
 
   app.post('/v1/responses', async (c) => {
     const body = await readJson(c, responsesRequestSchema, config.bodyLimitBytes);
     const userId = openAiUserId(body);
+    const requestId = c.get('requestId');
     // The response's key: its id and its items' ids are made from it (random, so unguessable: a
     // stored response is read by its id).
     const key = randomBytes(12).toString('hex');
     if (!userExists(db, userId)) throw userNotFound(userId);
-    const asked = requestTurn(db, config, body, userId, key);
+    if (body.background === true && config.responsesRetentionDays === 0) {
+      throw new ApiError(409, 'background_disabled', 'background responses are stored, and responses are not stored on this server (MEMLORA_RESPONSES_RETENTION_DAYS=0)');
+    }
+    const asked = requestTurn(db, config, body, userId, key, background);
     let turn = asked.turn;
     const gen = requireGenerate(deps);
     if (body.truncation === 'auto') {
@@ -129,7 +65,6 @@ export function registerResponsesRoutes(app: Hono<AppEnv>, deps: RouteDeps): voi
       });
     }
     const { chat, req } = turn;
-    const ac = clientSignal(c);
     const offer = toolOffer(chat);
     const a: Asked = {
       id: key,
@@ -140,9 +75,10 @@ export function registerResponsesRoutes(app: Hono<AppEnv>, deps: RouteDeps): voi
       temperature: req.temperature,
       topP: req.topP,
       store: body.store !== false && config.responsesRetentionDays > 0,
+      background: body.background === true,
     };
     /** The response's input and output added to its conversation (a failure is logged and counted, never the response's). */
-    const addToConversation = (response: ReturnType<typeof responseOf>) => {
+    const addToConversation = (response: ResponseObject) => {
       if (asked.conversationId === null) return;
       let why = "the conversation was deleted meanwhile, or another user's response took it";
       try {
@@ -151,21 +87,37 @@ export function registerResponsesRoutes(app: Hono<AppEnv>, deps: RouteDeps): voi
         why = (err as Error).message;
       }
       conversationFailures.inc();
-      logger.error('conversation items not added', { requestId: c.get('requestId'), conversationId: asked.conversationId, err: why });
+      logger.error('conversation items not added', { requestId, conversationId: asked.conversationId, err: why });
     };
-    /** The finished response, added to its conversation and stored when asked (a failed write is logged; the response then says store: false). */
+    /** The response stored, with the items its model read (and a few expired ones purged); throws what the write throws. */
+    const insert = (response: ResponseObject) => {
+      const done = storeResponse(db, { id: response.id, userId, createdAt: Date.now(), previousResponseId: response.previous_response_id, response, items: turn.items }, keptSince(config));
+      if (done.purged > 0) purged.inc(undefined, done.purged);
+    };
+    const storeFailed = (response: ResponseObject, err: unknown) => {
+      storeFailures.inc();
+      logger.error('response not stored', { requestId, responseId: response.id, err: (err as Error).message });
+    };
+
+    if (a.background) return runInBackground(a, req, offer);
+
+    const ac = clientSignal(c);
+    /**
+     * The finished response, added to its conversation and stored when asked (a failed write is
+     * logged; the response then says store: false). One whose client went away is neither: nobody
+     * learnt its id, and the conversation did not take place.
+     */
     const finished = (r: GenerateResult) => {
       const response = responseOf(a, r, offer);
+      if (r.finishReason === 'cancelled') return response;
       addToConversation(response);
       if (!a.store) return response;
       try {
-        const done = storeResponse(db, { id: response.id, userId, createdAt: Date.now(), previousResponseId: response.previous_response_id, response, items: turn.items }, keptSince(config));
+        insert(response);
         stored.inc();
-        if (done.purged > 0) purged.inc(undefined, done.purged);
         return response;
       } catch (err) {
-        storeFailures.inc();
-        logger.error('response not stored', { requestId: c.get('requestId'), responseId: response.id, err: (err as Error).message });
+        storeFailed(response, err);
         return { ...response, store: false };
       }
     };
@@ -176,88 +128,99 @@ export function registerResponsesRoutes(app: Hono<AppEnv>, deps: RouteDeps): voi
     return streamSSE(c, async (sse) => {
       sse.onAbort(() => ac.abort(new Error('client disconnected')));
       let sequence = 0;
-      const emit = (type: string, fields: Record<string, unknown>) => sse.writeSSE({ event: type, data: JSON.stringify({ type, sequence_number: sequence++, ...fields }) });
-      // Output items open as the reply writes them: calls (with tools offered, text is held back while
-      // it may still begin one), then a message of the text; output indices in that order.
-      let items = 0;
-      let message: { outputIndex: number; text: string } | null = null;
-      const calls: Array<{ outputIndex: number; call: Call }> = [];
-      const reader = offerReader(offer);
-      // Text after calls waits until it is more than white space (a whole reply reads it as none).
-      let afterCalls = '';
-      // The log-probabilities of tokens whose text is held back ride with the next delta; a call's are dropped.
-      let pending: TokenLogprob[] = [];
-      const openMessage = async () => {
-        const opened = { outputIndex: items++, text: '' };
-        message = opened;
-        await emit('response.output_item.added', { output_index: opened.outputIndex, item: { ...messageItem(a, '', 'in_progress'), content: [] } });
-        await emit('response.content_part.added', { item_id: messageId(a), output_index: opened.outputIndex, content_index: 0, part: { type: 'output_text', text: '', annotations: [], logprobs: [] } });
-        return opened;
-      };
-      const text = async (piece: string) => {
-        if (calls.length > 0) {
-          afterCalls += piece;
-          if (afterCalls.trim() === '') return;
-          piece = afterCalls;
-          afterCalls = '';
-        }
-        if (piece === '') return;
-        const open = message ?? (await openMessage());
-        open.text += piece;
-        const logprobs = calls.length > 0 ? [] : openAiTokenLogprobs(pending);
-        pending = [];
-        await emit('response.output_text.delta', { item_id: messageId(a), output_index: open.outputIndex, content_index: 0, delta: piece, logprobs });
-      };
-      const callPiece = async (p: CallPiece) => {
-        if (p.name !== undefined) {
-          calls[p.index] = { outputIndex: items++, call: { name: p.name, arguments: '' } };
-          await emit('response.output_item.added', { output_index: calls[p.index].outputIndex, item: callItem(a, p.index, calls[p.index].call, 'in_progress') });
-        }
-        if (p.arguments === '') return;
-        calls[p.index].call.arguments += p.arguments;
-        await emit('response.function_call_arguments.delta', { item_id: callIds(a, p.index).id, output_index: calls[p.index].outputIndex, delta: p.arguments });
-      };
-      const merged = mergeStreams([started]);
+      const send = (ev: ResponseEvent) => sse.writeSSE({ event: ev.type, data: JSON.stringify({ type: ev.type, sequence_number: sequence++, ...ev.fields }) });
+      const events = replyEvents(a, offer, valuesOf(mergeStreams([started])), finished);
       try {
-        const begun = responseOf(a, null, offer);
-        await emit('response.created', { response: begun });
-        await emit('response.in_progress', { response: begun });
-        let result: GenerateResult | null = null;
-        for await (const { value: ev } of merged) {
+        const begun = responseOf(a, 'in_progress', offer);
+        await send({ type: 'response.created', fields: { response: begun } });
+        await send({ type: 'response.in_progress', fields: { response: begun } });
+        for await (const ev of events) {
           if (ac.signal.aborted) return;
-          if (ev.type === 'token') {
-            if (ev.logprobs) pending.push(...ev.logprobs);
-            const { content, calls: pieces } = reader ? reader.push(ev.text) : { content: ev.text, calls: [] };
-            for (const p of pieces) await callPiece(p);
-            await text(content);
-          } else result = ev.result;
+          await send(ev);
         }
-        if (ac.signal.aborted) return;
-        if (result === null) throw new Error('generation stream ended without a done event');
-        await text(reader?.end() ?? '');
-        const done = finished(result);
-        const item = (index: number) => done.output[index];
-        for (const [i, { outputIndex, call }] of calls.entries()) {
-          await emit('response.function_call_arguments.done', { item_id: callIds(a, i).id, output_index: outputIndex, name: call.name, arguments: call.arguments });
-          await emit('response.output_item.done', { output_index: outputIndex, item: item(outputIndex) });
-        }
-        // Every response has an output item: an empty reply is an empty message.
-        const last = message ?? (calls.length === 0 ? await openMessage() : null);
-        if (last !== null) {
-          const at = { item_id: messageId(a), output_index: last.outputIndex, content_index: 0 };
-          const part = (item(last.outputIndex) as ReturnType<typeof messageItem>).content[0];
-          await emit('response.output_text.done', { ...at, text: last.text, logprobs: part.logprobs });
-          await emit('response.content_part.done', { ...at, part });
-          await emit('response.output_item.done', { output_index: last.outputIndex, item: item(last.outputIndex) });
-        }
-        await emit(incomplete(result) ? 'response.incomplete' : 'response.completed', { response: done });
       } catch (err) {
         if (ac.signal.aborted) return;
-        const { error } = logStreamError(logger, c.get('requestId'), err);
-        await emit('error', { code: error.code, message: error.message, param: null });
+        const { error } = logStreamError(logger, requestId, err);
+        await send({ type: 'error', fields: { code: error.code, message: error.message, param: null } });
       } finally {
-        await merged.return(undefined);
+        await events.return(undefined);
       }
     });
+
+    /**
+     * A background response: taken by the engine (errors on arrival are this request's), stored as
+     * queued, and run apart from this request, which answers the queued response (or streams the
+     * run's events; its client going away does not stop the run). The run is stored again when it is
+     * done, and added to its conversation unless it was cancelled or failed.
+     */
+    async function runInBackground(a: Asked, req: typeof turn.req, offer: ReturnType<typeof toolOffer>) {
+      const controller = new AbortController();
+      const stream = await admitted(gen, req, controller.signal);
+      const queued = responseOf(a, 'queued', offer);
+      try {
+        insert(queued);
+      } catch (err) {
+        controller.abort(new Error('not stored'));
+        throw err;
+      }
+      stored.inc();
+      const save = (response: ResponseObject) => {
+        try {
+          if (!updateStoredResponse(db, response.id, response)) logger.warn('background response deleted before it finished', { requestId, responseId: response.id });
+        } catch (err) {
+          storeFailed(response, err);
+        }
+      };
+      const run = background.start(new Run(queued.id, userId, queued, controller), async (run) => {
+        run.push('response.created', { response: queued });
+        run.push('response.queued', { response: queued });
+        // In progress from its first token (one cancelled while queued goes from queued to cancelled).
+        const announced = async function* (): AsyncGenerator<StreamEvent> {
+          for await (const ev of stream) {
+            if (ev.type === 'token' && run.response.status === 'queued') {
+              run.response = responseOf(a, 'in_progress', offer);
+              run.push('response.in_progress', { response: run.response });
+            }
+            yield ev;
+          }
+        };
+        const settle = (r: GenerateResult) => {
+          let response: ResponseObject = responseOf(a, r, offer);
+          // Cancelled but not by a client: the server is shutting down.
+          if (r.finishReason === 'cancelled' && !run.cancelRequested) response = failedResponse(response, { code: 'shutting_down', message: 'the server shut down before this response finished' });
+          if (response.status !== 'cancelled' && response.status !== 'failed') addToConversation(response);
+          save(response);
+          run.response = response;
+          return response;
+        };
+        try {
+          for await (const ev of replyEvents(a, offer, announced(), settle)) run.push(ev.type, ev.fields);
+          if (run.response.status === 'failed') run.push('response.failed', { response: run.response });
+        } catch (err) {
+          const { error } = logStreamError(logger, requestId, err);
+          const response = failedResponse(responseOf(a, 'in_progress', offer), { code: error.code, message: error.message });
+          save(response);
+          run.push('response.failed', { response });
+          run.response = response;
+        }
+        backgroundRuns.inc({ status: run.response.status });
+        run.finish(run.response);
+      });
+      if (!req.stream) return c.json(queued);
+      const reader = clientSignal(c);
+      return streamSSE(c, async (sse) => {
+        sse.onAbort(() => reader.abort(new Error('client disconnected')));
+        for await (const ev of run.from(-1, reader.signal)) await sse.writeSSE(ev);
+      });
+    }
   });
+}
+
+/** The values of a merged stream of one. */
+async function* valuesOf<T>(merged: AsyncGenerator<{ value: T }>): AsyncGenerator<T> {
+  try {
+    for await (const { value } of merged) yield value;
+  } finally {
+    await merged.return(undefined);
+  }
 }

@@ -1,30 +1,57 @@
 /**
  * The Responses API's stored responses, as OpenAI's clients read them: GET /v1/responses/{id} (the
- * response object as answered), GET /v1/responses/{id}/input_items (the items its model read, paged)
- * and DELETE /v1/responses/{id}. A response past the retention, or never stored, is 404
- * response_not_found. POST /v1/responses (routes/responses.ts) stores them. For operators, what a
+ * response object as answered, or a background response as it stands; with stream=true a background
+ * response's events, from starting_after on), GET /v1/responses/{id}/input_items (the items its
+ * model read, paged), POST /v1/responses/{id}/cancel (a background response) and DELETE
+ * /v1/responses/{id} (a running background response is cancelled first). A response past the
+ * retention, or never stored, is 404 response_not_found. POST /v1/responses (routes/responses.ts) stores them. For operators, what a
  * user's stored responses and conversations hold, and their erasure with the user kept
  * (/v1/admin/users/{userId}/responses).
  */
 import type { Hono } from 'hono';
+import { streamSSE } from 'hono/streaming';
 import { inTransaction } from '../../db/client.js';
 import { conversationsOf, deleteConversationsOf } from '../../db/queries/conversations.js';
 import { deleteStoredResponse, deleteStoredResponsesOf, storedResponsesOf } from '../../db/queries/responses.js';
 import { userExists } from '../../db/queries/users.js';
+import { type BackgroundResponses, KEEP_MS } from '../background-responses.js';
 import type { AppEnv, RouteDeps } from '../context.js';
 import { ApiError } from '../errors.js';
 import { type Item, itemList, keptSince, responseNotFound, storedResponse } from '../responses-conversation.js';
-import { noQuery, responsesInputItemsQuery } from '../schemas.js';
+import { noQuery, responsesGetQuery, responsesInputItemsQuery } from '../schemas.js';
 import { parseQuery, userIdParam } from '../validate.js';
+import { clientSignal } from './generate.js';
 import { userNotFound } from './users.js';
 
-export function registerStoredResponsesRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
+export function registerStoredResponsesRoutes(app: Hono<AppEnv>, deps: RouteDeps, background: BackgroundResponses): void {
   const { db, config, metrics } = deps;
   const deleted = metrics.counter('memlora_responses_deleted_total', 'Stored responses deleted (DELETE /v1/responses/{id}, or a user\'s all at once by an operator).', []);
 
   app.get('/v1/responses/:responseId', (c) => {
+    const q = parseQuery(c, responsesGetQuery);
+    const id = c.req.param('responseId');
+    const stored = storedResponse(db, config, id);
+    if (q.stream !== 'true') return c.json(background.current(id, stored.response));
+    const run = background.get(id);
+    if (run === undefined) {
+      const why = stored.response.background === true ? `its events are kept for ${KEEP_MS / 60_000} minutes after it is done` : 'it was not created in the background';
+      throw new ApiError(409, 'stream_unavailable', `response ${JSON.stringify(id)} cannot be streamed: ${why}; read it without stream`, { id });
+    }
+    const reader = clientSignal(c);
+    return streamSSE(c, async (sse) => {
+      sse.onAbort(() => reader.abort(new Error('client disconnected')));
+      for await (const ev of run.from(q.starting_after ?? -1, reader.signal)) await sse.writeSSE(ev);
+    });
+  });
+
+  app.post('/v1/responses/:responseId/cancel', async (c) => {
     parseQuery(c, noQuery);
-    return c.json(storedResponse(db, config, c.req.param('responseId')).response);
+    const id = c.req.param('responseId');
+    const stored = storedResponse(db, config, id);
+    if (stored.response.background !== true) throw new ApiError(409, 'response_not_cancellable', `response ${JSON.stringify(id)} was not created in the background: only background responses can be cancelled`, { id });
+    await background.cancel(id);
+    // A response already done is answered as it is.
+    return c.json(background.current(id, storedResponse(db, config, id).response));
   });
 
   app.get('/v1/responses/:responseId/input_items', (c) => {
@@ -41,9 +68,11 @@ export function registerStoredResponsesRoutes(app: Hono<AppEnv>, deps: RouteDeps
     return c.json(itemList(data, from + data.length < ordered.length));
   });
 
-  app.delete('/v1/responses/:responseId', (c) => {
+  app.delete('/v1/responses/:responseId', async (c) => {
     parseQuery(c, noQuery);
     const id = c.req.param('responseId');
+    await background.cancel(id);
+    background.forget(id);
     if (!deleteStoredResponse(db, id, keptSince(config))) throw responseNotFound(id, config);
     deleted.inc();
     return c.json({ id, object: 'response', deleted: true });

@@ -1,0 +1,227 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { storeResponse } from '../../src/db/queries/responses.js';
+import { responsesResponseSchema } from '../../src/http/schemas.js';
+import { ServiceError } from '../../src/http/services.js';
+import { fakeGenerateApp, parseSse, type FakeGenerate } from './fake-generate.js';
+import { expectError, json, until, type Harness } from './helpers.js';
+
+let h: Harness;
+let gen: FakeGenerate;
+afterEach(() => h?.cleanup());
+
+async function setup(env: Record<string, string> = {}) {
+  ({ h, gen } = await fakeGenerateApp(true, env));
+}
+
+type Response = ReturnType<typeof responsesResponseSchema.parse>;
+const read = async (id: string): Promise<Response> => {
+  const res = await h.req('GET', `/v1/responses/${id}`);
+  expect(res.status).toBe(200);
+  return responsesResponseSchema.parse(await json(res));
+};
+const start = async (body: Record<string, unknown>): Promise<Response> => {
+  const res = await h.req('POST', '/v1/responses', { user: 'alice', background: true, ...body });
+  expect(res.status).toBe(200);
+  return responsesResponseSchema.parse(await json(res));
+};
+const storedStatus = (id: string) => JSON.parse((h.db.sqlite.prepare('SELECT response FROM stored_responses WHERE id = ?').get(id) as { response: string }).response).status as string;
+const conversationItems = (id: string) => (h.db.sqlite.prepare('SELECT count(*) AS n FROM conversation_items WHERE conversation_id = ?').get(id) as { n: number }).n;
+/** Reads the response until its status is `status` (the run moves on between reads). */
+async function untilStatus(id: string, status: string): Promise<Response> {
+  for (let i = 0; i < 500; i++) {
+    const r = await read(id);
+    if (r.status === status) return r;
+    await new Promise((resolve) => setTimeout(resolve, 2));
+  }
+  throw new Error(`response ${id} never reached ${status}`);
+}
+const events = (text: string) => parseSse(text).map((e) => ({ event: e.event, data: JSON.parse(e.data) as Record<string, any> }));
+
+describe('background responses (background: true)', () => {
+  it('answers at once as queued, stored; runs apart from the request; reads back done, and is continued like any response', async () => {
+    await setup();
+    gen.hangAfterFirst = true;
+    const queued = await start({ input: 'one two three', metadata: { job: '7' } });
+    expect(queued).toMatchObject({ status: 'queued', background: true, store: true, output: [], usage: null, metadata: { job: '7' } });
+    expect(storedStatus(queued.id)).toBe('queued');
+    // The run is the engine's from now on: this request's end did not stop it. Its first token: running.
+    const running = await untilStatus(queued.id, 'in_progress');
+    expect(running).toMatchObject({ output: [], usage: null });
+    expect(storedStatus(queued.id)).toBe('queued');
+    expect(gen.calls[0].signal.aborted).toBe(false);
+
+    // A run to its end: completed, stored as such, counted.
+    gen.hangAfterFirst = false;
+    const second = await start({ input: 'four five' });
+    await until(() => storedStatus(second.id) === 'completed');
+    const done = await read(second.id);
+    expect(done).toMatchObject({ status: 'completed', background: true, error: null, output: [{ type: 'message', status: 'completed', content: [{ text: 'echo four five' }] }] });
+    expect(done.usage).not.toBeNull();
+    expect(await (await h.req('GET', '/metrics')).text()).toMatch(/^memlora_responses_background_total\{status="completed"\} 1$/m);
+    // Continued as any stored response is.
+    const next = await h.req('POST', '/v1/responses', { user: 'alice', input: 'six', previous_response_id: second.id });
+    expect(next.status).toBe(200);
+    expect(gen.calls.at(-1)!.req.messages!.map((m) => m.content)).toEqual(['four five', 'echo four five', 'six']);
+    // The one still running cannot be continued yet (409), and nothing is generated for it.
+    const calls = gen.calls.length;
+    const err = await expectError(await h.req('POST', '/v1/responses', { user: 'alice', input: 'x', previous_response_id: queued.id }), 409, 'response_in_progress');
+    expect(err.details).toMatchObject({ id: queued.id });
+    expect(gen.calls).toHaveLength(calls);
+    expect((await read(queued.id)).status).toBe('in_progress');
+    expect(await (await h.req('GET', '/metrics')).text()).toMatch(/^memlora_responses_background_running 1$/m);
+    await h.req('POST', `/v1/responses/${queued.id}/cancel`);
+  });
+
+  it('cancel stops a running response: cancelled with what it wrote, stored, idempotent; its conversation is left as it was', async () => {
+    await setup();
+    gen.hangAfterFirst = true;
+    const conv = (await json<{ id: string }>(await h.req('POST', '/v1/conversations', { items: [{ role: 'user', content: 'hi' }] }))).id;
+    const queued = await start({ input: 'alpha beta gamma', conversation: conv });
+    await untilStatus(queued.id, 'in_progress');
+
+    const res = await h.req('POST', `/v1/responses/${queued.id}/cancel`);
+    expect(res.status).toBe(200);
+    const cancelled = responsesResponseSchema.parse(await json(res));
+    expect(gen.calls[0].signal.aborted).toBe(true);
+    expect(cancelled).toMatchObject({ id: queued.id, status: 'cancelled', output: [{ type: 'message', status: 'incomplete', content: [{ text: 'echo' }] }] });
+    expect(storedStatus(queued.id)).toBe('cancelled');
+    expect(await read(queued.id)).toEqual(cancelled);
+    // Cancelling again answers the response as it is.
+    expect(await json(await h.req('POST', `/v1/responses/${queued.id}/cancel`))).toEqual(cancelled);
+    expect(conversationItems(conv)).toBe(1);
+    expect(await (await h.req('GET', '/metrics')).text()).toMatch(/^memlora_responses_background_total\{status="cancelled"\} 1$/m);
+    // A cancelled response may be continued: it holds what it wrote.
+    gen.hangAfterFirst = false;
+    expect((await h.req('POST', '/v1/responses', { user: 'alice', input: 'x', previous_response_id: queued.id })).status).toBe(200);
+  });
+
+  it('streams its events numbered from 0 (created, queued, in_progress, ...), and GET ?stream=true replays them from starting_after', async () => {
+    await setup();
+    const res = await h.req('POST', '/v1/responses', { user: 'alice', input: 'red green', background: true, stream: true });
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toContain('text/event-stream');
+    const sent = events(await res.text());
+    expect(sent.map((e) => e.event)).toEqual([
+      'response.created',
+      'response.queued',
+      'response.in_progress',
+      'response.output_item.added',
+      'response.content_part.added',
+      'response.output_text.delta',
+      'response.output_text.delta',
+      'response.output_text.delta',
+      'response.output_text.done',
+      'response.content_part.done',
+      'response.output_item.done',
+      'response.completed',
+    ]);
+    expect(sent.map((e) => e.data.sequence_number)).toEqual(sent.map((_, i) => i));
+    expect(sent[0].data.response).toMatchObject({ status: 'queued', background: true });
+    expect(sent[2].data.response.status).toBe('in_progress');
+    const id = sent[0].data.response.id as string;
+    expect(sent.at(-1)!.data.response).toEqual(await read(id));
+    expect(sent.at(-1)!.data.response.output[0].content[0].text).toBe('echo red green');
+
+    const again = await h.req('GET', `/v1/responses/${id}?stream=true&starting_after=4`);
+    expect(again.status).toBe(200);
+    expect(events(await again.text())).toEqual(sent.slice(5));
+    expect(events(await (await h.req('GET', `/v1/responses/${id}?stream=true`)).text())).toEqual(sent);
+    // stream=false reads the response.
+    expect(await json(await h.req('GET', `/v1/responses/${id}?stream=false`))).toEqual(sent.at(-1)!.data.response);
+  });
+
+  it('a reader of a running stream gets the events as they come, and the stream ends when the response is cancelled', async () => {
+    await setup();
+    gen.hangAfterFirst = true;
+    const queued = await start({ input: 'slow reply here' });
+    const res = await h.req('GET', `/v1/responses/${queued.id}?stream=true&starting_after=0`);
+    expect(res.status).toBe(200);
+    const reader = res.body!.getReader();
+    let text = '';
+    while (!text.includes('response.output_text.delta')) text += new TextDecoder().decode((await reader.read()).value);
+    await h.req('POST', `/v1/responses/${queued.id}/cancel`);
+    for (let r = await reader.read(); !r.done; r = await reader.read()) text += new TextDecoder().decode(r.value);
+    const got = events(text);
+    expect(got[0]).toMatchObject({ event: 'response.queued', data: { sequence_number: 1 } });
+    // Cancelled: the stream ends after what was written, with no terminal event.
+    expect(got.at(-1)!.event).toBe('response.output_text.delta');
+  });
+
+  it('a generation that fails midway leaves the response failed with the error, ending its stream with response.failed', async () => {
+    await setup();
+    gen.failMidway = new Error('decoder crashed');
+    const res = await h.req('POST', '/v1/responses', { user: 'alice', input: 'a b c', background: true, stream: true });
+    const got = events(await res.text());
+    expect(got.at(-1)).toMatchObject({ event: 'response.failed', data: { response: { status: 'failed', error: { code: 'internal', message: 'internal server error' } } } });
+    const id = got[0].data.response.id as string;
+    expect(await read(id)).toMatchObject({ status: 'failed', error: { code: 'internal' }, output: [] });
+    expect(h.logger.lines.some((l) => l.level === 'error' && String(l.fields.err).includes('decoder crashed'))).toBe(true);
+    expect(await (await h.req('GET', '/metrics')).text()).toMatch(/^memlora_responses_background_total\{status="failed"\} 1$/m);
+  });
+
+  it('refuses what it cannot run before storing anything: a full queue (429), store false (422), no storage (409)', async () => {
+    await setup();
+    gen.failWith = new ServiceError('queue_full', 'the generation queue is full', { retryAfterS: 2 });
+    const res = await h.req('POST', '/v1/responses', { user: 'alice', input: 'x', background: true });
+    await expectError(res, 429, 'queue_full');
+    expect((h.db.sqlite.prepare('SELECT count(*) AS n FROM stored_responses').get() as { n: number }).n).toBe(0);
+    gen.failWith = undefined;
+    await expectError(await h.req('POST', '/v1/responses', { user: 'alice', input: 'x', background: true, store: false }), 422, 'validation_failed');
+    h.cleanup();
+    await setup({ MEMLORA_RESPONSES_RETENTION_DAYS: '0' });
+    await expectError(await h.req('POST', '/v1/responses', { user: 'alice', input: 'x', background: true }), 409, 'background_disabled');
+    expect(gen.calls).toHaveLength(0);
+  });
+
+  it('a background response cut off by a stop of the server reads as failed, and its events as unavailable; responses stored before background existed read background: false', async () => {
+    await setup();
+    gen.hangAfterFirst = true;
+    const queued = await start({ input: 'x y' });
+    await untilStatus(queued.id, 'in_progress');
+    // A new server on the same database: the run is gone, its row still says queued.
+    h.restart();
+    expect(storedStatus(queued.id)).toBe('queued');
+    const lost = await read(queued.id);
+    expect(lost).toMatchObject({ status: 'failed', error: { code: 'server_error' }, output: [] });
+    expect(await json(await h.req('POST', `/v1/responses/${queued.id}/cancel`))).toEqual(lost);
+    await expectError(await h.req('GET', `/v1/responses/${queued.id}?stream=true`), 409, 'stream_unavailable');
+    // It can be continued: it holds no output.
+    gen.hangAfterFirst = false;
+    expect((await h.req('POST', '/v1/responses', { user: 'alice', input: 'y', previous_response_id: queued.id })).status).toBe(200);
+
+    const { background: _, ...legacy } = { ...lost, id: 'resp_legacy0', status: 'completed', error: null };
+    storeResponse(h.db, { id: legacy.id, userId: 'alice', createdAt: Date.now(), previousResponseId: null, response: legacy, items: [] }, 0);
+    expect(await read(legacy.id)).toEqual({ ...legacy, background: false });
+    await expectError(await h.req('POST', `/v1/responses/${legacy.id}/cancel`), 409, 'response_not_cancellable');
+  });
+
+  it('a response not in the background whose client goes away is neither stored nor added to its conversation', async () => {
+    await setup();
+    gen.hangAfterFirst = true;
+    const conv = (await json<{ id: string }>(await h.req('POST', '/v1/conversations', { items: [{ role: 'user', content: 'hi' }] }))).id;
+    for (const stream of [false, true]) {
+      const ac = new AbortController();
+      const sent = Promise.resolve(h.app.request(new Request('http://localhost/v1/responses', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ user: 'alice', input: 'p q r', conversation: conv, stream }), signal: ac.signal })));
+      await until(() => gen.calls.length === (stream ? 2 : 1));
+      ac.abort();
+      const res = await sent.catch(() => null);
+      await res?.text().catch(() => null);
+      await until(() => gen.calls.at(-1)!.signal.aborted);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect((h.db.sqlite.prepare('SELECT count(*) AS n FROM stored_responses').get() as { n: number }).n).toBe(0);
+    expect(conversationItems(conv)).toBe(1);
+  });
+
+  it('DELETE cancels a running response before deleting it', async () => {
+    await setup();
+    gen.hangAfterFirst = true;
+    const queued = await start({ input: 'one two' });
+    await until(() => gen.calls.length === 1);
+    const res = await h.req('DELETE', `/v1/responses/${queued.id}`);
+    expect(await json(res)).toEqual({ id: queued.id, object: 'response', deleted: true });
+    expect(gen.calls[0].signal.aborted).toBe(true);
+    await expectError(await h.req('GET', `/v1/responses/${queued.id}`), 404, 'response_not_found');
+    expect((h.db.sqlite.prepare('SELECT count(*) AS n FROM stored_responses').get() as { n: number }).n).toBe(0);
+  });
+});
