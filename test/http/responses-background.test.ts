@@ -213,6 +213,46 @@ describe('background responses (background: true)', () => {
     expect(conversationItems(conv)).toBe(1);
   });
 
+  it('one response at a time in a conversation: another meanwhile is 409 conversation_locked with Retry-After, released however the first ends', async () => {
+    await setup();
+    const conversation = async () => (await json<{ id: string }>(await h.req('POST', '/v1/conversations', { items: [{ role: 'user', content: 'hi' }] }))).id;
+    const [conv, other] = [await conversation(), await conversation()];
+    const ask = (id: string, extra: Record<string, unknown> = {}) => h.req('POST', '/v1/responses', { user: 'alice', input: 'more', conversation: id, ...extra });
+    // A stream holds it until its client goes away.
+    gen.hangAfterFirst = true;
+    const ac = new AbortController();
+    const streaming = await h.app.request(new Request('http://localhost/v1/responses', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ user: 'alice', input: 'first', conversation: conv, stream: true }), signal: ac.signal }));
+    const reader = streaming.body!.getReader();
+    await reader.read();
+    gen.hangAfterFirst = false;
+    const locked = await ask(conv);
+    expect(locked.headers.get('retry-after')).toBe('1');
+    expect((await expectError(locked, 409, 'conversation_locked')).details).toEqual({ id: conv });
+    expect(gen.calls).toHaveLength(1);
+    expect((await ask(other)).status).toBe(200);
+    ac.abort();
+    await reader.cancel().catch(() => undefined);
+    await until(() => gen.calls[0].signal.aborted);
+    await new Promise((r) => setTimeout(r, 10));
+    expect((await ask(conv)).status).toBe(200);
+    // A background run holds it until it ends (here, cancelled).
+    gen.hangAfterFirst = true;
+    const queued = await start({ input: 'bg', conversation: conv });
+    await untilStatus(queued.id, 'in_progress');
+    await expectError(await ask(conv, { background: true }), 409, 'conversation_locked');
+    await h.req('POST', `/v1/responses/${queued.id}/cancel`);
+    gen.hangAfterFirst = false;
+    expect((await ask(conv)).status).toBe(200);
+    // A request refused by the engine releases it at once.
+    gen.failWith = new ServiceError('queue_full', 'the generation queue is full', { retryAfterS: 2 });
+    await expectError(await ask(conv), 429, 'queue_full');
+    await expectError(await ask(conv, { background: true }), 429, 'queue_full');
+    gen.failWith = undefined;
+    expect((await ask(conv)).status).toBe(200);
+    // The conversation: its first item, then the three responses that finished (input and output each).
+    expect(conversationItems(conv)).toBe(1 + 3 * 2);
+  });
+
   it('DELETE cancels a running response before deleting it', async () => {
     await setup();
     gen.hangAfterFirst = true;

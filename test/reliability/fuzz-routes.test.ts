@@ -122,7 +122,7 @@ const CODES_BY_STATUS: Record<number, string[]> = {
   401: ['unauthorized'],
   404: ['not_found', 'user_not_found', 'job_not_found', 'adapter_not_found', 'model_not_found', 'history_item_not_found', 'response_not_found', 'conversation_not_found', 'item_not_found'],
   405: ['method_not_allowed'],
-  409: ['job_active', 'job_finished', 'adapter_unusable', 'adapter_active', 'adapters_disabled', 'conversations_disabled', 'background_disabled', 'response_in_progress', 'response_not_cancellable', 'stream_unavailable'],
+  409: ['job_active', 'job_finished', 'adapter_unusable', 'adapter_active', 'adapters_disabled', 'conversations_disabled', 'background_disabled', 'response_in_progress', 'response_not_cancellable', 'stream_unavailable', 'conversation_locked'],
   413: ['body_too_large'],
   422: ['validation_failed', 'invalid_user_id', 'invalid_cursor', 'prompt_too_long', 'token_out_of_range', 'unsupported_schema', 'unsupported_regex', 'unsupported_grammar', 'invalid_version', 'invalid_item_id'],
   429: ['queue_full', 'user_queue_full', 'quota_exceeded'],

@@ -30,6 +30,7 @@ import { toolOffer } from '../tools.js';
 import { readJson } from '../validate.js';
 import { requireTokenizer } from './tokenize.js';
 import { admitted, clientSignal, firstEvent, logStreamError, requireGenerate } from './generate.js';
+import { ConversationLocks } from '../conversation-locks.js';
 import { SERVED_MODEL_ID } from './models.js';
 import { userNotFound } from './users.js';
 
@@ -42,6 +43,7 @@ export function registerResponsesRoutes(app: Hono<AppEnv>, deps: RouteDeps, back
   const backgroundRuns = metrics.counter('memlora_responses_background_total', 'Background responses by how they ended (completed, incomplete, cancelled, failed).', ['status']);
   const running = metrics.gauge('memlora_responses_background_running', 'Background responses queued or running now.', []);
   metrics.onCollect(() => running.set(undefined, background.running));
+  const locks = new ConversationLocks();
 
   app.post('/v1/responses', async (c) => {
     const body = await readJson(c, responsesRequestSchema, config.bodyLimitBytes);
@@ -99,53 +101,66 @@ export function registerResponsesRoutes(app: Hono<AppEnv>, deps: RouteDeps, back
       logger.error('response not stored', { requestId, responseId: response.id, err: (err as Error).message });
     };
 
-    if (a.background) return runInBackground(a, req, offer);
+    // Its conversation takes no other response until this one is done: the hold passes to the stream
+    // or the background run that finishes it, and is released here on any other way out.
+    const hold = locks.hold(asked.conversationId);
+    try {
+      return await answer();
+    } finally {
+      if (!hold.passed) hold.release();
+    }
 
-    const ac = clientSignal(c);
-    /**
-     * The finished response, added to its conversation and stored when asked (a failed write is
-     * logged; the response then says store: false). One whose client went away is neither: nobody
-     * learnt its id, and the conversation did not take place.
-     */
-    const finished = (r: GenerateResult) => {
-      const response = responseOf(a, r, offer);
-      if (r.finishReason === 'cancelled') return response;
-      addToConversation(response);
-      if (!a.store) return response;
-      try {
-        insert(response);
-        stored.inc();
-        return response;
-      } catch (err) {
-        storeFailed(response, err);
-        return { ...response, store: false };
-      }
-    };
+    async function answer() {
+      if (a.background) return runInBackground();
 
-    if (!req.stream) return c.json(finished(await gen.generate(req, ac.signal)));
-
-    const started = await firstEvent(gen, req, ac.signal);
-    return streamSSE(c, async (sse) => {
-      sse.onAbort(() => ac.abort(new Error('client disconnected')));
-      let sequence = 0;
-      const send = (ev: ResponseEvent) => sse.writeSSE({ event: ev.type, data: JSON.stringify({ type: ev.type, sequence_number: sequence++, ...ev.fields }) });
-      const events = replyEvents(a, offer, valuesOf(mergeStreams([started])), finished);
-      try {
-        const begun = responseOf(a, 'in_progress', offer);
-        await send({ type: 'response.created', fields: { response: begun } });
-        await send({ type: 'response.in_progress', fields: { response: begun } });
-        for await (const ev of events) {
-          if (ac.signal.aborted) return;
-          await send(ev);
+      const ac = clientSignal(c);
+      /**
+       * The finished response, added to its conversation and stored when asked (a failed write is
+       * logged; the response then says store: false). One whose client went away is neither: nobody
+       * learnt its id, and the conversation did not take place.
+       */
+      const finished = (r: GenerateResult) => {
+        const response = responseOf(a, r, offer);
+        if (r.finishReason === 'cancelled') return response;
+        addToConversation(response);
+        if (!a.store) return response;
+        try {
+          insert(response);
+          stored.inc();
+          return response;
+        } catch (err) {
+          storeFailed(response, err);
+          return { ...response, store: false };
         }
-      } catch (err) {
-        if (ac.signal.aborted) return;
-        const { error } = logStreamError(logger, requestId, err);
-        await send({ type: 'error', fields: { code: error.code, message: error.message, param: null } });
-      } finally {
-        await events.return(undefined);
-      }
-    });
+      };
+
+      if (!req.stream) return c.json(finished(await gen.generate(req, ac.signal)));
+
+      const started = await firstEvent(gen, req, ac.signal);
+      hold.passed = true;
+      return streamSSE(c, async (sse) => {
+        sse.onAbort(() => ac.abort(new Error('client disconnected')));
+        let sequence = 0;
+        const send = (ev: ResponseEvent) => sse.writeSSE({ event: ev.type, data: JSON.stringify({ type: ev.type, sequence_number: sequence++, ...ev.fields }) });
+        const events = replyEvents(a, offer, valuesOf(mergeStreams([started])), finished);
+        try {
+          const begun = responseOf(a, 'in_progress', offer);
+          await send({ type: 'response.created', fields: { response: begun } });
+          await send({ type: 'response.in_progress', fields: { response: begun } });
+          for await (const ev of events) {
+            if (ac.signal.aborted) return;
+            await send(ev);
+          }
+        } catch (err) {
+          if (ac.signal.aborted) return;
+          const { error } = logStreamError(logger, requestId, err);
+          await send({ type: 'error', fields: { code: error.code, message: error.message, param: null } });
+        } finally {
+          hold.release();
+          await events.return(undefined);
+        }
+      });
+    }
 
     /**
      * A background response: taken by the engine (errors on arrival are this request's), stored as
@@ -153,7 +168,7 @@ export function registerResponsesRoutes(app: Hono<AppEnv>, deps: RouteDeps, back
      * run's events; its client going away does not stop the run). The run is stored again when it is
      * done, and added to its conversation unless it was cancelled or failed.
      */
-    async function runInBackground(a: Asked, req: typeof turn.req, offer: ReturnType<typeof toolOffer>) {
+    async function runInBackground() {
       const controller = new AbortController();
       const stream = await admitted(gen, req, controller.signal);
       const queued = responseOf(a, 'queued', offer);
@@ -171,6 +186,7 @@ export function registerResponsesRoutes(app: Hono<AppEnv>, deps: RouteDeps, back
           storeFailed(response, err);
         }
       };
+      hold.passed = true;
       const run = background.start(new Run(queued.id, userId, queued, controller), async (run) => {
         run.push('response.created', { response: queued });
         run.push('response.queued', { response: queued });
@@ -203,6 +219,7 @@ export function registerResponsesRoutes(app: Hono<AppEnv>, deps: RouteDeps, back
           run.push('response.failed', { response });
           run.response = response;
         }
+        hold.release();
         backgroundRuns.inc({ status: run.response.status });
         run.finish(run.response);
       });
