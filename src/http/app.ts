@@ -59,7 +59,10 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     metrics: deps.metrics ?? new Registry(),
     logger: deps.logger ?? jsonLogger(),
     lifecycle: deps.lifecycle ?? { draining: false },
+    background: new BackgroundResponses(),
   };
+  // Background responses run apart from their requests: the server's shutdown waits for them (settled) before it closes the database.
+  d.lifecycle.settled = () => d.background.settled();
   const app = new Hono<AppEnv>();
 
   const requests = d.metrics.counter('http_requests_total', 'HTTP requests by route and status.', ['method', 'route', 'status']);
@@ -115,11 +118,8 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   registerCacheRoutes(app, d);
   registerGenerateRoutes(app, d);
   registerChatRoutes(app, d);
-  // Background responses run apart from their requests: the server's shutdown waits for them (settled) before it closes the database.
-  const background = new BackgroundResponses();
-  d.lifecycle.settled = () => background.settled();
-  registerResponsesRoutes(app, d, background);
-  registerStoredResponsesRoutes(app, d, background);
+  registerResponsesRoutes(app, d);
+  registerStoredResponsesRoutes(app, d);
   registerConversationRoutes(app, d);
   registerCompletionRoutes(app, d);
   registerScoreRoutes(app, d);

@@ -128,6 +128,13 @@ export class BackgroundResponses {
     await run.done;
   }
 
+  /** Cancels every running run of the user and waits until they are done; how many. */
+  async cancelUser(userId: string): Promise<number> {
+    const theirs = [...this.runs.values()].filter((run) => run.userId === userId && run.finishedAt === null);
+    await Promise.all(theirs.map((run) => this.cancel(run.id)));
+    return theirs.length;
+  }
+
   /** Forgets the run `id` (its response was deleted). */
   forget(id: string): void {
     this.runs.delete(id);

@@ -2,6 +2,7 @@
 import type { Config } from '../config.js';
 import type { Db } from '../db/client.js';
 import type { Registry } from '../metrics.js';
+import type { BackgroundResponses } from './background-responses.js';
 import type { Logger, Services } from './services.js';
 
 export interface AppDeps {
@@ -34,6 +35,8 @@ export interface RouteDeps {
   metrics: Registry;
   logger: Logger;
   lifecycle: Lifecycle;
+  /** Background responses while they run (read, streamed and cancelled by the responses routes, cancelled when their user is erased). */
+  background: BackgroundResponses;
 }
 
 export interface AppEnv {

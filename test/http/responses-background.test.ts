@@ -253,6 +253,26 @@ describe('background responses (background: true)', () => {
     expect(conversationItems(conv)).toBe(1 + 3 * 2);
   });
 
+  it('erasing a user (or an operator erasing their chats) stops their background responses first: nothing is written after', async () => {
+    await setup();
+    await h.req('PUT', '/v1/users/bob');
+    gen.hangAfterFirst = true;
+    const conv = (await json<{ id: string }>(await h.req('POST', '/v1/conversations', { user: 'alice', items: [{ role: 'user', content: 'hi' }] }))).id;
+    const alices = await start({ input: 'one', conversation: conv });
+    const bobs = await start({ user: 'bob', input: 'two' });
+    await untilStatus(alices.id, 'in_progress');
+    await untilStatus(bobs.id, 'in_progress');
+    const erased = await h.admin('DELETE', '/v1/admin/users/alice/responses');
+    expect(await json(erased)).toMatchObject({ deleted: { responses: 1, conversations: 1 } });
+    expect(gen.calls[0].signal.aborted).toBe(true);
+    expect(gen.calls[1].signal.aborted).toBe(false);
+    await expectError(await h.req('GET', `/v1/responses/${alices.id}`), 404, 'response_not_found');
+    expect((await h.req('DELETE', '/v1/users/bob')).status).toBe(200);
+    expect(gen.calls[1].signal.aborted).toBe(true);
+    expect((h.db.sqlite.prepare('SELECT count(*) AS n FROM stored_responses').get() as { n: number }).n).toBe(0);
+    expect(h.logger.lines.filter((l) => l.level !== 'info')).toEqual([]);
+  });
+
   it('DELETE cancels a running response before deleting it', async () => {
     await setup();
     gen.hangAfterFirst = true;

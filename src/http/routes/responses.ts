@@ -15,7 +15,7 @@ import type { Hono } from 'hono';
 import { streamSSE } from 'hono/streaming';
 import { storeResponse, updateStoredResponse } from '../../db/queries/responses.js';
 import { userExists } from '../../db/queries/users.js';
-import { type BackgroundResponses, Run } from '../background-responses.js';
+import { Run } from '../background-responses.js';
 import type { AppEnv, RouteDeps } from '../context.js';
 import { appendConversationItems } from '../../db/queries/conversations.js';
 import { ApiError } from '../errors.js';
@@ -34,8 +34,8 @@ import { ConversationLocks } from '../conversation-locks.js';
 import { SERVED_MODEL_ID } from './models.js';
 import { userNotFound } from './users.js';
 
-export function registerResponsesRoutes(app: Hono<AppEnv>, deps: RouteDeps, background: BackgroundResponses): void {
-  const { db, config, logger, metrics } = deps;
+export function registerResponsesRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
+  const { db, config, logger, metrics, background } = deps;
   const stored = metrics.counter('memlora_responses_stored_total', 'Responses of the Responses API stored (store, true unless false).', []);
   const storeFailures = metrics.counter('memlora_responses_store_failures_total', 'Responses that could not be stored (answered with store: false; the reason is logged).', []);
   const purged = metrics.counter('memlora_responses_purged_total', 'Stored responses purged past MEMLORA_RESPONSES_RETENTION_DAYS.', []);

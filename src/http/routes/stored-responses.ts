@@ -14,7 +14,7 @@ import { inTransaction } from '../../db/client.js';
 import { conversationsOf, deleteConversationsOf } from '../../db/queries/conversations.js';
 import { deleteStoredResponse, deleteStoredResponsesOf, storedResponsesOf } from '../../db/queries/responses.js';
 import { userExists } from '../../db/queries/users.js';
-import { type BackgroundResponses, KEEP_MS } from '../background-responses.js';
+import { KEEP_MS } from '../background-responses.js';
 import type { AppEnv, RouteDeps } from '../context.js';
 import { ApiError } from '../errors.js';
 import { type Item, itemList, keptSince, responseNotFound, storedResponse } from '../responses-conversation.js';
@@ -23,8 +23,8 @@ import { parseQuery, userIdParam } from '../validate.js';
 import { clientSignal } from './generate.js';
 import { userNotFound } from './users.js';
 
-export function registerStoredResponsesRoutes(app: Hono<AppEnv>, deps: RouteDeps, background: BackgroundResponses): void {
-  const { db, config, metrics } = deps;
+export function registerStoredResponsesRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
+  const { db, config, metrics, background } = deps;
   const deleted = metrics.counter('memlora_responses_deleted_total', 'Stored responses deleted (DELETE /v1/responses/{id}, or a user\'s all at once by an operator).', []);
 
   app.get('/v1/responses/:responseId', (c) => {
@@ -89,9 +89,11 @@ export function registerStoredResponsesRoutes(app: Hono<AppEnv>, deps: RouteDeps
   });
 
   // The user's chats as the service keeps them, erased while the user, their history and adapters stay.
-  app.delete('/v1/admin/users/:userId/responses', (c) => {
+  app.delete('/v1/admin/users/:userId/responses', async (c) => {
     const userId = userIdParam(c);
     parseQuery(c, noQuery);
+    // Their background responses stop first, so none is stored or added to a conversation after the erasure.
+    await background.cancelUser(userId);
     const erased = inTransaction(db, () => {
       if (!userExists(db, userId)) return undefined;
       const responses = deleteStoredResponsesOf(db, userId);

@@ -13,7 +13,7 @@ export function userNotFound(userId: string): ApiError {
 }
 
 export function registerUserRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
-  const { db, config, services, logger } = deps;
+  const { db, config, services, logger, background } = deps;
 
   app.put('/v1/users/:userId', async (c) => {
     const id = userIdParam(c);
@@ -47,6 +47,8 @@ export function registerUserRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
         logger.warn('cancel before user delete failed', { userId: id, jobId: active.id, err: String(err) });
       }
     }
+    // Their background responses stop, so none writes after the erasure.
+    await background.cancelUser(id);
     // Their conversations' keys and values leave the prefix cache with them (and no request of
     // theirs still running keeps its own).
     services.generate?.forgetUser?.(id);
