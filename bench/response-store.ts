@@ -2,7 +2,8 @@
  * What storing Responses API responses costs a request (POST /v1/responses stores by default): the
  * write of a response with its conversation (one transaction: the retention's purge, then the insert),
  * and the read of a stored response that a request continues (previous_response_id), on a database of
- * `users` users holding `rows` stored responses (WAL, synchronous NORMAL, as the server opens it).
+ * `users` users holding `rows` stored responses (WAL, synchronous NORMAL, as the server opens it);
+ * and a background response's second write (stored queued when taken, its response replaced when done).
  * Conversations of `items` messages of `chars` characters, as a chain of turns grows them; timed over
  * `calls` writes and reads, next to the serving time a request takes (from
  * bench/serving-time.ts). Then the purge at its worst:
@@ -18,7 +19,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { openDb } from '../src/db/client.js';
-import { PURGE_BATCH, type StoredResponse, getStoredResponse, storeResponse } from '../src/db/queries/responses.js';
+import { PURGE_BATCH, type StoredResponse, getStoredResponse, storeResponse, updateStoredResponse } from '../src/db/queries/responses.js';
 import { createUser } from '../src/db/queries/users.js';
 import { numberArg } from './args.js';
 import { servingTimePerRequest } from './serving-time.js';
@@ -77,6 +78,14 @@ for (let i = 0; i < CALLS; i++) sink += getStoredResponse(db, ids[(i * 7919) % i
 const usPerRead = ((performance.now() - t0) * 1000) / CALLS;
 if (sink !== CALLS * ITEMS) throw new Error('a stored response was not read back whole');
 
+// A background response's end: its response object replaced (output and usage now in it).
+t0 = performance.now();
+for (let i = 0; i < CALLS; i++) {
+  const id = ids[(i * 7919) % ids.length];
+  if (!updateStoredResponse(db, id, responseOf(id))) throw new Error('a stored response to update was not found');
+}
+const usPerUpdate = ((performance.now() - t0) * 1000) / CALLS;
+
 // The purge at its worst: EXPIRED rows past the retention at once, worked off by the next writes.
 const old = now - 31 * DAY_MS;
 for (let i = 0; i < EXPIRED; i++) storeResponse(db, row(old - i), 0);
@@ -98,7 +107,7 @@ const { usServing, maxTokens } = servingTimePerRequest();
 const share = (usPerWrite + usPerRead) / usServing;
 process.stderr.write(
   `store ${usPerWrite.toFixed(1)} us (the slowest ${usPerWriteMax.toFixed(0)} us) and continuation read ${usPerRead.toFixed(1)} us per request (${ITEMS} items of ${CHARS} characters, ${bytesPerRow} bytes a row, ${ROWS} rows, ${USERS} users); ` +
-    `a ${maxTokens}-token request's serving time ${(usServing / 1000).toFixed(1)} ms: ${(100 * share).toFixed(2)}%; ${EXPIRED} rows expired at once: worked off by ${purgeWrites.length} writes (${PURGE_BATCH} each), ${usPurgeWriteMean.toFixed(0)} us a write, the slowest ${usPurgeWriteMax.toFixed(0)} us\n`,
+    `a ${maxTokens}-token request's serving time ${(usServing / 1000).toFixed(1)} ms: ${(100 * share).toFixed(2)}%; a background response's second write ${usPerUpdate.toFixed(1)} us (${((100 * usPerUpdate) / usServing).toFixed(2)}% more); ${EXPIRED} rows expired at once: worked off by ${purgeWrites.length} writes (${PURGE_BATCH} each), ${usPurgeWriteMean.toFixed(0)} us a write, the slowest ${usPurgeWriteMax.toFixed(0)} us\n`,
 );
 mkdirSync(join(root, 'bench', 'results'), { recursive: true });
 writeFileSync(
@@ -110,6 +119,7 @@ writeFileSync(
       usPerWrite: Math.round(usPerWrite * 10) / 10,
       usPerWriteMax: Math.round(usPerWriteMax),
       usPerRead: Math.round(usPerRead * 10) / 10,
+      usPerBackgroundUpdate: Math.round(usPerUpdate * 10) / 10,
       usServingPerRequest: Math.round(usServing),
       share: Math.round(share * 1e5) / 1e5,
       purge: { batch: PURGE_BATCH, writes: purgeWrites.length, usPerWriteMean: Math.round(usPurgeWriteMean), usPerWriteMax: Math.round(usPurgeWriteMax) },
