@@ -21,6 +21,7 @@ import type { Logger, Services } from './http/services.js';
 import { Registry, registerProcessMetrics } from './metrics.js';
 import { startJobService } from './inject/jobs.js';
 import { createServeServices } from './serve/services.js';
+import { startRetentionSweep } from './retention.js';
 
 /** What a service factory gets: everything opened by the server before the app is built. */
 export interface ServiceContext {
@@ -153,6 +154,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
 
   const lifecycle: Lifecycle = { draining: false };
   const app = createApp({ config: cfg, db, services, metrics, logger, lifecycle });
+  const retention = startRetentionSweep({ db, config: cfg, logger, metrics });
   // The adapter refuses some request targets before the app sees them; errorHandler gives those our shape.
   const server = createServer(getRequestListener(app.fetch, { errorHandler: requestErrorResponse }));
   server.on('clientError', onClientError);
@@ -189,6 +191,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
   } catch (err) {
     // Nothing was served: stop what the factory started (a model loading in the background...).
     for (const svc of [services.generate, services.jobs]) await svc?.close?.().catch(() => undefined);
+    await retention.stop();
     db.close();
     throw err;
   }
@@ -231,6 +234,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([lifecycle.settled?.(), new Promise<void>((resolve) => (timer = setTimeout(resolve, shutdownTimeoutMs)))]);
       clearTimeout(timer);
+      await retention.stop();
       db.close();
       logger.info('stopped');
     })());

@@ -9,6 +9,7 @@
 import type { z } from 'zod';
 import type { Config } from '../config.js';
 import type { Db } from '../db/client.js';
+import type { Registry } from '../metrics.js';
 import { type Conversation, countConversationItems, getConversation, lastConversationItems } from '../db/queries/conversations.js';
 import { type StoredResponse, getStoredResponse } from '../db/queries/responses.js';
 import { type BackgroundResponses, isPending } from './background-responses.js';
@@ -39,6 +40,12 @@ const DAY_MS = 86_400_000;
  * retention: gone. With a retention of 0 nothing is kept, so no time is late enough.
  */
 export const keptSince = (config: Config, now = Date.now()): number => (config.responsesRetentionDays === 0 ? Number.MAX_SAFE_INTEGER : now - config.responsesRetentionDays * DAY_MS);
+
+/** What the retention purged, by the writes and by the server's sweep (src/retention.ts). */
+export const purgeCounters = (metrics: Registry) => ({
+  responses: metrics.counter('memlora_responses_purged_total', 'Stored responses purged past MEMLORA_RESPONSES_RETENTION_DAYS.', []),
+  conversations: metrics.counter('memlora_conversations_purged_total', 'Conversations (with their items) purged past MEMLORA_RESPONSES_RETENTION_DAYS after their last change.', []),
+});
 
 export function responseNotFound(id: string, config: Config): ApiError {
   const why = config.responsesRetentionDays === 0 ? ': responses are not stored on this server (MEMLORA_RESPONSES_RETENTION_DAYS=0)' : '';

@@ -2,7 +2,8 @@
  * Conversations of OpenAI's Conversations API (conversations, conversation_items): created, read,
  * their metadata replaced, deleted; items appended in order, listed in pages, read and deleted one by
  * one. A conversation unchanged for longer than the retention is gone for readers at once, and purged
- * (with its items, by cascade) at most PURGE_BATCH at a time by the writes that create conversations.
+ * (with its items, by cascade) at most PURGE_BATCH at a time by the writes that create conversations
+ * and by the server's retention sweep (src/retention.ts).
  * An unowned conversation becomes the user's whose response first adds to it.
  */
 import type { Db } from '../client.js';
@@ -36,13 +37,19 @@ function append(db: Db, conversationId: string, items: readonly ConversationItem
   for (const item of items) insert.run(item.id, conversationId, JSON.stringify(item));
 }
 
-/** Creates a conversation with its first items, first purging up to PURGE_BATCH conversations unchanged since before `keepSince`. */
-export function createConversation(db: Db, c: Conversation, items: readonly ConversationItem[], keepSince: number): void {
-  db.sqlite
+/** Deletes up to `limit` conversations unchanged since before `keepSince` (ms), with their items, oldest first; how many. */
+export function purgeExpiredConversations(db: Db, keepSince: number, limit = PURGE_BATCH): number {
+  return statement(db, 'DELETE FROM conversations WHERE rowid IN (SELECT rowid FROM conversations WHERE updated_at < ? ORDER BY updated_at LIMIT ?)').run(keepSince, limit).changes;
+}
+
+/** Creates a conversation with its first items, first purging up to PURGE_BATCH conversations unchanged since before `keepSince`; how many it purged. */
+export function createConversation(db: Db, c: Conversation, items: readonly ConversationItem[], keepSince: number): number {
+  return db.sqlite
     .transaction(() => {
-      statement(db, 'DELETE FROM conversations WHERE rowid IN (SELECT rowid FROM conversations WHERE updated_at < ? ORDER BY updated_at LIMIT ?)').run(keepSince, PURGE_BATCH);
+      const purged = purgeExpiredConversations(db, keepSince);
       statement(db, 'INSERT INTO conversations (id, user_id, created_at, updated_at, metadata) VALUES (?, ?, ?, ?, ?)').run(c.id, c.userId, c.createdAt, c.updatedAt, JSON.stringify(c.metadata));
       append(db, c.id, items);
+      return purged;
     })
     .immediate();
 }

@@ -4,7 +4,8 @@
  * purged once older than the retention. A response past the retention is gone for readers at once,
  * whether or not the purge has run; the purge runs on every write, at most PURGE_BATCH rows at a time
  * (a backlog, say after the server was down, is worked off over the next writes instead of holding
- * the thread: bench/response-store.ts).
+ * the thread: bench/response-store.ts), and by the server's retention sweep (src/retention.ts) when
+ * writes are few.
  */
 import type { Db } from '../client.js';
 import { statement } from '../statements.js';
@@ -23,10 +24,15 @@ export interface StoredResponse {
 /** Expired rows one write purges at most: rows expire about as fast as they were written, so a few a write keep up. */
 export const PURGE_BATCH = 64;
 
+/** Deletes up to `limit` stored responses created before `keepSince` (ms), oldest first; how many. */
+export function purgeExpiredResponses(db: Db, keepSince: number, limit = PURGE_BATCH): number {
+  return statement(db, 'DELETE FROM stored_responses WHERE rowid IN (SELECT rowid FROM stored_responses WHERE created_at < ? ORDER BY created_at LIMIT ?)').run(keepSince, limit).changes;
+}
+
 /** Stores a response, first purging up to PURGE_BATCH of those created before `keepSince` (ms), oldest first; how many it purged. */
 export function storeResponse(db: Db, r: StoredResponse, keepSince: number): { purged: number } {
   const tx = db.sqlite.transaction(() => {
-    const purged = statement(db, 'DELETE FROM stored_responses WHERE rowid IN (SELECT rowid FROM stored_responses WHERE created_at < ? ORDER BY created_at LIMIT ?)').run(keepSince, PURGE_BATCH).changes;
+    const purged = purgeExpiredResponses(db, keepSince);
     statement(db, 'INSERT INTO stored_responses (id, user_id, created_at, previous_response_id, response, items) VALUES (?, ?, ?, ?, ?, ?)').run(
       r.id,
       r.userId,

@@ -23,7 +23,7 @@ import {
 import { userExists } from '../../db/queries/users.js';
 import type { AppEnv, RouteDeps } from '../context.js';
 import { ApiError } from '../errors.js';
-import { checkConversationRoom, conversationNotFound, itemList, itemsOf, keptSince, liveConversation } from '../responses-conversation.js';
+import { checkConversationRoom, conversationNotFound, itemList, itemsOf, keptSince, liveConversation, purgeCounters } from '../responses-conversation.js';
 import { conversationCreateSchema, conversationItemsAddSchema, conversationUpdateSchema, noQuery, responsesInputItemsQuery } from '../schemas.js';
 import { parseQuery, readJson } from '../validate.js';
 import { userNotFound } from './users.js';
@@ -31,7 +31,8 @@ import { userNotFound } from './users.js';
 const conversationJson = (c: Conversation) => ({ id: c.id, object: 'conversation' as const, created_at: Math.floor(c.createdAt / 1000), metadata: c.metadata, memlora: { userId: c.userId } });
 
 export function registerConversationRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
-  const { db, config } = deps;
+  const { db, config, metrics } = deps;
+  const conversationsPurged = purgeCounters(metrics).conversations;
 
   const found = (id: string): Conversation => liveConversation(db, config, id);
   const itemNotFound = (id: string, itemId: string) => new ApiError(404, 'item_not_found', `conversation ${JSON.stringify(id)} has no item ${JSON.stringify(itemId)}`, { id, itemId });
@@ -43,7 +44,8 @@ export function registerConversationRoutes(app: Hono<AppEnv>, deps: RouteDeps): 
     const key = randomBytes(12).toString('hex');
     const now = Date.now();
     const conversation: Conversation = { id: `conv_${key}`, userId: body.user ?? null, createdAt: now, updatedAt: now, metadata: body.metadata ?? {} };
-    createConversation(db, conversation, itemsOf(body.items ?? [], key), keptSince(config, now));
+    const purged = createConversation(db, conversation, itemsOf(body.items ?? [], key), keptSince(config, now));
+    if (purged > 0) conversationsPurged.inc(undefined, purged);
     return c.json(conversationJson(conversation));
   });
 

@@ -21,7 +21,7 @@ import { appendConversationItems } from '../../db/queries/conversations.js';
 import { ApiError } from '../errors.js';
 import { type Asked, type ResponseObject, failedResponse, responseOf } from '../response-object.js';
 import { type ResponseEvent, replyEvents } from '../response-events.js';
-import { keptSince, outputItems, requestTurn, truncated } from '../responses-conversation.js';
+import { keptSince, outputItems, purgeCounters, requestTurn, truncated } from '../responses-conversation.js';
 import { responsesRequestSchema } from '../schemas.js';
 import type { GenerateResult, StreamEvent } from '../services.js';
 import { openAiUserId } from '../openai.js';
@@ -38,7 +38,7 @@ export function registerResponsesRoutes(app: Hono<AppEnv>, deps: RouteDeps): voi
   const { db, config, logger, metrics, background } = deps;
   const stored = metrics.counter('memlora_responses_stored_total', 'Responses of the Responses API stored (store, true unless false).', []);
   const storeFailures = metrics.counter('memlora_responses_store_failures_total', 'Responses that could not be stored (answered with store: false; the reason is logged).', []);
-  const purged = metrics.counter('memlora_responses_purged_total', 'Stored responses purged past MEMLORA_RESPONSES_RETENTION_DAYS.', []);
+  const purged = purgeCounters(metrics).responses;
   const conversationFailures = metrics.counter('memlora_responses_conversation_failures_total', 'Responses whose input and output could not be added to their conversation (deleted meanwhile, or taken by another user).', []);
   const backgroundRuns = metrics.counter('memlora_responses_background_total', 'Background responses by how they ended (completed, incomplete, cancelled, failed).', ['status']);
   const running = metrics.gauge('memlora_responses_background_running', 'Background responses queued or running now.', []);
