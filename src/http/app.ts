@@ -21,6 +21,7 @@ import { registerCacheRoutes } from './routes/cache.js';
 import { registerChatRoutes } from './routes/chat.js';
 import { BackgroundResponses } from './background-responses.js';
 import { registerResponsesRoutes } from './routes/responses.js';
+import { registerUserExportRoutes } from './routes/user-export.js';
 import { registerStoredResponsesRoutes } from './routes/stored-responses.js';
 import { registerConversationRoutes } from './routes/conversations.js';
 import { registerCompletionRoutes } from './routes/completions.js';
@@ -125,6 +126,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   registerScoreRoutes(app, d);
   registerTokenizeRoutes(app, d);
   registerUsageRoutes(app, d);
+  registerUserExportRoutes(app, d);
   registerModelRoutes(app, d);
 
   const yamlText = readFileSync(OPENAPI_FILE, 'utf8');
