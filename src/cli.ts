@@ -10,6 +10,7 @@ import { ConfigError, formatConfigError, loadConfig } from './config.js';
 import { jsonLogger } from './http/logger.js';
 import { ablateCommand } from './eval/ablation-command.js';
 import { evalCommand } from './eval/command.js';
+import { exportCommand } from './http/export-command.js';
 import { injectCommand, searchCommand } from './inject/commands.js';
 import { importCommand } from './model/import-command.js';
 import { pretrainCommand } from './pretrain/command.js';
@@ -63,7 +64,7 @@ export const serveCommand: Command = {
 };
 
 /** Every subcommand. inject, search, eval, import and pretrain are added here by their modules' owners. */
-export const commands: readonly Command[] = [serveCommand, importCommand, pretrainCommand, injectCommand, searchCommand, evalCommand, ablateCommand];
+export const commands: readonly Command[] = [serveCommand, importCommand, pretrainCommand, injectCommand, searchCommand, evalCommand, ablateCommand, exportCommand];
 
 function usage(): string {
   const width = Math.max(...commands.map((c) => c.name.length));

@@ -1,9 +1,16 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { loadConfig } from '../../src/config.js';
+import { openDb } from '../../src/db/client.js';
+import { createUser } from '../../src/db/queries/users.js';
+import { exportCommand } from '../../src/http/export-command.js';
 import { createAdapterVersion } from '../../src/db/queries/adapters.js';
 import { appendHistory } from '../../src/db/queries/history.js';
 import { createJob } from '../../src/db/queries/jobs.js';
 import { recordUsage, setQuota } from '../../src/db/queries/usage.js';
-import { EXPORT_PAGE } from '../../src/http/routes/user-export.js';
+import { EXPORT_PAGE } from '../../src/http/user-export.js';
 import { fakeGenerateApp, type FakeGenerate } from './fake-generate.js';
 import { expectError, json, type Harness } from './helpers.js';
 
@@ -68,5 +75,35 @@ describe('GET /v1/admin/users/{userId}/export', () => {
     await expectError(await h.admin('GET', '/v1/admin/users/alice/export?x=1'), 422, 'validation_failed');
     expect((await h.req('DELETE', '/v1/users/alice')).status).toBe(200);
     await expectError(await h.admin('GET', '/v1/admin/users/alice/export'), 404, 'user_not_found');
+  });
+});
+
+describe('memlora export', () => {
+  it('writes what the route streams to a file, whole; refuses an unknown user (1) and a missing --user (2)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'memlora-export-'));
+    const saved = process.env.MEMLORA_DATA_DIR;
+    process.env.MEMLORA_DATA_DIR = dir;
+    const err = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    try {
+      const db = openDb(loadConfig().dbFile);
+      createUser(db, { id: 'alice' });
+      appendHistory(db, 'alice', [{ kind: 'post', text: 'hello' }]);
+      db.close();
+      const out = join(dir, 'alice.ndjson');
+      expect(await exportCommand.run(['--user', 'alice', '--out', out])).toBe(0);
+      const got = lines(readFileSync(out, 'utf8'));
+      expect(got.map((l) => l.type)).toEqual(['user', 'history', 'end']);
+      expect(got[1]).toMatchObject({ text: 'hello' });
+      expect(readdirSync(dir).filter((f) => f.endsWith('.partial'))).toEqual([]);
+      expect(await exportCommand.run(['--user', 'carol', '--out', join(dir, 'carol.ndjson')])).toBe(1);
+      expect(existsSync(join(dir, 'carol.ndjson'))).toBe(false);
+      expect(await exportCommand.run([])).toBe(2);
+      expect(await exportCommand.run(['--bogus'])).toBe(2);
+    } finally {
+      err.mockRestore();
+      if (saved === undefined) delete process.env.MEMLORA_DATA_DIR;
+      else process.env.MEMLORA_DATA_DIR = saved;
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
