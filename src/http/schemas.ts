@@ -1215,53 +1215,74 @@ const RESPONSES_REFUSED: Record<string, string> = {
 /** What include may ask for: the output text's log-probabilities. */
 const RESPONSES_INCLUDES = ['message.output_text.logprobs'] as const;
 
-export const responsesRequestSchema = z
-  .looseObject({
-    model: z.string().max(256).optional(),
-    /** The memlora user id; absent, the model must name the user (memlora:<user id>). */
-    user: userIdSchema.optional(),
-    input: z.union([z.string().min(1).max(MAX_PROMPT_CHARS), z.array(responsesInputItem).min(1).max(256)]),
-    /** Store the response (true unless false): a later request may continue it and clients may read it back. */
-    store: z.boolean().nullable().optional(),
-    /** Run it apart from the request: answered at once as queued, then read (GET, maybe streamed) or cancelled by its id; stored, so store may not be false. */
-    background: z.boolean().nullable().optional(),
-    /** Continue a stored response of the same user: its conversation (input and output, not its instructions) comes before the input. */
-    previous_response_id: z.string().min(1).max(256).nullable().optional(),
-    /** Up to 16 key-value pairs (keys up to 64 characters, values up to 512), echoed in the response and stored with it. */
-    metadata: openAiMetadata.nullable().optional(),
-    /** A conversation (POST /v1/conversations) whose items come before the input, and to which the input and output are added. */
-    conversation: z.union([conversationIdSchema, z.looseObject({ id: conversationIdSchema })]).nullable().optional(),
-    /** auto: drop the conversation's oldest items until it fits the context window (and 256 messages); disabled (the default): refuse it. */
-    truncation: z.enum(['auto', 'disabled']).nullable().optional(),
-    /** A system message before the input (not carried to the responses that continue this one). */
-    instructions: z.string().max(MAX_PROMPT_CHARS).nullable().optional(),
-    max_output_tokens: z.int().min(1).max(2048).nullable().optional(),
-    temperature: z.number().min(0).max(5).nullable().optional(),
-    top_p: z.number().gt(0).max(1).nullable().optional(),
-    stream: z.boolean().nullable().optional(),
-    text: z.looseObject({ format: responsesTextFormat.optional() }).nullable().optional(),
-    tools: z.array(responsesFunctionTool).max(MAX_TOOLS).nullable().optional(),
-    tool_choice: responsesToolChoice.nullable().optional(),
-    /** Whether a reply may make several calls at once (true unless false). */
-    parallel_tool_calls: z.boolean().nullable().optional(),
-    /** message.output_text.logprobs: each output token's log-probability (with top_logprobs alternatives). */
-    include: z.array(z.string().max(256)).max(16).nullable().optional(),
-    top_logprobs: z.int().min(0).max(MAX_TOP_LOGPROBS).nullable().optional(),
-    /** memlora extension: the personalisation mode, as in /v1/generate. */
-    mode: z.enum(GENERATE_MODES).optional(),
-  })
-  .superRefine((v, ctx) => {
-    refineOpenAiUser(v, ctx);
-    for (const [i, x] of (v.include ?? []).entries()) {
-      if (!(RESPONSES_INCLUDES as readonly string[]).includes(x)) ctx.addIssue({ code: 'custom', path: ['include', i], message: `include "${x}" is not supported (only ${RESPONSES_INCLUDES.join(', ')})` });
-    }
-    const asked = (x: unknown) => x != null && x !== false && !(Array.isArray(x) && x.length === 0) && !(typeof x === 'object' && !Array.isArray(x) && Object.values(x as object).every((y) => y == null));
-    if (v.previous_response_id != null && v.conversation != null) ctx.addIssue({ code: 'custom', path: ['conversation'], message: 'give previous_response_id or conversation, not both' });
-    if (v.background === true && v.store === false) ctx.addIssue({ code: 'custom', path: ['store'], message: 'a background response is stored: store may not be false' });
-    for (const [field, why] of Object.entries(RESPONSES_REFUSED)) {
-      if (asked((v as Record<string, unknown>)[field])) ctx.addIssue({ code: 'custom', path: [field], message: why });
-    }
-  });
+/** A request's `input`: a text, or items. */
+const responsesInput = z.union([z.string().min(1).max(MAX_PROMPT_CHARS), z.array(responsesInputItem).min(1).max(256)]);
+
+const responsesRequestObject = z.looseObject({
+  model: z.string().max(256).optional(),
+  /** The memlora user id; absent, the model must name the user (memlora:<user id>). */
+  user: userIdSchema.optional(),
+  input: responsesInput,
+  /** Store the response (true unless false): a later request may continue it and clients may read it back. */
+  store: z.boolean().nullable().optional(),
+  /** Run it apart from the request: answered at once as queued, then read (GET, maybe streamed) or cancelled by its id; stored, so store may not be false. */
+  background: z.boolean().nullable().optional(),
+  /** Continue a stored response of the same user: its conversation (input and output, not its instructions) comes before the input. */
+  previous_response_id: z.string().min(1).max(256).nullable().optional(),
+  /** Up to 16 key-value pairs (keys up to 64 characters, values up to 512), echoed in the response and stored with it. */
+  metadata: openAiMetadata.nullable().optional(),
+  /** A conversation (POST /v1/conversations) whose items come before the input, and to which the input and output are added. */
+  conversation: z.union([conversationIdSchema, z.looseObject({ id: conversationIdSchema })]).nullable().optional(),
+  /** auto: drop the conversation's oldest items until it fits the context window (and 256 messages); disabled (the default): refuse it. */
+  truncation: z.enum(['auto', 'disabled']).nullable().optional(),
+  /** A system message before the input (not carried to the responses that continue this one). */
+  instructions: z.string().max(MAX_PROMPT_CHARS).nullable().optional(),
+  max_output_tokens: z.int().min(1).max(2048).nullable().optional(),
+  temperature: z.number().min(0).max(5).nullable().optional(),
+  top_p: z.number().gt(0).max(1).nullable().optional(),
+  stream: z.boolean().nullable().optional(),
+  text: z.looseObject({ format: responsesTextFormat.optional() }).nullable().optional(),
+  tools: z.array(responsesFunctionTool).max(MAX_TOOLS).nullable().optional(),
+  tool_choice: responsesToolChoice.nullable().optional(),
+  /** Whether a reply may make several calls at once (true unless false). */
+  parallel_tool_calls: z.boolean().nullable().optional(),
+  /** message.output_text.logprobs: each output token's log-probability (with top_logprobs alternatives). */
+  include: z.array(z.string().max(256)).max(16).nullable().optional(),
+  top_logprobs: z.int().min(0).max(MAX_TOP_LOGPROBS).nullable().optional(),
+  /** memlora extension: the personalisation mode, as in /v1/generate. */
+  mode: z.enum(GENERATE_MODES).optional(),
+});
+
+/** What a Responses API request may not ask: unsupported includes and fields, both a previous response and a conversation, background without storing. */
+function refineResponses(
+  v: { user?: string; model?: string; include?: string[] | null; previous_response_id?: string | null; conversation?: unknown; background?: boolean | null; store?: boolean | null },
+  ctx: z.RefinementCtx,
+): void {
+  refineOpenAiUser(v, ctx);
+  for (const [i, x] of (v.include ?? []).entries()) {
+    if (!(RESPONSES_INCLUDES as readonly string[]).includes(x)) ctx.addIssue({ code: 'custom', path: ['include', i], message: `include "${x}" is not supported (only ${RESPONSES_INCLUDES.join(', ')})` });
+  }
+  const asked = (x: unknown) => x != null && x !== false && !(Array.isArray(x) && x.length === 0) && !(typeof x === 'object' && !Array.isArray(x) && Object.values(x as object).every((y) => y == null));
+  if (v.previous_response_id != null && v.conversation != null) ctx.addIssue({ code: 'custom', path: ['conversation'], message: 'give previous_response_id or conversation, not both' });
+  if (v.background === true && v.store === false) ctx.addIssue({ code: 'custom', path: ['store'], message: 'a background response is stored: store may not be false' });
+  for (const [field, why] of Object.entries(RESPONSES_REFUSED)) {
+    if (asked((v as Record<string, unknown>)[field])) ctx.addIssue({ code: 'custom', path: [field], message: why });
+  }
+}
+
+export const responsesRequestSchema = responsesRequestObject.superRefine(refineResponses);
+
+/**
+ * POST /v1/responses/input_tokens (OpenAI's responses.inputTokens.count): a request as POST
+ * /v1/responses takes it, its input optional (a previous response or a conversation alone), counted
+ * instead of answered.
+ */
+export const responsesInputTokensSchema = responsesRequestObject
+  .extend({ input: responsesInput.nullable().optional() })
+  .superRefine(refineResponses)
+  .refine((v) => v.input != null || v.previous_response_id != null || v.conversation != null, { path: ['input'], message: 'nothing to count: give input, previous_response_id or conversation' });
+
+export const responsesInputTokensResultSchema = z.object({ object: z.literal('response.input_tokens'), input_tokens: z.int().min(0) });
 
 const responsesUsage = z.object({
   input_tokens: z.int().min(0),

@@ -305,4 +305,32 @@ describe('truncation auto', () => {
     await expectError(await h.req('POST', '/v1/responses', { user: 'alice', input: 'x', truncation: 'auto' }), 503, 'model_unavailable');
     await expectError(await h.req('POST', '/v1/responses', { user: 'alice', input: 'x', truncation: 'sometimes' }), 422, 'validation_failed');
   });
+
+  it('POST /v1/responses/input_tokens counts what the model would read for such a request (its conversation continued, cut with truncation auto), generating nothing', async () => {
+    await setup();
+    const tokens = async (messages: unknown[]) => (await json<{ count: number }>(await h.req('POST', '/tokenize', { messages }))).count;
+    const count = async (body: Record<string, unknown>) => {
+      const res = await h.req('POST', '/v1/responses/input_tokens', body);
+      expect(res.status).toBe(200);
+      return json<{ object: string; input_tokens: number }>(res);
+    };
+    expect(await count({ user: 'alice', input: 'hello there', instructions: 'be kind' })).toEqual({ object: 'response.input_tokens', input_tokens: await tokens([{ role: 'system', content: 'be kind' }, { role: 'user', content: 'hello there' }]) });
+    const first = await post({ user: 'alice', input: 'hello there' });
+    const calls = gen.calls.length;
+    const whole = [{ role: 'user', content: 'hello there' }, { role: 'assistant', content: 'echo hello there' }];
+    expect((await count({ model: 'memlora:alice', previous_response_id: first.id })).input_tokens).toBe(await tokens(whole));
+    expect((await count({ user: 'alice', previous_response_id: first.id, input: 'and?' })).input_tokens).toBe(await tokens([...whole, { role: 'user', content: 'and?' }]));
+    const conv = (await json<{ id: string }>(await h.req('POST', '/v1/conversations', { items: whole }))).id;
+    expect((await count({ user: 'alice', conversation: conv })).input_tokens).toBe(await tokens(whole));
+    // Past the window (the fake's 512): truncation auto counts what would be kept.
+    const long = Array.from({ length: 40 }, (_, i) => ({ role: 'user', content: `line ${i} `.repeat(3) }));
+    const cut = (await count({ user: 'alice', input: long, truncation: 'auto', max_output_tokens: 16 })).input_tokens;
+    expect(cut).toBeLessThanOrEqual(512 - 16);
+    expect(cut).toBeGreaterThan(512 - 16 - 40);
+    expect(gen.calls).toHaveLength(calls);
+    await expectError(await h.req('POST', '/v1/responses/input_tokens', { user: 'alice' }), 422, 'validation_failed');
+    await expectError(await h.req('POST', '/v1/responses/input_tokens', { user: 'carol', input: 'x' }), 404, 'user_not_found');
+    await h.req('PUT', '/v1/users/bob');
+    await expectError(await h.req('POST', '/v1/responses/input_tokens', { user: 'bob', previous_response_id: first.id }), 404, 'response_not_found');
+  });
 });

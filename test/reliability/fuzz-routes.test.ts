@@ -711,6 +711,7 @@ function checkEffects(op: Operation, status: number, json: any, sentBody: unknow
       if (h.db.sqlite.prepare('SELECT 1 FROM stored_responses WHERE id = ?').get(decoded(segs.responseId))) return 'the response is still there';
       return sameCountsExcept(before, after, { stored_responses: -1 }) ?? (after.files.join() !== before.files.join() ? 'adapter files changed' : null);
     }
+    case 'POST /v1/responses/input_tokens': // counts, writes nothing
     case 'POST /v1/generate':
     case 'POST /v1/chat/completions':
     case 'POST /v1/score':

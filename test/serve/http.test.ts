@@ -521,6 +521,9 @@ describe('the official OpenAI client, unmodified, against the real server', () =
     });
     expect(next.previous_response_id).toBe(first.id);
     expect(next.output_text).toBe(whole.output_text);
+    // Counted ahead (responses.inputTokens.count): what the response then read.
+    const counted = await openai.responses.inputTokens.count({ model: 'memlora:alice', previous_response_id: first.id, input: 'Then', ...vanilla });
+    expect(counted).toEqual({ object: 'response.input_tokens', input_tokens: next.usage?.input_tokens });
     expect(next.usage?.input_tokens).toBe(whole.usage?.input_tokens);
     expect(stored(whole)).toBe(false);
     // Read back as answered; the conversation as items, oldest first with order asc.

@@ -21,8 +21,8 @@ import { appendConversationItems } from '../../db/queries/conversations.js';
 import { ApiError } from '../errors.js';
 import { type Asked, type ResponseObject, failedResponse, responseOf } from '../response-object.js';
 import { type ResponseEvent, replyEvents } from '../response-events.js';
-import { keptSince, outputItems, purgeCounters, requestTurn, truncated } from '../responses-conversation.js';
-import { responsesRequestSchema } from '../schemas.js';
+import { type Turn, keptSince, outputItems, purgeCounters, requestTurn, truncated } from '../responses-conversation.js';
+import { responsesInputTokensSchema, responsesRequestSchema } from '../schemas.js';
 import type { GenerateResult, StreamEvent } from '../services.js';
 import { openAiUserId } from '../openai.js';
 import { mergeStreams } from '../stream-merge.js';
@@ -45,6 +45,19 @@ export function registerResponsesRoutes(app: Hono<AppEnv>, deps: RouteDeps): voi
   metrics.onCollect(() => running.set(undefined, background.running));
   const locks = new ConversationLocks();
 
+  // OpenAI's responses.inputTokens.count: the tokens the model would read for such a request (its
+  // conversation continued and cut as POST /v1/responses would), without generating.
+  app.post('/v1/responses/input_tokens', async (c) => {
+    const body = await readJson(c, responsesInputTokensSchema, config.bodyLimitBytes);
+    const userId = openAiUserId(body);
+    if (!userExists(db, userId)) throw userNotFound(userId);
+    const request = { ...body, input: body.input ?? [] };
+    const asked = requestTurn(db, config, request, userId, randomBytes(12).toString('hex'), background);
+    const count = promptTokens(deps);
+    const turn = body.truncation === 'auto' ? truncated(request, asked.turn, count) : asked.turn;
+    return c.json({ object: 'response.input_tokens', input_tokens: count(turn.req).tokens });
+  });
+
   app.post('/v1/responses', async (c) => {
     const body = await readJson(c, responsesRequestSchema, config.bodyLimitBytes);
     const userId = openAiUserId(body);
@@ -57,15 +70,8 @@ export function registerResponsesRoutes(app: Hono<AppEnv>, deps: RouteDeps): voi
       throw new ApiError(409, 'background_disabled', 'background responses are stored, and responses are not stored on this server (MEMLORA_RESPONSES_RETENTION_DAYS=0)');
     }
     const asked = requestTurn(db, config, body, userId, key, background);
-    let turn = asked.turn;
     const gen = requireGenerate(deps);
-    if (body.truncation === 'auto') {
-      const tokenizer = requireTokenizer(deps);
-      turn = truncated(body, turn, (r) => {
-        const t = tokenizer.tokenize({ messages: r.messages });
-        return { tokens: t.count, window: t.maxModelLen };
-      });
-    }
+    const turn = body.truncation === 'auto' ? truncated(body, asked.turn, promptTokens(deps)) : asked.turn;
     const { chat, req } = turn;
     const offer = toolOffer(chat);
     const a: Asked = {
@@ -231,6 +237,15 @@ export function registerResponsesRoutes(app: Hono<AppEnv>, deps: RouteDeps): voi
       });
     }
   });
+}
+
+/** The prompt tokens of a turn's generation request, and the context window, by the engine's tokenizer (memory aside). */
+function promptTokens(deps: RouteDeps) {
+  const tokenizer = requireTokenizer(deps);
+  return (req: Turn['req']) => {
+    const t = tokenizer.tokenize({ messages: req.messages });
+    return { tokens: t.count, window: t.maxModelLen };
+  };
 }
 
 /** The values of a merged stream of one. */
