@@ -20,6 +20,7 @@ import { registerAdminRoutes } from './routes/admin.js';
 import { registerCacheRoutes } from './routes/cache.js';
 import { registerChatRoutes } from './routes/chat.js';
 import { BackgroundResponses } from './background-responses.js';
+import { ConversationLocks } from './conversation-locks.js';
 import { registerResponsesRoutes } from './routes/responses.js';
 import { registerUserExportRoutes } from './routes/user-export.js';
 import { registerStoredResponsesRoutes } from './routes/stored-responses.js';
@@ -61,6 +62,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     logger: deps.logger ?? jsonLogger(),
     lifecycle: deps.lifecycle ?? { draining: false },
     background: new BackgroundResponses(),
+    conversationLocks: new ConversationLocks(),
   };
   // Background responses run apart from their requests: the server's shutdown waits for them (settled) before it closes the database.
   d.lifecycle.settled = () => d.background.settled();

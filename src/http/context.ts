@@ -3,6 +3,7 @@ import type { Config } from '../config.js';
 import type { Db } from '../db/client.js';
 import type { Registry } from '../metrics.js';
 import type { BackgroundResponses } from './background-responses.js';
+import type { ConversationLocks } from './conversation-locks.js';
 import type { Logger, Services } from './services.js';
 
 export interface AppDeps {
@@ -37,6 +38,8 @@ export interface RouteDeps {
   lifecycle: Lifecycle;
   /** Background responses while they run (read, streamed and cancelled by the responses routes, cancelled when their user is erased). */
   background: BackgroundResponses;
+  /** The conversations a response is running in (taken by POST /v1/responses, respected by the conversation routes). */
+  conversationLocks: ConversationLocks;
 }
 
 export interface AppEnv {

@@ -230,6 +230,12 @@ describe('background responses (background: true)', () => {
     expect((await expectError(locked, 409, 'conversation_locked')).details).toEqual({ id: conv });
     expect(gen.calls).toHaveLength(1);
     expect((await ask(other)).status).toBe(200);
+    // Nor may a client change its items meanwhile; its metadata it may.
+    const firstItem = (await json<{ data: Array<{ id: string }> }>(await h.req('GET', `/v1/conversations/${conv}/items`))).data[0].id;
+    await expectError(await h.req('POST', `/v1/conversations/${conv}/items`, { items: [{ role: 'user', content: 'x' }] }), 409, 'conversation_locked');
+    await expectError(await h.req('DELETE', `/v1/conversations/${conv}/items/${firstItem}`), 409, 'conversation_locked');
+    await expectError(await h.req('DELETE', `/v1/conversations/${conv}`), 409, 'conversation_locked');
+    expect((await h.req('POST', `/v1/conversations/${conv}`, { metadata: { k: 'v' } })).status).toBe(200);
     ac.abort();
     await reader.cancel().catch(() => undefined);
     await until(() => gen.calls[0].signal.aborted);

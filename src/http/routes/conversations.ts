@@ -31,7 +31,7 @@ import { userNotFound } from './users.js';
 const conversationJson = (c: Conversation) => ({ id: c.id, object: 'conversation' as const, created_at: Math.floor(c.createdAt / 1000), metadata: c.metadata, memlora: { userId: c.userId } });
 
 export function registerConversationRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
-  const { db, config, metrics } = deps;
+  const { db, config, metrics, conversationLocks: locks } = deps;
   const conversationsPurged = purgeCounters(metrics).conversations;
 
   const found = (id: string): Conversation => liveConversation(db, config, id);
@@ -65,6 +65,7 @@ export function registerConversationRoutes(app: Hono<AppEnv>, deps: RouteDeps): 
   app.delete('/v1/conversations/:conversationId', (c) => {
     parseQuery(c, noQuery);
     const id = c.req.param('conversationId');
+    locks.check(id);
     if (!deleteConversation(db, id, keptSince(config))) throw conversationNotFound(id, config);
     return c.json({ id, object: 'conversation.deleted', deleted: true });
   });
@@ -81,6 +82,7 @@ export function registerConversationRoutes(app: Hono<AppEnv>, deps: RouteDeps): 
     const id = c.req.param('conversationId');
     const body = await readJson(c, conversationItemsAddSchema, config.bodyLimitBytes);
     found(id);
+    locks.check(id);
     checkConversationRoom(countConversationItems(db, id), body.items.length, 'items');
     const items = itemsOf(body.items, randomBytes(12).toString('hex'));
     if (!appendConversationItems(db, id, items, keptSince(config))) throw conversationNotFound(id, config);
@@ -100,6 +102,7 @@ export function registerConversationRoutes(app: Hono<AppEnv>, deps: RouteDeps): 
     parseQuery(c, noQuery);
     const id = found(c.req.param('conversationId')).id;
     const itemId = c.req.param('itemId');
+    locks.check(id);
     if (!deleteConversationItem(db, id, itemId)) throw itemNotFound(id, itemId);
     return c.json(conversationJson(found(id)));
   });

@@ -30,12 +30,11 @@ import { toolOffer } from '../tools.js';
 import { readJson } from '../validate.js';
 import { requireTokenizer } from './tokenize.js';
 import { admitted, clientSignal, firstEvent, logStreamError, requireGenerate } from './generate.js';
-import { ConversationLocks } from '../conversation-locks.js';
 import { SERVED_MODEL_ID } from './models.js';
 import { userNotFound } from './users.js';
 
 export function registerResponsesRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
-  const { db, config, logger, metrics, background } = deps;
+  const { db, config, logger, metrics, background, conversationLocks: locks } = deps;
   const stored = metrics.counter('memlora_responses_stored_total', 'Responses of the Responses API stored (store, true unless false).', []);
   const storeFailures = metrics.counter('memlora_responses_store_failures_total', 'Responses that could not be stored (answered with store: false; the reason is logged).', []);
   const purged = purgeCounters(metrics).responses;
@@ -43,7 +42,6 @@ export function registerResponsesRoutes(app: Hono<AppEnv>, deps: RouteDeps): voi
   const backgroundRuns = metrics.counter('memlora_responses_background_total', 'Background responses by how they ended (completed, incomplete, cancelled, failed).', ['status']);
   const running = metrics.gauge('memlora_responses_background_running', 'Background responses queued or running now.', []);
   metrics.onCollect(() => running.set(undefined, background.running));
-  const locks = new ConversationLocks();
 
   // OpenAI's responses.inputTokens.count: the tokens the model would read for such a request (its
   // conversation continued and cut as POST /v1/responses would), without generating.
