@@ -195,6 +195,8 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     db.close();
     throw err;
   }
+  // Background responses an earlier run left unfinished run again once the model is ready.
+  lifecycle.resume?.().catch((err: unknown) => logger.error('background responses not resumed', { err: err instanceof Error ? err.message : String(err) }));
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   const url = `http://${host}:${address.port}`;
   logger.info('memlora listening', { url, docs: `${url}/docs`, db: cfg.dbFile, adapters: cfg.adapterDir, model: services.generate ? 'wired' : 'none', apiKey: cfg.apiKey !== null });

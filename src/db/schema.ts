@@ -198,6 +198,11 @@ export const storedResponses = sqliteTable(
     response: text('response').notNull(),
     /** The input items the model read (JSON array, each with its id). */
     items: text('items').notNull(),
+    /**
+     * A background response's request (JSON) while it is not done, so that a server that stopped
+     * before finishing it runs it again at its next start; null once done, and for the others.
+     */
+    request: text('request'),
   },
   (t) => [index('stored_responses_created_at_idx').on(t.createdAt), index('stored_responses_user_id_idx').on(t.userId)],
 );

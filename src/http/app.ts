@@ -21,6 +21,7 @@ import { registerCacheRoutes } from './routes/cache.js';
 import { registerChatRoutes } from './routes/chat.js';
 import { BackgroundResponses } from './background-responses.js';
 import { ConversationLocks } from './conversation-locks.js';
+import { resumeBackgroundResponses } from './response-runs.js';
 import { registerResponsesRoutes } from './routes/responses.js';
 import { registerUserExportRoutes } from './routes/user-export.js';
 import { registerStoredResponsesRoutes } from './routes/stored-responses.js';
@@ -66,6 +67,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   };
   // Background responses run apart from their requests: the server's shutdown waits for them (settled) before it closes the database.
   d.lifecycle.settled = () => d.background.settled();
+  d.lifecycle.resume = () => resumeBackgroundResponses(d);
   const app = new Hono<AppEnv>();
 
   const requests = d.metrics.counter('http_requests_total', 'HTTP requests by route and status.', ['method', 'route', 'status']);

@@ -4,9 +4,9 @@
  * as sent, and its cancellation. The response object is stored when the request is taken and again
  * when it is done (routes/responses.ts); the registry lets GET /v1/responses/{id} read one that is
  * running, stream its events to any number of readers from any point (?stream=true&starting_after),
- * and cancel it. A finished run's events stay readable for KEEP_MS (the last KEEP_RUNS runs); a
- * stored background response that is neither running nor done was cut off by a stop of the server
- * and reads as failed.
+ * and cancel it. A finished run's events stay readable for KEEP_MS (the last KEEP_RUNS runs). A
+ * stored background response neither running nor done waits to run again (response-runs.ts), or,
+ * stored without its request (before memlora kept it), reads as failed.
  */
 import { failedResponse, type ResponseObject } from './response-object.js';
 
@@ -109,14 +109,15 @@ export class BackgroundResponses {
   }
 
   /**
-   * The response as it stands: a run's, the stored one, or, stored pending without a run, cut off.
-   * Responses stored before background responses existed say background: false.
+   * The stored response `stored` as it stands: its run's, or as stored; stored pending with neither a
+   * run nor its request (to run it again at a start), cut off. Responses stored before background
+   * responses existed say background: false.
    */
-  current<T extends { status?: unknown; background?: unknown }>(id: string, stored: T): ResponseObject | T {
-    const run = this.get(id);
+  current(stored: { id: string; response: Record<string, unknown>; request?: unknown }): Record<string, unknown> {
+    const run = this.get(stored.id);
     if (run !== undefined) return run.response;
-    const response = stored.background === undefined ? { ...stored, background: false } : stored;
-    return isPending(response) ? cutOff(response) : response;
+    const response = stored.response.background === undefined ? { ...stored.response, background: false } : stored.response;
+    return isPending(response) && stored.request == null ? cutOff(response) : response;
   }
 
   /** Cancels the run `id` if it is running, and waits until it is done and stored. */

@@ -26,6 +26,11 @@ export interface Lifecycle {
    * what still runs) before it closes the database.
    */
   settled?: () => Promise<void>;
+  /**
+   * Set by the app: starts again the work an earlier run of the server left unfinished (background
+   * responses), once the model is ready; how many. The server calls it once it listens.
+   */
+  resume?: () => Promise<number>;
 }
 
 /** AppDeps with defaults filled in: what route modules receive. */

@@ -110,7 +110,7 @@ export function outputItems(output: readonly OutputItem[]): Item[] {
 function continued(db: Db, config: Config, id: string, userId: string, background: BackgroundResponses): Item[] {
   const stored = storedResponse(db, config, id);
   if (stored.userId !== userId) throw responseNotFound(id, config);
-  const response = background.current(stored.id, stored.response) as { status: string; output: OutputItem[] };
+  const response = background.current(stored) as { status: string; output: OutputItem[] };
   if (isPending(response)) throw new ApiError(409, 'response_in_progress', `response ${JSON.stringify(id)} is ${response.status}: continue it once it is done (GET /v1/responses/${id} reads its status)`, { id, status: response.status });
   return [...(stored.items as Item[]), ...outputItems(response.output)];
 }
@@ -166,7 +166,8 @@ export interface Turn {
   req: ReturnType<typeof toGenerateRequest>;
 }
 
-function turnOf(body: ResponsesRequest, items: Item[]): Turn {
+/** The turn of a conversation's items (a stored background response's, when a server runs it again). */
+export function turnOf(body: ResponsesRequest, items: Item[]): Turn {
   const parsed = chatCompletionRequestSchema.safeParse(asChatBody(body, items));
   if (!parsed.success) throw validationFailed(parsed.error, 'body');
   return { items, chat: parsed.data, req: toGenerateRequest(parsed.data) };

@@ -68,12 +68,14 @@ describe('BackgroundResponses', () => {
     expect(registry.get('resp_1')).toBeUndefined();
     expect(registry.get('resp_2')?.response.status).toBe('completed');
     expect(registry.running).toBe(1);
-    expect(registry.current('resp_4', { status: 'queued' })).toBe(fourth.response);
+    expect(registry.current({ id: 'resp_4', response: { status: 'queued' } })).toBe(fourth.response);
     vi.advanceTimersByTime(60_000);
     expect(registry.get('resp_3')).toBeUndefined();
-    // Without its run, a response stored queued was cut off; one done reads as stored, background false where unsaid.
-    expect(registry.current('resp_3', { status: 'queued', background: true })).toMatchObject({ status: 'failed', error: { code: 'server_error' } });
-    expect(registry.current('resp_x', { status: 'completed' })).toEqual({ status: 'completed', background: false });
+    // Without its run, a response stored queued waits to run again if its request was kept, else was cut
+    // off; one done reads as stored, background false where unsaid.
+    expect(registry.current({ id: 'resp_3', response: { status: 'queued', background: true }, request: { input: 'x' } })).toEqual({ status: 'queued', background: true });
+    expect(registry.current({ id: 'resp_3', response: { status: 'queued', background: true }, request: null })).toMatchObject({ status: 'failed', error: { code: 'server_error' } });
+    expect(registry.current({ id: 'resp_x', response: { status: 'completed' } })).toEqual({ status: 'completed', background: false });
     end();
     await registry.settled();
     expect(registry.running).toBe(0);

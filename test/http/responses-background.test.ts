@@ -173,26 +173,44 @@ describe('background responses (background: true)', () => {
     expect(gen.calls).toHaveLength(0);
   });
 
-  it('a background response cut off by a stop of the server reads as failed, and its events as unavailable; responses stored before background existed read background: false', async () => {
+  it('a background response a restart cut off runs again at the next start, from the conversation it had read; cancelled meanwhile, it does not; stored without its request, it reads as failed', async () => {
     await setup();
     gen.hangAfterFirst = true;
-    const queued = await start({ input: 'x y' });
-    await untilStatus(queued.id, 'in_progress');
-    // A new server on the same database: the run is gone, its row still says queued.
+    const conv = (await json<{ id: string }>(await h.req('POST', '/v1/conversations', { items: [{ role: 'user', content: 'hi' }] }))).id;
+    const cut = await start({ input: 'x y', conversation: conv });
+    const dropped = await start({ input: 'never mind' });
+    await untilStatus(cut.id, 'in_progress');
+    // A new server on the same database: the runs are gone, their rows say queued with their requests.
     h.restart();
-    expect(storedStatus(queued.id)).toBe('queued');
-    const lost = await read(queued.id);
-    expect(lost).toMatchObject({ status: 'failed', error: { code: 'server_error' }, output: [] });
-    expect(await json(await h.req('POST', `/v1/responses/${queued.id}/cancel`))).toEqual(lost);
-    await expectError(await h.req('GET', `/v1/responses/${queued.id}?stream=true`), 409, 'stream_unavailable');
-    // It can be continued: it holds no output.
+    expect(await read(cut.id)).toMatchObject({ status: 'queued', error: null });
+    await expectError(await h.req('GET', `/v1/responses/${cut.id}?stream=true`), 409, 'stream_unavailable');
+    // The start waits for the model; one cancelled meanwhile is not run.
+    gen.loaded = false;
+    const resuming = h.lifecycle.resume!();
+    expect(await json(await h.req('POST', `/v1/responses/${dropped.id}/cancel`))).toMatchObject({ status: 'cancelled' });
+    // The conversation gained an item meanwhile: the run reads what it had read.
+    await h.req('POST', `/v1/conversations/${conv}/items`, { items: [{ role: 'user', content: 'later' }] });
     gen.hangAfterFirst = false;
-    expect((await h.req('POST', '/v1/responses', { user: 'alice', input: 'y', previous_response_id: queued.id })).status).toBe(200);
+    const calls = gen.calls.length;
+    gen.loaded = true;
+    expect(await resuming).toBe(1);
+    const done = await untilStatus(cut.id, 'completed');
+    expect(done.output).toMatchObject([{ content: [{ text: 'echo x y' }] }]);
+    expect(gen.calls.slice(calls).map((c) => c.req.messages!.map((m) => m.content))).toEqual([['hi', 'x y']]);
+    expect(storedStatus(dropped.id)).toBe('cancelled');
+    // Added to its conversation once, after the item added meanwhile.
+    const items = await json<{ data: Array<{ content: Array<{ text: string }> }> }>(await h.req('GET', `/v1/conversations/${conv}/items?order=asc`));
+    expect(items.data.map((i) => i.content[0].text)).toEqual(['hi', 'later', 'x y', 'echo x y']);
+    expect(await h.lifecycle.resume!()).toBe(0);
 
-    const { background: _, ...legacy } = { ...lost, id: 'resp_legacy0', status: 'completed', error: null };
+    // Stored pending without its request (before memlora kept it): cut off, read as failed.
+    const { background: _, ...legacy } = { ...done, id: 'resp_legacy0', status: 'queued' };
     storeResponse(h.db, { id: legacy.id, userId: 'alice', createdAt: Date.now(), previousResponseId: null, response: legacy, items: [] }, 0);
-    expect(await read(legacy.id)).toEqual({ ...legacy, background: false });
+    const lost = await read(legacy.id);
+    expect(lost).toMatchObject({ status: 'failed', background: false, error: { code: 'server_error' } });
     await expectError(await h.req('POST', `/v1/responses/${legacy.id}/cancel`), 409, 'response_not_cancellable');
+    // It can be continued: it holds no output of its own.
+    expect((await h.req('POST', '/v1/responses', { user: 'alice', input: 'y', previous_response_id: legacy.id })).status).toBe(200);
   });
 
   it('a response not in the background whose client goes away is neither stored nor added to its conversation', async () => {

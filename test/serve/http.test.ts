@@ -1083,7 +1083,7 @@ describe('background responses across a shutdown of the real server', () => {
     }
   };
 
-  it('the drain lets a running background response finish; past the deadline the engine ends them and they are stored failed (shutting_down), none left queued', async () => {
+  it('the drain lets a running background response finish; past the deadline the engine ends them, they go back in the queue, and the next start runs them', async () => {
     const patient = await own('patient', 10_000);
     const done = await begin(patient.running, 24);
     await patient.running.close();
@@ -1097,8 +1097,21 @@ describe('background responses across a shutdown of the real server', () => {
       await new Promise((r) => setTimeout(r, 1));
     }
     await hasty.running.close();
-    const [cut, queued] = storedAfter(hasty.dbFile, [running, waiting]);
-    expect(cut).toMatchObject({ status: 'failed', error: { code: 'shutting_down' } });
-    expect(queued).toMatchObject({ status: 'failed', error: { code: 'shutting_down' } });
+    expect(storedAfter(hasty.dbFile, [running, waiting]).map((r) => r.status)).toEqual(['queued', 'queued']);
+    // The next start on the same data runs both to their end.
+    const again = await own('hasty', 10_000);
+    for (const id of [running, waiting]) {
+      for (let i = 0; ; i++) {
+        const r = (await (await fetch(`${again.running.url}/v1/responses/${id}`)).json()) as { status: string; usage: { output_tokens: number } | null };
+        if (r.status !== 'queued' && r.status !== 'in_progress') {
+          expect(r).toMatchObject({ status: expect.stringMatching(/completed|incomplete/), error: null });
+          expect(r.usage!.output_tokens).toBeGreaterThan(0);
+          break;
+        }
+        if (i > 5000) throw new Error(`response ${id} was never run again`);
+        await new Promise((res) => setTimeout(res, 2));
+      }
+    }
+    await again.running.close();
   });
 });

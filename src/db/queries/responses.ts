@@ -19,6 +19,8 @@ export interface StoredResponse {
   response: Record<string, unknown>;
   /** The input items the model read, each with its id. */
   items: Array<Record<string, unknown>>;
+  /** A background response's request while it is not done (to run it again after a stop of the server); null otherwise. */
+  request?: Record<string, unknown> | null;
 }
 
 /** Expired rows one write purges at most: rows expire about as fast as they were written, so a few a write keep up. */
@@ -33,13 +35,14 @@ export function purgeExpiredResponses(db: Db, keepSince: number, limit = PURGE_B
 export function storeResponse(db: Db, r: StoredResponse, keepSince: number): { purged: number } {
   const tx = db.sqlite.transaction(() => {
     const purged = purgeExpiredResponses(db, keepSince);
-    statement(db, 'INSERT INTO stored_responses (id, user_id, created_at, previous_response_id, response, items) VALUES (?, ?, ?, ?, ?, ?)').run(
+    statement(db, 'INSERT INTO stored_responses (id, user_id, created_at, previous_response_id, response, items, request) VALUES (?, ?, ?, ?, ?, ?, ?)').run(
       r.id,
       r.userId,
       r.createdAt,
       r.previousResponseId,
       JSON.stringify(r.response),
       JSON.stringify(r.items),
+      r.request == null ? null : JSON.stringify(r.request),
     );
     return { purged };
   });
@@ -53,25 +56,38 @@ interface Row {
   previous_response_id: string | null;
   response: string;
   items: string;
+  request: string | null;
 }
 
 /** The stored response `id` if it was created at or after `keepSince` (ms); undefined otherwise. */
 export function getStoredResponse(db: Db, id: string, keepSince: number): StoredResponse | undefined {
   const row = statement(db, 'SELECT * FROM stored_responses WHERE id = ? AND created_at >= ?').get(id, keepSince) as Row | undefined;
-  if (row === undefined) return undefined;
-  return {
-    id: row.id,
-    userId: row.user_id,
-    createdAt: row.created_at,
-    previousResponseId: row.previous_response_id,
-    response: JSON.parse(row.response) as Record<string, unknown>,
-    items: JSON.parse(row.items) as Array<Record<string, unknown>>,
-  };
+  return row && storedOf(row);
 }
 
-/** Replaces the response object of the stored response `id` (a background response once it is done); whether it was still there. */
-export function updateStoredResponse(db: Db, id: string, response: Record<string, unknown>): boolean {
-  return statement(db, 'UPDATE stored_responses SET response = ? WHERE id = ?').run(JSON.stringify(response), id).changes > 0;
+const storedOf = (row: Row): StoredResponse => ({
+  id: row.id,
+  userId: row.user_id,
+  createdAt: row.created_at,
+  previousResponseId: row.previous_response_id,
+  response: JSON.parse(row.response) as Record<string, unknown>,
+  items: JSON.parse(row.items) as Array<Record<string, unknown>>,
+  request: row.request === null ? null : (JSON.parse(row.request) as Record<string, unknown>),
+});
+
+/** Background responses not done (their request kept) created at or after `keepSince`, oldest first: what a server starting runs again. */
+export function unfinishedBackgroundResponses(db: Db, keepSince: number): StoredResponse[] {
+  return (statement(db, 'SELECT * FROM stored_responses WHERE request IS NOT NULL AND created_at >= ? ORDER BY created_at').all(keepSince) as Row[]).map(storedOf);
+}
+
+/**
+ * Replaces the response object of the stored response `id` (a background response once it is done,
+ * its request then dropped; or put back in the queue by a stopping server, its request kept); whether
+ * it was still there.
+ */
+export function updateStoredResponse(db: Db, id: string, response: Record<string, unknown>, request: 'drop' | 'keep' = 'drop'): boolean {
+  const sql = request === 'drop' ? 'UPDATE stored_responses SET response = ?, request = NULL WHERE id = ?' : 'UPDATE stored_responses SET response = ? WHERE id = ?';
+  return statement(db, sql).run(JSON.stringify(response), id).changes > 0;
 }
 
 /** Deletes the stored response `id` (one created before `keepSince` counts as gone); whether it was there. */

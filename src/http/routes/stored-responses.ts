@@ -12,7 +12,7 @@ import type { Hono } from 'hono';
 import { streamSSE } from 'hono/streaming';
 import { inTransaction } from '../../db/client.js';
 import { conversationsOf, deleteConversationsOf } from '../../db/queries/conversations.js';
-import { deleteStoredResponse, deleteStoredResponsesOf, storedResponsesOf } from '../../db/queries/responses.js';
+import { deleteStoredResponse, deleteStoredResponsesOf, storedResponsesOf, updateStoredResponse } from '../../db/queries/responses.js';
 import { userExists } from '../../db/queries/users.js';
 import { KEEP_MS } from '../background-responses.js';
 import type { AppEnv, RouteDeps } from '../context.js';
@@ -31,10 +31,15 @@ export function registerStoredResponsesRoutes(app: Hono<AppEnv>, deps: RouteDeps
     const q = parseQuery(c, responsesGetQuery);
     const id = c.req.param('responseId');
     const stored = storedResponse(db, config, id);
-    if (q.stream !== 'true') return c.json(background.current(id, stored.response));
+    if (q.stream !== 'true') return c.json(background.current(stored));
     const run = background.get(id);
     if (run === undefined) {
-      const why = stored.response.background === true ? `its events are kept for ${KEEP_MS / 60_000} minutes after it is done` : 'it was not created in the background';
+      const why =
+        stored.response.background !== true
+          ? 'it was not created in the background'
+          : stored.request != null
+            ? 'it waits to run again after a restart of the server; retry in a moment'
+            : `its events are kept for ${KEEP_MS / 60_000} minutes after it is done`;
       throw new ApiError(409, 'stream_unavailable', `response ${JSON.stringify(id)} cannot be streamed: ${why}; read it without stream`, { id });
     }
     const reader = clientSignal(c);
@@ -49,9 +54,11 @@ export function registerStoredResponsesRoutes(app: Hono<AppEnv>, deps: RouteDeps
     const id = c.req.param('responseId');
     const stored = storedResponse(db, config, id);
     if (stored.response.background !== true) throw new ApiError(409, 'response_not_cancellable', `response ${JSON.stringify(id)} was not created in the background: only background responses can be cancelled`, { id });
-    await background.cancel(id);
-    // A response already done is answered as it is.
-    return c.json(background.current(id, storedResponse(db, config, id).response));
+    // Running: stopped, and stored cancelled by its run. Waiting to run again after a restart: stored
+    // cancelled here (its request dropped, so it is not run). Done: answered as it is.
+    if (background.get(id) !== undefined) await background.cancel(id);
+    else if (stored.request != null) updateStoredResponse(db, id, { ...stored.response, status: 'cancelled' }, 'drop');
+    return c.json(background.current(storedResponse(db, config, id)));
   });
 
   app.get('/v1/responses/:responseId/input_items', (c) => {

@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { PURGE_BATCH, deleteStoredResponse, getStoredResponse, storeResponse, type StoredResponse } from '../../../src/db/queries/responses.js';
+import { PURGE_BATCH, deleteStoredResponse, getStoredResponse, storeResponse, type StoredResponse, unfinishedBackgroundResponses, updateStoredResponse } from '../../../src/db/queries/responses.js';
 import { createUser, deleteUser } from '../../../src/db/queries/users.js';
 import { tempDb } from '../helpers.js';
 
@@ -23,13 +23,29 @@ describe('stored responses', () => {
     createUser(t.db, { id: 'bob' });
     storeResponse(t.db, row('r1', 1000), 0);
     storeResponse(t.db, row('r2', 2000, 'bob'), 0);
-    expect(getStoredResponse(t.db, 'r1', 1000)).toEqual(row('r1', 1000));
+    expect(getStoredResponse(t.db, 'r1', 1000)).toEqual({ ...row('r1', 1000), request: null });
     expect(getStoredResponse(t.db, 'r1', 1001)).toBeUndefined(); // past the retention: gone for readers, purged or not
     expect(deleteStoredResponse(t.db, 'r1', 1001)).toBe(false);
     expect(deleteStoredResponse(t.db, 'r1', 0)).toBe(true);
     expect(deleteStoredResponse(t.db, 'r1', 0)).toBe(false);
     expect(deleteUser(t.db, 'bob')?.responses).toBe(1);
     expect(count()).toBe(0);
+  });
+
+  it('a background response keeps its request until it is done: the unfinished ones, oldest first, within the retention', () => {
+    createUser(t.db, { id: 'alice' });
+    storeResponse(t.db, { ...row('b2', 2000), request: { input: 'two' } }, 0);
+    storeResponse(t.db, { ...row('b1', 1000), request: { input: 'one' } }, 0);
+    storeResponse(t.db, row('plain', 1500), 0);
+    expect(unfinishedBackgroundResponses(t.db, 0).map((r) => [r.id, r.request])).toEqual([['b1', { input: 'one' }], ['b2', { input: 'two' }]]);
+    expect(unfinishedBackgroundResponses(t.db, 1001).map((r) => r.id)).toEqual(['b2']);
+    // Put back in the queue: kept; done: dropped.
+    expect(updateStoredResponse(t.db, 'b1', { id: 'b1', status: 'queued' }, 'keep')).toBe(true);
+    expect(getStoredResponse(t.db, 'b1', 0)?.request).toEqual({ input: 'one' });
+    expect(updateStoredResponse(t.db, 'b1', { id: 'b1', status: 'completed' }, 'drop')).toBe(true);
+    expect(getStoredResponse(t.db, 'b1', 0)).toMatchObject({ response: { status: 'completed' }, request: null });
+    expect(unfinishedBackgroundResponses(t.db, 0).map((r) => r.id)).toEqual(['b2']);
+    expect(updateStoredResponse(t.db, 'gone', { id: 'gone' }, 'drop')).toBe(false);
   });
 
   it('a write purges at most PURGE_BATCH expired rows, oldest first; a backlog is worked off by the next writes', () => {
