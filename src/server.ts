@@ -231,8 +231,8 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
           logger.error('service close failed', { err: String(err) });
         }
       }
-      // Closing the engine ended the background responses still running: their ends are stored before
-      // the database closes (bounded, should a service not end them).
+      // Closing the engine ended the background responses still running: they are stored back in the
+      // queue, for the next start, before the database closes (bounded, should a service not end them).
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([lifecycle.settled?.(), new Promise<void>((resolve) => (timer = setTimeout(resolve, shutdownTimeoutMs)))]);
       clearTimeout(timer);
