@@ -2,7 +2,7 @@
  * Background responses of the Responses API (POST /v1/responses with background: true) while they
  * run: the response as it stands (queued, in progress, then done), the events of its stream numbered
  * as sent, and its cancellation. The response object is stored when the request is taken and again
- * when it is done (routes/responses.ts); the registry lets GET /v1/responses/{id} read one that is
+ * when it is done (response-runs.ts); the registry lets GET /v1/responses/{id} read one that is
  * running, stream its events to any number of readers from any point (?stream=true&starting_after),
  * and cancel it. A finished run's events stay readable for KEEP_MS (the last KEEP_RUNS runs). A
  * stored background response neither running nor done waits to run again (response-runs.ts), or,
