@@ -54,13 +54,16 @@ export async function admitted(gen: GenerateService, req: GenerateRequest, signa
   const iterator = gen.stream(req, signal)[Symbol.asyncIterator]();
   const first = iterator.next();
   await Promise.race([first, new Promise<void>((resolve) => setImmediate(resolve))]);
-  return (async function* () {
-    try {
-      for (let r = await first; !r.done; r = await iterator.next()) yield r.value;
-    } finally {
-      await iterator.return?.();
-    }
-  })();
+  return streamOf(iterator, first);
+}
+
+/** A started stream as a generator again: its first result (had or to come), then the rest; ending the generator ends the stream. */
+export async function* streamOf<T>(iterator: AsyncIterator<T>, first: IteratorResult<T> | Promise<IteratorResult<T>>): AsyncGenerator<T> {
+  try {
+    for (let r = await first; !r.done; r = await iterator.next()) yield r.value;
+  } finally {
+    await iterator.return?.();
+  }
 }
 
 export function logStreamError(logger: Logger, requestId: string, err: unknown): ReturnType<typeof errorBody> {

@@ -23,11 +23,10 @@ import { type Turn, requestTurn, truncated } from '../responses-conversation.js'
 import { responsesInputTokensSchema, responsesRequestSchema } from '../schemas.js';
 import type { GenerateResult } from '../services.js';
 import { openAiUserId } from '../openai.js';
-import { mergeStreams } from '../stream-merge.js';
 import { toolOffer } from '../tools.js';
 import { readJson } from '../validate.js';
 import { requireTokenizer } from './tokenize.js';
-import { clientSignal, firstEvent, logStreamError, requireGenerate } from './generate.js';
+import { clientSignal, firstEvent, logStreamError, requireGenerate, streamOf } from './generate.js';
 import { SERVED_MODEL_ID } from './models.js';
 import { userNotFound } from './users.js';
 
@@ -129,7 +128,7 @@ export function registerResponsesRoutes(app: Hono<AppEnv>, deps: RouteDeps): voi
         sse.onAbort(() => ac.abort(new Error('client disconnected')));
         let sequence = 0;
         const send = (ev: ResponseEvent) => sse.writeSSE({ event: ev.type, data: JSON.stringify({ type: ev.type, sequence_number: sequence++, ...ev.fields }) });
-        const events = replyEvents(a, offer, valuesOf(mergeStreams([started])), finished);
+        const events = replyEvents(a, offer, streamOf(started.iterator, started.first), finished);
         try {
           const begun = responseOf(a, 'in_progress', offer);
           await send({ type: 'response.created', fields: { response: begun } });
@@ -158,13 +157,4 @@ function promptTokens(deps: RouteDeps) {
     const t = tokenizer.tokenize({ messages: req.messages });
     return { tokens: t.count, window: t.maxModelLen };
   };
-}
-
-/** The values of a merged stream of one. */
-async function* valuesOf<T>(merged: AsyncGenerator<{ value: T }>): AsyncGenerator<T> {
-  try {
-    for await (const { value } of merged) yield value;
-  } finally {
-    await merged.return(undefined);
-  }
 }
