@@ -46,12 +46,14 @@ export function responseWrites(deps: RouteDeps) {
   const storeFailures = metrics.counter('memlora_responses_store_failures_total', 'Responses that could not be stored (answered with store: false; the reason is logged).', []);
   const purged = purgeCounters(metrics).responses;
   const conversationFailures = metrics.counter('memlora_responses_conversation_failures_total', 'Responses whose input and output could not be added to their conversation (deleted meanwhile, or taken by another user).', []);
+  const backgroundRuns = metrics.counter('memlora_responses_background_total', 'Background responses by how they ended (completed, incomplete, cancelled, failed; queued: put back by a stopping server).', ['status']);
   const storeFailed = (job: ResponseJob, response: ResponseObject, err: unknown) => {
     storeFailures.inc();
     logger.error('response not stored', { requestId: job.requestId, responseId: response.id, err: (err as Error).message });
   };
   return {
     stored,
+    backgroundRuns,
     storeFailed,
     /** The response's input and output added to its conversation (a failure is logged and counted, never the response's). */
     addToConversation(job: ResponseJob, response: ResponseObject): void {
@@ -91,8 +93,7 @@ export function responseWrites(deps: RouteDeps) {
  * queue for the next start. The conversation's hold passes to the run. Answers the queued response.
  */
 export async function runInBackground(deps: RouteDeps, w: ResponseWrites, job: ResponseJob, hold: ConversationHold, resumed = false): Promise<{ queued: ResponseObject; run: Run }> {
-  const { logger, metrics, background } = deps;
-  const backgroundRuns = metrics.counter('memlora_responses_background_total', 'Background responses by how they ended (completed, incomplete, cancelled, failed; queued: put back by a stopping server).', ['status']);
+  const { logger, background } = deps;
   const { a, offer } = job;
   const controller = new AbortController();
   const stream = await admitted(deps.services.generate!, job.req, controller.signal);
@@ -143,7 +144,7 @@ export async function runInBackground(deps: RouteDeps, w: ResponseWrites, job: R
       }
     }
     hold.release();
-    backgroundRuns.inc({ status: run.response.status });
+    w.backgroundRuns.inc({ status: run.response.status });
     run.finish(run.response);
   });
   return { queued, run };
