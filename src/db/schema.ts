@@ -204,7 +204,14 @@ export const storedResponses = sqliteTable(
      */
     request: text('request'),
   },
-  (t) => [index('stored_responses_created_at_idx').on(t.createdAt), index('stored_responses_user_id_idx').on(t.userId)],
+  (t) => [
+    index('stored_responses_created_at_idx').on(t.createdAt),
+    index('stored_responses_user_id_idx').on(t.userId),
+    // The few background responses not done, read as a server starts, without a scan of the rest.
+    index('stored_responses_unfinished_idx')
+      .on(t.createdAt)
+      .where(sql`${t.request} is not null`),
+  ],
 );
 
 /**

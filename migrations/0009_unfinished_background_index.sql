@@ -1,0 +1,1 @@
+CREATE INDEX `stored_responses_unfinished_idx` ON `stored_responses` (`created_at`) WHERE "stored_responses"."request" is not null;
