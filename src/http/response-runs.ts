@@ -39,6 +39,12 @@ export interface ResponseJob {
 
 export type ResponseWrites = ReturnType<typeof responseWrites>;
 
+/** A background run started: the response as first stored (queued), and the run. */
+export interface BackgroundStart {
+  queued: ResponseObject;
+  run: Run;
+}
+
 /** A response's writes, and the counters they keep. */
 export function responseWrites(deps: RouteDeps) {
   const { db, config, logger, metrics } = deps;
@@ -91,14 +97,24 @@ export function responseWrites(deps: RouteDeps) {
  * registry. It is stored again when done and added to its conversation unless it was cancelled or
  * failed; cancelled by the engine without a client asking (the server stopping), it goes back in the
  * queue for the next start. The conversation's hold passes to the run. Answers the queued response.
+ *
+ * A resumed run (`stillQueued` given) is stored already. It runs only if `stillQueued` still holds
+ * once the engine has taken it, checked with no wait before the run is registered: a cancel that
+ * came while the engine took it is not overwritten by the run's end. Otherwise it answers null.
  */
-export async function runInBackground(deps: RouteDeps, w: ResponseWrites, job: ResponseJob, hold: ConversationHold, resumed = false): Promise<{ queued: ResponseObject; run: Run }> {
+export async function runInBackground(deps: RouteDeps, w: ResponseWrites, job: ResponseJob, hold: ConversationHold): Promise<BackgroundStart>;
+export async function runInBackground(deps: RouteDeps, w: ResponseWrites, job: ResponseJob, hold: ConversationHold, stillQueued: () => boolean): Promise<BackgroundStart | null>;
+export async function runInBackground(deps: RouteDeps, w: ResponseWrites, job: ResponseJob, hold: ConversationHold, stillQueued?: () => boolean): Promise<BackgroundStart | null> {
   const { logger, background } = deps;
   const { a, offer } = job;
   const controller = new AbortController();
   const stream = await admitted(deps.services.generate!, job.req, controller.signal);
   const queued = responseOf(a, 'queued', offer);
-  if (!resumed) {
+  if (stillQueued !== undefined && !stillQueued()) {
+    controller.abort(new Error('cancelled before it ran'));
+    return null;
+  }
+  if (stillQueued === undefined) {
     try {
       w.insert(job, queued);
     } catch (err) {
@@ -212,18 +228,18 @@ export async function resumeBackgroundResponses(deps: RouteDeps): Promise<number
       logger.error('background response not resumed', { responseId: stored.id, err: err instanceof Error ? err.message : String(err) });
       continue;
     }
+    // Cancelled, deleted or erased meanwhile: not run.
+    const stillQueued = () => getStoredResponse(db, stored.id, keptSince(config))?.request != null;
     for (;;) {
       if (lifecycle.draining) return resumed;
-      // Cancelled, deleted or erased meanwhile: not run.
-      if (getStoredResponse(db, stored.id, keptSince(config))?.request == null) break;
+      if (!stillQueued()) break;
       try {
         const hold = deps.conversationLocks.hold(job.conversationId);
         try {
-          await runInBackground(deps, w, job, hold, true);
+          if ((await runInBackground(deps, w, job, hold, stillQueued)) !== null) resumed++;
         } finally {
           if (!hold.passed) hold.release();
         }
-        resumed++;
         break;
       } catch (err) {
         const { apiError } = toApiError(err);

@@ -24,6 +24,8 @@ export interface FakeGenerate extends GenerateService {
   replyText?: string;
   /** Block after the first token until the signal aborts, then end as the engine ends a cancelled request: a done event (a result), finish reason cancelled. */
   hangAfterFirst?: boolean;
+  /** Called as stream() is called, before it yields anything: what happens while the engine takes the request. */
+  onStream?: (req: GenerateRequest) => void;
   loaded: boolean;
   returned: number;
 }
@@ -160,6 +162,7 @@ export function fakeGenerate(): FakeGenerate {
     },
     stream(req, signal): AsyncIterable<StreamEvent> {
       fake.calls.push({ req, signal });
+      fake.onStream?.(req);
       return {
         [Symbol.asyncIterator]: () => {
           const { words, finish } = reply(req, fake.replyText);

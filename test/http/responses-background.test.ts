@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { storeResponse } from '../../src/db/queries/responses.js';
+import { storeResponse, updateStoredResponse } from '../../src/db/queries/responses.js';
 import { responsesResponseSchema } from '../../src/http/schemas.js';
 import { ServiceError } from '../../src/http/services.js';
 import { fakeGenerateApp, parseSse, type FakeGenerate } from './fake-generate.js';
@@ -211,6 +211,28 @@ describe('background responses (background: true)', () => {
     await expectError(await h.req('POST', `/v1/responses/${legacy.id}/cancel`), 409, 'response_not_cancellable');
     // It can be continued: it holds no output of its own.
     expect((await h.req('POST', '/v1/responses', { user: 'alice', input: 'y', previous_response_id: legacy.id })).status).toBe(200);
+  });
+
+  it('a resumed response cancelled while the engine takes it stays cancelled: it is not run, and its engine request is aborted', async () => {
+    await setup();
+    gen.hangAfterFirst = true;
+    const cut = await start({ input: 'x y' });
+    await untilStatus(cut.id, 'in_progress');
+    h.restart();
+    gen.hangAfterFirst = false;
+    // The cancel lands between the start's last read of the row and the run's registration: the
+    // route finds no run, so it stores the response cancelled itself, its request dropped.
+    gen.onStream = () => {
+      gen.onStream = undefined;
+      updateStoredResponse(h.db, cut.id, { ...cut, status: 'cancelled' }, 'drop');
+    };
+    const calls = gen.calls.length;
+    expect(await h.lifecycle.resume!()).toBe(0);
+    expect(gen.calls.length).toBe(calls + 1);
+    expect(gen.calls[calls].signal.aborted).toBe(true);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(await read(cut.id)).toMatchObject({ status: 'cancelled', output: [] });
+    await expectError(await h.req('GET', `/v1/responses/${cut.id}?stream=true`), 409, 'stream_unavailable');
   });
 
   it('a response not in the background whose client goes away is neither stored nor added to its conversation', async () => {
