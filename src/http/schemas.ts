@@ -1214,6 +1214,8 @@ const RESPONSES_REFUSED: Record<string, string> = {
 };
 /** What include may ask for: the output text's log-probabilities. */
 const RESPONSES_INCLUDES = ['message.output_text.logprobs'] as const;
+/** A query's list of includes: one value, or the key repeated. */
+const includesQuery = z.preprocess((v) => (typeof v === 'string' ? [v] : v), z.array(z.enum(RESPONSES_INCLUDES)).max(16));
 
 /** A request's `input`: a text, or items. */
 const responsesInput = z.union([z.string().min(1).max(MAX_PROMPT_CHARS), z.array(responsesInputItem).min(1).max(256)]);
@@ -1357,7 +1359,14 @@ export const noQuery = z.strictObject({});
 export const responsesGetQuery = z.strictObject({
   stream: z.enum(['true', 'false']).optional(),
   starting_after: queryInt(0, 999_999_999).optional(),
+  /** What the response's request may have included (OpenAI's clients send include[]): taken, it adds nothing; a stored response holds what its request included. */
+  'include[]': includesQuery.optional(),
+  include: includesQuery.optional(),
+  /** OpenAI's padding of streamed events: taken, it has no effect (memlora pads no event). */
+  include_obfuscation: z.enum(['true', 'false']).optional(),
 });
+/** The keys of responsesGetQuery that may repeat. */
+export const RESPONSES_GET_LISTS = ['include[]', 'include'] as const;
 
 /** GET /v1/responses/{id}/input_items: a page of the items, newest first unless order=asc. */
 export const responsesInputItemsQuery = z.strictObject({

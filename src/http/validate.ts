@@ -142,8 +142,14 @@ export async function readJson<S extends z.ZodType>(
   return parsed.data;
 }
 
-export function parseQuery<S extends z.ZodType>(c: Context, schema: S): z.output<S> {
-  const parsed = schema.safeParse(c.req.query());
+/** Parses the query: a key in `lists` as all its values (the key repeated, as OpenAI's clients send `include[]`), any other as its first. */
+export function parseQuery<S extends z.ZodType>(c: Context, schema: S, lists: readonly string[] = []): z.output<S> {
+  const query: Record<string, string | string[]> = c.req.query();
+  for (const key of lists) {
+    const all = c.req.queries(key);
+    if (all !== undefined) query[key] = all;
+  }
+  const parsed = schema.safeParse(query);
   if (!parsed.success) throw validationFailed(parsed.error, 'query');
   return parsed.data;
 }

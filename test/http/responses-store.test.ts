@@ -122,7 +122,18 @@ describe('stored responses: previous_response_id, GET, input_items, DELETE', () 
       await expectError(await h.req(method, path), 404, 'response_not_found');
     }
     await expectError(await h.req('GET', `/v1/responses/${alices.id}?stream=true`), 409, 'stream_unavailable');
-    await expectError(await h.req('GET', `/v1/responses/${alices.id}?include=x`), 422, 'validation_failed');
+    // include as OpenAI's clients send it (include[], repeated), and include_obfuscation, are taken: the response as stored.
+    const asStored = await json(await h.req('GET', `/v1/responses/${alices.id}`));
+    for (const q of ['include[]=message.output_text.logprobs&include[]=message.output_text.logprobs&include_obfuscation=false', 'include=message.output_text.logprobs']) {
+      const res = await h.req('GET', `/v1/responses/${alices.id}?${q}`);
+      expect(res.status, q).toBe(200);
+      expect(await json(res)).toEqual(asStored);
+    }
+    // What no request may include is refused, wherever it stands among several.
+    for (const q of ['include=x', 'include[]=file_search_call.results&include[]=message.output_text.logprobs', 'include[]=message.output_text.logprobs&include[]=file_search_call.results', 'include_obfuscation=maybe']) {
+      const err = await expectError(await h.req('GET', `/v1/responses/${alices.id}?${q}`), 422, 'validation_failed');
+      expect(err.message, q).toMatch(/^invalid query: include/);
+    }
     await expectError(await h.req('POST', `/v1/responses/${alices.id}/cancel`), 409, 'response_not_cancellable');
   });
 

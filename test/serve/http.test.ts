@@ -580,7 +580,8 @@ describe('the official OpenAI client, unmodified, against the real server', () =
       if (ev.type === 'response.created') id = ev.response.id;
       if (ev.type === 'response.output_text.delta') break;
     }
-    const resumed = await openai.responses.retrieve(id, { stream: true, starting_after: seen });
+    // As OpenAI's client sends them: include[]=…, include_obfuscation=false.
+    const resumed = await openai.responses.retrieve(id, { stream: true, starting_after: seen, include: ['message.output_text.logprobs'], include_obfuscation: false });
     let next: OpenAI.Responses.ResponseStreamEvent | undefined;
     for await (const ev of resumed) {
       next = ev;
@@ -593,7 +594,7 @@ describe('the official OpenAI client, unmodified, against the real server', () =
     const wrote = ((cancelled.output[0] as OpenAI.Responses.ResponseOutputMessage).content[0] as OpenAI.Responses.ResponseOutputText).text;
     expect(wrote).toMatch(/^q+$/);
     expect(wrote.length).toBeLessThan(480);
-    expect((await openai.responses.retrieve(id)).status).toBe('cancelled');
+    expect((await openai.responses.retrieve(id, { include: ['message.output_text.logprobs'] })).status).toBe('cancelled');
     // Its row is free: the next request is served.
     expect((await openai.responses.create({ model: 'memlora:bob', input: 'Hello', max_output_tokens: 3 })).output_text).toBe('zzz');
   });
