@@ -149,6 +149,7 @@ function asChatBody(body: ResponsesRequest, items: readonly Item[]): Record<stri
     temperature: body.temperature,
     top_p: body.top_p,
     stream: body.stream,
+    seed: body.seed,
     mode: body.mode,
     response_format: format?.type === 'json_schema' ? { type: 'json_schema', json_schema: { name: format.name, description: format.description, schema: format.schema, strict: format.strict } } : format,
     tools: body.tools?.map((t) => ({ type: 'function', function: { name: t.name, description: t.description ?? undefined, parameters: t.parameters ?? undefined, strict: t.strict } })),

@@ -1251,6 +1251,8 @@ const responsesRequestObject = z.looseObject({
   /** message.output_text.logprobs: each output token's log-probability (with top_logprobs alternatives). */
   include: z.array(z.string().max(256)).max(16).nullable().optional(),
   top_logprobs: z.int().min(0).max(MAX_TOP_LOGPROBS).nullable().optional(),
+  /** memlora extension, as in chat completions: the same seed samples the same reply. A background response without one is given one, stored with its request. */
+  seed: z.int().nullable().optional(),
   /** memlora extension: the personalisation mode, as in /v1/generate. */
   mode: z.enum(GENERATE_MODES).optional(),
 });

@@ -180,10 +180,15 @@ describe('background responses (background: true)', () => {
     const cut = await start({ input: 'x y', conversation: conv });
     const dropped = await start({ input: 'never mind' });
     await untilStatus(cut.id, 'in_progress');
+    // Given no seed, each was given one, kept with its request.
+    const seeds = gen.calls.map((c) => c.req.seed);
+    expect(seeds).toEqual([expect.any(Number), expect.any(Number)]);
     // A new server on the same database: the runs are gone, their rows say queued with their requests.
     h.restart();
     expect(await read(cut.id)).toMatchObject({ status: 'queued', error: null });
-    await expectError(await h.req('GET', `/v1/responses/${cut.id}?stream=true`), 409, 'stream_unavailable');
+    const notYet = await h.req('GET', `/v1/responses/${cut.id}?stream=true`);
+    expect(notYet.headers.get('retry-after')).toBe('1');
+    await expectError(notYet, 409, 'stream_unavailable');
     // The start waits for the model; one cancelled meanwhile is not run.
     gen.loaded = false;
     const resuming = h.lifecycle.resume!();
@@ -197,6 +202,8 @@ describe('background responses (background: true)', () => {
     const done = await untilStatus(cut.id, 'completed');
     expect(done.output).toMatchObject([{ content: [{ text: 'echo x y' }] }]);
     expect(gen.calls.slice(calls).map((c) => c.req.messages!.map((m) => m.content))).toEqual([['hi', 'x y']]);
+    // With the seed it was first run with: it samples the same reply again.
+    expect(gen.calls[calls].req.seed).toBe(seeds[0]);
     expect(storedStatus(dropped.id)).toBe('cancelled');
     // Added to its conversation once, after the item added meanwhile.
     const items = await json<{ data: Array<{ content: Array<{ text: string }> }> }>(await h.req('GET', `/v1/conversations/${conv}/items?order=asc`));

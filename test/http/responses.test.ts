@@ -67,12 +67,12 @@ describe('POST /v1/responses', () => {
     });
   });
 
-  it('takes a text input, the user by `user`, memlora defaults, and text.format as a response format', async () => {
+  it('takes a text input, the user by `user`, memlora defaults and extensions (mode, seed), and text.format as a response format', async () => {
     await setup();
-    const body = responsesResponseSchema.parse(await json(await h.req('POST', '/v1/responses', { user: 'alice', input: 'hi there', mode: 'vanilla' })));
+    const body = responsesResponseSchema.parse(await json(await h.req('POST', '/v1/responses', { user: 'alice', input: 'hi there', mode: 'vanilla', seed: 42 })));
     expect(body).toMatchObject({ status: 'completed', incomplete_details: null, instructions: null, max_output_tokens: 128, temperature: 0, top_p: 1, text: { format: { type: 'text' } } });
     expect(body.output[0]).toMatchObject({ type: 'message', content: [{ text: 'echo hi there' }] });
-    expect(gen.calls[0].req).toMatchObject({ userId: 'alice', messages: [{ role: 'user', content: 'hi there' }], maxTokens: 128, mode: 'vanilla' });
+    expect(gen.calls[0].req).toMatchObject({ userId: 'alice', messages: [{ role: 'user', content: 'hi there' }], maxTokens: 128, mode: 'vanilla', seed: 42 });
     const schema = { type: 'object', properties: { a: { type: 'integer' } }, required: ['a'] };
     const formats = [
       [{ type: 'json_schema', name: 'nums', schema, strict: true }, { type: 'json_schema', jsonSchema: { name: 'nums', schema, strict: true } }],

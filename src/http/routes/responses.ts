@@ -10,7 +10,7 @@
  * background, the response runs apart from the request (response-runs.ts): stored queued, answered
  * at once, stored again when done.
  */
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomInt } from 'node:crypto';
 import type { Hono } from 'hono';
 import { streamSSE } from 'hono/streaming';
 import { userExists } from '../../db/queries/users.js';
@@ -50,7 +50,10 @@ export function registerResponsesRoutes(app: Hono<AppEnv>, deps: RouteDeps): voi
   });
 
   app.post('/v1/responses', async (c) => {
-    const body = await readJson(c, responsesRequestSchema, config.bodyLimitBytes);
+    const parsed = await readJson(c, responsesRequestSchema, config.bodyLimitBytes);
+    // A background response samples with a seed kept with its request: run again after a restart, it
+    // writes the same reply, so the events its readers saw keep their sequence numbers.
+    const body = parsed.background === true && parsed.seed == null ? { ...parsed, seed: randomInt(2 ** 31) } : parsed;
     const userId = openAiUserId(body);
     const requestId = c.get('requestId');
     // The response's key: its id and its items' ids are made from it (random, so unguessable: a

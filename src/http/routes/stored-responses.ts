@@ -34,13 +34,15 @@ export function registerStoredResponsesRoutes(app: Hono<AppEnv>, deps: RouteDeps
     if (q.stream !== 'true') return c.json(background.current(stored));
     const run = background.get(id);
     if (run === undefined) {
+      // One waiting to run again after a restart streams once it runs: Retry-After says when to ask again.
+      const waiting = stored.response.background === true && stored.request != null;
       const why =
         stored.response.background !== true
           ? 'it was not created in the background'
-          : stored.request != null
+          : waiting
             ? 'it waits to run again after a restart of the server; retry in a moment'
             : `its events are kept for ${KEEP_MS / 60_000} minutes after it is done`;
-      throw new ApiError(409, 'stream_unavailable', `response ${JSON.stringify(id)} cannot be streamed: ${why}; read it without stream`, { id });
+      throw new ApiError(409, 'stream_unavailable', `response ${JSON.stringify(id)} cannot be streamed: ${why}; read it without stream`, { id }, waiting ? { 'retry-after': '1' } : undefined);
     }
     const reader = clientSignal(c);
     return streamSSE(c, async (sse) => {
