@@ -1216,6 +1216,16 @@ const RESPONSES_REFUSED: Record<string, string> = {
 const RESPONSES_INCLUDES = ['message.output_text.logprobs'] as const;
 /** A query's list of includes: one value, or the key repeated. */
 const includesQuery = z.preprocess((v) => (typeof v === 'string' ? [v] : v), z.array(z.enum(RESPONSES_INCLUDES)).max(16));
+/**
+ * include in the query of a route that reads stored responses or items, as OpenAI's clients send it
+ * (include[], the key repeated for several; or include): what a request may include. Taken, it adds
+ * nothing: what is stored holds what its request included.
+ */
+const includeQuery = { 'include[]': includesQuery.optional(), include: includesQuery.optional() };
+/** The keys of includeQuery, which may repeat (parseQuery's lists). */
+export const INCLUDE_QUERY_LISTS = ['include[]', 'include'] as const;
+/** A route whose only query is include (a conversation's item read or added). */
+export const includeOnlyQuery = z.strictObject(includeQuery);
 
 /** A request's `input`: a text, or items. */
 const responsesInput = z.union([z.string().min(1).max(MAX_PROMPT_CHARS), z.array(responsesInputItem).min(1).max(256)]);
@@ -1361,17 +1371,14 @@ export const noQuery = z.strictObject({});
 export const responsesGetQuery = z.strictObject({
   stream: z.enum(['true', 'false']).optional(),
   starting_after: queryInt(0, 999_999_999).optional(),
-  /** What the response's request may have included (OpenAI's clients send include[]): taken, it adds nothing; a stored response holds what its request included. */
-  'include[]': includesQuery.optional(),
-  include: includesQuery.optional(),
+  ...includeQuery,
   /** OpenAI's padding of streamed events: taken, it has no effect (memlora pads no event). */
   include_obfuscation: z.enum(['true', 'false']).optional(),
 });
-/** The keys of responsesGetQuery that may repeat. */
-export const RESPONSES_GET_LISTS = ['include[]', 'include'] as const;
 
-/** GET /v1/responses/{id}/input_items: a page of the items, newest first unless order=asc. */
+/** GET /v1/responses/{id}/input_items (and a conversation's items): a page of the items, newest first unless order=asc. */
 export const responsesInputItemsQuery = z.strictObject({
+  ...includeQuery,
   limit: queryInt(1, 100).optional(),
   order: z.enum(['asc', 'desc']).optional(),
   /** The id of the last item of the previous page. */

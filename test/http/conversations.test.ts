@@ -68,6 +68,15 @@ describe('conversations', () => {
     expect((await items(conv.id, `order=asc&after=${ids[1]}`)).data.map((i) => i.id)).toEqual([ids[2], ids[3]]);
     await expectError(await h.req('GET', `/v1/conversations/${conv.id}/items?after=nope`), 422, 'invalid_cursor');
     expect(await json(await h.req('GET', `/v1/conversations/${conv.id}/items/${ids[1]}`))).toEqual(all.data[1]);
+    // include, as OpenAI's clients send it (items.list, retrieve, create), is taken; what no request may include is 422, and nothing is added.
+    const include = 'include[]=message.output_text.logprobs';
+    expect(await json(await h.req('GET', `/v1/conversations/${conv.id}/items/${ids[1]}?${include}`))).toEqual(all.data[1]);
+    expect(await json(await h.req('GET', `/v1/conversations/${conv.id}/items?${include}`))).toEqual(await json(await h.req('GET', `/v1/conversations/${conv.id}/items`)));
+    for (const q of ['include=x', `${include}&include[]=x`, 'limit=1']) {
+      await expectError(await h.req('POST', `/v1/conversations/${conv.id}/items?${q}`, { items: [{ role: 'user', content: 'no' }] }), 422, 'validation_failed');
+      await expectError(await h.req('GET', `/v1/conversations/${conv.id}/items/${ids[1]}?${q}`), 422, 'validation_failed');
+    }
+    expect(texts(await items(conv.id))).toEqual(['one', 'two', 'call f', 'output done']);
     const after = conversationSchema.parse(await json(await h.req('DELETE', `/v1/conversations/${conv.id}/items/${ids[1]}`)));
     expect(after.id).toBe(conv.id);
     expect(texts(await items(conv.id))).toEqual(['one', 'call f', 'output done']);
@@ -78,7 +87,7 @@ describe('conversations', () => {
     // At most 10,000 items: nothing is added past them.
     appendConversationItems(h.db, conv.id, Array.from({ length: 9990 }, (_, i) => ({ id: `bulk${i}`, type: 'message', role: 'user', status: 'completed', content: [{ type: 'input_text', text: 'x' }] })), 0);
     await expectError(await h.req('POST', `/v1/conversations/${conv.id}/items`, { items: Array.from({ length: 8 }, () => ({ role: 'user', content: 'y' })) }), 422, 'validation_failed');
-    expect(conversationItemListSchema.parse(await json(await h.req('POST', `/v1/conversations/${conv.id}/items`, { items: Array.from({ length: 7 }, () => ({ role: 'user', content: 'y' })) }))).data).toHaveLength(7);
+    expect(conversationItemListSchema.parse(await json(await h.req('POST', `/v1/conversations/${conv.id}/items?include[]=message.output_text.logprobs`, { items: Array.from({ length: 7 }, () => ({ role: 'user', content: 'y' })) }))).data).toHaveLength(7);
   });
 
   it('a response reads the conversation before its input and adds its input and output to it; the conversation becomes its user\'s', async () => {

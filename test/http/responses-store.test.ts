@@ -79,9 +79,11 @@ describe('stored responses: previous_response_id, GET, input_items, DELETE', () 
     const empty = responsesInputItemListSchema.parse(await json(await h.req('GET', `/v1/responses/${second.id}/input_items?after=${ids[0]}`)));
     expect(empty).toEqual({ object: 'list', data: [], first_id: null, last_id: null, has_more: false });
     await expectError(await h.req('GET', `/v1/responses/${second.id}/input_items?after=msg_nope`), 422, 'invalid_cursor');
-    for (const q of ['limit=0', 'limit=101', 'order=up', 'include=message.output_text.logprobs']) {
+    for (const q of ['limit=0', 'limit=101', 'order=up', 'include=x', 'include[]=message.output_text.logprobs&include[]=x']) {
       await expectError(await h.req('GET', `/v1/responses/${second.id}/input_items?${q}`), 422, 'validation_failed');
     }
+    // include as OpenAI's clients send it (inputItems.list) is taken: the same page.
+    expect(await json(await h.req('GET', `/v1/responses/${second.id}/input_items?include[]=message.output_text.logprobs&limit=3`))).toEqual(page1);
     await expectError(await h.req('GET', '/v1/responses/resp_nope/input_items'), 404, 'response_not_found');
   });
 

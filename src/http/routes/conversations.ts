@@ -24,7 +24,7 @@ import { userExists } from '../../db/queries/users.js';
 import type { AppEnv, RouteDeps } from '../context.js';
 import { ApiError } from '../errors.js';
 import { checkConversationRoom, conversationNotFound, itemList, itemsOf, keptSince, liveConversation, purgeCounters } from '../responses-conversation.js';
-import { conversationCreateSchema, conversationItemsAddSchema, conversationUpdateSchema, noQuery, responsesInputItemsQuery } from '../schemas.js';
+import { INCLUDE_QUERY_LISTS, conversationCreateSchema, conversationItemsAddSchema, conversationUpdateSchema, includeOnlyQuery, noQuery, responsesInputItemsQuery } from '../schemas.js';
 import { parseQuery, readJson } from '../validate.js';
 import { userNotFound } from './users.js';
 
@@ -71,7 +71,7 @@ export function registerConversationRoutes(app: Hono<AppEnv>, deps: RouteDeps): 
   });
 
   app.get('/v1/conversations/:conversationId/items', (c) => {
-    const q = parseQuery(c, responsesInputItemsQuery);
+    const q = parseQuery(c, responsesInputItemsQuery, INCLUDE_QUERY_LISTS);
     const id = found(c.req.param('conversationId')).id;
     const page = pageConversationItems(db, id, { limit: q.limit ?? 20, order: q.order ?? 'desc', after: q.after });
     if (page === null) throw new ApiError(422, 'invalid_cursor', `after ${JSON.stringify(q.after)} is not an item of this conversation`, { after: q.after });
@@ -79,6 +79,7 @@ export function registerConversationRoutes(app: Hono<AppEnv>, deps: RouteDeps): 
   });
 
   app.post('/v1/conversations/:conversationId/items', async (c) => {
+    parseQuery(c, includeOnlyQuery, INCLUDE_QUERY_LISTS);
     const id = c.req.param('conversationId');
     const body = await readJson(c, conversationItemsAddSchema, config.bodyLimitBytes);
     found(id);
@@ -90,7 +91,7 @@ export function registerConversationRoutes(app: Hono<AppEnv>, deps: RouteDeps): 
   });
 
   app.get('/v1/conversations/:conversationId/items/:itemId', (c) => {
-    parseQuery(c, noQuery);
+    parseQuery(c, includeOnlyQuery, INCLUDE_QUERY_LISTS);
     const id = found(c.req.param('conversationId')).id;
     const itemId = c.req.param('itemId');
     const item = getConversationItem(db, id, itemId);

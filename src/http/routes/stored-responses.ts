@@ -18,7 +18,7 @@ import { KEEP_MS } from '../background-responses.js';
 import type { AppEnv, RouteDeps } from '../context.js';
 import { ApiError } from '../errors.js';
 import { type Item, itemList, keptSince, responseNotFound, storedResponse } from '../responses-conversation.js';
-import { RESPONSES_GET_LISTS, noQuery, responsesGetQuery, responsesInputItemsQuery } from '../schemas.js';
+import { INCLUDE_QUERY_LISTS, noQuery, responsesGetQuery, responsesInputItemsQuery } from '../schemas.js';
 import { parseQuery, userIdParam } from '../validate.js';
 import { clientSignal } from './generate.js';
 import { userNotFound } from './users.js';
@@ -28,7 +28,7 @@ export function registerStoredResponsesRoutes(app: Hono<AppEnv>, deps: RouteDeps
   const deleted = metrics.counter('memlora_responses_deleted_total', 'Stored responses deleted (DELETE /v1/responses/{id}, or a user\'s all at once by an operator).', []);
 
   app.get('/v1/responses/:responseId', (c) => {
-    const q = parseQuery(c, responsesGetQuery, RESPONSES_GET_LISTS);
+    const q = parseQuery(c, responsesGetQuery, INCLUDE_QUERY_LISTS);
     const id = c.req.param('responseId');
     const stored = storedResponse(db, config, id);
     if (q.stream !== 'true') return c.json(background.current(stored));
@@ -64,7 +64,7 @@ export function registerStoredResponsesRoutes(app: Hono<AppEnv>, deps: RouteDeps
   });
 
   app.get('/v1/responses/:responseId/input_items', (c) => {
-    const q = parseQuery(c, responsesInputItemsQuery);
+    const q = parseQuery(c, responsesInputItemsQuery, INCLUDE_QUERY_LISTS);
     const items = storedResponse(db, config, c.req.param('responseId')).items as Item[];
     const ordered = q.order === 'asc' ? items : [...items].reverse();
     let from = 0;
