@@ -144,7 +144,7 @@ export async function readJson<S extends z.ZodType>(
 
 /** Parses the query: a key in `lists` as all its values (the key repeated, as OpenAI's clients send `include[]`), any other as its first. */
 export function parseQuery<S extends z.ZodType>(c: Context, schema: S, lists: readonly string[] = []): z.output<S> {
-  const query: Record<string, string | string[]> = c.req.query();
+  const query: Record<string, string | string[]> = { ...c.req.query() };
   for (const key of lists) {
     const all = c.req.queries(key);
     if (all !== undefined) query[key] = all;
