@@ -510,7 +510,7 @@ const responseFormatSchema = z.discriminatedUnion('type', [textFormats, z.looseO
 const openAiResponseFormatSchema = z.discriminatedUnion('type', [textFormats, z.looseObject({ type: z.literal('json_schema'), json_schema: jsonSchemaSpec })]);
 /** vLLM's guided_regex: the reply matches this ECMAScript pattern whole. */
 const guidedRegexSchema = z.string().min(1).max(4096);
-/** vLLM's guided_grammar: the reply is a string of this GBNF grammar's rule root. */
+/** vLLM's guided_grammar: the reply is a string of this grammar (GBNF's rule root, or Lark's start rule). */
 const guidedGrammarSchema = z.string().min(1).max(65_536);
 /** vLLM's guided_json: a JSON schema, or its JSON text. */
 const guidedJsonSchema = z.union([z.record(z.string(), z.unknown()), z.string().max(65_536)]);

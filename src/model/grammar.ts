@@ -155,7 +155,7 @@ const NAME = /[A-Za-z0-9_-]/;
 const RULE_HEAD = /[A-Za-z0-9_-]+[ \t\r\n]*::=/y;
 
 /** Where offset `at` of `src` is, as a person finds it: line and column, from 1. */
-function where(src: string, at: number): string {
+export function where(src: string, at: number): string {
   const before = src.slice(0, at);
   return `line ${before.split('\n').length}, column ${at - before.lastIndexOf('\n')}`;
 }

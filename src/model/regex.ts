@@ -29,6 +29,8 @@ export const MAX_NFA_STATES = 4096;
 /** Sorted, disjoint inclusive byte ranges. */
 type ByteSet = Array<[number, number]>;
 
+/** A parsed pattern (parseRegex): ASCII characters as byte sets, others as their UTF-8 bytes in a row. */
+export type RegexNode = Node;
 type Node =
   | { t: 'bytes'; set: ByteSet }
   /** A character outside ASCII: its UTF-8 bytes in a row. */
@@ -461,9 +463,14 @@ function liveStates(into: ReadonlyArray<ReadonlyArray<[number, number]>>, accept
   return live;
 }
 
+/** An ECMAScript pattern (whole-match) parsed, as compileRegex reads it; RegexError where it is outside the subset. */
+export function parseRegex(pattern: string): RegexNode {
+  return new Parser(pattern).parse();
+}
+
 /** Compile an ECMAScript pattern (whole-match) to an NFA; RegexError where it is outside the subset. */
 export function compileRegex(pattern: string): Nfa {
-  const ast = new Parser(pattern).parse();
+  const ast = parseRegex(pattern);
   const b = new Builder();
   const start = b.state();
   const accept = b.build(ast, start);

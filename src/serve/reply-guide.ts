@@ -6,9 +6,10 @@
  * enforced is refused (unsupported_schema, unsupported_regex, unsupported_grammar), never silently dropped, except the
  * calls of tools that are not strict, which are then left unguided as OpenAI leaves them.
  */
-import { GrammarError, compileGrammar } from '../model/grammar.js';
+import { GrammarError } from '../model/grammar.js';
 import type { GuideSpec } from '../model/guide.js';
 import { type CompiledSchema, SchemaError, compileJsonSchema } from '../model/json-schema.js';
+import { compileGuideGrammar } from '../model/lark.js';
 import { RegexError } from '../model/regex.js';
 import { compileGuideRegex } from '../model/regex-guide.js';
 import { ServeError, type ServeErrorCode } from './errors.js';
@@ -43,7 +44,7 @@ function askedGuideOf(req: ServeRequest): GuideSpec | undefined {
   const pattern = req.guidedRegex;
   if (pattern !== undefined) return { type: 'regex', regex: orRefused(() => compileGuideRegex(pattern), RegexError, 'unsupported_regex', 'the pattern') };
   const grammar = req.guidedGrammar;
-  if (grammar !== undefined) return { type: 'grammar', grammar: orRefused(() => compileGrammar(grammar), GrammarError, 'unsupported_grammar', 'the grammar') };
+  if (grammar !== undefined) return { type: 'grammar', grammar: orRefused(() => compileGuideGrammar(grammar), GrammarError, 'unsupported_grammar', 'the grammar') };
   return req.guidedChoice ? { type: 'choice', choices: req.guidedChoice } : undefined;
 }
 

@@ -3,22 +3,11 @@ import { describe, expect, it } from 'vitest';
 import { type CompiledGrammar, GrammarError, MAX_GRAMMAR_STATES, compileGrammar } from '../../src/model/grammar.js';
 import { GrammarGuide, MAX_FRAMES, MAX_PARSES } from '../../src/model/grammar-guide.js';
 import { Rng } from '../../src/util/rng.js';
+import { BYTES, accepts } from './grammar-accepts.js';
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 
-/** id 0: an end token; id 1 + b: the byte b. */
-const BYTES: Array<Uint8Array | null> = [null, ...Array.from({ length: 256 }, (_, b) => Uint8Array.of(b))];
-
-/** Whether the grammar's guide takes `bytes` byte by byte and then allows the end token. */
-function accepts(grammar: CompiledGrammar, bytes: Uint8Array | string): boolean {
-  const g = new GrammarGuide(grammar, BYTES, [0]);
-  for (const b of typeof bytes === 'string' ? enc.encode(bytes) : bytes) {
-    if (!g.allowed()[1 + b]) return false;
-    g.advance(1 + b);
-  }
-  return g.allowed()[0] === 1;
-}
 
 /**
  * A random walk through the guide's masks: the bytes written, whether it ended (on the end token, or

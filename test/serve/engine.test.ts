@@ -762,6 +762,15 @@ describe('sampling settings', () => {
     expect(rs.some((r) => r.text.includes('((')), rs.map((r) => r.text).join(' | ')).toBe(true);
     expect(rs[1].personalization.mode).toBe('injected');
     await expect(e.generate(req('grammar-b', { guidedGrammar: 'root ::= root "a" | "a"' }), never())).rejects.toMatchObject({ code: 'unsupported_grammar', details: { reason: expect.stringMatching(/left-recursive/) } });
+    // The same language in Lark's syntax (told apart from GBNF, translated): the same guarantee.
+    const larkGrammar = 'start: expr\nexpr: term (OP term) ~ 0..2\nOP: " + " | " * "\nterm: /[0-9]{1,2}/ | "(" expr ")"';
+    const larkReplies = await Promise.all([0, 1, 2, 3].map((seed) => e.generate(req(seed % 2 ? 'grammar-a' : 'grammar-b', { maxTokens: 96, guidedGrammar: larkGrammar, ...(seed > 0 ? { temperature: 1, seed } : {}) }), never())));
+    for (const r of larkReplies) {
+      expect(r.finishReason, r.text).toBe('stop');
+      expect(expr(r.text), r.text).toBe('');
+    }
+    await expect(e.generate(req('grammar-b', { guidedGrammar: 'start: a\na: b "x" | "y"\nb: a "z"' }), never())).rejects.toMatchObject({ code: 'unsupported_grammar', details: { reason: expect.stringMatching(/left-recursive.*Lark/) } });
+    await expect(e.generate(req('grammar-b', { guidedGrammar: 'start: missing' }), never())).rejects.toMatchObject({ code: 'unsupported_grammar', details: { reason: expect.stringMatching(/"missing" is not defined at line 1, column 8 \(Lark\)/) } });
   });
 
   it('guidedChoice: every reply (through adapters, sampled or greedy) is one of the choices, whole; free rows beside them unchanged', async () => {
