@@ -178,6 +178,9 @@ class LarkParser {
     this.i++;
     if (this.defs.has(name) || this.imports.some((x) => x.name === name)) throw this.error(`"${name}" is defined twice`, at);
     const terminal = isTerminalName(name);
+    // Alternatives may all begin with `|`, the first too (on the line of the name, or the next).
+    this.blank();
+    if (this.src[this.i] === '|' || (this.src[this.i] === '\n' && this.continues())) this.i++;
     this.defs.set(name, { terminal, body: this.expansions(), at });
     if (!terminal) this.ruleOrder.push(name);
   }
@@ -479,7 +482,7 @@ function withoutLeftRecursion(name: string, body: Item): Item {
   const bases: Item[] = [];
   for (const alt of alternatives(body)) {
     if (alt.t === 'name' && alt.name === name) continue;
-    if (alt.t === 'seq' && alt.items[0].t === 'name' && alt.items[0].name === name) {
+    if (alt.t === 'seq' && alt.items[0]?.t === 'name' && alt.items[0].name === name) {
       const rest = alt.items.slice(1);
       tails.push(rest.length === 1 ? rest[0] : { t: 'seq', items: rest });
     } else bases.push(alt);

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { GrammarError, compileGrammar } from '../../src/model/grammar.js';
-import { isLarkGrammar, larkToGbnf } from '../../src/model/lark.js';
+import { compileGuideGrammar, isLarkGrammar, larkToGbnf } from '../../src/model/lark.js';
 import { Rng } from '../../src/util/rng.js';
 import { accepts } from './grammar-accepts.js';
 
@@ -246,6 +246,10 @@ describe('Lark grammars (translated to GBNF)', () => {
     expect(accepts(first, 'xy')).toBe(true);
     expect(accepts(first, 'xxy')).toBe(true);
     expect(accepts(first, 'x')).toBe(false);
+    // Every alternative led by "|", the first too; an empty alternative where one is written.
+    const led = lark('start:\n  | "a"\n  | "b" // b\n\n  | "c"\nother: | "x" | "y"\nmaybe: "m" |');
+    for (const [text, want] of [['a', true], ['b', true], ['c', true], ['', false]] as const) expect(accepts(led, text), text).toBe(want);
+    expect(accepts(lark('start: "m" |'), '')).toBe(true);
     // Characters beyond ASCII, in patterns and literals.
     const accented = lark('start: /caf(é|e)/ "→"');
     for (const [text, want] of [['café→', true], ['cafe→', true], ['cafx→', false], ['café', false]] as const) expect(accepts(accented, text), text).toBe(want);
@@ -278,6 +282,21 @@ describe('Lark grammars (translated to GBNF)', () => {
     ];
     for (const [text, why] of refusals) expect(() => larkToGbnf(text), text).toThrow(why);
     for (const [text] of refusals) expect(() => larkToGbnf(text)).toThrow(GrammarError);
+    // Whatever the text, a grammar or a GrammarError, never another failure.
+    const pieces = ['start', ':', 'a', 'A', '"x"', '/y+/', '/[/', '|', '(', ')', '[', ']', '*', '+', '?', '~ 2', '~ 1..3', '\n', '%ignore', '%import common.WS', '->', 'b', ' ', '"a".."c"', '.2', '//c', '{', '"', 'root', '_B', '?a'];
+    const rng = new Rng(13);
+    let compiled = 0;
+    for (let n = 0; n < 3000; n++) {
+      const words = Array.from({ length: 1 + Math.floor(rng.uniform() * 14) }, () => pieces[Math.floor(rng.uniform() * pieces.length)]);
+      const text = (n % 2 ? 'start: ' : '') + words.join(rng.uniform() < 0.5 ? ' ' : '') + (n % 3 ? '\na: "q"\nA: "Q"' : '');
+      try {
+        compileGuideGrammar(text);
+        compiled++;
+      } catch (e) {
+        expect(e, text).toBeInstanceOf(GrammarError);
+      }
+    }
+    expect(compiled).toBeGreaterThan(10);
     // Left recursion through another rule is GBNF's to refuse; the direct kind is rewritten.
     expect(() => lark('start: a\na: b "x" | "y"\nb: a "z"')).toThrow(/left-recursive/);
     expect(accepts(lark('start: start "x" | "y"'), 'yxx')).toBe(true);
