@@ -97,7 +97,6 @@ SQL_COMMENT: /--[^\n]*/
 const COMMON_PREFIX = 'common-';
 const IGNORED = 'ignored-';
 
-
 const isTerminalName = (name: string): boolean => /^_?[A-Z]/.test(name);
 const NAME = /[A-Za-z0-9_]/;
 const STRING_ESCAPES: Record<string, string> = { n: '\n', r: '\r', t: '\t', f: '\f', v: '\v', '0': '\0', '\\': '\\', '"': '"', "'": "'" };
@@ -399,13 +398,44 @@ class LarkParser {
     if (/\(\?[aiLmsux-]+[:)]/.test(pattern)) throw this.error('inline flags are not supported', at);
     let node: RegexNode;
     try {
-      node = parseRegex(pattern.replace(/\(\?P</g, '(?<'));
+      node = parseRegex(asEcmaScript(pattern));
     } catch (e) {
       if (e instanceof RegexError) throw this.error(`regular expression /${pattern}/: ${e.message}`, at);
       throw e;
     }
     return { t: 'token', gbnf: regexGbnf(node, flags.includes('i'), () => this.error(`regular expression /${pattern}/ matches nothing`, at)) };
   }
+}
+
+/**
+ * A Python pattern in the forms ECMAScript reads alike: named groups `(?P<name>` as `(?<name>`, and
+ * `{,n}` (at most n, which ECMAScript would read as text) as `{0,n}`; outside classes and escapes.
+ */
+function asEcmaScript(pattern: string): string {
+  let out = '';
+  let inClass = false;
+  for (let i = 0; i < pattern.length; i++) {
+    const c = pattern[i];
+    if (c === '\\') {
+      out += c + (pattern[i + 1] ?? '');
+      i++;
+    } else if (inClass) {
+      if (c === ']') inClass = false;
+      out += c;
+    } else if (c === '[') {
+      inClass = true;
+      out += c;
+      // A ] first in a class is one of its characters.
+      if (pattern[i + 1] === '^') out += pattern[++i];
+      if (pattern[i + 1] === ']') out += pattern[++i];
+    } else if (pattern.startsWith('(?P<', i)) {
+      out += '(?<';
+      i += 3;
+    } else if (c === '{' && /^\{,\d+\}/.test(pattern.slice(i))) {
+      out += '{0';
+    } else out += c;
+  }
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -250,6 +250,9 @@ describe('Lark grammars (translated to GBNF)', () => {
     const led = lark('start:\n  | "a"\n  | "b" // b\n\n  | "c"\nother: | "x" | "y"\nmaybe: "m" |');
     for (const [text, want] of [['a', true], ['b', true], ['c', true], ['', false]] as const) expect(accepts(led, text), text).toBe(want);
     expect(accepts(lark('start: "m" |'), '')).toBe(true);
+    // Python's pattern forms: {,n}, named groups; not inside a class.
+    const python = lark('start: /(?P<x>a{,2})[{,]b/');
+    for (const [text, want] of [['b', false], ['{b', true], ['aa,b', true], ['aaa{b', false], ['a{,2}{b', false]] as const) expect(accepts(python, text), text).toBe(want);
     // Characters beyond ASCII, in patterns and literals.
     const accented = lark('start: /caf(é|e)/ "→"');
     for (const [text, want] of [['café→', true], ['cafe→', true], ['cafx→', false], ['café', false]] as const) expect(accepts(accented, text), text).toBe(want);
