@@ -539,6 +539,8 @@ function translate(text: string): string {
     const rule = namesIn(def.body).find((n) => !isTerminalName(n));
     if (rule !== undefined) throw parser.error(`terminal "${name}" refers to rule "${rule}": a terminal is made of terminals`, def.at);
   }
+  const ignoredRule = parser.ignored.flatMap(namesIn).find((n) => !isTerminalName(n));
+  if (ignoredRule !== undefined) throw new GrammarError(`%ignore takes terminals, not the rule "${ignoredRule}" (Lark)`);
   const start = parser.defs.has('start') && !parser.defs.get('start')!.terminal ? 'start' : parser.ruleOrder[0];
   if (start === undefined) throw new GrammarError('the Lark grammar has no rule (a start rule is `start`, else the first rule written)');
   const ignoring = parser.ignored.length > 0;

@@ -281,6 +281,7 @@ describe('Lark grammars (translated to GBNF)', () => {
       ['start: "a"\nstart: "b"', /"start" is defined twice at line 2/],
       ['start: A\nA: "a"\n%import common.DIGIT -> A', /"A" is defined twice/],
       ['A: "a"', /has no rule/],
+      ['start: "a"\nc: "#"\n%ignore c', /%ignore takes terminals, not the rule "c"/],
       ['start: ""', /an empty string is not a token/],
     ];
     for (const [text, why] of refusals) expect(() => larkToGbnf(text), text).toThrow(why);
