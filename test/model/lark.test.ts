@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { GrammarError, compileGrammar } from '../../src/model/grammar.js';
 import { compileGuideGrammar, isLarkGrammar, larkToGbnf } from '../../src/model/lark.js';
@@ -7,27 +8,7 @@ import { accepts } from './grammar-accepts.js';
 const lark = (text: string) => compileGrammar(larkToGbnf(text));
 
 /** Lark's JSON example (its docs, and vLLM's), white space ignored between tokens. */
-const JSON_LARK = String.raw`
-?start: value
-?value: object
-      | array
-      | string
-      | SIGNED_NUMBER      -> number
-      | "true"             -> true
-      | "false"            -> false
-      | "null"             -> null
-
-array  : "[" [value ("," value)*] "]"
-object : "{" [pair ("," pair)*] "}"
-pair   : string ":" value
-
-string : ESCAPED_STRING
-
-%import common.ESCAPED_STRING
-%import common.SIGNED_NUMBER
-%import common.WS
-%ignore WS
-`;
+const JSON_LARK = readFileSync(new URL('../../docs/grammars/json.lark', import.meta.url), 'utf8');
 
 /** Lark's calculator example: left-recursive sums and products, spaces and tabs ignored. */
 const CALC_LARK = String.raw`
