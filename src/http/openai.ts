@@ -47,6 +47,8 @@ export function samplingFields(body: OpenAiBody) {
     topP: body.top_p ?? undefined,
     // vLLM's top_k: -1 (or 0) means all tokens, as memlora's absent topK.
     topK: body.top_k != null && body.top_k > 0 ? body.top_k : undefined,
+    // vLLM's min_p: 0 means all tokens, as memlora's absent minP.
+    minP: body.min_p != null && body.min_p > 0 ? body.min_p : undefined,
     repetitionPenalty: body.repetition_penalty ?? undefined,
     minTokens: body.min_tokens ?? undefined,
     ignoreEos: body.ignore_eos ?? undefined,

@@ -594,6 +594,8 @@ export const generateRequestSchema = z
     temperature: z.number().min(0).max(5).default(0),
     topP: z.number().gt(0).max(1).default(1),
     topK: z.int().min(0).optional(),
+    /** Keep the tokens at least minP times as likely as the most likely one (after temperature, top-k and top-p); 0 or absent: all. */
+    minP: z.number().min(0).max(1).optional(),
     repetitionPenalty: z.number().gt(0).max(10).optional(),
     frequencyPenalty: penaltySchema.optional(),
     presencePenalty: penaltySchema.optional(),
@@ -991,8 +993,9 @@ const openAiSamplingShape = {
   frequency_penalty: penaltySchema.nullable().optional(),
   presence_penalty: penaltySchema.nullable().optional(),
   logit_bias: logitBiasSchema.nullable().optional(),
-  /** vLLM's extensions of the OpenAI body, as /v1/generate's topK, repetitionPenalty, minTokens, ignoreEos and stopTokenIds. */
+  /** vLLM's extensions of the OpenAI body, as /v1/generate's topK, minP, repetitionPenalty, minTokens, ignoreEos and stopTokenIds. */
   top_k: z.int().min(-1).nullable().optional(),
+  min_p: z.number().min(0).max(1).nullable().optional(),
   repetition_penalty: z.number().gt(0).max(10).nullable().optional(),
   min_tokens: z.int().min(0).max(2048).nullable().optional(),
   ignore_eos: z.boolean().nullable().optional(),

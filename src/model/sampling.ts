@@ -6,8 +6,9 @@
  * has appeared, minus presence, counting the reply's tokens only), and suppressed tokens set to
  * -Infinity (end tokens before a request's minTokens), as are the tokens a guide's mask leaves out
  * (guided decoding: guide.ts). Then temperature (0 means greedy),
- * top-k, top-p (the smallest set of most likely tokens whose probability reaches p), and a draw from
- * the seeded generator. The same logits, options, history and generator state always give the same
+ * top-k, top-p (the smallest set of most likely tokens whose probability reaches p), min-p (the tokens
+ * at least p times as likely as the most likely one; after top-k and top-p, as vLLM applies it), and a
+ * draw from the seeded generator. The same logits, options, history and generator state always give the same
  * token.
  */
 import type { Rng } from '../util/rng.js';
@@ -19,6 +20,8 @@ export interface SamplingOptions {
   topK?: number;
   /** Nucleus: keep the most likely tokens up to cumulative probability p; 1 or absent = all. */
   topP?: number;
+  /** Keep the tokens at least p times as likely as the most likely one (after temperature); 0 or absent = all. */
+  minP?: number;
   /** > 1 discourages tokens already in the context; 1 or absent = off. */
   repetitionPenalty?: number;
   /** Subtracted from a token's logit once per time it was generated (OpenAI's frequency_penalty); 0 or absent = off. */
@@ -64,6 +67,7 @@ export function checkSampling(o: SamplingOptions): void {
   if (o.temperature !== undefined && !(o.temperature >= 0 && Number.isFinite(o.temperature))) bad('temperature', o.temperature);
   if (o.topK !== undefined && !(Number.isInteger(o.topK) && o.topK >= 0)) bad('topK', o.topK);
   if (o.topP !== undefined && !(o.topP > 0 && o.topP <= 1)) bad('topP', o.topP);
+  if (o.minP !== undefined && !(o.minP >= 0 && o.minP <= 1)) bad('minP', o.minP);
   if (o.repetitionPenalty !== undefined && !(o.repetitionPenalty > 0 && Number.isFinite(o.repetitionPenalty))) bad('repetitionPenalty', o.repetitionPenalty);
   if (o.frequencyPenalty !== undefined && !Number.isFinite(o.frequencyPenalty)) bad('frequencyPenalty', o.frequencyPenalty);
   if (o.presencePenalty !== undefined && !Number.isFinite(o.presencePenalty)) bad('presencePenalty', o.presencePenalty);
@@ -134,6 +138,29 @@ function topKIndices(x: Float32Array, k: number): number[] {
  * than 1 - p.
  */
 function candidates(logits: Float32Array, opts: SamplingOptions): { ids: ArrayLike<number>; weights: ArrayLike<number>; total: number } {
+  const kept = nucleus(logits, opts);
+  return (opts.minP ?? 0) > 0 ? withMinP(kept, opts.minP!) : kept;
+}
+
+/**
+ * Min-p over the candidates: those whose weight is at least p times the largest. The most likely
+ * token weighs exp(0) = 1 and top-k and top-p always keep it, so the bound is p itself.
+ */
+function withMinP(c: { ids: ArrayLike<number>; weights: ArrayLike<number> }, p: number): { ids: number[]; weights: number[]; total: number } {
+  const ids: number[] = [];
+  const weights: number[] = [];
+  let total = 0;
+  for (let i = 0; i < c.ids.length; i++) {
+    if (c.weights[i] < p) continue;
+    ids.push(c.ids[i]);
+    weights.push(c.weights[i]);
+    total += c.weights[i];
+  }
+  return { ids, weights, total };
+}
+
+/** The candidates after temperature, top-k and top-p. */
+function nucleus(logits: Float32Array, opts: SamplingOptions): { ids: ArrayLike<number>; weights: ArrayLike<number>; total: number } {
   const t = opts.temperature ?? 1;
   const v = logits.length;
   const k = opts.topK && opts.topK < v ? opts.topK : v;
@@ -180,7 +207,7 @@ function identity(n: number): Uint32Array {
 }
 
 /**
- * The candidate tokens and their probabilities after temperature, top-k and top-p, most likely
+ * The candidate tokens and their probabilities after temperature, top-k, top-p and min-p, most likely
  * first (probabilities sum to 1). For tests and for callers that want to show the distribution.
  */
 export function candidateDistribution(logits: Float32Array, opts: SamplingOptions): { ids: number[]; probs: number[] } {

@@ -8,10 +8,11 @@ import type { SamplingOptions } from '../model/sampling.js';
 import { ServeError } from './errors.js';
 import type { ServeRequest } from './types.js';
 
-type SamplingFields = Pick<ServeRequest, 'temperature' | 'topP' | 'topK' | 'repetitionPenalty' | 'frequencyPenalty' | 'presencePenalty' | 'logitBias'>;
+type SamplingFields = Pick<ServeRequest, 'temperature' | 'topP' | 'topK' | 'minP' | 'repetitionPenalty' | 'frequencyPenalty' | 'presencePenalty' | 'logitBias'>;
 
 export function samplingOf(req: SamplingFields, vocabSize: number): SamplingOptions {
   const out: SamplingOptions = { temperature: req.temperature, topP: req.topP, topK: req.topK, repetitionPenalty: req.repetitionPenalty };
+  if (req.minP) out.minP = req.minP;
   if (req.frequencyPenalty) out.frequencyPenalty = req.frequencyPenalty;
   if (req.presencePenalty) out.presencePenalty = req.presencePenalty;
   const entries = Object.entries(req.logitBias ?? {});

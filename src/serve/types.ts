@@ -70,6 +70,8 @@ export interface ServeRequest {
   temperature: number;
   topP: number;
   topK?: number;
+  /** Keep the tokens at least this times as likely as the most likely one (vLLM's min_p); 0 or absent: all. */
+  minP?: number;
   repetitionPenalty?: number;
   /** Minus count × this on each token the reply has generated count times (OpenAI's frequency_penalty). */
   frequencyPenalty?: number;

@@ -31,6 +31,7 @@ describe('POST /v1/chat/completions', () => {
       presence_penalty: null,
       logit_bias: { '1': 2 },
       top_k: -1, // vLLM's "all tokens"
+      min_p: 0.05,
       repetition_penalty: 1.1,
       min_tokens: 1,
       ignore_eos: null,
@@ -63,6 +64,7 @@ describe('POST /v1/chat/completions', () => {
       logprobs: false,
       frequencyPenalty: 0.3,
       logitBias: { '1': 2 },
+      minP: 0.05,
       repetitionPenalty: 1.1,
       minTokens: 1,
       stopTokenIds: [7, 9],
@@ -74,8 +76,10 @@ describe('POST /v1/chat/completions', () => {
     await setup();
     await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: [{ role: 'user', content: 'x' }], temperature: null, max_completion_tokens: 5, mode: 'vanilla' });
     expect(gen.calls[0].req).toMatchObject({ maxTokens: 5, temperature: 0, topP: 1, stop: [], mode: 'vanilla' });
-    await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: [{ role: 'user', content: 'x' }], top_k: 5, logit_bias: null, frequency_penalty: null, guided_choice: ['yes', 'no'] });
+    await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: [{ role: 'user', content: 'x' }], top_k: 5, min_p: 0, logit_bias: null, frequency_penalty: null, guided_choice: ['yes', 'no'] });
     expect(gen.calls[1].req).toMatchObject({ topK: 5, guidedChoice: ['yes', 'no'] });
+    // vLLM's min_p 0: all tokens, as an absent minP.
+    expect(gen.calls[1].req.minP).toBeUndefined();
     await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: [{ role: 'user', content: 'x' }], ignore_eos: true });
     expect(gen.calls[2].req).toMatchObject({ ignoreEos: true, maxTokens: 128 });
     expect(gen.calls[1].req.logitBias).toBeUndefined();
@@ -165,6 +169,7 @@ describe('POST /v1/chat/completions', () => {
       { user: 'alice', messages: msg, logit_bias: { '5': 101 } },
       { user: 'alice', messages: msg, logit_bias: Object.fromEntries(Array.from({ length: 1025 }, (_, i) => [String(i), 1])) },
       { user: 'alice', messages: msg, top_k: -2 },
+      { user: 'alice', messages: msg, min_p: 1.5 },
       { user: 'alice', messages: msg, repetition_penalty: 0 },
       { user: 'alice', messages: msg, max_tokens: 3, min_tokens: 4 },
       { user: 'alice', messages: msg, ignore_eos: 'yes' },

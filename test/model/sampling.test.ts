@@ -74,6 +74,40 @@ describe('sampling', () => {
     }
   });
 
+  it('min-p keeps the tokens at least p times as likely as the most likely one, after temperature, top-k and top-p (a brute-force reference)', () => {
+    const rng = new Rng(4);
+    const big = Float32Array.from({ length: 3000 }, () => 2 * rng.normal());
+    for (const [t, k, p, minP] of [[1, 0, 1, 0.05], [0.7, 0, 1, 0.3], [1.5, 50, 1, 0.2], [1, 0, 0.8, 0.1], [2, 0, 0.95, 0.5]]) {
+      // The reference: softmax(l / T), top-k (ties by lower index), the nucleus, then min-p, renormalised.
+      const probs = softmax([...big], t);
+      let order = probs.map((_, i) => i).sort((a, b) => probs[b] - probs[a] || a - b);
+      if (k > 0) order = order.slice(0, k);
+      const mass = order.reduce((a, i) => a + probs[i], 0);
+      const nucleus: number[] = [];
+      let cum = 0;
+      for (const i of order) {
+        if (cum >= p * mass) break;
+        nucleus.push(i);
+        cum += probs[i];
+      }
+      const best = probs[nucleus[0]];
+      const want = nucleus.filter((i) => probs[i] >= minP * best);
+      const z = want.reduce((a, i) => a + probs[i], 0);
+      const got = candidateDistribution(big, { temperature: t, topK: k || undefined, topP: p, minP });
+      expect(got.ids, `T ${t} k ${k} p ${p} min-p ${minP}`).toEqual(want);
+      got.probs.forEach((q, i) => expect(q).toBeCloseTo(probs[want[i]] / z, 9));
+      expect(want.length).toBeLessThan(nucleus.length);
+    }
+    // On the small row: p 0.3 keeps 1, 4 and 2 (e^-1 = 0.37 of the best), p 0.4 only the two best; draws stay within.
+    expect(candidateDistribution(logits, { minP: 0.3 }).ids).toEqual([1, 4, 2]);
+    expect(candidateDistribution(logits, { minP: 0.4 }).ids).toEqual([1, 4]);
+    const f = freq({ minP: 0.4 });
+    expect(f[1] + f[4]).toBe(1);
+    // 1 keeps the best tokens alone; 0 keeps all.
+    expect(candidateDistribution(logits, { minP: 1 }).ids).toEqual([1, 4]);
+    expect(candidateDistribution(logits, { minP: 0 }).ids).toHaveLength(logits.length);
+  });
+
   it('repetition penalty divides positive logits and multiplies negative ones, once per distinct token', () => {
     const out = shapeLogits(logits, { repetitionPenalty: 2 }, { seen: new Set([1, 3]) });
     expect([...out]).toEqual([1, 1.5, 2, -2, 3, 0.5]);
@@ -136,6 +170,8 @@ describe('sampling', () => {
     expect(() => checkSampling({ temperature: -1 })).toThrow(SamplingError);
     expect(() => checkSampling({ topP: 0 })).toThrow(/topP/);
     expect(() => checkSampling({ topK: 1.5 })).toThrow(/topK/);
+    expect(() => checkSampling({ minP: 1.1 })).toThrow(/minP/);
+    expect(() => checkSampling({ minP: -0.1 })).toThrow(/minP/);
     expect(() => checkSampling({ repetitionPenalty: 0 })).toThrow(/repetitionPenalty/);
     expect(() => checkSampling({ frequencyPenalty: NaN })).toThrow(/frequencyPenalty/);
     expect(() => checkSampling({ presencePenalty: Infinity })).toThrow(/presencePenalty/);

@@ -102,6 +102,17 @@ describe('mixed-user batches', () => {
     expect(new Set(alone.slice(0, 3).map((r) => r.text)).size).toBe(3);
   });
 
+  it('min-p through the engine: at 1 a sampled reply is the greedy one; below it, sampling with a seed reproduces', async () => {
+    const e = f.engine();
+    const ask = (more: Partial<ServeRequest>) => e.generate(req('mix-none', { maxTokens: 24, prompt: 'Once upon a time', mode: 'vanilla', ...more }), never());
+    const greedy = await ask({});
+    expect((await ask({ temperature: 1.5, seed: 3, minP: 1 })).text).toBe(greedy.text);
+    // Not vacuous: the same draw without min-p leaves the greedy reply.
+    expect((await ask({ temperature: 1.5, seed: 3 })).text).not.toBe(greedy.text);
+    const some = await ask({ temperature: 1.5, seed: 4, minP: 0.2 });
+    expect((await ask({ temperature: 1.5, seed: 4, minP: 0.2 })).text).toBe(some.text);
+  });
+
   it('a user never receives another user\'s adapter, also while adapters are evicted and reloaded', async () => {
     await f.giveAdapter('iso-q', forcingAdapter(f.cfg, f.weights, q));
     await f.giveAdapter('iso-z', forcingAdapter(f.cfg, f.weights, z));
