@@ -602,6 +602,8 @@ export const generateRequestSchema = z
     logitBias: logitBiasSchema.optional(),
     stop: stopSchema,
     stopTokenIds: z.array(z.int().min(0)).max(MAX_STOP_TOKEN_IDS).optional(),
+    /** The stop string that ends the reply stays at its end (vLLM's include_stop_str_in_output). */
+    includeStopStrInOutput: z.boolean().optional(),
     responseFormat: responseFormatSchema.optional(),
     guidedChoice: guidedChoiceSchema.optional(),
     guidedRegex: guidedRegexSchema.optional(),
@@ -993,13 +995,14 @@ const openAiSamplingShape = {
   frequency_penalty: penaltySchema.nullable().optional(),
   presence_penalty: penaltySchema.nullable().optional(),
   logit_bias: logitBiasSchema.nullable().optional(),
-  /** vLLM's extensions of the OpenAI body, as /v1/generate's topK, minP, repetitionPenalty, minTokens, ignoreEos and stopTokenIds. */
+  /** vLLM's extensions of the OpenAI body, as /v1/generate's topK, minP, repetitionPenalty, minTokens, ignoreEos, stopTokenIds and includeStopStrInOutput. */
   top_k: z.int().min(-1).nullable().optional(),
   min_p: z.number().min(0).max(1).nullable().optional(),
   repetition_penalty: z.number().gt(0).max(10).nullable().optional(),
   min_tokens: z.int().min(0).max(2048).nullable().optional(),
   ignore_eos: z.boolean().nullable().optional(),
   stop_token_ids: z.array(z.int().min(0)).max(MAX_STOP_TOKEN_IDS).nullable().optional(),
+  include_stop_str_in_output: z.boolean().nullable().optional(),
   response_format: openAiResponseFormatSchema.nullable().optional(),
   guided_choice: guidedChoiceSchema.nullable().optional(),
   guided_json: guidedJsonSchema.nullable().optional(),

@@ -35,6 +35,8 @@ export interface GenerateRequest {
   seed?: number;
   /** Stop strings, matched on the decoded text and cut from it (needs a tokenizer). */
   stop?: readonly string[];
+  /** Stop strings of `stop` left at the end of the text when they end it (vLLM's include_stop_str_in_output). */
+  keepStops?: readonly string[];
   /** Tokens that end the sequence besides the model's EOS. */
   stopTokenIds?: readonly number[];
   /** Adapter slot of this row when generating with a slot pool (default 0, the vanilla slot). */
@@ -61,7 +63,7 @@ export interface GenerateResult {
   index: number;
   /** Generated ids, including a final EOS or stop token. */
   tokens: number[];
-  /** Generated text, without EOS and without the stop string. */
+  /** Generated text, without EOS and without the stop string (unless it is one of keepStops). */
   text: string;
   finishReason: FinishReason;
   promptTokens: number;
@@ -129,7 +131,7 @@ export class Sequence {
     this.counts = countsTokens(request.sampling ?? {}) ? new Map() : undefined;
     this.eos = new Set(ctx.eosIds);
     this.ends = new Set([...ctx.eosIds, ...(request.stopTokenIds ?? [])]);
-    this.stopper = new StopMatcher(request.stop ?? []);
+    this.stopper = new StopMatcher(request.stop ?? [], new Set(request.keepStops ?? []));
     this.decoder = ctx.tokenizer ? seededDecoder(ctx.tokenizer, prompt[prompt.length - 1]) : null;
     if (request.guide && !ctx.tokenizer) throw new GenerateError('no_tokenizer', 'a guided reply needs a tokenizer', { index });
     this.guide = request.guide ? createGuide(request.guide, guideVocabulary(ctx.tokenizer!, ctx.vocabSize), [...this.ends]) : null;

@@ -1,7 +1,8 @@
 /**
  * Stop sequences on generated text. Text is released only once it can no longer turn into a stop
  * sequence: a tail that is a prefix of some stop string is held back until the next piece settles
- * it. When a stop string appears, the text before it is final and the stop string is never shown.
+ * it. When a stop string appears, the text before it is final and the stop string is not shown,
+ * unless it is one of those to keep (vLLM's include_stop_str_in_output): then it ends the text.
  * Text pushed while the matcher is not yet armed (a request's first minTokens - 1 tokens, as vLLM's
  * min_tokens skips its stop checks) is released at once and can hold no stop string.
  */
@@ -11,7 +12,10 @@ export class StopMatcher {
   private done = false;
   private readonly stops: string[];
 
-  constructor(stops: readonly string[] = []) {
+  constructor(
+    stops: readonly string[] = [],
+    private readonly kept: ReadonlySet<string> = new Set(),
+  ) {
     this.stops = stops.filter((s) => s.length > 0);
   }
 
@@ -31,14 +35,16 @@ export class StopMatcher {
     if (!armed) return { text: this.flush(), stopped: false };
     // A stop string can only start in the unreleased tail (that is what holding back guarantees).
     let hit = -1;
+    let found = '';
     for (const s of this.stops) {
       const i = this.text.indexOf(s, this.emitted);
-      if (i >= 0 && (hit < 0 || i < hit)) hit = i;
+      if (i >= 0 && (hit < 0 || i < hit)) [hit, found] = [i, s];
     }
     if (hit >= 0) {
-      const out = this.text.slice(this.emitted, hit);
-      this.text = this.text.slice(0, hit);
-      this.emitted = hit;
+      const end = this.kept.has(found) ? hit + found.length : hit;
+      const out = this.text.slice(this.emitted, end);
+      this.text = this.text.slice(0, end);
+      this.emitted = end;
       this.done = true;
       return { text: out, stopped: true };
     }

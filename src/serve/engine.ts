@@ -794,6 +794,7 @@ export class Engine {
           sampling: job.sampling,
           seed: job.req.seed,
           stop: stops.stop,
+          keepStops: job.req.includeStopStrInOutput ? job.req.stop : undefined,
           stopTokenIds: stops.stopTokenIds,
           logprobs: job.req.logprobs ? (job.req.topLogprobs ?? 0) : undefined,
         },

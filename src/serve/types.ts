@@ -82,6 +82,8 @@ export interface ServeRequest {
   stop: string[];
   /** Token ids that end the reply besides EOS and the chat template's (vLLM's stop_token_ids); held back before minTokens. */
   stopTokenIds?: number[];
+  /** The request's stop strings stay at the end of the reply when they end it (vLLM's include_stop_str_in_output); the chat template's never show. */
+  includeStopStrInOutput?: boolean;
   /**
    * json_object: the reply is guided to one JSON object and ends when it closes (OpenAI's JSON mode);
    * json_schema: to one document of the schema (OpenAI's structured outputs, vLLM's guided_json).

@@ -36,6 +36,7 @@ describe('POST /v1/chat/completions', () => {
       min_tokens: 1,
       ignore_eos: null,
       stop_token_ids: [7, 9],
+      include_stop_str_in_output: true,
       response_format: { type: 'json_object' },
       parallel_tool_calls: false, // unknown fields are ignored, as clients send many
     });
@@ -68,6 +69,7 @@ describe('POST /v1/chat/completions', () => {
       repetitionPenalty: 1.1,
       minTokens: 1,
       stopTokenIds: [7, 9],
+      includeStopStrInOutput: true,
       responseFormat: { type: 'json_object' },
     });
   });
@@ -170,6 +172,7 @@ describe('POST /v1/chat/completions', () => {
       { user: 'alice', messages: msg, logit_bias: Object.fromEntries(Array.from({ length: 1025 }, (_, i) => [String(i), 1])) },
       { user: 'alice', messages: msg, top_k: -2 },
       { user: 'alice', messages: msg, min_p: 1.5 },
+      { user: 'alice', messages: msg, include_stop_str_in_output: 'yes' },
       { user: 'alice', messages: msg, repetition_penalty: 0 },
       { user: 'alice', messages: msg, max_tokens: 3, min_tokens: 4 },
       { user: 'alice', messages: msg, ignore_eos: 'yes' },

@@ -65,6 +65,7 @@ describe('POST /v1/generate (JSON)', () => {
       repetitionPenalty: 1.1,
       stop: '\n',
       stopTokenIds: [3],
+      includeStopStrInOutput: true,
       responseFormat: { type: 'json_object' },
       seed: 42,
       mode: 'vanilla',

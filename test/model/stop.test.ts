@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { StopMatcher } from '../../src/model/stop.js';
 
-function run(stops: string[], pieces: string[]): { shown: string[]; stopped: boolean; tail: string } {
-  const m = new StopMatcher(stops);
+function run(stops: string[], pieces: string[], kept: string[] = []): { shown: string[]; stopped: boolean; tail: string } {
+  const m = new StopMatcher(stops, new Set(kept));
   const shown: string[] = [];
   let stopped = false;
   for (const p of pieces) {
@@ -32,6 +32,19 @@ describe('StopMatcher', () => {
   it('stops at the earliest of several stop strings, inside one piece', () => {
     const r = run(['END', 'STOP'], ['xx STOP yy END']);
     expect(r.shown).toEqual(['xx ']);
+  });
+
+  it('keeps a stop string to keep at the end of the text (include_stop_str_in_output), and only those', () => {
+    // Completed across pieces: held back, then shown whole, and nothing after it.
+    const r = run(['\nUser:', '</s>'], ['Hello', ' there\n', 'Us', 'er: next'], ['\nUser:']);
+    expect(r.shown).toEqual(['Hello', ' there', '', '\nUser:']);
+    expect(r.stopped).toBe(true);
+    // The earliest stop decides; one not kept (a chat template's) is cut as ever.
+    expect(run(['END', 'STOP'], ['xx STOP yy END'], ['END', 'STOP']).shown).toEqual(['xx STOP']);
+    expect(run(['END', '</s>'], ['xx </s> END'], ['END']).shown).toEqual(['xx ']);
+    const m = new StopMatcher(['END'], new Set(['END']));
+    m.push('a END b');
+    expect(m.output).toBe('a END');
   });
 
   it('releases unarmed text at once, unmatched, and looks for stop strings only in what comes after', () => {

@@ -113,6 +113,20 @@ describe('mixed-user batches', () => {
     expect((await ask({ temperature: 1.5, seed: 4, minP: 0.2 })).text).toBe(some.text);
   });
 
+  it('includeStopStrInOutput: the request\'s stop string that ends the reply stays at its end, streamed as written', async () => {
+    const e = f.engine();
+    const ask = (more: Partial<ServeRequest>) => req('mix-none', { maxTokens: 32, prompt: 'Once upon a time', mode: 'vanilla', ...more });
+    const whole = (await e.generate(ask({}), never())).text;
+    const stop = whole.slice(6, 9);
+    const at = whole.indexOf(stop);
+    expect(stop.length).toBe(3);
+    const cut = await e.generate(ask({ stop: [stop] }), never());
+    expect(cut).toMatchObject({ text: whole.slice(0, at), finishReason: 'stop' });
+    const kept = await collect(e.stream(ask({ stop: [stop], includeStopStrInOutput: true }), never()));
+    expect(kept.result).toMatchObject({ text: whole.slice(0, at + 3), finishReason: 'stop' });
+    expect(kept.tokens.join('')).toBe(kept.result.text);
+  });
+
   it('a user never receives another user\'s adapter, also while adapters are evicted and reloaded', async () => {
     await f.giveAdapter('iso-q', forcingAdapter(f.cfg, f.weights, q));
     await f.giveAdapter('iso-z', forcingAdapter(f.cfg, f.weights, z));
