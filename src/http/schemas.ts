@@ -542,6 +542,9 @@ const structuredOutputsSchema = z.looseObject({
 const STRUCTURED_OUTPUT_GUIDES = ['json', 'regex', 'choice', 'grammar', 'json_object'] as const;
 /** Most stop token ids one request may name. */
 export const MAX_STOP_TOKEN_IDS = 64;
+/** Most token ids a request may restrict its reply to (allowedTokenIds). */
+export const MAX_ALLOWED_TOKEN_IDS = 8192;
+const allowedTokenIdsSchema = z.array(z.int().min(0)).min(1).max(MAX_ALLOWED_TOKEN_IDS);
 /** Most token ids one request may bias. */
 export const MAX_LOGIT_BIAS = 1024;
 const logitBiasSchema = z
@@ -604,6 +607,8 @@ export const generateRequestSchema = z
     stopTokenIds: z.array(z.int().min(0)).max(MAX_STOP_TOKEN_IDS).optional(),
     /** The stop string that ends the reply stays at its end (vLLM's include_stop_str_in_output). */
     includeStopStrInOutput: z.boolean().optional(),
+    /** Only these tokens may be drawn (vLLM's allowed_token_ids; end tokens only if listed); not with a guide. */
+    allowedTokenIds: allowedTokenIdsSchema.optional(),
     responseFormat: responseFormatSchema.optional(),
     guidedChoice: guidedChoiceSchema.optional(),
     guidedRegex: guidedRegexSchema.optional(),
@@ -629,6 +634,7 @@ export const generateRequestSchema = z
       (g): g is string => typeof g === 'string',
     );
     if (guides.length > 1) ctx.addIssue({ code: 'custom', path: [guides[1]], message: `give one of ${guides.join(', ')}, not both` });
+    if (v.allowedTokenIds !== undefined && guides.length > 0) ctx.addIssue({ code: 'custom', path: ['allowedTokenIds'], message: `allowedTokenIds cannot be combined with ${guides[0]}: a guide chooses the tokens` });
   });
 
 /** cachedTokens: the prompt tokens whose keys and values came from the prefix cache (the conversation so far), not computed again. */
@@ -897,6 +903,7 @@ type OpenAiGuides = {
   guided_grammar?: unknown;
   structured_outputs?: z.output<typeof structuredOutputsSchema> | null;
   guided_whitespace_pattern?: string | null;
+  allowed_token_ids?: number[] | null;
 };
 
 /** The guides an OpenAI body gives, by path: a JSON response_format, vLLM's guided_* fields and its structured_outputs' guides. */
@@ -916,6 +923,7 @@ function openAiGuides(v: OpenAiGuides): string[] {
 function refineOpenAiGuides(v: OpenAiGuides, ctx: z.RefinementCtx): void {
   const given = openAiGuides(v);
   if (given.length > 1) ctx.addIssue({ code: 'custom', path: given[1].split('.'), message: `give one of ${given.join(', ')}, not both` });
+  if (v.allowed_token_ids != null && given.length > 0) ctx.addIssue({ code: 'custom', path: ['allowed_token_ids'], message: `allowed_token_ids cannot be combined with ${given[0]}: a guide chooses the tokens` });
   const texts: Array<[string[], unknown]> = [
     [['guided_json'], v.guided_json],
     [['structured_outputs', 'json'], v.structured_outputs?.json],
@@ -956,6 +964,7 @@ function refineTools(v: OpenAiGuides & { tools?: Array<{ function: { name: strin
   const twice = names.find((n, i) => names.indexOf(n) !== i);
   if (twice !== undefined) ctx.addIssue({ code: 'custom', path: ['tools'], message: `two tools are named "${twice}"` });
   const choice = v.tool_choice;
+  if (v.allowed_token_ids != null && names.length > 0 && choice !== 'none') ctx.addIssue({ code: 'custom', path: ['allowed_token_ids'], message: 'allowed_token_ids cannot be combined with tools (unless tool_choice is none): calls are guided' });
   if (choice == null || choice === 'none' || choice === 'auto') return;
   if (typeof choice === 'object' && choice.type === 'allowed_tools') {
     if (names.length === 0) ctx.addIssue({ code: 'custom', path: ['tool_choice'], message: 'allowed_tools names tools: give them' });
@@ -995,7 +1004,7 @@ const openAiSamplingShape = {
   frequency_penalty: penaltySchema.nullable().optional(),
   presence_penalty: penaltySchema.nullable().optional(),
   logit_bias: logitBiasSchema.nullable().optional(),
-  /** vLLM's extensions of the OpenAI body, as /v1/generate's topK, minP, repetitionPenalty, minTokens, ignoreEos, stopTokenIds and includeStopStrInOutput. */
+  /** vLLM's extensions of the OpenAI body, as /v1/generate's topK, minP, repetitionPenalty, minTokens, ignoreEos, stopTokenIds, includeStopStrInOutput and allowedTokenIds. */
   top_k: z.int().min(-1).nullable().optional(),
   min_p: z.number().min(0).max(1).nullable().optional(),
   repetition_penalty: z.number().gt(0).max(10).nullable().optional(),
@@ -1003,6 +1012,7 @@ const openAiSamplingShape = {
   ignore_eos: z.boolean().nullable().optional(),
   stop_token_ids: z.array(z.int().min(0)).max(MAX_STOP_TOKEN_IDS).nullable().optional(),
   include_stop_str_in_output: z.boolean().nullable().optional(),
+  allowed_token_ids: allowedTokenIdsSchema.nullable().optional(),
   response_format: openAiResponseFormatSchema.nullable().optional(),
   guided_choice: guidedChoiceSchema.nullable().optional(),
   guided_json: guidedJsonSchema.nullable().optional(),

@@ -37,6 +37,12 @@ export interface GenerateRequest {
   stop?: readonly string[];
   /** Stop strings of `stop` left at the end of the text when they end it (vLLM's include_stop_str_in_output). */
   keepStops?: readonly string[];
+  /**
+   * Only these tokens may be drawn (vLLM's allowed_token_ids): end tokens only if listed, and then,
+   * listed alone, not held back by minTokens or ignoreEos; with a guide, the tokens both allow (none
+   * left: the end tokens end the reply, as a guide stuck does).
+   */
+  allowedTokenIds?: readonly number[];
   /** Tokens that end the sequence besides the model's EOS. */
   stopTokenIds?: readonly number[];
   /** Adapter slot of this row when generating with a slot pool (default 0, the vanilla slot). */
@@ -105,6 +111,9 @@ export class Sequence {
   private readonly guide: Guide | null;
   private released = '';
   private readonly logprobs: TokenLogprobs[] | null;
+  /** allowedTokenIds as a mask over the vocabulary, and whether it holds end tokens alone. */
+  private readonly allowed: Uint8Array | null;
+  private readonly onlyEnds: boolean;
 
   constructor(
     readonly index: number,
@@ -135,6 +144,14 @@ export class Sequence {
     this.decoder = ctx.tokenizer ? seededDecoder(ctx.tokenizer, prompt[prompt.length - 1]) : null;
     if (request.guide && !ctx.tokenizer) throw new GenerateError('no_tokenizer', 'a guided reply needs a tokenizer', { index });
     this.guide = request.guide ? createGuide(request.guide, guideVocabulary(ctx.tokenizer!, ctx.vocabSize), [...this.ends]) : null;
+    const ids = request.allowedTokenIds;
+    if (ids !== undefined) {
+      const bad = ids.find((id) => !(Number.isInteger(id) && id >= 0 && id < ctx.vocabSize));
+      if (bad !== undefined || ids.length === 0) throw new GenerateError('bad_allowed_tokens', `request ${index}: allowedTokenIds must be token ids of the vocabulary of ${ctx.vocabSize}`, { index, tokenId: bad });
+      this.allowed = new Uint8Array(ctx.vocabSize);
+      for (const id of ids) this.allowed[id] = 1;
+    } else this.allowed = null;
+    this.onlyEnds = ids !== undefined && ids.every((id) => this.ends.has(id));
   }
 
   get finished(): boolean {
@@ -152,13 +169,15 @@ export class Sequence {
     const sampling = this.request.sampling ?? {};
     const early = this.tokens.length < (this.request.minTokens ?? 0);
     let allow = this.guide?.allowed() ?? undefined;
-    // A vocabulary with no token that continues the guided reply (no byte tokens): the end tokens end it.
+    if (this.allowed) allow = allow ? allow.map((a, id) => a & this.allowed![id]) : this.allowed;
+    // A vocabulary with no token that continues the guided reply (no byte tokens), or none of them
+    // allowed: the end tokens end it.
     const stuck = allow !== undefined && !allow.includes(1);
     if (stuck) {
       allow = new Uint8Array(allow!.length);
       for (const e of this.ends) allow[e] = 1;
     }
-    const suppress = stuck ? undefined : early ? this.ends : this.request.ignoreEos ? this.eos : undefined;
+    const suppress = stuck || this.onlyEnds ? undefined : early ? this.ends : this.request.ignoreEos ? this.eos : undefined;
     const token = sampleToken(logits, sampling, this.rng, { seen: this.seen, counts: this.counts, suppress, allow });
     const logprobs = this.logprobs ? tokenLogprobs(logits, token, this.request.logprobs!) : undefined;
     if (logprobs) this.logprobs!.push(logprobs);

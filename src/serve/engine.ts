@@ -465,6 +465,7 @@ export class Engine {
       guide = guideOf(req);
       if (Array.isArray(req.prompt)) checkTokenIds(req.prompt, this.model.config.vocabSize);
       if (req.stopTokenIds) checkTokenIds(req.stopTokenIds, this.model.config.vocabSize);
+      if (req.allowedTokenIds) checkTokenIds(req.allowedTokenIds, this.model.config.vocabSize);
       if (score) checkTokenIds(score.textIds, this.model.config.vocabSize);
       baseIds = promptIds(this.ctx, req);
       if (score && baseIds.length + score.textIds.length > this.ctx.contextTokens) {
@@ -795,6 +796,7 @@ export class Engine {
           seed: job.req.seed,
           stop: stops.stop,
           keepStops: job.req.includeStopStrInOutput ? job.req.stop : undefined,
+          allowedTokenIds: job.req.allowedTokenIds,
           stopTokenIds: stops.stopTokenIds,
           logprobs: job.req.logprobs ? (job.req.topLogprobs ?? 0) : undefined,
         },

@@ -84,6 +84,8 @@ export interface ServeRequest {
   stopTokenIds?: number[];
   /** The request's stop strings stay at the end of the reply when they end it (vLLM's include_stop_str_in_output); the chat template's never show. */
   includeStopStrInOutput?: boolean;
+  /** Only these tokens may be drawn (vLLM's allowed_token_ids): end tokens only if listed; with a guide, those of both. */
+  allowedTokenIds?: number[];
   /**
    * json_object: the reply is guided to one JSON object and ends when it closes (OpenAI's JSON mode);
    * json_schema: to one document of the schema (OpenAI's structured outputs, vLLM's guided_json).

@@ -124,6 +124,9 @@ describe('POST /v1/chat/completions', () => {
     expect(gen.calls.at(-1)!.req.responseFormat).toEqual({ type: 'text' });
     const none = await so({ json_object: false, disable_additional_properties: true });
     expect([none.responseFormat, none.guidedRegex, none.guidedChoice, none.guidedGrammar]).toEqual([undefined, undefined, undefined, undefined]);
+    // allowed_token_ids, with tools offered under tool_choice none (no call is guided).
+    await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: [{ role: 'user', content: 'x' }], allowed_token_ids: [5, 9], tools: [{ type: 'function', function: { name: 'f' } }], tool_choice: 'none' });
+    expect(gen.calls.at(-1)!.req.allowedTokenIds).toEqual([5, 9]);
   });
 
   it('n choices: one generation request each, seeds advanced per choice, the prompt counted once; streamed, chunks carry their choice', async () => {
@@ -173,6 +176,11 @@ describe('POST /v1/chat/completions', () => {
       { user: 'alice', messages: msg, top_k: -2 },
       { user: 'alice', messages: msg, min_p: 1.5 },
       { user: 'alice', messages: msg, include_stop_str_in_output: 'yes' },
+      { user: 'alice', messages: msg, allowed_token_ids: [] },
+      { user: 'alice', messages: msg, allowed_token_ids: [-1] },
+      { user: 'alice', messages: msg, allowed_token_ids: [1, 2], guided_regex: 'a+' },
+      { user: 'alice', messages: msg, allowed_token_ids: [1, 2], response_format: { type: 'json_object' } },
+      { user: 'alice', messages: msg, allowed_token_ids: [1, 2], tools: [{ type: 'function', function: { name: 'f' } }] },
       { user: 'alice', messages: msg, repetition_penalty: 0 },
       { user: 'alice', messages: msg, max_tokens: 3, min_tokens: 4 },
       { user: 'alice', messages: msg, ignore_eos: 'yes' },

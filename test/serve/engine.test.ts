@@ -676,6 +676,27 @@ describe('sampling settings', () => {
     await expect(e.generate(req('samp-a', { stopTokenIds: [f.cfg.vocabSize] }), never())).rejects.toMatchObject({ code: 'token_out_of_range' });
   });
 
+  it('allowedTokenIds: only those tokens are drawn (through an adapter too, greedy and sampled); end tokens only if listed, and listed alone they end the reply at once; an id past the vocabulary is refused', async () => {
+    const e = f.engine();
+    await f.giveAdapter('samp-d', randomStoredAdapter(f.cfg, [0, 1], 2, 43));
+    const only = [q, z];
+    const replies = await Promise.all([
+      e.generate(req('samp-a', { maxTokens: 12, mode: 'vanilla', allowedTokenIds: only }), never()),
+      e.generate(req('samp-d', { maxTokens: 12, allowedTokenIds: only, temperature: 1, seed: 5, logprobs: true }), never()),
+      // The end token favoured, but not listed: never drawn.
+      e.generate(req('samp-a', { maxTokens: 12, mode: 'vanilla', allowedTokenIds: only, logitBias: { [f.cfg.eosId]: 100 } }), never()),
+    ]);
+    for (const r of replies) {
+      expect(r, r.text).toMatchObject({ finishReason: 'length', usage: { completionTokens: 12 } });
+      expect(r.text).toMatch(/^[qz]+$/);
+    }
+    expect(replies[1].personalization.mode).toBe('injected');
+    for (const lp of replies[1].logprobs!) expect(only).toContain(lp.tokenId);
+    // Listed alone, the end token ends the reply at its first step, minTokens notwithstanding.
+    expect(await e.generate(req('samp-a', { maxTokens: 12, mode: 'vanilla', minTokens: 4, allowedTokenIds: [f.cfg.eosId] }), never())).toMatchObject({ text: '', finishReason: 'stop', usage: { completionTokens: 1 } });
+    await expect(e.generate(req('samp-a', { allowedTokenIds: [q, f.cfg.vocabSize] }), never())).rejects.toMatchObject({ code: 'token_out_of_range' });
+  });
+
   it('responseFormat json_object: each reply (through its adapter too) is a JSON object or, cut by maxTokens, a prefix of one; free rows beside them unchanged', async () => {
     const e = f.engine();
     await f.giveAdapter('json-a', randomStoredAdapter(f.cfg, [0, 1], 2, 71));
