@@ -812,7 +812,8 @@ export const generateDoneEventSchema = z.object({ result: generateResultSchema }
 
 // ---------------------------------------------------------------------------------------------
 // OpenAI-compatible chat completions. Unknown fields are ignored (clients send many), known ones
-// are validated; unsupported values (n > 16, image parts) are rejected.
+// are validated; unsupported values (n > 16, image parts) and vLLM's fields memlora does not do
+// (VLLM_REFUSED) are rejected.
 
 const chatContentPart = z.looseObject({ type: z.literal('text'), text: z.string().max(MAX_PROMPT_CHARS) });
 
@@ -886,6 +887,31 @@ export function userOfModel(model: string | undefined): string | null {
 }
 
 /** The memlora user of an OpenAI request: `user`, or the one its model names; both must agree. */
+/** Whether a field a client may send empty asks for something: not null, false, an empty list, or an object of nulls. */
+const isAsked = (x: unknown): boolean => x != null && x !== false && !(Array.isArray(x) && x.length === 0) && !(typeof x === 'object' && !Array.isArray(x) && Object.values(x as object).every((y) => y == null));
+
+/** vLLM's fields of the OpenAI routes that would change the reply and that memlora does not do: refused when asked, never ignored. */
+const VLLM_REFUSED: Record<string, string> = {
+  bad_words: 'bad_words is not supported',
+  truncate_prompt_tokens: 'truncate_prompt_tokens is not supported: send the prompt as it should be read',
+  prompt_logprobs: "prompt_logprobs is not supported: score a prompt's tokens with POST /v1/score, or /v1/completions with echo and logprobs",
+  use_beam_search: 'beam search is not supported',
+  return_tokens_as_token_ids: 'return_tokens_as_token_ids is not supported',
+  logits_processors: 'logits_processors are not supported',
+};
+/** The same, of chat completions alone. */
+const VLLM_CHAT_REFUSED: Record<string, string> = {
+  chat_template: "chat_template is not supported: the model's own chat template is used",
+  echo: 'echo is not supported in chat completions (it is in /v1/completions)',
+};
+
+/** 422 for each refused field the body asks for (best_of above 1 too, which needs beam search or ranking memlora does not do). */
+function refineRefused(v: Record<string, unknown>, ctx: z.RefinementCtx, refused: Record<string, string>): void {
+  for (const [field, why] of Object.entries(refused)) {
+    if (isAsked(v[field])) ctx.addIssue({ code: 'custom', path: [field], message: why });
+  }
+}
+
 function refineOpenAiUser(v: { user?: string; model?: string }, ctx: z.RefinementCtx): void {
   const named = userOfModel(v.model);
   if (v.user === undefined && named === null) {
@@ -1042,6 +1068,8 @@ export const chatCompletionRequestSchema = z.looseObject({
 }).superRefine((v, ctx) => {
   refineOpenAiUser(v, ctx);
   refineOpenAiGuides(v, ctx);
+  refineRefused(v, ctx, { ...VLLM_REFUSED, ...VLLM_CHAT_REFUSED });
+  if (v.best_of != null && v.best_of !== 1) ctx.addIssue({ code: 'custom', path: ['best_of'], message: 'best_of above 1 is not supported: ask for n choices' });
   refineTools(v, ctx);
   refineContinue({ messages: v.messages, continued: v.continue_final_message, addGenerationPrompt: v.add_generation_prompt }, ctx, { continued: 'continue_final_message', addGenerationPrompt: 'add_generation_prompt' });
   if (v.top_logprobs != null && !v.logprobs) ctx.addIssue({ code: 'custom', path: ['top_logprobs'], message: 'top_logprobs needs logprobs: true' });
@@ -1136,6 +1164,7 @@ export const completionRequestSchema = z
   .superRefine((v, ctx) => {
     refineOpenAiUser(v, ctx);
     refineOpenAiGuides(v, ctx);
+    refineRefused(v, ctx, VLLM_REFUSED);
     if (v.max_tokens === 0 && !v.echo) ctx.addIssue({ code: 'custom', path: ['max_tokens'], message: 'max_tokens 0 needs echo: true (nothing would be returned)' });
     const prompts = completionPrompts(v.prompt);
     if (v.stream && prompts.length > 1) ctx.addIssue({ code: 'custom', path: ['stream'], message: 'a stream serves one prompt' });
@@ -1292,11 +1321,10 @@ function refineResponses(
   for (const [i, x] of (v.include ?? []).entries()) {
     if (!(RESPONSES_INCLUDES as readonly string[]).includes(x)) ctx.addIssue({ code: 'custom', path: ['include', i], message: `include "${x}" is not supported (only ${RESPONSES_INCLUDES.join(', ')})` });
   }
-  const asked = (x: unknown) => x != null && x !== false && !(Array.isArray(x) && x.length === 0) && !(typeof x === 'object' && !Array.isArray(x) && Object.values(x as object).every((y) => y == null));
   if (v.previous_response_id != null && v.conversation != null) ctx.addIssue({ code: 'custom', path: ['conversation'], message: 'give previous_response_id or conversation, not both' });
   if (v.background === true && v.store === false) ctx.addIssue({ code: 'custom', path: ['store'], message: 'a background response is stored: store may not be false' });
   for (const [field, why] of Object.entries(RESPONSES_REFUSED)) {
-    if (asked((v as Record<string, unknown>)[field])) ctx.addIssue({ code: 'custom', path: [field], message: why });
+    if (isAsked((v as Record<string, unknown>)[field])) ctx.addIssue({ code: 'custom', path: [field], message: why });
   }
 }
 

@@ -127,6 +127,9 @@ describe('POST /v1/chat/completions', () => {
     // allowed_token_ids, with tools offered under tool_choice none (no call is guided).
     await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: [{ role: 'user', content: 'x' }], allowed_token_ids: [5, 9], tools: [{ type: 'function', function: { name: 'f' } }], tool_choice: 'none' });
     expect(gen.calls.at(-1)!.req.allowedTokenIds).toEqual([5, 9]);
+    // vLLM's fields sent empty, or at what memlora does anyway, ask for nothing: served.
+    const quiet = { use_beam_search: false, best_of: 1, echo: false, bad_words: [], prompt_logprobs: null, chat_template_kwargs: { enable_thinking: false }, skip_special_tokens: true };
+    expect((await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: [{ role: 'user', content: 'x' }], ...quiet })).status).toBe(200);
   });
 
   it('n choices: one generation request each, seeds advanced per choice, the prompt counted once; streamed, chunks carry their choice', async () => {
@@ -211,6 +214,16 @@ describe('POST /v1/chat/completions', () => {
       { user: 'alice', messages: msg, add_generation_prompt: false },
       { user: 'alice', messages: msg, guided_choice: ['yes', ''] },
       { user: 'alice', messages: msg, guided_choice: ['yes'], response_format: { type: 'json_object' } },
+      // vLLM's fields that would change the reply, which memlora does not do.
+      { user: 'alice', messages: msg, bad_words: ['no'] },
+      { user: 'alice', messages: msg, truncate_prompt_tokens: 10 },
+      { user: 'alice', messages: msg, prompt_logprobs: 0 },
+      { user: 'alice', messages: msg, use_beam_search: true },
+      { user: 'alice', messages: msg, best_of: 2 },
+      { user: 'alice', messages: msg, return_tokens_as_token_ids: true },
+      { user: 'alice', messages: msg, logits_processors: ['x'] },
+      { user: 'alice', messages: msg, chat_template: '{{ messages }}' },
+      { user: 'alice', messages: msg, echo: true },
     ]) {
       await expectError(await h.req('POST', '/v1/chat/completions', body), 422, 'validation_failed');
     }

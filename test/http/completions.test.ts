@@ -139,6 +139,9 @@ describe('POST /v1/completions', () => {
       { user: 'alice', prompt: 'x', suffix: 'end' },
       { user: 'alice', prompt: 'x', n: 17 },
       { user: 'alice', prompt: 'x', min_tokens: 20 },
+      { user: 'alice', prompt: 'x', bad_words: ['no'] },
+      { user: 'alice', prompt: 'x', prompt_logprobs: 1 },
+      { user: 'alice', prompt: 'x', truncate_prompt_tokens: 4 },
     ]) {
       await expectError(await post(body), 422, 'validation_failed');
     }
