@@ -59,6 +59,7 @@ export function samplingFields(body: OpenAiBody) {
     stopTokenIds: body.stop_token_ids ?? undefined,
     includeStopStrInOutput: body.include_stop_str_in_output ?? undefined,
     allowedTokenIds: body.allowed_token_ids ?? undefined,
+    badWords: body.bad_words ?? undefined,
     responseFormat: responseFormatOf(body),
     guidedChoice: body.structured_outputs?.choice ?? body.guided_choice ?? undefined,
     guidedRegex: body.structured_outputs?.regex ?? body.guided_regex ?? undefined,

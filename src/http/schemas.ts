@@ -545,6 +545,15 @@ export const MAX_STOP_TOKEN_IDS = 64;
 /** Most token ids a request may restrict its reply to (allowedTokenIds). */
 export const MAX_ALLOWED_TOKEN_IDS = 8192;
 const allowedTokenIdsSchema = z.array(z.int().min(0)).min(1).max(MAX_ALLOWED_TOKEN_IDS);
+/** Words a reply never writes (vLLM's bad_words). */
+const badWordsSchema = z
+  .array(
+    z
+      .string()
+      .max(256)
+      .refine((w) => w.trim() !== '', { message: 'a bad word is not empty or only white space' }),
+  )
+  .max(256);
 /** Most token ids one request may bias. */
 export const MAX_LOGIT_BIAS = 1024;
 const logitBiasSchema = z
@@ -609,6 +618,8 @@ export const generateRequestSchema = z
     includeStopStrInOutput: z.boolean().optional(),
     /** Only these tokens may be drawn (vLLM's allowed_token_ids; end tokens only if listed); not with a guide. */
     allowedTokenIds: allowedTokenIdsSchema.optional(),
+    /** Words never written (vLLM's bad_words): their tokens, as written and after a space, held back where they would complete; not with a guide. */
+    badWords: badWordsSchema.optional(),
     responseFormat: responseFormatSchema.optional(),
     guidedChoice: guidedChoiceSchema.optional(),
     guidedRegex: guidedRegexSchema.optional(),
@@ -634,7 +645,9 @@ export const generateRequestSchema = z
       (g): g is string => typeof g === 'string',
     );
     if (guides.length > 1) ctx.addIssue({ code: 'custom', path: [guides[1]], message: `give one of ${guides.join(', ')}, not both` });
-    if (v.allowedTokenIds !== undefined && guides.length > 0) ctx.addIssue({ code: 'custom', path: ['allowedTokenIds'], message: `allowedTokenIds cannot be combined with ${guides[0]}: a guide chooses the tokens` });
+    for (const field of ['allowedTokenIds', 'badWords'] as const) {
+      if (isAsked(v[field]) && guides.length > 0) ctx.addIssue({ code: 'custom', path: [field], message: `${field} cannot be combined with ${guides[0]}: a guide chooses the tokens` });
+    }
   });
 
 /** cachedTokens: the prompt tokens whose keys and values came from the prefix cache (the conversation so far), not computed again. */
@@ -892,7 +905,6 @@ const isAsked = (x: unknown): boolean => x != null && x !== false && !(Array.isA
 
 /** vLLM's fields of the OpenAI routes that would change the reply and that memlora does not do: refused when asked, never ignored. */
 const VLLM_REFUSED: Record<string, string> = {
-  bad_words: 'bad_words is not supported',
   truncate_prompt_tokens: 'truncate_prompt_tokens is not supported: send the prompt as it should be read',
   prompt_logprobs: "prompt_logprobs is not supported: score a prompt's tokens with POST /v1/score, or /v1/completions with echo and logprobs",
   use_beam_search: 'beam search is not supported',
@@ -930,6 +942,7 @@ type OpenAiGuides = {
   structured_outputs?: z.output<typeof structuredOutputsSchema> | null;
   guided_whitespace_pattern?: string | null;
   allowed_token_ids?: number[] | null;
+  bad_words?: string[] | null;
 };
 
 /** The guides an OpenAI body gives, by path: a JSON response_format, vLLM's guided_* fields and its structured_outputs' guides. */
@@ -949,7 +962,9 @@ function openAiGuides(v: OpenAiGuides): string[] {
 function refineOpenAiGuides(v: OpenAiGuides, ctx: z.RefinementCtx): void {
   const given = openAiGuides(v);
   if (given.length > 1) ctx.addIssue({ code: 'custom', path: given[1].split('.'), message: `give one of ${given.join(', ')}, not both` });
-  if (v.allowed_token_ids != null && given.length > 0) ctx.addIssue({ code: 'custom', path: ['allowed_token_ids'], message: `allowed_token_ids cannot be combined with ${given[0]}: a guide chooses the tokens` });
+  for (const field of ['allowed_token_ids', 'bad_words'] as const) {
+    if (isAsked(v[field]) && given.length > 0) ctx.addIssue({ code: 'custom', path: [field], message: `${field} cannot be combined with ${given[0]}: a guide chooses the tokens` });
+  }
   const texts: Array<[string[], unknown]> = [
     [['guided_json'], v.guided_json],
     [['structured_outputs', 'json'], v.structured_outputs?.json],
@@ -990,7 +1005,9 @@ function refineTools(v: OpenAiGuides & { tools?: Array<{ function: { name: strin
   const twice = names.find((n, i) => names.indexOf(n) !== i);
   if (twice !== undefined) ctx.addIssue({ code: 'custom', path: ['tools'], message: `two tools are named "${twice}"` });
   const choice = v.tool_choice;
-  if (v.allowed_token_ids != null && names.length > 0 && choice !== 'none') ctx.addIssue({ code: 'custom', path: ['allowed_token_ids'], message: 'allowed_token_ids cannot be combined with tools (unless tool_choice is none): calls are guided' });
+  for (const field of ['allowed_token_ids', 'bad_words'] as const) {
+    if (isAsked(v[field]) && names.length > 0 && choice !== 'none') ctx.addIssue({ code: 'custom', path: [field], message: `${field} cannot be combined with tools (unless tool_choice is none): calls are guided` });
+  }
   if (choice == null || choice === 'none' || choice === 'auto') return;
   if (typeof choice === 'object' && choice.type === 'allowed_tools') {
     if (names.length === 0) ctx.addIssue({ code: 'custom', path: ['tool_choice'], message: 'allowed_tools names tools: give them' });
@@ -1030,7 +1047,7 @@ const openAiSamplingShape = {
   frequency_penalty: penaltySchema.nullable().optional(),
   presence_penalty: penaltySchema.nullable().optional(),
   logit_bias: logitBiasSchema.nullable().optional(),
-  /** vLLM's extensions of the OpenAI body, as /v1/generate's topK, minP, repetitionPenalty, minTokens, ignoreEos, stopTokenIds, includeStopStrInOutput and allowedTokenIds. */
+  /** vLLM's extensions of the OpenAI body, as /v1/generate's topK, minP, repetitionPenalty, minTokens, ignoreEos, stopTokenIds, includeStopStrInOutput, allowedTokenIds and badWords. */
   top_k: z.int().min(-1).nullable().optional(),
   min_p: z.number().min(0).max(1).nullable().optional(),
   repetition_penalty: z.number().gt(0).max(10).nullable().optional(),
@@ -1039,6 +1056,7 @@ const openAiSamplingShape = {
   stop_token_ids: z.array(z.int().min(0)).max(MAX_STOP_TOKEN_IDS).nullable().optional(),
   include_stop_str_in_output: z.boolean().nullable().optional(),
   allowed_token_ids: allowedTokenIdsSchema.nullable().optional(),
+  bad_words: badWordsSchema.nullable().optional(),
   response_format: openAiResponseFormatSchema.nullable().optional(),
   guided_choice: guidedChoiceSchema.nullable().optional(),
   guided_json: guidedJsonSchema.nullable().optional(),

@@ -30,6 +30,25 @@ export interface SamplingOptions {
   presencePenalty?: number;
   /** Added to the logits of these token ids before anything else (OpenAI's logit_bias). */
   logitBias?: ReadonlyMap<number, number>;
+  /**
+   * Token sequences never written (vLLM's bad_words): a sequence's last token may not be drawn where
+   * the reply so far ends with the tokens before it (a one-token sequence: never). Applied by the
+   * Sequence, which knows the reply (bannedAfter).
+   */
+  badWords?: ReadonlyArray<readonly number[]>;
+}
+
+/** The tokens `badWords` forbid after the reply `reply` (vLLM's bad_words), or undefined for none. */
+export function bannedAfter(badWords: ReadonlyArray<readonly number[]>, reply: readonly number[]): Set<number> | undefined {
+  let banned: Set<number> | undefined;
+  for (const word of badWords) {
+    const before = word.length - 1;
+    if (before > reply.length) continue;
+    let follows = true;
+    for (let k = 0; k < before && follows; k++) follows = reply[reply.length - before + k] === word[k];
+    if (follows) (banned ??= new Set()).add(word[before]);
+  }
+  return banned;
 }
 
 /** What a sequence has seen so far, for the penalties. */
@@ -71,6 +90,9 @@ export function checkSampling(o: SamplingOptions): void {
   if (o.repetitionPenalty !== undefined && !(o.repetitionPenalty > 0 && Number.isFinite(o.repetitionPenalty))) bad('repetitionPenalty', o.repetitionPenalty);
   if (o.frequencyPenalty !== undefined && !Number.isFinite(o.frequencyPenalty)) bad('frequencyPenalty', o.frequencyPenalty);
   if (o.presencePenalty !== undefined && !Number.isFinite(o.presencePenalty)) bad('presencePenalty', o.presencePenalty);
+  for (const word of o.badWords ?? []) {
+    if (word.length === 0 || !word.every((id) => Number.isInteger(id) && id >= 0)) bad('badWords', JSON.stringify(word));
+  }
   for (const [id, bias] of o.logitBias ?? []) {
     if (!(Number.isInteger(id) && id >= 0)) bad('logitBias', id);
     if (!Number.isFinite(bias)) bad(`logitBias[${id}]`, bias);

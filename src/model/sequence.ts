@@ -5,7 +5,7 @@
  * feeds each row's logits to its Sequence and feeds back the token it returns until it finishes.
  */
 import { Rng } from '../util/rng.js';
-import { type SamplingOptions, type TokenLogprobs, checkSampling, countsTokens, sampleToken, tokenLogprobs } from './sampling.js';
+import { type SamplingOptions, type TokenLogprobs, bannedAfter, checkSampling, countsTokens, sampleToken, tokenLogprobs } from './sampling.js';
 import { type Guide, type GuideSpec, createGuide, guideVocabulary } from './guide.js';
 import { StopMatcher } from './stop.js';
 import { type StreamDecoder, type Tokenizer, createStreamDecoder } from './tokenizer.js';
@@ -128,6 +128,10 @@ export class Sequence {
     if (request.minTokens !== undefined && !(Number.isInteger(request.minTokens) && request.minTokens >= 0)) {
       throw new GenerateError('bad_min_tokens', `request ${index}: minTokens ${request.minTokens} must be a whole number >= 0`, { index, minTokens: request.minTokens });
     }
+    for (const word of request.sampling?.badWords ?? []) {
+      const id = word.find((t) => t >= ctx.vocabSize);
+      if (id !== undefined) throw new GenerateError('bad_bad_words', `request ${index}: a bad word's token ${id} is past the vocabulary of ${ctx.vocabSize}`, { index, tokenId: id, vocabSize: ctx.vocabSize });
+    }
     for (const id of request.sampling?.logitBias?.keys() ?? []) {
       if (id >= ctx.vocabSize) throw new GenerateError('bad_logit_bias', `request ${index}: logit bias on token ${id}, past the vocabulary of ${ctx.vocabSize}`, { index, tokenId: id, vocabSize: ctx.vocabSize });
     }
@@ -177,7 +181,15 @@ export class Sequence {
       allow = new Uint8Array(allow!.length);
       for (const e of this.ends) allow[e] = 1;
     }
-    const suppress = stuck || this.onlyEnds ? undefined : early ? this.ends : this.request.ignoreEos ? this.eos : undefined;
+    let suppress: ReadonlySet<number> | undefined = stuck || this.onlyEnds ? undefined : early ? this.ends : this.request.ignoreEos ? this.eos : undefined;
+    const banned = sampling.badWords ? bannedAfter(sampling.badWords, this.tokens) : undefined;
+    if (banned) suppress = suppress ? new Set([...suppress, ...banned]) : banned;
+    // Bad words that leave none of the allowed tokens: the end tokens end the reply, as a guide stuck.
+    if (banned && allow && !allow.some((a, id) => a === 1 && !suppress!.has(id))) {
+      allow = new Uint8Array(allow.length);
+      for (const e of this.ends) allow[e] = 1;
+      suppress = undefined;
+    }
     const token = sampleToken(logits, sampling, this.rng, { seen: this.seen, counts: this.counts, suppress, allow });
     const logprobs = this.logprobs ? tokenLogprobs(logits, token, this.request.logprobs!) : undefined;
     if (logprobs) this.logprobs!.push(logprobs);

@@ -461,7 +461,7 @@ export class Engine {
     let sampling: SamplingOptions;
     let guide: GuideSpec | undefined;
     try {
-      sampling = samplingOf(req, this.model.config.vocabSize);
+      sampling = samplingOf(req, this.model.config.vocabSize, this.ctx.tokenizer);
       guide = guideOf(req);
       if (Array.isArray(req.prompt)) checkTokenIds(req.prompt, this.model.config.vocabSize);
       if (req.stopTokenIds) checkTokenIds(req.stopTokenIds, this.model.config.vocabSize);

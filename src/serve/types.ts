@@ -86,6 +86,8 @@ export interface ServeRequest {
   includeStopStrInOutput?: boolean;
   /** Only these tokens may be drawn (vLLM's allowed_token_ids): end tokens only if listed; with a guide, those of both. */
   allowedTokenIds?: number[];
+  /** Words never written (vLLM's bad_words): their token sequences, as written and after a space, are held back where they would complete. */
+  badWords?: string[];
   /**
    * json_object: the reply is guided to one JSON object and ends when it closes (OpenAI's JSON mode);
    * json_schema: to one document of the schema (OpenAI's structured outputs, vLLM's guided_json).

@@ -125,8 +125,8 @@ describe('POST /v1/chat/completions', () => {
     const none = await so({ json_object: false, disable_additional_properties: true });
     expect([none.responseFormat, none.guidedRegex, none.guidedChoice, none.guidedGrammar]).toEqual([undefined, undefined, undefined, undefined]);
     // allowed_token_ids, with tools offered under tool_choice none (no call is guided).
-    await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: [{ role: 'user', content: 'x' }], allowed_token_ids: [5, 9], tools: [{ type: 'function', function: { name: 'f' } }], tool_choice: 'none' });
-    expect(gen.calls.at(-1)!.req.allowedTokenIds).toEqual([5, 9]);
+    await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: [{ role: 'user', content: 'x' }], allowed_token_ids: [5, 9], bad_words: ['no'], tools: [{ type: 'function', function: { name: 'f' } }], tool_choice: 'none' });
+    expect(gen.calls.at(-1)!.req).toMatchObject({ allowedTokenIds: [5, 9], badWords: ['no'] });
     // vLLM's fields sent empty, or at what memlora does anyway, ask for nothing: served.
     const quiet = { use_beam_search: false, best_of: 1, echo: false, bad_words: [], prompt_logprobs: null, chat_template_kwargs: { enable_thinking: false }, skip_special_tokens: true };
     expect((await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: [{ role: 'user', content: 'x' }], ...quiet })).status).toBe(200);
@@ -215,7 +215,9 @@ describe('POST /v1/chat/completions', () => {
       { user: 'alice', messages: msg, guided_choice: ['yes', ''] },
       { user: 'alice', messages: msg, guided_choice: ['yes'], response_format: { type: 'json_object' } },
       // vLLM's fields that would change the reply, which memlora does not do.
-      { user: 'alice', messages: msg, bad_words: ['no'] },
+      { user: 'alice', messages: msg, bad_words: [' '] },
+      { user: 'alice', messages: msg, bad_words: ['no'], guided_choice: ['no', 'yes'] },
+      { user: 'alice', messages: msg, bad_words: ['no'], tools: [{ type: 'function', function: { name: 'f' } }] },
       { user: 'alice', messages: msg, truncate_prompt_tokens: 10 },
       { user: 'alice', messages: msg, prompt_logprobs: 0 },
       { user: 'alice', messages: msg, use_beam_search: true },

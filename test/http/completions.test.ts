@@ -18,12 +18,12 @@ const post = (body: unknown) => h.req('POST', '/v1/completions', body);
 describe('POST /v1/completions', () => {
   it('maps a prompt onto /v1/generate (OpenAI\'s 16 tokens by default, the shared sampling fields) and answers a text_completion', async () => {
     await setup();
-    const res = await post({ model: 'davinci-002', user: 'alice', prompt: 'one two', temperature: 0.5, seed: 3, frequency_penalty: 0.2, top_k: 4, min_p: 0.2, stop: '.', include_stop_str_in_output: true });
+    const res = await post({ model: 'davinci-002', user: 'alice', prompt: 'one two', temperature: 0.5, seed: 3, frequency_penalty: 0.2, top_k: 4, min_p: 0.2, stop: '.', include_stop_str_in_output: true, bad_words: ['no'] });
     expect(res.status).toBe(200);
     const body = completionResponseSchema.parse(await json(res));
     expect(body).toMatchObject({ object: 'text_completion', model: 'davinci-002', choices: [{ index: 0, text: 'echo one two', logprobs: null, finish_reason: 'stop' }] });
     expect(body.usage).toEqual({ prompt_tokens: 7, completion_tokens: 3, total_tokens: 10, prompt_tokens_details: { cached_tokens: 0 } });
-    expect(gen.calls[0].req).toMatchObject({ userId: 'alice', prompt: 'one two', maxTokens: 16, temperature: 0.5, seed: 3, frequencyPenalty: 0.2, topK: 4, minP: 0.2, stop: ['.'], includeStopStrInOutput: true, logprobs: false });
+    expect(gen.calls[0].req).toMatchObject({ userId: 'alice', prompt: 'one two', maxTokens: 16, temperature: 0.5, seed: 3, frequencyPenalty: 0.2, topK: 4, minP: 0.2, stop: ['.'], includeStopStrInOutput: true, badWords: ['no'], logprobs: false });
     expect(gen.scoreCalls).toHaveLength(0);
   });
 
@@ -139,7 +139,7 @@ describe('POST /v1/completions', () => {
       { user: 'alice', prompt: 'x', suffix: 'end' },
       { user: 'alice', prompt: 'x', n: 17 },
       { user: 'alice', prompt: 'x', min_tokens: 20 },
-      { user: 'alice', prompt: 'x', bad_words: ['no'] },
+      { user: 'alice', prompt: 'x', bad_words: [''] },
       { user: 'alice', prompt: 'x', prompt_logprobs: 1 },
       { user: 'alice', prompt: 'x', truncate_prompt_tokens: 4 },
     ]) {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { MIN_LOGPROB, SamplingError, argmax, candidateDistribution, checkSampling, sampleToken, shapeLogits, tokenLogprobs } from '../../src/model/sampling.js';
+import { MIN_LOGPROB, SamplingError, argmax, bannedAfter, candidateDistribution, checkSampling, sampleToken, shapeLogits, tokenLogprobs } from '../../src/model/sampling.js';
 import { Rng } from '../../src/util/rng.js';
 
 const logits = Float32Array.from([1, 3, 2, -1, 3, 0.5]);
@@ -106,6 +106,17 @@ describe('sampling', () => {
     // 1 keeps the best tokens alone; 0 keeps all.
     expect(candidateDistribution(logits, { minP: 1 }).ids).toEqual([1, 4]);
     expect(candidateDistribution(logits, { minP: 0 }).ids).toHaveLength(logits.length);
+  });
+
+  it('bad words: a word\'s last token is banned where the reply ends with the tokens before it; a one-token word always', () => {
+    const words = [[7], [1, 2, 3], [2, 5]];
+    expect(bannedAfter(words, [])).toEqual(new Set([7]));
+    expect(bannedAfter(words, [9, 1, 2])).toEqual(new Set([7, 3, 5]));
+    expect(bannedAfter(words, [1, 2, 4])).toEqual(new Set([7]));
+    expect(bannedAfter(words, [2])).toEqual(new Set([7, 5]));
+    expect(bannedAfter([[1, 2, 3]], [2])).toBeUndefined();
+    expect(() => checkSampling({ badWords: [[]] })).toThrow(/badWords/);
+    expect(() => checkSampling({ badWords: [[1, -1]] })).toThrow(/badWords/);
   });
 
   it('repetition penalty divides positive logits and multiplies negative ones, once per distinct token', () => {

@@ -20,6 +20,7 @@ import { SPECIAL_TOKENS } from '../../src/model/chat-format.js';
 import { guideVocabulary } from '../../src/model/guide.js';
 import { SchemaGuide } from '../../src/model/schema-guide.js';
 import { encodeRequest } from '../../src/serve/prompt.js';
+import { badWordIds } from '../../src/serve/sampling.js';
 import type { ScoreRequest, ScoreResult, ServeEvent, ServeRequest, ServeResult, TokenLogprob } from '../../src/serve/types.js';
 import { forcingAdapter, makeServeFixture, never, randomStoredAdapter, req, tokenOf, type ServeFixture } from './fixtures.js';
 
@@ -695,6 +696,30 @@ describe('sampling settings', () => {
     // Listed alone, the end token ends the reply at its first step, minTokens notwithstanding.
     expect(await e.generate(req('samp-a', { maxTokens: 12, mode: 'vanilla', minTokens: 4, allowedTokenIds: [f.cfg.eosId] }), never())).toMatchObject({ text: '', finishReason: 'stop', usage: { completionTokens: 1 } });
     await expect(e.generate(req('samp-a', { allowedTokenIds: [q, f.cfg.vocabSize] }), never())).rejects.toMatchObject({ code: 'token_out_of_range' });
+  });
+
+  it('badWords: no reply (greedy or sampled, through an adapter too) holds a bad word\'s token sequence, as written or after a space', async () => {
+    const e = f.engine();
+    await f.giveAdapter('samp-e', randomStoredAdapter(f.cfg, [0, 1], 2, 44));
+    const ask = (more: Partial<ServeRequest>) => e.generate(req('samp-e', { maxTokens: 24, prompt: 'Once upon a time', ignoreEos: true, logprobs: true, ...more }), never());
+    const free = await ask({});
+    const freeIds = free.logprobs!.map((lp) => lp.tokenId);
+    const holds = (ids: number[], seq: readonly number[]) => ids.some((_, i) => seq.every((t, k) => ids[i + k] === t));
+    // Words the free reply writes as their own tokens (one token, or two in a row), the first three found.
+    const written = (w: string) => w !== '' && badWordIds(f.tokenizer, [w]).some((seq) => holds(freeIds, seq));
+    const spans = [1, 2].flatMap((n) => freeIds.map((_, i) => f.tokenizer.decode(freeIds.slice(i, i + n)).trim()));
+    const words = [...new Set(spans.filter(written))].slice(0, 3);
+    expect(words.length).toBeGreaterThan(0);
+    const sequences = badWordIds(f.tokenizer, words);
+    for (const more of [{}, { temperature: 1, seed: 9 }, { temperature: 1.3, seed: 10 }]) {
+      const r = await ask({ badWords: words, ...more });
+      const ids = r.logprobs!.map((lp) => lp.tokenId);
+      expect(r).toMatchObject({ usage: { completionTokens: 24 }, personalization: { mode: 'injected' } });
+      for (const seq of sequences) expect(holds(ids, seq), `${JSON.stringify(r.text)} holds ${seq}`).toBe(false);
+    }
+    // Bad words that leave none of the allowed tokens: the end token ends the reply at once.
+    expect(badWordIds(f.tokenizer, ['q'])[0]).toEqual([q]);
+    expect(await e.generate(req('samp-e', { maxTokens: 8, allowedTokenIds: [q], badWords: ['q'] }), never())).toMatchObject({ text: '', finishReason: 'stop', usage: { completionTokens: 1 } });
   });
 
   it('responseFormat json_object: each reply (through its adapter too) is a JSON object or, cut by maxTokens, a prefix of one; free rows beside them unchanged', async () => {
