@@ -96,6 +96,8 @@ SQL_COMMENT: /--[^\n]*/
 /** The prefix of the GBNF names of imported common terminals (Lark names hold no `-`, so none collides). */
 const COMMON_PREFIX = 'common-';
 const IGNORED = 'ignored-';
+/** Most groups one inside another (the parser and the translation recurse into each), as GBNF's. */
+const MAX_DEPTH = 128;
 
 const isTerminalName = (name: string): boolean => /^_?[A-Z]/.test(name);
 const NAME = /[A-Za-z0-9_]/;
@@ -296,7 +298,7 @@ class LarkParser {
     if (c === '(' || c === '[') {
       const close = c === '(' ? ')' : ']';
       this.i++;
-      this.depth++;
+      if (++this.depth > MAX_DEPTH) throw this.error(`groups nested more than ${MAX_DEPTH} deep`);
       const inner = this.expansions();
       this.blank();
       if (s[this.i] !== close) throw this.error(`expected "${close}"`);

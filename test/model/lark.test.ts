@@ -264,6 +264,8 @@ describe('Lark grammars (translated to GBNF)', () => {
       ['A: "a"', /has no rule/],
       ['start: "a"\nc: "#"\n%ignore c', /%ignore takes terminals, not the rule "c"/],
       ['start: ""', /an empty string is not a token/],
+      [`start: ${'('.repeat(5000)}"a"${')'.repeat(5000)}`, /groups nested more than 128 deep/],
+      [`start: ${'['.repeat(200)}"a"${']'.repeat(200)}`, /groups nested more than 128 deep/],
     ];
     for (const [text, why] of refusals) expect(() => larkToGbnf(text), text).toThrow(why);
     for (const [text] of refusals) expect(() => larkToGbnf(text)).toThrow(GrammarError);
