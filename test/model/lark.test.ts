@@ -80,22 +80,17 @@ function isCalc(text: string): boolean {
     }
     return false;
   };
-  const product = (): boolean => {
-    if (!atom()) return false;
-    while (is('*') || is('/')) {
+  /** Items joined by any of the operators. */
+  const chain = (item: () => boolean, ops: string[]) => (): boolean => {
+    if (!item()) return false;
+    while (ops.some(is)) {
       k++;
-      if (!atom()) return false;
+      if (!item()) return false;
     }
     return true;
   };
-  const sum = (): boolean => {
-    if (!product()) return false;
-    while (is('+') || is('-')) {
-      k++;
-      if (!product()) return false;
-    }
-    return true;
-  };
+  const product = chain(atom, ['*', '/']);
+  const sum = chain(product, ['+', '-']);
   return sum() && k === toks.length;
 }
 
