@@ -13,8 +13,11 @@
  * two tokens of a rule, and before the first and after the last). The start rule is `start`, else the
  * first rule written, as vLLM takes it. Direct left recursion (`sum: sum "+" product | product`, as
  * Lark's Earley and LALR parsers allow) is written as repetition (`sum: product ("+" product)*`), the
- * same strings. Templates, `%declare`, `%override`, `%extend` and imports of other grammars are
- * refused (GrammarError), as is any left recursion through other rules (by grammar.ts).
+ * same strings. Rule templates (`_separated{x, sep}: x (sep x)*`, used as `_separated{item, ","}`)
+ * are instantiated, each use with its arguments a rule of its own; a template that keeps using itself
+ * with new arguments is refused past 256 uses, as are expansions past 200,000 items. `%declare`,
+ * `%override`, `%extend` and imports of other grammars are refused (GrammarError), as is any left
+ * recursion through other rules (by grammar.ts).
  *
  * The strings are the grammar's at the level of characters: Lark's lexer cuts text into the longest
  * tokens it can, so where two terminals may touch without an ignored gap (two names in a row), a reply
@@ -53,6 +56,8 @@ type Item =
   /** A token written in place (a literal, a regular expression, a range): its GBNF. */
   | { t: 'token'; gbnf: string }
   | { t: 'name'; name: string; at: number }
+  /** A template used: its name and arguments (each a value: a name, a literal, a pattern, a group...). */
+  | { t: 'use'; name: string; args: Item[]; at: number }
   | { t: 'seq'; items: Item[] }
   | { t: 'alt'; items: Item[] }
   | { t: 'rep'; item: Item; min: number; max: number };
@@ -60,6 +65,13 @@ type Item =
 interface Definition {
   /** A terminal (lexical: no ignored gap inside) or a rule. */
   terminal: boolean;
+  body: Item;
+  at: number;
+}
+
+/** A rule template (`_separated{x, sep}: x (sep x)*`): its parameters and body. */
+interface Template {
+  params: string[];
   body: Item;
   at: number;
 }
@@ -98,6 +110,10 @@ const COMMON_PREFIX = 'common-';
 const IGNORED = 'ignored-';
 /** Most groups one inside another (the parser and the translation recurse into each), as GBNF's. */
 const MAX_DEPTH = 128;
+/** Most distinct uses of templates (each becomes a rule): a template that uses itself with growing arguments stops here. */
+const MAX_INSTANCES = 256;
+/** Most items the templates' expansion may write (arguments copied into bodies can double at each use). */
+const MAX_EXPANDED = 200_000;
 
 const isTerminalName = (name: string): boolean => /^_?[A-Z]/.test(name);
 const NAME = /[A-Za-z0-9_]/;
@@ -107,6 +123,9 @@ class LarkParser {
   private i = 0;
   private depth = 0;
   readonly defs = new Map<string, Definition>();
+  readonly templates = new Map<string, Template>();
+  /** The parameters of the template whose body is being read (its names are not references). */
+  private params: ReadonlySet<string> | null = null;
   /** Rules in the order written (the start rule is `start`, else the first). */
   readonly ruleOrder: string[] = [];
   readonly ignored: Item[] = [];
@@ -168,7 +187,7 @@ class LarkParser {
     const s = this.src;
     if (s[this.i] === '?' || s[this.i] === '!') this.i++;
     const name = this.name();
-    if (s[this.i] === '{') throw this.error('templates are not supported');
+    const params = s[this.i] === '{' ? this.templateParams(name) : null;
     if (s[this.i] === '.') {
       const m = /^\.-?\d+/.exec(s.slice(this.i));
       if (!m) throw this.error('expected a priority after "."');
@@ -177,13 +196,39 @@ class LarkParser {
     this.blank();
     if (s[this.i] !== ':') throw this.error(`expected ":" after "${name}"`);
     this.i++;
-    if (this.defs.has(name) || this.imports.some((x) => x.name === name)) throw this.error(`"${name}" is defined twice`, at);
+    if (this.defs.has(name) || this.templates.has(name) || this.imports.some((x) => x.name === name)) throw this.error(`"${name}" is defined twice`, at);
     const terminal = isTerminalName(name);
     // Alternatives may all begin with `|`, the first too (on the line of the name, or the next).
     this.blank();
     if (this.src[this.i] === '|' || (this.src[this.i] === '\n' && this.continues())) this.i++;
+    if (params !== null) {
+      this.params = new Set(params);
+      this.templates.set(name, { params, body: this.expansions(), at });
+      this.params = null;
+      return;
+    }
     this.defs.set(name, { terminal, body: this.expansions(), at });
     if (!terminal) this.ruleOrder.push(name);
+  }
+
+  /** A template's parameters, `{a, b}`, after its name (a rule's: terminals have none). */
+  private templateParams(name: string): string[] {
+    if (isTerminalName(name)) throw this.error('templates of terminals are not supported');
+    this.i++;
+    const params: string[] = [];
+    for (;;) {
+      this.blank(true);
+      const at = this.i;
+      const param = this.name();
+      if (params.includes(param)) throw this.error(`parameter "${param}" is named twice`, at);
+      params.push(param);
+      this.blank(true);
+      if (this.src[this.i] === ',') this.i++;
+      else break;
+    }
+    if (this.src[this.i] !== '}') throw this.error('expected "}"');
+    this.i++;
+    return params;
   }
 
   private statement(): void {
@@ -331,9 +376,27 @@ class LarkParser {
     if (c === '%') throw this.error('a directive must begin its line');
     const at = this.i;
     const name = this.name();
-    if (s[this.i] === '{') throw this.error('templates are not supported');
-    this.refs.push({ name, at });
+    if (s[this.i] === '{') return this.use(name, at);
+    if (!this.params?.has(name)) this.refs.push({ name, at });
     return { t: 'name', name, at };
+  }
+
+  /** A template used: `name{value, value}`. */
+  private use(name: string, at: number): Item {
+    this.i++;
+    const args: Item[] = [];
+    for (;;) {
+      this.blank(true);
+      if (++this.depth > MAX_DEPTH) throw this.error(`groups nested more than ${MAX_DEPTH} deep`);
+      args.push(this.operated(this.atom()));
+      this.depth--;
+      this.blank(true);
+      if (this.src[this.i] === ',') this.i++;
+      else break;
+    }
+    if (this.src[this.i] !== '}') throw this.error('expected "}" after the arguments of a template');
+    this.i++;
+    return { t: 'use', name, args, at };
   }
 
   /** A string literal's characters (Python's escapes), past its closing quote. */
@@ -524,9 +587,78 @@ function withoutLeftRecursion(name: string, body: Item): Item {
   return { t: 'seq', items: [one(bases), { t: 'rep', item: one(tails), min: 0, max: Infinity }] };
 }
 
+/**
+ * Every use of a template made a rule of its own (one per template and arguments), its body the
+ * template's with the arguments in place of the parameters; uses replaced by that rule's name.
+ */
+function instantiate(parser: LarkParser): void {
+  const made = new Map<string, string>();
+  // Arguments are shared, not copied, so items form a graph: their identity (the same structure,
+  // the same number) and their size as written out are both counted once per item.
+  const ids = new WeakMap<Item, number>();
+  const shapes = new Map<string, number>();
+  const idOf = (item: Item): number => {
+    let id = ids.get(item);
+    if (id === undefined) {
+      const inner = (items: Item[]) => items.map(idOf).join(',');
+      const shape =
+        item.t === 'token' ? `k${item.gbnf}` : item.t === 'name' ? `n${item.name}` : item.t === 'rep' ? `r${item.min},${item.max},${idOf(item.item)}` : item.t === 'use' ? `u${item.name}(${inner(item.args)})` : `${item.t}(${inner(item.items)})`;
+      id = shapes.get(shape) ?? shapes.size;
+      shapes.set(shape, id);
+      ids.set(item, id);
+    }
+    return id;
+  };
+  const sizes = new WeakMap<Item, number>();
+  const sizeOf = (item: Item): number => {
+    let n = sizes.get(item);
+    if (n === undefined) {
+      const inner = (items: Item[]) => items.reduce((sum, x) => sum + sizeOf(x), 0);
+      n = 1 + (item.t === 'rep' ? sizeOf(item.item) : item.t === 'seq' || item.t === 'alt' ? inner(item.items) : item.t === 'use' ? inner(item.args) : 0);
+      sizes.set(item, n);
+    }
+    return n;
+  };
+  let written = 0;
+  const expand = (item: Item, bind: ReadonlyMap<string, Item> | null): Item => {
+    switch (item.t) {
+      case 'token':
+        return item;
+      case 'name':
+        return bind?.get(item.name) ?? item;
+      case 'use': {
+        const template = parser.templates.get(item.name);
+        if (template === undefined) throw parser.error(`template "${item.name}" is not defined`, item.at);
+        if (item.args.length !== template.params.length) throw parser.error(`template "${item.name}" takes ${template.params.length} arguments, not ${item.args.length}`, item.at);
+        const args = item.args.map((a) => expand(a, bind));
+        const id = `${item.name}{${args.map(idOf).join(',')}}`;
+        let name = made.get(id);
+        if (name === undefined) {
+          if (made.size >= MAX_INSTANCES) throw parser.error(`templates are used with more than ${MAX_INSTANCES} different arguments`, item.at);
+          name = `template-${made.size}`;
+          made.set(id, name);
+          const body = expand(template.body, new Map(template.params.map((p, i) => [p, args[i]])));
+          written += sizeOf(body);
+          if (written > MAX_EXPANDED) throw parser.error(`the templates expand to more than ${MAX_EXPANDED} items`, item.at);
+          parser.defs.set(name, { terminal: false, body, at: template.at });
+        }
+        return { t: 'name', name, at: item.at };
+      }
+      case 'rep':
+        return { ...item, item: expand(item.item, bind) };
+      case 'seq':
+      case 'alt':
+        return { ...item, items: item.items.map((x) => expand(x, bind)) };
+    }
+  };
+  for (const def of [...parser.defs.values()]) def.body = expand(def.body, null);
+  parser.ignored.forEach((item, i) => (parser.ignored[i] = expand(item, null)));
+}
+
 function translate(text: string): string {
   const parser = new LarkParser(text);
   parser.parse();
+  instantiate(parser);
   const common = commonDefinitions();
   // A name of this grammar as GBNF writes it: an imported one is the common terminal's; `root` is
   // the start wrapper's, so a rule of that name is renamed.
@@ -562,6 +694,8 @@ function translate(text: string): string {
         return `(${item.items.map((x) => emit(x, inRule, rename, terminal)).join(' | ')})`;
       case 'rep':
         return `(${emit(item.item, inRule, rename, terminal)})${quantifier(item.min, item.max)}`;
+      case 'use':
+        throw new Error('a template use left after instantiation');
     }
   };
 
@@ -588,6 +722,7 @@ function namesIn(item: Item): string[] {
     case 'token':
       return [];
     case 'name':
+    case 'use':
       return [item.name];
     case 'rep':
       return namesIn(item.item);

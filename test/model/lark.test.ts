@@ -229,6 +229,15 @@ describe('Lark grammars (translated to GBNF)', () => {
     // Python's pattern forms: {,n}, named groups; not inside a class.
     const python = lark('start: /(?P<x>a{,2})[{,]b/');
     for (const [text, want] of [['b', false], ['{b', true], ['aa,b', true], ['aaa{b', false], ['a{,2}{b', false]] as const) expect(accepts(python, text), text).toBe(want);
+    // Templates: each use a rule of its own, its arguments in place of the parameters (recursion through rules too).
+    const lists = lark(String.raw`
+      start: _separated{item, ","}
+      item: WORD | "[" _separated{item, ";"} "]"
+      _separated{x, sep}: x (sep x)*
+      %import common.WORD
+      %ignore " "
+    `);
+    for (const [text, want] of [['a,b', true], ['a , [b;c] ,d', true], ['[a]', true], ['[[a;b];c]', true], ['a,', false], ['a;b', false], ['[a,b]', false]] as const) expect(accepts(lists, text), text).toBe(want);
     // Characters beyond ASCII, in patterns and literals.
     const accented = lark('start: /caf(é|e)/ "→"');
     for (const [text, want] of [['café→', true], ['cafe→', true], ['cafx→', false], ['café', false]] as const) expect(accepts(accented, text), text).toBe(want);
@@ -240,7 +249,15 @@ describe('Lark grammars (translated to GBNF)', () => {
 
   it('refuses what it cannot read or run, saying where (GrammarError)', () => {
     const refusals: Array<[string, RegExp]> = [
-      ['start: _sep{x, ","}\n_sep{x, sep}: x (sep x)*', /templates are not supported at line 1/],
+      ['start: _sep{x, ","}\n_sep{x, sep}: x (sep x)*', /"x" is not defined at line 1, column 13/],
+      ['start: _sep{"a"}\n_sep{x, sep}: x (sep x)*', /template "_sep" takes 2 arguments, not 1 at line 1, column 8/],
+      ['start: _nope{"a"}', /template "_nope" is not defined/],
+      ['start: _T{"a"}\n_T{x}: x', /templates of terminals are not supported/],
+      ['start: _t{"a", "b"}\n_t{x, x}: x', /parameter "x" is named twice/],
+      ['start: _grow{"a"}\n_grow{x}: x | _grow{(x "b")}', /more than 256 different arguments/],
+      ['start: _grow{"a"}\n_grow{x}: x | _grow{(x x)}', /more than 256 different arguments/],
+      // Arguments doubled through 20 templates: 2^20 items written out.
+      [['start: _t0{"a"}', ...Array.from({ length: 20 }, (_, i) => `_t${i}{x}: _t${i + 1}{(x x)}`), '_t20{x}: x'].join('\n'), /expand to more than 200000 items/],
       ['start: A\n%declare A', /%declare is not supported at line 2/],
       ['start: NAME\n%import python.NAME', /only Lark's common terminals/],
       ['start: NOPE\n%import common.NOPE', /common terminals have no "NOPE"/],
