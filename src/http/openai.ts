@@ -60,6 +60,7 @@ export function samplingFields(body: OpenAiBody) {
     includeStopStrInOutput: body.include_stop_str_in_output ?? undefined,
     allowedTokenIds: body.allowed_token_ids ?? undefined,
     badWords: body.bad_words ?? undefined,
+    truncatePromptTokens: body.truncate_prompt_tokens ?? undefined,
     responseFormat: responseFormatOf(body),
     guidedChoice: body.structured_outputs?.choice ?? body.guided_choice ?? undefined,
     guidedRegex: body.structured_outputs?.regex ?? body.guided_regex ?? undefined,

@@ -545,6 +545,8 @@ export const MAX_STOP_TOKEN_IDS = 64;
 /** Most token ids a request may restrict its reply to (allowedTokenIds). */
 export const MAX_ALLOWED_TOKEN_IDS = 8192;
 const allowedTokenIdsSchema = z.array(z.int().min(0)).min(1).max(MAX_ALLOWED_TOKEN_IDS);
+/** vLLM's truncate_prompt_tokens: the prompt read as its last k tokens; -1: the context window less one token. */
+const truncatePromptSchema = z.union([z.literal(-1), z.int().min(1).max(1_000_000)]);
 /** Words a reply never writes (vLLM's bad_words). */
 const badWordsSchema = z
   .array(
@@ -620,6 +622,8 @@ export const generateRequestSchema = z
     allowedTokenIds: allowedTokenIdsSchema.optional(),
     /** Words never written (vLLM's bad_words): their tokens, as written and after a space, held back where they would complete; not with a guide. */
     badWords: badWordsSchema.optional(),
+    /** The prompt read as its last k tokens (vLLM's truncate_prompt_tokens; -1: the context window less one); memory only as far as it fits within them. */
+    truncatePromptTokens: truncatePromptSchema.optional(),
     responseFormat: responseFormatSchema.optional(),
     guidedChoice: guidedChoiceSchema.optional(),
     guidedRegex: guidedRegexSchema.optional(),
@@ -905,7 +909,6 @@ const isAsked = (x: unknown): boolean => x != null && x !== false && !(Array.isA
 
 /** vLLM's fields of the OpenAI routes that would change the reply and that memlora does not do: refused when asked, never ignored. */
 const VLLM_REFUSED: Record<string, string> = {
-  truncate_prompt_tokens: 'truncate_prompt_tokens is not supported: send the prompt as it should be read',
   prompt_logprobs: "prompt_logprobs is not supported: score a prompt's tokens with POST /v1/score, or /v1/completions with echo and logprobs",
   use_beam_search: 'beam search is not supported',
   return_tokens_as_token_ids: 'return_tokens_as_token_ids is not supported',
@@ -1047,7 +1050,7 @@ const openAiSamplingShape = {
   frequency_penalty: penaltySchema.nullable().optional(),
   presence_penalty: penaltySchema.nullable().optional(),
   logit_bias: logitBiasSchema.nullable().optional(),
-  /** vLLM's extensions of the OpenAI body, as /v1/generate's topK, minP, repetitionPenalty, minTokens, ignoreEos, stopTokenIds, includeStopStrInOutput, allowedTokenIds and badWords. */
+  /** vLLM's extensions of the OpenAI body, as /v1/generate's topK, minP, repetitionPenalty, minTokens, ignoreEos, stopTokenIds, includeStopStrInOutput, allowedTokenIds, badWords and truncatePromptTokens. */
   top_k: z.int().min(-1).nullable().optional(),
   min_p: z.number().min(0).max(1).nullable().optional(),
   repetition_penalty: z.number().gt(0).max(10).nullable().optional(),
@@ -1057,6 +1060,7 @@ const openAiSamplingShape = {
   include_stop_str_in_output: z.boolean().nullable().optional(),
   allowed_token_ids: allowedTokenIdsSchema.nullable().optional(),
   bad_words: badWordsSchema.nullable().optional(),
+  truncate_prompt_tokens: truncatePromptSchema.nullable().optional(),
   response_format: openAiResponseFormatSchema.nullable().optional(),
   guided_choice: guidedChoiceSchema.nullable().optional(),
   guided_json: guidedJsonSchema.nullable().optional(),

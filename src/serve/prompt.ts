@@ -23,7 +23,7 @@ export interface PromptContext {
   contextTokens: number;
 }
 
-type PromptFields = Pick<ServeRequest, 'messages' | 'prompt' | 'maxTokens' | 'continueFinalMessage'>;
+type PromptFields = Pick<ServeRequest, 'messages' | 'prompt' | 'maxTokens' | 'continueFinalMessage' | 'truncatePromptTokens'>;
 
 /** Token ids of the request with `memory` items prepended (none: the request as sent). */
 export function encodeRequest(ctx: PromptContext, req: PromptFields, memory: readonly string[] = []): number[] {
@@ -44,9 +44,17 @@ export function encodeRequest(ctx: PromptContext, req: PromptFields, memory: rea
   return ids;
 }
 
-/** The request's own ids, or prompt_too_long when the window has no room for a reply. */
+/** The most prompt tokens the request reads (vLLM's truncate_prompt_tokens; -1: the window less one token for the reply); none: no bound. */
+function promptBound(ctx: PromptContext, req: PromptFields): number {
+  const k = req.truncatePromptTokens;
+  return k === undefined ? Infinity : k === -1 ? ctx.contextTokens - 1 : k;
+}
+
+/** The request's own ids (cut to their last truncatePromptTokens), or prompt_too_long when the window has no room for a reply. */
 export function promptIds(ctx: PromptContext, req: PromptFields): number[] {
-  const ids = encodeRequest(ctx, req);
+  const whole = encodeRequest(ctx, req);
+  const bound = promptBound(ctx, req);
+  const ids = whole.length > bound ? whole.slice(-bound) : whole;
   if (ids.length >= ctx.contextTokens) {
     throw new ServeError('prompt_too_long', `the prompt has ${ids.length} tokens; the context window holds ${ctx.contextTokens}, with room for at least one generated token`, {
       details: { promptTokens: ids.length, contextTokens: ctx.contextTokens },
@@ -55,11 +63,15 @@ export function promptIds(ctx: PromptContext, req: PromptFields): number[] {
   return ids;
 }
 
-/** Prompt ids with as many of `items` (best first) as fit with maxTokens to spare; `used` says how many. */
+/**
+ * Prompt ids with as many of `items` (best first) as fit with maxTokens to spare, and within
+ * truncatePromptTokens (memory is never cut: an item fits whole or is left out); `used` says how many.
+ */
 export function fitMemory(ctx: PromptContext, req: PromptFields, items: readonly string[]): { ids: number[]; used: number } {
+  const bound = promptBound(ctx, req);
   for (let n = items.length; n > 0; n--) {
     const ids = encodeRequest(ctx, req, items.slice(0, n));
-    if (ids.length + req.maxTokens <= ctx.contextTokens) return { ids, used: n };
+    if (ids.length + req.maxTokens <= ctx.contextTokens && ids.length <= bound) return { ids, used: n };
   }
   return { ids: promptIds(ctx, req), used: 0 };
 }

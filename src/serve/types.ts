@@ -89,6 +89,11 @@ export interface ServeRequest {
   /** Words never written (vLLM's bad_words): their token sequences, as written and after a space, are held back where they would complete. */
   badWords?: string[];
   /**
+   * The prompt is read as its last this many tokens (vLLM's truncate_prompt_tokens; -1: the context
+   * window less one token); memory is added only as far as the prompt with it stays within them.
+   */
+  truncatePromptTokens?: number;
+  /**
    * json_object: the reply is guided to one JSON object and ends when it closes (OpenAI's JSON mode);
    * json_schema: to one document of the schema (OpenAI's structured outputs, vLLM's guided_json).
    */

@@ -127,6 +127,8 @@ describe('POST /v1/chat/completions', () => {
     // allowed_token_ids, with tools offered under tool_choice none (no call is guided).
     await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: [{ role: 'user', content: 'x' }], allowed_token_ids: [5, 9], bad_words: ['no'], tools: [{ type: 'function', function: { name: 'f' } }], tool_choice: 'none' });
     expect(gen.calls.at(-1)!.req).toMatchObject({ allowedTokenIds: [5, 9], badWords: ['no'] });
+    await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: [{ role: 'user', content: 'x' }], truncate_prompt_tokens: -1 });
+    expect(gen.calls.at(-1)!.req.truncatePromptTokens).toBe(-1);
     // vLLM's fields sent empty, or at what memlora does anyway, ask for nothing: served.
     const quiet = { use_beam_search: false, best_of: 1, echo: false, bad_words: [], prompt_logprobs: null, chat_template_kwargs: { enable_thinking: false }, skip_special_tokens: true };
     expect((await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: [{ role: 'user', content: 'x' }], ...quiet })).status).toBe(200);
@@ -218,7 +220,8 @@ describe('POST /v1/chat/completions', () => {
       { user: 'alice', messages: msg, bad_words: [' '] },
       { user: 'alice', messages: msg, bad_words: ['no'], guided_choice: ['no', 'yes'] },
       { user: 'alice', messages: msg, bad_words: ['no'], tools: [{ type: 'function', function: { name: 'f' } }] },
-      { user: 'alice', messages: msg, truncate_prompt_tokens: 10 },
+      { user: 'alice', messages: msg, truncate_prompt_tokens: 0 },
+      { user: 'alice', messages: msg, truncate_prompt_tokens: -2 },
       { user: 'alice', messages: msg, prompt_logprobs: 0 },
       { user: 'alice', messages: msg, use_beam_search: true },
       { user: 'alice', messages: msg, best_of: 2 },

@@ -141,7 +141,7 @@ describe('POST /v1/completions', () => {
       { user: 'alice', prompt: 'x', min_tokens: 20 },
       { user: 'alice', prompt: 'x', bad_words: [''] },
       { user: 'alice', prompt: 'x', prompt_logprobs: 1 },
-      { user: 'alice', prompt: 'x', truncate_prompt_tokens: 4 },
+      { user: 'alice', prompt: 'x', truncate_prompt_tokens: 1.5 },
     ]) {
       await expectError(await post(body), 422, 'validation_failed');
     }

@@ -76,8 +76,8 @@ describe('POST /v1/generate (JSON)', () => {
     expect(body).toMatchObject({ text: 'echo a b', finishReason: 'length', personalization: { mode: 'vanilla', adapterVersion: null } });
     expect(gen.calls[0].req).toEqual({ ...req, stop: ['\n'], stream: false });
     // allowedTokenIds (with no guide).
-    await h.req('POST', '/v1/generate', { userId: 'alice', prompt: 'x', allowedTokenIds: [4, 5], badWords: ['no', 'never'] });
-    expect(gen.calls.at(-1)!.req).toMatchObject({ allowedTokenIds: [4, 5], badWords: ['no', 'never'] });
+    await h.req('POST', '/v1/generate', { userId: 'alice', prompt: 'x', allowedTokenIds: [4, 5], badWords: ['no', 'never'], truncatePromptTokens: 64 });
+    expect(gen.calls.at(-1)!.req).toMatchObject({ allowedTokenIds: [4, 5], badWords: ['no', 'never'], truncatePromptTokens: 64 });
     // A prompt of token ids (POST /tokenize's) goes to the engine as it is.
     await h.req('POST', '/v1/generate', { userId: 'alice', prompt: [1, 104, 105], maxTokens: 2 });
     expect(gen.calls.at(-1)!.req.prompt).toEqual([1, 104, 105]);
@@ -103,6 +103,7 @@ describe('POST /v1/generate (JSON)', () => {
       [{ ...base, allowedTokenIds: [1], guidedChoice: ['a'] }, 'allowedTokenIds'],
       [{ ...base, badWords: ['a'], guidedRegex: 'a+' }, 'badWords'],
       [{ ...base, badWords: ['\t'] }, 'badWords.0'],
+      [{ ...base, truncatePromptTokens: 0 }, 'truncatePromptTokens'],
       [{ ...base, repetitionPenalty: 0 }, 'repetitionPenalty'],
       [{ ...base, frequencyPenalty: 2.1 }, 'frequencyPenalty'],
       [{ ...base, maxTokens: 4, minTokens: 5 }, 'minTokens'],

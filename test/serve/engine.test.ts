@@ -469,6 +469,25 @@ describe('faults', () => {
     const r = await e.generate(req('ctx', { prompt: fits, maxTokens: 2048 }), never());
     expect(r).toMatchObject({ finishReason: 'length', usage: { promptTokens: m, completionTokens: 512 - m } });
   });
+
+  it('truncatePromptTokens: a prompt past the window is read as its last k tokens, exactly as those tokens sent alone (through an adapter); memory only as it fits within them', async () => {
+    const e = f.engine();
+    const ctx = { tokenizer: f.tokenizer, template: 'memlora' as const, contextTokens: f.cfg.maxPositions };
+    const long = 'walking for thirty minutes a day '.repeat(80);
+    await f.giveAdapter('cut-a', randomStoredAdapter(f.cfg, [0, 1], 2, 45));
+    const cut = await e.generate(req('cut-a', { prompt: long, maxTokens: 12, truncatePromptTokens: 100 }), never());
+    const last = encodeRequest(ctx, { prompt: long, maxTokens: 1 }).slice(-100);
+    const alone = await e.generate(req('cut-a', { prompt: last, maxTokens: 12 }), never());
+    expect(cut).toMatchObject({ text: alone.text, usage: { promptTokens: 100 }, personalization: { mode: 'injected' } });
+    // -1: the window less one token, so one token is written.
+    expect(await e.generate(req('cut-a', { prompt: long, maxTokens: 12, truncatePromptTokens: -1 }), never())).toMatchObject({ finishReason: 'length', usage: { promptTokens: 511, completionTokens: 1 } });
+    // Memory is added only while the prompt with it stays within the bound.
+    f.addHistory('cut-m', ['my headache is worse in the morning', 'coffee makes my headache worse']);
+    const question = { prompt: 'what about my headache in the morning?', mode: 'memory' as const, maxTokens: 4 };
+    const withOne = encodeRequest(ctx, question, ['my headache is worse in the morning']).length;
+    const bounded = await e.generate(req('cut-m', { ...question, truncatePromptTokens: withOne }), never());
+    expect(bounded).toMatchObject({ personalization: { mode: 'memory', memoryItems: 1 }, usage: { promptTokens: withOne } });
+  });
 });
 
 describe('personalisation modes', () => {

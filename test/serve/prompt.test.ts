@@ -45,6 +45,22 @@ describe('context limits', () => {
     expect(fitMemory(ctx, { prompt: 'hi', maxTokens: 95 }, items).used).toBe(0);
   });
 
+  it('truncatePromptTokens reads the prompt as its last k tokens (-1: the window less one), and memory only as far as it fits within them, whole', () => {
+    const long = 'blood pressure '.repeat(60);
+    const whole = encodeRequest(ctx, { prompt: long, maxTokens: 1 });
+    expect(promptIds(ctx, { prompt: long, maxTokens: 1, truncatePromptTokens: 40 })).toEqual(whole.slice(-40));
+    expect(promptIds(ctx, { prompt: long, maxTokens: 1, truncatePromptTokens: -1 })).toEqual(whole.slice(-95));
+    // A prompt within the bound is read whole; one past the window even cut is still refused.
+    expect(promptIds(ctx, { prompt: 'short', maxTokens: 5, truncatePromptTokens: 40 })).toEqual(encodeRequest(ctx, { prompt: 'short', maxTokens: 5 }));
+    expect(() => promptIds(ctx, { prompt: long, maxTokens: 1, truncatePromptTokens: 500 })).toThrow(expect.objectContaining({ code: 'prompt_too_long' }));
+    const items = ['first item about tea', 'second item about walking every day in the park'];
+    const one = encodeRequest(ctx, { prompt: 'hi', maxTokens: 4 }, items.slice(0, 1)).length;
+    const two = encodeRequest(ctx, { prompt: 'hi', maxTokens: 4 }, items).length;
+    expect(fitMemory(ctx, { prompt: 'hi', maxTokens: 4, truncatePromptTokens: two }, items).used).toBe(2);
+    expect(fitMemory(ctx, { prompt: 'hi', maxTokens: 4, truncatePromptTokens: two - 1 }, items).used).toBe(1);
+    expect(fitMemory(ctx, { prompt: 'hi', maxTokens: 4, truncatePromptTokens: one - 1 }, items)).toEqual({ ids: encodeRequest(ctx, { prompt: 'hi', maxTokens: 4 }), used: 0 });
+  });
+
   it('caps the reply at the room the prompt leaves', () => {
     expect(replyBudget(ctx, 90, 128)).toBe(6);
     expect(replyBudget(ctx, 10, 5)).toBe(5);
