@@ -903,7 +903,6 @@ export function userOfModel(model: string | undefined): string | null {
   return isValidUserId(id) ? id : null;
 }
 
-/** The memlora user of an OpenAI request: `user`, or the one its model names; both must agree. */
 /** Whether a field a client may send empty asks for something: not null, false, an empty list, or an object of nulls. */
 const isAsked = (x: unknown): boolean => x != null && x !== false && !(Array.isArray(x) && x.length === 0) && !(typeof x === 'object' && !Array.isArray(x) && Object.values(x as object).every((y) => y == null));
 
@@ -920,13 +919,14 @@ const VLLM_CHAT_REFUSED: Record<string, string> = {
   echo: 'echo is not supported in chat completions (it is in /v1/completions)',
 };
 
-/** 422 for each refused field the body asks for (best_of above 1 too, which needs beam search or ranking memlora does not do). */
+/** 422 for each refused field the body asks for. */
 function refineRefused(v: Record<string, unknown>, ctx: z.RefinementCtx, refused: Record<string, string>): void {
   for (const [field, why] of Object.entries(refused)) {
     if (isAsked(v[field])) ctx.addIssue({ code: 'custom', path: [field], message: why });
   }
 }
 
+/** The memlora user of an OpenAI request: `user`, or the one its model names; both must agree. */
 function refineOpenAiUser(v: { user?: string; model?: string }, ctx: z.RefinementCtx): void {
   const named = userOfModel(v.model);
   if (v.user === undefined && named === null) {
@@ -948,6 +948,9 @@ type OpenAiGuides = {
   bad_words?: string[] | null;
 };
 
+/** The fields that choose the tokens a reply may draw, which a guide chooses itself. */
+const TOKEN_CHOOSERS = ['allowed_token_ids', 'bad_words'] as const;
+
 /** The guides an OpenAI body gives, by path: a JSON response_format, vLLM's guided_* fields and its structured_outputs' guides. */
 function openAiGuides(v: OpenAiGuides): string[] {
   const so = v.structured_outputs;
@@ -965,7 +968,7 @@ function openAiGuides(v: OpenAiGuides): string[] {
 function refineOpenAiGuides(v: OpenAiGuides, ctx: z.RefinementCtx): void {
   const given = openAiGuides(v);
   if (given.length > 1) ctx.addIssue({ code: 'custom', path: given[1].split('.'), message: `give one of ${given.join(', ')}, not both` });
-  for (const field of ['allowed_token_ids', 'bad_words'] as const) {
+  for (const field of TOKEN_CHOOSERS) {
     if (isAsked(v[field]) && given.length > 0) ctx.addIssue({ code: 'custom', path: [field], message: `${field} cannot be combined with ${given[0]}: a guide chooses the tokens` });
   }
   const texts: Array<[string[], unknown]> = [
@@ -1008,7 +1011,7 @@ function refineTools(v: OpenAiGuides & { tools?: Array<{ function: { name: strin
   const twice = names.find((n, i) => names.indexOf(n) !== i);
   if (twice !== undefined) ctx.addIssue({ code: 'custom', path: ['tools'], message: `two tools are named "${twice}"` });
   const choice = v.tool_choice;
-  for (const field of ['allowed_token_ids', 'bad_words'] as const) {
+  for (const field of TOKEN_CHOOSERS) {
     if (isAsked(v[field]) && names.length > 0 && choice !== 'none') ctx.addIssue({ code: 'custom', path: [field], message: `${field} cannot be combined with tools (unless tool_choice is none): calls are guided` });
   }
   if (choice == null || choice === 'none' || choice === 'auto') return;
