@@ -573,7 +573,11 @@ export const tokenAlternativeSchema = z.object({
   bytes: z.array(z.int().min(0).max(255)).nullable(),
 });
 
-export const tokenLogprobSchema = tokenAlternativeSchema.extend({ top: z.array(tokenAlternativeSchema).max(MAX_TOP_LOGPROBS) });
+export const tokenLogprobSchema = tokenAlternativeSchema.extend({
+  /** The token's place among all tokens at this position, most likely first (1: the most likely; ties in id order, as `top` lists them). */
+  rank: z.int().min(1),
+  top: z.array(tokenAlternativeSchema).max(MAX_TOP_LOGPROBS),
+});
 
 /**
  * vLLM's continue_final_message: the last message must be the assistant's (the reply continues it),
@@ -908,7 +912,6 @@ const isAsked = (x: unknown): boolean => x != null && x !== false && !(Array.isA
 
 /** vLLM's fields of the OpenAI routes that would change the reply and that memlora does not do: refused when asked, never ignored. */
 const VLLM_REFUSED: Record<string, string> = {
-  prompt_logprobs: "prompt_logprobs is not supported: score a prompt's tokens with POST /v1/score, or /v1/completions with echo and logprobs",
   use_beam_search: 'beam search is not supported',
   return_tokens_as_token_ids: 'return_tokens_as_token_ids is not supported',
   logits_processors: 'logits_processors are not supported',
@@ -918,6 +921,13 @@ const VLLM_CHAT_REFUSED: Record<string, string> = {
   chat_template: "chat_template is not supported: the model's own chat template is used",
   echo: 'echo is not supported in chat completions (it is in /v1/completions)',
 };
+
+/** vLLM's prompt_logprobs: not in a stream (vLLM refuses it there too), and -1 (every token of the vocabulary) is past memlora's bound. */
+function refinePromptLogprobs(v: { prompt_logprobs?: number | null; stream?: boolean | null }, ctx: z.RefinementCtx): void {
+  if (v.prompt_logprobs == null) return;
+  if (v.prompt_logprobs === -1) ctx.addIssue({ code: 'custom', path: ['prompt_logprobs'], message: `-1 (every token of the vocabulary) is more than memlora reports: at most ${MAX_TOP_LOGPROBS}` });
+  if (v.stream) ctx.addIssue({ code: 'custom', path: ['prompt_logprobs'], message: 'prompt_logprobs are not available when stream is true' });
+}
 
 /** 422 for each refused field the body asks for. */
 function refineRefused(v: Record<string, unknown>, ctx: z.RefinementCtx, refused: Record<string, string>): void {
@@ -1064,6 +1074,8 @@ const openAiSamplingShape = {
   allowed_token_ids: allowedTokenIdsSchema.nullable().optional(),
   bad_words: badWordsSchema.nullable().optional(),
   truncate_prompt_tokens: truncatePromptSchema.nullable().optional(),
+  /** vLLM's: each prompt token's log-probability, rank and this many most likely tokens at its place (src/http/prompt-logprobs.ts); not with stream. */
+  prompt_logprobs: z.int().min(-1).max(MAX_TOP_LOGPROBS).nullable().optional(),
   response_format: openAiResponseFormatSchema.nullable().optional(),
   guided_choice: guidedChoiceSchema.nullable().optional(),
   guided_json: guidedJsonSchema.nullable().optional(),
@@ -1093,6 +1105,7 @@ export const chatCompletionRequestSchema = z.looseObject({
 }).superRefine((v, ctx) => {
   refineOpenAiUser(v, ctx);
   refineOpenAiGuides(v, ctx);
+  refinePromptLogprobs(v, ctx);
   refineRefused(v, ctx, { ...VLLM_REFUSED, ...VLLM_CHAT_REFUSED });
   if (v.best_of != null && v.best_of !== 1) ctx.addIssue({ code: 'custom', path: ['best_of'], message: 'best_of above 1 is not supported: ask for n choices' });
   refineTools(v, ctx);
@@ -1111,6 +1124,11 @@ const openAiUsage = z.object({
 /** OpenAI's log-probabilities of a choice: the content tokens, each with its most likely alternatives. */
 const openAiAlternative = z.object({ token: z.string(), logprob: z.number().max(0), bytes: z.array(z.int().min(0).max(255)).nullable() });
 const openAiLogprobs = z.object({ content: z.array(openAiAlternative.extend({ top_logprobs: z.array(openAiAlternative) })) }).nullable();
+
+/** vLLM's prompt_logprobs: per prompt token, null for the first (nothing precedes it), else token ids (the prompt's own, and the most likely) to their figures. */
+export const promptLogprobsSchema = z.array(
+  z.record(z.string().regex(/^(0|[1-9][0-9]*)$/), z.object({ logprob: z.number().max(0), rank: z.int().min(1), decoded_token: z.string() })).nullable(),
+);
 
 const memloraField = z.object({
   personalization: personalizationSchema,
@@ -1133,6 +1151,8 @@ export const chatCompletionResponseSchema = z.object({
     )
     .min(1),
   usage: openAiUsage,
+  /** With prompt_logprobs (vLLM's): the prompt's tokens. */
+  prompt_logprobs: promptLogprobsSchema.optional(),
   /** The first choice's personalisation and timings; `choices` has every choice's when n > 1. */
   memlora: memloraField.extend({ choices: z.array(memloraField).optional() }),
 });
@@ -1189,6 +1209,7 @@ export const completionRequestSchema = z
   .superRefine((v, ctx) => {
     refineOpenAiUser(v, ctx);
     refineOpenAiGuides(v, ctx);
+    refinePromptLogprobs(v, ctx);
     refineRefused(v, ctx, VLLM_REFUSED);
     if (v.max_tokens === 0 && !v.echo) ctx.addIssue({ code: 'custom', path: ['max_tokens'], message: 'max_tokens 0 needs echo: true (nothing would be returned)' });
     const prompts = completionPrompts(v.prompt);
@@ -1213,7 +1234,18 @@ export const completionResponseSchema = z.object({
   object: z.literal('text_completion'),
   created: z.int(),
   model: z.string(),
-  choices: z.array(z.object({ index: z.int().min(0), text: z.string(), logprobs: legacyLogprobs, finish_reason: z.enum(['stop', 'length']) })).min(1),
+  choices: z
+    .array(
+      z.object({
+        index: z.int().min(0),
+        text: z.string(),
+        logprobs: legacyLogprobs,
+        finish_reason: z.enum(['stop', 'length']),
+        /** With prompt_logprobs (vLLM's): the tokens of the choice's prompt. */
+        prompt_logprobs: promptLogprobsSchema.optional(),
+      }),
+    )
+    .min(1),
   usage: openAiUsage,
   memlora: z.object({ personalization: personalizationSchema }),
 });

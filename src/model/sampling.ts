@@ -253,10 +253,12 @@ export function sampleToken(logits: Float32Array, opts: SamplingOptions, rng: Rn
   return ids[ids.length - 1];
 }
 
-/** A token's log-probability, and the most likely tokens' (most likely first; lower id first on ties). */
+/** A token's log-probability and rank, and the most likely tokens' (most likely first; lower id first on ties). */
 export interface TokenLogprobs {
   tokenId: number;
   logprob: number;
+  /** The token's place among all tokens, most likely first (1: the most likely), ties ordered as `top` orders them. */
+  rank: number;
   top: Array<{ tokenId: number; logprob: number }>;
 }
 
@@ -276,5 +278,13 @@ export function tokenLogprobs(logits: Float32Array, token: number, top: number):
   const lse = max + Math.log(sum);
   const lp = (id: number): number => Math.max(MIN_LOGPROB, logits[id] - lse);
   const ids = top > 0 ? topKIndices(logits, Math.min(top, logits.length)) : [];
-  return { tokenId: token, logprob: lp(token), top: ids.map((id) => ({ tokenId: id, logprob: lp(id) })) };
+  return { tokenId: token, logprob: lp(token), rank: rankOf(logits, token), top: ids.map((id) => ({ tokenId: id, logprob: lp(id) })) };
+}
+
+/** 1 + the tokens ahead of `token`: more likely, or as likely with a lower id (vLLM's rank; `top`'s order). */
+function rankOf(logits: Float32Array, token: number): number {
+  const x = logits[token];
+  let ahead = 0;
+  for (let i = 0; i < logits.length; i++) if (logits[i] > x || (logits[i] === x && i < token)) ahead++;
+  return ahead + 1;
 }

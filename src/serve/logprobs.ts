@@ -39,6 +39,6 @@ export class TokenTexts {
       const at = this.of(a.tokenId);
       top[k] = { token: at.token, tokenId: a.tokenId, logprob: a.logprob, bytes: at.bytes };
     }
-    return { token: t.token, tokenId: lp.tokenId, logprob: lp.logprob, bytes: t.bytes, top };
+    return { token: t.token, tokenId: lp.tokenId, logprob: lp.logprob, rank: lp.rank, bytes: t.bytes, top };
   }
 }

@@ -45,16 +45,20 @@ export function encodeRequest(ctx: PromptContext, req: PromptFields, memory: rea
 }
 
 /** The most prompt tokens the request reads (vLLM's truncate_prompt_tokens; -1: the window less one token for the reply); none: no bound. */
-function promptBound(ctx: PromptContext, req: PromptFields): number {
+function promptBound(ctx: PromptContext, req: Pick<PromptFields, 'truncatePromptTokens'>): number {
   const k = req.truncatePromptTokens;
   return k === undefined ? Infinity : k === -1 ? ctx.contextTokens - 1 : k;
 }
 
+/** A prompt's ids cut to their last truncatePromptTokens (vLLM's truncate_prompt_tokens), as the model reads them. */
+export function truncatePrompt(ctx: PromptContext, ids: number[], truncatePromptTokens: number | undefined): number[] {
+  const bound = promptBound(ctx, { truncatePromptTokens });
+  return ids.length > bound ? ids.slice(-bound) : ids;
+}
+
 /** The request's own ids (cut to their last truncatePromptTokens), or prompt_too_long when the window has no room for a reply. */
 export function promptIds(ctx: PromptContext, req: PromptFields): number[] {
-  const whole = encodeRequest(ctx, req);
-  const bound = promptBound(ctx, req);
-  const ids = whole.length > bound ? whole.slice(-bound) : whole;
+  const ids = truncatePrompt(ctx, encodeRequest(ctx, req), req.truncatePromptTokens);
   if (ids.length >= ctx.contextTokens) {
     throw new ServeError('prompt_too_long', `the prompt has ${ids.length} tokens; the context window holds ${ctx.contextTokens}, with room for at least one generated token`, {
       details: { promptTokens: ids.length, contextTokens: ctx.contextTokens },

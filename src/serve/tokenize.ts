@@ -9,12 +9,14 @@ import { encodeChat } from '../model/chat-format.js';
 import type { Tokenizer } from '../model/tokenizer.js';
 import { ServeError } from './errors.js';
 import type { TokenTexts } from './logprobs.js';
-import { type PromptContext, encodeRequest } from './prompt.js';
+import { type PromptContext, encodeRequest, truncatePrompt } from './prompt.js';
 import type { TokenizeRequest, TokenizeResult } from './types.js';
 
 export function tokenize(ctx: PromptContext, texts: TokenTexts, req: TokenizeRequest): TokenizeResult {
   let tokens: number[];
-  if (req.messages !== undefined) {
+  if (Array.isArray(req.prompt)) {
+    tokens = [...req.prompt];
+  } else if (req.messages !== undefined) {
     const continued = req.continueFinalMessage === true;
     tokens = encodeChat(ctx.tokenizer, req.messages, { addGenerationPrompt: req.addGenerationPrompt ?? !continued, continueFinalMessage: continued, template: ctx.template });
   } else if (req.addSpecialTokens ?? true) {
@@ -22,6 +24,7 @@ export function tokenize(ctx: PromptContext, texts: TokenTexts, req: TokenizeReq
   } else {
     tokens = ctx.tokenizer.encode(req.prompt ?? '', { parseSpecial: false });
   }
+  tokens = truncatePrompt(ctx, tokens, req.truncatePromptTokens);
   return {
     tokens,
     count: tokens.length,

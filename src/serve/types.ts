@@ -127,6 +127,8 @@ export interface TokenAlternative {
 }
 
 export interface TokenLogprob extends TokenAlternative {
+  /** The token's place among all tokens at this position, most likely first (1: the most likely; ties in id order, as `top` lists them). */
+  rank: number;
   /** The most likely tokens at this position, most likely first (topLogprobs of them). */
   top: TokenAlternative[];
 }
@@ -218,7 +220,8 @@ export interface QueueReport {
 
 /** POST /tokenize: a raw prompt or messages as the token ids the model is fed (memory aside). */
 export interface TokenizeRequest {
-  prompt?: string;
+  /** A text, or token ids (taken as they are; /v1/completions' prompts of ids). */
+  prompt?: string | number[];
   messages?: ServeMessage[];
   /** Raw prompt: BOS first where the chat template uses one, as /v1/generate feeds it (default true). */
   addSpecialTokens?: boolean;
@@ -228,6 +231,8 @@ export interface TokenizeRequest {
   continueFinalMessage?: boolean;
   /** Each token's text as well. */
   returnTokenStrings?: boolean;
+  /** The ids cut to their last k, as a generation with truncatePromptTokens k reads its prompt (-1: the window less one). */
+  truncatePromptTokens?: number;
 }
 
 export interface TokenizeResult {

@@ -222,7 +222,9 @@ describe('POST /v1/chat/completions', () => {
       { user: 'alice', messages: msg, bad_words: ['no'], tools: [{ type: 'function', function: { name: 'f' } }] },
       { user: 'alice', messages: msg, truncate_prompt_tokens: 0 },
       { user: 'alice', messages: msg, truncate_prompt_tokens: -2 },
-      { user: 'alice', messages: msg, prompt_logprobs: 0 },
+      { user: 'alice', messages: msg, prompt_logprobs: -1 },
+      { user: 'alice', messages: msg, prompt_logprobs: 21 },
+      { user: 'alice', messages: msg, prompt_logprobs: 0, stream: true },
       { user: 'alice', messages: msg, use_beam_search: true },
       { user: 'alice', messages: msg, best_of: 2 },
       { user: 'alice', messages: msg, return_tokens_as_token_ids: true },
@@ -266,6 +268,35 @@ describe('POST /v1/chat/completions', () => {
     const chunks = events.slice(0, -1).map((e) => chatCompletionChunkSchema.parse(JSON.parse(e.data)));
     const withContent = chunks.filter((c) => c.choices[0]?.delta.content);
     expect(withContent.map((c) => c.choices[0].logprobs?.content.map((t) => [t.token, t.logprob, t.top_logprobs]))).toEqual([[['echo', -0.1, []]], [[' hi', -0.2, []]], [[' you', -0.3, []]]]);
+  });
+
+  it('prompt_logprobs (vLLM\'s): the prompt as the generation reads it (rendered, cut to truncate_prompt_tokens) scored once for all choices; per token its log-probability, rank and most likely tokens, the first null', async () => {
+    await setup();
+    const msg = [{ role: 'user', content: 'to the sea' }];
+    const res = await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: msg, prompt_logprobs: 2, truncate_prompt_tokens: 6, mode: 'memory', n: 2, seed: 1 });
+    const body = chatCompletionResponseSchema.parse(await json(res));
+    // The fake renders BOS 1 and one id per character: the last 6 are "he sea".
+    expect(gen.tokenizeCalls).toEqual([{ messages: [{ role: 'user', content: 'to the sea' }], continueFinalMessage: undefined, truncatePromptTokens: 6 }]);
+    const ids = [...'he sea'].map((ch) => ch.charCodeAt(0));
+    expect(gen.scoreCalls).toEqual([{ userId: 'alice', mode: 'memory', prompt: ids.slice(0, 1), text: ids.slice(1), topLogprobs: 2, compare: false }]);
+    expect(gen.calls).toHaveLength(2);
+    // The fake scores "e sea" as two words, word i of rank i + 2, with made-up alternatives alt0 and alt1 (ranks 1 and 2).
+    const alts = { '1000': { logprob: -0.01, rank: 1, decoded_token: 'alt0' }, '1001': { logprob: -0.02, rank: 2, decoded_token: 'alt1' } };
+    expect(body.prompt_logprobs).toEqual([null, { '0': { logprob: -0.1, rank: 2, decoded_token: 'e' }, ...alts }, { '1': { logprob: -0.2, rank: 3, decoded_token: ' sea' }, ...alts }]);
+    expect(body.choices).toHaveLength(2);
+
+    // 0: each token alone; not asked: no field, no scoring pass.
+    const alone = chatCompletionResponseSchema.parse(await json(await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: [{ role: 'user', content: 'ab' }], prompt_logprobs: 0 })));
+    expect(alone.prompt_logprobs).toEqual([null, { '0': { logprob: -0.1, rank: 2, decoded_token: 'ab' } }]);
+    const plain = (await json(await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: msg }))) as Record<string, unknown>;
+    expect('prompt_logprobs' in plain).toBe(false);
+    expect(gen.scoreCalls).toHaveLength(2);
+
+    // The scoring pass's failure is the request's: a full queue is 429 with Retry-After.
+    gen.failWith = new ServiceError('queue_full', 'full', { retryAfterS: 2 });
+    const full = await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: msg, prompt_logprobs: 1 });
+    expect(full.headers.get('retry-after')).toBe('2');
+    await expectError(full, 429, 'queue_full');
   });
 
   it('streams chat.completion.chunk events ending with [DONE]', async () => {

@@ -47,6 +47,30 @@ describe('POST /v1/completions', () => {
     for (const index of [0, 1]) expect(chunks.flatMap((ch) => ch.choices.filter((c) => c.index === index).map((c) => c.text)).join('')).toBe('echo x y');
   });
 
+  it('prompt_logprobs (vLLM\'s): each choice has its prompt\'s, scored once per prompt as the generation reads it (a text after BOS, token ids as they are)', async () => {
+    await setup();
+    const body = completionResponseSchema.parse(await json(await post({ user: 'alice', prompt: ['a b', 'c'], n: 2, prompt_logprobs: 1, max_tokens: 1 })));
+    const code = (s: string) => [...s].map((ch) => ch.charCodeAt(0));
+    expect(gen.scoreCalls).toEqual([
+      { userId: 'alice', mode: 'auto', prompt: [1], text: code('a b'), topLogprobs: 1, compare: false },
+      { userId: 'alice', mode: 'auto', prompt: [1], text: code('c'), topLogprobs: 1, compare: false },
+    ]);
+    const alt = { '1000': { logprob: -0.01, rank: 1, decoded_token: 'alt0' } };
+    const ab = [null, { '0': { logprob: -0.1, rank: 2, decoded_token: 'a' }, ...alt }, { '1': { logprob: -0.2, rank: 3, decoded_token: ' b' }, ...alt }];
+    const c = [null, { '0': { logprob: -0.1, rank: 2, decoded_token: 'c' }, ...alt }];
+    expect(body.choices.map((ch) => ch.prompt_logprobs)).toEqual([ab, ab, c, c]);
+    expect(gen.calls).toHaveLength(4);
+
+    // Token ids as they are, cut to truncate_prompt_tokens; a single token has nothing before it (no scoring pass).
+    gen.scoreCalls.length = 0;
+    const ids = completionResponseSchema.parse(await json(await post({ user: 'alice', prompt: [7, 70, 71, 72], truncate_prompt_tokens: 3, prompt_logprobs: 0, max_tokens: 1 })));
+    expect(gen.scoreCalls).toEqual([{ userId: 'alice', mode: 'auto', prompt: [70], text: [71, 72], topLogprobs: 0, compare: false }]);
+    expect(ids.choices[0].prompt_logprobs).toEqual([null, { '0': { logprob: -0.1, rank: 2, decoded_token: 'GH' } }]);
+    const one = completionResponseSchema.parse(await json(await post({ user: 'alice', prompt: [7], prompt_logprobs: 3, max_tokens: 1 })));
+    expect(one.choices[0].prompt_logprobs).toEqual([null]);
+    expect(gen.scoreCalls).toHaveLength(1);
+  });
+
   it('echo with logprobs: the prompt\'s tokens scored, then the completion\'s; offsets into the returned text', async () => {
     await setup();
     const body = completionResponseSchema.parse(await json(await post({ user: 'alice', prompt: 'to the sea', max_tokens: 2, echo: true, logprobs: 2 })));
@@ -140,7 +164,9 @@ describe('POST /v1/completions', () => {
       { user: 'alice', prompt: 'x', n: 17 },
       { user: 'alice', prompt: 'x', min_tokens: 20 },
       { user: 'alice', prompt: 'x', bad_words: [''] },
-      { user: 'alice', prompt: 'x', prompt_logprobs: 1 },
+      { user: 'alice', prompt: 'x', prompt_logprobs: -1 },
+      { user: 'alice', prompt: 'x', prompt_logprobs: 1.5 },
+      { user: 'alice', prompt: 'x', prompt_logprobs: 1, stream: true },
       { user: 'alice', prompt: 'x', truncate_prompt_tokens: 1.5 },
     ]) {
       await expectError(await post(body), 422, 'validation_failed');

@@ -41,11 +41,11 @@ function reply(req: GenerateRequest, replyText: string | undefined): { words: st
   return { words: cut, finish: cut.length < words.length ? 'length' : 'stop' };
 }
 
-/** With logprobs, word i (its text as streamed) is "token" i, of log-probability -(i+1)/10, with topLogprobs made-up alternatives. */
+/** With logprobs, word i (its text as streamed) is "token" i, of log-probability -(i+1)/10 and rank i+2, with topLogprobs made-up alternatives. */
 function wordLogprob(req: GenerateRequest, piece: string, i: number): TokenLogprob {
   const alt = (token: string, tokenId: number, logprob: number) => ({ token, tokenId, logprob, bytes: [...Buffer.from(token, 'utf8')] });
   const top = Array.from({ length: req.topLogprobs ?? 0 }, (_, k) => alt(`alt${k}`, 1000 + k, -(k + 1) / 100));
-  return { ...alt(piece, i, -(i + 1) / 10), top };
+  return { ...alt(piece, i, -(i + 1) / 10), rank: i + 2, top };
 }
 
 const pieces = (words: string[]): string[] => words.map((w, i) => (i ? ' ' : '') + w);
@@ -99,11 +99,14 @@ export function fakeGenerate(): FakeGenerate {
         timings: { queueMs: 0.5, scoreMs: 1, totalMs: 1.5 },
       };
     },
-    // A "tokenizer" of 2,048 ids: BOS 1, then one id per UTF-16 unit of the text (or of each message's content).
+    // A "tokenizer" of 2,048 ids: BOS 1, then one id per UTF-16 unit of the text (or of each message's content); ids as they are.
+    // A window of 512 tokens: truncatePromptTokens keeps the last k (-1: 511).
     tokenize(req) {
       fake.tokenizeCalls.push(req);
       const text = req.prompt ?? req.messages!.map((m) => m.content).join('');
-      const tokens = [...(req.addSpecialTokens === false ? [] : [1]), ...Array.from(text, (ch) => ch.charCodeAt(0) % 2048)];
+      const whole = typeof text !== 'string' ? [...text] : [...(req.addSpecialTokens === false ? [] : [1]), ...Array.from(text, (ch) => ch.charCodeAt(0) % 2048)];
+      const k = req.truncatePromptTokens === -1 ? 511 : req.truncatePromptTokens;
+      const tokens = k !== undefined && whole.length > k ? whole.slice(-k) : whole;
       return { tokens, count: tokens.length, maxModelLen: 512, tokenStrings: req.returnTokenStrings ? tokens.map((t) => textOfIds([t])) : null };
     },
     detokenize(tokens) {

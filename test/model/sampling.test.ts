@@ -203,6 +203,19 @@ describe('tokenLogprobs', () => {
     expect(tokenLogprobs(logits, 0, 50).top.map((t) => t.tokenId)).toEqual([1, 4, 2, 0, 5, 3]);
   });
 
+  it('ranks the token among all tokens as a full sort would (1: the most likely; lower id first on ties), the order `top` lists them in', () => {
+    const rng = new Rng(7);
+    for (let trial = 0; trial < 200; trial++) {
+      const n = 1 + rng.int(40);
+      // Few distinct values, so that ties are common.
+      const x = Float32Array.from({ length: n }, () => rng.int(6) - 3);
+      const order = Array.from({ length: n }, (_, i) => i).sort((a, b) => x[b] - x[a] || a - b);
+      const all = tokenLogprobs(x, 0, n).top.map((t) => t.tokenId);
+      expect(all).toEqual(order);
+      for (let t = 0; t < n; t++) expect(tokenLogprobs(x, t, 0).rank).toBe(order.indexOf(t) + 1);
+    }
+  });
+
   it('stays finite for large logits and floors vanishing probabilities at MIN_LOGPROB', () => {
     const big = Float32Array.from([1e4, 1e4, -1e5]);
     const r = tokenLogprobs(big, 0, 3);

@@ -814,6 +814,55 @@ describe('the official OpenAI client, unmodified, against the real server', () =
     expect(json.logprobs?.map((lp) => [lp.token, lp.tokenId, lp.top])).toEqual([['z', tokenOf(md.tokenizer, 'z'), []], ['z', tokenOf(md.tokenizer, 'z'), []]]);
   });
 
+  it('prompt_logprobs (vLLM\'s): each prompt token as a generation from the tokens before it reports its first token (log-probability, rank, the most likely); chat scores its prompt as rendered', async () => {
+    const { tokens: ids } = tokenizeResponseSchema.parse(await (await post('/tokenize', { prompt: 'qqzq' })).json());
+    const res = await post('/v1/completions', { user: 'alice', prompt: ids, max_tokens: 1, prompt_logprobs: 3 });
+    const pl = completionResponseSchema.parse(await res.json()).choices[0].prompt_logprobs!;
+    expect(pl).toHaveLength(ids.length);
+    expect(pl[0]).toBeNull();
+    // With 0, each entry is the prompt's token alone, with its own rank.
+    const own = completionResponseSchema.parse(await (await post('/v1/completions', { user: 'alice', prompt: ids, max_tokens: 1, prompt_logprobs: 0 })).json()).choices[0].prompt_logprobs!;
+    const ranks: number[] = [];
+    for (let i = 1; i < ids.length; i++) {
+      // An independent path: the prefill of a generation from the first i tokens, and its first token's top 20.
+      const g = generateResultSchema.parse(await (await post('/v1/generate', { userId: 'alice', prompt: ids.slice(0, i), maxTokens: 1, logprobs: true, topLogprobs: 20 })).json());
+      const top = g.logprobs![0].top;
+      const entry = pl[i]!;
+      top.slice(0, 3).forEach((a, k) => expect(entry[a.tokenId]).toMatchObject({ rank: k + 1, decoded_token: a.token }));
+      for (const [id, e] of Object.entries(entry)) {
+        const k = top.findIndex((a) => a.tokenId === Number(id));
+        if (k >= 0) expect(e.logprob).toBeCloseTo(top[k].logprob, 4);
+        if (k >= 0) expect(e.rank).toBe(k + 1);
+        else expect(e.rank).toBeGreaterThan(20);
+      }
+      expect(Object.keys(entry)).toHaveLength(top.slice(0, 3).some((a) => a.tokenId === ids[i]) ? 3 : 4);
+      const k = top.findIndex((a) => a.tokenId === ids[i]);
+      expect(Object.keys(own[i]!)).toEqual([String(ids[i])]);
+      expect(own[i]![ids[i]]).toMatchObject({ logprob: entry[ids[i]].logprob, decoded_token: md.tokenizer.decode([ids[i]]) });
+      if (k >= 0) expect(own[i]![ids[i]].rank).toBe(k + 1);
+      else expect(own[i]![ids[i]].rank).toBeGreaterThan(20);
+      ranks.push(own[i]![ids[i]].rank);
+    }
+    // alice's adapter makes q the most likely token everywhere; z is not.
+    expect(ids.slice(1).map((id) => md.tokenizer.decode([id]))).toEqual(['q', 'q', 'z', 'q']);
+    expect(ranks.map((r) => r === 1)).toEqual([true, true, false, true]);
+    // Chat: its prompt rendered as /tokenize renders it, scored as the same ids would be.
+    const messages = [{ role: 'user', content: 'qz' }];
+    const chat = chatCompletionResponseSchema.parse(await (await post('/v1/chat/completions', { user: 'alice', messages, max_tokens: 1, prompt_logprobs: 1 })).json());
+    const rendered = tokenizeResponseSchema.parse(await (await post('/tokenize', { messages })).json()).tokens;
+    expect(chat.prompt_logprobs).toHaveLength(rendered.length);
+    expect(chat.usage.prompt_tokens).toBe(rendered.length);
+    const asIds = completionResponseSchema.parse(await (await post('/v1/completions', { user: 'alice', prompt: rendered, max_tokens: 1, prompt_logprobs: 1 })).json());
+    chat.prompt_logprobs!.forEach((e, i) => {
+      const same = asIds.choices[0].prompt_logprobs![i];
+      if (e === null) return expect(same).toBeNull();
+      expect(Object.keys(e)).toEqual(Object.keys(same!));
+      for (const id of Object.keys(e)) expect(e[id].logprob).toBeCloseTo(same![id].logprob, 5);
+    });
+    // In a stream, 422 as vLLM answers.
+    await expectError(await post('/v1/chat/completions', { user: 'alice', messages, prompt_logprobs: 1, stream: true }), 422, 'validation_failed');
+  });
+
   it('logit_bias, frequency_penalty and presence_penalty steer the reply; a bias on a token the model lacks is a 422 token_out_of_range', async () => {
     const q = tokenOf(md.tokenizer, 'q');
     const z = tokenOf(md.tokenizer, 'z');

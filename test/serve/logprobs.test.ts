@@ -16,11 +16,12 @@ describe('TokenTexts', () => {
 
   it('describes a token and its alternatives by text, id, bytes and log-probability', () => {
     const [a, b] = tok.encode(' blood');
-    const d = texts.describe({ tokenId: a, logprob: -0.5, top: [{ tokenId: b ?? a, logprob: -0.25 }] });
+    const d = texts.describe({ tokenId: a, logprob: -0.5, rank: 2, top: [{ tokenId: b ?? a, logprob: -0.25 }] });
     expect(d).toEqual({
       token: tok.decode([a]),
       tokenId: a,
       logprob: -0.5,
+      rank: 2,
       bytes: [...Buffer.from(tok.decode([a]))],
       top: [{ token: tok.decode([b ?? a]), tokenId: b ?? a, logprob: -0.25, bytes: [...Buffer.from(tok.decode([b ?? a]))] }],
     });

@@ -13,6 +13,7 @@ import { chatCompletionRequestSchema } from '../schemas.js';
 import type { GenerateRequest, GenerateResult, TokenLogprob } from '../services.js';
 import { allChoices, choiceRequests, openAiFinish, openAiTokenLogprobs, openAiUsage, samplingFields, toGenerate } from '../openai.js';
 import { type CallPiece, type ToolOffer, autoCallGuide, offerReader, readOffered, serveMessages, toolCallFormat, toolOffer, toolsPrompt, withToolsPrompt } from '../tools.js';
+import { promptLogprobs } from '../prompt-logprobs.js';
 import { mergeStreams } from '../stream-merge.js';
 import { readJson } from '../validate.js';
 import { clientSignal, firstEvent, logStreamError, requireGenerate } from './generate.js';
@@ -89,6 +90,11 @@ export function registerChatRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
     const offer = toolOffer(body);
 
     if (!req.stream) {
+      // vLLM's prompt_logprobs: the prompt as the generation reads it, scored first.
+      const ofPrompt =
+        body.prompt_logprobs != null
+          ? { prompt_logprobs: await promptLogprobs(gen, { userId: req.userId, mode: req.mode, prompt: { messages: req.messages!, continueFinalMessage: req.continueFinalMessage }, truncatePromptTokens: req.truncatePromptTokens, top: body.prompt_logprobs }, ac.signal) }
+          : {};
       const results = await allChoices(ac, reqs.map((r) => gen.generate(r, ac.signal)));
       const r = results[0];
       return c.json({
@@ -98,6 +104,7 @@ export function registerChatRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
         model,
         choices: results.map((x, index) => choiceOf(x, index, offer)),
         usage: usageOf(results),
+        ...ofPrompt,
         memlora: { ...memloraOf(r), ...(results.length > 1 ? { choices: results.map(memloraOf) } : {}) },
       });
     }

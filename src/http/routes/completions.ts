@@ -16,6 +16,7 @@ import { userExists } from '../../db/queries/users.js';
 import type { AppEnv, RouteDeps } from '../context.js';
 import { ApiError } from '../errors.js';
 import { allChoices, choiceRequests, openAiFinish, openAiUsage, openAiUserId, samplingFields, toGenerate } from '../openai.js';
+import { type PromptLogprobsAsk, promptLogprobs } from '../prompt-logprobs.js';
 import { mergeStreams } from '../stream-merge.js';
 import { completionPrompts, completionRequestSchema } from '../schemas.js';
 import type { GenerateRequest, GenerateResult, GenerateService, ScoreResult, TokenLogprob } from '../services.js';
@@ -86,6 +87,15 @@ function scorePrompt(gen: GenerateService, body: CompletionRequest, plan: Plan, 
   return gen.score!(typeof prompt === 'string' ? { ...req, text: prompt } : { ...req, prompt: prompt.slice(0, 1), text: prompt.slice(1) }, signal);
 }
 
+/** What prompt_logprobs scores of a prompt: as the generation reads it (cut to truncate_prompt_tokens). */
+const promptLogprobsAsk = (body: CompletionRequest, prompt: Prompt, top: number): PromptLogprobsAsk => ({
+  userId: openAiUserId(body),
+  mode: body.mode,
+  prompt: typeof prompt === 'string' ? { text: prompt } : { ids: prompt },
+  truncatePromptTokens: body.truncate_prompt_tokens ?? undefined,
+  top,
+});
+
 /** The echoed prompt's legacy entries: its scored tokens, after the unscored first of token ids. */
 function echoEntries(gen: GenerateService, plan: Plan, scored: ScoreResult | null): LegacyEntry[] {
   const tokens = scored?.tokens ?? [];
@@ -132,9 +142,10 @@ export function registerCompletionRoutes(app: Hono<AppEnv>, deps: RouteDeps): vo
     const completionTokensOf = (rs: ReadonlyArray<GenerateResult | null>): number => rs.reduce((sum, r) => sum + (r?.usage.completionTokens ?? 0), 0);
 
     if (!body.stream) {
-      // Per prompt: its scoring pass (echo), then its n generations; choice p·n + j, as OpenAI orders them.
+      // Per prompt: its scoring passes (echo, prompt_logprobs), then its n generations; choice p·n + j, as OpenAI orders them.
       const perPrompt = async (plan: Plan, p: number) => {
         const scored = plan.scorePrompt ? await scorePrompt(gen, body, plan, ac.signal) : null;
+        const ofPrompt = body.prompt_logprobs != null ? { prompt_logprobs: await promptLogprobs(gen, promptLogprobsAsk(body, plan.prompt, body.prompt_logprobs), ac.signal) } : {};
         const results: Array<GenerateResult | null> = plan.gen ? await Promise.all(choiceRequests(plan.gen, n).map((r) => gen.generate(r, ac.signal))) : Array.from({ length: n }, () => null);
         return {
           choices: results.map((r, j) => {
@@ -145,6 +156,7 @@ export function registerCompletionRoutes(app: Hono<AppEnv>, deps: RouteDeps): vo
               text: (plan.echo ? plan.echoText : '') + (r?.text ?? ''),
               logprobs: plan.top === null ? null : legacyLogprobs(entries, newOffset()),
               finish_reason: r ? openAiFinish(r.finishReason) : ('length' as const),
+              ...ofPrompt,
             };
           }),
           promptTokens: promptTokensOf(scored, results[0]),
