@@ -93,9 +93,20 @@ export async function allChoices<T>(ac: AbortController, work: ReadonlyArray<Pro
 /** OpenAI's finish reason: memlora's `stop` (an end token or a stop string) and `length`; a cancelled request answers nobody. */
 export const openAiFinish = (r: GenerateResult['finishReason']): 'stop' | 'length' => (r === 'length' ? 'length' : 'stop');
 
-/** OpenAI's log-probabilities of tokens (chat's logprobs.content, the Responses API's output_text.logprobs): memlora's, token ids left out. */
-export const openAiTokenLogprobs = (lps: readonly TokenLogprob[]) =>
-  lps.map((lp) => ({ token: lp.token, logprob: lp.logprob, bytes: lp.bytes, top_logprobs: lp.top.map((a) => ({ token: a.token, logprob: a.logprob, bytes: a.bytes })) }));
+/** A token as the logprobs name it: its text, or with vLLM's return_tokens_as_token_ids "token_id:<id>". */
+export const tokenName = (t: { token: string; tokenId: number }, asIds: boolean): string => (asIds ? `token_id:${t.tokenId}` : t.token);
+
+/**
+ * OpenAI's log-probabilities of tokens (chat's logprobs.content, the Responses API's output_text.logprobs):
+ * memlora's, token ids left out, or (`asIds`) standing for the tokens' text.
+ */
+export const openAiTokenLogprobs = (lps: readonly TokenLogprob[], asIds = false) =>
+  lps.map((lp) => ({
+    token: tokenName(lp, asIds),
+    logprob: lp.logprob,
+    bytes: lp.bytes,
+    top_logprobs: lp.top.map((a) => ({ token: tokenName(a, asIds), logprob: a.logprob, bytes: a.bytes })),
+  }));
 
 export function openAiUsage(promptTokens: number, completionTokens: number, cachedTokens: number) {
   return {

@@ -913,7 +913,6 @@ const isAsked = (x: unknown): boolean => x != null && x !== false && !(Array.isA
 /** vLLM's fields of the OpenAI routes that would change the reply and that memlora does not do: refused when asked, never ignored. */
 const VLLM_REFUSED: Record<string, string> = {
   use_beam_search: 'beam search is not supported',
-  return_tokens_as_token_ids: 'return_tokens_as_token_ids is not supported',
   logits_processors: 'logits_processors are not supported',
 };
 /** The same, of chat completions alone. */
@@ -1076,6 +1075,8 @@ const openAiSamplingShape = {
   truncate_prompt_tokens: truncatePromptSchema.nullable().optional(),
   /** vLLM's: each prompt token's log-probability, rank and this many most likely tokens at its place (src/http/prompt-logprobs.ts); not with stream. */
   prompt_logprobs: z.int().min(-1).max(MAX_TOP_LOGPROBS).nullable().optional(),
+  /** vLLM's: tokens in logprobs named "token_id:<id>" (their bytes and text offsets stay the token's own). */
+  return_tokens_as_token_ids: z.boolean().nullable().optional(),
   response_format: openAiResponseFormatSchema.nullable().optional(),
   guided_choice: guidedChoiceSchema.nullable().optional(),
   guided_json: guidedJsonSchema.nullable().optional(),

@@ -227,7 +227,6 @@ describe('POST /v1/chat/completions', () => {
       { user: 'alice', messages: msg, prompt_logprobs: 0, stream: true },
       { user: 'alice', messages: msg, use_beam_search: true },
       { user: 'alice', messages: msg, best_of: 2 },
-      { user: 'alice', messages: msg, return_tokens_as_token_ids: true },
       { user: 'alice', messages: msg, logits_processors: ['x'] },
       { user: 'alice', messages: msg, chat_template: '{{ messages }}' },
       { user: 'alice', messages: msg, echo: true },
@@ -263,11 +262,19 @@ describe('POST /v1/chat/completions', () => {
     const plain = chatCompletionResponseSchema.parse(await json(await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: msg })));
     expect(plain.choices[0].logprobs).toBeNull();
     expect(gen.calls[1].req.logprobs).toBe(false);
+    // vLLM's return_tokens_as_token_ids: tokens and alternatives named by id, their bytes their own.
+    const asIds = chatCompletionResponseSchema.parse(await json(await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: msg, logprobs: true, top_logprobs: 1, return_tokens_as_token_ids: true })));
+    expect(asIds.choices[0].logprobs!.content.map((t) => [t.token, t.bytes, t.top_logprobs.map((a) => a.token)])).toEqual(
+      ['echo', ' hi', ' you'].map((token, i) => [`token_id:${i}`, [...Buffer.from(token)], ['token_id:1000']]),
+    );
 
     const events = parseSse(await (await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: msg, stream: true, logprobs: true })).text());
     const chunks = events.slice(0, -1).map((e) => chatCompletionChunkSchema.parse(JSON.parse(e.data)));
     const withContent = chunks.filter((c) => c.choices[0]?.delta.content);
     expect(withContent.map((c) => c.choices[0].logprobs?.content.map((t) => [t.token, t.logprob, t.top_logprobs]))).toEqual([[['echo', -0.1, []]], [[' hi', -0.2, []]], [[' you', -0.3, []]]]);
+    const idEvents = parseSse(await (await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: msg, stream: true, logprobs: true, return_tokens_as_token_ids: true })).text());
+    const idTokens = idEvents.slice(0, -1).flatMap((e) => chatCompletionChunkSchema.parse(JSON.parse(e.data)).choices.flatMap((c) => c.logprobs?.content.map((t) => t.token) ?? []));
+    expect(idTokens).toEqual(['token_id:0', 'token_id:1', 'token_id:2']);
   });
 
   it('prompt_logprobs (vLLM\'s): the prompt as the generation reads it (rendered, cut to truncate_prompt_tokens) scored once for all choices; per token its log-probability, rank and most likely tokens, the first null', async () => {

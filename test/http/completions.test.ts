@@ -83,6 +83,19 @@ describe('POST /v1/completions', () => {
     expect(c.logprobs!.text_offset).toEqual([0, 2, 6, 10, 14]);
     c.logprobs!.tokens.forEach((t, i) => expect(c.text.slice(c.logprobs!.text_offset[i]).startsWith(t)).toBe(true));
     expect(c.logprobs!.top_logprobs[0]).toEqual({ alt0: -0.01, alt1: -0.02 });
+
+    // vLLM's return_tokens_as_token_ids: the tokens and alternatives by id; the offsets still into the text.
+    const asIds = completionResponseSchema.parse(await json(await post({ user: 'alice', prompt: 'to the sea', max_tokens: 2, echo: true, logprobs: 2, return_tokens_as_token_ids: true })));
+    const a = asIds.choices[0].logprobs!;
+    expect(a.tokens).toEqual(['token_id:0', 'token_id:1', 'token_id:2', 'token_id:0', 'token_id:1']);
+    expect(a.top_logprobs[0]).toEqual({ 'token_id:1000': -0.01, 'token_id:1001': -0.02 });
+    expect([a.token_logprobs, a.text_offset]).toEqual([c.logprobs!.token_logprobs, c.logprobs!.text_offset]);
+    // A prompt of ids: its first token, unscored, by id too; streamed the same.
+    const ids = completionResponseSchema.parse(await json(await post({ user: 'alice', prompt: [7, 97], max_tokens: 0, echo: true, logprobs: 0, return_tokens_as_token_ids: true })));
+    expect(ids.choices[0].logprobs!.tokens).toEqual(['token_id:7', 'token_id:0']);
+    const events = parseSse(await (await post({ user: 'alice', prompt: 'to the sea', max_tokens: 2, logprobs: 0, stream: true, return_tokens_as_token_ids: true })).text());
+    const streamed = events.slice(0, -1).flatMap((e) => completionChunkSchema.parse(JSON.parse(e.data)).choices.flatMap((ch) => ch.logprobs?.tokens ?? []));
+    expect(streamed).toEqual(['token_id:0', 'token_id:1']);
   });
 
   it('max_tokens 0 with echo scores the prompt and generates nothing (a log-likelihood query)', async () => {

@@ -812,6 +812,12 @@ describe('the official OpenAI client, unmodified, against the real server', () =
     expect(plain.choices[0].logprobs).toBeNull();
     const json = generateResultSchema.parse(await (await post('/v1/generate', { userId: 'bob', prompt: 'Hello', maxTokens: 2, logprobs: true })).json());
     expect(json.logprobs?.map((lp) => [lp.token, lp.tokenId, lp.top])).toEqual([['z', tokenOf(md.tokenizer, 'z'), []], ['z', tokenOf(md.tokenizer, 'z'), []]]);
+    // vLLM's return_tokens_as_token_ids names each token by id, in chat and legacy completions.
+    const z = `token_id:${tokenOf(md.tokenizer, 'z')}`;
+    const chat = chatCompletionResponseSchema.parse(await (await post('/v1/chat/completions', { user: 'bob', messages: hello, max_tokens: 2, logprobs: true, top_logprobs: 1, return_tokens_as_token_ids: true })).json());
+    expect(chat.choices[0].logprobs!.content.map((t) => [t.token, t.bytes, t.top_logprobs[0].token])).toEqual([[z, [0x7a], z], [z, [0x7a], z]]);
+    const legacy = completionResponseSchema.parse(await (await post('/v1/completions', { user: 'bob', prompt: 'Hello', max_tokens: 2, logprobs: 1, return_tokens_as_token_ids: true })).json());
+    expect(legacy.choices[0].logprobs).toMatchObject({ tokens: [z, z], top_logprobs: [{ [z]: expect.any(Number) }, { [z]: expect.any(Number) }], text_offset: [0, 1] });
   });
 
   it('prompt_logprobs (vLLM\'s): each prompt token as a generation from the tokens before it reports its first token (log-probability, rank, the most likely); chat scores its prompt as rendered', async () => {

@@ -43,8 +43,8 @@ const finishReason = openAiFinish;
 const usageOf = (rs: readonly GenerateResult[]) =>
   openAiUsage(rs[0].usage.promptTokens, rs.reduce((n, r) => n + r.usage.completionTokens, 0), rs[0].usage.cachedTokens);
 
-/** OpenAI's `logprobs` of a choice from memlora's (token ids and the memlora-only field names left out). */
-const logprobsOf = (lps: readonly TokenLogprob[] | undefined) => (lps === undefined ? null : { content: openAiTokenLogprobs(lps) });
+/** OpenAI's `logprobs` of a choice from memlora's (the memlora-only field names left out; tokens as "token_id:<id>" with `asIds`). */
+const logprobsOf = (lps: readonly TokenLogprob[] | undefined, asIds: boolean) => (lps === undefined ? null : { content: openAiTokenLogprobs(lps, asIds) });
 
 const memloraOf = (r: GenerateResult) => ({ personalization: r.personalization, timings: r.timings });
 
@@ -64,14 +64,14 @@ function callDelta(p: CallPiece, id: string, array: boolean) {
  * A non-streamed choice: the reply's text, or the calls it began (ids from the generation's, numbered
  * within an array of calls) with any text after them, read as a stream would read it.
  */
-function choiceOf(r: GenerateResult, index: number, offer: ToolOffer) {
+function choiceOf(r: GenerateResult, index: number, offer: ToolOffer, asIds: boolean) {
   const read = readOffered(r.text, offer);
   if (read && read.calls.length > 0) {
     const id = `call_${r.id.replace(/^gen_/, '')}`;
     const toolCalls = read.calls.map((call, i) => ({ id: read.array ? `${id}_${i}` : id, type: 'function', function: call }));
-    return { index, message: { role: 'assistant', content: read.content, tool_calls: toolCalls }, logprobs: logprobsOf(r.logprobs), finish_reason: callsFinish(r, read.cut) };
+    return { index, message: { role: 'assistant', content: read.content, tool_calls: toolCalls }, logprobs: logprobsOf(r.logprobs, asIds), finish_reason: callsFinish(r, read.cut) };
   }
-  return { index, message: { role: 'assistant', content: r.text }, logprobs: logprobsOf(r.logprobs), finish_reason: finishReason(r.finishReason) };
+  return { index, message: { role: 'assistant', content: r.text }, logprobs: logprobsOf(r.logprobs, asIds), finish_reason: finishReason(r.finishReason) };
 }
 
 export function registerChatRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
@@ -88,6 +88,7 @@ export function registerChatRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
 
     const reqs = choiceRequests(req, body.n ?? 1);
     const offer = toolOffer(body);
+    const asIds = body.return_tokens_as_token_ids === true;
 
     if (!req.stream) {
       // vLLM's prompt_logprobs: the prompt as the generation reads it, scored first.
@@ -102,7 +103,7 @@ export function registerChatRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
         object: 'chat.completion',
         created,
         model,
-        choices: results.map((x, index) => choiceOf(x, index, offer)),
+        choices: results.map((x, index) => choiceOf(x, index, offer, asIds)),
         usage: usageOf(results),
         ...ofPrompt,
         memlora: { ...memloraOf(r), ...(results.length > 1 ? { choices: results.map(memloraOf) } : {}) },
@@ -127,7 +128,7 @@ export function registerChatRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
       const withPending = (index: number) => {
         const lps = pending[index];
         pending[index] = [];
-        return lps.length > 0 ? { logprobs: logprobsOf(lps) } : {};
+        return lps.length > 0 ? { logprobs: logprobsOf(lps, asIds) } : {};
       };
       const send = (index: number, delta: Record<string, unknown>) => chunk([{ index, ...delta, finish_reason: null }]);
       const merged = mergeStreams(streams);

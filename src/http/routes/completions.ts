@@ -15,7 +15,7 @@ import type { z } from 'zod';
 import { userExists } from '../../db/queries/users.js';
 import type { AppEnv, RouteDeps } from '../context.js';
 import { ApiError } from '../errors.js';
-import { allChoices, choiceRequests, openAiFinish, openAiUsage, openAiUserId, samplingFields, toGenerate } from '../openai.js';
+import { allChoices, choiceRequests, openAiFinish, openAiUsage, openAiUserId, samplingFields, toGenerate, tokenName } from '../openai.js';
 import { type PromptLogprobsAsk, promptLogprobs } from '../prompt-logprobs.js';
 import { mergeStreams } from '../stream-merge.js';
 import { completionPrompts, completionRequestSchema } from '../schemas.js';
@@ -43,23 +43,29 @@ function toGenerateRequest(body: CompletionRequest, prompt: Prompt, maxTokens: n
 }
 
 /** A token in the legacy logprobs: a scored one, or a prompt's first token, which nothing precedes (null). */
-type LegacyEntry = Pick<TokenLogprob, 'token' | 'bytes'> & { logprob: number | null; top: TokenLogprob['top'] | null };
+type LegacyEntry = Pick<TokenLogprob, 'token' | 'tokenId' | 'bytes'> & { logprob: number | null; top: TokenLogprob['top'] | null };
 
-/** Legacy log-probabilities of tokens, their text offsets counted on from `offset.at` (advanced past them). */
-function legacyLogprobs(entries: readonly LegacyEntry[], offset: { at: number; decoder: TextDecoder }) {
+/**
+ * Legacy log-probabilities of tokens, their text offsets counted on from `offset.at` (advanced past
+ * them); with `asIds` (vLLM's return_tokens_as_token_ids) tokens named "token_id:<id>", offsets still into the text.
+ */
+function legacyLogprobs(entries: readonly LegacyEntry[], offset: { at: number; decoder: TextDecoder }, asIds: boolean) {
   const textOffset: number[] = [];
   for (const e of entries) {
     textOffset.push(offset.at);
     offset.at += offset.decoder.decode(Uint8Array.from(e.bytes ?? [...Buffer.from(e.token, 'utf8')]), { stream: true }).length;
   }
   return {
-    tokens: entries.map((e) => e.token),
+    tokens: entries.map((e) => tokenName(e, asIds)),
     token_logprobs: entries.map((e) => e.logprob),
     // The most likely first where two alternatives read the same.
     top_logprobs: entries.map((e) => {
       if (e.top === null) return null;
       const top: Record<string, number> = {};
-      for (const a of e.top) if (!(a.token in top)) top[a.token] = a.logprob;
+      for (const a of e.top) {
+        const name = tokenName(a, asIds);
+        if (!(name in top)) top[name] = a.logprob;
+      }
       return top;
     }),
     text_offset: textOffset,
@@ -100,7 +106,7 @@ const promptLogprobsAsk = (body: CompletionRequest, prompt: Prompt, top: number)
 function echoEntries(gen: GenerateService, plan: Plan, scored: ScoreResult | null): LegacyEntry[] {
   const tokens = scored?.tokens ?? [];
   if (typeof plan.prompt === 'string') return tokens;
-  return [{ token: gen.detokenize!(plan.prompt.slice(0, 1)), bytes: null, logprob: null, top: null }, ...tokens];
+  return [{ token: gen.detokenize!(plan.prompt.slice(0, 1)), tokenId: plan.prompt[0], bytes: null, logprob: null, top: null }, ...tokens];
 }
 
 export function registerCompletionRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
@@ -111,6 +117,7 @@ export function registerCompletionRoutes(app: Hono<AppEnv>, deps: RouteDeps): vo
     const maxTokens = body.max_tokens ?? DEFAULT_MAX_TOKENS;
     const echo = body.echo ?? false;
     const top = body.logprobs ?? null;
+    const asIds = body.return_tokens_as_token_ids === true;
     const plans: Plan[] = completionPrompts(body.prompt).map((prompt) => ({
       prompt,
       echoText: typeof prompt === 'string' ? prompt : '',
@@ -154,7 +161,7 @@ export function registerCompletionRoutes(app: Hono<AppEnv>, deps: RouteDeps): vo
             return {
               index: p * n + j,
               text: (plan.echo ? plan.echoText : '') + (r?.text ?? ''),
-              logprobs: plan.top === null ? null : legacyLogprobs(entries, newOffset()),
+              logprobs: plan.top === null ? null : legacyLogprobs(entries, newOffset(), asIds),
               finish_reason: r ? openAiFinish(r.finishReason) : ('length' as const),
               ...ofPrompt,
             };
@@ -196,14 +203,14 @@ export function registerCompletionRoutes(app: Hono<AppEnv>, deps: RouteDeps): vo
       try {
         if (plan.echo) {
           for (const [index, offset] of offsets.entries()) {
-            await chunk([{ index, text: plan.echoText, logprobs: plan.top === null ? null : legacyLogprobs(echoEntries(gen, plan, scored), offset), finish_reason: null }]);
+            await chunk([{ index, text: plan.echoText, logprobs: plan.top === null ? null : legacyLogprobs(echoEntries(gen, plan, scored), offset, asIds), finish_reason: null }]);
           }
         }
         if (merged) {
           for await (const { index, value: ev } of merged) {
             if (ac.signal.aborted) return;
             if (ev.type === 'token') {
-              await chunk([{ index, text: ev.text, logprobs: plan.top === null ? null : legacyLogprobs(ev.logprobs ?? [], offsets[index]), finish_reason: null }]);
+              await chunk([{ index, text: ev.text, logprobs: plan.top === null ? null : legacyLogprobs(ev.logprobs ?? [], offsets[index], asIds), finish_reason: null }]);
             } else {
               results[index] = ev.result;
               await finish(index, openAiFinish(ev.result.finishReason), ev.result);
