@@ -918,7 +918,6 @@ const VLLM_REFUSED: Record<string, string> = {
 /** The same, of chat completions alone. */
 const VLLM_CHAT_REFUSED: Record<string, string> = {
   chat_template: "chat_template is not supported: the model's own chat template is used",
-  echo: 'echo is not supported in chat completions (it is in /v1/completions)',
 };
 
 /** vLLM's prompt_logprobs: not in a stream (vLLM refuses it there too), and -1 (every token of the vocabulary) is past memlora's bound. */
@@ -1098,6 +1097,8 @@ export const chatCompletionRequestSchema = z.looseObject({
   top_logprobs: z.int().min(0).max(MAX_TOP_LOGPROBS).nullable().optional(),
   /** vLLM's: the reply continues the last message, the assistant's (then add_generation_prompt must not be true). */
   continue_final_message: z.boolean().nullable().optional(),
+  /** vLLM's: each choice's content starts with the last message's text, where that message is the assistant's. */
+  echo: z.boolean().nullable().optional(),
   add_generation_prompt: z.boolean().nullable().optional(),
   tools: z.array(openAiTool).max(MAX_TOOLS).nullable().optional(),
   tool_choice: openAiToolChoice.nullable().optional(),

@@ -229,7 +229,6 @@ describe('POST /v1/chat/completions', () => {
       { user: 'alice', messages: msg, best_of: 2 },
       { user: 'alice', messages: msg, logits_processors: ['x'] },
       { user: 'alice', messages: msg, chat_template: '{{ messages }}' },
-      { user: 'alice', messages: msg, echo: true },
     ]) {
       await expectError(await h.req('POST', '/v1/chat/completions', body), 422, 'validation_failed');
     }
@@ -304,6 +303,27 @@ describe('POST /v1/chat/completions', () => {
     const full = await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: msg, prompt_logprobs: 1 });
     expect(full.headers.get('retry-after')).toBe('2');
     await expectError(full, 429, 'queue_full');
+  });
+
+  it('echo (vLLM\'s): each choice\'s content starts with the last message\'s text where it is the assistant\'s (a prefilled reply continued), plain and streamed', async () => {
+    await setup();
+    const prefilled = [{ role: 'user', content: 'x' }, { role: 'assistant', content: [{ type: 'text', text: 'Once ' }, { type: 'text', text: 'upon' }] }];
+    const ask = (extra: Record<string, unknown>) => h.req('POST', '/v1/chat/completions', { user: 'alice', messages: prefilled, continue_final_message: true, add_generation_prompt: false, n: 2, ...extra });
+    // The fake replies "echo <the last message's text>".
+    const body = chatCompletionResponseSchema.parse(await json(await ask({ echo: true })));
+    expect(body.choices.map((c) => c.message.content)).toEqual(['Once uponecho Once upon', 'Once uponecho Once upon']);
+    const off = chatCompletionResponseSchema.parse(await json(await ask({ echo: false })));
+    expect(off.choices[0].message.content).toBe('echo Once upon');
+    const events = parseSse(await (await ask({ echo: true, stream: true })).text());
+    const chunks = events.slice(0, -1).map((e) => chatCompletionChunkSchema.parse(JSON.parse(e.data)));
+    for (const index of [0, 1]) {
+      const pieces = chunks.flatMap((ch) => ch.choices.filter((c) => c.index === index).map((c) => c.delta.content ?? ''));
+      expect(pieces.join('')).toBe('Once uponecho Once upon');
+      expect(pieces.filter((p) => p !== '')[0]).toBe('Once upon');
+    }
+    // The last message the user's: nothing to echo.
+    const user = chatCompletionResponseSchema.parse(await json(await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: [{ role: 'user', content: 'hi' }], echo: true })));
+    expect(user.choices[0].message.content).toBe('echo hi');
   });
 
   it('streams chat.completion.chunk events ending with [DONE]', async () => {

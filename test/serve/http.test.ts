@@ -359,6 +359,10 @@ describe('the real engine behind the HTTP API', () => {
     const continued = chatCompletionResponseSchema.parse(await (await post('/v1/chat/completions', { user: 'alice', messages: prefilled, continue_final_message: true, add_generation_prompt: false, max_tokens: 3 })).json());
     expect(continued.usage.prompt_tokens).toBe(open.count);
     expect(continued.choices[0].message.content).toBe('qqq'); // alice's adapter goes on with q
+    // vLLM's echo: the whole message, the prefilled part and its continuation.
+    const whole = chatCompletionResponseSchema.parse(await (await post('/v1/chat/completions', { user: 'alice', messages: prefilled, continue_final_message: true, add_generation_prompt: false, max_tokens: 3, echo: true })).json());
+    expect(whole.choices[0].message.content).toBe('qqqqq');
+    expect(whole.usage).toEqual(continued.usage);
     const back = detokenizeResponseSchema.parse(await (await post('/detokenize', { tokens: t.tokens.slice(1) })).json());
     expect(back.prompt).toBe(prompt);
     const err = await expectError(await post('/detokenize', { tokens: [1, md.cfg.vocabSize] }), 422, 'token_out_of_range');

@@ -12,7 +12,7 @@ import type { AppEnv, RouteDeps } from '../context.js';
 import { chatCompletionRequestSchema } from '../schemas.js';
 import type { GenerateRequest, GenerateResult, TokenLogprob } from '../services.js';
 import { allChoices, choiceRequests, openAiFinish, openAiTokenLogprobs, openAiUsage, samplingFields, toGenerate } from '../openai.js';
-import { type CallPiece, type ToolOffer, autoCallGuide, offerReader, readOffered, serveMessages, toolCallFormat, toolOffer, toolsPrompt, withToolsPrompt } from '../tools.js';
+import { type CallPiece, type ToolOffer, autoCallGuide, offerReader, readOffered, serveMessages, textOf, toolCallFormat, toolOffer, toolsPrompt, withToolsPrompt } from '../tools.js';
 import { promptLogprobs } from '../prompt-logprobs.js';
 import { mergeStreams } from '../stream-merge.js';
 import { readJson } from '../validate.js';
@@ -64,14 +64,24 @@ function callDelta(p: CallPiece, id: string, array: boolean) {
  * A non-streamed choice: the reply's text, or the calls it began (ids from the generation's, numbered
  * within an array of calls) with any text after them, read as a stream would read it.
  */
-function choiceOf(r: GenerateResult, index: number, offer: ToolOffer, asIds: boolean) {
+function choiceOf(r: GenerateResult, index: number, offer: ToolOffer, asIds: boolean, echoed: string) {
   const read = readOffered(r.text, offer);
   if (read && read.calls.length > 0) {
     const id = `call_${r.id.replace(/^gen_/, '')}`;
     const toolCalls = read.calls.map((call, i) => ({ id: read.array ? `${id}_${i}` : id, type: 'function', function: call }));
-    return { index, message: { role: 'assistant', content: read.content, tool_calls: toolCalls }, logprobs: logprobsOf(r.logprobs, asIds), finish_reason: callsFinish(r, read.cut) };
+    const content = echoed === '' ? read.content : echoed + (read.content ?? '');
+    return { index, message: { role: 'assistant', content, tool_calls: toolCalls }, logprobs: logprobsOf(r.logprobs, asIds), finish_reason: callsFinish(r, read.cut) };
   }
-  return { index, message: { role: 'assistant', content: r.text }, logprobs: logprobsOf(r.logprobs, asIds), finish_reason: finishReason(r.finishReason) };
+  return { index, message: { role: 'assistant', content: echoed + r.text }, logprobs: logprobsOf(r.logprobs, asIds), finish_reason: finishReason(r.finishReason) };
+}
+
+/**
+ * vLLM's chat echo: the text of the last message where it is the assistant's (the reply's own role,
+ * a message the reply continues with continue_final_message), put before each choice's content; else nothing.
+ */
+function echoedOf(body: ChatRequest): string {
+  const last = body.messages[body.messages.length - 1];
+  return body.echo && last.role === 'assistant' ? textOf(last.content) : '';
 }
 
 export function registerChatRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
@@ -89,6 +99,7 @@ export function registerChatRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
     const reqs = choiceRequests(req, body.n ?? 1);
     const offer = toolOffer(body);
     const asIds = body.return_tokens_as_token_ids === true;
+    const echoed = echoedOf(body);
 
     if (!req.stream) {
       // vLLM's prompt_logprobs: the prompt as the generation reads it, scored first.
@@ -103,7 +114,7 @@ export function registerChatRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
         object: 'chat.completion',
         created,
         model,
-        choices: results.map((x, index) => choiceOf(x, index, offer, asIds)),
+        choices: results.map((x, index) => choiceOf(x, index, offer, asIds, echoed)),
         usage: usageOf(results),
         ...ofPrompt,
         memlora: { ...memloraOf(r), ...(results.length > 1 ? { choices: results.map(memloraOf) } : {}) },
@@ -134,6 +145,7 @@ export function registerChatRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
       const merged = mergeStreams(streams);
       try {
         for (const index of reqs.keys()) await chunk([{ index, delta: { role: 'assistant', content: '' }, finish_reason: null }]);
+        if (echoed !== '') for (const index of reqs.keys()) await send(index, { delta: { content: echoed } });
         for await (const { index, value: ev } of merged) {
           if (ac.signal.aborted) return;
           const reader = readers[index];
