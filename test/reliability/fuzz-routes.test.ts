@@ -176,6 +176,13 @@ const KNOWN_RESPONSE = '{{response}}';
 const KNOWN_CONVERSATION = '{{conversation}}';
 const KNOWN_CONVERSATION_ITEM = '{{conversation-item}}';
 
+/** The segment naming what the fixtures keep (the latest job, item, response, conversation; alice or bob), for a well-formed case. */
+function fixtureSegment(param: string, conversationRoute: boolean): fc.Arbitrary<string> {
+  const one: Record<string, string> = { jobId: KNOWN_JOB, responseId: KNOWN_RESPONSE, conversationId: KNOWN_CONVERSATION, model: 'memlora', version: '2' };
+  if (param === 'itemId') return fc.constant(conversationRoute ? KNOWN_CONVERSATION_ITEM : KNOWN_ITEM);
+  return param in one ? fc.constant(one[param]) : fc.constantFrom('alice', 'bob');
+}
+
 function segmentArb(param: string, conversationRoute: boolean): fc.Arbitrary<string> {
   const known =
     param === 'jobId' ? fc.constant(KNOWN_JOB) : param === 'responseId' ? fc.constant(KNOWN_RESPONSE) : param === 'conversationId' ? fc.constant(KNOWN_CONVERSATION) : param === 'itemId' && conversationRoute ? fc.constant(KNOWN_CONVERSATION_ITEM) : param === 'itemId' ? fc.constantFrom(KNOWN_ITEM, KNOWN_ITEM, KNOWN_ITEM, '1', '0', '-1', '99999999999') : param === 'model' ? fc.constant('memlora') : param === 'version' ? fc.constantFrom('2', '2', '2', '1', '01', '-1', '1.0', '99999999999') : fc.constantFrom('alice', 'bob');
@@ -392,13 +399,37 @@ interface Case {
   body: string | Uint8Array | undefined;
 }
 
-function caseArb(op: Operation): fc.Arbitrary<Case> {
-  const segments = fc.tuple(...op.pathParams.map((p) => segmentArb(p, op.template.startsWith('/v1/conversations'))));
-  const path = segments.map((segs) => {
+/** The route's path with each parameter's segment drawn from `segment`. */
+function pathArb(op: Operation, segment: (param: string, conversationRoute: boolean) => fc.Arbitrary<string>): fc.Arbitrary<string> {
+  return fc.tuple(...op.pathParams.map((p) => segment(p, op.template.startsWith('/v1/conversations')))).map((segs) => {
     let p = op.template;
     op.pathParams.forEach((name, i) => (p = p.replace(`{${name}}`, segs[i])));
     return p;
   });
+}
+
+/**
+ * A well-formed case: the fixtures' ids, a documented query or none, a documented body, plain JSON
+ * headers. One case in five, so that whatever the seed the handler's success path is reached too
+ * (the hostile cases alone reach it in a few percent of runs on routes with two ids, a query and a body).
+ */
+function wellFormedArb(op: Operation): fc.Arbitrary<Case> {
+  const body = op.method !== 'GET' && op.examples.length > 0 ? fc.constantFrom(...op.examples).map(toJsonText) : fc.constant(undefined);
+  const auth = op.admin ? fc.constant(`Bearer ${ADMIN_TOKEN}`) : fc.constantFrom('', `Bearer ${ADMIN_TOKEN}`);
+  return fc.tuple(pathArb(op, fixtureSegment), fc.constantFrom('', ...op.queryExamples), auth, body).map(([path, query, authorization, b]) => ({
+    path,
+    query,
+    headers: Object.fromEntries(Object.entries({ 'content-type': 'application/json', authorization }).filter(([, v]) => v !== '')),
+    body: b,
+  }));
+}
+
+function caseArb(op: Operation): fc.Arbitrary<Case> {
+  return fc.oneof({ weight: 1, arbitrary: wellFormedArb(op) }, { weight: 4, arbitrary: hostileCaseArb(op) });
+}
+
+function hostileCaseArb(op: Operation): fc.Arbitrary<Case> {
+  const path = pathArb(op, segmentArb);
   const takesBody = op.method !== 'GET';
   const body: fc.Arbitrary<{ body: string | Uint8Array | undefined; contentLength?: string }> = !takesBody
     ? fc.constant({ body: undefined })
@@ -457,7 +488,6 @@ function seed(): void {
   if (userExists(h.db, 'alice') && !h.db.sqlite.prepare("SELECT 1 FROM adapter_versions WHERE user_id = 'alice' AND active = 1").get()) {
     h.db.sqlite.prepare("UPDATE adapter_versions SET active = 1 WHERE user_id = 'alice' AND version = 1 AND status = 'ready'").run();
   }
-  // Deleted items are put back: the cases of DELETE .../history/{itemId} delete them one by one.
   // A stored background response of alice's for the stored-response routes (DELETE /v1/responses/{id} deletes them one by one; cancel needs a background one).
   if (userExists(h.db, 'alice') && !h.db.sqlite.prepare("SELECT 1 FROM stored_responses WHERE json_extract(response, '$.background') = 1").get()) {
     const id = `resp_seed${Date.now()}${Math.random().toString(16).slice(2, 8)}`;
@@ -465,7 +495,7 @@ function seed(): void {
     const response = {
       id, object: 'response', created_at: 1, status: 'completed', background: true, error: null, incomplete_details: null, instructions: null, max_output_tokens: 16, model: 'memlora',
       output: [{ type: 'message', id: `msg_${id}`, status: 'completed', role: 'assistant', content: [{ type: 'output_text', text: 'hi', annotations: [], logprobs: [] }] }],
-      parallel_tool_calls: true, temperature: 0, top_p: 1, tool_choice: 'auto', tools: [], text: { format: { type: 'text' } }, store: true, previous_response_id: null, truncation: 'disabled', metadata: {},
+      parallel_tool_calls: true, temperature: 0, top_p: 1, tool_choice: 'auto', tools: [], text: { format: { type: 'text' } }, store: true, previous_response_id: null, truncation: 'disabled', metadata: {}, conversation: null,
       usage: { input_tokens: 2, input_tokens_details: { cached_tokens: 0 }, output_tokens: 1, output_tokens_details: { reasoning_tokens: 0 }, total_tokens: 3 },
       memlora: { personalization: { mode: 'vanilla', adapterVersion: null }, timings: { queueMs: 0, prefillMs: 1, decodeMs: 1, totalMs: 2 } },
     };
@@ -477,7 +507,9 @@ function seed(): void {
     const items = [0, 1].map((i) => ({ type: 'message', id: `msg_${id}_in${i}`, status: 'completed', role: 'user', content: [{ type: 'input_text', text: `hello ${i}` }] }));
     createConversation(h.db, { id, userId: null, createdAt: Date.now(), updatedAt: Date.now(), metadata: {} }, items, 0);
   }
+  // Deleted items are put back, for both users the cases name.
   if (countHistory(h.db, 'alice') < 2) appendHistory(h.db, 'alice', [{ kind: 'post', text: 'alice again' }, { kind: 'post', text: 'and again' }]);
+  if (userExists(h.db, 'bob') && countHistory(h.db, 'bob') < 1) appendHistory(h.db, 'bob', [{ kind: 'post', text: 'bob again' }]);
   if (!userExists(h.db, 'bob')) {
     createUser(h.db, { id: 'bob' });
     appendHistory(h.db, 'bob', [{ kind: 'post', text: 'bob writes about climbing' }]);
