@@ -6,7 +6,7 @@
  */
 import type { z } from 'zod';
 import { type chatCompletionRequestSchema, type completionRequestSchema, generateRequestSchema, userOfModel } from './schemas.js';
-import type { GenerateRequest, GenerateResult, TokenLogprob } from './services.js';
+import type { GenerateRequest, GenerateResult, StreamEvent, TokenLogprob } from './services.js';
 import { validationFailed } from './validate.js';
 
 type OpenAiBody = z.output<typeof chatCompletionRequestSchema> | z.output<typeof completionRequestSchema>;
@@ -61,6 +61,7 @@ export function samplingFields(body: OpenAiBody) {
     allowedTokenIds: body.allowed_token_ids ?? undefined,
     badWords: body.bad_words ?? undefined,
     truncatePromptTokens: body.truncate_prompt_tokens ?? undefined,
+    returnTokenIds: body.return_token_ids ?? undefined,
     responseFormat: responseFormatOf(body),
     guidedChoice: body.structured_outputs?.choice ?? body.guided_choice ?? undefined,
     guidedRegex: body.structured_outputs?.regex ?? body.guided_regex ?? undefined,
@@ -88,6 +89,12 @@ export async function allChoices<T>(ac: AbortController, work: ReadonlyArray<Pro
     ac.abort(e);
     throw e;
   }
+}
+
+/** The prompt's token ids of a stream's first event (the first token's, or the result's when it ends at once), with return_token_ids. */
+export function firstPromptIds(first: IteratorResult<StreamEvent>): number[] | undefined {
+  if (first.done) return undefined;
+  return first.value.type === 'token' ? first.value.promptTokenIds : first.value.result.promptTokenIds;
 }
 
 /** OpenAI's finish reason: memlora's `stop` (an end token or a stop string) and `length`; a cancelled request answers nobody. */

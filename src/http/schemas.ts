@@ -637,6 +637,8 @@ export const generateRequestSchema = z
     mode: z.enum(GENERATE_MODES).default('auto'),
     logprobs: z.boolean().default(false),
     topLogprobs: z.int().min(0).max(MAX_TOP_LOGPROBS).optional(),
+    /** The prompt's token ids as the model read them (memory included) and the reply's, in the result and the token events (vLLM's return_token_ids). */
+    returnTokenIds: z.boolean().optional(),
   })
   .superRefine((v, ctx) => {
     if ((v.messages === undefined) === (v.prompt === undefined)) {
@@ -686,6 +688,10 @@ export const generateResultSchema = z.object({
   personalization: personalizationSchema,
   /** With logprobs: one entry per completion token, a final end or stop token (not in `text`) included. */
   logprobs: z.array(tokenLogprobSchema).optional(),
+  /** With returnTokenIds: the reply's token ids, one per completion token (a final end or stop token included). */
+  tokenIds: z.array(z.int().min(0)).optional(),
+  /** With returnTokenIds: the prompt's token ids as the model read them (memory included), one per prompt token. */
+  promptTokenIds: z.array(z.int().min(0)).optional(),
 });
 
 /**
@@ -828,7 +834,13 @@ export const queueReportSchema = z.object({
 });
 
 /** The data of the two SSE event types of a streamed /v1/generate. */
-export const generateTokenEventSchema = z.object({ text: z.string(), logprobs: z.array(tokenLogprobSchema).optional() });
+export const generateTokenEventSchema = z.object({
+  text: z.string(),
+  logprobs: z.array(tokenLogprobSchema).optional(),
+  /** With returnTokenIds: the step's token; the first such event also has the prompt's ids. */
+  tokenIds: z.array(z.int().min(0)).optional(),
+  promptTokenIds: z.array(z.int().min(0)).optional(),
+});
 export const generateDoneEventSchema = z.object({ result: generateResultSchema });
 
 // ---------------------------------------------------------------------------------------------
@@ -1076,6 +1088,8 @@ const openAiSamplingShape = {
   prompt_logprobs: z.int().min(-1).max(MAX_TOP_LOGPROBS).nullable().optional(),
   /** vLLM's: tokens in logprobs named "token_id:<id>" (their bytes and text offsets stay the token's own). */
   return_tokens_as_token_ids: z.boolean().nullable().optional(),
+  /** vLLM's: the prompt's token ids as the model read them (memory included) and each choice's (prompt_token_ids, token_ids). */
+  return_token_ids: z.boolean().nullable().optional(),
   response_format: openAiResponseFormatSchema.nullable().optional(),
   guided_choice: guidedChoiceSchema.nullable().optional(),
   guided_json: guidedJsonSchema.nullable().optional(),
@@ -1127,6 +1141,9 @@ const openAiUsage = z.object({
 const openAiAlternative = z.object({ token: z.string(), logprob: z.number().max(0), bytes: z.array(z.int().min(0).max(255)).nullable() });
 const openAiLogprobs = z.object({ content: z.array(openAiAlternative.extend({ top_logprobs: z.array(openAiAlternative) })) }).nullable();
 
+/** Token ids in an OpenAI response (vLLM's return_token_ids). */
+const tokenIdListSchema = z.array(z.int().min(0));
+
 /** vLLM's prompt_logprobs: per prompt token, null for the first (nothing precedes it), else token ids (the prompt's own, and the most likely) to their figures. */
 export const promptLogprobsSchema = z.array(
   z.record(z.string().regex(/^(0|[1-9][0-9]*)$/), z.object({ logprob: z.number().max(0), rank: z.int().min(1), decoded_token: z.string() })).nullable(),
@@ -1149,10 +1166,14 @@ export const chatCompletionResponseSchema = z.object({
         message: z.object({ role: z.literal('assistant'), content: z.string().nullable(), tool_calls: z.array(openAiToolCall).optional() }),
         logprobs: openAiLogprobs,
         finish_reason: z.enum(['stop', 'length', 'tool_calls']),
+        /** With return_token_ids (vLLM's): the reply's token ids. */
+        token_ids: tokenIdListSchema.optional(),
       }),
     )
     .min(1),
   usage: openAiUsage,
+  /** With return_token_ids (vLLM's): the prompt's token ids as the model read them. */
+  prompt_token_ids: tokenIdListSchema.optional(),
   /** With prompt_logprobs (vLLM's): the prompt's tokens. */
   prompt_logprobs: promptLogprobsSchema.optional(),
   /** The first choice's personalisation and timings; `choices` has every choice's when n > 1. */
@@ -1170,8 +1191,12 @@ export const chatCompletionChunkSchema = z.object({
       delta: z.object({ role: z.literal('assistant').optional(), content: z.string().optional(), tool_calls: z.array(toolCallDelta).optional() }),
       logprobs: openAiLogprobs.optional(),
       finish_reason: z.enum(['stop', 'length', 'tool_calls']).nullable(),
+      /** With return_token_ids: the token ids of this chunk's piece of the reply. */
+      token_ids: tokenIdListSchema.optional(),
     }),
   ),
+  /** With return_token_ids: the prompt's token ids, on the first chunk. */
+  prompt_token_ids: tokenIdListSchema.optional(),
   usage: openAiUsage.nullable().optional(),
   memlora: memloraField.optional(),
 });
@@ -1245,6 +1270,9 @@ export const completionResponseSchema = z.object({
         finish_reason: z.enum(['stop', 'length']),
         /** With prompt_logprobs (vLLM's): the tokens of the choice's prompt. */
         prompt_logprobs: promptLogprobsSchema.optional(),
+        /** With return_token_ids (vLLM's): the choice's prompt's token ids as the model read them, and its reply's. */
+        prompt_token_ids: tokenIdListSchema.optional(),
+        token_ids: tokenIdListSchema.optional(),
       }),
     )
     .min(1),
@@ -1257,7 +1285,17 @@ export const completionChunkSchema = z.object({
   object: z.literal('text_completion'),
   created: z.int(),
   model: z.string(),
-  choices: z.array(z.object({ index: z.int().min(0), text: z.string(), logprobs: legacyLogprobs, finish_reason: z.enum(['stop', 'length']).nullable() })),
+  choices: z.array(
+    z.object({
+      index: z.int().min(0),
+      text: z.string(),
+      logprobs: legacyLogprobs,
+      finish_reason: z.enum(['stop', 'length']).nullable(),
+      /** With return_token_ids: the prompt's token ids on the choice's first chunk, the piece's on each. */
+      prompt_token_ids: tokenIdListSchema.optional(),
+      token_ids: tokenIdListSchema.optional(),
+    }),
+  ),
   usage: openAiUsage.nullable().optional(),
   memlora: z.object({ personalization: personalizationSchema }).optional(),
 });

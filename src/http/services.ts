@@ -29,7 +29,7 @@ export type Personalization = GenerateResult['personalization'];
 
 /** Events of a streamed generation: any number of tokens, then exactly one done. */
 export type TokenLogprob = NonNullable<GenerateResult['logprobs']>[number];
-export type StreamEvent = { type: 'token'; text: string; logprobs?: TokenLogprob[] } | { type: 'done'; result: GenerateResult };
+export type StreamEvent = { type: 'token'; text: string; logprobs?: TokenLogprob[]; tokenIds?: number[]; promptTokenIds?: number[] } | { type: 'done'; result: GenerateResult };
 
 /** POST /tokenize's service request and result: the engine's own (serve/types.ts), one definition for both layers. */
 export type { TokenizeRequest, TokenizeResult };

@@ -136,6 +136,8 @@ interface Job {
   remember: boolean;
   /** The generated tokens' log-probabilities as reported, when the request asked for them. */
   logprobs: TokenLogprob[] | null;
+  /** With returnTokenIds: whether a token event carried the prompt's ids yet (the first does). */
+  sentPromptIds: boolean;
   /** The request's sampling settings, checked against the vocabulary when it arrived. */
   sampling: SamplingOptions;
   /** What guides the reply (JSON, a schema's documents, a pattern, a choice), compiled when the request arrived. */
@@ -500,6 +502,7 @@ export class Engine {
       cachedTokens: 0,
       remember: true,
       logprobs: req.logprobs ? [] : null,
+      sentPromptIds: false,
       sampling,
       guide,
       heldTokens: 0,
@@ -949,17 +952,20 @@ export class Engine {
       this.m.ttftSeconds.observe({ mode: job.personalization.mode }, (job.t.firstToken - job.t.arrived) / 1000);
     }
     this.m.tokens.inc({ mode: job.personalization.mode });
-    if (ev.logprobs && job.logprobs) {
-      const lp = this.texts.describe(ev.logprobs);
-      job.logprobs.push(lp);
-      this.emit(job, ev.text, [lp]);
-    } else this.emit(job, ev.text);
+    const lp = ev.logprobs && job.logprobs ? this.texts.describe(ev.logprobs) : undefined;
+    if (lp) job.logprobs!.push(lp);
+    this.emit(job, ev.text, lp && [lp], job.req.returnTokenIds && ev.token !== null ? [ev.token] : undefined);
   }
 
-  /** A token event, when it releases text or (with logprobs) carries the step's token. */
-  private emit(job: Job, text: string, logprobs?: TokenLogprob[]): void {
-    if (job.aborted || (text === '' && !logprobs)) return;
-    job.sink(logprobs ? { type: 'token', text, logprobs } : { type: 'token', text });
+  /** A token event, when it releases text or (with logprobs or returnTokenIds) carries the step's token; the first with ids carries the prompt's too. */
+  private emit(job: Job, text: string, logprobs?: TokenLogprob[], tokenIds?: number[]): void {
+    if (job.aborted || (text === '' && !logprobs && !tokenIds)) return;
+    const ev: ServeEvent = { type: 'token', text, ...(logprobs ? { logprobs } : {}), ...(tokenIds ? { tokenIds } : {}) };
+    if (tokenIds && !job.sentPromptIds) {
+      job.sentPromptIds = true;
+      ev.promptTokenIds = [...job.ids];
+    }
+    job.sink(ev);
   }
 
   private leaveBatch(job: Job): void {
@@ -1030,6 +1036,7 @@ export class Engine {
       },
       personalization: job.personalization,
       ...(job.logprobs ? { logprobs: job.logprobs } : {}),
+      ...(job.req.returnTokenIds ? { tokenIds: r?.tokens ?? [], promptTokenIds: [...job.ids] } : {}),
     };
     this.m.requests.inc({ mode, finish: finishReason });
     // Metering counts what ran: a request cancelled before its prefill cost nothing.

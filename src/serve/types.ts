@@ -113,6 +113,8 @@ export interface ServeRequest {
   logprobs?: boolean;
   /** With logprobs: this many most likely alternatives per token (0-20). */
   topLogprobs?: number;
+  /** Report the token ids: the prompt's as the model read them and the reply's (vLLM's return_token_ids). */
+  returnTokenIds?: boolean;
 }
 
 /** A token's log-probability under the model that served the request (its adapter included). */
@@ -146,6 +148,10 @@ export interface ServeResult {
   personalization: Personalization;
   /** With logprobs: one entry per completion token, a final end or stop token (not in `text`) included. */
   logprobs?: TokenLogprob[];
+  /** With returnTokenIds: the reply's token ids, one per completion token (a final end or stop token included). */
+  tokenIds?: number[];
+  /** With returnTokenIds: the prompt's token ids as the model read them (memory included), one per prompt token. */
+  promptTokenIds?: number[];
 }
 
 /**
@@ -192,8 +198,11 @@ export interface ScoreResult extends Likelihood {
   timings: { queueMs: number; scoreMs: number; totalMs: number };
 }
 
-/** A token event: the text it releases and, with logprobs, the token chosen at this step (text may be '' while held back). */
-export type ServeEvent = { type: 'token'; text: string; logprobs?: TokenLogprob[] } | { type: 'done'; result: ServeResult };
+/**
+ * A token event: the text it releases and, with logprobs or returnTokenIds, the token chosen at this
+ * step (text may be '' while held back); with returnTokenIds the first also has the prompt's ids.
+ */
+export type ServeEvent = { type: 'token'; text: string; logprobs?: TokenLogprob[]; tokenIds?: number[]; promptTokenIds?: number[] } | { type: 'done'; result: ServeResult };
 
 /** Structured logging, as the server's logger provides it. */
 export interface ServeLogger {

@@ -326,6 +326,23 @@ describe('POST /v1/chat/completions', () => {
     expect(user.choices[0].message.content).toBe('echo hi');
   });
 
+  it('return_token_ids (vLLM\'s): the prompt\'s ids as the model read them and each choice\'s reply ids, plain and streamed (the prompt\'s on the first chunk)', async () => {
+    await setup();
+    const msg = [{ role: 'user', content: 'hi you' }];
+    // The fake's prompt is ids 101-107; word i is token 500 + i.
+    const body = chatCompletionResponseSchema.parse(await json(await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: msg, n: 2, return_token_ids: true })));
+    expect(body.prompt_token_ids).toEqual([101, 102, 103, 104, 105, 106, 107]);
+    expect(body.choices.map((c) => c.token_ids)).toEqual([[500, 501, 502], [500, 501, 502]]);
+    expect(gen.calls[0].req.returnTokenIds).toBe(true);
+    const events = parseSse(await (await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: msg, n: 2, stream: true, return_token_ids: true })).text());
+    const chunks = events.slice(0, -1).map((e) => chatCompletionChunkSchema.parse(JSON.parse(e.data)));
+    expect(chunks[0].prompt_token_ids).toEqual([101, 102, 103, 104, 105, 106, 107]);
+    expect(chunks.slice(1).every((c) => c.prompt_token_ids === undefined)).toBe(true);
+    for (const index of [0, 1]) expect(chunks.flatMap((c) => c.choices.filter((x) => x.index === index).flatMap((x) => x.token_ids ?? []))).toEqual([500, 501, 502]);
+    const plain = (await json(await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: msg }))) as { prompt_token_ids?: unknown; choices: Array<Record<string, unknown>> };
+    expect(['prompt_token_ids' in plain, 'token_ids' in plain.choices[0]]).toEqual([false, false]);
+  });
+
   it('streams chat.completion.chunk events ending with [DONE]', async () => {
     await setup();
     const res = await h.req('POST', '/v1/chat/completions', {

@@ -71,6 +71,19 @@ describe('POST /v1/completions', () => {
     expect(gen.scoreCalls).toHaveLength(1);
   });
 
+  it('return_token_ids (vLLM\'s): each choice\'s prompt ids as the model read them and its reply\'s, plain and streamed; with nothing generated the prompt as it would be read', async () => {
+    await setup();
+    // The fake's prompt is ids 101-107; word i is token 500 + i; its tokenizer reads a text as BOS 1 and one id per character.
+    const body = completionResponseSchema.parse(await json(await post({ user: 'alice', prompt: ['a b', 'c'], return_token_ids: true, max_tokens: 2 })));
+    expect(body.choices.map((c) => [c.prompt_token_ids, c.token_ids])).toEqual([[[101, 102, 103, 104, 105, 106, 107], [500, 501]], [[101, 102, 103, 104, 105, 106, 107], [500, 501]]]);
+    const scored = completionResponseSchema.parse(await json(await post({ user: 'alice', prompt: 'ab', return_token_ids: true, max_tokens: 0, echo: true })));
+    expect([scored.choices[0].prompt_token_ids, scored.choices[0].token_ids]).toEqual([[1, 97, 98], []]);
+    const events = parseSse(await (await post({ user: 'alice', prompt: 'a b', return_token_ids: true, max_tokens: 3, stream: true })).text());
+    const chunks = events.slice(0, -1).map((e) => completionChunkSchema.parse(JSON.parse(e.data)));
+    expect(chunks.flatMap((c) => c.choices.flatMap((x) => x.token_ids ?? []))).toEqual([500, 501, 502]);
+    expect(chunks.flatMap((c) => c.choices.flatMap((x) => (x.prompt_token_ids ? [x.prompt_token_ids] : [])))).toEqual([[101, 102, 103, 104, 105, 106, 107]]);
+  });
+
   it('echo with logprobs: the prompt\'s tokens scored, then the completion\'s; offsets into the returned text', async () => {
     await setup();
     const body = completionResponseSchema.parse(await json(await post({ user: 'alice', prompt: 'to the sea', max_tokens: 2, echo: true, logprobs: 2 })));

@@ -50,10 +50,14 @@ function wordLogprob(req: GenerateRequest, piece: string, i: number): TokenLogpr
 
 const pieces = (words: string[]): string[] => words.map((w, i) => (i ? ' ' : '') + w);
 
+/** With returnTokenIds, the prompt is ids 101-107 (its 7 tokens) and word i is token 500 + i. */
+const FAKE_PROMPT_IDS = [101, 102, 103, 104, 105, 106, 107];
+
 function result(req: GenerateRequest, text: string, n: number, finish: GenerateResult['finishReason']): GenerateResult {
   const words = text.split(' ').filter(Boolean);
   return {
     ...(req.logprobs ? { logprobs: pieces(words).map((p, i) => wordLogprob(req, p, i)) } : {}),
+    ...(req.returnTokenIds ? { tokenIds: words.map((_, i) => 500 + i), promptTokenIds: FAKE_PROMPT_IDS } : {}),
     id: 'gen_test1',
     userId: req.userId,
     text,
@@ -183,7 +187,12 @@ export function fakeGenerate(): FakeGenerate {
               }
               if (i < words.length) {
                 const text = pieces(words)[i];
-                const value: StreamEvent = req.logprobs ? { type: 'token', text, logprobs: [wordLogprob(req, text, i)] } : { type: 'token', text };
+                const value: StreamEvent = {
+                  type: 'token',
+                  text,
+                  ...(req.logprobs ? { logprobs: [wordLogprob(req, text, i)] } : {}),
+                  ...(req.returnTokenIds ? { tokenIds: [500 + i], ...(i === 0 ? { promptTokenIds: FAKE_PROMPT_IDS } : {}) } : {}),
+                };
                 i++;
                 return { done: false, value };
               }

@@ -219,6 +219,19 @@ describe('POST /v1/generate (stream)', () => {
     expect(plain.filter((e) => e.event === 'token').map((e) => Object.keys(JSON.parse(e.data)))).toEqual([['text'], ['text'], ['text']]);
   });
 
+  it('returnTokenIds: the result has the prompt\'s ids and the reply\'s; each token event its token, the first the prompt\'s too', async () => {
+    await setup();
+    // The fake's prompt is ids 101-107; word i is token 500 + i.
+    const plain = generateResultSchema.parse(await json(await h.req('POST', '/v1/generate', { userId: 'alice', prompt: 'hello there', returnTokenIds: true })));
+    expect([plain.promptTokenIds, plain.tokenIds]).toEqual([[101, 102, 103, 104, 105, 106, 107], [500, 501, 502]]);
+    expect(gen.calls[0].req.returnTokenIds).toBe(true);
+    const events = parseSse(await (await h.req('POST', '/v1/generate', { userId: 'alice', prompt: 'hello there', stream: true, returnTokenIds: true })).text());
+    const tokens = events.filter((e) => e.event === 'token').map((e) => generateTokenEventSchema.parse(JSON.parse(e.data)));
+    expect(tokens.map((t) => [t.tokenIds, t.promptTokenIds])).toEqual([[[500], [101, 102, 103, 104, 105, 106, 107]], [[501], undefined], [[502], undefined]]);
+    const none = generateResultSchema.parse(await json(await h.req('POST', '/v1/generate', { userId: 'alice', prompt: 'hello there' })));
+    expect([none.tokenIds, none.promptTokenIds]).toEqual([undefined, undefined]);
+  });
+
   it('turns errors before the first event into HTTP errors', async () => {
     await setup();
     gen.failWith = new ServiceError('queue_full', 'full');

@@ -634,6 +634,38 @@ describe('log-probabilities', () => {
   });
 });
 
+describe('token ids (returnTokenIds, vLLM\'s return_token_ids)', () => {
+  it('the prompt\'s ids as the model read them, memory included, and every reply token, in the result and one per token event (also while the text is held back), the first with the prompt\'s', async () => {
+    const e = f.engine();
+    f.addHistory('tid-m', ['my headache is worse in the morning', 'coffee makes my headache worse']);
+    const question = { prompt: 'what about my headache in the morning?', maxTokens: 12, ignoreEos: true };
+    const free = await e.generate(req('tid-m', { ...question, mode: 'memory', logprobs: true }), never());
+    const plain = await e.generate(req('tid-m', { ...question, mode: 'memory', returnTokenIds: true }), never());
+    // The reply's tokens are those its logprobs name; the prompt is the question after the memory, as encodeRequest writes it.
+    expect(plain.tokenIds).toEqual(free.logprobs!.map((lp) => lp.tokenId));
+    const ctx = { tokenizer: f.tokenizer, template: 'memlora' as const, contextTokens: f.cfg.maxPositions };
+    expect(plain.promptTokenIds).toEqual(encodeRequest(ctx, question, ['my headache is worse in the morning', 'coffee makes my headache worse']));
+    expect([plain.tokenIds!.length, plain.promptTokenIds!.length]).toEqual([plain.usage.completionTokens, plain.usage.promptTokens]);
+    expect(f.tokenizer.decode(plain.tokenIds!)).toBe(plain.text);
+    // Streamed with a stop string from the reply's middle: text held back, ids still one per step.
+    const stop = free.text.slice(3, 7);
+    const events: ServeEvent[] = [];
+    for await (const ev of e.stream(req('tid-m', { ...question, mode: 'memory', stop: [stop], returnTokenIds: true, stream: true }), never())) events.push(ev);
+    const tokenEvents = events.filter((ev): ev is Extract<ServeEvent, { type: 'token' }> => ev.type === 'token');
+    const done = events[events.length - 1];
+    if (done.type !== 'done') throw new Error('no done event');
+    expect(tokenEvents.every((ev) => ev.tokenIds?.length === 1)).toBe(true);
+    expect(tokenEvents.some((ev) => ev.text === '')).toBe(true);
+    expect(tokenEvents.flatMap((ev) => ev.tokenIds!)).toEqual(done.result.tokenIds);
+    expect(done.result.tokenIds).toEqual(plain.tokenIds!.slice(0, done.result.usage.completionTokens));
+    expect(tokenEvents[0].promptTokenIds).toEqual(plain.promptTokenIds);
+    expect(tokenEvents.slice(1).every((ev) => ev.promptTokenIds === undefined)).toBe(true);
+    // Not asked: none.
+    const none = await e.generate(req('tid-m', { ...question, mode: 'memory' }), never());
+    expect([none.tokenIds, none.promptTokenIds]).toEqual([undefined, undefined]);
+  });
+});
+
 describe('sampling settings', () => {
   it('logit bias and frequency/presence penalties steer each row by its own settings, the same alone and in a mixed batch', async () => {
     const e = f.engine();

@@ -873,6 +873,22 @@ describe('the official OpenAI client, unmodified, against the real server', () =
     await expectError(await post('/v1/chat/completions', { user: 'alice', messages, prompt_logprobs: 1, stream: true }), 422, 'validation_failed');
   });
 
+  it('return_token_ids (vLLM\'s): the prompt as /tokenize renders it and the reply\'s ids, which decode to its text; streamed, the same ids', async () => {
+    const messages = [{ role: 'user', content: 'Hello' }];
+    const rendered = tokenizeResponseSchema.parse(await (await post('/tokenize', { messages })).json()).tokens;
+    const chat = chatCompletionResponseSchema.parse(await (await post('/v1/chat/completions', { user: 'alice', messages, max_tokens: 4, return_token_ids: true })).json());
+    expect(chat.prompt_token_ids).toEqual(rendered);
+    expect(chat.choices[0].token_ids).toEqual(Array(4).fill(tokenOf(md.tokenizer, 'q')));
+    expect(md.tokenizer.decode(chat.choices[0].token_ids!)).toBe(chat.choices[0].message.content);
+    const res = await post('/v1/chat/completions', { user: 'alice', messages, max_tokens: 4, return_token_ids: true, stream: true });
+    const chunks = parseSse(await res.text()).slice(0, -1).map((e) => chatCompletionChunkSchema.parse(JSON.parse(e.data)));
+    expect(chunks[0].prompt_token_ids).toEqual(rendered);
+    expect(chunks.flatMap((c) => c.choices.flatMap((x) => x.token_ids ?? []))).toEqual(chat.choices[0].token_ids);
+    // Legacy completions: a prompt of ids comes back as sent.
+    const legacy = completionResponseSchema.parse(await (await post('/v1/completions', { user: 'bob', prompt: rendered, max_tokens: 2, return_token_ids: true })).json());
+    expect(legacy.choices[0]).toMatchObject({ prompt_token_ids: rendered, token_ids: [tokenOf(md.tokenizer, 'z'), tokenOf(md.tokenizer, 'z')] });
+  });
+
   it('logit_bias, frequency_penalty and presence_penalty steer the reply; a bias on a token the model lacks is a 422 token_out_of_range', async () => {
     const q = tokenOf(md.tokenizer, 'q');
     const z = tokenOf(md.tokenizer, 'z');

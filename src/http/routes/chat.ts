@@ -11,7 +11,7 @@ import { userExists } from '../../db/queries/users.js';
 import type { AppEnv, RouteDeps } from '../context.js';
 import { chatCompletionRequestSchema } from '../schemas.js';
 import type { GenerateRequest, GenerateResult, TokenLogprob } from '../services.js';
-import { allChoices, choiceRequests, openAiFinish, openAiTokenLogprobs, openAiUsage, samplingFields, toGenerate } from '../openai.js';
+import { allChoices, choiceRequests, firstPromptIds, openAiFinish, openAiTokenLogprobs, openAiUsage, samplingFields, toGenerate } from '../openai.js';
 import { type CallPiece, type ToolOffer, autoCallGuide, offerReader, readOffered, serveMessages, textOf, toolCallFormat, toolOffer, toolsPrompt, withToolsPrompt } from '../tools.js';
 import { promptLogprobs } from '../prompt-logprobs.js';
 import { mergeStreams } from '../stream-merge.js';
@@ -66,13 +66,15 @@ function callDelta(p: CallPiece, id: string, array: boolean) {
  */
 function choiceOf(r: GenerateResult, index: number, offer: ToolOffer, asIds: boolean, echoed: string) {
   const read = readOffered(r.text, offer);
+  // With return_token_ids (vLLM's): the reply's token ids.
+  const ids = r.tokenIds ? { token_ids: r.tokenIds } : {};
   if (read && read.calls.length > 0) {
     const id = `call_${r.id.replace(/^gen_/, '')}`;
     const toolCalls = read.calls.map((call, i) => ({ id: read.array ? `${id}_${i}` : id, type: 'function', function: call }));
     const content = echoed === '' ? read.content : echoed + (read.content ?? '');
-    return { index, message: { role: 'assistant', content, tool_calls: toolCalls }, logprobs: logprobsOf(r.logprobs, asIds), finish_reason: callsFinish(r, read.cut) };
+    return { index, message: { role: 'assistant', content, tool_calls: toolCalls }, logprobs: logprobsOf(r.logprobs, asIds), finish_reason: callsFinish(r, read.cut), ...ids };
   }
-  return { index, message: { role: 'assistant', content: echoed + r.text }, logprobs: logprobsOf(r.logprobs, asIds), finish_reason: finishReason(r.finishReason) };
+  return { index, message: { role: 'assistant', content: echoed + r.text }, logprobs: logprobsOf(r.logprobs, asIds), finish_reason: finishReason(r.finishReason), ...ids };
 }
 
 /**
@@ -116,6 +118,7 @@ export function registerChatRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
         model,
         choices: results.map((x, index) => choiceOf(x, index, offer, asIds, echoed)),
         usage: usageOf(results),
+        ...(r.promptTokenIds ? { prompt_token_ids: r.promptTokenIds } : {}),
         ...ofPrompt,
         memlora: { ...memloraOf(r), ...(results.length > 1 ? { choices: results.map(memloraOf) } : {}) },
       });
@@ -132,25 +135,33 @@ export function registerChatRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
       const results: GenerateResult[] = [];
       // With tools offered, each choice's reply is read as it comes (ReplyCalls): held back while it
       // may still begin a call; calls stream as OpenAI's do (a tool_calls delta with id, type and name,
-      // then the arguments' text), text as content. The logprobs of tokens held back ride with the next chunk.
+      // then the arguments' text), text as content. The logprobs and ids (return_token_ids) of tokens
+      // held back ride with the next chunk.
       const readers = reqs.map(() => offerReader(offer));
       const callIds = reqs.map(() => `call_${randomBytes(8).toString('hex')}`);
       const pending: TokenLogprob[][] = reqs.map(() => []);
+      const pendingIds: number[][] = reqs.map(() => []);
       const withPending = (index: number) => {
-        const lps = pending[index];
+        const [lps, ids] = [pending[index], pendingIds[index]];
         pending[index] = [];
-        return lps.length > 0 ? { logprobs: logprobsOf(lps, asIds) } : {};
+        pendingIds[index] = [];
+        return { ...(lps.length > 0 ? { logprobs: logprobsOf(lps, asIds) } : {}), ...(ids.length > 0 ? { token_ids: ids } : {}) };
       };
+      const hasPending = (index: number) => pending[index].length > 0 || pendingIds[index].length > 0;
+      const promptIds = firstPromptIds(streams[0].first);
       const send = (index: number, delta: Record<string, unknown>) => chunk([{ index, ...delta, finish_reason: null }]);
       const merged = mergeStreams(streams);
       try {
-        for (const index of reqs.keys()) await chunk([{ index, delta: { role: 'assistant', content: '' }, finish_reason: null }]);
+        for (const index of reqs.keys()) {
+          await chunk([{ index, delta: { role: 'assistant', content: '' }, finish_reason: null }], index === 0 && promptIds ? { prompt_token_ids: promptIds } : {});
+        }
         if (echoed !== '') for (const index of reqs.keys()) await send(index, { delta: { content: echoed } });
         for await (const { index, value: ev } of merged) {
           if (ac.signal.aborted) return;
           const reader = readers[index];
           if (ev.type === 'token') {
             if (ev.logprobs) pending[index].push(...ev.logprobs);
+            if (ev.tokenIds) pendingIds[index].push(...ev.tokenIds);
             const { content, calls } = reader ? reader.push(ev.text) : { content: ev.text, calls: [] };
             if (calls.length > 0) await send(index, { delta: { tool_calls: calls.map((p) => callDelta(p, callIds[index], reader!.array)) }, ...withPending(index) });
             if (content !== '') await send(index, { delta: { content }, ...withPending(index) });
@@ -159,7 +170,7 @@ export function registerChatRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
             // Text held back to the end: it never began a call.
             const rest = reader?.end() ?? '';
             if (rest !== '') await send(index, { delta: { content: rest }, ...withPending(index) });
-            if (pending[index].length > 0) await send(index, { delta: {}, ...withPending(index) });
+            if (hasPending(index)) await send(index, { delta: {}, ...withPending(index) });
             const finish = reader && reader.calls > 0 ? callsFinish(ev.result, reader.cut) : finishReason(ev.result.finishReason);
             await chunk([{ index, delta: {}, finish_reason: finish }], { memlora: memloraOf(ev.result) });
           }

@@ -22,6 +22,7 @@ import { completionPrompts, completionRequestSchema } from '../schemas.js';
 import type { GenerateRequest, GenerateResult, GenerateService, ScoreResult, TokenLogprob } from '../services.js';
 import { readJson } from '../validate.js';
 import { clientSignal, firstEvent, logStreamError, requireGenerate } from './generate.js';
+import { requireTokenizer } from './tokenize.js';
 import { SERVED_MODEL_ID } from './models.js';
 import { userNotFound } from './users.js';
 
@@ -118,6 +119,16 @@ export function registerCompletionRoutes(app: Hono<AppEnv>, deps: RouteDeps): vo
     const echo = body.echo ?? false;
     const top = body.logprobs ?? null;
     const asIds = body.return_tokens_as_token_ids === true;
+    /**
+     * vLLM's return_token_ids: a choice's prompt ids as the model read them and its reply's; with
+     * nothing generated (max_tokens 0), the prompt as a generation would read it, memory aside.
+     */
+    const tokenIdsOf = (plan: Plan, r: GenerateResult | null) => {
+      if (!body.return_token_ids) return {};
+      if (r) return { prompt_token_ids: r.promptTokenIds ?? [], token_ids: r.tokenIds ?? [] };
+      const read = requireTokenizer(deps).tokenize({ prompt: plan.prompt, truncatePromptTokens: body.truncate_prompt_tokens ?? undefined });
+      return { prompt_token_ids: read.tokens, token_ids: [] };
+    };
     const plans: Plan[] = completionPrompts(body.prompt).map((prompt) => ({
       prompt,
       echoText: typeof prompt === 'string' ? prompt : '',
@@ -164,6 +175,7 @@ export function registerCompletionRoutes(app: Hono<AppEnv>, deps: RouteDeps): vo
               logprobs: plan.top === null ? null : legacyLogprobs(entries, newOffset(), asIds),
               finish_reason: r ? openAiFinish(r.finishReason) : ('length' as const),
               ...ofPrompt,
+              ...tokenIdsOf(plan, r),
             };
           }),
           promptTokens: promptTokensOf(scored, results[0]),
@@ -199,7 +211,7 @@ export function registerCompletionRoutes(app: Hono<AppEnv>, deps: RouteDeps): vo
       const results: GenerateResult[] = [];
       const merged = streams.length > 0 ? mergeStreams(streams) : null;
       const finish = (index: number, reason: 'stop' | 'length', r: GenerateResult | null) =>
-        chunk([{ index, text: '', logprobs: null, finish_reason: reason }], { memlora: { personalization: (r ?? scored!).personalization } });
+        chunk([{ index, text: '', logprobs: null, finish_reason: reason, ...(r ? {} : tokenIdsOf(plan, null)) }], { memlora: { personalization: (r ?? scored!).personalization } });
       try {
         if (plan.echo) {
           for (const [index, offset] of offsets.entries()) {
@@ -210,7 +222,8 @@ export function registerCompletionRoutes(app: Hono<AppEnv>, deps: RouteDeps): vo
           for await (const { index, value: ev } of merged) {
             if (ac.signal.aborted) return;
             if (ev.type === 'token') {
-              await chunk([{ index, text: ev.text, logprobs: plan.top === null ? null : legacyLogprobs(ev.logprobs ?? [], offsets[index], asIds), finish_reason: null }]);
+              const ids = { ...(ev.promptTokenIds ? { prompt_token_ids: ev.promptTokenIds } : {}), ...(ev.tokenIds ? { token_ids: ev.tokenIds } : {}) };
+              await chunk([{ index, text: ev.text, logprobs: plan.top === null ? null : legacyLogprobs(ev.logprobs ?? [], offsets[index], asIds), finish_reason: null, ...ids }]);
             } else {
               results[index] = ev.result;
               await finish(index, openAiFinish(ev.result.finishReason), ev.result);

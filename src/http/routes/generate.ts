@@ -90,7 +90,8 @@ export function registerGenerateRoutes(app: Hono<AppEnv>, deps: RouteDeps): void
         while (!next.done && !ac.signal.aborted) {
           const ev = next.value;
           if (ev.type === 'token') {
-            await sse.writeSSE({ event: 'token', data: JSON.stringify(ev.logprobs ? { text: ev.text, logprobs: ev.logprobs } : { text: ev.text }) });
+            const { type: _, ...data } = ev;
+            await sse.writeSSE({ event: 'token', data: JSON.stringify(data) });
           } else {
             await sse.writeSSE({ event: 'done', data: JSON.stringify({ result: ev.result }) });
             return;
