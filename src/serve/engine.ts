@@ -960,10 +960,12 @@ export class Engine {
   /** A token event, when it releases text or (with logprobs or returnTokenIds) carries the step's token; the first with ids carries the prompt's too. */
   private emit(job: Job, text: string, logprobs?: TokenLogprob[], tokenIds?: number[]): void {
     if (job.aborted || (text === '' && !logprobs && !tokenIds)) return;
-    const ev: ServeEvent = { type: 'token', text, ...(logprobs ? { logprobs } : {}), ...(tokenIds ? { tokenIds } : {}) };
-    if (tokenIds && !job.sentPromptIds) {
+    const ev: Extract<ServeEvent, { type: 'token' }> = { type: 'token', text };
+    if (logprobs) ev.logprobs = logprobs;
+    if (tokenIds) {
+      ev.tokenIds = tokenIds;
+      if (!job.sentPromptIds) ev.promptTokenIds = [...job.ids];
       job.sentPromptIds = true;
-      ev.promptTokenIds = [...job.ids];
     }
     job.sink(ev);
   }
