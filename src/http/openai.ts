@@ -61,7 +61,8 @@ export function samplingFields(body: OpenAiBody) {
     allowedTokenIds: body.allowed_token_ids ?? undefined,
     badWords: body.bad_words ?? undefined,
     truncatePromptTokens: body.truncate_prompt_tokens ?? undefined,
-    returnTokenIds: body.return_token_ids ?? undefined,
+    // Continuous usage counts the stream's tokens by their ids.
+    returnTokenIds: body.return_token_ids === true || continuousUsage(body) ? true : undefined,
     responseFormat: responseFormatOf(body),
     guidedChoice: body.structured_outputs?.choice ?? body.guided_choice ?? undefined,
     guidedRegex: body.structured_outputs?.regex ?? body.guided_regex ?? undefined,
@@ -90,6 +91,12 @@ export async function allChoices<T>(ac: AbortController, work: ReadonlyArray<Pro
     throw e;
   }
 }
+
+/** vLLM's continuous usage stats: in a stream with include_usage, every chunk carries the usage so far. */
+export const continuousUsage = (body: OpenAiBody): boolean => body.stream === true && body.stream_options?.include_usage === true && body.stream_options.continuous_usage_stats === true;
+
+/** The usage so far of a streamed choice (continuous usage stats): its prompt, and its tokens generated so far. */
+export const usageSoFar = (promptTokens: number, completionTokens: number) => ({ usage: { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens } });
 
 /** The prompt's token ids of a stream's first event (the first token's, or the result's when it ends at once), with return_token_ids. */
 export function firstPromptIds(first: IteratorResult<StreamEvent>): number[] | undefined {

@@ -1067,7 +1067,8 @@ const openAiSamplingShape = {
     .optional(),
   seed: z.int().nullable().optional(),
   stream: z.boolean().nullable().optional(),
-  stream_options: z.looseObject({ include_usage: z.boolean().optional() }).nullable().optional(),
+  /** include_usage: a last chunk with the usage; with it, vLLM's continuous_usage_stats: the usage so far on every chunk. */
+  stream_options: z.looseObject({ include_usage: z.boolean().optional(), continuous_usage_stats: z.boolean().nullable().optional() }).nullable().optional(),
   /** Choices per prompt; with a seed, choice j samples with seed + j. */
   n: z.int().min(1).max(MAX_CHOICES).nullable().optional(),
   frequency_penalty: penaltySchema.nullable().optional(),
@@ -1141,6 +1142,9 @@ const openAiUsage = z.object({
 const openAiAlternative = z.object({ token: z.string(), logprob: z.number().max(0), bytes: z.array(z.int().min(0).max(255)).nullable() });
 const openAiLogprobs = z.object({ content: z.array(openAiAlternative.extend({ top_logprobs: z.array(openAiAlternative) })) }).nullable();
 
+/** A stream chunk's usage: the last chunk's (include_usage), or the usage so far (vLLM's continuous_usage_stats: no cached tokens, known at the end). */
+const streamUsage = openAiUsage.partial({ prompt_tokens_details: true });
+
 /** Token ids in an OpenAI response (vLLM's return_token_ids). */
 const tokenIdListSchema = z.array(z.int().min(0));
 
@@ -1197,7 +1201,7 @@ export const chatCompletionChunkSchema = z.object({
   ),
   /** With return_token_ids: the prompt's token ids, on the first chunk. */
   prompt_token_ids: tokenIdListSchema.optional(),
-  usage: openAiUsage.nullable().optional(),
+  usage: streamUsage.nullable().optional(),
   memlora: memloraField.optional(),
 });
 
@@ -1296,7 +1300,7 @@ export const completionChunkSchema = z.object({
       token_ids: tokenIdListSchema.optional(),
     }),
   ),
-  usage: openAiUsage.nullable().optional(),
+  usage: streamUsage.nullable().optional(),
   memlora: z.object({ personalization: personalizationSchema }).optional(),
 });
 

@@ -343,6 +343,27 @@ describe('POST /v1/chat/completions', () => {
     expect(['prompt_token_ids' in plain, 'token_ids' in plain.choices[0]]).toEqual([false, false]);
   });
 
+  it('stream_options.continuous_usage_stats (vLLM\'s, with include_usage): every chunk carries its choice\'s usage so far; no ids unless asked', async () => {
+    await setup();
+    const msg = [{ role: 'user', content: 'hi you' }];
+    const ask = (stream_options: Record<string, unknown>) => h.req('POST', '/v1/chat/completions', { user: 'alice', messages: msg, n: 2, stream: true, stream_options });
+    const chunks = parseSse(await (await ask({ include_usage: true, continuous_usage_stats: true })).text()).slice(0, -1).map((e) => chatCompletionChunkSchema.parse(JSON.parse(e.data)));
+    const last = chunks.pop()!;
+    expect(last.choices).toEqual([]);
+    expect(last.usage).toEqual({ prompt_tokens: 7, completion_tokens: 6, total_tokens: 13, prompt_tokens_details: { cached_tokens: 0 } });
+    // The fake's prompt is 7 tokens and each word a token: each choice counts 0 (its role), 1, 2, 3, then 3 at its finish.
+    for (const index of [0, 1]) {
+      const mine = chunks.filter((c) => c.choices[0].index === index);
+      expect(mine.map((c) => c.usage)).toEqual([0, 1, 2, 3, 3].map((k) => ({ prompt_tokens: 7, completion_tokens: k, total_tokens: 7 + k })));
+    }
+    expect(chunks.every((c) => c.prompt_token_ids === undefined && c.choices.every((x) => x.token_ids === undefined))).toBe(true);
+    expect(gen.calls[0].req.returnTokenIds).toBe(true);
+    // Without include_usage it asks nothing (as in vLLM).
+    const plain = parseSse(await (await ask({ continuous_usage_stats: true })).text()).slice(0, -1).map((e) => chatCompletionChunkSchema.parse(JSON.parse(e.data)));
+    expect(plain.every((c) => c.usage === undefined)).toBe(true);
+    expect(gen.calls.at(-1)!.req.returnTokenIds).toBeUndefined();
+  });
+
   it('streams chat.completion.chunk events ending with [DONE]', async () => {
     await setup();
     const res = await h.req('POST', '/v1/chat/completions', {

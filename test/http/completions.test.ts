@@ -84,6 +84,19 @@ describe('POST /v1/completions', () => {
     expect(chunks.flatMap((c) => c.choices.flatMap((x) => (x.prompt_token_ids ? [x.prompt_token_ids] : [])))).toEqual([[101, 102, 103, 104, 105, 106, 107]]);
   });
 
+  it('stream_options.continuous_usage_stats (vLLM\'s, with include_usage): every chunk carries its choice\'s usage so far', async () => {
+    await setup();
+    const res = await post({ user: 'alice', prompt: 'a b', max_tokens: 3, echo: true, stream: true, stream_options: { include_usage: true, continuous_usage_stats: true } });
+    const chunks = parseSse(await res.text()).slice(0, -1).map((e) => completionChunkSchema.parse(JSON.parse(e.data)));
+    const last = chunks.pop()!;
+    expect(last.usage).toMatchObject({ prompt_tokens: 7, completion_tokens: 3 });
+    // The echo (0), each word (the fake's prompt is 7 tokens, each word a token), the finish.
+    expect(chunks.map((c) => [c.choices[0].text, c.usage])).toEqual(
+      [['a b', 0], ['echo', 1], [' a', 2], [' b', 3], ['', 3]].map(([text, k]) => [text, { prompt_tokens: 7, completion_tokens: k, total_tokens: 7 + (k as number) }]),
+    );
+    expect(chunks.every((c) => c.choices[0].token_ids === undefined)).toBe(true);
+  });
+
   it('echo with logprobs: the prompt\'s tokens scored, then the completion\'s; offsets into the returned text', async () => {
     await setup();
     const body = completionResponseSchema.parse(await json(await post({ user: 'alice', prompt: 'to the sea', max_tokens: 2, echo: true, logprobs: 2 })));

@@ -873,7 +873,7 @@ describe('the official OpenAI client, unmodified, against the real server', () =
     await expectError(await post('/v1/chat/completions', { user: 'alice', messages, prompt_logprobs: 1, stream: true }), 422, 'validation_failed');
   });
 
-  it('return_token_ids (vLLM\'s): the prompt as /tokenize renders it and the reply\'s ids, which decode to its text; streamed, the same ids', async () => {
+  it('return_token_ids (vLLM\'s): the prompt as /tokenize renders it and the reply\'s ids, which decode to its text; streamed, the same ids; continuous usage stats count them chunk by chunk', async () => {
     const messages = [{ role: 'user', content: 'Hello' }];
     const rendered = tokenizeResponseSchema.parse(await (await post('/tokenize', { messages })).json()).tokens;
     const chat = chatCompletionResponseSchema.parse(await (await post('/v1/chat/completions', { user: 'alice', messages, max_tokens: 4, return_token_ids: true })).json());
@@ -884,6 +884,13 @@ describe('the official OpenAI client, unmodified, against the real server', () =
     const chunks = parseSse(await res.text()).slice(0, -1).map((e) => chatCompletionChunkSchema.parse(JSON.parse(e.data)));
     expect(chunks[0].prompt_token_ids).toEqual(rendered);
     expect(chunks.flatMap((c) => c.choices.flatMap((x) => x.token_ids ?? []))).toEqual(chat.choices[0].token_ids);
+    // Continuous usage stats: each chunk with the usage so far, up to the last chunk's.
+    const counted = await post('/v1/chat/completions', { user: 'alice', messages, max_tokens: 4, stream: true, stream_options: { include_usage: true, continuous_usage_stats: true } });
+    const usages = parseSse(await counted.text()).slice(0, -1).map((e) => chatCompletionChunkSchema.parse(JSON.parse(e.data)).usage!);
+    const final = usages.pop()!;
+    expect(final).toMatchObject({ prompt_tokens: rendered.length, completion_tokens: 4 });
+    expect(usages.map((u) => u.completion_tokens)).toEqual([0, 1, 2, 3, 4, 4]);
+    expect(usages.every((u) => u.prompt_tokens === rendered.length && u.total_tokens === u.prompt_tokens + u.completion_tokens)).toBe(true);
     // Legacy completions: a prompt of ids comes back as sent.
     const legacy = completionResponseSchema.parse(await (await post('/v1/completions', { user: 'bob', prompt: rendered, max_tokens: 2, return_token_ids: true })).json());
     expect(legacy.choices[0]).toMatchObject({ prompt_token_ids: rendered, token_ids: [tokenOf(md.tokenizer, 'z'), tokenOf(md.tokenizer, 'z')] });

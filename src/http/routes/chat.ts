@@ -11,7 +11,7 @@ import { userExists } from '../../db/queries/users.js';
 import type { AppEnv, RouteDeps } from '../context.js';
 import { chatCompletionRequestSchema } from '../schemas.js';
 import type { GenerateRequest, GenerateResult, TokenLogprob } from '../services.js';
-import { allChoices, choiceRequests, firstPromptIds, openAiFinish, openAiTokenLogprobs, openAiUsage, samplingFields, toGenerate } from '../openai.js';
+import { allChoices, choiceRequests, continuousUsage, firstPromptIds, openAiFinish, openAiTokenLogprobs, openAiUsage, samplingFields, toGenerate, usageSoFar } from '../openai.js';
 import { type CallPiece, type ToolOffer, autoCallGuide, offerReader, readOffered, serveMessages, textOf, toolCallFormat, toolOffer, toolsPrompt, withToolsPrompt } from '../tools.js';
 import { promptLogprobs } from '../prompt-logprobs.js';
 import { mergeStreams } from '../stream-merge.js';
@@ -126,6 +126,7 @@ export function registerChatRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
 
     const streams = await allChoices(ac, reqs.map((r) => firstEvent(gen, r, ac.signal)));
     const includeUsage = body.stream_options?.include_usage === true;
+    const continuous = continuousUsage(body);
     return streamSSE(c, async (sse) => {
       sse.onAbort(() => ac.abort(new Error('client disconnected')));
       // One id for every chunk of the stream, as OpenAI does; the engine's result id arrives only at the end.
@@ -148,12 +149,16 @@ export function registerChatRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
         return { ...(lps.length > 0 ? { logprobs: logprobsOf(lps, asIds) } : {}), ...(ids.length > 0 ? { token_ids: ids } : {}) };
       };
       const hasPending = (index: number) => pending[index].length > 0 || pendingIds[index].length > 0;
-      const promptIds = firstPromptIds(streams[0].first);
-      const send = (index: number, delta: Record<string, unknown>) => chunk([{ index, ...delta, finish_reason: null }]);
+      // The prompt's ids (asked for, or read for continuous usage stats: every chunk with the usage so far).
+      const wantIds = body.return_token_ids === true;
+      const promptIds = firstPromptIds(streams[0].first) ?? [];
+      const generated = reqs.map(() => 0);
+      const usageNow = (index: number) => (continuous ? usageSoFar(promptIds.length, generated[index]) : {});
+      const send = (index: number, delta: Record<string, unknown>) => chunk([{ index, ...delta, finish_reason: null }], usageNow(index));
       const merged = mergeStreams(streams);
       try {
         for (const index of reqs.keys()) {
-          await chunk([{ index, delta: { role: 'assistant', content: '' }, finish_reason: null }], index === 0 && promptIds ? { prompt_token_ids: promptIds } : {});
+          await chunk([{ index, delta: { role: 'assistant', content: '' }, finish_reason: null }], { ...(index === 0 && wantIds ? { prompt_token_ids: promptIds } : {}), ...usageNow(index) });
         }
         if (echoed !== '') for (const index of reqs.keys()) await send(index, { delta: { content: echoed } });
         for await (const { index, value: ev } of merged) {
@@ -161,18 +166,20 @@ export function registerChatRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
           const reader = readers[index];
           if (ev.type === 'token') {
             if (ev.logprobs) pending[index].push(...ev.logprobs);
-            if (ev.tokenIds) pendingIds[index].push(...ev.tokenIds);
+            generated[index] += ev.tokenIds?.length ?? 0;
+            if (wantIds && ev.tokenIds) pendingIds[index].push(...ev.tokenIds);
             const { content, calls } = reader ? reader.push(ev.text) : { content: ev.text, calls: [] };
             if (calls.length > 0) await send(index, { delta: { tool_calls: calls.map((p) => callDelta(p, callIds[index], reader!.array)) }, ...withPending(index) });
             if (content !== '') await send(index, { delta: { content }, ...withPending(index) });
           } else {
             results[index] = ev.result;
+            generated[index] = ev.result.usage.completionTokens;
             // Text held back to the end: it never began a call.
             const rest = reader?.end() ?? '';
             if (rest !== '') await send(index, { delta: { content: rest }, ...withPending(index) });
             if (hasPending(index)) await send(index, { delta: {}, ...withPending(index) });
             const finish = reader && reader.calls > 0 ? callsFinish(ev.result, reader.cut) : finishReason(ev.result.finishReason);
-            await chunk([{ index, delta: {}, finish_reason: finish }], { memlora: memloraOf(ev.result) });
+            await chunk([{ index, delta: {}, finish_reason: finish }], { memlora: memloraOf(ev.result), ...usageNow(index) });
           }
         }
         if (ac.signal.aborted) return;

@@ -15,7 +15,7 @@ import type { z } from 'zod';
 import { userExists } from '../../db/queries/users.js';
 import type { AppEnv, RouteDeps } from '../context.js';
 import { ApiError } from '../errors.js';
-import { allChoices, choiceRequests, openAiFinish, openAiUsage, openAiUserId, samplingFields, toGenerate, tokenName } from '../openai.js';
+import { allChoices, choiceRequests, continuousUsage, firstPromptIds, openAiFinish, openAiUsage, openAiUserId, samplingFields, toGenerate, tokenName, usageSoFar } from '../openai.js';
 import { type PromptLogprobsAsk, promptLogprobs } from '../prompt-logprobs.js';
 import { mergeStreams } from '../stream-merge.js';
 import { completionPrompts, completionRequestSchema } from '../schemas.js';
@@ -203,10 +203,15 @@ export function registerCompletionRoutes(app: Hono<AppEnv>, deps: RouteDeps): vo
     const scored = plan.scorePrompt ? await scorePrompt(gen, body, plan, ac.signal) : null;
     const streams = plan.gen ? await allChoices(ac, choiceRequests(plan.gen, n).map((r) => firstEvent(gen, r, ac.signal))) : [];
     const includeUsage = body.stream_options?.include_usage === true;
+    // Continuous usage stats (vLLM's): every chunk with its choice's usage so far, counted by token ids.
+    const continuous = continuousUsage(body);
+    const wantIds = body.return_token_ids === true;
+    const promptTokens = streams.length > 0 ? (firstPromptIds(streams[0].first)?.length ?? 0) : promptTokensOf(scored, null);
     return streamSSE(c, async (sse) => {
       sse.onAbort(() => ac.abort(new Error('client disconnected')));
-      const chunk = (choices: unknown[], extra: Record<string, unknown> = {}) =>
-        sse.writeSSE({ data: JSON.stringify({ id, object: 'text_completion', created, model, choices, ...extra }) });
+      const generated = Array.from({ length: n }, () => 0);
+      const chunk = (choices: Array<{ index: number } & Record<string, unknown>>, extra: Record<string, unknown> = {}) =>
+        sse.writeSSE({ data: JSON.stringify({ id, object: 'text_completion', created, model, choices, ...extra, ...(continuous && choices.length === 1 ? usageSoFar(promptTokens, generated[choices[0].index]) : {}) }) });
       const offsets = Array.from({ length: n }, newOffset);
       const results: GenerateResult[] = [];
       const merged = streams.length > 0 ? mergeStreams(streams) : null;
@@ -222,10 +227,12 @@ export function registerCompletionRoutes(app: Hono<AppEnv>, deps: RouteDeps): vo
           for await (const { index, value: ev } of merged) {
             if (ac.signal.aborted) return;
             if (ev.type === 'token') {
-              const ids = { ...(ev.promptTokenIds ? { prompt_token_ids: ev.promptTokenIds } : {}), ...(ev.tokenIds ? { token_ids: ev.tokenIds } : {}) };
+              generated[index] += ev.tokenIds?.length ?? 0;
+              const ids = wantIds ? { ...(ev.promptTokenIds ? { prompt_token_ids: ev.promptTokenIds } : {}), ...(ev.tokenIds ? { token_ids: ev.tokenIds } : {}) } : {};
               await chunk([{ index, text: ev.text, logprobs: plan.top === null ? null : legacyLogprobs(ev.logprobs ?? [], offsets[index], asIds), finish_reason: null, ...ids }]);
             } else {
               results[index] = ev.result;
+              generated[index] = ev.result.usage.completionTokens;
               await finish(index, openAiFinish(ev.result.finishReason), ev.result);
             }
           }
