@@ -61,6 +61,7 @@ export function samplingFields(body: OpenAiBody) {
     allowedTokenIds: body.allowed_token_ids ?? undefined,
     badWords: body.bad_words ?? undefined,
     truncatePromptTokens: body.truncate_prompt_tokens ?? undefined,
+    truncationSide: body.truncation_side ?? undefined,
     // Continuous usage counts the stream's tokens by their ids.
     returnTokenIds: body.return_token_ids === true || continuousUsage(body) ? true : undefined,
     responseFormat: responseFormatOf(body),

@@ -24,6 +24,7 @@ export interface PromptLogprobsAsk {
   /** The prompt: a text (read with BOS first, where the template has one), token ids (as they are), or messages (rendered with the chat template). */
   prompt: { text: string } | { ids: number[] } | { messages: ChatMessage[]; continueFinalMessage?: boolean };
   truncatePromptTokens: number | undefined;
+  truncationSide: 'left' | 'right' | undefined;
   /** Most likely tokens per entry, besides the prompt's own (0-20). */
   top: number;
 }
@@ -38,7 +39,7 @@ function scorer(gen: GenerateService): Required<Pick<GenerateService, 'tokenize'
 function promptTokens(gen: Required<Pick<GenerateService, 'tokenize'>>, ask: PromptLogprobsAsk): number[] {
   const p = ask.prompt;
   const shape = 'messages' in p ? { messages: p.messages, continueFinalMessage: p.continueFinalMessage } : { prompt: 'ids' in p ? p.ids : p.text };
-  return gen.tokenize({ ...shape, truncatePromptTokens: ask.truncatePromptTokens }).tokens;
+  return gen.tokenize({ ...shape, truncatePromptTokens: ask.truncatePromptTokens, truncationSide: ask.truncationSide }).tokens;
 }
 
 /** One scored token as vLLM's entry: the token itself, then the most likely `top` (ranks 1..top). */

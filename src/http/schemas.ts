@@ -628,6 +628,8 @@ export const generateRequestSchema = z
     badWords: badWordsSchema.optional(),
     /** The prompt read as its last k tokens (vLLM's truncate_prompt_tokens; -1: the context window less one); memory only as far as it fits within them. */
     truncatePromptTokens: truncatePromptSchema.optional(),
+    /** Which end truncatePromptTokens keeps (vLLM's truncation_side): left (default) the last tokens, right the first. */
+    truncationSide: z.enum(['left', 'right']).optional(),
     responseFormat: responseFormatSchema.optional(),
     guidedChoice: guidedChoiceSchema.optional(),
     guidedRegex: guidedRegexSchema.optional(),
@@ -1074,7 +1076,7 @@ const openAiSamplingShape = {
   frequency_penalty: penaltySchema.nullable().optional(),
   presence_penalty: penaltySchema.nullable().optional(),
   logit_bias: logitBiasSchema.nullable().optional(),
-  /** vLLM's extensions of the OpenAI body, as /v1/generate's topK, minP, repetitionPenalty, minTokens, ignoreEos, stopTokenIds, includeStopStrInOutput, allowedTokenIds, badWords and truncatePromptTokens. */
+  /** vLLM's extensions of the OpenAI body, as /v1/generate's topK, minP, repetitionPenalty, minTokens, ignoreEos, stopTokenIds, includeStopStrInOutput, allowedTokenIds, badWords, truncatePromptTokens and truncationSide. */
   top_k: z.int().min(-1).nullable().optional(),
   min_p: z.number().min(0).max(1).nullable().optional(),
   repetition_penalty: z.number().gt(0).max(10).nullable().optional(),
@@ -1085,6 +1087,7 @@ const openAiSamplingShape = {
   allowed_token_ids: allowedTokenIdsSchema.nullable().optional(),
   bad_words: badWordsSchema.nullable().optional(),
   truncate_prompt_tokens: truncatePromptSchema.nullable().optional(),
+  truncation_side: z.enum(['left', 'right']).nullable().optional(),
   /** vLLM's: each prompt token's log-probability, rank and this many most likely tokens at its place (src/http/prompt-logprobs.ts); not with stream. */
   prompt_logprobs: z.int().min(-1).max(MAX_TOP_LOGPROBS).nullable().optional(),
   /** vLLM's: tokens in logprobs named "token_id:<id>" (their bytes and text offsets stay the token's own). */

@@ -23,7 +23,7 @@ export interface PromptContext {
   contextTokens: number;
 }
 
-type PromptFields = Pick<ServeRequest, 'messages' | 'prompt' | 'maxTokens' | 'continueFinalMessage' | 'truncatePromptTokens'>;
+type PromptFields = Pick<ServeRequest, 'messages' | 'prompt' | 'maxTokens' | 'continueFinalMessage' | 'truncatePromptTokens' | 'truncationSide'>;
 
 /** Token ids of the request with `memory` items prepended (none: the request as sent). */
 export function encodeRequest(ctx: PromptContext, req: PromptFields, memory: readonly string[] = []): number[] {
@@ -50,15 +50,19 @@ function promptBound(ctx: PromptContext, req: Pick<PromptFields, 'truncatePrompt
   return k === undefined ? Infinity : k === -1 ? ctx.contextTokens - 1 : k;
 }
 
-/** A prompt's ids cut to their last truncatePromptTokens (vLLM's truncate_prompt_tokens), as the model reads them. */
-export function truncatePrompt(ctx: PromptContext, ids: number[], truncatePromptTokens: number | undefined): number[] {
-  const bound = promptBound(ctx, { truncatePromptTokens });
-  return ids.length > bound ? ids.slice(-bound) : ids;
+/**
+ * A prompt's ids cut to truncatePromptTokens (vLLM's truncate_prompt_tokens), as the model reads them:
+ * the last k, or with truncationSide right the first k.
+ */
+export function truncatePrompt(ctx: PromptContext, ids: number[], cut: Pick<PromptFields, 'truncatePromptTokens' | 'truncationSide'>): number[] {
+  const bound = promptBound(ctx, cut);
+  if (ids.length <= bound) return ids;
+  return cut.truncationSide === 'right' ? ids.slice(0, bound) : ids.slice(-bound);
 }
 
-/** The request's own ids (cut to their last truncatePromptTokens), or prompt_too_long when the window has no room for a reply. */
+/** The request's own ids (cut to truncatePromptTokens), or prompt_too_long when the window has no room for a reply. */
 export function promptIds(ctx: PromptContext, req: PromptFields): number[] {
-  const ids = truncatePrompt(ctx, encodeRequest(ctx, req), req.truncatePromptTokens);
+  const ids = truncatePrompt(ctx, encodeRequest(ctx, req), req);
   if (ids.length >= ctx.contextTokens) {
     throw new ServeError('prompt_too_long', `the prompt has ${ids.length} tokens; the context window holds ${ctx.contextTokens}, with room for at least one generated token`, {
       details: { promptTokens: ids.length, contextTokens: ctx.contextTokens },

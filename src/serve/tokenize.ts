@@ -24,7 +24,7 @@ export function tokenize(ctx: PromptContext, texts: TokenTexts, req: TokenizeReq
   } else {
     tokens = ctx.tokenizer.encode(req.prompt ?? '', { parseSpecial: false });
   }
-  tokens = truncatePrompt(ctx, tokens, req.truncatePromptTokens);
+  tokens = truncatePrompt(ctx, tokens, req);
   return {
     tokens,
     count: tokens.length,

@@ -93,6 +93,8 @@ export interface ServeRequest {
    * window less one token); memory is added only as far as the prompt with it stays within them.
    */
   truncatePromptTokens?: number;
+  /** Which end truncatePromptTokens keeps (vLLM's truncation_side): left (the default) cuts the start and keeps the last k; right keeps the first k. */
+  truncationSide?: TruncationSide;
   /**
    * json_object: the reply is guided to one JSON object and ends when it closes (OpenAI's JSON mode);
    * json_schema: to one document of the schema (OpenAI's structured outputs, vLLM's guided_json).
@@ -240,9 +242,13 @@ export interface TokenizeRequest {
   continueFinalMessage?: boolean;
   /** Each token's text as well. */
   returnTokenStrings?: boolean;
-  /** The ids cut to their last k, as a generation with truncatePromptTokens k reads its prompt (-1: the window less one). */
+  /** The ids cut to k, as a generation with truncatePromptTokens k (and truncationSide) reads its prompt (-1: the window less one). */
   truncatePromptTokens?: number;
+  truncationSide?: TruncationSide;
 }
+
+/** The end of a prompt truncatePromptTokens keeps: left cuts the start (the last k kept), right cuts the end (the first k kept). */
+export type TruncationSide = 'left' | 'right';
 
 export interface TokenizeResult {
   tokens: number[];

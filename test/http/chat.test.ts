@@ -290,6 +290,11 @@ describe('POST /v1/chat/completions', () => {
     const alts = { '1000': { logprob: -0.01, rank: 1, decoded_token: 'alt0' }, '1001': { logprob: -0.02, rank: 2, decoded_token: 'alt1' } };
     expect(body.prompt_logprobs).toEqual([null, { '0': { logprob: -0.1, rank: 2, decoded_token: 'e' }, ...alts }, { '1': { logprob: -0.2, rank: 3, decoded_token: ' sea' }, ...alts }]);
     expect(body.choices).toHaveLength(2);
+    // truncation_side right: the first 6 ("<s>to th"), as the generation is asked to read them.
+    gen.scoreCalls.length = 0;
+    await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: msg, prompt_logprobs: 0, truncate_prompt_tokens: 6, truncation_side: 'right' });
+    expect(gen.scoreCalls[0]).toMatchObject({ prompt: [1], text: [...'to th'].map((ch) => ch.charCodeAt(0)) });
+    expect(gen.calls.at(-1)!.req).toMatchObject({ truncatePromptTokens: 6, truncationSide: 'right' });
 
     // 0: each token alone; not asked: no field, no scoring pass.
     const alone = chatCompletionResponseSchema.parse(await json(await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: [{ role: 'user', content: 'ab' }], prompt_logprobs: 0 })));

@@ -104,13 +104,13 @@ export function fakeGenerate(): FakeGenerate {
       };
     },
     // A "tokenizer" of 2,048 ids: BOS 1, then one id per UTF-16 unit of the text (or of each message's content); ids as they are.
-    // A window of 512 tokens: truncatePromptTokens keeps the last k (-1: 511).
+    // A window of 512 tokens: truncatePromptTokens keeps the last k (-1: 511), with truncationSide right the first k.
     tokenize(req) {
       fake.tokenizeCalls.push(req);
       const text = req.prompt ?? req.messages!.map((m) => m.content).join('');
       const whole = typeof text !== 'string' ? [...text] : [...(req.addSpecialTokens === false ? [] : [1]), ...Array.from(text, (ch) => ch.charCodeAt(0) % 2048)];
       const k = req.truncatePromptTokens === -1 ? 511 : req.truncatePromptTokens;
-      const tokens = k !== undefined && whole.length > k ? whole.slice(-k) : whole;
+      const tokens = k !== undefined && whole.length > k ? (req.truncationSide === 'right' ? whole.slice(0, k) : whole.slice(-k)) : whole;
       return { tokens, count: tokens.length, maxModelLen: 512, tokenStrings: req.returnTokenStrings ? tokens.map((t) => textOfIds([t])) : null };
     },
     detokenize(tokens) {

@@ -479,6 +479,13 @@ describe('faults', () => {
     const last = encodeRequest(ctx, { prompt: long, maxTokens: 1 }).slice(-100);
     const alone = await e.generate(req('cut-a', { prompt: last, maxTokens: 12 }), never());
     expect(cut).toMatchObject({ text: alone.text, usage: { promptTokens: 100 }, personalization: { mode: 'injected' } });
+    // truncationSide right (vLLM's truncation_side): the first k tokens, as they are sent alone.
+    const first = encodeRequest(ctx, { prompt: long, maxTokens: 1 }).slice(0, 100);
+    const head = await e.generate(req('cut-a', { prompt: long, maxTokens: 12, truncatePromptTokens: 100, truncationSide: 'right', returnTokenIds: true }), never());
+    const headAlone = await e.generate(req('cut-a', { prompt: first, maxTokens: 12 }), never());
+    expect(head).toMatchObject({ text: headAlone.text, usage: { promptTokens: 100 }, promptTokenIds: first });
+    expect(head.text).not.toBe(cut.text);
+    expect(e.tokenize({ prompt: long, truncatePromptTokens: 100, truncationSide: 'right' }).tokens).toEqual(first);
     // -1: the window less one token, so one token is written.
     expect(await e.generate(req('cut-a', { prompt: long, maxTokens: 12, truncatePromptTokens: -1 }), never())).toMatchObject({ finishReason: 'length', usage: { promptTokens: 511, completionTokens: 1 } });
     // Memory is added only while the prompt with it stays within the bound.

@@ -100,6 +100,7 @@ const promptLogprobsAsk = (body: CompletionRequest, prompt: Prompt, top: number)
   mode: body.mode,
   prompt: typeof prompt === 'string' ? { text: prompt } : { ids: prompt },
   truncatePromptTokens: body.truncate_prompt_tokens ?? undefined,
+  truncationSide: body.truncation_side ?? undefined,
   top,
 });
 
@@ -126,7 +127,7 @@ export function registerCompletionRoutes(app: Hono<AppEnv>, deps: RouteDeps): vo
     const tokenIdsOf = (plan: Plan, r: GenerateResult | null) => {
       if (!body.return_token_ids) return {};
       if (r) return { prompt_token_ids: r.promptTokenIds ?? [], token_ids: r.tokenIds ?? [] };
-      const read = requireTokenizer(deps).tokenize({ prompt: plan.prompt, truncatePromptTokens: body.truncate_prompt_tokens ?? undefined });
+      const read = requireTokenizer(deps).tokenize({ prompt: plan.prompt, truncatePromptTokens: body.truncate_prompt_tokens ?? undefined, truncationSide: body.truncation_side ?? undefined });
       return { prompt_token_ids: read.tokens, token_ids: [] };
     };
     const plans: Plan[] = completionPrompts(body.prompt).map((prompt) => ({
