@@ -928,6 +928,7 @@ const isAsked = (x: unknown): boolean => x != null && x !== false && !(Array.isA
 const VLLM_REFUSED: Record<string, string> = {
   use_beam_search: 'beam search is not supported',
   logits_processors: 'logits_processors are not supported',
+  logprob_token_ids: 'logprob_token_ids is not supported: score chosen tokens with POST /v1/score',
 };
 /** The same, of chat completions alone. */
 const VLLM_CHAT_REFUSED: Record<string, string> = {
@@ -941,11 +942,12 @@ function refinePromptLogprobs(v: { prompt_logprobs?: number | null; stream?: boo
   if (v.stream) ctx.addIssue({ code: 'custom', path: ['prompt_logprobs'], message: 'prompt_logprobs are not available when stream is true' });
 }
 
-/** 422 for each refused field the body asks for. */
+/** 422 for each refused field the body asks for; vLLM's priority other than 0 too (vLLM refuses it without priority scheduling, which memlora does not do). */
 function refineRefused(v: Record<string, unknown>, ctx: z.RefinementCtx, refused: Record<string, string>): void {
   for (const [field, why] of Object.entries(refused)) {
     if (isAsked(v[field])) ctx.addIssue({ code: 'custom', path: [field], message: why });
   }
+  if (v.priority != null && v.priority !== 0) ctx.addIssue({ code: 'custom', path: ['priority'], message: 'priority scheduling is not supported (the batch is shared fairly between users): send 0 or nothing' });
 }
 
 /** The memlora user of an OpenAI request: `user`, or the one its model names; both must agree. */

@@ -82,7 +82,9 @@ describe('POST /v1/chat/completions', () => {
     expect(gen.calls[1].req).toMatchObject({ topK: 5, guidedChoice: ['yes', 'no'] });
     // vLLM's min_p 0: all tokens, as an absent minP.
     expect(gen.calls[1].req.minP).toBeUndefined();
-    await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: [{ role: 'user', content: 'x' }], ignore_eos: true });
+    // vLLM's priority 0 and an empty logprob_token_ids ask nothing.
+    const asked = await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: [{ role: 'user', content: 'x' }], ignore_eos: true, priority: 0, logprob_token_ids: null });
+    expect(asked.status).toBe(200);
     expect(gen.calls[2].req).toMatchObject({ ignoreEos: true, maxTokens: 128 });
     expect(gen.calls[1].req.logitBias).toBeUndefined();
     expect(gen.calls[1].req.frequencyPenalty).toBeUndefined();
@@ -228,6 +230,8 @@ describe('POST /v1/chat/completions', () => {
       { user: 'alice', messages: msg, use_beam_search: true },
       { user: 'alice', messages: msg, best_of: 2 },
       { user: 'alice', messages: msg, logits_processors: ['x'] },
+      { user: 'alice', messages: msg, logprobs: true, logprob_token_ids: [5, 9] },
+      { user: 'alice', messages: msg, priority: 1 },
       { user: 'alice', messages: msg, chat_template: '{{ messages }}' },
     ]) {
       await expectError(await h.req('POST', '/v1/chat/completions', body), 422, 'validation_failed');

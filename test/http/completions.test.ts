@@ -204,6 +204,8 @@ describe('POST /v1/completions', () => {
       { user: 'alice', prompt: 'x', min_tokens: 20 },
       { user: 'alice', prompt: 'x', bad_words: [''] },
       { user: 'alice', prompt: 'x', prompt_logprobs: -1 },
+      { user: 'alice', prompt: 'x', priority: -3 },
+      { user: 'alice', prompt: 'x', logprob_token_ids: [1] },
       { user: 'alice', prompt: 'x', prompt_logprobs: 1.5 },
       { user: 'alice', prompt: 'x', prompt_logprobs: 1, stream: true },
       { user: 'alice', prompt: 'x', truncate_prompt_tokens: 1.5 },
