@@ -1,8 +1,8 @@
 /**
  * vLLM's prompt_logprobs on the OpenAI routes (chat completions: the response's `prompt_logprobs`;
  * legacy completions: each choice's): per token of the prompt as the model reads it (the chat
- * rendered with its template, a text after BOS, token ids as they are, each cut to
- * truncate_prompt_tokens as the generation cuts it), its log-probability under the user's model given
+ * rendered with its template, a text with BOS first where the template has one, token ids as they
+ * are, each cut to truncate_prompt_tokens as the generation cuts it), its log-probability under the user's model given
  * the tokens before it, its rank, and the `k` most likely tokens at its place with theirs. The first
  * token, which nothing precedes, is null. An entry maps token ids to { logprob, rank, decoded_token },
  * as vLLM's does: the prompt's own token, and the k most likely (which may include it).
