@@ -64,6 +64,8 @@ export function samplingFields(body: OpenAiBody) {
     truncationSide: body.truncation_side ?? undefined,
     // Continuous usage counts the stream's tokens by their ids.
     returnTokenIds: body.return_token_ids === true || continuousUsage(body) ? true : undefined,
+    // vLLM's default: control tokens leave no text in an OpenAI reply.
+    skipSpecialTokens: body.skip_special_tokens ?? true,
     responseFormat: responseFormatOf(body),
     guidedChoice: body.structured_outputs?.choice ?? body.guided_choice ?? undefined,
     guidedRegex: body.structured_outputs?.regex ?? body.guided_regex ?? undefined,

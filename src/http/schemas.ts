@@ -641,6 +641,8 @@ export const generateRequestSchema = z
     topLogprobs: z.int().min(0).max(MAX_TOP_LOGPROBS).optional(),
     /** The prompt's token ids as the model read them (memory included) and the reply's, in the result and the token events (vLLM's return_token_ids). */
     returnTokenIds: z.boolean().optional(),
+    /** A control token the model draws mid-reply leaves no text (vLLM's skip_special_tokens); absent or false: its text is kept. */
+    skipSpecialTokens: z.boolean().optional(),
   })
   .superRefine((v, ctx) => {
     if ((v.messages === undefined) === (v.prompt === undefined)) {
@@ -1096,6 +1098,8 @@ const openAiSamplingShape = {
   return_tokens_as_token_ids: z.boolean().nullable().optional(),
   /** vLLM's: the prompt's token ids as the model read them (memory included) and each choice's (prompt_token_ids, token_ids). */
   return_token_ids: z.boolean().nullable().optional(),
+  /** vLLM's, true unless false (as vLLM's default): a control token drawn mid-reply leaves no text. */
+  skip_special_tokens: z.boolean().nullable().optional(),
   response_format: openAiResponseFormatSchema.nullable().optional(),
   guided_choice: guidedChoiceSchema.nullable().optional(),
   guided_json: guidedJsonSchema.nullable().optional(),

@@ -52,6 +52,12 @@ export interface GenerateRequest {
    * and top-p) with this many most likely alternatives (0 = the chosen token's only); absent = off.
    */
   logprobs?: number;
+  /**
+   * A control token drawn in the reply (the tokenizer's special tokens, other than the ones that end
+   * it) leaves no text, as vLLM's skip_special_tokens (true there by default); absent or false: its
+   * text is kept. The tokens around it read as if it were not there.
+   */
+  skipSpecialTokens?: boolean;
 }
 
 export interface TokenEvent {
@@ -107,6 +113,8 @@ export class Sequence {
   /** The model's end tokens only: what ignoreEos holds back. */
   private readonly eos: Set<number>;
   private readonly decoder: StreamDecoder | null;
+  /** With skipSpecialTokens: the special tokens, which are not decoded into the text. */
+  private readonly silent: ReadonlySet<number> | null;
   private readonly stopper: StopMatcher;
   private readonly guide: Guide | null;
   private released = '';
@@ -146,6 +154,7 @@ export class Sequence {
     this.ends = new Set([...ctx.eosIds, ...(request.stopTokenIds ?? [])]);
     this.stopper = new StopMatcher(request.stop ?? [], new Set(request.keepStops ?? []));
     this.decoder = ctx.tokenizer ? seededDecoder(ctx.tokenizer, prompt[prompt.length - 1]) : null;
+    this.silent = request.skipSpecialTokens && ctx.tokenizer ? new Set(Object.values(ctx.tokenizer.specialIds)) : null;
     if (request.guide && !ctx.tokenizer) throw new GenerateError('no_tokenizer', 'a guided reply needs a tokenizer', { index });
     this.guide = request.guide ? createGuide(request.guide, guideVocabulary(ctx.tokenizer!, ctx.vocabSize), [...this.ends]) : null;
     const ids = request.allowedTokenIds;
@@ -202,7 +211,7 @@ export class Sequence {
       text = this.release(this.decoder?.flush() ?? '', true);
     } else {
       this.guide?.advance(token);
-      const piece = this.decoder?.push(token) ?? '';
+      const piece = this.silent?.has(token) ? '' : (this.decoder?.push(token) ?? '');
       const r = this.stopper.push(piece, this.armed);
       text = r.text;
       this.released += text;

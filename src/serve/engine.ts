@@ -802,6 +802,7 @@ export class Engine {
           allowedTokenIds: job.req.allowedTokenIds,
           stopTokenIds: stops.stopTokenIds,
           logprobs: job.req.logprobs ? (job.req.topLogprobs ?? 0) : undefined,
+          skipSpecialTokens: job.req.skipSpecialTokens,
         },
         { tokenizer: this.ctx.tokenizer, eosIds: this.eosIds, vocabSize: this.model.config.vocabSize },
       );

@@ -117,6 +117,8 @@ export interface ServeRequest {
   topLogprobs?: number;
   /** Report the token ids: the prompt's as the model read them and the reply's (vLLM's return_token_ids). */
   returnTokenIds?: boolean;
+  /** A control token drawn mid-reply leaves no text (vLLM's skip_special_tokens; the OpenAI routes' default); absent: its text is kept. */
+  skipSpecialTokens?: boolean;
 }
 
 /** A token's log-probability under the model that served the request (its adapter included). */

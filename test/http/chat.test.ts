@@ -71,6 +71,8 @@ describe('POST /v1/chat/completions', () => {
       stopTokenIds: [7, 9],
       includeStopStrInOutput: true,
       responseFormat: { type: 'json_object' },
+      // vLLM's default: control tokens leave no text.
+      skipSpecialTokens: true,
     });
   });
 
@@ -350,6 +352,10 @@ describe('POST /v1/chat/completions', () => {
     for (const index of [0, 1]) expect(chunks.flatMap((c) => c.choices.filter((x) => x.index === index).flatMap((x) => x.token_ids ?? []))).toEqual([500, 501, 502]);
     const plain = (await json(await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: msg }))) as { prompt_token_ids?: unknown; choices: Array<Record<string, unknown>> };
     expect(['prompt_token_ids' in plain, 'token_ids' in plain.choices[0]]).toEqual([false, false]);
+    // vLLM's skip_special_tokens: true unless false.
+    expect(gen.calls.at(-1)!.req.skipSpecialTokens).toBe(true);
+    await h.req('POST', '/v1/chat/completions', { user: 'alice', messages: msg, skip_special_tokens: false });
+    expect(gen.calls.at(-1)!.req.skipSpecialTokens).toBe(false);
   });
 
   it('stream_options.continuous_usage_stats (vLLM\'s, with include_usage): every chunk carries its choice\'s usage so far; no ids unless asked', async () => {

@@ -64,6 +64,7 @@ describe('POST /v1/responses', () => {
       stream: false,
       mode: 'auto',
       logprobs: false,
+      skipSpecialTokens: true,
     });
   });
 

@@ -641,6 +641,26 @@ describe('log-probabilities', () => {
   });
 });
 
+describe('skipSpecialTokens (vLLM\'s skip_special_tokens)', () => {
+  it('a control token drawn mid-reply leaves no text, the text around it as if it were not there; the same tokens either way', async () => {
+    const e = f.engine();
+    const user = f.tokenizer.specialIds['<|user|>'];
+    expect(user).toBeDefined();
+    // Greedy with the bias: a control token first (not one that ends the reply), then the model's own words.
+    const ask = (skipSpecialTokens?: boolean) => e.generate(req('skip-a', { prompt: 'walking for thirty minutes a day', maxTokens: 8, mode: 'vanilla', ignoreEos: true, minTokens: 8, logitBias: { [user]: 12 }, frequencyPenalty: 2, returnTokenIds: true, skipSpecialTokens }), never());
+    const [kept, skipped] = [await ask(), await ask(true)];
+    expect(skipped.tokenIds).toEqual(kept.tokenIds);
+    const ids = kept.tokenIds!;
+    expect(ids.filter((id) => id === user).length).toBeGreaterThan(0);
+    expect(ids.some((id) => id !== user)).toBe(true);
+    expect(kept.text).toBe(f.tokenizer.decode(ids));
+    expect(kept.text).toContain('<|user|>');
+    // Skipped: the text of the other tokens, decoded together.
+    expect(skipped.text).toBe(f.tokenizer.decode(ids.filter((id) => id !== user)));
+    expect(skipped.text).not.toContain('<|user|>');
+  });
+});
+
 describe('token ids (returnTokenIds, vLLM\'s return_token_ids)', () => {
   it('the prompt\'s ids as the model read them, memory included, and every reply token, in the result and one per token event (also while the text is held back), the first with the prompt\'s', async () => {
     const e = f.engine();

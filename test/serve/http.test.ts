@@ -903,6 +903,15 @@ describe('the official OpenAI client, unmodified, against the real server', () =
       openai.chat.completions.create({ model: 'memlora', user: 'alice', messages: hello, max_tokens: 4, ...extra });
     // alice's adapter forces 'q'; a bias of +100 on 'z' outweighs it, -100 on 'q' bans it.
     expect((await ask({ logit_bias: { [z]: 100 } })).choices[0].message.content).toBe('zzzz');
+    // A control token forced by a bias leaves no text in an OpenAI reply (vLLM's skip_special_tokens, true by
+    // default); with false, or through /v1/generate, its text is kept.
+    const user = md.tokenizer.specialIds['<|user|>'];
+    const control = { user: 'alice', messages: hello, max_tokens: 2, logit_bias: { [user]: 100 }, return_token_ids: true };
+    const skipped = chatCompletionResponseSchema.parse(await (await post('/v1/chat/completions', control)).json()).choices[0];
+    expect(skipped).toMatchObject({ message: { content: '' }, token_ids: [user, user] });
+    const kept = chatCompletionResponseSchema.parse(await (await post('/v1/chat/completions', { ...control, skip_special_tokens: false })).json()).choices[0];
+    expect(kept.message.content).toBe('<|user|><|user|>');
+    expect(generateResultSchema.parse(await (await post('/v1/generate', { userId: 'alice', prompt: 'Hello', maxTokens: 1, logitBias: { [user]: 100 } })).json()).text).toBe('<|user|>');
     const banned = (await ask({ logit_bias: { [q]: -100 }, frequency_penalty: 1.5, presence_penalty: 1 })).choices[0].message.content ?? '';
     expect(banned).not.toContain('q');
     expect(banned.length).toBeGreaterThan(0);
