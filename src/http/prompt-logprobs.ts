@@ -18,13 +18,19 @@ import type { ChatMessage, GenerateMode, GenerateService, ScoreResult } from './
 export type PromptLogprobEntry = Record<string, { logprob: number; rank: number; decoded_token: string }>;
 export type PromptLogprobs = Array<PromptLogprobEntry | null>;
 
-export interface PromptLogprobsAsk {
-  userId: string;
-  mode: GenerateMode | undefined;
-  /** The prompt: a text (read with BOS first, where the template has one), token ids (as they are), or messages (rendered with the chat template). */
-  prompt: { text: string } | { ids: number[] } | { messages: ChatMessage[]; continueFinalMessage?: boolean };
+/** A prompt: a text (read with BOS first, where the template has one), token ids (as they are), or messages (rendered with the chat template). */
+export type AskedPrompt = { text: string } | { ids: number[] } | { messages: ChatMessage[]; continueFinalMessage?: boolean };
+
+/** How a request cuts its prompt (truncate_prompt_tokens, truncation_side). */
+export interface PromptCut {
   truncatePromptTokens: number | undefined;
   truncationSide: 'left' | 'right' | undefined;
+}
+
+export interface PromptLogprobsAsk extends PromptCut {
+  userId: string;
+  mode: GenerateMode | undefined;
+  prompt: AskedPrompt;
   /** Most likely tokens per entry, besides the prompt's own (0-20). */
   top: number;
 }
@@ -35,11 +41,10 @@ function scorer(gen: GenerateService): Required<Pick<GenerateService, 'tokenize'
   return gen as Required<Pick<GenerateService, 'tokenize' | 'score'>>;
 }
 
-/** The prompt's token ids as the generation reads them. */
-function promptTokens(gen: Required<Pick<GenerateService, 'tokenize'>>, ask: PromptLogprobsAsk): number[] {
-  const p = ask.prompt;
+/** A prompt's token ids as the generation reads them (memory aside), cut as the request cuts it. */
+export function readPromptIds(gen: Required<Pick<GenerateService, 'tokenize'>>, p: AskedPrompt, cut: PromptCut): number[] {
   const shape = 'messages' in p ? { messages: p.messages, continueFinalMessage: p.continueFinalMessage } : { prompt: 'ids' in p ? p.ids : p.text };
-  return gen.tokenize({ ...shape, truncatePromptTokens: ask.truncatePromptTokens, truncationSide: ask.truncationSide }).tokens;
+  return gen.tokenize({ ...shape, truncatePromptTokens: cut.truncatePromptTokens, truncationSide: cut.truncationSide }).tokens;
 }
 
 /** One scored token as vLLM's entry: the token itself, then the most likely `top` (ranks 1..top). */
@@ -54,7 +59,7 @@ function entryOf(t: ScoreResult['tokens'][number], top: number): PromptLogprobEn
 /** The prompt's log-probabilities: null for its first token, an entry for each after it. */
 export async function promptLogprobs(service: GenerateService, ask: PromptLogprobsAsk, signal: AbortSignal): Promise<PromptLogprobs> {
   const gen = scorer(service);
-  const ids = promptTokens(gen, ask);
+  const ids = readPromptIds(gen, ask.prompt, ask);
   if (ids.length < 2) return ids.map(() => null);
   const scored = await gen.score({ userId: ask.userId, mode: ask.mode ?? 'auto', prompt: ids.slice(0, 1), text: ids.slice(1), topLogprobs: ask.top, compare: false }, signal);
   return [null, ...scored.tokens.map((t) => entryOf(t, ask.top))];

@@ -184,8 +184,13 @@ function fixtureSegment(param: string, conversationRoute: boolean): fc.Arbitrary
 }
 
 function segmentArb(param: string, conversationRoute: boolean): fc.Arbitrary<string> {
+  // The fixtures' segment; a history item and a version also as ids that name nothing or are not ids.
   const known =
-    param === 'jobId' ? fc.constant(KNOWN_JOB) : param === 'responseId' ? fc.constant(KNOWN_RESPONSE) : param === 'conversationId' ? fc.constant(KNOWN_CONVERSATION) : param === 'itemId' && conversationRoute ? fc.constant(KNOWN_CONVERSATION_ITEM) : param === 'itemId' ? fc.constantFrom(KNOWN_ITEM, KNOWN_ITEM, KNOWN_ITEM, '1', '0', '-1', '99999999999') : param === 'model' ? fc.constant('memlora') : param === 'version' ? fc.constantFrom('2', '2', '2', '1', '01', '-1', '1.0', '99999999999') : fc.constantFrom('alice', 'bob');
+    param === 'itemId' && !conversationRoute
+      ? fc.constantFrom(KNOWN_ITEM, KNOWN_ITEM, KNOWN_ITEM, '1', '0', '-1', '99999999999')
+      : param === 'version'
+        ? fc.constantFrom('2', '2', '2', '1', '01', '-1', '1.0', '99999999999')
+        : fixtureSegment(param, conversationRoute);
   return fc.oneof(
     { weight: 5, arbitrary: known as fc.Arbitrary<string> },
     { weight: 2, arbitrary: validishId.map(encodeURIComponent) },

@@ -16,7 +16,7 @@ import { userExists } from '../../db/queries/users.js';
 import type { AppEnv, RouteDeps } from '../context.js';
 import { ApiError } from '../errors.js';
 import { allChoices, choiceRequests, continuousUsage, firstPromptIds, openAiFinish, openAiUsage, openAiUserId, samplingFields, toGenerate, tokenName, usageSoFar } from '../openai.js';
-import { type PromptLogprobsAsk, promptLogprobs } from '../prompt-logprobs.js';
+import { type AskedPrompt, type PromptCut, type PromptLogprobsAsk, promptLogprobs, readPromptIds } from '../prompt-logprobs.js';
 import { mergeStreams } from '../stream-merge.js';
 import { completionPrompts, completionRequestSchema } from '../schemas.js';
 import type { GenerateRequest, GenerateResult, GenerateService, ScoreResult, TokenLogprob } from '../services.js';
@@ -94,13 +94,16 @@ function scorePrompt(gen: GenerateService, body: CompletionRequest, plan: Plan, 
   return gen.score!(typeof prompt === 'string' ? { ...req, text: prompt } : { ...req, prompt: prompt.slice(0, 1), text: prompt.slice(1) }, signal);
 }
 
+/** A completions prompt as the prompt helpers take it, and how the body cuts it (truncate_prompt_tokens, truncation_side). */
+const askedPrompt = (prompt: Prompt): AskedPrompt => (typeof prompt === 'string' ? { text: prompt } : { ids: prompt });
+const cutOf = (body: CompletionRequest): PromptCut => ({ truncatePromptTokens: body.truncate_prompt_tokens ?? undefined, truncationSide: body.truncation_side ?? undefined });
+
 /** What prompt_logprobs scores of a prompt: as the generation reads it (cut to truncate_prompt_tokens). */
 const promptLogprobsAsk = (body: CompletionRequest, prompt: Prompt, top: number): PromptLogprobsAsk => ({
   userId: openAiUserId(body),
   mode: body.mode,
-  prompt: typeof prompt === 'string' ? { text: prompt } : { ids: prompt },
-  truncatePromptTokens: body.truncate_prompt_tokens ?? undefined,
-  truncationSide: body.truncation_side ?? undefined,
+  prompt: askedPrompt(prompt),
+  ...cutOf(body),
   top,
 });
 
@@ -127,8 +130,7 @@ export function registerCompletionRoutes(app: Hono<AppEnv>, deps: RouteDeps): vo
     const tokenIdsOf = (plan: Plan, r: GenerateResult | null) => {
       if (!body.return_token_ids) return {};
       if (r) return { prompt_token_ids: r.promptTokenIds ?? [], token_ids: r.tokenIds ?? [] };
-      const read = requireTokenizer(deps).tokenize({ prompt: plan.prompt, truncatePromptTokens: body.truncate_prompt_tokens ?? undefined, truncationSide: body.truncation_side ?? undefined });
-      return { prompt_token_ids: read.tokens, token_ids: [] };
+      return { prompt_token_ids: readPromptIds(requireTokenizer(deps), askedPrompt(plan.prompt), cutOf(body)), token_ids: [] };
     };
     const plans: Plan[] = completionPrompts(body.prompt).map((prompt) => ({
       prompt,
