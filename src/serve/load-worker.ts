@@ -20,6 +20,11 @@ export type LoadReply =
   | { id: number; ok: true; adapter: Adapter }
   | { id: number; ok: false; error: { name: string; code?: string; message: string; details?: unknown } };
 
+/** What the thread posts once, first: its modules are imported and its store built, so a read is answered at once. */
+export interface LoadReady {
+  ready: true;
+}
+
 const data = workerData as { root: string; model: AdapterModel; verify?: VerifyMode };
 const store = new AdapterStore(data.root, data.model, { verify: data.verify });
 
@@ -44,3 +49,6 @@ parentPort!.on('message', (req: LoadRequest) => {
     parentPort!.postMessage(reply); // a buffer that cannot be transferred is copied
   }
 });
+
+const ready: LoadReady = { ready: true };
+parentPort!.postMessage(ready);

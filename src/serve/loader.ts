@@ -10,11 +10,13 @@ import { Worker } from 'node:worker_threads';
 import type { Adapter } from '../lora/adapter.js';
 import type { AdapterModel } from '../lora/format.js';
 import { AdapterStoreError, type AdapterStoreErrorCode, type ReadOptions, type VerifyMode } from '../lora/store.js';
-import type { LoadReply, LoadRequest } from './load-worker.js';
+import type { LoadReady, LoadReply, LoadRequest } from './load-worker.js';
 
 export interface AdapterReader {
   read(path: string, sha256: string, options?: ReadOptions): Promise<Adapter>;
 }
+
+const isReady = (m: LoadReply | LoadReady): m is LoadReady => 'ready' in m;
 
 /** Under tsx the worker is TypeScript: register tsx's hooks in the worker before importing it (as src/inject/jobs.ts does). */
 function spawn(data: unknown): Worker {
@@ -29,6 +31,8 @@ function spawn(data: unknown): Worker {
 
 export class WorkerAdapterLoader implements AdapterReader {
   private worker: Worker | null = null;
+  /** Settles when the current thread has booted (its modules imported): rejected if it fails first. */
+  private booted: Promise<void> | null = null;
   private nextId = 1;
   private readonly pending = new Map<number, { resolve: (a: Adapter) => void; reject: (e: Error) => void }>();
   private closed = false;
@@ -50,11 +54,34 @@ export class WorkerAdapterLoader implements AdapterReader {
     });
   }
 
+  /**
+   * Boots the load thread now and resolves once it answers reads: a server calls it while starting, so
+   * that its first cache miss does not wait the ~150 ms a thread takes to import its modules. Reads
+   * start the thread themselves when this was not called (or the thread has died since).
+   */
+  start(): Promise<void> {
+    if (this.closed) return Promise.reject(new AdapterStoreError('adapter_io', 'the adapter loader is closed'));
+    this.ensure();
+    return this.booted!;
+  }
+
+  /** The load thread's id while one runs (null before the first start or read, after close, after it died). */
+  get threadId(): number | null {
+    return this.worker?.threadId ?? null;
+  }
+
   private ensure(): Worker {
     if (this.worker) return this.worker;
     const w = spawn({ root: this.root, model: this.model, verify: this.verify });
     w.unref(); // idle loads never keep the process alive
-    w.on('message', (reply: LoadReply) => {
+    let boot!: { resolve: () => void; reject: (e: Error) => void };
+    this.booted = new Promise<void>((resolve, reject) => (boot = { resolve, reject }));
+    this.booted.catch(() => {}); // a read that started the thread learns of a failure from its own promise
+    w.on('message', (reply: LoadReply | LoadReady) => {
+      if (isReady(reply)) {
+        boot.resolve();
+        return;
+      }
       const p = this.pending.get(reply.id);
       if (!p) return;
       this.pending.delete(reply.id);
@@ -62,6 +89,7 @@ export class WorkerAdapterLoader implements AdapterReader {
       else p.reject(new AdapterStoreError((reply.error.code ?? 'adapter_io') as AdapterStoreErrorCode, reply.error.message, reply.error.details as Record<string, unknown> | undefined));
     });
     const fail = (why: string) => {
+      boot.reject(new AdapterStoreError('adapter_io', `adapter load thread ${why}`)); // no-op once booted
       if (this.worker === w) this.worker = null; // the next read starts a fresh thread
       for (const [id, p] of this.pending) {
         this.pending.delete(id);
@@ -78,6 +106,7 @@ export class WorkerAdapterLoader implements AdapterReader {
     this.closed = true;
     const w = this.worker;
     this.worker = null;
+    this.booted = null;
     await w?.terminate();
   }
 }

@@ -211,6 +211,15 @@ export async function createServeServices(setup: ServeSetup, opts: ServeOptions 
         if (closed) break;
         await model.session(spec);
       }
+      // Nor the first cache miss the adapter-load thread's boot (its module imports: ~150 ms). Should it
+      // fail, the server still starts: the first read starts a thread again and reports its own error.
+      if (opts.adapters !== false && !closed) {
+        const t0 = performance.now();
+        await reader.start().then(
+          () => logger.info('adapter load thread started', { ms: Math.round(performance.now() - t0) }),
+          (e: unknown) => logger.warn('adapter load thread failed to start; the first cache miss starts it again', { err: e instanceof Error ? e.message : String(e) }),
+        );
+      }
       if (closed) return null;
       if (prefixCache && config.prefixCacheRestore) prefixModel = restorePrefixAtStart(prefixFile, prefixCache, config.modelPath, db, logger);
       else rmSync(prefixFile, { force: true }); // conversations are not kept on disk unless they will be read back

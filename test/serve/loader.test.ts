@@ -39,6 +39,35 @@ describe('WorkerAdapterLoader', () => {
     await expect(loader.read(w.path, w.sha256)).rejects.toMatchObject({ code: 'bad_adapter_path' });
   });
 
+  it('start() boots the thread before any read; later starts and reads use that thread', async () => {
+    const l = new WorkerAdapterLoader(f.store.root, f.store.model);
+    expect(l.threadId).toBeNull();
+    await l.start();
+    const thread = l.threadId;
+    expect(thread).toEqual(expect.any(Number));
+    await l.start();
+    const w = await f.store.write('wc', randomStoredAdapter(f.cfg, [1], 2, 3));
+    expect((await l.read(w.path, w.sha256, { userId: 'wc' })).spec).toEqual((await f.store.read(w.path, w.sha256, { userId: 'wc' })).spec);
+    expect(l.threadId).toBe(thread);
+    await l.close();
+    expect(l.threadId).toBeNull();
+    await expect(l.start()).rejects.toMatchObject({ code: 'adapter_io' });
+  });
+
+  it('a thread that dies is started again by the next start or read', async () => {
+    const l = new WorkerAdapterLoader(f.store.root, f.store.model);
+    await l.start();
+    const first = l.threadId;
+    // @ts-expect-error: the private thread, ended from outside as a crash would end it
+    await (l.worker as import('node:worker_threads').Worker).terminate();
+    await new Promise((r) => setImmediate(r));
+    expect(l.threadId).toBeNull();
+    await l.start();
+    expect(l.threadId).not.toBeNull();
+    expect(l.threadId).not.toBe(first);
+    await l.close();
+  });
+
   it('refuses reads after close', async () => {
     const other = new WorkerAdapterLoader(f.store.root, f.store.model);
     await other.close();
