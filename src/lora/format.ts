@@ -25,7 +25,7 @@ import { configFingerprint, type ModelConfig, type ModelFamily } from '../model/
 import { decodeSafetensors, encodeSafetensors, SafetensorsError } from '../model/safetensors.js';
 import { LORA_MAPS, gpt2Name, llamaName, loraTargets, type LoraTarget } from '../model/weights.js';
 import { type Adapter, type LoraPair, pairKey } from './adapter.js';
-import { type AdapterSpec, AdapterSpecError, injectedLayers, isVanilla, parseAdapterSpec, scalingOf, totalRank } from './spec.js';
+import { type AdapterSpec, AdapterSpecError, MAX_MODULES, RANKS, injectedLayers, isVanilla, parseAdapterSpec, scalingOf, totalRank } from './spec.js';
 
 export const ADAPTER_WEIGHTS_FILE = 'adapter_model.safetensors';
 export const ADAPTER_CONFIG_FILE = 'adapter_config.json';
@@ -369,6 +369,16 @@ function checkSideFiles(files: EncodedAdapter, spec: AdapterSpec, cfg: ModelConf
   }
 }
 
+/** The weights file's tensors and metadata; bad_safetensors where it is not a safetensors file. */
+function readWeights(weights: Uint8Array): ReturnType<typeof decodeSafetensors> {
+  try {
+    return decodeSafetensors(weights, ADAPTER_WEIGHTS_FILE);
+  } catch (e) {
+    if (e instanceof SafetensorsError) throw new AdapterFormatError('bad_safetensors', e.message, { code: e.code, details: e.details });
+    throw e;
+  }
+}
+
 /**
  * Decode and validate an adapter for the model: names, shapes and ranks against the model and the
  * recorded spec, and the two JSON files against the weights. A/B view the weights buffer when its
@@ -376,13 +386,7 @@ function checkSideFiles(files: EncodedAdapter, spec: AdapterSpec, cfg: ModelConf
  */
 export function decodeAdapter(files: EncodedAdapter, modelConfig: ModelConfig): Adapter {
   const cfg = modelConfig;
-  let st: ReturnType<typeof decodeSafetensors>;
-  try {
-    st = decodeSafetensors(files.weights, ADAPTER_WEIGHTS_FILE);
-  } catch (e) {
-    if (e instanceof SafetensorsError) throw new AdapterFormatError('bad_safetensors', e.message, { code: e.code, details: e.details });
-    throw e;
-  }
+  const st = readWeights(files.weights);
   const spec = specFromMetadata(st.metadata, cfg);
   checkSideFiles(files, spec, cfg);
   const rank = totalRank(spec);
@@ -415,4 +419,26 @@ export function decodeAdapter(files: EncodedAdapter, modelConfig: ModelConfig): 
     });
   }
   return { spec, scaling: scalingOf(spec), pairs };
+}
+
+/**
+ * An adapter from its weights file alone, as memlora wrote it (its __metadata__ records the spec and
+ * the model it was made for): the two JSON files are what memlora writes beside those weights, so
+ * the file is checked exactly as a stored adapter is on every load (decodeAdapter). What an operator
+ * uploads to restore or move a version; AdapterFormatError where it is not such a file for this model.
+ */
+export function decodeAdapterWeights(weights: Uint8Array, model: AdapterModel): Adapter {
+  const spec = specFromMetadata(readWeights(weights).metadata, model.config);
+  return decodeAdapter({ weights, adapterConfig: jsonBytes(adapterConfigJson(spec, model)), memlora: jsonBytes(memloraJson(spec, model)) }, model.config);
+}
+
+/**
+ * The size of the largest weights file an adapter of this model can have: every layer injected at
+ * the largest merged rank (MAX_MODULES modules of the largest rank), plus room for the safetensors
+ * header. An upload past it cannot be an adapter of this model.
+ */
+export function maxAdapterWeightsBytes(cfg: ModelConfig): number {
+  const rank = MAX_MODULES * Math.max(...RANKS);
+  const floats = loraTargets(cfg).reduce((sum, t) => sum + rank * (t.inFeatures + t.outFeatures), 0);
+  return 4 * floats + 64 * 1024;
 }

@@ -75,11 +75,11 @@ describe('createServeServices', () => {
     expect(await svc.loaded).not.toBeNull();
     expect(svc.generate!.ready()).toBe(true);
     // The adapter-load thread booted before the server was ready, and the first miss is read on it.
-    const thread = svc.reader.threadId;
+    const thread = svc.reader!.threadId;
     expect(thread).not.toBeNull();
     expect(s.logger.lines.find((l) => l.msg === 'adapter load thread started')).toMatchObject({ level: 'info' });
     expect((await svc.generate!.generate(req('alice', { maxTokens: 3 }), never())).text).toBe('qqq');
-    expect(svc.reader.threadId).toBe(thread);
+    expect(svc.reader!.threadId).toBe(thread);
     expect(svc.cache!.has(adapterKey('alice', 1))).toBe(true);
 
     expect(await svc.adapterFiles.removeUserAdapters('alice')).toMatchObject({ files: 3 });
@@ -100,7 +100,7 @@ describe('createServeServices', () => {
     await svc.loaded;
     const r = await svc.generate!.generate(req('alice', { maxTokens: 3 }), never());
     expect(r.personalization).toEqual({ mode: 'vanilla', adapterVersion: null });
-    expect(svc.reader.threadId).toBeNull(); // no adapters to load: no load thread
+    expect(svc.reader!.threadId).toBeNull(); // no adapters to load: no load thread
     // No adapter cache to read, empty or warm.
     expect(() => svc.generate!.cacheContents(10)).toThrow(expect.objectContaining({ code: 'adapters_disabled' }));
     expect(() => svc.generate!.dropCached()).toThrow(expect.objectContaining({ code: 'adapters_disabled' }));
