@@ -15,7 +15,7 @@ import type { AppDeps, AppEnv, RouteDeps } from './context.js';
 import { renderDocsHtml } from './docs.js';
 import { ApiError, errorResponse, toApiError } from './errors.js';
 import { jsonLogger } from './logger.js';
-import { registerAdapterRoutes } from './routes/adapter.js';
+import { ADAPTER_UPLOAD_PATH, registerAdapterRoutes } from './routes/adapter.js';
 import { registerAdminRoutes } from './routes/admin.js';
 import { registerCacheRoutes } from './routes/cache.js';
 import { registerChatRoutes } from './routes/chat.js';
@@ -96,7 +96,9 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
 
   app.use('*', async (c, next) => {
     const declared = c.req.header('content-length');
-    if (declared !== undefined && Number(declared) > d.config.bodyLimitBytes) throw bodyTooLarge(d.config.bodyLimitBytes);
+    // An adapter upload is bounded by the model's largest adapter instead, read after admin auth.
+    const upload = c.req.method === 'POST' && ADAPTER_UPLOAD_PATH.test(c.req.path);
+    if (!upload && declared !== undefined && Number(declared) > d.config.bodyLimitBytes) throw bodyTooLarge(d.config.bodyLimitBytes);
     await next();
   });
 

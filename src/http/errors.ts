@@ -45,6 +45,8 @@ export const SERVICE_ERROR_STATUS: Readonly<Record<string, number>> = {
   adapters_disabled: 409,
   adapter_active: 409,
   invalid_cursor: 422,
+  invalid_adapter: 422,
+  adapter_model_mismatch: 422,
   invalid_request: 422,
   prompt_too_long: 422,
   token_out_of_range: 422,

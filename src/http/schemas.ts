@@ -212,6 +212,21 @@ export const adapterListSchema = z.object({
   ),
 });
 
+/** POST /v1/admin/users/{userId}/adapters: whether the uploaded version serves the user at once (default true). */
+export const importAdapterQuery = z.strictObject({ activate: z.enum(['true', 'false']).default('true').transform((v) => v === 'true') });
+
+export const adapterImportSchema = z.object({
+  /** The new version, as GET /v1/users/{userId}/adapters lists it. */
+  adapter: adapterSchema,
+  /** The version that was active before the call (null: none). */
+  previousVersion: z.int().min(1).nullable(),
+  /** Bytes written to the store: the weights and the two JSON files memlora writes beside them. */
+  bytes: z.int().min(1),
+});
+
+/** The files of an adapter version an operator may download, by name in the path. */
+export const ADAPTER_DOWNLOADS = ['adapter_model.safetensors', 'adapter_config.json', 'memlora_adapter.json'] as const;
+
 /** PUT /v1/admin/users/{userId}/adapter: which version serves the user (null: none, serve without). */
 export const activateAdapterBody = z.strictObject({ version: z.int().min(1).max(2 ** 31 - 1).nullable() });
 

@@ -102,7 +102,23 @@ export interface AdapterFiles {
   checkVersion?(row: { userId: string; version: number; filePath: string; sha256: string; active: number }): Promise<VersionFilesCheck>;
   /** Removes one version's files (none there: nothing removed) and forgets it in the cache; returns what it removed. */
   removeVersion?(row: { userId: string; version: number; filePath: string }): Promise<{ files: number; bytes: number }>;
+  /**
+   * One file of a version as stored (the weights checked against the row's checksum): adapter_corrupt,
+   * adapter_missing, adapter_io as the store throws them. Absent without a base model.
+   */
+  readFile?(row: { userId: string; filePath: string; sha256: string }, file: AdapterFileKey): Promise<Uint8Array>;
+  /**
+   * Checks an uploaded weights file against the base model as every load does and writes it to the
+   * store as a new version's files (the caller records the row): invalid_adapter or
+   * adapter_model_mismatch where it is not a memlora adapter of this model. Absent without a base model.
+   */
+  importAdapter?(userId: string, weights: Uint8Array): Promise<{ path: string; sha256: string; bytes: number; config: { layers: boolean[]; n: number; r: number; alpha?: number } }>;
+  /** The largest weights file an adapter of the base model can have: the upload bound. */
+  maxImportBytes?: number;
 }
+
+/** The three files of a stored adapter version. */
+export type AdapterFileKey = 'weights' | 'adapterConfig' | 'memlora';
 
 export interface Services {
   generate?: GenerateService;

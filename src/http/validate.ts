@@ -13,7 +13,7 @@ export function bodyTooLarge(limit: number): ApiError {
 }
 
 /** Reads the raw body, stopping as soon as it passes `limit` bytes (Content-Length may be absent or lie). */
-async function readLimited(c: Context, limit: number): Promise<Uint8Array> {
+export async function readLimited(c: Context, limit: number): Promise<Uint8Array> {
   const declared = c.req.header('content-length');
   if (declared !== undefined && Number(declared) > limit) throw bodyTooLarge(limit);
   const body = c.req.raw.body;

@@ -166,7 +166,7 @@ function memloraJson(spec: AdapterSpec, model: AdapterModel): Record<string, unk
 }
 
 /** The spec with keys in a fixed order and alpha only when set (round trips keep its absence). */
-function specRecord(spec: AdapterSpec): AdapterSpec {
+export function specRecord(spec: AdapterSpec): AdapterSpec {
   return { layers: [...spec.layers], n: spec.n, r: spec.r, ...(spec.alpha !== undefined ? { alpha: spec.alpha } : {}) };
 }
 
@@ -203,9 +203,15 @@ function checkPairShape(p: LoraPair, t: LoraTarget, rank: number): void {
   if (!(p.B instanceof Float32Array) || p.B.length !== t.outFeatures * rank) {
     throw new AdapterFormatError('tensor_shape', `${key}: B has ${p.B.length} elements, [${t.outFeatures}, ${rank}] needs ${t.outFeatures * rank}`, { target: key, got: p.B.length });
   }
+  checkFinite(p);
+}
+
+/** non_finite unless every weight of the pair is finite. */
+function checkFinite(p: LoraPair): void {
   for (const [which, arr] of [['A', p.A], ['B', p.B]] as const) {
     if (allFinite(arr)) continue;
     const i = arr.findIndex((v) => !Number.isFinite(v));
+    const key = pairKey(p.target);
     throw new AdapterFormatError('non_finite', `${key}: ${which}[${i}] is ${arr[i]}; a trained adapter must be finite`, { target: key, tensor: which, index: i });
   }
 }
@@ -213,7 +219,7 @@ function checkPairShape(p: LoraPair, t: LoraTarget, rank: number): void {
 /**
  * Whether every value is finite: x * 0 is 0 for finite x and NaN for NaN and +-Infinity, so four
  * running sums of it stay 0 exactly when all are finite (2.3x faster than Number.isFinite per value:
- * it is on every adapter load).
+ * it is on every adapter write and upload; a stored file's loads rely on its checksum instead).
  */
 function allFinite(a: Float32Array): boolean {
   let s0 = 0;
@@ -424,12 +430,16 @@ export function decodeAdapter(files: EncodedAdapter, modelConfig: ModelConfig): 
 /**
  * An adapter from its weights file alone, as memlora wrote it (its __metadata__ records the spec and
  * the model it was made for): the two JSON files are what memlora writes beside those weights, so
- * the file is checked exactly as a stored adapter is on every load (decodeAdapter). What an operator
+ * the file is checked as a stored adapter is on every load (decodeAdapter), and its weights for being
+ * finite as memlora's encoder checks those it writes. What an operator
  * uploads to restore or move a version; AdapterFormatError where it is not such a file for this model.
  */
 export function decodeAdapterWeights(weights: Uint8Array, model: AdapterModel): Adapter {
   const spec = specFromMetadata(readWeights(weights).metadata, model.config);
-  return decodeAdapter({ weights, adapterConfig: jsonBytes(adapterConfigJson(spec, model)), memlora: jsonBytes(memloraJson(spec, model)) }, model.config);
+  const adapter = decodeAdapter({ weights, adapterConfig: jsonBytes(adapterConfigJson(spec, model)), memlora: jsonBytes(memloraJson(spec, model)) }, model.config);
+  // Not written by memlora's encoder (which checks it): the weights must be finite as well.
+  for (const p of adapter.pairs) checkFinite(p);
+  return adapter;
 }
 
 /**

@@ -195,6 +195,11 @@ function checkShaArg(sha256: string): void {
   if (typeof sha256 !== 'string' || !SHA_RE.test(sha256)) throw new AdapterStoreError('bad_checksum', `expected sha256 ${JSON.stringify(sha256)} is not 64 lower-case hex digits`, { sha256 });
 }
 
+/** The store error for weights whose checksum is not the record's. */
+function checksumError(path: string, got: string, expected: string): AdapterStoreError {
+  return new AdapterStoreError('adapter_corrupt', `adapter ${path}: ${ADAPTER_FILES.weights} has sha256 ${got}, the record says ${expected}`, { path, got, expected });
+}
+
 /** The store error for a failed realpath of an adapter directory. */
 function locateError(path: string, e: unknown): AdapterStoreError {
   if (errno(e) === 'ENOENT' || errno(e) === 'ENOTDIR') return new AdapterStoreError('adapter_missing', `adapter ${path} does not exist`, { path }, { cause: e });
@@ -351,6 +356,26 @@ export class AdapterStore {
     return this.decode(path, files);
   }
 
+  /**
+   * One file of an adapter version as it lies on disk (an operator downloading it); the weights
+   * checked against `sha256` (adapter_corrupt where they differ). Errors as read()'s.
+   */
+  async readFile(path: string, file: keyof EncodedAdapter, sha256: string, options: Pick<ReadOptions, 'userId'> = {}): Promise<Uint8Array> {
+    checkShaArg(sha256);
+    const dir = await this.locate(path, options.userId);
+    let bytes: Uint8Array;
+    try {
+      bytes = (await readWhole(join(dir, ADAPTER_FILES[file]))).bytes;
+    } catch (e) {
+      throw readError(path, e);
+    }
+    if (file === 'weights') {
+      const got = await sha256Hex(bytes);
+      if (got !== sha256) throw checksumError(path, got, sha256);
+    }
+    return bytes;
+  }
+
   /** The identity to verify the weights file under, or null when `mode` lets this load skip the hash. */
   private identityToVerify(path: string, st: BigIntStats, expected: string, mode: VerifyMode): string | null {
     const identity = `${path}|${st.dev}|${st.ino}|${st.size}|${st.mtimeNs}|${st.ctimeNs}|${expected}`;
@@ -359,9 +384,7 @@ export class AdapterStore {
 
   /** Compare a computed checksum with the record's; remember the identity when they agree. */
   private acceptChecksum(path: string, identity: string, got: string, expected: string): void {
-    if (got !== expected) {
-      throw new AdapterStoreError('adapter_corrupt', `adapter ${path}: ${ADAPTER_FILES.weights} has sha256 ${got}, the record says ${expected}`, { path, got, expected });
-    }
+    if (got !== expected) throw checksumError(path, got, expected);
     this.verified.set(identity, true);
   }
 

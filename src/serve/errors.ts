@@ -26,7 +26,11 @@ export type ServeErrorCode =
   /** The model failed while running a batch. */
   | 'generation_failed'
   /** An adapter operation (cache warming) on a server started without adapters. */
-  | 'adapters_disabled';
+  | 'adapters_disabled'
+  /** An uploaded adapter is not one memlora can serve (details: reason, the format check's code). */
+  | 'invalid_adapter'
+  /** An uploaded adapter was made for another base model. */
+  | 'adapter_model_mismatch';
 
 export class ServeError extends Error {
   readonly details: unknown;

@@ -14,6 +14,7 @@ import type { Config } from '../config.js';
 import type { Db } from '../db/client.js';
 import { AdapterCache, adapterKey } from '../lora/cache.js';
 import { type ConsistencyOptions, type VersionFilesCheck, checkAdapterStore, checkVersionFiles } from '../lora/consistency.js';
+import { maxAdapterWeightsBytes } from '../lora/format.js';
 import { AdapterStore } from '../lora/store.js';
 import type { Registry } from '../metrics.js';
 import { readHfConfig } from '../model/import.js';
@@ -22,6 +23,7 @@ import { loadTokenizer } from '../model/tokenizer.js';
 import { Engine, type EngineOptions } from './engine.js';
 import { WorkerAdapterLoader } from './loader.js';
 import { ServeError } from './errors.js';
+import { type UploadedAdapter, uploadAdapter } from './adapter-upload.js';
 import type { QueueReport, ScoreRequest, ScoreResult, ServeEvent, ServeLogger, ServeRequest, ServeResult, TokenizeRequest, TokenizeResult } from './types.js';
 import type { WarmReport } from './warm.js';
 import { type CacheContents, type CacheCurve, type CacheDrop, cacheContents, cacheCurve, dropCached } from './cache-admin.js';
@@ -99,6 +101,9 @@ export interface ServeServices {
     removeUserAdapters(userId: string): Promise<{ files: number; bytes: number }>;
     checkVersion(row: Parameters<typeof checkVersionFiles>[2]): Promise<VersionFilesCheck>;
     removeVersion(row: { userId: string; version: number; filePath: string }): Promise<{ files: number; bytes: number }>;
+    readFile(row: { userId: string; filePath: string; sha256: string }, file: 'weights' | 'adapterConfig' | 'memlora'): Promise<Uint8Array>;
+    importAdapter(userId: string, weights: Uint8Array): Promise<UploadedAdapter>;
+    maxImportBytes: number;
   };
   store?: AdapterStore;
   cache?: AdapterCache;
@@ -343,6 +348,9 @@ export async function createServeServices(setup: ServeSetup, opts: ServeOptions 
         if (!checked.ok && checked.takenOutAs) cache.invalidate(adapterKey(row.userId, row.version));
         return checked;
       },
+      readFile: (row, file) => store.readFile(row.filePath, file, row.sha256, { userId: row.userId }),
+      importAdapter: (userId, weights) => uploadAdapter(store, userId, weights),
+      maxImportBytes: maxAdapterWeightsBytes(store.model.config),
     },
   };
 }

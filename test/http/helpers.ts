@@ -8,7 +8,7 @@ import { diskAdapterFiles } from '../../src/http/adapter-files.js';
 import { createApp } from '../../src/http/app.js';
 import type { Lifecycle } from '../../src/http/context.js';
 import { memoryLogger } from '../../src/http/logger.js';
-import type { Services } from '../../src/http/services.js';
+import type { AdapterFiles, Services } from '../../src/http/services.js';
 import { Registry } from '../../src/metrics.js';
 
 export const ADMIN_TOKEN = 'test-admin-token-0123456789';
@@ -29,7 +29,8 @@ export interface Harness {
   cleanup(): void;
 }
 
-export function makeHarness(opts: { services?: Partial<Services>; env?: Record<string, string> } = {}): Harness {
+/** `adapterFiles`: the adapter store as the routes use it, made for the harness's adapter directory (default: the disk's, no base model). */
+export function makeHarness(opts: { services?: Partial<Services>; env?: Record<string, string>; adapterFiles?: (adapterDir: string) => AdapterFiles } = {}): Harness {
   const dir = mkdtempSync(join(tmpdir(), 'memlora-test-'));
   const config = loadConfig({
     MEMLORA_DATA_DIR: join(dir, 'data'),
@@ -46,7 +47,7 @@ export function makeHarness(opts: { services?: Partial<Services>; env?: Record<s
     h.app = createApp({
       config,
       db: h.db,
-      services: { adapterFiles: diskAdapterFiles(config.adapterDir), ...opts.services },
+      services: { adapterFiles: (opts.adapterFiles ?? diskAdapterFiles)(config.adapterDir), ...opts.services },
       metrics: h.metrics,
       logger: h.logger,
       lifecycle: h.lifecycle,

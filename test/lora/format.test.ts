@@ -3,13 +3,16 @@ import type { Adapter } from '../../src/lora/adapter.js';
 import {
   AdapterFormatError,
   decodeAdapter,
+  decodeAdapterWeights,
   encodeAdapter,
+  maxAdapterWeightsBytes,
   loraTensorName,
   modelConfigHash,
   targetModulesRegex,
   type EncodedAdapter,
 } from '../../src/lora/format.js';
-import { scalingOf } from '../../src/lora/spec.js';
+import { type AdapterSpec, MAX_MODULES, RANKS, scalingOf } from '../../src/lora/spec.js';
+import type { ModelConfig } from '../../src/model/config.js';
 import { decodeSafetensors, encodeSafetensors } from '../../src/model/safetensors.js';
 import { expectedTensors } from '../../src/model/weights.js';
 import { gpt2Tiny, llamaTiny, modelOf, trainedAdapter } from './fixtures/models.js';
@@ -242,5 +245,50 @@ describe('decode validation', () => {
     const ours = json(files.memlora);
     expectFormatError(() => decodeAdapter({ ...files, memlora: jsonBytes({ ...ours, spec: { ...(ours.spec as object), n: 1 } }) }, gpt2Tiny), 'config_mismatch');
     expectFormatError(() => decodeAdapter({ ...files, memlora: jsonBytes({ ...ours, format: 'other' }) }, gpt2Tiny), 'bad_adapter_config');
+  });
+});
+
+describe('decodeAdapterWeights (an uploaded weights file alone) and the largest adapter a model can have', () => {
+  it('reads a memlora weights file alone, bit for bit, on both families; the side files it derives are those memlora writes', () => {
+    const cases: Array<[ModelConfig, AdapterSpec]> = [
+      [gpt2Tiny, { layers: [true, false, true], n: 3, r: 8 }],
+      [llamaTiny, { layers: [false, true, false, true], n: 2, r: 16, alpha: 24 }],
+    ];
+    for (const [cfg, spec] of cases) {
+      const a = trainedAdapter(spec, cfg, 5);
+      const model = modelOf(cfg);
+      const files = encodeAdapter(a, model);
+      const b = decodeAdapterWeights(files.weights, model);
+      expectBitIdentical(a, b);
+      const again = encodeAdapter(b, model);
+      for (const k of ['weights', 'adapterConfig', 'memlora'] as const) expect(Buffer.compare(again[k], files[k])).toBe(0);
+    }
+  });
+
+  it('refuses what decodeAdapter refuses, and weights that are not finite (decodeAdapter trusts the checksum for those)', () => {
+    const model = modelOf(gpt2Tiny);
+    const good = encodeAdapter(trainedAdapter({ layers: [true, false, true], n: 1, r: 8 }, gpt2Tiny, 2), model).weights;
+    expectFormatError(() => decodeAdapterWeights(good.subarray(0, good.byteLength - 4), model), 'bad_safetensors');
+    expectFormatError(() => decodeAdapterWeights(good, modelOf(llamaTiny)), 'model_mismatch');
+    const { header, dataStart } = rawHeader(good);
+    const sides = encodeAdapter(decodeAdapterWeights(good, model), model);
+    for (const bad of [Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY]) {
+      const name = Object.keys(header).find((k) => k !== '__metadata__')!;
+      const at = dataStart + header[name].data_offsets[0] + 4 * 5;
+      const damaged = good.slice();
+      new DataView(damaged.buffer).setFloat32(at, bad, true);
+      expect(decodeAdapter({ ...sides, weights: damaged }, gpt2Tiny).pairs).toHaveLength(4);
+      expectFormatError(() => decodeAdapterWeights(damaged, model), 'non_finite');
+    }
+  });
+
+  it("bounds an upload by the model's largest adapter: every layer at MAX_MODULES modules of the largest rank fits, with under 64 KiB to spare", () => {
+    for (const cfg of [gpt2Tiny, llamaTiny]) {
+      const largest = trainedAdapter({ layers: Array(cfg.nLayers).fill(true), n: MAX_MODULES, r: Math.max(...RANKS) as 96 }, cfg, 1);
+      const bytes = encodeAdapter(largest, modelOf(cfg)).weights.byteLength;
+      const bound = maxAdapterWeightsBytes(cfg);
+      expect(bytes).toBeLessThanOrEqual(bound);
+      expect(bound - bytes).toBeLessThan(64 * 1024);
+    }
   });
 });

@@ -224,3 +224,23 @@ describe('quarantine, remove, scan', () => {
     expect(await store.scan()).toEqual({ adapters: [], temps: [], userDirs: [], unknown: [] });
   });
 });
+
+describe('AdapterStore.readFile', () => {
+  it('hands back one file as it lies on disk, the weights only when their checksum is the record\'s', async () => {
+    const w = await store.write('alice', trainedAdapter(spec, gpt2Tiny));
+    const abs = join(root, ...w.path.split('/'));
+    for (const [key, file] of [['weights', ADAPTER_WEIGHTS_FILE], ['adapterConfig', ADAPTER_CONFIG_FILE], ['memlora', MEMLORA_ADAPTER_FILE]] as const) {
+      expect(Buffer.compare(await store.readFile(w.path, key, w.sha256, { userId: 'alice' }), readFileSync(join(abs, file)))).toBe(0);
+    }
+    await expectStoreError(store.readFile(w.path, 'weights', w.sha256, { userId: 'bob' }), 'bad_adapter_path');
+    await expectStoreError(store.readFile(w.path, 'weights', 'nope', { userId: 'alice' }), 'bad_checksum');
+    flipByte(join(abs, ADAPTER_WEIGHTS_FILE), 200);
+    await expectStoreError(store.readFile(w.path, 'weights', w.sha256, { userId: 'alice' }), 'adapter_corrupt');
+    // The JSON files carry no checksum of their own: they are read as they are.
+    expect((await store.readFile(w.path, 'memlora', w.sha256, { userId: 'alice' })).byteLength).toBe(statSync(join(abs, MEMLORA_ADAPTER_FILE)).size);
+    rmSync(join(abs, ADAPTER_CONFIG_FILE));
+    await expectStoreError(store.readFile(w.path, 'adapterConfig', w.sha256, { userId: 'alice' }), 'adapter_missing');
+    rmSync(abs, { recursive: true });
+    await expectStoreError(store.readFile(w.path, 'memlora', w.sha256, { userId: 'alice' }), 'adapter_missing');
+  });
+});

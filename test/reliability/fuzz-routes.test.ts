@@ -7,6 +7,7 @@
  * change them (nothing at all for a 4xx). The seed is fixed and printed; MEMLORA_FUZZ_SEED and
  * MEMLORA_FUZZ_RUNS override it and the number of runs per route.
  */
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import fc from 'fast-check';
@@ -19,9 +20,14 @@ import { createJob } from '../../src/db/queries/jobs.js';
 import { storeResponse } from '../../src/db/queries/responses.js';
 import { createConversation } from '../../src/db/queries/conversations.js';
 import { createUser, userExists } from '../../src/db/queries/users.js';
+import { diskAdapterFiles } from '../../src/http/adapter-files.js';
 import { OPENAPI_FILE } from '../../src/http/app.js';
 import * as schemas from '../../src/http/schemas.js';
+import { ADAPTER_FILES, type EncodedAdapter, encodeAdapter, maxAdapterWeightsBytes } from '../../src/lora/format.js';
 import { userAdapterDir, userDirName } from '../../src/lora/paths.js';
+import { AdapterStore } from '../../src/lora/store.js';
+import { uploadAdapter } from '../../src/serve/adapter-upload.js';
+import { randomStoredAdapter, serveConfig } from '../serve/fixtures.js';
 import { startServer, type RunningServer } from '../../src/server.js';
 import { memoryLogger } from '../../src/http/logger.js';
 import { parseSse } from '../http/fake-generate.js';
@@ -33,6 +39,25 @@ const RUNS = Number(process.env.MEMLORA_FUZZ_RUNS ?? 100);
 console.log(`fuzz-routes: fast-check seed ${SEED}, ${RUNS} runs per route (MEMLORA_FUZZ_SEED / MEMLORA_FUZZ_RUNS to change)`);
 
 const BODY_LIMIT = 32 * 1024;
+
+/**
+ * The base model the adapter routes check files against: the serving tests' tiny GPT-2, its config
+ * alone (nothing runs). Uploads are checked and written by the real code, against a real store.
+ */
+const FUZZ_MODEL = { config: serveConfig(), name: 'fuzz' };
+/** A valid weights file of that model: the upload route's well-formed body. */
+const UPLOAD_WEIGHTS = encodeAdapter(randomStoredAdapter(FUZZ_MODEL.config, [1], 1, 3), FUZZ_MODEL).weights;
+let fuzzStore: AdapterStore;
+
+/** An adapter version's files as the store writes them, synchronously (the seed is): its path and checksum for the row. */
+function writeStoredSync(userId: string, seed: number): { path: string; sha256: string } {
+  const files = encodeAdapter(randomStoredAdapter(FUZZ_MODEL.config, [0, 1], 1, seed), FUZZ_MODEL);
+  const path = `${userDirName(userId)}/a-${Date.now()}-${randomBytes(6).toString('hex')}`;
+  const dir = join(h.config.adapterDir, ...path.split('/'));
+  mkdirSync(dir, { recursive: true });
+  for (const key of Object.keys(ADAPTER_FILES) as Array<keyof EncodedAdapter>) writeFileSync(join(dir, ADAPTER_FILES[key]), files[key]);
+  return { path, sha256: createHash('sha256').update(files.weights).digest('hex') };
+}
 const CONTEXT_TOKENS = 512;
 
 // ---------------------------------------------------------------------------------------------
@@ -62,6 +87,8 @@ interface Operation {
   admin: boolean;
   /** Documented request examples (JSON values); empty when the route takes no body. */
   examples: unknown[];
+  /** The body is a file sent as it is (application/octet-stream): an adapter's weights. */
+  binary: boolean;
   bodyRequired: boolean;
   statuses: Set<number>;
   /** zod schemas the document names for each 2xx JSON response (any one must accept the body). */
@@ -103,6 +130,7 @@ function operationsOf(d: Obj): Operation[] {
           .map((p) => `?${new URLSearchParams({ ...((p['x-example-with'] ?? {}) as Record<string, string>), [p.name]: String(p.example) })}`),
         admin: Array.isArray(op.security) && op.security.length > 0,
         examples,
+        binary: Boolean(op.requestBody && deref(op.requestBody).content?.['application/octet-stream']),
         bodyRequired: Boolean(op.requestBody && deref(op.requestBody).required),
         statuses: new Set(Object.keys(op.responses).map(Number)),
         success,
@@ -116,15 +144,15 @@ const operations = operationsOf(doc);
 
 /** Error codes each status may carry; a new code must be added here on purpose. */
 const CODES_BY_STATUS: Record<number, string[]> = {
-  400: ['invalid_json', 'bad_request'],
+  400: ['invalid_json', 'bad_request', 'invalid_adapter'],
   408: ['request_timeout'],
   431: ['headers_too_large'],
   401: ['unauthorized'],
-  404: ['not_found', 'user_not_found', 'job_not_found', 'adapter_not_found', 'model_not_found', 'history_item_not_found', 'response_not_found', 'conversation_not_found', 'item_not_found'],
+  404: ['not_found', 'user_not_found', 'job_not_found', 'adapter_not_found', 'model_not_found', 'history_item_not_found', 'response_not_found', 'conversation_not_found', 'item_not_found', 'adapter_file_not_found'],
   405: ['method_not_allowed'],
   409: ['job_active', 'job_finished', 'adapter_unusable', 'adapter_active', 'adapters_disabled', 'conversations_disabled', 'background_disabled', 'response_in_progress', 'response_not_cancellable', 'stream_unavailable', 'conversation_locked'],
   413: ['body_too_large'],
-  422: ['validation_failed', 'invalid_user_id', 'invalid_cursor', 'prompt_too_long', 'token_out_of_range', 'unsupported_schema', 'unsupported_regex', 'unsupported_grammar', 'invalid_version', 'invalid_item_id'],
+  422: ['validation_failed', 'invalid_user_id', 'invalid_cursor', 'prompt_too_long', 'token_out_of_range', 'unsupported_schema', 'unsupported_regex', 'unsupported_grammar', 'invalid_version', 'invalid_item_id', 'invalid_adapter', 'adapter_model_mismatch'],
   429: ['queue_full', 'user_queue_full', 'quota_exceeded'],
 };
 /** Statuses the document promises for every route (info.description): routing errors and the body limit. */
@@ -180,6 +208,7 @@ const KNOWN_CONVERSATION_ITEM = '{{conversation-item}}';
 function fixtureSegment(param: string, conversationRoute: boolean): fc.Arbitrary<string> {
   const one: Record<string, string> = { jobId: KNOWN_JOB, responseId: KNOWN_RESPONSE, conversationId: KNOWN_CONVERSATION, model: 'memlora', version: '2' };
   if (param === 'itemId') return fc.constant(conversationRoute ? KNOWN_CONVERSATION_ITEM : KNOWN_ITEM);
+  if (param === 'file') return fc.constantFrom(...schemas.ADAPTER_DOWNLOADS);
   return param in one ? fc.constant(one[param]) : fc.constantFrom('alice', 'bob');
 }
 
@@ -419,12 +448,17 @@ function pathArb(op: Operation, segment: (param: string, conversationRoute: bool
  * (the hostile cases alone reach it in a few percent of runs on routes with two ids, a query and a body).
  */
 function wellFormedArb(op: Operation): fc.Arbitrary<Case> {
-  const body = op.method !== 'GET' && op.examples.length > 0 ? fc.constantFrom(...op.examples).map(toJsonText) : fc.constant(undefined);
+  const body: fc.Arbitrary<string | Uint8Array | undefined> = op.binary
+    ? fc.constant(UPLOAD_WEIGHTS)
+    : op.method !== 'GET' && op.examples.length > 0
+      ? fc.constantFrom(...op.examples).map(toJsonText)
+      : fc.constant(undefined);
   const auth = op.admin ? fc.constant(`Bearer ${ADMIN_TOKEN}`) : fc.constantFrom('', `Bearer ${ADMIN_TOKEN}`);
+  const type = op.binary ? 'application/octet-stream' : 'application/json';
   return fc.tuple(pathArb(op, fixtureSegment), fc.constantFrom('', ...op.queryExamples), auth, body).map(([path, query, authorization, b]) => ({
     path,
     query,
-    headers: Object.fromEntries(Object.entries({ 'content-type': 'application/json', authorization }).filter(([, v]) => v !== '')),
+    headers: Object.fromEntries(Object.entries({ 'content-type': type, authorization }).filter(([, v]) => v !== '')),
     body: b,
   }));
 }
@@ -438,6 +472,18 @@ function hostileCaseArb(op: Operation): fc.Arbitrary<Case> {
   const takesBody = op.method !== 'GET';
   const body: fc.Arbitrary<{ body: string | Uint8Array | undefined; contentLength?: string }> = !takesBody
     ? fc.constant({ body: undefined })
+    : op.binary
+      ? fc.oneof(
+          fc.constant({ body: undefined }),
+          fc.jsonValue({ maxDepth: 2 }).map((v) => ({ body: JSON.stringify(v) })),
+          byteBody({ ...op, examples: [{}] }).map((b) => ({ body: b })),
+          // A valid file with a byte changed (its header or a weight) or cut short.
+          fc.tuple(fc.nat(UPLOAD_WEIGHTS.byteLength - 1), fc.integer({ min: 1, max: 255 }), fc.boolean()).map(([at, xor, cut]) => {
+            const b = UPLOAD_WEIGHTS.slice(0, cut ? at : undefined);
+            if (!cut) b[at] ^= xor;
+            return { body: b };
+          }),
+        )
     : op.examples.length === 0
       ? fc.oneof(fc.constant({ body: undefined }), fc.jsonValue({ maxDepth: 2 }).map((v) => ({ body: JSON.stringify(v) })), byteBody({ ...op, examples: [{}] }).map((b) => ({ body: b })))
       : fc.oneof(
@@ -518,12 +564,11 @@ function seed(): void {
   if (!userExists(h.db, 'bob')) {
     createUser(h.db, { id: 'bob' });
     appendHistory(h.db, 'bob', [{ kind: 'post', text: 'bob writes about climbing' }]);
-    // Stored versions that are not active: v1 for PUT .../adapter to switch on and off, v2 for DELETE.
-    const dir = userAdapterDir(h.config.adapterDir, 'bob');
-    mkdirSync(dir, { recursive: true });
+    // Stored versions that are not active: v1 for PUT .../adapter to switch on and off, v2 for its
+    // files to download and for DELETE.
     for (const v of [1, 2]) {
-      writeFileSync(join(dir, `v${v}.safetensors`), Buffer.alloc(128, v));
-      createAdapterVersion(h.db, { userId: 'bob', config: { n: 1, r: 4 }, filePath: join(dir, `v${v}.safetensors`), sha256: 'b'.repeat(64), metrics: {}, status: 'ready' });
+      const w = writeStoredSync('bob', v);
+      createAdapterVersion(h.db, { userId: 'bob', config: { layers: [true, true], n: 1, r: 8, alpha: 16 }, filePath: w.path, sha256: w.sha256, metrics: {}, status: 'ready' });
     }
   }
 }
@@ -564,7 +609,15 @@ function latestJobId(): string {
 
 beforeAll(() => {
   gen = contextFake(CONTEXT_TOKENS);
-  h = makeHarness({ services: { generate: gen }, env: { MEMLORA_BODY_LIMIT_BYTES: String(BODY_LIMIT) } });
+  // The adapter routes' files: the disk's, plus downloads and uploads through a store of FUZZ_MODEL.
+  const files = (root: string) => ({
+    ...diskAdapterFiles(root),
+    readFile: (row: { userId: string; filePath: string; sha256: string }, file: keyof EncodedAdapter) => fuzzStore.readFile(row.filePath, file, row.sha256, { userId: row.userId }),
+    importAdapter: (userId: string, weights: Uint8Array) => uploadAdapter(fuzzStore, userId, weights),
+    maxImportBytes: maxAdapterWeightsBytes(FUZZ_MODEL.config),
+  });
+  h = makeHarness({ services: { generate: gen }, adapterFiles: files, env: { MEMLORA_BODY_LIMIT_BYTES: String(BODY_LIMIT) } });
+  fuzzStore = new AdapterStore(h.config.adapterDir, FUZZ_MODEL);
   seed();
 });
 
@@ -669,6 +722,16 @@ function checkEffects(op: Operation, status: number, json: any, sentBody: unknow
       if (JSON.stringify(active.map((r) => r.version)) !== JSON.stringify(want === null ? [] : [want])) return `active versions ${JSON.stringify(active)} after asking for ${want}`;
       if ((json?.active?.version ?? null) !== want) return `answered active ${JSON.stringify(json?.active?.version)}, asked for ${want}`;
       return sameCountsExcept(before, after, {}) ?? (after.files.join() !== before.files.join() ? 'adapter files changed' : null);
+    }
+    case 'POST /v1/admin/users/{userId}/adapters': {
+      // One row, the version answered, with the weights' checksum; its three files in the user's directory, nothing else on disk.
+      const userId = decoded(segs.userId)!;
+      const row = h.db.sqlite.prepare('SELECT version, sha256, active, status FROM adapter_versions WHERE user_id = ? ORDER BY version DESC LIMIT 1').get(userId) as { version: number; sha256: string; active: number; status: string } | undefined;
+      if (row?.version !== json?.adapter?.version || row?.sha256 !== json?.adapter?.sha256 || row?.status !== 'ready' || Boolean(row?.active) !== json?.adapter?.active) return `latest row ${JSON.stringify(row)}, answered ${JSON.stringify(json?.adapter)}`;
+      const added = after.files.filter((f) => !before.files.includes(f));
+      if (added.length !== 3 || added.some((f) => !f.startsWith(`${userDirName(userId)}/a-`))) return `files added: ${added.join(', ')}`;
+      if (before.files.some((f) => !after.files.includes(f))) return 'adapter files removed';
+      return sameCountsExcept(before, after, { adapter_versions: 1 });
     }
     case 'DELETE /v1/admin/users/{userId}/adapters/{version}': {
       // The version's row stays (status deleted, never active); only its own directory left the disk.
@@ -837,6 +900,8 @@ async function runSeededCase(op: Operation, c: Case): Promise<void> {
     const ended = last && (last.event === 'done' || last.data === '[DONE]' || last.event === 'response.completed' || last.event === 'response.incomplete');
     if (!ended) fail(where, res, text, 'stream did not end with done');
     if (events.some((e) => e.event === 'error')) fail(where, res, text, 'stream carried an error event');
+  } else if (type.startsWith('application/octet-stream')) {
+    // A file as stored (an adapter's weights): bytes, nothing to parse.
   } else if (type.startsWith('image/svg+xml')) {
     // A plot (?format=svg): an SVG document, not JSON.
     if (!/^(<\?xml[^>]*>\s*)?<svg[\s>]/.test(text.trimStart()) || !text.trimEnd().endsWith('</svg>')) fail(where, res, text, 'an SVG answer that is not an SVG document');

@@ -7,10 +7,15 @@
  * version's files are read as serving reads them (checksum, validation against the base model), so
  * an operator rolling back to an old version learns at once that its files are bad, and such a
  * version is taken out of service (quarantined or marked missing) instead of failing later requests.
+ *
+ * A version's files can be downloaded (the PEFT layout: they load in PEFT on the same base model) and
+ * a downloaded weights file uploaded again as a new version of any user on a server with the same base
+ * model: a backup restored, a user moved between servers. The upload is checked as every load checks
+ * a stored adapter, written whole before its row exists, and served at once unless `activate=false`.
  */
 import type { Hono } from 'hono';
 import { inTransaction } from '../../db/client.js';
-import { activateAdapterVersion, getActiveAdapter, getAdapterVersion, listAdapterVersions, markAdapterVersionDeleted } from '../../db/queries/adapters.js';
+import { activateAdapterVersion, createAdapterVersion, getActiveAdapter, getAdapterVersion, listAdapterVersions, markAdapterVersionDeleted } from '../../db/queries/adapters.js';
 import { versionsTrainedOnDeleted } from '../../db/queries/forgetting.js';
 import { activeJobForUser } from '../../db/queries/jobs.js';
 import { userExists } from '../../db/queries/users.js';
@@ -18,9 +23,10 @@ import { JobActiveError } from '../../db/errors.js';
 import { ADAPTER_STATUS } from '../../lora/consistency.js';
 import type { AppEnv, RouteDeps } from '../context.js';
 import { ApiError } from '../errors.js';
-import { activateAdapterBody } from '../schemas.js';
+import { ADAPTER_DOWNLOADS, activateAdapterBody, importAdapterQuery } from '../schemas.js';
 import { adapterJson } from '../serialize.js';
-import { readJson, userIdParam } from '../validate.js';
+import type { AdapterFileKey } from '../services.js';
+import { parseQuery, readJson, readLimited, userIdParam } from '../validate.js';
 import { userNotFound } from './users.js';
 
 function versionNotFound(userId: string, version: number): ApiError {
@@ -30,6 +36,22 @@ function versionNotFound(userId: string, version: number): ApiError {
 function unusable(userId: string, version: number, reason: string, message: string): ApiError {
   return new ApiError(409, 'adapter_unusable', `adapter version ${version} of ${JSON.stringify(userId)} cannot serve: ${message}`, { userId, version, reason });
 }
+
+/** An adapter store failure reading a version's files: 503 to retry where it was I/O, else 409 adapter_unusable. */
+function filesFailure(userId: string, version: number, code: string, message: string): ApiError {
+  if (code === 'adapter_io') return new ApiError(503, 'adapter_unavailable', `adapter version ${version} could not be read now: ${message}`, { userId, version }, { 'retry-after': '1' });
+  return unusable(userId, version, code, message);
+}
+
+/** Where a download's name is found among the stored files, and what it is served as. */
+const DOWNLOADS: Record<(typeof ADAPTER_DOWNLOADS)[number], { key: AdapterFileKey; type: string }> = {
+  'adapter_model.safetensors': { key: 'weights', type: 'application/octet-stream' },
+  'adapter_config.json': { key: 'adapterConfig', type: 'application/json' },
+  'memlora_adapter.json': { key: 'memlora', type: 'application/json' },
+};
+
+/** The path of the upload route, which reads its body with its own bound (the model's largest adapter), not the server's. */
+export const ADAPTER_UPLOAD_PATH = /^\/v1\/admin\/users\/[^/]+\/adapters\/?$/;
 
 /**
  * Delete a version that is not active: the row first (nothing can make it active afterwards), then
@@ -74,8 +96,7 @@ export function registerAdapterRoutes(app: Hono<AppEnv>, deps: RouteDeps): void 
       const checked = await services.adapterFiles.checkVersion?.(row);
       if (checked && !checked.ok) {
         logger.error('adapter version refused for activation', { userId, version, code: checked.code, takenOutAs: checked.takenOutAs, err: checked.message });
-        if (checked.code === 'adapter_io') throw new ApiError(503, 'adapter_unavailable', `adapter version ${version} could not be read now: ${checked.message}`, { userId, version }, { 'retry-after': '1' });
-        throw unusable(userId, version, checked.code, checked.message);
+        throw filesFailure(userId, version, checked.code, checked.message);
       }
     }
     // One transaction: the job check, the re-read and the swap see the same database.
@@ -93,6 +114,67 @@ export function registerAdapterRoutes(app: Hono<AppEnv>, deps: RouteDeps): void 
     });
     if (previous !== (active?.version ?? null)) logger.info('adapter version activated', { userId, version, previousVersion: previous });
     return c.json({ userId, active: active ? adapterJson(active) : null, previousVersion: previous });
+  });
+
+  app.get('/v1/admin/users/:userId/adapters/:version/files/:file', async (c) => {
+    const userId = userIdParam(c);
+    const version = versionParam(c.req.param('version'));
+    const name = c.req.param('file');
+    const download = Object.hasOwn(DOWNLOADS, name) ? DOWNLOADS[name as keyof typeof DOWNLOADS] : undefined;
+    if (!download) throw new ApiError(404, 'adapter_file_not_found', `an adapter version has no file ${JSON.stringify(name.slice(0, 80))}: ask for one of ${ADAPTER_DOWNLOADS.join(', ')}`, { files: ADAPTER_DOWNLOADS });
+    if (!userExists(db, userId)) throw userNotFound(userId);
+    const row = getAdapterVersion(db, userId, version);
+    if (!row) throw versionNotFound(userId, version);
+    if (row.status !== ADAPTER_STATUS.ready) throw unusable(userId, version, row.status, `its files are ${row.status}`);
+    const files = services.adapterFiles;
+    if (!files.readFile) throw new ApiError(503, 'model_unavailable', 'no base model is configured: adapter files are not served', null, { 'retry-after': '5' });
+    // Checked as a load checks them (bad files are taken out of service), so what downloads is what serves.
+    const checked = await files.checkVersion?.(row);
+    if (checked && !checked.ok) throw filesFailure(userId, version, checked.code, checked.message);
+    let bytes: Uint8Array;
+    try {
+      bytes = await files.readFile(row, download.key);
+    } catch (e) {
+      const code = (e as { code?: unknown }).code;
+      if (typeof code !== 'string' || !code.startsWith('adapter_')) throw e;
+      throw filesFailure(userId, version, code, (e as Error).message);
+    }
+    return c.body(bytes as Uint8Array<ArrayBuffer>, 200, {
+      'content-type': download.type,
+      'content-disposition': `attachment; filename="${name}"`,
+      'x-adapter-sha256': row.sha256,
+    });
+  });
+
+  app.post('/v1/admin/users/:userId/adapters', async (c) => {
+    const userId = userIdParam(c);
+    const { activate } = parseQuery(c, importAdapterQuery);
+    if (!userExists(db, userId)) throw userNotFound(userId);
+    const files = services.adapterFiles;
+    if (!files.importAdapter || files.maxImportBytes === undefined) throw new ApiError(503, 'model_unavailable', 'no base model is configured: an adapter cannot be checked against it', null, { 'retry-after': '5' });
+    const job = activate ? activeJobForUser(db, userId) : undefined;
+    if (job) throw new JobActiveError(userId, job.id, job.state); // before the body: nothing is read or written
+    const weights = await readLimited(c, files.maxImportBytes);
+    if (weights.byteLength === 0) throw new ApiError(400, 'invalid_adapter', 'the body is empty: send the adapter_model.safetensors file of a memlora adapter', { reason: 'empty_body' });
+    const written = await files.importAdapter(userId, weights);
+    let result: { row: ReturnType<typeof createAdapterVersion>; previous: number | null };
+    try {
+      // One transaction: the job check, the row and its activation see the same database.
+      result = inTransaction(db, () => {
+        const running = activate ? activeJobForUser(db, userId) : undefined;
+        if (running) throw new JobActiveError(userId, running.id, running.state);
+        const previous = getActiveAdapter(db, userId)?.version ?? null;
+        const row = createAdapterVersion(db, { userId, config: written.config, filePath: written.path, sha256: written.sha256, metrics: { imported: true }, status: ADAPTER_STATUS.ready, activate });
+        return { row, previous };
+      });
+    } catch (e) {
+      // No row names the files: remove them now (the start-up check would collect them as an orphan).
+      await files.removeVersion?.({ userId, version: 0, filePath: written.path }).catch(() => undefined);
+      throw e;
+    }
+    const { row, previous } = result;
+    logger.info('adapter version imported', { userId, version: row.version, activated: activate, previousVersion: previous, bytes: written.bytes });
+    return c.json({ adapter: adapterJson(row), previousVersion: previous, bytes: written.bytes }, 201, { location: `/v1/admin/users/${encodeURIComponent(userId)}/adapters/${row.version}/files/adapter_model.safetensors` });
   });
 
   app.delete('/v1/admin/users/:userId/adapters/:version', async (c) => {
