@@ -108,11 +108,16 @@ export interface AdapterFiles {
    */
   readFile?(row: { userId: string; filePath: string; sha256: string }, file: AdapterFileKey): Promise<Uint8Array>;
   /**
-   * Checks an uploaded weights file against the base model as every load does and writes it to the
-   * store as a new version's files (the caller records the row): invalid_adapter or
-   * adapter_model_mismatch where it is not a memlora adapter of this model. Absent without a base model.
+   * Checks an uploaded adapter against the base model and writes it to the store as a new version's
+   * files (the caller records the row): memlora's weights file, or PEFT's with its adapter_config.json
+   * (`peftConfig`), converted. invalid_adapter or adapter_model_mismatch where it cannot serve on this
+   * model. Absent without a base model.
    */
-  importAdapter?(userId: string, weights: Uint8Array): Promise<{ path: string; sha256: string; bytes: number; config: { layers: boolean[]; n: number; r: number; alpha?: number } }>;
+  importAdapter?(
+    userId: string,
+    weights: Uint8Array,
+    peftConfig?: Uint8Array,
+  ): Promise<{ path: string; sha256: string; bytes: number; config: { layers: boolean[]; n: number; r: number; alpha?: number }; source: 'memlora' | 'peft' }>;
   /** The largest weights file an adapter of the base model can have: the upload bound. */
   maxImportBytes?: number;
 }

@@ -65,7 +65,9 @@ export type AdapterFormatErrorCode =
   | 'bad_metadata'
   | 'bad_adapter_config'
   | 'config_mismatch'
-  | 'model_mismatch';
+  | 'model_mismatch'
+  /** A PEFT adapter that uses what memlora cannot serve (DoRA, biases, other modules, patterns). */
+  | 'unsupported_peft';
 
 export class AdapterFormatError extends Error {
   constructor(
@@ -207,7 +209,7 @@ function checkPairShape(p: LoraPair, t: LoraTarget, rank: number): void {
 }
 
 /** non_finite unless every weight of the pair is finite. */
-function checkFinite(p: LoraPair): void {
+export function checkFinite(p: LoraPair): void {
   for (const [which, arr] of [['A', p.A], ['B', p.B]] as const) {
     if (allFinite(arr)) continue;
     const i = arr.findIndex((v) => !Number.isFinite(v));
@@ -323,7 +325,7 @@ function specFromMetadata(meta: Record<string, string>, cfg: ModelConfig): Adapt
   return spec;
 }
 
-function parseJson(bytes: Uint8Array, file: string): Record<string, unknown> {
+export function parseJson(bytes: Uint8Array, file: string): Record<string, unknown> {
   let v: unknown;
   try {
     v = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
@@ -376,7 +378,7 @@ function checkSideFiles(files: EncodedAdapter, spec: AdapterSpec, cfg: ModelConf
 }
 
 /** The weights file's tensors and metadata; bad_safetensors where it is not a safetensors file. */
-function readWeights(weights: Uint8Array): ReturnType<typeof decodeSafetensors> {
+export function readWeights(weights: Uint8Array): ReturnType<typeof decodeSafetensors> {
   try {
     return decodeSafetensors(weights, ADAPTER_WEIGHTS_FILE);
   } catch (e) {

@@ -102,7 +102,7 @@ export interface ServeServices {
     checkVersion(row: Parameters<typeof checkVersionFiles>[2]): Promise<VersionFilesCheck>;
     removeVersion(row: { userId: string; version: number; filePath: string }): Promise<{ files: number; bytes: number }>;
     readFile(row: { userId: string; filePath: string; sha256: string }, file: 'weights' | 'adapterConfig' | 'memlora'): Promise<Uint8Array>;
-    importAdapter(userId: string, weights: Uint8Array): Promise<UploadedAdapter>;
+    importAdapter(userId: string, weights: Uint8Array, peftConfig?: Uint8Array): Promise<UploadedAdapter>;
     maxImportBytes: number;
   };
   store?: AdapterStore;
@@ -349,7 +349,7 @@ export async function createServeServices(setup: ServeSetup, opts: ServeOptions 
         return checked;
       },
       readFile: (row, file) => store.readFile(row.filePath, file, row.sha256, { userId: row.userId }),
-      importAdapter: (userId, weights) => uploadAdapter(store, userId, weights),
+      importAdapter: (userId, weights, peftConfig) => uploadAdapter(store, userId, weights, peftConfig),
       maxImportBytes: maxAdapterWeightsBytes(store.model.config),
     },
   };

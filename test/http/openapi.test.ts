@@ -96,10 +96,17 @@ describe('openapi.yaml', () => {
       it('has request examples that validate against its zod schema', () => {
         const body = op.requestBody ? deref(op.requestBody) : undefined;
         if (!body) return;
-        // A file uploaded as it is (an adapter's weights): bytes, no JSON schema to hold them to.
-        const binary = body.content['application/octet-stream'];
-        if (binary && Object.keys(body.content).length === 1) {
-          expect(binary.schema).toEqual({ type: 'string', format: 'binary' });
+        // Files uploaded as they are (an adapter's): bytes, or multipart parts of bytes; no JSON schema to hold them to.
+        if (!body.content['application/json']) {
+          for (const [type, media] of Object.entries(body.content as Obj)) {
+            if (type === 'multipart/form-data') {
+              expect(media.schema.type).toBe('object');
+              for (const part of Object.values(media.schema.properties as Obj)) expect(part).toMatchObject({ type: 'string', format: 'binary' });
+            } else {
+              expect(type).toBe('application/octet-stream');
+              expect(media.schema).toEqual({ type: 'string', format: 'binary' });
+            }
+          }
           return;
         }
         const media = body.content['application/json'];

@@ -613,7 +613,7 @@ beforeAll(() => {
   const files = (root: string) => ({
     ...diskAdapterFiles(root),
     readFile: (row: { userId: string; filePath: string; sha256: string }, file: keyof EncodedAdapter) => fuzzStore.readFile(row.filePath, file, row.sha256, { userId: row.userId }),
-    importAdapter: (userId: string, weights: Uint8Array) => uploadAdapter(fuzzStore, userId, weights),
+    importAdapter: (userId: string, weights: Uint8Array, peftConfig?: Uint8Array) => uploadAdapter(fuzzStore, userId, weights, peftConfig),
     maxImportBytes: maxAdapterWeightsBytes(FUZZ_MODEL.config),
   });
   h = makeHarness({ services: { generate: gen }, adapterFiles: files, env: { MEMLORA_BODY_LIMIT_BYTES: String(BODY_LIMIT) } });

@@ -4,6 +4,7 @@
  * round trip serves a second user exactly as the first, an upload is a hot swap (or waits with
  * activate=false), and every bad upload is refused with its code while nothing is stored.
  */
+import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -15,7 +16,7 @@ import { createJob, updateJob } from '../../src/db/queries/jobs.js';
 import { memoryLogger } from '../../src/http/logger.js';
 import { adapterActivationSchema, adapterImportSchema, generateResultSchema } from '../../src/http/schemas.js';
 import type { Adapter } from '../../src/lora/adapter.js';
-import { encodeAdapter, maxAdapterWeightsBytes } from '../../src/lora/format.js';
+import { encodeAdapter, loraTensorName, maxAdapterWeightsBytes } from '../../src/lora/format.js';
 import { userDirName } from '../../src/lora/paths.js';
 import { AdapterStore } from '../../src/lora/store.js';
 import { encodeSafetensors } from '../../src/model/safetensors.js';
@@ -140,7 +141,7 @@ describe('adapter files: upload', () => {
     expect(res.status).toBe(201);
     const body = adapterImportSchema.parse(await res.json());
     const [aliceRow] = listAdapterVersions(server.db, 'alice');
-    expect(body).toMatchObject({ adapter: { userId: 'bob', version: 1, status: 'ready', active: true, sha256: aliceRow.sha256, config: { n: 1, r: 8, layers: [false, true] }, metrics: { imported: true } }, previousVersion: null });
+    expect(body).toMatchObject({ adapter: { userId: 'bob', version: 1, status: 'ready', active: true, sha256: aliceRow.sha256, config: { n: 1, r: 8, layers: [false, true] }, metrics: { imported: true, source: 'memlora' } }, previousVersion: null });
     expect(res.headers.get('location')).toBe('/v1/admin/users/bob/adapters/1/files/adapter_model.safetensors');
     for (const file of ['adapter_model.safetensors', 'memlora_adapter.json', 'adapter_config.json']) {
       const mine = Buffer.from(await (await download('bob', 1, file)).arrayBuffer());
@@ -202,7 +203,8 @@ describe('adapter files: upload', () => {
     // A truncated file.
     expect((await expectError(await upload('frank', good.subarray(0, good.byteLength - 100)), 422, 'invalid_adapter')).details.reason).toBe('bad_safetensors');
     // Past the largest adapter the model can have.
-    await expectError(await upload('frank', new Uint8Array(maxAdapterWeightsBytes(md.cfg) + 1)), 413, 'body_too_large');
+    // Past the largest adapter the model can have (and the room for PEFT's config and multipart framing).
+    await expectError(await upload('frank', new Uint8Array(maxAdapterWeightsBytes(md.cfg) + 1024 * 1024 + 1)), 413, 'body_too_large');
     await expectError(await upload('frank', good, '?activate=maybe'), 422, 'validation_failed');
     await expectError(await upload('frank', good, '', {}), 401, 'unauthorized');
     await expectError(await upload('nobody', good), 404, 'user_not_found');
@@ -212,6 +214,53 @@ describe('adapter files: upload', () => {
     updateJob(server.db, job.id, { state: 'cancelled', finishedAt: Date.now() });
     expect(holdings('frank')).toEqual(before);
     expect((await generate('frank')).text).toBe('gggg');
+  });
+
+  it('a PEFT adapter (its two files, multipart) serves as the memlora adapter it equals: same stored bytes, same replies', async () => {
+    // forcing('q') as PEFT would save it: rank 1 on the last layer's c_proj alone, lora_alpha 1.
+    const native = forcing('q');
+    const last = md.cfg.nLayers - 1;
+    const proj = native.pairs.find((p) => p.target.map === 'mlp.c_proj')!;
+    const A = proj.A.slice(0, proj.target.inFeatures);
+    const B = Float32Array.from({ length: proj.target.outFeatures }, (_, o) => proj.B[o * proj.rank]);
+    const weights = encodeSafetensors(
+      new Map([
+        [loraTensorName('gpt2', last, 'mlp.c_proj', 'A'), { dtype: 'float32', dims: [1, proj.target.inFeatures], data: A }],
+        [loraTensorName('gpt2', last, 'mlp.c_proj', 'B'), { dtype: 'float32', dims: [proj.target.outFeatures, 1], data: B }],
+      ]),
+      { format: 'pt' },
+    );
+    const peftConfig = JSON.stringify({ peft_type: 'LORA', task_type: 'CAUSAL_LM', r: 1, lora_alpha: 1, target_modules: ['mlp.c_proj'], layers_to_transform: [last], bias: 'none', use_dora: false, use_rslora: false, fan_in_fan_out: true });
+    const form = () => {
+      const f = new FormData();
+      f.append('adapter_model.safetensors', new Blob([weights]), 'adapter_model.safetensors');
+      f.append('adapter_config.json', new Blob([peftConfig]), 'adapter_config.json');
+      return f;
+    };
+    await fetch(`${server.url}/v1/users/hana`, { method: 'PUT' });
+    const res = await fetch(`${server.url}/v1/admin/users/hana/adapters`, { method: 'POST', headers: admin, body: form() });
+    expect(res.status).toBe(201);
+    const body = adapterImportSchema.parse(await res.json());
+    expect(body.adapter).toMatchObject({ version: 1, active: true, config: { layers: [false, true], n: 1, r: 8 }, metrics: { imported: true, source: 'peft' } });
+    // Padded and zero-filled, it is the native adapter exactly: the same bytes in the store.
+    expect(body.adapter.sha256).toBe(createHash('sha256').update(encodeAdapter(native, store.model).weights).digest('hex'));
+    expect((await generate('hana')).text).toBe('qqqq');
+
+    // The weights alone are not enough (no memlora record); the multipart body must hold what it says.
+    expect((await expectError(await upload('hana', weights), 422, 'invalid_adapter')).message).toMatch(/send its adapter_config\.json with it, as multipart\/form-data/);
+    const extra = form();
+    extra.append('notes.txt', 'hello');
+    expect((await expectError(await fetch(`${server.url}/v1/admin/users/hana/adapters`, { method: 'POST', headers: admin, body: extra }), 400, 'invalid_adapter')).details.reason).toBe('bad_multipart');
+    const onlyConfig = new FormData();
+    onlyConfig.append('adapter_config.json', new Blob([peftConfig]));
+    expect((await expectError(await fetch(`${server.url}/v1/admin/users/hana/adapters`, { method: 'POST', headers: admin, body: onlyConfig }), 400, 'invalid_adapter')).details.reason).toBe('empty_body');
+    const garbled = await fetch(`${server.url}/v1/admin/users/hana/adapters`, { method: 'POST', headers: { ...admin, 'content-type': 'multipart/form-data; boundary=xyz' }, body: 'not multipart at all' });
+    expect((await expectError(garbled, 400, 'invalid_adapter')).details.reason).toBe('bad_multipart');
+    const dora = new FormData();
+    dora.append('adapter_model.safetensors', new Blob([weights]));
+    dora.append('adapter_config.json', new Blob([JSON.stringify({ ...JSON.parse(peftConfig), use_dora: true })]));
+    expect((await expectError(await fetch(`${server.url}/v1/admin/users/hana/adapters`, { method: 'POST', headers: admin, body: dora }), 422, 'invalid_adapter')).details.reason).toBe('unsupported_peft');
+    expect(holdings('hana').rows).toEqual([[1, 'ready', 1]]);
   });
 
   it('a client that goes away mid-upload leaves nothing behind', async () => {

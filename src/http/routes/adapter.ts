@@ -13,7 +13,7 @@
  * model: a backup restored, a user moved between servers. The upload is checked as every load checks
  * a stored adapter, written whole before its row exists, and served at once unless `activate=false`.
  */
-import type { Hono } from 'hono';
+import type { Context, Hono } from 'hono';
 import { inTransaction } from '../../db/client.js';
 import { activateAdapterVersion, createAdapterVersion, getActiveAdapter, getAdapterVersion, listAdapterVersions, markAdapterVersionDeleted } from '../../db/queries/adapters.js';
 import { versionsTrainedOnDeleted } from '../../db/queries/forgetting.js';
@@ -154,9 +154,8 @@ export function registerAdapterRoutes(app: Hono<AppEnv>, deps: RouteDeps): void 
     if (!files.importAdapter || files.maxImportBytes === undefined) throw new ApiError(503, 'model_unavailable', 'no base model is configured: an adapter cannot be checked against it', null, { 'retry-after': '5' });
     const job = activate ? activeJobForUser(db, userId) : undefined;
     if (job) throw new JobActiveError(userId, job.id, job.state); // before the body: nothing is read or written
-    const weights = await readLimited(c, files.maxImportBytes);
-    if (weights.byteLength === 0) throw new ApiError(400, 'invalid_adapter', 'the body is empty: send the adapter_model.safetensors file of a memlora adapter', { reason: 'empty_body' });
-    const written = await files.importAdapter(userId, weights);
+    const { weights, peftConfig } = await uploadedFiles(c, files.maxImportBytes);
+    const written = await files.importAdapter(userId, weights, peftConfig);
     let result: { row: ReturnType<typeof createAdapterVersion>; previous: number | null };
     try {
       // One transaction: the job check, the row and its activation see the same database.
@@ -164,7 +163,8 @@ export function registerAdapterRoutes(app: Hono<AppEnv>, deps: RouteDeps): void 
         const running = activate ? activeJobForUser(db, userId) : undefined;
         if (running) throw new JobActiveError(userId, running.id, running.state);
         const previous = getActiveAdapter(db, userId)?.version ?? null;
-        const row = createAdapterVersion(db, { userId, config: written.config, filePath: written.path, sha256: written.sha256, metrics: { imported: true }, status: ADAPTER_STATUS.ready, activate });
+        const metrics = { imported: true, source: written.source };
+        const row = createAdapterVersion(db, { userId, config: written.config, filePath: written.path, sha256: written.sha256, metrics, status: ADAPTER_STATUS.ready, activate });
         return { row, previous };
       });
     } catch (e) {
@@ -173,7 +173,7 @@ export function registerAdapterRoutes(app: Hono<AppEnv>, deps: RouteDeps): void 
       throw e;
     }
     const { row, previous } = result;
-    logger.info('adapter version imported', { userId, version: row.version, activated: activate, previousVersion: previous, bytes: written.bytes });
+    logger.info('adapter version imported', { userId, version: row.version, source: written.source, activated: activate, previousVersion: previous, bytes: written.bytes });
     return c.json({ adapter: adapterJson(row), previousVersion: previous, bytes: written.bytes }, 201, { location: `/v1/admin/users/${encodeURIComponent(userId)}/adapters/${row.version}/files/adapter_model.safetensors` });
   });
 
@@ -185,6 +185,44 @@ export function registerAdapterRoutes(app: Hono<AppEnv>, deps: RouteDeps): void 
     const { row, removed } = await deleteAdapterVersion(deps, userId, version);
     return c.json({ adapter: adapterJson(row), removed });
   });
+}
+
+/** Room in an upload beyond the largest weights file: PEFT's adapter_config.json and the multipart framing. */
+const UPLOAD_SLACK_BYTES = 1024 * 1024;
+
+/** The parts of a multipart upload, by name. */
+const PARTS = { weights: 'adapter_model.safetensors', peftConfig: 'adapter_config.json' } as const;
+
+/**
+ * The uploaded files: the body itself (memlora's weights file), or multipart/form-data with the
+ * parts adapter_model.safetensors and, for a PEFT adapter, adapter_config.json. 400 invalid_adapter
+ * for an empty or malformed upload.
+ */
+async function uploadedFiles(c: Context<AppEnv>, maxWeightsBytes: number): Promise<{ weights: Uint8Array; peftConfig?: Uint8Array }> {
+  const body = await readLimited(c, maxWeightsBytes + UPLOAD_SLACK_BYTES);
+  const type = c.req.header('content-type') ?? '';
+  const refuse = (reason: string, message: string): never => {
+    throw new ApiError(400, 'invalid_adapter', message, { reason });
+  };
+  if (!/^multipart\/form-data\b/i.test(type)) {
+    if (body.byteLength === 0) refuse('empty_body', `the body is empty: send a memlora ${PARTS.weights}, or a PEFT adapter's two files as multipart/form-data`);
+    return { weights: body };
+  }
+  let form: FormData;
+  try {
+    form = await new Response(body as Uint8Array<ArrayBuffer>, { headers: { 'content-type': type } }).formData();
+  } catch (e) {
+    return refuse('bad_multipart', `the multipart body cannot be read: ${(e as Error).message}`);
+  }
+  const parts: Record<string, Uint8Array> = {};
+  for (const [name, value] of form.entries()) {
+    if (name !== PARTS.weights && name !== PARTS.peftConfig) refuse('bad_multipart', `unknown part ${JSON.stringify(name.slice(0, 80))}: send ${PARTS.weights} and, for a PEFT adapter, ${PARTS.peftConfig}`);
+    if (name in parts) refuse('bad_multipart', `part ${name} is sent twice`);
+    parts[name] = typeof value === 'string' ? new TextEncoder().encode(value) : new Uint8Array(await value.arrayBuffer());
+  }
+  const weights = parts[PARTS.weights];
+  if (!weights || weights.byteLength === 0) return refuse('empty_body', `the part ${PARTS.weights} is missing or empty`);
+  return { weights, peftConfig: parts[PARTS.peftConfig] };
 }
 
 /** A version in a path: a positive integer below 2^31, else 422 invalid_version. */
