@@ -15,6 +15,7 @@ import { type AdapterSpec, MAX_MODULES, RANKS, scalingOf } from '../../src/lora/
 import type { ModelConfig } from '../../src/model/config.js';
 import { decodeSafetensors, encodeSafetensors } from '../../src/model/safetensors.js';
 import { expectedTensors } from '../../src/model/weights.js';
+import { expectFormatError } from './fixtures/format-errors.js';
 import { gpt2Tiny, llamaTiny, modelOf, trainedAdapter } from './fixtures/models.js';
 
 /** Header of a safetensors file parsed by hand (not by our decoder): an independent reference. */
@@ -28,16 +29,6 @@ const bytesOf = (a: Float32Array): Uint8Array => new Uint8Array(a.buffer, a.byte
 const json = (b: Uint8Array): Record<string, unknown> => JSON.parse(Buffer.from(b).toString('utf8'));
 const jsonBytes = (v: unknown): Uint8Array => new TextEncoder().encode(JSON.stringify(v));
 
-function expectFormatError(fn: () => unknown, code: string): void {
-  let err: unknown;
-  try {
-    fn();
-  } catch (e) {
-    err = e;
-  }
-  expect(err).toBeInstanceOf(AdapterFormatError);
-  expect((err as AdapterFormatError).code).toBe(code);
-}
 
 function expectBitIdentical(a: Adapter, b: Adapter): void {
   expect(b.spec).toEqual(a.spec);

@@ -5,13 +5,14 @@
  */
 import { describe, expect, it } from 'vitest';
 import type { Adapter } from '../../src/lora/adapter.js';
-import { AdapterFormatError, encodeAdapter, decodeAdapterWeights, loraTensorName } from '../../src/lora/format.js';
+import { encodeAdapter, decodeAdapterWeights, loraTensorName } from '../../src/lora/format.js';
 import { adapterFromPeft, paddedRank } from '../../src/lora/peft.js';
 import { MAX_MODULES, RANKS } from '../../src/lora/spec.js';
 import type { ModelConfig } from '../../src/model/config.js';
 import { encodeSafetensors } from '../../src/model/safetensors.js';
 import { loraTargets } from '../../src/model/weights.js';
 import { Rng } from '../../src/util/rng.js';
+import { expectFormatError } from './fixtures/format-errors.js';
 import { gpt2Tiny, llamaTiny, modelOf } from './fixtures/models.js';
 
 type Module = { layer: number; map: string };
@@ -71,16 +72,6 @@ function expectSameChange(cfg: ModelConfig, a: Adapter, peft: PeftAdapter, r: nu
   }
 }
 
-function expectCode(fn: () => unknown, code: string): void {
-  let err: unknown;
-  try {
-    fn();
-  } catch (e) {
-    err = e;
-  }
-  expect(err).toBeInstanceOf(AdapterFormatError);
-  expect((err as AdapterFormatError).code).toBe(code);
-}
 
 describe('paddedRank', () => {
   it('is the smallest n * r (r in RANKS, n <= MAX_MODULES) that holds the rank, with the fewest modules (checked against every pair)', () => {
@@ -142,25 +133,25 @@ describe('adapterFromPeft', () => {
   it('refuses what memlora cannot serve, and files that disagree with the model or their config', () => {
     const ok = peftAdapter(gpt2Tiny, [{ layer: 1, map: 'mlp.c_fc' }], 4);
     const cfgWith = (extra: Record<string, unknown>) => json({ ...JSON.parse(new TextDecoder().decode(ok.config)), ...extra });
-    expectCode(() => adapterFromPeft(ok.weights, cfgWith({ use_dora: true }), gpt2Tiny), 'unsupported_peft');
-    expectCode(() => adapterFromPeft(ok.weights, cfgWith({ bias: 'lora_only' }), gpt2Tiny), 'unsupported_peft');
-    expectCode(() => adapterFromPeft(ok.weights, cfgWith({ modules_to_save: ['lm_head'] }), gpt2Tiny), 'unsupported_peft');
-    expectCode(() => adapterFromPeft(ok.weights, cfgWith({ rank_pattern: { 'transformer.h.1.mlp.c_fc': 8 } }), gpt2Tiny), 'unsupported_peft');
-    expectCode(() => adapterFromPeft(ok.weights, cfgWith({ peft_type: 'IA3' }), gpt2Tiny), 'unsupported_peft');
-    expectCode(() => adapterFromPeft(ok.weights, cfgWith({ r: 8 }), gpt2Tiny), 'rank_mismatch');
-    expectCode(() => adapterFromPeft(ok.weights, cfgWith({ r: 'four' }), gpt2Tiny), 'bad_adapter_config');
-    expectCode(() => adapterFromPeft(ok.weights, new TextEncoder().encode('{"r": 4,'), gpt2Tiny), 'bad_adapter_config');
+    expectFormatError(() => adapterFromPeft(ok.weights, cfgWith({ use_dora: true }), gpt2Tiny), 'unsupported_peft');
+    expectFormatError(() => adapterFromPeft(ok.weights, cfgWith({ bias: 'lora_only' }), gpt2Tiny), 'unsupported_peft');
+    expectFormatError(() => adapterFromPeft(ok.weights, cfgWith({ modules_to_save: ['lm_head'] }), gpt2Tiny), 'unsupported_peft');
+    expectFormatError(() => adapterFromPeft(ok.weights, cfgWith({ rank_pattern: { 'transformer.h.1.mlp.c_fc': 8 } }), gpt2Tiny), 'unsupported_peft');
+    expectFormatError(() => adapterFromPeft(ok.weights, cfgWith({ peft_type: 'IA3' }), gpt2Tiny), 'unsupported_peft');
+    expectFormatError(() => adapterFromPeft(ok.weights, cfgWith({ r: 8 }), gpt2Tiny), 'rank_mismatch');
+    expectFormatError(() => adapterFromPeft(ok.weights, cfgWith({ r: 'four' }), gpt2Tiny), 'bad_adapter_config');
+    expectFormatError(() => adapterFromPeft(ok.weights, new TextEncoder().encode('{"r": 4,'), gpt2Tiny), 'bad_adapter_config');
     // LoRA on attention, which PEFT adapts by default: memlora serves feed-forward maps only.
     const attn = peftAdapter(gpt2Tiny, [{ layer: 1, map: 'mlp.c_fc' }], 4, { extra: { 'base_model.model.transformer.h.1.attn.c_attn.lora_A.weight': new Float32Array(4) } });
-    expectCode(() => adapterFromPeft(attn.weights, attn.config, gpt2Tiny), 'unsupported_peft');
+    expectFormatError(() => adapterFromPeft(attn.weights, attn.config, gpt2Tiny), 'unsupported_peft');
     // Another model: the maps' widths differ.
-    expectCode(() => adapterFromPeft(ok.weights, ok.config, { ...gpt2Tiny, dFf: 48 }), 'tensor_shape');
+    expectFormatError(() => adapterFromPeft(ok.weights, ok.config, { ...gpt2Tiny, dFf: 48 }), 'tensor_shape');
     const lonely = encodeSafetensors(new Map([[loraTensorName('gpt2', 1, 'mlp.c_fc', 'A'), { dtype: 'float32', dims: [4, 16], data: new Float32Array(64) }]]), { format: 'pt' });
-    expectCode(() => adapterFromPeft(lonely, ok.config, gpt2Tiny), 'missing_tensor');
-    expectCode(() => adapterFromPeft(encodeSafetensors(new Map(), { format: 'pt' }), ok.config, gpt2Tiny), 'missing_tensor');
+    expectFormatError(() => adapterFromPeft(lonely, ok.config, gpt2Tiny), 'missing_tensor');
+    expectFormatError(() => adapterFromPeft(encodeSafetensors(new Map(), { format: 'pt' }), ok.config, gpt2Tiny), 'missing_tensor');
     const nan = ok.weights.slice();
     new DataView(nan.buffer).setFloat32(nan.byteLength - 4, Number.NaN, true);
-    expectCode(() => adapterFromPeft(nan, ok.config, gpt2Tiny), 'non_finite');
-    expectCode(() => adapterFromPeft(ok.weights.subarray(0, 20), ok.config, gpt2Tiny), 'bad_safetensors');
+    expectFormatError(() => adapterFromPeft(nan, ok.config, gpt2Tiny), 'non_finite');
+    expectFormatError(() => adapterFromPeft(ok.weights.subarray(0, 20), ok.config, gpt2Tiny), 'bad_safetensors');
   });
 });
