@@ -9,7 +9,7 @@ import { encodeAdapter, decodeAdapterWeights, loraTensorName } from '../../src/l
 import { adapterFromPeft, paddedRank } from '../../src/lora/peft.js';
 import { MAX_MODULES, RANKS } from '../../src/lora/spec.js';
 import type { ModelConfig } from '../../src/model/config.js';
-import { encodeSafetensors } from '../../src/model/safetensors.js';
+import { decodeSafetensors, encodeSafetensors } from '../../src/model/safetensors.js';
 import { loraTargets } from '../../src/model/weights.js';
 import { Rng } from '../../src/util/rng.js';
 import { expectFormatError } from './fixtures/format-errors.js';
@@ -28,14 +28,16 @@ const json = (v: unknown): Uint8Array => new TextEncoder().encode(JSON.stringify
 const key = (m: Module): string => `${m.layer}.${m.map}`;
 
 /** A PEFT LoRA adapter of `modules` at rank r, as PEFT saves it, with random weights. */
-function peftAdapter(cfg: ModelConfig, modules: Module[], r: number, opts: { alpha?: number; rslora?: boolean; seed?: number; config?: Record<string, unknown>; extra?: Record<string, Float32Array> } = {}): PeftAdapter {
+function peftAdapter(cfg: ModelConfig, modules: Module[], r: number, opts: { alpha?: number; rslora?: boolean; seed?: number; config?: Record<string, unknown>; extra?: Record<string, Float32Array>; bf16?: boolean } = {}): PeftAdapter {
   const rng = new Rng(opts.seed ?? 3);
   const tensors = new Map<string, { A: Float32Array; B: Float32Array }>();
   const st = new Map<string, { dtype: 'float32'; dims: number[]; data: Float32Array }>();
   for (const m of modules) {
     const t = loraTargets(cfg).find((x) => x.layer === m.layer && x.map === m.map)!;
-    const A = Float32Array.from({ length: r * t.inFeatures }, () => rng.normal() * 0.3);
-    const B = Float32Array.from({ length: t.outFeatures * r }, () => rng.normal() * 0.3);
+    // bf16: values bfloat16 holds exactly (each float32's low half cleared).
+    const value = () => (opts.bf16 ? new Float32Array(new Uint32Array([new Uint32Array(new Float32Array([rng.normal() * 0.3]).buffer)[0] & 0xffff0000]).buffer)[0] : rng.normal() * 0.3);
+    const A = Float32Array.from({ length: r * t.inFeatures }, value);
+    const B = Float32Array.from({ length: t.outFeatures * r }, value);
     tensors.set(key(m), { A, B });
     st.set(loraTensorName(cfg.family, m.layer, m.map, 'A'), { dtype: 'float32', dims: [r, t.inFeatures], data: A });
     st.set(loraTensorName(cfg.family, m.layer, m.map, 'B'), { dtype: 'float32', dims: [t.outFeatures, r], data: B });
@@ -128,6 +130,31 @@ describe('adapterFromPeft', () => {
     const b = adapterFromPeft(wide.weights, wide.config, gpt2Tiny);
     expect([b.spec.n, b.spec.r, b.spec.alpha]).toEqual([2, 64, 128]);
     expectSameChange(gpt2Tiny, b, wide, 128);
+  });
+
+  it('reads PEFT files saved in bfloat16 or float64 (as models in half precision save them) to the same adapter', () => {
+    // Weights bfloat16 holds exactly, written again by hand in both dtypes.
+    const peft = peftAdapter(gpt2Tiny, [{ layer: 0, map: 'mlp.c_proj' }, { layer: 2, map: 'mlp.c_fc' }], 4, { alpha: 4, seed: 21, bf16: true });
+    const st = decodeSafetensors(peft.weights);
+    const reference = adapterFromPeft(peft.weights, peft.config, gpt2Tiny);
+    for (const dtype of ['BF16', 'F64'] as const) {
+      const header: Record<string, unknown> = { __metadata__: { format: 'pt' } };
+      const chunks: Uint8Array[] = [];
+      let offset = 0;
+      for (const [name, t] of st.tensors) {
+        const f = t.data as Float32Array;
+        const bytes = dtype === 'BF16' ? new Uint8Array(Uint16Array.from(new Uint32Array(f.buffer, f.byteOffset, f.length), (b) => b >>> 16).buffer) : new Uint8Array(Float64Array.from(f).buffer);
+        header[name] = { dtype, shape: t.dims, data_offsets: [offset, offset + bytes.byteLength] };
+        chunks.push(bytes);
+        offset += bytes.byteLength;
+      }
+      const head = new TextEncoder().encode(JSON.stringify(header));
+      const file = Buffer.concat([Buffer.from(new BigUint64Array([BigInt(head.byteLength)]).buffer), head, ...chunks]);
+      const a = adapterFromPeft(new Uint8Array(file), peft.config, gpt2Tiny);
+      expect(a.spec).toEqual(reference.spec);
+      expect(a.pairs.map((p) => [[...p.A], [...p.B]])).toEqual(reference.pairs.map((p) => [[...p.A], [...p.B]]));
+      expectSameChange(gpt2Tiny, a, peft, 4);
+    }
   });
 
   it('refuses what memlora cannot serve, and files that disagree with the model or their config', () => {
