@@ -433,8 +433,8 @@ export function decodeAdapter(files: EncodedAdapter, modelConfig: ModelConfig): 
  * An adapter from its weights file alone, as memlora wrote it (its __metadata__ records the spec and
  * the model it was made for): the two JSON files are what memlora writes beside those weights, so
  * the file is checked as a stored adapter is on every load (decodeAdapter), and its weights for being
- * finite as memlora's encoder checks those it writes. What an operator
- * uploads to restore or move a version; AdapterFormatError where it is not such a file for this model.
+ * finite as memlora's encoder checks those it writes. What an operator uploads to restore or move a
+ * version; AdapterFormatError where it is not such a file for this model.
  */
 export function decodeAdapterWeights(weights: Uint8Array, model: AdapterModel): Adapter {
   const spec = specFromMetadata(readWeights(weights).metadata, model.config);

@@ -10,8 +10,10 @@
  *
  * A version's files can be downloaded (the PEFT layout: they load in PEFT on the same base model) and
  * a downloaded weights file uploaded again as a new version of any user on a server with the same base
- * model: a backup restored, a user moved between servers. The upload is checked as every load checks
- * a stored adapter, written whole before its row exists, and served at once unless `activate=false`.
+ * model: a backup restored, a user moved between servers. A LoRA adapter trained with PEFT on the
+ * same base model uploads too (its two files as multipart parts), converted exactly. An upload is
+ * checked as every load checks a stored adapter, written whole before its row exists, and served at
+ * once unless `activate=false`.
  */
 import type { Context, Hono } from 'hono';
 import { inTransaction } from '../../db/client.js';
