@@ -23,14 +23,18 @@ import { type AdapterSpec, MAX_MODULES, RANKS, type Rank, scalingOf } from './sp
 
 /** The largest alpha memlora's spec takes (spec.ts). */
 const MAX_ALPHA = 1024;
+/** PEFT LoraConfig's defaults for r and lora_alpha. */
+const PEFT_DEFAULT_R = 8;
+const PEFT_DEFAULT_ALPHA = 8;
 
 const unsupported = (message: string, details: Record<string, unknown>): AdapterFormatError => new AdapterFormatError('unsupported_peft', message, details);
 
 /** PEFT's scaling from its adapter_config.json, after refusing what memlora cannot serve. */
 function peftScaling(config: Record<string, unknown>): { r: number; scaling: number } {
   if (config.peft_type !== 'LORA') throw unsupported(`${ADAPTER_CONFIG_FILE}: peft_type ${JSON.stringify(config.peft_type)}; memlora serves LoRA adapters`, { field: 'peft_type' });
-  const r = config.r;
-  const alpha = config.lora_alpha ?? r; // PEFT's default lora_alpha is 8, its default r 8: both absent means scaling 1
+  // Absent fields take LoraConfig's defaults (PEFT writes them all, but a hand-written config may not).
+  const r = config.r ?? PEFT_DEFAULT_R;
+  const alpha = config.lora_alpha ?? PEFT_DEFAULT_ALPHA;
   if (typeof r !== 'number' || !Number.isInteger(r) || r < 1) throw new AdapterFormatError('bad_adapter_config', `${ADAPTER_CONFIG_FILE}: r is ${JSON.stringify(r)}, not a positive integer`, { field: 'r' });
   if (typeof alpha !== 'number' || !Number.isFinite(alpha) || alpha <= 0) throw new AdapterFormatError('bad_adapter_config', `${ADAPTER_CONFIG_FILE}: lora_alpha is ${JSON.stringify(alpha)}, not a positive number`, { field: 'lora_alpha' });
   if (config.use_dora === true) throw unsupported('DoRA adapters (use_dora) are not served: memlora adds B A x only', { field: 'use_dora' });

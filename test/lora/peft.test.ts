@@ -120,6 +120,13 @@ describe('adapterFromPeft', () => {
     expectSameChange(llamaTiny, a, peft, 12);
   });
 
+  it("a config without lora_alpha takes PEFT's default of 8, not r", () => {
+    const peft = peftAdapter(gpt2Tiny, [{ layer: 1, map: 'mlp.c_proj' }], 16, { config: { lora_alpha: undefined } });
+    const a = adapterFromPeft(peft.weights, peft.config, gpt2Tiny);
+    expect(a.scaling).toBe(0.5);
+    expectSameChange(gpt2Tiny, a, { ...peft, scaling: 8 / 16 }, 16);
+  });
+
   it('a scaling past what alpha may carry is multiplied into B; a rank past 96 takes several modules', () => {
     const big = peftAdapter(gpt2Tiny, [{ layer: 2, map: 'mlp.c_proj' }], 1, { alpha: 4096 });
     const a = adapterFromPeft(big.weights, big.config, gpt2Tiny);
