@@ -6,7 +6,8 @@
  * PEFT adds scaling * B A x to a module, with B [out, r] and A [r, in] (also for GPT-2's Conv1D) and
  * scaling lora_alpha / r (lora_alpha / sqrt(r) with rsLoRA). A memlora adapter carries the same on
  * every feed-forward map of its injected layers, at a merged rank n * r with r in RANKS and scaling
- * alpha / r. The conversion is exact:
+ * alpha / r. The conversion is exact (but for the float64 rounding of (scaling * r) / r, which is
+ * exact for r a power of two):
  * - the rank is padded with zero rows of A and zero columns of B to the smallest valid n * r at least
  *   PEFT's (a zero rank adds nothing), and alpha is chosen so that alpha / r is PEFT's scaling (past
  *   memlora's bound on alpha, the scaling is multiplied into B instead, and alpha is r);
