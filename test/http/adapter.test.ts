@@ -4,7 +4,9 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { createAdapterVersion } from '../../src/db/queries/adapters.js';
 import { createJob } from '../../src/db/queries/jobs.js';
 import { adapterActivationSchema, adapterDeletionSchema, adapterListSchema, adapterSchema } from '../../src/http/schemas.js';
+import { diskAdapterFiles } from '../../src/http/adapter-files.js';
 import { userDirName } from '../../src/lora/paths.js';
+import { AdapterStoreError } from '../../src/lora/store.js';
 import { expectError, json, makeHarness, type Harness } from './helpers.js';
 
 let h: Harness;
@@ -159,5 +161,22 @@ describe('DELETE /v1/admin/users/{userId}/adapters/{version}', () => {
     expect((await h.admin('DELETE', '/v1/admin/users/alice/adapters/2')).status).toBe(200);
     expect(existsSync(join(h.config.adapterDir, cur))).toBe(false);
     expect(createAdapterVersion(h.db, { ...base, userId: 'alice', filePath: old }).version).toBe(3);
+  });
+});
+
+describe('GET /v1/admin/users/{userId}/adapters/{version}/files/{file}: a store failure while reading', () => {
+  it('is the version\'s (409 adapter_unusable with the reason) or, for I/O, 503 adapter_unavailable to retry; never a 500', async () => {
+    let failure = new AdapterStoreError('bad_adapter_path', 'not an adapter path of this store');
+    h = makeHarness({ adapterFiles: (root) => ({ ...diskAdapterFiles(root), readFile: async () => Promise.reject(failure) }) });
+    await h.req('PUT', '/v1/users/alice');
+    createAdapterVersion(h.db, { userId: 'alice', config: {}, filePath: 'x/a-1-000000000000', sha256: 'e'.repeat(64), metrics: {}, status: 'ready', activate: true });
+    const path = '/v1/admin/users/alice/adapters/1/files/adapter_config.json';
+    expect((await expectError(await h.admin('GET', path), 409, 'adapter_unusable')).details).toEqual({ userId: 'alice', version: 1, reason: 'bad_adapter_path' });
+    failure = new AdapterStoreError('bad_checksum', 'expected sha256 is not 64 lower-case hex digits');
+    expect((await expectError(await h.admin('GET', path), 409, 'adapter_unusable')).details.reason).toBe('bad_checksum');
+    failure = new AdapterStoreError('adapter_io', 'EIO');
+    const io = await h.admin('GET', path);
+    expect(io.headers.get('retry-after')).toBe('1');
+    await expectError(io, 503, 'adapter_unavailable');
   });
 });

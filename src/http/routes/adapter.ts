@@ -23,6 +23,7 @@ import { activeJobForUser } from '../../db/queries/jobs.js';
 import { userExists } from '../../db/queries/users.js';
 import { JobActiveError } from '../../db/errors.js';
 import { ADAPTER_STATUS } from '../../lora/consistency.js';
+import { AdapterStoreError } from '../../lora/store.js';
 import type { AppEnv, RouteDeps } from '../context.js';
 import { ApiError } from '../errors.js';
 import { ADAPTER_DOWNLOADS, activateAdapterBody, importAdapterQuery } from '../schemas.js';
@@ -137,9 +138,9 @@ export function registerAdapterRoutes(app: Hono<AppEnv>, deps: RouteDeps): void 
     try {
       bytes = await files.readFile(row, download.key);
     } catch (e) {
-      const code = (e as { code?: unknown }).code;
-      if (typeof code !== 'string' || !code.startsWith('adapter_')) throw e;
-      throw filesFailure(userId, version, code, (e as Error).message);
+      // Any store failure (a path not of the store's shape, a checksum that is not hex, ...) is the version's.
+      if (!(e instanceof AdapterStoreError)) throw e;
+      throw filesFailure(userId, version, e.code, e.message);
     }
     return c.body(bytes as Uint8Array<ArrayBuffer>, 200, {
       'content-type': download.type,
