@@ -103,8 +103,9 @@ export interface AdapterFiles {
   /** Removes one version's files (none there: nothing removed) and forgets it in the cache; returns what it removed. */
   removeVersion?(row: { userId: string; version: number; filePath: string }): Promise<{ files: number; bytes: number }>;
   /**
-   * One file of a version as stored (the weights checked against the row's checksum): adapter_corrupt,
-   * adapter_missing, adapter_io as the store throws them. Absent without a base model.
+   * One file of a version as stored (the weights checked against the row's checksum). Throws the
+   * store's AdapterStoreError (adapter_corrupt, adapter_missing, bad_adapter_path, adapter_io, ...).
+   * Absent without a base model.
    */
   readFile?(row: { userId: string; filePath: string; sha256: string }, file: AdapterFileKey): Promise<Uint8Array>;
   /**
@@ -118,7 +119,7 @@ export interface AdapterFiles {
     weights: Uint8Array,
     peftConfig?: Uint8Array,
   ): Promise<{ path: string; sha256: string; bytes: number; config: { layers: boolean[]; n: number; r: number; alpha?: number }; source: 'memlora' | 'peft' }>;
-  /** The largest weights file an adapter of the base model can have: the upload bound. */
+  /** The largest weights file an adapter of the base model can have (an upload may add 1 MiB for PEFT's config and the multipart framing). */
   maxImportBytes?: number;
 }
 
