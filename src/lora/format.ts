@@ -22,7 +22,7 @@
  */
 import { createHash } from 'node:crypto';
 import { configFingerprint, type ModelConfig, type ModelFamily } from '../model/config.js';
-import { decodeSafetensors, encodeSafetensors, SafetensorsError } from '../model/safetensors.js';
+import { decodeSafetensors, decodeSafetensorsHeader, encodeSafetensors, SafetensorsError } from '../model/safetensors.js';
 import { LORA_MAPS, gpt2Name, llamaName, loraTargets, type LoraTarget } from '../model/weights.js';
 import { type Adapter, type LoraPair, pairKey } from './adapter.js';
 import { type AdapterSpec, AdapterSpecError, MAX_MODULES, RANKS, injectedLayers, isVanilla, parseAdapterSpec, scalingOf, totalRank } from './spec.js';
@@ -377,15 +377,21 @@ function checkSideFiles(files: EncodedAdapter, spec: AdapterSpec, cfg: ModelConf
   }
 }
 
-/** The weights file's tensors and metadata; bad_safetensors where it is not a safetensors file. */
-export function readWeights(weights: Uint8Array): ReturnType<typeof decodeSafetensors> {
+/** `read()` of a weights file, its SafetensorsError as bad_safetensors. */
+function safetensorsRead<T>(read: () => T): T {
   try {
-    return decodeSafetensors(weights, ADAPTER_WEIGHTS_FILE);
+    return read();
   } catch (e) {
     if (e instanceof SafetensorsError) throw new AdapterFormatError('bad_safetensors', e.message, { code: e.code, details: e.details });
     throw e;
   }
 }
+
+/** The weights file's tensors and metadata; bad_safetensors where it is not a safetensors file. */
+export const readWeights = (weights: Uint8Array): ReturnType<typeof decodeSafetensors> => safetensorsRead(() => decodeSafetensors(weights, ADAPTER_WEIGHTS_FILE));
+
+/** The weights file's metadata alone (its header read, no tensor); bad_safetensors where it is not a safetensors file. */
+export const weightsMetadata = (weights: Uint8Array): Record<string, string> => safetensorsRead(() => decodeSafetensorsHeader(weights, ADAPTER_WEIGHTS_FILE)).metadata;
 
 /**
  * Decode and validate an adapter for the model: names, shapes and ranks against the model and the
@@ -437,7 +443,7 @@ export function decodeAdapter(files: EncodedAdapter, modelConfig: ModelConfig): 
  * version; AdapterFormatError where it is not such a file for this model.
  */
 export function decodeAdapterWeights(weights: Uint8Array, model: AdapterModel): Adapter {
-  const spec = specFromMetadata(readWeights(weights).metadata, model.config);
+  const spec = specFromMetadata(weightsMetadata(weights), model.config);
   const adapter = decodeAdapter({ weights, adapterConfig: jsonBytes(adapterConfigJson(spec, model)), memlora: jsonBytes(memloraJson(spec, model)) }, model.config);
   // Not written by memlora's encoder (which checks it): the weights must be finite as well.
   for (const p of adapter.pairs) checkFinite(p);

@@ -153,16 +153,19 @@ function toHost(info: TensorInfo, bytes: Uint8Array): AnyTypedArray {
 
 /** Decode a whole safetensors file held in memory. Float32/int arrays may view `buf` (no copy). */
 export function decodeSafetensors(buf: Uint8Array, where = 'safetensors buffer'): SafetensorsFile {
-  const n = headerLength(buf, buf.byteLength, where);
-  const json = new TextDecoder().decode(buf.subarray(8, 8 + n));
-  const dataStart = 8 + n;
-  const { tensors, metadata } = parseHeader(json, buf.byteLength - dataStart, where);
+  const { tensors, metadata, dataStart } = decodeSafetensorsHeader(buf, where);
   const out = new Map<string, HostTensor>();
   for (const [name, info] of tensors) {
     const bytes = buf.subarray(dataStart + info.offsets[0], dataStart + info.offsets[1]);
     out.set(name, { dtype: HOST_DTYPE[info.dtype], dims: [...info.shape], data: toHost(info, bytes) });
   }
   return { tensors: out, metadata };
+}
+
+/** The header of a whole file held in memory (names, dtypes, shapes, offsets checked, metadata), no tensor read or converted. */
+export function decodeSafetensorsHeader(buf: Uint8Array, where = 'safetensors buffer'): SafetensorsHeader {
+  const n = headerLength(buf, buf.byteLength, where);
+  return { ...parseHeader(new TextDecoder().decode(buf.subarray(8, 8 + n)), buf.byteLength - 8 - n, where), dataStart: 8 + n };
 }
 
 /** Read only the header of a file (names, dtypes, shapes): validation before loading gigabytes. */

@@ -7,7 +7,7 @@
  * exactly (lora/peft.ts).
  */
 import type { Adapter } from '../lora/adapter.js';
-import { AdapterFormatError, decodeAdapterWeights, readWeights, specRecord } from '../lora/format.js';
+import { AdapterFormatError, decodeAdapterWeights, specRecord, weightsMetadata } from '../lora/format.js';
 import { adapterFromPeft } from '../lora/peft.js';
 import type { AdapterStore, WrittenAdapter } from '../lora/store.js';
 import { ServeError } from './errors.js';
@@ -19,9 +19,9 @@ export interface UploadedAdapter extends WrittenAdapter {
   source: 'memlora' | 'peft';
 }
 
-/** Whether a weights file carries memlora's record (else it may be PEFT's own). */
+/** Whether a weights file carries memlora's record (else it may be PEFT's own); its header alone is read. */
 function isMemloraWeights(weights: Uint8Array): boolean {
-  return readWeights(weights).metadata['memlora.format_version'] !== undefined;
+  return weightsMetadata(weights)['memlora.format_version'] !== undefined;
 }
 
 /**
