@@ -12,7 +12,7 @@
  * memory mode the retrieved memory before the prompt as its context, as /v1/score reads token ids).
  */
 import { ApiError } from './errors.js';
-import type { ChatMessage, GenerateMode, GenerateService, ScoreResult } from './services.js';
+import type { ChatMessage, GenerateMode, GenerateRequest, GenerateService, ScoreResult } from './services.js';
 
 /** One prompt token's entry: token id to its figures. */
 export type PromptLogprobEntry = Record<string, { logprob: number; rank: number; decoded_token: string }>;
@@ -22,10 +22,7 @@ export type PromptLogprobs = Array<PromptLogprobEntry | null>;
 export type AskedPrompt = { text: string } | { ids: number[] } | { messages: ChatMessage[]; continueFinalMessage?: boolean };
 
 /** How a request cuts its prompt (truncate_prompt_tokens, truncation_side). */
-export interface PromptCut {
-  truncatePromptTokens: number | undefined;
-  truncationSide: 'left' | 'right' | undefined;
-}
+export type PromptCut = Pick<GenerateRequest, 'truncatePromptTokens' | 'truncationSide'>;
 
 export interface PromptLogprobsAsk extends PromptCut {
   userId: string;

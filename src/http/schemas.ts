@@ -562,6 +562,8 @@ export const MAX_ALLOWED_TOKEN_IDS = 8192;
 const allowedTokenIdsSchema = z.array(z.int().min(0)).min(1).max(MAX_ALLOWED_TOKEN_IDS);
 /** vLLM's truncate_prompt_tokens: the prompt read as its last k tokens; -1: the context window less one token. */
 const truncatePromptSchema = z.union([z.literal(-1), z.int().min(1).max(1_000_000)]);
+/** Which end a truncated prompt keeps (vLLM's truncation_side): left cuts the start, right the end. */
+const truncationSideSchema = z.enum(['left', 'right']);
 /** Words a reply never writes (vLLM's bad_words). */
 const badWordsSchema = z
   .array(
@@ -644,7 +646,7 @@ export const generateRequestSchema = z
     /** The prompt read as its last k tokens (vLLM's truncate_prompt_tokens; -1: the context window less one); memory only as far as it fits within them. */
     truncatePromptTokens: truncatePromptSchema.optional(),
     /** Which end truncatePromptTokens keeps (vLLM's truncation_side): left (default) the last tokens, right the first. */
-    truncationSide: z.enum(['left', 'right']).optional(),
+    truncationSide: truncationSideSchema.optional(),
     responseFormat: responseFormatSchema.optional(),
     guidedChoice: guidedChoiceSchema.optional(),
     guidedRegex: guidedRegexSchema.optional(),
@@ -1106,7 +1108,7 @@ const openAiSamplingShape = {
   allowed_token_ids: allowedTokenIdsSchema.nullable().optional(),
   bad_words: badWordsSchema.nullable().optional(),
   truncate_prompt_tokens: truncatePromptSchema.nullable().optional(),
-  truncation_side: z.enum(['left', 'right']).nullable().optional(),
+  truncation_side: truncationSideSchema.nullable().optional(),
   /** vLLM's: each prompt token's log-probability, rank and this many most likely tokens at its place (src/http/prompt-logprobs.ts); not with stream. */
   prompt_logprobs: z.int().min(-1).max(MAX_TOP_LOGPROBS).nullable().optional(),
   /** vLLM's: tokens in logprobs named "token_id:<id>" (their bytes and text offsets stay the token's own). */
