@@ -8,6 +8,8 @@
 import type { z } from 'zod';
 import type { Job } from '../db/queries/jobs.js';
 import type { VersionFilesCheck } from '../lora/consistency.js';
+import type { EncodedAdapter } from '../lora/format.js';
+import type { UploadedAdapter } from '../serve/adapter-upload.js';
 import type { TokenizeRequest, TokenizeResult, ToolCallGuide } from '../serve/types.js';
 import type { cacheContentsSchema, cacheCurveSchema, cacheDropSchema, generateRequestSchema, generateResultSchema, prefixCacheDropSchema, prefixCacheSchema, queueReportSchema, scoreRequestSchema, scoreResultSchema, warmResultSchema } from './schemas.js';
 
@@ -114,17 +116,13 @@ export interface AdapterFiles {
    * (`peftConfig`), converted. invalid_adapter or adapter_model_mismatch where it cannot serve on this
    * model. Absent without a base model.
    */
-  importAdapter?(
-    userId: string,
-    weights: Uint8Array,
-    peftConfig?: Uint8Array,
-  ): Promise<{ path: string; sha256: string; bytes: number; config: { layers: boolean[]; n: number; r: number; alpha?: number }; source: 'memlora' | 'peft' }>;
+  importAdapter?(userId: string, weights: Uint8Array, peftConfig?: Uint8Array): Promise<UploadedAdapter>;
   /** The largest weights file an adapter of the base model can have (an upload may add 1 MiB for PEFT's config and the multipart framing). */
   maxImportBytes?: number;
 }
 
 /** The three files of a stored adapter version. */
-export type AdapterFileKey = 'weights' | 'adapterConfig' | 'memlora';
+export type AdapterFileKey = keyof EncodedAdapter;
 
 export interface Services {
   generate?: GenerateService;

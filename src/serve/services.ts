@@ -14,7 +14,7 @@ import type { Config } from '../config.js';
 import type { Db } from '../db/client.js';
 import { AdapterCache, adapterKey } from '../lora/cache.js';
 import { type ConsistencyOptions, type VersionFilesCheck, checkAdapterStore, checkVersionFiles } from '../lora/consistency.js';
-import { maxAdapterWeightsBytes } from '../lora/format.js';
+import { type EncodedAdapter, maxAdapterWeightsBytes } from '../lora/format.js';
 import { AdapterStore } from '../lora/store.js';
 import type { Registry } from '../metrics.js';
 import { readHfConfig } from '../model/import.js';
@@ -101,7 +101,7 @@ export interface ServeServices {
     removeUserAdapters(userId: string): Promise<{ files: number; bytes: number }>;
     checkVersion(row: Parameters<typeof checkVersionFiles>[2]): Promise<VersionFilesCheck>;
     removeVersion(row: { userId: string; version: number; filePath: string }): Promise<{ files: number; bytes: number }>;
-    readFile(row: { userId: string; filePath: string; sha256: string }, file: 'weights' | 'adapterConfig' | 'memlora'): Promise<Uint8Array>;
+    readFile(row: { userId: string; filePath: string; sha256: string }, file: keyof EncodedAdapter): Promise<Uint8Array>;
     importAdapter(userId: string, weights: Uint8Array, peftConfig?: Uint8Array): Promise<UploadedAdapter>;
     maxImportBytes: number;
   };
