@@ -44,6 +44,7 @@ export const SERVICE_ERROR_STATUS: Readonly<Record<string, number>> = {
   job_finished: 409,
   adapters_disabled: 409,
   adapter_active: 409,
+  adapter_unusable: 409,
   invalid_cursor: 422,
   invalid_adapter: 422,
   adapter_model_mismatch: 422,

@@ -73,6 +73,7 @@ export function samplingFields(body: OpenAiBody) {
     seed: body.seed ?? undefined,
     stream: body.stream ?? false,
     mode: body.mode,
+    adapterVersion: body.adapter_version ?? undefined,
   };
 }
 

@@ -27,6 +27,8 @@ export type PromptCut = Pick<GenerateRequest, 'truncatePromptTokens' | 'truncati
 export interface PromptLogprobsAsk extends PromptCut {
   userId: string;
   mode: GenerateMode | undefined;
+  /** The adapter version the generation names (its own scoring pass uses the same). */
+  adapterVersion?: number;
   prompt: AskedPrompt;
   /** Most likely tokens per entry, besides the prompt's own (0-20). */
   top: number;
@@ -58,6 +60,6 @@ export async function promptLogprobs(service: GenerateService, ask: PromptLogpro
   const gen = scorer(service);
   const ids = readPromptIds(gen, ask.prompt, ask);
   if (ids.length < 2) return ids.map(() => null);
-  const scored = await gen.score({ userId: ask.userId, mode: ask.mode ?? 'auto', prompt: ids.slice(0, 1), text: ids.slice(1), topLogprobs: ask.top, compare: false }, signal);
+  const scored = await gen.score({ userId: ask.userId, mode: ask.mode ?? 'auto', adapterVersion: ask.adapterVersion, prompt: ids.slice(0, 1), text: ids.slice(1), topLogprobs: ask.top, compare: false }, signal);
   return [null, ...scored.tokens.map((t) => entryOf(t, ask.top))];
 }

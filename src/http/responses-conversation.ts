@@ -151,6 +151,7 @@ function asChatBody(body: ResponsesRequest, items: readonly Item[]): Record<stri
     stream: body.stream,
     seed: body.seed,
     mode: body.mode,
+    adapter_version: body.adapter_version,
     response_format: format?.type === 'json_schema' ? { type: 'json_schema', json_schema: { name: format.name, description: format.description, schema: format.schema, strict: format.strict } } : format,
     tools: body.tools?.map((t) => ({ type: 'function', function: { name: t.name, description: t.description ?? undefined, parameters: t.parameters ?? undefined, strict: t.strict } })),
     tool_choice: chatToolChoice(body.tool_choice),

@@ -573,6 +573,20 @@ const badWordsSchema = z
       .refine((w) => w.trim() !== '', { message: 'a bad word is not empty or only white space' }),
   )
   .max(256);
+/**
+ * The user's adapter version a request is served with, active or not (an upload kept inactive tried
+ * before it is activated, an older version before a rollback, two versions compared): refused, never
+ * a fallback, where it cannot serve. Only with mode auto or injected.
+ */
+const adapterVersionSchema = z.int().min(1);
+
+/** An adapter version named with a mode that uses no adapter. */
+function refineAdapterVersion(v: { mode?: string | null; version?: number | null }, ctx: z.RefinementCtx, names: { version: string }): void {
+  if (v.version != null && (v.mode === 'memory' || v.mode === 'vanilla')) {
+    ctx.addIssue({ code: 'custom', path: [names.version], message: `${names.version} serves an adapter version: mode ${v.mode} uses no adapter` });
+  }
+}
+
 /** Most token ids one request may bias. */
 export const MAX_LOGIT_BIAS = 1024;
 const logitBiasSchema = z
@@ -654,6 +668,8 @@ export const generateRequestSchema = z
     seed: z.int().optional(),
     stream: z.boolean().default(false),
     mode: z.enum(GENERATE_MODES).default('auto'),
+    /** Serve with this adapter version of the user, active or not (mode auto or injected); refused where it cannot serve, never a fallback. */
+    adapterVersion: adapterVersionSchema.optional(),
     logprobs: z.boolean().default(false),
     topLogprobs: z.int().min(0).max(MAX_TOP_LOGPROBS).optional(),
     /** The prompt's token ids as the model read them (memory included) and the reply's, in the result and the token events (vLLM's return_token_ids). */
@@ -672,6 +688,7 @@ export const generateRequestSchema = z
       ctx.addIssue({ code: 'custom', path: ['minTokens'], message: `minTokens (${v.minTokens}) exceeds maxTokens (${v.maxTokens})` });
     }
     refineContinue({ messages: v.messages, continued: v.continueFinalMessage }, ctx, { continued: 'continueFinalMessage', addGenerationPrompt: 'addGenerationPrompt' });
+    refineAdapterVersion({ mode: v.mode, version: v.adapterVersion }, ctx, { version: 'adapterVersion' });
     const guides = [v.responseFormat !== undefined && v.responseFormat.type !== 'text' && 'responseFormat', v.guidedChoice !== undefined && 'guidedChoice', v.guidedRegex !== undefined && 'guidedRegex', v.guidedGrammar !== undefined && 'guidedGrammar'].filter(
       (g): g is string => typeof g === 'string',
     );
@@ -690,6 +707,8 @@ export const FALLBACK_REASONS = ['no_adapter', 'adapter_corrupt', 'adapter_missi
 export const personalizationSchema = z.object({
   mode: z.enum(SERVED_MODES),
   adapterVersion: z.int().min(1).nullable(),
+  /** The request named the version (adapterVersion): served whether or not it is the active one. */
+  pinned: z.literal(true).optional(),
   memoryItems: z.int().min(0).optional(),
   fallback: z.object({ from: z.enum(['injected', 'memory']), reason: z.enum(FALLBACK_REASONS) }).optional(),
 });
@@ -726,11 +745,14 @@ export const scoreRequestSchema = z
     prompt: rawPromptSchema.optional(),
     text: rawPromptSchema,
     mode: z.enum(GENERATE_MODES).default('auto'),
+    /** Score under this adapter version of the user, active or not, as /v1/generate's. */
+    adapterVersion: adapterVersionSchema.optional(),
     topLogprobs: z.int().min(0).max(MAX_TOP_LOGPROBS).default(0),
     compare: z.boolean().default(false),
   })
   .superRefine((v, ctx) => {
     if (v.messages !== undefined && v.prompt !== undefined) ctx.addIssue({ code: 'custom', path: ['messages'], message: 'give at most one of messages or prompt' });
+    refineAdapterVersion({ mode: v.mode, version: v.adapterVersion }, ctx, { version: 'adapterVersion' });
   });
 
 const likelihoodShape = { logprob: z.number().max(0), meanLogprob: z.number().max(0), perplexity: z.number().min(1) };
@@ -1127,6 +1149,8 @@ const openAiSamplingShape = {
   guided_whitespace_pattern: z.string().nullable().optional(),
   /** memlora extension: the personalisation mode, as in /v1/generate. */
   mode: z.enum(GENERATE_MODES).optional(),
+  /** memlora extension: the adapter version to serve with, active or not, as /v1/generate's adapterVersion. */
+  adapter_version: adapterVersionSchema.nullable().optional(),
 };
 
 export const chatCompletionRequestSchema = z.looseObject({
@@ -1147,6 +1171,7 @@ export const chatCompletionRequestSchema = z.looseObject({
   parallel_tool_calls: z.boolean().nullable().optional(),
 }).superRefine((v, ctx) => {
   refineOpenAiUser(v, ctx);
+  refineAdapterVersion({ mode: v.mode, version: v.adapter_version }, ctx, { version: 'adapter_version' });
   refineOpenAiGuides(v, ctx);
   refinePromptLogprobs(v, ctx);
   refineRefused(v, ctx, { ...VLLM_REFUSED, ...VLLM_CHAT_REFUSED });
@@ -1265,6 +1290,7 @@ export const completionRequestSchema = z
   })
   .superRefine((v, ctx) => {
     refineOpenAiUser(v, ctx);
+    refineAdapterVersion({ mode: v.mode, version: v.adapter_version }, ctx, { version: 'adapter_version' });
     refineOpenAiGuides(v, ctx);
     refinePromptLogprobs(v, ctx);
     refineRefused(v, ctx, VLLM_REFUSED);
@@ -1437,14 +1463,27 @@ const responsesRequestObject = z.looseObject({
   seed: z.int().nullable().optional(),
   /** memlora extension: the personalisation mode, as in /v1/generate. */
   mode: z.enum(GENERATE_MODES).optional(),
+  /** memlora extension: the adapter version to serve with, active or not, as /v1/generate's adapterVersion. */
+  adapter_version: adapterVersionSchema.nullable().optional(),
 });
 
 /** What a Responses API request may not ask: unsupported includes and fields, both a previous response and a conversation, background without storing. */
 function refineResponses(
-  v: { user?: string; model?: string; include?: string[] | null; previous_response_id?: string | null; conversation?: unknown; background?: boolean | null; store?: boolean | null },
+  v: {
+    user?: string;
+    model?: string;
+    mode?: string;
+    adapter_version?: number | null;
+    include?: string[] | null;
+    previous_response_id?: string | null;
+    conversation?: unknown;
+    background?: boolean | null;
+    store?: boolean | null;
+  },
   ctx: z.RefinementCtx,
 ): void {
   refineOpenAiUser(v, ctx);
+  refineAdapterVersion({ mode: v.mode, version: v.adapter_version }, ctx, { version: 'adapter_version' });
   for (const [i, x] of (v.include ?? []).entries()) {
     if (!(RESPONSES_INCLUDES as readonly string[]).includes(x)) ctx.addIssue({ code: 'custom', path: ['include', i], message: `include "${x}" is not supported (only ${RESPONSES_INCLUDES.join(', ')})` });
   }

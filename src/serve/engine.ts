@@ -45,7 +45,7 @@ import { ServeError } from './errors.js';
 import { guideOf } from './reply-guide.js';
 import { memoryQuery, retrieveMemory } from './memory.js';
 import { type EngineMetrics, engineMetrics } from './metrics.js';
-import { type Adapters, AdapterLeaser, type Plan, planRequest } from './personalize.js';
+import { type Adapters, AdapterLeaser, type Plan, pinnedFailure, planRequest } from './personalize.js';
 import { type PromptContext, endIdsOf, fitMemory, promptIds, replyBudget, stopsOf } from './prompt.js';
 import { checkTokenIds, detokenize, textOfIds, tokenize } from './tokenize.js';
 import { BoundedQueue } from './queue.js';
@@ -53,7 +53,7 @@ import { samplingOf } from './sampling.js';
 import { FairShare, type Scheduling } from './fair-share.js';
 import { Channel } from './channel.js';
 import { TokenTexts } from './logprobs.js';
-import type { Fallback, Likelihood, Personalization, QueueReport, ScoreRequest, ScoreResult, ServeEvent, ServeFinishReason, ServeLogger, ServeRequest, ServeResult, TokenizeRequest, TokenizeResult, TokenLogprob } from './types.js';
+import type { Fallback, FallbackReason, Likelihood, Personalization, QueueReport, ScoreRequest, ScoreResult, ServeEvent, ServeFinishReason, ServeLogger, ServeRequest, ServeResult, TokenizeRequest, TokenizeResult, TokenLogprob } from './types.js';
 import { type WarmReport, warmAdapters } from './warm.js';
 import type { PrefixCache, PrefixHit } from './prefix-cache.js';
 
@@ -341,6 +341,7 @@ export class Engine {
           stop: [],
           stream: false,
           mode: req.mode,
+          ...(req.adapterVersion !== undefined ? { adapterVersion: req.adapterVersion } : {}),
         };
         const score: ScoreJob = { textIds, top: req.topLogprobs ?? 0, compare: req.compare ?? false, query: this.scoreQuery(req, asServed, textIds) };
         this.submit(asServed, signal, (ev) => {
@@ -462,6 +463,7 @@ export class Engine {
     let baseIds: number[];
     let sampling: SamplingOptions;
     let guide: GuideSpec | undefined;
+    let plan: Plan;
     try {
       sampling = samplingOf(req, this.model.config.vocabSize, this.ctx.tokenizer);
       guide = guideOf(req);
@@ -476,11 +478,11 @@ export class Engine {
           details: { promptTokens, contextTokens: this.ctx.contextTokens },
         });
       }
+      plan = planRequest(this.db, this.adapters, req.userId, req.mode, req.adapterVersion);
     } catch (e) {
       if (e instanceof ServeError) this.m.rejected.inc({ code: e.code });
       throw e;
     }
-    const plan = planRequest(this.db, this.adapters, req.userId, req.mode);
     const job: Job = {
       id: `gen_${randomBytes(8).toString('hex')}`,
       row: this.nextRow++,
@@ -635,13 +637,14 @@ export class Engine {
       else if (job.state === 'planned' && job.plan.kind === 'injected' && (loading.size < this.maxBatch || loading.has(job.req.userId))) {
         job.state = 'loading';
         loading.add(job.req.userId);
-        this.load(job, job.plan.row);
+        this.load(job, job.plan);
       }
     }
   }
 
-  private load(job: Job, row: Extract<Plan, { kind: 'injected' }>['row']): void {
-    this.leaser!.acquire(job.req.userId, row).then(
+  private load(job: Job, plan: Extract<Plan, { kind: 'injected' }>): void {
+    const { row, pinned } = plan;
+    this.leaser!.acquire(job.req.userId, row, { pinned }).then(
       (got) => {
         if ('lease' in got) {
           if (job.state === 'done') {
@@ -656,17 +659,21 @@ export class Engine {
           } catch (e) {
             // Loaded and valid for the store, yet not for this model's graphs: serve without it.
             got.lease.release();
-            this.logger.error('adapter does not fit the model; serving the fallback', { userId: job.req.userId, version: row.version, err: String(e) });
-            this.m.fallbacks.inc({ reason: 'adapter_unavailable' });
-            this.withoutAdapter(job, 'memory', { from: 'injected', reason: 'adapter_unavailable' });
+            this.logger.error(pinned ? 'adapter does not fit the model; refusing the request that named it' : 'adapter does not fit the model; serving the fallback', {
+              userId: job.req.userId,
+              version: row.version,
+              err: String(e),
+            });
+            if (!pinned) this.m.fallbacks.inc({ reason: 'adapter_unavailable' });
+            this.unserved(job, { reason: 'adapter_unavailable', code: 'adapter_model_mismatch', message: 'it does not fit the serving graphs of this model' });
             this.wake();
             return;
           }
           job.lease = got.lease;
           job.poolBytes = poolBytes;
-          job.personalization = { mode: 'injected', adapterVersion: row.version };
+          job.personalization = { mode: 'injected', adapterVersion: row.version, ...(pinned ? { pinned } : {}) };
           job.state = 'ready';
-        } else if (job.state !== 'done') this.withoutAdapter(job, 'memory', got.fallback);
+        } else if (job.state !== 'done') this.unserved(job, { reason: got.fallback.reason, code: got.code, message: `its files failed to load (${got.code})` });
         this.wake();
       },
       (e) => {
@@ -676,6 +683,20 @@ export class Engine {
         this.wake();
       },
     );
+  }
+
+  /**
+   * A request whose adapter could not serve it: the fallback (memory or the base model, with the
+   * reason); or, where the request named the version, refused as the failure's code says.
+   */
+  private unserved(job: Job, failure: { reason: FallbackReason; code: string; message: string }): void {
+    const { reason, code, message } = failure;
+    if (job.plan.kind === 'injected' && job.plan.pinned) {
+      const err = pinnedFailure(job.req.userId, job.plan.row.version, code, message);
+      this.m.rejected.inc({ code: err.code });
+      this.waiting.remove(job);
+      this.fail(job, err);
+    } else this.withoutAdapter(job, 'memory', { from: 'injected', reason });
   }
 
   /**

@@ -30,7 +30,15 @@ export type ServeErrorCode =
   /** An uploaded adapter is not one memlora can serve (details: reason, the format check's code). */
   | 'invalid_adapter'
   /** An uploaded adapter was made for another base model. */
-  | 'adapter_model_mismatch';
+  | 'adapter_model_mismatch'
+  /** A request names an adapter version the user does not have (details: userId, version). */
+  | 'adapter_not_found'
+  /** A request names an adapter version that cannot serve: not ready, or its files failed (details: userId, version, reason). */
+  | 'adapter_unusable'
+  /** A request names an adapter version that could not be read now (I/O): retry. */
+  | 'adapter_unavailable'
+  /** Fields that contradict each other (the HTTP schemas refuse them first): adapterVersion with mode memory or vanilla. */
+  | 'invalid_request';
 
 export class ServeError extends Error {
   readonly details: unknown;

@@ -40,7 +40,7 @@ export function engineMetrics(reg: Registry, prefix = 'memlora_generate'): Engin
     scoredTokens: reg.counter(`${prefix}_scored_tokens_total`, 'Tokens scored (POST /v1/score: their log-probabilities computed, none generated).', ['mode']),
     promptTokens: reg.counter(`${prefix}_prompt_tokens_total`, 'Prompt tokens admitted: computed by a prefill or extend call, or cached (keys and values reused from the prefix cache).', ['source']),
     requests: reg.counter(`${prefix}_requests_total`, 'Requests finished, by served mode and finish reason (scored: a scoring request).', ['mode', 'finish']),
-    rejected: reg.counter(`${prefix}_rejected_total`, 'Requests refused before queueing, by error code.', ['code']),
+    rejected: reg.counter(`${prefix}_rejected_total`, 'Requests refused, by error code: before queueing, or when the adapter version a request named failed to load.', ['code']),
     fallbacks: reg.counter(`${prefix}_fallbacks_total`, 'Requests served with a fallback, by reason.', ['reason']),
     poolUnitWrites: reg.counter(`${prefix}_pool_unit_writes_total`, 'Adapter rank units written into the pool when their row joined.'),
     poolUnitMoves: reg.counter(`${prefix}_pool_unit_moves_total`, 'Adapter rank units copied within a layer pool to fill the place of a row that left.'),

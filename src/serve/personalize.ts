@@ -13,6 +13,13 @@
  * try again), the cache forgets it, the error is logged, and this request falls back like one
  * without an adapter. Other users are not touched.
  *
+ * A request that names an adapter version (`adapterVersion`: an upload kept inactive tried before it
+ * is activated, two versions compared) is served with that version, active or not, or refused, never
+ * given a fallback: an unknown version is adapter_not_found, one not ready or whose files fail
+ * adapter_unusable (bad files taken out of service all the same), one that cannot be read now
+ * adapter_unavailable. It leaves the user's served version alone: no hot swap is noted, so the active
+ * version stays cached and its prefix-cache conversations stay.
+ *
  * Isolation: every id used below comes from the request's userId; adapter rows are looked up by it,
  * the store refuses a path outside that user's directory, and the lease is checked against it.
  */
@@ -28,8 +35,8 @@ import type { Fallback, FallbackReason, RequestedMode, ServeLogger } from './typ
 
 export type AdapterRow = Pick<AdapterVersionRow, 'userId' | 'version' | 'filePath' | 'sha256' | 'active' | 'status'>;
 
-/** What the database says a request should get, before anything is loaded. */
-export type Plan = { kind: 'injected'; row: AdapterRow } | { kind: 'memory' | 'vanilla'; fallback?: Fallback };
+/** What the database says a request should get, before anything is loaded; `pinned`: the request named the version. */
+export type Plan = { kind: 'injected'; row: AdapterRow; pinned?: true } | { kind: 'memory' | 'vanilla'; fallback?: Fallback };
 
 /** Adapters are served only when the server has a store and cache (the bench's vanilla baseline has none). */
 export interface Adapters {
@@ -40,7 +47,11 @@ export interface Adapters {
   reader?: AdapterReader;
 }
 
-export function planRequest(db: Db, adapters: Adapters | null, userId: string, mode: RequestedMode): Plan {
+export function planRequest(db: Db, adapters: Adapters | null, userId: string, mode: RequestedMode, version?: number): Plan {
+  if (version !== undefined) {
+    if (mode === 'memory' || mode === 'vanilla') throw new ServeError('invalid_request', `adapterVersion serves an adapter: mode ${mode} uses none`);
+    return planPinned(db, adapters, userId, version);
+  }
   if (mode === 'vanilla') return { kind: 'vanilla' };
   if (mode === 'memory') return { kind: 'memory' };
   const row = adapters ? getActiveAdapter(db, userId) : undefined;
@@ -49,6 +60,33 @@ export function planRequest(db: Db, adapters: Adapters | null, userId: string, m
     return { kind: 'injected', row };
   }
   return { kind: 'memory', fallback: mode === 'injected' ? { from: 'injected', reason: 'no_adapter' } : undefined };
+}
+
+/** The version a request names, if it can serve: refused otherwise, as activating it would be. */
+function planPinned(db: Db, adapters: Adapters | null, userId: string, version: number): Plan {
+  if (!adapters) throw new ServeError('adapters_disabled', 'this server runs without adapters: no adapter version can serve');
+  const row = getAdapterVersion(db, userId, version);
+  if (!row) throw new ServeError('adapter_not_found', `user ${JSON.stringify(userId)} has no adapter version ${version}`, { details: { userId, version } });
+  if (row.userId !== userId) throw isolation(`adapter row of ${row.userId} returned for ${userId}`);
+  if (row.status !== ADAPTER_STATUS.ready) throw pinnedUnusable(userId, version, row.status, `its files are ${row.status}`);
+  return { kind: 'injected', row, pinned: true };
+}
+
+function pinnedUnusable(userId: string, version: number, reason: string, message: string): ServeError {
+  return new ServeError('adapter_unusable', `adapter version ${version} of ${JSON.stringify(userId)} cannot serve: ${message}`, { details: { userId, version, reason } });
+}
+
+/**
+ * The refusal of a request that named its adapter version when that version failed to load, by the
+ * store's error code, as activating or downloading the version is refused: I/O (or an error not the
+ * store's) could pass, retry; anything else is the version's (bad files are already taken out of
+ * service, the reason is the code).
+ */
+export function pinnedFailure(userId: string, version: number, code: string, message: string): ServeError {
+  if (code === 'adapter_io' || code === 'unknown') {
+    return new ServeError('adapter_unavailable', `adapter version ${version} of ${JSON.stringify(userId)} could not be read now: ${message}`, { details: { userId, version }, retryAfterS: 1 });
+  }
+  return pinnedUnusable(userId, version, code, message);
 }
 
 function isolation(message: string): ServeError {
@@ -74,19 +112,23 @@ export class AdapterLeaser {
 
   /**
    * A lease on the adapter of `row` for the request of `userId`, or the fallback to use when it cannot
-   * be loaded. Loads from the store on a miss, once however many requests wait (the cache's single flight).
+   * be loaded, with the store's error code (`unknown` for any other error). Loads from the store on a
+   * miss, once however many requests wait (the cache's single flight). `pinned`: the request named
+   * the version, so it is not the user's served one.
    */
-  async acquire(userId: string, row: AdapterRow, opts: AcquireOptions = {}): Promise<{ lease: AdapterLease } | { fallback: Fallback }> {
+  async acquire(userId: string, row: AdapterRow, opts: AcquireOptions & { pinned?: boolean } = {}): Promise<{ lease: AdapterLease } | { fallback: Fallback; code: string }> {
     if (row.userId !== userId) throw isolation(`request of ${userId} asked for an adapter of ${row.userId}`);
     const key = adapterKey(userId, row.version);
-    this.noteVersion(userId, row.version);
+    // A version the request named is not the user's served one: no hot swap to note.
+    if (!opts.pinned) this.noteVersion(userId, row.version);
     const { store, cache } = this.adapters;
     let lease: AdapterLease;
     try {
       const reader = this.adapters.reader ?? store;
-      lease = await cache.acquire(key, () => reader.read(row.filePath, row.sha256, { userId }), opts);
+      lease = await cache.acquire(key, () => reader.read(row.filePath, row.sha256, { userId }), { warming: opts.warming });
     } catch (e) {
-      return { fallback: { from: 'injected', reason: await this.failed(userId, row, key, e) } };
+      const code = e instanceof AdapterStoreError ? e.code : 'unknown';
+      return { fallback: { from: 'injected', reason: await this.failed(userId, row, key, e, code, opts.pinned === true) }, code };
     }
     if (lease.key !== key || userOfKey(lease.key) !== userId) {
       lease.release();
@@ -106,17 +148,20 @@ export class AdapterLeaser {
     if (this.lastVersion.size > 100_000) this.lastVersion.delete(this.lastVersion.keys().next().value as string);
   }
 
-  /** Take a failed version out of service as its error says; returns the fallback reason. */
-  private async failed(userId: string, row: AdapterRow, key: string, e: unknown): Promise<FallbackReason> {
-    const code = e instanceof AdapterStoreError ? e.code : 'unknown';
+  /**
+   * Take a failed version out of service as its error says; returns the fallback reason (counted as
+   * a fallback unless the request named the version: it is refused instead).
+   */
+  private async failed(userId: string, row: AdapterRow, key: string, e: unknown, code: string, pinned: boolean): Promise<FallbackReason> {
     const kind = outOfServiceKind(e);
     const reason: FallbackReason = kind === 'quarantined' ? 'adapter_corrupt' : kind === 'missing' ? 'adapter_missing' : 'adapter_unavailable';
-    this.onFailure(reason);
+    if (!pinned) this.onFailure(reason);
+    const then = pinned ? 'refusing the request that named it' : 'serving the fallback';
     this.adapters.cache.invalidate(key);
     const fields = { userId, version: row.version, path: row.filePath, code, err: e instanceof Error ? e.message : String(e) };
     if (!kind) {
       // I/O trouble or another base model's adapter: the file may be fine, leave it and the row alone.
-      this.logger.error('adapter unavailable; serving the fallback', fields);
+      this.logger.error(`adapter unavailable; ${then}`, fields);
       return reason;
     }
     let marking = this.marking.get(key);
@@ -124,7 +169,7 @@ export class AdapterLeaser {
       // The row as it is now: a version activated since this request looked must stay active.
       const current = getAdapterVersion(this.db, userId, row.version) ?? { ...row, active: 0 };
       marking = markAdapterBad(this.db, this.adapters.store, current, kind, e instanceof Error ? e.message : String(e))
-        .then((to) => this.logger.error(`adapter ${kind}; serving the fallback`, { ...fields, quarantinedTo: to ?? null }))
+        .then((to) => this.logger.error(`adapter ${kind}; ${then}`, { ...fields, quarantinedTo: to ?? null }))
         .catch((err) => this.logger.error('could not take a bad adapter out of service', { ...fields, markError: String(err) }))
         .finally(() => this.marking.delete(key));
       this.marking.set(key, marking);

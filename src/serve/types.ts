@@ -30,6 +30,8 @@ export interface Personalization {
   mode: ServedMode;
   /** The adapter version used (null unless injected). */
   adapterVersion: number | null;
+  /** The request named the version (adapterVersion): served whether or not it is the active one. */
+  pinned?: true;
   /** History items prepended (memory mode). */
   memoryItems?: number;
   fallback?: Fallback;
@@ -111,6 +113,12 @@ export interface ServeRequest {
   seed?: number;
   stream: boolean;
   mode: RequestedMode;
+  /**
+   * Serve with this adapter version of the user, active or not (an upload kept inactive tried before
+   * it is activated, an older version before a rollback, two versions compared): no fallback; an
+   * unknown version, one not ready, or one whose files fail is refused. Only with mode auto or injected.
+   */
+  adapterVersion?: number;
   /** Report each generated token's log-probability (see TokenLogprob). */
   logprobs?: boolean;
   /** With logprobs: this many most likely alternatives per token (0-20). */
@@ -172,6 +180,8 @@ export interface ScoreRequest {
   /** What is scored: text (tokenized on its own), or token ids. */
   text: string | number[];
   mode: RequestedMode;
+  /** Score under this adapter version of the user, active or not (as ServeRequest's). */
+  adapterVersion?: number;
   /** This many most likely alternatives per token (0-20; default 0). */
   topLogprobs?: number;
   /** Score the text under the base model too (no adapter, no memory, the request's own context). */

@@ -2,7 +2,8 @@
  * Downloading an adapter version's files and uploading a weights file as a new version, through the
  * real server (startServer over a tiny model directory, a real SQLite file and adapter store): the
  * round trip serves a second user exactly as the first, an upload is a hot swap (or waits with
- * activate=false), and every bad upload is refused with its code while nothing is stored.
+ * activate=false, tried meanwhile by requests that name it), and every bad upload is refused with
+ * its code while nothing is stored.
  */
 import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -284,5 +285,76 @@ describe('adapter files: upload', () => {
     }
     expect(holdings('gina')).toEqual(before);
     expect((await generate('gina')).text).toBe('iiii');
+  });
+});
+
+describe('a version tried before it serves (adapterVersion)', () => {
+  const post = (path: string, body: unknown) => fetch(`${server.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+
+  it('an upload kept inactive answers requests that name it, on every route, while the active version serves the rest', async () => {
+    await giveAdapter('ivy', forcing('g'));
+    const up = await upload('ivy', encodeAdapter(forcing('h'), store.model).weights, '?activate=false');
+    expect(adapterImportSchema.parse(await up.json())).toMatchObject({ adapter: { version: 2, active: false } });
+
+    const tried = generateResultSchema.parse(await (await post('/v1/generate', { userId: 'ivy', prompt: 'Hello', maxTokens: 4, adapterVersion: 2 })).json());
+    expect(tried).toMatchObject({ text: 'hhhh', personalization: { mode: 'injected', adapterVersion: 2, pinned: true } });
+    expect(await generate('ivy')).toMatchObject({ text: 'gggg', personalization: { mode: 'injected', adapterVersion: 1 } });
+
+    // Streamed: the same reply as token events.
+    const sse = await (await post('/v1/generate', { userId: 'ivy', prompt: 'Hello', maxTokens: 4, adapterVersion: 2, stream: true })).text();
+    const tokens = [...sse.matchAll(/^event: token\ndata: (.*)$/gm)].map((m) => (JSON.parse(m[1]) as { text: string }).text);
+    expect(tokens.join('')).toBe('hhhh');
+
+    // OpenAI's chat completions and Responses API (adapter_version), and scoring.
+    const chat = (await (await post('/v1/chat/completions', { model: 'memlora:ivy', messages: [{ role: 'user', content: 'Hello' }], max_tokens: 4, adapter_version: 2 })).json()) as {
+      choices: Array<{ message: { content: string } }>;
+      memlora: { personalization: unknown };
+    };
+    expect(chat.choices[0].message.content).toBe('hhhh');
+    expect(chat.memlora.personalization).toEqual({ mode: 'injected', adapterVersion: 2, pinned: true });
+    const resp = (await (await post('/v1/responses', { model: 'memlora:ivy', input: 'Hello', max_output_tokens: 4, adapter_version: 2, store: false })).json()) as { output_text?: string; output: Array<{ content: Array<{ text: string }> }>; memlora: { personalization: unknown } };
+    expect(resp.output[0].content[0].text).toBe('hhhh');
+    expect(resp.memlora.personalization).toEqual({ mode: 'injected', adapterVersion: 2, pinned: true });
+    const score = async (adapterVersion?: number) => ((await (await post('/v1/score', { userId: 'ivy', prompt: 'Hello', text: 'hhhh', adapterVersion })).json()) as { logprob: number; personalization: unknown });
+    const [underActive, underTried] = [await score(), await score(2)];
+    expect(underTried.personalization).toEqual({ mode: 'injected', adapterVersion: 2, pinned: true });
+    expect(underTried.logprob).toBeGreaterThan(underActive.logprob + 10);
+
+    // None of it activated anything.
+    expect(holdings('ivy').rows).toEqual([
+      [2, 'ready', 0],
+      [1, 'ready', 1],
+    ]);
+    expect(await generate('ivy')).toMatchObject({ text: 'gggg', personalization: { adapterVersion: 1 } });
+  });
+
+  it('refuses a version that cannot serve with its code, as plain HTTP errors also when streaming; nothing changes', async () => {
+    await giveAdapter('jo', forcing('k'));
+    await upload('jo', encodeAdapter(forcing('l'), store.model).weights, '?activate=false');
+    await upload('jo', encodeAdapter(forcing('m'), store.model).weights, '?activate=false');
+    const del = await fetch(`${server.url}/v1/admin/users/jo/adapters/3`, { method: 'DELETE', headers: admin });
+    expect(del.status).toBe(200);
+    const before = holdings('jo');
+
+    const body = { userId: 'jo', prompt: 'Hello', maxTokens: 4 };
+    expect((await expectError(await post('/v1/generate', { ...body, adapterVersion: 9 }), 404, 'adapter_not_found')).details).toEqual({ userId: 'jo', version: 9 });
+    expect((await expectError(await post('/v1/generate', { ...body, adapterVersion: 9, stream: true }), 404, 'adapter_not_found')).details).toEqual({ userId: 'jo', version: 9 });
+    expect((await expectError(await post('/v1/generate', { ...body, adapterVersion: 3 }), 409, 'adapter_unusable')).details).toEqual({ userId: 'jo', version: 3, reason: 'deleted' });
+    await expectError(await post('/v1/chat/completions', { user: 'jo', messages: [{ role: 'user', content: 'Hello' }], adapter_version: 3 }), 409, 'adapter_unusable');
+    await expectError(await post('/v1/score', { userId: 'jo', text: 'Hello', adapterVersion: 9 }), 404, 'adapter_not_found');
+    for (const [path, ask, field] of [
+      ['/v1/generate', { ...body, adapterVersion: 2, mode: 'memory' }, 'adapterVersion'],
+      ['/v1/generate', { ...body, adapterVersion: 0 }, 'adapterVersion'],
+      ['/v1/score', { userId: 'jo', text: 'Hello', adapterVersion: 2, mode: 'vanilla' }, 'adapterVersion'],
+      ['/v1/chat/completions', { user: 'jo', messages: [{ role: 'user', content: 'Hello' }], adapter_version: 2, mode: 'vanilla' }, 'adapter_version'],
+      ['/v1/completions', { user: 'jo', prompt: 'Hello', adapter_version: 2, mode: 'memory' }, 'adapter_version'],
+      ['/v1/responses', { user: 'jo', input: 'Hello', adapter_version: 'two' }, 'adapter_version'],
+    ] as const) {
+      const err = await expectError(await post(path, ask), 422, 'validation_failed');
+      expect(err.details.issues.map((i: { path: string }) => i.path), `${path} ${JSON.stringify(ask)}`).toContain(field);
+    }
+    expect(holdings('jo')).toEqual(before);
+    expect((await generate('jo')).text).toBe('kkkk');
+    expect((await (await post('/v1/generate', { ...body, adapterVersion: 2 })).json()) as { text: string }).toMatchObject({ text: 'llll' });
   });
 });

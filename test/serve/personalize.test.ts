@@ -41,7 +41,7 @@ describe('AdapterLeaser', () => {
     // a row naming user l-b but pointing into l-a's directory: the store refuses the path
     const forged = { ...row, userId: 'l-b' };
     const res = await leaser.acquire('l-b', forged);
-    expect(res).toEqual({ fallback: { from: 'injected', reason: 'adapter_missing' } });
+    expect(res).toEqual({ fallback: { from: 'injected', reason: 'adapter_missing' }, code: 'bad_adapter_path' });
     expect(getAdapterVersion(f.db, 'l-a', 1)!.status).toBe('ready'); // l-a's own version untouched
   });
 
@@ -63,13 +63,13 @@ describe('AdapterLeaser', () => {
     const leaser = new AdapterLeaser(f.db, adapters, f.logger, (r) => failures.push(r));
     const gone = await f.giveAdapter('gone', randomStoredAdapter(f.cfg, [0], 1, 5));
     rmSync(join(f.store.root, gone.path), { recursive: true });
-    expect(await leaser.acquire('gone', getAdapterVersion(f.db, 'gone', 1)!)).toEqual({ fallback: { from: 'injected', reason: 'adapter_missing' } });
+    expect(await leaser.acquire('gone', getAdapterVersion(f.db, 'gone', 1)!)).toEqual({ fallback: { from: 'injected', reason: 'adapter_missing' }, code: 'adapter_missing' });
     expect(getAdapterVersion(f.db, 'gone', 1)).toMatchObject({ status: 'missing', active: 0 });
 
     await f.giveAdapter('other', randomStoredAdapter(f.cfg, [0], 1, 6));
     const foreign = new AdapterStore(f.store.root, { config: { ...f.cfg, dFf: 48 }, name: 'another-model' });
     const leaser2 = new AdapterLeaser(f.db, { store: foreign, cache: f.cache }, f.logger, (r) => failures.push(r));
-    expect(await leaser2.acquire('other', getAdapterVersion(f.db, 'other', 1)!)).toEqual({ fallback: { from: 'injected', reason: 'adapter_unavailable' } });
+    expect(await leaser2.acquire('other', getAdapterVersion(f.db, 'other', 1)!)).toEqual({ fallback: { from: 'injected', reason: 'adapter_unavailable' }, code: 'adapter_model_mismatch' });
     expect(getAdapterVersion(f.db, 'other', 1)).toMatchObject({ status: 'ready', active: 1 });
     expect(failures).toEqual(['adapter_missing', 'adapter_unavailable']);
   });

@@ -107,7 +107,7 @@ export function registerChatRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
       // vLLM's prompt_logprobs: the prompt as the generation reads it, scored first.
       const ofPrompt =
         body.prompt_logprobs != null
-          ? { prompt_logprobs: await promptLogprobs(gen, { userId: req.userId, mode: req.mode, prompt: { messages: req.messages!, continueFinalMessage: req.continueFinalMessage }, truncatePromptTokens: req.truncatePromptTokens, truncationSide: req.truncationSide, top: body.prompt_logprobs }, ac.signal) }
+          ? { prompt_logprobs: await promptLogprobs(gen, { userId: req.userId, mode: req.mode, adapterVersion: req.adapterVersion, prompt: { messages: req.messages!, continueFinalMessage: req.continueFinalMessage }, truncatePromptTokens: req.truncatePromptTokens, truncationSide: req.truncationSide, top: body.prompt_logprobs }, ac.signal) }
           : {};
       const results = await allChoices(ac, reqs.map((r) => gen.generate(r, ac.signal)));
       const r = results[0];
