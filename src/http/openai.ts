@@ -5,7 +5,7 @@
  * the usage object.
  */
 import type { z } from 'zod';
-import { type chatCompletionRequestSchema, type completionRequestSchema, generateRequestSchema, userOfModel } from './schemas.js';
+import { type chatCompletionRequestSchema, type completionRequestSchema, generateRequestSchema, modelRef, userOfModel } from './schemas.js';
 import type { GenerateRequest, GenerateResult, StreamEvent, TokenLogprob } from './services.js';
 import { validationFailed } from './validate.js';
 
@@ -14,6 +14,11 @@ type OpenAiBody = z.output<typeof chatCompletionRequestSchema> | z.output<typeof
 /** The memlora user of a validated OpenAI body: `user`, or the user its model names (memlora:<user id>). */
 export function openAiUserId(body: Pick<OpenAiBody, 'user' | 'model'>): string {
   return body.user ?? userOfModel(body.model)!;
+}
+
+/** The adapter version a validated OpenAI body names (adapter_version, or its model's `@<version>`), or undefined: the one that serves the user. */
+export function openAiAdapterVersion(body: Pick<OpenAiBody, 'adapter_version' | 'model'>): number | undefined {
+  return body.adapter_version ?? modelRef(body.model)?.version ?? undefined;
 }
 
 /** An OpenAI body's fields mapped onto /v1/generate's, validated as /v1/generate validates them (422 validation_failed). */
@@ -73,7 +78,7 @@ export function samplingFields(body: OpenAiBody) {
     seed: body.seed ?? undefined,
     stream: body.stream ?? false,
     mode: body.mode,
-    adapterVersion: body.adapter_version ?? undefined,
+    adapterVersion: openAiAdapterVersion(body),
   };
 }
 

@@ -951,15 +951,21 @@ const openAiToolChoice = z.union([
 
 /**
  * A user's own model as OpenAI clients name it, for tools that send `model` but cannot send `user`
- * (as vLLM names a LoRA adapter by the model id): `memlora:<user id>`.
+ * (as vLLM names a LoRA adapter by the model id): `memlora:<user id>`, or `memlora:<user id>@<version>`
+ * for one of their adapter versions, active or not (as adapter_version; `@` is never in a user id).
  */
 export const USER_MODEL_PREFIX = 'memlora:';
 
-/** The user id a model id names (`memlora:<user id>`), or null. */
-export function userOfModel(model: string | undefined): string | null {
+/** The user and adapter version (null: the one that serves them) a model id names, or null where it names none. */
+export function modelRef(model: string | undefined): { userId: string; version: number | null } | null {
   if (!model?.startsWith(USER_MODEL_PREFIX)) return null;
-  const id = model.slice(USER_MODEL_PREFIX.length);
-  return isValidUserId(id) ? id : null;
+  const m = /^(.*?)(?:@([1-9][0-9]{0,8}))?$/.exec(model.slice(USER_MODEL_PREFIX.length))!;
+  return isValidUserId(m[1]) ? { userId: m[1], version: m[2] === undefined ? null : Number(m[2]) } : null;
+}
+
+/** The user id a model id names (`memlora:<user id>`, with or without `@<version>`), or null. */
+export function userOfModel(model: string | undefined): string | null {
+  return modelRef(model)?.userId ?? null;
 }
 
 /** Whether a field a client may send empty asks for something: not null, false, an empty list, or an object of nulls. */
@@ -989,6 +995,18 @@ function refineRefused(v: Record<string, unknown>, ctx: z.RefinementCtx, refused
     if (isAsked(v[field])) ctx.addIssue({ code: 'custom', path: [field], message: why });
   }
   if (v.priority != null && v.priority !== 0) ctx.addIssue({ code: 'custom', path: ['priority'], message: 'priority scheduling is not supported (the batch is shared fairly between users): send 0 or nothing' });
+}
+
+/**
+ * The adapter version an OpenAI request names: adapter_version, or its model's `@<version>` (both
+ * given, they must agree), only with mode auto or injected.
+ */
+function refineOpenAiVersion(v: { model?: string; mode?: string; adapter_version?: number | null }, ctx: z.RefinementCtx): void {
+  const named = modelRef(v.model)?.version ?? null;
+  if (named !== null && v.adapter_version != null && named !== v.adapter_version) {
+    ctx.addIssue({ code: 'custom', path: ['model'], message: `model names adapter version ${named}, adapter_version says ${v.adapter_version}` });
+  }
+  refineAdapterVersion({ mode: v.mode, version: v.adapter_version ?? named }, ctx, { version: v.adapter_version != null ? 'adapter_version' : 'model' });
 }
 
 /** The memlora user of an OpenAI request: `user`, or the one its model names; both must agree. */
@@ -1171,7 +1189,7 @@ export const chatCompletionRequestSchema = z.looseObject({
   parallel_tool_calls: z.boolean().nullable().optional(),
 }).superRefine((v, ctx) => {
   refineOpenAiUser(v, ctx);
-  refineAdapterVersion({ mode: v.mode, version: v.adapter_version }, ctx, { version: 'adapter_version' });
+  refineOpenAiVersion(v, ctx);
   refineOpenAiGuides(v, ctx);
   refinePromptLogprobs(v, ctx);
   refineRefused(v, ctx, { ...VLLM_REFUSED, ...VLLM_CHAT_REFUSED });
@@ -1290,7 +1308,7 @@ export const completionRequestSchema = z
   })
   .superRefine((v, ctx) => {
     refineOpenAiUser(v, ctx);
-    refineAdapterVersion({ mode: v.mode, version: v.adapter_version }, ctx, { version: 'adapter_version' });
+    refineOpenAiVersion(v, ctx);
     refineOpenAiGuides(v, ctx);
     refinePromptLogprobs(v, ctx);
     refineRefused(v, ctx, VLLM_REFUSED);
@@ -1483,7 +1501,7 @@ function refineResponses(
   ctx: z.RefinementCtx,
 ): void {
   refineOpenAiUser(v, ctx);
-  refineAdapterVersion({ mode: v.mode, version: v.adapter_version }, ctx, { version: 'adapter_version' });
+  refineOpenAiVersion(v, ctx);
   for (const [i, x] of (v.include ?? []).entries()) {
     if (!(RESPONSES_INCLUDES as readonly string[]).includes(x)) ctx.addIssue({ code: 'custom', path: ['include', i], message: `include "${x}" is not supported (only ${RESPONSES_INCLUDES.join(', ')})` });
   }
@@ -1657,8 +1675,11 @@ export const modelSchema = z.object({
   object: z.literal('model'),
   created: z.int().min(0),
   owned_by: z.string(),
-  /** userId: a user's own model (memlora:<user id>): the base model through their personalisation. */
-  memlora: z.object({ baseModel: z.string(), userId: userIdSchema.optional() }),
+  /**
+   * userId: a user's own model (memlora:<user id>): the base model through their personalisation;
+   * adapterVersion: one of their adapter versions (memlora:<user id>@<version>), active or not.
+   */
+  memlora: z.object({ baseModel: z.string(), userId: userIdSchema.optional(), adapterVersion: z.int().min(1).optional() }),
 });
 
 /** GET /v1/models: the OpenAI model list (memlora serves one model; users are chosen by `user`). */

@@ -1,11 +1,23 @@
 import { statSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
-import { modelListSchema, modelSchema } from '../../src/http/schemas.js';
+import { createAdapterVersion, setAdapterStatus } from '../../src/db/queries/adapters.js';
+import { modelListSchema, modelSchema, modelRef } from '../../src/http/schemas.js';
 import { fakeGenerate } from './fake-generate.js';
 import { expectError, json, makeHarness, type Harness } from './helpers.js';
 
 let h: Harness;
 afterEach(() => h?.cleanup());
+
+describe('modelRef', () => {
+  it('reads memlora:<user id> and memlora:<user id>@<version>; anything else names no user', () => {
+    expect(modelRef('memlora:alice')).toEqual({ userId: 'alice', version: null });
+    expect(modelRef('memlora:alice@12')).toEqual({ userId: 'alice', version: 12 });
+    expect(modelRef('memlora:a.b-c_d@1')).toEqual({ userId: 'a.b-c_d', version: 1 });
+    for (const id of ['memlora', 'memlora:', 'memlora:@1', 'memlora:alice@0', 'memlora:alice@01', 'memlora:alice@', 'memlora:alice@x', 'memlora:alice@1@2', 'memlora:alice@1234567890', 'gpt-4o', undefined]) {
+      expect(modelRef(id), String(id)).toBeNull();
+    }
+  });
+});
 
 describe('GET /v1/models', () => {
   it('lists the one served model, dated by the base model directory', async () => {
@@ -70,6 +82,48 @@ describe('GET /v1/models', () => {
     }
     await expectError(await h.req('POST', '/v1/completions', { model: 'gpt-4o', prompt: 'x' }), 422, 'validation_failed');
     await expectError(await h.req('POST', '/v1/chat/completions', { model: 'memlora:bob', messages }), 404, 'user_not_found');
+  });
+
+  it('memlora:<user id>@<version> names one of the user\'s adapter versions: found while it is ready, and served by chat, legacy completions and the Responses API as adapter_version', async () => {
+    const gen = fakeGenerate();
+    h = makeHarness({ services: { generate: gen } });
+    await h.req('PUT', '/v1/users/alice');
+    const row = { userId: 'alice', filePath: 'x', sha256: 'y', status: 'ready' as const, config: { layers: [1], n: 1, r: 8 }, metrics: {} };
+    createAdapterVersion(h.db, { ...row, activate: true });
+    createAdapterVersion(h.db, { ...row, activate: false });
+    const found = modelSchema.parse(await json(await h.req('GET', '/v1/models/memlora:alice@2')));
+    expect(found).toMatchObject({ id: 'memlora:alice@2', memlora: { baseModel: 'default', userId: 'alice', adapterVersion: 2 } });
+    for (const id of ['memlora:alice@3', 'memlora:alice@0', 'memlora:alice@02', 'memlora:alice@', 'memlora:bob@1', 'memlora:alice@1@1']) {
+      await expectError(await h.req('GET', `/v1/models/${encodeURIComponent(id)}`), 404, 'model_not_found');
+    }
+    setAdapterStatus(h.db, 'alice', 1, 'quarantined');
+    await expectError(await h.req('GET', '/v1/models/memlora:alice@1'), 404, 'model_not_found');
+
+    const messages = [{ role: 'user', content: 'hi' }];
+    const chat = await h.req('POST', '/v1/chat/completions', { model: 'memlora:alice@2', messages });
+    expect(chat.status).toBe(200);
+    expect((await json(chat)).model).toBe('memlora:alice@2');
+    expect(gen.calls.at(-1)!.req).toMatchObject({ userId: 'alice', adapterVersion: 2 });
+    expect((await h.req('POST', '/v1/chat/completions', { model: 'memlora:alice@2', user: 'alice', adapter_version: 2, messages })).status).toBe(200);
+    expect((await h.req('POST', '/v1/chat/completions', { model: 'memlora:alice', adapter_version: 2, messages })).status).toBe(200);
+    expect(gen.calls.at(-1)!.req.adapterVersion).toBe(2);
+    expect((await h.req('POST', '/v1/chat/completions', { model: 'memlora:alice', messages })).status).toBe(200);
+    expect(gen.calls.at(-1)!.req.adapterVersion).toBeUndefined();
+    expect((await h.req('POST', '/v1/completions', { model: 'memlora:alice@2', prompt: 'hi', max_tokens: 0, echo: true, logprobs: 0 })).status).toBe(200);
+    expect(gen.scoreCalls.at(-1)).toMatchObject({ userId: 'alice', adapterVersion: 2 });
+    expect((await h.req('POST', '/v1/completions', { model: 'memlora:alice@2', prompt: 'hi', max_tokens: 2 })).status).toBe(200);
+    expect(gen.calls.at(-1)!.req).toMatchObject({ userId: 'alice', adapterVersion: 2 });
+    expect((await h.req('POST', '/v1/responses', { model: 'memlora:alice@2', input: 'hi', store: false })).status).toBe(200);
+    expect(gen.calls.at(-1)!.req).toMatchObject({ userId: 'alice', adapterVersion: 2 });
+
+    for (const [body, path] of [
+      [{ model: 'memlora:alice@2', adapter_version: 1, messages }, 'model'],
+      [{ model: 'memlora:alice@2', mode: 'vanilla', messages }, 'model'],
+      [{ model: 'memlora:alice', adapter_version: 2, mode: 'memory', messages }, 'adapter_version'],
+    ] as const) {
+      const err = await expectError(await h.req('POST', '/v1/chat/completions', body), 422, 'validation_failed');
+      expect(err.details.issues.map((i: { path: string }) => i.path), JSON.stringify(body)).toContain(path);
+    }
   });
 
   it('a chat completion that names no model answers as the listed model', async () => {

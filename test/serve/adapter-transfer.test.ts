@@ -305,14 +305,15 @@ describe('a version tried before it serves (adapterVersion)', () => {
     const tokens = [...sse.matchAll(/^event: token\ndata: (.*)$/gm)].map((m) => (JSON.parse(m[1]) as { text: string }).text);
     expect(tokens.join('')).toBe('hhhh');
 
-    // OpenAI's chat completions and Responses API (adapter_version), and scoring.
+    // OpenAI's chat completions (adapter_version) and Responses API, and scoring.
     const chat = (await (await post('/v1/chat/completions', { model: 'memlora:ivy', messages: [{ role: 'user', content: 'Hello' }], max_tokens: 4, adapter_version: 2 })).json()) as {
       choices: Array<{ message: { content: string } }>;
       memlora: { personalization: unknown };
     };
     expect(chat.choices[0].message.content).toBe('hhhh');
     expect(chat.memlora.personalization).toEqual({ mode: 'injected', adapterVersion: 2, pinned: true });
-    const resp = (await (await post('/v1/responses', { model: 'memlora:ivy', input: 'Hello', max_output_tokens: 4, adapter_version: 2, store: false })).json()) as { output_text?: string; output: Array<{ content: Array<{ text: string }> }>; memlora: { personalization: unknown } };
+    // The version named by the model id, as tools that send only `model` name it.
+    const resp = (await (await post('/v1/responses', { model: 'memlora:ivy@2', input: 'Hello', max_output_tokens: 4, store: false })).json()) as { output_text?: string; output: Array<{ content: Array<{ text: string }> }>; memlora: { personalization: unknown } };
     expect(resp.output[0].content[0].text).toBe('hhhh');
     expect(resp.memlora.personalization).toEqual({ mode: 'injected', adapterVersion: 2, pinned: true });
     const score = async (adapterVersion?: number) => ((await (await post('/v1/score', { userId: 'ivy', prompt: 'Hello', text: 'hhhh', adapterVersion })).json()) as { logprob: number; personalization: unknown });

@@ -15,7 +15,7 @@ import type { z } from 'zod';
 import { userExists } from '../../db/queries/users.js';
 import type { AppEnv, RouteDeps } from '../context.js';
 import { ApiError } from '../errors.js';
-import { allChoices, choiceRequests, continuousUsage, firstPromptIds, openAiFinish, openAiUsage, openAiUserId, samplingFields, toGenerate, tokenName, usageSoFar } from '../openai.js';
+import { allChoices, choiceRequests, continuousUsage, firstPromptIds, openAiAdapterVersion, openAiFinish, openAiUsage, openAiUserId, samplingFields, toGenerate, tokenName, usageSoFar } from '../openai.js';
 import { type AskedPrompt, type PromptCut, type PromptLogprobsAsk, promptLogprobs, readPromptIds } from '../prompt-logprobs.js';
 import { mergeStreams } from '../stream-merge.js';
 import { completionPrompts, completionRequestSchema } from '../schemas.js';
@@ -89,7 +89,7 @@ interface Plan {
 
 /** The prompt's scoring pass, as POST /v1/score runs it: a text from the start (after BOS), token ids after their first. */
 function scorePrompt(gen: GenerateService, body: CompletionRequest, plan: Plan, signal: AbortSignal): Promise<ScoreResult> {
-  const req = { userId: openAiUserId(body), mode: body.mode ?? 'auto', adapterVersion: body.adapter_version ?? undefined, topLogprobs: plan.top ?? 0, compare: false };
+  const req = { userId: openAiUserId(body), mode: body.mode ?? 'auto', adapterVersion: openAiAdapterVersion(body), topLogprobs: plan.top ?? 0, compare: false };
   const { prompt } = plan;
   return gen.score!(typeof prompt === 'string' ? { ...req, text: prompt } : { ...req, prompt: prompt.slice(0, 1), text: prompt.slice(1) }, signal);
 }
@@ -102,7 +102,7 @@ const cutOf = (body: CompletionRequest): PromptCut => ({ truncatePromptTokens: b
 const promptLogprobsAsk = (body: CompletionRequest, prompt: Prompt, top: number): PromptLogprobsAsk => ({
   userId: openAiUserId(body),
   mode: body.mode,
-  adapterVersion: body.adapter_version ?? undefined,
+  adapterVersion: openAiAdapterVersion(body),
   prompt: askedPrompt(prompt),
   ...cutOf(body),
   top,

@@ -3,15 +3,19 @@
  * models before they chat (and SDKs' `models.list()`) find the one model memlora serves. Which user's
  * adapter answers is chosen by the request's `user`, or by a model id `memlora:<user id>` for tools
  * that cannot send `user` (retrievable here for an existing user; users are not listed: there may be
- * millions); the chat and completions routes echo whatever `model` a client sends.
+ * millions), `memlora:<user id>@<version>` for one of their adapter versions, active or not
+ * (retrievable while that version is ready to serve); the chat and completions routes echo whatever
+ * `model` a client sends.
  */
 import { statSync } from 'node:fs';
 import { basename } from 'node:path';
 import type { Hono } from 'hono';
+import { getAdapterVersion } from '../../db/queries/adapters.js';
 import { userExists } from '../../db/queries/users.js';
+import { ADAPTER_STATUS } from '../../lora/consistency.js';
 import type { AppEnv, RouteDeps } from '../context.js';
 import { ApiError } from '../errors.js';
-import { USER_MODEL_PREFIX, userOfModel } from '../schemas.js';
+import { USER_MODEL_PREFIX, modelRef } from '../schemas.js';
 
 /** The model id memlora lists and answers with when a chat request names none. */
 export const SERVED_MODEL_ID = 'memlora';
@@ -38,10 +42,19 @@ export function registerModelRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
 
   app.get('/v1/models/:model', (c) => {
     const id = c.req.param('model');
-    const userId = userOfModel(id);
-    if (userId !== null && userExists(deps.db, userId)) return c.json({ ...model, id, memlora: { ...model.memlora, userId } });
+    const ref = modelRef(id);
+    if (ref !== null && userExists(deps.db, ref.userId)) {
+      const { userId, version } = ref;
+      if (version === null) return c.json({ ...model, id, memlora: { ...model.memlora, userId } });
+      if (getAdapterVersion(deps.db, userId, version)?.status === ADAPTER_STATUS.ready) return c.json({ ...model, id, memlora: { ...model.memlora, userId, adapterVersion: version } });
+    }
     if (id !== SERVED_MODEL_ID) {
-      throw new ApiError(404, 'model_not_found', `model ${JSON.stringify(id)} not found; memlora serves ${JSON.stringify(SERVED_MODEL_ID)}, and ${JSON.stringify(`${USER_MODEL_PREFIX}<user id>`)} for each of its users`, { model: id });
+      throw new ApiError(
+        404,
+        'model_not_found',
+        `model ${JSON.stringify(id)} not found; memlora serves ${JSON.stringify(SERVED_MODEL_ID)}, ${JSON.stringify(`${USER_MODEL_PREFIX}<user id>`)} for each of its users and ${JSON.stringify(`${USER_MODEL_PREFIX}<user id>@<version>`)} for each adapter version ready to serve`,
+        { model: id },
+      );
     }
     return c.json(model);
   });
