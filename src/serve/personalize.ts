@@ -16,8 +16,8 @@
  * A request that names an adapter version (`adapterVersion`: an upload kept inactive tried before it
  * is activated, two versions compared) is served with that version, active or not, or refused, never
  * given a fallback: an unknown version is adapter_not_found, one not ready or whose files fail
- * adapter_unusable (bad files taken out of service all the same), one that cannot be read now
- * adapter_unavailable. It leaves the user's served version alone: no hot swap is noted, so the active
+ * adapter_unusable (bad files taken out of service all the same; so is an inactive version trained
+ * on history the user deleted since), one that cannot be read now adapter_unavailable. It leaves the user's served version alone: no hot swap is noted, so the active
  * version stays cached and its prefix-cache conversations stay.
  *
  * Isolation: every id used below comes from the request's userId; adapter rows are looked up by it,
@@ -25,6 +25,7 @@
  */
 import type { Db } from '../db/client.js';
 import { getActiveAdapter, getAdapterVersion } from '../db/queries/adapters.js';
+import { versionsTrainedOnDeleted } from '../db/queries/forgetting.js';
 import type { AdapterVersionRow } from '../db/schema.js';
 import { type AcquireOptions, type AdapterCache, type AdapterLease, adapterKey, userOfKey } from '../lora/cache.js';
 import { ADAPTER_STATUS, markAdapterBad, outOfServiceKind } from '../lora/consistency.js';
@@ -62,14 +63,32 @@ export function planRequest(db: Db, adapters: Adapters | null, userId: string, m
   return { kind: 'memory', fallback: mode === 'injected' ? { from: 'injected', reason: 'no_adapter' } : undefined };
 }
 
-/** The version a request names, if it can serve: refused otherwise, as activating it would be. */
+/** The version a request names, if it can serve: refused otherwise (pinnableVersion). */
 function planPinned(db: Db, adapters: Adapters | null, userId: string, version: number): Plan {
   if (!adapters) throw new ServeError('adapters_disabled', 'this server runs without adapters: no adapter version can serve');
+  return { kind: 'injected', row: pinnableVersion(db, userId, version), pinned: true };
+}
+
+/**
+ * The row of a version a request may name, or its refusal: adapter_not_found where the user has no
+ * such version; adapter_unusable where it is not ready (its status the reason), or where it is not
+ * the active version and was trained on history the user deleted since (`trained_on_deleted_history`):
+ * forgetting deactivates such a version, and a request naming it must not serve it again (only an
+ * operator can, with PUT /v1/admin/users/{userId}/adapter).
+ */
+export function pinnableVersion(db: Db, userId: string, version: number): AdapterRow {
   const row = getAdapterVersion(db, userId, version);
   if (!row) throw new ServeError('adapter_not_found', `user ${JSON.stringify(userId)} has no adapter version ${version}`, { details: { userId, version } });
   if (row.userId !== userId) throw isolation(`adapter row of ${row.userId} returned for ${userId}`);
   if (row.status !== ADAPTER_STATUS.ready) throw pinnedUnusable(userId, version, row.status, `its files are ${row.status}`);
-  return { kind: 'injected', row, pinned: true };
+  if (!row.active) {
+    const forgotten = versionsTrainedOnDeleted(db, userId).find((v) => v.version === version);
+    if (forgotten) {
+      const n = forgotten.deletedItems;
+      throw pinnedUnusable(userId, version, 'trained_on_deleted_history', `it was trained on ${n} history item${n === 1 ? '' : 's'} the user deleted since; only an operator can make it serve again`);
+    }
+  }
+  return row;
 }
 
 function pinnedUnusable(userId: string, version: number, reason: string, message: string): ServeError {

@@ -1,6 +1,8 @@
 import { statSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createAdapterVersion, setAdapterStatus } from '../../src/db/queries/adapters.js';
+import { deleteHistoryItem } from '../../src/db/queries/forgetting.js';
+import { appendHistory } from '../../src/db/queries/history.js';
 import { modelListSchema, modelSchema, modelRef } from '../../src/http/schemas.js';
 import { fakeGenerate } from './fake-generate.js';
 import { expectError, json, makeHarness, type Harness } from './helpers.js';
@@ -98,6 +100,11 @@ describe('GET /v1/models', () => {
     }
     setAdapterStatus(h.db, 'alice', 1, 'quarantined');
     await expectError(await h.req('GET', '/v1/models/memlora:alice@1'), 404, 'model_not_found');
+    // An inactive version trained on history deleted since is not served when named: not found either.
+    const [item] = appendHistory(h.db, 'alice', [{ kind: 'post', text: 'to forget' }]);
+    deleteHistoryItem(h.db, 'alice', item.id, Date.now() + 1);
+    await expectError(await h.req('GET', '/v1/models/memlora:alice@2'), 404, 'model_not_found');
+    setAdapterStatus(h.db, 'alice', 1, 'ready');
 
     const messages = [{ role: 'user', content: 'hi' }];
     const chat = await h.req('POST', '/v1/chat/completions', { model: 'memlora:alice@2', messages });

@@ -2,13 +2,16 @@
  * A request that names its adapter version (`adapterVersion`): served with that version whether or
  * not it is active, beside the active version's rows in one batch; the user's served version, its
  * cache entry and the hot-swap bookkeeping untouched; refused (never a fallback) where the version
- * is unknown, not ready, or its files fail, which takes the version out of service as any load does.
+ * is unknown, not ready, or its files fail, which takes the version out of service as any load does,
+ * and where it is an inactive version trained on history the user deleted since.
  * On the engine with a tiny random model, real SQLite, a real adapter store and cache.
  */
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getActiveAdapter, getAdapterVersion, setAdapterStatus } from '../../src/db/queries/adapters.js';
+import { deleteHistoryItem } from '../../src/db/queries/forgetting.js';
+import { allHistory } from '../../src/db/queries/history.js';
 import { AdapterCache, adapterKey } from '../../src/lora/cache.js';
 import { AdapterStore } from '../../src/lora/store.js';
 import { type Counter, type Histogram, Registry } from '../../src/metrics.js';
@@ -98,6 +101,23 @@ describe('a request naming its adapter version', () => {
     await expect(f.engine({ adapters: null }).generate(req('rf', { adapterVersion: 1 }), never())).rejects.toMatchObject({ code: 'adapters_disabled' });
     expect(e.occupancy).toEqual({ active: 0, waiting: 0 });
     expect((await e.generate(req('rf', { maxTokens: 4, adapterVersion: 1 }), never())).text).toBe('qqqq');
+  });
+
+  it('an inactive version trained on history the user deleted since is refused (forgetting stopped it serving); the active one, trained on it too, still serves as it does unnamed', async () => {
+    const e = f.engine();
+    await f.giveAdapter('fg', forcingAdapter(f.cfg, f.weights, q)); // version 1
+    await f.giveAdapter('fg', forcingAdapter(f.cfg, f.weights, z)); // version 2, active
+    f.addHistory('fg', ['a post the user will delete']);
+    expect((await e.generate(req('fg', { maxTokens: 3, adapterVersion: 1 }), never())).text).toBe('qqq');
+    const [item] = allHistory(f.db, 'fg');
+    expect(deleteHistoryItem(f.db, 'fg', item.id, Date.now() + 1)).toBe(true); // after both versions were made: both were trained on it
+    await expect(e.generate(req('fg', { adapterVersion: 1 }), never())).rejects.toMatchObject({
+      code: 'adapter_unusable',
+      details: { userId: 'fg', version: 1, reason: 'trained_on_deleted_history' },
+    });
+    await expect(e.score({ userId: 'fg', text: 'qq', mode: 'auto', adapterVersion: 1 }, never())).rejects.toMatchObject({ code: 'adapter_unusable' });
+    expect(await e.generate(req('fg', { maxTokens: 3, adapterVersion: 2 }), never())).toMatchObject({ text: 'zzz', personalization: { adapterVersion: 2, pinned: true } });
+    expect(e.occupancy).toEqual({ active: 0, waiting: 0 });
   });
 
   it('whose files are corrupt or missing: refused with adapter_unusable, no fallback, the version taken out of service; the active version serves on', async () => {

@@ -4,15 +4,15 @@
  * adapter answers is chosen by the request's `user`, or by a model id `memlora:<user id>` for tools
  * that cannot send `user` (retrievable here for an existing user; users are not listed: there may be
  * millions), `memlora:<user id>@<version>` for one of their adapter versions, active or not
- * (retrievable while that version is ready to serve); the chat and completions routes echo whatever
+ * (retrievable while a request naming it would be served with it); the chat and completions routes echo whatever
  * `model` a client sends.
  */
 import { statSync } from 'node:fs';
 import { basename } from 'node:path';
 import type { Hono } from 'hono';
-import { getAdapterVersion } from '../../db/queries/adapters.js';
 import { userExists } from '../../db/queries/users.js';
-import { ADAPTER_STATUS } from '../../lora/consistency.js';
+import { ServeError } from '../../serve/errors.js';
+import { pinnableVersion } from '../../serve/personalize.js';
 import type { AppEnv, RouteDeps } from '../context.js';
 import { ApiError } from '../errors.js';
 import { USER_MODEL_PREFIX, modelRef } from '../schemas.js';
@@ -26,6 +26,17 @@ function modelCreated(modelPath: string): number {
     return Math.floor(statSync(modelPath).mtimeMs / 1000);
   } catch {
     return 0;
+  }
+}
+
+/** Whether a request naming this version would be served with it (personalize.ts pinnableVersion). */
+function servable(deps: RouteDeps, userId: string, version: number): boolean {
+  try {
+    pinnableVersion(deps.db, userId, version);
+    return true;
+  } catch (e) {
+    if (e instanceof ServeError) return false;
+    throw e;
   }
 }
 
@@ -46,7 +57,7 @@ export function registerModelRoutes(app: Hono<AppEnv>, deps: RouteDeps): void {
     if (ref !== null && userExists(deps.db, ref.userId)) {
       const { userId, version } = ref;
       if (version === null) return c.json({ ...model, id, memlora: { ...model.memlora, userId } });
-      if (getAdapterVersion(deps.db, userId, version)?.status === ADAPTER_STATUS.ready) return c.json({ ...model, id, memlora: { ...model.memlora, userId, adapterVersion: version } });
+      if (servable(deps, userId, version)) return c.json({ ...model, id, memlora: { ...model.memlora, userId, adapterVersion: version } });
     }
     if (id !== SERVED_MODEL_ID) {
       throw new ApiError(
