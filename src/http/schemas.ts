@@ -583,7 +583,7 @@ const adapterVersionSchema = z.int().min(1);
 /** An adapter version named with a mode that uses no adapter. */
 function refineAdapterVersion(v: { mode?: string | null; version?: number | null }, ctx: z.RefinementCtx, names: { version: string }): void {
   if (v.version != null && (v.mode === 'memory' || v.mode === 'vanilla')) {
-    ctx.addIssue({ code: 'custom', path: [names.version], message: `${names.version} serves an adapter version: mode ${v.mode} uses no adapter` });
+    ctx.addIssue({ code: 'custom', path: [names.version], message: `an adapter version (${names.version}) is served with mode auto or injected; mode ${v.mode} uses no adapter` });
   }
 }
 

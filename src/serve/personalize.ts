@@ -17,8 +17,9 @@
  * is activated, two versions compared) is served with that version, active or not, or refused, never
  * given a fallback: an unknown version is adapter_not_found, one not ready or whose files fail
  * adapter_unusable (bad files taken out of service all the same; so is an inactive version trained
- * on history the user deleted since), one that cannot be read now adapter_unavailable. It leaves the user's served version alone: no hot swap is noted, so the active
- * version stays cached and its prefix-cache conversations stay.
+ * on history the user deleted since), one that cannot be read now adapter_unavailable. It leaves the
+ * user's served version alone: no hot swap is noted, so the active version stays cached and its
+ * prefix-cache conversations stay.
  *
  * Isolation: every id used below comes from the request's userId; adapter rows are looked up by it,
  * the store refuses a path outside that user's directory, and the lease is checked against it.

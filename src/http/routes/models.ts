@@ -4,8 +4,8 @@
  * adapter answers is chosen by the request's `user`, or by a model id `memlora:<user id>` for tools
  * that cannot send `user` (retrievable here for an existing user; users are not listed: there may be
  * millions), `memlora:<user id>@<version>` for one of their adapter versions, active or not
- * (retrievable while a request naming it would be served with it); the chat and completions routes echo whatever
- * `model` a client sends.
+ * (retrievable while a request naming it would be served with it); the chat and completions routes
+ * echo whatever `model` a client sends.
  */
 import { statSync } from 'node:fs';
 import { basename } from 'node:path';
