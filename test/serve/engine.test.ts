@@ -34,14 +34,8 @@ beforeAll(() => {
 });
 afterAll(() => f.cleanup());
 
-const counter = (name: string, labels?: Record<string, string>): number => (f.registry.get(name) as Counter).get(labels);
-
-/** Decode steps that ran with more than `rows` rows. */
-function stepsWithMoreThan(rows: number): number {
-  const h = f.registry.get('memlora_generate_batch_rows') as Histogram;
-  const s = h.snapshot();
-  return s.count - s.buckets[h.buckets.indexOf(rows)];
-}
+const counter = (name: string, labels?: Record<string, string>): number => f.counter(name, labels);
+const stepsWithMoreThan = (rows: number): number => f.stepsWithMoreThan(rows);
 
 async function collect(stream: AsyncIterable<ServeEvent>): Promise<{ tokens: string[]; result: ServeResult }> {
   const tokens: string[] = [];

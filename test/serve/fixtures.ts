@@ -16,7 +16,7 @@ import { type Adapter, initAdapter } from '../../src/lora/adapter.js';
 import { AdapterCache } from '../../src/lora/cache.js';
 import type { AdapterSpec } from '../../src/lora/spec.js';
 import { AdapterStore } from '../../src/lora/store.js';
-import { Registry } from '../../src/metrics.js';
+import { type Counter, type Histogram, Registry } from '../../src/metrics.js';
 import { saveTokenizer, trainBpe } from '../../src/model/bpe-train.js';
 import { type ModelConfig, validateConfig } from '../../src/model/config.js';
 import { Model } from '../../src/model/model.js';
@@ -79,6 +79,10 @@ export interface ServeFixture extends ModelDir {
   /** A user (created if needed) with `adapter` written to the store and made the active version. */
   giveAdapter(userId: string, adapter: Adapter): Promise<{ version: number; path: string }>;
   addHistory(userId: string, texts: string[]): void;
+  /** A counter of the fixture's registry, by name and labels. */
+  counter(name: string, labels?: Record<string, string>): number;
+  /** Decode steps that ran with more than `rows` rows (memlora_generate_batch_rows). */
+  stepsWithMoreThan(rows: number): number;
   cleanup(): Promise<void>;
 }
 
@@ -116,6 +120,12 @@ export function makeServeFixture(opts: { cacheBytes?: number; maxPositions?: num
     addHistory(userId, texts) {
       ensureUser(userId);
       appendHistory(db, userId, texts.map((text) => ({ kind: 'post' as const, text })));
+    },
+    counter: (name, labels) => (registry.get(name) as Counter).get(labels),
+    stepsWithMoreThan(rows) {
+      const h = registry.get('memlora_generate_batch_rows') as Histogram;
+      const s = h.snapshot();
+      return s.count - s.buckets[h.buckets.indexOf(rows)];
     },
     async cleanup() {
       for (const e of engines) await e.close();

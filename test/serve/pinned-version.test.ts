@@ -14,7 +14,7 @@ import { deleteHistoryItem } from '../../src/db/queries/forgetting.js';
 import { allHistory } from '../../src/db/queries/history.js';
 import { AdapterCache, adapterKey } from '../../src/lora/cache.js';
 import { AdapterStore } from '../../src/lora/store.js';
-import { type Counter, type Histogram, Registry } from '../../src/metrics.js';
+import { Registry } from '../../src/metrics.js';
 import type { AdapterReader } from '../../src/serve/loader.js';
 import type { ServeResult } from '../../src/serve/types.js';
 import { forcingAdapter, makeServeFixture, never, req, tokenOf, type ServeFixture } from './fixtures.js';
@@ -29,13 +29,9 @@ beforeAll(() => {
 });
 afterAll(() => f.cleanup());
 
-const counter = (name: string, labels?: Record<string, string>): number => (f.registry.get(name) as Counter).get(labels);
+const counter = (name: string, labels?: Record<string, string>): number => f.counter(name, labels);
 /** Decode steps that ran with more than one row. */
-function sharedSteps(): number {
-  const h = f.registry.get('memlora_generate_batch_rows') as Histogram;
-  const s = h.snapshot();
-  return s.count - s.buckets[h.buckets.indexOf(1)];
-}
+const sharedSteps = (): number => f.stepsWithMoreThan(1);
 
 describe('a request naming its adapter version', () => {
   it('is served with that version, active or not, in one batch with the active version\'s rows; the served version and its cache entry stay', async () => {
