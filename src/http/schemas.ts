@@ -866,6 +866,8 @@ export const queueReportSchema = z.object({
       state: z.enum(['prefill', 'decode']),
       mode: z.enum(SERVED_MODES),
       adapterVersion: z.int().min(1).nullable(),
+      /** The request named its adapter version, active or not. */
+      pinned: z.literal(true).optional(),
       promptTokens: z.int().min(0),
       generatedTokens: z.int().min(0),
       runningMs: z.number().min(0),

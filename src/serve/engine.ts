@@ -248,6 +248,7 @@ export class Engine {
         state,
         mode: job.personalization.mode,
         adapterVersion: job.personalization.adapterVersion,
+        ...(job.personalization.pinned ? { pinned: true as const } : {}),
         promptTokens: job.ids.length,
         generatedTokens: job.seq?.tokens.length ?? 0,
         runningMs: round(t - job.t.admitted),

@@ -232,7 +232,18 @@ export interface QueueReport {
   maxQueue: number;
   maxQueuePerUser: number;
   /** Requests holding a batch row (being prefilled or decoding), longest running first. */
-  rows: Array<{ id: string; userId: string; state: 'prefill' | 'decode'; mode: ServedMode; adapterVersion: number | null; promptTokens: number; generatedTokens: number; runningMs: number }>;
+  rows: Array<{
+    id: string;
+    userId: string;
+    state: 'prefill' | 'decode';
+    mode: ServedMode;
+    adapterVersion: number | null;
+    /** The request named its adapter version (adapterVersion), active or not. */
+    pinned?: true;
+    promptTokens: number;
+    generatedTokens: number;
+    runningMs: number;
+  }>;
   /** Requests waiting for a row. */
   waiting: number;
   /** Users with requests waiting or running, most waiting first (then most rows, then longest wait); at most the limit asked. */

@@ -66,6 +66,21 @@ describe('a request naming its adapter version', () => {
     expect(sharedSteps()).toBeGreaterThan(before);
   });
 
+  it('shows as pinned in the queue report while it runs, beside a row of the active version', async () => {
+    const e = f.engine();
+    await f.giveAdapter('qp', forcingAdapter(f.cfg, f.weights, q)); // version 1
+    await f.giveAdapter('qp', forcingAdapter(f.cfg, f.weights, z)); // version 2, active
+    const ac = new AbortController();
+    const streams = [e.stream(req('qp', { maxTokens: 200, adapterVersion: 1 }), ac.signal), e.stream(req('qp', { maxTokens: 200 }), ac.signal)].map((s) => s[Symbol.asyncIterator]());
+    for (const s of streams) await s.next(); // each has its first token: both rows are decoding
+    const rows = e.queue(10).rows.map((r) => ({ adapterVersion: r.adapterVersion, pinned: r.pinned }));
+    expect(rows).toEqual(expect.arrayContaining([{ adapterVersion: 1, pinned: true }, { adapterVersion: 2, pinned: undefined }]));
+    expect(rows).toHaveLength(2);
+    ac.abort();
+    for (const s of streams) while (!(await s.next()).done);
+    expect(e.occupancy).toEqual({ active: 0, waiting: 0 });
+  });
+
   it('scores under the named version: "qqqq" far likelier under the q version than under the active z one', async () => {
     const e = f.engine();
     await f.giveAdapter('sc', forcingAdapter(f.cfg, f.weights, q));
