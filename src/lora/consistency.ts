@@ -15,7 +15,7 @@
  * (minAgeMs guards against that when it cannot be avoided).
  */
 import { inTransaction, type Db } from '../db/client.js';
-import { activateAdapterVersion, setAdapterStatus } from '../db/queries/adapters.js';
+import { activateAdapterVersion, getAdapterVersion, setAdapterStatus } from '../db/queries/adapters.js';
 import { adapterVersions, type AdapterVersionRow } from '../db/schema.js';
 import { AdapterStoreError, type AdapterStore } from './store.js';
 
@@ -69,6 +69,8 @@ export interface ConsistencyOptions {
  * Take a version out of service: deactivate it (the user falls back) and set its status; for
  * `quarantined`, move the files aside first. The serving path calls this too when a load fails
  * with adapter_corrupt / adapter_missing. Returns the quarantine path when files were moved.
+ * A version an operator deleted is left as it is: its files were removed on purpose, and a load
+ * that had planned it before the deletion finds them gone (or half gone); `deleted` must stay.
  */
 export async function markAdapterBad(
   db: Db,
@@ -77,6 +79,8 @@ export async function markAdapterBad(
   kind: 'missing' | 'quarantined',
   reason: string,
 ): Promise<string | undefined> {
+  const isDeleted = (): boolean => getAdapterVersion(db, row.userId, row.version)?.status === ADAPTER_STATUS.deleted;
+  if (isDeleted()) return undefined;
   let movedTo: string | undefined;
   if (kind === 'quarantined') {
     try {
@@ -88,6 +92,7 @@ export async function markAdapterBad(
   }
   // Deactivate and set the status together: a crash between them must not leave a dead active row.
   inTransaction(db, () => {
+    if (isDeleted()) return; // deleted while the files were moved aside
     if (row.active === 1) activateAdapterVersion(db, row.userId, null);
     setAdapterStatus(db, row.userId, row.version, kind);
   });

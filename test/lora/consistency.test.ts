@@ -170,6 +170,16 @@ describe('checkAdapterStore', () => {
     expect(report.deactivated).toEqual([{ userId: 'bob', version: b.row.version }]);
     expect(getActiveAdapter(t.db, 'bob')).toBeUndefined();
   });
+
+  it('markAdapterBad leaves a version an operator deleted as deleted, and its files where they are', async () => {
+    const a = await commit('alice', false);
+    setAdapterStatus(t.db, 'alice', a.row.version, ADAPTER_STATUS.deleted);
+    // A load that had planned it before the deletion found its files gone, or bad half-way through the removal.
+    expect(await markAdapterBad(t.db, store, a.row, 'missing', 'load failed: adapter_missing')).toBeUndefined();
+    expect(await markAdapterBad(t.db, store, a.row, 'quarantined', 'load failed: adapter_corrupt')).toBeUndefined();
+    expect(getAdapterVersion(t.db, 'alice', a.row.version)).toMatchObject({ status: 'deleted', active: 0 });
+    expect(existsSync(abs(a.path))).toBe(true); // nothing moved to quarantine: the deletion removes them
+  });
 });
 
 describe('checkVersionFiles (before an operator activates a version)', () => {

@@ -1,0 +1,111 @@
+/**
+ * Adapter versions changing under load: users with three versions each (every version forcing its own
+ * letter, so a reply says which weights wrote it), a cache with room for two adapters (versions are
+ * evicted and read again), requests that name a version or take the active one, while versions are
+ * activated, deactivated and deleted (row first, then files and cache, as DELETE .../adapters/{version}
+ * does) at random moments (CHURN_SEED picks another run). Every reply must have been written by the
+ * version its personalization names, a named version never falls back, refusals carry their codes,
+ * a deleted version stays deleted whatever a load found, and nothing is left behind.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { activateAdapterVersion, getActiveAdapter, getAdapterVersion, markAdapterVersionDeleted } from '../../src/db/queries/adapters.js';
+import { adapterBytes } from '../../src/lora/adapter.js';
+import { adapterKey } from '../../src/lora/cache.js';
+import { ServeError } from '../../src/serve/errors.js';
+import type { ServeResult } from '../../src/serve/types.js';
+import { Rng } from '../../src/util/rng.js';
+import { forcingAdapter, makeServeFixture, never, req, serveConfig, tokenOf, type ServeFixture } from './fixtures.js';
+
+let f: ServeFixture;
+const USERS = ['ch-a', 'ch-b', 'ch-c'];
+const LETTERS = ['qrs', 'tuv', 'wxy'];
+const VERSIONS = [1, 2, 3];
+const letterOf = (user: string, version: number): string => LETTERS[USERS.indexOf(user)][version - 1];
+
+beforeAll(async () => {
+  const cfg = serveConfig(256);
+  f = makeServeFixture({ maxPositions: 256, cacheBytes: 1 }); // replaced below, once an adapter's size is known
+  const size = adapterBytes(forcingAdapter(cfg, f.weights, tokenOf(f.tokenizer, 'q')));
+  await f.cleanup();
+  f = makeServeFixture({ maxPositions: 256, cacheBytes: 2 * size + 1024 });
+  for (const [i, u] of USERS.entries()) for (const ch of LETTERS[i]) await f.giveAdapter(u, forcingAdapter(f.cfg, f.weights, tokenOf(f.tokenizer, ch)));
+  for (const u of USERS) f.addHistory(u, ['Hello there, a history item memory would find']);
+});
+afterAll(() => f?.cleanup());
+
+type Sent = { user: string; named: number | undefined; result: Promise<ServeResult> };
+
+describe('adapter versions changing under load', () => {
+  it('every reply is written by the version its personalization names; named versions never fall back; deleted stays deleted; nothing is left behind', async () => {
+    const e = f.engine({ maxBatch: 4, maxQueue: 256 });
+    const rng = new Rng(Number(process.env.CHURN_SEED ?? 7));
+    const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rng.uniform() * xs.length)];
+    const deleted = new Set<string>();
+    const sent: Sent[] = [];
+    const tokens = 3;
+    for (let step = 0; step < 120; step++) {
+      const u = pick(USERS);
+      const x = rng.uniform();
+      if (x < 0.6) {
+        // A request: a named version (sometimes one the user never had) or the active one.
+        const named = rng.uniform() < 0.5 ? (rng.uniform() < 0.1 ? 4 : pick(VERSIONS)) : undefined;
+        const result = e.generate(req(u, { maxTokens: tokens, mode: named === undefined ? 'injected' : 'auto', adapterVersion: named }), never());
+        result.catch(() => {}); // judged below
+        sent.push({ user: u, named, result });
+      } else if (x < 0.8) {
+        // An operator makes another version serve, or none (a PUT .../adapter).
+        const ready = VERSIONS.filter((v) => !deleted.has(`${u}@${v}`) && getAdapterVersion(f.db, u, v)!.status === 'ready');
+        activateAdapterVersion(f.db, u, rng.uniform() < 0.15 || ready.length === 0 ? null : pick(ready));
+      } else {
+        // An operator deletes a version that does not serve: the row first, then its files and cache entry.
+        const active = getActiveAdapter(f.db, u)?.version;
+        const candidates = VERSIONS.filter((v) => v !== active && !deleted.has(`${u}@${v}`));
+        if (candidates.length > 0 && deleted.size < 5) {
+          const v = pick(candidates);
+          const { row } = markAdapterVersionDeleted(f.db, u, v, 'deleted');
+          deleted.add(`${u}@${v}`);
+          f.cache.invalidate(adapterKey(u, v));
+          await f.store.remove(row.filePath, u);
+        }
+      }
+      if (rng.uniform() < 0.5) await new Promise((r) => setTimeout(r, Math.floor(rng.uniform() * 3)));
+    }
+
+    const settled = await Promise.allSettled(sent.map((s) => s.result));
+    let named = 0;
+    let refused = 0;
+    for (const [i, s] of settled.entries()) {
+      const { user, named: asked } = sent[i];
+      const what = JSON.stringify({ user, asked, s: s.status === 'fulfilled' ? s.value.personalization : String(s.reason) });
+      if (s.status === 'rejected') {
+        // Only a named version is refused, and only for what its row or files say.
+        expect(asked, what).toBeDefined();
+        expect(s.reason, what).toBeInstanceOf(ServeError);
+        expect(['adapter_not_found', 'adapter_unusable'], what).toContain((s.reason as ServeError).code);
+        if (asked === 4) expect((s.reason as ServeError).code, what).toBe('adapter_not_found');
+        refused++;
+        continue;
+      }
+      const p = s.value.personalization;
+      if (asked !== undefined) {
+        named++;
+        expect(p, what).toEqual({ mode: 'injected', adapterVersion: asked, pinned: true });
+      } else {
+        expect(p.pinned, what).toBeUndefined();
+      }
+      if (p.mode === 'injected') expect(s.value.text, what).toBe(letterOf(user, p.adapterVersion!).repeat(tokens));
+    }
+    // The mix did what it is for: named replies and refusals both happened, and the cache turned over.
+    expect(named).toBeGreaterThan(5);
+    expect(refused).toBeGreaterThan(0);
+    expect(f.cache.counters().evictions).toBeGreaterThan(0);
+    // A deleted version stays deleted, whatever a request that had planned it found when loading it.
+    for (const key of deleted) {
+      const [u, v] = key.split('@');
+      expect(getAdapterVersion(f.db, u, Number(v))!.status, key).toBe('deleted');
+    }
+    expect(e.occupancy).toEqual({ active: 0, waiting: 0 });
+    expect(f.cache.stats()).toMatchObject({ pinnedEntries: 0, pinnedBytes: 0, loading: 0 });
+    for (const u of USERS) expect(e.heldTokens(u), u).toBe(0);
+  });
+});
