@@ -69,8 +69,9 @@ export interface ConsistencyOptions {
  * Take a version out of service: deactivate it (the user falls back) and set its status; for
  * `quarantined`, move the files aside first. The serving path calls this too when a load fails
  * with adapter_corrupt / adapter_missing. Returns the quarantine path when files were moved.
- * A version an operator deleted is left as it is: its files were removed on purpose, and a load
- * that had planned it before the deletion finds them gone (or half gone); `deleted` must stay.
+ * A version an operator deleted, or whose row is gone (its user erased), is left as it is: its files
+ * were removed on purpose, and a load that had planned it before finds them gone or half gone;
+ * `deleted` must stay, and an erased user's leftovers must not be kept in quarantine.
  */
 export async function markAdapterBad(
   db: Db,
@@ -79,7 +80,10 @@ export async function markAdapterBad(
   kind: 'missing' | 'quarantined',
   reason: string,
 ): Promise<string | undefined> {
-  const isDeleted = (): boolean => getAdapterVersion(db, row.userId, row.version)?.status === ADAPTER_STATUS.deleted;
+  const isDeleted = (): boolean => {
+    const now = getAdapterVersion(db, row.userId, row.version);
+    return now === undefined || now.status === ADAPTER_STATUS.deleted;
+  };
   if (isDeleted()) return undefined;
   let movedTo: string | undefined;
   if (kind === 'quarantined') {

@@ -179,6 +179,11 @@ describe('checkAdapterStore', () => {
     expect(await markAdapterBad(t.db, store, a.row, 'quarantined', 'load failed: adapter_corrupt')).toBeUndefined();
     expect(getAdapterVersion(t.db, 'alice', a.row.version)).toMatchObject({ status: 'deleted', active: 0 });
     expect(existsSync(abs(a.path))).toBe(true); // nothing moved to quarantine: the deletion removes them
+    // A user erased meanwhile (rows gone, files being removed): leftovers are not kept in quarantine.
+    const b = await commit('bob');
+    t.db.sqlite.prepare('delete from adapter_versions where user_id = ?').run('bob');
+    expect(await markAdapterBad(t.db, store, b.row, 'quarantined', 'load failed: adapter_corrupt')).toBeUndefined();
+    expect(existsSync(abs(b.path))).toBe(true);
   });
 });
 
