@@ -2,7 +2,8 @@
  * Prefix caching in the engine, on a tiny random model with real SQLite and adapters: a chat's next
  * turns reuse the conversation's keys and values and reply exactly as without the cache (alone and
  * batched, plain and through adapters); the cache is per user and per adapter version, and a hot swap
- * retires the replaced version's conversations; a forgotten user's conversations are gone, also those
+ * retires the replaced version's conversations (a request naming a version keeps conversations of its
+ * own and retires nothing); a forgotten user's conversations are gone, also those
  * of requests still running.
  */
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -142,6 +143,36 @@ describe('prefix caching', () => {
     expect(back[1].usage.cachedTokens).toBeGreaterThan(0);
     expect(prefix.entriesOf('pc-s')).toBe(1);
     expect(prefix.stats().retired).toBe(2);
+  });
+
+  it('a named adapter version keeps conversations of its own, exact as without the cache; the active version\'s stay (no swap)', async () => {
+    const { engine, prefix } = prefixEngine();
+    const plain = f.engine();
+    await f.giveAdapter('pc-n', randomStoredAdapter(f.cfg, [0, 1], 2, 51)); // version 1
+    await f.giveAdapter('pc-n', randomStoredAdapter(f.cfg, [1], 1, 52)); // version 2, active
+    const active = await chat(engine, 'pc-n');
+    expect(active.map((r) => r.personalization.adapterVersion)).toEqual([2, 2, 2]);
+    expect(prefix.entriesOf('pc-n')).toBe(1);
+    // The same chat on version 1, named: its own keys and values from its second turn on, the replies
+    // exactly those without the cache, and version 2's conversation is not retired.
+    const want = await chat(plain, 'pc-n', { adapterVersion: 1 });
+    const got = await chat(engine, 'pc-n', { adapterVersion: 1 });
+    expect(got.map((r) => r.text)).toEqual(want.map((r) => r.text));
+    expect(got.map((r) => r.personalization)).toEqual(want.map((r) => r.personalization));
+    expect(got.every((r) => r.personalization.pinned === true && r.personalization.adapterVersion === 1)).toBe(true);
+    expect(got[0].usage.cachedTokens).toBe(0); // version 2's conversation is not version 1's
+    expect(got[1].usage.cachedTokens).toBeGreaterThan(0);
+    expect(prefix.entriesOf('pc-n')).toBe(2);
+    expect(prefix.stats().retired).toBe(0);
+    // Version 2's chat goes on from its cached conversation.
+    const messages: Msg[] = QUESTIONS.flatMap((q, i) => [
+      { role: 'user' as const, content: q },
+      { role: 'assistant' as const, content: active[i].text },
+    ]);
+    const next = await engine.generate(turn('pc-n', [...messages, { role: 'user', content: 'One more thing.' }]), never());
+    expect(next.personalization).toEqual({ mode: 'injected', adapterVersion: 2 });
+    expect(next.usage.cachedTokens).toBeGreaterThanOrEqual(active[2].usage.promptTokens);
+    expect(next.text).toBe((await plain.generate(turn('pc-n', [...messages, { role: 'user', content: 'One more thing.' }]), never())).text);
   });
 
   it('forgetting a user drops their conversations, and a request of theirs still running keeps nothing', async () => {
