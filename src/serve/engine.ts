@@ -116,6 +116,8 @@ interface Job {
   sink: (ev: JobEvent | Error) => void;
   state: JobState;
   plan: Plan;
+  /** Its planned version failed to load and it was planned again on the version active since. */
+  replanned?: boolean;
   /** The request's own prompt ids (without memory). */
   baseIds: number[];
   /** What is fed: baseIds, or with memory prepended. */
@@ -222,7 +224,9 @@ export class Engine {
     this.eosIds = endIdsOf(this.ctx, cfg.eosId);
     this.texts = new TokenTexts(opts.tokenizer);
     this.leaser = opts.adapters
-      ? new AdapterLeaser(this.db, opts.adapters, this.logger, (reason) => this.m.fallbacks.inc({ reason }), (userId, from) => this.retireVersion(userId, from))
+      ? // Fallbacks are counted where a request is served with one (unserved), not where a load fails:
+        // a failed load may be followed by the version active since, and warming serves no request.
+        new AdapterLeaser(this.db, opts.adapters, this.logger, () => {}, (userId, from) => this.retireVersion(userId, from))
       : null;
   }
 
@@ -665,7 +669,6 @@ export class Engine {
               version: row.version,
               err: String(e),
             });
-            if (!pinned) this.m.fallbacks.inc({ reason: 'adapter_unavailable' });
             this.unserved(job, { reason: 'adapter_unavailable', code: 'adapter_model_mismatch', message: 'it does not fit the serving graphs of this model' });
             this.wake();
             return;
@@ -674,7 +677,17 @@ export class Engine {
           job.poolBytes = poolBytes;
           job.personalization = { mode: 'injected', adapterVersion: row.version, ...(pinned ? { pinned } : {}) };
           job.state = 'ready';
-        } else if (job.state !== 'done') this.unserved(job, { reason: got.fallback.reason, code: got.code, message: `its files failed to load (${got.code})` });
+        } else if (job.state !== 'done') {
+          // Another version made active since the request was planned (an operator swapped versions
+          // and deleted the old one): the request, not yet started, is served with it, not a fallback.
+          const now = pinned ? null : this.activeSince(job, row.version);
+          if (now) {
+            job.plan = now;
+            this.load(job, now);
+            return;
+          }
+          this.unserved(job, { reason: got.fallback.reason, code: got.code, message: `its files failed to load (${got.code})` });
+        }
         this.wake();
       },
       (e) => {
@@ -684,6 +697,15 @@ export class Engine {
         this.wake();
       },
     );
+  }
+
+  /** The user's active version now, when it is another than `version` that failed (at most once a request). */
+  private activeSince(job: Job, version: number): Extract<Plan, { kind: 'injected' }> | null {
+    if (job.replanned) return null;
+    const plan = planRequest(this.db, this.adapters, job.req.userId, 'injected');
+    if (plan.kind !== 'injected' || plan.row.version === version) return null;
+    job.replanned = true;
+    return plan;
   }
 
   /**
@@ -697,7 +719,10 @@ export class Engine {
       this.m.rejected.inc({ code: err.code });
       this.waiting.remove(job);
       this.fail(job, err);
-    } else this.withoutAdapter(job, 'memory', { from: 'injected', reason });
+    } else {
+      this.m.fallbacks.inc({ reason });
+      this.withoutAdapter(job, 'memory', { from: 'injected', reason });
+    }
   }
 
   /**

@@ -11,7 +11,8 @@
  * used and why (`fallback`). An adapter that fails to load is taken out of service as its failure
  * says (corrupt: quarantined; missing: marked missing; both deactivated, so the next request does not
  * try again), the cache forgets it, the error is logged, and this request falls back like one
- * without an adapter. Other users are not touched.
+ * without an adapter, unless another version was made active since it was planned (the engine then
+ * serves it with that one). Other users are not touched.
  *
  * A request that names an adapter version (`adapterVersion`: an upload kept inactive tried before it
  * is activated, two versions compared) is served with that version, active or not, or refused, never

@@ -7,7 +7,7 @@
 import { readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { getAdapterVersion } from '../../src/db/queries/adapters.js';
+import { getAdapterVersion, markAdapterVersionDeleted } from '../../src/db/queries/adapters.js';
 import { setQuota, tokensUsed, usageDay, usageDayEnd, userUsage } from '../../src/db/queries/usage.js';
 import { createUser } from '../../src/db/queries/users.js';
 import { type Adapter, adapterBytes } from '../../src/lora/adapter.js';
@@ -314,6 +314,31 @@ describe('hot swap', () => {
     const rest = await collect({ [Symbol.asyncIterator]: () => s1 });
     expect(rest.result.text).toBe('q'.repeat(300));
     expect(rest.result.personalization).toEqual({ mode: 'injected', adapterVersion: 1 });
+  });
+
+  it('a request whose planned version was swapped out and deleted before its load is served with the version active since, not a fallback', async () => {
+    const v1 = await f.giveAdapter('swap-del', forcingAdapter(f.cfg, f.weights, q));
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let held = 0;
+    const reader: AdapterReader = {
+      read: async (path, sha256, options) => {
+        if (held++ === 0) await gate; // the first load (version 1) waits while the operator acts
+        return f.store.read(path, sha256, options);
+      },
+    };
+    const e = f.engine({ adapters: { store: f.store, cache: new AdapterCache({ maxBytes: 64 * 1024 * 1024 }), reader } });
+    const fallbacks0 = counter('memlora_generate_fallbacks_total', { reason: 'adapter_missing' });
+    const pending = e.generate(req('swap-del', { maxTokens: 4 }), never());
+    await until(() => held === 1); // planned on version 1, its load started
+    await f.giveAdapter('swap-del', forcingAdapter(f.cfg, f.weights, z)); // version 2 serves now
+    markAdapterVersionDeleted(f.db, 'swap-del', 1, 'deleted');
+    await f.store.remove(v1.path, 'swap-del');
+    release();
+    expect(await pending).toMatchObject({ text: 'zzzz', personalization: { mode: 'injected', adapterVersion: 2 } });
+    expect((await pending).personalization.fallback).toBeUndefined();
+    expect(counter('memlora_generate_fallbacks_total', { reason: 'adapter_missing' })).toBe(fallbacks0);
+    expect(getAdapterVersion(f.db, 'swap-del', 1)!.status).toBe('deleted');
   });
 });
 
