@@ -3,7 +3,7 @@
  * letter, so a reply says which weights wrote it), a cache with room for two adapters (versions are
  * evicted and read again), requests that name a version or take the active one, while versions are
  * activated, deactivated and deleted (row first, then files and cache, as DELETE .../adapters/{version}
- * does) at random moments (CHURN_SEED picks another run). Every reply must have been written by the
+ * does) and the cache is emptied and warmed at random moments (CHURN_SEED picks another run). Every reply must have been written by the
  * version its personalization names, a named version never falls back, refusals carry their codes,
  * a deleted version stays deleted whatever a load found, and nothing is left behind.
  */
@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { activateAdapterVersion, getActiveAdapter, getAdapterVersion, markAdapterVersionDeleted } from '../../src/db/queries/adapters.js';
 import { adapterBytes } from '../../src/lora/adapter.js';
 import { adapterKey } from '../../src/lora/cache.js';
+import { dropCached } from '../../src/serve/cache-admin.js';
 import { ServeError } from '../../src/serve/errors.js';
 import type { ServeResult } from '../../src/serve/types.js';
 import { Rng } from '../../src/util/rng.js';
@@ -42,6 +43,7 @@ describe('adapter versions changing under load', () => {
     const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rng.uniform() * xs.length)];
     const deleted = new Set<string>();
     const sent: Sent[] = [];
+    const warms: Array<Promise<unknown>> = [];
     const tokens = 3;
     for (let step = 0; step < 120; step++) {
       const u = pick(USERS);
@@ -52,6 +54,12 @@ describe('adapter versions changing under load', () => {
         const result = e.generate(req(u, { maxTokens: tokens, mode: named === undefined ? 'injected' : 'auto', adapterVersion: named }), never());
         result.catch(() => {}); // judged below
         sent.push({ user: u, named, result });
+      } else if (x < 0.65) {
+        // An operator empties the cache (all of it, or one user's; DELETE /v1/admin/cache) or warms users' active versions.
+        const y = rng.uniform();
+        if (y < 0.3) dropCached(f.cache);
+        else if (y < 0.6) dropCached(f.cache, u);
+        else warms.push(e.warm([u, pick(USERS)]));
       } else if (x < 0.8) {
         // An operator makes another version serve, or none (a PUT .../adapter).
         const ready = VERSIONS.filter((v) => !deleted.has(`${u}@${v}`) && getAdapterVersion(f.db, u, v)!.status === 'ready');
@@ -72,6 +80,7 @@ describe('adapter versions changing under load', () => {
     }
 
     const settled = await Promise.allSettled(sent.map((s) => s.result));
+    await Promise.all(warms); // a warm reports what it could not load; it never throws for it
     let named = 0;
     let refused = 0;
     for (const [i, s] of settled.entries()) {
