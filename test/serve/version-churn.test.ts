@@ -5,7 +5,9 @@
  * activated, deactivated and deleted (row first, then files and cache, as DELETE .../adapters/{version}
  * does) and the cache is emptied and warmed at random moments (CHURN_SEED picks another run). Every reply must have been written by the
  * version its personalization names, a named version never falls back, refusals carry their codes,
- * a deleted version stays deleted whatever a load found, and nothing is left behind.
+ * a deleted version stays deleted whatever a load found, and nothing is left behind. With prefix
+ * caching, chats that go on across swaps (through named versions and the active one) reply exactly
+ * as their version does without the cache: no turn reuses another version's keys and values.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { activateAdapterVersion, getActiveAdapter, getAdapterVersion, markAdapterVersionDeleted } from '../../src/db/queries/adapters.js';
@@ -13,9 +15,10 @@ import { adapterBytes } from '../../src/lora/adapter.js';
 import { adapterKey } from '../../src/lora/cache.js';
 import { dropCached } from '../../src/serve/cache-admin.js';
 import { ServeError } from '../../src/serve/errors.js';
-import type { ServeResult } from '../../src/serve/types.js';
+import { PrefixCache } from '../../src/serve/prefix-cache.js';
+import type { ServeRequest, ServeResult } from '../../src/serve/types.js';
 import { Rng } from '../../src/util/rng.js';
-import { forcingAdapter, makeServeFixture, never, req, serveConfig, tokenOf, type ServeFixture } from './fixtures.js';
+import { forcingAdapter, makeServeFixture, never, randomStoredAdapter, req, serveConfig, tokenOf, type ServeFixture } from './fixtures.js';
 
 let f: ServeFixture;
 const USERS = ['ch-a', 'ch-b', 'ch-c'];
@@ -116,5 +119,47 @@ describe('adapter versions changing under load', () => {
     expect(e.occupancy).toEqual({ active: 0, waiting: 0 });
     expect(f.cache.stats()).toMatchObject({ pinnedEntries: 0, pinnedBytes: 0, loading: 0 });
     for (const u of USERS) expect(e.heldTokens(u), u).toBe(0);
+  });
+
+  it('with prefix caching, chats that go on while versions change reply exactly as the version they name does without the cache', async () => {
+    // Random adapters (no forcing): a reply that reused another version's keys and values would differ.
+    const users = ['pc-a', 'pc-b'];
+    for (const [i, u] of users.entries()) for (const v of VERSIONS) await f.giveAdapter(u, randomStoredAdapter(f.cfg, [i, 1], 1, 300 + 10 * i + v));
+    const prefix = new PrefixCache({ maxBytes: 16 * 1024 * 1024, shape: f.model.kvShape, minTokens: 4 });
+    const e = f.engine({ maxBatch: 4, maxQueue: 256, prefixCache: prefix });
+    const plain = f.engine({ maxBatch: 1 });
+    const rng = new Rng(Number(process.env.CHURN_SEED ?? 7));
+    const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rng.uniform() * xs.length)];
+    const chats = new Map(users.map((u) => [u, [] as Array<{ role: 'user' | 'assistant'; content: string }>]));
+    const QUESTIONS = ['Hello, how are you today?', 'Tell me more about that.', 'What should I do tomorrow?', 'And after that?'];
+    const ran: Array<{ r: ServeRequest; result: ServeResult }> = [];
+    for (let step = 0; step < 40; step++) {
+      const u = pick(users);
+      const x = rng.uniform();
+      if (x < 0.7) {
+        // The user's chat goes on (a new one after four turns), through a named version or the active one.
+        const chat = chats.get(u)!;
+        if (chat.length >= 8) chat.length = 0;
+        chat.push({ role: 'user', content: QUESTIONS[chat.length / 2] });
+        const named = rng.uniform() < 0.4 ? pick(VERSIONS) : undefined;
+        const r = req(u, { prompt: undefined, messages: [...chat], maxTokens: 6, adapterVersion: named });
+        const result = await e.generate(r, never());
+        ran.push({ r, result });
+        chat.push({ role: 'assistant', content: result.text });
+      } else {
+        activateAdapterVersion(f.db, u, pick(VERSIONS));
+      }
+    }
+    let reused = 0;
+    for (const { r, result } of ran) {
+      const p = result.personalization;
+      expect(p.mode, JSON.stringify(p)).toBe('injected');
+      if (result.usage.cachedTokens > 0) reused++;
+      // The same turn without the cache, on the version it was served with.
+      const alone = await plain.generate({ ...r, adapterVersion: p.adapterVersion! }, never());
+      expect(result.text, JSON.stringify({ user: r.userId, p, cached: result.usage.cachedTokens })).toBe(alone.text);
+    }
+    expect(reused).toBeGreaterThan(3);
+    expect(prefix.stats().retired).toBeGreaterThan(0); // swaps retired conversations on the way
   });
 });
