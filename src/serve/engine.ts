@@ -715,7 +715,7 @@ export class Engine {
   private unserved(job: Job, failure: { reason: FallbackReason; code: string; message: string }): void {
     const { reason, code, message } = failure;
     if (job.plan.kind === 'injected' && job.plan.pinned) {
-      const err = pinnedFailure(job.req.userId, job.plan.row.version, code, message);
+      const err = pinnedFailure(this.db, job.req.userId, job.plan.row.version, code, message);
       this.m.rejected.inc({ code: err.code });
       this.waiting.remove(job);
       this.fail(job, err);

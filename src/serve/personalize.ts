@@ -98,12 +98,16 @@ function pinnedUnusable(userId: string, version: number, reason: string, message
 }
 
 /**
- * The refusal of a request that named its adapter version when that version failed to load, by the
+ * The refusal of a request that named its adapter version when that version failed to load: as its
+ * row says now where an operator deleted the version (or erased the user) meanwhile; else by the
  * store's error code, as activating or downloading the version is refused: I/O (or an error not the
  * store's) could pass, retry; anything else is the version's (bad files are already taken out of
  * service, the reason is the code).
  */
-export function pinnedFailure(userId: string, version: number, code: string, message: string): ServeError {
+export function pinnedFailure(db: Db, userId: string, version: number, code: string, message: string): ServeError {
+  const now = getAdapterVersion(db, userId, version);
+  if (!now) return new ServeError('adapter_not_found', `user ${JSON.stringify(userId)} has no adapter version ${version}`, { details: { userId, version } });
+  if (now.status === ADAPTER_STATUS.deleted) return pinnedUnusable(userId, version, now.status, `its files are ${now.status}`);
   if (code === 'adapter_io' || code === 'unknown') {
     return new ServeError('adapter_unavailable', `adapter version ${version} of ${JSON.stringify(userId)} could not be read now: ${message}`, { details: { userId, version }, retryAfterS: 1 });
   }

@@ -95,6 +95,10 @@ describe('adapter versions changing under load', () => {
         expect(s.reason, what).toBeInstanceOf(ServeError);
         expect(['adapter_not_found', 'adapter_unusable'], what).toContain((s.reason as ServeError).code);
         if (asked === 4) expect((s.reason as ServeError).code, what).toBe('adapter_not_found');
+        // A version deleted while the request waited is refused as deleted, not as missing files.
+        if (deleted.has(`${user}@${asked}`) && (s.reason as ServeError).code === 'adapter_unusable') {
+          expect((s.reason as ServeError).details, what).toMatchObject({ reason: 'deleted' });
+        }
         refused++;
         continue;
       }
