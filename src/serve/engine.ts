@@ -224,9 +224,7 @@ export class Engine {
     this.eosIds = endIdsOf(this.ctx, cfg.eosId);
     this.texts = new TokenTexts(opts.tokenizer);
     this.leaser = opts.adapters
-      ? // Fallbacks are counted where a request is served with one (unserved), not where a load fails:
-        // a failed load may be followed by the version active since, and warming serves no request.
-        new AdapterLeaser(this.db, opts.adapters, this.logger, () => {}, (userId, from) => this.retireVersion(userId, from))
+      ? new AdapterLeaser(this.db, opts.adapters, this.logger, (userId, from) => this.retireVersion(userId, from))
       : null;
   }
 

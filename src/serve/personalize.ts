@@ -131,7 +131,6 @@ export class AdapterLeaser {
     private readonly db: Db,
     private readonly adapters: Adapters,
     private readonly logger: ServeLogger,
-    private readonly onFailure: (reason: FallbackReason) => void = () => {},
     private readonly onSwap: (userId: string, from: number, to: number) => void = () => {},
   ) {}
 
@@ -174,13 +173,13 @@ export class AdapterLeaser {
   }
 
   /**
-   * Take a failed version out of service as its error says; returns the fallback reason (counted as
-   * a fallback unless the request named the version: it is refused instead).
+   * Take a failed version out of service as its error says; returns the fallback reason. What the
+   * request gets (a fallback, the version active since, or a refusal where it named the version) is
+   * the engine's to decide, and it counts the fallbacks it serves.
    */
   private async failed(userId: string, row: AdapterRow, key: string, e: unknown, code: string, pinned: boolean): Promise<FallbackReason> {
     const kind = outOfServiceKind(e);
     const reason: FallbackReason = kind === 'quarantined' ? 'adapter_corrupt' : kind === 'missing' ? 'adapter_missing' : 'adapter_unavailable';
-    if (!pinned) this.onFailure(reason);
     const then = pinned ? 'refusing the request that named it' : 'serving the fallback';
     this.adapters.cache.invalidate(key);
     const fields = { userId, version: row.version, path: row.filePath, code, err: e instanceof Error ? e.message : String(e) };
