@@ -54,3 +54,34 @@ export class ServeError extends Error {
     this.retryAfterS = opts.retryAfterS;
   }
 }
+
+// ---------------------------------------------------------------------------------------------
+// How a user's adapter version is refused, wherever it is named: by a request (adapterVersion), or by
+// an operator activating or downloading it. One wording and one status per case.
+
+/** The user has no such version (404 adapter_not_found). */
+export function adapterVersionNotFound(userId: string, version: number): ServeError {
+  return new ServeError('adapter_not_found', `user ${JSON.stringify(userId)} has no adapter version ${version}`, { details: { userId, version } });
+}
+
+/** The version cannot serve (409 adapter_unusable): `reason` is its status, the store's code for files that failed, or another cause. */
+export function adapterVersionUnusable(userId: string, version: number, reason: string, message: string): ServeError {
+  return new ServeError('adapter_unusable', `adapter version ${version} of ${JSON.stringify(userId)} cannot serve: ${message}`, { details: { userId, version, reason } });
+}
+
+/** The version's row says its files are not there to serve (quarantined, missing, deleted). */
+export function adapterVersionNotReady(userId: string, version: number, status: string): ServeError {
+  return adapterVersionUnusable(userId, version, status, `its files are ${status}`);
+}
+
+/**
+ * Reading or checking the version's files failed, by the store's error code: I/O (or an error that is
+ * not the store's, `unknown`) could pass, 503 adapter_unavailable with a retry; anything else is the
+ * version's, 409 adapter_unusable with the code as the reason.
+ */
+export function adapterFilesFailure(userId: string, version: number, code: string, message: string): ServeError {
+  if (code === 'adapter_io' || code === 'unknown') {
+    return new ServeError('adapter_unavailable', `adapter version ${version} of ${JSON.stringify(userId)} could not be read now: ${message}`, { details: { userId, version }, retryAfterS: 1 });
+  }
+  return adapterVersionUnusable(userId, version, code, message);
+}

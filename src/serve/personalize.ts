@@ -32,7 +32,7 @@ import type { AdapterVersionRow } from '../db/schema.js';
 import { type AcquireOptions, type AdapterCache, type AdapterLease, adapterKey, userOfKey } from '../lora/cache.js';
 import { ADAPTER_STATUS, markAdapterBad, outOfServiceKind } from '../lora/consistency.js';
 import { AdapterStoreError, type AdapterStore } from '../lora/store.js';
-import { ServeError } from './errors.js';
+import { ServeError, adapterFilesFailure, adapterVersionNotFound, adapterVersionNotReady, adapterVersionUnusable } from './errors.js';
 import type { AdapterReader } from './loader.js';
 import type { Fallback, FallbackReason, RequestedMode, ServeLogger } from './types.js';
 
@@ -80,38 +80,30 @@ function planPinned(db: Db, adapters: Adapters | null, userId: string, version: 
  */
 export function pinnableVersion(db: Db, userId: string, version: number): AdapterRow {
   const row = getAdapterVersion(db, userId, version);
-  if (!row) throw new ServeError('adapter_not_found', `user ${JSON.stringify(userId)} has no adapter version ${version}`, { details: { userId, version } });
+  if (!row) throw adapterVersionNotFound(userId, version);
   if (row.userId !== userId) throw isolation(`adapter row of ${row.userId} returned for ${userId}`);
-  if (row.status !== ADAPTER_STATUS.ready) throw pinnedUnusable(userId, version, row.status, `its files are ${row.status}`);
+  if (row.status !== ADAPTER_STATUS.ready) throw adapterVersionNotReady(userId, version, row.status);
   if (!row.active) {
     const forgotten = versionsTrainedOnDeleted(db, userId).find((v) => v.version === version);
     if (forgotten) {
       const n = forgotten.deletedItems;
-      throw pinnedUnusable(userId, version, 'trained_on_deleted_history', `it was trained on ${n} history item${n === 1 ? '' : 's'} the user deleted since; only an operator can make it serve again`);
+      throw adapterVersionUnusable(userId, version, 'trained_on_deleted_history', `it was trained on ${n} history item${n === 1 ? '' : 's'} the user deleted since; only an operator can make it serve again`);
     }
   }
   return row;
 }
 
-function pinnedUnusable(userId: string, version: number, reason: string, message: string): ServeError {
-  return new ServeError('adapter_unusable', `adapter version ${version} of ${JSON.stringify(userId)} cannot serve: ${message}`, { details: { userId, version, reason } });
-}
-
 /**
  * The refusal of a request that named its adapter version when that version failed to load: as its
  * row says now where an operator deleted the version (or erased the user) meanwhile; else by the
- * store's error code, as activating or downloading the version is refused: I/O (or an error not the
- * store's) could pass, retry; anything else is the version's (bad files are already taken out of
- * service, the reason is the code).
+ * store's error code, as activating or downloading the version is refused (adapterFilesFailure; bad
+ * files are already taken out of service).
  */
 export function pinnedFailure(db: Db, userId: string, version: number, code: string, message: string): ServeError {
   const now = getAdapterVersion(db, userId, version);
-  if (!now) return new ServeError('adapter_not_found', `user ${JSON.stringify(userId)} has no adapter version ${version}`, { details: { userId, version } });
-  if (now.status === ADAPTER_STATUS.deleted) return pinnedUnusable(userId, version, now.status, `its files are ${now.status}`);
-  if (code === 'adapter_io' || code === 'unknown') {
-    return new ServeError('adapter_unavailable', `adapter version ${version} of ${JSON.stringify(userId)} could not be read now: ${message}`, { details: { userId, version }, retryAfterS: 1 });
-  }
-  return pinnedUnusable(userId, version, code, message);
+  if (!now) return adapterVersionNotFound(userId, version);
+  if (now.status === ADAPTER_STATUS.deleted) return adapterVersionNotReady(userId, version, now.status);
+  return adapterFilesFailure(userId, version, code, message);
 }
 
 function isolation(message: string): ServeError {

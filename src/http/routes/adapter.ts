@@ -24,6 +24,7 @@ import { userExists } from '../../db/queries/users.js';
 import { JobActiveError } from '../../db/errors.js';
 import { ADAPTER_STATUS } from '../../lora/consistency.js';
 import { AdapterStoreError } from '../../lora/store.js';
+import { adapterFilesFailure, adapterVersionNotFound, adapterVersionNotReady } from '../../serve/errors.js';
 import type { AppEnv, RouteDeps } from '../context.js';
 import { ApiError } from '../errors.js';
 import { ADAPTER_DOWNLOADS, activateAdapterBody, importAdapterQuery } from '../schemas.js';
@@ -31,20 +32,6 @@ import { adapterJson } from '../serialize.js';
 import type { AdapterFileKey } from '../services.js';
 import { parseQuery, readJson, readLimited, userIdParam } from '../validate.js';
 import { userNotFound } from './users.js';
-
-function versionNotFound(userId: string, version: number): ApiError {
-  return new ApiError(404, 'adapter_not_found', `user ${JSON.stringify(userId)} has no adapter version ${version}`, { userId, version });
-}
-
-function unusable(userId: string, version: number, reason: string, message: string): ApiError {
-  return new ApiError(409, 'adapter_unusable', `adapter version ${version} of ${JSON.stringify(userId)} cannot serve: ${message}`, { userId, version, reason });
-}
-
-/** An adapter store failure reading a version's files: 503 to retry where it was I/O, else 409 adapter_unusable. */
-function filesFailure(userId: string, version: number, code: string, message: string): ApiError {
-  if (code === 'adapter_io') return new ApiError(503, 'adapter_unavailable', `adapter version ${version} could not be read now: ${message}`, { userId, version }, { 'retry-after': '1' });
-  return unusable(userId, version, code, message);
-}
 
 /** Where a download's name is found among the stored files, and what it is served as. */
 const DOWNLOADS: Record<(typeof ADAPTER_DOWNLOADS)[number], { key: AdapterFileKey; type: string }> = {
@@ -94,12 +81,12 @@ export function registerAdapterRoutes(app: Hono<AppEnv>, deps: RouteDeps): void 
     if (!userExists(db, userId)) throw userNotFound(userId);
     if (version !== null) {
       const row = getAdapterVersion(db, userId, version);
-      if (!row) throw versionNotFound(userId, version);
-      if (row.status !== ADAPTER_STATUS.ready) throw unusable(userId, version, row.status, `its files are ${row.status}`);
+      if (!row) throw adapterVersionNotFound(userId, version);
+      if (row.status !== ADAPTER_STATUS.ready) throw adapterVersionNotReady(userId, version, row.status);
       const checked = await services.adapterFiles.checkVersion?.(row);
       if (checked && !checked.ok) {
         logger.error('adapter version refused for activation', { userId, version, code: checked.code, takenOutAs: checked.takenOutAs, err: checked.message });
-        throw filesFailure(userId, version, checked.code, checked.message);
+        throw adapterFilesFailure(userId, version, checked.code, checked.message);
       }
     }
     // One transaction: the job check, the re-read and the swap see the same database.
@@ -110,8 +97,8 @@ export function registerAdapterRoutes(app: Hono<AppEnv>, deps: RouteDeps): void 
       const previous = getActiveAdapter(db, userId)?.version ?? null;
       if (version !== null) {
         const row = getAdapterVersion(db, userId, version);
-        if (!row) throw versionNotFound(userId, version); // the user was deleted meanwhile
-        if (row.status !== ADAPTER_STATUS.ready) throw unusable(userId, version, row.status, `its files are ${row.status}`);
+        if (!row) throw adapterVersionNotFound(userId, version); // the user was deleted meanwhile
+        if (row.status !== ADAPTER_STATUS.ready) throw adapterVersionNotReady(userId, version, row.status);
       }
       return { active: activateAdapterVersion(db, userId, version), previous };
     });
@@ -127,20 +114,20 @@ export function registerAdapterRoutes(app: Hono<AppEnv>, deps: RouteDeps): void 
     if (!download) throw new ApiError(404, 'adapter_file_not_found', `an adapter version has no file ${JSON.stringify(name.slice(0, 80))}: ask for one of ${ADAPTER_DOWNLOADS.join(', ')}`, { files: ADAPTER_DOWNLOADS });
     if (!userExists(db, userId)) throw userNotFound(userId);
     const row = getAdapterVersion(db, userId, version);
-    if (!row) throw versionNotFound(userId, version);
-    if (row.status !== ADAPTER_STATUS.ready) throw unusable(userId, version, row.status, `its files are ${row.status}`);
+    if (!row) throw adapterVersionNotFound(userId, version);
+    if (row.status !== ADAPTER_STATUS.ready) throw adapterVersionNotReady(userId, version, row.status);
     const files = services.adapterFiles;
     if (!files.readFile) throw new ApiError(503, 'model_unavailable', 'no base model is configured: adapter files are not served', null, { 'retry-after': '5' });
     // Checked as a load checks them (bad files are taken out of service), so what downloads is what serves.
     const checked = await files.checkVersion?.(row);
-    if (checked && !checked.ok) throw filesFailure(userId, version, checked.code, checked.message);
+    if (checked && !checked.ok) throw adapterFilesFailure(userId, version, checked.code, checked.message);
     let bytes: Uint8Array;
     try {
       bytes = await files.readFile(row, download.key);
     } catch (e) {
       // Any store failure (a path not of the store's shape, a checksum that is not hex, ...) is the version's.
       if (!(e instanceof AdapterStoreError)) throw e;
-      throw filesFailure(userId, version, e.code, e.message);
+      throw adapterFilesFailure(userId, version, e.code, e.message);
     }
     return c.body(bytes as Uint8Array<ArrayBuffer>, 200, {
       'content-type': download.type,
@@ -184,7 +171,7 @@ export function registerAdapterRoutes(app: Hono<AppEnv>, deps: RouteDeps): void 
     const userId = userIdParam(c);
     const version = versionParam(c.req.param('version'));
     if (!userExists(db, userId)) throw userNotFound(userId);
-    if (!getAdapterVersion(db, userId, version)) throw versionNotFound(userId, version);
+    if (!getAdapterVersion(db, userId, version)) throw adapterVersionNotFound(userId, version);
     const { row, removed } = await deleteAdapterVersion(deps, userId, version);
     return c.json({ adapter: adapterJson(row), removed });
   });
