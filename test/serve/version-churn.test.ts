@@ -27,12 +27,12 @@ const VERSIONS = [1, 2, 3];
 const letterOf = (user: string, version: number): string => LETTERS[USERS.indexOf(user)][version - 1];
 
 beforeAll(async () => {
+  // A forcing adapter's size: rank 8 on the last layer, as this one (sizes do not depend on the weights).
   const cfg = serveConfig(256);
-  f = makeServeFixture({ maxPositions: 256, cacheBytes: 1 }); // replaced below, once an adapter's size is known
-  const size = adapterBytes(forcingAdapter(cfg, f.weights, tokenOf(f.tokenizer, 'q')));
-  await f.cleanup();
+  const size = adapterBytes(randomStoredAdapter(cfg, [cfg.nLayers - 1], 1, 1));
   f = makeServeFixture({ maxPositions: 256, cacheBytes: 2 * size + 1024 });
   for (const [i, u] of USERS.entries()) for (const ch of LETTERS[i]) await f.giveAdapter(u, forcingAdapter(f.cfg, f.weights, tokenOf(f.tokenizer, ch)));
+  expect(adapterBytes(forcingAdapter(f.cfg, f.weights, tokenOf(f.tokenizer, 'q')))).toBe(size);
   for (const u of USERS) f.addHistory(u, ['Hello there, a history item memory would find']);
 });
 afterAll(() => f?.cleanup());
