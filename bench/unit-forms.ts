@@ -23,6 +23,11 @@
  *     mask and a ReduceSum), batched's B side;
  *   - left-a: batched with the A side turned round, A_u [W, in] x x_u^T [in, 1] per unit (the unit as
  *     the left operand, read as stored), batched's B side.
+ *   - nbits-u8: ONNX Runtime's contrib MatMulNBits (8-bit weights, blockwise scales, float
+ *     activations; its weight is one matrix, so dense-left's layout: every row against every unit,
+ *     masked): a quarter of the bytes, and the same weights as the float forms (one block of 16 per
+ *     unit on the B side, the unit's scale in every block of its rows on the A side). Its kernel packs
+ *     a weight fed as an input at every call, which is what it measures.
  * Every form's output must agree with batched's (the uint8 forms hold exactly the float forms'
  * weights); int-u8, whose activations are quantized, reports its error instead.
  *
@@ -57,12 +62,13 @@ const MAPS: Array<[number, number]> = [
   [D, F],
   [F, D],
 ];
-const ALL_FORMS = ['none', 'batched', 'dense-left', 'dequant-u8', 'int-u8', 'conv', 'hybrid', 'left-a'] as const;
+const ALL_FORMS = ['none', 'batched', 'dense-left', 'dequant-u8', 'int-u8', 'conv', 'hybrid', 'left-a', 'nbits-u8'] as const;
 const formsArg = flag('forms') ? stringArg('forms', '').split(',') : null;
 /** The forms timed: all, or with --forms the named ones next to none and batched (the reference). */
 const FORMS = formsArg ? ALL_FORMS.filter((f) => f === 'none' || f === 'batched' || formsArg.includes(f)) : ALL_FORMS;
 type Form = (typeof ALL_FORMS)[number];
 const SCALE = 0.5; // the LoRA scaling of every row
+const NB_BLOCK = 16; // nbits-u8's block along K: one unit's rank rows on the B side
 
 // Deterministic data: uint8 codes q, the float units are (q - 128) * s with one scale s per unit, so the
 // uint8 forms hold exactly the weights of the float forms.
@@ -152,6 +158,15 @@ function build(form: Form): Graph {
         };
         const hA = side(xg(), g.input(an, 'uint8', [U, i, W]), W, scaleA);
         y = rowSum(side(hA, g.input(bn, 'uint8', [U, W, o]), o, scaleB));
+      } else if (form === 'nbits-u8') {
+        // MatMulNBits's weight is [N, K] in blocks along K: the A side's is A_cat [U*W, i] as stored, the B side's
+        // Bt_cat^T [o, U*W] (a block of 16 is one unit's rank rows). Zero points default to 128, as the codes have it.
+        const nbits = (x: Value, w: Value, scales: Value, k: number, n: number): Value =>
+          g.addNode('MatMulNBits', [x, w, scales], { K: attr.int(k), N: attr.int(n), bits: attr.int(8), block_size: attr.int(NB_BLOCK) }, [{ dtype: 'float32', shape: [B, 1, n] }], 'com.microsoft')[0];
+        const blocks = (k: number): number => Math.ceil(k / NB_BLOCK);
+        const ha = nbits(h, g.input(an, 'uint8', [U * W, blocks(i), NB_BLOCK]), g.input(`${an}.s`, 'float32', [U * W * blocks(i)]), i, U * W);
+        const hm = ops.mul(ha, ops.reshape(ops.transpose(mask, [1, 0]), [B, 1, U * W]));
+        y = ops.add(base, nbits(hm, g.input(bn, 'uint8', [o, U, NB_BLOCK]), g.input(`${bn}.s`, 'float32', [o * U]), U * W, o));
       } else if (form === 'conv') {
         const a = g.input(an, 'float32', [U * W, i, 1]);
         const bt = g.input(bn, 'float32', [U * o, W, 1]);
@@ -189,6 +204,15 @@ function feedsFor(form: Form): Record<string, Feed> {
       } else if (form === 'int-u8') {
         f[`a.${l}.${i}`] = { dtype: 'uint8', dims: [U, i, W], data: unitsTransposed(a.q, i) }; // A^T per unit
         f[`b.${l}.${i}`] = { dtype: 'uint8', dims: [U, W, o], data: b.q };
+      } else if (form === 'nbits-u8') {
+        // A side: A_cat's codes as stored, in blocks of NB_BLOCK along i (i is a multiple of it); B side: Bt_cat^T.
+        if (i % NB_BLOCK !== 0 || W !== NB_BLOCK) throw new Error('nbits-u8 needs in % 16 == 0 and W == 16');
+        const bT = new Uint8Array(o * U * W);
+        for (let r = 0; r < U * W; r++) for (let c = 0; c < o; c++) bT[c * U * W + r] = b.q[r * o + c];
+        f[`a.${l}.${i}`] = { dtype: 'uint8', dims: [U * W, i / NB_BLOCK, NB_BLOCK], data: a.q };
+        f[`a.${l}.${i}.s`] = { dtype: 'float32', dims: [U * W * (i / NB_BLOCK)], data: Float32Array.from({ length: U * W * (i / NB_BLOCK) }, (_, k) => unitScale(Math.floor(k / (W * (i / NB_BLOCK))), 0)) };
+        f[`b.${l}.${i}`] = { dtype: 'uint8', dims: [o, U, NB_BLOCK], data: bT };
+        f[`b.${l}.${i}.s`] = { dtype: 'float32', dims: [o * U], data: Float32Array.from({ length: o * U }, (_, k) => unitScale(k % U, 1)) };
       } else if (form === 'conv') {
         // Conv weights [U*out, W, 1]: per unit, output o reads the unit's W rank rows: Bt^T.
         f[`a.${l}.${i}`] = { dtype: 'float32', dims: [U * W, i, 1], data: a.f };
@@ -208,7 +232,7 @@ const runner = new Runner({ intraOpThreads: THREADS });
 const sessions = new Map<Form, { run: (f: Record<string, Feed>) => Promise<Record<string, { data: AnyTypedArray }>> }>();
 const feeds = new Map<Form, Record<string, Feed>>();
 for (const form of FORMS) {
-  sessions.set(form, await runner.compile(`unit-forms-${form}`, () => build(form)));
+  sessions.set(form, await runner.compile(`unit-forms-${form}`, () => build(form), form === 'nbits-u8' ? { extraOpsets: [{ domain: 'com.microsoft', version: 1 }] } : {}));
   feeds.set(form, feedsFor(form));
 }
 const run = (form: Form): Promise<Record<string, { data: AnyTypedArray }>> => sessions.get(form)!.run(feeds.get(form)!);
