@@ -18,10 +18,8 @@
  * (seen once in bench/soak.ts before the evaluations were made stoppable).
  */
 import { EventEmitter } from 'node:events';
-import { createRequire } from 'node:module';
-import { basename, dirname, join } from 'node:path';
-import { pathToFileURL } from 'node:url';
-import { Worker } from 'node:worker_threads';
+import { basename } from 'node:path';
+import type { Worker } from 'node:worker_threads';
 import type { Config } from '../config.js';
 import type { Db } from '../db/client.js';
 import { NotFoundError } from '../db/errors.js';
@@ -38,6 +36,7 @@ import { type TrialCleanup, cleanTrialAdapters, openTrialAdapterStore } from './
 import type { InjectorOptions } from './injector.js';
 import type { FromWorker, ToWorker, WorkerInput } from './worker.js';
 import { type InjectionRecipe, loadInjectionRecipe } from './recipe.js';
+import { spawnModuleWorker } from '../util/module-worker.js';
 
 /** The log methods the service uses (the HTTP layer's Logger fits). */
 export interface JobLogger {
@@ -99,19 +98,9 @@ export const DEFAULT_NICENESS = 19;
 
 const delay = (ms: number) => new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), ms).unref());
 
-/**
- * Under tsx/vitest this file is TypeScript and so is the worker. Node 20 does not apply `--import tsx`
- * from a worker's execArgv to the worker's entry module, so a small evaluated bootstrap registers
- * tsx's ESM hooks in the worker first and then imports worker.ts. Built code (dist/) loads worker.js.
- */
+/** The job's worker thread (worker.ts). */
 function spawnWorker(input: WorkerInput): Worker {
-  const here = import.meta.url;
-  if (!here.endsWith('.ts')) return new Worker(new URL('./worker.js', here), { workerData: input });
-  const tsxDir = dirname(createRequire(here).resolve('tsx/package.json'));
-  const api = pathToFileURL(join(tsxDir, 'dist', 'esm', 'api', 'index.mjs')).href;
-  const entry = new URL('./worker.ts', here).href;
-  const boot = `import(${JSON.stringify(api)}).then((m) => { m.register(); return import(${JSON.stringify(entry)}); });`;
-  return new Worker(boot, { eval: true, workerData: input });
+  return spawnModuleWorker(import.meta.url, 'worker', input);
 }
 
 export class JobService extends EventEmitter<{ event: [jobId: string, event: JobEvent]; finished: [outcome: JobOutcome] }> {

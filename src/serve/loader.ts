@@ -3,13 +3,11 @@
  * answered by a worker thread (load-worker.ts) that owns its own store. Errors come back as
  * AdapterStoreError with their code, so callers handle them as they would the store's.
  */
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
-import { pathToFileURL } from 'node:url';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import type { Adapter } from '../lora/adapter.js';
 import type { AdapterModel } from '../lora/format.js';
 import { AdapterStoreError, type AdapterStoreErrorCode, type ReadOptions, type VerifyMode } from '../lora/store.js';
+import { spawnModuleWorker } from '../util/module-worker.js';
 import type { LoadReady, LoadReply, LoadRequest } from './load-worker.js';
 
 export interface AdapterReader {
@@ -17,17 +15,6 @@ export interface AdapterReader {
 }
 
 const isReady = (m: LoadReply | LoadReady): m is LoadReady => 'ready' in m;
-
-/** Under tsx the worker is TypeScript: register tsx's hooks in the worker before importing it (as src/inject/jobs.ts does). */
-function spawn(data: unknown): Worker {
-  const here = import.meta.url;
-  if (!here.endsWith('.ts')) return new Worker(new URL('./load-worker.js', here), { workerData: data });
-  const tsxDir = dirname(createRequire(here).resolve('tsx/package.json'));
-  const api = pathToFileURL(join(tsxDir, 'dist', 'esm', 'api', 'index.mjs')).href;
-  const entry = new URL('./load-worker.ts', here).href;
-  const boot = `import(${JSON.stringify(api)}).then((m) => { m.register(); return import(${JSON.stringify(entry)}); });`;
-  return new Worker(boot, { eval: true, workerData: data });
-}
 
 export class WorkerAdapterLoader implements AdapterReader {
   private worker: Worker | null = null;
@@ -72,7 +59,7 @@ export class WorkerAdapterLoader implements AdapterReader {
 
   private ensure(): Worker {
     if (this.worker) return this.worker;
-    const w = spawn({ root: this.root, model: this.model, verify: this.verify });
+    const w = spawnModuleWorker(import.meta.url, 'load-worker', { root: this.root, model: this.model, verify: this.verify });
     w.unref(); // idle loads never keep the process alive
     let boot!: { resolve: () => void; reject: (e: Error) => void };
     this.booted = new Promise<void>((resolve, reject) => (boot = { resolve, reject }));
