@@ -100,10 +100,11 @@ class Parses {
       if (seen.size >= MAX_PARSES) break;
       seen.add(f);
       const s = f.state;
-      if (g.bytes[s].length > 0) tops.push(f);
-      for (const t of g.eps[s]) work.push(this.frame(t, f.below));
-      const calls = g.calls[s];
-      for (let k = 0; k < calls.length; k += 2) {
+      if (g.bytes.start[s + 1] > g.bytes.start[s]) tops.push(f);
+      const eps = g.eps.items;
+      for (let k = g.eps.start[s]; k < g.eps.start[s + 1]; k++) work.push(this.frame(eps[k], f.below));
+      const calls = g.calls.items;
+      for (let k = g.calls.start[s]; k < g.calls.start[s + 1]; k += 2) {
         const back = calls[k + 1];
         work.push(this.frame(calls[k], g.tail[back] ? f.below : this.frame(back, f.below)));
       }
@@ -126,8 +127,8 @@ class Parses {
     if (hit) return hit;
     const seeds: Frame[] = [];
     for (const f of pos.tops) {
-      const by = this.g.bytes[f.state];
-      for (let k = 0; k < by.length; k += 3) if (byte >= by[k] && byte <= by[k + 1]) seeds.push(this.frame(by[k + 2], f.below));
+      const by = this.g.bytes.items;
+      for (let k = this.g.bytes.start[f.state]; k < this.g.bytes.start[f.state + 1]; k += 3) if (byte >= by[k] && byte <= by[k + 1]) seeds.push(this.frame(by[k + 2], f.below));
     }
     const next = seeds.length > 0 ? this.close(seeds) : DEAD;
     this.stepBytes += 64 + 2 * next.key.length + 8 * next.tops.length + (known ? 0 : 2 * key.length);

@@ -35,16 +35,25 @@ const MAX_REPEATS = 8;
 const MAX_COUNT = 1000;
 const MAX_CODE_POINT = 0x10ffff;
 
+/**
+ * A list of numbers per state, packed into two typed arrays (a compiled grammar is data only, so it
+ * is handed between threads as a few buffers): state s's list is items[start[s]] .. items[start[s + 1] - 1].
+ */
+export interface StateLists {
+  readonly start: Int32Array;
+  readonly items: Int32Array;
+}
+
 /** A grammar compiled: per state its byte edges, empty moves and rule calls. */
 export interface CompiledGrammar {
   /** A process-wide number: masks of guides of the same grammar are shared. */
   readonly id: number;
   /** Per state: byte edges as flat [lo, hi, to] triples (inclusive byte range). */
-  readonly bytes: ReadonlyArray<readonly number[]>;
+  readonly bytes: StateLists;
   /** Per state: the states it moves to without a byte. */
-  readonly eps: ReadonlyArray<readonly number[]>;
+  readonly eps: StateLists;
   /** Per state: rule calls as flat [callee's start, return state] pairs. */
-  readonly calls: ReadonlyArray<readonly number[]>;
+  readonly calls: StateLists;
   /** Per state: 1 where it ends its rule (then the parse returns to the caller). */
   readonly ends: Uint8Array;
   /**
@@ -427,7 +436,7 @@ class Builder {
 
 let nextId = 1;
 /** Grammars kept compiled, each with its parses' frames and steps (grammar-guide.ts: up to about 16 MB). */
-const compiled = new TextCache<CompiledGrammar>(16);
+const compiled = new TextCache<CompiledGrammar>(16, 'grammar', (g) => ({ ...g, id: nextId++ }));
 
 /** Compile a GBNF grammar for guiding (kept by its text); GrammarError where it cannot guide a reply. */
 export function compileGrammar(text: string): CompiledGrammar {
@@ -452,13 +461,22 @@ function compile(text: string): CompiledGrammar {
   for (const f of b.finals) ends[f] = 1;
   return {
     id: nextId++,
-    bytes: b.bytes,
-    eps: b.eps,
-    calls: b.calls,
+    bytes: stateLists(b.bytes),
+    eps: stateLists(b.eps),
+    calls: stateLists(b.calls),
     ends,
     tail: tails(b, ends),
     start: b.starts[index.get('root')!],
   };
+}
+
+/** Per-state lists as StateLists. */
+function stateLists(lists: readonly (readonly number[])[]): StateLists {
+  const start = new Int32Array(lists.length + 1);
+  for (let s = 0; s < lists.length; s++) start[s + 1] = start[s] + lists[s].length;
+  const items = new Int32Array(start[lists.length]);
+  for (let s = 0; s < lists.length; s++) items.set(lists[s], start[s]);
+  return { start, items };
 }
 
 /** Lists of numbers per index, packed: list i is items[start[i]] .. items[start[i + 1] - 1]. `each` calls `add` for every (index, item), the same way both times it is called. */

@@ -667,7 +667,7 @@ function leftRecursion(c: Compiler): void {
 }
 
 /** Compiled schemas kept by their JSON text (the same schema in every request shares its masks). */
-const compiled = new TextCache<CompiledSchema>(64);
+const compiled = new TextCache<CompiledSchema>(64, 'json-schema', (c) => ({ ...c, id: nextId++ }));
 
 /** Compile a JSON schema for guided decoding; throws SchemaError where it is outside the subset. */
 export function compileJsonSchema(schema: unknown): CompiledSchema {

@@ -33,7 +33,7 @@ export function isLarkGrammar(text: string): boolean {
   return !text.split('\n').some((line) => line.replace(/(#|\/\/).*$/, '').includes('::='));
 }
 
-const translated = new TextCache<string>(16);
+const translated = new TextCache<string>(16, 'lark');
 
 /** A guided grammar compiled, written in GBNF or in Lark's syntax (translated first; what its GBNF cannot run is refused as that GBNF says). */
 export function compileGuideGrammar(text: string): CompiledGrammar {

@@ -16,7 +16,7 @@ export interface CompiledRegex {
 }
 
 let nextId = 1;
-const compiled = new TextCache<CompiledRegex>(64);
+const compiled = new TextCache<CompiledRegex>(64, 'regex', (r) => ({ ...r, id: nextId++ }));
 
 /** Compile a pattern for guiding (kept by its text); RegexError where it is outside the subset. */
 export function compileGuideRegex(pattern: string): CompiledRegex {

@@ -42,6 +42,7 @@ import { type SamplingOptions, tokenLogprobs } from '../model/sampling.js';
 import { type FinishReason, Sequence } from '../model/sequence.js';
 import type { Tokenizer } from '../model/tokenizer.js';
 import { ServeError } from './errors.js';
+import { GuideCompiler } from './guide-compiler.js';
 import { guideOf } from './reply-guide.js';
 import { memoryQuery, retrieveMemory } from './memory.js';
 import { type EngineMetrics, engineMetrics } from './metrics.js';
@@ -89,6 +90,12 @@ export interface EngineOptions {
   poolBudgetBytes?: number;
   /** Users' last conversations, to run a next turn's new tokens only; none: every prompt is prefilled whole. */
   prefixCache?: PrefixCache | null;
+  /**
+   * Compile requests' guides (JSON schemas, patterns, grammars, tools' calls) on a thread of their
+   * own (guide-compiler.ts), so that a large one holds up no decode step; off (the default), they
+   * compile on the serving thread as requests arrive. The server turns it on.
+   */
+  guideThread?: boolean;
   registry?: Registry;
   logger?: ServeLogger;
 }
@@ -197,6 +204,7 @@ export class Engine {
   /** Smoothed seconds per finished request, for Retry-After. */
   private serviceSeconds = 0.5;
   private poolStats = { unitWrites: 0, unitMoves: 0 };
+  private readonly guides: GuideCompiler | null;
 
   constructor(private readonly opts: EngineOptions) {
     this.model = opts.model;
@@ -226,6 +234,24 @@ export class Engine {
     this.leaser = opts.adapters
       ? new AdapterLeaser(this.db, opts.adapters, this.logger, (userId, from) => this.retireVersion(userId, from))
       : null;
+    this.guides = opts.guideThread
+      ? new GuideCompiler({
+          compiled: (ms) => this.m.guideCompileSeconds.observe(undefined, ms / 1000),
+          fellBack: (why) => {
+            this.m.guideCompileFallbacks.inc();
+            this.logger.warn('a guide compiles on the serving thread: the compile thread could not', { why });
+          },
+        })
+      : null;
+  }
+
+  /** Null where `req` can be queued now; else a promise settling once its guide is compiled off the serving thread (rejected where the guide is refused). */
+  private guideReady(req: ServeRequest): Promise<void> | null {
+    const ready = this.guides?.prepare(req) ?? null;
+    return ready?.catch((e: unknown) => {
+      if (e instanceof ServeError) this.m.rejected.inc({ code: e.code });
+      throw e;
+    }) ?? null;
   }
 
   /** Requests can be served (the server flips readiness on this). */
@@ -290,6 +316,11 @@ export class Engine {
 
   /** Generate the whole reply. Resolves with finishReason `cancelled` when `signal` aborts. */
   generate(req: ServeRequest, signal: AbortSignal): Promise<ServeResult> {
+    const ready = this.guideReady(req);
+    return ready ? ready.then(() => this.generateNow(req, signal)) : this.generateNow(req, signal);
+  }
+
+  private generateNow(req: ServeRequest, signal: AbortSignal): Promise<ServeResult> {
     return new Promise((resolve, reject) => {
       try {
         this.submit(req, signal, (ev) => {
@@ -308,6 +339,8 @@ export class Engine {
    * cancels the request.
    */
   async *stream(req: ServeRequest, signal: AbortSignal): AsyncGenerator<ServeEvent> {
+    const ready = this.guideReady(req);
+    if (ready) await ready;
     const ch = new Channel<ServeEvent>();
     const job = this.submit(req, signal, (ev) => {
       if (ev instanceof Error) ch.fail(ev);
@@ -437,6 +470,7 @@ export class Engine {
     for (const job of this.active.values()) job.aborted = true;
     this.wake();
     await this.running;
+    await this.guides?.close();
   }
 
   // -------------------------------------------------------------------------------------------

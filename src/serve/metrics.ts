@@ -25,6 +25,8 @@ export interface EngineMetrics {
   requestSeconds: Histogram;
   ttftSeconds: Histogram;
   queueSeconds: Histogram;
+  guideCompileSeconds: Histogram;
+  guideCompileFallbacks: Counter;
 }
 
 export function engineMetrics(reg: Registry, prefix = 'memlora_generate'): EngineMetrics {
@@ -47,5 +49,7 @@ export function engineMetrics(reg: Registry, prefix = 'memlora_generate'): Engin
     requestSeconds: reg.histogram(`${prefix}_request_seconds`, 'Request latency from arrival to the last token, seconds.', ['mode'], LATENCY_BUCKETS),
     ttftSeconds: reg.histogram(`${prefix}_ttft_seconds`, 'Time from arrival to the first token, seconds.', ['mode'], LATENCY_BUCKETS),
     queueSeconds: reg.histogram(`${prefix}_queue_seconds`, 'Time waiting for a batch row (and the adapter), seconds.', ['mode'], LATENCY_BUCKETS),
+    guideCompileSeconds: reg.histogram(`${prefix}_guide_compile_seconds`, "Time the guide-compile thread took to compile a request's guide (a JSON schema, pattern, grammar or tools' calls not compiled before), seconds; the request is queued after it.", [], STEP_BUCKETS),
+    guideCompileFallbacks: reg.counter(`${prefix}_guide_compile_fallbacks_total`, "Requests whose guide compiled on the serving thread because the guide-compile thread could not compile it."),
   };
 }

@@ -15,8 +15,22 @@ import { compileGuideRegex } from '../model/regex-guide.js';
 import { ServeError, type ServeErrorCode } from './errors.js';
 import type { ServeRequest, ToolCallGuide } from './types.js';
 
+/** What of a request its guide is made from. */
+export type GuideRequest = Pick<ServeRequest, 'responseFormat' | 'guidedRegex' | 'guidedGrammar' | 'guidedChoice' | 'toolCalls'>;
+
+/** The fields of `req` its guide is made from (data only: what a compile thread is sent). */
+export function guideRequestOf(req: ServeRequest): GuideRequest {
+  const { responseFormat, guidedRegex, guidedGrammar, guidedChoice, toolCalls } = req;
+  return { responseFormat, guidedRegex, guidedGrammar, guidedChoice, toolCalls };
+}
+
+/** Whether a request's guide compiles anything: a JSON schema, a pattern, a grammar or tools' calls. */
+export function guideCompiles(req: GuideRequest): boolean {
+  return req.responseFormat?.type === 'json_schema' || req.guidedRegex !== undefined || req.guidedGrammar !== undefined || req.toolCalls !== undefined;
+}
+
 /** The guide of a request's reply (none: free text). */
-export function guideOf(req: ServeRequest): GuideSpec | undefined {
+export function guideOf(req: GuideRequest): GuideSpec | undefined {
   const asked = askedGuideOf(req);
   const calls = req.toolCalls;
   if (!calls) return asked;
@@ -30,7 +44,7 @@ export function guideOf(req: ServeRequest): GuideSpec | undefined {
 }
 
 /** The guide the request asks for itself: JSON mode, a schema's documents, a pattern, a grammar, or a choice. */
-function askedGuideOf(req: ServeRequest): GuideSpec | undefined {
+function askedGuideOf(req: GuideRequest): GuideSpec | undefined {
   const format = req.responseFormat;
   if (format?.type === 'json_object') return { type: 'json_object' };
   if (format?.type === 'json_schema') {

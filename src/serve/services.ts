@@ -53,7 +53,7 @@ export interface ServeOptions {
   /** Serve adapters (default true). false: every request is served as if no user had one (the bench's baseline). */
   adapters?: boolean;
   /** Engine settings beyond the configuration (memory k, pool budget). */
-  engine?: Partial<Pick<EngineOptions, 'memoryItems' | 'poolBudgetBytes' | 'template'>>;
+  engine?: Partial<Pick<EngineOptions, 'memoryItems' | 'poolBudgetBytes' | 'template' | 'guideThread'>>;
   /** Prefix cache settings beyond MEMLORA_PREFIX_CACHE_BYTES (tests: a shorter minimum match). */
   prefixCache?: { minTokens?: number; perScope?: number };
   /** Options of the start-up consistency check; false skips it. Default: quick (no checksums), 60 s grace for writers. */
@@ -195,6 +195,8 @@ export async function createServeServices(setup: ServeSetup, opts: ServeOptions 
         scheduling: config.scheduling,
         maxBatch: config.maxBatch,
         prefixCache,
+        // Guides compile on a thread of their own, started by the first guided request that needs it.
+        guideThread: true,
         registry: metrics,
         logger,
         ...opts.engine,

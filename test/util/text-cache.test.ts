@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { TextCache } from '../../src/util/text-cache.js';
+import { TextCache, adoptUsed, peekKept, recordUsed } from '../../src/util/text-cache.js';
 
 describe('TextCache', () => {
   it('makes once per text, drops the oldest past its size, and keeps nothing whose making threw', () => {
@@ -15,5 +15,35 @@ describe('TextCache', () => {
     expect(made).toBe(4);
     expect(() => cache.get('x', () => { throw new Error('no'); })).toThrow('no');
     expect(cache.get('x', make('x')).text).toBe('x5');
+  });
+
+  it("records what named caches give (made or kept), peeks without making, and adopts another thread's values through the cache's adopt, never over a kept one", () => {
+    let ids = 0;
+    const a = new TextCache<{ id: number; text: string }>(4, 'test-a', (v) => ({ ...v, id: 100 + ids++ }));
+    const unnamed = new TextCache<string>(4);
+    const make = (text: string) => () => ({ id: ids++, text });
+    const kept = a.get('old', make('old'));
+    // Recorded: the make and the kept value alike (a thread whose cache kept a text still reports it), in order; unnamed caches not.
+    const { result, used } = recordUsed(() => [a.get('new', make('new')), a.get('old', make('old')), unnamed.get('u', () => 'u')]);
+    expect(result[1]).toBe(kept);
+    expect(used).toEqual([
+      { cache: 'test-a', text: 'new', value: result[0] },
+      { cache: 'test-a', text: 'old', value: kept },
+    ]);
+    // Peeking makes nothing: what is kept is given, a miss reports itself.
+    let made = 0;
+    expect(peekKept(() => a.get('old', () => ({ id: made++, text: 'x' })))).toEqual({ kept: true, result: kept });
+    expect(peekKept(() => [a.get('old', make('old')), a.get('missing', () => ({ id: made++, text: 'x' }))])).toEqual({ kept: false });
+    expect(made).toBe(0);
+    expect(peekKept(() => a.get('missing', make('missing')))).toEqual({ kept: false }); // still not kept
+    // Adopted: through adopt (a fresh id here), unless the text is kept; unknown cache names skipped.
+    adoptUsed([
+      { cache: 'test-a', text: 'from-thread', value: { id: 1, text: 'from-thread' } },
+      { cache: 'test-a', text: 'old', value: { id: 2, text: 'other' } },
+      { cache: 'no-such-cache', text: 'x', value: 1 },
+    ]);
+    expect(a.get('from-thread', () => { throw new Error('made again'); })).toEqual({ id: 102, text: 'from-thread' });
+    expect(a.get('old', make('old'))).toBe(kept);
+    expect(() => new TextCache<number>(1, 'test-a')).toThrow(/exists already/);
   });
 });

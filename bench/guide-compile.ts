@@ -1,0 +1,148 @@
+/**
+ * What a request with a new, large grammar costs the other users of the server: the serving thread's
+ * stalls while the grammar compiles, with guides compiled on the guide-compile thread (as the server
+ * runs, guide-compiler.ts) and on the serving thread (the engine's `guideThread: false`, as before).
+ * Two real engines (createServeServices, the default model, adapters off) in one process, each driven
+ * in interleaved slices by `--connections` clients streaming plain greedy replies of 32 tokens while
+ * one more client sends a guided request every `--every` ms, each with a grammar never seen before
+ * (200 rules of 300-byte literals: about 60,000 states, hundreds of ms to compile). Per engine: the
+ * longest and the 99th-percentile delay of the serving thread's event loop (perf_hooks), the plain
+ * rows' gaps between tokens (p50 / p99 / max), their tokens per second, and the guided requests' time
+ * to their reply; the ratios off/on are measured in one run.
+ *
+ *   npx tsx bench/guide-compile.ts [--rounds 4] [--seconds 6] [--connections 8] [--every 1000]
+ *
+ * Writes bench/results/guide-compile.json.
+ */
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { loadConfig, repoRoot } from '../src/config.js';
+import { openDb } from '../src/db/client.js';
+import { Registry } from '../src/metrics.js';
+import { type GenerationService, createServeServices } from '../src/serve/services.js';
+import type { ServeRequest } from '../src/serve/types.js';
+import { numberArg } from './args.js';
+import { runUnderServeFlags } from './in-process.js';
+
+runUnderServeFlags();
+const ROUNDS = numberArg('rounds', 4);
+const SECONDS = numberArg('seconds', 6);
+const CONNECTIONS = numberArg('connections', 8);
+const EVERY_MS = numberArg('every', 1000);
+const progress = (msg: string) => process.stderr.write(`${msg}\n`);
+
+const dir = mkdtempSync(join(tmpdir(), 'memlora-guide-compile-'));
+const config = { ...loadConfig({ MEMLORA_DATA_DIR: dir, MEMLORA_ADAPTER_DIR: join(dir, 'adapters'), MEMLORA_CACHE_RESTORE: 'off', MEMLORA_PREFIX_CACHE_BYTES: '0' }) };
+const logger = { info() {}, warn: (msg: string) => progress(`engine warning: ${msg}`), error: (msg: string) => progress(`engine error: ${msg}`) };
+type Phase = 'thread' | 'serving';
+async function engine(guideThread: boolean): Promise<GenerationService> {
+  const s = await createServeServices({ config, db: openDb(config.dbFile), metrics: new Registry(), logger }, { adapters: false, consistency: false, engine: { guideThread } });
+  if (!s?.generate || !(await s.loaded)) throw new Error(`no model at ${config.modelPath}`);
+  return s.generate;
+}
+const engines: Record<Phase, GenerationService> = { thread: await engine(true), serving: await engine(false) };
+
+let grammars = 0;
+/** A grammar never compiled before in this process. */
+function freshGrammar(): string {
+  const tag = `g${grammars++}`;
+  return ['root ::= ' + Array.from({ length: 200 }, (_, i) => `r${i}`).join(' | '), ...Array.from({ length: 200 }, (_, i) => `r${i} ::= "${tag} ${'abcdefghij'.repeat(30)}" [a-z]{1,8} "${i}"`)].join('\n');
+}
+const plain = (k: number): ServeRequest => ({ userId: `plain-${k}`, prompt: 'Once upon a time', maxTokens: 32, ignoreEos: true, temperature: 0, topP: 1, stop: [], stream: true, mode: 'vanilla' });
+
+interface Slice {
+  loopMaxMs: number;
+  loopP99Ms: number;
+  gaps: number[];
+  tokens: number;
+  guidedMs: number[];
+  seconds: number;
+}
+async function slice(phase: Phase): Promise<Slice> {
+  const g = engines[phase];
+  const gaps: number[] = [];
+  const guidedMs: number[] = [];
+  let tokens = 0;
+  let stop = false;
+  const client = async (k: number): Promise<void> => {
+    while (!stop) {
+      let last = 0;
+      for await (const ev of g.stream(plain(k), new AbortController().signal)) {
+        if (ev.type !== 'token') continue;
+        const t = performance.now();
+        if (last > 0 && !stop) gaps.push(t - last);
+        last = t;
+        if (!stop) tokens++;
+      }
+    }
+  };
+  const guided = async (): Promise<void> => {
+    while (!stop) {
+      await new Promise((r) => setTimeout(r, EVERY_MS));
+      if (stop) break;
+      const t = performance.now();
+      await g.generate({ ...plain(-1), userId: 'guided', stream: false, ignoreEos: false, maxTokens: 4, guidedGrammar: freshGrammar() }, new AbortController().signal);
+      guidedMs.push(performance.now() - t);
+    }
+  };
+  const clients = [...Array.from({ length: CONNECTIONS }, (_, k) => client(k)), guided()];
+  const h = monitorEventLoopDelay({ resolution: 1 });
+  h.enable();
+  const t0 = performance.now();
+  await new Promise((r) => setTimeout(r, SECONDS * 1000));
+  stop = true;
+  h.disable();
+  const seconds = (performance.now() - t0) / 1000;
+  await Promise.all(clients);
+  return { loopMaxMs: h.max / 1e6, loopP99Ms: h.percentile(99) / 1e6, gaps, tokens, guidedMs, seconds };
+}
+
+const pct = (xs: number[], p: number): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length ? s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] : Number.NaN;
+};
+const slices: Record<Phase, Slice[]> = { thread: [], serving: [] };
+for (let r = 0; r < ROUNDS; r++) {
+  for (const phase of (r % 2 === 0 ? ['thread', 'serving'] : ['serving', 'thread']) as Phase[]) {
+    const s = await slice(phase);
+    slices[phase].push(s);
+    progress(`round ${r + 1}/${ROUNDS} ${phase.padEnd(7)}: loop delay max ${s.loopMaxMs.toFixed(1)} ms, token gaps p99 ${pct(s.gaps, 99).toFixed(1)} ms, max ${Math.max(...s.gaps).toFixed(1)} ms, ${(s.tokens / s.seconds).toFixed(0)} tok/s, ${s.guidedMs.length} guided`);
+  }
+}
+const summary = (phase: Phase) => {
+  const ss = slices[phase];
+  const gaps = ss.flatMap((s) => s.gaps);
+  const guided = ss.flatMap((s) => s.guidedMs);
+  return {
+    loopDelayMaxMs: +Math.max(...ss.map((s) => s.loopMaxMs)).toFixed(1),
+    loopDelayP99Ms: +pct(ss.map((s) => s.loopP99Ms), 50).toFixed(1),
+    tokenGapP50Ms: +pct(gaps, 50).toFixed(2),
+    tokenGapP99Ms: +pct(gaps, 99).toFixed(1),
+    tokenGapMaxMs: +Math.max(...gaps).toFixed(1),
+    plainTokensPerS: +(ss.reduce((a, s) => a + s.tokens, 0) / ss.reduce((a, s) => a + s.seconds, 0)).toFixed(1),
+    guidedRequests: guided.length,
+    guidedP50Ms: +pct(guided, 50).toFixed(0),
+  };
+};
+const thread = summary('thread');
+const serving = summary('serving');
+const result = {
+  command: `npx tsx bench/guide-compile.ts --rounds ${ROUNDS} --seconds ${SECONDS} --connections ${CONNECTIONS} --every ${EVERY_MS}`,
+  date: new Date().toISOString().slice(0, 10),
+  note: 'serving: guides compiled on the serving thread (guideThread false); thread: on the guide-compile thread, as the server runs. Loop delay p99 is the median over slices.',
+  thread,
+  serving,
+  ratios: {
+    loopDelayMax: +(serving.loopDelayMaxMs / thread.loopDelayMaxMs).toFixed(2),
+    tokenGapP99: +(serving.tokenGapP99Ms / thread.tokenGapP99Ms).toFixed(2),
+    tokenGapMax: +(serving.tokenGapMaxMs / thread.tokenGapMaxMs).toFixed(2),
+    plainTokensPerS: +(thread.plainTokensPerS / serving.plainTokensPerS).toFixed(3),
+  },
+};
+console.log(JSON.stringify(result, null, 2));
+mkdirSync(join(repoRoot, 'bench', 'results'), { recursive: true });
+writeFileSync(join(repoRoot, 'bench', 'results', 'guide-compile.json'), `${JSON.stringify(result, null, 2)}\n`);
+rmSync(dir, { recursive: true, force: true });
+process.exit(0);
