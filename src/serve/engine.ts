@@ -241,7 +241,7 @@ export class Engine {
             this.m.guideCompileFallbacks.inc();
             this.logger.warn('a guide compiles on the serving thread: the compile thread could not', { why });
           },
-        })
+        }, opts.maxQueue)
       : null;
   }
 

@@ -32,17 +32,34 @@ export class GuideCompiler {
   private readonly pending = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
   private closed = false;
 
-  constructor(private readonly events: GuideCompileEvents = {}) {}
+  /**
+   * @param maxWaiting most requests waiting for the thread at once; past it a request is refused with
+   *   queue_full (429), as a full generation queue refuses it: guides waiting to compile hold their
+   *   requests outside that queue, and without a bound a client could pile up any number of them
+   */
+  constructor(
+    private readonly events: GuideCompileEvents = {},
+    private readonly maxWaiting = 256,
+  ) {}
 
   /**
    * Null where the request's arrival compiles nothing: no guide that compiles, or all of it kept
    * already. Else a promise that settles once the compile thread has compiled the guide and its
    * parts are kept here: rejected with the refusal its arrival would throw (unsupported_schema,
-   * unsupported_regex, unsupported_grammar); resolved also where the thread failed, leaving the
-   * compile to the arrival.
+   * unsupported_regex, unsupported_grammar), or with queue_full where `maxWaiting` requests wait for
+   * the thread already; resolved also where the thread failed, leaving the compile to the arrival.
    */
   prepare(req: ServeRequest): Promise<void> | null {
     if (this.closed || !guideCompiles(req) || peekKept(() => guideOf(req)).kept) return null;
+    if (this.pending.size >= this.maxWaiting) {
+      const retryAfterS = 1;
+      return Promise.reject(
+        new ServeError('queue_full', `${this.pending.size} requests are waiting for their guides to compile, the most allowed; retry in ${retryAfterS} s`, {
+          retryAfterS,
+          details: { compiling: this.pending.size, maxCompiling: this.maxWaiting, retryAfterS },
+        }),
+      );
+    }
     const id = this.nextId++;
     const msg: CompileRequest = { id, req: guideRequestOf(req) };
     return new Promise<void>((resolve, reject) => {

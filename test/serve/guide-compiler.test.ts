@@ -90,6 +90,21 @@ describe('GuideCompiler', () => {
     }
   });
 
+  it('refuses a request past `maxWaiting` waiting for the thread with queue_full and Retry-After; kept guides and guideless requests never wait', async () => {
+    const d = new GuideCompiler({}, 2);
+    const waiting = [d.prepare({ ...base, guidedGrammar: bigGrammar('w1') }), d.prepare({ ...base, guidedGrammar: bigGrammar('w2') })];
+    expect(waiting.every((p) => p !== null)).toBe(true);
+    const third = await d.prepare({ ...base, guidedGrammar: bigGrammar('w3') })!.then(() => null, (e: unknown) => e);
+    expect(third).toBeInstanceOf(ServeError);
+    expect(third).toMatchObject({ code: 'queue_full', retryAfterS: 1, details: { compiling: 2, maxCompiling: 2 } });
+    expect(d.prepare(base)).toBeNull();
+    await Promise.all(waiting);
+    expect(d.prepare({ ...base, guidedGrammar: bigGrammar('w1') })).toBeNull(); // kept now
+    await d.prepare({ ...base, guidedGrammar: bigGrammar('w3') }); // room again
+    expect(kept({ ...base, guidedGrammar: bigGrammar('w3') })).toBe(true);
+    await d.close();
+  });
+
   it('where the thread dies mid-compile, the guide is left to the arrival (reported), and the next guide starts a fresh thread', async () => {
     const why: string[] = [];
     const d = new GuideCompiler({ fellBack: (w) => why.push(w) });
