@@ -1,6 +1,7 @@
 /**
  * The adapter-load thread: reads, verifies and decodes adapters with the store and hands the tensors
- * back by transfer (no copy). It exists because the serving thread is busy inside ONNX Runtime for
+ * back by transfer (no copy); and an operator's uploaded adapter is checked, encoded and written
+ * here (adapter-upload.ts), so that none of that runs on the serving thread either. It exists because the serving thread is busy inside ONNX Runtime for
  * most of each decode step; a load there is a chain of small fs operations that advances only
  * between steps, which made a 2 MB load take ~100 ms under load instead of ~2 ms.
  */
@@ -8,6 +9,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import type { Adapter } from '../lora/adapter.js';
 import type { AdapterModel } from '../lora/format.js';
 import { AdapterStore, type VerifyMode } from '../lora/store.js';
+import { type UploadedAdapter, uploadAdapter } from './adapter-upload.js';
 
 export interface LoadRequest {
   id: number;
@@ -16,9 +18,21 @@ export interface LoadRequest {
   userId: string;
 }
 
+/** An uploaded adapter to check and write as `userId`'s new version's files (uploadAdapter). */
+export interface UploadRequest {
+  id: number;
+  upload: { userId: string; weights: Uint8Array; peftConfig?: Uint8Array };
+}
+
 export type LoadReply =
   | { id: number; ok: true; adapter: Adapter }
+  | { id: number; ok: true; uploaded: UploadedAdapter }
   | { id: number; ok: false; error: { name: string; code?: string; message: string; details?: unknown } };
+
+const failed = (id: number, e: unknown): LoadReply => {
+  const err = e as Error & { code?: string; details?: unknown };
+  return { id, ok: false, error: { name: err?.name ?? 'Error', code: err?.code, message: err?.message ?? String(e), details: err?.details } };
+};
 
 /** What the thread posts once, first: its modules are imported and its store built, so a read is answered at once. */
 export interface LoadReady {
@@ -31,14 +45,20 @@ const store = new AdapterStore(data.root, data.model, { verify: data.verify });
 // Loads run one at a time with blocking file calls (store.readSync): this thread has nothing else to
 // do, and a dozen small asynchronous file operations per load cost more in thread-pool round trips
 // than the reads themselves.
-parentPort!.on('message', (req: LoadRequest) => {
+parentPort!.on('message', (req: LoadRequest | UploadRequest) => {
+  if ('upload' in req) {
+    const { userId, weights, peftConfig } = req.upload;
+    uploadAdapter(store, userId, weights, peftConfig).then(
+      (uploaded) => parentPort!.postMessage({ id: req.id, ok: true, uploaded } satisfies LoadReply),
+      (e: unknown) => parentPort!.postMessage(failed(req.id, e)),
+    );
+    return;
+  }
   let adapter: Adapter;
   try {
     adapter = store.readSync(req.path, req.sha256, { userId: req.userId });
   } catch (e) {
-    const err = e as Error & { code?: string; details?: unknown };
-    const reply: LoadReply = { id: req.id, ok: false, error: { name: err?.name ?? 'Error', code: err?.code, message: err?.message ?? String(e), details: err?.details } };
-    parentPort!.postMessage(reply);
+    parentPort!.postMessage(failed(req.id, e));
     return;
   }
   const buffers = [...new Set(adapter.pairs.flatMap((p) => [p.A.buffer, p.B.buffer]))] as ArrayBuffer[];

@@ -1,14 +1,17 @@
 /**
  * Adapter loads off the serving thread: the same `read(path, sha256, {userId})` as AdapterStore,
  * answered by a worker thread (load-worker.ts) that owns its own store. Errors come back as
- * AdapterStoreError with their code, so callers handle them as they would the store's.
+ * AdapterStoreError with their code, so callers handle them as they would the store's. An
+ * operator's upload is checked and written by the same thread (`upload`, as uploadAdapter).
  */
 import type { Worker } from 'node:worker_threads';
 import type { Adapter } from '../lora/adapter.js';
 import type { AdapterModel } from '../lora/format.js';
 import { AdapterStoreError, type AdapterStoreErrorCode, type ReadOptions, type VerifyMode } from '../lora/store.js';
 import { spawnModuleWorker } from '../util/module-worker.js';
-import type { LoadReady, LoadReply, LoadRequest } from './load-worker.js';
+import type { UploadedAdapter } from './adapter-upload.js';
+import { ServeError, type ServeErrorCode } from './errors.js';
+import type { LoadReady, LoadReply, LoadRequest, UploadRequest } from './load-worker.js';
 
 export interface AdapterReader {
   read(path: string, sha256: string, options?: ReadOptions): Promise<Adapter>;
@@ -21,7 +24,7 @@ export class WorkerAdapterLoader implements AdapterReader {
   /** Settles when the current thread has booted (its modules imported): rejected if it fails first. */
   private booted: Promise<void> | null = null;
   private nextId = 1;
-  private readonly pending = new Map<number, { resolve: (a: Adapter) => void; reject: (e: Error) => void }>();
+  private readonly pending = new Map<number, { resolve: (v: Adapter | UploadedAdapter) => void; reject: (e: Error) => void }>();
   private closed = false;
 
   constructor(
@@ -36,8 +39,25 @@ export class WorkerAdapterLoader implements AdapterReader {
     const id = this.nextId++;
     const req: LoadRequest = { id, path, sha256, userId: options.userId };
     return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
+      this.pending.set(id, { resolve: resolve as (v: Adapter | UploadedAdapter) => void, reject });
       this.ensure().postMessage(req);
+    });
+  }
+
+  /**
+   * An uploaded adapter checked and written as `userId`'s new version's files, as uploadAdapter does
+   * it (its refusals come back as the same ServeErrors, a failed write as AdapterStoreError), on the
+   * load thread. The buffers of `weights` and `peftConfig` are handed to the thread where they are
+   * whole (no copy): the caller must not use them afterwards.
+   */
+  upload(userId: string, weights: Uint8Array, peftConfig?: Uint8Array): Promise<UploadedAdapter> {
+    if (this.closed) return Promise.reject(new AdapterStoreError('adapter_io', 'the adapter loader is closed'));
+    const id = this.nextId++;
+    const msg: UploadRequest = { id, upload: { userId, weights, ...(peftConfig ? { peftConfig } : {}) } };
+    const whole = [weights, peftConfig].filter((b): b is Uint8Array => b !== undefined && b.byteOffset === 0 && b.byteLength === b.buffer.byteLength).map((b) => b.buffer as ArrayBuffer);
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve: resolve as (v: Adapter | UploadedAdapter) => void, reject });
+      this.ensure().postMessage(msg, [...new Set(whole)]);
     });
   }
 
@@ -72,7 +92,8 @@ export class WorkerAdapterLoader implements AdapterReader {
       const p = this.pending.get(reply.id);
       if (!p) return;
       this.pending.delete(reply.id);
-      if (reply.ok) p.resolve(reply.adapter);
+      if (reply.ok) p.resolve('adapter' in reply ? reply.adapter : reply.uploaded);
+      else if (reply.error.name === 'ServeError') p.reject(new ServeError(reply.error.code as ServeErrorCode, reply.error.message, { details: reply.error.details }));
       else p.reject(new AdapterStoreError((reply.error.code ?? 'adapter_io') as AdapterStoreErrorCode, reply.error.message, reply.error.details as Record<string, unknown> | undefined));
     });
     const fail = (why: string) => {

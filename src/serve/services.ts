@@ -23,7 +23,7 @@ import { loadTokenizer } from '../model/tokenizer.js';
 import { Engine, type EngineOptions } from './engine.js';
 import { WorkerAdapterLoader } from './loader.js';
 import { ServeError } from './errors.js';
-import { type UploadedAdapter, uploadAdapter } from './adapter-upload.js';
+import type { UploadedAdapter } from './adapter-upload.js';
 import type { QueueReport, ScoreRequest, ScoreResult, ServeEvent, ServeLogger, ServeRequest, ServeResult, TokenizeRequest, TokenizeResult } from './types.js';
 import type { WarmReport } from './warm.js';
 import { type CacheContents, type CacheCurve, type CacheDrop, cacheContents, cacheCurve, dropCached } from './cache-admin.js';
@@ -351,7 +351,8 @@ export async function createServeServices(setup: ServeSetup, opts: ServeOptions 
         return checked;
       },
       readFile: (row, file) => store.readFile(row.filePath, file, row.sha256, { userId: row.userId }),
-      importAdapter: (userId, weights, peftConfig) => uploadAdapter(store, userId, weights, peftConfig),
+      // Checked, encoded and written on the load thread, not the serving thread.
+      importAdapter: (userId, weights, peftConfig) => reader.upload(userId, weights, peftConfig),
       maxImportBytes: maxAdapterWeightsBytes(store.model.config),
     },
   };

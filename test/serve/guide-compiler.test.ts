@@ -65,6 +65,12 @@ describe('GuideCompiler', () => {
       ids.add(idOf(adopted)).add(idOf(here));
     }
     expect(ids.size).toBe(2 * cases.length - 1); // masks are cached by id: every compile has its own
+    // Two requests with the same new grammar at once: both wait, and both find the one compile kept.
+    const twice = { ...base, guidedGrammar: 'root ::= "twice" [0-9]' };
+    const both = [c.prepare(twice), c.prepare({ ...twice })];
+    expect(both.every((p) => p !== null)).toBe(true);
+    await Promise.all(both);
+    expect(idOf(guideOf(twice))).toBe(idOf(guideOf({ ...twice })));
     expect(c.prepare(base)).toBeNull(); // nothing to compile
     expect(c.prepare({ ...base, guidedChoice: ['yes', 'no'] })).toBeNull();
   });

@@ -1,7 +1,10 @@
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { encodeAdapter } from '../../src/lora/format.js';
 import { AdapterStoreError } from '../../src/lora/store.js';
+import { uploadAdapter } from '../../src/serve/adapter-upload.js';
+import { ServeError } from '../../src/serve/errors.js';
 import { WorkerAdapterLoader } from '../../src/serve/loader.js';
 import { makeServeFixture, randomStoredAdapter } from './fixtures.js';
 
@@ -66,6 +69,33 @@ describe('WorkerAdapterLoader', () => {
     expect(l.threadId).not.toBeNull();
     expect(l.threadId).not.toBe(first);
     await l.close();
+  });
+
+  it("checks and writes an upload on its thread as uploadAdapter does here: the same files and checksum, the same refusals; the upload's buffer is handed over, not copied", async () => {
+    const a = randomStoredAdapter(f.cfg, [0, 2], 2, 4);
+    const weights = encodeAdapter(a, f.store.model).weights;
+    const here = await uploadAdapter(f.store, 'up', weights.slice());
+    const sent = weights.slice();
+    const there = await loader.upload('up', sent);
+    expect(sent.byteLength).toBe(0); // transferred to the thread
+    expect(there).toMatchObject({ sha256: here.sha256, bytes: here.bytes, config: here.config, source: 'memlora' });
+    expect(there.path).not.toBe(here.path);
+    expect(there.path.startsWith(here.path.split('/')[0])).toBe(true); // the user's directory
+    for (const file of ['adapter_model.safetensors', 'adapter_config.json']) expect(readFileSync(join(f.store.root, there.path, file))).toEqual(readFileSync(join(f.store.root, here.path, file)));
+    expect((await f.store.read(there.path, there.sha256, { userId: 'up' })).spec).toEqual(a.spec);
+    // Refused as here: with the ServeError's code and details; nothing written.
+    const broken = weights.slice(0, 100);
+    const refusedHere = (await uploadAdapter(f.store, 'up', broken.slice()).then(() => null, (e: unknown) => e)) as ServeError;
+    const refusedThere = await loader.upload('up', broken.slice()).catch((e: unknown) => e);
+    expect(refusedHere).toBeInstanceOf(ServeError);
+    expect(refusedThere).toBeInstanceOf(ServeError);
+    expect(refusedThere).toMatchObject({ code: refusedHere.code, message: refusedHere.message, details: refusedHere.details });
+    // A view on a larger buffer is copied, and stays the caller's.
+    const view = new Uint8Array(weights.byteLength + 8);
+    view.set(weights, 8);
+    const part = view.subarray(8);
+    expect((await loader.upload('up', part)).sha256).toBe(here.sha256);
+    expect(part.byteLength).toBe(weights.byteLength);
   });
 
   it('refuses reads after close', async () => {

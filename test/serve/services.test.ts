@@ -10,6 +10,7 @@ import { createAdapterVersion, getAdapterVersion } from '../../src/db/queries/ad
 import { createUser, deleteUser } from '../../src/db/queries/users.js';
 import { memoryLogger } from '../../src/http/logger.js';
 import { adapterKey } from '../../src/lora/cache.js';
+import { encodeAdapter } from '../../src/lora/format.js';
 import { AdapterStore } from '../../src/lora/store.js';
 import { Registry } from '../../src/metrics.js';
 import { CACHE_SNAPSHOT_FILE, readCacheSnapshot } from '../../src/serve/cache-snapshot.js';
@@ -81,6 +82,12 @@ describe('createServeServices', () => {
     expect((await svc.generate!.generate(req('alice', { maxTokens: 3 }), never())).text).toBe('qqq');
     expect(svc.reader!.threadId).toBe(thread);
     expect(svc.cache!.has(adapterKey('alice', 1))).toBe(true);
+    // An operator's upload is checked and written on the load thread: its buffer is handed over there.
+    const upload = encodeAdapter(forcingAdapter(md.cfg, md.weights, tokenOf(md.tokenizer, 'z')), store.model).weights;
+    const uploaded = await svc.adapterFiles.importAdapter!('ghost', upload);
+    expect(upload.byteLength).toBe(0);
+    expect(svc.reader!.threadId).toBe(thread);
+    expect((await store.read(uploaded.path, uploaded.sha256, { userId: 'ghost' })).spec).toMatchObject({ n: 1 });
 
     expect(await svc.adapterFiles.removeUserAdapters('alice')).toMatchObject({ files: 3 });
     expect(svc.cache!.has(adapterKey('alice', 1))).toBe(false);

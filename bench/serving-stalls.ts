@@ -1,18 +1,22 @@
 /**
- * What a request with a new, large grammar costs the other users of the server: the serving thread's
- * stalls while the grammar compiles, with guides compiled on the guide-compile thread (as the server
- * runs, guide-compiler.ts) and on the serving thread (the engine's `guideThread: false`, as before).
+ * What other users of the server pay while it does work that is not a decode step: the serving
+ * thread's stalls while a new, large grammar compiles (`--what grammar`) or while an operator's
+ * adapter upload is checked, encoded and written (`--what upload`), with that work on its own thread
+ * (as the server runs: the guide-compile thread, guide-compiler.ts; the load thread, loader.ts) and
+ * on the serving thread (as before: the engine's `guideThread: false`; uploadAdapter called here).
  * Two real engines (createServeServices, the default model, adapters off) in one process, each driven
  * in interleaved slices by `--connections` clients streaming plain greedy replies of 32 tokens while
- * one more client sends a guided request every `--every` ms, each with a grammar never seen before
- * (200 rules of 300-byte literals: about 60,000 states, hundreds of ms to compile). Per engine: the
- * longest and the 99th-percentile delay of the serving thread's event loop (perf_hooks), the plain
- * rows' gaps between tokens (p50 / p99 / max), their tokens per second, and the guided requests' time
- * to their reply; the ratios off/on are measured in one run.
+ * one more client, every `--every` ms, sends a guided request with a grammar never seen before (200
+ * rules of 300-byte literals: about 60,000 states, hundreds of ms to compile), or uploads an adapter
+ * of rank 384 on all six layers (23.6 MB, the largest an upload may be; its bytes copied before the
+ * slice, as a request body arrives before the upload starts). Per engine: the longest and the
+ * 99th-percentile delay of the serving thread's event loop (perf_hooks), the plain rows' gaps between
+ * tokens (p50 / p99 / max), their tokens per second, and the intrusions' own time; the ratios
+ * serving/thread are measured in one run.
  *
- *   npx tsx bench/guide-compile.ts [--rounds 4] [--seconds 6] [--connections 8] [--every 1000]
+ *   npx tsx bench/serving-stalls.ts [--what grammar|upload] [--rounds 4] [--seconds 6] [--connections 8] [--every 1000]
  *
- * Writes bench/results/guide-compile.json.
+ * Writes bench/results/serving-stalls-<what>.json.
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -21,9 +25,14 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { loadConfig, repoRoot } from '../src/config.js';
 import { openDb } from '../src/db/client.js';
 import { Registry } from '../src/metrics.js';
-import { type GenerationService, createServeServices } from '../src/serve/services.js';
+import { initAdapter } from '../src/lora/adapter.js';
+import { encodeAdapter } from '../src/lora/format.js';
+import { readHfConfig } from '../src/model/import.js';
+import { loraTargets } from '../src/model/weights.js';
+import { uploadAdapter } from '../src/serve/adapter-upload.js';
+import { type ServeServices, createServeServices } from '../src/serve/services.js';
 import type { ServeRequest } from '../src/serve/types.js';
-import { numberArg } from './args.js';
+import { numberArg, stringArg } from './args.js';
 import { runUnderServeFlags } from './in-process.js';
 
 runUnderServeFlags();
@@ -31,18 +40,22 @@ const ROUNDS = numberArg('rounds', 4);
 const SECONDS = numberArg('seconds', 6);
 const CONNECTIONS = numberArg('connections', 8);
 const EVERY_MS = numberArg('every', 1000);
+const WHAT = stringArg('what', 'grammar');
+if (WHAT !== 'grammar' && WHAT !== 'upload') throw new Error(`--what is grammar or upload, got ${WHAT}`);
 const progress = (msg: string) => process.stderr.write(`${msg}\n`);
 
 const dir = mkdtempSync(join(tmpdir(), 'memlora-guide-compile-'));
 const config = { ...loadConfig({ MEMLORA_DATA_DIR: dir, MEMLORA_ADAPTER_DIR: join(dir, 'adapters'), MEMLORA_CACHE_RESTORE: 'off', MEMLORA_PREFIX_CACHE_BYTES: '0' }) };
 const logger = { info() {}, warn: (msg: string) => progress(`engine warning: ${msg}`), error: (msg: string) => progress(`engine error: ${msg}`) };
 type Phase = 'thread' | 'serving';
-async function engine(guideThread: boolean): Promise<GenerationService> {
+async function engine(guideThread: boolean): Promise<ServeServices> {
   const s = await createServeServices({ config, db: openDb(config.dbFile), metrics: new Registry(), logger }, { adapters: false, consistency: false, engine: { guideThread } });
   if (!s?.generate || !(await s.loaded)) throw new Error(`no model at ${config.modelPath}`);
-  return s.generate;
+  return s;
 }
-const engines: Record<Phase, GenerationService> = { thread: await engine(true), serving: await engine(false) };
+const engines: Record<Phase, ServeServices> = { thread: await engine(true), serving: await engine(false) };
+const cfg = readHfConfig(config.modelPath);
+const upload = encodeAdapter(initAdapter({ layers: Array(cfg.nLayers).fill(true), n: 4, r: 96 }, loraTargets(cfg), 1), engines.thread.store!.model).weights;
 
 let grammars = 0;
 /** A grammar never compiled before in this process. */
@@ -61,9 +74,22 @@ interface Slice {
   seconds: number;
 }
 async function slice(phase: Phase): Promise<Slice> {
-  const g = engines[phase];
+  const svc = engines[phase];
+  const g = svc.generate!;
+  // The upload's body, copied before the slice (a request's body arrives before its upload starts).
+  const bodies = WHAT === 'upload' ? Array.from({ length: Math.ceil((SECONDS * 1000) / EVERY_MS) + 1 }, () => upload.slice()) : [];
+  /** One intrusion: a guided request with a new grammar, or an upload (its files removed after). */
+  const intrude = async (): Promise<void> => {
+    if (WHAT === 'grammar') {
+      await g.generate({ ...plain(-1), userId: 'guided', stream: false, ignoreEos: false, maxTokens: 4, guidedGrammar: freshGrammar() }, new AbortController().signal);
+      return;
+    }
+    const body = bodies.pop()!;
+    const written = phase === 'thread' ? await svc.reader!.upload('uploader', body) : await uploadAdapter(svc.store!, 'uploader', body);
+    rmSync(join(svc.store!.root, written.path), { recursive: true, force: true });
+  };
   const gaps: number[] = [];
-  const guidedMs: number[] = [];
+  const guidedMs: number[] = []; // each intrusion's own time
   let tokens = 0;
   let stop = false;
   const client = async (k: number): Promise<void> => {
@@ -83,7 +109,7 @@ async function slice(phase: Phase): Promise<Slice> {
       await new Promise((r) => setTimeout(r, EVERY_MS));
       if (stop) break;
       const t = performance.now();
-      await g.generate({ ...plain(-1), userId: 'guided', stream: false, ignoreEos: false, maxTokens: 4, guidedGrammar: freshGrammar() }, new AbortController().signal);
+      await intrude();
       guidedMs.push(performance.now() - t);
     }
   };
@@ -108,7 +134,7 @@ for (let r = 0; r < ROUNDS; r++) {
   for (const phase of (r % 2 === 0 ? ['thread', 'serving'] : ['serving', 'thread']) as Phase[]) {
     const s = await slice(phase);
     slices[phase].push(s);
-    progress(`round ${r + 1}/${ROUNDS} ${phase.padEnd(7)}: loop delay max ${s.loopMaxMs.toFixed(1)} ms, token gaps p99 ${pct(s.gaps, 99).toFixed(1)} ms, max ${Math.max(...s.gaps).toFixed(1)} ms, ${(s.tokens / s.seconds).toFixed(0)} tok/s, ${s.guidedMs.length} guided`);
+    progress(`round ${r + 1}/${ROUNDS} ${phase.padEnd(7)}: loop delay max ${s.loopMaxMs.toFixed(1)} ms, token gaps p99 ${pct(s.gaps, 99).toFixed(1)} ms, max ${Math.max(...s.gaps).toFixed(1)} ms, ${(s.tokens / s.seconds).toFixed(0)} tok/s, ${s.guidedMs.length} ${WHAT === 'grammar' ? 'guided requests' : 'uploads'}`);
   }
 }
 const summary = (phase: Phase) => {
@@ -122,16 +148,19 @@ const summary = (phase: Phase) => {
     tokenGapP99Ms: +pct(gaps, 99).toFixed(1),
     tokenGapMaxMs: +Math.max(...gaps).toFixed(1),
     plainTokensPerS: +(ss.reduce((a, s) => a + s.tokens, 0) / ss.reduce((a, s) => a + s.seconds, 0)).toFixed(1),
-    guidedRequests: guided.length,
-    guidedP50Ms: +pct(guided, 50).toFixed(0),
+    intrusions: guided.length,
+    intrusionP50Ms: +pct(guided, 50).toFixed(0),
   };
 };
 const thread = summary('thread');
 const serving = summary('serving');
 const result = {
-  command: `npx tsx bench/guide-compile.ts --rounds ${ROUNDS} --seconds ${SECONDS} --connections ${CONNECTIONS} --every ${EVERY_MS}`,
+  command: `npx tsx bench/serving-stalls.ts --what ${WHAT} --rounds ${ROUNDS} --seconds ${SECONDS} --connections ${CONNECTIONS} --every ${EVERY_MS}`,
   date: new Date().toISOString().slice(0, 10),
-  note: 'serving: guides compiled on the serving thread (guideThread false); thread: on the guide-compile thread, as the server runs. Loop delay p99 is the median over slices.',
+  note:
+    WHAT === 'grammar'
+      ? 'serving: guides compiled on the serving thread (guideThread false); thread: on the guide-compile thread, as the server runs. Intrusion: a guided request with a new grammar, its time to the reply. Loop delay p99 is the median over slices.'
+      : "serving: uploads checked, encoded and written on the serving thread (uploadAdapter); thread: on the load thread (the loader's upload), as the server runs. Intrusion: a 23.6 MB upload, its time until written. Loop delay p99 is the median over slices.",
   thread,
   serving,
   ratios: {
@@ -143,6 +172,6 @@ const result = {
 };
 console.log(JSON.stringify(result, null, 2));
 mkdirSync(join(repoRoot, 'bench', 'results'), { recursive: true });
-writeFileSync(join(repoRoot, 'bench', 'results', 'guide-compile.json'), `${JSON.stringify(result, null, 2)}\n`);
+writeFileSync(join(repoRoot, 'bench', 'results', `serving-stalls-${WHAT}.json`), `${JSON.stringify(result, null, 2)}\n`);
 rmSync(dir, { recursive: true, force: true });
 process.exit(0);
