@@ -118,7 +118,7 @@ describe('GuideCompiler', () => {
     const first = d.threadId;
     const r = { ...base, guidedGrammar: bigGrammar('dies') };
     const ready = d.prepare(r)!;
-    await (d as unknown as { worker: Worker }).worker.terminate();
+    await (d as unknown as { worker: Worker }).worker.terminate(); // as a crash would end it
     await ready; // resolved, not rejected: the arrival compiles it
     expect(why).toEqual([expect.stringMatching(/exited/)]);
     expect(kept(r)).toBe(false);

@@ -61,8 +61,8 @@ describe('WorkerAdapterLoader', () => {
     const l = new WorkerAdapterLoader(f.store.root, f.store.model);
     await l.start();
     const first = l.threadId;
-    // @ts-expect-error: the private thread, ended from outside as a crash would end it
-    await (l.worker as import('node:worker_threads').Worker).terminate();
+    // The private thread, ended from outside as a crash would end it.
+    await (l as unknown as { worker: import('node:worker_threads').Worker }).worker.terminate();
     await new Promise((r) => setImmediate(r));
     expect(l.threadId).toBeNull();
     await l.start();
