@@ -46,6 +46,8 @@ export interface SearchOptions {
   budget?: number;
   /** Wall-clock budget of this call: no new trial starts after it (a running one finishes). */
   timeBudgetMs?: number;
+  /** The clock, in milliseconds (default performance.now; tests give their own, so that time budgets are exact). */
+  now?: () => number;
   /** Trials before BO starts, warm-start trials included (default 8; the paper used 100). */
   initialPoints?: number;
   /** Configurations proposed per BO iteration (default 1). */
@@ -164,7 +166,8 @@ export async function runSearch(opts: SearchOptions): Promise<SearchResult> {
   const maxFailures = opts.maxConsecutiveFailures ?? 3;
   const signal = opts.signal ?? new AbortController().signal;
   const emit = (e: SearchProgress) => opts.onProgress?.(e);
-  const t0 = performance.now();
+  const now = opts.now ?? (() => performance.now());
+  const t0 = now();
 
   const trials = (await store.load()).sort((a, b) => a.index - b.index);
   for (const t of trials) {
@@ -201,14 +204,14 @@ export async function runSearch(opts: SearchOptions): Promise<SearchResult> {
     const index = trials.length === 0 ? 0 : trials[trials.length - 1].index + 1;
     const key = space.key(config);
     const startedAt = new Date().toISOString();
-    const start = performance.now();
+    const start = now();
     let trial: Trial;
     try {
       const res = await evaluate(config, { trialIndex: index, phase, signal });
       if (!Number.isFinite(res.loss) || !Number.isFinite(res.rougeL)) {
         throw new SearchError('nonfinite_objective', `evaluator returned loss=${res.loss}, rougeL=${res.rougeL}`, { loss: res.loss, rougeL: res.rougeL });
       }
-      trial = { index, key, config, phase, status: 'ok', loss: res.loss, rougeL: res.rougeL, startedAt, durationMs: performance.now() - start };
+      trial = { index, key, config, phase, status: 'ok', loss: res.loss, rougeL: res.rougeL, startedAt, durationMs: now() - start };
       if (res.cost) trial.cost = { ...res.cost };
       consecutiveFailures = 0;
     } catch (e) {
@@ -216,7 +219,7 @@ export async function runSearch(opts: SearchOptions): Promise<SearchResult> {
         stopReason = 'aborted';
         return;
       }
-      trial = { index, key, config, phase, status: 'failed', loss: null, rougeL: null, error: errorMessage(e), startedAt, durationMs: performance.now() - start };
+      trial = { index, key, config, phase, status: 'failed', loss: null, rougeL: null, error: errorMessage(e), startedAt, durationMs: now() - start };
       consecutiveFailures++;
     }
     if (acquisition !== undefined) trial.acquisition = acquisition;
@@ -233,7 +236,7 @@ export async function runSearch(opts: SearchOptions): Promise<SearchResult> {
       best: ok.length ? { loss: Math.min(...ok.map((t) => t.loss)), rougeL: Math.max(...ok.map((t) => t.rougeL)) } : null,
       hypervolume: ref ? hypervolumeOf(trials, ref) : 0,
       frontSize: paretoTrials(trials).length,
-      elapsedMs: performance.now() - t0,
+      elapsedMs: now() - t0,
     });
     if (consecutiveFailures >= maxFailures) {
       throw new SearchError('evaluation_failed', `${consecutiveFailures} evaluations failed in a row; last: ${trial.error}`, { lastTrial: trial });
@@ -244,7 +247,7 @@ export async function runSearch(opts: SearchOptions): Promise<SearchResult> {
     if (stopReason) return stopReason;
     if (signal.aborted) return 'aborted';
     if (trials.length >= budget) return 'budget';
-    if (opts.timeBudgetMs !== undefined && performance.now() - t0 >= opts.timeBudgetMs) return 'time';
+    if (opts.timeBudgetMs !== undefined && now() - t0 >= opts.timeBudgetMs) return 'time';
     return null;
   };
 
