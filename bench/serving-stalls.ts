@@ -3,13 +3,14 @@
  * thread's stalls while a new, large grammar compiles (`--what grammar`) or while an operator's
  * adapter upload is checked, encoded and written (`--what upload`), with that work on its own thread
  * (as the server runs: the guide-compile thread, guide-compiler.ts; the load thread, loader.ts) and
- * on the serving thread (as before: the engine's `guideThread: false`; uploadAdapter called here).
+ * on the serving thread (as before: the engine's `guideThread: false`; uploadAdapterBody called here).
  * Two real engines (createServeServices, the default model, adapters off) in one process, each driven
  * in interleaved slices by `--connections` clients streaming plain greedy replies of 32 tokens while
  * one more client, every `--every` ms, sends a guided request with a grammar never seen before (200
  * rules of 300-byte literals: about 60,000 states, hundreds of ms to compile), or uploads an adapter
- * of rank 384 on all six layers (23.6 MB, the largest an upload may be; its bytes copied before the
- * slice, as a request body arrives before the upload starts). Per engine: the longest and the
+ * of rank 384 on all six layers (23.6 MB, about the largest an upload may be) as multipart/form-data,
+ * as a PEFT client sends it (its bytes copied before the slice, as a request body arrives before the
+ * upload starts). Per engine: the longest and the
  * 99th-percentile delay of the serving thread's event loop (perf_hooks), the plain rows' gaps between
  * tokens (p50 / p99 / max), their tokens per second, and the intrusions' own time; the ratios
  * serving/thread are measured in one run.
@@ -29,7 +30,7 @@ import { initAdapter } from '../src/lora/adapter.js';
 import { encodeAdapter } from '../src/lora/format.js';
 import { readHfConfig } from '../src/model/import.js';
 import { loraTargets } from '../src/model/weights.js';
-import { uploadAdapter } from '../src/serve/adapter-upload.js';
+import { uploadAdapterBody } from '../src/serve/adapter-upload.js';
 import { type ServeServices, createServeServices } from '../src/serve/services.js';
 import type { ServeRequest } from '../src/serve/types.js';
 import { numberArg, stringArg } from './args.js';
@@ -55,7 +56,11 @@ async function engine(guideThread: boolean): Promise<ServeServices> {
 }
 const engines: Record<Phase, ServeServices> = { thread: await engine(true), serving: await engine(false) };
 const cfg = readHfConfig(config.modelPath);
-const upload = encodeAdapter(initAdapter({ layers: Array(cfg.nLayers).fill(true), n: 4, r: 96 }, loraTargets(cfg), 1), engines.thread.store!.model).weights;
+// The upload as a PEFT-style client sends it: multipart/form-data.
+const form = new FormData();
+form.append('adapter_model.safetensors', new Blob([encodeAdapter(initAdapter({ layers: Array(cfg.nLayers).fill(true), n: 4, r: 96 }, loraTargets(cfg), 1), engines.thread.store!.model).weights]));
+const uploadRequest = new Request('http://upload/', { method: 'POST', body: form });
+const upload = { body: new Uint8Array(await uploadRequest.arrayBuffer()), contentType: uploadRequest.headers.get('content-type')! };
 
 let grammars = 0;
 /** A grammar never compiled before in this process. */
@@ -77,7 +82,7 @@ async function slice(phase: Phase): Promise<Slice> {
   const svc = engines[phase];
   const g = svc.generate!;
   // The upload's body, copied before the slice (a request's body arrives before its upload starts).
-  const bodies = WHAT === 'upload' ? Array.from({ length: Math.ceil((SECONDS * 1000) / EVERY_MS) + 1 }, () => upload.slice()) : [];
+  const bodies = WHAT === 'upload' ? Array.from({ length: Math.ceil((SECONDS * 1000) / EVERY_MS) + 1 }, () => ({ ...upload, body: upload.body.slice() })) : [];
   /** One intrusion: a guided request with a new grammar, or an upload (its files removed after). */
   const intrude = async (): Promise<void> => {
     if (WHAT === 'grammar') {
@@ -85,7 +90,7 @@ async function slice(phase: Phase): Promise<Slice> {
       return;
     }
     const body = bodies.pop()!;
-    const written = phase === 'thread' ? await svc.reader!.upload('uploader', body) : await uploadAdapter(svc.store!, 'uploader', body);
+    const written = phase === 'thread' ? await svc.reader!.upload('uploader', body) : await uploadAdapterBody(svc.store!, 'uploader', body);
     rmSync(join(svc.store!.root, written.path), { recursive: true, force: true });
   };
   const gaps: number[] = [];
@@ -160,7 +165,7 @@ const result = {
   note:
     WHAT === 'grammar'
       ? 'serving: guides compiled on the serving thread (guideThread false); thread: on the guide-compile thread, as the server runs. Intrusion: a guided request with a new grammar, its time to the reply. Loop delay p99 is the median over slices.'
-      : "serving: uploads checked, encoded and written on the serving thread (uploadAdapter); thread: on the load thread (the loader's upload), as the server runs. Intrusion: a 23.6 MB upload, its time until written. Loop delay p99 is the median over slices.",
+      : "serving: multipart uploads read apart, checked, encoded and written on the serving thread (uploadAdapterBody); thread: on the load thread (the loader's upload), as the server runs. Intrusion: a 23.6 MB multipart upload, its time until written. Loop delay p99 is the median over slices.",
   thread,
   serving,
   ratios: {

@@ -9,7 +9,7 @@ import type { z } from 'zod';
 import type { Job } from '../db/queries/jobs.js';
 import type { VersionFilesCheck } from '../lora/consistency.js';
 import type { EncodedAdapter } from '../lora/format.js';
-import type { UploadedAdapter } from '../serve/adapter-upload.js';
+import type { UploadBody, UploadedAdapter } from '../serve/adapter-upload.js';
 import type { TokenizeRequest, TokenizeResult, ToolCallGuide } from '../serve/types.js';
 import type { cacheContentsSchema, cacheCurveSchema, cacheDropSchema, generateRequestSchema, generateResultSchema, prefixCacheDropSchema, prefixCacheSchema, queueReportSchema, scoreRequestSchema, scoreResultSchema, warmResultSchema } from './schemas.js';
 
@@ -111,12 +111,13 @@ export interface AdapterFiles {
    */
   readFile?(row: { userId: string; filePath: string; sha256: string }, file: AdapterFileKey): Promise<Uint8Array>;
   /**
-   * Checks an uploaded adapter against the base model and writes it to the store as a new version's
-   * files (the caller records the row): memlora's weights file, or PEFT's with its adapter_config.json
-   * (`peftConfig`), converted. invalid_adapter or adapter_model_mismatch where it cannot serve on this
-   * model. Absent without a base model.
+   * Reads an upload's files from its body (memlora's weights file, or multipart with PEFT's weights
+   * and adapter_config.json), checks the adapter against the base model and writes it to the store as
+   * a new version's files (the caller records the row), PEFT's converted. UploadBodyError where the
+   * body holds no files; invalid_adapter or adapter_model_mismatch where the adapter cannot serve on
+   * this model. The body's buffer may be handed to another thread. Absent without a base model.
    */
-  importAdapter?(userId: string, weights: Uint8Array, peftConfig?: Uint8Array): Promise<UploadedAdapter>;
+  importAdapter?(userId: string, upload: UploadBody): Promise<UploadedAdapter>;
   /** The largest weights file an adapter of the base model can have (an upload may add 1 MiB for PEFT's config and the multipart framing). */
   maxImportBytes?: number;
 }

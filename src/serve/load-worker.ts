@@ -9,7 +9,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import type { Adapter } from '../lora/adapter.js';
 import type { AdapterModel } from '../lora/format.js';
 import { AdapterStore, type VerifyMode } from '../lora/store.js';
-import { type UploadedAdapter, uploadAdapter } from './adapter-upload.js';
+import { type UploadBody, type UploadedAdapter, uploadAdapterBody } from './adapter-upload.js';
 
 export interface LoadRequest {
   id: number;
@@ -18,10 +18,11 @@ export interface LoadRequest {
   userId: string;
 }
 
-/** An uploaded adapter to check and write as `userId`'s new version's files (uploadAdapter). */
+/** An upload as it arrived, to read apart, check and write as `userId`'s new version's files (uploadAdapterBody). */
 export interface UploadRequest {
   id: number;
-  upload: { userId: string; weights: Uint8Array; peftConfig?: Uint8Array };
+  userId: string;
+  upload: UploadBody;
 }
 
 export type LoadReply =
@@ -47,8 +48,7 @@ const store = new AdapterStore(data.root, data.model, { verify: data.verify });
 // than the reads themselves.
 parentPort!.on('message', (req: LoadRequest | UploadRequest) => {
   if ('upload' in req) {
-    const { userId, weights, peftConfig } = req.upload;
-    uploadAdapter(store, userId, weights, peftConfig).then(
+    uploadAdapterBody(store, req.userId, req.upload).then(
       (uploaded) => parentPort!.postMessage({ id: req.id, ok: true, uploaded } satisfies LoadReply),
       (e: unknown) => parentPort!.postMessage(failed(req.id, e)),
     );

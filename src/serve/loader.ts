@@ -8,7 +8,7 @@ import type { Adapter } from '../lora/adapter.js';
 import type { AdapterModel } from '../lora/format.js';
 import { AdapterStoreError, type AdapterStoreErrorCode, type ReadOptions, type VerifyMode } from '../lora/store.js';
 import { RequestThread } from '../util/request-thread.js';
-import type { UploadedAdapter } from './adapter-upload.js';
+import { type UploadBody, UploadBodyError, type UploadedAdapter } from './adapter-upload.js';
 import { ServeError, type ServeErrorCode } from './errors.js';
 import type { LoadReply, LoadRequest, UploadRequest } from './load-worker.js';
 
@@ -26,6 +26,7 @@ export class WorkerAdapterLoader extends RequestThread<LoadReply> implements Ada
       settle(reply, waiting) {
         if (reply.ok) waiting.resolve('adapter' in reply ? reply.adapter : reply.uploaded);
         else if (reply.error.name === 'ServeError') waiting.reject(new ServeError(reply.error.code as ServeErrorCode, reply.error.message, { details: reply.error.details }));
+        else if (reply.error.name === 'UploadBodyError') waiting.reject(new UploadBodyError((reply.error.details as UploadBodyError['details']).reason, reply.error.message));
         else waiting.reject(new AdapterStoreError((reply.error.code ?? 'adapter_io') as AdapterStoreErrorCode, reply.error.message, reply.error.details as Record<string, unknown> | undefined));
       },
       orphaned: (waiting, why) => waiting.reject(died(why)),
@@ -41,14 +42,15 @@ export class WorkerAdapterLoader extends RequestThread<LoadReply> implements Ada
   }
 
   /**
-   * An uploaded adapter checked and written as `userId`'s new version's files, as uploadAdapter does
-   * it (its refusals come back as the same ServeErrors, a failed write as AdapterStoreError), on the
-   * load thread. The buffers of `weights` and `peftConfig` are handed to the thread where they are
-   * whole (no copy): the caller must not use them afterwards.
+   * An upload as it arrived, read apart, checked and written as `userId`'s new version's files on the
+   * load thread, as uploadAdapterBody does it: its refusals come back as the same UploadBodyError and
+   * ServeErrors, a failed write as AdapterStoreError. The body's buffer is handed to the thread where
+   * the body is all of it (no copy): the caller must not use it afterwards.
    */
-  upload(userId: string, weights: Uint8Array, peftConfig?: Uint8Array): Promise<UploadedAdapter> {
-    const whole = [weights, peftConfig].filter((b): b is Uint8Array => b !== undefined && b.byteOffset === 0 && b.byteLength === b.buffer.byteLength).map((b) => b.buffer as ArrayBuffer);
-    return this.request<UploadedAdapter>((id) => ({ id, upload: { userId, weights, ...(peftConfig ? { peftConfig } : {}) } }) satisfies UploadRequest, [...new Set(whole)]);
+  upload(userId: string, upload: UploadBody): Promise<UploadedAdapter> {
+    const { body } = upload;
+    const whole = body.byteOffset === 0 && body.byteLength === body.buffer.byteLength ? [body.buffer as ArrayBuffer] : [];
+    return this.request<UploadedAdapter>((id) => ({ id, userId, upload }) satisfies UploadRequest, whole);
   }
 
   /**

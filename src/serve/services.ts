@@ -23,7 +23,7 @@ import { loadTokenizer } from '../model/tokenizer.js';
 import { Engine, type EngineOptions } from './engine.js';
 import { WorkerAdapterLoader } from './loader.js';
 import { ServeError } from './errors.js';
-import type { UploadedAdapter } from './adapter-upload.js';
+import type { UploadBody, UploadedAdapter } from './adapter-upload.js';
 import type { QueueReport, ScoreRequest, ScoreResult, ServeEvent, ServeLogger, ServeRequest, ServeResult, TokenizeRequest, TokenizeResult } from './types.js';
 import type { WarmReport } from './warm.js';
 import { type CacheContents, type CacheCurve, type CacheDrop, cacheContents, cacheCurve, dropCached } from './cache-admin.js';
@@ -102,7 +102,7 @@ export interface ServeServices {
     checkVersion(row: Parameters<typeof checkVersionFiles>[2]): Promise<VersionFilesCheck>;
     removeVersion(row: { userId: string; version: number; filePath: string }): Promise<{ files: number; bytes: number }>;
     readFile(row: { userId: string; filePath: string; sha256: string }, file: keyof EncodedAdapter): Promise<Uint8Array>;
-    importAdapter(userId: string, weights: Uint8Array, peftConfig?: Uint8Array): Promise<UploadedAdapter>;
+    importAdapter(userId: string, upload: UploadBody): Promise<UploadedAdapter>;
     maxImportBytes: number;
   };
   store?: AdapterStore;
@@ -351,8 +351,8 @@ export async function createServeServices(setup: ServeSetup, opts: ServeOptions 
         return checked;
       },
       readFile: (row, file) => store.readFile(row.filePath, file, row.sha256, { userId: row.userId }),
-      // Checked, encoded and written on the load thread, not the serving thread.
-      importAdapter: (userId, weights, peftConfig) => reader.upload(userId, weights, peftConfig),
+      // Read apart, checked, encoded and written on the load thread, not the serving thread.
+      importAdapter: (userId, upload) => reader.upload(userId, upload),
       maxImportBytes: maxAdapterWeightsBytes(store.model.config),
     },
   };

@@ -26,7 +26,7 @@ import * as schemas from '../../src/http/schemas.js';
 import { ADAPTER_FILES, type EncodedAdapter, encodeAdapter, maxAdapterWeightsBytes } from '../../src/lora/format.js';
 import { userAdapterDir, userDirName } from '../../src/lora/paths.js';
 import { AdapterStore } from '../../src/lora/store.js';
-import { uploadAdapter } from '../../src/serve/adapter-upload.js';
+import { type UploadBody, uploadAdapterBody } from '../../src/serve/adapter-upload.js';
 import { randomStoredAdapter, serveConfig } from '../serve/fixtures.js';
 import { startServer, type RunningServer } from '../../src/server.js';
 import { memoryLogger } from '../../src/http/logger.js';
@@ -613,7 +613,7 @@ beforeAll(() => {
   const files = (root: string) => ({
     ...diskAdapterFiles(root),
     readFile: (row: { userId: string; filePath: string; sha256: string }, file: keyof EncodedAdapter) => fuzzStore.readFile(row.filePath, file, row.sha256, { userId: row.userId }),
-    importAdapter: (userId: string, weights: Uint8Array, peftConfig?: Uint8Array) => uploadAdapter(fuzzStore, userId, weights, peftConfig),
+    importAdapter: (userId: string, upload: UploadBody) => uploadAdapterBody(fuzzStore, userId, upload),
     maxImportBytes: maxAdapterWeightsBytes(FUZZ_MODEL.config),
   });
   h = makeHarness({ services: { generate: gen }, adapterFiles: files, env: { MEMLORA_BODY_LIMIT_BYTES: String(BODY_LIMIT) } });

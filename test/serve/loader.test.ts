@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { encodeAdapter } from '../../src/lora/format.js';
 import { AdapterStoreError } from '../../src/lora/store.js';
-import { uploadAdapter } from '../../src/serve/adapter-upload.js';
+import { type UploadBody, UploadBodyError, uploadAdapterBody } from '../../src/serve/adapter-upload.js';
 import { ServeError } from '../../src/serve/errors.js';
 import { WorkerAdapterLoader } from '../../src/serve/loader.js';
 import { makeServeFixture, randomStoredAdapter } from './fixtures.js';
@@ -71,30 +71,44 @@ describe('WorkerAdapterLoader', () => {
     await l.close();
   });
 
-  it("checks and writes an upload on its thread as uploadAdapter does here: the same files and checksum, the same refusals; the upload's buffer is handed over, not copied", async () => {
+  it("reads apart, checks and writes an upload on its thread as uploadAdapterBody does here: the same files and checksum, the same refusals; the body's buffer is handed over, not copied", async () => {
     const a = randomStoredAdapter(f.cfg, [0, 2], 2, 4);
     const weights = encodeAdapter(a, f.store.model).weights;
-    const here = await uploadAdapter(f.store, 'up', weights.slice());
+    const raw = (body: Uint8Array): UploadBody => ({ body, contentType: 'application/octet-stream' });
+    const here = await uploadAdapterBody(f.store, 'up', raw(weights.slice()));
     const sent = weights.slice();
-    const there = await loader.upload('up', sent);
+    const there = await loader.upload('up', raw(sent));
     expect(sent.byteLength).toBe(0); // transferred to the thread
     expect(there).toMatchObject({ sha256: here.sha256, bytes: here.bytes, config: here.config, source: 'memlora' });
     expect(there.path).not.toBe(here.path);
     expect(there.path.startsWith(here.path.split('/')[0])).toBe(true); // the user's directory
     for (const file of ['adapter_model.safetensors', 'adapter_config.json']) expect(readFileSync(join(f.store.root, there.path, file))).toEqual(readFileSync(join(f.store.root, here.path, file)));
     expect((await f.store.read(there.path, there.sha256, { userId: 'up' })).spec).toEqual(a.spec);
-    // Refused as here: with the ServeError's code and details; nothing written.
-    const broken = weights.slice(0, 100);
-    const refusedHere = (await uploadAdapter(f.store, 'up', broken.slice()).then(() => null, (e: unknown) => e)) as ServeError;
-    const refusedThere = await loader.upload('up', broken.slice()).catch((e: unknown) => e);
-    expect(refusedHere).toBeInstanceOf(ServeError);
-    expect(refusedThere).toBeInstanceOf(ServeError);
-    expect(refusedThere).toMatchObject({ code: refusedHere.code, message: refusedHere.message, details: refusedHere.details });
+    // The same weights as a multipart part: read apart on the thread, the same files.
+    const form = new FormData();
+    form.append('adapter_model.safetensors', new Blob([weights.slice()]));
+    const request = new Request('http://upload/', { method: 'POST', body: form });
+    const multipart = { body: new Uint8Array(await request.arrayBuffer()), contentType: request.headers.get('content-type')! };
+    expect((await loader.upload('up', multipart)).sha256).toBe(here.sha256);
+    // Refused as here: the same errors, codes, messages and details; nothing written.
+    const refusals: UploadBody[] = [
+      raw(weights.slice(0, 100)), // not an adapter: ServeError invalid_adapter
+      raw(new Uint8Array(0)), // empty: UploadBodyError empty_body
+      { body: new TextEncoder().encode('--x\r\nnot a part'), contentType: 'multipart/form-data; boundary=x' }, // UploadBodyError bad_multipart
+    ];
+    for (const upload of refusals) {
+      const refusedHere = (await uploadAdapterBody(f.store, 'up', { ...upload, body: upload.body.slice() }).then(() => null, (e: unknown) => e)) as Error;
+      const refusedThere = await loader.upload('up', upload).then(() => null, (e: unknown) => e);
+      expect(refusedHere).toBeInstanceOf(Error);
+      expect(refusedThere?.constructor).toBe(refusedHere.constructor);
+      expect(refusedThere).toMatchObject({ message: refusedHere.message, details: (refusedHere as ServeError).details, ...('code' in refusedHere ? { code: refusedHere.code } : {}) });
+    }
+    expect(refusals.map((u) => u.body.byteLength)).toEqual([0, 0, 0]); // handed over too
     // A view on a larger buffer is copied, and stays the caller's.
     const view = new Uint8Array(weights.byteLength + 8);
     view.set(weights, 8);
     const part = view.subarray(8);
-    expect((await loader.upload('up', part)).sha256).toBe(here.sha256);
+    expect((await loader.upload('up', raw(part))).sha256).toBe(here.sha256);
     expect(part.byteLength).toBe(weights.byteLength);
   });
 

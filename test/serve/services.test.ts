@@ -84,7 +84,7 @@ describe('createServeServices', () => {
     expect(svc.cache!.has(adapterKey('alice', 1))).toBe(true);
     // An operator's upload is checked and written on the load thread: its buffer is handed over there.
     const upload = encodeAdapter(forcingAdapter(md.cfg, md.weights, tokenOf(md.tokenizer, 'z')), store.model).weights;
-    const uploaded = await svc.adapterFiles.importAdapter!('ghost', upload);
+    const uploaded = await svc.adapterFiles.importAdapter!('ghost', { body: upload, contentType: 'application/octet-stream' });
     expect(upload.byteLength).toBe(0);
     expect(svc.reader!.threadId).toBe(thread);
     expect((await store.read(uploaded.path, uploaded.sha256, { userId: 'ghost' })).spec).toMatchObject({ n: 1 });

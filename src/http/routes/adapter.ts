@@ -24,6 +24,7 @@ import { userExists } from '../../db/queries/users.js';
 import { JobActiveError } from '../../db/errors.js';
 import { ADAPTER_STATUS } from '../../lora/consistency.js';
 import { AdapterStoreError } from '../../lora/store.js';
+import { UploadBodyError, type UploadedAdapter } from '../../serve/adapter-upload.js';
 import { adapterFilesFailure, adapterVersionNotFound, adapterVersionNotReady } from '../../serve/errors.js';
 import type { AppEnv, RouteDeps } from '../context.js';
 import { ApiError } from '../errors.js';
@@ -144,8 +145,15 @@ export function registerAdapterRoutes(app: Hono<AppEnv>, deps: RouteDeps): void 
     if (!files.importAdapter || files.maxImportBytes === undefined) throw new ApiError(503, 'model_unavailable', 'no base model is configured: an adapter cannot be checked against it', null, { 'retry-after': '5' });
     const job = activate ? activeJobForUser(db, userId) : undefined;
     if (job) throw new JobActiveError(userId, job.id, job.state); // before the body: nothing is read or written
-    const { weights, peftConfig } = await uploadedFiles(c, files.maxImportBytes);
-    const written = await files.importAdapter(userId, weights, peftConfig);
+    const body = await readLimited(c, files.maxImportBytes + UPLOAD_SLACK_BYTES);
+    let written: UploadedAdapter;
+    try {
+      // The body is read apart (and checked) where the adapter is: off the serving thread.
+      written = await files.importAdapter(userId, { body, contentType: c.req.header('content-type') ?? '' });
+    } catch (e) {
+      if (e instanceof UploadBodyError) throw new ApiError(400, 'invalid_adapter', e.message, e.details);
+      throw e;
+    }
     let result: { row: ReturnType<typeof createAdapterVersion>; previous: number | null };
     try {
       // One transaction: the job check, the row and its activation see the same database.
@@ -179,41 +187,6 @@ export function registerAdapterRoutes(app: Hono<AppEnv>, deps: RouteDeps): void 
 
 /** Room in an upload beyond the largest weights file: PEFT's adapter_config.json and the multipart framing. */
 const UPLOAD_SLACK_BYTES = 1024 * 1024;
-
-/** The parts of a multipart upload, by name. */
-const PARTS = { weights: 'adapter_model.safetensors', peftConfig: 'adapter_config.json' } as const;
-
-/**
- * The uploaded files: the body itself (memlora's weights file), or multipart/form-data with the
- * parts adapter_model.safetensors and, for a PEFT adapter, adapter_config.json. 400 invalid_adapter
- * for an empty or malformed upload.
- */
-async function uploadedFiles(c: Context<AppEnv>, maxWeightsBytes: number): Promise<{ weights: Uint8Array; peftConfig?: Uint8Array }> {
-  const body = await readLimited(c, maxWeightsBytes + UPLOAD_SLACK_BYTES);
-  const type = c.req.header('content-type') ?? '';
-  const refuse = (reason: string, message: string): never => {
-    throw new ApiError(400, 'invalid_adapter', message, { reason });
-  };
-  if (!/^multipart\/form-data\b/i.test(type)) {
-    if (body.byteLength === 0) refuse('empty_body', `the body is empty: send a memlora ${PARTS.weights}, or a PEFT adapter's two files as multipart/form-data`);
-    return { weights: body };
-  }
-  let form: FormData;
-  try {
-    form = await new Response(body as Uint8Array<ArrayBuffer>, { headers: { 'content-type': type } }).formData();
-  } catch (e) {
-    return refuse('bad_multipart', `the multipart body cannot be read: ${(e as Error).message}`);
-  }
-  const parts: Record<string, Uint8Array> = {};
-  for (const [name, value] of form.entries()) {
-    if (name !== PARTS.weights && name !== PARTS.peftConfig) refuse('bad_multipart', `unknown part ${JSON.stringify(name.slice(0, 80))}: send ${PARTS.weights} and, for a PEFT adapter, ${PARTS.peftConfig}`);
-    if (name in parts) refuse('bad_multipart', `part ${name} is sent twice`);
-    parts[name] = typeof value === 'string' ? new TextEncoder().encode(value) : new Uint8Array(await value.arrayBuffer());
-  }
-  const weights = parts[PARTS.weights];
-  if (!weights || weights.byteLength === 0) return refuse('empty_body', `the part ${PARTS.weights} is missing or empty`);
-  return { weights, peftConfig: parts[PARTS.peftConfig] };
-}
 
 /** A version in a path: a positive integer below 2^31, else 422 invalid_version. */
 function versionParam(raw: string): number {
