@@ -5,6 +5,8 @@
  * registration order does not matter.
  */
 
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+
 export type Labels = Readonly<Record<string, string | number>>;
 
 export const EXPOSITION_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
@@ -260,15 +262,35 @@ export class Registry {
   }
 }
 
-/** Process-level gauges (memory, uptime) refreshed on every scrape. */
-export function registerProcessMetrics(registry: Registry): void {
+/**
+ * Process-level gauges refreshed on every scrape: memory, start time, and the main thread's
+ * event-loop delay since the last scrape (prom-client's names). The main thread is the serving
+ * thread: while one piece of work holds it (a decode step, a history write, a compile), every other
+ * request waits, so the delay's maximum is the longest such stall. Returns what stops the delay's
+ * monitor (a server calls it as it closes).
+ */
+export function registerProcessMetrics(registry: Registry): () => void {
   const rss = registry.gauge('process_resident_memory_bytes', 'Resident memory size in bytes.');
   const heap = registry.gauge('nodejs_heap_used_bytes', 'V8 heap in use, bytes.');
   const start = registry.gauge('process_start_time_seconds', 'Start time of the process since unix epoch in seconds.');
+  const lag = {
+    max: registry.gauge('nodejs_eventloop_lag_max_seconds', "The longest delay of the main (serving) thread's event loop since the last scrape, seconds: the longest time one piece of work held the thread while others waited (0: no sample yet)."),
+    p99: registry.gauge('nodejs_eventloop_lag_p99_seconds', "The 99th percentile of the main thread's event-loop delay since the last scrape, seconds."),
+    mean: registry.gauge('nodejs_eventloop_lag_mean_seconds', "The mean of the main thread's event-loop delay since the last scrape, seconds."),
+  };
   start.set(undefined, Math.round(Date.now() / 1000 - process.uptime()));
+  // Sampled every 10 ms (prom-client's default): a delay shorter than that reads as about 0.
+  const loop = monitorEventLoopDelay({ resolution: 10 });
+  loop.enable();
   registry.onCollect(() => {
     const mem = process.memoryUsage();
     rss.set(undefined, mem.rss);
     heap.set(undefined, mem.heapUsed);
+    const sampled = loop.count > 0;
+    lag.max.set(undefined, sampled ? loop.max / 1e9 : 0);
+    lag.p99.set(undefined, sampled ? loop.percentile(99) / 1e9 : 0);
+    lag.mean.set(undefined, sampled ? loop.mean / 1e9 : 0);
+    loop.reset();
   });
+  return () => loop.disable();
 }

@@ -131,7 +131,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
   const logger = opts.logger ?? jsonLogger();
   const metrics = opts.metrics ?? new Registry();
   const print = opts.print ?? ((line: string) => process.stderr.write(`${line}\n`));
-  registerProcessMetrics(metrics);
+  const stopProcessMetrics = registerProcessMetrics(metrics);
 
   let adminToken = config.adminToken;
   if (adminToken === null) {
@@ -149,6 +149,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     services = { adapterFiles: diskAdapterFiles(cfg.adapterDir), ...given };
   } catch (err) {
     db.close();
+    stopProcessMetrics();
     throw err;
   }
 
@@ -193,6 +194,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     for (const svc of [services.generate, services.jobs]) await svc?.close?.().catch(() => undefined);
     await retention.stop();
     db.close();
+    stopProcessMetrics();
     throw err;
   }
   // Background responses an earlier run left unfinished run again once the model is ready.
@@ -238,6 +240,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       clearTimeout(timer);
       await retention.stop();
       db.close();
+      stopProcessMetrics();
       logger.info('stopped');
     })());
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { MetricError, Registry } from '../src/metrics.js';
+import { MetricError, Registry, registerProcessMetrics } from '../src/metrics.js';
 
 describe('Registry', () => {
   it('renders counters and gauges in the 0.0.4 text format, escaping label values', () => {
@@ -72,5 +72,25 @@ describe('Registry', () => {
     expect(r.expose()).toContain('cache_bytes 10\n');
     bytes = 20;
     expect(r.expose()).toContain('cache_bytes 20\n');
+  });
+
+  it("reports the main thread's event-loop delay since the last scrape: a 120 ms block shows, and the next scrape starts afresh", async () => {
+    const r = new Registry();
+    const stop = registerProcessMetrics(r);
+    const gauge = (text: string, name: string): number => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)![1]);
+    try {
+      await new Promise((res) => setTimeout(res, 40)); // the monitor samples
+      const until = performance.now() + 120;
+      while (performance.now() < until); // one piece of work holding the thread
+      await new Promise((res) => setTimeout(res, 30));
+      const first = r.expose();
+      expect(gauge(first, 'nodejs_eventloop_lag_max_seconds')).toBeGreaterThanOrEqual(0.1);
+      expect(gauge(first, 'nodejs_eventloop_lag_mean_seconds')).toBeGreaterThan(0);
+      expect(gauge(first, 'nodejs_eventloop_lag_p99_seconds')).toBeLessThanOrEqual(gauge(first, 'nodejs_eventloop_lag_max_seconds'));
+      // Scraped again at once: no sample since the reset.
+      expect(gauge(r.expose(), 'nodejs_eventloop_lag_max_seconds')).toBe(0);
+    } finally {
+      stop();
+    }
   });
 });
