@@ -17,7 +17,8 @@
  *
  *   npx tsx bench/serving-stalls.ts [--what grammar|upload] [--rounds 4] [--seconds 6] [--connections 8] [--every 1000]
  *
- * Writes bench/results/serving-stalls-<what>.json.
+ * Writes bench/results/serving-stalls-<what>.json and serving-stalls-<what>.svg (the tail of the gaps
+ * between plain tokens: the share of gaps at least so long, both axes logarithmic).
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -31,6 +32,7 @@ import { encodeAdapter } from '../src/lora/format.js';
 import { readHfConfig } from '../src/model/import.js';
 import { loraTargets } from '../src/model/weights.js';
 import { uploadAdapterBody } from '../src/serve/adapter-upload.js';
+import { lineChart } from '../src/plot/svg.js';
 import { type ServeServices, createServeServices } from '../src/serve/services.js';
 import type { ServeRequest } from '../src/serve/types.js';
 import { numberArg, stringArg } from './args.js';
@@ -178,5 +180,28 @@ const result = {
 console.log(JSON.stringify(result, null, 2));
 mkdirSync(join(repoRoot, 'bench', 'results'), { recursive: true });
 writeFileSync(join(repoRoot, 'bench', 'results', `serving-stalls-${WHAT}.json`), `${JSON.stringify(result, null, 2)}\n`);
+
+/** The share of gaps at least x long, at every gap of the longest 200 and at 200 evenly ranked others. */
+function tail(gaps: number[]): Array<[number, number]> {
+  const g = [...gaps].sort((a, b) => a - b);
+  const n = g.length;
+  const ranks = new Set<number>();
+  for (let k = 0; k < 200; k++) ranks.add(Math.floor((k / 200) * Math.max(0, n - 200)));
+  for (let i = Math.max(0, n - 200); i < n; i++) ranks.add(i);
+  return [...ranks].sort((a, b) => a - b).map((i) => [g[i], (n - i) / n]);
+}
+const label = WHAT === 'grammar' ? 'a new 60,000-state grammar every second' : 'a 23.6 MB multipart upload every second';
+writeFileSync(
+  join(repoRoot, 'bench', 'results', `serving-stalls-${WHAT}.svg`),
+  lineChart({
+    title: `Gaps between plain rows' tokens, ${label}`,
+    x: { label: 'gap between tokens (ms)', log: true },
+    y: { label: 'share of gaps at least this long', log: true },
+    series: [
+      { name: `${WHAT === 'grammar' ? 'compiled' : 'uploaded'} on its own thread (max ${thread.tokenGapMaxMs} ms)`, points: tail(slices.thread.flatMap((s) => s.gaps)) },
+      { name: `on the serving thread (max ${serving.tokenGapMaxMs} ms)`, points: tail(slices.serving.flatMap((s) => s.gaps)) },
+    ],
+  }),
+);
 rmSync(dir, { recursive: true, force: true });
 process.exit(0);
