@@ -1,9 +1,10 @@
 /**
  * The adapter-load thread: reads, verifies and decodes adapters with the store and hands the tensors
- * back by transfer (no copy); and an operator's uploaded adapter is checked, encoded and written
- * here (adapter-upload.ts), so that none of that runs on the serving thread either. It exists because the serving thread is busy inside ONNX Runtime for
+ * back by transfer (no copy). It exists because the serving thread is busy inside ONNX Runtime for
  * most of each decode step; a load there is a chain of small fs operations that advances only
- * between steps, which made a 2 MB load take ~100 ms under load instead of ~2 ms.
+ * between steps, which made a 2 MB load take ~100 ms under load instead of ~2 ms. An operator's
+ * upload is read apart, checked, encoded and written here too (adapter-upload.ts): on the serving
+ * thread a 23.6 MB multipart upload held every user's decode steps for up to a few hundred ms.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import type { Adapter } from '../lora/adapter.js';

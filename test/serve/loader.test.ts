@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { encodeAdapter } from '../../src/lora/format.js';
 import { AdapterStoreError } from '../../src/lora/store.js';
-import { type UploadBody, UploadBodyError, uploadAdapterBody } from '../../src/serve/adapter-upload.js';
+import { type UploadBody, uploadAdapterBody } from '../../src/serve/adapter-upload.js';
 import { ServeError } from '../../src/serve/errors.js';
 import { WorkerAdapterLoader } from '../../src/serve/loader.js';
 import { makeServeFixture, randomStoredAdapter } from './fixtures.js';

@@ -15,7 +15,7 @@
  * checked as every load checks a stored adapter, written whole before its row exists, and served at
  * once unless `activate=false`.
  */
-import type { Context, Hono } from 'hono';
+import type { Hono } from 'hono';
 import { inTransaction } from '../../db/client.js';
 import { activateAdapterVersion, createAdapterVersion, getActiveAdapter, getAdapterVersion, listAdapterVersions, markAdapterVersionDeleted } from '../../db/queries/adapters.js';
 import { versionsTrainedOnDeleted } from '../../db/queries/forgetting.js';
