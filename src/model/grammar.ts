@@ -436,7 +436,10 @@ class Builder {
 
 let nextId = 1;
 /** Grammars kept compiled, each with its parses' frames and steps (grammar-guide.ts: up to about 16 MB). */
-const compiled = new TextCache<CompiledGrammar>(16, 'grammar', (g) => ({ ...g, id: nextId++ }));
+const compiled = new TextCache<CompiledGrammar>(16, 'grammar', (g) => ({ ...g, id: nextId++ }), {
+  is: (e): e is GrammarError => e instanceof GrammarError,
+  revive: (f) => new GrammarError(f.message),
+});
 
 /** Compile a GBNF grammar for guiding (kept by its text); GrammarError where it cannot guide a reply. */
 export function compileGrammar(text: string): CompiledGrammar {

@@ -667,7 +667,11 @@ function leftRecursion(c: Compiler): void {
 }
 
 /** Compiled schemas kept by their JSON text (the same schema in every request shares its masks). */
-const compiled = new TextCache<CompiledSchema>(64, 'json-schema', (c) => ({ ...c, id: nextId++ }));
+const compiled = new TextCache<CompiledSchema>(64, 'json-schema', (c) => ({ ...c, id: nextId++ }), {
+  is: (e): e is SchemaError => e instanceof SchemaError,
+  // The message is the error's whole (its path already in front).
+  revive: (f) => Object.assign(new SchemaError(String(f.path), String(f.keyword), ''), { message: f.message }),
+});
 
 /** Compile a JSON schema for guided decoding; throws SchemaError where it is outside the subset. */
 export function compileJsonSchema(schema: unknown): CompiledSchema {

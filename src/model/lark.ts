@@ -33,7 +33,10 @@ export function isLarkGrammar(text: string): boolean {
   return !text.split('\n').some((line) => line.replace(/(#|\/\/).*$/, '').includes('::='));
 }
 
-const translated = new TextCache<string>(16, 'lark');
+const translated = new TextCache<string>(16, 'lark', undefined, {
+  is: (e): e is GrammarError => e instanceof GrammarError,
+  revive: (f) => new GrammarError(f.message),
+});
 
 /** A guided grammar compiled, written in GBNF or in Lark's syntax (translated first; what its GBNF cannot run is refused as that GBNF says). */
 export function compileGuideGrammar(text: string): CompiledGrammar {

@@ -6,7 +6,7 @@
  */
 import type { Guide } from './guide.js';
 import { cachedMask, withEnds } from './mask-cache.js';
-import { type Nfa, compileRegex, regexAccepts, regexStuck, stepRegex } from './regex.js';
+import { type Nfa, RegexError, compileRegex, regexAccepts, regexStuck, stepRegex } from './regex.js';
 import { TextCache } from '../util/text-cache.js';
 
 export interface CompiledRegex {
@@ -16,7 +16,10 @@ export interface CompiledRegex {
 }
 
 let nextId = 1;
-const compiled = new TextCache<CompiledRegex>(64, 'regex', (r) => ({ ...r, id: nextId++ }));
+const compiled = new TextCache<CompiledRegex>(64, 'regex', (r) => ({ ...r, id: nextId++ }), {
+  is: (e): e is RegexError => e instanceof RegexError,
+  revive: (f) => new RegexError(f.message),
+});
 
 /** Compile a pattern for guiding (kept by its text); RegexError where it is outside the subset. */
 export function compileGuideRegex(pattern: string): CompiledRegex {

@@ -22,6 +22,15 @@ export interface GuideCompileEvents {
   fellBack?: (why: string) => void;
 }
 
+/** Whether the guide of `req` is kept here whole: compiled, or refused (its arrival throws the kept refusal at once). */
+function keptHere(req: ServeRequest): boolean {
+  try {
+    return peekKept(() => guideOf(req)).kept;
+  } catch {
+    return true;
+  }
+}
+
 export class GuideCompiler extends RequestThread<CompileReply> {
   /**
    * @param maxWaiting most requests waiting for the thread at once; past it a request is refused with
@@ -41,6 +50,7 @@ export class GuideCompiler extends RequestThread<CompileReply> {
           events.compiled?.(reply.ms);
           waiting.resolve(undefined);
         } else if ('refused' in reply) {
+          adoptUsed(reply.used); // the refusal is kept here too: the text's next request is refused at once
           waiting.reject(new ServeError(reply.refused.code, reply.refused.message, { details: reply.refused.details }));
         } else {
           events.fellBack?.(reply.failed);
@@ -59,7 +69,7 @@ export class GuideCompiler extends RequestThread<CompileReply> {
 
   /**
    * Null where the request's arrival compiles nothing: no guide that compiles, or all of it kept
-   * already, or the compiler is closed. Else a promise that settles once the compile thread has
+   * already (compiled, or refused), or the compiler is closed. Else a promise that settles once the compile thread has
    * compiled the guide and its parts are kept here: rejected with the refusal its arrival would
    * throw (unsupported_schema, unsupported_regex, unsupported_grammar), or with queue_full where
    * `maxWaiting` requests wait for the thread already; resolved also where the thread failed,
@@ -67,7 +77,7 @@ export class GuideCompiler extends RequestThread<CompileReply> {
    * which waits for its module imports (about 100 ms, once), unless `start` booted it before.
    */
   prepare(req: ServeRequest): Promise<void> | null {
-    if (this.closed || !guideCompiles(req) || peekKept(() => guideOf(req)).kept) return null;
+    if (this.closed || !guideCompiles(req) || keptHere(req)) return null;
     const compiling = this.waiting;
     if (compiling >= this.maxWaiting) {
       const retryAfterS = 1;

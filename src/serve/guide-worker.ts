@@ -17,8 +17,8 @@ export interface CompileRequest {
 export type CompileReply =
   /** Compiled: what the guide took from the caches (made or kept here), and the compile's time. */
   | { id: number; ok: true; used: Used[]; ms: number }
-  /** Refused as guideOf refuses it on arrival (unsupported_schema, unsupported_regex, unsupported_grammar). */
-  | { id: number; ok: false; refused: { code: ServeError['code']; message: string; details: unknown } }
+  /** Refused as guideOf refuses it on arrival (unsupported_schema, unsupported_regex, unsupported_grammar), with the refusals taken from the caches. */
+  | { id: number; ok: false; refused: { code: ServeError['code']; message: string; details: unknown }; used: Used[] }
   /** Anything else went wrong: the serving thread compiles it itself. */
   | { id: number; ok: false; failed: string };
 
@@ -29,14 +29,15 @@ export interface CompileReady {
 
 parentPort!.on('message', ({ id, req }: CompileRequest) => {
   const t0 = performance.now();
+  const used: Used[] = [];
   let reply: CompileReply;
   try {
-    const { used } = recordUsed(() => guideOf(req));
+    recordUsed(() => guideOf(req), used);
     reply = { id, ok: true, used, ms: performance.now() - t0 };
   } catch (e) {
     reply =
       e instanceof ServeError
-        ? { id, ok: false, refused: { code: e.code, message: e.message, details: e.details } }
+        ? { id, ok: false, refused: { code: e.code, message: e.message, details: e.details }, used }
         : { id, ok: false, failed: e instanceof Error ? e.message : String(e) };
   }
   try {

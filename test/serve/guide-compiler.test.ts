@@ -75,25 +75,42 @@ describe('GuideCompiler', () => {
     expect(c.prepare({ ...base, guidedChoice: ['yes', 'no'] })).toBeNull();
   });
 
-  it('refuses what the arrival refuses, with its code, message and details; nothing is kept', async () => {
-    for (const r of [
-      { ...base, guidedGrammar: 'root ::= root "a" | "a"' },
-      { ...base, guidedGrammar: 'start: a\na: b "x" | "y"\nb: a "z"' },
-      { ...base, guidedRegex: '(' },
-      { ...base, responseFormat: { type: 'json_schema' as const, jsonSchema: { name: 'a', schema: { type: 'string', format: 'iri' } } } },
-    ]) {
-      let here: ServeError | null = null;
+  it("refuses what the arrival refuses, with its code, message and details; the refusal is kept here, so the text's next request is refused at once, without the thread", async () => {
+    const refusing = (e: unknown) => (e instanceof ServeError ? e : null);
+    const arrival = (r: ServeRequest): ServeError | null => {
       try {
         guideOf(r);
+        return null;
       } catch (e) {
-        here = e as ServeError;
+        return refusing(e);
       }
-      expect(here).toBeInstanceOf(ServeError);
-      const there = await c.prepare(r)!.then(() => null, (e: unknown) => e);
+    };
+    // Each refused text, and an equivalent one whose refusal reads the same (refused here, on this thread).
+    const cases: Array<[ServeRequest, ServeRequest]> = [
+      [{ ...base, guidedGrammar: 'root ::= root "a" | "a"' }, { ...base, guidedGrammar: 'root ::= root "a" | "a"\n# the same' }],
+      [{ ...base, guidedGrammar: 'start: a\na: b "x" | "y"\nb: a "z"' }, { ...base, guidedGrammar: 'start: a\na: b "x" | "y"\nb: a "z"\n// the same' }],
+      [{ ...base, guidedRegex: '(' }, { ...base, guidedRegex: '(?:(' }],
+      [
+        { ...base, responseFormat: { type: 'json_schema', jsonSchema: { name: 'a', schema: { type: 'string', format: 'iri' } } } },
+        { ...base, responseFormat: { type: 'json_schema', jsonSchema: { name: 'a', schema: { format: 'iri', type: 'string' } } } },
+      ],
+    ];
+    for (const [r, same] of cases) {
+      const there = await c.prepare(r)!.then(() => null, refusing);
+      const here = arrival(same);
       expect(there).toBeInstanceOf(ServeError);
+      expect(here).toBeInstanceOf(ServeError);
       expect(there).toMatchObject({ code: here!.code, message: here!.message, details: here!.details });
-      expect(kept(r)).toBe(false);
+      // Kept: no thread, and the arrival refuses it as the thread did.
+      expect(c.prepare(r)).toBeNull();
+      expect(() => peekKept(() => guideOf(r))).toThrow(there!.message);
+      expect(arrival(r)).toMatchObject({ code: there!.code, message: there!.message, details: there!.details });
     }
+    // A non-strict tool whose parameters cannot guide: no refusal, the reply unguided; kept as that too.
+    const loose = { ...base, toolCalls: { schema: { type: 'object', properties: { d: { type: 'string', format: 'iri' }, n: { type: 'integer' } } }, several: false, strict: false } };
+    await c.prepare(loose);
+    expect(c.prepare(loose)).toBeNull();
+    expect(peekKept(() => guideOf(loose))).toEqual({ kept: true, result: undefined });
   });
 
   it('refuses a request past `maxWaiting` waiting for the thread with queue_full and Retry-After; kept guides and guideless requests never wait', async () => {

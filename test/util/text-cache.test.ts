@@ -46,4 +46,51 @@ describe('TextCache', () => {
     expect(a.get('old', make('old'))).toBe(kept);
     expect(() => new TextCache<number>(1, 'test-a')).toThrow(/exists already/);
   });
+
+  it('keeps what its refusals call a refusal and throws it again, records it as data, and revives it adopted; other errors are not kept', () => {
+    class Refused extends Error {
+      constructor(message: string, readonly where = 0) {
+        super(message);
+        this.name = 'Refused';
+      }
+    }
+    const c = new TextCache<string>(4, 'test-refusals', undefined, {
+      is: (e): e is Refused => e instanceof Refused,
+      revive: (f) => new Refused(f.message, Number(f.where)),
+    });
+    let made = 0;
+    const refuse = () => {
+      made++;
+      throw new Refused('no such thing', 7);
+    };
+    const first = (() => {
+      try {
+        return c.get('bad', refuse);
+      } catch (e) {
+        return e;
+      }
+    })();
+    expect(first).toBeInstanceOf(Refused);
+    expect(() => c.get('bad', refuse)).toThrow(first as Error); // kept: not made again
+    expect(made).toBe(1);
+    expect(() => peekKept(() => c.get('bad', refuse))).toThrow('no such thing');
+    // Recorded as data (its message and own fields), also when the code taking it throws.
+    const used: Parameters<typeof recordUsed>[1] = [];
+    expect(() => recordUsed(() => c.get('bad', refuse), used)).toThrow('no such thing');
+    expect(used).toEqual([{ cache: 'test-refusals', text: 'bad', refusal: { message: 'no such thing', name: 'Refused', where: 7 } }]);
+    // Adopted from another thread: revived as its class, thrown for its text.
+    adoptUsed([{ cache: 'test-refusals', text: 'other', refusal: { message: 'refused there', where: 3 } }]);
+    const revived = (() => {
+      try {
+        return c.get('other', () => 'made');
+      } catch (e) {
+        return e;
+      }
+    })();
+    expect(revived).toBeInstanceOf(Refused);
+    expect(revived).toMatchObject({ message: 'refused there', where: 3 });
+    // Another error is not a refusal: thrown, not kept.
+    expect(() => c.get('flaky', () => { throw new RangeError('passing'); })).toThrow('passing');
+    expect(c.get('flaky', () => 'made now')).toBe('made now');
+  });
 });
