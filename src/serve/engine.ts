@@ -245,6 +245,15 @@ export class Engine {
       : null;
   }
 
+  /**
+   * Boots the guide-compile thread (with `guideThread`), so that the first request with a new guide
+   * does not wait for its module imports; resolves once it answers. Should it fail, the first guide
+   * that needs the thread starts it again, and meanwhile guides compile on the serving thread.
+   */
+  startGuideThread(): Promise<void> {
+    return this.guides ? this.guides.start() : Promise.resolve();
+  }
+
   /** Null where `req` can be queued now; else a promise settling once its guide is compiled off the serving thread (rejected where the guide is refused). */
   private guideReady(req: ServeRequest): Promise<void> | null {
     const ready = this.guides?.prepare(req) ?? null;

@@ -195,7 +195,7 @@ export async function createServeServices(setup: ServeSetup, opts: ServeOptions 
         scheduling: config.scheduling,
         maxBatch: config.maxBatch,
         prefixCache,
-        // Guides compile on a thread of their own, started by the first guided request that needs it.
+        // Guides compile on a thread of their own (started below).
         guideThread: true,
         registry: metrics,
         logger,
@@ -218,16 +218,23 @@ export async function createServeServices(setup: ServeSetup, opts: ServeOptions 
         if (closed) break;
         await model.session(spec);
       }
-      // Nor the first cache miss the adapter-load thread's boot (its module imports: ~150 ms). Should it
-      // fail, the server still starts: the first read starts a thread again and reports its own error.
-      if (opts.adapters !== false && !closed) {
+      // Nor the first cache miss the adapter-load thread's boot (its module imports: ~150 ms), nor the
+      // first request with a new guide the guide-compile thread's (both at once). Should one fail, the
+      // server still starts: its first use starts a thread again and reports its own error.
+      if (!closed) {
         const t0 = performance.now();
-        await reader.start().then(
-          () => logger.info('adapter load thread started', { ms: Math.round(performance.now() - t0) }),
-          (e: unknown) => logger.warn('adapter load thread failed to start; the first cache miss starts it again', { err: e instanceof Error ? e.message : String(e) }),
-        );
+        const started = (what: string) => () => logger.info(`${what} thread started`, { ms: Math.round(performance.now() - t0) });
+        await Promise.all([
+          opts.adapters === false
+            ? undefined
+            : reader.start().then(started('adapter load'), (e: unknown) => logger.warn('adapter load thread failed to start; the first cache miss starts it again', { err: e instanceof Error ? e.message : String(e) })),
+          built.startGuideThread().then(started('guide compile'), (e: unknown) => logger.warn('guide compile thread failed to start; the first new guide starts it again', { err: e instanceof Error ? e.message : String(e) })),
+        ]);
       }
-      if (closed) return null;
+      if (closed) {
+        await built.close(); // its guide-compile thread
+        return null;
+      }
       if (prefixCache && config.prefixCacheRestore) prefixModel = restorePrefixAtStart(prefixFile, prefixCache, config.modelPath, db, logger);
       else rmSync(prefixFile, { force: true }); // conversations are not kept on disk unless they will be read back
       engine = built;

@@ -79,6 +79,7 @@ describe('createServeServices', () => {
     const thread = svc.reader!.threadId;
     expect(thread).not.toBeNull();
     expect(s.logger.lines.find((l) => l.msg === 'adapter load thread started')).toMatchObject({ level: 'info' });
+    expect(s.logger.lines.find((l) => l.msg === 'guide compile thread started')).toMatchObject({ level: 'info' }); // booted as well, before ready
     expect((await svc.generate!.generate(req('alice', { maxTokens: 3 }), never())).text).toBe('qqq');
     expect(svc.reader!.threadId).toBe(thread);
     expect(svc.cache!.has(adapterKey('alice', 1))).toBe(true);
