@@ -68,13 +68,13 @@ export class GuideCompiler extends RequestThread<CompileReply> {
   }
 
   /**
-   * Null where the request's arrival compiles nothing: no guide that compiles, or all of it kept
-   * already (compiled, or refused), or the compiler is closed. Else a promise that settles once the compile thread has
-   * compiled the guide and its parts are kept here: rejected with the refusal its arrival would
-   * throw (unsupported_schema, unsupported_regex, unsupported_grammar), or with queue_full where
-   * `maxWaiting` requests wait for the thread already; resolved also where the thread failed,
-   * leaving the compile to the arrival. The thread is started by the first guide that needs it,
-   * which waits for its module imports (about 100 ms, once), unless `start` booted it before.
+   * Null where the request's arrival compiles nothing: no guide that compiles, all of it kept
+   * already (compiled, or refused), or the compiler closed. Else a promise that settles once the
+   * compile thread has compiled the guide and its parts are kept here: rejected with the refusal its
+   * arrival would throw (unsupported_schema, unsupported_regex, unsupported_grammar), or with
+   * queue_full where `maxWaiting` requests wait for the thread already; resolved also where the
+   * thread failed, leaving the compile to the arrival. The thread is started by the first guide that
+   * needs it, which waits for its module imports (about 100 ms, once), unless `start` booted it.
    */
   prepare(req: ServeRequest): Promise<void> | null {
     if (this.closed || !guideCompiles(req) || keptHere(req)) return null;
