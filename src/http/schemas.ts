@@ -874,6 +874,7 @@ export const queueReportSchema = z.object({
     }),
   ),
   waiting: z.int().min(0),
+  compiling: z.int().min(0),
   users: z.array(z.object({ userId: userIdSchema, rows: z.int().min(0), waiting: z.int().min(0), oldestWaitMs: z.number().min(0).nullable() })),
   usersTotal: z.int().min(0),
 });

@@ -313,6 +313,7 @@ export class Engine {
       maxQueuePerUser: this.maxQueuePerUser,
       rows,
       waiting,
+      compiling: this.guides?.compiling ?? 0,
       users: listed.slice(0, limit),
       usersTotal: listed.length,
     };

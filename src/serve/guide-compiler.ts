@@ -76,6 +76,11 @@ export class GuideCompiler extends RequestThread<CompileReply> {
    * thread failed, leaving the compile to the arrival. The thread is started by the first guide that
    * needs it, which waits for its module imports (about 100 ms, once), unless `start` booted it.
    */
+  /** Requests waiting for the thread to compile their guides. */
+  get compiling(): number {
+    return this.waiting;
+  }
+
   prepare(req: ServeRequest): Promise<void> | null {
     if (this.closed || !guideCompiles(req) || keptHere(req)) return null;
     const compiling = this.waiting;

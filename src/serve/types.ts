@@ -246,6 +246,8 @@ export interface QueueReport {
   }>;
   /** Requests waiting for a row. */
   waiting: number;
+  /** Requests waiting for their new guide (a JSON schema, pattern, grammar, tools' calls) to compile on the guide-compile thread before they queue (at most maxQueue). */
+  compiling: number;
   /** Users with requests waiting or running, most waiting first (then most rows, then longest wait); at most the limit asked. */
   users: Array<{ userId: string; rows: number; waiting: number; oldestWaitMs: number | null }>;
   /** Users with requests waiting or running, listed or not. */

@@ -155,7 +155,7 @@ export function fakeGenerate(): FakeGenerate {
     queue(limit) {
       fake.cacheCalls.push({ op: 'queue', limit });
       if (fake.failWith) throw fake.failWith;
-      return { scheduling: 'fair', maxBatch: 8, maxQueue: 256, maxQueuePerUser: 64, rows: [], waiting: 0, users: [], usersTotal: 0 };
+      return { scheduling: 'fair', maxBatch: 8, maxQueue: 256, maxQueuePerUser: 64, rows: [], waiting: 0, compiling: 0, users: [], usersTotal: 0 };
     },
     async generate(req, signal) {
       fake.calls.push({ req, signal });

@@ -157,7 +157,7 @@ describe('the engine with a guide-compile thread', () => {
   afterAll(() => f.cleanup());
 
   /** Tokens another user's row decodes while the engine compiles `grammar` for a request: from its arrival until the grammar is kept here. */
-  async function tokensDuringCompile(guideThread: boolean, grammar: string): Promise<{ during: number; reply: string }> {
+  async function tokensDuringCompile(guideThread: boolean, grammar: string): Promise<{ during: number; reply: string; compiling: number }> {
     const e = f.engine({ guideThread });
     let tokens = 0;
     const long = (async () => {
@@ -167,17 +167,20 @@ describe('the engine with a guide-compile thread', () => {
     const r = req('guided', { maxTokens: 6, guidedGrammar: grammar });
     const before = tokens;
     const reply = e.generate(r, never());
+    const compiling = e.queue(10).compiling; // the operators' view: waiting for its guide, not yet queued
     while (!kept(r)) await new Promise((res) => setImmediate(res));
     const during = tokens - before;
     const text = (await reply).text;
     await long;
-    return { during, reply: text };
+    expect(e.queue(10).compiling).toBe(0);
+    return { during, reply: text, compiling };
   }
 
   it("decodes other users' rows while a large grammar compiles, and replies as a compile on the serving thread does", async () => {
     const threaded = await tokensDuringCompile(true, bigGrammar('x'));
     const inline = await tokensDuringCompile(false, `${bigGrammar('x')}\n# compiled on the serving thread`);
     expect(threaded.during).toBeGreaterThan(0);
+    expect([threaded.compiling, inline.compiling]).toEqual([1, 0]);
     expect(inline.during).toBe(0); // the measure tells them apart: on the serving thread, no step runs while it compiles
     expect(threaded.reply).toBe(inline.reply);
     expect(threaded.reply.startsWith('x')).toBe(true);
