@@ -2,7 +2,10 @@
  * Adapter loads off the serving thread: the same `read(path, sha256, {userId})` as AdapterStore,
  * answered by a worker thread (load-worker.ts) that owns its own store. Errors come back as
  * AdapterStoreError with their code, so callers handle them as they would the store's. An
- * operator's upload is checked and written by the same thread (`upload`, as uploadAdapter).
+ * operator's upload is read apart, checked and written by the same thread (`upload`, as
+ * uploadAdapterBody). A server boots the thread while it starts (`start`), so that its first cache
+ * miss does not wait the ~150 ms a thread takes to import its modules; reads and uploads start it
+ * themselves otherwise (or when it has died since).
  */
 import type { Adapter } from '../lora/adapter.js';
 import type { AdapterModel } from '../lora/format.js';
@@ -51,14 +54,5 @@ export class WorkerAdapterLoader extends RequestThread<LoadReply> implements Ada
     const { body } = upload;
     const whole = body.byteOffset === 0 && body.byteLength === body.buffer.byteLength ? [body.buffer as ArrayBuffer] : [];
     return this.request<UploadedAdapter>((id) => ({ id, userId, upload }) satisfies UploadRequest, whole);
-  }
-
-  /**
-   * Boots the load thread now and resolves once it answers reads: a server calls it while starting, so
-   * that its first cache miss does not wait the ~150 ms a thread takes to import its modules. Reads
-   * start the thread themselves when this was not called (or the thread has died since).
-   */
-  override start(): Promise<void> {
-    return super.start();
   }
 }
