@@ -3,7 +3,10 @@
  * thread's stalls while a new, large grammar compiles (`--what grammar`) or while an operator's
  * adapter upload is checked, encoded and written (`--what upload`), with that work on its own thread
  * (as the server runs: the guide-compile thread, guide-compiler.ts; the load thread, loader.ts) and
- * on the serving thread (as before: the engine's `guideThread: false`; uploadAdapterBody called here).
+ * on the serving thread (as before: the engine's `guideThread: false`; uploadAdapterBody called here);
+ * or while a long prompt is read (`--what prompt`: a 460-token prompt, near the default model's
+ * 512-token window), a chunk at a time between decode steps (chunked prefill, as the server runs:
+ * MEMLORA_PREFILL_CHUNK's default of 128) and whole in one call (as before: prefillChunk 0).
  * Two real engines (createServeServices, the default model, adapters off) in one process, each driven
  * in interleaved slices by `--connections` clients streaming plain greedy replies of 32 tokens while
  * one more client, every `--every` ms, sends a guided request with a grammar never seen before (200
@@ -15,7 +18,7 @@
  * tokens (p50 / p99 / max), their tokens per second, and the intrusions' own time; the ratios
  * serving/thread are measured in one run.
  *
- *   npx tsx bench/serving-stalls.ts [--what grammar|upload] [--rounds 4] [--seconds 6] [--connections 8] [--every 1000]
+ *   npx tsx bench/serving-stalls.ts [--what grammar|upload|prompt] [--rounds 4] [--seconds 6] [--connections 8] [--every 1000]
  *
  * Writes bench/results/serving-stalls-<what>.json and serving-stalls-<what>.svg (the tail of the gaps
  * between plain tokens: the share of gaps at least so long, both axes logarithmic).
@@ -44,15 +47,20 @@ const SECONDS = numberArg('seconds', 6);
 const CONNECTIONS = numberArg('connections', 8);
 const EVERY_MS = numberArg('every', 1000);
 const WHAT = stringArg('what', 'grammar');
-if (WHAT !== 'grammar' && WHAT !== 'upload') throw new Error(`--what is grammar or upload, got ${WHAT}`);
+if (WHAT !== 'grammar' && WHAT !== 'upload' && WHAT !== 'prompt') throw new Error(`--what is grammar, upload or prompt, got ${WHAT}`);
+/** The chunk of chunked prefill (`--what prompt`): the server's default. */
+const CHUNK = Number(loadConfig({}).prefillChunk);
 const progress = (msg: string) => process.stderr.write(`${msg}\n`);
 
 const dir = mkdtempSync(join(tmpdir(), 'memlora-guide-compile-'));
 const config = { ...loadConfig({ MEMLORA_DATA_DIR: dir, MEMLORA_ADAPTER_DIR: join(dir, 'adapters'), MEMLORA_CACHE_RESTORE: 'off', MEMLORA_PREFIX_CACHE_BYTES: '0' }) };
 const logger = { info() {}, warn: (msg: string) => progress(`engine warning: ${msg}`), error: (msg: string) => progress(`engine error: ${msg}`) };
+/** thread: the work done apart (its own thread; for prompts, a chunk at a time), as the server runs; serving: as before. */
 type Phase = 'thread' | 'serving';
+const LABEL: Record<Phase, string> = WHAT === 'prompt' ? { thread: 'chunked', serving: 'whole' } : { thread: 'thread', serving: 'serving' };
 async function engine(guideThread: boolean): Promise<ServeServices> {
-  const s = await createServeServices({ config, db: openDb(config.dbFile), metrics: new Registry(), logger }, { adapters: false, consistency: false, engine: { guideThread } });
+  const prefillChunk = WHAT !== 'prompt' || guideThread ? CHUNK : 0;
+  const s = await createServeServices({ config, db: openDb(config.dbFile), metrics: new Registry(), logger }, { adapters: false, consistency: false, engine: { guideThread, prefillChunk } });
   if (!s?.generate || !(await s.loaded)) throw new Error(`no model at ${config.modelPath}`);
   return s;
 }
@@ -70,6 +78,16 @@ function freshGrammar(): string {
   const tag = `g${grammars++}`;
   return ['root ::= ' + Array.from({ length: 200 }, (_, i) => `r${i}`).join(' | '), ...Array.from({ length: 200 }, (_, i) => `r${i} ::= "${tag} ${'abcdefghij'.repeat(30)}" [a-z]{1,8} "${i}"`)].join('\n');
 }
+/** About 460 tokens of text, each request's its own (no prefix cache here anyway), cut to its last 460 tokens. */
+let prompts = 0;
+const longPrompt = (): ServeRequest => ({
+  ...plain(-1),
+  userId: 'reader',
+  stream: false,
+  maxTokens: 4,
+  prompt: Array.from({ length: 400 }, (_, i) => `word${(i * 7 + prompts++) % 997}`).join(' '),
+  truncatePromptTokens: 460,
+});
 const plain = (k: number): ServeRequest => ({ userId: `plain-${k}`, prompt: 'Once upon a time', maxTokens: 32, ignoreEos: true, temperature: 0, topP: 1, stop: [], stream: true, mode: 'vanilla' });
 
 interface Slice {
@@ -89,6 +107,11 @@ async function slice(phase: Phase): Promise<Slice> {
   const intrude = async (): Promise<void> => {
     if (WHAT === 'grammar') {
       await g.generate({ ...plain(-1), userId: 'guided', stream: false, ignoreEos: false, maxTokens: 4, guidedGrammar: freshGrammar() }, new AbortController().signal);
+      return;
+    }
+    if (WHAT === 'prompt') {
+      const r = await g.generate(longPrompt(), new AbortController().signal);
+      if (r.usage.promptTokens < 400) throw new Error(`the long prompt has only ${r.usage.promptTokens} tokens`);
       return;
     }
     const body = bodies.pop()!;
@@ -141,7 +164,7 @@ for (let r = 0; r < ROUNDS; r++) {
   for (const phase of (r % 2 === 0 ? ['thread', 'serving'] : ['serving', 'thread']) as Phase[]) {
     const s = await slice(phase);
     slices[phase].push(s);
-    progress(`round ${r + 1}/${ROUNDS} ${phase.padEnd(7)}: loop delay max ${s.loopMaxMs.toFixed(1)} ms, token gaps p99 ${pct(s.gaps, 99).toFixed(1)} ms, max ${Math.max(...s.gaps).toFixed(1)} ms, ${(s.tokens / s.seconds).toFixed(0)} tok/s, ${s.guidedMs.length} ${WHAT === 'grammar' ? 'guided requests' : 'uploads'}`);
+    progress(`round ${r + 1}/${ROUNDS} ${LABEL[phase].padEnd(7)}: loop delay max ${s.loopMaxMs.toFixed(1)} ms, token gaps p99 ${pct(s.gaps, 99).toFixed(1)} ms, max ${Math.max(...s.gaps).toFixed(1)} ms, ${(s.tokens / s.seconds).toFixed(0)} tok/s, ${s.guidedMs.length} ${{ grammar: 'guided requests', upload: 'uploads', prompt: 'long prompts' }[WHAT]}`);
   }
 }
 const summary = (phase: Phase) => {
@@ -167,9 +190,11 @@ const result = {
   note:
     WHAT === 'grammar'
       ? 'serving: guides compiled on the serving thread (guideThread false); thread: on the guide-compile thread, as the server runs. Intrusion: a guided request with a new grammar, its time to the reply. Loop delay p99 is the median over slices.'
-      : "serving: multipart uploads read apart, checked, encoded and written on the serving thread (uploadAdapterBody); thread: on the load thread (the loader's upload), as the server runs. Intrusion: a 23.6 MB multipart upload, its time until written. Loop delay p99 is the median over slices.",
-  thread,
-  serving,
+      : WHAT === 'upload'
+        ? "serving: multipart uploads read apart, checked, encoded and written on the serving thread (uploadAdapterBody); thread: on the load thread (the loader's upload), as the server runs. Intrusion: a 23.6 MB multipart upload, its time until written. Loop delay p99 is the median over slices."
+        : `whole: each prompt read in one call before the next decode step (prefillChunk 0); chunked: ${CHUNK} tokens at a time, one chunk before each decode step (MEMLORA_PREFILL_CHUNK's default), as the server runs. Intrusion: a request with a 460-token prompt and a 4-token reply, its time to the reply. Loop delay p99 is the median over slices.`,
+  [LABEL.thread]: thread,
+  [LABEL.serving]: serving,
   ratios: {
     loopDelayMax: +(serving.loopDelayMaxMs / thread.loopDelayMaxMs).toFixed(2),
     tokenGapP99: +(serving.tokenGapP99Ms / thread.tokenGapP99Ms).toFixed(2),
@@ -190,7 +215,7 @@ function tail(gaps: number[]): Array<[number, number]> {
   for (let i = Math.max(0, n - 200); i < n; i++) ranks.add(i);
   return [...ranks].sort((a, b) => a - b).map((i) => [g[i], (n - i) / n]);
 }
-const label = WHAT === 'grammar' ? 'a new 60,000-state grammar every second' : 'a 23.6 MB multipart upload every second';
+const label = { grammar: 'a new 60,000-state grammar every second', upload: 'a 23.6 MB multipart upload every second', prompt: 'a 460-token prompt every second' }[WHAT];
 writeFileSync(
   join(repoRoot, 'bench', 'results', `serving-stalls-${WHAT}.svg`),
   lineChart({
@@ -198,8 +223,8 @@ writeFileSync(
     x: { label: 'gap between tokens (ms)', log: true },
     y: { label: 'share of gaps at least this long', log: true },
     series: [
-      { name: `${WHAT === 'grammar' ? 'compiled' : 'uploaded'} on its own thread (max ${thread.tokenGapMaxMs} ms)`, points: tail(slices.thread.flatMap((s) => s.gaps)) },
-      { name: `on the serving thread (max ${serving.tokenGapMaxMs} ms)`, points: tail(slices.serving.flatMap((s) => s.gaps)) },
+      { name: `${{ grammar: 'compiled on its own thread', upload: 'uploaded on its own thread', prompt: `read ${CHUNK} tokens at a time` }[WHAT]} (max ${thread.tokenGapMaxMs} ms)`, points: tail(slices.thread.flatMap((s) => s.gaps)) },
+      { name: `${WHAT === 'prompt' ? 'read whole' : 'on the serving thread'} (max ${serving.tokenGapMaxMs} ms)`, points: tail(slices.serving.flatMap((s) => s.gaps)) },
     ],
   }),
 );

@@ -49,6 +49,8 @@ export interface Config {
   responsesRetentionDays: number;
   scheduling: 'fair' | 'fifo';
   maxBatch: number;
+  /** Chunked prefill: prompts with more new tokens than this are read this many at a time between decode steps; 0: whole. */
+  prefillChunk: number;
   bodyLimitBytes: number;
   /** Absolute path of the shared data directory (models, data sets, docs). */
   sharedDir: string;
@@ -76,7 +78,7 @@ export const ENV_VARS: readonly EnvVarDoc[] = [
   { name: 'MEMLORA_MODEL_PATH', default: 'models/default', describe: 'Base model directory (default relative to the repository root).' },
   { name: 'MEMLORA_EXECUTION_PROVIDER', default: 'cpu', describe: 'ONNX Runtime execution provider: `cpu` or `cuda`.' },
   { name: 'MEMLORA_INTRA_OP_THREADS', default: '0', describe: 'ONNX Runtime intra-op threads; 0 keeps ORT\'s default.' },
-  { name: 'MEMLORA_CONST_WEIGHTS', default: 'auto', describe: 'Bake the base weights into the serving graphs as constants, so ONNX Runtime packs them once per graph instead of at every call: `on`, `off`, or `auto` (on for models up to 64 MiB of weights). On the default model plain requests are served about 1.4x faster and injected ones 1.3x; each serving graph (five; eight with prefix caching) holds its own copy of the weights.' },
+  { name: 'MEMLORA_CONST_WEIGHTS', default: 'auto', describe: 'Bake the base weights into the serving graphs as constants, so ONNX Runtime packs them once per graph instead of at every call: `on`, `off`, or `auto` (on for models up to 64 MiB of weights). On the default model plain requests are served about 1.4x faster and injected ones 1.3x; each serving graph (five; eight with prefix caching or chunked prefill) holds its own copy of the weights.' },
   { name: 'MEMLORA_JOB_CONCURRENCY', default: '1', describe: 'Injection jobs run at the same time.' },
   { name: 'MEMLORA_MAX_QUEUE', default: '256', describe: 'Generation requests waiting before new ones get 429.' },
   { name: 'MEMLORA_MAX_QUEUE_PER_USER', default: '64', describe: 'Generation requests of one user waiting before their new ones get 429 user_queue_full (others are still queued).' },
@@ -84,6 +86,7 @@ export const ENV_VARS: readonly EnvVarDoc[] = [
   { name: 'MEMLORA_RESPONSES_RETENTION_DAYS', default: '30', describe: 'Days POST /v1/responses keeps the responses it stores (store, true unless false) for previous_response_id and GET /v1/responses/{id}; 0 stores none.' },
   { name: 'MEMLORA_SCHEDULING', default: 'fair', describe: 'How free batch rows are shared between users\' waiting requests: `fair` (the user holding the fewest rows, then round robin between users) or `fifo` (arrival order).' },
   { name: 'MEMLORA_MAX_BATCH', default: '8', describe: 'Rows in one decode batch.' },
+  { name: 'MEMLORA_PREFILL_CHUNK', default: '128', describe: 'Chunked prefill: a prompt with more new tokens than this is read this many tokens at a time, one chunk before each decode step, so that a long prompt holds up the replies already streaming for one chunk at a time instead of its whole length; 0 reads every prompt in one call.' },
   { name: 'MEMLORA_BODY_LIMIT_BYTES', default: '1MiB', describe: 'Largest accepted request body (413 above it); same suffixes as the cache size.' },
   { name: 'MEMLORA_SHARED_DIR', default: '../shared', describe: 'Shared models/data directory (default relative to the repository root).' },
 ];
@@ -158,6 +161,7 @@ const envSchema = z.object({
   MEMLORA_RESPONSES_RETENTION_DAYS: intVar(0, 36_500).default(30),
   MEMLORA_SCHEDULING: z.enum(['fair', 'fifo'], { message: 'must be "fair" or "fifo"' }).default('fair'),
   MEMLORA_MAX_BATCH: intVar(1, 1024).default(8),
+  MEMLORA_PREFILL_CHUNK: intVar(0, 1_000_000).default(128),
   MEMLORA_BODY_LIMIT_BYTES: bytesVar(1024).default(1024 ** 2),
   MEMLORA_SHARED_DIR: nonEmpty.optional(),
 });
@@ -223,6 +227,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     responsesRetentionDays: e.MEMLORA_RESPONSES_RETENTION_DAYS,
     scheduling: e.MEMLORA_SCHEDULING,
     maxBatch: e.MEMLORA_MAX_BATCH,
+    prefillChunk: e.MEMLORA_PREFILL_CHUNK,
     bodyLimitBytes: e.MEMLORA_BODY_LIMIT_BYTES,
     sharedDir: e.MEMLORA_SHARED_DIR ? absolute(e.MEMLORA_SHARED_DIR, cwd) : resolve(repoRoot, '..', 'shared'),
   };

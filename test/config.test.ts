@@ -29,6 +29,7 @@ describe('loadConfig', () => {
       responsesRetentionDays: 30,
       scheduling: 'fair',
       maxBatch: 8,
+      prefillChunk: 128,
       bodyLimitBytes: 1024 * 1024,
       sharedDir: resolve(repoRoot, '..', 'shared'),
     });
@@ -57,6 +58,7 @@ describe('loadConfig', () => {
         MEMLORA_RESPONSES_RETENTION_DAYS: '0',
         MEMLORA_SCHEDULING: 'fifo',
         MEMLORA_MAX_BATCH: '16',
+        MEMLORA_PREFILL_CHUNK: '0',
         MEMLORA_BODY_LIMIT_BYTES: '65536',
         MEMLORA_SHARED_DIR: '/data/shared',
       },
@@ -84,6 +86,7 @@ describe('loadConfig', () => {
       maxQueuePerUser: 3,
       scheduling: 'fifo',
       maxBatch: 16,
+      prefillChunk: 0,
       bodyLimitBytes: 65536,
       sharedDir: '/data/shared',
     });
@@ -112,6 +115,7 @@ describe('loadConfig', () => {
         MEMLORA_API_KEY: 'a key with spaces in it',
         MEMLORA_EXECUTION_PROVIDER: 'tpu',
         MEMLORA_MAX_BATCH: '0',
+        MEMLORA_PREFILL_CHUNK: '-1',
         MEMLORA_BODY_LIMIT_BYTES: '10',
         MEMLORA_CONST_WEIGHTS: 'yes',
         MEMLORA_CACHE_RESTORE: 'true',
@@ -125,7 +129,7 @@ describe('loadConfig', () => {
     expect(err).toBeInstanceOf(ConfigError);
     const issues = (err as ConfigError).issues;
     expect(issues.map((i) => i.variable).sort()).toEqual(
-      ['MEMLORA_ADMIN_TOKEN', 'MEMLORA_API_KEY', 'MEMLORA_BODY_LIMIT_BYTES', 'MEMLORA_CACHE_BYTES', 'MEMLORA_CACHE_RESTORE', 'MEMLORA_CONST_WEIGHTS', 'MEMLORA_EXECUTION_PROVIDER', 'MEMLORA_MAX_BATCH', 'MEMLORA_MAX_QUEUE_PER_USER', 'MEMLORA_PORT', 'MEMLORA_PREFIX_CACHE_RESTORE', 'MEMLORA_SCHEDULING'],
+      ['MEMLORA_ADMIN_TOKEN', 'MEMLORA_API_KEY', 'MEMLORA_BODY_LIMIT_BYTES', 'MEMLORA_CACHE_BYTES', 'MEMLORA_CACHE_RESTORE', 'MEMLORA_CONST_WEIGHTS', 'MEMLORA_EXECUTION_PROVIDER', 'MEMLORA_MAX_BATCH', 'MEMLORA_MAX_QUEUE_PER_USER', 'MEMLORA_PORT', 'MEMLORA_PREFILL_CHUNK', 'MEMLORA_PREFIX_CACHE_RESTORE', 'MEMLORA_SCHEDULING'],
     );
     const text = formatConfigError(err);
     expect(text).toContain('memlora: invalid configuration');

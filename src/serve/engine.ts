@@ -91,6 +91,14 @@ export interface EngineOptions {
   /** Users' last conversations, to run a next turn's new tokens only; none: every prompt is prefilled whole. */
   prefixCache?: PrefixCache | null;
   /**
+   * Chunked prefill: a joiner with more new prompt tokens than this is read this many at a time, one
+   * chunk before each decode step of the batch, and joins the batch after its last chunk. A long
+   * prompt then holds the other rows up for one chunk at a time, not for all of it, and the short
+   * joiners admitted with it are not padded to its length. 0 (the default): every prompt is read
+   * in one call. The server sets MEMLORA_PREFILL_CHUNK's.
+   */
+  prefillChunk?: number;
+  /**
    * Compile requests' guides (JSON schemas, patterns, grammars, tools' calls) on a thread of their
    * own (guide-compiler.ts), so that a large one holds up no decode step; off (the default), they
    * compile on the serving thread as requests arrive. The server turns it on.
@@ -141,6 +149,8 @@ interface Job {
   prefillMs: number;
   /** Prompt tokens whose keys and values came from the prefix cache. */
   cachedTokens: number;
+  /** A long prompt read a chunk at a time (prefillChunk): the tokens read so far, and their cache. */
+  chunked: { done: number; past: PastRow | null } | null;
   /** Keep the row's cache in the prefix cache when it leaves (false once its user is forgotten or its adapter version retired). */
   remember: boolean;
   /** The generated tokens' log-probabilities as reported, when the request asked for them. */
@@ -189,6 +199,10 @@ export class Engine {
   private readonly held = new Map<string, { requests: number; tokens: number }>();
   /** Joiners between admission and the batch (inside prefill()). */
   private joining: readonly Job[] = [];
+  /** Admitted long prompts being read a chunk at a time, oldest first (not in the batch yet). */
+  private readonly chunking: Job[] = [];
+  /** Chunked prefill's chunk, in tokens; 0: prompts are read whole. */
+  private readonly chunk: number;
   private readonly kv: KvBatch;
   private readonly pool: RowPool;
   private readonly maxBatch: number;
@@ -214,6 +228,8 @@ export class Engine {
     this.m = engineMetrics(opts.registry ?? new Registry());
     if (!Number.isInteger(opts.maxBatch) || opts.maxBatch < 1) throw new RangeError(`maxBatch must be a positive integer, got ${opts.maxBatch}`);
     this.maxBatch = opts.maxBatch;
+    this.chunk = opts.prefillChunk ?? 0;
+    if (!Number.isInteger(this.chunk) || this.chunk < 0) throw new RangeError(`prefillChunk must be a non-negative integer, got ${opts.prefillChunk}`);
     this.waiting = new BoundedQueue(opts.maxQueue, userOf);
     this.maxQueuePerUser = opts.maxQueuePerUser ?? opts.maxQueue;
     if (!Number.isInteger(this.maxQueuePerUser) || this.maxQueuePerUser < 1) throw new RangeError(`maxQueuePerUser must be a positive integer, got ${this.maxQueuePerUser}`);
@@ -274,8 +290,9 @@ export class Engine {
    */
   queue(limit: number): QueueReport {
     const t = now();
-    // A joiner enters `active` at the end of its prefill, before `joining` is emptied.
-    const prefilling = this.joining.filter((job) => !this.active.has(job.row));
+    // A joiner enters `active` at the end of its prefill, before `joining` is emptied; a long one
+    // set aside to be read a chunk at a time is in `chunking` too.
+    const prefilling = [...new Set([...this.joining.filter((job) => !this.active.has(job.row)), ...this.chunking])];
     const rows = [...prefilling.map((job) => ({ job, state: 'prefill' as const })), ...[...this.active.values()].map((job) => ({ job, state: 'decode' as const }))]
       .filter(({ job }) => job.state !== 'done')
       .sort((a, b) => a.job.t.admitted - b.job.t.admitted)
@@ -457,7 +474,7 @@ export class Engine {
 
   /** A user's requests queued, being prefilled or decoding. */
   private inFlight(userId: string): Job[] {
-    return [...this.waiting, ...this.joining, ...this.active.values()].filter((job) => job.req.userId === userId);
+    return [...this.waiting, ...this.joining, ...this.chunking, ...this.active.values()].filter((job) => job.req.userId === userId);
   }
 
   /**
@@ -477,7 +494,7 @@ export class Engine {
     if (this.closed) return;
     this.closed = true;
     for (const job of this.waiting.drain()) this.fail(job, new ServeError('shutting_down', 'the server is shutting down'));
-    for (const job of this.active.values()) job.aborted = true;
+    for (const job of [...this.active.values(), ...this.chunking]) job.aborted = true;
     this.wake();
     await this.running;
     await this.guides?.close();
@@ -549,6 +566,7 @@ export class Engine {
       turn: this.fair.now,
       prefillMs: 0,
       cachedTokens: 0,
+      chunked: null,
       remember: true,
       logprobs: req.logprobs ? [] : null,
       sentPromptIds: false,
@@ -616,6 +634,7 @@ export class Engine {
         this.logger.error('generation loop failed', { err: e instanceof Error ? e.stack : String(e) });
         const err = new ServeError('generation_failed', 'the generation loop failed', { cause: e });
         for (const job of [...this.active.values()]) this.dropRow(job, err);
+        for (const job of this.chunking.splice(0)) this.fail(job, err);
         for (const job of this.waiting.drain()) this.fail(job, err);
       })
       .finally(() => {
@@ -643,8 +662,9 @@ export class Engine {
       const joiners = scorers.length > 0 ? admitted.filter((job) => !job.score) : admitted;
       if (scorers.length > 0) await this.scoreAll(scorers);
       if (joiners.length > 0) await this.prefill(joiners);
+      if (this.chunking.length > 0) await this.readChunk();
       if (this.kv.size > 0) await this.step();
-      else if (admitted.length === 0) {
+      else if (admitted.length === 0 && this.chunking.length === 0) {
         if (this.waiting.length === 0) return;
         await this.sleep();
         continue;
@@ -669,6 +689,10 @@ export class Engine {
         this.leaveBatch(job);
         this.finish(job, 'cancelled');
       }
+    }
+    for (const job of this.chunking.filter((j) => j.aborted)) {
+      this.chunking.splice(this.chunking.indexOf(job), 1);
+      this.finish(job, 'cancelled');
     }
   }
 
@@ -773,17 +797,18 @@ export class Engine {
    * for ever by smaller ones.
    */
   private admit(): Job[] {
-    const free = this.maxBatch - this.active.size;
-    if (free === 0 || this.waiting.length === 0) return [];
+    // Long prompts being read hold the rows they will join.
+    const free = this.maxBatch - this.active.size - this.chunking.length;
+    if (free <= 0 || this.waiting.length === 0) return [];
     const ready = [...this.waiting].filter((job) => job.state === 'ready' && !job.aborted);
     if (ready.length === 0) return [];
     const held = new Map<string, number>();
-    for (const job of this.active.values()) held.set(job.req.userId, (held.get(job.req.userId) ?? 0) + 1);
+    for (const job of [...this.active.values(), ...this.chunking]) held.set(job.req.userId, (held.get(job.req.userId) ?? 0) + 1);
     const joiners: Job[] = [];
-    let bytes = this.pool.liveBytes;
+    let bytes = this.chunking.reduce((sum, job) => sum + job.poolBytes, this.pool.liveBytes);
     for (const job of this.fair.order(ready, held, free)) {
       const more = job.poolBytes;
-      if (this.active.size + joiners.length > 0 && bytes + more > this.poolBudget) break;
+      if (this.active.size + this.chunking.length + joiners.length > 0 && bytes + more > this.poolBudget) break;
       joiners.push(job);
       bytes += more;
     }
@@ -808,7 +833,8 @@ export class Engine {
 
   /**
    * One batched prefill of the joiners (and one extend call for those whose prompt continues a cached
-   * conversation); each gets its first token, and the unfinished join the batch.
+   * conversation); each gets its first token, and the unfinished join the batch. Joiners with more
+   * new tokens than the prefill chunk are set aside, to be read a chunk at a time (readChunk).
    */
   private async join(joiners: Job[]): Promise<void> {
     const t0 = now();
@@ -819,6 +845,12 @@ export class Engine {
         const hit = this.prefix.match(job.req.userId, scopeOf(job), job.ids);
         if (hit) hits.set(job, hit);
       }
+    }
+    if (this.chunk > 0) {
+      const long = joiners.filter((job) => job.ids.length - (hits.get(job)?.tokens ?? 0) > this.chunk);
+      for (const job of long) this.startChunks(job, t0, hits.get(job));
+      if (long.length > 0) joiners = joiners.filter((job) => !long.includes(job));
+      if (joiners.length === 0) return;
     }
     // The pool holds each call's rows together: the whole prompts first, then the continued ones.
     const fresh = joiners.filter((j) => !hits.has(j));
@@ -862,52 +894,111 @@ export class Engine {
       }
       return;
     }
-    for (const job of joiners) {
-      job.cachedTokens = hits.get(job)?.tokens ?? 0;
-      this.m.promptTokens.inc({ source: 'cached' }, job.cachedTokens);
-      this.m.promptTokens.inc({ source: 'computed' }, job.ids.length - job.cachedTokens);
-    }
+    for (const job of joiners) job.cachedTokens = hits.get(job)?.tokens ?? 0;
     this.syncPoolMetrics();
     const t1 = now();
     this.m.prefillSeconds.observe(undefined, (t1 - t0) / 1000);
     const joining = new Map<number, PastRow[]>();
     joiners.forEach((job, i) => {
-      job.t.prefilled = t1;
-      job.prefillMs = t1 - t0;
-      const stops = stopsOf(this.ctx, job.req);
-      const maxTokens = replyBudget(this.ctx, job.ids.length, job.req.maxTokens);
-      job.seq = new Sequence(
-        job.row,
-        {
-          prompt: job.ids,
-          maxTokens,
-          minTokens: job.req.minTokens,
-          ignoreEos: job.req.ignoreEos,
-          guide: job.guide,
-          sampling: job.sampling,
-          seed: job.req.seed,
-          stop: stops.stop,
-          keepStops: job.req.includeStopStrInOutput ? job.req.stop : undefined,
-          allowedTokenIds: job.req.allowedTokenIds,
-          stopTokenIds: stops.stopTokenIds,
-          logprobs: job.req.logprobs ? (job.req.topLogprobs ?? 0) : undefined,
-          skipSpecialTokens: job.req.skipSpecialTokens,
-        },
-        { tokenizer: this.ctx.tokenizer, eosIds: this.eosIds, vocabSize: this.model.config.vocabSize },
-      );
-      this.token(job, logits[i]);
-      if (job.seq.finished || job.aborted) {
-        if (!job.seq.finished) job.seq.finish('cancelled');
-        this.pool.remove(job.row);
-        this.remember(job, job.ids.length, () => joinParts(this.model.kvShape, caches[i]));
-        this.finish(job, job.seq.finishReason!);
-      } else {
-        joining.set(job.row, caches[i]);
-        this.active.set(job.row, job);
-      }
+      if (this.begin(job, logits[i], caches[i], t1)) joining.set(job.row, caches[i]);
     });
     // Rows join the KV batch in the pool's order (finished joiners left holes the pool refilled).
     for (const id of this.pool.rows.slice(this.kv.size)) this.kv.add(id, joining.get(id as number)!);
+  }
+
+  /** A joiner whose prompt is read a chunk at a time: admitted now, it joins the batch after its last chunk. */
+  private startChunks(job: Job, admitted: number, hit: PrefixHit | undefined): void {
+    job.t.admitted = admitted;
+    job.state = 'active';
+    this.m.queueSeconds.observe({ mode: job.personalization.mode }, (admitted - job.t.arrived) / 1000);
+    job.cachedTokens = hit?.tokens ?? 0;
+    job.chunked = { done: job.cachedTokens, past: hit ? { kv: hit.kv, length: hit.tokens } : null };
+    this.chunking.push(job);
+  }
+
+  /**
+   * Read the next chunk of the oldest long prompt (a prefill for its first, an extend after the
+   * tokens read so far, through its adapter as served); after its last, it gets its first token and
+   * joins the batch.
+   */
+  private async readChunk(): Promise<void> {
+    const job = this.chunking[0];
+    const c = job.chunked!;
+    const to = Math.min(job.ids.length, c.done + this.chunk);
+    const ids = job.ids.slice(c.done, to);
+    const lora = job.lease ? { adapter: job.lease.adapter, everyLayer: true } : undefined;
+    const t0 = now();
+    let logits: Float32Array;
+    let part: RowKv;
+    try {
+      if (c.past) {
+        const ext = await this.model.extend([{ past: c.past.kv, pastLength: c.past.length, ids }], lora);
+        [logits, part] = [ext.logits[0], ext.added[0]];
+      } else {
+        const pre = await this.model.prefill([ids], lora);
+        [logits, part] = [pre.logits[0], pre.kv[0]];
+      }
+    } catch (e) {
+      this.logger.error('prefill failed', { rows: 1, chunk: { from: c.done, to }, err: e instanceof Error ? e.stack : String(e) });
+      this.chunking.shift();
+      this.fail(job, new ServeError('generation_failed', 'the model failed while reading the prompt', { cause: e }));
+      return;
+    }
+    const t1 = now();
+    this.m.prefillChunks.inc();
+    this.m.prefillSeconds.observe(undefined, (t1 - t0) / 1000);
+    const parts: PastRow[] = c.past ? [c.past, { kv: part }] : [{ kv: part }];
+    c.done = to;
+    if (to < job.ids.length) {
+      c.past = parts.length === 1 ? parts[0] : { kv: joinParts(this.model.kvShape, parts) };
+      return;
+    }
+    this.chunking.shift();
+    this.pool.add(job.row, job.lease?.adapter ?? null);
+    this.syncPoolMetrics();
+    if (this.begin(job, logits, parts, t1)) this.kv.add(job.row, parts);
+  }
+
+  /**
+   * A joiner's prompt is read (its cache in `cache`, its row in the pool): it gets its first token;
+   * true when it goes on in the batch (the caller adds its cache there), false when it ended at once.
+   */
+  private begin(job: Job, logits: Float32Array, cache: readonly PastRow[], t1: number): boolean {
+    this.m.promptTokens.inc({ source: 'cached' }, job.cachedTokens);
+    this.m.promptTokens.inc({ source: 'computed' }, job.ids.length - job.cachedTokens);
+    job.t.prefilled = t1;
+    job.prefillMs = t1 - job.t.admitted;
+    const stops = stopsOf(this.ctx, job.req);
+    const maxTokens = replyBudget(this.ctx, job.ids.length, job.req.maxTokens);
+    job.seq = new Sequence(
+      job.row,
+      {
+        prompt: job.ids,
+        maxTokens,
+        minTokens: job.req.minTokens,
+        ignoreEos: job.req.ignoreEos,
+        guide: job.guide,
+        sampling: job.sampling,
+        seed: job.req.seed,
+        stop: stops.stop,
+        keepStops: job.req.includeStopStrInOutput ? job.req.stop : undefined,
+        allowedTokenIds: job.req.allowedTokenIds,
+        stopTokenIds: stops.stopTokenIds,
+        logprobs: job.req.logprobs ? (job.req.topLogprobs ?? 0) : undefined,
+        skipSpecialTokens: job.req.skipSpecialTokens,
+      },
+      { tokenizer: this.ctx.tokenizer, eosIds: this.eosIds, vocabSize: this.model.config.vocabSize },
+    );
+    this.token(job, logits);
+    if (job.seq.finished || job.aborted) {
+      if (!job.seq.finished) job.seq.finish('cancelled');
+      this.pool.remove(job.row);
+      this.remember(job, job.ids.length, () => joinParts(this.model.kvShape, cache));
+      this.finish(job, job.seq.finishReason!);
+      return false;
+    }
+    this.active.set(job.row, job);
+    return true;
   }
 
   /**

@@ -53,7 +53,7 @@ export interface ServeOptions {
   /** Serve adapters (default true). false: every request is served as if no user had one (the bench's baseline). */
   adapters?: boolean;
   /** Engine settings beyond the configuration (memory k, pool budget). */
-  engine?: Partial<Pick<EngineOptions, 'memoryItems' | 'poolBudgetBytes' | 'template' | 'guideThread'>>;
+  engine?: Partial<Pick<EngineOptions, 'memoryItems' | 'poolBudgetBytes' | 'template' | 'guideThread' | 'prefillChunk'>>;
   /** Prefix cache settings beyond MEMLORA_PREFIX_CACHE_BYTES (tests: a shorter minimum match). */
   prefixCache?: { minTokens?: number; perScope?: number };
   /** Options of the start-up consistency check; false skips it. Default: quick (no checksums), 60 s grace for writers. */
@@ -194,6 +194,7 @@ export async function createServeServices(setup: ServeSetup, opts: ServeOptions 
         userDailyTokens: config.userDailyTokens,
         scheduling: config.scheduling,
         maxBatch: config.maxBatch,
+        prefillChunk: config.prefillChunk,
         prefixCache,
         // Guides compile on a thread of their own (started below).
         guideThread: true,
@@ -203,12 +204,13 @@ export async function createServeServices(setup: ServeSetup, opts: ServeOptions 
       });
       // First requests should not pay the compiles: the plain graphs, the adapter-row graphs and the
       // prefill of one joiner through its adapter as served (all with LoRA on every layer, so these
-      // five are all that serving compiles), and with prefix caching the same three prefills as
+      // five are all that serving compiles), and with prefix caching or chunked prefill (a long
+      // prompt's chunks after its first extend the tokens read before) the same three prefills as
       // extend graphs (eight).
       const every = Array(model.config.nLayers).fill(true);
       const rows = { mode: 'rows' as const, layers: every };
       const served = { mode: 'single' as const, layers: every, bt: true };
-      const starts = prefixCache ? (['prefill', 'extend'] as const) : (['prefill'] as const);
+      const starts = prefixCache || (opts.engine?.prefillChunk ?? config.prefillChunk) > 0 ? (['prefill', 'extend'] as const) : (['prefill'] as const);
       const specs = [
         { kind: 'decode' as const },
         { kind: 'decode' as const, lora: rows },

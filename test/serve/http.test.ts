@@ -390,6 +390,17 @@ describe('the real engine behind the HTTP API', () => {
     }
     expect(await metric('memlora_adapter_cache_loads_total')).toBeGreaterThanOrEqual(2);
   });
+
+  it('a prompt longer than MEMLORA_PREFILL_CHUNK (default 128 tokens) is read a chunk at a time, through the user\'s adapter', async () => {
+    const before = await metric('memlora_generate_prefill_chunks_total');
+    const prompt = Array.from({ length: 40 }, (_, i) => `Line ${i} of a long letter about the harbour.`).join(' ');
+    const res = await post('/v1/generate', { userId: 'alice', prompt, maxTokens: 4, truncatePromptTokens: 400 });
+    expect(res.status).toBe(200);
+    const body = generateResultSchema.parse(await res.json());
+    expect(body).toMatchObject({ text: 'qqqq', personalization: { mode: 'injected' } });
+    expect(body.usage.promptTokens).toBe(400);
+    expect((await metric('memlora_generate_prefill_chunks_total')) - before).toBe(Math.ceil(400 / 128));
+  });
 });
 
 /** The one call of a completion that called quote, its arguments a text within quote's 8 characters; finish tool_calls, no content. */

@@ -1,0 +1,134 @@
+/**
+ * Chunked prefill in the engine (EngineOptions.prefillChunk), on a tiny random model with real SQLite
+ * and adapters: a long prompt read a chunk at a time replies as one read whole (plain, through an
+ * adapter, beside other rows, continuing a cached conversation); the rows already decoding keep
+ * getting tokens while it is read (none do when it is read whole); it holds its row meanwhile, shows
+ * in the queue report as prefilling, and a cancellation between chunks frees everything.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Counter } from '../../src/metrics.js';
+import type { Engine } from '../../src/serve/engine.js';
+import { PrefixCache } from '../../src/serve/prefix-cache.js';
+import type { ServeRequest, ServeResult } from '../../src/serve/types.js';
+import { makeServeFixture, never, randomStoredAdapter, req, type ServeFixture } from './fixtures.js';
+
+let f: ServeFixture;
+beforeAll(() => {
+  f = makeServeFixture({ maxPositions: 256 });
+});
+afterAll(() => f.cleanup());
+
+const SENTENCES = ['The weather was calm over the harbour this morning.', 'Fishermen mended their nets beside the old stone wall.', 'A child ran along the pier with a red kite.', 'Later the wind rose and the boats came home early.'];
+/** A prompt of about `sentences` times 34 tokens (the fixture's small vocabulary). */
+const longPrompt = (sentences: number, salt = 0): string => Array.from({ length: sentences }, (_, i) => SENTENCES[(i + salt) % SENTENCES.length]).join(' ');
+const chunks = (): number => (f.registry.get('memlora_generate_prefill_chunks_total') as Counter).get();
+const tick = (): Promise<void> => new Promise((r) => setImmediate(r));
+const comparable = (r: ServeResult) => ({ text: r.text, finishReason: r.finishReason, usage: r.usage, personalization: r.personalization, logprobs: r.logprobs?.map((l) => l.token) });
+
+describe('chunked prefill', () => {
+  it('a long prompt read a chunk at a time replies as one read whole: plain and through an adapter, alone and beside other rows', async () => {
+    await f.giveAdapter('ck-a', randomStoredAdapter(f.cfg, [0, 1], 2, 61));
+    await f.giveAdapter('ck-b', randomStoredAdapter(f.cfg, [1], 1, 62));
+    const whole = f.engine();
+    const chunked = f.engine({ prefillChunk: 16 });
+    const requests: ServeRequest[] = [
+      req('ck-a', { prompt: longPrompt(3), maxTokens: 12, logprobs: true, topLogprobs: 2 }),
+      req('ck-plain', { prompt: longPrompt(2, 1), maxTokens: 12, logprobs: true }),
+      req('ck-b', { prompt: 'Hi there.', maxTokens: 12 }), // short: read whole by both
+      req('ck-b', { prompt: longPrompt(2, 2), maxTokens: 12 }),
+    ];
+    const want = await Promise.all(requests.map((r) => whole.generate(r, never())));
+    // Alone, one at a time.
+    for (let i = 0; i < requests.length; i++) {
+      const before = chunks();
+      const got = await chunked.generate(requests[i], never());
+      expect(comparable(got)).toEqual(comparable(want[i]));
+      const n = got.usage.promptTokens;
+      expect(chunks() - before).toBe(n > 16 ? Math.ceil(n / 16) : 0);
+      got.logprobs?.forEach((l, k) => expect(l.logprob).toBeCloseTo(want[i].logprobs![k].logprob, 4));
+    }
+    expect(want[0].usage.promptTokens).toBeGreaterThan(80);
+    expect(want[0].personalization).toEqual({ mode: 'injected', adapterVersion: 1 });
+    // All at once: the long ones are read in turn while the short one decodes.
+    const together = await Promise.all(requests.map((r) => chunked.generate(r, never())));
+    expect(together.map(comparable)).toEqual(want.map(comparable));
+  }, 60_000);
+
+  it('rows already decoding keep getting tokens while a long prompt is read (none do while one is read whole), and it holds its row meanwhile', async () => {
+    const during = async (prefillChunk: number): Promise<{ tokens: number; rows: number; prefilling: number }> => {
+      const e = f.engine({ prefillChunk, maxBatch: 2 });
+      let tokens = 0;
+      const streaming = (async () => {
+        for await (const ev of e.stream(req('ck-stream', { maxTokens: 120, ignoreEos: true }), never())) if (ev.type === 'token') tokens++;
+      })();
+      while (tokens < 2) await tick();
+      let first = -1;
+      let report = e.queue(10);
+      const reading = (async () => {
+        for await (const ev of e.stream(req('ck-long', { prompt: longPrompt(3), maxTokens: 4 }), never())) {
+          if (ev.type === 'token' && first < 0) first = tokens;
+        }
+      })();
+      const before = tokens;
+      // A third request waits: the long prompt holds the batch's second row while it is read.
+      const third = e.generate(req('ck-third', { maxTokens: 2 }), never());
+      while (first < 0) {
+        const q = e.queue(10);
+        if (q.rows.some((r) => r.state === 'prefill')) report = q;
+        await tick();
+      }
+      await Promise.all([streaming, reading, third]);
+      return { tokens: first - before, rows: report.rows.length, prefilling: report.rows.filter((r) => r.state === 'prefill' && r.userId === 'ck-long').length };
+    };
+    const chunked = await during(8);
+    const whole = await during(0);
+    // About 100 tokens in 8-token chunks: a decode step of the other row after each.
+    expect(chunked.tokens).toBeGreaterThanOrEqual(10);
+    expect(chunked.rows).toBe(2); // the streaming row and the long prompt; the third waits
+    expect(chunked.prefilling).toBe(1);
+    expect(whole.tokens).toBeLessThanOrEqual(1); // at most the step that was running when it arrived
+  }, 60_000);
+
+  it('a request cancelled between chunks is freed: nothing left in the batch, the queue or its user\'s row count', async () => {
+    await f.giveAdapter('ck-cancel', randomStoredAdapter(f.cfg, [0], 1, 63));
+    const e = f.engine({ prefillChunk: 4 });
+    const ac = new AbortController();
+    const before = chunks();
+    const reply = e.generate(req('ck-cancel', { prompt: longPrompt(3), maxTokens: 8 }), ac.signal);
+    while (chunks() - before < 2) await tick();
+    ac.abort();
+    const r = await reply;
+    expect(r.finishReason).toBe('cancelled');
+    expect(r.text).toBe('');
+    expect(chunks() - before).toBeLessThan(Math.ceil(r.usage.promptTokens / 4));
+    expect(e.occupancy).toEqual({ active: 0, waiting: 0 });
+    expect(e.queue(10).rows).toEqual([]);
+    expect(e.queue(10).users).toEqual([]);
+    // The engine goes on serving, the same user included.
+    expect((await e.generate(req('ck-cancel', { maxTokens: 3 }), never())).finishReason).not.toBe('cancelled');
+  }, 60_000);
+
+  it("a chat's next turn continuing a cached conversation reads its new tokens a chunk at a time, as it would whole", async () => {
+    await f.giveAdapter('ck-chat', randomStoredAdapter(f.cfg, [0, 1], 1, 64));
+    const chat = async (e: Engine): Promise<ServeResult[]> => {
+      const messages: Array<{ role: 'user' | 'assistant'; content: string }> = [];
+      const out: ServeResult[] = [];
+      for (const q of [longPrompt(2), longPrompt(5, 3)]) {
+        messages.push({ role: 'user', content: q });
+        const r = await e.generate(req('ck-chat', { prompt: undefined, messages: [...messages], maxTokens: 10 }), never());
+        out.push(r);
+        messages.push({ role: 'assistant', content: r.text });
+      }
+      return out;
+    };
+    const prefix = () => new PrefixCache({ maxBytes: 16 * 1024 * 1024, shape: f.model.kvShape, minTokens: 4 });
+    const want = await chat(f.engine({ prefixCache: prefix() }));
+    const before = chunks();
+    const got = await chat(f.engine({ prefixCache: prefix(), prefillChunk: 8 }));
+    expect(got.map(comparable)).toEqual(want.map(comparable));
+    expect(got[1].usage.cachedTokens).toBeGreaterThan(0);
+    const fresh = got[1].usage.promptTokens - got[1].usage.cachedTokens;
+    expect(fresh).toBeGreaterThan(8);
+    expect(chunks() - before).toBe(Math.ceil(got[0].usage.promptTokens / 8) + Math.ceil(fresh / 8));
+  }, 60_000);
+});
