@@ -102,6 +102,39 @@ describe('KvBatch', () => {
     expect([...a.k[0].subarray(21, 24)]).toEqual([5, 5, 5]);
   });
 
+  it('relays its rows in place within the memory it holds: a long row joining again reuses the buffers it grew for, every row intact', () => {
+    const kv = new KvBatch(shape, { bucket: 4 });
+    const rows = [row(3, 11), row(5, 12), row(2, 13), row(7, 14)];
+    rows.forEach((r, i) => kv.add(i, r));
+    const long = row(21, 15);
+    kv.add('long', long);
+    expect(kv.capacity).toBe(24);
+    const memory = kv.decodeFeeds()['past_k.1'].data.buffer;
+    kv.remove('long');
+    expect(kv.capacity).toBe(8); // shrunk in place: rows moved down, the first first
+    expect(kv.decodeFeeds()['past_k.1'].data.buffer).toBe(memory);
+    kv.append(present(4, 9));
+    kv.add('again', row(18, 16));
+    expect(kv.capacity).toBe(20); // grown in place: rows moved up, the last first
+    expect(kv.decodeFeeds()['past_k.1'].data.buffer).toBe(memory);
+    rows.forEach((r, i) => {
+      const got = kv.extract(i);
+      expect(got.length).toBe(r.length + 1);
+      for (const [name, l] of [['k', 0], ['k', 1], ['v', 0], ['v', 1]] as const) {
+        for (let h = 0; h < 2; h++) {
+          const g = got[name][l].subarray(h * (r.length + 1) * 3, (h + 1) * (r.length + 1) * 3);
+          expect([...g.subarray(0, r.length * 3)]).toEqual([...r[name][l].subarray(h * r.length * 3, (h + 1) * r.length * 3)]);
+          expect([...g.subarray(r.length * 3)]).toEqual([9, 9, 9]);
+        }
+      }
+    });
+    // Emptied, it keeps its memory for the next rows.
+    for (const id of [0, 1, 2, 3, 'again']) kv.remove(id);
+    kv.add('next', row(4, 17));
+    expect(kv.decodeFeeds()['past_k.1'].data.buffer).toBe(memory);
+    expect([...kv.extract('next').v[1]]).toEqual([...row(4, 17).v[1]]);
+  });
+
   it('masks each row past its own length and positions the next token at it', () => {
     const kv = new KvBatch(shape, { bucket: 4 });
     kv.add(1, row(2, 4));
