@@ -13,7 +13,9 @@
  *      one batched prefill of their prompts (through the row pool's units; a lone
  *      joiner with an adapter, the common case, through its adapter as served: fewer, larger ops);
  *      joiners whose prompt starts with a conversation the prefix cache holds (prefix-cache.ts: the
- *      same user, the same adapter version) run only the tokens after it, in one batched extend call,
+ *      same user, the same adapter version) run only the tokens after it, in one batched extend call;
+ *      a joiner with more new tokens than `prefillChunk` is set aside and read a chunk at a time, one
+ *      chunk here per turn of the loop, joining the batch after its last (chunked prefill),
  *   3. runs one decode step of every row and streams each row's token to its request,
  *   4. removes finished rows, releasing their adapter leases and keeping their caches (prompt and
  *      reply) in the prefix cache for the conversation's next turn.

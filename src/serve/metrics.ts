@@ -38,7 +38,7 @@ export function engineMetrics(reg: Registry, prefix = 'memlora_generate'): Engin
     poolBytes: reg.gauge(`${prefix}_pool_bytes`, 'Bytes allocated for the adapter unit pool of the decode batch.'),
     batchRows: reg.histogram(`${prefix}_batch_rows`, 'Rows per decode step.', [], ROW_BUCKETS),
     stepSeconds: reg.histogram(`${prefix}_step_seconds`, 'Time of one decode step of the whole batch, seconds.', [], STEP_BUCKETS),
-    prefillSeconds: reg.histogram(`${prefix}_prefill_seconds`, 'Time of one admission of joiners: their batched prefill, and the extend call of those continuing a cached conversation, seconds.', [], STEP_BUCKETS),
+    prefillSeconds: reg.histogram(`${prefix}_prefill_seconds`, 'Time of one admission of joiners (their batched prefill, and the extend call of those continuing a cached conversation) or of one chunk of a long prompt, seconds.', [], STEP_BUCKETS),
     prefillChunks: reg.counter(`${prefix}_prefill_chunks_total`, 'Pieces of long prompts run between decode steps (chunked prefill): a prompt with more new tokens than the chunk size is read a chunk at a time, one chunk per step of the batch.'),
     tokens: reg.counter(`${prefix}_tokens_total`, 'Tokens generated.', ['mode']),
     scoredTokens: reg.counter(`${prefix}_scored_tokens_total`, 'Tokens scored (POST /v1/score: their log-probabilities computed, none generated).', ['mode']),
