@@ -869,6 +869,7 @@ export const queueReportSchema = z.object({
       /** The request named its adapter version, active or not. */
       pinned: z.literal(true).optional(),
       promptTokens: z.int().min(0),
+      promptTokensRead: z.int().min(0),
       generatedTokens: z.int().min(0),
       runningMs: z.number().min(0),
     }),

@@ -306,6 +306,7 @@ export class Engine {
         adapterVersion: job.personalization.adapterVersion,
         ...(job.personalization.pinned ? { pinned: true as const } : {}),
         promptTokens: job.ids.length,
+        promptTokensRead: state === 'decode' ? job.ids.length : (job.chunked?.done ?? job.cachedTokens),
         generatedTokens: job.seq?.tokens.length ?? 0,
         runningMs: round(t - job.t.admitted),
       }));
@@ -858,6 +859,7 @@ export class Engine {
     const fresh = joiners.filter((j) => !hits.has(j));
     const continued = joiners.filter((j) => hits.has(j));
     joiners = [...fresh, ...continued];
+    for (const job of joiners) job.cachedTokens = hits.get(job)?.tokens ?? 0;
     for (const job of joiners) {
       job.t.admitted = t0;
       job.state = 'active';
@@ -896,7 +898,6 @@ export class Engine {
       }
       return;
     }
-    for (const job of joiners) job.cachedTokens = hits.get(job)?.tokens ?? 0;
     this.syncPoolMetrics();
     const t1 = now();
     this.m.prefillSeconds.observe(undefined, (t1 - t0) / 1000);

@@ -241,6 +241,8 @@ export interface QueueReport {
     /** The request named its adapter version (adapterVersion), active or not. */
     pinned?: true;
     promptTokens: number;
+    /** Prompt tokens read so far (from the prefix cache or computed): all of them once it decodes; a long prompt read a chunk at a time shows its progress. */
+    promptTokensRead: number;
     generatedTokens: number;
     runningMs: number;
   }>;

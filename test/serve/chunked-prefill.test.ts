@@ -55,7 +55,7 @@ describe('chunked prefill', () => {
   }, 60_000);
 
   it('rows already decoding keep getting tokens while a long prompt is read (none do while one is read whole), and it holds its row meanwhile', async () => {
-    const during = async (prefillChunk: number): Promise<{ tokens: number; rows: number; prefilling: number }> => {
+    const during = async (prefillChunk: number): Promise<{ tokens: number; rows: number; prefilling: number; read: number[]; promptTokens: number }> => {
       const e = f.engine({ prefillChunk, maxBatch: 2 });
       let tokens = 0;
       const streaming = (async () => {
@@ -64,6 +64,7 @@ describe('chunked prefill', () => {
       while (tokens < 2) await tick();
       let first = -1;
       let report = e.queue(10);
+      const read: number[] = [];
       const reading = (async () => {
         for await (const ev of e.stream(req('ck-long', { prompt: longPrompt(3), maxTokens: 4 }), never())) {
           if (ev.type === 'token' && first < 0) first = tokens;
@@ -74,11 +75,16 @@ describe('chunked prefill', () => {
       const third = e.generate(req('ck-third', { maxTokens: 2 }), never());
       while (first < 0) {
         const q = e.queue(10);
-        if (q.rows.some((r) => r.state === 'prefill')) report = q;
+        const row = q.rows.find((r) => r.state === 'prefill' && r.userId === 'ck-long');
+        if (row) {
+          report = q;
+          if (read.at(-1) !== row.promptTokensRead) read.push(row.promptTokensRead);
+        }
         await tick();
       }
       await Promise.all([streaming, reading, third]);
-      return { tokens: first - before, rows: report.rows.length, prefilling: report.rows.filter((r) => r.state === 'prefill' && r.userId === 'ck-long').length };
+      const long = report.rows.find((r) => r.userId === 'ck-long');
+      return { tokens: first - before, rows: report.rows.length, prefilling: report.rows.filter((r) => r.state === 'prefill' && r.userId === 'ck-long').length, read, promptTokens: long?.promptTokens ?? 0 };
     };
     const chunked = await during(8);
     const whole = await during(0);
@@ -86,6 +92,9 @@ describe('chunked prefill', () => {
     expect(chunked.tokens).toBeGreaterThanOrEqual(10);
     expect(chunked.rows).toBe(2); // the streaming row and the long prompt; the third waits
     expect(chunked.prefilling).toBe(1);
+    // The queue report shows the prompt read so far, a chunk at a time.
+    expect(chunked.read.length).toBeGreaterThanOrEqual(5);
+    expect(chunked.read.every((n, i) => n % 8 === 0 && n < chunked.promptTokens && (i === 0 || n > chunked.read[i - 1]))).toBe(true);
     expect(whole.tokens).toBeLessThanOrEqual(1); // at most the step that was running when it arrived
   }, 60_000);
 
