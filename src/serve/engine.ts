@@ -59,6 +59,7 @@ import { TokenTexts } from './logprobs.js';
 import type { Fallback, FallbackReason, Likelihood, Personalization, QueueReport, ScoreRequest, ScoreResult, ServeEvent, ServeFinishReason, ServeLogger, ServeRequest, ServeResult, TokenizeRequest, TokenizeResult, TokenLogprob } from './types.js';
 import { type WarmReport, warmAdapters } from './warm.js';
 import type { PrefixCache, PrefixHit } from './prefix-cache.js';
+import { lengthGroups } from './prefill-groups.js';
 
 export interface EngineOptions {
   model: Model;
@@ -856,9 +857,11 @@ export class Engine {
       if (joiners.length === 0) return;
     }
     // The pool holds each call's rows together: the whole prompts first, then the continued ones.
-    const fresh = joiners.filter((j) => !hits.has(j));
+    // Whole prompts in groups of like length (prefill-groups.ts: a batched call pads every row to its
+    // longest), then those continuing a cached conversation.
+    const groups = lengthGroups(joiners.filter((j) => !hits.has(j)), (j) => j.ids.length);
     const continued = joiners.filter((j) => hits.has(j));
-    joiners = [...fresh, ...continued];
+    joiners = [...groups.flat(), ...continued];
     for (const job of joiners) job.cachedTokens = hits.get(job)?.tokens ?? 0;
     for (const job of joiners) {
       job.t.admitted = t0;
@@ -875,17 +878,19 @@ export class Engine {
     const logits: Float32Array[] = [];
     const caches: PastRow[][] = [];
     try {
-      if (fresh.length > 0) {
-        const pre = await this.model.prefill(fresh.map((j) => j.ids), loraOf(fresh, start));
+      let from = start;
+      for (const group of groups) {
+        const pre = await this.model.prefill(group.map((j) => j.ids), loraOf(group, from));
         logits.push(...pre.logits);
         caches.push(...pre.kv.map((kv) => [{ kv }]));
+        from += group.length;
       }
       if (continued.length > 0) {
         const rows = continued.map((j) => {
           const hit = hits.get(j)!;
           return { past: hit.kv, pastLength: hit.tokens, ids: j.ids.slice(hit.tokens) };
         });
-        const ext = await this.model.extend(rows, loraOf(continued, start + fresh.length));
+        const ext = await this.model.extend(rows, loraOf(continued, from));
         logits.push(...ext.logits);
         caches.push(...rows.map((r, i) => [{ kv: r.past, length: r.pastLength }, { kv: ext.added[i] }]));
       }

@@ -5,7 +5,7 @@
  * getting tokens while it is read (none do when it is read whole); it holds its row meanwhile, shows
  * in the queue report as prefilling, and a cancellation between chunks frees everything.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { Counter } from '../../src/metrics.js';
 import type { Engine } from '../../src/serve/engine.js';
 import { PrefixCache } from '../../src/serve/prefix-cache.js';
@@ -52,6 +52,32 @@ describe('chunked prefill', () => {
     // All at once: the long ones are read in turn while the short one decodes.
     const together = await Promise.all(requests.map((r) => chunked.generate(r, never())));
     expect(together.map(comparable)).toEqual(want.map(comparable));
+  }, 60_000);
+
+  it('joiners arriving together are read in calls of like length: long prompts do not pad the short ones to their length', async () => {
+    // Every user with an adapter, cached by the runs alone: all five are ready at once, and each
+    // group's rows in the pool are its own (the long ones' group reads the pool past the short ones').
+    for (let i = 0; i < 5; i++) await f.giveAdapter(`ck-g${i}`, randomStoredAdapter(f.cfg, [i % 2, 1], 1 + (i % 3), 65 + i));
+    const e = f.engine({ prefillChunk: 0 });
+    const prompts = [longPrompt(3), longPrompt(3, 1), 'Hi.', 'Hello there.', 'Good day!'];
+    const requests = prompts.map((prompt, i) => req(`ck-g${i}`, { prompt, maxTokens: 6 }));
+    const alone: ServeResult[] = [];
+    for (const r of requests) alone.push(await e.generate(r, never()));
+    const calls: number[][] = [];
+    const prefill = f.model.prefill.bind(f.model);
+    const spy = vi.spyOn(f.model, 'prefill').mockImplementation((rows, lora, padding) => {
+      calls.push(rows.map((r) => r.length));
+      return prefill(rows, lora, padding);
+    });
+    try {
+      const together = await Promise.all(requests.map((r) => e.generate(r, never())));
+      expect(together.map(comparable)).toEqual(alone.map(comparable));
+    } finally {
+      spy.mockRestore();
+    }
+    const lengths = alone.map((r) => r.usage.promptTokens);
+    expect(calls).toEqual([lengths.slice(2).sort((a, b) => a - b), lengths.slice(0, 2).sort((a, b) => a - b)]);
+    expect(alone.every((r) => r.personalization.mode === 'injected')).toBe(true);
   }, 60_000);
 
   it('rows already decoding keep getting tokens while a long prompt is read (none do while one is read whole), and it holds its row meanwhile', async () => {

@@ -409,9 +409,10 @@ describe('faults', () => {
     const r = e.queue(10);
     expect(r).toMatchObject({ scheduling: 'fair', maxBatch: 1, maxQueue: 64, maxQueuePerUser: 64, waiting: 4, usersTotal: 3 });
     expect(r.rows).toEqual([
-      { id: expect.stringMatching(/^gen_/), userId: 'qr-long', state: 'decode', mode: 'injected', adapterVersion: 1, promptTokens: expect.any(Number), generatedTokens: expect.any(Number), runningMs: expect.any(Number) },
+      { id: expect.stringMatching(/^gen_/), userId: 'qr-long', state: 'decode', mode: 'injected', adapterVersion: 1, promptTokens: expect.any(Number), promptTokensRead: expect.any(Number), generatedTokens: expect.any(Number), runningMs: expect.any(Number) },
     ]);
     expect(r.rows[0].generatedTokens).toBeGreaterThanOrEqual(1);
+    expect(r.rows[0].promptTokensRead).toBe(r.rows[0].promptTokens); // decoding: its prompt is read
     expect(r.users.map((u) => [u.userId, u.rows, u.waiting])).toEqual([['qr-a', 0, 3], ['qr-b', 0, 1], ['qr-long', 1, 0]]);
     expect(r.users[0].oldestWaitMs).toBeGreaterThanOrEqual(r.users[1].oldestWaitMs!); // qr-a's first arrived before qr-b's
     expect(r.users[2].oldestWaitMs).toBeNull();
