@@ -1036,9 +1036,13 @@ export class Engine {
         if (s.compare && job.personalization.mode !== 'vanilla') rows.base = plain.push([...job.baseIds, ...s.textIds]) - 1;
         at.set(job, rows);
       }
-      let plainLogits: Float32Array[] = [];
+      const plainLogits: Float32Array[] = [];
       try {
-        if (plain.length > 0) plainLogits = await this.model.forwardLogits(plain);
+        // In calls of like length, as joiners are read (prefill-groups.ts): each pads to its longest.
+        for (const group of lengthGroups([...plain.keys()], (i) => plain[i].length)) {
+          const logits = await this.model.forwardLogits(group.map((i) => plain[i]));
+          group.forEach((i, k) => (plainLogits[i] = logits[k]));
+        }
       } catch (e) {
         this.logger.error('scoring failed', { rows: plain.length, err: e instanceof Error ? e.stack : String(e) });
         for (const job of live) this.fail(job, new ServeError('generation_failed', 'the model failed while scoring', { cause: e }));

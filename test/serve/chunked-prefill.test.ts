@@ -80,6 +80,28 @@ describe('chunked prefill', () => {
     expect(alone.every((r) => r.personalization.mode === 'injected')).toBe(true);
   }, 60_000);
 
+  it('scoring requests arriving together are scored in calls of like length, as they are alone', async () => {
+    const e = f.engine();
+    const requests = [longPrompt(3), 'Hi.', longPrompt(3, 2), 'Good day!'].map((prompt, i) => ({ userId: `ck-s${i}`, prompt, text: ' Fine, thank you.', mode: 'vanilla' as const, topLogprobs: 2 }));
+    const alone = [];
+    for (const r of requests) alone.push(await e.score(r, never()));
+    const calls: number[][] = [];
+    const forward = f.model.forwardLogits.bind(f.model);
+    const spy = vi.spyOn(f.model, 'forwardLogits').mockImplementation((rows, lora) => {
+      calls.push(rows.map((r) => r.length));
+      return forward(rows, lora);
+    });
+    try {
+      const together = await Promise.all(requests.map((r) => e.score(r, never())));
+      expect(together.map((r) => r.tokens)).toEqual(alone.map((r) => r.tokens));
+    } finally {
+      spy.mockRestore();
+    }
+    expect(calls.length).toBe(2);
+    expect(calls.map((c) => c.length)).toEqual([2, 2]);
+    expect(Math.max(...calls[0])).toBeLessThan(Math.min(...calls[1]));
+  }, 60_000);
+
   it('rows already decoding keep getting tokens while a long prompt is read (none do while one is read whole), and it holds its row meanwhile', async () => {
     const during = async (prefillChunk: number): Promise<{ tokens: number; rows: number; prefilling: number; read: number[]; promptTokens: number }> => {
       const e = f.engine({ prefillChunk, maxBatch: 2 });
