@@ -86,7 +86,7 @@ export const ENV_VARS: readonly EnvVarDoc[] = [
   { name: 'MEMLORA_RESPONSES_RETENTION_DAYS', default: '30', describe: 'Days POST /v1/responses keeps the responses it stores (store, true unless false) for previous_response_id and GET /v1/responses/{id}; 0 stores none.' },
   { name: 'MEMLORA_SCHEDULING', default: 'fair', describe: 'How free batch rows are shared between users\' waiting requests: `fair` (the user holding the fewest rows, then round robin between users) or `fifo` (arrival order).' },
   { name: 'MEMLORA_MAX_BATCH', default: '8', describe: 'Rows in one decode batch.' },
-  { name: 'MEMLORA_PREFILL_CHUNK', default: '128', describe: 'Chunked prefill: a prompt with more new tokens than this is read this many tokens at a time, one chunk before each decode step, so that a long prompt holds up the replies already streaming for one chunk at a time instead of its whole length; 0 reads every prompt in one call.' },
+  { name: 'MEMLORA_PREFILL_CHUNK', default: '128', describe: 'Chunked prefill: a prompt with more new tokens than this is read this many tokens at a time, one chunk before each decode step, so that a long prompt holds up the replies already streaming for one chunk at a time instead of its whole length (a scoring request\'s context and text too); 0 reads every prompt in one call.' },
   { name: 'MEMLORA_BODY_LIMIT_BYTES', default: '1MiB', describe: 'Largest accepted request body (413 above it); same suffixes as the cache size.' },
   { name: 'MEMLORA_SHARED_DIR', default: '../shared', describe: 'Shared models/data directory (default relative to the repository root).' },
 ];

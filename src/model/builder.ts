@@ -52,7 +52,7 @@ export function normaliseSpec(cfg: ModelConfig, spec: GraphSpec): GraphSpec {
       expected: cfg.nLayers,
     });
   }
-  if (spec.allLogits && spec.kind !== 'prefill') throw new BuilderError('bad_spec', `allLogits applies to prefill graphs, not ${spec.kind}`);
+  if (spec.allLogits && !picksLast(spec.kind)) throw new BuilderError('bad_spec', `allLogits applies to prefill and extend graphs, not ${spec.kind}`);
   const out: GraphSpec = { kind: spec.kind };
   if (lora && lora.layers.some(Boolean)) {
     out.lora = { mode: lora.mode, layers: [...lora.layers] };

@@ -50,7 +50,7 @@ export interface LoraSpec {
 export interface GraphSpec {
   kind: GraphKind;
   lora?: LoraSpec;
-  /** prefill only: also output `logits_all` [B, T, V]. */
+  /** prefill and extend only: also output `logits_all` [B, T, V] (every new position's logits). */
   allLogits?: boolean;
 }
 

@@ -152,6 +152,13 @@ export class Model {
    * whole cache is the past's first pastLength positions, then those (KvBatch.add takes both parts).
    */
   async extend(rows: readonly { past: RowKv; pastLength?: number; ids: readonly number[] }[], lora?: LoraInput): Promise<ExtendResult> {
+    const l = loraInputFeeds(this.config, lora, rows.length);
+    const out = await this.runPrompts({ kind: 'extend', lora: l.lora }, [...this.extendFeeds(rows), l.feeds], rows.map((row) => ({ start: 0, length: row.ids.length })));
+    return { logits: out.logits, added: out.kv };
+  }
+
+  /** The token and past feeds of an extend call, each row checked. */
+  private extendFeeds(rows: readonly { past: RowKv; pastLength?: number; ids: readonly number[] }[]): Record<string, HostTensor>[] {
     const past = pastFeeds(this.kvShape, rows.map((r) => ({ kv: r.past, length: r.pastLength })));
     rows.forEach((r, i) => {
       if (past.lengths[i] < 1) throw new ModelError('empty_past', 'extend needs a cached prefix of at least one token; use prefill');
@@ -160,10 +167,30 @@ export class Model {
       }
     });
     this.checkTokens(rows.map((r) => r.ids));
-    const packed = packExtend(rows.map((r, i) => ({ past: past.lengths[i], ids: r.ids })), past.pastSeq);
-    const l = loraInputFeeds(this.config, lora, rows.length);
-    const out = await this.runPrompts({ kind: 'extend', lora: l.lora }, [packed.feeds, past.feeds, l.feeds], rows.map((row) => ({ start: 0, length: row.ids.length })));
-    return { logits: out.logits, added: out.kv };
+    return [packExtend(rows.map((r, i) => ({ past: past.lengths[i], ids: r.ids })), past.pastSeq).feeds, past.feeds];
+  }
+
+  /**
+   * Every position's logits of one row's tokens ([ids.length x V]) and their cache: a prefill of
+   * `ids`, or with `past` an extend after its first `pastLength` positions (default all). A long
+   * sequence read in pieces this way (chunked scoring) gives a whole forwardLogits' logits, up to
+   * float rounding.
+   */
+  async readLogits(row: { past?: RowKv; pastLength?: number; ids: readonly number[] }, lora?: LoraInput): Promise<{ logits: Float32Array; kv: RowKv }> {
+    const n = this.config.nLayers;
+    const fetch = ['logits_all', ...Array.from({ length: n }, (_, i) => [`present_k.${i}`, `present_v.${i}`]).flat()];
+    const l = loraInputFeeds(this.config, lora, 1);
+    let out: Record<string, HostTensor>;
+    if (row.past) {
+      out = await this.run({ kind: 'extend', allLogits: true, lora: l.lora }, [...this.extendFeeds([{ past: row.past, pastLength: row.pastLength, ids: row.ids }]), l.feeds], fetch);
+    } else {
+      this.checkTokens([row.ids]);
+      const packed = packRows([row.ids]);
+      out = await this.run({ kind: 'prefill', allLogits: true, lora: l.lora }, [packed.feeds, l.feeds], fetch);
+    }
+    const presents = { k: Array.from({ length: n }, (_, i) => out[`present_k.${i}`]), v: Array.from({ length: n }, (_, i) => out[`present_v.${i}`]) };
+    const all = out.logits_all.data as Float32Array;
+    return { logits: all.subarray(0, row.ids.length * this.config.vocabSize), kv: rowKvFromPresents(this.kvShape, presents, 0, 0, row.ids.length) };
   }
 
   /**

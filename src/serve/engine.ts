@@ -15,7 +15,8 @@
  *      joiners whose prompt starts with a conversation the prefix cache holds (prefix-cache.ts: the
  *      same user, the same adapter version) run only the tokens after it, in one batched extend call;
  *      a joiner with more new tokens than `prefillChunk` is set aside and read a chunk at a time, one
- *      chunk here per turn of the loop, joining the batch after its last (chunked prefill),
+ *      chunk here per turn of the loop, joining the batch after its last (chunked prefill; so is
+ *      a long scoring request, reported after its last),
  *   3. runs one decode step of every row and streams each row's token to its request,
  *   4. removes finished rows, releasing their adapter leases and keeping their caches (prompt and
  *      reply) in the prefix cache for the conversation's next turn.
@@ -38,6 +39,7 @@ import { Registry } from '../metrics.js';
 import type { ChatTemplateName } from '../model/chat-format.js';
 import type { GuideSpec } from '../model/guide.js';
 import { concatRowKv, KvBatch, type KvShape, type PastRow, type RowKv, sliceRowKv } from '../model/kv.js';
+import type { LoraInput } from '../model/lora-feeds.js';
 import type { Model } from '../model/model.js';
 import { RowPool } from '../model/row-pool.js';
 import { type SamplingOptions, tokenLogprobs } from '../model/sampling.js';
@@ -97,8 +99,10 @@ export interface EngineOptions {
    * Chunked prefill: a joiner with more new prompt tokens than this is read this many at a time, one
    * chunk before each decode step of the batch, and joins the batch after its last chunk. A long
    * prompt then holds the other rows up for one chunk at a time, not for all of it, and the short
-   * joiners admitted with it are not padded to its length. 0 (the default): every prompt is read
-   * in one call. The server sets MEMLORA_PREFILL_CHUNK's.
+   * joiners admitted with it are not padded to its length. A scoring request's context and text
+   * longer than this are read the same way (each pass: its own model's, the base model's for a
+   * comparison). 0 (the default): every prompt is read in one call. The server sets
+   * MEMLORA_PREFILL_CHUNK's.
    */
   prefillChunk?: number;
   /**
@@ -120,6 +124,15 @@ interface ScoreJob {
   compare: boolean;
   /** What memory is retrieved by: the context's, or with no context the text itself. */
   query: string;
+}
+
+/** One pass of a scoring request read a chunk at a time: its tokens, every position's logits so far, and their cache. */
+interface ScorePass {
+  ids: number[];
+  lora: LoraInput | undefined;
+  done: number;
+  past: RowKv | null;
+  logits: Float32Array;
 }
 
 /** What a job reports: generation events, or a scoring request's result. */
@@ -154,6 +167,8 @@ interface Job {
   cachedTokens: number;
   /** A long prompt read a chunk at a time (prefillChunk): the tokens read so far, and their cache. */
   chunked: { done: number; past: PastRow | null } | null;
+  /** A scoring request with a long context read a chunk at a time: its passes (its own model's, then the base model's for a comparison). */
+  scoring: ScorePass[] | null;
   /** Keep the row's cache in the prefix cache when it leaves (false once its user is forgotten or its adapter version retired). */
   remember: boolean;
   /** The generated tokens' log-probabilities as reported, when the request asked for them. */
@@ -307,7 +322,7 @@ export class Engine {
         adapterVersion: job.personalization.adapterVersion,
         ...(job.personalization.pinned ? { pinned: true as const } : {}),
         promptTokens: job.ids.length,
-        promptTokensRead: state === 'decode' ? job.ids.length : (job.chunked?.done ?? job.cachedTokens),
+        promptTokensRead: state === 'decode' ? job.ids.length : (job.chunked?.done ?? Math.min(job.scoring?.[0].done ?? job.cachedTokens, job.ids.length)),
         generatedTokens: job.seq?.tokens.length ?? 0,
         runningMs: round(t - job.t.admitted),
       }));
@@ -571,6 +586,7 @@ export class Engine {
       prefillMs: 0,
       cachedTokens: 0,
       chunked: null,
+      scoring: null,
       remember: true,
       logprobs: req.logprobs ? [] : null,
       sentPromptIds: false,
@@ -931,6 +947,7 @@ export class Engine {
    */
   private async readChunk(): Promise<void> {
     const job = this.chunking[0];
+    if (job.score) return this.readScoreChunk(job);
     const c = job.chunked!;
     const to = Math.min(job.ids.length, c.done + this.chunk);
     const ids = job.ids.slice(c.done, to);
@@ -1025,17 +1042,28 @@ export class Engine {
       const t0 = now();
       const plain: number[][] = [];
       const at = new Map<Job, { own?: number; base?: number }>();
+      const v = this.model.config.vocabSize;
       for (const job of live) {
         job.t.admitted = t0;
         job.state = 'active';
         this.m.queueSeconds.observe({ mode: job.personalization.mode }, (t0 - job.t.arrived) / 1000);
         const s = job.score!;
+        // Vanilla already is the base model on the request's own context.
+        const compares = s.compare && job.personalization.mode !== 'vanilla';
+        if (this.chunk > 0 && job.ids.length + s.textIds.length > this.chunk) {
+          // A long context: read a chunk at a time between decode steps (readScoreChunk), as long prompts are.
+          const pass = (ids: number[], lora: LoraInput | undefined): ScorePass => ({ ids, lora, done: 0, past: null, logits: new Float32Array(ids.length * v) });
+          job.scoring = [pass([...job.ids, ...s.textIds], job.lease ? { adapter: job.lease.adapter, everyLayer: true } : undefined)];
+          if (compares) job.scoring.push(pass([...job.baseIds, ...s.textIds], undefined));
+          this.chunking.push(job);
+          continue;
+        }
         const rows: { own?: number; base?: number } = {};
         if (!job.lease) rows.own = plain.push([...job.ids, ...s.textIds]) - 1;
-        // Vanilla already is the base model on the request's own context.
-        if (s.compare && job.personalization.mode !== 'vanilla') rows.base = plain.push([...job.baseIds, ...s.textIds]) - 1;
+        if (compares) rows.base = plain.push([...job.baseIds, ...s.textIds]) - 1;
         at.set(job, rows);
       }
+      const whole = live.filter((job) => at.has(job));
       const plainLogits: Float32Array[] = [];
       try {
         // In calls of like length, as joiners are read (prefill-groups.ts): each pads to its longest.
@@ -1045,10 +1073,10 @@ export class Engine {
         }
       } catch (e) {
         this.logger.error('scoring failed', { rows: plain.length, err: e instanceof Error ? e.stack : String(e) });
-        for (const job of live) this.fail(job, new ServeError('generation_failed', 'the model failed while scoring', { cause: e }));
+        for (const job of whole) this.fail(job, new ServeError('generation_failed', 'the model failed while scoring', { cause: e }));
         return;
       }
-      for (const job of live) {
+      for (const job of whole) {
         const rows = at.get(job)!;
         let own: Float32Array;
         try {
@@ -1063,6 +1091,33 @@ export class Engine {
     } finally {
       this.joining = [];
     }
+  }
+
+  /**
+   * Read the next chunk of a scoring request's long context: of its first pass not read yet, every
+   * position's logits kept; after the last chunk of its last pass it is reported.
+   */
+  private async readScoreChunk(job: Job): Promise<void> {
+    const pass = job.scoring!.find((p) => p.done < p.ids.length)!;
+    const to = Math.min(pass.ids.length, pass.done + this.chunk);
+    const t0 = now();
+    try {
+      const read = await this.model.readLogits({ past: pass.past ?? undefined, ids: pass.ids.slice(pass.done, to) }, pass.lora);
+      pass.logits.set(read.logits, pass.done * this.model.config.vocabSize);
+      pass.past = pass.past ? concatRowKv(this.model.kvShape, pass.past, read.kv) : read.kv;
+      pass.done = to;
+    } catch (e) {
+      this.logger.error('scoring failed', { userId: job.req.userId, chunk: { from: pass.done, to }, err: e instanceof Error ? e.stack : String(e) });
+      this.chunking.shift();
+      this.fail(job, new ServeError('generation_failed', 'the model failed while scoring', { cause: e }));
+      return;
+    }
+    this.m.prefillChunks.inc();
+    this.m.prefillSeconds.observe(undefined, (now() - t0) / 1000);
+    if (job.scoring!.some((p) => p.done < p.ids.length)) return;
+    this.chunking.shift();
+    const [own, base] = job.scoring!;
+    this.scored(job, own.logits, base?.logits ?? null, job.t.admitted);
   }
 
   /** Report a scoring request from its pass's logits (and the base model's, for a comparison). */

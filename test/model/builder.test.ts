@@ -32,10 +32,12 @@ describe('sessionKey', () => {
     expect(sessionKey(tinyGpt2, { kind: 'train' })).not.toBe(sessionKey({ ...tinyGpt2, dFf: 32 }, { kind: 'train' }));
   });
 
-  it('rejects a layer mask of the wrong length, allLogits outside prefill and a transposed B outside mode single', () => {
+  it('rejects a layer mask of the wrong length, allLogits outside prefill and extend, and a transposed B outside mode single', () => {
     expect(() => normaliseSpec(tinyGpt2, { kind: 'train', lora: { mode: 'single', layers: [true] } })).toThrow(BuilderError);
     expect(() => normaliseSpec(tinyGpt2, { kind: 'decode', lora: { mode: 'rows', layers: [true, true], bt: true } })).toThrow(/bt/);
     expect(() => normaliseSpec(tinyGpt2, { kind: 'decode', allLogits: true })).toThrow(/allLogits/);
+    expect(() => normaliseSpec(tinyGpt2, { kind: 'train', allLogits: true })).toThrow(/allLogits/);
+    expect(normaliseSpec(tinyGpt2, { kind: 'extend', allLogits: true }).allLogits).toBe(true);
   });
 });
 

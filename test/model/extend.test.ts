@@ -96,6 +96,26 @@ describe.each(variants)('%s', (_name, cfg) => {
     });
   });
 
+  it('readLogits: every position of a row read in pieces, plain and through an adapter, as the independent reference reads it whole', async () => {
+    const a = randomAdapter(cfg, [0, 1], 3, 34, 0.7);
+    const row = rows[2]; // 12 tokens, in pieces of 5, 4 and 3
+    for (const lora of [undefined, { adapter: a, everyLayer: true }]) {
+      const ref = referenceLogits(cfg, weights, row, lora && refLora(a));
+      let past: RowKv | undefined;
+      const got: Float32Array[] = [];
+      for (const [from, to] of [[0, 5], [5, 9], [9, 12]]) {
+        const piece = await model.readLogits({ past, ids: row.slice(from, to) }, lora);
+        expect(piece.kv.length).toBe(to - from);
+        got.push(piece.logits);
+        past = past ? concatRowKv(model.kvShape, past, piece.kv) : piece.kv;
+      }
+      const all = Float32Array.from(got.flatMap((g) => [...g]));
+      expect(all.length).toBe(row.length * cfg.vocabSize);
+      expect(maxAbsDiff(all, Float32Array.from(ref.flatMap((r) => [...r])))).toBeLessThan(TOL);
+      expect(kvDiff(past!, (await model.prefill([row], lora)).kv[0])).toBeLessThan(TOL);
+    }
+  });
+
   it('refuses a row without a cached prefix, a prefix longer than its cache, and one past the context window', async () => {
     const pre = await model.prefill([rows[0]]);
     await expect(model.extend([{ past: pre.kv[0], pastLength: 0, ids: [1] }])).rejects.toMatchObject({ code: 'empty_past' });

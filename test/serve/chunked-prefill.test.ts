@@ -102,6 +102,46 @@ describe('chunked prefill', () => {
     expect(Math.max(...calls[0])).toBeLessThan(Math.min(...calls[1]));
   }, 60_000);
 
+  it('a scoring request with a long context is read a chunk at a time, each pass (its adapter\'s, the base model\'s) as read whole; other rows decode meanwhile; cancelled between chunks, it is freed', async () => {
+    await f.giveAdapter('ck-sc', randomStoredAdapter(f.cfg, [0, 1], 2, 71));
+    const request = { userId: 'ck-sc', prompt: longPrompt(3), text: ' The boats came home early.', mode: 'auto' as const, topLogprobs: 2, compare: true };
+    const want = await f.engine().score(request, never());
+    const e = f.engine({ prefillChunk: 16 });
+    const before = chunks();
+    const got = await e.score(request, never());
+    expect(want.personalization.mode).toBe('injected');
+    expect(got.usage).toEqual(want.usage);
+    expect(got.personalization).toEqual(want.personalization);
+    const n = want.usage.contextTokens + want.usage.scoredTokens;
+    expect(n).toBeGreaterThan(80);
+    expect(chunks() - before).toBe(Math.ceil(n / 16) + Math.ceil((want.usage.baseContextTokens! + want.usage.scoredTokens) / 16));
+    expect(got.tokens.map((t) => [t.token, t.rank, t.top.map((a) => a.token)])).toEqual(want.tokens.map((t) => [t.token, t.rank, t.top.map((a) => a.token)]));
+    got.tokens.forEach((t, i) => expect(t.logprob).toBeCloseTo(want.tokens[i].logprob, 4));
+    got.base!.logprobs.forEach((lp, i) => expect(lp).toBeCloseTo(want.base!.logprobs[i], 4));
+    expect(got.logprob).toBeCloseTo(want.logprob, 3);
+    expect(Math.abs(got.logprob - got.base!.logprob)).toBeGreaterThan(0.01); // the two passes differ: the adapter is read
+
+    // Another row decodes while the context is read; a cancellation between chunks frees it.
+    const slow = f.engine({ prefillChunk: 4 });
+    let tokens = 0;
+    const streaming = (async () => {
+      for await (const ev of slow.stream(req('ck-sc-stream', { maxTokens: 200, ignoreEos: true }), never())) if (ev.type === 'token') tokens++;
+    })();
+    while (tokens < 2) await tick();
+    const ac = new AbortController();
+    const start = chunks();
+    const scoring = slow.score(request, ac.signal).catch((err: unknown) => err);
+    const tokensBefore = tokens;
+    while (chunks() - start < 6) await tick();
+    expect(tokens - tokensBefore).toBeGreaterThanOrEqual(4);
+    expect(slow.queue(10).rows.find((r) => r.userId === 'ck-sc')).toMatchObject({ state: 'prefill', promptTokensRead: expect.any(Number) });
+    ac.abort();
+    expect(await scoring).toMatchObject({ code: 'cancelled' });
+    expect(chunks() - start).toBeLessThan(2 * Math.ceil(n / 4));
+    await streaming;
+    expect(slow.queue(10).rows).toEqual([]);
+  }, 60_000);
+
   it('rows already decoding keep getting tokens while a long prompt is read (none do while one is read whole), and it holds its row meanwhile', async () => {
     const during = async (prefillChunk: number): Promise<{ tokens: number; rows: number; prefilling: number; read: number[]; promptTokens: number }> => {
       const e = f.engine({ prefillChunk, maxBatch: 2 });

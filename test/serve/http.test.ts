@@ -391,7 +391,7 @@ describe('the real engine behind the HTTP API', () => {
     expect(await metric('memlora_adapter_cache_loads_total')).toBeGreaterThanOrEqual(2);
   });
 
-  it('a prompt longer than MEMLORA_PREFILL_CHUNK (default 128 tokens) is read a chunk at a time, through the user\'s adapter', async () => {
+  it('a prompt or a scoring request longer than MEMLORA_PREFILL_CHUNK (default 128 tokens) is read a chunk at a time, through the user\'s adapter', async () => {
     const before = await metric('memlora_generate_prefill_chunks_total');
     const prompt = Array.from({ length: 40 }, (_, i) => `Line ${i} of a long letter about the harbour.`).join(' ');
     const res = await post('/v1/generate', { userId: 'alice', prompt, maxTokens: 4, truncatePromptTokens: 400 });
@@ -400,6 +400,18 @@ describe('the real engine behind the HTTP API', () => {
     expect(body).toMatchObject({ text: 'qqqq', personalization: { mode: 'injected' } });
     expect(body.usage.promptTokens).toBe(400);
     expect((await metric('memlora_generate_prefill_chunks_total')) - before).toBe(Math.ceil(400 / 128));
+
+    // A scoring request past the chunk: each pass read a chunk at a time; alice's model finds her q's likely, the base model does not.
+    const scoredBefore = await metric('memlora_generate_prefill_chunks_total');
+    const long = Array.from({ length: 12 }, (_, i) => `Line ${i} of a long letter about the harbour.`).join(' ');
+    const res2 = await post('/v1/score', { userId: 'alice', prompt: long, text: 'qqqq', compare: true });
+    expect(res2.status).toBe(200);
+    const r = scoreResultSchema.parse(await res2.json());
+    const n = r.usage.contextTokens + r.usage.scoredTokens;
+    expect(n).toBeGreaterThan(128);
+    expect((await metric('memlora_generate_prefill_chunks_total')) - scoredBefore).toBe(2 * Math.ceil(n / 128));
+    expect(r.tokens.map((t) => t.token)).toEqual(['q', 'q', 'q', 'q']);
+    expect(r.base!.meanLogprob).toBeLessThan(r.meanLogprob - 1);
   });
 });
 
