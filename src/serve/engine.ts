@@ -682,9 +682,12 @@ export class Engine {
       const joiners = scorers.length > 0 ? admitted.filter((job) => !job.score) : admitted;
       if (scorers.length > 0) await this.scoreAll(scorers);
       if (joiners.length > 0) await this.prefill(joiners);
-      if (this.chunking.length > 0) await this.readChunk();
+      // A chunk read is work done: the loop goes round again rather than sleep, as requests that
+      // arrived meanwhile (their wake-up found it awake) were not in this turn's admission.
+      const read = this.chunking.length > 0;
+      if (read) await this.readChunk();
       if (this.kv.size > 0) await this.step();
-      else if (admitted.length === 0 && this.chunking.length === 0) {
+      else if (admitted.length === 0 && !read) {
         if (this.waiting.length === 0) return;
         await this.sleep();
         continue;

@@ -142,6 +142,16 @@ describe('chunked prefill', () => {
     expect(slow.queue(10).rows).toEqual([]);
   }, 60_000);
 
+  it('a request arriving while the last chunk of one that ends at once is read is served (no lost wake-up)', async () => {
+    const e = f.engine({ prefillChunk: 8 });
+    const within = <T>(p: Promise<T>): Promise<T> => Promise.race([p, new Promise<T>((_, reject) => setTimeout(() => reject(new Error('not served within 10 s')), 10_000))]);
+    // A scoring request, and a reply of one token: neither joins the batch after its last chunk.
+    await within(e.score({ userId: 'ck-wake', prompt: longPrompt(2), text: ' Fine.', mode: 'vanilla' }, never()));
+    expect((await within(e.score({ userId: 'ck-wake', prompt: 'Hi.', text: ' Fine.', mode: 'vanilla' }, never()))).tokens.length).toBeGreaterThan(0);
+    await within(e.generate(req('ck-wake', { prompt: longPrompt(2), maxTokens: 1 }), never()));
+    expect((await within(e.generate(req('ck-wake', { maxTokens: 2 }), never()))).usage.completionTokens).toBe(2);
+  }, 60_000);
+
   it('rows already decoding keep getting tokens while a long prompt is read (none do while one is read whole), and it holds its row meanwhile', async () => {
     const during = async (prefillChunk: number): Promise<{ tokens: number; rows: number; prefilling: number; read: number[]; promptTokens: number }> => {
       const e = f.engine({ prefillChunk, maxBatch: 2 });
