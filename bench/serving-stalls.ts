@@ -6,7 +6,9 @@
  * on the serving thread (as before: the engine's `guideThread: false`; uploadAdapterBody called here);
  * or while a long prompt is read (`--what prompt`: a 460-token prompt, near the default model's
  * 512-token window), a chunk at a time between decode steps (chunked prefill, as the server runs:
- * MEMLORA_PREFILL_CHUNK's default of 128) and whole in one call (as before: prefillChunk 0).
+ * MEMLORA_PREFILL_CHUNK's default of 128) and whole in one call (as before: prefillChunk 0); or
+ * while a scoring request with such a context is read (`--what score`: POST /v1/score's work, a
+ * 4-token text after the 460-token context, with the base model's pass beside it), the same two ways.
  * Two real engines (createServeServices, the default model, adapters off) in one process, each driven
  * in interleaved slices by `--connections` clients streaming plain greedy replies of 32 tokens while
  * one more client, every `--every` ms, sends a guided request with a grammar never seen before (200
@@ -18,7 +20,7 @@
  * tokens (p50 / p99 / max), their tokens per second, and the intrusions' own time; the ratios
  * serving/thread are measured in one run.
  *
- *   npx tsx bench/serving-stalls.ts [--what grammar|upload|prompt] [--rounds 4] [--seconds 6] [--connections 8] [--every 1000]
+ *   npx tsx bench/serving-stalls.ts [--what grammar|upload|prompt|score] [--rounds 4] [--seconds 6] [--connections 8] [--every 1000]
  *
  * Writes bench/results/serving-stalls-<what>.json and serving-stalls-<what>.svg (the tail of the gaps
  * between plain tokens: the share of gaps at least so long, both axes logarithmic).
@@ -47,7 +49,9 @@ const SECONDS = numberArg('seconds', 6);
 const CONNECTIONS = numberArg('connections', 8);
 const EVERY_MS = numberArg('every', 1000);
 const WHAT = stringArg('what', 'grammar');
-if (WHAT !== 'grammar' && WHAT !== 'upload' && WHAT !== 'prompt') throw new Error(`--what is grammar, upload or prompt, got ${WHAT}`);
+if (!['grammar', 'upload', 'prompt', 'score'].includes(WHAT)) throw new Error(`--what is grammar, upload, prompt or score, got ${WHAT}`);
+/** Prompts read a chunk at a time, or whole: --what prompt and score. */
+const CHUNKING = WHAT === 'prompt' || WHAT === 'score';
 /** The chunk of chunked prefill (`--what prompt`): the server's default. */
 const CHUNK = Number(loadConfig({}).prefillChunk);
 const progress = (msg: string) => process.stderr.write(`${msg}\n`);
@@ -57,9 +61,9 @@ const config = { ...loadConfig({ MEMLORA_DATA_DIR: dir, MEMLORA_ADAPTER_DIR: joi
 const logger = { info() {}, warn: (msg: string) => progress(`engine warning: ${msg}`), error: (msg: string) => progress(`engine error: ${msg}`) };
 /** thread: the work done apart (its own thread; for prompts, a chunk at a time), as the server runs; serving: as before. */
 type Phase = 'thread' | 'serving';
-const LABEL: Record<Phase, string> = WHAT === 'prompt' ? { thread: 'chunked', serving: 'whole' } : { thread: 'thread', serving: 'serving' };
+const LABEL: Record<Phase, string> = CHUNKING ? { thread: 'chunked', serving: 'whole' } : { thread: 'thread', serving: 'serving' };
 async function engine(guideThread: boolean): Promise<ServeServices> {
-  const prefillChunk = WHAT !== 'prompt' || guideThread ? CHUNK : 0;
+  const prefillChunk = !CHUNKING || guideThread ? CHUNK : 0;
   const s = await createServeServices({ config, db: openDb(config.dbFile), metrics: new Registry(), logger }, { adapters: false, consistency: false, engine: { guideThread, prefillChunk } });
   if (!s?.generate || !(await s.loaded)) throw new Error(`no model at ${config.modelPath}`);
   return s;
@@ -114,6 +118,13 @@ async function slice(phase: Phase): Promise<Slice> {
       if (r.usage.promptTokens < 400) throw new Error(`the long prompt has only ${r.usage.promptTokens} tokens`);
       return;
     }
+    if (WHAT === 'score') {
+      // The context as ids: the long prompt's last 460 tokens, as /tokenize gives them.
+      const ids = g.tokenize({ prompt: longPrompt().prompt }).tokens.slice(-460);
+      const r = await g.score({ userId: 'scorer', prompt: ids, text: ' and the boats came home.', mode: 'vanilla', compare: true }, new AbortController().signal);
+      if (r.usage.contextTokens < 400) throw new Error(`the long context has only ${r.usage.contextTokens} tokens`);
+      return;
+    }
     const body = bodies.pop()!;
     const written = phase === 'thread' ? await svc.reader!.upload('uploader', body) : await uploadAdapterBody(svc.store!, 'uploader', body);
     rmSync(join(svc.store!.root, written.path), { recursive: true, force: true });
@@ -155,16 +166,26 @@ async function slice(phase: Phase): Promise<Slice> {
   return { loopMaxMs: h.max / 1e6, loopP99Ms: h.percentile(99) / 1e6, gaps, tokens, guidedMs, seconds };
 }
 
+/** The largest of many (a spread of 100,000 gaps overflows the stack). */
+const longest = (xs: number[]): number => xs.reduce((a, b) => Math.max(a, b), Number.NEGATIVE_INFINITY);
 const pct = (xs: number[], p: number): number => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length ? s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] : Number.NaN;
 };
+// The scoring graphs (every position's logits) compile at their first use, not at the server's start:
+// one scoring request per engine first, so that the slices measure what every later one costs.
+if (WHAT === 'score') {
+  for (const phase of ['thread', 'serving'] as Phase[]) {
+    const ids = engines[phase].generate!.tokenize({ prompt: longPrompt().prompt }).tokens.slice(-460);
+    for (const mode of ['vanilla', 'auto'] as const) await engines[phase].generate!.score({ userId: 'scorer', prompt: ids, text: ' and the boats came home.', mode, compare: true }, new AbortController().signal);
+  }
+}
 const slices: Record<Phase, Slice[]> = { thread: [], serving: [] };
 for (let r = 0; r < ROUNDS; r++) {
   for (const phase of (r % 2 === 0 ? ['thread', 'serving'] : ['serving', 'thread']) as Phase[]) {
     const s = await slice(phase);
     slices[phase].push(s);
-    progress(`round ${r + 1}/${ROUNDS} ${LABEL[phase].padEnd(7)}: loop delay max ${s.loopMaxMs.toFixed(1)} ms, token gaps p99 ${pct(s.gaps, 99).toFixed(1)} ms, max ${Math.max(...s.gaps).toFixed(1)} ms, ${(s.tokens / s.seconds).toFixed(0)} tok/s, ${s.guidedMs.length} ${{ grammar: 'guided requests', upload: 'uploads', prompt: 'long prompts' }[WHAT]}`);
+    progress(`round ${r + 1}/${ROUNDS} ${LABEL[phase].padEnd(7)}: loop delay max ${s.loopMaxMs.toFixed(1)} ms, token gaps p99 ${pct(s.gaps, 99).toFixed(1)} ms, max ${longest(s.gaps).toFixed(1)} ms, ${(s.tokens / s.seconds).toFixed(0)} tok/s, ${s.guidedMs.length} ${{ grammar: 'guided requests', upload: 'uploads', prompt: 'long prompts', score: 'long scoring requests' }[WHAT]}`);
   }
 }
 const summary = (phase: Phase) => {
@@ -176,7 +197,7 @@ const summary = (phase: Phase) => {
     loopDelayP99Ms: +pct(ss.map((s) => s.loopP99Ms), 50).toFixed(1),
     tokenGapP50Ms: +pct(gaps, 50).toFixed(2),
     tokenGapP99Ms: +pct(gaps, 99).toFixed(1),
-    tokenGapMaxMs: +Math.max(...gaps).toFixed(1),
+    tokenGapMaxMs: +longest(gaps).toFixed(1),
     plainTokensPerS: +(ss.reduce((a, s) => a + s.tokens, 0) / ss.reduce((a, s) => a + s.seconds, 0)).toFixed(1),
     intrusions: guided.length,
     intrusionP50Ms: +pct(guided, 50).toFixed(0),
@@ -192,7 +213,7 @@ const result = {
       ? 'serving: guides compiled on the serving thread (guideThread false); thread: on the guide-compile thread, as the server runs. Intrusion: a guided request with a new grammar, its time to the reply. Loop delay p99 is the median over slices.'
       : WHAT === 'upload'
         ? "serving: multipart uploads read apart, checked, encoded and written on the serving thread (uploadAdapterBody); thread: on the load thread (the loader's upload), as the server runs. Intrusion: a 23.6 MB multipart upload, its time until written. Loop delay p99 is the median over slices."
-        : `whole: each prompt read in one call before the next decode step (prefillChunk 0); chunked: ${CHUNK} tokens at a time, one chunk before each decode step (MEMLORA_PREFILL_CHUNK's default), as the server runs. Intrusion: a request with a 460-token prompt and a 4-token reply, its time to the reply. Loop delay p99 is the median over slices.`,
+        : `whole: each prompt read in one call before the next decode step (prefillChunk 0); chunked: ${CHUNK} tokens at a time, one chunk before each decode step (MEMLORA_PREFILL_CHUNK's default), as the server runs. Intrusion: ${WHAT === 'prompt' ? 'a request with a 460-token prompt and a 4-token reply, its time to the reply' : 'a scoring request of a 460-token context and a short text, with compare (a vanilla user: one pass), its time to the result'}. Loop delay p99 is the median over slices.`,
   [LABEL.thread]: thread,
   [LABEL.serving]: serving,
   ratios: {
@@ -215,7 +236,7 @@ function tail(gaps: number[]): Array<[number, number]> {
   for (let i = Math.max(0, n - 200); i < n; i++) ranks.add(i);
   return [...ranks].sort((a, b) => a - b).map((i) => [g[i], (n - i) / n]);
 }
-const label = { grammar: 'a new 60,000-state grammar every second', upload: 'a 23.6 MB multipart upload every second', prompt: 'a 460-token prompt every second' }[WHAT];
+const label = { grammar: 'a new 60,000-state grammar every second', upload: 'a 23.6 MB multipart upload every second', prompt: 'a 460-token prompt every second', score: 'a 460-token scoring request every second' }[WHAT]!;
 writeFileSync(
   join(repoRoot, 'bench', 'results', `serving-stalls-${WHAT}.svg`),
   lineChart({
@@ -223,8 +244,8 @@ writeFileSync(
     x: { label: 'gap between tokens (ms)', log: true },
     y: { label: 'share of gaps at least this long', log: true },
     series: [
-      { name: `${{ grammar: 'compiled on its own thread', upload: 'uploaded on its own thread', prompt: `read ${CHUNK} tokens at a time` }[WHAT]} (max ${thread.tokenGapMaxMs} ms)`, points: tail(slices.thread.flatMap((s) => s.gaps)) },
-      { name: `${WHAT === 'prompt' ? 'read whole' : 'on the serving thread'} (max ${serving.tokenGapMaxMs} ms)`, points: tail(slices.serving.flatMap((s) => s.gaps)) },
+      { name: `${{ grammar: 'compiled on its own thread', upload: 'uploaded on its own thread', prompt: `read ${CHUNK} tokens at a time`, score: `read ${CHUNK} tokens at a time` }[WHAT]} (max ${thread.tokenGapMaxMs} ms)`, points: tail(slices.thread.flatMap((s) => s.gaps)) },
+      { name: `${CHUNKING ? 'read whole' : 'on the serving thread'} (max ${serving.tokenGapMaxMs} ms)`, points: tail(slices.serving.flatMap((s) => s.gaps)) },
     ],
   }),
 );
