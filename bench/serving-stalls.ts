@@ -21,6 +21,7 @@
  * serving/thread are measured in one run.
  *
  *   npx tsx bench/serving-stalls.ts [--what grammar|upload|prompt|score] [--rounds 4] [--seconds 6] [--connections 8] [--every 1000]
+ *                                   [--chunk 128] (prompt, score: the chunked engine's chunk; results then in serving-stalls-<what>-chunk<N>.*)
  *
  * Writes bench/results/serving-stalls-<what>.json and serving-stalls-<what>.svg (the tail of the gaps
  * between plain tokens: the share of gaps at least so long, both axes logarithmic).
@@ -40,7 +41,7 @@ import { uploadAdapterBody } from '../src/serve/adapter-upload.js';
 import { lineChart } from '../src/plot/svg.js';
 import { type ServeServices, createServeServices } from '../src/serve/services.js';
 import type { ServeRequest } from '../src/serve/types.js';
-import { numberArg, stringArg } from './args.js';
+import { flag, numberArg, stringArg } from './args.js';
 import { runUnderServeFlags } from './in-process.js';
 
 runUnderServeFlags();
@@ -52,8 +53,10 @@ const WHAT = stringArg('what', 'grammar');
 if (!['grammar', 'upload', 'prompt', 'score'].includes(WHAT)) throw new Error(`--what is grammar, upload, prompt or score, got ${WHAT}`);
 /** Prompts read a chunk at a time, or whole: --what prompt and score. */
 const CHUNKING = WHAT === 'prompt' || WHAT === 'score';
-/** The chunk of chunked prefill (`--what prompt`): the server's default. */
-const CHUNK = Number(loadConfig({}).prefillChunk);
+/** The chunk of chunked prefill (`--what prompt|score`): the server's default, or `--chunk`. */
+const CHUNK = numberArg('chunk', Number(loadConfig({}).prefillChunk));
+/** A chunk other than the default writes results of their own. */
+const OUT_TAG = CHUNKING && flag('chunk') ? `-chunk${CHUNK}` : '';
 const progress = (msg: string) => process.stderr.write(`${msg}\n`);
 
 const dir = mkdtempSync(join(tmpdir(), 'memlora-guide-compile-'));
@@ -198,6 +201,8 @@ const summary = (phase: Phase) => {
     tokenGapP50Ms: +pct(gaps, 50).toFixed(2),
     tokenGapP99Ms: +pct(gaps, 99).toFixed(1),
     tokenGapMaxMs: +longest(gaps).toFixed(1),
+    /** The median over slices of each slice's longest gap: less at the mercy of one pause than the longest of all. */
+    tokenGapSliceMaxMedianMs: +pct(ss.map((s) => longest(s.gaps)), 50).toFixed(1),
     plainTokensPerS: +(ss.reduce((a, s) => a + s.tokens, 0) / ss.reduce((a, s) => a + s.seconds, 0)).toFixed(1),
     intrusions: guided.length,
     intrusionP50Ms: +pct(guided, 50).toFixed(0),
@@ -206,7 +211,7 @@ const summary = (phase: Phase) => {
 const thread = summary('thread');
 const serving = summary('serving');
 const result = {
-  command: `npx tsx bench/serving-stalls.ts --what ${WHAT} --rounds ${ROUNDS} --seconds ${SECONDS} --connections ${CONNECTIONS} --every ${EVERY_MS}`,
+  command: `npx tsx bench/serving-stalls.ts --what ${WHAT} --rounds ${ROUNDS} --seconds ${SECONDS} --connections ${CONNECTIONS} --every ${EVERY_MS}${OUT_TAG ? ` --chunk ${CHUNK}` : ''}`,
   date: new Date().toISOString().slice(0, 10),
   note:
     WHAT === 'grammar'
@@ -225,7 +230,7 @@ const result = {
 };
 console.log(JSON.stringify(result, null, 2));
 mkdirSync(join(repoRoot, 'bench', 'results'), { recursive: true });
-writeFileSync(join(repoRoot, 'bench', 'results', `serving-stalls-${WHAT}.json`), `${JSON.stringify(result, null, 2)}\n`);
+writeFileSync(join(repoRoot, 'bench', 'results', `serving-stalls-${WHAT}${OUT_TAG}.json`), `${JSON.stringify(result, null, 2)}\n`);
 
 /** The share of gaps at least x long, at every gap of the longest 200 and at 200 evenly ranked others. */
 function tail(gaps: number[]): Array<[number, number]> {
@@ -238,7 +243,7 @@ function tail(gaps: number[]): Array<[number, number]> {
 }
 const label = { grammar: 'a new 60,000-state grammar every second', upload: 'a 23.6 MB multipart upload every second', prompt: 'a 460-token prompt every second', score: 'a 460-token scoring request every second' }[WHAT]!;
 writeFileSync(
-  join(repoRoot, 'bench', 'results', `serving-stalls-${WHAT}.svg`),
+  join(repoRoot, 'bench', 'results', `serving-stalls-${WHAT}${OUT_TAG}.svg`),
   lineChart({
     title: `Gaps between plain rows' tokens, ${label}`,
     x: { label: 'gap between tokens (ms)', log: true },
