@@ -222,7 +222,7 @@ export class KvBatch {
     }
     const oldCap = this.cap;
     const move = (old: Float32Array | undefined): Float32Array => {
-      const buf = new Float32Array(rowCap * hkv * cap * dh);
+      const buf = new Float32Array(size);
       if (old) {
         for (let r = 0; r < this.ids.length; r++) {
           const n = this.lengths[r] * dh;

@@ -196,6 +196,9 @@ const noLogger: ServeLogger = { info() {}, warn() {}, error() {} };
 const joinParts = (shape: KvShape, parts: readonly PastRow[]): RowKv =>
   parts.map((p) => sliceRowKv(shape, p.kv, p.length ?? p.kv.length)).reduce((a, b) => concatRowKv(shape, a, b));
 
+/** A job's adapter as served, on every layer (rank 0 where it has none): one graph for every adapter; none without a lease. */
+const asServed = (job: Job): LoraInput | undefined => (job.lease ? { adapter: job.lease.adapter, everyLayer: true } : undefined);
+
 /** Which weights computed a request's keys and values: its adapter version, or the base model. */
 const scopeOf = (job: Job): string => (job.personalization.mode === 'injected' ? versionScope(job.personalization.adapterVersion!) : 'base');
 const versionScope = (version: number): string => `v${version}`;
@@ -875,14 +878,13 @@ export class Engine {
       if (long.length > 0) joiners = joiners.filter((job) => !long.includes(job));
       if (joiners.length === 0) return;
     }
-    // The pool holds each call's rows together: the whole prompts first, then the continued ones.
-    // Whole prompts in groups of like length (prefill-groups.ts: a batched call pads every row to its
-    // longest), then those continuing a cached conversation.
+    // The pool holds each call's rows together: the whole prompts first, in groups of like length
+    // (prefill-groups.ts: a batched call pads every row to its longest), then the continued ones.
     const groups = lengthGroups(joiners.filter((j) => !hits.has(j)), (j) => j.ids.length);
     const continued = joiners.filter((j) => hits.has(j));
     joiners = [...groups.flat(), ...continued];
-    for (const job of joiners) job.cachedTokens = hits.get(job)?.tokens ?? 0;
     for (const job of joiners) {
+      job.cachedTokens = hits.get(job)?.tokens ?? 0;
       job.t.admitted = t0;
       job.state = 'active';
       this.m.queueSeconds.observe({ mode: job.personalization.mode }, (t0 - job.t.arrived) / 1000);
@@ -891,7 +893,7 @@ export class Engine {
     // A lone joiner with an adapter (the common case) is read through its adapter as served: one
     // matmul pair per map at its own rank, none of the unit pool's gather and per-row sums.
     const loraOf = (group: Job[], from: number) =>
-      group.length === 1 && group[0].lease ? { adapter: group[0].lease.adapter, everyLayer: true } : this.pool.input(from, from + group.length);
+      group.length === 1 && group[0].lease ? asServed(group[0]) : this.pool.input(from, from + group.length);
     // Per joiner (in `joiners` order): its first logits, and its cache as parts for KvBatch.add (a
     // cached prefix is copied into the batch once, straight from the prefix cache).
     const logits: Float32Array[] = [];
@@ -954,7 +956,7 @@ export class Engine {
     const c = job.chunked!;
     const to = Math.min(job.ids.length, c.done + this.chunk);
     const ids = job.ids.slice(c.done, to);
-    const lora = job.lease ? { adapter: job.lease.adapter, everyLayer: true } : undefined;
+    const lora = asServed(job);
     const t0 = now();
     let logits: Float32Array;
     let part: RowKv;
@@ -1056,7 +1058,7 @@ export class Engine {
         if (this.chunk > 0 && job.ids.length + s.textIds.length > this.chunk) {
           // A long context: read a chunk at a time between decode steps (readScoreChunk), as long prompts are.
           const pass = (ids: number[], lora: LoraInput | undefined): ScorePass => ({ ids, lora, done: 0, past: null, logits: new Float32Array(ids.length * v) });
-          job.scoring = [pass([...job.ids, ...s.textIds], job.lease ? { adapter: job.lease.adapter, everyLayer: true } : undefined)];
+          job.scoring = [pass([...job.ids, ...s.textIds], asServed(job))];
           if (compares) job.scoring.push(pass([...job.baseIds, ...s.textIds], undefined));
           this.chunking.push(job);
           continue;
@@ -1083,7 +1085,7 @@ export class Engine {
         const rows = at.get(job)!;
         let own: Float32Array;
         try {
-          own = rows.own !== undefined ? plainLogits[rows.own] : (await this.model.forwardLogits([[...job.ids, ...job.score!.textIds]], { adapter: job.lease!.adapter, everyLayer: true }))[0];
+          own = rows.own !== undefined ? plainLogits[rows.own] : (await this.model.forwardLogits([[...job.ids, ...job.score!.textIds]], asServed(job)))[0];
         } catch (e) {
           this.logger.error('scoring failed', { userId: job.req.userId, tokens: job.ids.length + job.score!.textIds.length, err: e instanceof Error ? e.stack : String(e) });
           this.fail(job, new ServeError('generation_failed', 'the model failed while scoring', { cause: e }));
